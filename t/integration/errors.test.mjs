@@ -1,0 +1,198 @@
+// Every error status of the contract, with its JSON body, through curl and
+// raw sockets; upstream error statuses passed through unchanged.
+
+import assert from 'node:assert/strict';
+import { after, afterEach, before, describe, it } from 'node:test';
+
+import {
+  RawClient, curl, curlPost, freePort, killAll, mockBackend, rawRequest,
+  startGateway, startMock,
+} from './lib/harness.mjs';
+import { assertError } from './lib/checks.mjs';
+
+const chatBody = { model: 'gpt-4o', messages: [{ role: 'user', content: 'hello' }] };
+
+describe('error responses', () => {
+  let mock;
+  let gw;
+  let chatURL;
+
+  before(async () => {
+    mock = await startMock();
+    const closedPort = await freePort();
+    gw = await startGateway({
+      limits: { max_body: '4KiB', max_header: '4KiB' },
+      backends: {
+        mock: mockBackend(mock, { timeouts: { first_byte: '1s' } }),
+        dead: { url: `http://127.0.0.1:${closedPort}` },
+      },
+      routes: [
+        { name: 'dead', match: { path: '/v1/chat/completions', model: 'dead-model' }, backends: ['dead'] },
+        { name: 'chat', match: { path: '/v1/chat/completions', model: 'gpt-*' }, backends: ['mock'] },
+        { name: 'embeddings', match: { path: '/v1/embeddings', model: '*' }, backends: ['mock'] },
+      ],
+    });
+    chatURL = `${gw.baseURL}/v1/chat/completions`;
+  });
+
+  afterEach(() => gw?.checkErrors());
+  after(killAll);
+
+  it('rejects a body that is not JSON', async () => {
+    const res = await curl(curlPost(chatURL, '{"model": "gpt-4o", '));
+    assertError(res, 400, 'invalid_request_error', 'invalid_json');
+    const entry = await gw.accessFor(res.headers['x-request-id']);
+    assert.equal(entry.status, 400);
+    assert.equal(entry.termination, 'GL');
+  });
+
+  it('rejects a JSON body that is not an object', async () => {
+    const res = await curl(curlPost(chatURL, '["gpt-4o"]'));
+    assertError(res, 400, 'invalid_request_error', 'invalid_json');
+  });
+
+  it('rejects a body without a model', async () => {
+    const res = await curl(curlPost(chatURL, { messages: [] }));
+    assertError(res, 400, 'invalid_request_error', 'missing_model');
+  });
+
+  it('rejects a model that is not a string', async () => {
+    const res = await curl(curlPost(chatURL, { model: 4, messages: [] }));
+    assertError(res, 400, 'invalid_request_error', 'missing_model');
+  });
+
+  it('answers 404 for a model no route matches', async () => {
+    const res = await curl(curlPost(chatURL, { ...chatBody, model: 'claude-3' }));
+    assertError(res, 404, 'invalid_request_error', 'route_not_found');
+    const entry = await gw.accessFor(res.headers['x-request-id']);
+    assert.equal(entry.termination, 'GL');
+    assert.equal(entry.route, null);
+    assert.equal(entry.backend, null);
+  });
+
+  it('answers 404 for a path no route matches', async () => {
+    const res = await curl(curlPost(`${gw.baseURL}/v1/completions`, chatBody));
+    assertError(res, 404, 'invalid_request_error', 'route_not_found');
+    const other = await curl([`${gw.baseURL}/no/such/path`]);
+    assertError(other, 404, 'invalid_request_error', 'route_not_found');
+  });
+
+  it('answers 405 with Allow for GET on a POST endpoint', async () => {
+    const res = await curl([chatURL]);
+    assertError(res, 405, 'invalid_request_error', 'method_not_allowed');
+    assert.equal(res.headers.allow, 'POST');
+  });
+
+  it('answers 405 with Allow for DELETE on embeddings', async () => {
+    const res = await curl(['-X', 'DELETE', `${gw.baseURL}/v1/embeddings`]);
+    assertError(res, 405, 'invalid_request_error', 'method_not_allowed');
+    assert.equal(res.headers.allow, 'POST');
+  });
+
+  it('answers 405 with Allow for POST on /v1/models', async () => {
+    const res = await curl(curlPost(`${gw.baseURL}/v1/models`, chatBody));
+    assertError(res, 405, 'invalid_request_error', 'method_not_allowed');
+    assert.equal(res.headers.allow, 'GET');
+  });
+
+  it('answers 413 for a body over max_body', async () => {
+    const body = { ...chatBody, messages: [{ role: 'user', content: 'x'.repeat(8192) }] };
+    const res = await curl(curlPost(chatURL, body));
+    assertError(res, 413, 'invalid_request_error', 'request_too_large');
+    const requests = await mock.requests();
+    assert.ok(!requests.some((r) => r.body.length > 4096), 'the oversized body reached the mock');
+  });
+
+  it('answers 413 before the body is sent', async () => {
+    // Only the head goes out: a 413 that arrives proves the gateway did not
+    // wait for the 10 MiB it was announced.
+    const client = await RawClient.connect(gw.port);
+    try {
+      await client.write(rawRequest('POST', '/v1/chat/completions', [
+        'Host: 127.0.0.1', 'Content-Type: application/json', 'Content-Length: 10485760',
+      ]));
+      const res = await client.readResponse();
+      assertError(res, 413, 'invalid_request_error', 'request_too_large');
+    } finally {
+      client.destroy();
+    }
+  });
+
+  it('answers 413 instead of 100 Continue', async () => {
+    const client = await RawClient.connect(gw.port);
+    try {
+      await client.write(rawRequest('POST', '/v1/chat/completions', [
+        'Host: 127.0.0.1', 'Content-Type: application/json', 'Content-Length: 10485760',
+        'Expect: 100-continue',
+      ]));
+      const res = await client.readResponse();
+      assertError(res, 413, 'invalid_request_error', 'request_too_large');
+    } finally {
+      client.destroy();
+    }
+  });
+
+  it('answers 431 for headers over max_header', async () => {
+    const res = await curl(curlPost(chatURL, chatBody, [`X-Padding: ${'a'.repeat(8192)}`]));
+    assertError(res, 431, 'invalid_request_error', 'request_header_too_large');
+  });
+
+  it('answers 400 to a malformed request line', async () => {
+    const client = await RawClient.connect(gw.port);
+    try {
+      await client.write('THIS IS NOT HTTP\r\n\r\n');
+      const res = await client.readResponse();
+      assertError(res, 400, 'invalid_request_error', 'bad_request');
+    } finally {
+      client.destroy();
+    }
+  });
+
+  it('answers 502 when the upstream refuses', async () => {
+    gw.expectErrors(/refused|connect/i);
+    const res = await curl(curlPost(chatURL, { ...chatBody, model: 'dead-model' }));
+    assertError(res, 502, 'upstream_error', 'upstream_failed');
+    const entry = await gw.accessFor(res.headers['x-request-id']);
+    assert.equal(entry.status, 502);
+    assert.equal(entry.upstream_status, null);
+    assert.equal(entry.route, 'dead');
+    assert.equal(entry.backend, 'dead');
+    assert.equal(entry.termination, 'SC');
+  });
+
+  it('answers 504 when the first byte times out', async () => {
+    gw.expectErrors(/timed out|timeout/i);
+    const res = await curl(curlPost(chatURL, chatBody, ['x-mock: first_byte_delay=4s']));
+    assertError(res, 504, 'upstream_error', 'upstream_timeout');
+    const entry = await gw.accessFor(res.headers['x-request-id']);
+    assert.equal(entry.status, 504);
+    assert.equal(entry.termination, 'sH');
+  });
+
+  for (const status of [429, 500, 503]) {
+    it(`passes an upstream ${status} through unchanged`, async () => {
+      const headers = [`x-mock: status=${status};retry_after=7`];
+      const direct = await curl(curlPost(`${mock.url}/v1/chat/completions`, chatBody, headers));
+      assert.equal(direct.status, status, 'the mock itself answers with the status');
+
+      const res = await curl(curlPost(chatURL, chatBody, headers));
+      assert.equal(res.status, status);
+      assert.equal(res.text, direct.text, 'body');
+      assert.equal(res.headers['content-type'], direct.headers['content-type']);
+      assert.equal(res.headers['retry-after'], '7');
+      const entry = await gw.accessFor(res.headers['x-request-id']);
+      assert.equal(entry.status, status);
+      assert.equal(entry.upstream_status, status);
+      assert.equal(entry.termination, '--');
+    });
+  }
+
+  it('passes the upstream 400 for a bad option through', async () => {
+    const headers = ['x-mock: no_such_option=1'];
+    const direct = await curl(curlPost(`${mock.url}/v1/chat/completions`, chatBody, headers));
+    assert.equal(direct.status, 400, 'the mock itself rejects the option');
+    const res = await curl(curlPost(chatURL, chatBody, headers));
+    assert.equal(res.status, 400);
+    assert.equal(res.text, direct.text);
+  });
+});

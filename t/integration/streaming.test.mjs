@@ -1,0 +1,159 @@
+// Response relay: recorded fixtures byte for byte, server-sent event streams
+// relayed as they arrive (no buffering), awkward upstream write boundaries,
+// and an upstream that dies mid-stream.
+
+import assert from 'node:assert/strict';
+import { after, afterEach, before, describe, it } from 'node:test';
+
+import {
+  RawClient, basicConfig, curl, curlPost, eventData, killAll, openStream,
+  rawPost, splitEvents, startGateway, startMock,
+} from './lib/harness.mjs';
+import { normalizeVolatile } from './lib/checks.mjs';
+
+const messages = [{ role: 'user', content: 'Hello!' }];
+
+/* Fixtures replayed by the mock, with the endpoint each was recorded on. */
+const FIXTURES = [
+  { name: 'chat-basic', path: '/v1/chat/completions', body: { model: 'gpt-5-nano', messages } },
+  { name: 'chat-streaming', path: '/v1/chat/completions', body: { model: 'gpt-5-nano', messages, stream: true } },
+  { name: 'chat-tools', path: '/v1/chat/completions', body: { model: 'gpt-5-nano', messages } },
+  { name: 'completion-basic', path: '/v1/completions', body: { model: 'babbage-002', prompt: 'def fib(n):' } },
+  { name: 'completion-streaming', path: '/v1/completions', body: { model: 'babbage-002', prompt: 'def fib(n):', stream: true } },
+  { name: 'embeddings-basic', path: '/v1/embeddings', body: { model: 'text-embedding-3-small', input: 'How do I reset my password?' } },
+  { name: 'chat-bad-request', path: '/v1/chat/completions', body: { model: 'gpt-5-nano', messages } },
+];
+
+describe('response relay', () => {
+  let mock;
+  let gw;
+
+  before(async () => {
+    mock = await startMock();
+    gw = await startGateway(basicConfig(mock));
+  });
+
+  afterEach(() => gw?.checkErrors());
+  after(killAll);
+
+  for (const fixture of FIXTURES) {
+    it(`passes fixture ${fixture.name} through byte for byte`, async () => {
+      const header = [`x-mock: fixture=${fixture.name}`];
+      const direct = await curl(curlPost(`${mock.url}${fixture.path}`, fixture.body, header));
+      const proxied = await curl(curlPost(`${gw.baseURL}${fixture.path}`, fixture.body, header));
+
+      assert.ok(direct.body.length > 0, 'the mock replayed an empty body');
+      assert.equal(proxied.status, direct.status);
+      assert.equal(proxied.headers['content-type'], direct.headers['content-type']);
+      assert.ok(proxied.body.equals(direct.body),
+        `bodies differ: ${proxied.body.length} bytes through the gateway, ${direct.body.length} direct`);
+
+      if (/^text\/event-stream/.test(direct.headers['content-type'])) {
+        assert.equal(proxied.headers['transfer-encoding'], 'chunked', 'a stream goes to an HTTP/1.1 client chunked');
+        assert.equal(proxied.headers['content-length'], undefined);
+      } else {
+        assert.equal(proxied.headers['content-length'], String(direct.body.length));
+      }
+    });
+  }
+
+  it('frames a stream as valid chunks', async () => {
+    const body = FIXTURES[1].body;
+    const client = await RawClient.connect(gw.port);
+    let res;
+    try {
+      await client.write(rawPost('/v1/chat/completions', body, ['x-mock: fixture=chat-streaming']));
+      res = await client.readResponse();
+    } finally {
+      client.destroy();
+    }
+    const direct = await curl(curlPost(`${mock.url}/v1/chat/completions`, body, ['x-mock: fixture=chat-streaming']));
+    assert.equal(res.status, 200);
+    assert.ok(res.chunks.length > 0, 'no chunks');
+    assert.ok(res.chunks.every((c) => c.length > 0), 'an empty chunk before the last one');
+    assert.ok(res.body.equals(direct.body), 'the chunks do not add up to the direct body');
+  });
+
+  it('sends the first event before the upstream sends the second', async () => {
+    // The mock waits EVENT_DELAY between events. A gateway that held the
+    // first event back until more data came could not deliver it sooner than
+    // EVENT_DELAY after the request, when the second event is sent.
+    const EVENT_DELAY = 3000;
+    const stream = await openStream({
+      port: gw.port,
+      body: { model: 'gpt-4o', messages, stream: true },
+      headers: { 'x-mock': `events=3;event_delay=${EVENT_DELAY}ms` },
+    });
+    try {
+      assert.equal(stream.status, 200);
+      assert.match(stream.headers['content-type'], /^text\/event-stream/);
+      const first = await stream.nextData();
+      assert.notEqual(first, null, 'the stream ended without an event');
+      assert.ok(first.at - stream.sentAt < EVENT_DELAY,
+        `the first event arrived ${first.at - stream.sentAt} ms after the request, not before the second was due`);
+      assert.equal(stream.queue.filter((e) => e.data !== null).length, 0, 'the second event arrived with the first');
+
+      const second = await stream.nextData();
+      assert.notEqual(second, null, 'the stream ended after one event');
+      assert.ok(second.at > first.at, 'the second event arrived in the same read as the first');
+    } finally {
+      stream.abort();
+    }
+  });
+
+  for (const [what, option] of [['inside UTF-8 sequences', 'unicode=1'], ['inside CRLF line ends', 'crlf=1;unicode=1']]) {
+    it(`relays a stream split ${what}`, async () => {
+      const body = { model: 'gpt-4o', messages, stream: true };
+      const url = `${mock.url}/v1/chat/completions`;
+      const whole = await curl(curlPost(url, body, [`x-mock: events=12;${option}`]));
+      const offsets = awkwardOffsets(whole.body, option.startsWith('crlf'));
+      assert.ok(offsets.length >= 3, `too few awkward offsets found in ${whole.text.slice(0, 200)}`);
+
+      const header = [`x-mock: events=12;${option};split=${offsets.join(',')}`];
+      const direct = await curl(curlPost(url, body, header));
+      const proxied = await curl(curlPost(`${gw.baseURL}/v1/chat/completions`, body, header));
+      assert.equal(proxied.status, 200);
+      assert.equal(normalizeVolatile(proxied.body.toString('latin1')), normalizeVolatile(direct.body.toString('latin1')));
+      assert.equal(normalizeVolatile(proxied.body.toString('latin1')), normalizeVolatile(whole.body.toString('latin1')));
+      assert.equal(eventData(splitEvents(proxied.text).events.at(-1)), '[DONE]');
+    });
+  }
+
+  it('ends the client stream unfinished when the upstream closes mid-stream', async () => {
+    gw.expectErrors(/upstream|closed|reset|eof|prematurely/i);
+    const client = await RawClient.connect(gw.port);
+    let head;
+    try {
+      await client.write(rawPost('/v1/chat/completions', { model: 'gpt-4o', messages, stream: true },
+        ['x-mock: events=5;close_after=2', 'X-Request-Id: upstream-closes-mid-stream']));
+      head = await client.readResponse({ head: true });
+      assert.equal(head.status, 200);
+      assert.ok(await client.waitClosed(), 'the gateway kept the client connection open');
+      // The chunked body must not end with the last chunk: the client has
+      // to be able to tell that the stream was cut.
+      assert.doesNotMatch(client.buffer.toString('latin1'), /(^|\r\n)0\r\n\r\n$/, 'the truncated stream ended with a final chunk');
+      assert.doesNotMatch(client.buffer.toString('latin1'), /\[DONE\]/);
+    } finally {
+      client.destroy();
+    }
+    const entry = await gw.accessFor('upstream-closes-mid-stream');
+    assert.equal(entry.status, 200);
+    assert.equal(entry.stream, true);
+    assert.equal(entry.termination, 'SD');
+  });
+});
+
+/* Byte offsets in an SSE body that fall inside a multi-byte UTF-8 sequence
+ * or, with crlf, between the CR and LF of a line end: at most 40, spread
+ * over the whole body. */
+function awkwardOffsets(body, crlf) {
+  const all = [];
+  for (let i = 1; i < body.length; i++) {
+    const insideUtf8 = (body[i] & 0xc0) === 0x80;
+    const insideCrlf = body[i - 1] === 0x0d && body[i] === 0x0a;
+    if (crlf ? insideCrlf : insideUtf8)
+      all.push(i);
+  }
+  const step = Math.max(1, Math.ceil(all.length / 40));
+  return all.filter((_, i) => i % step === 0);
+}
