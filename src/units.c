@@ -1,0 +1,117 @@
+/*
+ * Parsing of the duration and size values used in the configuration.
+ *
+ * Both take an unsigned decimal integer followed directly by a unit, with no
+ * sign, space or fraction, so "1.5s", "+2s" and "2 s" are all invalid. A
+ * value that does not fit the result type is invalid too, rather than being
+ * silently clamped.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include "config.h"
+
+struct unit {
+	const char *name;
+	uint64_t factor;
+};
+
+/* A suffix must equal a unit name whole, so the order of the tables does not
+ * matter. A duration needs a unit; a size without one is in bytes. */
+static const struct unit duration_units[] = {
+	{ "ms", 1 },
+	{ "s", 1000 },
+	{ "m", 60 * 1000 },
+	{ "h", 60 * 60 * 1000 },
+};
+
+static const struct unit size_units[] = {
+	{ "", 1 },
+	{ "B", 1 },
+	{ "KiB", (uint64_t)1 << 10 },
+	{ "MiB", (uint64_t)1 << 20 },
+	{ "GiB", (uint64_t)1 << 30 },
+	{ "KB", 1000 },
+	{ "MB", 1000 * 1000 },
+	{ "GB", 1000 * 1000 * 1000 },
+};
+
+/*
+ * Parse the leading decimal digits of s into *out and point *rest past them.
+ * Returns -1 when there are no digits or the number exceeds UINT64_MAX.
+ */
+static int parse_digits(const char *s, uint64_t *out, const char **rest)
+{
+	uint64_t n = 0;
+	const char *p = s;
+
+	for (; *p >= '0' && *p <= '9'; p++) {
+		unsigned digit = (unsigned)(*p - '0');
+
+		if (n > (UINT64_MAX - digit) / 10)
+			return -1;
+		n = n * 10 + digit;
+	}
+
+	if (p == s)
+		return -1;
+
+	*out = n;
+	*rest = p;
+	return 0;
+}
+
+/*
+ * Parse "<digits><unit>" with the unit taken from units[], multiplying by its
+ * factor without overflowing uint64_t.
+ */
+static int parse_with_unit(const char *s, const struct unit *units,
+                           size_t n_units, uint64_t *out)
+{
+	uint64_t n;
+	const char *suffix;
+
+	if (s == NULL || parse_digits(s, &n, &suffix) < 0)
+		return -1;
+
+	for (size_t i = 0; i < n_units; i++) {
+		if (strcmp(suffix, units[i].name) != 0)
+			continue;
+		if (n > UINT64_MAX / units[i].factor)
+			return -1;
+		*out = n * units[i].factor;
+		return 0;
+	}
+
+	return -1;
+}
+
+int tg_parse_duration(const char *s, tg_msec_t *out)
+{
+	uint64_t ms;
+
+	if (parse_with_unit(s, duration_units,
+	                    sizeof(duration_units) / sizeof(duration_units[0]),
+	                    &ms) < 0)
+		return -1;
+
+	*out = ms;
+	return 0;
+}
+
+int tg_parse_size(const char *s, size_t *out)
+{
+	uint64_t bytes;
+
+	if (parse_with_unit(s, size_units,
+	                    sizeof(size_units) / sizeof(size_units[0]),
+	                    &bytes) < 0)
+		return -1;
+
+	/* size_t is narrower than uint64_t on 32-bit targets. */
+	if (bytes > SIZE_MAX)
+		return -1;
+
+	*out = (size_t)bytes;
+	return 0;
+}

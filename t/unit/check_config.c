@@ -1,0 +1,1067 @@
+/*
+ * Unit tests of the configuration loader, the duration and size parsers and
+ * route matching.
+ *
+ * Small configs are written inline to a temporary file, so each case sits
+ * next to the exact error output it must produce. That output shows the
+ * temporary file as "T". Larger configs live in data/.
+ */
+#include <check.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* By path, because the build directory's autoconf config.h comes first on the
+ * include path and has the same name. */
+#include "../../src/config.h"
+
+#ifndef TG_TEST_DIR
+#error "TG_TEST_DIR must name the t/unit directory"
+#endif
+
+#define DATA_DIR TG_TEST_DIR "/data"
+
+/* A listen entry with TLS; the certificate files are real and readable. */
+#define TLS_FILES "\"cert\": \"" DATA_DIR "/test-cert.pem\", " \
+                  "\"key\": \"" DATA_DIR "/test-key.pem\""
+
+/* The required part of a config, to append to the keys under test. */
+#define BACKEND_AND_ROUTE \
+	"\"backends\": {\"b\": {\"url\": \"http://127.0.0.1:9001\"}}," \
+	"\"routes\": [{\"name\": \"r\", \"backends\": [\"b\"]}]"
+
+/* Replace every occurrence of from in s with to, in place; to is shorter. */
+static void replace_all(char *s, const char *from, const char *to)
+{
+	size_t from_len = strlen(from), to_len = strlen(to);
+	char *p;
+
+	ck_assert_uint_le(to_len, from_len);
+	while ((p = strstr(s, from)) != NULL) {
+		memcpy(p, to, to_len);
+		memmove(p + to_len, p + from_len, strlen(p + from_len) + 1);
+	}
+}
+
+/* Load the file at path; return its error output with path shown as name. */
+static char *load_path(const char *path, const char *name,
+                       struct tg_config **cfg)
+{
+	char *out = NULL;
+	size_t len = 0;
+	FILE *err = open_memstream(&out, &len);
+
+	ck_assert_ptr_nonnull(err);
+	*cfg = tg_config_load(path, err);
+	fclose(err);
+
+	replace_all(out, path, name);
+	return out;
+}
+
+/* Write json to a temporary file and load it; see load_path(). */
+static char *load_json(const char *json, struct tg_config **cfg)
+{
+	char path[] = "/tmp/tg-check-config-XXXXXX";
+	int fd = mkstemp(path);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, json, strlen(json)), (ssize_t)strlen(json));
+	close(fd);
+
+	char *out = load_path(path, "T", cfg);
+	unlink(path);
+	return out;
+}
+
+/* Load json, expect it to fail with exactly the given error output. */
+static void expect_errors(const char *json, const char *expected)
+{
+	struct tg_config *cfg;
+	char *out = load_json(json, &cfg);
+
+	ck_assert_str_eq(out, expected);
+	ck_assert_ptr_null(cfg);
+	free(out);
+}
+
+/* Load json, expect it to succeed with no output, and return it. */
+static struct tg_config *expect_valid(const char *json)
+{
+	struct tg_config *cfg;
+	char *out = load_json(json, &cfg);
+
+	ck_assert_str_eq(out, "");
+	ck_assert_ptr_nonnull(cfg);
+	free(out);
+	return cfg;
+}
+
+static size_t count_lines(const char *s)
+{
+	size_t n = 0;
+
+	for (; *s != '\0'; s++)
+		n += *s == '\n';
+	return n;
+}
+
+/* --- valid configs ------------------------------------------------------ */
+
+START_TEST(default_config_loads_without_env)
+{
+	struct tg_config *cfg;
+	char *out;
+
+	unsetenv("PRIMARY_API_KEY");
+	out = load_path(TG_TEST_DIR "/../../conf/tollgate.json", "conf", &cfg);
+	ck_assert_str_eq(out, "");
+	ck_assert_ptr_nonnull(cfg);
+
+	ck_assert_uint_eq(cfg->n_listen, 1);
+	ck_assert_str_eq(cfg->listen[0].address, "127.0.0.1:8080");
+	ck_assert_str_eq(cfg->admin, "127.0.0.1:9090");
+	ck_assert_uint_eq(cfg->n_backends, 1);
+	ck_assert_str_eq(cfg->backends[0].name, "mock");
+	ck_assert_str_eq(cfg->backends[0].port, "9001");
+	ck_assert_ptr_null(cfg->backends[0].api_key);
+
+	ck_assert_ptr_nonnull(tg_route_match(cfg, "/v1/chat/completions", "any"));
+	ck_assert_ptr_nonnull(tg_route_match(cfg, "/v1/completions", "any"));
+	ck_assert_ptr_nonnull(tg_route_match(cfg, "/v1/embeddings", "any"));
+	ck_assert_ptr_nonnull(tg_route_match(cfg, "/v1/models", NULL));
+	ck_assert_ptr_null(tg_route_match(cfg, "/v1/other", NULL));
+
+	tg_config_unref(cfg);
+	free(out);
+}
+END_TEST
+
+START_TEST(minimal_config_gets_defaults)
+{
+	struct tg_config *cfg;
+	char *out = load_path(DATA_DIR "/minimal.json", "minimal.json", &cfg);
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+	/* The default is the processor count, within the 1..256 range. */
+	if (cpus < 1)
+		cpus = 1;
+	if (cpus > 256)
+		cpus = 256;
+
+	ck_assert_str_eq(out, "");
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert_str_eq(cfg->path, DATA_DIR "/minimal.json");
+
+	ck_assert_uint_eq(cfg->n_listen, 1);
+	ck_assert_str_eq(cfg->listen[0].address, "127.0.0.1:8080");
+	ck_assert_str_eq(cfg->listen[0].host, "127.0.0.1");
+	ck_assert_str_eq(cfg->listen[0].port, "8080");
+	ck_assert_ptr_null(cfg->listen[0].tls_cert);
+	ck_assert_ptr_null(cfg->listen[0].tls_key);
+	ck_assert_str_eq(cfg->admin, "127.0.0.1:9090");
+	ck_assert_int_eq(cfg->workers, cpus);
+	ck_assert_uint_eq(cfg->drain_timeout, 30000);
+	ck_assert_str_eq(cfg->access_log, "-");
+
+	ck_assert_uint_eq(cfg->limits.max_body, 32 * 1024 * 1024);
+	ck_assert_uint_eq(cfg->limits.max_header, 64 * 1024);
+	ck_assert_uint_eq(cfg->limits.max_response_body, 64 * 1024 * 1024);
+	ck_assert_uint_eq(cfg->limits.client_header_timeout, 10000);
+	ck_assert_uint_eq(cfg->limits.client_body_timeout, 30000);
+	ck_assert_uint_eq(cfg->limits.keepalive_timeout, 75000);
+
+	const struct tg_backend *b = &cfg->backends[0];
+	ck_assert_uint_eq(b->timeouts.connect, 5000);
+	ck_assert_uint_eq(b->timeouts.first_byte, 60000);
+	ck_assert_uint_eq(b->timeouts.idle, 30000);
+	ck_assert_uint_eq(b->max_idle, 64);
+	ck_assert_uint_eq(b->idle_keepalive, 60000);
+	ck_assert_int_eq(b->tls_verify, 1);
+	ck_assert_ptr_null(b->ca_file);
+	ck_assert_ptr_null(b->api_key);
+
+	const struct tg_route *r = &cfg->routes[0];
+	ck_assert_str_eq(r->name, "all");
+	ck_assert_ptr_null(r->match_path);
+	ck_assert_ptr_null(r->match_model);
+	ck_assert_uint_eq(r->n_backends, 1);
+	ck_assert_ptr_eq(r->backends[0], b);
+
+	tg_config_unref(cfg);
+	free(out);
+}
+END_TEST
+
+START_TEST(full_config_values)
+{
+	struct tg_config *cfg;
+	char *out;
+
+	setenv("TG_TEST_DATA", DATA_DIR, 1);
+	setenv("TG_TEST_PRIMARY_KEY", "sk-primary", 1);
+	out = load_path(DATA_DIR "/full.json", "full.json", &cfg);
+	ck_assert_str_eq(out, "");
+	ck_assert_ptr_nonnull(cfg);
+
+	ck_assert_uint_eq(cfg->n_listen, 3);
+	ck_assert_str_eq(cfg->listen[1].address, "[::1]:8081");
+	ck_assert_str_eq(cfg->listen[1].host, "::1");
+	ck_assert_str_eq(cfg->listen[1].port, "8081");
+	ck_assert_str_eq(cfg->listen[2].host, "0.0.0.0");
+	ck_assert_str_eq(cfg->listen[2].tls_cert, DATA_DIR "/test-cert.pem");
+	ck_assert_str_eq(cfg->listen[2].tls_key, DATA_DIR "/test-key.pem");
+	ck_assert_str_eq(cfg->admin, "127.0.0.1:9191");
+	ck_assert_int_eq(cfg->workers, 4);
+	ck_assert_uint_eq(cfg->drain_timeout, 120000);
+	ck_assert_str_eq(cfg->access_log, "/var/log/tollgate/access.log");
+
+	ck_assert_uint_eq(cfg->limits.max_body, 1024 * 1024);
+	ck_assert_uint_eq(cfg->limits.max_header, 16000);
+	ck_assert_uint_eq(cfg->limits.max_response_body, 2048);
+	ck_assert_uint_eq(cfg->limits.client_header_timeout, 500);
+	ck_assert_uint_eq(cfg->limits.client_body_timeout, 60000);
+	ck_assert_uint_eq(cfg->limits.keepalive_timeout, 3600000);
+
+	const struct tg_backend *p = tg_config_backend(cfg, "primary");
+	ck_assert_ptr_eq(p, &cfg->backends[0]);
+	ck_assert_str_eq(p->url, "http://127.0.0.1:9001/openai/");
+	ck_assert_int_eq(p->tls, 0);
+	ck_assert_str_eq(p->host, "127.0.0.1");
+	ck_assert_str_eq(p->port, "9001");
+	ck_assert_str_eq(p->host_header, "127.0.0.1:9001");
+	ck_assert_str_eq(p->base_path, "/openai");
+	ck_assert_str_eq(p->api_key, "sk-primary");
+	ck_assert_str_eq(p->ca_file, DATA_DIR "/test-cert.pem");
+	ck_assert_int_eq(p->tls_verify, 0);
+	ck_assert_uint_eq(p->timeouts.connect, 2000);
+	ck_assert_uint_eq(p->timeouts.first_byte, 90000);
+	ck_assert_uint_eq(p->timeouts.idle, 15000);
+	ck_assert_uint_eq(p->max_idle, 8);
+	ck_assert_uint_eq(p->idle_keepalive, 300000);
+
+	const struct tg_backend *s = tg_config_backend(cfg, "secondary");
+	ck_assert_ptr_eq(s, &cfg->backends[1]);
+	ck_assert_int_eq(s->tls, 1);
+	ck_assert_str_eq(s->host, "api.example.test");
+	ck_assert_str_eq(s->port, "443");
+	ck_assert_str_eq(s->host_header, "api.example.test");
+	ck_assert_str_eq(s->base_path, "");
+	ck_assert_int_eq(s->tls_verify, 1);
+
+	const struct tg_backend *v6 = tg_config_backend(cfg, "v6");
+	ck_assert_str_eq(v6->host, "::1");
+	ck_assert_str_eq(v6->host_header, "[::1]:9002");
+	ck_assert_ptr_null(tg_config_backend(cfg, "missing"));
+
+	ck_assert_uint_eq(cfg->n_routes, 4);
+	ck_assert_str_eq(cfg->routes[0].match_model, "gpt-*");
+	ck_assert_uint_eq(cfg->routes[0].n_backends, 2);
+	ck_assert_ptr_eq(cfg->routes[0].backends[0], p);
+	ck_assert_ptr_eq(cfg->routes[0].backends[1], s);
+
+	tg_config_unref(cfg);
+	free(out);
+}
+END_TEST
+
+static const struct url_case {
+	const char *url;
+	int tls;
+	const char *host, *port, *host_header, *base_path;
+} url_cases[] = {
+	{ "http://h", 0, "h", "80", "h", "" },
+	{ "http://h:80", 0, "h", "80", "h", "" },
+	{ "http://h:8080", 0, "h", "8080", "h:8080", "" },
+	{ "https://h", 1, "h", "443", "h", "" },
+	{ "HTTPS://h:443/", 1, "h", "443", "h", "" },
+	{ "https://h:8443/v1", 1, "h", "8443", "h:8443", "/v1" },
+	{ "http://h/a/b//", 0, "h", "80", "h", "/a/b" },
+	{ "http://[::1]", 0, "::1", "80", "[::1]", "" },
+	{ "https://[2001:db8::1]:8443/p", 1, "2001:db8::1", "8443", "[2001:db8::1]:8443", "/p" },
+};
+
+START_TEST(backend_url_split)
+{
+	const struct url_case *c = &url_cases[_i];
+	char json[512];
+
+	snprintf(json, sizeof(json),
+	         "{\"backends\": {\"b\": {\"url\": \"%s\"}},"
+	         "\"routes\": [{\"name\": \"r\", \"backends\": [\"b\"]}]}", c->url);
+	struct tg_config *cfg = expect_valid(json);
+	const struct tg_backend *b = &cfg->backends[0];
+
+	ck_assert_str_eq(b->url, c->url);
+	ck_assert_int_eq(b->tls, c->tls);
+	ck_assert_str_eq(b->host, c->host);
+	ck_assert_str_eq(b->port, c->port);
+	ck_assert_str_eq(b->host_header, c->host_header);
+	ck_assert_str_eq(b->base_path, c->base_path);
+	tg_config_unref(cfg);
+}
+END_TEST
+
+START_TEST(env_expansion)
+{
+	setenv("TG_TEST_KEY", "sk-123", 1);
+	setenv("TG_TEST_HOST", "127.0.0.2", 1);
+	setenv("TG_TEST_EMPTY", "", 1);
+	setenv("TG_TEST_NESTED", "${TG_TEST_KEY}", 1);
+
+	struct tg_config *cfg = expect_valid(
+		"{\"access_log\": \"/logs/$${HOME}/$HOME/$$/${TG_TEST_EMPTY}a.log\","
+		" \"admin\": \"${TG_TEST_HOST}:9${TG_TEST_EMPTY}090\","
+		" \"backends\": {"
+		"   \"b\": {\"url\": \"http://${TG_TEST_HOST}:9001\","
+		"          \"api_key\": \"Bearer-${TG_TEST_KEY}\"},"
+		"   \"c\": {\"url\": \"http://h\", \"api_key\": \"${TG_TEST_NESTED}\"}},"
+		" \"routes\": [{\"name\": \"r\", \"backends\": [\"b\"]}]}");
+
+	ck_assert_str_eq(cfg->access_log, "/logs/${HOME}/$HOME/$$/a.log");
+	ck_assert_str_eq(cfg->admin, "127.0.0.2:9090");
+	ck_assert_str_eq(cfg->backends[0].host, "127.0.0.2");
+	ck_assert_str_eq(cfg->backends[0].api_key, "Bearer-sk-123");
+	/* A value is inserted as it is, never expanded a second time. */
+	ck_assert_str_eq(cfg->backends[1].api_key, "${TG_TEST_KEY}");
+	tg_config_unref(cfg);
+}
+END_TEST
+
+START_TEST(access_log_off)
+{
+	struct tg_config *cfg = expect_valid("{\"access_log\": false, " BACKEND_AND_ROUTE "}");
+
+	ck_assert_ptr_null(cfg->access_log);
+	tg_config_unref(cfg);
+
+	cfg = expect_valid("{\"access_log\": null, " BACKEND_AND_ROUTE "}");
+	ck_assert_ptr_null(cfg->access_log);
+	tg_config_unref(cfg);
+}
+END_TEST
+
+START_TEST(workers_bounds_accepted)
+{
+	struct tg_config *cfg = expect_valid("{\"workers\": 1, " BACKEND_AND_ROUTE "}");
+
+	ck_assert_int_eq(cfg->workers, 1);
+	tg_config_unref(cfg);
+
+	cfg = expect_valid("{\"workers\": 256, " BACKEND_AND_ROUTE "}");
+	ck_assert_int_eq(cfg->workers, 256);
+	tg_config_unref(cfg);
+}
+END_TEST
+
+START_TEST(config_refcount)
+{
+	struct tg_config *cfg = expect_valid("{" BACKEND_AND_ROUTE "}");
+
+	ck_assert_int_eq(atomic_load(&cfg->refcount), 1);
+	ck_assert_ptr_eq(tg_config_ref(cfg), cfg);
+	ck_assert_int_eq(atomic_load(&cfg->refcount), 2);
+	tg_config_unref(cfg);
+	ck_assert_int_eq(atomic_load(&cfg->refcount), 1);
+	/* The last unref frees; LeakSanitizer reports it if it does not. */
+	tg_config_unref(cfg);
+	tg_config_unref(NULL);
+}
+END_TEST
+
+/* --- invalid configs ---------------------------------------------------- */
+
+START_TEST(json_syntax_error_position)
+{
+	struct tg_config *cfg;
+	char *out = load_path(DATA_DIR "/syntax-error.json", "syntax-error.json", &cfg);
+
+	ck_assert_ptr_null(cfg);
+	ck_assert_str_eq(out, "syntax-error.json:3:52: unexpected token near ']'\n");
+	free(out);
+}
+END_TEST
+
+START_TEST(duplicate_key_position)
+{
+	struct tg_config *cfg;
+	char *out = load_path(DATA_DIR "/duplicate-key.json", "duplicate-key.json", &cfg);
+
+	ck_assert_ptr_null(cfg);
+	ck_assert_str_eq(out, "duplicate-key.json:5:11: duplicate object key near '\"workers\"'\n");
+	free(out);
+}
+END_TEST
+
+START_TEST(missing_file)
+{
+	struct tg_config *cfg;
+	char *out = load_path(DATA_DIR "/no-such-file.json", "F", &cfg);
+
+	ck_assert_ptr_null(cfg);
+	ck_assert_str_eq(out, "F: cannot open: No such file or directory\n");
+	free(out);
+}
+END_TEST
+
+START_TEST(top_level_not_object)
+{
+	expect_errors("[1, 2]", "T: expected a JSON object at the top level, got an array\n");
+}
+END_TEST
+
+START_TEST(missing_required_keys)
+{
+	expect_errors("{}",
+		"T: missing required key \"backends\"\n"
+		"T: missing required key \"routes\"\n");
+	expect_errors("{\"backends\": {\"b\": {}}, \"routes\": [{}]}",
+		"T: backends.b: missing required key \"url\"\n"
+		"T: routes[0]: missing required key \"name\"\n"
+		"T: routes[0]: missing required key \"backends\"\n");
+}
+END_TEST
+
+static const struct error_case {
+	const char *json;       /* keys added before BACKEND_AND_ROUTE */
+	const char *expected;
+} unknown_key_cases[] = {
+	{ "\"workerz\": 2,",
+	  "T: unknown key \"workerz\"; valid keys: listen, admin, workers, "
+	  "drain_timeout, access_log, limits, backends, routes\n" },
+	{ "\"limits\": {\"max_bodyy\": 1},",
+	  "T: limits: unknown key \"max_bodyy\"; valid keys: max_body, max_header, "
+	  "max_response_body, client_header_timeout, client_body_timeout, "
+	  "keepalive_timeout\n" },
+	{ "\"listen\": [{\"address\": \"127.0.0.1:1\", \"port\": 1}],",
+	  "T: listen[0]: unknown key \"port\"; valid keys: address, tls\n" },
+	{ "\"listen\": [{\"address\": \"127.0.0.1:1\", \"tls\": {" TLS_FILES ", \"ca\": 1}}],",
+	  "T: listen[0].tls: unknown key \"ca\"; valid keys: cert, key\n" },
+	{ "\"x\\n\\\"y\": 1,",
+	  "T: unknown key \"x\\x0a\\\"y\"; valid keys: listen, admin, workers, "
+	  "drain_timeout, access_log, limits, backends, routes\n" },
+};
+
+START_TEST(unknown_key_top_levels)
+{
+	const struct error_case *c = &unknown_key_cases[_i];
+	char json[1024];
+
+	snprintf(json, sizeof(json), "{%s" BACKEND_AND_ROUTE "}", c->json);
+	expect_errors(json, c->expected);
+}
+END_TEST
+
+START_TEST(unknown_key_backend_levels)
+{
+	expect_errors(
+		"{\"backends\": {\"primary\": {\"url\": \"http://h\", \"timeout\": \"1s\","
+		"   \"timeouts\": {\"read\": \"1s\"}, \"tls\": {\"insecure\": true},"
+		"   \"pool\": {\"size\": 1}}},"
+		" \"routes\": [{\"name\": \"r\", \"backends\": [\"primary\"],"
+		"   \"weight\": 1, \"match\": {\"method\": \"GET\"}}]}",
+		"T: backends.primary: unknown key \"timeout\"; valid keys: url, api_key, "
+		"timeouts, tls, pool\n"
+		"T: backends.primary.timeouts: unknown key \"read\"; valid keys: connect, "
+		"first_byte, idle\n"
+		"T: backends.primary.tls: unknown key \"insecure\"; valid keys: ca_file, verify\n"
+		"T: backends.primary.pool: unknown key \"size\"; valid keys: max_idle, "
+		"idle_timeout\n"
+		"T: routes[0]: unknown key \"weight\"; valid keys: name, match, backends\n"
+		"T: routes[0].match: unknown key \"method\"; valid keys: path, model\n");
+}
+END_TEST
+
+static const struct error_case type_cases[] = {
+	{ "\"listen\": \"127.0.0.1:8080\",",
+	  "T: listen: expected an array of addresses, got a string\n" },
+	{ "\"listen\": [8080],",
+	  "T: listen[0]: expected \"host:port\" or an object, got an integer\n" },
+	{ "\"admin\": 9090,", "T: admin: expected a string, got an integer\n" },
+	{ "\"workers\": \"2\",", "T: workers: expected an integer, got a string\n" },
+	{ "\"workers\": 2.5,", "T: workers: expected an integer, got a fractional number\n" },
+	{ "\"drain_timeout\": 30,",
+	  "T: drain_timeout: expected a string with a unit, such as \"30s\", got an integer\n" },
+	{ "\"drain_timeout\": true,",
+	  "T: drain_timeout: expected a duration string such as \"30s\", got a boolean\n" },
+	{ "\"access_log\": true,",
+	  "T: access_log: expected a path, \"-\" for standard output, or false, got a boolean\n" },
+	{ "\"limits\": [],", "T: limits: expected an object, got an array\n" },
+	{ "\"limits\": {\"max_body\": null},",
+	  "T: limits.max_body: expected a size such as \"32MiB\" or a number of bytes, got null\n" },
+};
+
+START_TEST(wrong_types_top)
+{
+	const struct error_case *c = &type_cases[_i];
+	char json[1024];
+
+	snprintf(json, sizeof(json), "{%s" BACKEND_AND_ROUTE "}", c->json);
+	expect_errors(json, c->expected);
+}
+END_TEST
+
+START_TEST(wrong_types_nested)
+{
+	expect_errors(
+		"{\"backends\": {\"b\": {\"url\": 1, \"api_key\": 2, \"timeouts\": \"5s\","
+		"   \"tls\": {\"verify\": \"yes\"}, \"pool\": {\"max_idle\": \"8\"}},"
+		"   \"c\": []},"
+		" \"routes\": [{\"name\": 7, \"match\": {\"path\": 1, \"model\": [\"a\"]},"
+		"   \"backends\": \"b\"}, \"r\"]}",
+		"T: backends.b.url: expected a URL string, got an integer\n"
+		"T: backends.b.api_key: expected a string, got an integer\n"
+		"T: backends.b.timeouts: expected an object, got a string\n"
+		"T: backends.b.tls.verify: expected true or false, got a string\n"
+		"T: backends.b.pool.max_idle: expected an integer, got a string\n"
+		"T: backends.c: expected an object, got an array\n"
+		"T: routes[0].name: expected a string, got an integer\n"
+		"T: routes[0].match.path: expected a path string, got an integer\n"
+		"T: routes[0].match.model: expected a string, got an array\n"
+		"T: routes[0].backends: expected an array of backend names, got a string\n"
+		"T: routes[1]: expected an object, got a string\n");
+
+	expect_errors("{\"backends\": [], \"routes\": {}}",
+		"T: backends: expected an object of named backends, got an array\n"
+		"T: routes: expected an array of routes, got an object\n");
+}
+END_TEST
+
+static const struct error_case value_cases[] = {
+	/* durations */
+	{ "\"drain_timeout\": \"30\",",
+	  "T: drain_timeout: invalid duration \"30\"; expected a non-negative "
+	  "integer followed by ms, s, m or h, such as \"30s\"\n" },
+	{ "\"drain_timeout\": \"-1s\",",
+	  "T: drain_timeout: invalid duration \"-1s\"; expected a non-negative "
+	  "integer followed by ms, s, m or h, such as \"30s\"\n" },
+	{ "\"limits\": {\"keepalive_timeout\": \"1d\"},",
+	  "T: limits.keepalive_timeout: invalid duration \"1d\"; expected a "
+	  "non-negative integer followed by ms, s, m or h, such as \"30s\"\n" },
+	{ "\"limits\": {\"client_header_timeout\": \"0s\"},",
+	  "T: limits.client_header_timeout: \"0s\" is below the minimum of 1ms\n" },
+	/* sizes */
+	{ "\"limits\": {\"max_body\": \"32 MiB\"},",
+	  "T: limits.max_body: invalid size \"32 MiB\"; expected a non-negative "
+	  "integer with an optional unit B, KiB, MiB, GiB, KB, MB or GB, such as "
+	  "\"32MiB\"\n" },
+	{ "\"limits\": {\"max_body\": \"1TiB\"},",
+	  "T: limits.max_body: invalid size \"1TiB\"; expected a non-negative "
+	  "integer with an optional unit B, KiB, MiB, GiB, KB, MB or GB, such as "
+	  "\"32MiB\"\n" },
+	{ "\"limits\": {\"max_body\": -5},",
+	  "T: limits.max_body: -5 is negative; a size is a non-negative number of bytes\n" },
+	{ "\"limits\": {\"max_header\": \"1000B\"},",
+	  "T: limits.max_header: \"1000B\" is below the minimum of 1KiB\n" },
+	{ "\"limits\": {\"max_header\": 12},",
+	  "T: limits.max_header: 12 is below the minimum of 1KiB\n" },
+	/* workers */
+	{ "\"workers\": 0,",
+	  "T: workers: 0 is out of range; valid values are 1 to 256\n" },
+	{ "\"workers\": 257,",
+	  "T: workers: 257 is out of range; valid values are 1 to 256\n" },
+	{ "\"workers\": -1,",
+	  "T: workers: -1 is out of range; valid values are 1 to 256\n" },
+	/* addresses */
+	{ "\"admin\": \"localhost\",",
+	  "T: admin: invalid address \"localhost\": missing \":port\"; expected \"host:port\"\n" },
+	{ "\"admin\": \":9090\",",
+	  "T: admin: invalid address \":9090\": missing host; expected \"host:port\"\n" },
+	{ "\"admin\": \"h:70000\",",
+	  "T: admin: invalid address \"h:70000\": the port must be a number from "
+	  "1 to 65535; expected \"host:port\"\n" },
+	{ "\"admin\": \"::1:9090\",",
+	  "T: admin: invalid address \"::1:9090\": an IPv6 address needs brackets, "
+	  "as in \"[::1]:8080\"; expected \"host:port\"\n" },
+	{ "\"admin\": \"[::1:9090\",",
+	  "T: admin: invalid address \"[::1:9090\": \"[\" without a closing \"]\"; "
+	  "expected \"host:port\"\n" },
+	{ "\"admin\": \"127.0.0.1:8080\",",
+	  "T: admin: same address as listen[0]\n" },
+	/* listen */
+	{ "\"listen\": [],", "T: listen: must list at least one address\n" },
+	{ "\"listen\": [\"127.0.0.1:1\", {\"address\": \"127.0.0.1:1\"}],",
+	  "T: listen[1]: same address as listen[0]\n" },
+	{ "\"listen\": [{\"address\": \"127.0.0.1:1\", \"tls\": {\"cert\": \""
+	  DATA_DIR "/test-cert.pem\"}}],",
+	  "T: listen[0].tls: missing required key \"key\"\n" },
+	{ "\"listen\": [{\"address\": \"127.0.0.1:1\", \"tls\": {\"cert\": \"/nonexistent.pem\","
+	  " \"key\": \"" DATA_DIR "\"}}],",
+	  "T: listen[0].tls.cert: cannot read \"/nonexistent.pem\": No such file or directory\n"
+	  "T: listen[0].tls.key: cannot read \"" DATA_DIR "\": not a regular file\n" },
+	{ "\"listen\": [{\"tls\": {" TLS_FILES "}}],",
+	  "T: listen[0]: missing required key \"address\"\n" },
+	/* strings */
+	{ "\"access_log\": \"\",",
+	  "T: access_log: must not be empty; use false to turn the log off\n" },
+};
+
+START_TEST(invalid_values)
+{
+	const struct error_case *c = &value_cases[_i];
+	char json[1024];
+
+	snprintf(json, sizeof(json), "{%s" BACKEND_AND_ROUTE "}", c->json);
+	expect_errors(json, c->expected);
+}
+END_TEST
+
+static const struct error_case url_error_cases[] = {
+	{ "ftp://h",
+	  "T: backends.b.url: unsupported URL scheme in \"ftp://h\"; use http:// or https://\n" },
+	{ "127.0.0.1:9001",
+	  "T: backends.b.url: invalid URL \"127.0.0.1:9001\"; expected "
+	  "http://HOST[:PORT][/PATH] or https://...\n" },
+	{ "http:///v1",
+	  "T: backends.b.url: the URL \"http:///v1\" has no host\n" },
+	{ "http://h/v1?x=1",
+	  "T: backends.b.url: the URL \"http://h/v1?x=1\" must not have a query or fragment\n" },
+	{ "http://h:0",
+	  "T: backends.b.url: the URL \"http://h:0\" has port 0; valid ports are 1 to 65535\n" },
+	{ "http://h:99999",
+	  "T: backends.b.url: invalid URL \"http://h:99999\"; expected "
+	  "http://HOST[:PORT][/PATH] or https://...\n" },
+	{ "",
+	  "T: backends.b.url: invalid URL \"\"; expected http://HOST[:PORT][/PATH] or https://...\n" },
+};
+
+START_TEST(invalid_backend_urls)
+{
+	const struct error_case *c = &url_error_cases[_i];
+	char json[1024];
+
+	snprintf(json, sizeof(json),
+	         "{\"backends\": {\"b\": {\"url\": \"%s\"}},"
+	         "\"routes\": [{\"name\": \"r\", \"backends\": [\"b\"]}]}", c->json);
+	expect_errors(json, c->expected);
+}
+END_TEST
+
+START_TEST(url_userinfo_rejected_unquoted)
+{
+	const char *expected =
+		"T: backends.b.url: the URL must not contain credentials "
+		"(user:password@); put the key in \"api_key\" instead\n";
+
+	expect_errors("{\"backends\": {\"b\": {\"url\": \"https://user:hunter2@h/v1\"}},"
+	              "\"routes\": [{\"name\": \"r\", \"backends\": [\"b\"]}]}",
+	              expected);
+	expect_errors("{\"backends\": {\"b\": {\"url\": \"https://token@h\"}},"
+	              "\"routes\": [{\"name\": \"r\", \"backends\": [\"b\"]}]}",
+	              expected);
+	/* An unparsable URL with credentials is not quoted either. */
+	expect_errors("{\"backends\": {\"b\": {\"url\": \"http://u:hunter2@h:99999\"}},"
+	              "\"routes\": [{\"name\": \"r\", \"backends\": [\"b\"]}]}",
+	              "T: backends.b.url: invalid URL; expected "
+	              "http://HOST[:PORT][/PATH] or https://...\n");
+}
+END_TEST
+
+START_TEST(unset_env_var_named)
+{
+	unsetenv("TG_TEST_UNSET");
+	unsetenv("TG_TEST_UNSET2");
+	expect_errors(
+		"{\"backends\": {\"b\": {\"url\": \"http://h\", \"api_key\": \"${TG_TEST_UNSET}\"}},"
+		" \"access_log\": \"/${TG_TEST_UNSET}/${TG_TEST_UNSET2}\","
+		" \"routes\": [{\"name\": \"r\", \"backends\": [\"b\"]}]}",
+		"T: access_log: environment variable TG_TEST_UNSET is not set\n"
+		"T: access_log: environment variable TG_TEST_UNSET2 is not set\n"
+		"T: backends.b.api_key: environment variable TG_TEST_UNSET is not set\n");
+}
+END_TEST
+
+START_TEST(bad_env_reference)
+{
+	expect_errors("{\"access_log\": \"/a/${OPEN\", " BACKEND_AND_ROUTE "}",
+		"T: access_log: \"${\" without a closing \"}\"; write \"$${\" for a "
+		"literal \"${\"\n");
+	expect_errors("{\"access_log\": \"/a/${1X}\", " BACKEND_AND_ROUTE "}",
+		"T: access_log: invalid variable name after \"${\"; a name is a letter "
+		"or \"_\" followed by letters, digits or \"_\"\n");
+	expect_errors("{\"access_log\": \"/a/${}\", " BACKEND_AND_ROUTE "}",
+		"T: access_log: invalid variable name after \"${\"; a name is a letter "
+		"or \"_\" followed by letters, digits or \"_\"\n");
+}
+END_TEST
+
+/* Expanded values must never reach the error output, whichever check fails
+ * on them, and api keys must not appear even when written literally. */
+START_TEST(secrets_never_in_messages)
+{
+	struct tg_config *cfg;
+	char *out;
+
+	setenv("TG_TEST_SECRET", "hunter2-secret", 1);
+	out = load_json(
+		"{\"drain_timeout\": \"${TG_TEST_SECRET}\","
+		" \"admin\": \"${TG_TEST_SECRET}\","
+		" \"limits\": {\"max_body\": \"${TG_TEST_SECRET}\"},"
+		" \"listen\": [{\"address\": \"127.0.0.1:1\", \"tls\": {"
+		"   \"cert\": \"/${TG_TEST_SECRET}\", \"key\": \"/${TG_TEST_SECRET}\"}}],"
+		" \"backends\": {\"b\": {\"url\": \"http://h${TG_TEST_SECRET}:1:2\","
+		"   \"api_key\": \"${TG_TEST_SECRET}\"},"
+		"   \"c\": {\"url\": \"http://h\", \"api_key\": \"\"}},"
+		" \"routes\": [{\"name\": \"${TG_TEST_SECRET}\","
+		"   \"match\": {\"path\": \"${TG_TEST_SECRET}\"},"
+		"   \"backends\": [\"${TG_TEST_SECRET}\"]}]}", &cfg);
+
+	ck_assert_ptr_null(cfg);
+	ck_assert_ptr_null(strstr(out, "hunter2"));
+	ck_assert_uint_eq(count_lines(out), 9);
+	ck_assert_ptr_nonnull(strstr(out, "T: drain_timeout: invalid duration \"${TG_TEST_SECRET}\""));
+	ck_assert_ptr_nonnull(strstr(out, "T: backends.c.api_key: must not be empty\n"));
+	ck_assert_ptr_nonnull(strstr(out, "T: routes[0].backends[0]: unknown backend \"${TG_TEST_SECRET}\"\n"));
+	free(out);
+}
+END_TEST
+
+START_TEST(unknown_backend_in_route)
+{
+	expect_errors(
+		"{\"backends\": {\"primary\": {\"url\": \"http://h\"},"
+		"   \"secondary\": {\"url\": \"http://h\"}},"
+		" \"routes\": [{\"name\": \"a\", \"backends\": [\"primary\"]},"
+		"   {\"name\": \"b\", \"backends\": [\"primray\", \"tertiary\", \"xyz\"]}]}",
+		"T: routes[1].backends[0]: unknown backend \"primray\"; did you mean \"primary\"?\n"
+		"T: routes[1].backends[1]: unknown backend \"tertiary\"\n"
+		"T: routes[1].backends[2]: unknown backend \"xyz\"\n");
+}
+END_TEST
+
+START_TEST(route_list_errors)
+{
+	expect_errors(
+		"{\"backends\": {\"b\": {\"url\": \"http://h\"}},"
+		" \"routes\": [{\"name\": \"chat\", \"backends\": [\"b\", \"b\"]},"
+		"   {\"name\": \"chat\", \"backends\": []},"
+		"   {\"name\": \"bad name\", \"match\": {\"path\": \"v1/x\"}, \"backends\": [\"b\"]},"
+		"   {\"name\": \"\", \"backends\": [\"b\"]}]}",
+		"T: routes[0].backends[1]: backend \"b\" is listed twice\n"
+		"T: routes[1].backends: must list at least one backend\n"
+		"T: routes[1].name: duplicate route name \"chat\"; routes[0] has it too\n"
+		"T: routes[2].name: invalid name \"bad name\"; use 1 to 64 letters, "
+		"digits, \"_\", \"-\" or \".\"\n"
+		"T: routes[2].match.path: invalid path \"v1/x\"; a path starts with \"/\"\n"
+		"T: routes[3].name: must not be empty\n");
+
+	expect_errors("{\"backends\": {}, \"routes\": []}",
+		"T: backends: must define at least one backend\n"
+		"T: routes: must define at least one route\n");
+
+	expect_errors(
+		"{\"backends\": {\"a b\": {\"url\": \"http://h\"}},"
+		" \"routes\": [{\"name\": \"r\", \"backends\": [\"a b\"]}]}",
+		"T: backends: invalid backend name \"a b\"; use 1 to 64 letters, "
+		"digits, \"_\", \"-\" or \".\"\n");
+}
+END_TEST
+
+START_TEST(many_errors_one_run)
+{
+	struct tg_config *cfg;
+	char *out = load_path(DATA_DIR "/many-errors.json", "M", &cfg);
+
+	ck_assert_ptr_null(cfg);
+	ck_assert_str_eq(out,
+		"M: listen[0]: invalid address \"127.0.0.1\": missing \":port\"; "
+		"expected \"host:port\"\n"
+		"M: workers: 1000 is out of range; valid values are 1 to 256\n"
+		"M: drain_timeout: expected a string with a unit, such as \"30s\", "
+		"got an integer\n"
+		"M: limits: unknown key \"max_headers\"; valid keys: max_body, "
+		"max_header, max_response_body, client_header_timeout, "
+		"client_body_timeout, keepalive_timeout\n"
+		"M: limits.max_body: invalid size \"lots\"; expected a non-negative "
+		"integer with an optional unit B, KiB, MiB, GiB, KB, MB or GB, such "
+		"as \"32MiB\"\n"
+		"M: backends.primary: unknown key \"timeout\"; valid keys: url, "
+		"api_key, timeouts, tls, pool\n"
+		"M: backends.primary.url: the URL must not contain credentials "
+		"(user:password@); put the key in \"api_key\" instead\n"
+		"M: routes[0].backends[0]: unknown backend \"primray\"; did you mean "
+		"\"primary\"?\n"
+		"M: routes[1].name: duplicate route name \"chat\"; routes[0] has it too\n");
+	ck_assert_ptr_null(strstr(out, "pass@"));
+	free(out);
+}
+END_TEST
+
+/* --- durations and sizes ------------------------------------------------ */
+
+static const struct duration_case {
+	const char *text;
+	int rc;
+	tg_msec_t ms;
+} duration_cases[] = {
+	{ "0ms", 0, 0 },
+	{ "0s", 0, 0 },
+	{ "250ms", 0, 250 },
+	{ "2s", 0, 2000 },
+	{ "5m", 0, 300000 },
+	{ "1h", 0, 3600000 },
+	{ "007s", 0, 7000 },
+	{ "18446744073709551615ms", 0, UINT64_MAX },
+	{ "18446744073709551616ms", -1, 0 },    /* UINT64_MAX + 1 */
+	{ "18446744073709552s", -1, 0 },        /* overflows in the multiply */
+	{ "5124095576030h", 0, UINT64_C(5124095576030) * 3600000 },
+	{ "5124095576031h", -1, 0 },           /* the first hour count over */
+	{ "", -1, 0 },
+	{ "30", -1, 0 },
+	{ "s", -1, 0 },
+	{ "-1s", -1, 0 },
+	{ "+1s", -1, 0 },
+	{ " 1s", -1, 0 },
+	{ "1s ", -1, 0 },
+	{ "1 s", -1, 0 },
+	{ "1.5s", -1, 0 },
+	{ "1S", -1, 0 },
+	{ "1sec", -1, 0 },
+	{ "1d", -1, 0 },
+	{ "1us", -1, 0 },
+	{ "1h30m", -1, 0 },
+};
+
+START_TEST(parse_duration_table)
+{
+	const struct duration_case *c = &duration_cases[_i];
+	tg_msec_t ms = 12345;
+
+	ck_assert_msg(tg_parse_duration(c->text, &ms) == c->rc,
+	              "tg_parse_duration(\"%s\") should return %d", c->text, c->rc);
+	if (c->rc == 0)
+		ck_assert_uint_eq(ms, c->ms);
+	else
+		ck_assert_uint_eq(ms, 12345);
+}
+END_TEST
+
+static const struct size_case {
+	const char *text;
+	int rc;
+	size_t bytes;
+} size_cases[] = {
+	{ "0", 0, 0 },
+	{ "512", 0, 512 },
+	{ "512B", 0, 512 },
+	{ "64KiB", 0, 65536 },
+	{ "32MiB", 0, 33554432 },
+	{ "1GiB", 0, 1073741824 },
+	{ "3KB", 0, 3000 },
+	{ "2MB", 0, 2000000 },
+	{ "1GB", 0, 1000000000 },
+	{ "18446744073709551615", 0, SIZE_MAX },
+	{ "18446744073709551616", -1, 0 },
+	{ "17179869183GiB", 0, SIZE_MAX - (((size_t)1 << 30) - 1) },
+	{ "17179869184GiB", -1, 0 },            /* 2^64 bytes */
+	{ "", -1, 0 },
+	{ "KiB", -1, 0 },
+	{ "-1", -1, 0 },
+	{ "1.5MiB", -1, 0 },
+	{ "1 MiB", -1, 0 },
+	{ "1kib", -1, 0 },
+	{ "1K", -1, 0 },
+	{ "1TiB", -1, 0 },
+	{ "1MiBs", -1, 0 },
+};
+
+START_TEST(parse_size_table)
+{
+	const struct size_case *c = &size_cases[_i];
+	size_t bytes = 12345;
+
+	ck_assert_msg(tg_parse_size(c->text, &bytes) == c->rc,
+	              "tg_parse_size(\"%s\") should return %d", c->text, c->rc);
+	if (c->rc == 0)
+		ck_assert_uint_eq(bytes, c->bytes);
+	else
+		ck_assert_uint_eq(bytes, 12345);
+}
+END_TEST
+
+/* --- route matching ----------------------------------------------------- */
+
+static struct tg_config *routes_config(void)
+{
+	return expect_valid(
+		"{\"backends\": {\"b\": {\"url\": \"http://h\"}},"
+		" \"routes\": ["
+		"   {\"name\": \"gpt\", \"match\": {\"path\": \"/v1/chat/completions\","
+		"     \"model\": \"gpt-*\"}, \"backends\": [\"b\"]},"
+		"   {\"name\": \"exact\", \"match\": {\"path\": \"/v1/chat/completions\","
+		"     \"model\": \"llama-3\"}, \"backends\": [\"b\"]},"
+		"   {\"name\": \"classes\", \"match\": {\"model\": \"m[0-9]?\"},"
+		"     \"backends\": [\"b\"]},"
+		"   {\"name\": \"chat\", \"match\": {\"path\": \"/v1/chat/completions\"},"
+		"     \"backends\": [\"b\"]},"
+		"   {\"name\": \"models\", \"match\": {\"path\": \"/v1/models\"},"
+		"     \"backends\": [\"b\"]}]}");
+}
+
+static const char *match_name(const struct tg_config *cfg, const char *path,
+                              const char *model)
+{
+	const struct tg_route *r = tg_route_match(cfg, path, model);
+
+	return r == NULL ? "(none)" : r->name;
+}
+
+START_TEST(route_match_order_and_glob)
+{
+	struct tg_config *cfg = routes_config();
+
+	ck_assert_str_eq(match_name(cfg, "/v1/chat/completions", "gpt-4o"), "gpt");
+	ck_assert_str_eq(match_name(cfg, "/v1/chat/completions", "gpt-"), "gpt");
+	ck_assert_str_eq(match_name(cfg, "/v1/chat/completions", "llama-3"), "exact");
+	ck_assert_str_eq(match_name(cfg, "/v1/chat/completions", "llama-3.1"), "chat");
+	ck_assert_str_eq(match_name(cfg, "/v1/chat/completions", "GPT-4"), "chat");
+	ck_assert_str_eq(match_name(cfg, "/v1/chat/completions", "m7x"), "classes");
+	ck_assert_str_eq(match_name(cfg, "/v1/embeddings", "m1a"), "classes");
+	ck_assert_str_eq(match_name(cfg, "/v1/embeddings", "mx1"), "(none)");
+	ck_assert_str_eq(match_name(cfg, "/v1/embeddings", "m1"), "(none)");
+	ck_assert_str_eq(match_name(cfg, "/v1/chat/completions/", "x"), "(none)");
+	ck_assert_str_eq(match_name(cfg, "/v1/chat", "x"), "(none)");
+	tg_config_unref(cfg);
+}
+END_TEST
+
+START_TEST(route_match_null_model)
+{
+	struct tg_config *cfg = routes_config();
+
+	/* Without a model only routes without a model pattern can match,
+	 * so "gpt" (pattern "gpt-*") is skipped for "chat". */
+	ck_assert_str_eq(match_name(cfg, "/v1/chat/completions", NULL), "chat");
+	ck_assert_str_eq(match_name(cfg, "/v1/models", NULL), "models");
+	ck_assert_str_eq(match_name(cfg, "/v1/embeddings", NULL), "(none)");
+	tg_config_unref(cfg);
+}
+END_TEST
+
+START_TEST(route_match_star_needs_model)
+{
+	struct tg_config *cfg = expect_valid(
+		"{\"backends\": {\"b\": {\"url\": \"http://h\"}},"
+		" \"routes\": [{\"name\": \"any-model\", \"match\": {\"model\": \"*\"},"
+		"   \"backends\": [\"b\"]}, {\"name\": \"rest\", \"backends\": [\"b\"]}]}");
+
+	ck_assert_str_eq(match_name(cfg, "/x", "org/model-7b"), "any-model");
+	ck_assert_str_eq(match_name(cfg, "/x", ""), "any-model");
+	ck_assert_str_eq(match_name(cfg, "/x", NULL), "rest");
+	tg_config_unref(cfg);
+}
+END_TEST
+
+/* --- documentation ------------------------------------------------------ */
+
+static char *read_whole_file(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char *text = NULL;
+	size_t len = 0;
+
+	ck_assert_msg(f != NULL, "cannot open %s", path);
+	ck_assert_int_eq(getdelim(&text, &len, '\0', f) > 0, 1);
+	fclose(f);
+	return text;
+}
+
+/* Every setting in the loader's tables must be documented in the man page
+ * under its full key path, so the two cannot drift apart unnoticed. */
+START_TEST(man_page_lists_every_setting)
+{
+	char *man = read_whole_file(TG_TEST_DIR "/../../man/tollgate.json.5");
+	char *settings = NULL;
+	size_t len = 0;
+	FILE *out = open_memstream(&settings, &len);
+	size_t checked = 0;
+
+	tg_config_print_settings(out);
+	fclose(out);
+
+	for (char *line = strtok(settings, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+		char *tab = strchr(line, '\t');
+		char needle[256];
+
+		ck_assert_ptr_nonnull(tab);
+		*tab = '\0';
+		snprintf(needle, sizeof(needle), ".B %s\n", line);
+		ck_assert_msg(strstr(man, needle) != NULL,
+		              "man/tollgate.json.5 has no \".B %s\" entry", line);
+		checked++;
+	}
+
+	ck_assert_uint_ge(checked, 30);
+	free(settings);
+	free(man);
+}
+END_TEST
+
+static Suite *config_suite(void)
+{
+	Suite *s = suite_create("config");
+	TCase *valid = tcase_create("valid");
+	TCase *invalid = tcase_create("invalid");
+	TCase *units = tcase_create("units");
+	TCase *route = tcase_create("route");
+	TCase *docs = tcase_create("docs");
+
+#define N(a) ((int)(sizeof(a) / sizeof((a)[0])))
+	tcase_add_test(valid, default_config_loads_without_env);
+	tcase_add_test(valid, minimal_config_gets_defaults);
+	tcase_add_test(valid, full_config_values);
+	tcase_add_loop_test(valid, backend_url_split, 0, N(url_cases));
+	tcase_add_test(valid, env_expansion);
+	tcase_add_test(valid, access_log_off);
+	tcase_add_test(valid, workers_bounds_accepted);
+	tcase_add_test(valid, config_refcount);
+	suite_add_tcase(s, valid);
+
+	tcase_add_test(invalid, json_syntax_error_position);
+	tcase_add_test(invalid, duplicate_key_position);
+	tcase_add_test(invalid, missing_file);
+	tcase_add_test(invalid, top_level_not_object);
+	tcase_add_test(invalid, missing_required_keys);
+	tcase_add_loop_test(invalid, unknown_key_top_levels, 0, N(unknown_key_cases));
+	tcase_add_test(invalid, unknown_key_backend_levels);
+	tcase_add_loop_test(invalid, wrong_types_top, 0, N(type_cases));
+	tcase_add_test(invalid, wrong_types_nested);
+	tcase_add_loop_test(invalid, invalid_values, 0, N(value_cases));
+	tcase_add_loop_test(invalid, invalid_backend_urls, 0, N(url_error_cases));
+	tcase_add_test(invalid, url_userinfo_rejected_unquoted);
+	tcase_add_test(invalid, unset_env_var_named);
+	tcase_add_test(invalid, bad_env_reference);
+	tcase_add_test(invalid, secrets_never_in_messages);
+	tcase_add_test(invalid, unknown_backend_in_route);
+	tcase_add_test(invalid, route_list_errors);
+	tcase_add_test(invalid, many_errors_one_run);
+	suite_add_tcase(s, invalid);
+
+	tcase_add_loop_test(units, parse_duration_table, 0, N(duration_cases));
+	tcase_add_loop_test(units, parse_size_table, 0, N(size_cases));
+	suite_add_tcase(s, units);
+
+	tcase_add_test(route, route_match_order_and_glob);
+	tcase_add_test(route, route_match_null_model);
+	tcase_add_test(route, route_match_star_needs_model);
+	suite_add_tcase(s, route);
+
+	tcase_add_test(docs, man_page_lists_every_setting);
+	suite_add_tcase(s, docs);
+#undef N
+
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(config_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
