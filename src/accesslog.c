@@ -1,0 +1,100 @@
+/*
+ * Access log writer.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "accesslog.h"
+#include "log.h"
+#include "request.h"
+
+int
+tg_accesslog_open(const char *path)
+{
+	int fd;
+
+	if (strcmp(path, "-") == 0)
+		return dup(STDOUT_FILENO);
+
+	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (fd < 0)
+		tg_error("cannot open access log %s: %s", path, strerror(errno));
+	return fd;
+}
+
+int
+tg_accesslog_reopen(int fd, const char *path)
+{
+	int fresh;
+
+	if (strcmp(path, "-") == 0)
+		return 0;
+	fresh = tg_accesslog_open(path);
+	if (fresh < 0)
+		return -1;
+
+	/* dup2 swaps the file under the same descriptor in one step, so
+	 * workers writing at that moment go to one file or the other. */
+	if (dup2(fresh, fd) < 0) {
+		tg_error("cannot reopen access log %s: %s", path, strerror(errno));
+		close(fresh);
+		return -1;
+	}
+	close(fresh);
+	return 0;
+}
+
+static json_t *
+string_or_null(const char *s)
+{
+	return s ? json_string(s) : json_null();
+}
+
+void
+tg_accesslog_write(int fd, const struct tg_request *req)
+{
+	char termination[3] = {(char)req->cause, (char)req->phase, '\0'};
+	double duration = (double)(tg_now_ns() - req->start_ns) / 1e9;
+	json_t *line;
+	char *text;
+	size_t len;
+
+	if (fd < 0)
+		return;
+
+	line = json_pack("{s:s, s:s, s:s, s:s?, s:o, s:o, s:o, s:o, s:b, s:i, s:o,"
+	                 " s:f, s:I, s:I, s:s}",
+	                 "time", req->time,
+	                 "request_id", req->id,
+	                 "client", req->client_addr,
+	                 "method", req->method,
+	                 "path", string_or_null(req->path),
+	                 "route", string_or_null(req->route ? req->route->name : NULL),
+	                 "backend", string_or_null(req->backend ? req->backend->name : NULL),
+	                 "model", string_or_null(req->model),
+	                 "stream", req->stream,
+	                 "status", req->response.status,
+	                 "upstream_status", req->upstream_status
+	                     ? json_integer(req->upstream_status) : json_null(),
+	                 "duration", duration,
+	                 "bytes_in", (json_int_t)req->bytes_in,
+	                 "bytes_out", (json_int_t)req->bytes_out,
+	                 "termination", termination);
+	if (line == NULL)
+		return;
+	text = json_dumps(line, JSON_COMPACT | JSON_REAL_PRECISION(6));
+	json_decref(line);
+	if (text == NULL)
+		return;
+
+	len = strlen(text);
+	text[len] = '\n';       /* replaces the terminating NUL */
+	if (write(fd, text, len + 1) < 0)
+		tg_warn("access log write failed: %s", strerror(errno));
+	free(text);
+}

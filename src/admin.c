@@ -1,0 +1,92 @@
+/*
+ * Admin listener on the main thread. It uses libevent's evhttp: the admin
+ * side sees little traffic and needs none of the proxy's streaming control.
+ */
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/listener.h>
+
+#include "admin.h"
+#include "log.h"
+#include "worker.h"
+
+static void
+send_text(struct evhttp_request *r, int status, const char *reason, const char *text)
+{
+	struct evbuffer *body = evbuffer_new();
+
+	evhttp_add_header(evhttp_request_get_output_headers(r), "Content-Type",
+	                  "text/plain; charset=utf-8");
+	if (body != NULL)
+		evbuffer_add_printf(body, "%s\n", text);
+	evhttp_send_reply(r, status, reason, body);
+	if (body != NULL)
+		evbuffer_free(body);
+}
+
+static void
+healthz_cb(struct evhttp_request *r, void *arg)
+{
+	(void)arg;
+	send_text(r, 200, "OK", "ok");
+}
+
+static void
+readyz_cb(struct evhttp_request *r, void *arg)
+{
+	struct tg_runtime *rt = arg;
+
+	if (atomic_load(&rt->draining))
+		send_text(r, 503, "Service Unavailable", "draining");
+	else if (!atomic_load(&rt->ready))
+		send_text(r, 503, "Service Unavailable", "starting");
+	else
+		send_text(r, 200, "OK", "ready");
+}
+
+static void
+not_found_cb(struct evhttp_request *r, void *arg)
+{
+	(void)arg;
+	send_text(r, 404, "Not Found", "not found; try /healthz or /readyz");
+}
+
+struct evhttp *
+tg_admin_start(struct event_base *base, const char *address, struct tg_runtime *rt)
+{
+	struct sockaddr_storage ss;
+	int len = sizeof(ss);
+	struct evconnlistener *listener;
+	struct evhttp *http;
+
+	if (evutil_parse_sockaddr_port(address, (struct sockaddr *)&ss, &len) != 0) {
+		tg_error("admin address %s is not a numeric host:port", address);
+		return NULL;
+	}
+	listener = evconnlistener_new_bind(base, NULL, NULL,
+	                                   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
+	                                   LEV_OPT_REUSEABLE, 128,
+	                                   (struct sockaddr *)&ss, len);
+	if (listener == NULL) {
+		tg_error("cannot listen on admin address %s: %s", address,
+		         evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+		return NULL;
+	}
+
+	http = evhttp_new(base);
+	if (http == NULL || evhttp_bind_listener(http, listener) == NULL) {
+		tg_error("cannot start the admin server on %s", address);
+		if (http != NULL)
+			evhttp_free(http);
+		evconnlistener_free(listener);
+		return NULL;
+	}
+	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+	evhttp_set_cb(http, "/healthz", healthz_cb, rt);
+	evhttp_set_cb(http, "/readyz", readyz_cb, rt);
+	evhttp_set_gencb(http, not_found_cb, rt);
+	return http;
+}

@@ -1,0 +1,561 @@
+/*
+ * Client connections.
+ *
+ * A connection reads one request at a time. When a request has been read
+ * whole, the parser is paused and the request is dispatched; pipelined bytes
+ * wait in the input buffer. Once the response has been written out, the
+ * request ends (access log) and the connection reads the next request,
+ * waits for one (keep-alive), or closes.
+ *
+ * Timers, one per connection and re-armed by state:
+ *   idle      limits.keepalive_timeout (client_header_timeout before the
+ *             first request), then close without a response
+ *   head      limits.client_header_timeout for the whole head, then 408
+ *   body      limits.client_body_timeout between two body reads, then 408
+ *   closing   CLIENT_LINGER for a client that is still sending after an
+ *             error response, so its unread bytes do not reset the
+ *             connection before it has read the response
+ */
+#include <assert.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <openssl/ssl.h>
+
+#include "client.h"
+#include "log.h"
+#include "relay.h"
+#include "request.h"
+#include "worker.h"
+
+#define CLIENT_LINGER_MS 2000
+#define CLIENT_OUTPUT_HIGH (256 * 1024)  /* stop reading the upstream above */
+#define CLIENT_OUTPUT_LOW (64 * 1024)    /* and resume below */
+
+static void client_parse(struct tg_client *c);
+static void client_free(struct tg_client *c);
+
+static void
+arm_timer(struct tg_client *c, tg_msec_t ms)
+{
+	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+
+	event_add(c->timer, &tv);
+}
+
+static const struct tg_limits *
+client_limits(const struct tg_client *c)
+{
+	if (c->req != NULL)
+		return &c->req->config->limits;
+	return &c->worker->config->limits;
+}
+
+/* Grow *buf to hold *len + add bytes plus a NUL. */
+static int
+append_bytes(char **buf, size_t *len, size_t *cap, const char *at, size_t add)
+{
+	if (*len + add + 1 > *cap) {
+		size_t cap_new = *cap ? *cap : 64;
+		char *grown;
+
+		while (cap_new < *len + add + 1)
+			cap_new *= 2;
+		grown = realloc(*buf, cap_new);
+		if (grown == NULL)
+			return -1;
+		*buf = grown;
+		*cap = cap_new;
+	}
+	memcpy(*buf + *len, at, add);
+	*len += add;
+	(*buf)[*len] = '\0';
+	return 0;
+}
+
+/* Record a request error found while parsing; the llhttp callback then
+ * returns HPE_USER so parsing stops there. */
+static int
+parse_fail(struct tg_client *c, enum tg_error err)
+{
+	c->parse_error = err;
+	return HPE_USER;
+}
+
+static int
+head_grew(struct tg_client *c, size_t len)
+{
+	c->head_bytes += len;
+	if (c->head_bytes > client_limits(c)->max_header)
+		return parse_fail(c, TG_E_HEADER_TOO_LARGE);
+	return 0;
+}
+
+/* --- llhttp callbacks ----------------------------------------------------- */
+
+static int
+on_message_begin(llhttp_t *p)
+{
+	struct tg_client *c = p->data;
+
+	c->req = tg_request_new(c);
+	if (c->req == NULL)
+		return parse_fail(c, TG_E_INTERNAL);
+	c->state = TG_CLIENT_HEAD;
+	c->head_bytes = 0;
+	c->field_len = 0;
+	c->value_len = 0;
+	arm_timer(c, c->req->config->limits.client_header_timeout);
+	return 0;
+}
+
+static int
+on_url(llhttp_t *p, const char *at, size_t len)
+{
+	struct tg_client *c = p->data;
+
+	if (head_grew(c, len) != 0)
+		return HPE_USER;
+	if (append_bytes(&c->url, &c->url_len, &c->url_cap, at, len) != 0)
+		return parse_fail(c, TG_E_INTERNAL);
+	return 0;
+}
+
+static int
+on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+	struct tg_client *c = p->data;
+
+	if (head_grew(c, len) != 0)
+		return HPE_USER;
+	if (append_bytes(&c->field, &c->field_len, &c->field_cap, at, len) != 0)
+		return parse_fail(c, TG_E_INTERNAL);
+	return 0;
+}
+
+static int
+on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+	struct tg_client *c = p->data;
+
+	if (head_grew(c, len) != 0)
+		return HPE_USER;
+	if (append_bytes(&c->value, &c->value_len, &c->value_cap, at, len) != 0)
+		return parse_fail(c, TG_E_INTERNAL);
+	return 0;
+}
+
+static int
+on_header_value_complete(llhttp_t *p)
+{
+	struct tg_client *c = p->data;
+	int rc = 0;
+
+	/* llhttp rejects a bare CR or LF itself; this also covers NUL. */
+	if (!tg_header_value_valid(c->value, c->value_len))
+		rc = parse_fail(c, TG_E_BAD_REQUEST);
+	else if (tg_headers_add(&c->req->headers, c->field ? c->field : "", c->field_len,
+	                        c->value ? c->value : "", c->value_len) != 0)
+		rc = parse_fail(c, TG_E_INTERNAL);
+
+	c->field_len = 0;
+	c->value_len = 0;
+	return rc;
+}
+
+static int
+on_headers_complete(llhttp_t *p)
+{
+	struct tg_client *c = p->data;
+	struct tg_request *req = c->req;
+	const struct tg_limits *limits = &req->config->limits;
+	const char *expect;
+
+	req->method_id = p->method;
+	req->method = llhttp_method_name(p->method);
+	req->http_minor = p->http_minor;
+	req->url = c->url ? strndup(c->url, c->url_len) : strdup("/");
+	req->path = req->url ? strndup(req->url, strcspn(req->url, "?")) : NULL;
+	c->url_len = 0;
+	if (req->url == NULL || req->path == NULL)
+		return parse_fail(c, TG_E_INTERNAL);
+
+	/* Refuse an announced body that is too large before it is read. */
+	if ((p->flags & F_CONTENT_LENGTH) && p->content_length > limits->max_body)
+		return parse_fail(c, TG_E_BODY_TOO_LARGE);
+
+	expect = tg_headers_get(&req->headers, "Expect");
+	if (expect != NULL && strcasecmp(expect, "100-continue") == 0 && p->http_minor >= 1)
+		bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+
+	tg_headers_strip_hop_by_hop(&req->headers);
+	c->state = TG_CLIENT_BODY;
+	arm_timer(c, limits->client_body_timeout);
+	return 0;
+}
+
+static int
+on_body(llhttp_t *p, const char *at, size_t len)
+{
+	struct tg_client *c = p->data;
+	struct tg_request *req = c->req;
+
+	if (req->body_len + len > req->config->limits.max_body)
+		return parse_fail(c, TG_E_BODY_TOO_LARGE);
+	if (evbuffer_add(req->body, at, len) != 0)
+		return parse_fail(c, TG_E_INTERNAL);
+	req->body_len += len;
+	arm_timer(c, req->config->limits.client_body_timeout);
+	return 0;
+}
+
+static int
+on_message_complete(llhttp_t *p)
+{
+	struct tg_client *c = p->data;
+
+	c->req->keepalive = llhttp_should_keep_alive(p);
+	c->state = TG_CLIENT_SERVING;
+	event_del(c->timer);
+
+	/* Stop here: the next pipelined request waits until this one is
+	 * answered. */
+	return HPE_PAUSED;
+}
+
+static const llhttp_settings_t request_settings = {
+	.on_message_begin = on_message_begin,
+	.on_url = on_url,
+	.on_header_field = on_header_field,
+	.on_header_value = on_header_value,
+	.on_header_value_complete = on_header_value_complete,
+	.on_headers_complete = on_headers_complete,
+	.on_body = on_body,
+	.on_message_complete = on_message_complete,
+};
+
+/* --- connection ----------------------------------------------------------- */
+
+/* Answer a request that could not be read and close after the response. */
+static void
+reject_unreadable_request(struct tg_client *c, enum tg_error err)
+{
+	if (c->req == NULL) {
+		c->req = tg_request_new(c);
+		if (c->req == NULL) {
+			client_free(c);
+			return;
+		}
+	}
+	c->state = TG_CLIENT_SERVING;
+	c->close_after_response = 1;
+	c->unread_input = 1;
+	event_del(c->timer);
+	tg_request_fail(c->req, err, NULL);
+}
+
+static void
+client_parse(struct tg_client *c)
+{
+	struct evbuffer *input = bufferevent_get_input(c->bev);
+
+	while (c->state != TG_CLIENT_SERVING && c->state != TG_CLIENT_CLOSING &&
+	       evbuffer_get_length(input) > 0) {
+		struct evbuffer_iovec chunk;
+		llhttp_errno_t rc;
+		size_t consumed;
+
+		evbuffer_peek(input, -1, NULL, &chunk, 1);
+		rc = llhttp_execute(&c->parser, chunk.iov_base, chunk.iov_len);
+		consumed = rc == HPE_OK ? chunk.iov_len
+		         : (size_t)(llhttp_get_error_pos(&c->parser) - (const char *)chunk.iov_base);
+		if (c->req != NULL)
+			c->req->bytes_in += consumed;
+		evbuffer_drain(input, consumed);
+
+		if (rc == HPE_OK)
+			continue;
+		if (rc == HPE_PAUSED) {
+			tg_request_dispatch(c->req);
+			return;
+		}
+		if (rc != HPE_USER) {
+			tg_debug("client %s: invalid HTTP request: %s (%s)", c->addr,
+			         llhttp_errno_name(rc), llhttp_get_error_reason(&c->parser));
+			c->parse_error = TG_E_BAD_REQUEST;
+		}
+		reject_unreadable_request(c, c->parse_error);
+		return;
+	}
+}
+
+static void
+client_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct tg_client *c = arg;
+
+	if (c->state == TG_CLIENT_CLOSING) {
+		/* Lingering after an error response: discard what still comes. */
+		evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
+		return;
+	}
+	if (c->state == TG_CLIENT_IDLE)
+		c->state = TG_CLIENT_HEAD;
+	client_parse(c);
+}
+
+/* Close after an error response without resetting the connection: stop
+ * sending, read and discard until the client closes or CLIENT_LINGER_MS. */
+static void
+client_linger(struct tg_client *c)
+{
+	c->state = TG_CLIENT_CLOSING;
+	if (c->tls) {
+		client_free(c);
+		return;
+	}
+	shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+	bufferevent_enable(c->bev, EV_READ);
+	arm_timer(c, CLIENT_LINGER_MS);
+}
+
+/* The response of the current request has been written out. */
+static void
+finish_request(struct tg_client *c)
+{
+	struct tg_request *req = c->req;
+	int keepalive = req->keepalive && !c->close_after_response && !c->worker->draining;
+
+	c->req = NULL;
+	c->response_done = 0;
+	tg_request_done(req);
+
+	if (!keepalive) {
+		if (c->unread_input)
+			client_linger(c);
+		else
+			client_free(c);
+		return;
+	}
+
+	c->state = TG_CLIENT_IDLE;
+	llhttp_resume(&c->parser);
+	arm_timer(c, c->worker->config->limits.keepalive_timeout);
+	if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+		c->state = TG_CLIENT_HEAD;
+		client_parse(c);
+	}
+}
+
+static void
+client_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct tg_client *c = arg;
+
+	if (c->req == NULL)
+		return;
+	if (c->response_done) {
+		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+			finish_request(c);
+		return;
+	}
+	tg_relay_client_writable(c->req);
+}
+
+static void
+client_event_cb(struct bufferevent *bev, short events, void *arg)
+{
+	struct tg_client *c = arg;
+
+	(void)bev;
+	if (!(events & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
+		return;
+
+	if (c->req != NULL) {
+		tg_debug("client %s: connection %s during a request", c->addr,
+		         (events & BEV_EVENT_EOF) ? "closed" : "failed");
+		tg_request_abort(c->req, TG_CAUSE_CLIENT_CLOSED);
+		c->req = NULL;
+	}
+	client_free(c);
+}
+
+static void
+client_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tg_client *c = arg;
+
+	(void)fd;
+	(void)what;
+	switch (c->state) {
+	case TG_CLIENT_HEAD:
+	case TG_CLIENT_BODY:
+		if (c->req != NULL) {
+			c->req->cause = TG_CAUSE_CLIENT_TIMEOUT;
+			reject_unreadable_request(c, TG_E_REQUEST_TIMEOUT);
+			return;
+		}
+		client_free(c);
+		return;
+	case TG_CLIENT_IDLE:
+	case TG_CLIENT_CLOSING:
+		client_free(c);
+		return;
+	case TG_CLIENT_SERVING:
+		return;
+	}
+}
+
+static void
+client_free(struct tg_client *c)
+{
+	struct tg_worker *w = c->worker;
+
+	assert(c->req == NULL);
+	LIST_REMOVE(c, link);
+	bufferevent_free(c->bev);
+	event_free(c->timer);
+	free(c->url);
+	free(c->field);
+	free(c->value);
+	free(c);
+	tg_worker_client_closed(w);
+}
+
+static void
+format_peer(struct tg_client *c, const struct sockaddr *addr)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+	unsigned port = 0;
+
+	if (addr->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)addr;
+
+		evutil_inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+		port = ntohs(in->sin_port);
+	} else if (addr->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)addr;
+
+		evutil_inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+		port = ntohs(in6->sin6_port);
+	}
+	snprintf(c->ip, sizeof(c->ip), "%s", host);
+	snprintf(c->addr, sizeof(c->addr),
+	         addr->sa_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host, port);
+}
+
+static struct bufferevent *
+client_bufferevent(struct tg_worker *w, evutil_socket_t fd, SSL_CTX *tls)
+{
+	SSL *ssl;
+	struct bufferevent *bev;
+
+	if (tls == NULL)
+		return bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+
+	ssl = SSL_new(tls);
+	if (ssl == NULL)
+		return NULL;
+	bev = bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+	                                     BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL) {
+		SSL_free(ssl);
+		return NULL;
+	}
+	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	return bev;
+}
+
+void
+tg_client_accept(struct tg_worker *w, evutil_socket_t fd,
+                 const struct sockaddr *addr, int addrlen, void *tls)
+{
+	struct tg_client *c = calloc(1, sizeof(*c));
+	int one = 1;
+
+	(void)addrlen;
+	if (c == NULL) {
+		evutil_closesocket(fd);
+		return;
+	}
+
+	/* Stream events must not wait for Nagle's algorithm. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+
+	c->worker = w;
+	c->tls = tls != NULL;
+	format_peer(c, addr);
+	c->bev = client_bufferevent(w, fd, tls);
+	c->timer = c->bev ? evtimer_new(w->base, client_timer_cb, c) : NULL;
+	if (c->bev == NULL || c->timer == NULL) {
+		tg_error("client %s: cannot set up the connection: out of memory", c->addr);
+		if (c->bev != NULL)
+			bufferevent_free(c->bev);
+		else
+			evutil_closesocket(fd);
+		free(c);
+		return;
+	}
+
+	llhttp_init(&c->parser, HTTP_REQUEST, &request_settings);
+	c->parser.data = c;
+	c->state = TG_CLIENT_IDLE;
+	LIST_INSERT_HEAD(&w->clients, c, link);
+	w->n_clients++;
+
+	bufferevent_setcb(c->bev, client_read_cb, client_write_cb, client_event_cb, c);
+	bufferevent_setwatermark(c->bev, EV_WRITE, CLIENT_OUTPUT_LOW, 0);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	arm_timer(c, w->config->limits.client_header_timeout);
+}
+
+struct evbuffer *
+tg_client_output(struct tg_client *c)
+{
+	return bufferevent_get_output(c->bev);
+}
+
+int
+tg_client_output_full(const struct tg_client *c)
+{
+	return evbuffer_get_length(bufferevent_get_output(c->bev)) > CLIENT_OUTPUT_HIGH;
+}
+
+void
+tg_client_response_done(struct tg_client *c)
+{
+	c->response_done = 1;
+
+	/* The write callback ends the request once the output is empty; when
+	 * it already is, nothing would call it. */
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		bufferevent_trigger(c->bev, EV_WRITE, BEV_TRIG_DEFER_CALLBACKS);
+}
+
+int
+tg_client_close_if_idle(struct tg_client *c)
+{
+	if (c->req != NULL)
+		return 0;
+	client_free(c);
+	return 1;
+}
+
+void
+tg_client_close(struct tg_client *c, int cause)
+{
+	if (c->req != NULL) {
+		tg_request_abort(c->req, (enum tg_cause)cause);
+		c->req = NULL;
+	}
+	client_free(c);
+}

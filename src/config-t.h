@@ -1,0 +1,85 @@
+/*
+ * Types of the loaded configuration.
+ *
+ * A struct tg_config is an immutable snapshot: it is built and validated
+ * whole by tg_config_load(), then shared by reference between the workers
+ * and the requests that started under it. Nothing writes to a snapshot after
+ * it is published, so readers need no lock; the reference count is atomic.
+ */
+#ifndef TOLLGATE_CONFIG_T_H
+#define TOLLGATE_CONFIG_T_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Durations are kept in milliseconds, sizes in bytes. */
+typedef uint64_t tg_msec_t;
+
+struct tg_listen {
+	char *address;          /* "host:port" as written, for messages */
+	char *host;             /* numeric or name; "[::1]" is stored as "::1" */
+	char *port;
+	char *tls_cert;         /* PEM paths; both NULL for plain HTTP */
+	char *tls_key;
+};
+
+struct tg_backend_timeouts {
+	tg_msec_t connect;      /* TCP and TLS handshake */
+	tg_msec_t first_byte;   /* request sent to first response byte */
+	tg_msec_t idle;         /* longest silence inside a response body */
+};
+
+struct tg_backend {
+	char *name;
+	char *url;              /* as written, without credentials */
+	int tls;                /* 1 for https:// */
+	char *host;             /* connect target and TLS SNI name */
+	char *port;
+	char *host_header;      /* value for the upstream Host header */
+	char *base_path;        /* URL path prefix without trailing '/', or "" */
+	char *api_key;          /* secret: never logged; NULL keeps the client's */
+	char *ca_file;          /* PEM bundle; NULL uses the system store */
+	int tls_verify;         /* verify certificate and name; default 1 */
+	struct tg_backend_timeouts timeouts;
+	size_t max_idle;        /* pooled idle connections per worker */
+	tg_msec_t idle_keepalive; /* how long a pooled connection may idle */
+};
+
+struct tg_route {
+	char *name;
+	char *match_path;       /* exact request path; NULL matches any */
+	char *match_model;      /* exact or fnmatch(3) glob; NULL matches any */
+	size_t n_backends;
+	struct tg_backend **backends;   /* tried in order; point into cfg->backends */
+};
+
+struct tg_limits {
+	size_t max_body;                /* request body; default 32 MiB */
+	size_t max_header;              /* request line plus headers; default 64 KiB */
+	size_t max_response_body;       /* buffered non-streaming body; default 64 MiB */
+	tg_msec_t client_header_timeout; /* read the request head; default 10s */
+	tg_msec_t client_body_timeout;  /* gap between body reads; default 30s */
+	tg_msec_t keepalive_timeout;    /* idle client connection; default 75s */
+};
+
+struct tg_config {
+	atomic_int refcount;
+	char *path;                     /* file it was loaded from */
+
+	size_t n_listen;
+	struct tg_listen *listen;
+	char *admin;                    /* "host:port"; default 127.0.0.1:9090 */
+	int workers;                    /* default: online processors */
+	tg_msec_t drain_timeout;        /* SIGTERM grace for requests in flight */
+	char *access_log;               /* path, "-" for stdout, NULL for off */
+
+	size_t n_backends;
+	struct tg_backend *backends;
+	size_t n_routes;
+	struct tg_route *routes;
+
+	struct tg_limits limits;
+};
+
+#endif

@@ -1,0 +1,47 @@
+/*
+ * Loading, validating and sharing configuration snapshots.
+ */
+#ifndef TOLLGATE_CONFIG_H
+#define TOLLGATE_CONFIG_H
+
+#include <stdio.h>
+
+#include "config-t.h"
+
+/*
+ * Load and validate the JSON file at path. Every problem found is written to
+ * err as one line "FILE:LINE:COLUMN: message" or "FILE: path.to.key:
+ * message", and all of them are reported in one pass. Secrets (expanded
+ * ${VARS}, api keys) never appear in those lines.
+ *
+ * Returns a snapshot with one reference, or NULL when any error was found.
+ */
+struct tg_config *tg_config_load(const char *path, FILE *err);
+
+struct tg_config *tg_config_ref(struct tg_config *cfg);
+void tg_config_unref(struct tg_config *cfg);
+
+/* Return the first route whose path and model match, or NULL. model may be
+ * NULL for requests that carry none (GET /v1/models), which then only match
+ * routes without a model pattern. */
+const struct tg_route *tg_route_match(const struct tg_config *cfg,
+                                      const char *path, const char *model);
+
+/* Find a backend by name, or NULL. */
+const struct tg_backend *tg_config_backend(const struct tg_config *cfg,
+                                           const char *name);
+
+/* Print one line per setting, tab-separated: key path (with "[]" for an
+ * array element and ".NAME" for a named backend), type, default as JSON
+ * text or "(required)", "(computed)", "(none)", and one line of help. */
+void tg_config_print_settings(FILE *out);
+
+/* Parse "250ms", "2s", "5m", "1h" (an integer and a unit, no sign) into
+ * milliseconds. Returns 0, or -1 when s is not of that form or overflows. */
+int tg_parse_duration(const char *s, tg_msec_t *out);
+
+/* Parse "512", "64KiB", "32MiB", "1GiB" (also "B", "KB"/"MB"/"GB" as powers
+ * of 1000) into bytes. Returns 0, or -1 when s is not of that form. */
+int tg_parse_size(const char *s, size_t *out);
+
+#endif

@@ -1,0 +1,114 @@
+/*
+ * The one table that maps failure kinds to what the client and the logs see.
+ */
+#include <assert.h>
+#include <stdlib.h>
+
+#include <jansson.h>
+
+#include "errors.h"
+
+static const struct tg_error_info error_table[TG_E_COUNT] = {
+	[TG_OK] = {200, NULL, NULL, NULL, '-'},
+
+	[TG_E_BAD_REQUEST] = {400, "invalid_request_error", "bad_request",
+		"the request is not valid HTTP/1.1", 'G'},
+	[TG_E_INVALID_JSON] = {400, "invalid_request_error", "invalid_json",
+		"the request body is not a JSON object", 'G'},
+	[TG_E_MISSING_MODEL] = {400, "invalid_request_error", "missing_model",
+		"the request body has no string \"model\" field", 'G'},
+	[TG_E_NO_ROUTE] = {404, "invalid_request_error", "route_not_found",
+		"no route matches this path and model", 'G'},
+	[TG_E_METHOD_NOT_ALLOWED] = {405, "invalid_request_error", "method_not_allowed",
+		"this method is not allowed on this path", 'G'},
+	[TG_E_REQUEST_TIMEOUT] = {408, "invalid_request_error", "request_timeout",
+		"the client did not send the request in time", 'c'},
+	[TG_E_BODY_TOO_LARGE] = {413, "invalid_request_error", "request_too_large",
+		"the request body exceeds limits.max_body", 'G'},
+	[TG_E_HEADER_TOO_LARGE] = {431, "invalid_request_error", "request_header_too_large",
+		"the request head exceeds limits.max_header", 'G'},
+
+	[TG_E_SHUTTING_DOWN] = {503, "server_error", "shutting_down",
+		"the gateway is shutting down; retry on another instance", 'G'},
+	[TG_E_INTERNAL] = {500, "server_error", "internal_error",
+		"the gateway failed to process the request", 'G'},
+
+	[TG_E_UPSTREAM_CONNECT] = {502, "upstream_error", "upstream_failed",
+		"could not connect to the upstream", 'S'},
+	[TG_E_UPSTREAM_TLS] = {502, "upstream_error", "upstream_failed",
+		"the TLS handshake with the upstream failed", 'S'},
+	[TG_E_UPSTREAM_RESET] = {502, "upstream_error", "upstream_failed",
+		"the upstream closed the connection before the response was complete", 'S'},
+	[TG_E_UPSTREAM_INVALID] = {502, "upstream_error", "upstream_failed",
+		"the upstream sent an invalid HTTP response", 'S'},
+	[TG_E_UPSTREAM_TOO_LARGE] = {502, "upstream_error", "upstream_failed",
+		"the upstream response exceeds limits.max_response_body", 'S'},
+	[TG_E_UPSTREAM_CONNECT_TIMEOUT] = {504, "upstream_error", "upstream_timeout",
+		"connecting to the upstream timed out", 's'},
+	[TG_E_UPSTREAM_FIRST_BYTE_TIMEOUT] = {504, "upstream_error", "upstream_timeout",
+		"the upstream did not start its response in time", 's'},
+	[TG_E_UPSTREAM_IDLE_TIMEOUT] = {504, "upstream_error", "upstream_timeout",
+		"the upstream stopped sending in the middle of its response", 's'},
+};
+
+const struct tg_error_info *
+tg_error_info(enum tg_error err)
+{
+	assert(err >= 0 && err < TG_E_COUNT);
+	return &error_table[err];
+}
+
+int
+tg_error_is_upstream(enum tg_error err)
+{
+	return err >= TG_E_UPSTREAM_CONNECT && err < TG_E_COUNT;
+}
+
+int
+tg_error_body(struct evbuffer *out, enum tg_error err, const char *message)
+{
+	const struct tg_error_info *info = tg_error_info(err);
+	json_t *body;
+	char *text;
+	int rc;
+
+	body = json_pack("{s:{s:s, s:s, s:s}}", "error",
+	                 "message", message ? message : info->message,
+	                 "type", info->type,
+	                 "code", info->code);
+	if (body == NULL)
+		return -1;
+	text = json_dumps(body, JSON_COMPACT);
+	json_decref(body);
+	if (text == NULL)
+		return -1;
+
+	rc = evbuffer_add_printf(out, "%s\n", text) < 0 ? -1 : 0;
+	free(text);
+	return rc;
+}
+
+const char *
+tg_http_reason(int status)
+{
+	switch (status) {
+	case 100: return "Continue";
+	case 200: return "OK";
+	case 201: return "Created";
+	case 204: return "No Content";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 408: return "Request Timeout";
+	case 413: return "Content Too Large";
+	case 429: return "Too Many Requests";
+	case 431: return "Request Header Fields Too Large";
+	case 500: return "Internal Server Error";
+	case 502: return "Bad Gateway";
+	case 503: return "Service Unavailable";
+	case 504: return "Gateway Timeout";
+	default: return "Unknown";
+	}
+}

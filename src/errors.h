@@ -1,0 +1,61 @@
+/*
+ * Failure kinds of a request. Each kind is mapped once, in errors.c, to the
+ * HTTP status the client gets, the OpenAI error "type" and "code", a default
+ * message, and the termination code of the access log.
+ */
+#ifndef TOLLGATE_ERRORS_H
+#define TOLLGATE_ERRORS_H
+
+#include <event2/buffer.h>
+
+enum tg_error {
+	TG_OK = 0,
+
+	/* The client's request is wrong. */
+	TG_E_BAD_REQUEST,
+	TG_E_INVALID_JSON,
+	TG_E_MISSING_MODEL,
+	TG_E_NO_ROUTE,
+	TG_E_METHOD_NOT_ALLOWED,
+	TG_E_REQUEST_TIMEOUT,
+	TG_E_BODY_TOO_LARGE,
+	TG_E_HEADER_TOO_LARGE,
+
+	/* The gateway cannot take the request. */
+	TG_E_SHUTTING_DOWN,
+	TG_E_INTERNAL,
+
+	/* The upstream failed. */
+	TG_E_UPSTREAM_CONNECT,
+	TG_E_UPSTREAM_TLS,
+	TG_E_UPSTREAM_RESET,
+	TG_E_UPSTREAM_INVALID,
+	TG_E_UPSTREAM_TOO_LARGE,
+	TG_E_UPSTREAM_CONNECT_TIMEOUT,
+	TG_E_UPSTREAM_FIRST_BYTE_TIMEOUT,
+	TG_E_UPSTREAM_IDLE_TIMEOUT,
+
+	TG_E_COUNT
+};
+
+struct tg_error_info {
+	int status;             /* HTTP status sent to the client */
+	const char *type;       /* OpenAI error "type" */
+	const char *code;       /* OpenAI error "code", also the metric label */
+	const char *message;    /* default human-readable message */
+	char who;               /* termination cause: G, c, S or s */
+};
+
+const struct tg_error_info *tg_error_info(enum tg_error err);
+
+/* 1 for upstream failures, which the failover step may retry elsewhere. */
+int tg_error_is_upstream(enum tg_error err);
+
+/* Append {"error": {"message", "type", "code"}} to out. message may be NULL
+ * for the kind's default. Returns 0, or -1 when out of memory. */
+int tg_error_body(struct evbuffer *out, enum tg_error err, const char *message);
+
+/* Standard reason phrase of an HTTP status, "Unknown" for others. */
+const char *tg_http_reason(int status);
+
+#endif

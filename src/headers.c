@@ -1,0 +1,203 @@
+/*
+ * Header lists and proxy header rewriting.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "headers.h"
+
+static const char *const hop_by_hop_headers[] = {
+	"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
+	"Proxy-Authorization", "TE", "Trailer", "Transfer-Encoding", "Upgrade",
+};
+
+#define N_HOP_BY_HOP (sizeof(hop_by_hop_headers) / sizeof(hop_by_hop_headers[0]))
+
+void
+tg_headers_init(struct tg_headers *h)
+{
+	h->items = NULL;
+	h->count = 0;
+	h->capacity = 0;
+}
+
+void
+tg_headers_free(struct tg_headers *h)
+{
+	for (size_t i = 0; i < h->count; i++) {
+		free(h->items[i].name);
+		free(h->items[i].value);
+	}
+	free(h->items);
+	tg_headers_init(h);
+}
+
+int
+tg_headers_add(struct tg_headers *h, const char *name, size_t name_len,
+               const char *value, size_t value_len)
+{
+	struct tg_header *item;
+
+	if (h->count == h->capacity) {
+		size_t capacity = h->capacity ? h->capacity * 2 : 16;
+		struct tg_header *items = realloc(h->items, capacity * sizeof(*items));
+
+		if (items == NULL)
+			return -1;
+		h->items = items;
+		h->capacity = capacity;
+	}
+
+	item = &h->items[h->count];
+	item->name = strndup(name, name_len);
+	item->value = strndup(value, value_len);
+	if (item->name == NULL || item->value == NULL) {
+		free(item->name);
+		free(item->value);
+		return -1;
+	}
+	h->count++;
+	return 0;
+}
+
+const char *
+tg_headers_get(const struct tg_headers *h, const char *name)
+{
+	for (size_t i = 0; i < h->count; i++) {
+		if (strcasecmp(h->items[i].name, name) == 0)
+			return h->items[i].value;
+	}
+	return NULL;
+}
+
+size_t
+tg_headers_remove(struct tg_headers *h, const char *name)
+{
+	size_t kept = 0;
+	size_t removed;
+
+	for (size_t i = 0; i < h->count; i++) {
+		if (strcasecmp(h->items[i].name, name) == 0) {
+			free(h->items[i].name);
+			free(h->items[i].value);
+			continue;
+		}
+		h->items[kept++] = h->items[i];
+	}
+	removed = h->count - kept;
+	h->count = kept;
+	return removed;
+}
+
+int
+tg_header_value_valid(const char *value, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		if (value[i] == '\r' || value[i] == '\n' || value[i] == '\0')
+			return 0;
+	}
+	return 1;
+}
+
+int
+tg_header_list_has(const char *value, const char *token)
+{
+	size_t token_len = strlen(token);
+	const char *p = value;
+
+	while (*p != '\0') {
+		const char *start, *end;
+
+		while (*p == ' ' || *p == '\t' || *p == ',')
+			p++;
+		start = p;
+		while (*p != '\0' && *p != ',')
+			p++;
+		end = p;
+		while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+			end--;
+		if ((size_t)(end - start) == token_len &&
+		    strncasecmp(start, token, token_len) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* Remove the headers that the Connection header names, one token at a
+ * time, before Connection itself goes. */
+static void
+strip_connection_tokens(struct tg_headers *h)
+{
+	const char *connection = tg_headers_get(h, "Connection");
+	char *list, *token, *save = NULL;
+
+	if (connection == NULL)
+		return;
+	list = strdup(connection);
+	if (list == NULL)
+		return;
+	for (token = strtok_r(list, ", \t", &save); token != NULL;
+	     token = strtok_r(NULL, ", \t", &save))
+		tg_headers_remove(h, token);
+	free(list);
+}
+
+void
+tg_headers_strip_hop_by_hop(struct tg_headers *h)
+{
+	strip_connection_tokens(h);
+	for (size_t i = 0; i < N_HOP_BY_HOP; i++)
+		tg_headers_remove(h, hop_by_hop_headers[i]);
+}
+
+/* Headers of the client request that the gateway sets itself. */
+static int
+is_rewritten_request_header(const char *name, const struct tg_upstream_rewrite *rw)
+{
+	if (strcasecmp(name, "Host") == 0 ||
+	    strcasecmp(name, "Content-Length") == 0 ||
+	    strcasecmp(name, "X-Forwarded-For") == 0 ||
+	    strcasecmp(name, "X-Forwarded-Proto") == 0 ||
+	    strcasecmp(name, "X-Request-Id") == 0 ||
+	    strcasecmp(name, "Expect") == 0)
+		return 1;
+	return rw->api_key != NULL && strcasecmp(name, "Authorization") == 0;
+}
+
+int
+tg_headers_write_upstream_request(struct evbuffer *out, const char *method,
+                                  const char *target,
+                                  const struct tg_headers *client_headers,
+                                  const struct tg_upstream_rewrite *rw,
+                                  size_t body_len)
+{
+	const char *forwarded_for = tg_headers_get(client_headers, "X-Forwarded-For");
+	int rc = 0;
+
+	rc |= evbuffer_add_printf(out, "%s %s HTTP/1.1\r\nHost: %s\r\n",
+	                          method, target, rw->host) < 0;
+
+	for (size_t i = 0; i < client_headers->count; i++) {
+		const struct tg_header *hd = &client_headers->items[i];
+
+		if (is_rewritten_request_header(hd->name, rw))
+			continue;
+		rc |= evbuffer_add_printf(out, "%s: %s\r\n", hd->name, hd->value) < 0;
+	}
+
+	if (rw->api_key != NULL)
+		rc |= evbuffer_add_printf(out, "Authorization: Bearer %s\r\n",
+		                          rw->api_key) < 0;
+	if (forwarded_for != NULL)
+		rc |= evbuffer_add_printf(out, "X-Forwarded-For: %s, %s\r\n",
+		                          forwarded_for, rw->client_ip) < 0;
+	else
+		rc |= evbuffer_add_printf(out, "X-Forwarded-For: %s\r\n",
+		                          rw->client_ip) < 0;
+	rc |= evbuffer_add_printf(out, "X-Forwarded-Proto: %s\r\n"
+	                          "X-Request-Id: %s\r\n"
+	                          "Content-Length: %zu\r\n\r\n",
+	                          rw->proto, rw->request_id, body_len) < 0;
+	return rc ? -1 : 0;
+}

@@ -1,0 +1,73 @@
+/*
+ * HTTP header lists and the rewriting a proxy does on them.
+ *
+ * Names keep the case they arrived with and compare case-insensitively.
+ * These functions do no I/O, so the unit tests drive them directly.
+ */
+#ifndef TOLLGATE_HEADERS_H
+#define TOLLGATE_HEADERS_H
+
+#include <stddef.h>
+
+#include <event2/buffer.h>
+
+struct tg_header {
+	char *name;
+	char *value;
+};
+
+struct tg_headers {
+	struct tg_header *items;
+	size_t count;
+	size_t capacity;
+};
+
+void tg_headers_init(struct tg_headers *h);
+void tg_headers_free(struct tg_headers *h);
+
+/* Append a copy of the header. Returns 0, or -1 when out of memory. */
+int tg_headers_add(struct tg_headers *h, const char *name, size_t name_len,
+                   const char *value, size_t value_len);
+
+/* The value of the first header called name, or NULL. */
+const char *tg_headers_get(const struct tg_headers *h, const char *name);
+
+/* Remove every header called name; returns how many were removed. */
+size_t tg_headers_remove(struct tg_headers *h, const char *name);
+
+/* 1 when value may be sent in a header: no CR, LF or NUL. */
+int tg_header_value_valid(const char *value, size_t len);
+
+/* 1 when the comma-separated list value contains token, case-insensitively
+ * ("keep-alive, Upgrade" contains "upgrade"). */
+int tg_header_list_has(const char *value, const char *token);
+
+/*
+ * Remove hop-by-hop headers (RFC 9110, section 7.6.1): Connection and every
+ * header it names, Keep-Alive, Proxy-Connection, Proxy-Authenticate,
+ * Proxy-Authorization, TE, Trailer, Transfer-Encoding and Upgrade.
+ */
+void tg_headers_strip_hop_by_hop(struct tg_headers *h);
+
+/* What the gateway adds to or replaces in the request it sends upstream. */
+struct tg_upstream_rewrite {
+	const char *host;           /* Host header value */
+	const char *api_key;        /* replaces Authorization; NULL keeps it */
+	const char *client_ip;      /* appended to X-Forwarded-For */
+	const char *proto;          /* X-Forwarded-Proto: "http" or "https" */
+	const char *request_id;     /* X-Request-Id */
+};
+
+/*
+ * Write an HTTP/1.1 request head for the upstream into out: the request
+ * line, the client's end-to-end headers rewritten as rw says, and a
+ * Content-Length of body_len. client_headers must already be stripped of
+ * hop-by-hop headers. Returns 0, or -1 when out of memory.
+ */
+int tg_headers_write_upstream_request(struct evbuffer *out, const char *method,
+                                      const char *target,
+                                      const struct tg_headers *client_headers,
+                                      const struct tg_upstream_rewrite *rw,
+                                      size_t body_len);
+
+#endif

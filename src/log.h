@@ -1,0 +1,42 @@
+/*
+ * Error log: one line per message on stderr,
+ *   2026-12-04T19:43:57.123Z [warn] req=9f3c... client=127.0.0.1:5123 route=chat backend=a: upstream timed out
+ * Each line goes out in one write(2), so lines from several workers never
+ * interleave, and no lock is taken.
+ */
+#ifndef TOLLGATE_LOG_H
+#define TOLLGATE_LOG_H
+
+enum tg_log_level {
+	TG_LOG_DEBUG,
+	TG_LOG_INFO,
+	TG_LOG_WARN,
+	TG_LOG_ERROR,
+};
+
+struct tg_request;
+
+/* Set the lowest level written; the default is TG_LOG_INFO. */
+void tg_log_set_level(enum tg_log_level level);
+int tg_log_enabled(enum tg_log_level level);
+
+void tg_log(enum tg_log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* Log with the request's context (id, client, route, backend) in front, so
+ * call sites only say what happened. */
+void tg_log_request(const struct tg_request *req, enum tg_log_level level,
+                    const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Format the current UTC time as 2026-12-04T19:43:57.123Z into buf (at
+ * least 25 bytes). */
+void tg_log_timestamp(char *buf, unsigned long size);
+
+#define tg_debug(...) \
+	do { if (tg_log_enabled(TG_LOG_DEBUG)) tg_log(TG_LOG_DEBUG, __VA_ARGS__); } while (0)
+#define tg_info(...)  tg_log(TG_LOG_INFO, __VA_ARGS__)
+#define tg_warn(...)  tg_log(TG_LOG_WARN, __VA_ARGS__)
+#define tg_error(...) tg_log(TG_LOG_ERROR, __VA_ARGS__)
+
+#endif

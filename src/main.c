@@ -1,0 +1,333 @@
+/*
+ * tollgate: an HTTP gateway in front of OpenAI-compatible LLM endpoints.
+ *
+ * The main thread loads the configuration, opens the admin listener, starts
+ * the workers and then only handles signals and admin requests:
+ *   SIGHUP          load the file again and swap it in for new requests
+ *   SIGTERM, SIGINT stop accepting, finish requests in flight up to
+ *                   drain_timeout, exit 0 (a second signal stops at once)
+ *   SIGUSR1         reopen the access log (after rotation)
+ */
+#include "autoconfig.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/thread.h>
+
+#include "accesslog.h"
+#include "admin.h"
+#include "config.h"
+#include "log.h"
+#include "tls.h"
+#include "worker.h"
+
+#ifndef SYSCONFDIR
+#define SYSCONFDIR "/etc"
+#endif
+
+#define DEFAULT_CONFIG SYSCONFDIR "/tollgate.json"
+#define DRAIN_POLL_MS 50
+
+struct daemon {
+	const char *config_path;
+	struct tg_config *config;
+	struct tg_runtime runtime;
+	struct event_base *base;
+	struct evhttp *admin;
+	struct tg_worker **workers;
+	int n_workers;
+	struct event *drain_poll;
+	struct event *drain_deadline;
+};
+
+static void
+usage(FILE *out, const char *prog)
+{
+	fprintf(out,
+	        "usage: %s [-t] [-c FILE]\n"
+	        "  -c FILE  configuration file (default %s)\n"
+	        "  -t       check the configuration and exit: 0 when valid, 1 when not\n"
+	        "  -V       print the version and exit\n"
+	        "  -h       print this help and exit\n",
+	        prog, DEFAULT_CONFIG);
+}
+
+/* Load path, sending each error to the log; NULL when invalid. */
+static struct tg_config *
+load_config_logged(const char *path)
+{
+	char *errors = NULL;
+	size_t size = 0;
+	FILE *stream = open_memstream(&errors, &size);
+	struct tg_config *cfg;
+	char *line, *save = NULL;
+
+	if (stream == NULL)
+		return tg_config_load(path, stderr);
+	cfg = tg_config_load(path, stream);
+	fclose(stream);
+	for (line = strtok_r(errors, "\n", &save); line != NULL;
+	     line = strtok_r(NULL, "\n", &save))
+		tg_error("%s", line);
+	free(errors);
+	return cfg;
+}
+
+/* Settings that belong to sockets and threads opened at start-up. */
+static void
+warn_restart_only_changes(const struct tg_config *old, const struct tg_config *new)
+{
+	int listen_changed = old->n_listen != new->n_listen;
+
+	for (size_t i = 0; !listen_changed && i < new->n_listen; i++)
+		listen_changed = strcmp(old->listen[i].address, new->listen[i].address) != 0;
+	if (listen_changed)
+		tg_warn("reload: listen changed; it takes effect after a restart");
+	if (old->workers != new->workers)
+		tg_warn("reload: workers changed; it takes effect after a restart");
+	if (strcmp(old->admin, new->admin) != 0)
+		tg_warn("reload: admin changed; it takes effect after a restart");
+	if ((old->access_log == NULL) != (new->access_log == NULL) ||
+	    (old->access_log && strcmp(old->access_log, new->access_log) != 0))
+		tg_warn("reload: access_log changed; it takes effect after a restart");
+}
+
+static void
+reload(struct daemon *d)
+{
+	struct tg_config *cfg;
+
+	tg_info("reloading configuration from %s", d->config_path);
+	cfg = load_config_logged(d->config_path);
+	if (cfg == NULL) {
+		tg_error("reload of %s failed, keeping the running configuration",
+		         d->config_path);
+		return;
+	}
+	warn_restart_only_changes(d->config, cfg);
+	for (int i = 0; i < d->n_workers; i++)
+		tg_worker_post_config(d->workers[i], cfg);
+	tg_config_unref(d->config);
+	d->config = cfg;
+	tg_info("configuration reloaded from %s", d->config_path);
+}
+
+static void
+drain_poll_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+
+	(void)fd;
+	(void)what;
+	for (int i = 0; i < d->n_workers; i++) {
+		if (!atomic_load(&d->workers[i]->finished))
+			return;
+	}
+	event_base_loopexit(d->base, NULL);
+}
+
+static void
+force_stop(struct daemon *d)
+{
+	for (int i = 0; i < d->n_workers; i++)
+		tg_worker_post_force_stop(d->workers[i]);
+}
+
+static void
+drain_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	force_stop(arg);
+}
+
+static void
+start_drain(struct daemon *d, int signo)
+{
+	struct timeval poll = {0, DRAIN_POLL_MS * 1000};
+	struct timeval deadline = {
+		.tv_sec = d->config->drain_timeout / 1000,
+		.tv_usec = (d->config->drain_timeout % 1000) * 1000,
+	};
+
+	if (atomic_exchange(&d->runtime.draining, 1)) {
+		tg_warn("signal %s during shutdown; closing all connections now",
+		        strsignal(signo));
+		force_stop(d);
+		return;
+	}
+	tg_info("signal %s: draining, up to %llu ms for requests in flight",
+	        strsignal(signo), (unsigned long long)d->config->drain_timeout);
+	for (int i = 0; i < d->n_workers; i++)
+		tg_worker_post_drain(d->workers[i]);
+	evtimer_add(d->drain_deadline, &deadline);
+	event_add(d->drain_poll, &poll);
+}
+
+static void
+signal_cb(evutil_socket_t signo, short what, void *arg)
+{
+	struct daemon *d = arg;
+
+	(void)what;
+	switch (signo) {
+	case SIGHUP:
+		reload(d);
+		break;
+	case SIGUSR1:
+		if (d->config->access_log != NULL && d->runtime.access_log_fd >= 0 &&
+		    tg_accesslog_reopen(d->runtime.access_log_fd, d->config->access_log) == 0)
+			tg_info("access log %s reopened", d->config->access_log);
+		break;
+	default:
+		start_drain(d, (int)signo);
+		break;
+	}
+}
+
+static int
+open_listen_tls(struct daemon *d)
+{
+	struct tg_runtime *rt = &d->runtime;
+
+	rt->n_listen_tls = d->config->n_listen;
+	rt->listen_tls = calloc(rt->n_listen_tls, sizeof(*rt->listen_tls));
+	if (rt->listen_tls == NULL)
+		return -1;
+	for (size_t i = 0; i < d->config->n_listen; i++) {
+		const struct tg_listen *l = &d->config->listen[i];
+
+		if (l->tls_cert == NULL)
+			continue;
+		rt->listen_tls[i] = tg_tls_server_ctx(l);
+		if (rt->listen_tls[i] == NULL)
+			return -1;
+	}
+	return 0;
+}
+
+static int
+start_workers(struct daemon *d)
+{
+	d->n_workers = d->config->workers;
+	d->workers = calloc((size_t)d->n_workers, sizeof(*d->workers));
+	if (d->workers == NULL)
+		return -1;
+	for (int i = 0; i < d->n_workers; i++) {
+		d->workers[i] = tg_worker_new(i, d->config, &d->runtime);
+		if (d->workers[i] == NULL)
+			return -1;
+	}
+	for (int i = 0; i < d->n_workers; i++) {
+		if (tg_worker_start(d->workers[i]) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int
+add_signal(struct daemon *d, int signo)
+{
+	struct event *ev = evsignal_new(d->base, signo, signal_cb, d);
+
+	return ev == NULL || event_add(ev, NULL) != 0 ? -1 : 0;
+}
+
+static int
+run(struct daemon *d)
+{
+	if (evthread_use_pthreads() != 0 || (d->base = event_base_new()) == NULL) {
+		tg_error("cannot set up the event loop");
+		return 1;
+	}
+	if (d->config->access_log != NULL) {
+		d->runtime.access_log_fd = tg_accesslog_open(d->config->access_log);
+		if (d->runtime.access_log_fd < 0)
+			return 1;
+	}
+	if (open_listen_tls(d) != 0)
+		return 1;
+	d->admin = tg_admin_start(d->base, d->config->admin, &d->runtime);
+	if (d->admin == NULL)
+		return 1;
+	if (add_signal(d, SIGHUP) || add_signal(d, SIGTERM) || add_signal(d, SIGINT) ||
+	    add_signal(d, SIGUSR1)) {
+		tg_error("cannot install signal handlers");
+		return 1;
+	}
+	d->drain_poll = event_new(d->base, -1, EV_PERSIST, drain_poll_cb, d);
+	d->drain_deadline = evtimer_new(d->base, drain_deadline_cb, d);
+	if (start_workers(d) != 0)
+		return 1;
+
+	for (size_t i = 0; i < d->config->n_listen; i++)
+		tg_info("listening on %s%s", d->config->listen[i].address,
+		        d->config->listen[i].tls_cert ? " (TLS)" : "");
+	tg_info("admin listening on %s", d->config->admin);
+	tg_info("tollgate %s started with %d workers", PACKAGE_VERSION, d->n_workers);
+	atomic_store(&d->runtime.ready, 1);
+
+	event_base_dispatch(d->base);
+
+	for (int i = 0; i < d->n_workers; i++)
+		tg_worker_join_and_free(d->workers[i]);
+	tg_info("stopped");
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct daemon d = {.config_path = DEFAULT_CONFIG};
+	int test_only = 0;
+	int opt, rc;
+
+	while ((opt = getopt(argc, argv, "c:thV")) != -1) {
+		switch (opt) {
+		case 'c':
+			d.config_path = optarg;
+			break;
+		case 't':
+			test_only = 1;
+			break;
+		case 'V':
+			printf("tollgate %s\n", PACKAGE_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout, argv[0]);
+			return 0;
+		default:
+			usage(stderr, argv[0]);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "%s: unexpected argument \"%s\"\n", argv[0], argv[optind]);
+		usage(stderr, argv[0]);
+		return 2;
+	}
+
+	d.config = tg_config_load(d.config_path, stderr);
+	if (d.config == NULL)
+		return 1;
+	if (test_only) {
+		fprintf(stderr, "%s: configuration is valid\n", d.config_path);
+		tg_config_unref(d.config);
+		return 0;
+	}
+
+	/* A client or upstream that closes mid-write must not kill us. */
+	signal(SIGPIPE, SIG_IGN);
+	d.runtime.access_log_fd = -1;
+	rc = run(&d);
+	/* NOTE: on a start-up failure the process exits without freeing what
+	 * it opened; the kernel reclaims it. */
+	return rc;
+}

@@ -1,0 +1,101 @@
+/*
+ * The request context: one per client request, from the first byte of the
+ * request line to the access-log line. Every later stage (failover, cache,
+ * filters, metrics, tracing) reads and records here.
+ */
+#ifndef TOLLGATE_REQUEST_T_H
+#define TOLLGATE_REQUEST_T_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "config-t.h"
+#include "errors.h"
+#include "headers.h"
+#include "sse.h"
+
+struct tg_client;
+struct tg_worker;
+struct tg_upstream_conn;
+struct evbuffer;
+
+/* Where a request is; the second character of the termination code. */
+enum tg_phase {
+	TG_PHASE_REQUEST = 'R',         /* reading the client's request */
+	TG_PHASE_CONNECT = 'C',         /* connecting to the upstream */
+	TG_PHASE_HEAD = 'H',            /* waiting for the upstream response head */
+	TG_PHASE_DATA = 'D',            /* relaying the response body */
+	TG_PHASE_LOCAL = 'L',           /* sending a response of the gateway's own */
+	TG_PHASE_DONE = '-',
+};
+
+/* Who ended a request; the first character of the termination code. */
+enum tg_cause {
+	TG_CAUSE_NONE = '-',            /* it completed */
+	TG_CAUSE_CLIENT_CLOSED = 'C',
+	TG_CAUSE_CLIENT_TIMEOUT = 'c',
+	TG_CAUSE_UPSTREAM_FAILED = 'S',
+	TG_CAUSE_UPSTREAM_TIMEOUT = 's',
+	TG_CAUSE_GATEWAY = 'G',         /* rejected by the gateway */
+	TG_CAUSE_DRAIN = 'D',           /* shutdown deadline */
+};
+
+/* The response as it goes back to the client. */
+struct tg_response {
+	int status;                     /* sent, or to be sent, to the client */
+	int head_sent;
+	int streaming;                  /* text/event-stream relayed as it comes */
+	int chunked;                    /* body framed with chunked encoding */
+	struct tg_headers headers;      /* upstream headers kept for the client */
+	struct evbuffer *body;          /* non-streaming body, buffered whole */
+	struct tg_sse_parser sse;       /* events of a streaming body */
+	int sse_done;                   /* "[DONE]" was seen */
+};
+
+struct tg_request {
+	struct tg_client *client;       /* NULL once the client is gone */
+	struct tg_worker *worker;
+	struct tg_config *config;       /* the snapshot it started under (a ref) */
+
+	char id[129];                   /* X-Request-Id */
+	char client_addr[64];           /* "ip:port", for logs */
+	uint64_t start_ns;              /* CLOCK_MONOTONIC at the first byte */
+	char time[32];                  /* wall-clock start, for the access log */
+
+	/* As received. */
+	const char *method;             /* static string from llhttp */
+	int method_id;                  /* enum llhttp_method */
+	char *url;                      /* request target, with the query */
+	char *path;                     /* target without the query */
+	struct tg_headers headers;      /* hop-by-hop headers already removed */
+	int http_minor;                 /* 0 for HTTP/1.0 clients */
+	int keepalive;                  /* the client connection may be reused */
+	struct evbuffer *body;
+	size_t body_len;
+
+	/* What the gateway made of it. */
+	json_t *json;                   /* the parsed body, when it is JSON */
+	const char *model;              /* points into json */
+	int stream;                     /* "stream": true */
+	const struct tg_route *route;
+	const struct tg_backend *backend;
+
+	/* Upstream attempt. */
+	struct tg_upstream_conn *upstream;
+	struct evbuffer *upstream_request;  /* head and body as sent, for replays */
+	int upstream_status;
+	uint64_t upstream_start_ns;
+
+	struct tg_response response;
+
+	/* Outcome. */
+	uint64_t bytes_in;
+	uint64_t bytes_out;
+	enum tg_error error;
+	enum tg_phase phase;
+	enum tg_cause cause;
+};
+
+#endif

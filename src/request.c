@@ -1,0 +1,341 @@
+/*
+ * Request lifecycle and dispatch.
+ */
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <llhttp.h>
+
+#include "accesslog.h"
+#include "client.h"
+#include "config.h"
+#include "log.h"
+#include "relay.h"
+#include "request.h"
+#include "upstream.h"
+#include "worker.h"
+
+#define REQUEST_ID_MAX 128
+
+/* The OpenAI endpoints the gateway knows, with the one method each takes. */
+struct endpoint {
+	const char *path;
+	int method;             /* enum llhttp_method */
+	int needs_model;        /* the JSON body must name a model */
+};
+
+static const struct endpoint known_endpoints[] = {
+	{"/v1/chat/completions", HTTP_POST, 1},
+	{"/v1/completions", HTTP_POST, 1},
+	{"/v1/embeddings", HTTP_POST, 1},
+	{"/v1/models", HTTP_GET, 0},
+};
+
+uint64_t
+tg_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+struct tg_request *
+tg_request_new(struct tg_client *client)
+{
+	struct tg_request *req = calloc(1, sizeof(*req));
+
+	if (req == NULL)
+		return NULL;
+	req->body = evbuffer_new();
+	if (req->body == NULL) {
+		free(req);
+		return NULL;
+	}
+
+	req->client = client;
+	req->worker = client->worker;
+	req->config = tg_config_ref(client->worker->config);
+	req->start_ns = tg_now_ns();
+	tg_log_timestamp(req->time, sizeof(req->time));
+	snprintf(req->client_addr, sizeof(req->client_addr), "%s", client->addr);
+	tg_headers_init(&req->headers);
+	tg_headers_init(&req->response.headers);
+	req->phase = TG_PHASE_REQUEST;
+	req->cause = TG_CAUSE_NONE;
+	req->worker->active_requests++;
+	return req;
+}
+
+/* Keep the client's X-Request-Id when it is printable and not too long,
+ * so ids chain across services; otherwise make one. */
+static void
+assign_request_id(struct tg_request *req)
+{
+	const char *given = tg_headers_get(&req->headers, "X-Request-Id");
+	size_t len = given ? strlen(given) : 0;
+	int printable = len > 0 && len <= REQUEST_ID_MAX;
+
+	for (size_t i = 0; printable && i < len; i++)
+		printable = given[i] > 0x20 && given[i] < 0x7f;
+
+	if (printable)
+		memcpy(req->id, given, len + 1);
+	else
+		tg_worker_next_request_id(req->worker, req->id, sizeof(req->id));
+}
+
+static const struct endpoint *
+find_endpoint(const char *path)
+{
+	for (size_t i = 0; i < sizeof(known_endpoints) / sizeof(known_endpoints[0]); i++) {
+		if (strcmp(known_endpoints[i].path, path) == 0)
+			return &known_endpoints[i];
+	}
+	return NULL;
+}
+
+/* Parse the body as a JSON object and pick out model and stream. Returns
+ * TG_OK, or the error to answer with. */
+static enum tg_error
+parse_body(struct tg_request *req, const struct endpoint *endpoint)
+{
+	json_error_t error;
+	const unsigned char *data;
+	json_t *model;
+
+	if (req->body_len == 0 && (endpoint == NULL || !endpoint->needs_model))
+		return TG_OK;
+
+	data = evbuffer_pullup(req->body, -1);
+	req->json = json_loadb((const char *)data, req->body_len, 0, &error);
+	if (req->json == NULL || !json_is_object(req->json))
+		return TG_E_INVALID_JSON;
+
+	model = json_object_get(req->json, "model");
+	if (json_is_string(model))
+		req->model = json_string_value(model);
+	else if (endpoint != NULL && endpoint->needs_model)
+		return TG_E_MISSING_MODEL;
+
+	req->stream = json_is_true(json_object_get(req->json, "stream"));
+	return TG_OK;
+}
+
+/* GET /v1/models: the models that routes name exactly, in config order. */
+static void
+answer_models(struct tg_request *req)
+{
+	json_t *data = json_array();
+	json_t *list;
+	char *text;
+	struct evbuffer *body;
+
+	for (size_t i = 0; i < req->config->n_routes; i++) {
+		const char *model = req->config->routes[i].match_model;
+		int listed = 0;
+
+		if (model == NULL || strpbrk(model, "*?[") != NULL)
+			continue;
+		for (size_t j = 0; j < json_array_size(data) && !listed; j++)
+			listed = strcmp(json_string_value(json_object_get(json_array_get(data, j), "id")),
+			                model) == 0;
+		if (!listed)
+			json_array_append_new(data, json_pack("{s:s, s:s, s:i, s:s}", "id", model,
+			                                      "object", "model", "created", 0,
+			                                      "owned_by", "tollgate"));
+	}
+
+	list = json_pack("{s:s, s:o}", "object", "list", "data", data);
+	text = list ? json_dumps(list, JSON_COMPACT) : NULL;
+	json_decref(list);
+	body = evbuffer_new();
+	if (text == NULL || body == NULL || evbuffer_add_printf(body, "%s\n", text) < 0) {
+		free(text);
+		if (body != NULL)
+			evbuffer_free(body);
+		tg_request_fail(req, TG_E_INTERNAL, NULL);
+		return;
+	}
+	free(text);
+	req->phase = TG_PHASE_LOCAL;
+	tg_relay_local_response(req, 200, NULL, body);
+	evbuffer_free(body);
+}
+
+/* Build the request that goes to the backend: the target under the
+ * backend's base path, rewritten headers and the body as received. */
+static int
+build_upstream_request(struct tg_request *req)
+{
+	const struct tg_backend *b = req->backend;
+	struct tg_upstream_rewrite rw = {
+		.host = b->host_header,
+		.api_key = b->api_key,
+		.client_ip = req->client ? req->client->ip : "unknown",
+		.proto = req->client && req->client->tls ? "https" : "http",
+		.request_id = req->id,
+	};
+	char *target;
+	int rc;
+
+	if (asprintf(&target, "%s%s", b->base_path, req->url) < 0)
+		return -1;
+	req->upstream_request = evbuffer_new();
+	rc = req->upstream_request == NULL ? -1
+	   : tg_headers_write_upstream_request(req->upstream_request, req->method, target,
+	                                       &req->headers, &rw, req->body_len);
+	free(target);
+	/* A copy, not a reference: the upstream connection references this
+	 * buffer in turn, and libevent cannot reference a reference. */
+	if (rc == 0 && req->body_len > 0)
+		rc = evbuffer_add(req->upstream_request, evbuffer_pullup(req->body, -1),
+		                  req->body_len);
+	return rc;
+}
+
+static void
+start_upstream(struct tg_request *req)
+{
+	enum tg_error err = TG_OK;
+
+	req->backend = req->route->backends[0];
+	if (build_upstream_request(req) != 0) {
+		tg_request_fail(req, TG_E_INTERNAL, NULL);
+		return;
+	}
+
+	req->phase = TG_PHASE_CONNECT;
+	req->upstream_start_ns = tg_now_ns();
+	req->upstream = tg_upstream_send(req->worker, req->backend, req->upstream_request,
+	                                 &tg_relay_handler, req, &err);
+	if (req->upstream == NULL) {
+		tg_log_request(req, TG_LOG_WARN, "upstream request not started: %s",
+		               tg_error_info(err)->message);
+		tg_request_fail(req, err, NULL);
+	}
+}
+
+void
+tg_request_dispatch(struct tg_request *req)
+{
+	const struct endpoint *endpoint = find_endpoint(req->path);
+	enum tg_error err;
+	char message[512];
+
+	assign_request_id(req);
+
+	if (endpoint != NULL && endpoint->method != req->method_id) {
+		char allow[64];
+
+		snprintf(allow, sizeof(allow), "Allow: %s\r\n",
+		         llhttp_method_name((llhttp_method_t)endpoint->method));
+		snprintf(message, sizeof(message), "%s is not allowed on %s; use %s",
+		         req->method, req->path,
+		         llhttp_method_name((llhttp_method_t)endpoint->method));
+		req->error = TG_E_METHOD_NOT_ALLOWED;
+		req->cause = TG_CAUSE_GATEWAY;
+		req->phase = TG_PHASE_LOCAL;
+		struct evbuffer *body = evbuffer_new();
+
+		if (body != NULL)
+			tg_error_body(body, TG_E_METHOD_NOT_ALLOWED, message);
+		tg_relay_local_response(req, 405, allow, body);
+		if (body != NULL)
+			evbuffer_free(body);
+		return;
+	}
+
+	if (endpoint != NULL && endpoint->method == HTTP_GET &&
+	    strcmp(endpoint->path, "/v1/models") == 0) {
+		answer_models(req);
+		return;
+	}
+
+	err = parse_body(req, endpoint);
+	if (err != TG_OK) {
+		tg_request_fail(req, err, NULL);
+		return;
+	}
+
+	req->route = tg_route_match(req->config, req->path, req->model);
+	if (req->route == NULL) {
+		if (req->model != NULL)
+			snprintf(message, sizeof(message), "no route matches %s %s with model \"%.200s\"",
+			         req->method, req->path, req->model);
+		else
+			snprintf(message, sizeof(message), "no route matches %s %s", req->method,
+			         req->path);
+		tg_request_fail(req, TG_E_NO_ROUTE, message);
+		return;
+	}
+
+	start_upstream(req);
+}
+
+void
+tg_request_fail(struct tg_request *req, enum tg_error err, const char *message)
+{
+	const struct tg_error_info *info = tg_error_info(err);
+	struct evbuffer *body = evbuffer_new();
+
+	if (req->id[0] == '\0')
+		assign_request_id(req);
+	req->error = err;
+	if (req->cause == TG_CAUSE_NONE)
+		req->cause = (enum tg_cause)info->who;
+	if (req->cause == TG_CAUSE_GATEWAY)
+		req->phase = TG_PHASE_LOCAL;
+
+	if (body != NULL)
+		tg_error_body(body, err, message);
+	tg_relay_local_response(req, info->status, NULL, body);
+	if (body != NULL)
+		evbuffer_free(body);
+}
+
+void
+tg_request_abort(struct tg_request *req, enum tg_cause cause)
+{
+	if (req->cause == TG_CAUSE_NONE)
+		req->cause = cause;
+	if (req->upstream != NULL) {
+		tg_upstream_cancel(req->upstream);
+		req->upstream = NULL;
+		tg_log_request(req, TG_LOG_INFO, "client gone; upstream request cancelled");
+	}
+	req->client = NULL;
+	tg_request_done(req);
+}
+
+void
+tg_request_done(struct tg_request *req)
+{
+	assert(req->upstream == NULL);
+
+	if (req->id[0] == '\0')
+		assign_request_id(req);
+	if (req->cause == TG_CAUSE_NONE && req->error == TG_OK)
+		req->phase = TG_PHASE_DONE;
+	tg_accesslog_write(req->worker->runtime->access_log_fd, req);
+
+	req->worker->active_requests--;
+	tg_headers_free(&req->headers);
+	tg_headers_free(&req->response.headers);
+	if (req->response.body != NULL)
+		evbuffer_free(req->response.body);
+	if (req->response.streaming)
+		tg_sse_free(&req->response.sse);
+	if (req->upstream_request != NULL)
+		evbuffer_free(req->upstream_request);
+	evbuffer_free(req->body);
+	json_decref(req->json);
+	free(req->url);
+	free(req->path);
+	tg_config_unref(req->config);
+	free(req);
+}

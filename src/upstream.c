@@ -1,0 +1,720 @@
+/*
+ * Upstream connections and their per-worker pools.
+ *
+ * A connection serves one exchange at a time. Its states:
+ *
+ *   CONNECTING --connected--> WAITING --first byte--> READING --end--> IDLE
+ *                                 ^                                     |
+ *                                 +-------------- reused ---------------+
+ *
+ * Each state has one timer: the backend's connect, first_byte and idle
+ * timeouts, and the pool's idle_timeout while pooled. An idle connection
+ * that becomes readable was closed (or spoke out of turn) and is dropped.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <llhttp.h>
+#include <openssl/err.h>
+
+#include "log.h"
+#include "tls.h"
+#include "upstream.h"
+#include "worker.h"
+
+enum conn_state {
+	CONN_CONNECTING,
+	CONN_WAITING,           /* request sent, no response byte yet */
+	CONN_READING,           /* response under way */
+	CONN_IDLE,              /* in the pool */
+};
+
+struct tg_pool {
+	struct tg_pool *next;
+	char *key;              /* backend name, URL and TLS settings */
+	SSL_CTX *tls;           /* for https backends */
+	TAILQ_HEAD(, tg_upstream_conn) idle;
+	size_t n_idle;
+};
+
+struct tg_upstream_conn {
+	struct tg_worker *worker;
+	struct tg_pool *pool;
+	struct bufferevent *bev;
+	struct event *timer;
+	llhttp_t parser;
+	enum conn_state state;
+	TAILQ_ENTRY(tg_upstream_conn) idle_link;
+
+	/* The exchange under way; unset while pooled. */
+	const struct tg_backend *backend;
+	const struct tg_upstream_handler *handler;
+	void *arg;
+	struct evbuffer *request;       /* the caller's, kept for a resend */
+	struct tg_backend_timeouts timeouts;
+	size_t max_idle;
+	tg_msec_t idle_keepalive;
+
+	int reused;             /* taken from the pool for this exchange */
+	int resent;             /* the stale-connection resend was used */
+	int got_bytes;          /* some response byte arrived */
+	int interim;            /* parsing a 1xx response, which is skipped */
+	int keepalive;          /* the response allows reuse */
+	int in_parser;          /* inside llhttp_execute */
+	int cancelled;          /* cancelled from inside the parser */
+	int stopped;            /* the handler returned non-zero */
+	int paused;
+
+	struct tg_headers headers;
+	char *field, *value;
+	size_t field_len, field_cap, value_len, value_cap;
+};
+
+static void conn_free(struct tg_upstream_conn *c);
+static int conn_connect(struct tg_upstream_conn *c);
+
+static void
+arm(struct tg_upstream_conn *c, tg_msec_t ms)
+{
+	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+
+	event_add(c->timer, &tv);
+}
+
+/* --- pools ---------------------------------------------------------------- */
+
+static char *
+pool_key(const struct tg_backend *b)
+{
+	char *key;
+
+	if (asprintf(&key, "%s|%s|%d|%s", b->name, b->url, b->tls_verify,
+	             b->ca_file ? b->ca_file : "") < 0)
+		return NULL;
+	return key;
+}
+
+/* The worker's pool for backend, created on first use. Backends keep their
+ * pool across reloads as long as name, URL and TLS settings stay the same. */
+static struct tg_pool *
+pool_get(struct tg_worker *w, const struct tg_backend *b)
+{
+	char *key = pool_key(b);
+	struct tg_pool *p;
+
+	if (key == NULL)
+		return NULL;
+	for (p = w->pools; p != NULL; p = p->next) {
+		if (strcmp(p->key, key) == 0) {
+			free(key);
+			return p;
+		}
+	}
+
+	p = calloc(1, sizeof(*p));
+	if (p == NULL) {
+		free(key);
+		return NULL;
+	}
+	p->key = key;
+	TAILQ_INIT(&p->idle);
+	if (b->tls) {
+		p->tls = tg_tls_client_ctx(b);
+		if (p->tls == NULL) {
+			free(p->key);
+			free(p);
+			return NULL;
+		}
+	}
+	p->next = w->pools;
+	w->pools = p;
+	return p;
+}
+
+static struct tg_upstream_conn *
+pool_take(struct tg_pool *p)
+{
+	struct tg_upstream_conn *c = TAILQ_FIRST(&p->idle);
+
+	if (c == NULL)
+		return NULL;
+	TAILQ_REMOVE(&p->idle, c, idle_link);
+	p->n_idle--;
+	event_del(c->timer);
+	return c;
+}
+
+static int
+pool_put(struct tg_upstream_conn *c)
+{
+	struct tg_pool *p = c->pool;
+
+	if (p->n_idle >= c->max_idle || c->worker->draining)
+		return -1;
+	c->state = CONN_IDLE;
+	c->backend = NULL;
+	c->handler = NULL;
+	c->arg = NULL;
+	c->request = NULL;
+	TAILQ_INSERT_HEAD(&p->idle, c, idle_link);
+	p->n_idle++;
+	bufferevent_enable(c->bev, EV_READ);
+	arm(c, c->idle_keepalive);
+	return 0;
+}
+
+void
+tg_upstream_pools_free(struct tg_worker *w)
+{
+	struct tg_pool *p = w->pools;
+
+	while (p != NULL) {
+		struct tg_pool *next = p->next;
+		struct tg_upstream_conn *c;
+
+		while ((c = pool_take(p)) != NULL)
+			conn_free(c);
+		if (p->tls != NULL)
+			SSL_CTX_free(p->tls);
+		free(p->key);
+		free(p);
+		p = next;
+	}
+	w->pools = NULL;
+}
+
+/* --- ending an exchange ----------------------------------------------------- */
+
+/* Free c, which must not be in the pool. */
+static void
+conn_free(struct tg_upstream_conn *c)
+{
+	if (c->bev != NULL)
+		bufferevent_free(c->bev);
+	event_free(c->timer);
+	tg_headers_free(&c->headers);
+	free(c->field);
+	free(c->value);
+	free(c);
+}
+
+/* Drop a pooled connection that closed or timed out. */
+static void
+conn_drop_idle(struct tg_upstream_conn *c)
+{
+	TAILQ_REMOVE(&c->pool->idle, c, idle_link);
+	c->pool->n_idle--;
+	conn_free(c);
+}
+
+static void
+conn_fail(struct tg_upstream_conn *c, enum tg_error err, const char *detail)
+{
+	const struct tg_upstream_handler *handler = c->handler;
+	void *arg = c->arg;
+	char text[256];
+
+	snprintf(text, sizeof(text), "%s", detail ? detail : "");
+	conn_free(c);
+	handler->on_error(arg, err, text);
+}
+
+static void
+conn_complete(struct tg_upstream_conn *c)
+{
+	const struct tg_upstream_handler *handler = c->handler;
+	void *arg = c->arg;
+	int reusable = c->keepalive &&
+	               evbuffer_get_length(bufferevent_get_input(c->bev)) == 0;
+
+	event_del(c->timer);
+	if (!reusable || pool_put(c) != 0)
+		conn_free(c);
+	handler->on_complete(arg);
+}
+
+/* --- response parsing ------------------------------------------------------- */
+
+static int
+grow_append(char **buf, size_t *len, size_t *cap, const char *at, size_t n)
+{
+	if (*len + n + 1 > *cap) {
+		size_t want = *cap ? *cap * 2 : 64;
+		char *grown;
+
+		while (want < *len + n + 1)
+			want *= 2;
+		grown = realloc(*buf, want);
+		if (grown == NULL)
+			return -1;
+		*buf = grown;
+		*cap = want;
+	}
+	memcpy(*buf + *len, at, n);
+	*len += n;
+	(*buf)[*len] = '\0';
+	return 0;
+}
+
+static int
+on_message_begin(llhttp_t *p)
+{
+	struct tg_upstream_conn *c = p->data;
+
+	tg_headers_free(&c->headers);
+	c->field_len = 0;
+	c->value_len = 0;
+	return 0;
+}
+
+static int
+on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+	struct tg_upstream_conn *c = p->data;
+
+	return grow_append(&c->field, &c->field_len, &c->field_cap, at, len) ? HPE_USER : 0;
+}
+
+static int
+on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+	struct tg_upstream_conn *c = p->data;
+
+	return grow_append(&c->value, &c->value_len, &c->value_cap, at, len) ? HPE_USER : 0;
+}
+
+static int
+on_header_value_complete(llhttp_t *p)
+{
+	struct tg_upstream_conn *c = p->data;
+	int rc;
+
+	rc = tg_headers_add(&c->headers, c->field ? c->field : "", c->field_len,
+	                    c->value ? c->value : "", c->value_len);
+	c->field_len = 0;
+	c->value_len = 0;
+	return rc ? HPE_USER : 0;
+}
+
+static int
+on_headers_complete(llhttp_t *p)
+{
+	struct tg_upstream_conn *c = p->data;
+
+	/* 1xx responses are interim; the real one follows. */
+	c->interim = p->status_code < 200;
+	if (c->interim)
+		return 0;
+
+	if (c->handler->on_head(c->arg, p->status_code, &c->headers) != 0) {
+		c->stopped = 1;
+		return HPE_USER;
+	}
+	return 0;
+}
+
+static int
+on_body(llhttp_t *p, const char *at, size_t len)
+{
+	struct tg_upstream_conn *c = p->data;
+
+	if (c->handler->on_body(c->arg, at, len) != 0) {
+		c->stopped = 1;
+		return HPE_USER;
+	}
+	return 0;
+}
+
+static int
+on_message_complete(llhttp_t *p)
+{
+	struct tg_upstream_conn *c = p->data;
+
+	if (c->interim) {
+		c->interim = 0;
+		return 0;
+	}
+	c->keepalive = llhttp_should_keep_alive(p);
+	return HPE_PAUSED;
+}
+
+static const llhttp_settings_t response_settings = {
+	.on_message_begin = on_message_begin,
+	.on_header_field = on_header_field,
+	.on_header_value = on_header_value,
+	.on_header_value_complete = on_header_value_complete,
+	.on_headers_complete = on_headers_complete,
+	.on_body = on_body,
+	.on_message_complete = on_message_complete,
+};
+
+/* Feed the input to the parser. Returns 1 when the exchange ended (and c
+ * may be freed), 0 when more input is needed. */
+static int
+conn_parse(struct tg_upstream_conn *c)
+{
+	struct evbuffer *input = bufferevent_get_input(c->bev);
+
+	while (evbuffer_get_length(input) > 0) {
+		struct evbuffer_iovec chunk;
+		llhttp_errno_t rc;
+		size_t consumed;
+
+		evbuffer_peek(input, -1, NULL, &chunk, 1);
+		c->in_parser = 1;
+		rc = llhttp_execute(&c->parser, chunk.iov_base, chunk.iov_len);
+		c->in_parser = 0;
+		consumed = rc == HPE_OK ? chunk.iov_len
+		         : (size_t)(llhttp_get_error_pos(&c->parser) - (const char *)chunk.iov_base);
+		evbuffer_drain(input, consumed);
+
+		if (c->cancelled || c->stopped) {
+			conn_free(c);
+			return 1;
+		}
+		if (rc == HPE_PAUSED) {
+			conn_complete(c);
+			return 1;
+		}
+		if (rc != HPE_OK) {
+			char detail[160];
+
+			snprintf(detail, sizeof(detail), "%s: %s", llhttp_errno_name(rc),
+			         llhttp_get_error_reason(&c->parser));
+			conn_fail(c, TG_E_UPSTREAM_INVALID, detail);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* --- events ----------------------------------------------------------------- */
+
+static void
+conn_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct tg_upstream_conn *c = arg;
+
+	(void)bev;
+	if (c->state == CONN_IDLE) {
+		/* A pooled connection must stay silent until it is used. */
+		conn_drop_idle(c);
+		return;
+	}
+
+	if (!c->got_bytes) {
+		c->got_bytes = 1;
+		c->state = CONN_READING;
+	}
+	if (conn_parse(c) == 0 && !c->paused)
+		arm(c, c->timeouts.idle);
+}
+
+static void
+describe_connect_error(struct tg_upstream_conn *c, char *buf, size_t size,
+                       enum tg_error *err)
+{
+	unsigned long tls_error = bufferevent_get_openssl_error(c->bev);
+	int dns_error = bufferevent_socket_get_dns_error(c->bev);
+	int sys_error = EVUTIL_SOCKET_ERROR();
+
+	if (tls_error != 0) {
+		char text[200];
+
+		*err = TG_E_UPSTREAM_TLS;
+		snprintf(buf, size, "TLS: %s", tg_tls_error_string(tls_error, text, sizeof(text)));
+		ERR_clear_error();
+	} else if (dns_error != 0) {
+		*err = TG_E_UPSTREAM_CONNECT;
+		snprintf(buf, size, "resolving %s: %s", c->backend->host,
+		         evutil_gai_strerror(dns_error));
+	} else if (c->pool->tls != NULL && c->state == CONN_CONNECTING && sys_error == 0) {
+		*err = TG_E_UPSTREAM_TLS;
+		snprintf(buf, size, "TLS handshake with %s:%s failed",
+		         c->backend->host, c->backend->port);
+	} else {
+		*err = TG_E_UPSTREAM_CONNECT;
+		snprintf(buf, size, "%s:%s: %s", c->backend->host, c->backend->port,
+		         sys_error ? evutil_socket_error_to_string(sys_error) : "connection closed");
+	}
+}
+
+/* The connection closed or failed while an exchange was under way. */
+static void
+conn_lost(struct tg_upstream_conn *c, short events)
+{
+	char detail[256];
+	enum tg_error err = TG_E_UPSTREAM_RESET;
+
+	/* A stale pooled connection: the upstream closed it before reading
+	 * the request, so the request is sent once more on a new one. */
+	if (c->reused && !c->got_bytes && !c->resent) {
+		tg_debug("backend %s: pooled connection was closed; resending on a new one",
+		         c->backend->name);
+		c->resent = 1;
+		if (conn_connect(c) == 0)
+			return;
+		conn_fail(c, TG_E_UPSTREAM_CONNECT, "cannot open a new connection");
+		return;
+	}
+
+	if (c->state == CONN_CONNECTING) {
+		describe_connect_error(c, detail, sizeof(detail), &err);
+		conn_fail(c, err, detail);
+		return;
+	}
+
+	/* A body delimited by the close is complete at EOF. */
+	if ((events & BEV_EVENT_EOF) && c->got_bytes) {
+		c->in_parser = 1;
+		llhttp_errno_t rc = llhttp_finish(&c->parser);
+		c->in_parser = 0;
+
+		if (c->cancelled || c->stopped) {
+			conn_free(c);
+			return;
+		}
+		if (rc == HPE_PAUSED) {
+			c->keepalive = 0;
+			conn_complete(c);
+			return;
+		}
+	}
+
+	snprintf(detail, sizeof(detail), "%s after %s",
+	         (events & BEV_EVENT_EOF) ? "connection closed" : "connection reset",
+	         c->got_bytes ? "part of the response" : "the request was sent");
+	conn_fail(c, err, detail);
+}
+
+static void
+conn_event_cb(struct bufferevent *bev, short events, void *arg)
+{
+	struct tg_upstream_conn *c = arg;
+
+	(void)bev;
+	if (events & BEV_EVENT_CONNECTED) {
+		c->state = CONN_WAITING;
+		arm(c, c->timeouts.first_byte);
+		if (c->handler->on_connected != NULL)
+			c->handler->on_connected(c->arg);
+		return;
+	}
+	if (!(events & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
+		return;
+
+	if (c->state == CONN_IDLE) {
+		conn_drop_idle(c);
+		return;
+	}
+	conn_lost(c, events);
+}
+
+static void
+conn_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tg_upstream_conn *c = arg;
+	char detail[128];
+
+	(void)fd;
+	(void)what;
+	switch (c->state) {
+	case CONN_IDLE:
+		conn_drop_idle(c);
+		return;
+	case CONN_CONNECTING:
+		snprintf(detail, sizeof(detail), "no connection to %s:%s after %llu ms",
+		         c->backend->host, c->backend->port,
+		         (unsigned long long)c->timeouts.connect);
+		conn_fail(c, TG_E_UPSTREAM_CONNECT_TIMEOUT, detail);
+		return;
+	case CONN_WAITING:
+		snprintf(detail, sizeof(detail), "no response byte after %llu ms",
+		         (unsigned long long)c->timeouts.first_byte);
+		conn_fail(c, TG_E_UPSTREAM_FIRST_BYTE_TIMEOUT, detail);
+		return;
+	case CONN_READING:
+		snprintf(detail, sizeof(detail), "no response byte for %llu ms",
+		         (unsigned long long)c->timeouts.idle);
+		conn_fail(c, TG_E_UPSTREAM_IDLE_TIMEOUT, detail);
+		return;
+	}
+}
+
+/* --- starting an exchange --------------------------------------------------- */
+
+static struct bufferevent *
+new_bufferevent(struct tg_upstream_conn *c)
+{
+	/* Deferred callbacks: no handler call can happen inside
+	 * tg_upstream_send(), even when connect fails at once. */
+	int options = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
+	struct bufferevent *bev;
+	SSL *ssl;
+
+	if (c->pool->tls == NULL)
+		return bufferevent_socket_new(c->worker->base, -1, options);
+
+	ssl = tg_tls_client_ssl(c->pool->tls, c->backend);
+	if (ssl == NULL)
+		return NULL;
+	bev = bufferevent_openssl_socket_new(c->worker->base, -1, ssl,
+	                                     BUFFEREVENT_SSL_CONNECTING, options);
+	if (bev == NULL) {
+		SSL_free(ssl);
+		return NULL;
+	}
+	/* Many servers close without a TLS close_notify; the HTTP framing
+	 * tells whether the response was complete. */
+	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	return bev;
+}
+
+/* Write the request on the connection; the timer of its state runs. */
+static int
+conn_write_request(struct tg_upstream_conn *c)
+{
+	llhttp_init(&c->parser, HTTP_RESPONSE, &response_settings);
+	c->parser.data = c;
+	c->got_bytes = 0;
+	c->interim = 0;
+	c->keepalive = 0;
+	return evbuffer_add_buffer_reference(bufferevent_get_output(c->bev), c->request);
+}
+
+/* Open a new connection for c (replacing any it had) and queue the request. */
+static int
+conn_connect(struct tg_upstream_conn *c)
+{
+	const struct tg_backend *b = c->backend;
+
+	if (c->bev != NULL)
+		bufferevent_free(c->bev);
+	c->reused = 0;
+	c->state = CONN_CONNECTING;
+	c->bev = new_bufferevent(c);
+	if (c->bev == NULL)
+		return -1;
+	bufferevent_setcb(c->bev, conn_read_cb, NULL, conn_event_cb, c);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	arm(c, c->timeouts.connect);
+
+	if (conn_write_request(c) != 0)
+		return -1;
+	return bufferevent_socket_connect_hostname(c->bev, c->worker->dns, AF_UNSPEC,
+	                                           b->host, atoi(b->port));
+}
+
+static struct tg_upstream_conn *
+conn_new(struct tg_worker *w, struct tg_pool *p)
+{
+	struct tg_upstream_conn *c = calloc(1, sizeof(*c));
+
+	if (c == NULL)
+		return NULL;
+	c->timer = evtimer_new(w->base, conn_timer_cb, c);
+	if (c->timer == NULL) {
+		free(c);
+		return NULL;
+	}
+	c->worker = w;
+	c->pool = p;
+	tg_headers_init(&c->headers);
+	return c;
+}
+
+static void
+conn_attach(struct tg_upstream_conn *c, const struct tg_backend *b,
+            struct evbuffer *request, const struct tg_upstream_handler *handler,
+            void *arg)
+{
+	c->backend = b;
+	c->request = request;
+	c->handler = handler;
+	c->arg = arg;
+	c->timeouts = b->timeouts;
+	c->max_idle = b->max_idle;
+	c->idle_keepalive = b->idle_keepalive;
+	c->resent = 0;
+	c->cancelled = 0;
+	c->stopped = 0;
+	c->paused = 0;
+}
+
+struct tg_upstream_conn *
+tg_upstream_send(struct tg_worker *w, const struct tg_backend *backend,
+                 struct evbuffer *request, const struct tg_upstream_handler *handler,
+                 void *arg, enum tg_error *err)
+{
+	struct tg_pool *p = pool_get(w, backend);
+	struct tg_upstream_conn *c;
+
+	*err = backend->tls ? TG_E_UPSTREAM_TLS : TG_E_INTERNAL;
+	if (p == NULL)
+		return NULL;
+
+	c = pool_take(p);
+	if (c != NULL) {
+		conn_attach(c, backend, request, handler, arg);
+		c->reused = 1;
+		c->state = CONN_WAITING;
+		if (conn_write_request(c) != 0) {
+			conn_free(c);
+			return NULL;
+		}
+		arm(c, c->timeouts.first_byte);
+		if (handler->on_connected != NULL)
+			handler->on_connected(arg);
+		return c;
+	}
+
+	c = conn_new(w, p);
+	if (c == NULL)
+		return NULL;
+	conn_attach(c, backend, request, handler, arg);
+	if (conn_connect(c) != 0) {
+		*err = TG_E_UPSTREAM_CONNECT;
+		conn_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+void
+tg_upstream_cancel(struct tg_upstream_conn *c)
+{
+	if (c->in_parser) {
+		c->cancelled = 1;
+		return;
+	}
+	conn_free(c);
+}
+
+void
+tg_upstream_pause(struct tg_upstream_conn *c)
+{
+	if (c == NULL || c->paused)
+		return;
+	c->paused = 1;
+	bufferevent_disable(c->bev, EV_READ);
+
+	/* A slow client is not a silent upstream. */
+	event_del(c->timer);
+}
+
+void
+tg_upstream_resume(struct tg_upstream_conn *c)
+{
+	if (!c->paused)
+		return;
+	c->paused = 0;
+	bufferevent_enable(c->bev, EV_READ);
+	arm(c, c->timeouts.idle);
+}

@@ -1,0 +1,282 @@
+/*
+ * Worker threads: listeners, the event loop, configuration swaps, draining.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <openssl/rand.h>
+
+#include "client.h"
+#include "config.h"
+#include "log.h"
+#include "upstream.h"
+#include "worker.h"
+
+#define LISTEN_BACKLOG 1024
+
+struct tg_listener_ctx {
+	struct tg_worker *worker;
+	SSL_CTX *tls;
+};
+
+static void
+accept_cb(struct evconnlistener *listener, evutil_socket_t fd,
+          struct sockaddr *addr, int addrlen, void *arg)
+{
+	struct tg_listener_ctx *ctx = arg;
+
+	(void)listener;
+	tg_client_accept(ctx->worker, fd, addr, addrlen, ctx->tls);
+}
+
+static void
+accept_error_cb(struct evconnlistener *listener, void *arg)
+{
+	int err = EVUTIL_SOCKET_ERROR();
+
+	(void)listener;
+	(void)arg;
+	/* EMFILE and ENFILE pass once connections close; keep listening. */
+	tg_error("accept failed: %s", evutil_socket_error_to_string(err));
+}
+
+/* Bind one listening socket of this worker; SO_REUSEPORT lets every worker
+ * bind the same address and the kernel spread connections among them. */
+static struct evconnlistener *
+open_listener(struct tg_worker *w, const struct tg_listen *l,
+              struct tg_listener_ctx *ctx)
+{
+	struct evutil_addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+	                                .ai_flags = EVUTIL_AI_PASSIVE};
+	struct evutil_addrinfo *ai = NULL;
+	struct evconnlistener *listener;
+	int rc;
+
+	rc = evutil_getaddrinfo(l->host, l->port, &hints, &ai);
+	if (rc != 0) {
+		tg_error("cannot resolve listen address %s: %s", l->address,
+		         evutil_gai_strerror(rc));
+		return NULL;
+	}
+	listener = evconnlistener_new_bind(w->base, accept_cb, ctx,
+	                                   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
+	                                   LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT,
+	                                   LISTEN_BACKLOG, ai->ai_addr, (int)ai->ai_addrlen);
+	evutil_freeaddrinfo(ai);
+	if (listener == NULL) {
+		tg_error("cannot listen on %s: %s", l->address, strerror(errno));
+		return NULL;
+	}
+	evconnlistener_set_error_cb(listener, accept_error_cb);
+	return listener;
+}
+
+static void
+close_listeners(struct tg_worker *w)
+{
+	for (size_t i = 0; i < w->n_listeners; i++) {
+		if (w->listeners[i] == NULL)
+			continue;
+		evconnlistener_free(w->listeners[i]);
+		w->listeners[i] = NULL;
+	}
+}
+
+struct tg_worker *
+tg_worker_new(int id, struct tg_config *cfg, struct tg_runtime *rt)
+{
+	struct tg_worker *w = calloc(1, sizeof(*w));
+
+	if (w == NULL)
+		return NULL;
+	w->id = id;
+	w->runtime = rt;
+	w->config = tg_config_ref(cfg);
+	LIST_INIT(&w->clients);
+	if (RAND_bytes((unsigned char *)&w->id_prefix, sizeof(w->id_prefix)) != 1)
+		w->id_prefix = ((uint64_t)getpid() << 32) ^ (uint64_t)id;
+
+	w->base = event_base_new();
+	w->dns = w->base ? evdns_base_new(w->base, EVDNS_BASE_INITIALIZE_NAMESERVERS) : NULL;
+	if (w->dns == NULL && w->base != NULL)
+		w->dns = evdns_base_new(w->base, 0);    /* no resolv.conf: numeric hosts only */
+	w->listeners = calloc(cfg->n_listen, sizeof(*w->listeners));
+	w->listener_ctxs = calloc(cfg->n_listen, sizeof(*w->listener_ctxs));
+	if (w->base == NULL || w->dns == NULL || w->listeners == NULL ||
+	    w->listener_ctxs == NULL)
+		goto fail;
+
+	w->n_listeners = cfg->n_listen;
+	for (size_t i = 0; i < cfg->n_listen; i++) {
+		w->listener_ctxs[i].worker = w;
+		w->listener_ctxs[i].tls = rt->listen_tls[i];
+		w->listeners[i] = open_listener(w, &cfg->listen[i], &w->listener_ctxs[i]);
+		if (w->listeners[i] == NULL)
+			goto fail;
+	}
+	return w;
+
+fail:
+	close_listeners(w);
+	free(w->listeners);
+	free(w->listener_ctxs);
+	if (w->dns != NULL)
+		evdns_base_free(w->dns, 0);
+	if (w->base != NULL)
+		event_base_free(w->base);
+	tg_config_unref(w->config);
+	free(w);
+	return NULL;
+}
+
+static void *
+worker_main(void *arg)
+{
+	struct tg_worker *w = arg;
+
+	event_base_dispatch(w->base);
+	atomic_store(&w->finished, 1);
+	return NULL;
+}
+
+int
+tg_worker_start(struct tg_worker *w)
+{
+	int rc = pthread_create(&w->thread, NULL, worker_main, w);
+
+	if (rc != 0)
+		tg_error("cannot start worker %d: %s", w->id, strerror(rc));
+	return rc == 0 ? 0 : -1;
+}
+
+void
+tg_worker_join_and_free(struct tg_worker *w)
+{
+	struct tg_client *c;
+
+	pthread_join(w->thread, NULL);
+
+	/* Connections left after a forced stop. */
+	while ((c = LIST_FIRST(&w->clients)) != NULL)
+		tg_client_close(c, 'D');
+	close_listeners(w);
+	free(w->listeners);
+	free(w->listener_ctxs);
+	tg_upstream_pools_free(w);
+	evdns_base_free(w->dns, 0);
+	event_base_free(w->base);
+	tg_config_unref(w->config);
+	free(w);
+}
+
+/* --- messages from the main thread ------------------------------------------ */
+
+struct config_message {
+	struct tg_worker *worker;
+	struct tg_config *config;
+};
+
+static void
+swap_config_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct config_message *msg = arg;
+	struct tg_worker *w = msg->worker;
+
+	(void)fd;
+	(void)what;
+	/* Requests in flight keep their own reference to the old snapshot. */
+	tg_config_unref(w->config);
+	w->config = msg->config;
+	free(msg);
+}
+
+void
+tg_worker_post_config(struct tg_worker *w, struct tg_config *cfg)
+{
+	struct config_message *msg = malloc(sizeof(*msg));
+
+	if (msg == NULL)
+		return;
+	msg->worker = w;
+	msg->config = tg_config_ref(cfg);
+	if (event_base_once(w->base, -1, EV_TIMEOUT, swap_config_cb, msg, NULL) != 0) {
+		tg_config_unref(cfg);
+		free(msg);
+	}
+}
+
+static void
+maybe_exit(struct tg_worker *w)
+{
+	if (w->draining && w->n_clients == 0)
+		event_base_loopexit(w->base, NULL);
+}
+
+static void
+drain_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tg_worker *w = arg;
+	struct tg_client *c, *next;
+
+	(void)fd;
+	(void)what;
+	w->draining = 1;
+	close_listeners(w);
+
+	/* Idle keep-alive connections close now; busy ones after their
+	 * response (relay sends Connection: close while draining). */
+	for (c = LIST_FIRST(&w->clients); c != NULL; c = next) {
+		next = LIST_NEXT(c, link);
+		tg_client_close_if_idle(c);
+	}
+	maybe_exit(w);
+}
+
+void
+tg_worker_post_drain(struct tg_worker *w)
+{
+	event_base_once(w->base, -1, EV_TIMEOUT, drain_cb, w, NULL);
+}
+
+static void
+force_stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tg_worker *w = arg;
+	struct tg_client *c;
+
+	(void)fd;
+	(void)what;
+	if (w->n_clients > 0)
+		tg_warn("worker %d: drain deadline reached; closing %zu connections",
+		        w->id, w->n_clients);
+	while ((c = LIST_FIRST(&w->clients)) != NULL)
+		tg_client_close(c, 'D');
+	event_base_loopexit(w->base, NULL);
+}
+
+void
+tg_worker_post_force_stop(struct tg_worker *w)
+{
+	event_base_once(w->base, -1, EV_TIMEOUT, force_stop_cb, w, NULL);
+}
+
+/* --- worker thread helpers -------------------------------------------------- */
+
+void
+tg_worker_client_closed(struct tg_worker *w)
+{
+	w->n_clients--;
+	maybe_exit(w);
+}
+
+void
+tg_worker_next_request_id(struct tg_worker *w, char *buf, size_t size)
+{
+	snprintf(buf, size, "%016llx%016llx", (unsigned long long)w->id_prefix,
+	         (unsigned long long)++w->request_seq);
+}

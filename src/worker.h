@@ -1,0 +1,78 @@
+/*
+ * Worker threads. Each worker owns an event base, its own SO_REUSEPORT
+ * listening sockets, its client connections and its upstream connection
+ * pools; nothing it touches on the request path is shared with another
+ * worker, so it takes no lock. The main thread talks to a worker only by
+ * posting a callback onto the worker's event base.
+ */
+#ifndef TOLLGATE_WORKER_H
+#define TOLLGATE_WORKER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include <openssl/ssl.h>
+
+#include "config-t.h"
+
+struct event_base;
+struct evdns_base;
+struct evconnlistener;
+struct tg_client;
+struct tg_pool;
+struct tg_listener_ctx;
+
+/* State shared by all workers, fixed after start-up except where atomic. */
+struct tg_runtime {
+	atomic_int draining;            /* SIGTERM received */
+	atomic_int ready;               /* listeners open, config loaded */
+	int access_log_fd;              /* -1 when the access log is off */
+	SSL_CTX **listen_tls;           /* per config listen entry; NULL for plain */
+	size_t n_listen_tls;
+};
+
+LIST_HEAD(tg_client_list, tg_client);
+
+struct tg_worker {
+	int id;
+	pthread_t thread;
+	struct event_base *base;
+	struct evdns_base *dns;
+	struct tg_runtime *runtime;
+	struct tg_config *config;       /* snapshot for new requests (a ref) */
+
+	struct evconnlistener **listeners;
+	struct tg_listener_ctx *listener_ctxs;  /* callback argument of each */
+	size_t n_listeners;
+
+	struct tg_client_list clients;
+	size_t n_clients;
+	size_t active_requests;
+	int draining;
+
+	struct tg_pool *pools;          /* upstream pools, one per backend */
+	uint64_t request_seq;           /* for request ids */
+	uint64_t id_prefix;             /* random per worker, for request ids */
+
+	atomic_int finished;            /* its loop has returned */
+};
+
+/* Create a worker and open its listeners for cfg. On failure, logs the
+ * address that could not be bound and returns NULL. */
+struct tg_worker *tg_worker_new(int id, struct tg_config *cfg,
+                                struct tg_runtime *rt);
+int tg_worker_start(struct tg_worker *w);
+void tg_worker_join_and_free(struct tg_worker *w);
+
+/* Thread-safe: from the main thread. */
+void tg_worker_post_config(struct tg_worker *w, struct tg_config *cfg);
+void tg_worker_post_drain(struct tg_worker *w);
+void tg_worker_post_force_stop(struct tg_worker *w);
+
+/* Worker thread only. */
+void tg_worker_client_closed(struct tg_worker *w);
+void tg_worker_next_request_id(struct tg_worker *w, char *buf, size_t size);
+
+#endif
