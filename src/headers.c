@@ -1,6 +1,7 @@
 /*
  * Header lists and proxy header rewriting.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -124,17 +125,32 @@ tg_header_list_has(const char *value, const char *token)
 	return 0;
 }
 
-/* Remove the headers that the Connection header names, one token at a
- * time, before Connection itself goes. */
+/* Collect the tokens of every Connection header into one list, since a
+ * client may send the header more than once. */
+static char *
+connection_tokens(const struct tg_headers *h)
+{
+	char *list = NULL;
+	size_t len = 0;
+	FILE *stream = open_memstream(&list, &len);
+
+	if (stream == NULL)
+		return NULL;
+	for (size_t i = 0; i < h->count; i++) {
+		if (strcasecmp(h->items[i].name, "Connection") == 0)
+			fprintf(stream, "%s,", h->items[i].value);
+	}
+	fclose(stream);
+	return list;
+}
+
+/* Remove the headers that Connection names, before Connection itself goes. */
 static void
 strip_connection_tokens(struct tg_headers *h)
 {
-	const char *connection = tg_headers_get(h, "Connection");
-	char *list, *token, *save = NULL;
+	char *list = connection_tokens(h);
+	char *token, *save = NULL;
 
-	if (connection == NULL)
-		return;
-	list = strdup(connection);
 	if (list == NULL)
 		return;
 	for (token = strtok_r(list, ", \t", &save); token != NULL;

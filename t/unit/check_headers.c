@@ -1,0 +1,228 @@
+/*
+ * Unit tests for header lists and the upstream request head.
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "headers.h"
+
+static char *
+buffer_text(struct evbuffer *buf)
+{
+	size_t len = evbuffer_get_length(buf);
+	char *text = malloc(len + 1);
+
+	evbuffer_copyout(buf, text, len);
+	text[len] = '\0';
+	return text;
+}
+
+static void
+add(struct tg_headers *h, const char *name, const char *value)
+{
+	ck_assert_int_eq(tg_headers_add(h, name, strlen(name), value, strlen(value)), 0);
+}
+
+START_TEST(get_is_case_insensitive)
+{
+	struct tg_headers h;
+
+	tg_headers_init(&h);
+	add(&h, "Content-Type", "application/json");
+	ck_assert_str_eq(tg_headers_get(&h, "content-type"), "application/json");
+	ck_assert_ptr_null(tg_headers_get(&h, "Content-Length"));
+	tg_headers_free(&h);
+}
+END_TEST
+
+START_TEST(remove_drops_every_copy)
+{
+	struct tg_headers h;
+
+	tg_headers_init(&h);
+	add(&h, "X-A", "1");
+	add(&h, "x-a", "2");
+	add(&h, "X-B", "3");
+	ck_assert_uint_eq(tg_headers_remove(&h, "X-A"), 2);
+	ck_assert_uint_eq(h.count, 1);
+	ck_assert_str_eq(h.items[0].name, "X-B");
+	tg_headers_free(&h);
+}
+END_TEST
+
+START_TEST(grows_past_initial_capacity)
+{
+	struct tg_headers h;
+	char name[16];
+
+	tg_headers_init(&h);
+	for (int i = 0; i < 100; i++) {
+		snprintf(name, sizeof(name), "X-%d", i);
+		add(&h, name, "v");
+	}
+	ck_assert_uint_eq(h.count, 100);
+	ck_assert_str_eq(tg_headers_get(&h, "x-99"), "v");
+	tg_headers_free(&h);
+}
+END_TEST
+
+START_TEST(value_validity)
+{
+	ck_assert_int_eq(tg_header_value_valid("plain value", 11), 1);
+	ck_assert_int_eq(tg_header_value_valid("a\rb", 3), 0);
+	ck_assert_int_eq(tg_header_value_valid("a\nb", 3), 0);
+	ck_assert_int_eq(tg_header_value_valid("a\0b", 3), 0);
+	ck_assert_int_eq(tg_header_value_valid("", 0), 1);
+}
+END_TEST
+
+START_TEST(list_has_token)
+{
+	ck_assert_int_eq(tg_header_list_has("keep-alive, Upgrade", "upgrade"), 1);
+	ck_assert_int_eq(tg_header_list_has(" close ", "close"), 1);
+	ck_assert_int_eq(tg_header_list_has("closed", "close"), 0);
+	ck_assert_int_eq(tg_header_list_has("", "close"), 0);
+	ck_assert_int_eq(tg_header_list_has("a,,b", "b"), 1);
+}
+END_TEST
+
+START_TEST(hop_by_hop_removed)
+{
+	static const char *const hop[] = {
+		"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
+		"Proxy-Authorization", "TE", "Trailer", "Transfer-Encoding", "Upgrade",
+	};
+	struct tg_headers h;
+
+	tg_headers_init(&h);
+	for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
+		add(&h, hop[i], "x");
+	add(&h, "Connection", "X-Private, x-other");
+	add(&h, "X-Private", "secret");
+	add(&h, "X-Other", "1");
+	add(&h, "Content-Type", "application/json");
+	add(&h, "Authorization", "Bearer k");
+
+	tg_headers_strip_hop_by_hop(&h);
+	ck_assert_uint_eq(h.count, 2);
+	ck_assert_ptr_nonnull(tg_headers_get(&h, "Content-Type"));
+	ck_assert_ptr_nonnull(tg_headers_get(&h, "Authorization"));
+	tg_headers_free(&h);
+}
+END_TEST
+
+static char *
+upstream_head(struct tg_headers *client, const char *api_key)
+{
+	struct tg_upstream_rewrite rw = {
+		.host = "api.example.test",
+		.api_key = api_key,
+		.client_ip = "192.0.2.7",
+		.proto = "https",
+		.request_id = "req-1",
+	};
+	struct evbuffer *out = evbuffer_new();
+	char *text;
+
+	ck_assert_int_eq(tg_headers_write_upstream_request(out, "POST", "/v1/chat/completions",
+	                                                   client, &rw, 42), 0);
+	text = buffer_text(out);
+	evbuffer_free(out);
+	return text;
+}
+
+START_TEST(upstream_head_rewrites)
+{
+	struct tg_headers h;
+	char *head;
+
+	tg_headers_init(&h);
+	add(&h, "Host", "gateway.local");
+	add(&h, "Authorization", "Bearer client-key");
+	add(&h, "Content-Length", "9999");
+	add(&h, "X-Request-Id", "old");
+	add(&h, "Content-Type", "application/json");
+
+	head = upstream_head(&h, "backend-key");
+	ck_assert_ptr_nonnull(strstr(head, "POST /v1/chat/completions HTTP/1.1\r\n"));
+	ck_assert_ptr_nonnull(strstr(head, "Host: api.example.test\r\n"));
+	ck_assert_ptr_null(strstr(head, "gateway.local"));
+	ck_assert_ptr_nonnull(strstr(head, "Authorization: Bearer backend-key\r\n"));
+	ck_assert_ptr_null(strstr(head, "client-key"));
+	ck_assert_ptr_nonnull(strstr(head, "Content-Length: 42\r\n"));
+	ck_assert_ptr_null(strstr(head, "9999"));
+	ck_assert_ptr_nonnull(strstr(head, "X-Request-Id: req-1\r\n"));
+	ck_assert_ptr_null(strstr(head, "old"));
+	ck_assert_ptr_nonnull(strstr(head, "X-Forwarded-For: 192.0.2.7\r\n"));
+	ck_assert_ptr_nonnull(strstr(head, "X-Forwarded-Proto: https\r\n"));
+	ck_assert_ptr_nonnull(strstr(head, "Content-Type: application/json\r\n"));
+	ck_assert_str_eq(head + strlen(head) - 4, "\r\n\r\n");
+	free(head);
+	tg_headers_free(&h);
+}
+END_TEST
+
+START_TEST(upstream_head_keeps_client_key)
+{
+	struct tg_headers h;
+	char *head;
+
+	tg_headers_init(&h);
+	add(&h, "Authorization", "Bearer client-key");
+	head = upstream_head(&h, NULL);
+	ck_assert_ptr_nonnull(strstr(head, "Authorization: Bearer client-key\r\n"));
+	free(head);
+	tg_headers_free(&h);
+}
+END_TEST
+
+START_TEST(upstream_head_appends_forwarded_for)
+{
+	struct tg_headers h;
+	char *head;
+
+	tg_headers_init(&h);
+	add(&h, "X-Forwarded-For", "203.0.113.1");
+	head = upstream_head(&h, NULL);
+	ck_assert_ptr_nonnull(strstr(head, "X-Forwarded-For: 203.0.113.1, 192.0.2.7\r\n"));
+	free(head);
+	tg_headers_free(&h);
+}
+END_TEST
+
+static Suite *
+headers_suite(void)
+{
+	Suite *s = suite_create("headers");
+	TCase *list = tcase_create("list");
+	TCase *rewrite = tcase_create("rewrite");
+
+	tcase_add_test(list, get_is_case_insensitive);
+	tcase_add_test(list, remove_drops_every_copy);
+	tcase_add_test(list, grows_past_initial_capacity);
+	tcase_add_test(list, value_validity);
+	tcase_add_test(list, list_has_token);
+	tcase_add_test(rewrite, hop_by_hop_removed);
+	tcase_add_test(rewrite, upstream_head_rewrites);
+	tcase_add_test(rewrite, upstream_head_keeps_client_key);
+	tcase_add_test(rewrite, upstream_head_appends_forwarded_for);
+	suite_add_tcase(s, list);
+	suite_add_tcase(s, rewrite);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *runner = srunner_create(headers_suite());
+	int failed;
+
+	srunner_run_all(runner, CK_NORMAL);
+	failed = srunner_ntests_failed(runner);
+	srunner_free(runner);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
