@@ -83,7 +83,9 @@ append_bytes(char **buf, size_t *len, size_t *cap, const char *at, size_t add)
 }
 
 /* Record a request error found while parsing; the llhttp callback then
- * returns HPE_USER so parsing stops there. */
+ * returns the error code so parsing stops there. (on_headers_complete
+ * turns any non-zero code into HPE_CB_HEADERS_COMPLETE, so the reason is
+ * kept here, not in the code.) */
 static int
 parse_fail(struct tg_client *c, enum tg_error err)
 {
@@ -107,6 +109,7 @@ on_message_begin(llhttp_t *p)
 {
 	struct tg_client *c = p->data;
 
+	c->parse_error = TG_OK;
 	c->req = tg_request_new(c);
 	if (c->req == NULL)
 		return parse_fail(c, TG_E_INTERNAL);
@@ -146,6 +149,14 @@ static int
 on_header_value(llhttp_t *p, const char *at, size_t len)
 {
 	struct tg_client *c = p->data;
+
+	/* llhttp passes an obs-fold line on as a second piece of the value,
+	 * with the CRLF between them left out. A piece that neither follows
+	 * the previous one nor starts a new read is such a fold: rejected, as
+	 * RFC 9112 section 5.2 allows, since proxies disagree on its meaning. */
+	if (c->value_len > 0 && at != c->value_end && at != c->read_start)
+		return parse_fail(c, TG_E_BAD_REQUEST);
+	c->value_end = at + len;
 
 	if (head_grew(c, len) != 0)
 		return HPE_USER;
@@ -275,6 +286,7 @@ client_parse(struct tg_client *c)
 		size_t consumed;
 
 		evbuffer_peek(input, -1, NULL, &chunk, 1);
+		c->read_start = chunk.iov_base;
 		rc = llhttp_execute(&c->parser, chunk.iov_base, chunk.iov_len);
 		consumed = rc == HPE_OK ? chunk.iov_len
 		         : (size_t)(llhttp_get_error_pos(&c->parser) - (const char *)chunk.iov_base);
@@ -288,7 +300,7 @@ client_parse(struct tg_client *c)
 			tg_request_dispatch(c->req);
 			return;
 		}
-		if (rc != HPE_USER) {
+		if (c->parse_error == TG_OK) {
 			tg_debug("client %s: invalid HTTP request: %s (%s)", c->addr,
 			         llhttp_errno_name(rc), llhttp_get_error_reason(&c->parser));
 			c->parse_error = TG_E_BAD_REQUEST;

@@ -46,6 +46,8 @@ struct tg_client {
 	char *value;                    /* header value being assembled */
 	size_t value_len, value_cap;
 	enum tg_error parse_error;      /* why a callback stopped the parser */
+	const char *read_start;         /* bytes handed to llhttp_execute() */
+	const char *value_end;          /* end of the last header value piece */
 
 	int response_done;              /* whole response queued on bev */
 	int close_after_response;

@@ -244,6 +244,9 @@ end_stream_with_error(struct tg_request *req, enum tg_error err)
 		evbuffer_add(tg_client_output(req->client), "0\r\n\r\n", 5);
 		req->bytes_out += 5;
 	}
+
+	/* Close too, for clients that read the body but not the events. */
+	req->client->close_after_response = 1;
 	tg_client_response_done(req->client);
 }
 
