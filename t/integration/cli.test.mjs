@@ -1,0 +1,181 @@
+// Command-line flags: -V, -h, bad flags, and config checking with -t.
+
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+
+import { killAll, runTollgate, writeTempFile } from './lib/harness.mjs';
+
+/* A config that passes -t; the backend is never contacted. */
+function validConfig(extra = {}) {
+  return {
+    listen: ['127.0.0.1:18080'],
+    admin: '127.0.0.1:19090',
+    workers: 1,
+    backends: { primary: { url: 'http://127.0.0.1:19001' } },
+    routes: [{ name: 'chat', match: { path: '/v1/chat/completions', model: 'gpt-*' }, backends: ['primary'] }],
+    ...extra,
+  };
+}
+
+function writeConfig(config) {
+  return writeTempFile('tollgate.json', typeof config === 'string' ? config : JSON.stringify(config, null, 2));
+}
+
+async function check(config, env = {}) {
+  const file = writeConfig(config);
+  const result = await runTollgate(['-t', '-c', file], { env });
+  return { file, ...result };
+}
+
+describe('command line', () => {
+  after(killAll);
+
+  it('prints the version with -V', async () => {
+    const { code, stdout, stderr } = await runTollgate(['-V']);
+    assert.equal(code, 0);
+    assert.equal((stdout + stderr).trim(), 'tollgate 0.1.0');
+  });
+
+  it('prints usage with -h', async () => {
+    const { code, stdout, stderr } = await runTollgate(['-h']);
+    assert.equal(code, 0);
+    assert.match(stdout + stderr, /usage/i);
+    assert.match(stdout + stderr, /-c FILE/);
+    assert.match(stdout + stderr, /-t/);
+  });
+
+  it('exits 2 with usage on an unknown flag', async () => {
+    const { code, stderr } = await runTollgate(['-Z']);
+    assert.equal(code, 2);
+    assert.match(stderr, /usage/i);
+  });
+
+  it('accepts a valid config with -t', async () => {
+    const { file, code, stderr } = await check(validConfig());
+    assert.equal(code, 0, stderr);
+    assert.match(stderr, new RegExp(`^${escape(file)}: configuration is valid$`, 'm'));
+  });
+
+  it('accepts every documented key with -t', async () => {
+    const { code, stderr } = await check(validConfig({
+      listen: ['127.0.0.1:18080', { address: '127.0.0.1:18443', tls: { cert: '/dev/null', key: '/dev/null' } }],
+      drain_timeout: '30s',
+      access_log: false,
+      limits: {
+        max_body: '32MiB', max_header: '64KiB', max_response_body: '64MiB',
+        client_header_timeout: '10s', client_body_timeout: '30s', keepalive_timeout: '75s',
+      },
+      backends: {
+        primary: {
+          url: 'https://127.0.0.1:19001', api_key: '${TG_CLI_KEY}',
+          timeouts: { connect: '2s', first_byte: '60s', idle: '30s' },
+          tls: { verify: true },
+          pool: { max_idle: 32, idle_timeout: '60s' },
+        },
+      },
+    }), { TG_CLI_KEY: 'sk-cli' });
+    // The TLS files are /dev/null, which a strict check may reject; any
+    // error must then be about them and nothing else.
+    if (code !== 0)
+      for (const line of stderr.trim().split('\n'))
+        assert.match(line, /listen\[1\]\.tls|cert|key/, `unexpected error: ${line}`);
+  });
+
+  it('names the file and key of an unknown backend', async () => {
+    const config = validConfig();
+    config.routes[0].backends = ['primray'];
+    const { file, code, stderr } = await check(config);
+    assert.equal(code, 1);
+    assert.match(stderr, new RegExp(`^${escape(file)}: routes\\[0\\]\\.backends\\[0\\]: unknown backend "primray"`, 'm'));
+  });
+
+  it('reports a JSON syntax error with line and column', async () => {
+    const text = '{\n  "listen": ["127.0.0.1:18080"],\n  "admin": "127.0.0.1:19090" oops\n}\n';
+    const { file, code, stderr } = await check(text);
+    assert.equal(code, 1);
+    assert.match(stderr, new RegExp(`^${escape(file)}:3:\\d+: `, 'm'));
+  });
+
+  it('reports every error in one run', async () => {
+    const config = validConfig({ listne: ['127.0.0.1:1'] });
+    config.drain_timeout = 'soon';
+    config.routes[0].backends = ['primray'];
+    const { file, code, stderr } = await check(config);
+    assert.equal(code, 1);
+    const lines = stderr.trim().split('\n').filter((l) => l.startsWith(file));
+    assert.ok(lines.some((l) => l.includes('listne')), `no error for the unknown key in:\n${stderr}`);
+    assert.ok(lines.some((l) => l.includes('drain_timeout')), `no error for drain_timeout in:\n${stderr}`);
+    assert.ok(lines.some((l) => l.includes('primray')), `no error for the backend in:\n${stderr}`);
+  });
+
+  it('rejects a duplicate key', async () => {
+    const text = '{\n  "listen": ["127.0.0.1:18080"],\n  "workers": 1,\n  "workers": 2,\n' +
+      '  "backends": {"primary": {"url": "http://127.0.0.1:19001"}},\n' +
+      '  "routes": [{"name": "chat", "match": {"path": "/v1/chat/completions"}, "backends": ["primary"]}]\n}\n';
+    const { file, code, stderr } = await check(text);
+    assert.equal(code, 1);
+    assert.match(stderr, new RegExp(`^${escape(file)}:`, 'm'));
+    assert.match(stderr, /workers/);
+  });
+
+  const badValues = [
+    ['a bad duration', (c) => { c.backends.primary.timeouts = { connect: 'soon' }; }, 'backends.primary.timeouts.connect'],
+    ['a bad size', (c) => { c.limits = { max_body: 'huge' }; }, 'limits.max_body'],
+    ['a bad URL scheme', (c) => { c.backends.primary.url = 'ftp://127.0.0.1:21'; }, 'backends.primary.url'],
+    ['a bad workers count', (c) => { c.workers = 0; }, 'workers'],
+    ['an unknown backend key', (c) => { c.backends.primary.retries = 3; }, 'backends.primary'],
+    ['a listen address without a port', (c) => { c.listen = ['127.0.0.1']; }, 'listen[0]'],
+  ];
+  for (const [what, mutate, key] of badValues) {
+    it(`names the key of ${what}`, async () => {
+      const config = validConfig();
+      mutate(config);
+      const { file, code, stderr } = await check(config);
+      assert.equal(code, 1, `exit code; stderr:\n${stderr}`);
+      assert.ok(stderr.split('\n').some((l) => l.startsWith(`${file}: ${key}`)), `no line starting "${file}: ${key}" in:\n${stderr}`);
+    });
+  }
+
+  it('rejects an unset ${VAR}', async () => {
+    const config = validConfig();
+    config.backends.primary.api_key = '${TG_CLI_UNSET_VARIABLE}';
+    const { file, code, stderr } = await check(config);
+    assert.equal(code, 1);
+    assert.ok(stderr.split('\n').some((l) => l.startsWith(`${file}: backends.primary.api_key`) && l.includes('TG_CLI_UNSET_VARIABLE')),
+      `no error naming the key and the variable in:\n${stderr}`);
+  });
+
+  it('never prints a secret', async () => {
+    const secret = 'sk-cli-secret-5d1e';
+    const config = validConfig({ drain_timeout: 'soon' });
+    config.backends.primary.api_key = '${TG_CLI_SECRET}';
+    const invalid = await check(config, { TG_CLI_SECRET: secret });
+    assert.equal(invalid.code, 1, 'the bad drain_timeout was accepted');
+    assert.ok(!(invalid.stdout + invalid.stderr).includes(secret), 'the api_key appears in the errors');
+
+    delete config.drain_timeout;
+    const valid = await check(config, { TG_CLI_SECRET: secret });
+    assert.equal(valid.code, 0, valid.stderr);
+    assert.ok(!(valid.stdout + valid.stderr).includes(secret), 'the api_key appears in the output');
+  });
+
+  it('names a missing config file', async () => {
+    const file = '/nonexistent/tollgate-test/tollgate.json';
+    const { code, stderr } = await runTollgate(['-t', '-c', file]);
+    assert.equal(code, 1);
+    assert.match(stderr, new RegExp(escape(file)));
+  });
+
+  it('exits 1 when started with an invalid config', async () => {
+    const config = validConfig();
+    config.routes[0].backends = ['primray'];
+    const file = writeConfig(config);
+    const { code, stderr } = await runTollgate(['-c', file]);
+    assert.equal(code, 1);
+    assert.match(stderr, /unknown backend "primray"/);
+  });
+});
+
+function escape(text) {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}

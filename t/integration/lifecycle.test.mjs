@@ -1,0 +1,235 @@
+// Admin health endpoints, SIGHUP reloads and SIGTERM drains.
+
+import assert from 'node:assert/strict';
+import { afterEach, describe, it } from 'node:test';
+
+import {
+  RawClient, curl, curlPost, freePort, killAll, mockBackend,
+  openStream, rawPost, request, startGateway, startMock, waitFor,
+} from './lib/harness.mjs';
+import { assertError } from './lib/checks.mjs';
+
+const chat = (model) => ({ model, messages: [{ role: 'user', content: 'hello' }] });
+
+function chatRoute(name, model, backend = 'mock') {
+  return { name, match: { path: '/v1/chat/completions', model }, backends: [backend] };
+}
+
+async function start(extra = {}) {
+  const mock = await startMock();
+  const gw = await startGateway({
+    backends: { mock: mockBackend(mock) },
+    routes: [chatRoute('chat', 'gpt-4o')],
+    ...extra,
+  });
+  return { mock, gw, post: (model) => curl(curlPost(`${gw.baseURL}/v1/chat/completions`, chat(model))) };
+}
+
+function admin(gw, path) {
+  return request({ port: gw.adminPort, path, timeoutMs: 5000 });
+}
+
+describe('admin endpoints', () => {
+  afterEach(killAll);
+
+  it('answers healthz and readyz', async () => {
+    const { gw } = await start();
+    const health = await admin(gw, '/healthz');
+    assert.equal(health.status, 200);
+    assert.equal(health.text.trim(), 'ok');
+    const ready = await admin(gw, '/readyz');
+    assert.equal(ready.status, 200);
+    assert.equal(ready.text.trim(), 'ready');
+    await gw.stop();
+  });
+
+  it('logs its listeners at startup', async () => {
+    const { gw } = await start();
+    assert.ok(gw.stderr.some((l) => l.includes(`listening on 127.0.0.1:${gw.port}`)), 'no "listening on" line');
+    assert.ok(gw.stderr.some((l) => l.includes(`admin listening on 127.0.0.1:${gw.adminPort}`)), 'no "admin listening on" line');
+    for (const line of gw.stderr)
+      assert.match(line, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \[(debug|info|warn|error)\] /);
+    await gw.stop();
+  });
+});
+
+describe('SIGHUP reload', () => {
+  afterEach(killAll);
+
+  it('starts serving a new route', async () => {
+    const { gw, post } = await start();
+    assert.equal((await post('gpt-4o-mini')).status, 404);
+
+    const config = { ...gw.config, routes: [...gw.config.routes, chatRoute('mini', 'gpt-4o-mini')] };
+    assert.equal(await gw.reload(config), 'reloaded');
+    assert.ok(gw.stderr.some((l) => l.includes(`configuration reloaded from ${gw.file}`)));
+    assert.equal((await post('gpt-4o-mini')).status, 200);
+    assert.equal((await post('gpt-4o')).status, 200);
+    await gw.stop();
+  });
+
+  it('keeps the running config when the new one is invalid', async () => {
+    const { gw, post } = await start();
+    gw.expectErrors(/reload|unknown backend|configuration/i);
+    const from = gw.stderr.length;
+    const config = { ...gw.config, routes: [...gw.config.routes, chatRoute('mini', 'gpt-4o-mini', 'primray')] };
+
+    assert.equal(await gw.reload(config), 'failed');
+    assert.ok(gw.stderr.some((l) => l.includes(`reload of ${gw.file} failed, keeping the running configuration`)));
+    await gw.waitForLog(/routes\[1\]\.backends\[0\]: unknown backend "primray"/, { from });
+    assert.equal((await post('gpt-4o')).status, 200, 'the old config stopped serving');
+    assert.equal((await post('gpt-4o-mini')).status, 404, 'part of the invalid config was applied');
+    await gw.stop();
+  });
+
+  it('keeps the running config after a JSON syntax error', async () => {
+    const { gw, post } = await start();
+    gw.expectErrors(/reload|configuration|json|syntax|expected|invalid/i);
+    assert.equal(await gw.reload('{"listen": ["127.0.0.1:1"],\n  "routes": [\n'), 'failed');
+    assert.equal((await post('gpt-4o')).status, 200);
+    await gw.stop();
+  });
+
+  it('keeps listeners and workers and warns', async () => {
+    const { gw, post } = await start();
+    const otherPort = await freePort();
+    const from = gw.stderr.length;
+    const config = { ...gw.config, listen: [`127.0.0.1:${otherPort}`], workers: 2, routes: [...gw.config.routes, chatRoute('mini', 'gpt-4o-mini')] };
+
+    assert.equal(await gw.reload(config), 'reloaded');
+    const warnings = gw.stderr.slice(from).filter((l) => l.includes('[warn]'));
+    assert.ok(warnings.some((l) => /listen/.test(l)), `no warning about listen in ${JSON.stringify(warnings)}`);
+    assert.ok(warnings.some((l) => /workers/.test(l)), `no warning about workers in ${JSON.stringify(warnings)}`);
+    assert.equal((await post('gpt-4o-mini')).status, 200, 'the rest of the new config was not applied');
+    const moved = await curl(curlPost(`http://127.0.0.1:${otherPort}/v1/chat/completions`, chat('gpt-4o')));
+    assert.notEqual(moved.status, 200, 'the new listen address was opened');
+    await gw.stop();
+  });
+
+  it('lets a stream in flight finish on its old config', async () => {
+    const { gw, post } = await start();
+    const stream = await openStream({
+      port: gw.port, body: { ...chat('gpt-4o'), stream: true },
+      headers: { 'x-mock': 'events=6;event_delay=200ms' },
+    });
+    assert.equal(stream.status, 200);
+    assert.notEqual(await stream.nextData(), null);
+
+    const config = { ...gw.config, routes: [chatRoute('mini', 'gpt-4o-mini')] };
+    assert.equal(await gw.reload(config), 'reloaded');
+    const rest = await stream.rest();
+    assert.equal(rest.filter((e) => e.data !== null).at(-1)?.data, '[DONE]');
+    assert.equal((await post('gpt-4o')).status, 404, 'the removed route still serves');
+    await gw.stop();
+  });
+});
+
+describe('SIGTERM drain', () => {
+  afterEach(killAll);
+
+  it('finishes a running stream and exits 0', async () => {
+    const { gw } = await start({ drain_timeout: '30s' });
+    const stream = await openStream({
+      port: gw.port, body: { ...chat('gpt-4o'), stream: true },
+      headers: { 'x-mock': 'events=10;event_delay=400ms', 'x-request-id': 'stream-during-drain' },
+    });
+    assert.equal(stream.status, 200);
+    assert.notEqual(await stream.nextData(), null);
+
+    gw.signal('SIGTERM');
+    const draining = await waitFor(async () => {
+      const res = await admin(gw, '/readyz');
+      return res.status === 503 && res;
+    }, { message: 'readyz to answer 503 during the drain' });
+    assert.equal(draining.text.trim(), 'draining');
+
+    const refused = await curl(curlPost(`${gw.baseURL}/v1/chat/completions`, chat('gpt-4o')));
+    assert.notEqual(refused.status, 200, 'a new connection was served during the drain');
+
+    const rest = await stream.rest();
+    assert.equal(rest.filter((e) => e.data !== null).at(-1)?.data, '[DONE]');
+    const { code, signal } = await gw.waitExit();
+    assert.equal(signal, null);
+    assert.equal(code, 0);
+    gw.checkErrors();
+    const entry = gw.accessLog.find((e) => e.request_id === 'stream-during-drain');
+    assert.ok(entry, 'no access-log line for the drained stream');
+    assert.equal(entry.termination, '--');
+  });
+
+  it('answers 503 to a new request on a kept-alive connection', async () => {
+    const { gw } = await start({ drain_timeout: '30s' });
+    const idle = await RawClient.connect(gw.port);
+    try {
+      await idle.write(rawPost('/v1/chat/completions', chat('gpt-4o')));
+      assert.equal((await idle.readResponse()).status, 200);
+
+      const stream = await openStream({
+        port: gw.port, body: { ...chat('gpt-4o'), stream: true },
+        headers: { 'x-mock': 'events=10;event_delay=400ms' },
+      });
+      assert.notEqual(await stream.nextData(), null);
+      gw.signal('SIGTERM');
+      await waitFor(async () => (await admin(gw, '/readyz')).status === 503,
+        { message: 'readyz to answer 503 during the drain' });
+
+      // Closing idle connections at once is allowed too; what must not
+      // happen is a request served as if no drain were running.
+      if (!idle.closed) {
+        await idle.write(rawPost('/v1/chat/completions', chat('gpt-4o'))).catch(() => {});
+        const res = await idle.readResponse().catch(() => null);
+        if (res !== null) {
+          assertError(res, 503, 'invalid_request_error', 'shutting_down');
+          assert.match(res.header('connection') ?? '', /close/i);
+        }
+      }
+      await stream.rest();
+    } finally {
+      idle.destroy();
+    }
+    const { code } = await gw.waitExit();
+    assert.equal(code, 0);
+  });
+
+  it('cuts streams at drain_timeout and exits 0', async () => {
+    const { gw } = await start({ drain_timeout: '1s' });
+    const stream = await openStream({
+      port: gw.port, body: { ...chat('gpt-4o'), stream: true },
+      headers: { 'x-mock': 'events=60;event_delay=500ms', 'x-request-id': 'cut-by-drain' },
+    });
+    assert.notEqual(await stream.nextData(), null);
+    gw.signal('SIGTERM');
+
+    const { code, signal } = await gw.waitExit();
+    assert.equal(signal, null);
+    assert.equal(code, 0);
+    const rest = await stream.rest().catch(() => []);
+    assert.notEqual(rest.filter((e) => e.data !== null).at(-1)?.data, '[DONE]', 'the stream was not cut');
+    const entry = gw.accessLog.find((e) => e.request_id === 'cut-by-drain');
+    assert.ok(entry, 'no access-log line for the cut stream');
+    assert.equal(entry.termination, 'DD');
+  });
+
+  it('exits without waiting for idle connections', async () => {
+    // drain_timeout is longer than the harness waits for an exit, so a
+    // gateway that waited for the idle connection would fail here.
+    const { gw } = await start({ drain_timeout: '10m' });
+    const idle = await RawClient.connect(gw.port);
+    try {
+      await idle.write(rawPost('/v1/chat/completions', chat('gpt-4o')));
+      assert.equal((await idle.readResponse()).status, 200);
+      await gw.stop();
+      assert.ok(await idle.waitClosed(), 'the idle connection was left open');
+    } finally {
+      idle.destroy();
+    }
+  });
+
+  it('exits 0 on SIGINT', async () => {
+    const { gw } = await start();
+    gw.signal('SIGINT');
+    const { code, signal } = await gw.waitExit();
+    assert.equal(signal, null);
+    assert.equal(code, 0);
+  });
+});
