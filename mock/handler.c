@@ -1,0 +1,404 @@
+/*
+ * Request routing and response planning.
+ *
+ * Routes match on the end of the path, so "/v1/chat/completions" and Azure's
+ * "/openai/deployments/NAME/chat/completions" both reach the chat generator.
+ * A request without a model in its body takes the deployment NAME instead.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "fixture.h"
+#include "generate.h"
+#include "handler.h"
+
+#define MOCK_PREFIX "/_mock/"
+#define DEPLOYMENTS "/openai/deployments/"
+
+enum endpoint {
+	EP_NONE, EP_CHAT, EP_COMPLETION, EP_EMBEDDINGS, EP_MODELS, EP_MODEL,
+};
+
+const char *
+mock_request_header(const struct mock_request *req, const char *name)
+{
+	for (size_t i = 0; i < req->n_headers; i++)
+		if (strcmp(req->headers[i].name, name) == 0)
+			return req->headers[i].value;
+	return NULL;
+}
+
+int
+mock_request_counted(const struct mock_request *req)
+{
+	return strncmp(req->target, MOCK_PREFIX, strlen(MOCK_PREFIX)) != 0;
+}
+
+static int
+ends_with(const char *s, size_t len, const char *suffix)
+{
+	size_t n = strlen(suffix);
+
+	return len >= n && memcmp(s + len - n, suffix, n) == 0;
+}
+
+/* Length of the path part of the request target. */
+static size_t
+path_length(const char *target)
+{
+	return strcspn(target, "?");
+}
+
+static enum endpoint
+route(const char *path, size_t len)
+{
+	if (ends_with(path, len, "/chat/completions"))
+		return EP_CHAT;
+	if (ends_with(path, len, "/completions"))
+		return EP_COMPLETION;
+	if (ends_with(path, len, "/embeddings"))
+		return EP_EMBEDDINGS;
+	if (ends_with(path, len, "/models"))
+		return EP_MODELS;
+	if (len > 11 && memcmp(path, "/v1/models/", 11) == 0)
+		return EP_MODEL;
+	return EP_NONE;
+}
+
+static const char *
+error_type(int status)
+{
+	if (status == 429)
+		return "requests";
+	if (status >= 500)
+		return "server_error";
+	return "invalid_request_error";
+}
+
+static const char *
+error_code(int status)
+{
+	switch (status) {
+	case 401: return "invalid_api_key";
+	case 404: return "model_not_found";
+	case 429: return "rate_limit_exceeded";
+	default: return NULL;
+	}
+}
+
+/* Build the error response that status=N requests. */
+static int
+requested_error(struct mock_response *r, int status)
+{
+	char message[128];
+
+	snprintf(message, sizeof(message),
+	         "The mock answered with status %d as the x-mock option status "
+	         "requested.", status);
+	return mock_response_error(r, status, error_type(status), NULL,
+	                           error_code(status), message);
+}
+
+static int
+bad_request(struct mock_response *r, const char *param, const char *message)
+{
+	return mock_response_error(r, 400, "invalid_request_error", param, NULL,
+	                           message);
+}
+
+/* Replay a fixture into r; a missing fixture is the client's error. */
+static int
+replay_fixture(struct mock *m, struct mock_response *r,
+               const struct mock_options *o)
+{
+	char err[512];
+	const struct fixture *f = fixture_get(&m->fixtures, m->fixture_dir,
+	                                      o->fixture, err, sizeof(err));
+	const char *p, *end, *blank;
+
+	if (f == NULL)
+		return bad_request(r, NULL, err);
+
+	if (!fixture_is_stream(f)) {
+		if (evbuffer_add(r->body, f->body, f->body_len) < 0)
+			return -1;
+		r->status = f->code;
+		return mock_response_set_type(r, f->content_type);
+	}
+
+	/* Events end at a blank line; each keeps the blank line's bytes. */
+	if (mock_response_stream(r) < 0 || mock_response_set_type(r, f->content_type) < 0)
+		return -1;
+	r->status = f->code;
+	p = f->body;
+	end = f->body + f->body_len;
+	while (p < end) {
+		blank = memmem(p, (size_t)(end - p), "\n\n", 2);
+		const char *stop = blank != NULL ? blank + 2 : end;
+
+		if (mock_response_add_raw_event(r, p, (size_t)(stop - p), o) < 0)
+			return -1;
+		p = stop;
+	}
+	return 0;
+}
+
+/* Record req in the request log. */
+static void
+log_request(struct mock *m, const struct mock_request *req)
+{
+	size_t path_len = path_length(req->target);
+	json_t *headers = json_object();
+	json_t *record;
+	size_t body_len = evbuffer_get_length(req->body);
+	const char *body = (const char *)evbuffer_pullup(req->body, -1);
+	json_t *body_json;
+
+	for (size_t i = 0; i < req->n_headers; i++) {
+		const char *old = json_string_value(json_object_get(headers,
+		                                    req->headers[i].name));
+		if (old == NULL) {
+			json_object_set_new(headers, req->headers[i].name,
+			                    json_string(req->headers[i].value));
+			continue;
+		}
+		/* Repeated headers join with ", ", as HTTP allows. */
+		char *joined = NULL;
+		if (asprintf(&joined, "%s, %s", old, req->headers[i].value) >= 0) {
+			json_object_set_new(headers, req->headers[i].name,
+			                    json_string(joined));
+			free(joined);
+		}
+	}
+
+	/* A body that is not UTF-8 cannot be a JSON string; log its size. */
+	body_json = json_stringn(body != NULL ? body : "", body_len);
+	if (body_json == NULL) {
+		char note[64];
+
+		snprintf(note, sizeof(note), "<%zu bytes, not UTF-8>", body_len);
+		body_json = json_string(note);
+	}
+
+	record = json_pack("{s:s, s:s%, s:o, s:o, s:I}", "method", req->method,
+	                   "path", req->target, path_len, "headers", headers,
+	                   "body", body_json,
+	                   "connection", (json_int_t)req->connection);
+	if (record != NULL && req->target[path_len] == '?')
+		json_object_set_new(record, "query",
+		                    json_string(req->target + path_len + 1));
+	if (record != NULL)
+		mock_log_request(m, record);
+}
+
+static int
+handle_introspection(struct mock *m, const struct mock_request *req,
+                     const char *path, struct mock_response *r)
+{
+	const struct mock_stats *s = &m->stats;
+	int get = strcmp(req->method, "GET") == 0;
+	json_t *body;
+	int rc;
+
+	if (get && strcmp(path, MOCK_PREFIX "stats") == 0) {
+		body = json_pack("{s:I, s:I, s:I, s:I, s:I}",
+		    "connections_opened", (json_int_t)s->connections_opened,
+		    "connections_closed_by_peer",
+		    (json_int_t)s->connections_closed_by_peer,
+		    "requests", (json_int_t)s->requests,
+		    "responses_completed", (json_int_t)s->responses_completed,
+		    "responses_aborted", (json_int_t)s->responses_aborted);
+	} else if (get && strcmp(path, MOCK_PREFIX "requests") == 0) {
+		body = mock_log_dump(m);
+	} else if (strcmp(req->method, "POST") == 0
+	           && strcmp(path, MOCK_PREFIX "reset") == 0) {
+		mock_reset(m);
+		body = json_pack("{s:b}", "reset", 1);
+	} else {
+		return mock_response_error(r, 404, "invalid_request_error", NULL, NULL,
+		                           "Unknown mock endpoint: use GET "
+		                           "/_mock/stats, GET /_mock/requests or "
+		                           "POST /_mock/reset.");
+	}
+
+	if (body == NULL)
+		return -1;
+	rc = mock_response_json(r, 200, body);
+	json_decref(body);
+	return rc;
+}
+
+/* The deployment name of an Azure path, for requests without a model. */
+static char *
+deployment_model(const char *path)
+{
+	size_t n = strlen(DEPLOYMENTS);
+
+	if (strncmp(path, DEPLOYMENTS, n) != 0)
+		return NULL;
+	return strndup(path + n, strcspn(path + n, "/"));
+}
+
+/*
+ * Parse the body and the options of an API request into o, and find its
+ * model. Returns 1 when the request can be served, 0 when r already contains
+ * the 400 to send, -1 when out of memory.
+ */
+static int
+prepare_api_request(const struct mock_request *req, const char *path,
+                    json_t **body, char **model, struct mock_options *o,
+                    struct mock_response *r)
+{
+	const char *header = mock_request_header(req, "x-mock");
+	size_t len = evbuffer_get_length(req->body);
+	const char *text = (const char *)evbuffer_pullup(req->body, -1);
+	json_error_t jerr;
+	const char *name, *at;
+	char err[512];
+
+	*body = json_loadb(text != NULL ? text : "", len, 0, &jerr);
+	if (!json_is_object(*body))
+		return bad_request(r, NULL, "We could not parse the JSON body of "
+		                   "your request. The OpenAI API expects a JSON "
+		                   "object payload.");
+
+	name = json_string_value(json_object_get(*body, "model"));
+	*model = name != NULL ? strdup(name) : deployment_model(path);
+	if (*model == NULL)
+		return bad_request(r, "model", "you must provide a model parameter");
+
+	/* Options after '@' first, so the header wins where both set a key. */
+	at = strchr(*model, '@');
+	if (at != NULL) {
+		if (mock_options_parse(o, at + 1, strlen(at + 1), err, sizeof(err)) < 0)
+			return bad_request(r, "model", err);
+		(*model)[at - *model] = '\0';
+	}
+	if (header != NULL
+	    && mock_options_parse(o, header, strlen(header), err, sizeof(err)) < 0)
+		return bad_request(r, NULL, err);
+	return 1;
+}
+
+static int
+generate(struct mock *m, enum endpoint ep, json_t *body, const char *model,
+         const struct mock_options *o, struct mock_response *r)
+{
+	struct generate_context ctx = {
+		.model = model, .options = o, .seq = ++m->response_seq,
+		.created = (long long)time(NULL),
+	};
+
+	switch (ep) {
+	case EP_CHAT:
+		return generate_chat(r, body, &ctx);
+	case EP_COMPLETION:
+		return generate_completion(r, body, &ctx);
+	default:
+		return generate_embeddings(r, body, &ctx);
+	}
+}
+
+/* Serve a POST to a generating endpoint. */
+static int
+handle_api(struct mock *m, const struct mock_request *req, const char *path,
+           enum endpoint ep, struct mock_plan *plan)
+{
+	struct mock_response *r = plan->response;
+	struct mock_options *o = &plan->options;
+	json_t *body = NULL;
+	char *model = NULL;
+	int rc, status;
+
+	rc = prepare_api_request(req, path, &body, &model, o, r);
+	if (rc <= 0)
+		goto out;
+
+	status = o->status;
+	if (status >= 400)
+		rc = requested_error(r, status);
+	else if (o->fixture[0] != '\0')
+		rc = replay_fixture(m, r, o);
+	else
+		rc = generate(m, ep, body, model, o, r);
+	if (rc == 0 && status != 0 && status < 400 && r->status == 200)
+		r->status = status;
+
+out:
+	json_decref(body);
+	free(model);
+	return rc < 0 ? -1 : 0;
+}
+
+/* Serve GET /v1/models and GET /v1/models/ID; the header options apply. */
+static int
+handle_models(struct mock *m, const struct mock_request *req, const char *path,
+              enum endpoint ep, struct mock_plan *plan)
+{
+	const char *header = mock_request_header(req, "x-mock");
+	struct mock_options *o = &plan->options;
+	struct mock_response *r = plan->response;
+	char err[512];
+	int rc;
+
+	if (header != NULL
+	    && mock_options_parse(o, header, strlen(header), err, sizeof(err)) < 0)
+		return bad_request(r, NULL, err);
+	if (o->status >= 400)
+		return requested_error(r, o->status);
+	if (o->fixture[0] != '\0')
+		return replay_fixture(m, r, o);
+
+	rc = generate_models(r, ep == EP_MODEL ? path + 11 : NULL,
+	                     (long long)time(NULL));
+	if (rc == 0 && o->status != 0)
+		r->status = o->status;
+	return rc;
+}
+
+int
+mock_handle(struct mock *m, struct mock_request *req, struct mock_plan *plan)
+{
+	char *path = strndup(req->target, path_length(req->target));
+	int post = strcmp(req->method, "POST") == 0;
+	enum endpoint ep;
+	int rc;
+
+	mock_options_init(&plan->options);
+	plan->response = mock_response_new();
+	if (path == NULL || plan->response == NULL) {
+		free(path);
+		return -1;
+	}
+
+	plan->counted = mock_request_counted(req);
+	if (!plan->counted) {
+		rc = handle_introspection(m, req, path, plan->response);
+		free(path);
+		return rc;
+	}
+
+	m->stats.requests++;
+	log_request(m, req);
+
+	ep = route(path, strlen(path));
+	if (ep == EP_NONE)
+		rc = mock_response_error(plan->response, 404, "invalid_request_error",
+		                         NULL, "unknown_url", "Unknown request URL. "
+		                         "The mock serves /v1/chat/completions, "
+		                         "/v1/completions, /v1/embeddings and "
+		                         "/v1/models.");
+	else if ((ep == EP_MODELS || ep == EP_MODEL) && !post)
+		rc = handle_models(m, req, path, ep, plan);
+	else if (ep != EP_MODELS && ep != EP_MODEL && post)
+		rc = handle_api(m, req, path, ep, plan);
+	else
+		rc = mock_response_error(plan->response, 405, "invalid_request_error",
+		                         NULL, "method_not_allowed", post
+		                         ? "Use GET for the model list."
+		                         : "Use POST for this endpoint.");
+	free(path);
+	return rc;
+}
