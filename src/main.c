@@ -45,6 +45,8 @@ struct daemon {
 	int n_workers;
 	struct event *drain_poll;
 	struct event *drain_deadline;
+	struct event *signals[4];
+	size_t n_signals;
 };
 
 static void
@@ -237,7 +239,10 @@ add_signal(struct daemon *d, int signo)
 {
 	struct event *ev = evsignal_new(d->base, signo, signal_cb, d);
 
-	return ev == NULL || event_add(ev, NULL) != 0 ? -1 : 0;
+	if (ev == NULL)
+		return -1;
+	d->signals[d->n_signals++] = ev;
+	return event_add(ev, NULL) != 0 ? -1 : 0;
 }
 
 static int
@@ -278,8 +283,34 @@ run(struct daemon *d)
 
 	for (int i = 0; i < d->n_workers; i++)
 		tg_worker_join_and_free(d->workers[i]);
+	d->n_workers = 0;
 	tg_info("stopped");
 	return 0;
+}
+
+/* Release what run() set up; workers must have stopped. */
+static void
+daemon_free(struct daemon *d)
+{
+	free(d->workers);
+	for (size_t i = 0; i < d->runtime.n_listen_tls; i++) {
+		if (d->runtime.listen_tls[i] != NULL)
+			SSL_CTX_free(d->runtime.listen_tls[i]);
+	}
+	free(d->runtime.listen_tls);
+	if (d->runtime.access_log_fd >= 0)
+		close(d->runtime.access_log_fd);
+	if (d->admin != NULL)
+		evhttp_free(d->admin);
+	if (d->drain_poll != NULL)
+		event_free(d->drain_poll);
+	if (d->drain_deadline != NULL)
+		event_free(d->drain_deadline);
+	for (size_t i = 0; i < d->n_signals; i++)
+		event_free(d->signals[i]);
+	if (d->base != NULL)
+		event_base_free(d->base);
+	tg_config_unref(d->config);
 }
 
 int
@@ -327,7 +358,11 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	d.runtime.access_log_fd = -1;
 	rc = run(&d);
-	/* NOTE: on a start-up failure the process exits without freeing what
-	 * it opened; the kernel reclaims it. */
-	return rc;
+	if (rc != 0) {
+		/* Workers that started hold references into d; leave the rest
+		 * to the kernel rather than free under running threads. */
+		return rc;
+	}
+	daemon_free(&d);
+	return 0;
 }
