@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 
-import { killAll, runTollgate, writeTempFile } from './lib/harness.mjs';
+import { stopAll, runTollgate, writeTempFile } from './lib/harness.mjs';
 
 /* A config that passes -t; the backend is never contacted. */
 function validConfig(extra = {}) {
@@ -28,7 +28,7 @@ async function check(config, env = {}) {
 }
 
 describe('command line', () => {
-  after(killAll);
+  after(stopAll);
 
   it('prints the version with -V', async () => {
     const { code, stdout, stderr } = await runTollgate(['-V']);

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 
 import {
-  RawClient, basicConfig, killAll, openStream, rawPost, startGateway,
+  RawClient, basicConfig, stopAll, openStream, rawPost, startGateway,
   startMock, waitFor,
 } from './lib/harness.mjs';
 
@@ -18,7 +18,7 @@ const messages = [{ role: 'user', content: 'Hello!' }];
 const CLOSE_DEADLINE_MS = 10000;
 
 describe('client disconnect', () => {
-  afterEach(killAll);
+  afterEach(stopAll);
 
   it('closes the upstream when the client leaves mid-stream', async () => {
     const mock = await startMock();

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
 
 import {
-  RawClient, curl, curlPost, freePort, killAll, mockBackend, rawRequest,
+  RawClient, curl, curlPost, freePort, stopAll, mockBackend, rawRequest,
   startGateway, startMock,
 } from './lib/harness.mjs';
 import { assertError } from './lib/checks.mjs';
@@ -36,7 +36,7 @@ describe('error responses', () => {
   });
 
   afterEach(() => gw?.checkErrors());
-  after(killAll);
+  after(stopAll);
 
   it('rejects a body that is not JSON', async () => {
     const res = await curl(curlPost(chatURL, '{"model": "gpt-4o", '));

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
 
 import {
-  RawClient, curl, curlPost, killAll, mockBackend, rawPost, rawRequest,
+  RawClient, curl, curlPost, stopAll, mockBackend, rawPost, rawRequest,
   startGateway, startMock,
 } from './lib/harness.mjs';
 import { assertError } from './lib/checks.mjs';
@@ -35,7 +35,7 @@ describe('upstream request headers', () => {
   });
 
   afterEach(() => gw?.checkErrors());
-  after(killAll);
+  after(stopAll);
 
   it('replaces Authorization with the backend api_key', async () => {
     const res = await curl(curlPost(chatURL, chat('keyed-model'), ['Authorization: Bearer client-token']));

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
 
 import {
-  RawClient, basicConfig, eventData, killAll, rawPost, rawRequest,
+  RawClient, basicConfig, eventData, stopAll, rawPost, rawRequest,
   splitEvents, startGateway, startMock,
 } from './lib/harness.mjs';
 import { assertError } from './lib/checks.mjs';
@@ -30,7 +30,7 @@ describe('client connections', () => {
   });
 
   afterEach(() => gw?.checkErrors());
-  after(killAll);
+  after(stopAll);
 
   async function withClient(fn) {
     const client = await RawClient.connect(gw.port);

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 
 import {
-  RawClient, curl, curlPost, freePort, killAll, mockBackend,
+  RawClient, curl, curlPost, freePort, stopAll, mockBackend,
   openStream, rawPost, request, startGateway, startMock, waitFor,
 } from './lib/harness.mjs';
 import { assertError } from './lib/checks.mjs';
@@ -30,7 +30,7 @@ function admin(gw, path) {
 }
 
 describe('admin endpoints', () => {
-  afterEach(killAll);
+  afterEach(stopAll);
 
   it('answers healthz and readyz', async () => {
     const { gw } = await start();
@@ -54,7 +54,7 @@ describe('admin endpoints', () => {
 });
 
 describe('SIGHUP reload', () => {
-  afterEach(killAll);
+  afterEach(stopAll);
 
   it('starts serving a new route', async () => {
     const { gw, post } = await start();
@@ -125,7 +125,7 @@ describe('SIGHUP reload', () => {
 });
 
 describe('SIGTERM drain', () => {
-  afterEach(killAll);
+  afterEach(stopAll);
 
   it('finishes a running stream and exits 0', async () => {
     const { gw } = await start({ drain_timeout: '30s' });
@@ -143,8 +143,8 @@ describe('SIGTERM drain', () => {
     }, { message: 'readyz to answer 503 during the drain' });
     assert.equal(draining.text.trim(), 'draining');
 
-    const refused = await curl(curlPost(`${gw.baseURL}/v1/chat/completions`, chat('gpt-4o')));
-    assert.notEqual(refused.status, 200, 'a new connection was served during the drain');
+    const duringDrain = await curl(curlPost(`${gw.baseURL}/v1/chat/completions`, chat('gpt-4o')));
+    assert.notEqual(duringDrain.status, 200, 'a new connection was served during the drain');
 
     const rest = await stream.rest();
     assert.equal(rest.filter((e) => e.data !== null).at(-1)?.data, '[DONE]');

@@ -6,7 +6,7 @@ import { after, afterEach, before, describe, it } from 'node:test';
 
 import OpenAI from 'openai';
 
-import { curl, curlPost, killAll, mockBackend, startGateway, startMock } from './lib/harness.mjs';
+import { curl, curlPost, stopAll, mockBackend, startGateway, startMock } from './lib/harness.mjs';
 import { normalizeVolatile } from './lib/checks.mjs';
 
 const messages = [{ role: 'user', content: 'Hello!' }];
@@ -91,7 +91,7 @@ describe('openai client through the gateway', () => {
   });
 
   afterEach(() => gw?.checkErrors());
-  after(killAll);
+  after(stopAll);
 
   it('completes a chat', async () => {
     const request = { model: 'gpt-4o', messages };

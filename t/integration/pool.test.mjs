@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 
 import {
-  RawClient, basicConfig, curl, curlPost, killAll, openStream, rawPost,
+  RawClient, basicConfig, curl, curlPost, stopAll, openStream, rawPost,
   startGateway, startMock, waitFor,
 } from './lib/harness.mjs';
 
@@ -20,7 +20,7 @@ async function start(backend = {}) {
 }
 
 describe('upstream connection pool', () => {
-  afterEach(killAll);
+  afterEach(stopAll);
 
   it('reuses the upstream connection across client connections', async () => {
     const { mock, gw, url } = await start();

@@ -1,10 +1,10 @@
-// Route matching (in order, exact and glob models) and the model list the
-// gateway answers itself.
+// Route matching (in order, exact and glob models) and the model list that
+// the gateway serves itself.
 
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
 
-import { curl, curlPost, killAll, mockBackend, startGateway, startMock } from './lib/harness.mjs';
+import { curl, curlPost, stopAll, mockBackend, startGateway, startMock } from './lib/harness.mjs';
 
 const chat = (model) => ({ model, messages: [{ role: 'user', content: 'hello' }] });
 
@@ -32,7 +32,7 @@ describe('routes', () => {
   });
 
   afterEach(() => gw?.checkErrors());
-  after(killAll);
+  after(stopAll);
 
   async function routeOf(path, model) {
     const bodies = {

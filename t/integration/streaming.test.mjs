@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
 
 import {
-  RawClient, basicConfig, curl, curlPost, eventData, killAll, openStream,
+  RawClient, basicConfig, curl, curlPost, eventData, stopAll, openStream,
   rawPost, splitEvents, startGateway, startMock,
 } from './lib/harness.mjs';
 import { normalizeVolatile } from './lib/checks.mjs';
@@ -34,7 +34,7 @@ describe('response relay', () => {
   });
 
   afterEach(() => gw?.checkErrors());
-  after(killAll);
+  after(stopAll);
 
   for (const fixture of FIXTURES) {
     it(`passes fixture ${fixture.name} through byte for byte`, async () => {

@@ -19,8 +19,8 @@ export function assertError(res, status, type, code) {
   return parsed.error;
 }
 
-/* Replace the values that may differ between two requests for the same
- * answer (the response id and its creation time), so that a response through
+/* Replace the values that may differ between two responses with the same
+ * content (the response id and its creation time), so that a response through
  * the gateway can be compared with one taken from the mock directly. */
 export function normalizeVolatile(text) {
   return text

@@ -1,7 +1,8 @@
 // Process management for the integration tests: start tollgate-mock and
 // tollgate on free loopback ports, generate their configs, watch their logs
-// and stop them. Every child is tracked so that killAll() (run it in an
-// `after` hook) and the process exit handler leave nothing running.
+// and stop them. Every child is tracked so that stopAll() (run it in an
+// `after` or `afterEach` hook) and the process exit handler leave nothing
+// running.
 
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -32,6 +33,7 @@ const START_DEADLINE_MS = 15000;
 const STOP_DEADLINE_MS = 20000;
 
 const children = new Set();
+const gateways = new Set();
 const tempDirs = new Set();
 
 process.on('exit', () => {
@@ -45,9 +47,31 @@ process.on('exit', () => {
   }
 });
 
-/* Kill every child still running and remove the temporary directories. Meant
- * for `after` hooks, so it never throws: a test that cares about exit codes
- * calls stop() itself before this runs. */
+/**
+ * Stop every gateway not stopped yet with SIGTERM, then kill the mocks and
+ * anything else still running and remove the temporary directories. Throws
+ * after the cleanup when a gateway did not exit with 0 or logged an
+ * unexpected error, so the hook that runs it fails.
+ */
+export async function stopAll() {
+  const problems = [];
+  for (const gw of gateways) {
+    if (gw.stopped)
+      continue;
+    try {
+      await gw.stop();
+    } catch (err) {
+      problems.push(err.message);
+    }
+  }
+  gateways.clear();
+  await killAll();
+  if (problems.length > 0)
+    throw new Error(problems.join('\n\n'));
+}
+
+/* Kill every child still running and remove the temporary directories;
+ * never throws. */
 export async function killAll() {
   const waits = [];
   for (const child of children) {
@@ -293,7 +317,7 @@ export function basicConfig(mock, { backend = {}, ...rest } = {}) {
  * Options: env (added to the environment), expectErrors (RegExps matching
  * `[error]` lines this gateway may log), args (extra flags).
  *
- * Resolves once the admin /readyz answers 200.
+ * Resolves once the admin /readyz returns 200.
  */
 export async function startGateway(config, { env = {}, expectErrors = [], args = [] } = {}) {
   const dir = makeTempDir();
@@ -327,6 +351,7 @@ export async function startGateway(config, { env = {}, expectErrors = [], args =
   }
 
   const gw = new Gateway({ dir, file, config, listenPort, adminPort, env, expectErrors });
+  gateways.add(gw);
   await gw.start(args);
   return gw;
 }
@@ -350,6 +375,7 @@ class Gateway {
     this.accessLog = [];
     this.checkedLines = 0;
     this.exit = null;
+    this.stopped = false;
   }
 
   get baseURL() {
@@ -443,15 +469,16 @@ class Gateway {
     return /configuration reloaded from/.test(line) ? 'reloaded' : 'failed';
   }
 
-  /* Send SIGTERM and wait for the exit. Throws when the exit code is not 0
-   * or the log has unexpected errors. */
+  /* Send SIGTERM (unless the gateway already exited) and wait for the exit.
+   * Throws when the exit code is not 0 or the log has unexpected errors. */
   async stop() {
+    this.stopped = true;
     if (!this.exit)
       this.signal('SIGTERM');
     const { code, signal } = await waitExit(this.child, STOP_DEADLINE_MS, 'tollgate');
-    this.checkErrors();
     if (code !== 0)
-      throw new Error(`tollgate exited with code ${code}, signal ${signal}; stderr:\n${this.stderr.join('\n')}`);
+      throw new Error(`tollgate on port ${this.port} exited with code ${code}, signal ${signal}; stderr:\n${this.stderr.join('\n')}`);
+    this.checkErrors();
     return { code, signal };
   }
 

@@ -123,32 +123,32 @@ class EventStream {
     this.status = res.statusCode;
     this.headers = res.headers;
     this.raw = [];             // [{at, bytes}] as the socket delivered them
-    this.queue = [];           // [{at, text, data}]
+    this.queue = [];           // events not read yet: [{at, text, data}]
     this.waiters = [];
     this.ended = false;
     this.error = null;
-    let text = '';
+
+    // Split on latin1 text so that a UTF-8 sequence cut between two reads
+    // stays whole; each event is decoded once it is complete.
+    let pending = '';
     res.on('data', (bytes) => {
       const at = Date.now();
       this.raw.push({ at, bytes });
-      text += bytes.toString('latin1');
-      const { events, rest } = splitEvents(text);
-      text = rest;
-      for (const ev of events) {
-        const utf8 = Buffer.from(ev, 'latin1').toString('utf8');
-        this.queue.push({ at, text: utf8, data: eventData(utf8) });
-      }
+      const { events, rest } = splitEvents(pending + bytes.toString('latin1'));
+      pending = rest;
+      for (const event of events)
+        this.#push(at, event);
       this.#wake();
     });
+
     res.on('end', () => {
-      const last = text.replace(/[\r\n]+$/, '');
-      if (last !== '') {
-        const utf8 = Buffer.from(last, 'latin1').toString('utf8');
-        this.queue.push({ at: Date.now(), text: utf8, data: eventData(utf8) });
-      }
+      const last = pending.replace(/[\r\n]+$/, '');
+      if (last !== '')
+        this.#push(Date.now(), last);
       this.ended = true;
       this.#wake();
     });
+
     res.on('error', (err) => {
       this.error = err;
       this.#wake();
@@ -157,6 +157,11 @@ class EventStream {
       this.error = err;
       this.#wake();
     });
+  }
+
+  #push(at, latin1) {
+    const text = Buffer.from(latin1, 'latin1').toString('utf8');
+    this.queue.push({ at, text, data: eventData(text) });
   }
 
   #wake() {
@@ -226,6 +231,8 @@ export class RawClient {
 
   constructor(socket) {
     this.socket = socket;
+    // Copied now because a destroyed socket no longer reports it.
+    this.localPort = socket.localPort;
     this.buffer = Buffer.alloc(0);
     this.received = 0;          // every byte read from the peer
     this.sent = 0;              // every byte written
@@ -250,10 +257,6 @@ export class RawClient {
       this.closed = true;
       this.#wake();
     });
-  }
-
-  get localPort() {
-    return this.socket.localPort;
   }
 
   #wake() {

@@ -1,0 +1,192 @@
+// The access log: one JSON object per request with the documented fields,
+// exact byte counts and termination codes; written to a file or turned off.
+
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, afterEach, before, describe, it } from 'node:test';
+
+import {
+  RawClient, basicConfig, curl, curlPost, freePort, stopAll, makeTempDir,
+  mockBackend, openaiRoutes, rawPost, startGateway, startMock, waitFor,
+} from './lib/harness.mjs';
+
+const FIELDS = ['time', 'request_id', 'client', 'method', 'path', 'route', 'backend', 'model',
+  'stream', 'status', 'upstream_status', 'duration', 'bytes_in', 'bytes_out', 'termination'];
+
+const chat = { model: 'gpt-4o', messages: [{ role: 'user', content: 'hello' }] };
+
+describe('access log', () => {
+  let mock;
+  let gw;
+
+  before(async () => {
+    mock = await startMock();
+    const closedPort = await freePort();
+    gw = await startGateway({
+      backends: {
+        mock: mockBackend(mock, { timeouts: { first_byte: '500ms' } }),
+        dead: { url: `http://127.0.0.1:${closedPort}` },
+      },
+      routes: [
+        { name: 'dead', match: { path: '/v1/chat/completions', model: 'dead-model' }, backends: ['dead'] },
+        ...openaiRoutes('mock', 'gpt-*'),
+      ],
+    });
+  });
+
+  afterEach(() => gw?.checkErrors());
+  after(stopAll);
+
+  /* Send one request on its own connection; return the response, the
+   * connection's byte counts and the access-log entry. */
+  async function exchange(body, headers = []) {
+    const client = await RawClient.connect(gw.port);
+    try {
+      await client.write(rawPost('/v1/chat/completions', body, ['Connection: close', ...headers]));
+      const res = await client.readResponse();
+      await client.waitClosed();
+      const entry = await gw.accessFor(res.header('x-request-id'));
+      return { res, entry, sent: client.sent, received: client.received, localPort: client.localPort };
+    } finally {
+      client.destroy();
+    }
+  }
+
+  it('logs a request with every field', async () => {
+    const { res, entry, sent, received, localPort } = await exchange(chat);
+    assert.equal(res.status, 200);
+    assert.deepEqual(Object.keys(entry).sort(), [...FIELDS].sort());
+    assert.match(entry.time, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    assert.ok(Math.abs(Date.parse(entry.time) - Date.now()) < 3600e3, `time ${entry.time} is not today`);
+    assert.equal(entry.request_id, res.header('x-request-id'));
+    assert.equal(entry.client, `127.0.0.1:${localPort}`);
+    assert.equal(entry.method, 'POST');
+    assert.equal(entry.path, '/v1/chat/completions');
+    assert.equal(entry.route, 'chat');
+    assert.equal(entry.backend, 'mock');
+    assert.equal(entry.model, 'gpt-4o');
+    assert.equal(entry.stream, false);
+    assert.equal(entry.status, 200);
+    assert.equal(entry.upstream_status, 200);
+    assert.equal(typeof entry.duration, 'number');
+    assert.ok(entry.duration >= 0, `duration ${entry.duration}`);
+    assert.equal(entry.bytes_in, sent, 'bytes_in is not the bytes the client sent');
+    assert.equal(entry.bytes_out, received, 'bytes_out is not the bytes the client received');
+    assert.equal(entry.termination, '--');
+  });
+
+  it('logs a stream with exact byte counts', async () => {
+    const { res, entry, sent, received } = await exchange({ ...chat, stream: true }, ['x-mock: events=7']);
+    assert.equal(res.status, 200);
+    assert.equal(entry.stream, true);
+    assert.equal(entry.bytes_in, sent);
+    assert.equal(entry.bytes_out, received);
+    assert.equal(entry.termination, '--');
+  });
+
+  it('writes one line per request', async () => {
+    const ids = [];
+    for (let i = 0; i < 5; i++) {
+      const res = await curl(curlPost(`${gw.baseURL}/v1/chat/completions`, chat, [`X-Request-Id: one-line-${i}`]));
+      assert.equal(res.status, 200);
+      ids.push(`one-line-${i}`);
+    }
+    await gw.accessFor('one-line-4');
+    for (const id of ids)
+      assert.equal(gw.accessLog.filter((e) => e.request_id === id).length, 1, `lines for ${id}`);
+    assert.ok(gw.accessLog.every((e) => !e.unparsable), 'a line on stdout is not JSON');
+  });
+
+  it('logs a 404 with null route and backend', async () => {
+    const { res, entry } = await exchange({ ...chat, model: 'claude-3' });
+    assert.equal(res.status, 404);
+    assert.equal(entry.route, null);
+    assert.equal(entry.backend, null);
+    assert.equal(entry.model, 'claude-3');
+    assert.equal(entry.upstream_status, null);
+    assert.equal(entry.termination, 'GL');
+  });
+
+  it('logs a body without a model with a null model', async () => {
+    const { res, entry } = await exchange({ messages: [] });
+    assert.equal(res.status, 400);
+    assert.equal(entry.model, null);
+    assert.equal(entry.termination, 'GL');
+  });
+
+  it('logs GET /v1/models', async () => {
+    const res = await curl([`${gw.baseURL}/v1/models`, '-H', 'X-Request-Id: list-models']);
+    assert.equal(res.status, 200);
+    const entry = await gw.accessFor('list-models');
+    assert.equal(entry.method, 'GET');
+    assert.equal(entry.path, '/v1/models');
+    assert.equal(entry.status, 200);
+    assert.equal(entry.upstream_status, null);
+    assert.equal(entry.backend, null);
+  });
+
+  it('logs SC for a refused upstream', async () => {
+    gw.expectErrors(/refused|connect/i);
+    const { res, entry } = await exchange({ ...chat, model: 'dead-model' });
+    assert.equal(res.status, 502);
+    assert.equal(entry.termination, 'SC');
+    assert.equal(entry.upstream_status, null);
+  });
+
+  it('logs sH for a first-byte timeout', async () => {
+    gw.expectErrors(/timed out|timeout/i);
+    const { res, entry } = await exchange(chat, ['x-mock: first_byte_delay=3s']);
+    assert.equal(res.status, 504);
+    assert.equal(entry.termination, 'sH');
+  });
+
+  it('logs sD for an idle timeout mid-stream', async () => {
+    const idleMock = await startMock();
+    const idleGw = await startGateway(basicConfig(idleMock, { backend: { timeouts: { idle: '500ms' } } }),
+      { expectErrors: [/timed out|timeout|idle/i] });
+    const client = await RawClient.connect(idleGw.port);
+    let entry;
+    try {
+      await client.write(rawPost('/v1/chat/completions', { ...chat, stream: true },
+        ['x-mock: events=3;event_delay=5s', 'X-Request-Id: idle-mid-stream']));
+      entry = await idleGw.accessFor('idle-mid-stream');
+    } finally {
+      client.destroy();
+    }
+    assert.equal(entry.status, 200);
+    assert.equal(entry.termination, 'sD');
+    await idleGw.stop();
+  });
+});
+
+describe('access log destinations', () => {
+  afterEach(stopAll);
+
+  it('appends to a file', async () => {
+    const mock = await startMock();
+    const file = path.join(makeTempDir(), 'access.log');
+    const gw = await startGateway(basicConfig(mock, { access_log: file }));
+    for (let i = 0; i < 3; i++) {
+      const res = await curl(curlPost(`${gw.baseURL}/v1/chat/completions`, chat, [`X-Request-Id: to-file-${i}`]));
+      assert.equal(res.status, 200);
+    }
+    const lines = await waitFor(() => {
+      const text = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
+      const all = text.split('\n').filter((l) => l !== '');
+      return all.length >= 3 && all;
+    }, { message: `three lines in ${file}` });
+    assert.deepEqual(lines.map((l) => JSON.parse(l).request_id), ['to-file-0', 'to-file-1', 'to-file-2']);
+    assert.equal(gw.accessLog.length, 0, 'access-log lines went to stdout too');
+    await gw.stop();
+  });
+
+  it('writes nothing when false', async () => {
+    const mock = await startMock();
+    const gw = await startGateway(basicConfig(mock, { access_log: false }));
+    const res = await curl(curlPost(`${gw.baseURL}/v1/chat/completions`, chat));
+    assert.equal(res.status, 200);
+    await gw.stop();
+    assert.deepEqual(gw.stdout, [], 'stdout is not empty');
+  });
+});
