@@ -119,6 +119,24 @@ describe('response relay', () => {
     });
   }
 
+  const FRAMINGS = {
+    'keep-alive comments': 'keepalive=2',
+    'lone CR line ends': 'cr=1',
+    '"data:" without a space': 'nospace=1',
+    'a usage chunk': 'usage=on',
+  };
+  for (const [what, option] of Object.entries(FRAMINGS)) {
+    it(`relays a stream with ${what} unchanged`, async () => {
+      const body = { model: 'gpt-4o', messages, stream: true };
+      const header = [`x-mock: events=4;${option}`];
+      const direct = await curl(curlPost(`${mock.url}/v1/chat/completions`, body, header));
+      const proxied = await curl(curlPost(`${gw.baseURL}/v1/chat/completions`, body, header));
+      assert.equal(direct.status, 200, direct.text);
+      assert.equal(proxied.status, 200);
+      assert.equal(normalizeVolatile(proxied.text), normalizeVolatile(direct.text));
+    });
+  }
+
   it('signals a cut when the upstream closes mid-stream', async () => {
     gw.expectErrors(/upstream closed|before the response was complete/i);
     const client = await RawClient.connect(gw.port);

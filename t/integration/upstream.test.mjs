@@ -1,0 +1,147 @@
+// Upstreams that misbehave in ways the mock cannot: invalid responses,
+// connections closed before or inside a response. Each is a small TCP
+// server in this file that writes exact bytes and counts its connections.
+
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import net from 'node:net';
+import { after, afterEach, before, describe, it } from 'node:test';
+
+import {
+  curl, curlPost, mockBackend, startGateway, startMock, stopAll,
+} from './lib/harness.mjs';
+import { assertError } from './lib/checks.mjs';
+
+const chat = (model) => ({ model, messages: [{ role: 'user', content: 'hello' }] });
+
+/**
+ * Start a loopback TCP server that calls respond(socket, requestText) once
+ * a request head (and its Content-Length body) has arrived. Returns
+ * {port, connections: number accepted, close()}.
+ */
+async function startScriptedUpstream(respond) {
+  const state = { connections: 0 };
+  const sockets = new Set();
+  const server = net.createServer((socket) => {
+    state.connections++;
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => {});
+    let text = '';
+    socket.on('data', (bytes) => {
+      text += bytes.toString('latin1');
+      const headEnd = text.indexOf('\r\n\r\n');
+      if (headEnd < 0)
+        return;
+      const length = Number(/\r\ncontent-length: *(\d+)/i.exec(text)?.[1] ?? 0);
+      if (text.length < headEnd + 4 + length)
+        return;
+      const request = text;
+      text = '';
+      respond(socket, request);
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  state.port = server.address().port;
+  state.close = async () => {
+    for (const socket of sockets)
+      socket.destroy();
+    server.close();
+    await once(server, 'close');
+  };
+  return state;
+}
+
+const SCRIPTS = {
+  // Not HTTP at all.
+  garbage: (socket) => socket.end('this is not an HTTP response\r\n\r\n'),
+  // Accept the request, then close without a byte.
+  silent: (socket) => socket.destroy(),
+  // A head announcing more body than ever comes.
+  truncated: (socket) => socket.end('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"id":"cut'),
+  // A valid response with a hop-by-hop header and a custom one.
+  headers: (socket) => {
+    const body = '{"object":"chat.completion","choices":[]}';
+    socket.write('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n' +
+      'Connection: keep-alive, X-Upstream-Hop\r\nX-Upstream-Hop: dropped\r\nKeep-Alive: timeout=5\r\n' +
+      `X-Upstream-Custom: kept\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+  },
+};
+
+describe('misbehaving upstreams', () => {
+  const upstreams = {};
+  let mock;
+  let gw;
+  let chatURL;
+
+  before(async () => {
+    mock = await startMock();
+    const backends = { mock: mockBackend(mock) };
+    const routes = [];
+    for (const [name, script] of Object.entries(SCRIPTS)) {
+      upstreams[name] = await startScriptedUpstream(script);
+      backends[name] = { url: `http://127.0.0.1:${upstreams[name].port}` };
+      routes.push({ name, match: { path: '/v1/chat/completions', model: name }, backends: [name] });
+    }
+    routes.push({ name: 'chat', match: { path: '/v1/chat/completions', model: 'gpt-*' }, backends: ['mock'] });
+    gw = await startGateway({ limits: { max_response_body: '8KiB' }, backends, routes });
+    chatURL = `${gw.baseURL}/v1/chat/completions`;
+  });
+
+  afterEach(() => gw?.checkErrors());
+  after(async () => {
+    try {
+      await stopAll();
+    } finally {
+      await Promise.all(Object.values(upstreams).map((u) => u.close()));
+    }
+  });
+
+  it('answers 502 to an invalid response', async () => {
+    gw.expectErrors(/invalid|malformed|parse|upstream/i);
+    const res = await curl(curlPost(chatURL, chat('garbage')));
+    assertError(res, 502, 'upstream_error', 'upstream_failed');
+    const entry = await gw.accessFor(res.headers['x-request-id']);
+    assert.equal(entry.termination, 'SH');
+  });
+
+  it('answers 502 without a retry when a fresh connection closes', async () => {
+    gw.expectErrors(/closed|reset|upstream/i);
+    const before = upstreams.silent.connections;
+    const res = await curl(curlPost(chatURL, chat('silent')));
+    assertError(res, 502, 'upstream_error', 'upstream_failed');
+    assert.equal(upstreams.silent.connections - before, 1, 'a request that failed on a new connection was retried');
+    const entry = await gw.accessFor(res.headers['x-request-id']);
+    assert.equal(entry.termination, 'SH');
+  });
+
+  it('answers 502 to a truncated body', async () => {
+    gw.expectErrors(/closed|reset|upstream|incomplete|truncated/i);
+    const res = await curl(curlPost(chatURL, chat('truncated')));
+    assertError(res, 502, 'upstream_error', 'upstream_failed');
+    assert.doesNotMatch(res.text, /"id":"cut/, 'part of the upstream body reached the client');
+  });
+
+  it('answers 502 to a body over max_response_body', async () => {
+    gw.expectErrors(/too large|max_response_body|upstream/i);
+    const res = await curl(curlPost(chatURL, chat('gpt-4o'), ['x-mock: size=20000']));
+    assertError(res, 502, 'upstream_error', 'upstream_failed');
+  });
+
+  it('streams past max_response_body', async () => {
+    const res = await curl(curlPost(chatURL, { ...chat('gpt-4o'), stream: true }, ['x-mock: size=20000']));
+    assert.equal(res.status, 200);
+    assert.ok(res.body.length > 8192, `only ${res.body.length} bytes`);
+    assert.match(res.text, /data: \[DONE\]/);
+  });
+
+  it('removes hop-by-hop response headers', async () => {
+    const res = await curl(curlPost(chatURL, chat('headers')));
+    assert.equal(res.status, 200);
+    assert.equal(res.headers['x-upstream-custom'], 'kept');
+    assert.equal(res.headers['x-upstream-hop'], undefined, 'a header listed in Connection was relayed');
+    assert.equal(res.headers['keep-alive'], undefined, 'Keep-Alive was relayed');
+    assert.equal(res.json().object, 'chat.completion');
+  });
+});
