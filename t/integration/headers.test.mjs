@@ -98,6 +98,28 @@ describe('upstream request headers', () => {
     assert.equal(res.headers['x-request-id'], id);
   });
 
+  const badIds = {
+    'an empty X-Request-Id': 'X-Request-Id:',
+    'an X-Request-Id with a tab': 'X-Request-Id: left\tright',
+    'an X-Request-Id with a non-ASCII byte': 'X-Request-Id: caf\u00e9',
+  };
+  for (const [what, line] of Object.entries(badIds)) {
+    it(`replaces ${what}`, async () => {
+      const client = await RawClient.connect(gw.port);
+      let res;
+      try {
+        await client.write(Buffer.from(rawPost('/v1/chat/completions', chat('gpt-4o'), [line]), 'latin1'));
+        res = await client.readResponse();
+      } finally {
+        client.destroy();
+      }
+      assert.equal(res.status, 200);
+      assert.match(res.header('x-request-id') ?? '', /^[0-9a-f]{32}$/);
+      const seen = await mock.lastRequest();
+      assert.equal(seen.headers['x-request-id'], res.header('x-request-id'));
+    });
+  }
+
   it('sets X-Forwarded-For and X-Forwarded-Proto', async () => {
     await curl(curlPost(chatURL, chat('gpt-4o')));
     const seen = await mock.lastRequest();
