@@ -113,12 +113,12 @@ export async function waitFor(fn, { timeoutMs = 10000, intervalMs = 50, message 
       last = err;
     }
     if (Date.now() >= deadline)
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${message}; last value: ${describe(last)}`);
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${message}; last value: ${describeValue(last)}`);
     await sleep(intervalMs);
   }
 }
 
-function describe(value) {
+function describeValue(value) {
   if (value instanceof Error)
     return value.message;
   try {
