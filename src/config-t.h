@@ -16,6 +16,22 @@
 /* Durations are kept in milliseconds, sizes in bytes. */
 typedef uint64_t tg_msec_t;
 
+/*
+ * Sections owned by feature modules, which define these structs in their
+ * own *-t.h headers and parse and free them as config-parse.h describes.
+ * A pointer is NULL when its section is absent from the file and the
+ * feature gives it no default.
+ */
+struct tg_cache_config;
+struct tg_filters_config;
+struct tg_tracing_config;
+struct tg_pricing_config;
+struct tg_sessions_config;
+struct tg_route_cache_config;
+struct tg_route_filters_config;
+struct tg_retry_policy;
+struct tg_health_policy;
+
 struct tg_listen {
 	char *address;          /* "host:port" as written, for messages */
 	char *host;             /* numeric or name; "[::1]" is stored as "::1" */
@@ -44,6 +60,8 @@ struct tg_backend {
 	struct tg_backend_timeouts timeouts;
 	size_t max_idle;        /* pooled idle connections per worker */
 	tg_msec_t idle_keepalive; /* how long a pooled connection may idle */
+
+	struct tg_health_policy *health;
 };
 
 struct tg_route {
@@ -52,6 +70,10 @@ struct tg_route {
 	char *match_model;      /* exact or fnmatch(3) glob; NULL matches any */
 	size_t n_backends;
 	struct tg_backend **backends;   /* tried in order; point into cfg->backends */
+
+	struct tg_route_cache_config *cache;
+	struct tg_route_filters_config *filters;
+	struct tg_retry_policy *retry;
 };
 
 struct tg_limits {
@@ -80,6 +102,12 @@ struct tg_config {
 	struct tg_route *routes;
 
 	struct tg_limits limits;
+
+	struct tg_cache_config *cache;
+	struct tg_filters_config *filters;
+	struct tg_tracing_config *tracing;
+	struct tg_pricing_config *pricing;
+	struct tg_sessions_config *sessions;
 };
 
 #endif
