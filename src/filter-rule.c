@@ -1,0 +1,392 @@
+/*
+ * PCRE2 rules, the built-in presets, and scanning normalised text.
+ */
+#include <arpa/inet.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include "filter-rule.h"
+
+/* Counts of digits that a phone number may have: the shortest national
+ * numbers have 7, and E.164 allows at most 15. */
+#define PHONE_MIN_DIGITS 7
+#define PHONE_MAX_DIGITS 15
+
+/* --- presets ------------------------------------------------------------ */
+
+static int
+count_digits(const char *text, size_t len)
+{
+	int n = 0;
+
+	for (size_t i = 0; i < len; i++)
+		n += text[i] >= '0' && text[i] <= '9';
+	return n;
+}
+
+int
+tg_luhn_valid(const char *text, size_t len)
+{
+	int digits = count_digits(text, len);
+	int sum = 0;
+	int doubled = 0;
+
+	if (digits < 13 || digits > 19)
+		return 0;
+
+	/* From the rightmost digit, every second digit is doubled, and a
+	 * doubled value over 9 contributes its digit sum (value - 9). */
+	for (size_t i = len; i-- > 0;) {
+		int d;
+
+		if (text[i] < '0' || text[i] > '9')
+			continue;
+		d = text[i] - '0';
+		if (doubled) {
+			d *= 2;
+			if (d > 9)
+				d -= 9;
+		}
+		sum += d;
+		doubled = !doubled;
+	}
+	return sum % 10 == 0;
+}
+
+static int
+phone_valid(const char *text, size_t len)
+{
+	int digits = count_digits(text, len);
+
+	return digits >= PHONE_MIN_DIGITS && digits <= PHONE_MAX_DIGITS;
+}
+
+/* The pattern finds candidates; inet_pton(3) decides. */
+static int
+ipv6_valid(const char *text, size_t len)
+{
+	char buf[INET6_ADDRSTRLEN + 1];
+	struct in6_addr addr;
+
+	if (len >= sizeof(buf))
+		return 0;
+	memcpy(buf, text, len);
+	buf[len] = '\0';
+	return inet_pton(AF_INET6, buf, &addr) == 1;
+}
+
+struct preset {
+	const char *name;
+	const char *pattern;
+	tg_rule_validate_fn *validate;
+};
+
+/*
+ * Each pattern is bounded (no unlimited repeats), so that a stream never
+ * needs to hold back more than the longest match, and starts and ends with
+ * lookarounds so that it does not match inside a longer token.
+ */
+static const struct preset presets[] = {
+	{"email",
+	 "(?<![A-Za-z0-9._%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@"
+	 "(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.){1,8}[A-Za-z]{2,24}"
+	 "(?![A-Za-z0-9-])",
+	 NULL},
+
+	/* International form with a country code, or a national form with
+	 * two separators; never part of a dotted number such as an IP. */
+	{"phone",
+	 "(?<![0-9A-Za-z+])(?<![0-9][.-])"
+	 "(?:\\+[1-9][0-9]{0,2}(?:[ .-]?\\(?[0-9]{1,4}\\)?){2,6}"
+	 "|\\(?[0-9]{2,5}\\)?[ .-][0-9]{3,4}[ .-][0-9]{3,4})"
+	 "(?![0-9A-Za-z])(?![.-][0-9])",
+	 phone_valid},
+
+	/* 13 to 19 digits, bare or in groups of four (or Amex's 4-6-5), that
+	 * pass the Luhn check. */
+	{"credit_card",
+	 "(?<![0-9])(?<![0-9][ -])"
+	 "(?:[0-9]{13,19}|[0-9]{4}(?:[ -][0-9]{4}){2}[ -][0-9]{1,7}|[0-9]{4}[ -][0-9]{6}[ -][0-9]{5})"
+	 "(?![0-9])",
+	 tg_luhn_valid},
+
+	/* OpenAI and Anthropic keys, AWS access key ids, GitHub, GitLab, Slack,
+	 * Google API and Stripe tokens, JSON Web Tokens, PEM private keys. */
+	{"api_key",
+	 "(?<![A-Za-z0-9_-])(?:"
+	 "sk-(?:proj-|ant-(?:api03-)?)?[A-Za-z0-9_-]{20,200}"
+	 "|(?:AKIA|ASIA)[A-Z0-9]{16}"
+	 "|gh[pousr]_[A-Za-z0-9]{36,251}"
+	 "|github_pat_[A-Za-z0-9_]{22,251}"
+	 "|glpat-[A-Za-z0-9_-]{20}"
+	 "|xox[abposr]-[A-Za-z0-9-]{10,200}"
+	 "|AIza[0-9A-Za-z_-]{35}"
+	 "|(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,200}"
+	 "|eyJ[A-Za-z0-9_-]{10,2000}\\.eyJ[A-Za-z0-9_-]{10,2000}\\.[A-Za-z0-9_-]{10,2000}"
+	 "|-----BEGIN (?:[A-Z]{1,10} )?PRIVATE KEY-----"
+	 ")(?![A-Za-z0-9_-])",
+	 NULL},
+
+	{"ipv4",
+	 "(?<![0-9A-Za-z.])"
+	 "(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}"
+	 "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+	 "(?![0-9A-Za-z])(?!\\.[0-9])",
+	 NULL},
+
+	/* Candidates with at least two colons, including an IPv4 tail. */
+	{"ipv6",
+	 "(?<![0-9A-Za-z:.])"
+	 "(?:(?:[0-9A-Fa-f]{0,4}:){2,6}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+	 "(?:\\.(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}"
+	 "|(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4})"
+	 "(?![0-9A-Za-z:])(?!\\.[0-9])",
+	 ipv6_valid},
+};
+
+const char *const tg_rule_preset_names[] = {
+	"email", "phone", "credit_card", "api_key", "ipv4", "ipv6", NULL,
+};
+
+/* --- compiling ---------------------------------------------------------- */
+
+int
+tg_rule_compile(struct tg_filter_rule *rule, const char *name, const char *pattern,
+                int caseless, char *err, size_t err_size)
+{
+	uint32_t options = PCRE2_UTF | PCRE2_UCP | (caseless ? PCRE2_CASELESS : 0);
+	PCRE2_UCHAR message[256];
+	PCRE2_SIZE offset;
+	int code_err;
+	pcre2_code *code;
+	uint32_t lookbehind = 0;
+
+	memset(rule, 0, sizeof(*rule));
+	code = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, options,
+	                     &code_err, &offset, NULL);
+	if (code == NULL) {
+		pcre2_get_error_message(code_err, message, sizeof(message));
+		snprintf(err, err_size, "invalid pattern: %s at offset %zu",
+		         (const char *)message, (size_t)offset);
+		return -1;
+	}
+
+	/* Without JIT (some architectures) the interpreter serves, slower. */
+	(void)pcre2_jit_compile(code, PCRE2_JIT_COMPLETE | PCRE2_JIT_PARTIAL_HARD);
+	(void)pcre2_pattern_info(code, PCRE2_INFO_MAXLOOKBEHIND, &lookbehind);
+
+	rule->name = strdup(name);
+	rule->pattern = strdup(pattern);
+	if (rule->name == NULL || rule->pattern == NULL) {
+		pcre2_code_free(code);
+		tg_rule_free(rule);
+		snprintf(err, err_size, "out of memory");
+		return -1;
+	}
+	rule->code = code;
+	rule->caseless = caseless;
+	/* One more character than the lookbehind, for \b and \B. */
+	rule->lookbehind = lookbehind + 1;
+	return 0;
+}
+
+int
+tg_rule_preset(struct tg_filter_rule *rule, const char *name)
+{
+	char err[256];
+
+	for (size_t i = 0; i < sizeof(presets) / sizeof(presets[0]); i++) {
+		if (strcmp(presets[i].name, name) != 0)
+			continue;
+		if (tg_rule_compile(rule, name, presets[i].pattern, 0, err, sizeof(err)) != 0)
+			return -1;
+		rule->validate = presets[i].validate;
+		return 0;
+	}
+	return -1;
+}
+
+void
+tg_rule_free(struct tg_filter_rule *rule)
+{
+	pcre2_code_free(rule->code);
+	free(rule->name);
+	free(rule->pattern);
+	memset(rule, 0, sizeof(*rule));
+}
+
+/* --- scanning ----------------------------------------------------------- */
+
+void
+tg_scan_init(struct tg_scan *sc)
+{
+	memset(sc, 0, sizeof(*sc));
+	tg_norm_init(&sc->plain);
+	tg_norm_init(&sc->folded);
+	sc->hold_from = SIZE_MAX;
+}
+
+void
+tg_scan_free(struct tg_scan *sc)
+{
+	tg_norm_free(&sc->plain);
+	tg_norm_free(&sc->folded);
+	pcre2_match_data_free(sc->match_data);
+	free(sc->matches);
+	tg_scan_init(sc);
+}
+
+static int
+add_match(struct tg_scan *sc, size_t start, size_t end, const struct tg_filter_rule *rule)
+{
+	if (sc->n_matches == sc->cap_matches) {
+		size_t cap = sc->cap_matches ? sc->cap_matches * 2 : 8;
+		struct tg_match *m = realloc(sc->matches, cap * sizeof(*m));
+
+		if (m == NULL)
+			return -1;
+		sc->matches = m;
+		sc->cap_matches = cap;
+	}
+	sc->matches[sc->n_matches++] = (struct tg_match){start, end, rule};
+	return 0;
+}
+
+/* Byte length of the UTF-8 sequence that starts with c. */
+static size_t
+utf8_len(unsigned char c)
+{
+	if (c < 0xc0)
+		return 1;
+	if (c < 0xe0)
+		return 2;
+	if (c < 0xf0)
+		return 3;
+	return 4;
+}
+
+/*
+ * Run one rule over the normalised view n, from normalised offset start.
+ * Complete matches that pass the rule's check are added in original
+ * offsets; a partial match lowers hold_from.
+ */
+static int
+scan_rule(struct tg_scan *sc, const struct tg_filter_rule *rule,
+          const struct tg_norm *n, size_t start, int partial)
+{
+	uint32_t options = PCRE2_NO_UTF_CHECK | (partial ? PCRE2_PARTIAL_HARD : 0);
+	PCRE2_SIZE *ov = pcre2_get_ovector_pointer(sc->match_data);
+	size_t off = start;
+
+	while (off <= n->len) {
+		int rc = pcre2_match(rule->code, (PCRE2_SPTR)n->text, n->len, off, options,
+		                     sc->match_data, NULL);
+		size_t s, e, orig_s, orig_e;
+
+		if (rc == PCRE2_ERROR_NOMATCH)
+			return 0;
+		if (rc == PCRE2_ERROR_PARTIAL) {
+			size_t orig = ov[0] < n->len ? n->start[ov[0]] : n->orig_len;
+
+			if (orig < sc->hold_from)
+				sc->hold_from = orig;
+			return 0;
+		}
+		if (rc < 0)
+			return -1;
+
+		s = ov[0];
+		e = ov[1];
+		if (e == s) {
+			/* An empty match masks nothing; step over one character. */
+			off = s < n->len ? s + utf8_len((unsigned char)n->text[s]) : n->len + 1;
+			continue;
+		}
+		off = e;
+		if (rule->validate != NULL && !rule->validate(n->text + s, e - s))
+			continue;
+		tg_norm_span(n, s, e, &orig_s, &orig_e);
+		if (add_match(sc, orig_s, orig_e, rule) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int
+compare_matches(const void *a, const void *b)
+{
+	const struct tg_match *x = a, *y = b;
+
+	if (x->start != y->start)
+		return x->start < y->start ? -1 : 1;
+	if (x->end != y->end)
+		return x->end > y->end ? -1 : 1;
+	return 0;
+}
+
+/* Sort the matches and merge the overlapping ones. A possible match that
+ * begins inside a complete one holds back from that match's start, so the
+ * masked span is released whole. */
+static void
+merge_matches(struct tg_scan *sc)
+{
+	size_t out = 0;
+
+	if (sc->n_matches == 0)
+		return;
+	qsort(sc->matches, sc->n_matches, sizeof(sc->matches[0]), compare_matches);
+	for (size_t i = 1; i < sc->n_matches; i++) {
+		struct tg_match *last = &sc->matches[out];
+
+		if (sc->matches[i].start < last->end) {
+			if (sc->matches[i].end > last->end)
+				last->end = sc->matches[i].end;
+			continue;
+		}
+		sc->matches[++out] = sc->matches[i];
+	}
+	sc->n_matches = out + 1;
+
+	for (size_t i = 0; i < sc->n_matches; i++) {
+		if (sc->hold_from > sc->matches[i].start && sc->hold_from < sc->matches[i].end)
+			sc->hold_from = sc->matches[i].start;
+	}
+}
+
+int
+tg_scan_run(struct tg_scan *sc, const struct tg_filter *f, const char *text, size_t len,
+            size_t from, int partial)
+{
+	int need_plain = 0;
+
+	sc->n_matches = 0;
+	sc->hold_from = SIZE_MAX;
+	if (sc->match_data == NULL) {
+		sc->match_data = pcre2_match_data_create(1, NULL);
+		if (sc->match_data == NULL)
+			return -1;
+	}
+
+	for (size_t i = 0; i < f->n_rules; i++)
+		need_plain |= !f->rules[i].caseless;
+	if (need_plain && tg_norm_run(&sc->plain, text, len, 0) != 0)
+		return -1;
+	if (f->any_caseless && tg_norm_run(&sc->folded, text, len, 1) != 0)
+		return -1;
+
+	for (size_t i = 0; i < f->n_rules; i++) {
+		const struct tg_filter_rule *rule = &f->rules[i];
+		const struct tg_norm *n = rule->caseless ? &sc->folded : &sc->plain;
+
+		if (scan_rule(sc, rule, n, tg_norm_offset(n, from), partial) != 0)
+			return -1;
+	}
+
+	merge_matches(sc);
+	return 0;
+}

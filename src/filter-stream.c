@@ -1,0 +1,743 @@
+/*
+ * The sliding window over a streamed response.
+ *
+ * Offsets in a window are byte offsets into its text buffer. Text before
+ * the buffer was sent and dropped; what the buffer keeps before the first
+ * held piece is lookbehind context. Per filter, scan_from is where that
+ * filter's next match may begin: the start of the earliest possible match
+ * it reported (a partial match), or the end of the text when there was
+ * none. Text before the lowest scan_from can no longer be part of a match,
+ * so the events that carry only such text may go out.
+ */
+#include <assert.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <jansson.h>
+
+#include "filter-stream.h"
+#include "filter.h"
+
+/* Kinds of text in a choice, one window each. */
+enum text_kind {
+	KIND_CONTENT,           /* delta.content */
+	KIND_REFUSAL,           /* delta.refusal */
+	KIND_ARGUMENTS,         /* delta.tool_calls[].function.arguments */
+	KIND_TEXT,              /* choices[].text of a completion */
+};
+
+struct held_event;
+
+/* The part of a window's text that one held event carries. */
+struct piece {
+	struct held_event *event;
+	json_t *node;           /* the string in the event's JSON */
+	size_t start, end;      /* in the window's text */
+};
+
+struct window {
+	long choice;
+	enum text_kind kind;
+	long tool;              /* tool call index, for KIND_ARGUMENTS */
+
+	char *text;
+	size_t len, cap;
+	size_t *scan_from;      /* per filter of the stream */
+	size_t release;         /* text before it may be sent */
+	int finished;           /* the choice has a finish_reason */
+	int dirty;              /* text or state changed since the last scan */
+
+	struct piece *pieces;   /* of held events, oldest first */
+	size_t n_pieces, cap_pieces;
+};
+
+struct held_event {
+	struct held_event *next;
+	char *raw;
+	size_t raw_len;
+	json_t *json;           /* NULL when the data is not a JSON object */
+	int changed;            /* some text of it was masked */
+	size_t n_pieces;        /* its pieces, in windows */
+};
+
+struct tg_filter_stream {
+	const struct tg_filter **filters;       /* response-side regex filters */
+	size_t n_filters;
+	struct tg_filter_log *log;
+	uint32_t context;       /* code points of sent text kept for lookbehind */
+
+	struct window *windows;
+	size_t n_windows;
+
+	struct held_event *head, *tail;
+	size_t n_held;
+
+	struct tg_scan scan;
+	json_t *meta;           /* id, object, created, model of the stream */
+	int done;               /* [DONE] passed, or the stream was blocked */
+};
+
+struct tg_filter_stream *
+tg_filter_stream_new(const struct tg_filter_chain *chain, struct tg_filter_log *log,
+                     int *none)
+{
+	struct tg_filter_stream *s;
+
+	*none = 1;
+	for (size_t i = 0; chain != NULL && i < chain->n; i++) {
+		const struct tg_filter *f = chain->filters[i];
+
+		if (f->type == TG_FILTER_REGEX && (f->apply_to & TG_SIDE_RESPONSE))
+			*none = 0;
+	}
+	if (*none)
+		return NULL;
+
+	s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return NULL;
+	s->filters = calloc(chain->n, sizeof(*s->filters));
+	if (s->filters == NULL) {
+		free(s);
+		return NULL;
+	}
+	for (size_t i = 0; i < chain->n; i++) {
+		const struct tg_filter *f = chain->filters[i];
+
+		if (f->type != TG_FILTER_REGEX || !(f->apply_to & TG_SIDE_RESPONSE))
+			continue;
+		s->filters[s->n_filters++] = f;
+		if (f->lookbehind > s->context)
+			s->context = f->lookbehind;
+	}
+	s->log = log;
+	tg_scan_init(&s->scan);
+	return s;
+}
+
+static void
+free_event(struct held_event *ev)
+{
+	json_decref(ev->json);
+	free(ev->raw);
+	free(ev);
+}
+
+void
+tg_filter_stream_free(struct tg_filter_stream *s)
+{
+	if (s == NULL)
+		return;
+	while (s->head != NULL) {
+		struct held_event *next = s->head->next;
+
+		free_event(s->head);
+		s->head = next;
+	}
+	for (size_t i = 0; i < s->n_windows; i++) {
+		free(s->windows[i].text);
+		free(s->windows[i].scan_from);
+		free(s->windows[i].pieces);
+	}
+	free(s->windows);
+	free(s->filters);
+	tg_scan_free(&s->scan);
+	json_decref(s->meta);
+	free(s);
+}
+
+size_t
+tg_filter_stream_held(const struct tg_filter_stream *s)
+{
+	return s->n_held;
+}
+
+/* --- windows ------------------------------------------------------------ */
+
+static struct window *
+find_window(struct tg_filter_stream *s, long choice, enum text_kind kind, long tool)
+{
+	struct window *w;
+
+	for (size_t i = 0; i < s->n_windows; i++) {
+		w = &s->windows[i];
+		if (w->choice == choice && w->kind == kind && w->tool == tool)
+			return w;
+	}
+
+	w = realloc(s->windows, (s->n_windows + 1) * sizeof(*w));
+	if (w == NULL)
+		return NULL;
+	s->windows = w;
+	w = &s->windows[s->n_windows];
+	memset(w, 0, sizeof(*w));
+	w->choice = choice;
+	w->kind = kind;
+	w->tool = tool;
+	w->scan_from = calloc(s->n_filters, sizeof(*w->scan_from));
+	if (w->scan_from == NULL)
+		return NULL;
+	s->n_windows++;
+	return w;
+}
+
+/* Make room for len more bytes of text and the NUL. */
+static int
+window_reserve(struct window *w, size_t len)
+{
+	size_t cap = w->cap ? w->cap : 256;
+	char *p;
+
+	if (w->len + len + 1 <= w->cap)
+		return 0;
+	while (cap < w->len + len + 1)
+		cap *= 2;
+	p = realloc(w->text, cap);
+	if (p == NULL)
+		return -1;
+	w->text = p;
+	w->cap = cap;
+	return 0;
+}
+
+static int
+window_append(struct window *w, const char *text, size_t len)
+{
+	if (window_reserve(w, len) != 0)
+		return -1;
+	memcpy(w->text + w->len, text, len);
+	w->len += len;
+	w->text[w->len] = '\0';
+	return 0;
+}
+
+static int
+add_piece(struct window *w, struct held_event *ev, json_t *node)
+{
+	size_t start = w->len;
+
+	if (w->n_pieces == w->cap_pieces) {
+		size_t cap = w->cap_pieces ? w->cap_pieces * 2 : 8;
+		struct piece *p = realloc(w->pieces, cap * sizeof(*p));
+
+		if (p == NULL)
+			return -1;
+		w->pieces = p;
+		w->cap_pieces = cap;
+	}
+	if (window_append(w, json_string_value(node), json_string_length(node)) != 0)
+		return -1;
+	w->pieces[w->n_pieces++] = (struct piece){ev, node, start, w->len};
+	ev->n_pieces++;
+	return 0;
+}
+
+/* Move an offset at or after a replaced span [a, b), now rlen bytes long. */
+static size_t
+shift_offset(size_t pos, size_t a, size_t b, size_t rlen)
+{
+	if (pos >= b)
+		return pos - (b - a) + rlen;
+	if (pos > a)
+		return a + rlen;
+	return pos;
+}
+
+/*
+ * Replace [a, b) of the window's text with rep. The piece that contains a
+ * takes the replacement, pieces inside the span become empty, and the
+ * events of every piece it touches are marked changed.
+ */
+static int
+window_replace(struct tg_filter_stream *s, struct window *w, size_t a, size_t b,
+               const char *rep, size_t rlen)
+{
+	size_t tail = w->len - b;
+
+	if (rlen > b - a && window_reserve(w, rlen - (b - a)) != 0)
+		return -1;
+	memmove(w->text + a + rlen, w->text + b, tail);
+	memcpy(w->text + a, rep, rlen);
+	w->len = a + rlen + tail;
+	w->text[w->len] = '\0';
+
+	for (size_t i = 0; i < w->n_pieces; i++) {
+		struct piece *p = &w->pieces[i];
+
+		if (p->end > a && p->start < b)
+			p->event->changed = 1;
+		if (p->end <= a)
+			continue;
+		if (p->start <= a)
+			p->end = p->end >= b ? p->end - (b - a) + rlen : a + rlen;
+		else {
+			p->start = shift_offset(p->start, a, b, rlen);
+			p->end = shift_offset(p->end, a, b, rlen);
+		}
+	}
+	for (size_t i = 0; i < s->n_filters; i++)
+		w->scan_from[i] = shift_offset(w->scan_from[i], a, b, rlen);
+	w->release = shift_offset(w->release, a, b, rlen);
+	return 0;
+}
+
+/* Replace the matches of the last scan, the last first so that the
+ * offsets of the earlier ones stay valid. *last_end gets the end of the
+ * last replacement. Returns 0, or -1 when out of memory. */
+static int
+mask_matches(struct tg_filter_stream *s, const struct tg_filter *f, struct window *w,
+             size_t *last_end)
+{
+	const struct tg_scan *sc = &s->scan;
+
+	*last_end = 0;
+	for (size_t k = sc->n_matches; k-- > 0;) {
+		const struct tg_match *m = &sc->matches[k];
+		struct tg_match one = {0, m->end - m->start, m->rule};
+		size_t rlen;
+		char *rep = tg_filter_mask(f, w->text + m->start, m->end - m->start, &one, 1, &rlen);
+		int rc;
+
+		if (rep == NULL)
+			return -1;
+		rc = window_replace(s, w, m->start, m->end, rep, rlen);
+		free(rep);
+		if (rc != 0)
+			return -1;
+		if (k == sc->n_matches - 1)
+			*last_end = m->start + rlen;
+		else
+			*last_end = shift_offset(*last_end, m->start, m->end, rlen);
+	}
+	return 0;
+}
+
+/* Move pos forward to the start of a UTF-8 sequence. */
+static size_t
+char_boundary(const struct window *w, size_t pos)
+{
+	while (pos < w->len && ((unsigned char)w->text[pos] & 0xc0) == 0x80)
+		pos++;
+	return pos;
+}
+
+/*
+ * Scan the window with filter i, mask what it found, and move its
+ * scan_from. Returns TG_STREAM_BLOCK when a block filter matched.
+ */
+static enum tg_stream_verdict
+scan_filter(struct tg_filter_stream *s, size_t i, struct window *w, int final)
+{
+	const struct tg_filter *f = s->filters[i];
+	struct tg_scan *sc = &s->scan;
+	size_t last_end;
+
+	if (tg_scan_run(sc, f, w->text, w->len, w->scan_from[i], !final) != 0)
+		return TG_STREAM_ERROR;
+
+	for (size_t k = 0; k < sc->n_matches; k++) {
+		if (tg_filter_log_add(s->log, f, sc->matches[k].rule->name, f->action,
+		                      TG_SIDE_RESPONSE, 0) != 0)
+			return TG_STREAM_ERROR;
+	}
+	if (sc->n_matches > 0 && f->action == TG_ACTION_BLOCK)
+		return TG_STREAM_BLOCK;
+
+	/* Set before masking, which shifts it along with the text. */
+	w->scan_from[i] = sc->hold_from == SIZE_MAX || final ? w->len : sc->hold_from;
+	if (sc->n_matches > 0) {
+		if (f->action == TG_ACTION_MASK) {
+			if (mask_matches(s, f, w, &last_end) != 0)
+				return TG_STREAM_ERROR;
+		} else {
+			last_end = sc->matches[sc->n_matches - 1].end;
+		}
+		/* A replacement is never scanned again. */
+		if (w->scan_from[i] < last_end)
+			w->scan_from[i] = last_end;
+	}
+
+	/* The bound: a possible match longer than "hold" is let go. */
+	if (!final && w->len - w->scan_from[i] > f->hold)
+		w->scan_from[i] = char_boundary(w, w->len - f->hold);
+	return TG_STREAM_OK;
+}
+
+/* Scan the window with every filter and work out what may be released. */
+static enum tg_stream_verdict
+scan_window(struct tg_filter_stream *s, struct window *w)
+{
+	size_t release = w->len;
+
+	for (size_t i = 0; i < s->n_filters; i++) {
+		enum tg_stream_verdict v = scan_filter(s, i, w, w->finished);
+
+		if (v != TG_STREAM_OK)
+			return v;
+	}
+	for (size_t i = 0; i < s->n_filters; i++) {
+		if (w->scan_from[i] < release)
+			release = w->scan_from[i];
+	}
+	w->release = release;
+	return TG_STREAM_OK;
+}
+
+/* Drop sent text that no lookbehind can reach any more, keeping s->context
+ * code points before the first offset still needed. */
+static void
+trim_window(const struct tg_filter_stream *s, struct window *w)
+{
+	size_t keep = w->release;
+	size_t cut;
+
+	if (w->n_pieces > 0 && w->pieces[0].start < keep)
+		keep = w->pieces[0].start;
+	for (size_t i = 0; i < s->n_filters; i++) {
+		if (w->scan_from[i] < keep)
+			keep = w->scan_from[i];
+	}
+
+	cut = keep;
+	for (uint32_t n = 0; cut > 0 && n < s->context; n++) {
+		cut--;
+		while (cut > 0 && ((unsigned char)w->text[cut] & 0xc0) == 0x80)
+			cut--;
+	}
+	if (cut == 0)
+		return;
+
+	memmove(w->text, w->text + cut, w->len - cut + 1);
+	w->len -= cut;
+	w->release -= cut;
+	for (size_t i = 0; i < s->n_filters; i++)
+		w->scan_from[i] -= cut;
+	for (size_t i = 0; i < w->n_pieces; i++) {
+		w->pieces[i].start -= cut;
+		w->pieces[i].end -= cut;
+	}
+}
+
+/* --- events ------------------------------------------------------------- */
+
+static int
+add_text(struct tg_filter_stream *s, struct held_event *ev, json_t *node, long choice,
+         enum text_kind kind, long tool)
+{
+	struct window *w;
+
+	if (!json_is_string(node))
+		return 0;
+	w = find_window(s, choice, kind, tool);
+	if (w == NULL)
+		return -1;
+	w->dirty = 1;
+	return add_piece(w, ev, node);
+}
+
+static long
+index_of(json_t *obj, size_t position)
+{
+	json_t *index = json_object_get(obj, "index");
+
+	return json_is_integer(index) ? (long)json_integer_value(index) : (long)position;
+}
+
+/* Keep id, object, created and model of the first chunk, for the chunk
+ * that ends a blocked stream. */
+static void
+remember_meta(struct tg_filter_stream *s, json_t *chunk)
+{
+	const char *keys[] = {"id", "object", "created", "model", "system_fingerprint"};
+
+	if (s->meta != NULL)
+		return;
+	s->meta = json_object();
+	for (size_t i = 0; s->meta != NULL && i < sizeof(keys) / sizeof(keys[0]); i++) {
+		json_t *v = json_object_get(chunk, keys[i]);
+
+		if (v != NULL)
+			json_object_set(s->meta, keys[i], v);
+	}
+}
+
+/* Add the texts of one choice of a chunk to their windows. A choice with a
+ * finish_reason ends every text of that choice. */
+static int
+split_choice(struct tg_filter_stream *s, struct held_event *ev, json_t *choice, long c)
+{
+	json_t *delta = json_object_get(choice, "delta");
+	json_t *calls = json_object_get(delta, "tool_calls");
+	size_t j;
+	json_t *call;
+
+	if (add_text(s, ev, json_object_get(delta, "content"), c, KIND_CONTENT, 0) != 0 ||
+	    add_text(s, ev, json_object_get(delta, "refusal"), c, KIND_REFUSAL, 0) != 0 ||
+	    add_text(s, ev, json_object_get(choice, "text"), c, KIND_TEXT, 0) != 0)
+		return -1;
+	json_array_foreach(calls, j, call) {
+		json_t *args = json_object_get(json_object_get(call, "function"), "arguments");
+
+		if (add_text(s, ev, args, c, KIND_ARGUMENTS, index_of(call, j)) != 0)
+			return -1;
+	}
+
+	if (json_is_string(json_object_get(choice, "finish_reason"))) {
+		for (size_t k = 0; k < s->n_windows; k++) {
+			if (s->windows[k].choice == c) {
+				s->windows[k].finished = 1;
+				s->windows[k].dirty = 1;
+			}
+		}
+	}
+	return 0;
+}
+
+/* Scan every window that changed; *blocked_choice gets the choice of a
+ * block. With final, every window is scanned as finished. */
+static enum tg_stream_verdict
+scan_dirty(struct tg_filter_stream *s, int final, long *blocked_choice)
+{
+	for (size_t k = 0; k < s->n_windows; k++) {
+		struct window *w = &s->windows[k];
+		enum tg_stream_verdict v;
+
+		if (final && !w->finished) {
+			w->finished = 1;
+			w->dirty = 1;
+		}
+		if (!w->dirty)
+			continue;
+		w->dirty = 0;
+		v = scan_window(s, w);
+		if (v == TG_STREAM_BLOCK)
+			*blocked_choice = w->choice;
+		if (v != TG_STREAM_OK)
+			return v;
+	}
+	return TG_STREAM_OK;
+}
+
+/* --- output ------------------------------------------------------------- */
+
+/* 1 when every piece of the event lies before its window's release. */
+static int
+releasable(const struct tg_filter_stream *s, const struct held_event *ev)
+{
+	for (size_t k = 0; k < s->n_windows; k++) {
+		const struct window *w = &s->windows[k];
+
+		for (size_t i = 0; i < w->n_pieces && w->pieces[i].event == ev; i++) {
+			if (w->pieces[i].end > w->release)
+				return 0;
+		}
+	}
+	return 1;
+}
+
+/* Write the (masked) text of each piece back into the event's JSON and
+ * drop the pieces, which are the first of their windows. */
+static int
+take_pieces(struct tg_filter_stream *s, struct held_event *ev)
+{
+	for (size_t k = 0; k < s->n_windows; k++) {
+		struct window *w = &s->windows[k];
+		size_t n = 0;
+
+		while (n < w->n_pieces && w->pieces[n].event == ev) {
+			const struct piece *p = &w->pieces[n];
+
+			if (ev->changed &&
+			    json_string_setn_nocheck(p->node, w->text + p->start, p->end - p->start) != 0)
+				return -1;
+			n++;
+		}
+		memmove(w->pieces, w->pieces + n, (w->n_pieces - n) * sizeof(*w->pieces));
+		w->n_pieces -= n;
+	}
+	return 0;
+}
+
+/* Append an event as one "data:" line of compact JSON. */
+static int
+write_json_event(struct evbuffer *out, json_t *json)
+{
+	char *text = json_dumps(json, JSON_COMPACT);
+	int rc;
+
+	if (text == NULL)
+		return -1;
+	rc = evbuffer_add_printf(out, "data: %s\n\n", text) < 0 ? -1 : 0;
+	free(text);
+	return rc;
+}
+
+/* Send the held events from the oldest on, up to the first that must
+ * still wait. */
+static int
+release_events(struct tg_filter_stream *s, struct evbuffer *out)
+{
+	while (s->head != NULL && releasable(s, s->head)) {
+		struct held_event *ev = s->head;
+		int rc = take_pieces(s, ev);
+
+		if (rc == 0 && ev->changed)
+			rc = write_json_event(out, ev->json);
+		else if (rc == 0)
+			rc = evbuffer_add(out, ev->raw, ev->raw_len);
+		if (rc != 0)
+			return -1;
+
+		s->head = ev->next;
+		if (s->head == NULL)
+			s->tail = NULL;
+		s->n_held--;
+		free_event(ev);
+	}
+	for (size_t k = 0; k < s->n_windows; k++)
+		trim_window(s, &s->windows[k]);
+	return 0;
+}
+
+/* Drop every held event and end the stream with a content_filter chunk
+ * and [DONE]. */
+static enum tg_stream_verdict
+end_blocked(struct tg_filter_stream *s, long choice, struct evbuffer *out)
+{
+	json_t *chunk = s->meta ? json_deep_copy(s->meta) : json_object();
+	const char *object = json_string_value(json_object_get(chunk, "object"));
+	json_t *end;
+	int rc;
+
+	while (s->head != NULL) {
+		struct held_event *next = s->head->next;
+
+		free_event(s->head);
+		s->head = next;
+	}
+	s->tail = NULL;
+	s->n_held = 0;
+	for (size_t k = 0; k < s->n_windows; k++)
+		s->windows[k].n_pieces = 0;
+	s->done = 1;
+
+	if (object != NULL && strcmp(object, "text_completion") == 0)
+		end = json_pack("{s:i, s:s, s:s, s:n}", "index", (json_int_t)choice, "text", "",
+		                "finish_reason", "content_filter", "logprobs");
+	else
+		end = json_pack("{s:i, s:{}, s:s}", "index", (json_int_t)choice, "delta",
+		                "finish_reason", "content_filter");
+	if (chunk == NULL || end == NULL) {
+		json_decref(chunk);
+		json_decref(end);
+		return TG_STREAM_ERROR;
+	}
+	json_object_set_new(chunk, "choices", json_pack("[o]", end));
+	rc = write_json_event(out, chunk);
+	json_decref(chunk);
+	if (rc != 0 || evbuffer_add(out, "data: [DONE]\n\n", 14) != 0)
+		return TG_STREAM_ERROR;
+	return TG_STREAM_BLOCK;
+}
+
+static struct held_event *
+hold_event(struct tg_filter_stream *s, const char *raw, size_t raw_len, json_t *json)
+{
+	struct held_event *ev = calloc(1, sizeof(*ev));
+
+	if (ev == NULL)
+		return NULL;
+	ev->raw = malloc(raw_len ? raw_len : 1);
+	if (ev->raw == NULL) {
+		free(ev);
+		return NULL;
+	}
+	memcpy(ev->raw, raw, raw_len);
+	ev->raw_len = raw_len;
+	ev->json = json;
+	if (s->tail != NULL)
+		s->tail->next = ev;
+	else
+		s->head = ev;
+	s->tail = ev;
+	s->n_held++;
+	return ev;
+}
+
+static int
+is_done(const char *data, size_t len)
+{
+	return len == 6 && memcmp(data, "[DONE]", 6) == 0;
+}
+
+/* Scan, then block or release. */
+static enum tg_stream_verdict
+scan_and_release(struct tg_filter_stream *s, int final, struct evbuffer *out)
+{
+	long choice = 0;
+	enum tg_stream_verdict v = scan_dirty(s, final, &choice);
+
+	if (v == TG_STREAM_BLOCK)
+		return end_blocked(s, choice, out);
+	if (v != TG_STREAM_OK)
+		return v;
+	return release_events(s, out) == 0 ? TG_STREAM_OK : TG_STREAM_ERROR;
+}
+
+enum tg_stream_verdict
+tg_filter_stream_event(struct tg_filter_stream *s, const char *raw, size_t raw_len,
+                       const char *data, size_t data_len, struct evbuffer *out)
+{
+	json_t *json = NULL;
+	struct held_event *ev;
+	enum tg_stream_verdict v;
+
+	if (s->done)
+		return evbuffer_add(out, raw, raw_len) == 0 ? TG_STREAM_OK : TG_STREAM_ERROR;
+
+	/* [DONE] ends every text: what is held is scanned as final and sent
+	 * before it. */
+	if (is_done(data, data_len)) {
+		v = scan_and_release(s, 1, out);
+		if (v != TG_STREAM_OK)
+			return v;
+		s->done = 1;
+		return evbuffer_add(out, raw, raw_len) == 0 ? TG_STREAM_OK : TG_STREAM_ERROR;
+	}
+
+	json = json_loadb(data, data_len, 0, NULL);
+	if (json != NULL && !json_is_object(json)) {
+		json_decref(json);
+		json = NULL;
+	}
+	if (json != NULL && json_is_array(json_object_get(json, "choices")))
+		remember_meta(s, json);
+
+	ev = hold_event(s, raw, raw_len, json);
+	if (ev == NULL) {
+		json_decref(json);
+		return TG_STREAM_ERROR;
+	}
+
+	if (json != NULL) {
+		json_t *choices = json_object_get(json, "choices");
+		size_t i;
+		json_t *choice;
+
+		json_array_foreach(choices, i, choice) {
+			if (split_choice(s, ev, choice, index_of(choice, i)) != 0)
+				return TG_STREAM_ERROR;
+		}
+	}
+	return scan_and_release(s, 0, out);
+}
+
+enum tg_stream_verdict
+tg_filter_stream_finish(struct tg_filter_stream *s, struct evbuffer *out)
+{
+	if (s->done)
+		return TG_STREAM_OK;
+	return scan_and_release(s, 1, out);
+}

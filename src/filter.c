@@ -1,0 +1,214 @@
+/*
+ * Content filters: names, the decision log, masking, and error bodies.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <event2/buffer.h>
+#include <pcre2.h>
+
+#include "filter-plugin.h"
+#include "filter.h"
+
+const char *
+tg_filter_action_name(enum tg_filter_action action)
+{
+	switch (action) {
+	case TG_ACTION_FLAG:
+		return "flag";
+	case TG_ACTION_MASK:
+		return "mask";
+	case TG_ACTION_BLOCK:
+		return "block";
+	}
+	return "unknown";
+}
+
+const char *
+tg_filter_side_name(enum tg_filter_side side)
+{
+	return side == TG_SIDE_REQUEST ? "request" : "response";
+}
+
+static void
+free_thresholds(struct tg_threshold *t, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(t[i].name);
+	free(t);
+}
+
+void
+tg_filter_free(struct tg_filter *f)
+{
+	struct tg_moderation *m = &f->moderation;
+
+	for (size_t i = 0; i < f->n_rules; i++)
+		tg_rule_free(&f->rules[i]);
+	free(f->rules);
+
+	free(m->backend_name);
+	free_thresholds(m->thresholds, m->n_thresholds);
+	free(m->verdict_pattern);
+	pcre2_code_free(m->verdict_code);
+
+	if (f->plugin != NULL)
+		tg_plugin_unload(f->plugin);
+	free(f->plugin_path);
+	free(f->model);
+	free_thresholds(f->labels, f->n_labels);
+
+	free(f->name);
+	free(f->replacement);
+	memset(f, 0, sizeof(*f));
+}
+
+/* --- decisions ---------------------------------------------------------- */
+
+void
+tg_filter_log_free(struct tg_filter_log *log)
+{
+	free(log->items);
+	free(log->counts);
+	memset(log, 0, sizeof(*log));
+}
+
+int
+tg_filter_log_add(struct tg_filter_log *log, const struct tg_filter *f, const char *rule,
+                  enum tg_filter_action action, enum tg_filter_side side, int error)
+{
+	struct tg_filter_decision d = {f->name, rule, action, side, error};
+
+	for (size_t i = 0; i < log->n; i++) {
+		const struct tg_filter_decision *x = &log->items[i];
+
+		if (x->filter == d.filter && x->rule == d.rule && x->action == d.action &&
+		    x->side == d.side && x->error == d.error) {
+			log->counts[i]++;
+			return 0;
+		}
+	}
+
+	if (log->n == log->cap) {
+		size_t cap = log->cap ? log->cap * 2 : 4;
+		struct tg_filter_decision *items = realloc(log->items, cap * sizeof(*items));
+		unsigned *counts;
+
+		if (items == NULL)
+			return -1;
+		log->items = items;
+		counts = realloc(log->counts, cap * sizeof(*counts));
+		if (counts == NULL)
+			return -1;
+		log->counts = counts;
+		log->cap = cap;
+	}
+	log->items[log->n] = d;
+	log->counts[log->n] = 1;
+	log->n++;
+	return 0;
+}
+
+json_t *
+tg_filter_log_json(const struct tg_filter_log *log)
+{
+	json_t *list;
+
+	if (log->n == 0)
+		return NULL;
+	list = json_array();
+	for (size_t i = 0; list != NULL && i < log->n; i++) {
+		const struct tg_filter_decision *d = &log->items[i];
+		json_t *item = json_pack("{s:s, s:s?, s:s, s:s, s:i}",
+		                         "filter", d->filter, "rule", d->rule,
+		                         "action", tg_filter_action_name(d->action),
+		                         "side", tg_filter_side_name(d->side),
+		                         "count", (json_int_t)log->counts[i]);
+
+		if (item != NULL && d->error)
+			json_object_set_new(item, "error", json_true());
+		json_array_append_new(list, item);
+	}
+	return list;
+}
+
+/* --- masking ------------------------------------------------------------ */
+
+/* Append f's replacement for rule to out. */
+static int
+add_replacement(struct evbuffer *out, const struct tg_filter *f, const char *rule)
+{
+	const char *tpl = f->replacement ? f->replacement : TG_FILTER_REPLACEMENT;
+	const char *p;
+
+	while ((p = strstr(tpl, "{rule}")) != NULL) {
+		if (evbuffer_add(out, tpl, (size_t)(p - tpl)) != 0 ||
+		    evbuffer_add(out, rule, strlen(rule)) != 0)
+			return -1;
+		tpl = p + 6;
+	}
+	return evbuffer_add(out, tpl, strlen(tpl));
+}
+
+char *
+tg_filter_mask(const struct tg_filter *f, const char *text, size_t len,
+               const struct tg_match *matches, size_t n, size_t *out_len)
+{
+	struct evbuffer *out = evbuffer_new();
+	size_t pos = 0;
+	char *result = NULL;
+	int rc = out == NULL ? -1 : 0;
+
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		rc = evbuffer_add(out, text + pos, matches[i].start - pos);
+		if (rc == 0)
+			rc = add_replacement(out, f, matches[i].rule->name);
+		pos = matches[i].end;
+	}
+	if (rc == 0)
+		rc = evbuffer_add(out, text + pos, len - pos);
+
+	if (rc == 0) {
+		*out_len = evbuffer_get_length(out);
+		result = malloc(*out_len + 1);
+		if (result != NULL) {
+			evbuffer_remove(out, result, *out_len);
+			result[*out_len] = '\0';
+		}
+	}
+	if (out != NULL)
+		evbuffer_free(out);
+	return result;
+}
+
+/* --- errors ------------------------------------------------------------- */
+
+int
+tg_filter_error_body(struct evbuffer *out, const struct tg_filter *f, const char *rule)
+{
+	char message[512];
+	json_t *body;
+	char *text;
+	int rc;
+
+	if (rule != NULL)
+		snprintf(message, sizeof(message),
+		         "the request was rejected by content filter \"%s\" (rule \"%s\")",
+		         f->name, rule);
+	else
+		snprintf(message, sizeof(message),
+		         "the request was rejected by content filter \"%s\"", f->name);
+
+	body = json_pack("{s:{s:s, s:s, s:s, s:n, s:s, s:s?}}", "error",
+	                 "message", message, "type", "invalid_request_error",
+	                 "code", "content_filter", "param",
+	                 "filter", f->name, "rule", rule);
+	text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	json_decref(body);
+	if (text == NULL)
+		return -1;
+	rc = evbuffer_add_printf(out, "%s\n", text) < 0 ? -1 : 0;
+	free(text);
+	return rc;
+}

@@ -1,0 +1,466 @@
+/*
+ * Unit tests for the sliding window over streamed responses: matches split
+ * across events at every byte offset, byte-identical untouched events,
+ * blocking mid-stream, the hold bound, tool call arguments.
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <jansson.h>
+
+#include "filter-helpers.h"
+#include "filter-stream.h"
+#include "filter.h"
+
+/* A chat.completion.chunk event carrying content, as raw SSE bytes. */
+static char *
+content_event(const char *content, const char *finish_reason)
+{
+	json_t *chunk = json_pack("{s:s, s:s, s:i, s:s, s:[{s:i, s:{s:s%}, s:s?}]}",
+	                          "id", "chatcmpl-1", "object", "chat.completion.chunk",
+	                          "created", 1, "model", "m", "choices", "index", 0,
+	                          "delta", "content", content, strlen(content),
+	                          "finish_reason", finish_reason);
+	char *text = json_dumps(chunk, JSON_COMPACT);
+	char *event;
+
+	ck_assert_int_gt(asprintf(&event, "data: %s\n\n", text), 0);
+	free(text);
+	json_decref(chunk);
+	return event;
+}
+
+/* Feed one raw event, parsing its data field the simple way: one "data: "
+ * line. */
+static enum tg_stream_verdict
+feed(struct tg_filter_stream *s, const char *event, struct evbuffer *out)
+{
+	size_t len = strlen(event);
+	const char *data = event + 6;
+	size_t data_len = len - 6 - 2;
+
+	ck_assert(strncmp(event, "data: ", 6) == 0);
+	return tg_filter_stream_event(s, event, len, data, data_len, out);
+}
+
+static char *
+take(struct evbuffer *out)
+{
+	size_t len = evbuffer_get_length(out);
+	char *text = malloc(len + 1);
+
+	evbuffer_remove(out, text, len);
+	text[len] = '\0';
+	return text;
+}
+
+/* The content of every chunk in an SSE text, concatenated. */
+static char *
+joined_content(const char *sse)
+{
+	char *out = calloc(1, strlen(sse) + 1);
+	const char *p = sse;
+
+	while ((p = strstr(p, "data: ")) != NULL) {
+		const char *end = strstr(p, "\n\n");
+		json_t *chunk = json_loadb(p + 6, (size_t)(end - p - 6), 0, NULL);
+		json_t *content = json_object_get(json_object_get(json_array_get(
+		                      json_object_get(chunk, "choices"), 0), "delta"), "content");
+
+		if (json_is_string(content))
+			strcat(out, json_string_value(content));
+		json_decref(chunk);
+		p = end;
+	}
+	return out;
+}
+
+static struct tg_filter_stream *
+new_stream(struct tg_filter *f, struct tg_filter_log *log, const struct tg_filter **slot,
+           struct tg_filter_chain *chain)
+{
+	struct tg_filter_stream *s;
+	int none;
+
+	slot[0] = f;
+	chain->n = 1;
+	chain->filters = slot;
+	s = tg_filter_stream_new(chain, log, &none);
+	ck_assert_ptr_nonnull(s);
+	ck_assert_int_eq(none, 0);
+	return s;
+}
+
+static const char *const card_rules[] = {"preset:credit_card", "ticket=TCK-[0-9]{6}", NULL};
+
+static const char whole_text[] = "Your card 4111 1111 1111 1111 and ticket TCK-123456 are noted.";
+
+/* Split whole_text into two content events at every byte offset; the
+ * client must never see the card digits, and the text must come out
+ * masked exactly once. */
+START_TEST(split_match_masked_at_every_offset)
+{
+	size_t cut = (size_t)_i;
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, card_rules);
+	const struct tg_filter *slot[1];
+	struct tg_filter_chain chain;
+	struct tg_filter_log log = {0};
+	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain);
+	struct evbuffer *out = evbuffer_new();
+	char first[sizeof(whole_text)], second[sizeof(whole_text)];
+	char *e1, *e2, *e3, *sent, *content;
+
+	memcpy(first, whole_text, cut);
+	first[cut] = '\0';
+	strcpy(second, whole_text + cut);
+	e1 = content_event(first, NULL);
+	e2 = content_event(second, NULL);
+	e3 = content_event("", "stop");
+
+	ck_assert_int_eq(feed(s, e1, out), TG_STREAM_OK);
+	/* Nothing of the card may have left after the first event. */
+	sent = take(out);
+	ck_assert_ptr_null(strstr(sent, "4111 1111 1111 1111"));
+	if (cut >= 10) {
+		content = joined_content(sent);
+		ck_assert_msg(strstr(whole_text, content) == whole_text, "sent \"%s\"", content);
+		free(content);
+	}
+	evbuffer_add(out, sent, strlen(sent));
+	free(sent);
+
+	ck_assert_int_eq(feed(s, e2, out), TG_STREAM_OK);
+	ck_assert_int_eq(feed(s, e3, out), TG_STREAM_OK);
+	ck_assert_int_eq(feed(s, "data: [DONE]\n\n", out), TG_STREAM_OK);
+	ck_assert_uint_eq(tg_filter_stream_held(s), 0);
+
+	sent = take(out);
+	content = joined_content(sent);
+	ck_assert_str_eq(content, "Your card [REDACTED:credit_card] and ticket [REDACTED:ticket] are noted.");
+	ck_assert_ptr_nonnull(strstr(sent, "data: [DONE]\n\n"));
+	ck_assert_uint_eq(log.n, 2);
+
+	free(content);
+	free(sent);
+	free(e1);
+	free(e2);
+	free(e3);
+	evbuffer_free(out);
+	tg_filter_stream_free(s);
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
+/* One character per event: the match spans many events. */
+START_TEST(match_over_many_events)
+{
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, card_rules);
+	const struct tg_filter *slot[1];
+	struct tg_filter_chain chain;
+	struct tg_filter_log log = {0};
+	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain);
+	struct evbuffer *out = evbuffer_new();
+	char *sent, *content;
+
+	for (size_t i = 0; whole_text[i] != '\0'; i++) {
+		char piece[2] = {whole_text[i], '\0'};
+		char *e = content_event(piece, NULL);
+
+		ck_assert_int_eq(feed(s, e, out), TG_STREAM_OK);
+		free(e);
+	}
+	ck_assert_int_eq(tg_filter_stream_finish(s, out), TG_STREAM_OK);
+	sent = take(out);
+	content = joined_content(sent);
+	ck_assert_str_eq(content, "Your card [REDACTED:credit_card] and ticket [REDACTED:ticket] are noted.");
+	free(content);
+	free(sent);
+	evbuffer_free(out);
+	tg_filter_stream_free(s);
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
+/* Events around the match go out byte for byte; only the events that
+ * carry matched text are written again. */
+START_TEST(untouched_events_byte_identical)
+{
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, card_rules);
+	const struct tg_filter *slot[1];
+	struct tg_filter_chain chain;
+	struct tg_filter_log log = {0};
+	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain);
+	struct evbuffer *out = evbuffer_new();
+	const char *role = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":"
+	                   "[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n";
+	/* Spacing the gateway would not produce, so a rewrite shows. */
+	const char *hello = "data: {\"choices\": [ {\"index\": 0, \"delta\": {\"content\": \"Hello. \"}} ]}\n\n";
+	const char *card1 = "data: {\"choices\": [{\"index\": 0, \"delta\": {\"content\": \"Card 4111 1111\"}}]}\n\n";
+	const char *card2 = "data: {\"choices\": [{\"index\": 0, \"delta\": {\"content\": \" 1111 1111.\"}}]}\n\n";
+	const char *bye = "data: {\"choices\": [{\"index\": 0, \"delta\": {\"content\": \" Bye.\"}}]}\n\n";
+	const char *stop = "data: {\"choices\": [{\"index\": 0, \"delta\": {}, \"finish_reason\": \"stop\"}]}\n\n";
+	char *sent;
+
+	ck_assert_int_eq(feed(s, role, out), TG_STREAM_OK);
+	sent = take(out);
+	ck_assert_str_eq(sent, role);
+	free(sent);
+	ck_assert_int_eq(feed(s, hello, out), TG_STREAM_OK);
+	sent = take(out);
+	ck_assert_str_eq(sent, hello);
+	free(sent);
+	ck_assert_int_eq(feed(s, card1, out), TG_STREAM_OK);
+	ck_assert_int_eq(feed(s, card2, out), TG_STREAM_OK);
+	ck_assert_int_eq(feed(s, bye, out), TG_STREAM_OK);
+	ck_assert_int_eq(feed(s, stop, out), TG_STREAM_OK);
+	ck_assert_int_eq(feed(s, "data: [DONE]\n\n", out), TG_STREAM_OK);
+
+	sent = take(out);
+	ck_assert_ptr_nonnull(strstr(sent, "data: {\"choices\":[{\"index\":0,\"delta\":"
+	                                   "{\"content\":\"Card [REDACTED:credit_card]\"}}]}\n\n"));
+	ck_assert_ptr_nonnull(strstr(sent, "{\"content\":\".\"}"));
+	ck_assert_ptr_nonnull(strstr(sent, bye));
+	ck_assert_ptr_nonnull(strstr(sent, stop));
+	ck_assert_ptr_null(strstr(sent, "4111"));
+	free(sent);
+	evbuffer_free(out);
+	tg_filter_stream_free(s);
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
+/* Text that cannot start a match is not held at all. */
+START_TEST(plain_text_flows_at_once)
+{
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, card_rules);
+	const struct tg_filter *slot[1];
+	struct tg_filter_chain chain;
+	struct tg_filter_log log = {0};
+	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain);
+	struct evbuffer *out = evbuffer_new();
+	char *e = content_event("Hello there, ", NULL);
+	char *held = content_event("TCK-12", NULL);
+	char *sent;
+
+	ck_assert_int_eq(feed(s, e, out), TG_STREAM_OK);
+	ck_assert_uint_eq(tg_filter_stream_held(s), 0);
+	sent = take(out);
+	ck_assert_str_eq(sent, e);
+	free(sent);
+
+	/* A possible ticket id is held until it is decided. */
+	ck_assert_int_eq(feed(s, held, out), TG_STREAM_OK);
+	ck_assert_uint_eq(tg_filter_stream_held(s), 1);
+	ck_assert_uint_eq(evbuffer_get_length(out), 0);
+	ck_assert_int_eq(feed(s, e, out), TG_STREAM_OK);
+	ck_assert_uint_eq(tg_filter_stream_held(s), 0);
+	sent = take(out);
+	ck_assert_ptr_nonnull(strstr(sent, "TCK-12"));
+	free(sent);
+
+	free(e);
+	free(held);
+	evbuffer_free(out);
+	tg_filter_stream_free(s);
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
+START_TEST(hold_is_bounded)
+{
+	/* Every letter may start a match, so without the bound all would be
+	 * held. */
+	const char *rules[] = {"long=[a-z]+Z", NULL};
+	struct tg_filter *f = make_filter("x", TG_ACTION_MASK, TG_SIDE_RESPONSE, rules);
+	const struct tg_filter *slot[1];
+	struct tg_filter_chain chain;
+	struct tg_filter_log log = {0};
+	struct tg_filter_stream *s;
+	struct evbuffer *out = evbuffer_new();
+	char *e = content_event("aaaaaaaaaa", NULL);
+	char *start = content_event("A", NULL);
+
+	f->hold = 32;
+	s = new_stream(f, &log, slot, &chain);
+	ck_assert_int_eq(feed(s, start, out), TG_STREAM_OK);
+	for (int i = 0; i < 10; i++)
+		ck_assert_int_eq(feed(s, e, out), TG_STREAM_OK);
+	/* At most 32 bytes are held: the last 3 or 4 events. */
+	ck_assert_uint_le(tg_filter_stream_held(s), 4);
+	ck_assert_uint_ge(tg_filter_stream_held(s), 3);
+
+	free(e);
+	free(start);
+	evbuffer_free(out);
+	tg_filter_stream_free(s);
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
+START_TEST(block_ends_with_content_filter)
+{
+	const char *rules[] = {"~injection=ignore previous instructions", NULL};
+	struct tg_filter *f = make_filter("deny", TG_ACTION_BLOCK, TG_SIDE_RESPONSE, rules);
+	const struct tg_filter *slot[1];
+	struct tg_filter_chain chain;
+	struct tg_filter_log log = {0};
+	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain);
+	struct evbuffer *out = evbuffer_new();
+	char *e1 = content_event("Sure. Now IGNORE prev", NULL);
+	char *e2 = content_event("ious instructions and", NULL);
+	char *sent;
+	json_t *chunk;
+
+	ck_assert_int_eq(feed(s, e1, out), TG_STREAM_OK);
+	ck_assert_int_eq(feed(s, e2, out), TG_STREAM_BLOCK);
+	sent = take(out);
+	ck_assert_ptr_null(strstr(sent, "IGNORE"));
+	ck_assert_ptr_null(strstr(sent, "instructions"));
+	ck_assert_msg(strncmp(sent, "data: ", 6) == 0, "%s", sent);
+	chunk = json_loadb(sent + 6, strcspn(sent + 6, "\n"), 0, NULL);
+	ck_assert_ptr_nonnull(chunk);
+	ck_assert_str_eq(json_string_value(json_object_get(chunk, "id")), "chatcmpl-1");
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(
+		json_object_get(chunk, "choices"), 0), "finish_reason")), "content_filter");
+	ck_assert_ptr_nonnull(strstr(sent, "\n\ndata: [DONE]\n\n"));
+	ck_assert_int_eq(log.items[0].action, TG_ACTION_BLOCK);
+	ck_assert_int_eq(log.items[0].side, TG_SIDE_RESPONSE);
+	json_decref(chunk);
+	free(sent);
+	free(e1);
+	free(e2);
+	evbuffer_free(out);
+	tg_filter_stream_free(s);
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
+START_TEST(tool_arguments_masked)
+{
+	const char *rules[] = {"preset:email", NULL};
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, rules);
+	const struct tg_filter *slot[1];
+	struct tg_filter_chain chain;
+	struct tg_filter_log log = {0};
+	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain);
+	struct evbuffer *out = evbuffer_new();
+	const char *pieces[] = {"{\"to\":\"ja", "ne@exam", "ple.com\"}"};
+	char *sent;
+	char args[128] = "";
+
+	for (size_t i = 0; i < 3; i++) {
+		json_t *chunk = json_pack("{s:[{s:i, s:{s:[{s:i, s:{s:s}}]}}]}", "choices", "index", 0,
+		                          "delta", "tool_calls", "index", 0, "function",
+		                          "arguments", pieces[i]);
+		char *text = json_dumps(chunk, JSON_COMPACT);
+		char *event;
+
+		ck_assert_int_gt(asprintf(&event, "data: %s\n\n", text), 0);
+		ck_assert_int_eq(feed(s, event, out), TG_STREAM_OK);
+		free(event);
+		free(text);
+		json_decref(chunk);
+	}
+	ck_assert_int_eq(feed(s, "data: [DONE]\n\n", out), TG_STREAM_OK);
+	sent = take(out);
+	for (const char *p = sent; (p = strstr(p, "data: {")) != NULL; p++) {
+		json_t *chunk = json_loadb(p + 6, strcspn(p + 6, "\n"), 0, NULL);
+		json_t *a = json_object_get(json_object_get(json_array_get(json_object_get(
+		                json_object_get(json_array_get(json_object_get(chunk, "choices"), 0),
+		                "delta"), "tool_calls"), 0), "function"), "arguments");
+
+		strcat(args, json_string_value(a));
+		json_decref(chunk);
+	}
+	ck_assert_str_eq(args, "{\"to\":\"[REDACTED:email]\"}");
+	free(sent);
+	evbuffer_free(out);
+	tg_filter_stream_free(s);
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
+START_TEST(flag_passes_unchanged)
+{
+	struct tg_filter *f = make_filter("audit", TG_ACTION_FLAG, TG_SIDE_RESPONSE, card_rules);
+	const struct tg_filter *slot[1];
+	struct tg_filter_chain chain;
+	struct tg_filter_log log = {0};
+	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain);
+	struct evbuffer *out = evbuffer_new();
+	char *e1 = content_event("id TCK-12", NULL);
+	char *e2 = content_event("3456 ok", "stop");
+	char *sent;
+
+	ck_assert_int_eq(feed(s, e1, out), TG_STREAM_OK);
+	ck_assert_int_eq(feed(s, e2, out), TG_STREAM_OK);
+	sent = take(out);
+	ck_assert_uint_eq(strlen(sent), strlen(e1) + strlen(e2));
+	ck_assert_int_eq(strncmp(sent, e1, strlen(e1)), 0);
+	ck_assert_str_eq(sent + strlen(e1), e2);
+	ck_assert_uint_eq(log.n, 1);
+	ck_assert_int_eq(log.items[0].action, TG_ACTION_FLAG);
+	free(sent);
+	free(e1);
+	free(e2);
+	evbuffer_free(out);
+	tg_filter_stream_free(s);
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
+START_TEST(request_only_chain_has_no_stream)
+{
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_REQUEST, card_rules);
+	const struct tg_filter *slot[1] = {f};
+	struct tg_filter_chain chain = {1, slot};
+	struct tg_filter_log log = {0};
+	int none = 0;
+
+	ck_assert_ptr_null(tg_filter_stream_new(&chain, &log, &none));
+	ck_assert_int_eq(none, 1);
+	destroy_filter(f);
+}
+END_TEST
+
+static Suite *
+filter_stream_suite(void)
+{
+	Suite *s = suite_create("filter_stream");
+	TCase *tc = tcase_create("window");
+
+	tcase_add_loop_test(tc, split_match_masked_at_every_offset, 0, (int)strlen(whole_text) + 1);
+	tcase_add_test(tc, match_over_many_events);
+	tcase_add_test(tc, untouched_events_byte_identical);
+	tcase_add_test(tc, plain_text_flows_at_once);
+	tcase_add_test(tc, hold_is_bounded);
+	tcase_add_test(tc, block_ends_with_content_filter);
+	tcase_add_test(tc, tool_arguments_masked);
+	tcase_add_test(tc, flag_passes_unchanged);
+	tcase_add_test(tc, request_only_chain_has_no_stream);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *runner = srunner_create(filter_stream_suite());
+	int failed;
+
+	srunner_run_all(runner, CK_NORMAL);
+	failed = srunner_ntests_failed(runner);
+	srunner_free(runner);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
