@@ -71,6 +71,7 @@ struct conn {
 	size_t n_units, next_unit;
 	int chunked;
 	int abort_at_end;               /* close_after: close, no terminator */
+	int stall_at_end;               /* stall_after: go silent, stay open */
 };
 
 static void close_conn(struct conn *c);
@@ -301,6 +302,7 @@ clear_plan(struct conn *c)
 	c->n_units = c->next_unit = 0;
 	c->body = NULL;
 	c->abort_at_end = 0;
+	c->stall_at_end = 0;
 }
 
 static void
@@ -332,6 +334,11 @@ plan_units(struct conn *c)
 			limit = (size_t)o->close_after;
 		end = limit == 0 ? 0 : r->event_ends[limit - 1];
 		c->abort_at_end = 1;
+	} else if (r->stream && o->stall_after >= 0) {
+		if ((size_t)o->stall_after < limit)
+			limit = (size_t)o->stall_after;
+		end = limit == 0 ? 0 : r->event_ends[limit - 1];
+		c->stall_at_end = 1;
 	}
 
 	c->units = calloc(o->n_split + r->n_events + 1, sizeof(*c->units));
@@ -367,7 +374,7 @@ write_unit_bytes(struct conn *c, struct evbuffer *out, const struct unit *u)
 static int
 ends_with_terminator(const struct conn *c)
 {
-	return c->chunked && !c->abort_at_end;
+	return c->chunked && !c->abort_at_end && !c->stall_at_end;
 }
 
 static void
@@ -524,6 +531,8 @@ finish_response(struct conn *c)
 		close_conn(c);
 		return;
 	}
+	if (c->stall_at_end)
+		return;         /* the peer's close or the mock's exit ends it */
 	if (c->plan.counted)
 		c->m->stats.responses_completed++;
 	c->reset_next = c->plan.options.reset_next;

@@ -35,6 +35,7 @@ mock_options_init(struct mock_options *o)
 	o->words = 5;
 	o->size = -1;
 	o->close_after = -1;
+	o->stall_after = -1;
 	o->usage = MOCK_USAGE_REQUEST;
 }
 
@@ -222,6 +223,14 @@ opt_size(struct mock_options *o, const char *key, const char *value,
 }
 
 static int
+opt_stall_after(struct mock_options *o, const char *key, const char *value,
+                char *err, size_t err_size)
+{
+	return parse_count(key, value, 0, MAX_COUNT, &o->stall_after,
+	                   err, err_size);
+}
+
+static int
 opt_close_after(struct mock_options *o, const char *key, const char *value,
                 char *err, size_t err_size)
 {
@@ -345,6 +354,7 @@ static const struct option_def option_table[] = {
 	{ "words", opt_words },
 	{ "size", opt_size },
 	{ "close_after", opt_close_after },
+	{ "stall_after", opt_stall_after },
 	{ "split", opt_split },
 	{ "crlf", opt_crlf },
 	{ "cr", opt_cr },
@@ -378,7 +388,7 @@ parse_item(struct mock_options *o, char *item, char *err, size_t err_size)
 	snprintf(err, err_size,
 	         "unknown x-mock option \"%s\"; valid options: fixture, status, "
 	         "retry_after, first_byte_delay, event_delay, events, words, size, "
-	         "close_after, split, crlf, cr, nospace, keepalive, usage, tools, "
+	         "close_after, stall_after, split, crlf, cr, nospace, keepalive, usage, tools, "
 	         "unicode, reset_next", key);
 	return -1;
 }

@@ -23,6 +23,7 @@ struct mock_options {
 	unsigned words;
 	long size;                              /* -1 when not set */
 	long close_after;                       /* -1 means never */
+	long stall_after;                       /* -1 means never */
 	size_t split[MOCK_SPLIT_MAX];           /* strictly increasing */
 	size_t n_split;
 	int crlf, cr, nospace;

@@ -345,7 +345,12 @@ static void
 finish_request(struct tg_client *c)
 {
 	struct tg_request *req = c->req;
-	int keepalive = req->keepalive && !c->close_after_response && !c->worker->draining;
+	int pipelined = evbuffer_get_length(bufferevent_get_input(c->bev)) > 0;
+
+	/* While draining, a request already sent behind this one is still
+	 * read, to be answered with 503 rather than dropped. */
+	int keepalive = req->keepalive && !c->close_after_response &&
+	                (!c->worker->draining || pipelined);
 
 	c->req = NULL;
 	c->response_done = 0;

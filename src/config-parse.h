@@ -191,6 +191,9 @@ bool is_valid_name(const char *s);
  * limit + 1 when it is larger or a string is longer than NAME_MAX_LEN. */
 size_t edit_distance(const char *a, const char *b, size_t limit);
 
+/* Report that no backend is called raw, suggesting a close name. */
+void report_unknown_backend(struct load_ctx *ctx, const char *path, const char *raw);
+
 /* --- sections ----------------------------------------------------------- */
 
 /* Parse value, found at key path, into base as s declares. */

@@ -29,8 +29,7 @@ struct tg_pricing_config;
 struct tg_sessions_config;
 struct tg_route_cache_config;
 struct tg_route_filters_config;
-struct tg_retry_policy;
-struct tg_health_policy;
+#include "failover-t.h"
 
 struct tg_listen {
 	char *address;          /* "host:port" as written, for messages */
@@ -62,14 +61,17 @@ struct tg_backend {
 	tg_msec_t idle_keepalive; /* how long a pooled connection may idle */
 
 	struct tg_health_policy *health;
+	struct tg_backend_state *state; /* shared health; set by tg_health_attach */
 };
 
 struct tg_route {
 	char *name;
 	char *match_path;       /* exact request path; NULL matches any */
 	char *match_model;      /* exact or fnmatch(3) glob; NULL matches any */
+	size_t n_tiers;
+	struct tg_tier *tiers;          /* tried in order */
 	size_t n_backends;
-	struct tg_backend **backends;   /* tried in order; point into cfg->backends */
+	struct tg_backend **backends;   /* every tier's members, in order */
 
 	struct tg_route_cache_config *cache;
 	struct tg_route_filters_config *filters;

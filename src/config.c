@@ -32,6 +32,7 @@
 
 #include "config.h"
 #include "config-parse.h"
+#include "failover-config.h"
 
 #define MAX_WORKERS 256
 
@@ -285,8 +286,8 @@ static void parse_backends(struct load_ctx *ctx, const char *path,
 	}
 }
 
-static void report_unknown_backend(struct load_ctx *ctx, const char *path,
-                                   const char *raw)
+void report_unknown_backend(struct load_ctx *ctx, const char *path,
+                            const char *raw)
 {
 	const struct tg_config *cfg = ctx->cfg;
 	const char *closest = NULL;
@@ -311,63 +312,6 @@ static void report_unknown_backend(struct load_ctx *ctx, const char *path,
 		       quote(raw, q, sizeof(q)), quote(closest, qc, sizeof(qc)));
 	else
 		report(ctx, path, "unknown backend %s", quote(raw, q, sizeof(q)));
-}
-
-static void parse_route_backends(struct load_ctx *ctx, const char *path,
-                                 json_t *value, void *base,
-                                 const struct setting *s)
-{
-	struct tg_route *r = base;
-	char child[PATH_LEN], q[QUOTE_LEN];
-	size_t n = json_array_size(value);
-
-	(void)s;
-	if (!json_is_array(value)) {
-		report_type(ctx, path, "an array of backend names", value);
-		return;
-	}
-	if (n == 0) {
-		report(ctx, path, "must list at least one backend");
-		return;
-	}
-
-	r->backends = calloc(n, sizeof(*r->backends));
-	if (r->backends == NULL) {
-		report_oom(ctx, path);
-		return;
-	}
-
-	for (size_t i = 0; i < n; i++) {
-		const char *raw;
-		char *name;
-		const struct tg_backend *b;
-
-		path_index(child, path, i);
-		name = get_string(ctx, child, json_array_get(value, i),
-		                  "a backend name", &raw);
-		if (name == NULL)
-			continue;
-
-		b = tg_config_backend(ctx->cfg, name);
-		free(name);
-		if (b == NULL) {
-			report_unknown_backend(ctx, child, raw);
-			continue;
-		}
-
-		for (size_t j = 0; j < r->n_backends; j++) {
-			if (r->backends[j] == b) {
-				report(ctx, child, "backend %s is listed twice",
-				       quote(raw, q, sizeof(q)));
-				b = NULL;
-				break;
-			}
-		}
-
-		/* ctx->cfg is being built, hence not const yet. */
-		if (b != NULL)
-			r->backends[r->n_backends++] = (struct tg_backend *)b;
-	}
 }
 
 static void parse_match_path(struct load_ctx *ctx, const char *path,
@@ -539,6 +483,9 @@ static const struct setting backend_settings[] = {
 	  .section = &backend_tls_section, .help = "TLS to https:// backends" },
 	{ .key = "pool", .type = T_SECTION, .def = "{}",
 	  .section = &pool_section, .help = "upstream connection reuse" },
+	{ .key = "health", .type = T_FEATURE, .feature = &tg_health_feature, .def = "{}",
+	  .offset = offsetof(struct tg_backend, health),
+	  .help = "passive ejection after failures, and an optional active probe" },
 };
 static const struct section backend_section = SECTION(backend_settings);
 
@@ -558,9 +505,12 @@ static const struct setting route_settings[] = {
 	  .help = "unique name, used in logs and metric labels" },
 	{ .key = "match", .type = T_SECTION, .section = &match_section,
 	  .help = "conditions a request must meet; absent matches all" },
-	{ .key = "backends", .type = T_CUSTOM, .parse = parse_route_backends,
+	{ .key = "backends", .type = T_CUSTOM, .parse = tg_parse_route_backends,
 	  .required = true, .doc_type = "array",
-	  .help = "backend names, tried in order" },
+	  .help = "tiers, tried in order: backend names, or {\"balance\", \"members\"} groups" },
+	{ .key = "retry", .type = T_FEATURE, .feature = &tg_retry_feature, .def = "{}",
+	  .offset = offsetof(struct tg_route, retry),
+	  .help = "when and how often a request moves to the next backend" },
 };
 static const struct section route_section = SECTION(route_settings);
 
@@ -697,6 +647,7 @@ static void free_config(struct tg_config *cfg)
 		free(r->match_path);
 		free(r->match_model);
 		free(r->backends);
+		tg_free_route_tiers(r);
 	}
 	free(cfg->routes);
 

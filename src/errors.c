@@ -30,6 +30,8 @@ static const struct tg_error_info error_table[TG_E_COUNT] = {
 
 	[TG_E_SHUTTING_DOWN] = {503, "server_error", "shutting_down",
 		"the gateway is shutting down; retry on another instance", 'G'},
+	[TG_E_NO_BACKEND] = {503, "server_error", "no_backend_available",
+		"no backend of the route is available", 'G'},
 	[TG_E_INTERNAL] = {500, "server_error", "internal_error",
 		"the gateway failed to process the request", 'G'},
 
@@ -49,6 +51,10 @@ static const struct tg_error_info error_table[TG_E_COUNT] = {
 		"the upstream did not start its response in time", 's'},
 	[TG_E_UPSTREAM_IDLE_TIMEOUT] = {504, "upstream_error", "upstream_timeout",
 		"the upstream stopped sending in the middle of its response", 's'},
+	[TG_E_UPSTREAM_STREAM_ERROR] = {502, "upstream_error", "upstream_failed",
+		"the upstream reported an error in the stream", 'S'},
+	[TG_E_UPSTREAM_INCOMPLETE] = {502, "upstream_error", "upstream_incomplete",
+		"the upstream ended the stream without finishing the response", 'S'},
 };
 
 const struct tg_error_info *

@@ -23,6 +23,7 @@ enum tg_error {
 
 	/* The gateway cannot take the request. */
 	TG_E_SHUTTING_DOWN,
+	TG_E_NO_BACKEND,
 	TG_E_INTERNAL,
 
 	/* The upstream failed. */
@@ -34,6 +35,8 @@ enum tg_error {
 	TG_E_UPSTREAM_CONNECT_TIMEOUT,
 	TG_E_UPSTREAM_FIRST_BYTE_TIMEOUT,
 	TG_E_UPSTREAM_IDLE_TIMEOUT,
+	TG_E_UPSTREAM_STREAM_ERROR,
+	TG_E_UPSTREAM_INCOMPLETE,
 
 	TG_E_COUNT
 };

@@ -24,6 +24,7 @@
 #include "accesslog.h"
 #include "admin.h"
 #include "config.h"
+#include "health.h"
 #include "log.h"
 #include "tls.h"
 #include "worker.h"
@@ -38,6 +39,7 @@
 struct daemon {
 	const char *config_path;
 	struct tg_config *config;
+	struct tg_health_registry health;   /* backend health across reloads */
 	struct tg_runtime runtime;
 	struct event_base *base;
 	struct evhttp *admin;
@@ -111,6 +113,11 @@ reload(struct daemon *d)
 	if (cfg == NULL) {
 		tg_error("reload of %s failed, keeping the running configuration",
 		         d->config_path);
+		return;
+	}
+	if (tg_health_attach(&d->health, cfg) != 0) {
+		tg_error("reload of %s failed: out of memory", d->config_path);
+		tg_config_unref(cfg);
 		return;
 	}
 	warn_restart_only_changes(d->config, cfg);
@@ -257,7 +264,7 @@ run(struct daemon *d)
 		if (d->runtime.access_log_fd < 0)
 			return 1;
 	}
-	if (open_listen_tls(d) != 0)
+	if (open_listen_tls(d) != 0 || tg_health_attach(&d->health, d->config) != 0)
 		return 1;
 	d->admin = tg_admin_start(d->base, d->config->admin, &d->runtime);
 	if (d->admin == NULL)
@@ -311,6 +318,7 @@ daemon_free(struct daemon *d)
 	if (d->base != NULL)
 		event_base_free(d->base);
 	tg_config_unref(d->config);
+	tg_health_registry_free(&d->health);
 }
 
 int

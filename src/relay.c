@@ -4,10 +4,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 
+#include "attempt.h"
 #include "client.h"
+#include "health.h"
 #include "log.h"
 #include "relay.h"
 #include "request.h"
@@ -15,6 +18,14 @@
 #include "worker.h"
 
 #define SSE_MAX_EVENT (8 * 1024 * 1024)
+#define HOLD_MAX_EVENTS TG_MAX_HELD_EVENTS
+#define HOLD_MAX_BYTES (64 * 1024)
+
+/* Returned by the event callback to stop parsing: the stream moved to
+ * another attempt, so the rest of this upstream's bytes are dropped. */
+#define STREAM_ABANDONED 1
+
+/* --- response head ---------------------------------------------------------- */
 
 /* The Connection header that tells the client whether the connection
  * stays open after this response. */
@@ -31,20 +42,23 @@ connection_header(const struct tg_request *req)
 /* Write the status line, the kept upstream headers and the gateway's own.
  * content_length < 0 means the body length is not known in advance. */
 static void
-write_head(struct tg_request *req, struct evbuffer *out, long long content_length)
+write_head(struct tg_request *req, long long content_length)
 {
 	struct tg_response *resp = &req->response;
+	struct evbuffer *out = tg_client_output(req->client);
 	size_t before = evbuffer_get_length(out);
+	char attempts[512];
 
 	if (content_length < 0 && req->http_minor == 0)
 		req->keepalive = 0;    /* HTTP/1.0: the close ends the body */
 
+	tg_attempt_header(req, attempts, sizeof(attempts));
 	evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", resp->status,
 	                    tg_http_reason(resp->status));
 	for (size_t i = 0; i < resp->headers.count; i++)
 		evbuffer_add_printf(out, "%s: %s\r\n", resp->headers.items[i].name,
 		                    resp->headers.items[i].value);
-	evbuffer_add_printf(out, "X-Request-Id: %s\r\n", req->id);
+	evbuffer_add_printf(out, "X-Request-Id: %s\r\n%s", req->id, attempts);
 	if (content_length >= 0)
 		evbuffer_add_printf(out, "Content-Length: %lld\r\n", content_length);
 	else if (resp->chunked)
@@ -62,14 +76,16 @@ tg_relay_local_response(struct tg_request *req, int status,
 	struct evbuffer *out = tg_client_output(req->client);
 	size_t body_len = body ? evbuffer_get_length(body) : 0;
 	size_t before = evbuffer_get_length(out);
+	char attempts[512];
 
+	tg_attempt_header(req, attempts, sizeof(attempts));
 	req->response.status = status;
 	evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n"
 	                    "Content-Type: application/json\r\n"
 	                    "Content-Length: %zu\r\n"
 	                    "X-Request-Id: %s\r\n"
-	                    "%s%s\r\n",
-	                    status, tg_http_reason(status), body_len, req->id,
+	                    "%s%s%s\r\n",
+	                    status, tg_http_reason(status), body_len, req->id, attempts,
 	                    extra_headers ? extra_headers : "", connection_header(req));
 	if (body != NULL)
 		evbuffer_add_buffer(out, body);
@@ -98,6 +114,7 @@ adopt_upstream_headers(struct tg_response *resp, struct tg_headers *upstream)
 			free(id);
 		}
 	}
+	tg_headers_free(&resp->headers);
 	resp->headers = *upstream;
 	tg_headers_init(upstream);
 }
@@ -110,14 +127,314 @@ is_event_stream(const struct tg_headers *headers)
 	return type != NULL && strncasecmp(type, "text/event-stream", 17) == 0;
 }
 
+/* --- event classification ----------------------------------------------------- */
+
 static int
-on_sse_event(void *arg, const struct tg_sse_event *ev)
+nonempty_string(json_t *v)
+{
+	return json_is_string(v) && json_string_length(v) > 0;
+}
+
+/* OpenAI chat and completion chunks: content is text, a refusal, a tool
+ * call or a finish reason in any choice; "choices": [] is the usage chunk. */
+static enum tg_event_kind
+classify_openai(json_t *choices, int *finish)
+{
+	size_t i;
+	json_t *choice;
+	enum tg_event_kind kind = TG_EVENT_EMPTY;
+
+	if (json_array_size(choices) == 0)
+		return TG_EVENT_CONTENT;
+	json_array_foreach(choices, i, choice) {
+		json_t *delta = json_object_get(choice, "delta");
+		json_t *reason = json_object_get(choice, "finish_reason");
+
+		if (reason != NULL && !json_is_null(reason)) {
+			*finish = 1;
+			kind = TG_EVENT_CONTENT;
+		}
+		if (nonempty_string(json_object_get(choice, "text")) ||
+		    nonempty_string(json_object_get(delta, "content")) ||
+		    nonempty_string(json_object_get(delta, "refusal")) ||
+		    json_array_size(json_object_get(delta, "tool_calls")) > 0 ||
+		    json_object_get(delta, "function_call") != NULL)
+			kind = TG_EVENT_CONTENT;
+	}
+	return kind;
+}
+
+/* Anthropic messages stream: the JSON "type" names the event. */
+static enum tg_event_kind
+classify_anthropic(const char *type, json_t *json, int *finish)
+{
+	if (strcmp(type, "message_start") == 0 || strcmp(type, "ping") == 0 ||
+	    strcmp(type, "content_block_start") == 0 || strcmp(type, "content_block_stop") == 0)
+		return TG_EVENT_EMPTY;
+	if (strcmp(type, "message_stop") == 0)
+		return TG_EVENT_DONE;
+	if (strcmp(type, "message_delta") == 0) {
+		json_t *reason = json_object_get(json_object_get(json, "delta"), "stop_reason");
+
+		*finish = reason != NULL && !json_is_null(reason);
+	}
+	return TG_EVENT_CONTENT;
+}
+
+enum tg_event_kind
+tg_relay_classify(const struct tg_sse_event *ev, json_t **json, int *finish)
+{
+	json_t *choices;
+	const char *type;
+
+	*json = NULL;
+	*finish = 0;
+	if (ev->data_len == 6 && memcmp(ev->data, "[DONE]", 6) == 0)
+		return TG_EVENT_DONE;
+	if (ev->type_len == 5 && memcmp(ev->type, "error", 5) == 0)
+		return TG_EVENT_ERROR;
+
+	*json = json_loadb(ev->data, ev->data_len, 0, NULL);
+	if (!json_is_object(*json))
+		return TG_EVENT_CONTENT;        /* not ours to judge: pass it on */
+	if (json_object_get(*json, "error") != NULL)
+		return TG_EVENT_ERROR;
+
+	choices = json_object_get(*json, "choices");
+	if (json_is_array(choices))
+		return classify_openai(choices, finish);
+	type = json_string_value(json_object_get(*json, "type"));
+	if (type != NULL && strcmp(type, "error") == 0)
+		return TG_EVENT_ERROR;
+	if (type != NULL)
+		return classify_anthropic(type, *json, finish);
+	return TG_EVENT_CONTENT;
+}
+
+/* --- stream state -------------------------------------------------------------- */
+
+static void
+free_event(struct tg_stream_event *ev)
+{
+	if (ev->raw != NULL)
+		evbuffer_free(ev->raw);
+	json_decref(ev->json);
+	ev->raw = NULL;
+	ev->json = NULL;
+}
+
+void
+tg_relay_reset(struct tg_request *req)
+{
+	struct tg_response *resp = &req->response;
+
+	if (resp->streaming)
+		tg_sse_free(&resp->sse);
+	for (size_t i = 0; i < resp->n_held; i++)
+		free_event(&resp->held[i]);
+	if (resp->pending != NULL)
+		evbuffer_free(resp->pending);
+	if (resp->body != NULL)
+		evbuffer_free(resp->body);
+	tg_headers_free(&resp->headers);
+
+	resp->pending = NULL;
+	resp->body = NULL;
+	resp->n_held = 0;
+	resp->held_bytes = 0;
+	resp->streaming = 0;
+	resp->chunked = 0;
+	resp->content_sent = 0;
+	resp->sse_done = 0;
+	resp->finish_seen = 0;
+}
+
+/* --- stream output ------------------------------------------------------------- */
+
+/* Append bytes to the client's output, framed as one chunk when chunked. */
+static void
+write_piece(struct tg_request *req, struct evbuffer *piece)
+{
+	struct evbuffer *out = tg_client_output(req->client);
+	size_t len = evbuffer_get_length(piece);
+	size_t before = evbuffer_get_length(out);
+
+	if (len == 0)
+		return;
+	if (req->response.chunked)
+		evbuffer_add_printf(out, "%zx\r\n", len);
+	evbuffer_add_buffer(out, piece);
+	if (req->response.chunked)
+		evbuffer_add(out, "\r\n", 2);
+	req->bytes_out += evbuffer_get_length(out) - before;
+
+	if (tg_client_output_full(req->client))
+		tg_upstream_pause(req->upstream);
+}
+
+/*
+ * The one point where stream events leave for the client. Features that
+ * look at, change or drop events (metrics, filters, cache) hook in here.
+ */
+static void
+emit_event(struct tg_request *req, struct tg_stream_event *ev)
+{
+	struct tg_response *resp = &req->response;
+
+	if (ev->kind == TG_EVENT_DONE)
+		resp->sse_done = 1;
+	if (ev->finish)
+		resp->finish_seen = 1;
+	if (ev->kind == TG_EVENT_ERROR && req->error == TG_OK) {
+		req->error = TG_E_UPSTREAM_STREAM_ERROR;
+		req->cause = TG_CAUSE_UPSTREAM_FAILED;
+		tg_log_request(req, TG_LOG_WARN, "upstream sent an error event in the stream");
+	}
+	write_piece(req, ev->raw);
+}
+
+/* The first content is here (or holding must end): the attempt succeeded,
+ * so the head goes out, then the held events. */
+static void
+release_held(struct tg_request *req)
+{
+	struct tg_response *resp = &req->response;
+	struct tg_attempt *a = &req->attempts[req->n_attempts - 1];
+	char label[16];
+
+	snprintf(label, sizeof(label), "%d", resp->status);
+	if (a->open)
+		tg_attempt_end(req, TG_OUTCOME_SUCCESS, TG_OK, resp->status, label);
+	write_head(req, -1);
+	resp->content_sent = 1;
+	for (size_t i = 0; i < resp->n_held; i++) {
+		emit_event(req, &resp->held[i]);
+		free_event(&resp->held[i]);
+	}
+	resp->n_held = 0;
+	resp->held_bytes = 0;
+}
+
+static void
+hold_event(struct tg_request *req, struct tg_stream_event *ev)
+{
+	struct tg_response *resp = &req->response;
+
+	resp->held[resp->n_held++] = *ev;
+	resp->held_bytes += evbuffer_get_length(ev->raw);
+	ev->raw = NULL;
+	ev->json = NULL;
+}
+
+/*
+ * An error event arrived before any content: move to the next attempt
+ * when the policy allows. Returns 1 when the stream was abandoned for it.
+ */
+static int
+fail_over_stream(struct tg_request *req)
+{
+	struct tg_upstream_conn *conn = req->upstream;
+
+	tg_attempt_end(req, TG_OUTCOME_FAILURE, TG_E_UPSTREAM_STREAM_ERROR,
+	               req->response.status, "stream_error");
+	req->upstream = NULL;
+	if (!tg_attempt_next(req, TG_RETRY_STREAM_ERROR, 0)) {
+		req->upstream = conn;
+		return 0;
+	}
+	tg_relay_reset(req);
+	return 1;
+}
+
+static int
+on_sse_event(void *arg, const struct tg_sse_event *sse)
 {
 	struct tg_request *req = arg;
+	struct tg_response *resp = &req->response;
+	struct tg_stream_event ev = {0};
 
-	if (ev->data_len == 6 && memcmp(ev->data, "[DONE]", 6) == 0)
-		req->response.sse_done = 1;
+	ev.raw = evbuffer_new();
+	if (ev.raw == NULL)
+		return 0;
+	evbuffer_remove_buffer(resp->pending, ev.raw, sse->raw_len);
+	ev.kind = tg_relay_classify(sse, &ev.json, &ev.finish);
+
+	if (!resp->content_sent) {
+		if (ev.kind == TG_EVENT_ERROR && fail_over_stream(req)) {
+			free_event(&ev);
+			return STREAM_ABANDONED;
+		}
+		if (ev.kind == TG_EVENT_EMPTY && resp->n_held < HOLD_MAX_EVENTS &&
+		    resp->held_bytes + evbuffer_get_length(ev.raw) <= HOLD_MAX_BYTES) {
+			hold_event(req, &ev);
+			return 0;
+		}
+		release_held(req);
+	}
+	emit_event(req, &ev);
+	free_event(&ev);
 	return 0;
+}
+
+static void
+start_stream(struct tg_request *req)
+{
+	struct tg_response *resp = &req->response;
+
+	resp->streaming = 1;
+	resp->chunked = req->http_minor >= 1;
+	resp->pending = evbuffer_new();
+	tg_sse_init(&resp->sse, SSE_MAX_EVENT, on_sse_event, NULL, req);
+}
+
+/* End a stream that already reached the client with an error event in the
+ * OpenAI error shape, so the client cannot take it for a complete answer;
+ * no [DONE] follows, and the connection closes. */
+static void
+end_stream_with_error(struct tg_request *req, enum tg_error err)
+{
+	struct evbuffer *event = evbuffer_new();
+
+	if (event != NULL) {
+		evbuffer_add(event, "data: ", 6);
+		tg_error_body(event, err, NULL);        /* ends with a newline */
+		evbuffer_add(event, "\n", 1);
+		write_piece(req, event);
+		evbuffer_free(event);
+	}
+	if (req->response.chunked) {
+		evbuffer_add(tg_client_output(req->client), "0\r\n\r\n", 5);
+		req->bytes_out += 5;
+	}
+	req->client->close_after_response = 1;
+	tg_client_response_done(req->client);
+}
+
+/* --- upstream handler ------------------------------------------------------------ */
+
+static enum tg_outcome
+outcome_of_status(int status)
+{
+	if (status == 429)
+		return TG_OUTCOME_RATE_LIMITED;
+	return status >= 500 ? TG_OUTCOME_FAILURE : TG_OUTCOME_SUCCESS;
+}
+
+/* A 429 or 503 that says when to come back cools the backend down until
+ * then, for every worker. */
+static void
+apply_cooldown(struct tg_request *req, int status, const struct tg_headers *headers)
+{
+	uint64_t wait;
+
+	if (status != 429 && status != 503)
+		return;
+	wait = tg_health_retry_after(headers, time(NULL));
+	if (wait == 0)
+		return;
+	tg_health_cooldown(req->backend, tg_now_ns() + wait);
+	tg_log_request(req, TG_LOG_WARN, "backend %s answered %d; cooling down for %.3f s",
+	               req->backend->name, status, (double)wait / 1e9);
 }
 
 static int
@@ -125,50 +442,63 @@ relay_on_head(void *arg, int status, struct tg_headers *headers)
 {
 	struct tg_request *req = arg;
 	struct tg_response *resp = &req->response;
+	struct tg_upstream_conn *conn = req->upstream;
+	char label[16];
 
+	snprintf(label, sizeof(label), "%d", status);
+	apply_cooldown(req, status, headers);
 	req->upstream_status = status;
-	req->phase = TG_PHASE_DATA;
-	resp->status = status;
-	resp->streaming = is_event_stream(headers);
-	adopt_upstream_headers(resp, headers);
 
-	if (!resp->streaming) {
-		resp->body = evbuffer_new();
-		return resp->body == NULL;
+	if (tg_attempt_status_retryable(req, status)) {
+		tg_attempt_end(req, outcome_of_status(status), TG_OK, status, label);
+		req->upstream = NULL;
+		if (tg_attempt_next(req, 0, status))
+			return 1;       /* this response is dropped with its connection */
+		req->upstream = conn;
 	}
 
-	/* A stream goes out as it comes: the head now, each piece as read. */
-	resp->chunked = req->http_minor >= 1;
-	tg_sse_init(&resp->sse, SSE_MAX_EVENT, on_sse_event, NULL, req);
-	write_head(req, tg_client_output(req->client), -1);
-	return 0;
+	req->phase = TG_PHASE_DATA;
+	resp->status = status;
+	adopt_upstream_headers(resp, headers);
+
+	/* A successful stream's attempt ends at its first content, so an error
+	 * event before it can still fail over. */
+	if (status == 200 && is_event_stream(&resp->headers)) {
+		start_stream(req);
+		return resp->pending == NULL;
+	}
+
+	tg_attempt_end(req, outcome_of_status(status), TG_OK, status, label);
+	if (is_event_stream(&resp->headers)) {
+		start_stream(req);
+		release_held(req);
+		return resp->pending == NULL;
+	}
+	resp->body = evbuffer_new();
+	return resp->body == NULL;
 }
 
 static int
-relay_stream_piece(struct tg_request *req, const char *data, size_t len)
+relay_stream_body(struct tg_request *req, const char *data, size_t len)
 {
 	struct tg_response *resp = &req->response;
-	struct evbuffer *out = tg_client_output(req->client);
-	size_t before = evbuffer_get_length(out);
+	int rc;
 
-	if (resp->chunked)
-		evbuffer_add_printf(out, "%zx\r\n", len);
-	evbuffer_add(out, data, len);
-	if (resp->chunked)
-		evbuffer_add(out, "\r\n", 2);
-	req->bytes_out += evbuffer_get_length(out) - before;
-
-	/* The parser only observes: a malformed stream is still relayed as
-	 * the upstream sent it. */
-	if (tg_sse_feed(&resp->sse, data, len) == TG_SSE_ERR_TOO_LARGE) {
+	evbuffer_add(resp->pending, data, len);
+	rc = tg_sse_feed(&resp->sse, data, len);
+	if (rc == STREAM_ABANDONED)
+		return 1;
+	if (rc == TG_SSE_ERR_TOO_LARGE) {
+		/* Pass the oversized event on as it is; parsing restarts after it
+		 * as if at a stream start, which may misread one event. */
 		tg_log_request(req, TG_LOG_WARN, "stream event larger than %d bytes; "
-		               "no longer parsing events of this stream", SSE_MAX_EVENT);
+		               "relayed without parsing", SSE_MAX_EVENT);
+		if (!resp->content_sent)
+			release_held(req);
+		write_piece(req, resp->pending);
 		tg_sse_free(&resp->sse);
 		tg_sse_init(&resp->sse, SSE_MAX_EVENT, on_sse_event, NULL, req);
 	}
-
-	if (tg_client_output_full(req->client))
-		tg_upstream_pause(req->upstream);
 	return 0;
 }
 
@@ -179,13 +509,14 @@ relay_on_body(void *arg, const char *data, size_t len)
 	struct tg_response *resp = &req->response;
 
 	if (resp->streaming)
-		return relay_stream_piece(req, data, len);
+		return relay_stream_body(req, data, len);
 
 	if (evbuffer_get_length(resp->body) + len > req->config->limits.max_response_body) {
 		tg_log_request(req, TG_LOG_WARN, "upstream response body exceeds "
 		               "limits.max_response_body (%zu bytes)",
 		               req->config->limits.max_response_body);
 		req->upstream = NULL;  /* returning non-zero hands it back */
+		req->cause = TG_CAUSE_UPSTREAM_FAILED;
 		tg_request_fail(req, TG_E_UPSTREAM_TOO_LARGE, NULL);
 		return 1;
 	}
@@ -193,60 +524,49 @@ relay_on_body(void *arg, const char *data, size_t len)
 }
 
 static void
-relay_on_complete(void *arg)
+finish_stream(struct tg_request *req)
 {
-	struct tg_request *req = arg;
 	struct tg_response *resp = &req->response;
 	struct evbuffer *out = tg_client_output(req->client);
 
-	req->upstream = NULL;
-	if (resp->streaming) {
-		if (resp->chunked) {
-			evbuffer_add(out, "0\r\n\r\n", 5);
-			req->bytes_out += 5;
-		}
-		tg_sse_finish(&resp->sse);
-	} else {
-		size_t len = evbuffer_get_length(resp->body);
+	if (!resp->content_sent)
+		release_held(req);
 
-		write_head(req, out, (long long)len);
-		evbuffer_add_buffer(out, resp->body);
-		req->bytes_out += len;
+	/* Bytes after the last event (such as the LF of a final CRLF) go out
+	 * as they came, so the body stays byte for byte the upstream's. */
+	write_piece(req, resp->pending);
+
+	if (tg_sse_finish(&resp->sse) || (!resp->sse_done && !resp->finish_seen)) {
+		tg_log_request(req, TG_LOG_WARN, "upstream stream ended without a finish "
+		               "reason or [DONE]");
+		req->error = TG_E_UPSTREAM_INCOMPLETE;
+		req->cause = TG_CAUSE_UPSTREAM_FAILED;
+		end_stream_with_error(req, TG_E_UPSTREAM_INCOMPLETE);
+		return;
+	}
+	if (resp->chunked) {
+		evbuffer_add(out, "0\r\n\r\n", 5);
+		req->bytes_out += 5;
 	}
 	tg_client_response_done(req->client);
 }
 
-/* End a stream that already reached the client with an error event in the
- * OpenAI error shape, so the client cannot take it for a complete answer;
- * no [DONE] follows. */
 static void
-end_stream_with_error(struct tg_request *req, enum tg_error err)
+relay_on_complete(void *arg)
 {
-	struct evbuffer *event = evbuffer_new();
-	struct evbuffer *body = evbuffer_new();
+	struct tg_request *req = arg;
+	struct tg_response *resp = &req->response;
+	size_t len;
 
-	if (event != NULL && body != NULL && tg_error_body(body, err, NULL) == 0) {
-		size_t len;
-
-		/* tg_error_body ends with a newline; an SSE event needs two. */
-		evbuffer_add(event, "data: ", 6);
-		evbuffer_add_buffer(event, body);
-		evbuffer_add(event, "\n", 1);
-		len = evbuffer_get_length(event);
-		relay_stream_piece(req, (const char *)evbuffer_pullup(event, -1), len);
+	req->upstream = NULL;
+	if (resp->streaming) {
+		finish_stream(req);
+		return;
 	}
-	if (event != NULL)
-		evbuffer_free(event);
-	if (body != NULL)
-		evbuffer_free(body);
-
-	if (req->response.chunked) {
-		evbuffer_add(tg_client_output(req->client), "0\r\n\r\n", 5);
-		req->bytes_out += 5;
-	}
-
-	/* Close too, for clients that read the body but not the events. */
-	req->client->close_after_response = 1;
+	len = evbuffer_get_length(resp->body);
+	write_head(req, (long long)len);
+	evbuffer_add_buffer(tg_client_output(req->client), resp->body);
+	req->bytes_out += len;
 	tg_client_response_done(req->client);
 }
 
@@ -254,17 +574,25 @@ static void
 relay_on_error(void *arg, enum tg_error err, const char *detail)
 {
 	struct tg_request *req = arg;
+	const struct tg_error_info *info = tg_error_info(err);
+	unsigned kind = tg_attempt_error_kind(err);
 
 	req->upstream = NULL;
-	req->error = err;
-	req->cause = (enum tg_cause)tg_error_info(err)->who;
-	tg_log_request(req, TG_LOG_WARN, "%s (%s)", tg_error_info(err)->message,
-	               detail ? detail : "no detail");
+	tg_log_request(req, TG_LOG_WARN, "%s (%s)", info->message, detail ? detail : "no detail");
 
 	if (!req->response.head_sent) {
+		tg_attempt_end(req, TG_OUTCOME_FAILURE, err, 0,
+		               kind == TG_RETRY_TIMEOUT ? "timeout"
+		               : kind == TG_RETRY_CONNECT ? "connect" : "reset");
+		tg_relay_reset(req);
+		if (tg_attempt_next(req, kind, 0))
+			return;
 		tg_request_fail(req, err, NULL);
 		return;
 	}
+
+	req->error = err;
+	req->cause = (enum tg_cause)info->who;
 	end_stream_with_error(req, err);
 }
 

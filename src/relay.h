@@ -1,15 +1,46 @@
 /*
  * The relay: the upstream handler that turns an upstream response into the
- * client's response. Streams (text/event-stream) go out as they arrive and
- * each event is parsed on the way; other bodies are buffered whole, bounded,
- * then sent.
+ * client's response.
+ *
+ * Non-streaming bodies are buffered whole, bounded, then sent. Streams
+ * (text/event-stream) are parsed into events as they arrive, and each event
+ * goes to the client whole, with its bytes unchanged, as soon as its last
+ * byte arrived. Until the first event with content, events without content
+ * (the role-only first chunk, empty deltas, comments) are held, and the
+ * response head with them, so an error the upstream reports before any
+ * content can still move the request to another backend.
  */
 #ifndef TOLLGATE_RELAY_H
 #define TOLLGATE_RELAY_H
 
+#include <jansson.h>
+
+#include "sse.h"
 #include "upstream.h"
 
 struct tg_request;
+struct evbuffer;
+
+/* What a stream event means for the relay. */
+enum tg_event_kind {
+	TG_EVENT_EMPTY,         /* no content: role-only, empty delta, ping */
+	TG_EVENT_CONTENT,       /* text, refusal, tool call, finish, usage */
+	TG_EVENT_ERROR,         /* the upstream reports an error in-stream */
+	TG_EVENT_DONE,          /* "[DONE]" or Anthropic's message_stop */
+};
+
+/*
+ * A stream event on its way to the client, as features see it at the
+ * single point where events leave (relay.c, emit_event). raw holds the
+ * exact bytes, which are what the client gets; json is the parsed data, or
+ * NULL when the data is not JSON.
+ */
+struct tg_stream_event {
+	enum tg_event_kind kind;
+	struct evbuffer *raw;
+	json_t *json;
+	int finish;             /* carries a finish_reason or stop_reason */
+};
 
 extern const struct tg_upstream_handler tg_relay_handler;
 
@@ -20,5 +51,13 @@ void tg_relay_local_response(struct tg_request *req, int status,
 
 /* The client's output drained below its low mark: resume the upstream. */
 void tg_relay_client_writable(struct tg_request *req);
+
+/* Release the relay's state of req's response (on failover and at the end). */
+void tg_relay_reset(struct tg_request *req);
+
+/* Classify one event's data, parsing it as JSON; *json gets the parsed
+ * value (the caller owns it) or NULL. */
+enum tg_event_kind tg_relay_classify(const struct tg_sse_event *ev, json_t **json,
+                                     int *finish);
 
 #endif

@@ -13,7 +13,9 @@
 
 #include "config-t.h"
 #include "errors.h"
+#include "failover-t.h"
 #include "headers.h"
+#include "relay.h"
 #include "sse.h"
 
 struct tg_client;
@@ -42,16 +44,40 @@ enum tg_cause {
 	TG_CAUSE_DRAIN = 'D',           /* shutdown deadline */
 };
 
+#define TG_MAX_HELD_EVENTS 32
+
 /* The response as it goes back to the client. */
 struct tg_response {
 	int status;                     /* sent, or to be sent, to the client */
 	int head_sent;
-	int streaming;                  /* text/event-stream relayed as it comes */
+	int streaming;                  /* text/event-stream relayed by event */
 	int chunked;                    /* body framed with chunked encoding */
 	struct tg_headers headers;      /* upstream headers kept for the client */
 	struct evbuffer *body;          /* non-streaming body, buffered whole */
+
 	struct tg_sse_parser sse;       /* events of a streaming body */
+	struct evbuffer *pending;       /* stream bytes not yet part of an event */
+	struct tg_stream_event held[TG_MAX_HELD_EVENTS]; /* before first content */
+	size_t n_held;
+	size_t held_bytes;
+	int content_sent;               /* an event with content went out */
 	int sse_done;                   /* "[DONE]" was seen */
+	int finish_seen;                /* a finish reason was seen */
+};
+
+#define TG_MAX_ATTEMPTS 16
+
+/* One upstream attempt of a request. */
+struct tg_attempt {
+	const struct tg_backend *backend;
+	const char *model;              /* model name sent upstream */
+	uint64_t start_ns, end_ns;
+	int status;                     /* upstream HTTP status; 0 when none */
+	enum tg_error error;
+	int outcome;                    /* enum tg_outcome, once ended */
+	int trial;                      /* the half-open trial of its backend */
+	int open;                       /* not ended yet */
+	char label[16];                 /* for x-tollgate-attempts: "503", "timeout" */
 };
 
 struct tg_request {
@@ -82,11 +108,13 @@ struct tg_request {
 	const struct tg_route *route;
 	const struct tg_backend *backend;
 
-	/* Upstream attempt. */
+	/* Upstream attempts; the last one is the current one. */
+	struct tg_attempt attempts[TG_MAX_ATTEMPTS];
+	unsigned n_attempts;
+	const struct tg_tier_member *member;    /* of the current attempt */
 	struct tg_upstream_conn *upstream;
-	struct evbuffer *upstream_request;  /* head and body as sent, for replays */
+	struct evbuffer *upstream_request;  /* head and body of the current attempt */
 	int upstream_status;
-	uint64_t upstream_start_ns;
 
 	struct tg_response response;
 

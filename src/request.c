@@ -11,6 +11,7 @@
 #include <llhttp.h>
 
 #include "accesslog.h"
+#include "attempt.h"
 #include "client.h"
 #include "config.h"
 #include "log.h"
@@ -167,59 +168,6 @@ answer_models(struct tg_request *req)
 	evbuffer_free(body);
 }
 
-/* Build the request that goes to the backend: the target under the
- * backend's base path, rewritten headers and the body as received. */
-static int
-build_upstream_request(struct tg_request *req)
-{
-	const struct tg_backend *b = req->backend;
-	struct tg_upstream_rewrite rw = {
-		.host = b->host_header,
-		.api_key = b->api_key,
-		.client_ip = req->client ? req->client->ip : "unknown",
-		.proto = req->client && req->client->tls ? "https" : "http",
-		.request_id = req->id,
-	};
-	char *target;
-	int rc;
-
-	if (asprintf(&target, "%s%s", b->base_path, req->url) < 0)
-		return -1;
-	req->upstream_request = evbuffer_new();
-	rc = req->upstream_request == NULL ? -1
-	   : tg_headers_write_upstream_request(req->upstream_request, req->method, target,
-	                                       &req->headers, &rw, req->body_len);
-	free(target);
-	/* A copy, not a reference: the upstream connection references this
-	 * buffer in turn, and libevent cannot reference a reference. */
-	if (rc == 0 && req->body_len > 0)
-		rc = evbuffer_add(req->upstream_request, evbuffer_pullup(req->body, -1),
-		                  req->body_len);
-	return rc;
-}
-
-static void
-start_upstream(struct tg_request *req)
-{
-	enum tg_error err = TG_OK;
-
-	req->backend = req->route->backends[0];
-	if (build_upstream_request(req) != 0) {
-		tg_request_fail(req, TG_E_INTERNAL, NULL);
-		return;
-	}
-
-	req->phase = TG_PHASE_CONNECT;
-	req->upstream_start_ns = tg_now_ns();
-	req->upstream = tg_upstream_send(req->worker, req->backend, req->upstream_request,
-	                                 &tg_relay_handler, req, &err);
-	if (req->upstream == NULL) {
-		tg_log_request(req, TG_LOG_WARN, "upstream request not started: %s",
-		               tg_error_info(err)->message);
-		tg_request_fail(req, err, NULL);
-	}
-}
-
 void
 tg_request_dispatch(struct tg_request *req)
 {
@@ -228,6 +176,14 @@ tg_request_dispatch(struct tg_request *req)
 	char message[512];
 
 	assign_request_id(req);
+
+	/* A request that arrived on a kept-alive connection after the drain
+	 * began: answer it, so the client knows to go elsewhere. */
+	if (req->worker->draining && req->start_ns >= req->worker->drain_started_ns) {
+		req->client->close_after_response = 1;
+		tg_request_fail(req, TG_E_SHUTTING_DOWN, NULL);
+		return;
+	}
 
 	if (endpoint != NULL && endpoint->method != req->method_id) {
 		char allow[64];
@@ -274,7 +230,7 @@ tg_request_dispatch(struct tg_request *req)
 		return;
 	}
 
-	start_upstream(req);
+	tg_attempt_first(req);
 }
 
 void
@@ -303,6 +259,7 @@ tg_request_abort(struct tg_request *req, enum tg_cause cause)
 {
 	if (req->cause == TG_CAUSE_NONE)
 		req->cause = cause;
+	tg_attempt_end(req, TG_OUTCOME_CANCELLED, TG_OK, 0, "cancelled");
 	if (req->upstream != NULL) {
 		tg_upstream_cancel(req->upstream);
 		req->upstream = NULL;
@@ -324,12 +281,9 @@ tg_request_done(struct tg_request *req)
 	tg_accesslog_write(req->worker->runtime->access_log_fd, req);
 
 	req->worker->active_requests--;
+	tg_attempt_end(req, TG_OUTCOME_CANCELLED, TG_OK, 0, "cancelled");
+	tg_relay_reset(req);
 	tg_headers_free(&req->headers);
-	tg_headers_free(&req->response.headers);
-	if (req->response.body != NULL)
-		evbuffer_free(req->response.body);
-	if (req->response.streaming)
-		tg_sse_free(&req->response.sse);
 	if (req->upstream_request != NULL)
 		evbuffer_free(req->upstream_request);
 	evbuffer_free(req->body);

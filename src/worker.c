@@ -14,6 +14,8 @@
 #include "client.h"
 #include "config.h"
 #include "log.h"
+#include "probe.h"
+#include "request.h"
 #include "upstream.h"
 #include "worker.h"
 
@@ -100,6 +102,7 @@ tg_worker_new(int id, struct tg_config *cfg, struct tg_runtime *rt)
 	LIST_INIT(&w->clients);
 	if (RAND_bytes((unsigned char *)&w->id_prefix, sizeof(w->id_prefix)) != 1)
 		w->id_prefix = ((uint64_t)getpid() << 32) ^ (uint64_t)id;
+	w->rng = w->id_prefix | 1;      /* xorshift64 must not start at 0 */
 
 	w->base = event_base_new();
 	w->dns = w->base ? evdns_base_new(w->base, EVDNS_BASE_INITIALIZE_NAMESERVERS) : NULL;
@@ -139,6 +142,8 @@ worker_main(void *arg)
 {
 	struct tg_worker *w = arg;
 
+	if (w->id == 0)
+		tg_probes_restart(w);
 	event_base_dispatch(w->base);
 	atomic_store(&w->finished, 1);
 	return NULL;
@@ -167,6 +172,7 @@ tg_worker_join_and_free(struct tg_worker *w)
 	close_listeners(w);
 	free(w->listeners);
 	free(w->listener_ctxs);
+	tg_probes_stop(w);
 	tg_upstream_pools_free(w);
 	evdns_base_free(w->dns, 0);
 	event_base_free(w->base);
@@ -193,6 +199,8 @@ swap_config_cb(evutil_socket_t fd, short what, void *arg)
 	tg_config_unref(w->config);
 	w->config = msg->config;
 	free(msg);
+	if (w->id == 0)
+		tg_probes_restart(w);
 }
 
 void
@@ -226,6 +234,7 @@ drain_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	w->draining = 1;
+	w->drain_started_ns = tg_now_ns();
 	close_listeners(w);
 
 	/* Idle keep-alive connections close now; busy ones after their

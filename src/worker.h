@@ -22,6 +22,7 @@ struct evdns_base;
 struct evconnlistener;
 struct tg_client;
 struct tg_pool;
+struct tg_probe;
 struct tg_listener_ctx;
 
 /* State shared by all workers, fixed after start-up except where atomic. */
@@ -51,8 +52,11 @@ struct tg_worker {
 	size_t n_clients;
 	size_t active_requests;
 	int draining;
+	uint64_t drain_started_ns;      /* requests begun after it get 503 */
 
 	struct tg_pool *pools;          /* upstream pools, one per backend */
+	struct tg_probe *probes;        /* active health probes (worker 0 only) */
+	uint64_t rng;                   /* xorshift64 state for the balancers */
 	uint64_t request_seq;           /* for request ids */
 	uint64_t id_prefix;             /* random per worker, for request ids */
 

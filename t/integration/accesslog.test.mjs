@@ -149,7 +149,7 @@ describe('access log', () => {
     let entry;
     try {
       await client.write(rawPost('/v1/chat/completions', { ...chat, stream: true },
-        ['x-mock: events=3;event_delay=5s', 'X-Request-Id: idle-mid-stream']));
+        ['x-mock: events=3;stall_after=2', 'X-Request-Id: idle-mid-stream']));
       entry = await idleGw.accessFor('idle-mid-stream');
     } finally {
       client.destroy();

@@ -25,8 +25,17 @@ describe('error responses', () => {
       backends: {
         mock: mockBackend(mock, { timeouts: { first_byte: '1s' } }),
         dead: { url: `http://127.0.0.1:${closedPort}` },
+        // One backend per passed-through status: a 429 or 503 with
+        // Retry-After cools its backend down, which must not reach the
+        // other tests.
+        p429: mockBackend(mock),
+        p500: mockBackend(mock),
+        p503: mockBackend(mock),
       },
       routes: [
+        { name: 'pass-429', match: { path: '/v1/chat/completions', model: 'pass-429' }, backends: ['p429'] },
+        { name: 'pass-500', match: { path: '/v1/chat/completions', model: 'pass-500' }, backends: ['p500'] },
+        { name: 'pass-503', match: { path: '/v1/chat/completions', model: 'pass-503' }, backends: ['p503'] },
         { name: 'dead', match: { path: '/v1/chat/completions', model: 'dead-model' }, backends: ['dead'] },
         { name: 'chat', match: { path: '/v1/chat/completions', model: 'gpt-*' }, backends: ['mock'] },
         { name: 'embeddings', match: { path: '/v1/embeddings', model: '*' }, backends: ['mock'] },
@@ -172,10 +181,11 @@ describe('error responses', () => {
   for (const status of [429, 500, 503]) {
     it(`passes an upstream ${status} through unchanged`, async () => {
       const headers = [`x-mock: status=${status};retry_after=7`];
-      const direct = await curl(curlPost(`${mock.url}/v1/chat/completions`, chatBody, headers));
+      const body = { ...chatBody, model: `pass-${status}` };
+      const direct = await curl(curlPost(`${mock.url}/v1/chat/completions`, body, headers));
       assert.equal(direct.status, status, 'the mock itself answers with the status');
 
-      const res = await curl(curlPost(chatURL, chatBody, headers));
+      const res = await curl(curlPost(chatURL, body, headers));
       assert.equal(res.status, status);
       assert.equal(res.text, direct.text, 'body');
       assert.equal(res.headers['content-type'], direct.headers['content-type']);

@@ -176,7 +176,7 @@ describe('SIGTERM drain', () => {
       assert.equal(stream.status, 200);
       assert.match(stream.text, /data: \[DONE\]/);
       const res = await client.readResponse();
-      assertError(res, 503, 'invalid_request_error', 'shutting_down');
+      assertError(res, 503, 'server_error', 'shutting_down');
       assert.match(res.header('connection') ?? '', /close/i);
       assert.ok(await client.waitClosed(), 'the connection stayed open after the 503');
     } finally {

@@ -74,28 +74,39 @@ describe('response relay', () => {
     assert.ok(res.body.equals(direct.body), 'the chunks do not add up to the direct body');
   });
 
-  it('sends the first event before the upstream sends the second', async () => {
-    // The mock waits EVENT_DELAY between events. A gateway that held the
-    // first event back until more data came could not deliver it sooner than
-    // EVENT_DELAY after the request, when the second event is sent.
-    const EVENT_DELAY = 3000;
+  it('sends the first content event before the upstream sends the next', async () => {
+    // The mock waits EVENT_DELAY between events: the role-only chunk at 0,
+    // the first content at EVENT_DELAY, the next at 2 * EVENT_DELAY. The
+    // gateway holds content-free events until the first content (so an
+    // error before it can still fail over), so the first content event is
+    // what must arrive before the upstream sends the next one.
+    const EVENT_DELAY = 2000;
     const stream = await openStream({
       port: gw.port,
       body: { model: 'gpt-4o', messages, stream: true },
       headers: { 'x-mock': `events=3;event_delay=${EVENT_DELAY}ms` },
     });
+    const hasContent = (ev) => {
+      try {
+        return Boolean(JSON.parse(ev.data).choices?.[0]?.delta?.content);
+      } catch {
+        return false;
+      }
+    };
     try {
       assert.equal(stream.status, 200);
       assert.match(stream.headers['content-type'], /^text\/event-stream/);
-      const first = await stream.nextData();
-      assert.notEqual(first, null, 'the stream ended without an event');
-      assert.ok(first.at - stream.sentAt < EVENT_DELAY,
-        `the first event arrived ${first.at - stream.sentAt} ms after the request, not before the second was due`);
-      assert.equal(stream.queue.filter((e) => e.data !== null).length, 0, 'the second event arrived with the first');
+      let first = await stream.nextData();
+      while (first !== null && !hasContent(first))
+        first = await stream.nextData();
+      assert.notEqual(first, null, 'the stream ended without a content event');
+      assert.ok(first.at - stream.sentAt < 2 * EVENT_DELAY,
+        `the first content arrived ${first.at - stream.sentAt} ms after the request, not before the next was due`);
+      assert.equal(stream.queue.filter((e) => e.data !== null).length, 0, 'the next event arrived with the first content');
 
       const second = await stream.nextData();
-      assert.notEqual(second, null, 'the stream ended after one event');
-      assert.ok(second.at > first.at, 'the second event arrived in the same read as the first');
+      assert.notEqual(second, null, 'the stream ended after one content event');
+      assert.ok(second.at > first.at, 'the next event arrived in the same read as the first content');
     } finally {
       stream.abort();
     }

@@ -463,13 +463,13 @@ START_TEST(unknown_key_backend_levels)
 		" \"routes\": [{\"name\": \"r\", \"backends\": [\"primary\"],"
 		"   \"weight\": 1, \"match\": {\"method\": \"GET\"}}]}",
 		"T: backends.primary: unknown key \"timeout\"; valid keys: url, api_key, "
-		"timeouts, tls, pool\n"
+		"timeouts, tls, pool, health\n"
 		"T: backends.primary.timeouts: unknown key \"read\"; valid keys: connect, "
 		"first_byte, idle\n"
 		"T: backends.primary.tls: unknown key \"insecure\"; valid keys: ca_file, verify\n"
 		"T: backends.primary.pool: unknown key \"size\"; valid keys: max_idle, "
 		"idle_timeout\n"
-		"T: routes[0]: unknown key \"weight\"; valid keys: name, match, backends\n"
+		"T: routes[0]: unknown key \"weight\"; valid keys: name, match, backends, retry\n"
 		"T: routes[0].match: unknown key \"method\"; valid keys: path, model\n");
 }
 END_TEST
@@ -520,7 +520,7 @@ START_TEST(wrong_types_nested)
 		"T: routes[0].name: expected a string, got an integer\n"
 		"T: routes[0].match.path: expected a path string, got an integer\n"
 		"T: routes[0].match.model: expected a string, got an array\n"
-		"T: routes[0].backends: expected an array of backend names, got a string\n"
+		"T: routes[0].backends: expected an array of backend names and groups, got a string\n"
 		"T: routes[1]: expected an object, got a string\n");
 
 	expect_errors("{\"backends\": [], \"routes\": {}}",
@@ -778,7 +778,7 @@ START_TEST(many_errors_one_run)
 		"integer with an optional unit B, KiB, MiB, GiB, KB, MB or GB, such "
 		"as \"32MiB\"\n"
 		"M: backends.primary: unknown key \"timeout\"; valid keys: url, "
-		"api_key, timeouts, tls, pool\n"
+		"api_key, timeouts, tls, pool, health\n"
 		"M: backends.primary.url: the URL must not contain credentials "
 		"(user:password@); put the key in \"api_key\" instead\n"
 		"M: routes[0].backends[0]: unknown backend \"primray\"; did you mean "

@@ -1,0 +1,354 @@
+/*
+ * Upstream attempts and failover.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+
+#include "attempt.h"
+#include "balancer.h"
+#include "client.h"
+#include "log.h"
+#include "relay.h"
+#include "request.h"
+#include "upstream.h"
+#include "worker.h"
+
+#define NS_PER_S 1000000000ull
+
+static int
+already_tried(void *arg, const struct tg_backend *backend)
+{
+	const struct tg_request *req = arg;
+
+	for (unsigned i = 0; i < req->n_attempts; i++) {
+		if (req->attempts[i].backend == backend)
+			return 1;
+	}
+	return 0;
+}
+
+/* The body for member: the client's bytes, or the JSON again with the
+ * member's model name when it renames the model. */
+static int
+write_body(struct tg_request *req, const struct tg_tier_member *member,
+           struct evbuffer *out, size_t *len)
+{
+	json_t *copy;
+	char *text;
+	int rc;
+
+	if (member->model == NULL || req->json == NULL) {
+		*len = req->body_len;
+		return req->body_len == 0 ? 0
+		     : evbuffer_add(out, evbuffer_pullup(req->body, -1), req->body_len);
+	}
+
+	copy = json_copy(req->json);
+	if (copy == NULL || json_object_set_new(copy, "model", json_string(member->model)) != 0) {
+		json_decref(copy);
+		return -1;
+	}
+	text = json_dumps(copy, JSON_COMPACT);
+	json_decref(copy);
+	if (text == NULL)
+		return -1;
+	*len = strlen(text);
+	rc = evbuffer_add(out, text, *len);
+	free(text);
+	return rc;
+}
+
+/* Build the request for member: the target under the backend's base path,
+ * rewritten headers, and the body. */
+static struct evbuffer *
+build_request(struct tg_request *req, const struct tg_tier_member *member)
+{
+	const struct tg_backend *b = member->backend;
+	struct tg_upstream_rewrite rw = {
+		.host = b->host_header,
+		.api_key = b->api_key,
+		.client_ip = req->client ? req->client->ip : "unknown",
+		.proto = req->client && req->client->tls ? "https" : "http",
+		.request_id = req->id,
+	};
+	struct evbuffer *out = evbuffer_new();
+	struct evbuffer *body = evbuffer_new();
+	size_t body_len = 0;
+	char *target = NULL;
+	int rc = -1;
+
+	if (out == NULL || body == NULL || write_body(req, member, body, &body_len) != 0 ||
+	    asprintf(&target, "%s%s", b->base_path, req->url) < 0) {
+		target = NULL;
+		goto done;
+	}
+	rc = tg_headers_write_upstream_request(out, req->method, target, &req->headers,
+	                                       &rw, body_len);
+	if (rc == 0)
+		rc = evbuffer_add_buffer(out, body);
+
+done:
+	free(target);
+	if (body != NULL)
+		evbuffer_free(body);
+	if (rc != 0 && out != NULL) {
+		evbuffer_free(out);
+		out = NULL;
+	}
+	return out;
+}
+
+/* Record the start of an attempt on member and send it. Returns 0, or -1
+ * when it could not even start (the attempt is then ended as failed). */
+static int
+send_attempt(struct tg_request *req, const struct tg_tier_member *member, int trial)
+{
+	struct tg_attempt *a = &req->attempts[req->n_attempts++];
+	enum tg_error err = TG_OK;
+
+	memset(a, 0, sizeof(*a));
+	a->backend = member->backend;
+	a->model = member->model ? member->model : req->model;
+	a->trial = trial;
+	a->start_ns = tg_now_ns();
+	a->open = 1;
+
+	req->member = member;
+	req->backend = member->backend;
+	req->phase = TG_PHASE_CONNECT;
+	tg_health_attempt_start(member->backend);
+
+	if (req->upstream_request != NULL)
+		evbuffer_free(req->upstream_request);
+	req->upstream_request = build_request(req, member);
+	if (req->upstream_request == NULL) {
+		tg_attempt_end(req, TG_OUTCOME_CANCELLED, TG_E_INTERNAL, 0, "internal");
+		return -1;
+	}
+	req->upstream = tg_upstream_send(req->worker, member->backend, req->upstream_request,
+	                                 &tg_relay_handler, req, &err);
+	if (req->upstream == NULL) {
+		tg_log_request(req, TG_LOG_WARN, "upstream request not started: %s",
+		               tg_error_info(err)->message);
+		tg_attempt_end(req, TG_OUTCOME_FAILURE, err, 0,
+		               tg_error_info(err)->status == 504 ? "timeout" : "connect");
+		return -1;
+	}
+	return 0;
+}
+
+/* Retry budget: each request adds to the route's window and each retry
+ * draws on it, so an outage multiplies upstream load by at most
+ * 1 + budget (plus min_retries per window). */
+static uint64_t
+window_slot(struct tg_retry_window *w, uint64_t second)
+{
+	uint64_t slot = second % TG_RETRY_WINDOW_SLOTS;
+	uint64_t stamp = atomic_load(&w->second[slot]);
+
+	if (stamp != second &&
+	    atomic_compare_exchange_strong(&w->second[slot], &stamp, second)) {
+		atomic_store(&w->requests[slot], 0);
+		atomic_store(&w->retries[slot], 0);
+	}
+	return slot;
+}
+
+static void
+budget_count_request(const struct tg_route *route)
+{
+	uint64_t second = tg_now_ns() / NS_PER_S;
+
+	struct tg_retry_window *w = &route->retry->window;
+
+	atomic_fetch_add(&w->requests[window_slot(w, second)], 1);
+}
+
+static int
+budget_take_retry(struct tg_request *req)
+{
+	const struct tg_route *route = req->route;
+	struct tg_retry_window *w = &route->retry->window;
+	uint64_t second = tg_now_ns() / NS_PER_S;
+	uint64_t requests = 0, retries = 0;
+	double allowed;
+
+	for (unsigned i = 0; i < TG_RETRY_WINDOW_SLOTS; i++) {
+		uint64_t stamp = atomic_load(&w->second[i]);
+
+		if (stamp + TG_RETRY_WINDOW_SLOTS <= second)
+			continue;
+		requests += atomic_load(&w->requests[i]);
+		retries += atomic_load(&w->retries[i]);
+	}
+	allowed = route->retry->budget * (double)requests + route->retry->min_retries;
+	if ((double)retries >= allowed) {
+		tg_log_request(req, TG_LOG_WARN, "retry budget of route exhausted "
+		               "(%llu retries for %llu requests in %d s); not retrying",
+		               (unsigned long long)retries, (unsigned long long)requests,
+		               TG_RETRY_WINDOW_SLOTS);
+		return 0;
+	}
+	atomic_fetch_add(&w->retries[window_slot(w, second)], 1);
+	return 1;
+}
+
+/* Every backend of the route cools down after rate limiting: 503 with a
+ * Retry-After of the earliest end, so clients back off as asked. */
+static void
+answer_no_backend(struct tg_request *req)
+{
+	uint64_t now = tg_now_ns();
+	uint64_t end = tg_health_cooldown_end(req->route, now);
+	unsigned long long seconds = end ? (end - now + NS_PER_S - 1) / NS_PER_S : 1;
+	char message[256], retry_after[64];
+	struct evbuffer *body = evbuffer_new();
+
+	snprintf(message, sizeof(message), "every backend of route \"%s\" is cooling "
+	         "down after rate limiting; retry in %llu s", req->route->name, seconds);
+	snprintf(retry_after, sizeof(retry_after), "Retry-After: %llu\r\n", seconds);
+	tg_log_request(req, TG_LOG_WARN, "%s", message);
+
+	req->error = TG_E_NO_BACKEND;
+	req->cause = TG_CAUSE_GATEWAY;
+	req->phase = TG_PHASE_LOCAL;
+	if (body != NULL)
+		tg_error_body(body, TG_E_NO_BACKEND, message);
+	tg_relay_local_response(req, 503, retry_after, body);
+	if (body != NULL)
+		evbuffer_free(body);
+}
+
+void
+tg_attempt_first(struct tg_request *req)
+{
+	const struct tg_tier_member *member;
+	int trial;
+
+	budget_count_request(req->route);
+	member = tg_balancer_pick(req->route, already_tried, req, &req->worker->rng,
+	                          tg_now_ns(), &trial);
+	if (member == NULL) {
+		answer_no_backend(req);
+		return;
+	}
+	if (send_attempt(req, member, trial) == 0)
+		return;
+	if (!tg_attempt_next(req, TG_RETRY_CONNECT, 0))
+		tg_request_fail(req, req->attempts[req->n_attempts - 1].error, NULL);
+}
+
+void
+tg_attempt_end(struct tg_request *req, enum tg_outcome outcome, enum tg_error err,
+               int status, const char *label)
+{
+	struct tg_attempt *a;
+	enum tg_health_change change;
+	uint64_t now = tg_now_ns();
+
+	if (req->n_attempts == 0)
+		return;
+	a = &req->attempts[req->n_attempts - 1];
+	if (!a->open)
+		return;
+	a->open = 0;
+	a->end_ns = now;
+	a->outcome = outcome;
+	a->error = err;
+	a->status = status;
+	snprintf(a->label, sizeof(a->label), "%s", label);
+
+	change = tg_health_attempt_end(a->backend, outcome, a->trial, now - a->start_ns, now);
+	if (change == TG_HEALTH_EJECTED)
+		tg_log_request(req, TG_LOG_WARN, "backend %s ejected after failures (last: %s)",
+		               a->backend->name, label);
+	else if (change == TG_HEALTH_RECOVERED)
+		tg_log_request(req, TG_LOG_INFO, "backend %s recovered: trial request succeeded",
+		               a->backend->name);
+}
+
+int
+tg_attempt_status_retryable(const struct tg_request *req, int status)
+{
+	const struct tg_retry_policy *policy = req->route->retry;
+
+	for (size_t i = 0; i < policy->n_statuses; i++) {
+		if (policy->statuses[i] == status)
+			return 1;
+	}
+	return 0;
+}
+
+unsigned
+tg_attempt_error_kind(enum tg_error err)
+{
+	switch (err) {
+	case TG_E_UPSTREAM_CONNECT:
+	case TG_E_UPSTREAM_TLS:
+		return TG_RETRY_CONNECT;
+	case TG_E_UPSTREAM_CONNECT_TIMEOUT:
+	case TG_E_UPSTREAM_FIRST_BYTE_TIMEOUT:
+	case TG_E_UPSTREAM_IDLE_TIMEOUT:
+		return TG_RETRY_TIMEOUT;
+	case TG_E_UPSTREAM_RESET:
+	case TG_E_UPSTREAM_INVALID:
+		return TG_RETRY_RESET;
+	default:
+		return 0;
+	}
+}
+
+int
+tg_attempt_next(struct tg_request *req, unsigned retry_on_kind, int status)
+{
+	const struct tg_retry_policy *policy = req->route->retry;
+	const struct tg_tier_member *member;
+	int trial;
+
+	if (status != 0 ? !tg_attempt_status_retryable(req, status)
+	                : !(policy->on & retry_on_kind))
+		return 0;
+
+	while (req->n_attempts < policy->max_attempts && req->n_attempts < TG_MAX_ATTEMPTS) {
+		member = tg_balancer_pick(req->route, already_tried, req, &req->worker->rng,
+		                          tg_now_ns(), &trial);
+		if (member == NULL)
+			return 0;
+		if (!budget_take_retry(req)) {
+			if (trial)
+				atomic_store(&member->backend->state->half_open, 0);
+			return 0;
+		}
+		tg_log_request(req, TG_LOG_INFO, "failing over from %s (%s) to %s, attempt %u of %u",
+		               req->attempts[req->n_attempts - 1].backend->name,
+		               req->attempts[req->n_attempts - 1].label,
+		               member->backend->name, req->n_attempts + 1, policy->max_attempts);
+		if (send_attempt(req, member, trial) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+void
+tg_attempt_header(const struct tg_request *req, char *buf, size_t size)
+{
+	size_t used;
+	int failed = req->n_attempts > 0 &&
+	             req->attempts[req->n_attempts - 1].outcome != TG_OUTCOME_SUCCESS;
+
+	buf[0] = '\0';
+	if (req->n_attempts == 0 || (req->n_attempts == 1 && !failed))
+		return;
+	used = (size_t)snprintf(buf, size, "x-tollgate-attempts: ");
+	for (unsigned i = 0; i < req->n_attempts && used < size; i++)
+		used += (size_t)snprintf(buf + used, size - used, "%s%s:%s", i ? "," : "",
+		                         req->attempts[i].backend->name,
+		                         req->attempts[i].label[0] ? req->attempts[i].label : "ok");
+	if (used + 3 < size)
+		snprintf(buf + used, size - used, "\r\n");
+	else
+		buf[0] = '\0';
+}

@@ -1,0 +1,45 @@
+/*
+ * Upstream attempts of a request: pick a backend from the route's tiers,
+ * send, judge the outcome, and move on to the next backend while nothing
+ * has reached the client yet. This is the only layer that retries (the
+ * upstream layer's resend on a stale pooled connection is not a retry: that
+ * request provably never reached the upstream).
+ */
+#ifndef TOLLGATE_ATTEMPT_H
+#define TOLLGATE_ATTEMPT_H
+
+#include "health.h"
+#include "request-t.h"
+
+/* Start the first attempt. On failure to start any, the request is
+ * answered with an error. */
+void tg_attempt_first(struct tg_request *req);
+
+/*
+ * End the current attempt with its outcome: update the backend's health,
+ * log ejections and recoveries, and record it in the request. label is
+ * what x-tollgate-attempts shows for it ("503", "timeout", "connect").
+ * Calling it again for the same attempt does nothing.
+ */
+void tg_attempt_end(struct tg_request *req, enum tg_outcome outcome,
+                    enum tg_error err, int status, const char *label);
+
+/*
+ * Start another attempt after the current one failed before any byte
+ * reached the client, when the retry policy allows: the failure kind is in
+ * retry.on, max_attempts and the retry budget leave room, and a backend is
+ * available. Returns 1 when an attempt started, 0 when the failure stands.
+ */
+int tg_attempt_next(struct tg_request *req, unsigned retry_on_kind, int status);
+
+/* 1 when the route's policy retries on this upstream HTTP status. */
+int tg_attempt_status_retryable(const struct tg_request *req, int status);
+
+/* The retry.on kind of an upstream error (connect, timeout or reset). */
+unsigned tg_attempt_error_kind(enum tg_error err);
+
+/* Write "x-tollgate-attempts: a:503,b:timeout\r\n" into buf when the
+ * request made more than one attempt or its last one failed; else "". */
+void tg_attempt_header(const struct tg_request *req, char *buf, size_t size);
+
+#endif

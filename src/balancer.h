@@ -1,0 +1,33 @@
+/*
+ * Choosing the backend of the next attempt from a route's tiers.
+ */
+#ifndef TOLLGATE_BALANCER_H
+#define TOLLGATE_BALANCER_H
+
+#include <stdint.h>
+
+#include "config-t.h"
+#include "failover-t.h"
+
+/* Returns 1 when the member was already tried by this request. */
+typedef int (*tg_tried_fn)(void *arg, const struct tg_backend *backend);
+
+/*
+ * Pick a member for the next attempt, never one this request tried. Tiers
+ * are taken in order: a lower tier is used only when no member of the
+ * tiers above is available and untried. When every untried member is
+ * ejected, the walk is repeated ignoring ejections (panic mode), so a route
+ * whose backends all failed recently still tries them; members cooling
+ * down after a 429 or 503 stay out. Returns NULL when none is left.
+ * *trial is set when the pick is the half-open trial of an ejected backend.
+ * rng is the caller's generator state (xorshift64, never 0).
+ */
+const struct tg_tier_member *tg_balancer_pick(const struct tg_route *route,
+                                              tg_tried_fn tried, void *arg,
+                                              uint64_t *rng, uint64_t now_ns,
+                                              int *trial);
+
+/* The next value of an xorshift64 generator. */
+uint64_t tg_rng_next(uint64_t *state);
+
+#endif

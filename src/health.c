@@ -1,0 +1,399 @@
+/*
+ * Backend health.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "health.h"
+
+#define NS_PER_MS 1000000ull
+#define NS_PER_S 1000000000ull
+#define EWMA_DECAY_NS (10 * NS_PER_S)   /* the EWMA forgets over ~10 s */
+#define DEFAULT_COST_NS (1 * NS_PER_MS) /* cost of a backend never measured */
+#define RETRY_AFTER_MAX_NS (3600 * NS_PER_S)
+
+/* --- registry (main thread) ----------------------------------------------- */
+
+static struct tg_backend_state *
+state_find_or_create(struct tg_health_registry *reg, const char *name)
+{
+	struct tg_backend_state *s;
+
+	for (s = reg->states; s != NULL; s = s->next) {
+		if (strcmp(s->name, name) == 0)
+			return s;
+	}
+	s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return NULL;
+	s->name = strdup(name);
+	if (s->name == NULL) {
+		free(s);
+		return NULL;
+	}
+	atomic_store(&s->probe_ok, 1);
+	s->next = reg->states;
+	reg->states = s;
+	return s;
+}
+
+int
+tg_health_attach(struct tg_health_registry *reg, struct tg_config *cfg)
+{
+	for (size_t i = 0; i < cfg->n_backends; i++) {
+		cfg->backends[i].state = state_find_or_create(reg, cfg->backends[i].name);
+		if (cfg->backends[i].state == NULL)
+			return -1;
+	}
+	return 0;
+}
+
+void
+tg_health_registry_free(struct tg_health_registry *reg)
+{
+	struct tg_backend_state *s = reg->states;
+
+	while (s != NULL) {
+		struct tg_backend_state *next = s->next;
+
+		free(s->name);
+		free(s);
+		s = next;
+	}
+	reg->states = NULL;
+}
+
+/* --- availability ------------------------------------------------------------ */
+
+int
+tg_health_available(const struct tg_backend *b, uint64_t now_ns, int *trial)
+{
+	struct tg_backend_state *s = b->state;
+	uint64_t ejected_until;
+	int expected = 0;
+
+	*trial = 0;
+	if (s == NULL)
+		return 1;
+	if (now_ns < atomic_load(&s->cooldown_until))
+		return 0;
+
+	ejected_until = atomic_load(&s->ejected_until);
+	if (ejected_until == 0)
+		return 1;
+	if (now_ns < ejected_until)
+		return 0;
+
+	/* The ejection ran out: one trial request decides. */
+	if (!atomic_compare_exchange_strong(&s->half_open, &expected, 1))
+		return 0;
+	*trial = 1;
+	return 1;
+}
+
+int
+tg_health_cooling_down(const struct tg_backend *b, uint64_t now_ns)
+{
+	return b->state != NULL && now_ns < atomic_load(&b->state->cooldown_until);
+}
+
+uint64_t
+tg_health_cooldown_end(const struct tg_route *route, uint64_t now_ns)
+{
+	uint64_t earliest = 0;
+
+	for (size_t i = 0; i < route->n_backends; i++) {
+		const struct tg_backend_state *s = route->backends[i]->state;
+		uint64_t until = s ? atomic_load(&s->cooldown_until) : 0;
+
+		if (until > now_ns && (earliest == 0 || until < earliest))
+			earliest = until;
+	}
+	return earliest;
+}
+
+void
+tg_health_attempt_start(const struct tg_backend *b)
+{
+	if (b->state != NULL)
+		atomic_fetch_add(&b->state->in_flight, 1);
+}
+
+/* Fold one latency sample into the peak-EWMA: a slower sample is taken at
+ * once, a faster one blends in with a weight that decays with time. */
+static void
+ewma_update(struct tg_backend_state *s, uint64_t latency_ns, uint64_t now_ns)
+{
+	uint64_t old = atomic_load(&s->ewma_ns);
+	uint64_t stamp = atomic_exchange(&s->ewma_stamp, now_ns);
+	double elapsed = stamp && now_ns > stamp ? (double)(now_ns - stamp) : 0.0;
+	double w = exp(-elapsed / (double)EWMA_DECAY_NS);
+	uint64_t next;
+
+	if (old == 0 || latency_ns > old)
+		next = latency_ns;
+	else
+		next = (uint64_t)((double)old * w + (double)latency_ns * (1.0 - w));
+	atomic_store(&s->ewma_ns, next);
+}
+
+/* Count the attempt in the error-ratio window: two half-windows, the
+ * older dropped when time moves past it. Returns the ratio over both. */
+static double
+window_record(struct tg_backend_state *s, const struct tg_health_policy *p,
+              int failed, uint64_t now_ns, unsigned *requests)
+{
+	uint64_t half = (p->window ? p->window : 10000) * NS_PER_MS / 2;
+	uint64_t start = atomic_load(&s->window_start);
+	unsigned total, failures;
+
+	if (start == 0 || now_ns - start >= 2 * half) {
+		atomic_store(&s->window_start, now_ns);
+		atomic_store(&s->window_requests[0], 0);
+		atomic_store(&s->window_failures[0], 0);
+		atomic_store(&s->window_requests[1], 0);
+		atomic_store(&s->window_failures[1], 0);
+		start = now_ns;
+	} else if (now_ns - start >= half) {
+		atomic_store(&s->window_requests[0], atomic_load(&s->window_requests[1]));
+		atomic_store(&s->window_failures[0], atomic_load(&s->window_failures[1]));
+		atomic_store(&s->window_requests[1], 0);
+		atomic_store(&s->window_failures[1], 0);
+		atomic_store(&s->window_start, start + half);
+	}
+
+	atomic_fetch_add(&s->window_requests[1], 1);
+	if (failed)
+		atomic_fetch_add(&s->window_failures[1], 1);
+	total = atomic_load(&s->window_requests[0]) + atomic_load(&s->window_requests[1]);
+	failures = atomic_load(&s->window_failures[0]) + atomic_load(&s->window_failures[1]);
+	*requests = total;
+	return total ? (double)failures / (double)total : 0.0;
+}
+
+static void
+eject(struct tg_backend_state *s, const struct tg_health_policy *p, uint64_t now_ns)
+{
+	unsigned n = atomic_fetch_add(&s->ejections, 1);
+	uint64_t duration = (p->base_ejection ? p->base_ejection : 5000) * NS_PER_MS;
+	uint64_t max = (p->max_ejection ? p->max_ejection : 300000) * NS_PER_MS;
+
+	while (n-- > 0 && duration < max)
+		duration *= 2;
+	if (duration > max)
+		duration = max;
+	atomic_store(&s->ejected_until, now_ns + duration);
+	atomic_store(&s->consecutive_failures, 0);
+	atomic_store(&s->half_open, 0);
+}
+
+static int
+should_eject(struct tg_backend_state *s, const struct tg_health_policy *p,
+             unsigned failures_in_row, double ratio, unsigned requests)
+{
+	(void)s;
+	if (p == NULL)
+		return 0;
+	if (p->consecutive_failures > 0 && failures_in_row >= p->consecutive_failures)
+		return 1;
+	return p->error_ratio > 0 && requests >= (p->min_requests ? p->min_requests : 1) &&
+	       ratio > p->error_ratio;
+}
+
+enum tg_health_change
+tg_health_attempt_end(const struct tg_backend *b, enum tg_outcome outcome, int trial,
+                      uint64_t latency_ns, uint64_t now_ns)
+{
+	struct tg_backend_state *s = b->state;
+	const struct tg_health_policy *p = b->health;
+	unsigned requests = 0;
+	double ratio;
+
+	if (s == NULL)
+		return TG_HEALTH_UNCHANGED;
+	atomic_fetch_sub(&s->in_flight, 1);
+
+	if (outcome == TG_OUTCOME_CANCELLED || outcome == TG_OUTCOME_RATE_LIMITED) {
+		if (trial)
+			atomic_store(&s->half_open, 0);   /* let another trial through */
+		return TG_HEALTH_UNCHANGED;
+	}
+
+	ratio = window_record(s, p, outcome == TG_OUTCOME_FAILURE, now_ns, &requests);
+	if (outcome == TG_OUTCOME_SUCCESS) {
+		ewma_update(s, latency_ns, now_ns);
+		atomic_store(&s->consecutive_failures, 0);
+		if (trial) {
+			atomic_store(&s->ejections, 0);
+			atomic_store(&s->ejected_until, 0);
+			atomic_store(&s->half_open, 0);
+			return TG_HEALTH_RECOVERED;
+		}
+		return TG_HEALTH_UNCHANGED;
+	}
+
+	/* A failure: a failed trial ejects again, for longer. */
+	if (trial || should_eject(s, p, atomic_fetch_add(&s->consecutive_failures, 1) + 1,
+	                          ratio, requests)) {
+		if (p == NULL)
+			return TG_HEALTH_UNCHANGED;
+		eject(s, p, now_ns);
+		return TG_HEALTH_EJECTED;
+	}
+	return TG_HEALTH_UNCHANGED;
+}
+
+void
+tg_health_cooldown(const struct tg_backend *b, uint64_t until_ns)
+{
+	struct tg_backend_state *s = b->state;
+	uint64_t current;
+
+	if (s == NULL)
+		return;
+	current = atomic_load(&s->cooldown_until);
+	while (until_ns > current &&
+	       !atomic_compare_exchange_weak(&s->cooldown_until, &current, until_ns))
+		;
+}
+
+void
+tg_health_probe_result(const struct tg_backend *b, int ok, uint64_t now_ns)
+{
+	struct tg_backend_state *s = b->state;
+
+	if (s == NULL)
+		return;
+	atomic_store(&s->probe_ok, ok);
+	if (ok) {
+		if (atomic_load(&s->ejected_until) != 0) {
+			atomic_store(&s->ejections, 0);
+			atomic_store(&s->ejected_until, 0);
+			atomic_store(&s->half_open, 0);
+		}
+		atomic_store(&s->consecutive_failures, 0);
+		return;
+	}
+
+	/* A failed probe counts like a failed request; it also ejects again
+	 * a backend whose ejection ran out. */
+	if (b->health != NULL &&
+	    (atomic_load(&s->ejected_until) != 0 ||
+	     should_eject(s, b->health, atomic_fetch_add(&s->consecutive_failures, 1) + 1, 0, 0)))
+		eject(s, b->health, now_ns);
+}
+
+double
+tg_health_cost(const struct tg_backend *b, uint64_t now_ns)
+{
+	struct tg_backend_state *s = b->state;
+	uint64_t ewma;
+
+	(void)now_ns;
+	if (s == NULL)
+		return 0.0;
+	ewma = atomic_load(&s->ewma_ns);
+	if (ewma == 0)
+		ewma = DEFAULT_COST_NS;
+	return (double)ewma * (double)(atomic_load(&s->in_flight) + 1);
+}
+
+/* --- Retry-After ------------------------------------------------------------ */
+
+int
+tg_parse_go_duration(const char *s, uint64_t *ns)
+{
+	static const struct { const char *unit; double scale; } units[] = {
+		{"ns", 1.0}, {"us", 1e3}, {"\xc2\xb5s", 1e3}, {"ms", 1e6},
+		{"s", 1e9}, {"m", 60e9}, {"h", 3600e9},
+	};
+	double total = 0.0;
+
+	if (*s == '\0')
+		return -1;
+	while (*s != '\0') {
+		char *end;
+		double value = strtod(s, &end);
+		size_t best = 0, best_len = 0;
+
+		if (end == s || value < 0)
+			return -1;
+		s = end;
+		for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+			size_t len = strlen(units[i].unit);
+
+			if (strncmp(s, units[i].unit, len) == 0 && len > best_len) {
+				best = i;
+				best_len = len;
+			}
+		}
+		if (best_len == 0)
+			return -1;
+		total += value * units[best].scale;
+		s += best_len;
+	}
+	if (total > (double)RETRY_AFTER_MAX_NS * 24)
+		return -1;
+	*ns = (uint64_t)total;
+	return 0;
+}
+
+/* Retry-After: delay-seconds or an HTTP-date (RFC 9110, section 10.2.3). */
+static uint64_t
+parse_retry_after(const char *value, time_t now_wall)
+{
+	char *end;
+	unsigned long seconds = strtoul(value, &end, 10);
+	struct tm tm;
+
+	if (end != value && *end == '\0')
+		return (uint64_t)seconds * NS_PER_S;
+
+	memset(&tm, 0, sizeof(tm));
+	end = strptime(value, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+	if (end != NULL && *end == '\0') {
+		time_t when = timegm(&tm);
+
+		return when > now_wall ? (uint64_t)(when - now_wall) * NS_PER_S : 0;
+	}
+	return 0;
+}
+
+/* OpenAI's reset header of a limit counts only when that limit is spent,
+ * since both are sent on every response: a 429 for requests says nothing
+ * about when the token budget refills. */
+static uint64_t
+ratelimit_reset(const struct tg_headers *headers, const char *kind)
+{
+	char name[64];
+	const char *remaining, *reset;
+	uint64_t ns;
+
+	snprintf(name, sizeof(name), "x-ratelimit-remaining-%s", kind);
+	remaining = tg_headers_get(headers, name);
+	if (remaining != NULL && strcmp(remaining, "0") != 0)
+		return 0;
+	snprintf(name, sizeof(name), "x-ratelimit-reset-%s", kind);
+	reset = tg_headers_get(headers, name);
+	if (reset == NULL || tg_parse_go_duration(reset, &ns) != 0)
+		return 0;
+	return ns;
+}
+
+uint64_t
+tg_health_retry_after(const struct tg_headers *headers, time_t now_wall)
+{
+	const char *value = tg_headers_get(headers, "Retry-After");
+	uint64_t wait = value ? parse_retry_after(value, now_wall) : 0;
+	uint64_t requests = ratelimit_reset(headers, "requests");
+	uint64_t tokens = ratelimit_reset(headers, "tokens");
+
+	if (requests > wait)
+		wait = requests;
+	if (tokens > wait)
+		wait = tokens;
+	return wait > RETRY_AFTER_MAX_NS ? RETRY_AFTER_MAX_NS : wait;
+}

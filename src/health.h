@@ -1,0 +1,85 @@
+/*
+ * Backend health shared by every worker: cooldowns after rate limiting,
+ * passive ejection after failures with exponential back-off and a
+ * half-open trial request, in-flight counts and peak-EWMA latency for the
+ * balancers. All updates are atomic; nothing here takes a lock.
+ */
+#ifndef TOLLGATE_HEALTH_H
+#define TOLLGATE_HEALTH_H
+
+#include <stdint.h>
+#include <time.h>
+
+#include "config-t.h"
+#include "failover-t.h"
+#include "headers.h"
+
+/* How an attempt ended, as health sees it. */
+enum tg_outcome {
+	TG_OUTCOME_SUCCESS,             /* a response, including client errors */
+	TG_OUTCOME_FAILURE,             /* connect, timeout, reset, 5xx, stream error */
+	TG_OUTCOME_RATE_LIMITED,        /* 429: a cooldown, not a sign of ill health */
+	TG_OUTCOME_CANCELLED,           /* the client left; says nothing of the backend */
+};
+
+/* What an attempt's end changed, so the caller can log it. */
+enum tg_health_change {
+	TG_HEALTH_UNCHANGED,
+	TG_HEALTH_EJECTED,
+	TG_HEALTH_RECOVERED,
+};
+
+/* States by backend name; owned by the main thread, which attaches them to
+ * every snapshot it loads, so a backend keeps its health across reloads. */
+struct tg_health_registry {
+	struct tg_backend_state *states;
+};
+
+/* Point every backend of cfg at its state, creating missing ones. Main
+ * thread only, before cfg is published. Returns 0, or -1 out of memory. */
+int tg_health_attach(struct tg_health_registry *reg, struct tg_config *cfg);
+void tg_health_registry_free(struct tg_health_registry *reg);
+
+/*
+ * Whether b may take an attempt now. An ejected backend whose ejection ran
+ * out admits one trial request at a time; *trial is set for it, and the
+ * caller must end that attempt with tg_health_attempt_end().
+ */
+int tg_health_available(const struct tg_backend *b, uint64_t now_ns, int *trial);
+
+/* 1 while b cools down after a 429 or 503 that said when to come back. */
+int tg_health_cooling_down(const struct tg_backend *b, uint64_t now_ns);
+
+/* The earliest end of the cooldowns of route's backends, 0 when none. */
+uint64_t tg_health_cooldown_end(const struct tg_route *route, uint64_t now_ns);
+
+void tg_health_attempt_start(const struct tg_backend *b);
+
+/* Record how an attempt ended; latency_ns feeds the EWMA on success. */
+enum tg_health_change tg_health_attempt_end(const struct tg_backend *b,
+                                            enum tg_outcome outcome, int trial,
+                                            uint64_t latency_ns, uint64_t now_ns);
+
+/* Keep b out of rotation until until_ns; a later deadline already set wins. */
+void tg_health_cooldown(const struct tg_backend *b, uint64_t until_ns);
+
+/* Record an active probe result: success ends an ejection at once, a
+ * failure counts toward one (or renews one that ran out). */
+void tg_health_probe_result(const struct tg_backend *b, int ok, uint64_t now_ns);
+
+/* Load figure for the balancers: peak-EWMA latency times (in flight + 1). */
+double tg_health_cost(const struct tg_backend *b, uint64_t now_ns);
+
+/*
+ * How long a 429 or 503 asks the client to wait, from Retry-After (seconds
+ * or an HTTP-date) or OpenAI's x-ratelimit-reset-requests / -tokens
+ * ("1s", "6m0s", "20ms") of a limit whose x-ratelimit-remaining is 0. The
+ * longest wins. Returns nanoseconds, or 0 when no header gives a time.
+ */
+uint64_t tg_health_retry_after(const struct tg_headers *headers, time_t now_wall);
+
+/* Parse a Go-style duration such as "1h2m3.5s" or "20ms" into ns.
+ * Returns 0, or -1 when s is not of that form. */
+int tg_parse_go_duration(const char *s, uint64_t *ns);
+
+#endif
