@@ -349,8 +349,8 @@ parse_group(struct load_ctx *ctx, const char *path, json_t *value, struct tg_tie
 	}
 }
 
-/* Whether b is already a member of a tier of r, to reject repeats: a
- * backend is tried at most once per round of a request. */
+/* Whether b is already a member of a tier of r: a backend may appear once
+ * in a route, since a request never goes to the same backend twice. */
 static int
 listed_before(const struct tg_route *r, const struct tg_tier *current,
               const struct tg_backend *b)

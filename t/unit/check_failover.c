@@ -1,0 +1,476 @@
+/*
+ * Unit tests for backend health, Retry-After parsing and the balancers.
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "balancer.h"
+#include "health.h"
+
+#define NS_PER_S 1000000000ull
+
+/* A route of one tier over n backends, each with fresh health state. */
+struct fixture {
+	struct tg_backend backends[4];
+	struct tg_backend_state states[4];
+	struct tg_health_policy policy;
+	struct tg_tier_member members[4];
+	struct tg_tier tier;
+	struct tg_backend *flat[4];
+	struct tg_route route;
+};
+
+static void
+fixture_init(struct fixture *f, size_t n, enum tg_balance balance, const unsigned *weights)
+{
+	static const char *const names[] = {"a", "b", "c", "d"};
+
+	memset(f, 0, sizeof(*f));
+	f->policy.consecutive_failures = 3;
+	f->policy.base_ejection = 1000;
+	f->policy.max_ejection = 4000;
+	f->policy.window = 10000;
+	f->policy.min_requests = 1;
+	for (size_t i = 0; i < n; i++) {
+		f->backends[i].name = (char *)names[i];
+		f->backends[i].state = &f->states[i];
+		f->backends[i].health = &f->policy;
+		f->members[i].backend = &f->backends[i];
+		f->members[i].weight = weights ? weights[i] : 1;
+		f->tier.total_weight += f->members[i].weight;
+		f->flat[i] = &f->backends[i];
+	}
+	f->tier.balance = balance;
+	f->tier.n_members = n;
+	f->tier.members = f->members;
+	f->route.name = "r";
+	f->route.n_tiers = 1;
+	f->route.tiers = &f->tier;
+	f->route.n_backends = n;
+	f->route.backends = f->flat;
+}
+
+static int
+never_tried(void *arg, const struct tg_backend *b)
+{
+	(void)arg;
+	(void)b;
+	return 0;
+}
+
+static int
+tried_a(void *arg, const struct tg_backend *b)
+{
+	(void)arg;
+	return strcmp(b->name, "a") == 0;
+}
+
+/* --- Retry-After ---------------------------------------------------------- */
+
+static uint64_t
+retry_after(const char *name, const char *value, const char *name2, const char *value2)
+{
+	struct tg_headers h;
+	uint64_t ns;
+
+	tg_headers_init(&h);
+	if (name != NULL)
+		tg_headers_add(&h, name, strlen(name), value, strlen(value));
+	if (name2 != NULL)
+		tg_headers_add(&h, name2, strlen(name2), value2, strlen(value2));
+	ns = tg_health_retry_after(&h, 1000000000);
+	tg_headers_free(&h);
+	return ns;
+}
+
+START_TEST(retry_after_seconds)
+{
+	ck_assert_uint_eq(retry_after("Retry-After", "2", NULL, NULL), 2 * NS_PER_S);
+	ck_assert_uint_eq(retry_after("retry-after", "0", NULL, NULL), 0);
+	ck_assert_uint_eq(retry_after("Retry-After", "soon", NULL, NULL), 0);
+	ck_assert_uint_eq(retry_after(NULL, NULL, NULL, NULL), 0);
+}
+END_TEST
+
+START_TEST(retry_after_http_date)
+{
+	char date[64];
+	time_t when = 1000000000 + 30;
+	struct tm tm;
+
+	gmtime_r(&when, &tm);
+	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+	ck_assert_uint_eq(retry_after("Retry-After", date, NULL, NULL), 30 * NS_PER_S);
+}
+END_TEST
+
+START_TEST(retry_after_capped)
+{
+	ck_assert_uint_eq(retry_after("Retry-After", "999999", NULL, NULL), 3600 * NS_PER_S);
+}
+END_TEST
+
+START_TEST(ratelimit_reset_of_spent_limit)
+{
+	/* The requests limit is spent: its reset counts. */
+	ck_assert_uint_eq(retry_after("x-ratelimit-remaining-requests", "0",
+	                              "x-ratelimit-reset-requests", "1.5s"),
+	                  1500000000ull);
+	/* Tokens remain: their reset says nothing about this 429. */
+	ck_assert_uint_eq(retry_after("x-ratelimit-remaining-tokens", "900",
+	                              "x-ratelimit-reset-tokens", "6m0s"), 0);
+	/* Without a remaining header, the reset is taken as given. */
+	ck_assert_uint_eq(retry_after("x-ratelimit-reset-tokens", "20ms", NULL, NULL),
+	                  20000000ull);
+}
+END_TEST
+
+START_TEST(retry_after_longest_wins)
+{
+	ck_assert_uint_eq(retry_after("Retry-After", "1", "x-ratelimit-reset-requests", "3s"),
+	                  3 * NS_PER_S);
+}
+END_TEST
+
+START_TEST(go_durations)
+{
+	uint64_t ns;
+
+	ck_assert_int_eq(tg_parse_go_duration("6m0s", &ns), 0);
+	ck_assert_uint_eq(ns, 360 * NS_PER_S);
+	ck_assert_int_eq(tg_parse_go_duration("1h2m3.5s", &ns), 0);
+	ck_assert_uint_eq(ns, 3723500000000ull);
+	ck_assert_int_eq(tg_parse_go_duration("20ms", &ns), 0);
+	ck_assert_uint_eq(ns, 20000000ull);
+	ck_assert_int_eq(tg_parse_go_duration("7us", &ns), 0);
+	ck_assert_uint_eq(ns, 7000ull);
+	ck_assert_int_eq(tg_parse_go_duration("", &ns), -1);
+	ck_assert_int_eq(tg_parse_go_duration("5", &ns), -1);
+	ck_assert_int_eq(tg_parse_go_duration("5 s", &ns), -1);
+	ck_assert_int_eq(tg_parse_go_duration("-1s", &ns), -1);
+	ck_assert_int_eq(tg_parse_go_duration("1d", &ns), -1);
+}
+END_TEST
+
+/* --- health ------------------------------------------------------------------ */
+
+START_TEST(cooldown_later_deadline_wins)
+{
+	struct fixture f;
+	int trial;
+
+	fixture_init(&f, 1, TG_BALANCE_ROUND_ROBIN, NULL);
+	tg_health_cooldown(&f.backends[0], 3 * NS_PER_S);
+	tg_health_cooldown(&f.backends[0], 1 * NS_PER_S);
+	ck_assert_int_eq(tg_health_available(&f.backends[0], 2 * NS_PER_S, &trial), 0);
+	ck_assert_int_eq(tg_health_available(&f.backends[0], 3 * NS_PER_S, &trial), 1);
+	ck_assert_uint_eq(tg_health_cooldown_end(&f.route, 2 * NS_PER_S), 3 * NS_PER_S);
+}
+END_TEST
+
+static void
+fail_once(struct fixture *f, int trial, uint64_t now)
+{
+	tg_health_attempt_start(&f->backends[0]);
+	tg_health_attempt_end(&f->backends[0], TG_OUTCOME_FAILURE, trial, 1000, now);
+}
+
+START_TEST(ejected_after_consecutive_failures)
+{
+	struct fixture f;
+	int trial;
+
+	fixture_init(&f, 1, TG_BALANCE_ROUND_ROBIN, NULL);
+	fail_once(&f, 0, 10);
+	fail_once(&f, 0, 20);
+	ck_assert_int_eq(tg_health_available(&f.backends[0], 30, &trial), 1);
+	tg_health_attempt_start(&f.backends[0]);
+	ck_assert_int_eq(tg_health_attempt_end(&f.backends[0], TG_OUTCOME_FAILURE, 0, 1000, 30),
+	                 TG_HEALTH_EJECTED);
+	ck_assert_int_eq(tg_health_available(&f.backends[0], 31, &trial), 0);
+	ck_assert_uint_eq(atomic_load(&f.states[0].in_flight), 0);
+}
+END_TEST
+
+START_TEST(success_resets_failure_count)
+{
+	struct fixture f;
+	int trial;
+
+	fixture_init(&f, 1, TG_BALANCE_ROUND_ROBIN, NULL);
+	fail_once(&f, 0, 10);
+	fail_once(&f, 0, 20);
+	tg_health_attempt_start(&f.backends[0]);
+	tg_health_attempt_end(&f.backends[0], TG_OUTCOME_SUCCESS, 0, 1000, 25);
+	fail_once(&f, 0, 30);
+	ck_assert_int_eq(tg_health_available(&f.backends[0], 40, &trial), 1);
+}
+END_TEST
+
+START_TEST(rate_limit_is_not_a_failure)
+{
+	struct fixture f;
+	int trial;
+
+	fixture_init(&f, 1, TG_BALANCE_ROUND_ROBIN, NULL);
+	for (int i = 0; i < 10; i++) {
+		tg_health_attempt_start(&f.backends[0]);
+		tg_health_attempt_end(&f.backends[0], TG_OUTCOME_RATE_LIMITED, 0, 0, 10);
+	}
+	ck_assert_int_eq(tg_health_available(&f.backends[0], 20, &trial), 1);
+}
+END_TEST
+
+START_TEST(half_open_admits_one_trial)
+{
+	struct fixture f;
+	uint64_t after = 10 + NS_PER_S;         /* base_ejection is 1 s */
+	int trial;
+
+	fixture_init(&f, 1, TG_BALANCE_ROUND_ROBIN, NULL);
+	for (int i = 0; i < 3; i++)
+		fail_once(&f, 0, 10);
+	ck_assert_int_eq(tg_health_available(&f.backends[0], after, &trial), 1);
+	ck_assert_int_eq(trial, 1);
+	ck_assert_int_eq(tg_health_available(&f.backends[0], after, &trial), 0);
+
+	tg_health_attempt_start(&f.backends[0]);
+	ck_assert_int_eq(tg_health_attempt_end(&f.backends[0], TG_OUTCOME_SUCCESS, 1, 1000, after),
+	                 TG_HEALTH_RECOVERED);
+	ck_assert_int_eq(tg_health_available(&f.backends[0], after, &trial), 1);
+	ck_assert_int_eq(trial, 0);
+}
+END_TEST
+
+START_TEST(failed_trial_doubles_ejection)
+{
+	struct fixture f;
+	uint64_t first_end = 10 + NS_PER_S;
+	int trial;
+
+	fixture_init(&f, 1, TG_BALANCE_ROUND_ROBIN, NULL);
+	for (int i = 0; i < 3; i++)
+		fail_once(&f, 0, 10);
+	ck_assert_int_eq(tg_health_available(&f.backends[0], first_end, &trial), 1);
+	fail_once(&f, 1, first_end);
+
+	/* The second ejection lasts 2 s. */
+	ck_assert_int_eq(tg_health_available(&f.backends[0], first_end + NS_PER_S + 1, &trial), 0);
+	ck_assert_int_eq(tg_health_available(&f.backends[0], first_end + 2 * NS_PER_S, &trial), 1);
+}
+END_TEST
+
+START_TEST(probe_success_ends_ejection)
+{
+	struct fixture f;
+	int trial;
+
+	fixture_init(&f, 1, TG_BALANCE_ROUND_ROBIN, NULL);
+	for (int i = 0; i < 3; i++)
+		fail_once(&f, 0, 10);
+	ck_assert_int_eq(tg_health_available(&f.backends[0], 20, &trial), 0);
+	tg_health_probe_result(&f.backends[0], 1, 30);
+	ck_assert_int_eq(tg_health_available(&f.backends[0], 40, &trial), 1);
+	ck_assert_int_eq(trial, 0);
+}
+END_TEST
+
+START_TEST(error_ratio_ejects)
+{
+	struct fixture f;
+	int trial;
+
+	fixture_init(&f, 1, TG_BALANCE_ROUND_ROBIN, NULL);
+	f.policy.consecutive_failures = 0;
+	f.policy.error_ratio = 0.5;
+	f.policy.min_requests = 4;
+	for (int i = 0; i < 2; i++) {
+		tg_health_attempt_start(&f.backends[0]);
+		tg_health_attempt_end(&f.backends[0], TG_OUTCOME_SUCCESS, 0, 1000, 10);
+		fail_once(&f, 0, 10);
+	}
+	/* 2 of 4 failed: not over 0.5 yet. */
+	ck_assert_int_eq(tg_health_available(&f.backends[0], 20, &trial), 1);
+	fail_once(&f, 0, 20);
+	ck_assert_int_eq(tg_health_available(&f.backends[0], 30, &trial), 0);
+}
+END_TEST
+
+/* --- balancers ------------------------------------------------------------------ */
+
+START_TEST(round_robin_follows_weights)
+{
+	static const unsigned weights[] = {3, 1};
+	struct fixture f;
+	uint64_t rng = 42;
+	unsigned count[2] = {0, 0};
+	int trial;
+
+	fixture_init(&f, 2, TG_BALANCE_ROUND_ROBIN, weights);
+	for (int i = 0; i < 1000; i++) {
+		const struct tg_tier_member *m = tg_balancer_pick(&f.route, never_tried, NULL,
+		                                                  &rng, 10, &trial);
+		ck_assert_ptr_nonnull(m);
+		count[m - f.members]++;
+	}
+	ck_assert_uint_eq(count[0], 750);
+	ck_assert_uint_eq(count[1], 250);
+}
+END_TEST
+
+START_TEST(never_picks_tried_backend)
+{
+	struct fixture f;
+	uint64_t rng = 7;
+	int trial;
+
+	fixture_init(&f, 2, TG_BALANCE_ROUND_ROBIN, NULL);
+	for (int i = 0; i < 10; i++) {
+		const struct tg_tier_member *m = tg_balancer_pick(&f.route, tried_a, NULL,
+		                                                  &rng, 10, &trial);
+		ck_assert_ptr_nonnull(m);
+		ck_assert_str_eq(m->backend->name, "b");
+	}
+}
+END_TEST
+
+START_TEST(skips_cooling_backend)
+{
+	struct fixture f;
+	uint64_t rng = 7;
+	int trial;
+
+	fixture_init(&f, 2, TG_BALANCE_ROUND_ROBIN, NULL);
+	tg_health_cooldown(&f.backends[1], 100);
+	for (int i = 0; i < 10; i++)
+		ck_assert_str_eq(tg_balancer_pick(&f.route, never_tried, NULL, &rng, 10,
+		                                  &trial)->backend->name, "a");
+	/* Only a cooling backend left: nothing to pick, even in panic mode. */
+	ck_assert_ptr_null(tg_balancer_pick(&f.route, tried_a, NULL, &rng, 10, &trial));
+}
+END_TEST
+
+START_TEST(panic_mode_uses_ejected)
+{
+	struct fixture f;
+	uint64_t rng = 7;
+	int trial;
+
+	fixture_init(&f, 1, TG_BALANCE_ROUND_ROBIN, NULL);
+	for (int i = 0; i < 3; i++)
+		fail_once(&f, 0, 10);
+	ck_assert_ptr_nonnull(tg_balancer_pick(&f.route, never_tried, NULL, &rng, 20, &trial));
+}
+END_TEST
+
+START_TEST(least_requests_prefers_idle)
+{
+	struct fixture f;
+	uint64_t rng = 9;
+	int trial;
+
+	fixture_init(&f, 3, TG_BALANCE_LEAST_REQUESTS, NULL);
+	tg_health_attempt_start(&f.backends[0]);
+	tg_health_attempt_start(&f.backends[0]);
+	tg_health_attempt_start(&f.backends[2]);
+	for (int i = 0; i < 20; i++)
+		ck_assert_str_eq(tg_balancer_pick(&f.route, never_tried, NULL, &rng, 10,
+		                                  &trial)->backend->name, "b");
+}
+END_TEST
+
+START_TEST(ewma_avoids_slow_member)
+{
+	struct fixture f;
+	uint64_t rng = 11;
+	unsigned fast = 0;
+	int trial;
+
+	fixture_init(&f, 2, TG_BALANCE_EWMA, NULL);
+	tg_health_attempt_start(&f.backends[0]);
+	tg_health_attempt_end(&f.backends[0], TG_OUTCOME_SUCCESS, 0, 200000000, 10);
+	tg_health_attempt_start(&f.backends[1]);
+	tg_health_attempt_end(&f.backends[1], TG_OUTCOME_SUCCESS, 0, 2000000, 10);
+	for (int i = 0; i < 100; i++)
+		fast += strcmp(tg_balancer_pick(&f.route, never_tried, NULL, &rng, 20,
+		                                &trial)->backend->name, "b") == 0;
+	/* With two members, both are always compared: b wins every time. */
+	ck_assert_uint_eq(fast, 100);
+}
+END_TEST
+
+START_TEST(lower_tier_only_when_needed)
+{
+	struct fixture f;
+	struct tg_tier tiers[2];
+	uint64_t rng = 3;
+	int trial;
+
+	fixture_init(&f, 2, TG_BALANCE_ROUND_ROBIN, NULL);
+	memset(tiers, 0, sizeof(tiers));
+	tiers[0].members = &f.members[0];
+	tiers[0].n_members = 1;
+	tiers[0].total_weight = 1;
+	tiers[1].members = &f.members[1];
+	tiers[1].n_members = 1;
+	tiers[1].total_weight = 1;
+	f.route.tiers = tiers;
+	f.route.n_tiers = 2;
+
+	for (int i = 0; i < 5; i++)
+		ck_assert_str_eq(tg_balancer_pick(&f.route, never_tried, NULL, &rng, 10,
+		                                  &trial)->backend->name, "a");
+	ck_assert_str_eq(tg_balancer_pick(&f.route, tried_a, NULL, &rng, 10,
+	                                  &trial)->backend->name, "b");
+}
+END_TEST
+
+static Suite *
+failover_suite(void)
+{
+	Suite *s = suite_create("failover");
+	TCase *retry = tcase_create("retry_after");
+	TCase *health = tcase_create("health");
+	TCase *balance = tcase_create("balancer");
+
+	tcase_add_test(retry, retry_after_seconds);
+	tcase_add_test(retry, retry_after_http_date);
+	tcase_add_test(retry, retry_after_capped);
+	tcase_add_test(retry, ratelimit_reset_of_spent_limit);
+	tcase_add_test(retry, retry_after_longest_wins);
+	tcase_add_test(retry, go_durations);
+	tcase_add_test(health, cooldown_later_deadline_wins);
+	tcase_add_test(health, ejected_after_consecutive_failures);
+	tcase_add_test(health, success_resets_failure_count);
+	tcase_add_test(health, rate_limit_is_not_a_failure);
+	tcase_add_test(health, half_open_admits_one_trial);
+	tcase_add_test(health, failed_trial_doubles_ejection);
+	tcase_add_test(health, probe_success_ends_ejection);
+	tcase_add_test(health, error_ratio_ejects);
+	tcase_add_test(balance, round_robin_follows_weights);
+	tcase_add_test(balance, never_picks_tried_backend);
+	tcase_add_test(balance, skips_cooling_backend);
+	tcase_add_test(balance, panic_mode_uses_ejected);
+	tcase_add_test(balance, least_requests_prefers_idle);
+	tcase_add_test(balance, ewma_avoids_slow_member);
+	tcase_add_test(balance, lower_tier_only_when_needed);
+	suite_add_tcase(s, retry);
+	suite_add_tcase(s, health);
+	suite_add_tcase(s, balance);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *runner = srunner_create(failover_suite());
+	int failed;
+
+	srunner_run_all(runner, CK_NORMAL);
+	failed = srunner_ntests_failed(runner);
+	srunner_free(runner);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
