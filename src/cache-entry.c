@@ -1,0 +1,441 @@
+/*
+ * Cache entries: recording a stream, encoding and decoding the envelope,
+ * replaying an entry.
+ */
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache-entry.h"
+
+enum choice_state {
+	CHOICE_UNSEEN = 0,
+	CHOICE_OPEN,                    /* seen, no finish_reason yet */
+	CHOICE_FINISHED,
+};
+
+/* --- recording ------------------------------------------------------------- */
+
+void
+tg_cache_record_init(struct tg_cache_record *r, size_t max_bytes)
+{
+	memset(r, 0, sizeof(*r));
+	r->max_bytes = max_bytes;
+	r->usage_event = -1;
+	r->events = json_array();
+	if (r->events == NULL)
+		r->unstorable = "out of memory";
+}
+
+void
+tg_cache_record_free(struct tg_cache_record *r)
+{
+	json_decref(r->events);
+	r->events = NULL;
+}
+
+/* Stop recording: nothing of this stream will be stored, so its events
+ * need not be kept either. */
+static void
+record_reject(struct tg_cache_record *r, const char *reason)
+{
+	if (r->unstorable == NULL)
+		r->unstorable = reason;
+	json_array_clear(r->events);
+}
+
+/* Note what one choice of a chunk says: its index and finish_reason.
+ * Returns the reason the stream cannot be stored, or NULL. */
+static const char *
+record_choice(struct tg_cache_record *r, const json_t *choice, size_t position)
+{
+	json_t *index = json_object_get(choice, "index");
+	json_t *finish = json_object_get(choice, "finish_reason");
+	json_int_t i = json_is_integer(index) ? json_integer_value(index) : (json_int_t)position;
+
+	if (!json_is_object(choice))
+		return "a choice is not an object";
+	if (i < 0 || i >= TG_CACHE_MAX_CHOICES)
+		return "a choice index is out of range";
+
+	if (json_is_string(finish)) {
+		if (strcmp(json_string_value(finish), "content_filter") == 0)
+			return "stopped by a content filter";
+		r->choices[i] = CHOICE_FINISHED;
+	} else if (r->choices[i] == CHOICE_UNSEEN) {
+		r->choices[i] = CHOICE_OPEN;
+	}
+	return NULL;
+}
+
+/* Check one parsed chunk and note its choices and usage. Returns the reason
+ * it cannot be stored, or NULL. */
+static const char *
+record_chunk(struct tg_cache_record *r, const json_t *chunk)
+{
+	json_t *choices = json_object_get(chunk, "choices");
+	json_t *usage = json_object_get(chunk, "usage");
+	json_t *choice;
+	size_t i;
+
+	if (!json_is_object(chunk))
+		return "an event is not a JSON object";
+	if (json_object_get(chunk, "error") != NULL)
+		return "the stream carries an error";
+	if (!json_is_array(choices))
+		return "a chunk has no choices";
+
+	json_array_foreach(choices, i, choice) {
+		const char *reason = record_choice(r, choice, i);
+
+		if (reason != NULL)
+			return reason;
+	}
+
+	if (json_is_object(usage)) {
+		r->has_usage = 1;
+		if (json_array_size(choices) == 0)
+			r->usage_event = (long)json_array_size(r->events);
+	}
+	return NULL;
+}
+
+void
+tg_cache_record_event(struct tg_cache_record *r, const char *type, size_t type_len,
+                      const char *data, size_t data_len)
+{
+	json_error_t error;
+	json_t *chunk;
+	const char *reason;
+
+	if (r->unstorable != NULL)
+		return;
+	if (r->done) {
+		record_reject(r, "an event follows [DONE]");
+		return;
+	}
+	if (type_len != 0 && !(type_len == 7 && memcmp(type, "message", 7) == 0)) {
+		record_reject(r, "the stream has named events");
+		return;
+	}
+	if (data_len == 6 && memcmp(data, "[DONE]", 6) == 0) {
+		r->done = 1;
+		return;
+	}
+	if (r->bytes + data_len > r->max_bytes) {
+		record_reject(r, "the stream is larger than the entry size limit");
+		return;
+	}
+
+	chunk = json_loadb(data, data_len, 0, &error);
+	reason = chunk != NULL ? record_chunk(r, chunk) : "an event is not JSON";
+	json_decref(chunk);
+	if (reason != NULL) {
+		record_reject(r, reason);
+		return;
+	}
+
+	if (json_array_append_new(r->events, json_stringn(data, data_len)) != 0) {
+		record_reject(r, "out of memory");
+		return;
+	}
+	r->bytes += data_len;
+}
+
+const char *
+tg_cache_record_incomplete(const struct tg_cache_record *r)
+{
+	int seen = 0;
+
+	if (r->unstorable != NULL)
+		return r->unstorable;
+	if (!r->done)
+		return "the stream ended without [DONE]";
+	for (size_t i = 0; i < TG_CACHE_MAX_CHOICES; i++) {
+		if (r->choices[i] == CHOICE_OPEN)
+			return "a choice has no finish_reason";
+		seen |= r->choices[i] == CHOICE_FINISHED;
+	}
+	if (!seen)
+		return "the stream has no choices";
+	return NULL;
+}
+
+/* --- encoding -------------------------------------------------------------- */
+
+static char *
+dump_envelope(json_t *envelope, size_t *len, const char **reason)
+{
+	char *text;
+
+	if (envelope == NULL) {
+		*reason = "out of memory";
+		return NULL;
+	}
+	text = json_dumps(envelope, JSON_COMPACT);
+	json_decref(envelope);
+	if (text == NULL) {
+		*reason = "out of memory";
+		return NULL;
+	}
+	*len = strlen(text);
+	return text;
+}
+
+char *
+tg_cache_entry_from_record(const struct tg_cache_record *r, int64_t created_ms,
+                           size_t *len, const char **reason)
+{
+	json_t *envelope;
+
+	*reason = tg_cache_record_incomplete(r);
+	if (*reason != NULL)
+		return NULL;
+
+	envelope = json_pack("{s:i, s:I, s:s, s:O, s:b, s:I}", "v", TG_CACHE_ENTRY_VERSION,
+	                     "created_ms", (json_int_t)created_ms, "kind", "stream",
+	                     "events", r->events, "usage", r->has_usage,
+	                     "usage_event", (json_int_t)r->usage_event);
+	return dump_envelope(envelope, len, reason);
+}
+
+/* Returns the reason a JSON response body must not be stored, or NULL. */
+static const char *
+check_body(const json_t *body)
+{
+	json_t *choices = json_object_get(body, "choices");
+	json_t *choice;
+	size_t i;
+
+	if (!json_is_object(body))
+		return "the body is not a JSON object";
+	if (json_object_get(body, "error") != NULL)
+		return "the body is an error";
+
+	json_array_foreach(choices, i, choice) {
+		json_t *finish = json_object_get(choice, "finish_reason");
+
+		if (!json_is_string(finish))
+			return "a choice has no finish_reason";
+		if (strcmp(json_string_value(finish), "content_filter") == 0)
+			return "stopped by a content filter";
+	}
+	return NULL;
+}
+
+char *
+tg_cache_entry_from_body(const char *body, size_t body_len, int64_t created_ms,
+                         size_t *len, const char **reason)
+{
+	json_error_t error;
+	json_t *parsed = json_loadb(body, body_len, 0, &error);
+	json_t *envelope;
+
+	*reason = parsed != NULL ? check_body(parsed) : "the body is not JSON";
+	json_decref(parsed);
+	if (*reason != NULL)
+		return NULL;
+
+	envelope = json_pack("{s:i, s:I, s:s, s:s%}", "v", TG_CACHE_ENTRY_VERSION,
+	                     "created_ms", (json_int_t)created_ms, "kind", "json",
+	                     "body", body, body_len);
+	return dump_envelope(envelope, len, reason);
+}
+
+/* --- decoding -------------------------------------------------------------- */
+
+static int
+decode_stream(struct tg_cache_entry *e)
+{
+	json_t *usage_event = json_object_get(e->root, "usage_event");
+	json_t *event;
+	size_t i;
+
+	e->events = json_object_get(e->root, "events");
+	if (!json_is_array(e->events) || !json_is_boolean(json_object_get(e->root, "usage")) ||
+	    !json_is_integer(usage_event))
+		return -1;
+	json_array_foreach(e->events, i, event) {
+		if (!json_is_string(event))
+			return -1;
+	}
+
+	e->is_stream = 1;
+	e->has_usage = json_is_true(json_object_get(e->root, "usage"));
+	e->usage_event = (long)json_integer_value(usage_event);
+	if (e->usage_event < -1 || e->usage_event >= (long)json_array_size(e->events))
+		return -1;
+	return 0;
+}
+
+static int
+decode_json(struct tg_cache_entry *e)
+{
+	json_t *body = json_object_get(e->root, "body");
+
+	if (!json_is_string(body))
+		return -1;
+	e->body = json_string_value(body);
+	e->body_len = json_string_length(body);
+	return 0;
+}
+
+int
+tg_cache_entry_decode(const char *data, size_t len, struct tg_cache_entry *e)
+{
+	json_error_t error;
+	json_t *version, *created, *kind;
+	int rc = -1;
+
+	memset(e, 0, sizeof(*e));
+	e->usage_event = -1;
+	e->root = json_loadb(data, len, 0, &error);
+	if (!json_is_object(e->root))
+		goto out;
+
+	version = json_object_get(e->root, "v");
+	created = json_object_get(e->root, "created_ms");
+	kind = json_object_get(e->root, "kind");
+	if (!json_is_integer(version) || json_integer_value(version) != TG_CACHE_ENTRY_VERSION ||
+	    !json_is_integer(created) || !json_is_string(kind))
+		goto out;
+	e->created_ms = json_integer_value(created);
+
+	if (strcmp(json_string_value(kind), "stream") == 0)
+		rc = decode_stream(e);
+	else if (strcmp(json_string_value(kind), "json") == 0)
+		rc = decode_json(e);
+
+out:
+	if (rc != 0) {
+		json_decref(e->root);
+		memset(e, 0, sizeof(*e));
+	}
+	return rc;
+}
+
+void
+tg_cache_entry_free(struct tg_cache_entry *e)
+{
+	json_decref(e->root);
+	memset(e, 0, sizeof(*e));
+}
+
+/* --- replay ---------------------------------------------------------------- */
+
+int
+tg_cache_write_event(struct evbuffer *out, const char *data, size_t len)
+{
+	const char *end = data + len;
+	int rc = 0;
+
+	/* A line break inside data would end the field, so each line of the
+	 * data goes into a "data:" line of its own; readers join them with LF. */
+	for (;;) {
+		const char *nl = memchr(data, '\n', (size_t)(end - data));
+		const char *line_end = nl != NULL ? nl : end;
+
+		rc |= evbuffer_add(out, "data: ", 6);
+		rc |= evbuffer_add(out, data, (size_t)(line_end - data));
+		rc |= evbuffer_add(out, "\n", 1);
+		if (nl == NULL)
+			break;
+		data = nl + 1;
+	}
+	rc |= evbuffer_add(out, "\n", 1);
+	return rc == 0 ? 0 : -1;
+}
+
+static int
+write_done(struct evbuffer *out)
+{
+	return tg_cache_write_event(out, "[DONE]", 6);
+}
+
+/* The stored events, without the usage chunk unless the client asked. */
+static int
+render_stored_stream(const struct tg_cache_entry *e, int want_usage, struct evbuffer *out)
+{
+	json_t *event;
+	size_t i;
+
+	if (want_usage && !e->has_usage)
+		return -1;
+	json_array_foreach(e->events, i, event) {
+		if ((long)i == e->usage_event && !want_usage)
+			continue;
+		if (tg_cache_write_event(out, json_string_value(event),
+		                         json_string_length(event)) != 0)
+			return -1;
+	}
+	return write_done(out);
+}
+
+static int
+render_converted_stream(const struct tg_cache_entry *e, int want_usage, struct evbuffer *out)
+{
+	json_error_t error;
+	json_t *body = json_loadb(e->body, e->body_len, 0, &error);
+	json_t *chunks = body != NULL ? tg_cache_body_to_chunks(body, want_usage) : NULL;
+	json_t *chunk;
+	size_t i;
+	int rc = chunks != NULL ? 0 : -1;
+
+	json_decref(body);
+	json_array_foreach(chunks, i, chunk) {
+		char *text = json_dumps(chunk, JSON_COMPACT);
+
+		rc |= text != NULL ? tg_cache_write_event(out, text, strlen(text)) : -1;
+		free(text);
+	}
+	json_decref(chunks);
+	return rc == 0 ? write_done(out) : -1;
+}
+
+/* A non-streaming client always gets usage, so a stream without it cannot
+ * answer one. */
+static int
+render_converted_body(const struct tg_cache_entry *e, struct evbuffer *out)
+{
+	json_t *body;
+	char *text;
+	int rc;
+
+	if (!e->has_usage)
+		return -1;
+	body = tg_cache_chunks_to_body(e->events);
+	text = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
+	json_decref(body);
+	if (text == NULL)
+		return -1;
+	rc = evbuffer_add(out, text, strlen(text));
+	free(text);
+	return rc;
+}
+
+int
+tg_cache_entry_render(const struct tg_cache_entry *e, int stream, int want_usage,
+                      struct evbuffer *out)
+{
+	struct evbuffer *staged = evbuffer_new();
+	int rc;
+
+	if (staged == NULL)
+		return -1;
+
+	/* Render into a buffer of our own, so that a conversion that fails
+	 * half way leaves out as it was. */
+	if (stream && e->is_stream)
+		rc = render_stored_stream(e, want_usage, staged);
+	else if (stream)
+		rc = render_converted_stream(e, want_usage, staged);
+	else if (e->is_stream)
+		rc = render_converted_body(e, staged);
+	else
+		rc = evbuffer_add(staged, e->body, e->body_len);
+
+	if (rc == 0)
+		rc = evbuffer_add_buffer(out, staged);
+	evbuffer_free(staged);
+	return rc == 0 ? 0 : -1;
+}

@@ -1,0 +1,140 @@
+/*
+ * Cache entries: what is stored for one response, how a streamed response
+ * is recorded event by event, and how an entry is replayed to a client that
+ * asks for a stream or for one JSON body.
+ *
+ * An entry is a JSON envelope, so a value read back from Redis goes through
+ * jansson's checks before it is trusted:
+ *
+ *   {"v": 1, "created_ms": T, "kind": "json", "body": "<response body>"}
+ *   {"v": 1, "created_ms": T, "kind": "stream", "events": ["<data>", ...],
+ *    "usage": true, "usage_event": K}
+ *
+ * created_ms is the wall-clock time of storing, in Unix milliseconds, for
+ * the Age header; it is the same for every instance that shares a Redis.
+ * events holds the data of each server-sent event in order, byte for byte,
+ * without the final "[DONE]", which every stored stream had. usage says
+ * whether some event carries a usage object; usage_event is the index of
+ * the usage-only chunk ("choices": []) that a client gets only when it set
+ * stream_options.include_usage, or -1.
+ *
+ * Only complete, successful responses become entries: JSON bodies that are
+ * an object without "error" and whose choices all have a finish_reason
+ * other than "content_filter"; streams whose every choice got such a
+ * finish_reason and that ended with "data: [DONE]".
+ */
+#ifndef TOLLGATE_CACHE_ENTRY_H
+#define TOLLGATE_CACHE_ENTRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/buffer.h>
+#include <jansson.h>
+
+#define TG_CACHE_ENTRY_VERSION 1
+
+/* Choices a recorded stream may have; more make it unstorable. OpenAI
+ * allows n up to 128. */
+#define TG_CACHE_MAX_CHOICES 128
+
+/* A stream being recorded while it is relayed. */
+struct tg_cache_record {
+	json_t *events;                 /* data of each event, as JSON strings */
+	size_t bytes;                   /* data bytes so far */
+	size_t max_bytes;               /* beyond this the stream is not stored */
+	long usage_event;               /* index of the usage-only chunk, or -1 */
+	int has_usage;
+	int done;                       /* "[DONE]" was the last event */
+	const char *unstorable;         /* why it cannot be stored, or NULL */
+	unsigned char choices[TG_CACHE_MAX_CHOICES];  /* enum choice_state by index */
+};
+
+/* Prepare r for a stream of at most max_bytes of event data. */
+void tg_cache_record_init(struct tg_cache_record *r, size_t max_bytes);
+void tg_cache_record_free(struct tg_cache_record *r);
+
+/*
+ * Record one event as the client receives it: type is its "event" field
+ * ("" when absent), data its data. Recording stops (and the stream will not
+ * be stored) at the first event that is not an OpenAI chunk, an error, a
+ * content_filter finish, an event after "[DONE]", or when max_bytes is
+ * passed; r->unstorable then names the reason.
+ */
+void tg_cache_record_event(struct tg_cache_record *r, const char *type, size_t type_len,
+                           const char *data, size_t data_len);
+
+/* Return NULL when r holds a complete stream, else the reason it does not
+ * (for debug logs). */
+const char *tg_cache_record_incomplete(const struct tg_cache_record *r);
+
+/*
+ * Encode an entry. From a record that tg_cache_record_incomplete() accepts,
+ * or from a JSON response body, which is checked here. Returns the envelope
+ * text (free() it) and its length in *len, or NULL with *reason set when
+ * the response must not be stored or memory ran out.
+ */
+char *tg_cache_entry_from_record(const struct tg_cache_record *r, int64_t created_ms,
+                                 size_t *len, const char **reason);
+char *tg_cache_entry_from_body(const char *body, size_t body_len, int64_t created_ms,
+                               size_t *len, const char **reason);
+
+/* A decoded entry; fields point into root. */
+struct tg_cache_entry {
+	json_t *root;
+	int64_t created_ms;
+	int is_stream;
+	json_t *events;                 /* stream: array of strings */
+	const char *body;               /* json: the response body */
+	size_t body_len;
+	int has_usage;
+	long usage_event;
+};
+
+/* Decode an envelope. Returns 0, or -1 when data is not a valid entry of
+ * this version (then there is nothing to free). */
+int tg_cache_entry_decode(const char *data, size_t len, struct tg_cache_entry *e);
+void tg_cache_entry_free(struct tg_cache_entry *e);
+
+/* Content types of a replayed entry. */
+#define TG_CACHE_TYPE_JSON "application/json"
+#define TG_CACHE_TYPE_STREAM "text/event-stream"
+
+/*
+ * Append the response body that answers a request to out: as server-sent
+ * events ending in "data: [DONE]" when stream is set, with the usage chunk
+ * only when want_usage is set, or else as one JSON body. A stored stream
+ * replays its events unchanged; the other kind is converted (chat and text
+ * completions only). Returns 0, or -1 when this entry cannot answer the
+ * request (a conversion it cannot do, or usage the client needs and the
+ * entry lacks), which the caller treats as a miss; out is then unchanged.
+ */
+int tg_cache_entry_render(const struct tg_cache_entry *e, int stream, int want_usage,
+                          struct evbuffer *out);
+
+/* Append one server-sent event carrying data to out, one "data:" line per
+ * line of data. Returns 0, or -1 when out of memory. */
+int tg_cache_write_event(struct evbuffer *out, const char *data, size_t len);
+
+/* --- conversions (cache-convert.c) ------------------------------------------ */
+
+/*
+ * Build the chunks a stream would carry for a chat.completion or
+ * text_completion body: per choice, one chunk with the whole message and
+ * one with the finish_reason, then the usage-only chunk when want_usage is
+ * set. Returns a new array of chunk objects, or NULL when body is of
+ * another kind, lacks usage that want_usage needs, or memory ran out.
+ */
+json_t *tg_cache_body_to_chunks(const json_t *body, int want_usage);
+
+/*
+ * Merge the chunks of a stream (an array of data strings, without
+ * "[DONE]") into the chat.completion or text_completion body a
+ * non-streaming request gets: contents, refusals and tool-call arguments
+ * concatenated, logprobs joined, the last finish_reason and usage kept.
+ * Returns the new body, or NULL when the chunks are of another kind or
+ * memory ran out.
+ */
+json_t *tg_cache_chunks_to_body(const json_t *events);
+
+#endif

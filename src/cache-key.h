@@ -1,0 +1,66 @@
+/*
+ * Cache keys: SHA-256 over a canonical JSON form of everything that can
+ * change a response.
+ *
+ * The canonical form is an object {"v", "path", "route", "tenant",
+ * "request"} dumped by jansson with sorted keys and no whitespace, so key
+ * order and whitespace in the client's JSON do not matter. "request" is the
+ * request body with the fields that cannot change the output removed
+ * ("stream", "stream_options", "user" and the configured ignore_fields) and
+ * with numbers normalised: a fractional number whose value is an integer of
+ * magnitude up to 2^53 becomes that integer, so 1, 1.0 and 1e0 give one key,
+ * and other reals keep their binary value, printed with 17 significant
+ * digits, so 0.5 and 5e-1 give one key too. Every other field counts, known
+ * or not, so an unknown sampling parameter never makes two different
+ * requests share an entry.
+ */
+#ifndef TOLLGATE_CACHE_KEY_H
+#define TOLLGATE_CACHE_KEY_H
+
+#include <jansson.h>
+
+#include "cache-t.h"
+#include "headers.h"
+
+/* Version of the canonical form; a change makes every old entry a miss. */
+#define TG_CACHE_KEY_VERSION 1
+
+/*
+ * Write the tenant of a request into tenant (65 bytes): the hex SHA-256 of
+ * the configured tenant header's value when the request carries it, else of
+ * the caller's credential (Authorization, else x-api-key, else api-key),
+ * else "" for anonymous callers, who share one tenant. The header name goes
+ * into the hash too, so a tenant header value can never collide with a
+ * credential. Returns 0, or -1 when hashing failed (out of memory), and
+ * the request must then not use the cache.
+ */
+int tg_cache_tenant(const struct tg_headers *headers, const char *tenant_header,
+                     char tenant[TG_CACHE_KEY_HEX_LEN + 1]);
+
+/*
+ * Replace, in place, every fractional number of value that holds an
+ * integral value of magnitude up to 2^53 by the equal integer, and every
+ * -0.0 by 0. Returns 0, or -1 when out of memory.
+ */
+int tg_cache_normalize_numbers(json_t *value);
+
+/*
+ * Return the canonical text of a request (see above), to be freed with
+ * free(), or NULL when out of memory. body must be a JSON object; it is not
+ * changed.
+ */
+char *tg_cache_canonical(const json_t *body, const char *path, const char *route,
+                         const char *tenant, char *const *ignore_fields,
+                         size_t n_ignore_fields);
+
+/* Compute the key of a request: SHA-256 of its canonical text. Returns 0,
+ * or -1 when out of memory. */
+int tg_cache_key(const json_t *body, const char *path, const char *route,
+                 const char *tenant, char *const *ignore_fields,
+                 size_t n_ignore_fields, unsigned char key[TG_CACHE_KEY_LEN]);
+
+/* Write key as 64 lower-case hex digits and a NUL. */
+void tg_cache_key_hex(const unsigned char key[TG_CACHE_KEY_LEN],
+                      char hex[TG_CACHE_KEY_HEX_LEN + 1]);
+
+#endif
