@@ -30,6 +30,7 @@
 #include <event2/http.h>
 #include <jansson.h>
 
+#include "cache-config.h"
 #include "config.h"
 #include "config-parse.h"
 #include "failover-config.h"
@@ -511,6 +512,9 @@ static const struct setting route_settings[] = {
 	{ .key = "retry", .type = T_FEATURE, .feature = &tg_retry_feature, .def = "{}",
 	  .offset = offsetof(struct tg_route, retry),
 	  .help = "when and how often a request moves to the next backend" },
+	{ .key = "cache", .type = T_FEATURE, .feature = &tg_route_cache_feature,
+	  .offset = offsetof(struct tg_route, cache),
+	  .help = "true, or {\"ttl\": ...}, to answer repeated requests from the cache" },
 };
 static const struct section route_section = SECTION(route_settings);
 
@@ -542,6 +546,9 @@ static const struct setting top_settings[] = {
 	{ .key = "routes", .type = T_CUSTOM, .parse = parse_routes,
 	  .required = true, .section = &route_section, .element = "[]",
 	  .doc_type = "array", .help = "request routes, matched in order" },
+	{ .key = "cache", .type = T_FEATURE, .feature = &tg_cache_feature, .def = "{}",
+	  .offset = offsetof(struct tg_config, cache),
+	  .help = "response cache store, used by routes that set \"cache\"" },
 };
 static const struct section top_section = SECTION(top_settings);
 
@@ -564,6 +571,7 @@ static void check_consistency(struct load_ctx *ctx, struct tg_config *cfg)
  */
 static check_fn *const checks[] = {
 	check_consistency,
+	tg_cache_check_config,
 };
 
 /* Read and parse the file, reporting I/O and JSON syntax errors. */
