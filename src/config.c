@@ -34,6 +34,7 @@
 #include "config.h"
 #include "config-parse.h"
 #include "failover-config.h"
+#include "filter-config.h"
 
 #define MAX_WORKERS 256
 
@@ -512,6 +513,9 @@ static const struct setting route_settings[] = {
 	{ .key = "retry", .type = T_FEATURE, .feature = &tg_retry_feature, .def = "{}",
 	  .offset = offsetof(struct tg_route, retry),
 	  .help = "when and how often a request moves to the next backend" },
+	{ .key = "filters", .type = T_FEATURE, .feature = &tg_route_filters_feature,
+	  .offset = offsetof(struct tg_route, filters),
+	  .help = "content filters run on this route's requests and responses, in order" },
 	{ .key = "cache", .type = T_FEATURE, .feature = &tg_route_cache_feature,
 	  .offset = offsetof(struct tg_route, cache),
 	  .help = "true, or {\"ttl\": ...}, to answer repeated requests from the cache" },
@@ -543,6 +547,9 @@ static const struct setting top_settings[] = {
 	{ .key = "backends", .type = T_CUSTOM, .parse = parse_backends,
 	  .required = true, .section = &backend_section, .element = ".NAME",
 	  .doc_type = "object", .help = "upstream endpoints by name" },
+	{ .key = "filters", .type = T_FEATURE, .feature = &tg_filters_feature,
+	  .offset = offsetof(struct tg_config, filters),
+	  .help = "content filters by name, for routes to list; before routes" },
 	{ .key = "routes", .type = T_CUSTOM, .parse = parse_routes,
 	  .required = true, .section = &route_section, .element = "[]",
 	  .doc_type = "array", .help = "request routes, matched in order" },

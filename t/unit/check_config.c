@@ -430,7 +430,7 @@ static const struct error_case {
 } unknown_key_cases[] = {
 	{ "\"workerz\": 2,",
 	  "T: unknown key \"workerz\"; valid keys: listen, admin, workers, "
-	  "drain_timeout, access_log, limits, backends, routes, cache\n" },
+	  "drain_timeout, access_log, limits, backends, filters, routes, cache\n" },
 	{ "\"limits\": {\"max_bodyy\": 1},",
 	  "T: limits: unknown key \"max_bodyy\"; valid keys: max_body, max_header, "
 	  "max_response_body, client_header_timeout, client_body_timeout, "
@@ -441,7 +441,7 @@ static const struct error_case {
 	  "T: listen[0].tls: unknown key \"ca\"; valid keys: cert, key\n" },
 	{ "\"x\\n\\\"y\": 1,",
 	  "T: unknown key \"x\\x0a\\\"y\"; valid keys: listen, admin, workers, "
-	  "drain_timeout, access_log, limits, backends, routes, cache\n" },
+	  "drain_timeout, access_log, limits, backends, filters, routes, cache\n" },
 };
 
 START_TEST(unknown_key_top_levels)
@@ -469,7 +469,7 @@ START_TEST(unknown_key_backend_levels)
 		"T: backends.primary.tls: unknown key \"insecure\"; valid keys: ca_file, verify\n"
 		"T: backends.primary.pool: unknown key \"size\"; valid keys: max_idle, "
 		"idle_timeout\n"
-		"T: routes[0]: unknown key \"weight\"; valid keys: name, match, backends, retry, cache\n"
+		"T: routes[0]: unknown key \"weight\"; valid keys: name, match, backends, retry, filters, cache\n"
 		"T: routes[0].match: unknown key \"method\"; valid keys: path, model\n");
 }
 END_TEST
