@@ -9,6 +9,7 @@
 #include <event2/buffer.h>
 
 #include "attempt.h"
+#include "cache.h"
 #include "client.h"
 #include "health.h"
 #include "log.h"
@@ -73,6 +74,13 @@ void
 tg_relay_local_response(struct tg_request *req, int status,
                         const char *extra_headers, struct evbuffer *body)
 {
+	tg_relay_local_response_typed(req, status, "application/json", extra_headers, body);
+}
+
+void
+tg_relay_local_response_typed(struct tg_request *req, int status, const char *content_type,
+                              const char *extra_headers, struct evbuffer *body)
+{
 	struct evbuffer *out = tg_client_output(req->client);
 	size_t body_len = body ? evbuffer_get_length(body) : 0;
 	size_t before = evbuffer_get_length(out);
@@ -81,12 +89,12 @@ tg_relay_local_response(struct tg_request *req, int status,
 	tg_attempt_header(req, attempts, sizeof(attempts));
 	req->response.status = status;
 	evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n"
-	                    "Content-Type: application/json\r\n"
+	                    "Content-Type: %s\r\n"
 	                    "Content-Length: %zu\r\n"
 	                    "X-Request-Id: %s\r\n"
 	                    "%s%s%s\r\n",
-	                    status, tg_http_reason(status), body_len, req->id, attempts,
-	                    extra_headers ? extra_headers : "", connection_header(req));
+	                    status, tg_http_reason(status), content_type, body_len, req->id,
+	                    attempts, extra_headers ? extra_headers : "", connection_header(req));
 	if (body != NULL)
 		evbuffer_add_buffer(out, body);
 	req->response.head_sent = 1;
@@ -290,6 +298,7 @@ emit_event(struct tg_request *req, struct tg_stream_event *ev)
 		req->cause = TG_CAUSE_UPSTREAM_FAILED;
 		tg_log_request(req, TG_LOG_WARN, "upstream sent an error event in the stream");
 	}
+	tg_cache_stream_event(req, ev);
 	write_piece(req, ev->raw);
 }
 
@@ -460,6 +469,7 @@ relay_on_head(void *arg, int status, struct tg_headers *headers)
 	req->phase = TG_PHASE_DATA;
 	resp->status = status;
 	adopt_upstream_headers(resp, headers);
+	tg_cache_response_head(req);
 
 	/* A successful stream's attempt ends at its first content, so an error
 	 * event before it can still fail over. */
@@ -564,6 +574,7 @@ relay_on_complete(void *arg)
 		return;
 	}
 	len = evbuffer_get_length(resp->body);
+	tg_cache_response_body(req, (const char *)evbuffer_pullup(resp->body, -1), len);
 	write_head(req, (long long)len);
 	evbuffer_add_buffer(tg_client_output(req->client), resp->body);
 	req->bytes_out += len;

@@ -49,6 +49,12 @@ extern const struct tg_upstream_handler tg_relay_handler;
 void tg_relay_local_response(struct tg_request *req, int status,
                              const char *extra_headers, struct evbuffer *body);
 
+/* The same with another Content-Type, for a body of the gateway's own
+ * that is not JSON (a cached stream). */
+void tg_relay_local_response_typed(struct tg_request *req, int status,
+                                   const char *content_type,
+                                   const char *extra_headers, struct evbuffer *body);
+
 /* The client's output drained below its low mark: resume the upstream. */
 void tg_relay_client_writable(struct tg_request *req);
 

@@ -21,6 +21,7 @@
 struct tg_client;
 struct tg_worker;
 struct tg_upstream_conn;
+struct tg_cache_request;
 struct evbuffer;
 
 /* Where a request is; the second character of the termination code. */
@@ -117,6 +118,7 @@ struct tg_request {
 	int upstream_status;
 
 	struct tg_response response;
+	struct tg_cache_request *cache;   /* response cache; NULL when unused */
 
 	/* Outcome. */
 	uint64_t bytes_in;

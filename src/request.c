@@ -12,6 +12,7 @@
 
 #include "accesslog.h"
 #include "attempt.h"
+#include "cache.h"
 #include "client.h"
 #include "config.h"
 #include "log.h"
@@ -168,6 +169,13 @@ answer_models(struct tg_request *req)
 	evbuffer_free(body);
 }
 
+/* The cache had no answer: on to the backends. */
+static void
+start_upstream(struct tg_request *req)
+{
+	tg_attempt_first(req);
+}
+
 void
 tg_request_dispatch(struct tg_request *req)
 {
@@ -230,7 +238,7 @@ tg_request_dispatch(struct tg_request *req)
 		return;
 	}
 
-	tg_attempt_first(req);
+	tg_cache_lookup(req, start_upstream);
 }
 
 void
@@ -282,6 +290,7 @@ tg_request_done(struct tg_request *req)
 
 	req->worker->active_requests--;
 	tg_attempt_end(req, TG_OUTCOME_CANCELLED, TG_OK, 0, "cancelled");
+	tg_cache_request_done(req);
 	tg_relay_reset(req);
 	tg_headers_free(&req->headers);
 	if (req->upstream_request != NULL)

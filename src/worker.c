@@ -11,6 +11,7 @@
 #include <event2/listener.h>
 #include <openssl/rand.h>
 
+#include "cache.h"
 #include "client.h"
 #include "config.h"
 #include "log.h"
@@ -173,6 +174,7 @@ tg_worker_join_and_free(struct tg_worker *w)
 	free(w->listeners);
 	free(w->listener_ctxs);
 	tg_probes_stop(w);
+	tg_cache_worker_free(w->cache);
 	tg_upstream_pools_free(w);
 	evdns_base_free(w->dns, 0);
 	event_base_free(w->base);

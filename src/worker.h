@@ -22,6 +22,7 @@ struct evdns_base;
 struct evconnlistener;
 struct tg_client;
 struct tg_pool;
+struct tg_cache_worker;
 struct tg_probe;
 struct tg_listener_ctx;
 
@@ -55,6 +56,7 @@ struct tg_worker {
 	uint64_t drain_started_ns;      /* requests begun after it get 503 */
 
 	struct tg_pool *pools;          /* upstream pools, one per backend */
+	struct tg_cache_worker *cache;  /* response cache, created on first use */
 	struct tg_probe *probes;        /* active health probes (worker 0 only) */
 	uint64_t rng;                   /* xorshift64 state for the balancers */
 	uint64_t request_seq;           /* for request ids */

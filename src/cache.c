@@ -1,0 +1,451 @@
+/*
+ * The response cache on the request path. See cache.h for the contract and
+ * tollgate.json(5), section CACHE, for the behaviour users see.
+ */
+#include <assert.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <llhttp.h>
+
+#include "cache.h"
+#include "cache-entry.h"
+#include "cache-key.h"
+#include "cache-memory.h"
+#include "cache-redis.h"
+#include "log.h"
+#include "relay.h"
+#include "request.h"
+#include "worker.h"
+
+enum cache_status {
+	CACHE_BYPASS,                   /* not looked up */
+	CACHE_MISS,
+	CACHE_HIT,
+};
+
+static const char *const status_names[] = {"bypass", "miss", "hit"};
+
+/* Per worker: the Redis connection, and counters for metrics. */
+struct tg_cache_worker {
+	struct tg_cache_redis *redis;
+	int in_callback;                /* inside a Redis reply of ours */
+	uint64_t hits, misses, bypasses, stores;
+};
+
+/* Per request. */
+struct tg_cache_request {
+	enum cache_status status;
+	int store;                      /* store the response if it qualifies */
+	int want_usage;                 /* stream_options.include_usage was set */
+	unsigned char key[TG_CACHE_KEY_LEN];
+	uint64_t ttl_ms;
+
+	tg_cache_next_fn *next;         /* while a Redis lookup is waiting */
+	struct tg_cache_redis_cmd *pending;
+
+	int recording;                  /* parser and record are set up */
+	struct tg_sse_parser parser;    /* re-reads the events the client gets */
+	struct tg_cache_record record;
+	char *entry;                    /* encoded non-streaming entry */
+	size_t entry_len;
+};
+
+static int64_t
+wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t
+monotonic_ms(void)
+{
+	return tg_now_ns() / 1000000;
+}
+
+static struct tg_cache_worker *
+worker_state(struct tg_worker *w)
+{
+	if (w->cache == NULL)
+		w->cache = calloc(1, sizeof(*w->cache));
+	return w->cache;
+}
+
+void
+tg_cache_worker_free(struct tg_cache_worker *cw)
+{
+	if (cw == NULL)
+		return;
+	tg_cache_redis_free(cw->redis);
+	free(cw);
+}
+
+const char *
+tg_cache_status(const struct tg_request *req)
+{
+	return req->cache != NULL ? status_names[req->cache->status] : NULL;
+}
+
+/* --- request headers ---------------------------------------------------------- */
+
+/* 1 when a Cache-Control header of the request lists directive. */
+static int
+cache_control_has(const struct tg_request *req, const char *directive)
+{
+	for (size_t i = 0; i < req->headers.count; i++) {
+		const struct tg_header *h = &req->headers.items[i];
+
+		if (strcasecmp(h->name, "Cache-Control") == 0 &&
+		    tg_header_list_has(h->value, directive))
+			return 1;
+	}
+	return 0;
+}
+
+/* The client asked for the usage chunk of a stream. */
+static int
+wants_usage(const struct tg_request *req)
+{
+	json_t *options = json_object_get(req->json, "stream_options");
+
+	return req->stream && json_is_true(json_object_get(options, "include_usage"));
+}
+
+/* --- serving a hit ----------------------------------------------------------- */
+
+/*
+ * Answer req from an encoded entry. Returns 0 when the response went out,
+ * or -1 when the entry is invalid or cannot answer this request (a miss).
+ */
+static int
+serve_entry(struct tg_request *req, const char *data, size_t len)
+{
+	struct tg_cache_request *st = req->cache;
+	struct tg_cache_entry entry;
+	struct evbuffer *body;
+	char headers[96];
+	int64_t age;
+	int rc;
+
+	if (tg_cache_entry_decode(data, len, &entry) != 0) {
+		tg_log_request(req, TG_LOG_WARN, "cache: stored entry is invalid; treated as a miss");
+		return -1;
+	}
+	body = evbuffer_new();
+	rc = body != NULL ? tg_cache_entry_render(&entry, req->stream, st->want_usage, body) : -1;
+	if (rc == 0) {
+		age = (wall_ms() - entry.created_ms) / 1000;
+		snprintf(headers, sizeof(headers), "x-tollgate-cache: hit\r\nAge: %lld\r\n",
+		         (long long)(age > 0 ? age : 0));
+		st->status = CACHE_HIT;
+		st->store = 0;
+		tg_relay_local_response_typed(req, 200, req->stream ? TG_CACHE_TYPE_STREAM
+		                                                    : TG_CACHE_TYPE_JSON,
+		                              headers, body);
+	}
+	if (body != NULL)
+		evbuffer_free(body);
+	tg_cache_entry_free(&entry);
+	return rc;
+}
+
+static void
+count_outcome(struct tg_request *req)
+{
+	struct tg_cache_worker *cw = req->worker->cache;
+
+	if (cw == NULL)
+		return;
+	if (req->cache->status == CACHE_HIT)
+		cw->hits++;
+	else if (req->cache->status == CACHE_MISS)
+		cw->misses++;
+	else
+		cw->bypasses++;
+}
+
+static void
+lookup_memory(struct tg_request *req, tg_cache_next_fn *next)
+{
+	struct tg_cache_request *st = req->cache;
+	struct tg_cache_blob *blob = tg_cache_memory_get(req->config->cache->memory, st->key,
+	                                                 monotonic_ms());
+	int served = blob != NULL && serve_entry(req, blob->data, blob->len) == 0;
+
+	tg_cache_blob_unref(blob);
+	if (!served)
+		next(req);
+}
+
+static void
+on_redis_reply(void *arg, enum tg_cache_redis_status status, const char *data, size_t len)
+{
+	struct tg_request *req = arg;
+	struct tg_cache_request *st = req->cache;
+	struct tg_cache_worker *cw = req->worker->cache;
+	tg_cache_next_fn *next = st->next;
+
+	st->pending = NULL;
+	st->next = NULL;
+
+	/* The response may end the request, and the client may then send the
+	 * next one from inside this callback: say so, so that its lookup does
+	 * not replace the connection we are being called from. */
+	cw->in_callback++;
+	if (status != TG_CACHE_REDIS_FOUND || serve_entry(req, data, len) != 0)
+		next(req);
+	cw->in_callback--;
+}
+
+/* The worker's Redis client for the request's config: created on first
+ * use, replaced when a reload changed the Redis settings. NULL when none
+ * can be had now. */
+static struct tg_cache_redis *
+worker_redis(struct tg_request *req, struct tg_cache_worker *cw)
+{
+	const struct tg_cache_config *cfg = req->config->cache;
+
+	if (cw->redis != NULL && !tg_cache_redis_matches(cw->redis, cfg)) {
+		/* Replacing it fails its waiting lookups through their
+		 * callbacks; that must not happen inside one of them. */
+		if (cw->in_callback > 0)
+			return NULL;
+		tg_cache_redis_free(cw->redis);
+		cw->redis = NULL;
+	}
+	if (cw->redis == NULL)
+		cw->redis = tg_cache_redis_new(req->worker->base, cfg);
+	return cw->redis;
+}
+
+static void
+lookup_redis(struct tg_request *req, tg_cache_next_fn *next)
+{
+	struct tg_cache_request *st = req->cache;
+	struct tg_cache_worker *cw = worker_state(req->worker);
+	struct tg_cache_redis *redis = cw != NULL ? worker_redis(req, cw) : NULL;
+
+	st->next = next;
+	st->pending = redis != NULL ? tg_cache_redis_get(redis, st->key, on_redis_reply, req)
+	                            : NULL;
+	if (st->pending == NULL) {
+		st->next = NULL;
+		next(req);
+	}
+}
+
+/* --- lookup ------------------------------------------------------------------ */
+
+/* Set up the request's cache state: key, TTL, and what Cache-Control
+ * allows. Returns 0, or -1 when the request cannot use the cache. */
+static int
+prepare(struct tg_request *req)
+{
+	const struct tg_cache_config *cfg = req->config->cache;
+	struct tg_cache_request *st = req->cache;
+	char tenant[TG_CACHE_KEY_HEX_LEN + 1];
+
+	if (cache_control_has(req, "no-store"))
+		return -1;
+	if (tg_cache_tenant(&req->headers, cfg->tenant_header, tenant) != 0 ||
+	    tg_cache_key(req->json, req->path, req->route->name, tenant, cfg->ignore_fields,
+	                 cfg->n_ignore_fields, st->key) != 0) {
+		tg_log_request(req, TG_LOG_WARN, "cache: out of memory computing the key; "
+		               "the request bypasses the cache");
+		return -1;
+	}
+
+	st->store = 1;
+	st->want_usage = wants_usage(req);
+	st->ttl_ms = req->route->cache->ttl != 0 ? req->route->cache->ttl : cfg->ttl;
+	return 0;
+}
+
+void
+tg_cache_lookup(struct tg_request *req, tg_cache_next_fn *next)
+{
+	const struct tg_cache_config *cfg = req->config->cache;
+
+	assert(req->cache == NULL);
+	if (req->route == NULL || req->route->cache == NULL || cfg == NULL ||
+	    !json_is_object(req->json) || req->method_id != HTTP_POST) {
+		next(req);
+		return;
+	}
+	req->cache = calloc(1, sizeof(*req->cache));
+	if (req->cache == NULL) {
+		next(req);
+		return;
+	}
+	req->cache->status = CACHE_BYPASS;
+
+	if (prepare(req) != 0 || cache_control_has(req, "no-cache")) {
+		next(req);
+		return;
+	}
+
+	req->cache->status = CACHE_MISS;
+	if (cfg->store == TG_CACHE_STORE_MEMORY)
+		lookup_memory(req, next);
+	else
+		lookup_redis(req, next);
+}
+
+/* --- recording the response --------------------------------------------------- */
+
+void
+tg_cache_response_head(struct tg_request *req)
+{
+	const char *status = tg_cache_status(req);
+
+	if (status != NULL)
+		tg_headers_add(&req->response.headers, "x-tollgate-cache", 16, status,
+		               strlen(status));
+}
+
+/* The largest entry worth recording: one the store can keep. */
+static size_t
+max_entry_bytes(const struct tg_request *req)
+{
+	const struct tg_cache_config *cfg = req->config->cache;
+	size_t max = req->config->limits.max_response_body;
+
+	if (cfg->store == TG_CACHE_STORE_MEMORY && cfg->max_bytes / TG_CACHE_MEMORY_SHARDS < max)
+		max = cfg->max_bytes / TG_CACHE_MEMORY_SHARDS;
+	return max;
+}
+
+static int
+on_recorded_event(void *arg, const struct tg_sse_event *ev)
+{
+	struct tg_cache_request *st = arg;
+
+	tg_cache_record_event(&st->record, ev->type, ev->type_len, ev->data, ev->data_len);
+	return 0;
+}
+
+void
+tg_cache_stream_event(struct tg_request *req, const struct tg_stream_event *ev)
+{
+	struct tg_cache_request *st = req->cache;
+	size_t len;
+
+	if (st == NULL || !st->store || req->response.status != 200)
+		return;
+	if (!st->recording) {
+		st->recording = 1;
+		tg_cache_record_init(&st->record, max_entry_bytes(req));
+		tg_sse_init(&st->parser, 0, on_recorded_event, NULL, st);
+	}
+	if (st->record.unstorable != NULL)
+		return;
+
+	/* The relay hands out whole events as the client gets them; a parser
+	 * of our own turns their bytes back into fields. */
+	len = evbuffer_get_length(ev->raw);
+	if (tg_sse_feed(&st->parser, (const char *)evbuffer_pullup(ev->raw, -1), len) != 0)
+		st->record.unstorable = "an event is larger than the parser's limit";
+}
+
+void
+tg_cache_response_body(struct tg_request *req, const char *body, size_t len)
+{
+	struct tg_cache_request *st = req->cache;
+	const char *reason = NULL;
+
+	if (st == NULL || !st->store || req->response.status != 200 || st->entry != NULL)
+		return;
+	if (len > max_entry_bytes(req)) {
+		tg_log_request(req, TG_LOG_DEBUG, "cache: response not stored: %zu bytes, "
+		               "more than one entry may take", len);
+		return;
+	}
+	st->entry = tg_cache_entry_from_body(body, len, wall_ms(), &st->entry_len, &reason);
+	if (st->entry == NULL)
+		tg_log_request(req, TG_LOG_DEBUG, "cache: response not stored: %s", reason);
+}
+
+/* --- storing ------------------------------------------------------------------- */
+
+/* The encoded entry of a complete, successful response, or NULL. */
+static char *
+entry_to_store(struct tg_request *req, size_t *len)
+{
+	struct tg_cache_request *st = req->cache;
+	const char *reason = "no response was recorded";
+	char *entry;
+
+	if (req->error != TG_OK || req->cause != TG_CAUSE_NONE || req->response.status != 200)
+		return NULL;
+	if (st->entry != NULL) {
+		entry = st->entry;
+		*len = st->entry_len;
+		st->entry = NULL;
+		return entry;
+	}
+	if (st->recording) {
+		entry = tg_cache_entry_from_record(&st->record, wall_ms(), len, &reason);
+		if (entry != NULL)
+			return entry;
+	}
+	tg_log_request(req, TG_LOG_DEBUG, "cache: response not stored: %s", reason);
+	return NULL;
+}
+
+static void
+store_entry(struct tg_request *req, const char *entry, size_t len)
+{
+	struct tg_cache_request *st = req->cache;
+	const struct tg_cache_config *cfg = req->config->cache;
+	struct tg_cache_worker *cw = worker_state(req->worker);
+	struct tg_cache_blob *blob;
+
+	if (cfg->store == TG_CACHE_STORE_REDIS) {
+		struct tg_cache_redis *redis = cw != NULL ? worker_redis(req, cw) : NULL;
+
+		if (redis != NULL)
+			tg_cache_redis_set(redis, st->key, entry, len, st->ttl_ms);
+	} else {
+		blob = tg_cache_blob_new(entry, len);
+		if (blob != NULL)
+			tg_cache_memory_put(cfg->memory, st->key, blob, st->ttl_ms, monotonic_ms());
+		tg_cache_blob_unref(blob);
+	}
+	if (cw != NULL)
+		cw->stores++;
+}
+
+void
+tg_cache_request_done(struct tg_request *req)
+{
+	struct tg_cache_request *st = req->cache;
+	size_t len = 0;
+	char *entry;
+
+	if (st == NULL)
+		return;
+	if (st->pending != NULL)
+		tg_cache_redis_cancel(st->pending);
+	count_outcome(req);
+
+	if (st->store && st->status != CACHE_HIT) {
+		entry = entry_to_store(req, &len);
+		if (entry != NULL)
+			store_entry(req, entry, len);
+		free(entry);
+	}
+
+	if (st->recording) {
+		tg_sse_free(&st->parser);
+		tg_cache_record_free(&st->record);
+	}
+	free(st->entry);
+	free(st);
+	req->cache = NULL;
+}
