@@ -1,6 +1,8 @@
 /*
  * Admin listener on the main thread. It uses libevent's evhttp: the admin
  * side sees little traffic and needs none of the proxy's streaming control.
+ * A scrape of /metrics runs here too, summing the workers' shards while
+ * they go on recording.
  */
 #include <string.h>
 
@@ -11,6 +13,7 @@
 
 #include "admin.h"
 #include "log.h"
+#include "metrics.h"
 #include "worker.h"
 
 static void
@@ -47,11 +50,34 @@ readyz_cb(struct evhttp_request *r, void *arg)
 		send_text(r, 200, "OK", "ready");
 }
 
+/* Prometheus text format, or OpenMetrics when the Accept header prefers
+ * it, as Prometheus itself does. */
+static void
+metrics_cb(struct evhttp_request *r, void *arg)
+{
+	const char *accept = evhttp_find_header(evhttp_request_get_input_headers(r), "Accept");
+	enum tg_metrics_format format = tg_metrics_negotiate(accept);
+	struct evbuffer *body = evbuffer_new();
+
+	(void)arg;
+	if (body == NULL || tg_metrics_scrape(body, format) != 0) {
+		tg_error("metrics scrape failed: out of memory");
+		send_text(r, 500, "Internal Server Error", "metrics scrape failed: out of memory");
+		if (body != NULL)
+			evbuffer_free(body);
+		return;
+	}
+	evhttp_add_header(evhttp_request_get_output_headers(r), "Content-Type",
+	                  tg_metrics_content_type(format));
+	evhttp_send_reply(r, 200, "OK", body);
+	evbuffer_free(body);
+}
+
 static void
 not_found_cb(struct evhttp_request *r, void *arg)
 {
 	(void)arg;
-	send_text(r, 404, "Not Found", "not found; try /healthz or /readyz");
+	send_text(r, 404, "Not Found", "not found; try /metrics, /healthz or /readyz");
 }
 
 struct evhttp *
@@ -85,6 +111,7 @@ tg_admin_start(struct event_base *base, const char *address, struct tg_runtime *
 		return NULL;
 	}
 	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+	evhttp_set_cb(http, "/metrics", metrics_cb, rt);
 	evhttp_set_cb(http, "/healthz", healthz_cb, rt);
 	evhttp_set_cb(http, "/readyz", readyz_cb, rt);
 	evhttp_set_gencb(http, not_found_cb, rt);

@@ -1,5 +1,6 @@
 /*
- * Admin listener, served from the main thread: /healthz and /readyz.
+ * Admin listener, served from the main thread: /metrics, /healthz and
+ * /readyz.
  */
 #ifndef TOLLGATE_ADMIN_H
 #define TOLLGATE_ADMIN_H

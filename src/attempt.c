@@ -11,6 +11,7 @@
 #include "balancer.h"
 #include "client.h"
 #include "log.h"
+#include "metrics.h"
 #include "relay.h"
 #include "request.h"
 #include "upstream.h"
@@ -262,9 +263,11 @@ tg_attempt_end(struct tg_request *req, enum tg_outcome outcome, enum tg_error er
 	snprintf(a->label, sizeof(a->label), "%s", label);
 
 	change = tg_health_attempt_end(a->backend, outcome, a->trial, now - a->start_ns, now);
-	if (change == TG_HEALTH_EJECTED)
+	if (change == TG_HEALTH_EJECTED) {
 		tg_log_request(req, TG_LOG_WARN, "backend %s ejected after failures (last: %s)",
 		               a->backend->name, label);
+		tg_metrics_backend_cooldown(req, a->backend);
+	}
 	else if (change == TG_HEALTH_RECOVERED)
 		tg_log_request(req, TG_LOG_INFO, "backend %s recovered: trial request succeeded",
 		               a->backend->name);

@@ -35,6 +35,7 @@
 #include "config-parse.h"
 #include "failover-config.h"
 #include "filter-config.h"
+#include "metrics-config.h"
 
 #define MAX_WORKERS 256
 
@@ -556,6 +557,12 @@ static const struct setting top_settings[] = {
 	{ .key = "cache", .type = T_FEATURE, .feature = &tg_cache_feature, .def = "{}",
 	  .offset = offsetof(struct tg_config, cache),
 	  .help = "response cache store, used by routes that set \"cache\"" },
+	{ .key = "pricing", .type = T_FEATURE, .feature = &tg_pricing_feature,
+	  .offset = offsetof(struct tg_config, pricing),
+	  .help = "prices per million tokens by model, for tollgate_cost_total" },
+	{ .key = "sessions", .type = T_FEATURE, .feature = &tg_sessions_feature, .def = "{}",
+	  .offset = offsetof(struct tg_config, sessions),
+	  .help = "how requests group into sessions, for tollgate_session_turns" },
 };
 static const struct section top_section = SECTION(top_settings);
 

@@ -13,6 +13,7 @@
 #include "client.h"
 #include "health.h"
 #include "log.h"
+#include "metrics.h"
 #include "relay.h"
 #include "request.h"
 #include "upstream.h"
@@ -299,6 +300,8 @@ emit_event(struct tg_request *req, struct tg_stream_event *ev)
 		tg_log_request(req, TG_LOG_WARN, "upstream sent an error event in the stream");
 	}
 	tg_cache_stream_event(req, ev);
+	if (tg_metrics_stream_event(req, ev))
+		return;         /* the usage chunk only the gateway asked for */
 	write_piece(req, ev->raw);
 }
 
@@ -442,6 +445,7 @@ apply_cooldown(struct tg_request *req, int status, const struct tg_headers *head
 	if (wait == 0)
 		return;
 	tg_health_cooldown(req->backend, tg_now_ns() + wait);
+	tg_metrics_backend_cooldown(req, req->backend);
 	tg_log_request(req, TG_LOG_WARN, "backend %s answered %d; cooling down for %.3f s",
 	               req->backend->name, status, (double)wait / 1e9);
 }
@@ -569,11 +573,13 @@ relay_on_complete(void *arg)
 	size_t len;
 
 	req->upstream = NULL;
+	tg_metrics_upstream_done(req);
 	if (resp->streaming) {
 		finish_stream(req);
 		return;
 	}
 	len = evbuffer_get_length(resp->body);
+	tg_metrics_response_body(req, (const char *)evbuffer_pullup(resp->body, -1), len);
 	tg_cache_response_body(req, (const char *)evbuffer_pullup(resp->body, -1), len);
 	write_head(req, (long long)len);
 	evbuffer_add_buffer(tg_client_output(req->client), resp->body);
@@ -589,6 +595,7 @@ relay_on_error(void *arg, enum tg_error err, const char *detail)
 	unsigned kind = tg_attempt_error_kind(err);
 
 	req->upstream = NULL;
+	tg_metrics_upstream_done(req);
 	tg_log_request(req, TG_LOG_WARN, "%s (%s)", info->message, detail ? detail : "no detail");
 
 	if (!req->response.head_sent) {

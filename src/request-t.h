@@ -15,6 +15,7 @@
 #include "errors.h"
 #include "failover-t.h"
 #include "headers.h"
+#include "metrics-t.h"
 #include "relay.h"
 #include "sse.h"
 
@@ -126,6 +127,8 @@ struct tg_request {
 	enum tg_error error;
 	enum tg_phase phase;
 	enum tg_cause cause;
+
+	struct tg_metrics_request metrics;
 };
 
 #endif

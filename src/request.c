@@ -16,6 +16,7 @@
 #include "client.h"
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "relay.h"
 #include "request.h"
 #include "upstream.h"
@@ -70,6 +71,7 @@ tg_request_new(struct tg_client *client)
 	req->phase = TG_PHASE_REQUEST;
 	req->cause = TG_CAUSE_NONE;
 	req->worker->active_requests++;
+	tg_metrics_request_start(req);
 	return req;
 }
 
@@ -173,6 +175,8 @@ answer_models(struct tg_request *req)
 static void
 start_upstream(struct tg_request *req)
 {
+	/* A failure only costs the usage figures of this stream. */
+	(void)tg_metrics_stream_usage(req);
 	tg_attempt_first(req);
 }
 
@@ -184,6 +188,7 @@ tg_request_dispatch(struct tg_request *req)
 	char message[512];
 
 	assign_request_id(req);
+	tg_metrics_request_read(req);
 
 	/* A request that arrived on a kept-alive connection after the drain
 	 * began: answer it, so the client knows to go elsewhere. */
@@ -290,6 +295,7 @@ tg_request_done(struct tg_request *req)
 
 	req->worker->active_requests--;
 	tg_attempt_end(req, TG_OUTCOME_CANCELLED, TG_OK, 0, "cancelled");
+	tg_metrics_request_end(req);
 	tg_cache_request_done(req);
 	tg_relay_reset(req);
 	tg_headers_free(&req->headers);

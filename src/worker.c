@@ -15,6 +15,7 @@
 #include "client.h"
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "probe.h"
 #include "request.h"
 #include "upstream.h"
@@ -111,8 +112,9 @@ tg_worker_new(int id, struct tg_config *cfg, struct tg_runtime *rt)
 		w->dns = evdns_base_new(w->base, 0);    /* no resolv.conf: numeric hosts only */
 	w->listeners = calloc(cfg->n_listen, sizeof(*w->listeners));
 	w->listener_ctxs = calloc(cfg->n_listen, sizeof(*w->listener_ctxs));
+	w->metrics = tg_metrics_shard_new(id);
 	if (w->base == NULL || w->dns == NULL || w->listeners == NULL ||
-	    w->listener_ctxs == NULL)
+	    w->listener_ctxs == NULL || w->metrics == NULL)
 		goto fail;
 
 	w->n_listeners = cfg->n_listen;
@@ -133,6 +135,7 @@ fail:
 		evdns_base_free(w->dns, 0);
 	if (w->base != NULL)
 		event_base_free(w->base);
+	tg_metrics_shard_free(w->metrics);
 	tg_config_unref(w->config);
 	free(w);
 	return NULL;
@@ -176,6 +179,7 @@ tg_worker_join_and_free(struct tg_worker *w)
 	tg_probes_stop(w);
 	tg_cache_worker_free(w->cache);
 	tg_upstream_pools_free(w);
+	tg_metrics_shard_free(w->metrics);
 	evdns_base_free(w->dns, 0);
 	event_base_free(w->base);
 	tg_config_unref(w->config);

@@ -25,6 +25,7 @@ struct tg_pool;
 struct tg_cache_worker;
 struct tg_probe;
 struct tg_listener_ctx;
+struct tg_metrics_shard;
 
 /* State shared by all workers, fixed after start-up except where atomic. */
 struct tg_runtime {
@@ -57,6 +58,7 @@ struct tg_worker {
 
 	struct tg_pool *pools;          /* upstream pools, one per backend */
 	struct tg_cache_worker *cache;  /* response cache, created on first use */
+	struct tg_metrics_shard *metrics;   /* its metric shard */
 	struct tg_probe *probes;        /* active health probes (worker 0 only) */
 	uint64_t rng;                   /* xorshift64 state for the balancers */
 	uint64_t request_seq;           /* for request ids */

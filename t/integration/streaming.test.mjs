@@ -138,7 +138,10 @@ describe('response relay', () => {
   };
   for (const [what, option] of Object.entries(FRAMINGS)) {
     it(`relays a stream with ${what} unchanged`, async () => {
-      const body = { model: 'gpt-4o', messages, stream: true };
+      // A client that does not ask for usage gets no usage chunk from the
+      // gateway (it asks the upstream for one only to count tokens).
+      const usage = option === 'usage=on' ? { stream_options: { include_usage: true } } : {};
+      const body = { model: 'gpt-4o', messages, stream: true, ...usage };
       const header = [`x-mock: events=4;${option}`];
       const direct = await curl(curlPost(`${mock.url}/v1/chat/completions`, body, header));
       const proxied = await curl(curlPost(`${gw.baseURL}/v1/chat/completions`, body, header));

@@ -430,7 +430,8 @@ static const struct error_case {
 } unknown_key_cases[] = {
 	{ "\"workerz\": 2,",
 	  "T: unknown key \"workerz\"; valid keys: listen, admin, workers, "
-	  "drain_timeout, access_log, limits, backends, filters, routes, cache\n" },
+	  "drain_timeout, access_log, limits, backends, filters, routes, cache, "
+	  "pricing, sessions\n" },
 	{ "\"limits\": {\"max_bodyy\": 1},",
 	  "T: limits: unknown key \"max_bodyy\"; valid keys: max_body, max_header, "
 	  "max_response_body, client_header_timeout, client_body_timeout, "
@@ -441,7 +442,8 @@ static const struct error_case {
 	  "T: listen[0].tls: unknown key \"ca\"; valid keys: cert, key\n" },
 	{ "\"x\\n\\\"y\": 1,",
 	  "T: unknown key \"x\\x0a\\\"y\"; valid keys: listen, admin, workers, "
-	  "drain_timeout, access_log, limits, backends, filters, routes, cache\n" },
+	  "drain_timeout, access_log, limits, backends, filters, routes, cache, "
+	  "pricing, sessions\n" },
 };
 
 START_TEST(unknown_key_top_levels)

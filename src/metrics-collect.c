@@ -1,0 +1,435 @@
+/*
+ * From tables to series: the metric families, the series sets a scrape
+ * merges into, and the walk that turns a table's counters into series named
+ * by label values. Equal series (from several workers, or from the tables
+ * of successive configs) are summed by tg_series_set_merge().
+ *
+ * Retired tables, those of replaced configs that no request uses any more,
+ * are folded into the registry's archive here, so later scrapes still count
+ * what they recorded.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/buffer.h>
+
+#include "config.h"
+#include "metrics-table.h"
+#include "metrics.h"
+#include "request.h"
+
+/* The names are a public interface: dashboards and alerts use them. */
+const struct tg_family_def tg_families[TG_F_COUNT] = {
+	[TG_F_REQUESTS] = {"tollgate_requests_total", TG_COUNTER, 0, 0,
+		"Requests by route, backend, model and the status code sent to the client "
+		"(none when the client got no response)."},
+	[TG_F_IN_FLIGHT] = {"tollgate_requests_in_flight", TG_GAUGE, 0, 0,
+		"Requests being read, routed or answered."},
+	[TG_F_STREAMS_OPEN] = {"tollgate_streams_open", TG_GAUGE, 0, 0,
+		"Streamed responses being relayed to clients."},
+	[TG_F_REQUEST_DURATION] = {"tollgate_request_duration_seconds", TG_HISTOGRAM,
+		TG_BUCKETS_DURATION, 0,
+		"Time from the first byte of a request to the end of its response."},
+	[TG_F_UPSTREAM_DURATION] = {"tollgate_upstream_duration_seconds", TG_HISTOGRAM,
+		TG_BUCKETS_UPSTREAM, 0,
+		"Time of one upstream attempt, from its start to its response or failure."},
+	[TG_F_OVERHEAD] = {"tollgate_gateway_overhead_seconds", TG_HISTOGRAM,
+		TG_BUCKETS_OVERHEAD, 0,
+		"Time tollgate spent on a request itself, outside upstream attempts."},
+	[TG_F_TTFT] = {"tollgate_time_to_first_token_seconds", TG_HISTOGRAM, TG_BUCKETS_TTFT, 0,
+		"Time from the first byte of a streaming request to the first event "
+		"with content sent to the client."},
+	[TG_F_TBT] = {"tollgate_time_between_tokens_seconds", TG_HISTOGRAM, TG_BUCKETS_TBT, 0,
+		"Time between consecutive events with content sent to a streaming client."},
+	[TG_F_TPOT] = {"tollgate_time_per_output_token_seconds", TG_HISTOGRAM, TG_BUCKETS_TPOT, 0,
+		"Per stream: time from the first to the last event with content, "
+		"divided by the output tokens minus one."},
+	[TG_F_TOKENS] = {"tollgate_tokens_total", TG_COUNTER, 0, 0,
+		"Tokens from the provider's usage: input (cached included), output "
+		"(reasoning included), cached_input and reasoning."},
+	[TG_F_ESTIMATED_TOKENS] = {"tollgate_estimated_tokens_total", TG_COUNTER, 0, 0,
+		"Output tokens estimated as one per content event, for streams whose "
+		"provider reported no usage."},
+	[TG_F_COST] = {"tollgate_cost_total", TG_COUNTER, 0, 0,
+		"Cost of the provider-reported tokens at the prices of the pricing table."},
+	[TG_F_ATTEMPTS] = {"tollgate_upstream_attempts_total", TG_COUNTER, 0, 0,
+		"Upstream attempts by backend and outcome."},
+	[TG_F_FAILOVERS] = {"tollgate_failovers_total", TG_COUNTER, 0, 0,
+		"Attempts that moved a request to another try after a failure."},
+	[TG_F_BACKEND_UP] = {"tollgate_backend_up", TG_GAUGE, 0, 1,
+		"1 when the backend takes new requests, 0 while it is cooled down or ejected."},
+	[TG_F_COOLDOWNS] = {"tollgate_backend_cooldowns_total", TG_COUNTER, 0, 0,
+		"Times a backend was taken out of rotation: rate-limit cooldowns and ejections."},
+	[TG_F_CACHE] = {"tollgate_cache_lookups_total", TG_COUNTER, 0, 0,
+		"Response cache lookups by route and result."},
+	[TG_F_FILTER] = {"tollgate_filter_decisions_total", TG_COUNTER, 0, 0,
+		"Content filter decisions by filter, rule, action and side."},
+	[TG_F_FILTER_DROPPED] = {"tollgate_filter_series_dropped_total", TG_COUNTER, 0, 0,
+		"Filter decisions left uncounted because a worker's filter series were full."},
+	[TG_F_ABANDONED] = {"tollgate_requests_abandoned_total", TG_COUNTER, 0, 0,
+		"Requests whose client left before the first token or in the middle of the stream."},
+	[TG_F_SESSION_TURNS] = {"tollgate_session_turns", TG_HISTOGRAM, TG_BUCKETS_TURNS, 0,
+		"Requests per session, observed once the session has been idle for "
+		"sessions.idle_timeout."},
+	[TG_F_SESSIONS_ACTIVE] = {"tollgate_sessions_active", TG_GAUGE, 0, 0,
+		"Sessions in the session table, as of the last scrape."},
+	[TG_F_SESSIONS_EVICTED] = {"tollgate_sessions_evicted_total", TG_COUNTER, 0, 0,
+		"Sessions ended before their idle timeout because the session table was full."},
+};
+
+size_t
+tg_family_values(enum tg_family f)
+{
+	if (tg_families[f].type != TG_HISTOGRAM)
+		return 1;
+	return tg_bucket_specs[tg_families[f].buckets].n + 2;     /* +Inf and sum */
+}
+
+/* --- series sets ---------------------------------------------------------------- */
+
+int
+tg_series_add(struct tg_series_set *set, enum tg_family f, const char *labels,
+              const double *values)
+{
+	size_t n = tg_family_values(f);
+	struct tg_series *s;
+
+	if (set->n == set->cap) {
+		size_t cap = set->cap ? set->cap * 2 : 16;
+		struct tg_series *items = realloc(set->items, cap * sizeof(*items));
+
+		if (items == NULL)
+			return -1;
+		set->items = items;
+		set->cap = cap;
+	}
+	s = &set->items[set->n];
+	s->labels = strdup(labels);
+	s->values = malloc(n * sizeof(*s->values));
+	if (s->labels == NULL || s->values == NULL) {
+		free(s->labels);
+		free(s->values);
+		return -1;
+	}
+	memcpy(s->values, values, n * sizeof(*values));
+	set->n++;
+	return 0;
+}
+
+static int
+compare_series(const void *a, const void *b)
+{
+	return strcmp(((const struct tg_series *)a)->labels, ((const struct tg_series *)b)->labels);
+}
+
+void
+tg_series_set_merge(struct tg_series_set *set, enum tg_family f)
+{
+	size_t n = tg_family_values(f);
+	size_t out = 0;
+
+	if (set->n == 0)
+		return;
+	qsort(set->items, set->n, sizeof(*set->items), compare_series);
+	for (size_t i = 1; i < set->n; i++) {
+		struct tg_series *keep = &set->items[out], *s = &set->items[i];
+
+		if (strcmp(keep->labels, s->labels) != 0) {
+			set->items[++out] = *s;
+			continue;
+		}
+		for (size_t k = 0; k < n; k++) {
+			if (tg_families[f].merge_max)
+				keep->values[k] = fmax(keep->values[k], s->values[k]);
+			else
+				keep->values[k] += s->values[k];
+		}
+		free(s->labels);
+		free(s->values);
+	}
+	set->n = out + 1;
+}
+
+void
+tg_series_set_free(struct tg_series_set *set)
+{
+	for (size_t i = 0; i < set->n; i++) {
+		free(set->items[i].labels);
+		free(set->items[i].values);
+	}
+	free(set->items);
+	memset(set, 0, sizeof(*set));
+}
+
+/* --- label strings ----------------------------------------------------------------- */
+
+/* A label string under construction; failed is set once memory ran out. */
+struct labels {
+	char *s;
+	size_t len, cap;
+	int failed;
+};
+
+static void
+labels_put(struct labels *l, const char *text, size_t n)
+{
+	if (l->failed)
+		return;
+	if (l->len + n + 1 > l->cap) {
+		size_t cap = (l->len + n + 1) * 2;
+		char *s = realloc(l->s, cap);
+
+		if (s == NULL) {
+			l->failed = 1;
+			return;
+		}
+		l->s = s;
+		l->cap = cap;
+	}
+	memcpy(l->s + l->len, text, n);
+	l->len += n;
+	l->s[l->len] = '\0';
+}
+
+/* Append name="value", escaping backslash, double quote and newline as
+ * both formats require. */
+static void
+labels_add(struct labels *l, const char *name, const char *value)
+{
+	if (l->len > 0)
+		labels_put(l, ",", 1);
+	labels_put(l, name, strlen(name));
+	labels_put(l, "=\"", 2);
+	for (const char *p = value; *p != '\0'; p++) {
+		if (*p == '\\')
+			labels_put(l, "\\\\", 2);
+		else if (*p == '"')
+			labels_put(l, "\\\"", 2);
+		else if (*p == '\n')
+			labels_put(l, "\\n", 2);
+		else
+			labels_put(l, p, 1);
+	}
+	labels_put(l, "\"", 1);
+}
+
+/* Cut back to an earlier length, to add other labels after a common part. */
+static void
+labels_cut(struct labels *l, size_t len)
+{
+	if (!l->failed && l->s != NULL) {
+		l->len = len;
+		l->s[len] = '\0';
+	}
+}
+
+static const char *
+labels_text(const struct labels *l)
+{
+	return l->s != NULL ? l->s : "";
+}
+
+/* --- tables into series -------------------------------------------------------------- */
+
+/* Histogram h as series values; returns its count. */
+static uint64_t
+hist_values(struct tg_hist *h, enum tg_buckets kind, double *values)
+{
+	const struct tg_bucket_spec *spec = &tg_bucket_specs[kind];
+	uint64_t count = 0;
+
+	for (size_t i = 0; i <= spec->n; i++) {
+		uint64_t v = tg_counter_get(&h->bucket[i]);
+
+		values[i] = (double)v;
+		count += v;
+	}
+	values[spec->n + 1] = (double)tg_counter_get(&h->sum) / spec->ticks_per_unit;
+	return count;
+}
+
+struct collector {
+	struct tg_series_set *sets;
+	struct labels l;
+	int failed;
+};
+
+static void
+add_counter(struct collector *c, enum tg_family f, tg_counter *counter)
+{
+	double v = (double)tg_counter_get(counter);
+
+	if (v > 0 && tg_series_add(&c->sets[f], f, labels_text(&c->l), &v) != 0)
+		c->failed = 1;
+}
+
+static void
+add_labelled_counter(struct collector *c, enum tg_family f, const char *name,
+                     const char *value, tg_counter *counter)
+{
+	size_t len = c->l.len;
+
+	if (tg_counter_get(counter) == 0)
+		return;
+	labels_add(&c->l, name, value);
+	add_counter(c, f, counter);
+	labels_cut(&c->l, len);
+}
+
+static void
+add_hist(struct collector *c, enum tg_family f, struct tg_hist *h)
+{
+	double values[TG_HIST_MAX_BOUNDS + 2];
+
+	if (hist_values(h, tg_families[f].buckets, values) > 0 &&
+	    tg_series_add(&c->sets[f], f, labels_text(&c->l), values) != 0)
+		c->failed = 1;
+}
+
+static const char *
+backend_name(const struct tg_metrics_table *t, size_t b)
+{
+	return b < t->config->n_backends ? t->config->backends[b].name : "none";
+}
+
+static const char *
+route_name(const struct tg_metrics_table *t, size_t r)
+{
+	return r < t->config->n_routes ? t->config->routes[r].name : "none";
+}
+
+static void
+collect_cell(struct collector *c, struct tg_cell *cell)
+{
+	double cost = tg_counter_get_double(&cell->cost);
+
+	for (size_t k = 0; k < TG_CODE_SLOTS; k++)
+		add_labelled_counter(c, TG_F_REQUESTS, "code", tg_code_label(k), &cell->requests[k]);
+	for (size_t k = 0; k < TG_TOKEN_TYPES; k++)
+		add_labelled_counter(c, TG_F_TOKENS, "type", tg_token_labels[k], &cell->tokens[k]);
+	add_labelled_counter(c, TG_F_ESTIMATED_TOKENS, "type", "output", &cell->estimated_output);
+	if (cost > 0 && tg_series_add(&c->sets[TG_F_COST], TG_F_COST, labels_text(&c->l), &cost) != 0)
+		c->failed = 1;
+	add_hist(c, TG_F_TTFT, &cell->ttft);
+	add_hist(c, TG_F_TBT, &cell->tbt);
+	add_hist(c, TG_F_TPOT, &cell->tpot);
+}
+
+static void
+collect_route(struct collector *c, struct tg_metrics_table *t, size_t r)
+{
+	const struct tg_route_layout *L = &t->layout[r];
+	struct tg_route_values *rv = &t->routes[r];
+
+	labels_cut(&c->l, 0);
+	labels_add(&c->l, "route", route_name(t, r));
+	add_counter(c, TG_F_FAILOVERS, &rv->failovers);
+	for (size_t k = 0; k < TG_CACHE_RESULT_COUNT; k++)
+		add_labelled_counter(c, TG_F_CACHE, "result", tg_cache_labels[k], &rv->cache[k]);
+	for (size_t k = 0; k < TG_ABANDON_PHASES; k++)
+		add_labelled_counter(c, TG_F_ABANDONED, "phase", tg_abandon_labels[k], &rv->abandoned[k]);
+	add_hist(c, TG_F_OVERHEAD, &rv->overhead);
+
+	for (size_t m = 0; m < L->n_model_slots; m++) {
+		size_t len = c->l.len;
+
+		labels_add(&c->l, "model", tg_metrics_model_name(t, L->slot_model[m]));
+		add_hist(c, TG_F_REQUEST_DURATION, &t->route_models[L->route_model_base + m].duration);
+		labels_cut(&c->l, len);
+	}
+
+	for (size_t b = 0; b < L->n_backend_slots; b++) {
+		for (size_t m = 0; m < L->n_model_slots; m++) {
+			labels_cut(&c->l, 0);
+			labels_add(&c->l, "route", route_name(t, r));
+			labels_add(&c->l, "backend", backend_name(t, L->slot_backend[b]));
+			labels_add(&c->l, "model", tg_metrics_model_name(t, L->slot_model[m]));
+			collect_cell(c, &t->cells[L->cell_base + b * L->n_model_slots + m]);
+		}
+	}
+}
+
+/* 1 while backend b takes new requests: not cooled down after a 429 and
+ * not ejected (an ejection that ran out waits for its trial request). */
+static int
+backend_is_up(const struct tg_backend *b, uint64_t now_ns)
+{
+	const struct tg_backend_state *s = b->state;
+
+	if (s == NULL)
+		return 1;
+	return now_ns >= atomic_load(&s->cooldown_until) && atomic_load(&s->ejected_until) == 0;
+}
+
+static void
+collect_backends(struct collector *c, struct tg_metrics_table *t, int live, uint64_t now_ns)
+{
+	for (size_t b = 0; b <= t->config->n_backends; b++) {
+		struct tg_backend_values *bv = &t->backends[b];
+
+		labels_cut(&c->l, 0);
+		labels_add(&c->l, "backend", backend_name(t, b));
+		add_counter(c, TG_F_COOLDOWNS, &bv->cooldowns);
+		add_hist(c, TG_F_UPSTREAM_DURATION, &bv->upstream);
+		for (size_t k = 0; k < TG_ATTEMPT_RESULTS; k++)
+			add_labelled_counter(c, TG_F_ATTEMPTS, "outcome", tg_attempt_labels[k],
+			                     &bv->attempts[k]);
+		if (live && b < t->config->n_backends) {
+			double up = backend_is_up(&t->config->backends[b], now_ns);
+
+			if (tg_series_add(&c->sets[TG_F_BACKEND_UP], TG_F_BACKEND_UP,
+			                  labels_text(&c->l), &up) != 0)
+				c->failed = 1;
+		}
+	}
+}
+
+static void
+collect_filters(struct collector *c, struct tg_metrics_table *t)
+{
+	static const char *const sides[TG_FILTER_SIDE_COUNT] = {"request", "response"};
+
+	for (size_t i = 0; i < TG_FILTER_SERIES_MAX; i++) {
+		struct tg_filter_series *s = &t->filters[i];
+
+		if (!atomic_load_explicit(&s->used, memory_order_acquire))
+			continue;
+		labels_cut(&c->l, 0);
+		labels_add(&c->l, "filter", s->filter);
+		labels_add(&c->l, "rule", s->rule);
+		labels_add(&c->l, "action", s->action);
+		labels_add(&c->l, "side", sides[s->side == TG_FILTER_RESPONSE]);
+		add_counter(c, TG_F_FILTER, &s->count);
+	}
+	labels_cut(&c->l, 0);
+	add_counter(c, TG_F_FILTER_DROPPED, &t->filters_dropped);
+}
+
+int
+tg_metrics_collect_table(struct tg_series_set *sets, struct tg_metrics_table *t, int live)
+{
+	struct collector c = {.sets = sets};
+
+	for (size_t r = 0; r < t->n_routes; r++)
+		collect_route(&c, t, r);
+	collect_backends(&c, t, live, tg_now_ns());
+	collect_filters(&c, t);
+	free(c.l.s);
+	return c.failed || c.l.failed ? -1 : 0;
+}
+
+/* Fold a table no request uses any more into the archive (lock held). */
+void
+tg_metrics_archive_table(struct tg_metrics_table *t)
+{
+	struct tg_series_set *archive = tg_metrics_registry.archive;
+
+	/* NOTE: out of memory here loses the table's counts; there is no
+	 * other place to keep them. */
+	tg_metrics_collect_table(archive, t, 0);
+	for (size_t f = 0; f < TG_F_COUNT; f++)
+		tg_series_set_merge(&archive[f], (enum tg_family)f);
+}

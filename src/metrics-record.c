@@ -1,0 +1,377 @@
+/*
+ * Recording on the request path. Every function here runs on the worker
+ * thread that owns the request, writes only that worker's shard, and does
+ * index arithmetic and relaxed atomic stores: no lock, no allocation, no
+ * formatting. The one exception is the first request a worker sees under a
+ * new configuration snapshot, which builds that snapshot's table.
+ */
+#include <string.h>
+#include <strings.h>
+
+#include "config.h"
+#include "health.h"
+#include "metrics-table.h"
+#include "metrics.h"
+#include "request.h"
+#include "worker.h"
+
+#define UNSET SIZE_MAX
+
+static void
+gauge_add(_Atomic int64_t *g, int64_t n)
+{
+	atomic_store_explicit(g, atomic_load_explicit(g, memory_order_relaxed) + n,
+	                      memory_order_relaxed);
+}
+
+/* Table users are counted by the owning worker only. The release store on
+ * the way down publishes the request's last recordings to the scrape that
+ * sees the count reach zero and archives the table. */
+static void
+users_add(struct tg_metrics_table *t, int n)
+{
+	uint32_t users = atomic_load_explicit(&t->users, memory_order_relaxed);
+
+	atomic_store_explicit(&t->users, users + (uint32_t)n,
+	                      n > 0 ? memory_order_relaxed : memory_order_release);
+}
+
+void
+tg_metrics_request_start(struct tg_request *req)
+{
+	struct tg_metrics_shard *shard = req->worker->metrics;
+	struct tg_metrics_table *t;
+
+	if (shard == NULL)
+		return;
+	t = shard->current;
+	if (t == NULL || t->config != req->config) {
+		t = tg_metrics_bind(shard, req->config);
+		if (t == NULL)
+			return;         /* out of memory: the request goes unrecorded */
+	}
+	users_add(t, 1);
+	req->metrics.table = t;
+	req->metrics.cell = UNSET;
+	req->metrics.in_flight = 1;
+	gauge_add(&shard->in_flight, 1);
+}
+
+void
+tg_metrics_request_read(struct tg_request *req)
+{
+	req->metrics.dispatched = 1;
+	req->metrics.read_ns = tg_now_ns();
+}
+
+/* --- upstream attempts -------------------------------------------------------- */
+
+static enum tg_attempt_result
+attempt_result(const struct tg_attempt *a)
+{
+	if (a->outcome == TG_OUTCOME_CANCELLED)
+		return TG_ATTEMPT_CANCELLED;
+
+	switch (a->error) {
+	case TG_OK:
+		break;
+	case TG_E_UPSTREAM_CONNECT:
+	case TG_E_UPSTREAM_TLS:
+		return TG_ATTEMPT_CONNECT_ERROR;
+	case TG_E_UPSTREAM_CONNECT_TIMEOUT:
+	case TG_E_UPSTREAM_FIRST_BYTE_TIMEOUT:
+	case TG_E_UPSTREAM_IDLE_TIMEOUT:
+		return TG_ATTEMPT_TIMEOUT;
+	case TG_E_UPSTREAM_STREAM_ERROR:
+		return TG_ATTEMPT_STREAM_ERROR;
+	default:
+		return TG_ATTEMPT_RESET;
+	}
+
+	if (a->status == 429)
+		return TG_ATTEMPT_RATE_LIMITED;
+	if (a->status >= 500)
+		return TG_ATTEMPT_SERVER_ERROR;
+	if (a->status >= 400)
+		return TG_ATTEMPT_CLIENT_ERROR;
+	return TG_ATTEMPT_SUCCESS;
+}
+
+void
+tg_metrics_upstream_done(struct tg_request *req)
+{
+	req->metrics.upstream_end_ns = tg_now_ns();
+}
+
+void
+tg_metrics_backend_cooldown(struct tg_request *req, const struct tg_backend *backend)
+{
+	struct tg_metrics_table *t = req->metrics.table;
+
+	if (t != NULL)
+		tg_counter_add(&t->backends[tg_metrics_backend_index(t, backend)].cooldowns, 1);
+}
+
+/* --- route features ------------------------------------------------------------ */
+
+void
+tg_metrics_cache(struct tg_request *req, enum tg_cache_result result)
+{
+	struct tg_metrics_table *t = req->metrics.table;
+
+	if (t == NULL || (unsigned)result >= TG_CACHE_RESULT_COUNT)
+		return;
+	tg_counter_add(&t->routes[tg_metrics_route_index(t, req->route)].cache[result], 1);
+}
+
+/* The filter series are keyed by the addresses of config-owned names, so
+ * a lookup hashes four words and compares pointers. */
+static size_t
+filter_hash(const char *filter, const char *rule, const char *action, int side)
+{
+	uint64_t h = (uint64_t)(uintptr_t)filter * 0x9e3779b97f4a7c15u;
+
+	h ^= (uint64_t)(uintptr_t)rule * 0xc2b2ae3d27d4eb4fu;
+	h ^= (uint64_t)(uintptr_t)action * 0x165667b19e3779f9u;
+	h ^= (uint64_t)side;
+	h ^= h >> 29;
+	return (size_t)(h % TG_FILTER_SERIES_MAX);
+}
+
+void
+tg_metrics_filter(struct tg_request *req, const char *filter, const char *rule,
+                  const char *action, enum tg_filter_side side)
+{
+	struct tg_metrics_table *t = req->metrics.table;
+	size_t start;
+
+	if (t == NULL || filter == NULL || rule == NULL || action == NULL)
+		return;
+	start = filter_hash(filter, rule, action, (int)side);
+	for (size_t i = 0; i < TG_FILTER_SERIES_MAX; i++) {
+		struct tg_filter_series *s = &t->filters[(start + i) % TG_FILTER_SERIES_MAX];
+
+		/* Only this worker writes the slots, so a relaxed look suffices
+		 * here; the scrape pairs its acquire with the release below. */
+		if (!atomic_load_explicit(&s->used, memory_order_relaxed)) {
+			s->filter = filter;
+			s->rule = rule;
+			s->action = action;
+			s->side = (int)side;
+			atomic_store_explicit(&s->used, 1, memory_order_release);
+		}
+		if (s->filter == filter && s->rule == rule && s->action == action &&
+		    s->side == (int)side) {
+			tg_counter_add(&s->count, 1);
+			return;
+		}
+	}
+	tg_counter_add(&t->filters_dropped, 1);
+}
+
+/* --- stream figures ------------------------------------------------------------- */
+
+/* The series of the request's route, current backend and model. */
+static size_t
+request_cell(const struct tg_request *req)
+{
+	const struct tg_metrics_table *t = req->metrics.table;
+
+	return tg_metrics_cell_index(t, tg_metrics_route_index(t, req->route),
+	                             tg_metrics_backend_index(t, req->backend),
+	                             tg_metrics_model_index(t, req->model));
+}
+
+void
+tg_metrics_content_event(struct tg_request *req, uint64_t now)
+{
+	struct tg_metrics_request *m = &req->metrics;
+	struct tg_metrics_table *t = m->table;
+	struct tg_cell *c;
+
+	/* No failover can follow content, so the backend is final here. */
+	if (m->cell == UNSET)
+		m->cell = request_cell(req);
+	c = &t->cells[m->cell];
+
+	if (m->first_token_ns == 0) {
+		m->first_token_ns = now;
+		tg_hist_observe(&c->ttft, TG_BUCKETS_TTFT, now - req->start_ns);
+	} else {
+		tg_hist_observe(&c->tbt, TG_BUCKETS_TBT, now - m->last_token_ns);
+	}
+	m->last_token_ns = now;
+	m->content_events++;
+}
+
+void
+tg_metrics_stream_opened(struct tg_request *req)
+{
+	struct tg_metrics_shard *shard = req->worker->metrics;
+
+	if (req->metrics.stream_open || shard == NULL)
+		return;
+	req->metrics.stream_open = 1;
+	gauge_add(&shard->streams_open, 1);
+}
+
+/* --- the end of a request ------------------------------------------------------- */
+
+static void
+record_tokens(struct tg_metrics_table *t, struct tg_cell *c, size_t model,
+              const struct tg_metrics_request *m)
+{
+	const struct tg_usage *u = &m->usage;
+	const struct tg_model_price *price = t->prices[model];
+
+	if (!u->reported) {
+		/* No usage from the provider: a stream's content events stand in
+		 * for output tokens, in a series of their own. */
+		tg_counter_add(&c->estimated_output, m->content_events);
+		return;
+	}
+	tg_counter_add(&c->tokens[TG_TOKENS_INPUT], u->input);
+	tg_counter_add(&c->tokens[TG_TOKENS_OUTPUT], u->output);
+	tg_counter_add(&c->tokens[TG_TOKENS_CACHED_INPUT], u->cached_input);
+	tg_counter_add(&c->tokens[TG_TOKENS_REASONING], u->reasoning);
+
+	if (price != NULL) {
+		uint64_t cached = u->cached_input < u->input ? u->cached_input : u->input;
+		double cost = (double)(u->input - cached) * price->input +
+		              (double)cached * price->cached_input +
+		              (double)u->output * price->output;
+
+		tg_counter_add_double(&c->cost, cost / 1e6);
+	}
+}
+
+/* Time per output token: the stream's span over the gaps between its
+ * tokens, by the provider's count when it gave one. */
+static void
+record_tpot(struct tg_cell *c, const struct tg_metrics_request *m)
+{
+	uint64_t tokens = m->usage.reported ? m->usage.output : m->content_events;
+
+	if (m->first_token_ns == 0 || tokens < 2)
+		return;
+	tg_hist_observe(&c->tpot, TG_BUCKETS_TPOT,
+	                (m->last_token_ns - m->first_token_ns) / (tokens - 1));
+}
+
+/* When an attempt's upstream exchange ended. A failed attempt ends when
+ * it is judged; the last one when its response was received whole, or at
+ * now when the client left first. */
+static uint64_t
+attempt_end_ns(const struct tg_request *req, unsigned i, uint64_t now)
+{
+	const struct tg_attempt *a = &req->attempts[i];
+	uint64_t done = req->metrics.upstream_end_ns;
+
+	if (i + 1 < req->n_attempts)
+		return a->end_ns;
+	return done >= a->start_ns ? done : now;
+}
+
+/*
+ * Count the request's attempts by backend and outcome, with their upstream
+ * time, its failovers, and the gateway's own time: the spans outside the
+ * upstream exchanges, from the request being read whole. The time after
+ * the last exchange (sending the rest to the client) is the client's and
+ * is left out; a request answered without an attempt is all own time.
+ */
+static void
+record_attempts(struct tg_metrics_table *t, struct tg_route_values *r,
+                const struct tg_request *req, uint64_t now)
+{
+	uint64_t mark = req->metrics.read_ns;
+	uint64_t own = 0;
+
+	for (unsigned i = 0; i < req->n_attempts; i++) {
+		const struct tg_attempt *a = &req->attempts[i];
+		struct tg_backend_values *b = &t->backends[tg_metrics_backend_index(t, a->backend)];
+		uint64_t end = attempt_end_ns(req, i, now);
+
+		tg_counter_add(&b->attempts[attempt_result(a)], 1);
+		tg_hist_observe(&b->upstream, TG_BUCKETS_UPSTREAM,
+		                end > a->start_ns ? end - a->start_ns : 0);
+		if (mark != 0 && a->start_ns > mark)
+			own += a->start_ns - mark;
+		mark = end;
+	}
+	if (req->n_attempts > 1)
+		tg_counter_add(&r->failovers, req->n_attempts - 1);
+
+	if (!req->metrics.dispatched)
+		return;
+	if (req->n_attempts == 0)
+		own = now - req->metrics.read_ns;
+	tg_hist_observe(&r->overhead, TG_BUCKETS_OVERHEAD, own);
+}
+
+static void
+record_abandonment(const struct tg_request *req, struct tg_route_values *r)
+{
+	const struct tg_metrics_request *m = &req->metrics;
+
+	if (!m->dispatched)
+		return;
+	if (req->cause != TG_CAUSE_CLIENT_CLOSED && req->cause != TG_CAUSE_CLIENT_TIMEOUT)
+		return;
+	tg_counter_add(&r->abandoned[m->first_token_ns ? TG_ABANDON_MID_STREAM
+	                                               : TG_ABANDON_BEFORE_FIRST_TOKEN], 1);
+}
+
+/* A turn of the session named by the configured header, or by the body's
+ * "user" field. */
+static void
+record_session(const struct tg_request *req, struct tg_sessions *sessions, uint64_t now)
+{
+	const struct tg_sessions_config *sc = req->config->sessions;
+	const char *key = NULL;
+
+	if (sessions == NULL || sc == NULL || !sc->enabled || !req->metrics.dispatched)
+		return;
+	if (sc->header != NULL)
+		key = tg_headers_get(&req->headers, sc->header);
+	if ((key == NULL || key[0] == '\0') && sc->user_field && req->json != NULL)
+		key = json_string_value(json_object_get(req->json, "user"));
+	if (key == NULL || key[0] == '\0')
+		return;
+	tg_sessions_touch(sessions, key, strlen(key), now, sc->idle_timeout);
+}
+
+void
+tg_metrics_request_end(struct tg_request *req)
+{
+	struct tg_metrics_request *m = &req->metrics;
+	struct tg_metrics_table *t = m->table;
+	struct tg_metrics_shard *shard = req->worker->metrics;
+	uint64_t now = tg_now_ns();
+	size_t route, model, cell;
+	struct tg_cell *c;
+
+	if (t == NULL)
+		return;
+	route = tg_metrics_route_index(t, req->route);
+	model = tg_metrics_model_index(t, req->model);
+	cell = m->cell != UNSET ? m->cell : request_cell(req);
+	c = &t->cells[cell];
+
+	tg_counter_add(&c->requests[tg_code_slot(req->response.head_sent
+	                                         ? req->response.status : 0)], 1);
+	tg_hist_observe(&t->route_models[t->layout[route].route_model_base +
+	                                 t->layout[route].model_slot[model]].duration,
+	                TG_BUCKETS_DURATION, now - req->start_ns);
+	record_attempts(t, &t->routes[route], req, now);
+	record_tokens(t, c, model, m);
+	record_tpot(c, m);
+	record_abandonment(req, &t->routes[route]);
+	record_session(req, shard->sessions, now);
+
+	if (m->in_flight)
+		gauge_add(&shard->in_flight, -1);
+	if (m->stream_open)
+		gauge_add(&shard->streams_open, -1);
+	users_add(t, -1);
+	m->table = NULL;
+}

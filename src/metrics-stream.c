@@ -1,0 +1,358 @@
+/*
+ * Token usage and stream timing from what providers send.
+ *
+ * OpenAI-compatible providers report usage in a "usage" object: in the
+ * body of a whole response, and in streams only when the request carried
+ * "stream_options": {"include_usage": true}, as one extra chunk with empty
+ * "choices" before "[DONE]". The gateway adds that option when the client
+ * left it out and drops the extra chunk on the way back, so the client gets
+ * the stream it asked for. With the option set, the provider's other chunks
+ * carry "usage": null as well; that member is taken out again.
+ *
+ * Anthropic's shapes are read too: message_start and message_delta events,
+ * and the usage of a whole message.
+ */
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <jansson.h>
+
+#include "metrics-table.h"
+#include "metrics.h"
+#include "relay.h"
+#include "request.h"
+
+static const char USAGE_OPTION[] = "\"stream_options\":{\"include_usage\":true}";
+
+/* --- asking for usage ---------------------------------------------------------- */
+
+static int
+has_suffix(const char *s, const char *suffix)
+{
+	size_t len = strlen(s), n = strlen(suffix);
+
+	return len >= n && strcmp(s + len - n, suffix) == 0;
+}
+
+/* Put text in place of req->body. */
+static int
+replace_body(struct tg_request *req, const char *parts[], const size_t lens[], size_t n)
+{
+	struct evbuffer *body = evbuffer_new();
+	size_t total = 0;
+
+	if (body == NULL)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		if (evbuffer_add(body, parts[i], lens[i]) != 0) {
+			evbuffer_free(body);
+			return -1;
+		}
+		total += lens[i];
+	}
+	evbuffer_free(req->body);
+	req->body = body;
+	req->body_len = total;
+	return 0;
+}
+
+/* The body has no "stream_options": insert the member right after the
+ * object's opening brace, leaving every other byte as the client sent it. */
+static int
+insert_usage_option(struct tg_request *req)
+{
+	const char *data = (const char *)evbuffer_pullup(req->body, -1);
+	const char *brace = data ? memchr(data, '{', req->body_len) : NULL;
+	const char *parts[4];
+	size_t lens[4];
+	json_t *option;
+
+	if (brace == NULL)
+		return -1;      /* cannot happen: the body parsed as an object */
+	option = json_pack("{s:b}", "include_usage", 1);
+	if (option == NULL)
+		return -1;
+
+	parts[0] = data;
+	lens[0] = (size_t)(brace - data) + 1;
+	parts[1] = USAGE_OPTION;
+	lens[1] = sizeof(USAGE_OPTION) - 1;
+	parts[2] = ",";         /* none before the closing brace of "{}" */
+	lens[2] = json_object_size(req->json) > 0;
+	parts[3] = brace + 1;
+	lens[3] = req->body_len - lens[0];
+	if (replace_body(req, parts, lens, 4) != 0) {
+		json_decref(option);
+		return -1;
+	}
+	return json_object_set_new(req->json, "stream_options", option);
+}
+
+/* "stream_options" is there without include_usage: set it and write the
+ * body again from the parsed JSON. */
+static int
+set_usage_option(struct tg_request *req, json_t *options)
+{
+	char *text;
+	const char *parts[1];
+	size_t lens[1];
+	int rc;
+
+	if (json_object_set_new(options, "include_usage", json_true()) != 0)
+		return -1;
+	text = json_dumps(req->json, JSON_COMPACT);
+	if (text == NULL)
+		return -1;
+	parts[0] = text;
+	lens[0] = strlen(text);
+	rc = replace_body(req, parts, lens, 1);
+	free(text);
+	return rc;
+}
+
+int
+tg_metrics_stream_usage(struct tg_request *req)
+{
+	json_t *options;
+	int rc;
+
+	if (req->metrics.table == NULL || !req->stream || req->json == NULL ||
+	    req->path == NULL)
+		return 0;
+	if (!has_suffix(req->path, "/chat/completions") && !has_suffix(req->path, "/completions"))
+		return 0;
+
+	options = json_object_get(req->json, "stream_options");
+	if (json_is_true(json_object_get(options, "include_usage")))
+		return 0;       /* the client asked: its usage chunk is its own */
+	if (options != NULL && !json_is_object(options))
+		return 0;       /* invalid; the provider's error says so */
+
+	rc = options == NULL ? insert_usage_option(req) : set_usage_option(req, options);
+	if (rc == 0)
+		req->metrics.usage_added = 1;
+	return rc;
+}
+
+/* --- reading usage ------------------------------------------------------------ */
+
+static uint64_t
+count_at(const json_t *obj, const char *key)
+{
+	json_t *v = json_object_get(obj, key);
+
+	return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
+}
+
+/* OpenAI's usage object. The counts are totals for the response, so a
+ * later object replaces an earlier one. Returns 1 when usage was taken. */
+static int
+take_openai_usage(struct tg_usage *u, const json_t *usage)
+{
+	if (json_object_get(usage, "prompt_tokens") == NULL &&
+	    json_object_get(usage, "completion_tokens") == NULL)
+		return 0;
+	u->input = count_at(usage, "prompt_tokens");
+	u->output = count_at(usage, "completion_tokens");
+	u->cached_input = count_at(json_object_get(usage, "prompt_tokens_details"),
+	                           "cached_tokens");
+	u->reasoning = count_at(json_object_get(usage, "completion_tokens_details"),
+	                        "reasoning_tokens");
+	u->reported = 1;
+	return 1;
+}
+
+/* Anthropic counts cache reads and writes apart from input_tokens; input
+ * here is all three, as OpenAI's prompt_tokens is. */
+static int
+take_anthropic_usage(struct tg_usage *u, const json_t *usage)
+{
+	uint64_t read = count_at(usage, "cache_read_input_tokens");
+
+	if (json_object_get(usage, "input_tokens") == NULL &&
+	    json_object_get(usage, "output_tokens") == NULL)
+		return 0;
+	if (json_object_get(usage, "input_tokens") != NULL) {
+		u->input = count_at(usage, "input_tokens") + read +
+		           count_at(usage, "cache_creation_input_tokens");
+		u->cached_input = read;
+	}
+	if (json_object_get(usage, "output_tokens") != NULL)
+		u->output = count_at(usage, "output_tokens");   /* cumulative */
+	u->reported = 1;
+	return 1;
+}
+
+static void
+take_event_usage(struct tg_usage *u, const json_t *json)
+{
+	const char *type = json_string_value(json_object_get(json, "type"));
+
+	if (type != NULL && strcmp(type, "message_start") == 0)
+		take_anthropic_usage(u, json_object_get(json_object_get(json, "message"), "usage"));
+	else if (type != NULL && strcmp(type, "message_delta") == 0)
+		take_anthropic_usage(u, json_object_get(json, "usage"));
+	else
+		take_openai_usage(u, json_object_get(json, "usage"));
+}
+
+void
+tg_metrics_response_body(struct tg_request *req, const char *body, size_t len)
+{
+	json_t *json, *usage;
+
+	if (req->metrics.table == NULL || len == 0)
+		return;
+	json = json_loadb(body, len, 0, NULL);
+	usage = json_object_get(json, "usage");
+	if (!take_openai_usage(&req->metrics.usage, usage))
+		take_anthropic_usage(&req->metrics.usage, usage);
+	json_decref(json);
+}
+
+/* --- stream events ----------------------------------------------------------- */
+
+static int
+is_text(const json_t *v)
+{
+	return json_is_string(v) && json_string_length(v) > 0;
+}
+
+/* Whether an event carries output: text, a refusal, reasoning or a tool
+ * call. A role-only chunk, a finish chunk and a usage chunk carry none. */
+static int
+has_content(const json_t *json)
+{
+	const char *type = json_string_value(json_object_get(json, "type"));
+	json_t *choice;
+	size_t i;
+
+	if (type != NULL)
+		return strcmp(type, "content_block_delta") == 0;
+
+	json_array_foreach(json_object_get(json, "choices"), i, choice) {
+		json_t *delta = json_object_get(choice, "delta");
+
+		if (is_text(json_object_get(choice, "text")))           /* completions */
+			return 1;
+		if (is_text(json_object_get(delta, "content")) ||
+		    is_text(json_object_get(delta, "refusal")) ||
+		    is_text(json_object_get(delta, "reasoning_content")) ||
+		    is_text(json_object_get(delta, "reasoning")) ||
+		    json_array_size(json_object_get(delta, "tool_calls")) > 0 ||
+		    json_is_object(json_object_get(delta, "function_call")))
+			return 1;
+	}
+	return 0;
+}
+
+/* The chunk include_usage adds: a usage object and no choices. */
+static int
+is_usage_chunk(const json_t *json)
+{
+	json_t *choices = json_object_get(json, "choices");
+
+	return json_is_object(json_object_get(json, "usage")) && json_is_array(choices) &&
+	       json_array_size(choices) == 0;
+}
+
+/* The end of a `"usage": null` member starting at p (a double quote), or
+ * NULL when p starts something else. */
+static const char *
+match_null_usage(const char *p, const char *end)
+{
+	static const char key[] = "\"usage\"";
+
+	if ((size_t)(end - p) < sizeof(key) - 1 || memcmp(p, key, sizeof(key) - 1) != 0)
+		return NULL;
+	p += sizeof(key) - 1;
+	while (p < end && (*p == ' ' || *p == '\t'))
+		p++;
+	if (p == end || *p++ != ':')
+		return NULL;
+	while (p < end && (*p == ' ' || *p == '\t'))
+		p++;
+	if (end - p < 4 || memcmp(p, "null", 4) != 0)
+		return NULL;
+	return p + 4;
+}
+
+/*
+ * Take the top-level `"usage": null` member out of an event's bytes, and
+ * its comma. The member is cut only when it occurs once: a double quote
+ * inside a JSON string is escaped, so the pattern cannot begin inside one,
+ * and the parsed event says the top level has it, so a single occurrence is
+ * that one. Anything else (a nested "usage": null, data split over several
+ * lines) is left as the provider sent it.
+ */
+static void
+strip_null_usage(const struct tg_stream_event *ev)
+{
+	size_t len = evbuffer_get_length(ev->raw);
+	const char *data = (const char *)evbuffer_pullup(ev->raw, -1);
+	const char *end = data + len, *from = NULL, *to = NULL, *p;
+	struct evbuffer *rest;
+
+	if (data == NULL || !json_is_null(json_object_get(ev->json, "usage")))
+		return;
+	for (p = memchr(data, '"', len); p != NULL; p = memchr(p + 1, '"', (size_t)(end - p - 1))) {
+		const char *after = match_null_usage(p, end);
+
+		if (after == NULL)
+			continue;
+		if (from != NULL)
+			return;         /* more than one: not sure which */
+		from = p;
+		to = after;
+	}
+	if (from == NULL)
+		return;
+
+	/* The comma before the member, else the one after it. */
+	p = from;
+	while (p > data && (p[-1] == ' ' || p[-1] == '\t'))
+		p--;
+	if (p > data && p[-1] == ',') {
+		from = p - 1;
+	} else {
+		p = to;
+		while (p < end && (*p == ' ' || *p == '\t'))
+			p++;
+		if (p < end && *p == ',')
+			to = p + 1;
+	}
+
+	rest = evbuffer_new();
+	if (rest == NULL || evbuffer_add(rest, data, (size_t)(from - data)) != 0 ||
+	    evbuffer_add(rest, to, (size_t)(end - to)) != 0) {
+		if (rest != NULL)
+			evbuffer_free(rest);
+		return;
+	}
+	evbuffer_drain(ev->raw, len);
+	evbuffer_add_buffer(ev->raw, rest);
+	evbuffer_free(rest);
+	json_object_del(ev->json, "usage");
+}
+
+int
+tg_metrics_stream_event(struct tg_request *req, const struct tg_stream_event *ev)
+{
+	struct tg_metrics_request *m = &req->metrics;
+	const json_t *json = ev->json;
+
+	if (m->table == NULL)
+		return 0;
+	if (json_is_object(json)) {
+		take_event_usage(&m->usage, json);
+		if (m->usage_added && is_usage_chunk(json))
+			return 1;
+		if (m->usage_added)
+			strip_null_usage(ev);
+	}
+
+	tg_metrics_stream_opened(req);
+	if (json_is_object(json) && has_content(json))
+		tg_metrics_content_event(req, tg_now_ns());
+	return 0;
+}

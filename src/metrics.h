@@ -1,0 +1,116 @@
+/*
+ * Prometheus metrics.
+ *
+ * Each worker records into its own shard (struct tg_metrics_shard) without
+ * a lock: counters and histogram buckets are relaxed C11 atomics that only
+ * the owning worker writes, so the admin thread can read them while they
+ * change. A scrape, on the admin (main) thread, sums the shards.
+ *
+ * Label values come only from the configuration: route and backend names,
+ * configured model names (the exact match.model values of routes and the
+ * models of the pricing table; any other model is "other"), and the filter
+ * and rule names filters pass in. A shard keeps one table of series per
+ * configuration snapshot, laid out by config position, so recording is
+ * index arithmetic: no allocation, no formatting, no string hashing.
+ *
+ * Reload: requests keep recording into the table of the snapshot they
+ * started under. Once a replaced table has no request left, a scrape folds
+ * its series, by label values, into an archive that later scrapes add in.
+ * So counters never go back across a reload, and the series of a route,
+ * backend or model that a reload removed stay (frozen) until a restart.
+ *
+ * The request-path calls below take the request and are no-ops until
+ * tg_metrics_request_start() bound it to a table.
+ */
+#ifndef TOLLGATE_METRICS_H
+#define TOLLGATE_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "metrics-t.h"
+
+struct evbuffer;
+struct tg_request;
+struct tg_stream_event;
+struct tg_worker;
+
+/* --- worker side ------------------------------------------------------------ */
+
+/* Create the shard of a worker and register it for scrapes. NULL when out
+ * of memory. */
+struct tg_metrics_shard *tg_metrics_shard_new(int worker_id);
+
+/* Unregister and free a shard whose worker stopped, keeping its counts for
+ * later scrapes. No request may still refer to it. */
+void tg_metrics_shard_free(struct tg_metrics_shard *shard);
+
+/* --- request path (worker thread) ----------------------------------------------- */
+
+/* A request context was created (tg_request_new): bind it to the table of
+ * its config and count it in flight. */
+void tg_metrics_request_start(struct tg_request *req);
+
+/* The request was read whole and goes to routing: the gateway's own time
+ * starts here. */
+void tg_metrics_request_read(struct tg_request *req);
+
+/*
+ * Before the first upstream attempt of a streaming chat or completions
+ * request: when the client did not ask for stream usage, add
+ * "stream_options": {"include_usage": true} to the body, so the provider
+ * reports token counts, and remember to drop the usage chunk it adds.
+ * Rewrites req->body and req->json. Returns 0, or -1 when out of memory
+ * (the body is then left as it was).
+ */
+int tg_metrics_stream_usage(struct tg_request *req);
+
+/* The upstream exchange of the current attempt ended: its response was
+ * received whole, or it failed. Attempts themselves are read from
+ * req->attempts when the request ends. */
+void tg_metrics_upstream_done(struct tg_request *req);
+
+/* backend was taken out of rotation: a 429 cooldown or an ejection. */
+void tg_metrics_backend_cooldown(struct tg_request *req, const struct tg_backend *backend);
+
+/*
+ * A stream event is about to leave for the client. Counts time to first
+ * token, the gap since the previous content event and the provider's usage.
+ * Returns 1 when the event must not be sent: it is the usage chunk that only
+ * tg_metrics_stream_usage() asked for. Returns 0 otherwise.
+ */
+int tg_metrics_stream_event(struct tg_request *req, const struct tg_stream_event *ev);
+
+/* A whole non-streaming response body from the upstream: take its usage. */
+void tg_metrics_response_body(struct tg_request *req, const char *body, size_t len);
+
+void tg_metrics_cache(struct tg_request *req, enum tg_cache_result result);
+
+/* A filter decided. filter, rule and action must point to strings that live
+ * as long as req->config: names from the config, or string literals. */
+void tg_metrics_filter(struct tg_request *req, const char *filter, const char *rule,
+                       const char *action, enum tg_filter_side side);
+
+/* The request ends (tg_request_done), after its last attempt was ended:
+ * count it, its attempts, durations, tokens, cost, abandonment and session
+ * turn, and release its table. */
+void tg_metrics_request_end(struct tg_request *req);
+
+/* --- scrape (main thread) ----------------------------------------------------------- */
+
+enum tg_metrics_format {
+	TG_METRICS_TEXT,                /* Prometheus text format 0.0.4 */
+	TG_METRICS_OPENMETRICS,         /* OpenMetrics 1.0.0 */
+};
+
+/* The format a scraper asks for in its Accept header (may be NULL). */
+enum tg_metrics_format tg_metrics_negotiate(const char *accept);
+
+/* The Content-Type header value of a format. */
+const char *tg_metrics_content_type(enum tg_metrics_format format);
+
+/* Sum every shard and append the exposition to out. Returns 0, or -1 when
+ * out of memory (out may then hold part of it). */
+int tg_metrics_scrape(struct evbuffer *out, enum tg_metrics_format format);
+
+#endif
