@@ -27,6 +27,8 @@ static const struct tg_error_info error_table[TG_E_COUNT] = {
 		"the request body exceeds limits.max_body", 'G'},
 	[TG_E_HEADER_TOO_LARGE] = {431, "invalid_request_error", "request_header_too_large",
 		"the request head exceeds limits.max_header", 'G'},
+	[TG_E_CONTENT_FILTER] = {400, "invalid_request_error", "content_filter",
+		"a content filter rejected the request", 'G'},
 
 	[TG_E_SHUTTING_DOWN] = {503, "server_error", "shutting_down",
 		"the gateway is shutting down; retry on another instance", 'G'},

@@ -17,6 +17,8 @@
 #include <event2/buffer.h>
 #include <jansson.h>
 
+#include "relay.h"
+
 #include "filter-stream.h"
 #include "filter.h"
 
@@ -57,6 +59,8 @@ struct held_event {
 	struct held_event *next;
 	char *raw;
 	size_t raw_len;
+	enum tg_event_kind kind;        /* as the relay classified it */
+	int finish;
 	json_t *json;           /* NULL when the data is not a JSON object */
 	int changed;            /* some text of it was masked */
 	size_t n_pieces;        /* its pieces, in windows */
@@ -66,6 +70,8 @@ struct tg_filter_stream {
 	const struct tg_filter **filters;       /* response-side regex filters */
 	size_t n_filters;
 	struct tg_filter_log *log;
+	tg_filter_emit_fn *emit;
+	void *emit_arg;
 	uint32_t context;       /* code points of sent text kept for lookbehind */
 
 	struct window *windows;
@@ -81,7 +87,7 @@ struct tg_filter_stream {
 
 struct tg_filter_stream *
 tg_filter_stream_new(const struct tg_filter_chain *chain, struct tg_filter_log *log,
-                     int *none)
+                     tg_filter_emit_fn *emit, void *emit_arg, int *none)
 {
 	struct tg_filter_stream *s;
 
@@ -113,6 +119,8 @@ tg_filter_stream_new(const struct tg_filter_chain *chain, struct tg_filter_log *
 			s->context = f->lookbehind;
 	}
 	s->log = log;
+	s->emit = emit;
+	s->emit_arg = emit_arg;
 	tg_scan_init(&s->scan);
 	return s;
 }
@@ -560,41 +568,64 @@ take_pieces(struct tg_filter_stream *s, struct held_event *ev)
 	return 0;
 }
 
-/* Append an event as one "data:" line of compact JSON. */
+/* Hand one event to the output callback. */
 static int
-write_json_event(struct evbuffer *out, json_t *json)
+emit(struct tg_filter_stream *s, enum tg_event_kind kind, int finish, const char *raw,
+     size_t raw_len, json_t *json)
+{
+	struct tg_stream_event out = {kind, evbuffer_new(), json, finish};
+
+	if (out.raw == NULL || evbuffer_add(out.raw, raw, raw_len) != 0) {
+		if (out.raw != NULL)
+			evbuffer_free(out.raw);
+		return -1;
+	}
+	s->emit(s->emit_arg, &out);
+	evbuffer_free(out.raw);
+	return 0;
+}
+
+/* Emit json as one "data:" line of compact JSON. */
+static int
+emit_json(struct tg_filter_stream *s, enum tg_event_kind kind, int finish, json_t *json)
 {
 	char *text = json_dumps(json, JSON_COMPACT);
-	int rc;
+	char *event;
+	int len, rc;
 
 	if (text == NULL)
 		return -1;
-	rc = evbuffer_add_printf(out, "data: %s\n\n", text) < 0 ? -1 : 0;
+	len = asprintf(&event, "data: %s\n\n", text);
 	free(text);
+	if (len < 0)
+		return -1;
+	rc = emit(s, kind, finish, event, (size_t)len, json);
+	free(event);
 	return rc;
 }
 
 /* Send the held events from the oldest on, up to the first that must
  * still wait. */
 static int
-release_events(struct tg_filter_stream *s, struct evbuffer *out)
+release_events(struct tg_filter_stream *s)
 {
 	while (s->head != NULL && releasable(s, s->head)) {
 		struct held_event *ev = s->head;
 		int rc = take_pieces(s, ev);
 
-		if (rc == 0 && ev->changed)
-			rc = write_json_event(out, ev->json);
-		else if (rc == 0)
-			rc = evbuffer_add(out, ev->raw, ev->raw_len);
-		if (rc != 0)
-			return -1;
-
+		/* Unlink first: the callback may end the request. */
 		s->head = ev->next;
 		if (s->head == NULL)
 			s->tail = NULL;
 		s->n_held--;
+
+		if (rc == 0 && ev->changed)
+			rc = emit_json(s, ev->kind, ev->finish, ev->json);
+		else if (rc == 0)
+			rc = emit(s, ev->kind, ev->finish, ev->raw, ev->raw_len, ev->json);
 		free_event(ev);
+		if (rc != 0)
+			return -1;
 	}
 	for (size_t k = 0; k < s->n_windows; k++)
 		trim_window(s, &s->windows[k]);
@@ -604,7 +635,7 @@ release_events(struct tg_filter_stream *s, struct evbuffer *out)
 /* Drop every held event and end the stream with a content_filter chunk
  * and [DONE]. */
 static enum tg_stream_verdict
-end_blocked(struct tg_filter_stream *s, long choice, struct evbuffer *out)
+end_blocked(struct tg_filter_stream *s, long choice)
 {
 	json_t *chunk = s->meta ? json_deep_copy(s->meta) : json_object();
 	const char *object = json_string_value(json_object_get(chunk, "object"));
@@ -635,28 +666,32 @@ end_blocked(struct tg_filter_stream *s, long choice, struct evbuffer *out)
 		return TG_STREAM_ERROR;
 	}
 	json_object_set_new(chunk, "choices", json_pack("[o]", end));
-	rc = write_json_event(out, chunk);
+	rc = emit_json(s, TG_EVENT_CONTENT, 1, chunk);
 	json_decref(chunk);
-	if (rc != 0 || evbuffer_add(out, "data: [DONE]\n\n", 14) != 0)
+	if (rc != 0 || emit(s, TG_EVENT_DONE, 0, "data: [DONE]\n\n", 14, NULL) != 0)
 		return TG_STREAM_ERROR;
 	return TG_STREAM_BLOCK;
 }
 
 static struct held_event *
-hold_event(struct tg_filter_stream *s, const char *raw, size_t raw_len, json_t *json)
+hold_event(struct tg_filter_stream *s, const struct tg_stream_event *in)
 {
 	struct held_event *ev = calloc(1, sizeof(*ev));
+	size_t len = evbuffer_get_length(in->raw);
 
 	if (ev == NULL)
 		return NULL;
-	ev->raw = malloc(raw_len ? raw_len : 1);
+	ev->raw = malloc(len ? len : 1);
 	if (ev->raw == NULL) {
 		free(ev);
 		return NULL;
 	}
-	memcpy(ev->raw, raw, raw_len);
-	ev->raw_len = raw_len;
-	ev->json = json;
+	evbuffer_copyout(in->raw, ev->raw, len);
+	ev->raw_len = len;
+	ev->kind = in->kind;
+	ev->finish = in->finish;
+	if (json_is_object(in->json))
+		ev->json = json_incref(in->json);
 	if (s->tail != NULL)
 		s->tail->next = ev;
 	else
@@ -666,63 +701,49 @@ hold_event(struct tg_filter_stream *s, const char *raw, size_t raw_len, json_t *
 	return ev;
 }
 
-static int
-is_done(const char *data, size_t len)
-{
-	return len == 6 && memcmp(data, "[DONE]", 6) == 0;
-}
-
 /* Scan, then block or release. */
 static enum tg_stream_verdict
-scan_and_release(struct tg_filter_stream *s, int final, struct evbuffer *out)
+scan_and_release(struct tg_filter_stream *s, int final)
 {
 	long choice = 0;
 	enum tg_stream_verdict v = scan_dirty(s, final, &choice);
 
 	if (v == TG_STREAM_BLOCK)
-		return end_blocked(s, choice, out);
+		return end_blocked(s, choice);
 	if (v != TG_STREAM_OK)
 		return v;
-	return release_events(s, out) == 0 ? TG_STREAM_OK : TG_STREAM_ERROR;
+	return release_events(s) == 0 ? TG_STREAM_OK : TG_STREAM_ERROR;
 }
 
 enum tg_stream_verdict
-tg_filter_stream_event(struct tg_filter_stream *s, const char *raw, size_t raw_len,
-                       const char *data, size_t data_len, struct evbuffer *out)
+tg_filter_stream_event(struct tg_filter_stream *s, const struct tg_stream_event *in)
 {
-	json_t *json = NULL;
 	struct held_event *ev;
 	enum tg_stream_verdict v;
 
 	if (s->done)
-		return evbuffer_add(out, raw, raw_len) == 0 ? TG_STREAM_OK : TG_STREAM_ERROR;
+		return TG_STREAM_OK;
 
 	/* [DONE] ends every text: what is held is scanned as final and sent
 	 * before it. */
-	if (is_done(data, data_len)) {
-		v = scan_and_release(s, 1, out);
+	if (in->kind == TG_EVENT_DONE) {
+		v = scan_and_release(s, 1);
 		if (v != TG_STREAM_OK)
 			return v;
 		s->done = 1;
-		return evbuffer_add(out, raw, raw_len) == 0 ? TG_STREAM_OK : TG_STREAM_ERROR;
+		return emit(s, in->kind, in->finish, (const char *)evbuffer_pullup(in->raw, -1),
+		            evbuffer_get_length(in->raw), in->json) == 0
+		       ? TG_STREAM_OK : TG_STREAM_ERROR;
 	}
 
-	json = json_loadb(data, data_len, 0, NULL);
-	if (json != NULL && !json_is_object(json)) {
-		json_decref(json);
-		json = NULL;
-	}
-	if (json != NULL && json_is_array(json_object_get(json, "choices")))
-		remember_meta(s, json);
-
-	ev = hold_event(s, raw, raw_len, json);
-	if (ev == NULL) {
-		json_decref(json);
+	if (json_is_array(json_object_get(in->json, "choices")))
+		remember_meta(s, in->json);
+	ev = hold_event(s, in);
+	if (ev == NULL)
 		return TG_STREAM_ERROR;
-	}
 
-	if (json != NULL) {
-		json_t *choices = json_object_get(json, "choices");
+	if (ev->json != NULL) {
+		json_t *choices = json_object_get(ev->json, "choices");
 		size_t i;
 		json_t *choice;
 
@@ -731,13 +752,14 @@ tg_filter_stream_event(struct tg_filter_stream *s, const char *raw, size_t raw_l
 				return TG_STREAM_ERROR;
 		}
 	}
-	return scan_and_release(s, 0, out);
+	return scan_and_release(s, 0);
 }
 
 enum tg_stream_verdict
-tg_filter_stream_finish(struct tg_filter_stream *s, struct evbuffer *out)
+tg_filter_stream_finish(struct tg_filter_stream *s)
 {
 	if (s->done)
 		return TG_STREAM_OK;
-	return scan_and_release(s, 1, out);
+	s->done = 1;
+	return scan_and_release(s, 1);
 }

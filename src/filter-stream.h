@@ -21,8 +21,8 @@
 
 #include "filter-t.h"
 
-struct evbuffer;
 struct tg_filter_stream;
+struct tg_stream_event;
 
 enum tg_stream_verdict {
 	TG_STREAM_OK,
@@ -30,32 +30,36 @@ enum tg_stream_verdict {
 	TG_STREAM_ERROR,        /* out of memory, or a match failed in PCRE2 */
 };
 
+/* Receives each event that may go to the client now, in order. ev and its
+ * buffers are valid during the call only. */
+typedef void tg_filter_emit_fn(void *arg, struct tg_stream_event *ev);
+
 /*
  * Start filtering one response stream with the response-side regex filters
- * of chain, recording decisions in log (both must outlive the stream).
- * Returns NULL with *none set when no such filter applies, NULL with *none
- * clear when out of memory.
+ * of chain, recording decisions in log (both must outlive the stream), and
+ * passing what may be sent to emit. Returns NULL with *none set when no
+ * such filter applies, NULL with *none clear when out of memory.
  */
 struct tg_filter_stream *tg_filter_stream_new(const struct tg_filter_chain *chain,
-                                              struct tg_filter_log *log, int *none);
+                                              struct tg_filter_log *log,
+                                              tg_filter_emit_fn *emit, void *emit_arg,
+                                              int *none);
 
 /*
- * Feed one whole event: raw_len bytes as received (raw) and its data field.
- * Appends to out what may be sent now, in order: this event unchanged, held
- * events it completes, or nothing while it is held. On TG_STREAM_BLOCK, out
- * gets instead the end of the stream: a chunk whose finish_reason is
- * "content_filter", then "data: [DONE]"; the held events are dropped, and
- * the caller must cancel the upstream and feed nothing more.
+ * Feed one whole event as the relay classified it (ev->raw is copied, and
+ * ev->json is referenced while the event is held). Emits, in order, this
+ * event unchanged, held events it completes, or nothing while it is held.
+ * On TG_STREAM_BLOCK the held events are dropped and the end of the stream
+ * is emitted instead: a chunk whose finish_reason is "content_filter",
+ * then "data: [DONE]"; the caller must cancel the upstream and feed
+ * nothing more.
  */
 enum tg_stream_verdict tg_filter_stream_event(struct tg_filter_stream *s,
-                                              const char *raw, size_t raw_len,
-                                              const char *data, size_t data_len,
-                                              struct evbuffer *out);
+                                              const struct tg_stream_event *ev);
 
-/* The upstream stream ended: scan what is held as final text and append
- * every held event to out. May block, as above. */
-enum tg_stream_verdict tg_filter_stream_finish(struct tg_filter_stream *s,
-                                               struct evbuffer *out);
+/* The upstream stream ended without [DONE]: scan what is held as final
+ * text and emit every held event. May block, as above. */
+enum tg_stream_verdict tg_filter_stream_finish(struct tg_filter_stream *s);
 
 /* Events held back right now. */
 size_t tg_filter_stream_held(const struct tg_filter_stream *s);

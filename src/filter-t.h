@@ -29,7 +29,7 @@ enum tg_filter_action {
 };
 
 /* Which side a filter checks; apply_to is a mask of these. */
-enum tg_filter_side {
+enum tg_side {
 	TG_SIDE_REQUEST = 1,
 	TG_SIDE_RESPONSE = 2,
 };
@@ -80,7 +80,7 @@ struct tg_filter {
 	char *name;
 	enum tg_filter_type type;
 	enum tg_filter_action action;
-	unsigned apply_to;              /* enum tg_filter_side bits */
+	unsigned apply_to;              /* enum tg_side bits */
 	char *replacement;              /* "{rule}" is replaced by the rule name */
 	size_t hold;                    /* max bytes of a stream held back */
 	int on_error_block;             /* a classifier failed: 1 blocks, 0
@@ -127,7 +127,7 @@ struct tg_filter_decision {
 	const char *filter;
 	const char *rule;               /* rule, category or label */
 	enum tg_filter_action action;
-	enum tg_filter_side side;
+	enum tg_side side;
 	int error;                      /* the classifier failed; action is
 	                                   what on_error chose */
 };

@@ -154,7 +154,7 @@ mask_text(const struct tg_filter *f, json_t *value, const struct tg_scan *sc)
 }
 
 static int
-run_regex(const struct tg_filter *f, enum tg_filter_side side, struct tg_text_list *texts,
+run_regex(const struct tg_filter *f, enum tg_side side, struct tg_text_list *texts,
           struct tg_filter_log *log, struct tg_scan *sc, struct tg_filter_result *res)
 {
 	for (size_t i = 0; i < texts->n; i++) {
@@ -203,7 +203,7 @@ tg_filter_plugin_check(const struct tg_filter *f, const char *text, size_t len, 
 }
 
 static int
-run_plugin(const struct tg_filter *f, enum tg_filter_side side, struct tg_text_list *texts,
+run_plugin(const struct tg_filter *f, enum tg_side side, struct tg_text_list *texts,
            struct tg_filter_log *log, struct tg_filter_result *res)
 {
 	for (size_t i = 0; i < texts->n; i++) {
@@ -234,7 +234,7 @@ run_plugin(const struct tg_filter *f, enum tg_filter_side side, struct tg_text_l
 }
 
 int
-tg_filter_texts(const struct tg_filter_chain *chain, enum tg_filter_side side,
+tg_filter_texts(const struct tg_filter_chain *chain, enum tg_side side,
                 struct tg_text_list *texts, struct tg_filter_log *log,
                 struct tg_scan *sc, struct tg_filter_result *res, int *need_moderation)
 {

@@ -26,7 +26,7 @@ tg_filter_action_name(enum tg_filter_action action)
 }
 
 const char *
-tg_filter_side_name(enum tg_filter_side side)
+tg_side_name(enum tg_side side)
 {
 	return side == TG_SIDE_REQUEST ? "request" : "response";
 }
@@ -76,7 +76,7 @@ tg_filter_log_free(struct tg_filter_log *log)
 
 int
 tg_filter_log_add(struct tg_filter_log *log, const struct tg_filter *f, const char *rule,
-                  enum tg_filter_action action, enum tg_filter_side side, int error)
+                  enum tg_filter_action action, enum tg_side side, int error)
 {
 	struct tg_filter_decision d = {f->name, rule, action, side, error};
 
@@ -123,7 +123,7 @@ tg_filter_log_json(const struct tg_filter_log *log)
 		json_t *item = json_pack("{s:s, s:s?, s:s, s:s, s:i}",
 		                         "filter", d->filter, "rule", d->rule,
 		                         "action", tg_filter_action_name(d->action),
-		                         "side", tg_filter_side_name(d->side),
+		                         "side", tg_side_name(d->side),
 		                         "count", (json_int_t)log->counts[i]);
 
 		if (item != NULL && d->error)

@@ -25,7 +25,7 @@ struct evbuffer;
 #define TG_FILTER_HOLD 1024
 
 const char *tg_filter_action_name(enum tg_filter_action action);
-const char *tg_filter_side_name(enum tg_filter_side side);
+const char *tg_side_name(enum tg_side side);
 
 /* Release what a filter owns (rules, plugin state) but not f itself. */
 void tg_filter_free(struct tg_filter *f);
@@ -38,7 +38,7 @@ void tg_filter_log_free(struct tg_filter_log *log);
  * Returns 0, or -1 when out of memory. */
 int tg_filter_log_add(struct tg_filter_log *log, const struct tg_filter *f,
                       const char *rule, enum tg_filter_action action,
-                      enum tg_filter_side side, int error);
+                      enum tg_side side, int error);
 
 /* The decisions as a JSON array of {"filter", "rule", "action", "side",
  * "count"} objects (and "error": true for failed classifiers), for the
@@ -94,7 +94,7 @@ struct tg_filter_result {
  * one applies. sc is scratch space. Returns 0, or -1 when out of memory or
  * a match failed inside PCRE2.
  */
-int tg_filter_texts(const struct tg_filter_chain *chain, enum tg_filter_side side,
+int tg_filter_texts(const struct tg_filter_chain *chain, enum tg_side side,
                     struct tg_text_list *texts, struct tg_filter_log *log,
                     struct tg_scan *sc, struct tg_filter_result *res,
                     int *need_moderation);

@@ -11,6 +11,7 @@
 #include "attempt.h"
 #include "cache.h"
 #include "client.h"
+#include "filter-request.h"
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
@@ -26,6 +27,10 @@
 /* Returned by the event callback to stop parsing: the stream moved to
  * another attempt, so the rest of this upstream's bytes are dropped. */
 #define STREAM_ABANDONED 1
+
+/* Returned by the event callback to stop parsing: a content filter ended
+ * the stream, so the upstream is cancelled. */
+#define STREAM_BLOCKED 2
 
 /* --- response head ---------------------------------------------------------- */
 
@@ -281,6 +286,17 @@ write_piece(struct tg_request *req, struct evbuffer *piece)
 		tg_upstream_pause(req->upstream);
 }
 
+/* Send one event that leaves for the client, as it is or as the content
+ * filters rewrote it. */
+static void
+send_event(struct tg_request *req, struct tg_stream_event *ev)
+{
+	tg_cache_stream_event(req, ev);
+	if (tg_metrics_stream_event(req, ev))
+		return;         /* the usage chunk only the gateway asked for */
+	write_piece(req, ev->raw);
+}
+
 /*
  * The one point where stream events leave for the client. Features that
  * look at, change or drop events (metrics, filters, cache) hook in here.
@@ -299,10 +315,9 @@ emit_event(struct tg_request *req, struct tg_stream_event *ev)
 		req->cause = TG_CAUSE_UPSTREAM_FAILED;
 		tg_log_request(req, TG_LOG_WARN, "upstream sent an error event in the stream");
 	}
-	tg_cache_stream_event(req, ev);
-	if (tg_metrics_stream_event(req, ev))
-		return;         /* the usage chunk only the gateway asked for */
-	write_piece(req, ev->raw);
+	if (tg_filter_response_event(req, ev, send_event))
+		return;         /* the content filters send it, or hold it */
+	send_event(req, ev);
 }
 
 /* The first content is here (or holding must end): the attempt succeeded,
@@ -385,7 +400,7 @@ on_sse_event(void *arg, const struct tg_sse_event *sse)
 	}
 	emit_event(req, &ev);
 	free_event(&ev);
-	return 0;
+	return tg_filter_response_blocked(req) ? STREAM_BLOCKED : 0;
 }
 
 static void
@@ -492,6 +507,18 @@ relay_on_head(void *arg, int status, struct tg_headers *headers)
 	return resp->body == NULL;
 }
 
+/* A content filter ended the stream with its own last events: close the
+ * chunked body. */
+static void
+end_blocked_stream(struct tg_request *req)
+{
+	if (req->response.chunked) {
+		evbuffer_add(tg_client_output(req->client), "0\r\n\r\n", 5);
+		req->bytes_out += 5;
+	}
+	tg_client_response_done(req->client);
+}
+
 static int
 relay_stream_body(struct tg_request *req, const char *data, size_t len)
 {
@@ -502,6 +529,12 @@ relay_stream_body(struct tg_request *req, const char *data, size_t len)
 	rc = tg_sse_feed(&resp->sse, data, len);
 	if (rc == STREAM_ABANDONED)
 		return 1;
+	if (rc == STREAM_BLOCKED) {
+		/* Returning non-zero hands the connection back, which closes it. */
+		req->upstream = NULL;
+		end_blocked_stream(req);
+		return 1;
+	}
 	if (rc == TG_SSE_ERR_TOO_LARGE) {
 		/* Pass the oversized event on as it is; parsing restarts after it
 		 * as if at a stream start, which may misread one event. */
@@ -545,6 +578,11 @@ finish_stream(struct tg_request *req)
 
 	if (!resp->content_sent)
 		release_held(req);
+	tg_filter_response_end(req, send_event);
+	if (tg_filter_response_blocked(req)) {
+		end_blocked_stream(req);
+		return;
+	}
 
 	/* Bytes after the last event (such as the LF of a final CRLF) go out
 	 * as they came, so the body stays byte for byte the upstream's. */
@@ -578,6 +616,7 @@ relay_on_complete(void *arg)
 		finish_stream(req);
 		return;
 	}
+	tg_filter_response_body(req);
 	len = evbuffer_get_length(resp->body);
 	tg_metrics_response_body(req, (const char *)evbuffer_pullup(resp->body, -1), len);
 	tg_cache_response_body(req, (const char *)evbuffer_pullup(resp->body, -1), len);

@@ -22,6 +22,7 @@
 struct tg_client;
 struct tg_worker;
 struct tg_upstream_conn;
+struct tg_filter_state;
 struct tg_cache_request;
 struct evbuffer;
 
@@ -119,6 +120,7 @@ struct tg_request {
 	int upstream_status;
 
 	struct tg_response response;
+	struct tg_filter_state *filters;        /* NULL when the route has none */
 	struct tg_cache_request *cache;   /* response cache; NULL when unused */
 
 	/* Outcome. */

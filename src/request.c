@@ -15,6 +15,7 @@
 #include "cache.h"
 #include "client.h"
 #include "config.h"
+#include "filter-request.h"
 #include "log.h"
 #include "metrics.h"
 #include "relay.h"
@@ -180,6 +181,13 @@ start_upstream(struct tg_request *req)
 	tg_attempt_first(req);
 }
 
+/* The request filters let the request through: the cache, then upstream. */
+static void
+look_up_cache(struct tg_request *req)
+{
+	tg_cache_lookup(req, start_upstream);
+}
+
 void
 tg_request_dispatch(struct tg_request *req)
 {
@@ -243,7 +251,7 @@ tg_request_dispatch(struct tg_request *req)
 		return;
 	}
 
-	tg_cache_lookup(req, start_upstream);
+	tg_filter_request(req, look_up_cache);
 }
 
 void
@@ -297,6 +305,7 @@ tg_request_done(struct tg_request *req)
 	tg_attempt_end(req, TG_OUTCOME_CANCELLED, TG_OK, 0, "cancelled");
 	tg_metrics_request_end(req);
 	tg_cache_request_done(req);
+	tg_filter_request_done(req);
 	tg_relay_reset(req);
 	tg_headers_free(&req->headers);
 	if (req->upstream_request != NULL)

@@ -14,6 +14,7 @@
 #include "filter-helpers.h"
 #include "filter-stream.h"
 #include "filter.h"
+#include "relay.h"
 
 /* A chat.completion.chunk event carrying content, as raw SSE bytes. */
 static char *
@@ -33,17 +34,36 @@ content_event(const char *content, const char *finish_reason)
 	return event;
 }
 
-/* Feed one raw event, parsing its data field the simple way: one "data: "
- * line. */
+/* The emit callback: the events go to the evbuffer in arg. */
+static void
+collect(void *arg, struct tg_stream_event *ev)
+{
+	evbuffer_add_buffer(arg, ev->raw);
+}
+
+/* Feed one raw event the way the relay hands it over: parsed from its one
+ * "data: " line, classified as [DONE] or not. The output goes to out,
+ * which must be the evbuffer the stream was created with. */
 static enum tg_stream_verdict
 feed(struct tg_filter_stream *s, const char *event, struct evbuffer *out)
 {
 	size_t len = strlen(event);
 	const char *data = event + 6;
 	size_t data_len = len - 6 - 2;
+	struct tg_stream_event ev = {TG_EVENT_CONTENT, evbuffer_new(), NULL, 0};
+	enum tg_stream_verdict v;
 
+	(void)out;
 	ck_assert(strncmp(event, "data: ", 6) == 0);
-	return tg_filter_stream_event(s, event, len, data, data_len, out);
+	evbuffer_add(ev.raw, event, len);
+	if (data_len == 6 && memcmp(data, "[DONE]", 6) == 0)
+		ev.kind = TG_EVENT_DONE;
+	else
+		ev.json = json_loadb(data, data_len, 0, NULL);
+	v = tg_filter_stream_event(s, &ev);
+	json_decref(ev.json);
+	evbuffer_free(ev.raw);
+	return v;
 }
 
 static char *
@@ -80,7 +100,7 @@ joined_content(const char *sse)
 
 static struct tg_filter_stream *
 new_stream(struct tg_filter *f, struct tg_filter_log *log, const struct tg_filter **slot,
-           struct tg_filter_chain *chain)
+           struct tg_filter_chain *chain, struct evbuffer *out)
 {
 	struct tg_filter_stream *s;
 	int none;
@@ -88,7 +108,7 @@ new_stream(struct tg_filter *f, struct tg_filter_log *log, const struct tg_filte
 	slot[0] = f;
 	chain->n = 1;
 	chain->filters = slot;
-	s = tg_filter_stream_new(chain, log, &none);
+	s = tg_filter_stream_new(chain, log, collect, out, &none);
 	ck_assert_ptr_nonnull(s);
 	ck_assert_int_eq(none, 0);
 	return s;
@@ -108,8 +128,8 @@ START_TEST(split_match_masked_at_every_offset)
 	const struct tg_filter *slot[1];
 	struct tg_filter_chain chain;
 	struct tg_filter_log log = {0};
-	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain);
 	struct evbuffer *out = evbuffer_new();
+	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain, out);
 	char first[sizeof(whole_text)], second[sizeof(whole_text)];
 	char *e1, *e2, *e3, *sent, *content;
 
@@ -162,8 +182,8 @@ START_TEST(match_over_many_events)
 	const struct tg_filter *slot[1];
 	struct tg_filter_chain chain;
 	struct tg_filter_log log = {0};
-	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain);
 	struct evbuffer *out = evbuffer_new();
+	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain, out);
 	char *sent, *content;
 
 	for (size_t i = 0; whole_text[i] != '\0'; i++) {
@@ -173,7 +193,7 @@ START_TEST(match_over_many_events)
 		ck_assert_int_eq(feed(s, e, out), TG_STREAM_OK);
 		free(e);
 	}
-	ck_assert_int_eq(tg_filter_stream_finish(s, out), TG_STREAM_OK);
+	ck_assert_int_eq(tg_filter_stream_finish(s), TG_STREAM_OK);
 	sent = take(out);
 	content = joined_content(sent);
 	ck_assert_str_eq(content, "Your card [REDACTED:credit_card] and ticket [REDACTED:ticket] are noted.");
@@ -194,8 +214,8 @@ START_TEST(untouched_events_byte_identical)
 	const struct tg_filter *slot[1];
 	struct tg_filter_chain chain;
 	struct tg_filter_log log = {0};
-	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain);
 	struct evbuffer *out = evbuffer_new();
+	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain, out);
 	const char *role = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":"
 	                   "[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n";
 	/* Spacing the gateway would not produce, so a rewrite shows. */
@@ -242,8 +262,8 @@ START_TEST(plain_text_flows_at_once)
 	const struct tg_filter *slot[1];
 	struct tg_filter_chain chain;
 	struct tg_filter_log log = {0};
-	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain);
 	struct evbuffer *out = evbuffer_new();
+	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain, out);
 	char *e = content_event("Hello there, ", NULL);
 	char *held = content_event("TCK-12", NULL);
 	char *sent;
@@ -288,7 +308,7 @@ START_TEST(hold_is_bounded)
 	char *start = content_event("A", NULL);
 
 	f->hold = 32;
-	s = new_stream(f, &log, slot, &chain);
+	s = new_stream(f, &log, slot, &chain, out);
 	ck_assert_int_eq(feed(s, start, out), TG_STREAM_OK);
 	for (int i = 0; i < 10; i++)
 		ck_assert_int_eq(feed(s, e, out), TG_STREAM_OK);
@@ -312,8 +332,8 @@ START_TEST(block_ends_with_content_filter)
 	const struct tg_filter *slot[1];
 	struct tg_filter_chain chain;
 	struct tg_filter_log log = {0};
-	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain);
 	struct evbuffer *out = evbuffer_new();
+	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain, out);
 	char *e1 = content_event("Sure. Now IGNORE prev", NULL);
 	char *e2 = content_event("ious instructions and", NULL);
 	char *sent;
@@ -351,8 +371,8 @@ START_TEST(tool_arguments_masked)
 	const struct tg_filter *slot[1];
 	struct tg_filter_chain chain;
 	struct tg_filter_log log = {0};
-	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain);
 	struct evbuffer *out = evbuffer_new();
+	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain, out);
 	const char *pieces[] = {"{\"to\":\"ja", "ne@exam", "ple.com\"}"};
 	char *sent;
 	char args[128] = "";
@@ -396,8 +416,8 @@ START_TEST(flag_passes_unchanged)
 	const struct tg_filter *slot[1];
 	struct tg_filter_chain chain;
 	struct tg_filter_log log = {0};
-	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain);
 	struct evbuffer *out = evbuffer_new();
+	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain, out);
 	char *e1 = content_event("id TCK-12", NULL);
 	char *e2 = content_event("3456 ok", "stop");
 	char *sent;
@@ -428,7 +448,7 @@ START_TEST(request_only_chain_has_no_stream)
 	struct tg_filter_log log = {0};
 	int none = 0;
 
-	ck_assert_ptr_null(tg_filter_stream_new(&chain, &log, &none));
+	ck_assert_ptr_null(tg_filter_stream_new(&chain, &log, collect, NULL, &none));
 	ck_assert_int_eq(none, 1);
 	destroy_filter(f);
 }

@@ -1,0 +1,427 @@
+/*
+ * Content filters on the request path.
+ *
+ * Request side: regex and plugin filters run at once, in route order; then
+ * the moderation filters run in parallel, and the request goes on when the
+ * last one answered (or is rejected at the first that blocks). Response
+ * side: non-streaming bodies are filtered whole, streams event by event
+ * through filter-stream.c. Classifier filters do not run on streams.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <jansson.h>
+
+#include "filter-moderation.h"
+#include "filter-request.h"
+#include "filter-stream.h"
+#include "filter.h"
+#include "log.h"
+#include "relay.h"
+#include "request.h"
+
+struct tg_filter_state {
+	struct tg_filter_log log;
+	struct tg_scan scan;
+	struct tg_text_list texts;      /* of the request, while calls run */
+	int changed;                    /* the request body was masked */
+
+	struct tg_moderation_call **calls;
+	const struct tg_filter **call_filters;  /* the filter of each call */
+	size_t n_calls;                 /* slots used; finished ones are NULL */
+	size_t n_running;
+	tg_filter_next_fn *next;
+
+	struct tg_filter_stream *stream;
+	int stream_none;                /* no response filter applies to streams */
+	tg_filter_send_fn *send;
+	int response_blocked;
+};
+
+static const struct tg_filter_chain *
+route_chain(const struct tg_request *req)
+{
+	const struct tg_route_filters_config *rf = req->route ? req->route->filters : NULL;
+
+	return rf != NULL && rf->chain.n > 0 ? &rf->chain : NULL;
+}
+
+static struct tg_filter_state *
+state_of(struct tg_request *req)
+{
+	if (req->filters == NULL) {
+		req->filters = calloc(1, sizeof(*req->filters));
+		if (req->filters != NULL)
+			tg_scan_init(&req->filters->scan);
+	}
+	return req->filters;
+}
+
+const struct tg_filter_log *
+tg_filter_decisions(const struct tg_request *req)
+{
+	return req->filters != NULL ? &req->filters->log : NULL;
+}
+
+void
+tg_filter_request_done(struct tg_request *req)
+{
+	struct tg_filter_state *st = req->filters;
+
+	if (st == NULL)
+		return;
+	for (size_t i = 0; i < st->n_calls; i++) {
+		if (st->calls[i] != NULL)
+			tg_moderation_cancel(st->calls[i]);
+	}
+	free(st->calls);
+	free(st->call_filters);
+	tg_text_list_free(&st->texts);
+	tg_filter_stream_free(st->stream);
+	tg_scan_free(&st->scan);
+	tg_filter_log_free(&st->log);
+	free(st);
+	req->filters = NULL;
+}
+
+/* --- request side ------------------------------------------------------- */
+
+static void
+answer_blocked(struct tg_request *req, const struct tg_filter *f, const char *rule)
+{
+	struct evbuffer *body = evbuffer_new();
+
+	tg_log_request(req, TG_LOG_INFO, "request rejected by content filter %s (%s)",
+	               f->name, rule ? rule : "classifier error");
+	req->error = TG_E_CONTENT_FILTER;
+	req->cause = TG_CAUSE_GATEWAY;
+	req->phase = TG_PHASE_LOCAL;
+	if (body != NULL && tg_filter_error_body(body, f, rule) != 0) {
+		evbuffer_free(body);
+		body = NULL;
+	}
+	tg_relay_local_response(req, 400, NULL, body);
+	if (body != NULL)
+		evbuffer_free(body);
+}
+
+/* Write the masked JSON back as the body that goes upstream. */
+static int
+rewrite_body(struct tg_request *req)
+{
+	char *text = json_dumps(req->json, JSON_COMPACT);
+	size_t len;
+
+	if (text == NULL)
+		return -1;
+	len = strlen(text);
+	evbuffer_drain(req->body, evbuffer_get_length(req->body));
+	if (evbuffer_add(req->body, text, len) != 0) {
+		free(text);
+		return -1;
+	}
+	req->body_len = len;
+	free(text);
+	return 0;
+}
+
+/* Every filter let the request through: on to next. */
+static void
+pass_request(struct tg_request *req, tg_filter_next_fn *next)
+{
+	struct tg_filter_state *st = req->filters;
+
+	tg_text_list_free(&st->texts);
+	if (st->changed && rewrite_body(req) != 0) {
+		tg_request_fail(req, TG_E_INTERNAL, NULL);
+		return;
+	}
+	next(req);
+}
+
+static void cancel_calls(struct tg_filter_state *st);
+
+static void
+on_moderation_done(void *arg, const struct tg_filter *f, enum tg_moderation_verdict v,
+                   const char *category, const char *detail)
+{
+	struct tg_request *req = arg;
+	struct tg_filter_state *st = req->filters;
+	enum tg_filter_action action = f->action;
+	int error = v == TG_VERDICT_ERROR;
+
+	/* The call freed itself; a route lists each filter once, so the
+	 * filter finds its slot. */
+	for (size_t i = 0; i < st->n_calls; i++) {
+		if (st->call_filters[i] == f)
+			st->calls[i] = NULL;
+	}
+	st->n_running--;
+
+	if (error) {
+		action = f->on_error_block ? TG_ACTION_BLOCK : TG_ACTION_FLAG;
+		tg_log_request(req, TG_LOG_WARN, "moderation filter %s failed: %s; %s", f->name,
+		               detail ? detail : "no detail",
+		               f->on_error_block ? "rejecting the request" : "letting it pass");
+	}
+	if (v != TG_VERDICT_SAFE)
+		tg_filter_log_add(&st->log, f, category, action, TG_SIDE_REQUEST, error);
+
+	if (v != TG_VERDICT_SAFE && action == TG_ACTION_BLOCK) {
+		cancel_calls(st);
+		answer_blocked(req, f, category);
+		return;
+	}
+	if (st->n_running == 0)
+		pass_request(req, st->next);
+}
+
+static void
+cancel_calls(struct tg_filter_state *st)
+{
+	for (size_t i = 0; i < st->n_calls; i++) {
+		if (st->calls[i] != NULL)
+			tg_moderation_cancel(st->calls[i]);
+		st->calls[i] = NULL;
+	}
+	st->n_running = 0;
+}
+
+/*
+ * Start the moderation filters of chain that check requests. Returns how
+ * many started; a filter whose call could not start counts as a failed
+ * call at once, and *blocked is set when its on_error blocks.
+ */
+static size_t
+start_calls(struct tg_request *req, const struct tg_filter_chain *chain,
+            const struct tg_filter **blocked)
+{
+	struct tg_filter_state *st = req->filters;
+
+	st->calls = calloc(chain->n, sizeof(*st->calls));
+	st->call_filters = calloc(chain->n, sizeof(*st->call_filters));
+	if (st->calls == NULL || st->call_filters == NULL)
+		return 0;
+	for (size_t i = 0; i < chain->n && *blocked == NULL; i++) {
+		const struct tg_filter *f = chain->filters[i];
+		struct tg_moderation_call *c;
+
+		if (f->type != TG_FILTER_MODERATION || !(f->apply_to & TG_SIDE_REQUEST))
+			continue;
+		c = tg_moderation_start(req->worker, f, &st->texts, req->id, on_moderation_done, req);
+		if (c != NULL) {
+			st->call_filters[st->n_calls] = f;
+			st->calls[st->n_calls++] = c;
+			st->n_running++;
+			continue;
+		}
+		tg_log_request(req, TG_LOG_WARN, "moderation filter %s: call not started; %s",
+		               f->name, f->on_error_block ? "rejecting the request"
+		                                          : "letting it pass");
+		tg_filter_log_add(&st->log, f, NULL, f->on_error_block ? TG_ACTION_BLOCK
+		                                                       : TG_ACTION_FLAG,
+		                  TG_SIDE_REQUEST, 1);
+		if (f->on_error_block)
+			*blocked = f;
+	}
+	return st->n_running;
+}
+
+void
+tg_filter_request(struct tg_request *req, tg_filter_next_fn *next)
+{
+	const struct tg_filter_chain *chain = route_chain(req);
+	struct tg_filter_result res = {0};
+	const struct tg_filter *blocked = NULL;
+	struct tg_filter_state *st;
+	int moderation = 0;
+
+	if (chain == NULL) {
+		next(req);
+		return;
+	}
+	st = state_of(req);
+	if (st == NULL) {
+		tg_request_fail(req, TG_E_INTERNAL, NULL);
+		return;
+	}
+	if (req->json == NULL) {
+		next(req);
+		return;
+	}
+
+	if (tg_text_collect_request(req->json, &st->texts) != 0 ||
+	    tg_filter_texts(chain, TG_SIDE_REQUEST, &st->texts, &st->log, &st->scan, &res,
+	                    &moderation) != 0) {
+		tg_request_fail(req, TG_E_INTERNAL, NULL);
+		return;
+	}
+	st->changed = res.changed;
+	if (res.blocked != NULL) {
+		answer_blocked(req, res.blocked, res.blocked_rule);
+		return;
+	}
+	if (!moderation || st->texts.n == 0) {
+		pass_request(req, next);
+		return;
+	}
+
+	st->next = next;
+	if (start_calls(req, chain, &blocked) == 0 || blocked != NULL) {
+		cancel_calls(st);
+		if (blocked != NULL)
+			answer_blocked(req, blocked, NULL);
+		else
+			pass_request(req, next);
+	}
+}
+
+/* --- response side ------------------------------------------------------ */
+
+/* Empty every choice and mark it content_filter. */
+static void
+block_choices(json_t *body)
+{
+	json_t *choices = json_object_get(body, "choices");
+	size_t i;
+	json_t *choice;
+
+	json_array_foreach(choices, i, choice) {
+		json_t *message = json_object_get(choice, "message");
+
+		if (message != NULL) {
+			json_object_set_new(message, "content", json_null());
+			json_object_del(message, "tool_calls");
+			json_object_del(message, "function_call");
+			json_object_del(message, "refusal");
+		}
+		if (json_object_get(choice, "text") != NULL)
+			json_object_set_new(choice, "text", json_string(""));
+		json_object_set_new(choice, "finish_reason", json_string("content_filter"));
+	}
+}
+
+void
+tg_filter_response_body(struct tg_request *req)
+{
+	const struct tg_filter_chain *chain = route_chain(req);
+	struct tg_filter_state *st = req->filters;
+	struct evbuffer *body = req->response.body;
+	struct tg_text_list texts = {0};
+	struct tg_filter_result res = {0};
+	json_t *json;
+	char *text;
+
+	if (chain == NULL || st == NULL || req->response.status != 200 || body == NULL)
+		return;
+	json = json_loadb((const char *)evbuffer_pullup(body, -1), evbuffer_get_length(body), 0,
+	                  NULL);
+	if (!json_is_object(json)) {
+		json_decref(json);
+		return;
+	}
+
+	if (tg_text_collect_response(json, &texts) != 0 ||
+	    tg_filter_texts(chain, TG_SIDE_RESPONSE, &texts, &st->log, &st->scan, &res,
+	                    NULL) != 0) {
+		tg_log_request(req, TG_LOG_ERROR, "response filters failed; response sent unfiltered");
+		goto out;
+	}
+	if (res.blocked != NULL) {
+		tg_log_request(req, TG_LOG_INFO, "response blocked by content filter %s (%s)",
+		               res.blocked->name, res.blocked_rule ? res.blocked_rule : "error");
+		req->error = TG_E_CONTENT_FILTER;
+		req->cause = TG_CAUSE_GATEWAY;
+		block_choices(json);
+	} else if (!res.changed) {
+		goto out;
+	}
+
+	text = json_dumps(json, JSON_COMPACT);
+	if (text != NULL) {
+		evbuffer_drain(body, evbuffer_get_length(body));
+		evbuffer_add_printf(body, "%s\n", text);
+		free(text);
+	}
+out:
+	tg_text_list_free(&texts);
+	json_decref(json);
+}
+
+static void
+send_filtered(void *arg, struct tg_stream_event *ev)
+{
+	struct tg_request *req = arg;
+
+	req->filters->send(req, ev);
+}
+
+/* Start the stream's window on its first event. Returns 0 when no filter
+ * applies to the stream. */
+static int
+stream_ready(struct tg_request *req, tg_filter_send_fn *send)
+{
+	struct tg_filter_state *st = req->filters;
+	const struct tg_filter_chain *chain = route_chain(req);
+
+	if (st == NULL || chain == NULL || st->stream_none)
+		return 0;
+	st->send = send;
+	if (st->stream == NULL) {
+		st->stream = tg_filter_stream_new(chain, &st->log, send_filtered, req,
+		                                  &st->stream_none);
+		if (st->stream == NULL && !st->stream_none) {
+			tg_log_request(req, TG_LOG_ERROR, "out of memory; stream sent unfiltered");
+			st->stream_none = 1;
+		}
+	}
+	return st->stream != NULL;
+}
+
+static int
+after_stream_call(struct tg_request *req, enum tg_stream_verdict v)
+{
+	struct tg_filter_state *st = req->filters;
+
+	if (v == TG_STREAM_BLOCK) {
+		st->response_blocked = 1;
+		req->error = TG_E_CONTENT_FILTER;
+		req->cause = TG_CAUSE_GATEWAY;
+		tg_log_request(req, TG_LOG_INFO, "streamed response blocked by a content filter; "
+		               "upstream cancelled");
+	} else if (v == TG_STREAM_ERROR) {
+		tg_log_request(req, TG_LOG_ERROR, "stream filters failed; ending the stream");
+		st->response_blocked = 1;
+		req->error = TG_E_INTERNAL;
+		req->cause = TG_CAUSE_GATEWAY;
+	}
+	return 1;
+}
+
+int
+tg_filter_response_event(struct tg_request *req, struct tg_stream_event *ev,
+                         tg_filter_send_fn *send)
+{
+	if (!stream_ready(req, send))
+		return 0;
+	if (req->filters->response_blocked)
+		return 1;
+	return after_stream_call(req, tg_filter_stream_event(req->filters->stream, ev));
+}
+
+int
+tg_filter_response_end(struct tg_request *req, tg_filter_send_fn *send)
+{
+	if (!stream_ready(req, send))
+		return 0;
+	if (req->filters->response_blocked)
+		return 1;
+	return after_stream_call(req, tg_filter_stream_finish(req->filters->stream));
+}
+
+int
+tg_filter_response_blocked(const struct tg_request *req)
+{
+	return req->filters != NULL && req->filters->response_blocked;
+}

@@ -1,0 +1,55 @@
+/*
+ * Content filters on the request path: the hooks that request.c and
+ * relay.c call, and the per-request state behind them (req->filters).
+ */
+#ifndef TOLLGATE_FILTER_REQUEST_H
+#define TOLLGATE_FILTER_REQUEST_H
+
+struct tg_request;
+struct tg_stream_event;
+struct tg_filter_log;
+
+/* The step after the request filters. */
+typedef void tg_filter_next_fn(struct tg_request *req);
+
+/*
+ * Run the request-side filters of req's route, after routing. When they
+ * let the request through (masked or not), next is called exactly once: at
+ * once, or from the event loop once the moderation calls answered. When a
+ * filter blocks, req is answered with 400 "content_filter" and next is not
+ * called. The caller must not touch req after this call.
+ */
+void tg_filter_request(struct tg_request *req, tg_filter_next_fn *next);
+
+/* Filter a whole non-streaming response body (req->response.body) before
+ * its head goes out: mask in place, or on a block replace each choice's
+ * content with null and finish_reason "content_filter". */
+void tg_filter_response_body(struct tg_request *req);
+
+/* How the relay sends one event to the client. */
+typedef void tg_filter_send_fn(struct tg_request *req, struct tg_stream_event *ev);
+
+/*
+ * Pass one stream event through the response-side filters. Returns 0 when
+ * no filter applies (the caller sends ev itself), 1 when the filters took
+ * it: what may go out now went through send, in order.
+ */
+int tg_filter_response_event(struct tg_request *req, struct tg_stream_event *ev,
+                             tg_filter_send_fn *send);
+
+/* The stream ended without [DONE]: send what the filters hold. Returns as
+ * tg_filter_response_event does. */
+int tg_filter_response_end(struct tg_request *req, tg_filter_send_fn *send);
+
+/* 1 once a filter blocked the streamed response: the relay must stop the
+ * upstream and end the response (the end of the stream was sent). */
+int tg_filter_response_blocked(const struct tg_request *req);
+
+/* The decisions taken on req, or NULL when its route has no filters. */
+const struct tg_filter_log *tg_filter_decisions(const struct tg_request *req);
+
+/* Cancel moderation calls still running and free the state (from
+ * tg_request_done). */
+void tg_filter_request_done(struct tg_request *req);
+
+#endif
