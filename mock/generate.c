@@ -59,10 +59,16 @@ utf8_boundary(const char *text, size_t len, size_t cut)
 static char *
 build_text(const struct mock_options *o, unsigned units, size_t *out_len)
 {
-	struct evbuffer *buf = evbuffer_new();
+	struct evbuffer *buf;
 	size_t i = 0, len;
 	char *text = NULL;
 
+	if (o->n_content_pieces > 0) {
+		*out_len = o->content_cuts[o->n_content_pieces];
+		return strdup(o->content);
+	}
+
+	buf = evbuffer_new();
 	if (buf == NULL)
 		return NULL;
 
@@ -103,6 +109,11 @@ split_text(const struct mock_options *o, const char *text, size_t len,
 	cuts[n] = len;
 	if (n == 0)
 		return;
+
+	if (o->n_content_pieces == n) {
+		memcpy(cuts, o->content_cuts, (n + 1) * sizeof(*cuts));
+		return;
+	}
 
 	if (o->size < 0) {
 		for (size_t i = 1; i < len && k < n; i++)
@@ -643,6 +654,46 @@ embedding_inputs(json_t *input)
 	if (array_all(input, is_string) || array_all(input, is_token_array))
 		return json_incref(input);
 	return NULL;
+}
+
+/* ---- moderations ---------------------------------------------------- */
+
+/* One result: flagged, with a high "violence" score, when the text holds
+ * the marker FLAG-ME. */
+static json_t *
+moderation_result(const char *text)
+{
+	int flagged = text != NULL && strstr(text, "FLAG-ME") != NULL;
+
+	return json_pack("{s:b, s:{s:b, s:b, s:b}, s:{s:f, s:f, s:f}}", "flagged", flagged,
+	                 "categories", "violence", flagged, "hate", 0, "self-harm", 0,
+	                 "category_scores", "violence", flagged ? 0.91 : 0.01,
+	                 "hate", 0.02, "self-harm", flagged ? 0.40 : 0.01);
+}
+
+int
+generate_moderations(struct mock_response *r, json_t *request,
+                     const struct generate_context *ctx)
+{
+	json_t *input = json_object_get(request, "input");
+	json_t *body = envelope("modr", "moderation", ctx);
+	json_t *results = json_array();
+	size_t i;
+	json_t *item;
+
+	if (!json_is_string(input) && !json_is_array(input)) {
+		json_decref(body);
+		json_decref(results);
+		return mock_response_error(r, 400, "invalid_request_error", "input", NULL,
+		                           "input must be a string or an array of strings");
+	}
+	if (json_is_string(input))
+		json_array_append_new(results, moderation_result(json_string_value(input)));
+	json_array_foreach(input, i, item)
+		json_array_append_new(results, moderation_result(json_string_value(item)));
+	json_object_del(body, "object");
+	json_object_del(body, "created");
+	return finish_json(r, body, put(body, "results", results));
 }
 
 int

@@ -30,6 +30,9 @@ int generate_completion(struct mock_response *r, json_t *request,
                         const struct generate_context *ctx);
 int generate_embeddings(struct mock_response *r, json_t *request,
                         const struct generate_context *ctx);
+/* POST /v1/moderations: each input is flagged when it holds FLAG-ME. */
+int generate_moderations(struct mock_response *r, json_t *request,
+                         const struct generate_context *ctx);
 
 /* GET /v1/models, or one model's entry when id is not NULL. */
 int generate_models(struct mock_response *r, const char *id,

@@ -18,7 +18,7 @@
 #define DEPLOYMENTS "/openai/deployments/"
 
 enum endpoint {
-	EP_NONE, EP_CHAT, EP_COMPLETION, EP_EMBEDDINGS, EP_MODELS, EP_MODEL,
+	EP_NONE, EP_CHAT, EP_COMPLETION, EP_EMBEDDINGS, EP_MODERATIONS, EP_MODELS, EP_MODEL,
 };
 
 const char *
@@ -60,6 +60,8 @@ route(const char *path, size_t len)
 		return EP_COMPLETION;
 	if (ends_with(path, len, "/embeddings"))
 		return EP_EMBEDDINGS;
+	if (ends_with(path, len, "/moderations"))
+		return EP_MODERATIONS;
 	if (ends_with(path, len, "/models"))
 		return EP_MODELS;
 	if (len > 11 && memcmp(path, "/v1/models/", 11) == 0)
@@ -296,9 +298,32 @@ generate(struct mock *m, enum endpoint ep, json_t *body, const char *model,
 		return generate_chat(r, body, &ctx);
 	case EP_COMPLETION:
 		return generate_completion(r, body, &ctx);
+	case EP_MODERATIONS:
+		return generate_moderations(r, body, &ctx);
 	default:
 		return generate_embeddings(r, body, &ctx);
 	}
+}
+
+/* A chat request whose text holds GUARD-UNSAFE gets the answer a Llama
+ * Guard model gives to an unsafe conversation, "unsafe\nS1", unless
+ * content= chose the text. */
+static void
+guard_verdict(enum endpoint ep, json_t *body, struct mock_options *o)
+{
+	char *text;
+
+	if (ep != EP_CHAT || o->n_content_pieces > 0)
+		return;
+	text = json_dumps(json_object_get(body, "messages"), JSON_COMPACT);
+	if (text != NULL && strstr(text, "GUARD-UNSAFE") != NULL) {
+		strcpy(o->content, "unsafe\nS1");
+		o->content_cuts[0] = 0;
+		o->content_cuts[1] = strlen(o->content);
+		o->n_content_pieces = 1;
+		o->events = 1;
+	}
+	free(text);
 }
 
 /* Serve a POST to a generating endpoint. */
@@ -321,8 +346,10 @@ handle_api(struct mock *m, const struct mock_request *req, const char *path,
 		rc = requested_error(r, status);
 	else if (o->fixture[0] != '\0')
 		rc = replay_fixture(m, r, o);
-	else
+	else {
+		guard_verdict(ep, body, o);
 		rc = generate(m, ep, body, model, o, r);
+	}
 	if (rc == 0 && status != 0 && status < 400 && r->status == 200)
 		r->status = status;
 

@@ -338,6 +338,66 @@ opt_unicode(struct mock_options *o, const char *key, const char *value,
 }
 
 static int
+hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/*
+ * content=TEXT: the generated text is TEXT, percent-decoded (%3B for ';',
+ * %7C for a literal '|'). A '|' cuts it into pieces, one stream event
+ * each, and sets events= to their number.
+ */
+static int
+opt_content(struct mock_options *o, const char *key, const char *value,
+            char *err, size_t err_size)
+{
+	size_t len = 0, pieces = 1;
+
+	o->content_cuts[0] = 0;
+	for (const char *p = value; *p != '\0'; p++) {
+		char c = *p;
+
+		if (c == '|') {
+			if (pieces == MOCK_CONTENT_PIECES) {
+				snprintf(err, err_size, "invalid %s: more than %d pieces", key,
+				         MOCK_CONTENT_PIECES);
+				return -1;
+			}
+			o->content_cuts[pieces++] = len;
+			continue;
+		}
+		if (c == '%') {
+			int hi = hex_value(p[1]), lo = hi < 0 ? -1 : hex_value(p[2]);
+
+			if (lo < 0) {
+				snprintf(err, err_size, "invalid %s: '%%' must start a %%XX escape", key);
+				return -1;
+			}
+			c = (char)(hi * 16 + lo);
+			p += 2;
+		}
+		if (len + 1 >= MOCK_CONTENT_MAX) {
+			snprintf(err, err_size, "invalid %s: longer than %d bytes", key,
+			         MOCK_CONTENT_MAX - 1);
+			return -1;
+		}
+		o->content[len++] = c;
+	}
+	o->content[len] = '\0';
+	o->content_cuts[pieces] = len;
+	o->n_content_pieces = pieces;
+	o->events = (unsigned)pieces;
+	return 0;
+}
+
+static int
 opt_reset_next(struct mock_options *o, const char *key, const char *value,
                char *err, size_t err_size)
 {
@@ -364,6 +424,7 @@ static const struct option_def option_table[] = {
 	{ "tools", opt_tools },
 	{ "unicode", opt_unicode },
 	{ "reset_next", opt_reset_next },
+	{ "content", opt_content },
 };
 
 /* Apply one "key=value" item; item is NUL-terminated and writable. */
@@ -389,7 +450,7 @@ parse_item(struct mock_options *o, char *item, char *err, size_t err_size)
 	         "unknown x-mock option \"%s\"; valid options: fixture, status, "
 	         "retry_after, first_byte_delay, event_delay, events, words, size, "
 	         "close_after, stall_after, split, crlf, cr, nospace, keepalive, usage, tools, "
-	         "unicode, reset_next", key);
+	         "unicode, reset_next, content", key);
 	return -1;
 }
 

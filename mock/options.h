@@ -10,6 +10,8 @@
 
 #define MOCK_SPLIT_MAX 64               /* offsets one split= may list */
 #define MOCK_FIXTURE_NAME_MAX 128
+#define MOCK_CONTENT_MAX 4096            /* bytes of content= text */
+#define MOCK_CONTENT_PIECES 64          /* events one content= may give */
 
 enum mock_usage { MOCK_USAGE_REQUEST, MOCK_USAGE_ON, MOCK_USAGE_OFF };
 
@@ -30,6 +32,9 @@ struct mock_options {
 	unsigned keepalive;
 	enum mock_usage usage;
 	int tools, unicode, reset_next;
+	char content[MOCK_CONTENT_MAX];         /* content=, decoded */
+	size_t content_cuts[MOCK_CONTENT_PIECES + 1]; /* piece starts, then the end */
+	size_t n_content_pieces;                /* 0 when content= is not set */
 };
 
 /* Set every option to its default. */
