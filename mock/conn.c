@@ -435,6 +435,24 @@ send_head(struct conn *c)
 		evbuffer_add(out, "0\r\n\r\n", 5);
 }
 
+/* Send the head, or with hangup=1 close the connection instead, as an
+ * upstream that fails before its response head. Returns -1 when the
+ * connection was closed. */
+static int
+send_head_or_hang_up(struct conn *c)
+{
+	if (c->plan.options.hangup) {
+		if (!c->m->quiet)
+			fprintf(stderr, "tollgate-mock: connection %llu: closed "
+			        "without answering, as hangup asked\n",
+			        (unsigned long long)c->number);
+		close_conn(c);
+		return -1;
+	}
+	send_head(c);
+	return 0;
+}
+
 static void
 arm_timer(struct conn *c, uint64_t ms)
 {
@@ -492,8 +510,7 @@ start_response(struct conn *c)
 		arm_timer(c, c->plan.options.first_byte_delay_ms);
 		return 0;
 	}
-	send_head(c);
-	return 0;
+	return send_head_or_hang_up(c);
 }
 
 /*
@@ -627,7 +644,7 @@ on_timer(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	if (c->phase == PHASE_DELAY)
-		send_head(c);
+		send_head_or_hang_up(c);
 	else if (c->phase == PHASE_SENDING)
 		send_unit(c);
 }

@@ -394,6 +394,39 @@ out:
 	return rc;
 }
 
+/*
+ * stream_error=K: keep the first K events of the stream, then send one
+ * error event in the shape the OpenAI API uses inside a stream. The body
+ * ends there, without [DONE], and the HTTP response ends normally.
+ */
+static int
+end_with_error(struct mock_response *r, const struct mock_options *o)
+{
+	size_t keep = (size_t)o->stream_error;
+	struct evbuffer *kept;
+	json_t *event;
+
+	if (o->stream_error < 0)
+		return 0;
+	if (keep > r->n_events)
+		keep = r->n_events;
+	kept = evbuffer_new();
+	if (kept == NULL || evbuffer_remove_buffer(r->body, kept,
+	        keep == 0 ? 0 : r->event_ends[keep - 1]) < 0) {
+		if (kept != NULL)
+			evbuffer_free(kept);
+		return -1;
+	}
+	evbuffer_free(r->body);
+	r->body = kept;
+	r->n_events = keep;
+
+	event = json_pack("{s:{s:s, s:s, s:n}}", "error", "message",
+	                  "The mock sent this error event as the x-mock option "
+	                  "stream_error requested.", "type", "server_error", "code");
+	return add_event(r, event, o);
+}
+
 static int
 chat_stream(struct mock_response *r, json_t *request, json_int_t prompt,
             const struct generate_context *ctx)
@@ -420,7 +453,9 @@ chat_stream(struct mock_response *r, json_t *request, json_int_t prompt,
 	    && add_event(r, chat_chunk(ctx, NULL, NULL,
 	                               usage_object(prompt, completion), 1), o) < 0)
 		return -1;
-	return mock_response_add_data_event(r, "[DONE]", 6, o);
+	if (mock_response_add_data_event(r, "[DONE]", 6, o) < 0)
+		return -1;
+	return end_with_error(r, o);
 }
 
 int
@@ -502,6 +537,8 @@ completion_stream(struct mock_response *r, json_t *request, json_int_t prompt,
 	                 count_words(text, len))), o) < 0)
 		goto out;
 	rc = mock_response_add_data_event(r, "[DONE]", 6, o);
+	if (rc == 0)
+		rc = end_with_error(r, o);
 
 out:
 	free(cuts);

@@ -195,6 +195,40 @@ log_request(struct mock *m, const struct mock_request *req)
 		mock_log_request(m, record);
 }
 
+/*
+ * GET /_mock/options shows the options every API request starts from;
+ * POST replaces them with the option list in the body (an empty body
+ * clears them), so a test can change how this instance behaves.
+ */
+static int
+handle_options(struct mock *m, const struct mock_request *req, int get,
+               struct mock_response *r)
+{
+	size_t len = evbuffer_get_length(req->body);
+	const char *text = (const char *)evbuffer_pullup(req->body, -1);
+	struct mock_options o;
+	char err[512], *copy = NULL;
+	json_t *body;
+	int rc;
+
+	if (!get) {
+		mock_options_init(&o);
+		if (len > 0 && mock_options_parse(&o, text, len, err, sizeof(err)) < 0)
+			return bad_request(r, NULL, err);
+		if (len > 0 && (copy = strndup(text, len)) == NULL)
+			return -1;
+		free(m->default_options);
+		m->default_options = copy;
+	}
+	body = json_pack("{s:s}", "options",
+	                 m->default_options != NULL ? m->default_options : "");
+	if (body == NULL)
+		return -1;
+	rc = mock_response_json(r, 200, body);
+	json_decref(body);
+	return rc;
+}
+
 static int
 handle_introspection(struct mock *m, const struct mock_request *req,
                      const char *path, struct mock_response *r)
@@ -218,11 +252,15 @@ handle_introspection(struct mock *m, const struct mock_request *req,
 	           && strcmp(path, MOCK_PREFIX "reset") == 0) {
 		mock_reset(m);
 		body = json_pack("{s:b}", "reset", 1);
+	} else if ((get || strcmp(req->method, "POST") == 0)
+	           && strcmp(path, MOCK_PREFIX "options") == 0) {
+		return handle_options(m, req, get, r);
 	} else {
 		return mock_response_error(r, 404, "invalid_request_error", NULL, NULL,
 		                           "Unknown mock endpoint: use GET "
-		                           "/_mock/stats, GET /_mock/requests or "
-		                           "POST /_mock/reset.");
+		                           "/_mock/stats, GET /_mock/requests, "
+		                           "POST /_mock/reset or GET or POST "
+		                           "/_mock/options.");
 	}
 
 	if (body == NULL)
@@ -409,6 +447,15 @@ mock_handle(struct mock *m, struct mock_request *req, struct mock_plan *plan)
 
 	m->stats.requests++;
 	log_request(m, req);
+
+	/* The instance's default options come first, so the model suffix and
+	 * the x-mock header apply on top. They were checked when set. */
+	if (m->default_options != NULL) {
+		char err[512];
+
+		(void)mock_options_parse(&plan->options, m->default_options,
+		                         strlen(m->default_options), err, sizeof(err));
+	}
 
 	ep = route(path, strlen(path));
 	if (ep == EP_NONE)

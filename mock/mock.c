@@ -23,6 +23,7 @@
 #include "conn.h"
 #include "fixture.h"
 #include "mock.h"
+#include "options.h"
 
 #ifndef TG_FIXTURE_DIR
 #define TG_FIXTURE_DIR "t/fixtures/openai-recorded"
@@ -35,6 +36,7 @@ struct cli {
 	const char *listen;
 	const char *tls_cert, *tls_key;
 	const char *fixtures;
+	const char *options;
 	int quiet;
 };
 
@@ -43,7 +45,7 @@ usage(FILE *out)
 {
 	fprintf(out,
 	"usage: tollgate-mock [--listen HOST:PORT] [--tls-cert FILE --tls-key FILE]\n"
-	"                     [--fixtures DIR] [--quiet]\n"
+	"                     [--fixtures DIR] [--options LIST] [--quiet]\n"
 	"\n"
 	"An OpenAI-compatible server for tests and benchmarks.\n"
 	"\n"
@@ -53,6 +55,9 @@ usage(FILE *out)
 	"  --tls-key FILE      PEM private key of the certificate\n"
 	"  --fixtures DIR      directory of recorded NAME.yaml exchanges\n"
 	"                      (default " TG_FIXTURE_DIR ")\n"
+	"  --options LIST      behaviour options for every API request, such as\n"
+	"                      \"status=500\" or \"first_byte_delay=2s;events=3\";\n"
+	"                      a request's own options apply on top\n"
 	"  --quiet             do not log each request on stderr\n"
 	"  --help              show this help and exit\n"
 	"\n"
@@ -71,6 +76,7 @@ parse_args(int argc, char **argv, struct cli *cli)
 		{ "tls-cert", required_argument, NULL, 'c' },
 		{ "tls-key", required_argument, NULL, 'k' },
 		{ "fixtures", required_argument, NULL, 'f' },
+		{ "options", required_argument, NULL, 'o' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -84,6 +90,7 @@ parse_args(int argc, char **argv, struct cli *cli)
 		case 'c': cli->tls_cert = optarg; break;
 		case 'k': cli->tls_key = optarg; break;
 		case 'f': cli->fixtures = optarg; break;
+		case 'o': cli->options = optarg; break;
 		case 'q': cli->quiet = 1; break;
 		case 'h': usage(stdout); return 1;
 		case ':':
@@ -92,8 +99,8 @@ parse_args(int argc, char **argv, struct cli *cli)
 			return -1;
 		default:
 			fprintf(stderr, "tollgate-mock: unknown option %s; valid options: "
-			        "--listen, --tls-cert, --tls-key, --fixtures, --quiet, "
-			        "--help\n", argv[optind - 1]);
+			        "--listen, --tls-cert, --tls-key, --fixtures, --options, "
+			        "--quiet, --help\n", argv[optind - 1]);
 			return -1;
 		}
 	}
@@ -106,6 +113,17 @@ parse_args(int argc, char **argv, struct cli *cli)
 		fprintf(stderr, "tollgate-mock: --tls-cert and --tls-key must be "
 		        "given together\n");
 		return -1;
+	}
+	if (cli->options != NULL) {
+		struct mock_options o;
+		char err[512];
+
+		mock_options_init(&o);
+		if (mock_options_parse(&o, cli->options, strlen(cli->options),
+		                       err, sizeof(err)) < 0) {
+			fprintf(stderr, "tollgate-mock: --options: %s\n", err);
+			return -1;
+		}
 	}
 	return 0;
 }
@@ -315,6 +333,13 @@ main(int argc, char **argv)
 		fprintf(stderr, "tollgate-mock: event_base_new failed\n");
 		return 1;
 	}
+	if (cli.options != NULL && cli.options[0] != '\0') {
+		m.default_options = strdup(cli.options);
+		if (m.default_options == NULL) {
+			fprintf(stderr, "tollgate-mock: out of memory\n");
+			goto out;
+		}
+	}
 	if (cli.tls_cert != NULL) {
 		m.ssl_ctx = open_tls(cli.tls_cert, cli.tls_key);
 		if (m.ssl_ctx == NULL)
@@ -343,6 +368,7 @@ out:
 		evconnlistener_free(listener);
 	mock_reset(&m);
 	fixture_cache_free(m.fixtures);
+	free(m.default_options);
 	if (m.ssl_ctx != NULL)
 		SSL_CTX_free(m.ssl_ctx);
 	event_base_free(m.base);

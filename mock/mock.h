@@ -35,6 +35,8 @@ struct mock {
 	SSL_CTX *ssl_ctx;               /* NULL when serving plain HTTP */
 	const char *fixture_dir;
 	int quiet;                      /* no per-request line on stderr */
+	char *default_options;          /* --options list, NULL when none;
+	                                 * POST /_mock/options replaces it */
 
 	struct mock_stats stats;
 	json_t *log[MOCK_LOG_MAX];      /* ring of logged requests */

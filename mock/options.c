@@ -36,6 +36,7 @@ mock_options_init(struct mock_options *o)
 	o->size = -1;
 	o->close_after = -1;
 	o->stall_after = -1;
+	o->stream_error = -1;
 	o->usage = MOCK_USAGE_REQUEST;
 }
 
@@ -231,6 +232,21 @@ opt_stall_after(struct mock_options *o, const char *key, const char *value,
 }
 
 static int
+opt_stream_error(struct mock_options *o, const char *key, const char *value,
+                 char *err, size_t err_size)
+{
+	return parse_count(key, value, 0, MAX_COUNT, &o->stream_error,
+	                   err, err_size);
+}
+
+static int
+opt_hangup(struct mock_options *o, const char *key, const char *value,
+           char *err, size_t err_size)
+{
+	return parse_flag(key, value, &o->hangup, err, err_size);
+}
+
+static int
 opt_close_after(struct mock_options *o, const char *key, const char *value,
                 char *err, size_t err_size)
 {
@@ -415,6 +431,8 @@ static const struct option_def option_table[] = {
 	{ "size", opt_size },
 	{ "close_after", opt_close_after },
 	{ "stall_after", opt_stall_after },
+	{ "stream_error", opt_stream_error },
+	{ "hangup", opt_hangup },
 	{ "split", opt_split },
 	{ "crlf", opt_crlf },
 	{ "cr", opt_cr },
@@ -449,8 +467,8 @@ parse_item(struct mock_options *o, char *item, char *err, size_t err_size)
 	snprintf(err, err_size,
 	         "unknown x-mock option \"%s\"; valid options: fixture, status, "
 	         "retry_after, first_byte_delay, event_delay, events, words, size, "
-	         "close_after, stall_after, split, crlf, cr, nospace, keepalive, usage, tools, "
-	         "unicode, reset_next, content", key);
+	         "close_after, stall_after, stream_error, hangup, split, crlf, cr, "
+	         "nospace, keepalive, usage, tools, unicode, reset_next, content", key);
 	return -1;
 }
 

@@ -26,6 +26,8 @@ struct mock_options {
 	long size;                              /* -1 when not set */
 	long close_after;                       /* -1 means never */
 	long stall_after;                       /* -1 means never */
+	long stream_error;                      /* -1 means never */
+	int hangup;                             /* close without answering */
 	size_t split[MOCK_SPLIT_MAX];           /* strictly increasing */
 	size_t n_split;
 	int crlf, cr, nospace;

@@ -93,8 +93,8 @@ parse_db(const char *db_path, int *db)
 
 /*
  * "redis://[[user]:password@]host[:port][/db]". Messages quote the URL only
- * when it has no credentials, so that a password never reaches the output;
- * the URL kept for logs is rebuilt without them.
+ * when it has no credentials, so that a password never reaches the output.
+ * The URL kept for logs is rebuilt without them.
  */
 static void
 parse_redis_url(struct load_ctx *ctx, const char *path, json_t *value, void *base,
@@ -247,10 +247,10 @@ static const struct setting cache_settings[] = {
 	  .help = "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] of the redis store" },
 	{ .key = "timeout", .type = T_DURATION, .def = "\"50ms\"", .min = 1, .max = NO_MAX,
 	  .offset = offsetof(struct tg_cache_config, timeout),
-	  .help = "longest wait for a Redis reply; then the request goes on as a miss" },
+	  .help = "maximum wait for a Redis reply, after which the request goes on as a miss" },
 	{ .key = "connect_timeout", .type = T_DURATION, .def = "\"1s\"", .min = 1, .max = NO_MAX,
 	  .offset = offsetof(struct tg_cache_config, connect_timeout),
-	  .help = "longest wait for a Redis connection" },
+	  .help = "maximum wait for a Redis connection" },
 	{ .key = "tenant_header", .type = T_CUSTOM, .parse = parse_tenant_header,
 	  .doc_type = "string", .offset = offsetof(struct tg_cache_config, tenant_header),
 	  .help = "request header naming the tenant; absent: the caller's credential" },

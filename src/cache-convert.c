@@ -3,13 +3,13 @@
  * chat completions ("chat.completion" and "chat.completion.chunk") and
  * legacy text completions ("text_completion" for both).
  *
- * A body becomes, per choice, one chunk that carries the whole message (a
- * delta may hold role, content and tool calls at once, and clients join
- * deltas by choice index) and one chunk with the finish_reason, as OpenAI
- * ends each choice; then the usage-only chunk. Chunks become a body by
- * joining each choice's deltas: strings concatenate, tool calls merge by
- * their index, arrays (logprobs, annotations) extend, other values keep the
- * last one sent.
+ * A body becomes two chunks per choice, then the usage-only chunk. The
+ * first chunk carries the whole message, since a delta may have role,
+ * content and tool calls at once and clients join deltas by choice index.
+ * The second carries the finish_reason, as OpenAI ends each choice.
+ * Chunks become a body by joining each choice's deltas: strings
+ * concatenate, tool calls merge by their index, arrays (logprobs,
+ * annotations) extend, and other values keep the last one sent.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -222,9 +222,9 @@ join_string(json_t *object, const char *key, json_t *piece)
 }
 
 /*
- * Merge value into object[key]: strings concatenate, except names such as
- * "role", which some servers repeat in every delta; arrays extend; a null
- * does not replace a value already there; anything else replaces.
+ * Merge value into object[key]. Strings concatenate, except "role" and
+ * "name", which some servers repeat in every delta. Arrays extend, a null
+ * does not replace a value already there, and anything else replaces.
  */
 static int
 merge_value(json_t *object, const char *key, json_t *value)

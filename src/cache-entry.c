@@ -44,7 +44,7 @@ record_reject(struct tg_cache_record *r, const char *reason)
 	json_array_clear(r->events);
 }
 
-/* Note what one choice of a chunk says: its index and finish_reason.
+/* Note the index and finish_reason of one choice of a chunk.
  * Returns the reason the stream cannot be stored, or NULL. */
 static const char *
 record_choice(struct tg_cache_record *r, const json_t *choice, size_t position)
@@ -329,8 +329,9 @@ tg_cache_write_event(struct evbuffer *out, const char *data, size_t len)
 	const char *end = data + len;
 	int rc = 0;
 
-	/* A line break inside data would end the field, so each line of the
-	 * data goes into a "data:" line of its own; readers join them with LF. */
+	/* A line break inside data would end the field. So each line of the
+	 * data goes into a "data:" line of its own, and readers join them
+	 * with LF. */
 	for (;;) {
 		const char *nl = memchr(data, '\n', (size_t)(end - data));
 		const char *line_end = nl != NULL ? nl : end;
@@ -393,7 +394,7 @@ render_converted_stream(const struct tg_cache_entry *e, int want_usage, struct e
 }
 
 /* A non-streaming client always gets usage, so a stream without it cannot
- * answer one. */
+ * serve one. */
 static int
 render_converted_body(const struct tg_cache_entry *e, struct evbuffer *out)
 {

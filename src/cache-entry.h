@@ -12,7 +12,7 @@
  *
  * created_ms is the wall-clock time of storing, in Unix milliseconds, for
  * the Age header; it is the same for every instance that shares a Redis.
- * events holds the data of each server-sent event in order, byte for byte,
+ * events contains the data of each server-sent event in order, byte for byte,
  * without the final "[DONE]", which every stored stream had. usage says
  * whether some event carries a usage object; usage_event is the index of
  * the usage-only chunk ("choices": []) that a client gets only when it set
@@ -64,8 +64,8 @@ void tg_cache_record_free(struct tg_cache_record *r);
 void tg_cache_record_event(struct tg_cache_record *r, const char *type, size_t type_len,
                            const char *data, size_t data_len);
 
-/* Return NULL when r holds a complete stream, else the reason it does not
- * (for debug logs). */
+/* Return NULL when r contains a complete stream, else the reason it does
+ * not (for debug logs). */
 const char *tg_cache_record_incomplete(const struct tg_cache_record *r);
 
 /*
@@ -101,7 +101,7 @@ void tg_cache_entry_free(struct tg_cache_entry *e);
 #define TG_CACHE_TYPE_STREAM "text/event-stream"
 
 /*
- * Append the response body that answers a request to out: as server-sent
+ * Append the response body for a request to out: as server-sent
  * events ending in "data: [DONE]" when stream is set, with the usage chunk
  * only when want_usage is set, or else as one JSON body. A stored stream
  * replays its events unchanged; the other kind is converted (chat and text

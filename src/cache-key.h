@@ -5,12 +5,12 @@
  * The canonical form is an object {"v", "path", "route", "tenant",
  * "request"} dumped by jansson with sorted keys and no whitespace, so key
  * order and whitespace in the client's JSON do not matter. "request" is the
- * request body with the fields that cannot change the output removed
- * ("stream", "stream_options", "user" and the configured ignore_fields) and
- * with numbers normalised: a fractional number whose value is an integer of
- * magnitude up to 2^53 becomes that integer, so 1, 1.0 and 1e0 give one key,
- * and other reals keep their binary value, printed with 17 significant
- * digits, so 0.5 and 5e-1 give one key too. Every other field counts, known
+ * request body without the fields that cannot change the output ("stream",
+ * "stream_options", "user" and the configured ignore_fields), and with
+ * numbers normalised. A fractional number whose value is an integer of
+ * magnitude up to 2^53 becomes that integer, so 1, 1.0 and 1e0 give one key.
+ * Other reals keep their binary value, printed with 17 significant digits,
+ * so 0.5 and 5e-1 give one key too. Every other field counts, known
  * or not, so an unknown sampling parameter never makes two different
  * requests share an entry.
  */
@@ -26,10 +26,10 @@
 #define TG_CACHE_KEY_VERSION 1
 
 /*
- * Write the tenant of a request into tenant (65 bytes): the hex SHA-256 of
- * the configured tenant header's value when the request carries it, else of
- * the caller's credential (Authorization, else x-api-key, else api-key),
- * else "" for anonymous callers, who share one tenant. The header name goes
+ * Write the tenant of a request into tenant (65 bytes). It is the hex
+ * SHA-256 of the configured tenant header's value when the request carries
+ * it, else of the caller's credential (Authorization, else x-api-key, else
+ * api-key), else "" for anonymous callers, who share one tenant. The header name goes
  * into the hash too, so a tenant header value can never collide with a
  * credential. Returns 0, or -1 when hashing failed (out of memory), and
  * the request must then not use the cache.
@@ -38,7 +38,7 @@ int tg_cache_tenant(const struct tg_headers *headers, const char *tenant_header,
                      char tenant[TG_CACHE_KEY_HEX_LEN + 1]);
 
 /*
- * Replace, in place, every fractional number of value that holds an
+ * Replace, in place, every fractional number of value that has an
  * integral value of magnitude up to 2^53 by the equal integer, and every
  * -0.0 by 0. Returns 0, or -1 when out of memory.
  */

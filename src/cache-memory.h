@@ -7,10 +7,11 @@
  * lock": entries written by one worker must be found by the others, and a
  * copy per worker would divide the useful size by the number of workers. To
  * keep contention and lock hold times small, the store is cut into
- * TG_CACHE_MEMORY_SHARDS shards chosen by key, each with its own mutex, and
- * a critical section only links, unlinks and counts: values are allocated
- * before the lock is taken, handed out by reference (no copy), and evicted
- * entries are freed after it is released. No I/O happens under a lock.
+ * TG_CACHE_MEMORY_SHARDS shards chosen by key, each with its own mutex. A
+ * critical section only links, unlinks and counts. Values are allocated
+ * before the lock is taken and handed out by reference (no copy), and
+ * evicted entries are freed after it is released. No I/O happens under a
+ * lock.
  */
 #ifndef TOLLGATE_CACHE_MEMORY_H
 #define TOLLGATE_CACHE_MEMORY_H

@@ -2,12 +2,12 @@
  * The Redis cache store of one worker: connection, timeouts, back-off,
  * GET and SET. See cache-redis.h for the failure handling.
  *
- * hiredis rules this file relies on (0.14): a context frees itself after a
- * failed connect and after an I/O error, running every waiting callback with
- * a NULL reply first; redisAsyncFree() does the same at once when called
- * outside hiredis' callbacks, which is the only place this file calls it
- * (timers and tg_cache_redis_free()). The connect and disconnect callbacks
- * must therefore only forget the context, never free it.
+ * hiredis 0.14 behaviour this file relies on (async.c of that release): a
+ * context frees itself after a failed connect and after an I/O error, and
+ * runs every waiting callback with a NULL reply first. redisAsyncFree()
+ * does the same at once when called outside hiredis' callbacks, and this
+ * file only calls it there (from timers and tg_cache_redis_free()). The
+ * connect and disconnect callbacks therefore only forget the context.
  */
 #include <assert.h>
 #include <stdarg.h>
@@ -194,7 +194,7 @@ on_reply(redisAsyncContext *ac, void *reply_ptr, void *privdata)
 
 	status = status_of(r, cmd, reply);
 	if (reply != NULL)
-		r->backoff_ms = 0;      /* Redis answers: the next outage retries quickly */
+		r->backoff_ms = 0;      /* Redis replies, so a later outage retries quickly */
 	if (cmd->kind == CMD_SETUP && status == TG_CACHE_REDIS_FAILED && reply != NULL) {
 		/* Closing from inside a hiredis callback is deferred by hiredis;
 		 * the timer closes the connection right after this returns. */
@@ -388,8 +388,8 @@ send_setup(struct tg_cache_redis *r)
 
 /*
  * Start a connection. NOTE: hiredis resolves a host name with a blocking
- * getaddrinfo() here, on the worker thread; a numeric address avoids that
- * stall, which only happens when (re)connecting.
+ * getaddrinfo() here, on the worker thread. The stall only happens when
+ * connecting, and a numeric address avoids it.
  */
 static void
 connect_redis(struct tg_cache_redis *r)

@@ -4,7 +4,7 @@
  *
  * hiredis 0.14 has no timeouts in its async API, so this module keeps them:
  * a connect timer per connection attempt, and one timer for the oldest
- * command waiting for its reply (Redis answers in order, so the oldest one
+ * command waiting for its reply (Redis replies in order, so the oldest one
  * is always the first to become late). A late reply means Redis is stopped
  * or overloaded: the connection is closed, every waiting command fails at
  * once, and a new connection is tried after a back-off that doubles from

@@ -40,6 +40,7 @@ struct tg_cache_worker {
 struct tg_cache_request {
 	enum cache_status status;
 	int store;                      /* store the response if it qualifies */
+	int only_if_cached;             /* Cache-Control: only-if-cached */
 	int want_usage;                 /* stream_options.include_usage was set */
 	unsigned char key[TG_CACHE_KEY_LEN];
 	uint64_t ttl_ms;
@@ -120,8 +121,9 @@ wants_usage(const struct tg_request *req)
 /* --- serving a hit ----------------------------------------------------------- */
 
 /*
- * Answer req from an encoded entry. Returns 0 when the response went out,
- * or -1 when the entry is invalid or cannot answer this request (a miss).
+ * Send req's response from an encoded entry. Returns 0 when the response
+ * went out, or -1 when the entry is invalid or cannot serve this request
+ * (a miss).
  */
 static int
 serve_entry(struct tg_request *req, const char *data, size_t len)
@@ -170,6 +172,40 @@ count_outcome(struct tg_request *req)
 		cw->bypasses++;
 }
 
+/*
+ * Reply 504 to a miss of a request with Cache-Control: only-if-cached,
+ * without calling the backends, as HTTP caching says a cache should (RFC
+ * 7234, section 5.2.1.7, kept by RFC 9111). The body has the OpenAI error
+ * shape, like every error of the gateway.
+ */
+static void
+answer_not_cached(struct tg_request *req)
+{
+	static const char body_text[] =
+		"{\"error\":{\"message\":\"no cached response for this request, and "
+		"Cache-Control: only-if-cached forbids asking the backends\","
+		"\"type\":\"invalid_request_error\",\"code\":\"not_cached\"}}\n";
+	struct evbuffer *body = evbuffer_new();
+
+	req->cause = TG_CAUSE_GATEWAY;
+	req->phase = TG_PHASE_LOCAL;
+	if (body != NULL)
+		evbuffer_add(body, body_text, sizeof(body_text) - 1);
+	tg_relay_local_response(req, 504, "x-tollgate-cache: miss\r\n", body);
+	if (body != NULL)
+		evbuffer_free(body);
+}
+
+/* Nothing usable was found: on to the backends, unless forbidden. */
+static void
+miss(struct tg_request *req, tg_cache_next_fn *next)
+{
+	if (req->cache->only_if_cached)
+		answer_not_cached(req);
+	else
+		next(req);
+}
+
 static void
 lookup_memory(struct tg_request *req, tg_cache_next_fn *next)
 {
@@ -180,7 +216,7 @@ lookup_memory(struct tg_request *req, tg_cache_next_fn *next)
 
 	tg_cache_blob_unref(blob);
 	if (!served)
-		next(req);
+		miss(req, next);
 }
 
 static void
@@ -194,12 +230,12 @@ on_redis_reply(void *arg, enum tg_cache_redis_status status, const char *data, s
 	st->pending = NULL;
 	st->next = NULL;
 
-	/* The response may end the request, and the client may then send the
-	 * next one from inside this callback: say so, so that its lookup does
-	 * not replace the connection we are being called from. */
+	/* The response may end the request, and the client's next request may
+	 * then be dispatched from inside this callback. The counter keeps that
+	 * request's lookup from freeing the connection that calls us. */
 	cw->in_callback++;
 	if (status != TG_CACHE_REDIS_FOUND || serve_entry(req, data, len) != 0)
-		next(req);
+		miss(req, next);
 	cw->in_callback--;
 }
 
@@ -236,7 +272,7 @@ lookup_redis(struct tg_request *req, tg_cache_next_fn *next)
 	                            : NULL;
 	if (st->pending == NULL) {
 		st->next = NULL;
-		next(req);
+		miss(req, next);
 	}
 }
 
@@ -261,7 +297,8 @@ prepare(struct tg_request *req)
 		return -1;
 	}
 
-	st->store = 1;
+	st->only_if_cached = cache_control_has(req, "only-if-cached");
+	st->store = !st->only_if_cached;
 	st->want_usage = wants_usage(req);
 	st->ttl_ms = req->route->cache->ttl != 0 ? req->route->cache->ttl : cfg->ttl;
 	return 0;
@@ -285,8 +322,12 @@ tg_cache_lookup(struct tg_request *req, tg_cache_next_fn *next)
 	}
 	req->cache->status = CACHE_BYPASS;
 
-	if (prepare(req) != 0 || cache_control_has(req, "no-cache")) {
+	if (prepare(req) != 0) {
 		next(req);
+		return;
+	}
+	if (cache_control_has(req, "no-cache")) {
+		miss(req, next);
 		return;
 	}
 

@@ -21,9 +21,10 @@ typedef void tg_cache_next_fn(struct tg_request *req);
 /*
  * Look req up, after routing and before any upstream attempt. On a hit the
  * response is sent from the cache and next is never called. Otherwise next
- * is called exactly once: at once for the memory store, for a bypass, or
- * when Redis cannot be asked; from the event loop, within cache.timeout,
- * when Redis is asked. The caller must not touch req after this call.
+ * is called exactly once. The call happens at once for the memory store, a
+ * bypass, or when Redis cannot be asked. When Redis is asked, it happens
+ * from the event loop within cache.timeout. The caller must not touch req
+ * after this call.
  */
 void tg_cache_lookup(struct tg_request *req, tg_cache_next_fn *next);
 

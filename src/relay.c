@@ -291,8 +291,14 @@ write_piece(struct tg_request *req, struct evbuffer *piece)
 static void
 send_event(struct tg_request *req, struct tg_stream_event *ev)
 {
+	/* Metrics first: it takes out the "usage": null members its usage
+	 * request caused, so the cache records the event as the client gets
+	 * it, and also the usage chunk only the gateway asked for, which
+	 * later clients that ask for usage get. */
+	int gateway_only = tg_metrics_stream_event(req, ev);
+
 	tg_cache_stream_event(req, ev);
-	if (tg_metrics_stream_event(req, ev))
+	if (gateway_only)
 		return;         /* the usage chunk only the gateway asked for */
 	write_piece(req, ev->raw);
 }

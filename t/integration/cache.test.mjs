@@ -1,0 +1,567 @@
+// The response cache through the real binary: hits and misses, what the key
+// covers, tenants, stream record and replay, JSON <-> stream cross serving,
+// what is never stored, Cache-Control, the memory store's bound, and the
+// Redis store against a real redis-server that is killed, paused and
+// restarted. A hit is proven by the mock not seeing the request, and by the
+// response carrying the id of the response that was stored.
+
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, afterEach, before, describe, it } from 'node:test';
+
+import {
+  eventData, makeTempDir, mockBackend, request, splitEvents, startGateway, startMock,
+  stopAll, waitFor,
+} from './lib/harness.mjs';
+import { startRedis, stopAllRedis } from './lib/redis.mjs';
+
+const CHAT = '/v1/chat/completions';
+
+const baseBody = {
+  model: 'gpt-4o',
+  messages: [
+    { role: 'system', content: 'Answer briefly.' },
+    { role: 'user', content: 'What is a toll gate?' },
+  ],
+  temperature: 0.5,
+};
+
+/* A body no other test sends, so each test starts from a miss. */
+let uniqueCounter = 0;
+function uniqueBody(extra = {}) {
+  uniqueCounter++;
+  return {
+    ...baseBody,
+    messages: [...baseBody.messages, { role: 'user', content: `question ${uniqueCounter} ${Date.now()}` }],
+    ...extra,
+  };
+}
+
+function post(gw, body, headers = {}, { pathname = CHAT, timeoutMs } = {}) {
+  return request({
+    port: gw.port, method: 'POST', path: pathname, body, timeoutMs,
+    headers: typeof body === 'string' ? { 'content-type': 'application/json', ...headers } : headers,
+  });
+}
+
+/* The data of each event of a stream response, in order. */
+function streamData(res) {
+  const { events, rest } = splitEvents(res.text);
+  assert.equal(rest, '', `the stream ended inside an event: ${JSON.stringify(rest)}`);
+  return events.map(eventData).filter((d) => d !== null);
+}
+
+/* Join the chunks of a chat stream into {id, content, finish, usage}. */
+function joinChat(data) {
+  assert.equal(data[data.length - 1], '[DONE]', 'the stream does not end with [DONE]');
+  const joined = { id: null, content: '', finish: null, usage: null, chunks: 0 };
+  for (const d of data.slice(0, -1)) {
+    const chunk = JSON.parse(d);
+    assert.equal(chunk.object, 'chat.completion.chunk');
+    joined.id ??= chunk.id;
+    joined.chunks++;
+    for (const choice of chunk.choices) {
+      joined.content += choice.delta?.content ?? '';
+      joined.finish = choice.finish_reason ?? joined.finish;
+    }
+    if (chunk.usage)
+      joined.usage = chunk.usage;
+  }
+  return joined;
+}
+
+async function upstreamRequests(mock) {
+  return (await mock.stats()).requests;
+}
+
+/* Send body twice and return both responses, checking the second is a hit
+ * that the upstream never saw. */
+async function assertCached(gw, mock, body, headers = {}) {
+  const first = await post(gw, body, headers);
+  assert.equal(first.status, 200, first.text);
+  assert.equal(first.headers['x-tollgate-cache'], 'miss');
+  const seen = await upstreamRequests(mock);
+  const second = await post(gw, body, headers);
+  assert.equal(second.status, 200, second.text);
+  assert.equal(second.headers['x-tollgate-cache'], 'hit');
+  assert.equal(await upstreamRequests(mock), seen, 'the hit reached the upstream');
+  return [first, second];
+}
+
+/* Send body and check whether it was a hit (1) or reached the upstream (0). */
+async function isHit(gw, mock, body, headers = {}) {
+  const seen = await upstreamRequests(mock);
+  const res = await post(gw, body, headers);
+  assert.equal(res.status, 200, res.text);
+  const reached = (await upstreamRequests(mock)) > seen;
+  assert.equal(res.headers['x-tollgate-cache'], reached ? 'miss' : 'hit',
+    'x-tollgate-cache disagrees with what the upstream saw');
+  return !reached;
+}
+
+/* A fixture file the mock replays: JSON is YAML, so no YAML writer is needed. */
+function writeFixture(dir, name, contentType, body, code = 200) {
+  const cassette = { interactions: [{ response: { code, headers: { 'Content-Type': [contentType] }, body } }] };
+  fs.writeFileSync(path.join(dir, `${name}.yaml`), JSON.stringify(cassette));
+}
+
+function chunkEvent(choices, extra = {}) {
+  return `data: ${JSON.stringify({ id: 'chatcmpl-fx', object: 'chat.completion.chunk', created: 1, model: 'gpt-4o', choices, ...extra })}\n\n`;
+}
+
+describe('cache with the memory store', () => {
+  let mock;
+  let gw;
+
+  before(async () => {
+    const fixtures = makeTempDir('tollgate-cache-fixtures-');
+    writeFixture(fixtures, 'filtered-stream', 'text/event-stream',
+      chunkEvent([{ index: 0, delta: { role: 'assistant', content: 'Partial' }, finish_reason: null }]) +
+      chunkEvent([{ index: 0, delta: {}, finish_reason: 'content_filter' }]) + 'data: [DONE]\n\n');
+    writeFixture(fixtures, 'filtered-json', 'application/json', JSON.stringify({
+      id: 'chatcmpl-fx', object: 'chat.completion', created: 1, model: 'gpt-4o',
+      choices: [{ index: 0, message: { role: 'assistant', content: '' }, finish_reason: 'content_filter' }],
+      usage: { prompt_tokens: 1, completion_tokens: 0, total_tokens: 1 },
+    }));
+    writeFixture(fixtures, 'error-event', 'text/event-stream',
+      chunkEvent([{ index: 0, delta: { role: 'assistant', content: 'Hi' }, finish_reason: null }]) +
+      'data: {"error":{"message":"overloaded","type":"server_error","code":null}}\n\n');
+    writeFixture(fixtures, 'no-finish', 'text/event-stream',
+      chunkEvent([{ index: 0, delta: { role: 'assistant', content: 'Hi' }, finish_reason: null }]) +
+      'data: [DONE]\n\n');
+
+    mock = await startMock({ fixtures });
+    gw = await startGateway({
+      workers: 4,
+      backends: { mock: mockBackend(mock) },
+      routes: [
+        { name: 'chat', match: { path: CHAT }, backends: ['mock'], cache: true },
+        { name: 'completions', match: { path: '/v1/completions' }, backends: ['mock'], cache: { ttl: '10m' } },
+        { name: 'embeddings', match: { path: '/v1/embeddings' }, backends: ['mock'] },
+      ],
+      cache: { store: 'memory', max_bytes: '8MiB', ttl: '1h', tenant_header: 'X-Tenant', ignore_fields: ['metadata'] },
+    });
+  });
+
+  afterEach(() => gw?.checkErrors());
+  after(stopAll);
+
+  it('answers a repeated request from the cache', async () => {
+    const [first, second] = await assertCached(gw, mock, uniqueBody());
+    assert.equal(second.text, first.text);
+    assert.equal(second.json().id, first.json().id, 'the hit is not the stored response');
+    assert.equal(second.headers['content-type'], 'application/json');
+    assert.match(second.headers.age, /^\d+$/);
+    assert.equal(first.headers.age, undefined);
+  });
+
+  it('shares entries between the workers of the process', async () => {
+    const body = uniqueBody();
+    await assertCached(gw, mock, body);
+    // Each request comes on a new connection, so the kernel spreads them
+    // over the four workers' listeners.
+    for (let i = 0; i < 16; i++)
+      assert.ok(await isHit(gw, mock, body), `request ${i} missed`);
+  });
+
+  it('changes the key with every output-affecting field', async () => {
+    const body = uniqueBody();
+    await assertCached(gw, mock, body);
+    const variants = {
+      'model': { model: 'gpt-4o-mini' },
+      'system prompt': { messages: [{ role: 'system', content: 'Answer at length.' }, ...body.messages.slice(1)] },
+      'earlier turn': { messages: body.messages.slice(1) },
+      'temperature': { temperature: 0.7 },
+      'top_p': { top_p: 0.9 },
+      'max_tokens': { max_tokens: 7 },
+      'max_completion_tokens': { max_completion_tokens: 7 },
+      'stop': { stop: ['\n'] },
+      'seed': { seed: 42 },
+      'response_format': { response_format: { type: 'json_object' } },
+      'n': { n: 2 },
+      'logprobs': { logprobs: true },
+      'tools': { tools: [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object' } } }] },
+      'tool_choice': { tool_choice: 'none' },
+      'unknown field': { x_future_knob: 1 },
+    };
+    for (const [name, change] of Object.entries(variants))
+      assert.equal(await isHit(gw, mock, { ...body, ...change }), false, `a different ${name} hit the cache`);
+  });
+
+  it('keeps the key across user, key order, whitespace and number spelling', async () => {
+    const body = uniqueBody();
+    await assertCached(gw, mock, body);
+    const [system, question, unique] = body.messages;
+    const reordered = `{ "temperature" : 5e-1,\n  "messages": [${[system, question, unique].map((m) =>
+      `{"content": ${JSON.stringify(m.content)}, "role": "${m.role}"}`).join(' ,\n ')}],\t"model":"gpt-4o" }`;
+    const same = [
+      { ...body, user: 'alice' },
+      { ...body, stream: false },
+      { ...body, metadata: { trace: 'abc' } },
+      reordered,
+    ];
+    for (const variant of same)
+      assert.ok(await isHit(gw, mock, variant), `missed for ${typeof variant === 'string' ? variant : JSON.stringify(variant)}`);
+  });
+
+  it('never serves one tenant another tenant\'s entry', async () => {
+    const body = uniqueBody();
+    const alice = { authorization: 'Bearer sk-alice' };
+    const bob = { authorization: 'Bearer sk-bob' };
+    await assertCached(gw, mock, body, alice);
+    assert.equal(await isHit(gw, mock, body, bob), false, 'bob got alice\'s entry');
+    assert.equal(await isHit(gw, mock, body), false, 'an anonymous caller got alice\'s entry');
+    assert.ok(await isHit(gw, mock, body, bob));
+    assert.ok(await isHit(gw, mock, body, alice));
+
+    // The configured tenant header wins over the credential.
+    const other = uniqueBody();
+    await assertCached(gw, mock, other, { ...alice, 'x-tenant': 'acme' });
+    assert.ok(await isHit(gw, mock, other, { ...bob, 'x-tenant': 'acme' }));
+    assert.equal(await isHit(gw, mock, other, { ...alice, 'x-tenant': 'globex' }), false);
+  });
+
+  it('replays a stored stream event for event', async () => {
+    const body = uniqueBody({ stream: true, stream_options: { include_usage: true } });
+    const [first, second] = await assertCached(gw, mock, body);
+    assert.match(second.headers['content-type'], /^text\/event-stream/);
+    assert.deepEqual(streamData(second), streamData(first));
+    const joined = joinChat(streamData(second));
+    assert.equal(joined.finish, 'stop');
+    assert.ok(joined.usage, 'the usage chunk the client asked for is missing');
+  });
+
+  it('replays tool-call deltas unchanged', async () => {
+    const body = uniqueBody({
+      stream: true,
+      tools: [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object' } } }],
+    });
+    const [first, second] = await assertCached(gw, mock, body);
+    const data = streamData(second);
+    assert.deepEqual(data, streamData(first));
+    assert.ok(data.some((d) => d.includes('"tool_calls"')), 'the stream carried no tool call');
+  });
+
+  it('omits the usage chunk unless requested', async () => {
+    const body = uniqueBody({ stream: true, stream_options: { include_usage: true } });
+    const [first] = await assertCached(gw, mock, body);
+    const withUsage = streamData(first);
+    const res = await post(gw, { ...body, stream_options: undefined });
+    assert.equal(res.headers['x-tollgate-cache'], 'hit');
+    const data = streamData(res);
+    assert.equal(joinChat(data).usage, null);
+    assert.deepEqual(data, withUsage.filter((d) => d === '[DONE]' || JSON.parse(d).choices.length > 0));
+  });
+
+  it('serves JSON from a stored stream', async () => {
+    const body = uniqueBody({ stream: true, stream_options: { include_usage: true } });
+    const stream = await post(gw, body);
+    assert.equal(stream.headers['x-tollgate-cache'], 'miss');
+    const streamed = joinChat(streamData(stream));
+    const seen = await upstreamRequests(mock);
+
+    const res = await post(gw, { ...body, stream: false, stream_options: undefined });
+    assert.equal(res.headers['x-tollgate-cache'], 'hit');
+    assert.equal(await upstreamRequests(mock), seen);
+    assert.equal(res.headers['content-type'], 'application/json');
+    const json = res.json();
+    assert.equal(json.object, 'chat.completion');
+    assert.equal(json.id, streamed.id);
+    assert.equal(json.choices[0].message.role, 'assistant');
+    assert.equal(json.choices[0].message.content, streamed.content);
+    assert.equal(json.choices[0].finish_reason, streamed.finish);
+    assert.deepEqual(json.usage, streamed.usage);
+
+    // The same fields as the upstream's own non-streaming response.
+    const direct = await post(gw, { ...body, stream: false, seed: 1 });
+    assert.deepEqual(Object.keys(json).sort(), Object.keys(direct.json()).sort());
+    assert.equal(json.choices[0].message.content, direct.json().choices[0].message.content);
+  });
+
+  it('serves a stream from a stored JSON response', async () => {
+    const body = uniqueBody();
+    const stored = await post(gw, body);
+    assert.equal(stored.headers['x-tollgate-cache'], 'miss');
+    const json = stored.json();
+
+    for (const includeUsage of [false, true]) {
+      const streamBody = { ...body, stream: true, ...(includeUsage ? { stream_options: { include_usage: true } } : {}) };
+      const seen = await upstreamRequests(mock);
+      const res = await post(gw, streamBody);
+      assert.equal(res.headers['x-tollgate-cache'], 'hit');
+      assert.equal(await upstreamRequests(mock), seen);
+      assert.match(res.headers['content-type'], /^text\/event-stream/);
+      const joined = joinChat(streamData(res));
+      assert.equal(joined.id, json.id);
+      assert.equal(joined.content, json.choices[0].message.content);
+      assert.equal(joined.finish, json.choices[0].finish_reason);
+      assert.deepEqual(joined.usage, includeUsage ? json.usage : null);
+    }
+  });
+
+  it('caches legacy completions with the route\'s own ttl', async () => {
+    const body = { model: 'gpt-3.5-turbo-instruct', prompt: `say ${Date.now()}` };
+    const first = await post(gw, body, {}, { pathname: '/v1/completions' });
+    assert.equal(first.headers['x-tollgate-cache'], 'miss');
+    const second = await post(gw, body, {}, { pathname: '/v1/completions' });
+    assert.equal(second.headers['x-tollgate-cache'], 'hit');
+    assert.equal(second.text, first.text);
+  });
+
+  it('leaves routes without cache alone', async () => {
+    const body = { model: 'text-embedding-3-small', input: `x ${Date.now()}` };
+    for (let i = 0; i < 2; i++) {
+      const seen = await upstreamRequests(mock);
+      const res = await post(gw, body, {}, { pathname: '/v1/embeddings' });
+      assert.equal(res.status, 200);
+      assert.equal(res.headers['x-tollgate-cache'], undefined);
+      assert.equal(await upstreamRequests(mock), seen + 1);
+    }
+  });
+
+  it('does not store upstream errors', async () => {
+    for (const status of [400, 429, 500]) {
+      const body = uniqueBody();
+      const failed = await post(gw, body, { 'x-mock': `status=${status}` });
+      assert.equal(failed.status, status);
+      assert.equal(failed.headers['x-tollgate-cache'], 'miss');
+      const again = await post(gw, body, { 'x-mock': `status=${status}` });
+      assert.equal(again.headers['x-tollgate-cache'], 'miss', `a ${status} was stored`);
+      assert.equal(await isHit(gw, mock, body), false, `a ${status} was served as a hit`);
+    }
+  });
+
+  it('does not store a stream cut before its end', async () => {
+    const body = uniqueBody({ stream: true });
+    const cut = await post(gw, body, { 'x-mock': 'close_after=3' });
+    assert.equal(cut.headers['x-tollgate-cache'], 'miss');
+    assert.ok(!streamData(cut).includes('[DONE]'));
+    assert.equal(await isHit(gw, mock, body), false, 'the cut stream was stored');
+  });
+
+  it('does not store streams without a finish, with an error, or filtered', async () => {
+    for (const fixture of ['no-finish', 'error-event', 'filtered-stream']) {
+      const body = uniqueBody({ stream: true });
+      const res = await post(gw, body, { 'x-mock': `fixture=${fixture}` });
+      assert.equal(res.status, 200);
+      assert.equal(res.headers['x-tollgate-cache'], 'miss');
+      assert.equal(await isHit(gw, mock, body), false, `the ${fixture} stream was stored`);
+    }
+  });
+
+  it('does not store a response stopped by a content filter', async () => {
+    const body = uniqueBody();
+    const res = await post(gw, body, { 'x-mock': 'fixture=filtered-json' });
+    assert.equal(res.json().choices[0].finish_reason, 'content_filter');
+    assert.equal(await isHit(gw, mock, body), false, 'the filtered response was stored');
+  });
+
+  it('skips the lookup but stores with Cache-Control: no-cache', async () => {
+    const body = uniqueBody();
+    await assertCached(gw, mock, body);
+    const seen = await upstreamRequests(mock);
+    const fresh = await post(gw, body, { 'cache-control': 'no-cache' });
+    assert.equal(fresh.headers['x-tollgate-cache'], 'bypass');
+    assert.equal(await upstreamRequests(mock), seen + 1);
+
+    // What no-cache fetched replaced the entry.
+    const hit = await post(gw, body);
+    assert.equal(hit.headers['x-tollgate-cache'], 'hit');
+    assert.equal(hit.json().id, fresh.json().id);
+  });
+
+  it('neither looks up nor stores with Cache-Control: no-store', async () => {
+    const body = uniqueBody();
+    const first = await post(gw, body, { 'cache-control': 'max-age=0, No-Store' });
+    assert.equal(first.headers['x-tollgate-cache'], 'bypass');
+    assert.equal(await isHit(gw, mock, body), false, 'a no-store response was stored');
+    const seen = await upstreamRequests(mock);
+    const again = await post(gw, body, { 'cache-control': 'no-store' });
+    assert.equal(again.headers['x-tollgate-cache'], 'bypass');
+    assert.equal(await upstreamRequests(mock), seen + 1, 'no-store was answered from the cache');
+  });
+
+  it('answers only-if-cached from the cache or with 504', async () => {
+    const body = uniqueBody();
+    const seen = await upstreamRequests(mock);
+    const missing = await post(gw, body, { 'cache-control': 'only-if-cached' });
+    assert.equal(missing.status, 504);
+    assert.equal(missing.json().error.code, 'not_cached');
+    assert.equal(await upstreamRequests(mock), seen);
+    await assertCached(gw, mock, body);
+    const found = await post(gw, body, { 'cache-control': 'only-if-cached' });
+    assert.equal(found.headers['x-tollgate-cache'], 'hit');
+  });
+});
+
+describe('memory store bound', () => {
+  const maxBytes = 64 * 1024;
+  let mock;
+  let gw;
+
+  before(async () => {
+    mock = await startMock();
+    gw = await startGateway({
+      backends: { mock: mockBackend(mock) },
+      routes: [{ name: 'chat', match: { path: CHAT }, backends: ['mock'], cache: true }],
+      cache: { max_bytes: maxBytes },
+    });
+  });
+
+  afterEach(() => gw?.checkErrors());
+  after(stopAll);
+
+  it('stays within max_bytes under a stream of unique requests', async () => {
+    const bodies = [];
+    let bodyBytes = Infinity;
+    for (let i = 0; i < 400; i++) {
+      const body = { model: 'gpt-4o', messages: [{ role: 'user', content: `unique ${i}` }] };
+      const res = await post(gw, body, {}, { timeoutMs: 10000 });
+      assert.equal(res.headers['x-tollgate-cache'], 'miss');
+      bodies.push(body);
+      bodyBytes = Math.min(bodyBytes, res.body.length);
+    }
+
+    // Probe every entry without changing the store: only-if-cached never
+    // goes upstream and never stores.
+    const seen = await upstreamRequests(mock);
+    const present = [];
+    for (const [i, body] of bodies.entries()) {
+      const res = await post(gw, body, { 'cache-control': 'only-if-cached' });
+      if (res.status === 200)
+        present.push(i);
+      else
+        assert.equal(res.status, 504);
+    }
+    assert.equal(await upstreamRequests(mock), seen, 'a probe reached the upstream');
+
+    // Each entry takes at least the bytes of its body, so the bodies of the entries
+    // still present must fit in the bound.
+    assert.ok(present.length > 0, 'nothing was kept');
+    assert.ok(present.length * bodyBytes <= maxBytes,
+      `${present.length} entries of at least ${bodyBytes} bytes exceed max_bytes ${maxBytes}`);
+    assert.ok(present.length < bodies.length, 'nothing was evicted');
+    assert.ok(present.includes(bodies.length - 1), 'the newest entry was evicted');
+    assert.ok(!present.includes(0), 'the oldest entry survived');
+  });
+});
+
+describe('cache with the redis store', () => {
+  let redis;
+  let mock;
+  let gw;
+  let gw2;
+
+  /* Redis settings for both instances. The timeout only bounds how long a
+   * request waits for a frozen Redis; it is not asserted on. */
+  const cacheConfig = () => ({ store: 'redis', redis: redis.url, ttl: '10m', timeout: '250ms' });
+
+  before(async () => {
+    redis = await startRedis();
+    mock = await startMock();
+    const config = {
+      backends: { mock: mockBackend(mock) },
+      routes: [{ name: 'chat', match: { path: CHAT }, backends: ['mock'], cache: true }],
+      cache: cacheConfig(),
+    };
+    gw = await startGateway(config);
+    gw2 = await startGateway(config);
+  });
+
+  afterEach(() => {
+    gw?.checkErrors();
+    gw2?.checkErrors();
+  });
+  after(async () => {
+    await stopAll();
+    await stopAllRedis();
+  });
+
+  it('stores entries in Redis with their ttl', async () => {
+    const body = uniqueBody();
+    const before = new Set(await redis.cacheKeys());
+    await assertCached(gw, mock, body);
+    const added = (await redis.cacheKeys()).filter((k) => !before.has(k));
+    assert.equal(added.length, 1, `expected one new key, got ${JSON.stringify(added)}`);
+    assert.match(added[0], /^tollgate:cache:[0-9a-f]{64}$/);
+    const ttl = await redis.command('PTTL', added[0]);
+    assert.ok(ttl > 0, `PTTL ${ttl}: the entry has no ttl`);
+    assert.ok(ttl <= 10 * 60 * 1000, `PTTL ${ttl} is longer than the configured 10m`);
+  });
+
+  it('replays a stream stored in Redis', async () => {
+    const body = uniqueBody({ stream: true });
+    const [first, second] = await assertCached(gw, mock, body);
+    assert.deepEqual(streamData(second), streamData(first));
+  });
+
+  it('shares hits between two instances', async () => {
+    const body = uniqueBody();
+    const keys = (await redis.cacheKeys()).length;
+    const first = await post(gw, body);
+    assert.equal(first.headers['x-tollgate-cache'], 'miss');
+    // The first instance stores after its response went out; wait for the
+    // entry, so that the second instance cannot have stored it itself.
+    await waitFor(async () => (await redis.cacheKeys()).length > keys,
+      { message: 'the entry of the first instance in Redis' });
+    const seen = await upstreamRequests(mock);
+    const hit = await post(gw2, body);
+    assert.equal(hit.headers['x-tollgate-cache'], 'hit');
+    assert.equal(await upstreamRequests(mock), seen);
+    assert.equal(hit.json().id, first.json().id);
+  });
+
+  it('serves every request while Redis is killed, and hits resume after a restart', async () => {
+    const body = uniqueBody();
+    await assertCached(gw, mock, body);
+
+    const statuses = [];
+    for (let i = 0; i < 20; i++) {
+      if (i === 5)
+        await redis.kill();
+      const res = await post(gw, i % 2 === 0 ? body : uniqueBody(), {}, { timeoutMs: 10000 });
+      statuses.push(res.status);
+    }
+    assert.deepEqual(statuses, Array(20).fill(200));
+    await gw.waitForLog(/\[warn\] cache: redis 127\.0\.0\.1:\d+: /);
+
+    await redis.restart();
+    const again = uniqueBody();
+    await waitFor(async () => (await isHit(gw, mock, again)) || null,
+      { message: 'a hit after Redis restarted' });
+  });
+
+  it('goes on without the cache while Redis is paused', async () => {
+    // A Redis and a gateway of its own, so that no earlier error holds back
+    // the log line this test waits for (errors are logged at most every 5 s).
+    const frozen = await startRedis();
+    const own = await startGateway({
+      backends: { mock: mockBackend(mock) },
+      routes: [{ name: 'chat', match: { path: CHAT }, backends: ['mock'], cache: true }],
+      cache: { ...cacheConfig(), redis: frozen.url },
+    });
+    const body = uniqueBody();
+    await assertCached(own, mock, body);
+
+    frozen.pause();
+    try {
+      // Without the command timeout these requests would wait for Redis
+      // for ever; the request deadline only turns such a hang into a
+      // failure.
+      for (let i = 0; i < 5; i++) {
+        const res = await post(own, i === 0 ? body : uniqueBody(), {}, { timeoutMs: 10000 });
+        assert.equal(res.status, 200);
+        assert.notEqual(res.headers['x-tollgate-cache'], 'hit');
+      }
+      await own.waitForLog(/\[warn\] cache: redis .*: no reply within 250 ms/);
+    } finally {
+      frozen.resume();
+    }
+
+    const again = uniqueBody();
+    await waitFor(async () => (await isHit(own, mock, again)) || null,
+      { message: 'a hit after Redis resumed' });
+    await own.stop();
+  });
+});
