@@ -10,6 +10,8 @@
 #include <jansson.h>
 
 #include "accesslog.h"
+#include "filter.h"
+#include "filter-request.h"
 #include "log.h"
 #include "request.h"
 
@@ -87,6 +89,12 @@ tg_accesslog_write(int fd, const struct tg_request *req)
 	                 "termination", termination);
 	if (line == NULL)
 		return;
+	if (tg_filter_decisions(req) != NULL) {
+		json_t *decisions = tg_filter_log_json(tg_filter_decisions(req));
+
+		if (decisions != NULL)
+			json_object_set_new(line, "filters", decisions);
+	}
 	text = json_dumps(line, JSON_COMPACT | JSON_REAL_PRECISION(6));
 	json_decref(line);
 	if (text == NULL)

@@ -99,12 +99,13 @@ static const struct preset presets[] = {
 	 NULL},
 
 	/* International form with a country code, or a national form with
-	 * two separators; never part of a dotted number such as an IP. */
+	 * two separators; never part of a longer run of digit groups, such
+	 * as an IP address or a card number. */
 	{"phone",
-	 "(?<![0-9A-Za-z+])(?<![0-9][.-])"
+	 "(?<![0-9A-Za-z+])(?<![0-9][ .-])"
 	 "(?:\\+[1-9][0-9]{0,2}(?:[ .-]?\\(?[0-9]{1,4}\\)?){2,6}"
 	 "|\\(?[0-9]{2,5}\\)?[ .-][0-9]{3,4}[ .-][0-9]{3,4})"
-	 "(?![0-9A-Za-z])(?![.-][0-9])",
+	 "(?![0-9A-Za-z])(?![ .-][0-9])",
 	 phone_valid},
 
 	/* 13 to 19 digits, bare or in groups of four (or Amex's 4-6-5), that

@@ -190,6 +190,7 @@ static const struct example preset_examples[] = {
 	{"phone", "host 192.168.100.200", ""},
 	{"phone", "order 12345 shipped", ""},
 	{"phone", "version 1.2.3", ""},
+	{"phone", "card 4111 1111 1111 1111", ""},
 
 	{"credit_card", "card 4111111111111111 ok", "4111111111111111"},
 	{"credit_card", "card 4111 1111 1111 1111 ok", "4111 1111 1111 1111"},
@@ -199,6 +200,7 @@ static const struct example preset_examples[] = {
 	{"credit_card", "order 1234567890123456", ""},
 	{"credit_card", "digits 41111111111111111111 too long", ""},
 	{"credit_card", "short 411111111111", ""},
+	{"credit_card", "bad 4111 1111 1111 1112 and 555-123-4567", ""},
 
 	{"api_key", "key sk-proj-abcdefghijklmnopqrstuvwx1234 end", "sk-proj-abcdefghijklmnopqrstuvwx1234"},
 	{"api_key", "aws AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE"},

@@ -114,7 +114,7 @@ new_stream(struct tg_filter *f, struct tg_filter_log *log, const struct tg_filte
 	return s;
 }
 
-static const char *const card_rules[] = {"preset:credit_card", "ticket=TCK-[0-9]{6}", NULL};
+static const char *const card_rules[] = {"preset:credit_card", "preset:phone", "ticket=TCK-[0-9]{6}", NULL};
 
 static const char whole_text[] = "Your card 4111 1111 1111 1111 and ticket TCK-123456 are noted.";
 
