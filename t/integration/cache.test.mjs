@@ -382,6 +382,13 @@ describe('cache with the memory store', () => {
     assert.equal(await upstreamRequests(mock), seen + 1, 'no-store was answered from the cache');
   });
 
+  it('keeps entries across a reload of the same size', async () => {
+    const body = uniqueBody();
+    await assertCached(gw, mock, body);
+    assert.equal(await gw.reload(gw.config), 'reloaded');
+    assert.ok(await isHit(gw, mock, body), 'the reload emptied the store');
+  });
+
   it('answers only-if-cached from the cache or with 504', async () => {
     const body = uniqueBody();
     const seen = await upstreamRequests(mock);
