@@ -327,7 +327,7 @@ collect_route(struct collector *c, struct tg_metrics_table *t, size_t r)
 	labels_cut(&c->l, 0);
 	labels_add(&c->l, "route", route_name(t, r));
 	add_counter(c, TG_F_FAILOVERS, &rv->failovers);
-	for (size_t k = 0; k < TG_CACHE_RESULT_COUNT; k++)
+	for (size_t k = 0; k < TG_CACHE_RESULTS; k++)
 		add_labelled_counter(c, TG_F_CACHE, "result", tg_cache_labels[k], &rv->cache[k]);
 	for (size_t k = 0; k < TG_ABANDON_PHASES; k++)
 		add_labelled_counter(c, TG_F_ABANDONED, "phase", tg_abandon_labels[k], &rv->abandoned[k]);
@@ -390,8 +390,6 @@ collect_backends(struct collector *c, struct tg_metrics_table *t, int live, uint
 static void
 collect_filters(struct collector *c, struct tg_metrics_table *t)
 {
-	static const char *const sides[TG_FILTER_SIDE_COUNT] = {"request", "response"};
-
 	for (size_t i = 0; i < TG_FILTER_SERIES_MAX; i++) {
 		struct tg_filter_series *s = &t->filters[i];
 
@@ -401,7 +399,7 @@ collect_filters(struct collector *c, struct tg_metrics_table *t)
 		labels_add(&c->l, "filter", s->filter);
 		labels_add(&c->l, "rule", s->rule);
 		labels_add(&c->l, "action", s->action);
-		labels_add(&c->l, "side", sides[s->side == TG_FILTER_RESPONSE]);
+		labels_add(&c->l, "side", s->side);
 		add_counter(c, TG_F_FILTER, &s->count);
 	}
 	labels_cut(&c->l, 0);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "cache.h"
 #include "config.h"
 #include "health.h"
 #include "metrics-table.h"
@@ -114,40 +115,42 @@ tg_metrics_backend_cooldown(struct tg_request *req, const struct tg_backend *bac
 
 /* --- route features ------------------------------------------------------------ */
 
-void
-tg_metrics_cache(struct tg_request *req, enum tg_cache_result result)
+static void
+record_cache(struct tg_route_values *r, const struct tg_request *req)
 {
-	struct tg_metrics_table *t = req->metrics.table;
+	const char *status = tg_cache_status(req);
 
-	if (t == NULL || (unsigned)result >= TG_CACHE_RESULT_COUNT)
-		return;
-	tg_counter_add(&t->routes[tg_metrics_route_index(t, req->route)].cache[result], 1);
+	for (size_t k = 0; status != NULL && k < TG_CACHE_RESULTS; k++) {
+		if (strcmp(status, tg_cache_labels[k]) == 0) {
+			tg_counter_add(&r->cache[k], 1);
+			return;
+		}
+	}
 }
 
-/* The filter series are keyed by the addresses of config-owned names, so
- * a lookup hashes four words and compares pointers. */
+/* The filter series are keyed by the addresses of their label values,
+ * names from the config and string literals, so a lookup hashes four words
+ * and compares pointers. */
 static size_t
-filter_hash(const char *filter, const char *rule, const char *action, int side)
+filter_hash(const char *filter, const char *rule, const char *action, const char *side)
 {
 	uint64_t h = (uint64_t)(uintptr_t)filter * 0x9e3779b97f4a7c15u;
 
 	h ^= (uint64_t)(uintptr_t)rule * 0xc2b2ae3d27d4eb4fu;
 	h ^= (uint64_t)(uintptr_t)action * 0x165667b19e3779f9u;
-	h ^= (uint64_t)side;
+	h ^= (uint64_t)(uintptr_t)side * 0x27d4eb2f165667c5u;
 	h ^= h >> 29;
 	return (size_t)(h % TG_FILTER_SERIES_MAX);
 }
 
+/* Count n decisions of one series. The label values must live as long as
+ * t's config. */
 void
-tg_metrics_filter(struct tg_request *req, const char *filter, const char *rule,
-                  const char *action, enum tg_filter_side side)
+tg_metrics_filter_decision(struct tg_metrics_table *t, const char *filter, const char *rule,
+                           const char *action, const char *side, uint64_t n)
 {
-	struct tg_metrics_table *t = req->metrics.table;
-	size_t start;
+	size_t start = filter_hash(filter, rule, action, side);
 
-	if (t == NULL || filter == NULL || rule == NULL || action == NULL)
-		return;
-	start = filter_hash(filter, rule, action, (int)side);
 	for (size_t i = 0; i < TG_FILTER_SERIES_MAX; i++) {
 		struct tg_filter_series *s = &t->filters[(start + i) % TG_FILTER_SERIES_MAX];
 
@@ -157,16 +160,16 @@ tg_metrics_filter(struct tg_request *req, const char *filter, const char *rule,
 			s->filter = filter;
 			s->rule = rule;
 			s->action = action;
-			s->side = (int)side;
+			s->side = side;
 			atomic_store_explicit(&s->used, 1, memory_order_release);
 		}
 		if (s->filter == filter && s->rule == rule && s->action == action &&
-		    s->side == (int)side) {
-			tg_counter_add(&s->count, 1);
+		    s->side == side) {
+			tg_counter_add(&s->count, n);
 			return;
 		}
 	}
-	tg_counter_add(&t->filters_dropped, 1);
+	tg_counter_add(&t->filters_dropped, n);
 }
 
 /* --- stream figures ------------------------------------------------------------- */
@@ -365,6 +368,7 @@ tg_metrics_request_end(struct tg_request *req)
 	record_attempts(t, &t->routes[route], req, now);
 	record_tokens(t, c, model, m);
 	record_tpot(c, m);
+	record_cache(&t->routes[route], req);
 	record_abandonment(req, &t->routes[route]);
 	record_session(req, shard->sessions, now);
 

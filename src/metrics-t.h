@@ -1,7 +1,7 @@
 /*
  * Types of the metrics module: the per-request recording state that
- * struct tg_request embeds, the labels the request path passes in, and the
- * config sections the module owns (pricing, sessions).
+ * struct tg_request embeds, and the config sections the module owns
+ * (pricing, sessions).
  */
 #ifndef TOLLGATE_METRICS_T_H
 #define TOLLGATE_METRICS_T_H
@@ -12,22 +12,6 @@
 #include "config-t.h"
 
 struct tg_metrics_table;
-
-/* Result of a cache lookup; the label values are hit, miss, bypass, error. */
-enum tg_cache_result {
-	TG_CACHE_HIT,
-	TG_CACHE_MISS,
-	TG_CACHE_BYPASS,                /* the route or request skips the cache */
-	TG_CACHE_ERROR,                 /* the store failed; treated as a miss */
-	TG_CACHE_RESULT_COUNT
-};
-
-/* Which way a filter looked; the label values are request and response. */
-enum tg_filter_side {
-	TG_FILTER_REQUEST,
-	TG_FILTER_RESPONSE,
-	TG_FILTER_SIDE_COUNT
-};
 
 /* Token counts of one response, as the provider reported them. */
 struct tg_usage {

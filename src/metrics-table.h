@@ -117,7 +117,9 @@ enum tg_attempt_result {
 
 extern const char *const tg_attempt_labels[TG_ATTEMPT_RESULTS];
 extern const char *const tg_token_labels[TG_TOKEN_TYPES];
-extern const char *const tg_cache_labels[TG_CACHE_RESULT_COUNT];
+/* Cache lookup results, as tg_cache_status() names them, and "error". */
+#define TG_CACHE_RESULTS 4
+extern const char *const tg_cache_labels[TG_CACHE_RESULTS];
 
 enum tg_abandon_phase {
 	TG_ABANDON_BEFORE_FIRST_TOKEN,
@@ -145,7 +147,7 @@ struct tg_route_model {
 
 struct tg_route_values {
 	tg_counter failovers;
-	tg_counter cache[TG_CACHE_RESULT_COUNT];
+	tg_counter cache[TG_CACHE_RESULTS];
 	tg_counter abandoned[TG_ABANDON_PHASES];
 	struct tg_hist overhead;
 };
@@ -175,13 +177,14 @@ struct tg_route_layout {
 
 #define TG_FILTER_SERIES_MAX 512
 
-/* One filter decision series; the names point into the table's config. The
- * worker fills the key, then publishes it with a release store of used. */
+/* One filter decision series; the names point into the table's config or
+ * are string literals. The worker fills the key, then publishes it with a
+ * release store of used. */
 struct tg_filter_series {
 	const char *filter;
 	const char *rule;
 	const char *action;
-	int side;
+	const char *side;
 	_Atomic int used;
 	tg_counter count;
 };
@@ -272,6 +275,12 @@ void tg_metrics_content_event(struct tg_request *req, uint64_t now);
 
 /* The first event of a stream leaves: count it in streams_open. */
 void tg_metrics_stream_opened(struct tg_request *req);
+
+/* Count n filter decisions of one series into t. The label values must be
+ * names from t's config or string literals: series are keyed by address. */
+void tg_metrics_filter_decision(struct tg_metrics_table *t, const char *filter,
+                                const char *rule, const char *action, const char *side,
+                                uint64_t n);
 
 /* --- series sets (scrape side) ------------------------------------------------ */
 

@@ -204,12 +204,7 @@ const char *const tg_token_labels[TG_TOKEN_TYPES] = {
 	[TG_TOKENS_REASONING] = "reasoning",
 };
 
-const char *const tg_cache_labels[TG_CACHE_RESULT_COUNT] = {
-	[TG_CACHE_HIT] = "hit",
-	[TG_CACHE_MISS] = "miss",
-	[TG_CACHE_BYPASS] = "bypass",
-	[TG_CACHE_ERROR] = "error",
-};
+const char *const tg_cache_labels[TG_CACHE_RESULTS] = {"hit", "miss", "bypass", "error"};
 
 const char *const tg_abandon_labels[TG_ABANDON_PHASES] = {
 	[TG_ABANDON_BEFORE_FIRST_TOKEN] = "before_first_token",

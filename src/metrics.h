@@ -84,16 +84,9 @@ int tg_metrics_stream_event(struct tg_request *req, const struct tg_stream_event
 /* A whole non-streaming response body from the upstream: take its usage. */
 void tg_metrics_response_body(struct tg_request *req, const char *body, size_t len);
 
-void tg_metrics_cache(struct tg_request *req, enum tg_cache_result result);
-
-/* A filter decided. filter, rule and action must point to strings that live
- * as long as req->config: names from the config, or string literals. */
-void tg_metrics_filter(struct tg_request *req, const char *filter, const char *rule,
-                       const char *action, enum tg_filter_side side);
-
 /* The request ends (tg_request_done), after its last attempt was ended:
- * count it, its attempts, durations, tokens, cost, abandonment and session
- * turn, and release its table. */
+ * count it, its attempts, durations, tokens, cost, cache lookup, filter
+ * decisions, abandonment and session turn, and release its table. */
 void tg_metrics_request_end(struct tg_request *req);
 
 /* --- scrape (main thread) ----------------------------------------------------------- */
