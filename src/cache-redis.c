@@ -41,7 +41,8 @@ struct tg_cache_redis_cmd {
 	struct tg_cache_redis *redis;
 	enum cmd_kind kind;
 	uint64_t deadline_ms;
-	tg_cache_redis_get_cb *cb;      /* NULL once cancelled */
+	int expired;                    /* failed by its deadline while connecting */
+	tg_cache_redis_get_cb *cb;      /* NULL once cancelled or expired */
 	void *arg;
 };
 
@@ -50,6 +51,7 @@ TAILQ_HEAD(cmd_queue, tg_cache_redis_cmd);
 struct tg_cache_redis {
 	struct event_base *base;
 	redisAsyncContext *ac;          /* NULL while waiting to reconnect */
+	int connected;                  /* ac finished connecting */
 	int closing;                    /* inside redisAsyncFree() of ours */
 	int setup_failed;               /* AUTH or SELECT got an error */
 
@@ -130,10 +132,23 @@ log_error(struct tg_cache_redis *r, const char *fmt, ...)
 
 /* --- waiting commands ------------------------------------------------------ */
 
+/* The oldest waiting command that has not expired, or NULL. */
+static struct tg_cache_redis_cmd *
+oldest_live(struct tg_cache_redis *r)
+{
+	struct tg_cache_redis_cmd *cmd;
+
+	TAILQ_FOREACH(cmd, &r->waiting, link) {
+		if (!cmd->expired)
+			return cmd;
+	}
+	return NULL;
+}
+
 static void
 arm_reply_timer(struct tg_cache_redis *r)
 {
-	struct tg_cache_redis_cmd *oldest = TAILQ_FIRST(&r->waiting);
+	struct tg_cache_redis_cmd *oldest = oldest_live(r);
 	uint64_t now = now_ms();
 	struct timeval tv;
 
@@ -276,6 +291,7 @@ close_connection(struct tg_cache_redis *r)
 	if (ac == NULL)
 		return;
 	r->ac = NULL;
+	r->connected = 0;
 	r->setup_failed = 0;
 	r->closing = 1;
 	redisAsyncFree(ac);
@@ -298,7 +314,9 @@ on_connect(const redisAsyncContext *ac, int status)
 		schedule_retry(r);
 		return;
 	}
+	r->connected = 1;
 	r->stats.connects++;
+	arm_reply_timer(r);
 	tg_info("cache: connected to redis %s", r->address);
 }
 
@@ -313,6 +331,7 @@ on_disconnect(const redisAsyncContext *ac, int status)
 	if (status != REDIS_OK)
 		log_error(r, "connection lost: %s", ac->errstr);
 	r->ac = NULL;
+	r->connected = 0;
 	schedule_retry(r);
 }
 
@@ -328,11 +347,37 @@ connect_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	close_connection(r);
 }
 
+/*
+ * Fail the commands past their deadline while the connection is still being
+ * made. They stay queued in hiredis, which sends them once connected, but
+ * their requesters go on now. The connect timeout, not the command timeout,
+ * decides when a slow connect is given up, so that a Redis farther away
+ * than one command timeout can still be reached.
+ */
+static void
+expire_while_connecting(struct tg_cache_redis *r, uint64_t now)
+{
+	struct tg_cache_redis_cmd *cmd;
+
+	TAILQ_FOREACH(cmd, &r->waiting, link) {
+		if (cmd->expired || cmd->deadline_ms > now)
+			continue;
+		cmd->expired = 1;
+		r->stats.timeouts++;
+		log_error(r, "not connected within %llu ms", (unsigned long long)r->timeout_ms);
+		if (cmd->cb != NULL)
+			cmd->cb(cmd->arg, TG_CACHE_REDIS_FAILED, NULL, 0);
+		cmd->cb = NULL;
+	}
+	arm_reply_timer(r);
+}
+
 static void
 reply_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct tg_cache_redis *r = arg;
-	struct tg_cache_redis_cmd *oldest = TAILQ_FIRST(&r->waiting);
+	struct tg_cache_redis_cmd *oldest = oldest_live(r);
+	uint64_t now = now_ms();
 
 	(void)fd;
 	(void)what;
@@ -342,8 +387,12 @@ reply_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (oldest == NULL)
 		return;
-	if (oldest->deadline_ms > now_ms()) {
+	if (oldest->deadline_ms > now) {
 		arm_reply_timer(r);
+		return;
+	}
+	if (!r->connected) {
+		expire_while_connecting(r, now);
 		return;
 	}
 	r->stats.timeouts++;
