@@ -9,7 +9,7 @@
  * the model with its probability. Text is prepared the way the training
  * data in plugins/data is written: ASCII letters lower-cased, and line
  * breaks, tabs and ASCII punctuation turned into spaces. README.md beside
- * this file says how to train a model of your own.
+ * this file explains how to train a model of your own.
  */
 #include <cctype>
 #include <cstdio>

@@ -38,8 +38,8 @@
 #define MAX_FILTERS 256
 #define MAX_RULES 256
 
-/* What the guard model's answer must match to count as unsafe; Llama
- * Guard answers "safe", or "unsafe" and a line of category codes. */
+/* What the guard model's reply must match to count as unsafe. Llama Guard
+ * replies "safe", or "unsafe" and a line of category codes. */
 #define DEFAULT_VERDICT_PATTERN "^\\s*unsafe"
 
 /* --- enumerations ------------------------------------------------------- */
@@ -67,7 +67,8 @@ parse_keyword(struct load_ctx *ctx, const char *path, json_t *value,
 		}
 	}
 	for (size_t i = 0; i < n; i++) {
-		strcat(valid, i == 0 ? "" : i + 1 == n ? " or " : ", ");
+		if (i > 0)
+			strcat(valid, i + 1 == n ? " or " : ", ");
 		strcat(valid, words[i].name);
 	}
 	report(ctx, path, "invalid value %s; use %s",
@@ -419,7 +420,7 @@ static const struct setting filter_settings[] = {
 	  .help = "moderation, openai: category score limits; absent uses \"flagged\"" },
 	{ .key = "verdict_pattern", .type = T_CUSTOM, .parse = parse_pattern,
 	  .doc_type = "string", .offset = offsetof(struct tg_filter, moderation.verdict_pattern),
-	  .help = "moderation, chat: PCRE2 pattern an unsafe answer matches; default ^\\s*unsafe" },
+	  .help = "moderation, chat: PCRE2 pattern that an unsafe reply matches; default ^\\s*unsafe" },
 	{ .key = "path", .type = T_CUSTOM, .parse = parse_plugin_path, .doc_type = "string",
 	  .offset = offsetof(struct tg_filter, plugin_path),
 	  .help = "plugin: shared object; a bare name is looked up in " TG_PLUGIN_DIR },

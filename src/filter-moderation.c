@@ -1,6 +1,6 @@
 /*
  * Moderation calls: the OpenAI /v1/moderations shape, or a guard model
- * served as chat completions (Llama Guard answers "safe", or "unsafe"
+ * served as chat completions (Llama Guard replies "safe", or "unsafe"
  * followed by a line of category codes such as "S1").
  */
 #include <stdlib.h>
@@ -18,7 +18,7 @@
 #include "upstream.h"
 #include "worker.h"
 
-/* A classifier's answer is small; a longer body is an error. */
+/* A classifier's response is small; a longer body is an error. */
 #define MAX_RESPONSE (1024 * 1024)
 
 struct tg_moderation_call {
@@ -280,12 +280,12 @@ call_on_complete(void *arg)
 
 	c->conn = NULL;
 	if (c->status != 200) {
-		finish(c, TG_VERDICT_ERROR, NULL, "classifier answered with an error status");
+		finish(c, TG_VERDICT_ERROR, NULL, "classifier responded with an error status");
 		return;
 	}
 	v = tg_moderation_parse(c->filter, (const char *)evbuffer_pullup(c->body, -1), len,
 	                        &category);
-	finish(c, v, category, v == TG_VERDICT_ERROR ? "classifier answer not understood" : NULL);
+	finish(c, v, category, v == TG_VERDICT_ERROR ? "classifier response not understood" : NULL);
 }
 
 static void

@@ -20,7 +20,7 @@ enum tg_moderation_verdict {
 
 /* The end of a call. category is the configured threshold that was
  * reached, a Llama Guard code such as "S1", "flagged" or "unsafe"; it is a
- * static or config string. detail says what failed, for the log. */
+ * static or config string. detail tells what failed, for the log. */
 typedef void tg_moderation_done_fn(void *arg, const struct tg_filter *f,
                                    enum tg_moderation_verdict verdict,
                                    const char *category, const char *detail);

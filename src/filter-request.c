@@ -3,7 +3,7 @@
  *
  * Request side: regex and plugin filters run at once, in route order; then
  * the moderation filters run in parallel, and the request goes on when the
- * last one answered (or is rejected at the first that blocks). Response
+ * last one has replied (or is rejected at the first that blocks). Response
  * side: non-streaming bodies are filtered whole, streams event by event
  * through filter-stream.c. Classifier filters do not run on streams.
  */
@@ -189,9 +189,9 @@ cancel_calls(struct tg_filter_state *st)
 }
 
 /*
- * Start the moderation filters of chain that check requests. Returns how
- * many started; a filter whose call could not start counts as a failed
- * call at once, and *blocked is set when its on_error blocks.
+ * Start the moderation filters of chain that check requests, and return
+ * how many started. A filter whose call could not start counts as a failed
+ * call at once, so *blocked is set when its on_error blocks.
  */
 static size_t
 start_calls(struct tg_request *req, const struct tg_filter_chain *chain,

@@ -15,8 +15,8 @@ typedef void tg_filter_next_fn(struct tg_request *req);
 /*
  * Run the request-side filters of req's route, after routing. When they
  * let the request through (masked or not), next is called exactly once: at
- * once, or from the event loop once the moderation calls answered. When a
- * filter blocks, req is answered with 400 "content_filter" and next is not
+ * once, or from the event loop once the moderation calls have replied. When a
+ * filter blocks, req gets 400 "content_filter" and next is not
  * called. The caller must not touch req after this call.
  */
 void tg_filter_request(struct tg_request *req, tg_filter_next_fn *next);

@@ -260,7 +260,7 @@ describe('content filters: response side', () => {
     });
     const res = await post(gw, chat('hi', { stream: true }), { headers: { 'x-mock': options } });
 
-    // Only the id differs between two mock answers; align it.
+    // Only the id and created differ between two mock responses; align them.
     const norm = (t) => t.replace(/chatcmpl-mock\d+/g, 'ID').replace(/"created":\d+/g, '"created":0');
     const want = splitEvents(norm(direct.text)).events;
     const got = splitEvents(norm(res.text)).events;
