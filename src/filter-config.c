@@ -483,6 +483,9 @@ check_moderation(struct load_ctx *ctx, const char *path, struct tg_filter *f)
 	PCRE2_SIZE offset;
 	int code;
 
+	if (f->apply_to & TG_SIDE_RESPONSE)
+		report(ctx, path_key(child, path, "apply_to"), "moderation filters check requests "
+		       "only; remove \"response\" or use a regex or plugin filter");
 	if (m->backend_name == NULL) {
 		report(ctx, path, "a moderation filter needs \"backend\", the classifier service");
 	} else {

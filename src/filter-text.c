@@ -74,7 +74,10 @@ add_content(struct tg_text_list *list, json_t *content)
 	return 0;
 }
 
-/* Arguments of "tool_calls" and of the older "function_call". */
+/* Arguments of "tool_calls" and of the older "function_call". They are
+ * JSON text, checked as plain text.
+ * NOTE: a match on a bare JSON number there (a card number not in quotes)
+ * is masked with a replacement that leaves the arguments invalid JSON. */
 static int
 add_calls(struct tg_text_list *list, json_t *message)
 {

@@ -248,6 +248,14 @@ START_TEST(plugin_bare_name_uses_plugin_dir)
 }
 END_TEST
 
+START_TEST(moderation_response_rejected)
+{
+	assert_error("{\"g\": {\"type\": \"moderation\", \"backend\": \"moderator\","
+	             " \"apply_to\": [\"request\", \"response\"]}}", "[]",
+	             "filters.g.apply_to: moderation filters check requests only");
+}
+END_TEST
+
 START_TEST(score_out_of_range_rejected)
 {
 	assert_error("{\"g\": {\"type\": \"moderation\", \"backend\": \"moderator\","
@@ -271,6 +279,7 @@ filter_config_suite(void)
 	tcase_add_test(invalid, every_error_reported_at_once);
 	tcase_add_test(invalid, regex_filter_needs_rules);
 	tcase_add_test(invalid, score_out_of_range_rejected);
+	tcase_add_test(invalid, moderation_response_rejected);
 	tcase_add_test(plugins, plugin_loads_and_classifies);
 	tcase_add_test(plugins, plugin_wrong_abi_rejected);
 	tcase_add_test(plugins, plugin_missing_symbol_rejected);
