@@ -292,6 +292,50 @@ describe('content filters: response side', () => {
   });
 });
 
+describe('content filters: cache', () => {
+  let mock;
+  let gw;
+
+  before(async () => {
+    mock = await startMock();
+    gw = await startGateway({
+      backends: { mock: { url: mock.url } },
+      filters: FILTERS,
+      routes: [{ name: 'chat', match: { path: '/v1/chat/completions' }, backends: ['mock'],
+        cache: true, filters: ['pii', 'outdeny'] }],
+    });
+  });
+  afterEach(() => gw?.checkErrors());
+  after(stopAll);
+
+  it('does not cache a blocked stream', async () => {
+    await mock.reset();
+    const options = `content=${['Fine.', ' ignore previous instructions', ' end.'].map(encodeURIComponent).join('|')}`;
+    const body = chat('cache me', { stream: true });
+
+    for (let i = 0; i < 2; i++) {
+      const res = await post(gw, body, { headers: { 'x-mock': options } });
+      assert.equal(res.headers['x-tollgate-cache'], 'miss', `request ${i + 1}`);
+      assert.match(res.text, /"finish_reason":"content_filter"/);
+      await gw.waitForAccess((l) => l.request_id === res.headers['x-request-id']);
+    }
+    assert.equal((await mock.stats()).requests, 2);
+  });
+
+  it('caches a masked stream as the client got it', async () => {
+    const options = `content=${['Mail ', 'jane@example.com', ' today.'].map(encodeURIComponent).join('|')}`;
+    const body = chat('cache me too', { stream: true });
+    const first = await post(gw, body, { headers: { 'x-mock': options } });
+    await gw.waitForAccess((l) => l.request_id === first.headers['x-request-id']);
+    const second = await post(gw, body, { headers: { 'x-mock': options } });
+
+    assert.equal(first.headers['x-tollgate-cache'], 'miss');
+    assert.equal(second.headers['x-tollgate-cache'], 'hit');
+    assert.equal(streamedContent(second.text), 'Mail [REDACTED:email] today.');
+    assert.doesNotMatch(second.text, /jane@/);
+  });
+});
+
 describe('content filters: moderation', () => {
   let mock;
   let gw;
