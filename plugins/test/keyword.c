@@ -1,8 +1,9 @@
 /*
- * A small plugin for the tests: it scores the label "__label__secret" 1
- * when the text contains the keyword given by the filter's "model" setting
- * (default "EXFILTRATE") and 0 otherwise, and fails on text containing
- * "PLUGIN-FAIL", so tests can drive every outcome without a trained model.
+ * A small plugin for the tests, so they can drive every outcome without a
+ * trained model. It scores the label "__label__secret" 1 when the text
+ * contains the keyword given by the filter's "model" setting (default
+ * "EXFILTRATE"), and 0 otherwise. Text containing "PLUGIN-FAIL" makes
+ * classify fail.
  */
 #include <stdlib.h>
 #include <string.h>
