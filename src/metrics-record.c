@@ -10,6 +10,8 @@
 
 #include "cache.h"
 #include "config.h"
+#include "filter-request.h"
+#include "filter.h"
 #include "health.h"
 #include "metrics-table.h"
 #include "metrics.h"
@@ -151,6 +153,8 @@ tg_metrics_filter_decision(struct tg_metrics_table *t, const char *filter, const
 {
 	size_t start = filter_hash(filter, rule, action, side);
 
+	if (filter == NULL || rule == NULL || action == NULL || side == NULL)
+		return;
 	for (size_t i = 0; i < TG_FILTER_SERIES_MAX; i++) {
 		struct tg_filter_series *s = &t->filters[(start + i) % TG_FILTER_SERIES_MAX];
 
@@ -170,6 +174,23 @@ tg_metrics_filter_decision(struct tg_metrics_table *t, const char *filter, const
 		}
 	}
 	tg_counter_add(&t->filters_dropped, n);
+}
+
+/* The decisions the filters took on req, counted by filter, rule, action
+ * and side; the names point into req's config, which is the table's. A
+ * classifier that failed decided without a rule: its rule is "error". */
+static void
+record_filters(struct tg_metrics_table *t, const struct tg_request *req)
+{
+	const struct tg_filter_log *log = tg_filter_decisions(req);
+
+	for (size_t i = 0; log != NULL && i < log->n; i++) {
+		const struct tg_filter_decision *d = &log->items[i];
+		const char *rule = d->rule ? d->rule : d->error ? "error" : "none";
+
+		tg_metrics_filter_decision(t, d->filter, rule, tg_filter_action_name(d->action),
+		                           tg_side_name(d->side), log->counts[i]);
+	}
 }
 
 /* --- stream figures ------------------------------------------------------------- */
@@ -369,6 +390,7 @@ tg_metrics_request_end(struct tg_request *req)
 	record_tokens(t, c, model, m);
 	record_tpot(c, m);
 	record_cache(&t->routes[route], req);
+	record_filters(t, req);
 	record_abandonment(req, &t->routes[route]);
 	record_session(req, shard->sessions, now);
 
