@@ -360,12 +360,38 @@ plan_units(struct conn *c)
 	return 0;
 }
 
+/* Copy len bytes to out, replacing each stamp placeholder with the
+ * CLOCK_MONOTONIC time in nanoseconds, right-aligned in its width. */
+static void
+add_stamped(struct evbuffer *out, const char *p, size_t len)
+{
+	size_t key_len = strlen(MOCK_STAMP_MARK) - MOCK_STAMP_WIDTH;
+	struct timespec now;
+	const char *hit;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	while ((hit = memmem(p, len, MOCK_STAMP_MARK, strlen(MOCK_STAMP_MARK))) != NULL) {
+		size_t head = (size_t)(hit - p) + key_len;
+
+		evbuffer_add(out, p, head);
+		evbuffer_add_printf(out, "%*llu", MOCK_STAMP_WIDTH,
+		                    (unsigned long long)now.tv_sec * 1000000000ull
+		                    + (unsigned long long)now.tv_nsec);
+		p += head + MOCK_STAMP_WIDTH;
+		len -= head + MOCK_STAMP_WIDTH;
+	}
+	evbuffer_add(out, p, len);
+}
+
 static void
 write_unit_bytes(struct conn *c, struct evbuffer *out, const struct unit *u)
 {
 	if (c->chunked)
 		evbuffer_add_printf(out, "%zx\r\n", u->len);
-	evbuffer_add(out, c->body + u->start, u->len);
+	if (c->plan.options.stamp)
+		add_stamped(out, c->body + u->start, u->len);
+	else
+		evbuffer_add(out, c->body + u->start, u->len);
 	if (c->chunked)
 		evbuffer_add(out, "\r\n", 2);
 }

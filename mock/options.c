@@ -420,6 +420,13 @@ opt_reset_next(struct mock_options *o, const char *key, const char *value,
 	return parse_flag(key, value, &o->reset_next, err, err_size);
 }
 
+static int
+opt_stamp(struct mock_options *o, const char *key, const char *value,
+          char *err, size_t err_size)
+{
+	return parse_flag(key, value, &o->stamp, err, err_size);
+}
+
 static const struct option_def option_table[] = {
 	{ "fixture", opt_fixture },
 	{ "status", opt_status },
@@ -443,6 +450,7 @@ static const struct option_def option_table[] = {
 	{ "unicode", opt_unicode },
 	{ "reset_next", opt_reset_next },
 	{ "content", opt_content },
+	{ "stamp", opt_stamp },
 };
 
 /* Apply one "key=value" item; item is NUL-terminated and writable. */
@@ -468,7 +476,8 @@ parse_item(struct mock_options *o, char *item, char *err, size_t err_size)
 	         "unknown x-mock option \"%s\"; valid options: fixture, status, "
 	         "retry_after, first_byte_delay, event_delay, events, words, size, "
 	         "close_after, stall_after, stream_error, hangup, split, crlf, cr, "
-	         "nospace, keepalive, usage, tools, unicode, reset_next, content", key);
+	         "nospace, keepalive, usage, tools, unicode, reset_next, content, "
+	         "stamp", key);
 	return -1;
 }
 

@@ -37,6 +37,7 @@ struct mock_options {
 	char content[MOCK_CONTENT_MAX];         /* content=, decoded */
 	size_t content_cuts[MOCK_CONTENT_PIECES + 1]; /* piece starts, then the end */
 	size_t n_content_pieces;                /* 0 when content= is not set */
+	int stamp;                              /* send time in each JSON event */
 };
 
 /* Set every option to its default. */

@@ -173,9 +173,13 @@ int
 mock_response_add_json_event(struct mock_response *r, json_t *json,
                              const struct mock_options *o)
 {
-	char *text = json_dumps(json, JSON_COMPACT | JSON_REAL_PRECISION(9));
+	char *text;
 	int rc;
 
+	if (o->stamp && json_object_set_new(json, MOCK_STAMP_KEY,
+	                                    json_integer(MOCK_STAMP_PLACEHOLDER)) < 0)
+		return -1;
+	text = json_dumps(json, JSON_COMPACT | JSON_REAL_PRECISION(9));
 	if (text == NULL)
 		return -1;
 	rc = mock_response_add_data_event(r, text, strlen(text), o);

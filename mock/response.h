@@ -51,7 +51,19 @@ int mock_response_stream(struct mock_response *r);
 int mock_response_add_data_event(struct mock_response *r, const char *data,
                                  size_t len, const struct mock_options *o);
 
-/* Append one event dumped from json (compact). */
+/*
+ * With stamp=1 each JSON event carries "mock_sent_ns" set to this
+ * placeholder, which conn.c overwrites with the send time when the event is
+ * written. The time fits the placeholder's 19 digits and is padded with
+ * spaces, which JSON allows before a number, so sizes stay as planned.
+ */
+#define MOCK_STAMP_KEY "mock_sent_ns"
+#define MOCK_STAMP_PLACEHOLDER 9000000000000000009LL
+#define MOCK_STAMP_MARK "\"" MOCK_STAMP_KEY "\":9000000000000000009"
+#define MOCK_STAMP_WIDTH 19
+
+/* Append one event dumped from json (compact), adding the stamp
+ * placeholder to it when o->stamp is set. */
 int mock_response_add_json_event(struct mock_response *r, json_t *json,
                                  const struct mock_options *o);
 
