@@ -1,0 +1,413 @@
+// Prometheus metrics on the admin listener: promtool on a scrape after mixed
+// traffic, both exposition formats, stream timing against the mock's
+// delays, token counts against the mock's usage, abandonment, bounded
+// series, sessions, reloads, and a real Prometheus server scraping the
+// gateway.
+
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { once } from 'node:events';
+import { after, afterEach, before, describe, it } from 'node:test';
+
+import {
+  RawClient, freePort, mockBackend, openStream, openaiRoutes, rawPost, request,
+  splitEvents, eventData, startGateway, startMock, stopAll, waitFor,
+} from './lib/harness.mjs';
+import {
+  parseSamples, promtoolCheck, scrape, startPrometheus, valueOf,
+} from './lib/prometheus.mjs';
+
+const messages = [{ role: 'user', content: 'Say hello to the metrics.' }];
+
+/*
+ * The mock sends the response head and the role-only chunk after
+ * first_byte_delay, then each later event event_delay after the one before,
+ * so the first content leaves the gateway FIRST_BYTE + EVENT after the
+ * request. Both are placed mid-bucket (TTFT near 0.187 s in (0.1, 0.25],
+ * token gaps near 0.037 s in (0.025, 0.05]), far enough from the bounds
+ * that scheduling noise cannot move an observation across one.
+ */
+const FIRST_BYTE_MS = 150;
+const EVENT_MS = 37;
+const EVENTS = 10;
+const TIMING = `first_byte_delay=${FIRST_BYTE_MS}ms;event_delay=${EVENT_MS}ms;events=${EVENTS}`;
+
+function route(name, model) {
+  return { name, match: { path: '/v1/chat/completions', model }, backends: ['mock'] };
+}
+
+function gatewayConfig(mock, extra = {}) {
+  return {
+    backends: { mock: mockBackend(mock) },
+    routes: [
+      route('timing', 'timed'),
+      route('tokens', 'tok'),
+      route('abandon', 'quit'),
+      ...openaiRoutes('mock'),
+    ],
+    pricing: { currency: 'USD', models: { tok: { input: 1, output: 2 } } },
+    ...extra,
+  };
+}
+
+function chat(gw, body, headers = {}, agent = false) {
+  return request({ port: gw.port, method: 'POST', path: '/v1/chat/completions', body, headers, agent });
+}
+
+/* The data of every event of a streamed response, parsed when JSON. */
+function streamData(res) {
+  return splitEvents(res.text).events.map(eventData).filter((d) => d !== null)
+    .map((d) => (d === '[DONE]' ? d : JSON.parse(d)));
+}
+
+/* Scrape once no request is in flight, so that every finished request has
+ * been counted: a client can read its whole response a moment before the
+ * gateway ends the request. */
+async function settledSamples(gw) {
+  return waitFor(async () => {
+    const samples = parseSamples((await scrape(gw)).text);
+    return valueOf(samples, 'tollgate_requests_in_flight') === 0 ? samples : null;
+  }, { message: 'tollgate_requests_in_flight to reach 0' });
+}
+
+describe('metrics endpoint', () => {
+  let mock;
+  let gw;
+
+  before(async () => {
+    mock = await startMock();
+    gw = await startGateway(gatewayConfig(mock));
+  });
+
+  afterEach(() => gw?.checkErrors());
+  after(stopAll);
+
+  it('passes promtool check after mixed traffic', async () => {
+    gw.expectErrors(/upstream/);
+    await chat(gw, { model: 'gpt-4o', messages });
+    await chat(gw, { model: 'tok', messages, stream: true });
+    await chat(gw, { model: 'tok', messages, stream: true, stream_options: { include_usage: true } });
+    await chat(gw, { model: 'gpt-4o', messages }, { 'x-mock': 'status=500' });
+    await chat(gw, { model: 'gpt-4o', messages }, { 'x-mock': 'status=429' });
+    await chat(gw, { model: 'gpt-4o', messages, stream: true }, { 'x-mock': 'events=5;close_after=3' });
+    await chat(gw, '{"model": ');
+    await request({ port: gw.port, method: 'POST', path: '/v1/completions', body: { model: 'babbage', prompt: 'a' } });
+    await request({ port: gw.port, method: 'POST', path: '/v1/embeddings', body: { model: 'emb', input: 'a' } });
+    await request({ port: gw.port, method: 'POST', path: '/v1/unknown', body: { model: 'gpt-4o' } });
+
+    const samples = await settledSamples(gw);
+    const res = await scrape(gw);
+    assert.equal(res.headers['content-type'], 'text/plain; version=0.0.4; charset=utf-8');
+    const { code, output } = await promtoolCheck(res.text);
+    assert.equal(output, '', 'promtool check metrics reported problems');
+    assert.equal(code, 0);
+
+    for (const c of ['200', '400', '404', '429', '500']) {
+      const total = [...samples].filter(([k]) => k.startsWith('tollgate_requests_total{') &&
+        k.includes(`code="${c}"`)).reduce((sum, [, v]) => sum + v, 0);
+      assert.ok(total >= 1, `no request counted with code ${c}`);
+    }
+    assert.equal(valueOf(samples, 'tollgate_build_info', { version: '0.1.0' }), 1);
+    assert.ok(valueOf(samples, 'process_open_fds') > 0);
+    assert.ok(valueOf(samples, 'process_resident_memory_bytes') > 0);
+  });
+
+  it('serves OpenMetrics ending with EOF when asked', async () => {
+    const om = await scrape(gw, 'application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5');
+    assert.equal(om.headers['content-type'], 'application/openmetrics-text; version=1.0.0; charset=utf-8');
+    assert.ok(om.text.endsWith('\n# EOF\n'), `ends with ${JSON.stringify(om.text.slice(-40))}`);
+    assert.match(om.text, /^# TYPE tollgate_requests counter$/m);
+    assert.match(om.text, /^tollgate_requests_total\{/m);
+    assert.match(om.text, /^# TYPE tollgate_build info$/m);
+    assert.doesNotMatch(om.text, /^# TYPE \S+_total /m);
+
+    const text = await scrape(gw);
+    assert.doesNotMatch(text.text, /# EOF/);
+    assert.match(text.text, /^# TYPE tollgate_requests_total counter$/m);
+  });
+
+  it('puts stream timing in the buckets of the mock delays', async () => {
+    const streams = 5;
+    for (let i = 0; i < streams; i++) {
+      const res = await chat(gw, { model: 'timed', messages, stream: true }, { 'x-mock': TIMING });
+      assert.equal(res.status, 200);
+    }
+    const s = await settledSamples(gw);
+    const labels = { route: 'timing', backend: 'mock', model: 'timed' };
+    const bucket = (name, le) => valueOf(s, `tollgate_${name}_bucket`, { ...labels, le });
+
+    assert.equal(valueOf(s, 'tollgate_time_to_first_token_seconds_count', labels), streams);
+    assert.equal(bucket('time_to_first_token_seconds', '0.1'), 0, 'a first token came before the mock sent it');
+    assert.equal(bucket('time_to_first_token_seconds', '0.25'), streams);
+
+    const gaps = streams * (EVENTS - 1);
+    assert.equal(valueOf(s, 'tollgate_time_between_tokens_seconds_count', labels), gaps);
+    assert.equal(bucket('time_between_tokens_seconds', '0.025'), 0);
+    assert.equal(bucket('time_between_tokens_seconds', '0.05'), gaps);
+
+    assert.equal(valueOf(s, 'tollgate_time_per_output_token_seconds_count', labels), streams);
+    assert.equal(bucket('time_per_output_token_seconds', '0.025'), 0);
+    assert.equal(bucket('time_per_output_token_seconds', '0.05'), streams);
+    assert.equal(valueOf(s, 'tollgate_streams_open'), 0);
+  });
+
+  it('counts the tokens the mock reported', async () => {
+    const tokens = (s, type) => valueOf(s, 'tollgate_tokens_total', { route: 'tokens', backend: 'mock', model: 'tok', type });
+    const cost = (s) => valueOf(s, 'tollgate_cost_total', { route: 'tokens', backend: 'mock', model: 'tok' });
+    let s = await settledSamples(gw);
+    let input = tokens(s, 'input');
+    let output = tokens(s, 'output');
+    let spent = cost(s);
+
+    // A whole response: its usage object.
+    const whole = await chat(gw, { model: 'tok', messages }, { 'x-mock': 'words=7' });
+    const usage = whole.json().usage;
+    s = await settledSamples(gw);
+    assert.equal(tokens(s, 'input') - input, usage.prompt_tokens);
+    assert.equal(tokens(s, 'output') - output, usage.completion_tokens);
+    assert.ok(Math.abs(cost(s) - spent - (usage.prompt_tokens + 2 * usage.completion_tokens) / 1e6) < 1e-12);
+    [input, output, spent] = [tokens(s, 'input'), tokens(s, 'output'), cost(s)];
+
+    // A stream whose client asked for usage: the usage chunk it received.
+    const asked = streamData(await chat(gw, { model: 'tok', messages, stream: true,
+      stream_options: { include_usage: true } }, { 'x-mock': 'events=6' }));
+    const chunk = asked.find((d) => d !== '[DONE]' && d.usage);
+    assert.ok(chunk, 'the client that asked got no usage chunk');
+    s = await settledSamples(gw);
+    assert.equal(tokens(s, 'input') - input, chunk.usage.prompt_tokens);
+    assert.equal(tokens(s, 'output') - output, chunk.usage.completion_tokens);
+    [input, output] = [tokens(s, 'input'), tokens(s, 'output')];
+
+    // A stream whose client did not ask: the usage the mock sends when
+    // asked, which the client never sees.
+    const body = { model: 'tok', messages, stream: true };
+    const res = await chat(gw, body, { 'x-mock': 'events=4' });
+    assert.doesNotMatch(res.text, /"usage"/, 'the client got usage it did not ask for');
+    assert.equal(streamData(res).at(-1), '[DONE]');
+    const direct = await request({ port: mock.port, method: 'POST', path: '/v1/chat/completions',
+      body: { ...body, stream_options: { include_usage: true } }, headers: { 'x-mock': 'events=4' } });
+    const reported = streamData(direct).find((d) => d !== '[DONE]' && d.usage).usage;
+    s = await settledSamples(gw);
+    assert.equal(tokens(s, 'input') - input, reported.prompt_tokens);
+    assert.equal(tokens(s, 'output') - output, reported.completion_tokens);
+    const sent = await mock.lastRequest();
+    assert.equal(JSON.parse(sent.body).stream_options.include_usage, true);
+  });
+
+  it('estimates tokens apart when the backend reports none', async () => {
+    const labels = { route: 'tokens', backend: 'mock', model: 'tok' };
+    let s = await settledSamples(gw);
+    const provided = valueOf(s, 'tollgate_tokens_total', { ...labels, type: 'output' });
+    const estimated = valueOf(s, 'tollgate_estimated_tokens_total', { ...labels, type: 'output' });
+
+    await chat(gw, { model: 'tok', messages, stream: true }, { 'x-mock': 'events=5;usage=off' });
+    s = await settledSamples(gw);
+    assert.equal(valueOf(s, 'tollgate_estimated_tokens_total', { ...labels, type: 'output' }) - estimated, 5);
+    assert.equal(valueOf(s, 'tollgate_tokens_total', { ...labels, type: 'output' }), provided);
+  });
+
+  it('counts a client gone before the first token', async () => {
+    const id = 'metrics-abandon-before-first-token';
+    const labels = { route: 'abandon', phase: 'before_first_token' };
+    const before = valueOf(await settledSamples(gw), 'tollgate_requests_abandoned_total', labels);
+    const client = await RawClient.connect(gw.port);
+    await client.write(rawPost('/v1/chat/completions', { model: 'quit', messages, stream: true },
+      ['x-mock: first_byte_delay=3s', `X-Request-Id: ${id}`]));
+    await waitFor(async () => (await mock.requests()).some((r) => r.headers['x-request-id'] === id),
+      { message: 'the mock to receive the request' });
+    client.destroy();
+    await gw.accessFor(id);
+
+    const s = await settledSamples(gw);
+    assert.equal(valueOf(s, 'tollgate_requests_abandoned_total', labels) - before, 1);
+    assert.ok(valueOf(s, 'tollgate_requests_total', { route: 'abandon', backend: 'mock', model: 'quit', code: 'none' }) >= 1);
+  });
+
+  it('counts a client gone mid-stream', async () => {
+    const id = 'metrics-abandon-mid-stream';
+    const labels = { route: 'abandon', phase: 'mid_stream' };
+    const before = valueOf(await settledSamples(gw), 'tollgate_requests_abandoned_total', labels);
+    const stream = await openStream({ port: gw.port, body: { model: 'quit', messages, stream: true },
+      headers: { 'x-mock': 'events=40;event_delay=50ms', 'x-request-id': id } });
+    let first = await stream.nextData();
+    while (first !== null && !JSON.parse(first.data).choices?.[0]?.delta?.content)
+      first = await stream.nextData();
+    assert.notEqual(first, null, 'the stream ended without content');
+    stream.abort();
+    await gw.accessFor(id);
+
+    const s = await settledSamples(gw);
+    assert.equal(valueOf(s, 'tollgate_requests_abandoned_total', labels) - before, 1);
+  });
+
+  it('adds no series for random models and users', async () => {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 32 });
+    const random = () => Math.random().toString(36).slice(2);
+    const send = () => chat(gw, { model: `m-${random()}`, user: `u-${random()}`, messages },
+      { 'x-mock': 'words=1', 'x-session-id': `s-${random()}` }, agent);
+    try {
+      // One first, so the "other" series of the route exist.
+      assert.equal((await send()).status, 200);
+      const before = new Set((await settledSamples(gw)).keys());
+
+      let left = 10000;
+      const workers = Array.from({ length: 32 }, async () => {
+        while (left > 0) {
+          left--;
+          const res = await send();
+          assert.equal(res.status, 200);
+        }
+      });
+      await Promise.all(workers);
+
+      const samples = await settledSamples(gw);
+      const added = [...samples.keys()].filter((k) => !before.has(k));
+      assert.deepEqual(added, []);
+      assert.ok(valueOf(samples, 'tollgate_requests_total',
+        { route: 'chat', backend: 'mock', model: 'other', code: '200' }) >= 10001);
+    } finally {
+      agent.destroy();
+    }
+  });
+});
+
+describe('metrics sessions', () => {
+  let gw;
+
+  before(async () => {
+    const mock = await startMock();
+    gw = await startGateway(gatewayConfig(mock, { sessions: { idle_timeout: '1s' } }));
+  });
+
+  afterEach(() => gw?.checkErrors());
+  after(stopAll);
+
+  it('counts the turns of a session once it is idle', async () => {
+    for (let i = 0; i < 3; i++)
+      await chat(gw, { model: 'gpt-4o', messages }, { 'x-session-id': 'conversation-1' });
+    for (let i = 0; i < 2; i++)
+      await chat(gw, { model: 'gpt-4o', messages, user: 'user-1' });
+    await chat(gw, { model: 'gpt-4o', messages });     // no session
+
+    // A session ends at the first scrape after its idle timeout.
+    const s = await waitFor(async () => {
+      const samples = parseSamples((await scrape(gw)).text);
+      return valueOf(samples, 'tollgate_session_turns_count') >= 2 ? samples : null;
+    }, { message: 'two sessions to end' });
+    assert.equal(valueOf(s, 'tollgate_session_turns_count'), 2);
+    assert.equal(valueOf(s, 'tollgate_session_turns_sum'), 5);
+    assert.equal(valueOf(s, 'tollgate_session_turns_bucket', { le: '1' }), 0);
+    assert.equal(valueOf(s, 'tollgate_session_turns_bucket', { le: '2' }), 1);
+    assert.equal(valueOf(s, 'tollgate_session_turns_bucket', { le: '3' }), 2);
+    assert.equal(valueOf(s, 'tollgate_sessions_active'), 0);
+  });
+});
+
+describe('metrics across a reload', () => {
+  let mock;
+  let gw;
+
+  before(async () => {
+    mock = await startMock();
+    gw = await startGateway({
+      backends: { mock: mockBackend(mock) },
+      routes: [route('kept', 'm1'), route('removed', 'm2')],
+    });
+  });
+
+  afterEach(() => gw?.checkErrors());
+  after(stopAll);
+
+  it('keeps counters and the series of removed routes', async () => {
+    const kept = { route: 'kept', backend: 'mock', model: 'm1', code: '200' };
+    const removed = { route: 'removed', backend: 'mock', model: 'm2', code: '200' };
+    const added = { route: 'added', backend: 'mock', model: 'm3', code: '200' };
+    await chat(gw, { model: 'm1', messages });
+    await chat(gw, { model: 'm2', messages });
+
+    const config = { ...gw.config, routes: [route('kept', 'm1'), route('added', 'm3')] };
+    assert.equal(await gw.reload(config), 'reloaded');
+    await chat(gw, { model: 'm1', messages });
+    await chat(gw, { model: 'm3', messages });
+
+    for (let scrapes = 0; scrapes < 2; scrapes++) {
+      // The second scrape comes after the old config's table was archived.
+      const s = await settledSamples(gw);
+      assert.equal(valueOf(s, 'tollgate_requests_total', kept), 2);
+      assert.equal(valueOf(s, 'tollgate_requests_total', removed), 1);
+      assert.equal(valueOf(s, 'tollgate_requests_total', added), 1);
+    }
+  });
+});
+
+describe('metrics scraped by Prometheus', () => {
+  let mock;
+  let gw;
+  let prometheus;
+  let proxy;
+  const seen = [];              // {accept, contentType} of each scrape
+
+  before(async () => {
+    mock = await startMock();
+    gw = await startGateway(gatewayConfig(mock));
+
+    // Prometheus scrapes through this pass-through, which notes the format
+    // it asked for and the one it got.
+    proxy = http.createServer((req, res) => {
+      http.get({ host: '127.0.0.1', port: gw.adminPort, path: req.url, headers: { accept: req.headers.accept ?? '' } },
+        (upstream) => {
+          seen.push({ accept: req.headers.accept, contentType: upstream.headers['content-type'] });
+          res.writeHead(upstream.statusCode, upstream.headers);
+          upstream.pipe(res);
+        }).on('error', () => res.destroy());
+    });
+    const port = await freePort();
+    proxy.listen(port, '127.0.0.1');
+    await once(proxy, 'listening');
+    prometheus = await startPrometheus([`127.0.0.1:${port}`]);
+  });
+
+  afterEach(() => gw?.checkErrors());
+  after(async () => {
+    await prometheus?.stop();
+    proxy?.close();
+    await stopAll();
+  });
+
+  it('agrees with the mock delays on the TTFT quantile', async () => {
+    const streams = 10;
+    let output = 0;
+    for (let i = 0; i < streams; i++) {
+      const res = await chat(gw, { model: 'timed', messages, stream: true,
+        stream_options: { include_usage: true } }, { 'x-mock': TIMING });
+      output += streamData(res).find((d) => d !== '[DONE]' && d.usage).usage.completion_tokens;
+    }
+    await settledSamples(gw);
+
+    // A request is counted in requests_total when it ends, after its other
+    // figures, so once Prometheus has all of them it has everything.
+    const selector = '{route="timing",backend="mock",model="timed"}';
+    await waitFor(async () => (await prometheus.scalar(
+      `sum(tollgate_requests_total${selector})`)) === streams,
+    { timeoutMs: 30000, message: 'Prometheus to scrape the streams' });
+
+    // With every observation in one bucket, histogram_quantile interpolates
+    // inside it; agreement is that the quantile lies in the bucket of the
+    // delay the mock was told to use.
+    const expected = (FIRST_BYTE_MS + EVENT_MS) / 1000;
+    assert.ok(expected > 0.1 && expected <= 0.25);
+    for (const q of [0.5, 0.9, 0.99]) {
+      const ttft = await prometheus.scalar(
+        `histogram_quantile(${q}, sum by (le) (tollgate_time_to_first_token_seconds_bucket${selector}))`);
+      assert.ok(ttft > 0.1 && ttft <= 0.25, `p${q * 100} TTFT ${ttft} s is not in (0.1, 0.25]`);
+    }
+    assert.equal(await prometheus.scalar(`sum(tollgate_tokens_total{route="timing",type="output"})`), output);
+
+    const [target] = await prometheus.targets();
+    assert.equal(target.health, 'up');
+    assert.equal(target.lastError, '');
+    assert.ok(seen.length > 0);
+    assert.match(seen[0].accept, /application\/openmetrics-text/, 'Prometheus did not ask for OpenMetrics');
+    assert.match(seen[0].contentType, /^application\/openmetrics-text; version=1\.0\.0/);
+  });
+});
