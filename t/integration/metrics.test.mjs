@@ -5,12 +5,14 @@
 // gateway.
 
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import http from 'node:http';
+import path from 'node:path';
 import { once } from 'node:events';
 import { after, afterEach, before, describe, it } from 'node:test';
 
 import {
-  RawClient, freePort, mockBackend, openStream, openaiRoutes, rawPost, request,
+  RawClient, SRCDIR, freePort, mockBackend, openStream, openaiRoutes, rawPost, request,
   splitEvents, eventData, startGateway, startMock, stopAll, waitFor,
 } from './lib/harness.mjs';
 import {
@@ -409,5 +411,18 @@ describe('metrics scraped by Prometheus', () => {
     assert.ok(seen.length > 0);
     assert.match(seen[0].accept, /application\/openmetrics-text/, 'Prometheus did not ask for OpenMetrics');
     assert.match(seen[0].contentType, /^application\/openmetrics-text; version=1\.0\.0/);
+  });
+
+  it('runs every query of the Grafana dashboard', async () => {
+    const dashboard = JSON.parse(fs.readFileSync(path.join(SRCDIR, 'conf/grafana/tollgate.json'), 'utf8'));
+    const queries = dashboard.panels.flatMap((p) => (p.targets ?? []).map((t) => t.expr));
+    assert.ok(queries.length >= 30, `only ${queries.length} queries`);
+    for (const expr of queries) {
+      // Grafana's variables, as Grafana would fill them in.
+      const promql = expr.replaceAll('$__rate_interval', '1m').replaceAll('$__range', '1h')
+        .replace(/\$(route|backend|model|job)\b/g, '.*');
+      const data = await prometheus.query(promql);
+      assert.equal(data.resultType, 'vector', expr);
+    }
   });
 });
