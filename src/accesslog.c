@@ -14,6 +14,7 @@
 #include "filter-request.h"
 #include "log.h"
 #include "request.h"
+#include "trace.h"
 
 int
 tg_accesslog_open(const char *path)
@@ -61,6 +62,7 @@ void
 tg_accesslog_write(int fd, const struct tg_request *req)
 {
 	char termination[3] = {(char)req->cause, (char)req->phase, '\0'};
+	char trace_id[33];
 	double duration = (double)(tg_now_ns() - req->start_ns) / 1e9;
 	json_t *line;
 	char *text;
@@ -95,6 +97,8 @@ tg_accesslog_write(int fd, const struct tg_request *req)
 		if (decisions != NULL)
 			json_object_set_new(line, "filters", decisions);
 	}
+	if (tg_trace_id_of(req, trace_id) == 0)
+		json_object_set_new(line, "trace_id", json_string(trace_id));
 	text = json_dumps(line, JSON_COMPACT | JSON_REAL_PRECISION(6));
 	json_decref(line);
 	if (text == NULL)

@@ -4,16 +4,19 @@
  * A scrape of /metrics runs here too, summing the workers' shards while
  * they go on recording.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/listener.h>
+#include <jansson.h>
 
 #include "admin.h"
 #include "log.h"
 #include "metrics.h"
+#include "trace-export.h"
 #include "worker.h"
 
 static void
@@ -52,6 +55,34 @@ readyz_cb(struct evhttp_request *r, void *arg)
 
 /* Prometheus text format, or OpenMetrics when the Accept header prefers
  * it, as Prometheus itself does. */
+/* The tracer's counters after the scrape's families, and before the
+ * "# EOF" line that must end OpenMetrics output. */
+static int
+add_tracer_metrics(struct tg_runtime *rt, struct evbuffer *body, enum tg_metrics_format format)
+{
+	static const char eof[] = "# EOF\n";
+	size_t len = evbuffer_get_length(body);
+	char tail[sizeof(eof) - 1];
+	struct evbuffer *families;
+	int rc;
+
+	if (rt->tracer == NULL)
+		return 0;
+	if (format != TG_METRICS_OPENMETRICS)
+		return tg_tracer_write_metrics(rt->tracer, body, 0);
+
+	if (len < sizeof(tail) || (families = evbuffer_new()) == NULL)
+		return -1;
+	rc = evbuffer_remove_buffer(body, families, len - sizeof(tail)) < 0;
+	rc |= evbuffer_remove(body, tail, sizeof(tail)) != (int)sizeof(tail);
+	rc |= memcmp(tail, eof, sizeof(tail)) != 0;
+	rc |= tg_tracer_write_metrics(rt->tracer, families, 1);
+	rc |= evbuffer_add(families, eof, sizeof(tail));
+	rc |= evbuffer_add_buffer(body, families);
+	evbuffer_free(families);
+	return rc ? -1 : 0;
+}
+
 static void
 metrics_cb(struct evhttp_request *r, void *arg)
 {
@@ -59,8 +90,8 @@ metrics_cb(struct evhttp_request *r, void *arg)
 	enum tg_metrics_format format = tg_metrics_negotiate(accept);
 	struct evbuffer *body = evbuffer_new();
 
-	(void)arg;
-	if (body == NULL || tg_metrics_scrape(body, format) != 0) {
+	if (body == NULL || tg_metrics_scrape(body, format) != 0 ||
+	    add_tracer_metrics(arg, body, format) != 0) {
 		tg_error("metrics scrape failed: out of memory");
 		send_text(r, 500, "Internal Server Error", "metrics scrape failed: out of memory");
 		if (body != NULL)
@@ -74,10 +105,63 @@ metrics_cb(struct evhttp_request *r, void *arg)
 }
 
 static void
+send_json(struct evhttp_request *r, json_t *value)
+{
+	struct evbuffer *body = evbuffer_new();
+	char *text = value ? json_dumps(value, JSON_COMPACT) : NULL;
+
+	json_decref(value);
+	if (body == NULL || text == NULL) {
+		free(text);
+		if (body != NULL)
+			evbuffer_free(body);
+		send_text(r, 500, "Internal Server Error", "out of memory");
+		return;
+	}
+	evhttp_add_header(evhttp_request_get_output_headers(r), "Content-Type",
+	                  "application/json");
+	evbuffer_add_printf(body, "%s\n", text);
+	free(text);
+	evhttp_send_reply(r, 200, "OK", body);
+	evbuffer_free(body);
+}
+
+/* GET /api/traces: the recent traces, newest first, with the exporter's
+ * counters. */
+static void
+traces_cb(struct evhttp_request *r, void *arg)
+{
+	struct tg_runtime *rt = arg;
+
+	send_json(r, tg_tracer_recent_list(rt->tracer));
+}
+
+/* GET /api/traces/{trace_id}: one recent trace as an OTLP
+ * ExportTraceServiceRequest. Returns 0 when the path is another one. */
+static int
+trace_cb(struct evhttp_request *r, struct tg_runtime *rt)
+{
+	static const char prefix[] = "/api/traces/";
+	const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(r));
+	json_t *trace;
+
+	if (path == NULL || strncmp(path, prefix, sizeof(prefix) - 1) != 0)
+		return 0;
+	trace = tg_tracer_recent_get(rt->tracer, path + sizeof(prefix) - 1);
+	if (trace == NULL)
+		send_text(r, 404, "Not Found", "no such trace among the recent ones; "
+		          "GET /api/traces lists them");
+	else
+		send_json(r, trace);
+	return 1;
+}
+
+static void
 not_found_cb(struct evhttp_request *r, void *arg)
 {
-	(void)arg;
-	send_text(r, 404, "Not Found", "not found; try /metrics, /healthz or /readyz");
+	if (trace_cb(r, arg))
+		return;
+	send_text(r, 404, "Not Found", "not found; try /metrics, /healthz, /readyz or /api/traces");
 }
 
 struct evhttp *
@@ -114,6 +198,7 @@ tg_admin_start(struct event_base *base, const char *address, struct tg_runtime *
 	evhttp_set_cb(http, "/metrics", metrics_cb, rt);
 	evhttp_set_cb(http, "/healthz", healthz_cb, rt);
 	evhttp_set_cb(http, "/readyz", readyz_cb, rt);
+	evhttp_set_cb(http, "/api/traces", traces_cb, rt);
 	evhttp_set_gencb(http, not_found_cb, rt);
 	return http;
 }

@@ -1,6 +1,6 @@
 /*
- * Admin listener, served from the main thread: /metrics, /healthz and
- * /readyz.
+ * Admin listener, served from the main thread: /metrics, /healthz,
+ * /readyz and the recent traces under /api/traces.
  */
 #ifndef TOLLGATE_ADMIN_H
 #define TOLLGATE_ADMIN_H

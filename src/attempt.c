@@ -14,6 +14,7 @@
 #include "metrics.h"
 #include "relay.h"
 #include "request.h"
+#include "trace.h"
 #include "upstream.h"
 #include "worker.h"
 
@@ -74,6 +75,8 @@ build_request(struct tg_request *req, const struct tg_tier_member *member)
 		.client_ip = req->client ? req->client->ip : "unknown",
 		.proto = req->client && req->client->tls ? "https" : "http",
 		.request_id = req->id,
+		.traceparent = tg_trace_upstream_traceparent(req),
+		.drop_tracestate = tg_trace_drop_tracestate(req),
 	};
 	struct evbuffer *out = evbuffer_new();
 	struct evbuffer *body = evbuffer_new();
@@ -121,6 +124,7 @@ send_attempt(struct tg_request *req, const struct tg_tier_member *member, int tr
 	req->backend = member->backend;
 	req->phase = TG_PHASE_CONNECT;
 	tg_health_attempt_start(member->backend);
+	tg_trace_attempt_start(req);
 
 	if (req->upstream_request != NULL)
 		evbuffer_free(req->upstream_request);
@@ -261,6 +265,7 @@ tg_attempt_end(struct tg_request *req, enum tg_outcome outcome, enum tg_error er
 	a->error = err;
 	a->status = status;
 	snprintf(a->label, sizeof(a->label), "%s", label);
+	tg_trace_attempt_end(req);
 
 	change = tg_health_attempt_end(a->backend, outcome, a->trial, now - a->start_ns, now);
 	if (change == TG_HEALTH_EJECTED) {

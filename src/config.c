@@ -36,6 +36,7 @@
 #include "failover-config.h"
 #include "filter-config.h"
 #include "metrics-config.h"
+#include "trace-config.h"
 
 #define MAX_WORKERS 256
 
@@ -563,6 +564,9 @@ static const struct setting top_settings[] = {
 	{ .key = "sessions", .type = T_FEATURE, .feature = &tg_sessions_feature, .def = "{}",
 	  .offset = offsetof(struct tg_config, sessions),
 	  .help = "how requests group into sessions, for tollgate_session_turns" },
+	{ .key = "tracing", .type = T_FEATURE, .feature = &tg_tracing_feature, .def = "{}",
+	  .offset = offsetof(struct tg_config, tracing),
+	  .help = "spans of every request, exported over OTLP/HTTP" },
 };
 static const struct section top_section = SECTION(top_settings);
 

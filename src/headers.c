@@ -178,6 +178,10 @@ is_rewritten_request_header(const char *name, const struct tg_upstream_rewrite *
 	    strcasecmp(name, "X-Request-Id") == 0 ||
 	    strcasecmp(name, "Expect") == 0)
 		return 1;
+	if (rw->traceparent != NULL && strcasecmp(name, "traceparent") == 0)
+		return 1;
+	if (rw->drop_tracestate && strcasecmp(name, "tracestate") == 0)
+		return 1;
 	return rw->api_key != NULL && strcasecmp(name, "Authorization") == 0;
 }
 
@@ -205,6 +209,8 @@ tg_headers_write_upstream_request(struct evbuffer *out, const char *method,
 	if (rw->api_key != NULL)
 		rc |= evbuffer_add_printf(out, "Authorization: Bearer %s\r\n",
 		                          rw->api_key) < 0;
+	if (rw->traceparent != NULL)
+		rc |= evbuffer_add_printf(out, "traceparent: %s\r\n", rw->traceparent) < 0;
 	if (forwarded_for != NULL)
 		rc |= evbuffer_add_printf(out, "X-Forwarded-For: %s, %s\r\n",
 		                          forwarded_for, rw->client_ip) < 0;

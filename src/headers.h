@@ -56,6 +56,8 @@ struct tg_upstream_rewrite {
 	const char *client_ip;      /* appended to X-Forwarded-For */
 	const char *proto;          /* X-Forwarded-Proto: "http" or "https" */
 	const char *request_id;     /* X-Request-Id */
+	const char *traceparent;    /* replaces traceparent; NULL keeps the client's */
+	int drop_tracestate;        /* leave the client's tracestate out */
 };
 
 /*

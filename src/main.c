@@ -27,6 +27,7 @@
 #include "health.h"
 #include "log.h"
 #include "tls.h"
+#include "trace-export.h"
 #include "worker.h"
 
 #ifndef SYSCONFDIR
@@ -123,6 +124,7 @@ reload(struct daemon *d)
 	warn_restart_only_changes(d->config, cfg);
 	for (int i = 0; i < d->n_workers; i++)
 		tg_worker_post_config(d->workers[i], cfg);
+	tg_tracer_post_config(d->runtime.tracer, cfg);
 	tg_config_unref(d->config);
 	d->config = cfg;
 	tg_info("configuration reloaded from %s", d->config_path);
@@ -266,6 +268,9 @@ run(struct daemon *d)
 	}
 	if (open_listen_tls(d) != 0 || tg_health_attach(&d->health, d->config) != 0)
 		return 1;
+	d->runtime.tracer = tg_tracer_new(d->config);
+	if (d->runtime.tracer == NULL || tg_tracer_start(d->runtime.tracer) != 0)
+		return 1;
 	d->admin = tg_admin_start(d->base, d->config->admin, &d->runtime);
 	if (d->admin == NULL)
 		return 1;
@@ -291,6 +296,8 @@ run(struct daemon *d)
 	for (int i = 0; i < d->n_workers; i++)
 		tg_worker_join_and_free(d->workers[i]);
 	d->n_workers = 0;
+	tg_tracer_stop(d->runtime.tracer);     /* sends what the workers left */
+	d->runtime.tracer = NULL;
 	tg_info("stopped");
 	return 0;
 }

@@ -17,6 +17,7 @@
 #include "metrics.h"
 #include "relay.h"
 #include "request.h"
+#include "trace.h"
 #include "upstream.h"
 #include "worker.h"
 
@@ -298,6 +299,7 @@ send_event(struct tg_request *req, struct tg_stream_event *ev)
 	int gateway_only = tg_metrics_stream_event(req, ev);
 
 	tg_cache_stream_event(req, ev);
+	tg_trace_stream_event(req, ev->json);
 	if (gateway_only)
 		return;         /* the usage chunk only the gateway asked for */
 	write_piece(req, ev->raw);
@@ -619,6 +621,7 @@ relay_on_complete(void *arg)
 	req->upstream = NULL;
 	tg_metrics_upstream_done(req);
 	if (resp->streaming) {
+		tg_trace_upstream_done(req);
 		finish_stream(req);
 		return;
 	}
@@ -626,6 +629,7 @@ relay_on_complete(void *arg)
 	len = evbuffer_get_length(resp->body);
 	tg_metrics_response_body(req, (const char *)evbuffer_pullup(resp->body, -1), len);
 	tg_cache_response_body(req, (const char *)evbuffer_pullup(resp->body, -1), len);
+	tg_trace_upstream_done(req);
 	write_head(req, (long long)len);
 	evbuffer_add_buffer(tg_client_output(req->client), resp->body);
 	req->bytes_out += len;
@@ -656,6 +660,7 @@ relay_on_error(void *arg, enum tg_error err, const char *detail)
 
 	req->error = err;
 	req->cause = (enum tg_cause)info->who;
+	tg_trace_upstream_done(req);
 	end_stream_with_error(req, err);
 }
 

@@ -24,6 +24,7 @@ struct tg_worker;
 struct tg_upstream_conn;
 struct tg_filter_state;
 struct tg_cache_request;
+struct tg_trace;
 struct evbuffer;
 
 /* Where a request is; the second character of the termination code. */
@@ -122,6 +123,7 @@ struct tg_request {
 	struct tg_response response;
 	struct tg_filter_state *filters;        /* NULL when the route has none */
 	struct tg_cache_request *cache;   /* response cache; NULL when unused */
+	struct tg_trace *trace;         /* spans of the request; NULL when off */
 
 	/* Outcome. */
 	uint64_t bytes_in;

@@ -20,6 +20,7 @@
 #include "metrics.h"
 #include "relay.h"
 #include "request.h"
+#include "trace.h"
 #include "upstream.h"
 #include "worker.h"
 
@@ -176,6 +177,7 @@ answer_models(struct tg_request *req)
 static void
 start_upstream(struct tg_request *req)
 {
+	tg_trace_cache_end(req);
 	/* A failure only costs the usage figures of this stream. */
 	(void)tg_metrics_stream_usage(req);
 	tg_attempt_first(req);
@@ -185,6 +187,8 @@ start_upstream(struct tg_request *req)
 static void
 look_up_cache(struct tg_request *req)
 {
+	tg_trace_filters_end(req);
+	tg_trace_cache_start(req);
 	tg_cache_lookup(req, start_upstream);
 }
 
@@ -197,6 +201,7 @@ tg_request_dispatch(struct tg_request *req)
 
 	assign_request_id(req);
 	tg_metrics_request_read(req);
+	tg_trace_request_start(req);
 
 	/* A request that arrived on a kept-alive connection after the drain
 	 * began: answer it, so the client knows to go elsewhere. */
@@ -251,6 +256,7 @@ tg_request_dispatch(struct tg_request *req)
 		return;
 	}
 
+	tg_trace_filters_start(req);
 	tg_filter_request(req, look_up_cache);
 }
 
@@ -303,6 +309,7 @@ tg_request_done(struct tg_request *req)
 
 	req->worker->active_requests--;
 	tg_attempt_end(req, TG_OUTCOME_CANCELLED, TG_OK, 0, "cancelled");
+	tg_trace_request_done(req);
 	tg_metrics_request_end(req);
 	tg_cache_request_done(req);
 	tg_filter_request_done(req);

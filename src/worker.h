@@ -26,6 +26,7 @@ struct tg_cache_worker;
 struct tg_probe;
 struct tg_listener_ctx;
 struct tg_metrics_shard;
+struct tg_tracer;
 
 /* State shared by all workers, fixed after start-up except where atomic. */
 struct tg_runtime {
@@ -34,6 +35,7 @@ struct tg_runtime {
 	int access_log_fd;              /* -1 when the access log is off */
 	SSL_CTX **listen_tls;           /* per config listen entry; NULL for plain */
 	size_t n_listen_tls;
+	struct tg_tracer *tracer;       /* span export; see trace-export.h */
 };
 
 LIST_HEAD(tg_client_list, tg_client);

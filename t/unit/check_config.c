@@ -431,7 +431,7 @@ static const struct error_case {
 	{ "\"workerz\": 2,",
 	  "T: unknown key \"workerz\"; valid keys: listen, admin, workers, "
 	  "drain_timeout, access_log, limits, backends, filters, routes, cache, "
-	  "pricing, sessions\n" },
+	  "pricing, sessions, tracing\n" },
 	{ "\"limits\": {\"max_bodyy\": 1},",
 	  "T: limits: unknown key \"max_bodyy\"; valid keys: max_body, max_header, "
 	  "max_response_body, client_header_timeout, client_body_timeout, "
@@ -443,7 +443,7 @@ static const struct error_case {
 	{ "\"x\\n\\\"y\": 1,",
 	  "T: unknown key \"x\\x0a\\\"y\"; valid keys: listen, admin, workers, "
 	  "drain_timeout, access_log, limits, backends, filters, routes, cache, "
-	  "pricing, sessions\n" },
+	  "pricing, sessions, tracing\n" },
 };
 
 START_TEST(unknown_key_top_levels)

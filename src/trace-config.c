@@ -1,0 +1,610 @@
+/*
+ * The "tracing" section, and the OpenTelemetry environment variables that
+ * stand in for its keys.
+ *
+ * A key written in the file wins. A key the file leaves out takes its
+ * value from the standard variable when one is set, else the default
+ * below. The variables are read at every load.
+ *
+ *   OTEL_EXPORTER_OTLP_TRACES_ENDPOINT  otlp.endpoint, used as is
+ *   OTEL_EXPORTER_OTLP_ENDPOINT         otlp.endpoint, with /v1/traces added
+ *   OTEL_EXPORTER_OTLP_[TRACES_]HEADERS otlp.headers, "k=v,k2=v2", percent-encoded
+ *   OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT otlp.timeout, milliseconds
+ *   OTEL_BSP_EXPORT_TIMEOUT             otlp.timeout, milliseconds
+ *   OTEL_BSP_SCHEDULE_DELAY             batch.schedule_delay, milliseconds
+ *   OTEL_BSP_MAX_QUEUE_SIZE             batch.max_queue_size
+ *   OTEL_BSP_MAX_EXPORT_BATCH_SIZE      batch.max_export_batch_size
+ *   OTEL_SERVICE_NAME                   service_name
+ *   OTEL_TRACES_SAMPLER[_ARG]           sample_ratio
+ *   OTEL_SDK_DISABLED=true              enabled defaults to false
+ *
+ * Exports are always http/json, so OTEL_EXPORTER_OTLP_PROTOCOL is not read:
+ * collectors take JSON on the same endpoint as protobuf.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/http.h>
+
+#include "config.h"
+#include "headers.h"
+#include "trace-config.h"
+#include "trace-t.h"
+
+#define MAX_QUEUE_SIZE (1u << 20)
+#define MAX_HEADERS 64
+
+static void parse_sample_ratio(struct load_ctx *ctx, const char *path,
+                               json_t *value, void *base, const struct setting *s);
+static void parse_endpoint(struct load_ctx *ctx, const char *path,
+                           json_t *value, void *base, const struct setting *s);
+static void parse_headers(struct load_ctx *ctx, const char *path,
+                          json_t *value, void *base, const struct setting *s);
+
+static const struct setting otlp_settings[] = {
+	{ .key = "endpoint", .type = T_CUSTOM, .parse = parse_endpoint,
+	  .doc_type = "string",
+	  .help = "OTLP/HTTP traces URL, http://host:port/v1/traces; absent: no export" },
+	{ .key = "headers", .type = T_CUSTOM, .parse = parse_headers,
+	  .doc_type = "object",
+	  .help = "request headers sent with every export, name to value" },
+	{ .key = "timeout", .type = T_DURATION, .def = "\"30s\"",
+	  .min = 1, .max = 600000,
+	  .offset = offsetof(struct tg_tracing_config, export_timeout),
+	  .help = "time one export may take, retries included" },
+	{ .key = "shutdown_timeout", .type = T_DURATION, .def = "\"5s\"",
+	  .max = 600000,
+	  .offset = offsetof(struct tg_tracing_config, shutdown_timeout),
+	  .help = "on SIGTERM, time to send the spans still queued" },
+};
+static const struct section otlp_section = SECTION(otlp_settings);
+
+static const struct setting batch_settings[] = {
+	{ .key = "max_queue_size", .type = T_COUNT, .def = "2048",
+	  .min = 1, .max = MAX_QUEUE_SIZE,
+	  .offset = offsetof(struct tg_tracing_config, max_queue_size),
+	  .help = "spans waiting for export; more are dropped; restart to change" },
+	{ .key = "max_export_batch_size", .type = T_COUNT, .def = "512",
+	  .min = 1, .max = MAX_QUEUE_SIZE,
+	  .offset = offsetof(struct tg_tracing_config, max_export_batch_size),
+	  .help = "spans per export request, at most max_queue_size" },
+	{ .key = "schedule_delay", .type = T_DURATION, .def = "\"5s\"",
+	  .min = 1, .max = 3600000,
+	  .offset = offsetof(struct tg_tracing_config, schedule_delay),
+	  .help = "time between two exports when no batch is full" },
+};
+static const struct section batch_section = SECTION(batch_settings);
+
+static const struct setting retry_settings[] = {
+	{ .key = "max_attempts", .type = T_COUNT, .def = "5", .min = 1, .max = 100,
+	  .offset = offsetof(struct tg_tracing_config, max_attempts),
+	  .help = "attempts per export on 429, 502, 503, 504 or connection failure" },
+	{ .key = "initial_backoff", .type = T_DURATION, .def = "\"1s\"",
+	  .min = 1, .max = 600000,
+	  .offset = offsetof(struct tg_tracing_config, initial_backoff),
+	  .help = "delay before the first retry when no Retry-After came; doubles" },
+	{ .key = "max_backoff", .type = T_DURATION, .def = "\"5s\"",
+	  .min = 1, .max = 600000,
+	  .offset = offsetof(struct tg_tracing_config, max_backoff),
+	  .help = "maximum delay between two attempts without Retry-After" },
+};
+static const struct section retry_section = SECTION(retry_settings);
+
+static const struct setting tracing_settings[] = {
+	{ .key = "enabled", .type = T_BOOL,
+	  .offset = offsetof(struct tg_tracing_config, enabled),
+	  .help = "record spans; default: true when an OTLP endpoint is set" },
+	{ .key = "sample_ratio", .type = T_CUSTOM, .parse = parse_sample_ratio,
+	  .def = "1.0", .doc_type = "number",
+	  .help = "share of new traces sampled, 0 to 1; continued traces follow "
+	          "their parent" },
+	{ .key = "service_name", .type = T_STRING, .def = "\"tollgate\"",
+	  .offset = offsetof(struct tg_tracing_config, service_name),
+	  .help = "service.name of the exported spans" },
+	{ .key = "recent_traces", .type = T_COUNT, .def = "100", .max = 10000,
+	  .offset = offsetof(struct tg_tracing_config, recent_traces),
+	  .help = "traces kept for GET /api/traces on the admin listener" },
+	{ .key = "capture_content", .type = T_BOOL, .def = "false",
+	  .offset = offsetof(struct tg_tracing_config, capture_content),
+	  .help = "record prompts and completions in gen_ai.*.messages" },
+	{ .key = "max_content_length", .type = T_SIZE, .def = "\"4KiB\"",
+	  .min = 1, .max = 1024 * 1024,
+	  .offset = offsetof(struct tg_tracing_config, max_content_length),
+	  .help = "message text kept per span and direction when capturing" },
+	{ .key = "otlp", .type = T_SECTION, .def = "{}", .section = &otlp_section,
+	  .help = "where and how spans are exported" },
+	{ .key = "batch", .type = T_SECTION, .def = "{}", .section = &batch_section,
+	  .help = "batching of exports" },
+	{ .key = "retry", .type = T_SECTION, .def = "{}", .section = &retry_section,
+	  .help = "retries of failed exports" },
+};
+static const struct section tracing_section = SECTION(tracing_settings);
+
+/* --- typed values ------------------------------------------------------- */
+
+static void
+parse_sample_ratio(struct load_ctx *ctx, const char *path, json_t *value,
+                   void *base, const struct setting *s)
+{
+	double ratio;
+
+	(void)s;
+	if (!json_is_number(value)) {
+		report_type(ctx, path, "a number from 0 to 1", value);
+		return;
+	}
+	ratio = json_number_value(value);
+	if (!(ratio >= 0.0 && ratio <= 1.0)) {
+		report(ctx, path, "%g is out of range; valid values are 0 to 1", ratio);
+		return;
+	}
+	((struct tg_tracing_config *)base)->sample_ratio = ratio;
+}
+
+/* Split an http:// URL into host, port (default 80) and path with query
+ * (default "/"). Returns NULL, or why the URL cannot be used. */
+static const char *
+split_endpoint(const char *url, struct tg_tracing_config *tc)
+{
+	struct evhttp_uri *uri = evhttp_uri_parse_with_flags(url, 0);
+	const char *scheme, *host, *path, *query;
+	char port[8];
+	const char *problem = NULL;
+
+	if (uri == NULL)
+		return "not a valid URL";
+	scheme = evhttp_uri_get_scheme(uri);
+	host = evhttp_uri_get_host(uri);
+	path = evhttp_uri_get_path(uri);
+	query = evhttp_uri_get_query(uri);
+
+	if (scheme != NULL && strcasecmp(scheme, "https") == 0)
+		problem = "https is not supported; export to a collector over http://";
+	else if (scheme == NULL || strcasecmp(scheme, "http") != 0)
+		problem = "the scheme must be http://";
+	else if (host == NULL || host[0] == '\0')
+		problem = "the URL has no host";
+	else if (evhttp_uri_get_userinfo(uri) != NULL)
+		problem = "credentials in the URL are not supported; use otlp.headers";
+	if (problem != NULL) {
+		evhttp_uri_free(uri);
+		return problem;
+	}
+
+	snprintf(port, sizeof(port), "%d",
+	         evhttp_uri_get_port(uri) > 0 ? evhttp_uri_get_port(uri) : 80);
+	/* "[::1]" is kept as "::1", the form that name resolution takes. */
+	if (host[0] == '[')
+		tc->endpoint_host = strndup(host + 1, strlen(host) - 2);
+	else
+		tc->endpoint_host = strdup(host);
+	tc->endpoint_port = strdup(port);
+	if (asprintf(&tc->endpoint_path, "%s%s%s", path && path[0] ? path : "/",
+	             query ? "?" : "", query ? query : "") < 0)
+		tc->endpoint_path = NULL;
+	evhttp_uri_free(uri);
+	if (tc->endpoint_host == NULL || tc->endpoint_port == NULL || tc->endpoint_path == NULL)
+		return "out of memory";
+	return NULL;
+}
+
+static void
+parse_endpoint(struct load_ctx *ctx, const char *path, json_t *value, void *base,
+               const struct setting *s)
+{
+	struct tg_tracing_config *tc = base;
+	const char *raw, *problem;
+	char q[QUOTE_LEN];
+	char *url;
+
+	(void)s;
+	url = get_string(ctx, path, value, "a URL such as \"http://127.0.0.1:4318/v1/traces\"",
+	                 &raw);
+	if (url == NULL)
+		return;
+	problem = split_endpoint(url, tc);
+	if (problem != NULL) {
+		report(ctx, path, "invalid endpoint %s: %s", quote(raw, q, sizeof(q)), problem);
+		free(url);
+		return;
+	}
+	tc->endpoint = url;
+}
+
+/* RFC 9110 token characters, for header names. */
+static int
+is_token(const char *s)
+{
+	if (*s == '\0')
+		return 0;
+	for (; *s != '\0'; s++) {
+		if (!isalnum((unsigned char)*s) && strchr("!#$%&'*+-.^_`|~", *s) == NULL)
+			return 0;
+	}
+	return 1;
+}
+
+/* Headers the exporter sets itself. */
+static int
+is_reserved_header(const char *name)
+{
+	return strcasecmp(name, "Host") == 0 || strcasecmp(name, "Content-Type") == 0 ||
+	       strcasecmp(name, "Content-Length") == 0 ||
+	       strcasecmp(name, "Transfer-Encoding") == 0 ||
+	       strcasecmp(name, "Connection") == 0;
+}
+
+static void
+parse_headers(struct load_ctx *ctx, const char *path, json_t *value, void *base,
+              const struct setting *s)
+{
+	struct tg_tracing_config *tc = base;
+	const char *name;
+	json_t *item;
+	char child[PATH_LEN], q[QUOTE_LEN];
+
+	(void)s;
+	if (!json_is_object(value)) {
+		report_type(ctx, path, "an object of header names to values", value);
+		return;
+	}
+	if (json_object_size(value) > MAX_HEADERS) {
+		report(ctx, path, "%zu headers; at most %d are allowed",
+		       json_object_size(value), MAX_HEADERS);
+		return;
+	}
+	tc->headers = calloc(json_object_size(value) + 1, sizeof(*tc->headers));
+	if (tc->headers == NULL) {
+		report_oom(ctx, path);
+		return;
+	}
+	json_object_foreach(value, name, item) {
+		char *text;
+
+		path_key(child, path, name);
+		if (!is_token(name) || is_reserved_header(name)) {
+			report(ctx, child, "invalid header name %s; use a token other than "
+			       "Host, Content-Type, Content-Length, Transfer-Encoding and "
+			       "Connection", quote(name, q, sizeof(q)));
+			continue;
+		}
+		/* Values may be secrets: never quoted in messages. */
+		text = get_string(ctx, child, item, "a string", NULL);
+		if (text == NULL)
+			continue;
+		if (!tg_header_value_valid(text, strlen(text))) {
+			report(ctx, child, "the value contains CR, LF or NUL");
+			free(text);
+			continue;
+		}
+		tc->headers[tc->n_headers].name = strdup(name);
+		tc->headers[tc->n_headers].value = text;
+		if (tc->headers[tc->n_headers].name == NULL) {
+			report_oom(ctx, child);
+			free(text);
+			continue;
+		}
+		tc->n_headers++;
+	}
+}
+
+/* --- environment variables ---------------------------------------------- */
+
+static const char *
+env(const char *name)
+{
+	const char *value = getenv(name);
+
+	return value != NULL && value[0] != '\0' ? value : NULL;
+}
+
+/* The first of two variables that is set, the signal-specific one first. */
+static const char *
+env2(const char *specific, const char *general, const char **which)
+{
+	const char *value = env(specific);
+
+	*which = specific;
+	if (value == NULL) {
+		value = env(general);
+		*which = general;
+	}
+	return value;
+}
+
+/* The object under key in obj, made when absent. NULL when key contains
+ * something else, which the section parser then reports. */
+static json_t *
+child_object(json_t *obj, const char *key)
+{
+	json_t *child = json_object_get(obj, key);
+
+	if (child == NULL) {
+		child = json_object();
+		if (json_object_set_new(obj, key, child) != 0)
+			return NULL;
+	}
+	return json_is_object(child) ? child : NULL;
+}
+
+/* Put value under key unless the file set it. Takes the reference. */
+static void
+fill(json_t *obj, const char *key, json_t *value)
+{
+	if (obj == NULL || json_object_get(obj, key) != NULL)
+		json_decref(value);
+	else
+		json_object_set_new(obj, key, value);
+}
+
+/* A variable holding milliseconds or a count: a non-negative integer. */
+static int
+env_uint(struct load_ctx *ctx, const char *name, const char *value, unsigned long long *out)
+{
+	char *end;
+	char q[QUOTE_LEN];
+
+	errno = 0;
+	*out = strtoull(value, &end, 10);
+	if (!isdigit((unsigned char)value[0]) || *end != '\0' || errno == ERANGE) {
+		report(ctx, name, "invalid value %s; expected a non-negative integer",
+		       quote(value, q, sizeof(q)));
+		return -1;
+	}
+	return 0;
+}
+
+static void
+fill_ms(struct load_ctx *ctx, json_t *obj, const char *key, const char *name,
+        const char *value)
+{
+	unsigned long long ms;
+	char text[32];
+
+	if (value == NULL || env_uint(ctx, name, value, &ms) != 0)
+		return;
+	snprintf(text, sizeof(text), "%llums", ms);
+	fill(obj, key, json_string(text));
+}
+
+static void
+fill_count(struct load_ctx *ctx, json_t *obj, const char *key, const char *name,
+           const char *value)
+{
+	unsigned long long n;
+
+	if (value == NULL || env_uint(ctx, name, value, &n) != 0)
+		return;
+	fill(obj, key, json_integer((json_int_t)(n > MAX_QUEUE_SIZE * 2ull
+	                                         ? MAX_QUEUE_SIZE * 2ull : n)));
+}
+
+/* Decode %XX escapes in place; 0, or -1 on a malformed escape. */
+static int
+percent_decode(char *s)
+{
+	char *out = s;
+
+	for (; *s != '\0'; s++) {
+		if (*s != '%') {
+			*out++ = *s;
+			continue;
+		}
+		if (!isxdigit((unsigned char)s[1]) || !isxdigit((unsigned char)s[2]))
+			return -1;
+		char hex[3] = { s[1], s[2], '\0' };
+
+		*out++ = (char)strtol(hex, NULL, 16);
+		s += 2;
+	}
+	*out = '\0';
+	return 0;
+}
+
+static char *
+trimmed(char *s)
+{
+	char *end;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	end = s + strlen(s);
+	while (end > s && (end[-1] == ' ' || end[-1] == '\t'))
+		*--end = '\0';
+	return s;
+}
+
+/* OTEL_EXPORTER_OTLP_HEADERS: "name=value,name2=value2", values
+ * percent-encoded (the W3C Baggage format, which the OTLP exporter
+ * specification names). */
+static void
+fill_headers(struct load_ctx *ctx, json_t *otlp, const char *name, const char *value)
+{
+	json_t *headers;
+	char *copy, *item, *save = NULL;
+
+	if (value == NULL || otlp == NULL || json_object_get(otlp, "headers") != NULL)
+		return;
+	headers = json_object();
+	copy = strdup(value);
+	if (headers == NULL || copy == NULL) {
+		report_oom(ctx, name);
+		json_decref(headers);
+		free(copy);
+		return;
+	}
+	for (item = strtok_r(copy, ",", &save); item != NULL; item = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(item, '=');
+
+		if (eq == NULL) {
+			report(ctx, name, "an entry has no \"=\"; expected name=value pairs "
+			       "separated by commas");
+			continue;
+		}
+		*eq = '\0';
+		if (percent_decode(eq + 1) != 0) {
+			report(ctx, name, "a value has an invalid %%XX escape");
+			continue;
+		}
+		json_object_set_new(headers, trimmed(item), json_string(trimmed(eq + 1)));
+	}
+	free(copy);
+	json_object_set_new(otlp, "headers", headers);
+}
+
+/* OTEL_EXPORTER_OTLP_ENDPOINT is a base URL that the traces path is
+ * appended to; the _TRACES_ variable is the whole URL. */
+static void
+fill_endpoint(json_t *otlp)
+{
+	const char *base;
+	const char *url = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+	char *joined;
+
+	if (url != NULL) {
+		fill(otlp, "endpoint", json_string(url));
+		return;
+	}
+	base = env("OTEL_EXPORTER_OTLP_ENDPOINT");
+	if (base == NULL)
+		return;
+	if (asprintf(&joined, "%s%sv1/traces", base,
+	             base[strlen(base) - 1] == '/' ? "" : "/") < 0)
+		return;
+	fill(otlp, "endpoint", json_string(joined));
+	free(joined);
+}
+
+/* OTEL_TRACES_SAMPLER names a sampler; tollgate's sampling is always
+ * parent-based, so only the ratio for new traces follows from it. */
+static void
+fill_sample_ratio(struct load_ctx *ctx, json_t *obj)
+{
+	const char *sampler = env("OTEL_TRACES_SAMPLER");
+	const char *arg = env("OTEL_TRACES_SAMPLER_ARG");
+	char q[QUOTE_LEN];
+	char *end;
+	double ratio;
+
+	if (sampler == NULL)
+		return;
+	if (strcmp(sampler, "always_on") == 0 || strcmp(sampler, "parentbased_always_on") == 0) {
+		fill(obj, "sample_ratio", json_real(1.0));
+	} else if (strcmp(sampler, "always_off") == 0 ||
+	           strcmp(sampler, "parentbased_always_off") == 0) {
+		fill(obj, "sample_ratio", json_real(0.0));
+	} else if (strcmp(sampler, "traceidratio") == 0 ||
+	           strcmp(sampler, "parentbased_traceidratio") == 0) {
+		if (arg == NULL)
+			return;
+		ratio = strtod(arg, &end);
+		if (*end != '\0' || !(ratio >= 0.0 && ratio <= 1.0)) {
+			report(ctx, "OTEL_TRACES_SAMPLER_ARG", "invalid ratio %s; expected a "
+			       "number from 0 to 1", quote(arg, q, sizeof(q)));
+			return;
+		}
+		fill(obj, "sample_ratio", json_real(ratio));
+	} else {
+		report(ctx, "OTEL_TRACES_SAMPLER", "unsupported sampler %s; use always_on, "
+		       "always_off, traceidratio or their parentbased_ forms",
+		       quote(sampler, q, sizeof(q)));
+	}
+}
+
+/* Fill the keys obj leaves out from the environment. */
+static void
+fill_from_environment(struct load_ctx *ctx, json_t *obj)
+{
+	json_t *otlp = child_object(obj, "otlp");
+	json_t *batch = child_object(obj, "batch");
+	const char *name, *value;
+	const char *disabled = env("OTEL_SDK_DISABLED");
+
+	fill_endpoint(otlp);
+	value = env2("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS", &name);
+	fill_headers(ctx, otlp, name, value);
+	value = env2("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT", &name);
+	if (value == NULL)
+		value = env(name = "OTEL_BSP_EXPORT_TIMEOUT");
+	fill_ms(ctx, otlp, "timeout", name, value);
+	fill_ms(ctx, batch, "schedule_delay", "OTEL_BSP_SCHEDULE_DELAY",
+	        env("OTEL_BSP_SCHEDULE_DELAY"));
+	fill_count(ctx, batch, "max_queue_size", "OTEL_BSP_MAX_QUEUE_SIZE",
+	           env("OTEL_BSP_MAX_QUEUE_SIZE"));
+	fill_count(ctx, batch, "max_export_batch_size", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+	           env("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"));
+	if ((value = env("OTEL_SERVICE_NAME")) != NULL)
+		fill(obj, "service_name", json_string(value));
+	fill_sample_ratio(ctx, obj);
+
+	/* Tracing is on by default when spans have somewhere to go. */
+	fill(obj, "enabled", json_boolean(otlp != NULL &&
+	                                  json_object_get(otlp, "endpoint") != NULL &&
+	                                  !(disabled && strcasecmp(disabled, "true") == 0)));
+}
+
+/* --- the section -------------------------------------------------------- */
+
+static void
+free_tracing(void *obj)
+{
+	struct tg_tracing_config *tc = obj;
+
+	for (size_t i = 0; i < tc->n_headers; i++) {
+		free(tc->headers[i].name);
+		if (tc->headers[i].value != NULL)
+			explicit_bzero(tc->headers[i].value, strlen(tc->headers[i].value));
+		free(tc->headers[i].value);
+	}
+	free(tc->headers);
+	free(tc->service_name);
+	free(tc->endpoint);
+	free(tc->endpoint_host);
+	free(tc->endpoint_port);
+	free(tc->endpoint_path);
+	free(tc);
+}
+
+static void
+parse_tracing(struct load_ctx *ctx, const char *path, json_t *value, void *base,
+              const struct setting *s)
+{
+	struct tg_tracing_config *tc;
+	json_t *merged;
+	char child[PATH_LEN];
+
+	if (!json_is_object(value)) {
+		report_type(ctx, path, "an object", value);
+		return;
+	}
+	merged = json_deep_copy(value);
+	if (merged == NULL) {
+		report_oom(ctx, path);
+		return;
+	}
+	fill_from_environment(ctx, merged);
+	tc = parse_object(ctx, path, merged, sizeof(*tc), &tracing_section);
+	json_decref(merged);
+	if (tc == NULL)
+		return;
+
+	if (tc->max_export_batch_size > tc->max_queue_size && tc->max_queue_size > 0)
+		report(ctx, path_key(child, path, "batch.max_export_batch_size"),
+		       "%zu is larger than batch.max_queue_size (%zu)",
+		       tc->max_export_batch_size, tc->max_queue_size);
+	if (tc->max_backoff < tc->initial_backoff)
+		report(ctx, path_key(child, path, "retry.max_backoff"),
+		       "is shorter than retry.initial_backoff");
+
+	*FIELD(base, s, struct tg_tracing_config *) = tc;
+}
+
+const struct feature tg_tracing_feature = {
+	.parse = parse_tracing,
+	.free = free_tracing,
+	.section = &tracing_section,
+	.doc_type = "object",
+};

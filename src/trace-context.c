@@ -1,0 +1,139 @@
+/*
+ * W3C traceparent parsing and formatting, span and trace ids, sampling.
+ */
+#include <string.h>
+
+#include <openssl/rand.h>
+
+#include "trace-context.h"
+
+/* Offsets in a version 00 traceparent. */
+#define TP_TRACE_ID 3
+#define TP_PARENT_ID 36
+#define TP_FLAGS 53
+
+static int
+hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;                      /* uppercase is invalid too */
+}
+
+int
+tg_hex_decode(uint8_t *out, const char *in, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		int hi = hex_value(in[2 * i]);
+		int lo = hi < 0 ? -1 : hex_value(in[2 * i + 1]);
+
+		if (lo < 0)
+			return -1;
+		out[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return 0;
+}
+
+void
+tg_hex_encode(char *out, const uint8_t *in, size_t n)
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = digits[in[i] >> 4];
+		out[2 * i + 1] = digits[in[i] & 0xf];
+	}
+	out[2 * n] = '\0';
+}
+
+int
+tg_id_is_zero(const uint8_t *id, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (id[i] != 0)
+			return 0;
+	}
+	return 1;
+}
+
+int
+tg_traceparent_parse(const char *value, struct tg_traceparent *out)
+{
+	size_t len;
+
+	while (*value == ' ' || *value == '\t')
+		value++;
+	len = strlen(value);
+	while (len > 0 && (value[len - 1] == ' ' || value[len - 1] == '\t'))
+		len--;
+
+	if (len < TG_TRACEPARENT_LEN)
+		return -1;
+	if (tg_hex_decode(&out->version, value, 1) != 0 || out->version == 0xff)
+		return -1;
+
+	/* Version 00 is exactly 55 characters. A later version may append
+	 * fields, after a dash. */
+	if (out->version == 0 && len != TG_TRACEPARENT_LEN)
+		return -1;
+	if (len > TG_TRACEPARENT_LEN && value[TG_TRACEPARENT_LEN] != '-')
+		return -1;
+
+	if (value[2] != '-' || value[TP_PARENT_ID - 1] != '-' || value[TP_FLAGS - 1] != '-')
+		return -1;
+	if (tg_hex_decode(out->trace_id, value + TP_TRACE_ID, TG_TRACE_ID_SIZE) != 0 ||
+	    tg_hex_decode(out->parent_id, value + TP_PARENT_ID, TG_SPAN_ID_SIZE) != 0 ||
+	    tg_hex_decode(&out->flags, value + TP_FLAGS, 1) != 0)
+		return -1;
+
+	if (tg_id_is_zero(out->trace_id, TG_TRACE_ID_SIZE) ||
+	    tg_id_is_zero(out->parent_id, TG_SPAN_ID_SIZE))
+		return -1;
+	return 0;
+}
+
+void
+tg_traceparent_format(char *out, const uint8_t trace_id[TG_TRACE_ID_SIZE],
+                      const uint8_t span_id[TG_SPAN_ID_SIZE], uint8_t flags)
+{
+	memcpy(out, "00-", 3);
+	tg_hex_encode(out + TP_TRACE_ID, trace_id, TG_TRACE_ID_SIZE);
+	out[TP_PARENT_ID - 1] = '-';
+	tg_hex_encode(out + TP_PARENT_ID, span_id, TG_SPAN_ID_SIZE);
+	out[TP_FLAGS - 1] = '-';
+	tg_hex_encode(out + TP_FLAGS, &flags, 1);
+}
+
+void
+tg_id_random(uint8_t *id, size_t n)
+{
+	do {
+		/* RAND_bytes fails only when the DRBG cannot be seeded, and
+		 * then the process has no good randomness left at all: give an
+		 * id that is at least unique within the process. */
+		if (RAND_bytes(id, (int)n) != 1) {
+			static _Atomic uint64_t fallback;
+			uint64_t v = ++fallback;
+
+			memset(id, 0, n);
+			memcpy(id + n - sizeof(v) / 2, &v, sizeof(v) / 2);
+		}
+	} while (tg_id_is_zero(id, n));
+}
+
+int
+tg_trace_ratio_sampled(const uint8_t trace_id[TG_TRACE_ID_SIZE], double ratio)
+{
+	uint64_t low = 0;
+
+	if (ratio >= 1.0)
+		return 1;
+	if (!(ratio > 0.0))
+		return 0;
+	for (size_t i = TG_TRACE_ID_SIZE - 8; i < TG_TRACE_ID_SIZE; i++)
+		low = low << 8 | trace_id[i];
+	/* 2^64 as a double is exact; the product is below it. */
+	return low < (uint64_t)(ratio * 18446744073709551616.0);
+}

@@ -1,0 +1,891 @@
+/*
+ * The exporter thread: batching, OTLP/HTTP requests, retries.
+ *
+ * Spans move in one direction: worker -> queue -> send list (and ring) ->
+ * one export in flight -> freed. The atomic counter "queued", which a
+ * worker increments before pushing, keeps the spans of the queue and the
+ * send list together at or below max_queue_size. The batch in flight no
+ * longer counts, as in the OpenTelemetry SDK.
+ */
+#include "autoconfig.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <openssl/rand.h>
+
+#include "config.h"
+#include "log.h"
+#include "trace-context.h"
+#include "trace-export.h"
+#include "trace-otlp.h"
+#include "trace-queue.h"
+#include "trace-retry.h"
+#include "trace-ring.h"
+#include "trace-span.h"
+
+/* How often the thread moves spans from the queue to the send list and
+ * the ring, so that GET /api/traces shows a trace soon after it ended. */
+#define TICK_MS 100
+
+/* Repeated warnings (drops, failing exports) at most this often. */
+#define WARN_INTERVAL_MS 10000
+
+/* One batch being sent, with its attempts. */
+struct export {
+	struct tg_tracer *tracer;
+	struct tg_span **spans;
+	size_t n_spans;
+	char *body;
+	size_t body_len;
+	unsigned attempt;               /* 1 for the first */
+	uint64_t deadline_ms;           /* monotonic; no attempt after it */
+	struct evhttp_request *request; /* the attempt in flight, or NULL */
+	struct event *timer;            /* retry delay, or the attempt's deadline */
+	int timed_out;
+};
+
+struct tg_tracer {
+	/* Shared with the workers. */
+	struct tg_span_queue queue;
+	size_t max_queue;
+	atomic_size_t queued;
+	atomic_uint_fast64_t spans_dropped;
+	atomic_uint_fast64_t spans_exported;
+	atomic_uint_fast64_t spans_failed;
+	atomic_uint_fast64_t export_requests;
+
+	/* Shared with the admin thread, under ring.lock. */
+	struct tg_trace_ring ring;
+	char *service_name;
+	char instance_id[37];
+
+	/* The exporter thread's own. */
+	pthread_t thread;
+	int started;
+	struct event_base *base;
+	struct event *tick;
+	struct tg_config *config;
+	const struct tg_tracing_config *tracing;        /* config->tracing */
+	struct tg_span *send_head, *send_tail;
+	size_t n_send;
+	struct export *export;          /* in flight, or NULL */
+	struct evhttp_connection *conn;
+	char *conn_host, *conn_port;
+	uint64_t next_export_ms;
+	int stopping;
+	uint64_t stop_deadline_ms;
+	struct event *stop_timer;
+
+	/* Warnings, rate-limited. */
+	uint64_t dropped_reported;
+	uint64_t last_drop_warning_ms;
+	int failing;                    /* the last export failed */
+	uint64_t failed_exports_in_row;
+};
+
+static void export_send(struct export *e);
+static void tracer_maybe_finish(struct tg_tracer *t);
+
+static uint64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static struct timeval
+ms_to_timeval(uint64_t ms)
+{
+	struct timeval tv = { .tv_sec = (time_t)(ms / 1000),
+	                      .tv_usec = (suseconds_t)(ms % 1000) * 1000 };
+	return tv;
+}
+
+static double
+random_unit(void)
+{
+	uint32_t r;
+
+	if (RAND_bytes((unsigned char *)&r, sizeof(r)) != 1)
+		return 0.5;
+	return (double)r / 4294967296.0;
+}
+
+/* A random UUID (version 4) that names this process in service.instance.id. */
+static void
+make_instance_id(char out[37])
+{
+	uint8_t b[16];
+	char hex[33];
+
+	tg_id_random(b, sizeof(b));
+	b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
+	b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
+	tg_hex_encode(hex, b, sizeof(b));
+	snprintf(out, 37, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12,
+	         hex + 16, hex + 20);
+}
+
+/* --- workers' side ------------------------------------------------------- */
+
+static void
+count_drop(struct tg_tracer *t, struct tg_span *span)
+{
+	atomic_fetch_add_explicit(&t->spans_dropped, 1, memory_order_relaxed);
+	tg_span_free(span);
+}
+
+int
+tg_tracer_submit(struct tg_tracer *t, struct tg_span *span)
+{
+	if (atomic_fetch_add_explicit(&t->queued, 1, memory_order_relaxed) >= t->max_queue) {
+		atomic_fetch_sub_explicit(&t->queued, 1, memory_order_relaxed);
+		count_drop(t, span);
+		return -1;
+	}
+	if (tg_span_queue_push(&t->queue, span) != 0) {
+		/* Cannot happen while "queued" bounds the ring; kept as a
+		 * drop rather than an assertion, since losing a span is
+		 * harmless. */
+		atomic_fetch_sub_explicit(&t->queued, 1, memory_order_relaxed);
+		count_drop(t, span);
+		return -1;
+	}
+	return 0;
+}
+
+void
+tg_tracer_stats(struct tg_tracer *t, struct tg_tracer_stats *out)
+{
+	out->spans_queued = atomic_load(&t->queued);
+	out->spans_dropped = atomic_load(&t->spans_dropped);
+	out->spans_exported = atomic_load(&t->spans_exported);
+	out->spans_failed = atomic_load(&t->spans_failed);
+	out->export_requests = atomic_load(&t->export_requests);
+}
+
+/* --- the send list ------------------------------------------------------- */
+
+static void
+send_list_append(struct tg_tracer *t, struct tg_span *span)
+{
+	span->next = NULL;
+	if (t->send_tail != NULL)
+		t->send_tail->next = span;
+	else
+		t->send_head = span;
+	t->send_tail = span;
+	t->n_send++;
+}
+
+static struct tg_span *
+send_list_take(struct tg_tracer *t)
+{
+	struct tg_span *span = t->send_head;
+
+	t->send_head = span->next;
+	if (t->send_head == NULL)
+		t->send_tail = NULL;
+	t->n_send--;
+	span->next = NULL;
+	return span;
+}
+
+/* Move every queued span to the ring, and to the send list when there is
+ * an endpoint. Without an endpoint, the ring is the only place spans go. */
+static void
+drain_queue(struct tg_tracer *t)
+{
+	struct tg_span *span;
+
+	while ((span = tg_span_queue_pop(&t->queue)) != NULL) {
+		span->refs = 1;
+		tg_trace_ring_add(&t->ring, span);
+		if (t->tracing->endpoint != NULL) {
+			send_list_append(t, span);
+		} else {
+			atomic_fetch_sub_explicit(&t->queued, 1, memory_order_relaxed);
+			tg_span_unref(span);
+		}
+	}
+}
+
+/* --- exports ------------------------------------------------------------- */
+
+static void
+export_free(struct export *e)
+{
+	for (size_t i = 0; i < e->n_spans; i++)
+		tg_span_unref(e->spans[i]);
+	if (e->timer != NULL)
+		event_free(e->timer);
+	free(e->spans);
+	free(e->body);
+	free(e);
+}
+
+static void
+warn_failure(struct tg_tracer *t, struct export *e, const char *why)
+{
+	t->failed_exports_in_row++;
+	if (t->failing)
+		return;
+	t->failing = 1;
+	tg_warn("OTLP export of %zu spans to %s failed: %s; later failures are "
+	        "logged once exports work again", e->n_spans, t->tracing->endpoint, why);
+}
+
+static void
+export_succeeded(struct tg_tracer *t, struct export *e)
+{
+	atomic_fetch_add_explicit(&t->spans_exported, e->n_spans, memory_order_relaxed);
+	if (t->failing) {
+		tg_info("OTLP exports to %s work again after %" PRIu64 " failed exports",
+		        t->tracing->endpoint, t->failed_exports_in_row);
+		t->failing = 0;
+		t->failed_exports_in_row = 0;
+	}
+}
+
+/* The export is over, for good: account for it and start the next. */
+static void
+export_finish(struct tg_tracer *t, struct export *e, int ok, const char *why)
+{
+	if (ok) {
+		export_succeeded(t, e);
+	} else {
+		atomic_fetch_add_explicit(&t->spans_failed, e->n_spans, memory_order_relaxed);
+		warn_failure(t, e, why);
+	}
+	t->export = NULL;
+	export_free(e);
+	tracer_maybe_finish(t);
+}
+
+/* A 2xx response may still report spans the endpoint rejected. OTLP says
+ * not to send them again, but the reason is worth a warning. */
+static void
+check_partial_success(struct tg_tracer *t, struct evhttp_request *req)
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	size_t len = evbuffer_get_length(in);
+	json_t *body, *partial;
+	json_int_t rejected = 0;
+	const char *message = NULL;
+
+	if (len == 0)
+		return;
+	body = json_loadb((const char *)evbuffer_pullup(in, -1), len, 0, NULL);
+	partial = json_object_get(body, "partialSuccess");
+	if (json_unpack(partial, "{s?I, s?s}", "rejectedSpans", &rejected,
+	                "errorMessage", &message) == 0 && rejected > 0) {
+		tg_warn("OTLP endpoint %s rejected %" JSON_INTEGER_FORMAT " spans: %s",
+		        t->tracing->endpoint, rejected, message ? message : "no reason given");
+	}
+	json_decref(body);
+}
+
+static void
+retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	export_send(arg);
+}
+
+/* Judge one attempt: done, retry later, or give up. */
+static void
+attempt_ended(struct export *e, const struct tg_export_result *result)
+{
+	struct tg_tracer *t = e->tracer;
+	const struct tg_tracing_config *tc = t->tracing;
+	struct tg_retry_policy_params policy = {
+		.max_attempts = t->stopping ? 1 : (unsigned)tc->max_attempts,
+		.initial_backoff_ms = tc->initial_backoff,
+		.max_backoff_ms = tc->max_backoff,
+	};
+	uint64_t now = now_ms();
+	uint64_t delay;
+	char why[96];
+
+	if (result->status >= 200 && result->status < 300) {
+		export_finish(t, e, 1, NULL);
+		return;
+	}
+
+	if (result->timed_out)
+		snprintf(why, sizeof(why), "no response within %" PRIu64 " ms",
+		         (uint64_t)tc->export_timeout);
+	else if (result->status == 0)
+		snprintf(why, sizeof(why), "connection failed");
+	else
+		snprintf(why, sizeof(why), "HTTP status %d", result->status);
+
+	if (!tg_export_retry_decide(&policy, e->attempt, result,
+	                            e->deadline_ms > now ? e->deadline_ms - now : 0,
+	                            time(NULL), random_unit(), &delay)) {
+		export_finish(t, e, 0, why);
+		return;
+	}
+
+	struct timeval tv = ms_to_timeval(delay);
+
+	tg_debug("OTLP export attempt %u to %s failed (%s); retrying in %" PRIu64 " ms",
+	         e->attempt, tc->endpoint, why, delay);
+	e->attempt++;
+	evtimer_assign(e->timer, t->base, retry_cb, e);
+	evtimer_add(e->timer, &tv);
+}
+
+static void
+request_error_cb(enum evhttp_request_error error, void *arg)
+{
+	struct export *e = arg;
+
+	if (error == EVREQ_HTTP_TIMEOUT)
+		e->timed_out = 1;
+}
+
+static void
+request_done_cb(struct evhttp_request *req, void *arg)
+{
+	struct export *e = arg;
+	struct tg_export_result result = { .timed_out = e->timed_out };
+	char *retry_after = NULL;
+
+	evtimer_del(e->timer);
+	e->request = NULL;
+	if (req != NULL) {
+		const char *value = evhttp_find_header(evhttp_request_get_input_headers(req),
+		                                       "Retry-After");
+
+		result.status = evhttp_request_get_response_code(req);
+		if (value != NULL)
+			retry_after = strdup(value);
+		if (result.status >= 200 && result.status < 300)
+			check_partial_success(e->tracer, req);
+	}
+	result.retry_after = retry_after;
+	attempt_ended(e, &result);
+	free(retry_after);
+}
+
+/* The attempt ran past the export's deadline: cancel it. libevent calls no
+ * callback for a cancelled request, so the outcome is judged here. */
+static void
+deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct export *e = arg;
+	struct tg_export_result result = { .timed_out = 1 };
+
+	(void)fd;
+	(void)what;
+	if (e->request != NULL) {
+		evhttp_cancel_request(e->request);
+		e->request = NULL;
+	}
+	attempt_ended(e, &result);
+}
+
+/* The connection to the endpoint, made again when the endpoint changed. */
+static struct evhttp_connection *
+endpoint_connection(struct tg_tracer *t)
+{
+	const struct tg_tracing_config *tc = t->tracing;
+
+	if (t->conn != NULL && strcmp(t->conn_host, tc->endpoint_host) == 0 &&
+	    strcmp(t->conn_port, tc->endpoint_port) == 0)
+		return t->conn;
+
+	if (t->conn != NULL)
+		evhttp_connection_free(t->conn);
+	free(t->conn_host);
+	free(t->conn_port);
+	t->conn_host = strdup(tc->endpoint_host);
+	t->conn_port = strdup(tc->endpoint_port);
+	t->conn = evhttp_connection_base_new(t->base, NULL, tc->endpoint_host,
+	                                     (unsigned short)atoi(tc->endpoint_port));
+	if (t->conn == NULL || t->conn_host == NULL || t->conn_port == NULL)
+		return NULL;
+	/* Retries are this file's business, with their own policy. */
+	evhttp_connection_set_retries(t->conn, 0);
+	return t->conn;
+}
+
+static int
+add_request_headers(struct tg_tracer *t, struct evhttp_request *req)
+{
+	const struct tg_tracing_config *tc = t->tracing;
+	struct evkeyvalq *headers = evhttp_request_get_output_headers(req);
+	char host[300];
+	int rc = 0;
+
+	if (strchr(tc->endpoint_host, ':') != NULL)    /* an IPv6 address */
+		snprintf(host, sizeof(host), "[%s]:%s", tc->endpoint_host, tc->endpoint_port);
+	else
+		snprintf(host, sizeof(host), "%s:%s", tc->endpoint_host, tc->endpoint_port);
+	rc |= evhttp_add_header(headers, "Host", host);
+	rc |= evhttp_add_header(headers, "Content-Type", "application/json");
+	rc |= evhttp_add_header(headers, "User-Agent", "tollgate/" PACKAGE_VERSION);
+	for (size_t i = 0; i < tc->n_headers; i++)
+		rc |= evhttp_add_header(headers, tc->headers[i].name, tc->headers[i].value);
+	return rc;
+}
+
+/* Send the next attempt of e. */
+static void
+export_send(struct export *e)
+{
+	struct tg_tracer *t = e->tracer;
+	uint64_t now = now_ms();
+	struct tg_export_result failed = { .status = 0 };
+	struct evhttp_connection *conn;
+	struct evhttp_request *req;
+	struct timeval tv;
+
+	if (now >= e->deadline_ms) {
+		export_finish(t, e, 0, "export timeout reached before the attempt");
+		return;
+	}
+	tv = ms_to_timeval(e->deadline_ms - now);
+	e->timed_out = 0;
+
+	conn = endpoint_connection(t);
+	req = conn ? evhttp_request_new(request_done_cb, e) : NULL;
+	if (req == NULL) {
+		attempt_ended(e, &failed);
+		return;
+	}
+	evhttp_request_set_error_cb(req, request_error_cb);
+	evhttp_connection_set_timeout_tv(conn, &tv);
+	if (add_request_headers(t, req) != 0 ||
+	    evbuffer_add(evhttp_request_get_output_buffer(req), e->body, e->body_len) != 0) {
+		evhttp_request_free(req);
+		attempt_ended(e, &failed);
+		return;
+	}
+
+	atomic_fetch_add_explicit(&t->export_requests, 1, memory_order_relaxed);
+	/* No callback follows a failure here (no socket could be made), so
+	 * the attempt is judged at once. */
+	if (evhttp_make_request(conn, req, EVHTTP_REQ_POST, t->tracing->endpoint_path) != 0) {
+		attempt_ended(e, &failed);
+		return;
+	}
+	e->request = req;
+	evtimer_assign(e->timer, t->base, deadline_cb, e);
+	evtimer_add(e->timer, &tv);
+}
+
+static void
+resource_of(struct tg_tracer *t, struct tg_otlp_resource *r)
+{
+	r->service_name = t->tracing->service_name;
+	r->service_version = PACKAGE_VERSION;
+	r->instance_id = t->instance_id;
+}
+
+/* Take up to one batch off the send list and send it. */
+static void
+export_start(struct tg_tracer *t)
+{
+	const struct tg_tracing_config *tc = t->tracing;
+	size_t n = t->n_send < tc->max_export_batch_size ? t->n_send : tc->max_export_batch_size;
+	struct tg_otlp_resource resource;
+	struct export *e = calloc(1, sizeof(*e));
+
+	if (e != NULL) {
+		e->spans = calloc(n, sizeof(*e->spans));
+		e->timer = evtimer_new(t->base, deadline_cb, e);
+	}
+	if (e == NULL || e->spans == NULL || e->timer == NULL) {
+		if (e != NULL)
+			export_free(e);
+		return;         /* out of memory: try again at the next tick */
+	}
+
+	for (size_t i = 0; i < n; i++)
+		e->spans[e->n_spans++] = send_list_take(t);
+	atomic_fetch_sub_explicit(&t->queued, n, memory_order_relaxed);
+
+	e->tracer = t;
+	e->attempt = 1;
+	e->deadline_ms = now_ms() + (t->stopping && t->stop_deadline_ms < now_ms() + tc->export_timeout
+	                             ? t->stop_deadline_ms - now_ms() : tc->export_timeout);
+	resource_of(t, &resource);
+	e->body = tg_otlp_dumps(e->spans, e->n_spans, &resource);
+	if (e->body == NULL) {
+		atomic_fetch_add_explicit(&t->spans_failed, e->n_spans, memory_order_relaxed);
+		tg_warn("cannot encode %zu spans for export: out of memory", e->n_spans);
+		export_free(e);
+		return;
+	}
+	e->body_len = strlen(e->body);
+	t->export = e;
+	export_send(e);
+}
+
+/* Export when a batch is full, the schedule delay has passed, or the
+ * tracer is stopping; never with an export in flight. */
+static void
+maybe_export(struct tg_tracer *t)
+{
+	uint64_t now = now_ms();
+
+	if (t->export != NULL || t->n_send == 0)
+		return;
+	if (!t->stopping && t->n_send < t->tracing->max_export_batch_size &&
+	    now < t->next_export_ms)
+		return;
+	t->next_export_ms = now + t->tracing->schedule_delay;
+	export_start(t);
+}
+
+static void
+warn_drops(struct tg_tracer *t)
+{
+	uint64_t dropped = atomic_load(&t->spans_dropped);
+	uint64_t now = now_ms();
+
+	if (dropped == t->dropped_reported || now - t->last_drop_warning_ms < WARN_INTERVAL_MS)
+		return;
+	tg_warn("tracing queue full (tracing.batch.max_queue_size = %zu): %" PRIu64
+	        " spans dropped since the last warning, %" PRIu64 " in all",
+	        t->max_queue, dropped - t->dropped_reported, dropped);
+	t->dropped_reported = dropped;
+	t->last_drop_warning_ms = now;
+}
+
+static void
+tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tg_tracer *t = arg;
+
+	(void)fd;
+	(void)what;
+	drain_queue(t);
+	maybe_export(t);
+	warn_drops(t);
+}
+
+/* --- configuration ------------------------------------------------------- */
+
+static void
+set_service_name(struct tg_tracer *t, const char *name)
+{
+	char *copy = strdup(name);
+
+	if (copy == NULL)
+		return;
+	pthread_mutex_lock(&t->ring.lock);
+	free(t->service_name);
+	t->service_name = copy;
+	pthread_mutex_unlock(&t->ring.lock);
+}
+
+/* Exporter thread (or before it starts): switch to cfg, which the caller
+ * has taken a reference on for the tracer. */
+static void
+apply_config(struct tg_tracer *t, struct tg_config *cfg)
+{
+	const struct tg_tracing_config *tc = cfg->tracing;
+	struct timeval tick = ms_to_timeval(TICK_MS);
+
+	if (tc->max_queue_size != t->max_queue)
+		tg_warn("reload: tracing.batch.max_queue_size changed; it takes effect "
+		        "after a restart");
+	if (t->config != NULL)
+		tg_config_unref(t->config);
+	t->config = cfg;
+	t->tracing = tc;
+	set_service_name(t, tc->service_name);
+	tg_trace_ring_resize(&t->ring, tc->recent_traces);
+
+	/* Without tracing there is nothing to move, but spans submitted under
+	 * the previous snapshot are still sent by the last ticks. */
+	if (tc->enabled || t->n_send > 0 || tg_span_queue_length(&t->queue) > 0)
+		evtimer_add(t->tick, &tick);
+}
+
+struct config_message {
+	struct tg_tracer *tracer;
+	struct tg_config *config;
+};
+
+static void
+config_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct config_message *msg = arg;
+
+	(void)fd;
+	(void)what;
+	drain_queue(msg->tracer);       /* under the settings they were made for */
+	apply_config(msg->tracer, msg->config);
+	free(msg);
+}
+
+void
+tg_tracer_post_config(struct tg_tracer *t, struct tg_config *cfg)
+{
+	struct config_message *msg = malloc(sizeof(*msg));
+
+	if (msg == NULL)
+		return;
+	msg->tracer = t;
+	msg->config = tg_config_ref(cfg);
+	if (event_base_once(t->base, -1, EV_TIMEOUT, config_cb, msg, NULL) != 0) {
+		tg_config_unref(cfg);
+		free(msg);
+	}
+}
+
+/* --- life cycle ---------------------------------------------------------- */
+
+struct tg_tracer *
+tg_tracer_new(struct tg_config *cfg)
+{
+	struct tg_tracer *t = calloc(1, sizeof(*t));
+	size_t max_queue = cfg->tracing->max_queue_size;
+
+	if (t == NULL)
+		goto oom;
+	if (tg_span_queue_init(&t->queue, max_queue) != 0) {
+		free(t);
+		goto oom;
+	}
+	if (tg_trace_ring_init(&t->ring, 0) != 0) {
+		tg_span_queue_free(&t->queue);
+		free(t);
+		goto oom;
+	}
+	t->max_queue = max_queue;
+	make_instance_id(t->instance_id);
+
+	t->base = event_base_new();
+	t->tick = t->base ? event_new(t->base, -1, EV_PERSIST, tick_cb, t) : NULL;
+	if (t->tick == NULL) {
+		tg_error("cannot set up the tracing exporter's event loop");
+		tg_tracer_stop(t);
+		return NULL;
+	}
+	t->next_export_ms = now_ms() + cfg->tracing->schedule_delay;
+	apply_config(t, tg_config_ref(cfg));
+	return t;
+
+oom:
+	tg_error("cannot create the tracer: out of memory");
+	return NULL;
+}
+
+static void *
+tracer_main(void *arg)
+{
+	struct tg_tracer *t = arg;
+
+	event_base_dispatch(t->base);
+	return NULL;
+}
+
+int
+tg_tracer_start(struct tg_tracer *t)
+{
+	int rc = pthread_create(&t->thread, NULL, tracer_main, t);
+
+	if (rc != 0) {
+		tg_error("cannot start the tracing exporter thread: %s", strerror(rc));
+		return -1;
+	}
+	t->started = 1;
+	return 0;
+}
+
+/* While stopping: leave the loop once everything is sent. */
+static void
+tracer_maybe_finish(struct tg_tracer *t)
+{
+	if (!t->stopping) {
+		maybe_export(t);
+		return;
+	}
+	drain_queue(t);
+	if (t->export == NULL && t->n_send > 0)
+		export_start(t);
+	if (t->export == NULL && t->n_send == 0)
+		event_base_loopexit(t->base, NULL);
+}
+
+static void
+stop_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tg_tracer *t = arg;
+
+	(void)fd;
+	(void)what;
+	if (t->n_send > 0 || t->export != NULL)
+		tg_warn("tracing: shutdown timeout reached; %zu spans not exported",
+		        t->n_send + (t->export ? t->export->n_spans : 0));
+	event_base_loopexit(t->base, NULL);
+}
+
+static void
+stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tg_tracer *t = arg;
+	struct timeval tv = ms_to_timeval(t->tracing->shutdown_timeout);
+
+	(void)fd;
+	(void)what;
+	t->stopping = 1;
+	t->stop_deadline_ms = now_ms() + t->tracing->shutdown_timeout;
+	t->stop_timer = evtimer_new(t->base, stop_deadline_cb, t);
+	if (t->stop_timer == NULL) {
+		event_base_loopexit(t->base, NULL);
+		return;
+	}
+	evtimer_add(t->stop_timer, &tv);
+
+	/* An export waiting to retry sends its last attempt now. */
+	if (t->export != NULL && t->export->request == NULL) {
+		evtimer_del(t->export->timer);
+		export_send(t->export);
+		return;
+	}
+	tracer_maybe_finish(t);
+}
+
+/* Free what is left: spans never sent and the export cut short. */
+static void
+tracer_free(struct tg_tracer *t)
+{
+	struct tg_span *span;
+
+	if (t->export != NULL) {
+		if (t->export->request != NULL)
+			evhttp_cancel_request(t->export->request);
+		atomic_fetch_add(&t->spans_failed, t->export->n_spans);
+		export_free(t->export);
+	}
+	while ((span = tg_span_queue_pop(&t->queue)) != NULL)
+		tg_span_free(span);
+	while (t->send_head != NULL)
+		tg_span_unref(send_list_take(t));
+	tg_trace_ring_free(&t->ring);
+	tg_span_queue_free(&t->queue);
+	if (t->conn != NULL)
+		evhttp_connection_free(t->conn);
+	if (t->stop_timer != NULL)
+		event_free(t->stop_timer);
+	if (t->tick != NULL)
+		event_free(t->tick);
+	if (t->base != NULL)
+		event_base_free(t->base);
+	if (t->config != NULL)
+		tg_config_unref(t->config);
+	free(t->conn_host);
+	free(t->conn_port);
+	free(t->service_name);
+	free(t);
+}
+
+void
+tg_tracer_stop(struct tg_tracer *t)
+{
+	if (t == NULL)
+		return;
+	if (t->started) {
+		if (event_base_once(t->base, -1, EV_TIMEOUT, stop_cb, t, NULL) != 0)
+			event_base_loopbreak(t->base);
+		pthread_join(t->thread, NULL);
+	}
+	tracer_free(t);
+}
+
+/* --- admin --------------------------------------------------------------- */
+
+static int
+write_metric(struct evbuffer *out, const char *name, const char *type, const char *help,
+             uint64_t value, int openmetrics)
+{
+	size_t family_len = strlen(name);
+	int rc;
+
+	if (openmetrics && strcmp(type, "counter") == 0)
+		family_len -= strlen("_total");
+	rc = evbuffer_add_printf(out, "# HELP %.*s %s\n# TYPE %.*s %s\n%s %" PRIu64 "\n",
+	                         (int)family_len, name, help, (int)family_len, name, type,
+	                         name, value) < 0;
+	return rc ? -1 : 0;
+}
+
+int
+tg_tracer_write_metrics(struct tg_tracer *t, struct evbuffer *out, int openmetrics)
+{
+	struct tg_tracer_stats s;
+	int rc = 0;
+
+	tg_tracer_stats(t, &s);
+	rc |= write_metric(out, "tollgate_spans_dropped_total", "counter",
+	                   "Spans dropped because the export queue was full.",
+	                   s.spans_dropped, openmetrics);
+	rc |= write_metric(out, "tollgate_spans_exported_total", "counter",
+	                   "Spans the OTLP endpoint accepted.", s.spans_exported, openmetrics);
+	rc |= write_metric(out, "tollgate_spans_export_failed_total", "counter",
+	                   "Spans whose export failed after its retries.", s.spans_failed,
+	                   openmetrics);
+	rc |= write_metric(out, "tollgate_span_export_requests_total", "counter",
+	                   "OTLP export requests sent, retries included.", s.export_requests,
+	                   openmetrics);
+	rc |= write_metric(out, "tollgate_spans_queued", "gauge",
+	                   "Spans waiting for export.", s.spans_queued, openmetrics);
+	return rc;
+}
+
+json_t *
+tg_tracer_recent_list(struct tg_tracer *t)
+{
+	struct tg_tracer_stats stats;
+	json_t *list = tg_trace_ring_list(&t->ring);
+
+	tg_tracer_stats(t, &stats);
+	if (list == NULL)
+		return NULL;
+	json_object_set_new(list, "exporter",
+	                    json_pack("{s:I, s:I, s:I, s:I, s:I}",
+	                              "spans_queued", (json_int_t)stats.spans_queued,
+	                              "spans_dropped", (json_int_t)stats.spans_dropped,
+	                              "spans_exported", (json_int_t)stats.spans_exported,
+	                              "spans_failed", (json_int_t)stats.spans_failed,
+	                              "export_requests", (json_int_t)stats.export_requests));
+	return list;
+}
+
+json_t *
+tg_tracer_recent_get(struct tg_tracer *t, const char *trace_id_hex)
+{
+	struct tg_otlp_resource resource = {
+		.service_version = PACKAGE_VERSION,
+		.instance_id = t->instance_id,
+	};
+	json_t *result;
+	char *service_name;
+
+	pthread_mutex_lock(&t->ring.lock);
+	service_name = t->service_name ? strdup(t->service_name) : NULL;
+	pthread_mutex_unlock(&t->ring.lock);
+	resource.service_name = service_name ? service_name : "tollgate";
+	result = tg_trace_ring_get(&t->ring, trace_id_hex, &resource);
+	free(service_name);
+	return result;
+}

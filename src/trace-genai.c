@@ -1,0 +1,465 @@
+/*
+ * GenAI attributes from OpenAI-shaped bodies.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "trace-genai.h"
+#include "trace-semconv.h"
+#include "trace-span.h"
+#include "trace-tree.h"
+
+/* Choices tracked per response; indexes above are ignored. */
+#define MAX_CHOICES 128
+
+const char *
+tg_genai_operation(const char *path)
+{
+	if (strcmp(path, "/v1/chat/completions") == 0)
+		return "chat";
+	if (strcmp(path, "/v1/completions") == 0)
+		return "text_completion";
+	if (strcmp(path, "/v1/embeddings") == 0)
+		return "embeddings";
+	return NULL;
+}
+
+/* --- request ------------------------------------------------------------- */
+
+static void
+set_int_param(struct tg_span *span, const char *key, json_t *value)
+{
+	if (json_is_integer(value))
+		tg_attrs_int(&span->attrs, key, json_integer_value(value));
+}
+
+static void
+set_number_param(struct tg_span *span, const char *key, json_t *value)
+{
+	if (json_is_number(value))
+		tg_attrs_double(&span->attrs, key, json_number_value(value));
+}
+
+/* "stop" is a string or an array of strings. */
+static void
+set_stop_sequences(struct tg_span *span, json_t *stop)
+{
+	const char *items[16];
+	size_t n = 0;
+
+	if (json_is_string(stop)) {
+		items[n++] = json_string_value(stop);
+	} else if (json_is_array(stop)) {
+		for (size_t i = 0; i < json_array_size(stop) && n < 16; i++) {
+			json_t *item = json_array_get(stop, i);
+
+			if (json_is_string(item))
+				items[n++] = json_string_value(item);
+		}
+	} else {
+		return;
+	}
+	tg_attrs_strings(&span->attrs, TG_SC(GEN_AI_REQUEST_STOP_SEQUENCES), items, n);
+}
+
+/* The longest prefix of s, at most max bytes, that does not cut a UTF-8
+ * sequence. */
+static size_t
+utf8_prefix(const char *s, size_t len, size_t max)
+{
+	if (len <= max)
+		return len;
+	while (max > 0 && ((unsigned char)s[max] & 0xc0) == 0x80)
+		max--;
+	return max;
+}
+
+/* A text part of a message, with its text cut to what *budget allows. */
+static json_t *
+text_part(const char *text, size_t len, size_t *budget)
+{
+	size_t keep = utf8_prefix(text, len, *budget);
+
+	*budget -= keep;
+	return json_pack("{s:s, s:s%}", "type", "text", "content", text, keep);
+}
+
+static json_t *
+tool_call_part(json_t *call)
+{
+	json_t *function = json_object_get(call, "function");
+	json_t *part = json_pack("{s:s}", "type", "tool_call");
+
+	if (part == NULL)
+		return NULL;
+	if (json_is_string(json_object_get(call, "id")))
+		json_object_set(part, "id", json_object_get(call, "id"));
+	if (json_is_string(json_object_get(function, "name")))
+		json_object_set(part, "name", json_object_get(function, "name"));
+	if (json_is_string(json_object_get(function, "arguments")))
+		json_object_set(part, "arguments", json_object_get(function, "arguments"));
+	return part;
+}
+
+/* The parts of one OpenAI message's content: a string, or an array of
+ * typed parts of which only text carries content here. */
+static void
+content_parts(json_t *parts, json_t *content, size_t *budget)
+{
+	if (json_is_string(content)) {
+		json_array_append_new(parts, text_part(json_string_value(content),
+		                                       json_string_length(content), budget));
+		return;
+	}
+	for (size_t i = 0; i < json_array_size(content); i++) {
+		json_t *item = json_array_get(content, i);
+		json_t *text = json_object_get(item, "text");
+		json_t *type = json_object_get(item, "type");
+
+		if (json_is_string(text))
+			json_array_append_new(parts, text_part(json_string_value(text),
+			                                       json_string_length(text), budget));
+		else if (json_is_string(type))
+			json_array_append_new(parts, json_pack("{s:O}", "type", type));
+	}
+}
+
+/* One OpenAI chat message in the GenAI "input messages" shape. */
+static json_t *
+input_message(json_t *message, size_t *budget)
+{
+	json_t *role = json_object_get(message, "role");
+	json_t *parts = json_array();
+	json_t *calls = json_object_get(message, "tool_calls");
+
+	if (parts == NULL)
+		return NULL;
+	if (json_is_string(json_object_get(message, "tool_call_id"))) {
+		json_t *response = json_object_get(message, "content");
+		json_t *part = json_pack("{s:s, s:O}", "type", "tool_call_response",
+		                         "id", json_object_get(message, "tool_call_id"));
+
+		if (part != NULL && json_is_string(response)) {
+			size_t keep = utf8_prefix(json_string_value(response),
+			                          json_string_length(response), *budget);
+
+			*budget -= keep;
+			json_object_set_new(part, "response",
+			                    json_stringn(json_string_value(response), keep));
+		}
+		json_array_append_new(parts, part);
+	} else {
+		content_parts(parts, json_object_get(message, "content"), budget);
+	}
+	for (size_t i = 0; i < json_array_size(calls); i++)
+		json_array_append_new(parts, tool_call_part(json_array_get(calls, i)));
+
+	return json_pack("{s:s, s:o}", "role", json_is_string(role) ? json_string_value(role)
+	                 : "user", "parts", parts);
+}
+
+static void
+set_input_messages(struct tg_span *span, json_t *body, size_t max_content)
+{
+	json_t *messages = json_object_get(body, "messages");
+	json_t *prompt = json_object_get(body, "prompt");
+	json_t *list = json_array();
+	size_t budget = max_content;
+	char *text;
+
+	if (list == NULL)
+		return;
+	for (size_t i = 0; i < json_array_size(messages); i++)
+		json_array_append_new(list, input_message(json_array_get(messages, i), &budget));
+	if (json_is_string(prompt)) {
+		json_t *parts = json_array();
+
+		json_array_append_new(parts, text_part(json_string_value(prompt),
+		                                       json_string_length(prompt), &budget));
+		json_array_append_new(list, json_pack("{s:s, s:o}", "role", "user",
+		                                      "parts", parts));
+	}
+	text = json_array_size(list) > 0 ? json_dumps(list, JSON_COMPACT) : NULL;
+	if (text != NULL)
+		tg_attrs_string(&span->attrs, TG_SC(GEN_AI_INPUT_MESSAGES), text);
+	free(text);
+	json_decref(list);
+}
+
+void
+tg_genai_request(struct tg_span *span, const char *operation, const char *provider,
+                 const char *model, int stream, json_t *body, size_t max_content)
+{
+	json_t *max_tokens;
+
+	if (span == NULL)
+		return;
+	tg_attrs_string(&span->attrs, TG_SC(GEN_AI_OPERATION_NAME), operation);
+	tg_attrs_string(&span->attrs, TG_SC(GEN_AI_PROVIDER_NAME), provider);
+	if (model != NULL)
+		tg_attrs_string(&span->attrs, TG_SC(GEN_AI_REQUEST_MODEL), model);
+	tg_attrs_bool(&span->attrs, TG_SC(GEN_AI_REQUEST_STREAM), stream);
+	if (!json_is_object(body))
+		return;
+
+	/* max_completion_tokens replaced max_tokens for chat models. */
+	max_tokens = json_object_get(body, "max_completion_tokens");
+	if (!json_is_integer(max_tokens))
+		max_tokens = json_object_get(body, "max_tokens");
+	set_int_param(span, TG_SC(GEN_AI_REQUEST_MAX_TOKENS), max_tokens);
+	set_number_param(span, TG_SC(GEN_AI_REQUEST_TEMPERATURE),
+	                 json_object_get(body, "temperature"));
+	set_number_param(span, TG_SC(GEN_AI_REQUEST_TOP_P), json_object_get(body, "top_p"));
+	set_int_param(span, TG_SC(GEN_AI_REQUEST_SEED), json_object_get(body, "seed"));
+	set_number_param(span, TG_SC(GEN_AI_REQUEST_FREQUENCY_PENALTY),
+	                 json_object_get(body, "frequency_penalty"));
+	set_number_param(span, TG_SC(GEN_AI_REQUEST_PRESENCE_PENALTY),
+	                 json_object_get(body, "presence_penalty"));
+	set_stop_sequences(span, json_object_get(body, "stop"));
+
+	/* The conventions ask for the count only when it is not 1. */
+	json_t *n = json_object_get(body, "n");
+
+	if (json_is_integer(n) && json_integer_value(n) != 1)
+		set_int_param(span, TG_SC(GEN_AI_REQUEST_CHOICE_COUNT), n);
+
+	if (max_content > 0)
+		set_input_messages(span, body, max_content);
+}
+
+/* --- response ------------------------------------------------------------ */
+
+int
+tg_genai_capture_output(struct tg_trace *t, size_t max_content)
+{
+	t->output = calloc(1, sizeof(*t->output));
+	if (t->output == NULL)
+		return -1;
+	t->output->budget = max_content;
+	return 0;
+}
+
+/* Grow the per-choice arrays so that index fits; 0 or -1. */
+static int
+reserve_choice(char ***items, size_t **lengths, size_t *n, size_t index)
+{
+	size_t count = index + 1;
+	char **grown;
+
+	if (index >= MAX_CHOICES)
+		return -1;
+	if (count <= *n)
+		return 0;
+	grown = realloc(*items, count * sizeof(*grown));
+	if (grown == NULL)
+		return -1;
+	memset(grown + *n, 0, (count - *n) * sizeof(*grown));
+	*items = grown;
+	if (lengths != NULL) {
+		size_t *grown_lengths = realloc(*lengths, count * sizeof(*grown_lengths));
+
+		if (grown_lengths == NULL)
+			return -1;
+		memset(grown_lengths + *n, 0, (count - *n) * sizeof(*grown_lengths));
+		*lengths = grown_lengths;
+	}
+	*n = count;
+	return 0;
+}
+
+static void
+record_finish_reason(struct tg_trace *t, size_t index, const char *reason)
+{
+	char *copy;
+
+	if (reserve_choice(&t->finish_reasons, NULL, &t->n_finish_reasons, index) != 0)
+		return;
+	copy = strdup(reason);
+	if (copy == NULL)
+		return;
+	free(t->finish_reasons[index]);
+	t->finish_reasons[index] = copy;
+}
+
+/* Append text of choice index to the captured output, within budget. */
+static void
+capture_text(struct tg_trace *t, size_t index, const char *text, size_t len)
+{
+	struct tg_content_capture *c = t->output;
+	size_t keep;
+	char *grown;
+
+	if (c == NULL || len == 0)
+		return;
+	if (reserve_choice(&c->texts, &c->lengths, &c->n_choices, index) != 0)
+		return;
+	keep = utf8_prefix(text, len, c->budget);
+	c->truncated |= keep < len;
+	if (keep == 0)
+		return;
+	grown = realloc(c->texts[index], c->lengths[index] + keep + 1);
+	if (grown == NULL)
+		return;
+	memcpy(grown + c->lengths[index], text, keep);
+	c->lengths[index] += keep;
+	grown[c->lengths[index]] = '\0';
+	c->texts[index] = grown;
+	c->budget -= keep;
+}
+
+/* choices[].finish_reason and the text of message or delta (or "text"
+ * for completions). Returns 1 when any choice carried content. */
+static int
+read_choices(struct tg_trace *t, json_t *choices, const char *message_key)
+{
+	int content = 0;
+
+	for (size_t i = 0; i < json_array_size(choices); i++) {
+		json_t *choice = json_array_get(choices, i);
+		json_t *index = json_object_get(choice, "index");
+		json_t *reason = json_object_get(choice, "finish_reason");
+		json_t *message = json_object_get(choice, message_key);
+		json_t *text = json_object_get(message, "content");
+		size_t at = json_is_integer(index) && json_integer_value(index) >= 0
+		            ? (size_t)json_integer_value(index) : i;
+
+		if (!json_is_string(text))
+			text = json_object_get(choice, "text");
+		if (json_is_string(reason))
+			record_finish_reason(t, at, json_string_value(reason));
+		if (json_is_string(text) && json_string_length(text) > 0) {
+			content = 1;
+			capture_text(t, at, json_string_value(text), json_string_length(text));
+		}
+		if (json_array_size(json_object_get(message, "tool_calls")) > 0)
+			content = 1;
+	}
+	return content;
+}
+
+static void
+set_usage(struct tg_span *span, json_t *usage)
+{
+	if (!json_is_object(usage))
+		return;
+	set_int_param(span, TG_SC(GEN_AI_USAGE_INPUT_TOKENS),
+	              json_object_get(usage, "prompt_tokens"));
+	set_int_param(span, TG_SC(GEN_AI_USAGE_OUTPUT_TOKENS),
+	              json_object_get(usage, "completion_tokens"));
+	set_int_param(span, TG_SC(GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS),
+	              json_object_get(json_object_get(usage, "prompt_tokens_details"),
+	                              "cached_tokens"));
+	set_int_param(span, TG_SC(GEN_AI_USAGE_REASONING_OUTPUT_TOKENS),
+	              json_object_get(json_object_get(usage, "completion_tokens_details"),
+	                              "reasoning_tokens"));
+}
+
+static void
+set_response_ids(struct tg_span *span, json_t *body)
+{
+	json_t *id = json_object_get(body, "id");
+	json_t *model = json_object_get(body, "model");
+
+	if (json_is_string(id) && tg_attrs_find(&span->attrs, TG_SC(GEN_AI_RESPONSE_ID)) == NULL)
+		tg_attrs_string(&span->attrs, TG_SC(GEN_AI_RESPONSE_ID), json_string_value(id));
+	if (json_is_string(model) &&
+	    tg_attrs_find(&span->attrs, TG_SC(GEN_AI_RESPONSE_MODEL)) == NULL)
+		tg_attrs_string(&span->attrs, TG_SC(GEN_AI_RESPONSE_MODEL),
+		                json_string_value(model));
+}
+
+void
+tg_genai_response(struct tg_trace *t, struct tg_span *span, json_t *body)
+{
+	if (span == NULL || !json_is_object(body))
+		return;
+	set_response_ids(span, body);
+	read_choices(t, json_object_get(body, "choices"), "message");
+	set_usage(span, json_object_get(body, "usage"));
+}
+
+void
+tg_genai_stream_event(struct tg_trace *t, struct tg_span *span, json_t *chunk,
+                      uint64_t now_mono, uint64_t start_mono)
+{
+	if (span == NULL)
+		return;
+	if (!t->first_chunk_seen) {
+		t->first_chunk_seen = 1;
+		tg_attrs_double(&span->attrs, TG_SC(GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK),
+		                (double)(now_mono - start_mono) / 1e9);
+	}
+	if (!json_is_object(chunk))
+		return;         /* "[DONE]" and anything else that is not JSON */
+
+	set_response_ids(span, chunk);
+	if (read_choices(t, json_object_get(chunk, "choices"), "delta") &&
+	    !t->first_token_seen) {
+		t->first_token_seen = 1;
+		tg_span_add_event(span, TG_SC(EVENT_FIRST_TOKEN), tg_trace_time(t, now_mono));
+	}
+	set_usage(span, json_object_get(chunk, "usage"));
+}
+
+static void
+set_output_messages(struct tg_trace *t, struct tg_span *span)
+{
+	struct tg_content_capture *c = t->output;
+	json_t *list = json_array();
+	char *text;
+
+	for (size_t i = 0; list != NULL && i < c->n_choices; i++) {
+		const char *reason = i < t->n_finish_reasons ? t->finish_reasons[i] : NULL;
+		json_t *parts = json_array();
+
+		if (c->texts[i] != NULL)
+			json_array_append_new(parts, json_pack("{s:s, s:s}", "type", "text",
+			                                       "content", c->texts[i]));
+		json_array_append_new(list, json_pack("{s:s, s:o, s:s?}", "role", "assistant",
+		                                      "parts", parts,
+		                                      "finish_reason", reason));
+	}
+	text = json_array_size(list) > 0 ? json_dumps(list, JSON_COMPACT) : NULL;
+	if (text != NULL)
+		tg_attrs_string(&span->attrs, TG_SC(GEN_AI_OUTPUT_MESSAGES), text);
+	free(text);
+	json_decref(list);
+}
+
+void
+tg_genai_attempt_done(struct tg_trace *t, struct tg_span *span)
+{
+	const char *reasons[MAX_CHOICES];
+	size_t n = 0;
+
+	if (span == NULL)
+		return;
+	for (size_t i = 0; i < t->n_finish_reasons; i++) {
+		if (t->finish_reasons[i] != NULL)
+			reasons[n++] = t->finish_reasons[i];
+	}
+	if (n > 0)
+		tg_attrs_strings(&span->attrs, TG_SC(GEN_AI_RESPONSE_FINISH_REASONS), reasons, n);
+	if (t->output != NULL)
+		set_output_messages(t, span);
+}
+
+void
+tg_genai_attempt_reset(struct tg_trace *t)
+{
+	for (size_t i = 0; i < t->n_finish_reasons; i++)
+		free(t->finish_reasons[i]);
+	free(t->finish_reasons);
+	t->finish_reasons = NULL;
+	t->n_finish_reasons = 0;
+	if (t->output != NULL) {
+		for (size_t i = 0; i < t->output->n_choices; i++)
+			free(t->output->texts[i]);
+		free(t->output->texts);
+		free(t->output->lengths);
+		free(t->output);
+		t->output = NULL;
+	}
+	t->first_chunk_seen = 0;
+	t->first_token_seen = 0;
+}

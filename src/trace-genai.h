@@ -1,0 +1,69 @@
+/*
+ * OpenTelemetry GenAI attributes of an upstream attempt's CLIENT span, read
+ * from the OpenAI-shaped request body, the response body or each event of
+ * a streamed response. Only what the upstream reported is recorded: no
+ * token count is estimated.
+ *
+ * Message content (gen_ai.input.messages, gen_ai.output.messages) is
+ * recorded only when capture is on. It is read from the request body as
+ * it is sent upstream and from the response as it is relayed, so callers
+ * must call these functions after any filter that masks content has run.
+ */
+#ifndef TOLLGATE_TRACE_GENAI_H
+#define TOLLGATE_TRACE_GENAI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "trace-t.h"
+
+/* Output text captured from a streamed or buffered response. */
+struct tg_content_capture {
+	char **texts;           /* per choice index; NULL when none came */
+	size_t *lengths;
+	size_t n_choices;
+	size_t budget;          /* bytes of text that may still be kept */
+	int truncated;
+};
+
+/* gen_ai.operation.name for an OpenAI endpoint path: "chat",
+ * "text_completion", "embeddings", or NULL for other paths. */
+const char *tg_genai_operation(const char *path);
+
+/*
+ * Set the request attributes on span: operation, provider, model (model
+ * is the name sent upstream), stream, and the parameters the body carries
+ * (max tokens, temperature, top_p, stop, seed, penalties, choice count).
+ * With max_content > 0, also gen_ai.input.messages, with at most
+ * max_content bytes of message text.
+ */
+void tg_genai_request(struct tg_span *span, const char *operation, const char *provider,
+                      const char *model, int stream, json_t *body, size_t max_content);
+
+/* Start capturing output text for the tree's current attempt, with at most
+ * max_content bytes. Returns 0, or -1 when out of memory. */
+int tg_genai_capture_output(struct tg_trace *t, size_t max_content);
+
+/* A whole (non-streamed) response body of the current attempt. */
+void tg_genai_response(struct tg_trace *t, struct tg_span *span, json_t *body);
+
+/*
+ * Record one event of a streamed response of the current attempt, received
+ * at now_mono after the attempt started at start_mono. The first event sets
+ * gen_ai.response.time_to_first_chunk, and the first with content adds the
+ * first-token event. Id, model, finish reasons and usage are read as they
+ * come. chunk is the event's data parsed as JSON, or NULL.
+ */
+void tg_genai_stream_event(struct tg_trace *t, struct tg_span *span, json_t *chunk,
+                           uint64_t now_mono, uint64_t start_mono);
+
+/* The attempt's response is complete: set the finish reasons and the
+ * captured output messages. */
+void tg_genai_attempt_done(struct tg_trace *t, struct tg_span *span);
+
+/* Forget what the previous attempt's response showed. */
+void tg_genai_attempt_reset(struct tg_trace *t);
+
+#endif

@@ -1,0 +1,224 @@
+/*
+ * Recent traces for the admin listener.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "trace-context.h"
+#include "trace-ring.h"
+#include "trace-semconv.h"
+#include "trace-span.h"
+
+void
+tg_span_unref(struct tg_span *span)
+{
+	if (--span->refs == 0)
+		tg_span_free(span);
+}
+
+int
+tg_trace_ring_init(struct tg_trace_ring *r, size_t capacity)
+{
+	memset(r, 0, sizeof(*r));
+	if (pthread_mutex_init(&r->lock, NULL) != 0)
+		return -1;
+	if (capacity > 0) {
+		r->traces = calloc(capacity, sizeof(*r->traces));
+		if (r->traces == NULL) {
+			pthread_mutex_destroy(&r->lock);
+			return -1;
+		}
+	}
+	r->capacity = capacity;
+	return 0;
+}
+
+static void
+trace_clear(struct tg_ring_trace *t)
+{
+	for (size_t i = 0; i < t->n_spans; i++)
+		tg_span_unref(t->spans[i]);
+	free(t->spans);
+	memset(t, 0, sizeof(*t));
+}
+
+static struct tg_ring_trace *
+slot(struct tg_trace_ring *r, size_t i)
+{
+	return &r->traces[(r->head + i) % r->capacity];
+}
+
+void
+tg_trace_ring_free(struct tg_trace_ring *r)
+{
+	for (size_t i = 0; i < r->count; i++)
+		trace_clear(slot(r, i));
+	free(r->traces);
+	pthread_mutex_destroy(&r->lock);
+	memset(r, 0, sizeof(*r));
+}
+
+/* The kept trace with this id, newest first since a span most likely
+ * belongs to a trace that just arrived; NULL when not kept. */
+static struct tg_ring_trace *
+find_trace(struct tg_trace_ring *r, const uint8_t *trace_id)
+{
+	for (size_t i = r->count; i > 0; i--) {
+		struct tg_ring_trace *t = slot(r, i - 1);
+
+		if (memcmp(t->trace_id, trace_id, TG_TRACE_ID_SIZE) == 0)
+			return t;
+	}
+	return NULL;
+}
+
+static struct tg_ring_trace *
+newest_trace(struct tg_trace_ring *r, const uint8_t *trace_id)
+{
+	struct tg_ring_trace *t;
+
+	if (r->count == r->capacity) {
+		trace_clear(slot(r, 0));
+		r->head = (r->head + 1) % r->capacity;
+		r->count--;
+	}
+	t = slot(r, r->count++);
+	memcpy(t->trace_id, trace_id, TG_TRACE_ID_SIZE);
+	t->added_seq = ++r->seq;
+	return t;
+}
+
+static int
+append_span(struct tg_ring_trace *t, struct tg_span *span)
+{
+	if (t->n_spans == TG_RING_MAX_SPANS)
+		return -1;
+	if (t->n_spans == t->capacity) {
+		size_t capacity = t->capacity ? t->capacity * 2 : 8;
+		struct tg_span **spans = realloc(t->spans, capacity * sizeof(*spans));
+
+		if (spans == NULL)
+			return -1;
+		t->spans = spans;
+		t->capacity = capacity;
+	}
+	t->spans[t->n_spans++] = span;
+	span->refs++;
+	return 0;
+}
+
+void
+tg_trace_ring_add(struct tg_trace_ring *r, struct tg_span *span)
+{
+	struct tg_ring_trace *t;
+
+	if (r->capacity == 0)
+		return;
+	pthread_mutex_lock(&r->lock);
+	t = find_trace(r, span->trace_id);
+	if (t == NULL)
+		t = newest_trace(r, span->trace_id);
+	append_span(t, span);
+	pthread_mutex_unlock(&r->lock);
+}
+
+void
+tg_trace_ring_resize(struct tg_trace_ring *r, size_t capacity)
+{
+	struct tg_ring_trace *traces = NULL;
+	size_t keep;
+
+	if (capacity == r->capacity)
+		return;
+	if (capacity > 0 && (traces = calloc(capacity, sizeof(*traces))) == NULL)
+		return;         /* keep the old size rather than lose traces */
+
+	pthread_mutex_lock(&r->lock);
+	keep = r->count < capacity ? r->count : capacity;
+	for (size_t i = 0; i < r->count - keep; i++)
+		trace_clear(slot(r, i));
+	for (size_t i = 0; i < keep; i++)
+		traces[i] = *slot(r, r->count - keep + i);
+	free(r->traces);
+	r->traces = traces;
+	r->capacity = capacity;
+	r->head = 0;
+	r->count = keep;
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* The span that stands for the trace: the server span, else the first. */
+static const struct tg_span *
+root_span(const struct tg_ring_trace *t)
+{
+	for (size_t i = 0; i < t->n_spans; i++) {
+		if (t->spans[i]->kind == TG_SPAN_SERVER)
+			return t->spans[i];
+	}
+	return t->spans[0];
+}
+
+static json_t *
+trace_summary(const struct tg_ring_trace *t)
+{
+	const struct tg_span *root = root_span(t);
+	const struct tg_attr *request_id = tg_attrs_find(&root->attrs, TG_SC(TOLLGATE_REQUEST_ID));
+	char trace_id[2 * TG_TRACE_ID_SIZE + 1];
+	uint64_t start = root->start_ns, end = root->end_ns;
+	int error = 0;
+
+	for (size_t i = 0; i < t->n_spans; i++) {
+		const struct tg_span *s = t->spans[i];
+
+		error |= s->status == TG_STATUS_ERROR;
+		if (s->start_ns < start)
+			start = s->start_ns;
+		if (s->end_ns > end)
+			end = s->end_ns;
+	}
+	tg_hex_encode(trace_id, t->trace_id, TG_TRACE_ID_SIZE);
+	return json_pack("{s:s, s:s, s:I, s:f, s:I, s:b, s:o}",
+	                 "trace_id", trace_id,
+	                 "name", root->name,
+	                 "start_time_unix_nano", (json_int_t)start,
+	                 "duration", (double)(end - start) / 1e9,
+	                 "spans", (json_int_t)t->n_spans,
+	                 "error", error,
+	                 "request_id", request_id && request_id->type == TG_ATTR_STRING
+	                     ? json_string(request_id->v.s) : json_null());
+}
+
+json_t *
+tg_trace_ring_list(struct tg_trace_ring *r)
+{
+	json_t *list = json_array();
+
+	pthread_mutex_lock(&r->lock);
+	for (size_t i = r->count; list != NULL && i > 0; i--) {
+		if (json_array_append_new(list, trace_summary(slot(r, i - 1))) != 0) {
+			json_decref(list);
+			list = NULL;
+		}
+	}
+	pthread_mutex_unlock(&r->lock);
+	return json_pack("{s:o}", "traces", list);
+}
+
+json_t *
+tg_trace_ring_get(struct tg_trace_ring *r, const char *trace_id_hex,
+                  const struct tg_otlp_resource *resource)
+{
+	uint8_t trace_id[TG_TRACE_ID_SIZE];
+	struct tg_ring_trace *t;
+	json_t *result = NULL;
+
+	if (strlen(trace_id_hex) != 2 * TG_TRACE_ID_SIZE ||
+	    tg_hex_decode(trace_id, trace_id_hex, TG_TRACE_ID_SIZE) != 0)
+		return NULL;
+
+	pthread_mutex_lock(&r->lock);
+	if (r->capacity > 0 && (t = find_trace(r, trace_id)) != NULL)
+		result = tg_otlp_encode(t->spans, t->n_spans, resource);
+	pthread_mutex_unlock(&r->lock);
+	return result;
+}

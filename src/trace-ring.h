@@ -1,0 +1,66 @@
+/*
+ * The most recent traces, kept for GET /api/traces on the admin listener so
+ * that traces can be read without a collector.
+ *
+ * The exporter thread adds spans and the admin (main) thread reads; a
+ * mutex that only these two threads take guards the ring, so workers never
+ * wait on it. Spans are shared with the exporter's send list through
+ * span->refs, which only the exporter thread changes.
+ */
+#ifndef TOLLGATE_TRACE_RING_H
+#define TOLLGATE_TRACE_RING_H
+
+#include <pthread.h>
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include "trace-otlp.h"
+#include "trace-t.h"
+
+struct tg_ring_trace {
+	uint8_t trace_id[TG_TRACE_ID_SIZE];
+	struct tg_span **spans;
+	size_t n_spans, capacity;
+	uint64_t added_seq;             /* order of arrival, for listing */
+};
+
+struct tg_trace_ring {
+	pthread_mutex_t lock;
+	struct tg_ring_trace *traces;   /* circular, oldest at head */
+	size_t capacity;                /* traces kept; 0 keeps none */
+	size_t head, count;
+	uint64_t seq;
+};
+
+/* capacity 0 keeps nothing. Returns 0, or -1 when out of memory. */
+int tg_trace_ring_init(struct tg_trace_ring *r, size_t capacity);
+
+/* Release every span reference and the ring. */
+void tg_trace_ring_free(struct tg_trace_ring *r);
+
+/* Exporter thread: keep span under its trace, making the trace the newest
+ * one when it was not kept yet (and evicting the oldest when full). Takes
+ * a reference on span. Spans of one trace past TG_RING_MAX_SPANS are not
+ * kept. */
+void tg_trace_ring_add(struct tg_trace_ring *r, struct tg_span *span);
+
+/* Exporter thread: change how many traces are kept; the oldest go. */
+void tg_trace_ring_resize(struct tg_trace_ring *r, size_t capacity);
+
+/* Admin thread: {"traces": [summary, ...]}, newest first. A summary has
+ * trace_id, root span name, start time, duration in seconds, span count,
+ * whether a span has status ERROR, and the request id of the root span. */
+json_t *tg_trace_ring_list(struct tg_trace_ring *r);
+
+/* Admin thread: the trace with this id (32 lowercase hex digits) as an
+ * OTLP ExportTraceServiceRequest, or NULL when it is not kept. */
+json_t *tg_trace_ring_get(struct tg_trace_ring *r, const char *trace_id_hex,
+                          const struct tg_otlp_resource *resource);
+
+/* Drop a reference taken by the ring or the exporter; free at the last. */
+void tg_span_unref(struct tg_span *span);
+
+#define TG_RING_MAX_SPANS 1024
+
+#endif

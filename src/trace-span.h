@@ -1,0 +1,61 @@
+/*
+ * Spans: creation, attributes, events, status, end. These functions do no
+ * I/O and take no lock; a span belongs to one thread until it is submitted.
+ *
+ * Setters copy string values. Keys and event names are not copied: they
+ * must have static storage (an entry of tg_semconv_names or a literal).
+ * Out of memory, a setter drops the value and counts it as dropped, so
+ * tracing never fails a request.
+ */
+#ifndef TOLLGATE_TRACE_SPAN_H
+#define TOLLGATE_TRACE_SPAN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "trace-t.h"
+
+/* Nanoseconds since the Unix epoch, from CLOCK_REALTIME. */
+uint64_t tg_wall_ns(void);
+
+/* A new running span with a random span id; NULL when out of memory. */
+struct tg_span *tg_span_new(const uint8_t trace_id[TG_TRACE_ID_SIZE],
+                            const uint8_t parent_id[TG_SPAN_ID_SIZE],
+                            enum tg_span_kind kind, const char *name,
+                            uint64_t start_ns);
+
+void tg_span_free(struct tg_span *span);
+
+/* Attributes of a span, or of an event when given its attribute list. A
+ * key set twice keeps the last value, as in the OpenTelemetry API. */
+void tg_attrs_string(struct tg_attrs *a, const char *key, const char *value);
+void tg_attrs_stringn(struct tg_attrs *a, const char *key, const char *value, size_t len);
+void tg_attrs_int(struct tg_attrs *a, const char *key, int64_t value);
+void tg_attrs_double(struct tg_attrs *a, const char *key, double value);
+void tg_attrs_bool(struct tg_attrs *a, const char *key, int value);
+/* items are copied; n may be 0 for an empty array. */
+void tg_attrs_strings(struct tg_attrs *a, const char *key,
+                      const char *const *items, size_t n);
+void tg_attrs_free(struct tg_attrs *a);
+
+/* The attribute called key, or NULL. */
+const struct tg_attr *tg_attrs_find(const struct tg_attrs *a, const char *key);
+
+/* Add an event at time_ns; returns its attribute list, or NULL when the
+ * event was dropped (over TG_SPAN_MAX_EVENTS or out of memory). */
+struct tg_attrs *tg_span_add_event(struct tg_span *span, const char *name,
+                                   uint64_t time_ns);
+
+/* Set the status. ERROR may carry a message (copied; NULL for none); an
+ * ERROR is never downgraded by a later UNSET, as the API specifies. */
+void tg_span_set_status(struct tg_span *span, enum tg_span_status status,
+                        const char *message);
+
+/* Set the span's name (copied). */
+void tg_span_set_name(struct tg_span *span, const char *name);
+
+/* End the span at end_ns, or at its start when end_ns is earlier. Ending
+ * an ended span does nothing. */
+void tg_span_end(struct tg_span *span, uint64_t end_ns);
+
+#endif

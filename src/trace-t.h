@@ -1,0 +1,170 @@
+/*
+ * Types of distributed tracing: spans with their attributes and events, the
+ * span tree of one request, and the "tracing" configuration section.
+ *
+ * A span is built and ended on the worker thread that owns its request.
+ * Once ended and submitted it is immutable: the exporter thread encodes it
+ * and the admin thread reads it, and only the exporter thread frees it.
+ */
+#ifndef TOLLGATE_TRACE_T_H
+#define TOLLGATE_TRACE_T_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config-t.h"
+
+#define TG_TRACE_ID_SIZE 16
+#define TG_SPAN_ID_SIZE 8
+
+/* Limits per span, as the OpenTelemetry SDK defaults them
+ * (OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT, OTEL_SPAN_EVENT_COUNT_LIMIT); what goes
+ * over is counted in droppedAttributesCount and droppedEventsCount. */
+#define TG_SPAN_MAX_ATTRS 128
+#define TG_SPAN_MAX_EVENTS 128
+
+/* Values are those of the OTLP SpanKind enum. */
+enum tg_span_kind {
+	TG_SPAN_INTERNAL = 1,
+	TG_SPAN_SERVER = 2,
+	TG_SPAN_CLIENT = 3,
+};
+
+/* Values are those of the OTLP Status.StatusCode enum. */
+enum tg_span_status {
+	TG_STATUS_UNSET = 0,
+	TG_STATUS_OK = 1,
+	TG_STATUS_ERROR = 2,
+};
+
+enum tg_attr_type {
+	TG_ATTR_STRING,
+	TG_ATTR_INT,
+	TG_ATTR_DOUBLE,
+	TG_ATTR_BOOL,
+	TG_ATTR_STRINGS,        /* array of strings */
+};
+
+struct tg_attr {
+	const char *key;        /* static storage: a semconv name or a literal */
+	enum tg_attr_type type;
+	union {
+		char *s;
+		int64_t i;
+		double d;
+		int b;
+		struct {
+			char **items;
+			size_t n;
+		} list;
+	} v;
+};
+
+struct tg_attrs {
+	struct tg_attr *items;
+	size_t count, capacity;
+	uint32_t dropped;       /* set over TG_SPAN_MAX_ATTRS */
+};
+
+struct tg_span_event {
+	const char *name;       /* static storage */
+	uint64_t time_ns;       /* Unix epoch nanoseconds */
+	struct tg_attrs attrs;
+};
+
+struct tg_span {
+	uint8_t trace_id[TG_TRACE_ID_SIZE];
+	uint8_t span_id[TG_SPAN_ID_SIZE];
+	uint8_t parent_id[TG_SPAN_ID_SIZE];     /* all zero for a root span */
+	char *trace_state;      /* W3C tracestate of the trace; NULL for none */
+	uint32_t flags;         /* OTLP SpanFlags: W3C flags and remote parent bits */
+	char *name;
+	enum tg_span_kind kind;
+	uint64_t start_ns;      /* Unix epoch nanoseconds */
+	uint64_t end_ns;        /* 0 while the span runs */
+	enum tg_span_status status;
+	char *status_message;   /* NULL for none; only with TG_STATUS_ERROR */
+	struct tg_attrs attrs;
+	struct tg_span_event *events;
+	size_t n_events, events_capacity;
+	uint32_t dropped_events;
+
+	/* Exporter thread only, after submission. */
+	struct tg_span *next;   /* the exporter's list of spans to send */
+	unsigned refs;          /* export list and recent-traces ring */
+};
+
+/*
+ * The span tree of one request: the SERVER span that covers it, and the
+ * children started under it. The request owns the tree until
+ * tg_trace_request_done() submits it.
+ */
+struct tg_trace {
+	uint8_t trace_id[TG_TRACE_ID_SIZE];
+	uint8_t remote_parent[TG_SPAN_ID_SIZE]; /* from traceparent; zero if none */
+	int sampled;            /* spans are recorded and exported */
+	char *trace_state;      /* incoming tracestate headers joined by ',' */
+
+	/* Span times are Unix time, derived from CLOCK_MONOTONIC through this
+	 * pair, so that a child never seems to start before its parent when
+	 * the wall clock steps. */
+	uint64_t wall_base_ns;
+	uint64_t mono_base_ns;
+
+	struct tg_span **spans; /* every span of the tree; [0] is the server span */
+	size_t n_spans, spans_capacity;
+	struct tg_span *server;
+	struct tg_span *attempt;        /* the upstream attempt in progress */
+	struct tg_span *last_attempt;   /* the latest attempt, running or ended */
+	struct tg_span *cache;          /* the cache lookup in progress */
+	uint64_t filters_start;         /* CLOCK_MONOTONIC; the request filters began */
+	int filters_running;
+
+	/* Progress of the current attempt's response. */
+	int first_chunk_seen;
+	int first_token_seen;
+	char **finish_reasons;          /* one per choice index, NULL when unknown */
+	size_t n_finish_reasons;
+	struct tg_content_capture *output;      /* captured output text; NULL if off */
+
+	/* The traceparent value sent upstream by the current attempt. */
+	char upstream_traceparent[56];
+};
+
+/* "tracing.otlp.headers": one request header sent with every export. */
+struct tg_otlp_header {
+	char *name;
+	char *value;            /* may be a secret: never logged */
+};
+
+/* The "tracing" section of the configuration. */
+struct tg_tracing_config {
+	int enabled;
+	double sample_ratio;            /* for traces started here, 0 to 1 */
+	char *service_name;
+	size_t recent_traces;           /* traces kept for GET /api/traces */
+	int capture_content;            /* gen_ai.input/output.messages */
+	size_t max_content_length;      /* bytes of message text per span */
+
+	/* "otlp": where and how spans are exported. */
+	char *endpoint;                 /* http://host:port/path; NULL: no export */
+	char *endpoint_host;
+	char *endpoint_port;
+	char *endpoint_path;            /* with the query, if any */
+	struct tg_otlp_header *headers;
+	size_t n_headers;
+	tg_msec_t export_timeout;       /* one export, retries included */
+	tg_msec_t shutdown_timeout;     /* the last export on SIGTERM */
+
+	/* "batch": the batch span processor. */
+	size_t max_queue_size;          /* spans waiting; more are dropped */
+	size_t max_export_batch_size;
+	tg_msec_t schedule_delay;       /* between two exports */
+
+	/* "retry": exports that failed with a retryable outcome. */
+	size_t max_attempts;            /* first attempt included */
+	tg_msec_t initial_backoff;
+	tg_msec_t max_backoff;
+};
+
+#endif

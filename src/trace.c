@@ -1,0 +1,435 @@
+/*
+ * Tracing hooks: the request context turned into spans.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "cache.h"
+#include "cache-t.h"
+#include "client.h"
+#include "filter-request.h"
+#include "filter-t.h"
+#include "filter.h"
+#include "health.h"
+#include "request.h"
+#include "trace-genai.h"
+#include "trace-semconv.h"
+#include "trace-span.h"
+#include "trace-tree.h"
+#include "trace.h"
+#include "worker.h"
+
+/* The provider every backend speaks until backends name their own: the
+ * gateway forwards the OpenAI API. */
+#define DEFAULT_PROVIDER "openai"
+
+static const struct tg_tracing_config *
+tracing_of(const struct tg_request *req)
+{
+	const struct tg_tracing_config *tc = req->config->tracing;
+
+	return tc != NULL && tc->enabled ? tc : NULL;
+}
+
+/* "POST /v1/chat/completions" for the endpoints the gateway serves, and
+ * only the method otherwise, so that arbitrary paths cannot make span
+ * names of unbounded variety. */
+static void
+server_span_name(const struct tg_request *req, char *out, size_t size)
+{
+	if (tg_genai_operation(req->path) != NULL || strcmp(req->path, "/v1/models") == 0)
+		snprintf(out, size, "%s %s", req->method, req->path);
+	else
+		snprintf(out, size, "%s", req->method);
+}
+
+void
+tg_trace_request_start(struct tg_request *req)
+{
+	const struct tg_tracing_config *tc = tracing_of(req);
+	struct tg_span *server;
+	char name[128];
+
+	if (tc == NULL || req->trace != NULL)
+		return;
+	server_span_name(req, name, sizeof(name));
+	req->trace = tg_trace_begin(&req->headers, tc->sample_ratio, name, req->start_ns);
+	if (req->trace == NULL || !req->trace->sampled)
+		return;
+
+	server = req->trace->server;
+	tg_attrs_string(&server->attrs, TG_SC(HTTP_REQUEST_METHOD), req->method);
+	tg_attrs_string(&server->attrs, TG_SC(URL_PATH), req->path);
+	tg_attrs_string(&server->attrs, TG_SC(URL_SCHEME),
+	                req->client && req->client->tls ? "https" : "http");
+	if (req->client != NULL)
+		tg_attrs_string(&server->attrs, TG_SC(CLIENT_ADDRESS), req->client->ip);
+	tg_attrs_string(&server->attrs, TG_SC(TOLLGATE_REQUEST_ID), req->id);
+	if (tg_genai_operation(req->path) != NULL)
+		tg_attrs_string(&server->attrs, TG_SC(GEN_AI_OPERATION_NAME),
+		                tg_genai_operation(req->path));
+}
+
+/* The attempt before the current one, for the failover event. */
+static void
+add_failover_event(struct tg_request *req, struct tg_trace *t)
+{
+	const struct tg_attempt *prev = &req->attempts[req->n_attempts - 2];
+	const struct tg_attempt *next = &req->attempts[req->n_attempts - 1];
+	struct tg_attrs *attrs;
+
+	attrs = tg_span_add_event(t->server, TG_SC(EVENT_FAILOVER),
+	                          tg_trace_time(t, next->start_ns));
+	if (attrs == NULL)
+		return;
+	tg_attrs_string(attrs, TG_SC(TOLLGATE_FAILOVER_FROM), prev->backend->name);
+	tg_attrs_string(attrs, TG_SC(TOLLGATE_FAILOVER_REASON),
+	                prev->label[0] ? prev->label : "failed");
+	tg_attrs_string(attrs, TG_SC(TOLLGATE_BACKEND), next->backend->name);
+	tg_attrs_int(attrs, TG_SC(TOLLGATE_ATTEMPT), req->n_attempts);
+}
+
+void
+tg_trace_attempt_start(struct tg_request *req)
+{
+	const struct tg_tracing_config *tc = tracing_of(req);
+	struct tg_trace *t = req->trace;
+	const struct tg_attempt *a;
+	const char *operation;
+	struct tg_span *span;
+	char name[256];
+
+	if (t == NULL || tc == NULL || req->n_attempts == 0)
+		return;
+	a = &req->attempts[req->n_attempts - 1];
+	operation = tg_genai_operation(req->path);
+	if (operation != NULL && a->model != NULL)
+		snprintf(name, sizeof(name), "%s %.200s", operation, a->model);
+	else
+		snprintf(name, sizeof(name), "%s", operation ? operation : req->method);
+
+	span = tg_trace_attempt_begin(t, name, a->start_ns);
+	if (span == NULL || !t->sampled)
+		return;
+	if (req->n_attempts > 1)
+		add_failover_event(req, t);
+
+	tg_attrs_string(&span->attrs, TG_SC(HTTP_REQUEST_METHOD), req->method);
+	tg_attrs_string(&span->attrs, TG_SC(SERVER_ADDRESS), a->backend->host);
+	tg_attrs_int(&span->attrs, TG_SC(SERVER_PORT), atoi(a->backend->port));
+	tg_attrs_string(&span->attrs, TG_SC(TOLLGATE_BACKEND), a->backend->name);
+	tg_attrs_int(&span->attrs, TG_SC(TOLLGATE_ATTEMPT), req->n_attempts);
+	if (operation != NULL)
+		tg_genai_request(span, operation, DEFAULT_PROVIDER, a->model, req->stream, req->json,
+		                 tc->capture_content ? tc->max_content_length : 0);
+	if (tc->capture_content && tg_genai_capture_output(t, tc->max_content_length) != 0)
+		t->output = NULL;
+}
+
+const char *
+tg_trace_upstream_traceparent(const struct tg_request *req)
+{
+	if (req->trace == NULL || req->trace->attempt == NULL)
+		return NULL;
+	return req->trace->upstream_traceparent;
+}
+
+int
+tg_trace_drop_tracestate(const struct tg_request *req)
+{
+	return req->trace != NULL && req->trace->trace_state == NULL;
+}
+
+/* The CLIENT span of the current attempt when it is recorded, else NULL. */
+static struct tg_span *
+recorded_attempt(const struct tg_request *req)
+{
+	if (req->trace == NULL || !req->trace->sampled)
+		return NULL;
+	return req->trace->attempt;
+}
+
+void
+tg_trace_stream_event(struct tg_request *req, json_t *json)
+{
+	struct tg_span *span = recorded_attempt(req);
+
+	if (span == NULL || req->n_attempts == 0)
+		return;
+	tg_genai_stream_event(req->trace, span, json, tg_now_ns(),
+	                      req->attempts[req->n_attempts - 1].start_ns);
+}
+
+/* End the current attempt's span with what its response showed. */
+static void
+end_attempt_span(struct tg_request *req, uint64_t end_mono)
+{
+	struct tg_trace *t = req->trace;
+
+	tg_genai_attempt_done(t, t->attempt);
+	tg_trace_span_end(t, t->attempt, end_mono);
+	tg_genai_attempt_reset(t);
+	t->attempt = NULL;
+}
+
+static void
+mark_attempt_failed(struct tg_span *span, const char *error_type, enum tg_error err)
+{
+	tg_attrs_string(&span->attrs, TG_SC(ERROR_TYPE), error_type);
+	tg_span_set_status(span, TG_STATUS_ERROR,
+	                   err != TG_OK ? tg_error_info(err)->message : NULL);
+}
+
+void
+tg_trace_attempt_end(struct tg_request *req)
+{
+	struct tg_trace *t = req->trace;
+	struct tg_span *span = t ? t->attempt : NULL;
+	const struct tg_attempt *a;
+
+	if (span == NULL || req->n_attempts == 0)
+		return;
+	a = &req->attempts[req->n_attempts - 1];
+	if (t->sampled && a->status != 0)
+		tg_attrs_int(&span->attrs, TG_SC(HTTP_RESPONSE_STATUS_CODE), a->status);
+
+	/* HTTP client spans count 4xx as errors too: the call did not do what
+	 * was asked. A cancelled attempt did not fail, and its span ends with
+	 * the request. */
+	if (t->sampled && a->outcome != TG_OUTCOME_CANCELLED &&
+	    (a->outcome != TG_OUTCOME_SUCCESS || a->status >= 400))
+		mark_attempt_failed(span, a->label[0] ? a->label : "_OTHER", a->error);
+
+	if (a->outcome == TG_OUTCOME_SUCCESS && req->upstream != NULL)
+		return;         /* the response is still coming */
+	end_attempt_span(req, a->end_ns ? a->end_ns : tg_now_ns());
+}
+
+void
+tg_trace_upstream_done(struct tg_request *req)
+{
+	struct tg_span *span = recorded_attempt(req);
+	struct evbuffer *body = req->response.body;
+	size_t len = body ? evbuffer_get_length(body) : 0;
+
+	if (req->trace == NULL || req->trace->attempt == NULL)
+		return;
+	if (span != NULL && !req->response.streaming && len > 0) {
+		json_t *json = json_loadb((const char *)evbuffer_pullup(body, -1), len, 0, NULL);
+
+		tg_genai_response(req->trace, span, json);
+		json_decref(json);
+	}
+	if (span != NULL && req->response.status != 0 &&
+	    tg_attrs_find(&span->attrs, TG_SC(HTTP_RESPONSE_STATUS_CODE)) == NULL)
+		tg_attrs_int(&span->attrs, TG_SC(HTTP_RESPONSE_STATUS_CODE), req->response.status);
+	if (span != NULL && tg_error_is_upstream(req->error))
+		mark_attempt_failed(span, tg_error_info(req->error)->code, req->error);
+	end_attempt_span(req, tg_now_ns());
+}
+
+void
+tg_trace_cache_start(struct tg_request *req)
+{
+	if (req->trace == NULL || req->route == NULL || req->route->cache == NULL)
+		return;
+	req->trace->cache = tg_trace_child(req->trace, TG_SPAN_INTERNAL, "cache lookup",
+	                                   tg_now_ns());
+}
+
+void
+tg_trace_cache_end(struct tg_request *req)
+{
+	struct tg_span *span = req->trace ? req->trace->cache : NULL;
+	const char *result = tg_cache_status(req);
+	const struct tg_cache_config *cfg = req->config->cache;
+
+	if (span == NULL)
+		return;
+	tg_attrs_string(&span->attrs, TG_SC(TOLLGATE_CACHE_RESULT), result ? result : "bypass");
+	if (cfg != NULL)
+		tg_attrs_string(&span->attrs, TG_SC(TOLLGATE_CACHE_STORE),
+		                cfg->store == TG_CACHE_STORE_REDIS ? "redis" : "memory");
+	tg_trace_span_end(req->trace, span, tg_now_ns());
+	req->trace->cache = NULL;
+}
+
+void
+tg_trace_filters_start(struct tg_request *req)
+{
+	if (req->trace == NULL || !req->trace->sampled || req->route == NULL ||
+	    req->route->filters == NULL)
+		return;
+	req->trace->filters_start = tg_now_ns();
+	req->trace->filters_running = 1;
+}
+
+/* The decision of filter on side: the strongest action it took, or NULL
+ * when it took none (the text passed). *rule gets the rule behind it. */
+static const struct tg_filter_decision *
+decision_of(const struct tg_filter_log *log, const char *filter, enum tg_side side)
+{
+	const struct tg_filter_decision *found = NULL;
+
+	for (size_t i = 0; log != NULL && i < log->n; i++) {
+		const struct tg_filter_decision *d = &log->items[i];
+
+		if (d->side != side || strcmp(d->filter, filter) != 0)
+			continue;
+		if (found == NULL || d->action > found->action)
+			found = d;
+	}
+	return found;
+}
+
+static void
+add_decision_event(struct tg_trace *t, const struct tg_filter_decision *d, uint64_t mono)
+{
+	struct tg_attrs *event = tg_span_add_event(t->server, TG_SC(EVENT_FILTER_DECISION),
+	                                           tg_trace_time(t, mono));
+
+	if (event == NULL)
+		return;
+	tg_attrs_string(event, TG_SC(TOLLGATE_FILTER_NAME), d->filter);
+	tg_attrs_string(event, TG_SC(TOLLGATE_FILTER_STAGE), tg_side_name(d->side));
+	tg_attrs_string(event, TG_SC(TOLLGATE_FILTER_DECISION), tg_filter_action_name(d->action));
+	if (d->rule != NULL)
+		tg_attrs_string(event, TG_SC(TOLLGATE_FILTER_RULE), d->rule);
+}
+
+/* One span for filter f of the request stage, from the stage's start. */
+static void
+filter_span(struct tg_request *req, const struct tg_filter *f,
+            const struct tg_filter_log *log, uint64_t now)
+{
+	struct tg_trace *t = req->trace;
+	const struct tg_filter_decision *d = decision_of(log, f->name, TG_SIDE_REQUEST);
+	struct tg_span *span;
+	char name[128];
+
+	snprintf(name, sizeof(name), "filter %.100s", f->name);
+	span = tg_trace_child(t, TG_SPAN_INTERNAL, name, t->filters_start);
+	if (span == NULL)
+		return;
+	tg_attrs_string(&span->attrs, TG_SC(TOLLGATE_FILTER_NAME), f->name);
+	tg_attrs_string(&span->attrs, TG_SC(TOLLGATE_FILTER_STAGE), tg_side_name(TG_SIDE_REQUEST));
+	tg_attrs_string(&span->attrs, TG_SC(TOLLGATE_FILTER_DECISION),
+	                d ? tg_filter_action_name(d->action) : "pass");
+	if (d != NULL && d->rule != NULL)
+		tg_attrs_string(&span->attrs, TG_SC(TOLLGATE_FILTER_RULE), d->rule);
+	if (d != NULL && d->action == TG_ACTION_BLOCK) {
+		tg_attrs_string(&span->attrs, TG_SC(ERROR_TYPE), "content_filter");
+		tg_span_set_status(span, TG_STATUS_ERROR, "blocked by a content filter");
+	}
+	tg_trace_span_end(t, span, now);
+}
+
+void
+tg_trace_filters_end(struct tg_request *req)
+{
+	struct tg_trace *t = req->trace;
+	const struct tg_filter_chain *chain;
+	const struct tg_filter_log *log;
+	uint64_t now = tg_now_ns();
+
+	if (t == NULL || !t->filters_running)
+		return;
+	t->filters_running = 0;
+	chain = &req->route->filters->chain;
+	log = tg_filter_decisions(req);
+	for (size_t i = 0; i < chain->n; i++) {
+		if (chain->filters[i]->apply_to & TG_SIDE_REQUEST)
+			filter_span(req, chain->filters[i], log, now);
+	}
+	for (size_t i = 0; log != NULL && i < log->n; i++) {
+		if (log->items[i].side == TG_SIDE_REQUEST)
+			add_decision_event(t, &log->items[i], now);
+	}
+}
+
+/* Decisions the response filters took, as events of the server span. */
+static void
+add_response_decisions(struct tg_request *req)
+{
+	const struct tg_filter_log *log = tg_filter_decisions(req);
+	uint64_t now = tg_now_ns();
+
+	for (size_t i = 0; log != NULL && i < log->n; i++) {
+		if (log->items[i].side == TG_SIDE_RESPONSE)
+			add_decision_event(req->trace, &log->items[i], now);
+	}
+}
+
+int
+tg_trace_id_of(const struct tg_request *req, char *out)
+{
+	if (req->trace == NULL)
+		return -1;
+	tg_trace_id_hex(req->trace, out);
+	return 0;
+}
+
+/* Failures of the gateway or the upstream, not of the client's request. */
+static int
+request_failed(const struct tg_request *req)
+{
+	return req->response.status >= 500 || tg_error_is_upstream(req->error) ||
+	       req->cause == TG_CAUSE_UPSTREAM_FAILED ||
+	       req->cause == TG_CAUSE_UPSTREAM_TIMEOUT || req->cause == TG_CAUSE_DRAIN;
+}
+
+static void
+finish_server_span(struct tg_request *req, struct tg_span *server)
+{
+	char termination[3] = {(char)req->cause, (char)req->phase, '\0'};
+	char status[8];
+
+	if (req->route != NULL)
+		tg_attrs_string(&server->attrs, TG_SC(TOLLGATE_ROUTE), req->route->name);
+	if (req->model != NULL)
+		tg_attrs_string(&server->attrs, TG_SC(GEN_AI_REQUEST_MODEL), req->model);
+	if (req->response.status != 0)
+		tg_attrs_int(&server->attrs, TG_SC(HTTP_RESPONSE_STATUS_CODE), req->response.status);
+	tg_attrs_string(&server->attrs, TG_SC(TOLLGATE_TERMINATION), termination);
+
+	if (!request_failed(req))
+		return;
+	if (req->error != TG_OK) {
+		tg_attrs_string(&server->attrs, TG_SC(ERROR_TYPE), tg_error_info(req->error)->code);
+		tg_span_set_status(server, TG_STATUS_ERROR, tg_error_info(req->error)->message);
+	} else {
+		snprintf(status, sizeof(status), "%d", req->response.status);
+		tg_attrs_string(&server->attrs, TG_SC(ERROR_TYPE), status);
+		tg_span_set_status(server, TG_STATUS_ERROR, NULL);
+	}
+}
+
+void
+tg_trace_request_done(struct tg_request *req)
+{
+	struct tg_trace *t = req->trace;
+	struct tg_span *last;
+
+	if (t == NULL)
+		return;
+	tg_trace_upstream_done(req);
+	tg_trace_cache_end(req);        /* a hit: the response came from the cache */
+	tg_trace_filters_end(req);      /* a block: the request went no further */
+	if (t->sampled)
+		add_response_decisions(req);
+
+	/* An upstream failure found after the attempt's span ended, such as a
+	 * stream that stopped without a finish reason, is the last attempt's. */
+	last = t->last_attempt;
+	if (t->sampled && last != NULL && last->status != TG_STATUS_ERROR &&
+	    tg_error_is_upstream(req->error))
+		mark_attempt_failed(last, tg_error_info(req->error)->code, req->error);
+
+	req->trace = NULL;
+	if (t->sampled)
+		finish_server_span(req, t->server);
+	tg_trace_finish(t, req->worker->runtime->tracer, tg_now_ns());
+}

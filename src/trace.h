@@ -1,0 +1,81 @@
+/*
+ * Tracing hooks of the request path. Each request with tracing enabled
+ * gets a span tree (req->trace): a SERVER span for the whole request, a
+ * CLIENT span per upstream attempt, INTERNAL spans for the cache lookup
+ * and each filter. The hooks are called on the request's worker thread at
+ * the points named below. Each does nothing when the request has no tree,
+ * so callers need not check.
+ *
+ * Span ids come from OpenSSL's RAND_bytes (see trace-context.h).
+ */
+#ifndef TOLLGATE_TRACE_H
+#define TOLLGATE_TRACE_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+
+struct tg_request;
+struct evbuffer;
+
+/* Dispatch, once the request id is known: continue or start the trace,
+ * decide sampling and open the server span. */
+void tg_trace_request_start(struct tg_request *req);
+
+/*
+ * An upstream attempt begins; req->attempts[req->n_attempts - 1] is
+ * filled in. Call before the upstream request is built, since it decides
+ * the traceparent the request carries. A second attempt also adds a
+ * failover event to the server span.
+ */
+void tg_trace_attempt_start(struct tg_request *req);
+
+/* The traceparent value for the current attempt's upstream request, or
+ * NULL to pass the client's trace headers through untouched (no tree). */
+const char *tg_trace_upstream_traceparent(const struct tg_request *req);
+
+/* 1 when the client's tracestate must not go upstream: its traceparent
+ * was invalid or absent, so the state belongs to no trace we continue. */
+int tg_trace_drop_tracestate(const struct tg_request *req);
+
+/* A stream event of the current attempt leaves for the client; json is
+ * its data parsed (NULL when not JSON). Call after output filters ran. */
+void tg_trace_stream_event(struct tg_request *req, json_t *json);
+
+/*
+ * The current attempt's outcome is recorded in req->attempts[req->n_attempts
+ * - 1]. A failed attempt's span ends now. A successful one goes on until
+ * its response has been read whole (tg_trace_upstream_done), since the
+ * attempt counts as a success once its head or first content arrived.
+ */
+void tg_trace_attempt_end(struct tg_request *req);
+
+/* The upstream response was read whole, or failed after its head: end
+ * the attempt's span. Call it after the output filters ran, so that for
+ * a non-streamed response req->response.body is what the client gets. */
+void tg_trace_upstream_done(struct tg_request *req);
+
+/* The cache lookup of a route with a cache: start before it, and end
+ * when it found no entry. A lookup that found one ends with the request. */
+void tg_trace_cache_start(struct tg_request *req);
+void tg_trace_cache_end(struct tg_request *req);
+
+/*
+ * The request filters of a route: start before they run, end when they let
+ * the request through. Each filter then gets an INTERNAL span with its
+ * decision ("pass", or the action it took), and each decision an event on
+ * the server span. Filters that blocked the request get their spans when
+ * the request ends, with status ERROR.
+ */
+void tg_trace_filters_start(struct tg_request *req);
+void tg_trace_filters_end(struct tg_request *req);
+
+/* The trace id of the request as 32 hex digits in out (33 bytes). Returns
+ * 0, or -1 when the request has no trace. */
+int tg_trace_id_of(const struct tg_request *req, char *out);
+
+/* The last byte of the response reached the client (or the request ended
+ * otherwise): end the server span and submit the tree. */
+void tg_trace_request_done(struct tg_request *req);
+
+#endif

@@ -1,0 +1,775 @@
+/*
+ * Unit tests for the span model: W3C traceparent parsing and formatting
+ * (the cases of the W3C trace-context test suite), sampling, the span tree
+ * of a request, GenAI attributes and the OTLP JSON encoding.
+ */
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "headers.h"
+#include "trace-context.h"
+#include "trace-genai.h"
+#include "trace-otlp.h"
+#include "trace-semconv.h"
+#include "trace-span.h"
+#include "trace-tree.h"
+
+#define TRACE_ID "4bf92f3577b34da6a3ce929d0e0e4736"
+#define PARENT_ID "00f067aa0ba902b7"
+#define VALID "00-" TRACE_ID "-" PARENT_ID "-01"
+
+/* --- traceparent ---------------------------------------------------------- */
+
+static int
+parses(const char *value)
+{
+	struct tg_traceparent tp;
+
+	return tg_traceparent_parse(value, &tp) == 0;
+}
+
+START_TEST(traceparent_valid_fields)
+{
+	struct tg_traceparent tp;
+	char hex[33];
+
+	ck_assert_int_eq(tg_traceparent_parse(VALID, &tp), 0);
+	ck_assert_uint_eq(tp.version, 0);
+	tg_hex_encode(hex, tp.trace_id, 16);
+	ck_assert_str_eq(hex, TRACE_ID);
+	tg_hex_encode(hex, tp.parent_id, 8);
+	ck_assert_str_eq(hex, PARENT_ID);
+	ck_assert_uint_eq(tp.flags, 1);
+}
+END_TEST
+
+START_TEST(traceparent_unsampled_and_unknown_flags)
+{
+	struct tg_traceparent tp;
+
+	ck_assert_int_eq(tg_traceparent_parse("00-" TRACE_ID "-" PARENT_ID "-00", &tp), 0);
+	ck_assert_uint_eq(tp.flags & TG_TRACE_FLAG_SAMPLED, 0);
+	/* Unknown flags are ignored, not an error. */
+	ck_assert_int_eq(tg_traceparent_parse("00-" TRACE_ID "-" PARENT_ID "-09", &tp), 0);
+	ck_assert_uint_eq(tp.flags & TG_TRACE_FLAG_SAMPLED, 1);
+}
+END_TEST
+
+/* Cases from the W3C trace-context test suite (test/test.py), each of
+ * which a vendor must treat as invalid and so start a new trace. */
+static const char *const invalid_traceparents[] = {
+	/* version */
+	"ff-" TRACE_ID "-" PARENT_ID "-01",
+	".0-" TRACE_ID "-" PARENT_ID "-01",
+	"0.-" TRACE_ID "-" PARENT_ID "-01",
+	"000-" TRACE_ID "-" PARENT_ID "-01",
+	"0000-" TRACE_ID "-" PARENT_ID "-01",
+	"0-" TRACE_ID "-" PARENT_ID "-01",
+	"0G-" TRACE_ID "-" PARENT_ID "-01",
+	/* version 00 with anything after the flags */
+	VALID ".",
+	VALID "-what-the-future-will-be-like",
+	/* trace id */
+	"00-00000000000000000000000000000000-" PARENT_ID "-01",
+	"00-.bf92f3577b34da6a3ce929d0e0e4736-" PARENT_ID "-01",
+	"00-4bf92f3577b34da6a3ce929d0e0e473.-" PARENT_ID "-01",
+	"00-4bf92f3577b34da6a3ce929d0e0e47366-" PARENT_ID "-01",
+	"00-4bf92f3577b34da6a3ce929d0e0e473-" PARENT_ID "-01",
+	"00-4BF92F3577B34DA6A3CE929D0E0E4736-" PARENT_ID "-01",
+	/* parent id */
+	"00-" TRACE_ID "-0000000000000000-01",
+	"00-" TRACE_ID "-.0f067aa0ba902b7-01",
+	"00-" TRACE_ID "-00f067aa0ba902b.-01",
+	"00-" TRACE_ID "-00f067aa0ba902b7a-01",
+	"00-" TRACE_ID "-00f067aa0ba902b-01",
+	"00-" TRACE_ID "-00F067AA0BA902B7-01",
+	/* flags */
+	"00-" TRACE_ID "-" PARENT_ID "-.0",
+	"00-" TRACE_ID "-" PARENT_ID "-0.",
+	"00-" TRACE_ID "-" PARENT_ID "-001",
+	"00-" TRACE_ID "-" PARENT_ID "-1",
+	"00-" TRACE_ID "-" PARENT_ID "-0A",
+	/* separators and length */
+	"00_" TRACE_ID "-" PARENT_ID "-01",
+	"00-" TRACE_ID "_" PARENT_ID "-01",
+	"00-" TRACE_ID "-" PARENT_ID "_01",
+	"",
+	"00",
+	"garbage",
+	/* a later version must still be followed by a dash after the flags */
+	"cc-" TRACE_ID "-" PARENT_ID "-01.what-the-future-will-be-like",
+	"cc-" TRACE_ID "-" PARENT_ID,
+};
+
+START_TEST(traceparent_invalid_cases)
+{
+	ck_assert_msg(!parses(invalid_traceparents[_i]), "accepted \"%s\"",
+	              invalid_traceparents[_i]);
+}
+END_TEST
+
+START_TEST(traceparent_future_version)
+{
+	struct tg_traceparent tp;
+
+	ck_assert_int_eq(tg_traceparent_parse("cc-" TRACE_ID "-" PARENT_ID "-01", &tp), 0);
+	ck_assert_uint_eq(tp.version, 0xcc);
+	ck_assert_int_eq(tg_traceparent_parse("cc-" TRACE_ID "-" PARENT_ID
+	                                      "-01-what-the-future-will-be-like", &tp), 0);
+	ck_assert_uint_eq(tp.flags, 1);
+}
+END_TEST
+
+START_TEST(traceparent_optional_whitespace)
+{
+	ck_assert(parses(" " VALID));
+	ck_assert(parses("\t" VALID));
+	ck_assert(parses(VALID " "));
+	ck_assert(parses(VALID "\t"));
+	ck_assert(parses("\t " VALID " \t"));
+	ck_assert(!parses("00 -" TRACE_ID "-" PARENT_ID "-01"));
+}
+END_TEST
+
+START_TEST(traceparent_format_round_trip)
+{
+	struct tg_traceparent tp;
+	char out[56];
+
+	ck_assert_int_eq(tg_traceparent_parse(VALID, &tp), 0);
+	tg_traceparent_format(out, tp.trace_id, tp.parent_id, tp.flags);
+	ck_assert_str_eq(out, VALID);
+	ck_assert_uint_eq(strlen(out), TG_TRACEPARENT_LEN);
+}
+END_TEST
+
+START_TEST(random_ids_are_not_zero_and_differ)
+{
+	uint8_t a[16], b[16];
+
+	tg_id_random(a, sizeof(a));
+	tg_id_random(b, sizeof(b));
+	ck_assert(!tg_id_is_zero(a, sizeof(a)));
+	ck_assert(memcmp(a, b, sizeof(a)) != 0);
+}
+END_TEST
+
+START_TEST(ratio_sampling)
+{
+	uint8_t low[16] = {0}, high[16];
+	unsigned sampled = 0;
+
+	memset(high, 0xff, sizeof(high));
+	low[15] = 1;
+	ck_assert(tg_trace_ratio_sampled(low, 1.0));
+	ck_assert(!tg_trace_ratio_sampled(low, 0.0));
+	ck_assert(tg_trace_ratio_sampled(low, 0.5));
+	ck_assert(!tg_trace_ratio_sampled(high, 0.5));
+	ck_assert(tg_trace_ratio_sampled(high, 1.0));
+
+	/* Random ids: close to the ratio over many traces. */
+	for (int i = 0; i < 4000; i++) {
+		uint8_t id[16];
+
+		tg_id_random(id, sizeof(id));
+		sampled += (unsigned)tg_trace_ratio_sampled(id, 0.25);
+	}
+	ck_assert_uint_gt(sampled, 800);
+	ck_assert_uint_lt(sampled, 1200);
+}
+END_TEST
+
+/* --- span tree ------------------------------------------------------------ */
+
+static void
+add_header(struct tg_headers *h, const char *name, const char *value)
+{
+	ck_assert_int_eq(tg_headers_add(h, name, strlen(name), value, strlen(value)), 0);
+}
+
+START_TEST(tree_continues_valid_parent)
+{
+	struct tg_headers h;
+	struct tg_trace *t;
+	char hex[33];
+
+	tg_headers_init(&h);
+	add_header(&h, "TraceParent", VALID);
+	add_header(&h, "tracestate", "rojo=00f067aa0ba902b7");
+	add_header(&h, "Tracestate", "congo=t61rcWkgMzE");
+	t = tg_trace_begin(&h, 0.0, "POST /v1/chat/completions", 1000);
+	ck_assert_ptr_nonnull(t);
+	tg_trace_id_hex(t, hex);
+	ck_assert_str_eq(hex, TRACE_ID);
+	ck_assert_int_eq(t->sampled, 1);        /* the parent's flag, not the ratio */
+	ck_assert_str_eq(t->trace_state, "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE");
+	tg_hex_encode(hex, t->server->parent_id, 8);
+	ck_assert_str_eq(hex, PARENT_ID);
+	ck_assert_uint_eq(t->server->kind, TG_SPAN_SERVER);
+	ck_assert_uint_eq(t->server->flags, 0x301);
+	tg_trace_free(t);
+	tg_headers_free(&h);
+}
+END_TEST
+
+START_TEST(tree_unsampled_parent_is_followed)
+{
+	struct tg_headers h;
+	struct tg_trace *t;
+
+	tg_headers_init(&h);
+	add_header(&h, "traceparent", "00-" TRACE_ID "-" PARENT_ID "-00");
+	t = tg_trace_begin(&h, 1.0, "POST", 1000);
+	ck_assert_int_eq(t->sampled, 0);
+	ck_assert_ptr_null(tg_trace_child(t, TG_SPAN_INTERNAL, "cache lookup", 2000));
+	tg_trace_free(t);
+	tg_headers_free(&h);
+}
+END_TEST
+
+START_TEST(tree_invalid_parent_starts_new_trace)
+{
+	struct tg_headers h;
+	struct tg_trace *t;
+	char hex[33];
+
+	tg_headers_init(&h);
+	add_header(&h, "traceparent", "00-" TRACE_ID "-0000000000000000-01");
+	add_header(&h, "tracestate", "rojo=00f067aa0ba902b7");
+	t = tg_trace_begin(&h, 1.0, "POST", 1000);
+	tg_trace_id_hex(t, hex);
+	ck_assert_str_ne(hex, TRACE_ID);
+	ck_assert_ptr_null(t->trace_state);     /* dropped with the parent */
+	ck_assert(tg_id_is_zero(t->server->parent_id, 8));
+	ck_assert_int_eq(t->sampled, 1);
+	ck_assert_uint_eq(t->server->flags, 0x101);
+	tg_trace_free(t);
+	tg_headers_free(&h);
+}
+END_TEST
+
+START_TEST(tree_duplicated_traceparent_starts_new_trace)
+{
+	struct tg_headers h;
+	struct tg_trace *t;
+	char hex[33];
+
+	tg_headers_init(&h);
+	add_header(&h, "traceparent", VALID);
+	add_header(&h, "traceparent", "00-" TRACE_ID "-b7ad6b7169203331-01");
+	t = tg_trace_begin(&h, 1.0, "POST", 1000);
+	tg_trace_id_hex(t, hex);
+	ck_assert_str_ne(hex, TRACE_ID);
+	tg_trace_free(t);
+	tg_headers_free(&h);
+}
+END_TEST
+
+START_TEST(tree_ratio_zero_records_nothing)
+{
+	struct tg_headers h;
+	struct tg_trace *t;
+
+	tg_headers_init(&h);
+	t = tg_trace_begin(&h, 0.0, "POST", 1000);
+	ck_assert_int_eq(t->sampled, 0);
+	/* The attempt still gets an id for the traceparent sent upstream. */
+	ck_assert_ptr_nonnull(tg_trace_attempt_begin(t, "chat m", 2000));
+	ck_assert_str_eq(t->upstream_traceparent + 53, "00");
+	tg_trace_free(t);
+	tg_headers_free(&h);
+}
+END_TEST
+
+START_TEST(tree_upstream_traceparent_names_attempt)
+{
+	struct tg_headers h;
+	struct tg_trace *t;
+	struct tg_span *a1, *a2;
+	struct tg_traceparent sent;
+
+	tg_headers_init(&h);
+	add_header(&h, "traceparent", VALID);
+	t = tg_trace_begin(&h, 1.0, "POST", 1000);
+	a1 = tg_trace_attempt_begin(t, "chat m", 2000);
+	ck_assert_int_eq(tg_traceparent_parse(t->upstream_traceparent, &sent), 0);
+	ck_assert_mem_eq(sent.trace_id, t->trace_id, 16);
+	ck_assert_mem_eq(sent.parent_id, a1->span_id, 8);
+	ck_assert_uint_eq(sent.flags, 1);
+	ck_assert_mem_eq(a1->parent_id, t->server->span_id, 8);
+	ck_assert_uint_eq(a1->kind, TG_SPAN_CLIENT);
+
+	/* A second attempt is a new span and a new parent id upstream. */
+	a2 = tg_trace_attempt_begin(t, "chat m", 3000);
+	ck_assert_int_eq(tg_traceparent_parse(t->upstream_traceparent, &sent), 0);
+	ck_assert_mem_eq(sent.parent_id, a2->span_id, 8);
+	ck_assert(memcmp(a1->span_id, a2->span_id, 8) != 0);
+	tg_trace_free(t);
+	tg_headers_free(&h);
+}
+END_TEST
+
+START_TEST(tree_children_end_inside_server_span)
+{
+	struct tg_headers h;
+	struct tg_trace *t;
+	struct tg_span *attempt, *cache;
+
+	tg_headers_init(&h);
+	t = tg_trace_begin(&h, 1.0, "POST", 1000000);
+	cache = tg_trace_child(t, TG_SPAN_INTERNAL, "cache lookup", 2000000);
+	tg_trace_span_end(t, cache, 3000000);
+	attempt = tg_trace_attempt_begin(t, "chat m", 4000000);
+	ck_assert_uint_eq(cache->end_ns - cache->start_ns, 1000000);
+
+	/* Finishing ends the running attempt and the server span together;
+	 * no tracer, so the spans are freed. */
+	ck_assert_uint_eq(attempt->end_ns, 0);
+	ck_assert_uint_eq(t->server->start_ns + 3000000, attempt->start_ns);
+	tg_trace_finish(t, NULL, 9000000);
+	tg_headers_free(&h);
+}
+END_TEST
+
+/* --- spans ---------------------------------------------------------------- */
+
+START_TEST(span_attributes_replace_and_drop)
+{
+	uint8_t trace_id[16] = {1};
+	struct tg_span *s = tg_span_new(trace_id, NULL, TG_SPAN_INTERNAL, "x", 10);
+	static char keys[TG_SPAN_MAX_ATTRS + 5][16];
+
+	tg_attrs_int(&s->attrs, "a", 1);
+	tg_attrs_string(&s->attrs, "a", "two");
+	ck_assert_uint_eq(s->attrs.count, 1);
+	ck_assert_str_eq(tg_attrs_find(&s->attrs, "a")->v.s, "two");
+
+	for (int i = 0; i < TG_SPAN_MAX_ATTRS + 5; i++) {
+		snprintf(keys[i], sizeof(keys[i]), "k%d", i);
+		tg_attrs_bool(&s->attrs, keys[i], 1);
+	}
+	ck_assert_uint_eq(s->attrs.count, TG_SPAN_MAX_ATTRS);
+	ck_assert_uint_eq(s->attrs.dropped, 6);
+	tg_span_free(s);
+}
+END_TEST
+
+START_TEST(span_error_status_is_kept)
+{
+	uint8_t trace_id[16] = {1};
+	struct tg_span *s = tg_span_new(trace_id, NULL, TG_SPAN_INTERNAL, "x", 10);
+
+	tg_span_set_status(s, TG_STATUS_ERROR, "boom");
+	tg_span_set_status(s, TG_STATUS_UNSET, NULL);
+	ck_assert_int_eq(s->status, TG_STATUS_ERROR);
+	ck_assert_str_eq(s->status_message, "boom");
+	tg_span_end(s, 5);              /* before its start: clamped */
+	ck_assert_uint_eq(s->end_ns, 10);
+	tg_span_end(s, 50);             /* already ended */
+	ck_assert_uint_eq(s->end_ns, 10);
+	tg_span_free(s);
+}
+END_TEST
+
+/* --- GenAI attributes ----------------------------------------------------- */
+
+static const struct tg_attr *
+attr(const struct tg_span *s, const char *key)
+{
+	const struct tg_attr *a = tg_attrs_find(&s->attrs, key);
+
+	ck_assert_msg(a != NULL, "attribute %s missing", key);
+	return a;
+}
+
+START_TEST(genai_request_parameters)
+{
+	uint8_t trace_id[16] = {1};
+	struct tg_span *s = tg_span_new(trace_id, NULL, TG_SPAN_CLIENT, "chat m", 10);
+	json_t *body = json_loads("{\"model\":\"gpt-4o\",\"max_tokens\":50,\"temperature\":0.7,"
+	                          "\"top_p\":1,\"stop\":[\"END\",\"STOP\"],\"seed\":42,"
+	                          "\"n\":2,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
+	                          0, NULL);
+
+	tg_genai_request(s, "chat", "openai", "gpt-4o-2024", 1, body, 0);
+	ck_assert_str_eq(attr(s, "gen_ai.operation.name")->v.s, "chat");
+	ck_assert_str_eq(attr(s, "gen_ai.provider.name")->v.s, "openai");
+	ck_assert_str_eq(attr(s, "gen_ai.request.model")->v.s, "gpt-4o-2024");
+	ck_assert_int_eq(attr(s, "gen_ai.request.stream")->v.b, 1);
+	ck_assert_int_eq(attr(s, "gen_ai.request.max_tokens")->v.i, 50);
+	ck_assert_double_eq(attr(s, "gen_ai.request.temperature")->v.d, 0.7);
+	ck_assert_double_eq(attr(s, "gen_ai.request.top_p")->v.d, 1.0);
+	ck_assert_uint_eq(attr(s, "gen_ai.request.stop_sequences")->v.list.n, 2);
+	ck_assert_str_eq(attr(s, "gen_ai.request.stop_sequences")->v.list.items[1], "STOP");
+	ck_assert_int_eq(attr(s, "gen_ai.request.seed")->v.i, 42);
+	ck_assert_int_eq(attr(s, "gen_ai.request.choice.count")->v.i, 2);
+	/* Content is opt-in. */
+	ck_assert_ptr_null(tg_attrs_find(&s->attrs, "gen_ai.input.messages"));
+	json_decref(body);
+	tg_span_free(s);
+}
+END_TEST
+
+START_TEST(genai_input_messages_truncated)
+{
+	uint8_t trace_id[16] = {1};
+	struct tg_span *s = tg_span_new(trace_id, NULL, TG_SPAN_CLIENT, "chat m", 10);
+	json_t *body = json_loads("{\"messages\":[{\"role\":\"system\",\"content\":\"be brief\"},"
+	                          "{\"role\":\"user\",\"content\":\"h\\u00e9llo world\"}]}",
+	                          0, NULL);
+	json_t *messages;
+
+	/* 8 bytes for "be brief", 2 left: "h" and not half of the é. */
+	tg_genai_request(s, "chat", "openai", "m", 0, body, 10);
+	messages = json_loads(attr(s, "gen_ai.input.messages")->v.s, 0, NULL);
+	ck_assert_ptr_nonnull(messages);
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(messages, 0), "role")),
+	                 "system");
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(
+	                 json_array_get(messages, 1), "parts"), 0), "content")), "h");
+	json_decref(messages);
+	json_decref(body);
+	tg_span_free(s);
+}
+END_TEST
+
+START_TEST(genai_response_body)
+{
+	struct tg_headers h;
+	struct tg_trace *t;
+	struct tg_span *s;
+	json_t *body = json_loads("{\"id\":\"chatcmpl-1\",\"model\":\"gpt-4o-2024\","
+	                          "\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
+	                          "\"content\":\"ok\"},\"finish_reason\":\"stop\"},"
+	                          "{\"index\":1,\"message\":{\"content\":\"no\"},"
+	                          "\"finish_reason\":\"length\"}],"
+	                          "\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":7,"
+	                          "\"prompt_tokens_details\":{\"cached_tokens\":3},"
+	                          "\"completion_tokens_details\":{\"reasoning_tokens\":2}}}",
+	                          0, NULL);
+	const struct tg_attr *reasons;
+
+	tg_headers_init(&h);
+	t = tg_trace_begin(&h, 1.0, "POST", 1000);
+	s = tg_trace_attempt_begin(t, "chat m", 2000);
+	ck_assert_int_eq(tg_genai_capture_output(t, 100), 0);
+	tg_genai_response(t, s, body);
+	tg_genai_attempt_done(t, s);
+	ck_assert_str_eq(attr(s, "gen_ai.response.id")->v.s, "chatcmpl-1");
+	ck_assert_str_eq(attr(s, "gen_ai.response.model")->v.s, "gpt-4o-2024");
+	ck_assert_int_eq(attr(s, "gen_ai.usage.input_tokens")->v.i, 12);
+	ck_assert_int_eq(attr(s, "gen_ai.usage.output_tokens")->v.i, 7);
+	ck_assert_int_eq(attr(s, "gen_ai.usage.cache_read.input_tokens")->v.i, 3);
+	ck_assert_int_eq(attr(s, "gen_ai.usage.reasoning.output_tokens")->v.i, 2);
+	reasons = attr(s, "gen_ai.response.finish_reasons");
+	ck_assert_uint_eq(reasons->type, TG_ATTR_STRINGS);
+	ck_assert_uint_eq(reasons->v.list.n, 2);
+	ck_assert_str_eq(reasons->v.list.items[0], "stop");
+	ck_assert_str_eq(reasons->v.list.items[1], "length");
+	ck_assert_str_eq(attr(s, "gen_ai.output.messages")->v.s,
+	                 "[{\"role\":\"assistant\",\"parts\":[{\"type\":\"text\",\"content\":\"ok\"}],"
+	                 "\"finish_reason\":\"stop\"},{\"role\":\"assistant\",\"parts\":"
+	                 "[{\"type\":\"text\",\"content\":\"no\"}],\"finish_reason\":\"length\"}]");
+	json_decref(body);
+	tg_trace_free(t);
+	tg_headers_free(&h);
+}
+END_TEST
+
+START_TEST(genai_stream_events)
+{
+	struct tg_headers h;
+	struct tg_trace *t;
+	struct tg_span *s;
+	const char *chunks[] = {
+		"{\"id\":\"c1\",\"model\":\"m-1\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}",
+		"{\"id\":\"c1\",\"model\":\"m-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}",
+		"{\"id\":\"c1\",\"model\":\"m-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"}}]}",
+		"{\"id\":\"c1\",\"model\":\"m-1\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}",
+		"{\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2}}",
+	};
+
+	tg_headers_init(&h);
+	t = tg_trace_begin(&h, 1.0, "POST", 1000000000);
+	s = tg_trace_attempt_begin(t, "chat m", 1000000000);
+	ck_assert_int_eq(tg_genai_capture_output(t, 100), 0);
+	for (size_t i = 0; i < 5; i++) {
+		json_t *chunk = json_loads(chunks[i], 0, NULL);
+
+		tg_genai_stream_event(t, s, chunk, 1250000000 + i * 1000000, 1000000000);
+		json_decref(chunk);
+	}
+	tg_genai_stream_event(t, s, NULL, 1300000000, 1000000000);     /* [DONE] */
+	tg_genai_attempt_done(t, s);
+
+	ck_assert_double_eq_tol(attr(s, "gen_ai.response.time_to_first_chunk")->v.d, 0.25, 1e-9);
+	ck_assert_uint_eq(s->n_events, 1);      /* the role-only chunk has no content */
+	ck_assert_str_eq(s->events[0].name, "tollgate.first_token");
+	ck_assert_uint_eq(s->events[0].time_ns, tg_trace_time(t, 1251000000));
+	ck_assert_str_eq(attr(s, "gen_ai.response.id")->v.s, "c1");
+	ck_assert_str_eq(attr(s, "gen_ai.response.model")->v.s, "m-1");
+	ck_assert_str_eq(attr(s, "gen_ai.response.finish_reasons")->v.list.items[0], "stop");
+	ck_assert_int_eq(attr(s, "gen_ai.usage.input_tokens")->v.i, 5);
+	ck_assert_int_eq(attr(s, "gen_ai.usage.output_tokens")->v.i, 2);
+	ck_assert_ptr_nonnull(strstr(attr(s, "gen_ai.output.messages")->v.s, "\"Hello\""));
+	tg_trace_free(t);
+	tg_headers_free(&h);
+}
+END_TEST
+
+START_TEST(genai_no_usage_no_tokens)
+{
+	uint8_t trace_id[16] = {1};
+	struct tg_span *s = tg_span_new(trace_id, NULL, TG_SPAN_CLIENT, "chat m", 10);
+	struct tg_trace t;
+	json_t *body = json_loads("{\"id\":\"x\",\"choices\":[]}", 0, NULL);
+
+	memset(&t, 0, sizeof(t));
+	tg_genai_response(&t, s, body);
+	tg_genai_attempt_done(&t, s);
+	ck_assert_ptr_null(tg_attrs_find(&s->attrs, "gen_ai.usage.input_tokens"));
+	ck_assert_ptr_null(tg_attrs_find(&s->attrs, "gen_ai.usage.output_tokens"));
+	ck_assert_ptr_null(tg_attrs_find(&s->attrs, "gen_ai.response.finish_reasons"));
+	json_decref(body);
+	tg_span_free(s);
+	tg_genai_attempt_reset(&t);
+}
+END_TEST
+
+/* --- OTLP JSON ------------------------------------------------------------ */
+
+static struct tg_span *
+sample_span(void)
+{
+	struct tg_traceparent tp;
+	struct tg_span *s;
+	struct tg_attrs *ev;
+	const char *reasons[] = {"stop"};
+
+	ck_assert_int_eq(tg_traceparent_parse(VALID, &tp), 0);
+	s = tg_span_new(tp.trace_id, tp.parent_id, TG_SPAN_CLIENT, "chat gpt-4o",
+	                1700000000123456789ull);
+	s->trace_state = strdup("rojo=1");
+	s->flags = 0x101;
+	tg_attrs_string(&s->attrs, "gen_ai.request.model", "gpt-4o");
+	tg_attrs_int(&s->attrs, "gen_ai.usage.input_tokens", 9007199254740993ll);
+	tg_attrs_double(&s->attrs, "gen_ai.request.temperature", 0.5);
+	tg_attrs_bool(&s->attrs, "gen_ai.request.stream", 0);
+	tg_attrs_strings(&s->attrs, "gen_ai.response.finish_reasons", reasons, 1);
+	ev = tg_span_add_event(s, "tollgate.first_token", 1700000000200000000ull);
+	tg_attrs_int(ev, "n", 1);
+	tg_span_set_status(s, TG_STATUS_ERROR, "upstream failed");
+	tg_span_end(s, 1700000001000000000ull);
+	return s;
+}
+
+static const char *
+value_of(json_t *attrs, const char *key, const char *type)
+{
+	static char buf[64];
+
+	for (size_t i = 0; i < json_array_size(attrs); i++) {
+		json_t *kv = json_array_get(attrs, i);
+		json_t *v;
+
+		if (strcmp(json_string_value(json_object_get(kv, "key")), key) != 0)
+			continue;
+		ck_assert_uint_eq(json_object_size(json_object_get(kv, "value")), 1);
+		v = json_object_get(json_object_get(kv, "value"), type);
+		ck_assert_msg(v != NULL, "%s is not a %s", key, type);
+		if (json_is_string(v))
+			return json_string_value(v);
+		if (json_is_real(v))
+			snprintf(buf, sizeof(buf), "%g", json_real_value(v));
+		else if (json_is_boolean(v))
+			snprintf(buf, sizeof(buf), "%s", json_is_true(v) ? "true" : "false");
+		else
+			snprintf(buf, sizeof(buf), "other");
+		return buf;
+	}
+	ck_abort_msg("attribute %s not encoded", key);
+	return NULL;
+}
+
+START_TEST(otlp_span_encoding)
+{
+	struct tg_span *s = sample_span();
+	json_t *j = tg_otlp_span(s);
+	json_t *ev, *reasons;
+
+	ck_assert_str_eq(json_string_value(json_object_get(j, "traceId")), TRACE_ID);
+	ck_assert_str_eq(json_string_value(json_object_get(j, "parentSpanId")), PARENT_ID);
+	ck_assert_uint_eq(strlen(json_string_value(json_object_get(j, "spanId"))), 16);
+	ck_assert_str_eq(json_string_value(json_object_get(j, "name")), "chat gpt-4o");
+	ck_assert_int_eq(json_integer_value(json_object_get(j, "kind")), 3);
+	ck_assert_int_eq(json_integer_value(json_object_get(j, "flags")), 0x101);
+	ck_assert_str_eq(json_string_value(json_object_get(j, "traceState")), "rojo=1");
+	/* 64-bit integers are decimal strings. */
+	ck_assert_str_eq(json_string_value(json_object_get(j, "startTimeUnixNano")),
+	                 "1700000000123456789");
+	ck_assert_str_eq(json_string_value(json_object_get(j, "endTimeUnixNano")),
+	                 "1700000001000000000");
+	ck_assert_str_eq(value_of(json_object_get(j, "attributes"), "gen_ai.usage.input_tokens",
+	                          "intValue"), "9007199254740993");
+	ck_assert_str_eq(value_of(json_object_get(j, "attributes"), "gen_ai.request.model",
+	                          "stringValue"), "gpt-4o");
+	ck_assert_str_eq(value_of(json_object_get(j, "attributes"), "gen_ai.request.temperature",
+	                          "doubleValue"), "0.5");
+	ck_assert_str_eq(value_of(json_object_get(j, "attributes"), "gen_ai.request.stream",
+	                          "boolValue"), "false");
+	reasons = json_object_get(json_object_get(json_object_get(json_array_get(
+	          json_object_get(j, "attributes"), 4), "value"), "arrayValue"), "values");
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(reasons, 0),
+	                                                   "stringValue")), "stop");
+	ev = json_array_get(json_object_get(j, "events"), 0);
+	ck_assert_str_eq(json_string_value(json_object_get(ev, "name")), "tollgate.first_token");
+	ck_assert_str_eq(json_string_value(json_object_get(ev, "timeUnixNano")),
+	                 "1700000000200000000");
+	ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(j, "status"), "code")),
+	                 2);
+	ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "status"),
+	                                                   "message")), "upstream failed");
+	/* Nothing was dropped, so the counts are left out. */
+	ck_assert_ptr_null(json_object_get(j, "droppedAttributesCount"));
+	ck_assert_ptr_null(json_object_get(j, "droppedEventsCount"));
+	json_decref(j);
+	tg_span_free(s);
+}
+END_TEST
+
+START_TEST(otlp_root_span_has_no_parent)
+{
+	uint8_t trace_id[16] = {0xab};
+	struct tg_span *s = tg_span_new(trace_id, NULL, TG_SPAN_SERVER, "POST", 1);
+	json_t *j;
+
+	tg_span_end(s, 2);
+	j = tg_otlp_span(s);
+	ck_assert_ptr_null(json_object_get(j, "parentSpanId"));
+	ck_assert_ptr_null(json_object_get(j, "traceState"));
+	ck_assert_int_eq(json_integer_value(json_object_get(j, "kind")), 2);
+	ck_assert_uint_eq(json_object_size(json_object_get(j, "status")), 0);
+	json_decref(j);
+	tg_span_free(s);
+}
+END_TEST
+
+START_TEST(otlp_request_structure)
+{
+	struct tg_span *spans[2] = {sample_span(), sample_span()};
+	struct tg_otlp_resource res = {"svc", "1.2.3", "0b6f2c3e-7a1d-4c55-9a43-2d8f3b6e1a90"};
+	char *text = tg_otlp_dumps(spans, 2, &res);
+	json_t *root = json_loads(text, 0, NULL);
+	json_t *rs, *ss;
+
+	ck_assert_ptr_nonnull(root);
+	ck_assert_uint_eq(json_object_size(root), 1);
+	rs = json_array_get(json_object_get(root, "resourceSpans"), 0);
+	ck_assert_str_eq(value_of(json_object_get(json_object_get(rs, "resource"), "attributes"),
+	                          "service.name", "stringValue"), "svc");
+	ck_assert_str_eq(value_of(json_object_get(json_object_get(rs, "resource"), "attributes"),
+	                          "service.instance.id", "stringValue"),
+	                 "0b6f2c3e-7a1d-4c55-9a43-2d8f3b6e1a90");
+	ss = json_array_get(json_object_get(rs, "scopeSpans"), 0);
+	ck_assert_str_eq(json_string_value(json_object_get(json_object_get(ss, "scope"), "name")),
+	                 "tollgate");
+	ck_assert_str_eq(json_string_value(json_object_get(json_object_get(ss, "scope"),
+	                                                   "version")), "1.2.3");
+	ck_assert_uint_eq(json_array_size(json_object_get(ss, "spans")), 2);
+	json_decref(root);
+	free(text);
+	tg_span_free(spans[0]);
+	tg_span_free(spans[1]);
+}
+END_TEST
+
+START_TEST(otlp_dropped_counts)
+{
+	uint8_t trace_id[16] = {1};
+	struct tg_span *s = tg_span_new(trace_id, NULL, TG_SPAN_INTERNAL, "x", 1);
+	json_t *j;
+
+	for (int i = 0; i < TG_SPAN_MAX_EVENTS + 2; i++)
+		tg_span_add_event(s, "e", 1);
+	s->attrs.dropped = 3;
+	tg_span_end(s, 2);
+	j = tg_otlp_span(s);
+	ck_assert_int_eq(json_integer_value(json_object_get(j, "droppedEventsCount")), 2);
+	ck_assert_int_eq(json_integer_value(json_object_get(j, "droppedAttributesCount")), 3);
+	ck_assert_uint_eq(json_array_size(json_object_get(j, "events")), TG_SPAN_MAX_EVENTS);
+	json_decref(j);
+	tg_span_free(s);
+}
+END_TEST
+
+START_TEST(semconv_table_names)
+{
+	ck_assert_str_eq(TG_SC(GEN_AI_OPERATION_NAME), "gen_ai.operation.name");
+	ck_assert_str_eq(TG_SC(GEN_AI_PROVIDER_NAME), "gen_ai.provider.name");
+	ck_assert_str_eq(TG_SC(GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS),
+	                 "gen_ai.usage.cache_read.input_tokens");
+	for (int i = 0; i < TG_SC_COUNT; i++)
+		ck_assert_ptr_nonnull(tg_semconv_names[i]);
+}
+END_TEST
+
+static Suite *
+trace_suite(void)
+{
+	Suite *s = suite_create("trace");
+	TCase *context = tcase_create("context");
+	TCase *tree = tcase_create("tree");
+	TCase *span = tcase_create("span");
+	TCase *genai = tcase_create("genai");
+	TCase *otlp = tcase_create("otlp");
+
+	tcase_add_test(context, traceparent_valid_fields);
+	tcase_add_test(context, traceparent_unsampled_and_unknown_flags);
+	tcase_add_loop_test(context, traceparent_invalid_cases, 0,
+	                    sizeof(invalid_traceparents) / sizeof(invalid_traceparents[0]));
+	tcase_add_test(context, traceparent_future_version);
+	tcase_add_test(context, traceparent_optional_whitespace);
+	tcase_add_test(context, traceparent_format_round_trip);
+	tcase_add_test(context, random_ids_are_not_zero_and_differ);
+	tcase_add_test(context, ratio_sampling);
+	tcase_add_test(tree, tree_continues_valid_parent);
+	tcase_add_test(tree, tree_unsampled_parent_is_followed);
+	tcase_add_test(tree, tree_invalid_parent_starts_new_trace);
+	tcase_add_test(tree, tree_duplicated_traceparent_starts_new_trace);
+	tcase_add_test(tree, tree_ratio_zero_records_nothing);
+	tcase_add_test(tree, tree_upstream_traceparent_names_attempt);
+	tcase_add_test(tree, tree_children_end_inside_server_span);
+	tcase_add_test(span, span_attributes_replace_and_drop);
+	tcase_add_test(span, span_error_status_is_kept);
+	tcase_add_test(genai, genai_request_parameters);
+	tcase_add_test(genai, genai_input_messages_truncated);
+	tcase_add_test(genai, genai_response_body);
+	tcase_add_test(genai, genai_stream_events);
+	tcase_add_test(genai, genai_no_usage_no_tokens);
+	tcase_add_test(otlp, otlp_span_encoding);
+	tcase_add_test(otlp, otlp_root_span_has_no_parent);
+	tcase_add_test(otlp, otlp_request_structure);
+	tcase_add_test(otlp, otlp_dropped_counts);
+	tcase_add_test(otlp, semconv_table_names);
+	suite_add_tcase(s, context);
+	suite_add_tcase(s, tree);
+	suite_add_tcase(s, span);
+	suite_add_tcase(s, genai);
+	suite_add_tcase(s, otlp);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *runner = srunner_create(trace_suite());
+	int failed;
+
+	srunner_run_all(runner, CK_NORMAL);
+	failed = srunner_ntests_failed(runner);
+	srunner_free(runner);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

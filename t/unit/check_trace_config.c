@@ -1,0 +1,292 @@
+/*
+ * Unit tests of the "tracing" configuration section and the OpenTelemetry
+ * environment variables that stand in for its keys. Check runs each test
+ * in its own process, so setenv() in one test does not leak into another.
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* By path, as check_config.c does, so that no generated header of the same
+ * name is picked up instead. */
+#include "../../src/config.h"
+#include "trace-t.h"
+
+#define BACKEND_AND_ROUTE \
+	"\"backends\": {\"b\": {\"url\": \"http://127.0.0.1:9001\"}}," \
+	"\"routes\": [{\"name\": \"r\", \"backends\": [\"b\"]}]"
+
+/* Load {BACKEND_AND_ROUTE, extra}; return the error output (to free). */
+static char *
+load(const char *extra, struct tg_config **cfg)
+{
+	char path[] = "/tmp/tg-check-trace-config-XXXXXX";
+	char *json = NULL, *out = NULL;
+	size_t len = 0;
+	FILE *err = open_memstream(&out, &len);
+	int fd = mkstemp(path);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_ge(asprintf(&json, "{" BACKEND_AND_ROUTE "%s%s}", extra[0] ? "," : "",
+	                          extra), 0);
+	ck_assert_int_eq(write(fd, json, strlen(json)), (ssize_t)strlen(json));
+	close(fd);
+	*cfg = tg_config_load(path, err);
+	fclose(err);
+	unlink(path);
+	free(json);
+	return out;
+}
+
+static const struct tg_tracing_config *
+load_ok(const char *extra, struct tg_config **cfg)
+{
+	char *errors = load(extra, cfg);
+
+	ck_assert_msg(*cfg != NULL, "load failed: %s", errors);
+	ck_assert_str_eq(errors, "");
+	free(errors);
+	ck_assert_ptr_nonnull((*cfg)->tracing);
+	return (*cfg)->tracing;
+}
+
+/* Expect the load to fail with an error line containing text. */
+static void
+load_fails(const char *extra, const char *text)
+{
+	struct tg_config *cfg;
+	char *errors = load(extra, &cfg);
+
+	ck_assert_ptr_null(cfg);
+	ck_assert_msg(strstr(errors, text) != NULL, "no \"%s\" in: %s", text, errors);
+	free(errors);
+}
+
+START_TEST(absent_section_gets_defaults)
+{
+	struct tg_config *cfg;
+	const struct tg_tracing_config *tc = load_ok("", &cfg);
+
+	ck_assert_int_eq(tc->enabled, 0);
+	ck_assert_double_eq(tc->sample_ratio, 1.0);
+	ck_assert_str_eq(tc->service_name, "tollgate");
+	ck_assert_ptr_null(tc->endpoint);
+	ck_assert_uint_eq(tc->max_queue_size, 2048);
+	ck_assert_uint_eq(tc->max_export_batch_size, 512);
+	ck_assert_uint_eq(tc->schedule_delay, 5000);
+	ck_assert_uint_eq(tc->export_timeout, 30000);
+	ck_assert_uint_eq(tc->max_attempts, 5);
+	ck_assert_uint_eq(tc->recent_traces, 100);
+	ck_assert_int_eq(tc->capture_content, 0);
+	tg_config_unref(cfg);
+}
+END_TEST
+
+START_TEST(endpoint_enables_and_splits)
+{
+	struct tg_config *cfg;
+	const struct tg_tracing_config *tc = load_ok(
+		"\"tracing\": {\"otlp\": {\"endpoint\": \"http://127.0.0.1:4318/v1/traces\","
+		" \"headers\": {\"X-Tenant\": \"t1\"}}, \"sample_ratio\": 0.25,"
+		" \"service_name\": \"gw\"}", &cfg);
+
+	ck_assert_int_eq(tc->enabled, 1);
+	ck_assert_str_eq(tc->endpoint_host, "127.0.0.1");
+	ck_assert_str_eq(tc->endpoint_port, "4318");
+	ck_assert_str_eq(tc->endpoint_path, "/v1/traces");
+	ck_assert_uint_eq(tc->n_headers, 1);
+	ck_assert_str_eq(tc->headers[0].name, "X-Tenant");
+	ck_assert_str_eq(tc->headers[0].value, "t1");
+	ck_assert_double_eq(tc->sample_ratio, 0.25);
+	ck_assert_str_eq(tc->service_name, "gw");
+	tg_config_unref(cfg);
+}
+END_TEST
+
+START_TEST(enabled_without_endpoint)
+{
+	struct tg_config *cfg;
+	const struct tg_tracing_config *tc = load_ok("\"tracing\": {\"enabled\": true}", &cfg);
+
+	ck_assert_int_eq(tc->enabled, 1);
+	ck_assert_ptr_null(tc->endpoint);
+	tg_config_unref(cfg);
+}
+END_TEST
+
+START_TEST(endpoint_default_port_and_path)
+{
+	struct tg_config *cfg;
+	const struct tg_tracing_config *tc = load_ok(
+		"\"tracing\": {\"otlp\": {\"endpoint\": \"http://[::1]\"}}", &cfg);
+
+	ck_assert_str_eq(tc->endpoint_host, "::1");
+	ck_assert_str_eq(tc->endpoint_port, "80");
+	ck_assert_str_eq(tc->endpoint_path, "/");
+	tg_config_unref(cfg);
+}
+END_TEST
+
+START_TEST(invalid_values_rejected)
+{
+	load_fails("\"tracing\": {\"otlp\": {\"endpoint\": \"https://collector:4318/v1/traces\"}}",
+	           "tracing.otlp.endpoint: invalid endpoint \"https://collector:4318/v1/traces\": "
+	           "https is not supported");
+	load_fails("\"tracing\": {\"otlp\": {\"endpoint\": \"collector:4318\"}}",
+	           "tracing.otlp.endpoint: invalid endpoint");
+	load_fails("\"tracing\": {\"sample_ratio\": 1.5}",
+	           "tracing.sample_ratio: 1.5 is out of range; valid values are 0 to 1");
+	load_fails("\"tracing\": {\"sample_ratio\": \"all\"}", "tracing.sample_ratio: expected");
+	load_fails("\"tracing\": {\"batch\": {\"max_queue_size\": 10, \"max_export_batch_size\": 20}}",
+	           "tracing.batch.max_export_batch_size: 20 is larger than batch.max_queue_size (10)");
+	load_fails("\"tracing\": {\"batch\": {\"max_queue_size\": 0}}",
+	           "tracing.batch.max_queue_size: 0 is out of range");
+	load_fails("\"tracing\": {\"sampling\": 1}", "tracing: unknown key \"sampling\"");
+	load_fails("\"tracing\": {\"otlp\": {\"headers\": {\"Content-Type\": \"x\"}}}",
+	           "tracing.otlp.headers.Content-Type: invalid header name");
+	load_fails("\"tracing\": {\"otlp\": {\"headers\": {\"X-A\": 1}}}",
+	           "tracing.otlp.headers.X-A: expected a string");
+	load_fails("\"tracing\": {\"retry\": {\"initial_backoff\": \"10s\", \"max_backoff\": \"1s\"}}",
+	           "tracing.retry.max_backoff: is shorter than retry.initial_backoff");
+	load_fails("\"tracing\": true", "tracing: expected an object");
+}
+END_TEST
+
+START_TEST(environment_fills_missing_keys)
+{
+	struct tg_config *cfg;
+	const struct tg_tracing_config *tc;
+
+	setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318/", 1);
+	setenv("OTEL_EXPORTER_OTLP_HEADERS", "api-key=a%20b , X-Scope=tenant-1", 1);
+	setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "2500", 1);
+	setenv("OTEL_SERVICE_NAME", "edge-gw", 1);
+	setenv("OTEL_BSP_SCHEDULE_DELAY", "200", 1);
+	setenv("OTEL_BSP_MAX_QUEUE_SIZE", "100", 1);
+	setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "50", 1);
+	setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio", 1);
+	setenv("OTEL_TRACES_SAMPLER_ARG", "0.5", 1);
+	tc = load_ok("", &cfg);
+
+	ck_assert_int_eq(tc->enabled, 1);
+	ck_assert_str_eq(tc->endpoint, "http://127.0.0.1:4318/v1/traces");
+	ck_assert_uint_eq(tc->n_headers, 2);
+	ck_assert_str_eq(tc->headers[0].name, "api-key");
+	ck_assert_str_eq(tc->headers[0].value, "a b");
+	ck_assert_str_eq(tc->headers[1].name, "X-Scope");
+	ck_assert_uint_eq(tc->export_timeout, 2500);
+	ck_assert_str_eq(tc->service_name, "edge-gw");
+	ck_assert_uint_eq(tc->schedule_delay, 200);
+	ck_assert_uint_eq(tc->max_queue_size, 100);
+	ck_assert_uint_eq(tc->max_export_batch_size, 50);
+	ck_assert_double_eq(tc->sample_ratio, 0.5);
+	tg_config_unref(cfg);
+}
+END_TEST
+
+START_TEST(file_wins_over_environment)
+{
+	struct tg_config *cfg;
+	const struct tg_tracing_config *tc;
+
+	setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://127.0.0.1:1111/x", 1);
+	setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:2222", 1);
+	setenv("OTEL_SERVICE_NAME", "from-env", 1);
+	tc = load_ok("\"tracing\": {\"service_name\": \"from-file\"}", &cfg);
+	ck_assert_str_eq(tc->service_name, "from-file");
+	/* The signal-specific variable is the whole URL and comes first. */
+	ck_assert_str_eq(tc->endpoint, "http://127.0.0.1:1111/x");
+	tg_config_unref(cfg);
+
+	tc = load_ok("\"tracing\": {\"otlp\": {\"endpoint\": \"http://127.0.0.1:3333/v1/traces\"}}",
+	             &cfg);
+	ck_assert_str_eq(tc->endpoint_port, "3333");
+	tg_config_unref(cfg);
+}
+END_TEST
+
+START_TEST(sdk_disabled_turns_default_off)
+{
+	struct tg_config *cfg;
+	const struct tg_tracing_config *tc;
+
+	setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318", 1);
+	setenv("OTEL_SDK_DISABLED", "true", 1);
+	tc = load_ok("", &cfg);
+	ck_assert_int_eq(tc->enabled, 0);
+	tg_config_unref(cfg);
+
+	tc = load_ok("\"tracing\": {\"enabled\": true}", &cfg);
+	ck_assert_int_eq(tc->enabled, 1);
+	tg_config_unref(cfg);
+}
+END_TEST
+
+START_TEST(invalid_environment_named)
+{
+	setenv("OTEL_BSP_SCHEDULE_DELAY", "5s", 1);
+	load_fails("", "OTEL_BSP_SCHEDULE_DELAY: invalid value \"5s\"; expected a "
+	           "non-negative integer");
+}
+END_TEST
+
+START_TEST(invalid_sampler_named)
+{
+	setenv("OTEL_TRACES_SAMPLER", "jaeger_remote", 1);
+	load_fails("", "OTEL_TRACES_SAMPLER: unsupported sampler \"jaeger_remote\"");
+}
+END_TEST
+
+START_TEST(header_values_never_quoted)
+{
+	struct tg_config *cfg;
+	char *errors;
+
+	setenv("SECRET_TOKEN", "s3cr3t\nx", 1);
+	errors = load("\"tracing\": {\"otlp\": {\"headers\": {\"Authorization\": "
+	              "\"Bearer ${SECRET_TOKEN}\"}}}", &cfg);
+	ck_assert_ptr_null(cfg);
+	ck_assert_ptr_nonnull(strstr(errors, "the value contains CR, LF or NUL"));
+	ck_assert_ptr_null(strstr(errors, "s3cr3t"));
+	free(errors);
+}
+END_TEST
+
+static Suite *
+trace_config_suite(void)
+{
+	Suite *s = suite_create("trace_config");
+	TCase *file = tcase_create("file");
+	TCase *environment = tcase_create("environment");
+
+	tcase_add_test(file, absent_section_gets_defaults);
+	tcase_add_test(file, endpoint_enables_and_splits);
+	tcase_add_test(file, enabled_without_endpoint);
+	tcase_add_test(file, endpoint_default_port_and_path);
+	tcase_add_test(file, invalid_values_rejected);
+	tcase_add_test(file, header_values_never_quoted);
+	tcase_add_test(environment, environment_fills_missing_keys);
+	tcase_add_test(environment, file_wins_over_environment);
+	tcase_add_test(environment, sdk_disabled_turns_default_off);
+	tcase_add_test(environment, invalid_environment_named);
+	tcase_add_test(environment, invalid_sampler_named);
+	suite_add_tcase(s, file);
+	suite_add_tcase(s, environment);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *runner = srunner_create(trace_config_suite());
+	int failed;
+
+	/* Each test must run in its own process: they set variables. */
+	srunner_set_fork_status(runner, CK_FORK);
+	srunner_run_all(runner, CK_NORMAL);
+	failed = srunner_ntests_failed(runner);
+	srunner_free(runner);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
