@@ -1,0 +1,601 @@
+// Tracing: the span tree of each request (kinds, names, parent links, GenAI
+// attributes equal to what the mock returned, timing order), W3C trace
+// context propagation to the upstream, one attempt span per backend on
+// failover, and export resilience against an OTLP receiver that is down,
+// slow, or answers 429 with Retry-After.
+//
+// Every export is checked by lib/otlp-receiver.mjs against the OTLP JSON
+// mapping of the official protobuf definitions. No test asserts how fast
+// anything happened: that exports do not delay requests is shown by
+// requests completing while the receiver still holds an export unanswered.
+
+import assert from 'node:assert/strict';
+import { after, afterEach, before, describe, it } from 'node:test';
+
+import {
+  freePort, mockBackend, openStream, openaiRoutes, request, startGateway, startMock,
+  stopAll, waitFor,
+} from './lib/harness.mjs';
+import { otlpTraceProblem, spansOf, startOtlpReceiver } from './lib/otlp-receiver.mjs';
+
+const SERVER = 2;
+const CLIENT = 3;
+const ERROR = 2;
+
+const TRACE_ID = '4bf92f3577b34da6a3ce929d0e0e4736';
+const PARENT_ID = '00f067aa0ba902b7';
+const TRACESTATE = 'rojo=00f067aa0ba902b7,congo=t61rcWkgMzE';
+
+const messages = [{ role: 'user', content: 'Tell me about the weather in Paris today.' }];
+
+/* A failing backend that stays in rotation, and a retry budget that never
+ * runs out, so that each request fails over the same way. */
+const NEVER_EJECT = { consecutive_failures: 0 };
+const RETRY_FREELY = { budget: 1, min_retries: 1000000 };
+
+/* Tracing settings that export quickly, so tests wait little. */
+function tracing(receiver, extra = {}) {
+  return {
+    otlp: { endpoint: receiver.endpoint, shutdown_timeout: '1s', ...(extra.otlp || {}) },
+    batch: { schedule_delay: '50ms', ...(extra.batch || {}) },
+    retry: { initial_backoff: '20ms', max_backoff: '40ms', ...(extra.retry || {}) },
+    ...Object.fromEntries(Object.entries(extra).filter(([k]) => !['otlp', 'batch', 'retry'].includes(k))),
+  };
+}
+
+function config(mock, tracingSection) {
+  return {
+    backends: { mock: mockBackend(mock) },
+    routes: openaiRoutes('mock'),
+    tracing: tracingSection,
+  };
+}
+
+async function postChat(gw, body, headers = {}) {
+  return request({ port: gw.port, method: 'POST', path: '/v1/chat/completions', headers, body });
+}
+
+/* The trace id the access log gives the request, and its spans once
+ * `count` of them have been received. */
+async function traceOf(gw, receiver, requestId, count) {
+  const entry = await gw.accessFor(requestId);
+  assert.match(entry.trace_id, /^[0-9a-f]{32}$/, 'the access log line has no trace_id');
+  const spans = await waitFor(() => {
+    const found = receiver.spansOfTrace(entry.trace_id);
+    return found.length >= count ? found : null;
+  }, { message: `${count} spans of trace ${entry.trace_id}` });
+  assert.equal(spans.length, count, `trace ${entry.trace_id} has ${spans.length} spans`);
+  return { traceId: entry.trace_id, spans };
+}
+
+function byKind(spans, kind) {
+  return spans.filter((s) => s.kind === kind).sort((a, b) => (a.start < b.start ? -1 : 1));
+}
+
+/* Parse a traceparent value into its four fields. */
+function parseTraceparent(value) {
+  const m = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/.exec(value || '');
+  assert.ok(m, `not a valid traceparent: ${value}`);
+  return { version: m[1], traceId: m[2], parentId: m[3], flags: m[4] };
+}
+
+function assertInside(child, parent) {
+  assert.ok(child.start >= parent.start, `${child.name} starts before its parent ${parent.name}`);
+  assert.ok(child.end <= parent.end, `${child.name} ends after its parent ${parent.name}`);
+  assert.ok(child.start <= child.end, `${child.name} ends before it starts`);
+}
+
+async function adminGet(gw, path) {
+  return request({ port: gw.adminPort, path });
+}
+
+async function exporterStats(gw) {
+  const res = await adminGet(gw, '/api/traces');
+  assert.equal(res.status, 200);
+  return res.json().exporter;
+}
+
+describe('span tree', () => {
+  let mock;
+  let receiver;
+  let gw;
+
+  before(async () => {
+    mock = await startMock();
+    receiver = await startOtlpReceiver();
+    gw = await startGateway(config(mock, tracing(receiver)));
+  });
+
+  afterEach(() => {
+    gw?.checkErrors();
+    receiver?.assertValid();
+  });
+  after(async () => {
+    await stopAll();
+    await receiver?.close();
+  });
+
+  it('records a server span and a chat attempt with the mock\'s answer', async () => {
+    const body = { model: 'gpt-4o', messages, max_tokens: 50, temperature: 0.7, top_p: 0.9,
+      stop: ['END'], seed: 7 };
+    const res = await postChat(gw, body);
+    assert.equal(res.status, 200);
+    const answer = res.json();
+    const { traceId, spans } = await traceOf(gw, receiver, res.headers['x-request-id'], 2);
+    const [server] = byKind(spans, SERVER);
+    const [client] = byKind(spans, CLIENT);
+
+    assert.equal(server.name, 'POST /v1/chat/completions');
+    assert.equal(server.parentSpanId, '', 'a new trace has a root server span');
+    assert.equal(server.traceId, traceId);
+    assert.equal(server.attributes['tollgate.request_id'], res.headers['x-request-id']);
+    assert.equal(server.attributes['http.request.method'], 'POST');
+    assert.equal(server.attributes['http.response.status_code'], 200n);
+    assert.equal(server.status.code, 0);
+    assert.equal(server.resource['service.name'], 'tollgate');
+
+    assert.equal(client.name, 'chat gpt-4o');
+    assert.equal(client.parentSpanId, server.spanId);
+    const a = client.attributes;
+    assert.equal(a['gen_ai.operation.name'], 'chat');
+    assert.equal(a['gen_ai.provider.name'], 'openai');
+    assert.equal(a['gen_ai.request.model'], 'gpt-4o');
+    assert.equal(a['gen_ai.request.stream'], false);
+    assert.equal(a['gen_ai.request.max_tokens'], 50n);
+    assert.equal(a['gen_ai.request.temperature'], 0.7);
+    assert.equal(a['gen_ai.request.top_p'], 0.9);
+    assert.deepEqual(a['gen_ai.request.stop_sequences'], ['END']);
+    assert.equal(a['gen_ai.request.seed'], 7n);
+    assert.equal(a['gen_ai.response.id'], answer.id);
+    assert.equal(a['gen_ai.response.model'], answer.model);
+    assert.deepEqual(a['gen_ai.response.finish_reasons'], answer.choices.map((c) => c.finish_reason));
+    assert.equal(a['gen_ai.usage.input_tokens'], BigInt(answer.usage.prompt_tokens));
+    assert.equal(a['gen_ai.usage.output_tokens'], BigInt(answer.usage.completion_tokens));
+    assert.equal(a['server.address'], '127.0.0.1');
+    assert.equal(a['server.port'], BigInt(mock.port));
+    assert.equal(a['http.response.status_code'], 200n);
+    assert.equal(a['gen_ai.input.messages'], undefined, 'content is captured only on request');
+    assert.equal(client.status.code, 0);
+    assertInside(client, server);
+  });
+
+  it('records a stream, ending the server span after the last event', async () => {
+    // Three content events 300 ms apart: the last one leaves at least 600 ms
+    // after the first token, whatever the machine's speed.
+    const stream = await openStream({
+      port: gw.port,
+      headers: { 'x-mock': 'events=3;event_delay=300ms' },
+      body: { model: 'gpt-4o', messages, stream: true, stream_options: { include_usage: true } },
+    });
+    assert.equal(stream.status, 200);
+    const chunks = (await stream.rest()).map((e) => e.data).filter((d) => d && d !== '[DONE]')
+      .map((d) => JSON.parse(d));
+    const usage = chunks.find((c) => c.usage)?.usage;
+    assert.ok(usage, 'the mock sent no usage chunk');
+    const finish = chunks.flatMap((c) => c.choices).map((c) => c.finish_reason).filter(Boolean);
+
+    const { spans } = await traceOf(gw, receiver, stream.headers['x-request-id'], 2);
+    const [server] = byKind(spans, SERVER);
+    const [client] = byKind(spans, CLIENT);
+    const a = client.attributes;
+
+    assert.equal(a['gen_ai.request.stream'], true);
+    assert.equal(a['gen_ai.response.id'], chunks[0].id);
+    assert.equal(a['gen_ai.response.model'], chunks[0].model);
+    assert.deepEqual(a['gen_ai.response.finish_reasons'], finish);
+    assert.equal(a['gen_ai.usage.input_tokens'], BigInt(usage.prompt_tokens));
+    assert.equal(a['gen_ai.usage.output_tokens'], BigInt(usage.completion_tokens));
+    assert.equal(typeof a['gen_ai.response.time_to_first_chunk'], 'number');
+    assert.ok(a['gen_ai.response.time_to_first_chunk'] >= 0);
+
+    const firstToken = client.events.filter((e) => e.name === 'tollgate.first_token');
+    assert.equal(firstToken.length, 1, 'one first-token event');
+    assert.ok(firstToken[0].time >= client.start, 'the first token came before the attempt');
+    assert.ok(firstToken[0].time <= client.end, 'the first token came after the attempt');
+    assertInside(client, server);
+    assert.ok(server.end - firstToken[0].time >= 600n * 1000000n,
+      'the server span ended before the last event was sent');
+  });
+
+  it('leaves the server span unset for a client error', async () => {
+    const res = await request({ port: gw.port, method: 'POST', path: '/v1/chat/completions',
+      headers: { 'content-type': 'application/json' }, body: '{"model": ' });
+    assert.equal(res.status, 400);
+    const { spans } = await traceOf(gw, receiver, res.headers['x-request-id'], 1);
+    assert.equal(spans[0].kind, SERVER);
+    assert.equal(spans[0].attributes['http.response.status_code'], 400n);
+    assert.equal(spans[0].status.code, 0);
+  });
+
+  it('marks an upstream failure as an error on both spans', async () => {
+    const res = await postChat(gw, { model: 'gpt-4o', messages }, { 'x-mock': 'status=501' });
+    assert.equal(res.status, 501);
+    const { spans } = await traceOf(gw, receiver, res.headers['x-request-id'], 2);
+    const [server] = byKind(spans, SERVER);
+    const [client] = byKind(spans, CLIENT);
+    assert.equal(server.status.code, ERROR);
+    assert.equal(server.attributes['error.type'], '501');
+    assert.equal(client.status.code, ERROR);
+    assert.equal(client.attributes['error.type'], '501');
+    assert.equal(client.attributes['http.response.status_code'], 501n);
+  });
+
+  it('lists recent traces on the admin listener', async () => {
+    const res = await postChat(gw, { model: 'gpt-4o', messages });
+    const { traceId } = await traceOf(gw, receiver, res.headers['x-request-id'], 2);
+
+    const list = await waitFor(async () => {
+      const r = (await adminGet(gw, '/api/traces')).json();
+      return r.traces.some((t) => t.trace_id === traceId) ? r : null;
+    }, { message: `trace ${traceId} in GET /api/traces` });
+    const summary = list.traces.find((t) => t.trace_id === traceId);
+    assert.equal(summary.spans, 2);
+    assert.equal(summary.request_id, res.headers['x-request-id']);
+    assert.equal(list.traces[0].trace_id, traceId, 'the newest trace comes first');
+
+    const one = await adminGet(gw, `/api/traces/${traceId}`);
+    assert.equal(one.status, 200);
+    assert.equal(otlpTraceProblem(one.json()), null);
+    assert.deepEqual(spansOf(one.json()).map((s) => s.spanId).sort(),
+      receiver.spansOfTrace(traceId).map((s) => s.spanId).sort());
+    assert.equal((await adminGet(gw, `/api/traces/${'0'.repeat(31)}1`)).status, 404);
+  });
+});
+
+describe('trace context propagation', () => {
+  let mock;
+  let receiver;
+  let gw;
+
+  before(async () => {
+    mock = await startMock();
+    receiver = await startOtlpReceiver();
+    gw = await startGateway(config(mock, tracing(receiver)));
+  });
+
+  afterEach(() => {
+    gw?.checkErrors();
+    receiver?.assertValid();
+  });
+  after(async () => {
+    await stopAll();
+    await receiver?.close();
+  });
+
+  it('continues a valid traceparent and names the attempt upstream', async () => {
+    const res = await postChat(gw, { model: 'gpt-4o', messages }, {
+      traceparent: `00-${TRACE_ID}-${PARENT_ID}-01`, tracestate: TRACESTATE,
+    });
+    assert.equal(res.status, 200);
+    const { traceId, spans } = await traceOf(gw, receiver, res.headers['x-request-id'], 2);
+    const [server] = byKind(spans, SERVER);
+    const [client] = byKind(spans, CLIENT);
+    assert.equal(traceId, TRACE_ID);
+    assert.equal(server.parentSpanId, PARENT_ID);
+    assert.equal(server.traceState, TRACESTATE);
+
+    const upstream = await mock.lastRequest();
+    const sent = parseTraceparent(upstream.headers.traceparent);
+    assert.equal(sent.traceId, TRACE_ID);
+    assert.equal(sent.parentId, client.spanId, 'the upstream parent is the attempt span');
+    assert.equal(sent.flags, '01');
+    assert.equal(upstream.headers.tracestate, TRACESTATE, 'tracestate passes through unchanged');
+  });
+
+  for (const [what, value] of [
+    ['uppercase hex', `00-${TRACE_ID.toUpperCase()}-${PARENT_ID}-01`],
+    ['an all-zero parent id', `00-${TRACE_ID}-0000000000000000-01`],
+    ['version ff', `ff-${TRACE_ID}-${PARENT_ID}-01`],
+    ['trailing data in version 00', `00-${TRACE_ID}-${PARENT_ID}-01-extra`],
+  ]) {
+    it(`replaces a traceparent with ${what}`, async () => {
+      const res = await postChat(gw, { model: 'gpt-4o', messages }, {
+        traceparent: value, tracestate: TRACESTATE,
+      });
+      assert.equal(res.status, 200);
+      const { traceId, spans } = await traceOf(gw, receiver, res.headers['x-request-id'], 2);
+      const [server] = byKind(spans, SERVER);
+      const [client] = byKind(spans, CLIENT);
+      assert.notEqual(traceId, TRACE_ID);
+      assert.equal(server.parentSpanId, '');
+
+      const upstream = await mock.lastRequest();
+      const sent = parseTraceparent(upstream.headers.traceparent);
+      assert.equal(sent.traceId, traceId);
+      assert.equal(sent.parentId, client.spanId);
+      assert.equal(upstream.headers.tracestate, undefined, 'tracestate of an invalid parent is dropped');
+    });
+  }
+
+  it('starts a new trace for two traceparent headers', async () => {
+    const res = await postChat(gw, { model: 'gpt-4o', messages }, {
+      traceparent: [`00-${TRACE_ID}-${PARENT_ID}-01`, `00-${TRACE_ID}-b7ad6b7169203331-01`],
+    });
+    const { traceId } = await traceOf(gw, receiver, res.headers['x-request-id'], 2);
+    assert.notEqual(traceId, TRACE_ID);
+  });
+
+  it('follows an unsampled parent: propagates, exports nothing', async () => {
+    const unsampledTrace = 'a'.repeat(31) + 'b';
+    const res = await postChat(gw, { model: 'gpt-4o', messages }, {
+      traceparent: `00-${unsampledTrace}-${PARENT_ID}-00`,
+    });
+    assert.equal(res.status, 200);
+    const entry = await gw.accessFor(res.headers['x-request-id']);
+    assert.equal(entry.trace_id, unsampledTrace);
+    const sent = parseTraceparent((await mock.lastRequest()).headers.traceparent);
+    assert.equal(sent.traceId, unsampledTrace);
+    assert.equal(sent.flags, '00');
+    assert.notEqual(sent.parentId, PARENT_ID);
+
+    // Exports keep their order: once a later trace arrived, an earlier one
+    // would have too.
+    const later = await postChat(gw, { model: 'gpt-4o', messages });
+    await traceOf(gw, receiver, later.headers['x-request-id'], 2);
+    assert.equal(receiver.spansOfTrace(unsampledTrace).length, 0);
+  });
+});
+
+describe('sampling and content capture', () => {
+  let mock;
+  let receiver;
+  let unsampled;
+  let capturing;
+
+  before(async () => {
+    mock = await startMock();
+    receiver = await startOtlpReceiver();
+    unsampled = await startGateway(config(mock, tracing(receiver, { sample_ratio: 0 })));
+    capturing = await startGateway(config(mock, tracing(receiver, {
+      capture_content: true, max_content_length: 10,
+    })));
+  });
+
+  afterEach(() => {
+    unsampled?.checkErrors();
+    capturing?.checkErrors();
+    receiver?.assertValid();
+  });
+  after(async () => {
+    await stopAll();
+    await receiver?.close();
+  });
+
+  it('samples no new trace at ratio 0 but still propagates', async () => {
+    const res = await postChat(unsampled, { model: 'gpt-4o', messages });
+    assert.equal(res.status, 200);
+    const entry = await unsampled.accessFor(res.headers['x-request-id']);
+    const sent = parseTraceparent((await mock.lastRequest()).headers.traceparent);
+    assert.equal(sent.traceId, entry.trace_id);
+    assert.equal(sent.flags, '00');
+
+    const later = await postChat(capturing, { model: 'gpt-4o', messages });
+    await traceOf(capturing, receiver, later.headers['x-request-id'], 2);
+    assert.equal(receiver.spansOfTrace(entry.trace_id).length, 0);
+  });
+
+  it('captures content truncated when configured', async () => {
+    const res = await postChat(capturing, { model: 'gpt-4o', messages });
+    const answer = res.json();
+    const { spans } = await traceOf(capturing, receiver, res.headers['x-request-id'], 2);
+    const [client] = byKind(spans, CLIENT);
+    const input = JSON.parse(client.attributes['gen_ai.input.messages']);
+    assert.deepEqual(input, [{ role: 'user', parts: [{ type: 'text', content: messages[0].content.slice(0, 10) }] }]);
+    const output = JSON.parse(client.attributes['gen_ai.output.messages']);
+    assert.equal(output[0].role, 'assistant');
+    assert.equal(output[0].parts[0].content, answer.choices[0].message.content.slice(0, 10));
+    assert.equal(output[0].finish_reason, answer.choices[0].finish_reason);
+  });
+});
+
+describe('failover spans', () => {
+  let bad;
+  let good;
+  let receiver;
+  let gw;
+
+  // Backend a gets the model renamed with a suffix that makes its mock
+  // respond 503; backend b gets the model as the client sent it.
+  const FAILING_MODEL = 'gpt-4o@status=503';
+
+  before(async () => {
+    bad = await startMock();
+    good = await startMock();
+    receiver = await startOtlpReceiver();
+    gw = await startGateway({
+      backends: {
+        a: mockBackend(bad, { health: NEVER_EJECT }),
+        b: mockBackend(good),
+      },
+      routes: [{
+        name: 'chat', match: { path: '/v1/chat/completions' },
+        backends: [{ balance: 'round_robin', members: [{ name: 'a', model: FAILING_MODEL }] }, 'b'],
+        retry: { on: [503], max_attempts: 3, ...RETRY_FREELY },
+      }],
+      tracing: tracing(receiver),
+    });
+  });
+
+  afterEach(() => {
+    gw?.checkErrors();
+    receiver?.assertValid();
+  });
+  after(async () => {
+    await stopAll();
+    await receiver?.close();
+  });
+
+  it('records one attempt span per backend, the failed one marked', async () => {
+    const res = await postChat(gw, { model: 'gpt-4o', messages });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers['x-tollgate-attempts'], 'a:503,b:200');
+    const { spans } = await traceOf(gw, receiver, res.headers['x-request-id'], 3);
+    const [server] = byKind(spans, SERVER);
+    const [first, second] = byKind(spans, CLIENT);
+
+    assert.equal(first.name, `chat ${FAILING_MODEL}`);
+    assert.equal(first.attributes['gen_ai.request.model'], FAILING_MODEL);
+    assert.equal(first.attributes['tollgate.backend'], 'a');
+    assert.equal(first.attributes['tollgate.attempt'], 1n);
+    assert.equal(first.attributes['server.port'], BigInt(bad.port));
+    assert.equal(first.attributes['http.response.status_code'], 503n);
+    assert.equal(first.attributes['error.type'], '503');
+    assert.equal(first.status.code, ERROR);
+
+    assert.equal(second.name, 'chat gpt-4o');
+    assert.equal(second.attributes['tollgate.backend'], 'b');
+    assert.equal(second.attributes['tollgate.attempt'], 2n);
+    assert.equal(second.attributes['server.port'], BigInt(good.port));
+    assert.equal(second.attributes['http.response.status_code'], 200n);
+    assert.equal(second.attributes['gen_ai.response.id'], res.json().id);
+    assert.equal(second.attributes['error.type'], undefined);
+    assert.equal(second.status.code, 0);
+
+    for (const attempt of [first, second]) {
+      assert.equal(attempt.parentSpanId, server.spanId);
+      assertInside(attempt, server);
+    }
+    assert.ok(first.end <= second.start, 'the second attempt started before the first ended');
+    assert.equal(server.status.code, 0, 'the request succeeded');
+
+    const failovers = server.events.filter((e) => e.name === 'tollgate.failover');
+    assert.equal(failovers.length, 1);
+    assert.equal(failovers[0].attributes['tollgate.failover.from'], 'a');
+    assert.equal(failovers[0].attributes['tollgate.failover.reason'], '503');
+    assert.equal(failovers[0].attributes['tollgate.backend'], 'b');
+    assert.equal(failovers[0].time, second.start);
+
+    // Each backend saw its own attempt as the parent.
+    assert.equal(parseTraceparent((await bad.lastRequest()).headers.traceparent).parentId, first.spanId);
+    assert.equal(parseTraceparent((await good.lastRequest()).headers.traceparent).parentId, second.spanId);
+  });
+});
+
+describe('export resilience', () => {
+  const receivers = [];
+
+  afterEach(async () => {
+    await stopAll();
+    for (const r of receivers.splice(0))
+      await r.close();
+  });
+
+  /* A mock, a receiver with scripted responses (none when answers is null,
+   * so that nothing listens) and a gateway exporting to it. */
+  async function setup(answers, extra = {}) {
+    const mock = await startMock();
+    let receiver = null;
+    let endpoint;
+    if (answers === null) {
+      endpoint = `http://127.0.0.1:${await freePort()}/v1/traces`;
+    } else {
+      receiver = await startOtlpReceiver({ answers });
+      receivers.push(receiver);
+      endpoint = receiver.endpoint;
+    }
+    const gw = await startGateway(config(mock, tracing({ endpoint }, extra)));
+    return { gw, receiver };
+  }
+
+  it('serves requests while the receiver is down, retrying connection failures', async () => {
+    const { gw } = await setup(null, { retry: { max_attempts: 3 } });
+    for (let i = 0; i < 4; i++)
+      assert.equal((await postChat(gw, { model: 'gpt-4o', messages })).status, 200);
+
+    const stats = await waitFor(async () => {
+      const s = await exporterStats(gw);
+      return s.spans_failed === 8 && s.spans_queued === 0 ? s : null;
+    }, { message: '8 spans failed' });
+    assert.ok(stats.export_requests >= 3);
+    assert.equal(stats.export_requests % 3, 0, 'each export is tried exactly max_attempts times');
+    assert.equal(stats.spans_exported, 0);
+    assert.equal(stats.spans_dropped, 0);
+  });
+
+  it('does not hold requests while an export hangs', async () => {
+    const { gw, receiver } = await setup([{ status: 200, hang: true }], { otlp: { timeout: '30s' } });
+    await postChat(gw, { model: 'gpt-4o', messages });
+    await waitFor(() => receiver.requests.length === 1, { message: 'the first export' });
+
+    // The receiver has not answered; requests complete all the same.
+    for (let i = 0; i < 5; i++)
+      assert.equal((await postChat(gw, { model: 'gpt-4o', messages })).status, 200);
+    assert.equal(receiver.requests.length, 1, 'a second export started while one was in flight');
+    assert.equal(receiver.hanging.length, 1);
+    receiver.assertValid();
+  });
+
+  it('drops and counts spans when the queue is full', async () => {
+    const { gw, receiver } = await setup([{ status: 200, hang: true }], {
+      otlp: { timeout: '30s' },
+      batch: { max_queue_size: 4, max_export_batch_size: 2 },
+    });
+    await postChat(gw, { model: 'gpt-4o', messages });
+    await waitFor(() => receiver.requests.length === 1, { message: 'the first export' });
+
+    // While the first export hangs, the queue keeps 4 spans and drops the
+    // rest: 6 requests of 2 spans each.
+    for (let i = 0; i < 6; i++)
+      assert.equal((await postChat(gw, { model: 'gpt-4o', messages })).status, 200);
+    const stats = await waitFor(async () => {
+      const s = await exporterStats(gw);
+      return s.spans_queued === 4 && s.spans_dropped >= 8 ? s : null;
+    }, { message: 'a full queue and 8 drops' });
+    assert.equal(stats.spans_dropped, 8);
+    assert.equal(stats.spans_exported, 0);
+  });
+
+  it('retries only 429, 502, 503 and 504, the same batch each time', async () => {
+    const { gw, receiver } = await setup([{ status: 503 }, { status: 429 }, { status: 502 }, { status: 504 }]);
+    await postChat(gw, { model: 'gpt-4o', messages });
+    await waitFor(async () => (await exporterStats(gw)).spans_exported === 2,
+      { message: 'the spans exported after 4 retries' });
+    assert.equal(receiver.requests.length, 5);
+    for (const r of receiver.requests.slice(1))
+      assert.equal(r.text, receiver.requests[0].text);
+    receiver.assertValid();
+  });
+
+  for (const status of [400, 401, 404, 500]) {
+    it(`never retries ${status}`, async () => {
+      const { gw, receiver } = await setup([{ status }]);
+      await postChat(gw, { model: 'gpt-4o', messages });
+      // spans_failed counts once the exporter decided not to retry.
+      await waitFor(async () => (await exporterStats(gw)).spans_failed === 2,
+        { message: 'the spans failed' });
+      assert.equal(receiver.requests.length, 1);
+    });
+  }
+
+  it('waits as Retry-After says after a 429', async () => {
+    // The back-off is longer than the export timeout, so a retry can only
+    // come from the header.
+    const { gw, receiver } = await setup([{ status: 429, retryAfter: 1 }], {
+      otlp: { timeout: '20s' }, retry: { initial_backoff: '1m', max_backoff: '1m' },
+    });
+    assert.equal((await postChat(gw, { model: 'gpt-4o', messages })).status, 200);
+    await waitFor(async () => (await exporterStats(gw)).spans_exported === 2,
+      { message: 'the spans exported after Retry-After' });
+    assert.equal(receiver.requests.length, 2);
+    assert.equal(receiver.requests[1].text, receiver.requests[0].text);
+    receiver.assertValid();
+  });
+
+  it('gives up when Retry-After is past the export timeout', async () => {
+    const { gw, receiver } = await setup([{ status: 429, retryAfter: 3600 }], { otlp: { timeout: '5s' } });
+    await postChat(gw, { model: 'gpt-4o', messages });
+    await waitFor(async () => (await exporterStats(gw)).spans_failed === 2,
+      { message: 'the spans failed' });
+    assert.equal(receiver.requests.length, 1);
+  });
+
+  it('sends queued spans on SIGTERM', async () => {
+    const { gw, receiver } = await setup([], { batch: { schedule_delay: '1h' } });
+    const res = await postChat(gw, { model: 'gpt-4o', messages });
+    const entry = await gw.accessFor(res.headers['x-request-id']);
+    assert.equal(receiver.requests.length, 0);
+    await gw.stop();
+    assert.equal(receiver.spansOfTrace(entry.trace_id).length, 2);
+    receiver.assertValid();
+  });
+});
