@@ -54,44 +54,22 @@ readyz_cb(struct evhttp_request *r, void *arg)
 }
 
 /* Prometheus text format, or OpenMetrics when the Accept header prefers
- * it, as Prometheus itself does. */
-/* The tracer's counters after the scrape's families, and before the
- * "# EOF" line that must end OpenMetrics output. */
-static int
-add_tracer_metrics(struct tg_runtime *rt, struct evbuffer *body, enum tg_metrics_format format)
-{
-	static const char eof[] = "# EOF\n";
-	size_t len = evbuffer_get_length(body);
-	char tail[sizeof(eof) - 1];
-	struct evbuffer *families;
-	int rc;
-
-	if (rt->tracer == NULL)
-		return 0;
-	if (format != TG_METRICS_OPENMETRICS)
-		return tg_tracer_write_metrics(rt->tracer, body, 0);
-
-	if (len < sizeof(tail) || (families = evbuffer_new()) == NULL)
-		return -1;
-	rc = evbuffer_remove_buffer(body, families, len - sizeof(tail)) < 0;
-	rc |= evbuffer_remove(body, tail, sizeof(tail)) != (int)sizeof(tail);
-	rc |= memcmp(tail, eof, sizeof(tail)) != 0;
-	rc |= tg_tracer_write_metrics(rt->tracer, families, 1);
-	rc |= evbuffer_add(families, eof, sizeof(tail));
-	rc |= evbuffer_add_buffer(body, families);
-	evbuffer_free(families);
-	return rc ? -1 : 0;
-}
-
+ * it, as Prometheus itself does. The tracer's counters follow the
+ * gateway's families, before the end that OpenMetrics requires. */
 static void
 metrics_cb(struct evhttp_request *r, void *arg)
 {
+	struct tg_runtime *rt = arg;
 	const char *accept = evhttp_find_header(evhttp_request_get_input_headers(r), "Accept");
 	enum tg_metrics_format format = tg_metrics_negotiate(accept);
 	struct evbuffer *body = evbuffer_new();
+	int rc = body == NULL || tg_metrics_scrape(body, format) != 0;
 
-	if (body == NULL || tg_metrics_scrape(body, format) != 0 ||
-	    add_tracer_metrics(arg, body, format) != 0) {
+	if (rc == 0 && rt->tracer != NULL)
+		rc = tg_tracer_write_metrics(rt->tracer, body, format == TG_METRICS_OPENMETRICS);
+	if (rc == 0)
+		rc = tg_metrics_scrape_end(body, format);
+	if (rc != 0) {
 		tg_error("metrics scrape failed: out of memory");
 		send_text(r, 500, "Internal Server Error", "metrics scrape failed: out of memory");
 		if (body != NULL)

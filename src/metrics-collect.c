@@ -279,6 +279,20 @@ add_labelled_counter(struct collector *c, enum tg_family f, const char *name,
 	labels_cut(&c->l, len);
 }
 
+/* A labelled counter, written even at 0. */
+static void
+add_zero_or_counter(struct collector *c, enum tg_family f, const char *name,
+                    const char *value, tg_counter *counter)
+{
+	size_t len = c->l.len;
+	double v = (double)tg_counter_get(counter);
+
+	labels_add(&c->l, name, value);
+	if (tg_series_add(&c->sets[f], f, labels_text(&c->l), &v) != 0)
+		c->failed = 1;
+	labels_cut(&c->l, len);
+}
+
 static void
 add_hist(struct collector *c, enum tg_family f, struct tg_hist *h)
 {
@@ -305,11 +319,16 @@ static void
 collect_cell(struct collector *c, struct tg_cell *cell)
 {
 	double cost = tg_counter_get_double(&cell->cost);
+	int any_tokens = 0;
 
 	for (size_t k = 0; k < TG_CODE_SLOTS; k++)
 		add_labelled_counter(c, TG_F_REQUESTS, "code", tg_code_label(k), &cell->requests[k]);
+	/* All four token types once one has a count, so that ratios such as
+	 * cached over input read 0 rather than nothing. */
 	for (size_t k = 0; k < TG_TOKEN_TYPES; k++)
-		add_labelled_counter(c, TG_F_TOKENS, "type", tg_token_labels[k], &cell->tokens[k]);
+		any_tokens |= tg_counter_get(&cell->tokens[k]) > 0;
+	for (size_t k = 0; any_tokens && k < TG_TOKEN_TYPES; k++)
+		add_zero_or_counter(c, TG_F_TOKENS, "type", tg_token_labels[k], &cell->tokens[k]);
 	add_labelled_counter(c, TG_F_ESTIMATED_TOKENS, "type", "output", &cell->estimated_output);
 	if (cost > 0 && tg_series_add(&c->sets[TG_F_COST], TG_F_COST, labels_text(&c->l), &cost) != 0)
 		c->failed = 1;

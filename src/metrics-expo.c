@@ -1,9 +1,10 @@
 /*
- * The exposition: a scrape gathers the series of every shard and of the
+ * The exposition. A scrape gathers the series of every shard and of the
  * archive under the registry lock, sums equal ones outside it, and writes
- * them in the Prometheus text format 0.0.4 or in OpenMetrics 1.0.0, which
- * differ here only in the family names of counters, the escaping of help
- * text, the type of build_info and the closing "# EOF".
+ * them in the Prometheus text format 0.0.4 or in OpenMetrics 1.0.0. The two
+ * differ here in the family names of counters, the escaping of help text,
+ * the form of whole-number bucket bounds, the type of build_info and the
+ * closing "# EOF".
  */
 #include <math.h>
 #include <stdio.h>
@@ -158,9 +159,9 @@ tg_metrics_write_sample(struct evbuffer *out, const char *name, const char *labe
 	return write_sample(out, name, "", labels, "", v);
 }
 
-/* A bucket bound as an "le" value. OpenMetrics wants a float's canonical
- * form, so whole numbers get ".0" there ("1.0"); the text format gets the
- * shortest form ("1"), as Prometheus client libraries write them. */
+/* A bucket bound as an "le" value. Whole numbers are written "1.0" in
+ * OpenMetrics and "1" in the text format, as Prometheus' Go client library
+ * writes them. */
 static void
 format_bound(char *buf, size_t size, double bound, enum tg_metrics_format format)
 {
@@ -220,7 +221,7 @@ write_family(struct evbuffer *out, enum tg_family f, const struct tg_series_set 
 
 /* --- gathering ----------------------------------------------------------------------- */
 
-/* What a scrape reads besides the series sets. */
+/* The state of one scrape: the series sets and the figures kept apart. */
 struct scrape {
 	struct tg_series_set sets[TG_F_COUNT];
 	double in_flight;
@@ -297,6 +298,14 @@ gather(struct scrape *sc)
 }
 
 int
+tg_metrics_scrape_end(struct evbuffer *out, enum tg_metrics_format format)
+{
+	if (format != TG_METRICS_OPENMETRICS)
+		return 0;
+	return evbuffer_add(out, "# EOF\n", 6);
+}
+
+int
 tg_metrics_scrape(struct evbuffer *out, enum tg_metrics_format format)
 {
 	struct scrape *sc = calloc(1, sizeof(*sc));
@@ -319,8 +328,6 @@ tg_metrics_scrape(struct evbuffer *out, enum tg_metrics_format format)
 	}
 	if (rc == 0)
 		rc = tg_metrics_write_process(out, format);
-	if (rc == 0 && format == TG_METRICS_OPENMETRICS)
-		rc = evbuffer_add(out, "# EOF\n", 6);
 
 	for (size_t f = 0; f < TG_F_COUNT; f++)
 		tg_series_set_free(&sc->sets[f]);

@@ -2,8 +2,8 @@
  * Recording on the request path. Every function here runs on the worker
  * thread that owns the request, writes only that worker's shard, and does
  * index arithmetic and relaxed atomic stores: no lock, no allocation, no
- * formatting. The one exception is the first request a worker sees under a
- * new configuration snapshot, which builds that snapshot's table.
+ * formatting. The one exception is the first request a worker starts under
+ * a new configuration snapshot, which builds that snapshot's table.
  */
 #include <string.h>
 #include <strings.h>
@@ -29,7 +29,7 @@ gauge_add(_Atomic int64_t *g, int64_t n)
 
 /* Table users are counted by the owning worker only. The release store on
  * the way down publishes the request's last recordings to the scrape that
- * sees the count reach zero and archives the table. */
+ * finds the count at zero and archives the table. */
 static void
 users_add(struct tg_metrics_table *t, int n)
 {
@@ -186,7 +186,10 @@ record_filters(struct tg_metrics_table *t, const struct tg_request *req)
 
 	for (size_t i = 0; log != NULL && i < log->n; i++) {
 		const struct tg_filter_decision *d = &log->items[i];
-		const char *rule = d->rule ? d->rule : d->error ? "error" : "none";
+		const char *rule = d->rule;
+
+		if (rule == NULL)
+			rule = d->error ? "error" : "none";
 
 		tg_metrics_filter_decision(t, d->filter, rule, tg_filter_action_name(d->action),
 		                           tg_side_name(d->side), log->counts[i]);
@@ -301,7 +304,7 @@ attempt_end_ns(const struct tg_request *req, unsigned i, uint64_t now)
  * time, its failovers, and the gateway's own time: the spans outside the
  * upstream exchanges, from the request being read whole. The time after
  * the last exchange (sending the rest to the client) is the client's and
- * is left out; a request answered without an attempt is all own time.
+ * is left out. A request that made no attempt is all own time.
  */
 static void
 record_attempts(struct tg_metrics_table *t, struct tg_route_values *r,

@@ -4,9 +4,10 @@
  * sessions.idle_timeout.
  *
  * The requests of one session may reach different workers, so the table
- * is shared, and lock-free: each slot is one 64-bit word updated with
- * compare-and-swap, holding a tag of the session key's hash, the turn count
- * and the time of the last turn. A key hashes to a window of WINDOW slots;
+ * is shared by all of them, and lock-free. Each slot is one 64-bit word,
+ * updated with compare-and-swap, that contains a tag of the session key's
+ * hash, the turn count and the time of the last turn. A key hashes to a
+ * window of WINDOW slots;
  * when the window is full, the session idle the longest is ended early
  * (observed, and counted in tollgate_sessions_evicted_total), so memory
  * stays at the configured size whatever the clients send. The hash is

@@ -68,7 +68,7 @@ insert_usage_option(struct tg_request *req)
 	json_t *option;
 
 	if (brace == NULL)
-		return -1;      /* cannot happen: the body parsed as an object */
+		return -1;      /* not an object after all: leave the body alone */
 	option = json_pack("{s:b}", "include_usage", 1);
 	if (option == NULL)
 		return -1;
@@ -126,7 +126,7 @@ tg_metrics_stream_usage(struct tg_request *req)
 	if (json_is_true(json_object_get(options, "include_usage")))
 		return 0;       /* the client asked: its usage chunk is its own */
 	if (options != NULL && !json_is_object(options))
-		return 0;       /* invalid; the provider's error says so */
+		return 0;       /* invalid: the provider rejects it with its own error */
 
 	rc = options == NULL ? insert_usage_option(req) : set_usage_option(req, options);
 	if (rc == 0)
@@ -279,11 +279,11 @@ match_null_usage(const char *p, const char *end)
 
 /*
  * Take the top-level `"usage": null` member out of an event's bytes, and
- * its comma. The member is cut only when it occurs once: a double quote
- * inside a JSON string is escaped, so the pattern cannot begin inside one,
- * and the parsed event says the top level has it, so a single occurrence is
- * that one. Anything else (a nested "usage": null, data split over several
- * lines) is left as the provider sent it.
+ * its comma. A double quote inside a JSON string is escaped, so the pattern
+ * cannot begin inside a string. The parsed event has the member at its top
+ * level, so when the pattern occurs once, that occurrence is the member.
+ * Anything else (another "usage": null nested deeper, data split over
+ * several lines) is left as the provider sent it.
  */
 static void
 strip_null_usage(const struct tg_stream_event *ev)

@@ -23,9 +23,9 @@ struct tg_usage {
 };
 
 /*
- * What the metrics module keeps of one request between its hooks. It lives
- * in struct tg_request, is zeroed with it, and is written only by the
- * worker thread that owns the request.
+ * The metrics state of one request, kept between its hooks. It lives in
+ * struct tg_request, is zeroed with it, and is written only by the worker
+ * thread that owns the request.
  */
 struct tg_metrics_request {
 	struct tg_metrics_table *table; /* of the request's config (a ref) */

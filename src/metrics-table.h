@@ -6,9 +6,10 @@
  *
  * Threads: a table's values are written by the worker that owns its shard,
  * with relaxed atomic loads and stores (single writer), and read by the
- * admin thread with relaxed loads. Lists of shards and tables change only
- * under the registry lock, which the request path never takes except when a
- * worker meets a configuration snapshot it has no table for yet.
+ * admin thread with relaxed loads. The session table is the exception:
+ * every worker updates it with compare-and-swap. Lists of shards and tables
+ * change only under the registry lock, which the request path takes only
+ * when a worker starts a request under a snapshot it has no table for yet.
  */
 #ifndef TOLLGATE_METRICS_TABLE_H
 #define TOLLGATE_METRICS_TABLE_H
@@ -160,8 +161,8 @@ struct tg_backend_values {
 
 /*
  * A route's view of the label space. Slots are the positions inside the
- * route's block of cells; the last backend slot is "none" (no attempt was
- * made) and the last model slot is "other".
+ * route's block of cells. The last backend slot is "none", for requests
+ * that made no attempt, and the last model slot is "other".
  */
 struct tg_route_layout {
 	size_t n_backend_slots;
@@ -311,10 +312,10 @@ enum tg_family {
 	TG_F_COUNT
 };
 
-/* One series while a scrape merges: its labels, escaped and joined
- * (`route="chat",model="gpt-4o"`, "" for none), and its values: one for a
- * counter or gauge; for a histogram, the per-bucket counts (+Inf last)
- * followed by the sum in the family's unit. */
+/* One series while a scrape merges. labels are escaped and joined, as in
+ * `route="chat",model="gpt-4o"`, or "" for none. A counter or gauge has one
+ * value. A histogram has its per-bucket counts (+Inf last), then its sum in
+ * the family's unit. */
 struct tg_series {
 	char *labels;
 	double *values;

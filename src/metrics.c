@@ -19,7 +19,7 @@
 /*
  * The boundaries the OpenTelemetry GenAI semantic conventions (v1.41)
  * recommend, kept in this one place so that a revision of the conventions
- * is one edit. Where tollgate extends them, the comment says why.
+ * is one edit. Where tollgate extends them, the comment gives the reason.
  */
 
 /* gen_ai.server.request.duration, plus 1 ms and 5 ms below it: cache hits
@@ -58,9 +58,9 @@ static const uint64_t tpot_bounds[] = {
 	SEC(0.2), SEC(0.3), SEC(0.4), SEC(0.5), SEC(0.75), SEC(1.0), SEC(2.5),
 };
 
-/* Time between tokens has no recommendation; it takes the per-token
- * boundaries plus three below 10 ms, because several events often arrive
- * in one read and leave the gateway microseconds apart. */
+/* Time between tokens has no recommendation. It takes the per-token
+ * boundaries plus three below 10 ms: several events often arrive in one
+ * read and leave the gateway microseconds apart. */
 static const uint64_t tbt_bounds[] = {
 	SEC(0.001), SEC(0.0025), SEC(0.005), SEC(0.01), SEC(0.025), SEC(0.05),
 	SEC(0.075), SEC(0.1), SEC(0.15), SEC(0.2), SEC(0.3), SEC(0.4), SEC(0.5),
@@ -281,8 +281,8 @@ find_price(const struct tg_pricing_config *pricing, const char *model)
 	return NULL;
 }
 
-/* Whether requests for model can reach route r; NULL r is the "none"
- * route, which sees every model. */
+/* Whether requests for model can reach route r. A NULL r is the "none"
+ * route, which takes every model. */
 static int
 route_takes_model(const struct tg_route *r, const char *model)
 {
@@ -457,7 +457,8 @@ tg_metrics_route_index(const struct tg_metrics_table *t, const struct tg_route *
 {
 	if (route == NULL)
 		return t->n_routes - 1;
-	assert(route >= t->config->routes && route < t->config->routes + t->config->n_routes);
+	assert(route >= t->config->routes);
+	assert(route < t->config->routes + t->config->n_routes);
 	return (size_t)(route - t->config->routes);
 }
 
@@ -466,7 +467,8 @@ tg_metrics_backend_index(const struct tg_metrics_table *t, const struct tg_backe
 {
 	if (b == NULL)
 		return t->config->n_backends;
-	assert(b >= t->config->backends && b < t->config->backends + t->config->n_backends);
+	assert(b >= t->config->backends);
+	assert(b < t->config->backends + t->config->n_backends);
 	return (size_t)(b - t->config->backends);
 }
 
@@ -476,7 +478,9 @@ tg_metrics_cell_index(const struct tg_metrics_table *t, size_t route, size_t bac
 {
 	const struct tg_route_layout *L = &t->layout[route];
 
-	assert(route < t->n_routes && backend <= t->config->n_backends && model < t->n_models);
+	assert(route < t->n_routes);
+	assert(backend <= t->config->n_backends);
+	assert(model < t->n_models);
 	return L->cell_base + L->backend_slot[backend] * L->n_model_slots + L->model_slot[model];
 }
 

@@ -2,16 +2,18 @@
  * Prometheus metrics.
  *
  * Each worker records into its own shard (struct tg_metrics_shard) without
- * a lock: counters and histogram buckets are relaxed C11 atomics that only
+ * a lock. Counters and histogram buckets are relaxed C11 atomics that only
  * the owning worker writes, so the admin thread can read them while they
  * change. A scrape, on the admin (main) thread, sums the shards.
  *
- * Label values come only from the configuration: route and backend names,
- * configured model names (the exact match.model values of routes and the
- * models of the pricing table; any other model is "other"), and the filter
- * and rule names filters pass in. A shard keeps one table of series per
+ * Label values come only from the configuration. They are route, backend,
+ * filter and rule names, and configured model names: the exact
+ * match.model values of routes and the models of the pricing table. Any
+ * other model is counted as "other". A shard keeps one table of series per
  * configuration snapshot, laid out by config position, so recording is
- * index arithmetic: no allocation, no formatting, no string hashing.
+ * index arithmetic and one binary search for the model name, with no
+ * allocation and no formatting. Only the first request a worker serves
+ * under a new snapshot allocates, to build that snapshot's table.
  *
  * Reload: requests keep recording into the table of the snapshot they
  * started under. Once a replaced table has no request left, a scrape folds
@@ -19,7 +21,7 @@
  * So counters never go back across a reload, and the series of a route,
  * backend or model that a reload removed stay (frozen) until a restart.
  *
- * The request-path calls below take the request and are no-ops until
+ * The request-path calls below take the request and do nothing unless
  * tg_metrics_request_start() bound it to a table.
  */
 #ifndef TOLLGATE_METRICS_H
@@ -76,8 +78,9 @@ void tg_metrics_backend_cooldown(struct tg_request *req, const struct tg_backend
 /*
  * A stream event is about to leave for the client. Counts time to first
  * token, the gap since the previous content event and the provider's usage.
- * Returns 1 when the event must not be sent: it is the usage chunk that only
- * tg_metrics_stream_usage() asked for. Returns 0 otherwise.
+ * When tg_metrics_stream_usage() asked for usage, takes the `"usage": null`
+ * member the provider then adds out of ev's bytes and JSON, and returns 1
+ * for the usage chunk itself, which must not be sent. Returns 0 otherwise.
  */
 int tg_metrics_stream_event(struct tg_request *req, const struct tg_stream_event *ev);
 
@@ -96,14 +99,19 @@ enum tg_metrics_format {
 	TG_METRICS_OPENMETRICS,         /* OpenMetrics 1.0.0 */
 };
 
-/* The format a scraper asks for in its Accept header (may be NULL). */
+/* The format that a scraper's Accept header (may be NULL) prefers. */
 enum tg_metrics_format tg_metrics_negotiate(const char *accept);
 
 /* The Content-Type header value of a format. */
 const char *tg_metrics_content_type(enum tg_metrics_format format);
 
-/* Sum every shard and append the exposition to out. Returns 0, or -1 when
- * out of memory (out may then hold part of it). */
+/* Sum every shard and append the families to out. Families of other
+ * modules may follow; tg_metrics_scrape_end() closes the exposition.
+ * Returns 0, or -1 when out of memory (out may then hold part of it). */
 int tg_metrics_scrape(struct evbuffer *out, enum tg_metrics_format format);
+
+/* Close an exposition: OpenMetrics ends with "# EOF", the text format with
+ * the last family. Returns 0, or -1 when out of memory. */
+int tg_metrics_scrape_end(struct evbuffer *out, enum tg_metrics_format format);
 
 #endif

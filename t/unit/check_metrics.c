@@ -151,6 +151,7 @@ scrape(enum tg_metrics_format format)
 	char *text;
 
 	ck_assert_int_eq(tg_metrics_scrape(out, format), 0);
+	ck_assert_int_eq(tg_metrics_scrape_end(out, format), 0);
 	len = evbuffer_get_length(out);
 	text = malloc(len + 1);
 	evbuffer_remove(out, text, len);
@@ -501,6 +502,9 @@ START_TEST(stream_timing_in_buckets)
 	snprintf(name, sizeof(name), "tollgate_time_per_output_token_seconds_bucket%s,le=\"0.075\"}",
 	         cell);
 	ck_assert_double_eq(sample(text, name), 1);
+	/* The types without a count are written too, at 0. */
+	snprintf(name, sizeof(name), "tollgate_tokens_total%s,type=\"cached_input\"}", cell);
+	ck_assert_double_eq(sample(text, name), 0);
 	free(text);
 	free_worker(w);
 	tg_config_unref(cfg);
