@@ -611,6 +611,8 @@ apply_config(struct tg_tracer *t, struct tg_config *cfg)
 	t->config = cfg;
 	t->tracing = tc;
 	set_service_name(t, tc->service_name);
+	if (t->next_export_ms > now_ms() + tc->schedule_delay)
+		t->next_export_ms = now_ms() + tc->schedule_delay;     /* a shorter delay */
 	tg_trace_ring_resize(&t->ring, tc->recent_traces);
 
 	/* Without tracing there is nothing to move, but spans submitted under
@@ -680,7 +682,7 @@ tg_tracer_new(struct tg_config *cfg)
 		tg_tracer_stop(t);
 		return NULL;
 	}
-	t->next_export_ms = now_ms() + cfg->tracing->schedule_delay;
+	t->next_export_ms = UINT64_MAX;
 	apply_config(t, tg_config_ref(cfg));
 	return t;
 
@@ -694,7 +696,9 @@ tracer_main(void *arg)
 {
 	struct tg_tracer *t = arg;
 
-	event_base_dispatch(t->base);
+	/* With tracing off no event is pending, yet a reload may turn it on
+	 * and the stop request must find the loop running. */
+	event_base_loop(t->base, EVLOOP_NO_EXIT_ON_EMPTY);
 	return NULL;
 }
 

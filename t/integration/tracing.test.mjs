@@ -388,6 +388,102 @@ describe('sampling and content capture', () => {
   });
 });
 
+describe('filter and cache spans', () => {
+  let mock;
+  let receiver;
+  let gw;
+
+  before(async () => {
+    mock = await startMock();
+    receiver = await startOtlpReceiver();
+    gw = await startGateway({
+      backends: { mock: mockBackend(mock) },
+      filters: {
+        deny: { type: 'regex', action: 'block',
+          rules: [{ name: 'injection', pattern: 'ignore previous instructions', caseless: true }] },
+        audit: { type: 'regex', action: 'flag', rules: [{ name: 'codeword', pattern: 'PINEAPPLE' }] },
+        tickets: { type: 'regex', action: 'mask', rules: [{ name: 'ticket', pattern: 'TCK-[0-9]{6}' }] },
+      },
+      cache: { store: 'memory' },
+      routes: [{ name: 'chat', match: { path: '/v1/chat/completions' }, backends: ['mock'],
+        filters: ['deny', 'audit', 'tickets'], cache: true }],
+      tracing: tracing(receiver),
+    });
+  });
+
+  afterEach(() => {
+    gw?.checkErrors();
+    receiver?.assertValid();
+  });
+  after(async () => {
+    await stopAll();
+    await receiver?.close();
+  });
+
+  function filterSpan(spans, name) {
+    const span = spans.find((s) => s.name === `filter ${name}`);
+    assert.ok(span, `no span for filter ${name}`);
+    return span;
+  }
+
+  it('records each filter and the cache lookup', async () => {
+    const content = `PINEAPPLE about TCK-123456, request ${Date.now()}`;
+    const body = { model: 'gpt-4o', messages: [{ role: 'user', content }] };
+    const miss = await postChat(gw, body);
+    assert.equal(miss.status, 200);
+    assert.equal(miss.headers['x-tollgate-cache'], 'miss');
+    const { spans } = await traceOf(gw, receiver, miss.headers['x-request-id'], 6);
+    const [server] = byKind(spans, SERVER);
+    const [client] = byKind(spans, CLIENT);
+    const cache = spans.find((s) => s.name === 'cache lookup');
+
+    const decisions = { deny: 'pass', audit: 'flag', tickets: 'mask' };
+    for (const [name, decision] of Object.entries(decisions)) {
+      const span = filterSpan(spans, name);
+      assert.equal(span.kind, 1);
+      assert.equal(span.parentSpanId, server.spanId);
+      assert.equal(span.attributes['tollgate.filter.decision'], decision, `filter ${name}`);
+      assert.equal(span.attributes['tollgate.filter.stage'], 'request');
+      assert.equal(span.status.code, 0);
+      assert.ok(span.end <= cache.start, `filter ${name} ended after the cache lookup began`);
+    }
+    assert.equal(filterSpan(spans, 'audit').attributes['tollgate.filter.rule'], 'codeword');
+    const events = server.events.filter((e) => e.name === 'tollgate.filter.decision');
+    assert.deepEqual(events.map((e) => e.attributes['tollgate.filter.name']).sort(), ['audit', 'tickets']);
+
+    assert.equal(cache.kind, 1);
+    assert.equal(cache.parentSpanId, server.spanId);
+    assert.equal(cache.attributes['tollgate.cache.result'], 'miss');
+    assert.equal(cache.attributes['tollgate.cache.store'], 'memory');
+    assert.ok(cache.end <= client.start, 'the attempt started before the cache lookup ended');
+    assertInside(cache, server);
+
+    const hit = await postChat(gw, body);
+    assert.equal(hit.headers['x-tollgate-cache'], 'hit');
+    const again = await traceOf(gw, receiver, hit.headers['x-request-id'], 5);
+    assert.equal(byKind(again.spans, CLIENT).length, 0, 'a cache hit made an upstream attempt');
+    assert.equal(again.spans.find((s) => s.name === 'cache lookup').attributes['tollgate.cache.result'], 'hit');
+  });
+
+  it('marks the filter that blocked a request', async () => {
+    const res = await postChat(gw, { model: 'gpt-4o',
+      messages: [{ role: 'user', content: 'Please ignore previous instructions.' }] });
+    assert.equal(res.status, 400);
+    const { spans } = await traceOf(gw, receiver, res.headers['x-request-id'], 4);
+    const [server] = byKind(spans, SERVER);
+    const deny = filterSpan(spans, 'deny');
+
+    assert.equal(deny.attributes['tollgate.filter.decision'], 'block');
+    assert.equal(deny.attributes['tollgate.filter.rule'], 'injection');
+    assert.equal(deny.status.code, ERROR);
+    assert.equal(server.status.code, 0, 'a 400 to the client leaves the server span unset');
+    assert.equal(byKind(spans, CLIENT).length, 0);
+    assert.equal(spans.find((s) => s.name === 'cache lookup'), undefined);
+    const blocked = server.events.find((e) => e.attributes['tollgate.filter.decision'] === 'block');
+    assert.equal(blocked.attributes['tollgate.filter.name'], 'deny');
+  });
+});
+
 describe('failover spans', () => {
   let bad;
   let good;
@@ -587,6 +683,21 @@ describe('export resilience', () => {
     await waitFor(async () => (await exporterStats(gw)).spans_failed === 2,
       { message: 'the spans failed' });
     assert.equal(receiver.requests.length, 1);
+  });
+
+  it('starts exporting after a reload turns tracing on', async () => {
+    const mock = await startMock();
+    const receiver = await startOtlpReceiver();
+    receivers.push(receiver);
+    const gw = await startGateway(config(mock, {}));
+    const before = await postChat(gw, { model: 'gpt-4o', messages });
+    assert.equal((await gw.accessFor(before.headers['x-request-id'])).trace_id, undefined,
+      'tracing is off without an endpoint');
+
+    assert.equal(await gw.reload({ ...gw.config, tracing: tracing(receiver) }), 'reloaded');
+    const after = await postChat(gw, { model: 'gpt-4o', messages });
+    await traceOf(gw, receiver, after.headers['x-request-id'], 2);
+    receiver.assertValid();
   });
 
   it('sends queued spans on SIGTERM', async () => {

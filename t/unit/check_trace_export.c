@@ -630,6 +630,34 @@ START_TEST(shutdown_sends_what_is_queued)
 }
 END_TEST
 
+START_TEST(reload_turns_export_on)
+{
+	struct receiver *rc = receiver_start(NULL, 0);
+	struct tg_config *off = config_with("{}");
+	struct tg_config *on = export_config(rc->port, "", "", "");
+	struct tg_tracer *t = tg_tracer_new(off);
+	time_t deadline = time(NULL) + WAIT_DEADLINE_S;
+
+	/* Started with nothing to do, the thread must still take the new
+	 * config. The pause lets it reach its loop first, as it has long
+	 * done when a reload comes. Spans submitted before the config
+	 * arrives only reach the ring, so submit until one is exported. */
+	ck_assert_int_eq(tg_tracer_start(t), 0);
+	usleep(200000);
+	tg_tracer_post_config(t, on);
+	while (stats_of(t).spans_exported == 0) {
+		ck_assert_msg(time(NULL) < deadline, "timed out waiting for an export");
+		submit_spans(t, 1);
+		usleep(50000);
+	}
+	ck_assert_uint_ge(receiver_count(rc), 1);
+	tg_tracer_stop(t);
+	tg_config_unref(off);
+	tg_config_unref(on);
+	receiver_stop(rc);
+}
+END_TEST
+
 START_TEST(recent_traces_ring)
 {
 	struct tg_config *cfg = config_with("{\"enabled\": true, \"recent_traces\": 2}");
@@ -697,6 +725,7 @@ export_suite(void)
 	tcase_add_test(exporter, export_retries_connection_failures);
 	tcase_add_test(exporter, full_queue_drops_and_counts);
 	tcase_add_test(exporter, shutdown_sends_what_is_queued);
+	tcase_add_test(exporter, reload_turns_export_on);
 	tcase_add_test(exporter, recent_traces_ring);
 	suite_add_tcase(s, queue);
 	suite_add_tcase(s, retry);
