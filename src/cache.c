@@ -463,24 +463,31 @@ store_entry(struct tg_request *req, const char *entry, size_t len)
 }
 
 void
-tg_cache_request_done(struct tg_request *req)
+tg_cache_response_complete(struct tg_request *req)
 {
 	struct tg_cache_request *st = req->cache;
 	size_t len = 0;
 	char *entry;
+
+	if (st == NULL || !st->store || st->status == CACHE_HIT)
+		return;
+	st->store = 0;
+	entry = entry_to_store(req, &len);
+	if (entry != NULL)
+		store_entry(req, entry, len);
+	free(entry);
+}
+
+void
+tg_cache_request_done(struct tg_request *req)
+{
+	struct tg_cache_request *st = req->cache;
 
 	if (st == NULL)
 		return;
 	if (st->pending != NULL)
 		tg_cache_redis_cancel(st->pending);
 	count_outcome(req);
-
-	if (st->store && st->status != CACHE_HIT) {
-		entry = entry_to_store(req, &len);
-		if (entry != NULL)
-			store_entry(req, entry, len);
-		free(entry);
-	}
 
 	if (st->recording) {
 		tg_sse_free(&st->parser);

@@ -39,9 +39,14 @@ void tg_cache_stream_event(struct tg_request *req, const struct tg_stream_event 
 /* The whole non-streaming upstream body arrived. */
 void tg_cache_response_body(struct tg_request *req, const char *body, size_t len);
 
-/* The request ends (tg_request_done): store its response when it is
- * complete and successful, cancel a lookup still waiting, release state. */
+/* The request ends (tg_request_done): cancel a lookup still waiting, count
+ * the outcome, release state. */
 void tg_cache_request_done(struct tg_request *req);
+
+/* The whole response is queued for the client: store it now when it
+ * qualifies, before the client has its last byte, so a repeat sent at once
+ * (on another connection, maybe to another worker) finds the entry. */
+void tg_cache_response_complete(struct tg_request *req);
 
 /* "hit", "miss" or "bypass" for a request on a caching route, else NULL;
  * for the access log, metrics and traces. */

@@ -608,6 +608,7 @@ finish_stream(struct tg_request *req)
 		evbuffer_add(out, "0\r\n\r\n", 5);
 		req->bytes_out += 5;
 	}
+	tg_cache_response_complete(req);
 	tg_client_response_done(req->client);
 }
 
@@ -633,6 +634,7 @@ relay_on_complete(void *arg)
 	write_head(req, (long long)len);
 	evbuffer_add_buffer(tg_client_output(req->client), resp->body);
 	req->bytes_out += len;
+	tg_cache_response_complete(req);
 	tg_client_response_done(req->client);
 }
 
