@@ -107,6 +107,7 @@ tg_series_add(struct tg_series_set *set, enum tg_family f, const char *labels,
 		set->cap = cap;
 	}
 	s = &set->items[set->n];
+	s->exemplars = NULL;
 	s->labels = strdup(labels);
 	s->values = malloc(n * sizeof(*s->values));
 	if (s->labels == NULL || s->values == NULL) {
@@ -117,6 +118,37 @@ tg_series_add(struct tg_series_set *set, enum tg_family f, const char *labels,
 	memcpy(s->values, values, n * sizeof(*values));
 	set->n++;
 	return 0;
+}
+
+int
+tg_series_add_exemplars(struct tg_series_set *set, enum tg_family f,
+                        const struct tg_exemplar_copy *exemplars)
+{
+	size_t n = tg_family_values(f) - 1;     /* the buckets, +Inf included */
+	struct tg_series *s = &set->items[set->n - 1];
+
+	s->exemplars = malloc(n * sizeof(*s->exemplars));
+	if (s->exemplars == NULL)
+		return -1;
+	memcpy(s->exemplars, exemplars, n * sizeof(*exemplars));
+	return 0;
+}
+
+/* Keep the newer exemplar of each bucket of two equal series. */
+static void
+merge_exemplars(struct tg_series *keep, struct tg_series *s, size_t n)
+{
+	if (s->exemplars == NULL)
+		return;
+	if (keep->exemplars == NULL) {
+		keep->exemplars = s->exemplars;
+		s->exemplars = NULL;
+		return;
+	}
+	for (size_t k = 0; k < n; k++) {
+		if (s->exemplars[k].time > keep->exemplars[k].time)
+			keep->exemplars[k] = s->exemplars[k];
+	}
 }
 
 static int
@@ -147,8 +179,10 @@ tg_series_set_merge(struct tg_series_set *set, enum tg_family f)
 			else
 				keep->values[k] += s->values[k];
 		}
+		merge_exemplars(keep, s, n - 1);
 		free(s->labels);
 		free(s->values);
+		free(s->exemplars);
 	}
 	set->n = out + 1;
 }
@@ -159,6 +193,7 @@ tg_series_set_free(struct tg_series_set *set)
 	for (size_t i = 0; i < set->n; i++) {
 		free(set->items[i].labels);
 		free(set->items[i].values);
+		free(set->items[i].exemplars);
 	}
 	free(set->items);
 	memset(set, 0, sizeof(*set));
@@ -293,14 +328,30 @@ add_zero_or_counter(struct collector *c, enum tg_family f, const char *name,
 	labels_cut(&c->l, len);
 }
 
+/* A histogram series, with the exemplars of its buckets when e is given. */
 static void
-add_hist(struct collector *c, enum tg_family f, struct tg_hist *h)
+add_hist(struct collector *c, enum tg_family f, struct tg_hist *h, struct tg_exemplars *e)
 {
+	enum tg_buckets kind = tg_families[f].buckets;
 	double values[TG_HIST_MAX_BOUNDS + 2];
+	struct tg_exemplar_copy copies[TG_HIST_MAX_BOUNDS + 1];
 
-	if (hist_values(h, tg_families[f].buckets, values) > 0 &&
-	    tg_series_add(&c->sets[f], f, labels_text(&c->l), values) != 0)
+	if (hist_values(h, kind, values) == 0)
+		return;
+	if (tg_series_add(&c->sets[f], f, labels_text(&c->l), values) != 0) {
 		c->failed = 1;
+		return;
+	}
+	if (e == NULL)
+		return;
+	tg_exemplars_copy(e, kind, copies);
+	for (size_t i = 0; i <= tg_bucket_specs[kind].n; i++) {
+		if (copies[i].trace_hi != 0 || copies[i].trace_lo != 0) {
+			if (tg_series_add_exemplars(&c->sets[f], f, copies) != 0)
+				c->failed = 1;
+			return;
+		}
+	}
 }
 
 static const char *
@@ -332,9 +383,9 @@ collect_cell(struct collector *c, struct tg_cell *cell)
 	add_labelled_counter(c, TG_F_ESTIMATED_TOKENS, "type", "output", &cell->estimated_output);
 	if (cost > 0 && tg_series_add(&c->sets[TG_F_COST], TG_F_COST, labels_text(&c->l), &cost) != 0)
 		c->failed = 1;
-	add_hist(c, TG_F_TTFT, &cell->ttft);
-	add_hist(c, TG_F_TBT, &cell->tbt);
-	add_hist(c, TG_F_TPOT, &cell->tpot);
+	add_hist(c, TG_F_TTFT, &cell->ttft, &cell->ttft_exemplars);
+	add_hist(c, TG_F_TBT, &cell->tbt, NULL);
+	add_hist(c, TG_F_TPOT, &cell->tpot, NULL);
 }
 
 static void
@@ -350,13 +401,14 @@ collect_route(struct collector *c, struct tg_metrics_table *t, size_t r)
 		add_labelled_counter(c, TG_F_CACHE, "result", tg_cache_labels[k], &rv->cache[k]);
 	for (size_t k = 0; k < TG_ABANDON_PHASES; k++)
 		add_labelled_counter(c, TG_F_ABANDONED, "phase", tg_abandon_labels[k], &rv->abandoned[k]);
-	add_hist(c, TG_F_OVERHEAD, &rv->overhead);
+	add_hist(c, TG_F_OVERHEAD, &rv->overhead, NULL);
 
 	for (size_t m = 0; m < L->n_model_slots; m++) {
+		struct tg_route_model *rm = &t->route_models[L->route_model_base + m];
 		size_t len = c->l.len;
 
 		labels_add(&c->l, "model", tg_metrics_model_name(t, L->slot_model[m]));
-		add_hist(c, TG_F_REQUEST_DURATION, &t->route_models[L->route_model_base + m].duration);
+		add_hist(c, TG_F_REQUEST_DURATION, &rm->duration, &rm->duration_exemplars);
 		labels_cut(&c->l, len);
 	}
 
@@ -392,7 +444,7 @@ collect_backends(struct collector *c, struct tg_metrics_table *t, int live, uint
 		labels_cut(&c->l, 0);
 		labels_add(&c->l, "backend", backend_name(t, b));
 		add_counter(c, TG_F_COOLDOWNS, &bv->cooldowns);
-		add_hist(c, TG_F_UPSTREAM_DURATION, &bv->upstream);
+		add_hist(c, TG_F_UPSTREAM_DURATION, &bv->upstream, NULL);
 		for (size_t k = 0; k < TG_ATTEMPT_RESULTS; k++)
 			add_labelled_counter(c, TG_F_ATTEMPTS, "outcome", tg_attempt_labels[k],
 			                     &bv->attempts[k]);

@@ -137,10 +137,12 @@ tg_metrics_write_header(struct evbuffer *out, const char *name, const char *type
 	return rc ? -1 : 0;
 }
 
-/* One sample line: name, {labels} unless there are none, the value. */
+/* One sample line: name, {labels} unless there are none, the value, and
+ * an exemplar when ex is not NULL. */
 static int
 write_sample(struct evbuffer *out, const char *name, const char *suffix,
-             const char *labels, const char *extra, double v)
+             const char *labels, const char *extra, double v,
+             const struct tg_exemplar_copy *ex)
 {
 	int braces = labels[0] != '\0' || extra[0] != '\0';
 	int comma = labels[0] != '\0' && extra[0] != '\0';
@@ -149,6 +151,13 @@ write_sample(struct evbuffer *out, const char *name, const char *suffix,
 	rc = evbuffer_add_printf(out, "%s%s%s%s%s%s%s ", name, suffix, braces ? "{" : "",
 	                         labels, comma ? "," : "", extra, braces ? "}" : "") < 0;
 	rc |= write_value(out, v);
+	if (ex != NULL) {
+		rc |= evbuffer_add_printf(out, " # {trace_id=\"%016llx%016llx\"} ",
+		                          (unsigned long long)ex->trace_hi,
+		                          (unsigned long long)ex->trace_lo) < 0;
+		rc |= write_value(out, ex->value);
+		rc |= evbuffer_add_printf(out, " %.3f", ex->time) < 0;
+	}
 	rc |= evbuffer_add(out, "\n", 1);
 	return rc ? -1 : 0;
 }
@@ -156,7 +165,7 @@ write_sample(struct evbuffer *out, const char *name, const char *suffix,
 int
 tg_metrics_write_sample(struct evbuffer *out, const char *name, const char *labels, double v)
 {
-	return write_sample(out, name, "", labels, "", v);
+	return write_sample(out, name, "", labels, "", v, NULL);
 }
 
 /* A bucket bound as an "le" value. Whole numbers are written "1.0" in
@@ -180,6 +189,8 @@ write_histogram(struct evbuffer *out, const struct tg_family_def *def,
 	int rc = 0;
 
 	for (size_t i = 0; i <= spec->n && rc == 0; i++) {
+		const struct tg_exemplar_copy *ex = NULL;
+
 		cumulative += s->values[i];
 		if (i < spec->n)
 			format_bound(bound, sizeof(bound),
@@ -187,12 +198,15 @@ write_histogram(struct evbuffer *out, const struct tg_family_def *def,
 		else
 			snprintf(bound, sizeof(bound), "+Inf");
 		snprintf(extra, sizeof(extra), "le=\"%s\"", bound);
-		/* NOTE: exemplars (OpenMetrics only) go after the bucket's value,
-		 * as ` # {trace_id="..."} VALUE`, once requests carry trace ids. */
-		rc = write_sample(out, def->name, "_bucket", s->labels, extra, cumulative);
+
+		/* Exemplars exist in OpenMetrics only. */
+		if (format == TG_METRICS_OPENMETRICS && s->exemplars != NULL &&
+		    (s->exemplars[i].trace_hi != 0 || s->exemplars[i].trace_lo != 0))
+			ex = &s->exemplars[i];
+		rc = write_sample(out, def->name, "_bucket", s->labels, extra, cumulative, ex);
 	}
-	rc |= write_sample(out, def->name, "_sum", s->labels, "", s->values[spec->n + 1]);
-	rc |= write_sample(out, def->name, "_count", s->labels, "", cumulative);
+	rc |= write_sample(out, def->name, "_sum", s->labels, "", s->values[spec->n + 1], NULL);
+	rc |= write_sample(out, def->name, "_count", s->labels, "", cumulative, NULL);
 	return rc;
 }
 
@@ -281,9 +295,13 @@ gather(struct scrape *sc)
 	for (size_t f = 0; f < TG_F_COUNT; f++) {
 		const struct tg_series_set *archived = &reg->archive[f];
 
-		for (size_t i = 0; i < archived->n && rc == 0; i++)
-			rc = tg_series_add(&sc->sets[f], (enum tg_family)f, archived->items[i].labels,
-			                   archived->items[i].values);
+		for (size_t i = 0; i < archived->n && rc == 0; i++) {
+			const struct tg_series *s = &archived->items[i];
+
+			rc = tg_series_add(&sc->sets[f], (enum tg_family)f, s->labels, s->values);
+			if (rc == 0 && s->exemplars != NULL)
+				rc = tg_series_add_exemplars(&sc->sets[f], (enum tg_family)f, s->exemplars);
+		}
 	}
 	if (reg->sessions != NULL) {
 		tg_sessions_sweep(reg->sessions, tg_now_ns());

@@ -16,9 +16,18 @@
 #include "metrics-table.h"
 #include "metrics.h"
 #include "request.h"
+#include "trace-t.h"
 #include "worker.h"
 
 #define UNSET SIZE_MAX
+
+/* The trace id of req when its spans are recorded, for exemplars; else
+ * NULL, since an exemplar should lead to a trace that exists. */
+static const uint8_t *
+sampled_trace_id(const struct tg_request *req)
+{
+	return req->trace != NULL && req->trace->sampled ? req->trace->trace_id : NULL;
+}
 
 static void
 gauge_add(_Atomic int64_t *g, int64_t n)
@@ -222,8 +231,13 @@ tg_metrics_content_event(struct tg_request *req, uint64_t now)
 	c = &t->cells[m->cell];
 
 	if (m->first_token_ns == 0) {
+		const uint8_t *trace_id = sampled_trace_id(req);
+
 		m->first_token_ns = now;
 		tg_hist_observe(&c->ttft, TG_BUCKETS_TTFT, now - req->start_ns);
+		if (trace_id != NULL)
+			tg_exemplar_record(&c->ttft_exemplars, TG_BUCKETS_TTFT, now - req->start_ns,
+			                   trace_id);
 	} else {
 		tg_hist_observe(&c->tbt, TG_BUCKETS_TBT, now - m->last_token_ns);
 	}
@@ -243,6 +257,20 @@ tg_metrics_stream_opened(struct tg_request *req)
 }
 
 /* --- the end of a request ------------------------------------------------------- */
+
+static void
+record_duration(struct tg_metrics_table *t, const struct tg_request *req, size_t route,
+                size_t model, uint64_t now)
+{
+	const struct tg_route_layout *L = &t->layout[route];
+	struct tg_route_model *rm = &t->route_models[L->route_model_base + L->model_slot[model]];
+	const uint8_t *trace_id = sampled_trace_id(req);
+
+	tg_hist_observe(&rm->duration, TG_BUCKETS_DURATION, now - req->start_ns);
+	if (trace_id != NULL)
+		tg_exemplar_record(&rm->duration_exemplars, TG_BUCKETS_DURATION, now - req->start_ns,
+		                   trace_id);
+}
 
 static void
 record_tokens(struct tg_metrics_table *t, struct tg_cell *c, size_t model,
@@ -386,9 +414,7 @@ tg_metrics_request_end(struct tg_request *req)
 
 	tg_counter_add(&c->requests[tg_code_slot(req->response.head_sent
 	                                         ? req->response.status : 0)], 1);
-	tg_hist_observe(&t->route_models[t->layout[route].route_model_base +
-	                                 t->layout[route].model_slot[model]].duration,
-	                TG_BUCKETS_DURATION, now - req->start_ns);
+	record_duration(t, req, route, model, now);
 	record_attempts(t, &t->routes[route], req, now);
 	record_tokens(t, c, model, m);
 	record_tpot(c, m);

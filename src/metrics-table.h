@@ -60,6 +60,40 @@ struct tg_hist {
 	tg_counter sum;
 };
 
+/*
+ * The latest observation of one bucket that belongs to a sampled trace,
+ * shown as an OpenMetrics exemplar. The owning worker writes it under a
+ * sequence count, odd while it writes; the scrape copies it and retries
+ * when the count moved. Every field is atomic, so the copy races nothing.
+ */
+struct tg_exemplar {
+	_Atomic uint64_t seq;
+	_Atomic uint64_t trace_hi;      /* trace id, big-endian halves; */
+	_Atomic uint64_t trace_lo;      /* both 0 before the first one */
+	_Atomic uint64_t value;         /* ticks */
+	_Atomic uint64_t time_ms;       /* wall clock, ms since the epoch */
+};
+
+struct tg_exemplars {
+	struct tg_exemplar bucket[TG_HIST_MAX_BOUNDS + 1];
+};
+
+/* An exemplar as a scrape copied it; trace_hi and trace_lo 0 for none. */
+struct tg_exemplar_copy {
+	uint64_t trace_hi, trace_lo;
+	double value;                   /* in the family's unit */
+	double time;                    /* seconds since the epoch */
+};
+
+/* Record value (ticks) of the trace trace_id (16 bytes) as the exemplar of
+ * its bucket. Single writer: the worker that owns e. */
+void tg_exemplar_record(struct tg_exemplars *e, enum tg_buckets kind, uint64_t value,
+                        const uint8_t *trace_id);
+
+/* Copy every bucket's exemplar of e into out (bucket count + 1 entries). */
+void tg_exemplars_copy(struct tg_exemplars *e, enum tg_buckets kind,
+                       struct tg_exemplar_copy *out);
+
 /* --- single-writer updates ---------------------------------------------- */
 
 /* Add n to a counter that only the calling thread writes. A plain load and
@@ -139,11 +173,13 @@ struct tg_cell {
 	tg_counter estimated_output;    /* content events of streams without usage */
 	tg_counter cost;                /* a double */
 	struct tg_hist ttft, tbt, tpot;
+	struct tg_exemplars ttft_exemplars;
 };
 
 /* The series of one route and model. */
 struct tg_route_model {
 	struct tg_hist duration;
+	struct tg_exemplars duration_exemplars;
 };
 
 struct tg_route_values {
@@ -319,6 +355,7 @@ enum tg_family {
 struct tg_series {
 	char *labels;
 	double *values;
+	struct tg_exemplar_copy *exemplars;     /* one per bucket, or NULL */
 };
 
 struct tg_series_set {
@@ -346,8 +383,13 @@ size_t tg_family_values(enum tg_family f);
 int tg_series_add(struct tg_series_set *set, enum tg_family f, const char *labels,
                   const double *values);
 
+/* Give the series added last a copy of exemplars, one per bucket of its
+ * family. Returns 0, or -1 out of memory. */
+int tg_series_add_exemplars(struct tg_series_set *set, enum tg_family f,
+                            const struct tg_exemplar_copy *exemplars);
+
 /* Sort by labels and combine the series with equal labels (sum, or max for
- * the families that take it). */
+ * the families that take it; the newer exemplar of each bucket). */
 void tg_series_set_merge(struct tg_series_set *set, enum tg_family f);
 void tg_series_set_free(struct tg_series_set *set);
 

@@ -7,6 +7,7 @@
 #include <fnmatch.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "config.h"
 #include "metrics-table.h"
@@ -107,6 +108,68 @@ tg_hist_observe_shared(struct tg_hist *h, enum tg_buckets kind, uint64_t value)
 {
 	atomic_fetch_add_explicit(&h->bucket[bucket_of(kind, value)], 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&h->sum, value, memory_order_relaxed);
+}
+
+void
+tg_exemplar_record(struct tg_exemplars *e, enum tg_buckets kind, uint64_t value,
+                   const uint8_t *trace_id)
+{
+	struct tg_exemplar *x = &e->bucket[bucket_of(kind, value)];
+	uint64_t seq = atomic_load_explicit(&x->seq, memory_order_relaxed);
+	uint64_t hi = 0, lo = 0;
+	struct timespec now;
+
+	for (int i = 0; i < 8; i++) {
+		hi = hi << 8 | trace_id[i];
+		lo = lo << 8 | trace_id[8 + i];
+	}
+	clock_gettime(CLOCK_REALTIME, &now);
+
+	/* The release fence orders the odd count before the fields, so a
+	 * scrape that reads any new field also finds the count moved. */
+	atomic_store_explicit(&x->seq, seq + 1, memory_order_relaxed);
+	atomic_thread_fence(memory_order_release);
+	atomic_store_explicit(&x->trace_hi, hi, memory_order_relaxed);
+	atomic_store_explicit(&x->trace_lo, lo, memory_order_relaxed);
+	atomic_store_explicit(&x->value, value, memory_order_relaxed);
+	atomic_store_explicit(&x->time_ms, (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000,
+	                      memory_order_relaxed);
+	atomic_store_explicit(&x->seq, seq + 2, memory_order_release);
+}
+
+/* Copy one exemplar; returns 0 when a write raced the copy. */
+static int
+exemplar_copy(struct tg_exemplar *x, double ticks_per_unit, struct tg_exemplar_copy *out)
+{
+	uint64_t seq = atomic_load_explicit(&x->seq, memory_order_acquire);
+
+	if (seq & 1)
+		return 0;
+	out->trace_hi = atomic_load_explicit(&x->trace_hi, memory_order_relaxed);
+	out->trace_lo = atomic_load_explicit(&x->trace_lo, memory_order_relaxed);
+	out->value = (double)atomic_load_explicit(&x->value, memory_order_relaxed) / ticks_per_unit;
+	out->time = (double)atomic_load_explicit(&x->time_ms, memory_order_relaxed) / 1000;
+	atomic_thread_fence(memory_order_acquire);
+	return atomic_load_explicit(&x->seq, memory_order_relaxed) == seq;
+}
+
+void
+tg_exemplars_copy(struct tg_exemplars *e, enum tg_buckets kind, struct tg_exemplar_copy *out)
+{
+	const struct tg_bucket_spec *spec = &tg_bucket_specs[kind];
+
+	for (size_t i = 0; i <= spec->n; i++) {
+		int tries = 0;
+
+		/* A worker rewrites one exemplar at most once per request, so a
+		 * few tries find it still; past them the bucket shows none. */
+		while (!exemplar_copy(&e->bucket[i], spec->ticks_per_unit, &out[i])) {
+			if (++tries == 16) {
+				memset(&out[i], 0, sizeof(out[i]));
+				break;
+			}
+		}
+	}
 }
 
 void

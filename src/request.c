@@ -309,8 +309,8 @@ tg_request_done(struct tg_request *req)
 
 	req->worker->active_requests--;
 	tg_attempt_end(req, TG_OUTCOME_CANCELLED, TG_OK, 0, "cancelled");
+	tg_metrics_request_end(req);    /* before the trace goes: exemplars */
 	tg_trace_request_done(req);
-	tg_metrics_request_end(req);
 	tg_cache_request_done(req);
 	tg_filter_request_done(req);
 	tg_relay_reset(req);

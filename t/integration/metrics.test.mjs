@@ -5,6 +5,7 @@
 // gateway.
 
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
@@ -351,7 +352,7 @@ describe('metrics scraped by Prometheus', () => {
 
   before(async () => {
     mock = await startMock();
-    gw = await startGateway(gatewayConfig(mock));
+    gw = await startGateway(gatewayConfig(mock, { tracing: { enabled: true } }));
 
     // Prometheus scrapes through this pass-through, which notes the format
     // it asked for and the one it got.
@@ -376,12 +377,18 @@ describe('metrics scraped by Prometheus', () => {
     await stopAll();
   });
 
+  const traceIds = [];
+
   it('agrees with the mock delays on the TTFT quantile', async () => {
     const streams = 10;
     let output = 0;
     for (let i = 0; i < streams; i++) {
+      // Each request continues a sampled trace of its own.
+      const traceId = crypto.randomBytes(16).toString('hex');
+      const traceparent = `00-${traceId}-${crypto.randomBytes(8).toString('hex')}-01`;
+      traceIds.push(traceId);
       const res = await chat(gw, { model: 'timed', messages, stream: true,
-        stream_options: { include_usage: true } }, { 'x-mock': TIMING });
+        stream_options: { include_usage: true } }, { 'x-mock': TIMING, traceparent });
       output += streamData(res).find((d) => d !== '[DONE]' && d.usage).usage.completion_tokens;
     }
     await settledSamples(gw);
@@ -411,6 +418,22 @@ describe('metrics scraped by Prometheus', () => {
     assert.ok(seen.length > 0);
     assert.match(seen[0].accept, /application\/openmetrics-text/, 'Prometheus did not ask for OpenMetrics');
     assert.match(seen[0].contentType, /^application\/openmetrics-text; version=1\.0\.0/);
+  });
+
+  it('links TTFT buckets to traces with exemplars', async () => {
+    const data = await waitFor(async () => {
+      const series = await prometheus.queryExemplars(
+        'tollgate_time_to_first_token_seconds_bucket{route="timing"}');
+      return series.length > 0 ? series : null;
+    }, { timeoutMs: 30000, message: 'Prometheus to store an exemplar' });
+
+    const exemplars = data.flatMap((s) => s.exemplars.map((e) => ({ ...e, le: s.seriesLabels.le })));
+    assert.ok(exemplars.length > 0);
+    for (const e of exemplars) {
+      assert.ok(traceIds.includes(e.labels.trace_id), `exemplar of an unknown trace ${e.labels.trace_id}`);
+      assert.equal(e.le, '0.25', 'the exemplar is not on the bucket of its value');
+      assert.ok(Number(e.value) > 0.1 && Number(e.value) <= 0.25, `exemplar value ${e.value}`);
+    }
   });
 
   it('runs every query of the Grafana dashboard', async () => {

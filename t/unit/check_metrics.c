@@ -25,6 +25,7 @@
 #include "metrics.h"
 #include "relay.h"
 #include "request.h"
+#include "trace-t.h"
 #include "worker.h"
 
 #define MS 1000000ull
@@ -768,6 +769,7 @@ START_TEST(openmetrics_format)
 	end_request(req, 200);
 	text = scrape(TG_METRICS_OPENMETRICS);
 	len = strlen(text);
+	ck_assert_ptr_null(strstr(text, " # {"));      /* no trace, no exemplar */
 
 	ck_assert_uint_gt(len, 6);
 	ck_assert_str_eq(text + len - 6, "# EOF\n");
@@ -780,6 +782,51 @@ START_TEST(openmetrics_format)
 	ck_assert_ptr_nonnull(strstr(text, "le=\"0.25\"}"));
 	ck_assert_ptr_null(strstr(text, "le=\"1\"}"));
 	ck_assert_ptr_null(strstr(text, "# TYPE tollgate_requests_total"));
+	free(text);
+	free_worker(w);
+	tg_config_unref(cfg);
+}
+END_TEST
+
+START_TEST(exemplars_of_sampled_traces)
+{
+	struct tg_config *cfg = load(BASE_CONFIG);
+	struct tg_worker *w = new_worker(cfg);
+	struct tg_trace sampled = {.sampled = 1}, unsampled = {.sampled = 0};
+	struct tg_request *req;
+	const char *line;
+	char *text;
+
+	for (int i = 0; i < TG_TRACE_ID_SIZE; i++) {
+		sampled.trace_id[i] = (uint8_t)(i + 1);
+		unsampled.trace_id[i] = 0xee;
+	}
+	req = new_request(w, cfg, "exact", "gpt-4o");
+	req->trace = &sampled;
+	tg_metrics_content_event(req, req->start_ns + 5 * MS);
+	end_request(req, 200);
+	req = new_request(w, cfg, "exact", "gpt-4o");
+	req->trace = &unsampled;
+	tg_metrics_content_event(req, req->start_ns + 700 * MS);
+	end_request(req, 200);
+
+	text = scrape(TG_METRICS_OPENMETRICS);
+	ck_assert_ptr_nonnull(strstr(text, "tollgate_time_to_first_token_seconds_bucket{route=\"exact\","
+	                                   "backend=\"none\",model=\"gpt-4o\",le=\"0.005\"} 1 # "
+	                                   "{trace_id=\"0102030405060708090a0b0c0d0e0f10\"} 0.005 "));
+	ck_assert_ptr_nonnull(strstr(text, "tollgate_request_duration_seconds_bucket{route=\"exact\","
+	                                   "model=\"gpt-4o\",le=\"+Inf\"} 2"));
+	/* The request's duration has one too, in whichever bucket it fell. */
+	line = strstr(text, "\ntollgate_request_duration_seconds_bucket{");
+	ck_assert_ptr_nonnull(line);
+	ck_assert_ptr_nonnull(strstr(line, "# {trace_id=\"0102030405060708090a0b0c0d0e0f10\"}"));
+	ck_assert(strstr(line, "# {trace_id=\"0102030405060708090a0b0c0d0e0f10\"}") <
+	          strstr(line, "\ntollgate_request_duration_seconds_sum{"));
+	ck_assert_ptr_null(strstr(text, "eeeeeeee"));
+	free(text);
+
+	text = scrape(TG_METRICS_TEXT);
+	ck_assert_ptr_null(strstr(text, " # {"));
 	free(text);
 	free_worker(w);
 	tg_config_unref(cfg);
@@ -1321,6 +1368,7 @@ metrics_suite(void)
 	tcase_add_test(expo, labels_escaped);
 	tcase_add_test(expo, text_format_well_formed);
 	tcase_add_test(expo, openmetrics_format);
+	tcase_add_test(expo, exemplars_of_sampled_traces);
 	tcase_add_loop_test(expo, negotiates_format, 0, N(accepts));
 	suite_add_tcase(s, expo);
 

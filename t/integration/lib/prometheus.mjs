@@ -84,7 +84,8 @@ export async function promtoolCheck(text) {
 
 /**
  * Start Prometheus scraping targets ("host:port" strings) every second at
- * /metrics. Resolves once its /-/ready answers 200.
+ * /metrics, with exemplar storage on. Resolves once its /-/ready answers
+ * 200.
  */
 export async function startPrometheus(targets) {
   const dir = makeTempDir('tollgate-prometheus-');
@@ -106,6 +107,7 @@ export async function startPrometheus(targets) {
     `--storage.tsdb.path=${path.join(dir, 'data')}`,
     `--web.listen-address=127.0.0.1:${port}`,
     '--log.level=warn',
+    '--enable-feature=exemplar-storage',
   ], { stdio: ['ignore', 'ignore', 'pipe'] });
   servers.add(child);
   child.once('exit', () => servers.delete(child));
@@ -153,6 +155,14 @@ class Prometheus {
     if (data.result.length > 1)
       throw new Error(`${expr} returned ${data.result.length} series, not one`);
     return Number(data.result[0].value[1]);
+  }
+
+  /* The exemplars of the series expr selects over the last five minutes:
+   * [{seriesLabels, exemplars: [{labels, value, timestamp}]}]. */
+  queryExemplars(expr) {
+    const now = Date.now() / 1000;
+    return this.#get(`/api/v1/query_exemplars?query=${encodeURIComponent(expr)}` +
+      `&start=${now - 300}&end=${now + 60}`);
   }
 
   /* The active targets with their health and last scrape error. */
