@@ -26,13 +26,13 @@ const messages = [{ role: 'user', content: 'Say hello to the metrics.' }];
  * The mock sends the response head and the role-only chunk after
  * first_byte_delay, then each later event event_delay after the one before,
  * so the first content leaves the gateway FIRST_BYTE + EVENT after the
- * request. Both are placed mid-bucket (TTFT near 0.187 s in (0.1, 0.25],
- * token gaps near 0.037 s in (0.025, 0.05]), far enough from the bounds
- * that scheduling noise cannot move an observation across one.
+ * request. The delays put every observation 100 ms or more inside a wide
+ * bucket (TTFT near 0.4 s in (0.25, 0.5], token gaps near 0.25 s in
+ * (0.2, 0.3]), so that a busy machine cannot move one across a bound.
  */
 const FIRST_BYTE_MS = 150;
-const EVENT_MS = 37;
-const EVENTS = 10;
+const EVENT_MS = 250;
+const EVENTS = 4;
 const TIMING = `first_byte_delay=${FIRST_BYTE_MS}ms;event_delay=${EVENT_MS}ms;events=${EVENTS}`;
 
 function route(name, model) {
@@ -41,11 +41,18 @@ function route(name, model) {
 
 function gatewayConfig(mock, extra = {}) {
   return {
-    backends: { mock: mockBackend(mock) },
+    backends: {
+      mock: mockBackend(mock),
+      cooling: mockBackend(mock),
+      // Port 9 (discard) on loopback: nothing listens, so connects fail.
+      closed: { url: 'http://127.0.0.1:9' },
+    },
     routes: [
       route('timing', 'timed'),
       route('tokens', 'tok'),
       route('abandon', 'quit'),
+      { name: 'cool', match: { path: '/v1/chat/completions', model: 'cool' }, backends: ['cooling'] },
+      { name: 'failover', match: { path: '/v1/chat/completions', model: 'fo' }, backends: ['closed', 'mock'] },
       ...openaiRoutes('mock'),
     ],
     pricing: { currency: 'USD', models: { tok: { input: 1, output: 2 } } },
@@ -130,27 +137,27 @@ describe('metrics endpoint', () => {
   });
 
   it('puts stream timing in the buckets of the mock delays', async () => {
-    const streams = 5;
-    for (let i = 0; i < streams; i++) {
-      const res = await chat(gw, { model: 'timed', messages, stream: true }, { 'x-mock': TIMING });
+    const streams = 4;
+    const responses = await Promise.all(Array.from({ length: streams },
+      () => chat(gw, { model: 'timed', messages, stream: true }, { 'x-mock': TIMING })));
+    for (const res of responses)
       assert.equal(res.status, 200);
-    }
     const s = await settledSamples(gw);
     const labels = { route: 'timing', backend: 'mock', model: 'timed' };
     const bucket = (name, le) => valueOf(s, `tollgate_${name}_bucket`, { ...labels, le });
 
     assert.equal(valueOf(s, 'tollgate_time_to_first_token_seconds_count', labels), streams);
-    assert.equal(bucket('time_to_first_token_seconds', '0.1'), 0, 'a first token came before the mock sent it');
-    assert.equal(bucket('time_to_first_token_seconds', '0.25'), streams);
+    assert.equal(bucket('time_to_first_token_seconds', '0.25'), 0, 'a first token came before the mock sent it');
+    assert.equal(bucket('time_to_first_token_seconds', '0.5'), streams);
 
     const gaps = streams * (EVENTS - 1);
     assert.equal(valueOf(s, 'tollgate_time_between_tokens_seconds_count', labels), gaps);
-    assert.equal(bucket('time_between_tokens_seconds', '0.025'), 0);
-    assert.equal(bucket('time_between_tokens_seconds', '0.05'), gaps);
+    assert.equal(bucket('time_between_tokens_seconds', '0.2'), 0);
+    assert.equal(bucket('time_between_tokens_seconds', '0.3'), gaps);
 
     assert.equal(valueOf(s, 'tollgate_time_per_output_token_seconds_count', labels), streams);
-    assert.equal(bucket('time_per_output_token_seconds', '0.025'), 0);
-    assert.equal(bucket('time_per_output_token_seconds', '0.05'), streams);
+    assert.equal(bucket('time_per_output_token_seconds', '0.2'), 0);
+    assert.equal(bucket('time_per_output_token_seconds', '0.3'), streams);
     assert.equal(valueOf(s, 'tollgate_streams_open'), 0);
   });
 
@@ -241,6 +248,33 @@ describe('metrics endpoint', () => {
 
     const s = await settledSamples(gw);
     assert.equal(valueOf(s, 'tollgate_requests_abandoned_total', labels) - before, 1);
+  });
+
+  it('counts a failover and its failed attempt', async () => {
+    gw.expectErrors(/127\.0\.0\.1:9/);
+    const before = await settledSamples(gw);
+    const res = await chat(gw, { model: 'fo', messages });
+    assert.equal(res.status, 200);
+
+    const s = await settledSamples(gw);
+    const delta = (name, labels) => valueOf(s, name, labels) - valueOf(before, name, labels);
+    assert.equal(delta('tollgate_failovers_total', { route: 'failover' }), 1);
+    assert.equal(delta('tollgate_upstream_attempts_total', { backend: 'closed', outcome: 'connect_error' }), 1);
+    assert.equal(delta('tollgate_upstream_attempts_total', { backend: 'mock', outcome: 'success' }), 1);
+    assert.equal(delta('tollgate_requests_total', { route: 'failover', backend: 'mock', model: 'fo', code: '200' }), 1);
+  });
+
+  it('counts a rate-limit cooldown and marks the backend down', async () => {
+    let s = await settledSamples(gw);
+    assert.equal(valueOf(s, 'tollgate_backend_up', { backend: 'cooling' }), 1);
+    const res = await chat(gw, { model: 'cool', messages }, { 'x-mock': 'status=429;retry_after=60' });
+    assert.equal(res.status, 429);
+
+    s = await settledSamples(gw);
+    assert.equal(valueOf(s, 'tollgate_backend_cooldowns_total', { backend: 'cooling' }), 1);
+    assert.equal(valueOf(s, 'tollgate_backend_up', { backend: 'cooling' }), 0);
+    assert.equal(valueOf(s, 'tollgate_backend_up', { backend: 'mock' }), 1);
+    assert.equal(valueOf(s, 'tollgate_upstream_attempts_total', { backend: 'cooling', outcome: 'rate_limited' }), 1);
   });
 
   it('adds no series for random models and users', async () => {
@@ -382,15 +416,16 @@ describe('metrics scraped by Prometheus', () => {
   it('agrees with the mock delays on the TTFT quantile', async () => {
     const streams = 10;
     let output = 0;
-    for (let i = 0; i < streams; i++) {
+    const responses = await Promise.all(Array.from({ length: streams }, () => {
       // Each request continues a sampled trace of its own.
       const traceId = crypto.randomBytes(16).toString('hex');
       const traceparent = `00-${traceId}-${crypto.randomBytes(8).toString('hex')}-01`;
       traceIds.push(traceId);
-      const res = await chat(gw, { model: 'timed', messages, stream: true,
+      return chat(gw, { model: 'timed', messages, stream: true,
         stream_options: { include_usage: true } }, { 'x-mock': TIMING, traceparent });
+    }));
+    for (const res of responses)
       output += streamData(res).find((d) => d !== '[DONE]' && d.usage).usage.completion_tokens;
-    }
     await settledSamples(gw);
 
     // A request is counted in requests_total when it ends, after its other
@@ -404,11 +439,11 @@ describe('metrics scraped by Prometheus', () => {
     // inside it; agreement is that the quantile lies in the bucket of the
     // delay the mock was told to use.
     const expected = (FIRST_BYTE_MS + EVENT_MS) / 1000;
-    assert.ok(expected > 0.1 && expected <= 0.25);
+    assert.ok(expected > 0.25 && expected <= 0.5);
     for (const q of [0.5, 0.9, 0.99]) {
       const ttft = await prometheus.scalar(
         `histogram_quantile(${q}, sum by (le) (tollgate_time_to_first_token_seconds_bucket${selector}))`);
-      assert.ok(ttft > 0.1 && ttft <= 0.25, `p${q * 100} TTFT ${ttft} s is not in (0.1, 0.25]`);
+      assert.ok(ttft > 0.25 && ttft <= 0.5, `p${q * 100} TTFT ${ttft} s is not in (0.25, 0.5]`);
     }
     assert.equal(await prometheus.scalar(`sum(tollgate_tokens_total{route="timing",type="output"})`), output);
 
@@ -431,8 +466,8 @@ describe('metrics scraped by Prometheus', () => {
     assert.ok(exemplars.length > 0);
     for (const e of exemplars) {
       assert.ok(traceIds.includes(e.labels.trace_id), `exemplar of an unknown trace ${e.labels.trace_id}`);
-      assert.equal(e.le, '0.25', 'the exemplar is not on the bucket of its value');
-      assert.ok(Number(e.value) > 0.1 && Number(e.value) <= 0.25, `exemplar value ${e.value}`);
+      assert.equal(e.le, '0.5', 'the exemplar is not on the bucket of its value');
+      assert.ok(Number(e.value) > 0.25 && Number(e.value) <= 0.5, `exemplar value ${e.value}`);
     }
   });
 
