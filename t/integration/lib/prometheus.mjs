@@ -84,7 +84,7 @@ export async function promtoolCheck(text) {
 
 /**
  * Start Prometheus scraping targets ("host:port" strings) every second at
- * /metrics, with exemplar storage on. Resolves once its /-/ready answers
+ * /metrics, with exemplar storage on. Resolves once its /-/ready returns
  * 200.
  */
 export async function startPrometheus(targets) {
