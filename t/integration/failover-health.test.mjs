@@ -1,0 +1,353 @@
+// Backend health: cooldowns after 429 or 503 with Retry-After (and which
+// of two wins), a route whose backends all cool down, ejection after
+// failures or an error ratio, the half-open trial, active probes, and
+// panic mode.
+//
+// Time checks here are one-sided, so a slow machine cannot make them fail.
+// A request that completed before a cooldown or ejection could have ended
+// must not have reached that backend. A request that did reach it must
+// have completed after the earliest moment the cooldown could end. Each
+// test also checks that some requests fell late in the window, which needs
+// a request to take well under the window's slack of 500 ms or more.
+
+import assert from 'node:assert/strict';
+import { afterEach, describe, it } from 'node:test';
+
+import {
+  mockBackend, sleep, startGateway, startMock, stopAll, waitFor,
+} from './lib/harness.mjs';
+import {
+  NEVER_EJECT, RETRY_FREELY, apiRequests, chat, probeRequests, setMockOptions,
+  startMockWith,
+} from './lib/failover.mjs';
+
+/* A route with backend a as the first tier and b as the second, so every
+ * request goes to a while a can take one. Tiers rather than a balanced
+ * group keep these tests independent of the balancers. */
+function twoBackendConfig(a, b, { health = {}, retry = RETRY_FREELY } = {}) {
+  return {
+    backends: {
+      a: mockBackend(a, { health: { ...NEVER_EJECT, ...health } }),
+      b: mockBackend(b, { health: NEVER_EJECT }),
+    },
+    routes: [{
+      name: 'chat',
+      match: { path: '/v1/chat/completions' },
+      backends: ['a', 'b'],
+      retry,
+    }],
+  };
+}
+
+/*
+ * Send requests one after another until `until` (performance.now() ms)
+ * and return them with the backend that served each, from the access log.
+ */
+async function sendUntil(gw, until) {
+  const sent = [];
+  while (performance.now() < until)
+    sent.push(await chat(gw));
+  for (const res of sent) {
+    assert.equal(res.status, 200, `status (body: ${res.text.slice(0, 300)})`);
+    res.backend = (await gw.accessFor(res.id)).backend;
+  }
+  return sent;
+}
+
+/* Send requests until one is served by backend `name` (by its access-log
+ * line), and return that request. */
+async function waitServedBy(gw, name, { timeoutMs = 15000 } = {}) {
+  return waitFor(async () => {
+    const res = await chat(gw);
+    const entry = await gw.accessFor(res.id);
+    return entry.backend === name || (res.attempts ?? '').startsWith(`${name}:`) ? res : null;
+  }, { timeoutMs, message: `a request that reached backend ${name}` });
+}
+
+/* Assert that no request completed before `end` reached backend a, and
+ * that at least one such request was sent after `after`. */
+function assertNoneToABefore(sent, end, after) {
+  const inside = sent.filter((r) => r.doneAt < end);
+  const toA = inside.filter((r) => r.backend === 'a' || (r.attempts ?? '').startsWith('a:'));
+  assert.deepEqual(toA.map((r) => r.attempts ?? r.backend), [],
+    'requests that reached backend a before it could come back');
+  assert.ok(inside.some((r) => r.sentAt > after),
+    `no request was sent in the last part of the window (${sent.length} requests sent); the check proves nothing`);
+}
+
+describe('cooldown after Retry-After', () => {
+  afterEach(stopAll);
+
+  // Each case gives Retry-After on the first request only, so that later
+  // requests that reach a get its status without a new cooldown. The
+  // HTTP-date is 3 s ahead, rounded down to a second: it ends at least 2 s
+  // after the request was sent, like the delay of 2 seconds.
+  const httpDateIn3s = () => new Date((Math.floor(Date.now() / 1000) + 3) * 1000).toUTCString();
+  for (const [status, what, retryAfter] of [
+    [429, '2', () => '2'],
+    [503, '2', () => '2'],
+    [429, 'an HTTP-date', httpDateIn3s],
+  ]) {
+    it(`keeps a backend out after ${status} with Retry-After ${what}, then uses it again`, async () => {
+      const a = await startMockWith(`status=${status}`);
+      const b = await startMock();
+      const gw = await startGateway(twoBackendConfig(a, b));
+
+      // a's status cools it down, so b serves the request.
+      const first = await chat(gw, { headers: { 'x-mock': `retry_after=${retryAfter()}` } });
+      const t0 = first.sentAt;          // the cooldown ends after t0 + 2 s
+      assert.equal(first.status, 200);
+      assert.equal(first.attempts, `a:${status},b:200`);
+      const line = await gw.waitForLog(new RegExp(`backend a answered ${status}; cooling down`));
+      assert.match(line, new RegExp(`req=${first.id} `));
+
+      const sent = await sendUntil(gw, t0 + 1500);
+      assertNoneToABefore(sent, t0 + 2000, t0 + 1000);
+
+      // a's own log agrees, when read before the cooldown could end.
+      const count = (await apiRequests(a)).length;
+      if (performance.now() < t0 + 2000)
+        assert.equal(count, 1, 'requests a received during its cooldown');
+
+      const back = await waitServedBy(gw, 'a');
+      assert.ok(back.doneAt >= t0 + 2000, `a got a request ${back.doneAt - t0} ms after its ${status} asked for 2 s`);
+      assert.equal(back.attempts, `a:${status},b:200`);
+    });
+  }
+
+  for (const [firstWait, secondWait] of [[3, 1], [1, 3]]) {
+    it(`keeps the later end of two cooldowns (Retry-After ${firstWait} then ${secondWait})`, async () => {
+      // Every request goes to a while a can take it. The mock delays its
+      // 429, so two requests are in flight at once and their responses
+      // arrive in the order the requests were sent.
+      const a = await startMockWith('status=429;first_byte_delay=300ms');
+      const b = await startMock();
+      const gw = await startGateway(twoBackendConfig(a, b));
+
+      const t0 = performance.now();
+      const firstReq = chat(gw, { headers: { 'x-mock': `retry_after=${firstWait}` } });
+      await waitFor(async () => (await apiRequests(a)).length === 1, { message: 'the first request at a' });
+      const secondReq = chat(gw, { headers: { 'x-mock': `retry_after=${secondWait}` } });
+      const [first, second] = await Promise.all([firstReq, secondReq]);
+      assert.equal(first.attempts, 'a:429,b:200');
+      assert.equal(second.attempts, 'a:429,b:200');
+
+      // The later end is at least t0 + 3 s. The earlier one ends at most
+      // 1 s after the second response.
+      const sent = await sendUntil(gw, t0 + 2600);
+      assertNoneToABefore(sent, t0 + 3000, second.doneAt + 1000);
+
+      const back = await waitServedBy(gw, 'a');
+      assert.ok(back.doneAt >= t0 + 3000, `a got a request ${back.doneAt - t0} ms after the first 429, before the 3 s cooldown ended`);
+    });
+  }
+
+  it('answers 503 with Retry-After when every backend cools down', async () => {
+    const only = await startMockWith('status=429;retry_after=30');
+    const gw = await startGateway({
+      backends: { only: mockBackend(only) },
+      routes: [{ name: 'chat', match: { path: '/v1/chat/completions' }, backends: ['only'], retry: RETRY_FREELY }],
+    });
+
+    const first = await chat(gw);
+    assert.equal(first.status, 429, 'the upstream 429 goes to the client when no backend is left');
+
+    const second = await chat(gw);
+    assert.equal(second.status, 503, `status (body: ${second.text.slice(0, 300)})`);
+    const retryAfter = second.headers['retry-after'];
+    assert.match(retryAfter ?? '', /^\d+$/, `Retry-After: ${retryAfter}`);
+    assert.ok(Number(retryAfter) >= 1, `Retry-After: ${retryAfter}`);
+    assert.ok(Number(retryAfter) <= 30, `Retry-After: ${retryAfter}`);
+    assert.equal(typeof second.json().error, 'object');
+    assert.equal((await apiRequests(only)).length, 1, 'requests that reached the cooling backend');
+
+    const entry = await gw.accessFor(second.id);
+    assert.equal(entry.status, 503);
+  });
+});
+
+describe('ejection', () => {
+  afterEach(stopAll);
+
+  it('ejects a failing backend and brings it back with a trial request', async () => {
+    const a = await startMockWith('status=500');
+    const b = await startMock();
+    const gw = await startGateway(twoBackendConfig(a, b, {
+      health: { consecutive_failures: 2, base_ejection: '2s' },
+    }));
+
+    // a fails the first two requests, and the second ejects it.
+    const failed = [];
+    while (!gw.stderr.some((l) => /backend a ejected/.test(l)) && failed.length < 10)
+      failed.push(await chat(gw));
+    const line = await gw.waitForLog(/backend a ejected after failures/);
+    const ejecting = failed.find((r) => line.includes(`req=${r.id} `));
+    assert.ok(ejecting, `the ejection line names none of the requests: ${line}`);
+    assert.equal(ejecting.attempts, 'a:500,b:200');
+    assert.equal((await apiRequests(a)).length, 2, 'requests a failed before its ejection');
+    const t0 = ejecting.sentAt;         // the ejection ends after t0 + 2 s
+
+    // a is healthy again, but stays out until its ejection ends.
+    await setMockOptions(a, '');
+    const sent = await sendUntil(gw, t0 + 1500);
+    assertNoneToABefore(sent, t0 + 2000, t0 + 1000);
+
+    const back = await waitServedBy(gw, 'a');
+    assert.ok(back.doneAt >= t0 + 2000, `a got a request ${back.doneAt - t0} ms after its ejection for 2 s`);
+    assert.equal(back.status, 200);
+    const recovered = await gw.waitForLog(/backend a recovered/);
+    assert.match(recovered, new RegExp(`req=${back.id} `), 'the trial request is not the one that brought a back');
+  });
+
+  it('ejects again, for longer, when the trial request fails', async () => {
+    const a = await startMockWith('status=500');
+    const b = await startMock();
+    const gw = await startGateway(twoBackendConfig(a, b, {
+      health: { consecutive_failures: 1, base_ejection: '1s' },
+    }));
+
+    const first = await chat(gw);
+    assert.equal(first.attempts, 'a:500,b:200');
+    const trial = await waitServedBy(gw, 'a');
+    assert.ok(trial.doneAt >= first.sentAt + 1000, 'the trial came before the ejection ended');
+    assert.equal(trial.attempts, 'a:500,b:200');
+    const t1 = trial.sentAt;            // the second ejection lasts 2 s
+
+    await waitFor(() => gw.stderr.filter((l) => /backend a ejected/.test(l)).length === 2,
+      { message: 'a second ejection line for a' });
+    const sent = await sendUntil(gw, t1 + 1500);
+    assertNoneToABefore(sent, t1 + 2000, t1 + 1000);
+  });
+
+  it('sends one trial request at a time when an ejection ends', async () => {
+    const a = await startMockWith('status=500');
+    const b = await startMock();
+    const gw = await startGateway(twoBackendConfig(a, b, {
+      health: { consecutive_failures: 1, base_ejection: '1s' },
+    }));
+
+    const first = await chat(gw);
+    assert.equal(first.attempts, 'a:500,b:200');
+
+    // Healthy but slow, so that the trial is still out while the other
+    // requests arrive; they start after the ejection has ended.
+    await setMockOptions(a, 'first_byte_delay=2s');
+    await sleep(first.doneAt + 1200 - performance.now());
+    const results = await Promise.all(Array.from({ length: 6 }, () => chat(gw)));
+    for (const res of results)
+      assert.equal(res.status, 200);
+
+    const toA = [];
+    for (const res of results) {
+      if ((await gw.accessFor(res.id)).backend === 'a')
+        toA.push(res.id);
+    }
+    assert.equal(toA.length, 1, `requests that a served after its ejection: ${toA.length}`);
+    assert.equal((await apiRequests(a)).length, 2, 'requests a received');
+    const recovered = await gw.waitForLog(/backend a recovered/);
+    assert.match(recovered, new RegExp(`req=${toA[0]} `));
+  });
+
+  it('ejects on the error ratio once min_requests attempts are in', async () => {
+    // Every request goes to a first. Before each request the test sets
+    // a's outcome: ok, ok, fail, fail (ratio 0.5, not above it), fail.
+    const a = await startMock();
+    const b = await startMock();
+    const gw = await startGateway(twoBackendConfig(a, b, {
+      health: { consecutive_failures: 0, error_ratio: 0.5, min_requests: 4, window: '60s', base_ejection: '600s', max_ejection: '600s' },
+    }));
+
+    const results = [];
+    for (const options of ['', '', 'status=500', 'status=500', 'status=500']) {
+      await setMockOptions(a, options);
+      results.push(await chat(gw));
+    }
+    assert.deepEqual(results.map((r) => r.attempts), [null, null, 'a:500,b:200', 'a:500,b:200', 'a:500,b:200']);
+    const line = await gw.waitForLog(/backend a ejected/);
+    assert.match(line, new RegExp(`req=${results[4].id} `), 'the ejection came at another attempt than the fifth');
+
+    await setMockOptions(a, '');
+    for (let i = 0; i < 5; i++)
+      assert.equal((await gw.accessFor((await chat(gw)).id)).backend, 'b', `request ${i} after the ejection`);
+    assert.equal((await apiRequests(a)).length, 5, 'requests a received');
+  });
+
+  it('brings an ejected backend back once its probe succeeds', async () => {
+    const a = await startMockWith('status=500');
+    const b = await startMock();
+    const gw = await startGateway(twoBackendConfig(a, b, {
+      // Only a probe can end an ejection of 10 minutes within the test.
+      health: {
+        consecutive_failures: 2, base_ejection: '600s', max_ejection: '600s',
+        probe: { path: '/v1/models', interval: '300ms', timeout: '1s' },
+      },
+    }));
+
+    // Requests or probes (status=500 fails both) eject a.
+    await waitFor(async () => {
+      await chat(gw);
+      return (await apiRequests(a)).length >= 2 || (await probeRequests(a)).length >= 2;
+    }, { message: 'two failures of a' });
+    const before = (await apiRequests(a)).length;
+    const probesBefore = (await probeRequests(a)).length;
+
+    // Ejected: a gets no request, even after more failed probes.
+    await waitFor(async () => (await probeRequests(a)).length >= probesBefore + 2, { message: 'two more probes of a' });
+    for (let i = 0; i < 20; i++) {
+      const res = await chat(gw);
+      assert.equal(res.status, 200);
+      assert.equal(res.attempts, null, `request ${i} tried a: ${res.attempts}`);
+    }
+    assert.equal((await apiRequests(a)).length, before, 'requests that reached the ejected backend');
+
+    const from = gw.stderr.length;
+    await setMockOptions(a, '');
+    await gw.waitForLog(/backend a: probe of \/v1\/models succeeded/, { from });
+    const back = await waitServedBy(gw, 'a');
+    assert.equal(back.status, 200);
+    assert.equal(back.attempts, null);
+  });
+
+  it('logs an ejection that probes cause', async () => {
+    // No request is sent: only the failed probes can eject a.
+    const a = await startMockWith('status=500');
+    const b = await startMock();
+    const gw = await startGateway(twoBackendConfig(a, b, {
+      health: {
+        consecutive_failures: 2, base_ejection: '600s', max_ejection: '600s',
+        probe: { path: '/v1/models', interval: '200ms', timeout: '1s' },
+      },
+    }));
+    await waitFor(async () => (await probeRequests(a)).length >= 3, { message: 'three probes of a' });
+
+    // The probes did eject a: requests go to b only.
+    for (let i = 0; i < 10; i++)
+      assert.equal((await chat(gw)).attempts, null, `request ${i} tried a`);
+    assert.equal((await apiRequests(a)).length, 0, 'requests that reached the ejected backend');
+
+    const lines = gw.stderr.filter((l) => /\ba\b/.test(l) && /eject/i.test(l));
+    assert.ok(lines.length > 0, `no log line says that backend a was ejected; the log:\n${gw.stderr.join('\n')}`);
+  });
+
+  it('tries ejected backends anyway when every backend is ejected (panic mode)', async () => {
+    const a = await startMockWith('status=500');
+    const b = await startMockWith('status=500');
+    const health = { consecutive_failures: 1, base_ejection: '600s', max_ejection: '600s' };
+    const gw = await startGateway({
+      backends: { a: mockBackend(a, { health }), b: mockBackend(b, { health }) },
+      routes: [{ name: 'chat', match: { path: '/v1/chat/completions' }, backends: ['a', 'b'], retry: RETRY_FREELY }],
+    });
+
+    const first = await chat(gw);
+    assert.equal(first.status, 500);
+    assert.equal(first.attempts, 'a:500,b:500');
+    await waitFor(() => gw.stderr.filter((l) => /backend [ab] ejected/.test(l)).length === 2,
+      { message: 'ejection lines for a and b' });
+
+    const second = await chat(gw);
+    assert.equal(second.status, 500, `status (body: ${second.text.slice(0, 300)})`);
+    assert.equal((second.attempts ?? '').split(',').length, 2, `x-tollgate-attempts: ${second.attempts}`);
+    assert.equal((await apiRequests(a)).length, 2, 'requests that reached a');
+    assert.equal((await apiRequests(b)).length, 2, 'requests that reached b');
+  });
+});

@@ -1,0 +1,153 @@
+// Streams and failover. The gateway holds content-free events, so a
+// failure before the first content still moves the request to the next
+// backend, and the client sees nothing of the failed stream. After content,
+// a failure ends the client's stream with an error event and no [DONE],
+// and the access log records it as a failure.
+
+import assert from 'node:assert/strict';
+import { afterEach, describe, it } from 'node:test';
+
+import {
+  mockBackend, request, startGateway, startMock, stopAll,
+} from './lib/harness.mjs';
+import { normalizeVolatile } from './lib/checks.mjs';
+import {
+  NEVER_EJECT, RETRY_FREELY, apiRequests, chat, eventDatas, messages,
+  startMockWith,
+} from './lib/failover.mjs';
+
+/*
+ * Start a gateway with backend a as the first tier and b as the second,
+ * each behind its own mock with the given default options. Member a
+ * renames the model to "from-a", so its events can be recognized.
+ */
+async function startPair(aOptions, bOptions = '', { withB = true, timeouts = {} } = {}) {
+  const a = await startMockWith(aOptions);
+  const b = withB ? await startMockWith(bOptions) : null;
+  const backends = { a: mockBackend(a, { timeouts, health: NEVER_EJECT }) };
+  const tiers = [{ members: [{ name: 'a', model: 'from-a' }] }];
+  if (withB) {
+    backends.b = mockBackend(b, { health: NEVER_EJECT });
+    tiers.push('b');
+  }
+  const gw = await startGateway({
+    backends,
+    routes: [{ name: 'chat', match: { path: '/v1/chat/completions' }, backends: tiers, retry: RETRY_FREELY }],
+  });
+  return { a, b, gw };
+}
+
+/* The stream that b sends for the request, taken from b directly, so that
+ * the client's copy can be compared with it byte for byte. */
+async function directStream(mock) {
+  const res = await request({ port: mock.port, method: 'POST', path: '/v1/chat/completions', body: { model: 'gpt-4o', messages, stream: true } });
+  return res.text;
+}
+
+function isError(data) {
+  try {
+    return typeof JSON.parse(data).error === 'object';
+  } catch {
+    return false;
+  }
+}
+
+/* Assert that an SSE body ends with one OpenAI-shaped error event and no
+ * [DONE], and return the events' data. */
+function assertEndsWithError(text) {
+  const datas = eventDatas(text);
+  assert.ok(!datas.includes('[DONE]'), `the stream has a [DONE]: ${text}`);
+  assert.ok(isError(datas.at(-1)), `the last event is not an error: ${datas.at(-1)}`);
+  const { error } = JSON.parse(datas.at(-1));
+  assert.equal(typeof error.message, 'string');
+  assert.equal(typeof error.type, 'string');
+  assert.ok('code' in error, 'the error event has no "code"');
+  return datas;
+}
+
+describe('stream failover before content', () => {
+  afterEach(stopAll);
+
+  for (const [what, options, label, timeouts] of [
+    ['an error event after the role chunk', 'stream_error=1', 'stream_error', {}],
+    ['an error event as the first event', 'stream_error=0', 'stream_error', {}],
+    ['a connection closed after the role chunk', 'close_after=1', 'reset', {}],
+    ['an upstream silent after the role chunk', 'stall_after=1', 'timeout', { idle: '300ms' }],
+  ]) {
+    it(`moves on after ${what}`, async () => {
+      const { a, b, gw } = await startPair(options, '', { timeouts });
+      const res = await chat(gw, { stream: true });
+      assert.equal(res.status, 200, `status (body: ${res.text.slice(0, 300)})`);
+      assert.equal(res.attempts, `a:${label},b:200`);
+
+      // Nothing of a's stream reached the client: the body is b's stream.
+      assert.ok(!res.text.includes('from-a'), `an event of a reached the client: ${res.text}`);
+      assert.equal(normalizeVolatile(res.text), normalizeVolatile(await directStream(b)));
+
+      assert.equal((await apiRequests(a, 'from-a')).length, 1, 'requests a received');
+      const entry = await gw.accessFor(res.id);
+      assert.equal(entry.backend, 'b');
+      assert.equal(entry.status, 200);
+      assert.equal(entry.termination, '--');
+    });
+  }
+
+  it('answers an HTTP error when no backend is left', async () => {
+    // The only backend sends an error event before any content: with no
+    // backend to move to, the client gets the failure as an HTTP error.
+    const { gw } = await startPair('stream_error=1', '', { withB: false });
+    const res = await chat(gw, { stream: true });
+    assert.equal(res.attempts, 'a:stream_error');
+    assert.ok(res.status >= 500, `status ${res.status}, body: ${res.text.slice(0, 500)}`);
+    assert.match(res.headers['content-type'] ?? '', /^application\/json\b/);
+    assert.equal(typeof res.json().error, 'object');
+  });
+});
+
+describe('stream failure after content', () => {
+  afterEach(stopAll);
+
+  it('ends a stream cut after content with an error', async () => {
+    // Role chunk and two content chunks, then the connection closes.
+    const { gw } = await startPair('close_after=3', '', { withB: false });
+    const res = await chat(gw, { stream: true });
+    assert.equal(res.status, 200);
+    const datas = assertEndsWithError(res.text);
+    assert.equal(datas.length, 4, `events: ${datas.join(' | ')}`);
+
+    const entry = await gw.accessFor(res.id);
+    assert.equal(entry.status, 200);
+    assert.match(entry.termination, /^S/, 'termination');
+  });
+
+  it('ends a cut stream in the last tier with an error', async () => {
+    const { a, gw } = await startPair('stream_error=1', 'close_after=3');
+    const res = await chat(gw, { stream: true });
+    assert.equal(res.status, 200);
+    assert.equal(res.attempts, 'a:stream_error,b:200');
+    assertEndsWithError(res.text);
+    assert.ok(!res.text.includes('from-a'), `an event of a reached the client: ${res.text}`);
+    assert.equal((await apiRequests(a, 'from-a')).length, 1, 'requests a received');
+
+    const entry = await gw.accessFor(res.id);
+    assert.equal(entry.backend, 'b');
+    assert.equal(entry.status, 200);
+    assert.match(entry.termination, /^S/, 'termination');
+  });
+
+  it('passes an error event after content on, without failing over', async () => {
+    // Role chunk, two content chunks, then the upstream's error event.
+    const { b, gw } = await startPair('stream_error=3');
+    const res = await chat(gw, { stream: true });
+    assert.equal(res.status, 200);
+    assert.equal(res.attempts, null, 'the request moved after content had reached the client');
+    const datas = assertEndsWithError(res.text);
+    assert.ok(datas.some((d) => d.includes('stream_error requested')), `the upstream's error event is missing: ${datas.join(' | ')}`);
+    assert.equal((await apiRequests(b)).length, 0, 'requests that reached b');
+
+    const entry = await gw.accessFor(res.id);
+    assert.equal(entry.backend, 'a');
+    assert.equal(entry.status, 200);
+    assert.match(entry.termination, /^S/, 'termination');
+  });
+});
