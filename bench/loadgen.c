@@ -19,9 +19,9 @@
  *           every request it delayed (no coordinated omission).
  *
  * The result is one JSON object on stdout. In stream mode a line
- * "open N" comes first, as soon as all N streams have received their first
- * content event, so a caller can read the gateway's memory while they are
- * open. Every run stops by itself at --duration.
+ * "open N" comes first, as soon as each of the N streams has received an
+ * event, so a caller can read the gateway's memory while they are open.
+ * Every run stops by itself at --duration.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -80,6 +80,8 @@ struct counters {
 	uint64_t parse_errors, requests, completed, events, stamped_events;
 	uint64_t cut_at_end;            /* streams open when the run ended */
 	uint64_t late;                  /* rate: sent later than due */
+	uint64_t measured;              /* responses completed after warm-up */
+	uint64_t not_sent;              /* rate: due while the backlog was full */
 };
 
 struct bench;
@@ -123,7 +125,7 @@ struct bench {
 	size_t backlog_head, backlog_len, backlog_cap, backlog_max;
 	int overloaded;
 
-	size_t streams_open;            /* streams that got a content event */
+	size_t streams_open;            /* streams that received an event */
 	int open_reported;
 	double open_after_s;
 	int stopping;
@@ -294,7 +296,7 @@ record_ttft(struct conn *k, uint64_t stamp)
 		samples_add(&b->ttft, request_path + relay);
 }
 
-/* Count each connection once, at its first content event, and print
+/* Count each connection once, at the first event it receives, and print
  * "open N" when all N streams are open at the same time. */
 static void
 note_stream_open(struct conn *k)
@@ -338,11 +340,11 @@ on_sse_event(void *arg, const struct tg_sse_event *ev)
 	if (!k->got_event) {
 		k->got_event = 1;
 		k->first_stamp_ns = sent;
+		note_stream_open(k);
 	}
 	if (!k->got_content && has_content(event)) {
 		k->got_content = 1;
 		record_ttft(k, sent);
-		note_stream_open(k);
 	}
 	json_decref(event);
 	return 0;
@@ -381,6 +383,8 @@ finish_response(struct conn *k)
 		return;
 	}
 	b->c.completed++;
+	if (now >= b->warm_ns)
+		b->c.measured++;
 	if (b->o.mode == MODE_RATE && k->due_ns >= b->warm_ns) {
 		samples_add(&b->latency, now - k->due_ns);
 		samples_add(&b->service, now - k->sent_ns);
@@ -612,6 +616,7 @@ backlog_push(struct bench *b, uint64_t due)
 {
 	if (b->backlog_len == b->backlog_cap) {
 		b->overloaded = 1;      /* the target cannot keep up: stop adding */
+		b->c.not_sent++;
 		return;
 	}
 	b->backlog[(b->backlog_head + b->backlog_len) % b->backlog_cap] = due;
@@ -673,7 +678,7 @@ cpu_seconds(void)
 static json_t *
 counters_json(const struct counters *c)
 {
-	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
 	                 "connects", (json_int_t)c->connects,
 	                 "connect_errors", (json_int_t)c->connect_errors,
 	                 "status_errors", (json_int_t)c->status_errors,
@@ -684,7 +689,9 @@ counters_json(const struct counters *c)
 	                 "events", (json_int_t)c->events,
 	                 "stamped_events", (json_int_t)c->stamped_events,
 	                 "cut_at_end", (json_int_t)c->cut_at_end,
-	                 "late", (json_int_t)c->late);
+	                 "late", (json_int_t)c->late,
+	                 "measured", (json_int_t)c->measured,
+	                 "not_sent", (json_int_t)c->not_sent);
 }
 
 static void
@@ -714,7 +721,7 @@ report(struct bench *b, double elapsed)
 		json_object_set_new(out, "rate", json_real(b->o.rate));
 		json_object_set_new(out, "connections", json_integer(b->o.connections));
 		json_object_set_new(out, "achieved_rps", json_real(
-		                    measured > 0 ? (double)b->latency.n / measured : 0));
+		                    measured > 0 ? (double)b->c.measured / measured : 0));
 		json_object_set_new(out, "max_backlog", json_integer((json_int_t)b->backlog_max));
 		json_object_set_new(out, "overloaded", json_boolean(b->overloaded));
 		json_object_set_new(out, "latency_us", samples_json(&b->latency));
@@ -909,6 +916,9 @@ setup(struct bench *b)
 	event_config_free(cfg);
 	b->conns = calloc(b->n_conns, sizeof(*b->conns));
 	b->idle = calloc(b->n_conns, sizeof(*b->idle));
+	/* rate: at most one second of requests waits for a free connection;
+	 * past that the target is overloaded, and further due requests are
+	 * counted in not_sent instead of queued without bound. */
 	b->backlog_cap = b->o.mode == MODE_RATE ? (size_t)(b->o.rate) + 1 : 1;
 	b->backlog = calloc(b->backlog_cap, sizeof(*b->backlog));
 	if (b->base == NULL || b->conns == NULL || b->idle == NULL || b->backlog == NULL)

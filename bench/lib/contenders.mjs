@@ -41,7 +41,7 @@ async function startNginx(ctx, name, template, values, cpu) {
   const files = Number.isFinite(ctx.fdLimit) ? ctx.fdLimit : 65536;
   fs.writeFileSync(conf, fillTemplate(template, {
     PREFIX: prefix, LISTEN: `127.0.0.1:${port}`, NOFILE: String(files),
-    CONNECTIONS: String(Math.min(40000, files - 100)), ...values,
+    CONNECTIONS: String(Math.min(40000, files - 50)), ...values,
   }));
   const proc = start(name, [ctx.bins.nginx, '-p', prefix, '-c', conf], {
     cpu, logFile: path.join(prefix, 'stderr.log'),
