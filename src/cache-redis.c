@@ -22,6 +22,7 @@
 #include <hiredis/hiredis.h>
 #include <hiredis/adapters/libevent.h>
 
+#include "clock.h"
 #include "cache-key.h"
 #include "cache-redis.h"
 #include "log.h"
@@ -79,24 +80,6 @@ struct tg_cache_redis {
 
 static void connect_redis(struct tg_cache_redis *r);
 
-static uint64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static struct timeval
-timeval_of(uint64_t ms)
-{
-	struct timeval tv = {.tv_sec = (time_t)(ms / 1000),
-	                     .tv_usec = (suseconds_t)(ms % 1000) * 1000};
-
-	return tv;
-}
-
 /* Count an error, and log it unless one was logged in the last
  * LOG_INTERVAL_MS: a Redis outage hits every request, and one line per
  * request would flood the log. */
@@ -106,7 +89,7 @@ static void log_error(struct tg_cache_redis *r, const char *fmt, ...)
 static void
 log_error(struct tg_cache_redis *r, const char *fmt, ...)
 {
-	uint64_t now = now_ms();
+	uint64_t now = tg_now_ms();
 	char message[256];
 	va_list ap;
 
@@ -149,14 +132,14 @@ static void
 arm_reply_timer(struct tg_cache_redis *r)
 {
 	struct tg_cache_redis_cmd *oldest = oldest_live(r);
-	uint64_t now = now_ms();
+	uint64_t now = tg_now_ms();
 	struct timeval tv;
 
 	if (oldest == NULL) {
 		evtimer_del(r->reply_timer);
 		return;
 	}
-	tv = timeval_of(oldest->deadline_ms > now ? oldest->deadline_ms - now : 0);
+	tv = tg_timeval_ms(oldest->deadline_ms > now ? oldest->deadline_ms - now : 0);
 	evtimer_add(r->reply_timer, &tv);
 }
 
@@ -240,7 +223,7 @@ send_cmd(struct tg_cache_redis *r, enum cmd_kind kind, tg_cache_redis_get_cb *cb
 	cmd->kind = kind;
 	cmd->cb = cb;
 	cmd->arg = arg;
-	cmd->deadline_ms = now_ms() + r->timeout_ms;
+	cmd->deadline_ms = tg_now_ms() + r->timeout_ms;
 
 	if (redisAsyncCommandArgv(r->ac, on_reply, cmd, argc, argv, argvlen) != REDIS_OK) {
 		log_error(r, "cannot send a command: %s",
@@ -275,7 +258,7 @@ schedule_retry(struct tg_cache_redis *r)
 	r->rng ^= r->rng >> 7;
 	r->rng ^= r->rng << 17;
 	delay = r->backoff_ms - r->rng % (r->backoff_ms / 4 + 1);
-	tv = timeval_of(delay);
+	tv = tg_timeval_ms(delay);
 	evtimer_add(r->retry_timer, &tv);
 }
 
@@ -377,7 +360,7 @@ reply_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct tg_cache_redis *r = arg;
 	struct tg_cache_redis_cmd *oldest = oldest_live(r);
-	uint64_t now = now_ms();
+	uint64_t now = tg_now_ms();
 
 	(void)fd;
 	(void)what;
@@ -443,7 +426,7 @@ send_setup(struct tg_cache_redis *r)
 static void
 connect_redis(struct tg_cache_redis *r)
 {
-	struct timeval tv = timeval_of(r->connect_timeout_ms);
+	struct timeval tv = tg_timeval_ms(r->connect_timeout_ms);
 	redisAsyncContext *ac = redisAsyncConnect(r->host, r->port);
 
 	if (ac == NULL) {
@@ -517,7 +500,7 @@ tg_cache_redis_new(struct event_base *base, const struct tg_cache_config *cfg)
 		return NULL;
 	r->base = base;
 	TAILQ_INIT(&r->waiting);
-	r->rng = (uint64_t)(uintptr_t)r ^ now_ms() ^ 0x9e3779b97f4a7c15ull;
+	r->rng = (uint64_t)(uintptr_t)r ^ tg_now_ms() ^ 0x9e3779b97f4a7c15ull;
 	r->reply_timer = evtimer_new(base, reply_timeout_cb, r);
 	r->connect_timer = evtimer_new(base, connect_timeout_cb, r);
 	r->retry_timer = evtimer_new(base, retry_cb, r);

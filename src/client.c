@@ -31,6 +31,7 @@
 #include <event2/event.h>
 #include <openssl/ssl.h>
 
+#include "clock.h"
 #include "client.h"
 #include "log.h"
 #include "relay.h"
@@ -47,7 +48,7 @@ static void client_free(struct tg_client *c);
 static void
 arm_timer(struct tg_client *c, tg_msec_t ms)
 {
-	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+	struct timeval tv = tg_timeval_ms(ms);
 
 	event_add(c->timer, &tv);
 }
@@ -58,28 +59,6 @@ client_limits(const struct tg_client *c)
 	if (c->req != NULL)
 		return &c->req->config->limits;
 	return &c->worker->config->limits;
-}
-
-/* Grow *buf to hold *len + add bytes plus a NUL. */
-static int
-append_bytes(char **buf, size_t *len, size_t *cap, const char *at, size_t add)
-{
-	if (*len + add + 1 > *cap) {
-		size_t cap_new = *cap ? *cap : 64;
-		char *grown;
-
-		while (cap_new < *len + add + 1)
-			cap_new *= 2;
-		grown = realloc(*buf, cap_new);
-		if (grown == NULL)
-			return -1;
-		*buf = grown;
-		*cap = cap_new;
-	}
-	memcpy(*buf + *len, at, add);
-	*len += add;
-	(*buf)[*len] = '\0';
-	return 0;
 }
 
 /* Record a request error found while parsing; the llhttp callback then
@@ -128,7 +107,7 @@ on_url(llhttp_t *p, const char *at, size_t len)
 
 	if (head_grew(c, len) != 0)
 		return HPE_USER;
-	if (append_bytes(&c->url, &c->url_len, &c->url_cap, at, len) != 0)
+	if (tg_bytes_append(&c->url, &c->url_len, &c->url_cap, at, len) != 0)
 		return parse_fail(c, TG_E_INTERNAL);
 	return 0;
 }
@@ -140,7 +119,7 @@ on_header_field(llhttp_t *p, const char *at, size_t len)
 
 	if (head_grew(c, len) != 0)
 		return HPE_USER;
-	if (append_bytes(&c->field, &c->field_len, &c->field_cap, at, len) != 0)
+	if (tg_bytes_append(&c->field, &c->field_len, &c->field_cap, at, len) != 0)
 		return parse_fail(c, TG_E_INTERNAL);
 	return 0;
 }
@@ -160,7 +139,7 @@ on_header_value(llhttp_t *p, const char *at, size_t len)
 
 	if (head_grew(c, len) != 0)
 		return HPE_USER;
-	if (append_bytes(&c->value, &c->value_len, &c->value_cap, at, len) != 0)
+	if (tg_bytes_append(&c->value, &c->value_len, &c->value_cap, at, len) != 0)
 		return parse_fail(c, TG_E_INTERNAL);
 	return 0;
 }

@@ -349,19 +349,21 @@ parse_group(struct load_ctx *ctx, const char *path, json_t *value, struct tg_tie
 	}
 }
 
-/* Whether b is already a member of a tier of r: a backend may appear once
- * in a route, since a request never goes to the same backend twice. */
+/* Whether the backend of member m of tier current appears before it in r:
+ * a backend may appear once in a route, since a request never goes to the
+ * same backend twice. */
 static int
-listed_before(const struct tg_route *r, const struct tg_tier *current,
-              const struct tg_backend *b)
+listed_before(const struct tg_route *r, const struct tg_tier *current, size_t m)
 {
+	const struct tg_backend *b = current->members[m].backend;
+
 	for (size_t t = 0; t < r->n_tiers; t++) {
 		for (size_t i = 0; i < r->tiers[t].n_members; i++) {
 			if (r->tiers[t].members[i].backend == b)
 				return 1;
 		}
 	}
-	for (size_t i = 0; i + 1 < current->n_members; i++) {
+	for (size_t i = 0; i < m; i++) {
 		if (current->members[i].backend == b)
 			return 1;
 	}
@@ -412,7 +414,7 @@ tg_parse_route_backends(struct load_ctx *ctx, const char *path, json_t *value,
 		struct tg_tier *t = &r->tiers[r->n_tiers];
 
 		path_index(child, path, i);
-		if (json_is_object(entry)) {
+		if (json_is_object(entry) && json_object_get(entry, "members") != NULL) {
 			parse_group(ctx, child, entry, t);
 		} else {
 			t->members = calloc(1, sizeof(*t->members));
@@ -425,7 +427,7 @@ tg_parse_route_backends(struct load_ctx *ctx, const char *path, json_t *value,
 		}
 
 		for (size_t m = 0; m < t->n_members; m++) {
-			if (listed_before(r, t, t->members[m].backend))
+			if (listed_before(r, t, m))
 				report(ctx, child, "backend %s is listed twice",
 				       quote(t->members[m].backend->name, q, sizeof(q)));
 			t->total_weight += t->members[m].weight;

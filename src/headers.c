@@ -92,6 +92,27 @@ tg_headers_remove(struct tg_headers *h, const char *name)
 }
 
 int
+tg_bytes_append(char **buf, size_t *len, size_t *cap, const char *at, size_t n)
+{
+	if (*len + n + 1 > *cap) {
+		size_t grown_cap = *cap ? *cap : 64;
+		char *grown;
+
+		while (grown_cap < *len + n + 1)
+			grown_cap *= 2;
+		grown = realloc(*buf, grown_cap);
+		if (grown == NULL)
+			return -1;
+		*buf = grown;
+		*cap = grown_cap;
+	}
+	memcpy(*buf + *len, at, n);
+	*len += n;
+	(*buf)[*len] = '\0';
+	return 0;
+}
+
+int
 tg_header_value_valid(const char *value, size_t len)
 {
 	for (size_t i = 0; i < len; i++) {

@@ -35,6 +35,11 @@ const char *tg_headers_get(const struct tg_headers *h, const char *name);
 /* Remove every header called name; returns how many were removed. */
 size_t tg_headers_remove(struct tg_headers *h, const char *name);
 
+/* Append n bytes at to the growable buffer *buf of *len bytes and *cap
+ * capacity, keeping it NUL-terminated: for names and values that llhttp
+ * delivers in pieces. Returns 0, or -1 when out of memory (*buf is kept). */
+int tg_bytes_append(char **buf, size_t *len, size_t *cap, const char *at, size_t n);
+
 /* 1 when value may be sent in a header: no CR, LF or NUL. */
 int tg_header_value_valid(const char *value, size_t len);
 

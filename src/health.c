@@ -260,30 +260,36 @@ tg_health_cooldown(const struct tg_backend *b, uint64_t until_ns)
 		;
 }
 
-void
+enum tg_health_change
 tg_health_probe_result(const struct tg_backend *b, int ok, uint64_t now_ns)
 {
 	struct tg_backend_state *s = b->state;
+	int was_ejected;
 
 	if (s == NULL)
-		return;
+		return TG_HEALTH_UNCHANGED;
 	atomic_store(&s->probe_ok, ok);
+	was_ejected = atomic_load(&s->ejected_until) != 0;
 	if (ok) {
-		if (atomic_load(&s->ejected_until) != 0) {
-			atomic_store(&s->ejections, 0);
-			atomic_store(&s->ejected_until, 0);
-			atomic_store(&s->half_open, 0);
-		}
 		atomic_store(&s->consecutive_failures, 0);
-		return;
+		if (!was_ejected)
+			return TG_HEALTH_UNCHANGED;
+		atomic_store(&s->ejections, 0);
+		atomic_store(&s->ejected_until, 0);
+		atomic_store(&s->half_open, 0);
+		return TG_HEALTH_RECOVERED;
 	}
 
 	/* A failed probe counts like a failed request; it also ejects again
 	 * a backend whose ejection ran out. */
-	if (b->health != NULL &&
-	    (atomic_load(&s->ejected_until) != 0 ||
-	     should_eject(s, b->health, atomic_fetch_add(&s->consecutive_failures, 1) + 1, 0, 0)))
+	if (b->health == NULL)
+		return TG_HEALTH_UNCHANGED;
+	if (was_ejected ||
+	    should_eject(s, b->health, atomic_fetch_add(&s->consecutive_failures, 1) + 1, 0, 0)) {
 		eject(s, b->health, now_ns);
+		return was_ejected ? TG_HEALTH_UNCHANGED : TG_HEALTH_EJECTED;
+	}
+	return TG_HEALTH_UNCHANGED;
 }
 
 double

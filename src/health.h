@@ -65,7 +65,8 @@ void tg_health_cooldown(const struct tg_backend *b, uint64_t until_ns);
 
 /* Record an active probe result: success ends an ejection at once, a
  * failure counts toward one (or renews one that ran out). */
-void tg_health_probe_result(const struct tg_backend *b, int ok, uint64_t now_ns);
+enum tg_health_change tg_health_probe_result(const struct tg_backend *b, int ok,
+                                             uint64_t now_ns);
 
 /* Load figure for the balancers: peak-EWMA latency times (in flight + 1). */
 double tg_health_cost(const struct tg_backend *b, uint64_t now_ns);

@@ -264,16 +264,14 @@ tg_sessions_collect(struct tg_series_set *sets, struct tg_sessions *s)
 	double values[TG_HIST_MAX_BOUNDS + 2];
 	double active = (double)tg_counter_get(&s->active);
 	double evicted = (double)tg_counter_get(&s->evicted);
-	uint64_t count = 0;
 	int rc = 0;
 
-	for (size_t i = 0; i <= spec->n; i++) {
+	/* Exposed from the start, empty or not, so the first idle session
+	 * does not make a series appear. */
+	for (size_t i = 0; i <= spec->n; i++)
 		values[i] = (double)tg_counter_get(&s->turns.bucket[i]);
-		count += (uint64_t)values[i];
-	}
 	values[spec->n + 1] = (double)tg_counter_get(&s->turns.sum);
-	if (count > 0)
-		rc |= tg_series_add(&sets[TG_F_SESSION_TURNS], TG_F_SESSION_TURNS, "", values);
+	rc |= tg_series_add(&sets[TG_F_SESSION_TURNS], TG_F_SESSION_TURNS, "", values);
 	rc |= tg_series_add(&sets[TG_F_SESSIONS_ACTIVE], TG_F_SESSIONS_ACTIVE, "", &active);
 	rc |= tg_series_add(&sets[TG_F_SESSIONS_EVICTED], TG_F_SESSIONS_EVICTED, "", &evicted);
 	return rc;

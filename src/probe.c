@@ -7,6 +7,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "clock.h"
 #include "config.h"
 #include "health.h"
 #include "log.h"
@@ -34,12 +35,16 @@ probe_done(struct tg_probe *p, int ok, const char *why)
 {
 	const struct tg_backend *b = p->backend;
 	int was_ok = atomic_load(&b->state->probe_ok);
+	enum tg_health_change change;
 
 	p->conn = NULL;
-	tg_health_probe_result(b, ok, tg_now_ns());
-	if (ok && !was_ok)
+	change = tg_health_probe_result(b, ok, tg_now_ns());
+	if (change == TG_HEALTH_RECOVERED)
 		tg_info("backend %s: probe of %s succeeded; back in rotation", b->name,
 		        b->health->probe_path);
+	else if (change == TG_HEALTH_EJECTED)
+		tg_warn("backend %s ejected after failed probes of %s (last: %s)", b->name,
+		        b->health->probe_path, why);
 	else if (!ok && was_ok)
 		tg_warn("backend %s: probe of %s failed: %s", b->name, b->health->probe_path, why);
 	probe_schedule(p);
@@ -108,7 +113,7 @@ static void
 probe_schedule(struct tg_probe *p)
 {
 	tg_msec_t ms = p->backend->health->probe_interval;
-	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+	struct timeval tv = tg_timeval_ms(ms);
 
 	event_add(p->timer, &tv);
 }

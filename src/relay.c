@@ -25,9 +25,12 @@
 #define HOLD_MAX_EVENTS TG_MAX_HELD_EVENTS
 #define HOLD_MAX_BYTES (64 * 1024)
 
-/* Returned by the event callback to stop parsing: the stream moved to
- * another attempt, so the rest of this upstream's bytes are dropped. */
+/* Returned by the event callback to stop parsing. ABANDONED: the stream
+ * moved to another attempt, so the rest of this upstream's bytes are
+ * dropped. FAILED: an error event came before any content and no backend
+ * is left. */
 #define STREAM_ABANDONED 1
+#define STREAM_FAILED 3
 
 /* Returned by the event callback to stop parsing: a content filter ended
  * the stream, so the upstream is cancelled. */
@@ -249,6 +252,9 @@ tg_relay_reset(struct tg_request *req)
 		free_event(&resp->held[i]);
 	if (resp->pending != NULL)
 		evbuffer_free(resp->pending);
+	if (resp->stream_error_body != NULL)
+		evbuffer_free(resp->stream_error_body);
+	resp->stream_error_body = NULL;
 	if (resp->body != NULL)
 		evbuffer_free(resp->body);
 	tg_headers_free(&resp->headers);
@@ -395,9 +401,17 @@ on_sse_event(void *arg, const struct tg_sse_event *sse)
 	ev.kind = tg_relay_classify(sse, &ev.json, &ev.finish);
 
 	if (!resp->content_sent) {
-		if (ev.kind == TG_EVENT_ERROR && fail_over_stream(req)) {
+		if (ev.kind == TG_EVENT_ERROR) {
+			int moved = fail_over_stream(req);
+
+			/* With no backend left, nothing was sent yet: the upstream's
+			 * error goes out as an HTTP error instead of a 200 stream. */
+			if (!moved)
+				resp->stream_error_body = evbuffer_new();
+			if (!moved && resp->stream_error_body != NULL)
+				evbuffer_add(resp->stream_error_body, sse->data, sse->data_len);
 			free_event(&ev);
-			return STREAM_ABANDONED;
+			return moved ? STREAM_ABANDONED : STREAM_FAILED;
 		}
 		if (ev.kind == TG_EVENT_EMPTY && resp->n_held < HOLD_MAX_EVENTS &&
 		    resp->held_bytes + evbuffer_get_length(ev.raw) <= HOLD_MAX_BYTES) {
@@ -491,6 +505,8 @@ relay_on_head(void *arg, int status, struct tg_headers *headers)
 		if (tg_attempt_next(req, 0, status))
 			return 1;       /* this response is dropped with its connection */
 		req->upstream = conn;
+		tg_log_request(req, TG_LOG_WARN, "backend answered %d and no attempt is left; "
+		               "passing it to the client", status);
 	}
 
 	req->phase = TG_PHASE_DATA;
@@ -527,6 +543,35 @@ end_blocked_stream(struct tg_request *req)
 	tg_client_response_done(req->client);
 }
 
+/* The only stream left reported an error before any content: answer 502
+ * with the upstream's error body when it is JSON, the gateway's otherwise. */
+static void
+answer_stream_error(struct tg_request *req)
+{
+	struct evbuffer *body = req->response.stream_error_body;
+	json_t *parsed = NULL;
+
+	req->response.stream_error_body = NULL;
+	if (body != NULL) {
+		size_t len = evbuffer_get_length(body);
+
+		parsed = json_loadb((const char *)evbuffer_pullup(body, -1), len, 0, NULL);
+		if (json_object_get(parsed, "error") == NULL) {
+			evbuffer_drain(body, len);
+			tg_error_body(body, TG_E_UPSTREAM_STREAM_ERROR, NULL);
+		}
+		json_decref(parsed);
+	}
+	tg_log_request(req, TG_LOG_WARN, "upstream stream failed before any content and "
+	               "no backend is left; answering 502");
+	tg_relay_reset(req);
+	req->error = TG_E_UPSTREAM_STREAM_ERROR;
+	req->cause = TG_CAUSE_UPSTREAM_FAILED;
+	tg_relay_local_response(req, 502, NULL, body);
+	if (body != NULL)
+		evbuffer_free(body);
+}
+
 static int
 relay_stream_body(struct tg_request *req, const char *data, size_t len)
 {
@@ -537,6 +582,11 @@ relay_stream_body(struct tg_request *req, const char *data, size_t len)
 	rc = tg_sse_feed(&resp->sse, data, len);
 	if (rc == STREAM_ABANDONED)
 		return 1;
+	if (rc == STREAM_FAILED) {
+		req->upstream = NULL;   /* returning non-zero hands it back */
+		answer_stream_error(req);
+		return 1;
+	}
 	if (rc == STREAM_BLOCKED) {
 		/* Returning non-zero hands the connection back, which closes it. */
 		req->upstream = NULL;
@@ -595,6 +645,17 @@ finish_stream(struct tg_request *req)
 	/* Bytes after the last event (such as the LF of a final CRLF) go out
 	 * as they came, so the body stays byte for byte the upstream's. */
 	write_piece(req, resp->pending);
+
+	/* The upstream's own error event already told the client. */
+	if (req->error == TG_E_UPSTREAM_STREAM_ERROR) {
+		if (resp->chunked) {
+			evbuffer_add(out, "0\r\n\r\n", 5);
+			req->bytes_out += 5;
+		}
+		req->client->close_after_response = 1;
+		tg_client_response_done(req->client);
+		return;
+	}
 
 	if (tg_sse_finish(&resp->sse) || (!resp->sse_done && !resp->finish_seen)) {
 		tg_log_request(req, TG_LOG_WARN, "upstream stream ended without a finish "

@@ -67,6 +67,7 @@ struct tg_response {
 	int content_sent;               /* an event with content went out */
 	int sse_done;                   /* "[DONE]" was seen */
 	int finish_seen;                /* a finish reason was seen */
+	struct evbuffer *stream_error_body; /* an error event before content */
 };
 
 #define TG_MAX_ATTEMPTS 16

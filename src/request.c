@@ -40,15 +40,6 @@ static const struct endpoint known_endpoints[] = {
 	{"/v1/models", HTTP_GET, 0},
 };
 
-uint64_t
-tg_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 struct tg_request *
 tg_request_new(struct tg_client *client)
 {

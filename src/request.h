@@ -5,6 +5,7 @@
 #ifndef TOLLGATE_REQUEST_H
 #define TOLLGATE_REQUEST_H
 
+#include "clock.h"
 #include "request-t.h"
 
 struct tg_request *tg_request_new(struct tg_client *client);
@@ -23,8 +24,5 @@ void tg_request_abort(struct tg_request *req, enum tg_cause cause);
 /* Called by the client connection once the whole response left the gateway
  * (or the connection failed): write the access-log line and free req. */
 void tg_request_done(struct tg_request *req);
-
-/* Nanoseconds of CLOCK_MONOTONIC. */
-uint64_t tg_now_ns(void);
 
 #endif

@@ -7,6 +7,7 @@
  * send list together at or below max_queue_size. The batch in flight no
  * longer counts, as in the OpenTelemetry SDK.
  */
+#include "clock.h"
 #include "autoconfig.h"
 
 #include <errno.h>
@@ -96,22 +97,6 @@ struct tg_tracer {
 static void export_send(struct export *e);
 static void tracer_maybe_finish(struct tg_tracer *t);
 
-static uint64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static struct timeval
-ms_to_timeval(uint64_t ms)
-{
-	struct timeval tv = { .tv_sec = (time_t)(ms / 1000),
-	                      .tv_usec = (suseconds_t)(ms % 1000) * 1000 };
-	return tv;
-}
 
 static double
 random_unit(void)
@@ -316,7 +301,7 @@ attempt_ended(struct export *e, const struct tg_export_result *result)
 		.initial_backoff_ms = tc->initial_backoff,
 		.max_backoff_ms = tc->max_backoff,
 	};
-	uint64_t now = now_ms();
+	uint64_t now = tg_now_ms();
 	uint64_t delay;
 	char why[96];
 
@@ -340,7 +325,7 @@ attempt_ended(struct export *e, const struct tg_export_result *result)
 		return;
 	}
 
-	struct timeval tv = ms_to_timeval(delay);
+	struct timeval tv = tg_timeval_ms(delay);
 
 	tg_debug("OTLP export attempt %u to %s failed (%s); retrying in %" PRIu64 " ms",
 	         e->attempt, tc->endpoint, why, delay);
@@ -449,7 +434,7 @@ static void
 export_send(struct export *e)
 {
 	struct tg_tracer *t = e->tracer;
-	uint64_t now = now_ms();
+	uint64_t now = tg_now_ms();
 	struct tg_export_result failed = { .status = 0 };
 	struct evhttp_connection *conn;
 	struct evhttp_request *req;
@@ -459,7 +444,7 @@ export_send(struct export *e)
 		export_finish(t, e, 0, "export timeout reached before the attempt");
 		return;
 	}
-	tv = ms_to_timeval(e->deadline_ms - now);
+	tv = tg_timeval_ms(e->deadline_ms - now);
 	e->timed_out = 0;
 
 	conn = endpoint_connection(t);
@@ -522,8 +507,8 @@ export_start(struct tg_tracer *t)
 
 	e->tracer = t;
 	e->attempt = 1;
-	e->deadline_ms = now_ms() + (t->stopping && t->stop_deadline_ms < now_ms() + tc->export_timeout
-	                             ? t->stop_deadline_ms - now_ms() : tc->export_timeout);
+	e->deadline_ms = tg_now_ms() + (t->stopping && t->stop_deadline_ms < tg_now_ms() + tc->export_timeout
+	                             ? t->stop_deadline_ms - tg_now_ms() : tc->export_timeout);
 	resource_of(t, &resource);
 	e->body = tg_otlp_dumps(e->spans, e->n_spans, &resource);
 	if (e->body == NULL) {
@@ -542,7 +527,7 @@ export_start(struct tg_tracer *t)
 static void
 maybe_export(struct tg_tracer *t)
 {
-	uint64_t now = now_ms();
+	uint64_t now = tg_now_ms();
 
 	if (t->export != NULL || t->n_send == 0)
 		return;
@@ -557,7 +542,7 @@ static void
 warn_drops(struct tg_tracer *t)
 {
 	uint64_t dropped = atomic_load(&t->spans_dropped);
-	uint64_t now = now_ms();
+	uint64_t now = tg_now_ms();
 
 	if (dropped == t->dropped_reported || now - t->last_drop_warning_ms < WARN_INTERVAL_MS)
 		return;
@@ -601,7 +586,7 @@ static void
 apply_config(struct tg_tracer *t, struct tg_config *cfg)
 {
 	const struct tg_tracing_config *tc = cfg->tracing;
-	struct timeval tick = ms_to_timeval(TICK_MS);
+	struct timeval tick = tg_timeval_ms(TICK_MS);
 
 	if (tc->max_queue_size != t->max_queue)
 		tg_warn("reload: tracing.batch.max_queue_size changed; it takes effect "
@@ -611,8 +596,8 @@ apply_config(struct tg_tracer *t, struct tg_config *cfg)
 	t->config = cfg;
 	t->tracing = tc;
 	set_service_name(t, tc->service_name);
-	if (t->next_export_ms > now_ms() + tc->schedule_delay)
-		t->next_export_ms = now_ms() + tc->schedule_delay;     /* a shorter delay */
+	if (t->next_export_ms > tg_now_ms() + tc->schedule_delay)
+		t->next_export_ms = tg_now_ms() + tc->schedule_delay;     /* a shorter delay */
 	tg_trace_ring_resize(&t->ring, tc->recent_traces);
 
 	/* Without tracing there is nothing to move, but spans submitted under
@@ -747,12 +732,12 @@ static void
 stop_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct tg_tracer *t = arg;
-	struct timeval tv = ms_to_timeval(t->tracing->shutdown_timeout);
+	struct timeval tv = tg_timeval_ms(t->tracing->shutdown_timeout);
 
 	(void)fd;
 	(void)what;
 	t->stopping = 1;
-	t->stop_deadline_ms = now_ms() + t->tracing->shutdown_timeout;
+	t->stop_deadline_ms = tg_now_ms() + t->tracing->shutdown_timeout;
 	t->stop_timer = evtimer_new(t->base, stop_deadline_cb, t);
 	if (t->stop_timer == NULL) {
 		event_base_loopexit(t->base, NULL);

@@ -15,15 +15,6 @@ const char *const tg_semconv_names[TG_SC_COUNT] = {
 #undef TG_SEMCONV_NAME
 };
 
-uint64_t
-tg_wall_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 struct tg_span *
 tg_span_new(const uint8_t trace_id[TG_TRACE_ID_SIZE],
             const uint8_t parent_id[TG_SPAN_ID_SIZE],

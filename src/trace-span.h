@@ -13,10 +13,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "clock.h"
 #include "trace-t.h"
 
 /* Nanoseconds since the Unix epoch, from CLOCK_REALTIME. */
-uint64_t tg_wall_ns(void);
 
 /* A new running span with a random span id; NULL when out of memory. */
 struct tg_span *tg_span_new(const uint8_t trace_id[TG_TRACE_ID_SIZE],

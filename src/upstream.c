@@ -24,6 +24,7 @@
 #include <llhttp.h>
 #include <openssl/err.h>
 
+#include "clock.h"
 #include "log.h"
 #include "tls.h"
 #include "upstream.h"
@@ -83,7 +84,7 @@ static int conn_connect(struct tg_upstream_conn *c);
 static void
 arm(struct tg_upstream_conn *c, tg_msec_t ms)
 {
-	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+	struct timeval tv = tg_timeval_ms(ms);
 
 	event_add(c->timer, &tv);
 }
@@ -243,27 +244,6 @@ conn_complete(struct tg_upstream_conn *c)
 /* --- response parsing ------------------------------------------------------- */
 
 static int
-grow_append(char **buf, size_t *len, size_t *cap, const char *at, size_t n)
-{
-	if (*len + n + 1 > *cap) {
-		size_t want = *cap ? *cap * 2 : 64;
-		char *grown;
-
-		while (want < *len + n + 1)
-			want *= 2;
-		grown = realloc(*buf, want);
-		if (grown == NULL)
-			return -1;
-		*buf = grown;
-		*cap = want;
-	}
-	memcpy(*buf + *len, at, n);
-	*len += n;
-	(*buf)[*len] = '\0';
-	return 0;
-}
-
-static int
 on_message_begin(llhttp_t *p)
 {
 	struct tg_upstream_conn *c = p->data;
@@ -279,7 +259,7 @@ on_header_field(llhttp_t *p, const char *at, size_t len)
 {
 	struct tg_upstream_conn *c = p->data;
 
-	return grow_append(&c->field, &c->field_len, &c->field_cap, at, len) ? HPE_USER : 0;
+	return tg_bytes_append(&c->field, &c->field_len, &c->field_cap, at, len) ? HPE_USER : 0;
 }
 
 static int
@@ -287,7 +267,7 @@ on_header_value(llhttp_t *p, const char *at, size_t len)
 {
 	struct tg_upstream_conn *c = p->data;
 
-	return grow_append(&c->value, &c->value_len, &c->value_cap, at, len) ? HPE_USER : 0;
+	return tg_bytes_append(&c->value, &c->value_len, &c->value_cap, at, len) ? HPE_USER : 0;
 }
 
 static int
