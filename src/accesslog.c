@@ -52,10 +52,24 @@ tg_accesslog_reopen(int fd, const char *path)
 	return 0;
 }
 
+#define FIELD_MAX 256  /* bytes of a client-chosen value, such as the model */
+
+/* s as a JSON string cut to FIELD_MAX bytes on a UTF-8 boundary, so a
+ * client cannot make one log line as long as its request body. */
 static json_t *
 string_or_null(const char *s)
 {
-	return s ? json_string(s) : json_null();
+	size_t len;
+
+	if (s == NULL)
+		return json_null();
+	len = strlen(s);
+	if (len > FIELD_MAX) {
+		len = FIELD_MAX;
+		while (len > 0 && ((unsigned char)s[len] & 0xC0) == 0x80)
+			len--;
+	}
+	return json_stringn(s, len);
 }
 
 void

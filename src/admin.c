@@ -19,6 +19,10 @@
 #include "trace-export.h"
 #include "worker.h"
 
+#define ADMIN_MAX_HEAD (16 * 1024)
+#define ADMIN_MAX_BODY 1024
+#define ADMIN_TIMEOUT_S 30
+
 static void
 send_text(struct evhttp_request *r, int status, const char *reason, const char *text)
 {
@@ -173,6 +177,12 @@ tg_admin_start(struct event_base *base, const char *address, struct tg_runtime *
 		return NULL;
 	}
 	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+
+	/* The admin endpoints take no body and short heads; without these
+	 * bounds evhttp buffers whatever a local client sends. */
+	evhttp_set_max_headers_size(http, ADMIN_MAX_HEAD);
+	evhttp_set_max_body_size(http, ADMIN_MAX_BODY);
+	evhttp_set_timeout(http, ADMIN_TIMEOUT_S);
 	evhttp_set_cb(http, "/metrics", metrics_cb, rt);
 	evhttp_set_cb(http, "/healthz", healthz_cb, rt);
 	evhttp_set_cb(http, "/readyz", readyz_cb, rt);

@@ -325,7 +325,9 @@ tg_attempt_next(struct tg_request *req, unsigned retry_on_kind, int status)
 		                          tg_now_ns(), &trial);
 		if (member == NULL)
 			return 0;
-		if (!budget_take_retry(req)) {
+		/* A refused connection costs the upstream nothing, so it draws
+		 * on no budget: a dead backend must not starve the live ones. */
+		if (retry_on_kind != TG_RETRY_CONNECT && !budget_take_retry(req)) {
 			if (trial)
 				atomic_store(&member->backend->state->half_open, 0);
 			return 0;

@@ -150,8 +150,17 @@ on_header_value_complete(llhttp_t *p)
 	struct tg_client *c = p->data;
 	int rc = 0;
 
+	/* Trailer fields of a chunked body come after the headers were
+	 * checked and stripped: drop them rather than forward them. */
+	if (c->state == TG_CLIENT_BODY) {
+		c->field_len = 0;
+		c->value_len = 0;
+		return 0;
+	}
+
 	/* llhttp rejects a bare CR or LF itself; this also covers NUL. */
-	if (!tg_header_value_valid(c->value, c->value_len))
+	if (!tg_header_name_valid(c->field, c->field_len) ||
+	    !tg_header_value_valid(c->value, c->value_len))
 		rc = parse_fail(c, TG_E_BAD_REQUEST);
 	else if (tg_headers_add(&c->req->headers, c->field ? c->field : "", c->field_len,
 	                        c->value ? c->value : "", c->value_len) != 0)
@@ -373,13 +382,20 @@ client_event_cb(struct bufferevent *bev, short events, void *arg)
 	struct tg_client *c = arg;
 
 	(void)bev;
-	if (!(events & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
+	if (!(events & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)))
 		return;
 
 	if (c->req != NULL) {
-		tg_debug("client %s: connection %s during a request", c->addr,
-		         (events & BEV_EVENT_EOF) ? "closed" : "failed");
-		tg_request_abort(c->req, TG_CAUSE_CLIENT_CLOSED);
+		int timeout = (events & BEV_EVENT_TIMEOUT) != 0;
+
+		if (timeout)
+			tg_log_request(c->req, TG_LOG_WARN, "client accepted no response byte "
+			               "for limits.send_timeout; closing");
+		else
+			tg_debug("client %s: connection %s during a request", c->addr,
+			         (events & BEV_EVENT_EOF) ? "closed" : "failed");
+		tg_request_abort(c->req, timeout ? TG_CAUSE_CLIENT_TIMEOUT
+		                                 : TG_CAUSE_CLIENT_CLOSED);
 		c->req = NULL;
 	}
 	client_free(c);
@@ -476,6 +492,7 @@ tg_client_accept(struct tg_worker *w, evutil_socket_t fd,
                  const struct sockaddr *addr, int addrlen, void *tls)
 {
 	struct tg_client *c = calloc(1, sizeof(*c));
+	struct timeval send_timeout;
 	int one = 1;
 
 	(void)addrlen;
@@ -510,6 +527,11 @@ tg_client_accept(struct tg_worker *w, evutil_socket_t fd,
 
 	bufferevent_setcb(c->bev, client_read_cb, client_write_cb, client_event_cb, c);
 	bufferevent_setwatermark(c->bev, EV_WRITE, CLIENT_OUTPUT_LOW, 0);
+
+	/* A client that stops reading would otherwise hold this connection
+	 * and a paused upstream one for ever. */
+	send_timeout = tg_timeval_ms(w->config->limits.send_timeout);
+	bufferevent_set_timeouts(c->bev, NULL, &send_timeout);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	arm_timer(c, w->config->limits.client_header_timeout);
 }

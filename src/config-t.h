@@ -85,6 +85,7 @@ struct tg_limits {
 	tg_msec_t client_header_timeout; /* read the request head; default 10s */
 	tg_msec_t client_body_timeout;  /* gap between body reads; default 30s */
 	tg_msec_t keepalive_timeout;    /* idle client connection; default 75s */
+	tg_msec_t send_timeout;         /* no write progress to the client; 60s */
 };
 
 struct tg_config {

@@ -434,6 +434,10 @@ static const struct setting limits_settings[] = {
 	  .min = 1, .max = NO_MAX,
 	  .offset = offsetof(struct tg_config, limits.keepalive_timeout),
 	  .help = "how long an idle client connection is kept open" },
+	{ .key = "send_timeout", .type = T_DURATION, .def = "\"60s\"",
+	  .min = 1, .max = NO_MAX,
+	  .offset = offsetof(struct tg_config, limits.send_timeout),
+	  .help = "longest time a client may take to accept more response bytes" },
 };
 static const struct section limits_section = SECTION(limits_settings);
 

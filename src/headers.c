@@ -1,6 +1,7 @@
 /*
  * Header lists and proxy header rewriting.
  */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,6 +111,20 @@ tg_bytes_append(char **buf, size_t *len, size_t *cap, const char *at, size_t n)
 	*len += n;
 	(*buf)[*len] = '\0';
 	return 0;
+}
+
+int
+tg_header_name_valid(const char *name, size_t len)
+{
+	if (name == NULL || len == 0)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)name[i];
+
+		if (ch == '\0' || (!isalnum(ch) && strchr("!#$%&'*+-.^_`|~", ch) == NULL))
+			return 0;
+	}
+	return 1;
 }
 
 int

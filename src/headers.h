@@ -40,6 +40,10 @@ size_t tg_headers_remove(struct tg_headers *h, const char *name);
  * delivers in pieces. Returns 0, or -1 when out of memory (*buf is kept). */
 int tg_bytes_append(char **buf, size_t *len, size_t *cap, const char *at, size_t n);
 
+/* 1 when name is a token (RFC 9110, section 5.6.2): one or more of
+ * letters, digits and !#$%&'*+-.^_`|~. */
+int tg_header_name_valid(const char *name, size_t len);
+
 /* 1 when value may be sent in a header: no CR, LF or NUL. */
 int tg_header_value_valid(const char *value, size_t len);
 

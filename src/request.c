@@ -97,9 +97,10 @@ find_endpoint(const char *path)
 }
 
 /* Parse the body as a JSON object and pick out model and stream. Returns
- * TG_OK, or the error to answer with. */
+ * TG_OK, or the error to answer with and its message in message. */
 static enum tg_error
-parse_body(struct tg_request *req, const struct endpoint *endpoint)
+parse_body(struct tg_request *req, const struct endpoint *endpoint, char *message,
+           size_t size)
 {
 	json_error_t error;
 	const unsigned char *data;
@@ -109,8 +110,16 @@ parse_body(struct tg_request *req, const struct endpoint *endpoint)
 		return TG_OK;
 
 	data = evbuffer_pullup(req->body, -1);
-	req->json = json_loadb((const char *)data, req->body_len, 0, &error);
-	if (req->json == NULL || !json_is_object(req->json))
+	/* Duplicate keys are refused: the gateway would route on one "model"
+	 * while an upstream might read the other. */
+	req->json = json_loadb((const char *)data, req->body_len, JSON_REJECT_DUPLICATES,
+	                       &error);
+	if (req->json == NULL) {
+		snprintf(message, size, "the request body is not valid JSON: %s (line %d, "
+		         "column %d)", error.text, error.line, error.column);
+		return TG_E_INVALID_JSON;
+	}
+	if (!json_is_object(req->json))
 		return TG_E_INVALID_JSON;
 
 	model = json_object_get(req->json, "model");
@@ -229,9 +238,10 @@ tg_request_dispatch(struct tg_request *req)
 		return;
 	}
 
-	err = parse_body(req, endpoint);
+	message[0] = '\0';
+	err = parse_body(req, endpoint, message, sizeof(message));
 	if (err != TG_OK) {
-		tg_request_fail(req, err, NULL);
+		tg_request_fail(req, err, message[0] ? message : NULL);
 		return;
 	}
 

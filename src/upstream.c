@@ -7,8 +7,10 @@
  *                                 ^                                     |
  *                                 +-------------- reused ---------------+
  *
- * Each state has one timer: the backend's connect, first_byte and idle
- * timeouts, and the pool's idle_timeout while pooled. An idle connection
+ * Each state has one timer: the backend's connect, first_byte (until the
+ * whole response head arrived) and idle timeouts, and the pool's
+ * idle_timeout while pooled. A response head may be at most
+ * UPSTREAM_MAX_HEAD bytes, so a hostile upstream cannot grow it unbounded. An idle connection
  * that becomes readable was closed (or spoke out of turn) and is dropped.
  */
 #include <errno.h>
@@ -30,9 +32,11 @@
 #include "upstream.h"
 #include "worker.h"
 
+#define UPSTREAM_MAX_HEAD (64 * 1024)
+
 enum conn_state {
 	CONN_CONNECTING,
-	CONN_WAITING,           /* request sent, no response byte yet */
+	CONN_WAITING,           /* request sent, response head not complete */
 	CONN_READING,           /* response under way */
 	CONN_IDLE,              /* in the pool */
 };
@@ -72,6 +76,8 @@ struct tg_upstream_conn {
 	int cancelled;          /* cancelled from inside the parser */
 	int stopped;            /* the handler returned non-zero */
 	int paused;
+	size_t head_bytes;      /* of the response head so far */
+	int head_too_large;
 
 	struct tg_headers headers;
 	char *field, *value;
@@ -251,7 +257,19 @@ on_message_begin(llhttp_t *p)
 	tg_headers_free(&c->headers);
 	c->field_len = 0;
 	c->value_len = 0;
+	c->head_bytes = 0;
 	return 0;
+}
+
+/* Count n more bytes of response head; non-zero stops the parser. */
+static int
+head_grew(struct tg_upstream_conn *c, size_t n)
+{
+	c->head_bytes += n;
+	if (c->head_bytes <= UPSTREAM_MAX_HEAD)
+		return 0;
+	c->head_too_large = 1;
+	return HPE_USER;
 }
 
 static int
@@ -259,6 +277,8 @@ on_header_field(llhttp_t *p, const char *at, size_t len)
 {
 	struct tg_upstream_conn *c = p->data;
 
+	if (head_grew(c, len) != 0)
+		return HPE_USER;
 	return tg_bytes_append(&c->field, &c->field_len, &c->field_cap, at, len) ? HPE_USER : 0;
 }
 
@@ -267,6 +287,8 @@ on_header_value(llhttp_t *p, const char *at, size_t len)
 {
 	struct tg_upstream_conn *c = p->data;
 
+	if (head_grew(c, len) != 0)
+		return HPE_USER;
 	return tg_bytes_append(&c->value, &c->value_len, &c->value_cap, at, len) ? HPE_USER : 0;
 }
 
@@ -292,6 +314,8 @@ on_headers_complete(llhttp_t *p)
 	c->interim = p->status_code < 200;
 	if (c->interim)
 		return 0;
+
+	c->state = CONN_READING;
 
 	if (c->handler->on_head(c->arg, p->status_code, &c->headers) != 0) {
 		c->stopped = 1;
@@ -363,6 +387,10 @@ conn_parse(struct tg_upstream_conn *c)
 			conn_complete(c);
 			return 1;
 		}
+		if (rc != HPE_OK && c->head_too_large) {
+			conn_fail(c, TG_E_UPSTREAM_INVALID, "response head larger than 64 KiB");
+			return 1;
+		}
 		if (rc != HPE_OK) {
 			char detail[160];
 
@@ -389,11 +417,11 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 		return;
 	}
 
-	if (!c->got_bytes) {
-		c->got_bytes = 1;
-		c->state = CONN_READING;
-	}
-	if (conn_parse(c) == 0 && !c->paused)
+	c->got_bytes = 1;
+
+	/* The first_byte timer runs until the head is whole; then each read
+	 * restarts the idle timer. */
+	if (conn_parse(c) == 0 && !c->paused && c->state == CONN_READING)
 		arm(c, c->timeouts.idle);
 }
 
@@ -516,7 +544,7 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 		conn_fail(c, TG_E_UPSTREAM_CONNECT_TIMEOUT, detail);
 		return;
 	case CONN_WAITING:
-		snprintf(detail, sizeof(detail), "no response byte after %llu ms",
+		snprintf(detail, sizeof(detail), "no complete response head after %llu ms",
 		         (unsigned long long)c->timeouts.first_byte);
 		conn_fail(c, TG_E_UPSTREAM_FIRST_BYTE_TIMEOUT, detail);
 		return;
@@ -564,6 +592,7 @@ conn_write_request(struct tg_upstream_conn *c)
 	llhttp_init(&c->parser, HTTP_RESPONSE, &response_settings);
 	c->parser.data = c;
 	c->got_bytes = 0;
+	c->head_too_large = 0;
 	c->interim = 0;
 	c->keepalive = 0;
 	return evbuffer_add_buffer_reference(bufferevent_get_output(c->bev), c->request);

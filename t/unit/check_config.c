@@ -435,7 +435,7 @@ static const struct error_case {
 	{ "\"limits\": {\"max_bodyy\": 1},",
 	  "T: limits: unknown key \"max_bodyy\"; valid keys: max_body, max_header, "
 	  "max_response_body, client_header_timeout, client_body_timeout, "
-	  "keepalive_timeout\n" },
+	  "keepalive_timeout, send_timeout\n" },
 	{ "\"listen\": [{\"address\": \"127.0.0.1:1\", \"port\": 1}],",
 	  "T: listen[0]: unknown key \"port\"; valid keys: address, tls\n" },
 	{ "\"listen\": [{\"address\": \"127.0.0.1:1\", \"tls\": {" TLS_FILES ", \"ca\": 1}}],",
@@ -775,7 +775,7 @@ START_TEST(many_errors_one_run)
 		"got an integer\n"
 		"M: limits: unknown key \"max_headers\"; valid keys: max_body, "
 		"max_header, max_response_body, client_header_timeout, "
-		"client_body_timeout, keepalive_timeout\n"
+		"client_body_timeout, keepalive_timeout, send_timeout\n"
 		"M: limits.max_body: invalid size \"lots\"; expected a non-negative "
 		"integer with an optional unit B, KiB, MiB, GiB, KB, MB or GB, such "
 		"as \"32MiB\"\n"

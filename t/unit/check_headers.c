@@ -80,6 +80,19 @@ START_TEST(value_validity)
 }
 END_TEST
 
+START_TEST(name_validity)
+{
+	ck_assert_int_eq(tg_header_name_valid("Content-Type", 12), 1);
+	ck_assert_int_eq(tg_header_name_valid("x-a!#$%&'*+.^_`|~9", 18), 1);
+	ck_assert_int_eq(tg_header_name_valid("Bad Name", 8), 0);
+	ck_assert_int_eq(tg_header_name_valid("", 0), 0);
+	ck_assert_int_eq(tg_header_name_valid("a:b", 3), 0);
+	ck_assert_int_eq(tg_header_name_valid("a\0b", 3), 0);
+	ck_assert_int_eq(tg_header_name_valid("caf\xc3\xa9", 5), 0);
+	ck_assert_int_eq(tg_header_name_valid("a\"b", 3), 0);
+}
+END_TEST
+
 START_TEST(list_has_token)
 {
 	ck_assert_int_eq(tg_header_list_has("keep-alive, Upgrade", "upgrade"), 1);
@@ -205,6 +218,7 @@ headers_suite(void)
 	tcase_add_test(list, remove_drops_every_copy);
 	tcase_add_test(list, grows_past_initial_capacity);
 	tcase_add_test(list, value_validity);
+	tcase_add_test(list, name_validity);
 	tcase_add_test(list, list_has_token);
 	tcase_add_test(rewrite, hop_by_hop_removed);
 	tcase_add_test(rewrite, upstream_head_rewrites);
