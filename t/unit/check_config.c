@@ -131,7 +131,6 @@ START_TEST(default_config_loads_without_env)
 	ck_assert_ptr_nonnull(tg_route_match(cfg, "/v1/chat/completions", "any"));
 	ck_assert_ptr_nonnull(tg_route_match(cfg, "/v1/completions", "any"));
 	ck_assert_ptr_nonnull(tg_route_match(cfg, "/v1/embeddings", "any"));
-	ck_assert_ptr_nonnull(tg_route_match(cfg, "/v1/models", NULL));
 	ck_assert_ptr_null(tg_route_match(cfg, "/v1/other", NULL));
 
 	tg_config_unref(cfg);
