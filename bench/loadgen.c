@@ -275,7 +275,9 @@ has_content(json_t *event)
 }
 
 /*
- * Time to first token of one stream, corrected for the mock's event_delay:
+ * Time to first token of one stream, corrected for the mock's event_delay.
+ * Every stream counts, warm-up or not, since streams that last longer than
+ * the warm-up would otherwise leave few samples:
  * the request path (request written until the mock queued its first event)
  * plus the relay of the first content event (queued until received). The
  * pause the mock makes before its first content event on purpose is left
@@ -292,8 +294,7 @@ record_ttft(struct conn *k, uint64_t stamp)
 		b->c.parse_errors++;
 		return;
 	}
-	if (k->sent_ns >= b->warm_ns)
-		samples_add(&b->ttft, request_path + relay);
+	samples_add(&b->ttft, request_path + relay);
 }
 
 /* Count each connection once, at the first event it receives, and print

@@ -66,7 +66,10 @@ export async function startSink(ctx) {
 // ---- contenders -------------------------------------------------------
 
 function direct(ctx) {
-  return { name: 'direct', address: ctx.mock.address, pid: null, headers: [], stop: async () => {} };
+  return {
+    name: 'direct', address: ctx.mock.address, pid: null, headers: [],
+    alive: () => true, status: () => 'running', stop: async () => {},
+  };
 }
 
 async function nginx(ctx) {
@@ -74,7 +77,7 @@ async function nginx(ctx) {
                              { UPSTREAM: ctx.mock.address }, ctx.cpu.server);
   return {
     name: 'nginx', address: `127.0.0.1:${n.port}`, pid: n.worker, headers: [],
-    stop: () => stop(n.proc),
+    alive: n.proc.alive, status: n.proc.status, stop: () => stop(n.proc),
   };
 }
 
@@ -162,13 +165,15 @@ export async function tollgateConfig(ctx) {
 }
 
 async function startTollgate(ctx, name, t) {
+  // The scratch directory is the working directory, so that a core dump
+  // of a crash lands there.
   const proc = start(name, [ctx.bins.tollgate, '-c', t.file], {
-    cpu: ctx.cpu.server, logFile: path.join(ctx.tmp, `${name}.log`),
+    cpu: ctx.cpu.server, cwd: ctx.tmp, logFile: path.join(ctx.tmp, `${name}.log`),
   });
   await waitForPort(proc, t.port);
   return {
     name, address: `127.0.0.1:${t.port}`, pid: proc.pid, headers: [],
-    admin: `127.0.0.1:${t.adminPort}`, stop: () => stop(proc),
+    admin: `127.0.0.1:${t.adminPort}`, alive: proc.alive, status: proc.status, stop: () => stop(proc),
   };
 }
 
@@ -189,7 +194,7 @@ async function portkey(ctx) {
   return {
     name: 'portkey', address: `127.0.0.1:${port}`, pid: proc.pid,
     headers: ['x-portkey-provider: openai', `x-portkey-custom-host: http://${ctx.mock.address}/v1`],
-    stop: () => stop(proc),
+    alive: proc.alive, status: proc.status, stop: () => stop(proc),
   };
 }
 

@@ -49,9 +49,12 @@ export function start(label, argv, { cpu, env = {}, cwd, logFile, onLine } = {})
   const child = spawn(full[0], full.slice(1), {
     cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const log = logFile ? fs.createWriteStream(logFile) : null;
+  // Append, so a restarted process does not erase how the last one ended.
+  const log = logFile ? fs.createWriteStream(logFile, { flags: 'a' }) : null;
   const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
   const proc = { label, pid: child.pid, child, exited };
+  proc.alive = () => child.exitCode === null && child.signalCode === null;
+  proc.status = () => (child.signalCode ? `signal ${child.signalCode}` : `exit code ${child.exitCode}`);
 
   child.stderr.on('data', (d) => log?.write(d));
   readline.createInterface({ input: child.stdout }).on('line', (line) => {

@@ -345,6 +345,14 @@ noisier and slower than on an idle machine; rerun on an idle machine before
 drawing conclusions from small differences.\n`;
 }
 
+function crashNote(r) {
+  if (!r.crashes?.length)
+    return '';
+  return `\n**Crashes**: ${r.crashes.map((c) => `${c.contender} died (${c.status}) before ${c.before}`).join('; ')}.
+Each was started again for the measurements after it; its log and any core
+dump are in the run's scratch directory.\n`;
+}
+
 export async function writeReport(r, { outDir, benchDir, tmp }) {
   let chart = null;
   try {
@@ -370,7 +378,7 @@ optional features below turned on; "tollgate-plain" is the same binary with
 none of them, to show what the features cost.
 
 ${targetsSection(r)}
-${backgroundNote(r)}
+${backgroundNote(r)}${crashNote(r)}
 ## Machine and versions
 
 - CPU: ${m.cpu}, ${m.cores} cores${m.hypervisor ? ` (virtual machine, ${m.hypervisor})` : ''}; memory ${m.memoryGiB} GiB; kernel ${m.kernel}
@@ -406,7 +414,7 @@ ${backgroundNote(r)}
   one every ${p.streams.eventDelay}, opened at ${num(p.streams.connectRate)} per second and restarted as
   they end, for ${p.streamSeconds} s (the first ${p.streamWarmup} s not counted). The mock stamps each event
   with its CLOCK_MONOTONIC send time; per-event latency is receive time minus
-  that stamp. Time to first token is the request path (request written to
+  that stamp. Time to first token counts every stream, warm-up included. Time to first token is the request path (request written to
   first event queued by the mock) plus the relay of the first content event,
   which leaves out the mock's deliberate ${p.streams.eventDelay} pause before it.
 - Memory: each contender restarted, its VmRSS read after a warm-up, then
@@ -438,8 +446,8 @@ ${streamsSection(r)}
 ${memorySection(r)}
 ${p.memoryStreams < 10000 ? `
 The open-files limit here is ${num(r.fdLimit)} and cannot be raised (the
-hard limit needs CAP_SYS_RESOURCE), and a proxy holds two sockets per
-stream, so this test ran with ${num(p.memoryStreams)} streams instead of 10,000.
+hard limit needs CAP_SYS_RESOURCE). A proxy needs two sockets per stream
+and some to spare, so this test ran with ${num(p.memoryStreams)} streams instead of 10,000.
 ` : ''}
 
 ## Latency percentiles

@@ -188,11 +188,33 @@ async function startContenders(ctx, results, names) {
   return running;
 }
 
+// A contender that died is recorded as a crash and started again, so the
+// phases after it still run. Returns the contender to measure, or null.
+async function ensureAlive(ctx, results, running, name, where) {
+  const c = running[name];
+  if (c.alive())
+    return c;
+  const message = `${name} died (${c.status()}) before ${where}; restarted`;
+  log(message);
+  results.crashes.push({ contender: name, before: where, status: c.status() });
+  results.errors.push({ what: `${name} crash`, message });
+  const again = await attempt(results, `restart ${name}`, () => contenders[name](ctx));
+  if (again.error) {
+    delete running[name];
+    return null;
+  }
+  running[name] = again;
+  return again;
+}
+
 // Repeat fn for every contender, interleaved: rep 1 of each, rep 2, ...
 async function interleave(ctx, results, running, phase, reps, fn) {
   results[phase] = {};
   for (let rep = 1; rep <= reps; rep++)
-    for (const c of Object.values(running)) {
+    for (const name of Object.keys(running)) {
+      const c = await ensureAlive(ctx, results, running, name, `${phase} #${rep}`);
+      if (!c)
+        continue;
       log(`${phase} ${rep}/${reps}: ${c.name}`);
       const r = await attempt(results, `${phase} ${c.name} #${rep}`, () => fn(c));
       (results[phase][c.name] ??= []).push(r);
@@ -245,6 +267,8 @@ async function rewriteReport(opts) {
   const outDir = path.resolve(opts.out ?? path.dirname(opts.report));
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-bench-'));
 
+  results.crashes ??= [];
+  fs.mkdirSync(outDir, { recursive: true });
   await writeReport(results, { outDir, benchDir, tmp });
   log(`wrote ${path.join(outDir, 'RESULTS.md')} from ${opts.report}`);
 }
@@ -275,7 +299,11 @@ async function main() {
     cpu: { client: 0, server: os.cpus().length > 1 ? 1 : 0 },
     wrkConnections: 64,
     warmup: 1,
-    streams: { warmup: p.streamWarmup, connectRate: 1000, eventDelay: '50ms', events: 40 },
+    // Two events a second per stream: enough to keep 1,000 streams busy,
+    // while the mock and the load generator, which share one core, stay
+    // far from saturating it (at 20 events a second per stream their
+    // queueing alone adds milliseconds to every event, proxy or not).
+    streams: { warmup: p.streamWarmup, connectRate: 1000, eventDelay: '500ms', events: 10 },
     memory: { seconds: p.memorySeconds, connectRate: 4000, eventDelay: '1s', events: 30 },
     fdLimit: files,
   };
@@ -285,7 +313,7 @@ async function main() {
       ...p, out: undefined, cpu: ctx.cpu, wrkConnections: ctx.wrkConnections, warmup: ctx.warmup,
       streams: ctx.streams, memory: ctx.memory, memoryStreams,
     },
-    machine: machineInfo(), versions: versions(ctx.bins), contenders: {}, errors: [],
+    machine: machineInfo(), versions: versions(ctx.bins), contenders: {}, errors: [], crashes: [],
     fdLimit: files, memoryStreams, nice: opts.nice,
   };
   log(`writing to ${outDir}; scratch files in ${ctx.tmp}`);
@@ -314,14 +342,16 @@ async function main() {
 
     await interleave(ctx, results, running, 'streams', p.reps, (c) => streams(ctx, c, p.streamCount, p.streamSeconds));
 
-    if (running.tollgate) {
+    if (running.tollgate && running.tollgate.alive()) {
       results.metrics = await scrapeMetrics(running.tollgate.admin);
       results.spanExports = countLines(path.join(ctx.tmp, 'otlp-sink', 'access.log'));
     }
     if (p.profile && !opts.noProfile) {
       results.profiles = {};
       for (const name of ['tollgate', 'tollgate-plain'].filter((n) => running[n])) {
-        const tg = running[name];
+        const tg = await ensureAlive(ctx, results, running, name, 'profiles');
+        if (!tg)
+          continue;
         results.profiles[`${name} at saturation`] = await attempt(results, `profile ${name} saturation`, () =>
           profile(ctx, `${name}-saturation`, tg.pid, 8, () => saturation(ctx, tg, 8)));
         results.profiles[`${name} under ${p.streamCount} streams`] = await attempt(results, `profile ${name} streams`, () =>
