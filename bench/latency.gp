@@ -25,7 +25,7 @@ colour(n) = n eq "direct" ? "#7f7f7f" : n eq "nginx" ? "#2ca02c" : n eq "tollgat
 do for [panel in "saturation rate events ttft"] {
     if (panel eq "saturation") { set title "non-streaming at saturation (wrk)" }
     if (panel eq "rate") { set title sprintf("non-streaming at %s requests/s (half of nginx's maximum)", halfrate) }
-    if (panel eq "events") { set title sprintf("per-event relay latency, %s concurrent streams", streams) }
+    if (panel eq "events") { set title sprintf("per-token relay latency, %s concurrent streams", streams) }
     if (panel eq "ttft") { set title sprintf("time to first token, %s concurrent streams", streams) }
     names = value("names_" . panel)
     plot for [n in names] sprintf("%s/%s-%s.dat", datadir, panel, n) \
