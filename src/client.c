@@ -244,7 +244,7 @@ static const llhttp_settings_t request_settings = {
 
 /* --- connection ----------------------------------------------------------- */
 
-/* Answer a request that could not be read and close after the response. */
+/* Respond to a request that could not be read, then close the connection. */
 static void
 reject_unreadable_request(struct tg_client *c, enum tg_error err)
 {

@@ -26,7 +26,7 @@
 
 #define REQUEST_ID_MAX 128
 
-/* The OpenAI endpoints the gateway knows, with the one method each takes. */
+/* The OpenAI endpoints the gateway handles, with the one method each takes. */
 struct endpoint {
 	const char *path;
 	int method;             /* enum llhttp_method */
@@ -97,7 +97,7 @@ find_endpoint(const char *path)
 }
 
 /* Parse the body as a JSON object and pick out model and stream. Returns
- * TG_OK, or the error to answer with and its message in message. */
+ * TG_OK, or the error to respond with and its message in message. */
 static enum tg_error
 parse_body(struct tg_request *req, const struct endpoint *endpoint, char *message,
            size_t size)
@@ -204,7 +204,7 @@ tg_request_dispatch(struct tg_request *req)
 	tg_trace_request_start(req);
 
 	/* A request that arrived on a kept-alive connection after the drain
-	 * began: answer it, so the client knows to go elsewhere. */
+	 * began gets a 503, so the client retries elsewhere. */
 	if (req->worker->draining && req->start_ns >= req->worker->drain_started_ns) {
 		req->client->close_after_response = 1;
 		tg_request_fail(req, TG_E_SHUTTING_DOWN, NULL);
