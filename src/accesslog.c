@@ -54,22 +54,72 @@ tg_accesslog_reopen(int fd, const char *path)
 
 #define FIELD_MAX 256  /* bytes of a client-chosen value, such as the model */
 
-/* s as a JSON string cut to FIELD_MAX bytes on a UTF-8 boundary, so a
- * client cannot make one log line as long as its request body. */
+/* Length of the well-formed UTF-8 sequence at s (at most left bytes), or
+ * 0 when the bytes there are not one. Overlong forms pass; JSON only needs
+ * the structure to hold. */
+static size_t
+utf8_sequence(const unsigned char *s, size_t left)
+{
+	size_t len = s[0] < 0x80 ? 1 : s[0] >= 0xC2 && s[0] <= 0xDF ? 2
+	           : s[0] >= 0xE0 && s[0] <= 0xEF ? 3 : s[0] >= 0xF0 && s[0] <= 0xF4 ? 4 : 0;
+
+	if (len == 0 || len > left)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xC0) != 0x80)
+			return 0;
+	}
+	return len;
+}
+
+/*
+ * s as a JSON string, cut to FIELD_MAX bytes so a client cannot make one
+ * log line as long as its request body, with bytes that are not UTF-8
+ * (a raw byte in a request path, say) replaced by U+FFFD: jansson refuses
+ * invalid UTF-8, and the request's line must still be written.
+ */
 static json_t *
 string_or_null(const char *s)
 {
-	size_t len;
+	const unsigned char *in = (const unsigned char *)s;
+	char out[FIELD_MAX + 4];
+	size_t len, used = 0;
 
 	if (s == NULL)
 		return json_null();
 	len = strlen(s);
-	if (len > FIELD_MAX) {
-		len = FIELD_MAX;
-		while (len > 0 && ((unsigned char)s[len] & 0xC0) == 0x80)
-			len--;
+	for (size_t i = 0; i < len && used + 3 <= FIELD_MAX;) {
+		size_t n = utf8_sequence(in + i, len - i);
+
+		if (n == 0) {
+			memcpy(out + used, "\xEF\xBF\xBD", 3);
+			used += 3;
+			i++;
+			continue;
+		}
+		if (used + n > FIELD_MAX)
+			break;
+		memcpy(out + used, in + i, n);
+		used += n;
+		i += n;
 	}
-	return json_stringn(s, len);
+	return json_stringn(out, used);
+}
+
+/* string_or_null(s), or, when jansson still refuses it (an overlong form
+ * or a surrogate), s with every byte above 0x7F replaced by '?'. */
+static json_t *
+log_string(const char *s)
+{
+	json_t *value = string_or_null(s);
+	char ascii[FIELD_MAX + 1];
+	size_t len = 0;
+
+	if (value != NULL)
+		return value;
+	for (; s[len] != '\0' && len < FIELD_MAX; len++)
+		ascii[len] = (unsigned char)s[len] < 0x80 ? s[len] : '?';
+	return json_stringn(ascii, len);
 }
 
 void
@@ -91,10 +141,10 @@ tg_accesslog_write(int fd, const struct tg_request *req)
 	                 "request_id", req->id,
 	                 "client", req->client_addr,
 	                 "method", req->method,
-	                 "path", string_or_null(req->path),
+	                 "path", req->path ? log_string(req->path) : json_null(),
 	                 "route", string_or_null(req->route ? req->route->name : NULL),
 	                 "backend", string_or_null(req->backend ? req->backend->name : NULL),
-	                 "model", string_or_null(req->model),
+	                 "model", req->model ? log_string(req->model) : json_null(),
 	                 "stream", req->stream,
 	                 "status", req->response.status,
 	                 "upstream_status", req->upstream_status

@@ -108,6 +108,26 @@ describe('access log', () => {
     assert.equal(entry.termination, 'GL');
   });
 
+  it('logs a path that is not UTF-8', async () => {
+    // jansson refuses invalid UTF-8, so such a path once cost the request
+    // its log line; the bytes are now replaced with U+FFFD.
+    const client = await RawClient.connect(gw.port);
+    try {
+      await client.write(Buffer.concat([
+        Buffer.from('GET /v1/'), Buffer.from([0xff, 0xfe]),
+        Buffer.from(' HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: raw-path-bytes\r\n'
+          + 'Connection: close\r\n\r\n'),
+      ]));
+      const res = await client.readResponse();
+      assert.equal(res.status, 404);
+    } finally {
+      client.destroy();
+    }
+    const entry = await gw.accessFor('raw-path-bytes');
+    assert.equal(entry.path, '/v1/\ufffd\ufffd');
+    assert.equal(entry.status, 404);
+  });
+
   it('logs a body without a model with a null model', async () => {
     const { res, entry } = await exchange({ messages: [] });
     assert.equal(res.status, 400);
