@@ -60,8 +60,16 @@ tg_accesslog_reopen(int fd, const char *path)
 static size_t
 utf8_sequence(const unsigned char *s, size_t left)
 {
-	size_t len = s[0] < 0x80 ? 1 : s[0] >= 0xC2 && s[0] <= 0xDF ? 2
-	           : s[0] >= 0xE0 && s[0] <= 0xEF ? 3 : s[0] >= 0xF0 && s[0] <= 0xF4 ? 4 : 0;
+	size_t len = 0;
+
+	if (s[0] < 0x80)
+		len = 1;
+	else if (s[0] >= 0xC2 && s[0] <= 0xDF)
+		len = 2;
+	else if (s[0] >= 0xE0 && s[0] <= 0xEF)
+		len = 3;
+	else if (s[0] >= 0xF0 && s[0] <= 0xF4)
+		len = 4;
 
 	if (len == 0 || len > left)
 		return 0;
@@ -74,9 +82,9 @@ utf8_sequence(const unsigned char *s, size_t left)
 
 /*
  * s as a JSON string, cut to FIELD_MAX bytes so a client cannot make one
- * log line as long as its request body, with bytes that are not UTF-8
- * (a raw byte in a request path, say) replaced by U+FFFD: jansson refuses
- * invalid UTF-8, and the request's line must still be written.
+ * log line as long as its request body. Bytes that are not UTF-8 (a raw
+ * byte in a request path, say) become U+FFFD, because jansson refuses
+ * invalid UTF-8 and the request's line must still be written.
  */
 static json_t *
 string_or_null(const char *s)
