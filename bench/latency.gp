@@ -17,7 +17,7 @@ set grid xtics ytics mytics lc rgb "#dddddd"
 set xrange [0.25:4.1]
 set xtics ("p50" 0.30103, "p75" 0.60206, "p90" 1, "p95" 1.30103, "p99" 2, "p99.9" 3, "p99.99" 4)
 set ylabel "milliseconds"
-set key top left box opaque
+set key outside below center horizontal
 
 colour(n) = n eq "direct" ? "#7f7f7f" : n eq "nginx" ? "#2ca02c" : n eq "tollgate" ? "#1f77b4" : \
     n eq "tollgate-plain" ? "#17becf" : "#d62728"

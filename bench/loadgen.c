@@ -927,8 +927,8 @@ setup(struct bench *b)
 	event_config_free(cfg);
 	b->conns = calloc(b->n_conns, sizeof(*b->conns));
 	b->idle = calloc(b->n_conns, sizeof(*b->idle));
-	/* rate: at most one second of requests waits for a free connection;
-	 * past that the target is overloaded, and further due requests are
+	/* rate: at most one second of requests waits for a free connection.
+	 * Past that the target is overloaded, so further due requests are
 	 * counted in not_sent instead of queued without bound. */
 	b->backlog_cap = b->o.mode == MODE_RATE ? (size_t)(b->o.rate) + 1 : 1;
 	b->backlog = calloc(b->backlog_cap, sizeof(*b->backlog));

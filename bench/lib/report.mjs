@@ -405,8 +405,8 @@ ${backgroundNote(r)}${crashNote(r)}
   programs outside the benchmark and interrupt work took.
 - Every contender forwards to the same tollgate-mock. "direct" sends to the
   mock itself and is the baseline of every "added" number.
-- Non-streaming: POST /v1/chat/completions with a 76-byte body, answered by a
-  336-byte completion. Saturation: \`wrk -t1 -c${p.wrkConnections}\` for ${p.saturationSeconds} s.
+- Non-streaming: POST /v1/chat/completions with a JSON body of under 100
+  bytes, answered by a completion of about 340 bytes. Saturation: \`wrk -t1 -c${p.wrkConnections}\` for ${p.saturationSeconds} s.
   Fixed rate: bench/loadgen sends at half of nginx's median maximum rate
   (${num(r.halfRate)} requests/s) over ${p.wrkConnections} connections for ${p.rateSeconds} s, the first ${p.warmup} s
   not counted, open loop: latency counts from when each request was due.
@@ -420,10 +420,10 @@ ${backgroundNote(r)}${crashNote(r)}
   that stamp. "Token" columns count only events with content; "all events"
   adds the role, finish and usage chunks, which a gateway may hold on
   purpose (tollgate holds a role chunk until the first token, so that it
-  can still fail over). Time to first token counts every stream, warm-up
-  included. Time to first token is the request path (request written to
-  first event queued by the mock) plus the relay of the first content event,
-  which leaves out the mock's deliberate ${p.streams.eventDelay} pause before it.
+  can still fail over). Time to first token is the request path (request
+  written to first event queued by the mock) plus the relay of the first
+  content event, which leaves out the mock's deliberate ${p.streams.eventDelay} pause before
+  it; it counts every stream, warm-up included.
 - Memory: each contender restarted, its VmRSS read after a warm-up, then
   again (the largest sample every 250 ms) while ${num(p.memoryStreams)} streams are open
   (one event every ${p.memory.eventDelay} each, opened at ${num(p.memory.connectRate)} per second).
