@@ -16,7 +16,10 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/queue.h>
+#include <sys/socket.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -509,6 +512,11 @@ conn_event_cb(struct bufferevent *bev, short events, void *arg)
 
 	(void)bev;
 	if (events & BEV_EVENT_CONNECTED) {
+		int one = 1;
+
+		/* Requests go out in one write; Nagle's algorithm would only
+		 * delay the next one on a reused connection. */
+		setsockopt(bufferevent_getfd(c->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		c->state = CONN_WAITING;
 		arm(c, c->timeouts.first_byte);
 		if (c->handler->on_connected != NULL)
