@@ -38,7 +38,7 @@
 
 /* --- response head ---------------------------------------------------------- */
 
-/* The Connection header that tells the client whether the connection
+/* The Connection header that lets the client know whether the connection
  * stays open after this response. */
 static const char *
 connection_header(const struct tg_request *req)
@@ -488,7 +488,7 @@ outcome_of_status(int status)
 	return status >= 500 ? TG_OUTCOME_FAILURE : TG_OUTCOME_SUCCESS;
 }
 
-/* A 429 or 503 that says when to come back cools the backend down until
+/* A 429 or 503 that gives a time to come back cools the backend down until
  * then, for every worker. */
 static void
 apply_cooldown(struct tg_request *req, int status, const struct tg_headers *headers)
@@ -502,7 +502,7 @@ apply_cooldown(struct tg_request *req, int status, const struct tg_headers *head
 		return;
 	tg_health_cooldown(req->backend, tg_now_ns() + wait);
 	tg_metrics_backend_cooldown(req, req->backend);
-	tg_log_request(req, TG_LOG_WARN, "backend %s answered %d; cooling down for %.3f s",
+	tg_log_request(req, TG_LOG_WARN, "backend %s responded %d; cooling down for %.3f s",
 	               req->backend->name, status, (double)wait / 1e9);
 }
 
@@ -524,7 +524,7 @@ relay_on_head(void *arg, int status, struct tg_headers *headers)
 		if (tg_attempt_next(req, 0, status))
 			return 1;       /* this response is dropped with its connection */
 		req->upstream = conn;
-		tg_log_request(req, TG_LOG_WARN, "backend answered %d and no attempt is left; "
+		tg_log_request(req, TG_LOG_WARN, "backend responded %d and no attempt is left; "
 		               "passing it to the client", status);
 	}
 
@@ -562,7 +562,7 @@ end_blocked_stream(struct tg_request *req)
 	tg_client_response_done(req->client);
 }
 
-/* The only stream left reported an error before any content: answer 502
+/* The only stream left reported an error before any content: respond 502
  * with the upstream's error body when it is JSON, the gateway's otherwise. */
 static void
 answer_stream_error(struct tg_request *req)
@@ -665,7 +665,7 @@ finish_stream(struct tg_request *req)
 	 * as they came, so the body stays byte for byte the upstream's. */
 	write_piece(req, resp->pending);
 
-	/* The upstream's own error event already told the client. */
+	/* The upstream's own error event already informed the client. */
 	if (req->error == TG_E_UPSTREAM_STREAM_ERROR) {
 		if (resp->chunked) {
 			evbuffer_add(out, "0\r\n\r\n", 5);

@@ -98,7 +98,7 @@ describe('cooldown after Retry-After', () => {
       const t0 = first.sentAt;          // the cooldown ends after t0 + 2 s
       assert.equal(first.status, 200);
       assert.equal(first.attempts, `a:${status},b:200`);
-      const line = await gw.waitForLog(new RegExp(`backend a answered ${status}; cooling down`));
+      const line = await gw.waitForLog(new RegExp(`backend a responded ${status}; cooling down`));
       assert.match(line, new RegExp(`req=${first.id} `));
 
       const sent = await sendUntil(gw, t0 + 1500);
