@@ -388,6 +388,54 @@ describe('sampling and content capture', () => {
   });
 });
 
+describe('content capture after masking', () => {
+  let mock;
+  let receiver;
+  let gw;
+
+  before(async () => {
+    mock = await startMock();
+    receiver = await startOtlpReceiver();
+    gw = await startGateway({
+      backends: { mock: mockBackend(mock) },
+      filters: {
+        tickets: { type: 'regex', action: 'mask', apply_to: ['request', 'response'],
+          rules: [{ name: 'ticket', pattern: 'TCK-[0-9]{6}' }] },
+      },
+      routes: [{ name: 'chat', match: { path: '/v1/chat/completions' }, backends: ['mock'],
+        filters: ['tickets'] }],
+      tracing: tracing(receiver, { capture_content: true, max_content_length: 200 }),
+    });
+  });
+
+  afterEach(() => {
+    gw?.checkErrors();
+    receiver?.assertValid();
+  });
+  after(async () => {
+    await stopAll();
+    await receiver?.close();
+  });
+
+  it('captures prompts and answers as masked', async () => {
+    const prompt = [{ role: 'user', content: 'look up ticket TCK-123456 please' }];
+    const res = await postChat(gw, { model: 'gpt-4o', messages: prompt },
+      { 'x-mock': 'content=your ticket TCK-654321 is closed' });
+    assert.equal(res.status, 200);
+    assert.equal(res.json().choices[0].message.content, 'your ticket [REDACTED:ticket] is closed');
+
+    // Server, attempt and request-filter spans.
+    const { spans } = await traceOf(gw, receiver, res.headers['x-request-id'], 3);
+    const [client] = byKind(spans, CLIENT);
+    const input = client.attributes['gen_ai.input.messages'];
+    const output = client.attributes['gen_ai.output.messages'];
+    assert.ok(input.includes('[REDACTED:ticket]'), `input not masked: ${input}`);
+    assert.ok(!input.includes('TCK-123456'), 'the masked prompt text reached the span');
+    assert.ok(output.includes('[REDACTED:ticket]'), `output not masked: ${output}`);
+    assert.ok(!output.includes('TCK-654321'), 'the masked answer text reached the span');
+  });
+});
+
 describe('filter and cache spans', () => {
   let mock;
   let receiver;
