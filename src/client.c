@@ -226,8 +226,8 @@ on_message_complete(llhttp_t *p)
 	c->state = TG_CLIENT_SERVING;
 	event_del(c->timer);
 
-	/* Stop here: the next pipelined request waits until this one is
-	 * answered. */
+	/* Stop here: the next pipelined request waits until this one has
+	 * its response. */
 	return HPE_PAUSED;
 }
 

@@ -429,7 +429,7 @@ static const struct setting limits_settings[] = {
 	{ .key = "client_body_timeout", .type = T_DURATION, .def = "\"30s\"",
 	  .min = 1, .max = NO_MAX,
 	  .offset = offsetof(struct tg_config, limits.client_body_timeout),
-	  .help = "longest gap between two reads of the request body" },
+	  .help = "maximum gap between two reads of the request body" },
 	{ .key = "keepalive_timeout", .type = T_DURATION, .def = "\"75s\"",
 	  .min = 1, .max = NO_MAX,
 	  .offset = offsetof(struct tg_config, limits.keepalive_timeout),
@@ -437,7 +437,7 @@ static const struct setting limits_settings[] = {
 	{ .key = "send_timeout", .type = T_DURATION, .def = "\"60s\"",
 	  .min = 1, .max = NO_MAX,
 	  .offset = offsetof(struct tg_config, limits.send_timeout),
-	  .help = "longest time a client may take to accept more response bytes" },
+	  .help = "maximum time a client may take to accept more response bytes" },
 };
 static const struct section limits_section = SECTION(limits_settings);
 
@@ -453,7 +453,7 @@ static const struct setting timeouts_settings[] = {
 	{ .key = "idle", .type = T_DURATION, .def = "\"30s\"",
 	  .min = 1, .max = NO_MAX,
 	  .offset = offsetof(struct tg_backend, timeouts.idle),
-	  .help = "longest silence inside a response body" },
+	  .help = "maximum silence inside a response body" },
 };
 static const struct section timeouts_section = SECTION(timeouts_settings);
 

@@ -160,7 +160,7 @@ const struct feature tg_retry_feature = {
 static const struct setting probe_settings[] = {
 	{ .key = "path", .type = T_STRING, .required = true,
 	  .offset = offsetof(struct tg_health_policy, probe_path),
-	  .help = "path to GET, under the backend URL's path; a 2xx answer is healthy" },
+	  .help = "path to GET, under the backend URL's path; a 2xx response is healthy" },
 	{ .key = "interval", .type = T_DURATION, .def = "\"5s\"", .min = 100, .max = NO_MAX,
 	  .offset = offsetof(struct tg_health_policy, probe_interval),
 	  .help = "time between probes" },
@@ -188,7 +188,7 @@ static const struct setting health_settings[] = {
 	  .help = "first ejection; each one in a row doubles it" },
 	{ .key = "max_ejection", .type = T_DURATION, .def = "\"5m\"", .min = 1, .max = NO_MAX,
 	  .offset = offsetof(struct tg_health_policy, max_ejection),
-	  .help = "longest ejection" },
+	  .help = "maximum ejection" },
 	{ .key = "probe", .type = T_SECTION, .section = &probe_section,
 	  .help = "active probe; off when absent" },
 };

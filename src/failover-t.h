@@ -75,7 +75,7 @@ struct tg_health_policy {
 };
 
 /*
- * What every worker knows of a backend. It outlives configuration
+ * Health state of a backend, shared by every worker. It outlives configuration
  * snapshots (found again by backend name on reload) and is updated with
  * atomics only, so workers share it without a lock.
  */

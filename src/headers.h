@@ -58,7 +58,7 @@ int tg_header_list_has(const char *value, const char *token);
  */
 void tg_headers_strip_hop_by_hop(struct tg_headers *h);
 
-/* What the gateway adds to or replaces in the request it sends upstream. */
+/* Values the gateway adds to or replaces in the request it sends upstream. */
 struct tg_upstream_rewrite {
 	const char *host;           /* Host header value */
 	const char *api_key;        /* replaces Authorization; NULL keeps it */
@@ -71,7 +71,7 @@ struct tg_upstream_rewrite {
 
 /*
  * Write an HTTP/1.1 request head for the upstream into out: the request
- * line, the client's end-to-end headers rewritten as rw says, and a
+ * line, the client's end-to-end headers rewritten as rw specifies, and a
  * Content-Length of body_len. client_headers must already be stripped of
  * hop-by-hop headers. Returns 0, or -1 when out of memory.
  */

@@ -14,15 +14,15 @@
 #include "failover-t.h"
 #include "headers.h"
 
-/* How an attempt ended, as health sees it. */
+/* Outcome of an attempt, as health tracking counts it. */
 enum tg_outcome {
 	TG_OUTCOME_SUCCESS,             /* a response, including client errors */
 	TG_OUTCOME_FAILURE,             /* connect, timeout, reset, 5xx, stream error */
 	TG_OUTCOME_RATE_LIMITED,        /* 429: a cooldown, not a sign of ill health */
-	TG_OUTCOME_CANCELLED,           /* the client left; says nothing of the backend */
+	TG_OUTCOME_CANCELLED,           /* the client left; no evidence about the backend */
 };
 
-/* What an attempt's end changed, so the caller can log it. */
+/* Health change caused by the end of an attempt, for the caller to log. */
 enum tg_health_change {
 	TG_HEALTH_UNCHANGED,
 	TG_HEALTH_EJECTED,
@@ -72,7 +72,7 @@ enum tg_health_change tg_health_probe_result(const struct tg_backend *b, int ok,
 double tg_health_cost(const struct tg_backend *b, uint64_t now_ns);
 
 /*
- * How long a 429 or 503 asks the client to wait, from Retry-After (seconds
+ * Return how long a 429 or 503 requests the client to wait, from Retry-After (seconds
  * or an HTTP-date) or OpenAI's x-ratelimit-reset-requests / -tokens
  * ("1s", "6m0s", "20ms") of a limit whose x-ratelimit-remaining is 0. The
  * longest wins. Returns nanoseconds, or 0 when no header gives a time.

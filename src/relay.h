@@ -21,7 +21,7 @@
 struct tg_request;
 struct evbuffer;
 
-/* What a stream event means for the relay. */
+/* Kind of a stream event, as the relay classifies it. */
 enum tg_event_kind {
 	TG_EVENT_EMPTY,         /* no content: role-only, empty delta, ping */
 	TG_EVENT_CONTENT,       /* text, refusal, tool call, finish, usage */
@@ -31,7 +31,7 @@ enum tg_event_kind {
 
 /*
  * A stream event on its way to the client, as features see it at the
- * single point where events leave (relay.c, emit_event). raw holds the
+ * single point where events leave (relay.c, emit_event). raw contains the
  * exact bytes, which are what the client gets; json is the parsed data, or
  * NULL when the data is not JSON.
  */

@@ -27,7 +27,7 @@ struct tg_cache_request;
 struct tg_trace;
 struct evbuffer;
 
-/* Where a request is; the second character of the termination code. */
+/* Request phase: the second character of the termination code. */
 enum tg_phase {
 	TG_PHASE_REQUEST = 'R',         /* reading the client's request */
 	TG_PHASE_CONNECT = 'C',         /* connecting to the upstream */
@@ -37,7 +37,7 @@ enum tg_phase {
 	TG_PHASE_DONE = '-',
 };
 
-/* Who ended a request; the first character of the termination code. */
+/* Termination cause: the first character of the termination code. */
 enum tg_cause {
 	TG_CAUSE_NONE = '-',            /* it completed */
 	TG_CAUSE_CLIENT_CLOSED = 'C',
@@ -106,7 +106,7 @@ struct tg_request {
 	struct evbuffer *body;
 	size_t body_len;
 
-	/* What the gateway made of it. */
+	/* Routing decisions derived from the request. */
 	json_t *json;                   /* the parsed body, when it is JSON */
 	const char *model;              /* points into json */
 	int stream;                     /* "stream": true */

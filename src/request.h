@@ -10,10 +10,10 @@
 
 struct tg_request *tg_request_new(struct tg_client *client);
 
-/* Route the fully read request and answer it, locally or from upstream. */
+/* Route the fully read request and respond to it, locally or from upstream. */
 void tg_request_dispatch(struct tg_request *req);
 
-/* Answer with the gateway's own error response (the OpenAI error shape).
+/* Respond with the gateway's own error response (the OpenAI error shape).
  * message may be NULL for the kind's default text. */
 void tg_request_fail(struct tg_request *req, enum tg_error err, const char *message);
 

@@ -587,8 +587,8 @@ new_bufferevent(struct tg_upstream_conn *c)
 		SSL_free(ssl);
 		return NULL;
 	}
-	/* Many servers close without a TLS close_notify; the HTTP framing
-	 * tells whether the response was complete. */
+	/* Many servers close without a TLS close_notify, so the HTTP framing
+	 * decides whether the response was complete. */
 	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
 	return bev;
 }
