@@ -131,14 +131,23 @@ function describeValue(value) {
 /* Return a loopback port that was free a moment ago: bind port 0, read the
  * port, close. Another process may take it before the caller binds it; the
  * window is short and the tests accept it. */
+/* Ports this process handed out: the kernel may offer a just-closed port
+ * again, which once gave a gateway the same listen and admin port. */
+const portsGiven = new Set();
+
 export async function freePort(host = '127.0.0.1') {
-  const server = net.createServer();
-  server.listen(0, host);
-  await once(server, 'listening');
-  const { port } = server.address();
-  server.close();
-  await once(server, 'close');
-  return port;
+  for (;;) {
+    const server = net.createServer();
+    server.listen(0, host);
+    await once(server, 'listening');
+    const { port } = server.address();
+    server.close();
+    await once(server, 'close');
+    if (!portsGiven.has(port)) {
+      portsGiven.add(port);
+      return port;
+    }
+  }
 }
 
 /* Split a stream into lines and hand each complete line to onLine. */
