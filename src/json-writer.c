@@ -1,0 +1,237 @@
+/*
+ * The JSON writer: a byte buffer that doubles when full.
+ */
+#include <assert.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json-writer.h"
+
+#define REPLACEMENT "\xEF\xBF\xBD"      /* U+FFFD in UTF-8 */
+
+void
+tg_json_writer_reset(struct tg_json_writer *w)
+{
+	w->len = 0;
+	w->failed = 0;
+}
+
+void
+tg_json_writer_free(struct tg_json_writer *w)
+{
+	free(w->data);
+	memset(w, 0, sizeof(*w));
+}
+
+/* Make room for n more bytes. Returns 0, or -1 with "failed" set when
+ * memory ran out. */
+static int
+reserve(struct tg_json_writer *w, size_t n)
+{
+	size_t capacity;
+	char *grown;
+
+	if (w->failed)
+		return -1;
+	if (w->capacity - w->len >= n)
+		return 0;
+	capacity = w->capacity ? w->capacity : 4096;
+	while (capacity - w->len < n)
+		capacity *= 2;
+	grown = realloc(w->data, capacity);
+	if (grown == NULL) {
+		w->failed = 1;
+		return -1;
+	}
+	w->data = grown;
+	w->capacity = capacity;
+	return 0;
+}
+
+void
+tg_json_raw(struct tg_json_writer *w, const char *s, size_t n)
+{
+	if (reserve(w, n) != 0)
+		return;
+	memcpy(w->data + w->len, s, n);
+	w->len += n;
+}
+
+size_t
+tg_utf8_sequence(const unsigned char *s, size_t left)
+{
+	/* The smallest code point of each length. Below it, a form is overlong. */
+	static const uint32_t smallest[5] = {0, 0, 0x80, 0x800, 0x10000};
+	uint32_t code_point;
+	size_t len;
+
+	if (s[0] < 0x80)
+		return 1;
+	if ((s[0] & 0xE0) == 0xC0) {
+		len = 2;
+		code_point = s[0] & 0x1F;
+	} else if ((s[0] & 0xF0) == 0xE0) {
+		len = 3;
+		code_point = s[0] & 0x0F;
+	} else if ((s[0] & 0xF8) == 0xF0) {
+		len = 4;
+		code_point = s[0] & 0x07;
+	} else {
+		return 0;
+	}
+	if (len > left)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xC0) != 0x80)
+			return 0;
+		code_point = code_point << 6 | (s[i] & 0x3F);
+	}
+	if (code_point < smallest[len] || code_point > 0x10FFFF ||
+	    (code_point >= 0xD800 && code_point <= 0xDFFF))
+		return 0;
+	return len;
+}
+
+/* Write the escape of an ASCII byte that JSON does not allow unescaped
+ * into out (7 bytes at least), and return its length. */
+static size_t
+escape_ascii(unsigned char c, char *out)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	char short_form = 0;
+
+	switch (c) {
+	case '"': short_form = '"'; break;
+	case '\\': short_form = '\\'; break;
+	case '\b': short_form = 'b'; break;
+	case '\f': short_form = 'f'; break;
+	case '\n': short_form = 'n'; break;
+	case '\r': short_form = 'r'; break;
+	case '\t': short_form = 't'; break;
+	}
+	out[0] = '\\';
+	if (short_form != 0) {
+		out[1] = short_form;
+		return 2;
+	}
+	memcpy(out + 1, "u00", 3);
+	out[4] = hex[c >> 4];
+	out[5] = hex[c & 0xF];
+	return 6;
+}
+
+/* Count the bytes at the start of s that need no escape: printable ASCII
+ * other than the quote and the backslash. */
+static size_t
+plain_run(const unsigned char *s, size_t left)
+{
+	size_t n = 0;
+
+	while (n < left && s[n] >= 0x20 && s[n] < 0x80 && s[n] != '"' && s[n] != '\\')
+		n++;
+	return n;
+}
+
+void
+tg_json_stringn(struct tg_json_writer *w, const char *s, size_t len)
+{
+	const unsigned char *in = (const unsigned char *)s;
+	size_t i = 0;
+
+	tg_json_literal(w, "\"");
+	while (i < len && !w->failed) {
+		size_t n = plain_run(in + i, len - i);
+		char escaped[8];
+
+		if (n > 0) {
+			tg_json_raw(w, s + i, n);
+			i += n;
+			continue;
+		}
+		if (in[i] < 0x80) {
+			tg_json_raw(w, escaped, escape_ascii(in[i], escaped));
+			i++;
+			continue;
+		}
+		n = tg_utf8_sequence(in + i, len - i);
+		if (n == 0) {
+			tg_json_literal(w, REPLACEMENT);
+			i++;
+			continue;
+		}
+		tg_json_raw(w, s + i, n);
+		i += n;
+	}
+	tg_json_literal(w, "\"");
+}
+
+void
+tg_json_string(struct tg_json_writer *w, const char *s)
+{
+	tg_json_stringn(w, s, strlen(s));
+}
+
+void
+tg_json_uint(struct tg_json_writer *w, uint64_t v)
+{
+	char digits[20];
+	size_t n = sizeof(digits);
+
+	do {
+		digits[--n] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	tg_json_raw(w, digits + n, sizeof(digits) - n);
+}
+
+void
+tg_json_int(struct tg_json_writer *w, int64_t v)
+{
+	if (v >= 0) {
+		tg_json_uint(w, (uint64_t)v);
+		return;
+	}
+	tg_json_literal(w, "-");
+	/* Negated as unsigned so that INT64_MIN does not overflow. */
+	tg_json_uint(w, -(uint64_t)v);
+}
+
+/* Drop the '+' and the leading zeros of the exponent of text, and update
+ * its length *len, as jansson does: "1e+20" -> "1e20", "1e-07" -> "1e-7". */
+static void
+trim_exponent(char *text, size_t *len)
+{
+	char *digits = strchr(text, 'e');
+	char *first;
+
+	if (digits == NULL)
+		return;
+	digits++;
+	if (*digits == '-')
+		digits++;
+	first = digits;
+	if (*first == '+')
+		first++;
+	while (*first == '0' && first[1] != '\0')
+		first++;
+	memmove(digits, first, strlen(first) + 1);
+	*len = strlen(text);
+}
+
+void
+tg_json_double(struct tg_json_writer *w, double v)
+{
+	char text[40];
+	size_t len;
+
+	assert(isfinite(v));
+	len = (size_t)snprintf(text, sizeof(text) - 2, "%.17g", v);
+	if (strchr(text, '.') == NULL && strchr(text, 'e') == NULL) {
+		memcpy(text + len, ".0", 3);
+		len += 2;
+	}
+	trim_exponent(text, &len);
+	tg_json_raw(w, text, len);
+}

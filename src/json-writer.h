@@ -1,0 +1,66 @@
+/*
+ * JSON text written straight into a growing byte buffer, for output built
+ * often enough that a jansson tree per value costs too much (the OTLP
+ * export of every span). The caller writes the structure (braces, commas,
+ * keys) as literals and the values through the functions below, which
+ * write them as jansson's compact dump does, so both produce the same
+ * bytes. There is no parser here: reading JSON stays with jansson.
+ *
+ * When memory runs out, the writer sets "failed" and ignores every later
+ * write, so a caller checks once at the end.
+ */
+#ifndef TOLLGATE_JSON_WRITER_H
+#define TOLLGATE_JSON_WRITER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct tg_json_writer {
+	char *data;             /* not NUL-terminated; NULL until the first write */
+	size_t len, capacity;
+	int failed;             /* set when memory ran out; the text is then cut */
+};
+
+/* Empty the text but keep the memory for the next document. */
+void tg_json_writer_reset(struct tg_json_writer *w);
+
+/* Free the memory. The writer is then empty and may be used again. */
+void tg_json_writer_free(struct tg_json_writer *w);
+
+/* Append n bytes unchanged: structure, and keys that need no escaping. */
+void tg_json_raw(struct tg_json_writer *w, const char *s, size_t n);
+
+/* Append a string literal unchanged, such as "{\"key\":". The "" makes a
+ * pointer, whose sizeof is not its length, fail to compile. */
+#define tg_json_literal(w, s) tg_json_raw((w), "" s, sizeof("" s) - 1)
+
+/*
+ * Append len bytes of s as a quoted JSON string. '"', '\\' and control
+ * characters are escaped as jansson does: "\n", or "\u001F" for those
+ * without a short form. Well-formed UTF-8 is copied unchanged.
+ *
+ * Each byte that does not start a well-formed sequence becomes U+FFFD: a
+ * stray continuation byte, an overlong form, a surrogate, a code point
+ * above U+10FFFF, a cut sequence. The text is therefore valid UTF-8
+ * whatever the input.
+ */
+void tg_json_stringn(struct tg_json_writer *w, const char *s, size_t len);
+void tg_json_string(struct tg_json_writer *w, const char *s);
+
+/* Append v as a bare decimal number. */
+void tg_json_int(struct tg_json_writer *w, int64_t v);
+void tg_json_uint(struct tg_json_writer *w, uint64_t v);
+
+/*
+ * Append v as jansson writes a real: 17 significant digits, with a '.' or
+ * an exponent so that it reads back as a real, and the exponent without
+ * '+' or leading zeros ("0.5", "2.0", "1e20"). v must be finite, because
+ * JSON has no NaN nor infinity.
+ */
+void tg_json_double(struct tg_json_writer *w, double v);
+
+/* Return the length of the well-formed UTF-8 sequence that starts s (at
+ * most left bytes, left > 0), or 0 when the bytes there are not one. */
+size_t tg_utf8_sequence(const unsigned char *s, size_t left);
+
+#endif

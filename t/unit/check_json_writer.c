@@ -1,0 +1,221 @@
+/*
+ * Unit tests for the JSON writer (src/json-writer.c): the exact text of
+ * escaped strings and numbers, checked byte for byte, and read back with
+ * jansson to prove the text is JSON that means the value written.
+ */
+#include <check.h>
+#include <float.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "json-writer.h"
+
+/* The text w holds, NUL-terminated, to free(). */
+static char *
+text_of(const struct tg_json_writer *w)
+{
+	char *text = malloc(w->len + 1);
+
+	ck_assert_ptr_nonnull(text);
+	ck_assert_int_eq(w->failed, 0);
+	memcpy(text, w->data, w->len);
+	text[w->len] = '\0';
+	return text;
+}
+
+/* Write len bytes of in as a string; the text must be want, and jansson
+ * must read it back as decoded (decoded_len bytes). */
+static void
+check_string(const char *in, size_t len, const char *want, const char *decoded,
+             size_t decoded_len)
+{
+	struct tg_json_writer w = {0};
+	json_error_t error;
+	json_t *back;
+	char *text;
+
+	tg_json_stringn(&w, in, len);
+	text = text_of(&w);
+	ck_assert_str_eq(text, want);
+	back = json_loadb(w.data, w.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &error);
+	ck_assert_msg(back != NULL, "jansson cannot read %s back: %s", text, error.text);
+	ck_assert_uint_eq(json_string_length(back), decoded_len);
+	ck_assert_mem_eq(json_string_value(back), decoded, decoded_len);
+	json_decref(back);
+	free(text);
+	tg_json_writer_free(&w);
+}
+
+#define CHECK_STRING(in, want, decoded) \
+	check_string((in), sizeof(in) - 1, (want), (decoded), sizeof(decoded) - 1)
+
+START_TEST(plain_ascii_is_copied)
+{
+	CHECK_STRING("gpt-4o /v1/chat?x=1&y=<2>", "\"gpt-4o /v1/chat?x=1&y=<2>\"",
+	             "gpt-4o /v1/chat?x=1&y=<2>");
+	CHECK_STRING("", "\"\"", "");
+	/* DEL and '/' need no escape, and jansson writes neither escaped. */
+	CHECK_STRING("\x7f/", "\"\x7f/\"", "\x7f/");
+}
+END_TEST
+
+START_TEST(quotes_and_backslashes_are_escaped)
+{
+	CHECK_STRING("say \"hi\" \\ bye", "\"say \\\"hi\\\" \\\\ bye\"", "say \"hi\" \\ bye");
+}
+END_TEST
+
+START_TEST(control_characters_are_escaped)
+{
+	CHECK_STRING("\b\f\n\r\t", "\"\\b\\f\\n\\r\\t\"", "\b\f\n\r\t");
+	/* Those without a short form as \u00XX, upper case as jansson writes. */
+	CHECK_STRING("a\x01" "b\x1f" "c\x1b", "\"a\\u0001b\\u001Fc\\u001B\"",
+	             "a\x01" "b\x1f" "c\x1b");
+	/* A NUL inside the given length is a character like the others. */
+	CHECK_STRING("x\0y", "\"x\\u0000y\"", "x\0y");
+}
+END_TEST
+
+START_TEST(multibyte_utf8_is_copied)
+{
+	/* 2, 3 and 4 bytes: é, €, U+1F600; and U+2028, which JSON allows. */
+	CHECK_STRING("\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xe2\x80\xa8",
+	             "\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xe2\x80\xa8\"",
+	             "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xe2\x80\xa8");
+	/* The largest code point, U+10FFFF. */
+	CHECK_STRING("\xf4\x8f\xbf\xbf", "\"\xf4\x8f\xbf\xbf\"", "\xf4\x8f\xbf\xbf");
+}
+END_TEST
+
+#define FFFD "\xef\xbf\xbd"
+
+START_TEST(invalid_utf8_becomes_replacement_characters)
+{
+	/* A lone byte above 0x7F and a stray continuation byte. */
+	CHECK_STRING("a\xff" "b\x80" "c", "\"a" FFFD "b" FFFD "c\"", "a" FFFD "b" FFFD "c");
+	/* A sequence cut by the end of the string: each byte is replaced. */
+	CHECK_STRING("x\xe2\x82", "\"x" FFFD FFFD "\"", "x" FFFD FFFD);
+	/* A sequence cut by an ASCII byte keeps the ASCII byte. */
+	CHECK_STRING("\xc3" "A", "\"" FFFD "A\"", FFFD "A");
+	/* An overlong '/', a UTF-16 surrogate (U+D800), and U+110000. */
+	CHECK_STRING("\xc0\xaf", "\"" FFFD FFFD "\"", FFFD FFFD);
+	CHECK_STRING("\xed\xa0\x80", "\"" FFFD FFFD FFFD "\"", FFFD FFFD FFFD);
+	CHECK_STRING("\xf4\x90\x80\x80", "\"" FFFD FFFD FFFD FFFD "\"",
+	             FFFD FFFD FFFD FFFD);
+	/* Valid text after the bad bytes comes out as it is. */
+	CHECK_STRING("\xfe\xc3\xa9\"", "\"" FFFD "\xc3\xa9\\\"\"", FFFD "\xc3\xa9\"");
+}
+END_TEST
+
+START_TEST(utf8_sequence_lengths)
+{
+	ck_assert_uint_eq(tg_utf8_sequence((const unsigned char *)"a", 1), 1);
+	ck_assert_uint_eq(tg_utf8_sequence((const unsigned char *)"\xc3\xa9", 2), 2);
+	ck_assert_uint_eq(tg_utf8_sequence((const unsigned char *)"\xc3\xa9", 1), 0);
+	ck_assert_uint_eq(tg_utf8_sequence((const unsigned char *)"\xe0\x9f\xbf", 3), 0);
+	ck_assert_uint_eq(tg_utf8_sequence((const unsigned char *)"\xe0\xa0\x80", 3), 3);
+	ck_assert_uint_eq(tg_utf8_sequence((const unsigned char *)"\xf0\x8f\xbf\xbf", 4), 0);
+	ck_assert_uint_eq(tg_utf8_sequence((const unsigned char *)"\xf8\x88\x80\x80", 4), 0);
+}
+END_TEST
+
+/* The text that write() leaves in a fresh writer must be want. */
+#define CHECK_TEXT(write, want) do { \
+		struct tg_json_writer w = {0}; \
+		char *text; \
+		write; \
+		text = text_of(&w); \
+		ck_assert_str_eq(text, want); \
+		free(text); \
+		tg_json_writer_free(&w); \
+	} while (0)
+
+START_TEST(integers)
+{
+	CHECK_TEXT(tg_json_int(&w, 0), "0");
+	CHECK_TEXT(tg_json_int(&w, -42), "-42");
+	CHECK_TEXT(tg_json_int(&w, INT64_MIN), "-9223372036854775808");
+	CHECK_TEXT(tg_json_int(&w, INT64_MAX), "9223372036854775807");
+	CHECK_TEXT(tg_json_uint(&w, UINT64_MAX), "18446744073709551615");
+}
+END_TEST
+
+START_TEST(doubles_as_jansson_writes_them)
+{
+	static const double values[] = {
+		0.5, 2.0, -0.0, 0.1, 1e-7, 1e20, 1.5e300, -2.5e-300, DBL_MAX, DBL_MIN,
+		123456789.125, 4.9e-324,
+	};
+
+	CHECK_TEXT(tg_json_double(&w, 0.5), "0.5");
+	CHECK_TEXT(tg_json_double(&w, 2.0), "2.0");
+	CHECK_TEXT(tg_json_double(&w, 1e-7), "9.9999999999999995e-8");
+	CHECK_TEXT(tg_json_double(&w, 1e20), "1e20");
+	for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+		json_t *real = json_real(values[i]);
+		char *want = json_dumps(real, JSON_ENCODE_ANY | JSON_COMPACT);
+
+		CHECK_TEXT(tg_json_double(&w, values[i]), want);
+		free(want);
+		json_decref(real);
+	}
+}
+END_TEST
+
+START_TEST(writer_grows_and_resets)
+{
+	struct tg_json_writer w = {0};
+	char big[10000];
+
+	memset(big, 'x', sizeof(big));
+	tg_json_stringn(&w, big, sizeof(big));
+	tg_json_literal(&w, ",");
+	ck_assert_uint_eq(w.len, sizeof(big) + 3);
+	ck_assert_int_eq(w.data[0], '"');
+	ck_assert_int_eq(w.data[w.len - 1], ',');
+	tg_json_writer_reset(&w);
+	ck_assert_uint_eq(w.len, 0);
+	tg_json_literal(&w, "{}");
+	ck_assert_mem_eq(w.data, "{}", 2);
+	tg_json_writer_free(&w);
+	ck_assert_ptr_null(w.data);
+}
+END_TEST
+
+static Suite *
+json_writer_suite(void)
+{
+	Suite *s = suite_create("json_writer");
+	TCase *strings = tcase_create("strings");
+	TCase *numbers = tcase_create("numbers");
+	TCase *buffer = tcase_create("buffer");
+
+	tcase_add_test(strings, plain_ascii_is_copied);
+	tcase_add_test(strings, quotes_and_backslashes_are_escaped);
+	tcase_add_test(strings, control_characters_are_escaped);
+	tcase_add_test(strings, multibyte_utf8_is_copied);
+	tcase_add_test(strings, invalid_utf8_becomes_replacement_characters);
+	tcase_add_test(strings, utf8_sequence_lengths);
+	tcase_add_test(numbers, integers);
+	tcase_add_test(numbers, doubles_as_jansson_writes_them);
+	tcase_add_test(buffer, writer_grows_and_resets);
+	suite_add_tcase(s, strings);
+	suite_add_tcase(s, numbers);
+	suite_add_tcase(s, buffer);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *runner = srunner_create(json_writer_suite());
+	int failed;
+
+	srunner_run_all(runner, CK_NORMAL);
+	failed = srunner_ntests_failed(runner);
+	srunner_free(runner);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
