@@ -46,7 +46,7 @@ struct export {
 	struct tg_tracer *tracer;
 	struct tg_span **spans;
 	size_t n_spans;
-	char *body;
+	const char *body;       /* in the tracer's "body" writer */
 	size_t body_len;
 	unsigned attempt;               /* 1 for the first */
 	uint64_t deadline_ms;           /* monotonic; no attempt after it */
@@ -80,6 +80,9 @@ struct tg_tracer {
 	struct tg_span *send_head, *send_tail;
 	size_t n_send;
 	struct export *export;          /* in flight, or NULL */
+	/* The request body of the export in flight. It is kept between
+	 * exports, so its memory grows to a batch's size only once. */
+	struct tg_json_writer body;
 	struct evhttp_connection *conn;
 	char *conn_host, *conn_port;
 	uint64_t next_export_ms;
@@ -217,7 +220,6 @@ export_free(struct export *e)
 	if (e->timer != NULL)
 		event_free(e->timer);
 	free(e->spans);
-	free(e->body);
 	free(e);
 }
 
@@ -510,14 +512,16 @@ export_start(struct tg_tracer *t)
 	e->deadline_ms = tg_now_ms() + (t->stopping && t->stop_deadline_ms < tg_now_ms() + tc->export_timeout
 	                             ? t->stop_deadline_ms - tg_now_ms() : tc->export_timeout);
 	resource_of(t, &resource);
-	e->body = tg_otlp_dumps(e->spans, e->n_spans, &resource);
-	if (e->body == NULL) {
+	tg_json_writer_reset(&t->body);
+	tg_otlp_write(&t->body, e->spans, e->n_spans, &resource);
+	if (t->body.failed) {
 		atomic_fetch_add_explicit(&t->spans_failed, e->n_spans, memory_order_relaxed);
 		tg_warn("cannot encode %zu spans for export: out of memory", e->n_spans);
 		export_free(e);
 		return;
 	}
-	e->body_len = strlen(e->body);
+	e->body = t->body.data;
+	e->body_len = t->body.len;
 	t->export = e;
 	export_send(e);
 }
@@ -782,6 +786,7 @@ tracer_free(struct tg_tracer *t)
 		event_base_free(t->base);
 	if (t->config != NULL)
 		tg_config_unref(t->config);
+	tg_json_writer_free(&t->body);
 	free(t->conn_host);
 	free(t->conn_port);
 	free(t->service_name);

@@ -1,13 +1,12 @@
 /*
- * OTLP JSON encoding with jansson.
+ * OTLP JSON encoding, written straight from the span structs.
  *
- * Every builder returns a new reference or NULL, and the json_*_new()
- * calls steal references even when they fail, so a NULL anywhere below
- * makes the whole request NULL without leaking.
+ * The exporter thread encodes every span it sends, so no jansson tree is
+ * built here. Keys come out in the order of the proto fields, then the
+ * optional ones, as the earlier jansson encoding wrote them. A field at
+ * its default value is left out, as the mapping allows.
  */
-#include <inttypes.h>
-#include <stdio.h>
-#include <stdlib.h>
+#include <math.h>
 
 #include "trace-context.h"
 #include "trace-otlp.h"
@@ -16,170 +15,197 @@
 #define SCOPE_NAME "tollgate"
 
 /* A 64-bit integer as the JSON mapping writes it: a decimal string. */
-static json_t *
-int64_string(int64_t v)
+static void
+write_uint64_string(struct tg_json_writer *w, uint64_t v)
 {
-	char buf[24];
-
-	snprintf(buf, sizeof(buf), "%" PRId64, v);
-	return json_string(buf);
+	tg_json_literal(w, "\"");
+	tg_json_uint(w, v);
+	tg_json_literal(w, "\"");
 }
 
-static json_t *
-uint64_string(uint64_t v)
+static void
+write_hex_id(struct tg_json_writer *w, const uint8_t *id, size_t n)
 {
-	char buf[24];
+	char text[2 * TG_TRACE_ID_SIZE + 2];
 
-	snprintf(buf, sizeof(buf), "%" PRIu64, v);
-	return json_string(buf);
+	text[0] = '"';
+	tg_hex_encode(text + 1, id, n);
+	text[2 * n + 1] = '"';
+	tg_json_raw(w, text, 2 * n + 2);
 }
 
-static json_t *
-hex_id(const uint8_t *id, size_t n)
+/* Write v as a number, or as the string that the proto3 JSON mapping uses
+ * for NaN and infinity, which JSON numbers cannot express. */
+static void
+write_double(struct tg_json_writer *w, double v)
 {
-	char buf[2 * TG_TRACE_ID_SIZE + 1];
+	if (isnan(v))
+		tg_json_literal(w, "\"NaN\"");
+	else if (isinf(v))
+		tg_json_string(w, v > 0 ? "Infinity" : "-Infinity");
+	else
+		tg_json_double(w, v);
+}
 
-	tg_hex_encode(buf, id, n);
-	return json_string(buf);
+static void
+write_strings(struct tg_json_writer *w, char *const *items, size_t n)
+{
+	tg_json_literal(w, "{\"arrayValue\":{\"values\":[");
+	for (size_t i = 0; i < n; i++) {
+		tg_json_literal(w, "{\"stringValue\":");
+		tg_json_string(w, items[i]);
+		tg_json_literal(w, "}");
+		if (i + 1 < n)
+			tg_json_literal(w, ",");
+	}
+	tg_json_literal(w, "]}}");
 }
 
 /* An AnyValue. */
-static json_t *
-any_value(const struct tg_attr *attr)
+static void
+write_any_value(struct tg_json_writer *w, const struct tg_attr *attr)
 {
-	json_t *values;
-
 	switch (attr->type) {
 	case TG_ATTR_STRING:
-		return json_pack("{s:o}", "stringValue", json_string(attr->v.s));
+		tg_json_literal(w, "{\"stringValue\":");
+		tg_json_string(w, attr->v.s);
+		break;
 	case TG_ATTR_INT:
-		return json_pack("{s:o}", "intValue", int64_string(attr->v.i));
+		tg_json_literal(w, "{\"intValue\":\"");
+		tg_json_int(w, attr->v.i);
+		tg_json_literal(w, "\"");
+		break;
 	case TG_ATTR_DOUBLE:
-		return json_pack("{s:f}", "doubleValue", attr->v.d);
+		tg_json_literal(w, "{\"doubleValue\":");
+		write_double(w, attr->v.d);
+		break;
 	case TG_ATTR_BOOL:
-		return json_pack("{s:b}", "boolValue", attr->v.b);
+		if (attr->v.b)
+			tg_json_literal(w, "{\"boolValue\":true");
+		else
+			tg_json_literal(w, "{\"boolValue\":false");
+		break;
 	case TG_ATTR_STRINGS:
-		values = json_array();
-		for (size_t i = 0; values != NULL && i < attr->v.list.n; i++) {
-			if (json_array_append_new(values, json_pack("{s:s}", "stringValue",
-			                                             attr->v.list.items[i])) != 0) {
-				json_decref(values);
-				values = NULL;
-			}
-		}
-		return json_pack("{s:{s:o}}", "arrayValue", "values", values);
+		write_strings(w, attr->v.list.items, attr->v.list.n);
+		return;
 	}
-	return NULL;
+	tg_json_literal(w, "}");
 }
 
 /* A list of KeyValue. */
-static json_t *
-key_values(const struct tg_attrs *attrs)
+static void
+write_key_values(struct tg_json_writer *w, const struct tg_attrs *attrs)
 {
-	json_t *list = json_array();
-
-	for (size_t i = 0; list != NULL && i < attrs->count; i++) {
-		json_t *kv = json_pack("{s:s, s:o}", "key", attrs->items[i].key,
-		                       "value", any_value(&attrs->items[i]));
-
-		if (json_array_append_new(list, kv) != 0) {
-			json_decref(list);
-			list = NULL;
-		}
+	tg_json_literal(w, "[");
+	for (size_t i = 0; i < attrs->count; i++) {
+		if (i > 0)
+			tg_json_literal(w, ",");
+		tg_json_literal(w, "{\"key\":");
+		tg_json_string(w, attrs->items[i].key);
+		tg_json_literal(w, ",\"value\":");
+		write_any_value(w, &attrs->items[i]);
+		tg_json_literal(w, "}");
 	}
-	return list;
+	tg_json_literal(w, "]");
 }
 
-/* Set "droppedXCount" only when something was dropped: the mapping omits
- * fields at their default value. */
-static int
-set_dropped(json_t *obj, const char *key, uint32_t dropped)
+/* Write ,"droppedXCount":N only when something was dropped, because the
+ * mapping omits fields at their default value. key includes its quotes
+ * and colon. */
+static void
+write_dropped(struct tg_json_writer *w, const char *key, size_t key_len, uint32_t dropped)
 {
 	if (dropped == 0)
-		return 0;
-	return json_object_set_new(obj, key, json_integer(dropped));
+		return;
+	tg_json_literal(w, ",");
+	tg_json_raw(w, key, key_len);
+	tg_json_uint(w, dropped);
 }
 
-static json_t *
-span_event(const struct tg_span_event *ev)
+#define DROPPED_KEY(name) "\"" name "\":", sizeof("\"" name "\":") - 1
+
+static void
+write_event(struct tg_json_writer *w, const struct tg_span_event *ev)
 {
-	json_t *obj = json_pack("{s:o, s:s, s:o}",
-	                        "timeUnixNano", uint64_string(ev->time_ns),
-	                        "name", ev->name,
-	                        "attributes", key_values(&ev->attrs));
-
-	if (obj != NULL && set_dropped(obj, "droppedAttributesCount", ev->attrs.dropped) != 0) {
-		json_decref(obj);
-		return NULL;
-	}
-	return obj;
+	tg_json_literal(w, "{\"timeUnixNano\":");
+	write_uint64_string(w, ev->time_ns);
+	tg_json_literal(w, ",\"name\":");
+	tg_json_string(w, ev->name);
+	tg_json_literal(w, ",\"attributes\":");
+	write_key_values(w, &ev->attrs);
+	write_dropped(w, DROPPED_KEY("droppedAttributesCount"), ev->attrs.dropped);
+	tg_json_literal(w, "}");
 }
 
-static json_t *
-span_events(const struct tg_span *span)
+static void
+write_events(struct tg_json_writer *w, const struct tg_span *span)
 {
-	json_t *list = json_array();
-
-	for (size_t i = 0; list != NULL && i < span->n_events; i++) {
-		if (json_array_append_new(list, span_event(&span->events[i])) != 0) {
-			json_decref(list);
-			list = NULL;
-		}
+	tg_json_literal(w, "[");
+	for (size_t i = 0; i < span->n_events; i++) {
+		if (i > 0)
+			tg_json_literal(w, ",");
+		write_event(w, &span->events[i]);
 	}
-	return list;
+	tg_json_literal(w, "]");
 }
 
-static json_t *
-span_status(const struct tg_span *span)
+static void
+write_status(struct tg_json_writer *w, const struct tg_span *span)
 {
-	json_t *status = json_object();
-
-	if (status == NULL || span->status == TG_STATUS_UNSET)
-		return status;
-	if (json_object_set_new(status, "code", json_integer(span->status)) != 0 ||
-	    (span->status_message != NULL &&
-	     json_object_set_new(status, "message", json_string(span->status_message)) != 0)) {
-		json_decref(status);
-		return NULL;
+	if (span->status == TG_STATUS_UNSET) {
+		tg_json_literal(w, "{}");
+		return;
 	}
-	return status;
+	tg_json_literal(w, "{\"code\":");
+	tg_json_uint(w, (uint64_t)span->status);
+	if (span->status_message != NULL) {
+		tg_json_literal(w, ",\"message\":");
+		tg_json_string(w, span->status_message);
+	}
+	tg_json_literal(w, "}");
 }
 
-json_t *
-tg_otlp_span(const struct tg_span *span)
+void
+tg_otlp_write_span(struct tg_json_writer *w, const struct tg_span *span)
 {
-	json_t *obj = json_pack("{s:o, s:o, s:s, s:i, s:o, s:o, s:o, s:o, s:o}",
-	                        "traceId", hex_id(span->trace_id, TG_TRACE_ID_SIZE),
-	                        "spanId", hex_id(span->span_id, TG_SPAN_ID_SIZE),
-	                        "name", span->name,
-	                        "kind", (int)span->kind,
-	                        "startTimeUnixNano", uint64_string(span->start_ns),
-	                        "endTimeUnixNano", uint64_string(span->end_ns),
-	                        "attributes", key_values(&span->attrs),
-	                        "events", span_events(span),
-	                        "status", span_status(span));
-	int rc = 0;
+	tg_json_literal(w, "{\"traceId\":");
+	write_hex_id(w, span->trace_id, TG_TRACE_ID_SIZE);
+	tg_json_literal(w, ",\"spanId\":");
+	write_hex_id(w, span->span_id, TG_SPAN_ID_SIZE);
+	tg_json_literal(w, ",\"name\":");
+	tg_json_string(w, span->name);
+	tg_json_literal(w, ",\"kind\":");
+	tg_json_uint(w, (uint64_t)span->kind);
+	tg_json_literal(w, ",\"startTimeUnixNano\":");
+	write_uint64_string(w, span->start_ns);
+	tg_json_literal(w, ",\"endTimeUnixNano\":");
+	write_uint64_string(w, span->end_ns);
+	tg_json_literal(w, ",\"attributes\":");
+	write_key_values(w, &span->attrs);
+	tg_json_literal(w, ",\"events\":");
+	write_events(w, span);
+	tg_json_literal(w, ",\"status\":");
+	write_status(w, span);
 
-	if (obj == NULL)
-		return NULL;
-	if (!tg_id_is_zero(span->parent_id, TG_SPAN_ID_SIZE))
-		rc |= json_object_set_new(obj, "parentSpanId",
-		                          hex_id(span->parent_id, TG_SPAN_ID_SIZE));
-	if (span->trace_state != NULL && span->trace_state[0] != '\0')
-		rc |= json_object_set_new(obj, "traceState", json_string(span->trace_state));
-	if (span->flags != 0)
-		rc |= json_object_set_new(obj, "flags", json_integer(span->flags));
-	rc |= set_dropped(obj, "droppedAttributesCount", span->attrs.dropped);
-	rc |= set_dropped(obj, "droppedEventsCount", span->dropped_events);
-	if (rc != 0) {
-		json_decref(obj);
-		return NULL;
+	if (!tg_id_is_zero(span->parent_id, TG_SPAN_ID_SIZE)) {
+		tg_json_literal(w, ",\"parentSpanId\":");
+		write_hex_id(w, span->parent_id, TG_SPAN_ID_SIZE);
 	}
-	return obj;
+	if (span->trace_state != NULL && span->trace_state[0] != '\0') {
+		tg_json_literal(w, ",\"traceState\":");
+		tg_json_string(w, span->trace_state);
+	}
+	if (span->flags != 0) {
+		tg_json_literal(w, ",\"flags\":");
+		tg_json_uint(w, span->flags);
+	}
+	write_dropped(w, DROPPED_KEY("droppedAttributesCount"), span->attrs.dropped);
+	write_dropped(w, DROPPED_KEY("droppedEventsCount"), span->dropped_events);
+	tg_json_literal(w, "}");
 }
 
-static json_t *
-resource_attributes(const struct tg_otlp_resource *r)
+static void
+write_resource_attributes(struct tg_json_writer *w, const struct tg_otlp_resource *r)
 {
 	struct tg_attrs attrs = {0};
 	struct tg_attr items[5] = {
@@ -195,42 +221,40 @@ resource_attributes(const struct tg_otlp_resource *r)
 		  .v.s = (char *)r->instance_id },
 	};
 
-	/* A borrowed view: key_values() only reads. */
+	/* A borrowed view: write_key_values() only reads. */
 	attrs.items = items;
 	attrs.count = r->instance_id != NULL ? 5 : 4;
-	return key_values(&attrs);
+	write_key_values(w, &attrs);
+}
+
+void
+tg_otlp_write(struct tg_json_writer *w, struct tg_span *const *spans, size_t n,
+              const struct tg_otlp_resource *resource)
+{
+	tg_json_literal(w, "{\"resourceSpans\":[{\"resource\":{\"attributes\":");
+	write_resource_attributes(w, resource);
+	tg_json_literal(w, "},\"scopeSpans\":[{\"scope\":{\"name\":\"" SCOPE_NAME
+	                "\",\"version\":");
+	tg_json_string(w, resource->service_version);
+	tg_json_literal(w, "},\"spans\":[");
+	for (size_t i = 0; i < n; i++) {
+		if (i > 0)
+			tg_json_literal(w, ",");
+		tg_otlp_write_span(w, spans[i]);
+	}
+	tg_json_literal(w, "]}]}]}");
 }
 
 json_t *
 tg_otlp_encode(struct tg_span *const *spans, size_t n,
                const struct tg_otlp_resource *resource)
 {
-	json_t *list = json_array();
+	struct tg_json_writer w = {0};
+	json_t *root = NULL;
 
-	for (size_t i = 0; list != NULL && i < n; i++) {
-		if (json_array_append_new(list, tg_otlp_span(spans[i])) != 0) {
-			json_decref(list);
-			list = NULL;
-		}
-	}
-	return json_pack("{s:[{s:{s:o}, s:[{s:{s:s, s:s}, s:o}]}]}",
-	                 "resourceSpans",
-	                 "resource", "attributes", resource_attributes(resource),
-	                 "scopeSpans",
-	                 "scope", "name", SCOPE_NAME, "version", resource->service_version,
-	                 "spans", list);
-}
-
-char *
-tg_otlp_dumps(struct tg_span *const *spans, size_t n,
-              const struct tg_otlp_resource *resource)
-{
-	json_t *root = tg_otlp_encode(spans, n, resource);
-	char *text;
-
-	if (root == NULL)
-		return NULL;
-	text = json_dumps(root, JSON_COMPACT);
-	json_decref(root);
-	return text;
+	tg_otlp_write(&w, spans, n, resource);
+	if (!w.failed)
+		root = json_loadb(w.data, w.len, 0, NULL);
+	tg_json_writer_free(&w);
+	return root;
 }

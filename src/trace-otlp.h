@@ -10,6 +10,7 @@
 
 #include <jansson.h>
 
+#include "json-writer.h"
 #include "trace-t.h"
 
 /* What every span of an export shares: the resource and the scope. */
@@ -20,18 +21,26 @@ struct tg_otlp_resource {
 };
 
 /*
- * Build {"resourceSpans": [...]} holding spans (all ended) under one
- * resource and one instrumentation scope, in the order given. Returns a
- * new reference, or NULL when out of memory.
+ * Append {"resourceSpans": [...]} holding spans (all ended) under one
+ * resource and one instrumentation scope, in the order given, to w as
+ * compact JSON text. Out of memory, w->failed is set and the text is cut.
+ * Attribute values that are not valid UTF-8 are written with U+FFFD in
+ * place of the bad bytes (see tg_json_stringn), so one bad value never
+ * costs a batch.
+ */
+void tg_otlp_write(struct tg_json_writer *w, struct tg_span *const *spans, size_t n,
+                   const struct tg_otlp_resource *resource);
+
+/* Append one span to w as an OTLP Span object. */
+void tg_otlp_write_span(struct tg_json_writer *w, const struct tg_span *span);
+
+/*
+ * Return the text of tg_otlp_write() read back as a jansson tree (new
+ * reference, or NULL when out of memory), for the admin listener, which
+ * dumps it in its own format. Reading the text back keeps one encoding
+ * for both; it costs a parse, which is why the export path sends the text.
  */
 json_t *tg_otlp_encode(struct tg_span *const *spans, size_t n,
                        const struct tg_otlp_resource *resource);
-
-/* The same as compact JSON text, to free(); NULL when out of memory. */
-char *tg_otlp_dumps(struct tg_span *const *spans, size_t n,
-                    const struct tg_otlp_resource *resource);
-
-/* One span as an OTLP Span object (new reference, or NULL). */
-json_t *tg_otlp_span(const struct tg_span *span);
 
 #endif

@@ -566,6 +566,22 @@ sample_span(void)
 	return s;
 }
 
+/* span as the exporter writes it, read back with jansson. */
+static json_t *
+span_json(const struct tg_span *span)
+{
+	struct tg_json_writer w = {0};
+	json_error_t error;
+	json_t *j;
+
+	tg_otlp_write_span(&w, span);
+	ck_assert_int_eq(w.failed, 0);
+	j = json_loadb(w.data, w.len, 0, &error);
+	ck_assert_msg(j != NULL, "the span is not JSON: %s: %.*s", error.text, (int)w.len, w.data);
+	tg_json_writer_free(&w);
+	return j;
+}
+
 static const char *
 value_of(json_t *attrs, const char *key, const char *type)
 {
@@ -597,7 +613,7 @@ value_of(json_t *attrs, const char *key, const char *type)
 START_TEST(otlp_span_encoding)
 {
 	struct tg_span *s = sample_span();
-	json_t *j = tg_otlp_span(s);
+	json_t *j = span_json(s);
 	json_t *ev, *reasons;
 
 	ck_assert_str_eq(json_string_value(json_object_get(j, "traceId")), TRACE_ID);
@@ -647,7 +663,7 @@ START_TEST(otlp_root_span_has_no_parent)
 	json_t *j;
 
 	tg_span_end(s, 2);
-	j = tg_otlp_span(s);
+	j = span_json(s);
 	ck_assert_ptr_null(json_object_get(j, "parentSpanId"));
 	ck_assert_ptr_null(json_object_get(j, "traceState"));
 	ck_assert_int_eq(json_integer_value(json_object_get(j, "kind")), 2);
@@ -661,9 +677,11 @@ START_TEST(otlp_request_structure)
 {
 	struct tg_span *spans[2] = {sample_span(), sample_span()};
 	struct tg_otlp_resource res = {"svc", "1.2.3", "0b6f2c3e-7a1d-4c55-9a43-2d8f3b6e1a90"};
-	char *text = tg_otlp_dumps(spans, 2, &res);
-	json_t *root = json_loads(text, 0, NULL);
-	json_t *rs, *ss;
+	struct tg_json_writer w = {0};
+	json_t *root, *rs, *ss;
+
+	tg_otlp_write(&w, spans, 2, &res);
+	root = json_loadb(w.data, w.len, 0, NULL);
 
 	ck_assert_ptr_nonnull(root);
 	ck_assert_uint_eq(json_object_size(root), 1);
@@ -680,7 +698,7 @@ START_TEST(otlp_request_structure)
 	                                                   "version")), "1.2.3");
 	ck_assert_uint_eq(json_array_size(json_object_get(ss, "spans")), 2);
 	json_decref(root);
-	free(text);
+	tg_json_writer_free(&w);
 	tg_span_free(spans[0]);
 	tg_span_free(spans[1]);
 }
@@ -696,12 +714,74 @@ START_TEST(otlp_dropped_counts)
 		tg_span_add_event(s, "e", 1);
 	s->attrs.dropped = 3;
 	tg_span_end(s, 2);
-	j = tg_otlp_span(s);
+	j = span_json(s);
 	ck_assert_int_eq(json_integer_value(json_object_get(j, "droppedEventsCount")), 2);
 	ck_assert_int_eq(json_integer_value(json_object_get(j, "droppedAttributesCount")), 3);
 	ck_assert_uint_eq(json_array_size(json_object_get(j, "events")), TG_SPAN_MAX_EVENTS);
 	json_decref(j);
 	tg_span_free(s);
+}
+END_TEST
+
+/* Every attribute type, and string values that need escaping, in the
+ * exact text the exporter sends. */
+START_TEST(otlp_attribute_types_exact_text)
+{
+	uint8_t trace_id[16] = {0xab};
+	struct tg_span *s = tg_span_new(trace_id, NULL, TG_SPAN_SERVER, "POST \"x\"", 5);
+	const char *items[] = {"stop", "line\nbreak"};
+	struct tg_json_writer w = {0};
+	const char *want;
+
+	memset(s->span_id, 0xcd, sizeof(s->span_id));
+	tg_attrs_string(&s->attrs, "s", "tab\t \x01 quote\" back\\ \xc3\xa9 bad\xff");
+	tg_attrs_int(&s->attrs, "i", -9007199254740993);
+	tg_attrs_double(&s->attrs, "d", 0.25);
+	tg_attrs_double(&s->attrs, "whole", 3.0);
+	tg_attrs_bool(&s->attrs, "b", 1);
+	tg_attrs_strings(&s->attrs, "a", items, 2);
+	tg_attrs_strings(&s->attrs, "empty", items, 0);
+	tg_span_end(s, 6);
+	tg_otlp_write_span(&w, s);
+	want = "{\"traceId\":\"ab000000000000000000000000000000\","
+	       "\"spanId\":\"cdcdcdcdcdcdcdcd\",\"name\":\"POST \\\"x\\\"\",\"kind\":2,"
+	       "\"startTimeUnixNano\":\"5\",\"endTimeUnixNano\":\"6\",\"attributes\":["
+	       "{\"key\":\"s\",\"value\":{\"stringValue\":"
+	       "\"tab\\t \\u0001 quote\\\" back\\\\ \xc3\xa9 bad\xef\xbf\xbd\"}},"
+	       "{\"key\":\"i\",\"value\":{\"intValue\":\"-9007199254740993\"}},"
+	       "{\"key\":\"d\",\"value\":{\"doubleValue\":0.25}},"
+	       "{\"key\":\"whole\",\"value\":{\"doubleValue\":3.0}},"
+	       "{\"key\":\"b\",\"value\":{\"boolValue\":true}},"
+	       "{\"key\":\"a\",\"value\":{\"arrayValue\":{\"values\":["
+	       "{\"stringValue\":\"stop\"},{\"stringValue\":\"line\\nbreak\"}]}}},"
+	       "{\"key\":\"empty\",\"value\":{\"arrayValue\":{\"values\":[]}}}],"
+	       "\"events\":[],\"status\":{}}";
+	ck_assert_int_eq(w.failed, 0);
+	ck_assert_uint_eq(w.len, strlen(want));
+	ck_assert_mem_eq(w.data, want, w.len);
+	tg_json_writer_free(&w);
+	tg_span_free(s);
+}
+END_TEST
+
+/* A value that is not UTF-8 costs only its bad bytes, not the batch. */
+START_TEST(otlp_invalid_utf8_keeps_the_batch)
+{
+	struct tg_span *spans[2] = {sample_span(), sample_span()};
+	struct tg_otlp_resource res = {"svc", "1.2.3", NULL};
+	json_t *root, *span;
+
+	tg_attrs_string(&spans[1]->attrs, "url.path", "/v1/\xc0\xaf\x80");
+	root = tg_otlp_encode(spans, 2, &res);
+	ck_assert_ptr_nonnull(root);
+	span = json_array_get(json_object_get(json_array_get(json_object_get(
+	       json_array_get(json_object_get(root, "resourceSpans"), 0), "scopeSpans"), 0),
+	       "spans"), 1);
+	ck_assert_str_eq(value_of(json_object_get(span, "attributes"), "url.path", "stringValue"),
+	                 "/v1/\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
+	json_decref(root);
+	tg_span_free(spans[0]);
+	tg_span_free(spans[1]);
 }
 END_TEST
 
@@ -753,6 +833,8 @@ trace_suite(void)
 	tcase_add_test(otlp, otlp_root_span_has_no_parent);
 	tcase_add_test(otlp, otlp_request_structure);
 	tcase_add_test(otlp, otlp_dropped_counts);
+	tcase_add_test(otlp, otlp_attribute_types_exact_text);
+	tcase_add_test(otlp, otlp_invalid_utf8_keeps_the_batch);
 	tcase_add_test(otlp, semconv_table_names);
 	suite_add_tcase(s, context);
 	suite_add_tcase(s, tree);
