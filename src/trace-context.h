@@ -49,8 +49,9 @@ int tg_id_is_zero(const uint8_t *id, size_t n);
 
 /*
  * Fill id with n random bytes that are not all zero, from OpenSSL's
- * RAND_bytes. OpenSSL 3 keeps a DRBG per thread, so workers that make ids
- * at the same time do not contend for one generator.
+ * RAND_bytes, drawn in blocks of a few ids per thread. OpenSSL 3 keeps a
+ * DRBG per thread, so workers that make ids at the same time do not
+ * contend for one generator.
  */
 void tg_id_random(uint8_t *id, size_t n);
 
