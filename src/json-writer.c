@@ -10,6 +10,7 @@
 #include "json-writer.h"
 
 #define REPLACEMENT "\xEF\xBF\xBD"      /* U+FFFD in UTF-8 */
+#define REPLACEMENT_LEN (sizeof(REPLACEMENT) - 1)
 
 void
 tg_json_writer_reset(struct tg_json_writer *w)
@@ -134,43 +135,78 @@ plain_run(const unsigned char *s, size_t left)
 	return n;
 }
 
-void
-tg_json_stringn(struct tg_json_writer *w, const char *s, size_t len)
+/* Append len bytes of s as a quoted string holding at most limit bytes of
+ * text, counted as tg_json_string_cut() documents. The one escaper behind
+ * every string function. */
+static void
+write_string(struct tg_json_writer *w, const char *s, size_t len, size_t limit)
 {
 	const unsigned char *in = (const unsigned char *)s;
-	size_t i = 0;
+	size_t i = 0, kept = 0;
 
 	tg_json_literal(w, "\"");
 	while (i < len && !w->failed) {
+		size_t room = limit - kept;
 		size_t n = plain_run(in + i, len - i);
 		char escaped[8];
 
 		if (n > 0) {
+			/* Plain ASCII may be cut anywhere. */
+			if (n > room)
+				n = room;
+			if (n == 0)
+				break;
 			tg_json_raw(w, s + i, n);
+			kept += n;
 			i += n;
 			continue;
 		}
 		if (in[i] < 0x80) {
+			if (room == 0)
+				break;
 			tg_json_raw(w, escaped, escape_ascii(in[i], escaped));
+			kept++;
 			i++;
 			continue;
 		}
 		n = tg_utf8_sequence(in + i, len - i);
 		if (n == 0) {
+			if (room < REPLACEMENT_LEN)
+				break;
 			tg_json_literal(w, REPLACEMENT);
+			kept += REPLACEMENT_LEN;
 			i++;
 			continue;
 		}
+		if (room < n)
+			break;
 		tg_json_raw(w, s + i, n);
+		kept += n;
 		i += n;
 	}
 	tg_json_literal(w, "\"");
 }
 
 void
+tg_json_stringn(struct tg_json_writer *w, const char *s, size_t len)
+{
+	write_string(w, s, len, SIZE_MAX);
+}
+
+void
 tg_json_string(struct tg_json_writer *w, const char *s)
 {
-	tg_json_stringn(w, s, strlen(s));
+	tg_json_string_cut(w, s, SIZE_MAX);
+}
+
+void
+tg_json_string_cut(struct tg_json_writer *w, const char *s, size_t limit)
+{
+	if (s == NULL) {
+		tg_json_literal(w, "null");
+		return;
+	}
+	write_string(w, s, strlen(s), limit);
 }
 
 void
@@ -198,6 +234,15 @@ tg_json_int(struct tg_json_writer *w, int64_t v)
 	tg_json_uint(w, -(uint64_t)v);
 }
 
+void
+tg_json_bool(struct tg_json_writer *w, int v)
+{
+	if (v)
+		tg_json_literal(w, "true");
+	else
+		tg_json_literal(w, "false");
+}
+
 /* Drop the '+' and the leading zeros of the exponent of text, and update
  * its length *len, as jansson does: "1e+20" -> "1e20", "1e-07" -> "1e-7". */
 static void
@@ -223,11 +268,19 @@ trim_exponent(char *text, size_t *len)
 void
 tg_json_double(struct tg_json_writer *w, double v)
 {
+	tg_json_double_precision(w, v, 17);
+}
+
+void
+tg_json_double_precision(struct tg_json_writer *w, double v, int precision)
+{
 	char text[40];
 	size_t len;
 
 	assert(isfinite(v));
-	len = (size_t)snprintf(text, sizeof(text) - 2, "%.17g", v);
+	assert(precision >= 1);
+	assert(precision <= 17);
+	len = (size_t)snprintf(text, sizeof(text) - 2, "%.*g", precision, v);
 	if (strchr(text, '.') == NULL && strchr(text, 'e') == NULL) {
 		memcpy(text + len, ".0", 3);
 		len += 2;

@@ -1,7 +1,7 @@
 /*
  * JSON text written straight into a growing byte buffer, for output built
  * often enough that a jansson tree per value costs too much (the OTLP
- * export of every span). The caller writes the structure (braces, commas,
+ * export of every span, the access-log line of every request). The caller writes the structure (braces, commas,
  * keys) as literals and the values through the functions below, which
  * write them as jansson's compact dump does, so both produce the same
  * bytes. There is no parser here: reading JSON stays with jansson.
@@ -45,11 +45,25 @@ void tg_json_raw(struct tg_json_writer *w, const char *s, size_t n);
  * whatever the input.
  */
 void tg_json_stringn(struct tg_json_writer *w, const char *s, size_t len);
+
+/* Append s as tg_json_stringn() does, or null when s is NULL (a value the
+ * caller does not have). */
 void tg_json_string(struct tg_json_writer *w, const char *s);
+
+/*
+ * Append s as tg_json_string() does, but keep at most limit bytes of its
+ * text, so that a value a client chose cannot make a record as long as the
+ * request. The bytes are counted after replacement and before escaping (a
+ * U+FFFD counts 3, an escape the 1 byte it stands for), and the cut falls
+ * between characters, never inside one.
+ */
+void tg_json_string_cut(struct tg_json_writer *w, const char *s, size_t limit);
 
 /* Append v as a bare decimal number. */
 void tg_json_int(struct tg_json_writer *w, int64_t v);
 void tg_json_uint(struct tg_json_writer *w, uint64_t v);
+
+void tg_json_bool(struct tg_json_writer *w, int v);
 
 /*
  * Append v as jansson writes a real: 17 significant digits, with a '.' or
@@ -58,6 +72,10 @@ void tg_json_uint(struct tg_json_writer *w, uint64_t v);
  * JSON has no NaN nor infinity.
  */
 void tg_json_double(struct tg_json_writer *w, double v);
+
+/* Append v as tg_json_double() does, with precision significant digits
+ * (1 to 17), as jansson writes it with JSON_REAL_PRECISION(precision). */
+void tg_json_double_precision(struct tg_json_writer *w, double v, int precision);
 
 /* Return the length of the well-formed UTF-8 sequence that starts s (at
  * most left bytes, left > 0), or 0 when the bytes there are not one. */

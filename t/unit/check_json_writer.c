@@ -1,7 +1,7 @@
 /*
  * Unit tests for the JSON writer (src/json-writer.c): the exact text of
- * escaped strings and numbers, checked byte for byte, and read back with
- * jansson to prove the text is JSON that means the value written.
+ * escaped and cut strings and of numbers, checked byte for byte, and read
+ * back with jansson to prove the text is JSON that means the value written.
  */
 #include <check.h>
 #include <float.h>
@@ -51,6 +51,17 @@ check_string(const char *in, size_t len, const char *want, const char *decoded,
 
 #define CHECK_STRING(in, want, decoded) \
 	check_string((in), sizeof(in) - 1, (want), (decoded), sizeof(decoded) - 1)
+
+/* The text that write() leaves in a fresh writer must be want. */
+#define CHECK_TEXT(write, want) do { \
+		struct tg_json_writer w = {0}; \
+		char *text; \
+		write; \
+		text = text_of(&w); \
+		ck_assert_str_eq(text, want); \
+		free(text); \
+		tg_json_writer_free(&w); \
+	} while (0)
 
 START_TEST(plain_ascii_is_copied)
 {
@@ -110,6 +121,68 @@ START_TEST(invalid_utf8_becomes_replacement_characters)
 }
 END_TEST
 
+/* s written by tg_json_string_cut() with limit, NUL-terminated, to free(). */
+static char *
+cut(const char *s, size_t limit)
+{
+	struct tg_json_writer w = {0};
+	char *text;
+
+	tg_json_string_cut(&w, s, limit);
+	text = text_of(&w);
+	tg_json_writer_free(&w);
+	return text;
+}
+
+/* Strings cut by tg_json_string_cut(): in, limit, and the text written. */
+static const struct {
+	const char *in;
+	size_t limit;
+	const char *want;
+} cuts[] = {
+	{"abcdef", 4, "\"abcd\""},
+	/* U+00E9 is 2 bytes: 3 bytes of room keep one, never half of the next. */
+	{"\xc3\xa9\xc3\xa9", 3, "\"\xc3\xa9\""},
+	/* The cut counts the replacement's 3 bytes, not the 1 invalid byte. */
+	{"a\xff" "b", 3, "\"a\""},
+	/* An escape counts as the one byte it stands for. */
+	{"\"\"\"x", 3, "\"\\\"\\\"\\\"\""},
+	{"", 0, "\"\""},
+	{"x", 0, "\"\""},
+};
+
+START_TEST(cut_falls_between_characters)
+{
+	char *text = cut(cuts[_i].in, cuts[_i].limit);
+
+	ck_assert_str_eq(text, cuts[_i].want);
+	free(text);
+}
+END_TEST
+
+START_TEST(cut_keeps_exactly_the_limit)
+{
+	char in[1000];
+	char *text;
+
+	memset(in, 'p', sizeof(in) - 1);
+	in[sizeof(in) - 1] = '\0';
+	text = cut(in, 256);
+	ck_assert_uint_eq(strlen(text), 256 + 2);
+	free(text);
+	text = cut(in, SIZE_MAX);
+	ck_assert_uint_eq(strlen(text), sizeof(in) - 1 + 2);
+	free(text);
+}
+END_TEST
+
+START_TEST(null_string_is_null)
+{
+	CHECK_TEXT(tg_json_string_cut(&w, NULL, 10), "null");
+	CHECK_TEXT(tg_json_string(&w, NULL), "null");
+}
+END_TEST
+
 START_TEST(utf8_sequence_lengths)
 {
 	ck_assert_uint_eq(tg_utf8_sequence((const unsigned char *)"a", 1), 1);
@@ -121,17 +194,6 @@ START_TEST(utf8_sequence_lengths)
 	ck_assert_uint_eq(tg_utf8_sequence((const unsigned char *)"\xf8\x88\x80\x80", 4), 0);
 }
 END_TEST
-
-/* The text that write() leaves in a fresh writer must be want. */
-#define CHECK_TEXT(write, want) do { \
-		struct tg_json_writer w = {0}; \
-		char *text; \
-		write; \
-		text = text_of(&w); \
-		ck_assert_str_eq(text, want); \
-		free(text); \
-		tg_json_writer_free(&w); \
-	} while (0)
 
 START_TEST(integers)
 {
@@ -159,6 +221,34 @@ START_TEST(doubles_as_jansson_writes_them)
 		char *want = json_dumps(real, JSON_ENCODE_ANY | JSON_COMPACT);
 
 		CHECK_TEXT(tg_json_double(&w, values[i]), want);
+		free(want);
+		json_decref(real);
+	}
+}
+END_TEST
+
+START_TEST(bools)
+{
+	CHECK_TEXT(tg_json_bool(&w, 1), "true");
+	CHECK_TEXT(tg_json_bool(&w, 0), "false");
+}
+END_TEST
+
+START_TEST(doubles_with_a_precision_as_jansson_writes_them)
+{
+	static const double values[] = {
+		0.0, 1.0, 2.5, 0.000480925, 6.8802e-5, 1e-7, 0.1, 123456.0,
+		1234567.0, 12345678.9, 1e21, 1.5e300, DBL_MIN, -0.25, 30.000001,
+	};
+
+	CHECK_TEXT(tg_json_double_precision(&w, 0.000480925, 6), "0.000480925");
+	CHECK_TEXT(tg_json_double_precision(&w, 1234567.0, 6), "1.23457e6");
+	for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+		json_t *real = json_real(values[i]);
+		char *want = json_dumps(real, JSON_ENCODE_ANY | JSON_COMPACT |
+		                              JSON_REAL_PRECISION(6));
+
+		CHECK_TEXT(tg_json_double_precision(&w, values[i], 6), want);
 		free(want);
 		json_decref(real);
 	}
@@ -198,9 +288,15 @@ json_writer_suite(void)
 	tcase_add_test(strings, control_characters_are_escaped);
 	tcase_add_test(strings, multibyte_utf8_is_copied);
 	tcase_add_test(strings, invalid_utf8_becomes_replacement_characters);
+	tcase_add_loop_test(strings, cut_falls_between_characters, 0,
+	                    sizeof(cuts) / sizeof(cuts[0]));
+	tcase_add_test(strings, cut_keeps_exactly_the_limit);
+	tcase_add_test(strings, null_string_is_null);
 	tcase_add_test(strings, utf8_sequence_lengths);
 	tcase_add_test(numbers, integers);
+	tcase_add_test(numbers, bools);
 	tcase_add_test(numbers, doubles_as_jansson_writes_them);
+	tcase_add_test(numbers, doubles_with_a_precision_as_jansson_writes_them);
 	tcase_add_test(buffer, writer_grows_and_resets);
 	suite_add_tcase(s, strings);
 	suite_add_tcase(s, numbers);
