@@ -1,5 +1,6 @@
 /*
- * Access log writer.
+ * Access log writer: lines formatted straight into each worker's buffer,
+ * written in batches. See accesslog.h for when a batch is written.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -7,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <jansson.h>
+#include <event2/event.h>
 
 #include "accesslog.h"
 #include "filter.h"
@@ -16,8 +17,12 @@
 #include "request.h"
 #include "trace.h"
 
-int
-tg_accesslog_open(const char *path)
+#define FIELD_MAX 256  /* bytes of a client-chosen value, such as the model */
+
+/* --- the shared file ------------------------------------------------------ */
+
+static int
+open_path(const char *path)
 {
 	int fd;
 
@@ -31,154 +36,258 @@ tg_accesslog_open(const char *path)
 }
 
 int
-tg_accesslog_reopen(int fd, const char *path)
+tg_accesslog_open(struct tg_accesslog_file *file, const char *path)
 {
-	int fresh;
-
-	if (strcmp(path, "-") == 0)
-		return 0;
-	fresh = tg_accesslog_open(path);
-	if (fresh < 0)
+	file->fd = open_path(path);
+	if (file->fd < 0)
 		return -1;
-
-	/* dup2 swaps the file under the same descriptor in one step, so
-	 * workers writing at that moment go to one file or the other. */
-	if (dup2(fresh, fd) < 0) {
-		tg_error("cannot reopen access log %s: %s", path, strerror(errno));
-		close(fresh);
-		return -1;
-	}
-	close(fresh);
+	pthread_mutex_init(&file->write_lock, NULL);
 	return 0;
 }
 
-#define FIELD_MAX 256  /* bytes of a client-chosen value, such as the model */
-
-/* Length of the well-formed UTF-8 sequence at s (at most left bytes), or
- * 0 when the bytes there are not one. Overlong forms pass; JSON only needs
- * the structure to hold. */
-static size_t
-utf8_sequence(const unsigned char *s, size_t left)
+int
+tg_accesslog_reopen(struct tg_accesslog_file *file, const char *path)
 {
-	size_t len = 0;
+	int fresh, rc;
 
-	if (s[0] < 0x80)
-		len = 1;
-	else if (s[0] >= 0xC2 && s[0] <= 0xDF)
-		len = 2;
-	else if (s[0] >= 0xE0 && s[0] <= 0xEF)
-		len = 3;
-	else if (s[0] >= 0xF0 && s[0] <= 0xF4)
-		len = 4;
-
-	if (len == 0 || len > left)
+	if (strcmp(path, "-") == 0)
 		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((s[i] & 0xC0) != 0x80)
-			return 0;
-	}
-	return len;
-}
+	fresh = open_path(path);
+	if (fresh < 0)
+		return -1;
 
-/*
- * s as a JSON string, cut to FIELD_MAX bytes so a client cannot make one
- * log line as long as its request body. Bytes that are not UTF-8 (a raw
- * byte in a request path, say) become U+FFFD, because jansson refuses
- * invalid UTF-8 and the request's line must still be written.
- */
-static json_t *
-string_or_null(const char *s)
-{
-	const unsigned char *in = (const unsigned char *)s;
-	char out[FIELD_MAX + 4];
-	size_t len, used = 0;
-
-	if (s == NULL)
-		return json_null();
-	len = strlen(s);
-	for (size_t i = 0; i < len && used + 3 <= FIELD_MAX;) {
-		size_t n = utf8_sequence(in + i, len - i);
-
-		if (n == 0) {
-			memcpy(out + used, "\xEF\xBF\xBD", 3);
-			used += 3;
-			i++;
-			continue;
-		}
-		if (used + n > FIELD_MAX)
-			break;
-		memcpy(out + used, in + i, n);
-		used += n;
-		i += n;
-	}
-	return json_stringn(out, used);
-}
-
-/* string_or_null(s), or, when jansson still refuses it (an overlong form
- * or a surrogate), s with every byte above 0x7F replaced by '?'. */
-static json_t *
-log_string(const char *s)
-{
-	json_t *value = string_or_null(s);
-	char ascii[FIELD_MAX + 1];
-	size_t len = 0;
-
-	if (value != NULL)
-		return value;
-	for (; s[len] != '\0' && len < FIELD_MAX; len++)
-		ascii[len] = (unsigned char)s[len] < 0x80 ? s[len] : '?';
-	return json_stringn(ascii, len);
+	/* dup2 swaps the file under the same descriptor in one step. The lock
+	 * keeps a flush that is still finishing a short write in one file. */
+	pthread_mutex_lock(&file->write_lock);
+	rc = dup2(fresh, file->fd);
+	pthread_mutex_unlock(&file->write_lock);
+	if (rc < 0)
+		tg_error("cannot reopen access log %s: %s", path, strerror(errno));
+	close(fresh);
+	return rc < 0 ? -1 : 0;
 }
 
 void
-tg_accesslog_write(int fd, const struct tg_request *req)
+tg_accesslog_close(struct tg_accesslog_file *file)
+{
+	if (file->fd < 0)
+		return;
+	close(file->fd);
+	file->fd = -1;
+	pthread_mutex_destroy(&file->write_lock);
+}
+
+/* Write data whole, finishing short writes, under the file's lock so no
+ * other worker's bytes land in between. On an error the rest is dropped. */
+static void
+write_whole(struct tg_accesslog_file *file, const char *data, size_t len)
+{
+	pthread_mutex_lock(&file->write_lock);
+	while (len > 0) {
+		ssize_t n = write(file->fd, data, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			tg_warn("access log write failed: %s; %zu bytes of lines lost",
+			        n < 0 ? strerror(errno) : "nothing written", len);
+			break;
+		}
+		data += n;
+		len -= (size_t)n;
+	}
+	pthread_mutex_unlock(&file->write_lock);
+}
+
+/* --- a worker's buffer ---------------------------------------------------- */
+
+/* Caller holds log->lock. */
+static void
+flush_locked(struct tg_accesslog *log)
+{
+	if (log->lines.len == 0)
+		return;
+	write_whole(log->file, log->lines.data, log->lines.len);
+	log->lines.len = 0;
+}
+
+void
+tg_accesslog_flush(struct tg_accesslog *log)
+{
+	if (log == NULL)
+		return;
+	pthread_mutex_lock(&log->lock);
+	flush_locked(log);
+	pthread_mutex_unlock(&log->lock);
+}
+
+static void
+flush_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	tg_accesslog_flush(arg);
+}
+
+struct tg_accesslog *
+tg_accesslog_new(struct tg_accesslog_file *file, struct event_base *base,
+                 const struct tg_config *cfg)
+{
+	struct tg_accesslog *log;
+
+	if (file->fd < 0)
+		return NULL;
+	log = calloc(1, sizeof(*log));
+	if (log == NULL)
+		goto fail;
+	log->timer = evtimer_new(base, flush_timer_cb, log);
+	if (log->timer == NULL)
+		goto fail;
+	log->file = file;
+	pthread_mutex_init(&log->lock, NULL);
+	log->threshold = cfg->access_log_buffer;
+	log->flush_interval = cfg->access_log_flush;
+	return log;
+
+fail:
+	free(log);
+	tg_warn("out of memory for an access log buffer; this worker logs no requests");
+	return NULL;
+}
+
+void
+tg_accesslog_free(struct tg_accesslog *log)
+{
+	if (log == NULL)
+		return;
+	flush_locked(log);      /* no lock: its worker has stopped */
+	event_free(log->timer);
+	pthread_mutex_destroy(&log->lock);
+	tg_json_writer_free(&log->lines);
+	free(log);
+}
+
+void
+tg_accesslog_configure(struct tg_accesslog *log, const struct tg_config *cfg)
+{
+	if (log == NULL)
+		return;
+	pthread_mutex_lock(&log->lock);
+	flush_locked(log);
+	log->threshold = cfg->access_log_buffer;
+	log->flush_interval = cfg->access_log_flush;
+	pthread_mutex_unlock(&log->lock);
+}
+
+/* --- the line ------------------------------------------------------------- */
+
+static void
+write_filters(struct tg_json_writer *w, const struct tg_filter_log *decisions)
+{
+	tg_json_literal(w, ",\"filters\":[");
+	for (size_t i = 0; i < decisions->n; i++) {
+		const struct tg_filter_decision *d = &decisions->items[i];
+
+		if (i > 0)
+			tg_json_literal(w, ",");
+		tg_json_literal(w, "{\"filter\":");
+		tg_json_string(w, d->filter);
+		tg_json_literal(w, ",\"rule\":");
+		tg_json_string(w, d->rule);
+		tg_json_literal(w, ",\"action\":");
+		tg_json_string(w, tg_filter_action_name(d->action));
+		tg_json_literal(w, ",\"side\":");
+		tg_json_string(w, tg_side_name(d->side));
+		tg_json_literal(w, ",\"count\":");
+		tg_json_uint(w, decisions->counts[i]);
+		if (d->error)
+			tg_json_literal(w, ",\"error\":true");
+		tg_json_literal(w, "}");
+	}
+	tg_json_literal(w, "]");
+}
+
+/*
+ * Append req's line, fields in the documented order. Client-chosen values
+ * (path, model) are cut to FIELD_MAX bytes, so a client cannot make one
+ * line as long as its request body. Bytes that are not UTF-8 become U+FFFD.
+ */
+static void
+format_line(struct tg_json_writer *w, const struct tg_request *req)
 {
 	char termination[3] = {(char)req->cause, (char)req->phase, '\0'};
-	char trace_id[33];
+	const struct tg_filter_log *decisions = tg_filter_decisions(req);
 	double duration = (double)(tg_now_ns() - req->start_ns) / 1e9;
-	json_t *line;
-	char *text;
-	size_t len;
+	char trace_id[33];
 
-	if (fd < 0)
-		return;
-
-	line = json_pack("{s:s, s:s, s:s, s:s?, s:o, s:o, s:o, s:o, s:b, s:i, s:o,"
-	                 " s:f, s:I, s:I, s:s}",
-	                 "time", req->time,
-	                 "request_id", req->id,
-	                 "client", req->client_addr,
-	                 "method", req->method,
-	                 "path", req->path ? log_string(req->path) : json_null(),
-	                 "route", string_or_null(req->route ? req->route->name : NULL),
-	                 "backend", string_or_null(req->backend ? req->backend->name : NULL),
-	                 "model", req->model ? log_string(req->model) : json_null(),
-	                 "stream", req->stream,
-	                 "status", req->response.status,
-	                 "upstream_status", req->upstream_status
-	                     ? json_integer(req->upstream_status) : json_null(),
-	                 "duration", duration,
-	                 "bytes_in", (json_int_t)req->bytes_in,
-	                 "bytes_out", (json_int_t)req->bytes_out,
-	                 "termination", termination);
-	if (line == NULL)
-		return;
-	if (tg_filter_decisions(req) != NULL) {
-		json_t *decisions = tg_filter_log_json(tg_filter_decisions(req));
-
-		if (decisions != NULL)
-			json_object_set_new(line, "filters", decisions);
+	tg_json_literal(w, "{\"time\":");
+	tg_json_string(w, req->time);
+	tg_json_literal(w, ",\"request_id\":");
+	tg_json_string(w, req->id);
+	tg_json_literal(w, ",\"client\":");
+	tg_json_string(w, req->client_addr);
+	tg_json_literal(w, ",\"method\":");
+	tg_json_string(w, req->method);
+	tg_json_literal(w, ",\"path\":");
+	tg_json_string_cut(w, req->path, FIELD_MAX);
+	tg_json_literal(w, ",\"route\":");
+	tg_json_string_cut(w, req->route ? req->route->name : NULL, FIELD_MAX);
+	tg_json_literal(w, ",\"backend\":");
+	tg_json_string_cut(w, req->backend ? req->backend->name : NULL, FIELD_MAX);
+	tg_json_literal(w, ",\"model\":");
+	tg_json_string_cut(w, req->model, FIELD_MAX);
+	tg_json_literal(w, ",\"stream\":");
+	tg_json_bool(w, req->stream);
+	tg_json_literal(w, ",\"status\":");
+	tg_json_int(w, req->response.status);
+	tg_json_literal(w, ",\"upstream_status\":");
+	if (req->upstream_status != 0)
+		tg_json_int(w, req->upstream_status);
+	else
+		tg_json_literal(w, "null");
+	tg_json_literal(w, ",\"duration\":");
+	tg_json_double_precision(w, duration, 6);
+	tg_json_literal(w, ",\"bytes_in\":");
+	tg_json_uint(w, req->bytes_in);
+	tg_json_literal(w, ",\"bytes_out\":");
+	tg_json_uint(w, req->bytes_out);
+	tg_json_literal(w, ",\"termination\":");
+	tg_json_string(w, termination);
+	if (decisions != NULL && decisions->n > 0)
+		write_filters(w, decisions);
+	if (tg_trace_id_of(req, trace_id) == 0) {
+		tg_json_literal(w, ",\"trace_id\":");
+		tg_json_string(w, trace_id);
 	}
-	if (tg_trace_id_of(req, trace_id) == 0)
-		json_object_set_new(line, "trace_id", json_string(trace_id));
-	text = json_dumps(line, JSON_COMPACT | JSON_REAL_PRECISION(6));
-	json_decref(line);
-	if (text == NULL)
-		return;
+	tg_json_literal(w, "}\n");
+}
 
-	len = strlen(text);
-	text[len] = '\n';       /* replaces the terminating NUL */
-	if (write(fd, text, len + 1) < 0)
-		tg_warn("access log write failed: %s", strerror(errno));
-	free(text);
+void
+tg_accesslog_write(struct tg_accesslog *log, const struct tg_request *req)
+{
+	struct tg_json_writer *lines;
+	size_t start;
+
+	if (log == NULL)
+		return;
+	pthread_mutex_lock(&log->lock);
+	lines = &log->lines;
+	start = lines->len;
+	format_line(lines, req);
+	if (lines->failed) {
+		lines->len = start;     /* drop the partial line, keep the rest */
+		lines->failed = 0;
+		tg_warn("out of memory; access log line of request %s dropped", req->id);
+	} else if (lines->len >= log->threshold) {
+		flush_locked(log);
+	} else if (start == 0) {
+		/* The first line since the last write sets the deadline. */
+		struct timeval interval = {
+			.tv_sec = (time_t)(log->flush_interval / 1000),
+			.tv_usec = (suseconds_t)(log->flush_interval % 1000) * 1000,
+		};
+
+		evtimer_add(log->timer, &interval);
+	}
+	pthread_mutex_unlock(&log->lock);
 }

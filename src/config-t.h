@@ -98,6 +98,8 @@ struct tg_config {
 	int workers;                    /* default: online processors */
 	tg_msec_t drain_timeout;        /* SIGTERM grace for requests in flight */
 	char *access_log;               /* path, "-" for stdout, NULL for off */
+	size_t access_log_buffer;       /* a worker writes its lines at this size */
+	tg_msec_t access_log_flush;     /* ...or when the oldest is this old */
 
 	size_t n_backends;
 	struct tg_backend *backends;

@@ -39,6 +39,8 @@
 #include "trace-config.h"
 
 #define MAX_WORKERS 256
+#define ACCESS_LOG_BUFFER_MAX ((uint64_t)16 << 20)
+#define ACCESS_LOG_FLUSH_MAX ((uint64_t)60 * 60 * 1000)
 
 /* --- custom settings ---------------------------------------------------- */
 
@@ -548,6 +550,14 @@ static const struct setting top_settings[] = {
 	  .def = "\"-\"", .doc_type = "string|false",
 	  .offset = offsetof(struct tg_config, access_log),
 	  .help = "access log path, \"-\" for standard output, false for none" },
+	{ .key = "access_log_buffer", .type = T_SIZE, .def = "\"64KiB\"",
+	  .max = ACCESS_LOG_BUFFER_MAX,
+	  .offset = offsetof(struct tg_config, access_log_buffer),
+	  .help = "bytes of lines a worker gathers before one write; 0 writes each line at once" },
+	{ .key = "access_log_flush", .type = T_DURATION, .def = "\"1s\"",
+	  .min = 1, .max = ACCESS_LOG_FLUSH_MAX,
+	  .offset = offsetof(struct tg_config, access_log_flush),
+	  .help = "maximum time a line waits in a worker's buffer" },
 	{ .key = "limits", .type = T_SECTION, .def = "{}",
 	  .section = &limits_section, .help = "client request limits" },
 	{ .key = "backends", .type = T_CUSTOM, .parse = parse_backends,

@@ -182,6 +182,18 @@ start_drain(struct daemon *d, int signo)
 	event_add(d->drain_poll, &poll);
 }
 
+/* Lines of requests that ended before the signal go to the old file. */
+static void
+reopen_access_log(struct daemon *d)
+{
+	if (d->config->access_log == NULL || d->runtime.access_log.fd < 0)
+		return;
+	for (int i = 0; i < d->n_workers; i++)
+		tg_accesslog_flush(d->workers[i]->access_log);
+	if (tg_accesslog_reopen(&d->runtime.access_log, d->config->access_log) == 0)
+		tg_info("access log %s reopened", d->config->access_log);
+}
+
 static void
 signal_cb(evutil_socket_t signo, short what, void *arg)
 {
@@ -193,9 +205,7 @@ signal_cb(evutil_socket_t signo, short what, void *arg)
 		reload(d);
 		break;
 	case SIGUSR1:
-		if (d->config->access_log != NULL && d->runtime.access_log_fd >= 0 &&
-		    tg_accesslog_reopen(d->runtime.access_log_fd, d->config->access_log) == 0)
-			tg_info("access log %s reopened", d->config->access_log);
+		reopen_access_log(d);
 		break;
 	default:
 		start_drain(d, (int)signo);
@@ -261,11 +271,9 @@ run(struct daemon *d)
 		tg_error("cannot set up the event loop");
 		return 1;
 	}
-	if (d->config->access_log != NULL) {
-		d->runtime.access_log_fd = tg_accesslog_open(d->config->access_log);
-		if (d->runtime.access_log_fd < 0)
-			return 1;
-	}
+	if (d->config->access_log != NULL &&
+	    tg_accesslog_open(&d->runtime.access_log, d->config->access_log) != 0)
+		return 1;
 	if (open_listen_tls(d) != 0 || tg_health_attach(&d->health, d->config) != 0)
 		return 1;
 	d->runtime.tracer = tg_tracer_new(d->config);
@@ -312,8 +320,7 @@ daemon_free(struct daemon *d)
 			SSL_CTX_free(d->runtime.listen_tls[i]);
 	}
 	free(d->runtime.listen_tls);
-	if (d->runtime.access_log_fd >= 0)
-		close(d->runtime.access_log_fd);
+	tg_accesslog_close(&d->runtime.access_log);
 	if (d->admin != NULL)
 		evhttp_free(d->admin);
 	if (d->drain_poll != NULL)
@@ -371,7 +378,7 @@ main(int argc, char **argv)
 
 	/* A client or upstream that closes mid-write must not kill us. */
 	signal(SIGPIPE, SIG_IGN);
-	d.runtime.access_log_fd = -1;
+	d.runtime.access_log.fd = -1;
 	rc = run(&d);
 	if (rc != 0) {
 		/* Workers that started hold references into d; leave the rest

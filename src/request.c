@@ -306,7 +306,7 @@ tg_request_done(struct tg_request *req)
 		assign_request_id(req);
 	if (req->cause == TG_CAUSE_NONE && req->error == TG_OK)
 		req->phase = TG_PHASE_DONE;
-	tg_accesslog_write(req->worker->runtime->access_log_fd, req);
+	tg_accesslog_write(req->worker->access_log, req);
 
 	req->worker->active_requests--;
 	tg_attempt_end(req, TG_OUTCOME_CANCELLED, TG_OK, 0, "cancelled");

@@ -113,6 +113,8 @@ tg_worker_new(int id, struct tg_config *cfg, struct tg_runtime *rt)
 	w->listeners = calloc(cfg->n_listen, sizeof(*w->listeners));
 	w->listener_ctxs = calloc(cfg->n_listen, sizeof(*w->listener_ctxs));
 	w->metrics = tg_metrics_shard_new(id);
+	if (w->base != NULL)
+		w->access_log = tg_accesslog_new(&rt->access_log, w->base, cfg);
 	if (w->base == NULL || w->dns == NULL || w->listeners == NULL ||
 	    w->listener_ctxs == NULL || w->metrics == NULL)
 		goto fail;
@@ -131,6 +133,7 @@ fail:
 	close_listeners(w);
 	free(w->listeners);
 	free(w->listener_ctxs);
+	tg_accesslog_free(w->access_log);
 	if (w->dns != NULL)
 		evdns_base_free(w->dns, 0);
 	if (w->base != NULL)
@@ -173,6 +176,7 @@ tg_worker_join_and_free(struct tg_worker *w)
 	/* Connections left after a forced stop. */
 	while ((c = LIST_FIRST(&w->clients)) != NULL)
 		tg_client_close(c, 'D');
+	tg_accesslog_free(w->access_log);       /* writes the last lines */
 	close_listeners(w);
 	free(w->listeners);
 	free(w->listener_ctxs);
@@ -205,6 +209,7 @@ swap_config_cb(evutil_socket_t fd, short what, void *arg)
 	tg_config_unref(w->config);
 	w->config = msg->config;
 	free(msg);
+	tg_accesslog_configure(w->access_log, w->config);
 	if (w->id == 0)
 		tg_probes_restart(w);
 }

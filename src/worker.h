@@ -2,8 +2,10 @@
  * Worker threads. Each worker owns an event base, its own SO_REUSEPORT
  * listening sockets, its client connections and its upstream connection
  * pools; nothing it touches on the request path is shared with another
- * worker, so it takes no lock. The main thread talks to a worker only by
- * posting a callback onto the worker's event base.
+ * worker, so it takes no lock but its access-log buffer's, which the main
+ * thread takes only to flush the buffer before the log is reopened.
+ * Otherwise the main thread talks to a worker only by posting a callback
+ * onto the worker's event base.
  */
 #ifndef TOLLGATE_WORKER_H
 #define TOLLGATE_WORKER_H
@@ -15,6 +17,7 @@
 
 #include <openssl/ssl.h>
 
+#include "accesslog.h"
 #include "config-t.h"
 
 struct event_base;
@@ -32,7 +35,7 @@ struct tg_tracer;
 struct tg_runtime {
 	atomic_int draining;            /* SIGTERM received */
 	atomic_int ready;               /* listeners open, config loaded */
-	int access_log_fd;              /* -1 when the access log is off */
+	struct tg_accesslog_file access_log;    /* fd -1 when it is off */
 	SSL_CTX **listen_tls;           /* per config listen entry; NULL for plain */
 	size_t n_listen_tls;
 	struct tg_tracer *tracer;       /* span export; see trace-export.h */
@@ -62,6 +65,7 @@ struct tg_worker {
 	struct tg_cache_worker *cache;  /* response cache, created on first use */
 	struct tg_metrics_shard *metrics;   /* its metric shard */
 	struct tg_probe *probes;        /* active health probes (worker 0 only) */
+	struct tg_accesslog *access_log; /* its unwritten lines; NULL: log off */
 	uint64_t rng;                   /* xorshift64 state for the balancers */
 	uint64_t request_seq;           /* for request ids */
 	uint64_t id_prefix;             /* random per worker, for request ids */

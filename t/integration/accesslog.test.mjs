@@ -8,7 +8,7 @@ import { after, afterEach, before, describe, it } from 'node:test';
 
 import {
   RawClient, basicConfig, curl, curlPost, freePort, stopAll, makeTempDir,
-  mockBackend, openaiRoutes, rawPost, startGateway, startMock, waitFor,
+  mockBackend, openaiRoutes, rawPost, request, startGateway, startMock, waitFor,
 } from './lib/harness.mjs';
 
 const FIELDS = ['time', 'request_id', 'client', 'method', 'path', 'route', 'backend', 'model',
@@ -208,5 +208,95 @@ describe('access log destinations', () => {
     assert.equal(res.status, 200);
     await gw.stop();
     assert.deepEqual(gw.stdout, [], 'stdout is not empty');
+  });
+});
+
+describe('access log buffering', () => {
+  afterEach(stopAll);
+
+  /* The request ids of the lines in file so far; throws on a line that is
+   * not a whole JSON object. */
+  function idsIn(file) {
+    const text = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
+    assert.ok(text === '' || text.endsWith('\n'), `${file} ends inside a line`);
+    return text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l).request_id);
+  }
+
+  async function send(gw, id) {
+    const res = await request({
+      port: gw.port, method: 'POST', path: '/v1/chat/completions',
+      headers: { 'x-request-id': id }, body: chat,
+    });
+    assert.equal(res.status, 200);
+  }
+
+  async function startBuffered(mock, file, settings) {
+    return startGateway(basicConfig(mock, { access_log: file, ...settings }));
+  }
+
+  it('holds lines until the reload, then writes new ones after access_log_flush', async () => {
+    const mock = await startMock();
+    const file = path.join(makeTempDir(), 'access.log');
+    const gw = await startBuffered(mock, file, { access_log_buffer: '64KiB', access_log_flush: '1h' });
+    for (let i = 0; i < 3; i++)
+      await send(gw, `held-${i}`);
+    assert.deepEqual(idsIn(file), [], 'lines were written before the buffer filled or an hour passed');
+
+    const config = JSON.parse(fs.readFileSync(gw.file, 'utf8'));
+    assert.equal(await gw.reload({ ...config, access_log_flush: '200ms' }), 'reloaded');
+    assert.deepEqual(await waitFor(() => idsIn(file).length >= 3 && idsIn(file),
+      { message: 'the held lines after the reload' }), ['held-0', 'held-1', 'held-2']);
+
+    // Nothing but the 200ms timer writes this one: the buffer is far from full.
+    await send(gw, 'timed');
+    await waitFor(() => idsIn(file).includes('timed'), { message: 'the line written by the flush timer' });
+    await gw.stop();
+  });
+
+  it('writes every buffered line of every worker on SIGTERM', async () => {
+    const mock = await startMock();
+    const file = path.join(makeTempDir(), 'access.log');
+    // A 2KiB buffer makes both workers write often while the requests run,
+    // so their batches meet in the file. An hour's flush leaves the rest
+    // for the shutdown, and the next test holds a line for it for certain.
+    const gw = await startBuffered(mock, file, {
+      workers: 2, access_log_buffer: '2KiB', access_log_flush: '1h',
+    });
+    const ids = Array.from({ length: 200 }, (_, i) => `term-${i}`);
+    for (let i = 0; i < ids.length; i += 20)
+      await Promise.all(ids.slice(i, i + 20).map((id) => send(gw, id)));
+
+    await gw.stop();
+    const written = idsIn(file);
+    assert.equal(written.length, ids.length, 'lines lost or repeated');
+    assert.deepEqual([...written].sort(), [...ids].sort());
+  });
+
+  it('writes buffered lines to the old file before SIGUSR1 reopens it', async () => {
+    const mock = await startMock();
+    const file = path.join(makeTempDir(), 'access.log');
+    const gw = await startBuffered(mock, file, { access_log_flush: '1h' });
+    await send(gw, 'before-rotation');
+    fs.renameSync(file, `${file}.1`);
+    const from = gw.stderr.length;
+    gw.signal('SIGUSR1');
+    await gw.waitForLog(/access log .* reopened/, { from });
+    assert.deepEqual(idsIn(`${file}.1`), ['before-rotation']);
+
+    // Held by the hour's flush: only the shutdown writes it.
+    await send(gw, 'after-rotation');
+    await gw.stop();
+    assert.deepEqual(idsIn(`${file}.1`), ['before-rotation']);
+    assert.deepEqual(idsIn(file), ['after-rotation']);
+  });
+
+  it('writes each line at once with access_log_buffer 0', async () => {
+    const mock = await startMock();
+    const file = path.join(makeTempDir(), 'access.log');
+    const gw = await startBuffered(mock, file, { access_log_buffer: 0, access_log_flush: '1h' });
+    await send(gw, 'unbuffered');
+    // A buffered line would wait an hour.
+    await waitFor(() => idsIn(file).includes('unbuffered'), { message: 'the unbuffered line' });
+    await gw.stop();
   });
 });

@@ -164,6 +164,8 @@ START_TEST(minimal_config_gets_defaults)
 	ck_assert_int_eq(cfg->workers, cpus);
 	ck_assert_uint_eq(cfg->drain_timeout, 30000);
 	ck_assert_str_eq(cfg->access_log, "-");
+	ck_assert_uint_eq(cfg->access_log_buffer, 64 * 1024);
+	ck_assert_uint_eq(cfg->access_log_flush, 1000);
 
 	ck_assert_uint_eq(cfg->limits.max_body, 32 * 1024 * 1024);
 	ck_assert_uint_eq(cfg->limits.max_header, 64 * 1024);
@@ -216,6 +218,8 @@ START_TEST(full_config_values)
 	ck_assert_int_eq(cfg->workers, 4);
 	ck_assert_uint_eq(cfg->drain_timeout, 120000);
 	ck_assert_str_eq(cfg->access_log, "/var/log/tollgate/access.log");
+	ck_assert_uint_eq(cfg->access_log_buffer, 8 * 1024);
+	ck_assert_uint_eq(cfg->access_log_flush, 250);
 
 	ck_assert_uint_eq(cfg->limits.max_body, 1024 * 1024);
 	ck_assert_uint_eq(cfg->limits.max_header, 16000);
@@ -429,8 +433,8 @@ static const struct error_case {
 } unknown_key_cases[] = {
 	{ "\"workerz\": 2,",
 	  "T: unknown key \"workerz\"; valid keys: listen, admin, workers, "
-	  "drain_timeout, access_log, limits, backends, filters, routes, cache, "
-	  "pricing, sessions, tracing\n" },
+	  "drain_timeout, access_log, access_log_buffer, access_log_flush, limits, "
+	  "backends, filters, routes, cache, pricing, sessions, tracing\n" },
 	{ "\"limits\": {\"max_bodyy\": 1},",
 	  "T: limits: unknown key \"max_bodyy\"; valid keys: max_body, max_header, "
 	  "max_response_body, client_header_timeout, client_body_timeout, "
@@ -441,8 +445,8 @@ static const struct error_case {
 	  "T: listen[0].tls: unknown key \"ca\"; valid keys: cert, key\n" },
 	{ "\"x\\n\\\"y\": 1,",
 	  "T: unknown key \"x\\x0a\\\"y\"; valid keys: listen, admin, workers, "
-	  "drain_timeout, access_log, limits, backends, filters, routes, cache, "
-	  "pricing, sessions, tracing\n" },
+	  "drain_timeout, access_log, access_log_buffer, access_log_flush, limits, "
+	  "backends, filters, routes, cache, pricing, sessions, tracing\n" },
 };
 
 START_TEST(unknown_key_top_levels)
@@ -594,6 +598,13 @@ static const struct error_case value_cases[] = {
 	  "T: listen[0].tls.key: cannot read \"" DATA_DIR "\": not a regular file\n" },
 	{ "\"listen\": [{\"tls\": {" TLS_FILES "}}],",
 	  "T: listen[0]: missing required key \"address\"\n" },
+	/* access log buffering */
+	{ "\"access_log_buffer\": \"17MiB\",",
+	  "T: access_log_buffer: \"17MiB\" is out of range; valid values are 0B to 16MiB\n" },
+	{ "\"access_log_flush\": \"0s\",",
+	  "T: access_log_flush: \"0s\" is out of range; valid values are 1ms to 1h\n" },
+	{ "\"access_log_flush\": \"2h\",",
+	  "T: access_log_flush: \"2h\" is out of range; valid values are 1ms to 1h\n" },
 	/* strings */
 	{ "\"access_log\": \"\",",
 	  "T: access_log: must not be empty; use false to turn the log off\n" },

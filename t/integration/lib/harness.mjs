@@ -321,8 +321,10 @@ export function basicConfig(mock, { backend = {}, ...rest } = {}) {
 
 /**
  * Write config (an object, or JSON text used as is) into a new temp dir and
- * start `tollgate -c FILE`. Missing listen, admin, workers, drain_timeout
- * and access_log are filled in (free ports, 1 worker, 10s, stdout).
+ * start `tollgate -c FILE`. Missing listen, admin, workers, drain_timeout,
+ * access_log and access_log_flush are filled in (free ports, 1 worker, 10s,
+ * stdout, 50ms). The short flush keeps the access log buffered, as users
+ * run it, without making every test that waits for a line wait a second.
  * Options: env (added to the environment), expectErrors (RegExps matching
  * `[error]` lines this gateway may log), args (extra flags).
  *
@@ -356,6 +358,7 @@ export async function startGateway(config, { env = {}, expectErrors = [], args =
     config.workers ??= 1;
     config.drain_timeout ??= '10s';
     config.access_log ??= '-';
+    config.access_log_flush ??= '50ms';
     fs.writeFileSync(file, JSON.stringify(config, null, 2) + '\n');
   }
 
@@ -415,6 +418,9 @@ class Gateway {
     child.once('exit', (code, signal) => {
       this.exit = { code, signal };
     });
+    // 'close' comes after the last stdout bytes were read, which 'exit'
+    // does not promise: the access-log lines written at shutdown.
+    this.closed = new Promise((resolve) => child.once('close', resolve));
     const spawnError = new Promise((_, reject) => child.once('error', (err) => reject(new Error(`cannot start ${TOLLGATE_BIN}: ${err.message}`))));
 
     await Promise.race([spawnError, waitFor(async () => {
@@ -485,15 +491,19 @@ class Gateway {
     if (!this.exit)
       this.signal('SIGTERM');
     const { code, signal } = await waitExit(this.child, STOP_DEADLINE_MS, 'tollgate');
+    await this.closed;
     if (code !== 0)
       throw new Error(`tollgate on port ${this.port} exited with code ${code}, signal ${signal}; stderr:\n${this.stderr.join('\n')}`);
     this.checkErrors();
     return { code, signal };
   }
 
-  /* Wait for an exit already triggered (SIGTERM sent by the test). */
-  waitExit() {
-    return waitExit(this.child, STOP_DEADLINE_MS, 'tollgate');
+  /* Wait for an exit already triggered (SIGTERM sent by the test), and for
+   * the output written before it. */
+  async waitExit() {
+    const result = await waitExit(this.child, STOP_DEADLINE_MS, 'tollgate');
+    await this.closed;
+    return result;
   }
 }
 
