@@ -110,29 +110,6 @@ tg_filter_log_add(struct tg_filter_log *log, const struct tg_filter *f, const ch
 	return 0;
 }
 
-json_t *
-tg_filter_log_json(const struct tg_filter_log *log)
-{
-	json_t *list;
-
-	if (log->n == 0)
-		return NULL;
-	list = json_array();
-	for (size_t i = 0; list != NULL && i < log->n; i++) {
-		const struct tg_filter_decision *d = &log->items[i];
-		json_t *item = json_pack("{s:s, s:s?, s:s, s:s, s:i}",
-		                         "filter", d->filter, "rule", d->rule,
-		                         "action", tg_filter_action_name(d->action),
-		                         "side", tg_side_name(d->side),
-		                         "count", (json_int_t)log->counts[i]);
-
-		if (item != NULL && d->error)
-			json_object_set_new(item, "error", json_true());
-		json_array_append_new(list, item);
-	}
-	return list;
-}
-
 /* --- masking ------------------------------------------------------------ */
 
 /* Append f's replacement for rule to out. */

@@ -40,11 +40,6 @@ int tg_filter_log_add(struct tg_filter_log *log, const struct tg_filter *f,
                       const char *rule, enum tg_filter_action action,
                       enum tg_side side, int error);
 
-/* The decisions as a JSON array of {"filter", "rule", "action", "side",
- * "count"} objects (and "error": true for failed classifiers), for the
- * access log and traces; NULL when there are none. */
-json_t *tg_filter_log_json(const struct tg_filter_log *log);
-
 /* --- masking ------------------------------------------------------------ */
 
 /*
