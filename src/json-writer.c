@@ -38,6 +38,12 @@ reserve(struct tg_json_writer *w, size_t n)
 		return -1;
 	if (w->capacity - w->len >= n)
 		return 0;
+	/* Sizes come from spans and log lines, far below SIZE_MAX; a request
+	 * that would overflow the doubling fails like a failed allocation. */
+	if (n > SIZE_MAX / 2 - w->len) {
+		w->failed = 1;
+		return -1;
+	}
 	capacity = w->capacity ? w->capacity : 4096;
 	while (capacity - w->len < n)
 		capacity *= 2;
