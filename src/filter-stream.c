@@ -377,7 +377,7 @@ scan_filter(struct tg_filter_stream *s, size_t i, struct window *w, int final)
 static enum tg_stream_verdict
 scan_window(struct tg_filter_stream *s, struct window *w)
 {
-	size_t release = w->len;
+	size_t release;
 
 	for (size_t i = 0; i < s->n_filters; i++) {
 		enum tg_stream_verdict v = scan_filter(s, i, w, w->finished);
@@ -385,6 +385,8 @@ scan_window(struct tg_filter_stream *s, struct window *w)
 		if (v != TG_STREAM_OK)
 			return v;
 	}
+	/* Masking changed the length: the end is taken after it. */
+	release = w->len;
 	for (size_t i = 0; i < s->n_filters; i++) {
 		if (w->scan_from[i] < release)
 			release = w->scan_from[i];
