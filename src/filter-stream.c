@@ -6,8 +6,9 @@
  * held piece is lookbehind context. Per filter, scan_from is where that
  * filter's next match may begin: the start of the earliest possible match
  * it reported (a partial match), or the end of the text when there was
- * none. Text before the lowest scan_from can no longer be part of a match,
- * so the events that carry only such text may go out.
+ * none. Text before the lowest scan_from of the filters that change text
+ * (mask, block) can no longer be part of such a match, so the events that
+ * carry only such text may go out.
  */
 #include <assert.h>
 #include <stdint.h>
@@ -385,10 +386,12 @@ scan_window(struct tg_filter_stream *s, struct window *w)
 		if (v != TG_STREAM_OK)
 			return v;
 	}
-	/* Masking changed the length: the end is taken after it. */
+	/* Masking changed the length: the end is taken after it. A flag
+	 * filter changes no text, so it holds none: its matches are recorded
+	 * when they complete, after their text may have gone. */
 	release = w->len;
 	for (size_t i = 0; i < s->n_filters; i++) {
-		if (w->scan_from[i] < release)
+		if (s->filters[i]->action != TG_ACTION_FLAG && w->scan_from[i] < release)
 			release = w->scan_from[i];
 	}
 	w->release = release;

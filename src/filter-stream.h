@@ -9,10 +9,10 @@
  * match split over several events is found before any of its text leaves.
  * An event is held while some of its text could still be the start of a
  * match, and at most the filter's "hold" bytes of text are held; the rest
- * goes out at once. Events the filters do not change are sent byte for
- * byte as received; changed events are written again whole, as one
- * "data:" line of compact JSON. Classifier filters (moderation, plugin)
- * do not run on streams.
+ * goes out at once. Flag filters hold nothing, since they change no text.
+ * Events the filters do not change are sent byte for byte as received;
+ * changed events are written again whole, as one "data:" line of compact
+ * JSON. Classifier filters (moderation, plugin) do not run on streams.
  */
 #ifndef TOLLGATE_FILTER_STREAM_H
 #define TOLLGATE_FILTER_STREAM_H

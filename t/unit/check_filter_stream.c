@@ -423,7 +423,10 @@ START_TEST(flag_passes_unchanged)
 	char *e2 = content_event("3456 ok", "stop");
 	char *sent;
 
+	/* A flag changes no text, so a possible match is not held. */
 	ck_assert_int_eq(feed(s, e1, out), TG_STREAM_OK);
+	ck_assert_uint_eq(tg_filter_stream_held(s), 0);
+	ck_assert_uint_eq(evbuffer_get_length(out), strlen(e1));
 	ck_assert_int_eq(feed(s, e2, out), TG_STREAM_OK);
 	sent = take(out);
 	ck_assert_uint_eq(strlen(sent), strlen(e1) + strlen(e2));
