@@ -137,7 +137,7 @@ run_stream(const struct tg_filter_chain *chain, const char *text)
 	double start, end;
 	int none;
 
-	s = tg_filter_stream_new(chain, &log, discard, NULL, &none);
+	s = tg_filter_stream_new(chain, &log, NULL, discard, NULL, &none);
 	start = now_us();
 	for (size_t off = 0; off < len;) {
 		size_t n = len - off < 24 ? len - off : 24;

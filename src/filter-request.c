@@ -20,6 +20,7 @@
 #include "log.h"
 #include "relay.h"
 #include "request.h"
+#include "worker.h"
 
 struct tg_filter_state {
 	struct tg_filter_log log;
@@ -369,8 +370,9 @@ stream_ready(struct tg_request *req, tg_filter_send_fn *send)
 		return 0;
 	st->send = send;
 	if (st->stream == NULL) {
-		st->stream = tg_filter_stream_new(chain, &st->log, send_filtered, req,
-		                                  &st->stream_none);
+		st->stream = tg_filter_stream_new(chain, &st->log,
+		                                  req->worker != NULL ? req->worker->base : NULL,
+		                                  send_filtered, req, &st->stream_none);
 		if (st->stream == NULL && !st->stream_none) {
 			tg_log_request(req, TG_LOG_ERROR, "out of memory; stream sent unfiltered");
 			st->stream_none = 1;
@@ -418,6 +420,19 @@ tg_filter_response_end(struct tg_request *req, tg_filter_send_fn *send)
 	if (req->filters->response_blocked)
 		return 1;
 	return after_stream_call(req, tg_filter_stream_finish(req->filters->stream));
+}
+
+void
+tg_filter_response_reset(struct tg_request *req)
+{
+	struct tg_filter_state *st = req->filters;
+
+	if (st == NULL)
+		return;
+	tg_filter_stream_free(st->stream);
+	st->stream = NULL;
+	st->stream_none = 0;
+	st->response_blocked = 0;
 }
 
 int

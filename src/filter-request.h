@@ -32,7 +32,9 @@ typedef void tg_filter_send_fn(struct tg_request *req, struct tg_stream_event *e
 /*
  * Pass one stream event through the response-side filters. Returns 0 when
  * no filter applies (the caller sends ev itself), 1 when the filters took
- * it: what may go out now went through send, in order.
+ * it: what may go out now went through send, in order. When a filter has
+ * a hold_timeout, held events may also go through send later, from a
+ * timer, so send must not assume that it runs inside a relay call.
  */
 int tg_filter_response_event(struct tg_request *req, struct tg_stream_event *ev,
                              tg_filter_send_fn *send);
@@ -40,6 +42,10 @@ int tg_filter_response_event(struct tg_request *req, struct tg_stream_event *ev,
 /* The stream ended without [DONE]: send what the filters hold. Returns as
  * tg_filter_response_event does. */
 int tg_filter_response_end(struct tg_request *req, tg_filter_send_fn *send);
+
+/* Drop the stream filtering of the response so far (its held events and
+ * timer), keeping the decisions: on failover to another attempt. */
+void tg_filter_response_reset(struct tg_request *req);
 
 /* 1 once a filter blocked the streamed response: the relay must stop the
  * upstream and end the response (the end of the stream was sent). */

@@ -3,12 +3,13 @@
  *
  * Offsets in a window are byte offsets into its text buffer. Text before
  * the buffer was sent and dropped; what the buffer keeps before the first
- * held piece is lookbehind context. Per filter, scan_from is where that
- * filter's next match may begin: the start of the earliest possible match
- * it reported (a partial match), or the end of the text when there was
- * none. Text before the lowest scan_from of the filters that change text
- * (mask, block) can no longer be part of such a match, so the events that
- * carry only such text may go out.
+ * held piece was sent too, and is context for lookbehind and for matches
+ * that began before a hold_timeout let their start go. Per filter,
+ * scan_from is where that filter's next match may begin: the start of the
+ * earliest possible match it reported (a partial match), or the end of the
+ * text when there was none. A filter holds the text from scan_from on,
+ * unless its hold_timeout let go of it (let_go) or it only flags. Events
+ * that carry only text no filter holds may go out.
  */
 #include <assert.h>
 #include <stdint.h>
@@ -16,8 +17,10 @@
 #include <string.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <jansson.h>
 
+#include "clock.h"
 #include "relay.h"
 
 #include "filter-stream.h"
@@ -48,6 +51,8 @@ struct window {
 	char *text;
 	size_t len, cap;
 	size_t *scan_from;      /* per filter of the stream */
+	size_t *let_go;         /* per filter: text before it is no longer
+	                           held, as its hold_timeout passed */
 	size_t release;         /* text before it may be sent */
 	int finished;           /* the choice has a finish_reason */
 	int dirty;              /* text or state changed since the last scan */
@@ -65,6 +70,7 @@ struct held_event {
 	json_t *json;           /* NULL when the data is not a JSON object */
 	int changed;            /* some text of it was masked */
 	size_t n_pieces;        /* its pieces, in windows */
+	uint64_t arrived;       /* tg_now_ns() when it came; with a timer only */
 };
 
 struct tg_filter_stream {
@@ -84,13 +90,28 @@ struct tg_filter_stream {
 	struct tg_scan scan;
 	json_t *meta;           /* id, object, created, model of the stream */
 	int done;               /* [DONE] passed, or the stream was blocked */
+
+	struct event *timer;    /* hold_timeout; NULL when no filter has one */
+	uint64_t timer_at;      /* tg_now_ns() time it is armed for; 0: not */
+	int failed;             /* the timer could not send what it let go */
 };
+
+static void on_hold_timeout(evutil_socket_t fd, short what, void *arg);
+
+/* 1 when filter f needs a timer: it holds text, with a time bound. */
+static int
+has_hold_timeout(const struct tg_filter *f)
+{
+	return f->hold_timeout > 0 && f->action != TG_ACTION_FLAG;
+}
 
 struct tg_filter_stream *
 tg_filter_stream_new(const struct tg_filter_chain *chain, struct tg_filter_log *log,
-                     tg_filter_emit_fn *emit, void *emit_arg, int *none)
+                     struct event_base *base, tg_filter_emit_fn *emit, void *emit_arg,
+                     int *none)
 {
 	struct tg_filter_stream *s;
+	int timed = 0;
 
 	*none = 1;
 	for (size_t i = 0; chain != NULL && i < chain->n; i++) {
@@ -118,6 +139,15 @@ tg_filter_stream_new(const struct tg_filter_chain *chain, struct tg_filter_log *
 		s->filters[s->n_filters++] = f;
 		if (f->lookbehind > s->context)
 			s->context = f->lookbehind;
+		timed |= has_hold_timeout(f);
+	}
+	if (timed && base != NULL) {
+		s->timer = evtimer_new(base, on_hold_timeout, s);
+		if (s->timer == NULL) {
+			free(s->filters);
+			free(s);
+			return NULL;
+		}
 	}
 	s->log = log;
 	s->emit = emit;
@@ -139,6 +169,8 @@ tg_filter_stream_free(struct tg_filter_stream *s)
 {
 	if (s == NULL)
 		return;
+	if (s->timer != NULL)
+		event_free(s->timer);
 	while (s->head != NULL) {
 		struct held_event *next = s->head->next;
 
@@ -148,6 +180,7 @@ tg_filter_stream_free(struct tg_filter_stream *s)
 	for (size_t i = 0; i < s->n_windows; i++) {
 		free(s->windows[i].text);
 		free(s->windows[i].scan_from);
+		free(s->windows[i].let_go);
 		free(s->windows[i].pieces);
 	}
 	free(s->windows);
@@ -186,8 +219,12 @@ find_window(struct tg_filter_stream *s, long choice, enum text_kind kind, long t
 	w->kind = kind;
 	w->tool = tool;
 	w->scan_from = calloc(s->n_filters, sizeof(*w->scan_from));
-	if (w->scan_from == NULL)
+	w->let_go = calloc(s->n_filters, sizeof(*w->let_go));
+	if (w->scan_from == NULL || w->let_go == NULL) {
+		free(w->scan_from);
+		free(w->let_go);
 		return NULL;
+	}
 	s->n_windows++;
 	return w;
 }
@@ -286,39 +323,70 @@ window_replace(struct tg_filter_stream *s, struct window *w, size_t a, size_t b,
 			p->end = shift_offset(p->end, a, b, rlen);
 		}
 	}
-	for (size_t i = 0; i < s->n_filters; i++)
+	for (size_t i = 0; i < s->n_filters; i++) {
 		w->scan_from[i] = shift_offset(w->scan_from[i], a, b, rlen);
+		w->let_go[i] = shift_offset(w->let_go[i], a, b, rlen);
+	}
 	w->release = shift_offset(w->release, a, b, rlen);
 	return 0;
 }
 
-/* Replace the matches of the last scan, the last first so that the
- * offsets of the earlier ones stay valid. *last_end gets the end of the
- * last replacement. Returns 0, or -1 when out of memory. */
+/* The end of the text already sent: the start of the first held piece. */
+static size_t
+sent_end(const struct window *w)
+{
+	return w->n_pieces > 0 ? w->pieces[0].start : w->len;
+}
+
+/* The action a match takes. A mask on text that was all sent (let go by
+ * hold_timeout before the match was complete) changes nothing, so it is
+ * recorded as a flag. */
+static enum tg_filter_action
+match_action(const struct tg_filter *f, const struct tg_match *m, size_t sent)
+{
+	if (f->action == TG_ACTION_MASK && m->end <= sent)
+		return TG_ACTION_FLAG;
+	return f->action;
+}
+
+/*
+ * Replace the matches of the last scan, the last first so that the
+ * offsets of the earlier ones stay valid. Only the part of a match that
+ * was not sent yet is replaced: a match whose start hold_timeout let go
+ * keeps that start and loses the rest to the replacement. *last_end gets
+ * the end of the last match after masking. Returns 0, or -1 when out of
+ * memory.
+ */
 static int
 mask_matches(struct tg_filter_stream *s, const struct tg_filter *f, struct window *w,
              size_t *last_end)
 {
 	const struct tg_scan *sc = &s->scan;
+	size_t sent = sent_end(w);
 
-	*last_end = 0;
+	*last_end = sc->matches[sc->n_matches - 1].end;
 	for (size_t k = sc->n_matches; k-- > 0;) {
 		const struct tg_match *m = &sc->matches[k];
 		struct tg_match one = {0, m->end - m->start, m->rule};
+		size_t a = m->start > sent ? m->start : sent;
 		size_t rlen;
-		char *rep = tg_filter_mask(f, w->text + m->start, m->end - m->start, &one, 1, &rlen);
+		char *rep;
 		int rc;
 
+		/* Sorted, so every earlier match was sent too. */
+		if (m->end <= sent)
+			break;
+		rep = tg_filter_mask(f, w->text + m->start, m->end - m->start, &one, 1, &rlen);
 		if (rep == NULL)
 			return -1;
-		rc = window_replace(s, w, m->start, m->end, rep, rlen);
+		rc = window_replace(s, w, a, m->end, rep, rlen);
 		free(rep);
 		if (rc != 0)
 			return -1;
 		if (k == sc->n_matches - 1)
-			*last_end = m->start + rlen;
+			*last_end = a + rlen;
 		else
-			*last_end = shift_offset(*last_end, m->start, m->end, rlen);
+			*last_end = shift_offset(*last_end, a, m->end, rlen);
 	}
 	return 0;
 }
@@ -341,13 +409,15 @@ scan_filter(struct tg_filter_stream *s, size_t i, struct window *w, int final)
 {
 	const struct tg_filter *f = s->filters[i];
 	struct tg_scan *sc = &s->scan;
+	size_t sent = sent_end(w);
 	size_t last_end;
 
 	if (tg_scan_run(sc, f, w->text, w->len, w->scan_from[i], !final) != 0)
 		return TG_STREAM_ERROR;
 
 	for (size_t k = 0; k < sc->n_matches; k++) {
-		if (tg_filter_log_add(s->log, f, sc->matches[k].rule->name, f->action,
+		if (tg_filter_log_add(s->log, f, sc->matches[k].rule->name,
+		                      match_action(f, &sc->matches[k], sent),
 		                      TG_SIDE_RESPONSE, 0) != 0)
 			return TG_STREAM_ERROR;
 	}
@@ -374,27 +444,47 @@ scan_filter(struct tg_filter_stream *s, size_t i, struct window *w, int final)
 	return TG_STREAM_OK;
 }
 
+/*
+ * Where filter i holds the window's text from. A flag filter changes no
+ * text, so it holds none: its matches are recorded when they complete,
+ * after their text may have gone. Others hold from scan_from, or from
+ * where their hold_timeout let go, whichever is later.
+ */
+static size_t
+hold_point(const struct tg_filter_stream *s, const struct window *w, size_t i)
+{
+	if (s->filters[i]->action == TG_ACTION_FLAG)
+		return w->len;
+	return w->scan_from[i] > w->let_go[i] ? w->scan_from[i] : w->let_go[i];
+}
+
+/* Text before the lowest hold point may be sent. Called after masking,
+ * which changes the window's length. */
+static void
+update_release(const struct tg_filter_stream *s, struct window *w)
+{
+	size_t release = w->len;
+
+	for (size_t i = 0; i < s->n_filters; i++) {
+		size_t h = hold_point(s, w, i);
+
+		if (h < release)
+			release = h;
+	}
+	w->release = release;
+}
+
 /* Scan the window with every filter and work out what may be released. */
 static enum tg_stream_verdict
 scan_window(struct tg_filter_stream *s, struct window *w)
 {
-	size_t release;
-
 	for (size_t i = 0; i < s->n_filters; i++) {
 		enum tg_stream_verdict v = scan_filter(s, i, w, w->finished);
 
 		if (v != TG_STREAM_OK)
 			return v;
 	}
-	/* Masking changed the length: the end is taken after it. A flag
-	 * filter changes no text, so it holds none: its matches are recorded
-	 * when they complete, after their text may have gone. */
-	release = w->len;
-	for (size_t i = 0; i < s->n_filters; i++) {
-		if (s->filters[i]->action != TG_ACTION_FLAG && w->scan_from[i] < release)
-			release = w->scan_from[i];
-	}
-	w->release = release;
+	update_release(s, w);
 	return TG_STREAM_OK;
 }
 
@@ -425,8 +515,10 @@ trim_window(const struct tg_filter_stream *s, struct window *w)
 	memmove(w->text, w->text + cut, w->len - cut + 1);
 	w->len -= cut;
 	w->release -= cut;
-	for (size_t i = 0; i < s->n_filters; i++)
+	for (size_t i = 0; i < s->n_filters; i++) {
 		w->scan_from[i] -= cut;
+		w->let_go[i] = w->let_go[i] > cut ? w->let_go[i] - cut : 0;
+	}
 	for (size_t i = 0; i < w->n_pieces; i++) {
 		w->pieces[i].start -= cut;
 		w->pieces[i].end -= cut;
@@ -695,6 +787,7 @@ hold_event(struct tg_filter_stream *s, const struct tg_stream_event *in)
 	ev->raw_len = len;
 	ev->kind = in->kind;
 	ev->finish = in->finish;
+	ev->arrived = s->timer != NULL ? tg_now_ns() : 0;
 	if (json_is_object(in->json))
 		ev->json = json_incref(in->json);
 	if (s->tail != NULL)
@@ -706,7 +799,135 @@ hold_event(struct tg_filter_stream *s, const struct tg_stream_event *in)
 	return ev;
 }
 
-/* Scan, then block or release. */
+/* --- hold_timeout ------------------------------------------------------- */
+
+/* The first held piece of w that ends after pos, or NULL. */
+static const struct piece *
+piece_after(const struct window *w, size_t pos)
+{
+	for (size_t k = 0; k < w->n_pieces; k++) {
+		if (w->pieces[k].end > pos)
+			return &w->pieces[k];
+	}
+	return NULL;
+}
+
+/* Return the tg_now_ns() time at which the earliest held text reaches the
+ * hold_timeout of a filter that holds it, or 0 when none has a bound. */
+static uint64_t
+next_deadline(const struct tg_filter_stream *s)
+{
+	uint64_t at = 0;
+
+	for (size_t k = 0; k < s->n_windows; k++) {
+		const struct window *w = &s->windows[k];
+
+		for (size_t i = 0; i < s->n_filters; i++) {
+			const struct piece *p;
+			uint64_t t;
+
+			if (!has_hold_timeout(s->filters[i]))
+				continue;
+			p = piece_after(w, hold_point(s, w, i));
+			if (p == NULL)
+				continue;
+			t = p->event->arrived + s->filters[i]->hold_timeout * TG_NS_PER_MS;
+			if (at == 0 || t < at)
+				at = t;
+		}
+	}
+	return at;
+}
+
+/* A duration in nanoseconds as a timeval, rounded up to whole microseconds
+ * so that the timer does not fire before the deadline. */
+static struct timeval
+timeval_ns(uint64_t ns)
+{
+	uint64_t us = (ns + 999) / 1000;
+	struct timeval tv = {.tv_sec = (time_t)(us / 1000000),
+	                     .tv_usec = (suseconds_t)(us % 1000000)};
+
+	return tv;
+}
+
+/* Set the timer for the next deadline, or stop it when there is none. */
+static void
+arm_timer(struct tg_filter_stream *s)
+{
+	uint64_t at, now;
+	struct timeval tv;
+
+	if (s->timer == NULL)
+		return;
+	at = s->done ? 0 : next_deadline(s);
+	if (at == s->timer_at)
+		return;
+	s->timer_at = at;
+	if (at == 0) {
+		evtimer_del(s->timer);
+		return;
+	}
+	now = tg_now_ns();
+	tv = timeval_ns(at > now ? at - now : 0);
+	evtimer_add(s->timer, &tv);
+}
+
+/*
+ * Each filter with a hold_timeout lets go of the held pieces that have
+ * waited that long by now (tg_now_ns() time), oldest first, since pieces
+ * are in arrival order. Its scan_from stays, so a match that the next
+ * events complete is still found, and mask_matches replaces what of it
+ * was not sent yet.
+ */
+static void
+let_go_expired(struct tg_filter_stream *s, uint64_t now)
+{
+	for (size_t k = 0; k < s->n_windows; k++) {
+		struct window *w = &s->windows[k];
+
+		for (size_t i = 0; i < s->n_filters; i++) {
+			const struct tg_filter *f = s->filters[i];
+
+			if (!has_hold_timeout(f))
+				continue;
+			for (size_t j = 0; j < w->n_pieces; j++) {
+				const struct piece *p = &w->pieces[j];
+
+				if (p->end <= hold_point(s, w, i))
+					continue;
+				if (p->event->arrived + f->hold_timeout * TG_NS_PER_MS > now)
+					break;
+				w->let_go[i] = p->end;
+			}
+		}
+		update_release(s, w);
+	}
+}
+
+/* Send what waited too long (the stream's timer, on the worker thread).
+ * An error here cannot reach the relay, so the next call reports it. */
+static void
+on_hold_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct tg_filter_stream *s = arg;
+
+	(void)fd;
+	(void)what;
+	s->timer_at = 0;
+	if (s->done || s->failed)
+		return;
+	let_go_expired(s, tg_now_ns());
+	if (release_events(s) != 0) {
+		s->failed = 1;
+		return;
+	}
+	arm_timer(s);
+}
+
+/* --- the calls ---------------------------------------------------------- */
+
+/* Scan, then block or release, then time what stays held. */
 static enum tg_stream_verdict
 scan_and_release(struct tg_filter_stream *s, int final)
 {
@@ -714,10 +935,11 @@ scan_and_release(struct tg_filter_stream *s, int final)
 	enum tg_stream_verdict v = scan_dirty(s, final, &choice);
 
 	if (v == TG_STREAM_BLOCK)
-		return end_blocked(s, choice);
-	if (v != TG_STREAM_OK)
-		return v;
-	return release_events(s) == 0 ? TG_STREAM_OK : TG_STREAM_ERROR;
+		v = end_blocked(s, choice);
+	else if (v == TG_STREAM_OK && release_events(s) != 0)
+		v = TG_STREAM_ERROR;
+	arm_timer(s);
+	return v;
 }
 
 enum tg_stream_verdict
@@ -726,6 +948,8 @@ tg_filter_stream_event(struct tg_filter_stream *s, const struct tg_stream_event 
 	struct held_event *ev;
 	enum tg_stream_verdict v;
 
+	if (s->failed)
+		return TG_STREAM_ERROR;
 	if (s->done)
 		return TG_STREAM_OK;
 
@@ -763,6 +987,8 @@ tg_filter_stream_event(struct tg_filter_stream *s, const struct tg_stream_event 
 enum tg_stream_verdict
 tg_filter_stream_finish(struct tg_filter_stream *s)
 {
+	if (s->failed)
+		return TG_STREAM_ERROR;
 	if (s->done)
 		return TG_STREAM_OK;
 	s->done = 1;

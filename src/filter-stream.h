@@ -10,6 +10,14 @@
  * An event is held while some of its text could still be the start of a
  * match, and at most the filter's "hold" bytes of text are held; the rest
  * goes out at once. Flag filters hold nothing, since they change no text.
+ *
+ * A filter's "hold_timeout" bounds the time instead: text it held that
+ * long goes out from a timer, before the match is decided. That trades
+ * masking for latency. When later events complete the match, only its
+ * part not yet sent is replaced (the start already went out as it was),
+ * and a match whose text all went out is recorded as a flag; a block
+ * still ends the stream, after its start went out.
+ *
  * Events the filters do not change are sent byte for byte as received;
  * changed events are written again whole, as one "data:" line of compact
  * JSON. Classifier filters (moderation, plugin) do not run on streams.
@@ -21,6 +29,7 @@
 
 #include "filter-t.h"
 
+struct event_base;
 struct tg_filter_stream;
 struct tg_stream_event;
 
@@ -37,11 +46,16 @@ typedef void tg_filter_emit_fn(void *arg, struct tg_stream_event *ev);
 /*
  * Start filtering one response stream with the response-side regex filters
  * of chain, recording decisions in log (both must outlive the stream), and
- * passing what may be sent to emit. Returns NULL with *none set when no
- * such filter applies, NULL with *none clear when out of memory.
+ * passing what may be sent to emit. When a filter has a hold_timeout, the
+ * stream's timer runs on base (the worker's), and emit may also be called
+ * from that timer, between the calls below; with base NULL, text is held
+ * until an event decides, whatever hold_timeout says. Returns NULL with
+ * *none set when no such filter applies, NULL with *none clear when out of
+ * memory.
  */
 struct tg_filter_stream *tg_filter_stream_new(const struct tg_filter_chain *chain,
                                               struct tg_filter_log *log,
+                                              struct event_base *base,
                                               tg_filter_emit_fn *emit, void *emit_arg,
                                               int *none);
 
@@ -58,12 +72,14 @@ enum tg_stream_verdict tg_filter_stream_event(struct tg_filter_stream *s,
                                               const struct tg_stream_event *ev);
 
 /* The upstream stream ended without [DONE]: scan what is held as final
- * text and emit every held event. May block, as above. */
+ * text and emit every held event. May block, as above. Both calls return
+ * TG_STREAM_ERROR once the timer failed to send what it let go. */
 enum tg_stream_verdict tg_filter_stream_finish(struct tg_filter_stream *s);
 
 /* Events held back right now. */
 size_t tg_filter_stream_held(const struct tg_filter_stream *s);
 
+/* Free the stream and stop its timer (client gone, failover, end). */
 void tg_filter_stream_free(struct tg_filter_stream *s);
 
 #endif

@@ -83,6 +83,8 @@ struct tg_filter {
 	unsigned apply_to;              /* enum tg_side bits */
 	char *replacement;              /* "{rule}" is replaced by the rule name */
 	size_t hold;                    /* max bytes of a stream held back */
+	tg_msec_t hold_timeout;         /* max time text of a stream is held
+	                                   back; 0: until it is decided */
 	int on_error_block;             /* a classifier failed: 1 blocks, 0
 	                                   lets the text pass */
 

@@ -246,6 +246,8 @@ tg_relay_reset(struct tg_request *req)
 {
 	struct tg_response *resp = &req->response;
 
+	/* Held events and their timer belong to this response only. */
+	tg_filter_response_reset(req);
 	if (resp->streaming)
 		tg_sse_free(&resp->sse);
 	for (size_t i = 0; i < resp->n_held; i++)

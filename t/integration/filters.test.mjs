@@ -1,7 +1,8 @@
 // Content filters through the real binary: block, mask and flag on each
 // side, bypass attempts, streams split at every byte offset, streaming
-// block with the upstream cancelled, moderation services (flagged, clean,
-// down, slow), the plugin ABI and the fastText plugin.
+// block with the upstream cancelled, hold_timeout with a paused upstream,
+// moderation services (flagged, clean, down, slow), the plugin ABI and the
+// fastText plugin.
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -10,7 +11,7 @@ import path from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 
 import {
-  SRCDIR, TOLLGATE_BIN, eventData, makeTempDir, request, splitEvents, startGateway,
+  SRCDIR, TOLLGATE_BIN, eventData, makeTempDir, openStream, request, splitEvents, startGateway,
   startMock, stopAll, waitFor,
 } from './lib/harness.mjs';
 
@@ -289,6 +290,73 @@ describe('content filters: response side', () => {
     const line = await gw.waitForAccess((l) => l.request_id === res.headers['x-request-id']);
     assert.equal(line.termination[0], 'G');
     assert.deepEqual(line.filters, [{ filter: 'outdeny', rule: 'injection', action: 'block', side: 'response', count: 1 }]);
+  });
+});
+
+/* The promise's value, or a failure naming what did not come within the
+ * harness's usual wait of several seconds. */
+async function within(promise, what) {
+  let timer;
+  const deadline = new Promise((resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not arrive`)), 10000);
+  });
+  try {
+    return await Promise.race([promise, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/* The content of the first choice of a data event. */
+function deltaContent(event) {
+  return JSON.parse(event.data).choices[0].delta.content;
+}
+
+describe('content filters: hold_timeout', () => {
+  let mock;
+  let gw;
+
+  // The mock sends the role chunk and "Mail jane", whose last word could
+  // begin an address, then goes silent with the connection open: only the
+  // timeout can let the word go.
+  const paused = `content=${['Mail jane', '@example.com, bye!'].map(encodeURIComponent).join('|')};stall_after=2`;
+
+  before(async () => {
+    mock = await startMock();
+    gw = await startGateway(config(mock, {
+      quick: { type: 'regex', apply_to: ['response'], action: 'mask', presets: ['email'], hold_timeout: '200ms' },
+    }, ['quick']));
+  });
+  afterEach(() => gw?.checkErrors());
+  after(stopAll);
+
+  it('sends a held word unchanged while the upstream pauses', async () => {
+    const stream = await openStream({ port: gw.port, body: chat('hi', { stream: true }),
+      headers: { 'x-mock': paused } });
+
+    assert.equal(stream.status, 200);
+    assert.equal(deltaContent(await within(stream.nextData(), 'the role chunk')), '');
+    assert.equal(deltaContent(await within(stream.nextData(), 'the held word')), 'Mail jane');
+    stream.abort();
+  });
+
+  it('frees the held word and its timer when the client leaves', async () => {
+    const id = 'client-leaves-during-hold';
+    const stream = await openStream({ port: gw.port, body: chat('hi', { stream: true }),
+      headers: { 'x-mock': paused, 'x-request-id': id } });
+
+    // The role chunk leaves with the first content event, so once the
+    // client has it, the gateway holds "Mail jane".
+    await within(stream.nextData(), 'the role chunk');
+    stream.abort();
+    assert.equal((await gw.accessFor(id)).termination, 'CD');
+
+    // A timer left behind would fire on freed memory during this stream,
+    // whose events are 300 ms apart (a sanitizer build reports that).
+    const pieces = ['Mail jane', ' and bob', ' bye!'].map(encodeURIComponent).join('|');
+    const res = await post(gw, chat('hi', { stream: true }),
+      { headers: { 'x-mock': `content=${pieces};event_delay=300ms` } });
+    assert.equal(streamedContent(res.text), 'Mail jane and bob bye!');
   });
 });
 

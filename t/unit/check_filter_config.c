@@ -86,7 +86,7 @@ START_TEST(regex_filter_builds)
 		"{\"pii\": {\"type\": \"regex\", \"apply_to\": [\"request\", \"response\"],"
 		" \"action\": \"mask\", \"presets\": [\"email\", \"credit_card\"],"
 		" \"rules\": [{\"name\": \"ticket\", \"pattern\": \"TCK-[0-9]{6}\"}],"
-		" \"hold\": \"256B\"},"
+		" \"hold\": \"256B\", \"hold_timeout\": \"250ms\"},"
 		" \"deny\": {\"type\": \"regex\", \"rules\": [{\"name\": \"injection\","
 		" \"pattern\": \"ignore previous instructions\", \"caseless\": true}]}}",
 		"[\"pii\", \"deny\"]");
@@ -102,6 +102,8 @@ START_TEST(regex_filter_builds)
 	ck_assert_str_eq(pii->rules[0].name, "email");
 	ck_assert_str_eq(pii->rules[2].name, "ticket");
 	ck_assert_uint_eq(pii->hold, 256);
+	ck_assert_uint_eq(pii->hold_timeout, 250);
+	ck_assert_uint_eq(deny->hold_timeout, 0);       /* absent: no time bound */
 	ck_assert_str_eq(pii->replacement, "[REDACTED:{rule}]");
 
 	ck_assert_int_eq(deny->action, TG_ACTION_BLOCK);
@@ -183,6 +185,29 @@ START_TEST(every_error_reported_at_once)
 	                                     "use regex, moderation or plugin"));
 	ck_assert_ptr_nonnull(strstr(errors, "routes[0].filters[1]: no filter called \"missing\""));
 	ck_assert_ptr_nonnull(strstr(errors, "routes[0].filters[2]: filter \"a\" is listed twice"));
+	free(errors);
+}
+END_TEST
+
+START_TEST(hold_timeout_errors_name_value)
+{
+	char *errors = load_fails(
+		"{\"a\": {\"type\": \"regex\", \"presets\": [\"email\"], \"hold_timeout\": \"0ms\"},"
+		" \"b\": {\"type\": \"regex\", \"presets\": [\"email\"], \"hold_timeout\": \"fast\"},"
+		" \"c\": {\"type\": \"regex\", \"presets\": [\"email\"], \"hold_timeout\": 200},"
+		" \"d\": {\"type\": \"moderation\", \"backend\": \"moderator\","
+		"   \"hold_timeout\": \"1s\"}}",
+		"[]");
+
+	ck_assert_ptr_nonnull(strstr(errors, "filters.a.hold_timeout: \"0ms\" is below the "
+	                                     "minimum of 1ms"));
+	ck_assert_ptr_nonnull(strstr(errors, "filters.b.hold_timeout: invalid duration \"fast\"; "
+	                                     "expected a non-negative integer followed by ms, s, "
+	                                     "m or h"));
+	ck_assert_ptr_nonnull(strstr(errors, "filters.c.hold_timeout: expected a string with a "
+	                                     "unit, such as \"30s\", got an integer"));
+	ck_assert_ptr_nonnull(strstr(errors, "filters.d.hold_timeout: not used by moderation "
+	                                     "filters"));
 	free(errors);
 }
 END_TEST
@@ -278,6 +303,7 @@ filter_config_suite(void)
 	tcase_add_test(invalid, invalid_pattern_names_rule_and_offset);
 	tcase_add_test(invalid, every_error_reported_at_once);
 	tcase_add_test(invalid, regex_filter_needs_rules);
+	tcase_add_test(invalid, hold_timeout_errors_name_value);
 	tcase_add_test(invalid, score_out_of_range_rejected);
 	tcase_add_test(invalid, moderation_response_rejected);
 	tcase_add_test(plugins, plugin_loads_and_classifies);

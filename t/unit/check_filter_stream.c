@@ -1,7 +1,8 @@
 /*
  * Unit tests for the sliding window over streamed responses: matches split
  * across events at every byte offset, byte-identical untouched events,
- * blocking mid-stream, the hold bound, tool call arguments.
+ * blocking mid-stream, the hold bound, tool call arguments, and the
+ * hold_timeout timer, run on an event base of the test's own.
  */
 #include <check.h>
 #include <stdio.h>
@@ -9,6 +10,7 @@
 #include <string.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <jansson.h>
 
 #include "filter-helpers.h"
@@ -108,7 +110,7 @@ new_stream(struct tg_filter *f, struct tg_filter_log *log, const struct tg_filte
 	slot[0] = f;
 	chain->n = 1;
 	chain->filters = slot;
-	s = tg_filter_stream_new(chain, log, collect, out, &none);
+	s = tg_filter_stream_new(chain, log, NULL, collect, out, &none);
 	ck_assert_ptr_nonnull(s);
 	ck_assert_int_eq(none, 0);
 	return s;
@@ -473,6 +475,285 @@ START_TEST(masked_event_not_held)
 }
 END_TEST
 
+/* --- hold_timeout --------------------------------------------------------- */
+
+static const char *const email_rules[] = {"preset:email", NULL};
+
+/* A stream over filters with its timer on an event base of its own. Tests
+ * run the timer with event_base_dispatch(), which returns once no timer is
+ * pending. */
+struct timed {
+	struct event_base *base;
+	const struct tg_filter *slots[2];
+	struct tg_filter_chain chain;
+	struct tg_filter_log log;
+	struct evbuffer *out;
+	struct tg_filter_stream *s;
+};
+
+static void
+timed_start(struct timed *t, struct tg_filter *f1, struct tg_filter *f2)
+{
+	int none;
+
+	memset(t, 0, sizeof(*t));
+	t->base = event_base_new();
+	ck_assert_ptr_nonnull(t->base);
+	t->slots[0] = f1;
+	t->slots[1] = f2;
+	t->chain.n = f2 != NULL ? 2 : 1;
+	t->chain.filters = t->slots;
+	t->out = evbuffer_new();
+	t->s = tg_filter_stream_new(&t->chain, &t->log, t->base, collect, t->out, &none);
+	ck_assert_ptr_nonnull(t->s);
+}
+
+/* Timers pending on the stream's base. */
+static int
+timers(const struct timed *t)
+{
+	return event_base_get_num_events(t->base, EVENT_BASE_COUNT_ADDED);
+}
+
+static void
+timed_end(struct timed *t)
+{
+	tg_filter_stream_free(t->s);
+	ck_assert_int_eq(timers(t), 0);
+	evbuffer_free(t->out);
+	tg_filter_log_free(&t->log);
+	event_base_free(t->base);
+}
+
+/* The upstream pauses after a word that could begin an address: the word
+ * goes out, unchanged, once hold_timeout passed. */
+START_TEST(timeout_releases_held_word)
+{
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, email_rules);
+	char *e = content_event("Mail jane", NULL);
+	char *sent;
+	struct timed t;
+
+	f->hold_timeout = 1;
+	timed_start(&t, f, NULL);
+	ck_assert_int_eq(feed(t.s, e, t.out), TG_STREAM_OK);
+	ck_assert_uint_eq(tg_filter_stream_held(t.s), 1);
+	ck_assert_uint_eq(evbuffer_get_length(t.out), 0);
+	ck_assert_int_eq(timers(&t), 1);
+
+	ck_assert_int_eq(event_base_dispatch(t.base), 1);
+	ck_assert_uint_eq(tg_filter_stream_held(t.s), 0);
+	sent = take(t.out);
+	ck_assert_str_eq(sent, e);
+	ck_assert_uint_eq(t.log.n, 0);
+
+	free(sent);
+	free(e);
+	timed_end(&t);
+	destroy_filter(f);
+}
+END_TEST
+
+/* Without hold_timeout there is no timer: the word waits for the event
+ * that decides it. */
+START_TEST(no_timeout_holds_until_next_event)
+{
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, email_rules);
+	char *e1 = content_event("Mail jane", NULL);
+	char *e2 = content_event("@example.com, bye!", NULL);
+	char *sent, *content;
+	struct timed t;
+
+	timed_start(&t, f, NULL);
+	ck_assert_int_eq(feed(t.s, e1, t.out), TG_STREAM_OK);
+	ck_assert_int_eq(timers(&t), 0);
+	ck_assert_int_eq(event_base_dispatch(t.base), 1);
+	ck_assert_uint_eq(tg_filter_stream_held(t.s), 1);
+	ck_assert_uint_eq(evbuffer_get_length(t.out), 0);
+
+	ck_assert_int_eq(feed(t.s, e2, t.out), TG_STREAM_OK);
+	ck_assert_uint_eq(tg_filter_stream_held(t.s), 0);
+	sent = take(t.out);
+	content = joined_content(sent);
+	ck_assert_str_eq(content, "Mail [REDACTED:email], bye!");
+
+	free(content);
+	free(sent);
+	free(e1);
+	free(e2);
+	timed_end(&t);
+	destroy_filter(f);
+}
+END_TEST
+
+/* A filter's timeout lets go only of its own hold: text that another
+ * filter, without a timeout, still holds stays held. */
+START_TEST(timeout_keeps_other_filters_hold)
+{
+	const char *ticket_rules[] = {"ticket=TCK-[0-9]{6}", NULL};
+	struct tg_filter *mail = make_filter("mail", TG_ACTION_MASK, TG_SIDE_RESPONSE, email_rules);
+	struct tg_filter *ticket = make_filter("tck", TG_ACTION_MASK, TG_SIDE_RESPONSE, ticket_rules);
+	char *e1 = content_event("See TCK-12", NULL);
+	char *e2 = content_event("3456 today!", NULL);
+	char *sent, *content;
+	struct timed t;
+
+	mail->hold_timeout = 1;
+	timed_start(&t, mail, ticket);
+	ck_assert_int_eq(feed(t.s, e1, t.out), TG_STREAM_OK);
+	ck_assert_int_eq(event_base_dispatch(t.base), 1);
+	ck_assert_uint_eq(tg_filter_stream_held(t.s), 1);
+	ck_assert_uint_eq(evbuffer_get_length(t.out), 0);
+
+	ck_assert_int_eq(feed(t.s, e2, t.out), TG_STREAM_OK);
+	sent = take(t.out);
+	content = joined_content(sent);
+	ck_assert_str_eq(content, "See [REDACTED:ticket] today!");
+
+	free(content);
+	free(sent);
+	free(e1);
+	free(e2);
+	timed_end(&t);
+	destroy_filter(mail);
+	destroy_filter(ticket);
+}
+END_TEST
+
+/* The start of an address went out by the timeout; the events that
+ * complete it have the rest masked, and the decision is a mask. */
+START_TEST(match_after_timeout_masks_rest)
+{
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, email_rules);
+	char *e1 = content_event("Mail jane", NULL);
+	char *e2 = content_event("@exa", NULL);
+	char *e3 = content_event("mple.com, bye!", NULL);
+	char *sent, *content;
+	struct timed t;
+
+	f->hold_timeout = 1;
+	timed_start(&t, f, NULL);
+	ck_assert_int_eq(feed(t.s, e1, t.out), TG_STREAM_OK);
+	ck_assert_int_eq(event_base_dispatch(t.base), 1);
+	sent = take(t.out);
+	ck_assert_str_eq(sent, e1);
+	free(sent);
+
+	ck_assert_int_eq(feed(t.s, e2, t.out), TG_STREAM_OK);
+	ck_assert_uint_eq(tg_filter_stream_held(t.s), 1);
+	ck_assert_int_eq(feed(t.s, e3, t.out), TG_STREAM_OK);
+	ck_assert_int_eq(feed(t.s, "data: [DONE]\n\n", t.out), TG_STREAM_OK);
+	ck_assert_int_eq(timers(&t), 0);
+	sent = take(t.out);
+	ck_assert_ptr_null(strstr(sent, "exa"));
+	content = joined_content(sent);
+	ck_assert_str_eq(content, "[REDACTED:email], bye!");
+	ck_assert_uint_eq(t.log.n, 1);
+	ck_assert_int_eq(t.log.items[0].action, TG_ACTION_MASK);
+
+	free(content);
+	free(sent);
+	free(e1);
+	free(e2);
+	free(e3);
+	timed_end(&t);
+	destroy_filter(f);
+}
+END_TEST
+
+/* A whole address went out by the timeout (its domain could still have
+ * grown): the match found later changes nothing and counts as a flag. */
+START_TEST(match_all_sent_is_flagged)
+{
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, email_rules);
+	char *e1 = content_event("Mail jane@example.com", NULL);
+	char *e2 = content_event(", bye!", NULL);
+	char *sent;
+	struct timed t;
+
+	f->hold_timeout = 1;
+	timed_start(&t, f, NULL);
+	ck_assert_int_eq(feed(t.s, e1, t.out), TG_STREAM_OK);
+	ck_assert_uint_eq(tg_filter_stream_held(t.s), 1);
+	ck_assert_int_eq(event_base_dispatch(t.base), 1);
+	ck_assert_int_eq(feed(t.s, e2, t.out), TG_STREAM_OK);
+	sent = take(t.out);
+	ck_assert_uint_eq(strlen(sent), strlen(e1) + strlen(e2));
+	ck_assert_int_eq(strncmp(sent, e1, strlen(e1)), 0);
+	ck_assert_str_eq(sent + strlen(e1), e2);
+	ck_assert_uint_eq(t.log.n, 1);
+	ck_assert_int_eq(t.log.items[0].action, TG_ACTION_FLAG);
+
+	free(sent);
+	free(e1);
+	free(e2);
+	timed_end(&t);
+	destroy_filter(f);
+}
+END_TEST
+
+/* A block still ends the stream when the match completes after its start
+ * went out by the timeout. */
+START_TEST(block_after_timeout_ends_stream)
+{
+	const char *rules[] = {"~injection=ignore previous instructions", NULL};
+	struct tg_filter *f = make_filter("deny", TG_ACTION_BLOCK, TG_SIDE_RESPONSE, rules);
+	char *e1 = content_event("Now IGNORE prev", NULL);
+	char *e2 = content_event("ious instructions", NULL);
+	char *sent;
+	struct timed t;
+
+	f->hold_timeout = 1;
+	timed_start(&t, f, NULL);
+	ck_assert_int_eq(feed(t.s, e1, t.out), TG_STREAM_OK);
+	ck_assert_int_eq(event_base_dispatch(t.base), 1);
+	ck_assert_int_eq(feed(t.s, e2, t.out), TG_STREAM_BLOCK);
+	ck_assert_int_eq(timers(&t), 0);
+	sent = take(t.out);
+	ck_assert_int_eq(strncmp(sent, e1, strlen(e1)), 0);
+	ck_assert_ptr_null(strstr(sent, "instructions"));
+	ck_assert_ptr_nonnull(strstr(sent, "\"finish_reason\":\"content_filter\""));
+	ck_assert_ptr_nonnull(strstr(sent, "data: [DONE]\n\n"));
+
+	free(sent);
+	free(e1);
+	free(e2);
+	timed_end(&t);
+	destroy_filter(f);
+}
+END_TEST
+
+/* The event that decides held text stops the timer. Freeing the stream
+ * while text is held (the client left) must leave no timer on the base. */
+START_TEST(timer_stopped_by_event_and_free)
+{
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, email_rules);
+	char *e1 = content_event("Mail jane", NULL);
+	char *e2 = content_event(" and bob, bye!", NULL);
+	struct timed t;
+
+	f->hold_timeout = 3600 * 1000;
+	timed_start(&t, f, NULL);
+	ck_assert_int_eq(feed(t.s, e1, t.out), TG_STREAM_OK);
+	ck_assert_int_eq(timers(&t), 1);
+	ck_assert_int_eq(feed(t.s, e2, t.out), TG_STREAM_OK);
+	ck_assert_uint_eq(tg_filter_stream_held(t.s), 0);
+	ck_assert_int_eq(timers(&t), 0);
+
+	ck_assert_int_eq(feed(t.s, e1, t.out), TG_STREAM_OK);
+	ck_assert_int_eq(timers(&t), 1);
+	tg_filter_stream_free(t.s);
+	t.s = NULL;
+	ck_assert_int_eq(timers(&t), 0);
+	ck_assert_int_eq(event_base_dispatch(t.base), 1);
+
+	free(e1);
+	free(e2);
+	timed_end(&t);
+	destroy_filter(f);
+}
+END_TEST
+
 START_TEST(request_only_chain_has_no_stream)
 {
 	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_REQUEST, card_rules);
@@ -481,7 +762,7 @@ START_TEST(request_only_chain_has_no_stream)
 	struct tg_filter_log log = {0};
 	int none = 0;
 
-	ck_assert_ptr_null(tg_filter_stream_new(&chain, &log, collect, NULL, &none));
+	ck_assert_ptr_null(tg_filter_stream_new(&chain, &log, NULL, collect, NULL, &none));
 	ck_assert_int_eq(none, 1);
 	destroy_filter(f);
 }
@@ -503,6 +784,16 @@ filter_stream_suite(void)
 	tcase_add_test(tc, flag_passes_unchanged);
 	tcase_add_test(tc, request_only_chain_has_no_stream);
 	tcase_add_test(tc, masked_event_not_held);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("hold_timeout");
+	tcase_add_test(tc, timeout_releases_held_word);
+	tcase_add_test(tc, no_timeout_holds_until_next_event);
+	tcase_add_test(tc, timeout_keeps_other_filters_hold);
+	tcase_add_test(tc, match_after_timeout_masks_rest);
+	tcase_add_test(tc, match_all_sent_is_flagged);
+	tcase_add_test(tc, block_after_timeout_ends_stream);
+	tcase_add_test(tc, timer_stopped_by_event_and_free);
 	suite_add_tcase(s, tc);
 	return s;
 }
