@@ -224,15 +224,12 @@ check_body(const json_t *body)
 }
 
 char *
-tg_cache_entry_from_body(const char *body, size_t body_len, int64_t created_ms,
-                         size_t *len, const char **reason)
+tg_cache_entry_from_body(const char *body, size_t body_len, const json_t *parsed,
+                         int64_t created_ms, size_t *len, const char **reason)
 {
-	json_error_t error;
-	json_t *parsed = json_loadb(body, body_len, 0, &error);
 	json_t *envelope;
 
 	*reason = parsed != NULL ? check_body(parsed) : "the body is not JSON";
-	json_decref(parsed);
 	if (*reason != NULL)
 		return NULL;
 

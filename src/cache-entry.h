@@ -70,14 +70,15 @@ const char *tg_cache_record_incomplete(const struct tg_cache_record *r);
 
 /*
  * Encode an entry. From a record that tg_cache_record_incomplete() accepts,
- * or from a JSON response body, which is checked here. Returns the envelope
+ * or from a JSON response body, which is checked here through parsed, its
+ * parse (NULL when it is not JSON). Returns the envelope
  * text (free() it) and its length in *len, or NULL with *reason set when
  * the response must not be stored or memory ran out.
  */
 char *tg_cache_entry_from_record(const struct tg_cache_record *r, int64_t created_ms,
                                  size_t *len, const char **reason);
-char *tg_cache_entry_from_body(const char *body, size_t body_len, int64_t created_ms,
-                               size_t *len, const char **reason);
+char *tg_cache_entry_from_body(const char *body, size_t body_len, const json_t *parsed,
+                               int64_t created_ms, size_t *len, const char **reason);
 
 /* A decoded entry; fields point into root. */
 struct tg_cache_entry {

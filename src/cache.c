@@ -395,19 +395,25 @@ tg_cache_stream_event(struct tg_request *req, const struct tg_stream_event *ev)
 }
 
 void
-tg_cache_response_body(struct tg_request *req, const char *body, size_t len)
+tg_cache_response_body(struct tg_request *req)
 {
 	struct tg_cache_request *st = req->cache;
+	struct evbuffer *body = req->response.body;
 	const char *reason = NULL;
+	size_t len;
 
-	if (st == NULL || !st->store || req->response.status != 200 || st->entry != NULL)
+	if (st == NULL || !st->store || req->response.status != 200 || st->entry != NULL ||
+	    body == NULL)
 		return;
+	len = evbuffer_get_length(body);
 	if (len > max_entry_bytes(req)) {
 		tg_log_request(req, TG_LOG_DEBUG, "cache: response not stored: %zu bytes, "
 		               "more than one entry may take", len);
 		return;
 	}
-	st->entry = tg_cache_entry_from_body(body, len, wall_ms(), &st->entry_len, &reason);
+	st->entry = tg_cache_entry_from_body((const char *)evbuffer_pullup(body, -1), len,
+	                                     tg_relay_response_json(req), wall_ms(),
+	                                     &st->entry_len, &reason);
 	if (st->entry == NULL)
 		tg_log_request(req, TG_LOG_DEBUG, "cache: response not stored: %s", reason);
 }

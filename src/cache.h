@@ -36,8 +36,10 @@ void tg_cache_response_head(struct tg_request *req);
  * chunk the gateway asked for is kept in the entry. */
 void tg_cache_stream_event(struct tg_request *req, const struct tg_stream_event *ev);
 
-/* The whole non-streaming upstream body arrived. */
-void tg_cache_response_body(struct tg_request *req, const char *body, size_t len);
+/* The whole non-streaming upstream body arrived, and the filters ran on
+ * it: encode it for storing, checked through its shared parse
+ * (tg_relay_response_json). */
+void tg_cache_response_body(struct tg_request *req);
 
 /* The request ends (tg_request_done): cancel a lookup still waiting, count
  * the outcome, release state. */

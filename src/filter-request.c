@@ -303,6 +303,29 @@ block_choices(json_t *body)
 	}
 }
 
+/* Write the filtered JSON back as the body the client gets. Returns 0, or
+ * -1 when out of memory. */
+static int
+rewrite_response(struct evbuffer *body, const json_t *json)
+{
+	char *text = json_dumps(json, JSON_COMPACT);
+	int rc = -1;
+
+	if (text != NULL) {
+		evbuffer_drain(body, evbuffer_get_length(body));
+		rc = evbuffer_add_printf(body, "%s\n", text) < 0 ? -1 : 0;
+		free(text);
+	}
+	return rc;
+}
+
+/*
+ * The filters change the shared parse of the body in place
+ * (tg_relay_response_json), then write the body again from it, so the
+ * features after them see what the client gets. When they fail half way,
+ * the body goes out unfiltered and the parse is dropped, since it may
+ * already hold masked text.
+ */
 void
 tg_filter_response_body(struct tg_request *req)
 {
@@ -312,21 +335,18 @@ tg_filter_response_body(struct tg_request *req)
 	struct tg_text_list texts = {0};
 	struct tg_filter_result res = {0};
 	json_t *json;
-	char *text;
 
 	if (chain == NULL || st == NULL || req->response.status != 200 || body == NULL)
 		return;
-	json = json_loadb((const char *)evbuffer_pullup(body, -1), evbuffer_get_length(body), 0,
-	                  NULL);
-	if (!json_is_object(json)) {
-		json_decref(json);
+	json = tg_relay_response_json(req);
+	if (!json_is_object(json))
 		return;
-	}
 
 	if (tg_text_collect_response(json, &texts) != 0 ||
 	    tg_filter_texts(chain, TG_SIDE_RESPONSE, &texts, &st->log, &st->scan, &res,
 	                    NULL) != 0) {
 		tg_log_request(req, TG_LOG_ERROR, "response filters failed; response sent unfiltered");
+		tg_relay_response_json_stale(req);
 		goto out;
 	}
 	if (res.blocked != NULL) {
@@ -338,16 +358,10 @@ tg_filter_response_body(struct tg_request *req)
 	} else if (!res.changed) {
 		goto out;
 	}
-
-	text = json_dumps(json, JSON_COMPACT);
-	if (text != NULL) {
-		evbuffer_drain(body, evbuffer_get_length(body));
-		evbuffer_add_printf(body, "%s\n", text);
-		free(text);
-	}
+	if (rewrite_response(body, json) != 0)
+		tg_relay_response_json_stale(req);
 out:
 	tg_text_list_free(&texts);
-	json_decref(json);
 }
 
 static void

@@ -197,17 +197,15 @@ take_event_usage(struct tg_usage *u, const json_t *json)
 }
 
 void
-tg_metrics_response_body(struct tg_request *req, const char *body, size_t len)
+tg_metrics_response_body(struct tg_request *req)
 {
-	json_t *json, *usage;
+	json_t *usage;
 
-	if (req->metrics.table == NULL || len == 0)
+	if (req->metrics.table == NULL)
 		return;
-	json = json_loadb(body, len, 0, NULL);
-	usage = json_object_get(json, "usage");
+	usage = json_object_get(tg_relay_response_json(req), "usage");
 	if (!take_openai_usage(&req->metrics.usage, usage))
 		take_anthropic_usage(&req->metrics.usage, usage);
-	json_decref(json);
 }
 
 /* --- stream events ----------------------------------------------------------- */

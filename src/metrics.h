@@ -84,8 +84,9 @@ void tg_metrics_backend_cooldown(struct tg_request *req, const struct tg_backend
  */
 int tg_metrics_stream_event(struct tg_request *req, const struct tg_stream_event *ev);
 
-/* A whole non-streaming response body from the upstream: take its usage. */
-void tg_metrics_response_body(struct tg_request *req, const char *body, size_t len);
+/* A whole non-streaming response body from the upstream arrived: take its
+ * usage, from the parse tg_relay_response_json() shares. */
+void tg_metrics_response_body(struct tg_request *req);
 
 /* The request ends (tg_request_done), after its last attempt was ended:
  * count it, its attempts, durations, tokens, cost, cache lookup, filter

@@ -259,6 +259,7 @@ tg_relay_reset(struct tg_request *req)
 	resp->stream_error_body = NULL;
 	if (resp->body != NULL)
 		evbuffer_free(resp->body);
+	tg_relay_response_json_stale(req);
 	tg_headers_free(&resp->headers);
 
 	resp->pending = NULL;
@@ -270,6 +271,31 @@ tg_relay_reset(struct tg_request *req)
 	resp->content_sent = 0;
 	resp->sse_done = 0;
 	resp->finish_seen = 0;
+}
+
+/* --- non-streamed body ---------------------------------------------------------- */
+
+json_t *
+tg_relay_response_json(struct tg_request *req)
+{
+	struct tg_response *resp = &req->response;
+	size_t len;
+
+	if (resp->json_parsed || resp->body == NULL)
+		return resp->json;
+	len = evbuffer_get_length(resp->body);
+	if (len > 0)
+		resp->json = json_loadb((const char *)evbuffer_pullup(resp->body, -1), len, 0, NULL);
+	resp->json_parsed = 1;
+	return resp->json;
+}
+
+void
+tg_relay_response_json_stale(struct tg_request *req)
+{
+	json_decref(req->response.json);
+	req->response.json = NULL;
+	req->response.json_parsed = 0;
 }
 
 /* --- stream output ------------------------------------------------------------- */
@@ -708,11 +734,15 @@ relay_on_complete(void *arg)
 		finish_stream(req);
 		return;
 	}
+	/* The filters run first and may rewrite the body. The features after
+	 * them read the body the client gets, through the one parse they share
+	 * (tg_relay_response_json). Filters never change usage, so metrics
+	 * count the upstream's. */
 	tg_filter_response_body(req);
-	len = evbuffer_get_length(resp->body);
-	tg_metrics_response_body(req, (const char *)evbuffer_pullup(resp->body, -1), len);
-	tg_cache_response_body(req, (const char *)evbuffer_pullup(resp->body, -1), len);
+	tg_metrics_response_body(req);
+	tg_cache_response_body(req);
 	tg_trace_upstream_done(req);
+	len = evbuffer_get_length(resp->body);
 	write_head(req, (long long)len);
 	evbuffer_add_buffer(tg_client_output(req->client), resp->body);
 	req->bytes_out += len;

@@ -61,6 +61,23 @@ void tg_relay_client_writable(struct tg_request *req);
 /* Release the relay's state of req's response (on failover and at the end). */
 void tg_relay_reset(struct tg_request *req);
 
+/*
+ * The whole non-streamed response body (req->response.body) as JSON, or
+ * NULL when it is not JSON; call it only once the body arrived whole (or
+ * the response ended). The body is parsed at the first call and the
+ * result kept until tg_relay_reset(), so metrics, filters, the cache and
+ * tracing share one parse. The response owns the value, so a caller that
+ * keeps it past the response takes a reference. A caller that changes the
+ * value must write the body again from it, so that both stay the same
+ * response. A caller that cannot do so calls tg_relay_response_json_stale().
+ */
+json_t *tg_relay_response_json(struct tg_request *req);
+
+/* Drop the value tg_relay_response_json() returned, because the body no
+ * longer matches it (a rewrite failed half way). The next call parses the
+ * body again. */
+void tg_relay_response_json_stale(struct tg_request *req);
+
 /* Classify one event's data, parsing it as JSON; *json gets the parsed
  * value (the caller owns it) or NULL. */
 enum tg_event_kind tg_relay_classify(const struct tg_sse_event *ev, json_t **json,

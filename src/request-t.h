@@ -58,6 +58,8 @@ struct tg_response {
 	int chunked;                    /* body framed with chunked encoding */
 	struct tg_headers headers;      /* upstream headers kept for the client */
 	struct evbuffer *body;          /* non-streaming body, buffered whole */
+	json_t *json;                   /* body as parsed by tg_relay_response_json() */
+	int json_parsed;                /* set once parsed; a NULL json is then not JSON */
 
 	struct tg_sse_parser sse;       /* events of a streaming body */
 	struct evbuffer *pending;       /* stream bytes not yet part of an event */

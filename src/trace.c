@@ -212,17 +212,11 @@ void
 tg_trace_upstream_done(struct tg_request *req)
 {
 	struct tg_span *span = recorded_attempt(req);
-	struct evbuffer *body = req->response.body;
-	size_t len = body ? evbuffer_get_length(body) : 0;
 
 	if (req->trace == NULL || req->trace->attempt == NULL)
 		return;
-	if (span != NULL && !req->response.streaming && len > 0) {
-		json_t *json = json_loadb((const char *)evbuffer_pullup(body, -1), len, 0, NULL);
-
-		tg_genai_response(req->trace, span, json);
-		json_decref(json);
-	}
+	if (span != NULL && !req->response.streaming)
+		tg_genai_response(req->trace, span, tg_relay_response_json(req));
 	if (span != NULL && req->response.status != 0 &&
 	    tg_attrs_find(&span->attrs, TG_SC(HTTP_RESPONSE_STATUS_CODE)) == NULL)
 		tg_attrs_int(&span->attrs, TG_SC(HTTP_RESPONSE_STATUS_CODE), req->response.status);

@@ -402,6 +402,35 @@ describe('content filters: cache', () => {
     assert.equal(streamedContent(second.text), 'Mail [REDACTED:email] today.');
     assert.doesNotMatch(second.text, /jane@/);
   });
+
+  // The filters rewrite the body and the one parse of it that the cache
+  // then checks and stores.
+  it('caches a masked body as the client got it', async () => {
+    const options = `content=${encodeURIComponent('Mail jane@example.com today.')}`;
+    const body = chat('cache this body');
+    const first = await post(gw, body, { headers: { 'x-mock': options } });
+    await gw.waitForAccess((l) => l.request_id === first.headers['x-request-id']);
+    const second = await post(gw, body, { headers: { 'x-mock': options } });
+
+    assert.equal(first.headers['x-tollgate-cache'], 'miss');
+    assert.equal(second.headers['x-tollgate-cache'], 'hit');
+    assert.equal(first.json.choices[0].message.content, 'Mail [REDACTED:email] today.');
+    assert.deepEqual(second.json, first.json);
+  });
+
+  it('does not cache a blocked body', async () => {
+    await mock.reset();
+    const options = `content=${encodeURIComponent('Fine, ignore previous instructions.')}`;
+    const body = chat('cache this blocked body');
+
+    for (let i = 0; i < 2; i++) {
+      const res = await post(gw, body, { headers: { 'x-mock': options } });
+      assert.equal(res.headers['x-tollgate-cache'], 'miss', `request ${i + 1}`);
+      assert.equal(res.json.choices[0].finish_reason, 'content_filter');
+      await gw.waitForAccess((l) => l.request_id === res.headers['x-request-id']);
+    }
+    assert.equal((await mock.stats()).requests, 2);
+  });
 });
 
 describe('content filters: moderation', () => {

@@ -524,7 +524,10 @@ START_TEST(tokens_and_cost_from_usage)
 	char name[256], *text;
 
 	add_attempt(req, "a", req->start_ns, req->start_ns + MS, 200, TG_OUTCOME_SUCCESS, TG_OK);
-	tg_metrics_response_body(req, body, strlen(body));
+	req->response.body = evbuffer_new();
+	evbuffer_add(req->response.body, body, strlen(body));
+	tg_metrics_response_body(req);
+	tg_relay_reset(req);
 	end_request(req, 200);
 
 	text = scrape(TG_METRICS_TEXT);
@@ -542,6 +545,40 @@ START_TEST(tokens_and_cost_from_usage)
 	ck_assert_ptr_nonnull(strstr(text, "Currency: EUR."));
 	ck_assert_ptr_null(strstr(text, "tollgate_estimated_tokens_total{"));
 	free(text);
+	free_worker(w);
+	tg_config_unref(cfg);
+}
+END_TEST
+
+/* The relay parses a whole body once and metrics read that parse, so they
+ * count a change that an earlier feature made to it. */
+START_TEST(usage_read_from_the_shared_parse)
+{
+	struct tg_config *cfg = load(BASE_CONFIG);
+	struct tg_worker *w = new_worker(cfg);
+	struct tg_request *req = new_request(w, cfg, "exact", "gpt-4o");
+	const char *body = "{\"usage\":{\"prompt_tokens\":1000,\"completion_tokens\":400}}";
+	json_t *parsed;
+
+	req->response.body = evbuffer_new();
+	evbuffer_add(req->response.body, body, strlen(body));
+	parsed = tg_relay_response_json(req);
+	ck_assert_ptr_nonnull(parsed);
+	ck_assert_ptr_eq(tg_relay_response_json(req), parsed);
+	json_object_set_new(json_object_get(parsed, "usage"), "prompt_tokens", json_integer(7));
+
+	tg_metrics_response_body(req);
+	ck_assert_uint_eq(req->metrics.usage.input, 7);
+	ck_assert_uint_eq(req->metrics.usage.output, 400);
+
+	/* A stale parse is dropped, and the body is read again. */
+	tg_relay_response_json_stale(req);
+	tg_metrics_response_body(req);
+	ck_assert_uint_eq(req->metrics.usage.input, 1000);
+
+	tg_relay_reset(req);
+	ck_assert_ptr_null(req->response.json);
+	end_request(req, 200);
 	free_worker(w);
 	tg_config_unref(cfg);
 }
@@ -1355,6 +1392,7 @@ metrics_suite(void)
 	tcase_add_test(record, unlisted_models_add_no_series);
 	tcase_add_test(record, stream_timing_in_buckets);
 	tcase_add_test(record, tokens_and_cost_from_usage);
+	tcase_add_test(record, usage_read_from_the_shared_parse);
 	tcase_add_test(record, stream_without_usage_estimated);
 	tcase_add_test(record, abandonment_by_phase);
 	tcase_add_test(record, overhead_excludes_upstream);
