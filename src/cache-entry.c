@@ -102,10 +102,8 @@ record_chunk(struct tg_cache_record *r, const json_t *chunk)
 
 void
 tg_cache_record_event(struct tg_cache_record *r, const char *type, size_t type_len,
-                      const char *data, size_t data_len)
+                      const char *data, size_t data_len, const json_t *chunk)
 {
-	json_error_t error;
-	json_t *chunk;
 	const char *reason;
 
 	if (r->unstorable != NULL)
@@ -127,9 +125,7 @@ tg_cache_record_event(struct tg_cache_record *r, const char *type, size_t type_l
 		return;
 	}
 
-	chunk = json_loadb(data, data_len, 0, &error);
 	reason = chunk != NULL ? record_chunk(r, chunk) : "an event is not JSON";
-	json_decref(chunk);
 	if (reason != NULL) {
 		record_reject(r, reason);
 		return;

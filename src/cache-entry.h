@@ -56,13 +56,15 @@ void tg_cache_record_free(struct tg_cache_record *r);
 
 /*
  * Record one event as the client receives it: type is its "event" field
- * ("" when absent), data its data. Recording stops (and the stream will not
+ * ("" when absent), data its data, and chunk the data parsed as JSON (NULL
+ * when it is not JSON), which the relay parsed once for every feature that
+ * reads the event. Recording stops (and the stream will not
  * be stored) at the first event that is not an OpenAI chunk, an error, a
  * content_filter finish, an event after "[DONE]", or when max_bytes is
  * passed; r->unstorable then names the reason.
  */
 void tg_cache_record_event(struct tg_cache_record *r, const char *type, size_t type_len,
-                           const char *data, size_t data_len);
+                           const char *data, size_t data_len, const json_t *chunk);
 
 /* Return NULL when r contains a complete stream, else the reason it does
  * not (for debug logs). */

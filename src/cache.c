@@ -50,6 +50,8 @@ struct tg_cache_request {
 
 	int recording;                  /* parser and record are set up */
 	struct tg_sse_parser parser;    /* re-reads the events the client gets */
+	const json_t *event_json;       /* the relay's parse of the event being read */
+	int event_parsed;               /* set while event_json is the parse; NULL is not JSON */
 	struct tg_cache_record record;
 	char *entry;                    /* encoded non-streaming entry */
 	size_t entry_len;
@@ -362,12 +364,21 @@ max_entry_bytes(const struct tg_request *req)
 	return max;
 }
 
+/* The parser found the event in the bytes of one relayed event, whose
+ * data the relay parsed already. Should those bytes ever hold a second
+ * event, its data is parsed here. */
 static int
 on_recorded_event(void *arg, const struct tg_sse_event *ev)
 {
 	struct tg_cache_request *st = arg;
+	json_t *own = NULL;
+	const json_t *chunk = st->event_json;
 
-	tg_cache_record_event(&st->record, ev->type, ev->type_len, ev->data, ev->data_len);
+	if (!st->event_parsed)
+		chunk = own = json_loadb(ev->data, ev->data_len, 0, NULL);
+	st->event_parsed = 0;
+	tg_cache_record_event(&st->record, ev->type, ev->type_len, ev->data, ev->data_len, chunk);
+	json_decref(own);
 	return 0;
 }
 
@@ -388,10 +399,14 @@ tg_cache_stream_event(struct tg_request *req, const struct tg_stream_event *ev)
 		return;
 
 	/* The relay hands out whole events as the client gets them; a parser
-	 * of our own turns their bytes back into fields. */
+	 * of our own turns their bytes back into fields. The event's JSON is
+	 * the relay's parse, which relay.h keeps the same as the bytes. */
 	len = evbuffer_get_length(ev->raw);
+	st->event_json = ev->json;
+	st->event_parsed = 1;
 	if (tg_sse_feed(&st->parser, (const char *)evbuffer_pullup(ev->raw, -1), len) != 0)
 		st->record.unstorable = "an event is larger than the parser's limit";
+	st->event_parsed = 0;
 }
 
 void

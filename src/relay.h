@@ -32,8 +32,10 @@ enum tg_event_kind {
 /*
  * A stream event on its way to the client, as features see it at the
  * single point where events leave (relay.c, emit_event). raw contains the
- * exact bytes, which are what the client gets; json is the parsed data, or
- * NULL when the data is not JSON.
+ * exact bytes of one event, which are what the client gets; json is the
+ * parsed data, or NULL when the data is not JSON. The relay parses each
+ * event once and every feature reads that parse, so a feature that changes
+ * raw changes json to match, and the other way round.
  */
 struct tg_stream_event {
 	enum tg_event_kind kind;

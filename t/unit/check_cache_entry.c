@@ -50,6 +50,17 @@ static const char chat_body[] =
 	"\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5},"
 	"\"system_fingerprint\":\"fp_2\"}";
 
+/* Record one event with its data parsed, as the relay hands it out. */
+static void
+record_event(struct tg_cache_record *r, const char *type, size_t type_len, const char *data,
+             size_t data_len)
+{
+	json_t *chunk = json_loadb(data, data_len, 0, NULL);
+
+	tg_cache_record_event(r, type, type_len, data, data_len, chunk);
+	json_decref(chunk);
+}
+
 /* Encode a body as the relay's caller does, with its parse. */
 static char *
 entry_from_body(const char *body, size_t body_len, int64_t created_ms, size_t *len,
@@ -67,9 +78,9 @@ record_all(struct tg_cache_record *r, const char *const *events, size_t n, int d
 {
 	tg_cache_record_init(r, 1 << 20);
 	for (size_t i = 0; i < n; i++)
-		tg_cache_record_event(r, "", 0, events[i], strlen(events[i]));
+		record_event(r, "", 0, events[i], strlen(events[i]));
 	if (done)
-		tg_cache_record_event(r, "", 0, "[DONE]", 6);
+		record_event(r, "", 0, "[DONE]", 6);
 }
 
 /* Encode a recorded stream, decode it back into e. */
@@ -224,8 +235,8 @@ START_TEST(content_filter_stream_not_stored)
 	                             "\"finish_reason\":\"content_filter\"}]", "");
 
 	record_all(&r, chat_stream, 3, 0);
-	tg_cache_record_event(&r, "", 0, filtered, strlen(filtered));
-	tg_cache_record_event(&r, "", 0, "[DONE]", 6);
+	record_event(&r, "", 0, filtered, strlen(filtered));
+	record_event(&r, "", 0, "[DONE]", 6);
 	ck_assert_str_eq(tg_cache_record_incomplete(&r), "stopped by a content filter");
 	/* Nothing is kept of a stream that will not be stored. */
 	ck_assert_uint_eq(json_array_size(r.events), 0);
@@ -239,7 +250,7 @@ START_TEST(error_event_not_stored)
 	const char *error = "{\"error\":{\"message\":\"upstream failed\",\"type\":\"upstream_error\"}}";
 
 	record_all(&r, chat_stream, 2, 0);
-	tg_cache_record_event(&r, "", 0, error, strlen(error));
+	record_event(&r, "", 0, error, strlen(error));
 	ck_assert_str_eq(tg_cache_record_incomplete(&r), "the stream carries an error");
 	tg_cache_record_free(&r);
 }
@@ -250,17 +261,17 @@ START_TEST(odd_streams_not_stored)
 	struct tg_cache_record r;
 
 	record_all(&r, chat_stream, N_CHAT_STREAM, 1);
-	tg_cache_record_event(&r, "", 0, chat_stream[1], strlen(chat_stream[1]));
+	record_event(&r, "", 0, chat_stream[1], strlen(chat_stream[1]));
 	ck_assert_str_eq(tg_cache_record_incomplete(&r), "an event follows [DONE]");
 	tg_cache_record_free(&r);
 
 	record_all(&r, chat_stream, 2, 0);
-	tg_cache_record_event(&r, "ping", 4, "{}", 2);
+	record_event(&r, "ping", 4, "{}", 2);
 	ck_assert_str_eq(tg_cache_record_incomplete(&r), "the stream has named events");
 	tg_cache_record_free(&r);
 
 	record_all(&r, chat_stream, 2, 0);
-	tg_cache_record_event(&r, "", 0, "not json", 8);
+	record_event(&r, "", 0, "not json", 8);
 	ck_assert_str_eq(tg_cache_record_incomplete(&r), "an event is not JSON");
 	tg_cache_record_free(&r);
 
@@ -271,11 +282,33 @@ START_TEST(odd_streams_not_stored)
 	/* Over the size limit. */
 	tg_cache_record_init(&r, 100);
 	for (size_t i = 0; i < N_CHAT_STREAM; i++)
-		tg_cache_record_event(&r, "", 0, chat_stream[i], strlen(chat_stream[i]));
-	tg_cache_record_event(&r, "", 0, "[DONE]", 6);
+		record_event(&r, "", 0, chat_stream[i], strlen(chat_stream[i]));
+	record_event(&r, "", 0, "[DONE]", 6);
 	ck_assert_str_eq(tg_cache_record_incomplete(&r),
 	                 "the stream is larger than the entry size limit");
 	tg_cache_record_free(&r);
+}
+END_TEST
+
+/* The record checks the parse it is given and parses no data of its own.
+ * It stores the data. */
+START_TEST(record_reads_the_given_parse)
+{
+	struct tg_cache_record r;
+	json_t *filtered = json_loads(CHUNK("[{\"index\":0,\"delta\":{},"
+	                                    "\"finish_reason\":\"content_filter\"}]", ""), 0, NULL);
+
+	ck_assert_ptr_nonnull(filtered);
+	tg_cache_record_init(&r, 1 << 20);
+	tg_cache_record_event(&r, "", 0, chat_stream[1], strlen(chat_stream[1]), filtered);
+	ck_assert_str_eq(tg_cache_record_incomplete(&r), "stopped by a content filter");
+	tg_cache_record_free(&r);
+
+	tg_cache_record_init(&r, 1 << 20);
+	tg_cache_record_event(&r, "", 0, chat_stream[1], strlen(chat_stream[1]), NULL);
+	ck_assert_str_eq(tg_cache_record_incomplete(&r), "an event is not JSON");
+	tg_cache_record_free(&r);
+	json_decref(filtered);
 }
 END_TEST
 
@@ -288,17 +321,17 @@ START_TEST(every_choice_must_finish)
 	const char *end1 = CHUNK("[{\"index\":1,\"delta\":{},\"finish_reason\":\"length\"}]", "");
 
 	tg_cache_record_init(&r, 1 << 20);
-	tg_cache_record_event(&r, "", 0, two, strlen(two));
-	tg_cache_record_event(&r, "", 0, end0, strlen(end0));
-	tg_cache_record_event(&r, "", 0, "[DONE]", 6);
+	record_event(&r, "", 0, two, strlen(two));
+	record_event(&r, "", 0, end0, strlen(end0));
+	record_event(&r, "", 0, "[DONE]", 6);
 	ck_assert_str_eq(tg_cache_record_incomplete(&r), "a choice has no finish_reason");
 	tg_cache_record_free(&r);
 
 	tg_cache_record_init(&r, 1 << 20);
-	tg_cache_record_event(&r, "", 0, two, strlen(two));
-	tg_cache_record_event(&r, "", 0, end0, strlen(end0));
-	tg_cache_record_event(&r, "", 0, end1, strlen(end1));
-	tg_cache_record_event(&r, "", 0, "[DONE]", 6);
+	record_event(&r, "", 0, two, strlen(two));
+	record_event(&r, "", 0, end0, strlen(end0));
+	record_event(&r, "", 0, end1, strlen(end1));
+	record_event(&r, "", 0, "[DONE]", 6);
 	ck_assert_ptr_null(tg_cache_record_incomplete(&r));
 	tg_cache_record_free(&r);
 }
@@ -721,6 +754,7 @@ cache_entry_suite(void)
 	tcase_add_test(store, content_filter_stream_not_stored);
 	tcase_add_test(store, error_event_not_stored);
 	tcase_add_test(store, odd_streams_not_stored);
+	tcase_add_test(store, record_reads_the_given_parse);
 	tcase_add_test(store, every_choice_must_finish);
 	tcase_add_test(store, bodies_checked_before_storing);
 	suite_add_tcase(s, store);
