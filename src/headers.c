@@ -195,12 +195,47 @@ strip_connection_tokens(struct tg_headers *h)
 	free(list);
 }
 
+static int
+is_hop_by_hop(const char *name)
+{
+	for (size_t i = 0; i < N_HOP_BY_HOP; i++) {
+		if (strcasecmp(name, hop_by_hop_headers[i]) == 0)
+			return 1;
+	}
+	return 0;
+}
+
 void
 tg_headers_strip_hop_by_hop(struct tg_headers *h)
 {
-	strip_connection_tokens(h);
-	for (size_t i = 0; i < N_HOP_BY_HOP; i++)
-		tg_headers_remove(h, hop_by_hop_headers[i]);
+	size_t kept = 0;
+
+	/* Most requests have no Connection header; only those pay for
+	 * collecting the names it lists. */
+	if (tg_headers_get(h, "Connection") != NULL)
+		strip_connection_tokens(h);
+
+	for (size_t i = 0; i < h->count; i++) {
+		if (is_hop_by_hop(h->items[i].name)) {
+			free(h->items[i].name);
+			free(h->items[i].value);
+			continue;
+		}
+		h->items[kept++] = h->items[i];
+	}
+	h->count = kept;
+}
+
+int
+tg_header_write(struct evbuffer *out, const char *name, const char *value)
+{
+	int rc = 0;
+
+	rc |= evbuffer_add(out, name, strlen(name));
+	rc |= evbuffer_add(out, ": ", 2);
+	rc |= evbuffer_add(out, value, strlen(value));
+	rc |= evbuffer_add(out, "\r\n", 2);
+	return rc ? -1 : 0;
 }
 
 /* Headers of the client request that the gateway sets itself. */
@@ -231,31 +266,29 @@ tg_headers_write_upstream_request(struct evbuffer *out, const char *method,
 	const char *forwarded_for = tg_headers_get(client_headers, "X-Forwarded-For");
 	int rc = 0;
 
-	rc |= evbuffer_add_printf(out, "%s %s HTTP/1.1\r\nHost: %s\r\n",
-	                          method, target, rw->host) < 0;
+	rc |= evbuffer_add_printf(out, "%s %s HTTP/1.1\r\n", method, target) < 0;
+	rc |= tg_header_write(out, "Host", rw->host);
 
 	for (size_t i = 0; i < client_headers->count; i++) {
 		const struct tg_header *hd = &client_headers->items[i];
 
 		if (is_rewritten_request_header(hd->name, rw))
 			continue;
-		rc |= evbuffer_add_printf(out, "%s: %s\r\n", hd->name, hd->value) < 0;
+		rc |= tg_header_write(out, hd->name, hd->value);
 	}
 
 	if (rw->api_key != NULL)
 		rc |= evbuffer_add_printf(out, "Authorization: Bearer %s\r\n",
 		                          rw->api_key) < 0;
 	if (rw->traceparent != NULL)
-		rc |= evbuffer_add_printf(out, "traceparent: %s\r\n", rw->traceparent) < 0;
+		rc |= tg_header_write(out, "traceparent", rw->traceparent);
 	if (forwarded_for != NULL)
 		rc |= evbuffer_add_printf(out, "X-Forwarded-For: %s, %s\r\n",
 		                          forwarded_for, rw->client_ip) < 0;
 	else
-		rc |= evbuffer_add_printf(out, "X-Forwarded-For: %s\r\n",
-		                          rw->client_ip) < 0;
-	rc |= evbuffer_add_printf(out, "X-Forwarded-Proto: %s\r\n"
-	                          "X-Request-Id: %s\r\n"
-	                          "Content-Length: %zu\r\n\r\n",
-	                          rw->proto, rw->request_id, body_len) < 0;
+		rc |= tg_header_write(out, "X-Forwarded-For", rw->client_ip);
+	rc |= tg_header_write(out, "X-Forwarded-Proto", rw->proto);
+	rc |= tg_header_write(out, "X-Request-Id", rw->request_id);
+	rc |= evbuffer_add_printf(out, "Content-Length: %zu\r\n\r\n", body_len) < 0;
 	return rc ? -1 : 0;
 }

@@ -58,6 +58,11 @@ int tg_header_list_has(const char *value, const char *token);
  */
 void tg_headers_strip_hop_by_hop(struct tg_headers *h);
 
+/* Append the line "name: value\r\n" to out. Returns 0, or -1 when out of
+ * memory. Formatted without printf, since it runs for every header of
+ * every request and response. */
+int tg_header_write(struct evbuffer *out, const char *name, const char *value);
+
 /* Values the gateway adds to or replaces in the request it sends upstream. */
 struct tg_upstream_rewrite {
 	const char *host;           /* Host header value */
