@@ -282,10 +282,10 @@ tg_headers_write_upstream_request(struct evbuffer *out, const char *method,
 		                          rw->api_key) < 0;
 	if (rw->traceparent != NULL)
 		rc |= tg_header_write(out, "traceparent", rw->traceparent);
-	if (forwarded_for != NULL)
+	if (rw->client_ip != NULL && forwarded_for != NULL)
 		rc |= evbuffer_add_printf(out, "X-Forwarded-For: %s, %s\r\n",
 		                          forwarded_for, rw->client_ip) < 0;
-	else
+	else if (rw->client_ip != NULL)
 		rc |= tg_header_write(out, "X-Forwarded-For", rw->client_ip);
 	rc |= tg_header_write(out, "X-Forwarded-Proto", rw->proto);
 	rc |= tg_header_write(out, "X-Request-Id", rw->request_id);

@@ -67,7 +67,9 @@ int tg_header_write(struct evbuffer *out, const char *name, const char *value);
 struct tg_upstream_rewrite {
 	const char *host;           /* Host header value */
 	const char *api_key;        /* replaces Authorization; NULL keeps it */
-	const char *client_ip;      /* appended to X-Forwarded-For */
+	const char *client_ip;      /* appended to X-Forwarded-For; NULL for a
+	                               request of the gateway's own, which
+	                               sends none */
 	const char *proto;          /* X-Forwarded-Proto: "http" or "https" */
 	const char *request_id;     /* X-Request-Id */
 	const char *traceparent;    /* replaces traceparent; NULL keeps the client's */

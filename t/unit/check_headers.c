@@ -193,6 +193,27 @@ START_TEST(upstream_head_keeps_client_key)
 }
 END_TEST
 
+/* The gateway's own requests (moderation) have no client address. */
+START_TEST(upstream_head_without_client_address)
+{
+	struct tg_upstream_rewrite rw = {
+		.host = "moderation.test", .proto = "http", .request_id = "req-2",
+	};
+	struct tg_headers none;
+	struct evbuffer *out = evbuffer_new();
+	char *head;
+
+	tg_headers_init(&none);
+	ck_assert_int_eq(tg_headers_write_upstream_request(out, "POST", "/v1/moderations",
+	                                                   &none, &rw, 2), 0);
+	head = buffer_text(out);
+	ck_assert_ptr_null(strstr(head, "X-Forwarded-For"));
+	ck_assert_ptr_nonnull(strstr(head, "X-Request-Id: req-2\r\n"));
+	free(head);
+	evbuffer_free(out);
+}
+END_TEST
+
 START_TEST(upstream_head_appends_forwarded_for)
 {
 	struct tg_headers h;
@@ -224,6 +245,7 @@ headers_suite(void)
 	tcase_add_test(rewrite, upstream_head_rewrites);
 	tcase_add_test(rewrite, upstream_head_keeps_client_key);
 	tcase_add_test(rewrite, upstream_head_appends_forwarded_for);
+	tcase_add_test(rewrite, upstream_head_without_client_address);
 	suite_add_tcase(s, list);
 	suite_add_tcase(s, rewrite);
 	return s;
