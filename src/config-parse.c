@@ -488,25 +488,35 @@ static void parse_integer_value(struct load_ctx *ctx, const char *path,
 		*FIELD(base, s, size_t) = (size_t)n;
 }
 
-/* Report a parsed duration or size outside [s->min, s->max]; shown is the
- * value as the message should print it. */
+/* The largest value s accepts: its own max, and for a duration at most
+ * DURATION_MAX. */
+static uint64_t max_of(const struct setting *s)
+{
+	if (s->type == T_DURATION && s->max > DURATION_MAX)
+		return DURATION_MAX;
+	return s->max;
+}
+
+/* Report a parsed duration or size outside [s->min, max_of(s)]; shown is
+ * the value as the message should print it. */
 static bool check_bounds(struct load_ctx *ctx, const char *path,
                          const char *shown, uint64_t n, const struct setting *s)
 {
+	uint64_t max = max_of(s);
 	char lo[32], hi[32];
 
-	if (n >= s->min && n <= s->max)
+	if (n >= s->min && n <= max)
 		return true;
 
 	if (s->type == T_DURATION) {
 		format_duration(s->min, lo, sizeof(lo));
-		format_duration(s->max, hi, sizeof(hi));
+		format_duration(max, hi, sizeof(hi));
 	} else {
 		format_size(s->min, lo, sizeof(lo));
-		format_size(s->max, hi, sizeof(hi));
+		format_size(max, hi, sizeof(hi));
 	}
 
-	if (s->max == UINT64_MAX)
+	if (max == UINT64_MAX)
 		report(ctx, path, "%s is below the minimum of %s", shown, lo);
 	else
 		report(ctx, path, "%s is out of range; valid values are %s to %s",

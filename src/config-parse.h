@@ -145,6 +145,12 @@ struct setting {
 #define SECTION(table) { (table), ARRAY_LEN(table) }
 #define NO_MAX UINT64_MAX
 
+/* The maximum of every duration setting, whatever its own max: 8760h (a
+ * year). Timers turn a duration into nanoseconds or microseconds and add it
+ * to a clock reading in 64 bits. That wraps for values near 2^63 us, and a
+ * wrapped timeout fires at once instead of late. */
+#define DURATION_MAX ((uint64_t)8760 * 60 * 60 * 1000)
+
 /* --- messages ----------------------------------------------------------- */
 
 /* Print one error line, "FILE: PATH: message", or "FILE: message" when path

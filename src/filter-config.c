@@ -38,6 +38,10 @@
 #define MAX_FILTERS 256
 #define MAX_RULES 256
 
+/* Held text that waits an hour is as good as lost to a streaming client, so
+ * a longer hold_timeout is a mistake in the config. */
+#define HOLD_TIMEOUT_MAX ((uint64_t)60 * 60 * 1000)
+
 /* What the guard model's reply must match to count as unsafe. Llama Guard
  * replies "safe", or "unsafe" and a line of category codes. */
 #define DEFAULT_VERDICT_PATTERN "^\\s*unsafe"
@@ -402,7 +406,7 @@ static const struct setting filter_settings[] = {
 	{ .key = "hold", .type = T_SIZE, .def = "\"1KiB\"", .min = 16, .max = 1024 * 1024,
 	  .offset = offsetof(struct tg_filter, hold),
 	  .help = "max bytes of streamed text held back while it may still become a match" },
-	{ .key = "hold_timeout", .type = T_DURATION, .min = 1, .max = NO_MAX,
+	{ .key = "hold_timeout", .type = T_DURATION, .min = 1, .max = HOLD_TIMEOUT_MAX,
 	  .offset = offsetof(struct tg_filter, hold_timeout),
 	  .help = "max time streamed text is held back; absent: until the next event decides" },
 	{ .key = "backend", .type = T_NAME,

@@ -359,6 +359,16 @@ START_TEST(workers_bounds_accepted)
 }
 END_TEST
 
+START_TEST(duration_ceiling_accepted)
+{
+	struct tg_config *cfg = expect_valid("{\"drain_timeout\": \"8760h\", "
+	                                     BACKEND_AND_ROUTE "}");
+
+	ck_assert_uint_eq(cfg->drain_timeout, (uint64_t)8760 * 3600 * 1000);
+	tg_config_unref(cfg);
+}
+END_TEST
+
 START_TEST(config_refcount)
 {
 	struct tg_config *cfg = expect_valid("{" BACKEND_AND_ROUTE "}");
@@ -546,7 +556,15 @@ static const struct error_case value_cases[] = {
 	  "T: limits.keepalive_timeout: invalid duration \"1d\"; expected a "
 	  "non-negative integer followed by ms, s, m or h, such as \"30s\"\n" },
 	{ "\"limits\": {\"client_header_timeout\": \"0s\"},",
-	  "T: limits.client_header_timeout: \"0s\" is below the minimum of 1ms\n" },
+	  "T: limits.client_header_timeout: \"0s\" is out of range; valid values "
+	  "are 1ms to 8760h\n" },
+	/* Every duration stops at a year, since longer ones wrap the clock. */
+	{ "\"drain_timeout\": \"9223372036854775ms\",",
+	  "T: drain_timeout: \"9223372036854775ms\" is out of range; valid values "
+	  "are 0ms to 8760h\n" },
+	{ "\"limits\": {\"send_timeout\": \"8761h\"},",
+	  "T: limits.send_timeout: \"8761h\" is out of range; valid values are "
+	  "1ms to 8760h\n" },
 	/* sizes */
 	{ "\"limits\": {\"max_body\": \"32 MiB\"},",
 	  "T: limits.max_body: invalid size \"32 MiB\"; expected a non-negative "
@@ -1028,6 +1046,7 @@ static Suite *config_suite(void)
 	tcase_add_test(valid, env_expansion);
 	tcase_add_test(valid, access_log_off);
 	tcase_add_test(valid, workers_bounds_accepted);
+	tcase_add_test(valid, duration_ceiling_accepted);
 	tcase_add_test(valid, config_refcount);
 	suite_add_tcase(s, valid);
 

@@ -192,15 +192,27 @@ END_TEST
 START_TEST(hold_timeout_errors_name_value)
 {
 	char *errors = load_fails(
-		"{\"a\": {\"type\": \"regex\", \"presets\": [\"email\"], \"hold_timeout\": \"0ms\"},"
-		" \"b\": {\"type\": \"regex\", \"presets\": [\"email\"], \"hold_timeout\": \"fast\"},"
-		" \"c\": {\"type\": \"regex\", \"presets\": [\"email\"], \"hold_timeout\": 200},"
+		"{\"a\": {\"type\": \"regex\", \"presets\": [\"email\"], \"hold_timeout\": \"0ms\","
+		"   \"apply_to\": [\"response\"]},"
+		" \"b\": {\"type\": \"regex\", \"presets\": [\"email\"], \"hold_timeout\": \"fast\","
+		"   \"apply_to\": [\"response\"]},"
+		" \"c\": {\"type\": \"regex\", \"presets\": [\"email\"], \"hold_timeout\": 200,"
+		"   \"apply_to\": [\"response\"]},"
 		" \"d\": {\"type\": \"moderation\", \"backend\": \"moderator\","
-		"   \"hold_timeout\": \"1s\"}}",
+		"   \"hold_timeout\": \"1s\"},"
+		" \"e\": {\"type\": \"regex\", \"presets\": [\"email\"], \"hold_timeout\": \"61m\","
+		"   \"apply_to\": [\"response\"]},"
+		/* About 2^63 us: this used to wrap and let held text go at once. */
+		" \"f\": {\"type\": \"regex\", \"presets\": [\"email\"],"
+		"   \"hold_timeout\": \"9223372036854775ms\", \"apply_to\": [\"response\"]}}",
 		"[]");
 
-	ck_assert_ptr_nonnull(strstr(errors, "filters.a.hold_timeout: \"0ms\" is below the "
-	                                     "minimum of 1ms"));
+	ck_assert_ptr_nonnull(strstr(errors, "filters.a.hold_timeout: \"0ms\" is out of range; "
+	                                     "valid values are 1ms to 1h"));
+	ck_assert_ptr_nonnull(strstr(errors, "filters.e.hold_timeout: \"61m\" is out of range; "
+	                                     "valid values are 1ms to 1h"));
+	ck_assert_ptr_nonnull(strstr(errors, "filters.f.hold_timeout: \"9223372036854775ms\" is "
+	                                     "out of range; valid values are 1ms to 1h"));
 	ck_assert_ptr_nonnull(strstr(errors, "filters.b.hold_timeout: invalid duration \"fast\"; "
 	                                     "expected a non-negative integer followed by ms, s, "
 	                                     "m or h"));
