@@ -476,9 +476,18 @@ check_typed_keys(struct load_ctx *ctx, const char *path, json_t *value,
 static void
 check_regex(struct load_ctx *ctx, const char *path, json_t *value, struct tg_filter *f)
 {
+	char child[PATH_LEN];
+
 	if (f->n_rules == 0 && json_object_get(value, "presets") == NULL &&
 	    json_object_get(value, "rules") == NULL)
 		report(ctx, path, "a regex filter needs \"presets\", \"rules\" or both");
+
+	/* Only streamed responses are held, so on a request-only filter the
+	 * key would be accepted and do nothing. */
+	if (json_object_get(value, "hold_timeout") != NULL && !(f->apply_to & TG_SIDE_RESPONSE))
+		report(ctx, path_key(child, path, "hold_timeout"), "has no effect because the "
+		       "filter checks requests only; it bounds how long streamed response text "
+		       "is held, so add \"response\" to \"apply_to\" or remove it");
 }
 
 static void

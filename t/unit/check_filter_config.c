@@ -224,6 +224,23 @@ START_TEST(hold_timeout_errors_name_value)
 }
 END_TEST
 
+START_TEST(hold_timeout_needs_response_side)
+{
+	char *errors = load_fails(
+		"{\"req\": {\"type\": \"regex\", \"presets\": [\"email\"],"
+		"   \"action\": \"mask\", \"apply_to\": [\"request\"], \"hold_timeout\": \"5ms\"},"
+		" \"dflt\": {\"type\": \"regex\", \"presets\": [\"email\"], \"hold_timeout\": \"5ms\"}}",
+		"[]");
+
+	ck_assert_ptr_nonnull(strstr(errors, "filters.req.hold_timeout: has no effect because "
+	                                     "the filter checks requests only; it bounds how long "
+	                                     "streamed response text is held, so add \"response\" "
+	                                     "to \"apply_to\" or remove it"));
+	ck_assert_ptr_nonnull(strstr(errors, "filters.dflt.hold_timeout: has no effect because"));
+	free(errors);
+}
+END_TEST
+
 START_TEST(regex_filter_needs_rules)
 {
 	assert_error("{\"x\": {\"type\": \"regex\"}}", "[]",
@@ -314,6 +331,7 @@ filter_config_suite(void)
 	tcase_add_test(valid, moderation_filter_builds);
 	tcase_add_test(invalid, invalid_pattern_names_rule_and_offset);
 	tcase_add_test(invalid, every_error_reported_at_once);
+	tcase_add_test(invalid, hold_timeout_needs_response_side);
 	tcase_add_test(invalid, regex_filter_needs_rules);
 	tcase_add_test(invalid, hold_timeout_errors_name_value);
 	tcase_add_test(invalid, score_out_of_range_rejected);
