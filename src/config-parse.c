@@ -556,6 +556,32 @@ static void parse_duration_value(struct load_ctx *ctx, const char *path,
 		*FIELD(base, s, tg_msec_t) = ms;
 }
 
+/* Write into buf an example size that s accepts: "32MiB", or the maximum of
+ * s when 32MiB is over it. */
+static const char *size_example(const struct setting *s, char *buf, size_t size)
+{
+	const uint64_t usual = (uint64_t)32 << 20;
+
+	if (usual >= s->min && usual <= s->max)
+		snprintf(buf, size, "32MiB");
+	else
+		format_size(s->max, buf, size);
+	return buf;
+}
+
+/* Write ", from MIN to MAX" into buf for a size setting with a maximum, or
+ * nothing when it has none. */
+static const char *size_range(const struct setting *s, char *buf, size_t size)
+{
+	char lo[32], hi[32];
+
+	buf[0] = '\0';
+	if (s->max != NO_MAX)
+		snprintf(buf, size, ", from %s to %s", format_size(s->min, lo, sizeof(lo)),
+		         format_size(s->max, hi, sizeof(hi)));
+	return buf;
+}
+
 static void parse_size_value(struct load_ctx *ctx, const char *path,
                              json_t *value, void *base, const struct setting *s)
 {
@@ -578,8 +604,12 @@ static void parse_size_value(struct load_ctx *ctx, const char *path,
 		return;
 	}
 
-	char *str = get_string(ctx, path, value,
-	                       "a size such as \"32MiB\" or a number of bytes", &raw);
+	char example[32], expected[96], range[96];
+
+	size_example(s, example, sizeof(example));
+	snprintf(expected, sizeof(expected), "a size such as \"%s\" or a number of bytes",
+	         example);
+	char *str = get_string(ctx, path, value, expected, &raw);
 	if (str == NULL)
 		return;
 
@@ -588,8 +618,9 @@ static void parse_size_value(struct load_ctx *ctx, const char *path,
 
 	if (rc < 0) {
 		report(ctx, path, "invalid size %s; expected a non-negative integer "
-		       "with an optional unit B, KiB, MiB, GiB, KB, MB or GB, "
-		       "such as \"32MiB\"", quote(raw, q, sizeof(q)));
+		       "with an optional unit B, KiB, MiB, GiB, KB, MB or GB%s, "
+		       "such as \"%s\"", quote(raw, q, sizeof(q)),
+		       size_range(s, range, sizeof(range)), example);
 		return;
 	}
 

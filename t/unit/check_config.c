@@ -623,6 +623,18 @@ static const struct error_case value_cases[] = {
 	  "T: access_log_flush: \"0s\" is out of range; valid values are 1ms to 1h\n" },
 	{ "\"access_log_flush\": \"2h\",",
 	  "T: access_log_flush: \"2h\" is out of range; valid values are 1ms to 1h\n" },
+	/* The example and the range of a size error fit the key. */
+	{ "\"access_log_buffer\": \"abc\",",
+	  "T: access_log_buffer: invalid size \"abc\"; expected a non-negative "
+	  "integer with an optional unit B, KiB, MiB, GiB, KB, MB or GB, from 0B "
+	  "to 16MiB, such as \"16MiB\"\n" },
+	{ "\"access_log_buffer\": \"99999999999999999999\",",
+	  "T: access_log_buffer: invalid size \"99999999999999999999\"; expected a "
+	  "non-negative integer with an optional unit B, KiB, MiB, GiB, KB, MB or GB, "
+	  "from 0B to 16MiB, such as \"16MiB\"\n" },
+	{ "\"access_log_buffer\": null,",
+	  "T: access_log_buffer: expected a size such as \"16MiB\" or a number of "
+	  "bytes, got null\n" },
 	/* strings */
 	{ "\"access_log\": \"\",",
 	  "T: access_log: must not be empty; use false to turn the log off\n" },
