@@ -336,6 +336,16 @@ static void parse_match_path(struct load_ctx *ctx, const char *path,
 		free(str);
 		return;
 	}
+
+	/* Unlike match.model, the path is no pattern. A "*" would only
+	 * match itself, which is never what its author meant. */
+	if (strchr(str, '*') != NULL) {
+		report(ctx, path, "invalid path %s; glob patterns are not supported, "
+		       "since the path is compared exactly; list each path in its own "
+		       "route, or leave out \"path\" to match any", quote(raw, q, sizeof(q)));
+		free(str);
+		return;
+	}
 	*FIELD(base, s, char *) = str;
 }
 

@@ -780,14 +780,18 @@ START_TEST(route_list_errors)
 		" \"routes\": [{\"name\": \"chat\", \"backends\": [\"b\", \"b\"]},"
 		"   {\"name\": \"chat\", \"backends\": []},"
 		"   {\"name\": \"bad name\", \"match\": {\"path\": \"v1/x\"}, \"backends\": [\"b\"]},"
-		"   {\"name\": \"\", \"backends\": [\"b\"]}]}",
+		"   {\"name\": \"\", \"backends\": [\"b\"]},"
+		"   {\"name\": \"glob\", \"match\": {\"path\": \"/v1/*\"}, \"backends\": [\"b\"]}]}",
 		"T: routes[0].backends[1]: backend \"b\" is listed twice\n"
 		"T: routes[1].backends: must list at least one backend\n"
 		"T: routes[1].name: duplicate route name \"chat\"; routes[0] has it too\n"
 		"T: routes[2].name: invalid name \"bad name\"; use 1 to 64 letters, "
 		"digits, \"_\", \"-\" or \".\"\n"
 		"T: routes[2].match.path: invalid path \"v1/x\"; a path starts with \"/\"\n"
-		"T: routes[3].name: must not be empty\n");
+		"T: routes[3].name: must not be empty\n"
+		"T: routes[4].match.path: invalid path \"/v1/*\"; glob patterns are not "
+		"supported, since the path is compared exactly; list each path in its "
+		"own route, or leave out \"path\" to match any\n");
 
 	expect_errors("{\"backends\": {}, \"routes\": []}",
 		"T: backends: must define at least one backend\n"
