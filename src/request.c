@@ -96,6 +96,36 @@ find_endpoint(const char *path)
 	return NULL;
 }
 
+/* What is wrong with a body jansson rejected, in words for the client.
+ * jansson's own text is not passed on: it names its flags (such as
+ * JSON_ALLOW_NUL) and quotes the offending token. */
+static const char *
+describe_json_error(const json_error_t *error)
+{
+	switch (json_error_code(error)) {
+	case json_error_null_character:
+		return "the request body has \\u0000 (a NUL character) in a string, "
+		       "which is not accepted";
+	case json_error_null_byte_in_key:
+		return "the request body has \\u0000 (a NUL character) in an object key, "
+		       "which is not accepted";
+	case json_error_duplicate_key:
+		return "the request body has an object with the same key twice";
+	case json_error_invalid_utf8:
+		return "the request body is not valid UTF-8";
+	case json_error_premature_end_of_input:
+		return "the request body is not valid JSON: it ends before the value is complete";
+	case json_error_end_of_input_expected:
+		return "the request body is not valid JSON: more data follows the value";
+	case json_error_stack_overflow:
+		return "the request body nests arrays and objects too deeply";
+	case json_error_numeric_overflow:
+		return "the request body has a number too large to represent";
+	default:
+		return "the request body is not valid JSON";
+	}
+}
+
 /* Parse the body as a JSON object and pick out model and stream. Returns
  * TG_OK, or the error to respond with and its message in message. */
 static enum tg_error
@@ -115,8 +145,8 @@ parse_body(struct tg_request *req, const struct endpoint *endpoint, char *messag
 	req->json = json_loadb((const char *)data, req->body_len, JSON_REJECT_DUPLICATES,
 	                       &error);
 	if (req->json == NULL) {
-		snprintf(message, size, "the request body is not valid JSON: %s (line %d, "
-		         "column %d)", error.text, error.line, error.column);
+		snprintf(message, size, "%s (line %d, column %d)", describe_json_error(&error),
+		         error.line, error.column);
 		return TG_E_INVALID_JSON;
 	}
 	if (!json_is_object(req->json))

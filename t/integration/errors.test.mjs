@@ -55,6 +55,22 @@ describe('error responses', () => {
     assert.equal(entry.termination, 'GL');
   });
 
+  it('says what is wrong with a body jansson rejects, in its own words', async () => {
+    const cases = [
+      ['{"model": "gpt-4o", ', /^the request body is not valid JSON: it ends before the value is complete \(line 1, column \d+\)$/],
+      ['{"model": "gpt\\u0000x", "messages": []}', /^the request body has \\u0000 \(a NUL character\) in a string, which is not accepted \(line 1, column \d+\)$/],
+      ['{"model": "gpt-4o", "model": "x"}', /^the request body has an object with the same key twice \(line 1, column \d+\)$/],
+      ['{"model": "gpt-4o"} {}', /^the request body is not valid JSON: more data follows the value \(line 1, column \d+\)$/],
+      ['{"model": "gpt-4o", "n": [}', /^the request body is not valid JSON \(line 1, column \d+\)$/],
+    ];
+    for (const [body, expected] of cases) {
+      const error = assertError(await curl(curlPost(chatURL, body)), 400, 'invalid_request_error', 'invalid_json');
+      assert.match(error.message, expected, `message for ${body}`);
+      // Nothing of the parser's own text: flag names, or the token it quotes.
+      assert.doesNotMatch(error.message, /JSON_|near '/, `message for ${body}`);
+    }
+  });
+
   it('rejects a JSON body that is not an object', async () => {
     const res = await curl(curlPost(chatURL, '["gpt-4o"]'));
     assertError(res, 400, 'invalid_request_error', 'invalid_json');
