@@ -89,6 +89,7 @@ struct tg_tracer {
 	int stopping;
 	uint64_t stop_deadline_ms;
 	struct event *stop_timer;
+	uint64_t failed_before_stop;    /* spans_failed when stopping began */
 
 	/* Warnings, rate-limited. */
 	uint64_t dropped_reported;
@@ -542,16 +543,21 @@ maybe_export(struct tg_tracer *t)
 	export_start(t);
 }
 
+/* Warn of the spans dropped since the last warning, at most once per
+ * WARN_INTERVAL_MS unless final. The final call, at shutdown, reports the
+ * rest, so the warnings add up to tollgate_spans_dropped_total. */
 static void
-warn_drops(struct tg_tracer *t)
+warn_drops(struct tg_tracer *t, int final)
 {
 	uint64_t dropped = atomic_load(&t->spans_dropped);
 	uint64_t now = tg_now_ms();
 
-	if (dropped == t->dropped_reported || now - t->last_drop_warning_ms < WARN_INTERVAL_MS)
+	if (dropped == t->dropped_reported)
+		return;
+	if (!final && now - t->last_drop_warning_ms < WARN_INTERVAL_MS)
 		return;
 	tg_warn("tracing queue full (tracing.batch.max_queue_size = %zu): %" PRIu64
-	        " spans dropped since the last warning, %" PRIu64 " in all",
+	        " spans dropped since the last warning, %" PRIu64 " since start",
 	        t->max_queue, dropped - t->dropped_reported, dropped);
 	t->dropped_reported = dropped;
 	t->last_drop_warning_ms = now;
@@ -566,7 +572,7 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	drain_queue(t);
 	maybe_export(t);
-	warn_drops(t);
+	warn_drops(t, 0);
 }
 
 /* --- configuration ------------------------------------------------------- */
@@ -726,9 +732,6 @@ stop_deadline_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (t->n_send > 0 || t->export != NULL)
-		tg_warn("tracing: shutdown timeout reached; %zu spans not exported",
-		        t->n_send + (t->export ? t->export->n_spans : 0));
 	event_base_loopexit(t->base, NULL);
 }
 
@@ -741,6 +744,7 @@ stop_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	t->stopping = 1;
+	t->failed_before_stop = atomic_load(&t->spans_failed);
 	t->stop_deadline_ms = tg_now_ms() + t->tracing->shutdown_timeout;
 	t->stop_timer = evtimer_new(t->base, stop_deadline_cb, t);
 	if (t->stop_timer == NULL) {
@@ -756,6 +760,26 @@ stop_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	tracer_maybe_finish(t);
+}
+
+/* After the exporter thread ended: log, in one line, the spans the
+ * shutdown did not deliver. Those of failed exports are otherwise silent
+ * once an earlier failure was logged, and the unsent ones are freed. */
+static void
+report_shutdown_losses(struct tg_tracer *t)
+{
+	uint64_t failed = atomic_load(&t->spans_failed) - t->failed_before_stop;
+	uint64_t unsent = t->n_send + (t->export != NULL ? t->export->n_spans : 0);
+
+	/* Without an endpoint queued spans only feed the ring. */
+	if (t->tracing->endpoint != NULL)
+		unsent += tg_span_queue_length(&t->queue);
+	if (failed + unsent == 0)
+		return;
+	tg_warn("tracing stopped with %" PRIu64 " spans not exported: %" PRIu64 " in exports "
+	        "that failed, %" PRIu64 " still unsent (tracing.otlp.shutdown_timeout is %"
+	        PRIu64 " ms)", failed + unsent, failed, unsent,
+	        (uint64_t)t->tracing->shutdown_timeout);
 }
 
 /* Free what is left: spans never sent and the export cut short. */
@@ -799,9 +823,13 @@ tg_tracer_stop(struct tg_tracer *t)
 	if (t == NULL)
 		return;
 	if (t->started) {
-		if (event_base_once(t->base, -1, EV_TIMEOUT, stop_cb, t, NULL) != 0)
+		if (event_base_once(t->base, -1, EV_TIMEOUT, stop_cb, t, NULL) != 0) {
+			t->failed_before_stop = atomic_load(&t->spans_failed);
 			event_base_loopbreak(t->base);
+		}
 		pthread_join(t->thread, NULL);
+		warn_drops(t, 1);
+		report_shutdown_losses(t);
 	}
 	tracer_free(t);
 }

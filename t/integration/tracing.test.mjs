@@ -689,6 +689,48 @@ describe('export resilience', () => {
     assert.equal(stats.spans_exported, 0);
   });
 
+  it('warns of every dropped span by shutdown', async () => {
+    const { gw, receiver } = await setup([{ status: 200, hang: true }], {
+      otlp: { timeout: '30s' },
+      batch: { max_queue_size: 4, max_export_batch_size: 2 },
+    });
+    await postChat(gw, { model: 'gpt-4o', messages });
+    await waitFor(() => receiver.requests.length === 1, { message: 'the first export' });
+
+    // Drops before the first warning and after it, within the warnings'
+    // rate limit: 3 requests fill the queue and drop 2 spans, 3 more drop 6.
+    for (let i = 0; i < 3; i++)
+      await postChat(gw, { model: 'gpt-4o', messages });
+    await gw.waitForLog(/tracing queue full/);
+    for (let i = 0; i < 3; i++)
+      await postChat(gw, { model: 'gpt-4o', messages });
+    const { spans_dropped: dropped } = await exporterStats(gw);
+    assert.equal(dropped, 8);
+    await gw.stop();
+
+    const counts = gw.stderr.map((line) => /(\d+) spans dropped since the last warning, (\d+) since start/.exec(line))
+      .filter(Boolean);
+    assert.ok(counts.length > 0, 'no drop warning');
+    assert.equal(counts.reduce((sum, m) => sum + Number(m[1]), 0), dropped, 'drops in the warnings');
+    assert.equal(Number(counts.at(-1)[2]), dropped, 'total in the last warning');
+  });
+
+  it('logs the spans a failing endpoint leaves unexported at shutdown', async () => {
+    // 400 is never retried. The first batch fails while running, which
+    // silences later failures; the second fails at shutdown.
+    const { gw } = await setup([{ status: 400 }, { status: 400 }], {
+      batch: { max_export_batch_size: 4, schedule_delay: '1h' },
+    });
+    for (let i = 0; i < 2; i++)
+      await postChat(gw, { model: 'gpt-4o', messages });
+    await waitFor(async () => (await exporterStats(gw)).spans_failed === 4,
+      { message: 'the first batch failed' });
+    await postChat(gw, { model: 'gpt-4o', messages });
+    await gw.stop();
+    assert.ok(gw.stderr.some((line) => /\[warn\] tracing stopped with 2 spans not exported: 2 in exports that failed, 0 still unsent/.test(line)),
+      `no shutdown line in:\n${gw.stderr.join('\n')}`);
+  });
+
   it('retries only 429, 502, 503 and 504, the same batch each time', async () => {
     const { gw, receiver } = await setup([{ status: 503 }, { status: 429 }, { status: 502 }, { status: 504 }]);
     await postChat(gw, { model: 'gpt-4o', messages });
