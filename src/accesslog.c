@@ -4,13 +4,18 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 
 #include "accesslog.h"
+#include "clock.h"
 #include "filter.h"
 #include "filter-request.h"
 #include "log.h"
@@ -19,47 +24,338 @@
 
 #define FIELD_MAX 256  /* bytes of a client-chosen value, such as the model */
 
+/* While the destination takes nothing, a worker keeps this many times
+ * access_log_buffer of unwritten lines, and at least BACKLOG_MIN bytes
+ * (the whole bound when the buffer is 0), then drops newer lines. */
+#define BACKLOG_FACTOR 4
+#define BACKLOG_MIN ((size_t)64 << 10)
+
+/* Lost lines and failed writes are logged at most this often. */
+#define REPORT_INTERVAL_NS (10 * TG_NS_PER_S)
+
+/* What became of the bytes offered to the destination. */
+enum send_result {
+	SENT_ALL,
+	SENT_BLOCKED,           /* the destination takes no more for now */
+	SENT_FAILED,            /* an error; errno-like code in *err */
+};
+
 /* --- the shared file ------------------------------------------------------ */
 
-static int
-open_path(const char *path)
+static size_t
+count_lines(const char *data, size_t len)
 {
-	int fd;
+	size_t n = 0;
+	const char *end = data + len, *nl;
 
-	if (strcmp(path, "-") == 0)
-		return dup(STDOUT_FILENO);
+	while (data < end && (nl = memchr(data, '\n', (size_t)(end - data))) != NULL) {
+		n++;
+		data = nl + 1;
+	}
+	return n;
+}
+
+static const char *
+loss_reason(int err)
+{
+	if (err == EAGAIN || err == EWOULDBLOCK)
+		return "the destination takes nothing for now (its reader is slow or stopped)";
+	return err != 0 ? strerror(err) : "nothing written";
+}
+
+/*
+ * Standard output as a descriptor of our own that never blocks. A regular
+ * file is written as it is. A socket (systemd's journal, a container
+ * runtime) is used through send(MSG_DONTWAIT), which changes no flag. For
+ * a pipe or a terminal, O_NONBLOCK would be a flag of the file description
+ * that a dup shares with the parent shell and with our own stderr when
+ * both point at one pipe; opening /proc/self/fd/1 gives a description of
+ * our own for the same pipe or device. Only when that fails (no /proc) is
+ * the flag set on the shared description, and cleared again at close.
+ */
+static int
+open_stdout(struct tg_accesslog_file *file)
+{
+	struct stat st;
+	int fd, flags;
+
+	if (fstat(STDOUT_FILENO, &st) != 0) {
+		tg_error("cannot use standard output as the access log: %s", strerror(errno));
+		return -1;
+	}
+	if (S_ISREG(st.st_mode) || S_ISSOCK(st.st_mode)) {
+		file->sink = S_ISREG(st.st_mode) ? TG_SINK_BLOCKING : TG_SINK_SOCKET;
+		fd = fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 0);
+		if (fd < 0)
+			tg_error("cannot use standard output as the access log: %s", strerror(errno));
+		return fd;
+	}
+	file->sink = TG_SINK_NONBLOCKING;
+	fd = open("/proc/self/fd/1", O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+	if (fd >= 0)
+		return fd;
+	fd = fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 0);
+	flags = fd >= 0 ? fcntl(fd, F_GETFL) : -1;
+	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
+		tg_error("cannot use standard output as the access log: %s", strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	file->shared_nonblock = 1;
+	return fd;
+}
+
+/* Open path for appending. Anything but a regular file (a named pipe, a
+ * device) is then made non-blocking: the description is ours alone. The
+ * open itself of a named pipe still waits for a reader, as before. */
+static int
+open_path(const char *path, enum tg_accesslog_sink *sink)
+{
+	struct stat st;
+	int fd, flags;
 
 	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-	if (fd < 0)
+	if (fd < 0) {
 		tg_error("cannot open access log %s: %s", path, strerror(errno));
+		return -1;
+	}
+	*sink = TG_SINK_BLOCKING;
+	if (fstat(fd, &st) == 0 && !S_ISREG(st.st_mode)) {
+		flags = fcntl(fd, F_GETFL);
+		if (flags >= 0 && fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0)
+			*sink = TG_SINK_NONBLOCKING;
+	}
 	return fd;
 }
 
 int
 tg_accesslog_open(struct tg_accesslog_file *file, const char *path)
 {
-	file->fd = open_path(path);
+	file->shared_nonblock = 0;
+	if (strcmp(path, "-") == 0)
+		file->fd = open_stdout(file);
+	else
+		file->fd = open_path(path, &file->sink);
 	if (file->fd < 0)
 		return -1;
+	file->path = strdup(path);
+	if (file->path == NULL) {
+		tg_error("cannot open access log %s: out of memory", path);
+		close(file->fd);
+		file->fd = -1;
+		return -1;
+	}
 	pthread_mutex_init(&file->write_lock, NULL);
+	pthread_mutex_init(&file->report_lock, NULL);
+	return 0;
+}
+
+int
+tg_accesslog_check(const char *path, const char *config_path, FILE *errors)
+{
+	struct stat st;
+	int fd;
+
+	if (path == NULL || strcmp(path, "-") == 0)
+		return 0;
+	/* O_NONBLOCK: a named pipe without a reader must not hang the check;
+	 * that case (ENXIO) is one startup waits out, not an error. */
+	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0640);
+	if (fd >= 0) {
+		close(fd);
+		return 0;
+	}
+	if (errno == ENXIO && stat(path, &st) == 0 && S_ISFIFO(st.st_mode))
+		return 0;
+	fprintf(errors, "%s: access_log: cannot open \"%s\" for appending: %s; "
+	        "give a writable file, \"-\" for standard output, or false\n",
+	        config_path, path, strerror(errno));
+	return -1;
+}
+
+/* Write up to len bytes; the sink decides whether this may block. */
+static ssize_t
+send_some(struct tg_accesslog_file *file, const char *data, size_t len)
+{
+	ssize_t n;
+
+	do {
+		if (file->sink == TG_SINK_SOCKET)
+			n = send(file->fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+		else
+			n = write(file->fd, data, len);
+	} while (n < 0 && errno == EINTR);
+	return n;
+}
+
+static enum send_result
+send_failed(ssize_t n, int *err)
+{
+	*err = n < 0 ? errno : 0;
+	return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? SENT_BLOCKED : SENT_FAILED;
+}
+
+/* Write the rest of the line a short write cut. Caller holds write_lock. */
+static enum send_result
+send_cut(struct tg_accesslog_file *file, int *err)
+{
+	while (file->cut_sent < file->cut.len) {
+		ssize_t n = send_some(file, file->cut.data + file->cut_sent,
+		                      file->cut.len - file->cut_sent);
+
+		if (n <= 0)
+			return send_failed(n, err);
+		file->cut_sent += (size_t)n;
+	}
+	tg_json_writer_reset(&file->cut);
+	file->cut_sent = 0;
+	return SENT_ALL;
+}
+
+/* A write stopped inside a line: move the rest of that line out of the
+ * worker's batch into file->cut, so any worker finishes it before writing
+ * its own. *taken grows by the bytes moved. When memory runs out, a lone
+ * newline closes the cut line instead, so only that line is broken. */
+static void
+keep_cut(struct tg_accesslog_file *file, const char *data, size_t len, size_t *taken)
+{
+	const char *rest = data + *taken;
+	const char *nl = memchr(rest, '\n', len - *taken);
+	size_t n = nl != NULL ? (size_t)(nl - rest) + 1 : len - *taken;
+
+	tg_json_raw(&file->cut, rest, n);
+	if (file->cut.failed) {
+		tg_json_writer_free(&file->cut);
+		tg_json_literal(&file->cut, "\n");
+		atomic_fetch_add(&file->lines_dropped, 1);
+	}
+	*taken += n;
+}
+
+/*
+ * Write the whole lines data[0..len) after any cut line, under write_lock.
+ * *taken is set to the bytes of data that left the caller's hands: written,
+ * or moved into the cut line. A regular file takes everything unless an
+ * error comes; a pipe or socket may take part and then block.
+ */
+static enum send_result
+send_lines(struct tg_accesslog_file *file, const char *data, size_t len,
+           size_t *taken, int *err)
+{
+	enum send_result r = SENT_ALL;
+
+	*taken = 0;
+	pthread_mutex_lock(&file->write_lock);
+	while (r == SENT_ALL) {
+		ssize_t n;
+
+		r = send_cut(file, err);
+		if (r != SENT_ALL || *taken == len)
+			break;
+		n = send_some(file, data + *taken, len - *taken);
+		if (n <= 0) {
+			r = send_failed(n, err);
+			break;
+		}
+		*taken += (size_t)n;
+		if (data[*taken - 1] != '\n')
+			keep_cut(file, data, len, taken);
+	}
+	pthread_mutex_unlock(&file->write_lock);
+	return r;
+}
+
+/* Count lines that will never be written, and why. */
+static void
+count_lost(struct tg_accesslog_file *file, size_t lines, int err, int failed_write)
+{
+	if (failed_write)
+		atomic_fetch_add(&file->write_errors, 1);
+	if (lines > 0)
+		atomic_fetch_add(&file->lines_dropped, lines);
+	atomic_store(&file->last_errno, err);
+}
+
+static const char *
+plural(uint64_t n)
+{
+	return n == 1 ? "" : "s";
+}
+
+/* Log the losses since the last warning, at most once per interval unless
+ * forced, so a full disk does not fill its own journal with one warning
+ * per write. The warning goes out with no lock held: stderr may be as
+ * stuck as stdout. */
+static void
+report_losses(struct tg_accesslog_file *file, int force)
+{
+	uint64_t dropped = atomic_load(&file->lines_dropped);
+	uint64_t errors = atomic_load(&file->write_errors);
+	uint64_t now = tg_now_ns(), new_dropped, new_errors;
+
+	pthread_mutex_lock(&file->report_lock);
+	new_dropped = dropped - file->dropped_reported;
+	new_errors = errors - file->errors_reported;
+	if ((new_dropped == 0 && new_errors == 0) ||
+	    (!force && file->reported_ns != 0 && now - file->reported_ns < REPORT_INTERVAL_NS)) {
+		pthread_mutex_unlock(&file->report_lock);
+		return;
+	}
+	file->reported_ns = now;
+	file->dropped_reported = dropped;
+	file->errors_reported = errors;
+	pthread_mutex_unlock(&file->report_lock);
+
+	tg_warn("access log %s: %" PRIu64 " line%s dropped and %" PRIu64 " write%s failed "
+	        "since the last report (latest cause: %s); reported at most every %llu s",
+	        file->path, new_dropped, plural(new_dropped), new_errors, plural(new_errors),
+	        loss_reason(atomic_load(&file->last_errno)),
+	        (unsigned long long)(REPORT_INTERVAL_NS / TG_NS_PER_S));
+}
+
+/* Wait until fd takes bytes or deadline_ns passes. Returns 0 to try again,
+ * -1 once the deadline has passed. */
+static int
+wait_writable(int fd, uint64_t deadline_ns)
+{
+	uint64_t now = tg_now_ns();
+	struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+	uint64_t ms;
+
+	if (now >= deadline_ns)
+		return -1;
+	ms = (deadline_ns - now + TG_NS_PER_MS - 1) / TG_NS_PER_MS;
+	if (poll(&pfd, 1, ms > INT32_MAX ? INT32_MAX : (int)ms) < 0 && errno != EINTR)
+		return -1;
 	return 0;
 }
 
 int
 tg_accesslog_reopen(struct tg_accesslog_file *file, const char *path)
 {
-	int fresh, rc;
+	enum tg_accesslog_sink sink;
+	int fresh, rc, err;
 
 	if (strcmp(path, "-") == 0)
 		return 0;
-	fresh = open_path(path);
+	fresh = open_path(path, &sink);
 	if (fresh < 0)
 		return -1;
 
 	/* dup2 swaps the file under the same descriptor in one step. The lock
-	 * keeps a flush that is still finishing a short write in one file. */
+	 * keeps a flush that is still finishing a short write in one file; a
+	 * cut line the old file does not take now is lost rather than ended
+	 * in the new one. */
 	pthread_mutex_lock(&file->write_lock);
+	if (send_cut(file, &err) != SENT_ALL) {
+		count_lost(file, 1, err, 0);
+		tg_json_writer_reset(&file->cut);
+		file->cut_sent = 0;
+	}
 	rc = dup2(fresh, file->fd);
+	if (rc >= 0)
+		file->sink = sink;
 	pthread_mutex_unlock(&file->write_lock);
 	if (rc < 0)
 		tg_error("cannot reopen access log %s: %s", path, strerror(errno));
@@ -68,47 +364,133 @@ tg_accesslog_reopen(struct tg_accesslog_file *file, const char *path)
 }
 
 void
-tg_accesslog_close(struct tg_accesslog_file *file)
+tg_accesslog_finish(struct tg_accesslog_file *file, uint64_t deadline_ns)
 {
+	enum send_result r = SENT_ALL;
+	uint64_t lost;
+	int err = 0;
+
 	if (file->fd < 0)
 		return;
-	close(file->fd);
-	file->fd = -1;
-	pthread_mutex_destroy(&file->write_lock);
+	pthread_mutex_lock(&file->write_lock);
+	while ((r = send_cut(file, &err)) == SENT_BLOCKED && wait_writable(file->fd, deadline_ns) == 0)
+		;
+	pthread_mutex_unlock(&file->write_lock);
+	if (r != SENT_ALL) {
+		count_lost(file, 1, err, r == SENT_FAILED);
+		atomic_fetch_add(&file->lost_at_exit, 1);
+	}
+	lost = atomic_load(&file->lost_at_exit);
+	if (lost == 0) {
+		report_losses(file, 1);
+		return;
+	}
+	tg_warn("access log %s: %" PRIu64 " line%s not written by the shutdown deadline "
+	        "and lost (%s); %" PRIu64 " lines dropped and %" PRIu64 " writes failed "
+	        "since start", file->path, lost, plural(lost),
+	        loss_reason(atomic_load(&file->last_errno)),
+	        atomic_load(&file->lines_dropped), atomic_load(&file->write_errors));
 }
 
-/* Write data whole, finishing short writes, under the file's lock so no
- * other worker's bytes land in between. On an error the rest is dropped. */
-static void
-write_whole(struct tg_accesslog_file *file, const char *data, size_t len)
+void
+tg_accesslog_close(struct tg_accesslog_file *file)
 {
-	pthread_mutex_lock(&file->write_lock);
-	while (len > 0) {
-		ssize_t n = write(file->fd, data, len);
+	int flags;
 
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			tg_warn("access log write failed: %s; %zu bytes of lines lost",
-			        n < 0 ? strerror(errno) : "nothing written", len);
-			break;
-		}
-		data += n;
-		len -= (size_t)n;
-	}
-	pthread_mutex_unlock(&file->write_lock);
+	if (file->fd < 0)
+		return;
+	if (file->shared_nonblock && (flags = fcntl(file->fd, F_GETFL)) >= 0)
+		fcntl(file->fd, F_SETFL, flags & ~O_NONBLOCK);
+	close(file->fd);
+	file->fd = -1;
+	free(file->path);
+	file->path = NULL;
+	tg_json_writer_free(&file->cut);
+	pthread_mutex_destroy(&file->write_lock);
+	pthread_mutex_destroy(&file->report_lock);
+}
+
+int
+tg_accesslog_write_metrics(struct tg_accesslog_file *file, struct evbuffer *out,
+                           enum tg_metrics_format format)
+{
+	int rc = 0;
+
+	rc |= tg_metrics_write_counter(out, format, "tollgate_access_log_lines_dropped_total",
+	                               "Access-log lines never written: buffers full while "
+	                               "the destination took nothing, failed writes, shutdown.",
+	                               atomic_load(&file->lines_dropped));
+	rc |= tg_metrics_write_counter(out, format, "tollgate_access_log_write_errors_total",
+	                               "Access-log writes that failed with an error.",
+	                               atomic_load(&file->write_errors));
+	return rc ? -1 : 0;
 }
 
 /* --- a worker's buffer ---------------------------------------------------- */
 
-/* Caller holds log->lock. */
+static size_t
+pending(const struct tg_accesslog *log)
+{
+	return log->lines.len - log->head;
+}
+
+/* Unwritten bytes a worker keeps before it drops lines. */
+static size_t
+backlog_limit(const struct tg_accesslog *log)
+{
+	size_t limit = log->threshold * BACKLOG_FACTOR;
+
+	return limit > BACKLOG_MIN ? limit : BACKLOG_MIN;
+}
+
+/* n more bytes left the buffer. The rest moves to the front once the
+ * written part outgrows it, so each byte is moved O(1) times on average. */
 static void
+consume(struct tg_accesslog *log, size_t n)
+{
+	log->head += n;
+	if (log->head == log->lines.len) {
+		log->lines.len = 0;
+		log->head = 0;
+	} else if (log->head > pending(log)) {
+		memmove(log->lines.data, log->lines.data + log->head, pending(log));
+		log->lines.len -= log->head;
+		log->head = 0;
+	}
+}
+
+/* Caller holds log->lock. A failed write loses the lines in it, as the
+ * bytes of a line the file already took cannot be taken back anyway. */
+static enum send_result
 flush_locked(struct tg_accesslog *log)
 {
-	if (log->lines.len == 0)
-		return;
-	write_whole(log->file, log->lines.data, log->lines.len);
-	log->lines.len = 0;
+	const char *data = log->lines.data + log->head;
+	size_t len = pending(log), taken = 0;
+	enum send_result r;
+	int err = 0;
+
+	if (len == 0)
+		return SENT_ALL;
+	r = send_lines(log->file, data, len, &taken, &err);
+	if (r == SENT_FAILED) {
+		count_lost(log->file, count_lines(data + taken, len - taken), err, 1);
+		taken = len;
+	}
+	consume(log, taken);
+	report_losses(log->file, 0);
+	return r;
+}
+
+/* Caller holds log->lock; worker thread. Called when the buffer gained its
+ * first line (the deadline of that line), and after a flush that left
+ * lines behind (a retry), so lines never wait without a timer. */
+static void
+arm_timer(struct tg_accesslog *log, int first_line)
+{
+	struct timeval interval = tg_timeval_ms(log->flush_interval);
+
+	if (first_line || (pending(log) > 0 && !evtimer_pending(log->timer, NULL)))
+		evtimer_add(log->timer, &interval);
 }
 
 void
@@ -124,9 +506,14 @@ tg_accesslog_flush(struct tg_accesslog *log)
 static void
 flush_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
+	struct tg_accesslog *log = arg;
+
 	(void)fd;
 	(void)what;
-	tg_accesslog_flush(arg);
+	pthread_mutex_lock(&log->lock);
+	flush_locked(log);
+	arm_timer(log, 0);
+	pthread_mutex_unlock(&log->lock);
 }
 
 struct tg_accesslog *
@@ -156,11 +543,20 @@ fail:
 }
 
 void
-tg_accesslog_free(struct tg_accesslog *log)
+tg_accesslog_free(struct tg_accesslog *log, uint64_t deadline_ns)
 {
+	size_t lost;
+
 	if (log == NULL)
 		return;
-	flush_locked(log);      /* no lock: its worker has stopped */
+	/* No lock: its worker has stopped. */
+	while (flush_locked(log) == SENT_BLOCKED && wait_writable(log->file->fd, deadline_ns) == 0)
+		;
+	lost = count_lines(log->lines.data + log->head, pending(log));
+	if (lost > 0) {
+		count_lost(log->file, lost, EAGAIN, 0);
+		atomic_fetch_add(&log->file->lost_at_exit, lost);
+	}
 	event_free(log->timer);
 	pthread_mutex_destroy(&log->lock);
 	tg_json_writer_free(&log->lines);
@@ -176,6 +572,7 @@ tg_accesslog_configure(struct tg_accesslog *log, const struct tg_config *cfg)
 	flush_locked(log);
 	log->threshold = cfg->access_log_buffer;
 	log->flush_interval = cfg->access_log_flush;
+	arm_timer(log, 0);
 	pthread_mutex_unlock(&log->lock);
 }
 
@@ -262,32 +659,47 @@ format_line(struct tg_json_writer *w, const struct tg_request *req)
 	tg_json_literal(w, "}\n");
 }
 
+/* Caller holds log->lock. Whether the line of a request that just ended
+ * has room: the destination has not taken the lines before it and they
+ * fill the bound. A flush is tried first, as the reader may be back. */
+static int
+backlog_full(struct tg_accesslog *log)
+{
+	if (pending(log) < backlog_limit(log))
+		return 0;
+	if (flush_locked(log) != SENT_BLOCKED || pending(log) < backlog_limit(log))
+		return 0;
+	count_lost(log->file, 1, EAGAIN, 0);
+	report_losses(log->file, 0);
+	return 1;
+}
+
 void
 tg_accesslog_write(struct tg_accesslog *log, const struct tg_request *req)
 {
 	struct tg_json_writer *lines;
 	size_t start;
+	int was_empty;
 
 	if (log == NULL)
 		return;
 	pthread_mutex_lock(&log->lock);
+	if (backlog_full(log))
+		goto out;
+	was_empty = pending(log) == 0;
 	lines = &log->lines;
 	start = lines->len;
 	format_line(lines, req);
 	if (lines->failed) {
 		lines->len = start;     /* drop the partial line, keep the rest */
 		lines->failed = 0;
+		atomic_fetch_add(&log->file->lines_dropped, 1);
 		tg_warn("out of memory; access log line of request %s dropped", req->id);
-	} else if (lines->len >= log->threshold) {
+	} else if (pending(log) >= log->threshold) {
 		flush_locked(log);
-	} else if (start == 0) {
-		/* The first line since the last write sets the deadline. */
-		struct timeval interval = {
-			.tv_sec = (time_t)(log->flush_interval / 1000),
-			.tv_usec = (suseconds_t)(log->flush_interval % 1000) * 1000,
-		};
-
-		evtimer_add(log->timer, &interval);
 	}
+	/* The first line since the last write sets the deadline. */
+	arm_timer(log, was_empty && pending(log) > 0);
+out:
 	pthread_mutex_unlock(&log->lock);
 }

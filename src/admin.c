@@ -58,8 +58,9 @@ readyz_cb(struct evhttp_request *r, void *arg)
 }
 
 /* Prometheus text format, or OpenMetrics when the Accept header prefers
- * it, as Prometheus itself does. The tracer's counters follow the
- * gateway's families, before the end that OpenMetrics requires. */
+ * it, as Prometheus itself does. The tracer's and the access log's
+ * counters follow the gateway's families, before the end that OpenMetrics
+ * requires. */
 static void
 metrics_cb(struct evhttp_request *r, void *arg)
 {
@@ -71,6 +72,8 @@ metrics_cb(struct evhttp_request *r, void *arg)
 
 	if (rc == 0 && rt->tracer != NULL)
 		rc = tg_tracer_write_metrics(rt->tracer, body, format == TG_METRICS_OPENMETRICS);
+	if (rc == 0)
+		rc = tg_accesslog_write_metrics(&rt->access_log, body, format);
 	if (rc == 0)
 		rc = tg_metrics_scrape_end(body, format);
 	if (rc != 0) {

@@ -23,6 +23,7 @@
 
 #include "accesslog.h"
 #include "admin.h"
+#include "clock.h"
 #include "config.h"
 #include "health.h"
 #include "log.h"
@@ -48,6 +49,9 @@ struct daemon {
 	int n_workers;
 	struct event *drain_poll;
 	struct event *drain_deadline;
+	uint64_t stop_deadline_ns;      /* tg_now_ns by which the process ends:
+	                                   drain_timeout after the first signal,
+	                                   at once after a second */
 	struct event *signals[4];
 	size_t n_signals;
 };
@@ -159,6 +163,17 @@ drain_deadline_cb(evutil_socket_t fd, short what, void *arg)
 	force_stop(arg);
 }
 
+/* tg_now_ns() plus ms, saturated: drain_timeout has no upper bound. */
+static uint64_t
+deadline_after_ms(tg_msec_t ms)
+{
+	uint64_t now = tg_now_ns();
+
+	if (ms > (UINT64_MAX - now) / TG_NS_PER_MS)
+		return UINT64_MAX;
+	return now + ms * TG_NS_PER_MS;
+}
+
 static void
 start_drain(struct daemon *d, int signo)
 {
@@ -171,9 +186,11 @@ start_drain(struct daemon *d, int signo)
 	if (atomic_exchange(&d->runtime.draining, 1)) {
 		tg_warn("signal %s during shutdown; closing all connections now",
 		        strsignal(signo));
+		d->stop_deadline_ns = tg_now_ns();
 		force_stop(d);
 		return;
 	}
+	d->stop_deadline_ns = deadline_after_ms(d->config->drain_timeout);
 	tg_info("signal %s: draining, up to %llu ms for requests in flight",
 	        strsignal(signo), (unsigned long long)d->config->drain_timeout);
 	for (int i = 0; i < d->n_workers; i++)
@@ -301,9 +318,12 @@ run(struct daemon *d)
 
 	event_base_dispatch(d->base);
 
+	/* Access-log lines a full pipe does not take by the drain deadline
+	 * are lost rather than keep the process alive. */
 	for (int i = 0; i < d->n_workers; i++)
-		tg_worker_join_and_free(d->workers[i]);
+		tg_worker_join_and_free(d->workers[i], d->stop_deadline_ns);
 	d->n_workers = 0;
+	tg_accesslog_finish(&d->runtime.access_log, d->stop_deadline_ns);
 	tg_tracer_stop(d->runtime.tracer);     /* sends what the workers left */
 	d->runtime.tracer = NULL;
 	tg_info("stopped");
@@ -371,9 +391,13 @@ main(int argc, char **argv)
 	if (d.config == NULL)
 		return 1;
 	if (test_only) {
-		fprintf(stderr, "%s: configuration is valid\n", d.config_path);
+		/* Startup opens the access log; a path it cannot open fails here
+		 * too, rather than pass the check and fail the start. */
+		rc = tg_accesslog_check(d.config->access_log, d.config_path, stderr);
+		if (rc == 0)
+			fprintf(stderr, "%s: configuration is valid\n", d.config_path);
 		tg_config_unref(d.config);
-		return 0;
+		return rc == 0 ? 0 : 1;
 	}
 
 	/* A client or upstream that closes mid-write must not kill us. */

@@ -133,7 +133,7 @@ fail:
 	close_listeners(w);
 	free(w->listeners);
 	free(w->listener_ctxs);
-	tg_accesslog_free(w->access_log);
+	tg_accesslog_free(w->access_log, 0);
 	if (w->dns != NULL)
 		evdns_base_free(w->dns, 0);
 	if (w->base != NULL)
@@ -167,7 +167,7 @@ tg_worker_start(struct tg_worker *w)
 }
 
 void
-tg_worker_join_and_free(struct tg_worker *w)
+tg_worker_join_and_free(struct tg_worker *w, uint64_t log_deadline_ns)
 {
 	struct tg_client *c;
 
@@ -176,7 +176,7 @@ tg_worker_join_and_free(struct tg_worker *w)
 	/* Connections left after a forced stop. */
 	while ((c = LIST_FIRST(&w->clients)) != NULL)
 		tg_client_close(c, 'D');
-	tg_accesslog_free(w->access_log);       /* writes the last lines */
+	tg_accesslog_free(w->access_log, log_deadline_ns);  /* writes the last lines */
 	close_listeners(w);
 	free(w->listeners);
 	free(w->listener_ctxs);

@@ -78,7 +78,10 @@ struct tg_worker {
 struct tg_worker *tg_worker_new(int id, struct tg_config *cfg,
                                 struct tg_runtime *rt);
 int tg_worker_start(struct tg_worker *w);
-void tg_worker_join_and_free(struct tg_worker *w);
+
+/* Wait for w's thread, write its access-log lines until log_deadline_ns
+ * (tg_now_ns) at the latest, and free it. */
+void tg_worker_join_and_free(struct tg_worker *w, uint64_t log_deadline_ns);
 
 /* Thread-safe: from the main thread. */
 void tg_worker_post_config(struct tg_worker *w, struct tg_config *cfg);

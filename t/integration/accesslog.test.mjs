@@ -2,6 +2,7 @@
 // exact byte counts and termination codes; written to a file or turned off.
 
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
@@ -10,6 +11,7 @@ import {
   RawClient, basicConfig, curl, curlPost, freePort, stopAll, makeTempDir,
   mockBackend, openaiRoutes, rawPost, request, startGateway, startMock, waitFor,
 } from './lib/harness.mjs';
+import { parseSamples, valueOf } from './lib/prometheus.mjs';
 
 const FIELDS = ['time', 'request_id', 'client', 'method', 'path', 'route', 'backend', 'model',
   'stream', 'status', 'upstream_status', 'duration', 'bytes_in', 'bytes_out', 'termination'];
@@ -298,5 +300,94 @@ describe('access log buffering', () => {
     // A buffered line would wait an hour.
     await waitFor(() => idsIn(file).includes('unbuffered'), { message: 'the unbuffered line' });
     await gw.stop();
+  });
+});
+
+describe('access log destinations that fail', () => {
+  afterEach(stopAll);
+
+  async function scrape(gw) {
+    const res = await request({ port: gw.adminPort, path: '/metrics' });
+    assert.equal(res.status, 200);
+    return parseSamples(res.text);
+  }
+
+  async function send(gw) {
+    const res = await request({ port: gw.port, method: 'POST', path: '/v1/chat/completions', body: chat });
+    assert.equal(res.status, 200);
+  }
+
+  /* Send requests in batches until the gateway counts a dropped line: the
+   * destination is full and the workers' buffers hold all they may. Every
+   * request must still be answered. */
+  async function sendUntilDropped(gw) {
+    for (let sent = 0; sent < 20000; sent += 50) {
+      await Promise.all(Array.from({ length: 50 }, () => send(gw)));
+      if (valueOf(await scrape(gw), 'tollgate_access_log_lines_dropped_total') > 0)
+        return;
+    }
+    assert.fail('no access-log line was dropped after 20000 requests to a destination that reads nothing');
+  }
+
+  /* A pipe whose reader never reads: [read end, write end]. */
+  function stuckPipe() {
+    const fifo = path.join(makeTempDir(), 'stdout');
+    execFileSync('mkfifo', [fifo]);
+    const reader = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    return [reader, fs.openSync(fifo, 'w')];
+  }
+
+  for (const kind of ['pipe', 'socket']) {
+    it(`keeps serving and stops on SIGTERM when the stdout ${kind} is not read`, async () => {
+      const mock = await startMock();
+      let reader = null;
+      let stdout = 'pipe';
+      if (kind === 'pipe')
+        [reader, stdout] = stuckPipe();
+      const gw = await startGateway(basicConfig(mock, {
+        workers: 2, access_log_buffer: '1KiB', drain_timeout: '1s',
+      }), { stdout });
+      try {
+        if (kind === 'pipe')
+          fs.closeSync(stdout);
+        else
+          gw.child.stdout.pause();     // node's stdio pipe is a socket pair
+
+        await sendUntilDropped(gw);
+        const health = await request({ port: gw.adminPort, path: '/healthz' });
+        assert.equal(health.status, 200);
+
+        gw.signal('SIGTERM');
+        const { code } = await gw.waitExit();
+        assert.equal(code, 0);
+        assert.ok(gw.stderr.some((l) => /\[warn\] access log -: \d+ lines? (dropped|not written)/.test(l)),
+          `no warning about lost lines:\n${gw.stderr.join('\n')}`);
+        gw.checkErrors();
+      } finally {
+        if (reader !== null)
+          fs.closeSync(reader);
+      }
+    });
+  }
+
+  it('counts failed writes and warns about them at most once per interval', async () => {
+    const mock = await startMock();
+    const gw = await startGateway(basicConfig(mock, { access_log: '/dev/full', access_log_buffer: 0 }));
+    const requests = 300;
+    for (let i = 0; i < requests; i += 30)
+      await Promise.all(Array.from({ length: 30 }, () => send(gw)));
+
+    const samples = await scrape(gw);
+    assert.equal(valueOf(samples, 'tollgate_access_log_write_errors_total'), requests);
+    assert.equal(valueOf(samples, 'tollgate_access_log_lines_dropped_total'), requests);
+    await gw.stop();
+
+    const warnings = gw.stderr.filter((l) => l.includes('access log /dev/full'));
+    assert.ok(warnings.length > 0, 'no warning about the failed writes');
+    // One warning per failed write would be 300 lines.
+    assert.ok(warnings.length < requests / 10, `${warnings.length} warnings for ${requests} failed writes`);
+    assert.match(warnings[0], /No space left on device/);
+    const total = warnings.reduce((n, l) => n + Number(/(\d+) writes? failed/.exec(l)[1]), 0);
+    assert.equal(total, requests, 'the warnings do not add up to the failed writes');
   });
 });

@@ -326,11 +326,13 @@ export function basicConfig(mock, { backend = {}, ...rest } = {}) {
  * stdout, 50ms). The short flush keeps the access log buffered, as users
  * run it, without making every test that waits for a line wait a second.
  * Options: env (added to the environment), expectErrors (RegExps matching
- * `[error]` lines this gateway may log), args (extra flags).
+ * `[error]` lines this gateway may log), args (extra flags), stdout (a file
+ * descriptor for the gateway's stdout instead of a pipe the harness reads;
+ * gw.stdout and gw.accessLog then stay empty).
  *
  * Resolves once the admin /readyz returns 200.
  */
-export async function startGateway(config, { env = {}, expectErrors = [], args = [] } = {}) {
+export async function startGateway(config, { env = {}, expectErrors = [], args = [], stdout = 'pipe' } = {}) {
   const dir = makeTempDir();
   const file = path.join(dir, 'tollgate.json');
   let listenPort = null;
@@ -364,7 +366,7 @@ export async function startGateway(config, { env = {}, expectErrors = [], args =
 
   const gw = new Gateway({ dir, file, config, listenPort, adminPort, env, expectErrors });
   gateways.add(gw);
-  await gw.start(args);
+  await gw.start(args, stdout);
   return gw;
 }
 
@@ -394,9 +396,9 @@ class Gateway {
     return `http://127.0.0.1:${this.port}`;
   }
 
-  async start(args) {
+  async start(args, stdout) {
     const child = spawn(TOLLGATE_BIN, ['-c', this.file, ...args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: ['ignore', stdout, 'pipe'],
       env: { ...process.env, ...this.env },
     });
     this.child = track(child);
@@ -405,16 +407,18 @@ class Gateway {
       if (process.env.TOLLGATE_TEST_VERBOSE)
         process.stderr.write(`[tollgate:${this.port}] ${line}\n`);
     });
-    collectLines(child.stdout, (line) => {
-      this.stdout.push(line);
-      if (line.startsWith('{')) {
-        try {
-          this.accessLog.push(JSON.parse(line));
-        } catch {
-          this.accessLog.push({ unparsable: line });
+    if (child.stdout) {
+      collectLines(child.stdout, (line) => {
+        this.stdout.push(line);
+        if (line.startsWith('{')) {
+          try {
+            this.accessLog.push(JSON.parse(line));
+          } catch {
+            this.accessLog.push({ unparsable: line });
+          }
         }
-      }
-    });
+      });
+    }
     child.once('exit', (code, signal) => {
       this.exit = { code, signal };
     });
