@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 
-import { stopAll, runTollgate, writeTempFile } from './lib/harness.mjs';
+import { makeTempDir, stopAll, runTollgate, writeTempFile } from './lib/harness.mjs';
 
 /* A config that passes -t; the backend is never contacted. */
 function validConfig(extra = {}) {
@@ -158,6 +158,20 @@ describe('command line', () => {
     assert.equal(valid.code, 0, valid.stderr);
     assert.ok(!(valid.stdout + valid.stderr).includes(secret), 'the api_key appears in the output');
   });
+
+  for (const [what, accessLog, reason] of [
+    ['a directory', () => makeTempDir(), /Is a directory/],
+    ['a missing directory', () => '/nonexistent/tollgate-test/access.log', /No such file or directory/],
+  ]) {
+    it(`fails on an access_log path in ${what}`, async () => {
+      const file = accessLog();
+      const { code, stderr } = await check(validConfig({ access_log: file }));
+      assert.equal(code, 1, stderr);
+      assert.match(stderr, new RegExp(`access_log: cannot open "${escape(file)}"`));
+      assert.match(stderr, reason);
+      assert.doesNotMatch(stderr, /configuration is valid/);
+    });
+  }
 
   it('names a missing config file', async () => {
     const file = '/nonexistent/tollgate-test/tollgate.json';
