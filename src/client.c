@@ -15,6 +15,12 @@
  *   closing   CLIENT_LINGER for a client that is still sending after an
  *             error response, so its unread bytes do not reset the
  *             connection before it has read the response
+ *
+ * Output: tg_client_send() writes to a plain socket itself while the
+ * bufferevent has nothing queued, and queues only the rest. The bufferevent
+ * arms EV_WRITE only while its output is not empty, so it does not poll for
+ * writability while this path writes. send_timeout, the write watermark and
+ * the write callback apply to the queued rest as they did to all output.
  */
 #include <assert.h>
 #include <errno.h>
@@ -194,7 +200,7 @@ on_headers_complete(llhttp_t *p)
 
 	expect = tg_headers_get(&req->headers, "Expect");
 	if (expect != NULL && strcasecmp(expect, "100-continue") == 0 && p->http_minor >= 1)
-		bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+		tg_client_send_bytes(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
 
 	tg_headers_strip_hop_by_hop(&req->headers);
 	c->state = TG_CLIENT_BODY;
@@ -366,6 +372,8 @@ client_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct tg_client *c = arg;
 
+	assert(c->corked == 0);
+	assert(evbuffer_get_length(c->held) == 0);
 	if (c->req == NULL)
 		return;
 	if (c->response_done) {
@@ -436,6 +444,7 @@ client_free(struct tg_client *c)
 	LIST_REMOVE(c, link);
 	bufferevent_free(c->bev);
 	event_free(c->timer);
+	evbuffer_free(c->held);
 	free(c->url);
 	free(c->field);
 	free(c->value);
@@ -509,8 +518,11 @@ tg_client_accept(struct tg_worker *w, evutil_socket_t fd,
 	format_peer(c, addr);
 	c->bev = client_bufferevent(w, fd, tls);
 	c->timer = c->bev ? evtimer_new(w->base, client_timer_cb, c) : NULL;
-	if (c->bev == NULL || c->timer == NULL) {
+	c->held = c->timer ? evbuffer_new() : NULL;
+	if (c->held == NULL) {
 		tg_error("client %s: cannot set up the connection: out of memory", c->addr);
+		if (c->timer != NULL)
+			event_free(c->timer);
 		if (c->bev != NULL)
 			bufferevent_free(c->bev);
 		else
@@ -536,10 +548,71 @@ tg_client_accept(struct tg_worker *w, evutil_socket_t fd,
 	arm_timer(c, w->config->limits.client_header_timeout);
 }
 
-struct evbuffer *
-tg_client_output(struct tg_client *c)
+/* Write the held bytes: straight to a plain socket when nothing is queued
+ * before them, the rest through the bufferevent. A failed write leaves the
+ * bytes held, so they are queued. The bufferevent then meets the error in
+ * its own write and reports it on the next turn of the event loop. */
+static void
+client_flush(struct tg_client *c)
 {
-	return bufferevent_get_output(c->bev);
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+
+	if (evbuffer_get_length(c->held) == 0)
+		return;
+	if (!c->tls && evbuffer_get_length(out) == 0)
+		(void)evbuffer_write(c->held, bufferevent_getfd(c->bev));
+	if (evbuffer_get_length(c->held) > 0)
+		evbuffer_add_buffer(out, c->held);
+}
+
+/* Make sure the write callback runs once the output is empty, because it
+ * ends the request. With the output already empty, no bufferevent write
+ * would call it, so it is scheduled on the event loop. */
+static void
+end_response_when_written(struct tg_client *c)
+{
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		bufferevent_trigger(c->bev, EV_WRITE, BEV_TRIG_DEFER_CALLBACKS);
+}
+
+void
+tg_client_send(struct tg_client *c, struct evbuffer *data)
+{
+	evbuffer_add_buffer(c->held, data);
+	if (c->corked == 0)
+		client_flush(c);
+}
+
+void
+tg_client_send_bytes(struct tg_client *c, const void *bytes, size_t len)
+{
+	evbuffer_add(c->held, bytes, len);
+	if (c->corked == 0)
+		client_flush(c);
+}
+
+void
+tg_client_cork(struct tg_client *c)
+{
+	c->corked++;
+}
+
+void
+tg_client_uncork(struct tg_client *c)
+{
+	assert(c->corked > 0);
+	if (--c->corked > 0)
+		return;
+	client_flush(c);
+	if (c->response_done)
+		end_response_when_written(c);
+}
+
+struct evbuffer *
+tg_client_corked_output(struct tg_client *c)
+{
+	assert(c->corked > 0);
+	return c->held;
 }
 
 int
@@ -552,11 +625,8 @@ void
 tg_client_response_done(struct tg_client *c)
 {
 	c->response_done = 1;
-
-	/* The write callback ends the request once the output is empty; when
-	 * it already is, nothing would call it. */
-	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-		bufferevent_trigger(c->bev, EV_WRITE, BEV_TRIG_DEFER_CALLBACKS);
+	if (c->corked == 0)
+		end_response_when_written(c);
 }
 
 int

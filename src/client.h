@@ -49,7 +49,9 @@ struct tg_client {
 	const char *read_start;         /* bytes handed to llhttp_execute() */
 	const char *value_end;          /* end of the last header value piece */
 
-	int response_done;              /* whole response queued on bev */
+	struct evbuffer *held;          /* bytes sent while corked */
+	int corked;                     /* nesting depth of tg_client_cork() */
+	int response_done;              /* whole response passed to send */
 	int close_after_response;
 	int unread_input;               /* an error cut the request short, so
 	                                   the client may still be sending */
@@ -60,11 +62,31 @@ struct tg_client {
 void tg_client_accept(struct tg_worker *w, evutil_socket_t fd,
                       const struct sockaddr *addr, int addrlen, void *tls);
 
-/* Output towards the client, for the relay. */
-struct evbuffer *tg_client_output(struct tg_client *c);
+/* Send data to the client and leave data empty. With nothing queued, a
+ * plain TCP client gets the bytes written to its socket at once. This saves
+ * the event loop two epoll_ctl() calls per write. The rest, and all output
+ * to a TLS client, is queued on the bufferevent under limits.send_timeout.
+ * A failed write is not reported here. The bytes stay queued, so the
+ * bufferevent's own write fails and ends the connection as before: the
+ * request is aborted once, with the client as the cause. */
+void tg_client_send(struct tg_client *c, struct evbuffer *data);
 
-/* The response of the current request is queued whole. Once it has been
- * written, the request ends and the connection reads the next one or closes. */
+/* Send len bytes at bytes, as tg_client_send() does. */
+void tg_client_send_bytes(struct tg_client *c, const void *bytes, size_t len);
+
+/* Hold what is sent until the matching tg_client_uncork(), so that the
+ * pieces from one upstream read leave in one write. Calls nest, and the
+ * outermost uncork writes. A caller must uncork before it returns to the
+ * event loop. */
+void tg_client_cork(struct tg_client *c);
+void tg_client_uncork(struct tg_client *c);
+
+/* Return the buffer of bytes sent while corked, so that a writer can format
+ * into it (evbuffer_add_printf). Valid only while corked. */
+struct evbuffer *tg_client_corked_output(struct tg_client *c);
+
+/* The response of the current request has been sent whole. Once it has
+ * been written, the request ends and the connection reads the next one or closes. */
 void tg_client_response_done(struct tg_client *c);
 
 /* Close an idle connection now (drain); 0 when the client is busy. */
@@ -73,8 +95,12 @@ int tg_client_close_if_idle(struct tg_client *c);
 /* End the connection now, aborting any request with cause (drain deadline). */
 void tg_client_close(struct tg_client *c, int cause);
 
-/* Let the relay stop reading the upstream while the client is slow: called
- * when the client's output buffer passes its high mark and when it drains. */
+/* Return whether the output queued on the bufferevent has passed its high
+ * mark. The relay then stops reading the upstream until the write callback
+ * drains the output below its low mark and calls tg_relay_client_writable().
+ * Corked bytes do not count, because they may still go to the socket at
+ * once and then no write callback would resume the upstream. Ask again
+ * after tg_client_uncork(). */
 int tg_client_output_full(const struct tg_client *c);
 
 #endif

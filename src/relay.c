@@ -50,13 +50,12 @@ connection_header(const struct tg_request *req)
 	return req->http_minor == 0 ? "Connection: keep-alive\r\n" : "";
 }
 
-/* Write the status line, the kept upstream headers and the gateway's own.
- * content_length < 0 means the body length is not known in advance. */
+/* Append the status line, the kept upstream headers and the gateway's own
+ * to out. content_length < 0 means the body length is not known in advance. */
 static void
-write_head(struct tg_request *req, long long content_length)
+write_head(struct tg_request *req, struct evbuffer *out, long long content_length)
 {
 	struct tg_response *resp = &req->response;
-	struct evbuffer *out = tg_client_output(req->client);
 	size_t before = evbuffer_get_length(out);
 	char attempts[512];
 
@@ -80,6 +79,16 @@ write_head(struct tg_request *req, long long content_length)
 	req->bytes_out += evbuffer_get_length(out) - before;
 }
 
+/* Send the response head. A body of content_length bytes follows, or a
+ * stream when content_length < 0. */
+static void
+send_head(struct tg_request *req, long long content_length)
+{
+	tg_client_cork(req->client);
+	write_head(req, tg_client_corked_output(req->client), content_length);
+	tg_client_uncork(req->client);
+}
+
 void
 tg_relay_local_response(struct tg_request *req, int status,
                         const char *extra_headers, struct evbuffer *body)
@@ -91,11 +100,15 @@ void
 tg_relay_local_response_typed(struct tg_request *req, int status, const char *content_type,
                               const char *extra_headers, struct evbuffer *body)
 {
-	struct evbuffer *out = tg_client_output(req->client);
+	struct tg_client *c = req->client;
 	size_t body_len = body ? evbuffer_get_length(body) : 0;
-	size_t before = evbuffer_get_length(out);
+	struct evbuffer *out;
+	size_t before;
 	char attempts[512];
 
+	tg_client_cork(c);
+	out = tg_client_corked_output(c);
+	before = evbuffer_get_length(out);
 	tg_attempt_header(req, attempts, sizeof(attempts));
 	req->response.status = status;
 	evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n"
@@ -109,7 +122,8 @@ tg_relay_local_response_typed(struct tg_request *req, int status, const char *co
 		evbuffer_add_buffer(out, body);
 	req->response.head_sent = 1;
 	req->bytes_out += evbuffer_get_length(out) - before;
-	tg_client_response_done(req->client);
+	tg_client_response_done(c);
+	tg_client_uncork(c);
 }
 
 /* Keep the upstream's end-to-end headers for the client. Framing is the
@@ -300,9 +314,9 @@ tg_relay_response_json_stale(struct tg_request *req)
 
 /* --- stream output ------------------------------------------------------------- */
 
-/* Append the chunk-size line of a chunk of len bytes: hex digits and CRLF.
- * Formatted by hand, since evbuffer_add_printf() showed up in profiles
- * of streams with many small events. */
+/* Put the chunk-size line of a chunk of len bytes, hex digits and CRLF,
+ * in front of out. Formatted by hand, since evbuffer_add_printf() showed up
+ * in profiles of streams with many small events. */
 static void
 add_chunk_size(struct evbuffer *out, size_t len)
 {
@@ -316,28 +330,37 @@ add_chunk_size(struct evbuffer *out, size_t len)
 		line[--at] = hex[len & 0xf];
 		len >>= 4;
 	} while (len != 0);
-	evbuffer_add(out, line + at, sizeof(line) - at);
+	evbuffer_prepend(out, line + at, sizeof(line) - at);
 }
 
-/* Append bytes to the client's output, framed as one chunk when chunked. */
+/* Send the bytes of piece to the client, framed as one chunk when chunked.
+ * This leaves piece empty. */
 static void
 write_piece(struct tg_request *req, struct evbuffer *piece)
 {
-	struct evbuffer *out = tg_client_output(req->client);
 	size_t len = evbuffer_get_length(piece);
-	size_t before = evbuffer_get_length(out);
 
 	if (len == 0)
 		return;
-	if (req->response.chunked)
-		add_chunk_size(out, len);
-	evbuffer_add_buffer(out, piece);
-	if (req->response.chunked)
-		evbuffer_add(out, "\r\n", 2);
-	req->bytes_out += evbuffer_get_length(out) - before;
+	if (req->response.chunked) {
+		add_chunk_size(piece, len);
+		evbuffer_add(piece, "\r\n", 2);
+	}
+	req->bytes_out += evbuffer_get_length(piece);
+	tg_client_send(req->client, piece);
 
 	if (tg_client_output_full(req->client))
 		tg_upstream_pause(req->upstream);
+}
+
+/* Send the last chunk of a chunked body. */
+static void
+write_last_chunk(struct tg_request *req)
+{
+	if (!req->response.chunked)
+		return;
+	tg_client_send_bytes(req->client, "0\r\n\r\n", 5);
+	req->bytes_out += 5;
 }
 
 /* Send one event that leaves for the client, as it is or as the content
@@ -393,7 +416,7 @@ release_held(struct tg_request *req)
 	snprintf(label, sizeof(label), "%d", resp->status);
 	if (a->open)
 		tg_attempt_end(req, TG_OUTCOME_SUCCESS, TG_OK, resp->status, label);
-	write_head(req, -1);
+	send_head(req, -1);
 	resp->content_sent = 1;
 	for (size_t i = 0; i < resp->n_held; i++) {
 		emit_event(req, &resp->held[i]);
@@ -498,10 +521,7 @@ end_stream_with_error(struct tg_request *req, enum tg_error err)
 		write_piece(req, event);
 		evbuffer_free(event);
 	}
-	if (req->response.chunked) {
-		evbuffer_add(tg_client_output(req->client), "0\r\n\r\n", 5);
-		req->bytes_out += 5;
-	}
+	write_last_chunk(req);
 	req->client->close_after_response = 1;
 	tg_client_response_done(req->client);
 }
@@ -583,10 +603,7 @@ relay_on_head(void *arg, int status, struct tg_headers *headers)
 static void
 end_blocked_stream(struct tg_request *req)
 {
-	if (req->response.chunked) {
-		evbuffer_add(tg_client_output(req->client), "0\r\n\r\n", 5);
-		req->bytes_out += 5;
-	}
+	write_last_chunk(req);
 	tg_client_response_done(req->client);
 }
 
@@ -660,8 +677,18 @@ relay_on_body(void *arg, const char *data, size_t len)
 	struct tg_request *req = arg;
 	struct tg_response *resp = &req->response;
 
-	if (resp->streaming)
-		return relay_stream_body(req, data, len);
+	if (resp->streaming) {
+		struct tg_client *c = req->client;
+		int rc;
+
+		/* The events of one read leave in one write. */
+		tg_client_cork(c);
+		rc = relay_stream_body(req, data, len);
+		tg_client_uncork(c);
+		if (rc == 0 && tg_client_output_full(c))
+			tg_upstream_pause(req->upstream);
+		return rc;
+	}
 
 	if (evbuffer_get_length(resp->body) + len > req->config->limits.max_response_body) {
 		tg_log_request(req, TG_LOG_WARN, "upstream response body exceeds "
@@ -679,7 +706,6 @@ static void
 finish_stream(struct tg_request *req)
 {
 	struct tg_response *resp = &req->response;
-	struct evbuffer *out = tg_client_output(req->client);
 
 	if (!resp->content_sent)
 		release_held(req);
@@ -695,10 +721,7 @@ finish_stream(struct tg_request *req)
 
 	/* The upstream's own error event already informed the client. */
 	if (req->error == TG_E_UPSTREAM_STREAM_ERROR) {
-		if (resp->chunked) {
-			evbuffer_add(out, "0\r\n\r\n", 5);
-			req->bytes_out += 5;
-		}
+		write_last_chunk(req);
 		req->client->close_after_response = 1;
 		tg_client_response_done(req->client);
 		return;
@@ -712,10 +735,7 @@ finish_stream(struct tg_request *req)
 		end_stream_with_error(req, TG_E_UPSTREAM_INCOMPLETE);
 		return;
 	}
-	if (resp->chunked) {
-		evbuffer_add(out, "0\r\n\r\n", 5);
-		req->bytes_out += 5;
-	}
+	write_last_chunk(req);
 	tg_cache_response_complete(req);
 	tg_client_response_done(req->client);
 }
@@ -730,8 +750,12 @@ relay_on_complete(void *arg)
 	req->upstream = NULL;
 	tg_metrics_upstream_done(req);
 	if (resp->streaming) {
+		struct tg_client *c = req->client;
+
 		tg_trace_upstream_done(req);
+		tg_client_cork(c);
 		finish_stream(req);
+		tg_client_uncork(c);
 		return;
 	}
 	/* The filters run first and may rewrite the body. The features after
@@ -743,11 +767,13 @@ relay_on_complete(void *arg)
 	tg_cache_response_body(req);
 	tg_trace_upstream_done(req);
 	len = evbuffer_get_length(resp->body);
-	write_head(req, (long long)len);
-	evbuffer_add_buffer(tg_client_output(req->client), resp->body);
+	tg_client_cork(req->client);
+	send_head(req, (long long)len);
+	tg_client_send(req->client, resp->body);
 	req->bytes_out += len;
 	tg_cache_response_complete(req);
 	tg_client_response_done(req->client);
+	tg_client_uncork(req->client);
 }
 
 static void

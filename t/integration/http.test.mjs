@@ -2,11 +2,13 @@
 // 100-continue, request framing errors and slow clients.
 
 import assert from 'node:assert/strict';
+import http from 'node:http';
+import net from 'node:net';
 import { after, afterEach, before, describe, it } from 'node:test';
 
 import {
   RawClient, basicConfig, eventData, stopAll, rawPost, rawRequest,
-  splitEvents, startGateway, startMock,
+  splitEvents, startGateway, startMock, waitFor,
 } from './lib/harness.mjs';
 import { assertError } from './lib/checks.mjs';
 
@@ -163,5 +165,92 @@ describe('client connections', () => {
       { message: 'an access-log line with termination CR' });
     assert.equal(entry.upstream_status, null);
     assert.equal((await mock.requests()).length, before, 'the partial request reached the mock');
+  });
+});
+
+/* A stream far larger than what the sockets between the mock and the
+ * client can hold (a few MiB each way), so that a client that does not read
+ * makes the gateway queue output and stop reading the upstream. */
+const HUGE_STREAM = 'events=40;size=32000000';
+
+/* POST a chat stream with node:http. Resolves to the response, unread. */
+function postStream(port, mockOptions, requestId) {
+  return new Promise((resolve, reject) => {
+    const req = http.request({
+      host: '127.0.0.1', port, method: 'POST', path: '/v1/chat/completions', agent: false,
+      headers: { 'content-type': 'application/json', 'x-mock': mockOptions, 'x-request-id': requestId },
+    }, resolve);
+    req.on('error', reject);
+    req.end(JSON.stringify({ ...chat, stream: true }));
+  });
+}
+
+/* The body of a response, read to its end. */
+function readBody(res) {
+  return new Promise((resolve, reject) => {
+    const parts = [];
+    res.on('data', (b) => parts.push(b));
+    res.on('end', () => resolve(Buffer.concat(parts).toString('utf8')));
+    res.on('error', reject);
+  });
+}
+
+/* The generated text of a chat stream, events in order. */
+function streamText(body) {
+  const { events, rest } = splitEvents(body);
+  assert.equal(rest, '', 'the stream ends inside an event');
+  assert.equal(eventData(events.at(-1)), '[DONE]');
+  return events.slice(0, -1).map((e) => JSON.parse(eventData(e)))
+    .map((j) => j.choices?.[0]?.delta?.content ?? '').join('');
+}
+
+describe('slow readers', () => {
+  afterEach(stopAll);
+
+  it('closes a non-reading client after send_timeout', async () => {
+    const mock = await startMock();
+    const gw = await startGateway(basicConfig(mock, { limits: { send_timeout: '300ms' } }));
+
+    const socket = net.connect(gw.port, '127.0.0.1');
+    await new Promise((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+    socket.on('error', () => {});
+    socket.pause();
+    socket.write(rawPost('/v1/chat/completions', { ...chat, stream: true },
+      [`x-mock: ${HUGE_STREAM}`, 'X-Request-Id: reads-nothing']));
+
+    const entry = await gw.accessFor('reads-nothing');
+    assert.equal(entry.termination, 'cD');
+    assert.equal(entry.status, 200);
+    assert.ok(entry.bytes_out > 0, 'no response byte was counted as sent');
+
+    // Had the gateway kept reading while the client did not, the mock
+    // would have written the whole stream out.
+    const stats = await waitFor(async () => {
+      const s = await mock.stats();
+      return s.responses_aborted >= 1 && s;
+    }, { message: 'the mock to see its stream aborted' });
+    assert.equal(stats.responses_completed, 0);
+    socket.destroy();
+  });
+
+  it('relays a whole stream to a paused reader', async () => {
+    const mock = await startMock();
+    const gw = await startGateway(basicConfig(mock));
+
+    const res = await postStream(gw.port, HUGE_STREAM, 'reads-late');
+    assert.equal(res.statusCode, 200);
+    res.pause();
+    // Long enough for the gateway to fill the client's socket and queue the
+    // rest. A shorter wait tests less but cannot fail the test.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    res.resume();
+    const viaGateway = streamText(await readBody(res));
+
+    const direct = await postStream(mock.port, HUGE_STREAM, 'reads-late-direct');
+    assert.equal(viaGateway, streamText(await readBody(direct)));
+
+    const entry = await gw.accessFor('reads-late');
+    assert.equal(entry.termination, '--');
+    await gw.stop();
   });
 });
