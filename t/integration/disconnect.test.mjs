@@ -3,6 +3,7 @@
 // test has its own mock so that the mock's counters are its own.
 
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { afterEach, describe, it } from 'node:test';
 
 import {
@@ -85,5 +86,27 @@ describe('client disconnect', () => {
     const entry = await gw.accessFor('client-leaves-non-streaming');
     assert.equal(entry.termination, 'CH');
     await gw.stop();
+  });
+
+  it('logs a client reset mid-stream once', async () => {
+    const mock = await startMock();
+    const gw = await startGateway(basicConfig(mock));
+
+    // Events 1 ms apart, so that the reset often arrives while the gateway
+    // writes; a reset noticed on read instead must end the same way.
+    const socket = net.connect(gw.port, '127.0.0.1');
+    await new Promise((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+    socket.write(rawPost('/v1/chat/completions', { model: 'gpt-4o', messages, stream: true },
+      ['x-mock: events=2000;event_delay=1ms', 'X-Request-Id: client-resets-mid-stream']));
+    await new Promise((resolve) => socket.once('data', resolve));
+    socket.resetAndDestroy();
+
+    await waitFor(async () => (await mock.stats()).responses_aborted >= 1,
+      { timeoutMs: CLOSE_DEADLINE_MS, message: 'the mock to see its stream aborted' });
+    const entry = await gw.accessFor('client-resets-mid-stream');
+    assert.equal(entry.termination, 'CD');
+    await gw.stop();
+    const lines = gw.accessLog.filter((e) => e.request_id === 'client-resets-mid-stream');
+    assert.equal(lines.length, 1);
   });
 });
