@@ -57,6 +57,7 @@ write_head(struct tg_request *req, struct evbuffer *out, long long content_lengt
 {
 	struct tg_response *resp = &req->response;
 	size_t before = evbuffer_get_length(out);
+	const char *connection;
 	char attempts[512];
 
 	if (content_length < 0 && req->http_minor == 0)
@@ -66,14 +67,16 @@ write_head(struct tg_request *req, struct evbuffer *out, long long content_lengt
 	evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", resp->status,
 	                    tg_http_reason(resp->status));
 	for (size_t i = 0; i < resp->headers.count; i++)
-		evbuffer_add_printf(out, "%s: %s\r\n", resp->headers.items[i].name,
-		                    resp->headers.items[i].value);
-	evbuffer_add_printf(out, "X-Request-Id: %s\r\n%s", req->id, attempts);
+		tg_header_write(out, resp->headers.items[i].name, resp->headers.items[i].value);
+	tg_header_write(out, "X-Request-Id", req->id);
+	evbuffer_add(out, attempts, strlen(attempts));
 	if (content_length >= 0)
 		evbuffer_add_printf(out, "Content-Length: %lld\r\n", content_length);
 	else if (resp->chunked)
-		evbuffer_add_printf(out, "Transfer-Encoding: chunked\r\n");
-	evbuffer_add_printf(out, "%s\r\n", connection_header(req));
+		tg_header_write(out, "Transfer-Encoding", "chunked");
+	connection = connection_header(req);
+	evbuffer_add(out, connection, strlen(connection));
+	evbuffer_add(out, "\r\n", 2);
 
 	resp->head_sent = 1;
 	req->bytes_out += evbuffer_get_length(out) - before;
