@@ -149,10 +149,10 @@ drain_poll_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 static void
-force_stop(struct daemon *d)
+force_stop(struct daemon *d, int by_signal)
 {
 	for (int i = 0; i < d->n_workers; i++)
-		tg_worker_post_force_stop(d->workers[i]);
+		tg_worker_post_force_stop(d->workers[i], by_signal);
 }
 
 static void
@@ -160,7 +160,7 @@ drain_deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
-	force_stop(arg);
+	force_stop(arg, 0);
 }
 
 /* tg_now_ns() plus ms, saturated: drain_timeout has no upper bound. */
@@ -187,7 +187,7 @@ start_drain(struct daemon *d, int signo)
 		tg_warn("signal %s during shutdown; closing all connections now",
 		        strsignal(signo));
 		d->stop_deadline_ns = tg_now_ns();
-		force_stop(d);
+		force_stop(d, 1);
 		return;
 	}
 	d->stop_deadline_ns = deadline_after_ms(d->config->drain_timeout);

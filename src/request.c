@@ -321,7 +321,9 @@ tg_request_abort(struct tg_request *req, enum tg_cause cause)
 	if (req->upstream != NULL) {
 		tg_upstream_cancel(req->upstream);
 		req->upstream = NULL;
-		tg_log_request(req, TG_LOG_INFO, "client gone; upstream request cancelled");
+		tg_log_request(req, TG_LOG_INFO, "%s; upstream request cancelled",
+		               cause == TG_CAUSE_DRAIN ? "connection closed by the shutdown"
+		                                       : "client gone");
 	}
 	req->client = NULL;
 	tg_request_done(req);

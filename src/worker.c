@@ -175,7 +175,7 @@ tg_worker_join_and_free(struct tg_worker *w, uint64_t log_deadline_ns)
 
 	/* Connections left after a forced stop. */
 	while ((c = LIST_FIRST(&w->clients)) != NULL)
-		tg_client_close(c, 'D');
+		tg_client_close(c, TG_CAUSE_DRAIN);
 	tg_accesslog_free(w->access_log, log_deadline_ns);  /* writes the last lines */
 	close_listeners(w);
 	free(w->listeners);
@@ -264,25 +264,39 @@ tg_worker_post_drain(struct tg_worker *w)
 }
 
 static void
-force_stop_cb(evutil_socket_t fd, short what, void *arg)
+force_stop(struct tg_worker *w, const char *why)
 {
-	struct tg_worker *w = arg;
 	struct tg_client *c;
 
-	(void)fd;
-	(void)what;
 	if (w->n_clients > 0)
-		tg_warn("worker %d: drain deadline reached; closing %zu connections",
-		        w->id, w->n_clients);
+		tg_warn("worker %d: %s; closing %zu connection%s", w->id, why,
+		        w->n_clients, w->n_clients == 1 ? "" : "s");
 	while ((c = LIST_FIRST(&w->clients)) != NULL)
-		tg_client_close(c, 'D');
+		tg_client_close(c, TG_CAUSE_DRAIN);
 	event_base_loopexit(w->base, NULL);
 }
 
-void
-tg_worker_post_force_stop(struct tg_worker *w)
+static void
+deadline_stop_cb(evutil_socket_t fd, short what, void *arg)
 {
-	event_base_once(w->base, -1, EV_TIMEOUT, force_stop_cb, w, NULL);
+	(void)fd;
+	(void)what;
+	force_stop(arg, "drain deadline reached");
+}
+
+static void
+signal_stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	force_stop(arg, "second stop signal");
+}
+
+void
+tg_worker_post_force_stop(struct tg_worker *w, int by_signal)
+{
+	event_base_once(w->base, -1, EV_TIMEOUT, by_signal ? signal_stop_cb : deadline_stop_cb,
+	                w, NULL);
 }
 
 /* --- worker thread helpers -------------------------------------------------- */

@@ -86,7 +86,9 @@ void tg_worker_join_and_free(struct tg_worker *w, uint64_t log_deadline_ns);
 /* Thread-safe: from the main thread. */
 void tg_worker_post_config(struct tg_worker *w, struct tg_config *cfg);
 void tg_worker_post_drain(struct tg_worker *w);
-void tg_worker_post_force_stop(struct tg_worker *w);
+/* Close every connection now: the drain deadline passed, or (by_signal) a
+ * second stop signal arrived. The log line names which. */
+void tg_worker_post_force_stop(struct tg_worker *w, int by_signal);
 
 /* Worker thread only. */
 void tg_worker_client_closed(struct tg_worker *w);

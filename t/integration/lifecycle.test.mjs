@@ -229,6 +229,31 @@ describe('SIGTERM drain', () => {
     assert.equal(entry.termination, 'DD');
   });
 
+  it('names a second signal, not the deadline, when it cuts streams', async () => {
+    const { gw } = await start({ drain_timeout: '10m' });
+    const stream = await openStream({
+      port: gw.port, body: { ...chat('gpt-4o'), stream: true },
+      headers: { 'x-mock': 'events=60;event_delay=500ms', 'x-request-id': 'cut-by-signal' },
+    });
+    assert.notEqual(await stream.nextData(), null);
+    gw.signal('SIGTERM');
+    await waitFor(async () => (await admin(gw, '/readyz')).status === 503,
+      { message: 'readyz to answer 503 during the drain' });
+    gw.signal('SIGTERM');
+
+    const { code } = await gw.waitExit();
+    assert.equal(code, 0);
+    await stream.rest().catch(() => []);
+    const entry = gw.accessLog.find((e) => e.request_id === 'cut-by-signal');
+    assert.ok(entry, 'no access-log line for the cut stream');
+    assert.equal(entry.termination, 'DD');
+    const log = gw.stderr.join('\n');
+    assert.match(log, /second stop signal; closing 1 connection$/m);
+    assert.doesNotMatch(log, /drain deadline reached/);
+    assert.match(log, /connection closed by the shutdown; upstream request cancelled/);
+    assert.doesNotMatch(log, /client gone/);
+  });
+
   it('exits without waiting for idle connections', async () => {
     // drain_timeout is longer than the harness waits for an exit, so a
     // gateway that waited for the idle connection would fail here.
