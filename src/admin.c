@@ -71,7 +71,7 @@ metrics_cb(struct evhttp_request *r, void *arg)
 	int rc = body == NULL || tg_metrics_scrape(body, format) != 0;
 
 	if (rc == 0 && rt->tracer != NULL)
-		rc = tg_tracer_write_metrics(rt->tracer, body, format == TG_METRICS_OPENMETRICS);
+		rc = tg_tracer_write_metrics(rt->tracer, body, format);
 	if (rc == 0)
 		rc = tg_accesslog_write_metrics(&rt->access_log, body, format);
 	if (rc == 0)

@@ -325,6 +325,15 @@ tg_metrics_write_counter(struct evbuffer *out, enum tg_metrics_format format,
 }
 
 int
+tg_metrics_write_gauge(struct evbuffer *out, enum tg_metrics_format format,
+                       const char *name, const char *help, uint64_t value)
+{
+	if (tg_metrics_write_header(out, name, "gauge", help, format) != 0)
+		return -1;
+	return tg_metrics_write_sample(out, name, "", (double)value);
+}
+
+int
 tg_metrics_scrape_end(struct evbuffer *out, enum tg_metrics_format format)
 {
 	if (format != TG_METRICS_OPENMETRICS)

@@ -111,11 +111,15 @@ const char *tg_metrics_content_type(enum tg_metrics_format format);
  * Returns 0, or -1 when out of memory (out may then hold part of it). */
 int tg_metrics_scrape(struct evbuffer *out, enum tg_metrics_format format);
 
-/* One counter family of another module, without labels; name ends in
- * _total. Append it after tg_metrics_scrape(). Returns 0, or -1 when out
- * of memory. */
+/* Append one counter family of another module, without labels, after
+ * tg_metrics_scrape(); name ends in _total. Returns 0, or -1 when out of
+ * memory. */
 int tg_metrics_write_counter(struct evbuffer *out, enum tg_metrics_format format,
                              const char *name, const char *help, uint64_t value);
+
+/* Append one gauge family of another module, without labels, as above. */
+int tg_metrics_write_gauge(struct evbuffer *out, enum tg_metrics_format format,
+                           const char *name, const char *help, uint64_t value);
 
 /* Close an exposition: OpenMetrics ends with "# EOF", the text format with
  * the last family. Returns 0, or -1 when out of memory. */

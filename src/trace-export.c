@@ -836,42 +836,28 @@ tg_tracer_stop(struct tg_tracer *t)
 
 /* --- admin --------------------------------------------------------------- */
 
-static int
-write_metric(struct evbuffer *out, const char *name, const char *type, const char *help,
-             uint64_t value, int openmetrics)
-{
-	size_t family_len = strlen(name);
-	int rc;
-
-	if (openmetrics && strcmp(type, "counter") == 0)
-		family_len -= strlen("_total");
-	rc = evbuffer_add_printf(out, "# HELP %.*s %s\n# TYPE %.*s %s\n%s %" PRIu64 "\n",
-	                         (int)family_len, name, help, (int)family_len, name, type,
-	                         name, value) < 0;
-	return rc ? -1 : 0;
-}
-
 int
-tg_tracer_write_metrics(struct tg_tracer *t, struct evbuffer *out, int openmetrics)
+tg_tracer_write_metrics(struct tg_tracer *t, struct evbuffer *out,
+                        enum tg_metrics_format format)
 {
 	struct tg_tracer_stats s;
 	int rc = 0;
 
 	tg_tracer_stats(t, &s);
-	rc |= write_metric(out, "tollgate_spans_dropped_total", "counter",
-	                   "Spans dropped because the export queue was full.",
-	                   s.spans_dropped, openmetrics);
-	rc |= write_metric(out, "tollgate_spans_exported_total", "counter",
-	                   "Spans the OTLP endpoint accepted.", s.spans_exported, openmetrics);
-	rc |= write_metric(out, "tollgate_spans_export_failed_total", "counter",
-	                   "Spans whose export failed after its retries.", s.spans_failed,
-	                   openmetrics);
-	rc |= write_metric(out, "tollgate_span_export_requests_total", "counter",
-	                   "OTLP export requests sent, retries included.", s.export_requests,
-	                   openmetrics);
-	rc |= write_metric(out, "tollgate_spans_queued", "gauge",
-	                   "Spans waiting for export.", s.spans_queued, openmetrics);
-	return rc;
+	rc |= tg_metrics_write_counter(out, format, "tollgate_spans_dropped_total",
+	                               "Spans dropped because the export queue was full.",
+	                               s.spans_dropped);
+	rc |= tg_metrics_write_counter(out, format, "tollgate_spans_exported_total",
+	                               "Spans the OTLP endpoint accepted.", s.spans_exported);
+	rc |= tg_metrics_write_counter(out, format, "tollgate_spans_export_failed_total",
+	                               "Spans whose export failed after its retries.",
+	                               s.spans_failed);
+	rc |= tg_metrics_write_counter(out, format, "tollgate_span_export_requests_total",
+	                               "OTLP export requests sent, retries included.",
+	                               s.export_requests);
+	rc |= tg_metrics_write_gauge(out, format, "tollgate_spans_queued",
+	                             "Spans waiting for export.", s.spans_queued);
+	return rc ? -1 : 0;
 }
 
 json_t *

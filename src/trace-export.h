@@ -17,9 +17,10 @@
 #include <jansson.h>
 
 #include "config-t.h"
+#include "metrics.h"
+#include "trace-t.h"
 
 struct evbuffer;
-#include "trace-t.h"
 
 struct tg_tracer;
 
@@ -61,13 +62,13 @@ int tg_tracer_submit(struct tg_tracer *t, struct tg_span *span);
 void tg_tracer_stats(struct tg_tracer *t, struct tg_tracer_stats *out);
 
 /*
- * Any thread: append the tracer's counters to out in the Prometheus text
- * format, or in OpenMetrics when openmetrics is 1 (counter families named
- * without _total): tollgate_spans_dropped_total, tollgate_spans_exported_total,
+ * Any thread: append the tracer's counters to out in the given format:
+ * tollgate_spans_dropped_total, tollgate_spans_exported_total,
  * tollgate_spans_export_failed_total, tollgate_span_export_requests_total
  * and the gauge tollgate_spans_queued. Returns 0, or -1 when out of memory.
  */
-int tg_tracer_write_metrics(struct tg_tracer *t, struct evbuffer *out, int openmetrics);
+int tg_tracer_write_metrics(struct tg_tracer *t, struct evbuffer *out,
+                            enum tg_metrics_format format);
 
 /* Admin thread: GET /api/traces and GET /api/traces/{trace_id}. The list
  * also carries the counters of tg_tracer_stats. get returns NULL when
