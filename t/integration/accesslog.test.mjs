@@ -232,6 +232,20 @@ describe('access log buffering', () => {
     assert.equal(res.status, 200);
   }
 
+  /* Wait until /metrics counts n requests. A request's access-log line goes
+   * into the worker's buffer before its metrics are recorded, and the
+   * client may see the response before either, so only a counted request
+   * surely has its line buffered. */
+  async function waitCounted(gw, n) {
+    await waitFor(async () => {
+      const res = await request({ port: gw.adminPort, path: '/metrics' });
+      const counted = [...parseSamples(res.text)]
+        .filter(([key]) => key.startsWith('tollgate_requests_total{'))
+        .reduce((sum, [, value]) => sum + value, 0);
+      return counted >= n;
+    }, { message: `${n} requests counted in /metrics` });
+  }
+
   async function startBuffered(mock, file, settings) {
     return startGateway(basicConfig(mock, { access_log: file, ...settings }));
   }
@@ -279,6 +293,7 @@ describe('access log buffering', () => {
     const file = path.join(makeTempDir(), 'access.log');
     const gw = await startBuffered(mock, file, { access_log_flush: '1h' });
     await send(gw, 'before-rotation');
+    await waitCounted(gw, 1);
     fs.renameSync(file, `${file}.1`);
     const from = gw.stderr.length;
     gw.signal('SIGUSR1');
