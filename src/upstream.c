@@ -79,6 +79,8 @@ struct tg_upstream_conn {
 	int cancelled;          /* cancelled from inside the parser */
 	int stopped;            /* the handler returned non-zero */
 	int paused;
+	int idle_armed;         /* the timer is the idle timeout, see arm_idle() */
+	uint64_t last_read_ns;  /* of the response, while idle_armed */
 	size_t head_bytes;      /* of the response head so far */
 	int head_too_large;
 
@@ -95,7 +97,46 @@ arm(struct tg_upstream_conn *c, tg_msec_t ms)
 {
 	struct timeval tv = tg_timeval_ms(ms);
 
+	c->idle_armed = 0;
 	event_add(c->timer, &tv);
+}
+
+static void
+disarm(struct tg_upstream_conn *c)
+{
+	c->idle_armed = 0;
+	event_del(c->timer);
+}
+
+/*
+ * Restart the idle timeout after a read. A stream reads once per event, and
+ * moving the timer in libevent's heap each time showed in profiles, so the
+ * timer stays where it is and only the time of the read is noted. When it
+ * fires early, conn_timer_cb() arms it again for the rest of the timeout.
+ */
+static void
+arm_idle(struct tg_upstream_conn *c)
+{
+	c->last_read_ns = tg_now_ns();
+	if (c->idle_armed)
+		return;
+	arm(c, c->timeouts.idle);
+	c->idle_armed = 1;
+}
+
+/* Arm the idle timer again when reads came after it was set; returns 1 if
+ * it did, 0 when the timeout has passed. */
+static int
+rearm_idle(struct tg_upstream_conn *c)
+{
+	uint64_t timeout_ns = (uint64_t)c->timeouts.idle * TG_NS_PER_MS;
+	uint64_t quiet_ns = tg_now_ns() - c->last_read_ns;
+
+	if (quiet_ns >= timeout_ns)
+		return 0;
+	arm(c, (tg_msec_t)((timeout_ns - quiet_ns + TG_NS_PER_MS - 1) / TG_NS_PER_MS));
+	c->idle_armed = 1;
+	return 1;
 }
 
 /* --- pools ---------------------------------------------------------------- */
@@ -157,7 +198,7 @@ pool_take(struct tg_pool *p)
 		return NULL;
 	TAILQ_REMOVE(&p->idle, c, idle_link);
 	p->n_idle--;
-	event_del(c->timer);
+	disarm(c);
 	return c;
 }
 
@@ -244,7 +285,7 @@ conn_complete(struct tg_upstream_conn *c)
 	int reusable = c->keepalive &&
 	               evbuffer_get_length(bufferevent_get_input(c->bev)) == 0;
 
-	event_del(c->timer);
+	disarm(c);
 	if (!reusable || pool_put(c) != 0)
 		conn_free(c);
 	handler->on_complete(arg);
@@ -425,7 +466,7 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 	/* The first_byte timer runs until the head is whole; then each read
 	 * restarts the idle timer. */
 	if (conn_parse(c) == 0 && !c->paused && c->state == CONN_READING)
-		arm(c, c->timeouts.idle);
+		arm_idle(c);
 }
 
 static void
@@ -537,10 +578,12 @@ static void
 conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct tg_upstream_conn *c = arg;
+	int idle_armed = c->idle_armed;
 	char detail[128];
 
 	(void)fd;
 	(void)what;
+	c->idle_armed = 0;
 	switch (c->state) {
 	case CONN_IDLE:
 		conn_drop_idle(c);
@@ -557,6 +600,8 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 		conn_fail(c, TG_E_UPSTREAM_FIRST_BYTE_TIMEOUT, detail);
 		return;
 	case CONN_READING:
+		if (idle_armed && rearm_idle(c))
+			return;
 		snprintf(detail, sizeof(detail), "no response byte for %llu ms",
 		         (unsigned long long)c->timeouts.idle);
 		conn_fail(c, TG_E_UPSTREAM_IDLE_TIMEOUT, detail);
@@ -723,7 +768,7 @@ tg_upstream_pause(struct tg_upstream_conn *c)
 	bufferevent_disable(c->bev, EV_READ);
 
 	/* A slow client is not a silent upstream. */
-	event_del(c->timer);
+	disarm(c);
 }
 
 void

@@ -180,6 +180,24 @@ describe('access log', () => {
     assert.equal(entry.termination, 'sD');
     await idleGw.stop();
   });
+  it('keeps a stream that outlasts the idle timeout but never pauses that long', async () => {
+    // Eight events 150ms apart take over a second with a 400ms idle timeout:
+    // only a timer that counts from the latest read lets this stream finish.
+    const idleMock = await startMock();
+    const idleGw = await startGateway(basicConfig(idleMock, { backend: { timeouts: { idle: '400ms' } } }));
+    const client = await RawClient.connect(idleGw.port);
+    let entry;
+    try {
+      await client.write(rawPost('/v1/chat/completions', { ...chat, stream: true },
+        ['x-mock: events=8;event_delay=150ms', 'X-Request-Id: busy-stream']));
+      entry = await idleGw.accessFor('busy-stream');
+    } finally {
+      client.destroy();
+    }
+    assert.equal(entry.status, 200);
+    assert.equal(entry.termination, '--');
+    await idleGw.stop();
+  });
 });
 
 describe('access log destinations', () => {
