@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include <event2/buffer.h>
@@ -335,14 +336,27 @@ client_linger(struct tg_client *c)
 }
 
 /* The response of the current request has been written out. */
+/* 1 when request bytes have arrived that the parser has not seen yet, in
+ * the bufferevent or still in the kernel. */
+static int
+input_pending(struct tg_client *c)
+{
+	int kernel_bytes = 0;
+
+	if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+		return 1;
+	return ioctl(bufferevent_getfd(c->bev), FIONREAD, &kernel_bytes) == 0 &&
+	       kernel_bytes > 0;
+}
+
 static void
 finish_request(struct tg_client *c)
 {
 	struct tg_request *req = c->req;
-	int pipelined = evbuffer_get_length(bufferevent_get_input(c->bev)) > 0;
+	int pipelined = input_pending(c);
 
 	/* While draining, a request already sent behind this one is still
-	 * read, to be answered with 503 rather than dropped. */
+	 * read, to be answered with 503 rather than reset. */
 	int keepalive = req->keepalive && !c->close_after_response &&
 	                (!c->worker->draining || pipelined);
 
@@ -634,6 +648,14 @@ tg_client_close_if_idle(struct tg_client *c)
 {
 	if (c->req != NULL)
 		return 0;
+
+	/* A request sent just before the drain reached this connection would
+	 * be answered with a reset. It is read instead, and gets the drain's
+	 * 503 with Connection: close. */
+	if (input_pending(c)) {
+		c->close_after_response = 1;
+		return 0;
+	}
 	client_free(c);
 	return 1;
 }

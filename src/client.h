@@ -89,7 +89,9 @@ struct evbuffer *tg_client_corked_output(struct tg_client *c);
  * been written, the request ends and the connection reads the next one or closes. */
 void tg_client_response_done(struct tg_client *c);
 
-/* Close an idle connection now (drain); 0 when the client is busy. */
+/* Close an idle connection now (drain). Returns 0, leaving it open, when a
+ * request is under way or has started to arrive; it closes after that
+ * request's response. */
 int tg_client_close_if_idle(struct tg_client *c);
 
 /* End the connection now, aborting any request with cause (drain deadline). */

@@ -229,6 +229,30 @@ describe('SIGTERM drain', () => {
     assert.equal(entry.termination, 'DD');
   });
 
+  it('answers a request that arrives as the drain starts', async () => {
+    // The request reaches the stopped gateway's socket together with
+    // SIGTERM. Whichever the worker sees first, the request is answered
+    // (200, or the drain's 503) and never reset.
+    const { gw } = await start({ drain_timeout: '10s' });
+    const client = await RawClient.connect(gw.port);
+    let response;
+    try {
+      await client.write(rawPost('/v1/chat/completions', chat('gpt-4o')));
+      assert.equal((await client.readResponse()).status, 200);
+      gw.signal('SIGSTOP');
+      await client.write(rawPost('/v1/chat/completions', chat('gpt-4o'), ['X-Request-Id: at-drain']));
+      gw.signal('SIGTERM');
+      gw.signal('SIGCONT');
+      response = await client.readResponse();
+    } finally {
+      client.destroy();
+    }
+    assert.ok([200, 503].includes(response.status), `status ${response.status}`);
+    assert.equal(response.header('connection'), 'close');
+    const { code } = await gw.waitExit();
+    assert.equal(code, 0);
+  });
+
   it('names a second signal, not the deadline, when it cuts streams', async () => {
     const { gw } = await start({ drain_timeout: '10m' });
     const stream = await openStream({
