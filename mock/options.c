@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "options.h"
 
 #define MAX_COUNT 1000000               /* events, words, keepalive */
@@ -408,6 +410,19 @@ opt_content(struct mock_options *o, const char *key, const char *value,
 	}
 	o->content[len] = '\0';
 	o->content_cuts[pieces] = len;
+
+	/* Each piece becomes a JSON string, which must be UTF-8. */
+	for (size_t i = 0; i < pieces; i++) {
+		size_t from = o->content_cuts[i], to = o->content_cuts[i + 1];
+		json_t *text = json_stringn(o->content + from, to - from);
+
+		if (text == NULL) {
+			snprintf(err, err_size, "invalid %s: piece %zu is not valid UTF-8 once "
+			         "percent-decoded", key, i + 1);
+			return -1;
+		}
+		json_decref(text);
+	}
 	o->n_content_pieces = pieces;
 	o->events = (unsigned)pieces;
 	return 0;

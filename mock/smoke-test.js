@@ -194,6 +194,9 @@ test('errors', async (port) => {
   assert.strictEqual(bad.status, 400);
   assert.strictEqual(JSON.parse(bad.text).error.type, 'invalid_request_error');
   assert.strictEqual((await request(port, { body: { messages: [] } })).status, 400);
+  const notUtf8 = await request(port, { body: CHAT, headers: { 'x-mock': 'content=a%FFb' } });
+  assert.strictEqual(notUtf8.status, 400);
+  assert.match(JSON.parse(notUtf8.text).error.message, /piece 1 is not valid UTF-8/);
   const unknown = await request(port, { body: CHAT, headers: { 'x-mock': 'colour=red' } });
   assert.strictEqual(unknown.status, 400);
   assert.match(JSON.parse(unknown.text).error.message, /colour/);
