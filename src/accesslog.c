@@ -460,7 +460,9 @@ consume(struct tg_accesslog *log, size_t n)
 }
 
 /* Caller holds log->lock. A failed write loses the lines in it, as the
- * bytes of a line the file already took cannot be taken back anyway. */
+ * bytes of a line the file already took cannot be taken back anyway. With
+ * no line pending this still offers the shared cut line, whose rest may be
+ * the only thing a worker left waiting. */
 static enum send_result
 flush_locked(struct tg_accesslog *log)
 {
@@ -469,8 +471,6 @@ flush_locked(struct tg_accesslog *log)
 	enum send_result r;
 	int err = 0;
 
-	if (len == 0)
-		return SENT_ALL;
 	r = send_lines(log->file, data, len, &taken, &err);
 	if (r == SENT_FAILED) {
 		count_lost(log->file, count_lines(data + taken, len - taken), err, 1);
@@ -482,14 +482,17 @@ flush_locked(struct tg_accesslog *log)
 }
 
 /* Caller holds log->lock; worker thread. Called when the buffer gained its
- * first line (the deadline of that line), and after a flush that left
- * lines behind (a retry), so lines never wait without a timer. */
+ * first line (the deadline of that line), and after a flush (a retry when
+ * it left lines behind or was blocked), so bytes never wait without a
+ * timer. A blocked flush may leave no line in the buffer yet still have
+ * cut one of them, whose rest waits in the shared file state. */
 static void
-arm_timer(struct tg_accesslog *log, int first_line)
+arm_timer(struct tg_accesslog *log, int first_line, enum send_result flushed)
 {
 	struct timeval interval = tg_timeval_ms(log->flush_interval);
+	int waiting = pending(log) > 0 || flushed == SENT_BLOCKED;
 
-	if (first_line || (pending(log) > 0 && !evtimer_pending(log->timer, NULL)))
+	if (first_line || (waiting && !evtimer_pending(log->timer, NULL)))
 		evtimer_add(log->timer, &interval);
 }
 
@@ -511,8 +514,7 @@ flush_timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	pthread_mutex_lock(&log->lock);
-	flush_locked(log);
-	arm_timer(log, 0);
+	arm_timer(log, 0, flush_locked(log));
 	pthread_mutex_unlock(&log->lock);
 }
 
@@ -566,13 +568,15 @@ tg_accesslog_free(struct tg_accesslog *log, uint64_t deadline_ns)
 void
 tg_accesslog_configure(struct tg_accesslog *log, const struct tg_config *cfg)
 {
+	enum send_result flushed;
+
 	if (log == NULL)
 		return;
 	pthread_mutex_lock(&log->lock);
-	flush_locked(log);
+	flushed = flush_locked(log);
 	log->threshold = cfg->access_log_buffer;
 	log->flush_interval = cfg->access_log_flush;
-	arm_timer(log, 0);
+	arm_timer(log, 0, flushed);
 	pthread_mutex_unlock(&log->lock);
 }
 
@@ -677,6 +681,7 @@ backlog_full(struct tg_accesslog *log)
 void
 tg_accesslog_write(struct tg_accesslog *log, const struct tg_request *req)
 {
+	enum send_result flushed = SENT_ALL;
 	struct tg_json_writer *lines;
 	size_t start;
 	int was_empty;
@@ -696,10 +701,10 @@ tg_accesslog_write(struct tg_accesslog *log, const struct tg_request *req)
 		atomic_fetch_add(&log->file->lines_dropped, 1);
 		tg_warn("out of memory; access log line of request %s dropped", req->id);
 	} else if (pending(log) >= log->threshold) {
-		flush_locked(log);
+		flushed = flush_locked(log);
 	}
 	/* The first line since the last write sets the deadline. */
-	arm_timer(log, was_empty && pending(log) > 0);
+	arm_timer(log, was_empty && pending(log) > 0, flushed);
 out:
 	pthread_mutex_unlock(&log->lock);
 }
