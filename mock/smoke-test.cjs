@@ -2,7 +2,7 @@
 // Smoke test of tollgate-mock: starts the binary on a free port and checks
 // each endpoint and behaviour option through HTTP and raw sockets.
 //
-//   node mock/smoke-test.js [path/to/tollgate-mock]
+//   node mock/smoke-test.cjs [path/to/tollgate-mock]
 //
 // Exits 0 when every check passes; prints each failed check otherwise.
 'use strict';
