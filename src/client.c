@@ -356,7 +356,7 @@ finish_request(struct tg_client *c)
 	int pipelined = input_pending(c);
 
 	/* While draining, a request already sent behind this one is still
-	 * read, to be answered with 503 rather than reset. */
+	 * read, so that it gets a 503 rather than a reset. */
 	int keepalive = req->keepalive && !c->close_after_response &&
 	                (!c->worker->draining || pipelined);
 
@@ -650,8 +650,8 @@ tg_client_close_if_idle(struct tg_client *c)
 		return 0;
 
 	/* A request sent just before the drain reached this connection would
-	 * be answered with a reset. It is read instead, and gets the drain's
-	 * 503 with Connection: close. */
+	 * get a reset. It is read instead, and gets the drain's 503 with
+	 * Connection: close. */
 	if (input_pending(c)) {
 		c->close_after_response = 1;
 		return 0;
