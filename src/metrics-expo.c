@@ -315,22 +315,28 @@ gather(struct scrape *sc)
 	return rc;
 }
 
+/* Append one family of another module with a single sample and no labels. */
+static int
+write_single(struct evbuffer *out, enum tg_metrics_format format, const char *type,
+             const char *name, const char *help, uint64_t value)
+{
+	if (tg_metrics_write_header(out, name, type, help, format) != 0)
+		return -1;
+	return tg_metrics_write_sample(out, name, "", (double)value);
+}
+
 int
 tg_metrics_write_counter(struct evbuffer *out, enum tg_metrics_format format,
                          const char *name, const char *help, uint64_t value)
 {
-	if (tg_metrics_write_header(out, name, "counter", help, format) != 0)
-		return -1;
-	return tg_metrics_write_sample(out, name, "", (double)value);
+	return write_single(out, format, "counter", name, help, value);
 }
 
 int
 tg_metrics_write_gauge(struct evbuffer *out, enum tg_metrics_format format,
                        const char *name, const char *help, uint64_t value)
 {
-	if (tg_metrics_write_header(out, name, "gauge", help, format) != 0)
-		return -1;
-	return tg_metrics_write_sample(out, name, "", (double)value);
+	return write_single(out, format, "gauge", name, help, value);
 }
 
 int
