@@ -33,7 +33,7 @@
 /* Lost lines and failed writes are logged at most this often. */
 #define REPORT_INTERVAL_NS (10 * TG_NS_PER_S)
 
-/* What became of the bytes offered to the destination. */
+/* The outcome of offering bytes to the destination. */
 enum send_result {
 	SENT_ALL,
 	SENT_BLOCKED,           /* the destination takes no more for now */
@@ -285,8 +285,8 @@ plural(uint64_t n)
 
 /* Log the losses since the last warning, at most once per interval unless
  * forced, so a full disk does not fill its own journal with one warning
- * per write. The warning goes out with no lock held: stderr may be as
- * stuck as stdout. */
+ * per write. Callers hold no lock, and report_lock is released before the
+ * warning, because stderr may be as stuck as stdout. */
 static void
 report_losses(struct tg_accesslog_file *file, int force)
 {
@@ -344,9 +344,9 @@ tg_accesslog_reopen(struct tg_accesslog_file *file, const char *path)
 		return -1;
 
 	/* dup2 swaps the file under the same descriptor in one step. The lock
-	 * keeps a flush that is still finishing a short write in one file; a
-	 * cut line the old file does not take now is lost rather than ended
-	 * in the new one. */
+	 * keeps a flush that is finishing a short write in one file. A cut
+	 * line that the old file does not take now is lost, so that it does
+	 * not end in the new one. */
 	pthread_mutex_lock(&file->write_lock);
 	if (send_cut(file, &err) != SENT_ALL) {
 		count_lost(file, 1, err, 0);
@@ -477,7 +477,6 @@ flush_locked(struct tg_accesslog *log)
 		taken = len;
 	}
 	consume(log, taken);
-	report_losses(log->file, 0);
 	return r;
 }
 
@@ -504,6 +503,7 @@ tg_accesslog_flush(struct tg_accesslog *log)
 	pthread_mutex_lock(&log->lock);
 	flush_locked(log);
 	pthread_mutex_unlock(&log->lock);
+	report_losses(log->file, 0);
 }
 
 static void
@@ -516,6 +516,7 @@ flush_timer_cb(evutil_socket_t fd, short what, void *arg)
 	pthread_mutex_lock(&log->lock);
 	arm_timer(log, 0, flush_locked(log));
 	pthread_mutex_unlock(&log->lock);
+	report_losses(log->file, 0);
 }
 
 struct tg_accesslog *
@@ -554,6 +555,7 @@ tg_accesslog_free(struct tg_accesslog *log, uint64_t deadline_ns)
 	/* No lock: its worker has stopped. */
 	while (flush_locked(log) == SENT_BLOCKED && wait_writable(log->file->fd, deadline_ns) == 0)
 		;
+	report_losses(log->file, 0);
 	lost = count_lines(log->lines.data + log->head, pending(log));
 	if (lost > 0) {
 		count_lost(log->file, lost, EAGAIN, 0);
@@ -578,6 +580,7 @@ tg_accesslog_configure(struct tg_accesslog *log, const struct tg_config *cfg)
 	log->flush_interval = cfg->access_log_flush;
 	arm_timer(log, 0, flushed);
 	pthread_mutex_unlock(&log->lock);
+	report_losses(log->file, 0);
 }
 
 /* --- the line ------------------------------------------------------------- */
@@ -674,7 +677,6 @@ backlog_full(struct tg_accesslog *log)
 	if (flush_locked(log) != SENT_BLOCKED || pending(log) < backlog_limit(log))
 		return 0;
 	count_lost(log->file, 1, EAGAIN, 0);
-	report_losses(log->file, 0);
 	return 1;
 }
 
@@ -684,13 +686,15 @@ tg_accesslog_write(struct tg_accesslog *log, const struct tg_request *req)
 	enum send_result flushed = SENT_ALL;
 	struct tg_json_writer *lines;
 	size_t start;
-	int was_empty;
+	int was_empty, wrote = 0;
 
 	if (log == NULL)
 		return;
 	pthread_mutex_lock(&log->lock);
-	if (backlog_full(log))
+	if (backlog_full(log)) {
+		wrote = 1;
 		goto out;
+	}
 	was_empty = pending(log) == 0;
 	lines = &log->lines;
 	start = lines->len;
@@ -702,9 +706,12 @@ tg_accesslog_write(struct tg_accesslog *log, const struct tg_request *req)
 		tg_warn("out of memory; access log line of request %s dropped", req->id);
 	} else if (pending(log) >= log->threshold) {
 		flushed = flush_locked(log);
+		wrote = 1;
 	}
 	/* The first line since the last write sets the deadline. */
 	arm_timer(log, was_empty && pending(log) > 0, flushed);
 out:
 	pthread_mutex_unlock(&log->lock);
+	if (wrote)
+		report_losses(log->file, 0);
 }

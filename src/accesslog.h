@@ -33,7 +33,7 @@ struct event_base;
 struct evbuffer;
 struct tg_request;
 
-/* How lines reach the descriptor. */
+/* The way lines reach the descriptor. */
 enum tg_accesslog_sink {
 	TG_SINK_BLOCKING,               /* a regular file: write(2) blocks */
 	TG_SINK_NONBLOCKING,            /* pipe, terminal, device: O_NONBLOCK
@@ -115,9 +115,9 @@ struct tg_accesslog *tg_accesslog_new(struct tg_accesslog_file *file,
                                       struct event_base *base,
                                       const struct tg_config *cfg);
 
-/* Write what is buffered, waiting for a pipe or socket to take it until
- * deadline_ns (tg_now_ns) at the latest, then free; lines still unwritten
- * are counted as lost. After the worker stopped. */
+/* Write what is buffered, then free the buffer. A pipe or socket is
+ * waited for until deadline_ns (tg_now_ns) at the latest, and lines still
+ * unwritten then are counted as lost. Call only after the worker stopped. */
 void tg_accesslog_free(struct tg_accesslog *log, uint64_t deadline_ns);
 
 /* Write what is buffered, then take cfg's buffer size and interval. Worker
