@@ -14,8 +14,8 @@
  * A filter's "hold_timeout" bounds the time instead: text it held that
  * long goes out from a timer, before the match is decided. That trades
  * masking for latency. When later events complete the match, only its
- * part not yet sent is replaced (the start already went out as it was),
- * and a match whose text all went out is recorded as a flag; a block
+ * part not yet sent is replaced, because the start already went out as
+ * it was. A match whose text all went out is recorded as a flag. A block
  * still ends the stream, after its start went out.
  *
  * Events the filters do not change are sent byte for byte as received;
@@ -48,8 +48,8 @@ typedef void tg_filter_emit_fn(void *arg, struct tg_stream_event *ev);
  * of chain, recording decisions in log (both must outlive the stream), and
  * passing what may be sent to emit. When a filter has a hold_timeout, the
  * stream's timer runs on base (the worker's), and emit may also be called
- * from that timer, between the calls below; with base NULL, text is held
- * until an event decides, whatever hold_timeout says. Returns NULL with
+ * from that timer, between the calls below. With base NULL, text is held
+ * until an event decides, and hold_timeout has no effect. Returns NULL with
  * *none set when no such filter applies, NULL with *none clear when out of
  * memory.
  */

@@ -107,11 +107,10 @@ tg_traceparent_format(char *out, const uint8_t trace_id[TG_TRACE_ID_SIZE],
 }
 
 /* Bytes drawn from RAND_bytes in one call and handed out a few at a
- * time, because each call costs far more than the 8 or 16 bytes of an id
- * (about 3.5% of the process's CPU in a profile at 2,000 traced requests
- * a second, with three calls per request). The
- * block is per thread, so it needs no lock. tollgate never forks, which
- * would hand the same bytes to two processes. */
+ * time, because one call per id cost about 3.5% of the process's CPU in a
+ * profile at 2,000 traced requests a second. The block is per thread, so
+ * it needs no lock. A fork would hand the same bytes to two processes,
+ * and tollgate never forks. */
 #define RANDOM_BLOCK_SIZE 256
 
 static _Thread_local struct {

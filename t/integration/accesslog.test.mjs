@@ -180,7 +180,7 @@ describe('access log', () => {
     assert.equal(entry.termination, 'sD');
     await idleGw.stop();
   });
-  it('keeps a stream that outlasts the idle timeout but never pauses that long', async () => {
+  it('keeps a long stream without long pauses', async () => {
     // Eight events 150ms apart take over a second with a 400ms idle timeout:
     // only a timer that counts from the latest read lets this stream finish.
     const idleMock = await startMock();
@@ -350,9 +350,9 @@ describe('access log destinations that fail', () => {
     assert.equal(res.status, 200);
   }
 
-  /* Send requests in batches until the gateway counts a dropped line: the
-   * destination is full and the workers' buffers hold all they may. Every
-   * request must still be answered. */
+  /* Send requests in batches until the gateway counts a dropped line,
+   * because the destination is full and the workers' buffers are at their
+   * bound. Every request must still get its response. */
   async function sendUntilDropped(gw) {
     for (let sent = 0; sent < 20000; sent += 50) {
       await Promise.all(Array.from({ length: 50 }, () => send(gw)));

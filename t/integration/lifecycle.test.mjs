@@ -229,10 +229,10 @@ describe('SIGTERM drain', () => {
     assert.equal(entry.termination, 'DD');
   });
 
-  it('answers a request that arrives as the drain starts', async () => {
+  it('answers a request sent as the drain starts', async () => {
     // The request reaches the stopped gateway's socket together with
-    // SIGTERM. Whichever the worker sees first, the request is answered
-    // (200, or the drain's 503) and never reset.
+    // SIGTERM. Whichever the worker handles first, the request gets a
+    // response (200, or the drain's 503) and never a reset.
     const { gw } = await start({ drain_timeout: '10s' });
     const client = await RawClient.connect(gw.port);
     let response;
@@ -253,7 +253,7 @@ describe('SIGTERM drain', () => {
     assert.equal(code, 0);
   });
 
-  it('names a second signal, not the deadline, when it cuts streams', async () => {
+  it('names a second signal as the cause', async () => {
     const { gw } = await start({ drain_timeout: '10m' });
     const stream = await openStream({
       port: gw.port, body: { ...chat('gpt-4o'), stream: true },

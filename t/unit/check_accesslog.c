@@ -58,7 +58,7 @@ read_exactly(int fd, char *out, size_t len)
 	}
 }
 
-/* Read what the pipe holds now, up to cap bytes; returns the count. */
+/* Read the bytes in the pipe now, up to cap; returns the count. */
 static size_t
 read_available(int fd, char *out, size_t cap)
 {

@@ -327,8 +327,8 @@ export function basicConfig(mock, { backend = {}, ...rest } = {}) {
  * run it, without making every test that waits for a line wait a second.
  * Options: env (added to the environment), expectErrors (RegExps matching
  * `[error]` lines this gateway may log), args (extra flags), stdout (a file
- * descriptor for the gateway's stdout instead of a pipe the harness reads;
- * gw.stdout and gw.accessLog then stay empty).
+ * descriptor for the gateway's stdout instead of a pipe the harness reads).
+ * With stdout given, gw.stdout and gw.accessLog stay empty.
  *
  * Resolves once the admin /readyz returns 200.
  */
