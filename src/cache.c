@@ -383,7 +383,7 @@ on_recorded_event(void *arg, const struct tg_sse_event *ev)
 }
 
 void
-tg_cache_stream_event(struct tg_request *req, const struct tg_stream_event *ev)
+tg_cache_stream_event(struct tg_request *req, struct tg_stream_event *ev)
 {
 	struct tg_cache_request *st = req->cache;
 	size_t len;
@@ -402,7 +402,7 @@ tg_cache_stream_event(struct tg_request *req, const struct tg_stream_event *ev)
 	 * of our own turns their bytes back into fields. The event's JSON is
 	 * the relay's parse, which relay.h keeps the same as the bytes. */
 	len = evbuffer_get_length(ev->raw);
-	st->event_json = ev->json;
+	st->event_json = tg_stream_event_json(ev);
 	st->event_parsed = 1;
 	if (tg_sse_feed(&st->parser, (const char *)evbuffer_pullup(ev->raw, -1), len) != 0)
 		st->record.unstorable = "an event is larger than the parser's limit";

@@ -34,7 +34,7 @@ void tg_cache_response_head(struct tg_request *req);
 /* A stream event is leaving for the client (relay.c, emit_event): record
  * it. Call it before a hook that may drop the event, so that a usage
  * chunk the gateway asked for is kept in the entry. */
-void tg_cache_stream_event(struct tg_request *req, const struct tg_stream_event *ev);
+void tg_cache_stream_event(struct tg_request *req, struct tg_stream_event *ev);
 
 /* The whole non-streaming upstream body arrived, and the filters ran on
  * it: encode it for storing, checked through its shared parse

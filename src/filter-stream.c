@@ -68,6 +68,7 @@ struct held_event {
 	enum tg_event_kind kind;        /* as the relay classified it */
 	int finish;
 	json_t *json;           /* NULL when the data is not a JSON object */
+	struct tg_reply_digest digest;  /* the relay's, while nothing changed */
 	int changed;            /* some text of it was masked */
 	size_t n_pieces;        /* its pieces, in windows */
 	uint64_t arrived;       /* tg_now_ns() when it came; with a timer only */
@@ -665,13 +666,18 @@ take_pieces(struct tg_filter_stream *s, struct held_event *ev)
 	return 0;
 }
 
-/* Hand one event to the output callback. */
+/* Hand one event to the output callback. digest is what the relay read
+ * of its data (NULL: none, for [DONE]). */
 static int
 emit(struct tg_filter_stream *s, enum tg_event_kind kind, int finish, const char *raw,
-     size_t raw_len, json_t *json)
+     size_t raw_len, json_t *json, const struct tg_reply_digest *digest)
 {
-	struct tg_stream_event out = {kind, evbuffer_new(), json, finish};
+	struct tg_stream_event out = {
+		.kind = kind, .raw = evbuffer_new(), .json = json, .finish = finish,
+	};
 
+	if (digest != NULL)
+		out.digest = *digest;
 	if (out.raw == NULL || evbuffer_add(out.raw, raw, raw_len) != 0) {
 		if (out.raw != NULL)
 			evbuffer_free(out.raw);
@@ -682,21 +688,24 @@ emit(struct tg_filter_stream *s, enum tg_event_kind kind, int finish, const char
 	return 0;
 }
 
-/* Emit json as one "data:" line of compact JSON. */
+/* Emit json as one "data:" line of compact JSON, read anew, since masking
+ * can empty a text the relay saw. */
 static int
 emit_json(struct tg_filter_stream *s, enum tg_event_kind kind, int finish, json_t *json)
 {
 	char *text = json_dumps(json, JSON_COMPACT);
+	struct tg_reply_digest digest;
 	char *event;
 	int len, rc;
 
 	if (text == NULL)
 		return -1;
+	tg_reply_digest(&digest, text, strlen(text));
 	len = asprintf(&event, "data: %s\n\n", text);
 	free(text);
 	if (len < 0)
 		return -1;
-	rc = emit(s, kind, finish, event, (size_t)len, json);
+	rc = emit(s, kind, finish, event, (size_t)len, json, &digest);
 	free(event);
 	return rc;
 }
@@ -719,7 +728,8 @@ release_events(struct tg_filter_stream *s)
 		if (rc == 0 && ev->changed)
 			rc = emit_json(s, ev->kind, ev->finish, ev->json);
 		else if (rc == 0)
-			rc = emit(s, ev->kind, ev->finish, ev->raw, ev->raw_len, ev->json);
+			rc = emit(s, ev->kind, ev->finish, ev->raw, ev->raw_len, ev->json,
+			          &ev->digest);
 		free_event(ev);
 		if (rc != 0)
 			return -1;
@@ -765,13 +775,13 @@ end_blocked(struct tg_filter_stream *s, long choice)
 	json_object_set_new(chunk, "choices", json_pack("[o]", end));
 	rc = emit_json(s, TG_EVENT_CONTENT, 1, chunk);
 	json_decref(chunk);
-	if (rc != 0 || emit(s, TG_EVENT_DONE, 0, "data: [DONE]\n\n", 14, NULL) != 0)
+	if (rc != 0 || emit(s, TG_EVENT_DONE, 0, "data: [DONE]\n\n", 14, NULL, NULL) != 0)
 		return TG_STREAM_ERROR;
 	return TG_STREAM_BLOCK;
 }
 
 static struct held_event *
-hold_event(struct tg_filter_stream *s, const struct tg_stream_event *in)
+hold_event(struct tg_filter_stream *s, struct tg_stream_event *in)
 {
 	struct held_event *ev = calloc(1, sizeof(*ev));
 	size_t len = evbuffer_get_length(in->raw);
@@ -787,8 +797,9 @@ hold_event(struct tg_filter_stream *s, const struct tg_stream_event *in)
 	ev->raw_len = len;
 	ev->kind = in->kind;
 	ev->finish = in->finish;
+	ev->digest = in->digest;
 	ev->arrived = s->timer != NULL ? tg_now_ns() : 0;
-	if (json_is_object(in->json))
+	if (tg_stream_event_json(in) != NULL)
 		ev->json = json_incref(in->json);
 	if (s->tail != NULL)
 		s->tail->next = ev;
@@ -943,7 +954,7 @@ scan_and_release(struct tg_filter_stream *s, int final)
 }
 
 enum tg_stream_verdict
-tg_filter_stream_event(struct tg_filter_stream *s, const struct tg_stream_event *in)
+tg_filter_stream_event(struct tg_filter_stream *s, struct tg_stream_event *in)
 {
 	struct held_event *ev;
 	enum tg_stream_verdict v;
@@ -961,11 +972,11 @@ tg_filter_stream_event(struct tg_filter_stream *s, const struct tg_stream_event 
 			return v;
 		s->done = 1;
 		return emit(s, in->kind, in->finish, (const char *)evbuffer_pullup(in->raw, -1),
-		            evbuffer_get_length(in->raw), in->json) == 0
+		            evbuffer_get_length(in->raw), in->json, &in->digest) == 0
 		       ? TG_STREAM_OK : TG_STREAM_ERROR;
 	}
 
-	if (json_is_array(json_object_get(in->json, "choices")))
+	if (json_is_array(json_object_get(tg_stream_event_json(in), "choices")))
 		remember_meta(s, in->json);
 	ev = hold_event(s, in);
 	if (ev == NULL)

@@ -61,7 +61,7 @@ struct tg_filter_stream *tg_filter_stream_new(const struct tg_filter_chain *chai
 
 /*
  * Feed one whole event as the relay classified it (ev->raw is copied, and
- * ev->json is referenced while the event is held). Emits, in order, this
+ * the event's tree is built and referenced while the event is held). Emits, in order, this
  * event unchanged, held events it completes, or nothing while it is held.
  * On TG_STREAM_BLOCK the held events are dropped and the end of the stream
  * is emitted instead: a chunk whose finish_reason is "content_filter",
@@ -69,7 +69,7 @@ struct tg_filter_stream *tg_filter_stream_new(const struct tg_filter_chain *chai
  * nothing more.
  */
 enum tg_stream_verdict tg_filter_stream_event(struct tg_filter_stream *s,
-                                              const struct tg_stream_event *ev);
+                                              struct tg_stream_event *ev);
 
 /* The upstream stream ended without [DONE]: scan what is held as final
  * text and emit every held event. May block, as above. Both calls return

@@ -137,121 +137,86 @@ tg_metrics_stream_usage(struct tg_request *req)
 /* --- reading usage ------------------------------------------------------------ */
 
 static uint64_t
-count_at(const json_t *obj, const char *key)
+count(const struct tg_reply_usage *u, enum tg_usage_count c)
 {
-	json_t *v = json_object_get(obj, key);
-
-	return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
+	return u->count[c];
 }
 
 /* OpenAI's usage object. The counts are totals for the response, so a
  * later object replaces an earlier one. Returns 1 when usage was taken. */
 static int
-take_openai_usage(struct tg_usage *u, const json_t *usage)
+take_openai_usage(struct tg_usage *out, const struct tg_reply_usage *u)
 {
-	if (json_object_get(usage, "prompt_tokens") == NULL &&
-	    json_object_get(usage, "completion_tokens") == NULL)
+	if (!tg_usage_has(u, TG_USAGE_PROMPT_TOKENS) && !tg_usage_has(u, TG_USAGE_COMPLETION_TOKENS))
 		return 0;
-	u->input = count_at(usage, "prompt_tokens");
-	u->output = count_at(usage, "completion_tokens");
-	u->cached_input = count_at(json_object_get(usage, "prompt_tokens_details"),
-	                           "cached_tokens");
-	u->reasoning = count_at(json_object_get(usage, "completion_tokens_details"),
-	                        "reasoning_tokens");
-	u->reported = 1;
+	out->input = count(u, TG_USAGE_PROMPT_TOKENS);
+	out->output = count(u, TG_USAGE_COMPLETION_TOKENS);
+	out->cached_input = count(u, TG_USAGE_CACHED_TOKENS);
+	out->reasoning = count(u, TG_USAGE_REASONING_TOKENS);
+	out->reported = 1;
 	return 1;
 }
 
 /* Anthropic counts cache reads and writes apart from input_tokens; input
  * here is all three, as OpenAI's prompt_tokens is. */
 static int
-take_anthropic_usage(struct tg_usage *u, const json_t *usage)
+take_anthropic_usage(struct tg_usage *out, const struct tg_reply_usage *u)
 {
-	uint64_t read = count_at(usage, "cache_read_input_tokens");
+	uint64_t read = count(u, TG_USAGE_CACHE_READ_INPUT_TOKENS);
 
-	if (json_object_get(usage, "input_tokens") == NULL &&
-	    json_object_get(usage, "output_tokens") == NULL)
+	if (!tg_usage_has(u, TG_USAGE_INPUT_TOKENS) && !tg_usage_has(u, TG_USAGE_OUTPUT_TOKENS))
 		return 0;
-	if (json_object_get(usage, "input_tokens") != NULL) {
-		u->input = count_at(usage, "input_tokens") + read +
-		           count_at(usage, "cache_creation_input_tokens");
-		u->cached_input = read;
+	if (tg_usage_has(u, TG_USAGE_INPUT_TOKENS)) {
+		out->input = count(u, TG_USAGE_INPUT_TOKENS) + read +
+		             count(u, TG_USAGE_CACHE_CREATION_INPUT_TOKENS);
+		out->cached_input = read;
 	}
-	if (json_object_get(usage, "output_tokens") != NULL)
-		u->output = count_at(usage, "output_tokens");   /* cumulative */
-	u->reported = 1;
+	if (tg_usage_has(u, TG_USAGE_OUTPUT_TOKENS))
+		out->output = count(u, TG_USAGE_OUTPUT_TOKENS);    /* cumulative */
+	out->reported = 1;
 	return 1;
 }
 
 static void
-take_event_usage(struct tg_usage *u, const json_t *json)
+take_event_usage(struct tg_usage *out, const struct tg_reply_digest *d)
 {
-	const char *type = json_string_value(json_object_get(json, "type"));
-
-	if (type != NULL && strcmp(type, "message_start") == 0)
-		take_anthropic_usage(u, json_object_get(json_object_get(json, "message"), "usage"));
-	else if (type != NULL && strcmp(type, "message_delta") == 0)
-		take_anthropic_usage(u, json_object_get(json, "usage"));
+	if (d->type == TG_REPLY_TYPE_MESSAGE_START)
+		take_anthropic_usage(out, &d->message_usage);
+	else if (d->type == TG_REPLY_TYPE_MESSAGE_DELTA)
+		take_anthropic_usage(out, &d->usage);
 	else
-		take_openai_usage(u, json_object_get(json, "usage"));
+		take_openai_usage(out, &d->usage);
 }
 
 void
 tg_metrics_response_body(struct tg_request *req)
 {
-	json_t *usage;
+	struct tg_reply_digest d;
 
-	if (req->metrics.table == NULL)
+	if (req->metrics.table == NULL || req->response.body == NULL)
 		return;
-	usage = json_object_get(tg_relay_response_json(req), "usage");
-	if (!take_openai_usage(&req->metrics.usage, usage))
-		take_anthropic_usage(&req->metrics.usage, usage);
+	tg_reply_digest_buffer(&d, req->response.body);
+	if (!take_openai_usage(&req->metrics.usage, &d.usage))
+		take_anthropic_usage(&req->metrics.usage, &d.usage);
 }
 
 /* --- stream events ----------------------------------------------------------- */
 
-static int
-is_text(const json_t *v)
-{
-	return json_is_string(v) && json_string_length(v) > 0;
-}
-
 /* Whether an event carries output: text, a refusal, reasoning or a tool
  * call. A role-only chunk, a finish chunk and a usage chunk carry none. */
 static int
-has_content(const json_t *json)
+has_content(const struct tg_reply_digest *d)
 {
-	const char *type = json_string_value(json_object_get(json, "type"));
-	json_t *choice;
-	size_t i;
-
-	if (type != NULL)
-		return strcmp(type, "content_block_delta") == 0;
-
-	json_array_foreach(json_object_get(json, "choices"), i, choice) {
-		json_t *delta = json_object_get(choice, "delta");
-
-		if (is_text(json_object_get(choice, "text")))           /* completions */
-			return 1;
-		if (is_text(json_object_get(delta, "content")) ||
-		    is_text(json_object_get(delta, "refusal")) ||
-		    is_text(json_object_get(delta, "reasoning_content")) ||
-		    is_text(json_object_get(delta, "reasoning")) ||
-		    json_array_size(json_object_get(delta, "tool_calls")) > 0 ||
-		    json_is_object(json_object_get(delta, "function_call")))
-			return 1;
-	}
-	return 0;
+	if (d->type != TG_REPLY_TYPE_NONE)
+		return d->type == TG_REPLY_TYPE_CONTENT_BLOCK_DELTA;
+	return d->output || d->reasoning;
 }
 
 /* The chunk include_usage adds: a usage object and no choices. */
 static int
-is_usage_chunk(const json_t *json)
+is_usage_chunk(const struct tg_reply_digest *d)
 {
-	json_t *choices = json_object_get(json, "choices");
-
-	return json_is_object(json_object_get(json, "usage")) && json_is_array(choices) &&
-	       json_array_size(choices) == 0;
+	return d->usage.shape == TG_USAGE_OBJECT && d->choices && d->n_choices == 0;
 }
 
 /* The end of a `"usage": null` member starting at p (a double quote), or
@@ -284,14 +249,14 @@ match_null_usage(const char *p, const char *end)
  * several lines) is left as the provider sent it.
  */
 static void
-strip_null_usage(const struct tg_stream_event *ev)
+strip_null_usage(struct tg_stream_event *ev)
 {
 	size_t len = evbuffer_get_length(ev->raw);
 	const char *data = (const char *)evbuffer_pullup(ev->raw, -1);
 	const char *end = data + len, *from = NULL, *to = NULL, *p;
 	struct evbuffer *rest;
 
-	if (data == NULL || !json_is_null(json_object_get(ev->json, "usage")))
+	if (data == NULL || ev->digest.usage.shape != TG_USAGE_NULL)
 		return;
 	for (p = memchr(data, '"', len); p != NULL; p = memchr(p + 1, '"', (size_t)(end - p - 1))) {
 		const char *after = match_null_usage(p, end);
@@ -330,27 +295,29 @@ strip_null_usage(const struct tg_stream_event *ev)
 	evbuffer_drain(ev->raw, len);
 	evbuffer_add_buffer(ev->raw, rest);
 	evbuffer_free(rest);
-	json_object_del(ev->json, "usage");
+	ev->digest.usage.shape = TG_USAGE_ABSENT;
+	ev->usage_stripped = 1;
+	json_object_del(ev->json, "usage");     /* when the tree was built already */
 }
 
 int
-tg_metrics_stream_event(struct tg_request *req, const struct tg_stream_event *ev)
+tg_metrics_stream_event(struct tg_request *req, struct tg_stream_event *ev)
 {
 	struct tg_metrics_request *m = &req->metrics;
-	const json_t *json = ev->json;
+	const struct tg_reply_digest *d = &ev->digest;
 
 	if (m->table == NULL)
 		return 0;
-	if (json_is_object(json)) {
-		take_event_usage(&m->usage, json);
-		if (m->usage_added && is_usage_chunk(json))
+	if (d->object) {
+		take_event_usage(&m->usage, d);
+		if (m->usage_added && is_usage_chunk(d))
 			return 1;
 		if (m->usage_added)
 			strip_null_usage(ev);
 	}
 
 	tg_metrics_stream_opened(req);
-	if (json_is_object(json) && has_content(json))
+	if (d->object && has_content(d))
 		tg_metrics_content_event(req, tg_now_ns());
 	return 0;
 }

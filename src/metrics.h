@@ -79,13 +79,14 @@ void tg_metrics_backend_cooldown(struct tg_request *req, const struct tg_backend
  * A stream event is about to leave for the client. Counts time to first
  * token, the gap since the previous content event and the provider's usage.
  * When tg_metrics_stream_usage() asked for usage, takes the `"usage": null`
- * member the provider then adds out of ev's bytes and JSON, and returns 1
+ * member the provider then adds out of ev's bytes, digest and tree, and returns 1
  * for the usage chunk itself, which must not be sent. Returns 0 otherwise.
  */
-int tg_metrics_stream_event(struct tg_request *req, const struct tg_stream_event *ev);
+int tg_metrics_stream_event(struct tg_request *req, struct tg_stream_event *ev);
 
 /* A whole non-streaming response body from the upstream arrived: take its
- * usage, from the parse tg_relay_response_json() shares. */
+ * usage. It is read with the reply digest, so a response that no filter,
+ * cache or trace reads is never built as a tree. */
 void tg_metrics_response_body(struct tg_request *req);
 
 /* The request ends (tg_request_done), after its last attempt was ended:

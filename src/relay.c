@@ -164,86 +164,73 @@ is_event_stream(const struct tg_headers *headers)
 
 /* --- event classification ----------------------------------------------------- */
 
-static int
-nonempty_string(json_t *v)
-{
-	return json_is_string(v) && json_string_length(v) > 0;
-}
-
 /* OpenAI chat and completion chunks: content is text, a refusal, a tool
  * call or a finish reason in any choice; "choices": [] is the usage chunk. */
 static enum tg_event_kind
-classify_openai(json_t *choices, int *finish)
+classify_openai(const struct tg_reply_digest *d, int *finish)
 {
-	size_t i;
-	json_t *choice;
-	enum tg_event_kind kind = TG_EVENT_EMPTY;
-
-	if (json_array_size(choices) == 0)
+	if (d->n_choices == 0)
 		return TG_EVENT_CONTENT;
-	json_array_foreach(choices, i, choice) {
-		json_t *delta = json_object_get(choice, "delta");
-		json_t *reason = json_object_get(choice, "finish_reason");
-
-		if (reason != NULL && !json_is_null(reason)) {
-			*finish = 1;
-			kind = TG_EVENT_CONTENT;
-		}
-		if (nonempty_string(json_object_get(choice, "text")) ||
-		    nonempty_string(json_object_get(delta, "content")) ||
-		    nonempty_string(json_object_get(delta, "refusal")) ||
-		    json_array_size(json_object_get(delta, "tool_calls")) > 0 ||
-		    json_object_get(delta, "function_call") != NULL)
-			kind = TG_EVENT_CONTENT;
-	}
-	return kind;
+	*finish = d->finish;
+	return d->output || d->finish ? TG_EVENT_CONTENT : TG_EVENT_EMPTY;
 }
 
 /* Anthropic messages stream: the JSON "type" names the event. */
 static enum tg_event_kind
-classify_anthropic(const char *type, json_t *json, int *finish)
+classify_anthropic(const struct tg_reply_digest *d, int *finish)
 {
-	if (strcmp(type, "message_start") == 0 || strcmp(type, "ping") == 0 ||
-	    strcmp(type, "content_block_start") == 0 || strcmp(type, "content_block_stop") == 0)
+	switch (d->type) {
+	case TG_REPLY_TYPE_MESSAGE_START:
+	case TG_REPLY_TYPE_PING:
+	case TG_REPLY_TYPE_CONTENT_BLOCK_START:
+	case TG_REPLY_TYPE_CONTENT_BLOCK_STOP:
 		return TG_EVENT_EMPTY;
-	if (strcmp(type, "message_stop") == 0)
+	case TG_REPLY_TYPE_MESSAGE_STOP:
 		return TG_EVENT_DONE;
-	if (strcmp(type, "message_delta") == 0) {
-		json_t *reason = json_object_get(json_object_get(json, "delta"), "stop_reason");
-
-		*finish = reason != NULL && !json_is_null(reason);
+	case TG_REPLY_TYPE_MESSAGE_DELTA:
+		*finish = d->stop_reason;
+		return TG_EVENT_CONTENT;
+	default:
+		return TG_EVENT_CONTENT;
 	}
-	return TG_EVENT_CONTENT;
 }
 
 enum tg_event_kind
-tg_relay_classify(const struct tg_sse_event *ev, json_t **json, int *finish)
+tg_relay_classify(const struct tg_sse_event *sse, struct tg_reply_digest *d, int *finish)
 {
-	json_t *choices;
-	const char *type;
-
-	*json = NULL;
 	*finish = 0;
-	if (ev->data_len == 6 && memcmp(ev->data, "[DONE]", 6) == 0)
+	memset(d, 0, sizeof(*d));
+	if (sse->data_len == 6 && memcmp(sse->data, "[DONE]", 6) == 0)
 		return TG_EVENT_DONE;
-	if (ev->type_len == 5 && memcmp(ev->type, "error", 5) == 0)
+	if (sse->type_len == 5 && memcmp(sse->type, "error", 5) == 0)
 		return TG_EVENT_ERROR;
 
-	*json = json_loadb(ev->data, ev->data_len, 0, NULL);
-	if (!json_is_object(*json))
+	tg_reply_digest(d, sse->data, sse->data_len);
+	if (!d->object)
 		return TG_EVENT_CONTENT;        /* not ours to judge: pass it on */
-	if (json_object_get(*json, "error") != NULL)
+	if (d->error)
 		return TG_EVENT_ERROR;
+	if (d->choices)
+		return classify_openai(d, finish);
+	if (d->type == TG_REPLY_TYPE_ERROR)
+		return TG_EVENT_ERROR;
+	return classify_anthropic(d, finish);
+}
 
-	choices = json_object_get(*json, "choices");
-	if (json_is_array(choices))
-		return classify_openai(choices, finish);
-	type = json_string_value(json_object_get(*json, "type"));
-	if (type != NULL && strcmp(type, "error") == 0)
-		return TG_EVENT_ERROR;
-	if (type != NULL)
-		return classify_anthropic(type, *json, finish);
-	return TG_EVENT_CONTENT;
+json_t *
+tg_stream_event_json(struct tg_stream_event *ev)
+{
+	if (ev->json != NULL || ev->data == NULL)
+		return ev->json;
+	ev->json = json_loadb(ev->data, ev->data_len, 0, NULL);
+	if (!json_is_object(ev->json)) {
+		json_decref(ev->json);
+		ev->json = NULL;
+	}
+	if (ev->json != NULL && ev->usage_stripped)
+		json_object_del(ev->json, "usage");
+	ev->data = NULL;
+	return ev->json;
 }
 
 /* --- stream state -------------------------------------------------------------- */
@@ -378,7 +365,7 @@ send_event(struct tg_request *req, struct tg_stream_event *ev)
 	int gateway_only = tg_metrics_stream_event(req, ev);
 
 	tg_cache_stream_event(req, ev);
-	tg_trace_stream_event(req, ev->json);
+	tg_trace_stream_event(req, ev);
 	if (gateway_only)
 		return;         /* the usage chunk only the gateway asked for */
 	write_piece(req, ev->raw);
@@ -436,6 +423,10 @@ hold_event(struct tg_request *req, struct tg_stream_event *ev)
 
 	resp->held[resp->n_held++] = *ev;
 	resp->held_bytes += evbuffer_get_length(ev->raw);
+
+	/* The data goes with the parser's buffer: build the tree now, in case
+	 * a feature asks for it when the event leaves. */
+	tg_stream_event_json(&resp->held[resp->n_held - 1]);
 	ev->raw = NULL;
 	ev->json = NULL;
 }
@@ -471,7 +462,11 @@ on_sse_event(void *arg, const struct tg_sse_event *sse)
 	if (ev.raw == NULL)
 		return 0;
 	evbuffer_remove_buffer(resp->pending, ev.raw, sse->raw_len);
-	ev.kind = tg_relay_classify(sse, &ev.json, &ev.finish);
+	ev.kind = tg_relay_classify(sse, &ev.digest, &ev.finish);
+	if (ev.digest.object) {
+		ev.data = sse->data;
+		ev.data_len = sse->data_len;
+	}
 
 	if (!resp->content_sent) {
 		if (ev.kind == TG_EVENT_ERROR) {
@@ -762,9 +757,10 @@ relay_on_complete(void *arg)
 		return;
 	}
 	/* The filters run first and may rewrite the body. The features after
-	 * them read the body the client gets, through the one parse they share
-	 * (tg_relay_response_json). Filters never change usage, so metrics
-	 * count the upstream's. */
+	 * them read the body the client gets: the cache and tracing through
+	 * the one tree they share (tg_relay_response_json), the metrics
+	 * through the reply digest, which builds no tree. Filters never
+	 * change usage, so metrics count the upstream's. */
 	tg_filter_response_body(req);
 	tg_metrics_response_body(req);
 	tg_cache_response_body(req);

@@ -15,6 +15,7 @@
 
 #include <jansson.h>
 
+#include "reply-digest.h"
 #include "sse.h"
 #include "upstream.h"
 
@@ -32,16 +33,22 @@ enum tg_event_kind {
 /*
  * A stream event on its way to the client, as features see it at the
  * single point where events leave (relay.c, emit_event). raw contains the
- * exact bytes of one event, which are what the client gets; json is the
- * parsed data, or NULL when the data is not JSON. The relay parses each
- * event once and every feature reads that parse, so a feature that changes
- * raw changes json to match, and the other way round.
+ * exact bytes of one event, which are what the client gets. digest is what
+ * the relay read of its data on the way in (reply-digest.h), which is all
+ * the relay and the metrics need. The whole data as a jansson tree is
+ * built only when a feature asks for it, by tg_stream_event_json(), and
+ * then kept, so features share one parse. A feature that changes raw
+ * changes the digest and the tree to match, and the other way round.
  */
 struct tg_stream_event {
 	enum tg_event_kind kind;
 	struct evbuffer *raw;
-	json_t *json;
+	json_t *json;           /* the tree, once built; NULL when not JSON */
 	int finish;             /* carries a finish_reason or stop_reason */
+	struct tg_reply_digest digest;
+	const char *data;       /* the data, while the tree is yet to be built */
+	size_t data_len;
+	int usage_stripped;     /* "usage": null was taken out of raw */
 };
 
 extern const struct tg_upstream_handler tg_relay_handler;
@@ -80,9 +87,16 @@ json_t *tg_relay_response_json(struct tg_request *req);
  * body again. */
 void tg_relay_response_json_stale(struct tg_request *req);
 
-/* Classify one event's data, parsing it as JSON; *json gets the parsed
- * value (the caller owns it) or NULL. */
-enum tg_event_kind tg_relay_classify(const struct tg_sse_event *ev, json_t **json,
-                                     int *finish);
+/* Read one event's data into *digest and classify it; *finish is set
+ * when it carries a finish_reason or stop_reason. */
+enum tg_event_kind tg_relay_classify(const struct tg_sse_event *sse,
+                                     struct tg_reply_digest *digest, int *finish);
+
+/*
+ * The event's data as a jansson tree, or NULL when it is not a JSON
+ * object. Built at the first call from ev->data, which the relay sets only
+ * while it reads the event; the event owns the tree.
+ */
+json_t *tg_stream_event_json(struct tg_stream_event *ev);
 
 #endif

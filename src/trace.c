@@ -14,6 +14,7 @@
 #include "filter-t.h"
 #include "filter.h"
 #include "health.h"
+#include "relay.h"
 #include "request.h"
 #include "trace-genai.h"
 #include "trace-semconv.h"
@@ -153,13 +154,13 @@ recorded_attempt(const struct tg_request *req)
 }
 
 void
-tg_trace_stream_event(struct tg_request *req, json_t *json)
+tg_trace_stream_event(struct tg_request *req, struct tg_stream_event *ev)
 {
 	struct tg_span *span = recorded_attempt(req);
 
 	if (span == NULL || req->n_attempts == 0)
 		return;
-	tg_genai_stream_event(req->trace, span, json, tg_now_ns(),
+	tg_genai_stream_event(req->trace, span, tg_stream_event_json(ev), tg_now_ns(),
 	                      req->attempts[req->n_attempts - 1].start_ns);
 }
 

@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 struct tg_request;
+struct tg_stream_event;
 struct evbuffer;
 
 /* Dispatch, once the request id is known: continue or start the trace,
@@ -38,9 +39,9 @@ const char *tg_trace_upstream_traceparent(const struct tg_request *req);
  * was invalid or absent, so the state belongs to no trace we continue. */
 int tg_trace_drop_tracestate(const struct tg_request *req);
 
-/* A stream event of the current attempt leaves for the client; json is
- * its data parsed (NULL when not JSON). Call after output filters ran. */
-void tg_trace_stream_event(struct tg_request *req, json_t *json);
+/* A stream event of the current attempt leaves for the client. Its tree
+ * is built only when the request is traced. Call after output filters ran. */
+void tg_trace_stream_event(struct tg_request *req, struct tg_stream_event *ev);
 
 /*
  * The current attempt's outcome is recorded in req->attempts[req->n_attempts

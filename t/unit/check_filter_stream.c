@@ -52,16 +52,18 @@ feed(struct tg_filter_stream *s, const char *event, struct evbuffer *out)
 	size_t len = strlen(event);
 	const char *data = event + 6;
 	size_t data_len = len - 6 - 2;
-	struct tg_stream_event ev = {TG_EVENT_CONTENT, evbuffer_new(), NULL, 0};
+	struct tg_stream_event ev = {.kind = TG_EVENT_CONTENT, .raw = evbuffer_new()};
 	enum tg_stream_verdict v;
 
 	(void)out;
 	ck_assert(strncmp(event, "data: ", 6) == 0);
 	evbuffer_add(ev.raw, event, len);
-	if (data_len == 6 && memcmp(data, "[DONE]", 6) == 0)
+	if (data_len == 6 && memcmp(data, "[DONE]", 6) == 0) {
 		ev.kind = TG_EVENT_DONE;
-	else
-		ev.json = json_loadb(data, data_len, 0, NULL);
+	} else if (tg_reply_digest(&ev.digest, data, data_len) == 0 && ev.digest.object) {
+		ev.data = data;
+		ev.data_len = data_len;
+	}
 	v = tg_filter_stream_event(s, &ev);
 	json_decref(ev.json);
 	evbuffer_free(ev.raw);

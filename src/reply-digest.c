@@ -1,0 +1,473 @@
+/*
+ * The digest of a reply (reply-digest.h), read with yajl's callbacks.
+ *
+ * The parser keeps a stack of the containers it is inside. Each frame
+ * records what the container is (its place in the shapes below) and, for an
+ * object, which member the last key named. A value is judged by the frame
+ * it arrives in; a container that holds nothing of interest becomes an
+ * OTHER frame, whose contents are skipped. The places:
+ *
+ *   {"error": any, "type": "...", "choices": [CHOICE...], "usage": USAGE,
+ *    "message": {"usage": USAGE}, "delta": {"stop_reason": ...}}
+ *   CHOICE = {"text": "...", "finish_reason": ..., "delta": {"content",
+ *             "refusal", "reasoning", "reasoning_content": "...",
+ *             "tool_calls": [...], "function_call": {...}}}
+ *   USAGE  = {"prompt_tokens": n, ..., "prompt_tokens_details":
+ *             {"cached_tokens": n}, "completion_tokens_details":
+ *             {"reasoning_tokens": n}}
+ */
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <yajl/yajl_parse.h>
+
+#include "reply-digest.h"
+
+/* jansson refuses text nested deeper than this; so does the digest, so
+ * that both call the same texts JSON. */
+#define MAX_DEPTH 2048
+
+/* Frames kept on the stack; deeper containers are all OTHER. */
+#define MAX_FRAMES 16
+
+enum place {
+	P_OTHER,
+	P_ROOT,
+	P_CHOICES,
+	P_CHOICE,
+	P_DELTA,                /* a choice's delta */
+	P_TOOL_CALLS,
+	P_MESSAGE,
+	P_EVENT_DELTA,          /* the top-level delta of message_delta */
+	P_USAGE,
+	P_PROMPT_DETAILS,
+	P_COMPLETION_DETAILS,
+};
+
+/* Members of interest, named by the key before a value. */
+enum member {
+	M_NONE,
+	M_ERROR, M_TYPE, M_CHOICES, M_USAGE, M_MESSAGE, M_DELTA,
+	M_TEXT, M_FINISH_REASON,
+	M_CONTENT, M_REFUSAL, M_REASONING, M_TOOL_CALLS, M_FUNCTION_CALL,
+	M_STOP_REASON,
+	M_PROMPT_DETAILS, M_COMPLETION_DETAILS,
+	M_COUNT,                /* a usage count; the frame's count names which */
+};
+
+struct frame {
+	unsigned char place;    /* enum place */
+	unsigned char member;   /* enum member the last key named */
+	unsigned char count;    /* enum tg_usage_count when member is M_COUNT */
+	unsigned char message;  /* inside "message": the usage is message_usage */
+};
+
+struct reader {
+	struct tg_reply_digest *d;
+	int depth;              /* containers open, frames or not */
+	int root_object;        /* the text is an object */
+	struct frame frames[MAX_FRAMES];
+};
+
+struct key {
+	const char *name;
+	unsigned char member;
+	unsigned char count;
+};
+
+static const struct key ROOT_KEYS[] = {
+	{"error", M_ERROR, 0}, {"type", M_TYPE, 0}, {"choices", M_CHOICES, 0},
+	{"usage", M_USAGE, 0}, {"message", M_MESSAGE, 0}, {"delta", M_DELTA, 0},
+	{NULL, 0, 0}
+};
+static const struct key CHOICE_KEYS[] = {
+	{"text", M_TEXT, 0}, {"finish_reason", M_FINISH_REASON, 0}, {"delta", M_DELTA, 0},
+	{NULL, 0, 0}
+};
+static const struct key DELTA_KEYS[] = {
+	{"content", M_CONTENT, 0}, {"refusal", M_REFUSAL, 0},
+	{"reasoning_content", M_REASONING, 0}, {"reasoning", M_REASONING, 0},
+	{"tool_calls", M_TOOL_CALLS, 0}, {"function_call", M_FUNCTION_CALL, 0},
+	{NULL, 0, 0}
+};
+static const struct key MESSAGE_KEYS[] = {
+	{"usage", M_USAGE, 0}, {NULL, 0, 0}
+};
+static const struct key EVENT_DELTA_KEYS[] = {
+	{"stop_reason", M_STOP_REASON, 0}, {NULL, 0, 0}
+};
+static const struct key USAGE_KEYS[] = {
+	{"prompt_tokens", M_COUNT, TG_USAGE_PROMPT_TOKENS},
+	{"completion_tokens", M_COUNT, TG_USAGE_COMPLETION_TOKENS},
+	{"input_tokens", M_COUNT, TG_USAGE_INPUT_TOKENS},
+	{"output_tokens", M_COUNT, TG_USAGE_OUTPUT_TOKENS},
+	{"cache_read_input_tokens", M_COUNT, TG_USAGE_CACHE_READ_INPUT_TOKENS},
+	{"cache_creation_input_tokens", M_COUNT, TG_USAGE_CACHE_CREATION_INPUT_TOKENS},
+	{"prompt_tokens_details", M_PROMPT_DETAILS, 0},
+	{"completion_tokens_details", M_COMPLETION_DETAILS, 0},
+	{NULL, 0, 0}
+};
+static const struct key PROMPT_DETAILS_KEYS[] = {
+	{"cached_tokens", M_COUNT, TG_USAGE_CACHED_TOKENS}, {NULL, 0, 0}
+};
+static const struct key COMPLETION_DETAILS_KEYS[] = {
+	{"reasoning_tokens", M_COUNT, TG_USAGE_REASONING_TOKENS}, {NULL, 0, 0}
+};
+
+/* The keys of interest in each place, indexed by enum place. */
+static const struct key *const PLACE_KEYS[] = {
+	[P_ROOT] = ROOT_KEYS,
+	[P_CHOICE] = CHOICE_KEYS,
+	[P_DELTA] = DELTA_KEYS,
+	[P_MESSAGE] = MESSAGE_KEYS,
+	[P_EVENT_DELTA] = EVENT_DELTA_KEYS,
+	[P_USAGE] = USAGE_KEYS,
+	[P_PROMPT_DETAILS] = PROMPT_DETAILS_KEYS,
+	[P_COMPLETION_DETAILS] = COMPLETION_DETAILS_KEYS,
+};
+
+static const struct {
+	const char *name;
+	enum tg_reply_type type;
+} TYPES[] = {
+	{"error", TG_REPLY_TYPE_ERROR},
+	{"ping", TG_REPLY_TYPE_PING},
+	{"message_start", TG_REPLY_TYPE_MESSAGE_START},
+	{"message_delta", TG_REPLY_TYPE_MESSAGE_DELTA},
+	{"message_stop", TG_REPLY_TYPE_MESSAGE_STOP},
+	{"content_block_start", TG_REPLY_TYPE_CONTENT_BLOCK_START},
+	{"content_block_delta", TG_REPLY_TYPE_CONTENT_BLOCK_DELTA},
+	{"content_block_stop", TG_REPLY_TYPE_CONTENT_BLOCK_STOP},
+};
+
+/* The kinds of value the parser reports: a scalar, or a container's start. */
+enum value {
+	V_NULL, V_BOOL, V_INTEGER, V_DOUBLE, V_STRING, V_MAP, V_ARRAY,
+};
+
+static int
+names(const unsigned char *s, size_t len, const char *name)
+{
+	return strlen(name) == len && memcmp(s, name, len) == 0;
+}
+
+static enum tg_reply_type
+type_named(const unsigned char *s, size_t len)
+{
+	for (size_t i = 0; i < sizeof(TYPES) / sizeof(TYPES[0]); i++)
+		if (names(s, len, TYPES[i].name))
+			return TYPES[i].type;
+	return TG_REPLY_TYPE_OTHER;
+}
+
+/* The innermost frame, or NULL at the top level and below the frames. */
+static struct frame *
+current(struct reader *r)
+{
+	if (r->depth == 0 || r->depth > MAX_FRAMES)
+		return NULL;
+	return &r->frames[r->depth - 1];
+}
+
+static struct tg_reply_usage *
+usage_of(struct reader *r, const struct frame *f)
+{
+	return f->message ? &r->d->message_usage : &r->d->usage;
+}
+
+/* Open a container whose place is known; returns 0 when it is too deep. */
+static int
+push(struct reader *r, enum place place, int message)
+{
+	if (++r->depth > MAX_DEPTH)
+		return 0;
+	if (r->depth <= MAX_FRAMES)
+		r->frames[r->depth - 1] = (struct frame){place, M_NONE, 0, (unsigned char)message};
+	return 1;
+}
+
+/* A usage object starts: it replaces an earlier one, as a later member
+ * does in a tree. */
+static void
+start_usage(struct tg_reply_usage *u, enum value v)
+{
+	memset(u, 0, sizeof(*u));
+	if (v == V_MAP)
+		u->shape = TG_USAGE_OBJECT;
+	else if (v == V_NULL)
+		u->shape = TG_USAGE_NULL;
+	else
+		u->shape = TG_USAGE_OTHER;
+}
+
+/* The place of a container that opens as the value of f's current member.
+ * A "choices" array also starts the count of choices. */
+static enum place
+place_of_member(struct reader *r, const struct frame *f, enum value v)
+{
+	struct tg_reply_digest *d = r->d;
+
+	switch (f->member) {
+	case M_CHOICES:
+		if (f->place != P_ROOT || v != V_ARRAY)
+			return P_OTHER;
+		d->choices = 1;
+		d->n_choices = 0;
+		return P_CHOICES;
+	case M_USAGE:
+		return v == V_MAP ? P_USAGE : P_OTHER;
+	case M_MESSAGE:
+		return v == V_MAP ? P_MESSAGE : P_OTHER;
+	case M_DELTA:
+		if (v != V_MAP)
+			return P_OTHER;
+		return f->place == P_ROOT ? P_EVENT_DELTA : P_DELTA;
+	case M_TOOL_CALLS:
+		return v == V_ARRAY ? P_TOOL_CALLS : P_OTHER;
+	case M_PROMPT_DETAILS:
+		return v == V_MAP ? P_PROMPT_DETAILS : P_OTHER;
+	case M_COMPLETION_DETAILS:
+		return v == V_MAP ? P_COMPLETION_DETAILS : P_OTHER;
+	default:
+		return P_OTHER;
+	}
+}
+
+/* Record what the value of the frame's current member shows. */
+static void
+take_member(struct reader *r, struct frame *f, enum value v, const unsigned char *s,
+            size_t len, long long integer)
+{
+	struct tg_reply_digest *d = r->d;
+	struct tg_reply_usage *u;
+
+	switch (f->member) {
+	case M_ERROR:
+		d->error = 1;
+		break;
+	case M_TYPE:
+		d->type = v == V_STRING ? type_named(s, len) : TG_REPLY_TYPE_NONE;
+		break;
+	case M_USAGE:
+		start_usage(usage_of(r, f), v);
+		break;
+	case M_TEXT:
+	case M_CONTENT:
+	case M_REFUSAL:
+		if (v == V_STRING && len > 0)
+			d->output = 1;
+		break;
+	case M_REASONING:
+		if (v == V_STRING && len > 0)
+			d->reasoning = 1;
+		break;
+	case M_FUNCTION_CALL:
+		if (v == V_MAP)
+			d->output = 1;
+		break;
+	case M_FINISH_REASON:
+		if (v != V_NULL)
+			d->finish = 1;
+		break;
+	case M_STOP_REASON:
+		if (v != V_NULL)
+			d->stop_reason = 1;
+		break;
+	case M_COUNT:
+		u = usage_of(r, f);
+		u->present |= 1u << f->count;
+		u->count[f->count] = v == V_INTEGER && integer > 0 ? (uint64_t)integer : 0;
+		break;
+	default:
+		break;
+	}
+}
+
+/* A value arrived in the innermost container (or is the whole text). */
+static int
+take_value(struct reader *r, enum value v, const unsigned char *s, size_t len,
+           long long integer)
+{
+	struct frame *f = current(r);
+	int opens = v == V_MAP || v == V_ARRAY;
+
+	if (r->depth == 0 && v == V_MAP) {
+		r->root_object = 1;
+		return push(r, P_ROOT, 0);
+	}
+	if (f == NULL)          /* a scalar text, or deeper than the frames */
+		return opens ? push(r, P_OTHER, 0) : 1;
+
+	switch (f->place) {
+	case P_CHOICES:
+		r->d->n_choices++;
+		return opens ? push(r, v == V_MAP ? P_CHOICE : P_OTHER, 0) : 1;
+	case P_TOOL_CALLS:
+		r->d->output = 1;
+		return opens ? push(r, P_OTHER, 0) : 1;
+	case P_OTHER:
+		return opens ? push(r, P_OTHER, 0) : 1;
+	default:
+		break;
+	}
+
+	/* The value of a member of an object the shapes describe. */
+	take_member(r, f, v, s, len, integer);
+	if (!opens)
+		return 1;
+	return push(r, place_of_member(r, f, v), f->message || f->member == M_MESSAGE);
+}
+
+/* --- yajl callbacks ------------------------------------------------------ */
+
+static int
+on_null(void *ctx)
+{
+	return take_value(ctx, V_NULL, NULL, 0, 0);
+}
+
+static int
+on_boolean(void *ctx, int value)
+{
+	(void)value;
+	return take_value(ctx, V_BOOL, NULL, 0, 0);
+}
+
+static int
+on_integer(void *ctx, long long value)
+{
+	return take_value(ctx, V_INTEGER, NULL, 0, value);
+}
+
+static int
+on_double(void *ctx, double value)
+{
+	(void)value;
+	return take_value(ctx, V_DOUBLE, NULL, 0, 0);
+}
+
+static int
+on_string(void *ctx, const unsigned char *s, size_t len)
+{
+	return take_value(ctx, V_STRING, s, len, 0);
+}
+
+static int
+on_start_map(void *ctx)
+{
+	return take_value(ctx, V_MAP, NULL, 0, 0);
+}
+
+static int
+on_start_array(void *ctx)
+{
+	return take_value(ctx, V_ARRAY, NULL, 0, 0);
+}
+
+static int
+on_end(void *ctx)
+{
+	struct reader *r = ctx;
+
+	r->depth--;
+	return 1;
+}
+
+static int
+on_map_key(void *ctx, const unsigned char *s, size_t len)
+{
+	struct frame *f = current(ctx);
+	const struct key *k;
+
+	if (f == NULL || f->place >= sizeof(PLACE_KEYS) / sizeof(PLACE_KEYS[0]) ||
+	    PLACE_KEYS[f->place] == NULL)
+		return 1;
+	f->member = M_NONE;
+	for (k = PLACE_KEYS[f->place]; k->name != NULL; k++) {
+		if (names(s, len, k->name)) {
+			f->member = k->member;
+			f->count = k->count;
+			break;
+		}
+	}
+	return 1;
+}
+
+static const yajl_callbacks CALLBACKS = {
+	.yajl_null = on_null,
+	.yajl_boolean = on_boolean,
+	.yajl_integer = on_integer,
+	.yajl_double = on_double,
+	.yajl_string = on_string,
+	.yajl_start_map = on_start_map,
+	.yajl_map_key = on_map_key,
+	.yajl_end_map = on_end,
+	.yajl_start_array = on_start_array,
+	.yajl_end_array = on_end,
+};
+
+/* --- reading ------------------------------------------------------------- */
+
+static yajl_handle
+start(struct reader *r, struct tg_reply_digest *d)
+{
+	memset(d, 0, sizeof(*d));
+	memset(r, 0, sizeof(*r));
+	r->d = d;
+	return yajl_alloc(&CALLBACKS, NULL, r);
+}
+
+/* End a read whose parse status so far is st. */
+static int
+finish(struct reader *r, yajl_handle h, yajl_status st)
+{
+	if (h == NULL)
+		st = yajl_status_error;
+	else if (st == yajl_status_ok)
+		st = yajl_complete_parse(h);
+	if (h != NULL)
+		yajl_free(h);
+
+	if (st != yajl_status_ok) {
+		memset(r->d, 0, sizeof(*r->d));
+		return -1;
+	}
+	r->d->object = r->root_object;
+	return 0;
+}
+
+int
+tg_reply_digest(struct tg_reply_digest *d, const char *text, size_t len)
+{
+	struct reader r;
+	yajl_handle h = start(&r, d);
+	yajl_status st = yajl_status_ok;
+
+	if (h != NULL)
+		st = yajl_parse(h, (const unsigned char *)text, len);
+	return finish(&r, h, st);
+}
+
+int
+tg_reply_digest_buffer(struct tg_reply_digest *d, struct evbuffer *buf)
+{
+	struct reader r;
+	yajl_handle h = start(&r, d);
+	yajl_status st = yajl_status_ok;
+	size_t total = evbuffer_get_length(buf), done = 0;
+	struct evbuffer_ptr at;
+	struct evbuffer_iovec seg;
+
+	/* Segment by segment, so a body that arrived in pieces is not copied
+	 * into one block first. */
+	evbuffer_ptr_set(buf, &at, 0, EVBUFFER_PTR_SET);
+	while (h != NULL && st == yajl_status_ok && done < total) {
+		if (evbuffer_peek(buf, -1, &at, &seg, 1) < 1)
+			break;
+		st = yajl_parse(h, seg.iov_base, seg.iov_len);
+		done += seg.iov_len;
+		if (done < total && evbuffer_ptr_set(buf, &at, seg.iov_len, EVBUFFER_PTR_ADD) != 0)
+			break;
+	}
+	return finish(&r, h, st);
+}

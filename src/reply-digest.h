@@ -1,0 +1,96 @@
+/*
+ * What the gateway reads of a provider's reply on every request: a
+ * non-streamed response body, or the data of one stream event.
+ *
+ * The relay needs to know whether an event is an error, carries output or
+ * a finish reason (to hold events and fail over before the first token),
+ * and the metrics need the token usage. Those are a few members at fixed
+ * places of OpenAI's and Anthropic's shapes, so they are read with yajl's
+ * event parser as the text goes by, without building a tree: building a
+ * jansson tree of a 270-byte chunk and freeing it costs about six times as
+ * much. A tree is still built, from the same text, when a feature needs
+ * the whole reply (content filters, the cache, tracing).
+ *
+ * A member given twice counts as given, where a jansson tree would keep
+ * only the last one; values read as numbers or text follow the last one.
+ */
+#ifndef TOLLGATE_REPLY_DIGEST_H
+#define TOLLGATE_REPLY_DIGEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct evbuffer;
+
+/* The top-level "type" of Anthropic's stream events. */
+enum tg_reply_type {
+	TG_REPLY_TYPE_NONE,             /* absent, or not a string */
+	TG_REPLY_TYPE_OTHER,            /* a string not listed here */
+	TG_REPLY_TYPE_ERROR,
+	TG_REPLY_TYPE_PING,
+	TG_REPLY_TYPE_MESSAGE_START,
+	TG_REPLY_TYPE_MESSAGE_DELTA,
+	TG_REPLY_TYPE_MESSAGE_STOP,
+	TG_REPLY_TYPE_CONTENT_BLOCK_START,
+	TG_REPLY_TYPE_CONTENT_BLOCK_DELTA,
+	TG_REPLY_TYPE_CONTENT_BLOCK_STOP,
+};
+
+/* The counts a usage object may carry, OpenAI's and Anthropic's names. */
+enum tg_usage_count {
+	TG_USAGE_PROMPT_TOKENS,
+	TG_USAGE_COMPLETION_TOKENS,
+	TG_USAGE_CACHED_TOKENS,         /* prompt_tokens_details.cached_tokens */
+	TG_USAGE_REASONING_TOKENS,      /* completion_tokens_details.reasoning_tokens */
+	TG_USAGE_INPUT_TOKENS,
+	TG_USAGE_OUTPUT_TOKENS,
+	TG_USAGE_CACHE_READ_INPUT_TOKENS,
+	TG_USAGE_CACHE_CREATION_INPUT_TOKENS,
+	TG_USAGE_COUNTS
+};
+
+enum tg_usage_shape {
+	TG_USAGE_ABSENT,
+	TG_USAGE_NULL,                  /* "usage": null */
+	TG_USAGE_OBJECT,
+	TG_USAGE_OTHER,                 /* any other value */
+};
+
+struct tg_reply_usage {
+	enum tg_usage_shape shape;
+	unsigned present;               /* bit (1u << count) set when the member is there */
+	uint64_t count[TG_USAGE_COUNTS];        /* positive integers; anything else is 0 */
+};
+
+struct tg_reply_digest {
+	unsigned object:1;              /* valid JSON whose top level is an object */
+	unsigned error:1;               /* a top-level "error" member, of any value */
+	unsigned choices:1;             /* a top-level "choices" array */
+	unsigned output:1;              /* a choice has text, content, refusal or a tool call */
+	unsigned reasoning:1;           /* a choice's delta has reasoning text */
+	unsigned finish:1;              /* a choice has a finish_reason other than null */
+	unsigned stop_reason:1;         /* "delta" has a stop_reason other than null */
+	size_t n_choices;
+	enum tg_reply_type type;
+	struct tg_reply_usage usage;            /* the top-level "usage" */
+	struct tg_reply_usage message_usage;    /* "message": {"usage"} (message_start) */
+};
+
+/*
+ * Read len bytes of JSON text into d. Returns 0 when the text is valid
+ * JSON, else -1 with d zeroed, as for any text that is not an object
+ * (d->object is 0).
+ */
+int tg_reply_digest(struct tg_reply_digest *d, const char *text, size_t len);
+
+/* The same for the whole contents of buf, read in place. */
+int tg_reply_digest_buffer(struct tg_reply_digest *d, struct evbuffer *buf);
+
+/* Whether u has the count's member, of any value. */
+static inline int
+tg_usage_has(const struct tg_reply_usage *u, enum tg_usage_count c)
+{
+	return (u->present >> c) & 1u;
+}
+
+#endif

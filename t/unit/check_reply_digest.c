@@ -1,0 +1,348 @@
+/*
+ * Unit tests for the reply digest (src/reply-digest.c) and the relay's
+ * classification of stream events built on it: each member is found at
+ * its place in OpenAI's and Anthropic's shapes and nowhere else, texts
+ * that are not JSON read as nothing, and a body split over many buffer
+ * segments reads as the same body in one piece.
+ */
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "relay.h"
+#include "reply-digest.h"
+
+static struct tg_reply_digest
+digest_of(const char *text)
+{
+	struct tg_reply_digest d;
+
+	tg_reply_digest(&d, text, strlen(text));
+	return d;
+}
+
+/* --- what is found where -------------------------------------------------- */
+
+START_TEST(openai_content_chunk)
+{
+	struct tg_reply_digest d = digest_of(
+	        "{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,"
+	        "\"delta\":{\"content\":\" Hello\"},\"logprobs\":null,\"finish_reason\":null}],"
+	        "\"usage\":null}");
+
+	ck_assert(d.object);
+	ck_assert(d.choices);
+	ck_assert_uint_eq(d.n_choices, 1);
+	ck_assert(d.output);
+	ck_assert(!d.finish);
+	ck_assert(!d.error);
+	ck_assert_int_eq(d.type, TG_REPLY_TYPE_NONE);
+	ck_assert_int_eq(d.usage.shape, TG_USAGE_NULL);
+}
+END_TEST
+
+START_TEST(openai_role_and_finish_chunks)
+{
+	struct tg_reply_digest role = digest_of(
+	        "{\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"},"
+	        "\"finish_reason\":null}]}");
+	struct tg_reply_digest end = digest_of(
+	        "{\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}");
+
+	ck_assert(!role.output);
+	ck_assert(!role.finish);
+	ck_assert(!end.output);
+	ck_assert(end.finish);
+}
+END_TEST
+
+START_TEST(outputs_other_than_content)
+{
+	ck_assert(digest_of("{\"choices\":[{\"text\":\"a\"}]}").output);
+	ck_assert(digest_of("{\"choices\":[{\"delta\":{\"refusal\":\"no\"}}]}").output);
+	ck_assert(digest_of("{\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0}]}}]}").output);
+	ck_assert(!digest_of("{\"choices\":[{\"delta\":{\"tool_calls\":[]}}]}").output);
+	ck_assert(digest_of("{\"choices\":[{\"delta\":{\"function_call\":{\"name\":\"f\"}}}]}").output);
+	ck_assert(!digest_of("{\"choices\":[{\"delta\":{\"function_call\":null}}]}").output);
+	ck_assert(digest_of("{\"choices\":[{\"delta\":{\"reasoning_content\":\"x\"}}]}").reasoning);
+	ck_assert(digest_of("{\"choices\":[{\"delta\":{\"reasoning\":\"x\"}}]}").reasoning);
+	ck_assert(!digest_of("{\"choices\":[{\"delta\":{\"reasoning\":\"x\"}}]}").output);
+}
+END_TEST
+
+/* The same names elsewhere than their place mean nothing. */
+START_TEST(members_out_of_place_are_ignored)
+{
+	struct tg_reply_digest d = digest_of(
+	        "{\"delta\":{\"content\":\"x\"},\"data\":{\"choices\":[{\"text\":\"y\"}],"
+	        "\"usage\":{\"prompt_tokens\":5},\"error\":1},"
+	        "\"choices\":[{\"delta\":{\"usage\":{\"prompt_tokens\":9}},"
+	        "\"message\":{\"content\":\"z\"}}]}");
+
+	ck_assert(d.choices);
+	ck_assert(!d.output);
+	ck_assert(!d.error);
+	ck_assert_int_eq(d.usage.shape, TG_USAGE_ABSENT);
+	ck_assert_uint_eq(d.usage.present, 0);
+}
+END_TEST
+
+START_TEST(openai_usage_counts)
+{
+	struct tg_reply_digest d = digest_of(
+	        "{\"choices\":[],\"usage\":{\"prompt_tokens\":1200,\"completion_tokens\":30,"
+	        "\"total_tokens\":1230,\"prompt_tokens_details\":{\"cached_tokens\":1024},"
+	        "\"completion_tokens_details\":{\"reasoning_tokens\":12}}}");
+
+	ck_assert(d.choices);
+	ck_assert_uint_eq(d.n_choices, 0);
+	ck_assert_int_eq(d.usage.shape, TG_USAGE_OBJECT);
+	ck_assert(tg_usage_has(&d.usage, TG_USAGE_PROMPT_TOKENS));
+	ck_assert(!tg_usage_has(&d.usage, TG_USAGE_INPUT_TOKENS));
+	ck_assert_uint_eq(d.usage.count[TG_USAGE_PROMPT_TOKENS], 1200);
+	ck_assert_uint_eq(d.usage.count[TG_USAGE_COMPLETION_TOKENS], 30);
+	ck_assert_uint_eq(d.usage.count[TG_USAGE_CACHED_TOKENS], 1024);
+	ck_assert_uint_eq(d.usage.count[TG_USAGE_REASONING_TOKENS], 12);
+}
+END_TEST
+
+/* A count that is not a positive integer is there, and counts 0. */
+START_TEST(counts_that_are_not_positive_integers)
+{
+	struct tg_reply_digest d = digest_of(
+	        "{\"usage\":{\"prompt_tokens\":-3,\"completion_tokens\":2.5,"
+	        "\"input_tokens\":\"7\",\"output_tokens\":null}}");
+
+	ck_assert(tg_usage_has(&d.usage, TG_USAGE_PROMPT_TOKENS));
+	ck_assert(tg_usage_has(&d.usage, TG_USAGE_OUTPUT_TOKENS));
+	for (int c = 0; c < TG_USAGE_COUNTS; c++)
+		ck_assert_uint_eq(d.usage.count[c], 0);
+}
+END_TEST
+
+/* A later member replaces an earlier one, as in a jansson tree. */
+START_TEST(later_usage_replaces_earlier)
+{
+	struct tg_reply_digest d = digest_of(
+	        "{\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2},"
+	        "\"usage\":{\"prompt_tokens\":10}}");
+
+	ck_assert_uint_eq(d.usage.count[TG_USAGE_PROMPT_TOKENS], 10);
+	ck_assert(!tg_usage_has(&d.usage, TG_USAGE_COMPLETION_TOKENS));
+	ck_assert_int_eq(digest_of("{\"usage\":{\"prompt_tokens\":1},\"usage\":null}").usage.shape,
+	                 TG_USAGE_NULL);
+	ck_assert_int_eq(digest_of("{\"usage\":[1]}").usage.shape, TG_USAGE_OTHER);
+}
+END_TEST
+
+START_TEST(anthropic_events)
+{
+	struct tg_reply_digest start = digest_of(
+	        "{\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":"
+	        "{\"input_tokens\":25,\"cache_read_input_tokens\":100,\"output_tokens\":1}}}");
+	struct tg_reply_digest delta = digest_of(
+	        "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},"
+	        "\"usage\":{\"output_tokens\":15}}");
+	struct tg_reply_digest text = digest_of(
+	        "{\"type\":\"content_block_delta\",\"index\":0,"
+	        "\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}");
+
+	ck_assert_int_eq(start.type, TG_REPLY_TYPE_MESSAGE_START);
+	ck_assert_int_eq(start.usage.shape, TG_USAGE_ABSENT);
+	ck_assert_int_eq(start.message_usage.shape, TG_USAGE_OBJECT);
+	ck_assert_uint_eq(start.message_usage.count[TG_USAGE_INPUT_TOKENS], 25);
+	ck_assert_uint_eq(start.message_usage.count[TG_USAGE_CACHE_READ_INPUT_TOKENS], 100);
+	ck_assert_int_eq(delta.type, TG_REPLY_TYPE_MESSAGE_DELTA);
+	ck_assert(delta.stop_reason);
+	ck_assert_uint_eq(delta.usage.count[TG_USAGE_OUTPUT_TOKENS], 15);
+	ck_assert_int_eq(text.type, TG_REPLY_TYPE_CONTENT_BLOCK_DELTA);
+	ck_assert(!text.output);        /* Anthropic's output is told by its type */
+	ck_assert_int_eq(digest_of("{\"type\":\"something_new\"}").type, TG_REPLY_TYPE_OTHER);
+	ck_assert_int_eq(digest_of("{\"type\":7}").type, TG_REPLY_TYPE_NONE);
+}
+END_TEST
+
+START_TEST(errors)
+{
+	ck_assert(digest_of("{\"error\":{\"message\":\"overloaded\"}}").error);
+	ck_assert(digest_of("{\"error\":null}").error);
+	ck_assert_int_eq(digest_of("{\"type\":\"error\",\"error\":{}}").type, TG_REPLY_TYPE_ERROR);
+}
+END_TEST
+
+/* Text that is not a JSON object reads as nothing, and -1 says which
+ * texts are not JSON at all. */
+START_TEST(texts_that_are_not_objects)
+{
+	static const char *const not_json[] = {
+		"", "{", "{\"a\":1}}", "{\"a\":1} x", "{'a':1}", "{\"a\":01}",
+		"{\"a\":\"\xff\"}", "{\"a\":1e999}", "{\"a\":99999999999999999999}",
+		"{\"choices\":[{\"text\":\"a\"}] /* c */}",
+	};
+	struct tg_reply_digest d;
+
+	for (size_t i = 0; i < sizeof(not_json) / sizeof(not_json[0]); i++) {
+		ck_assert_msg(tg_reply_digest(&d, not_json[i], strlen(not_json[i])) == -1,
+		              "\"%s\" was read as JSON", not_json[i]);
+		ck_assert(!d.object && !d.output && !d.choices);
+	}
+	ck_assert_int_eq(tg_reply_digest(&d, "[1,2]", 5), 0);
+	ck_assert(!d.object);
+	ck_assert_int_eq(tg_reply_digest(&d, "\"[DONE]\"", 8), 0);
+	ck_assert(!d.object);
+}
+END_TEST
+
+/* Deeper than the frames kept, members are still out of place; deeper
+ * than jansson reads, the text is not JSON. */
+START_TEST(deep_nesting)
+{
+	char text[3 * 2100 + 64];
+	size_t n = 0;
+	struct tg_reply_digest d;
+
+	n += (size_t)sprintf(text + n, "{\"x\":");
+	for (int i = 0; i < 40; i++)
+		n += (size_t)sprintf(text + n, "{\"usage\":");
+	n += (size_t)sprintf(text + n, "{\"prompt_tokens\":3}");
+	for (int i = 0; i < 41; i++)
+		text[n++] = '}';
+	ck_assert_int_eq(tg_reply_digest(&d, text, n), 0);
+	ck_assert_int_eq(d.usage.shape, TG_USAGE_ABSENT);
+
+	n = 0;
+	for (int i = 0; i < 2100; i++)
+		text[n++] = '[';
+	for (int i = 0; i < 2100; i++)
+		text[n++] = ']';
+	ck_assert_int_eq(tg_reply_digest(&d, text, n), -1);
+}
+END_TEST
+
+/* A body that arrived in many pieces reads as the same body. */
+START_TEST(buffer_in_many_segments)
+{
+	static const char body[] =
+	        "{\"id\":\"c\",\"choices\":[{\"message\":{\"content\":\"Hi\"},\"finish_reason\":"
+	        "\"stop\"}],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":3}}";
+	struct evbuffer *buf = evbuffer_new();
+	struct tg_reply_digest d;
+
+	for (size_t i = 0; i < sizeof(body) - 1; i++)
+		evbuffer_add_reference(buf, body + i, 1, NULL, NULL);
+	ck_assert_int_gt(evbuffer_peek(buf, -1, NULL, NULL, 0), 1);
+	ck_assert_int_eq(tg_reply_digest_buffer(&d, buf), 0);
+	ck_assert(d.object && d.finish);
+	ck_assert_uint_eq(d.usage.count[TG_USAGE_PROMPT_TOKENS], 12);
+	ck_assert_uint_eq(d.usage.count[TG_USAGE_COMPLETION_TOKENS], 3);
+	ck_assert_uint_eq(evbuffer_get_length(buf), sizeof(body) - 1);
+
+	evbuffer_drain(buf, evbuffer_get_length(buf));
+	ck_assert_int_eq(tg_reply_digest_buffer(&d, buf), -1);  /* empty is not JSON */
+	evbuffer_free(buf);
+}
+END_TEST
+
+/* --- the relay's classification ------------------------------------------- */
+
+static const struct {
+	const char *type;       /* the SSE event type, or NULL */
+	const char *data;
+	enum tg_event_kind kind;
+	int finish;
+} events[] = {
+	{NULL, "[DONE]", TG_EVENT_DONE, 0},
+	{"error", "{\"message\":\"x\"}", TG_EVENT_ERROR, 0},
+	{NULL, "{\"error\":{\"message\":\"x\"}}", TG_EVENT_ERROR, 0},
+	{NULL, "not json", TG_EVENT_CONTENT, 0},
+	{NULL, "{\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}", TG_EVENT_EMPTY, 0},
+	{NULL, "{\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}", TG_EVENT_CONTENT, 0},
+	{NULL, "{\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}", TG_EVENT_CONTENT, 1},
+	{NULL, "{\"choices\":[],\"usage\":{\"prompt_tokens\":1}}", TG_EVENT_CONTENT, 0},
+	{NULL, "{\"type\":\"message_start\",\"message\":{}}", TG_EVENT_EMPTY, 0},
+	{NULL, "{\"type\":\"ping\"}", TG_EVENT_EMPTY, 0},
+	{NULL, "{\"type\":\"content_block_delta\",\"delta\":{\"text\":\"a\"}}", TG_EVENT_CONTENT, 0},
+	{NULL, "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"}}",
+	 TG_EVENT_CONTENT, 1},
+	{NULL, "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":null}}", TG_EVENT_CONTENT, 0},
+	{NULL, "{\"type\":\"message_stop\"}", TG_EVENT_DONE, 0},
+	{NULL, "{\"type\":\"error\",\"error\":{}}", TG_EVENT_ERROR, 0},
+	{NULL, "{\"object\":\"something\"}", TG_EVENT_CONTENT, 0},
+};
+
+START_TEST(relay_classifies_events)
+{
+	struct tg_sse_event sse = {0};
+	struct tg_reply_digest d;
+	int finish;
+
+	sse.type = events[_i].type;
+	sse.type_len = sse.type ? strlen(sse.type) : 0;
+	sse.data = events[_i].data;
+	sse.data_len = strlen(events[_i].data);
+	ck_assert_int_eq(tg_relay_classify(&sse, &d, &finish), events[_i].kind);
+	ck_assert_int_eq(finish, events[_i].finish);
+}
+END_TEST
+
+/* The tree is built once, when asked for, without the member the metrics
+ * took out of the bytes. */
+START_TEST(event_tree_built_on_demand)
+{
+	static const char data[] = "{\"choices\":[],\"usage\":null}";
+	struct tg_stream_event ev = {.data = data, .data_len = sizeof(data) - 1};
+	json_t *tree;
+
+	ev.usage_stripped = 1;
+	tree = tg_stream_event_json(&ev);
+	ck_assert_ptr_nonnull(tree);
+	ck_assert_ptr_null(json_object_get(tree, "usage"));
+	ck_assert_ptr_nonnull(json_object_get(tree, "choices"));
+	ck_assert_ptr_null(ev.data);
+	ck_assert_ptr_eq(tg_stream_event_json(&ev), tree);
+	json_decref(tree);
+
+	ev = (struct tg_stream_event){.data = "[1]", .data_len = 3};
+	ck_assert_ptr_null(tg_stream_event_json(&ev));
+}
+END_TEST
+
+static Suite *
+reply_digest_suite(void)
+{
+	Suite *s = suite_create("reply-digest");
+	TCase *shapes = tcase_create("shapes");
+	TCase *relay = tcase_create("relay");
+
+	tcase_add_test(shapes, openai_content_chunk);
+	tcase_add_test(shapes, openai_role_and_finish_chunks);
+	tcase_add_test(shapes, outputs_other_than_content);
+	tcase_add_test(shapes, members_out_of_place_are_ignored);
+	tcase_add_test(shapes, openai_usage_counts);
+	tcase_add_test(shapes, counts_that_are_not_positive_integers);
+	tcase_add_test(shapes, later_usage_replaces_earlier);
+	tcase_add_test(shapes, anthropic_events);
+	tcase_add_test(shapes, errors);
+	tcase_add_test(shapes, texts_that_are_not_objects);
+	tcase_add_test(shapes, deep_nesting);
+	tcase_add_test(shapes, buffer_in_many_segments);
+	tcase_add_loop_test(relay, relay_classifies_events, 0, sizeof(events) / sizeof(events[0]));
+	tcase_add_test(relay, event_tree_built_on_demand);
+	suite_add_tcase(s, shapes);
+	suite_add_tcase(s, relay);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *runner = srunner_create(reply_digest_suite());
+	int failed;
+
+	srunner_run_all(runner, CK_NORMAL);
+	failed = srunner_ntests_failed(runner);
+	srunner_free(runner);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
