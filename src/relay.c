@@ -256,6 +256,7 @@ tg_relay_reset(struct tg_request *req)
 		tg_sse_free(&resp->sse);
 	for (size_t i = 0; i < resp->n_held; i++)
 		free_event(&resp->held[i]);
+	free(resp->held);
 	if (resp->pending != NULL)
 		evbuffer_free(resp->pending);
 	if (resp->stream_error_body != NULL)
@@ -268,7 +269,9 @@ tg_relay_reset(struct tg_request *req)
 
 	resp->pending = NULL;
 	resp->body = NULL;
+	resp->held = NULL;
 	resp->n_held = 0;
+	resp->cap_held = 0;
 	resp->held_bytes = 0;
 	resp->streaming = 0;
 	resp->chunked = 0;
@@ -416,19 +419,34 @@ release_held(struct tg_request *req)
 	resp->held_bytes = 0;
 }
 
-static void
+/* Keep ev until the first content; returns -1 when memory ran out, and
+ * ev is then the caller's still. Most streams hold one event (the role
+ * chunk), so the array grows from two. */
+static int
 hold_event(struct tg_request *req, struct tg_stream_event *ev)
 {
 	struct tg_response *resp = &req->response;
+	struct tg_stream_event *held;
 
-	resp->held[resp->n_held++] = *ev;
+	if (resp->n_held == resp->cap_held) {
+		size_t cap = resp->cap_held ? 2 * resp->cap_held : 2;
+
+		held = realloc(resp->held, cap * sizeof(*held));
+		if (held == NULL)
+			return -1;
+		resp->held = held;
+		resp->cap_held = cap;
+	}
+	held = &resp->held[resp->n_held++];
+	*held = *ev;
 	resp->held_bytes += evbuffer_get_length(ev->raw);
 
 	/* The data goes with the parser's buffer: build the tree now, in case
 	 * a feature asks for it when the event leaves. */
-	tg_stream_event_json(&resp->held[resp->n_held - 1]);
+	tg_stream_event_json(held);
 	ev->raw = NULL;
 	ev->json = NULL;
+	return 0;
 }
 
 /*
@@ -482,10 +500,9 @@ on_sse_event(void *arg, const struct tg_sse_event *sse)
 			return moved ? STREAM_ABANDONED : STREAM_FAILED;
 		}
 		if (ev.kind == TG_EVENT_EMPTY && resp->n_held < HOLD_MAX_EVENTS &&
-		    resp->held_bytes + evbuffer_get_length(ev.raw) <= HOLD_MAX_BYTES) {
-			hold_event(req, &ev);
+		    resp->held_bytes + evbuffer_get_length(ev.raw) <= HOLD_MAX_BYTES &&
+		    hold_event(req, &ev) == 0)
 			return 0;
-		}
 		release_held(req);
 	}
 	emit_event(req, &ev);

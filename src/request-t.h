@@ -63,8 +63,8 @@ struct tg_response {
 
 	struct tg_sse_parser sse;       /* events of a streaming body */
 	struct evbuffer *pending;       /* stream bytes not yet part of an event */
-	struct tg_stream_event held[TG_MAX_HELD_EVENTS]; /* before first content */
-	size_t n_held;
+	struct tg_stream_event *held;   /* before first content; grown on demand */
+	size_t n_held, cap_held;
 	size_t held_bytes;
 	int content_sent;               /* an event with content went out */
 	int sse_done;                   /* "[DONE]" was seen */
