@@ -404,6 +404,8 @@ release_held(struct tg_request *req)
 {
 	struct tg_response *resp = &req->response;
 	struct tg_attempt *a = &req->attempts[req->n_attempts - 1];
+	struct tg_stream_event *held = resp->held;
+	size_t n_held = resp->n_held;
 	char label[16];
 
 	snprintf(label, sizeof(label), "%d", resp->status);
@@ -411,12 +413,18 @@ release_held(struct tg_request *req)
 		tg_attempt_end(req, TG_OUTCOME_SUCCESS, TG_OK, resp->status, label);
 	send_head(req, -1);
 	resp->content_sent = 1;
-	for (size_t i = 0; i < resp->n_held; i++) {
-		emit_event(req, &resp->held[i]);
-		free_event(&resp->held[i]);
-	}
+
+	/* The array leaves the response first, so that nothing an event
+	 * causes on its way out can free it under this loop. */
+	resp->held = NULL;
 	resp->n_held = 0;
+	resp->cap_held = 0;
 	resp->held_bytes = 0;
+	for (size_t i = 0; i < n_held; i++) {
+		emit_event(req, &held[i]);
+		free_event(&held[i]);
+	}
+	free(held);
 }
 
 /* Keep ev until the first content; returns -1 when memory ran out, and
