@@ -71,47 +71,52 @@ struct reader {
 
 struct key {
 	const char *name;
+	size_t len;
 	unsigned char member;
 	unsigned char count;
 };
 
+/* A table entry; the length is counted once, at compile time. */
+#define KEY(name, member, count) {name, sizeof(name) - 1, member, count}
+#define END_KEYS {NULL, 0, 0, 0}
+
 static const struct key ROOT_KEYS[] = {
-	{"error", M_ERROR, 0}, {"type", M_TYPE, 0}, {"choices", M_CHOICES, 0},
-	{"usage", M_USAGE, 0}, {"message", M_MESSAGE, 0}, {"delta", M_DELTA, 0},
-	{NULL, 0, 0}
+	KEY("error", M_ERROR, 0), KEY("type", M_TYPE, 0), KEY("choices", M_CHOICES, 0),
+	KEY("usage", M_USAGE, 0), KEY("message", M_MESSAGE, 0), KEY("delta", M_DELTA, 0),
+	END_KEYS
 };
 static const struct key CHOICE_KEYS[] = {
-	{"text", M_TEXT, 0}, {"finish_reason", M_FINISH_REASON, 0}, {"delta", M_DELTA, 0},
-	{NULL, 0, 0}
+	KEY("text", M_TEXT, 0), KEY("finish_reason", M_FINISH_REASON, 0), KEY("delta", M_DELTA, 0),
+	END_KEYS
 };
 static const struct key DELTA_KEYS[] = {
-	{"content", M_CONTENT, 0}, {"refusal", M_REFUSAL, 0},
-	{"reasoning_content", M_REASONING, 0}, {"reasoning", M_REASONING, 0},
-	{"tool_calls", M_TOOL_CALLS, 0}, {"function_call", M_FUNCTION_CALL, 0},
-	{NULL, 0, 0}
+	KEY("content", M_CONTENT, 0), KEY("refusal", M_REFUSAL, 0),
+	KEY("reasoning_content", M_REASONING, 0), KEY("reasoning", M_REASONING, 0),
+	KEY("tool_calls", M_TOOL_CALLS, 0), KEY("function_call", M_FUNCTION_CALL, 0),
+	END_KEYS
 };
 static const struct key MESSAGE_KEYS[] = {
-	{"usage", M_USAGE, 0}, {NULL, 0, 0}
+	KEY("usage", M_USAGE, 0), END_KEYS
 };
 static const struct key EVENT_DELTA_KEYS[] = {
-	{"stop_reason", M_STOP_REASON, 0}, {NULL, 0, 0}
+	KEY("stop_reason", M_STOP_REASON, 0), END_KEYS
 };
 static const struct key USAGE_KEYS[] = {
-	{"prompt_tokens", M_COUNT, TG_USAGE_PROMPT_TOKENS},
-	{"completion_tokens", M_COUNT, TG_USAGE_COMPLETION_TOKENS},
-	{"input_tokens", M_COUNT, TG_USAGE_INPUT_TOKENS},
-	{"output_tokens", M_COUNT, TG_USAGE_OUTPUT_TOKENS},
-	{"cache_read_input_tokens", M_COUNT, TG_USAGE_CACHE_READ_INPUT_TOKENS},
-	{"cache_creation_input_tokens", M_COUNT, TG_USAGE_CACHE_CREATION_INPUT_TOKENS},
-	{"prompt_tokens_details", M_PROMPT_DETAILS, 0},
-	{"completion_tokens_details", M_COMPLETION_DETAILS, 0},
-	{NULL, 0, 0}
+	KEY("prompt_tokens", M_COUNT, TG_USAGE_PROMPT_TOKENS),
+	KEY("completion_tokens", M_COUNT, TG_USAGE_COMPLETION_TOKENS),
+	KEY("input_tokens", M_COUNT, TG_USAGE_INPUT_TOKENS),
+	KEY("output_tokens", M_COUNT, TG_USAGE_OUTPUT_TOKENS),
+	KEY("cache_read_input_tokens", M_COUNT, TG_USAGE_CACHE_READ_INPUT_TOKENS),
+	KEY("cache_creation_input_tokens", M_COUNT, TG_USAGE_CACHE_CREATION_INPUT_TOKENS),
+	KEY("prompt_tokens_details", M_PROMPT_DETAILS, 0),
+	KEY("completion_tokens_details", M_COMPLETION_DETAILS, 0),
+	END_KEYS
 };
 static const struct key PROMPT_DETAILS_KEYS[] = {
-	{"cached_tokens", M_COUNT, TG_USAGE_CACHED_TOKENS}, {NULL, 0, 0}
+	KEY("cached_tokens", M_COUNT, TG_USAGE_CACHED_TOKENS), END_KEYS
 };
 static const struct key COMPLETION_DETAILS_KEYS[] = {
-	{"reasoning_tokens", M_COUNT, TG_USAGE_REASONING_TOKENS}, {NULL, 0, 0}
+	KEY("reasoning_tokens", M_COUNT, TG_USAGE_REASONING_TOKENS), END_KEYS
 };
 
 /* The keys of interest in each place, indexed by enum place. */
@@ -384,7 +389,7 @@ on_map_key(void *ctx, const unsigned char *s, size_t len)
 		return 1;
 	f->member = M_NONE;
 	for (k = PLACE_KEYS[f->place]; k->name != NULL; k++) {
-		if (names(s, len, k->name)) {
+		if (k->len == len && memcmp(s, k->name, len) == 0) {
 			f->member = k->member;
 			f->count = k->count;
 			break;
