@@ -335,7 +335,6 @@ client_linger(struct tg_client *c)
 	arm_timer(c, CLIENT_LINGER_MS);
 }
 
-/* The response of the current request has been written out. */
 /* 1 when request bytes have arrived that the parser has not seen yet, in
  * the bufferevent or still in the kernel. */
 static int
@@ -349,16 +348,17 @@ input_pending(struct tg_client *c)
 	       kernel_bytes > 0;
 }
 
+/* The response of the current request has been written out. */
 static void
 finish_request(struct tg_client *c)
 {
 	struct tg_request *req = c->req;
-	int pipelined = input_pending(c);
 
 	/* While draining, a request already sent behind this one is still
-	 * read, so that it gets a 503 rather than a reset. */
+	 * read, so that it gets a 503 rather than a reset. Only then is the
+	 * kernel asked, which saves a system call per request otherwise. */
 	int keepalive = req->keepalive && !c->close_after_response &&
-	                (!c->worker->draining || pipelined);
+	                (!c->worker->draining || input_pending(c));
 
 	c->req = NULL;
 	c->response_done = 0;
