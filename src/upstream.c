@@ -638,17 +638,75 @@ new_bufferevent(struct tg_upstream_conn *c)
 	return bev;
 }
 
-/* Write the request on the connection; the timer of its state runs. */
+/*
+ * Send what of the request a pooled plain connection takes at once, while
+ * nothing is queued before it. Queued bytes would arm the write event, and
+ * the bufferevent would disarm it once they are out: an epoll_ctl pair and
+ * a turn of the event loop for every request. Returns the bytes sent. On
+ * an error nothing is sent, and the queued write meets the error again,
+ * where the connection's usual error handling takes it.
+ */
+static size_t
+send_now(struct tg_upstream_conn *c)
+{
+	struct evbuffer_iovec vec[8];
+	struct msghdr msg = {0};
+	ssize_t sent;
+	int n;
+
+	if (!c->reused || c->backend->tls ||
+	    evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+		return 0;
+	/* The first 8 extents at most: the rest is queued. */
+	n = evbuffer_peek(c->request, -1, NULL, vec, 8);
+	if (n <= 0)
+		return 0;
+
+	/* Where sys/uio.h exists, evbuffer_iovec is struct iovec itself. */
+	msg.msg_iov = vec;
+	msg.msg_iovlen = (size_t)(n < 8 ? n : 8);
+	sent = sendmsg(bufferevent_getfd(c->bev), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+	return sent > 0 ? (size_t)sent : 0;
+}
+
+/* Queue the request after its first sent bytes. The bufferevent freezes
+ * the front of its output, so the sent part is dropped from a reference
+ * of the request's own, and what is left moves to the output. */
+static int
+queue_rest(struct evbuffer *out, struct evbuffer *request, size_t sent)
+{
+	struct evbuffer *rest = evbuffer_new();
+	int rc = -1;
+
+	if (rest != NULL && evbuffer_add_buffer_reference(rest, request) == 0 &&
+	    evbuffer_drain(rest, sent) == 0)
+		rc = evbuffer_add_buffer(out, rest);
+	if (rest != NULL)
+		evbuffer_free(rest);
+	return rc;
+}
+
+/* Write the request on the connection; the timer of its state runs. The
+ * request stays whole in c->request, for a resend on a new connection. */
 static int
 conn_write_request(struct tg_upstream_conn *c)
 {
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	size_t sent;
+
 	llhttp_init(&c->parser, HTTP_RESPONSE, &response_settings);
 	c->parser.data = c;
 	c->got_bytes = 0;
 	c->head_too_large = 0;
 	c->interim = 0;
 	c->keepalive = 0;
-	return evbuffer_add_buffer_reference(bufferevent_get_output(c->bev), c->request);
+
+	sent = send_now(c);
+	if (sent == 0)
+		return evbuffer_add_buffer_reference(out, c->request);
+	if (sent == evbuffer_get_length(c->request))
+		return 0;
+	return queue_rest(out, c->request, sent);
 }
 
 /* Open a new connection for c (replacing any it had) and queue the request. */

@@ -62,6 +62,25 @@ describe('upstream connection pool', () => {
     await gw.stop();
   });
 
+  it('sends a large body whole on a pooled connection', async () => {
+    // Larger than a socket buffer, so the first write on the pooled
+    // connection takes only part and the rest must follow it in order.
+    const { mock, gw, url } = await start();
+    const big = { ...chat, messages: [{ role: 'user', content: 'pooled body '.repeat(400000) }] };
+    const text = JSON.stringify(big);
+    assert.equal((await curl(curlPost(url, chat))).status, 200);
+    const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: text });
+    assert.equal(res.status, 200);
+    await res.text();
+
+    const requests = await mock.requests();
+    assert.equal(requests.length, 2);
+    assert.equal(requests[1].connection, requests[0].connection, 'the large body came on a new connection');
+    assert.ok(requests[1].body === text,
+              `the mock got ${Buffer.byteLength(requests[1].body)} bytes that differ from the ${text.length} sent`);
+    await gw.stop();
+  });
+
   it('retries once when a pooled connection is stale', async () => {
     const { mock, gw, url } = await start();
     const first = await curl(curlPost(url, chat, ['x-mock: reset_next=1']));
