@@ -43,6 +43,7 @@
 #include "log.h"
 #include "relay.h"
 #include "request.h"
+#include "request-head.h"
 #include "worker.h"
 
 #define CLIENT_LINGER_MS 2000
@@ -96,6 +97,7 @@ on_message_begin(llhttp_t *p)
 	struct tg_client *c = p->data;
 
 	c->parse_error = TG_OK;
+	c->parse_message[0] = '\0';
 	c->req = tg_request_new(c);
 	if (c->req == NULL)
 		return parse_fail(c, TG_E_INTERNAL);
@@ -185,6 +187,7 @@ on_headers_complete(llhttp_t *p)
 	struct tg_request *req = c->req;
 	const struct tg_limits *limits = &req->config->limits;
 	const char *expect;
+	enum tg_error err;
 
 	req->method_id = p->method;
 	req->method = llhttp_method_name(p->method);
@@ -194,6 +197,11 @@ on_headers_complete(llhttp_t *p)
 	c->url_len = 0;
 	if (req->url == NULL || req->path == NULL)
 		return parse_fail(c, TG_E_INTERNAL);
+
+	err = tg_request_head_check_host(&req->headers, p->http_major, p->http_minor,
+	                                 c->parse_message, sizeof(c->parse_message));
+	if (err != TG_OK)
+		return parse_fail(c, err);
 
 	/* Refuse an announced body that is too large before it is read. */
 	if ((p->flags & F_CONTENT_LENGTH) && p->content_length > limits->max_body)
@@ -251,9 +259,10 @@ static const llhttp_settings_t request_settings = {
 
 /* --- connection ----------------------------------------------------------- */
 
-/* Respond to a request that could not be read, then close the connection. */
+/* Respond to a request that could not be read, then close the connection.
+ * message replaces the error's default message unless it is NULL. */
 static void
-reject_unreadable_request(struct tg_client *c, enum tg_error err)
+reject_unreadable_request(struct tg_client *c, enum tg_error err, const char *message)
 {
 	if (c->req == NULL) {
 		c->req = tg_request_new(c);
@@ -266,7 +275,7 @@ reject_unreadable_request(struct tg_client *c, enum tg_error err)
 	c->close_after_response = 1;
 	c->unread_input = 1;
 	event_del(c->timer);
-	tg_request_fail(c->req, err, NULL);
+	tg_request_fail(c->req, err, message);
 }
 
 static void
@@ -300,7 +309,8 @@ client_parse(struct tg_client *c)
 			         llhttp_errno_name(rc), llhttp_get_error_reason(&c->parser));
 			c->parse_error = TG_E_BAD_REQUEST;
 		}
-		reject_unreadable_request(c, c->parse_error);
+		reject_unreadable_request(c, c->parse_error,
+		                          c->parse_message[0] != '\0' ? c->parse_message : NULL);
 		return;
 	}
 }
@@ -435,7 +445,7 @@ client_timer_cb(evutil_socket_t fd, short what, void *arg)
 	case TG_CLIENT_BODY:
 		if (c->req != NULL) {
 			c->req->cause = TG_CAUSE_CLIENT_TIMEOUT;
-			reject_unreadable_request(c, TG_E_REQUEST_TIMEOUT);
+			reject_unreadable_request(c, TG_E_REQUEST_TIMEOUT, NULL);
 			return;
 		}
 		client_free(c);

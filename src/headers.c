@@ -74,6 +74,18 @@ tg_headers_get(const struct tg_headers *h, const char *name)
 }
 
 size_t
+tg_headers_count(const struct tg_headers *h, const char *name)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < h->count; i++) {
+		if (strcasecmp(h->items[i].name, name) == 0)
+			n++;
+	}
+	return n;
+}
+
+size_t
 tg_headers_remove(struct tg_headers *h, const char *name)
 {
 	size_t kept = 0;

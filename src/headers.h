@@ -32,6 +32,9 @@ int tg_headers_add(struct tg_headers *h, const char *name, size_t name_len,
 /* The value of the first header called name, or NULL. */
 const char *tg_headers_get(const struct tg_headers *h, const char *name);
 
+/* Return how many headers are called name. */
+size_t tg_headers_count(const struct tg_headers *h, const char *name);
+
 /* Remove every header called name; returns how many were removed. */
 size_t tg_headers_remove(struct tg_headers *h, const char *name);
 

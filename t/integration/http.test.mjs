@@ -132,6 +132,26 @@ describe('client connections', () => {
     assertError(res, 400, 'invalid_request_error', 'bad_request');
   }));
 
+  it('rejects HTTP/1.1 without Host', () => withClient(async (client) => {
+    await client.write(rawRequest('POST', '/v1/chat/completions', [
+      'Content-Type: application/json', `Content-Length: ${chatText.length}`,
+    ], chatText));
+    const res = await client.readResponse();
+    const error = assertError(res, 400, 'invalid_request_error', 'bad_request');
+    assert.match(error.message, /no Host header/);
+    assert.ok(await client.waitClosed(), 'the connection stayed open after the 400');
+  }));
+
+  for (const version of ['1.1', '1.0']) {
+    it(`rejects two Host headers in HTTP/${version}`, () => withClient(async (client) => {
+      await client.write(`POST /v1/chat/completions HTTP/${version}\r\nHost: 127.0.0.1\r\nHost: example.test\r\n` +
+        `Content-Type: application/json\r\nContent-Length: ${chatText.length}\r\n\r\n${chatText}`);
+      const res = await client.readResponse();
+      const error = assertError(res, 400, 'invalid_request_error', 'bad_request');
+      assert.match(error.message, /2 Host headers/);
+    }));
+  }
+
   it('answers 408 when the head is too slow', () => withClient(async (client) => {
     await client.write('POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: slow-head\r\n');
     const res = await client.readResponse();
