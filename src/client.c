@@ -200,6 +200,9 @@ on_headers_complete(llhttp_t *p)
 
 	err = tg_request_head_check_host(&req->headers, p->http_major, p->http_minor,
 	                                 c->parse_message, sizeof(c->parse_message));
+	if (err == TG_OK)
+		err = tg_request_head_check_transfer_coding(&req->headers, c->parse_message,
+		                                            sizeof(c->parse_message));
 	if (err != TG_OK)
 		return parse_fail(c, err);
 
@@ -278,6 +281,20 @@ reject_unreadable_request(struct tg_client *c, enum tg_error err, const char *me
 	tg_request_fail(c->req, err, message);
 }
 
+/* Give the client a reason for an error llhttp found, where the default
+ * message of TG_E_BAD_REQUEST would leave it guessing. */
+static void
+describe_parser_error(struct tg_client *c, llhttp_errno_t rc)
+{
+	/* llhttp rejects a coding after chunked while it reads the header,
+	 * before tg_request_head_check_transfer_coding() can run. That check
+	 * reports every other invalid list itself. */
+	if (rc == HPE_INVALID_TRANSFER_ENCODING)
+		snprintf(c->parse_message, sizeof(c->parse_message),
+		         "Transfer-Encoding lists a coding after chunked; chunked must be "
+		         "the last coding, and appear once");
+}
+
 static void
 client_parse(struct tg_client *c)
 {
@@ -308,6 +325,7 @@ client_parse(struct tg_client *c)
 			tg_debug("client %s: invalid HTTP request: %s (%s)", c->addr,
 			         llhttp_errno_name(rc), llhttp_get_error_reason(&c->parser));
 			c->parse_error = TG_E_BAD_REQUEST;
+			describe_parser_error(c, rc);
 		}
 		reject_unreadable_request(c, c->parse_error,
 		                          c->parse_message[0] != '\0' ? c->parse_message : NULL);
