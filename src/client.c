@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -78,6 +79,23 @@ parse_fail(struct tg_client *c, enum tg_error err)
 {
 	c->parse_error = err;
 	return HPE_USER;
+}
+
+/* Record a request error as parse_fail() does, with the message the client
+ * gets in place of the error's default one. */
+static int
+parse_fail_with(struct tg_client *c, enum tg_error err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int
+parse_fail_with(struct tg_client *c, enum tg_error err, const char *fmt, ...)
+{
+	va_list args;
+
+	va_start(args, fmt);
+	vsnprintf(c->parse_message, sizeof(c->parse_message), fmt, args);
+	va_end(args);
+	return parse_fail(c, err);
 }
 
 static int
@@ -235,6 +253,23 @@ on_body(llhttp_t *p, const char *at, size_t len)
 	return 0;
 }
 
+/* Reject a chunk as soon as its size line takes the body past
+ * limits.max_body, since waiting for its bytes cannot change the result. */
+static int
+on_chunk_header(llhttp_t *p)
+{
+	struct tg_client *c = p->data;
+	struct tg_request *req = c->req;
+	size_t max_body = req->config->limits.max_body;
+
+	/* on_body keeps body_len at most max_body, so this cannot wrap. */
+	if (p->content_length > max_body - req->body_len)
+		return parse_fail_with(c, TG_E_BODY_TOO_LARGE, "a chunk of %llu bytes takes "
+		                       "the request body past limits.max_body (%zu bytes)",
+		                       (unsigned long long)p->content_length, max_body);
+	return 0;
+}
+
 static int
 on_message_complete(llhttp_t *p)
 {
@@ -257,6 +292,7 @@ static const llhttp_settings_t request_settings = {
 	.on_header_value_complete = on_header_value_complete,
 	.on_headers_complete = on_headers_complete,
 	.on_body = on_body,
+	.on_chunk_header = on_chunk_header,
 	.on_message_complete = on_message_complete,
 };
 

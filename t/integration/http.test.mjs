@@ -132,6 +132,17 @@ describe('client connections', () => {
     assertError(res, 400, 'invalid_request_error', 'bad_request');
   }));
 
+  it('answers 413 to a chunk announced over max_body', () => withClient(async (client) => {
+    // Only the first bytes of a 1 MiB chunk are sent: the size line alone
+    // must decide, since the rest never comes.
+    await client.write(rawRequest('POST', '/v1/chat/completions', [
+      'Host: 127.0.0.1', 'Content-Type: application/json', 'Transfer-Encoding: chunked',
+    ], '100000\r\n{"model"'));
+    const res = await client.readResponse();
+    const error = assertError(res, 413, 'invalid_request_error', 'request_too_large');
+    assert.match(error.message, /chunk of 1048576 bytes .* limits\.max_body \(4096 bytes\)/);
+  }));
+
   it('rejects HTTP/1.1 without Host', () => withClient(async (client) => {
     await client.write(rawRequest('POST', '/v1/chat/completions', [
       'Content-Type: application/json', `Content-Length: ${chatText.length}`,
