@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -43,6 +44,7 @@
 #include "log.h"
 #include "relay.h"
 #include "request.h"
+#include "request-head.h"
 #include "worker.h"
 
 #define CLIENT_LINGER_MS 2000
@@ -79,6 +81,23 @@ parse_fail(struct tg_client *c, enum tg_error err)
 	return HPE_USER;
 }
 
+/* Record a request error as parse_fail() does, with the message the client
+ * gets in place of the error's default one. */
+static int
+parse_fail_with(struct tg_client *c, enum tg_error err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int
+parse_fail_with(struct tg_client *c, enum tg_error err, const char *fmt, ...)
+{
+	va_list args;
+
+	va_start(args, fmt);
+	vsnprintf(c->parse_message, sizeof(c->parse_message), fmt, args);
+	va_end(args);
+	return parse_fail(c, err);
+}
+
 static int
 head_grew(struct tg_client *c, size_t len)
 {
@@ -96,6 +115,7 @@ on_message_begin(llhttp_t *p)
 	struct tg_client *c = p->data;
 
 	c->parse_error = TG_OK;
+	c->parse_message[0] = '\0';
 	c->req = tg_request_new(c);
 	if (c->req == NULL)
 		return parse_fail(c, TG_E_INTERNAL);
@@ -185,6 +205,7 @@ on_headers_complete(llhttp_t *p)
 	struct tg_request *req = c->req;
 	const struct tg_limits *limits = &req->config->limits;
 	const char *expect;
+	enum tg_error err;
 
 	req->method_id = p->method;
 	req->method = llhttp_method_name(p->method);
@@ -194,6 +215,14 @@ on_headers_complete(llhttp_t *p)
 	c->url_len = 0;
 	if (req->url == NULL || req->path == NULL)
 		return parse_fail(c, TG_E_INTERNAL);
+
+	err = tg_request_head_check_host(&req->headers, p->http_major, p->http_minor,
+	                                 c->parse_message, sizeof(c->parse_message));
+	if (err == TG_OK)
+		err = tg_request_head_check_transfer_coding(&req->headers, c->parse_message,
+		                                            sizeof(c->parse_message));
+	if (err != TG_OK)
+		return parse_fail(c, err);
 
 	/* Refuse an announced body that is too large before it is read. */
 	if ((p->flags & F_CONTENT_LENGTH) && p->content_length > limits->max_body)
@@ -224,6 +253,23 @@ on_body(llhttp_t *p, const char *at, size_t len)
 	return 0;
 }
 
+/* Reject a chunk as soon as its size line takes the body past
+ * limits.max_body, since waiting for its bytes cannot change the result. */
+static int
+on_chunk_header(llhttp_t *p)
+{
+	struct tg_client *c = p->data;
+	struct tg_request *req = c->req;
+	size_t max_body = req->config->limits.max_body;
+
+	/* on_body keeps body_len at most max_body, so this cannot wrap. */
+	if (p->content_length > max_body - req->body_len)
+		return parse_fail_with(c, TG_E_BODY_TOO_LARGE, "a chunk of %llu bytes takes "
+		                       "the request body past limits.max_body (%zu bytes)",
+		                       (unsigned long long)p->content_length, max_body);
+	return 0;
+}
+
 static int
 on_message_complete(llhttp_t *p)
 {
@@ -246,14 +292,16 @@ static const llhttp_settings_t request_settings = {
 	.on_header_value_complete = on_header_value_complete,
 	.on_headers_complete = on_headers_complete,
 	.on_body = on_body,
+	.on_chunk_header = on_chunk_header,
 	.on_message_complete = on_message_complete,
 };
 
 /* --- connection ----------------------------------------------------------- */
 
-/* Respond to a request that could not be read, then close the connection. */
+/* Respond to a request that could not be read, then close the connection.
+ * message replaces the error's default message unless it is NULL. */
 static void
-reject_unreadable_request(struct tg_client *c, enum tg_error err)
+reject_unreadable_request(struct tg_client *c, enum tg_error err, const char *message)
 {
 	if (c->req == NULL) {
 		c->req = tg_request_new(c);
@@ -266,7 +314,21 @@ reject_unreadable_request(struct tg_client *c, enum tg_error err)
 	c->close_after_response = 1;
 	c->unread_input = 1;
 	event_del(c->timer);
-	tg_request_fail(c->req, err, NULL);
+	tg_request_fail(c->req, err, message);
+}
+
+/* Give the client a reason for an error llhttp found, where the default
+ * message of TG_E_BAD_REQUEST would leave it guessing. */
+static void
+describe_parser_error(struct tg_client *c, llhttp_errno_t rc)
+{
+	/* llhttp rejects a coding after chunked while it reads the header,
+	 * before tg_request_head_check_transfer_coding() can run. That check
+	 * reports every other invalid list itself. */
+	if (rc == HPE_INVALID_TRANSFER_ENCODING)
+		snprintf(c->parse_message, sizeof(c->parse_message),
+		         "Transfer-Encoding lists a coding after chunked; chunked must be "
+		         "the last coding, and appear once");
 }
 
 static void
@@ -299,8 +361,10 @@ client_parse(struct tg_client *c)
 			tg_debug("client %s: invalid HTTP request: %s (%s)", c->addr,
 			         llhttp_errno_name(rc), llhttp_get_error_reason(&c->parser));
 			c->parse_error = TG_E_BAD_REQUEST;
+			describe_parser_error(c, rc);
 		}
-		reject_unreadable_request(c, c->parse_error);
+		reject_unreadable_request(c, c->parse_error,
+		                          c->parse_message[0] != '\0' ? c->parse_message : NULL);
 		return;
 	}
 }
@@ -435,7 +499,7 @@ client_timer_cb(evutil_socket_t fd, short what, void *arg)
 	case TG_CLIENT_BODY:
 		if (c->req != NULL) {
 			c->req->cause = TG_CAUSE_CLIENT_TIMEOUT;
-			reject_unreadable_request(c, TG_E_REQUEST_TIMEOUT);
+			reject_unreadable_request(c, TG_E_REQUEST_TIMEOUT, NULL);
 			return;
 		}
 		client_free(c);

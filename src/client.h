@@ -46,6 +46,8 @@ struct tg_client {
 	char *value;                    /* header value being assembled */
 	size_t value_len, value_cap;
 	enum tg_error parse_error;      /* why a callback stopped the parser */
+	char parse_message[256];        /* the client's error message for it, or
+	                                   "" for the default of parse_error */
 	const char *read_start;         /* bytes handed to llhttp_execute() */
 	const char *value_end;          /* end of the last header value piece */
 

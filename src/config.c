@@ -621,6 +621,7 @@ static json_t *read_json(struct load_ctx *ctx)
 {
 	json_error_t jerr;
 	json_t *root;
+	int read_errno;
 	FILE *f = fopen(ctx->file, "r");
 
 	if (f == NULL) {
@@ -628,8 +629,19 @@ static json_t *read_json(struct load_ctx *ctx)
 		return NULL;
 	}
 
+	errno = 0;
 	root = json_loadf(f, JSON_REJECT_DUPLICATES, &jerr);
+	read_errno = ferror(f) ? errno : 0;
 	fclose(f);
+
+	/* jansson reports a failed read as an early end of input, which would
+	 * send the user looking for a syntax error. A directory opens on Linux
+	 * and fails here with EISDIR. */
+	if (root == NULL && read_errno != 0) {
+		report(ctx, "", "cannot read: %s%s", strerror(read_errno),
+		       read_errno == EISDIR ? "; give -c the path of the JSON config file" : "");
+		return NULL;
+	}
 
 	if (root == NULL) {
 		fprintf(ctx->err, "%s:%d:%d: %s\n", ctx->file, jerr.line,

@@ -27,6 +27,8 @@ static const struct tg_error_info error_table[TG_E_COUNT] = {
 		"the request body exceeds limits.max_body", 'G'},
 	[TG_E_HEADER_TOO_LARGE] = {431, "invalid_request_error", "request_header_too_large",
 		"the request head exceeds limits.max_header", 'G'},
+	[TG_E_TRANSFER_CODING] = {501, "invalid_request_error", "unsupported_transfer_coding",
+		"the request body uses a transfer coding other than chunked", 'G'},
 	[TG_E_CONTENT_FILTER] = {400, "invalid_request_error", "content_filter",
 		"a content filter rejected the request", 'G'},
 
@@ -114,6 +116,7 @@ tg_http_reason(int status)
 	case 429: return "Too Many Requests";
 	case 431: return "Request Header Fields Too Large";
 	case 500: return "Internal Server Error";
+	case 501: return "Not Implemented";
 	case 502: return "Bad Gateway";
 	case 503: return "Service Unavailable";
 	case 504: return "Gateway Timeout";

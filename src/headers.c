@@ -74,6 +74,18 @@ tg_headers_get(const struct tg_headers *h, const char *name)
 }
 
 size_t
+tg_headers_count(const struct tg_headers *h, const char *name)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < h->count; i++) {
+		if (strcasecmp(h->items[i].name, name) == 0)
+			n++;
+	}
+	return n;
+}
+
+size_t
 tg_headers_remove(struct tg_headers *h, const char *name)
 {
 	size_t kept = 0;
@@ -137,25 +149,41 @@ tg_header_value_valid(const char *value, size_t len)
 	return 1;
 }
 
+const char *
+tg_header_list_next(const char **cursor, size_t *len)
+{
+	const char *p = *cursor;
+	const char *start, *end;
+
+	while (*p == ' ' || *p == '\t' || *p == ',')
+		p++;
+	if (*p == '\0') {
+		*cursor = p;
+		return NULL;
+	}
+
+	start = p;
+	while (*p != '\0' && *p != ',')
+		p++;
+	end = p;
+	while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+
+	*cursor = p;
+	*len = (size_t)(end - start);
+	return start;
+}
+
 int
 tg_header_list_has(const char *value, const char *token)
 {
 	size_t token_len = strlen(token);
-	const char *p = value;
+	const char *cursor = value;
+	const char *element;
+	size_t len;
 
-	while (*p != '\0') {
-		const char *start, *end;
-
-		while (*p == ' ' || *p == '\t' || *p == ',')
-			p++;
-		start = p;
-		while (*p != '\0' && *p != ',')
-			p++;
-		end = p;
-		while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
-			end--;
-		if ((size_t)(end - start) == token_len &&
-		    strncasecmp(start, token, token_len) == 0)
+	while ((element = tg_header_list_next(&cursor, &len)) != NULL) {
+		if (len == token_len && strncasecmp(element, token, token_len) == 0)
 			return 1;
 	}
 	return 0;

@@ -32,6 +32,9 @@ int tg_headers_add(struct tg_headers *h, const char *name, size_t name_len,
 /* The value of the first header called name, or NULL. */
 const char *tg_headers_get(const struct tg_headers *h, const char *name);
 
+/* Return how many headers are called name. */
+size_t tg_headers_count(const struct tg_headers *h, const char *name);
+
 /* Remove every header called name; returns how many were removed. */
 size_t tg_headers_remove(struct tg_headers *h, const char *name);
 
@@ -46,6 +49,12 @@ int tg_header_name_valid(const char *name, size_t len);
 
 /* 1 when value may be sent in a header: no CR, LF or NUL. */
 int tg_header_value_valid(const char *value, size_t len);
+
+/* Return the next element of the comma-separated list at *cursor, without
+ * the whitespace around it, with its length in *len, and move *cursor past
+ * it. Empty elements are skipped, as RFC 9110 section 5.6.1 requires of a
+ * recipient. Returns NULL at the end of the list. */
+const char *tg_header_list_next(const char **cursor, size_t *len);
 
 /* 1 when the comma-separated list value contains token, case-insensitively
  * ("keep-alive, Upgrade" contains "upgrade"). */

@@ -10,7 +10,8 @@
  * Each state has one timer: the backend's connect, first_byte (until the
  * whole response head arrived) and idle timeouts, and the pool's
  * idle_timeout while pooled. A response head may be at most
- * UPSTREAM_MAX_HEAD bytes, so a hostile upstream cannot grow it unbounded. An idle connection
+ * UPSTREAM_MAX_HEAD bytes, so a hostile upstream cannot grow it unbounded,
+ * and must carry a status from 100 to 599. An idle connection
  * that becomes readable was closed (or spoke out of turn) and is dropped.
  */
 #include <errno.h>
@@ -82,7 +83,7 @@ struct tg_upstream_conn {
 	int idle_armed;         /* the timer is the idle timeout, see arm_idle() */
 	uint64_t last_read_ns;  /* of the response, while idle_armed */
 	size_t head_bytes;      /* of the response head so far */
-	int head_too_large;
+	char head_error[96];    /* why a parser callback rejected the head, or "" */
 
 	struct tg_headers headers;
 	char *field, *value;
@@ -312,7 +313,7 @@ head_grew(struct tg_upstream_conn *c, size_t n)
 	c->head_bytes += n;
 	if (c->head_bytes <= UPSTREAM_MAX_HEAD)
 		return 0;
-	c->head_too_large = 1;
+	snprintf(c->head_error, sizeof(c->head_error), "response head larger than 64 KiB");
 	return HPE_USER;
 }
 
@@ -353,6 +354,16 @@ static int
 on_headers_complete(llhttp_t *p)
 {
 	struct tg_upstream_conn *c = p->data;
+
+	/* llhttp 8.1 accepts any status up to 999. RFC 9110 section 15 defines
+	 * only 100-599, and a client cannot act on another status, so such a
+	 * response is invalid like one llhttp rejects. This check comes first
+	 * because a status under 100 would otherwise be skipped as interim. */
+	if (p->status_code < 100 || p->status_code > 599) {
+		snprintf(c->head_error, sizeof(c->head_error),
+		         "status %d is outside 100-599", p->status_code);
+		return HPE_USER;
+	}
 
 	/* 1xx responses are interim; the real one follows. */
 	c->interim = p->status_code < 200;
@@ -431,8 +442,8 @@ conn_parse(struct tg_upstream_conn *c)
 			conn_complete(c);
 			return 1;
 		}
-		if (rc != HPE_OK && c->head_too_large) {
-			conn_fail(c, TG_E_UPSTREAM_INVALID, "response head larger than 64 KiB");
+		if (rc != HPE_OK && c->head_error[0] != '\0') {
+			conn_fail(c, TG_E_UPSTREAM_INVALID, c->head_error);
 			return 1;
 		}
 		if (rc != HPE_OK) {
@@ -697,7 +708,7 @@ conn_write_request(struct tg_upstream_conn *c)
 	llhttp_init(&c->parser, HTTP_RESPONSE, &response_settings);
 	c->parser.data = c;
 	c->got_bytes = 0;
-	c->head_too_large = 0;
+	c->head_error[0] = '\0';
 	c->interim = 0;
 	c->keepalive = 0;
 

@@ -180,6 +180,16 @@ describe('command line', () => {
     assert.match(stderr, new RegExp(escape(file)));
   });
 
+  for (const args of [['-t'], []]) {
+    it(`names a directory as config path${args.length ? ' with -t' : ''}`, async () => {
+      const dir = makeTempDir();
+      const { code, stderr } = await runTollgate([...args, '-c', dir]);
+      assert.equal(code, 1);
+      assert.match(stderr, new RegExp(`^${escape(dir)}: cannot read: Is a directory; give -c the path of the JSON config file$`, 'm'));
+      assert.doesNotMatch(stderr, /expected near/, 'a JSON syntax error was reported');
+    });
+  }
+
   it('exits 1 when started with an invalid config', async () => {
     const config = validConfig();
     config.routes[0].backends = ['primray'];

@@ -132,6 +132,64 @@ describe('client connections', () => {
     assertError(res, 400, 'invalid_request_error', 'bad_request');
   }));
 
+  it('answers 413 to a chunk announced over max_body', () => withClient(async (client) => {
+    // Only the first bytes of a 1 MiB chunk are sent: the size line alone
+    // must decide, since the rest never comes.
+    await client.write(rawRequest('POST', '/v1/chat/completions', [
+      'Host: 127.0.0.1', 'Content-Type: application/json', 'Transfer-Encoding: chunked',
+    ], '100000\r\n{"model"'));
+    const res = await client.readResponse();
+    const error = assertError(res, 413, 'invalid_request_error', 'request_too_large');
+    assert.match(error.message, /chunk of 1048576 bytes .* limits\.max_body \(4096 bytes\)/);
+  }));
+
+  it('rejects HTTP/1.1 without Host', () => withClient(async (client) => {
+    await client.write(rawRequest('POST', '/v1/chat/completions', [
+      'Content-Type: application/json', `Content-Length: ${chatText.length}`,
+    ], chatText));
+    const res = await client.readResponse();
+    const error = assertError(res, 400, 'invalid_request_error', 'bad_request');
+    assert.match(error.message, /no Host header/);
+    assert.ok(await client.waitClosed(), 'the connection stayed open after the 400');
+  }));
+
+  for (const version of ['1.1', '1.0']) {
+    it(`rejects two Host headers in HTTP/${version}`, () => withClient(async (client) => {
+      await client.write(`POST /v1/chat/completions HTTP/${version}\r\nHost: 127.0.0.1\r\nHost: example.test\r\n` +
+        `Content-Type: application/json\r\nContent-Length: ${chatText.length}\r\n\r\n${chatText}`);
+      const res = await client.readResponse();
+      const error = assertError(res, 400, 'invalid_request_error', 'bad_request');
+      assert.match(error.message, /2 Host headers/);
+    }));
+  }
+
+  /* Transfer-Encoding lines, the status, error code and message expected. */
+  const CODINGS = [
+    [['gzip, chunked'], 501, 'unsupported_transfer_coding', /transfer coding "gzip" is not supported/],
+    [['gzip', 'chunked'], 501, 'unsupported_transfer_coding', /transfer coding "gzip" is not supported/],
+    [['Deflate ;level=1, chunked'], 501, 'unsupported_transfer_coding', /transfer coding "Deflate" is not supported/],
+    [['gzip'], 400, 'bad_request', /ends with "gzip", not chunked/],
+    [['chunked, gzip'], 400, 'bad_request', /coding after chunked/],
+    [['chunked, chunked'], 400, 'bad_request', /coding after chunked/],
+    [['chunked', 'gzip'], 400, 'bad_request', /coding after chunked/],
+    [['chunked', 'chunked'], 400, 'bad_request', /coding after chunked/],
+    [['chunked;ext=1'], 400, 'bad_request', /chunked parameters/],
+    [['g(zip, chunked'], 400, 'bad_request', /coding 1 is not a valid name/],
+    [[''], 400, 'bad_request', /Transfer-Encoding is empty/],
+  ];
+  for (const [lines, status, code, message] of CODINGS) {
+    it(`answers ${status} to Transfer-Encoding ${lines.map((line) => JSON.stringify(line)).join(' + ')}`, () => withClient(async (client) => {
+      const chunked = `${chatText.length.toString(16)}\r\n${chatText}\r\n0\r\n\r\n`;
+      await client.write(rawRequest('POST', '/v1/chat/completions', [
+        'Host: 127.0.0.1', 'Content-Type: application/json',
+        ...lines.map((line) => `Transfer-Encoding: ${line}`),
+      ], chunked));
+      const res = await client.readResponse();
+      const error = assertError(res, status, 'invalid_request_error', code);
+      assert.match(error.message, message);
+    }));
+  }
+
   it('answers 408 when the head is too slow', () => withClient(async (client) => {
     await client.write('POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: slow-head\r\n');
     const res = await client.readResponse();

@@ -56,6 +56,11 @@ async function startScriptedUpstream(respond) {
 const SCRIPTS = {
   // Not HTTP at all.
   garbage: (socket) => socket.end('this is not an HTTP response\r\n\r\n'),
+  // A well-formed response whose status has no class (RFC 9110 allows 100-599).
+  status999: (socket) => {
+    const body = '{"object":"chat.completion","choices":[]}';
+    socket.write(`HTTP/1.1 999 Weird\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+  },
   // Accept the request, then close without a byte.
   silent: (socket) => socket.destroy(),
   // A head announcing more body than ever comes.
@@ -84,6 +89,7 @@ describe('misbehaving upstreams', () => {
       backends[name] = { url: `http://127.0.0.1:${upstreams[name].port}` };
       routes.push({ name, match: { path: '/v1/chat/completions', model: name }, backends: [name] });
     }
+    routes.push({ name: 'status999-then-mock', match: { path: '/v1/chat/completions', model: 'status999-then-mock' }, backends: ['status999', 'mock'] });
     routes.push({ name: 'chat', match: { path: '/v1/chat/completions', model: 'gpt-*' }, backends: ['mock'] });
     gw = await startGateway({ limits: { max_response_body: '8KiB' }, backends, routes });
     chatURL = `${gw.baseURL}/v1/chat/completions`;
@@ -104,6 +110,22 @@ describe('misbehaving upstreams', () => {
     assertError(res, 502, 'upstream_error', 'upstream_failed');
     const entry = await gw.accessFor(res.headers['x-request-id']);
     assert.equal(entry.termination, 'SH');
+  });
+
+  it('answers 502 to a status outside 100-599', async () => {
+    const res = await curl(curlPost(chatURL, chat('status999')));
+    assertError(res, 502, 'upstream_error', 'upstream_failed');
+    assert.doesNotMatch(res.text, /chat\.completion/, 'the upstream body reached the client');
+    const entry = await gw.accessFor(res.headers['x-request-id']);
+    assert.equal(entry.termination, 'SH');
+    await gw.waitForLog(/status 999 is outside 100-599/);
+  });
+
+  it('fails over from a status outside 100-599', async () => {
+    const res = await curl(curlPost(chatURL, chat('status999-then-mock')));
+    assert.equal(res.status, 200);
+    assert.equal(res.json().object, 'chat.completion');
+    assert.equal(res.headers['x-tollgate-attempts'], 'status999:reset,mock:200');
   });
 
   it('answers 502 without a retry when a fresh connection closes', async () => {

@@ -103,6 +103,25 @@ START_TEST(list_has_token)
 }
 END_TEST
 
+START_TEST(list_next_trims_and_skips_empty)
+{
+	const char *cursor = " gzip ;q=1 ,, \tchunked\t,";
+	const char *element;
+	size_t len;
+
+	element = tg_header_list_next(&cursor, &len);
+	ck_assert_ptr_nonnull(element);
+	ck_assert_uint_eq(len, 9);
+	ck_assert_int_eq(strncmp(element, "gzip ;q=1", len), 0);
+	element = tg_header_list_next(&cursor, &len);
+	ck_assert_ptr_nonnull(element);
+	ck_assert_uint_eq(len, 7);
+	ck_assert_int_eq(strncmp(element, "chunked", len), 0);
+	ck_assert_ptr_null(tg_header_list_next(&cursor, &len));
+	ck_assert_ptr_null(tg_header_list_next(&cursor, &len));
+}
+END_TEST
+
 START_TEST(hop_by_hop_removed)
 {
 	static const char *const hop[] = {
@@ -241,6 +260,7 @@ headers_suite(void)
 	tcase_add_test(list, value_validity);
 	tcase_add_test(list, name_validity);
 	tcase_add_test(list, list_has_token);
+	tcase_add_test(list, list_next_trims_and_skips_empty);
 	tcase_add_test(rewrite, hop_by_hop_removed);
 	tcase_add_test(rewrite, upstream_head_rewrites);
 	tcase_add_test(rewrite, upstream_head_keeps_client_key);

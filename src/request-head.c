@@ -1,0 +1,158 @@
+/*
+ * Checks of a client request head that llhttp leaves to the server.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "request-head.h"
+
+#define CHUNKED "chunked"
+#define CHUNKED_LEN (sizeof(CHUNKED) - 1)
+#define QUOTED_MAX 64           /* bytes of a coding name quoted in a message */
+
+/* The codings of all Transfer-Encoding lines of one request, in order. */
+struct coding_scan {
+	size_t n_codings;
+	size_t n_chunked;
+	const char *last;               /* name of the last coding */
+	size_t last_len;
+	int last_is_chunked;
+	const char *other;              /* name of the first coding other than chunked */
+	size_t other_len;
+};
+
+enum tg_error
+tg_request_head_check_host(const struct tg_headers *h, int http_major, int http_minor,
+                           char *message, size_t size)
+{
+	size_t n_host = tg_headers_count(h, "Host");
+	int host_required = http_major > 1 || (http_major == 1 && http_minor >= 1);
+
+	if (n_host > 1) {
+		snprintf(message, size, "the request has %zu Host headers; send exactly one",
+		         n_host);
+		return TG_E_BAD_REQUEST;
+	}
+	if (n_host == 0 && host_required) {
+		snprintf(message, size, "the HTTP/%d.%d request has no Host header, which "
+		         "HTTP/1.1 requires; send one with the host the request is for",
+		         http_major, http_minor);
+		return TG_E_BAD_REQUEST;
+	}
+	return TG_OK;
+}
+
+static int
+quoted_length(size_t len)
+{
+	return (int)(len > QUOTED_MAX ? QUOTED_MAX : len);
+}
+
+/* Length of the coding name at the start of element: up to its parameters
+ * (";"), without the whitespace before them. */
+static size_t
+coding_name_length(const char *element, size_t len)
+{
+	const char *semicolon = memchr(element, ';', len);
+	size_t name_len = semicolon != NULL ? (size_t)(semicolon - element) : len;
+
+	while (name_len > 0 && (element[name_len - 1] == ' ' || element[name_len - 1] == '\t'))
+		name_len--;
+	return name_len;
+}
+
+/* Add the codings of one Transfer-Encoding value to scan. Returns TG_OK, or
+ * TG_E_BAD_REQUEST with the reason in message when a coding is malformed. */
+static enum tg_error
+scan_codings(const char *value, struct coding_scan *scan, char *message, size_t size)
+{
+	const char *cursor = value;
+	const char *element;
+	size_t len;
+
+	while ((element = tg_header_list_next(&cursor, &len)) != NULL) {
+		size_t name_len = coding_name_length(element, len);
+		int chunked = name_len == CHUNKED_LEN &&
+		              strncasecmp(element, CHUNKED, CHUNKED_LEN) == 0;
+
+		scan->n_codings++;
+		/* Only a token is quoted in a message: other bytes may not be
+		 * valid UTF-8, which the JSON error body needs. */
+		if (!tg_header_name_valid(element, name_len)) {
+			snprintf(message, size, "Transfer-Encoding coding %zu is not a valid "
+			         "name; a coding name is a token such as chunked", scan->n_codings);
+			return TG_E_BAD_REQUEST;
+		}
+		if (chunked && name_len != len) {
+			snprintf(message, size, "Transfer-Encoding gives chunked parameters, "
+			         "which chunked does not take");
+			return TG_E_BAD_REQUEST;
+		}
+
+		if (chunked)
+			scan->n_chunked++;
+		else if (scan->other == NULL) {
+			scan->other = element;
+			scan->other_len = name_len;
+		}
+		scan->last = element;
+		scan->last_len = name_len;
+		scan->last_is_chunked = chunked;
+	}
+	return TG_OK;
+}
+
+/* Judge the whole list of codings, as tg_request_head_check_transfer_coding()
+ * documents. */
+static enum tg_error
+judge_codings(const struct coding_scan *scan, char *message, size_t size)
+{
+	if (scan->n_codings == 0) {
+		snprintf(message, size, "Transfer-Encoding is empty; send chunked, or "
+		         "leave the header out and send Content-Length");
+		return TG_E_BAD_REQUEST;
+	}
+	if (scan->n_chunked > 1) {
+		snprintf(message, size, "Transfer-Encoding lists chunked %zu times; "
+		         "a body is chunked once", scan->n_chunked);
+		return TG_E_BAD_REQUEST;
+	}
+	if (!scan->last_is_chunked) {
+		snprintf(message, size, "Transfer-Encoding ends with \"%.*s\", not chunked, "
+		         "so the length of the body cannot be determined; send chunked last, "
+		         "or Content-Length", quoted_length(scan->last_len),
+		         scan->last);
+		return TG_E_BAD_REQUEST;
+	}
+	if (scan->other != NULL) {
+		snprintf(message, size, "the transfer coding \"%.*s\" is not supported; "
+		         "send the body with chunked alone, or with Content-Length",
+		         quoted_length(scan->other_len), scan->other);
+		return TG_E_TRANSFER_CODING;
+	}
+	return TG_OK;
+}
+
+enum tg_error
+tg_request_head_check_transfer_coding(const struct tg_headers *h, char *message,
+                                      size_t size)
+{
+	struct coding_scan scan = {0};
+	int present = 0;
+
+	for (size_t i = 0; i < h->count; i++) {
+		enum tg_error err;
+
+		if (strcasecmp(h->items[i].name, "Transfer-Encoding") != 0)
+			continue;
+		present = 1;
+		err = scan_codings(h->items[i].value, &scan, message, size);
+		if (err != TG_OK)
+			return err;
+	}
+
+	if (!present)
+		return TG_OK;
+	return judge_codings(&scan, message, size);
+}

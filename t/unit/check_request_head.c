@@ -1,0 +1,206 @@
+/*
+ * Unit tests for the checks of a client request head: the Host header and
+ * the transfer codings.
+ */
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "request-head.h"
+
+/* A header list built from "Name: value" lines. */
+static void
+headers_from(struct tg_headers *h, const char *const *lines, size_t n)
+{
+	tg_headers_init(h);
+	for (size_t i = 0; i < n; i++) {
+		const char *colon = strchr(lines[i], ':');
+		const char *value = colon + 1;
+
+		while (*value == ' ')
+			value++;
+		ck_assert_int_eq(tg_headers_add(h, lines[i], (size_t)(colon - lines[i]), value,
+		                                strlen(value)), 0);
+	}
+}
+
+static enum tg_error
+check_host(const char *const *lines, size_t n, int http_minor, char *message, size_t size)
+{
+	struct tg_headers h;
+	enum tg_error err;
+
+	headers_from(&h, lines, n);
+	message[0] = '\0';
+	err = tg_request_head_check_host(&h, 1, http_minor, message, size);
+	tg_headers_free(&h);
+	return err;
+}
+
+static enum tg_error
+check_codings(const char *const *lines, size_t n, char *message, size_t size)
+{
+	struct tg_headers h;
+	enum tg_error err;
+
+	headers_from(&h, lines, n);
+	message[0] = '\0';
+	err = tg_request_head_check_transfer_coding(&h, message, size);
+	tg_headers_free(&h);
+	return err;
+}
+
+START_TEST(host_once_accepted)
+{
+	static const char *const lines[] = {"host: api.example"};
+	char message[256];
+
+	ck_assert_int_eq(check_host(lines, 1, 1, message, sizeof(message)), TG_OK);
+	ck_assert_int_eq(check_host(lines, 1, 0, message, sizeof(message)), TG_OK);
+}
+END_TEST
+
+START_TEST(host_missing_in_http11)
+{
+	static const char *const lines[] = {"Content-Type: application/json"};
+	char message[256];
+
+	ck_assert_int_eq(check_host(lines, 1, 1, message, sizeof(message)), TG_E_BAD_REQUEST);
+	ck_assert_ptr_nonnull(strstr(message, "no Host header"));
+}
+END_TEST
+
+START_TEST(host_missing_in_http10_accepted)
+{
+	static const char *const lines[] = {"Content-Type: application/json"};
+	char message[256];
+
+	ck_assert_int_eq(check_host(lines, 1, 0, message, sizeof(message)), TG_OK);
+	ck_assert_str_eq(message, "");
+}
+END_TEST
+
+START_TEST(host_twice_rejected)
+{
+	static const char *const lines[] = {"Host: a.example", "HOST: b.example"};
+	char message[256];
+
+	ck_assert_int_eq(check_host(lines, 2, 1, message, sizeof(message)), TG_E_BAD_REQUEST);
+	ck_assert_str_eq(message, "the request has 2 Host headers; send exactly one");
+	ck_assert_int_eq(check_host(lines, 2, 0, message, sizeof(message)), TG_E_BAD_REQUEST);
+}
+END_TEST
+
+START_TEST(codings_absent_or_chunked_accepted)
+{
+	static const char *const none[] = {"Host: a.example"};
+	static const char *const chunked[] = {"Transfer-Encoding: Chunked"};
+	static const char *const padded[] = {"Transfer-Encoding: , chunked ,"};
+	char message[256];
+
+	ck_assert_int_eq(check_codings(none, 1, message, sizeof(message)), TG_OK);
+	ck_assert_int_eq(check_codings(chunked, 1, message, sizeof(message)), TG_OK);
+	ck_assert_int_eq(check_codings(padded, 1, message, sizeof(message)), TG_OK);
+}
+END_TEST
+
+START_TEST(coding_before_chunked_not_implemented)
+{
+	static const char *const one_line[] = {"Transfer-Encoding: gzip, chunked"};
+	static const char *const two_lines[] = {"Transfer-Encoding: gzip", "Transfer-Encoding: chunked"};
+	static const char *const params[] = {"Transfer-Encoding: deflate ; level=1, x-custom, chunked"};
+	char message[256];
+
+	ck_assert_int_eq(check_codings(one_line, 1, message, sizeof(message)),
+	                 TG_E_TRANSFER_CODING);
+	ck_assert_str_eq(message, "the transfer coding \"gzip\" is not supported; send the "
+	                 "body with chunked alone, or with Content-Length");
+	ck_assert_int_eq(check_codings(two_lines, 2, message, sizeof(message)),
+	                 TG_E_TRANSFER_CODING);
+	ck_assert_ptr_nonnull(strstr(message, "\"gzip\""));
+	ck_assert_int_eq(check_codings(params, 1, message, sizeof(message)),
+	                 TG_E_TRANSFER_CODING);
+	ck_assert_ptr_nonnull(strstr(message, "\"deflate\""));
+}
+END_TEST
+
+START_TEST(list_not_ending_with_chunked_rejected)
+{
+	static const char *const alone[] = {"Transfer-Encoding: gzip"};
+	static const char *const after[] = {"Transfer-Encoding: chunked, gzip"};
+	char message[256];
+
+	ck_assert_int_eq(check_codings(alone, 1, message, sizeof(message)), TG_E_BAD_REQUEST);
+	ck_assert_ptr_nonnull(strstr(message, "ends with \"gzip\", not chunked"));
+	ck_assert_int_eq(check_codings(after, 1, message, sizeof(message)), TG_E_BAD_REQUEST);
+	ck_assert_ptr_nonnull(strstr(message, "ends with \"gzip\", not chunked"));
+}
+END_TEST
+
+START_TEST(malformed_codings_rejected)
+{
+	static const char *const empty[] = {"Transfer-Encoding: "};
+	static const char *const twice[] = {"Transfer-Encoding: chunked", "Transfer-Encoding: chunked"};
+	static const char *const with_params[] = {"Transfer-Encoding: chunked;ext=1"};
+	static const char *const not_token[] = {"Transfer-Encoding: gzip, g\"zip\", chunked"};
+	static const char *const no_name[] = {"Transfer-Encoding: ;q=1, chunked"};
+	char message[256];
+
+	ck_assert_int_eq(check_codings(empty, 1, message, sizeof(message)), TG_E_BAD_REQUEST);
+	ck_assert_ptr_nonnull(strstr(message, "Transfer-Encoding is empty"));
+	ck_assert_int_eq(check_codings(twice, 2, message, sizeof(message)), TG_E_BAD_REQUEST);
+	ck_assert_ptr_nonnull(strstr(message, "chunked 2 times"));
+	ck_assert_int_eq(check_codings(with_params, 1, message, sizeof(message)), TG_E_BAD_REQUEST);
+	ck_assert_ptr_nonnull(strstr(message, "chunked parameters"));
+	ck_assert_int_eq(check_codings(not_token, 1, message, sizeof(message)), TG_E_BAD_REQUEST);
+	ck_assert_ptr_nonnull(strstr(message, "coding 2 is not a valid name"));
+	ck_assert_int_eq(check_codings(no_name, 1, message, sizeof(message)), TG_E_BAD_REQUEST);
+	ck_assert_ptr_nonnull(strstr(message, "coding 1 is not a valid name"));
+}
+END_TEST
+
+START_TEST(long_coding_name_cut_in_message)
+{
+	char line[400] = "Transfer-Encoding: ";
+	const char *lines[] = {line};
+	char message[256];
+
+	memset(line + strlen(line), 'x', 300);
+	strcat(line, ", chunked");
+	ck_assert_int_eq(check_codings(lines, 1, message, sizeof(message)), TG_E_TRANSFER_CODING);
+	ck_assert_ptr_nonnull(strstr(message, "\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\""));
+}
+END_TEST
+
+static Suite *
+request_head_suite(void)
+{
+	Suite *s = suite_create("request-head");
+	TCase *host = tcase_create("host");
+	TCase *codings = tcase_create("transfer-coding");
+
+	tcase_add_test(host, host_once_accepted);
+	tcase_add_test(host, host_missing_in_http11);
+	tcase_add_test(host, host_missing_in_http10_accepted);
+	tcase_add_test(host, host_twice_rejected);
+	tcase_add_test(codings, codings_absent_or_chunked_accepted);
+	tcase_add_test(codings, coding_before_chunked_not_implemented);
+	tcase_add_test(codings, list_not_ending_with_chunked_rejected);
+	tcase_add_test(codings, malformed_codings_rejected);
+	tcase_add_test(codings, long_coding_name_cut_in_message);
+	suite_add_tcase(s, host);
+	suite_add_tcase(s, codings);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *runner = srunner_create(request_head_suite());
+	int failed;
+
+	srunner_run_all(runner, CK_NORMAL);
+	failed = srunner_ntests_failed(runner);
+	srunner_free(runner);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
