@@ -23,8 +23,9 @@
 
 #include "reply-digest.h"
 
-/* jansson refuses text nested deeper than this; so does the digest, so
- * that both call the same texts JSON. */
+/* The deepest nesting jansson reads, where a scalar counts as one more
+ * level than its container. The digest rejects deeper text too, so that
+ * both call the same texts JSON. */
 #define MAX_DEPTH 2048
 
 /* Frames kept on the stack; deeper containers are all OTHER. */
@@ -291,6 +292,8 @@ take_value(struct reader *r, enum value v, const unsigned char *s, size_t len,
 	struct frame *f = current(r);
 	int opens = v == V_MAP || v == V_ARRAY;
 
+	if (!opens && r->depth >= MAX_DEPTH)
+		return 0;       /* one level deeper than jansson reads */
 	if (r->depth == 0 && v == V_MAP) {
 		r->root_object = 1;
 		return push(r, P_ROOT, 0);
