@@ -222,6 +222,38 @@ START_TEST(deep_nesting)
 }
 END_TEST
 
+/* yajl takes an unterminated string after the value for a token that
+ * has yet to end, so text after the object must be checked apart. */
+START_TEST(text_after_the_object)
+{
+	static const char *const after[] = {"\"", " \"x", "\"}}", " x", " 1"};
+	static const char object[] = "{\"usage\":{\"input_tokens\":5}}";
+	char text[64];
+	struct evbuffer *buf = evbuffer_new();
+	struct tg_reply_digest d;
+
+	for (size_t i = 0; i < sizeof(after) / sizeof(after[0]); i++) {
+		size_t n = (size_t)snprintf(text, sizeof(text), "%s%s", object, after[i]);
+
+		ck_assert_msg(tg_reply_digest(&d, text, n) == -1, "\"%s\" was read as JSON", text);
+		ck_assert(!d.object);
+
+		evbuffer_add(buf, object, sizeof(object) - 1);
+		evbuffer_add_reference(buf, after[i], strlen(after[i]), NULL, NULL);
+		ck_assert_msg(tg_reply_digest_buffer(&d, buf) == -1, "\"%s\" in two segments was read as JSON",
+		              text);
+		ck_assert(!d.object);
+		evbuffer_drain(buf, evbuffer_get_length(buf));
+	}
+
+	evbuffer_add(buf, object, sizeof(object) - 1);
+	evbuffer_add_reference(buf, " \r\n\t", 4, NULL, NULL);
+	ck_assert_int_eq(tg_reply_digest_buffer(&d, buf), 0);
+	ck_assert(d.object);
+	evbuffer_free(buf);
+}
+END_TEST
+
 /* Write inner inside depth arrays into text, and return the length. */
 static size_t
 nested(char *text, int depth, const char *inner)
@@ -357,6 +389,7 @@ reply_digest_suite(void)
 	tcase_add_test(shapes, anthropic_events);
 	tcase_add_test(shapes, errors);
 	tcase_add_test(shapes, texts_that_are_not_objects);
+	tcase_add_test(shapes, text_after_the_object);
 	tcase_add_test(shapes, deep_nesting);
 	tcase_add_test(shapes, depth_limit_counts_scalars);
 	tcase_add_test(shapes, buffer_in_many_segments);
