@@ -23,8 +23,9 @@
 
 #include "reply-digest.h"
 
-/* jansson refuses text nested deeper than this; so does the digest, so
- * that both call the same texts JSON. */
+/* The deepest nesting jansson reads, where a scalar counts as one more
+ * level than its container. The digest rejects deeper text too, so that
+ * both call the same texts JSON. */
 #define MAX_DEPTH 2048
 
 /* Frames kept on the stack; deeper containers are all OTHER. */
@@ -296,6 +297,8 @@ take_value(struct reader *r, enum value v, const unsigned char *s, size_t len,
 	struct frame *f = current(r);
 	int opens = v == V_MAP || v == V_ARRAY;
 
+	if (!opens && r->depth >= MAX_DEPTH)
+		return 0;       /* one level deeper than jansson reads */
 	if (r->depth == 0 && v == V_MAP) {
 		r->root_object = 1;
 		return push(r, P_ROOT, 0);
@@ -413,13 +416,43 @@ static const yajl_callbacks CALLBACKS = {
 
 /* --- reading ------------------------------------------------------------- */
 
+/* Start a read into d. The parser stops at the end of the value, because
+ * yajl would take an unterminated string after it for a token yet to end.
+ * read_text() checks the text after the value instead. */
 static yajl_handle
 start(struct reader *r, struct tg_reply_digest *d)
 {
+	yajl_handle h;
+
 	memset(d, 0, sizeof(*d));
 	memset(r, 0, sizeof(*r));
 	r->d = d;
-	return yajl_alloc(&CALLBACKS, NULL, r);
+	h = yajl_alloc(&CALLBACKS, NULL, r);
+	if (h != NULL)
+		yajl_config(h, yajl_allow_trailing_garbage, 1);
+	return h;
+}
+
+/* Whether c is whitespace in JSON's grammar. */
+static int
+is_space(unsigned char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* Read the next len bytes of the text. Those after the end of the value
+ * must be whitespace, as jansson requires. */
+static yajl_status
+read_text(yajl_handle h, const unsigned char *text, size_t len)
+{
+	yajl_status st = yajl_parse(h, text, len);
+
+	if (st != yajl_status_ok)
+		return st;
+	for (size_t i = yajl_get_bytes_consumed(h); i < len; i++)
+		if (!is_space(text[i]))
+			return yajl_status_error;
+	return st;
 }
 
 /* End a read whose parse status so far is st. */
@@ -449,7 +482,7 @@ tg_reply_digest(struct tg_reply_digest *d, const char *text, size_t len)
 	yajl_status st = yajl_status_ok;
 
 	if (h != NULL)
-		st = yajl_parse(h, (const unsigned char *)text, len);
+		st = read_text(h, (const unsigned char *)text, len);
 	return finish(&r, h, st);
 }
 
@@ -469,7 +502,7 @@ tg_reply_digest_buffer(struct tg_reply_digest *d, struct evbuffer *buf)
 	while (h != NULL && st == yajl_status_ok && done < total) {
 		if (evbuffer_peek(buf, -1, &at, &seg, 1) < 1)
 			break;
-		st = yajl_parse(h, seg.iov_base, seg.iov_len);
+		st = read_text(h, seg.iov_base, seg.iov_len);
 		done += seg.iov_len;
 		if (done < total && evbuffer_ptr_set(buf, &at, seg.iov_len, EVBUFFER_PTR_ADD) != 0)
 			break;

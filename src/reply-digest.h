@@ -80,6 +80,11 @@ struct tg_reply_digest {
  * Read len bytes of JSON text into d. Returns 0 when the text is valid
  * JSON, else -1 with d zeroed, as for any text that is not an object
  * (d->object is 0).
+ *
+ * NOTE: validity is yajl's (2.1), which is not jansson's (2.14) on a few
+ * texts. yajl also takes \f and \v as whitespace, UTF-8 that is overlong,
+ * encodes a surrogate or lies past U+10FFFF, and the escapes \u0000 and
+ * lone surrogates. It rejects the integer -9223372036854775808.
  */
 int tg_reply_digest(struct tg_reply_digest *d, const char *text, size_t len);
 

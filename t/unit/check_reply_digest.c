@@ -6,6 +6,7 @@
  * segments reads as the same body in one piece.
  */
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -221,6 +222,68 @@ START_TEST(deep_nesting)
 }
 END_TEST
 
+/* yajl takes an unterminated string after the value for a token that
+ * has yet to end, so text after the object must be checked apart. */
+START_TEST(text_after_the_object)
+{
+	static const char *const after[] = {"\"", " \"x", "\"}}", " x", " 1"};
+	static const char object[] = "{\"usage\":{\"input_tokens\":5}}";
+	char text[64];
+	struct evbuffer *buf = evbuffer_new();
+	struct tg_reply_digest d;
+
+	for (size_t i = 0; i < sizeof(after) / sizeof(after[0]); i++) {
+		size_t n = (size_t)snprintf(text, sizeof(text), "%s%s", object, after[i]);
+
+		ck_assert_msg(tg_reply_digest(&d, text, n) == -1, "\"%s\" was read as JSON", text);
+		ck_assert(!d.object);
+
+		evbuffer_add(buf, object, sizeof(object) - 1);
+		evbuffer_add_reference(buf, after[i], strlen(after[i]), NULL, NULL);
+		ck_assert_msg(tg_reply_digest_buffer(&d, buf) == -1, "\"%s\" in two segments was read as JSON",
+		              text);
+		ck_assert(!d.object);
+		evbuffer_drain(buf, evbuffer_get_length(buf));
+	}
+
+	evbuffer_add(buf, object, sizeof(object) - 1);
+	evbuffer_add_reference(buf, " \r\n\t", 4, NULL, NULL);
+	ck_assert_int_eq(tg_reply_digest_buffer(&d, buf), 0);
+	ck_assert(d.object);
+	evbuffer_free(buf);
+}
+END_TEST
+
+/* Write inner inside depth arrays into text, and return the length. */
+static size_t
+nested(char *text, int depth, const char *inner)
+{
+	size_t n = 0;
+
+	for (int i = 0; i < depth; i++)
+		text[n++] = '[';
+	n += (size_t)sprintf(text + n, "%s", inner);
+	for (int i = 0; i < depth; i++)
+		text[n++] = ']';
+	return n;
+}
+
+/* jansson counts a scalar as one more level than its container. So a
+ * number inside 2048 arrays is too deep for it, but 2048 empty arrays are
+ * not, and the digest must draw the line at the same place. */
+START_TEST(depth_limit_counts_scalars)
+{
+	static char text[2 * 2048 + 16];
+	struct tg_reply_digest d;
+
+	ck_assert_int_eq(tg_reply_digest(&d, text, nested(text, 2048, "")), 0);
+	ck_assert_int_eq(tg_reply_digest(&d, text, nested(text, 2047, "1")), 0);
+	ck_assert_int_eq(tg_reply_digest(&d, text, nested(text, 2048, "1")), -1);
+	ck_assert_int_eq(tg_reply_digest(&d, text, nested(text, 2048, "\"a\"")), -1);
+	ck_assert_int_eq(tg_reply_digest(&d, text, nested(text, 2048, "null")), -1);
+}
+END_TEST
+
 /* A body that arrived in many pieces reads as the same body. */
 START_TEST(buffer_in_many_segments)
 {
@@ -326,7 +389,9 @@ reply_digest_suite(void)
 	tcase_add_test(shapes, anthropic_events);
 	tcase_add_test(shapes, errors);
 	tcase_add_test(shapes, texts_that_are_not_objects);
+	tcase_add_test(shapes, text_after_the_object);
 	tcase_add_test(shapes, deep_nesting);
+	tcase_add_test(shapes, depth_limit_counts_scalars);
 	tcase_add_test(shapes, buffer_in_many_segments);
 	tcase_add_loop_test(relay, relay_classifies_events, 0, sizeof(events) / sizeof(events[0]));
 	tcase_add_test(relay, event_tree_built_on_demand);
