@@ -322,13 +322,14 @@ reject_unreadable_request(struct tg_client *c, enum tg_error err, const char *me
 static void
 describe_parser_error(struct tg_client *c, llhttp_errno_t rc)
 {
-	/* llhttp rejects a coding after chunked while it reads the header,
-	 * before tg_request_head_check_transfer_coding() can run. That check
-	 * reports every other invalid list itself. */
+	/* llhttp rejects whatever follows chunked while it reads the header,
+	 * before tg_request_head_check_transfer_coding() can run: a coding,
+	 * or a bare comma, an empty element that RFC 9110 section 5.6.1 lets
+	 * a recipient skip. That check reports every other invalid list. */
 	if (rc == HPE_INVALID_TRANSFER_ENCODING)
 		snprintf(c->parse_message, sizeof(c->parse_message),
-		         "Transfer-Encoding lists a coding after chunked; chunked must be "
-		         "the last coding, and appear once");
+		         "Transfer-Encoding goes on after chunked; chunked must end the "
+		         "list, appear once, and have no comma after it");
 }
 
 static void
