@@ -283,8 +283,14 @@ conn_complete(struct tg_upstream_conn *c)
 {
 	const struct tg_upstream_handler *handler = c->handler;
 	void *arg = c->arg;
+
+	/* An upstream may answer before it read the whole request. With part
+	 * of the request still unsent, the connection is not reused: the rest
+	 * would reach the upstream ahead of the next request, which could
+	 * then be read as a different one. */
 	int reusable = c->keepalive &&
-	               evbuffer_get_length(bufferevent_get_input(c->bev)) == 0;
+	               evbuffer_get_length(bufferevent_get_input(c->bev)) == 0 &&
+	               evbuffer_get_length(bufferevent_get_output(c->bev)) == 0;
 
 	disarm(c);
 	if (!reusable || pool_put(c) != 0)

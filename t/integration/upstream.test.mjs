@@ -167,3 +167,62 @@ describe('misbehaving upstreams', () => {
     assert.equal(res.json().object, 'chat.completion');
   });
 });
+
+describe('an upstream that answers before reading the body', () => {
+  let upstream;
+  let gw;
+
+  before(async () => {
+    // Responds as soon as a request head arrives, with keep-alive, and
+    // stops reading that connection: the rest of a large body stays
+    // unsent in the gateway.
+    upstream = { connections: 0, sockets: new Set() };
+    upstream.server = net.createServer((socket) => {
+      upstream.connections++;
+      upstream.sockets.add(socket);
+      socket.on('error', () => {});
+      let head = '';
+      const onData = (bytes) => {
+        head += bytes.toString('latin1');
+        if (head.indexOf('\r\n\r\n') < 0)
+          return;
+        socket.pause();
+        socket.off('data', onData);
+        const body = '{"object":"chat.completion","choices":[]}';
+        socket.write(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+      };
+      socket.on('data', onData);
+    });
+    upstream.server.listen(0, '127.0.0.1');
+    await once(upstream.server, 'listening');
+    gw = await startGateway({
+      limits: { max_body: '48MiB' },
+      backends: { early: { url: `http://127.0.0.1:${upstream.server.address().port}`, timeouts: { first_byte: '3s' } } },
+      routes: [{ name: 'chat', match: { path: '/v1/chat/completions' }, backends: ['early'] }],
+    });
+  });
+
+  after(async () => {
+    try {
+      await stopAll();
+    } finally {
+      for (const socket of upstream.sockets)
+        socket.destroy();
+      upstream.server.close();
+    }
+  });
+
+  it('does not reuse a connection with part of the request unsent', async () => {
+    // Larger than the socket buffers of both ends together, so part of
+    // the body is still queued when the response is complete.
+    const big = JSON.stringify({ ...chat('gpt-4o'), messages: [{ role: 'user', content: 'x'.repeat(32 * 1024 * 1024) }] });
+    const url = `${gw.baseURL}/v1/chat/completions`;
+    const first = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: big });
+    assert.equal(first.status, 200);
+    await first.text();
+
+    const second = await curl(curlPost(url, chat('gpt-4o')));
+    assert.equal(second.status, 200, `the next request got ${second.status}: ${second.text.slice(0, 200)}`);
+    assert.equal(upstream.connections, 2, 'the next request went behind the unsent body');
+  });
+});
