@@ -14,6 +14,7 @@
  * and must carry a status from 100 to 599. An idle connection
  * that becomes readable was closed (or spoke out of turn) and is dropped.
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -371,10 +372,13 @@ on_headers_complete(llhttp_t *p)
 		return HPE_USER;
 	}
 
-	/* 1xx responses are interim; the real one follows. */
+	/* 1xx responses are interim; the real one follows. An interim
+	 * response has no body (RFC 9110 section 15.2), whatever its framing
+	 * headers say: 1 tells llhttp so, and bytes sent as one are then read
+	 * as the start of the next response. */
 	c->interim = p->status_code < 200;
 	if (c->interim)
-		return 0;
+		return 1;
 
 	c->state = CONN_READING;
 
@@ -390,6 +394,7 @@ on_body(llhttp_t *p, const char *at, size_t len)
 {
 	struct tg_upstream_conn *c = p->data;
 
+	assert(!c->interim);
 	if (c->handler->on_body(c->arg, at, len) != 0) {
 		c->stopped = 1;
 		return HPE_USER;

@@ -61,6 +61,18 @@ const SCRIPTS = {
     const body = '{"object":"chat.completion","choices":[]}';
     socket.write(`HTTP/1.1 999 Weird\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
   },
+  // An interim response before the real one.
+  interim: (socket) => {
+    const body = '{"object":"chat.completion","choices":[]}';
+    socket.write('HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n' +
+      `HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+  },
+  // An interim response that claims a body, which 1xx responses never have.
+  interimBody: (socket) => {
+    const body = '{"object":"chat.completion","choices":[]}';
+    socket.write('HTTP/1.1 103 Early Hints\r\nContent-Length: 5\r\n\r\nhello' +
+      `HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+  },
   // Accept the request, then close without a byte.
   silent: (socket) => socket.destroy(),
   // A head announcing more body than ever comes.
@@ -126,6 +138,20 @@ describe('misbehaving upstreams', () => {
     assert.equal(res.status, 200);
     assert.equal(res.json().object, 'chat.completion');
     assert.equal(res.headers['x-tollgate-attempts'], 'status999:reset,mock:200');
+  });
+
+  it('skips an interim response', async () => {
+    const res = await curl(curlPost(chatURL, chat('interim')));
+    assert.equal(res.status, 200);
+    assert.equal(res.json().object, 'chat.completion');
+  });
+
+  it('reads an interim response as having no body', async () => {
+    gw.expectErrors(/invalid|malformed|parse|upstream/i);
+    const res = await curl(curlPost(chatURL, chat('interimBody')));
+    assertError(res, 502, 'upstream_error', 'upstream_failed');
+    const after = await curl(curlPost(chatURL, chat('gpt-4o')));
+    assert.equal(after.status, 200, 'the gateway stopped serving after the interim body');
   });
 
   it('answers 502 without a retry when a fresh connection closes', async () => {
