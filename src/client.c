@@ -48,6 +48,10 @@
 #include "worker.h"
 
 #define CLIENT_LINGER_MS 2000
+
+/* Chunk extensions carry nothing the gateway uses, and limits.max_body
+ * counts chunk data only, so their bytes have a bound of their own. */
+#define CHUNK_EXTENSIONS_MAX (16 * 1024)
 #define CLIENT_OUTPUT_HIGH (256 * 1024)  /* stop reading the upstream above */
 #define CLIENT_OUTPUT_LOW (64 * 1024)    /* and resume below */
 
@@ -121,6 +125,7 @@ on_message_begin(llhttp_t *p)
 		return parse_fail(c, TG_E_INTERNAL);
 	c->state = TG_CLIENT_HEAD;
 	c->head_bytes = 0;
+	c->extension_bytes = 0;
 	c->field_len = 0;
 	c->value_len = 0;
 	arm_timer(c, c->req->config->limits.client_header_timeout);
@@ -184,6 +189,11 @@ on_header_value_complete(llhttp_t *p)
 		c->value_len = 0;
 		return 0;
 	}
+
+	/* The ": " and CRLF of the line count too, so that max_header bounds
+	 * the bytes of a head of many short lines as well. */
+	if (head_grew(c, 4) != 0)
+		return HPE_USER;
 
 	/* llhttp rejects a bare CR or LF itself; this also covers NUL. */
 	if (!tg_header_name_valid(c->field, c->field_len) ||
@@ -270,6 +280,21 @@ on_chunk_header(llhttp_t *p)
 	return 0;
 }
 
+/* Count the bytes of a chunk extension's name or value. */
+static int
+on_chunk_extension(llhttp_t *p, const char *at, size_t len)
+{
+	struct tg_client *c = p->data;
+
+	(void)at;
+	c->extension_bytes += len;
+	if (c->extension_bytes > CHUNK_EXTENSIONS_MAX)
+		return parse_fail_with(c, TG_E_BODY_TOO_LARGE, "the chunk extensions of the "
+		                       "request body exceed %d bytes; send chunks without them",
+		                       CHUNK_EXTENSIONS_MAX);
+	return 0;
+}
+
 static int
 on_message_complete(llhttp_t *p)
 {
@@ -293,6 +318,8 @@ static const llhttp_settings_t request_settings = {
 	.on_headers_complete = on_headers_complete,
 	.on_body = on_body,
 	.on_chunk_header = on_chunk_header,
+	.on_chunk_extension_name = on_chunk_extension,
+	.on_chunk_extension_value = on_chunk_extension,
 	.on_message_complete = on_message_complete,
 };
 

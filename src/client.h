@@ -39,6 +39,7 @@ struct tg_client {
 
 	struct tg_request *req;         /* request being read or served */
 	size_t head_bytes;              /* request line and headers so far */
+	size_t extension_bytes;         /* chunk extensions of the body so far */
 	char *url;                      /* request target being assembled */
 	size_t url_len, url_cap;
 	char *field;                    /* header name being assembled */

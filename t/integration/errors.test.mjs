@@ -162,6 +162,22 @@ describe('error responses', () => {
     assertError(res, 431, 'invalid_request_error', 'request_header_too_large');
   });
 
+  it('answers 431 to many short header lines over max_header', async () => {
+    // 1,000 lines of "h: v" are 6,000 bytes with their separators, over
+    // the 4 KiB limit, though their names and values are 2,000 bytes.
+    const client = await RawClient.connect(gw.port);
+    try {
+      const lines = Array.from({ length: 1000 }, () => 'h: v');
+      await client.write(rawRequest('POST', '/v1/chat/completions', [
+        'Host: 127.0.0.1', 'Content-Type: application/json', ...lines,
+      ], JSON.stringify(chatBody)));
+      const res = await client.readResponse();
+      assertError(res, 431, 'invalid_request_error', 'request_header_too_large');
+    } finally {
+      client.destroy();
+    }
+  });
+
   it('answers 400 to a malformed request line', async () => {
     const client = await RawClient.connect(gw.port);
     try {

@@ -132,6 +132,17 @@ describe('client connections', () => {
     assertError(res, 400, 'invalid_request_error', 'bad_request');
   }));
 
+  it('answers 413 to chunk extensions over 16 KiB', () => withClient(async (client) => {
+    // The extension bytes are not body data, so max_body alone would not
+    // stop them.
+    await client.write(rawRequest('POST', '/v1/chat/completions', [
+      'Host: 127.0.0.1', 'Content-Type: application/json', 'Transfer-Encoding: chunked',
+    ], `1;${'e'.repeat(20000)}\r\n{\r\n`));
+    const res = await client.readResponse();
+    const error = assertError(res, 413, 'invalid_request_error', 'request_too_large');
+    assert.match(error.message, /chunk extensions .* exceed 16384 bytes/);
+  }));
+
   it('answers 413 to a chunk announced over max_body', () => withClient(async (client) => {
     // Only the first bytes of a 1 MiB chunk are sent: the size line alone
     // must decide, since the rest never comes.
