@@ -284,6 +284,28 @@ is_rewritten_request_header(const char *name, const struct tg_upstream_rewrite *
 	return rw->api_key != NULL && strcasecmp(name, "Authorization") == 0;
 }
 
+/* Write X-Forwarded-For: every value the client sent, in their order,
+ * then the client's own address, so that no hop of the chain is lost when
+ * the client sent the header twice. */
+static int
+write_forwarded_for(struct evbuffer *out, const struct tg_headers *client_headers,
+                    const char *client_ip)
+{
+	int rc = evbuffer_add(out, "X-Forwarded-For: ", 17);
+
+	for (size_t i = 0; i < client_headers->count; i++) {
+		const struct tg_header *hd = &client_headers->items[i];
+
+		if (strcasecmp(hd->name, "X-Forwarded-For") != 0)
+			continue;
+		rc |= evbuffer_add(out, hd->value, strlen(hd->value));
+		rc |= evbuffer_add(out, ", ", 2);
+	}
+	rc |= evbuffer_add(out, client_ip, strlen(client_ip));
+	rc |= evbuffer_add(out, "\r\n", 2);
+	return rc ? -1 : 0;
+}
+
 int
 tg_headers_write_upstream_request(struct evbuffer *out, const char *method,
                                   const char *target,
@@ -291,7 +313,6 @@ tg_headers_write_upstream_request(struct evbuffer *out, const char *method,
                                   const struct tg_upstream_rewrite *rw,
                                   size_t body_len)
 {
-	const char *forwarded_for = tg_headers_get(client_headers, "X-Forwarded-For");
 	int rc = 0;
 
 	rc |= evbuffer_add_printf(out, "%s %s HTTP/1.1\r\n", method, target) < 0;
@@ -310,11 +331,8 @@ tg_headers_write_upstream_request(struct evbuffer *out, const char *method,
 		                          rw->api_key) < 0;
 	if (rw->traceparent != NULL)
 		rc |= tg_header_write(out, "traceparent", rw->traceparent);
-	if (rw->client_ip != NULL && forwarded_for != NULL)
-		rc |= evbuffer_add_printf(out, "X-Forwarded-For: %s, %s\r\n",
-		                          forwarded_for, rw->client_ip) < 0;
-	else if (rw->client_ip != NULL)
-		rc |= tg_header_write(out, "X-Forwarded-For", rw->client_ip);
+	if (rw->client_ip != NULL)
+		rc |= write_forwarded_for(out, client_headers, rw->client_ip);
 	rc |= tg_header_write(out, "X-Forwarded-Proto", rw->proto);
 	rc |= tg_header_write(out, "X-Request-Id", rw->request_id);
 	rc |= evbuffer_add_printf(out, "Content-Length: %zu\r\n\r\n", body_len) < 0;

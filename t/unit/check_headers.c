@@ -247,6 +247,23 @@ START_TEST(upstream_head_appends_forwarded_for)
 }
 END_TEST
 
+START_TEST(upstream_head_joins_every_forwarded_for)
+{
+	struct tg_headers h;
+	char *head;
+
+	tg_headers_init(&h);
+	add(&h, "X-Forwarded-For", "203.0.113.1");
+	add(&h, "Accept", "*/*");
+	add(&h, "x-forwarded-for", "198.51.100.4, 198.51.100.5");
+	head = upstream_head(&h, NULL);
+	ck_assert_ptr_nonnull(strstr(head, "X-Forwarded-For: 203.0.113.1, 198.51.100.4, "
+	                                   "198.51.100.5, 192.0.2.7\r\n"));
+	free(head);
+	tg_headers_free(&h);
+}
+END_TEST
+
 static Suite *
 headers_suite(void)
 {
@@ -265,6 +282,7 @@ headers_suite(void)
 	tcase_add_test(rewrite, upstream_head_rewrites);
 	tcase_add_test(rewrite, upstream_head_keeps_client_key);
 	tcase_add_test(rewrite, upstream_head_appends_forwarded_for);
+	tcase_add_test(rewrite, upstream_head_joins_every_forwarded_for);
 	tcase_add_test(rewrite, upstream_head_without_client_address);
 	suite_add_tcase(s, list);
 	suite_add_tcase(s, rewrite);
