@@ -50,6 +50,15 @@ connection_header(const struct tg_request *req)
 	return req->http_minor == 0 ? "Connection: keep-alive\r\n" : "";
 }
 
+/* 204 and 304 responses carry no Content-Length of their own: a 204 must
+ * not send one, and a 304's would describe a body it does not have
+ * (RFC 9110 section 8.6). */
+static int
+no_content_length(int status)
+{
+	return status == 204 || status == 304;
+}
+
 /* Append the status line, the kept upstream headers and the gateway's own
  * to out. content_length < 0 means the body length is not known in advance. */
 static void
@@ -70,7 +79,7 @@ write_head(struct tg_request *req, struct evbuffer *out, long long content_lengt
 		tg_header_write(out, resp->headers.items[i].name, resp->headers.items[i].value);
 	tg_header_write(out, "X-Request-Id", req->id);
 	evbuffer_add(out, attempts, strlen(attempts));
-	if (content_length >= 0)
+	if (content_length >= 0 && !no_content_length(resp->status))
 		evbuffer_add_printf(out, "Content-Length: %lld\r\n", content_length);
 	else if (resp->chunked)
 		tg_header_write(out, "Transfer-Encoding", "chunked");

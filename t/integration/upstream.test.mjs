@@ -73,6 +73,8 @@ const SCRIPTS = {
     socket.write('HTTP/1.1 103 Early Hints\r\nContent-Length: 5\r\n\r\nhello' +
       `HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
   },
+  // A response without content.
+  noContent: (socket) => socket.write('HTTP/1.1 204 No Content\r\n\r\n'),
   // Accept the request, then close without a byte.
   silent: (socket) => socket.destroy(),
   // A head announcing more body than ever comes.
@@ -152,6 +154,12 @@ describe('misbehaving upstreams', () => {
     assertError(res, 502, 'upstream_error', 'upstream_failed');
     const after = await curl(curlPost(chatURL, chat('gpt-4o')));
     assert.equal(after.status, 200, 'the gateway stopped serving after the interim body');
+  });
+
+  it('relays a 204 without Content-Length', async () => {
+    const res = await curl(curlPost(chatURL, chat('noContent')));
+    assert.equal(res.status, 204);
+    assert.equal(res.headers['content-length'], undefined, 'a 204 carried Content-Length');
   });
 
   it('answers 502 without a retry when a fresh connection closes', async () => {
