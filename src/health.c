@@ -8,12 +8,14 @@
 #include <time.h>
 
 #include "health.h"
+#include "retry-after.h"
 
 #define NS_PER_MS 1000000ull
 #define NS_PER_S 1000000000ull
 #define EWMA_DECAY_NS (10 * NS_PER_S)   /* the EWMA forgets over ~10 s */
 #define DEFAULT_COST_NS (1 * NS_PER_MS) /* cost of a backend never measured */
-#define RETRY_AFTER_MAX_NS (3600 * NS_PER_S)
+#define RETRY_AFTER_MAX_S 3600ull      /* the longest cooldown a response can set */
+#define RETRY_AFTER_MAX_NS (RETRY_AFTER_MAX_S * NS_PER_S)
 
 /* --- registry (main thread) ----------------------------------------------- */
 
@@ -347,25 +349,16 @@ tg_parse_go_duration(const char *s, uint64_t *ns)
 	return 0;
 }
 
-/* Retry-After: delay-seconds or an HTTP-date (RFC 9110, section 10.2.3). */
+/* Return the wait a Retry-After value requests, at most RETRY_AFTER_MAX_NS,
+ * or 0 when the value is invalid. */
 static uint64_t
 parse_retry_after(const char *value, time_t now_wall)
 {
-	char *end;
-	unsigned long seconds = strtoul(value, &end, 10);
-	struct tm tm;
+	uint64_t seconds;
 
-	if (end != value && *end == '\0')
-		return (uint64_t)seconds * NS_PER_S;
-
-	memset(&tm, 0, sizeof(tm));
-	end = strptime(value, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-	if (end != NULL && *end == '\0') {
-		time_t when = timegm(&tm);
-
-		return when > now_wall ? (uint64_t)(when - now_wall) * NS_PER_S : 0;
-	}
-	return 0;
+	if (tg_retry_after_parse(value, now_wall, RETRY_AFTER_MAX_S, &seconds) != 0)
+		return 0;
+	return seconds * NS_PER_S;
 }
 
 /* OpenAI's reset header of a limit counts only when that limit is spent,

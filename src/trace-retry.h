@@ -33,14 +33,6 @@ struct tg_retry_policy_params {
 int tg_export_status_retryable(int status);
 
 /*
- * Parse a Retry-After value, delta-seconds ("120") or an HTTP-date ("Fri,
- * 04 Dec 2026 20:00:00 GMT"), into milliseconds from now_unix (seconds
- * since the epoch). A date in the past gives 0. Returns 0, or -1 when the
- * value is neither form.
- */
-int tg_retry_after_parse(const char *value, time_t now_unix, uint64_t *delay_ms);
-
-/*
  * Decide whether to send again after attempt number attempt (1 for the
  * first) ended with result. remaining_ms is the time left before the
  * export's deadline, random a uniform value in [0, 1) for the jitter.

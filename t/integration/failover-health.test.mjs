@@ -142,6 +142,25 @@ describe('cooldown after Retry-After', () => {
     });
   }
 
+  // delay-seconds is digits only, so "-1" sets no cooldown. Read as an
+  // unsigned number, it wraps to a huge delay, and the route's only backend
+  // would stay out for the 1-hour cap.
+  it('ignores a negative Retry-After', async () => {
+    const only = await startMock();
+    const gw = await startGateway({
+      backends: { only: mockBackend(only) },
+      routes: [{ name: 'chat', match: { path: '/v1/chat/completions' }, backends: ['only'], retry: RETRY_FREELY }],
+    });
+
+    const limited = await chat(gw, { headers: { 'x-mock': 'status=429;retry_after=-1' } });
+    assert.equal(limited.status, 429, 'the upstream 429 goes to the client when no backend is left');
+
+    const next = await chat(gw);
+    assert.equal(next.status, 200, `status (body: ${next.text.slice(0, 300)})`);
+    assert.equal((await apiRequests(only)).length, 2, 'requests that reached the backend');
+    assert.deepEqual(gw.stderr.filter((line) => /cooling down/.test(line)), [], 'cooldown log lines');
+  });
+
   it('answers 503 with Retry-After when every backend cools down', async () => {
     const only = await startMockWith('status=429;retry_after=30');
     const gw = await startGateway({

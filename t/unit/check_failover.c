@@ -113,6 +113,52 @@ START_TEST(retry_after_capped)
 }
 END_TEST
 
+/* Retry-After values and the cooldown each must give, at now = 10^9 s
+ * (Sun, 09 Sep 2001 01:46:40 GMT). delay-seconds is one or more ASCII
+ * digits (RFC 9110, section 10.2.3), and spaces and tabs around it are
+ * ignored as around any field value. Any other value gives no cooldown. */
+static const struct {
+	const char *value;
+	uint64_t seconds;
+} retry_after_cases[] = {
+	{ "2", 2 },
+	{ "007", 7 },
+	{ " 2", 2 },
+	{ "2 ", 2 },
+	{ "\t2\t", 2 },
+	{ "-1", 0 },
+	{ "-5", 0 },
+	{ "+5", 0 },
+	{ "\v2", 0 },
+	{ "1e3", 0 },
+	{ "5abc", 0 },
+	{ "1.5", 0 },
+	{ "0x10", 0 },
+	{ "2 3", 0 },
+	{ "", 0 },
+	{ " ", 0 },
+	{ "3600", 3600 },
+	{ "3601", 3600 },
+	{ "18446744074", 3600 },                /* times 10^9 overflows 64 bits */
+	{ "99999999999999999999", 3600 },       /* overflows strtoull */
+	{ "Sun, 09 Sep 2001 01:47:10 GMT", 30 },
+	{ "Sun, 09 Sep 2001 01:47:10 GMT ", 30 },
+	{ "Sun, 09 Sep 2001 01:46:10 GMT", 0 },  /* in the past */
+	{ "Fri, 31 Dec 9999 23:59:59 GMT", 3600 },
+	{ "Sun, 09 Sep 2001 01:47:10", 0 },
+};
+
+START_TEST(retry_after_table)
+{
+	const char *value = retry_after_cases[_i].value;
+	uint64_t expected = retry_after_cases[_i].seconds * NS_PER_S;
+	uint64_t cooldown = retry_after("Retry-After", value, NULL, NULL);
+
+	ck_assert_msg(cooldown == expected, "Retry-After \"%s\" gave %llu ns, expected %llu",
+	              value, (unsigned long long)cooldown, (unsigned long long)expected);
+}
+END_TEST
+
 START_TEST(ratelimit_reset_of_spent_limit)
 {
 	/* The requests limit is spent: its reset counts. */
@@ -439,6 +485,8 @@ failover_suite(void)
 	tcase_add_test(retry, retry_after_seconds);
 	tcase_add_test(retry, retry_after_http_date);
 	tcase_add_test(retry, retry_after_capped);
+	tcase_add_loop_test(retry, retry_after_table, 0,
+	                    sizeof(retry_after_cases) / sizeof(retry_after_cases[0]));
 	tcase_add_test(retry, ratelimit_reset_of_spent_limit);
 	tcase_add_test(retry, retry_after_longest_wins);
 	tcase_add_test(retry, go_durations);

@@ -216,22 +216,28 @@ START_TEST(retry_after_wins)
 }
 END_TEST
 
+/* The values go through tg_export_retry_decide with no deadline in sight,
+ * so an invalid one shows as the back-off of 500 ms. */
 START_TEST(retry_after_parsing)
 {
-	uint64_t ms;
+	uint64_t delay;
 
-	ck_assert_int_eq(tg_retry_after_parse("120", 0, &ms), 0);
-	ck_assert_uint_eq(ms, 120000);
-	ck_assert_int_eq(tg_retry_after_parse(" 5 ", 0, &ms), 0);
-	ck_assert_uint_eq(ms, 5000);
-	ck_assert_int_eq(tg_retry_after_parse("Tue, 14 Nov 2023 22:13:00 GMT", 1700000000, &ms), 0);
-	ck_assert_uint_eq(ms, 0);               /* in the past */
-	ck_assert_int_eq(tg_retry_after_parse("99999999999999999999", 0, &ms), 0);
-	ck_assert_uint_eq(ms, 86400000);        /* capped at a day */
-	ck_assert_int_eq(tg_retry_after_parse("-1", 0, &ms), -1);
-	ck_assert_int_eq(tg_retry_after_parse("1.5", 0, &ms), -1);
-	ck_assert_int_eq(tg_retry_after_parse("", 0, &ms), -1);
-	ck_assert_int_eq(tg_retry_after_parse("Tue, 14 Nov 2023 22:13:00", 0, &ms), -1);
+	ck_assert(decide(1, 429, "120", UINT64_MAX, 0.0, &delay));
+	ck_assert_uint_eq(delay, 120000);
+	ck_assert(decide(1, 429, " 5 ", UINT64_MAX, 0.0, &delay));
+	ck_assert_uint_eq(delay, 5000);
+	ck_assert(decide(1, 429, "Tue, 14 Nov 2023 22:13:00 GMT", UINT64_MAX, 0.0, &delay));
+	ck_assert_uint_eq(delay, 0);            /* in the past */
+	ck_assert(decide(1, 429, "99999999999999999999", UINT64_MAX, 0.0, &delay));
+	ck_assert_uint_eq(delay, 86400000);     /* capped at a day */
+	ck_assert(decide(1, 429, "-1", UINT64_MAX, 0.0, &delay));
+	ck_assert_uint_eq(delay, 500);
+	ck_assert(decide(1, 429, "1.5", UINT64_MAX, 0.0, &delay));
+	ck_assert_uint_eq(delay, 500);
+	ck_assert(decide(1, 429, "", UINT64_MAX, 0.0, &delay));
+	ck_assert_uint_eq(delay, 500);
+	ck_assert(decide(1, 429, "Tue, 14 Nov 2023 22:13:00", UINT64_MAX, 0.0, &delay));
+	ck_assert_uint_eq(delay, 500);
 }
 END_TEST
 
