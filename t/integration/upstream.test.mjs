@@ -53,6 +53,16 @@ async function startScriptedUpstream(respond) {
   return state;
 }
 
+/* Stop the gateways and mocks, then the scripted upstreams, an object of
+ * startScriptedUpstream() results. */
+async function stopAllWith(upstreams) {
+  try {
+    await stopAll();
+  } finally {
+    await Promise.all(Object.values(upstreams).map((u) => u.close()));
+  }
+}
+
 const SCRIPTS = {
   // Not HTTP at all.
   garbage: (socket) => socket.end('this is not an HTTP response\r\n\r\n'),
@@ -96,13 +106,7 @@ describe('misbehaving upstreams', () => {
   });
 
   afterEach(() => gw?.checkErrors());
-  after(async () => {
-    try {
-      await stopAll();
-    } finally {
-      await Promise.all(Object.values(upstreams).map((u) => u.close()));
-    }
-  });
+  after(() => stopAllWith(upstreams));
 
   it('answers 502 to an invalid response', async () => {
     gw.expectErrors(/invalid|malformed|parse|upstream/i);
