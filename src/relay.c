@@ -738,6 +738,7 @@ static void
 finish_stream(struct tg_request *req)
 {
 	struct tg_response *resp = &req->response;
+	int cut_inside_event;
 
 	if (!resp->content_sent)
 		release_held(req);
@@ -748,7 +749,13 @@ finish_stream(struct tg_request *req)
 	}
 
 	/* Bytes after the last event (such as the LF of a final CRLF) go out
-	 * as they came, so the body stays byte for byte the upstream's. */
+	 * as they came, so the body stays byte for byte the upstream's. An
+	 * event cut off before its blank line is dropped, as an SSE parser
+	 * drops it at the end of a stream. Sent on, it would run into the
+	 * error event below and make both unreadable. */
+	cut_inside_event = tg_sse_finish(&resp->sse);
+	if (cut_inside_event)
+		evbuffer_drain(resp->pending, evbuffer_get_length(resp->pending));
 	write_piece(req, resp->pending);
 
 	/* The upstream's own error event already informed the client. */
@@ -759,9 +766,10 @@ finish_stream(struct tg_request *req)
 		return;
 	}
 
-	if (tg_sse_finish(&resp->sse) || (!resp->sse_done && !resp->finish_seen)) {
-		tg_log_request(req, TG_LOG_WARN, "upstream stream ended without a finish "
-		               "reason or [DONE]");
+	if (cut_inside_event || (!resp->sse_done && !resp->finish_seen)) {
+		tg_log_request(req, TG_LOG_WARN, cut_inside_event
+		               ? "upstream stream ended inside an event; the event is dropped"
+		               : "upstream stream ended without a finish reason or [DONE]");
 		req->error = TG_E_UPSTREAM_INCOMPLETE;
 		req->cause = TG_CAUSE_UPSTREAM_FAILED;
 		end_stream_with_error(req, TG_E_UPSTREAM_INCOMPLETE);

@@ -1,14 +1,17 @@
 // Upstreams that misbehave in ways the mock cannot: invalid responses,
-// connections closed before or inside a response. Each is a small TCP
-// server in this file that writes exact bytes and counts its connections.
+// connections closed before or inside a response, streams that end cleanly
+// inside an event. Each is a small TCP server in this file that writes exact
+// bytes and counts its connections.
 
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import net from 'node:net';
 import { after, afterEach, before, describe, it } from 'node:test';
 
+import OpenAI from 'openai';
+
 import {
-  curl, curlPost, mockBackend, startGateway, startMock, stopAll,
+  curl, curlPost, eventData, mockBackend, splitEvents, startGateway, startMock, stopAll,
 } from './lib/harness.mjs';
 import { assertError } from './lib/checks.mjs';
 
@@ -51,6 +54,16 @@ async function startScriptedUpstream(respond) {
     await once(server, 'close');
   };
   return state;
+}
+
+/* Stop the gateways and mocks, then the scripted upstreams, an object of
+ * startScriptedUpstream() results. */
+async function stopAllWith(upstreams) {
+  try {
+    await stopAll();
+  } finally {
+    await Promise.all(Object.values(upstreams).map((u) => u.close()));
+  }
 }
 
 const SCRIPTS = {
@@ -110,13 +123,7 @@ describe('misbehaving upstreams', () => {
   });
 
   afterEach(() => gw?.checkErrors());
-  after(async () => {
-    try {
-      await stopAll();
-    } finally {
-      await Promise.all(Object.values(upstreams).map((u) => u.close()));
-    }
-  });
+  after(() => stopAllWith(upstreams));
 
   it('answers 502 to an invalid response', async () => {
     gw.expectErrors(/invalid|malformed|parse|upstream/i);
@@ -259,4 +266,79 @@ describe('an upstream that answers before reading the body', () => {
     assert.equal(second.status, 200, `the next request got ${second.status}: ${second.text.slice(0, 200)}`);
     assert.equal(upstream.connections, 2, 'the next request went behind the unsent body');
   });
+});
+
+/* A whole content event, and the start of the next one, which the stream
+ * never finishes. */
+const WHOLE_EVENT = `data: ${JSON.stringify({
+  id: 'chatcmpl-cut', object: 'chat.completion.chunk', model: 'cut',
+  choices: [{ index: 0, delta: { content: 'ok' }, finish_reason: null }],
+})}\n\n`;
+const CUT_LINE = 'data: {"id":"chatcmpl-cut","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"lost';
+const STREAM_HEAD = 'HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n';
+
+const chunk = (text) => `${Buffer.byteLength(text).toString(16)}\r\n${text}\r\n`;
+
+/* Streams that end cleanly for HTTP while their last event still waits for
+ * the blank line that would complete it: backend name and script. */
+const UNFINISHED_STREAMS = [
+  // A chunked body that ends inside a line.
+  ['chunked-cut-line', (socket) => socket.end(
+    `${STREAM_HEAD}Transfer-Encoding: chunked\r\n\r\n${chunk(WHOLE_EVENT)}${chunk(CUT_LINE)}0\r\n\r\n`)],
+  // A chunked body that ends after the first line of an event.
+  ['chunked-one-line', (socket) => socket.end(
+    `${STREAM_HEAD}Transfer-Encoding: chunked\r\n\r\n${chunk(WHOLE_EVENT)}${chunk(`${CUT_LINE}"}}]}\n`)}0\r\n\r\n`)],
+  // A body delimited by the connection, closed inside a line.
+  ['close-cut-line', (socket) => socket.end(
+    `${STREAM_HEAD}Connection: close\r\n\r\n${WHOLE_EVENT}${CUT_LINE}`)],
+];
+
+describe('a stream that ends inside an event', () => {
+  const upstreams = {};
+  let gw;
+  let client;
+
+  before(async () => {
+    const backends = {};
+    const routes = [];
+    for (const [name, script] of UNFINISHED_STREAMS) {
+      upstreams[name] = await startScriptedUpstream(script);
+      backends[name] = { url: `http://127.0.0.1:${upstreams[name].port}` };
+      routes.push({ name, match: { path: '/v1/chat/completions', model: name }, backends: [name] });
+    }
+    gw = await startGateway({ backends, routes });
+    client = new OpenAI({ baseURL: `${gw.baseURL}/v1`, apiKey: 'unused', maxRetries: 0 });
+  });
+
+  afterEach(() => gw?.checkErrors());
+  after(() => stopAllWith(upstreams));
+
+  for (const [name] of UNFINISHED_STREAMS) {
+    it(`drops the cut event (${name})`, async () => {
+      const res = await curl(curlPost(`${gw.baseURL}/v1/chat/completions`, { ...chat(name), stream: true }));
+      assert.equal(res.status, 200);
+      const { events, rest } = splitEvents(res.text);
+      assert.equal(rest, '', `the body ends inside an event: ${res.text}`);
+      assert.equal(events.length, 2, `events: ${events.join(' | ')}`);
+      assert.equal(`${events[0]}\n\n`, WHOLE_EVENT);
+      assert.equal(events[1].split('\n').length, 1, `the error event has more than one line: ${events[1]}`);
+      const { error } = JSON.parse(eventData(events[1]));
+      assert.equal(error.type, 'upstream_error');
+      assert.equal(error.code, 'upstream_incomplete');
+    });
+
+    it(`raises an openai APIError (${name})`, async () => {
+      const contents = [];
+      const stream = await client.chat.completions.create({ ...chat(name), stream: true });
+      await assert.rejects(async () => {
+        for await (const part of stream)
+          contents.push(part.choices[0].delta.content);
+      }, (err) => {
+        assert.ok(err instanceof OpenAI.APIError, `${err.constructor.name}: ${err.message}`);
+        assert.equal(err.code, 'upstream_incomplete');
+        return true;
+      });
+      assert.deepEqual(contents, ['ok']);
+    });
+  }
 });
