@@ -255,6 +255,10 @@ tg_filter_request(struct tg_request *req, tg_filter_next_fn *next)
 	if (tg_text_collect_request(req->json, &st->texts) != 0 ||
 	    tg_filter_texts(chain, TG_SIDE_REQUEST, &st->texts, &st->log, &st->scan, &res,
 	                    &moderation) != 0) {
+		char why[192];
+
+		tg_scan_describe_error(&st->scan, why, sizeof(why));
+		tg_log_request(req, TG_LOG_ERROR, "request filters failed (%s)", why);
 		tg_request_fail(req, TG_E_INTERNAL, NULL);
 		return;
 	}
@@ -322,11 +326,13 @@ rewrite_response(struct evbuffer *body, const json_t *json)
 /*
  * The filters change the shared parse of the body in place
  * (tg_relay_response_json), then write the body again from it, so the
- * features after them see what the client gets. When they fail half way,
- * the body goes out unfiltered and the parse is dropped, since it may
- * already hold masked text.
+ * features after them see what the client gets. When they fail (a rule
+ * hit PCRE2's match limit, or memory ran out), the body must not go out
+ * unchecked: the parse is dropped, since it may already hold masked text,
+ * and the relay, seeing -1, responds with an error instead, as the request
+ * side and the stream filters do.
  */
-void
+int
 tg_filter_response_body(struct tg_request *req)
 {
 	const struct tg_filter_chain *chain = route_chain(req);
@@ -334,19 +340,23 @@ tg_filter_response_body(struct tg_request *req)
 	struct evbuffer *body = req->response.body;
 	struct tg_text_list texts = {0};
 	struct tg_filter_result res = {0};
+	char why[192];
 	json_t *json;
+	int rc = 0;
 
 	if (chain == NULL || st == NULL || req->response.status != 200 || body == NULL)
-		return;
+		return 0;
 	json = tg_relay_response_json(req);
 	if (!json_is_object(json))
-		return;
+		return 0;
 
 	if (tg_text_collect_response(json, &texts) != 0 ||
 	    tg_filter_texts(chain, TG_SIDE_RESPONSE, &texts, &st->log, &st->scan, &res,
 	                    NULL) != 0) {
-		tg_log_request(req, TG_LOG_ERROR, "response filters failed; response sent unfiltered");
-		tg_relay_response_json_stale(req);
+		tg_scan_describe_error(&st->scan, why, sizeof(why));
+		tg_log_request(req, TG_LOG_ERROR, "response filters failed (%s); responding "
+		               "with an error instead of the unchecked response", why);
+		rc = -1;
 		goto out;
 	}
 	if (res.blocked != NULL) {
@@ -358,10 +368,16 @@ tg_filter_response_body(struct tg_request *req)
 	} else if (!res.changed) {
 		goto out;
 	}
-	if (rewrite_response(body, json) != 0)
-		tg_relay_response_json_stale(req);
+	if (rewrite_response(body, json) != 0) {
+		tg_log_request(req, TG_LOG_ERROR, "cannot write the filtered response (out of "
+		               "memory); responding with an error instead");
+		rc = -1;
+	}
 out:
+	if (rc != 0)
+		tg_relay_response_json_stale(req);
 	tg_text_list_free(&texts);
+	return rc;
 }
 
 static void

@@ -24,8 +24,9 @@ void tg_filter_request(struct tg_request *req, tg_filter_next_fn *next);
 /* Filter a whole non-streaming response body (req->response.body) before
  * its head goes out: mask in place, or on a block replace each choice's
  * content with null and finish_reason "content_filter". The body and its
- * shared parse (tg_relay_response_json) both change. */
-void tg_filter_response_body(struct tg_request *req);
+ * shared parse (tg_relay_response_json) both change. Returns 0, or -1
+ * when the filters failed and the body must not be sent. */
+int tg_filter_response_body(struct tg_request *req);
 
 /* How the relay sends one event to the client. */
 typedef void tg_filter_send_fn(struct tg_request *req, struct tg_stream_event *ev);

@@ -233,6 +233,20 @@ tg_scan_init(struct tg_scan *sc)
 }
 
 void
+tg_scan_describe_error(const struct tg_scan *sc, char *buf, size_t size)
+{
+	PCRE2_UCHAR message[120];
+
+	if (sc->error == 0 || sc->error_rule == NULL) {
+		snprintf(buf, size, "out of memory");
+		return;
+	}
+	if (pcre2_get_error_message(sc->error, message, sizeof(message)) < 0)
+		snprintf((char *)message, sizeof(message), "PCRE2 error %d", sc->error);
+	snprintf(buf, size, "rule %s: %s", sc->error_rule->name, (const char *)message);
+}
+
+void
 tg_scan_free(struct tg_scan *sc)
 {
 	tg_norm_free(&sc->plain);
@@ -298,8 +312,11 @@ scan_rule(struct tg_scan *sc, const struct tg_filter_rule *rule,
 				sc->hold_from = orig;
 			return 0;
 		}
-		if (rc < 0)
+		if (rc < 0) {
+			sc->error = rc;
+			sc->error_rule = rule;
 			return -1;
+		}
 
 		s = ov[0];
 		e = ov[1];
@@ -367,6 +384,8 @@ tg_scan_run(struct tg_scan *sc, const struct tg_filter *f, const char *text, siz
 
 	sc->n_matches = 0;
 	sc->hold_from = SIZE_MAX;
+	sc->error = 0;
+	sc->error_rule = NULL;
 	if (sc->match_data == NULL) {
 		sc->match_data = pcre2_match_data_create(1, NULL);
 		if (sc->match_data == NULL)

@@ -52,9 +52,15 @@ struct tg_scan {
 	size_t hold_from;               /* original offset where a match may
 	                                   still be completed by later text;
 	                                   SIZE_MAX when none */
+	int error;                      /* PCRE2 error of the failed scan, or 0 */
+	const struct tg_filter_rule *error_rule;        /* the rule it came from */
 };
 
 void tg_scan_init(struct tg_scan *sc);
+
+/* Why the last scan failed, for a log line: the rule and PCRE2's message
+ * (such as "match limit exceeded"), or "out of memory". */
+void tg_scan_describe_error(const struct tg_scan *sc, char *buf, size_t size);
 void tg_scan_free(struct tg_scan *sc);
 
 /*

@@ -631,10 +631,16 @@ relay_on_head(void *arg, int status, struct tg_headers *headers)
 }
 
 /* A content filter ended the stream with its own last events: close the
- * chunked body. */
+ * chunked body. When the filters failed instead (tg_filter_response_event
+ * set TG_E_INTERNAL), they sent no last events, and an error event ends
+ * the stream, so the client cannot take it for a complete answer. */
 static void
 end_blocked_stream(struct tg_request *req)
 {
+	if (req->error == TG_E_INTERNAL) {
+		end_stream_with_error(req, TG_E_INTERNAL);
+		return;
+	}
 	write_last_chunk(req);
 	tg_client_response_done(req->client);
 }
@@ -802,8 +808,15 @@ relay_on_complete(void *arg)
 	 * them read the body the client gets: the cache and tracing through
 	 * the one tree they share (tg_relay_response_json), the metrics
 	 * through the reply digest, which builds no tree. Filters never
-	 * change usage, so metrics count the upstream's. */
-	tg_filter_response_body(req);
+	 * change usage, so metrics count the upstream's. A body the filters
+	 * could not check does not go out. */
+	if (tg_filter_response_body(req) != 0) {
+		tg_trace_upstream_done(req);
+		req->cause = TG_CAUSE_GATEWAY;
+		tg_request_fail(req, TG_E_INTERNAL, "the content filters could not check the "
+		                "response");
+		return;
+	}
 	tg_metrics_response_body(req);
 	tg_cache_response_body(req);
 	tg_trace_upstream_done(req);

@@ -312,6 +312,54 @@ function deltaContent(event) {
   return JSON.parse(event.data).choices[0].delta.content;
 }
 
+describe('content filters: a rule that fails', () => {
+  // PCRE2 gives up on this pattern over a long run of a's that does not
+  // end the text (its match limit): the filter cannot decide.
+  const failing = {
+    slow: {
+      type: 'regex', apply_to: ['request', 'response'], action: 'block',
+      rules: [{ name: 'nested', pattern: '^(a|a)+$' }],
+    },
+  };
+  const runaway = `${'a'.repeat(40)}!`;
+  let mock;
+  let gw;
+
+  before(async () => {
+    mock = await startMock();
+    gw = await startGateway(config(mock, failing, ['slow']));
+  });
+  afterEach(() => gw?.checkErrors());
+  after(stopAll);
+
+  it('answers 500 rather than an unchecked answer', async () => {
+    gw.expectErrors(/response filters failed \(rule nested: match limit exceeded\)/);
+    const res = await post(gw, chat('hi'), { headers: { 'x-mock': `content=${encodeURIComponent(runaway)}` } });
+    assert.equal(res.status, 500);
+    assert.equal(res.json.error.code, 'internal_error');
+    assert.doesNotMatch(res.text, /aaaa/, 'the unchecked answer reached the client');
+    await gw.waitForLog(/response filters failed \(rule nested: match limit exceeded\)/);
+  });
+
+  it('ends a stream it cannot check with an error event', async () => {
+    gw.expectErrors(/stream filters failed/);
+    const res = await post(gw, chat('hi', { stream: true }),
+      { headers: { 'x-mock': `content=${encodeURIComponent(runaway)}` } });
+    assert.equal(res.status, 200);
+    assert.doesNotMatch(res.text, /aaaa/, 'the unchecked answer reached the client');
+    const last = splitEvents(res.text).events.map(eventData).filter(Boolean).pop();
+    assert.equal(JSON.parse(last).error?.code, 'internal_error', `the stream ended with ${last}`);
+  });
+
+  it('answers 500 to a prompt it cannot check, naming the rule in the log', async () => {
+    gw.expectErrors(/request filters failed \(rule nested: match limit exceeded\)/);
+    const res = await post(gw, chat(runaway));
+    assert.equal(res.status, 500);
+    assert.equal(res.json.error.code, 'internal_error');
+    await gw.waitForLog(/request filters failed \(rule nested: match limit exceeded\)/);
+  });
+});
+
 describe('content filters: hold_timeout', () => {
   let mock;
   let gw;
