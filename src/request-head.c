@@ -5,11 +5,13 @@
 #include <string.h>
 #include <strings.h>
 
+#include <event2/http.h>
+
 #include "request-head.h"
 
 #define CHUNKED "chunked"
 #define CHUNKED_LEN (sizeof(CHUNKED) - 1)
-#define QUOTED_MAX 64           /* bytes of a coding name quoted in a message */
+#define QUOTED_MAX 64           /* bytes of a name quoted in a message */
 
 /* The codings of all Transfer-Encoding lines of one request, in order. */
 struct coding_scan {
@@ -21,6 +23,110 @@ struct coding_scan {
 	const char *other;              /* name of the first coding other than chunked */
 	size_t other_len;
 };
+
+static int
+quoted_length(size_t len)
+{
+	return (int)(len > QUOTED_MAX ? QUOTED_MAX : len);
+}
+
+/* The origin form of a parsed absolute-form target: its path, "/" for an
+ * empty one, then its query. Returns NULL when out of memory. */
+static char *
+origin_of_uri(const struct evhttp_uri *uri)
+{
+	const char *path = evhttp_uri_get_path(uri);
+	const char *query = evhttp_uri_get_query(uri);
+	char *origin;
+
+	if (path == NULL || path[0] == '\0')
+		path = "/";
+	if (query == NULL)
+		return strdup(path);
+	if (asprintf(&origin, "%s?%s", path, query) < 0)
+		return NULL;
+	return origin;
+}
+
+/* Check the parts of a parsed absolute-form target. Returns TG_OK, or
+ * TG_E_BAD_REQUEST with the reason in message. */
+static enum tg_error
+check_absolute_uri(const struct evhttp_uri *uri, char *message, size_t size)
+{
+	const char *scheme = evhttp_uri_get_scheme(uri);
+	const char *host = evhttp_uri_get_host(uri);
+
+	if (scheme == NULL || host == NULL) {
+		snprintf(message, size, "%s", TG_REQUEST_TARGET_INVALID);
+		return TG_E_BAD_REQUEST;
+	}
+	/* libevent accepts only ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
+	 * as a scheme, so quoting it keeps the message ASCII. */
+	if (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0) {
+		snprintf(message, size, "the request target has the scheme \"%.*s\"; send "
+		         "an http:// or https:// URL, or the path alone",
+		         quoted_length(strlen(scheme)), scheme);
+		return TG_E_BAD_REQUEST;
+	}
+	if (host[0] == '\0') {
+		snprintf(message, size, "the request target URL has an empty host, which "
+		         "an http or https URL must not have; send the host, or the path alone");
+		return TG_E_BAD_REQUEST;
+	}
+	if (evhttp_uri_get_userinfo(uri) != NULL) {
+		snprintf(message, size, "the request target URL contains user information "
+		         "before \"@\", which HTTP does not allow; send the host and path alone");
+		return TG_E_BAD_REQUEST;
+	}
+	if (evhttp_uri_get_fragment(uri) != NULL) {
+		snprintf(message, size, "the request target URL contains a fragment after "
+		         "\"#\", which a request target does not carry; leave it out");
+		return TG_E_BAD_REQUEST;
+	}
+	return TG_OK;
+}
+
+/* Reduce an absolute-form target as tg_request_head_origin_form()
+ * documents. */
+static enum tg_error
+absolute_form_to_origin(const char *target, char **origin, char *message, size_t size)
+{
+	struct evhttp_uri *uri = evhttp_uri_parse_with_flags(target, 0);
+	enum tg_error err;
+
+	if (uri == NULL) {
+		snprintf(message, size, "%s", TG_REQUEST_TARGET_INVALID);
+		return TG_E_BAD_REQUEST;
+	}
+
+	err = check_absolute_uri(uri, message, size);
+	if (err == TG_OK) {
+		*origin = origin_of_uri(uri);
+		if (*origin == NULL)
+			err = TG_E_INTERNAL;
+	}
+
+	evhttp_uri_free(uri);
+	return err;
+}
+
+enum tg_error
+tg_request_head_origin_form(const char *target, const char *method, char **origin,
+                            char *message, size_t size)
+{
+	*origin = NULL;
+
+	if (strcmp(target, "*") == 0 && strcmp(method, "OPTIONS") != 0) {
+		snprintf(message, size, "the request target \"*\" is only for OPTIONS, not "
+		         "%s; send the path, such as /v1/chat/completions", method);
+		return TG_E_BAD_REQUEST;
+	}
+	if (target[0] != '/' && strcmp(target, "*") != 0)
+		return absolute_form_to_origin(target, origin, message, size);
+
+	*origin = strdup(target);
+	return *origin != NULL ? TG_OK : TG_E_INTERNAL;
+}
 
 enum tg_error
 tg_request_head_check_host(const struct tg_headers *h, int http_major, int http_minor,
@@ -41,12 +147,6 @@ tg_request_head_check_host(const struct tg_headers *h, int http_major, int http_
 		return TG_E_BAD_REQUEST;
 	}
 	return TG_OK;
-}
-
-static int
-quoted_length(size_t len)
-{
-	return (int)(len > QUOTED_MAX ? QUOTED_MAX : len);
 }
 
 /* Length of the coding name at the start of element: up to its parameters

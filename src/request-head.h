@@ -11,6 +11,32 @@
 #include "errors.h"
 #include "headers.h"
 
+/* The reason given for a request target in none of the forms served. */
+#define TG_REQUEST_TARGET_INVALID "the request target is neither a path such as " \
+	"/v1/chat/completions nor a valid http:// or https:// URL"
+
+/*
+ * Reduce the request target to the origin form (path, then "?" and the query
+ * if any) that routes match, the access log shows and the upstream request
+ * line carries after the backend's path prefix. method is the request's
+ * method name. The forms of RFC 9112 section 3.2:
+ *   origin form, "/PATH[?QUERY]"      kept as it is
+ *   absolute form, "http://HOST/PATH"  its path and query, "/" for an empty
+ *                                     path; the scheme must be http or https
+ *                                     and the host not empty, and user
+ *                                     information or a fragment is rejected
+ *   asterisk form, "*"                kept for OPTIONS, rejected otherwise
+ * The authority of an absolute-form target replaces Host (section 3.2.2),
+ * but routing ignores both, and the upstream gets the backend's Host.
+ * Authority form ("HOST:PORT") belongs to CONNECT, and llhttp rejects it for
+ * any other method before this check runs.
+ * Returns TG_OK with *origin set to a string the caller frees,
+ * TG_E_BAD_REQUEST with the reason for the client in message, or
+ * TG_E_INTERNAL when out of memory.
+ */
+enum tg_error tg_request_head_origin_form(const char *target, const char *method,
+                                          char **origin, char *message, size_t size);
+
 /*
  * Check the Host header lines as RFC 9112 section 3.2 requires: exactly one
  * in an HTTP/1.1 request, at most one in an HTTP/1.0 request. Returns TG_OK,

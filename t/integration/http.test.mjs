@@ -174,6 +174,44 @@ describe('client connections', () => {
     }));
   }
 
+  it('routes an absolute-form target by its path', () => withClient(async (client) => {
+    // The authority replaces Host (RFC 9112 section 3.2.2), but the upstream
+    // still gets the backend's Host and the path in origin form.
+    await client.write(rawRequest('POST', 'http://api.example.test/v1/chat/completions?trial=1', [
+      'Host: api.example.test', 'Content-Type: application/json',
+      `Content-Length: ${chatText.length}`, 'X-Request-Id: absolute-form',
+    ], chatText));
+    const res = await client.readResponse();
+    assert.equal(res.status, 200);
+    const upstream = (await mock.requests()).find((r) => r.headers['x-request-id'] === 'absolute-form');
+    assert.ok(upstream, 'the request did not reach the mock');
+    assert.equal(upstream.path, '/v1/chat/completions');
+    assert.equal(upstream.query, 'trial=1');
+    assert.equal(upstream.headers.host, new URL(mock.url).host);
+    const entry = await gw.accessFor('absolute-form');
+    assert.equal(entry.path, '/v1/chat/completions');
+  }));
+
+  /* Request targets rejected with 400, and the message expected. */
+  const TARGETS = [
+    ['ftp://api.example.test/v1/chat/completions', /scheme "ftp"; send an http:\/\/ or https:\/\/ URL/],
+    ['http://user:secret@api.example.test/v1/chat/completions', /user information before "@"/],
+    ['http:///v1/chat/completions', /empty host/],
+    ['http://api.example.test/v1/chat/completions#part', /fragment after "#"/],
+    ['*', /"\*" is only for OPTIONS, not POST/],
+    ['api.example.test:443', /neither a path such as \/v1\/chat\/completions nor a valid http:\/\/ or https:\/\/ URL/],
+  ];
+  for (const [target, message] of TARGETS) {
+    it(`rejects the request target ${target}`, () => withClient(async (client) => {
+      await client.write(rawPost(target, chat));
+      const res = await client.readResponse();
+      const error = assertError(res, 400, 'invalid_request_error', 'bad_request');
+      assert.match(error.message, message);
+      assert.doesNotMatch(error.message, /secret/, 'the message quotes the credentials');
+      assert.ok(await client.waitClosed(), 'the connection stayed open after the 400');
+    }));
+  }
+
   /* Transfer-Encoding lines, the status, error code and message expected. */
   const CODINGS = [
     [['gzip, chunked'], 501, 'unsupported_transfer_coding', /transfer coding "gzip" is not supported/],

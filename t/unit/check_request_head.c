@@ -1,6 +1,6 @@
 /*
- * Unit tests for the checks of a client request head: the Host header and
- * the transfer codings.
+ * Unit tests for the checks of a client request head: the request target,
+ * the Host header and the transfer codings.
  */
 #include <check.h>
 #include <stdlib.h>
@@ -49,6 +49,96 @@ check_codings(const char *const *lines, size_t n, char *message, size_t size)
 	tg_headers_free(&h);
 	return err;
 }
+
+/* Reduce target for method, expecting the result expected, with the
+ * reason for a rejection in message. Returns the origin form, which the
+ * caller frees, or NULL. */
+static char *
+reduce_target(const char *target, const char *method, enum tg_error expected,
+              char *message, size_t size)
+{
+	char *origin = NULL;
+
+	message[0] = '\0';
+	ck_assert_int_eq(tg_request_head_origin_form(target, method, &origin, message, size),
+	                 expected);
+	return origin;
+}
+
+static void
+assert_origin_form(const char *target, const char *method, const char *expected)
+{
+	char message[256];
+	char *origin = reduce_target(target, method, TG_OK, message, sizeof(message));
+
+	ck_assert_str_eq(origin, expected);
+	ck_assert_str_eq(message, "");
+	free(origin);
+}
+
+static void
+assert_target_rejected(const char *target, const char *method, const char *reason)
+{
+	char message[256];
+
+	ck_assert_ptr_null(reduce_target(target, method, TG_E_BAD_REQUEST, message,
+	                                 sizeof(message)));
+	ck_assert_msg(strstr(message, reason) != NULL, "message for %s: %s", target, message);
+}
+
+START_TEST(origin_form_kept)
+{
+	assert_origin_form("/v1/chat/completions", "POST", "/v1/chat/completions");
+	assert_origin_form("/v1/embeddings?user=a%20b", "POST", "/v1/embeddings?user=a%20b");
+	assert_origin_form("*", "OPTIONS", "*");
+}
+END_TEST
+
+START_TEST(absolute_form_reduced_to_path)
+{
+	assert_origin_form("http://api.example/v1/chat/completions", "POST",
+	                   "/v1/chat/completions");
+	assert_origin_form("HTTPS://API.example:8443/v1/embeddings?a=1&b", "POST",
+	                   "/v1/embeddings?a=1&b");
+	assert_origin_form("http://[::1]:8080/v1/models", "GET", "/v1/models");
+	assert_origin_form("http://api.example", "POST", "/");
+	assert_origin_form("http://api.example?q=1", "POST", "/?q=1");
+}
+END_TEST
+
+START_TEST(absolute_form_rejected)
+{
+	assert_target_rejected("ftp://api.example/v1/chat/completions", "POST",
+	                       "the scheme \"ftp\"; send an http:// or https:// URL");
+	assert_target_rejected("http://user:secret@api.example/", "POST",
+	                       "user information before \"@\"");
+	assert_target_rejected("http:///v1/chat/completions", "POST", "empty host");
+	assert_target_rejected("http://api.example/v1/chat/completions#part", "POST",
+	                       "fragment after \"#\"");
+	assert_target_rejected("http://api.example:99999/", "POST", TG_REQUEST_TARGET_INVALID);
+	assert_target_rejected("http://api.example/%zz", "POST", TG_REQUEST_TARGET_INVALID);
+	assert_target_rejected("mailto:someone", "POST", TG_REQUEST_TARGET_INVALID);
+	assert_target_rejected("api.example:443", "CONNECT", TG_REQUEST_TARGET_INVALID);
+}
+END_TEST
+
+START_TEST(credentials_not_quoted)
+{
+	char message[256];
+
+	ck_assert_ptr_null(reduce_target("http://user:secret@api.example/", "POST",
+	                                 TG_E_BAD_REQUEST, message, sizeof(message)));
+	ck_assert_ptr_null(strstr(message, "secret"));
+}
+END_TEST
+
+START_TEST(asterisk_form_only_for_options)
+{
+	assert_target_rejected("*", "POST", "the request target \"*\" is only for OPTIONS, "
+	                       "not POST");
+	assert_target_rejected("*", "GET", "not GET");
+}
+END_TEST
 
 START_TEST(host_once_accepted)
 {
@@ -176,9 +266,15 @@ static Suite *
 request_head_suite(void)
 {
 	Suite *s = suite_create("request-head");
+	TCase *target = tcase_create("target");
 	TCase *host = tcase_create("host");
 	TCase *codings = tcase_create("transfer-coding");
 
+	tcase_add_test(target, origin_form_kept);
+	tcase_add_test(target, absolute_form_reduced_to_path);
+	tcase_add_test(target, absolute_form_rejected);
+	tcase_add_test(target, credentials_not_quoted);
+	tcase_add_test(target, asterisk_form_only_for_options);
 	tcase_add_test(host, host_once_accepted);
 	tcase_add_test(host, host_missing_in_http11);
 	tcase_add_test(host, host_missing_in_http10_accepted);
@@ -188,6 +284,7 @@ request_head_suite(void)
 	tcase_add_test(codings, list_not_ending_with_chunked_rejected);
 	tcase_add_test(codings, malformed_codings_rejected);
 	tcase_add_test(codings, long_coding_name_cut_in_message);
+	suite_add_tcase(s, target);
 	suite_add_tcase(s, host);
 	suite_add_tcase(s, codings);
 	return s;
