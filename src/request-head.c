@@ -2,6 +2,7 @@
  * Checks of a client request head that llhttp leaves to the server.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -128,12 +129,42 @@ tg_request_head_origin_form(const char *target, const char *method, char **origi
 	return *origin != NULL ? TG_OK : TG_E_INTERNAL;
 }
 
+/* Check a Host value as uri-host [ ":" port ] (RFC 9110 section 7.2), or
+ * empty, as a client sends it for a target without an authority. libevent
+ * checks the host syntax of RFC 3986 and the port in the authority of
+ * "http://VALUE/"; a "/", "?", "#" or "@" in the value ends that authority
+ * early and shows as a path, query, fragment or user information. Returns
+ * TG_OK, TG_E_BAD_REQUEST or TG_E_INTERNAL when out of memory. */
+static enum tg_error
+check_host_value(const char *value)
+{
+	struct evhttp_uri *uri;
+	const char *path;
+	char *url;
+	int valid;
+
+	if (asprintf(&url, "http://%s/", value) < 0)
+		return TG_E_INTERNAL;
+	uri = evhttp_uri_parse_with_flags(url, 0);
+	free(url);
+	if (uri == NULL)
+		return TG_E_BAD_REQUEST;
+
+	path = evhttp_uri_get_path(uri);
+	valid = evhttp_uri_get_userinfo(uri) == NULL && evhttp_uri_get_host(uri) != NULL &&
+	        path != NULL && strcmp(path, "/") == 0 &&
+	        evhttp_uri_get_query(uri) == NULL && evhttp_uri_get_fragment(uri) == NULL;
+	evhttp_uri_free(uri);
+	return valid ? TG_OK : TG_E_BAD_REQUEST;
+}
+
 enum tg_error
 tg_request_head_check_host(const struct tg_headers *h, int http_major, int http_minor,
                            char *message, size_t size)
 {
 	size_t n_host = tg_headers_count(h, "Host");
 	int host_required = http_major > 1 || (http_major == 1 && http_minor >= 1);
+	enum tg_error err;
 
 	if (n_host > 1) {
 		snprintf(message, size, "the request has %zu Host headers; send exactly one",
@@ -146,7 +177,17 @@ tg_request_head_check_host(const struct tg_headers *h, int http_major, int http_
 		         http_major, http_minor);
 		return TG_E_BAD_REQUEST;
 	}
-	return TG_OK;
+	if (n_host == 0)
+		return TG_OK;
+
+	/* The value is not quoted: its bytes may not be valid UTF-8, which
+	 * the JSON error body needs. */
+	err = check_host_value(tg_headers_get(h, "Host"));
+	if (err == TG_E_BAD_REQUEST)
+		snprintf(message, size, "the Host header is not a valid uri-host[:port]; send "
+		         "a host name, an IPv4 address or an IPv6 address in brackets, "
+		         "optionally followed by :PORT with a port of 0 to 65535");
+	return err;
 }
 
 /* Length of the coding name at the start of element: up to its parameters

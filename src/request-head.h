@@ -39,8 +39,10 @@ enum tg_error tg_request_head_origin_form(const char *target, const char *method
 
 /*
  * Check the Host header lines as RFC 9112 section 3.2 requires: exactly one
- * in an HTTP/1.1 request, at most one in an HTTP/1.0 request. Returns TG_OK,
- * or TG_E_BAD_REQUEST with the reason for the client in message.
+ * in an HTTP/1.1 request, at most one in an HTTP/1.0 request, and a value
+ * that is uri-host[:port] or empty (RFC 9110 section 7.2). Returns TG_OK,
+ * TG_E_BAD_REQUEST with the reason for the client in message, or
+ * TG_E_INTERNAL when out of memory.
  */
 enum tg_error tg_request_head_check_host(const struct tg_headers *h, int http_major,
                                          int http_minor, char *message, size_t size);

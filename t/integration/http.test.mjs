@@ -174,6 +174,19 @@ describe('client connections', () => {
     }));
   }
 
+  for (const host of ['a b/c', 'api.example.test/v1', 'user@api.example.test', '[::1']) {
+    it(`rejects the Host value ${JSON.stringify(host)}`, () => withClient(async (client) => {
+      await client.write(rawRequest('POST', '/v1/chat/completions', [
+        `Host: ${host}`, 'Content-Type: application/json', `Content-Length: ${chatText.length}`,
+      ], chatText));
+      const res = await client.readResponse();
+      const error = assertError(res, 400, 'invalid_request_error', 'bad_request');
+      assert.match(error.message, /Host header is not a valid uri-host\[:port\]/);
+      assert.ok(!error.message.includes(host), 'the message quotes the unchecked value');
+      assert.ok(await client.waitClosed(), 'the connection stayed open after the 400');
+    }));
+  }
+
   it('routes an absolute-form target by its path', () => withClient(async (client) => {
     // The authority replaces Host (RFC 9112 section 3.2.2), but the upstream
     // still gets the backend's Host and the path in origin form.

@@ -3,6 +3,7 @@
  * the Host header and the transfer codings.
  */
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -181,6 +182,52 @@ START_TEST(host_twice_rejected)
 }
 END_TEST
 
+START_TEST(host_values_checked)
+{
+	static const struct {
+		const char *value;
+		enum tg_error expected;
+	} cases[] = {
+		{"api.example", TG_OK},
+		{"api.example:8080", TG_OK},
+		{"127.0.0.1", TG_OK},
+		{"[::1]:8080", TG_OK},
+		{"[v1.fe]", TG_OK},
+		{"xn--bcher-kva.example", TG_OK},
+		{"a%41.example", TG_OK},
+		{"api.example:", TG_OK},
+		{"", TG_OK},
+		{"a b/c", TG_E_BAD_REQUEST},
+		{"api.example/v1", TG_E_BAD_REQUEST},
+		{"user@api.example", TG_E_BAD_REQUEST},
+		{"api.example?q", TG_E_BAD_REQUEST},
+		{"api.example#f", TG_E_BAD_REQUEST},
+		{"::1", TG_E_BAD_REQUEST},
+		{"[::1", TG_E_BAD_REQUEST},
+		{"[::1]x", TG_E_BAD_REQUEST},
+		{"api.example:http", TG_E_BAD_REQUEST},
+		{"api.example:65536", TG_E_BAD_REQUEST},
+		{"api.example:80:80", TG_E_BAD_REQUEST},
+		{"a%zz", TG_E_BAD_REQUEST},
+		{"caf\xc3\xa9.example", TG_E_BAD_REQUEST},
+		{"\xff", TG_E_BAD_REQUEST},
+	};
+	const char *invalid = "the Host header is not a valid uri-host[:port]; send a host "
+	                      "name, an IPv4 address or an IPv6 address in brackets, "
+	                      "optionally followed by :PORT with a port of 0 to 65535";
+	char line[64];
+	const char *lines[] = {line};
+	char message[256];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(line, sizeof(line), "Host: %s", cases[i].value);
+		ck_assert_msg(check_host(lines, 1, 1, message, sizeof(message)) == cases[i].expected,
+		              "Host \"%s\": %s", cases[i].value, message);
+		ck_assert_str_eq(message, cases[i].expected == TG_OK ? "" : invalid);
+	}
+}
+END_TEST
+
 START_TEST(codings_absent_or_chunked_accepted)
 {
 	static const char *const none[] = {"Host: a.example"};
@@ -279,6 +326,7 @@ request_head_suite(void)
 	tcase_add_test(host, host_missing_in_http11);
 	tcase_add_test(host, host_missing_in_http10_accepted);
 	tcase_add_test(host, host_twice_rejected);
+	tcase_add_test(host, host_values_checked);
 	tcase_add_test(codings, codings_absent_or_chunked_accepted);
 	tcase_add_test(codings, coding_before_chunked_not_implemented);
 	tcase_add_test(codings, list_not_ending_with_chunked_rejected);
