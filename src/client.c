@@ -250,7 +250,8 @@ on_headers_complete(llhttp_t *p)
 	err = tg_request_head_check_host(&req->headers, p->http_major, p->http_minor,
 	                                 c->parse_message, sizeof(c->parse_message));
 	if (err == TG_OK)
-		err = tg_request_head_check_transfer_coding(&req->headers, c->parse_message,
+		err = tg_request_head_check_transfer_coding(&req->headers, p->http_major,
+		                                            p->http_minor, c->parse_message,
 		                                            sizeof(c->parse_message));
 	if (err != TG_OK)
 		return parse_fail(c, err);

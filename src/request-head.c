@@ -26,6 +26,12 @@ struct coding_scan {
 };
 
 static int
+at_least_http11(int http_major, int http_minor)
+{
+	return http_major > 1 || (http_major == 1 && http_minor >= 1);
+}
+
+static int
 quoted_length(size_t len)
 {
 	return (int)(len > QUOTED_MAX ? QUOTED_MAX : len);
@@ -163,7 +169,7 @@ tg_request_head_check_host(const struct tg_headers *h, int http_major, int http_
                            char *message, size_t size)
 {
 	size_t n_host = tg_headers_count(h, "Host");
-	int host_required = http_major > 1 || (http_major == 1 && http_minor >= 1);
+	int host_required = at_least_http11(http_major, http_minor);
 	enum tg_error err;
 
 	if (n_host > 1) {
@@ -276,11 +282,19 @@ judge_codings(const struct coding_scan *scan, char *message, size_t size)
 }
 
 enum tg_error
-tg_request_head_check_transfer_coding(const struct tg_headers *h, char *message,
-                                      size_t size)
+tg_request_head_check_transfer_coding(const struct tg_headers *h, int http_major,
+                                      int http_minor, char *message, size_t size)
 {
 	struct coding_scan scan = {0};
 	int present = 0;
+
+	if (!at_least_http11(http_major, http_minor) &&
+	    tg_headers_count(h, "Transfer-Encoding") > 0) {
+		snprintf(message, size, "the HTTP/%d.%d request has Transfer-Encoding, which "
+		         "HTTP/1.0 does not define, so its body framing is faulty; send "
+		         "Content-Length, or HTTP/1.1 for a chunked body", http_major, http_minor);
+		return TG_E_BAD_REQUEST;
+	}
 
 	for (size_t i = 0; i < h->count; i++) {
 		enum tg_error err;

@@ -52,16 +52,19 @@ enum tg_error tg_request_head_check_host(const struct tg_headers *h, int http_ma
  * gateway decodes only chunked, so the list must be absent or be chunked
  * alone. Returns TG_OK, or the error with the reason for the client in
  * message:
- *   TG_E_BAD_REQUEST       a coding name that is not a token, chunked with
- *                          parameters or more than once, or a list that
- *                          does not end with chunked, whose body length
- *                          cannot be known (RFC 9112 section 6.3)
+ *   TG_E_BAD_REQUEST       any Transfer-Encoding in a request older than
+ *                          HTTP/1.1, whose framing RFC 9112 section 6.1
+ *                          calls faulty, a coding name that is not a token,
+ *                          chunked with parameters or more than once, or a
+ *                          list that does not end with chunked, whose body
+ *                          length cannot be known (RFC 9112 section 6.3)
  *   TG_E_TRANSFER_CODING   a coding other than chunked before the final
  *                          chunked, named in message (section 6.1)
  * llhttp frames the body by the same header, as chunked only when chunked
  * ends the list, so a list accepted here is never framed another way.
  */
 enum tg_error tg_request_head_check_transfer_coding(const struct tg_headers *h,
+                                                    int http_major, int http_minor,
                                                     char *message, size_t size);
 
 #endif

@@ -256,6 +256,22 @@ describe('client connections', () => {
     }));
   }
 
+  it('rejects Transfer-Encoding in HTTP/1.0', () => withClient(async (client) => {
+    // HTTP/1.0 defines no Transfer-Encoding, so an intermediary may have
+    // framed this body another way: the message is faulty and the
+    // connection closes, keep-alive asked for or not.
+    const chunked = `${chatText.length.toString(16)}\r\n${chatText}\r\n0\r\n\r\n`;
+    await client.write('POST /v1/chat/completions HTTP/1.0\r\nConnection: keep-alive\r\n' +
+      'X-Request-Id: http10-chunked\r\nContent-Type: application/json\r\n' +
+      `Transfer-Encoding: chunked\r\n\r\n${chunked}`);
+    const res = await client.readResponse();
+    const error = assertError(res, 400, 'invalid_request_error', 'bad_request');
+    assert.match(error.message, /HTTP\/1\.0 request has Transfer-Encoding, which HTTP\/1\.0 does not define/);
+    assert.ok(await client.waitClosed(), 'the connection stayed open after the 400');
+    const forwarded = (await mock.requests()).filter((r) => r.headers['x-request-id'] === 'http10-chunked');
+    assert.equal(forwarded.length, 0, 'the request reached the mock');
+  }));
+
   it('answers 408 when the head is too slow', () => withClient(async (client) => {
     await client.write('POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: slow-head\r\n');
     const res = await client.readResponse();

@@ -39,16 +39,24 @@ check_host(const char *const *lines, size_t n, int http_minor, char *message, si
 }
 
 static enum tg_error
-check_codings(const char *const *lines, size_t n, char *message, size_t size)
+check_codings_in(const char *const *lines, size_t n, int http_minor, char *message,
+                 size_t size)
 {
 	struct tg_headers h;
 	enum tg_error err;
 
 	headers_from(&h, lines, n);
 	message[0] = '\0';
-	err = tg_request_head_check_transfer_coding(&h, message, size);
+	err = tg_request_head_check_transfer_coding(&h, 1, http_minor, message, size);
 	tg_headers_free(&h);
 	return err;
+}
+
+/* Check the codings of an HTTP/1.1 request. */
+static enum tg_error
+check_codings(const char *const *lines, size_t n, char *message, size_t size)
+{
+	return check_codings_in(lines, n, 1, message, size);
 }
 
 /* Reduce target for method, expecting the result expected, with the
@@ -296,6 +304,25 @@ START_TEST(malformed_codings_rejected)
 }
 END_TEST
 
+START_TEST(codings_in_http10_rejected)
+{
+	static const char *const chunked[] = {"Transfer-Encoding: chunked"};
+	static const char *const gzip[] = {"Transfer-Encoding: gzip, chunked"};
+	static const char *const none[] = {"Content-Length: 2"};
+	char message[256];
+
+	ck_assert_int_eq(check_codings_in(chunked, 1, 0, message, sizeof(message)),
+	                 TG_E_BAD_REQUEST);
+	ck_assert_str_eq(message, "the HTTP/1.0 request has Transfer-Encoding, which HTTP/1.0 "
+	                 "does not define, so its body framing is faulty; send Content-Length, "
+	                 "or HTTP/1.1 for a chunked body");
+	ck_assert_int_eq(check_codings_in(gzip, 1, 0, message, sizeof(message)),
+	                 TG_E_BAD_REQUEST);
+	ck_assert_ptr_nonnull(strstr(message, "HTTP/1.0 request has Transfer-Encoding"));
+	ck_assert_int_eq(check_codings_in(none, 1, 0, message, sizeof(message)), TG_OK);
+}
+END_TEST
+
 START_TEST(long_coding_name_cut_in_message)
 {
 	char line[400] = "Transfer-Encoding: ";
@@ -331,6 +358,7 @@ request_head_suite(void)
 	tcase_add_test(codings, coding_before_chunked_not_implemented);
 	tcase_add_test(codings, list_not_ending_with_chunked_rejected);
 	tcase_add_test(codings, malformed_codings_rejected);
+	tcase_add_test(codings, codings_in_http10_rejected);
 	tcase_add_test(codings, long_coding_name_cut_in_message);
 	suite_add_tcase(s, target);
 	suite_add_tcase(s, host);
