@@ -208,6 +208,29 @@ on_header_value_complete(llhttp_t *p)
 	return rc;
 }
 
+/* Set req->url and req->path from the request target read so far, in
+ * origin form. Returns TG_OK, or the error with its reason in
+ * c->parse_message. */
+static enum tg_error
+set_request_target(struct tg_client *c, struct tg_request *req)
+{
+	char *target = c->url ? strndup(c->url, c->url_len) : strdup("/");
+	enum tg_error err;
+
+	c->url_len = 0;
+	if (target == NULL)
+		return TG_E_INTERNAL;
+
+	err = tg_request_head_origin_form(target, req->method, &req->url, c->parse_message,
+	                                  sizeof(c->parse_message));
+	free(target);
+	if (err != TG_OK)
+		return err;
+
+	req->path = strndup(req->url, strcspn(req->url, "?"));
+	return req->path != NULL ? TG_OK : TG_E_INTERNAL;
+}
+
 static int
 on_headers_complete(llhttp_t *p)
 {
@@ -220,16 +243,15 @@ on_headers_complete(llhttp_t *p)
 	req->method_id = p->method;
 	req->method = llhttp_method_name(p->method);
 	req->http_minor = p->http_minor;
-	req->url = c->url ? strndup(c->url, c->url_len) : strdup("/");
-	req->path = req->url ? strndup(req->url, strcspn(req->url, "?")) : NULL;
-	c->url_len = 0;
-	if (req->url == NULL || req->path == NULL)
-		return parse_fail(c, TG_E_INTERNAL);
+	err = set_request_target(c, req);
+	if (err != TG_OK)
+		return parse_fail(c, err);
 
 	err = tg_request_head_check_host(&req->headers, p->http_major, p->http_minor,
 	                                 c->parse_message, sizeof(c->parse_message));
 	if (err == TG_OK)
-		err = tg_request_head_check_transfer_coding(&req->headers, c->parse_message,
+		err = tg_request_head_check_transfer_coding(&req->headers, p->http_major,
+		                                            p->http_minor, c->parse_message,
 		                                            sizeof(c->parse_message));
 	if (err != TG_OK)
 		return parse_fail(c, err);
@@ -357,6 +379,12 @@ describe_parser_error(struct tg_client *c, llhttp_errno_t rc)
 		snprintf(c->parse_message, sizeof(c->parse_message),
 		         "Transfer-Encoding goes on after chunked; chunked must end the "
 		         "list, appear once, and have no comma after it");
+	/* llhttp reads a target that does not start with "/" or "*" as a URL,
+	 * so the authority form ("HOST:PORT") of a method other than CONNECT
+	 * ends here, before tg_request_head_origin_form() can run. */
+	else if (rc == HPE_INVALID_URL)
+		snprintf(c->parse_message, sizeof(c->parse_message), "%s",
+		         TG_REQUEST_TARGET_INVALID);
 }
 
 static void

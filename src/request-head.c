@@ -2,14 +2,17 @@
  * Checks of a client request head that llhttp leaves to the server.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include <event2/http.h>
 
 #include "request-head.h"
 
 #define CHUNKED "chunked"
 #define CHUNKED_LEN (sizeof(CHUNKED) - 1)
-#define QUOTED_MAX 64           /* bytes of a coding name quoted in a message */
+#define QUOTED_MAX 64           /* bytes of a name quoted in a message */
 
 /* The codings of all Transfer-Encoding lines of one request, in order. */
 struct coding_scan {
@@ -22,12 +25,152 @@ struct coding_scan {
 	size_t other_len;
 };
 
+static int
+at_least_http11(int http_major, int http_minor)
+{
+	return http_major > 1 || (http_major == 1 && http_minor >= 1);
+}
+
+static int
+quoted_length(size_t len)
+{
+	return (int)(len > QUOTED_MAX ? QUOTED_MAX : len);
+}
+
+/* The origin form of a parsed absolute-form target: its path, "/" for an
+ * empty one, then its query. Returns NULL when out of memory. */
+static char *
+origin_of_uri(const struct evhttp_uri *uri)
+{
+	const char *path = evhttp_uri_get_path(uri);
+	const char *query = evhttp_uri_get_query(uri);
+	char *origin;
+
+	if (path == NULL || path[0] == '\0')
+		path = "/";
+	if (query == NULL)
+		return strdup(path);
+	if (asprintf(&origin, "%s?%s", path, query) < 0)
+		return NULL;
+	return origin;
+}
+
+/* Check the parts of a parsed absolute-form target. Returns TG_OK, or
+ * TG_E_BAD_REQUEST with the reason in message. */
+static enum tg_error
+check_absolute_uri(const struct evhttp_uri *uri, char *message, size_t size)
+{
+	const char *scheme = evhttp_uri_get_scheme(uri);
+	const char *host = evhttp_uri_get_host(uri);
+
+	if (scheme == NULL || host == NULL) {
+		snprintf(message, size, "%s", TG_REQUEST_TARGET_INVALID);
+		return TG_E_BAD_REQUEST;
+	}
+	/* libevent accepts only ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
+	 * as a scheme, so quoting it keeps the message ASCII. */
+	if (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0) {
+		snprintf(message, size, "the request target has the scheme \"%.*s\"; send "
+		         "an http:// or https:// URL, or the path alone",
+		         quoted_length(strlen(scheme)), scheme);
+		return TG_E_BAD_REQUEST;
+	}
+	if (host[0] == '\0') {
+		snprintf(message, size, "the request target URL has an empty host, which "
+		         "an http or https URL must not have; send the host, or the path alone");
+		return TG_E_BAD_REQUEST;
+	}
+	if (evhttp_uri_get_userinfo(uri) != NULL) {
+		snprintf(message, size, "the request target URL contains user information "
+		         "before \"@\", which HTTP does not allow; send the host and path alone");
+		return TG_E_BAD_REQUEST;
+	}
+	if (evhttp_uri_get_fragment(uri) != NULL) {
+		snprintf(message, size, "the request target URL contains a fragment after "
+		         "\"#\", which a request target does not carry; leave it out");
+		return TG_E_BAD_REQUEST;
+	}
+	return TG_OK;
+}
+
+/* Reduce an absolute-form target as tg_request_head_origin_form()
+ * documents. */
+static enum tg_error
+absolute_form_to_origin(const char *target, char **origin, char *message, size_t size)
+{
+	struct evhttp_uri *uri = evhttp_uri_parse_with_flags(target, 0);
+	enum tg_error err;
+
+	if (uri == NULL) {
+		snprintf(message, size, "%s", TG_REQUEST_TARGET_INVALID);
+		return TG_E_BAD_REQUEST;
+	}
+
+	err = check_absolute_uri(uri, message, size);
+	if (err == TG_OK) {
+		*origin = origin_of_uri(uri);
+		if (*origin == NULL)
+			err = TG_E_INTERNAL;
+	}
+
+	evhttp_uri_free(uri);
+	return err;
+}
+
+enum tg_error
+tg_request_head_origin_form(const char *target, const char *method, char **origin,
+                            char *message, size_t size)
+{
+	*origin = NULL;
+
+	if (strcmp(target, "*") == 0 && strcmp(method, "OPTIONS") != 0) {
+		snprintf(message, size, "the request target \"*\" is only for OPTIONS, not "
+		         "%s; send the path, such as /v1/chat/completions", method);
+		return TG_E_BAD_REQUEST;
+	}
+	if (target[0] != '/' && strcmp(target, "*") != 0)
+		return absolute_form_to_origin(target, origin, message, size);
+
+	*origin = strdup(target);
+	return *origin != NULL ? TG_OK : TG_E_INTERNAL;
+}
+
+/* Check a Host value as uri-host [ ":" port ] (RFC 9110 section 7.2), or
+ * empty, as a client sends it for a target without an authority. libevent
+ * checks the host syntax of RFC 3986 and the port in the authority of
+ * "http://VALUE/"; a "/", "?", "#" or "@" in the value ends that authority
+ * early and shows as a path, query, fragment or user information. Returns
+ * TG_OK, TG_E_BAD_REQUEST or TG_E_INTERNAL when out of memory. */
+static enum tg_error
+check_host_value(const char *value)
+{
+	struct evhttp_uri *uri;
+	const char *path;
+	char *url;
+	int valid;
+
+	if (asprintf(&url, "http://%s/", value) < 0)
+		return TG_E_INTERNAL;
+	uri = evhttp_uri_parse_with_flags(url, 0);
+	free(url);
+	if (uri == NULL)
+		return TG_E_BAD_REQUEST;
+
+	path = evhttp_uri_get_path(uri);
+	valid = evhttp_uri_get_userinfo(uri) == NULL && evhttp_uri_get_host(uri) != NULL &&
+	        path != NULL && strcmp(path, "/") == 0 &&
+	        evhttp_uri_get_query(uri) == NULL && evhttp_uri_get_fragment(uri) == NULL;
+	evhttp_uri_free(uri);
+	return valid ? TG_OK : TG_E_BAD_REQUEST;
+}
+
 enum tg_error
 tg_request_head_check_host(const struct tg_headers *h, int http_major, int http_minor,
                            char *message, size_t size)
 {
 	size_t n_host = tg_headers_count(h, "Host");
-	int host_required = http_major > 1 || (http_major == 1 && http_minor >= 1);
+	int host_required = at_least_http11(http_major, http_minor);
+	enum tg_error err;
 
 	if (n_host > 1) {
 		snprintf(message, size, "the request has %zu Host headers; send exactly one",
@@ -40,13 +183,17 @@ tg_request_head_check_host(const struct tg_headers *h, int http_major, int http_
 		         http_major, http_minor);
 		return TG_E_BAD_REQUEST;
 	}
-	return TG_OK;
-}
+	if (n_host == 0)
+		return TG_OK;
 
-static int
-quoted_length(size_t len)
-{
-	return (int)(len > QUOTED_MAX ? QUOTED_MAX : len);
+	/* The value is not quoted: its bytes may not be valid UTF-8, which
+	 * the JSON error body needs. */
+	err = check_host_value(tg_headers_get(h, "Host"));
+	if (err == TG_E_BAD_REQUEST)
+		snprintf(message, size, "the Host header is not a valid uri-host[:port]; send "
+		         "a host name, an IPv4 address or an IPv6 address in brackets, "
+		         "optionally followed by :PORT with a port of 0 to 65535");
+	return err;
 }
 
 /* Length of the coding name at the start of element: up to its parameters
@@ -135,11 +282,19 @@ judge_codings(const struct coding_scan *scan, char *message, size_t size)
 }
 
 enum tg_error
-tg_request_head_check_transfer_coding(const struct tg_headers *h, char *message,
-                                      size_t size)
+tg_request_head_check_transfer_coding(const struct tg_headers *h, int http_major,
+                                      int http_minor, char *message, size_t size)
 {
 	struct coding_scan scan = {0};
 	int present = 0;
+
+	if (!at_least_http11(http_major, http_minor) &&
+	    tg_headers_count(h, "Transfer-Encoding") > 0) {
+		snprintf(message, size, "the HTTP/%d.%d request has Transfer-Encoding, which "
+		         "HTTP/1.0 does not define, so its body framing is faulty; send "
+		         "Content-Length, or HTTP/1.1 for a chunked body", http_major, http_minor);
+		return TG_E_BAD_REQUEST;
+	}
 
 	for (size_t i = 0; i < h->count; i++) {
 		enum tg_error err;

@@ -11,10 +11,38 @@
 #include "errors.h"
 #include "headers.h"
 
+/* The reason given for a request target in none of the forms served. */
+#define TG_REQUEST_TARGET_INVALID "the request target is neither a path such as " \
+	"/v1/chat/completions nor a valid http:// or https:// URL"
+
+/*
+ * Reduce the request target to the origin form (path, then "?" and the query
+ * if any) that routes match, the access log shows and the upstream request
+ * line carries after the backend's path prefix. method is the request's
+ * method name. The forms of RFC 9112 section 3.2:
+ *   origin form, "/PATH[?QUERY]"      kept as it is
+ *   absolute form, "http://HOST/PATH"  its path and query, "/" for an empty
+ *                                     path; the scheme must be http or https
+ *                                     and the host not empty, and user
+ *                                     information or a fragment is rejected
+ *   asterisk form, "*"                kept for OPTIONS, rejected otherwise
+ * The authority of an absolute-form target replaces Host (section 3.2.2),
+ * but routing ignores both, and the upstream gets the backend's Host.
+ * Authority form ("HOST:PORT") belongs to CONNECT, and llhttp rejects it for
+ * any other method before this check runs.
+ * Returns TG_OK with *origin set to a string the caller frees,
+ * TG_E_BAD_REQUEST with the reason for the client in message, or
+ * TG_E_INTERNAL when out of memory.
+ */
+enum tg_error tg_request_head_origin_form(const char *target, const char *method,
+                                          char **origin, char *message, size_t size);
+
 /*
  * Check the Host header lines as RFC 9112 section 3.2 requires: exactly one
- * in an HTTP/1.1 request, at most one in an HTTP/1.0 request. Returns TG_OK,
- * or TG_E_BAD_REQUEST with the reason for the client in message.
+ * in an HTTP/1.1 request, at most one in an HTTP/1.0 request, and a value
+ * that is uri-host[:port] or empty (RFC 9110 section 7.2). Returns TG_OK,
+ * TG_E_BAD_REQUEST with the reason for the client in message, or
+ * TG_E_INTERNAL when out of memory.
  */
 enum tg_error tg_request_head_check_host(const struct tg_headers *h, int http_major,
                                          int http_minor, char *message, size_t size);
@@ -24,16 +52,19 @@ enum tg_error tg_request_head_check_host(const struct tg_headers *h, int http_ma
  * gateway decodes only chunked, so the list must be absent or be chunked
  * alone. Returns TG_OK, or the error with the reason for the client in
  * message:
- *   TG_E_BAD_REQUEST       a coding name that is not a token, chunked with
- *                          parameters or more than once, or a list that
- *                          does not end with chunked, whose body length
- *                          cannot be known (RFC 9112 section 6.3)
+ *   TG_E_BAD_REQUEST       any Transfer-Encoding in a request older than
+ *                          HTTP/1.1, whose framing RFC 9112 section 6.1
+ *                          calls faulty, a coding name that is not a token,
+ *                          chunked with parameters or more than once, or a
+ *                          list that does not end with chunked, whose body
+ *                          length cannot be known (RFC 9112 section 6.3)
  *   TG_E_TRANSFER_CODING   a coding other than chunked before the final
  *                          chunked, named in message (section 6.1)
  * llhttp frames the body by the same header, as chunked only when chunked
  * ends the list, so a list accepted here is never framed another way.
  */
 enum tg_error tg_request_head_check_transfer_coding(const struct tg_headers *h,
+                                                    int http_major, int http_minor,
                                                     char *message, size_t size);
 
 #endif

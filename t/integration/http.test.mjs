@@ -174,6 +174,57 @@ describe('client connections', () => {
     }));
   }
 
+  for (const host of ['a b/c', 'api.example.test/v1', 'user@api.example.test', '[::1']) {
+    it(`rejects the Host value ${JSON.stringify(host)}`, () => withClient(async (client) => {
+      await client.write(rawRequest('POST', '/v1/chat/completions', [
+        `Host: ${host}`, 'Content-Type: application/json', `Content-Length: ${chatText.length}`,
+      ], chatText));
+      const res = await client.readResponse();
+      const error = assertError(res, 400, 'invalid_request_error', 'bad_request');
+      assert.match(error.message, /Host header is not a valid uri-host\[:port\]/);
+      assert.ok(!error.message.includes(host), 'the message quotes the unchecked value');
+      assert.ok(await client.waitClosed(), 'the connection stayed open after the 400');
+    }));
+  }
+
+  it('routes an absolute-form target by its path', () => withClient(async (client) => {
+    // The authority replaces Host (RFC 9112 section 3.2.2), but the upstream
+    // still gets the backend's Host and the path in origin form.
+    await client.write(rawRequest('POST', 'http://api.example.test/v1/chat/completions?trial=1', [
+      'Host: api.example.test', 'Content-Type: application/json',
+      `Content-Length: ${chatText.length}`, 'X-Request-Id: absolute-form',
+    ], chatText));
+    const res = await client.readResponse();
+    assert.equal(res.status, 200);
+    const upstream = (await mock.requests()).find((r) => r.headers['x-request-id'] === 'absolute-form');
+    assert.ok(upstream, 'the request did not reach the mock');
+    assert.equal(upstream.path, '/v1/chat/completions');
+    assert.equal(upstream.query, 'trial=1');
+    assert.equal(upstream.headers.host, new URL(mock.url).host);
+    const entry = await gw.accessFor('absolute-form');
+    assert.equal(entry.path, '/v1/chat/completions');
+  }));
+
+  /* Request targets rejected with 400, and the message expected. */
+  const TARGETS = [
+    ['ftp://api.example.test/v1/chat/completions', /scheme "ftp"; send an http:\/\/ or https:\/\/ URL/],
+    ['http://user:secret@api.example.test/v1/chat/completions', /user information before "@"/],
+    ['http:///v1/chat/completions', /empty host/],
+    ['http://api.example.test/v1/chat/completions#part', /fragment after "#"/],
+    ['*', /"\*" is only for OPTIONS, not POST/],
+    ['api.example.test:443', /neither a path such as \/v1\/chat\/completions nor a valid http:\/\/ or https:\/\/ URL/],
+  ];
+  for (const [target, message] of TARGETS) {
+    it(`rejects the request target ${target}`, () => withClient(async (client) => {
+      await client.write(rawPost(target, chat));
+      const res = await client.readResponse();
+      const error = assertError(res, 400, 'invalid_request_error', 'bad_request');
+      assert.match(error.message, message);
+      assert.doesNotMatch(error.message, /secret/, 'the message quotes the credentials');
+      assert.ok(await client.waitClosed(), 'the connection stayed open after the 400');
+    }));
+  }
+
   /* Transfer-Encoding lines, the status, error code and message expected. */
   const CODINGS = [
     [['gzip, chunked'], 501, 'unsupported_transfer_coding', /transfer coding "gzip" is not supported/],
@@ -204,6 +255,22 @@ describe('client connections', () => {
       assert.match(error.message, message);
     }));
   }
+
+  it('rejects Transfer-Encoding in HTTP/1.0', () => withClient(async (client) => {
+    // HTTP/1.0 defines no Transfer-Encoding, so an intermediary may have
+    // framed this body another way: the message is faulty and the
+    // connection closes, keep-alive asked for or not.
+    const chunked = `${chatText.length.toString(16)}\r\n${chatText}\r\n0\r\n\r\n`;
+    await client.write('POST /v1/chat/completions HTTP/1.0\r\nConnection: keep-alive\r\n' +
+      'X-Request-Id: http10-chunked\r\nContent-Type: application/json\r\n' +
+      `Transfer-Encoding: chunked\r\n\r\n${chunked}`);
+    const res = await client.readResponse();
+    const error = assertError(res, 400, 'invalid_request_error', 'bad_request');
+    assert.match(error.message, /HTTP\/1\.0 request has Transfer-Encoding, which HTTP\/1\.0 does not define/);
+    assert.ok(await client.waitClosed(), 'the connection stayed open after the 400');
+    const forwarded = (await mock.requests()).filter((r) => r.headers['x-request-id'] === 'http10-chunked');
+    assert.equal(forwarded.length, 0, 'the request reached the mock');
+  }));
 
   it('answers 408 when the head is too slow', () => withClient(async (client) => {
     await client.write('POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: slow-head\r\n');
