@@ -23,6 +23,12 @@
 #define ADMIN_MAX_BODY 1024
 #define ADMIN_TIMEOUT_S 30
 
+/* Every method evhttp parses reaches the callbacks, so that a wrong one
+ * gets 405 with Allow from admit_method() rather than evhttp's HTML 501. */
+#define ADMIN_PARSED_METHODS (EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | \
+                              EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | \
+                              EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH)
+
 static void
 send_text(struct evhttp_request *r, int status, const char *reason, const char *text)
 {
@@ -37,10 +43,50 @@ send_text(struct evhttp_request *r, int status, const char *reason, const char *
 		evbuffer_free(body);
 }
 
+static const char *
+method_name(enum evhttp_cmd_type method)
+{
+	switch (method) {
+	case EVHTTP_REQ_GET: return "GET";
+	case EVHTTP_REQ_POST: return "POST";
+	case EVHTTP_REQ_HEAD: return "HEAD";
+	case EVHTTP_REQ_PUT: return "PUT";
+	case EVHTTP_REQ_DELETE: return "DELETE";
+	case EVHTTP_REQ_OPTIONS: return "OPTIONS";
+	case EVHTTP_REQ_TRACE: return "TRACE";
+	case EVHTTP_REQ_CONNECT: return "CONNECT";
+	case EVHTTP_REQ_PATCH: return "PATCH";
+	}
+	return "this method";
+}
+
+/* Check that r's method is GET or HEAD, the methods of every admin
+ * endpoint, and return 1 if so. Otherwise send 405 with an Allow header,
+ * as the main listener does, and return 0, after which the caller sends
+ * nothing. */
+static int
+admit_method(struct evhttp_request *r)
+{
+	enum evhttp_cmd_type method = evhttp_request_get_command(r);
+	const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(r));
+	char message[256];
+
+	if (method == EVHTTP_REQ_GET || method == EVHTTP_REQ_HEAD)
+		return 1;
+
+	snprintf(message, sizeof(message), "%s is not allowed on %.128s; use GET or HEAD",
+	         method_name(method), path != NULL ? path : "this path");
+	evhttp_add_header(evhttp_request_get_output_headers(r), "Allow", "GET, HEAD");
+	send_text(r, 405, "Method Not Allowed", message);
+	return 0;
+}
+
 static void
 healthz_cb(struct evhttp_request *r, void *arg)
 {
 	(void)arg;
+	if (!admit_method(r))
+		return;
 	send_text(r, 200, "OK", "ok");
 }
 
@@ -49,6 +95,8 @@ readyz_cb(struct evhttp_request *r, void *arg)
 {
 	struct tg_runtime *rt = arg;
 
+	if (!admit_method(r))
+		return;
 	if (atomic_load(&rt->draining))
 		send_text(r, 503, "Service Unavailable", "draining");
 	else if (!atomic_load(&rt->ready))
@@ -67,9 +115,14 @@ metrics_cb(struct evhttp_request *r, void *arg)
 	struct tg_runtime *rt = arg;
 	const char *accept = evhttp_find_header(evhttp_request_get_input_headers(r), "Accept");
 	enum tg_metrics_format format = tg_metrics_negotiate(accept);
-	struct evbuffer *body = evbuffer_new();
-	int rc = body == NULL || tg_metrics_scrape(body, format) != 0;
+	struct evbuffer *body;
+	int rc;
 
+	if (!admit_method(r))
+		return;
+
+	body = evbuffer_new();
+	rc = body == NULL || tg_metrics_scrape(body, format) != 0;
 	if (rc == 0 && rt->tracer != NULL)
 		rc = tg_tracer_write_metrics(rt->tracer, body, format);
 	if (rc == 0)
@@ -118,6 +171,8 @@ traces_cb(struct evhttp_request *r, void *arg)
 {
 	struct tg_runtime *rt = arg;
 
+	if (!admit_method(r))
+		return;
 	send_json(r, tg_tracer_recent_list(rt->tracer));
 }
 
@@ -132,6 +187,8 @@ trace_cb(struct evhttp_request *r, struct tg_runtime *rt)
 
 	if (path == NULL || strncmp(path, prefix, sizeof(prefix) - 1) != 0)
 		return 0;
+	if (!admit_method(r))
+		return 1;
 	trace = tg_tracer_recent_get(rt->tracer, path + sizeof(prefix) - 1);
 	if (trace == NULL)
 		send_text(r, 404, "Not Found", "no such trace among the recent ones; "
@@ -179,7 +236,7 @@ tg_admin_start(struct event_base *base, const char *address, struct tg_runtime *
 		evconnlistener_free(listener);
 		return NULL;
 	}
-	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+	evhttp_set_allowed_methods(http, ADMIN_PARSED_METHODS);
 
 	/* The admin endpoints take no body and short heads; without these
 	 * bounds evhttp buffers whatever a local client sends. */

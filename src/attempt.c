@@ -195,6 +195,7 @@ budget_take_retry(struct tg_request *req)
 		               "(%llu retries for %llu requests in %d s); not retrying",
 		               (unsigned long long)retries, (unsigned long long)requests,
 		               TG_RETRY_WINDOW_SLOTS);
+		tg_metrics_retry_budget_exhausted(req);
 		return 0;
 	}
 	atomic_fetch_add(&w->retries[window_slot(w, second)], 1);

@@ -59,6 +59,9 @@ const struct tg_family_def tg_families[TG_F_COUNT] = {
 		"Upstream attempts by backend and outcome."},
 	[TG_F_FAILOVERS] = {"tollgate_failovers_total", TG_COUNTER, 0, 0,
 		"Attempts that moved a request to another try after a failure."},
+	[TG_F_RETRY_BUDGET_EXHAUSTED] = {"tollgate_retry_budget_exhausted_total", TG_COUNTER,
+		0, 0,
+		"Failed attempts not retried because the route's retry budget was exhausted."},
 	[TG_F_BACKEND_UP] = {"tollgate_backend_up", TG_GAUGE, 0, 1,
 		"1 when the backend takes new requests, 0 while it is cooled down or ejected."},
 	[TG_F_COOLDOWNS] = {"tollgate_backend_cooldowns_total", TG_COUNTER, 0, 0,
@@ -397,6 +400,7 @@ collect_route(struct collector *c, struct tg_metrics_table *t, size_t r)
 	labels_cut(&c->l, 0);
 	labels_add(&c->l, "route", route_name(t, r));
 	add_counter(c, TG_F_FAILOVERS, &rv->failovers);
+	add_counter(c, TG_F_RETRY_BUDGET_EXHAUSTED, &rv->retry_budget_exhausted);
 	for (size_t k = 0; k < TG_CACHE_RESULTS; k++)
 		add_labelled_counter(c, TG_F_CACHE, "result", tg_cache_labels[k], &rv->cache[k]);
 	for (size_t k = 0; k < TG_ABANDON_PHASES; k++)

@@ -124,6 +124,18 @@ tg_metrics_backend_cooldown(struct tg_request *req, const struct tg_backend *bac
 		tg_counter_add(&t->backends[tg_metrics_backend_index(t, backend)].cooldowns, 1);
 }
 
+void
+tg_metrics_retry_budget_exhausted(struct tg_request *req)
+{
+	struct tg_metrics_table *t = req->metrics.table;
+	size_t route;
+
+	if (t == NULL)
+		return;
+	route = tg_metrics_route_index(t, req->route);
+	tg_counter_add(&t->routes[route].retry_budget_exhausted, 1);
+}
+
 /* --- route features ------------------------------------------------------------ */
 
 static void

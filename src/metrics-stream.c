@@ -143,10 +143,16 @@ count(const struct tg_reply_usage *u, enum tg_usage_count c)
 }
 
 /* OpenAI's usage object. The counts are totals for the response, so a
- * later object replaces an earlier one. Returns 1 when usage was taken. */
+ * later object replaces an earlier one. Returns 1 when usage was taken.
+ * An object whose prompt or completion count is negative or not an
+ * integer is not taken, so the response's tokens are estimated as when
+ * usage is missing. */
 static int
 take_openai_usage(struct tg_usage *out, const struct tg_reply_usage *u)
 {
+	if (!tg_usage_readable(u, TG_USAGE_PROMPT_TOKENS) ||
+	    !tg_usage_readable(u, TG_USAGE_COMPLETION_TOKENS))
+		return 0;
 	if (!tg_usage_has(u, TG_USAGE_PROMPT_TOKENS) && !tg_usage_has(u, TG_USAGE_COMPLETION_TOKENS))
 		return 0;
 	out->input = count(u, TG_USAGE_PROMPT_TOKENS);
@@ -158,12 +164,16 @@ take_openai_usage(struct tg_usage *out, const struct tg_reply_usage *u)
 }
 
 /* Anthropic counts cache reads and writes apart from input_tokens; input
- * here is all three, as OpenAI's prompt_tokens is. */
+ * here is all three, as OpenAI's prompt_tokens is. An object whose input or
+ * output count is unreadable is not taken, as in take_openai_usage(). */
 static int
 take_anthropic_usage(struct tg_usage *out, const struct tg_reply_usage *u)
 {
 	uint64_t read = count(u, TG_USAGE_CACHE_READ_INPUT_TOKENS);
 
+	if (!tg_usage_readable(u, TG_USAGE_INPUT_TOKENS) ||
+	    !tg_usage_readable(u, TG_USAGE_OUTPUT_TOKENS))
+		return 0;
 	if (!tg_usage_has(u, TG_USAGE_INPUT_TOKENS) && !tg_usage_has(u, TG_USAGE_OUTPUT_TOKENS))
 		return 0;
 	if (tg_usage_has(u, TG_USAGE_INPUT_TOKENS)) {

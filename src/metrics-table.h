@@ -184,6 +184,7 @@ struct tg_route_model {
 
 struct tg_route_values {
 	tg_counter failovers;
+	tg_counter retry_budget_exhausted;      /* failures left unretried */
 	tg_counter cache[TG_CACHE_RESULTS];
 	tg_counter abandoned[TG_ABANDON_PHASES];
 	struct tg_hist overhead;
@@ -336,6 +337,7 @@ enum tg_family {
 	TG_F_COST,
 	TG_F_ATTEMPTS,
 	TG_F_FAILOVERS,
+	TG_F_RETRY_BUDGET_EXHAUSTED,
 	TG_F_BACKEND_UP,
 	TG_F_COOLDOWNS,
 	TG_F_CACHE,

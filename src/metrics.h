@@ -75,6 +75,10 @@ void tg_metrics_upstream_done(struct tg_request *req);
 /* backend was taken out of rotation: a 429 cooldown or an ejection. */
 void tg_metrics_backend_cooldown(struct tg_request *req, const struct tg_backend *backend);
 
+/* Count a failed attempt of req that was not retried because its route's
+ * retry budget was exhausted. */
+void tg_metrics_retry_budget_exhausted(struct tg_request *req);
+
 /*
  * A stream event is about to leave for the client. Counts time to first
  * token, the gap since the previous content event and the provider's usage.

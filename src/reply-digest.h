@@ -59,6 +59,7 @@ enum tg_usage_shape {
 struct tg_reply_usage {
 	enum tg_usage_shape shape;
 	unsigned present;               /* bit (1u << count) set when the member is there */
+	unsigned readable;              /* bit (1u << count) set when it is an integer >= 0 */
 	uint64_t count[TG_USAGE_COUNTS];        /* positive integers; anything else is 0 */
 };
 
@@ -96,6 +97,14 @@ static inline int
 tg_usage_has(const struct tg_reply_usage *u, enum tg_usage_count c)
 {
 	return (u->present >> c) & 1u;
+}
+
+/* Whether the count's member of u is an integer of 0 or more, or is not
+ * there. A count of another value reads as 0, which says nothing. */
+static inline int
+tg_usage_readable(const struct tg_reply_usage *u, enum tg_usage_count c)
+{
+	return ((u->present & ~u->readable) >> c & 1u) == 0;
 }
 
 #endif

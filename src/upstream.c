@@ -11,8 +11,9 @@
  * whole response head arrived) and idle timeouts, and the pool's
  * idle_timeout while pooled. A response head may be at most
  * UPSTREAM_MAX_HEAD bytes, so a hostile upstream cannot grow it unbounded,
- * and must carry a status from 100 to 599. An idle connection
- * that becomes readable was closed (or spoke out of turn) and is dropped.
+ * and must carry a status from 100 to 599 and no transfer coding but
+ * chunked. An idle connection that becomes readable was closed (or spoke
+ * out of turn) and is dropped.
  */
 #include <assert.h>
 #include <errno.h>
@@ -33,6 +34,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "request-head.h"
 #include "tls.h"
 #include "upstream.h"
 #include "worker.h"
@@ -361,6 +363,7 @@ static int
 on_headers_complete(llhttp_t *p)
 {
 	struct tg_upstream_conn *c = p->data;
+	char coding_error[160];
 
 	/* llhttp 8.1 accepts any status up to 999. RFC 9110 section 15 defines
 	 * only 100-599, and a client cannot act on another status, so such a
@@ -379,6 +382,20 @@ on_headers_complete(llhttp_t *p)
 	c->interim = p->status_code < 200;
 	if (c->interim)
 		return 1;
+
+	/* llhttp decodes chunked and no other transfer coding: a body whose
+	 * last coding is another is read until the connection closes, and a
+	 * coding before chunked stays on the bytes. Transfer-Encoding is
+	 * hop-by-hop, so relaying those bytes would hand the client a coded
+	 * body without saying so. The check is the one a request's head
+	 * passes, and such a response is invalid. */
+	if (tg_request_head_check_transfer_coding(&c->headers, coding_error,
+	                                          sizeof(coding_error)) != TG_OK) {
+		snprintf(c->head_error, sizeof(c->head_error),
+		         "unsupported Transfer-Encoding \"%.32s\": only chunked is decoded",
+		         tg_headers_get(&c->headers, "Transfer-Encoding"));
+		return HPE_USER;
+	}
 
 	c->state = CONN_READING;
 

@@ -9,6 +9,9 @@ import {
   mockBackend, startGateway, startMock, stopAll,
 } from './lib/harness.mjs';
 import {
+  parseSamples, promtoolCheck, scrape, valueOf,
+} from './lib/prometheus.mjs';
+import {
   NEVER_EJECT, RETRY_FREELY, chat, keepAliveAgent, requestCount,
   runConcurrently, startMockWith,
 } from './lib/failover.mjs';
@@ -109,5 +112,19 @@ describe('retry budget', () => {
     const n = 10;
     const { total } = await outage(n, { budget: 0, min_retries: 2 });
     assert.equal(total, n + 2, `${total} upstream requests for ${n} requests with min_retries 2`);
+  });
+
+  it('counts failures the budget left unretried', async () => {
+    // The first request takes both min_retries and ends at max_attempts,
+    // so each later one fails once and finds the budget exhausted.
+    const n = 10;
+    const { gw } = await outage(n, { budget: 0, min_retries: 2 });
+    const res = await scrape(gw);
+    const { code, output } = await promtoolCheck(res.text);
+    assert.equal(output, '', 'promtool check metrics reported problems');
+    assert.equal(code, 0);
+    const samples = parseSamples(res.text);
+    assert.equal(valueOf(samples, 'tollgate_retry_budget_exhausted_total', { route: 'chat' }), n - 1);
+    assert.equal(valueOf(samples, 'tollgate_failovers_total', { route: 'chat' }), 2);
   });
 });

@@ -51,6 +51,23 @@ describe('admin endpoints', () => {
       assert.match(line, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \[(debug|info|warn|error)\] /);
     await gw.stop();
   });
+
+  it('answers 405 with Allow to other methods', async () => {
+    const { gw } = await start();
+    const paths = ['/metrics', '/healthz', '/readyz', '/api/traces', '/api/traces/0af7651916cd43dd8448eb211c80319c'];
+    for (const path of paths) {
+      for (const method of ['POST', 'DELETE', 'OPTIONS']) {
+        const res = await request({ port: gw.adminPort, method, path, timeoutMs: 5000 });
+        assert.equal(res.status, 405, `${method} ${path}: status`);
+        assert.equal(res.headers.allow, 'GET, HEAD', `${method} ${path}: Allow`);
+        assert.match(res.headers['content-type'], /^text\/plain/, `${method} ${path}: Content-Type`);
+        assert.equal(res.text, `${method} is not allowed on ${path}; use GET or HEAD\n`);
+      }
+    }
+    const unknown = await request({ port: gw.adminPort, method: 'POST', path: '/nowhere', timeoutMs: 5000 });
+    assert.equal(unknown.status, 404, 'a path the admin listener does not serve');
+    await gw.stop();
+  });
 });
 
 describe('SIGHUP reload', () => {

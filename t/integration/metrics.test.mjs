@@ -1,8 +1,9 @@
 // Prometheus metrics on the admin listener. Covered: promtool on a scrape
 // after mixed traffic, both exposition formats, stream timing against the
 // mock's delays and token counts against the mock's usage. Also
-// abandonment, failover, cooldowns, bounded series, sessions, reloads, and
-// a real Prometheus server scraping the gateway.
+// estimates for unreadable usage, abandonment, failover, cooldowns,
+// bounded series, sessions, reloads, and a real Prometheus server
+// scraping the gateway.
 
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
@@ -338,6 +339,75 @@ describe('metrics sessions', () => {
     assert.equal(valueOf(s, 'tollgate_session_turns_bucket', { le: '3' }), 2);
     assert.equal(valueOf(s, 'tollgate_sessions_active'), 0);
   });
+});
+
+/*
+ * A stream of CONTENT_EVENTS content chunks whose usage chunk carries the
+ * given usage object, sent only when the request asked for usage.
+ */
+const CONTENT_EVENTS = 3;
+
+function streamWithUsage(usage) {
+  const chunk = (fields) => `data: ${JSON.stringify({ id: 'chatcmpl-1', object: 'chat.completion.chunk', created: 1, model: 'scripted', ...fields })}\n\n`;
+  const delta = (d, finish = null) => chunk({ choices: [{ index: 0, delta: d, finish_reason: finish }] });
+  return (asked) => [
+    delta({ role: 'assistant' }),
+    ...Array.from({ length: CONTENT_EVENTS }, () => delta({ content: 'word ' })),
+    delta({}, 'stop'),
+    ...(asked ? [chunk({ choices: [], usage })] : []),
+    'data: [DONE]\n\n',
+  ].join('');
+}
+
+const UNREADABLE_USAGE = {
+  negative: { prompt_tokens: -3, completion_tokens: -7, total_tokens: -10 },
+  strings: { prompt_tokens: '3', completion_tokens: '7', total_tokens: '10' },
+};
+
+describe('metrics of unreadable stream usage', () => {
+  let upstream;
+  let gw;
+
+  before(async () => {
+    upstream = http.createServer((req, res) => {
+      let text = '';
+      req.on('data', (bytes) => { text += bytes; });
+      req.on('end', () => {
+        const body = JSON.parse(text);
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.end(streamWithUsage(UNREADABLE_USAGE[body.model])(body.stream_options?.include_usage === true));
+      });
+    });
+    upstream.listen(0, '127.0.0.1');
+    await once(upstream, 'listening');
+    gw = await startGateway({
+      backends: { scripted: { url: `http://127.0.0.1:${upstream.address().port}` } },
+      // An exact model per route, so that the model is a label value.
+      routes: Object.keys(UNREADABLE_USAGE).map((model) => ({
+        name: model, match: { path: '/v1/chat/completions', model }, backends: ['scripted'],
+      })),
+    });
+  });
+
+  afterEach(() => gw?.checkErrors());
+  after(async () => {
+    await stopAll();
+    upstream?.close();
+  });
+
+  for (const model of Object.keys(UNREADABLE_USAGE)) {
+    it(`estimates tokens of ${model} counts`, async () => {
+      const labels = { route: model, backend: 'scripted', model, type: 'output' };
+      const res = await chat(gw, { model, messages, stream: true });
+      assert.equal(res.status, 200);
+      assert.doesNotMatch(res.text, /"usage"/, 'the client got usage it did not ask for');
+
+      const s = await settledSamples(gw);
+      assert.equal(valueOf(s, 'tollgate_estimated_tokens_total', labels), CONTENT_EVENTS);
+      assert.equal(valueOf(s, 'tollgate_tokens_total', labels), 0);
+      assert.equal(valueOf(s, 'tollgate_tokens_total', { ...labels, type: 'input' }), 0);
+    });
+  }
 });
 
 describe('metrics across a reload', () => {

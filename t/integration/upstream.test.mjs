@@ -86,6 +86,16 @@ const SCRIPTS = {
     socket.write('HTTP/1.1 103 Early Hints\r\nContent-Length: 5\r\n\r\nhello' +
       `HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
   },
+  // A body in a transfer coding the gateway cannot decode, delimited by the
+  // connection closing.
+  gzipCoded: (socket) => socket.end('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n' +
+    'Transfer-Encoding: gzip\r\n\r\n{"object":"chat.completion","choices":[]}'),
+  // A coding before chunked: the chunks decode, the gzip under them would not.
+  gzipChunked: (socket) => {
+    const body = '{"object":"chat.completion","choices":[]}';
+    socket.write('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n' +
+      `Transfer-Encoding: gzip, chunked\r\n\r\n${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`);
+  },
   // A response without content.
   noContent: (socket) => socket.write('HTTP/1.1 204 No Content\r\n\r\n'),
   // Accept the request, then close without a byte.
@@ -117,6 +127,7 @@ describe('misbehaving upstreams', () => {
       routes.push({ name, match: { path: '/v1/chat/completions', model: name }, backends: [name] });
     }
     routes.push({ name: 'status999-then-mock', match: { path: '/v1/chat/completions', model: 'status999-then-mock' }, backends: ['status999', 'mock'] });
+    routes.push({ name: 'gzipCoded-then-mock', match: { path: '/v1/chat/completions', model: 'gzipCoded-then-mock' }, backends: ['gzipCoded', 'mock'] });
     routes.push({ name: 'chat', match: { path: '/v1/chat/completions', model: 'gpt-*' }, backends: ['mock'] });
     gw = await startGateway({ limits: { max_response_body: '8KiB' }, backends, routes });
     chatURL = `${gw.baseURL}/v1/chat/completions`;
@@ -147,6 +158,29 @@ describe('misbehaving upstreams', () => {
     assert.equal(res.status, 200);
     assert.equal(res.json().object, 'chat.completion');
     assert.equal(res.headers['x-tollgate-attempts'], 'status999:reset,mock:200');
+  });
+
+  it('answers 502 to a transfer coding other than chunked', async () => {
+    const res = await curl(curlPost(chatURL, chat('gzipCoded')));
+    assertError(res, 502, 'upstream_error', 'upstream_failed');
+    assert.doesNotMatch(res.text, /chat\.completion/, 'the coded upstream body reached the client');
+    const entry = await gw.accessFor(res.headers['x-request-id']);
+    assert.equal(entry.termination, 'SH');
+    await gw.waitForLog(/unsupported Transfer-Encoding "gzip"/);
+  });
+
+  it('answers 502 to a coding before chunked', async () => {
+    const res = await curl(curlPost(chatURL, chat('gzipChunked')));
+    assertError(res, 502, 'upstream_error', 'upstream_failed');
+    assert.doesNotMatch(res.text, /chat\.completion/, 'the coded upstream body reached the client');
+    await gw.waitForLog(/unsupported Transfer-Encoding "gzip, chunked"/);
+  });
+
+  it('fails over from a transfer coding other than chunked', async () => {
+    const res = await curl(curlPost(chatURL, chat('gzipCoded-then-mock')));
+    assert.equal(res.status, 200);
+    assert.equal(res.json().object, 'chat.completion');
+    assert.equal(res.headers['x-tollgate-attempts'], 'gzipCoded:reset,mock:200');
   });
 
   it('skips an interim response', async () => {

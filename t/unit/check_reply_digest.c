@@ -123,6 +123,26 @@ START_TEST(counts_that_are_not_positive_integers)
 }
 END_TEST
 
+/* Only an integer of 0 or more is readable; a missing count does not
+ * make the object unreadable. */
+START_TEST(counts_readable_only_as_integers)
+{
+	struct tg_reply_digest d = digest_of(
+	        "{\"usage\":{\"prompt_tokens\":-3,\"completion_tokens\":2.5,"
+	        "\"input_tokens\":\"7\",\"output_tokens\":null,"
+	        "\"cache_read_input_tokens\":0,"
+	        "\"prompt_tokens_details\":{\"cached_tokens\":4}}}");
+
+	ck_assert(!tg_usage_readable(&d.usage, TG_USAGE_PROMPT_TOKENS));
+	ck_assert(!tg_usage_readable(&d.usage, TG_USAGE_COMPLETION_TOKENS));
+	ck_assert(!tg_usage_readable(&d.usage, TG_USAGE_INPUT_TOKENS));
+	ck_assert(!tg_usage_readable(&d.usage, TG_USAGE_OUTPUT_TOKENS));
+	ck_assert(tg_usage_readable(&d.usage, TG_USAGE_CACHE_READ_INPUT_TOKENS));
+	ck_assert(tg_usage_readable(&d.usage, TG_USAGE_CACHED_TOKENS));
+	ck_assert(tg_usage_readable(&d.usage, TG_USAGE_REASONING_TOKENS));
+}
+END_TEST
+
 /* A later member replaces an earlier one, as in a jansson tree. */
 START_TEST(later_usage_replaces_earlier)
 {
@@ -385,6 +405,7 @@ reply_digest_suite(void)
 	tcase_add_test(shapes, members_out_of_place_are_ignored);
 	tcase_add_test(shapes, openai_usage_counts);
 	tcase_add_test(shapes, counts_that_are_not_positive_integers);
+	tcase_add_test(shapes, counts_readable_only_as_integers);
 	tcase_add_test(shapes, later_usage_replaces_earlier);
 	tcase_add_test(shapes, anthropic_events);
 	tcase_add_test(shapes, errors);
