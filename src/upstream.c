@@ -389,8 +389,8 @@ on_headers_complete(llhttp_t *p)
 	 * hop-by-hop, so relaying those bytes would hand the client a coded
 	 * body without saying so. The check is the one a request's head
 	 * passes, and such a response is invalid. */
-	if (tg_request_head_check_transfer_coding(&c->headers, coding_error,
-	                                          sizeof(coding_error)) != TG_OK) {
+	if (tg_request_head_check_transfer_coding(&c->headers, p->http_major, p->http_minor,
+	                                          coding_error, sizeof(coding_error)) != TG_OK) {
 		snprintf(c->head_error, sizeof(c->head_error),
 		         "unsupported Transfer-Encoding \"%.32s\": only chunked is decoded",
 		         tg_headers_get(&c->headers, "Transfer-Encoding"));
