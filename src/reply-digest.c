@@ -284,6 +284,8 @@ take_member(struct reader *r, struct frame *f, enum value v, const unsigned char
 		u->present |= 1u << f->count;
 		if (v == V_INTEGER && integer >= 0)
 			u->readable |= 1u << f->count;
+		else
+			u->readable &= ~(1u << f->count);       /* a later member wins */
 		u->count[f->count] = v == V_INTEGER && integer > 0 ? (uint64_t)integer : 0;
 		break;
 	default:
