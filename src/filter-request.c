@@ -423,7 +423,11 @@ after_stream_call(struct tg_request *req, enum tg_stream_verdict v)
 		tg_log_request(req, TG_LOG_INFO, "streamed response blocked by a content filter; "
 		               "upstream cancelled");
 	} else if (v == TG_STREAM_ERROR) {
-		tg_log_request(req, TG_LOG_ERROR, "stream filters failed; ending the stream");
+		char why[192];
+
+		tg_filter_stream_describe_error(st->stream, why, sizeof(why));
+		tg_log_request(req, TG_LOG_ERROR, "stream filters failed (%s); ending the stream "
+		               "with an error event", why);
 		st->response_blocked = 1;
 		req->error = TG_E_INTERNAL;
 		req->cause = TG_CAUSE_GATEWAY;

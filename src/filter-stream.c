@@ -191,6 +191,12 @@ tg_filter_stream_free(struct tg_filter_stream *s)
 	free(s);
 }
 
+void
+tg_filter_stream_describe_error(const struct tg_filter_stream *s, char *buf, size_t size)
+{
+	tg_scan_describe_error(&s->scan, buf, size);
+}
+
 size_t
 tg_filter_stream_held(const struct tg_filter_stream *s)
 {

@@ -79,6 +79,11 @@ enum tg_stream_verdict tg_filter_stream_finish(struct tg_filter_stream *s);
 /* Events held back right now. */
 size_t tg_filter_stream_held(const struct tg_filter_stream *s);
 
+/* Why the last call returned TG_STREAM_ERROR, for a log line: the rule and
+ * PCRE2's message, or "out of memory" (see tg_scan_describe_error()). */
+void tg_filter_stream_describe_error(const struct tg_filter_stream *s, char *buf,
+                                     size_t size);
+
 /* Free the stream and stop its timer (client gone, failover, end). */
 void tg_filter_stream_free(struct tg_filter_stream *s);
 

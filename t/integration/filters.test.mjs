@@ -342,13 +342,14 @@ describe('content filters: a rule that fails', () => {
   });
 
   it('ends a stream it cannot check with an error event', async () => {
-    gw.expectErrors(/stream filters failed/);
+    gw.expectErrors(/stream filters failed \(rule nested: match limit exceeded\)/);
     const res = await post(gw, chat('hi', { stream: true }),
       { headers: { 'x-mock': `content=${encodeURIComponent(runaway)}` } });
     assert.equal(res.status, 200);
     assert.doesNotMatch(res.text, /aaaa/, 'the unchecked answer reached the client');
     const last = splitEvents(res.text).events.map(eventData).filter(Boolean).pop();
     assert.equal(JSON.parse(last).error?.code, 'internal_error', `the stream ended with ${last}`);
+    await gw.waitForLog(/stream filters failed \(rule nested: match limit exceeded\)/);
   });
 
   it('answers 500 to a prompt it cannot check, naming the rule in the log', async () => {
