@@ -75,7 +75,7 @@ double tg_health_cost(const struct tg_backend *b, uint64_t now_ns);
  * Return how long a 429 or 503 requests the client to wait, from Retry-After (seconds
  * or an HTTP-date) or OpenAI's x-ratelimit-reset-requests / -tokens
  * ("1s", "6m0s", "20ms") of a limit whose x-ratelimit-remaining is 0. The
- * longest wins, capped at one hour. Returns nanoseconds, or 0 when no
+ * maximum of them applies, capped at one hour. Returns nanoseconds, or 0 when no
  * header gives a valid time.
  */
 uint64_t tg_health_retry_after(const struct tg_headers *headers, time_t now_wall);

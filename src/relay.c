@@ -458,8 +458,8 @@ hold_event(struct tg_request *req, struct tg_stream_event *ev)
 	*held = *ev;
 	resp->held_bytes += evbuffer_get_length(ev->raw);
 
-	/* The data goes with the parser's buffer: build the tree now, in case
-	 * a feature asks for it when the event leaves. */
+	/* The data goes with the parser's buffer, so the tree is built now, in
+	 * case a feature requests it when the event leaves. */
 	tg_stream_event_json(held);
 	ev->raw = NULL;
 	ev->json = NULL;
@@ -633,7 +633,7 @@ relay_on_head(void *arg, int status, struct tg_headers *headers)
 /* A content filter ended the stream with its own last events: close the
  * chunked body. When the filters failed instead (tg_filter_response_event
  * set TG_E_INTERNAL), they sent no last events, and an error event ends
- * the stream, so the client cannot take it for a complete answer. */
+ * the stream, so the client cannot take it for a complete response. */
 static void
 end_blocked_stream(struct tg_request *req)
 {

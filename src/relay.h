@@ -36,7 +36,7 @@ enum tg_event_kind {
  * exact bytes of one event, which are what the client gets. digest is what
  * the relay read of its data on the way in (reply-digest.h), which is all
  * the relay and the metrics need. The whole data as a jansson tree is
- * built only when a feature asks for it, by tg_stream_event_json(), and
+ * built only when a feature requests it, by tg_stream_event_json(), and
  * then kept, so features share one parse. A feature that changes raw
  * changes the digest and the tree to match, and the other way round.
  */

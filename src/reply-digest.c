@@ -4,7 +4,7 @@
  * The parser keeps a stack of the containers it is inside. Each frame
  * records what the container is (its place in the shapes below) and, for an
  * object, which member the last key named. A value is judged by the frame
- * it arrives in; a container that holds nothing of interest becomes an
+ * it arrives in. A container without members of interest becomes an
  * OTHER frame, whose contents are skipped. The places:
  *
  *   {"error": any, "type": "...", "choices": [CHOICE...], "usage": USAGE,

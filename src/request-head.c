@@ -138,8 +138,8 @@ tg_request_head_origin_form(const char *target, const char *method, char **origi
 /* Check a Host value as uri-host [ ":" port ] (RFC 9110 section 7.2), or
  * empty, as a client sends it for a target without an authority. libevent
  * checks the host syntax of RFC 3986 and the port in the authority of
- * "http://VALUE/"; a "/", "?", "#" or "@" in the value ends that authority
- * early and shows as a path, query, fragment or user information. Returns
+ * "http://VALUE/". A "/", "?", "#" or "@" in the value ends that authority
+ * early, so it shows as a path, query, fragment or user information. Returns
  * TG_OK, TG_E_BAD_REQUEST or TG_E_INTERNAL when out of memory. */
 static enum tg_error
 check_host_value(const char *value)

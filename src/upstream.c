@@ -287,7 +287,7 @@ conn_complete(struct tg_upstream_conn *c)
 	const struct tg_upstream_handler *handler = c->handler;
 	void *arg = c->arg;
 
-	/* An upstream may answer before it read the whole request. With part
+	/* An upstream may respond before it read the whole request. With part
 	 * of the request still unsent, the connection is not reused: the rest
 	 * would reach the upstream ahead of the next request, which could
 	 * then be read as a different one. */
@@ -376,9 +376,9 @@ on_headers_complete(llhttp_t *p)
 	}
 
 	/* 1xx responses are interim; the real one follows. An interim
-	 * response has no body (RFC 9110 section 15.2), whatever its framing
-	 * headers say: 1 tells llhttp so, and bytes sent as one are then read
-	 * as the start of the next response. */
+	 * response has no body (RFC 9110 section 15.2), even with framing
+	 * headers. Returning 1 makes llhttp skip the body, so bytes sent as
+	 * one are read as the start of the next response. */
 	c->interim = p->status_code < 200;
 	if (c->interim)
 		return 1;

@@ -250,8 +250,8 @@ describe('SIGTERM drain', () => {
     // The request reaches the stopped gateway's socket together with
     // SIGTERM. Whichever the worker handles first, the request gets a
     // response (200, or the drain's 503) and never a reset.
-    // A request the worker answered before the drain began keeps its
-    // connection open; the drain then closes it, without a reset.
+    // A request the worker responded to before the drain began keeps its
+    // connection open, and the drain then closes it without a reset.
     const { gw } = await start({ drain_timeout: '10s' });
     const client = await RawClient.connect(gw.port);
     let response;

@@ -553,8 +553,8 @@ START_TEST(tokens_and_cost_from_usage)
 END_TEST
 
 /* Metrics read a whole body's usage without building its tree, so a
- * response no other feature reads is never parsed into one; a tree another
- * feature built stays the one they share. */
+ * response no other feature reads is never parsed into one. A tree that
+ * another feature built stays the one they share. */
 START_TEST(usage_read_without_a_tree)
 {
 	struct tg_config *cfg = load(BASE_CONFIG);

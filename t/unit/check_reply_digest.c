@@ -1,7 +1,7 @@
 /*
  * Unit tests for the reply digest (src/reply-digest.c) and the relay's
- * classification of stream events built on it: each member is found at
- * its place in OpenAI's and Anthropic's shapes and nowhere else, texts
+ * classification of stream events built on it. Each member is found at
+ * its place in OpenAI's and Anthropic's shapes and nowhere else. Texts
  * that are not JSON read as nothing, and a body split over many buffer
  * segments reads as the same body in one piece.
  */
@@ -179,7 +179,7 @@ START_TEST(anthropic_events)
 	ck_assert(delta.stop_reason);
 	ck_assert_uint_eq(delta.usage.count[TG_USAGE_OUTPUT_TOKENS], 15);
 	ck_assert_int_eq(text.type, TG_REPLY_TYPE_CONTENT_BLOCK_DELTA);
-	ck_assert(!text.output);        /* Anthropic's output is told by its type */
+	ck_assert(!text.output);        /* Anthropic's event type shows output */
 	ck_assert_int_eq(digest_of("{\"type\":\"something_new\"}").type, TG_REPLY_TYPE_OTHER);
 	ck_assert_int_eq(digest_of("{\"type\":7}").type, TG_REPLY_TYPE_NONE);
 }
@@ -193,8 +193,8 @@ START_TEST(errors)
 }
 END_TEST
 
-/* Text that is not a JSON object reads as nothing, and -1 says which
- * texts are not JSON at all. */
+/* Text that is not a JSON object reads as nothing, and -1 marks the
+ * texts that are not JSON at all. */
 START_TEST(texts_that_are_not_objects)
 {
 	static const char *const not_json[] = {
