@@ -123,6 +123,15 @@ describe('metrics endpoint', () => {
     assert.ok(valueOf(samples, 'process_resident_memory_bytes') > 0);
   });
 
+  it('serves only families that tollgate.json(5) lists', async () => {
+    const page = fs.readFileSync(path.join(SRCDIR, 'man', 'tollgate.json.5'), 'utf8');
+    const section = page.slice(page.indexOf('\n.SH METRICS'), page.indexOf('\n.SH TRACING'));
+    const served = [...(await scrape(gw)).text.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]);
+    assert.ok(served.length > 20, `only ${served.length} families served`);
+    const missing = served.filter((name) => !new RegExp(`\\b${name}\\b`).test(section));
+    assert.deepEqual(missing, [], 'families missing from the METRICS section of tollgate.json(5)');
+  });
+
   it('serves OpenMetrics ending with EOF when asked', async () => {
     const om = await scrape(gw, 'application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5');
     assert.equal(om.headers['content-type'], 'application/openmetrics-text; version=1.0.0; charset=utf-8');
