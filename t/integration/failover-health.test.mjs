@@ -201,7 +201,9 @@ describe('ejection', () => {
       failed.push(await chat(gw));
     const line = await gw.waitForLog(/backend a ejected after failures/);
     const ejecting = failed.find((r) => line.includes(`req=${r.id} `));
-    assert.ok(ejecting, `the ejection line names none of the requests: ${line}`);
+    assert.ok(ejecting, `the ejection line names none of the requests: ${line}\nrequests: ` +
+      failed.map((r) => `${r.id} ${r.status} ${r.attempts}`).join('; ') +
+      `\nlog:\n${gw.stderr.join('\n')}`);
     assert.equal(ejecting.attempts, 'a:500,b:200');
     assert.equal((await apiRequests(a)).length, 2, 'requests a failed before its ejection');
     const t0 = ejecting.sentAt;         // the ejection ends after t0 + 2 s
