@@ -35,22 +35,51 @@ parse_delay_seconds(const char *value, uint64_t max_seconds, uint64_t *seconds)
 	return 0;
 }
 
-/* NOTE: only the IMF-fixdate form is accepted, although RFC 9110 (section
- * 5.6.7) requires recipients to accept the obsolete RFC 850 and asctime forms
- * too. */
-static int
-parse_http_date(const char *value, time_t *when)
+/* The three forms of an HTTP-date (RFC 9110, section 5.6.7): IMF-fixdate,
+ * and the obsolete RFC 850 and asctime forms, which recipients must accept
+ * too. strptime reads the names in the C locale, which tollgate never
+ * changes. */
+static const char *const HTTP_DATE_FORMATS[] = {
+	"%a, %d %b %Y %H:%M:%S GMT",    /* Sun, 06 Nov 1994 08:49:37 GMT */
+	"%A, %d-%b-%y %H:%M:%S GMT",    /* Sunday, 06-Nov-94 08:49:37 GMT */
+	"%a %b %e %H:%M:%S %Y",         /* Sun Nov  6 08:49:37 1994 */
+};
+#define RFC850_FORM 1
+
+/* A two-digit year that would lie more than 50 years after now is the most
+ * recent past year with the same last two digits (RFC 9110, section 5.6.7).
+ * strptime's own rule (69 to 99 are 19xx) differs from it. */
+static void
+place_two_digit_year(struct tm *tm, time_t now_unix)
 {
-	struct tm tm;
-	const char *end;
+	struct tm now;
+	int year;
 
-	memset(&tm, 0, sizeof(tm));
-	end = strptime(value, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-	if (end == NULL || *skip_ows(end) != '\0')
-		return -1;
+	gmtime_r(&now_unix, &now);
+	year = now.tm_year + 1900 - (now.tm_year + 1900) % 100 + tm->tm_year % 100;
+	if (year > now.tm_year + 1900 + 50)
+		year -= 100;
+	tm->tm_year = year - 1900;
+}
 
-	*when = timegm(&tm);
-	return *when == (time_t)-1 ? -1 : 0;
+static int
+parse_http_date(const char *value, time_t now_unix, time_t *when)
+{
+	for (size_t i = 0; i < sizeof(HTTP_DATE_FORMATS) / sizeof(HTTP_DATE_FORMATS[0]); i++) {
+		struct tm tm;
+		const char *end;
+
+		memset(&tm, 0, sizeof(tm));
+		end = strptime(value, HTTP_DATE_FORMATS[i], &tm);
+		if (end == NULL || *skip_ows(end) != '\0')
+			continue;
+
+		if (i == RFC850_FORM)
+			place_two_digit_year(&tm, now_unix);
+		*when = timegm(&tm);
+		return *when == (time_t)-1 ? -1 : 0;
+	}
+	return -1;
 }
 
 int
@@ -62,7 +91,7 @@ tg_retry_after_parse(const char *value, time_t now_unix, uint64_t max_seconds,
 	value = skip_ows(value);
 	if (parse_delay_seconds(value, max_seconds, seconds) == 0)
 		return 0;
-	if (parse_http_date(value, &when) != 0)
+	if (parse_http_date(value, now_unix, &when) != 0)
 		return -1;
 
 	if (when <= now_unix)

@@ -11,8 +11,9 @@
 /*
  * Parse a Retry-After value into whole seconds from now_unix (seconds since
  * the epoch), at most max_seconds. The value is delay-seconds, one or more
- * ASCII digits ("120"), or an IMF-fixdate HTTP-date ("Fri, 04 Dec 2026
- * 20:00:00 GMT"). Spaces and tabs around it are ignored, as around any
+ * ASCII digits ("120"), or an HTTP-date in any of its three forms ("Fri, 04
+ * Dec 2026 20:00:00 GMT", "Friday, 04-Dec-26 20:00:00 GMT", "Fri Dec  4
+ * 20:00:00 2026"). Spaces and tabs around it are ignored, as around any
  * field value. A date in the past gives 0, and a longer delay or a later
  * date gives max_seconds, however many digits it has. Returns 0, or -1
  * when the value is neither form, such as "-1", "+5", "1.5" or "5abc".

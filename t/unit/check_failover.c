@@ -146,6 +146,15 @@ static const struct {
 	{ "Sun, 09 Sep 2001 01:46:10 GMT", 0 },  /* in the past */
 	{ "Fri, 31 Dec 9999 23:59:59 GMT", 3600 },
 	{ "Sun, 09 Sep 2001 01:47:10", 0 },
+	/* The obsolete forms: RFC 850 with a two-digit year, and asctime. */
+	{ "Sunday, 09-Sep-01 01:47:10 GMT", 30 },
+	{ "Sunday, 09-Sep-01 01:46:10 GMT", 0 },
+	{ "Sunday, 09-Sep-51 01:46:50 GMT", 3600 },     /* 2051: 50 years on */
+	{ "Sunday, 09-Sep-52 01:46:50 GMT", 0 },        /* 1952, not 2052 */
+	{ "Sunday, 09-Sep-01 01:47:10", 0 },
+	{ "Sun Sep  9 01:47:10 2001", 30 },
+	{ "Sun Sep 9 01:47:10 2001", 30 },
+	{ "Sun Sep  9 01:47:10 2001 GMT", 0 },
 };
 
 START_TEST(retry_after_table)
