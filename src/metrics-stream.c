@@ -142,16 +142,26 @@ count(const struct tg_reply_usage *u, enum tg_usage_count c)
 	return u->count[c];
 }
 
+/* A usage object with a count that is negative or not an integer makes
+ * the response's usage unknown, even after an earlier readable one (a
+ * message_start before a message_delta), so its tokens are estimated as
+ * when usage is missing. Returns 1 when u is such an object. */
+static int
+drop_unreadable(struct tg_usage *out, const struct tg_reply_usage *u,
+                enum tg_usage_count input, enum tg_usage_count output)
+{
+	if (tg_usage_readable(u, input) && tg_usage_readable(u, output))
+		return 0;
+	memset(out, 0, sizeof(*out));
+	return 1;
+}
+
 /* OpenAI's usage object. The counts are totals for the response, so a
- * later object replaces an earlier one. Returns 1 when usage was taken.
- * An object whose prompt or completion count is negative or not an
- * integer is not taken, so the response's tokens are estimated as when
- * usage is missing. */
+ * later object replaces an earlier one. Returns 1 when usage was taken. */
 static int
 take_openai_usage(struct tg_usage *out, const struct tg_reply_usage *u)
 {
-	if (!tg_usage_readable(u, TG_USAGE_PROMPT_TOKENS) ||
-	    !tg_usage_readable(u, TG_USAGE_COMPLETION_TOKENS))
+	if (drop_unreadable(out, u, TG_USAGE_PROMPT_TOKENS, TG_USAGE_COMPLETION_TOKENS))
 		return 0;
 	if (!tg_usage_has(u, TG_USAGE_PROMPT_TOKENS) && !tg_usage_has(u, TG_USAGE_COMPLETION_TOKENS))
 		return 0;
@@ -164,15 +174,13 @@ take_openai_usage(struct tg_usage *out, const struct tg_reply_usage *u)
 }
 
 /* Anthropic counts cache reads and writes apart from input_tokens; input
- * here is all three, as OpenAI's prompt_tokens is. An object whose input or
- * output count is unreadable is not taken, as in take_openai_usage(). */
+ * here is all three, as OpenAI's prompt_tokens is. */
 static int
 take_anthropic_usage(struct tg_usage *out, const struct tg_reply_usage *u)
 {
 	uint64_t read = count(u, TG_USAGE_CACHE_READ_INPUT_TOKENS);
 
-	if (!tg_usage_readable(u, TG_USAGE_INPUT_TOKENS) ||
-	    !tg_usage_readable(u, TG_USAGE_OUTPUT_TOKENS))
+	if (drop_unreadable(out, u, TG_USAGE_INPUT_TOKENS, TG_USAGE_OUTPUT_TOKENS))
 		return 0;
 	if (!tg_usage_has(u, TG_USAGE_INPUT_TOKENS) && !tg_usage_has(u, TG_USAGE_OUTPUT_TOKENS))
 		return 0;
