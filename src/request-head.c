@@ -350,7 +350,7 @@ tg_request_head_check_transfer_coding(const struct tg_headers *h, int http_major
 	for (size_t i = 0; i < h->count; i++) {
 		enum tg_error err;
 
-		if (strcasecmp(h->items[i].name, "Transfer-Encoding") != 0)
+		if (!tg_header_is(&h->items[i], "Transfer-Encoding"))
 			continue;
 		present = 1;
 		err = scan_codings(h->items[i].value, &scan, message, size);
