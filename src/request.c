@@ -58,7 +58,9 @@ tg_request_new(struct tg_client *client)
 	req->config = tg_config_ref(client->worker->config);
 	req->start_ns = tg_now_ns();
 	tg_log_timestamp(req->time, sizeof(req->time));
-	snprintf(req->client_addr, sizeof(req->client_addr), "%s", client->addr);
+	_Static_assert(sizeof(req->client_addr) == sizeof(client->addr),
+	               "the client address is copied whole");
+	memcpy(req->client_addr, client->addr, sizeof(req->client_addr));
 	tg_headers_init(&req->headers);
 	tg_headers_init(&req->response.headers);
 	req->phase = TG_PHASE_REQUEST;

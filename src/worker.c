@@ -1,6 +1,7 @@
 /*
  * Worker threads: listeners, the event loop, configuration swaps, draining.
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 #include "metrics.h"
 #include "probe.h"
 #include "request.h"
+#include "trace-context.h"
 #include "upstream.h"
 #include "worker.h"
 
@@ -311,6 +313,12 @@ tg_worker_client_closed(struct tg_worker *w)
 void
 tg_worker_next_request_id(struct tg_worker *w, char *buf, size_t size)
 {
-	snprintf(buf, size, "%016llx%016llx", (unsigned long long)w->id_prefix,
-	         (unsigned long long)++w->request_seq);
+	uint64_t parts[2] = {w->id_prefix, ++w->request_seq};
+	uint8_t bytes[16];
+
+	assert(size >= 2 * sizeof(bytes) + 1);
+	(void)size;
+	for (size_t i = 0; i < sizeof(bytes); i++)
+		bytes[i] = (uint8_t)(parts[i / 8] >> (56 - 8 * (i % 8)));
+	tg_hex_encode(buf, bytes, sizeof(bytes));
 }

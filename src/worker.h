@@ -92,6 +92,9 @@ void tg_worker_post_force_stop(struct tg_worker *w, int by_signal);
 
 /* Worker thread only. */
 void tg_worker_client_closed(struct tg_worker *w);
+
+/* Write the next request id of w, 32 lowercase hex digits and a NUL, into
+ * buf of size bytes (at least 33). */
 void tg_worker_next_request_id(struct tg_worker *w, char *buf, size_t size);
 
 #endif
