@@ -189,6 +189,8 @@ tg_worker_join_and_free(struct tg_worker *w, uint64_t log_deadline_ns)
 	evdns_base_free(w->dns, 0);
 	event_base_free(w->base);
 	tg_config_unref(w->config);
+	for (size_t i = 0; i < w->n_spare_requests; i++)
+		free(w->spare_requests[i]);
 	free(w);
 }
 
