@@ -287,6 +287,31 @@ START_TEST(upstream_head_exact_bytes)
 }
 END_TEST
 
+/* Lines around the size of the stack buffer that header lines are
+ * formatted in come out whole. */
+START_TEST(header_lines_of_any_length)
+{
+	static const size_t value_lens[] = {0, 1, 490, 500, 501, 502, 503, 4000};
+	char value[4001];
+	char expected[4100];
+
+	for (size_t i = 0; i < sizeof(value_lens) / sizeof(value_lens[0]); i++) {
+		size_t len = value_lens[i];
+		struct evbuffer *out = evbuffer_new();
+		char *line;
+
+		memset(value, 'v', len);
+		value[len] = '\0';
+		snprintf(expected, sizeof(expected), "X-Long: %s\r\n", value);
+		ck_assert_int_eq(tg_header_write(out, "X-Long", value), 0);
+		line = buffer_text(out);
+		ck_assert_str_eq(line, expected);
+		free(line);
+		evbuffer_free(out);
+	}
+}
+END_TEST
+
 START_TEST(upstream_head_keeps_client_key)
 {
 	struct tg_headers h;
@@ -372,6 +397,7 @@ headers_suite(void)
 	tcase_add_test(rewrite, hop_by_hop_removed);
 	tcase_add_test(rewrite, upstream_head_rewrites);
 	tcase_add_test(rewrite, upstream_head_exact_bytes);
+	tcase_add_test(rewrite, header_lines_of_any_length);
 	tcase_add_test(rewrite, upstream_head_keeps_client_key);
 	tcase_add_test(rewrite, upstream_head_appends_forwarded_for);
 	tcase_add_test(rewrite, upstream_head_joins_every_forwarded_for);
