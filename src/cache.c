@@ -104,7 +104,7 @@ cache_control_has(const struct tg_request *req, const char *directive)
 	for (size_t i = 0; i < req->headers.count; i++) {
 		const struct tg_header *h = &req->headers.items[i];
 
-		if (strcasecmp(h->name, "Cache-Control") == 0 &&
+		if (tg_header_is(h, "Cache-Control") &&
 		    tg_header_list_has(h->value, directive))
 			return 1;
 	}

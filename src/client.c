@@ -214,16 +214,15 @@ on_header_value_complete(llhttp_t *p)
 static enum tg_error
 set_request_target(struct tg_client *c, struct tg_request *req)
 {
-	char *target = c->url ? strndup(c->url, c->url_len) : strdup("/");
+	/* llhttp rejects a request line without a target, and
+	 * tg_bytes_append() keeps c->url NUL-terminated. */
+	const char *target = c->url;
 	enum tg_error err;
 
+	assert(c->url_len > 0);
 	c->url_len = 0;
-	if (target == NULL)
-		return TG_E_INTERNAL;
-
 	err = tg_request_head_origin_form(target, req->method, &req->url, c->parse_message,
 	                                  sizeof(c->parse_message));
-	free(target);
 	if (err != TG_OK)
 		return err;
 

@@ -9,12 +9,23 @@
 
 #include "headers.h"
 
-static const char *const hop_by_hop_headers[] = {
-	"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
-	"Proxy-Authorization", "TE", "Trailer", "Transfer-Encoding", "Upgrade",
+/* A header name with its length, so that a match costs no strlen(). */
+struct header_name {
+	const char *name;
+	size_t len;
+};
+
+#define HEADER_NAME(literal) {literal, sizeof(literal) - 1}
+
+static const struct header_name hop_by_hop_headers[] = {
+	HEADER_NAME("Connection"), HEADER_NAME("Keep-Alive"), HEADER_NAME("Proxy-Connection"),
+	HEADER_NAME("Proxy-Authenticate"), HEADER_NAME("Proxy-Authorization"), HEADER_NAME("TE"),
+	HEADER_NAME("Trailer"), HEADER_NAME("Transfer-Encoding"), HEADER_NAME("Upgrade"),
 };
 
 #define N_HOP_BY_HOP (sizeof(hop_by_hop_headers) / sizeof(hop_by_hop_headers[0]))
+
+#define HEADER_LINE_BUFFER 512  /* bytes of a header line formatted on the stack */
 
 void
 tg_headers_init(struct tg_headers *h)
@@ -27,10 +38,8 @@ tg_headers_init(struct tg_headers *h)
 void
 tg_headers_free(struct tg_headers *h)
 {
-	for (size_t i = 0; i < h->count; i++) {
+	for (size_t i = 0; i < h->count; i++)
 		free(h->items[i].name);
-		free(h->items[i].value);
-	}
 	free(h->items);
 	tg_headers_init(h);
 }
@@ -40,6 +49,7 @@ tg_headers_add(struct tg_headers *h, const char *name, size_t name_len,
                const char *value, size_t value_len)
 {
 	struct tg_header *item;
+	char *block;
 
 	if (h->count == h->capacity) {
 		size_t capacity = h->capacity ? h->capacity * 2 : 16;
@@ -51,14 +61,21 @@ tg_headers_add(struct tg_headers *h, const char *name, size_t name_len,
 		h->capacity = capacity;
 	}
 
-	item = &h->items[h->count];
-	item->name = strndup(name, name_len);
-	item->value = strndup(value, value_len);
-	if (item->name == NULL || item->value == NULL) {
-		free(item->name);
-		free(item->value);
+	name_len = strnlen(name, name_len);
+	value_len = strnlen(value, value_len);
+	block = malloc(name_len + value_len + 2);
+	if (block == NULL)
 		return -1;
-	}
+
+	item = &h->items[h->count];
+	item->name = block;
+	item->name_len = name_len;
+	memcpy(item->name, name, name_len);
+	item->name[name_len] = '\0';
+	item->value = block + name_len + 1;
+	item->value_len = value_len;
+	memcpy(item->value, value, value_len);
+	item->value[value_len] = '\0';
 	h->count++;
 	return 0;
 }
@@ -66,8 +83,10 @@ tg_headers_add(struct tg_headers *h, const char *name, size_t name_len,
 const char *
 tg_headers_get(const struct tg_headers *h, const char *name)
 {
+	size_t len = strlen(name);
+
 	for (size_t i = 0; i < h->count; i++) {
-		if (strcasecmp(h->items[i].name, name) == 0)
+		if (tg_header_named(&h->items[i], name, len))
 			return h->items[i].value;
 	}
 	return NULL;
@@ -76,10 +95,11 @@ tg_headers_get(const struct tg_headers *h, const char *name)
 size_t
 tg_headers_count(const struct tg_headers *h, const char *name)
 {
+	size_t len = strlen(name);
 	size_t n = 0;
 
 	for (size_t i = 0; i < h->count; i++) {
-		if (strcasecmp(h->items[i].name, name) == 0)
+		if (tg_header_named(&h->items[i], name, len))
 			n++;
 	}
 	return n;
@@ -88,13 +108,13 @@ tg_headers_count(const struct tg_headers *h, const char *name)
 size_t
 tg_headers_remove(struct tg_headers *h, const char *name)
 {
+	size_t len = strlen(name);
 	size_t kept = 0;
 	size_t removed;
 
 	for (size_t i = 0; i < h->count; i++) {
-		if (strcasecmp(h->items[i].name, name) == 0) {
+		if (tg_header_named(&h->items[i], name, len)) {
 			free(h->items[i].name);
-			free(h->items[i].value);
 			continue;
 		}
 		h->items[kept++] = h->items[i];
@@ -201,7 +221,7 @@ connection_tokens(const struct tg_headers *h)
 	if (stream == NULL)
 		return NULL;
 	for (size_t i = 0; i < h->count; i++) {
-		if (strcasecmp(h->items[i].name, "Connection") == 0)
+		if (tg_header_is(&h->items[i], "Connection"))
 			fprintf(stream, "%s,", h->items[i].value);
 	}
 	fclose(stream);
@@ -224,10 +244,10 @@ strip_connection_tokens(struct tg_headers *h)
 }
 
 static int
-is_hop_by_hop(const char *name)
+is_hop_by_hop(const struct tg_header *hd)
 {
 	for (size_t i = 0; i < N_HOP_BY_HOP; i++) {
-		if (strcasecmp(name, hop_by_hop_headers[i]) == 0)
+		if (tg_header_named(hd, hop_by_hop_headers[i].name, hop_by_hop_headers[i].len))
 			return 1;
 	}
 	return 0;
@@ -244,9 +264,8 @@ tg_headers_strip_hop_by_hop(struct tg_headers *h)
 		strip_connection_tokens(h);
 
 	for (size_t i = 0; i < h->count; i++) {
-		if (is_hop_by_hop(h->items[i].name)) {
+		if (is_hop_by_hop(&h->items[i])) {
 			free(h->items[i].name);
-			free(h->items[i].value);
 			continue;
 		}
 		h->items[kept++] = h->items[i];
@@ -254,34 +273,55 @@ tg_headers_strip_hop_by_hop(struct tg_headers *h)
 	h->count = kept;
 }
 
-int
-tg_header_write(struct evbuffer *out, const char *name, const char *value)
+/* Append the line "name: value\r\n" for a name and value of known
+ * lengths. Returns 0, or -1 when out of memory. */
+static int
+write_header_line(struct evbuffer *out, const char *name, size_t name_len,
+                  const char *value, size_t value_len)
 {
+	char line[HEADER_LINE_BUFFER];
+	size_t len = name_len + value_len + 4;
 	int rc = 0;
 
-	rc |= evbuffer_add(out, name, strlen(name));
+	/* A line that fits goes in one evbuffer_add(), which costs about as
+	 * much as each of the four of a longer line. */
+	if (len <= sizeof(line)) {
+		memcpy(line, name, name_len);
+		memcpy(line + name_len, ": ", 2);
+		memcpy(line + name_len + 2, value, value_len);
+		memcpy(line + len - 2, "\r\n", 2);
+		return evbuffer_add(out, line, len);
+	}
+
+	rc |= evbuffer_add(out, name, name_len);
 	rc |= evbuffer_add(out, ": ", 2);
-	rc |= evbuffer_add(out, value, strlen(value));
+	rc |= evbuffer_add(out, value, value_len);
 	rc |= evbuffer_add(out, "\r\n", 2);
 	return rc ? -1 : 0;
 }
 
+int
+tg_header_write(struct evbuffer *out, const char *name, const char *value)
+{
+	return write_header_line(out, name, strlen(name), value, strlen(value));
+}
+
 /* Headers of the client request that the gateway sets itself. */
 static int
-is_rewritten_request_header(const char *name, const struct tg_upstream_rewrite *rw)
+is_rewritten_request_header(const struct tg_header *hd, const struct tg_upstream_rewrite *rw)
 {
-	if (strcasecmp(name, "Host") == 0 ||
-	    strcasecmp(name, "Content-Length") == 0 ||
-	    strcasecmp(name, "X-Forwarded-For") == 0 ||
-	    strcasecmp(name, "X-Forwarded-Proto") == 0 ||
-	    strcasecmp(name, "X-Request-Id") == 0 ||
-	    strcasecmp(name, "Expect") == 0)
+	if (tg_header_is(hd, "Host") ||
+	    tg_header_is(hd, "Content-Length") ||
+	    tg_header_is(hd, "X-Forwarded-For") ||
+	    tg_header_is(hd, "X-Forwarded-Proto") ||
+	    tg_header_is(hd, "X-Request-Id") ||
+	    tg_header_is(hd, "Expect"))
 		return 1;
-	if (rw->traceparent != NULL && strcasecmp(name, "traceparent") == 0)
+	if (rw->traceparent != NULL && tg_header_is(hd, "traceparent"))
 		return 1;
-	if (rw->drop_tracestate && strcasecmp(name, "tracestate") == 0)
+	if (rw->drop_tracestate && tg_header_is(hd, "tracestate"))
 		return 1;
-	return rw->api_key != NULL && strcasecmp(name, "Authorization") == 0;
+	return rw->api_key != NULL && tg_header_is(hd, "Authorization");
 }
 
 /* Write X-Forwarded-For: every value the client sent, in their order,
@@ -296,13 +336,44 @@ write_forwarded_for(struct evbuffer *out, const struct tg_headers *client_header
 	for (size_t i = 0; i < client_headers->count; i++) {
 		const struct tg_header *hd = &client_headers->items[i];
 
-		if (strcasecmp(hd->name, "X-Forwarded-For") != 0)
+		if (!tg_header_is(hd, "X-Forwarded-For"))
 			continue;
-		rc |= evbuffer_add(out, hd->value, strlen(hd->value));
+		rc |= evbuffer_add(out, hd->value, hd->value_len);
 		rc |= evbuffer_add(out, ", ", 2);
 	}
 	rc |= evbuffer_add(out, client_ip, strlen(client_ip));
 	rc |= evbuffer_add(out, "\r\n", 2);
+	return rc ? -1 : 0;
+}
+
+/* Write "Authorization: Bearer KEY". */
+static int
+write_authorization(struct evbuffer *out, const char *api_key)
+{
+	int rc = 0;
+
+	rc |= evbuffer_add(out, "Authorization: Bearer ", 22);
+	rc |= evbuffer_add(out, api_key, strlen(api_key));
+	rc |= evbuffer_add(out, "\r\n", 2);
+	return rc ? -1 : 0;
+}
+
+/* Write Content-Length and the empty line that ends the head. */
+static int
+write_content_length(struct evbuffer *out, size_t body_len)
+{
+	char digits[24];
+	size_t start = sizeof(digits);
+	int rc = 0;
+
+	do {
+		digits[--start] = (char)('0' + body_len % 10);
+		body_len /= 10;
+	} while (body_len > 0);
+
+	rc |= evbuffer_add(out, "Content-Length: ", 16);
+	rc |= evbuffer_add(out, digits + start, sizeof(digits) - start);
+	rc |= evbuffer_add(out, "\r\n\r\n", 4);
 	return rc ? -1 : 0;
 }
 
@@ -315,26 +386,28 @@ tg_headers_write_upstream_request(struct evbuffer *out, const char *method,
 {
 	int rc = 0;
 
-	rc |= evbuffer_add_printf(out, "%s %s HTTP/1.1\r\n", method, target) < 0;
+	rc |= evbuffer_add(out, method, strlen(method));
+	rc |= evbuffer_add(out, " ", 1);
+	rc |= evbuffer_add(out, target, strlen(target));
+	rc |= evbuffer_add(out, " HTTP/1.1\r\n", 11);
 	rc |= tg_header_write(out, "Host", rw->host);
 
 	for (size_t i = 0; i < client_headers->count; i++) {
 		const struct tg_header *hd = &client_headers->items[i];
 
-		if (is_rewritten_request_header(hd->name, rw))
+		if (is_rewritten_request_header(hd, rw))
 			continue;
-		rc |= tg_header_write(out, hd->name, hd->value);
+		rc |= write_header_line(out, hd->name, hd->name_len, hd->value, hd->value_len);
 	}
 
 	if (rw->api_key != NULL)
-		rc |= evbuffer_add_printf(out, "Authorization: Bearer %s\r\n",
-		                          rw->api_key) < 0;
+		rc |= write_authorization(out, rw->api_key);
 	if (rw->traceparent != NULL)
 		rc |= tg_header_write(out, "traceparent", rw->traceparent);
 	if (rw->client_ip != NULL)
 		rc |= write_forwarded_for(out, client_headers, rw->client_ip);
 	rc |= tg_header_write(out, "X-Forwarded-Proto", rw->proto);
 	rc |= tg_header_write(out, "X-Request-Id", rw->request_id);
-	rc |= evbuffer_add_printf(out, "Content-Length: %zu\r\n\r\n", body_len) < 0;
+	rc |= write_content_length(out, body_len);
 	return rc ? -1 : 0;
 }

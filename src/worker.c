@@ -1,6 +1,7 @@
 /*
  * Worker threads: listeners, the event loop, configuration swaps, draining.
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 #include "metrics.h"
 #include "probe.h"
 #include "request.h"
+#include "trace-context.h"
 #include "upstream.h"
 #include "worker.h"
 
@@ -187,6 +189,8 @@ tg_worker_join_and_free(struct tg_worker *w, uint64_t log_deadline_ns)
 	evdns_base_free(w->dns, 0);
 	event_base_free(w->base);
 	tg_config_unref(w->config);
+	for (size_t i = 0; i < w->n_spare_requests; i++)
+		free(w->spare_requests[i]);
 	free(w);
 }
 
@@ -311,6 +315,12 @@ tg_worker_client_closed(struct tg_worker *w)
 void
 tg_worker_next_request_id(struct tg_worker *w, char *buf, size_t size)
 {
-	snprintf(buf, size, "%016llx%016llx", (unsigned long long)w->id_prefix,
-	         (unsigned long long)++w->request_seq);
+	uint64_t parts[2] = {w->id_prefix, ++w->request_seq};
+	uint8_t bytes[16];
+
+	assert(size >= 2 * sizeof(bytes) + 1);
+	(void)size;
+	for (size_t i = 0; i < sizeof(bytes); i++)
+		bytes[i] = (uint8_t)(parts[i / 8] >> (56 - 8 * (i % 8)));
+	tg_hex_encode(buf, bytes, sizeof(bytes));
 }

@@ -24,6 +24,7 @@ struct event_base;
 struct evdns_base;
 struct evconnlistener;
 struct tg_client;
+struct tg_request;
 struct tg_pool;
 struct tg_cache_worker;
 struct tg_probe;
@@ -42,6 +43,10 @@ struct tg_runtime {
 };
 
 LIST_HEAD(tg_client_list, tg_client);
+
+/* Ended requests a worker keeps for new ones: at about 2 KiB each, up to
+ * 128 KiB per worker, enough for the requests of 64 busy connections. */
+#define TG_SPARE_REQUESTS_MAX 64
 
 struct tg_worker {
 	int id;
@@ -69,6 +74,8 @@ struct tg_worker {
 	uint64_t rng;                   /* xorshift64 state for the balancers */
 	uint64_t request_seq;           /* for request ids */
 	uint64_t id_prefix;             /* random per worker, for request ids */
+	struct tg_request *spare_requests[TG_SPARE_REQUESTS_MAX];  /* freed, for reuse */
+	size_t n_spare_requests;
 
 	atomic_int finished;            /* its loop has returned */
 };
@@ -92,6 +99,9 @@ void tg_worker_post_force_stop(struct tg_worker *w, int by_signal);
 
 /* Worker thread only. */
 void tg_worker_client_closed(struct tg_worker *w);
+
+/* Write the next request id of w, 32 lowercase hex digits and a NUL, into
+ * buf of size bytes (at least 33). */
 void tg_worker_next_request_id(struct tg_worker *w, char *buf, size_t size);
 
 #endif

@@ -2,6 +2,7 @@
  * Unit tests for header lists and the upstream request head.
  */
 #include <check.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,6 +123,41 @@ START_TEST(list_next_trims_and_skips_empty)
 }
 END_TEST
 
+START_TEST(add_keeps_lengths)
+{
+	struct tg_headers h;
+
+	tg_headers_init(&h);
+	add(&h, "X-Name", "value");
+	ck_assert_int_eq(tg_headers_add(&h, "X-Cut\0tail", 10, "a\0b", 3), 0);
+	ck_assert_uint_eq(h.items[0].name_len, 6);
+	ck_assert_uint_eq(h.items[0].value_len, 5);
+	ck_assert_str_eq(h.items[1].name, "X-Cut");
+	ck_assert_uint_eq(h.items[1].name_len, 5);
+	ck_assert_str_eq(h.items[1].value, "a");
+	ck_assert_uint_eq(h.items[1].value_len, 1);
+	ck_assert_str_eq(tg_headers_get(&h, "x-cut"), "a");
+	tg_headers_free(&h);
+}
+END_TEST
+
+START_TEST(names_match_whole)
+{
+	struct tg_headers h;
+
+	tg_headers_init(&h);
+	add(&h, "Host", "a.example");
+	ck_assert_int_eq(tg_header_is(&h.items[0], "HOST"), 1);
+	ck_assert_int_eq(tg_header_is(&h.items[0], "Hos"), 0);
+	ck_assert_int_eq(tg_header_is(&h.items[0], "Hosts"), 0);
+	ck_assert_int_eq(tg_header_is(&h.items[0], "Post"), 0);
+	ck_assert_ptr_null(tg_headers_get(&h, "Ho"));
+	ck_assert_uint_eq(tg_headers_count(&h, "Host\0"), 1);
+	ck_assert_uint_eq(tg_headers_count(&h, "Hosts"), 0);
+	tg_headers_free(&h);
+}
+END_TEST
+
 START_TEST(hop_by_hop_removed)
 {
 	static const char *const hop[] = {
@@ -138,11 +174,16 @@ START_TEST(hop_by_hop_removed)
 	add(&h, "X-Other", "1");
 	add(&h, "Content-Type", "application/json");
 	add(&h, "Authorization", "Bearer k");
+	add(&h, "te", "trailers");
+	add(&h, "TEX", "kept");
+	add(&h, "Upgrades", "kept");
 
 	tg_headers_strip_hop_by_hop(&h);
-	ck_assert_uint_eq(h.count, 2);
+	ck_assert_uint_eq(h.count, 4);
 	ck_assert_ptr_nonnull(tg_headers_get(&h, "Content-Type"));
 	ck_assert_ptr_nonnull(tg_headers_get(&h, "Authorization"));
+	ck_assert_ptr_nonnull(tg_headers_get(&h, "TEX"));
+	ck_assert_ptr_nonnull(tg_headers_get(&h, "Upgrades"));
 	tg_headers_free(&h);
 }
 END_TEST
@@ -195,6 +236,79 @@ START_TEST(upstream_head_rewrites)
 	ck_assert_str_eq(head + strlen(head) - 4, "\r\n\r\n");
 	free(head);
 	tg_headers_free(&h);
+}
+END_TEST
+
+START_TEST(upstream_head_exact_bytes)
+{
+	static const struct {
+		size_t body_len;
+		const char *content_length;
+	} lengths[] = {
+		{0, "0"}, {7, "7"}, {10, "10"}, {1234567890, "1234567890"},
+		{SIZE_MAX, "18446744073709551615"},
+	};
+	struct tg_upstream_rewrite rw = {
+		.host = "api.example.test", .api_key = "backend-key", .client_ip = "192.0.2.7",
+		.proto = "https", .request_id = "req-1", .traceparent = "00-tp-01",
+	};
+	struct tg_headers h;
+	char expected[1024];
+
+	tg_headers_init(&h);
+	add(&h, "Host", "gateway.local");
+	add(&h, "content-type", "application/json");
+	add(&h, "X-Forwarded-For", "203.0.113.1");
+	add(&h, "Accept", "");
+
+	for (size_t i = 0; i < sizeof(lengths) / sizeof(lengths[0]); i++) {
+		struct evbuffer *out = evbuffer_new();
+		char *head;
+
+		ck_assert_int_eq(tg_headers_write_upstream_request(out, "POST", "/v1/x?y=1", &h,
+		                                                   &rw, lengths[i].body_len), 0);
+		head = buffer_text(out);
+		snprintf(expected, sizeof(expected),
+		         "POST /v1/x?y=1 HTTP/1.1\r\n"
+		         "Host: api.example.test\r\n"
+		         "content-type: application/json\r\n"
+		         "Accept: \r\n"
+		         "Authorization: Bearer backend-key\r\n"
+		         "traceparent: 00-tp-01\r\n"
+		         "X-Forwarded-For: 203.0.113.1, 192.0.2.7\r\n"
+		         "X-Forwarded-Proto: https\r\n"
+		         "X-Request-Id: req-1\r\n"
+		         "Content-Length: %s\r\n\r\n", lengths[i].content_length);
+		ck_assert_str_eq(head, expected);
+		free(head);
+		evbuffer_free(out);
+	}
+	tg_headers_free(&h);
+}
+END_TEST
+
+/* Lines around the size of the stack buffer that header lines are
+ * formatted in come out whole. */
+START_TEST(header_lines_of_any_length)
+{
+	static const size_t value_lens[] = {0, 1, 490, 500, 501, 502, 503, 4000};
+	char value[4001];
+	char expected[4100];
+
+	for (size_t i = 0; i < sizeof(value_lens) / sizeof(value_lens[0]); i++) {
+		size_t len = value_lens[i];
+		struct evbuffer *out = evbuffer_new();
+		char *line;
+
+		memset(value, 'v', len);
+		value[len] = '\0';
+		snprintf(expected, sizeof(expected), "X-Long: %s\r\n", value);
+		ck_assert_int_eq(tg_header_write(out, "X-Long", value), 0);
+		line = buffer_text(out);
+		ck_assert_str_eq(line, expected);
+		free(line);
+		evbuffer_free(out);
+	}
 }
 END_TEST
 
@@ -274,12 +388,16 @@ headers_suite(void)
 	tcase_add_test(list, get_is_case_insensitive);
 	tcase_add_test(list, remove_drops_every_copy);
 	tcase_add_test(list, grows_past_initial_capacity);
+	tcase_add_test(list, add_keeps_lengths);
+	tcase_add_test(list, names_match_whole);
 	tcase_add_test(list, value_validity);
 	tcase_add_test(list, name_validity);
 	tcase_add_test(list, list_has_token);
 	tcase_add_test(list, list_next_trims_and_skips_empty);
 	tcase_add_test(rewrite, hop_by_hop_removed);
 	tcase_add_test(rewrite, upstream_head_rewrites);
+	tcase_add_test(rewrite, upstream_head_exact_bytes);
+	tcase_add_test(rewrite, header_lines_of_any_length);
 	tcase_add_test(rewrite, upstream_head_keeps_client_key);
 	tcase_add_test(rewrite, upstream_head_appends_forwarded_for);
 	tcase_add_test(rewrite, upstream_head_joins_every_forwarded_for);

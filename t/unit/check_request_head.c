@@ -7,7 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "request-head.h"
+/* The source file rather than its header, so that the tests reach the two
+ * ways a Host value is judged and compare them. */
+#include "request-head.c"
 
 /* A header list built from "Name: value" lines. */
 static void
@@ -236,6 +238,108 @@ START_TEST(host_values_checked)
 }
 END_TEST
 
+/* Judge value on both paths of check_host_value(): when the common-shape
+ * path takes it, its verdict must be the one libevent's URI parser gives.
+ * Returns 1 when the common-shape path took it. */
+static int
+assert_host_paths_agree(const char *value)
+{
+	enum tg_error by_uri = check_host_value_as_uri(value);
+	int valid;
+	int common = judge_common_host_value(value, &valid);
+
+	ck_assert_int_ne(by_uri, TG_E_INTERNAL);
+	if (common)
+		ck_assert_msg((valid ? TG_OK : TG_E_BAD_REQUEST) == by_uri,
+		              "Host \"%s\": the common-shape path judges it %s, "
+		              "the URI parser %s", value, valid ? "valid" : "invalid",
+		              by_uri == TG_OK ? "valid" : "invalid");
+	ck_assert_int_eq(check_host_value(value), by_uri);
+	return common;
+}
+
+/* Compare the paths on template with every byte value from 1 to 255 put in
+ * place of each of its bytes, and inserted before each byte and at its
+ * end. Returns how many of the values the common-shape path took. */
+static size_t
+assert_host_paths_agree_around(const char *template)
+{
+	size_t len = strlen(template);
+	size_t common = 0;
+	char value[128];
+
+	ck_assert_uint_lt(len + 2, sizeof(value));
+	for (size_t pos = 0; pos <= len; pos++) {
+		for (int byte = 1; byte <= 255; byte++) {
+			memcpy(value, template, len + 1);
+			if (pos < len) {
+				value[pos] = (char)byte;
+				common += (size_t)assert_host_paths_agree(value);
+			}
+
+			memcpy(value, template, pos);
+			value[pos] = (char)byte;
+			memcpy(value + pos + 1, template + pos, len - pos + 1);
+			common += (size_t)assert_host_paths_agree(value);
+		}
+	}
+	return common;
+}
+
+START_TEST(host_paths_agree_on_byte_changes)
+{
+	static const char *const templates[] = {
+		"", "a", "api.example", "api.example:8080", "127.0.0.1", "127.0.0.1:443",
+		"localhost:", ":80", "x:65535", "x:65536", "[::1]", "[::1]:8080",
+		"a%41b:1", "a-b_c~d.e:0",
+	};
+
+	size_t common = 0;
+
+	for (size_t i = 0; i < sizeof(templates) / sizeof(templates[0]); i++)
+		common += assert_host_paths_agree_around(templates[i]);
+	/* The change of a byte to another unreserved one keeps the shape. */
+	ck_assert_uint_gt(common, 1000);
+}
+END_TEST
+
+START_TEST(host_paths_agree_on_edge_cases)
+{
+	static const char *const values[] = {
+		"", ":", "::", "a:", ":0", "a:0", "a:00000000000000000080", "a:65535",
+		"a:65536", "a:99999", "a:100000", "a:4294967297", "a:18446744073709551617",
+		"a:999999999999999999999999999999", "a:-1", "a:+1", "a: 80", "a :80",
+		"a:80:", "a::80", "1.2.3.4.5", "256.256.256.256", "1.2.3.4:",
+		"[::1]", "[::1]:", "[::1]:80", "[::1]:65536", "[fe80::1%25eth0]",
+		"[2001:db8::1]", "[2001:db8::zz]", "[::ffff:127.0.0.1]", "[v1.fe]", "[v1.fe]:1",
+		"[]", "[:]", "[::1", "::1]", "[::1]]", "[[::1]]",
+		"a@b", "@", "a@", "a/b", "/", "?", "#", "a%4", "a%41", "a%", "%",
+		"a!$&'()*+,;=b", "-", ".", "_", "~", "..", "a..b",
+	};
+
+	for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++)
+		assert_host_paths_agree(values[i]);
+}
+END_TEST
+
+START_TEST(host_common_shapes_skip_uri_parser)
+{
+	static const char *const common[] = {
+		"api.example", "api.example:8080", "127.0.0.1", "127.0.0.1:443", "localhost",
+		"localhost:", "", "x:65536",
+	};
+	static const char *const other[] = {"[::1]:8080", "a%41", "a!b", "a@b", "a:b"};
+	int valid;
+
+	for (size_t i = 0; i < sizeof(common) / sizeof(common[0]); i++)
+		ck_assert_msg(judge_common_host_value(common[i], &valid),
+		              "Host \"%s\" should take the common-shape path", common[i]);
+	for (size_t i = 0; i < sizeof(other) / sizeof(other[0]); i++)
+		ck_assert_msg(!judge_common_host_value(other[i], &valid),
+		              "Host \"%s\" should go to the URI parser", other[i]);
+}
+END_TEST
+
 START_TEST(codings_absent_or_chunked_accepted)
 {
 	static const char *const none[] = {"Host: a.example"};
@@ -354,6 +458,9 @@ request_head_suite(void)
 	tcase_add_test(host, host_missing_in_http10_accepted);
 	tcase_add_test(host, host_twice_rejected);
 	tcase_add_test(host, host_values_checked);
+	tcase_add_test(host, host_paths_agree_on_byte_changes);
+	tcase_add_test(host, host_paths_agree_on_edge_cases);
+	tcase_add_test(host, host_common_shapes_skip_uri_parser);
 	tcase_add_test(codings, codings_absent_or_chunked_accepted);
 	tcase_add_test(codings, coding_before_chunked_not_implemented);
 	tcase_add_test(codings, list_not_ending_with_chunked_rejected);

@@ -1,0 +1,60 @@
+/*
+ * Unit tests for the worker's own helpers that need no event loop.
+ */
+#include <check.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "worker.h"
+
+/* The id as it was formatted before the hex encoder: the prefix, then the
+ * sequence number, each as 16 lowercase hex digits. */
+static void
+assert_request_id(uint64_t prefix, uint64_t seq_before)
+{
+	struct tg_worker w = {.id_prefix = prefix, .request_seq = seq_before};
+	char id[129];
+	char expected[64];
+
+	memset(id, 'x', sizeof(id));
+	snprintf(expected, sizeof(expected), "%016llx%016llx", (unsigned long long)prefix,
+	         (unsigned long long)(seq_before + 1));
+	tg_worker_next_request_id(&w, id, sizeof(id));
+	ck_assert_str_eq(id, expected);
+	ck_assert_uint_eq(w.request_seq, seq_before + 1);
+}
+
+START_TEST(request_id_prefix_then_sequence)
+{
+	assert_request_id(0x0123456789abcdefull, 41);
+	assert_request_id(0, 0);
+	assert_request_id(UINT64_MAX, UINT64_MAX - 1);
+	assert_request_id(0xfedcba9876543210ull, 0x00000000ffffffffull);
+	assert_request_id(0x8000000000000001ull, 0x0100000000000000ull);
+}
+END_TEST
+
+static Suite *
+worker_suite(void)
+{
+	Suite *s = suite_create("worker");
+	TCase *ids = tcase_create("request-id");
+
+	tcase_add_test(ids, request_id_prefix_then_sequence);
+	suite_add_tcase(s, ids);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *runner = srunner_create(worker_suite());
+	int failed;
+
+	srunner_run_all(runner, CK_NORMAL);
+	failed = srunner_ntests_failed(runner);
+	srunner_free(runner);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
