@@ -306,6 +306,12 @@ tg_relay_response_json(struct tg_request *req)
 	return resp->json;
 }
 
+json_t *
+tg_relay_response_json_kept(const struct tg_request *req)
+{
+	return req->response.json;
+}
+
 void
 tg_relay_response_json_stale(struct tg_request *req)
 {

@@ -82,6 +82,11 @@ void tg_relay_reset(struct tg_request *req);
  */
 json_t *tg_relay_response_json(struct tg_request *req);
 
+/* The value tg_relay_response_json() parsed and keeps, or NULL when it
+ * parsed none yet (or the body is not JSON). Parses nothing, so a feature
+ * that can read the body more cheaply uses a tree only when one exists. */
+json_t *tg_relay_response_json_kept(const struct tg_request *req);
+
 /* Drop the value tg_relay_response_json() returned, because the body no
  * longer matches it (a rewrite failed half way). The next call parses the
  * body again. */

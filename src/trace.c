@@ -153,15 +153,36 @@ recorded_attempt(const struct tg_request *req)
 	return req->trace->attempt;
 }
 
+/* Events are read with the reply digest, which costs a fraction of a
+ * tree, unless output text is captured or a feature built the tree. */
 void
 tg_trace_stream_event(struct tg_request *req, struct tg_stream_event *ev)
 {
 	struct tg_span *span = recorded_attempt(req);
+	struct tg_trace *t = req->trace;
+	uint64_t now, start;
 
 	if (span == NULL || req->n_attempts == 0)
 		return;
-	tg_genai_stream_event(req->trace, span, tg_stream_event_json(ev), tg_now_ns(),
-	                      req->attempts[req->n_attempts - 1].start_ns);
+	now = tg_now_ns();
+	start = req->attempts[req->n_attempts - 1].start_ns;
+	if (t->output == NULL && ev->json == NULL && ev->data != NULL &&
+	    tg_genai_stream_text(t, span, ev->data, ev->data_len, now, start) == 0)
+		return;
+	tg_genai_stream_event(t, span, tg_stream_event_json(ev), now, start);
+}
+
+/* The same for a whole response body. */
+static void
+record_response_body(struct tg_request *req, struct tg_span *span)
+{
+	struct tg_trace *t = req->trace;
+
+	if (t->output == NULL && req->response.body != NULL &&
+	    tg_relay_response_json_kept(req) == NULL &&
+	    tg_genai_response_text(t, span, req->response.body) == 0)
+		return;
+	tg_genai_response(t, span, tg_relay_response_json(req));
 }
 
 /* End the current attempt's span with what its response showed. */
@@ -217,7 +238,7 @@ tg_trace_upstream_done(struct tg_request *req)
 	if (req->trace == NULL || req->trace->attempt == NULL)
 		return;
 	if (span != NULL && !req->response.streaming)
-		tg_genai_response(req->trace, span, tg_relay_response_json(req));
+		record_response_body(req, span);
 	if (span != NULL && req->response.status != 0 &&
 	    tg_attrs_find(&span->attrs, TG_SC(HTTP_RESPONSE_STATUS_CODE)) == NULL)
 		tg_attrs_int(&span->attrs, TG_SC(HTTP_RESPONSE_STATUS_CODE), req->response.status);
