@@ -72,7 +72,8 @@ struct frame {
 
 struct reader {
 	struct tg_reply_digest *d;
-	struct tg_reply_detail *x;      /* NULL when the caller wants no detail */
+	struct tg_reply_detail *x;      /* NULL without a detail, or once it failed */
+	struct tg_reply_detail *detail; /* the caller's detail, or NULL */
 	int depth;              /* containers open, frames or not */
 	int root_object;        /* the text is an object */
 	struct frame frames[MAX_FRAMES];
@@ -389,6 +390,15 @@ take_count(struct tg_reply_detail *x, enum tg_usage_count c, enum value v, long 
 	}
 }
 
+/* Stop reading the detail, which may then differ from a tree's view. The
+ * digest goes on as without a detail: the detail's keys are ignored from
+ * here on, and they mean nothing to the digest. */
+static void
+give_up_detail(struct reader *r)
+{
+	r->x = NULL;
+}
+
 /* Record in the detail what the value of f's current member shows.
  * Returns 0 when memory ran out. */
 static int
@@ -468,7 +478,7 @@ take_value(struct reader *r, enum value v, const unsigned char *s, size_t len,
 	case P_CHOICES:
 		r->d->n_choices++;
 		if (r->x != NULL && v == V_MAP && !add_choice(r->x, r->d->n_choices - 1))
-			return 0;
+			give_up_detail(r);
 		return opens ? push(r, v == V_MAP ? P_CHOICE : P_OTHER, 0) : 1;
 	case P_TOOL_CALLS:
 		r->d->output = 1;
@@ -484,7 +494,7 @@ take_value(struct reader *r, enum value v, const unsigned char *s, size_t len,
 	/* The value of a member of an object the shapes describe. */
 	take_member(r, f, v, s, len, integer);
 	if (r->x != NULL && !take_detail(r, f, v, s, len, integer))
-		return 0;
+		give_up_detail(r);
 	if (!opens)
 		return 1;
 	return push(r, place_of_member(r, f, v), f->message || f->member == M_MESSAGE);
@@ -524,7 +534,7 @@ on_string(void *ctx, const unsigned char *s, size_t len)
 	struct reader *r = ctx;
 
 	if (r->x != NULL && !jansson_reads(s, len))
-		return 0;
+		give_up_detail(r);
 	return take_value(ctx, V_STRING, s, len, 0);
 }
 
@@ -557,7 +567,7 @@ on_map_key(void *ctx, const unsigned char *s, size_t len)
 	const struct key *k;
 
 	if (r->x != NULL && !jansson_reads(s, len))
-		return 0;
+		give_up_detail(r);
 	if (f == NULL || f->place >= sizeof(PLACE_KEYS) / sizeof(PLACE_KEYS[0]) ||
 	    PLACE_KEYS[f->place].keys == NULL)
 		return 1;
@@ -605,6 +615,7 @@ start(struct reader *r, struct tg_reply_digest *d, struct tg_reply_detail *x)
 	if (x != NULL)
 		memset(x, 0, sizeof(*x));
 	r->x = x;
+	r->detail = x;
 	h = yajl_alloc(&CALLBACKS, NULL, r);
 	if (h != NULL)
 		yajl_config(h, yajl_allow_trailing_garbage, 1);
@@ -619,16 +630,16 @@ is_space(unsigned char c)
 }
 
 /* Read the next len bytes of the text. Those after the end of the value
- * must be whitespace, as jansson requires. A read with a detail also
- * rejects \f and \v, which jansson rejects anywhere and yajl takes for
- * whitespace between tokens (inside a string, both reject them). */
+ * must be whitespace, as jansson requires. The detail also fails on \f
+ * and \v, which jansson rejects anywhere and yajl takes for whitespace
+ * between tokens (inside a string, both reject them). */
 static yajl_status
-read_text(const struct reader *r, yajl_handle h, const unsigned char *text, size_t len)
+read_text(struct reader *r, yajl_handle h, const unsigned char *text, size_t len)
 {
 	yajl_status st;
 
 	if (r->x != NULL && (memchr(text, '\f', len) != NULL || memchr(text, '\v', len) != NULL))
-		return yajl_status_error;
+		give_up_detail(r);
 	st = yajl_parse(h, text, len);
 
 	if (st != yajl_status_ok)
@@ -650,10 +661,13 @@ finish(struct reader *r, yajl_handle h, yajl_status st)
 	if (h != NULL)
 		yajl_free(h);
 
+	if (r->detail != NULL && (st != yajl_status_ok || r->x == NULL))
+		tg_reply_detail_free(r->detail);
+	else if (r->detail != NULL)
+		r->detail->usable = 1;
+
 	if (st != yajl_status_ok) {
 		memset(r->d, 0, sizeof(*r->d));
-		if (r->x != NULL)
-			tg_reply_detail_free(r->x);
 		return -1;
 	}
 	r->d->object = r->root_object;

@@ -10,15 +10,16 @@
  * freeing a jansson tree of a 270-byte chunk costs about six times as much
  * (3.9 against 0.6 us on the benchmark machine). A tree is still built,
  * from the same text, when a feature needs the whole reply (content
- * filters, the cache, tracing).
+ * filters, the cache, tracing that captures output text).
  *
  * A member given twice counts as given, where a jansson tree would keep
  * only the last one; values read as numbers or text follow the last one.
  *
  * Tracing reads a few members more (the response's id and model, each
  * choice's index and finish reason), and reads every member as a tree
- * would. It requests them with tg_reply_digest_detail(), so that the
- * relay's reads, which need none of them, copy no strings.
+ * would. The relay reads them in the same pass as the digest, with
+ * tg_reply_digest_detail(), only for a traced request, so that other
+ * reads compare no more keys and copy no strings.
  */
 #ifndef TOLLGATE_REPLY_DIGEST_H
 #define TOLLGATE_REPLY_DIGEST_H
@@ -117,9 +118,11 @@ struct tg_reply_choice {
 
 /*
  * The members tracing reads besides the digest. Each member reads as its
- * last occurrence, as in a jansson tree. Strings are copies.
+ * last occurrence, as in a jansson tree. Strings are copies. A zeroed
+ * detail is empty and not usable.
  */
 struct tg_reply_detail {
+	int usable;                     /* read whole, from a text jansson reads alike */
 	char *id;                       /* top-level "id" when a string, else NULL */
 	char *model;                    /* top-level "model" when a string, else NULL */
 	struct tg_reply_choice *choices;        /* the objects of the last "choices" */
@@ -131,17 +134,18 @@ struct tg_reply_detail {
 };
 
 /*
- * Read len bytes of JSON text into d, as tg_reply_digest() does, and into
- * x the members of struct tg_reply_detail. Returns 0, or -1 with d zeroed
- * and x empty when the text is not valid JSON or memory ran out. The
- * caller frees x with tg_reply_detail_free() in either case.
+ * Read len bytes of JSON text into d exactly as tg_reply_digest() does,
+ * with the same result, and into x the members of struct tg_reply_detail.
+ * The caller frees x with tg_reply_detail_free().
  *
- * Validity is closer to jansson's than tg_reply_digest()'s, so that both
- * read the same texts: strings and keys must be valid UTF-8 without a
- * NUL (libunistring's u8_check), and \f and \v are not whitespace.
- * NOTE: yajl still takes a lone high surrogate escape ("\ud800") for
- * "?", or pairs it with any escape after it, where jansson rejects the
- * text.
+ * x is usable only when the text is valid JSON, memory sufficed, and
+ * jansson would read the text too, as far as yajl's callbacks can tell.
+ * So strings and keys must be valid UTF-8 without a NUL (libunistring's
+ * u8_check), and \f and \v must not occur. Otherwise x is empty, and the
+ * caller reads the text with jansson instead.
+ * NOTE: yajl takes a lone high surrogate escape ("\ud800") for "?", or
+ * pairs it with the escape after it, where jansson rejects the text. The
+ * detail of such a text is usable.
  */
 int tg_reply_digest_detail(struct tg_reply_digest *d, struct tg_reply_detail *x,
                            const char *text, size_t len);

@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "reply-digest.h"
 #include "trace-genai.h"
 #include "trace-semconv.h"
 #include "trace-span.h"
@@ -465,53 +464,38 @@ read_detail_choices(struct tg_trace *t, const struct tg_reply_detail *x)
 	return content;
 }
 
-int
-tg_genai_response_text(struct tg_trace *t, struct tg_span *span, struct evbuffer *buf)
+void
+tg_genai_response_detail(struct tg_trace *t, struct tg_span *span,
+                         const struct tg_reply_digest *d, const struct tg_reply_detail *x)
 {
-	struct tg_reply_digest d;
-	struct tg_reply_detail x;
-
 	assert(t->output == NULL);
+	assert(x->usable);
 
-	if (span == NULL)
-		return 0;
-	if (tg_reply_digest_detail_buffer(&d, &x, buf) != 0) {
-		tg_reply_detail_free(&x);
-		return -1;
-	}
-	if (d.object) {
-		set_response_ids(span, x.id, x.model);
-		read_detail_choices(t, &x);
-		set_detail_usage(span, &x);
-	}
-	tg_reply_detail_free(&x);
-	return 0;
+	if (span == NULL || !d->object)
+		return;
+	set_response_ids(span, x->id, x->model);
+	read_detail_choices(t, x);
+	set_detail_usage(span, x);
 }
 
-int
-tg_genai_stream_text(struct tg_trace *t, struct tg_span *span, const char *data, size_t len,
-                     uint64_t now_mono, uint64_t start_mono)
+void
+tg_genai_stream_detail(struct tg_trace *t, struct tg_span *span,
+                       const struct tg_reply_digest *d, const struct tg_reply_detail *x,
+                       uint64_t now_mono, uint64_t start_mono)
 {
-	struct tg_reply_digest d;
-	struct tg_reply_detail x;
-
 	assert(t->output == NULL);
+	assert(x->usable);
 
 	if (span == NULL)
-		return 0;
-	if (tg_reply_digest_detail(&d, &x, data, len) != 0) {
-		tg_reply_detail_free(&x);
-		return -1;
-	}
+		return;
 	note_chunk(t, span, now_mono, start_mono);
-	if (d.object) {
-		set_response_ids(span, x.id, x.model);
-		if (read_detail_choices(t, &x))
-			note_content(t, span, now_mono);
-		set_detail_usage(span, &x);
-	}
-	tg_reply_detail_free(&x);
-	return 0;
+	if (!d->object)
+		return;
+
+	set_response_ids(span, x->id, x->model);
+	if (read_detail_choices(t, x))
+		note_content(t, span, now_mono);
+	set_detail_usage(span, x);
 }
 
 static void

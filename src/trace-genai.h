@@ -17,9 +17,8 @@
 
 #include <jansson.h>
 
+#include "reply-digest.h"
 #include "trace-t.h"
-
-struct evbuffer;
 
 /* Output text captured from a streamed or buffered response. */
 struct tg_content_capture {
@@ -62,19 +61,19 @@ void tg_genai_stream_event(struct tg_trace *t, struct tg_span *span, json_t *chu
                            uint64_t now_mono, uint64_t start_mono);
 
 /*
- * The same two from the text of the body (in buf) or of the event's data,
- * read with the reply digest (tg_reply_digest_detail), which costs a
- * fraction of a tree. Each returns 0, or -1 having set nothing when the
- * digest could not read the text: not JSON, JSON that jansson may take
- * where yajl does not, or out of memory. The caller then passes the tree
- * to tg_genai_response() or tg_genai_stream_event(), which decide. Both
- * ways set the same attributes for every text but the few that
- * reply-digest.h names. Output text is not read, so call these only while
- * no output is captured (t->output is NULL).
+ * The same two from the digest and the usable detail of the body or of
+ * the event's data (tg_reply_digest_detail), which cost a fraction of a
+ * tree. Both ways set the same attributes for every text but the few that
+ * reply-digest.h names. A text whose detail is not usable goes to the
+ * tree functions, which decide. Output text is not read, so call these
+ * only while no output is captured (t->output is NULL).
  */
-int tg_genai_response_text(struct tg_trace *t, struct tg_span *span, struct evbuffer *buf);
-int tg_genai_stream_text(struct tg_trace *t, struct tg_span *span, const char *data,
-                         size_t len, uint64_t now_mono, uint64_t start_mono);
+void tg_genai_response_detail(struct tg_trace *t, struct tg_span *span,
+                              const struct tg_reply_digest *d,
+                              const struct tg_reply_detail *x);
+void tg_genai_stream_detail(struct tg_trace *t, struct tg_span *span,
+                            const struct tg_reply_digest *d, const struct tg_reply_detail *x,
+                            uint64_t now_mono, uint64_t start_mono);
 
 /* The attempt's response is complete: set the finish reasons and the
  * captured output messages. */

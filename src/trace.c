@@ -153,8 +153,19 @@ recorded_attempt(const struct tg_request *req)
 	return req->trace->attempt;
 }
 
-/* Events are read with the reply digest, which costs a fraction of a
- * tree, unless output text is captured or a feature built the tree. */
+/* Output text needs the tree. The rest comes from the reply detail, which
+ * costs a fraction of a tree, because it is read in the pass that reads
+ * the digest for the relay and the metrics. */
+int
+tg_trace_reads_reply_detail(const struct tg_request *req)
+{
+	const struct tg_trace *t = req->trace;
+
+	return t != NULL && t->sampled && t->attempt != NULL && t->output == NULL;
+}
+
+/* An event without a usable detail (a text only jansson may read, or one
+ * a filter rewrote) goes to the tree, which decides. */
 void
 tg_trace_stream_event(struct tg_request *req, struct tg_stream_event *ev)
 {
@@ -166,10 +177,10 @@ tg_trace_stream_event(struct tg_request *req, struct tg_stream_event *ev)
 		return;
 	now = tg_now_ns();
 	start = req->attempts[req->n_attempts - 1].start_ns;
-	if (t->output == NULL && ev->json == NULL && ev->data != NULL &&
-	    tg_genai_stream_text(t, span, ev->data, ev->data_len, now, start) == 0)
-		return;
-	tg_genai_stream_event(t, span, tg_stream_event_json(ev), now, start);
+	if (t->output == NULL && ev->detail.usable)
+		tg_genai_stream_detail(t, span, &ev->digest, &ev->detail, now, start);
+	else
+		tg_genai_stream_event(t, span, tg_stream_event_json(ev), now, start);
 }
 
 /* The same for a whole response body. */
@@ -177,12 +188,14 @@ static void
 record_response_body(struct tg_request *req, struct tg_span *span)
 {
 	struct tg_trace *t = req->trace;
+	const struct tg_reply_detail *x = NULL;
 
-	if (t->output == NULL && req->response.body != NULL &&
-	    tg_relay_response_json_kept(req) == NULL &&
-	    tg_genai_response_text(t, span, req->response.body) == 0)
-		return;
-	tg_genai_response(t, span, tg_relay_response_json(req));
+	if (tg_trace_reads_reply_detail(req))
+		x = tg_relay_response_detail(req);
+	if (x != NULL)
+		tg_genai_response_detail(t, span, tg_relay_response_digest(req), x);
+	else
+		tg_genai_response(t, span, tg_relay_response_json(req));
 }
 
 /* End the current attempt's span with what its response showed. */

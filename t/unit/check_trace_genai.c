@@ -1,16 +1,18 @@
 /*
- * Unit tests for the GenAI attributes of a response read with the reply
- * digest (tg_genai_response_text, tg_genai_stream_text) against the same
- * response read from a jansson tree (tg_genai_response,
+ * Unit tests for the GenAI attributes of a response read from the reply
+ * detail (tg_genai_response_detail, tg_genai_stream_detail) against the
+ * same response read from a jansson tree (tg_genai_response,
  * tg_genai_stream_event). The attempt's span must come out of both the
  * same, byte for byte as OTLP JSON, for the recorded OpenAI exchanges in
  * t/fixtures/openai-recorded/ and for crafted texts with members missing,
  * null, of another type, repeated or out of order.
  *
- * Each side does what the request path does (src/trace.c). The digest
- * side passes the tree to the tree function when the digest cannot read
- * the text. A stream event reaches tracing the way the relay hands it
- * over, with its data only when the relay's digest found an object.
+ * Each side does what the request path does (src/trace.c). The detail
+ * side passes the tree to the tree function when the detail is not
+ * usable. A stream event reaches tracing the way the relay hands it over,
+ * with its data only when the relay's digest found an object. Reading
+ * the detail must leave the digest, which metrics and the relay read, as
+ * it is without one.
  */
 #include <check.h>
 #include <dirent.h>
@@ -91,33 +93,51 @@ check_body(const char *label, const char *text, size_t len, size_t piece)
 	struct side tree, digest;
 	struct evbuffer *buf = evbuffer_new();
 	json_t *json = json_loadb(text, len, 0, NULL);
+	struct tg_reply_digest d, plain;
+	struct tg_reply_detail x;
+	int rc;
 
 	ck_assert_ptr_nonnull(buf);
 	for (size_t at = 0; at < len; at += piece)
 		evbuffer_add_reference(buf, text + at, len - at < piece ? len - at : piece, NULL,
 		                       NULL);
+	rc = tg_reply_digest_detail_buffer(&d, &x, buf);
+	ck_assert_int_eq(rc, tg_reply_digest_buffer(&plain, buf));
+	ck_assert_msg(memcmp(&d, &plain, sizeof(d)) == 0, "%s: the detail changed the digest",
+	              label);
 
 	side_init(&tree);
 	side_init(&digest);
 	tg_genai_response(&tree.t, tree.span, json);
-	if (tg_genai_response_text(&digest.t, digest.span, buf) != 0)
+	if (x.usable)
+		tg_genai_response_detail(&digest.t, digest.span, &d, &x);
+	else
 		tg_genai_response(&digest.t, digest.span, json);
 	assert_same_span(label, &tree, &digest);
 
+	tg_reply_detail_free(&x);
 	json_decref(json);
 	evbuffer_free(buf);
 }
 
 /* A stream event as the relay hands it to the features: data is set only
  * when the relay's digest found an object, and the tree is built from it
- * on demand (src/relay.c, on_sse_event). */
+ * on demand (src/relay.c, on_sse_event). The relay reads the detail when
+ * tracing reads it, and classifies the event as it does without. */
 static struct tg_stream_event
-relay_event(const char *data, size_t len)
+relay_event(const char *data, size_t len, int with_detail)
 {
 	struct tg_sse_event sse = {.type = "", .data = data, .data_len = len};
 	struct tg_stream_event ev = {0};
+	struct tg_reply_digest plain;
+	int finish;
 
-	ev.kind = tg_relay_classify(&sse, &ev.digest, &ev.finish);
+	ev.kind = tg_relay_classify(&sse, &ev.digest, with_detail ? &ev.detail : NULL,
+	                            &ev.finish);
+	ck_assert_int_eq(ev.kind, tg_relay_classify(&sse, &plain, NULL, &finish));
+	ck_assert_int_eq(ev.finish, finish);
+	ck_assert_msg(memcmp(&ev.digest, &plain, sizeof(plain)) == 0,
+	              "%s: the detail changed the digest", data);
 	if (ev.digest.object) {
 		ev.data = data;
 		ev.data_len = len;
@@ -126,7 +146,7 @@ relay_event(const char *data, size_t len)
 }
 
 /* The events of a stream, in order, each as tg_trace_stream_event() reads
- * it: the digest while no tree was built, else the tree. */
+ * it: the detail when usable, else the tree. */
 static void
 check_stream(const char *label, const char *const *data, size_t n)
 {
@@ -136,18 +156,20 @@ check_stream(const char *label, const char *const *data, size_t n)
 	side_init(&digest);
 	for (size_t i = 0; i < n; i++) {
 		size_t len = strlen(data[i]);
-		struct tg_stream_event old = relay_event(data[i], len);
-		struct tg_stream_event ev = relay_event(data[i], len);
+		struct tg_stream_event old = relay_event(data[i], len, 0);
+		struct tg_stream_event ev = relay_event(data[i], len, 1);
 		uint64_t now = START_NS + EVENT_NS * (i + 1);
 
 		tg_genai_stream_event(&tree.t, tree.span, tg_stream_event_json(&old), now, START_NS);
-		if (ev.json != NULL || ev.data == NULL ||
-		    tg_genai_stream_text(&digest.t, digest.span, ev.data, ev.data_len, now,
-		                         START_NS) != 0)
+		if (ev.detail.usable)
+			tg_genai_stream_detail(&digest.t, digest.span, &ev.digest, &ev.detail, now,
+			                       START_NS);
+		else
 			tg_genai_stream_event(&digest.t, digest.span, tg_stream_event_json(&ev), now,
 			                      START_NS);
 		json_decref(old.json);
 		json_decref(ev.json);
+		tg_reply_detail_free(&ev.detail);
 	}
 	assert_same_span(label, &tree, &digest);
 }
