@@ -209,13 +209,13 @@ take_event_usage(struct tg_usage *out, const struct tg_reply_digest *d)
 void
 tg_metrics_response_body(struct tg_request *req)
 {
-	struct tg_reply_digest d;
+	const struct tg_reply_digest *d;
 
 	if (req->metrics.table == NULL || req->response.body == NULL)
 		return;
-	tg_reply_digest_buffer(&d, req->response.body);
-	if (!take_openai_usage(&req->metrics.usage, &d.usage))
-		take_anthropic_usage(&req->metrics.usage, &d.usage);
+	d = tg_relay_response_digest(req);
+	if (!take_openai_usage(&req->metrics.usage, &d->usage))
+		take_anthropic_usage(&req->metrics.usage, &d->usage);
 }
 
 /* --- stream events ----------------------------------------------------------- */

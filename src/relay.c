@@ -205,7 +205,8 @@ classify_anthropic(const struct tg_reply_digest *d, int *finish)
 }
 
 enum tg_event_kind
-tg_relay_classify(const struct tg_sse_event *sse, struct tg_reply_digest *d, int *finish)
+tg_relay_classify(const struct tg_sse_event *sse, struct tg_reply_digest *d,
+                  struct tg_reply_detail *detail, int *finish)
 {
 	*finish = 0;
 	memset(d, 0, sizeof(*d));
@@ -214,7 +215,10 @@ tg_relay_classify(const struct tg_sse_event *sse, struct tg_reply_digest *d, int
 	if (sse->type_len == 5 && memcmp(sse->type, "error", 5) == 0)
 		return TG_EVENT_ERROR;
 
-	tg_reply_digest(d, sse->data, sse->data_len);
+	if (detail != NULL)
+		tg_reply_digest_detail(d, detail, sse->data, sse->data_len);
+	else
+		tg_reply_digest(d, sse->data, sse->data_len);
 	if (!d->object)
 		return TG_EVENT_CONTENT;        /* not ours to judge: pass it on */
 	if (d->error)
@@ -250,6 +254,7 @@ free_event(struct tg_stream_event *ev)
 	if (ev->raw != NULL)
 		evbuffer_free(ev->raw);
 	json_decref(ev->json);
+	tg_reply_detail_free(&ev->detail);
 	ev->raw = NULL;
 	ev->json = NULL;
 }
@@ -312,6 +317,31 @@ tg_relay_response_json_stale(struct tg_request *req)
 	json_decref(req->response.json);
 	req->response.json = NULL;
 	req->response.json_parsed = 0;
+	tg_reply_detail_free(&req->response.detail);
+	memset(&req->response.digest, 0, sizeof(req->response.digest));
+	req->response.digest_read = 0;
+}
+
+const struct tg_reply_digest *
+tg_relay_response_digest(struct tg_request *req)
+{
+	struct tg_response *resp = &req->response;
+
+	if (resp->digest_read || resp->body == NULL)
+		return &resp->digest;
+	if (tg_trace_reads_reply_detail(req))
+		tg_reply_digest_detail_buffer(&resp->digest, &resp->detail, resp->body);
+	else
+		tg_reply_digest_buffer(&resp->digest, resp->body);
+	resp->digest_read = 1;
+	return &resp->digest;
+}
+
+const struct tg_reply_detail *
+tg_relay_response_detail(struct tg_request *req)
+{
+	tg_relay_response_digest(req);
+	return req->response.detail.usable ? &req->response.detail : NULL;
 }
 
 /* --- stream output ------------------------------------------------------------- */
@@ -497,7 +527,8 @@ on_sse_event(void *arg, const struct tg_sse_event *sse)
 	if (ev.raw == NULL)
 		return 0;
 	evbuffer_remove_buffer(resp->pending, ev.raw, sse->raw_len);
-	ev.kind = tg_relay_classify(sse, &ev.digest, &ev.finish);
+	ev.kind = tg_relay_classify(sse, &ev.digest,
+	                            tg_trace_reads_reply_detail(req) ? &ev.detail : NULL, &ev.finish);
 	if (ev.digest.object) {
 		ev.data = sse->data;
 		ev.data_len = sse->data_len;
@@ -805,11 +836,11 @@ relay_on_complete(void *arg)
 		return;
 	}
 	/* The filters run first and may rewrite the body. The features after
-	 * them read the body the client gets: the cache and tracing through
-	 * the one tree they share (tg_relay_response_json), the metrics
-	 * through the reply digest, which builds no tree. Filters never
-	 * change usage, so metrics count the upstream's. A body the filters
-	 * could not check does not go out. */
+	 * them read the body the client gets: the cache through the tree
+	 * (tg_relay_response_json), the metrics and tracing through the one
+	 * reply digest they share (tg_relay_response_digest), which builds no
+	 * tree. Filters never change usage, so metrics count the upstream's.
+	 * A body the filters could not check does not go out. */
 	if (tg_filter_response_body(req) != 0) {
 		tg_trace_upstream_done(req);
 		req->cause = TG_CAUSE_GATEWAY;

@@ -39,6 +39,8 @@ enum tg_event_kind {
  * built only when a feature requests it, by tg_stream_event_json(), and
  * then kept, so features share one parse. A feature that changes raw
  * changes the digest and the tree to match, and the other way round.
+ * detail is read with the digest when tracing reads it; a feature that
+ * changes raw builds a new event without it.
  */
 struct tg_stream_event {
 	enum tg_event_kind kind;
@@ -46,6 +48,7 @@ struct tg_stream_event {
 	json_t *json;           /* the tree, once built; NULL when not JSON */
 	int finish;             /* carries a finish_reason or stop_reason */
 	struct tg_reply_digest digest;
+	struct tg_reply_detail detail;  /* empty unless tracing reads it */
 	const char *data;       /* the data, while the tree is yet to be built */
 	size_t data_len;
 	int usage_stripped;     /* "usage": null was taken out of raw */
@@ -82,15 +85,28 @@ void tg_relay_reset(struct tg_request *req);
  */
 json_t *tg_relay_response_json(struct tg_request *req);
 
-/* Drop the value tg_relay_response_json() returned, because the body no
- * longer matches it (a rewrite failed half way). The next call parses the
- * body again. */
+/*
+ * The reply digest of the whole non-streamed body, zeroed when there is
+ * no body. It is read at the first call and kept until tg_relay_reset(),
+ * so that metrics and tracing share one read. Call it once the body is
+ * final: arrived whole and through the filters. When tracing reads the
+ * response (tg_trace_reads_reply_detail), the same read takes the detail,
+ * which tg_relay_response_detail() returns if it is usable, else NULL.
+ */
+const struct tg_reply_digest *tg_relay_response_digest(struct tg_request *req);
+const struct tg_reply_detail *tg_relay_response_detail(struct tg_request *req);
+
+/* Drop the value tg_relay_response_json() returned, and the digest,
+ * because the body no longer matches them (a rewrite failed half way).
+ * The next calls read the body again. */
 void tg_relay_response_json_stale(struct tg_request *req);
 
-/* Read one event's data into *digest and classify it; *finish is set
- * when it carries a finish_reason or stop_reason. */
+/* Read one event's data into *digest, and into *detail unless it is NULL,
+ * and classify it; *finish is set when it carries a finish_reason or
+ * stop_reason. The data of "[DONE]" and of "error" events is not read. */
 enum tg_event_kind tg_relay_classify(const struct tg_sse_event *sse,
-                                     struct tg_reply_digest *digest, int *finish);
+                                     struct tg_reply_digest *digest,
+                                     struct tg_reply_detail *detail, int *finish);
 
 /*
  * The event's data as a jansson tree, or NULL when it is not a JSON

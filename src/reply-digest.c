@@ -15,10 +15,16 @@
  *   USAGE  = {"prompt_tokens": n, ..., "prompt_tokens_details":
  *             {"cached_tokens": n}, "completion_tokens_details":
  *             {"reasoning_tokens": n}}
+ *
+ * A read with a detail (struct tg_reply_detail) also takes "id" and
+ * "model" at the top level and "index" in a CHOICE, and records the
+ * values of members as they come, so that a later one replaces them.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include <event2/buffer.h>
+#include <unistr.h>
 #include <yajl/yajl_parse.h>
 
 #include "reply-digest.h"
@@ -54,6 +60,7 @@ enum member {
 	M_STOP_REASON,
 	M_PROMPT_DETAILS, M_COMPLETION_DETAILS,
 	M_COUNT,                /* a usage count; the frame's count names which */
+	M_ID, M_MODEL, M_INDEX, /* read only for a detail */
 };
 
 struct frame {
@@ -65,6 +72,8 @@ struct frame {
 
 struct reader {
 	struct tg_reply_digest *d;
+	struct tg_reply_detail *x;      /* NULL without a detail, or once it failed */
+	struct tg_reply_detail *detail; /* the caller's detail, or NULL */
 	int depth;              /* containers open, frames or not */
 	int root_object;        /* the text is an object */
 	struct frame frames[MAX_FRAMES];
@@ -81,12 +90,16 @@ struct key {
 #define KEY(name, member, count) {name, sizeof(name) - 1, member, count}
 #define END_KEYS {NULL, 0, 0, 0}
 
+/* In ROOT_KEYS and CHOICE_KEYS, the keys read only for a detail come
+ * first, so that a read without one starts after them. */
 static const struct key ROOT_KEYS[] = {
+	KEY("id", M_ID, 0), KEY("model", M_MODEL, 0),
 	KEY("error", M_ERROR, 0), KEY("type", M_TYPE, 0), KEY("choices", M_CHOICES, 0),
 	KEY("usage", M_USAGE, 0), KEY("message", M_MESSAGE, 0), KEY("delta", M_DELTA, 0),
 	END_KEYS
 };
 static const struct key CHOICE_KEYS[] = {
+	KEY("index", M_INDEX, 0),
 	KEY("text", M_TEXT, 0), KEY("finish_reason", M_FINISH_REASON, 0), KEY("delta", M_DELTA, 0),
 	END_KEYS
 };
@@ -120,16 +133,20 @@ static const struct key COMPLETION_DETAILS_KEYS[] = {
 	KEY("reasoning_tokens", M_COUNT, TG_USAGE_REASONING_TOKENS), END_KEYS
 };
 
-/* The keys of interest in each place, indexed by enum place. */
-static const struct key *const PLACE_KEYS[] = {
-	[P_ROOT] = ROOT_KEYS,
-	[P_CHOICE] = CHOICE_KEYS,
-	[P_DELTA] = DELTA_KEYS,
-	[P_MESSAGE] = MESSAGE_KEYS,
-	[P_EVENT_DELTA] = EVENT_DELTA_KEYS,
-	[P_USAGE] = USAGE_KEYS,
-	[P_PROMPT_DETAILS] = PROMPT_DETAILS_KEYS,
-	[P_COMPLETION_DETAILS] = COMPLETION_DETAILS_KEYS,
+/* The keys of interest in each place, indexed by enum place, and how many
+ * of them at the start are read only for a detail. */
+static const struct {
+	const struct key *keys;
+	unsigned char detail_only;
+} PLACE_KEYS[] = {
+	[P_ROOT] = {ROOT_KEYS, 2},
+	[P_CHOICE] = {CHOICE_KEYS, 1},
+	[P_DELTA] = {DELTA_KEYS, 0},
+	[P_MESSAGE] = {MESSAGE_KEYS, 0},
+	[P_EVENT_DELTA] = {EVENT_DELTA_KEYS, 0},
+	[P_USAGE] = {USAGE_KEYS, 0},
+	[P_PROMPT_DETAILS] = {PROMPT_DETAILS_KEYS, 0},
+	[P_COMPLETION_DETAILS] = {COMPLETION_DETAILS_KEYS, 0},
 };
 
 static const struct {
@@ -293,6 +310,153 @@ take_member(struct reader *r, struct frame *f, enum value v, const unsigned char
 	}
 }
 
+/* --- the detail ----------------------------------------------------------- */
+
+/* Whether jansson takes s as the text of a string or key: valid UTF-8
+ * with no NUL, which only the escape \u0000 can bring in. */
+static int
+jansson_reads(const unsigned char *s, size_t len)
+{
+	return memchr(s, '\0', len) == NULL && u8_check(s, len) == NULL;
+}
+
+/* Set *to to a copy of a string value, or to NULL for any other value.
+ * Returns 0 when memory ran out. */
+static int
+replace_string(char **to, enum value v, const unsigned char *s, size_t len)
+{
+	free(*to);
+	*to = NULL;
+	if (v != V_STRING)
+		return 1;
+	*to = strndup((const char *)s, len);
+	return *to != NULL;
+}
+
+static enum tg_reply_text
+text_kind(enum value v, size_t len)
+{
+	if (v != V_STRING)
+		return TG_REPLY_TEXT_NONE;
+	return len > 0 ? TG_REPLY_TEXT_SOME : TG_REPLY_TEXT_EMPTY;
+}
+
+static void
+drop_choices(struct tg_reply_detail *x)
+{
+	for (size_t i = 0; i < x->n_choices; i++)
+		free(x->choices[i].finish_reason);
+	x->n_choices = 0;
+}
+
+/* An object starts at position in "choices". Returns 0 when memory ran
+ * out. */
+static int
+add_choice(struct tg_reply_detail *x, size_t position)
+{
+	if (x->n_choices == x->cap_choices) {
+		size_t cap = x->cap_choices ? 2 * x->cap_choices : 4;
+		struct tg_reply_choice *grown = realloc(x->choices, cap * sizeof(*grown));
+
+		if (grown == NULL)
+			return 0;
+		x->choices = grown;
+		x->cap_choices = cap;
+	}
+	x->choices[x->n_choices++] = (struct tg_reply_choice){
+		.position = position, .index = -1,
+	};
+	return 1;
+}
+
+/* The choice whose object, or a container in it, is open. Members of a
+ * CHOICE or its delta arrive only after add_choice(). */
+static struct tg_reply_choice *
+open_choice(struct tg_reply_detail *x)
+{
+	return &x->choices[x->n_choices - 1];
+}
+
+/* A count of the top-level usage, or of one of its details objects: the
+ * last member of that name decides. */
+static void
+take_count(struct tg_reply_detail *x, enum tg_usage_count c, enum value v, long long integer)
+{
+	if (v == V_INTEGER) {
+		x->usage_integer |= 1u << c;
+		x->usage[c] = integer;
+	} else {
+		x->usage_integer &= ~(1u << c);
+	}
+}
+
+/* Stop reading the detail, which may then differ from a tree's view. The
+ * digest goes on as without a detail: the detail's keys are ignored from
+ * here on, and they mean nothing to the digest. */
+static void
+give_up_detail(struct reader *r)
+{
+	r->x = NULL;
+}
+
+/* Record in the detail what the value of f's current member shows.
+ * Returns 0 when memory ran out. */
+static int
+take_detail(struct reader *r, const struct frame *f, enum value v, const unsigned char *s,
+            size_t len, long long integer)
+{
+	struct tg_reply_detail *x = r->x;
+
+	switch (f->member) {
+	case M_ID:
+		return replace_string(&x->id, v, s, len);
+	case M_MODEL:
+		return replace_string(&x->model, v, s, len);
+	case M_CHOICES:
+		drop_choices(x);
+		break;
+	case M_INDEX:
+		open_choice(x)->index = v == V_INTEGER && integer >= 0 ? integer : -1;
+		break;
+	case M_FINISH_REASON:
+		return replace_string(&open_choice(x)->finish_reason, v, s, len);
+	case M_TEXT:
+		open_choice(x)->text = (unsigned char)text_kind(v, len);
+		break;
+	case M_DELTA:
+		if (f->place == P_CHOICE) {
+			open_choice(x)->content = TG_REPLY_TEXT_NONE;
+			open_choice(x)->tool_calls = 0;
+		}
+		break;
+	case M_CONTENT:
+		open_choice(x)->content = (unsigned char)text_kind(v, len);
+		break;
+	case M_TOOL_CALLS:
+		open_choice(x)->tool_calls = 0;         /* until an element comes */
+		break;
+	case M_USAGE:
+		if (!f->message)
+			x->usage_integer = 0;
+		break;
+	case M_PROMPT_DETAILS:
+		if (!f->message)
+			take_count(x, TG_USAGE_CACHED_TOKENS, V_NULL, 0);
+		break;
+	case M_COMPLETION_DETAILS:
+		if (!f->message)
+			take_count(x, TG_USAGE_REASONING_TOKENS, V_NULL, 0);
+		break;
+	case M_COUNT:
+		if (!f->message)
+			take_count(x, f->count, v, integer);
+		break;
+	default:
+		break;
+	}
+	return 1;
+}
+
 /* A value arrived in the innermost container (or is the whole text). */
 static int
 take_value(struct reader *r, enum value v, const unsigned char *s, size_t len,
@@ -313,9 +477,13 @@ take_value(struct reader *r, enum value v, const unsigned char *s, size_t len,
 	switch (f->place) {
 	case P_CHOICES:
 		r->d->n_choices++;
+		if (r->x != NULL && v == V_MAP && !add_choice(r->x, r->d->n_choices - 1))
+			give_up_detail(r);
 		return opens ? push(r, v == V_MAP ? P_CHOICE : P_OTHER, 0) : 1;
 	case P_TOOL_CALLS:
 		r->d->output = 1;
+		if (r->x != NULL)
+			open_choice(r->x)->tool_calls = 1;
 		return opens ? push(r, P_OTHER, 0) : 1;
 	case P_OTHER:
 		return opens ? push(r, P_OTHER, 0) : 1;
@@ -325,6 +493,8 @@ take_value(struct reader *r, enum value v, const unsigned char *s, size_t len,
 
 	/* The value of a member of an object the shapes describe. */
 	take_member(r, f, v, s, len, integer);
+	if (r->x != NULL && !take_detail(r, f, v, s, len, integer))
+		give_up_detail(r);
 	if (!opens)
 		return 1;
 	return push(r, place_of_member(r, f, v), f->message || f->member == M_MESSAGE);
@@ -361,6 +531,10 @@ on_double(void *ctx, double value)
 static int
 on_string(void *ctx, const unsigned char *s, size_t len)
 {
+	struct reader *r = ctx;
+
+	if (r->x != NULL && !jansson_reads(s, len))
+		give_up_detail(r);
 	return take_value(ctx, V_STRING, s, len, 0);
 }
 
@@ -388,14 +562,20 @@ on_end(void *ctx)
 static int
 on_map_key(void *ctx, const unsigned char *s, size_t len)
 {
-	struct frame *f = current(ctx);
+	struct reader *r = ctx;
+	struct frame *f = current(r);
 	const struct key *k;
 
+	if (r->x != NULL && !jansson_reads(s, len))
+		give_up_detail(r);
 	if (f == NULL || f->place >= sizeof(PLACE_KEYS) / sizeof(PLACE_KEYS[0]) ||
-	    PLACE_KEYS[f->place] == NULL)
+	    PLACE_KEYS[f->place].keys == NULL)
 		return 1;
 	f->member = M_NONE;
-	for (k = PLACE_KEYS[f->place]; k->name != NULL; k++) {
+	k = PLACE_KEYS[f->place].keys;
+	if (r->x == NULL)
+		k += PLACE_KEYS[f->place].detail_only;
+	for (; k->name != NULL; k++) {
 		if (k->len == len && memcmp(s, k->name, len) == 0) {
 			f->member = k->member;
 			f->count = k->count;
@@ -420,17 +600,22 @@ static const yajl_callbacks CALLBACKS = {
 
 /* --- reading ------------------------------------------------------------- */
 
-/* Start a read into d. The parser stops at the end of the value, because
- * yajl would take an unterminated string after it for a token yet to end.
- * read_text() checks the text after the value instead. */
+/* Start a read into d, and into x unless it is NULL. The parser stops at
+ * the end of the value, because yajl would take an unterminated string
+ * after it for a token yet to end. read_text() checks the text after the
+ * value instead. */
 static yajl_handle
-start(struct reader *r, struct tg_reply_digest *d)
+start(struct reader *r, struct tg_reply_digest *d, struct tg_reply_detail *x)
 {
 	yajl_handle h;
 
 	memset(d, 0, sizeof(*d));
 	memset(r, 0, sizeof(*r));
 	r->d = d;
+	if (x != NULL)
+		memset(x, 0, sizeof(*x));
+	r->x = x;
+	r->detail = x;
 	h = yajl_alloc(&CALLBACKS, NULL, r);
 	if (h != NULL)
 		yajl_config(h, yajl_allow_trailing_garbage, 1);
@@ -445,11 +630,17 @@ is_space(unsigned char c)
 }
 
 /* Read the next len bytes of the text. Those after the end of the value
- * must be whitespace, as jansson requires. */
+ * must be whitespace, as jansson requires. The detail also fails on \f
+ * and \v, which jansson rejects anywhere and yajl takes for whitespace
+ * between tokens (inside a string, both reject them). */
 static yajl_status
-read_text(yajl_handle h, const unsigned char *text, size_t len)
+read_text(struct reader *r, yajl_handle h, const unsigned char *text, size_t len)
 {
-	yajl_status st = yajl_parse(h, text, len);
+	yajl_status st;
+
+	if (r->x != NULL && (memchr(text, '\f', len) != NULL || memchr(text, '\v', len) != NULL))
+		give_up_detail(r);
+	st = yajl_parse(h, text, len);
 
 	if (st != yajl_status_ok)
 		return st;
@@ -470,6 +661,11 @@ finish(struct reader *r, yajl_handle h, yajl_status st)
 	if (h != NULL)
 		yajl_free(h);
 
+	if (r->detail != NULL && (st != yajl_status_ok || r->x == NULL))
+		tg_reply_detail_free(r->detail);
+	else if (r->detail != NULL)
+		r->detail->usable = 1;
+
 	if (st != yajl_status_ok) {
 		memset(r->d, 0, sizeof(*r->d));
 		return -1;
@@ -478,23 +674,23 @@ finish(struct reader *r, yajl_handle h, yajl_status st)
 	return 0;
 }
 
-int
-tg_reply_digest(struct tg_reply_digest *d, const char *text, size_t len)
+static int
+read_all(struct tg_reply_digest *d, struct tg_reply_detail *x, const char *text, size_t len)
 {
 	struct reader r;
-	yajl_handle h = start(&r, d);
+	yajl_handle h = start(&r, d, x);
 	yajl_status st = yajl_status_ok;
 
 	if (h != NULL)
-		st = read_text(h, (const unsigned char *)text, len);
+		st = read_text(&r, h, (const unsigned char *)text, len);
 	return finish(&r, h, st);
 }
 
-int
-tg_reply_digest_buffer(struct tg_reply_digest *d, struct evbuffer *buf)
+static int
+read_buffer(struct tg_reply_digest *d, struct tg_reply_detail *x, struct evbuffer *buf)
 {
 	struct reader r;
-	yajl_handle h = start(&r, d);
+	yajl_handle h = start(&r, d, x);
 	yajl_status st = yajl_status_ok;
 	size_t total = evbuffer_get_length(buf), done = 0;
 	struct evbuffer_ptr at;
@@ -506,10 +702,46 @@ tg_reply_digest_buffer(struct tg_reply_digest *d, struct evbuffer *buf)
 	while (h != NULL && st == yajl_status_ok && done < total) {
 		if (evbuffer_peek(buf, -1, &at, &seg, 1) < 1)
 			break;
-		st = read_text(h, seg.iov_base, seg.iov_len);
+		st = read_text(&r, h, seg.iov_base, seg.iov_len);
 		done += seg.iov_len;
 		if (done < total && evbuffer_ptr_set(buf, &at, seg.iov_len, EVBUFFER_PTR_ADD) != 0)
 			break;
 	}
 	return finish(&r, h, st);
+}
+
+int
+tg_reply_digest(struct tg_reply_digest *d, const char *text, size_t len)
+{
+	return read_all(d, NULL, text, len);
+}
+
+int
+tg_reply_digest_buffer(struct tg_reply_digest *d, struct evbuffer *buf)
+{
+	return read_buffer(d, NULL, buf);
+}
+
+int
+tg_reply_digest_detail(struct tg_reply_digest *d, struct tg_reply_detail *x,
+                       const char *text, size_t len)
+{
+	return read_all(d, x, text, len);
+}
+
+int
+tg_reply_digest_detail_buffer(struct tg_reply_digest *d, struct tg_reply_detail *x,
+                              struct evbuffer *buf)
+{
+	return read_buffer(d, x, buf);
+}
+
+void
+tg_reply_detail_free(struct tg_reply_detail *x)
+{
+	drop_choices(x);
+	free(x->choices);
+	free(x->id);
+	free(x->model);
+	memset(x, 0, sizeof(*x));
 }

@@ -10,10 +10,16 @@
  * freeing a jansson tree of a 270-byte chunk costs about six times as much
  * (3.9 against 0.6 us on the benchmark machine). A tree is still built,
  * from the same text, when a feature needs the whole reply (content
- * filters, the cache, tracing).
+ * filters, the cache, tracing that captures output text).
  *
  * A member given twice counts as given, where a jansson tree would keep
  * only the last one; values read as numbers or text follow the last one.
+ *
+ * Tracing reads a few members more (the response's id and model, each
+ * choice's index and finish reason), and reads every member as a tree
+ * would. The relay reads them in the same pass as the digest, with
+ * tg_reply_digest_detail(), only for a traced request, so that other
+ * reads compare no more keys and copy no strings.
  */
 #ifndef TOLLGATE_REPLY_DIGEST_H
 #define TOLLGATE_REPLY_DIGEST_H
@@ -92,6 +98,64 @@ int tg_reply_digest(struct tg_reply_digest *d, const char *text, size_t len);
 
 /* The same for the whole contents of buf, read in place. */
 int tg_reply_digest_buffer(struct tg_reply_digest *d, struct evbuffer *buf);
+
+/* The kind of value of a choice's "text", or of its "delta"'s "content". */
+enum tg_reply_text {
+	TG_REPLY_TEXT_NONE,             /* absent, or not a string */
+	TG_REPLY_TEXT_EMPTY,            /* "" */
+	TG_REPLY_TEXT_SOME,             /* a string of one byte or more */
+};
+
+/* An object in the top-level "choices" array. */
+struct tg_reply_choice {
+	size_t position;                /* in the array, from 0 */
+	int64_t index;                  /* "index" when an integer >= 0, else -1 */
+	char *finish_reason;            /* "finish_reason" when a string, else NULL */
+	unsigned char text;             /* enum tg_reply_text of "text" */
+	unsigned char content;          /* enum tg_reply_text of "delta": {"content"} */
+	unsigned char tool_calls;       /* "delta": {"tool_calls"} is a non-empty array */
+};
+
+/*
+ * The members tracing reads besides the digest. Each member reads as its
+ * last occurrence, as in a jansson tree. Strings are copies. A zeroed
+ * detail is empty and not usable.
+ */
+struct tg_reply_detail {
+	int usable;                     /* read whole, from a text jansson reads alike */
+	char *id;                       /* top-level "id" when a string, else NULL */
+	char *model;                    /* top-level "model" when a string, else NULL */
+	struct tg_reply_choice *choices;        /* the objects of the last "choices" */
+	size_t n_choices, cap_choices;
+	unsigned usage_integer;         /* bit (1u << count) set when the last
+	                                 * top-level "usage" is an object with
+	                                 * the count as an integer */
+	int64_t usage[TG_USAGE_COUNTS]; /* those integers, negative ones too */
+};
+
+/*
+ * Read len bytes of JSON text into d exactly as tg_reply_digest() does,
+ * with the same result, and into x the members of struct tg_reply_detail.
+ * The caller frees x with tg_reply_detail_free().
+ *
+ * x is usable only when the text is valid JSON, memory sufficed, and
+ * jansson would read the text too, as far as yajl's callbacks can tell.
+ * So strings and keys must be valid UTF-8 without a NUL (libunistring's
+ * u8_check), and \f and \v must not occur. Otherwise x is empty, and the
+ * caller reads the text with jansson instead.
+ * NOTE: yajl takes a lone high surrogate escape ("\ud800") for "?", or
+ * pairs it with the escape after it, where jansson rejects the text. The
+ * detail of such a text is usable.
+ */
+int tg_reply_digest_detail(struct tg_reply_digest *d, struct tg_reply_detail *x,
+                           const char *text, size_t len);
+
+/* The same for the whole contents of buf, read in place. */
+int tg_reply_digest_detail_buffer(struct tg_reply_digest *d, struct tg_reply_detail *x,
+                                  struct evbuffer *buf);
+
+/* Free what x owns. */
+void tg_reply_detail_free(struct tg_reply_detail *x);
 
 /* Whether u has the count's member, of any value. */
 static inline int

@@ -60,6 +60,9 @@ struct tg_response {
 	struct evbuffer *body;          /* non-streaming body, buffered whole */
 	json_t *json;                   /* body as parsed by tg_relay_response_json() */
 	int json_parsed;                /* set once parsed; a NULL json is then not JSON */
+	struct tg_reply_digest digest;  /* of the body, by tg_relay_response_digest() */
+	struct tg_reply_detail detail;  /* read with it when tracing reads it */
+	int digest_read;
 
 	struct tg_sse_parser sse;       /* events of a streaming body */
 	struct evbuffer *pending;       /* stream bytes not yet part of an event */

@@ -1,6 +1,7 @@
 /*
  * GenAI attributes from OpenAI-shaped bodies.
  */
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -354,18 +355,42 @@ set_usage(struct tg_span *span, json_t *usage)
 	                              "reasoning_tokens"));
 }
 
+/* The first id and model the response gave; NULL for none. */
 static void
-set_response_ids(struct tg_span *span, json_t *body)
+set_response_ids(struct tg_span *span, const char *id, const char *model)
 {
-	json_t *id = json_object_get(body, "id");
-	json_t *model = json_object_get(body, "model");
+	if (id != NULL && tg_attrs_find(&span->attrs, TG_SC(GEN_AI_RESPONSE_ID)) == NULL)
+		tg_attrs_string(&span->attrs, TG_SC(GEN_AI_RESPONSE_ID), id);
+	if (model != NULL && tg_attrs_find(&span->attrs, TG_SC(GEN_AI_RESPONSE_MODEL)) == NULL)
+		tg_attrs_string(&span->attrs, TG_SC(GEN_AI_RESPONSE_MODEL), model);
+}
 
-	if (json_is_string(id) && tg_attrs_find(&span->attrs, TG_SC(GEN_AI_RESPONSE_ID)) == NULL)
-		tg_attrs_string(&span->attrs, TG_SC(GEN_AI_RESPONSE_ID), json_string_value(id));
-	if (json_is_string(model) &&
-	    tg_attrs_find(&span->attrs, TG_SC(GEN_AI_RESPONSE_MODEL)) == NULL)
-		tg_attrs_string(&span->attrs, TG_SC(GEN_AI_RESPONSE_MODEL),
-		                json_string_value(model));
+static void
+set_tree_ids(struct tg_span *span, json_t *body)
+{
+	set_response_ids(span, json_string_value(json_object_get(body, "id")),
+	                 json_string_value(json_object_get(body, "model")));
+}
+
+/* The first event of a stream sets the time to it. */
+static void
+note_chunk(struct tg_trace *t, struct tg_span *span, uint64_t now_mono, uint64_t start_mono)
+{
+	if (t->first_chunk_seen)
+		return;
+	t->first_chunk_seen = 1;
+	tg_attrs_double(&span->attrs, TG_SC(GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK),
+	                (double)(now_mono - start_mono) / 1e9);
+}
+
+/* The first event with content adds the first-token event. */
+static void
+note_content(struct tg_trace *t, struct tg_span *span, uint64_t now_mono)
+{
+	if (t->first_token_seen)
+		return;
+	t->first_token_seen = 1;
+	tg_span_add_event(span, TG_SC(EVENT_FIRST_TOKEN), tg_trace_time(t, now_mono));
 }
 
 void
@@ -373,7 +398,7 @@ tg_genai_response(struct tg_trace *t, struct tg_span *span, json_t *body)
 {
 	if (span == NULL || !json_is_object(body))
 		return;
-	set_response_ids(span, body);
+	set_tree_ids(span, body);
 	read_choices(t, json_object_get(body, "choices"), "message");
 	set_usage(span, json_object_get(body, "usage"));
 }
@@ -384,21 +409,93 @@ tg_genai_stream_event(struct tg_trace *t, struct tg_span *span, json_t *chunk,
 {
 	if (span == NULL)
 		return;
-	if (!t->first_chunk_seen) {
-		t->first_chunk_seen = 1;
-		tg_attrs_double(&span->attrs, TG_SC(GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK),
-		                (double)(now_mono - start_mono) / 1e9);
-	}
+	note_chunk(t, span, now_mono, start_mono);
 	if (!json_is_object(chunk))
 		return;         /* "[DONE]" and anything else that is not JSON */
 
-	set_response_ids(span, chunk);
-	if (read_choices(t, json_object_get(chunk, "choices"), "delta") &&
-	    !t->first_token_seen) {
-		t->first_token_seen = 1;
-		tg_span_add_event(span, TG_SC(EVENT_FIRST_TOKEN), tg_trace_time(t, now_mono));
-	}
+	set_tree_ids(span, chunk);
+	if (read_choices(t, json_object_get(chunk, "choices"), "delta"))
+		note_content(t, span, now_mono);
 	set_usage(span, json_object_get(chunk, "usage"));
+}
+
+/* --- response, from the reply digest ------------------------------------- */
+
+/* The counts set_usage() reads, in its order. */
+static const struct {
+	enum tg_usage_count count;
+	enum tg_semconv key;
+} USAGE_ATTRS[] = {
+	{TG_USAGE_PROMPT_TOKENS, TG_SC_GEN_AI_USAGE_INPUT_TOKENS},
+	{TG_USAGE_COMPLETION_TOKENS, TG_SC_GEN_AI_USAGE_OUTPUT_TOKENS},
+	{TG_USAGE_CACHED_TOKENS, TG_SC_GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS},
+	{TG_USAGE_REASONING_TOKENS, TG_SC_GEN_AI_USAGE_REASONING_OUTPUT_TOKENS},
+};
+
+static void
+set_detail_usage(struct tg_span *span, const struct tg_reply_detail *x)
+{
+	for (size_t i = 0; i < sizeof(USAGE_ATTRS) / sizeof(USAGE_ATTRS[0]); i++) {
+		enum tg_usage_count c = USAGE_ATTRS[i].count;
+
+		if ((x->usage_integer >> c) & 1u)
+			tg_attrs_int(&span->attrs, tg_semconv_names[USAGE_ATTRS[i].key], x->usage[c]);
+	}
+}
+
+/* The finish reasons of x's choices, as read_choices() records them.
+ * Returns 1 when a choice's delta carried content: text (or, when the
+ * delta has no string "content", the choice's "text") or tool calls. */
+static int
+read_detail_choices(struct tg_trace *t, const struct tg_reply_detail *x)
+{
+	int content = 0;
+
+	for (size_t i = 0; i < x->n_choices; i++) {
+		const struct tg_reply_choice *c = &x->choices[i];
+		size_t at = c->index >= 0 ? (size_t)c->index : c->position;
+		unsigned text = c->content != TG_REPLY_TEXT_NONE ? c->content : c->text;
+
+		if (c->finish_reason != NULL)
+			record_finish_reason(t, at, c->finish_reason);
+		if (text == TG_REPLY_TEXT_SOME || c->tool_calls)
+			content = 1;
+	}
+	return content;
+}
+
+void
+tg_genai_response_detail(struct tg_trace *t, struct tg_span *span,
+                         const struct tg_reply_digest *d, const struct tg_reply_detail *x)
+{
+	assert(t->output == NULL);
+	assert(x->usable);
+
+	if (span == NULL || !d->object)
+		return;
+	set_response_ids(span, x->id, x->model);
+	read_detail_choices(t, x);
+	set_detail_usage(span, x);
+}
+
+void
+tg_genai_stream_detail(struct tg_trace *t, struct tg_span *span,
+                       const struct tg_reply_digest *d, const struct tg_reply_detail *x,
+                       uint64_t now_mono, uint64_t start_mono)
+{
+	assert(t->output == NULL);
+	assert(x->usable);
+
+	if (span == NULL)
+		return;
+	note_chunk(t, span, now_mono, start_mono);
+	if (!d->object)
+		return;
+
+	set_response_ids(span, x->id, x->model);
+	if (read_detail_choices(t, x))
+		note_content(t, span, now_mono);
+	set_detail_usage(span, x);
 }
 
 static void

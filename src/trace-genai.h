@@ -17,6 +17,7 @@
 
 #include <jansson.h>
 
+#include "reply-digest.h"
 #include "trace-t.h"
 
 /* Output text captured from a streamed or buffered response. */
@@ -58,6 +59,21 @@ void tg_genai_response(struct tg_trace *t, struct tg_span *span, json_t *body);
  */
 void tg_genai_stream_event(struct tg_trace *t, struct tg_span *span, json_t *chunk,
                            uint64_t now_mono, uint64_t start_mono);
+
+/*
+ * The same two from the digest and the usable detail of the body or of
+ * the event's data (tg_reply_digest_detail), which cost a fraction of a
+ * tree. Both ways set the same attributes for every text but the few that
+ * reply-digest.h names. A text whose detail is not usable goes to the
+ * tree functions, which decide. Output text is not read, so call these
+ * only while no output is captured (t->output is NULL).
+ */
+void tg_genai_response_detail(struct tg_trace *t, struct tg_span *span,
+                              const struct tg_reply_digest *d,
+                              const struct tg_reply_detail *x);
+void tg_genai_stream_detail(struct tg_trace *t, struct tg_span *span,
+                            const struct tg_reply_digest *d, const struct tg_reply_detail *x,
+                            uint64_t now_mono, uint64_t start_mono);
 
 /* The attempt's response is complete: set the finish reasons and the
  * captured output messages. */

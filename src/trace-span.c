@@ -1,6 +1,13 @@
 /*
  * The span model: attributes, events, status and end of one span.
+ *
+ * Every traced request sets a few dozen attributes. So the string values
+ * of an attribute list share blocks of memory (struct tg_attr_text)
+ * instead of taking an allocation each. A key is found by its length and
+ * bytes, or at once when the caller passes the same pointer again, as
+ * calls through TG_SC() do.
  */
+#include <stdalign.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -38,23 +45,79 @@ tg_span_new(const uint8_t trace_id[TG_TRACE_ID_SIZE],
 	return span;
 }
 
-static void
-attr_clear(struct tg_attr *attr)
+/* --- string values ------------------------------------------------------- */
+
+/* Bytes per block: the strings of a chat completion's CLIENT span take
+ * about 150. */
+#define TEXT_BLOCK 256
+
+/* A block of string values. A value set again takes new room, and the
+ * old one stays until the list is freed: no caller sets a string
+ * attribute more than a few times. */
+struct tg_attr_text {
+	struct tg_attr_text *next;      /* the blocks filled before */
+	size_t used, size;
+	alignas(char *) char bytes[];
+};
+
+/* Room for size bytes aligned to align (a power of two) in a's blocks;
+ * NULL when out of memory. */
+static void *
+text_alloc(struct tg_attrs *a, size_t size, size_t align)
 {
-	if (attr->type == TG_ATTR_STRING) {
-		free(attr->v.s);
-	} else if (attr->type == TG_ATTR_STRINGS) {
-		for (size_t i = 0; i < attr->v.list.n; i++)
-			free(attr->v.list.items[i]);
-		free(attr->v.list.items);
+	struct tg_attr_text *head = a->text, *block;
+	size_t at, room = size > TEXT_BLOCK ? size : TEXT_BLOCK;
+
+	if (head != NULL) {
+		at = (head->used + align - 1) & ~(align - 1);
+		if (at <= head->size && size <= head->size - at) {
+			head->used = at + size;
+			return head->bytes + at;
+		}
 	}
+	block = malloc(sizeof(*block) + room);
+	if (block == NULL)
+		return NULL;
+	block->used = size;
+	block->size = room;
+
+	/* A value larger than a block gets a block of its own behind the
+	 * head, so that the head's free room is still used. */
+	if (size > TEXT_BLOCK && head != NULL) {
+		block->next = head->next;
+		head->next = block;
+	} else {
+		block->next = head;
+		a->text = block;
+	}
+	return block->bytes;
+}
+
+/* A copy of value in a's blocks, up to len bytes or its NUL as strndup()
+ * takes them; NULL when out of memory. */
+static char *
+text_copy(struct tg_attrs *a, const char *value, size_t len)
+{
+	char *copy;
+
+	len = strnlen(value, len);
+	copy = text_alloc(a, len + 1, 1);
+	if (copy == NULL)
+		return NULL;
+	memcpy(copy, value, len);
+	copy[len] = '\0';
+	return copy;
 }
 
 void
 tg_attrs_free(struct tg_attrs *a)
 {
-	for (size_t i = 0; i < a->count; i++)
-		attr_clear(&a->items[i]);
+	while (a->text != NULL) {
+		struct tg_attr_text *next = a->text->next;
+
+		free(a->text);
+		a->text = next;
+	}
 	free(a->items);
 	a->items = NULL;
 	a->count = a->capacity = 0;
@@ -75,33 +138,49 @@ tg_span_free(struct tg_span *span)
 	free(span);
 }
 
-const struct tg_attr *
-tg_attrs_find(const struct tg_attrs *a, const char *key)
+/* --- attributes ---------------------------------------------------------- */
+
+/* Attributes a list first has room for: the server and CLIENT spans of a
+ * chat completion carry 10 to 16, so they need no second allocation. */
+#define FIRST_CAPACITY 16
+
+/* The attribute called key, whose length is len, or NULL. */
+static struct tg_attr *
+attr_find(const struct tg_attrs *a, const char *key, size_t len)
 {
 	for (size_t i = 0; i < a->count; i++) {
-		if (strcmp(a->items[i].key, key) == 0)
-			return &a->items[i];
+		struct tg_attr *attr = &a->items[i];
+
+		if (attr->key == key ||
+		    (attr->key_len == len && memcmp(attr->key, key, len) == 0))
+			return attr;
 	}
 	return NULL;
 }
 
-/* The slot for key: its current attribute, cleared, or a new one. NULL
- * when the list is full or memory ran out; the value is then dropped. */
+const struct tg_attr *
+tg_attrs_find(const struct tg_attrs *a, const char *key)
+{
+	return attr_find(a, key, strlen(key));
+}
+
+/* The slot for key: its current attribute, whose value the caller
+ * replaces, or a new one. NULL when the list is full or memory ran out;
+ * the value is then dropped. */
 static struct tg_attr *
 attr_slot(struct tg_attrs *a, const char *key)
 {
-	struct tg_attr *attr = (struct tg_attr *)tg_attrs_find(a, key);
+	size_t len = strlen(key);
+	struct tg_attr *attr = attr_find(a, key, len);
 
-	if (attr != NULL) {
-		attr_clear(attr);
+	if (attr != NULL)
 		return attr;
-	}
 	if (a->count == TG_SPAN_MAX_ATTRS) {
 		a->dropped++;
 		return NULL;
 	}
 	if (a->count == a->capacity) {
-		size_t capacity = a->capacity ? a->capacity * 2 : 8;
+		size_t capacity = a->capacity ? a->capacity * 2 : FIRST_CAPACITY;
 		struct tg_attr *items = realloc(a->items, capacity * sizeof(*items));
 
 		if (items == NULL) {
@@ -113,6 +192,7 @@ attr_slot(struct tg_attrs *a, const char *key)
 	}
 	attr = &a->items[a->count++];
 	attr->key = key;
+	attr->key_len = (uint32_t)len;
 	return attr;
 }
 
@@ -136,7 +216,7 @@ tg_attrs_stringn(struct tg_attrs *a, const char *key, const char *value, size_t 
 	if (attr == NULL)
 		return;
 	attr->type = TG_ATTR_STRING;
-	attr->v.s = strndup(value, len);
+	attr->v.s = text_copy(a, value, len);
 	if (attr->v.s == NULL)
 		attr_drop(a, attr);
 }
@@ -191,16 +271,15 @@ tg_attrs_strings(struct tg_attrs *a, const char *key, const char *const *items, 
 	attr->type = TG_ATTR_STRINGS;
 	attr->v.list.items = NULL;
 	attr->v.list.n = 0;
-	copy = calloc(n ? n : 1, sizeof(*copy));
+	copy = text_alloc(a, (n ? n : 1) * sizeof(*copy), alignof(char *));
 	if (copy == NULL) {
 		attr_drop(a, attr);
 		return;
 	}
 	attr->v.list.items = copy;
 	for (size_t i = 0; i < n; i++) {
-		copy[i] = strdup(items[i]);
+		copy[i] = text_copy(a, items[i], strlen(items[i]));
 		if (copy[i] == NULL) {
-			attr_clear(attr);
 			attr_drop(a, attr);
 			return;
 		}

@@ -2,8 +2,9 @@
  * Spans: creation, attributes, events, status, end. These functions do no
  * I/O and take no lock; a span belongs to one thread until it is submitted.
  *
- * Setters copy string values. Keys and event names are not copied: they
- * must have static storage (an entry of tg_semconv_names or a literal).
+ * Setters copy string values into memory the list owns until
+ * tg_attrs_free(). Keys and event names are not copied: they must have
+ * static storage (an entry of tg_semconv_names or a literal).
  * Out of memory, a setter drops the value and counts it as dropped, so
  * tracing never fails a request.
  */

@@ -48,6 +48,7 @@ enum tg_attr_type {
 struct tg_attr {
 	const char *key;        /* static storage: a semconv name or a literal */
 	enum tg_attr_type type;
+	uint32_t key_len;       /* strlen(key), set by the setters for lookups */
 	union {
 		char *s;
 		int64_t i;
@@ -60,10 +61,13 @@ struct tg_attr {
 	} v;
 };
 
+struct tg_attr_text;
+
 struct tg_attrs {
 	struct tg_attr *items;
 	size_t count, capacity;
 	uint32_t dropped;       /* set over TG_SPAN_MAX_ATTRS */
+	struct tg_attr_text *text;      /* blocks that hold the string values */
 };
 
 struct tg_span_event {

@@ -153,15 +153,49 @@ recorded_attempt(const struct tg_request *req)
 	return req->trace->attempt;
 }
 
+/* Output text needs the tree. The rest comes from the reply detail, which
+ * costs a fraction of a tree, because it is read in the pass that reads
+ * the digest for the relay and the metrics. */
+int
+tg_trace_reads_reply_detail(const struct tg_request *req)
+{
+	const struct tg_trace *t = req->trace;
+
+	return t != NULL && t->sampled && t->attempt != NULL && t->output == NULL;
+}
+
+/* An event without a usable detail (a text only jansson may read, or one
+ * a filter rewrote) goes to the tree, which decides. */
 void
 tg_trace_stream_event(struct tg_request *req, struct tg_stream_event *ev)
 {
 	struct tg_span *span = recorded_attempt(req);
+	struct tg_trace *t = req->trace;
+	uint64_t now, start;
 
 	if (span == NULL || req->n_attempts == 0)
 		return;
-	tg_genai_stream_event(req->trace, span, tg_stream_event_json(ev), tg_now_ns(),
-	                      req->attempts[req->n_attempts - 1].start_ns);
+	now = tg_now_ns();
+	start = req->attempts[req->n_attempts - 1].start_ns;
+	if (t->output == NULL && ev->detail.usable)
+		tg_genai_stream_detail(t, span, &ev->digest, &ev->detail, now, start);
+	else
+		tg_genai_stream_event(t, span, tg_stream_event_json(ev), now, start);
+}
+
+/* The same for a whole response body. */
+static void
+record_response_body(struct tg_request *req, struct tg_span *span)
+{
+	struct tg_trace *t = req->trace;
+	const struct tg_reply_detail *x = NULL;
+
+	if (tg_trace_reads_reply_detail(req))
+		x = tg_relay_response_detail(req);
+	if (x != NULL)
+		tg_genai_response_detail(t, span, tg_relay_response_digest(req), x);
+	else
+		tg_genai_response(t, span, tg_relay_response_json(req));
 }
 
 /* End the current attempt's span with what its response showed. */
@@ -217,7 +251,7 @@ tg_trace_upstream_done(struct tg_request *req)
 	if (req->trace == NULL || req->trace->attempt == NULL)
 		return;
 	if (span != NULL && !req->response.streaming)
-		tg_genai_response(req->trace, span, tg_relay_response_json(req));
+		record_response_body(req, span);
 	if (span != NULL && req->response.status != 0 &&
 	    tg_attrs_find(&span->attrs, TG_SC(HTTP_RESPONSE_STATUS_CODE)) == NULL)
 		tg_attrs_int(&span->attrs, TG_SC(HTTP_RESPONSE_STATUS_CODE), req->response.status);

@@ -39,6 +39,11 @@ const char *tg_trace_upstream_traceparent(const struct tg_request *req);
  * was invalid or absent, so the state belongs to no trace we continue. */
 int tg_trace_drop_tracestate(const struct tg_request *req);
 
+/* Whether tracing reads the current attempt's response from the reply
+ * detail (reply-digest.h), which the relay then reads with the digest of
+ * each event and of the body. */
+int tg_trace_reads_reply_detail(const struct tg_request *req);
+
 /* A stream event of the current attempt leaves for the client. Its tree
  * is built only when the request is traced. Call after output filters ran. */
 void tg_trace_stream_event(struct tg_request *req, struct tg_stream_event *ev);

@@ -365,7 +365,7 @@ START_TEST(relay_classifies_events)
 	sse.type_len = sse.type ? strlen(sse.type) : 0;
 	sse.data = events[_i].data;
 	sse.data_len = strlen(events[_i].data);
-	ck_assert_int_eq(tg_relay_classify(&sse, &d, &finish), events[_i].kind);
+	ck_assert_int_eq(tg_relay_classify(&sse, &d, NULL, &finish), events[_i].kind);
 	ck_assert_int_eq(finish, events[_i].finish);
 }
 END_TEST

@@ -357,6 +357,57 @@ START_TEST(span_attributes_replace_and_drop)
 }
 END_TEST
 
+/* String values share blocks of memory: each keeps its bytes however many
+ * come after it, however long, and a key is the same key whatever
+ * pointer spells it. */
+START_TEST(span_attribute_strings_kept)
+{
+	uint8_t trace_id[16] = {1};
+	struct tg_span *s = tg_span_new(trace_id, NULL, TG_SPAN_INTERNAL, "x", 10);
+	static char keys[40][16];
+	static char same_key[] = "gen_ai.request.model";
+	char long_value[1000], value[32];
+	const char *items[] = {"stop", "length", ""};
+	const struct tg_attr *list;
+
+	memset(long_value, 'v', sizeof(long_value) - 1);
+	long_value[sizeof(long_value) - 1] = '\0';
+	for (int i = 0; i < 40; i++) {
+		snprintf(keys[i], sizeof(keys[i]), "k%d", i);
+		snprintf(value, sizeof(value), "value number %d", i);
+		if (i == 20)
+			tg_attrs_string(&s->attrs, keys[i], long_value);
+		else if (i == 21)
+			tg_attrs_strings(&s->attrs, keys[i], items, 3);
+		else
+			tg_attrs_string(&s->attrs, keys[i], value);
+	}
+	tg_attrs_stringn(&s->attrs, "cut", "abc\0def", 7);
+	tg_attrs_string(&s->attrs, TG_SC(GEN_AI_REQUEST_MODEL), "first");
+	tg_attrs_string(&s->attrs, same_key, "second");
+
+	for (int i = 0; i < 40; i++) {
+		const struct tg_attr *a = tg_attrs_find(&s->attrs, keys[i]);
+
+		snprintf(value, sizeof(value), "value number %d", i);
+		ck_assert_ptr_nonnull(a);
+		if (i == 20)
+			ck_assert_str_eq(a->v.s, long_value);
+		else if (i != 21)
+			ck_assert_str_eq(a->v.s, value);
+	}
+	list = tg_attrs_find(&s->attrs, "k21");
+	ck_assert_uint_eq(list->v.list.n, 3);
+	ck_assert_str_eq(list->v.list.items[0], "stop");
+	ck_assert_str_eq(list->v.list.items[1], "length");
+	ck_assert_str_eq(list->v.list.items[2], "");
+	ck_assert_str_eq(tg_attrs_find(&s->attrs, "cut")->v.s, "abc");
+	ck_assert_uint_eq(s->attrs.count, 42);
+	ck_assert_str_eq(tg_attrs_find(&s->attrs, TG_SC(GEN_AI_REQUEST_MODEL))->v.s, "second");
+	tg_span_free(s);
+}
+END_TEST
+
 START_TEST(span_error_status_is_kept)
 {
 	uint8_t trace_id[16] = {1};
@@ -823,6 +874,7 @@ trace_suite(void)
 	tcase_add_test(tree, tree_upstream_traceparent_names_attempt);
 	tcase_add_test(tree, tree_children_end_inside_server_span);
 	tcase_add_test(span, span_attributes_replace_and_drop);
+	tcase_add_test(span, span_attribute_strings_kept);
 	tcase_add_test(span, span_error_status_is_kept);
 	tcase_add_test(genai, genai_request_parameters);
 	tcase_add_test(genai, genai_input_messages_truncated);
