@@ -23,8 +23,6 @@ tg_text_list_free(struct tg_text_list *list)
 static int
 add_text(struct tg_text_list *list, json_t *value)
 {
-	if (!json_is_string(value))
-		return 0;
 	if (list->n == list->cap) {
 		size_t cap = list->cap ? list->cap * 2 : 16;
 		json_t **items = realloc(list->items, cap * sizeof(*items));
@@ -38,104 +36,138 @@ add_text(struct tg_text_list *list, json_t *value)
 	return 0;
 }
 
-/* A string, or an array whose string elements are texts ("prompt" and
- * "input"; nested token arrays are skipped). */
+/* --- which members are texts -------------------------------------------- */
+
+/*
+ * The places of OpenAI-shaped bodies that hold texts, as one table that
+ * the tree walk follows. A value is read by a rule: a string is a text
+ * when the rule's text is set, the items of an array are read by the
+ * rule's items rule, and the members of an object by the rule's members.
+ * Any other value contains no text.
+ */
+enum rule {
+	R_NONE,
+	R_TEXT,                 /* a string */
+	R_TEXTS,                /* a string, or an array of them ("prompt", "input") */
+	R_CONTENT,              /* a string, or an array of parts */
+	R_PART,                 /* {"type": "text", "text": ...}, a refusal part,
+	                           or "input_text" and "output_text" parts of
+	                           the Responses API shape */
+	R_MESSAGES,
+	R_MESSAGE,
+	R_CALLS,
+	R_CALL,
+	R_FUNCTION,             /* a call's "function", or "function_call" */
+	R_CHOICES,
+	R_CHOICE,
+	R_REQUEST,
+	R_RESPONSE,
+};
+
+struct member {
+	const char *key;
+	size_t len;
+	enum rule rule;
+};
+
+/* A table entry; the length is counted once, at compile time. */
+#define MEMBER(key, rule) {key, sizeof(key) - 1, rule}
+#define END_MEMBERS {NULL, 0, R_NONE}
+
+/* Members in the order the tree walk collects them, which is the order
+ * tg_filter_texts() logs decisions and names the rule of a block in. */
+static const struct member PART_MEMBERS[] = {
+	MEMBER("text", R_TEXT), MEMBER("refusal", R_TEXT), END_MEMBERS
+};
+static const struct member MESSAGE_MEMBERS[] = {
+	MEMBER("content", R_CONTENT), MEMBER("refusal", R_TEXT),
+	MEMBER("tool_calls", R_CALLS), MEMBER("function_call", R_FUNCTION), END_MEMBERS
+};
+static const struct member CALL_MEMBERS[] = {
+	MEMBER("function", R_FUNCTION), END_MEMBERS
+};
+/* Arguments are JSON text, checked as plain text.
+ * NOTE: a match on a bare JSON number there (a card number not in quotes)
+ * is masked with a replacement that leaves the arguments invalid JSON. */
+static const struct member FUNCTION_MEMBERS[] = {
+	MEMBER("arguments", R_TEXT), END_MEMBERS
+};
+static const struct member CHOICE_MEMBERS[] = {
+	MEMBER("message", R_MESSAGE), MEMBER("text", R_TEXT), END_MEMBERS
+};
+static const struct member REQUEST_MEMBERS[] = {
+	MEMBER("messages", R_MESSAGES), MEMBER("prompt", R_TEXTS), MEMBER("input", R_TEXTS),
+	END_MEMBERS
+};
+static const struct member RESPONSE_MEMBERS[] = {
+	MEMBER("choices", R_CHOICES), END_MEMBERS
+};
+
+struct rule_def {
+	int text;                       /* a string is a text */
+	enum rule items;                /* the rule of an array's items */
+	const struct member *members;   /* of an object; NULL: none are read */
+};
+
+static const struct rule_def RULES[] = {
+	[R_NONE] = {0, R_NONE, NULL},
+	[R_TEXT] = {1, R_NONE, NULL},
+	[R_TEXTS] = {1, R_TEXT, NULL},          /* nested token arrays are skipped */
+	[R_CONTENT] = {1, R_PART, NULL},
+	[R_PART] = {0, R_NONE, PART_MEMBERS},
+	[R_MESSAGES] = {0, R_MESSAGE, NULL},
+	[R_MESSAGE] = {0, R_NONE, MESSAGE_MEMBERS},
+	[R_CALLS] = {0, R_CALL, NULL},
+	[R_CALL] = {0, R_NONE, CALL_MEMBERS},
+	[R_FUNCTION] = {0, R_NONE, FUNCTION_MEMBERS},
+	[R_CHOICES] = {0, R_CHOICE, NULL},
+	[R_CHOICE] = {0, R_NONE, CHOICE_MEMBERS},
+	[R_REQUEST] = {0, R_NONE, REQUEST_MEMBERS},
+	[R_RESPONSE] = {0, R_NONE, RESPONSE_MEMBERS},
+};
+
+/* --- texts of a tree ---------------------------------------------------- */
+
+/* Collect the texts of value read by rule r. Objects are read member by
+ * member in the table's order, so a member given twice in the text counts
+ * once, with the value the tree kept (the last). */
 static int
-add_string_or_strings(struct tg_text_list *list, json_t *value)
+walk_tree(struct tg_text_list *list, json_t *value, enum rule r)
 {
+	const struct rule_def *def = &RULES[r];
 	size_t i;
 	json_t *item;
 
-	if (!json_is_array(value))
-		return add_text(list, value);
-	json_array_foreach(value, i, item) {
-		if (add_text(list, item) != 0)
-			return -1;
+	if (json_is_string(value))
+		return def->text ? add_text(list, value) : 0;
+
+	if (json_is_array(value) && def->items != R_NONE) {
+		json_array_foreach(value, i, item) {
+			if (walk_tree(list, item, def->items) != 0)
+				return -1;
+		}
+		return 0;
+	}
+
+	if (json_is_object(value) && def->members != NULL) {
+		for (const struct member *m = def->members; m->key != NULL; m++) {
+			if (walk_tree(list, json_object_get(value, m->key), m->rule) != 0)
+				return -1;
+		}
 	}
 	return 0;
-}
-
-/* "content" as a string, or an array of parts of which the text parts
- * count ({"type": "text", "text": ...}; also "input_text" and
- * "output_text" of the Responses API shape). */
-static int
-add_content(struct tg_text_list *list, json_t *content)
-{
-	size_t i;
-	json_t *part;
-
-	if (!json_is_array(content))
-		return add_text(list, content);
-	json_array_foreach(content, i, part) {
-		if (add_text(list, json_object_get(part, "text")) != 0 ||
-		    add_text(list, json_object_get(part, "refusal")) != 0)
-			return -1;
-	}
-	return 0;
-}
-
-/* Arguments of "tool_calls" and of the older "function_call". They are
- * JSON text, checked as plain text.
- * NOTE: a match on a bare JSON number there (a card number not in quotes)
- * is masked with a replacement that leaves the arguments invalid JSON. */
-static int
-add_calls(struct tg_text_list *list, json_t *message)
-{
-	json_t *calls = json_object_get(message, "tool_calls");
-	size_t i;
-	json_t *call;
-
-	json_array_foreach(calls, i, call) {
-		if (add_text(list, json_object_get(json_object_get(call, "function"),
-		                                   "arguments")) != 0)
-			return -1;
-	}
-	return add_text(list, json_object_get(json_object_get(message, "function_call"),
-	                                      "arguments"));
-}
-
-static int
-add_message(struct tg_text_list *list, json_t *message)
-{
-	if (add_content(list, json_object_get(message, "content")) != 0 ||
-	    add_text(list, json_object_get(message, "refusal")) != 0)
-		return -1;
-	return add_calls(list, message);
 }
 
 int
 tg_text_collect_request(json_t *body, struct tg_text_list *out)
 {
-	json_t *messages = json_object_get(body, "messages");
-	size_t i;
-	json_t *message;
-
-	json_array_foreach(messages, i, message) {
-		if (add_message(out, message) != 0)
-			return -1;
-	}
-	if (add_string_or_strings(out, json_object_get(body, "prompt")) != 0 ||
-	    add_string_or_strings(out, json_object_get(body, "input")) != 0)
-		return -1;
-	return 0;
+	return walk_tree(out, body, R_REQUEST);
 }
 
 int
 tg_text_collect_response(json_t *body, struct tg_text_list *out)
 {
-	json_t *choices = json_object_get(body, "choices");
-	size_t i;
-	json_t *choice;
-
-	json_array_foreach(choices, i, choice) {
-		json_t *message = json_object_get(choice, "message");
-
-		if (message != NULL && add_message(out, message) != 0)
-			return -1;
-		if (add_text(out, json_object_get(choice, "text")) != 0)
-			return -1;
-	}
-	return 0;
+	return walk_tree(out, body, R_RESPONSE);
 }
 
 /* --- running filters ---------------------------------------------------- */
