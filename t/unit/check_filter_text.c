@@ -1,7 +1,8 @@
 /*
  * Texts of response bodies: the yajl reader (tg_text_read_response) against
  * the tree walk (tg_text_collect_response) over recorded and crafted
- * bodies, and the scan that needs no tree.
+ * bodies, the scan that needs no tree, and tg_filter_response_body() on
+ * top of them.
  */
 #include <check.h>
 #include <dirent.h>
@@ -13,8 +14,11 @@
 #include <jansson.h>
 
 #include "filter-helpers.h"
+#include "filter-request.h"
 #include "filter.h"
 #include "fixture.h"
+#include "relay.h"
+#include "request.h"
 
 #define MAX_TEXTS 64
 
@@ -358,12 +362,176 @@ START_TEST(text_matches_reports_failed_scan)
 }
 END_TEST
 
+/* --- tg_filter_response_body -------------------------------------------- */
+
+struct response_fixture {
+	struct tg_filter *filter;
+	const struct tg_filter *filters[1];
+	struct tg_route_filters_config route_filters;
+	struct tg_route route;
+	struct tg_request req;
+};
+
+static void
+on_next(struct tg_request *req)
+{
+	(void)req;
+}
+
+/* A request on a route with filter f whose non-streaming response, with
+ * status 200, is body. */
+static void
+response_init(struct response_fixture *rf, struct tg_filter *f, const char *body)
+{
+	memset(rf, 0, sizeof(*rf));
+	rf->filter = f;
+	rf->filters[0] = f;
+	rf->route_filters.chain = (struct tg_filter_chain){1, rf->filters};
+	rf->route.name = "chat";
+	rf->route.filters = &rf->route_filters;
+	rf->req.route = &rf->route;
+	snprintf(rf->req.id, sizeof(rf->req.id), "filter-text-test");
+
+	/* Without a request body to check, this only sets up the state. */
+	tg_filter_request(&rf->req, on_next);
+	ck_assert_ptr_nonnull(rf->req.filters);
+
+	rf->req.response.status = 200;
+	rf->req.response.body = evbuffer_new();
+	ck_assert_ptr_nonnull(rf->req.response.body);
+	ck_assert_int_eq(evbuffer_add(rf->req.response.body, body, strlen(body)), 0);
+}
+
+/* The response body as a string; the caller frees it. */
+static char *
+response_text(struct response_fixture *rf)
+{
+	struct evbuffer *body = rf->req.response.body;
+	size_t len = evbuffer_get_length(body);
+	char *text = malloc(len + 1);
+
+	ck_assert_ptr_nonnull(text);
+	evbuffer_copyout(body, text, len);
+	text[len] = '\0';
+	return text;
+}
+
+static void
+response_free(struct response_fixture *rf)
+{
+	tg_relay_response_json_stale(&rf->req);
+	evbuffer_free(rf->req.response.body);
+	tg_filter_request_done(&rf->req);
+	destroy_filter(rf->filter);
+}
+
+static const char clean_body[] =
+	"{\"id\": \"c1\", \"choices\": [{\"index\": 0, \"message\": {\"role\": \"assistant\","
+	" \"content\": \"Hello there\", \"refusal\": null}, \"finish_reason\": \"stop\"}]}";
+
+START_TEST(response_without_match_builds_no_tree)
+{
+	struct response_fixture rf;
+	char *text;
+
+	response_init(&rf, make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, email_rule),
+	              clean_body);
+	ck_assert_int_eq(tg_filter_response_body(&rf.req), 0);
+	ck_assert_int_eq(rf.req.response.json_parsed, 0);
+	ck_assert_uint_eq(tg_filter_decisions(&rf.req)->n, 0);
+	text = response_text(&rf);
+	ck_assert_str_eq(text, clean_body);
+	free(text);
+	response_free(&rf);
+}
+END_TEST
+
+START_TEST(response_match_masked_and_logged_once)
+{
+	struct response_fixture rf;
+	const struct tg_filter_log *log;
+	char *text;
+
+	response_init(&rf, make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, email_rule),
+	              "{\"choices\": [{\"message\": {\"content\": \"mail jane@example.com\"}}]}");
+	ck_assert_int_eq(tg_filter_response_body(&rf.req), 0);
+	text = response_text(&rf);
+	ck_assert_str_eq(text, "{\"choices\":[{\"message\":{\"content\":"
+	                       "\"mail [REDACTED:email]\"}}]}\n");
+	log = tg_filter_decisions(&rf.req);
+	ck_assert_uint_eq(log->n, 1);
+	ck_assert_uint_eq(log->counts[0], 1);
+	ck_assert_int_eq(log->items[0].action, TG_ACTION_MASK);
+	ck_assert_int_eq(log->items[0].side, TG_SIDE_RESPONSE);
+	free(text);
+	response_free(&rf);
+}
+END_TEST
+
+START_TEST(response_flag_logged_once_body_kept)
+{
+	static const char body[] = "{\"choices\": [{\"text\": \"mail jane@example.com\"}]}";
+	struct response_fixture rf;
+	const struct tg_filter_log *log;
+	char *text;
+
+	response_init(&rf, make_filter("audit", TG_ACTION_FLAG, TG_SIDE_RESPONSE, email_rule),
+	              body);
+	ck_assert_int_eq(tg_filter_response_body(&rf.req), 0);
+	text = response_text(&rf);
+	ck_assert_str_eq(text, body);
+	log = tg_filter_decisions(&rf.req);
+	ck_assert_uint_eq(log->n, 1);
+	ck_assert_uint_eq(log->counts[0], 1);
+	ck_assert_int_eq(log->items[0].action, TG_ACTION_FLAG);
+	free(text);
+	response_free(&rf);
+}
+END_TEST
+
+/* A match in a body that jansson rejects cannot be masked: the body must
+ * not go out. Without a match the same kind of body goes out as it is. */
+START_TEST(response_match_without_tree_fails)
+{
+	static const char matched[] = "{\"choices\": [{\"text\": \"jane@example.com\\u0000\"}]}";
+	static const char clean[] = "{\"choices\": [{\"text\": \"nothing\\u0000\"}]}";
+	struct response_fixture rf;
+	char *text;
+
+	response_init(&rf, make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, email_rule),
+	              matched);
+	ck_assert_int_eq(tg_filter_response_body(&rf.req), -1);
+	response_free(&rf);
+
+	response_init(&rf, make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, email_rule),
+	              clean);
+	ck_assert_int_eq(tg_filter_response_body(&rf.req), 0);
+	text = response_text(&rf);
+	ck_assert_str_eq(text, clean);
+	free(text);
+	response_free(&rf);
+}
+END_TEST
+
+START_TEST(response_failed_scan_fails)
+{
+	struct response_fixture rf;
+
+	response_init(&rf, make_filter("slow", TG_ACTION_BLOCK, TG_SIDE_RESPONSE, runaway_rule),
+	              "{\"choices\": [{\"text\": \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!\"}]}");
+	ck_assert_int_eq(tg_filter_response_body(&rf.req), -1);
+	ck_assert_int_eq(rf.req.response.json_parsed, 0);
+	response_free(&rf);
+}
+END_TEST
+
 static Suite *
 filter_text_suite(void)
 {
 	Suite *s = suite_create("filter-text");
 	TCase *reader = tcase_create("reader");
 	TCase *scan = tcase_create("scan");
+	TCase *response = tcase_create("response body");
 	int n_cases = (int)(sizeof(cases) / sizeof(cases[0]));
 
 	tcase_add_test(reader, reader_agrees_on_fixtures);
@@ -378,6 +546,12 @@ filter_text_suite(void)
 	tcase_add_test(scan, text_matches_reports_failed_scan);
 	suite_add_tcase(s, scan);
 
+	tcase_add_test(response, response_without_match_builds_no_tree);
+	tcase_add_test(response, response_match_masked_and_logged_once);
+	tcase_add_test(response, response_flag_logged_once_body_kept);
+	tcase_add_test(response, response_match_without_tree_fails);
+	tcase_add_test(response, response_failed_scan_fails);
+	suite_add_tcase(s, response);
 	return s;
 }
 
