@@ -6,6 +6,8 @@
  * last one has replied (or is rejected at the first that blocks). Response
  * side: non-streaming bodies are filtered whole, streams event by event
  * through filter-stream.c. Classifier filters do not run on streams.
+ * A non-streaming body is scanned without a tree first, and its jansson
+ * tree is built only when a filter matches (or a plugin filter applies).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -323,14 +325,81 @@ rewrite_response(struct evbuffer *body, const json_t *json)
 	return rc;
 }
 
+/* Outcome of the scan of a response body without a tree. */
+enum body_scan {
+	SCAN_CLEAN,             /* read whole: no regex filter matched a text */
+	SCAN_MATCH,             /* a filter matched a text */
+	SCAN_FAILED,            /* a scan failed (tg_scan_describe_error) */
+	SCAN_UNREAD,            /* not scanned: yajl cannot read the body, or a
+	                           plugin filter must classify every text */
+	SCAN_NONE,              /* no filter checks non-streaming responses */
+};
+
+struct probe {
+	const struct tg_filter_chain *chain;
+	struct tg_scan *scan;
+	int rc;                 /* of the last tg_filter_text_matches() */
+};
+
+static int
+probe_text(void *arg, const char *text, size_t len)
+{
+	struct probe *p = arg;
+
+	p->rc = tg_filter_text_matches(p->chain, TG_SIDE_RESPONSE, text, len, p->scan);
+	return p->rc != 0;
+}
+
 /*
- * The filters change the shared parse of the body in place
- * (tg_relay_response_json), then write the body again from it, so the
- * features after them see what the client gets. When they fail (a rule
- * hit PCRE2's match limit, or memory ran out), the body must not go out
- * unchecked: the parse is dropped, since it may already hold masked text,
- * and the relay, seeing -1, responds with an error instead, as the request
- * side and the stream filters do.
+ * Scan the texts of the response body with the regex filters, read with
+ * yajl, which costs a fraction of building the jansson tree the rewrite
+ * needs: about 13,000 against 69,000 instructions for a 336-byte chat
+ * completion (callgrind). Most responses match nothing, and then no tree
+ * is built. The scan records nothing, so the tree path that follows a
+ * match logs each decision once. A plugin filter is left to the tree path
+ * alone, so that no text is classified twice.
+ */
+static enum body_scan
+scan_without_tree(struct tg_request *req, const struct tg_filter_chain *chain)
+{
+	unsigned types = tg_filter_types(chain, TG_SIDE_RESPONSE);
+	struct probe p = {chain, &req->filters->scan, 0};
+	int rc;
+
+	/* Moderation filters check requests only (the config rejects them on
+	 * responses). */
+	if (!(types & (1u << TG_FILTER_REGEX | 1u << TG_FILTER_PLUGIN)))
+		return SCAN_NONE;
+	if (types & 1u << TG_FILTER_PLUGIN)
+		return SCAN_UNREAD;
+	rc = tg_text_read_response(req->response.body, probe_text, &p);
+	if (rc == 0)
+		return SCAN_CLEAN;
+	if (rc < 0)
+		return SCAN_UNREAD;
+	return p.rc < 0 ? SCAN_FAILED : SCAN_MATCH;
+}
+
+static void
+log_scan_failed(struct tg_request *req)
+{
+	char why[192];
+
+	tg_scan_describe_error(&req->filters->scan, why, sizeof(why));
+	tg_log_request(req, TG_LOG_ERROR, "response filters failed (%s); responding "
+	               "with an error instead of the unchecked response", why);
+}
+
+/*
+ * Without a match the body goes out as it came. Otherwise the filters
+ * change the shared parse of the body in place (tg_relay_response_json),
+ * then write the body again from it, so the features after them see what
+ * the client gets. The body must not go out unchecked when the filters
+ * fail (a rule hit PCRE2's match limit, or memory ran out), or when a text
+ * matched in a body that jansson cannot parse. Then the parse is dropped,
+ * since it may already hold masked text, and the relay, seeing -1,
+ * responds with an error instead, as the request side and the stream
+ * filters do.
  */
 int
 tg_filter_response_body(struct tg_request *req)
@@ -340,22 +409,37 @@ tg_filter_response_body(struct tg_request *req)
 	struct evbuffer *body = req->response.body;
 	struct tg_text_list texts = {0};
 	struct tg_filter_result res = {0};
-	char why[192];
+	enum body_scan scan;
 	json_t *json;
 	int rc = 0;
 
 	if (chain == NULL || st == NULL || req->response.status != 200 || body == NULL)
 		return 0;
-	json = tg_relay_response_json(req);
-	if (!json_is_object(json))
+	scan = scan_without_tree(req, chain);
+	if (scan == SCAN_CLEAN || scan == SCAN_NONE)
 		return 0;
+	if (scan == SCAN_FAILED) {
+		log_scan_failed(req);
+		return -1;
+	}
+
+	json = tg_relay_response_json(req);
+	if (!json_is_object(json)) {
+		/* NOTE: a body that neither yajl nor jansson reads, or that
+		 * jansson rejects while a plugin filter applies, goes out
+		 * unchecked. */
+		if (scan == SCAN_UNREAD)
+			return 0;
+		tg_log_request(req, TG_LOG_ERROR, "response filters matched a text of a body "
+		               "that jansson cannot parse, so it cannot be rewritten; responding "
+		               "with an error instead");
+		return -1;
+	}
 
 	if (tg_text_collect_response(json, &texts) != 0 ||
 	    tg_filter_texts(chain, TG_SIDE_RESPONSE, &texts, &st->log, &st->scan, &res,
 	                    NULL) != 0) {
-		tg_scan_describe_error(&st->scan, why, sizeof(why));
-		tg_log_request(req, TG_LOG_ERROR, "response filters failed (%s); responding "
-		               "with an error instead of the unchecked response", why);
+		log_scan_failed(req);
 		rc = -1;
 		goto out;
 	}

@@ -1,11 +1,15 @@
 /*
- * The texts of OpenAI-shaped JSON bodies, and the synchronous filters over
+ * The texts of OpenAI-shaped JSON bodies, found in a jansson tree or, for a
+ * response, read with yajl's event parser, and the synchronous filters over
  * them: regex rules (flag, mask, block) and in-process plugins.
  */
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/buffer.h>
 #include <tollgate/plugin.h>
+#include <yajl/yajl_parse.h>
 
 #include "filter-plugin.h"
 #include "filter.h"
@@ -23,8 +27,6 @@ tg_text_list_free(struct tg_text_list *list)
 static int
 add_text(struct tg_text_list *list, json_t *value)
 {
-	if (!json_is_string(value))
-		return 0;
 	if (list->n == list->cap) {
 		size_t cap = list->cap ? list->cap * 2 : 16;
 		json_t **items = realloc(list->items, cap * sizeof(*items));
@@ -38,104 +40,308 @@ add_text(struct tg_text_list *list, json_t *value)
 	return 0;
 }
 
-/* A string, or an array whose string elements are texts ("prompt" and
- * "input"; nested token arrays are skipped). */
+/* --- which members are texts -------------------------------------------- */
+
+/*
+ * The places of OpenAI-shaped bodies that hold texts, as one table that
+ * both readers follow: the tree walk, which collects the strings the
+ * filters may rewrite, and the yajl reader, which scans a response without
+ * building a tree. A value is read by a rule: a string is a text when the
+ * rule's text is set, the items of an array are read by the rule's items
+ * rule, and the members of an object by the rule's members. Any other
+ * value contains no text.
+ */
+enum rule {
+	R_NONE,
+	R_TEXT,                 /* a string */
+	R_TEXTS,                /* a string, or an array of them ("prompt", "input") */
+	R_CONTENT,              /* a string, or an array of parts */
+	R_PART,                 /* {"type": "text", "text": ...}, a refusal part,
+	                           or "input_text" and "output_text" parts of
+	                           the Responses API shape */
+	R_MESSAGES,
+	R_MESSAGE,
+	R_CALLS,
+	R_CALL,
+	R_FUNCTION,             /* a call's "function", or "function_call" */
+	R_CHOICES,
+	R_CHOICE,
+	R_REQUEST,
+	R_RESPONSE,
+};
+
+struct member {
+	const char *key;
+	size_t len;
+	enum rule rule;
+};
+
+/* A table entry; the length is counted once, at compile time. */
+#define MEMBER(key, rule) {key, sizeof(key) - 1, rule}
+#define END_MEMBERS {NULL, 0, R_NONE}
+
+/* Members in the order the tree walk collects them, which is the order
+ * tg_filter_texts() logs decisions and names the rule of a block in. */
+static const struct member PART_MEMBERS[] = {
+	MEMBER("text", R_TEXT), MEMBER("refusal", R_TEXT), END_MEMBERS
+};
+static const struct member MESSAGE_MEMBERS[] = {
+	MEMBER("content", R_CONTENT), MEMBER("refusal", R_TEXT),
+	MEMBER("tool_calls", R_CALLS), MEMBER("function_call", R_FUNCTION), END_MEMBERS
+};
+static const struct member CALL_MEMBERS[] = {
+	MEMBER("function", R_FUNCTION), END_MEMBERS
+};
+/* Arguments are JSON text, checked as plain text.
+ * NOTE: a match on a bare JSON number there (a card number not in quotes)
+ * is masked with a replacement that leaves the arguments invalid JSON. */
+static const struct member FUNCTION_MEMBERS[] = {
+	MEMBER("arguments", R_TEXT), END_MEMBERS
+};
+static const struct member CHOICE_MEMBERS[] = {
+	MEMBER("message", R_MESSAGE), MEMBER("text", R_TEXT), END_MEMBERS
+};
+static const struct member REQUEST_MEMBERS[] = {
+	MEMBER("messages", R_MESSAGES), MEMBER("prompt", R_TEXTS), MEMBER("input", R_TEXTS),
+	END_MEMBERS
+};
+static const struct member RESPONSE_MEMBERS[] = {
+	MEMBER("choices", R_CHOICES), END_MEMBERS
+};
+
+struct rule_def {
+	int text;                       /* a string is a text */
+	enum rule items;                /* the rule of an array's items */
+	const struct member *members;   /* of an object; NULL: none are read */
+};
+
+static const struct rule_def RULES[] = {
+	[R_NONE] = {0, R_NONE, NULL},
+	[R_TEXT] = {1, R_NONE, NULL},
+	[R_TEXTS] = {1, R_TEXT, NULL},          /* nested token arrays are skipped */
+	[R_CONTENT] = {1, R_PART, NULL},
+	[R_PART] = {0, R_NONE, PART_MEMBERS},
+	[R_MESSAGES] = {0, R_MESSAGE, NULL},
+	[R_MESSAGE] = {0, R_NONE, MESSAGE_MEMBERS},
+	[R_CALLS] = {0, R_CALL, NULL},
+	[R_CALL] = {0, R_NONE, CALL_MEMBERS},
+	[R_FUNCTION] = {0, R_NONE, FUNCTION_MEMBERS},
+	[R_CHOICES] = {0, R_CHOICE, NULL},
+	[R_CHOICE] = {0, R_NONE, CHOICE_MEMBERS},
+	[R_REQUEST] = {0, R_NONE, REQUEST_MEMBERS},
+	[R_RESPONSE] = {0, R_NONE, RESPONSE_MEMBERS},
+};
+
+/* The maximum number of containers open on a rule path: response,
+ * choices, choice, message, tool_calls, call, function. */
+#define MAX_RULE_DEPTH 7
+
+/* --- texts of a tree ---------------------------------------------------- */
+
+/* Collect the texts of value read by rule r. Objects are read member by
+ * member in the table's order, so a member given twice in the text counts
+ * once, with the value the tree kept (the last). */
 static int
-add_string_or_strings(struct tg_text_list *list, json_t *value)
+walk_tree(struct tg_text_list *list, json_t *value, enum rule r)
 {
+	const struct rule_def *def = &RULES[r];
 	size_t i;
 	json_t *item;
 
-	if (!json_is_array(value))
-		return add_text(list, value);
-	json_array_foreach(value, i, item) {
-		if (add_text(list, item) != 0)
-			return -1;
+	if (json_is_string(value))
+		return def->text ? add_text(list, value) : 0;
+
+	if (json_is_array(value) && def->items != R_NONE) {
+		json_array_foreach(value, i, item) {
+			if (walk_tree(list, item, def->items) != 0)
+				return -1;
+		}
+		return 0;
+	}
+
+	if (json_is_object(value) && def->members != NULL) {
+		for (const struct member *m = def->members; m->key != NULL; m++) {
+			if (walk_tree(list, json_object_get(value, m->key), m->rule) != 0)
+				return -1;
+		}
 	}
 	return 0;
-}
-
-/* "content" as a string, or an array of parts of which the text parts
- * count ({"type": "text", "text": ...}; also "input_text" and
- * "output_text" of the Responses API shape). */
-static int
-add_content(struct tg_text_list *list, json_t *content)
-{
-	size_t i;
-	json_t *part;
-
-	if (!json_is_array(content))
-		return add_text(list, content);
-	json_array_foreach(content, i, part) {
-		if (add_text(list, json_object_get(part, "text")) != 0 ||
-		    add_text(list, json_object_get(part, "refusal")) != 0)
-			return -1;
-	}
-	return 0;
-}
-
-/* Arguments of "tool_calls" and of the older "function_call". They are
- * JSON text, checked as plain text.
- * NOTE: a match on a bare JSON number there (a card number not in quotes)
- * is masked with a replacement that leaves the arguments invalid JSON. */
-static int
-add_calls(struct tg_text_list *list, json_t *message)
-{
-	json_t *calls = json_object_get(message, "tool_calls");
-	size_t i;
-	json_t *call;
-
-	json_array_foreach(calls, i, call) {
-		if (add_text(list, json_object_get(json_object_get(call, "function"),
-		                                   "arguments")) != 0)
-			return -1;
-	}
-	return add_text(list, json_object_get(json_object_get(message, "function_call"),
-	                                      "arguments"));
-}
-
-static int
-add_message(struct tg_text_list *list, json_t *message)
-{
-	if (add_content(list, json_object_get(message, "content")) != 0 ||
-	    add_text(list, json_object_get(message, "refusal")) != 0)
-		return -1;
-	return add_calls(list, message);
 }
 
 int
 tg_text_collect_request(json_t *body, struct tg_text_list *out)
 {
-	json_t *messages = json_object_get(body, "messages");
-	size_t i;
-	json_t *message;
-
-	json_array_foreach(messages, i, message) {
-		if (add_message(out, message) != 0)
-			return -1;
-	}
-	if (add_string_or_strings(out, json_object_get(body, "prompt")) != 0 ||
-	    add_string_or_strings(out, json_object_get(body, "input")) != 0)
-		return -1;
-	return 0;
+	return walk_tree(out, body, R_REQUEST);
 }
 
 int
 tg_text_collect_response(json_t *body, struct tg_text_list *out)
 {
-	json_t *choices = json_object_get(body, "choices");
-	size_t i;
-	json_t *choice;
+	return walk_tree(out, body, R_RESPONSE);
+}
 
-	json_array_foreach(choices, i, choice) {
-		json_t *message = json_object_get(choice, "message");
+/* --- texts of a response read with yajl --------------------------------- */
 
-		if (message != NULL && add_message(out, message) != 0)
-			return -1;
-		if (add_text(out, json_object_get(choice, "text")) != 0)
-			return -1;
+/*
+ * One container open on the way to a text. Containers without texts get
+ * no frame. The reader counts them in skip and ignores their contents.
+ */
+struct frame {
+	int array;
+	enum rule rule;         /* an array's items rule, or the object's own */
+	enum rule member;       /* an object's: the rule of the last key's value */
+};
+
+struct text_reader {
+	tg_text_fn *fn;
+	void *arg;
+	enum rule root;
+	size_t skip;            /* containers open inside one without texts */
+	int n_frames;
+	struct frame frames[MAX_RULE_DEPTH];
+};
+
+/* The rule of the next value in the innermost container. */
+static enum rule
+next_rule(const struct text_reader *r)
+{
+	const struct frame *f;
+
+	if (r->n_frames == 0)
+		return r->root;
+	f = &r->frames[r->n_frames - 1];
+	return f->array ? f->rule : f->member;
+}
+
+/* A container starts: give it a frame when the rule reads its contents. */
+static int
+open_container(struct text_reader *r, int array)
+{
+	enum rule rule;
+	int reads;
+
+	if (r->skip > 0) {
+		r->skip++;
+		return 1;
 	}
-	return 0;
+	rule = next_rule(r);
+	reads = array ? RULES[rule].items != R_NONE : RULES[rule].members != NULL;
+	if (!reads) {
+		r->skip = 1;
+		return 1;
+	}
+
+	/* The table has no cycle, so its paths fit the frames. */
+	assert(r->n_frames < MAX_RULE_DEPTH);
+	r->frames[r->n_frames++] = (struct frame){
+		array, array ? RULES[rule].items : rule, R_NONE
+	};
+	return 1;
+}
+
+static int
+on_start_map(void *ctx)
+{
+	return open_container(ctx, 0);
+}
+
+static int
+on_start_array(void *ctx)
+{
+	return open_container(ctx, 1);
+}
+
+static int
+on_end(void *ctx)
+{
+	struct text_reader *r = ctx;
+
+	if (r->skip > 0)
+		r->skip--;
+	else
+		r->n_frames--;
+	return 1;
+}
+
+static int
+on_map_key(void *ctx, const unsigned char *key, size_t len)
+{
+	struct text_reader *r = ctx;
+	struct frame *f;
+
+	if (r->skip > 0)
+		return 1;
+	f = &r->frames[r->n_frames - 1];
+	f->member = R_NONE;
+	for (const struct member *m = RULES[f->rule].members; m->key != NULL; m++) {
+		if (m->len == len && memcmp(key, m->key, len) == 0) {
+			f->member = m->rule;
+			break;
+		}
+	}
+	return 1;
+}
+
+/* A string, decoded by yajl, is a text when its rule's text is set.
+ * Returning 0 makes yajl stop with yajl_status_client_canceled. */
+static int
+on_string(void *ctx, const unsigned char *s, size_t len)
+{
+	struct text_reader *r = ctx;
+
+	if (r->skip > 0 || !RULES[next_rule(r)].text)
+		return 1;
+	return r->fn(r->arg, (const char *)s, len) == 0;
+}
+
+/* Numbers, booleans and null contain no text and need no callback, which
+ * also spares yajl converting numbers. */
+static const yajl_callbacks TEXT_CALLBACKS = {
+	.yajl_string = on_string,
+	.yajl_start_map = on_start_map,
+	.yajl_map_key = on_map_key,
+	.yajl_end_map = on_end,
+	.yajl_start_array = on_start_array,
+	.yajl_end_array = on_end,
+};
+
+/* Feed the contents of body to h segment by segment, so a body that
+ * arrived in pieces is not copied into one block first. */
+static yajl_status
+parse_buffer(yajl_handle h, struct evbuffer *body)
+{
+	size_t total = evbuffer_get_length(body), done = 0;
+	struct evbuffer_ptr at;
+	struct evbuffer_iovec seg;
+	yajl_status st = yajl_status_ok;
+
+	evbuffer_ptr_set(body, &at, 0, EVBUFFER_PTR_SET);
+	while (st == yajl_status_ok && done < total) {
+		if (evbuffer_peek(body, -1, &at, &seg, 1) < 1)
+			return yajl_status_error;
+		st = yajl_parse(h, seg.iov_base, seg.iov_len);
+		done += seg.iov_len;
+		if (done < total && evbuffer_ptr_set(body, &at, seg.iov_len, EVBUFFER_PTR_ADD) != 0)
+			return yajl_status_error;
+	}
+	return st == yajl_status_ok ? yajl_complete_parse(h) : st;
+}
+
+int
+tg_text_read_response(struct evbuffer *body, tg_text_fn *fn, void *arg)
+{
+	struct text_reader r = {.fn = fn, .arg = arg, .root = R_RESPONSE};
+	yajl_handle h = yajl_alloc(&TEXT_CALLBACKS, NULL, &r);
+	yajl_status st;
+
+	if (h == NULL)
+		return -1;
+	st = parse_buffer(h, body);
+	yajl_free(h);
+
+	if (st == yajl_status_client_canceled)
+		return 1;
+	return st == yajl_status_ok ? 0 : -1;
 }
 
 /* --- running filters ---------------------------------------------------- */
@@ -234,6 +440,37 @@ run_plugin(const struct tg_filter *f, enum tg_side side, struct tg_text_list *te
 		}
 	}
 	return 0;
+}
+
+int
+tg_filter_text_matches(const struct tg_filter_chain *chain, enum tg_side side,
+                       const char *text, size_t len, struct tg_scan *sc)
+{
+	for (size_t i = 0; chain != NULL && i < chain->n; i++) {
+		const struct tg_filter *f = chain->filters[i];
+
+		if (f->type != TG_FILTER_REGEX || !(f->apply_to & side))
+			continue;
+		if (tg_scan_run(sc, f, text, len, 0, 0) != 0)
+			return -1;
+		if (sc->n_matches > 0)
+			return 1;
+	}
+	return 0;
+}
+
+unsigned
+tg_filter_types(const struct tg_filter_chain *chain, enum tg_side side)
+{
+	unsigned types = 0;
+
+	for (size_t i = 0; chain != NULL && i < chain->n; i++) {
+		const struct tg_filter *f = chain->filters[i];
+
+		if (f->apply_to & side)
+			types |= 1u << f->type;
+	}
+	return types;
 }
 
 int

@@ -74,6 +74,24 @@ int tg_text_collect_request(json_t *body, struct tg_text_list *out);
  * completion. */
 int tg_text_collect_response(json_t *body, struct tg_text_list *out);
 
+/* What tg_text_read_response() calls for each text: len bytes, decoded
+ * from JSON, valid only during the call. Return 0 to read on, or nonzero
+ * to stop reading. */
+typedef int tg_text_fn(void *arg, const char *text, size_t len);
+
+/*
+ * Read the texts of a non-streaming response body, the same members that
+ * tg_text_collect_response() collects, with yajl's event parser, building
+ * no tree, and call fn on each in the order of the text. A member given
+ * twice is read twice, where a tree keeps only the last. Returns 0 when
+ * the whole body was read, 1 when fn stopped the read, or -1 when the body
+ * is not JSON to yajl or memory ran out.
+ *
+ * NOTE: yajl (2.1) reads a few texts that jansson (2.14) rejects (see
+ * reply-digest.h), so a body read here may have no tree.
+ */
+int tg_text_read_response(struct evbuffer *body, tg_text_fn *fn, void *arg);
+
 /* Outcome of checking a body. */
 struct tg_filter_result {
 	int changed;                    /* some text was masked */
@@ -93,6 +111,20 @@ int tg_filter_texts(const struct tg_filter_chain *chain, enum tg_side side,
                     struct tg_text_list *texts, struct tg_filter_log *log,
                     struct tg_scan *sc, struct tg_filter_result *res,
                     int *need_moderation);
+
+/*
+ * Whether a regex filter of chain that applies to side matches in len
+ * bytes of text: returns 1 at the first match, 0 when none matches, or -1
+ * when the scan failed, as tg_filter_texts() does. It records no decision
+ * and changes nothing, so a caller that gets 1 runs tg_filter_texts() for
+ * the decisions. sc is scratch space.
+ */
+int tg_filter_text_matches(const struct tg_filter_chain *chain, enum tg_side side,
+                           const char *text, size_t len, struct tg_scan *sc);
+
+/* The types of the filters of chain that apply to side: bit
+ * (1u << enum tg_filter_type) is set for each. */
+unsigned tg_filter_types(const struct tg_filter_chain *chain, enum tg_side side);
 
 /*
  * Classify len bytes of text with plugin filter f and return the first

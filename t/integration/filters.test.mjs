@@ -6,7 +6,9 @@
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 
@@ -223,6 +225,30 @@ describe('content filters: response side', () => {
       '{"location":"Paris","unit":"celsius"}');
   });
 
+  it('sends an answer without a match byte for byte', async () => {
+    const direct = await request({
+      port: mock.port, method: 'POST', path: '/v1/chat/completions',
+      body: JSON.stringify(chat('hi')), headers: { 'content-type': 'application/json' },
+    });
+    const res = await post(gw, chat('hi'));
+
+    // Only the id and created differ between two mock responses; align them.
+    const norm = (t) => t.replace(/chatcmpl-mock\d+/g, 'ID').replace(/"created":\d+/g, '"created":0');
+    assert.equal(res.status, 200);
+    assert.equal(norm(res.text), norm(direct.text));
+    assert.deepEqual(await decisions(gw, res), []);
+  });
+
+  it('masks and flags one answer, each decision once', async () => {
+    const res = await post(gw, chat('hi'), { headers: { 'x-mock': 'content=PINEAPPLE for jane@example.com' } });
+    assert.equal(res.status, 200);
+    assert.equal(res.json.choices[0].message.content, 'PINEAPPLE for [REDACTED:email]');
+    assert.deepEqual(await decisions(gw, res), [
+      { filter: 'pii', rule: 'email', action: 'mask', side: 'response', count: 1 },
+      { filter: 'audit', rule: 'codeword', action: 'flag', side: 'response', count: 1 },
+    ]);
+  });
+
   it('flags an answer without changing it', async () => {
     const res = await post(gw, chat('hi'), { headers: { 'x-mock': 'content=PINEAPPLE pie' } });
     assert.equal(res.json.choices[0].message.content, 'PINEAPPLE pie');
@@ -290,6 +316,49 @@ describe('content filters: response side', () => {
     const line = await gw.waitForAccess((l) => l.request_id === res.headers['x-request-id']);
     assert.equal(line.termination[0], 'G');
     assert.deepEqual(line.filters, [{ filter: 'outdeny', rule: 'injection', action: 'block', side: 'response', count: 1 }]);
+  });
+});
+
+describe('content filters: an answer that cannot be rewritten', () => {
+  // The escape \u0000 is valid JSON, which the gateway's scan reads but
+  // its parser for rewriting (jansson) rejects.
+  const answer = (content) => '{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,'
+    + `"message":{"role":"assistant","content":"${content}\\u0000"},"finish_reason":"stop"}]}`;
+  let upstream;
+  let gw;
+
+  before(async () => {
+    upstream = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(answer(req.headers['x-content']));
+      });
+    });
+    upstream.listen(0, '127.0.0.1');
+    await once(upstream, 'listening');
+    gw = await startGateway(config({ url: `http://127.0.0.1:${upstream.address().port}` }, FILTERS, ['pii']));
+  });
+  afterEach(() => gw?.checkErrors());
+  after(async () => {
+    await stopAll();
+    upstream?.close();
+  });
+
+  it('answers 500 when a filter matches in it', async () => {
+    const logged = /response filters matched a text of a body that jansson cannot parse/;
+    gw.expectErrors(logged);
+    const res = await post(gw, chat('hi'), { headers: { 'x-content': 'mail jane@example.com' } });
+    assert.equal(res.status, 500);
+    assert.equal(res.json.error.code, 'internal_error');
+    assert.doesNotMatch(res.text, /jane/, 'the unmasked answer reached the client');
+    await gw.waitForLog(logged);
+  });
+
+  it('sends it unchanged when nothing matches', async () => {
+    const res = await post(gw, chat('hi'), { headers: { 'x-content': 'hello' } });
+    assert.equal(res.status, 200);
+    assert.equal(res.text, answer('hello'));
   });
 });
 
@@ -590,6 +659,21 @@ describe('content filters: plugins', () => {
     assert.equal(blocked.status, 400);
     assert.match(blocked.json.error.message, /"clf" \(rule "__label__secret"\)/);
     assert.equal((await post(gw, chat('hello'))).status, 200);
+  });
+
+  it('classifies each answer text once beside a regex filter', async () => {
+    const gw = await startGateway(config(mock, {
+      pii: FILTERS.pii,
+      clf: { type: 'plugin', path: path.join(PLUGINS, 'test', 'keyword.so'), apply_to: ['response'],
+        action: 'flag', labels: { __label__secret: 0.5 } },
+    }, ['pii', 'clf']));
+    const res = await post(gw, chat('hi'), { headers: { 'x-mock': 'content=EXFILTRATE to jane@example.com' } });
+    assert.equal(res.status, 200);
+    assert.equal(res.json.choices[0].message.content, 'EXFILTRATE to [REDACTED:email]');
+    assert.deepEqual(await decisions(gw, res), [
+      { filter: 'pii', rule: 'email', action: 'mask', side: 'response', count: 1 },
+      { filter: 'clf', rule: '__label__secret', action: 'flag', side: 'response', count: 1 },
+    ]);
   });
 
   const model = path.join(PLUGINS, 'injection.bin');

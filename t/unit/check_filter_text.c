@@ -1,0 +1,568 @@
+/*
+ * Texts of response bodies: the yajl reader (tg_text_read_response) against
+ * the tree walk (tg_text_collect_response) over recorded and crafted
+ * bodies, the scan that needs no tree, and tg_filter_response_body() on
+ * top of them.
+ */
+#include <check.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <jansson.h>
+
+#include "filter-helpers.h"
+#include "filter-request.h"
+#include "filter.h"
+#include "fixture.h"
+#include "relay.h"
+#include "request.h"
+
+#define MAX_TEXTS 64
+
+/* Texts as read, copied out of the reader's callback. */
+struct texts {
+	size_t n;
+	char *items[MAX_TEXTS];
+	size_t lens[MAX_TEXTS];
+	size_t stop_after;      /* stop the read after this many; 0: never */
+};
+
+static void
+texts_free(struct texts *t)
+{
+	for (size_t i = 0; i < t->n; i++)
+		free(t->items[i]);
+	t->n = 0;
+}
+
+static int
+keep_text(void *arg, const char *text, size_t len)
+{
+	struct texts *t = arg;
+
+	ck_assert_uint_lt(t->n, MAX_TEXTS);
+	t->items[t->n] = malloc(len + 1);
+	ck_assert_ptr_nonnull(t->items[t->n]);
+	memcpy(t->items[t->n], text, len);
+	t->items[t->n][len] = '\0';
+	t->lens[t->n++] = len;
+	return t->stop_after != 0 && t->n >= t->stop_after;
+}
+
+/* Read len bytes of body with the yajl reader, from a buffer of one
+ * segment, or of two when cut is between 1 and len - 1. */
+static int
+read_texts(const char *body, size_t len, size_t cut, struct texts *out)
+{
+	struct evbuffer *buf = evbuffer_new();
+	int rc;
+
+	ck_assert_ptr_nonnull(buf);
+	if (cut > 0 && cut < len) {
+		/* References are never merged, so each is a segment. */
+		ck_assert_int_eq(evbuffer_add_reference(buf, body, cut, NULL, NULL), 0);
+		ck_assert_int_eq(evbuffer_add_reference(buf, body + cut, len - cut, NULL, NULL), 0);
+	} else {
+		ck_assert_int_eq(evbuffer_add(buf, body, len), 0);
+	}
+	rc = tg_text_read_response(buf, keep_text, out);
+	evbuffer_free(buf);
+	return rc;
+}
+
+/* The tree walk's texts of body, or -1 when jansson rejects it. */
+static int
+collect_texts(const char *body, size_t len, struct texts *out)
+{
+	json_t *json = json_loadb(body, len, 0, NULL);
+	struct tg_text_list list = {0};
+
+	if (json == NULL)
+		return -1;
+	ck_assert_int_eq(tg_text_collect_response(json, &list), 0);
+	for (size_t i = 0; i < list.n; i++)
+		keep_text(out, json_string_value(list.items[i]), json_string_length(list.items[i]));
+	tg_text_list_free(&list);
+	json_decref(json);
+	return 0;
+}
+
+static int
+compare_texts(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Whether a and b hold the same texts, in any order. The tree walk goes
+ * by the table's order of members, the reader by the order of the text. */
+static void
+assert_same_texts(struct texts *a, struct texts *b, const char *what)
+{
+	ck_assert_msg(a->n == b->n, "%s: %zu texts against %zu", what, a->n, b->n);
+	qsort(a->items, a->n, sizeof(a->items[0]), compare_texts);
+	qsort(b->items, b->n, sizeof(b->items[0]), compare_texts);
+	for (size_t i = 0; i < a->n; i++)
+		ck_assert_msg(strcmp(a->items[i], b->items[i]) == 0, "%s: text \"%s\" against \"%s\"",
+		              what, a->items[i], b->items[i]);
+}
+
+/* --- recorded bodies ---------------------------------------------------- */
+
+START_TEST(reader_agrees_on_fixtures)
+{
+	DIR *dir = opendir(TG_FIXTURE_DIR);
+	struct fixture_cache *cache = NULL;
+	struct dirent *entry;
+	size_t n_fixtures = 0, n_texts = 0;
+
+	ck_assert_msg(dir != NULL, "cannot open %s", TG_FIXTURE_DIR);
+	while ((entry = readdir(dir)) != NULL) {
+		size_t len = strlen(entry->d_name);
+		char name[128], err[512];
+		const struct fixture *f;
+		struct texts read = {0}, collected = {0};
+		int read_rc, collect_rc;
+
+		if (len < 6 || strcmp(entry->d_name + len - 5, ".yaml") != 0)
+			continue;
+		snprintf(name, sizeof(name), "%.*s", (int)(len - 5), entry->d_name);
+		f = fixture_get(&cache, TG_FIXTURE_DIR, name, err, sizeof(err));
+		ck_assert_msg(f != NULL, "%s", err);
+
+		read_rc = read_texts(f->body, f->body_len, 0, &read);
+		collect_rc = collect_texts(f->body, f->body_len, &collected);
+		ck_assert_msg((read_rc == 0) == (collect_rc == 0),
+		              "%s: the reader returns %d, jansson %s it", name, read_rc,
+		              collect_rc == 0 ? "parses" : "rejects");
+		assert_same_texts(&read, &collected, name);
+
+		n_fixtures++;
+		n_texts += read.n;
+		texts_free(&read);
+		texts_free(&collected);
+	}
+	closedir(dir);
+	fixture_cache_free(cache);
+
+	/* The recorded set: chat, completion, tools, errors, embeddings and
+	 * streams. Nine of its JSON responses carry one text each. */
+	ck_assert_uint_ge(n_fixtures, 17);
+	ck_assert_uint_ge(n_texts, 9);
+}
+END_TEST
+
+/* --- crafted bodies ----------------------------------------------------- */
+
+struct text_case {
+	const char *name;
+	const char *body;
+	const char *read[8];            /* by the reader, in the text's order */
+	const char *collected[8];       /* by the tree walk, in its order */
+};
+
+static const struct text_case cases[] = {
+	{"every kind of text",
+	 "{\"choices\": [{\"message\": {\"role\": \"assistant\", \"content\": \"C\","
+	 " \"refusal\": \"R\", \"tool_calls\": [{\"id\": \"x\", \"type\": \"function\","
+	 " \"function\": {\"name\": \"f\", \"arguments\": \"A1\"}}, {\"function\":"
+	 " {\"arguments\": \"A2\"}}], \"function_call\": {\"name\": \"g\", \"arguments\":"
+	 " \"F\"}}, \"text\": \"T\"}]}",
+	 {"C", "R", "A1", "A2", "F", "T"}, {"C", "R", "A1", "A2", "F", "T"}},
+	{"content parts",
+	 "{\"choices\": [{\"message\": {\"content\": [{\"type\": \"text\", \"text\": \"P1\"},"
+	 " {\"type\": \"refusal\", \"refusal\": \"P2\"}, {\"type\": \"image_url\","
+	 " \"image_url\": {\"url\": \"U\"}}, \"bare\", [{\"text\": \"nested\"}],"
+	 " {\"type\": \"output_text\", \"text\": \"P3\", \"annotations\": [{\"text\": \"no\"}]}]}}]}",
+	 {"P1", "P2", "P3"}, {"P1", "P2", "P3"}},
+	{"escapes decoded",
+	 "{\"choices\": [{\"message\": {\"content\": \"caf\\u00e9\\nline \\\"q\\\" \\\\ \\/"
+	 " \\ud83d\\ude00\\t\"}}]}",
+	 {"caf\xc3\xa9\nline \"q\" \\ / \xf0\x9f\x98\x80\t"},
+	 {"caf\xc3\xa9\nline \"q\" \\ / \xf0\x9f\x98\x80\t"}},
+	{"escaped keys",
+	 "{\"ch\\u006fices\": [{\"m\\u0065ssage\": {\"c\\u006fntent\": \"K\"}}]}",
+	 {"K"}, {"K"}},
+	{"members in another order",
+	 "{\"choices\": [{\"text\": \"T\", \"message\": {\"tool_calls\": [{\"function\":"
+	 " {\"arguments\": \"A\"}}], \"content\": \"C\"}}]}",
+	 {"T", "A", "C"}, {"C", "A", "T"}},
+	{"member given twice",
+	 "{\"choices\": [{\"message\": {\"content\": \"first\", \"content\": \"second\"}}]}",
+	 {"first", "second"}, {"second"}},
+	{"choices given twice",
+	 "{\"choices\": [{\"text\": \"one\"}], \"choices\": [{\"text\": \"two\"}]}",
+	 {"one", "two"}, {"two"}},
+	{"values that are not texts",
+	 "{\"choices\": [{\"message\": {\"content\": null, \"refusal\": false,"
+	 " \"tool_calls\": {\"function\": {\"arguments\": \"not in an array\"}},"
+	 " \"function_call\": \"str\"}, \"text\": 12}, {\"message\": \"str\"}, 5, null,"
+	 " \"text\", [\"text\"], {\"message\": {\"content\": {\"text\": \"object\"}}},"
+	 " {\"message\": {\"tool_calls\": [{\"function\": {\"arguments\": {\"a\": \"b\"}}},"
+	 " {\"function\": \"f\"}, \"call\"]}}, {\"text\": [\"t\"]}]}",
+	 {NULL}, {NULL}},
+	{"choices not an array",
+	 "{\"choices\": {\"message\": {\"content\": \"x\"}}}",
+	 {NULL}, {NULL}},
+	{"top level not an object",
+	 "[{\"choices\": [{\"text\": \"x\"}]}]",
+	 {NULL}, {NULL}},
+	{"texts in other places",
+	 "{\"message\": {\"content\": \"top\"}, \"text\": \"top\", \"content\": \"top\","
+	 " \"choices\": [{\"delta\": {\"content\": \"d\"}, \"logprobs\": {\"content\":"
+	 " [{\"token\": \"t\", \"text\": \"l\"}]}, \"message\": {\"message\": {\"content\":"
+	 " \"deep\"}, \"choices\": [{\"text\": \"deep\"}], \"audio\": {\"transcript\": \"a\"}}}],"
+	 " \"usage\": {\"text\": \"u\"}}",
+	 {NULL}, {NULL}},
+	{"several choices and empty texts",
+	 "{\"choices\": [{\"message\": {\"content\": \"a\"}}, {\"message\": {\"content\": \"\"}},"
+	 " {\"text\": \"c\"}]}",
+	 {"a", "", "c"}, {"a", "", "c"}},
+};
+
+static void
+assert_texts(const struct texts *got, const char *const *want, const char *what)
+{
+	size_t n = 0;
+
+	while (n < 8 && want[n] != NULL)
+		n++;
+	ck_assert_msg(got->n == n, "%s: %zu texts, expected %zu", what, got->n, n);
+	for (size_t i = 0; i < n; i++)
+		ck_assert_msg(strcmp(got->items[i], want[i]) == 0, "%s: text %zu is \"%s\", "
+		              "expected \"%s\"", what, i, got->items[i], want[i]);
+}
+
+START_TEST(reader_and_tree_on_crafted_bodies)
+{
+	const struct text_case *c = &cases[_i];
+	struct texts read = {0}, collected = {0};
+
+	ck_assert_int_eq(read_texts(c->body, strlen(c->body), 0, &read), 0);
+	ck_assert_int_eq(collect_texts(c->body, strlen(c->body), &collected), 0);
+	assert_texts(&read, c->read, c->name);
+	assert_texts(&collected, c->collected, c->name);
+	texts_free(&read);
+	texts_free(&collected);
+}
+END_TEST
+
+/* A body in two segments, cut at every byte: inside keys, escapes and
+ * the UTF-8 of a surrogate pair. */
+START_TEST(reader_takes_body_in_segments)
+{
+	const struct text_case *c = &cases[_i];
+	size_t len = strlen(c->body);
+
+	for (size_t cut = 1; cut < len; cut++) {
+		struct texts read = {0};
+		char what[128];
+
+		snprintf(what, sizeof(what), "%s, cut at %zu", c->name, cut);
+		ck_assert_int_eq(read_texts(c->body, len, cut, &read), 0);
+		assert_texts(&read, c->read, what);
+		texts_free(&read);
+	}
+}
+END_TEST
+
+START_TEST(reader_stops_when_asked)
+{
+	const char *body = cases[0].body;
+	struct texts read = {.stop_after = 2};
+
+	ck_assert_int_eq(read_texts(body, strlen(body), 0, &read), 1);
+	ck_assert_uint_eq(read.n, 2);
+	ck_assert_str_eq(read.items[1], "R");
+	texts_free(&read);
+}
+END_TEST
+
+START_TEST(reader_rejects_invalid_json)
+{
+	static const char *const bodies[] = {
+		"{\"choices\": [{\"text\": \"a\"}",
+		"{\"choices\": [{\"text\": \"a\"}]} trailing",
+		"{\"choices\": [{\"text\": \"a\",}]}",
+		"data: {\"choices\": []}\n\n",
+		"{\"choices\": [{\"text\": \"\xff\"}]}",
+	};
+
+	for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+		struct texts read = {0};
+
+		ck_assert_msg(read_texts(bodies[i], strlen(bodies[i]), 0, &read) == -1,
+		              "body %zu read as JSON", i);
+		texts_free(&read);
+	}
+}
+END_TEST
+
+/* yajl reads some texts that jansson rejects; the reader still gives
+ * their texts, NUL byte included. */
+START_TEST(reader_takes_nul_escape_jansson_rejects)
+{
+	static const char body[] = "{\"choices\": [{\"text\": \"a\\u0000b\"}]}";
+	struct texts read = {0}, collected = {0};
+
+	ck_assert_int_eq(read_texts(body, strlen(body), 0, &read), 0);
+	ck_assert_uint_eq(read.n, 1);
+	ck_assert_uint_eq(read.lens[0], 3);
+	ck_assert_mem_eq(read.items[0], "a\0b", 3);
+	ck_assert_int_eq(collect_texts(body, strlen(body), &collected), -1);
+	texts_free(&read);
+}
+END_TEST
+
+/* --- the scan without a tree -------------------------------------------- */
+
+static const char *const email_rule[] = {"preset:email", NULL};
+static const char *const runaway_rule[] = {"nested=^(a|a)+$", NULL};
+
+START_TEST(text_matches_response_filters_only)
+{
+	struct tg_filter *in = make_filter("in", TG_ACTION_MASK, TG_SIDE_REQUEST, email_rule);
+	struct tg_filter *out = make_filter("out", TG_ACTION_FLAG, TG_SIDE_RESPONSE, email_rule);
+	const struct tg_filter *both[] = {in, out};
+	struct tg_filter_chain chain = {1, both};
+	struct tg_scan sc;
+	static const char text[] = "write to jane@example.com";
+
+	tg_scan_init(&sc);
+	ck_assert_int_eq(tg_filter_text_matches(&chain, TG_SIDE_RESPONSE, text, strlen(text), &sc), 0);
+	chain.n = 2;
+	ck_assert_int_eq(tg_filter_text_matches(&chain, TG_SIDE_RESPONSE, text, strlen(text), &sc), 1);
+	ck_assert_int_eq(tg_filter_text_matches(&chain, TG_SIDE_RESPONSE, "no address", 10, &sc), 0);
+	ck_assert_uint_eq(tg_filter_types(&chain, TG_SIDE_RESPONSE), 1u << TG_FILTER_REGEX);
+	ck_assert_uint_eq(tg_filter_types(&chain, TG_SIDE_REQUEST), 1u << TG_FILTER_REGEX);
+	chain.n = 1;
+	ck_assert_uint_eq(tg_filter_types(&chain, TG_SIDE_RESPONSE), 0);
+	tg_scan_free(&sc);
+	destroy_filter(in);
+	destroy_filter(out);
+}
+END_TEST
+
+START_TEST(text_matches_reports_failed_scan)
+{
+	struct tg_filter *f = make_filter("slow", TG_ACTION_BLOCK, TG_SIDE_RESPONSE, runaway_rule);
+	const struct tg_filter *filters[] = {f};
+	struct tg_filter_chain chain = {1, filters};
+	struct tg_scan sc;
+	char text[64];
+
+	memset(text, 'a', 40);
+	strcpy(text + 40, "!");
+	tg_scan_init(&sc);
+	ck_assert_int_eq(tg_filter_text_matches(&chain, TG_SIDE_RESPONSE, text, strlen(text), &sc), -1);
+	tg_scan_free(&sc);
+	destroy_filter(f);
+}
+END_TEST
+
+/* --- tg_filter_response_body -------------------------------------------- */
+
+struct response_fixture {
+	struct tg_filter *filter;
+	const struct tg_filter *filters[1];
+	struct tg_route_filters_config route_filters;
+	struct tg_route route;
+	struct tg_request req;
+};
+
+static void
+on_next(struct tg_request *req)
+{
+	(void)req;
+}
+
+/* A request on a route with filter f whose non-streaming response, with
+ * status 200, is body. */
+static void
+response_init(struct response_fixture *rf, struct tg_filter *f, const char *body)
+{
+	memset(rf, 0, sizeof(*rf));
+	rf->filter = f;
+	rf->filters[0] = f;
+	rf->route_filters.chain = (struct tg_filter_chain){1, rf->filters};
+	rf->route.name = "chat";
+	rf->route.filters = &rf->route_filters;
+	rf->req.route = &rf->route;
+	snprintf(rf->req.id, sizeof(rf->req.id), "filter-text-test");
+
+	/* Without a request body to check, this only sets up the state. */
+	tg_filter_request(&rf->req, on_next);
+	ck_assert_ptr_nonnull(rf->req.filters);
+
+	rf->req.response.status = 200;
+	rf->req.response.body = evbuffer_new();
+	ck_assert_ptr_nonnull(rf->req.response.body);
+	ck_assert_int_eq(evbuffer_add(rf->req.response.body, body, strlen(body)), 0);
+}
+
+/* The response body as a string; the caller frees it. */
+static char *
+response_text(struct response_fixture *rf)
+{
+	struct evbuffer *body = rf->req.response.body;
+	size_t len = evbuffer_get_length(body);
+	char *text = malloc(len + 1);
+
+	ck_assert_ptr_nonnull(text);
+	evbuffer_copyout(body, text, len);
+	text[len] = '\0';
+	return text;
+}
+
+static void
+response_free(struct response_fixture *rf)
+{
+	tg_relay_response_json_stale(&rf->req);
+	evbuffer_free(rf->req.response.body);
+	tg_filter_request_done(&rf->req);
+	destroy_filter(rf->filter);
+}
+
+static const char clean_body[] =
+	"{\"id\": \"c1\", \"choices\": [{\"index\": 0, \"message\": {\"role\": \"assistant\","
+	" \"content\": \"Hello there\", \"refusal\": null}, \"finish_reason\": \"stop\"}]}";
+
+START_TEST(response_without_match_builds_no_tree)
+{
+	struct response_fixture rf;
+	char *text;
+
+	response_init(&rf, make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, email_rule),
+	              clean_body);
+	ck_assert_int_eq(tg_filter_response_body(&rf.req), 0);
+	ck_assert_int_eq(rf.req.response.json_parsed, 0);
+	ck_assert_uint_eq(tg_filter_decisions(&rf.req)->n, 0);
+	text = response_text(&rf);
+	ck_assert_str_eq(text, clean_body);
+	free(text);
+	response_free(&rf);
+}
+END_TEST
+
+START_TEST(response_match_masked_and_logged_once)
+{
+	struct response_fixture rf;
+	const struct tg_filter_log *log;
+	char *text;
+
+	response_init(&rf, make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, email_rule),
+	              "{\"choices\": [{\"message\": {\"content\": \"mail jane@example.com\"}}]}");
+	ck_assert_int_eq(tg_filter_response_body(&rf.req), 0);
+	text = response_text(&rf);
+	ck_assert_str_eq(text, "{\"choices\":[{\"message\":{\"content\":"
+	                       "\"mail [REDACTED:email]\"}}]}\n");
+	log = tg_filter_decisions(&rf.req);
+	ck_assert_uint_eq(log->n, 1);
+	ck_assert_uint_eq(log->counts[0], 1);
+	ck_assert_int_eq(log->items[0].action, TG_ACTION_MASK);
+	ck_assert_int_eq(log->items[0].side, TG_SIDE_RESPONSE);
+	free(text);
+	response_free(&rf);
+}
+END_TEST
+
+START_TEST(response_flag_logged_once_body_kept)
+{
+	static const char body[] = "{\"choices\": [{\"text\": \"mail jane@example.com\"}]}";
+	struct response_fixture rf;
+	const struct tg_filter_log *log;
+	char *text;
+
+	response_init(&rf, make_filter("audit", TG_ACTION_FLAG, TG_SIDE_RESPONSE, email_rule),
+	              body);
+	ck_assert_int_eq(tg_filter_response_body(&rf.req), 0);
+	text = response_text(&rf);
+	ck_assert_str_eq(text, body);
+	log = tg_filter_decisions(&rf.req);
+	ck_assert_uint_eq(log->n, 1);
+	ck_assert_uint_eq(log->counts[0], 1);
+	ck_assert_int_eq(log->items[0].action, TG_ACTION_FLAG);
+	free(text);
+	response_free(&rf);
+}
+END_TEST
+
+/* A match in a body that jansson rejects cannot be masked: the body must
+ * not go out. Without a match the same kind of body goes out as it is. */
+START_TEST(response_match_without_tree_fails)
+{
+	static const char matched[] = "{\"choices\": [{\"text\": \"jane@example.com\\u0000\"}]}";
+	static const char clean[] = "{\"choices\": [{\"text\": \"nothing\\u0000\"}]}";
+	struct response_fixture rf;
+	char *text;
+
+	response_init(&rf, make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, email_rule),
+	              matched);
+	ck_assert_int_eq(tg_filter_response_body(&rf.req), -1);
+	response_free(&rf);
+
+	response_init(&rf, make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, email_rule),
+	              clean);
+	ck_assert_int_eq(tg_filter_response_body(&rf.req), 0);
+	text = response_text(&rf);
+	ck_assert_str_eq(text, clean);
+	free(text);
+	response_free(&rf);
+}
+END_TEST
+
+START_TEST(response_failed_scan_fails)
+{
+	struct response_fixture rf;
+
+	response_init(&rf, make_filter("slow", TG_ACTION_BLOCK, TG_SIDE_RESPONSE, runaway_rule),
+	              "{\"choices\": [{\"text\": \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!\"}]}");
+	ck_assert_int_eq(tg_filter_response_body(&rf.req), -1);
+	ck_assert_int_eq(rf.req.response.json_parsed, 0);
+	response_free(&rf);
+}
+END_TEST
+
+static Suite *
+filter_text_suite(void)
+{
+	Suite *s = suite_create("filter-text");
+	TCase *reader = tcase_create("reader");
+	TCase *scan = tcase_create("scan");
+	TCase *response = tcase_create("response body");
+	int n_cases = (int)(sizeof(cases) / sizeof(cases[0]));
+
+	tcase_add_test(reader, reader_agrees_on_fixtures);
+	tcase_add_loop_test(reader, reader_and_tree_on_crafted_bodies, 0, n_cases);
+	tcase_add_loop_test(reader, reader_takes_body_in_segments, 0, n_cases);
+	tcase_add_test(reader, reader_stops_when_asked);
+	tcase_add_test(reader, reader_rejects_invalid_json);
+	tcase_add_test(reader, reader_takes_nul_escape_jansson_rejects);
+	suite_add_tcase(s, reader);
+
+	tcase_add_test(scan, text_matches_response_filters_only);
+	tcase_add_test(scan, text_matches_reports_failed_scan);
+	suite_add_tcase(s, scan);
+
+	tcase_add_test(response, response_without_match_builds_no_tree);
+	tcase_add_test(response, response_match_masked_and_logged_once);
+	tcase_add_test(response, response_flag_logged_once_body_kept);
+	tcase_add_test(response, response_match_without_tree_fails);
+	tcase_add_test(response, response_failed_scan_fails);
+	suite_add_tcase(s, response);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr = srunner_create(filter_text_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
