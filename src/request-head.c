@@ -124,6 +124,16 @@ tg_request_head_origin_form(const char *target, const char *method, char **origi
 {
 	*origin = NULL;
 
+	if (strcmp(method, "CONNECT") == 0) {
+		snprintf(message, size, "CONNECT is not supported: tollgate forwards API "
+		         "requests and opens no tunnels");
+		return TG_E_NOT_IMPLEMENTED;
+	}
+	if (target[0] == '/' && strchr(target, '#') != NULL) {
+		snprintf(message, size, "the request target contains a fragment after \"#\", "
+		         "which a request target does not carry; leave it out");
+		return TG_E_BAD_REQUEST;
+	}
 	if (strcmp(target, "*") == 0 && strcmp(method, "OPTIONS") != 0) {
 		snprintf(message, size, "the request target \"*\" is only for OPTIONS, not "
 		         "%s; send the path, such as /v1/chat/completions", method);

@@ -20,7 +20,8 @@
  * if any) that routes match, the access log shows and the upstream request
  * line carries after the backend's path prefix. method is the request's
  * method name. The forms of RFC 9112 section 3.2:
- *   origin form, "/PATH[?QUERY]"      kept as it is
+ *   origin form, "/PATH[?QUERY]"      kept as it is; a fragment ("#") is
+ *                                     rejected
  *   absolute form, "http://HOST/PATH"  its path and query, "/" for an empty
  *                                     path; the scheme must be http or https
  *                                     and the host not empty, and user
@@ -29,10 +30,10 @@
  * The authority of an absolute-form target replaces Host (section 3.2.2),
  * but routing ignores both, and the upstream gets the backend's Host.
  * Authority form ("HOST:PORT") belongs to CONNECT, and llhttp rejects it for
- * any other method before this check runs.
+ * any other method before this check runs. CONNECT itself is not served.
  * Returns TG_OK with *origin set to a string the caller frees,
- * TG_E_BAD_REQUEST with the reason for the client in message, or
- * TG_E_INTERNAL when out of memory.
+ * TG_E_BAD_REQUEST or TG_E_NOT_IMPLEMENTED (CONNECT) with the reason for the
+ * client in message, or TG_E_INTERNAL when out of memory.
  */
 enum tg_error tg_request_head_origin_form(const char *target, const char *method,
                                           char **origin, char *message, size_t size);

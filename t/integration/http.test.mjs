@@ -211,6 +211,7 @@ describe('client connections', () => {
     ['http://user:secret@api.example.test/v1/chat/completions', /user information before "@"/],
     ['http:///v1/chat/completions', /empty host/],
     ['http://api.example.test/v1/chat/completions#part', /fragment after "#"/],
+    ['/v1/chat/completions#part', /fragment after "#"/],
     ['*', /"\*" is only for OPTIONS, not POST/],
     ['api.example.test:443', /neither a path such as \/v1\/chat\/completions nor a valid http:\/\/ or https:\/\/ URL/],
   ];
@@ -224,6 +225,14 @@ describe('client connections', () => {
       assert.ok(await client.waitClosed(), 'the connection stayed open after the 400');
     }));
   }
+
+  it('answers CONNECT with 501', () => withClient(async (client) => {
+    await client.write('CONNECT api.example.test:443 HTTP/1.1\r\nHost: api.example.test:443\r\n\r\n');
+    const res = await client.readResponse();
+    const error = assertError(res, 501, 'invalid_request_error', 'method_not_implemented');
+    assert.match(error.message, /CONNECT is not supported: tollgate forwards API requests and opens no tunnels/);
+    assert.ok(await client.waitClosed(), 'the connection stayed open after the 501');
+  }));
 
   /* Transfer-Encoding lines, the status, error code and message expected. */
   const CODINGS = [

@@ -129,7 +129,24 @@ START_TEST(absolute_form_rejected)
 	assert_target_rejected("http://api.example:99999/", "POST", TG_REQUEST_TARGET_INVALID);
 	assert_target_rejected("http://api.example/%zz", "POST", TG_REQUEST_TARGET_INVALID);
 	assert_target_rejected("mailto:someone", "POST", TG_REQUEST_TARGET_INVALID);
-	assert_target_rejected("api.example:443", "CONNECT", TG_REQUEST_TARGET_INVALID);
+}
+END_TEST
+
+START_TEST(origin_form_fragment_rejected)
+{
+	assert_target_rejected("/v1/chat/completions#part", "POST", "fragment after \"#\"");
+	assert_target_rejected("/v1/models?a=1#", "GET", "fragment after \"#\"");
+}
+END_TEST
+
+START_TEST(connect_not_implemented)
+{
+	char message[256];
+
+	ck_assert_ptr_null(reduce_target("api.example:443", "CONNECT", TG_E_NOT_IMPLEMENTED,
+	                                 message, sizeof(message)));
+	ck_assert_str_eq(message, "CONNECT is not supported: tollgate forwards API requests "
+	                 "and opens no tunnels");
 }
 END_TEST
 
@@ -449,6 +466,8 @@ request_head_suite(void)
 	TCase *codings = tcase_create("transfer-coding");
 
 	tcase_add_test(target, origin_form_kept);
+	tcase_add_test(target, origin_form_fragment_rejected);
+	tcase_add_test(target, connect_not_implemented);
 	tcase_add_test(target, absolute_form_reduced_to_path);
 	tcase_add_test(target, absolute_form_rejected);
 	tcase_add_test(target, credentials_not_quoted);
