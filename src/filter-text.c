@@ -13,6 +13,7 @@
 
 #include "filter-plugin.h"
 #include "filter.h"
+#include "yajl-arena.h"
 
 /* Labels read from one plugin call; a classifier with more has them cut. */
 #define MAX_PLUGIN_LABELS 32
@@ -331,13 +332,13 @@ int
 tg_text_read_response(struct evbuffer *body, tg_text_fn *fn, void *arg)
 {
 	struct text_reader r = {.fn = fn, .arg = arg, .root = R_RESPONSE};
-	yajl_handle h = yajl_alloc(&TEXT_CALLBACKS, NULL, &r);
+	yajl_handle h = tg_yajl_alloc(&TEXT_CALLBACKS, &r);
 	yajl_status st;
 
 	if (h == NULL)
 		return -1;
 	st = parse_buffer(h, body);
-	yajl_free(h);
+	tg_yajl_free(h);
 
 	if (st == yajl_status_client_canceled)
 		return 1;

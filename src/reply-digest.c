@@ -28,6 +28,7 @@
 #include <yajl/yajl_parse.h>
 
 #include "reply-digest.h"
+#include "yajl-arena.h"
 
 /* The deepest nesting jansson reads, where a scalar counts as one more
  * level than its container. The digest rejects deeper text too, so that
@@ -616,7 +617,7 @@ start(struct reader *r, struct tg_reply_digest *d, struct tg_reply_detail *x)
 		memset(x, 0, sizeof(*x));
 	r->x = x;
 	r->detail = x;
-	h = yajl_alloc(&CALLBACKS, NULL, r);
+	h = tg_yajl_alloc(&CALLBACKS, r);
 	if (h != NULL)
 		yajl_config(h, yajl_allow_trailing_garbage, 1);
 	return h;
@@ -659,7 +660,7 @@ finish(struct reader *r, yajl_handle h, yajl_status st)
 	else if (st == yajl_status_ok)
 		st = yajl_complete_parse(h);
 	if (h != NULL)
-		yajl_free(h);
+		tg_yajl_free(h);
 
 	if (r->detail != NULL && (st != yajl_status_ok || r->x == NULL))
 		tg_reply_detail_free(r->detail);
