@@ -13,6 +13,7 @@
 
 #include "filter-plugin.h"
 #include "filter.h"
+#include "reply-digest.h"
 #include "yajl-arena.h"
 
 /* Labels read from one plugin call; a classifier with more has them cut. */
@@ -343,6 +344,16 @@ tg_text_read_response(struct evbuffer *body, tg_text_fn *fn, void *arg)
 	if (st == yajl_status_client_canceled)
 		return 1;
 	return st == yajl_status_ok ? 0 : -1;
+}
+
+int
+tg_text_read_response_digest(struct evbuffer *body, tg_text_fn *fn, void *arg,
+                             struct tg_reply_digest *d, struct tg_reply_detail *x)
+{
+	struct text_reader r = {.fn = fn, .arg = arg, .root = R_RESPONSE};
+	struct tg_reply_tap tap = {&TEXT_CALLBACKS, &r};
+
+	return tg_reply_digest_tap_buffer(d, x, body, &tap);
 }
 
 /* --- running filters ---------------------------------------------------- */

@@ -322,6 +322,14 @@ tg_relay_response_json_stale(struct tg_request *req)
 	req->response.digest_read = 0;
 }
 
+/* The detail to read with the digest: the response's when tracing reads
+ * it, else NULL. */
+static struct tg_reply_detail *
+detail_to_read(struct tg_request *req)
+{
+	return tg_trace_reads_reply_detail(req) ? &req->response.detail : NULL;
+}
+
 const struct tg_reply_digest *
 tg_relay_response_digest(struct tg_request *req)
 {
@@ -329,12 +337,27 @@ tg_relay_response_digest(struct tg_request *req)
 
 	if (resp->digest_read || resp->body == NULL)
 		return &resp->digest;
-	if (tg_trace_reads_reply_detail(req))
-		tg_reply_digest_detail_buffer(&resp->digest, &resp->detail, resp->body);
-	else
-		tg_reply_digest_buffer(&resp->digest, resp->body);
+	tg_reply_digest_detail_buffer(&resp->digest, detail_to_read(req), resp->body);
 	resp->digest_read = 1;
 	return &resp->digest;
+}
+
+int
+tg_relay_response_texts(struct tg_request *req, tg_text_fn *fn, void *arg)
+{
+	struct tg_response *resp = &req->response;
+	int rc;
+
+	if (resp->digest_read)
+		return tg_text_read_response(resp->body, fn, arg);
+	rc = tg_text_read_response_digest(resp->body, fn, arg, &resp->digest,
+	                                  detail_to_read(req));
+	if (rc == 1)
+		return 1;       /* a partial digest: read whole at the next call */
+	resp->digest_read = 1;
+	if (rc < 0)
+		return tg_text_read_response(resp->body, fn, arg);
+	return 0;
 }
 
 const struct tg_reply_detail *
