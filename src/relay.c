@@ -322,14 +322,6 @@ tg_relay_response_json_stale(struct tg_request *req)
 	req->response.digest_read = 0;
 }
 
-/* The detail to read with the digest: the response's when tracing reads
- * it, else NULL. */
-static struct tg_reply_detail *
-detail_to_read(struct tg_request *req)
-{
-	return tg_trace_reads_reply_detail(req) ? &req->response.detail : NULL;
-}
-
 const struct tg_reply_digest *
 tg_relay_response_digest(struct tg_request *req)
 {
@@ -337,7 +329,10 @@ tg_relay_response_digest(struct tg_request *req)
 
 	if (resp->digest_read || resp->body == NULL)
 		return &resp->digest;
-	tg_reply_digest_detail_buffer(&resp->digest, detail_to_read(req), resp->body);
+	if (tg_trace_reads_reply_detail(req))
+		tg_reply_digest_detail_buffer(&resp->digest, &resp->detail, resp->body);
+	else
+		tg_reply_digest_buffer(&resp->digest, resp->body);
 	resp->digest_read = 1;
 	return &resp->digest;
 }
@@ -346,12 +341,12 @@ int
 tg_relay_response_texts(struct tg_request *req, tg_text_fn *fn, void *arg)
 {
 	struct tg_response *resp = &req->response;
+	struct tg_reply_detail *x = tg_trace_reads_reply_detail(req) ? &resp->detail : NULL;
 	int rc;
 
 	if (resp->digest_read)
 		return tg_text_read_response(resp->body, fn, arg);
-	rc = tg_text_read_response_digest(resp->body, fn, arg, &resp->digest,
-	                                  detail_to_read(req));
+	rc = tg_text_read_response_digest(resp->body, fn, arg, &resp->digest, x);
 	if (rc == 1)
 		return 1;       /* a partial digest: read whole at the next call */
 	resp->digest_read = 1;

@@ -21,6 +21,8 @@
 #include "relay.h"
 #include "reply-digest.h"
 #include "request.h"
+#include "trace-t.h"
+#include "trace.h"
 
 #define MAX_TEXTS 64
 
@@ -803,6 +805,33 @@ START_TEST(response_clean_body_parsed_once)
 }
 END_TEST
 
+/* When tracing reads the response, its detail comes from the same parse. */
+START_TEST(response_traced_body_parsed_once)
+{
+	struct response_fixture rf;
+	struct tg_span attempt = {0};
+	struct tg_trace trace = {.sampled = 1, .attempt = &attempt};
+	const struct tg_reply_detail *x;
+	unsigned parses;
+
+	response_init(&rf, make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, email_rule),
+	              clean_body);
+	rf.req.trace = &trace;
+	ck_assert(tg_trace_reads_reply_detail(&rf.req));
+	parses = n_parses;
+	ck_assert_int_eq(tg_filter_response_body(&rf.req), 0);
+	x = tg_relay_response_detail(&rf.req);
+	ck_assert_uint_eq(n_parses - parses, 1);
+
+	ck_assert_ptr_nonnull(x);
+	ck_assert_str_eq(x->id, "c1");
+	ck_assert_uint_eq(x->n_choices, 1);
+	ck_assert_str_eq(x->choices[0].finish_reason, "stop");
+	rf.req.trace = NULL;
+	response_free(&rf);
+}
+END_TEST
+
 /* After a match the filters may rewrite the body, so the digest is read
  * again, from the body the client gets. */
 START_TEST(response_masked_body_digest_read_after)
@@ -886,6 +915,7 @@ filter_text_suite(void)
 	tcase_add_test(response, response_match_without_tree_fails);
 	tcase_add_test(response, response_failed_scan_fails);
 	tcase_add_test(response, response_clean_body_parsed_once);
+	tcase_add_test(response, response_traced_body_parsed_once);
 	tcase_add_test(response, response_masked_body_digest_read_after);
 	tcase_add_test(response, response_match_past_depth_fails);
 	suite_add_tcase(s, response);
