@@ -355,9 +355,11 @@ probe_text(void *arg, const char *text, size_t len)
  * yajl, which costs a fraction of building the jansson tree the rewrite
  * needs: about 13,000 against 69,000 instructions for a 336-byte chat
  * completion (callgrind). Most responses match nothing, and then no tree
- * is built. The scan records nothing, so the tree path that follows a
- * match logs each decision once. A plugin filter is left to the tree path
- * alone, so that no text is classified twice.
+ * is built, and the pass that read the texts also read the reply digest
+ * for the metrics and tracing (tg_relay_response_texts). The scan records
+ * nothing, so the tree path that follows a match logs each decision once.
+ * A plugin filter is left to the tree path alone, so that no text is
+ * classified twice.
  */
 static enum body_scan
 scan_without_tree(struct tg_request *req, const struct tg_filter_chain *chain)
@@ -372,7 +374,7 @@ scan_without_tree(struct tg_request *req, const struct tg_filter_chain *chain)
 		return SCAN_NONE;
 	if (types & 1u << TG_FILTER_PLUGIN)
 		return SCAN_UNREAD;
-	rc = tg_text_read_response(req->response.body, probe_text, &p);
+	rc = tg_relay_response_texts(req, probe_text, &p);
 	if (rc == 0)
 		return SCAN_CLEAN;
 	if (rc < 0)

@@ -13,6 +13,8 @@
 
 #include "filter-plugin.h"
 #include "filter.h"
+#include "reply-digest.h"
+#include "yajl-arena.h"
 
 /* Labels read from one plugin call; a classifier with more has them cut. */
 #define MAX_PLUGIN_LABELS 32
@@ -331,17 +333,27 @@ int
 tg_text_read_response(struct evbuffer *body, tg_text_fn *fn, void *arg)
 {
 	struct text_reader r = {.fn = fn, .arg = arg, .root = R_RESPONSE};
-	yajl_handle h = yajl_alloc(&TEXT_CALLBACKS, NULL, &r);
+	yajl_handle h = tg_yajl_alloc(&TEXT_CALLBACKS, &r);
 	yajl_status st;
 
 	if (h == NULL)
 		return -1;
 	st = parse_buffer(h, body);
-	yajl_free(h);
+	tg_yajl_free(h);
 
 	if (st == yajl_status_client_canceled)
 		return 1;
 	return st == yajl_status_ok ? 0 : -1;
+}
+
+int
+tg_text_read_response_digest(struct evbuffer *body, tg_text_fn *fn, void *arg,
+                             struct tg_reply_digest *d, struct tg_reply_detail *x)
+{
+	struct text_reader r = {.fn = fn, .arg = arg, .root = R_RESPONSE};
+	struct tg_reply_tap tap = {&TEXT_CALLBACKS, &r};
+
+	return tg_reply_digest_tap_buffer(d, x, body, &tap);
 }
 
 /* --- running filters ---------------------------------------------------- */

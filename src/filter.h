@@ -17,6 +17,8 @@
 #include "filter-t.h"
 
 struct evbuffer;
+struct tg_reply_detail;
+struct tg_reply_digest;
 
 /* The default "replacement": the rule name goes where "{rule}" is. */
 #define TG_FILTER_REPLACEMENT "[REDACTED:{rule}]"
@@ -91,6 +93,21 @@ typedef int tg_text_fn(void *arg, const char *text, size_t len);
  * reply-digest.h), so a body read here may have no tree.
  */
 int tg_text_read_response(struct evbuffer *body, tg_text_fn *fn, void *arg);
+
+/*
+ * Read the texts of a non-streaming response body as
+ * tg_text_read_response() does, in the pass that reads its reply digest
+ * into d, and its detail into x unless x is NULL (reply-digest.h), so
+ * that yajl parses the body once. Returns 0 when the whole body was read:
+ * fn saw every text, and d and x are what tg_reply_digest_detail_buffer()
+ * gives. Returns 1 when fn stopped the read: d is zeroed and x empty, not
+ * the body's digest. Returns -1 when the digest finds the body not JSON,
+ * and d is zeroed, which is its digest. Then fn may have missed texts
+ * that tg_text_read_response() reads in a body nested deeper than
+ * jansson reads, so a caller that needs them all reads the body again.
+ */
+int tg_text_read_response_digest(struct evbuffer *body, tg_text_fn *fn, void *arg,
+                                 struct tg_reply_digest *d, struct tg_reply_detail *x);
 
 /* Outcome of checking a body. */
 struct tg_filter_result {

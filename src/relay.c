@@ -337,6 +337,24 @@ tg_relay_response_digest(struct tg_request *req)
 	return &resp->digest;
 }
 
+int
+tg_relay_response_texts(struct tg_request *req, tg_text_fn *fn, void *arg)
+{
+	struct tg_response *resp = &req->response;
+	struct tg_reply_detail *x = tg_trace_reads_reply_detail(req) ? &resp->detail : NULL;
+	int rc;
+
+	if (resp->digest_read)
+		return tg_text_read_response(resp->body, fn, arg);
+	rc = tg_text_read_response_digest(resp->body, fn, arg, &resp->digest, x);
+	if (rc == 1)
+		return 1;       /* a partial digest: read whole at the next call */
+	resp->digest_read = 1;
+	if (rc < 0)
+		return tg_text_read_response(resp->body, fn, arg);
+	return 0;
+}
+
 const struct tg_reply_detail *
 tg_relay_response_detail(struct tg_request *req)
 {

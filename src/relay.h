@@ -15,6 +15,7 @@
 
 #include <jansson.h>
 
+#include "filter.h"
 #include "reply-digest.h"
 #include "sse.h"
 #include "upstream.h"
@@ -95,6 +96,18 @@ json_t *tg_relay_response_json(struct tg_request *req);
  */
 const struct tg_reply_digest *tg_relay_response_digest(struct tg_request *req);
 const struct tg_reply_detail *tg_relay_response_detail(struct tg_request *req);
+
+/*
+ * Read the texts of the non-streamed body for the response filters, with
+ * the result of tg_text_read_response(). The metrics read the digest of
+ * every body, so the read also takes the digest when it is not read yet,
+ * and yajl parses the body once. When fn does not stop the read, the body
+ * goes out unchanged and the digest is kept. When fn stops it, the
+ * filters may rewrite the body, and tg_relay_response_digest() reads the
+ * body after them. A body that the digest finds not JSON is read again
+ * for its texts alone, as tg_text_read_response_digest() requires.
+ */
+int tg_relay_response_texts(struct tg_request *req, tg_text_fn *fn, void *arg);
 
 /* Drop the value tg_relay_response_json() returned, and the digest,
  * because the body no longer matches them (a rewrite failed half way).

@@ -19,7 +19,10 @@
  * A read with a detail (struct tg_reply_detail) also takes "id" and
  * "model" at the top level and "index" in a CHOICE, and records the
  * values of members as they come, so that a later one replaces them.
+ * A read with a tap passes each event on to that second reader (the
+ * response filters' text reader), so that one parse serves both.
  */
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,6 +31,7 @@
 #include <yajl/yajl_parse.h>
 
 #include "reply-digest.h"
+#include "yajl-arena.h"
 
 /* The deepest nesting jansson reads, where a scalar counts as one more
  * level than its container. The digest rejects deeper text too, so that
@@ -71,6 +75,8 @@ struct frame {
 };
 
 struct reader {
+	const struct tg_reply_tap *tap; /* NULL, or another reader of the events */
+	int tap_stopped;                /* a callback of the tap stopped the read */
 	struct tg_reply_digest *d;
 	struct tg_reply_detail *x;      /* NULL without a detail, or once it failed */
 	struct tg_reply_detail *detail; /* the caller's detail, or NULL */
@@ -502,30 +508,54 @@ take_value(struct reader *r, enum value v, const unsigned char *s, size_t len,
 
 /* --- yajl callbacks ------------------------------------------------------ */
 
+/* The result of a tap's callback: 0 stops the read. */
+static int
+tap_result(struct reader *r, int go_on)
+{
+	if (!go_on)
+		r->tap_stopped = 1;
+	return go_on;
+}
+
+/* Pass the event of yajl callback cb to the tap, if it takes that event,
+ * with the arguments that follow. Yields 0 when the tap stops the read. */
+#define TAP(r, cb, ...) \
+	((r)->tap == NULL || (r)->tap->callbacks->cb == NULL || \
+	 tap_result((r), (r)->tap->callbacks->cb((r)->tap->ctx, __VA_ARGS__)))
+#define TAP_EVENT(r, cb) \
+	((r)->tap == NULL || (r)->tap->callbacks->cb == NULL || \
+	 tap_result((r), (r)->tap->callbacks->cb((r)->tap->ctx)))
+
 static int
 on_null(void *ctx)
 {
-	return take_value(ctx, V_NULL, NULL, 0, 0);
+	struct reader *r = ctx;
+
+	return take_value(r, V_NULL, NULL, 0, 0) && TAP_EVENT(r, yajl_null);
 }
 
 static int
 on_boolean(void *ctx, int value)
 {
-	(void)value;
-	return take_value(ctx, V_BOOL, NULL, 0, 0);
+	struct reader *r = ctx;
+
+	return take_value(r, V_BOOL, NULL, 0, 0) && TAP(r, yajl_boolean, value);
 }
 
 static int
 on_integer(void *ctx, long long value)
 {
-	return take_value(ctx, V_INTEGER, NULL, 0, value);
+	struct reader *r = ctx;
+
+	return take_value(r, V_INTEGER, NULL, 0, value) && TAP(r, yajl_integer, value);
 }
 
 static int
 on_double(void *ctx, double value)
 {
-	(void)value;
-	return take_value(ctx, V_DOUBLE, NULL, 0, 0);
+	struct reader *r = ctx;
+
+	return take_value(r, V_DOUBLE, NULL, 0, 0) && TAP(r, yajl_double, value);
 }
 
 static int
@@ -535,42 +565,54 @@ on_string(void *ctx, const unsigned char *s, size_t len)
 
 	if (r->x != NULL && !jansson_reads(s, len))
 		give_up_detail(r);
-	return take_value(ctx, V_STRING, s, len, 0);
+	return take_value(r, V_STRING, s, len, 0) && TAP(r, yajl_string, s, len);
 }
 
 static int
 on_start_map(void *ctx)
 {
-	return take_value(ctx, V_MAP, NULL, 0, 0);
+	struct reader *r = ctx;
+
+	return take_value(r, V_MAP, NULL, 0, 0) && TAP_EVENT(r, yajl_start_map);
 }
 
 static int
 on_start_array(void *ctx)
 {
-	return take_value(ctx, V_ARRAY, NULL, 0, 0);
+	struct reader *r = ctx;
+
+	return take_value(r, V_ARRAY, NULL, 0, 0) && TAP_EVENT(r, yajl_start_array);
 }
 
 static int
-on_end(void *ctx)
+on_end_map(void *ctx)
 {
 	struct reader *r = ctx;
 
 	r->depth--;
-	return 1;
+	return TAP_EVENT(r, yajl_end_map);
 }
 
 static int
-on_map_key(void *ctx, const unsigned char *s, size_t len)
+on_end_array(void *ctx)
 {
 	struct reader *r = ctx;
+
+	r->depth--;
+	return TAP_EVENT(r, yajl_end_array);
+}
+
+/* The member a key names in the innermost frame, if it is one whose keys
+ * the digest reads. */
+static void
+take_key(struct reader *r, const unsigned char *s, size_t len)
+{
 	struct frame *f = current(r);
 	const struct key *k;
 
-	if (r->x != NULL && !jansson_reads(s, len))
-		give_up_detail(r);
 	if (f == NULL || f->place >= sizeof(PLACE_KEYS) / sizeof(PLACE_KEYS[0]) ||
 	    PLACE_KEYS[f->place].keys == NULL)
-		return 1;
+		return;
 	f->member = M_NONE;
 	k = PLACE_KEYS[f->place].keys;
 	if (r->x == NULL)
@@ -582,7 +624,17 @@ on_map_key(void *ctx, const unsigned char *s, size_t len)
 			break;
 		}
 	}
-	return 1;
+}
+
+static int
+on_map_key(void *ctx, const unsigned char *s, size_t len)
+{
+	struct reader *r = ctx;
+
+	if (r->x != NULL && !jansson_reads(s, len))
+		give_up_detail(r);
+	take_key(r, s, len);
+	return TAP(r, yajl_map_key, s, len);
 }
 
 static const yajl_callbacks CALLBACKS = {
@@ -593,30 +645,35 @@ static const yajl_callbacks CALLBACKS = {
 	.yajl_string = on_string,
 	.yajl_start_map = on_start_map,
 	.yajl_map_key = on_map_key,
-	.yajl_end_map = on_end,
+	.yajl_end_map = on_end_map,
 	.yajl_start_array = on_start_array,
-	.yajl_end_array = on_end,
+	.yajl_end_array = on_end_array,
 };
 
 /* --- reading ------------------------------------------------------------- */
 
-/* Start a read into d, and into x unless it is NULL. The parser stops at
+/* Start a read into d, and into x and tap unless they are NULL. The tap
+ * gets numbers through yajl_integer and yajl_double, as the digest does,
+ * so one that set yajl_number would miss them. The parser stops at
  * the end of the value, because yajl would take an unterminated string
  * after it for a token yet to end. read_text() checks the text after the
  * value instead. */
 static yajl_handle
-start(struct reader *r, struct tg_reply_digest *d, struct tg_reply_detail *x)
+start(struct reader *r, struct tg_reply_digest *d, struct tg_reply_detail *x,
+      const struct tg_reply_tap *tap)
 {
 	yajl_handle h;
 
+	assert(tap == NULL || tap->callbacks->yajl_number == NULL);
 	memset(d, 0, sizeof(*d));
 	memset(r, 0, sizeof(*r));
+	r->tap = tap;
 	r->d = d;
 	if (x != NULL)
 		memset(x, 0, sizeof(*x));
 	r->x = x;
 	r->detail = x;
-	h = yajl_alloc(&CALLBACKS, NULL, r);
+	h = tg_yajl_alloc(&CALLBACKS, r);
 	if (h != NULL)
 		yajl_config(h, yajl_allow_trailing_garbage, 1);
 	return h;
@@ -650,7 +707,8 @@ read_text(struct reader *r, yajl_handle h, const unsigned char *text, size_t len
 	return st;
 }
 
-/* End a read whose parse status so far is st. */
+/* End a read whose parse status so far is st. Returns the result of
+ * tg_reply_digest_tap_buffer(). */
 static int
 finish(struct reader *r, yajl_handle h, yajl_status st)
 {
@@ -659,7 +717,7 @@ finish(struct reader *r, yajl_handle h, yajl_status st)
 	else if (st == yajl_status_ok)
 		st = yajl_complete_parse(h);
 	if (h != NULL)
-		yajl_free(h);
+		tg_yajl_free(h);
 
 	if (r->detail != NULL && (st != yajl_status_ok || r->x == NULL))
 		tg_reply_detail_free(r->detail);
@@ -668,7 +726,7 @@ finish(struct reader *r, yajl_handle h, yajl_status st)
 
 	if (st != yajl_status_ok) {
 		memset(r->d, 0, sizeof(*r->d));
-		return -1;
+		return r->tap_stopped ? 1 : -1;
 	}
 	r->d->object = r->root_object;
 	return 0;
@@ -678,7 +736,7 @@ static int
 read_all(struct tg_reply_digest *d, struct tg_reply_detail *x, const char *text, size_t len)
 {
 	struct reader r;
-	yajl_handle h = start(&r, d, x);
+	yajl_handle h = start(&r, d, x, NULL);
 	yajl_status st = yajl_status_ok;
 
 	if (h != NULL)
@@ -687,10 +745,11 @@ read_all(struct tg_reply_digest *d, struct tg_reply_detail *x, const char *text,
 }
 
 static int
-read_buffer(struct tg_reply_digest *d, struct tg_reply_detail *x, struct evbuffer *buf)
+read_buffer(struct tg_reply_digest *d, struct tg_reply_detail *x, struct evbuffer *buf,
+            const struct tg_reply_tap *tap)
 {
 	struct reader r;
-	yajl_handle h = start(&r, d, x);
+	yajl_handle h = start(&r, d, x, tap);
 	yajl_status st = yajl_status_ok;
 	size_t total = evbuffer_get_length(buf), done = 0;
 	struct evbuffer_ptr at;
@@ -719,7 +778,7 @@ tg_reply_digest(struct tg_reply_digest *d, const char *text, size_t len)
 int
 tg_reply_digest_buffer(struct tg_reply_digest *d, struct evbuffer *buf)
 {
-	return read_buffer(d, NULL, buf);
+	return read_buffer(d, NULL, buf, NULL);
 }
 
 int
@@ -733,7 +792,14 @@ int
 tg_reply_digest_detail_buffer(struct tg_reply_digest *d, struct tg_reply_detail *x,
                               struct evbuffer *buf)
 {
-	return read_buffer(d, x, buf);
+	return read_buffer(d, x, buf, NULL);
+}
+
+int
+tg_reply_digest_tap_buffer(struct tg_reply_digest *d, struct tg_reply_detail *x,
+                           struct evbuffer *buf, const struct tg_reply_tap *tap)
+{
+	return read_buffer(d, x, buf, tap);
 }
 
 void

@@ -27,6 +27,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <yajl/yajl_parse.h>
+
 struct evbuffer;
 
 /* The top-level "type" of Anthropic's stream events. */
@@ -153,6 +155,29 @@ int tg_reply_digest_detail(struct tg_reply_digest *d, struct tg_reply_detail *x,
 /* The same for the whole contents of buf, read in place. */
 int tg_reply_digest_detail_buffer(struct tg_reply_digest *d, struct tg_reply_detail *x,
                                   struct evbuffer *buf);
+
+/*
+ * A second reader of the text, fed in the pass that reads the digest:
+ * yajl callbacks and their context. Each event goes to the digest first,
+ * then to the tap's callback for it, unless that is NULL. The tap must
+ * leave yajl_number NULL, since the digest takes numbers as integers and
+ * doubles. A callback of the tap that returns 0 stops the read.
+ */
+struct tg_reply_tap {
+	const yajl_callbacks *callbacks;
+	void *ctx;
+};
+
+/*
+ * tg_reply_digest_detail_buffer(), without a detail when x is NULL, that
+ * also feeds tap. Returns 0 or -1 as that does, or 1 when the tap stopped
+ * the read. After 1, d is zeroed and x empty, as for a text that is not
+ * JSON. After -1, the tap has missed the events from the one where the
+ * digest stopped, which may be in text that yajl reads but nested deeper
+ * than jansson reads.
+ */
+int tg_reply_digest_tap_buffer(struct tg_reply_digest *d, struct tg_reply_detail *x,
+                               struct evbuffer *buf, const struct tg_reply_tap *tap);
 
 /* Free what x owns. */
 void tg_reply_detail_free(struct tg_reply_detail *x);

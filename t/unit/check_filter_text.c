@@ -1,8 +1,9 @@
 /*
  * Texts of response bodies: the yajl reader (tg_text_read_response) against
  * the tree walk (tg_text_collect_response) over recorded and crafted
- * bodies, the scan that needs no tree, and tg_filter_response_body() on
- * top of them.
+ * bodies, and the same reader in the pass of the reply digest against the
+ * two read apart. Then the scan that needs no tree, and
+ * tg_filter_response_body() on top of them.
  */
 #include <check.h>
 #include <dirent.h>
@@ -18,7 +19,10 @@
 #include "filter.h"
 #include "fixture.h"
 #include "relay.h"
+#include "reply-digest.h"
 #include "request.h"
+#include "trace-t.h"
+#include "trace.h"
 
 #define MAX_TEXTS 64
 
@@ -52,13 +56,12 @@ keep_text(void *arg, const char *text, size_t len)
 	return t->stop_after != 0 && t->n >= t->stop_after;
 }
 
-/* Read len bytes of body with the yajl reader, from a buffer of one
- * segment, or of two when cut is between 1 and len - 1. */
-static int
-read_texts(const char *body, size_t len, size_t cut, struct texts *out)
+/* A buffer with len bytes of body in one segment, or in two when cut is
+ * between 1 and len - 1. */
+static struct evbuffer *
+body_buffer(const char *body, size_t len, size_t cut)
 {
 	struct evbuffer *buf = evbuffer_new();
-	int rc;
 
 	ck_assert_ptr_nonnull(buf);
 	if (cut > 0 && cut < len) {
@@ -68,7 +71,16 @@ read_texts(const char *body, size_t len, size_t cut, struct texts *out)
 	} else {
 		ck_assert_int_eq(evbuffer_add(buf, body, len), 0);
 	}
-	rc = tg_text_read_response(buf, keep_text, out);
+	return buf;
+}
+
+/* Read len bytes of body with the yajl reader, from body_buffer(). */
+static int
+read_texts(const char *body, size_t len, size_t cut, struct texts *out)
+{
+	struct evbuffer *buf = body_buffer(body, len, cut);
+	int rc = tg_text_read_response(buf, keep_text, out);
+
 	evbuffer_free(buf);
 	return rc;
 }
@@ -111,41 +123,59 @@ assert_same_texts(struct texts *a, struct texts *b, const char *what)
 
 /* --- recorded bodies ---------------------------------------------------- */
 
-START_TEST(reader_agrees_on_fixtures)
+typedef void fixture_check_fn(const char *name, const char *body, size_t len, void *arg);
+
+/* Call check on the response body of each recorded fixture. Returns how
+ * many there are. */
+static size_t
+check_fixtures(fixture_check_fn *check, void *arg)
 {
 	DIR *dir = opendir(TG_FIXTURE_DIR);
 	struct fixture_cache *cache = NULL;
 	struct dirent *entry;
-	size_t n_fixtures = 0, n_texts = 0;
+	size_t n_fixtures = 0;
 
 	ck_assert_msg(dir != NULL, "cannot open %s", TG_FIXTURE_DIR);
 	while ((entry = readdir(dir)) != NULL) {
 		size_t len = strlen(entry->d_name);
 		char name[128], err[512];
 		const struct fixture *f;
-		struct texts read = {0}, collected = {0};
-		int read_rc, collect_rc;
 
 		if (len < 6 || strcmp(entry->d_name + len - 5, ".yaml") != 0)
 			continue;
 		snprintf(name, sizeof(name), "%.*s", (int)(len - 5), entry->d_name);
 		f = fixture_get(&cache, TG_FIXTURE_DIR, name, err, sizeof(err));
 		ck_assert_msg(f != NULL, "%s", err);
-
-		read_rc = read_texts(f->body, f->body_len, 0, &read);
-		collect_rc = collect_texts(f->body, f->body_len, &collected);
-		ck_assert_msg((read_rc == 0) == (collect_rc == 0),
-		              "%s: the reader returns %d, jansson %s it", name, read_rc,
-		              collect_rc == 0 ? "parses" : "rejects");
-		assert_same_texts(&read, &collected, name);
-
+		check(name, f->body, f->body_len, arg);
 		n_fixtures++;
-		n_texts += read.n;
-		texts_free(&read);
-		texts_free(&collected);
 	}
 	closedir(dir);
 	fixture_cache_free(cache);
+	return n_fixtures;
+}
+
+/* The reader against the tree walk on one body; adds its texts to *arg. */
+static void
+reader_agrees_on(const char *name, const char *body, size_t len, void *arg)
+{
+	size_t *n_texts = arg;
+	struct texts read = {0}, collected = {0};
+	int read_rc = read_texts(body, len, 0, &read);
+	int collect_rc = collect_texts(body, len, &collected);
+
+	ck_assert_msg((read_rc == 0) == (collect_rc == 0),
+	              "%s: the reader returns %d, jansson %s it", name, read_rc,
+	              collect_rc == 0 ? "parses" : "rejects");
+	assert_same_texts(&read, &collected, name);
+	*n_texts += read.n;
+	texts_free(&read);
+	texts_free(&collected);
+}
+
+START_TEST(reader_agrees_on_fixtures)
+{
+	size_t n_texts = 0;
+	size_t n_fixtures = check_fixtures(reader_agrees_on, &n_texts);
 
 	/* The recorded set: chat, completion, tools, errors, embeddings and
 	 * streams. Nine of its JSON responses carry one text each. */
@@ -313,6 +343,233 @@ START_TEST(reader_takes_nul_escape_jansson_rejects)
 	ck_assert_mem_eq(read.items[0], "a\0b", 3);
 	ck_assert_int_eq(collect_texts(body, strlen(body), &collected), -1);
 	texts_free(&read);
+}
+END_TEST
+
+/* --- the reader in the pass of the digest -------------------------------- */
+
+/* yajl handles made, counted by wrapping yajl_alloc() at link time
+ * (-Wl,--wrap=yajl_alloc), so that a test can tell how often a body was
+ * parsed. */
+static unsigned n_parses;
+
+yajl_handle __real_yajl_alloc(const yajl_callbacks *callbacks, yajl_alloc_funcs *afs,
+                              void *ctx);
+yajl_handle __wrap_yajl_alloc(const yajl_callbacks *callbacks, yajl_alloc_funcs *afs,
+                              void *ctx);
+
+yajl_handle
+__wrap_yajl_alloc(const yajl_callbacks *callbacks, yajl_alloc_funcs *afs, void *ctx)
+{
+	n_parses++;
+	return __real_yajl_alloc(callbacks, afs, ctx);
+}
+
+static int
+same_string(const char *a, const char *b)
+{
+	return a == NULL || b == NULL ? a == b : strcmp(a, b) == 0;
+}
+
+static void
+assert_same_detail(const struct tg_reply_detail *a, const struct tg_reply_detail *b,
+                   const char *what)
+{
+	ck_assert_msg(a->usable == b->usable, "%s: detail usable %d against %d", what,
+	              a->usable, b->usable);
+	ck_assert_msg(same_string(a->id, b->id), "%s: id differs", what);
+	ck_assert_msg(same_string(a->model, b->model), "%s: model differs", what);
+	ck_assert_msg(a->n_choices == b->n_choices, "%s: %zu choices against %zu", what,
+	              a->n_choices, b->n_choices);
+	for (size_t i = 0; i < a->n_choices; i++) {
+		const struct tg_reply_choice *ca = &a->choices[i], *cb = &b->choices[i];
+
+		ck_assert_msg(ca->position == cb->position && ca->index == cb->index &&
+		              ca->text == cb->text && ca->content == cb->content &&
+		              ca->tool_calls == cb->tool_calls, "%s: choice %zu differs", what, i);
+		ck_assert_msg(same_string(ca->finish_reason, cb->finish_reason),
+		              "%s: finish_reason of choice %zu differs", what, i);
+	}
+	ck_assert_msg(a->usage_integer == b->usage_integer, "%s: usage counts differ", what);
+	for (int c = 0; c < TG_USAGE_COUNTS; c++)
+		ck_assert_msg(!(a->usage_integer >> c & 1u) || a->usage[c] == b->usage[c],
+		              "%s: usage count %d differs", what, c);
+}
+
+/*
+ * Read len bytes of body in one pass (tg_text_read_response_digest) and
+ * with the text reader and the digest apart, from body_buffer(), and
+ * assert that both give the same result, texts in the same order, digest
+ * and detail. Returns the result of the one pass, and adds its texts to
+ * *n_texts unless that is NULL.
+ */
+static int
+assert_one_pass_agrees(const char *body, size_t len, size_t cut, const char *what,
+                       size_t *n_texts)
+{
+	struct evbuffer *buf = body_buffer(body, len, cut);
+	struct texts one = {0}, apart = {0};
+	struct tg_reply_digest d_one, d_apart;
+	struct tg_reply_detail x_one, x_apart;
+	unsigned parses = n_parses;
+	int rc = tg_text_read_response_digest(buf, keep_text, &one, &d_one, &x_one);
+	int text_rc, digest_rc;
+
+	ck_assert_msg(n_parses == parses + 1, "%s: %u parses in one pass", what,
+	              n_parses - parses);
+	text_rc = tg_text_read_response(buf, keep_text, &apart);
+	digest_rc = tg_reply_digest_detail_buffer(&d_apart, &x_apart, buf);
+
+	ck_assert_msg(rc == digest_rc, "%s: one pass returns %d, the digest %d", what, rc,
+	              digest_rc);
+	ck_assert_msg(memcmp(&d_one, &d_apart, sizeof(d_one)) == 0, "%s: digests differ", what);
+	assert_same_detail(&x_one, &x_apart, what);
+
+	/* On -1 the texts need not agree: the reader may take the body. */
+	if (rc != -1) {
+		ck_assert_msg(rc == text_rc, "%s: one pass returns %d, the reader %d", what, rc,
+		              text_rc);
+		ck_assert_msg(one.n == apart.n, "%s: %zu texts against %zu", what, one.n, apart.n);
+	}
+	for (size_t i = 0; rc != -1 && i < one.n; i++)
+		ck_assert_msg(one.lens[i] == apart.lens[i] &&
+		              memcmp(one.items[i], apart.items[i], one.lens[i]) == 0,
+		              "%s: text %zu is \"%s\" against \"%s\"", what, i, one.items[i],
+		              apart.items[i]);
+
+	if (n_texts != NULL)
+		*n_texts += one.n;
+	tg_reply_detail_free(&x_one);
+	tg_reply_detail_free(&x_apart);
+	texts_free(&one);
+	texts_free(&apart);
+	evbuffer_free(buf);
+	return rc;
+}
+
+static void
+one_pass_agrees_on(const char *name, const char *body, size_t len, void *arg)
+{
+	assert_one_pass_agrees(body, len, 0, name, arg);
+}
+
+START_TEST(one_pass_agrees_on_fixtures)
+{
+	size_t n_texts = 0;
+
+	ck_assert_uint_ge(check_fixtures(one_pass_agrees_on, &n_texts), 17);
+	ck_assert_uint_ge(n_texts, 9);
+}
+END_TEST
+
+/* A body in two segments, cut at every byte. */
+START_TEST(one_pass_agrees_on_crafted_bodies)
+{
+	const struct text_case *c = &cases[_i];
+	size_t len = strlen(c->body);
+
+	for (size_t cut = 0; cut < len; cut++) {
+		char what[128];
+
+		snprintf(what, sizeof(what), "%s, cut at %zu", c->name, cut);
+		ck_assert_int_eq(assert_one_pass_agrees(c->body, len, cut, what, NULL), 0);
+	}
+}
+END_TEST
+
+/* Bodies that the digest and its detail read beyond texts, and bodies
+ * that yajl, jansson or both reject. */
+static const struct {
+	const char *body;
+	int rc;
+} digest_bodies[] = {
+	{"{\"id\": \"chatcmpl-1\", \"model\": \"gpt-4o\", \"choices\": [{\"index\": 0,"
+	 " \"message\": {\"content\": \"hi\", \"tool_calls\": [{\"function\": {\"arguments\":"
+	 " \"{}\"}}]}, \"finish_reason\": \"stop\", \"logprobs\": null}], \"usage\":"
+	 " {\"prompt_tokens\": 12, \"completion_tokens\": 3.5, \"total_tokens\": -1,"
+	 " \"prompt_tokens_details\": {\"cached_tokens\": 4}, \"completion_tokens_details\":"
+	 " {\"reasoning_tokens\": true}}}\n", 0},
+	{"{\"type\": \"message\", \"error\": {\"message\": \"x\"}, \"choices\": [1, \"a\","
+	 " {\"text\": \"t\", \"index\": 7, \"index\": \"8\"}], \"message\": {\"usage\":"
+	 " {\"input_tokens\": 5}}, \"usage\": null}", 0},
+	{"{\"choices\": [{\"text\": \"a\\u0000b\"}], \"model\": \"m\"}", 0},
+	{"{\"choices\": [{\"text\": \"a\"}]}\f", -1},
+	{"{\"choices\": [{\"text\": \"a\"}]} trailing", -1},
+	{"{\"choices\": [{\"text\": \"a\"}", -1},
+	{"data: {\"choices\": []}\n\n", -1},
+	{"", -1},
+};
+
+START_TEST(one_pass_agrees_on_other_bodies)
+{
+	const char *body = digest_bodies[_i].body;
+	size_t len = strlen(body);
+
+	for (size_t cut = 0; cut == 0 || cut < len; cut++) {
+		char what[64];
+
+		snprintf(what, sizeof(what), "body %d, cut at %zu", _i, cut);
+		ck_assert_int_eq(assert_one_pass_agrees(body, len, cut, what, NULL),
+		                 digest_bodies[_i].rc);
+	}
+}
+END_TEST
+
+/* A stopped read leaves no digest: it would be the digest of part of the
+ * body. */
+START_TEST(one_pass_stops_without_digest)
+{
+	struct evbuffer *buf = body_buffer(digest_bodies[0].body, strlen(digest_bodies[0].body), 0);
+	struct texts read = {.stop_after = 1};
+	struct tg_reply_digest d, zero;
+	struct tg_reply_detail x;
+
+	memset(&zero, 0, sizeof(zero));
+	ck_assert_int_eq(tg_text_read_response_digest(buf, keep_text, &read, &d, &x), 1);
+	ck_assert_uint_eq(read.n, 1);
+	ck_assert_str_eq(read.items[0], "hi");
+	ck_assert_mem_eq(&d, &zero, sizeof(d));
+	ck_assert_int_eq(x.usable, 0);
+	ck_assert_ptr_null(x.id);
+	ck_assert_uint_eq(x.n_choices, 0);
+	texts_free(&read);
+	evbuffer_free(buf);
+}
+END_TEST
+
+/* A body with a text after containers nested deeper than jansson reads,
+ * which is text the digest rejects and the reader takes. */
+static char *
+deep_body(const char *text)
+{
+	size_t depth = 2100;
+	char *body = malloc(2 * depth + strlen(text) + 64);
+	size_t n = 0;
+
+	ck_assert_ptr_nonnull(body);
+	n += (size_t)sprintf(body, "{\"x\": ");
+	for (size_t i = 0; i < depth; i++)
+		body[n++] = '[';
+	for (size_t i = 0; i < depth; i++)
+		body[n++] = ']';
+	sprintf(body + n, ", \"choices\": [{\"text\": \"%s\"}]}", text);
+	return body;
+}
+
+START_TEST(one_pass_misses_texts_past_depth)
+{
+	char *body = deep_body("jane@example.com");
+	struct evbuffer *buf = body_buffer(body, strlen(body), 0);
+	struct texts one = {0}, apart = {0};
+	struct tg_reply_digest d;
+
+	ck_assert_int_eq(tg_text_read_response_digest(buf, keep_text, &one, &d, NULL), -1);
+	ck_assert_uint_eq(one.n, 0);
+	ck_assert_int_eq(tg_text_read_response(buf, keep_text, &apart), 0);
+	ck_assert_uint_eq(apart.n, 1);
+	texts_free(&apart);
+	evbuffer_free(buf);
+	free(body);
 }
 END_TEST
 
@@ -525,14 +782,113 @@ START_TEST(response_failed_scan_fails)
 }
 END_TEST
 
+/* With nothing matched, the scan and the digest that the metrics and
+ * tracing read come from one parse of the body. */
+START_TEST(response_clean_body_parsed_once)
+{
+	struct response_fixture rf;
+	struct tg_reply_digest d;
+	unsigned parses;
+
+	response_init(&rf, make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, email_rule),
+	              clean_body);
+	parses = n_parses;
+	ck_assert_int_eq(tg_filter_response_body(&rf.req), 0);
+	ck_assert_uint_eq(n_parses - parses, 1);
+	tg_relay_response_digest(&rf.req);
+	ck_assert_uint_eq(n_parses - parses, 1);
+
+	ck_assert_int_eq(tg_reply_digest_buffer(&d, rf.req.response.body), 0);
+	ck_assert_mem_eq(tg_relay_response_digest(&rf.req), &d, sizeof(d));
+	ck_assert(d.object && d.choices && d.finish);
+	response_free(&rf);
+}
+END_TEST
+
+/* When tracing reads the response, its detail comes from the same parse. */
+START_TEST(response_traced_body_parsed_once)
+{
+	struct response_fixture rf;
+	struct tg_span attempt = {0};
+	struct tg_trace trace = {.sampled = 1, .attempt = &attempt};
+	const struct tg_reply_detail *x;
+	unsigned parses;
+
+	response_init(&rf, make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, email_rule),
+	              clean_body);
+	rf.req.trace = &trace;
+	ck_assert(tg_trace_reads_reply_detail(&rf.req));
+	parses = n_parses;
+	ck_assert_int_eq(tg_filter_response_body(&rf.req), 0);
+	x = tg_relay_response_detail(&rf.req);
+	ck_assert_uint_eq(n_parses - parses, 1);
+
+	ck_assert_ptr_nonnull(x);
+	ck_assert_str_eq(x->id, "c1");
+	ck_assert_uint_eq(x->n_choices, 1);
+	ck_assert_str_eq(x->choices[0].finish_reason, "stop");
+	rf.req.trace = NULL;
+	response_free(&rf);
+}
+END_TEST
+
+/* After a match the filters may rewrite the body, so the digest is read
+ * again, from the body the client gets. */
+START_TEST(response_masked_body_digest_read_after)
+{
+	struct response_fixture rf;
+	struct tg_reply_digest d;
+	unsigned parses;
+
+	response_init(&rf, make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, email_rule),
+	              "{\"choices\": [{\"message\": {\"content\": \"mail jane@example.com\"},"
+	              " \"finish_reason\": \"stop\"}], \"usage\": {\"prompt_tokens\": 9}}");
+	parses = n_parses;
+	ck_assert_int_eq(tg_filter_response_body(&rf.req), 0);
+	ck_assert_uint_eq(n_parses - parses, 1);
+	ck_assert_int_eq(rf.req.response.digest_read, 0);
+	ck_assert_uint_eq(tg_relay_response_digest(&rf.req)->usage.count[TG_USAGE_PROMPT_TOKENS], 9);
+	ck_assert_uint_eq(n_parses - parses, 2);
+
+	ck_assert_int_eq(tg_reply_digest_buffer(&d, rf.req.response.body), 0);
+	ck_assert_mem_eq(tg_relay_response_digest(&rf.req), &d, sizeof(d));
+	response_free(&rf);
+}
+END_TEST
+
+/* The digest rejects a body nested deeper than jansson reads, so a text
+ * after the deep part is read apart, and a match there must still keep
+ * the body from going out, since jansson cannot rewrite it. */
+START_TEST(response_match_past_depth_fails)
+{
+	char *matched = deep_body("jane@example.com"), *clean = deep_body("nothing");
+	struct response_fixture rf;
+
+	response_init(&rf, make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, email_rule),
+	              matched);
+	ck_assert_int_eq(tg_filter_response_body(&rf.req), -1);
+	response_free(&rf);
+
+	response_init(&rf, make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, email_rule),
+	              clean);
+	ck_assert_int_eq(tg_filter_response_body(&rf.req), 0);
+	ck_assert_int_eq(tg_relay_response_digest(&rf.req)->object, 0);
+	response_free(&rf);
+	free(matched);
+	free(clean);
+}
+END_TEST
+
 static Suite *
 filter_text_suite(void)
 {
 	Suite *s = suite_create("filter-text");
 	TCase *reader = tcase_create("reader");
+	TCase *one_pass = tcase_create("one pass");
 	TCase *scan = tcase_create("scan");
 	TCase *response = tcase_create("response body");
 	int n_cases = (int)(sizeof(cases) / sizeof(cases[0]));
+	int n_digest_bodies = (int)(sizeof(digest_bodies) / sizeof(digest_bodies[0]));
 
 	tcase_add_test(reader, reader_agrees_on_fixtures);
 	tcase_add_loop_test(reader, reader_and_tree_on_crafted_bodies, 0, n_cases);
@@ -541,6 +897,13 @@ filter_text_suite(void)
 	tcase_add_test(reader, reader_rejects_invalid_json);
 	tcase_add_test(reader, reader_takes_nul_escape_jansson_rejects);
 	suite_add_tcase(s, reader);
+
+	tcase_add_test(one_pass, one_pass_agrees_on_fixtures);
+	tcase_add_loop_test(one_pass, one_pass_agrees_on_crafted_bodies, 0, n_cases);
+	tcase_add_loop_test(one_pass, one_pass_agrees_on_other_bodies, 0, n_digest_bodies);
+	tcase_add_test(one_pass, one_pass_stops_without_digest);
+	tcase_add_test(one_pass, one_pass_misses_texts_past_depth);
+	suite_add_tcase(s, one_pass);
 
 	tcase_add_test(scan, text_matches_response_filters_only);
 	tcase_add_test(scan, text_matches_reports_failed_scan);
@@ -551,6 +914,10 @@ filter_text_suite(void)
 	tcase_add_test(response, response_flag_logged_once_body_kept);
 	tcase_add_test(response, response_match_without_tree_fails);
 	tcase_add_test(response, response_failed_scan_fails);
+	tcase_add_test(response, response_clean_body_parsed_once);
+	tcase_add_test(response, response_traced_body_parsed_once);
+	tcase_add_test(response, response_masked_body_digest_read_after);
+	tcase_add_test(response, response_match_past_depth_fails);
 	suite_add_tcase(s, response);
 	return s;
 }

@@ -328,6 +328,171 @@ START_TEST(buffer_in_many_segments)
 }
 END_TEST
 
+/* --- a tap --------------------------------------------------------------- */
+
+/* The events a reader saw, written out one per line. A tap that stops
+ * after stop_at events, unless that is 0. */
+struct event_log {
+	char text[1024];
+	size_t len;
+	int n, stop_at;
+};
+
+static int
+log_event(struct event_log *log, const char *event, const unsigned char *s, size_t len)
+{
+	int n = snprintf(log->text + log->len, sizeof(log->text) - log->len, "%s %.*s\n", event,
+	                 (int)len, s != NULL ? (const char *)s : "");
+
+	ck_assert_int_lt(n, (int)(sizeof(log->text) - log->len));
+	log->len += (size_t)n;
+	return ++log->n != log->stop_at;
+}
+
+static int
+log_null(void *ctx)
+{
+	return log_event(ctx, "null", NULL, 0);
+}
+
+static int
+log_boolean(void *ctx, int value)
+{
+	return log_event(ctx, value ? "true" : "false", NULL, 0);
+}
+
+static int
+log_integer(void *ctx, long long value)
+{
+	char s[32];
+
+	return log_event(ctx, "integer", (const unsigned char *)s,
+	                 (size_t)snprintf(s, sizeof(s), "%lld", value));
+}
+
+static int
+log_double(void *ctx, double value)
+{
+	char s[32];
+
+	return log_event(ctx, "double", (const unsigned char *)s,
+	                 (size_t)snprintf(s, sizeof(s), "%g", value));
+}
+
+static int
+log_string(void *ctx, const unsigned char *s, size_t len)
+{
+	return log_event(ctx, "string", s, len);
+}
+
+static int
+log_key(void *ctx, const unsigned char *s, size_t len)
+{
+	return log_event(ctx, "key", s, len);
+}
+
+static int
+log_start_map(void *ctx)
+{
+	return log_event(ctx, "{", NULL, 0);
+}
+
+static int
+log_end_map(void *ctx)
+{
+	return log_event(ctx, "}", NULL, 0);
+}
+
+static int
+log_start_array(void *ctx)
+{
+	return log_event(ctx, "[", NULL, 0);
+}
+
+static int
+log_end_array(void *ctx)
+{
+	return log_event(ctx, "]", NULL, 0);
+}
+
+static const yajl_callbacks LOG_CALLBACKS = {
+	.yajl_null = log_null,
+	.yajl_boolean = log_boolean,
+	.yajl_integer = log_integer,
+	.yajl_double = log_double,
+	.yajl_string = log_string,
+	.yajl_start_map = log_start_map,
+	.yajl_map_key = log_key,
+	.yajl_end_map = log_end_map,
+	.yajl_start_array = log_start_array,
+	.yajl_end_array = log_end_array,
+};
+
+static const char tapped_body[] =
+        "{\"id\":\"c\",\"choices\":[{\"index\":0,\"message\":{\"content\":\"Hi\\n\","
+        "\"refusal\":null,\"parsed\":[true,false,1.5,-2]},\"finish_reason\":\"stop\"}],"
+        "\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":3}}";
+
+/* The tap sees the events that yajl reports to a reader of its own, and
+ * the digest is what it is without a tap. */
+START_TEST(tap_sees_every_event)
+{
+	struct evbuffer *buf = evbuffer_new();
+	struct event_log *alone = calloc(1, sizeof(*alone));
+	struct event_log *tapped = calloc(1, sizeof(*tapped));
+	struct tg_reply_tap tap = {&LOG_CALLBACKS, tapped};
+	struct tg_reply_digest d, untapped;
+	yajl_handle h = yajl_alloc(&LOG_CALLBACKS, NULL, alone);
+
+	ck_assert_int_eq(yajl_parse(h, (const unsigned char *)tapped_body,
+	                            sizeof(tapped_body) - 1), yajl_status_ok);
+	ck_assert_int_eq(yajl_complete_parse(h), yajl_status_ok);
+	yajl_free(h);
+
+	evbuffer_add(buf, tapped_body, sizeof(tapped_body) - 1);
+	ck_assert_int_eq(tg_reply_digest_tap_buffer(&d, NULL, buf, &tap), 0);
+	ck_assert_int_eq(tg_reply_digest_buffer(&untapped, buf), 0);
+	ck_assert_mem_eq(&d, &untapped, sizeof(d));
+	ck_assert_int_eq(tapped->n, 34);
+	ck_assert_str_eq(tapped->text, alone->text);
+	evbuffer_free(buf);
+	free(alone);
+	free(tapped);
+}
+END_TEST
+
+/* A tap that stops the read leaves a zeroed digest and an empty detail,
+ * and one that takes only some events gets only those. */
+START_TEST(tap_stops_read)
+{
+	static const yajl_callbacks strings_only = {.yajl_string = log_string};
+	struct evbuffer *buf = evbuffer_new();
+	struct event_log *log = calloc(1, sizeof(*log));
+	struct tg_reply_tap tap = {&LOG_CALLBACKS, log};
+	struct tg_reply_digest d, zero;
+	struct tg_reply_detail x;
+
+	memset(&zero, 0, sizeof(zero));
+	evbuffer_add(buf, tapped_body, sizeof(tapped_body) - 1);
+	log->stop_at = 4;
+	ck_assert_int_eq(tg_reply_digest_tap_buffer(&d, &x, buf, &tap), 1);
+	ck_assert_str_eq(log->text, "{ \nkey id\nstring c\nkey choices\n");
+	ck_assert_mem_eq(&d, &zero, sizeof(d));
+	ck_assert_int_eq(x.usable, 0);
+	ck_assert_ptr_null(x.id);
+
+	memset(log, 0, sizeof(*log));
+	tap.callbacks = &strings_only;
+	ck_assert_int_eq(tg_reply_digest_tap_buffer(&d, &x, buf, &tap), 0);
+	ck_assert_str_eq(log->text, "string c\nstring Hi\n\nstring stop\n");
+	ck_assert(x.usable);
+	ck_assert_str_eq(x.id, "c");
+	tg_reply_detail_free(&x);
+	evbuffer_free(buf);
+	free(log);
+}
+END_TEST
+
 /* --- the relay's classification ------------------------------------------- */
 
 static const struct {
@@ -397,6 +562,7 @@ reply_digest_suite(void)
 {
 	Suite *s = suite_create("reply-digest");
 	TCase *shapes = tcase_create("shapes");
+	TCase *tap = tcase_create("tap");
 	TCase *relay = tcase_create("relay");
 
 	tcase_add_test(shapes, openai_content_chunk);
@@ -414,9 +580,12 @@ reply_digest_suite(void)
 	tcase_add_test(shapes, deep_nesting);
 	tcase_add_test(shapes, depth_limit_counts_scalars);
 	tcase_add_test(shapes, buffer_in_many_segments);
+	tcase_add_test(tap, tap_sees_every_event);
+	tcase_add_test(tap, tap_stops_read);
 	tcase_add_loop_test(relay, relay_classifies_events, 0, sizeof(events) / sizeof(events[0]));
 	tcase_add_test(relay, event_tree_built_on_demand);
 	suite_add_tcase(s, shapes);
+	suite_add_tcase(s, tap);
 	suite_add_tcase(s, relay);
 	return s;
 }
