@@ -556,6 +556,12 @@ tg_filter_response_reset(struct tg_request *req)
 }
 
 int
+tg_filter_response_screened(const struct tg_request *req)
+{
+	return tg_filter_types(route_chain(req), TG_SIDE_RESPONSE) != 0;
+}
+
+int
 tg_filter_response_blocked(const struct tg_request *req)
 {
 	return req->filters != NULL && req->filters->response_blocked;

@@ -55,6 +55,10 @@ void tg_filter_response_reset(struct tg_request *req);
  * upstream and end the response (the end of the stream was sent). */
 int tg_filter_response_blocked(const struct tg_request *req);
 
+/* Whether a filter of req's route reads the response side, so that a
+ * response the filters cannot read must not reach the client. */
+int tg_filter_response_screened(const struct tg_request *req);
+
 /* The decisions taken on req, or NULL when its route has no filters. */
 const struct tg_filter_log *tg_filter_decisions(const struct tg_request *req);
 

@@ -723,6 +723,26 @@ answer_stream_error(struct tg_request *req)
 		evbuffer_free(body);
 }
 
+/* An event too large to parse cannot be screened, so on a route whose
+ * filters read responses it must not pass: a 502 when the client has seen
+ * nothing yet, else an error event that ends the stream. */
+static void
+end_unreadable_stream(struct tg_request *req)
+{
+	tg_log_request(req, TG_LOG_ERROR, "stream event larger than %d bytes, which the "
+	               "content filters cannot read; ending the stream with an error",
+	               SSE_MAX_EVENT);
+	req->cause = TG_CAUSE_UPSTREAM_FAILED;
+	if (!req->response.content_sent) {
+		tg_relay_reset(req);
+		tg_request_fail(req, TG_E_UPSTREAM_INVALID, "the upstream sent a stream event "
+		                "too large for the content filters to read");
+		return;
+	}
+	req->error = TG_E_UPSTREAM_INVALID;
+	end_stream_with_error(req, TG_E_UPSTREAM_INVALID);
+}
+
 static int
 relay_stream_body(struct tg_request *req, const char *data, size_t len)
 {
@@ -742,6 +762,11 @@ relay_stream_body(struct tg_request *req, const char *data, size_t len)
 		/* Returning non-zero hands the connection back, which closes it. */
 		req->upstream = NULL;
 		end_blocked_stream(req);
+		return 1;
+	}
+	if (rc == TG_SSE_ERR_TOO_LARGE && tg_filter_response_screened(req)) {
+		req->upstream = NULL;   /* returning non-zero hands it back */
+		end_unreadable_stream(req);
 		return 1;
 	}
 	if (rc == TG_SSE_ERR_TOO_LARGE) {

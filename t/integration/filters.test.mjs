@@ -362,6 +362,76 @@ describe('content filters: an answer that cannot be rewritten', () => {
   });
 });
 
+describe('content filters: a stream event too large to read', () => {
+  // Past the relay's 8 MiB limit for one event, which it cannot parse.
+  const huge = `data: {"choices":[{"index":0,"delta":{"content":"${'a'.repeat(9 * 1024 * 1024)} `
+    + 'jane@example.com"},"finish_reason":null}]}\n\n';
+  const delta = (content) => `data: ${JSON.stringify({ choices: [{ index: 0, delta: content, finish_reason: null }] })}\n\n`;
+  const logged = /stream event larger than 8388608 bytes, which the content filters cannot read/;
+  let upstream;
+  let gw;
+
+  before(async () => {
+    upstream = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write(delta({ role: 'assistant', content: '' }));
+        if (req.headers['x-shape'] === 'after-content')
+          res.write(delta({ content: 'Hello' }));
+        res.end(`${huge}data: [DONE]\n\n`);
+      });
+    });
+    upstream.listen(0, '127.0.0.1');
+    await once(upstream, 'listening');
+    const route = (model, filters) => ({
+      name: model, match: { path: '/v1/chat/completions', model }, backends: ['scripted'], filters,
+    });
+    gw = await startGateway({
+      backends: { scripted: { url: `http://127.0.0.1:${upstream.address().port}` } },
+      filters: FILTERS,
+      routes: [route('screened', ['pii']), route('open', [])],
+    });
+  });
+  afterEach(() => gw?.checkErrors());
+  after(async () => {
+    await stopAll();
+    upstream?.close();
+  });
+
+  const stream = (model, shape) => post(gw, { model, stream: true, messages: [{ role: 'user', content: 'hi' }] },
+    { headers: { 'x-shape': shape } });
+
+  it('answers 502 when the event comes before any content', async () => {
+    gw.expectErrors(logged);
+    const res = await stream('screened', 'first');
+    assert.equal(res.status, 502);
+    assert.equal(res.json.error.code, 'upstream_failed');
+    assert.doesNotMatch(res.text, /jane/, 'the unscreened event reached the client');
+    await gw.waitForLog(logged);
+  });
+
+  it('ends the stream with an error event after content', async () => {
+    gw.expectErrors(logged);
+    const res = await stream('screened', 'after-content');
+    assert.equal(res.status, 200);
+    assert.doesNotMatch(res.text, /jane/, 'the unscreened event reached the client');
+    const data = splitEvents(res.text).events.map(eventData);
+    // The mask filter still holds "Hello" (it could begin an address), and
+    // the error drops it with the rest.
+    assert.deepEqual(data.slice(0, -1).map((d) => JSON.parse(d).choices[0].delta.content), ['']);
+    assert.equal(JSON.parse(data.at(-1)).error.code, 'upstream_failed');
+    await gw.waitForLog(logged);
+  });
+
+  it('relays it unparsed on a route without response filters', async () => {
+    const res = await stream('open', 'first');
+    assert.equal(res.status, 200);
+    assert.match(res.text, /jane@example\.com/);
+    await gw.waitForLog(/relayed without parsing/);
+  });
+});
+
 /* The promise's value, or a failure naming what did not come within the
  * harness's usual wait of several seconds. */
 async function within(promise, what) {
