@@ -24,6 +24,8 @@
 #include "trace-semconv.h"
 #include "trace-span.h"
 
+#include "random-helpers.h"
+
 /* SHA-256 of the text of the N_SPANS random spans, as the encoder of
  * commit 620c408 wrote it. */
 #define WANT_SHA256 "14962755c5226e72c86aa2fc713580395cf8aa2e1877fb1a5675609eb3c1526a"
@@ -33,26 +35,9 @@
 
 #define N_SPANS 400
 
-/* --- a deterministic generator (splitmix64) -------------------------------- */
+/* --- random text and numbers ----------------------------------------------- */
 
-static uint64_t seed = 0x746f6c6c67617465u;     /* "tollgate" */
-
-static uint64_t
-next_random(void)
-{
-	uint64_t z = (seed += 0x9e3779b97f4a7c15u);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
-	return z ^ (z >> 31);
-}
-
-/* A number in [0, n). */
-static size_t
-below(size_t n)
-{
-	return (size_t)(next_random() % n);
-}
+static struct random_seq rng = {0x746f6c6c67617465u};      /* "tollgate" */
 
 /* Append to out (room for 4 more bytes) one piece of text of a random
  * kind, weighted towards the plain ASCII that most values are. Returns
@@ -67,18 +52,18 @@ random_piece(char *out)
 		"\xff", "\x80", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80",
 		"\xe2\x82", "\xc3",
 	};
-	size_t kind = below(4);
+	size_t kind = random_below(&rng, 4);
 
 	if (kind < 3) {
-		out[0] = (char)(0x20 + below(0x5f));
+		out[0] = (char)(0x20 + random_below(&rng, 0x5f));
 		return 1;
 	}
-	if (below(4) == 0) {
+	if (random_below(&rng, 4) == 0) {
 		/* Any byte but NUL, which would end the C string. */
-		out[0] = (char)(1 + below(255));
+		out[0] = (char)(1 + random_below(&rng, 255));
 		return 1;
 	}
-	kind = below(sizeof(pieces) / sizeof(pieces[0]));
+	kind = random_below(&rng, sizeof(pieces) / sizeof(pieces[0]));
 	memcpy(out, pieces[kind], strlen(pieces[kind]));
 	return strlen(pieces[kind]);
 }
@@ -88,8 +73,8 @@ random_piece(char *out)
 static char *
 random_text(char *buf, size_t size)
 {
-	size_t max = below(8) == 0 ? size - 5 : 40;
-	size_t len = 0, want = below(max + 1);
+	size_t max = random_below(&rng, 8) == 0 ? size - 5 : 40;
+	size_t len = 0, want = random_below(&rng, max + 1);
 
 	while (len < want)
 		len += random_piece(buf + len);
@@ -106,23 +91,23 @@ random_double(void)
 		123456789.125, 4.9e-324, 2.2250738585072014e-308, 1.7976931348623157e308,
 		9007199254740993.0, 0.30000000000000004, 1e15, 1e16, 1e17,
 	};
-	uint64_t bits = next_random();
+	uint64_t bits = random_next(&rng);
 	double v;
 	int scale;
 
-	switch (below(4)) {
+	switch (random_below(&rng, 4)) {
 	case 0:
-		v = edges[below(sizeof(edges) / sizeof(edges[0]))];
-		return below(2) ? -v : v;
+		v = edges[random_below(&rng, sizeof(edges) / sizeof(edges[0]))];
+		return random_below(&rng, 2) ? -v : v;
 	case 1:
 		memcpy(&v, &bits, sizeof(v));   /* NaN and infinities included */
 		return v;
 	case 2:
 		/* Values a request carries: a few decimal digits. */
-		scale = (int)below(20);
+		scale = (int)random_below(&rng, 20);
 		return (double)(bits % 100000) / (double)(1u << scale);
 	default:
-		scale = (int)below(200) - 150;
+		scale = (int)random_below(&rng, 200) - 150;
 		return ldexp((double)(bits >> 11), scale);
 	}
 }
@@ -132,11 +117,11 @@ random_int(void)
 {
 	static const int64_t edges[] = {0, 1, -1, INT64_MAX, INT64_MIN, 9007199254740993};
 
-	if (below(4) == 0)
-		return edges[below(sizeof(edges) / sizeof(edges[0]))];
-	uint64_t bits = next_random();
+	if (random_below(&rng, 4) == 0)
+		return edges[random_below(&rng, sizeof(edges) / sizeof(edges[0]))];
+	uint64_t bits = random_next(&rng);
 
-	return (int64_t)(bits >> below(64));
+	return (int64_t)(bits >> random_below(&rng, 64));
 }
 
 /* --- random spans ------------------------------------------------------------ */
@@ -149,15 +134,15 @@ random_key(void)
 	static const char *const literals[] = {"a", "s", "k21", "quote\"key", "tab\tkey",
 	                                       "\xc3\xa9t\xc3\xa9", "bad\xffkey", ""};
 
-	if (below(4) == 0)
-		return literals[below(sizeof(literals) / sizeof(literals[0]))];
-	return tg_semconv_names[below(TG_SC_COUNT)];
+	if (random_below(&rng, 4) == 0)
+		return literals[random_below(&rng, sizeof(literals) / sizeof(literals[0]))];
+	return tg_semconv_names[random_below(&rng, TG_SC_COUNT)];
 }
 
 static void
 random_attrs(struct tg_attrs *a, size_t max)
 {
-	size_t n = below(max + 1);
+	size_t n = random_below(&rng, max + 1);
 	char text[600];
 
 	for (size_t i = 0; i < n; i++) {
@@ -166,7 +151,7 @@ random_attrs(struct tg_attrs *a, size_t max)
 		const char *list[3];
 		size_t count;
 
-		switch (below(5)) {
+		switch (random_below(&rng, 5)) {
 		case 0:
 			tg_attrs_string(a, key, random_text(text, sizeof(text)));
 			break;
@@ -177,25 +162,25 @@ random_attrs(struct tg_attrs *a, size_t max)
 			tg_attrs_double(a, key, random_double());
 			break;
 		case 3:
-			tg_attrs_bool(a, key, (int)below(2));
+			tg_attrs_bool(a, key, (int)random_below(&rng, 2));
 			break;
 		default:
-			count = below(4);
+			count = random_below(&rng, 4);
 			for (size_t j = 0; j < count; j++)
 				list[j] = random_text(items[j], sizeof(items[j]));
 			tg_attrs_strings(a, key, list, count);
 			break;
 		}
 	}
-	if (below(8) == 0)
-		a->dropped = (uint32_t)next_random();
+	if (random_below(&rng, 8) == 0)
+		a->dropped = (uint32_t)random_next(&rng);
 }
 
 static void
 random_id(uint8_t *id, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
-		id[i] = (uint8_t)next_random();
+		id[i] = (uint8_t)random_next(&rng);
 }
 
 static void
@@ -203,18 +188,18 @@ random_events(struct tg_span *span)
 {
 	static const char *const names[] = {"tollgate.first_token", "tollgate.failover",
 	                                    "ev \"quoted\"", "\xe2\x82\xac"};
-	size_t n = below(4);
+	size_t n = random_below(&rng, 4);
 
 	for (size_t i = 0; i < n; i++) {
-		const char *name = names[below(4)];
-		uint64_t time_ns = next_random();
+		const char *name = names[random_below(&rng, 4)];
+		uint64_t time_ns = random_next(&rng);
 		struct tg_attrs *attrs = tg_span_add_event(span, name, time_ns);
 
 		if (attrs != NULL)
 			random_attrs(attrs, 4);
 	}
-	if (below(8) == 0)
-		span->dropped_events = (uint32_t)next_random();
+	if (random_below(&rng, 8) == 0)
+		span->dropped_events = (uint32_t)random_next(&rng);
 }
 
 static struct tg_span *
@@ -230,22 +215,22 @@ random_span(void)
 	/* One call per statement: the order in which a call's arguments are
 	 * evaluated is unspecified, and the sequence must not depend on it. */
 	random_id(trace_id, sizeof(trace_id));
-	if (below(3) != 0)
+	if (random_below(&rng, 3) != 0)
 		random_id(parent_id, sizeof(parent_id));
-	kind = (enum tg_span_kind)(1 + below(3));
-	start = next_random();
-	start >>= below(64);
+	kind = (enum tg_span_kind)(1 + random_below(&rng, 3));
+	start = random_next(&rng);
+	start >>= random_below(&rng, 64);
 	span = tg_span_new(trace_id, parent_id, kind, random_text(text, sizeof(text)), start);
 	ck_assert_ptr_nonnull(span);
 	random_id(span->span_id, sizeof(span->span_id));
 	random_attrs(&span->attrs, 24);
 	random_events(span);
-	status = (enum tg_span_status)below(3);
-	tg_span_set_status(span, status, below(2) ? random_text(text, sizeof(text)) : NULL);
-	if (below(3) == 0)
+	status = (enum tg_span_status)random_below(&rng, 3);
+	tg_span_set_status(span, status, random_below(&rng, 2) ? random_text(text, sizeof(text)) : NULL);
+	if (random_below(&rng, 3) == 0)
 		span->trace_state = strdup(random_text(text, sizeof(text)));
-	span->flags = below(2) ? (uint32_t)next_random() : 0x100;
-	tg_span_end(span, next_random());
+	span->flags = random_below(&rng, 2) ? (uint32_t)random_next(&rng) : 0x100;
+	tg_span_end(span, random_next(&rng));
 	return span;
 }
 
