@@ -26,10 +26,8 @@ tg_json_writer_free(struct tg_json_writer *w)
 	memset(w, 0, sizeof(*w));
 }
 
-/* Make room for n more bytes. Returns 0, or -1 with "failed" set when
- * memory ran out. */
-static int
-reserve(struct tg_json_writer *w, size_t n)
+int
+tg_json_grow(struct tg_json_writer *w, size_t n)
 {
 	size_t capacity;
 	char *grown;
@@ -55,15 +53,6 @@ reserve(struct tg_json_writer *w, size_t n)
 	w->data = grown;
 	w->capacity = capacity;
 	return 0;
-}
-
-void
-tg_json_raw(struct tg_json_writer *w, const char *s, size_t n)
-{
-	if (reserve(w, n) != 0)
-		return;
-	memcpy(w->data + w->len, s, n);
-	w->len += n;
 }
 
 size_t
@@ -129,14 +118,48 @@ escape_ascii(unsigned char c, char *out)
 	return 6;
 }
 
+static int
+is_plain(unsigned char c)
+{
+	return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
+}
+
+/*
+ * Return 1 when none of the 8 bytes packed in word needs an escape. Each
+ * test sets the top bit of a byte that fails it. A byte of 0x80 or more
+ * has it set already. A byte below 0x20 borrows in word - 0x20, and a
+ * byte equal to '"' or '\\' borrows in (word ^ c) - 1, since x - 1
+ * borrows only from a zero byte. A borrow can spread to more significant
+ * bytes, but only from a byte that failed, so the answer for the whole
+ * word is exact.
+ */
+static int
+word_is_plain(uint64_t word)
+{
+	const uint64_t ones = 0x0101010101010101u;
+	uint64_t below_space = word - ones * 0x20;
+	uint64_t quote = (word ^ ones * '"') - ones;
+	uint64_t backslash = (word ^ ones * '\\') - ones;
+
+	return ((word | below_space | quote | backslash) & ones * 0x80) == 0;
+}
+
 /* Count the bytes at the start of s that need no escape: printable ASCII
- * other than the quote and the backslash. */
+ * other than the quote and the backslash. Most values are such text, so
+ * it is scanned 8 bytes at a time. */
 static size_t
 plain_run(const unsigned char *s, size_t left)
 {
 	size_t n = 0;
+	uint64_t word;
 
-	while (n < left && s[n] >= 0x20 && s[n] < 0x80 && s[n] != '"' && s[n] != '\\')
+	while (left - n >= sizeof(word)) {
+		memcpy(&word, s + n, sizeof(word));
+		if (!word_is_plain(word))
+			break;
+		n += sizeof(word);
+	}
+	while (n < left && is_plain(s[n]))
 		n++;
 	return n;
 }
@@ -215,16 +238,32 @@ tg_json_string_cut(struct tg_json_writer *w, const char *s, size_t limit)
 	write_string(w, s, strlen(s), limit);
 }
 
+/* The numbers 00 to 99 as two digits each, so that a number takes one
+ * division per two digits. Span times have 19 digits. */
+static const char TWO_DIGITS[] =
+	"0001020304050607080910111213141516171819"
+	"2021222324252627282930313233343536373839"
+	"4041424344454647484950515253545556575859"
+	"6061626364656667686970717273747576777879"
+	"8081828384858687888990919293949596979899";
+
 void
 tg_json_uint(struct tg_json_writer *w, uint64_t v)
 {
 	char digits[20];
 	size_t n = sizeof(digits);
 
-	do {
-		digits[--n] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v != 0);
+	while (v >= 100) {
+		n -= 2;
+		memcpy(digits + n, TWO_DIGITS + 2 * (v % 100), 2);
+		v /= 100;
+	}
+	if (v >= 10) {
+		n -= 2;
+		memcpy(digits + n, TWO_DIGITS + 2 * v, 2);
+	} else {
+		digits[--n] = (char)('0' + v);
+	}
 	tg_json_raw(w, digits + n, sizeof(digits) - n);
 }
 
