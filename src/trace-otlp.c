@@ -7,6 +7,7 @@
  * its default value is left out, as the mapping allows.
  */
 #include <math.h>
+#include <string.h>
 
 #include "trace-context.h"
 #include "trace-otlp.h"
@@ -92,6 +93,23 @@ write_any_value(struct tg_json_writer *w, const struct tg_attr *attr)
 	tg_json_literal(w, "}");
 }
 
+/* Write the key of a KeyValue, up to its value. Keys are half the
+ * strings of an export, and nearly all are semconv names, which need no
+ * escaping. */
+static void
+write_key(struct tg_json_writer *w, const char *key)
+{
+	if (tg_semconv_is_name(key)) {
+		tg_json_literal(w, "{\"key\":\"");
+		tg_json_raw(w, key, strlen(key));
+		tg_json_literal(w, "\",\"value\":");
+		return;
+	}
+	tg_json_literal(w, "{\"key\":");
+	tg_json_string(w, key);
+	tg_json_literal(w, ",\"value\":");
+}
+
 /* A list of KeyValue. */
 static void
 write_key_values(struct tg_json_writer *w, const struct tg_attrs *attrs)
@@ -100,9 +118,7 @@ write_key_values(struct tg_json_writer *w, const struct tg_attrs *attrs)
 	for (size_t i = 0; i < attrs->count; i++) {
 		if (i > 0)
 			tg_json_literal(w, ",");
-		tg_json_literal(w, "{\"key\":");
-		tg_json_string(w, attrs->items[i].key);
-		tg_json_literal(w, ",\"value\":");
+		write_key(w, attrs->items[i].key);
 		write_any_value(w, &attrs->items[i]);
 		tg_json_literal(w, "}");
 	}

@@ -16,8 +16,14 @@
 #include "trace-semconv.h"
 #include "trace-span.h"
 
+const struct tg_semconv_text tg_semconv_text = {
+#define TG_SEMCONV_TEXT(id, name) .sc_##id = name,
+	TG_SEMCONV_TABLE(TG_SEMCONV_TEXT)
+#undef TG_SEMCONV_TEXT
+};
+
 const char *const tg_semconv_names[TG_SC_COUNT] = {
-#define TG_SEMCONV_NAME(id, name) name,
+#define TG_SEMCONV_NAME(id, name) tg_semconv_text.sc_##id,
 	TG_SEMCONV_TABLE(TG_SEMCONV_NAME)
 #undef TG_SEMCONV_NAME
 };

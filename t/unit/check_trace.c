@@ -847,6 +847,37 @@ START_TEST(semconv_table_names)
 }
 END_TEST
 
+/* The OTLP encoder writes table names without escaping them. */
+START_TEST(semconv_names_are_plain_ascii)
+{
+	for (int i = 0; i < TG_SC_COUNT; i++) {
+		const char *name = tg_semconv_names[i];
+
+		ck_assert_uint_gt(strlen(name), 0);
+		for (const char *c = name; *c != '\0'; c++) {
+			ck_assert_msg(*c > 0x20 && *c < 0x7f && *c != '"' && *c != '\\',
+			              "semconv name \"%s\" needs escaping in JSON", name);
+		}
+	}
+}
+END_TEST
+
+START_TEST(semconv_names_known_by_address)
+{
+	char copy[64];
+
+	strcpy(copy, TG_SC(URL_PATH));
+	ck_assert(tg_semconv_is_name(TG_SC(GEN_AI_OPERATION_NAME)));
+	ck_assert(tg_semconv_is_name(TG_SC(EVENT_FILTER_DECISION)));
+	for (int i = 0; i < TG_SC_COUNT; i++)
+		ck_assert(tg_semconv_is_name(tg_semconv_names[i]));
+	/* The same text elsewhere is not a table name. */
+	ck_assert(!tg_semconv_is_name(copy));
+	ck_assert(!tg_semconv_is_name("url.path"));
+	ck_assert(!tg_semconv_is_name(NULL));
+}
+END_TEST
+
 static Suite *
 trace_suite(void)
 {
@@ -888,6 +919,8 @@ trace_suite(void)
 	tcase_add_test(otlp, otlp_attribute_types_exact_text);
 	tcase_add_test(otlp, otlp_invalid_utf8_keeps_the_batch);
 	tcase_add_test(otlp, semconv_table_names);
+	tcase_add_test(otlp, semconv_names_are_plain_ascii);
+	tcase_add_test(otlp, semconv_names_known_by_address);
 	suite_add_tcase(s, context);
 	suite_add_tcase(s, tree);
 	suite_add_tcase(s, span);
