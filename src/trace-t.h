@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "config-t.h"
+#include "trace-arena.h"
 
 #define TG_TRACE_ID_SIZE 16
 #define TG_SPAN_ID_SIZE 8
@@ -61,13 +62,11 @@ struct tg_attr {
 	} v;
 };
 
-struct tg_attr_text;
-
 struct tg_attrs {
 	struct tg_attr *items;
 	size_t count, capacity;
 	uint32_t dropped;       /* set over TG_SPAN_MAX_ATTRS */
-	struct tg_attr_text *text;      /* blocks that hold the string values */
+	struct tg_span_arena *arena;    /* the span's, for items and values */
 };
 
 struct tg_span_event {
@@ -89,9 +88,10 @@ struct tg_span {
 	enum tg_span_status status;
 	char *status_message;   /* NULL for none; only with TG_STATUS_ERROR */
 	struct tg_attrs attrs;
-	struct tg_span_event *events;
+	struct tg_span_event *events;   /* in the arena */
 	size_t n_events, events_capacity;
 	uint32_t dropped_events;
+	struct tg_span_arena arena;     /* the name, attributes and events */
 
 	/* Exporter thread only, after submission. */
 	struct tg_span *next;   /* the exporter's list of spans to send */
