@@ -8,8 +8,8 @@
 
 #include "trace-arena.h"
 
-/* Bytes of each block after the first: about what a CLIENT span with a
- * captured message or a few events needs beyond its first block. */
+/* Bytes of each block after the first: room for a few events or a short
+ * captured message. A larger value gets a block of its own. */
 #define BLOCK_SIZE 1024
 
 /* The header of an allocated block, rounded up so that its bytes, which

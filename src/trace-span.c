@@ -89,10 +89,21 @@ tg_span_new(const uint8_t trace_id[TG_TRACE_ID_SIZE],
 #define FIRST_CAPACITY 4
 #define GROWTH 4
 
+/* The bit of key_lengths for keys of len bytes. */
+static uint64_t
+length_bit(size_t len)
+{
+	return (uint64_t)1 << (len % 64);
+}
+
 /* The attribute called key, whose length is len, or NULL. */
 static struct tg_attr *
 attr_find(const struct tg_attrs *a, const char *key, size_t len)
 {
+	/* Most keys are set once: when no key of the list has this length,
+	 * the key is new without a look at the items. */
+	if ((a->key_lengths & length_bit(len)) == 0)
+		return NULL;
 	for (size_t i = 0; i < a->count; i++) {
 		struct tg_attr *attr = &a->items[i];
 
@@ -150,6 +161,7 @@ attr_slot(struct tg_attrs *a, const char *key)
 	attr = &a->items[a->count++];
 	attr->key = key;
 	attr->key_len = (uint32_t)len;
+	a->key_lengths |= length_bit(len);
 	return attr;
 }
 

@@ -66,6 +66,7 @@ struct tg_attrs {
 	struct tg_attr *items;
 	size_t count, capacity;
 	uint32_t dropped;       /* set over TG_SPAN_MAX_ATTRS */
+	uint64_t key_lengths;   /* bit len % 64 set for each key of len bytes */
 	struct tg_span_arena *arena;    /* the span's, for items and values */
 };
 
