@@ -25,6 +25,7 @@
 #include <jansson.h>
 
 #include "../../src/config.h"
+#include "trace-body.h"
 #include "trace-context.h"
 #include "trace-export.h"
 #include "trace-queue.h"
@@ -238,6 +239,53 @@ START_TEST(retry_after_parsing)
 	ck_assert_uint_eq(delay, 500);
 	ck_assert(decide(1, 429, "Tue, 14 Nov 2023 22:13:00", UINT64_MAX, 0.0, &delay));
 	ck_assert_uint_eq(delay, 500);
+}
+END_TEST
+
+/* --- export bodies ---------------------------------------------------------- */
+
+#define BODY_TEXT "{\"resourceSpans\":[]}"
+
+/* Each attempt's buffer keeps the body until libevent lets go of its
+ * bytes, so the tracer never rewrites text that is still to be sent. */
+START_TEST(export_body_lent_until_buffers_let_go)
+{
+	struct tg_export_body *body = tg_export_body_new();
+	struct evbuffer *first = evbuffer_new(), *second = evbuffer_new();
+
+	ck_assert_ptr_nonnull(body);
+	tg_json_literal(&body->text, BODY_TEXT);
+	ck_assert(!tg_export_body_lent(body));
+	ck_assert_int_eq(tg_export_body_lend(body, first), 0);
+	ck_assert_int_eq(tg_export_body_lend(body, second), 0);
+	ck_assert(tg_export_body_lent(body));
+	ck_assert_uint_eq(evbuffer_get_length(first), strlen(BODY_TEXT));
+	ck_assert_mem_eq(evbuffer_pullup(second, -1), BODY_TEXT, strlen(BODY_TEXT));
+
+	/* Sent, then freed with its request: each buffer lets go. */
+	evbuffer_drain(first, evbuffer_get_length(first));
+	ck_assert(tg_export_body_lent(body));
+	evbuffer_free(second);
+	ck_assert(!tg_export_body_lent(body));
+	evbuffer_free(first);
+	tg_export_body_release(body);
+}
+END_TEST
+
+/* A buffer may keep the body after the tracer let go of it (a request
+ * cut short at shutdown): the buffer's release frees it, as valgrind
+ * checks. */
+START_TEST(export_body_outlives_tracer)
+{
+	struct tg_export_body *body = tg_export_body_new();
+	struct evbuffer *out = evbuffer_new();
+
+	ck_assert_ptr_nonnull(body);
+	tg_json_literal(&body->text, BODY_TEXT);
+	ck_assert_int_eq(tg_export_body_lend(body, out), 0);
+	tg_export_body_release(body);
+	ck_assert_mem_eq(evbuffer_pullup(out, -1), BODY_TEXT, strlen(BODY_TEXT));
+	evbuffer_free(out);
 }
 END_TEST
 
@@ -708,6 +756,7 @@ export_suite(void)
 {
 	Suite *s = suite_create("trace_export");
 	TCase *queue = tcase_create("queue");
+	TCase *body = tcase_create("body");
 	TCase *retry = tcase_create("retry");
 	TCase *exporter = tcase_create("exporter");
 
@@ -716,6 +765,8 @@ export_suite(void)
 	tcase_add_test(queue, queue_fifo_and_full);
 	tcase_add_test(queue, queue_many_laps);
 	tcase_add_test(queue, queue_concurrent_producers);
+	tcase_add_test(body, export_body_lent_until_buffers_let_go);
+	tcase_add_test(body, export_body_outlives_tracer);
 	tcase_add_test(retry, retryable_statuses);
 	tcase_add_test(retry, backoff_grows_with_jitter);
 	tcase_add_test(retry, retry_stops_at_limits);
@@ -734,6 +785,7 @@ export_suite(void)
 	tcase_add_test(exporter, reload_turns_export_on);
 	tcase_add_test(exporter, recent_traces_ring);
 	suite_add_tcase(s, queue);
+	suite_add_tcase(s, body);
 	suite_add_tcase(s, retry);
 	suite_add_tcase(s, exporter);
 	return s;
