@@ -130,7 +130,7 @@ is_plain(unsigned char c)
  * has it set already. A byte below 0x20 borrows in word - 0x20, and a
  * byte equal to '"' or '\\' borrows in (word ^ c) - 1, since x - 1
  * borrows only from a zero byte. A borrow can spread to more significant
- * bytes, but only from a byte that failed, so the answer for the whole
+ * bytes, but only from a byte that failed, so the result for the whole
  * word is exact.
  */
 static int
@@ -164,6 +164,20 @@ plain_run(const unsigned char *s, size_t left)
 	return n;
 }
 
+void
+tg_json_plain(struct tg_json_writer *w, const char *s, size_t len)
+{
+	char *out;
+
+	if (tg_json_room(w, len + 2) != 0)
+		return;
+	out = w->data + w->len;
+	out[0] = '"';
+	memcpy(out + 1, s, len);
+	out[len + 1] = '"';
+	w->len += len + 2;
+}
+
 /* Append len bytes of s as a quoted string holding at most limit bytes of
  * text, counted as tg_json_string_cut() documents. The one escaper behind
  * every string function. */
@@ -173,6 +187,11 @@ write_string(struct tg_json_writer *w, const char *s, size_t len, size_t limit)
 	const unsigned char *in = (const unsigned char *)s;
 	size_t i = 0, kept = 0;
 
+	/* Most values are plain text within the limit. */
+	if (len <= limit && plain_run(in, len) == len) {
+		tg_json_plain(w, s, len);
+		return;
+	}
 	tg_json_literal(w, "\"");
 	while (i < len && !w->failed) {
 		size_t room = limit - kept;
