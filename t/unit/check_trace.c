@@ -134,6 +134,22 @@ START_TEST(traceparent_optional_whitespace)
 }
 END_TEST
 
+START_TEST(hex_encode_every_byte)
+{
+	uint8_t bytes[256];
+	char hex[2 * sizeof(bytes) + 1], want[3];
+
+	for (size_t i = 0; i < sizeof(bytes); i++)
+		bytes[i] = (uint8_t)i;
+	tg_hex_encode(hex, bytes, sizeof(bytes));
+	ck_assert_uint_eq(strlen(hex), 2 * sizeof(bytes));
+	for (size_t i = 0; i < sizeof(bytes); i++) {
+		snprintf(want, sizeof(want), "%02x", (unsigned)i);
+		ck_assert_mem_eq(hex + 2 * i, want, 2);
+	}
+}
+END_TEST
+
 START_TEST(traceparent_format_round_trip)
 {
 	struct tg_traceparent tp;
@@ -895,6 +911,7 @@ trace_suite(void)
 	tcase_add_test(context, traceparent_future_version);
 	tcase_add_test(context, traceparent_optional_whitespace);
 	tcase_add_test(context, traceparent_format_round_trip);
+	tcase_add_test(context, hex_encode_every_byte);
 	tcase_add_test(context, random_ids_are_not_zero_and_differ);
 	tcase_add_test(context, ratio_sampling);
 	tcase_add_test(tree, tree_continues_valid_parent);
