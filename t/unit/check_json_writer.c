@@ -205,6 +205,11 @@ START_TEST(integers)
 	CHECK_TEXT(tg_json_int(&w, INT64_MIN), "-9223372036854775808");
 	CHECK_TEXT(tg_json_int(&w, INT64_MAX), "9223372036854775807");
 	CHECK_TEXT(tg_json_uint(&w, UINT64_MAX), "18446744073709551615");
+	/* Around the splits into 8 digits, where zeros come in between. */
+	CHECK_TEXT(tg_json_uint(&w, 99999999), "99999999");
+	CHECK_TEXT(tg_json_uint(&w, 100000000), "100000000");
+	CHECK_TEXT(tg_json_uint(&w, 10000000000000000u), "10000000000000000");
+	CHECK_TEXT(tg_json_uint(&w, 1700000000000000005u), "1700000000000000005");
 }
 END_TEST
 
