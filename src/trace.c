@@ -395,10 +395,11 @@ tg_trace_filters_end(struct tg_request *req)
 	struct tg_trace *t = req->trace;
 	const struct tg_filter_chain *chain;
 	const struct tg_filter_log *log;
-	uint64_t now = tg_now_ns();
+	uint64_t now;
 
 	if (t == NULL || !t->filters_running)
 		return;
+	now = tg_now_ns();
 	t->filters_running = 0;
 	chain = &req->route->filters->chain;
 	log = tg_filter_decisions(req);
@@ -417,11 +418,15 @@ static void
 add_response_decisions(struct tg_request *req)
 {
 	const struct tg_filter_log *log = tg_filter_decisions(req);
-	uint64_t now = tg_now_ns();
+	uint64_t now = 0;
 
+	/* The clock is read only when there is a decision to time. */
 	for (size_t i = 0; log != NULL && i < log->n; i++) {
-		if (log->items[i].side == TG_SIDE_RESPONSE)
-			add_decision_event(req->trace, &log->items[i], now);
+		if (log->items[i].side != TG_SIDE_RESPONSE)
+			continue;
+		if (now == 0)
+			now = tg_now_ns();
+		add_decision_event(req->trace, &log->items[i], now);
 	}
 }
 
