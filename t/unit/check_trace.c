@@ -480,6 +480,40 @@ START_TEST(genai_request_parameters)
 }
 END_TEST
 
+/* Every parameter, in the order the attributes are set whatever the
+ * order of the members, and no attribute from a name that is close. */
+START_TEST(genai_request_attributes_in_order)
+{
+	static const char *const want[] = {
+		"gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model",
+		"gen_ai.request.stream", "gen_ai.request.max_tokens",
+		"gen_ai.request.temperature", "gen_ai.request.top_p", "gen_ai.request.seed",
+		"gen_ai.request.frequency_penalty", "gen_ai.request.presence_penalty",
+		"gen_ai.request.stop_sequences", "gen_ai.request.choice.count",
+	};
+	uint8_t trace_id[16] = {1};
+	struct tg_span *s = tg_span_new(trace_id, NULL, TG_SPAN_CLIENT, "chat m", 10);
+	json_t *body = json_loads("{\"n\":3,\"stop\":\"END\",\"presence_penalty\":0.5,"
+	                          "\"frequency_penalty\":-1,\"seed\":7,\"top_p\":0.25,"
+	                          "\"temperature\":0,\"max_tokens\":9,"
+	                          "\"max_completion_tokens\":\"many\",\"max_tokens_x\":1,"
+	                          "\"nn\":2,\"\":1,\"t\":1,\"model\":\"m\"}", 0, NULL);
+
+	ck_assert_ptr_nonnull(body);
+	tg_genai_request(s, "chat", "openai", "m", 0, body, 0);
+	ck_assert_uint_eq(s->attrs.count, sizeof(want) / sizeof(want[0]));
+	for (size_t i = 0; i < s->attrs.count; i++)
+		ck_assert_str_eq(s->attrs.items[i].key, want[i]);
+	/* A max_completion_tokens that is not a number leaves max_tokens. */
+	ck_assert_int_eq(attr(s, "gen_ai.request.max_tokens")->v.i, 9);
+	ck_assert_double_eq(attr(s, "gen_ai.request.frequency_penalty")->v.d, -1.0);
+	ck_assert_str_eq(attr(s, "gen_ai.request.stop_sequences")->v.list.items[0], "END");
+	ck_assert_int_eq(attr(s, "gen_ai.request.choice.count")->v.i, 3);
+	json_decref(body);
+	tg_span_free(s);
+}
+END_TEST
+
 START_TEST(genai_input_messages_truncated)
 {
 	uint8_t trace_id[16] = {1};
@@ -925,6 +959,7 @@ trace_suite(void)
 	tcase_add_test(span, span_attribute_strings_kept);
 	tcase_add_test(span, span_error_status_is_kept);
 	tcase_add_test(genai, genai_request_parameters);
+	tcase_add_test(genai, genai_request_attributes_in_order);
 	tcase_add_test(genai, genai_input_messages_truncated);
 	tcase_add_test(genai, genai_response_body);
 	tcase_add_test(genai, genai_stream_events);
