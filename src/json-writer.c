@@ -1,12 +1,10 @@
 /*
  * The JSON writer: a byte buffer that doubles when full.
  */
-#include <assert.h>
-#include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "json-double.h"
 #include "json-writer.h"
 
 #define REPLACEMENT "\xEF\xBF\xBD"      /* U+FFFD in UTF-8 */
@@ -307,28 +305,6 @@ tg_json_bool(struct tg_json_writer *w, int v)
 		tg_json_literal(w, "false");
 }
 
-/* Drop the '+' and the leading zeros of the exponent of text, and update
- * its length *len, as jansson does: "1e+20" -> "1e20", "1e-07" -> "1e-7". */
-static void
-trim_exponent(char *text, size_t *len)
-{
-	char *digits = strchr(text, 'e');
-	char *first;
-
-	if (digits == NULL)
-		return;
-	digits++;
-	if (*digits == '-')
-		digits++;
-	first = digits;
-	if (*first == '+')
-		first++;
-	while (*first == '0' && first[1] != '\0')
-		first++;
-	memmove(digits, first, strlen(first) + 1);
-	*len = strlen(text);
-}
-
 void
 tg_json_double(struct tg_json_writer *w, double v)
 {
@@ -338,17 +314,7 @@ tg_json_double(struct tg_json_writer *w, double v)
 void
 tg_json_double_precision(struct tg_json_writer *w, double v, int precision)
 {
-	char text[40];
-	size_t len;
+	char text[TG_JSON_DOUBLE_SIZE];
 
-	assert(isfinite(v));
-	assert(precision >= 1);
-	assert(precision <= 17);
-	len = (size_t)snprintf(text, sizeof(text) - 2, "%.*g", precision, v);
-	if (strchr(text, '.') == NULL && strchr(text, 'e') == NULL) {
-		memcpy(text + len, ".0", 3);
-		len += 2;
-	}
-	trim_exponent(text, &len);
-	tg_json_raw(w, text, len);
+	tg_json_raw(w, text, tg_json_double_text(text, v, precision));
 }

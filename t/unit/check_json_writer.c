@@ -6,6 +6,7 @@
 #include <check.h>
 #include <float.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -433,6 +434,72 @@ START_TEST(random_integers_match_printf)
 }
 END_TEST
 
+/* A double of one of the kinds that the fast path of tg_json_double_text()
+ * must get right: any bits, its range, ties, near powers of ten. */
+static double
+random_double(void)
+{
+	uint64_t bits = random_next(&rng);
+	int scale = (int)random_below(&rng, 60) - 20;
+	double v;
+
+	switch (random_below(&rng, 5)) {
+	case 0:
+		memcpy(&v, &bits, sizeof(v));
+		return isfinite(v) ? v : 0.5;
+	case 1:
+		/* Anywhere from below 1e-5 to above 1e15. */
+		return ldexp((double)(bits >> 11), scale - 53);
+	case 2:
+		/* An exact binary fraction: many are ties at some digit. */
+		return ldexp((double)(bits % 2000000001), -(int)random_below(&rng, 30));
+	case 3:
+		/* A power of ten and its neighbours. */
+		v = pow(10.0, (double)((int)random_below(&rng, 24) - 7));
+		for (size_t steps = random_below(&rng, 4); steps > 0; steps--)
+			v = nextafter(v, bits & 1 ? INFINITY : 0.0);
+		return v;
+	default:
+		/* A few decimal digits, as durations and parameters have. */
+		return (double)(bits % 10000000) / pow(10.0, (double)random_below(&rng, 12));
+	}
+}
+
+START_TEST(random_doubles_match_jansson)
+{
+	for (int round = 0; round < 300000; round++) {
+		double v = random_double();
+		int precision = 1 + (int)random_below(&rng, 17);
+		json_t *real = json_real(random_below(&rng, 2) ? v : -v);
+		char *want = json_dumps(real, JSON_ENCODE_ANY | JSON_COMPACT |
+		                              JSON_REAL_PRECISION(precision));
+
+		CHECK_TEXT(tg_json_double_precision(&w, json_real_value(real), precision), want);
+		free(want);
+		json_decref(real);
+	}
+}
+END_TEST
+
+/* Ties at the last digit kept go to the even digit, as printf rounds;
+ * and a carry moves the exponent. */
+START_TEST(doubles_round_ties_to_even)
+{
+	CHECK_TEXT(tg_json_double_precision(&w, 0.125, 2), "0.12");
+	CHECK_TEXT(tg_json_double_precision(&w, 0.375, 2), "0.38");
+	CHECK_TEXT(tg_json_double_precision(&w, 2.5, 1), "2.0");
+	CHECK_TEXT(tg_json_double_precision(&w, 3.5, 1), "4.0");
+	CHECK_TEXT(tg_json_double_precision(&w, 1234565.0, 6), "1.23456e6");
+	CHECK_TEXT(tg_json_double_precision(&w, 9.9999996, 6), "10.0");
+	CHECK_TEXT(tg_json_double_precision(&w, 999999.5, 6), "1e6");
+	CHECK_TEXT(tg_json_double_precision(&w, 0.000099999996, 6), "0.0001");
+	CHECK_TEXT(tg_json_double_precision(&w, -0.00001, 6), "-1e-5");
+	CHECK_TEXT(tg_json_double_precision(&w, 0.00001, 17), "1.0000000000000001e-5");
+	CHECK_TEXT(tg_json_double_precision(&w, 123456789012345.0, 17), "123456789012345.0");
+	CHECK_TEXT(tg_json_double_precision(&w, 0.7, 17), "0.69999999999999996");
+}
+END_TEST
+
 static Suite *
 json_writer_suite(void)
 {
@@ -457,6 +524,8 @@ json_writer_suite(void)
 	tcase_add_test(numbers, random_integers_match_printf);
 	tcase_add_test(numbers, doubles_as_jansson_writes_them);
 	tcase_add_test(numbers, doubles_with_a_precision_as_jansson_writes_them);
+	tcase_add_test(numbers, random_doubles_match_jansson);
+	tcase_add_test(numbers, doubles_round_ties_to_even);
 	tcase_add_test(buffer, writer_grows_and_resets);
 	suite_add_tcase(s, strings);
 	suite_add_tcase(s, numbers);
