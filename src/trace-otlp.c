@@ -101,13 +101,13 @@ write_value(struct tg_json_writer *w, const struct tg_attr *attr)
 /* Write {"key":KEY of a KeyValue. Keys are half the strings of an
  * export, and nearly all are semconv names, which need no escaping. */
 static void
-write_key(struct tg_json_writer *w, const char *key)
+write_key(struct tg_json_writer *w, const struct tg_attr *attr)
 {
 	tg_json_literal(w, "{\"key\":");
-	if (tg_semconv_is_name(key))
-		tg_json_plain(w, key, strlen(key));
+	if (tg_semconv_is_name(attr->key))
+		tg_json_plain(w, attr->key, attr->key_len);
 	else
-		tg_json_string(w, key);
+		tg_json_string(w, attr->key);
 }
 
 /* A list of KeyValue. */
@@ -118,7 +118,7 @@ write_key_values(struct tg_json_writer *w, const struct tg_attrs *attrs)
 	for (size_t i = 0; i < attrs->count; i++) {
 		if (i > 0)
 			tg_json_literal(w, ",");
-		write_key(w, attrs->items[i].key);
+		write_key(w, &attrs->items[i]);
 		write_value(w, &attrs->items[i]);
 	}
 	tg_json_literal(w, "]");
@@ -239,6 +239,8 @@ write_resource_attributes(struct tg_json_writer *w, const struct tg_otlp_resourc
 	/* A borrowed view: write_key_values() only reads. */
 	attrs.items = items;
 	attrs.count = r->instance_id != NULL ? 5 : 4;
+	for (size_t i = 0; i < attrs.count; i++)
+		items[i].key_len = (uint32_t)strlen(items[i].key);
 	write_key_values(w, &attrs);
 }
 

@@ -49,7 +49,7 @@ enum tg_attr_type {
 struct tg_attr {
 	const char *key;        /* static storage: a semconv name or a literal */
 	enum tg_attr_type type;
-	uint32_t key_len;       /* strlen(key), set by the setters for lookups */
+	uint32_t key_len;       /* strlen(key), set by the setters, for lookups and the encoder */
 	union {
 		char *s;
 		int64_t i;
