@@ -1,12 +1,10 @@
 /*
  * The JSON writer: a byte buffer that doubles when full.
  */
-#include <assert.h>
-#include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "json-double.h"
 #include "json-writer.h"
 
 #define REPLACEMENT "\xEF\xBF\xBD"      /* U+FFFD in UTF-8 */
@@ -26,10 +24,8 @@ tg_json_writer_free(struct tg_json_writer *w)
 	memset(w, 0, sizeof(*w));
 }
 
-/* Make room for n more bytes. Returns 0, or -1 with "failed" set when
- * memory ran out. */
-static int
-reserve(struct tg_json_writer *w, size_t n)
+int
+tg_json_grow(struct tg_json_writer *w, size_t n)
 {
 	size_t capacity;
 	char *grown;
@@ -55,15 +51,6 @@ reserve(struct tg_json_writer *w, size_t n)
 	w->data = grown;
 	w->capacity = capacity;
 	return 0;
-}
-
-void
-tg_json_raw(struct tg_json_writer *w, const char *s, size_t n)
-{
-	if (reserve(w, n) != 0)
-		return;
-	memcpy(w->data + w->len, s, n);
-	w->len += n;
 }
 
 size_t
@@ -129,16 +116,64 @@ escape_ascii(unsigned char c, char *out)
 	return 6;
 }
 
+static int
+is_plain(unsigned char c)
+{
+	return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
+}
+
+/*
+ * Return 1 when none of the 8 bytes packed in word needs an escape. Each
+ * test sets the top bit of a byte that fails it. A byte of 0x80 or more
+ * has it set already. A byte below 0x20 borrows in word - 0x20, and a
+ * byte equal to '"' or '\\' borrows in (word ^ c) - 1, since x - 1
+ * borrows only from a zero byte. A borrow can spread to more significant
+ * bytes, but only from a byte that failed, so the result for the whole
+ * word is exact.
+ */
+static int
+word_is_plain(uint64_t word)
+{
+	const uint64_t ones = 0x0101010101010101u;
+	uint64_t below_space = word - ones * 0x20;
+	uint64_t quote = (word ^ ones * '"') - ones;
+	uint64_t backslash = (word ^ ones * '\\') - ones;
+
+	return ((word | below_space | quote | backslash) & ones * 0x80) == 0;
+}
+
 /* Count the bytes at the start of s that need no escape: printable ASCII
- * other than the quote and the backslash. */
+ * other than the quote and the backslash. Most values are such text, so
+ * it is scanned 8 bytes at a time. */
 static size_t
 plain_run(const unsigned char *s, size_t left)
 {
 	size_t n = 0;
+	uint64_t word;
 
-	while (n < left && s[n] >= 0x20 && s[n] < 0x80 && s[n] != '"' && s[n] != '\\')
+	while (left - n >= sizeof(word)) {
+		memcpy(&word, s + n, sizeof(word));
+		if (!word_is_plain(word))
+			break;
+		n += sizeof(word);
+	}
+	while (n < left && is_plain(s[n]))
 		n++;
 	return n;
+}
+
+void
+tg_json_plain(struct tg_json_writer *w, const char *s, size_t len)
+{
+	char *out;
+
+	if (tg_json_room(w, len + 2) != 0)
+		return;
+	out = w->data + w->len;
+	out[0] = '"';
+	memcpy(out + 1, s, len);
+	out[len + 1] = '"';
+	w->len += len + 2;
 }
 
 /* Append len bytes of s as a quoted string holding at most limit bytes of
@@ -150,6 +185,11 @@ write_string(struct tg_json_writer *w, const char *s, size_t len, size_t limit)
 	const unsigned char *in = (const unsigned char *)s;
 	size_t i = 0, kept = 0;
 
+	/* Most values are plain text within the limit. */
+	if (len <= limit && plain_run(in, len) == len) {
+		tg_json_plain(w, s, len);
+		return;
+	}
 	tg_json_literal(w, "\"");
 	while (i < len && !w->failed) {
 		size_t room = limit - kept;
@@ -215,16 +255,32 @@ tg_json_string_cut(struct tg_json_writer *w, const char *s, size_t limit)
 	write_string(w, s, strlen(s), limit);
 }
 
+/* The numbers 00 to 99 as two digits each, so that a number takes one
+ * division per two digits. Span times have 19 digits. */
+static const char TWO_DIGITS[] =
+	"0001020304050607080910111213141516171819"
+	"2021222324252627282930313233343536373839"
+	"4041424344454647484950515253545556575859"
+	"6061626364656667686970717273747576777879"
+	"8081828384858687888990919293949596979899";
+
 void
 tg_json_uint(struct tg_json_writer *w, uint64_t v)
 {
 	char digits[20];
 	size_t n = sizeof(digits);
 
-	do {
-		digits[--n] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v != 0);
+	while (v >= 100) {
+		n -= 2;
+		memcpy(digits + n, TWO_DIGITS + 2 * (v % 100), 2);
+		v /= 100;
+	}
+	if (v >= 10) {
+		n -= 2;
+		memcpy(digits + n, TWO_DIGITS + 2 * v, 2);
+	} else {
+		digits[--n] = (char)('0' + v);
+	}
 	tg_json_raw(w, digits + n, sizeof(digits) - n);
 }
 
@@ -249,28 +305,6 @@ tg_json_bool(struct tg_json_writer *w, int v)
 		tg_json_literal(w, "false");
 }
 
-/* Drop the '+' and the leading zeros of the exponent of text, and update
- * its length *len, as jansson does: "1e+20" -> "1e20", "1e-07" -> "1e-7". */
-static void
-trim_exponent(char *text, size_t *len)
-{
-	char *digits = strchr(text, 'e');
-	char *first;
-
-	if (digits == NULL)
-		return;
-	digits++;
-	if (*digits == '-')
-		digits++;
-	first = digits;
-	if (*first == '+')
-		first++;
-	while (*first == '0' && first[1] != '\0')
-		first++;
-	memmove(digits, first, strlen(first) + 1);
-	*len = strlen(text);
-}
-
 void
 tg_json_double(struct tg_json_writer *w, double v)
 {
@@ -280,17 +314,7 @@ tg_json_double(struct tg_json_writer *w, double v)
 void
 tg_json_double_precision(struct tg_json_writer *w, double v, int precision)
 {
-	char text[40];
-	size_t len;
+	char text[TG_JSON_DOUBLE_SIZE];
 
-	assert(isfinite(v));
-	assert(precision >= 1);
-	assert(precision <= 17);
-	len = (size_t)snprintf(text, sizeof(text) - 2, "%.*g", precision, v);
-	if (strchr(text, '.') == NULL && strchr(text, 'e') == NULL) {
-		memcpy(text + len, ".0", 3);
-		len += 2;
-	}
-	trim_exponent(text, &len);
-	tg_json_raw(w, text, len);
+	tg_json_raw(w, text, tg_json_double_text(text, v, precision));
 }

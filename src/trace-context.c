@@ -36,15 +36,31 @@ tg_hex_decode(uint8_t *out, const char *in, size_t n)
 	return 0;
 }
 
+/* Every byte as two lowercase hex digits, so that a byte takes one
+ * lookup: the exporter writes up to 64 digits per span. */
+static const char HEX_PAIRS[] =
+	"000102030405060708090a0b0c0d0e0f"
+	"101112131415161718191a1b1c1d1e1f"
+	"202122232425262728292a2b2c2d2e2f"
+	"303132333435363738393a3b3c3d3e3f"
+	"404142434445464748494a4b4c4d4e4f"
+	"505152535455565758595a5b5c5d5e5f"
+	"606162636465666768696a6b6c6d6e6f"
+	"707172737475767778797a7b7c7d7e7f"
+	"808182838485868788898a8b8c8d8e8f"
+	"909192939495969798999a9b9c9d9e9f"
+	"a0a1a2a3a4a5a6a7a8a9aaabacadaeaf"
+	"b0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+	"c0c1c2c3c4c5c6c7c8c9cacbcccdcecf"
+	"d0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+	"e0e1e2e3e4e5e6e7e8e9eaebecedeeef"
+	"f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+
 void
 tg_hex_encode(char *out, const uint8_t *in, size_t n)
 {
-	static const char digits[] = "0123456789abcdef";
-
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = digits[in[i] >> 4];
-		out[2 * i + 1] = digits[in[i] & 0xf];
-	}
+	for (size_t i = 0; i < n; i++)
+		memcpy(out + 2 * i, HEX_PAIRS + 2 * in[i], 2);
 	out[2 * n] = '\0';
 }
 
@@ -106,12 +122,18 @@ tg_traceparent_format(char *out, const uint8_t trace_id[TG_TRACE_ID_SIZE],
 	tg_hex_encode(out + TP_FLAGS, &flags, 1);
 }
 
-/* Bytes drawn from RAND_bytes in one call and handed out a few at a
+/*
+ * Bytes drawn from RAND_bytes in one call and handed out a few at a
  * time, because one call per id cost about 3.5% of the process's CPU in a
- * profile at 2,000 traced requests a second. The block is per thread, so
- * it needs no lock. A fork would hand the same bytes to two processes,
- * and tollgate never forks. */
-#define RANDOM_BLOCK_SIZE 256
+ * profile at 2,000 traced requests a second. Callgrind counts about 6,400
+ * instructions per call plus 3 per byte (OpenSSL 3.0). A block of 4 KiB
+ * holds the ids of 100 requests of 3 spans, and brings their cost per
+ * request from about 1,100 instructions (256-byte blocks) to under 200.
+ *
+ * The block is per thread, so it needs no lock. A fork would hand the
+ * same bytes to two processes, and tollgate never forks.
+ */
+#define RANDOM_BLOCK_SIZE 4096
 
 static _Thread_local struct {
 	uint8_t bytes[RANDOM_BLOCK_SIZE];

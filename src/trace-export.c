@@ -26,6 +26,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "trace-body.h"
 #include "trace-context.h"
 #include "trace-export.h"
 #include "trace-otlp.h"
@@ -46,8 +47,7 @@ struct export {
 	struct tg_tracer *tracer;
 	struct tg_span **spans;
 	size_t n_spans;
-	const char *body;       /* in the tracer's "body" writer */
-	size_t body_len;
+	struct tg_export_body *body;    /* the tracer's, lent to each attempt */
 	unsigned attempt;               /* 1 for the first */
 	uint64_t deadline_ms;           /* monotonic; no attempt after it */
 	struct evhttp_request *request; /* the attempt in flight, or NULL */
@@ -81,8 +81,9 @@ struct tg_tracer {
 	size_t n_send;
 	struct export *export;          /* in flight, or NULL */
 	/* The request body of the export in flight. It is kept between
-	 * exports, so its memory grows to a batch's size only once. */
-	struct tg_json_writer body;
+	 * exports, so its memory grows to a batch's size only once, unless
+	 * libevent still reads the last one when the next export starts. */
+	struct tg_export_body *body;
 	struct evhttp_connection *conn;
 	char *conn_host, *conn_port;
 	uint64_t next_export_ms;
@@ -459,7 +460,7 @@ export_send(struct export *e)
 	evhttp_request_set_error_cb(req, request_error_cb);
 	evhttp_connection_set_timeout_tv(conn, &tv);
 	if (add_request_headers(t, req) != 0 ||
-	    evbuffer_add(evhttp_request_get_output_buffer(req), e->body, e->body_len) != 0) {
+	    tg_export_body_lend(e->body, evhttp_request_get_output_buffer(req)) != 0) {
 		evhttp_request_free(req);
 		attempt_ended(e, &failed);
 		return;
@@ -485,13 +486,41 @@ resource_of(struct tg_tracer *t, struct tg_otlp_resource *r)
 	r->instance_id = t->instance_id;
 }
 
+/* Empty the tracer's body for the next export. A body that a buffer
+ * still reads (of a request that was cut short) is left to that buffer,
+ * and a new one takes its place. Returns 0, or -1 when out of memory. */
+static int
+fresh_body(struct tg_tracer *t)
+{
+	if (t->body != NULL && !tg_export_body_lent(t->body)) {
+		tg_json_writer_reset(&t->body->text);
+		return 0;
+	}
+	tg_export_body_release(t->body);
+	t->body = tg_export_body_new();
+	return t->body != NULL ? 0 : -1;
+}
+
+/* Encode the spans of e into the tracer's body. Returns 0, or -1 when out
+ * of memory. */
+static int
+encode_batch(struct tg_tracer *t, struct export *e)
+{
+	struct tg_otlp_resource resource;
+
+	if (fresh_body(t) != 0)
+		return -1;
+	resource_of(t, &resource);
+	tg_otlp_write(&t->body->text, e->spans, e->n_spans, &resource);
+	return t->body->text.failed ? -1 : 0;
+}
+
 /* Take up to one batch off the send list and send it. */
 static void
 export_start(struct tg_tracer *t)
 {
 	const struct tg_tracing_config *tc = t->tracing;
 	size_t n = t->n_send < tc->max_export_batch_size ? t->n_send : tc->max_export_batch_size;
-	struct tg_otlp_resource resource;
 	struct export *e = calloc(1, sizeof(*e));
 
 	if (e != NULL) {
@@ -512,17 +541,13 @@ export_start(struct tg_tracer *t)
 	e->attempt = 1;
 	e->deadline_ms = tg_now_ms() + (t->stopping && t->stop_deadline_ms < tg_now_ms() + tc->export_timeout
 	                             ? t->stop_deadline_ms - tg_now_ms() : tc->export_timeout);
-	resource_of(t, &resource);
-	tg_json_writer_reset(&t->body);
-	tg_otlp_write(&t->body, e->spans, e->n_spans, &resource);
-	if (t->body.failed) {
+	if (encode_batch(t, e) != 0) {
 		atomic_fetch_add_explicit(&t->spans_failed, e->n_spans, memory_order_relaxed);
 		tg_warn("cannot encode %zu spans for export: out of memory", e->n_spans);
 		export_free(e);
 		return;
 	}
-	e->body = t->body.data;
-	e->body_len = t->body.len;
+	e->body = t->body;
 	t->export = e;
 	export_send(e);
 }
@@ -810,7 +835,7 @@ tracer_free(struct tg_tracer *t)
 		event_base_free(t->base);
 	if (t->config != NULL)
 		tg_config_unref(t->config);
-	tg_json_writer_free(&t->body);
+	tg_export_body_release(t->body);        /* after the buffers that may hold it */
 	free(t->conn_host);
 	free(t->conn_port);
 	free(t->service_name);

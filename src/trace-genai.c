@@ -187,10 +187,62 @@ set_input_messages(struct tg_span *span, json_t *body, size_t max_content)
 	json_decref(list);
 }
 
+/* The members of a request body that become attributes. */
+enum request_param {
+	P_MAX_COMPLETION_TOKENS,
+	P_MAX_TOKENS,
+	P_TEMPERATURE,
+	P_TOP_P,
+	P_SEED,
+	P_FREQUENCY_PENALTY,
+	P_PRESENCE_PENALTY,
+	P_STOP,
+	P_N,
+	N_PARAMS
+};
+
+static const char *const PARAM_NAMES[N_PARAMS] = {
+	[P_MAX_COMPLETION_TOKENS] = "max_completion_tokens",
+	[P_MAX_TOKENS] = "max_tokens",
+	[P_TEMPERATURE] = "temperature",
+	[P_TOP_P] = "top_p",
+	[P_SEED] = "seed",
+	[P_FREQUENCY_PENALTY] = "frequency_penalty",
+	[P_PRESENCE_PENALTY] = "presence_penalty",
+	[P_STOP] = "stop",
+	[P_N] = "n",
+};
+
+/*
+ * Fill found with the members of body named in PARAM_NAMES (NULL for
+ * those it lacks), in one pass over its members. A body has a handful of
+ * them, and json_object_get() hashed its key for each of the 9 names,
+ * about 170 instructions apiece.
+ */
+static void
+find_params(json_t *body, json_t *found[N_PARAMS])
+{
+	const char *key;
+	json_t *value;
+
+	for (int i = 0; i < N_PARAMS; i++)
+		found[i] = NULL;
+	json_object_foreach(body, key, value) {
+		for (int i = 0; i < N_PARAMS; i++) {
+			/* The first letter rules out most names without a call. */
+			if (key[0] == PARAM_NAMES[i][0] && strcmp(key, PARAM_NAMES[i]) == 0) {
+				found[i] = value;
+				break;
+			}
+		}
+	}
+}
+
 void
 tg_genai_request(struct tg_span *span, const char *operation, const char *provider,
                  const char *model, int stream, json_t *body, size_t max_content)
 {
+	json_t *p[N_PARAMS];
 	json_t *max_tokens;
 
 	if (span == NULL)
@@ -203,26 +255,22 @@ tg_genai_request(struct tg_span *span, const char *operation, const char *provid
 	if (!json_is_object(body))
 		return;
 
+	find_params(body, p);
 	/* max_completion_tokens replaced max_tokens for chat models. */
-	max_tokens = json_object_get(body, "max_completion_tokens");
+	max_tokens = p[P_MAX_COMPLETION_TOKENS];
 	if (!json_is_integer(max_tokens))
-		max_tokens = json_object_get(body, "max_tokens");
+		max_tokens = p[P_MAX_TOKENS];
 	set_int_param(span, TG_SC(GEN_AI_REQUEST_MAX_TOKENS), max_tokens);
-	set_number_param(span, TG_SC(GEN_AI_REQUEST_TEMPERATURE),
-	                 json_object_get(body, "temperature"));
-	set_number_param(span, TG_SC(GEN_AI_REQUEST_TOP_P), json_object_get(body, "top_p"));
-	set_int_param(span, TG_SC(GEN_AI_REQUEST_SEED), json_object_get(body, "seed"));
-	set_number_param(span, TG_SC(GEN_AI_REQUEST_FREQUENCY_PENALTY),
-	                 json_object_get(body, "frequency_penalty"));
-	set_number_param(span, TG_SC(GEN_AI_REQUEST_PRESENCE_PENALTY),
-	                 json_object_get(body, "presence_penalty"));
-	set_stop_sequences(span, json_object_get(body, "stop"));
+	set_number_param(span, TG_SC(GEN_AI_REQUEST_TEMPERATURE), p[P_TEMPERATURE]);
+	set_number_param(span, TG_SC(GEN_AI_REQUEST_TOP_P), p[P_TOP_P]);
+	set_int_param(span, TG_SC(GEN_AI_REQUEST_SEED), p[P_SEED]);
+	set_number_param(span, TG_SC(GEN_AI_REQUEST_FREQUENCY_PENALTY), p[P_FREQUENCY_PENALTY]);
+	set_number_param(span, TG_SC(GEN_AI_REQUEST_PRESENCE_PENALTY), p[P_PRESENCE_PENALTY]);
+	set_stop_sequences(span, p[P_STOP]);
 
 	/* The conventions ask for the count only when it is not 1. */
-	json_t *n = json_object_get(body, "n");
-
-	if (json_is_integer(n) && json_integer_value(n) != 1)
-		set_int_param(span, TG_SC(GEN_AI_REQUEST_CHOICE_COUNT), n);
+	if (json_is_integer(p[P_N]) && json_integer_value(p[P_N]) != 1)
+		set_int_param(span, TG_SC(GEN_AI_REQUEST_CHOICE_COUNT), p[P_N]);
 
 	if (max_content > 0)
 		set_input_messages(span, body, max_content);

@@ -7,6 +7,7 @@
  * its default value is left out, as the mapping allows.
  */
 #include <math.h>
+#include <string.h>
 
 #include "trace-context.h"
 #include "trace-otlp.h"
@@ -50,46 +51,63 @@ write_double(struct tg_json_writer *w, double v)
 static void
 write_strings(struct tg_json_writer *w, char *const *items, size_t n)
 {
-	tg_json_literal(w, "{\"arrayValue\":{\"values\":[");
+	tg_json_literal(w, ",\"value\":{\"arrayValue\":{\"values\":[");
 	for (size_t i = 0; i < n; i++) {
+		if (i > 0)
+			tg_json_literal(w, ",");
 		tg_json_literal(w, "{\"stringValue\":");
 		tg_json_string(w, items[i]);
 		tg_json_literal(w, "}");
-		if (i + 1 < n)
-			tg_json_literal(w, ",");
 	}
-	tg_json_literal(w, "]}}");
+	tg_json_literal(w, "]}}}");
 }
 
-/* An AnyValue. */
+/*
+ * Write the rest of a KeyValue after its key: ,"value": and the AnyValue,
+ * and close both. Each type's opening and closing text is one literal,
+ * because an export writes a few dozen of these per request.
+ */
 static void
-write_any_value(struct tg_json_writer *w, const struct tg_attr *attr)
+write_value(struct tg_json_writer *w, const struct tg_attr *attr)
 {
 	switch (attr->type) {
 	case TG_ATTR_STRING:
-		tg_json_literal(w, "{\"stringValue\":");
+		tg_json_literal(w, ",\"value\":{\"stringValue\":");
 		tg_json_string(w, attr->v.s);
+		tg_json_literal(w, "}}");
 		break;
 	case TG_ATTR_INT:
-		tg_json_literal(w, "{\"intValue\":\"");
+		tg_json_literal(w, ",\"value\":{\"intValue\":\"");
 		tg_json_int(w, attr->v.i);
-		tg_json_literal(w, "\"");
+		tg_json_literal(w, "\"}}");
 		break;
 	case TG_ATTR_DOUBLE:
-		tg_json_literal(w, "{\"doubleValue\":");
+		tg_json_literal(w, ",\"value\":{\"doubleValue\":");
 		write_double(w, attr->v.d);
+		tg_json_literal(w, "}}");
 		break;
 	case TG_ATTR_BOOL:
 		if (attr->v.b)
-			tg_json_literal(w, "{\"boolValue\":true");
+			tg_json_literal(w, ",\"value\":{\"boolValue\":true}}");
 		else
-			tg_json_literal(w, "{\"boolValue\":false");
+			tg_json_literal(w, ",\"value\":{\"boolValue\":false}}");
 		break;
 	case TG_ATTR_STRINGS:
 		write_strings(w, attr->v.list.items, attr->v.list.n);
-		return;
+		break;
 	}
-	tg_json_literal(w, "}");
+}
+
+/* Write {"key":KEY of a KeyValue. Keys are half the strings of an
+ * export, and nearly all are semconv names, which need no escaping. */
+static void
+write_key(struct tg_json_writer *w, const struct tg_attr *attr)
+{
+	tg_json_literal(w, "{\"key\":");
+	if (tg_semconv_is_name(attr->key))
+		tg_json_plain(w, attr->key, attr->key_len);
+	else
+		tg_json_string(w, attr->key);
 }
 
 /* A list of KeyValue. */
@@ -100,11 +118,8 @@ write_key_values(struct tg_json_writer *w, const struct tg_attrs *attrs)
 	for (size_t i = 0; i < attrs->count; i++) {
 		if (i > 0)
 			tg_json_literal(w, ",");
-		tg_json_literal(w, "{\"key\":");
-		tg_json_string(w, attrs->items[i].key);
-		tg_json_literal(w, ",\"value\":");
-		write_any_value(w, &attrs->items[i]);
-		tg_json_literal(w, "}");
+		write_key(w, &attrs->items[i]);
+		write_value(w, &attrs->items[i]);
 	}
 	tg_json_literal(w, "]");
 }
@@ -224,6 +239,8 @@ write_resource_attributes(struct tg_json_writer *w, const struct tg_otlp_resourc
 	/* A borrowed view: write_key_values() only reads. */
 	attrs.items = items;
 	attrs.count = r->instance_id != NULL ? 5 : 4;
+	for (size_t i = 0; i < attrs.count; i++)
+		items[i].key_len = (uint32_t)strlen(items[i].key);
 	write_key_values(w, &attrs);
 }
 

@@ -58,18 +58,36 @@ tg_trace_ring_free(struct tg_trace_ring *r)
 	memset(r, 0, sizeof(*r));
 }
 
-/* The kept trace with this id, newest first since a span most likely
- * belongs to a trace that just arrived; NULL when not kept. */
+/* The trace with this id among traces[from] to traces[to - 1], the last
+ * first; NULL when none has it. */
+static struct tg_ring_trace *
+find_in(struct tg_ring_trace *traces, size_t from, size_t to, const uint8_t *trace_id)
+{
+	for (size_t i = to; i > from; i--) {
+		if (memcmp(traces[i - 1].trace_id, trace_id, TG_TRACE_ID_SIZE) == 0)
+			return &traces[i - 1];
+	}
+	return NULL;
+}
+
+/*
+ * The kept trace with this id, newest first since a span most likely
+ * belongs to a trace that just arrived; NULL when not kept. Every span of
+ * a new trace looks at all the kept ones, so the ring is read as the one
+ * or two runs of the array it covers, without a division per trace as
+ * slot() would take.
+ */
 static struct tg_ring_trace *
 find_trace(struct tg_trace_ring *r, const uint8_t *trace_id)
 {
-	for (size_t i = r->count; i > 0; i--) {
-		struct tg_ring_trace *t = slot(r, i - 1);
+	size_t end = r->head + r->count;        /* after the newest, not wrapped */
+	struct tg_ring_trace *t = NULL;
 
-		if (memcmp(t->trace_id, trace_id, TG_TRACE_ID_SIZE) == 0)
-			return t;
-	}
-	return NULL;
+	if (end > r->capacity)
+		t = find_in(r->traces, 0, end - r->capacity, trace_id);
+	if (t == NULL)
+		t = find_in(r->traces, r->head, end < r->capacity ? end : r->capacity, trace_id);
+	return t;
 }
 
 static struct tg_ring_trace *

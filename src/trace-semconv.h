@@ -11,6 +11,8 @@
 #ifndef TOLLGATE_TRACE_SEMCONV_H
 #define TOLLGATE_TRACE_SEMCONV_H
 
+#include <stdint.h>
+
 #define TG_SEMCONV_TABLE(X) \
 	/* GenAI inference spans */ \
 	X(GEN_AI_OPERATION_NAME, "gen_ai.operation.name") \
@@ -77,9 +79,34 @@ enum tg_semconv {
 	TG_SC_COUNT
 };
 
+/* The names, laid out in one object so that tg_semconv_is_name() can
+ * tell them from other strings by their address. */
+struct tg_semconv_text {
+#define TG_SEMCONV_FIELD(id, name) char sc_##id[sizeof(name)];
+	TG_SEMCONV_TABLE(TG_SEMCONV_FIELD)
+#undef TG_SEMCONV_FIELD
+};
+
+extern const struct tg_semconv_text tg_semconv_text;
+
+/* The names by enum tg_semconv, for tables indexed by it. */
 extern const char *const tg_semconv_names[TG_SC_COUNT];
 
 /* The name of entry id, as a string with static storage. */
-#define TG_SC(id) (tg_semconv_names[TG_SC_##id])
+#define TG_SC(id) ((const char *)tg_semconv_text.sc_##id)
+
+/*
+ * Return 1 when s is a name of the table, as TG_SC() and tg_semconv_names
+ * give them, and 0 for any other string. Names are plain ASCII (a unit
+ * test checks it), so the OTLP encoder writes them without escaping.
+ */
+static inline int
+tg_semconv_is_name(const char *s)
+{
+	/* Compared as integers: C orders pointers only within one object. */
+	uintptr_t offset = (uintptr_t)s - (uintptr_t)&tg_semconv_text;
+
+	return offset < sizeof(tg_semconv_text);
+}
 
 #endif

@@ -1,11 +1,11 @@
 /*
  * The span model: attributes, events, status and end of one span.
  *
- * Every traced request sets a few dozen attributes. So the string values
- * of an attribute list share blocks of memory (struct tg_attr_text)
- * instead of taking an allocation each. A key is found by its length and
- * bytes, or at once when the caller passes the same pointer again, as
- * calls through TG_SC() do.
+ * Every traced request sets a few dozen attributes. So a span's name,
+ * attribute lists and string values share the span's arena
+ * (trace-arena.h) instead of taking an allocation each. A key is found by
+ * its length and bytes, or at once when the caller passes the same
+ * pointer again, as calls through TG_SC() do.
  */
 #include <stdalign.h>
 #include <stdlib.h>
@@ -16,24 +16,61 @@
 #include "trace-semconv.h"
 #include "trace-span.h"
 
+const struct tg_semconv_text tg_semconv_text = {
+#define TG_SEMCONV_TEXT(id, name) .sc_##id = name,
+	TG_SEMCONV_TABLE(TG_SEMCONV_TEXT)
+#undef TG_SEMCONV_TEXT
+};
+
 const char *const tg_semconv_names[TG_SC_COUNT] = {
-#define TG_SEMCONV_NAME(id, name) name,
+#define TG_SEMCONV_NAME(id, name) tg_semconv_text.sc_##id,
 	TG_SEMCONV_TABLE(TG_SEMCONV_NAME)
 #undef TG_SEMCONV_NAME
 };
+
+/* Bytes of the arena block that comes in one allocation with the span:
+ * room for the name, the attributes and an event of each span of a chat
+ * completion, so that most spans take one malloc. */
+#define FIRST_BLOCK 1024
+
+/* A span with the first block of its arena. The span comes first, so
+ * that the span's address is the allocation's. */
+struct span_storage {
+	struct tg_span span;
+	struct tg_span_block first;
+	alignas(max_align_t) char bytes[FIRST_BLOCK];
+};
+
+void
+tg_span_free(struct tg_span *span)
+{
+	if (span == NULL)
+		return;
+	tg_arena_free(&span->arena);
+	free(span->trace_state);
+	free(span->status_message);
+	free(span);
+}
 
 struct tg_span *
 tg_span_new(const uint8_t trace_id[TG_TRACE_ID_SIZE],
             const uint8_t parent_id[TG_SPAN_ID_SIZE],
             enum tg_span_kind kind, const char *name, uint64_t start_ns)
 {
-	struct tg_span *span = calloc(1, sizeof(*span));
+	/* Only the span is zeroed: the arena hands out its bytes to be
+	 * written, never read first. */
+	struct span_storage *storage = malloc(sizeof(*storage));
+	struct tg_span *span;
 
-	if (span == NULL)
+	if (storage == NULL)
 		return NULL;
-	span->name = strdup(name);
+	span = &storage->span;
+	memset(span, 0, sizeof(*span));
+	tg_arena_init(&span->arena, &storage->first, storage->bytes, sizeof(storage->bytes));
+	span->attrs.arena = &span->arena;
+	span->name = tg_arena_text(&span->arena, name, strlen(name));
 	if (span->name == NULL) {
-		free(span);
+		tg_span_free(span);
 		return NULL;
 	}
 	memcpy(span->trace_id, trace_id, TG_TRACE_ID_SIZE);
@@ -45,109 +82,28 @@ tg_span_new(const uint8_t trace_id[TG_TRACE_ID_SIZE],
 	return span;
 }
 
-/* --- string values ------------------------------------------------------- */
-
-/* Bytes per block: the strings of a chat completion's CLIENT span take
- * about 150. */
-#define TEXT_BLOCK 256
-
-/* A block of string values. A value set again takes new room, and the
- * old one stays until the list is freed: no caller sets a string
- * attribute more than a few times. */
-struct tg_attr_text {
-	struct tg_attr_text *next;      /* the blocks filled before */
-	size_t used, size;
-	alignas(char *) char bytes[];
-};
-
-/* Room for size bytes aligned to align (a power of two) in a's blocks;
- * NULL when out of memory. */
-static void *
-text_alloc(struct tg_attrs *a, size_t size, size_t align)
-{
-	struct tg_attr_text *head = a->text, *block;
-	size_t at, room = size > TEXT_BLOCK ? size : TEXT_BLOCK;
-
-	if (head != NULL) {
-		at = (head->used + align - 1) & ~(align - 1);
-		if (at <= head->size && size <= head->size - at) {
-			head->used = at + size;
-			return head->bytes + at;
-		}
-	}
-	block = malloc(sizeof(*block) + room);
-	if (block == NULL)
-		return NULL;
-	block->used = size;
-	block->size = room;
-
-	/* A value larger than a block gets a block of its own behind the
-	 * head, so that the head's free room is still used. */
-	if (size > TEXT_BLOCK && head != NULL) {
-		block->next = head->next;
-		head->next = block;
-	} else {
-		block->next = head;
-		a->text = block;
-	}
-	return block->bytes;
-}
-
-/* A copy of value in a's blocks, up to len bytes or its NUL as strndup()
- * takes them; NULL when out of memory. */
-static char *
-text_copy(struct tg_attrs *a, const char *value, size_t len)
-{
-	char *copy;
-
-	len = strnlen(value, len);
-	copy = text_alloc(a, len + 1, 1);
-	if (copy == NULL)
-		return NULL;
-	memcpy(copy, value, len);
-	copy[len] = '\0';
-	return copy;
-}
-
-void
-tg_attrs_free(struct tg_attrs *a)
-{
-	while (a->text != NULL) {
-		struct tg_attr_text *next = a->text->next;
-
-		free(a->text);
-		a->text = next;
-	}
-	free(a->items);
-	a->items = NULL;
-	a->count = a->capacity = 0;
-}
-
-void
-tg_span_free(struct tg_span *span)
-{
-	if (span == NULL)
-		return;
-	tg_attrs_free(&span->attrs);
-	for (size_t i = 0; i < span->n_events; i++)
-		tg_attrs_free(&span->events[i].attrs);
-	free(span->events);
-	free(span->name);
-	free(span->trace_state);
-	free(span->status_message);
-	free(span);
-}
-
 /* --- attributes ---------------------------------------------------------- */
 
-/* Attributes a list first has room for: the server and CLIENT spans of a
- * chat completion carry 10 to 16, so they need no second allocation. */
-#define FIRST_CAPACITY 16
+/* Attributes a list has room for, 4 at first, then 4 times as many: an
+ * event carries up to 4, the spans of a chat completion 10 to 16. */
+#define FIRST_CAPACITY 4
+#define GROWTH 4
+
+/* The bit of key_lengths for keys of len bytes. */
+static uint64_t
+length_bit(size_t len)
+{
+	return (uint64_t)1 << (len % 64);
+}
 
 /* The attribute called key, whose length is len, or NULL. */
 static struct tg_attr *
 attr_find(const struct tg_attrs *a, const char *key, size_t len)
 {
+	/* Most keys are set once: when no key of the list has this length,
+	 * the key is new without a look at the items. */
+	if ((a->key_lengths & length_bit(len)) == 0)
+		return NULL;
 	for (size_t i = 0; i < a->count; i++) {
 		struct tg_attr *attr = &a->items[i];
 
@@ -162,6 +118,25 @@ const struct tg_attr *
 tg_attrs_find(const struct tg_attrs *a, const char *key)
 {
 	return attr_find(a, key, strlen(key));
+}
+
+/* Move the items to room for more in the arena. Returns 0, or -1 when
+ * out of memory. */
+static int
+grow_items(struct tg_attrs *a)
+{
+	size_t capacity = a->capacity ? a->capacity * GROWTH : FIRST_CAPACITY;
+	struct tg_attr *items;
+
+	if (capacity > TG_SPAN_MAX_ATTRS)
+		capacity = TG_SPAN_MAX_ATTRS;
+	items = tg_arena_grow(a->arena, a->items, a->count * sizeof(*items),
+	                      capacity * sizeof(*items), alignof(struct tg_attr));
+	if (items == NULL)
+		return -1;
+	a->items = items;
+	a->capacity = capacity;
+	return 0;
 }
 
 /* The slot for key: its current attribute, whose value the caller
@@ -179,20 +154,14 @@ attr_slot(struct tg_attrs *a, const char *key)
 		a->dropped++;
 		return NULL;
 	}
-	if (a->count == a->capacity) {
-		size_t capacity = a->capacity ? a->capacity * 2 : FIRST_CAPACITY;
-		struct tg_attr *items = realloc(a->items, capacity * sizeof(*items));
-
-		if (items == NULL) {
-			a->dropped++;
-			return NULL;
-		}
-		a->items = items;
-		a->capacity = capacity;
+	if (a->count == a->capacity && grow_items(a) != 0) {
+		a->dropped++;
+		return NULL;
 	}
 	attr = &a->items[a->count++];
 	attr->key = key;
 	attr->key_len = (uint32_t)len;
+	a->key_lengths |= length_bit(len);
 	return attr;
 }
 
@@ -208,23 +177,31 @@ attr_drop(struct tg_attrs *a, struct tg_attr *attr)
 	a->dropped++;
 }
 
-void
-tg_attrs_stringn(struct tg_attrs *a, const char *key, const char *value, size_t len)
+/* Set key to the len bytes at value, none of which is NUL. */
+static void
+set_string(struct tg_attrs *a, const char *key, const char *value, size_t len)
 {
 	struct tg_attr *attr = attr_slot(a, key);
 
 	if (attr == NULL)
 		return;
 	attr->type = TG_ATTR_STRING;
-	attr->v.s = text_copy(a, value, len);
+	attr->v.s = tg_arena_text(a->arena, value, len);
 	if (attr->v.s == NULL)
 		attr_drop(a, attr);
 }
 
 void
+tg_attrs_stringn(struct tg_attrs *a, const char *key, const char *value, size_t len)
+{
+	/* Up to a NUL, as strndup() takes it. */
+	set_string(a, key, value, strnlen(value, len));
+}
+
+void
 tg_attrs_string(struct tg_attrs *a, const char *key, const char *value)
 {
-	tg_attrs_stringn(a, key, value, strlen(value));
+	set_string(a, key, value, strlen(value));
 }
 
 void
@@ -271,20 +248,37 @@ tg_attrs_strings(struct tg_attrs *a, const char *key, const char *const *items, 
 	attr->type = TG_ATTR_STRINGS;
 	attr->v.list.items = NULL;
 	attr->v.list.n = 0;
-	copy = text_alloc(a, (n ? n : 1) * sizeof(*copy), alignof(char *));
+	copy = tg_arena_alloc(a->arena, (n ? n : 1) * sizeof(*copy), alignof(char *));
 	if (copy == NULL) {
 		attr_drop(a, attr);
 		return;
 	}
 	attr->v.list.items = copy;
 	for (size_t i = 0; i < n; i++) {
-		copy[i] = text_copy(a, items[i], strlen(items[i]));
+		copy[i] = tg_arena_text(a->arena, items[i], strlen(items[i]));
 		if (copy[i] == NULL) {
 			attr_drop(a, attr);
 			return;
 		}
 		attr->v.list.n++;
 	}
+}
+
+/* Move the events to room for twice as many in the arena. Returns 0, or
+ * -1 when out of memory. */
+static int
+grow_events(struct tg_span *span)
+{
+	size_t capacity = span->events_capacity ? span->events_capacity * 2 : 4;
+	struct tg_span_event *events;
+
+	events = tg_arena_grow(&span->arena, span->events, span->n_events * sizeof(*events),
+	                       capacity * sizeof(*events), alignof(struct tg_span_event));
+	if (events == NULL)
+		return -1;
+	span->events = events;
+	span->events_capacity = capacity;
+	return 0;
 }
 
 struct tg_attrs *
@@ -296,22 +290,15 @@ tg_span_add_event(struct tg_span *span, const char *name, uint64_t time_ns)
 		span->dropped_events++;
 		return NULL;
 	}
-	if (span->n_events == span->events_capacity) {
-		size_t capacity = span->events_capacity ? span->events_capacity * 2 : 4;
-		struct tg_span_event *events = realloc(span->events,
-		                                       capacity * sizeof(*events));
-
-		if (events == NULL) {
-			span->dropped_events++;
-			return NULL;
-		}
-		span->events = events;
-		span->events_capacity = capacity;
+	if (span->n_events == span->events_capacity && grow_events(span) != 0) {
+		span->dropped_events++;
+		return NULL;
 	}
 	ev = &span->events[span->n_events++];
 	memset(ev, 0, sizeof(*ev));
 	ev->name = name;
 	ev->time_ns = time_ns;
+	ev->attrs.arena = &span->arena;
 	return &ev->attrs;
 }
 
@@ -330,12 +317,10 @@ tg_span_set_status(struct tg_span *span, enum tg_span_status status, const char 
 void
 tg_span_set_name(struct tg_span *span, const char *name)
 {
-	char *copy = strdup(name);
+	char *copy = tg_arena_text(&span->arena, name, strlen(name));
 
-	if (copy == NULL)
-		return;
-	free(span->name);
-	span->name = copy;
+	if (copy != NULL)
+		span->name = copy;
 }
 
 void

@@ -2,8 +2,8 @@
  * Spans: creation, attributes, events, status, end. These functions do no
  * I/O and take no lock; a span belongs to one thread until it is submitted.
  *
- * Setters copy string values into memory the list owns until
- * tg_attrs_free(). Keys and event names are not copied: they must have
+ * Setters copy string values into the span's arena, which lives as long
+ * as the span. Keys and event names are not copied: they must have
  * static storage (an entry of tg_semconv_names or a literal).
  * Out of memory, a setter drops the value and counts it as dropped, so
  * tracing never fails a request.
@@ -37,7 +37,6 @@ void tg_attrs_bool(struct tg_attrs *a, const char *key, int value);
 /* items are copied; n may be 0 for an empty array. */
 void tg_attrs_strings(struct tg_attrs *a, const char *key,
                       const char *const *items, size_t n);
-void tg_attrs_free(struct tg_attrs *a);
 
 /* The attribute called key, or NULL. */
 const struct tg_attr *tg_attrs_find(const struct tg_attrs *a, const char *key);

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "config-t.h"
+#include "trace-arena.h"
 
 #define TG_TRACE_ID_SIZE 16
 #define TG_SPAN_ID_SIZE 8
@@ -48,7 +49,7 @@ enum tg_attr_type {
 struct tg_attr {
 	const char *key;        /* static storage: a semconv name or a literal */
 	enum tg_attr_type type;
-	uint32_t key_len;       /* strlen(key), set by the setters for lookups */
+	uint32_t key_len;       /* strlen(key), set by the setters, for lookups and the encoder */
 	union {
 		char *s;
 		int64_t i;
@@ -61,13 +62,12 @@ struct tg_attr {
 	} v;
 };
 
-struct tg_attr_text;
-
 struct tg_attrs {
 	struct tg_attr *items;
 	size_t count, capacity;
 	uint32_t dropped;       /* set over TG_SPAN_MAX_ATTRS */
-	struct tg_attr_text *text;      /* blocks that hold the string values */
+	uint64_t key_lengths;   /* bit len % 64 set for each key of len bytes */
+	struct tg_span_arena *arena;    /* the span's, for items and values */
 };
 
 struct tg_span_event {
@@ -89,9 +89,10 @@ struct tg_span {
 	enum tg_span_status status;
 	char *status_message;   /* NULL for none; only with TG_STATUS_ERROR */
 	struct tg_attrs attrs;
-	struct tg_span_event *events;
+	struct tg_span_event *events;   /* in the arena */
 	size_t n_events, events_capacity;
 	uint32_t dropped_events;
+	struct tg_span_arena arena;     /* the name, attributes and events */
 
 	/* Exporter thread only, after submission. */
 	struct tg_span *next;   /* the exporter's list of spans to send */

@@ -1,6 +1,7 @@
 /*
  * Tracing hooks: the request context turned into spans.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,16 +36,50 @@ tracing_of(const struct tg_request *req)
 	return tc != NULL && tc->enabled ? tc : NULL;
 }
 
+/*
+ * Append at most max bytes of s to the name in out, as snprintf with
+ * "%.*s" would: out has size bytes, of which len are used, and stays
+ * NUL-terminated, cut where it ends. Returns the new length. Span names
+ * are built on every request, and snprintf took about 900 instructions
+ * for each.
+ */
+static size_t
+name_append(char *out, size_t size, size_t len, const char *s, size_t max)
+{
+	size_t room = size - 1 - len;
+	size_t n = strnlen(s, max < room ? max : room);
+
+	memcpy(out + len, s, n);
+	out[len + n] = '\0';
+	return len + n;
+}
+
 /* "POST /v1/chat/completions" for the endpoints the gateway serves, and
  * only the method otherwise, so that arbitrary paths cannot make span
  * names of unbounded variety. */
 static void
 server_span_name(const struct tg_request *req, char *out, size_t size)
 {
-	if (tg_genai_operation(req->path) != NULL || strcmp(req->path, "/v1/models") == 0)
-		snprintf(out, size, "%s %s", req->method, req->path);
-	else
-		snprintf(out, size, "%s", req->method);
+	size_t len = name_append(out, size, 0, req->method, SIZE_MAX);
+
+	if (tg_genai_operation(req->path) != NULL || strcmp(req->path, "/v1/models") == 0) {
+		len = name_append(out, size, len, " ", SIZE_MAX);
+		name_append(out, size, len, req->path, SIZE_MAX);
+	}
+}
+
+/* "chat gpt-4o": the operation and at most 200 bytes of the model, or
+ * the operation (the method when there is none) alone. */
+static void
+attempt_span_name(const char *operation, const char *method, const char *model,
+                  char *out, size_t size)
+{
+	size_t len = name_append(out, size, 0, operation ? operation : method, SIZE_MAX);
+
+	if (operation != NULL && model != NULL) {
+		len = name_append(out, size, len, " ", SIZE_MAX);
+		name_append(out, size, len, model, 200);
+	}
 }
 
 void
@@ -107,11 +142,7 @@ tg_trace_attempt_start(struct tg_request *req)
 		return;
 	a = &req->attempts[req->n_attempts - 1];
 	operation = tg_genai_operation(req->path);
-	if (operation != NULL && a->model != NULL)
-		snprintf(name, sizeof(name), "%s %.200s", operation, a->model);
-	else
-		snprintf(name, sizeof(name), "%s", operation ? operation : req->method);
-
+	attempt_span_name(operation, req->method, a->model, name, sizeof(name));
 	span = tg_trace_attempt_begin(t, name, a->start_ns);
 	if (span == NULL || !t->sampled)
 		return;
@@ -338,8 +369,10 @@ filter_span(struct tg_request *req, const struct tg_filter *f,
 	const struct tg_filter_decision *d = decision_of(log, f->name, TG_SIDE_REQUEST);
 	struct tg_span *span;
 	char name[128];
+	size_t len;
 
-	snprintf(name, sizeof(name), "filter %.100s", f->name);
+	len = name_append(name, sizeof(name), 0, "filter ", SIZE_MAX);
+	name_append(name, sizeof(name), len, f->name, 100);
 	span = tg_trace_child(t, TG_SPAN_INTERNAL, name, t->filters_start);
 	if (span == NULL)
 		return;
@@ -362,10 +395,11 @@ tg_trace_filters_end(struct tg_request *req)
 	struct tg_trace *t = req->trace;
 	const struct tg_filter_chain *chain;
 	const struct tg_filter_log *log;
-	uint64_t now = tg_now_ns();
+	uint64_t now;
 
 	if (t == NULL || !t->filters_running)
 		return;
+	now = tg_now_ns();
 	t->filters_running = 0;
 	chain = &req->route->filters->chain;
 	log = tg_filter_decisions(req);
@@ -384,11 +418,15 @@ static void
 add_response_decisions(struct tg_request *req)
 {
 	const struct tg_filter_log *log = tg_filter_decisions(req);
-	uint64_t now = tg_now_ns();
+	uint64_t now = 0;
 
+	/* The clock is read only when there is a decision to time. */
 	for (size_t i = 0; log != NULL && i < log->n; i++) {
-		if (log->items[i].side == TG_SIDE_RESPONSE)
-			add_decision_event(req->trace, &log->items[i], now);
+		if (log->items[i].side != TG_SIDE_RESPONSE)
+			continue;
+		if (now == 0)
+			now = tg_now_ns();
+		add_decision_event(req->trace, &log->items[i], now);
 	}
 }
 

@@ -207,6 +207,17 @@ describe('span tree', () => {
     assert.equal(spans[0].status.code, 0);
   });
 
+  it('names spans within their bounds', async () => {
+    const res = await postChat(gw, { model: 'm'.repeat(300), messages });
+    const { spans } = await traceOf(gw, receiver, res.headers['x-request-id'], 2);
+    assert.equal(byKind(spans, CLIENT)[0].name, `chat ${'m'.repeat(200)}`,
+      'the model in the attempt\'s name is cut at 200 bytes');
+
+    const other = await request({ port: gw.port, method: 'GET', path: '/v9/anything?x=1' });
+    const { spans: [server] } = await traceOf(gw, receiver, other.headers['x-request-id'], 1);
+    assert.equal(server.name, 'GET', 'a path the gateway does not serve stays out of the name');
+  });
+
   it('marks an upstream failure as an error on both spans', async () => {
     const res = await postChat(gw, { model: 'gpt-4o', messages }, { 'x-mock': 'status=501' });
     assert.equal(res.status, 501);

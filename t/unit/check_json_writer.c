@@ -5,6 +5,9 @@
  */
 #include <check.h>
 #include <float.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +15,7 @@
 #include <jansson.h>
 
 #include "json-writer.h"
+#include "random-helpers.h"
 
 /* The text w holds, NUL-terminated, to free(). */
 static char *
@@ -202,6 +206,11 @@ START_TEST(integers)
 	CHECK_TEXT(tg_json_int(&w, INT64_MIN), "-9223372036854775808");
 	CHECK_TEXT(tg_json_int(&w, INT64_MAX), "9223372036854775807");
 	CHECK_TEXT(tg_json_uint(&w, UINT64_MAX), "18446744073709551615");
+	/* Around the splits into 8 digits, where zeros come in between. */
+	CHECK_TEXT(tg_json_uint(&w, 99999999), "99999999");
+	CHECK_TEXT(tg_json_uint(&w, 100000000), "100000000");
+	CHECK_TEXT(tg_json_uint(&w, 10000000000000000u), "10000000000000000");
+	CHECK_TEXT(tg_json_uint(&w, 1700000000000000005u), "1700000000000000005");
 }
 END_TEST
 
@@ -275,6 +284,222 @@ START_TEST(writer_grows_and_resets)
 }
 END_TEST
 
+/* --- random inputs against a reference ---------------------------------- */
+
+static struct random_seq rng = {0x6a736f6e77726974u};      /* "jsonwrit" */
+
+/* Write into out the escape that jansson writes for the ASCII byte c,
+ * and return its length. */
+static size_t
+reference_escape(unsigned char c, char *out)
+{
+	switch (c) {
+	case '"': return (size_t)sprintf(out, "\\\"");
+	case '\\': return (size_t)sprintf(out, "\\\\");
+	case '\b': return (size_t)sprintf(out, "\\b");
+	case '\f': return (size_t)sprintf(out, "\\f");
+	case '\n': return (size_t)sprintf(out, "\\n");
+	case '\r': return (size_t)sprintf(out, "\\r");
+	case '\t': return (size_t)sprintf(out, "\\t");
+	default: return (size_t)sprintf(out, "\\u%04X", c);
+	}
+}
+
+/* Write into out (6 * len + 3 bytes) the text that tg_json_string_cut()
+ * documents, one character at a time without the writer's shortcuts, and
+ * return its length. */
+static size_t
+reference_string(const unsigned char *in, size_t len, size_t limit, char *out)
+{
+	size_t at = 0, kept = 0, i = 0;
+
+	out[at++] = '"';
+	while (i < len) {
+		size_t n = tg_utf8_sequence(in + i, len - i);
+		int escaped = in[i] < 0x20 || in[i] == '"' || in[i] == '\\';
+
+		if (escaped && kept + 1 <= limit) {
+			at += reference_escape(in[i], out + at);
+			kept++;
+			i++;
+		} else if (n == 0 && kept + 3 <= limit) {
+			memcpy(out + at, "\xEF\xBF\xBD", 3);
+			at += 3;
+			kept += 3;
+			i++;
+		} else if (!escaped && n > 0 && kept + n <= limit) {
+			memcpy(out + at, in + i, n);
+			at += n;
+			kept += n;
+			i += n;
+		} else {
+			break;          /* the next character does not fit */
+		}
+	}
+	out[at++] = '"';
+	return at;
+}
+
+/* Fill out with up to max - 4 random bytes, and return how many: mostly
+ * runs of plain ASCII of any length, with escapes, well-formed and
+ * broken UTF-8, and any byte, NUL included, between them. */
+static size_t
+random_bytes(unsigned char *out, size_t max)
+{
+	static const char *const pieces[] = {
+		"\"", "\\", "\n", "\b", "\x01", "\x1f", "\x7f", "\xc3\xa9", "\xe2\x82\xac",
+		"\xf0\x9f\x98\x80", "\xf4\x8f\xbf\xbf", "\xff", "\x80", "\xc0\xaf",
+		"\xed\xa0\x80", "\xf4\x90\x80\x80", "\xe2\x82", "\xc3",
+	};
+	size_t len = 0, want = random_below(&rng, max - 4);
+
+	while (len < want) {
+		size_t kind = random_below(&rng, 10);
+
+		if (kind < 6) {
+			size_t run = random_below(&rng, 24) + 1;
+
+			for (size_t j = 0; j < run && len < want; j++)
+				out[len++] = (unsigned char)(0x20 + random_below(&rng, 0x60));
+		} else if (kind < 7) {
+			out[len++] = (unsigned char)random_below(&rng, 256);
+		} else {
+			const char *piece = pieces[random_below(&rng, sizeof(pieces) / sizeof(pieces[0]))];
+
+			memcpy(out + len, piece, strlen(piece));
+			len += strlen(piece);
+		}
+	}
+	return len;
+}
+
+/* Write in through one of the three string functions, chosen at random,
+ * with *limit as the cut (SIZE_MAX for none). A C string ends at its NUL,
+ * so text with a NUL goes through tg_json_stringn() uncut. */
+static void
+write_random_way(struct tg_json_writer *w, const unsigned char *in, size_t len,
+                 size_t *limit)
+{
+	char text[256];
+	size_t way = random_below(&rng, 3);
+
+	ck_assert_uint_lt(len, sizeof(text));
+	memcpy(text, in, len);
+	text[len] = '\0';
+	if (way == 0 || memchr(in, 0, len) != NULL) {
+		*limit = SIZE_MAX;
+		tg_json_stringn(w, text, len);
+	} else if (way == 1) {
+		*limit = SIZE_MAX;
+		tg_json_string(w, text);
+	} else {
+		*limit = random_below(&rng, len + 8);
+		tg_json_string_cut(w, text, *limit);
+	}
+}
+
+START_TEST(random_strings_match_reference)
+{
+	unsigned char in[200];
+	char want[6 * sizeof(in) + 3];
+
+	for (int round = 0; round < 200000; round++) {
+		size_t len = random_bytes(in, sizeof(in));
+		struct tg_json_writer w = {0};
+		size_t limit, want_len;
+
+		write_random_way(&w, in, len, &limit);
+		want_len = reference_string(in, len, limit, want);
+		ck_assert_int_eq(w.failed, 0);
+		ck_assert_uint_eq(w.len, want_len);
+		ck_assert_mem_eq(w.data, want, want_len);
+		tg_json_writer_free(&w);
+	}
+}
+END_TEST
+
+START_TEST(random_integers_match_printf)
+{
+	for (int round = 0; round < 200000; round++) {
+		uint64_t bits = random_next(&rng);
+		uint64_t u = bits >> random_below(&rng, 64);
+		int64_t i = (int64_t)bits >> random_below(&rng, 64);
+		char want[24];
+
+		snprintf(want, sizeof(want), "%" PRIu64, u);
+		CHECK_TEXT(tg_json_uint(&w, u), want);
+		snprintf(want, sizeof(want), "%" PRId64, i);
+		CHECK_TEXT(tg_json_int(&w, i), want);
+	}
+}
+END_TEST
+
+/* A double of one of the kinds that the fast path of tg_json_double_text()
+ * must get right: any bits, its range, ties, near powers of ten. */
+static double
+random_double(void)
+{
+	uint64_t bits = random_next(&rng);
+	int scale = (int)random_below(&rng, 60) - 20;
+	double v;
+
+	switch (random_below(&rng, 5)) {
+	case 0:
+		memcpy(&v, &bits, sizeof(v));
+		return isfinite(v) ? v : 0.5;
+	case 1:
+		/* Anywhere from below 1e-5 to above 1e15. */
+		return ldexp((double)(bits >> 11), scale - 53);
+	case 2:
+		/* An exact binary fraction: many are ties at some digit. */
+		return ldexp((double)(bits % 2000000001), -(int)random_below(&rng, 30));
+	case 3:
+		/* A power of ten and its neighbours. */
+		v = pow(10.0, (double)((int)random_below(&rng, 24) - 7));
+		for (size_t steps = random_below(&rng, 4); steps > 0; steps--)
+			v = nextafter(v, bits & 1 ? INFINITY : 0.0);
+		return v;
+	default:
+		/* A few decimal digits, as durations and parameters have. */
+		return (double)(bits % 10000000) / pow(10.0, (double)random_below(&rng, 12));
+	}
+}
+
+START_TEST(random_doubles_match_jansson)
+{
+	for (int round = 0; round < 300000; round++) {
+		double v = random_double();
+		int precision = 1 + (int)random_below(&rng, 17);
+		json_t *real = json_real(random_below(&rng, 2) ? v : -v);
+		char *want = json_dumps(real, JSON_ENCODE_ANY | JSON_COMPACT |
+		                              JSON_REAL_PRECISION(precision));
+
+		CHECK_TEXT(tg_json_double_precision(&w, json_real_value(real), precision), want);
+		free(want);
+		json_decref(real);
+	}
+}
+END_TEST
+
+/* Ties at the last digit kept go to the even digit, as printf rounds;
+ * and a carry moves the exponent. */
+START_TEST(doubles_round_ties_to_even)
+{
+	CHECK_TEXT(tg_json_double_precision(&w, 0.125, 2), "0.12");
+	CHECK_TEXT(tg_json_double_precision(&w, 0.375, 2), "0.38");
+	CHECK_TEXT(tg_json_double_precision(&w, 2.5, 1), "2.0");
+	CHECK_TEXT(tg_json_double_precision(&w, 3.5, 1), "4.0");
+	CHECK_TEXT(tg_json_double_precision(&w, 1234565.0, 6), "1.23456e6");
+	CHECK_TEXT(tg_json_double_precision(&w, 9.9999996, 6), "10.0");
+	CHECK_TEXT(tg_json_double_precision(&w, 999999.5, 6), "1e6");
+	CHECK_TEXT(tg_json_double_precision(&w, 0.000099999996, 6), "0.0001");
+	CHECK_TEXT(tg_json_double_precision(&w, -0.00001, 6), "-1e-5");
+	CHECK_TEXT(tg_json_double_precision(&w, 0.00001, 17), "1.0000000000000001e-5");
+	CHECK_TEXT(tg_json_double_precision(&w, 123456789012345.0, 17), "123456789012345.0");
+	CHECK_TEXT(tg_json_double_precision(&w, 0.7, 17), "0.69999999999999996");
+}
+END_TEST
+
 static Suite *
 json_writer_suite(void)
 {
@@ -293,10 +518,14 @@ json_writer_suite(void)
 	tcase_add_test(strings, cut_keeps_exactly_the_limit);
 	tcase_add_test(strings, null_string_is_null);
 	tcase_add_test(strings, utf8_sequence_lengths);
+	tcase_add_test(strings, random_strings_match_reference);
 	tcase_add_test(numbers, integers);
 	tcase_add_test(numbers, bools);
+	tcase_add_test(numbers, random_integers_match_printf);
 	tcase_add_test(numbers, doubles_as_jansson_writes_them);
 	tcase_add_test(numbers, doubles_with_a_precision_as_jansson_writes_them);
+	tcase_add_test(numbers, random_doubles_match_jansson);
+	tcase_add_test(numbers, doubles_round_ties_to_even);
 	tcase_add_test(buffer, writer_grows_and_resets);
 	suite_add_tcase(s, strings);
 	suite_add_tcase(s, numbers);

@@ -134,6 +134,22 @@ START_TEST(traceparent_optional_whitespace)
 }
 END_TEST
 
+START_TEST(hex_encode_every_byte)
+{
+	uint8_t bytes[256];
+	char hex[2 * sizeof(bytes) + 1], want[3];
+
+	for (size_t i = 0; i < sizeof(bytes); i++)
+		bytes[i] = (uint8_t)i;
+	tg_hex_encode(hex, bytes, sizeof(bytes));
+	ck_assert_uint_eq(strlen(hex), 2 * sizeof(bytes));
+	for (size_t i = 0; i < sizeof(bytes); i++) {
+		snprintf(want, sizeof(want), "%02x", (unsigned)i);
+		ck_assert_mem_eq(hex + 2 * i, want, 2);
+	}
+}
+END_TEST
+
 START_TEST(traceparent_format_round_trip)
 {
 	struct tg_traceparent tp;
@@ -366,7 +382,7 @@ START_TEST(span_attribute_strings_kept)
 	struct tg_span *s = tg_span_new(trace_id, NULL, TG_SPAN_INTERNAL, "x", 10);
 	static char keys[40][16];
 	static char same_key[] = "gen_ai.request.model";
-	char long_value[1000], value[32];
+	char long_value[3000], value[32];
 	const char *items[] = {"stop", "length", ""};
 	const struct tg_attr *list;
 
@@ -459,6 +475,40 @@ START_TEST(genai_request_parameters)
 	ck_assert_int_eq(attr(s, "gen_ai.request.choice.count")->v.i, 2);
 	/* Content is opt-in. */
 	ck_assert_ptr_null(tg_attrs_find(&s->attrs, "gen_ai.input.messages"));
+	json_decref(body);
+	tg_span_free(s);
+}
+END_TEST
+
+/* Every parameter, in the order the attributes are set whatever the
+ * order of the members, and no attribute from a name that is close. */
+START_TEST(genai_request_attributes_in_order)
+{
+	static const char *const want[] = {
+		"gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model",
+		"gen_ai.request.stream", "gen_ai.request.max_tokens",
+		"gen_ai.request.temperature", "gen_ai.request.top_p", "gen_ai.request.seed",
+		"gen_ai.request.frequency_penalty", "gen_ai.request.presence_penalty",
+		"gen_ai.request.stop_sequences", "gen_ai.request.choice.count",
+	};
+	uint8_t trace_id[16] = {1};
+	struct tg_span *s = tg_span_new(trace_id, NULL, TG_SPAN_CLIENT, "chat m", 10);
+	json_t *body = json_loads("{\"n\":3,\"stop\":\"END\",\"presence_penalty\":0.5,"
+	                          "\"frequency_penalty\":-1,\"seed\":7,\"top_p\":0.25,"
+	                          "\"temperature\":0,\"max_tokens\":9,"
+	                          "\"max_completion_tokens\":\"many\",\"max_tokens_x\":1,"
+	                          "\"nn\":2,\"\":1,\"t\":1,\"model\":\"m\"}", 0, NULL);
+
+	ck_assert_ptr_nonnull(body);
+	tg_genai_request(s, "chat", "openai", "m", 0, body, 0);
+	ck_assert_uint_eq(s->attrs.count, sizeof(want) / sizeof(want[0]));
+	for (size_t i = 0; i < s->attrs.count; i++)
+		ck_assert_str_eq(s->attrs.items[i].key, want[i]);
+	/* A max_completion_tokens that is not a number leaves max_tokens. */
+	ck_assert_int_eq(attr(s, "gen_ai.request.max_tokens")->v.i, 9);
+	ck_assert_double_eq(attr(s, "gen_ai.request.frequency_penalty")->v.d, -1.0);
+	ck_assert_str_eq(attr(s, "gen_ai.request.stop_sequences")->v.list.items[0], "END");
+	ck_assert_int_eq(attr(s, "gen_ai.request.choice.count")->v.i, 3);
 	json_decref(body);
 	tg_span_free(s);
 }
@@ -847,6 +897,37 @@ START_TEST(semconv_table_names)
 }
 END_TEST
 
+/* The OTLP encoder writes table names without escaping them. */
+START_TEST(semconv_names_are_plain_ascii)
+{
+	for (int i = 0; i < TG_SC_COUNT; i++) {
+		const char *name = tg_semconv_names[i];
+
+		ck_assert_uint_gt(strlen(name), 0);
+		for (const char *c = name; *c != '\0'; c++) {
+			ck_assert_msg(*c > 0x20 && *c < 0x7f && *c != '"' && *c != '\\',
+			              "semconv name \"%s\" needs escaping in JSON", name);
+		}
+	}
+}
+END_TEST
+
+START_TEST(semconv_names_known_by_address)
+{
+	char copy[64];
+
+	strcpy(copy, TG_SC(URL_PATH));
+	ck_assert(tg_semconv_is_name(TG_SC(GEN_AI_OPERATION_NAME)));
+	ck_assert(tg_semconv_is_name(TG_SC(EVENT_FILTER_DECISION)));
+	for (int i = 0; i < TG_SC_COUNT; i++)
+		ck_assert(tg_semconv_is_name(tg_semconv_names[i]));
+	/* The same text elsewhere is not a table name. */
+	ck_assert(!tg_semconv_is_name(copy));
+	ck_assert(!tg_semconv_is_name("url.path"));
+	ck_assert(!tg_semconv_is_name(NULL));
+}
+END_TEST
+
 static Suite *
 trace_suite(void)
 {
@@ -864,6 +945,7 @@ trace_suite(void)
 	tcase_add_test(context, traceparent_future_version);
 	tcase_add_test(context, traceparent_optional_whitespace);
 	tcase_add_test(context, traceparent_format_round_trip);
+	tcase_add_test(context, hex_encode_every_byte);
 	tcase_add_test(context, random_ids_are_not_zero_and_differ);
 	tcase_add_test(context, ratio_sampling);
 	tcase_add_test(tree, tree_continues_valid_parent);
@@ -877,6 +959,7 @@ trace_suite(void)
 	tcase_add_test(span, span_attribute_strings_kept);
 	tcase_add_test(span, span_error_status_is_kept);
 	tcase_add_test(genai, genai_request_parameters);
+	tcase_add_test(genai, genai_request_attributes_in_order);
 	tcase_add_test(genai, genai_input_messages_truncated);
 	tcase_add_test(genai, genai_response_body);
 	tcase_add_test(genai, genai_stream_events);
@@ -888,6 +971,8 @@ trace_suite(void)
 	tcase_add_test(otlp, otlp_attribute_types_exact_text);
 	tcase_add_test(otlp, otlp_invalid_utf8_keeps_the_batch);
 	tcase_add_test(otlp, semconv_table_names);
+	tcase_add_test(otlp, semconv_names_are_plain_ascii);
+	tcase_add_test(otlp, semconv_names_known_by_address);
 	suite_add_tcase(s, context);
 	suite_add_tcase(s, tree);
 	suite_add_tcase(s, span);

@@ -25,10 +25,12 @@
 #include <jansson.h>
 
 #include "../../src/config.h"
+#include "trace-body.h"
 #include "trace-context.h"
 #include "trace-export.h"
 #include "trace-queue.h"
 #include "trace-retry.h"
+#include "trace-ring.h"
 #include "trace-span.h"
 
 #define WAIT_DEADLINE_S 20
@@ -238,6 +240,53 @@ START_TEST(retry_after_parsing)
 	ck_assert_uint_eq(delay, 500);
 	ck_assert(decide(1, 429, "Tue, 14 Nov 2023 22:13:00", UINT64_MAX, 0.0, &delay));
 	ck_assert_uint_eq(delay, 500);
+}
+END_TEST
+
+/* --- export bodies ---------------------------------------------------------- */
+
+#define BODY_TEXT "{\"resourceSpans\":[]}"
+
+/* Each attempt's buffer keeps the body until libevent lets go of its
+ * bytes, so the tracer never rewrites text that is still to be sent. */
+START_TEST(export_body_lent_until_buffers_let_go)
+{
+	struct tg_export_body *body = tg_export_body_new();
+	struct evbuffer *first = evbuffer_new(), *second = evbuffer_new();
+
+	ck_assert_ptr_nonnull(body);
+	tg_json_literal(&body->text, BODY_TEXT);
+	ck_assert(!tg_export_body_lent(body));
+	ck_assert_int_eq(tg_export_body_lend(body, first), 0);
+	ck_assert_int_eq(tg_export_body_lend(body, second), 0);
+	ck_assert(tg_export_body_lent(body));
+	ck_assert_uint_eq(evbuffer_get_length(first), strlen(BODY_TEXT));
+	ck_assert_mem_eq(evbuffer_pullup(second, -1), BODY_TEXT, strlen(BODY_TEXT));
+
+	/* Sent, then freed with its request: each buffer lets go. */
+	evbuffer_drain(first, evbuffer_get_length(first));
+	ck_assert(tg_export_body_lent(body));
+	evbuffer_free(second);
+	ck_assert(!tg_export_body_lent(body));
+	evbuffer_free(first);
+	tg_export_body_release(body);
+}
+END_TEST
+
+/* A buffer may keep the body after the tracer let go of it (a request
+ * cut short at shutdown): the buffer's release frees it, as valgrind
+ * checks. */
+START_TEST(export_body_outlives_tracer)
+{
+	struct tg_export_body *body = tg_export_body_new();
+	struct evbuffer *out = evbuffer_new();
+
+	ck_assert_ptr_nonnull(body);
+	tg_json_literal(&body->text, BODY_TEXT);
+	ck_assert_int_eq(tg_export_body_lend(body, out), 0);
+	tg_export_body_release(body);
+	ck_assert_mem_eq(evbuffer_pullup(out, -1), BODY_TEXT, strlen(BODY_TEXT));
+	evbuffer_free(out);
 }
 END_TEST
 
@@ -664,6 +713,56 @@ START_TEST(reload_turns_export_on)
 }
 END_TEST
 
+/* --- the recent-traces ring -------------------------------------------------- */
+
+/* Spans in the ring's copy of the trace with this first id byte. */
+static size_t
+ring_spans_of(struct tg_trace_ring *r, uint8_t first_byte)
+{
+	struct tg_otlp_resource resource = {"svc", "1", NULL};
+	uint8_t id[16] = {first_byte};
+	char hex[33];
+	json_t *got;
+	size_t n;
+
+	tg_hex_encode(hex, id, sizeof(id));
+	got = tg_trace_ring_get(r, hex, &resource);
+	if (got == NULL)
+		return 0;
+	n = json_array_size(json_object_get(json_array_get(json_object_get(
+	    json_array_get(json_object_get(got, "resourceSpans"), 0), "scopeSpans"), 0), "spans"));
+	json_decref(got);
+	return n;
+}
+
+static void
+ring_add_span(struct tg_trace_ring *r, uint8_t first_byte)
+{
+	uint8_t id[16] = {first_byte};
+	struct tg_span *span = ended_span(id, "POST");
+
+	span->refs = 1;
+	tg_trace_ring_add(r, span);
+	tg_span_unref(span);            /* the ring's reference is left */
+}
+
+/* A late span joins its trace wherever the ring has wrapped to. */
+START_TEST(ring_finds_each_kept_trace)
+{
+	struct tg_trace_ring r;
+
+	ck_assert_int_eq(tg_trace_ring_init(&r, 3), 0);
+	for (uint8_t id = 1; id <= 4; id++)
+		ring_add_span(&r, id);          /* 1 goes; 2, 3, 4 stay */
+	for (uint8_t id = 2; id <= 4; id++)
+		ring_add_span(&r, id);
+	ck_assert_uint_eq(ring_spans_of(&r, 1), 0);
+	for (uint8_t id = 2; id <= 4; id++)
+		ck_assert_uint_eq(ring_spans_of(&r, id), 2);
+	tg_trace_ring_free(&r);
+}
+END_TEST
+
 START_TEST(recent_traces_ring)
 {
 	struct tg_config *cfg = config_with("{\"enabled\": true, \"recent_traces\": 2}");
@@ -708,6 +807,8 @@ export_suite(void)
 {
 	Suite *s = suite_create("trace_export");
 	TCase *queue = tcase_create("queue");
+	TCase *body = tcase_create("body");
+	TCase *ring = tcase_create("ring");
 	TCase *retry = tcase_create("retry");
 	TCase *exporter = tcase_create("exporter");
 
@@ -716,6 +817,9 @@ export_suite(void)
 	tcase_add_test(queue, queue_fifo_and_full);
 	tcase_add_test(queue, queue_many_laps);
 	tcase_add_test(queue, queue_concurrent_producers);
+	tcase_add_test(body, export_body_lent_until_buffers_let_go);
+	tcase_add_test(body, export_body_outlives_tracer);
+	tcase_add_test(ring, ring_finds_each_kept_trace);
 	tcase_add_test(retry, retryable_statuses);
 	tcase_add_test(retry, backoff_grows_with_jitter);
 	tcase_add_test(retry, retry_stops_at_limits);
@@ -734,6 +838,8 @@ export_suite(void)
 	tcase_add_test(exporter, reload_turns_export_on);
 	tcase_add_test(exporter, recent_traces_ring);
 	suite_add_tcase(s, queue);
+	suite_add_tcase(s, body);
+	suite_add_tcase(s, ring);
 	suite_add_tcase(s, retry);
 	suite_add_tcase(s, exporter);
 	return s;

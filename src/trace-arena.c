@@ -1,0 +1,107 @@
+/*
+ * Span memory: a list of blocks, the newest first.
+ */
+#include <stdalign.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "trace-arena.h"
+
+/* Bytes of each block after the first: room for a few events or a short
+ * captured message. A larger value gets a block of its own. */
+#define BLOCK_SIZE 1024
+
+/* The header of an allocated block, rounded up so that its bytes, which
+ * follow it, are aligned for any attribute value. */
+#define HEADER_SIZE \
+	((sizeof(struct tg_span_block) + alignof(max_align_t) - 1) & ~(alignof(max_align_t) - 1))
+
+void
+tg_arena_init(struct tg_span_arena *a, struct tg_span_block *first, char *bytes, size_t size)
+{
+	first->next = NULL;
+	first->bytes = bytes;
+	first->used = 0;
+	first->size = size;
+	first->allocated = 0;
+	a->head = first;
+}
+
+/* The offset in block at which size bytes aligned to align fit, or
+ * SIZE_MAX when they do not. */
+static size_t
+fit(const struct tg_span_block *block, size_t size, size_t align)
+{
+	size_t at = (block->used + align - 1) & ~(align - 1);
+
+	if (at > block->size || size > block->size - at)
+		return SIZE_MAX;
+	return at;
+}
+
+void *
+tg_arena_alloc(struct tg_span_arena *a, size_t size, size_t align)
+{
+	struct tg_span_block *head = a->head, *block;
+	size_t room = size > BLOCK_SIZE ? size : BLOCK_SIZE;
+	size_t at = head != NULL ? fit(head, size, align) : SIZE_MAX;
+
+	if (at != SIZE_MAX) {
+		head->used = at + size;
+		return head->bytes + at;
+	}
+	block = malloc(HEADER_SIZE + room);
+	if (block == NULL)
+		return NULL;
+	block->bytes = (char *)block + HEADER_SIZE;
+	block->used = size;
+	block->size = room;
+	block->allocated = 1;
+
+	/* A value larger than a block gets a block of its own behind the
+	 * head, so that the head's free room is still used. */
+	if (size > BLOCK_SIZE && head != NULL) {
+		block->next = head->next;
+		head->next = block;
+	} else {
+		block->next = head;
+		a->head = block;
+	}
+	return block->bytes;
+}
+
+void *
+tg_arena_grow(struct tg_span_arena *a, const void *old, size_t used, size_t size,
+              size_t align)
+{
+	char *grown = tg_arena_alloc(a, size, align);
+
+	if (grown != NULL && used > 0)
+		memcpy(grown, old, used);
+	return grown;
+}
+
+char *
+tg_arena_text(struct tg_span_arena *a, const char *s, size_t len)
+{
+	char *copy = tg_arena_alloc(a, len + 1, 1);
+
+	if (copy == NULL)
+		return NULL;
+	memcpy(copy, s, len);
+	copy[len] = '\0';
+	return copy;
+}
+
+void
+tg_arena_free(struct tg_span_arena *a)
+{
+	while (a->head != NULL) {
+		struct tg_span_block *next = a->head->next;
+
+		if (a->head->allocated)
+			free(a->head);
+		a->head = next;
+	}
+}
