@@ -508,6 +508,11 @@ json_writer_suite(void)
 	TCase *numbers = tcase_create("numbers");
 	TCase *buffer = tcase_create("buffer");
 
+	/* The random comparisons run hundreds of thousands of rounds, which
+	 * under AddressSanitizer take longer than Check's default 4 s. The
+	 * timeout only guards against a hang. */
+	tcase_set_timeout(strings, 120);
+	tcase_set_timeout(numbers, 120);
 	tcase_add_test(strings, plain_ascii_is_copied);
 	tcase_add_test(strings, quotes_and_backslashes_are_escaped);
 	tcase_add_test(strings, control_characters_are_escaped);
