@@ -2,7 +2,6 @@
  * Header lists and proxy header rewriting.
  */
 #include <ctype.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -209,38 +208,54 @@ tg_header_list_has(const char *value, const char *token)
 	return 0;
 }
 
-/* Collect the tokens of every Connection header into one list, since a
- * client may send the header more than once. */
-static char *
-connection_tokens(const struct tg_headers *h)
+/* Append a Connection value and a comma to the list in *list, which
+ * starts as the caller's stack buffer and moves to the heap only when a
+ * value does not fit. Returns 0, or -1 when out of memory. */
+static int
+append_token_list(char **list, size_t *len, size_t *size, char *stack,
+                  const struct tg_header *hd)
 {
-	char *list = NULL;
-	size_t len = 0;
-	FILE *stream = open_memstream(&list, &len);
+	size_t need = *len + hd->value_len + 2;         /* a comma and the NUL */
+	char *grown;
 
-	if (stream == NULL)
-		return NULL;
-	for (size_t i = 0; i < h->count; i++) {
-		if (tg_header_is(&h->items[i], "Connection"))
-			fprintf(stream, "%s,", h->items[i].value);
+	if (need > *size) {
+		grown = *list == stack ? malloc(need * 2) : realloc(*list, need * 2);
+		if (grown == NULL)
+			return -1;
+		if (*list == stack)
+			memcpy(grown, stack, *len);
+		*list = grown;
+		*size = need * 2;
 	}
-	fclose(stream);
-	return list;
+	memcpy(*list + *len, hd->value, hd->value_len);
+	*len += hd->value_len;
+	(*list)[(*len)++] = ',';
+	(*list)[*len] = '\0';
+	return 0;
 }
 
-/* Remove the headers that Connection names, before Connection itself goes. */
+/* Remove the headers that Connection names, before Connection itself goes.
+ * A client may send Connection more than once, so the tokens of every line
+ * are copied into one list first: removing a header frees its value. */
 static void
 strip_connection_tokens(struct tg_headers *h)
 {
-	char *list = connection_tokens(h);
+	char stack[256];
+	char *list = stack;
+	size_t len = 0, size = sizeof(stack);
 	char *token, *save = NULL;
 
-	if (list == NULL)
-		return;
+	stack[0] = '\0';
+	for (size_t i = 0; i < h->count; i++) {
+		if (tg_header_is(&h->items[i], "Connection") &&
+		    append_token_list(&list, &len, &size, stack, &h->items[i]) != 0)
+			break;          /* out of memory: strip what was listed */
+	}
 	for (token = strtok_r(list, ", \t", &save); token != NULL;
 	     token = strtok_r(NULL, ", \t", &save))
 		tg_headers_remove(h, token);
-	free(list);
+	if (list != stack)
+		free(list);
 }
 
 static int

@@ -188,6 +188,36 @@ START_TEST(hop_by_hop_removed)
 }
 END_TEST
 
+/* Connection lists longer than the stack buffer, over several lines, and a
+ * token naming Connection itself: every named header goes, others stay. */
+START_TEST(connection_lists_of_any_length)
+{
+	struct tg_headers h;
+	char list[2048] = "";
+	char name[32];
+
+	tg_headers_init(&h);
+	for (int i = 0; i < 100; i++) {
+		snprintf(name, sizeof(name), "X-Named-%d", i);
+		add(&h, name, "v");
+		strcat(list, name);
+		strcat(list, i % 10 == 9 ? "" : ", ");
+		if (i % 10 == 9) {
+			add(&h, "Connection", list);
+			list[0] = '\0';
+		}
+	}
+	add(&h, "connection", "Connection,\tX-Last");
+	add(&h, "X-Last", "v");
+	add(&h, "X-Named-100", "kept");
+
+	tg_headers_strip_hop_by_hop(&h);
+	ck_assert_uint_eq(h.count, 1);
+	ck_assert_str_eq(tg_headers_get(&h, "X-Named-100"), "kept");
+	tg_headers_free(&h);
+}
+END_TEST
+
 static char *
 upstream_head(struct tg_headers *client, const char *api_key)
 {
@@ -395,6 +425,7 @@ headers_suite(void)
 	tcase_add_test(list, list_has_token);
 	tcase_add_test(list, list_next_trims_and_skips_empty);
 	tcase_add_test(rewrite, hop_by_hop_removed);
+	tcase_add_test(rewrite, connection_lists_of_any_length);
 	tcase_add_test(rewrite, upstream_head_rewrites);
 	tcase_add_test(rewrite, upstream_head_exact_bytes);
 	tcase_add_test(rewrite, header_lines_of_any_length);
