@@ -426,15 +426,18 @@ tg_filter_response_body(struct tg_request *req)
 	}
 
 	json = tg_relay_response_json(req);
+	if (!json_is_object(json) && scan == SCAN_UNREAD) {
+		/* Clients read bodies that are not strict JSON (NaN, a byte order
+		 * mark, a member given twice), so an unread one must not pass. */
+		tg_log_request(req, TG_LOG_ERROR, "the response body is not a JSON object "
+		               "with each member once, which the filters cannot read; "
+		               "responding with an error instead");
+		return -1;
+	}
 	if (!json_is_object(json)) {
-		/* NOTE: a body that neither yajl nor jansson reads, or that
-		 * jansson rejects while a plugin filter applies, goes out
-		 * unchecked. */
-		if (scan == SCAN_UNREAD)
-			return 0;
 		tg_log_request(req, TG_LOG_ERROR, "response filters matched a text of a body "
-		               "that jansson cannot parse, so it cannot be rewritten; responding "
-		               "with an error instead");
+		               "that is not a JSON object with each member once, so it cannot "
+		               "be rewritten; responding with an error instead");
 		return -1;
 	}
 

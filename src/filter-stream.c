@@ -75,6 +75,7 @@ struct held_event {
 };
 
 struct tg_filter_stream {
+	int unreadable;         /* failed on an event the filters cannot read */
 	const struct tg_filter **filters;       /* response-side regex filters */
 	size_t n_filters;
 	struct tg_filter_log *log;
@@ -194,6 +195,11 @@ tg_filter_stream_free(struct tg_filter_stream *s)
 void
 tg_filter_stream_describe_error(const struct tg_filter_stream *s, char *buf, size_t size)
 {
+	if (s->unreadable) {
+		snprintf(buf, size, "an event's data is not a JSON object with each member "
+		         "once, which the filters cannot read");
+		return;
+	}
 	tg_scan_describe_error(&s->scan, buf, size);
 }
 
@@ -982,6 +988,13 @@ tg_filter_stream_event(struct tg_filter_stream *s, struct tg_stream_event *in)
 		       ? TG_STREAM_OK : TG_STREAM_ERROR;
 	}
 
+	/* Data the filters cannot read (invalid JSON, a member given twice,
+	 * which a tree keeps once) must not pass unscanned: the stream fails
+	 * closed, as when a rule cannot decide. */
+	if (in->has_data && tg_stream_event_json(in) == NULL) {
+		s->unreadable = 1;
+		return TG_STREAM_ERROR;
+	}
 	if (json_is_array(json_object_get(tg_stream_event_json(in), "choices")))
 		remember_meta(s, in->json);
 	ev = hold_event(s, in);

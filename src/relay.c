@@ -235,7 +235,9 @@ tg_stream_event_json(struct tg_stream_event *ev)
 {
 	if (ev->json != NULL || ev->data == NULL)
 		return ev->json;
-	ev->json = json_loadb(ev->data, ev->data_len, 0, NULL);
+	/* A member given twice would be read by the digest and the filters'
+	 * scan, but not kept in a tree, so such a reply has no tree. */
+	ev->json = json_loadb(ev->data, ev->data_len, JSON_REJECT_DUPLICATES, NULL);
 	if (!json_is_object(ev->json)) {
 		json_decref(ev->json);
 		ev->json = NULL;
@@ -306,7 +308,8 @@ tg_relay_response_json(struct tg_request *req)
 		return resp->json;
 	len = evbuffer_get_length(resp->body);
 	if (len > 0)
-		resp->json = json_loadb((const char *)evbuffer_pullup(resp->body, -1), len, 0, NULL);
+		resp->json = json_loadb((const char *)evbuffer_pullup(resp->body, -1), len,
+		                        JSON_REJECT_DUPLICATES, NULL);
 	resp->json_parsed = 1;
 	return resp->json;
 }
@@ -547,6 +550,7 @@ on_sse_event(void *arg, const struct tg_sse_event *sse)
 	evbuffer_remove_buffer(resp->pending, ev.raw, sse->raw_len);
 	ev.kind = tg_relay_classify(sse, &ev.digest,
 	                            tg_trace_reads_reply_detail(req) ? &ev.detail : NULL, &ev.finish);
+	ev.has_data = sse->data_len > 0;
 	if (ev.digest.object) {
 		ev.data = sse->data;
 		ev.data_len = sse->data_len;

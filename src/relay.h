@@ -52,6 +52,7 @@ struct tg_stream_event {
 	struct tg_reply_detail detail;  /* empty unless tracing reads it */
 	const char *data;       /* the data, while the tree is yet to be built */
 	size_t data_len;
+	int has_data;           /* the event carried data, JSON or not */
 	int usage_stripped;     /* "usage": null was taken out of raw */
 };
 

@@ -346,7 +346,7 @@ describe('content filters: an answer that cannot be rewritten', () => {
   });
 
   it('answers 500 when a filter matches in it', async () => {
-    const logged = /response filters matched a text of a body that jansson cannot parse/;
+    const logged = /response filters matched a text of a body that is not a JSON object with each member once/;
     gw.expectErrors(logged);
     const res = await post(gw, chat('hi'), { headers: { 'x-content': 'mail jane@example.com' } });
     assert.equal(res.status, 500);
@@ -360,6 +360,77 @@ describe('content filters: an answer that cannot be rewritten', () => {
     assert.equal(res.status, 200);
     assert.equal(res.text, answer('hello'));
   });
+});
+
+describe('content filters: replies the filters cannot read', () => {
+  const message = (content) => `{"role":"assistant","content":"${content}"}`;
+  const body = (members) => `{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,${members},"finish_reason":"stop"}]}`;
+  const event = (delta) => `data: {"id":"c","choices":[{"index":0,"delta":${delta},"finish_reason":null}]}\n\n`;
+  // Each shape is read by some client (Python's json reads NaN and a byte
+  // order mark; clients differ on a member given twice), but not by the
+  // gateway's tree, so none may reach the client unscreened.
+  const BODIES = {
+    nan: body(`"message":${message('mail jane@example.com')},"x":NaN`),
+    bom: `\ufeff${body(`"message":${message('mail jane@example.com')}`)}`,
+    'twice-message': body(`"message":${message('mail jane@example.com')},"message":${message('clean')}`),
+    'twice-content': body('"message":{"role":"assistant","content":"mail jane@example.com","content":"clean"}'),
+  };
+  const STREAMS = {
+    nul: event('{"content":"a\\u0000 jane@example.com"}'),
+    'twice-content': event('{"content":"mail jane@example.com","content":"clean"}'),
+    invalid: 'data: {"choices":[{"index":0,"delta":{"content":"jane@example.com"}}]\n\n',
+  };
+  let upstream;
+  let gw;
+
+  before(async () => {
+    upstream = http.createServer((req, res) => {
+      let text = '';
+      req.on('data', (bytes) => { text += bytes; });
+      req.on('end', () => {
+        const shape = req.headers['x-shape'];
+        if (JSON.parse(text).stream) {
+          res.writeHead(200, { 'content-type': 'text/event-stream' });
+          res.end(`${event('{"role":"assistant","content":""}')}${event('{"content":"Hi there. "}')}${STREAMS[shape]}data: [DONE]\n\n`);
+          return;
+        }
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(BODIES[shape]);
+      });
+    });
+    upstream.listen(0, '127.0.0.1');
+    await once(upstream, 'listening');
+    gw = await startGateway(config({ url: `http://127.0.0.1:${upstream.address().port}` }, FILTERS, ['pii']));
+  });
+  afterEach(() => gw?.checkErrors());
+  after(async () => {
+    await stopAll();
+    upstream?.close();
+  });
+
+  for (const shape of Object.keys(BODIES)) {
+    it(`answers 500 to a body with ${shape}`, async () => {
+      gw.expectErrors(/is not a JSON object with each member once/);
+      const res = await post(gw, chat('hi'), { headers: { 'x-shape': shape } });
+      assert.equal(res.status, 500);
+      assert.doesNotMatch(res.text, /jane/, 'the unscreened answer reached the client');
+    });
+  }
+
+  for (const shape of Object.keys(STREAMS)) {
+    it(`ends a stream with an error at an event with ${shape}`, async () => {
+      gw.expectErrors(/stream filters failed \(an event's data is not a JSON object/);
+      const res = await post(gw, { ...chat('hi'), stream: true }, { headers: { 'x-shape': shape } });
+      assert.doesNotMatch(res.text, /jane/, 'the unscreened event reached the client');
+      if (res.status === 200) {
+        const data = splitEvents(res.text).events.map(eventData);
+        assert.equal(JSON.parse(data.at(-1)).error.code, 'internal_error');
+      } else {
+        assert.equal(res.status, 500);
+      }
+      await gw.waitForLog(/an event's data is not a JSON object with each member once/);
+    });
+  }
 });
 
 describe('content filters: a stream event too large to read', () => {
