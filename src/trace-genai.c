@@ -386,21 +386,30 @@ read_choices(struct tg_trace *t, json_t *choices, const char *message_key)
 	return content;
 }
 
+/* A token count is an integer of 0 or more; the metrics do not take
+ * another value as a count either (tollgate.json(5), METRICS). */
+static void
+set_count(struct tg_span *span, const char *key, json_t *value)
+{
+	if (json_is_integer(value) && json_integer_value(value) >= 0)
+		tg_attrs_int(&span->attrs, key, json_integer_value(value));
+}
+
 static void
 set_usage(struct tg_span *span, json_t *usage)
 {
 	if (!json_is_object(usage))
 		return;
-	set_int_param(span, TG_SC(GEN_AI_USAGE_INPUT_TOKENS),
-	              json_object_get(usage, "prompt_tokens"));
-	set_int_param(span, TG_SC(GEN_AI_USAGE_OUTPUT_TOKENS),
-	              json_object_get(usage, "completion_tokens"));
-	set_int_param(span, TG_SC(GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS),
-	              json_object_get(json_object_get(usage, "prompt_tokens_details"),
-	                              "cached_tokens"));
-	set_int_param(span, TG_SC(GEN_AI_USAGE_REASONING_OUTPUT_TOKENS),
-	              json_object_get(json_object_get(usage, "completion_tokens_details"),
-	                              "reasoning_tokens"));
+	set_count(span, TG_SC(GEN_AI_USAGE_INPUT_TOKENS),
+	          json_object_get(usage, "prompt_tokens"));
+	set_count(span, TG_SC(GEN_AI_USAGE_OUTPUT_TOKENS),
+	          json_object_get(usage, "completion_tokens"));
+	set_count(span, TG_SC(GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS),
+	          json_object_get(json_object_get(usage, "prompt_tokens_details"),
+	                          "cached_tokens"));
+	set_count(span, TG_SC(GEN_AI_USAGE_REASONING_OUTPUT_TOKENS),
+	          json_object_get(json_object_get(usage, "completion_tokens_details"),
+	                          "reasoning_tokens"));
 }
 
 /* The first id and model the response gave; NULL for none. */
@@ -486,7 +495,7 @@ set_detail_usage(struct tg_span *span, const struct tg_reply_detail *x)
 	for (size_t i = 0; i < sizeof(USAGE_ATTRS) / sizeof(USAGE_ATTRS[0]); i++) {
 		enum tg_usage_count c = USAGE_ATTRS[i].count;
 
-		if ((x->usage_integer >> c) & 1u)
+		if (((x->usage_integer >> c) & 1u) && x->usage[c] >= 0)
 			tg_attrs_int(&span->attrs, tg_semconv_names[USAGE_ATTRS[i].key], x->usage[c]);
 	}
 }

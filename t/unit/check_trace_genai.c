@@ -413,6 +413,25 @@ START_TEST(crafted_streams)
 }
 END_TEST
 
+/* A negative count is no count: the span carries none, by either path. */
+START_TEST(negative_usage_not_recorded)
+{
+	static const char body[] = "{\"usage\":{\"prompt_tokens\":-5,\"completion_tokens\":3}}";
+	struct side tree;
+	char *text;
+	json_t *json = json_loadb(body, sizeof(body) - 1, 0, NULL);
+
+	side_init(&tree);
+	tg_genai_response(&tree.t, tree.span, json);
+	text = side_finish(&tree);
+	ck_assert_msg(strstr(text, "gen_ai.usage.input_tokens") == NULL, "%s", text);
+	ck_assert_msg(strstr(text, "gen_ai.usage.output_tokens") != NULL, "%s", text);
+	free(text);
+	json_decref(json);
+	check_body("negative usage", body, sizeof(body) - 1, 7);
+}
+END_TEST
+
 static Suite *
 trace_genai_suite(void)
 {
@@ -424,6 +443,7 @@ trace_genai_suite(void)
 	tcase_add_loop_test(tc, crafted_body, 0, n);
 	tcase_add_loop_test(tc, crafted_event, 0, n);
 	tcase_add_test(tc, crafted_streams);
+	tcase_add_test(tc, negative_usage_not_recorded);
 	suite_add_tcase(s, tc);
 	return s;
 }
