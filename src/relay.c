@@ -22,6 +22,8 @@
 #include "worker.h"
 
 #define SSE_MAX_EVENT (8 * 1024 * 1024)
+#define TOO_LARGE_TO_SCREEN \
+	"the upstream sent a stream event too large for the content filters to read"
 #define HOLD_MAX_EVENTS TG_MAX_HELD_EVENTS
 #define HOLD_MAX_BYTES (64 * 1024)
 
@@ -593,15 +595,16 @@ start_stream(struct tg_request *req)
 
 /* End a stream that already reached the client with an error event in the
  * OpenAI error shape, so the client cannot take it for a complete answer;
- * no [DONE] follows, and the connection closes. */
+ * no [DONE] follows, and the connection closes. message replaces the
+ * error's default text when not NULL. */
 static void
-end_stream_with_error(struct tg_request *req, enum tg_error err)
+end_stream_with_error(struct tg_request *req, enum tg_error err, const char *message)
 {
 	struct evbuffer *event = evbuffer_new();
 
 	if (event != NULL) {
 		evbuffer_add(event, "data: ", 6);
-		tg_error_body(event, err, NULL);        /* ends with a newline */
+		tg_error_body(event, err, message);     /* ends with a newline */
 		evbuffer_add(event, "\n", 1);
 		write_piece(req, event);
 		evbuffer_free(event);
@@ -691,7 +694,7 @@ static void
 end_blocked_stream(struct tg_request *req)
 {
 	if (req->error == TG_E_INTERNAL) {
-		end_stream_with_error(req, TG_E_INTERNAL);
+		end_stream_with_error(req, TG_E_INTERNAL, NULL);
 		return;
 	}
 	write_last_chunk(req);
@@ -739,12 +742,11 @@ end_unreadable_stream(struct tg_request *req)
 	req->cause = TG_CAUSE_UPSTREAM_FAILED;
 	if (!req->response.content_sent) {
 		tg_relay_reset(req);
-		tg_request_fail(req, TG_E_UPSTREAM_INVALID, "the upstream sent a stream event "
-		                "too large for the content filters to read");
+		tg_request_fail(req, TG_E_UPSTREAM_INVALID, TOO_LARGE_TO_SCREEN);
 		return;
 	}
 	req->error = TG_E_UPSTREAM_INVALID;
-	end_stream_with_error(req, TG_E_UPSTREAM_INVALID);
+	end_stream_with_error(req, TG_E_UPSTREAM_INVALID, TOO_LARGE_TO_SCREEN);
 }
 
 static int
@@ -856,7 +858,7 @@ finish_stream(struct tg_request *req)
 		               : "upstream stream ended without a finish reason or [DONE]");
 		req->error = TG_E_UPSTREAM_INCOMPLETE;
 		req->cause = TG_CAUSE_UPSTREAM_FAILED;
-		end_stream_with_error(req, TG_E_UPSTREAM_INCOMPLETE);
+		end_stream_with_error(req, TG_E_UPSTREAM_INCOMPLETE, NULL);
 		return;
 	}
 	write_last_chunk(req);
@@ -933,7 +935,7 @@ relay_on_error(void *arg, enum tg_error err, const char *detail)
 	req->error = err;
 	req->cause = (enum tg_cause)info->who;
 	tg_trace_upstream_done(req);
-	end_stream_with_error(req, err);
+	end_stream_with_error(req, err, NULL);
 }
 
 static void

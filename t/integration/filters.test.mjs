@@ -491,7 +491,9 @@ describe('content filters: a stream event too large to read', () => {
     // The mask filter still holds "Hello" (it could begin an address), and
     // the error drops it with the rest.
     assert.deepEqual(data.slice(0, -1).map((d) => JSON.parse(d).choices[0].delta.content), ['']);
-    assert.equal(JSON.parse(data.at(-1)).error.code, 'upstream_failed');
+    const error = JSON.parse(data.at(-1)).error;
+    assert.equal(error.code, 'upstream_failed');
+    assert.match(error.message, /a stream event too large for the content filters to read/);
     await gw.waitForLog(logged);
   });
 
