@@ -988,9 +988,9 @@ tg_filter_stream_event(struct tg_filter_stream *s, struct tg_stream_event *in)
 		       ? TG_STREAM_OK : TG_STREAM_ERROR;
 	}
 
-	/* Data the filters cannot read (invalid JSON, a member given twice,
-	 * which a tree keeps once) must not pass unscanned: the stream fails
-	 * closed, as when a rule cannot decide. */
+	/* Data the filters cannot read (invalid JSON, or a member given twice,
+	 * which a tree keeps once) must not pass unscanned, so the stream
+	 * fails closed, as when a rule cannot decide. */
 	if (in->has_data && tg_stream_event_json(in) == NULL) {
 		s->unreadable = 1;
 		return TG_STREAM_ERROR;

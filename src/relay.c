@@ -730,9 +730,9 @@ answer_stream_error(struct tg_request *req)
 		evbuffer_free(body);
 }
 
-/* An event too large to parse cannot be screened, so on a route whose
- * filters read responses it must not pass: a 502 when the client has seen
- * nothing yet, else an error event that ends the stream. */
+/* End a stream whose event is too large to parse, because the response
+ * filters of the route cannot screen it. The client gets a 502 when it
+ * has received nothing yet, else an error event. */
 static void
 end_unreadable_stream(struct tg_request *req)
 {

@@ -22,16 +22,18 @@ struct tg_export_body {
 	unsigned holders;       /* the tracer, and each buffer referencing text */
 };
 
-/* A new empty body held by the caller; NULL when out of memory. */
+/* Create an empty body held by the caller. Returns NULL when out of memory. */
 struct tg_export_body *tg_export_body_new(void);
 
-/* Let go of body; the last holder frees it. body may be NULL. */
+/* Release the caller's hold on body, which the last holder frees. body may
+ * be NULL. */
 void tg_export_body_release(struct tg_export_body *body);
 
-/* 1 when a buffer still references the text, which must not change. */
+/* Return 1 when a buffer still references the text, which must then not
+ * change, else 0. */
 int tg_export_body_lent(const struct tg_export_body *body);
 
-/* Append the text to out by reference; out keeps body until libevent
+/* Append the text to out by reference. out keeps body until libevent
  * frees the bytes. Returns 0, or -1 when out of memory. */
 int tg_export_body_lend(struct tg_export_body *body, struct evbuffer *out);
 

@@ -6,8 +6,8 @@
  * between chunks of the text, one for a string with escapes. With malloc
  * that is four to seven calls per body or stream event, and the 2 KiB
  * buffers make glibc consolidate its fast bins. A handle made here takes
- * its memory from a block of the thread instead, bumping through it; a
- * realloc of the latest allocation grows in place, and freeing does
+ * its memory from a block of the thread instead, bumping through it. A
+ * realloc of the latest allocation grows in place, and a free does
  * nothing until the block is reset.
  *
  * Contract:

@@ -319,6 +319,18 @@ describe('content filters: response side', () => {
   });
 });
 
+/* A scripted upstream on a free loopback port, answering with handler. */
+async function startUpstream(handler) {
+  const server = http.createServer(handler);
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return server;
+}
+
+function upstreamUrl(server) {
+  return `http://127.0.0.1:${server.address().port}`;
+}
+
 describe('content filters: an answer that cannot be rewritten', () => {
   // The escape \u0000 is valid JSON, which the gateway's scan reads but
   // its parser for rewriting (jansson) rejects.
@@ -328,16 +340,14 @@ describe('content filters: an answer that cannot be rewritten', () => {
   let gw;
 
   before(async () => {
-    upstream = http.createServer((req, res) => {
+    upstream = await startUpstream((req, res) => {
       req.resume();
       req.on('end', () => {
         res.writeHead(200, { 'content-type': 'application/json' });
         res.end(answer(req.headers['x-content']));
       });
     });
-    upstream.listen(0, '127.0.0.1');
-    await once(upstream, 'listening');
-    gw = await startGateway(config({ url: `http://127.0.0.1:${upstream.address().port}` }, FILTERS, ['pii']));
+    gw = await startGateway(config({ url: upstreamUrl(upstream) }, FILTERS, ['pii']));
   });
   afterEach(() => gw?.checkErrors());
   after(async () => {
@@ -366,9 +376,9 @@ describe('content filters: replies the filters cannot read', () => {
   const message = (content) => `{"role":"assistant","content":"${content}"}`;
   const body = (members) => `{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,${members},"finish_reason":"stop"}]}`;
   const event = (delta) => `data: {"id":"c","choices":[{"index":0,"delta":${delta},"finish_reason":null}]}\n\n`;
-  // Each shape is read by some client (Python's json reads NaN and a byte
-  // order mark; clients differ on a member given twice), but not by the
-  // gateway's tree, so none may reach the client unscreened.
+  // Some clients read each of these shapes, but the gateway's tree does
+  // not, so none may reach the client unscreened. Python's json.loads
+  // accepts NaN and, in bytes, a byte order mark.
   const BODIES = {
     nan: body(`"message":${message('mail jane@example.com')},"x":NaN`),
     bom: `\ufeff${body(`"message":${message('mail jane@example.com')}`)}`,
@@ -384,7 +394,7 @@ describe('content filters: replies the filters cannot read', () => {
   let gw;
 
   before(async () => {
-    upstream = http.createServer((req, res) => {
+    upstream = await startUpstream((req, res) => {
       let text = '';
       req.on('data', (bytes) => { text += bytes; });
       req.on('end', () => {
@@ -398,9 +408,7 @@ describe('content filters: replies the filters cannot read', () => {
         res.end(BODIES[shape]);
       });
     });
-    upstream.listen(0, '127.0.0.1');
-    await once(upstream, 'listening');
-    gw = await startGateway(config({ url: `http://127.0.0.1:${upstream.address().port}` }, FILTERS, ['pii']));
+    gw = await startGateway(config({ url: upstreamUrl(upstream) }, FILTERS, ['pii']));
   });
   afterEach(() => gw?.checkErrors());
   after(async () => {
@@ -443,7 +451,7 @@ describe('content filters: a stream event too large to read', () => {
   let gw;
 
   before(async () => {
-    upstream = http.createServer((req, res) => {
+    upstream = await startUpstream((req, res) => {
       req.resume();
       req.on('end', () => {
         res.writeHead(200, { 'content-type': 'text/event-stream' });
@@ -453,13 +461,11 @@ describe('content filters: a stream event too large to read', () => {
         res.end(`${huge}data: [DONE]\n\n`);
       });
     });
-    upstream.listen(0, '127.0.0.1');
-    await once(upstream, 'listening');
     const route = (model, filters) => ({
       name: model, match: { path: '/v1/chat/completions', model }, backends: ['scripted'], filters,
     });
     gw = await startGateway({
-      backends: { scripted: { url: `http://127.0.0.1:${upstream.address().port}` } },
+      backends: { scripted: { url: upstreamUrl(upstream) } },
       filters: FILTERS,
       routes: [route('screened', ['pii']), route('open', [])],
     });
@@ -488,8 +494,8 @@ describe('content filters: a stream event too large to read', () => {
     assert.equal(res.status, 200);
     assert.doesNotMatch(res.text, /jane/, 'the unscreened event reached the client');
     const data = splitEvents(res.text).events.map(eventData);
-    // The mask filter still holds "Hello" (it could begin an address), and
-    // the error drops it with the rest.
+    // The mask filter still keeps "Hello" back, because it could begin an
+    // address, so the error drops it with the rest.
     assert.deepEqual(data.slice(0, -1).map((d) => JSON.parse(d).choices[0].delta.content), ['']);
     const error = JSON.parse(data.at(-1)).error;
     assert.equal(error.code, 'upstream_failed');

@@ -433,9 +433,9 @@ static const char tapped_body[] =
         "\"refusal\":null,\"parsed\":[true,false,1.5,-2]},\"finish_reason\":\"stop\"}],"
         "\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":3}}";
 
-/* The tap sees the events that yajl reports to a reader of its own, and
- * the digest is what it is without a tap. */
-START_TEST(tap_sees_every_event)
+/* The tap gets the events that yajl reports to a reader of its own, and
+ * the digest is the same as without a tap. */
+START_TEST(tap_gets_every_event)
 {
 	struct evbuffer *buf = evbuffer_new();
 	struct event_log *alone = calloc(1, sizeof(*alone));
@@ -580,7 +580,7 @@ reply_digest_suite(void)
 	tcase_add_test(shapes, deep_nesting);
 	tcase_add_test(shapes, depth_limit_counts_scalars);
 	tcase_add_test(shapes, buffer_in_many_segments);
-	tcase_add_test(tap, tap_sees_every_event);
+	tcase_add_test(tap, tap_gets_every_event);
 	tcase_add_test(tap, tap_stops_read);
 	tcase_add_loop_test(relay, relay_classifies_events, 0, sizeof(events) / sizeof(events[0]));
 	tcase_add_test(relay, event_tree_built_on_demand);

@@ -89,7 +89,7 @@ START_TEST(malloc_past_block_falls_back)
 	struct arena *a = arena();
 	char *small = arena_malloc(a, 100);
 	char *large = arena_malloc(a, BLOCK_SIZE);
-	char *rest, *one;
+	char *rest, *single_byte;
 
 	ck_assert(in_block(a, small));
 	ck_assert_ptr_nonnull(large);
@@ -101,14 +101,14 @@ START_TEST(malloc_past_block_falls_back)
 	rest = arena_malloc(a, BLOCK_SIZE - 112);
 	ck_assert(in_block(a, rest));
 	ck_assert_uint_eq(a->used, BLOCK_SIZE);
-	one = arena_malloc(a, 1);
-	ck_assert_ptr_nonnull(one);
-	ck_assert(!in_block(a, one));
+	single_byte = arena_malloc(a, 1);
+	ck_assert_ptr_nonnull(single_byte);
+	ck_assert(!in_block(a, single_byte));
 
 	large = arena_realloc(a, large, 2 * BLOCK_SIZE);
 	ck_assert(!in_block(a, large));
 	arena_free(a, large);
-	arena_free(a, one);
+	arena_free(a, single_byte);
 }
 END_TEST
 
@@ -215,7 +215,7 @@ START_TEST(nested_handles_share_block)
 	ck_assert_int_eq(feed(b, inner_text, strlen(inner_text), 4), yajl_status_ok);
 	ck_assert_int_eq(feed(a, outer_text + 10, strlen(outer_text) - 10, 5), yajl_status_ok);
 
-	/* The outer handle goes first: the inner one still holds the block. */
+	/* The outer handle goes first, while the inner one still uses the block. */
 	used = arena()->used;
 	tg_yajl_free(a);
 	ck_assert_uint_eq(arena()->open, 1);

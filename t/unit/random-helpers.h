@@ -1,7 +1,7 @@
 /*
  * A seeded random sequence for the unit tests that compare an encoder
- * with a reference over many inputs: splitmix64, so that every run and
- * every platform sees the same inputs and a failure can be replayed.
+ * with a reference over many inputs. It is splitmix64, so every run on
+ * every platform gets the same inputs and a failure can be replayed.
  */
 #ifndef TOLLGATE_T_RANDOM_HELPERS_H
 #define TOLLGATE_T_RANDOM_HELPERS_H
