@@ -25,6 +25,7 @@
 #include "admin.h"
 #include "clock.h"
 #include "config.h"
+#include "descriptors.h"
 #include "health.h"
 #include "log.h"
 #include "tls.h"
@@ -284,6 +285,7 @@ add_signal(struct daemon *d, int signo)
 static int
 run(struct daemon *d)
 {
+	tg_descriptors_prepare();      /* while this is the only thread */
 	if (evthread_use_pthreads() != 0 || (d->base = event_base_new()) == NULL) {
 		tg_error("cannot set up the event loop");
 		return 1;

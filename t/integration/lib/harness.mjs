@@ -327,12 +327,13 @@ export function basicConfig(mock, { backend = {}, ...rest } = {}) {
  * run it, without making every test that waits for a line wait a second.
  * Options: env (added to the environment), expectErrors (RegExps matching
  * `[error]` lines this gateway may log), args (extra flags), stdout (a file
- * descriptor for the gateway's stdout instead of a pipe the harness reads).
- * With stdout given, gw.stdout and gw.accessLog stay empty.
+ * descriptor for the gateway's stdout instead of a pipe the harness reads),
+ * openFilesSoft (start it with this soft open-files limit, the hard limit
+ * unchanged). With stdout given, gw.stdout and gw.accessLog stay empty.
  *
  * Resolves once the admin /readyz returns 200.
  */
-export async function startGateway(config, { env = {}, expectErrors = [], args = [], stdout = 'pipe' } = {}) {
+export async function startGateway(config, { env = {}, expectErrors = [], args = [], stdout = 'pipe', openFilesSoft = null } = {}) {
   const dir = makeTempDir();
   const file = path.join(dir, 'tollgate.json');
   let listenPort = null;
@@ -364,7 +365,7 @@ export async function startGateway(config, { env = {}, expectErrors = [], args =
     fs.writeFileSync(file, JSON.stringify(config, null, 2) + '\n');
   }
 
-  const gw = new Gateway({ dir, file, config, listenPort, adminPort, env, expectErrors });
+  const gw = new Gateway({ dir, file, config, listenPort, adminPort, env, expectErrors, openFilesSoft });
   gateways.add(gw);
   await gw.start(args, stdout);
   return gw;
@@ -376,13 +377,14 @@ function listenPortOf(entry) {
 }
 
 class Gateway {
-  constructor({ dir, file, config, listenPort, adminPort, env, expectErrors }) {
+  constructor({ dir, file, config, listenPort, adminPort, env, expectErrors, openFilesSoft }) {
     this.dir = dir;
     this.file = file;
     this.config = config;
     this.port = listenPort;
     this.adminPort = adminPort;
     this.env = env;
+    this.openFilesSoft = openFilesSoft;
     this.allowed = [...expectErrors];
     this.stderr = [];
     this.stdout = [];
@@ -397,7 +399,12 @@ class Gateway {
   }
 
   async start(args, stdout) {
-    const child = spawn(TOLLGATE_BIN, ['-c', this.file, ...args], {
+    // Through a shell that sets the limit and then execs, so that the
+    // child's pid stays the gateway's.
+    const argv = ['-c', this.file, ...args];
+    const [cmd, cmdArgs] = this.openFilesSoft === null ? [TOLLGATE_BIN, argv]
+      : ['sh', ['-c', `ulimit -Sn ${this.openFilesSoft} && exec "$0" "$@"`, TOLLGATE_BIN, ...argv]];
+    const child = spawn(cmd, cmdArgs, {
       stdio: ['ignore', stdout, 'pipe'],
       env: { ...process.env, ...this.env },
     });
