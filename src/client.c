@@ -384,6 +384,20 @@ describe_parser_error(struct tg_client *c, llhttp_errno_t rc)
 	else if (rc == HPE_INVALID_URL)
 		snprintf(c->parse_message, sizeof(c->parse_message), "%s",
 		         TG_REQUEST_TARGET_INVALID);
+	/* RFC 9112 section 6.3: both framings at once may be a smuggling
+	 * attempt, so the request is refused rather than one of them picked.
+	 * llhttp gives both cases one code; its flags tell them apart. */
+	else if (rc == HPE_UNEXPECTED_CONTENT_LENGTH &&
+	         (c->parser.flags & F_TRANSFER_ENCODING))
+		snprintf(c->parse_message, sizeof(c->parse_message),
+		         "the request has both Content-Length and Transfer-Encoding; "
+		         "send only one of them");
+	else if (rc == HPE_UNEXPECTED_CONTENT_LENGTH)
+		snprintf(c->parse_message, sizeof(c->parse_message),
+		         "Content-Length appears more than once; send it once");
+	else if (rc == HPE_INVALID_CONTENT_LENGTH)
+		snprintf(c->parse_message, sizeof(c->parse_message),
+		         "Content-Length must be one decimal number of bytes");
 }
 
 static void

@@ -120,7 +120,8 @@ describe('client connections', () => {
       `Content-Length: ${chunked.length}`, 'Transfer-Encoding: chunked',
     ], chunked));
     const res = await client.readResponse();
-    assertError(res, 400, 'invalid_request_error', 'bad_request');
+    const error = assertError(res, 400, 'invalid_request_error', 'bad_request');
+    assert.match(error.message, /both Content-Length and Transfer-Encoding; send only one of them/);
   }));
 
   it('rejects two different Content-Length values', () => withClient(async (client) => {
@@ -129,8 +130,20 @@ describe('client connections', () => {
       `Content-Length: ${chatText.length}`, `Content-Length: ${chatText.length + 1}`,
     ], chatText));
     const res = await client.readResponse();
-    assertError(res, 400, 'invalid_request_error', 'bad_request');
+    const error = assertError(res, 400, 'invalid_request_error', 'bad_request');
+    assert.match(error.message, /Content-Length appears more than once/);
   }));
+
+  for (const value of ['12a', '', '99999999999999999999999']) {
+    it(`rejects Content-Length ${JSON.stringify(value)}`, () => withClient(async (client) => {
+      await client.write(rawRequest('POST', '/v1/chat/completions', [
+        'Host: 127.0.0.1', 'Content-Type: application/json', `Content-Length: ${value}`,
+      ], chatText));
+      const res = await client.readResponse();
+      const error = assertError(res, 400, 'invalid_request_error', 'bad_request');
+      assert.match(error.message, /Content-Length must be one decimal number of bytes/);
+    }));
+  }
 
   it('answers 413 to chunk extensions over 16 KiB', () => withClient(async (client) => {
     // The extension bytes are not body data, so max_body alone would not
