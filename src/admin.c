@@ -14,6 +14,7 @@
 #include <jansson.h>
 
 #include "admin.h"
+#include "cache-redis.h"
 #include "log.h"
 #include "metrics.h"
 #include "trace-export.h"
@@ -106,8 +107,8 @@ readyz_cb(struct evhttp_request *r, void *arg)
 }
 
 /* Prometheus text format, or OpenMetrics when the Accept header prefers
- * it, as Prometheus itself does. The tracer's and the access log's
- * counters follow the gateway's families, before the end that OpenMetrics
+ * it, as Prometheus itself does. The tracer's, the access log's and the
+ * Redis clients' counters follow the gateway's families, before the end that OpenMetrics
  * requires. */
 static void
 metrics_cb(struct evhttp_request *r, void *arg)
@@ -127,6 +128,8 @@ metrics_cb(struct evhttp_request *r, void *arg)
 		rc = tg_tracer_write_metrics(rt->tracer, body, format);
 	if (rc == 0)
 		rc = tg_accesslog_write_metrics(&rt->access_log, body, format);
+	if (rc == 0)
+		rc = tg_cache_redis_write_metrics(body, format);
 	if (rc == 0)
 		rc = tg_metrics_scrape_end(body, format);
 	if (rc != 0) {

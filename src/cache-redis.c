@@ -11,6 +11,7 @@
  */
 #include <assert.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,10 @@
 #define BACKOFF_FIRST_MS 100
 #define BACKOFF_MAX_MS 2000
 #define LOG_INTERVAL_MS 5000
+
+/* Of every worker's client, for /metrics: the scrape runs on another
+ * thread, and these change only on failures and connects. */
+static _Atomic uint64_t redis_errors, redis_timeouts, redis_connects;
 
 enum cmd_kind {
 	CMD_SETUP,                      /* AUTH or SELECT after connecting */
@@ -73,7 +78,6 @@ struct tg_cache_redis {
 	uint64_t connect_timeout_ms;
 	char *address;                  /* "host:port", for messages */
 
-	struct tg_cache_redis_stats stats;
 	uint64_t last_log_ms;
 	uint64_t unlogged;              /* errors since the last message */
 };
@@ -93,7 +97,7 @@ log_error(struct tg_cache_redis *r, const char *fmt, ...)
 	char message[256];
 	va_list ap;
 
-	r->stats.errors++;
+	atomic_fetch_add_explicit(&redis_errors, 1, memory_order_relaxed);
 	if (r->last_log_ms != 0 && now - r->last_log_ms < LOG_INTERVAL_MS) {
 		r->unlogged++;
 		return;
@@ -234,7 +238,6 @@ send_cmd(struct tg_cache_redis *r, enum cmd_kind kind, tg_cache_redis_get_cb *cb
 	TAILQ_INSERT_TAIL(&r->waiting, cmd, link);
 	if (cmd == TAILQ_FIRST(&r->waiting))
 		arm_reply_timer(r);
-	r->stats.commands++;
 	return cmd;
 }
 
@@ -298,7 +301,7 @@ on_connect(const redisAsyncContext *ac, int status)
 		return;
 	}
 	r->connected = 1;
-	r->stats.connects++;
+	atomic_fetch_add_explicit(&redis_connects, 1, memory_order_relaxed);
 	arm_reply_timer(r);
 	tg_info("cache: connected to redis %s", r->address);
 }
@@ -325,7 +328,7 @@ connect_timeout_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	r->stats.timeouts++;
+	atomic_fetch_add_explicit(&redis_timeouts, 1, memory_order_relaxed);
 	log_error(r, "connect timed out after %llu ms", (unsigned long long)r->connect_timeout_ms);
 	close_connection(r);
 }
@@ -346,7 +349,7 @@ expire_while_connecting(struct tg_cache_redis *r, uint64_t now)
 		if (cmd->expired || cmd->deadline_ms > now)
 			continue;
 		cmd->expired = 1;
-		r->stats.timeouts++;
+		atomic_fetch_add_explicit(&redis_timeouts, 1, memory_order_relaxed);
 		log_error(r, "not connected within %llu ms", (unsigned long long)r->timeout_ms);
 		if (cmd->cb != NULL)
 			cmd->cb(cmd->arg, TG_CACHE_REDIS_FAILED, NULL, 0);
@@ -378,7 +381,7 @@ reply_timeout_cb(evutil_socket_t fd, short what, void *arg)
 		expire_while_connecting(r, now);
 		return;
 	}
-	r->stats.timeouts++;
+	atomic_fetch_add_explicit(&redis_timeouts, 1, memory_order_relaxed);
 	log_error(r, "no reply within %llu ms; reconnecting", (unsigned long long)r->timeout_ms);
 	close_connection(r);
 }
@@ -586,8 +589,20 @@ tg_cache_redis_set(struct tg_cache_redis *r, const unsigned char key[TG_CACHE_KE
 	send_cmd(r, CMD_SET, NULL, NULL, 5, argv, lens);
 }
 
-void
-tg_cache_redis_stats(const struct tg_cache_redis *r, struct tg_cache_redis_stats *out)
+int
+tg_cache_redis_write_metrics(struct evbuffer *out, enum tg_metrics_format format)
 {
-	*out = r->stats;
+	int rc = 0;
+
+	rc |= tg_metrics_write_counter(out, format, "tollgate_cache_redis_errors_total",
+	                               "Redis commands and connections that failed, timeouts "
+	                               "included; lookups among them went on without the cache.",
+	                               atomic_load_explicit(&redis_errors, memory_order_relaxed));
+	rc |= tg_metrics_write_counter(out, format, "tollgate_cache_redis_timeouts_total",
+	                               "Redis commands and connects that timed out.",
+	                               atomic_load_explicit(&redis_timeouts, memory_order_relaxed));
+	rc |= tg_metrics_write_counter(out, format, "tollgate_cache_redis_connects_total",
+	                               "Connections to Redis made, reconnections included.",
+	                               atomic_load_explicit(&redis_connects, memory_order_relaxed));
+	return rc ? -1 : 0;
 }

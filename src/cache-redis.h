@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "cache-t.h"
+#include "metrics.h"
 
 struct event_base;
 struct tg_cache_redis;
@@ -35,13 +36,6 @@ enum tg_cache_redis_status {
  * during the call. */
 typedef void tg_cache_redis_get_cb(void *arg, enum tg_cache_redis_status status,
                                    const char *data, size_t len);
-
-struct tg_cache_redis_stats {
-	uint64_t commands;
-	uint64_t errors;                /* failed commands and connections */
-	uint64_t timeouts;              /* of commands and of connects */
-	uint64_t connects;              /* connections established */
-};
 
 /* Create the client of one worker and start connecting to the Redis that
  * cfg names. The settings are copied. Returns NULL when out of memory. */
@@ -75,7 +69,9 @@ void tg_cache_redis_cancel(struct tg_cache_redis_cmd *cmd);
 void tg_cache_redis_set(struct tg_cache_redis *r, const unsigned char key[TG_CACHE_KEY_LEN],
                         const char *value, size_t len, uint64_t ttl_ms);
 
-void tg_cache_redis_stats(const struct tg_cache_redis *r, struct tg_cache_redis_stats *out);
+/* Append the counters of every worker's client to a /metrics scrape:
+ * errors, timeouts among them, and connections made. Any thread. */
+int tg_cache_redis_write_metrics(struct evbuffer *out, enum tg_metrics_format format);
 
 /* The Redis key of a cache key: "tollgate:cache:" and 64 hex digits. */
 #define TG_CACHE_REDIS_PREFIX "tollgate:cache:"

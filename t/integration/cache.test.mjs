@@ -101,6 +101,13 @@ async function isHit(gw, mock, body, headers = {}) {
 }
 
 /* A fixture file the mock replays: JSON is YAML, so no YAML writer is needed. */
+/* The Redis clients' counters from the gateway's /metrics. */
+async function redisCounters(gw) {
+  const res = await request({ port: gw.adminPort, path: '/metrics', timeoutMs: 5000 });
+  const value = (name) => Number(new RegExp(`^tollgate_cache_redis_${name}_total (\\S+)$`, 'm').exec(res.text)?.[1]);
+  return { errors: value('errors'), timeouts: value('timeouts'), connects: value('connects') };
+}
+
 function writeFixture(dir, name, contentType, body, code = 200) {
   const cassette = { interactions: [{ response: { code, headers: { 'Content-Type': [contentType] }, body } }] };
   fs.writeFileSync(path.join(dir, `${name}.yaml`), JSON.stringify(cassette));
@@ -523,6 +530,7 @@ describe('cache with the redis store', () => {
     const body = uniqueBody();
     await assertCached(gw, mock, body);
 
+    const before = await redisCounters(gw);
     const statuses = [];
     for (let i = 0; i < 20; i++) {
       if (i === 5)
@@ -537,6 +545,9 @@ describe('cache with the redis store', () => {
     const again = uniqueBody();
     await waitFor(async () => (await isHit(gw, mock, again)) || null,
       { message: 'a hit after Redis restarted' });
+    const counters = await redisCounters(gw);
+    assert.ok(counters.errors > before.errors, `errors: ${JSON.stringify({ before, after: counters })}`);
+    assert.ok(counters.connects > before.connects, `connects: ${JSON.stringify({ before, after: counters })}`);
   });
 
   it('goes on without the cache while Redis is paused', async () => {
@@ -562,6 +573,9 @@ describe('cache with the redis store', () => {
         assert.notEqual(res.headers['x-tollgate-cache'], 'hit');
       }
       await own.waitForLog(/\[warn\] cache: redis .*: no reply within 250 ms/);
+      const counters = await redisCounters(own);
+      assert.ok(counters.timeouts >= 1 && counters.errors >= counters.timeouts,
+        `counters while Redis is paused: ${JSON.stringify(counters)}`);
     } finally {
       frozen.resume();
     }
