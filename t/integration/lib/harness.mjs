@@ -327,12 +327,14 @@ export function basicConfig(mock, { backend = {}, ...rest } = {}) {
  * run it, without making every test that waits for a line wait a second.
  * Options: env (added to the environment), expectErrors (RegExps matching
  * `[error]` lines this gateway may log), args (extra flags), stdout (a file
- * descriptor for the gateway's stdout instead of a pipe the harness reads).
+ * descriptor for the gateway's stdout instead of a pipe the harness reads),
+ * nofile (the gateway's open-files limit, set by `ulimit -n` in a shell
+ * that then execs tollgate, so gw.child is still tollgate itself).
  * With stdout given, gw.stdout and gw.accessLog stay empty.
  *
  * Resolves once the admin /readyz returns 200.
  */
-export async function startGateway(config, { env = {}, expectErrors = [], args = [], stdout = 'pipe' } = {}) {
+export async function startGateway(config, { env = {}, expectErrors = [], args = [], stdout = 'pipe', nofile = null } = {}) {
   const dir = makeTempDir();
   const file = path.join(dir, 'tollgate.json');
   let listenPort = null;
@@ -364,7 +366,7 @@ export async function startGateway(config, { env = {}, expectErrors = [], args =
     fs.writeFileSync(file, JSON.stringify(config, null, 2) + '\n');
   }
 
-  const gw = new Gateway({ dir, file, config, listenPort, adminPort, env, expectErrors });
+  const gw = new Gateway({ dir, file, config, listenPort, adminPort, env, expectErrors, nofile });
   gateways.add(gw);
   await gw.start(args, stdout);
   return gw;
@@ -376,13 +378,14 @@ function listenPortOf(entry) {
 }
 
 class Gateway {
-  constructor({ dir, file, config, listenPort, adminPort, env, expectErrors }) {
+  constructor({ dir, file, config, listenPort, adminPort, env, expectErrors, nofile }) {
     this.dir = dir;
     this.file = file;
     this.config = config;
     this.port = listenPort;
     this.adminPort = adminPort;
     this.env = env;
+    this.nofile = nofile;
     this.allowed = [...expectErrors];
     this.stderr = [];
     this.stdout = [];
@@ -397,7 +400,15 @@ class Gateway {
   }
 
   async start(args, stdout) {
-    const child = spawn(TOLLGATE_BIN, ['-c', this.file, ...args], {
+    let command = TOLLGATE_BIN;
+    let argv = ['-c', this.file, ...args];
+    if (this.nofile !== null) {
+      if (!Number.isInteger(this.nofile) || this.nofile < 1)
+        throw new Error(`nofile must be a positive integer, not ${this.nofile}`);
+      argv = ['-c', `ulimit -n ${this.nofile} && exec "$0" "$@"`, TOLLGATE_BIN, ...argv];
+      command = '/bin/sh';
+    }
+    const child = spawn(command, argv, {
       stdio: ['ignore', stdout, 'pipe'],
       env: { ...process.env, ...this.env },
     });
