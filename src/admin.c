@@ -106,9 +106,9 @@ readyz_cb(struct evhttp_request *r, void *arg)
 }
 
 /* Prometheus text format, or OpenMetrics when the Accept header prefers
- * it, as Prometheus itself does. The tracer's and the access log's
- * counters follow the gateway's families, before the end that OpenMetrics
- * requires. */
+ * it, as Prometheus itself does. The tracer's, the access log's and the
+ * listeners' counters follow the gateway's families, before the end that
+ * OpenMetrics requires. */
 static void
 metrics_cb(struct evhttp_request *r, void *arg)
 {
@@ -127,6 +127,11 @@ metrics_cb(struct evhttp_request *r, void *arg)
 		rc = tg_tracer_write_metrics(rt->tracer, body, format);
 	if (rc == 0)
 		rc = tg_accesslog_write_metrics(&rt->access_log, body, format);
+	if (rc == 0)
+		rc = tg_metrics_write_counter(body, format, "tollgate_accept_errors_total",
+		                              "Failed accept() calls on the listeners, such as "
+		                              "at the open-files limit.",
+		                              atomic_load(&rt->accept_errors));
 	if (rc == 0)
 		rc = tg_metrics_scrape_end(body, format);
 	if (rc != 0) {
