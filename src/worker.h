@@ -41,7 +41,8 @@ struct tg_runtime {
 	SSL_CTX **listen_tls;           /* per config listen entry; NULL for plain */
 	size_t n_listen_tls;
 	struct tg_tracer *tracer;       /* span export; see trace-export.h */
-	_Atomic uint64_t accept_errors; /* failed accept() calls */
+	_Atomic uint64_t accept_errors; /* failed accept() calls, client and
+	                                   admin listeners */
 };
 
 LIST_HEAD(tg_client_list, tg_client);

@@ -3,6 +3,7 @@
 // Covered: it logs the failed accepts a few times instead of once per
 // try, names the limit, goes on serving the connections it has, accepts
 // again once connections close, and drains on SIGTERM while it is paused.
+// The admin listener, which shares the descriptors, pauses the same way.
 
 import assert from 'node:assert/strict';
 import net from 'node:net';
@@ -108,6 +109,26 @@ describe('accepting at the open-files limit', () => {
     assert.ok(errors >= 1, `tollgate_accept_errors_total is ${errors}`);
     const lines = acceptFailures(gw);
     assert.ok(lines.length < MAX_LINES, `${lines.length} "accept failed" lines`);
+    await gw.stop();
+  });
+
+  it('pauses the admin listener too', async () => {
+    const mock = await startMock();
+    const gw = await startLimited(mock);
+    const connections = await overload(gw);
+    const admin = await holdConnections(gw.adminPort, 3);
+    // Without an error callback of its own, the admin listener logged
+    // libevent's warning "Error from accept() call" instead.
+    const adminFailure = /admin listener 127\.0\.0\.1:\d+: accept failed|Error from accept/;
+    await gw.waitForLog(adminFailure);
+    await sleep(HOLD_MS);
+    closeAll(admin);
+    closeAll(connections);
+
+    const lines = gw.stderr.filter((line) => adminFailure.test(line));
+    assert.ok(lines.length < MAX_LINES, `${lines.length} lines about the admin listener`);
+    assert.match(lines[0], new RegExp(`\\[error\\] admin listener .*\\(open files limit ${LIMIT}\\)`));
+    await scrape(gw);   // throws unless the admin listener returns 200
     await gw.stop();
   });
 
