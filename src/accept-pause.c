@@ -30,9 +30,9 @@ int
 tg_accept_error_pauses(int err)
 {
 	switch (err) {
-	/* Linux accept(2) returns the network errors pending on the new
-	 * connection, and the firewall's verdict on it, after taking the
-	 * connection off the queue; another connection may well succeed. */
+	/* Linux accept(2) reports these network errors, and the firewall's
+	 * verdict, for the new connection after taking it off the queue. The
+	 * next connection may well succeed. */
 	case ECONNABORTED:
 	case EPERM:
 	case EPROTO:
@@ -165,7 +165,7 @@ tg_accept_pause_error(struct tg_accept_pause *p, int err)
 		struct timeval delay = tg_timeval_ms(TG_ACCEPT_PAUSE_MS);
 
 		/* Without the timer the set would never accept again, so it goes
-		 * on accepting: that spins until descriptors free, the lesser harm. */
+		 * on accepting. That spins until descriptors free, the lesser harm. */
 		set_enabled(p, 0);
 		if (evtimer_add(p->resume, &delay) != 0)
 			set_enabled(p, 1);

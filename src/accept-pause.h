@@ -6,10 +6,11 @@
  * limit (EMFILE), the connection stays in the kernel's listen queue, so the
  * event loop wakes again at once: the thread spins at full CPU and logs
  * every failure. The owner of the listeners sends their error callback
- * here instead. After a resource error every listener of the set stops
- * accepting for TG_ACCEPT_PAUSE_MS and then accepts again. The connections
- * already open go on being served meanwhile, and those waiting in the
- * listen queue are accepted once descriptors are free. An error that
+ * here instead. After a resource error, or one not known to concern a
+ * single connection, every listener of the set stops accepting for
+ * TG_ACCEPT_PAUSE_MS and then accepts again. The connections already open
+ * go on being served meanwhile, and those waiting in the listen queue are
+ * accepted once descriptors are free. An error that
  * concerns only the connection being accepted (the kernel drops it from
  * the queue) leaves the listeners enabled, since it cannot repeat without
  * a new connection.
@@ -68,8 +69,10 @@ struct tg_accept_pause *tg_accept_pause_new(struct event_base *base,
  * evconnlistener error callback. */
 void tg_accept_pause_error(struct tg_accept_pause *p, int err);
 
-/* Return 1 if the accept error err pauses the listeners, 0 if it concerned
- * only the connection being accepted and they keep accepting. */
+/* Return 1 if the accept error err pauses the listeners: a lack of
+ * resources, or an error not known to concern one connection only. Return
+ * 0 for the network errors of the connection being accepted, after which
+ * the listeners keep accepting. */
 int tg_accept_error_pauses(int err);
 
 /* Drop a pending resume, before the caller frees the listeners (drain).
