@@ -4,6 +4,8 @@
  * A scrape of /metrics runs here too, summing the workers' shards while
  * they go on recording.
  */
+#include <assert.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,6 +15,7 @@
 #include <event2/listener.h>
 #include <jansson.h>
 
+#include "accept-pause.h"
 #include "admin.h"
 #include "cache-redis.h"
 #include "log.h"
@@ -107,9 +110,9 @@ readyz_cb(struct evhttp_request *r, void *arg)
 }
 
 /* Prometheus text format, or OpenMetrics when the Accept header prefers
- * it, as Prometheus itself does. The tracer's, the access log's and the
- * Redis clients' counters follow the gateway's families, before the end that OpenMetrics
- * requires. */
+ * it, as Prometheus itself does. The tracer's, the access log's, the
+ * listeners' and the Redis clients' counters follow the gateway's
+ * families, before the end that OpenMetrics requires. */
 static void
 metrics_cb(struct evhttp_request *r, void *arg)
 {
@@ -128,6 +131,11 @@ metrics_cb(struct evhttp_request *r, void *arg)
 		rc = tg_tracer_write_metrics(rt->tracer, body, format);
 	if (rc == 0)
 		rc = tg_accesslog_write_metrics(&rt->access_log, body, format);
+	if (rc == 0)
+		rc = tg_metrics_write_counter(body, format, "tollgate_accept_errors_total",
+		                              "Failed accept() calls on the listeners and the "
+		                              "admin listener, such as at the open-files limit.",
+		                              atomic_load(&rt->accept_errors));
 	if (rc == 0)
 		rc = tg_cache_redis_write_metrics(body, format);
 	if (rc == 0)
@@ -209,36 +217,99 @@ not_found_cb(struct evhttp_request *r, void *arg)
 	send_text(r, 404, "Not Found", "not found; try /metrics, /healthz, /readyz or /api/traces");
 }
 
-struct evhttp *
-tg_admin_start(struct event_base *base, const char *address, struct tg_runtime *rt)
+struct tg_admin {
+	struct evhttp *http;
+	struct evconnlistener *listener;    /* freed by evhttp_free() */
+	struct tg_accept_pause *accept_pause;
+};
+
+/* evhttp makes itself the argument of the listener's callbacks, so the
+ * accept error callback finds the admin server here. */
+static struct tg_admin *running_admin;
+
+static void
+admin_accept_error_cb(struct evconnlistener *listener, void *arg)
+{
+	int err = EVUTIL_SOCKET_ERROR();
+
+	(void)listener;
+	(void)arg;
+	tg_accept_pause_error(running_admin->accept_pause, err);
+}
+
+/* Bind the listener of admin and hand it to a new evhttp. Returns 0, or -1
+ * after logging why. */
+static int
+open_admin(struct tg_admin *admin, struct event_base *base, const char *address,
+           struct tg_runtime *rt)
 {
 	struct sockaddr_storage ss;
 	int len = sizeof(ss);
-	struct evconnlistener *listener;
-	struct evhttp *http;
+	char owner[96];
 
 	if (evutil_parse_sockaddr_port(address, (struct sockaddr *)&ss, &len) != 0) {
 		tg_error("admin address %s is not a numeric host:port", address);
-		return NULL;
+		return -1;
 	}
-	listener = evconnlistener_new_bind(base, NULL, NULL,
-	                                   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
-	                                   LEV_OPT_REUSEABLE, 128,
-	                                   (struct sockaddr *)&ss, len);
-	if (listener == NULL) {
+	admin->listener = evconnlistener_new_bind(base, NULL, NULL,
+	                                          LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
+	                                          LEV_OPT_REUSEABLE, 128,
+	                                          (struct sockaddr *)&ss, len);
+	if (admin->listener == NULL) {
 		tg_error("cannot listen on admin address %s: %s", address,
 		         evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-		return NULL;
+		return -1;
 	}
 
-	http = evhttp_new(base);
-	if (http == NULL || evhttp_bind_listener(http, listener) == NULL) {
-		tg_error("cannot start the admin server on %s", address);
-		if (http != NULL)
-			evhttp_free(http);
-		evconnlistener_free(listener);
+	snprintf(owner, sizeof(owner), "admin listener %s", address);
+	admin->accept_pause = tg_accept_pause_new(base, &admin->listener, 1, owner,
+	                                          &rt->accept_errors);
+	admin->http = evhttp_new(base);
+	if (admin->http != NULL && evhttp_bind_listener(admin->http, admin->listener) == NULL) {
+		evhttp_free(admin->http);       /* frees no listener it was not bound to */
+		admin->http = NULL;
+	}
+	if (admin->accept_pause == NULL || admin->http == NULL) {
+		tg_error("cannot start the admin server on %s: out of memory", address);
+		return -1;
+	}
+	evconnlistener_set_error_cb(admin->listener, admin_accept_error_cb);
+	return 0;
+}
+
+void
+tg_admin_free(struct tg_admin *admin)
+{
+	if (admin == NULL)
+		return;
+	tg_accept_pause_free(admin->accept_pause);
+	if (admin->http != NULL)
+		evhttp_free(admin->http);       /* frees the bound listener */
+	else if (admin->listener != NULL)
+		evconnlistener_free(admin->listener);
+	if (running_admin == admin)
+		running_admin = NULL;
+	free(admin);
+}
+
+struct tg_admin *
+tg_admin_start(struct event_base *base, const char *address, struct tg_runtime *rt)
+{
+	struct tg_admin *admin = calloc(1, sizeof(*admin));
+	struct evhttp *http;
+
+	assert(running_admin == NULL);
+	if (admin == NULL) {
+		tg_error("cannot start the admin server on %s: out of memory", address);
 		return NULL;
 	}
+	if (open_admin(admin, base, address, rt) != 0) {
+		tg_admin_free(admin);
+		return NULL;
+	}
+	running_admin = admin;
+
+	http = admin->http;
 	evhttp_set_allowed_methods(http, ADMIN_PARSED_METHODS);
 
 	/* The admin endpoints take no body and short heads; without these
@@ -251,5 +322,5 @@ tg_admin_start(struct event_base *base, const char *address, struct tg_runtime *
 	evhttp_set_cb(http, "/readyz", readyz_cb, rt);
 	evhttp_set_cb(http, "/api/traces", traces_cb, rt);
 	evhttp_set_gencb(http, not_found_cb, rt);
-	return http;
+	return admin;
 }

@@ -6,11 +6,16 @@
 #define TOLLGATE_ADMIN_H
 
 struct event_base;
+struct tg_admin;
 struct tg_runtime;
-struct evhttp;
 
-/* Bind address ("host:port") on base. Returns NULL after logging why. */
-struct evhttp *tg_admin_start(struct event_base *base, const char *address,
-                              struct tg_runtime *rt);
+/* Bind address ("host:port") on base. Returns NULL after logging why.
+ * There is at most one admin server at a time. */
+struct tg_admin *tg_admin_start(struct event_base *base, const char *address,
+                                struct tg_runtime *rt);
+
+/* Close the admin listener and its connections, before base is freed.
+ * admin may be NULL. */
+void tg_admin_free(struct tg_admin *admin);
 
 #endif

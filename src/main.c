@@ -18,7 +18,6 @@
 #include <unistd.h>
 
 #include <event2/event.h>
-#include <event2/http.h>
 #include <event2/thread.h>
 
 #include "accesslog.h"
@@ -45,7 +44,7 @@ struct daemon {
 	struct tg_health_registry health;   /* backend health across reloads */
 	struct tg_runtime runtime;
 	struct event_base *base;
-	struct evhttp *admin;
+	struct tg_admin *admin;
 	struct tg_worker **workers;
 	int n_workers;
 	struct event *drain_poll;
@@ -343,8 +342,7 @@ daemon_free(struct daemon *d)
 	}
 	free(d->runtime.listen_tls);
 	tg_accesslog_close(&d->runtime.access_log);
-	if (d->admin != NULL)
-		evhttp_free(d->admin);
+	tg_admin_free(d->admin);
 	if (d->drain_poll != NULL)
 		event_free(d->drain_poll);
 	if (d->drain_deadline != NULL)

@@ -3,6 +3,7 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -12,6 +13,7 @@
 #include <event2/listener.h>
 #include <openssl/rand.h>
 
+#include "accept-pause.h"
 #include "cache.h"
 #include "client.h"
 #include "config.h"
@@ -43,12 +45,11 @@ accept_cb(struct evconnlistener *listener, evutil_socket_t fd,
 static void
 accept_error_cb(struct evconnlistener *listener, void *arg)
 {
+	struct tg_listener_ctx *ctx = arg;
 	int err = EVUTIL_SOCKET_ERROR();
 
 	(void)listener;
-	(void)arg;
-	/* EMFILE and ENFILE pass once connections close; keep listening. */
-	tg_error("accept failed: %s", evutil_socket_error_to_string(err));
+	tg_accept_pause_error(ctx->worker->accept_pause, err);
 }
 
 /* Bind one listening socket of this worker; SO_REUSEPORT lets every worker
@@ -82,9 +83,12 @@ open_listener(struct tg_worker *w, const struct tg_listen *l,
 	return listener;
 }
 
+/* Free the listeners, and drop a pending resume of a pause, which would
+ * enable them. */
 static void
 close_listeners(struct tg_worker *w)
 {
+	tg_accept_pause_cancel(w->accept_pause);
 	for (size_t i = 0; i < w->n_listeners; i++) {
 		if (w->listeners[i] == NULL)
 			continue;
@@ -115,10 +119,16 @@ tg_worker_new(int id, struct tg_config *cfg, struct tg_runtime *rt)
 	w->listeners = calloc(cfg->n_listen, sizeof(*w->listeners));
 	w->listener_ctxs = calloc(cfg->n_listen, sizeof(*w->listener_ctxs));
 	w->metrics = tg_metrics_shard_new(id);
-	if (w->base != NULL)
+	if (w->base != NULL) {
+		char owner[32];
+
 		w->access_log = tg_accesslog_new(&rt->access_log, w->base, cfg);
+		snprintf(owner, sizeof(owner), "worker %d", id);
+		w->accept_pause = tg_accept_pause_new(w->base, w->listeners, cfg->n_listen, owner,
+		                                      &rt->accept_errors);
+	}
 	if (w->base == NULL || w->dns == NULL || w->listeners == NULL ||
-	    w->listener_ctxs == NULL || w->metrics == NULL)
+	    w->listener_ctxs == NULL || w->metrics == NULL || w->accept_pause == NULL)
 		goto fail;
 
 	w->n_listeners = cfg->n_listen;
@@ -133,6 +143,7 @@ tg_worker_new(int id, struct tg_config *cfg, struct tg_runtime *rt)
 
 fail:
 	close_listeners(w);
+	tg_accept_pause_free(w->accept_pause);
 	free(w->listeners);
 	free(w->listener_ctxs);
 	tg_accesslog_free(w->access_log, 0);
@@ -180,6 +191,7 @@ tg_worker_join_and_free(struct tg_worker *w, uint64_t log_deadline_ns)
 		tg_client_close(c, TG_CAUSE_DRAIN);
 	tg_accesslog_free(w->access_log, log_deadline_ns);  /* writes the last lines */
 	close_listeners(w);
+	tg_accept_pause_free(w->accept_pause);
 	free(w->listeners);
 	free(w->listener_ctxs);
 	tg_probes_stop(w);

@@ -29,6 +29,7 @@ struct tg_pool;
 struct tg_cache_worker;
 struct tg_probe;
 struct tg_listener_ctx;
+struct tg_accept_pause;
 struct tg_metrics_shard;
 struct tg_tracer;
 
@@ -40,6 +41,8 @@ struct tg_runtime {
 	SSL_CTX **listen_tls;           /* per config listen entry; NULL for plain */
 	size_t n_listen_tls;
 	struct tg_tracer *tracer;       /* span export; see trace-export.h */
+	_Atomic uint64_t accept_errors; /* failed accept() calls, client and
+	                                   admin listeners */
 };
 
 LIST_HEAD(tg_client_list, tg_client);
@@ -59,6 +62,8 @@ struct tg_worker {
 	struct evconnlistener **listeners;
 	struct tg_listener_ctx *listener_ctxs;  /* callback argument of each */
 	size_t n_listeners;
+	struct tg_accept_pause *accept_pause;   /* of the listeners, after
+	                                           accept() fails */
 
 	struct tg_client_list clients;
 	size_t n_clients;

@@ -1,11 +1,10 @@
 // Admin health endpoints, SIGHUP reloads and SIGTERM drains.
 
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import { afterEach, describe, it } from 'node:test';
 
 import {
-  RawClient, basicConfig, curl, curlPost, freePort, stopAll, mockBackend,
+  RawClient, curl, curlPost, freePort, stopAll, mockBackend,
   openStream, rawPost, request, startGateway, startMock, waitFor,
 } from './lib/harness.mjs';
 import { assertError } from './lib/checks.mjs';
@@ -67,50 +66,6 @@ describe('admin endpoints', () => {
     }
     const unknown = await request({ port: gw.adminPort, method: 'POST', path: '/nowhere', timeoutMs: 5000 });
     assert.equal(unknown.status, 404, 'a path the admin listener does not serve');
-    await gw.stop();
-  });
-});
-
-// The soft and hard open-files limits of a process, from /proc.
-function openFilesLimits(pid) {
-  const line = fs.readFileSync(`/proc/${pid}/limits`, 'utf8').split('\n')
-    .find((l) => l.startsWith('Max open files'));
-  const [soft, hard] = line.split(/\s+/).slice(3, 5);
-  return { soft: Number(soft), hard: Number(hard) };
-}
-
-// How many descriptors the kernel's table of a process has room for.
-function descriptorTableSize(pid) {
-  return Number(/^FDSize:\s*(\d+)$/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))[1]);
-}
-
-describe('open files', () => {
-  afterEach(stopAll);
-
-  // Growing the table later would stall a worker for an RCU grace period
-  // inside accept() or socket(), once per doubling.
-  it('sizes the descriptor table for its limit at startup', async () => {
-    const { gw } = await start();
-    const { soft } = openFilesLimits(gw.child.pid);
-    const table = descriptorTableSize(gw.child.pid);
-    assert.ok(table >= Math.min(soft, 65536),
-      `descriptor table has ${table} slots for an open-files limit of ${soft}`);
-    await gw.stop();
-  });
-
-  it('raises the soft open-files limit to the hard limit', async (t) => {
-    const { hard } = openFilesLimits(process.pid);
-    if (!(hard > 256)) {
-      t.skip(`the hard open-files limit here is ${hard}, no room to lower the soft one`);
-      return;
-    }
-    const mock = await startMock();
-    const gw = await startGateway(basicConfig(mock), { openFilesSoft: 256 });
-    assert.deepEqual(openFilesLimits(gw.child.pid), { soft: hard, hard });
-    assert.ok(gw.stderr.some((l) => l.includes(`[info] raised the open-files limit from 256 to the hard limit ${hard}`)),
-      `no line about the raised limit in:\n${gw.stderr.join('\n')}`);
-    const metrics = await admin(gw, '/metrics');
-    assert.match(metrics.text, new RegExp(`^process_max_fds ${hard}$`, 'm'));
     await gw.stop();
   });
 });

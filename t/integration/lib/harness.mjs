@@ -328,12 +328,14 @@ export function basicConfig(mock, { backend = {}, ...rest } = {}) {
  * Options: env (added to the environment), expectErrors (RegExps matching
  * `[error]` lines this gateway may log), args (extra flags), stdout (a file
  * descriptor for the gateway's stdout instead of a pipe the harness reads),
- * openFilesSoft (start it with this soft open-files limit, the hard limit
- * unchanged). With stdout given, gw.stdout and gw.accessLog stay empty.
+ * nofile (the gateway's open-files limit, soft and hard, set by `ulimit -n`
+ * in a shell that then execs tollgate, so gw.child is still tollgate
+ * itself), nofileSoft (the same for the soft limit alone).
+ * With stdout given, gw.stdout and gw.accessLog stay empty.
  *
  * Resolves once the admin /readyz returns 200.
  */
-export async function startGateway(config, { env = {}, expectErrors = [], args = [], stdout = 'pipe', openFilesSoft = null } = {}) {
+export async function startGateway(config, { env = {}, expectErrors = [], args = [], stdout = 'pipe', nofile = null, nofileSoft = null } = {}) {
   const dir = makeTempDir();
   const file = path.join(dir, 'tollgate.json');
   let listenPort = null;
@@ -365,7 +367,7 @@ export async function startGateway(config, { env = {}, expectErrors = [], args =
     fs.writeFileSync(file, JSON.stringify(config, null, 2) + '\n');
   }
 
-  const gw = new Gateway({ dir, file, config, listenPort, adminPort, env, expectErrors, openFilesSoft });
+  const gw = new Gateway({ dir, file, config, listenPort, adminPort, env, expectErrors, nofile, nofileSoft });
   gateways.add(gw);
   await gw.start(args, stdout);
   return gw;
@@ -377,14 +379,15 @@ function listenPortOf(entry) {
 }
 
 class Gateway {
-  constructor({ dir, file, config, listenPort, adminPort, env, expectErrors, openFilesSoft }) {
+  constructor({ dir, file, config, listenPort, adminPort, env, expectErrors, nofile, nofileSoft }) {
     this.dir = dir;
     this.file = file;
     this.config = config;
     this.port = listenPort;
     this.adminPort = adminPort;
     this.env = env;
-    this.openFilesSoft = openFilesSoft;
+    this.nofile = nofile;
+    this.nofileSoft = nofileSoft;
     this.allowed = [...expectErrors];
     this.stderr = [];
     this.stdout = [];
@@ -399,12 +402,19 @@ class Gateway {
   }
 
   async start(args, stdout) {
-    // Through a shell that sets the limit and then execs, so that the
-    // child's pid stays the gateway's.
-    const argv = ['-c', this.file, ...args];
-    const [cmd, cmdArgs] = this.openFilesSoft === null ? [TOLLGATE_BIN, argv]
-      : ['sh', ['-c', `ulimit -Sn ${this.openFilesSoft} && exec "$0" "$@"`, TOLLGATE_BIN, ...argv]];
-    const child = spawn(cmd, cmdArgs, {
+    let command = TOLLGATE_BIN;
+    let argv = ['-c', this.file, ...args];
+    const limits = [['-n', this.nofile], ['-Sn', this.nofileSoft]].filter(([, n]) => n !== null);
+    if (limits.length > 0) {
+      for (const [, n] of limits) {
+        if (!Number.isInteger(n) || n < 1)
+          throw new Error(`nofile and nofileSoft must be positive integers, not ${n}`);
+      }
+      const ulimits = limits.map(([flag, n]) => `ulimit ${flag} ${n} && `).join('');
+      argv = ['-c', `${ulimits}exec "$0" "$@"`, TOLLGATE_BIN, ...argv];
+      command = '/bin/sh';
+    }
+    const child = spawn(command, argv, {
       stdio: ['ignore', stdout, 'pipe'],
       env: { ...process.env, ...this.env },
     });

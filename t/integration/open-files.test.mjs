@@ -1,0 +1,198 @@
+// Accepting at the open-files limit. The gateway runs under a low
+// `ulimit -n` and gets more connections than it has descriptors left.
+// Covered: it logs the failed accepts a few times instead of once per
+// try, names the limit, goes on serving the connections it has, accepts
+// again once connections close, and drains on SIGTERM while it is paused.
+// The admin listener, which shares the descriptors, pauses the same way.
+// At startup the gateway raises its soft limit to the hard one and sizes
+// the kernel's descriptor table for it.
+
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import net from 'node:net';
+import { once } from 'node:events';
+import { afterEach, describe, it } from 'node:test';
+
+import {
+  RawClient, basicConfig, rawPost, request, sleep, startGateway, startMock, stopAll,
+} from './lib/harness.mjs';
+import { parseSamples, scrape, valueOf } from './lib/prometheus.mjs';
+
+/* The gateway starts with about 20 descriptors open (standard streams,
+ * event loops, listeners), so 64 leaves it room for some 40 connections. */
+const LIMIT = 64;
+const HELD = LIMIT + 32;
+
+/* A paused worker tries accept() once per 100 ms and logs a burst once, so
+ * holding the connections for HOLD_MS gives a line or two. The bound is
+ * loose on purpose: without the pause the count reaches the thousands
+ * within a second. */
+const HOLD_MS = 1000;
+const MAX_LINES = 50;
+
+const chat = { model: 'gpt-4o', messages: [{ role: 'user', content: 'hello' }] };
+
+/* Open n connections to port and resolve once all are connected. The
+ * kernel completes them whether or not the gateway accepts them. */
+async function holdConnections(port, n) {
+  const sockets = [];
+  for (let i = 0; i < n; i++) {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.on('error', () => {});
+    sockets.push(socket);
+  }
+  await Promise.all(sockets.map((s) => once(s, 'connect')));
+  return sockets;
+}
+
+function closeAll(sockets) {
+  for (const socket of sockets)
+    socket.destroy();
+}
+
+function acceptFailures(gw) {
+  return gw.stderr.filter((line) => line.includes('accept failed'));
+}
+
+async function startLimited(mock) {
+  return startGateway(basicConfig(mock), { nofile: LIMIT, expectErrors: [/accept failed/] });
+}
+
+/* Take every descriptor the gateway has left and wait until it has failed
+ * to accept one more connection. */
+async function overload(gw) {
+  const connections = await holdConnections(gw.port, HELD);
+  await gw.waitForLog(/accept failed/);
+  return connections;
+}
+
+describe('accepting at the open-files limit', () => {
+  afterEach(stopAll);
+
+  it('logs few lines that name the limit', async () => {
+    const mock = await startMock();
+    const gw = await startLimited(mock);
+    const connections = await overload(gw);
+    await sleep(HOLD_MS);
+    closeAll(connections);
+
+    const lines = acceptFailures(gw);
+    assert.ok(lines.length < MAX_LINES,
+      `${lines.length} "accept failed" lines in about ${HOLD_MS} ms, the first: ${lines[0]}`);
+    assert.match(lines[0], /\[error\] worker 0: accept failed: Too many open files/);
+    assert.match(lines[0], new RegExp(`\\(open files limit ${LIMIT}\\)`));
+    assert.match(lines[0], /new connections paused for 100 ms/);
+    await gw.stop();
+  });
+
+  it('serves open connections and accepts again', async () => {
+    const mock = await startMock();
+    const gw = await startLimited(mock);
+    const client = await RawClient.connect(gw.port);
+    try {
+      // The first request leaves its upstream connection in the pool, so
+      // the second needs no new descriptor.
+      await client.write(rawPost('/v1/chat/completions', chat));
+      assert.equal((await client.readResponse()).status, 200);
+
+      const connections = await overload(gw);
+      await client.write(rawPost('/v1/chat/completions', chat));
+      assert.equal((await client.readResponse()).status, 200, 'the open connection was not served');
+      await sleep(HOLD_MS);
+      closeAll(connections);
+    } finally {
+      client.destroy();
+    }
+
+    const res = await request({ port: gw.port, method: 'POST', path: '/v1/chat/completions', body: chat });
+    assert.equal(res.status, 200, 'a new connection after the overload');
+    assert.equal(await gw.reload(gw.config), 'reloaded');
+
+    const errors = valueOf(parseSamples((await scrape(gw)).text), 'tollgate_accept_errors_total');
+    assert.ok(errors >= 1, `tollgate_accept_errors_total is ${errors}`);
+    const lines = acceptFailures(gw);
+    assert.ok(lines.length < MAX_LINES, `${lines.length} "accept failed" lines`);
+    await gw.stop();
+  });
+
+  it('pauses the admin listener too', async () => {
+    const mock = await startMock();
+    const gw = await startLimited(mock);
+    const connections = await overload(gw);
+    const admin = await holdConnections(gw.adminPort, 3);
+    // Without an error callback of its own, the admin listener logged
+    // libevent's warning "Error from accept() call" instead.
+    const adminFailure = /admin listener 127\.0\.0\.1:\d+: accept failed|Error from accept/;
+    await gw.waitForLog(adminFailure);
+    await sleep(HOLD_MS);
+    closeAll(admin);
+    closeAll(connections);
+
+    const lines = gw.stderr.filter((line) => adminFailure.test(line));
+    assert.ok(lines.length < MAX_LINES, `${lines.length} lines about the admin listener`);
+    assert.match(lines[0], new RegExp(`\\[error\\] admin listener .*\\(open files limit ${LIMIT}\\)`));
+    await scrape(gw);   // throws unless the admin listener returns 200
+    await gw.stop();
+  });
+
+  it('drains on SIGTERM while paused', async () => {
+    const mock = await startMock();
+    const gw = await startLimited(mock);
+    const connections = await overload(gw);
+    await sleep(HOLD_MS);
+    try {
+      const stopped = await gw.stop();
+      assert.equal(stopped.code, 0);
+    } finally {
+      closeAll(connections);
+    }
+    assert.ok(gw.stderr.some((line) => line.includes('[info] stopped')), 'no "stopped" line');
+    const lines = acceptFailures(gw);
+    assert.ok(lines.length < MAX_LINES, `${lines.length} "accept failed" lines`);
+  });
+});
+
+// The soft and hard open-files limits of a process, from /proc.
+function openFilesLimits(pid) {
+  const line = fs.readFileSync(`/proc/${pid}/limits`, 'utf8').split('\n')
+    .find((l) => l.startsWith('Max open files'));
+  const [soft, hard] = line.split(/\s+/).slice(3, 5);
+  return { soft: Number(soft), hard: Number(hard) };
+}
+
+// How many descriptors the kernel's table of a process has room for.
+function descriptorTableSize(pid) {
+  return Number(/^FDSize:\s*(\d+)$/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))[1]);
+}
+
+describe('descriptors at startup', () => {
+  afterEach(stopAll);
+
+  // Growing the table later would stall a worker for an RCU grace period
+  // inside accept() or socket(), once per doubling.
+  it('sizes the descriptor table for its limit at startup', async () => {
+    const mock = await startMock();
+    const gw = await startGateway(basicConfig(mock));
+    const { soft } = openFilesLimits(gw.child.pid);
+    const table = descriptorTableSize(gw.child.pid);
+    assert.ok(table >= Math.min(soft, 65536),
+      `descriptor table has ${table} slots for an open-files limit of ${soft}`);
+    await gw.stop();
+  });
+
+  it('raises the soft open-files limit to the hard limit', async (t) => {
+    const { hard } = openFilesLimits(process.pid);
+    if (!(hard > 256)) {
+      t.skip(`the hard open-files limit here is ${hard}, no room to lower the soft one`);
+      return;
+    }
+    const mock = await startMock();
+    const gw = await startGateway(basicConfig(mock), { nofileSoft: 256 });
+    assert.deepEqual(openFilesLimits(gw.child.pid), { soft: hard, hard });
+    assert.ok(gw.stderr.some((l) => l.includes(`[info] raised the open-files limit from 256 to the hard limit ${hard}`)),
+      `no line about the raised limit in:\n${gw.stderr.join('\n')}`);
+    const metrics = await request({ port: gw.adminPort, path: '/metrics', timeoutMs: 5000 });
+    assert.match(metrics.text, new RegExp(`^process_max_fds ${hard}$`, 'm'));
+    await gw.stop();
+  });
+});
