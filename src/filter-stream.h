@@ -60,9 +60,13 @@ struct tg_filter_stream *tg_filter_stream_new(const struct tg_filter_chain *chai
                                               int *none);
 
 /*
- * Feed one whole event as the relay classified it (ev->raw is copied, and
- * the event's tree is built and referenced while the event is held). Emits, in order, this
- * event unchanged, held events it completes, or nothing while it is held.
+ * Feed one whole event as the relay classified it. ev->raw and ev->data
+ * are copied. The texts are read from ev->data without a jansson tree,
+ * which is built only when jansson must decide whether the data is
+ * readable, for the first chunk of the stream, and for an event whose
+ * text is masked. Emits, in order, this event unchanged (with ev->data,
+ * from which a later feature may build the tree), held events it
+ * completes, or nothing while it is held.
  * On TG_STREAM_BLOCK the held events are dropped and the end of the stream
  * is emitted instead: a chunk whose finish_reason is "content_filter",
  * then "data: [DONE]"; the caller must cancel the upstream and feed
