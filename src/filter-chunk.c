@@ -19,12 +19,12 @@
  *
  * yajl takes a few texts that jansson rejects, and a tree keeps one member
  * of a name given twice where yajl reports both. Whatever the reader
- * cannot rule out cheaply makes the read unsure, and jansson decides:
- * \f or \v (yajl's whitespace), an escaped surrogate (yajl turns a lone
- * high one into "?"), an escaped key (its bytes are not in the data to be
- * compared), a string that is not UTF-8 or has a NUL, an object with many
- * keys or containers nested deep (the key check stays short), and a key
- * given twice.
+ * cannot rule out cheaply makes the read unsure, and then jansson decides.
+ * These are \f or \v (yajl's whitespace), an escaped surrogate (yajl
+ * turns a lone high one into "?"), and an escaped key (its bytes are not
+ * in the data to be compared). So are a string that is not UTF-8 or has a
+ * NUL, a key given twice, and an object with many keys or containers
+ * nested deep, which keep the key check short.
  */
 #include <assert.h>
 #include <stdlib.h>
@@ -34,10 +34,8 @@
 #include <yajl/yajl_parse.h>
 
 #include "filter-chunk.h"
+#include "reply-digest.h"
 #include "yajl-arena.h"
-
-/* Containers whose keys are checked; a deeper one makes the read unsure. */
-#define MAX_FRAMES 32
 
 /* Keys of one object compared for a repeat; more make the read unsure. */
 #define MAX_KEYS 32
@@ -96,27 +94,6 @@ static const struct key *const PLACE_KEYS[] = {
 	[P_CALL] = CALL_KEYS, [P_FUNCTION] = FUNCTION_KEYS,
 };
 
-struct frame {
-	unsigned char place;    /* enum place */
-	unsigned char member;   /* enum member the last key named */
-	unsigned char array;
-	size_t items;           /* an array's values so far */
-	size_t first_key;       /* an object's first key in the chunk's keys */
-};
-
-struct reader {
-	struct tg_chunk *c;
-	yajl_handle h;
-	const char *data;
-	size_t len;
-	int unsure;
-	int failed;             /* out of memory */
-	size_t depth;           /* containers open, frames or not */
-	size_t key_end;         /* just after the last key */
-	size_t order;           /* texts so far */
-	struct frame frames[MAX_FRAMES];
-};
-
 /* Return items, an array of *cap items of size bytes, grown when it has
  * no room for item n; NULL when out of memory, and items is then unchanged. */
 static void *
@@ -135,19 +112,19 @@ grow(void *items, size_t *cap, size_t n, size_t size)
 
 
 /* The innermost frame, or NULL outside the frames (at the top, or too deep). */
-static struct frame *
-top(struct reader *r)
+static struct tg_chunk_frame *
+top(struct tg_chunk *c)
 {
-	if (r->depth == 0 || r->depth > MAX_FRAMES)
+	if (c->depth == 0 || c->depth > TG_CHUNK_MAX_FRAMES)
 		return NULL;
-	return &r->frames[r->depth - 1];
+	return &c->frames[c->depth - 1];
 }
 
 /* A value starts: count it in its array. Returns its position there. */
 static size_t
-value_starts(struct reader *r)
+value_starts(struct tg_chunk *c)
 {
-	struct frame *f = top(r);
+	struct tg_chunk_frame *f = top(c);
 
 	return f != NULL && f->array ? f->items++ : 0;
 }
@@ -161,20 +138,20 @@ jansson_reads(const unsigned char *s, size_t len)
 
 /* The member the innermost object's last key named, in place p only. */
 static enum member
-member_in(struct reader *r, enum place p)
+member_in(struct tg_chunk *c, enum place p)
 {
-	struct frame *f = top(r);
+	struct tg_chunk_frame *f = top(c);
 
 	return f != NULL && !f->array && f->place == p ? f->member : M_NONE;
 }
 
 /* The place of a container that starts now, as the value it is. */
 static enum place
-place_of(struct reader *r, int array)
+place_of(struct tg_chunk *c, int array)
 {
-	struct frame *f = top(r);
+	struct tg_chunk_frame *f = top(c);
 
-	if (r->depth == 0)
+	if (c->depth == 0)
 		return array ? P_OTHER : P_ROOT;
 	if (f == NULL)
 		return P_OTHER;
@@ -197,9 +174,8 @@ place_of(struct reader *r, int array)
 
 /* A choice or a tool call starts at position in its array. */
 static int
-open_item(struct reader *r, enum place place, size_t position)
+open_item(struct tg_chunk *c, enum place place, size_t position)
 {
-	struct tg_chunk *c = r->c;
 	void *p;
 
 	if (place == P_CHOICE) {
@@ -219,23 +195,23 @@ open_item(struct reader *r, enum place place, size_t position)
 }
 
 static int
-open_container(struct reader *r, int array)
+open_container(struct tg_chunk *c, int array)
 {
-	size_t position = value_starts(r);
-	enum place place = place_of(r, array);
+	size_t position = value_starts(c);
+	enum place place = place_of(c, array);
 
-	if (r->depth >= MAX_FRAMES) {
-		r->unsure = 1;
-		r->depth++;
+	if (c->depth >= TG_CHUNK_MAX_FRAMES) {
+		c->unsure = 1;
+		c->depth++;
 		return 1;
 	}
-	if (open_item(r, place, position) != 0) {
-		r->failed = 1;
+	if (open_item(c, place, position) != 0) {
+		c->failed = 1;
 		return 0;
 	}
-	r->frames[r->depth++] = (struct frame){
+	c->frames[c->depth++] = (struct tg_chunk_frame){
 		.place = (unsigned char)place, .array = (unsigned char)array,
-		.first_key = r->c->n_keys,
+		.first_key = c->n_keys,
 	};
 	return 1;
 }
@@ -255,33 +231,32 @@ on_start_array(void *ctx)
 static int
 on_end(void *ctx)
 {
-	struct reader *r = ctx;
-	struct frame *f = top(r);
+	struct tg_chunk *c = ctx;
+	struct tg_chunk_frame *f = top(c);
 
 	if (f != NULL && !f->array)
-		r->c->n_keys = f->first_key;
-	r->depth--;
+		c->n_keys = f->first_key;
+	c->depth--;
 	return 1;
 }
 
 /* Record the key at s in the innermost object, and make the read unsure
  * when the object had it already. */
 static int
-check_key(struct reader *r, struct frame *f, const unsigned char *s, size_t len)
+check_key(struct tg_chunk *c, struct tg_chunk_frame *f, const unsigned char *s, size_t len)
 {
-	struct tg_chunk *c = r->c;
-	size_t at = (size_t)((const char *)s - r->data);
+	size_t at = (size_t)((const char *)s - c->data);
 	size_t *p;
 
 	/* An escaped key was decoded elsewhere; its bytes in the data differ. */
-	if ((const char *)s < r->data || at > r->len || len > r->len - at ||
+	if ((const char *)s < c->data || at > c->len || len > c->len - at ||
 	    (c->n_keys - f->first_key) / 2 >= MAX_KEYS) {
-		r->unsure = 1;
+		c->unsure = 1;
 		return 0;
 	}
 	for (size_t k = f->first_key; k < c->n_keys; k += 2) {
-		if (c->keys[k + 1] == len && memcmp(r->data + c->keys[k], s, len) == 0) {
-			r->unsure = 1;
+		if (c->keys[k + 1] == len && memcmp(c->data + c->keys[k], s, len) == 0) {
+			c->unsure = 1;
 			return 0;
 		}
 	}
@@ -297,17 +272,17 @@ check_key(struct reader *r, struct frame *f, const unsigned char *s, size_t len)
 static int
 on_map_key(void *ctx, const unsigned char *s, size_t len)
 {
-	struct reader *r = ctx;
-	struct frame *f = top(r);
+	struct tg_chunk *c = ctx;
+	struct tg_chunk_frame *f = top(c);
 	const struct key *keys;
 
-	r->key_end = yajl_get_bytes_consumed(r->h);
+	c->key_end = yajl_get_bytes_consumed(c->h);
 	if (f == NULL)
 		return 1;
 	if (!jansson_reads(s, len))
-		r->unsure = 1;
-	if (check_key(r, f, s, len) != 0) {
-		r->failed = 1;
+		c->unsure = 1;
+	if (check_key(c, f, s, len) != 0) {
+		c->failed = 1;
 		return 0;
 	}
 	f->member = M_NONE;
@@ -324,15 +299,14 @@ on_map_key(void *ctx, const unsigned char *s, size_t len)
 /* Add the string just read as a text of kind; it is the value of the
  * last key. */
 static int
-add_text(struct reader *r, enum tg_chunk_kind kind, const unsigned char *s, size_t len)
+add_text(struct tg_chunk *c, enum tg_chunk_kind kind, const unsigned char *s, size_t len)
 {
-	struct tg_chunk *c = r->c;
-	size_t end = yajl_get_bytes_consumed(r->h);
-	const char *quote = memchr(r->data + r->key_end, '"', end - r->key_end);
+	size_t end = yajl_get_bytes_consumed(c->h);
+	const char *quote = memchr(c->data + c->key_end, '"', end - c->key_end);
 	struct tg_chunk_text *t;
 
 	assert(quote != NULL);
-	assert(r->data[end - 1] == '"');
+	assert(c->data[end - 1] == '"');
 	t = grow(c->texts, &c->cap_texts, c->n_texts, sizeof(*c->texts));
 	if (t == NULL)
 		return -1;
@@ -354,8 +328,8 @@ add_text(struct reader *r, enum tg_chunk_kind kind, const unsigned char *s, size
 	t = &c->texts[c->n_texts++];
 	*t = (struct tg_chunk_text){
 		.choice = c->n_choices - 1, .kind = kind,
-		.at = (size_t)(quote - r->data), .end = end,
-		.text = c->buf_len, .len = len, .order = r->order++,
+		.at = (size_t)(quote - c->data), .end = end,
+		.text = c->buf_len, .len = len, .order = c->order++,
 		.call = kind == TG_CHUNK_ARGUMENTS ? c->n_calls - 1 : 0,
 	};
 	c->buf_len += len;
@@ -364,9 +338,9 @@ add_text(struct reader *r, enum tg_chunk_kind kind, const unsigned char *s, size
 
 /* The kind of text a string in the innermost object is, or -1: none. */
 static int
-text_kind(struct reader *r)
+text_kind(struct tg_chunk *c)
 {
-	struct frame *f = top(r);
+	struct tg_chunk_frame *f = top(c);
 
 	if (f == NULL || f->array)
 		return -1;
@@ -384,16 +358,16 @@ text_kind(struct reader *r)
 static int
 on_string(void *ctx, const unsigned char *s, size_t len)
 {
-	struct reader *r = ctx;
-	int kind = text_kind(r);
+	struct tg_chunk *c = ctx;
+	int kind = text_kind(c);
 
-	value_starts(r);
+	value_starts(c);
 	if (!jansson_reads(s, len))
-		r->unsure = 1;
-	if (member_in(r, P_CHOICE) == M_FINISH_REASON)
-		r->c->choices[r->c->n_choices - 1].finished = 1;
-	if (kind >= 0 && add_text(r, (enum tg_chunk_kind)kind, s, len) != 0) {
-		r->failed = 1;
+		c->unsure = 1;
+	if (member_in(c, P_CHOICE) == M_FINISH_REASON)
+		c->choices[c->n_choices - 1].finished = 1;
+	if (kind >= 0 && add_text(c, (enum tg_chunk_kind)kind, s, len) != 0) {
+		c->failed = 1;
 		return 0;
 	}
 	return 1;
@@ -402,13 +376,13 @@ on_string(void *ctx, const unsigned char *s, size_t len)
 static int
 on_integer(void *ctx, long long value)
 {
-	struct reader *r = ctx;
+	struct tg_chunk *c = ctx;
 
-	value_starts(r);
-	if (member_in(r, P_CHOICE) == M_INDEX)
-		r->c->choices[r->c->n_choices - 1].index = (long)value;
-	else if (member_in(r, P_CALL) == M_INDEX)
-		r->c->calls[r->c->n_calls - 1] = (long)value;
+	value_starts(c);
+	if (member_in(c, P_CHOICE) == M_INDEX)
+		c->choices[c->n_choices - 1].index = (long)value;
+	else if (member_in(c, P_CALL) == M_INDEX)
+		c->calls[c->n_calls - 1] = (long)value;
 	return 1;
 }
 
@@ -480,35 +454,56 @@ compare_texts(const void *a, const void *b)
 	return x->order < y->order ? -1 : x->order > y->order;
 }
 
-enum tg_chunk_result
-tg_chunk_read(struct tg_chunk *c, const char *data, size_t len)
+void
+tg_chunk_begin(struct tg_chunk *c, const char *data, size_t len, struct tg_reply_tap *tap)
 {
-	struct reader r = {.c = c, .data = data, .len = len};
-	yajl_status st;
-
 	c->n_texts = c->n_choices = c->n_calls = c->buf_len = c->n_keys = 0;
-	r.unsure = needs_jansson(data, len);
-	r.h = tg_yajl_alloc(&CALLBACKS, &r);
-	if (r.h == NULL)
-		return TG_CHUNK_FAILED;
-	yajl_config(r.h, yajl_allow_trailing_garbage, 1);
-	st = yajl_parse(r.h, (const unsigned char *)data, len);
-	if (st == yajl_status_ok)
-		st = yajl_complete_parse(r.h);
-	tg_yajl_free(r.h);
-	if (r.failed)
-		return TG_CHUNK_FAILED;
+	c->h = NULL;
+	c->data = data;
+	c->len = len;
+	c->unsure = needs_jansson(data, len);
+	c->failed = 0;
+	c->depth = c->key_end = c->order = 0;
+	tap->callbacks = &CALLBACKS;
+	tap->ctx = c;
+}
 
-	/* The caller's digest read the same data to the end, so yajl does not
-	 * fail here. Should it fail anyway, jansson decides. */
-	assert(st == yajl_status_ok);
+enum tg_chunk_result
+tg_chunk_end(struct tg_chunk *c, int whole)
+{
+	c->h = NULL;
+	if (c->failed)
+		return TG_CHUNK_FAILED;
 	for (size_t i = 0; i < c->n_texts; i++) {
 		if (c->texts[i].kind == TG_CHUNK_ARGUMENTS)
 			c->texts[i].tool = c->calls[c->texts[i].call];
 	}
 	if (c->n_texts > 1)
 		qsort(c->texts, c->n_texts, sizeof(*c->texts), compare_texts);
-	return r.unsure || st != yajl_status_ok ? TG_CHUNK_UNSURE : TG_CHUNK_READ;
+
+	return c->unsure || !whole ? TG_CHUNK_UNSURE : TG_CHUNK_READ;
+}
+
+enum tg_chunk_result
+tg_chunk_read(struct tg_chunk *c, const char *data, size_t len)
+{
+	struct tg_reply_tap tap;
+	yajl_status st;
+
+	tg_chunk_begin(c, data, len, &tap);
+	c->h = tg_yajl_alloc(tap.callbacks, c);
+	if (c->h == NULL)
+		return TG_CHUNK_FAILED;
+	yajl_config(c->h, yajl_allow_trailing_garbage, 1);
+	st = yajl_parse(c->h, (const unsigned char *)data, len);
+	if (st == yajl_status_ok)
+		st = yajl_complete_parse(c->h);
+	tg_yajl_free(c->h);
+
+	/* The caller's digest found the data to be JSON, so the parse reads
+	 * it whole. Should it not, jansson decides. */
+	assert(st == yajl_status_ok || c->failed);
+	return tg_chunk_end(c, st == yajl_status_ok);
 }
 
 void

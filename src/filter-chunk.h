@@ -6,8 +6,8 @@
  * A read gives each text the filters check: a choice's delta.content,
  * delta.refusal, text, and the function arguments of each tool call. Each
  * comes decoded, with the place of its JSON string in the data, so that a
- * masked text can be written into the data again. The read also tells
- * whether jansson reads the data exactly as yajl did: when it cannot be
+ * masked text can be written into the data again. The read also finds
+ * whether jansson reads the data exactly as yajl did. When it cannot be
  * sure, jansson decides, since the filters must fail closed on data that
  * a tree would not keep whole (a member given twice, the escape \u0000,
  * a lone surrogate, invalid UTF-8, \f or \v between tokens).
@@ -16,6 +16,13 @@
 #define TOLLGATE_FILTER_CHUNK_H
 
 #include <stddef.h>
+
+#include <yajl/yajl_parse.h>
+
+struct tg_reply_tap;
+
+/* Containers whose keys are checked; a deeper one makes the read unsure. */
+#define TG_CHUNK_MAX_FRAMES 32
 
 /* Kinds of text in a choice, in the order the filters take them. */
 enum tg_chunk_kind {
@@ -42,6 +49,15 @@ struct tg_chunk_choice {
 	int finished;           /* "finish_reason" is a string */
 };
 
+/* A container open in the read under way. */
+struct tg_chunk_frame {
+	unsigned char place;    /* what it is in the chunk's shape */
+	unsigned char member;   /* what the last key of an object named */
+	unsigned char array;
+	size_t items;           /* an array's values so far */
+	size_t first_key;       /* an object's first key in the chunk's keys */
+};
+
 /* The result of a read, reused from event to event, so that a stream
  * allocates only while its chunks grow. Zeroed is empty. */
 struct tg_chunk {
@@ -56,6 +72,17 @@ struct tg_chunk {
 	size_t *keys;           /* offset and length of each key of the open
 	                           objects, for finding a key given twice */
 	size_t n_keys, cap_keys;
+
+	/* The read under way. */
+	yajl_handle h;          /* the parse, for yajl_get_bytes_consumed() */
+	const char *data;
+	size_t len;
+	int unsure;             /* jansson must decide */
+	int failed;             /* out of memory */
+	size_t depth;           /* containers open, frames or not */
+	size_t key_end;         /* just after the last key */
+	size_t order;           /* texts so far */
+	struct tg_chunk_frame frames[TG_CHUNK_MAX_FRAMES];
 };
 
 enum tg_chunk_result {
@@ -72,6 +99,16 @@ enum tg_chunk_result {
  * valid only if jansson reads the data; the caller parses it to know.
  */
 enum tg_chunk_result tg_chunk_read(struct tg_chunk *c, const char *data, size_t len);
+
+/*
+ * The same read, in the pass of the reply digest over the data: begin
+ * fills *tap for tg_reply_digest_tap(), which must be given &c->h as its
+ * handle, and end returns what tg_chunk_read() would have. whole is 1
+ * when the digest read the data to its end (it returned 0), else 0, and
+ * then the result is TG_CHUNK_UNSURE or TG_CHUNK_FAILED.
+ */
+void tg_chunk_begin(struct tg_chunk *c, const char *data, size_t len, struct tg_reply_tap *tap);
+enum tg_chunk_result tg_chunk_end(struct tg_chunk *c, int whole);
 
 /* Free what c owns; c is then empty. */
 void tg_chunk_free(struct tg_chunk *c);

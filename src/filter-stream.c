@@ -89,6 +89,7 @@ struct tg_filter_stream {
 
 	struct tg_scan scan;
 	struct tg_chunk chunk;  /* the texts of the event being read */
+	enum tg_chunk_result tapped;    /* of the read in the relay's digest */
 	json_t *meta;           /* id, object, created, model of the stream */
 	int done;               /* [DONE] passed, or the stream was blocked */
 
@@ -1043,16 +1044,21 @@ scan_and_release(struct tg_filter_stream *s, int final)
  */
 static enum tg_stream_verdict
 read_event(struct tg_filter_stream *s, struct tg_stream_event *in, const char *data,
-           size_t data_len)
+           size_t data_len, int tapped)
 {
 	struct held_event *ev;
 	enum tg_chunk_result r = TG_CHUNK_READ;
 
+	/* Memory ran out in the relay's read, which then found no JSON. */
+	if (tapped && s->tapped == TG_CHUNK_FAILED)
+		return TG_STREAM_ERROR;
 	if (in->has_data && data == NULL) {
 		s->unreadable = 1;
 		return TG_STREAM_ERROR;
 	}
-	if (data != NULL)
+	if (tapped)
+		r = s->tapped;
+	else if (data != NULL)
 		r = tg_chunk_read(&s->chunk, data, data_len);
 	if (r == TG_CHUNK_FAILED)
 		return TG_STREAM_ERROR;
@@ -1101,11 +1107,25 @@ tg_filter_stream_event(struct tg_filter_stream *s, struct tg_stream_event *in)
 		dump = json_dumps(in->json, JSON_COMPACT);
 		if (dump == NULL)
 			return TG_STREAM_ERROR;
-		v = read_event(s, in, dump, strlen(dump));
+		v = read_event(s, in, dump, strlen(dump), 0);
 		free(dump);
 		return v;
 	}
-	return read_event(s, in, in->data, in->data_len);
+	return read_event(s, in, in->data, in->data_len, in->tapped);
+}
+
+yajl_handle *
+tg_filter_stream_tap(struct tg_filter_stream *s, const char *data, size_t len,
+                     struct tg_reply_tap *tap)
+{
+	tg_chunk_begin(&s->chunk, data, len, tap);
+	return &s->chunk.h;
+}
+
+void
+tg_filter_stream_tapped(struct tg_filter_stream *s, int rc)
+{
+	s->tapped = tg_chunk_end(&s->chunk, rc == 0);
 }
 
 enum tg_stream_verdict

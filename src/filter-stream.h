@@ -27,10 +27,13 @@
 
 #include <stddef.h>
 
+#include <yajl/yajl_parse.h>
+
 #include "filter-t.h"
 
 struct event_base;
 struct tg_filter_stream;
+struct tg_reply_tap;
 struct tg_stream_event;
 
 enum tg_stream_verdict {
@@ -74,6 +77,17 @@ struct tg_filter_stream *tg_filter_stream_new(const struct tg_filter_chain *chai
  */
 enum tg_stream_verdict tg_filter_stream_event(struct tg_filter_stream *s,
                                               struct tg_stream_event *ev);
+
+/*
+ * Read the texts of the next event's data (len bytes at data) in the
+ * relay's digest pass over it, instead of a pass of the filters' own:
+ * fills *tap, and returns the handle to give tg_reply_digest_tap(). Then
+ * call tg_filter_stream_tapped() with what that returned, and feed the
+ * event with "tapped" set, unless the relay keeps it back first.
+ */
+yajl_handle *tg_filter_stream_tap(struct tg_filter_stream *s, const char *data, size_t len,
+                                  struct tg_reply_tap *tap);
+void tg_filter_stream_tapped(struct tg_filter_stream *s, int rc);
 
 /* The upstream stream ended without [DONE]: scan what is held as final
  * text and emit every held event. May block, as above. Both calls return

@@ -482,16 +482,24 @@ END_TEST
 static const char *const mail_rules[] = {"preset:email", NULL};
 
 /* Feed data as the relay hands over an event that carried it: has_data
- * set, and data kept only when the digest finds a JSON object. */
+ * set, and data kept only when the digest finds a JSON object. With
+ * tapped, the stream reads the texts in the digest's pass, as the relay
+ * has it do (tg_filter_response_tap). */
 static enum tg_stream_verdict
-feed_data(struct tg_filter_stream *s, const char *data)
+feed_data(struct tg_filter_stream *s, const char *data, int tapped)
 {
 	struct tg_stream_event ev = {.kind = TG_EVENT_CONTENT, .raw = evbuffer_new(),
-	                             .has_data = 1};
+	                             .has_data = 1, .tapped = tapped};
+	struct tg_reply_tap tap;
+	yajl_handle *handle = tapped ? tg_filter_stream_tap(s, data, strlen(data), &tap) : NULL;
+	int rc = tg_reply_digest_tap(&ev.digest, NULL, data, strlen(data),
+	                             tapped ? &tap : NULL, handle);
 	enum tg_stream_verdict v;
 
+	if (tapped)
+		tg_filter_stream_tapped(s, rc);
 	evbuffer_add_printf(ev.raw, "data: %s\n\n", data);
-	if (tg_reply_digest(&ev.digest, data, strlen(data)) == 0 && ev.digest.object) {
+	if (rc == 0 && ev.digest.object) {
 		ev.data = data;
 		ev.data_len = strlen(data);
 	}
@@ -542,11 +550,11 @@ START_TEST(unchanged_event_without_tree)
 
 	ck_assert_ptr_nonnull(s);
 	ck_assert_int_eq(feed_data(s, "{\"id\":\"c\",\"choices\":[{\"index\":0,"
-	                              "\"delta\":{\"content\":\"Hello\"}}]}"), TG_STREAM_OK);
-	ck_assert_int_eq(feed_data(s, later), TG_STREAM_OK);
-	ck_assert_int_eq(feed_data(s, later), TG_STREAM_OK);
+	                              "\"delta\":{\"content\":\"Hello\"}}]}", 0), TG_STREAM_OK);
+	ck_assert_int_eq(feed_data(s, later, 0), TG_STREAM_OK);
+	ck_assert_int_eq(feed_data(s, later, 0), TG_STREAM_OK);
 	ck_assert_int_eq(feed_data(s, "{\"choices\":[{\"index\":0,\"delta\":{},"
-	                              "\"finish_reason\":\"stop\"}]}"), TG_STREAM_OK);
+	                              "\"finish_reason\":\"stop\"}]}", 0), TG_STREAM_OK);
 	ck_assert_uint_eq(seen.events, 4);
 	/* The first chunk's tree is built once, for the end of a block. */
 	ck_assert_uint_le(seen.with_tree, 1);
@@ -582,7 +590,7 @@ START_TEST(mask_among_escapes)
 	text = json_dumps(expected, JSON_COMPACT);
 	ck_assert_int_gt(asprintf(&want, "data: %s\n\n", text), 0);
 
-	ck_assert_int_eq(feed_data(s, data), TG_STREAM_OK);
+	ck_assert_int_eq(feed_data(s, data, 0), TG_STREAM_OK);
 	ck_assert_int_eq(feed(s, "data: [DONE]\n\n", out), TG_STREAM_OK);
 	sent = take(out);
 	ck_assert_ptr_nonnull(strstr(sent, want));
@@ -648,7 +656,7 @@ START_TEST(multi_choice_events)
 	char *sent, *zero, *one;
 
 	for (size_t i = 0; i < sizeof(events) / sizeof(events[0]); i++)
-		ck_assert_int_eq(feed_data(s, events[i]), TG_STREAM_OK);
+		ck_assert_int_eq(feed_data(s, events[i], 0), TG_STREAM_OK);
 	ck_assert_uint_eq(tg_filter_stream_held(s), 0);
 	sent = take(out);
 	zero = choice_content(sent, 0, "content");
@@ -688,7 +696,7 @@ START_TEST(tool_calls_share_events)
 	char *sent;
 
 	for (size_t i = 0; i < sizeof(events) / sizeof(events[0]); i++)
-		ck_assert_int_eq(feed_data(s, events[i]), TG_STREAM_OK);
+		ck_assert_int_eq(feed_data(s, events[i], 0), TG_STREAM_OK);
 	ck_assert_int_eq(feed(s, "data: [DONE]\n\n", out), TG_STREAM_OK);
 	sent = take(out);
 	for (const char *p = sent; (p = strstr(p, "data: {")) != NULL; p++) {
@@ -719,7 +727,7 @@ START_TEST(tool_calls_share_events)
 END_TEST
 
 /* Data that a tree would not keep whole fails the stream, also when the
- * texts look harmless. */
+ * texts look harmless, read by the stream or in the relay's digest pass. */
 static const char *const unreadable[] = {
 	"{\"choices\":[{\"delta\":{\"content\":\"a\",\"content\":\"b\"}}]}",
 	"{\"id\":\"x\",\"id\":\"x\",\"choices\":[]}",
@@ -740,9 +748,11 @@ START_TEST(unreadable_event_fails)
 	struct tg_filter_log log = {0};
 	struct evbuffer *out = evbuffer_new();
 	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain, out);
+	size_t n = sizeof(unreadable) / sizeof(unreadable[0]);
 	char why[192];
 
-	ck_assert_int_eq(feed_data(s, unreadable[_i]), TG_STREAM_ERROR);
+	ck_assert_int_eq(feed_data(s, unreadable[(size_t)_i % n], (size_t)_i >= n),
+	                 TG_STREAM_ERROR);
 	tg_filter_stream_describe_error(s, why, sizeof(why));
 	ck_assert_ptr_nonnull(strstr(why, "cannot read"));
 	ck_assert_uint_eq(evbuffer_get_length(out), 0);
@@ -767,7 +777,7 @@ START_TEST(unsure_event_read)
 	char *sent, *content;
 
 	ck_assert_int_eq(feed_data(s, "{\"choices\":[{\"delta\":{\"\\u0063ontent\":"
-	                              "\"\\ud83d\\ude00 jane@example.com\"}}]}"), TG_STREAM_OK);
+	                              "\"\\ud83d\\ude00 jane@example.com\"}}]}", 0), TG_STREAM_OK);
 	ck_assert_int_eq(feed(s, "data: [DONE]\n\n", out), TG_STREAM_OK);
 	sent = take(out);
 	content = joined_content(sent);
@@ -781,6 +791,53 @@ START_TEST(unsure_event_read)
 	destroy_filter(f);
 }
 END_TEST
+
+/* The events of a stream in which an address is split, masked among
+ * escapes, between two choices, and in data the reader leaves to jansson. */
+static const char *const tapped_events[] = {
+	"{\"id\":\"q\\\"1\",\"choices\":[{\"delta\":{\"content\":\"Ask \\\"ja\"},\"index\":1},"
+	"{\"delta\":{\"content\":\"One, \\n\"},\"index\":0}]}",
+	"{\"choices\": [ {\"delta\": {\"content\": \"ne@exa\"}, \"index\": 1} ], \"x\": \"\\\\\"}",
+	"{\"choices\":[{\"delta\":{\"content\":\"mple.com\\\" \\ud83d\\ude00\"},\"index\":1},"
+	"{\"delta\":{\"content\":\"two.\"},\"index\":0,\"finish_reason\":\"stop\"}]}",
+	"{\"choices\":[{\"delta\":{},\"index\":1,\"finish_reason\":\"stop\"}]}",
+};
+
+/* Texts read in the relay's digest pass come out as those the filters
+ * read themselves: same bytes, same masks. */
+START_TEST(tapped_read_same_output)
+{
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, mail_rules);
+	const struct tg_filter *slot[1];
+	struct tg_filter_chain chain;
+	struct tg_filter_log log = {0};
+	struct evbuffer *out = evbuffer_new();
+	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain, out);
+	char *own, *tapped, *one;
+
+	for (size_t i = 0; i < sizeof(tapped_events) / sizeof(tapped_events[0]); i++)
+		ck_assert_int_eq(feed_data(s, tapped_events[i], 0), TG_STREAM_OK);
+	own = take(out);
+	tg_filter_stream_free(s);
+
+	s = new_stream(f, &log, slot, &chain, out);
+	for (size_t i = 0; i < sizeof(tapped_events) / sizeof(tapped_events[0]); i++)
+		ck_assert_int_eq(feed_data(s, tapped_events[i], 1), TG_STREAM_OK);
+	tapped = take(out);
+	ck_assert_str_eq(tapped, own);
+	one = choice_content(tapped, 1, "content");
+	ck_assert_str_eq(one, "Ask \"[REDACTED:email]\" \xf0\x9f\x98\x80");
+
+	free(one);
+	free(own);
+	free(tapped);
+	evbuffer_free(out);
+	tg_filter_stream_free(s);
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
 
 /* --- hold_timeout --------------------------------------------------------- */
 
@@ -1099,8 +1156,9 @@ filter_stream_suite(void)
 	tcase_add_test(tc, multi_choice_events);
 	tcase_add_test(tc, tool_calls_share_events);
 	tcase_add_loop_test(tc, unreadable_event_fails, 0,
-	                    (int)(sizeof(unreadable) / sizeof(unreadable[0])));
+	                    2 * (int)(sizeof(unreadable) / sizeof(unreadable[0])));
 	tcase_add_test(tc, unsure_event_read);
+	tcase_add_test(tc, tapped_read_same_output);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("hold_timeout");
