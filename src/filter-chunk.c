@@ -129,11 +129,18 @@ value_starts(struct tg_chunk *c)
 	return f != NULL && f->array ? f->items++ : 0;
 }
 
-/* Whether jansson takes s as a string or key: UTF-8 without a NUL. */
+/* Whether jansson takes s as a string or key: UTF-8 without a NUL. Most
+ * are ASCII, which the loop passes without the two calls. */
 static int
 jansson_reads(const unsigned char *s, size_t len)
 {
-	return memchr(s, '\0', len) == NULL && u8_check(s, len) == NULL;
+	size_t i = 0;
+
+	while (i < len && s[i] != '\0' && s[i] < 0x80)
+		i++;
+	if (i == len)
+		return 1;
+	return memchr(s + i, '\0', len - i) == NULL && u8_check(s + i, len - i) == NULL;
 }
 
 /* The member the innermost object's last key named, in place p only. */
