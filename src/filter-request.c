@@ -535,6 +535,25 @@ tg_filter_response_event(struct tg_request *req, struct tg_stream_event *ev,
 	return after_stream_call(req, tg_filter_stream_event(req->filters->stream, ev));
 }
 
+yajl_handle *
+tg_filter_response_tap(struct tg_request *req, const char *data, size_t len,
+                       struct tg_reply_tap *tap)
+{
+	struct tg_filter_state *st = req->filters;
+
+	/* The stream starts with its first event, which it reads alone. */
+	if (st == NULL || st->stream == NULL || st->response_blocked)
+		return NULL;
+	return tg_filter_stream_tap(st->stream, data, len, tap);
+}
+
+int
+tg_filter_response_tapped(struct tg_request *req, int rc)
+{
+	tg_filter_stream_tapped(req->filters->stream, rc);
+	return rc != -2;
+}
+
 int
 tg_filter_response_end(struct tg_request *req, tg_filter_send_fn *send)
 {

@@ -5,6 +5,11 @@
 #ifndef TOLLGATE_FILTER_REQUEST_H
 #define TOLLGATE_FILTER_REQUEST_H
 
+#include <stddef.h>
+
+#include <yajl/yajl_parse.h>
+
+struct tg_reply_tap;
 struct tg_request;
 struct tg_stream_event;
 struct tg_filter_log;
@@ -42,6 +47,18 @@ typedef void tg_filter_send_fn(struct tg_request *req, struct tg_stream_event *e
  */
 int tg_filter_response_event(struct tg_request *req, struct tg_stream_event *ev,
                              tg_filter_send_fn *send);
+
+/*
+ * Let the stream filters read the texts of the next event's data (len
+ * bytes at data) in the relay's digest pass, once they filter req's
+ * stream: fills *tap and returns the handle for tg_reply_digest_tap(), or
+ * NULL when they do not read in that pass. After the digest, with rc what
+ * it returned (-2 when it did not run), tg_filter_response_tapped()
+ * returns the event's "tapped".
+ */
+yajl_handle *tg_filter_response_tap(struct tg_request *req, const char *data, size_t len,
+                                    struct tg_reply_tap *tap);
+int tg_filter_response_tapped(struct tg_request *req, int rc);
 
 /* The stream ended without [DONE]: send what the filters hold. Returns as
  * tg_filter_response_event does. */

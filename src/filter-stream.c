@@ -21,32 +21,27 @@
 #include <jansson.h>
 
 #include "clock.h"
+#include "json-writer.h"
 #include "relay.h"
 
+#include "filter-chunk.h"
 #include "filter-stream.h"
 #include "filter.h"
-
-/* Kinds of text in a choice, one window each. */
-enum text_kind {
-	KIND_CONTENT,           /* delta.content */
-	KIND_REFUSAL,           /* delta.refusal */
-	KIND_ARGUMENTS,         /* delta.tool_calls[].function.arguments */
-	KIND_TEXT,              /* choices[].text of a completion */
-};
 
 struct held_event;
 
 /* The part of a window's text that one held event carries. */
 struct piece {
 	struct held_event *event;
-	json_t *node;           /* the string in the event's JSON */
+	size_t at, to;          /* its JSON string in the event's data */
 	size_t start, end;      /* in the window's text */
 };
 
+/* One text of a choice (enum tg_chunk_kind). */
 struct window {
 	long choice;
-	enum text_kind kind;
-	long tool;              /* tool call index, for KIND_ARGUMENTS */
+	enum tg_chunk_kind kind;
+	long tool;              /* tool call index, for TG_CHUNK_ARGUMENTS */
 
 	char *text;
 	size_t len, cap;
@@ -65,9 +60,12 @@ struct held_event {
 	struct held_event *next;
 	char *raw;
 	size_t raw_len;
+	char *data;             /* the JSON of its data, in raw's block; NULL
+	                           when the data is not a JSON object */
+	size_t data_len;
 	enum tg_event_kind kind;        /* as the relay classified it */
 	int finish;
-	json_t *json;           /* NULL when the data is not a JSON object */
+	json_t *json;           /* the relay's tree, when one was built */
 	struct tg_reply_digest digest;  /* the relay's, while nothing changed */
 	int changed;            /* some text of it was masked */
 	size_t n_pieces;        /* its pieces, in windows */
@@ -90,6 +88,8 @@ struct tg_filter_stream {
 	size_t n_held;
 
 	struct tg_scan scan;
+	struct tg_chunk chunk;  /* the texts of the event being read */
+	enum tg_chunk_result tapped;    /* of the read in the relay's digest */
 	json_t *meta;           /* id, object, created, model of the stream */
 	int done;               /* [DONE] passed, or the stream was blocked */
 
@@ -188,6 +188,7 @@ tg_filter_stream_free(struct tg_filter_stream *s)
 	free(s->windows);
 	free(s->filters);
 	tg_scan_free(&s->scan);
+	tg_chunk_free(&s->chunk);
 	json_decref(s->meta);
 	free(s);
 }
@@ -212,7 +213,7 @@ tg_filter_stream_held(const struct tg_filter_stream *s)
 /* --- windows ------------------------------------------------------------ */
 
 static struct window *
-find_window(struct tg_filter_stream *s, long choice, enum text_kind kind, long tool)
+find_window(struct tg_filter_stream *s, long choice, enum tg_chunk_kind kind, long tool)
 {
 	struct window *w;
 
@@ -272,8 +273,11 @@ window_append(struct window *w, const char *text, size_t len)
 	return 0;
 }
 
+/* Append a text of ev to w: len bytes of text, whose JSON string is at
+ * [at, to) in ev's data. */
 static int
-add_piece(struct window *w, struct held_event *ev, json_t *node)
+add_piece(struct window *w, struct held_event *ev, const char *text, size_t len, size_t at,
+          size_t to)
 {
 	size_t start = w->len;
 
@@ -286,9 +290,9 @@ add_piece(struct window *w, struct held_event *ev, json_t *node)
 		w->pieces = p;
 		w->cap_pieces = cap;
 	}
-	if (window_append(w, json_string_value(node), json_string_length(node)) != 0)
+	if (window_append(w, text, len) != 0)
 		return -1;
-	w->pieces[w->n_pieces++] = (struct piece){ev, node, start, w->len};
+	w->pieces[w->n_pieces++] = (struct piece){ev, at, to, start, w->len};
 	ev->n_pieces++;
 	return 0;
 }
@@ -540,27 +544,18 @@ trim_window(const struct tg_filter_stream *s, struct window *w)
 
 /* --- events ------------------------------------------------------------- */
 
+/* Add a text the chunk reader found in ev to its window. */
 static int
-add_text(struct tg_filter_stream *s, struct held_event *ev, json_t *node, long choice,
-         enum text_kind kind, long tool)
+add_text(struct tg_filter_stream *s, struct held_event *ev, const struct tg_chunk_text *t,
+         long choice)
 {
-	struct window *w;
+	long tool = t->kind == TG_CHUNK_ARGUMENTS ? t->tool : 0;
+	struct window *w = find_window(s, choice, t->kind, tool);
 
-	if (!json_is_string(node))
-		return 0;
-	w = find_window(s, choice, kind, tool);
 	if (w == NULL)
 		return -1;
 	w->dirty = 1;
-	return add_piece(w, ev, node);
-}
-
-static long
-index_of(json_t *obj, size_t position)
-{
-	json_t *index = json_object_get(obj, "index");
-
-	return json_is_integer(index) ? (long)json_integer_value(index) : (long)position;
+	return add_piece(w, ev, s->chunk.buf + t->text, t->len, t->at, t->end);
 }
 
 /* Keep id, object, created and model of the first chunk, for the chunk
@@ -581,30 +576,26 @@ remember_meta(struct tg_filter_stream *s, json_t *chunk)
 	}
 }
 
-/* Add the texts of one choice of a chunk to their windows. A choice with a
- * finish_reason ends every text of that choice. */
+/* Add the texts of the event just read (s->chunk) to their windows,
+ * choice by choice. A choice with a finish_reason ends every text of that
+ * choice, those of its later choices not included. */
 static int
-split_choice(struct tg_filter_stream *s, struct held_event *ev, json_t *choice, long c)
+add_texts(struct tg_filter_stream *s, struct held_event *ev)
 {
-	json_t *delta = json_object_get(choice, "delta");
-	json_t *calls = json_object_get(delta, "tool_calls");
-	size_t j;
-	json_t *call;
+	const struct tg_chunk *c = &s->chunk;
+	size_t t = 0;
 
-	if (add_text(s, ev, json_object_get(delta, "content"), c, KIND_CONTENT, 0) != 0 ||
-	    add_text(s, ev, json_object_get(delta, "refusal"), c, KIND_REFUSAL, 0) != 0 ||
-	    add_text(s, ev, json_object_get(choice, "text"), c, KIND_TEXT, 0) != 0)
-		return -1;
-	json_array_foreach(calls, j, call) {
-		json_t *args = json_object_get(json_object_get(call, "function"), "arguments");
+	for (size_t i = 0; i < c->n_choices; i++) {
+		long choice = c->choices[i].index;
 
-		if (add_text(s, ev, args, c, KIND_ARGUMENTS, index_of(call, j)) != 0)
-			return -1;
-	}
-
-	if (json_is_string(json_object_get(choice, "finish_reason"))) {
+		for (; t < c->n_texts && c->texts[t].choice == i; t++) {
+			if (add_text(s, ev, &c->texts[t], choice) != 0)
+				return -1;
+		}
+		if (!c->choices[i].finished)
+			continue;
 		for (size_t k = 0; k < s->n_windows; k++) {
-			if (s->windows[k].choice == c) {
+			if (s->windows[k].choice == choice) {
 				s->windows[k].finished = 1;
 				s->windows[k].dirty = 1;
 			}
@@ -655,37 +646,98 @@ releasable(const struct tg_filter_stream *s, const struct held_event *ev)
 	return 1;
 }
 
-/* Write the (masked) text of each piece back into the event's JSON and
- * drop the pieces, which are the first of their windows. */
-static int
-take_pieces(struct tg_filter_stream *s, struct held_event *ev)
+/* Drop the pieces of ev, which are the first of their windows. */
+static void
+drop_pieces(struct tg_filter_stream *s, const struct held_event *ev)
 {
 	for (size_t k = 0; k < s->n_windows; k++) {
 		struct window *w = &s->windows[k];
 		size_t n = 0;
 
-		while (n < w->n_pieces && w->pieces[n].event == ev) {
-			const struct piece *p = &w->pieces[n];
-
-			if (ev->changed &&
-			    json_string_setn_nocheck(p->node, w->text + p->start, p->end - p->start) != 0)
-				return -1;
+		while (n < w->n_pieces && w->pieces[n].event == ev)
 			n++;
-		}
 		memmove(w->pieces, w->pieces + n, (w->n_pieces - n) * sizeof(*w->pieces));
 		w->n_pieces -= n;
 	}
-	return 0;
+}
+
+/* A piece's (masked) text, to be written where its string is. */
+struct splice {
+	size_t at, to;          /* the string in the event's data */
+	const char *text;
+	size_t len;
+};
+
+static int
+compare_splices(const void *a, const void *b)
+{
+	const struct splice *x = a, *y = b;
+
+	return x->at < y->at ? -1 : x->at > y->at;
+}
+
+/* Write the data of ev with the string of each of its pieces replaced by
+ * the piece's text, as JSON, into out. The pieces are the first of their
+ * windows; they come in window order, and are written in data order. */
+static int
+splice_pieces(const struct tg_filter_stream *s, const struct held_event *ev,
+              struct tg_json_writer *out)
+{
+	struct splice *spl = calloc(ev->n_pieces ? ev->n_pieces : 1, sizeof(*spl));
+	size_t n = 0, pos = 0;
+
+	if (spl == NULL)
+		return -1;
+	for (size_t k = 0; k < s->n_windows; k++) {
+		const struct window *w = &s->windows[k];
+
+		for (size_t i = 0; i < w->n_pieces && w->pieces[i].event == ev; i++) {
+			const struct piece *p = &w->pieces[i];
+
+			assert(n < ev->n_pieces);
+			spl[n++] = (struct splice){p->at, p->to, w->text + p->start, p->end - p->start};
+		}
+	}
+	qsort(spl, n, sizeof(*spl), compare_splices);
+
+	for (size_t i = 0; i < n; i++) {
+		tg_json_raw(out, ev->data + pos, spl[i].at - pos);
+		tg_json_stringn(out, spl[i].text, spl[i].len);
+		pos = spl[i].to;
+	}
+	tg_json_raw(out, ev->data + pos, ev->data_len - pos);
+	free(spl);
+	return out->failed ? -1 : 0;
+}
+
+/* The tree of a changed event, read from its data with the masked texts
+ * in place; NULL when out of memory. The tree is written out again whole,
+ * so that a changed event is one line of compact JSON, whatever the
+ * layout of the data it came with. */
+static json_t *
+changed_json(const struct tg_filter_stream *s, const struct held_event *ev)
+{
+	struct tg_json_writer out = {0};
+	json_t *json = NULL;
+
+	if (splice_pieces(s, ev, &out) == 0)
+		json = json_loadb(out.data, out.len, 0, NULL);
+	tg_json_writer_free(&out);
+	return json;
 }
 
 /* Hand one event to the output callback. digest is what the relay read
- * of its data (NULL: none, for [DONE]). */
+ * of its data (NULL: none, for [DONE]). json is its tree, or NULL, and
+ * then data (data_len bytes, or NULL) is what a later feature that wants
+ * the tree builds it from. */
 static int
 emit(struct tg_filter_stream *s, enum tg_event_kind kind, int finish, const char *raw,
-     size_t raw_len, json_t *json, const struct tg_reply_digest *digest)
+     size_t raw_len, json_t *json, const char *data, size_t data_len,
+     const struct tg_reply_digest *digest)
 {
 	struct tg_stream_event out = {
 		.kind = kind, .raw = evbuffer_new(), .json = json, .finish = finish,
+		.data = json == NULL ? data : NULL, .data_len = data_len,
 	};
 
 	if (digest != NULL)
@@ -697,6 +749,10 @@ emit(struct tg_filter_stream *s, enum tg_event_kind kind, int finish, const char
 	}
 	s->emit(s->emit_arg, &out);
 	evbuffer_free(out.raw);
+
+	/* A tree that a feature built while the event went out. */
+	if (out.json != json)
+		json_decref(out.json);
 	return 0;
 }
 
@@ -717,7 +773,7 @@ emit_json(struct tg_filter_stream *s, enum tg_event_kind kind, int finish, json_
 	free(text);
 	if (len < 0)
 		return -1;
-	rc = emit(s, kind, finish, event, (size_t)len, json, &digest);
+	rc = emit(s, kind, finish, event, (size_t)len, json, NULL, 0, &digest);
 	free(event);
 	return rc;
 }
@@ -729,7 +785,10 @@ release_events(struct tg_filter_stream *s)
 {
 	while (s->head != NULL && releasable(s, s->head)) {
 		struct held_event *ev = s->head;
-		int rc = take_pieces(s, ev);
+		json_t *changed = ev->changed ? changed_json(s, ev) : NULL;
+		int rc = ev->changed && changed == NULL ? -1 : 0;
+
+		drop_pieces(s, ev);
 
 		/* Unlink first: the callback may end the request. */
 		s->head = ev->next;
@@ -738,10 +797,11 @@ release_events(struct tg_filter_stream *s)
 		s->n_held--;
 
 		if (rc == 0 && ev->changed)
-			rc = emit_json(s, ev->kind, ev->finish, ev->json);
+			rc = emit_json(s, ev->kind, ev->finish, changed);
 		else if (rc == 0)
-			rc = emit(s, ev->kind, ev->finish, ev->raw, ev->raw_len, ev->json,
-			          &ev->digest);
+			rc = emit(s, ev->kind, ev->finish, ev->raw, ev->raw_len, ev->json, ev->data,
+			          ev->data_len, &ev->digest);
+		json_decref(changed);
 		free_event(ev);
 		if (rc != 0)
 			return -1;
@@ -787,31 +847,39 @@ end_blocked(struct tg_filter_stream *s, long choice)
 	json_object_set_new(chunk, "choices", json_pack("[o]", end));
 	rc = emit_json(s, TG_EVENT_CONTENT, 1, chunk);
 	json_decref(chunk);
-	if (rc != 0 || emit(s, TG_EVENT_DONE, 0, "data: [DONE]\n\n", 14, NULL, NULL) != 0)
+	if (rc != 0 || emit(s, TG_EVENT_DONE, 0, "data: [DONE]\n\n", 14, NULL, NULL, 0, NULL) != 0)
 		return TG_STREAM_ERROR;
 	return TG_STREAM_BLOCK;
 }
 
+/* Hold the event in, whose data is data_len bytes of JSON at data (NULL
+ * when it is not a JSON object). */
 static struct held_event *
-hold_event(struct tg_filter_stream *s, struct tg_stream_event *in)
+hold_event(struct tg_filter_stream *s, struct tg_stream_event *in, const char *data,
+           size_t data_len)
 {
 	struct held_event *ev = calloc(1, sizeof(*ev));
 	size_t len = evbuffer_get_length(in->raw);
 
 	if (ev == NULL)
 		return NULL;
-	ev->raw = malloc(len ? len : 1);
+	ev->raw = malloc(len + data_len + 1);
 	if (ev->raw == NULL) {
 		free(ev);
 		return NULL;
 	}
 	evbuffer_copyout(in->raw, ev->raw, len);
 	ev->raw_len = len;
+	if (data != NULL) {
+		ev->data = ev->raw + len;
+		memcpy(ev->data, data, data_len);
+		ev->data_len = data_len;
+	}
 	ev->kind = in->kind;
 	ev->finish = in->finish;
 	ev->digest = in->digest;
 	ev->arrived = s->timer != NULL ? tg_now_ns() : 0;
-	if (tg_stream_event_json(in) != NULL)
+	if (in->json != NULL)
 		ev->json = json_incref(in->json);
 	if (s->tail != NULL)
 		s->tail->next = ev;
@@ -965,11 +1033,55 @@ scan_and_release(struct tg_filter_stream *s, int final)
 	return v;
 }
 
+/*
+ * Read the texts of event in, whose data is data_len bytes of JSON at data
+ * (NULL: not a JSON object), hold the event, and scan. The chunk reader
+ * reads the texts without a tree. Data it cannot vouch for is parsed by
+ * jansson, as features that want the tree do (tg_stream_event_json). Data
+ * that jansson does not read as an object with each member once (invalid
+ * JSON, or a member given twice, which a tree keeps once) must not pass
+ * unscanned, so the stream fails closed, as when a rule cannot decide.
+ */
+static enum tg_stream_verdict
+read_event(struct tg_filter_stream *s, struct tg_stream_event *in, const char *data,
+           size_t data_len, int tapped)
+{
+	struct held_event *ev;
+	enum tg_chunk_result r = TG_CHUNK_READ;
+
+	/* Memory ran out in the relay's read, which then found no JSON. */
+	if (tapped && s->tapped == TG_CHUNK_FAILED)
+		return TG_STREAM_ERROR;
+	if (in->has_data && data == NULL) {
+		s->unreadable = 1;
+		return TG_STREAM_ERROR;
+	}
+	if (tapped)
+		r = s->tapped;
+	else if (data != NULL)
+		r = tg_chunk_read(&s->chunk, data, data_len);
+	if (r == TG_CHUNK_FAILED)
+		return TG_STREAM_ERROR;
+	if (r == TG_CHUNK_UNSURE && tg_stream_event_json(in) == NULL) {
+		s->unreadable = 1;
+		return TG_STREAM_ERROR;
+	}
+
+	/* Once per stream, for the chunk that ends a blocked one. */
+	if (s->meta == NULL && in->digest.choices && tg_stream_event_json(in) != NULL)
+		remember_meta(s, in->json);
+
+	ev = hold_event(s, in, data, data_len);
+	if (ev == NULL || (data != NULL && add_texts(s, ev) != 0))
+		return TG_STREAM_ERROR;
+	return scan_and_release(s, 0);
+}
+
 enum tg_stream_verdict
 tg_filter_stream_event(struct tg_filter_stream *s, struct tg_stream_event *in)
 {
-	struct held_event *ev;
 	enum tg_stream_verdict v;
+	char *dump;
 
 	if (s->failed)
 		return TG_STREAM_ERROR;
@@ -984,34 +1096,36 @@ tg_filter_stream_event(struct tg_filter_stream *s, struct tg_stream_event *in)
 			return v;
 		s->done = 1;
 		return emit(s, in->kind, in->finish, (const char *)evbuffer_pullup(in->raw, -1),
-		            evbuffer_get_length(in->raw), in->json, &in->digest) == 0
+		            evbuffer_get_length(in->raw), in->json, NULL, 0, &in->digest) == 0
 		       ? TG_STREAM_OK : TG_STREAM_ERROR;
 	}
 
-	/* Data the filters cannot read (invalid JSON, or a member given twice,
-	 * which a tree keeps once) must not pass unscanned, so the stream
-	 * fails closed, as when a rule cannot decide. */
-	if (in->has_data && tg_stream_event_json(in) == NULL) {
-		s->unreadable = 1;
-		return TG_STREAM_ERROR;
+	if (in->data == NULL && in->json != NULL) {
+		/* The relay built the tree (it held the event), and the data went
+		 * with the parser's buffer: the texts are read from the tree's
+		 * JSON, which is what a changed event is written from too. */
+		dump = json_dumps(in->json, JSON_COMPACT);
+		if (dump == NULL)
+			return TG_STREAM_ERROR;
+		v = read_event(s, in, dump, strlen(dump), 0);
+		free(dump);
+		return v;
 	}
-	if (json_is_array(json_object_get(tg_stream_event_json(in), "choices")))
-		remember_meta(s, in->json);
-	ev = hold_event(s, in);
-	if (ev == NULL)
-		return TG_STREAM_ERROR;
+	return read_event(s, in, in->data, in->data_len, in->tapped);
+}
 
-	if (ev->json != NULL) {
-		json_t *choices = json_object_get(ev->json, "choices");
-		size_t i;
-		json_t *choice;
+yajl_handle *
+tg_filter_stream_tap(struct tg_filter_stream *s, const char *data, size_t len,
+                     struct tg_reply_tap *tap)
+{
+	tg_chunk_begin(&s->chunk, data, len, tap);
+	return &s->chunk.h;
+}
 
-		json_array_foreach(choices, i, choice) {
-			if (split_choice(s, ev, choice, index_of(choice, i)) != 0)
-				return TG_STREAM_ERROR;
-		}
-	}
-	return scan_and_release(s, 0);
+void
+tg_filter_stream_tapped(struct tg_filter_stream *s, int rc)
+{
+	s->tapped = tg_chunk_end(&s->chunk, rc == 0);
 }
 
 enum tg_stream_verdict

@@ -27,10 +27,13 @@
 
 #include <stddef.h>
 
+#include <yajl/yajl_parse.h>
+
 #include "filter-t.h"
 
 struct event_base;
 struct tg_filter_stream;
+struct tg_reply_tap;
 struct tg_stream_event;
 
 enum tg_stream_verdict {
@@ -60,9 +63,13 @@ struct tg_filter_stream *tg_filter_stream_new(const struct tg_filter_chain *chai
                                               int *none);
 
 /*
- * Feed one whole event as the relay classified it (ev->raw is copied, and
- * the event's tree is built and referenced while the event is held). Emits, in order, this
- * event unchanged, held events it completes, or nothing while it is held.
+ * Feed one whole event as the relay classified it. ev->raw and ev->data
+ * are copied. The texts are read from ev->data without a jansson tree,
+ * which is built only when jansson must decide whether the data is
+ * readable, for the first chunk of the stream, and for an event whose
+ * text is masked. Emits, in order, this event unchanged (with ev->data,
+ * from which a later feature may build the tree), held events it
+ * completes, or nothing while it is held.
  * On TG_STREAM_BLOCK the held events are dropped and the end of the stream
  * is emitted instead: a chunk whose finish_reason is "content_filter",
  * then "data: [DONE]"; the caller must cancel the upstream and feed
@@ -70,6 +77,17 @@ struct tg_filter_stream *tg_filter_stream_new(const struct tg_filter_chain *chai
  */
 enum tg_stream_verdict tg_filter_stream_event(struct tg_filter_stream *s,
                                               struct tg_stream_event *ev);
+
+/*
+ * Read the texts of the next event's data (len bytes at data) in the
+ * relay's digest pass over it, instead of a pass of the filters' own:
+ * fills *tap, and returns the handle to give tg_reply_digest_tap(). Then
+ * call tg_filter_stream_tapped() with what that returned, and feed the
+ * event with "tapped" set, unless the relay keeps it back first.
+ */
+yajl_handle *tg_filter_stream_tap(struct tg_filter_stream *s, const char *data, size_t len,
+                                  struct tg_reply_tap *tap);
+void tg_filter_stream_tapped(struct tg_filter_stream *s, int rc);
 
 /* The upstream stream ended without [DONE]: scan what is held as final
  * text and emit every held event. May block, as above. Both calls return

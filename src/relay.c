@@ -206,21 +206,28 @@ classify_anthropic(const struct tg_reply_digest *d, int *finish)
 	}
 }
 
-enum tg_event_kind
-tg_relay_classify(const struct tg_sse_event *sse, struct tg_reply_digest *d,
-                  struct tg_reply_detail *detail, int *finish)
+/* tg_relay_classify(), whose digest also feeds tap (NULL: none), with
+ * handle as tg_reply_digest_tap() takes it. *read gets what the digest
+ * returned, or -2 when it did not run. */
+static enum tg_event_kind
+classify_tapped(const struct tg_sse_event *sse, struct tg_reply_digest *d,
+                struct tg_reply_detail *detail, int *finish,
+                const struct tg_reply_tap *tap, yajl_handle *handle, int *read)
 {
 	*finish = 0;
+	*read = -2;
 	memset(d, 0, sizeof(*d));
 	if (sse->data_len == 6 && memcmp(sse->data, "[DONE]", 6) == 0)
 		return TG_EVENT_DONE;
 	if (sse->type_len == 5 && memcmp(sse->type, "error", 5) == 0)
 		return TG_EVENT_ERROR;
 
-	if (detail != NULL)
-		tg_reply_digest_detail(d, detail, sse->data, sse->data_len);
+	if (tap != NULL)
+		*read = tg_reply_digest_tap(d, detail, sse->data, sse->data_len, tap, handle);
+	else if (detail != NULL)
+		*read = tg_reply_digest_detail(d, detail, sse->data, sse->data_len);
 	else
-		tg_reply_digest(d, sse->data, sse->data_len);
+		*read = tg_reply_digest(d, sse->data, sse->data_len);
 	if (!d->object)
 		return TG_EVENT_CONTENT;        /* not ours to judge: pass it on */
 	if (d->error)
@@ -230,6 +237,15 @@ tg_relay_classify(const struct tg_sse_event *sse, struct tg_reply_digest *d,
 	if (d->type == TG_REPLY_TYPE_ERROR)
 		return TG_EVENT_ERROR;
 	return classify_anthropic(d, finish);
+}
+
+enum tg_event_kind
+tg_relay_classify(const struct tg_sse_event *sse, struct tg_reply_digest *d,
+                  struct tg_reply_detail *detail, int *finish)
+{
+	int read;
+
+	return classify_tapped(sse, d, detail, finish, NULL, NULL, &read);
 }
 
 json_t *
@@ -509,6 +525,7 @@ hold_event(struct tg_request *req, struct tg_stream_event *ev)
 	}
 	held = &resp->held[resp->n_held++];
 	*held = *ev;
+	held->tapped = 0;       /* later events read over what the filters read */
 	resp->held_bytes += evbuffer_get_length(ev->raw);
 
 	/* The data goes with the parser's buffer, so the tree is built now, in
@@ -545,13 +562,22 @@ on_sse_event(void *arg, const struct tg_sse_event *sse)
 	struct tg_request *req = arg;
 	struct tg_response *resp = &req->response;
 	struct tg_stream_event ev = {0};
+	struct tg_reply_tap tap;
+	yajl_handle *handle;
+	int read;
 
 	ev.raw = evbuffer_new();
 	if (ev.raw == NULL)
 		return 0;
 	evbuffer_remove_buffer(resp->pending, ev.raw, sse->raw_len);
-	ev.kind = tg_relay_classify(sse, &ev.digest,
-	                            tg_trace_reads_reply_detail(req) ? &ev.detail : NULL, &ev.finish);
+
+	/* The stream filters read the texts in the digest's pass. */
+	handle = tg_filter_response_tap(req, sse->data, sse->data_len, &tap);
+	ev.kind = classify_tapped(sse, &ev.digest,
+	                          tg_trace_reads_reply_detail(req) ? &ev.detail : NULL, &ev.finish,
+	                          handle != NULL ? &tap : NULL, handle, &read);
+	if (handle != NULL)
+		ev.tapped = tg_filter_response_tapped(req, read);
 	ev.has_data = sse->data_len > 0;
 	if (ev.digest.object) {
 		ev.data = sse->data;

@@ -54,6 +54,8 @@ struct tg_stream_event {
 	size_t data_len;
 	int has_data;           /* the event carried data, JSON or not */
 	int usage_stripped;     /* "usage": null was taken out of raw */
+	int tapped;             /* the stream filters read the data in the
+	                           digest's pass (tg_filter_response_tap) */
 };
 
 extern const struct tg_upstream_handler tg_relay_handler;

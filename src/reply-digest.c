@@ -732,13 +732,18 @@ finish(struct reader *r, yajl_handle h, yajl_status st)
 	return 0;
 }
 
+/* Read len bytes of text in one yajl call; *handle, unless handle is
+ * NULL, is the parse's handle meanwhile. */
 static int
-read_all(struct tg_reply_digest *d, struct tg_reply_detail *x, const char *text, size_t len)
+read_all(struct tg_reply_digest *d, struct tg_reply_detail *x, const char *text, size_t len,
+         const struct tg_reply_tap *tap, yajl_handle *handle)
 {
 	struct reader r;
-	yajl_handle h = start(&r, d, x, NULL);
+	yajl_handle h = start(&r, d, x, tap);
 	yajl_status st = yajl_status_ok;
 
+	if (handle != NULL)
+		*handle = h;
 	if (h != NULL)
 		st = read_text(&r, h, (const unsigned char *)text, len);
 	return finish(&r, h, st);
@@ -772,7 +777,7 @@ read_buffer(struct tg_reply_digest *d, struct tg_reply_detail *x, struct evbuffe
 int
 tg_reply_digest(struct tg_reply_digest *d, const char *text, size_t len)
 {
-	return read_all(d, NULL, text, len);
+	return read_all(d, NULL, text, len, NULL, NULL);
 }
 
 int
@@ -785,7 +790,7 @@ int
 tg_reply_digest_detail(struct tg_reply_digest *d, struct tg_reply_detail *x,
                        const char *text, size_t len)
 {
-	return read_all(d, x, text, len);
+	return read_all(d, x, text, len, NULL, NULL);
 }
 
 int
@@ -800,6 +805,13 @@ tg_reply_digest_tap_buffer(struct tg_reply_digest *d, struct tg_reply_detail *x,
                            struct evbuffer *buf, const struct tg_reply_tap *tap)
 {
 	return read_buffer(d, x, buf, tap);
+}
+
+int
+tg_reply_digest_tap(struct tg_reply_digest *d, struct tg_reply_detail *x, const char *text,
+                    size_t len, const struct tg_reply_tap *tap, yajl_handle *handle)
+{
+	return read_all(d, x, text, len, tap, handle);
 }
 
 void

@@ -179,6 +179,13 @@ struct tg_reply_tap {
 int tg_reply_digest_tap_buffer(struct tg_reply_digest *d, struct tg_reply_detail *x,
                                struct evbuffer *buf, const struct tg_reply_tap *tap);
 
+/* The same for len bytes of text, which yajl reads in one call. *handle
+ * is set to the parse's handle before the first event, so that the tap's
+ * callbacks can call yajl_get_bytes_consumed(), an offset into text. */
+int tg_reply_digest_tap(struct tg_reply_digest *d, struct tg_reply_detail *x,
+                        const char *text, size_t len, const struct tg_reply_tap *tap,
+                        yajl_handle *handle);
+
 /* Free what x owns. */
 void tg_reply_detail_free(struct tg_reply_detail *x);
 

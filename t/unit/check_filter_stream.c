@@ -477,6 +477,368 @@ START_TEST(masked_event_not_held)
 }
 END_TEST
 
+/* --- reading events without a tree ---------------------------------------- */
+
+static const char *const mail_rules[] = {"preset:email", NULL};
+
+/* Feed data as the relay hands over an event that carried it: has_data
+ * set, and data kept only when the digest finds a JSON object. With
+ * tapped, the stream reads the texts in the digest's pass, as the relay
+ * has it do (tg_filter_response_tap). */
+static enum tg_stream_verdict
+feed_data(struct tg_filter_stream *s, const char *data, int tapped)
+{
+	struct tg_stream_event ev = {.kind = TG_EVENT_CONTENT, .raw = evbuffer_new(),
+	                             .has_data = 1, .tapped = tapped};
+	struct tg_reply_tap tap;
+	yajl_handle *handle = tapped ? tg_filter_stream_tap(s, data, strlen(data), &tap) : NULL;
+	int rc = tg_reply_digest_tap(&ev.digest, NULL, data, strlen(data),
+	                             tapped ? &tap : NULL, handle);
+	enum tg_stream_verdict v;
+
+	if (tapped)
+		tg_filter_stream_tapped(s, rc);
+	evbuffer_add_printf(ev.raw, "data: %s\n\n", data);
+	if (rc == 0 && ev.digest.object) {
+		ev.data = data;
+		ev.data_len = strlen(data);
+	}
+	v = tg_filter_stream_event(s, &ev);
+	json_decref(ev.json);
+	evbuffer_free(ev.raw);
+	return v;
+}
+
+/* Counts of the events the emit callback received. */
+struct seen {
+	struct evbuffer *out;
+	size_t events;
+	size_t with_tree;       /* came with a tree already built */
+	size_t tree_matches;    /* the tree a feature builds is the data's */
+};
+
+static void
+collect_seen(void *arg, struct tg_stream_event *ev)
+{
+	struct seen *seen = arg;
+	size_t len = evbuffer_get_length(ev->raw);
+	const char *raw = (const char *)evbuffer_pullup(ev->raw, -1);
+	json_t *json, *sent;
+
+	seen->events++;
+	seen->with_tree += ev->json != NULL;
+	json = tg_stream_event_json(ev);
+	sent = json_loadb(raw + 6, len - 8, 0, NULL);
+	seen->tree_matches += json != NULL && json_equal(json, sent);
+	json_decref(sent);
+	evbuffer_add_buffer(seen->out, ev->raw);
+}
+
+/* An event no filter changes goes out without a tree, and a feature after
+ * the filters that wants one builds it from the event's data. */
+START_TEST(unchanged_event_without_tree)
+{
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, mail_rules);
+	const struct tg_filter *slot[1] = {f};
+	struct tg_filter_chain chain = {1, slot};
+	struct tg_filter_log log = {0};
+	struct seen seen = {.out = evbuffer_new()};
+	int none;
+	struct tg_filter_stream *s = tg_filter_stream_new(&chain, &log, NULL, collect_seen, &seen,
+	                                                  &none);
+	const char *later = "{\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" there\"}}]}";
+
+	ck_assert_ptr_nonnull(s);
+	ck_assert_int_eq(feed_data(s, "{\"id\":\"c\",\"choices\":[{\"index\":0,"
+	                              "\"delta\":{\"content\":\"Hello\"}}]}", 0), TG_STREAM_OK);
+	ck_assert_int_eq(feed_data(s, later, 0), TG_STREAM_OK);
+	ck_assert_int_eq(feed_data(s, later, 0), TG_STREAM_OK);
+	ck_assert_int_eq(feed_data(s, "{\"choices\":[{\"index\":0,\"delta\":{},"
+	                              "\"finish_reason\":\"stop\"}]}", 0), TG_STREAM_OK);
+	ck_assert_uint_eq(seen.events, 4);
+	/* The first chunk's tree is built once, for the end of a block. */
+	ck_assert_uint_le(seen.with_tree, 1);
+	ck_assert_uint_eq(seen.tree_matches, 4);
+
+	tg_filter_stream_free(s);
+	evbuffer_free(seen.out);
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
+/* A masked text is written where its string was, between members and
+ * texts with escapes, and the event goes out as the tree jansson would
+ * write with the masked text set. */
+START_TEST(mask_among_escapes)
+{
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, mail_rules);
+	const struct tg_filter *slot[1];
+	struct tg_filter_chain chain;
+	struct tg_filter_log log = {0};
+	struct evbuffer *out = evbuffer_new();
+	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain, out);
+	const char *data = "{\"id\":\"q\\\"1\\\\\", \"choices\": [{\"delta\": {\"role\": \"a\\u00e9\","
+	                   "\"content\": \"mail \\\"jane@example.com\\\"\\n\\u00e9\"}, \"index\": 0,"
+	                   "\"text\": \"\\t\\\"\"}], \"note\": \"b\\\\\\\"\\n\"}";
+	json_t *expected = json_loads(data, 0, NULL);
+	json_t *delta = json_object_get(json_array_get(json_object_get(expected, "choices"), 0),
+	                                "delta");
+	char *want, *text, *sent;
+
+	json_object_set_new(delta, "content", json_string("mail \"[REDACTED:email]\"\n\xc3\xa9"));
+	text = json_dumps(expected, JSON_COMPACT);
+	ck_assert_int_gt(asprintf(&want, "data: %s\n\n", text), 0);
+
+	ck_assert_int_eq(feed_data(s, data, 0), TG_STREAM_OK);
+	ck_assert_int_eq(feed(s, "data: [DONE]\n\n", out), TG_STREAM_OK);
+	sent = take(out);
+	ck_assert_ptr_nonnull(strstr(sent, want));
+	ck_assert_ptr_eq(strstr(sent, want), sent);
+
+	free(sent);
+	free(want);
+	free(text);
+	json_decref(expected);
+	evbuffer_free(out);
+	tg_filter_stream_free(s);
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
+/* The content of choice index c in every chunk of an SSE text. */
+static char *
+choice_content(const char *sse, long c, const char *kind)
+{
+	char *out = calloc(1, strlen(sse) + 1);
+	const char *p = sse;
+
+	while ((p = strstr(p, "data: {")) != NULL) {
+		const char *end = strstr(p, "\n\n");
+		json_t *chunk = json_loadb(p + 6, (size_t)(end - p - 6), 0, NULL);
+		size_t i;
+		json_t *choice;
+
+		json_array_foreach(json_object_get(chunk, "choices"), i, choice) {
+			json_t *text = json_object_get(json_object_get(choice, "delta"), kind);
+
+			if (json_integer_value(json_object_get(choice, "index")) == c &&
+			    json_is_string(text))
+				strcat(out, json_string_value(text));
+		}
+		json_decref(chunk);
+		p = end;
+	}
+	return out;
+}
+
+/* Two choices in each event, their index after their delta: an address
+ * split over events in one choice is masked there alone, and the other
+ * choice's text comes through whole. */
+START_TEST(multi_choice_events)
+{
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, mail_rules);
+	const struct tg_filter *slot[1];
+	struct tg_filter_chain chain;
+	struct tg_filter_log log = {0};
+	struct evbuffer *out = evbuffer_new();
+	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain, out);
+	const char *events[] = {
+		"{\"choices\":[{\"delta\":{\"content\":\"Ask ja\"},\"index\":1},"
+		"{\"delta\":{\"content\":\"One, \"},\"index\":0}]}",
+		"{\"choices\":[{\"delta\":{\"content\":\"two, \"},\"index\":0},"
+		"{\"delta\":{\"content\":\"ne@exa\"},\"index\":1}]}",
+		"{\"choices\":[{\"delta\":{\"content\":\"mple.com now\"},\"index\":1},"
+		"{\"delta\":{\"content\":\"three.\"},\"index\":0,\"finish_reason\":\"stop\"}]}",
+		"{\"choices\":[{\"delta\":{},\"index\":1,\"finish_reason\":\"stop\"}]}",
+	};
+	char *sent, *zero, *one;
+
+	for (size_t i = 0; i < sizeof(events) / sizeof(events[0]); i++)
+		ck_assert_int_eq(feed_data(s, events[i], 0), TG_STREAM_OK);
+	ck_assert_uint_eq(tg_filter_stream_held(s), 0);
+	sent = take(out);
+	zero = choice_content(sent, 0, "content");
+	one = choice_content(sent, 1, "content");
+	ck_assert_str_eq(zero, "One, two, three.");
+	ck_assert_str_eq(one, "Ask [REDACTED:email] now");
+
+	free(zero);
+	free(one);
+	free(sent);
+	evbuffer_free(out);
+	tg_filter_stream_free(s);
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
+/* The arguments of one tool call, out of two in each event, with the
+ * call's index after its function. */
+START_TEST(tool_calls_share_events)
+{
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, mail_rules);
+	const struct tg_filter *slot[1];
+	struct tg_filter_chain chain;
+	struct tg_filter_log log = {0};
+	struct evbuffer *out = evbuffer_new();
+	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain, out);
+	const char *events[] = {
+		"{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":["
+		"{\"function\":{\"arguments\":\"{\\\"to\\\":\\\"ja\"},\"index\":1},"
+		"{\"function\":{\"arguments\":\"{\\\"n\\\":\"},\"index\":0}]}}]}",
+		"{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":["
+		"{\"function\":{\"arguments\":\"1}\"},\"index\":0},"
+		"{\"function\":{\"arguments\":\"ne@example.com\\\"}\"},\"index\":1}]}}]}",
+	};
+	char args[2][128] = {"", ""};
+	char *sent;
+
+	for (size_t i = 0; i < sizeof(events) / sizeof(events[0]); i++)
+		ck_assert_int_eq(feed_data(s, events[i], 0), TG_STREAM_OK);
+	ck_assert_int_eq(feed(s, "data: [DONE]\n\n", out), TG_STREAM_OK);
+	sent = take(out);
+	for (const char *p = sent; (p = strstr(p, "data: {")) != NULL; p++) {
+		json_t *chunk = json_loadb(p + 6, strcspn(p + 6, "\n"), 0, NULL);
+		json_t *calls = json_object_get(json_object_get(json_array_get(
+		                    json_object_get(chunk, "choices"), 0), "delta"), "tool_calls");
+		size_t i;
+		json_t *call;
+
+		json_array_foreach(calls, i, call) {
+			json_int_t k = json_integer_value(json_object_get(call, "index"));
+			json_t *a = json_object_get(json_object_get(call, "function"), "arguments");
+
+			ck_assert(k == 0 || k == 1);
+			strcat(args[k], json_string_value(a));
+		}
+		json_decref(chunk);
+	}
+	ck_assert_str_eq(args[0], "{\"n\":1}");
+	ck_assert_str_eq(args[1], "{\"to\":\"[REDACTED:email]\"}");
+
+	free(sent);
+	evbuffer_free(out);
+	tg_filter_stream_free(s);
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
+/* Data that a tree would not keep whole fails the stream, also when the
+ * texts look harmless, read by the stream or in the relay's digest pass. */
+static const char *const unreadable[] = {
+	"{\"choices\":[{\"delta\":{\"content\":\"a\",\"content\":\"b\"}}]}",
+	"{\"id\":\"x\",\"id\":\"x\",\"choices\":[]}",
+	"{\"choices\":[{\"delta\":{\"content\":\"a\\u0000b\"}}]}",
+	"{\"choices\":[{\"delta\":{\"content\":\"\\ud800\"}}]}",
+	"{\"choices\":[{\"delta\":{\"content\":\"\\ud800\\u0041\"}}]}",
+	"{\"choices\":[{\"delta\":{\"content\":\"\xc0\xaf\"}}]}",
+	"{\"choices\":[],\f\"x\":1}",
+	"{\"choices\":[{\"delta\":{\"content\":\"a\"}}]} x",
+	"[1]",
+};
+
+START_TEST(unreadable_event_fails)
+{
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, mail_rules);
+	const struct tg_filter *slot[1];
+	struct tg_filter_chain chain;
+	struct tg_filter_log log = {0};
+	struct evbuffer *out = evbuffer_new();
+	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain, out);
+	size_t n = sizeof(unreadable) / sizeof(unreadable[0]);
+	char why[192];
+
+	ck_assert_int_eq(feed_data(s, unreadable[(size_t)_i % n], (size_t)_i >= n),
+	                 TG_STREAM_ERROR);
+	tg_filter_stream_describe_error(s, why, sizeof(why));
+	ck_assert_ptr_nonnull(strstr(why, "cannot read"));
+	ck_assert_uint_eq(evbuffer_get_length(out), 0);
+
+	evbuffer_free(out);
+	tg_filter_stream_free(s);
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
+/* Data that jansson reads though the chunk reader left it to jansson: the
+ * texts are yajl's. */
+START_TEST(unsure_event_read)
+{
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, mail_rules);
+	const struct tg_filter *slot[1];
+	struct tg_filter_chain chain;
+	struct tg_filter_log log = {0};
+	struct evbuffer *out = evbuffer_new();
+	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain, out);
+	char *sent, *content;
+
+	ck_assert_int_eq(feed_data(s, "{\"choices\":[{\"delta\":{\"\\u0063ontent\":"
+	                              "\"\\ud83d\\ude00 jane@example.com\"}}]}", 0), TG_STREAM_OK);
+	ck_assert_int_eq(feed(s, "data: [DONE]\n\n", out), TG_STREAM_OK);
+	sent = take(out);
+	content = joined_content(sent);
+	ck_assert_str_eq(content, "\xf0\x9f\x98\x80 [REDACTED:email]");
+
+	free(content);
+	free(sent);
+	evbuffer_free(out);
+	tg_filter_stream_free(s);
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
+/* The events of a stream in which an address is split, masked among
+ * escapes, between two choices, and in data the reader leaves to jansson. */
+static const char *const tapped_events[] = {
+	"{\"id\":\"q\\\"1\",\"choices\":[{\"delta\":{\"content\":\"Ask \\\"ja\"},\"index\":1},"
+	"{\"delta\":{\"content\":\"One, \\n\"},\"index\":0}]}",
+	"{\"choices\": [ {\"delta\": {\"content\": \"ne@exa\"}, \"index\": 1} ], \"x\": \"\\\\\"}",
+	"{\"choices\":[{\"delta\":{\"content\":\"mple.com\\\" \\ud83d\\ude00\"},\"index\":1},"
+	"{\"delta\":{\"content\":\"two.\"},\"index\":0,\"finish_reason\":\"stop\"}]}",
+	"{\"choices\":[{\"delta\":{},\"index\":1,\"finish_reason\":\"stop\"}]}",
+};
+
+/* Texts read in the relay's digest pass come out as those the filters
+ * read themselves: same bytes, same masks. */
+START_TEST(tapped_read_same_output)
+{
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, mail_rules);
+	const struct tg_filter *slot[1];
+	struct tg_filter_chain chain;
+	struct tg_filter_log log = {0};
+	struct evbuffer *out = evbuffer_new();
+	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain, out);
+	char *own, *tapped, *one;
+
+	for (size_t i = 0; i < sizeof(tapped_events) / sizeof(tapped_events[0]); i++)
+		ck_assert_int_eq(feed_data(s, tapped_events[i], 0), TG_STREAM_OK);
+	own = take(out);
+	tg_filter_stream_free(s);
+
+	s = new_stream(f, &log, slot, &chain, out);
+	for (size_t i = 0; i < sizeof(tapped_events) / sizeof(tapped_events[0]); i++)
+		ck_assert_int_eq(feed_data(s, tapped_events[i], 1), TG_STREAM_OK);
+	tapped = take(out);
+	ck_assert_str_eq(tapped, own);
+	one = choice_content(tapped, 1, "content");
+	ck_assert_str_eq(one, "Ask \"[REDACTED:email]\" \xf0\x9f\x98\x80");
+
+	free(one);
+	free(own);
+	free(tapped);
+	evbuffer_free(out);
+	tg_filter_stream_free(s);
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
+
 /* --- hold_timeout --------------------------------------------------------- */
 
 static const char *const email_rules[] = {"preset:email", NULL};
@@ -786,6 +1148,17 @@ filter_stream_suite(void)
 	tcase_add_test(tc, flag_passes_unchanged);
 	tcase_add_test(tc, request_only_chain_has_no_stream);
 	tcase_add_test(tc, masked_event_not_held);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("reading");
+	tcase_add_test(tc, unchanged_event_without_tree);
+	tcase_add_test(tc, mask_among_escapes);
+	tcase_add_test(tc, multi_choice_events);
+	tcase_add_test(tc, tool_calls_share_events);
+	tcase_add_loop_test(tc, unreadable_event_fails, 0,
+	                    2 * (int)(sizeof(unreadable) / sizeof(unreadable[0])));
+	tcase_add_test(tc, unsure_event_read);
+	tcase_add_test(tc, tapped_read_same_output);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("hold_timeout");

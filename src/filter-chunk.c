@@ -1,0 +1,525 @@
+/*
+ * The texts of a streamed chunk, read with yajl's callbacks (filter-chunk.h).
+ *
+ * The reader keeps a stack of the containers it is inside. Each frame
+ * records what the container is in the chunk's shape and, for an object,
+ * which member the last key named. A container outside the shape is
+ * OTHER, and only its keys are read. The shape:
+ *
+ *   {"choices": [CHOICE...]}
+ *   CHOICE = {"index": n, "finish_reason": "...", "text": "...",
+ *             "delta": {"content": "...", "refusal": "...",
+ *                       "tool_calls": [{"index": n,
+ *                                       "function": {"arguments": "..."}}]}}
+ *
+ * yajl reports where it is in the text (yajl_get_bytes_consumed), which is
+ * just after the token of the current callback. A text's JSON string thus
+ * ends there, and starts at the first double quote after its key, since
+ * only whitespace and the colon lie between.
+ *
+ * yajl takes a few texts that jansson rejects, and a tree keeps one member
+ * of a name given twice where yajl reports both. Whatever the reader
+ * cannot rule out cheaply makes the read unsure, and then jansson decides.
+ * These are \f or \v (yajl's whitespace), an escaped surrogate (yajl
+ * turns a lone high one into "?"), and an escaped key (its bytes are not
+ * in the data to be compared). So are a string that is not UTF-8 or has a
+ * NUL, a key given twice, and an object with many keys or containers
+ * nested deep, which keep the key check short.
+ */
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <unistr.h>
+#include <yajl/yajl_parse.h>
+
+#include "filter-chunk.h"
+#include "reply-digest.h"
+#include "yajl-arena.h"
+
+/* Keys of one object compared for a repeat; more make the read unsure. */
+#define MAX_KEYS 32
+
+enum place {
+	P_OTHER,
+	P_ROOT,
+	P_CHOICES,
+	P_CHOICE,
+	P_DELTA,
+	P_CALLS,
+	P_CALL,
+	P_FUNCTION,
+};
+
+enum member {
+	M_NONE,
+	M_CHOICES,
+	M_INDEX,
+	M_FINISH_REASON,
+	M_TEXT,
+	M_DELTA,
+	M_CONTENT,
+	M_REFUSAL,
+	M_TOOL_CALLS,
+	M_FUNCTION,
+	M_ARGUMENTS,
+};
+
+struct key {
+	const char *name;
+	size_t len;
+	enum member member;
+};
+
+#define KEY(name, member) {name, sizeof(name) - 1, member}
+#define END_KEYS {NULL, 0, M_NONE}
+
+static const struct key ROOT_KEYS[] = {KEY("choices", M_CHOICES), END_KEYS};
+static const struct key CHOICE_KEYS[] = {
+	KEY("index", M_INDEX), KEY("finish_reason", M_FINISH_REASON), KEY("text", M_TEXT),
+	KEY("delta", M_DELTA), END_KEYS
+};
+static const struct key DELTA_KEYS[] = {
+	KEY("content", M_CONTENT), KEY("refusal", M_REFUSAL), KEY("tool_calls", M_TOOL_CALLS),
+	END_KEYS
+};
+static const struct key CALL_KEYS[] = {
+	KEY("index", M_INDEX), KEY("function", M_FUNCTION), END_KEYS
+};
+static const struct key FUNCTION_KEYS[] = {KEY("arguments", M_ARGUMENTS), END_KEYS};
+
+/* The keys read in an object of each place; NULL: none. */
+static const struct key *const PLACE_KEYS[] = {
+	[P_ROOT] = ROOT_KEYS, [P_CHOICE] = CHOICE_KEYS, [P_DELTA] = DELTA_KEYS,
+	[P_CALL] = CALL_KEYS, [P_FUNCTION] = FUNCTION_KEYS,
+};
+
+/* Return items, an array of *cap items of size bytes, grown when it has
+ * no room for item n; NULL when out of memory, and items is then unchanged. */
+static void *
+grow(void *items, size_t *cap, size_t n, size_t size)
+{
+	size_t want = *cap ? *cap * 2 : 8;
+	void *p;
+
+	if (n < *cap)
+		return items;
+	p = realloc(items, want * size);
+	if (p != NULL)
+		*cap = want;
+	return p;
+}
+
+
+/* The innermost frame, or NULL outside the frames (at the top, or too deep). */
+static struct tg_chunk_frame *
+top(struct tg_chunk *c)
+{
+	if (c->depth == 0 || c->depth > TG_CHUNK_MAX_FRAMES)
+		return NULL;
+	return &c->frames[c->depth - 1];
+}
+
+/* A value starts: count it in its array. Returns its position there. */
+static size_t
+value_starts(struct tg_chunk *c)
+{
+	struct tg_chunk_frame *f = top(c);
+
+	return f != NULL && f->array ? f->items++ : 0;
+}
+
+/* Whether jansson takes s as a string or key: UTF-8 without a NUL. Most
+ * are ASCII, which the loop passes without the two calls. */
+static int
+jansson_reads(const unsigned char *s, size_t len)
+{
+	size_t i = 0;
+
+	while (i < len && s[i] != '\0' && s[i] < 0x80)
+		i++;
+	if (i == len)
+		return 1;
+	return memchr(s + i, '\0', len - i) == NULL && u8_check(s + i, len - i) == NULL;
+}
+
+/* The member the innermost object's last key named, in place p only. */
+static enum member
+member_in(struct tg_chunk *c, enum place p)
+{
+	struct tg_chunk_frame *f = top(c);
+
+	return f != NULL && !f->array && f->place == p ? f->member : M_NONE;
+}
+
+/* The place of a container that starts now, as the value it is. */
+static enum place
+place_of(struct tg_chunk *c, int array)
+{
+	struct tg_chunk_frame *f = top(c);
+
+	if (c->depth == 0)
+		return array ? P_OTHER : P_ROOT;
+	if (f == NULL)
+		return P_OTHER;
+	if (array && !f->array && f->place == P_ROOT && f->member == M_CHOICES)
+		return P_CHOICES;
+	if (array && !f->array && f->place == P_DELTA && f->member == M_TOOL_CALLS)
+		return P_CALLS;
+	if (array)
+		return P_OTHER;
+	if (f->array && f->place == P_CHOICES)
+		return P_CHOICE;
+	if (f->array && f->place == P_CALLS)
+		return P_CALL;
+	if (!f->array && f->place == P_CHOICE && f->member == M_DELTA)
+		return P_DELTA;
+	if (!f->array && f->place == P_CALL && f->member == M_FUNCTION)
+		return P_FUNCTION;
+	return P_OTHER;
+}
+
+/* A choice or a tool call starts at position in its array. */
+static int
+open_item(struct tg_chunk *c, enum place place, size_t position)
+{
+	void *p;
+
+	if (place == P_CHOICE) {
+		p = grow(c->choices, &c->cap_choices, c->n_choices, sizeof(*c->choices));
+		if (p == NULL)
+			return -1;
+		c->choices = p;
+		c->choices[c->n_choices++] = (struct tg_chunk_choice){(long)position, 0};
+	} else if (place == P_CALL) {
+		p = grow(c->calls, &c->cap_calls, c->n_calls, sizeof(*c->calls));
+		if (p == NULL)
+			return -1;
+		c->calls = p;
+		c->calls[c->n_calls++] = (long)position;
+	}
+	return 0;
+}
+
+static int
+open_container(struct tg_chunk *c, int array)
+{
+	size_t position = value_starts(c);
+	enum place place = place_of(c, array);
+
+	if (c->depth >= TG_CHUNK_MAX_FRAMES) {
+		c->unsure = 1;
+		c->depth++;
+		return 1;
+	}
+	if (open_item(c, place, position) != 0) {
+		c->failed = 1;
+		return 0;
+	}
+	c->frames[c->depth++] = (struct tg_chunk_frame){
+		.place = (unsigned char)place, .array = (unsigned char)array,
+		.first_key = c->n_keys,
+	};
+	return 1;
+}
+
+static int
+on_start_map(void *ctx)
+{
+	return open_container(ctx, 0);
+}
+
+static int
+on_start_array(void *ctx)
+{
+	return open_container(ctx, 1);
+}
+
+static int
+on_end(void *ctx)
+{
+	struct tg_chunk *c = ctx;
+	struct tg_chunk_frame *f = top(c);
+
+	if (f != NULL && !f->array)
+		c->n_keys = f->first_key;
+	c->depth--;
+	return 1;
+}
+
+/* Record the key at s in the innermost object, and make the read unsure
+ * when the object had it already. */
+static int
+check_key(struct tg_chunk *c, struct tg_chunk_frame *f, const unsigned char *s, size_t len)
+{
+	size_t at = (size_t)((const char *)s - c->data);
+	size_t *p;
+
+	/* An escaped key was decoded elsewhere; its bytes in the data differ. */
+	if ((const char *)s < c->data || at > c->len || len > c->len - at ||
+	    (c->n_keys - f->first_key) / 2 >= MAX_KEYS) {
+		c->unsure = 1;
+		return 0;
+	}
+	for (size_t k = f->first_key; k < c->n_keys; k += 2) {
+		if (c->keys[k + 1] == len && memcmp(c->data + c->keys[k], s, len) == 0) {
+			c->unsure = 1;
+			return 0;
+		}
+	}
+	p = grow(c->keys, &c->cap_keys, c->n_keys + 1, sizeof(*c->keys));
+	if (p == NULL)
+		return -1;
+	c->keys = p;
+	c->keys[c->n_keys++] = at;
+	c->keys[c->n_keys++] = len;
+	return 0;
+}
+
+static int
+on_map_key(void *ctx, const unsigned char *s, size_t len)
+{
+	struct tg_chunk *c = ctx;
+	struct tg_chunk_frame *f = top(c);
+	const struct key *keys;
+
+	c->key_end = yajl_get_bytes_consumed(c->h);
+	if (f == NULL)
+		return 1;
+	if (!jansson_reads(s, len))
+		c->unsure = 1;
+	if (check_key(c, f, s, len) != 0) {
+		c->failed = 1;
+		return 0;
+	}
+	f->member = M_NONE;
+	keys = PLACE_KEYS[f->place];
+	for (; keys != NULL && keys->name != NULL; keys++) {
+		if (keys->len == len && memcmp(s, keys->name, len) == 0) {
+			f->member = keys->member;
+			break;
+		}
+	}
+	return 1;
+}
+
+/* Add the string just read as a text of kind; it is the value of the
+ * last key. */
+static int
+add_text(struct tg_chunk *c, enum tg_chunk_kind kind, const unsigned char *s, size_t len)
+{
+	size_t end = yajl_get_bytes_consumed(c->h);
+	const char *quote = memchr(c->data + c->key_end, '"', end - c->key_end);
+	struct tg_chunk_text *t;
+
+	assert(quote != NULL);
+	assert(c->data[end - 1] == '"');
+	t = grow(c->texts, &c->cap_texts, c->n_texts, sizeof(*c->texts));
+	if (t == NULL)
+		return -1;
+	c->texts = t;
+	if (c->buf_len + len >= c->buf_cap) {
+		size_t cap = c->buf_cap ? c->buf_cap : 256;
+		char *p;
+
+		while (cap < c->buf_len + len)
+			cap *= 2;
+		p = realloc(c->buf, cap);
+		if (p == NULL)
+			return -1;
+		c->buf = p;
+		c->buf_cap = cap;
+	}
+	memcpy(c->buf + c->buf_len, s, len);
+
+	t = &c->texts[c->n_texts++];
+	*t = (struct tg_chunk_text){
+		.choice = c->n_choices - 1, .kind = kind,
+		.at = (size_t)(quote - c->data), .end = end,
+		.text = c->buf_len, .len = len, .order = c->order++,
+		.call = kind == TG_CHUNK_ARGUMENTS ? c->n_calls - 1 : 0,
+	};
+	c->buf_len += len;
+	return 0;
+}
+
+/* The kind of text a string in the innermost object is, or -1: none. */
+static int
+text_kind(struct tg_chunk *c)
+{
+	struct tg_chunk_frame *f = top(c);
+
+	if (f == NULL || f->array)
+		return -1;
+	if (f->place == P_CHOICE && f->member == M_TEXT)
+		return TG_CHUNK_TEXT;
+	if (f->place == P_DELTA && f->member == M_CONTENT)
+		return TG_CHUNK_CONTENT;
+	if (f->place == P_DELTA && f->member == M_REFUSAL)
+		return TG_CHUNK_REFUSAL;
+	if (f->place == P_FUNCTION && f->member == M_ARGUMENTS)
+		return TG_CHUNK_ARGUMENTS;
+	return -1;
+}
+
+static int
+on_string(void *ctx, const unsigned char *s, size_t len)
+{
+	struct tg_chunk *c = ctx;
+	int kind = text_kind(c);
+
+	value_starts(c);
+	if (!jansson_reads(s, len))
+		c->unsure = 1;
+	if (member_in(c, P_CHOICE) == M_FINISH_REASON)
+		c->choices[c->n_choices - 1].finished = 1;
+	if (kind >= 0 && add_text(c, (enum tg_chunk_kind)kind, s, len) != 0) {
+		c->failed = 1;
+		return 0;
+	}
+	return 1;
+}
+
+static int
+on_integer(void *ctx, long long value)
+{
+	struct tg_chunk *c = ctx;
+
+	value_starts(c);
+	if (member_in(c, P_CHOICE) == M_INDEX)
+		c->choices[c->n_choices - 1].index = (long)value;
+	else if (member_in(c, P_CALL) == M_INDEX)
+		c->calls[c->n_calls - 1] = (long)value;
+	return 1;
+}
+
+static int
+on_other(void *ctx)
+{
+	value_starts(ctx);
+	return 1;
+}
+
+static int
+on_boolean(void *ctx, int value)
+{
+	(void)value;
+	return on_other(ctx);
+}
+
+static int
+on_double(void *ctx, double value)
+{
+	(void)value;
+	return on_other(ctx);
+}
+
+static const yajl_callbacks CALLBACKS = {
+	.yajl_null = on_other,
+	.yajl_boolean = on_boolean,
+	.yajl_integer = on_integer,
+	.yajl_double = on_double,
+	.yajl_string = on_string,
+	.yajl_start_map = on_start_map,
+	.yajl_map_key = on_map_key,
+	.yajl_end_map = on_end,
+	.yajl_start_array = on_start_array,
+	.yajl_end_array = on_end,
+};
+
+/* Whether the data has what yajl reads otherwise than jansson outside
+ * the callbacks' view: \f or \v, or an escaped surrogate. A backslash is
+ * an escape inside a string and appears nowhere else. */
+static int
+needs_jansson(const char *data, size_t len)
+{
+	const char *end = data + len;
+
+	if (memchr(data, '\f', len) != NULL || memchr(data, '\v', len) != NULL)
+		return 1;
+	for (const char *p = memchr(data, '\\', len); p != NULL && end - p >= 4;
+	     p = memchr(p, '\\', (size_t)(end - p))) {
+		if (p[1] == 'u' && (p[2] == 'd' || p[2] == 'D') && p[3] != '\0' &&
+		    strchr("89abcdefABCDEF", p[3]) != NULL)
+			return 1;
+		p += 2;
+	}
+	return 0;
+}
+
+/* Texts by choice, then in the order the filters take the kinds, then as
+ * they came. */
+static int
+compare_texts(const void *a, const void *b)
+{
+	const struct tg_chunk_text *x = a, *y = b;
+
+	if (x->choice != y->choice)
+		return x->choice < y->choice ? -1 : 1;
+	if (x->kind != y->kind)
+		return x->kind < y->kind ? -1 : 1;
+	return x->order < y->order ? -1 : x->order > y->order;
+}
+
+void
+tg_chunk_begin(struct tg_chunk *c, const char *data, size_t len, struct tg_reply_tap *tap)
+{
+	c->n_texts = c->n_choices = c->n_calls = c->buf_len = c->n_keys = 0;
+	c->h = NULL;
+	c->data = data;
+	c->len = len;
+	c->unsure = needs_jansson(data, len);
+	c->failed = 0;
+	c->depth = c->key_end = c->order = 0;
+	tap->callbacks = &CALLBACKS;
+	tap->ctx = c;
+}
+
+enum tg_chunk_result
+tg_chunk_end(struct tg_chunk *c, int whole)
+{
+	c->h = NULL;
+	if (c->failed)
+		return TG_CHUNK_FAILED;
+	for (size_t i = 0; i < c->n_texts; i++) {
+		if (c->texts[i].kind == TG_CHUNK_ARGUMENTS)
+			c->texts[i].tool = c->calls[c->texts[i].call];
+	}
+	if (c->n_texts > 1)
+		qsort(c->texts, c->n_texts, sizeof(*c->texts), compare_texts);
+
+	return c->unsure || !whole ? TG_CHUNK_UNSURE : TG_CHUNK_READ;
+}
+
+enum tg_chunk_result
+tg_chunk_read(struct tg_chunk *c, const char *data, size_t len)
+{
+	struct tg_reply_tap tap;
+	yajl_status st;
+
+	tg_chunk_begin(c, data, len, &tap);
+	c->h = tg_yajl_alloc(tap.callbacks, c);
+	if (c->h == NULL)
+		return TG_CHUNK_FAILED;
+	yajl_config(c->h, yajl_allow_trailing_garbage, 1);
+	st = yajl_parse(c->h, (const unsigned char *)data, len);
+	if (st == yajl_status_ok)
+		st = yajl_complete_parse(c->h);
+	tg_yajl_free(c->h);
+
+	/* The caller's digest found the data to be JSON, so the parse reads
+	 * it whole. Should it not, jansson decides. */
+	assert(st == yajl_status_ok || c->failed);
+	return tg_chunk_end(c, st == yajl_status_ok);
+}
+
+void
+tg_chunk_free(struct tg_chunk *c)
+{
+	free(c->texts);
+	free(c->choices);
+	free(c->calls);
+	free(c->buf);
+	free(c->keys);
+	memset(c, 0, sizeof(*c));
+}

@@ -1,0 +1,228 @@
+/*
+ * Unit tests for the chunk reader of the stream filters: the texts of a
+ * chunk with their places in the data, their order, and the data it
+ * leaves to jansson because yajl may read it otherwise.
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "filter-chunk.h"
+#include "reply-digest.h"
+
+/* Read data, which must be a JSON object to the reply digest, as the
+ * stream filters do. */
+static enum tg_chunk_result
+read_chunk(struct tg_chunk *c, const char *data)
+{
+	struct tg_reply_digest d;
+
+	ck_assert_int_eq(tg_reply_digest(&d, data, strlen(data)), 0);
+	ck_assert(d.object);
+	return tg_chunk_read(c, data, strlen(data));
+}
+
+/* Check text i of c: its choice, kind, tool, decoded bytes and string. */
+static void
+check_text(const struct tg_chunk *c, const char *data, size_t i, size_t choice,
+           enum tg_chunk_kind kind, long tool, const char *text, const char *json)
+{
+	const struct tg_chunk_text *t = &c->texts[i];
+
+	ck_assert_uint_lt(i, c->n_texts);
+	ck_assert_uint_eq(t->choice, choice);
+	ck_assert_int_eq(t->kind, kind);
+	if (kind == TG_CHUNK_ARGUMENTS)
+		ck_assert_int_eq(t->tool, tool);
+	ck_assert_uint_eq(t->len, strlen(text));
+	ck_assert(memcmp(c->buf + t->text, text, t->len) == 0);
+	ck_assert_uint_eq(t->end - t->at, strlen(json));
+	ck_assert(memcmp(data + t->at, json, t->end - t->at) == 0);
+}
+
+/* A text with escapes, between members with escapes, and an index after
+ * the delta: the string is found where it is, quotes included. */
+START_TEST(text_placed_among_escapes)
+{
+	const char *data = "{\"id\":\"a\\\"b\\\\\" , \"choices\" : [ {\"delta\": {\"role\":\"x\\\"\","
+	                   "\"content\" :  \"x\\\"y\\u00e9z\\n\"}, \"index\": 3} ],"
+	                   "\"model\":\"m\\t\\\"\"}";
+	struct tg_chunk c = {0};
+
+	ck_assert_int_eq(read_chunk(&c, data), TG_CHUNK_READ);
+	ck_assert_uint_eq(c.n_choices, 1);
+	ck_assert_int_eq(c.choices[0].index, 3);
+	ck_assert_int_eq(c.choices[0].finished, 0);
+	ck_assert_uint_eq(c.n_texts, 1);
+	check_text(&c, data, 0, 0, TG_CHUNK_CONTENT, 0, "x\"y\xc3\xa9z\n",
+	           "\"x\\\"y\\u00e9z\\n\"");
+	tg_chunk_free(&c);
+}
+END_TEST
+
+/* Several choices and tool calls in one chunk: texts come by choice, then
+ * content, refusal, text, arguments, and a call's index may follow its
+ * function. Choices that are not objects count for positions only. */
+START_TEST(texts_in_filter_order)
+{
+	const char *data =
+		"{\"choices\":[{\"delta\":{\"tool_calls\":[{\"function\":{\"arguments\":\"A\"},"
+		"\"index\":5},{\"index\":2,\"function\":{\"name\":\"f\",\"arguments\":\"B\"}},"
+		"{\"function\":{\"arguments\":\"C\"}}],\"content\":\"D\",\"refusal\":\"E\"},"
+		"\"text\":\"F\",\"index\":0},7,{\"text\":\"G\",\"finish_reason\":\"stop\"},"
+		"{\"index\":1.0,\"finish_reason\":null,\"delta\":{\"content\":null}}]}";
+	struct tg_chunk c = {0};
+
+	ck_assert_int_eq(read_chunk(&c, data), TG_CHUNK_READ);
+	ck_assert_uint_eq(c.n_choices, 3);
+	ck_assert_int_eq(c.choices[0].index, 0);
+	ck_assert_int_eq(c.choices[1].index, 2);
+	ck_assert_int_eq(c.choices[1].finished, 1);
+	ck_assert_int_eq(c.choices[2].index, 3);
+	ck_assert_int_eq(c.choices[2].finished, 0);
+	ck_assert_uint_eq(c.n_texts, 7);
+	check_text(&c, data, 0, 0, TG_CHUNK_CONTENT, 0, "D", "\"D\"");
+	check_text(&c, data, 1, 0, TG_CHUNK_REFUSAL, 0, "E", "\"E\"");
+	check_text(&c, data, 2, 0, TG_CHUNK_TEXT, 0, "F", "\"F\"");
+	check_text(&c, data, 3, 0, TG_CHUNK_ARGUMENTS, 5, "A", "\"A\"");
+	check_text(&c, data, 4, 0, TG_CHUNK_ARGUMENTS, 2, "B", "\"B\"");
+	check_text(&c, data, 5, 0, TG_CHUNK_ARGUMENTS, 2, "C", "\"C\"");
+	check_text(&c, data, 6, 1, TG_CHUNK_TEXT, 0, "G", "\"G\"");
+	tg_chunk_free(&c);
+}
+END_TEST
+
+/* Members outside the shape are not texts, though they have the names. */
+START_TEST(texts_only_in_shape)
+{
+	const char *data = "{\"content\":\"a\",\"delta\":{\"content\":\"b\"},"
+	                   "\"choices\":[{\"message\":{\"content\":\"c\"},\"delta\":[\"d\"],"
+	                   "\"x\":{\"text\":\"e\"}}],\"text\":\"f\"}";
+	struct tg_chunk c = {0};
+
+	ck_assert_int_eq(read_chunk(&c, data), TG_CHUNK_READ);
+	ck_assert_uint_eq(c.n_choices, 1);
+	ck_assert_uint_eq(c.n_texts, 0);
+	tg_chunk_free(&c);
+}
+END_TEST
+
+/* Data the reader reads as jansson does. */
+static const char *const sure[] = {
+	"{\"x\":[{\"k\":1},{\"k\":1}],\"k\":{\"k\":2}}",      /* one key per object */
+	"{\"choices\":[]}",
+	"{\"a\":\"\\\\ud800\"}",        /* an escaped backslash, then "ud800" */
+	"{\"a\":\"\\u00e9\\uD7FF\\uE000\"}",
+};
+
+START_TEST(read_sure)
+{
+	struct tg_chunk c = {0};
+
+	ck_assert_int_eq(read_chunk(&c, sure[_i]), TG_CHUNK_READ);
+	tg_chunk_free(&c);
+}
+END_TEST
+
+/* Data that jansson may read otherwise, or reject, so it must decide. */
+static const char *const unsure[] = {
+	"{\"a\":1,\"a\":2}",
+	"{\"choices\":[{\"delta\":{\"content\":\"x\",\"content\":\"y\"}}]}",
+	"{\"x\":[{\"k\":1,\"k\":1}]}",
+	"{\"choices\":[{\"delta\":{\"content\":\"a\\u0000b\"}}]}",
+	"{\"\\u0000\":1}",
+	"{\"choices\":[{\"text\":\"\\ud800\"}]}",
+	"{\"choices\":[{\"text\":\"\\uDC00x\"}]}",
+	"{\"choices\":[{\"text\":\"\\ud800\\u0041\"}]}",
+	"{\"\\u0063hoices\":[]}",
+	"{\"a\":1,\f\"b\":2}",
+	"{\"a\":1,\v\"b\":2}",
+	"{\"choices\":[{\"text\":\"\xed\xa0\x80\"}]}",      /* an encoded surrogate */
+	"{\"choices\":[{\"text\":\"\xc0\xaf\"}]}",          /* overlong */
+	"{\"k\":\"\xf4\x90\x80\x80\"}",                     /* past U+10FFFF */
+};
+
+START_TEST(read_unsure)
+{
+	struct tg_chunk c = {0};
+
+	ck_assert_int_eq(read_chunk(&c, unsure[_i]), TG_CHUNK_UNSURE);
+	tg_chunk_free(&c);
+}
+END_TEST
+
+/* An object with many keys, or deep nesting, leaves the key check to
+ * jansson; the texts are still read. */
+START_TEST(read_large_unsure)
+{
+	char data[1024] = "{\"choices\":[{\"text\":\"t\"}]";
+	struct tg_chunk c = {0};
+	size_t len;
+
+	for (int i = 0; i < 40; i++)
+		snprintf(data + strlen(data), sizeof(data) - strlen(data), ",\"k%d\":%d", i, i);
+	strcat(data, "}");
+	ck_assert_int_eq(read_chunk(&c, data), TG_CHUNK_UNSURE);
+	ck_assert_uint_eq(c.n_texts, 1);
+
+	strcpy(data, "{\"choices\":[{\"text\":\"t\"}],\"deep\":");
+	len = strlen(data);
+	for (int i = 0; i < 40; i++)
+		data[len++] = '[';
+	for (int i = 0; i < 40; i++)
+		data[len++] = ']';
+	strcpy(data + len, "}");
+	ck_assert_int_eq(read_chunk(&c, data), TG_CHUNK_UNSURE);
+	ck_assert_uint_eq(c.n_texts, 1);
+	tg_chunk_free(&c);
+}
+END_TEST
+
+/* One reader serves chunk after chunk: a read forgets the last. */
+START_TEST(reused_between_reads)
+{
+	struct tg_chunk c = {0};
+
+	ck_assert_int_eq(read_chunk(&c, "{\"choices\":[{\"text\":\"one\"},{\"text\":\"two\"}]}"),
+	                 TG_CHUNK_READ);
+	ck_assert_uint_eq(c.n_texts, 2);
+	ck_assert_int_eq(read_chunk(&c, "{\"choices\":[{\"index\":4,\"text\":\"three\"}]}"),
+	                 TG_CHUNK_READ);
+	ck_assert_uint_eq(c.n_choices, 1);
+	ck_assert_int_eq(c.choices[0].index, 4);
+	ck_assert_uint_eq(c.n_texts, 1);
+	ck_assert_uint_eq(c.texts[0].text, 0);
+	ck_assert(memcmp(c.buf, "three", 5) == 0);
+	tg_chunk_free(&c);
+}
+END_TEST
+
+static Suite *
+filter_chunk_suite(void)
+{
+	Suite *s = suite_create("filter_chunk");
+	TCase *tc = tcase_create("read");
+
+	tcase_add_test(tc, text_placed_among_escapes);
+	tcase_add_test(tc, texts_in_filter_order);
+	tcase_add_test(tc, texts_only_in_shape);
+	tcase_add_loop_test(tc, read_sure, 0, (int)(sizeof(sure) / sizeof(sure[0])));
+	tcase_add_loop_test(tc, read_unsure, 0, (int)(sizeof(unsure) / sizeof(unsure[0])));
+	tcase_add_test(tc, read_large_unsure);
+	tcase_add_test(tc, reused_between_reads);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *runner = srunner_create(filter_chunk_suite());
+	int failed;
+
+	srunner_run_all(runner, CK_NORMAL);
+	failed = srunner_ntests_failed(runner);
+	srunner_free(runner);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
