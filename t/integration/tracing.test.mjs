@@ -877,6 +877,24 @@ describe('export over https', () => {
     gw.checkErrors();
   });
 
+  it('drops an open connection when a reload changes the CA file', async () => {
+    const { gw, receiver } = await setup(certs.ca, { retry: { max_attempts: 1 } });
+    await postChat(gw, { model: 'gpt-4o', messages });
+    await waitFor(async () => (await exporterStats(gw)).spans_exported === 2,
+      { message: 'the first batch exported' });
+
+    // The connection is still open, but the new CA does not vouch for
+    // the receiver: the next export must verify it again and fail.
+    const { tracing: before } = gw.config;
+    const after = { ...before, otlp: { ...before.otlp, tls: { ca_file: otherCerts.ca } } };
+    assert.equal(await gw.reload({ ...gw.config, tracing: after }), 'reloaded');
+    await postChat(gw, { model: 'gpt-4o', messages });
+    await waitFor(async () => (await exporterStats(gw)).spans_failed === 2,
+      { message: 'the second batch failed' });
+    assert.equal(receiver.requests.length, 1);
+    await gw.waitForLog(/failed: TLS: .*certificate verify failed/);
+  });
+
   for (const [what, close] of [
     ['closed its idle connection', (receiver) => receiver.closeIdleConnections()],
     ['restarted on the same port', (receiver) => receiver.restart()],
