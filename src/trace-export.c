@@ -8,16 +8,16 @@
  * longer counts, as in the OpenTelemetry SDK.
  *
  * Exports go over one keep-alive connection, plain or TLS. A connection
- * that closed or failed is never used again, because libevent would
- * reconnect it over the same bufferevent and so the same SSL object. That
- * SSL must then start a new session on a new socket, which libevent 2.1.12
- * does with SSL_clear(), but which failed in reports against earlier 2.1
- * releases. The next attempt makes a new connection with a new SSL
- * instead, and the old one is freed from an event of its own, because it
- * may close inside one of its callbacks.
+ * that closed or failed is not used again. libevent would reconnect it
+ * over the same bufferevent, and so the same SSL object, which must then
+ * start a new session on a new socket. That works with the libevent 2.1.12
+ * used here, but configure accepts any 2.1 release, so the next attempt
+ * makes a new connection with a new SSL instead. The old one is freed
+ * from an event of its own, because it may close inside one of its
+ * callbacks.
  *
- * NOTE: with libevent 2.1.12 and OpenSSL 3.0 the reconnect test passes
- * without this, so no test here shows what it guards against.
+ * NOTE: with libevent 2.1.12 the reconnect tests also pass when the closed
+ * connection is reused, so no test here shows what this guards against.
  */
 #include "clock.h"
 #include "autoconfig.h"
