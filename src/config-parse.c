@@ -655,7 +655,7 @@ void parse_value(struct load_ctx *ctx, const char *path, json_t *value,
 		if (!json_is_object(value))
 			report_type(ctx, path, "an object", value);
 		else
-			parse_section(ctx, path, value, base, s->section);
+			parse_section(ctx, path, value, (char *)base + s->offset, s->section);
 		break;
 	case T_CUSTOM:
 		s->parse(ctx, path, value, base, s);
@@ -776,7 +776,7 @@ void free_features(void *base, const struct section *sec)
 		const struct setting *s = &sec->settings[i];
 
 		if (s->type == T_SECTION) {
-			free_features(base, s->section);
+			free_features((char *)base + s->offset, s->section);
 		} else if (s->type == T_FEATURE) {
 			void **obj = FIELD(base, s, void *);
 

@@ -86,7 +86,7 @@ enum setting_type {
 	T_COUNT,        /* size_t within [min, max] */
 	T_DURATION,     /* tg_msec_t within [min, max] milliseconds */
 	T_SIZE,         /* size_t within [min, max] bytes */
-	T_SECTION,      /* object whose settings write into the same base */
+	T_SECTION,      /* object whose settings write into base + offset */
 	T_CUSTOM,       /* parsed by setting.parse */
 	T_FEATURE,      /* pointer to a struct that setting.feature owns */
 };
@@ -150,6 +150,11 @@ struct setting {
  * to a clock reading in 64 bits. That wraps for values near 2^63 us, and a
  * wrapped timeout fires at once instead of late. */
 #define DURATION_MAX ((uint64_t)8760 * 60 * 60 * 1000)
+
+/* The "tls" object of an https client, backends.NAME.tls and
+ * tracing.otlp.tls: its settings fill a struct tg_tls_client_config, which
+ * the T_SECTION entry locates with its offset. */
+extern const struct section tg_tls_client_section;
 
 /* --- messages ----------------------------------------------------------- */
 

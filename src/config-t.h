@@ -39,6 +39,13 @@ struct tg_listen {
 	char *tls_key;
 };
 
+/* How an https client checks the server: shared by backends and the
+ * tracing exporter, which parse it from the same table. */
+struct tg_tls_client_config {
+	char *ca_file;          /* PEM bundle; NULL uses the system store */
+	int verify;             /* verify certificate and name; default 1 */
+};
+
 struct tg_backend_timeouts {
 	tg_msec_t connect;      /* TCP and TLS handshake */
 	tg_msec_t first_byte;   /* request sent to first response byte */
@@ -54,8 +61,7 @@ struct tg_backend {
 	char *host_header;      /* value for the upstream Host header */
 	char *base_path;        /* URL path prefix without trailing '/', or "" */
 	char *api_key;          /* secret: never logged; NULL keeps the client's */
-	char *ca_file;          /* PEM bundle; NULL uses the system store */
-	int tls_verify;         /* verify certificate and name; default 1 */
+	struct tg_tls_client_config tls_config;  /* "tls", for https:// */
 	struct tg_backend_timeouts timeouts;
 	size_t max_idle;        /* pooled idle connections per worker */
 	tg_msec_t idle_keepalive; /* how long a pooled connection may idle */

@@ -469,15 +469,15 @@ static const struct setting timeouts_settings[] = {
 };
 static const struct section timeouts_section = SECTION(timeouts_settings);
 
-static const struct setting backend_tls_settings[] = {
+static const struct setting tls_client_settings[] = {
 	{ .key = "ca_file", .type = T_FILE,
-	  .offset = offsetof(struct tg_backend, ca_file),
+	  .offset = offsetof(struct tg_tls_client_config, ca_file),
 	  .help = "PEM bundle of trusted CAs; absent uses the system store" },
 	{ .key = "verify", .type = T_BOOL, .def = "true",
-	  .offset = offsetof(struct tg_backend, tls_verify),
-	  .help = "verify the certificate and host name of https:// backends" },
+	  .offset = offsetof(struct tg_tls_client_config, verify),
+	  .help = "verify the server's certificate and host name" },
 };
-static const struct section backend_tls_section = SECTION(backend_tls_settings);
+const struct section tg_tls_client_section = SECTION(tls_client_settings);
 
 static const struct setting pool_settings[] = {
 	{ .key = "max_idle", .type = T_COUNT, .def = "64", .max = 65536,
@@ -500,7 +500,8 @@ static const struct setting backend_settings[] = {
 	{ .key = "timeouts", .type = T_SECTION, .def = "{}",
 	  .section = &timeouts_section, .help = "upstream timeouts" },
 	{ .key = "tls", .type = T_SECTION, .def = "{}",
-	  .section = &backend_tls_section, .help = "TLS to https:// backends" },
+	  .offset = offsetof(struct tg_backend, tls_config),
+	  .section = &tg_tls_client_section, .help = "TLS to https:// backends" },
 	{ .key = "pool", .type = T_SECTION, .def = "{}",
 	  .section = &pool_section, .help = "upstream connection reuse" },
 	{ .key = "health", .type = T_FEATURE, .feature = &tg_health_feature, .def = "{}",
@@ -698,7 +699,7 @@ static void free_config(struct tg_config *cfg)
 		if (b->api_key != NULL)
 			explicit_bzero(b->api_key, strlen(b->api_key));
 		free(b->api_key);
-		free(b->ca_file);
+		free(b->tls_config.ca_file);
 	}
 	free(cfg->backends);
 

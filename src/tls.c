@@ -1,9 +1,11 @@
 /*
- * OpenSSL contexts for listeners and upstreams.
+ * OpenSSL contexts for listeners, upstreams and the tracing exporter.
  */
 #include <arpa/inet.h>
+#include <limits.h>
 #include <string.h>
 
+#include <event2/bufferevent_ssl.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
@@ -21,14 +23,25 @@ tg_tls_error_string(unsigned long err, char *buf, size_t size)
 	return buf;
 }
 
+/* Write "WHAT: REASON" into why, REASON being OpenSSL's latest error. */
 static void
-log_openssl_error(const char *what, const char *subject)
+describe_openssl_error(char *why, size_t size, const char *what)
 {
 	char text[256];
 
-	tg_error("%s %s failed: %s", what, subject,
+	snprintf(why, size, "%s: %s", what,
 	         tg_tls_error_string(ERR_get_error(), text, sizeof(text)));
 	ERR_clear_error();
+}
+
+static void
+log_openssl_error(const char *what, const char *subject)
+{
+	char text[PATH_MAX + 64], why[PATH_MAX + 320];
+
+	snprintf(text, sizeof(text), "%s %s failed", what, subject);
+	describe_openssl_error(why, sizeof(why), text);
+	tg_error("%s", why);
 }
 
 SSL_CTX *
@@ -63,30 +76,33 @@ fail:
 }
 
 SSL_CTX *
-tg_tls_client_ctx(const struct tg_backend *backend)
+tg_tls_client_ctx(const struct tg_tls_client_config *tls, char *why, size_t size)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	char what[PATH_MAX + 64];
 
 	if (ctx == NULL) {
-		log_openssl_error("creating the TLS context for backend", backend->name);
+		describe_openssl_error(why, size, "cannot create a TLS context");
 		return NULL;
 	}
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 
-	if (!backend->tls_verify) {
+	if (!tls->verify) {
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
 		return ctx;
 	}
 
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-	if (backend->ca_file != NULL) {
-		if (SSL_CTX_load_verify_locations(ctx, backend->ca_file, NULL) != 1) {
-			log_openssl_error("loading the CA file", backend->ca_file);
+	if (tls->ca_file != NULL) {
+		if (SSL_CTX_load_verify_locations(ctx, tls->ca_file, NULL) != 1) {
+			snprintf(what, sizeof(what), "cannot load CA certificates from \"%s\" "
+			         "(expected a PEM bundle)", tls->ca_file);
+			describe_openssl_error(why, size, what);
 			SSL_CTX_free(ctx);
 			return NULL;
 		}
 	} else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
-		log_openssl_error("loading the system CA store for backend", backend->name);
+		describe_openssl_error(why, size, "cannot load the system CA store");
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
@@ -102,21 +118,21 @@ is_ip_address(const char *host)
 }
 
 SSL *
-tg_tls_client_ssl(SSL_CTX *ctx, const struct tg_backend *backend)
+tg_tls_client_ssl(SSL_CTX *ctx, const char *host, int verify)
 {
 	SSL *ssl = SSL_new(ctx);
-	int ip = is_ip_address(backend->host);
+	int ip = is_ip_address(host);
 
 	if (ssl == NULL)
 		return NULL;
 
 	/* SNI carries host names only (RFC 6066, section 3). */
-	if (!ip && SSL_set_tlsext_host_name(ssl, backend->host) != 1)
+	if (!ip && SSL_set_tlsext_host_name(ssl, host) != 1)
 		goto fail;
 
-	if (backend->tls_verify) {
-		int ok = ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), backend->host)
-		            : SSL_set1_host(ssl, backend->host);
+	if (verify) {
+		int ok = ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host)
+		            : SSL_set1_host(ssl, host);
 
 		if (ok != 1)
 			goto fail;
@@ -126,4 +142,27 @@ tg_tls_client_ssl(SSL_CTX *ctx, const struct tg_backend *backend)
 fail:
 	SSL_free(ssl);
 	return NULL;
+}
+
+const char *
+tg_tls_session_error(struct bufferevent *bev, char *buf, size_t size)
+{
+	unsigned long err = bufferevent_get_openssl_error(bev);
+	SSL *ssl = bufferevent_openssl_get_ssl(bev);
+	long verify = ssl != NULL ? SSL_get_verify_result(ssl) : X509_V_OK;
+	char text[200];
+
+	if (err == 0)
+		return NULL;
+	ERR_clear_error();
+
+	/* OpenSSL's error is only "certificate verify failed". The
+	 * verification result tells an unknown CA from a wrong name. */
+	if (ERR_GET_LIB(err) == ERR_LIB_SSL &&
+	    ERR_GET_REASON(err) == SSL_R_CERTIFICATE_VERIFY_FAILED && verify != X509_V_OK)
+		snprintf(buf, size, "TLS: %s (%s)", tg_tls_error_string(err, text, sizeof(text)),
+		         X509_verify_cert_error_string(verify));
+	else
+		snprintf(buf, size, "TLS: %s", tg_tls_error_string(err, text, sizeof(text)));
+	return buf;
 }

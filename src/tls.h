@@ -1,5 +1,5 @@
 /*
- * OpenSSL contexts for listeners and upstreams.
+ * OpenSSL contexts for listeners, upstreams and the tracing exporter.
  */
 #ifndef TOLLGATE_TLS_H
 #define TOLLGATE_TLS_H
@@ -8,16 +8,28 @@
 
 #include "config-t.h"
 
+struct bufferevent;
+
 /* Server context for a TLS listener; logs and returns NULL on failure. */
 SSL_CTX *tg_tls_server_ctx(const struct tg_listen *listen);
 
-/* Client context for an https backend: verification on unless the backend
- * turns it off, with its CA file or the system store. */
-SSL_CTX *tg_tls_client_ctx(const struct tg_backend *backend);
+/* Create a client context that verifies the server's certificate and name
+ * (unless tls->verify is 0) against tls->ca_file, or else the system store.
+ * On failure, returns NULL and writes what failed with OpenSSL's reason
+ * into why, for a log line or a config error. */
+SSL_CTX *tg_tls_client_ctx(const struct tg_tls_client_config *tls, char *why,
+                           size_t size);
 
-/* A new SSL for one upstream connection, with SNI and the expected host
- * name (or IP address) set for verification. */
-SSL *tg_tls_client_ssl(SSL_CTX *ctx, const struct tg_backend *backend);
+/* Create an SSL for one connection to host, a name or an IP address: SNI for
+ * a name, and with verify the name or address the certificate must carry.
+ * NULL when out of memory. */
+SSL *tg_tls_client_ssl(SSL_CTX *ctx, const char *host, int verify);
+
+/* Why the TLS session of an OpenSSL bufferevent failed: "TLS: " and
+ * OpenSSL's reason, with the certificate check's result when that failed.
+ * NULL when OpenSSL recorded no error for bev. Clears the thread's OpenSSL
+ * error queue. */
+const char *tg_tls_session_error(struct bufferevent *bev, char *buf, size_t size);
 
 /* The most recent OpenSSL error of this thread as text, for logs. */
 const char *tg_tls_error_string(unsigned long err, char *buf, size_t size);

@@ -20,9 +20,14 @@
  *
  * Exports are always http/json, so OTEL_EXPORTER_OTLP_PROTOCOL is not read:
  * collectors take JSON on the same endpoint as protobuf.
+ *
+ * For an https:// endpoint the TLS context is made here, at every load, so
+ * that a CA file OpenSSL cannot read fails the load rather than each
+ * export. free_tracing frees it with the snapshot.
  */
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -31,6 +36,7 @@
 
 #include "config.h"
 #include "headers.h"
+#include "tls.h"
 #include "trace-config.h"
 #include "trace-t.h"
 
@@ -47,7 +53,7 @@ static void parse_headers(struct load_ctx *ctx, const char *path,
 static const struct setting otlp_settings[] = {
 	{ .key = "endpoint", .type = T_CUSTOM, .parse = parse_endpoint,
 	  .doc_type = "string",
-	  .help = "OTLP/HTTP traces URL, http://host:port/v1/traces; absent: no export" },
+	  .help = "OTLP/HTTP traces URL, http(s)://host:port/v1/traces; absent: no export" },
 	{ .key = "headers", .type = T_CUSTOM, .parse = parse_headers,
 	  .doc_type = "object",
 	  .help = "request headers sent with every export, name to value" },
@@ -59,6 +65,9 @@ static const struct setting otlp_settings[] = {
 	  .max = 600000,
 	  .offset = offsetof(struct tg_tracing_config, shutdown_timeout),
 	  .help = "on SIGTERM, time to send the spans still queued" },
+	{ .key = "tls", .type = T_SECTION, .def = "{}",
+	  .offset = offsetof(struct tg_tracing_config, tls),
+	  .section = &tg_tls_client_section, .help = "TLS to an https:// endpoint" },
 };
 static const struct section otlp_section = SECTION(otlp_settings);
 
@@ -144,8 +153,9 @@ parse_sample_ratio(struct load_ctx *ctx, const char *path, json_t *value,
 	((struct tg_tracing_config *)base)->sample_ratio = ratio;
 }
 
-/* Split an http:// URL into host, port (default 80) and path with query
- * (default "/"). Returns NULL, or why the URL cannot be used. */
+/* Split an http:// or https:// URL into host, port (default 80 or 443)
+ * and path with query (default "/"). Returns NULL, or why the URL cannot
+ * be used. */
 static const char *
 split_endpoint(const char *url, struct tg_tracing_config *tc)
 {
@@ -161,10 +171,9 @@ split_endpoint(const char *url, struct tg_tracing_config *tc)
 	path = evhttp_uri_get_path(uri);
 	query = evhttp_uri_get_query(uri);
 
-	if (scheme != NULL && strcasecmp(scheme, "https") == 0)
-		problem = "https is not supported; export to a collector over http://";
-	else if (scheme == NULL || strcasecmp(scheme, "http") != 0)
-		problem = "the scheme must be http://";
+	if (scheme == NULL || (strcasecmp(scheme, "http") != 0 &&
+	                       strcasecmp(scheme, "https") != 0))
+		problem = "the scheme must be http:// or https://";
 	else if (host == NULL || host[0] == '\0')
 		problem = "the URL has no host";
 	else if (evhttp_uri_get_userinfo(uri) != NULL)
@@ -174,8 +183,9 @@ split_endpoint(const char *url, struct tg_tracing_config *tc)
 		return problem;
 	}
 
-	snprintf(port, sizeof(port), "%d",
-	         evhttp_uri_get_port(uri) > 0 ? evhttp_uri_get_port(uri) : 80);
+	tc->endpoint_tls = strcasecmp(scheme, "https") == 0;
+	snprintf(port, sizeof(port), "%d", evhttp_uri_get_port(uri) > 0
+	         ? evhttp_uri_get_port(uri) : tc->endpoint_tls ? 443 : 80);
 	/* "[::1]" is kept as "::1", the form that name resolution takes. */
 	if (host[0] == '[')
 		tc->endpoint_host = strndup(host + 1, strlen(host) - 2);
@@ -565,7 +575,31 @@ free_tracing(void *obj)
 	free(tc->endpoint_host);
 	free(tc->endpoint_port);
 	free(tc->endpoint_path);
+	free(tc->tls.ca_file);
+	SSL_CTX_free(tc->tls_ctx);
 	free(tc);
+}
+
+/* Check otlp.tls against the endpoint's scheme, and make the TLS context
+ * of an https:// endpoint. */
+static void
+setup_endpoint_tls(struct load_ctx *ctx, const char *path, struct tg_tracing_config *tc)
+{
+	char child[PATH_LEN], q[QUOTE_LEN], why[PATH_MAX + 400];
+
+	if (tc->endpoint == NULL)
+		return;
+	if (!tc->endpoint_tls) {
+		if (tc->tls.ca_file != NULL)
+			report(ctx, path_key(child, path, "otlp.tls.ca_file"),
+			       "%s is set, but otlp.endpoint is http://; a CA file applies "
+			       "only to an https:// endpoint", quote(tc->tls.ca_file, q, sizeof(q)));
+		return;
+	}
+	tc->tls_ctx = tg_tls_client_ctx(&tc->tls, why, sizeof(why));
+	if (tc->tls_ctx == NULL)
+		report(ctx, path_key(child, path, tc->tls.ca_file != NULL ? "otlp.tls.ca_file"
+		                                                          : "otlp.tls"), "%s", why);
 }
 
 static void
@@ -598,6 +632,7 @@ parse_tracing(struct load_ctx *ctx, const char *path, json_t *value, void *base,
 	if (tc->max_backoff < tc->initial_backoff)
 		report(ctx, path_key(child, path, "retry.max_backoff"),
 		       "is shorter than retry.initial_backoff");
+	setup_endpoint_tls(ctx, path, tc);
 
 	*FIELD(base, s, struct tg_tracing_config *) = tc;
 }

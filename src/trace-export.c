@@ -6,6 +6,18 @@
  * worker increments before pushing, keeps the spans of the queue and the
  * send list together at or below max_queue_size. The batch in flight no
  * longer counts, as in the OpenTelemetry SDK.
+ *
+ * Exports go over one keep-alive connection, plain or TLS. A connection
+ * that closed or failed is not used again. libevent would reconnect it
+ * over the same bufferevent, and so the same SSL object, which must then
+ * start a new session on a new socket. That works with the libevent 2.1.12
+ * used here, but configure accepts any 2.1 release, so the next attempt
+ * makes a new connection with a new SSL instead. The old one is freed
+ * from an event of its own, because it may close inside one of its
+ * callbacks.
+ *
+ * NOTE: with libevent 2.1.12 the reconnect tests also pass when the closed
+ * connection is reused, so no test here shows what this guards against.
  */
 #include "clock.h"
 #include "autoconfig.h"
@@ -19,6 +31,8 @@
 #include <time.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -26,6 +40,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "tls.h"
 #include "trace-body.h"
 #include "trace-context.h"
 #include "trace-export.h"
@@ -42,6 +57,18 @@
 /* Repeated warnings (drops, failing exports) at most this often. */
 #define WARN_INTERVAL_MS 10000
 
+/* Room for why an attempt failed, OpenSSL's reason included. */
+#define FAILURE_LEN 320
+
+/* One connection to the endpoint, with what it was made for. */
+struct endpoint_conn {
+	struct evhttp_connection *evcon;
+	char *host, *port;
+	SSL_CTX *tls;                   /* a reference, or NULL for http:// */
+	int closed;                     /* closed or failed: never used again */
+	struct endpoint_conn *next;     /* in the tracer's retired list */
+};
+
 /* One batch being sent, with its attempts. */
 struct export {
 	struct tg_tracer *tracer;
@@ -53,6 +80,7 @@ struct export {
 	struct evhttp_request *request; /* the attempt in flight, or NULL */
 	struct event *timer;            /* retry delay, or the attempt's deadline */
 	int timed_out;
+	char failure[FAILURE_LEN];      /* why the last attempt failed, or "" */
 };
 
 struct tg_tracer {
@@ -84,8 +112,9 @@ struct tg_tracer {
 	 * exports, so its memory grows to a batch's size only once, unless
 	 * libevent still reads the last one when the next export starts. */
 	struct tg_export_body *body;
-	struct evhttp_connection *conn;
-	char *conn_host, *conn_port;
+	struct endpoint_conn *conn;     /* the current one, or NULL */
+	struct endpoint_conn *retired;  /* to free from the reaper event */
+	struct event *reaper;
 	uint64_t next_export_ms;
 	int stopping;
 	uint64_t stop_deadline_ms;
@@ -307,7 +336,7 @@ attempt_ended(struct export *e, const struct tg_export_result *result)
 	};
 	uint64_t now = tg_now_ms();
 	uint64_t delay;
-	char why[96];
+	char why[FAILURE_LEN + 32];
 
 	if (result->status >= 200 && result->status < 300) {
 		export_finish(t, e, 1, NULL);
@@ -318,7 +347,7 @@ attempt_ended(struct export *e, const struct tg_export_result *result)
 		snprintf(why, sizeof(why), "no response within %" PRIu64 " ms",
 		         (uint64_t)tc->export_timeout);
 	else if (result->status == 0)
-		snprintf(why, sizeof(why), "connection failed");
+		snprintf(why, sizeof(why), "%s", e->failure[0] ? e->failure : "connection failed");
 	else
 		snprintf(why, sizeof(why), "HTTP status %d", result->status);
 
@@ -347,10 +376,24 @@ request_error_cb(enum evhttp_request_error error, void *arg)
 		e->timed_out = 1;
 }
 
+/* Note why the attempt on c failed without a response: OpenSSL's reason
+ * when it recorded one. errno is not used, because after a plain EOF it
+ * may be left over from an earlier call. */
+static void
+describe_failure(struct export *e, struct endpoint_conn *c)
+{
+	if (c->tls != NULL &&
+	    tg_tls_session_error(evhttp_connection_get_bufferevent(c->evcon), e->failure,
+	                         sizeof(e->failure)) != NULL)
+		return;
+	snprintf(e->failure, sizeof(e->failure), "connection failed");
+}
+
 static void
 request_done_cb(struct evhttp_request *req, void *arg)
 {
 	struct export *e = arg;
+	struct tg_tracer *t = e->tracer;
 	struct tg_export_result result = { .timed_out = e->timed_out };
 	char *retry_after = NULL;
 
@@ -364,7 +407,12 @@ request_done_cb(struct evhttp_request *req, void *arg)
 		if (value != NULL)
 			retry_after = strdup(value);
 		if (result.status >= 200 && result.status < 300)
-			check_partial_success(e->tracer, req);
+			check_partial_success(t, req);
+	}
+	/* No response: the connection failed, and with it its SSL. */
+	if (result.status == 0 && t->conn != NULL) {
+		describe_failure(e, t->conn);
+		t->conn->closed = 1;
 	}
 	result.retry_after = retry_after;
 	attempt_ended(e, &result);
@@ -384,33 +432,150 @@ deadline_cb(evutil_socket_t fd, short what, void *arg)
 	if (e->request != NULL) {
 		evhttp_cancel_request(e->request);
 		e->request = NULL;
+		/* Cancelling reset the connection. */
+		if (e->tracer->conn != NULL)
+			e->tracer->conn->closed = 1;
 	}
 	attempt_ended(e, &result);
 }
 
-/* The connection to the endpoint, made again when the endpoint changed. */
+static void
+connection_free(struct endpoint_conn *c)
+{
+	if (c->evcon != NULL)
+		evhttp_connection_free(c->evcon);
+	SSL_CTX_free(c->tls);
+	free(c->host);
+	free(c->port);
+	free(c);
+}
+
+static void
+free_retired(struct tg_tracer *t)
+{
+	while (t->retired != NULL) {
+		struct endpoint_conn *c = t->retired;
+
+		t->retired = c->next;
+		connection_free(c);
+	}
+}
+
+static void
+reaper_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	free_retired(arg);
+}
+
+/* Stop using the current connection. It may be inside one of its own
+ * callbacks, so the reaper event frees it once they have returned. */
+static void
+retire_connection(struct tg_tracer *t)
+{
+	if (t->conn == NULL)
+		return;
+	t->conn->next = t->retired;
+	t->retired = t->conn;
+	t->conn = NULL;
+	event_active(t->reaper, EV_TIMEOUT, 0);
+}
+
+/* libevent calls this when the endpoint or tollgate closes a connection
+ * that was open, idle or not. It may also run inside
+ * evhttp_connection_free, so it only marks the connection. */
+static void
+connection_closed_cb(struct evhttp_connection *evcon, void *arg)
+{
+	struct endpoint_conn *c = arg;
+
+	(void)evcon;
+	c->closed = 1;
+}
+
+/* A bufferevent that speaks TLS to the endpoint, with a new SSL that
+ * verifies it; NULL when out of memory. */
+static struct bufferevent *
+tls_bufferevent(struct tg_tracer *t)
+{
+	const struct tg_tracing_config *tc = t->tracing;
+	SSL *ssl = tg_tls_client_ssl(tc->tls_ctx, tc->endpoint_host, tc->tls.verify);
+	struct bufferevent *bev;
+
+	if (ssl == NULL)
+		return NULL;
+	bev = bufferevent_openssl_socket_new(t->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+	                                     BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (bev == NULL) {
+		SSL_free(ssl);
+		return NULL;
+	}
+	/* Collectors may close without a TLS close_notify, so the HTTP
+	 * framing decides whether a response was complete. */
+	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	return bev;
+}
+
+/* A new connection to the endpoint of the current settings, not yet
+ * connected; NULL when out of memory. */
+static struct endpoint_conn *
+connection_new(struct tg_tracer *t)
+{
+	const struct tg_tracing_config *tc = t->tracing;
+	struct endpoint_conn *c = calloc(1, sizeof(*c));
+	struct bufferevent *bev = NULL;
+
+	if (c == NULL)
+		return NULL;
+	c->host = strdup(tc->endpoint_host);
+	c->port = strdup(tc->endpoint_port);
+	if (c->host == NULL || c->port == NULL)
+		goto fail;
+	if (tc->tls_ctx != NULL) {
+		bev = tls_bufferevent(t);
+		if (bev == NULL)
+			goto fail;
+		SSL_CTX_up_ref(tc->tls_ctx);
+		c->tls = tc->tls_ctx;
+	}
+
+	/* With bev NULL libevent makes a plain socket bufferevent. It takes
+	 * ours only when it succeeds (libevent 2.1.12). */
+	c->evcon = evhttp_connection_base_bufferevent_new(t->base, NULL, bev, c->host,
+	                                                  (unsigned short)atoi(c->port));
+	if (c->evcon == NULL) {
+		if (bev != NULL)
+			bufferevent_free(bev);
+		goto fail;
+	}
+	/* Retries are this file's business, with their own policy. */
+	evhttp_connection_set_retries(c->evcon, 0);
+	evhttp_connection_set_closecb(c->evcon, connection_closed_cb, c);
+	return c;
+
+fail:
+	connection_free(c);
+	return NULL;
+}
+
+/* The connection for the next attempt: the current one while it is open
+ * and made for the current endpoint and TLS context, else a new one.
+ * Holding a reference on the context keeps its address from being reused
+ * by the context of a later config. */
 static struct evhttp_connection *
 endpoint_connection(struct tg_tracer *t)
 {
 	const struct tg_tracing_config *tc = t->tracing;
+	struct endpoint_conn *c = t->conn;
 
-	if (t->conn != NULL && strcmp(t->conn_host, tc->endpoint_host) == 0 &&
-	    strcmp(t->conn_port, tc->endpoint_port) == 0)
-		return t->conn;
+	if (c != NULL && !c->closed && strcmp(c->host, tc->endpoint_host) == 0 &&
+	    strcmp(c->port, tc->endpoint_port) == 0 && c->tls == tc->tls_ctx)
+		return c->evcon;
 
-	if (t->conn != NULL)
-		evhttp_connection_free(t->conn);
-	free(t->conn_host);
-	free(t->conn_port);
-	t->conn_host = strdup(tc->endpoint_host);
-	t->conn_port = strdup(tc->endpoint_port);
-	t->conn = evhttp_connection_base_new(t->base, NULL, tc->endpoint_host,
-	                                     (unsigned short)atoi(tc->endpoint_port));
-	if (t->conn == NULL || t->conn_host == NULL || t->conn_port == NULL)
-		return NULL;
-	/* Retries are this file's business, with their own policy. */
-	evhttp_connection_set_retries(t->conn, 0);
-	return t->conn;
+	retire_connection(t);
+	t->conn = connection_new(t);
+	return t->conn != NULL ? t->conn->evcon : NULL;
 }
 
 static int
@@ -450,6 +615,7 @@ export_send(struct export *e)
 	}
 	tv = tg_timeval_ms(e->deadline_ms - now);
 	e->timed_out = 0;
+	e->failure[0] = '\0';
 
 	conn = endpoint_connection(t);
 	req = conn ? evhttp_request_new(request_done_cb, e) : NULL;
@@ -697,7 +863,8 @@ tg_tracer_new(struct tg_config *cfg)
 
 	t->base = event_base_new();
 	t->tick = t->base ? event_new(t->base, -1, EV_PERSIST, tick_cb, t) : NULL;
-	if (t->tick == NULL) {
+	t->reaper = t->base ? event_new(t->base, -1, 0, reaper_cb, t) : NULL;
+	if (t->tick == NULL || t->reaper == NULL) {
 		tg_error("cannot set up the tracing exporter's event loop");
 		tg_tracer_stop(t);
 		return NULL;
@@ -826,7 +993,10 @@ tracer_free(struct tg_tracer *t)
 	tg_trace_ring_free(&t->ring);
 	tg_span_queue_free(&t->queue);
 	if (t->conn != NULL)
-		evhttp_connection_free(t->conn);
+		connection_free(t->conn);
+	free_retired(t);
+	if (t->reaper != NULL)
+		event_free(t->reaper);
 	if (t->stop_timer != NULL)
 		event_free(t->stop_timer);
 	if (t->tick != NULL)
@@ -836,8 +1006,6 @@ tracer_free(struct tg_tracer *t)
 	if (t->config != NULL)
 		tg_config_unref(t->config);
 	tg_export_body_release(t->body);        /* after the buffers that may hold it */
-	free(t->conn_host);
-	free(t->conn_port);
 	free(t->service_name);
 	free(t);
 }

@@ -2,7 +2,8 @@
  * The tracer: the process-wide end of tracing. Workers submit finished
  * spans into its bounded lock-free queue. Its own thread, with its own
  * event base, drains the queue into the recent-traces ring and sends the
- * spans in batches to the OTLP/HTTP endpoint with libevent's HTTP client.
+ * spans in batches to the OTLP/HTTP endpoint with libevent's HTTP client,
+ * over http or https.
  * One export is in flight at a time, as in the OpenTelemetry batch span
  * processor.
  *

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <openssl/ssl.h>
+
 #include "config-t.h"
 #include "trace-arena.h"
 
@@ -152,7 +154,8 @@ struct tg_tracing_config {
 	size_t max_content_length;      /* bytes of message text per span */
 
 	/* "otlp": where and how spans are exported. */
-	char *endpoint;                 /* http://host:port/path; NULL: no export */
+	char *endpoint;                 /* http(s)://host:port/path; NULL: no export */
+	int endpoint_tls;               /* 1 for https:// */
 	char *endpoint_host;
 	char *endpoint_port;
 	char *endpoint_path;            /* with the query, if any */
@@ -160,6 +163,8 @@ struct tg_tracing_config {
 	size_t n_headers;
 	tg_msec_t export_timeout;       /* one export, retries included */
 	tg_msec_t shutdown_timeout;     /* the last export on SIGTERM */
+	struct tg_tls_client_config tls;        /* "otlp.tls", for https:// */
+	SSL_CTX *tls_ctx;               /* made at load for https://, else NULL */
 
 	/* "batch": the batch span processor. */
 	size_t max_queue_size;          /* spans waiting; more are dropped */

@@ -17,6 +17,7 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>
@@ -30,7 +31,6 @@
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <llhttp.h>
-#include <openssl/err.h>
 
 #include "clock.h"
 #include "log.h"
@@ -150,8 +150,8 @@ pool_key(const struct tg_backend *b)
 {
 	char *key;
 
-	if (asprintf(&key, "%s|%s|%d|%s", b->name, b->url, b->tls_verify,
-	             b->ca_file ? b->ca_file : "") < 0)
+	if (asprintf(&key, "%s|%s|%d|%s", b->name, b->url, b->tls_config.verify,
+	             b->tls_config.ca_file ? b->tls_config.ca_file : "") < 0)
 		return NULL;
 	return key;
 }
@@ -181,8 +181,11 @@ pool_get(struct tg_worker *w, const struct tg_backend *b)
 	p->key = key;
 	TAILQ_INIT(&p->idle);
 	if (b->tls) {
-		p->tls = tg_tls_client_ctx(b);
+		char why[PATH_MAX + 400];
+
+		p->tls = tg_tls_client_ctx(&b->tls_config, why, sizeof(why));
 		if (p->tls == NULL) {
+			tg_error("backend %s: %s", b->name, why);
 			free(p->key);
 			free(p);
 			return NULL;
@@ -512,16 +515,11 @@ static void
 describe_connect_error(struct tg_upstream_conn *c, char *buf, size_t size,
                        enum tg_error *err)
 {
-	unsigned long tls_error = bufferevent_get_openssl_error(c->bev);
 	int dns_error = bufferevent_socket_get_dns_error(c->bev);
 	int sys_error = EVUTIL_SOCKET_ERROR();
 
-	if (tls_error != 0) {
-		char text[200];
-
+	if (c->pool->tls != NULL && tg_tls_session_error(c->bev, buf, size) != NULL) {
 		*err = TG_E_UPSTREAM_TLS;
-		snprintf(buf, size, "TLS: %s", tg_tls_error_string(tls_error, text, sizeof(text)));
-		ERR_clear_error();
 	} else if (dns_error != 0) {
 		*err = TG_E_UPSTREAM_CONNECT;
 		snprintf(buf, size, "resolving %s: %s", c->backend->host,
@@ -662,7 +660,7 @@ new_bufferevent(struct tg_upstream_conn *c)
 	if (c->pool->tls == NULL)
 		return bufferevent_socket_new(c->worker->base, -1, options);
 
-	ssl = tg_tls_client_ssl(c->pool->tls, c->backend);
+	ssl = tg_tls_client_ssl(c->pool->tls, c->backend->host, c->backend->tls_config.verify);
 	if (ssl == NULL)
 		return NULL;
 	bev = bufferevent_openssl_socket_new(c->worker->base, -1, ssl,

@@ -1,8 +1,8 @@
 // Tracing: the span tree of each request (kinds, names, parent links, GenAI
 // attributes equal to what the mock returned, timing order), W3C trace
 // context propagation to the upstream, one attempt span per backend on
-// failover, and export resilience against an OTLP receiver that is down,
-// slow, or answers 429 with Retry-After.
+// failover, export resilience against an OTLP receiver that is down,
+// slow, or responds 429 with Retry-After, and export over https.
 //
 // Every export is checked by lib/otlp-receiver.mjs against the OTLP JSON
 // mapping of the official protobuf definitions. No test asserts how fast
@@ -10,13 +10,14 @@
 // requests completing while the receiver still holds an export unanswered.
 
 import assert from 'node:assert/strict';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 
 import {
-  freePort, mockBackend, openStream, openaiRoutes, request, startGateway, startMock,
-  stopAll, waitFor,
+  freePort, makeCertificates, makeTempDir, mockBackend, openStream, openaiRoutes, request,
+  runTollgate, startGateway, startMock, stopAll, waitFor, writeTempFile,
 } from './lib/harness.mjs';
 import { otlpTraceProblem, spansOf, startOtlpReceiver } from './lib/otlp-receiver.mjs';
+import { parseSamples, scrape, valueOf } from './lib/prometheus.mjs';
 
 const SERVER = 2;
 const CLIENT = 3;
@@ -813,4 +814,160 @@ describe('export resilience', () => {
     assert.equal(receiver.spansOfTrace(entry.trace_id).length, 2);
     receiver.assertValid();
   });
+});
+
+describe('export over https', () => {
+  let certs;
+  let otherCerts;
+  const receivers = [];
+
+  /* Made for each test, because stopAll() removes the temporary
+   * directories. */
+  beforeEach(() => {
+    certs = makeCertificates(makeTempDir());
+    otherCerts = makeCertificates(makeTempDir(), 'unrelated test CA');
+  });
+
+  afterEach(async () => {
+    await stopAll();
+    for (const r of receivers.splice(0))
+      await r.close();
+  });
+
+  /* An https receiver and a gateway that trusts caFile for it. */
+  async function setup(caFile, extra = {}) {
+    const mock = await startMock();
+    const receiver = await startOtlpReceiver({ tls: certs });
+    receivers.push(receiver);
+    const gw = await startGateway(config(mock, tracing(receiver, {
+      ...extra, otlp: { tls: { ca_file: caFile }, ...(extra.otlp || {}) },
+    })));
+    return { gw, receiver };
+  }
+
+  async function exportFailures(gw) {
+    return valueOf(parseSamples((await scrape(gw)).text), 'tollgate_spans_export_failed_total');
+  }
+
+  it('exports to a receiver the CA file vouches for', async () => {
+    const { gw, receiver } = await setup(certs.ca);
+    const res = await postChat(gw, { model: 'gpt-4o', messages });
+    assert.equal(res.status, 200);
+    await traceOf(gw, receiver, res.headers['x-request-id'], 2);
+    assert.match(receiver.endpoint, /^https:/);
+    assert.deepEqual(receiver.tlsErrors, []);
+    receiver.assertValid();
+    gw.checkErrors();
+  });
+
+  it('fails exports to a receiver of another CA, still serving requests', async () => {
+    const { gw, receiver } = await setup(otherCerts.ca, { retry: { max_attempts: 2 } });
+    assert.equal(await exportFailures(gw), 0);
+    assert.equal((await postChat(gw, { model: 'gpt-4o', messages })).status, 200);
+
+    await waitFor(async () => (await exportFailures(gw)) === 2,
+      { message: 'tollgate_spans_export_failed_total at 2' });
+    const line = await gw.waitForLog(/OTLP export of 2 spans to https:/);
+    assert.match(line, /\[warn\] .*failed: TLS: .*certificate verify failed \(unable to get local issuer certificate\)/);
+    assert.equal(receiver.requests.length, 0, 'the receiver accepted an export');
+    assert.ok(receiver.tlsErrors.length >= 2, `handshakes refused: ${receiver.tlsErrors.length}`);
+    assert.equal((await exporterStats(gw)).export_requests, 2, 'max_attempts attempts');
+
+    assert.equal((await postChat(gw, { model: 'gpt-4o', messages })).status, 200);
+    gw.checkErrors();
+  });
+
+  it('drops an open connection when a reload changes the CA file', async () => {
+    const { gw, receiver } = await setup(certs.ca, { retry: { max_attempts: 1 } });
+    await postChat(gw, { model: 'gpt-4o', messages });
+    await waitFor(async () => (await exporterStats(gw)).spans_exported === 2,
+      { message: 'the first batch exported' });
+
+    // The connection is still open, but the new CA does not vouch for
+    // the receiver: the next export must verify it again and fail.
+    const { tracing: before } = gw.config;
+    const after = { ...before, otlp: { ...before.otlp, tls: { ca_file: otherCerts.ca } } };
+    assert.equal(await gw.reload({ ...gw.config, tracing: after }), 'reloaded');
+    await postChat(gw, { model: 'gpt-4o', messages });
+    await waitFor(async () => (await exporterStats(gw)).spans_failed === 2,
+      { message: 'the second batch failed' });
+    assert.equal(receiver.requests.length, 1);
+    await gw.waitForLog(/failed: TLS: .*certificate verify failed/);
+  });
+
+  for (const [what, close] of [
+    ['closed its idle connection', (receiver) => receiver.closeIdleConnections()],
+    ['restarted on the same port', (receiver) => receiver.restart()],
+  ]) {
+    it(`exports a second batch after the receiver ${what}`, async () => {
+      const { gw, receiver } = await setup(certs.ca);
+      await postChat(gw, { model: 'gpt-4o', messages });
+      await waitFor(async () => (await exporterStats(gw)).spans_exported === 2,
+        { message: 'the first batch exported' });
+      assert.equal(receiver.connections, 1);
+
+      await close(receiver);
+      await waitFor(() => receiver.sockets.size === 0, { message: 'the first connection closed' });
+      await postChat(gw, { model: 'gpt-4o', messages });
+      const stats = await waitFor(async () => {
+        const s = await exporterStats(gw);
+        return s.spans_exported === 4 || s.spans_failed > 0 ? s : null;
+      }, { message: 'the second batch exported or failed' });
+      assert.equal(stats.spans_failed, 0, 'the second batch failed');
+      assert.equal(stats.export_requests, 2, 'an attempt failed on the closed connection');
+      assert.equal(receiver.connections, 2);
+      assert.equal(receiver.requests.length, 2);
+      receiver.assertValid();
+      gw.checkErrors();
+    });
+  }
+});
+
+describe('https export settings', () => {
+  let certs;
+
+  before(() => {
+    certs = makeCertificates(makeTempDir());
+  });
+  after(stopAll);
+
+  /* Run tollgate -t on a config whose tracing.otlp is otlp. */
+  async function check(otlp) {
+    const file = writeTempFile('tollgate.json', JSON.stringify({
+      backends: { mock: { url: 'http://127.0.0.1:9' } },
+      routes: openaiRoutes('mock'),
+      tracing: { otlp },
+    }));
+    return runTollgate(['-t', '-c', file]);
+  }
+
+  it('accepts an https endpoint with a CA file', async () => {
+    const { code, stderr } = await check({
+      endpoint: 'https://127.0.0.1:4318/v1/traces', tls: { ca_file: certs.ca },
+    });
+    assert.match(stderr, /configuration is valid/);
+    assert.equal(code, 0);
+  });
+
+  /* The otlp sections take certs when the test runs, after before(). */
+  for (const [what, otlpOf, message] of [
+    ['an unreadable CA file',
+      () => ({ endpoint: 'https://127.0.0.1:4318/v1/traces', tls: { ca_file: '/nonexistent/ca.pem' } }),
+      /tracing\.otlp\.tls\.ca_file: cannot read "\/nonexistent\/ca\.pem": No such file or directory/],
+    ['a CA file without certificates',
+      () => ({ endpoint: 'https://127.0.0.1:4318/v1/traces', tls: { ca_file: certs.key } }),
+      /tracing\.otlp\.tls\.ca_file: cannot load CA certificates from ".*server\.key" \(expected a PEM bundle\)/],
+    ['a CA file with http://',
+      () => ({ endpoint: 'http://127.0.0.1:4318/v1/traces', tls: { ca_file: certs.ca } }),
+      /tracing\.otlp\.tls\.ca_file: ".*ca\.pem" is set, but otlp\.endpoint is http:\/\/; a CA file applies only to an https:\/\/ endpoint/],
+    ['verify that is not a boolean',
+      () => ({ endpoint: 'https://127.0.0.1:4318/v1/traces', tls: { verify: 'no' } }),
+      /tracing\.otlp\.tls\.verify: expected true or false, got a string/],
+  ]) {
+    it(`rejects ${what}`, async () => {
+      const { code, stderr } = await check(otlpOf());
+      assert.notEqual(code, 0);
+      assert.match(stderr, message);
+    });
+  }
 });

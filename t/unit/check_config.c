@@ -180,8 +180,8 @@ START_TEST(minimal_config_gets_defaults)
 	ck_assert_uint_eq(b->timeouts.idle, 30000);
 	ck_assert_uint_eq(b->max_idle, 64);
 	ck_assert_uint_eq(b->idle_keepalive, 60000);
-	ck_assert_int_eq(b->tls_verify, 1);
-	ck_assert_ptr_null(b->ca_file);
+	ck_assert_int_eq(b->tls_config.verify, 1);
+	ck_assert_ptr_null(b->tls_config.ca_file);
 	ck_assert_ptr_null(b->api_key);
 
 	const struct tg_route *r = &cfg->routes[0];
@@ -237,8 +237,8 @@ START_TEST(full_config_values)
 	ck_assert_str_eq(p->host_header, "127.0.0.1:9001");
 	ck_assert_str_eq(p->base_path, "/openai");
 	ck_assert_str_eq(p->api_key, "sk-primary");
-	ck_assert_str_eq(p->ca_file, DATA_DIR "/test-cert.pem");
-	ck_assert_int_eq(p->tls_verify, 0);
+	ck_assert_str_eq(p->tls_config.ca_file, DATA_DIR "/test-cert.pem");
+	ck_assert_int_eq(p->tls_config.verify, 0);
 	ck_assert_uint_eq(p->timeouts.connect, 2000);
 	ck_assert_uint_eq(p->timeouts.first_byte, 90000);
 	ck_assert_uint_eq(p->timeouts.idle, 15000);
@@ -252,7 +252,7 @@ START_TEST(full_config_values)
 	ck_assert_str_eq(s->port, "443");
 	ck_assert_str_eq(s->host_header, "api.example.test");
 	ck_assert_str_eq(s->base_path, "");
-	ck_assert_int_eq(s->tls_verify, 1);
+	ck_assert_int_eq(s->tls_config.verify, 1);
 
 	const struct tg_backend *v6 = tg_config_backend(cfg, "v6");
 	ck_assert_str_eq(v6->host, "::1");

@@ -14,6 +14,8 @@
 #include "../../src/config.h"
 #include "trace-t.h"
 
+#define DATA_DIR TG_TEST_DIR "/data"
+
 #define BACKEND_AND_ROUTE \
 	"\"backends\": {\"b\": {\"url\": \"http://127.0.0.1:9001\"}}," \
 	"\"routes\": [{\"name\": \"r\", \"backends\": [\"b\"]}]"
@@ -129,11 +131,53 @@ START_TEST(endpoint_default_port_and_path)
 }
 END_TEST
 
+START_TEST(https_endpoint_gets_tls_context)
+{
+	struct tg_config *cfg;
+	const struct tg_tracing_config *tc = load_ok(
+		"\"tracing\": {\"otlp\": {\"endpoint\": \"https://collector.example/v1/traces\","
+		" \"tls\": {\"ca_file\": \"" DATA_DIR "/test-cert.pem\"}}}", &cfg);
+
+	ck_assert_int_eq(tc->endpoint_tls, 1);
+	ck_assert_str_eq(tc->endpoint_host, "collector.example");
+	ck_assert_str_eq(tc->endpoint_port, "443");
+	ck_assert_str_eq(tc->tls.ca_file, DATA_DIR "/test-cert.pem");
+	ck_assert_int_eq(tc->tls.verify, 1);
+	ck_assert_ptr_nonnull(tc->tls_ctx);
+	tg_config_unref(cfg);
+
+	tc = load_ok("\"tracing\": {\"otlp\": {\"endpoint\": \"http://127.0.0.1:4318\"}}", &cfg);
+	ck_assert_int_eq(tc->endpoint_tls, 0);
+	ck_assert_ptr_null(tc->tls_ctx);
+	tg_config_unref(cfg);
+}
+END_TEST
+
+START_TEST(invalid_tls_settings_rejected)
+{
+	load_fails("\"tracing\": {\"otlp\": {\"endpoint\": \"https://127.0.0.1:4318/v1/traces\","
+	           " \"tls\": {\"ca_file\": \"/nonexistent/ca.pem\"}}}",
+	           "tracing.otlp.tls.ca_file: cannot read \"/nonexistent/ca.pem\": "
+	           "No such file or directory");
+	load_fails("\"tracing\": {\"otlp\": {\"endpoint\": \"https://127.0.0.1:4318/v1/traces\","
+	           " \"tls\": {\"ca_file\": \"" DATA_DIR "/minimal.json\"}}}",
+	           "tracing.otlp.tls.ca_file: cannot load CA certificates from \""
+	           DATA_DIR "/minimal.json\" (expected a PEM bundle): error:");
+	load_fails("\"tracing\": {\"otlp\": {\"endpoint\": \"http://127.0.0.1:4318/v1/traces\","
+	           " \"tls\": {\"ca_file\": \"" DATA_DIR "/test-cert.pem\"}}}",
+	           "tracing.otlp.tls.ca_file: \"" DATA_DIR "/test-cert.pem\" is set, but "
+	           "otlp.endpoint is http://; a CA file applies only to an https:// endpoint");
+	load_fails("\"tracing\": {\"otlp\": {\"endpoint\": \"https://127.0.0.1:4318/v1/traces\","
+	           " \"tls\": {\"verify\": \"no\"}}}",
+	           "tracing.otlp.tls.verify: expected true or false");
+}
+END_TEST
+
 START_TEST(invalid_values_rejected)
 {
-	load_fails("\"tracing\": {\"otlp\": {\"endpoint\": \"https://collector:4318/v1/traces\"}}",
-	           "tracing.otlp.endpoint: invalid endpoint \"https://collector:4318/v1/traces\": "
-	           "https is not supported");
+	load_fails("\"tracing\": {\"otlp\": {\"endpoint\": \"ftp://collector/v1/traces\"}}",
+	           "tracing.otlp.endpoint: invalid endpoint \"ftp://collector/v1/traces\": "
+	           "the scheme must be http:// or https://");
 	load_fails("\"tracing\": {\"otlp\": {\"endpoint\": \"collector:4318\"}}",
 	           "tracing.otlp.endpoint: invalid endpoint");
 	load_fails("\"tracing\": {\"sample_ratio\": 1.5}",
@@ -265,6 +309,8 @@ trace_config_suite(void)
 	tcase_add_test(file, endpoint_enables_and_splits);
 	tcase_add_test(file, enabled_without_endpoint);
 	tcase_add_test(file, endpoint_default_port_and_path);
+	tcase_add_test(file, https_endpoint_gets_tls_context);
+	tcase_add_test(file, invalid_tls_settings_rejected);
 	tcase_add_test(file, invalid_values_rejected);
 	tcase_add_test(file, header_values_never_quoted);
 	tcase_add_test(environment, environment_fills_missing_keys);

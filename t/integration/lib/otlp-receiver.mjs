@@ -13,7 +13,9 @@
 // not base64, exactly 32 and 16 digits.
 
 import { once } from 'node:events';
+import fs from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
@@ -220,27 +222,67 @@ export function spansOf(body) {
  * Start a receiver on a free loopback port. answers lists the scripted
  * responses, used in turn, then 200: {status, retryAfter, hang}. With hang
  * the receiver never responds, and the request stays open until close().
+ * With tls ({cert, key}, as makeCertificates() returns them) it serves
+ * https, and endpoint is an https:// URL.
  */
-export async function startOtlpReceiver({ answers = [] } = {}) {
-  const receiver = new OtlpReceiver(answers);
+export async function startOtlpReceiver({ answers = [], tls = null } = {}) {
+  const receiver = new OtlpReceiver(answers, tls);
   await receiver.listen();
   return receiver;
 }
 
 class OtlpReceiver {
-  constructor(answers) {
+  constructor(answers, tls) {
     this.answers = [...answers];
+    this.tls = tls;
     this.requests = [];     // {time, headers, body, problem, status}
     this.problems = [];     // invalid exports, with the reason
     this.hanging = [];
-    this.server = http.createServer((req, res) => this.#handle(req, res));
+    this.connections = 0;   // accepted, after the TLS handshake with tls
+    this.sockets = new Set();       // open connections
+    this.tlsErrors = [];    // failed handshakes, with tls
+    this.server = this.#createServer();
   }
 
-  async listen() {
-    this.server.listen(0, '127.0.0.1');
+  #createServer() {
+    const handle = (req, res) => this.#handle(req, res);
+    const accepted = (socket) => {
+      this.connections++;
+      this.sockets.add(socket);
+      socket.on('close', () => this.sockets.delete(socket));
+    };
+    if (!this.tls) {
+      const server = http.createServer(handle);
+      server.on('connection', accepted);
+      return server;
+    }
+    const server = https.createServer({
+      cert: fs.readFileSync(this.tls.cert), key: fs.readFileSync(this.tls.key),
+    }, handle);
+    server.on('secureConnection', accepted);
+    server.on('tlsClientError', (err) => { this.tlsErrors.push(err.message); });
+    return server;
+  }
+
+  async listen(port = 0) {
+    this.server.listen(port, '127.0.0.1');
     await once(this.server, 'listening');
     this.port = this.server.address().port;
-    this.endpoint = `http://127.0.0.1:${this.port}/v1/traces`;
+    this.endpoint = `${this.tls ? 'https' : 'http'}://127.0.0.1:${this.port}/v1/traces`;
+  }
+
+  /* Close the connections no request is using, as a collector's idle
+   * timeout does. */
+  closeIdleConnections() {
+    this.server.closeIdleConnections();
+  }
+
+  /* Close the listener and every connection, then listen on the same port
+   * again, as a restarted collector does. */
+  async restart() {
+    await this.close();
+    this.server = this.#createServer();
+    await this.listen(this.port);
   }
 
   #handle(req, res) {
@@ -298,7 +340,7 @@ class OtlpReceiver {
   }
 
   async close() {
-    for (const res of this.hanging)
+    for (const res of this.hanging.splice(0))
       res.destroy();
     this.server.closeAllConnections();
     this.server.close();
