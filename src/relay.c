@@ -274,9 +274,11 @@ free_event(struct tg_stream_event *ev)
 	if (ev->raw != NULL)
 		evbuffer_free(ev->raw);
 	json_decref(ev->json);
+	free(ev->data_copy);
 	tg_reply_detail_free(&ev->detail);
 	ev->raw = NULL;
 	ev->json = NULL;
+	ev->data_copy = NULL;
 }
 
 void
@@ -293,6 +295,8 @@ tg_relay_reset(struct tg_request *req)
 	free(resp->held);
 	if (resp->pending != NULL)
 		evbuffer_free(resp->pending);
+	if (resp->spare_raw != NULL)
+		evbuffer_free(resp->spare_raw);
 	if (resp->stream_error_body != NULL)
 		evbuffer_free(resp->stream_error_body);
 	resp->stream_error_body = NULL;
@@ -302,6 +306,7 @@ tg_relay_reset(struct tg_request *req)
 	tg_headers_free(&resp->headers);
 
 	resp->pending = NULL;
+	resp->spare_raw = NULL;
 	resp->body = NULL;
 	resp->held = NULL;
 	resp->n_held = 0;
@@ -513,13 +518,27 @@ hold_event(struct tg_request *req, struct tg_stream_event *ev)
 {
 	struct tg_response *resp = &req->response;
 	struct tg_stream_event *held;
+	char *copy = NULL;
 
+	/* The data goes with the parser's buffer, so the event keeps a copy,
+	 * from which a feature that requests the tree when the event leaves
+	 * builds it. Most events leave without a tree, and the copy of a
+	 * 300-byte chunk costs about 1% of building its tree (some 60,000
+	 * instructions under callgrind). */
+	if (ev->data != NULL) {
+		copy = malloc(ev->data_len ? ev->data_len : 1);
+		if (copy == NULL)
+			return -1;
+		memcpy(copy, ev->data, ev->data_len);
+	}
 	if (resp->n_held == resp->cap_held) {
 		size_t cap = resp->cap_held ? 2 * resp->cap_held : 2;
 
 		held = realloc(resp->held, cap * sizeof(*held));
-		if (held == NULL)
+		if (held == NULL) {
+			free(copy);
 			return -1;
+		}
 		resp->held = held;
 		resp->cap_held = cap;
 	}
@@ -527,10 +546,8 @@ hold_event(struct tg_request *req, struct tg_stream_event *ev)
 	*held = *ev;
 	held->tapped = 0;       /* later events read over what the filters read */
 	resp->held_bytes += evbuffer_get_length(ev->raw);
-
-	/* The data goes with the parser's buffer, so the tree is built now, in
-	 * case a feature requests it when the event leaves. */
-	tg_stream_event_json(held);
+	held->data = copy;
+	held->data_copy = copy;
 	ev->raw = NULL;
 	ev->json = NULL;
 	return 0;
@@ -556,6 +573,32 @@ fail_over_stream(struct tg_request *req)
 	return 1;
 }
 
+/* A buffer for the bytes of the next event: the one the last event left
+ * behind, else a new one. NULL when memory ran out. */
+static struct evbuffer *
+event_buffer(struct tg_response *resp)
+{
+	struct evbuffer *buf = resp->spare_raw;
+
+	if (buf == NULL)
+		return evbuffer_new();
+	resp->spare_raw = NULL;
+	return buf;
+}
+
+/* Keep the buffer of an event that has left for the next event, emptied:
+ * creating and freeing one per event cost some 400 instructions under
+ * callgrind. */
+static void
+keep_event_buffer(struct tg_response *resp, struct tg_stream_event *ev)
+{
+	if (resp->spare_raw != NULL || ev->raw == NULL)
+		return;
+	evbuffer_drain(ev->raw, evbuffer_get_length(ev->raw));
+	resp->spare_raw = ev->raw;
+	ev->raw = NULL;
+}
+
 static int
 on_sse_event(void *arg, const struct tg_sse_event *sse)
 {
@@ -566,7 +609,7 @@ on_sse_event(void *arg, const struct tg_sse_event *sse)
 	yajl_handle *handle;
 	int read;
 
-	ev.raw = evbuffer_new();
+	ev.raw = event_buffer(resp);
 	if (ev.raw == NULL)
 		return 0;
 	evbuffer_remove_buffer(resp->pending, ev.raw, sse->raw_len);
@@ -604,6 +647,7 @@ on_sse_event(void *arg, const struct tg_sse_event *sse)
 		release_held(req);
 	}
 	emit_event(req, &ev);
+	keep_event_buffer(resp, &ev);
 	free_event(&ev);
 	return tg_filter_response_blocked(req) ? STREAM_BLOCKED : 0;
 }

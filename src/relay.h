@@ -52,6 +52,7 @@ struct tg_stream_event {
 	struct tg_reply_detail detail;  /* empty unless tracing reads it */
 	const char *data;       /* the data, while the tree is yet to be built */
 	size_t data_len;
+	char *data_copy;        /* data's own copy in a held event, or NULL */
 	int has_data;           /* the event carried data, JSON or not */
 	int usage_stripped;     /* "usage": null was taken out of raw */
 	int tapped;             /* the stream filters read the data in the
@@ -127,7 +128,8 @@ enum tg_event_kind tg_relay_classify(const struct tg_sse_event *sse,
 /*
  * The event's data as a jansson tree, or NULL when it is not a JSON
  * object. Built at the first call from ev->data, which the relay sets only
- * while it reads the event; the event owns the tree.
+ * while it reads the event, or while it holds the event with a copy of the
+ * data; the event owns the tree.
  */
 json_t *tg_stream_event_json(struct tg_stream_event *ev);
 

@@ -66,6 +66,7 @@ struct tg_response {
 
 	struct tg_sse_parser sse;       /* events of a streaming body */
 	struct evbuffer *pending;       /* stream bytes not yet part of an event */
+	struct evbuffer *spare_raw;     /* an empty buffer for the next event, or NULL */
 	struct tg_stream_event *held;   /* before first content; grown on demand */
 	size_t n_held, cap_held;
 	size_t held_bytes;

@@ -1048,6 +1048,8 @@ START_TEST(added_usage_hidden_from_client)
 	struct tg_stream_event middle = event("{\"id\":\"c\", \"usage\" : null , \"choices\":[]}");
 	struct tg_stream_event nested = event("{\"choices\":[{\"delta\":{\"usage\":null}}],"
 	                                      "\"usage\":null}");
+	struct tg_stream_event quoted = event("{\"choices\":[{\"delta\":{\"content\":"
+	                                      "\"\\\"usage\\\" : null\"}}], \"usage\"\t:null}");
 	struct tg_stream_event usage = event("{\"id\":\"c\",\"choices\":[],\"usage\":"
 	                                     "{\"prompt_tokens\":7,\"completion_tokens\":3}}");
 	char *text;
@@ -1073,15 +1075,24 @@ START_TEST(added_usage_hidden_from_client)
 	ck_assert_str_eq(text, "data: {\"choices\":[{\"delta\":{\"usage\":null}}],\"usage\":null}\n\n");
 	free(text);
 
+	/* Inside a string the quotes are escaped, so the text there is not
+	 * the pattern, and the top-level member goes. */
+	ck_assert_int_eq(tg_metrics_stream_event(req, &quoted), 0);
+	text = event_text(&quoted);
+	ck_assert_str_eq(text, "data: {\"choices\":[{\"delta\":{\"content\":"
+	                 "\"\\\"usage\\\" : null\"}}]}\n\n");
+	free(text);
+
 	ck_assert_int_eq(tg_metrics_stream_event(req, &usage), 1);
 	ck_assert_uint_eq(req->metrics.usage.input, 7);
 	ck_assert_uint_eq(req->metrics.usage.output, 3);
-	ck_assert_uint_eq(req->metrics.content_events, 1);
+	ck_assert_uint_eq(req->metrics.content_events, 2);
 	end_request(req, 200);
 
 	free_event(&first);
 	free_event(&middle);
 	free_event(&nested);
+	free_event(&quoted);
 	free_event(&usage);
 	free_worker(w);
 	tg_config_unref(cfg);
