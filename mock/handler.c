@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cache.h"
 #include "fixture.h"
 #include "generate.h"
 #include "handler.h"
@@ -323,12 +324,12 @@ prepare_api_request(const struct mock_request *req, const char *path,
 }
 
 static int
-generate(struct mock *m, enum endpoint ep, json_t *body, const char *model,
-         const struct mock_options *o, struct mock_response *r)
+generate(enum endpoint ep, json_t *body, const char *model,
+         const struct mock_options *o, uint64_t seq, long long created,
+         struct mock_response *r)
 {
 	struct generate_context ctx = {
-		.model = model, .options = o, .seq = ++m->response_seq,
-		.created = (long long)time(NULL),
+		.model = model, .options = o, .seq = seq, .created = created,
 	};
 
 	switch (ep) {
@@ -364,16 +365,63 @@ guard_verdict(enum endpoint ep, json_t *body, struct mock_options *o)
 	free(text);
 }
 
-/* Serve a POST to a generating endpoint. */
+/* The inputs of a generated response, as response_cache_find() takes them. */
+static struct response_cache_key
+cache_key(const struct mock *m, const struct mock_request *req,
+          const char *path)
+{
+	const char *header = mock_request_header(req, "x-mock");
+	const char *defaults = m->default_options;
+	struct response_cache_key key = {
+		.data = { path, header, defaults,
+		          (const char *)evbuffer_pullup(req->body, -1) },
+		.len = { strlen(path), header != NULL ? strlen(header) : 0,
+		         defaults != NULL ? strlen(defaults) : 0,
+		         evbuffer_get_length(req->body) },
+	};
+
+	return key;
+}
+
+/* Generate the response for key again with the cache's marker values and
+ * offer both versions to the cache. */
+static void
+remember(struct mock *m, const struct response_cache_key *key, enum endpoint ep,
+         json_t *body, const char *model, const struct mock_options *o,
+         const struct mock_response *generated, uint64_t seq, long long created)
+{
+	struct mock_response *marked = mock_response_new();
+
+	if (marked != NULL
+	    && generate(ep, body, model, o, RESPONSE_CACHE_SEQ_MARK,
+	                RESPONSE_CACHE_CREATED_MARK, marked) == 0)
+		response_cache_add(&m->responses, key, o, generated, marked, seq,
+		                   created);
+	mock_response_free(marked);
+}
+
+/*
+ * Serve a POST to a generating endpoint. The response cache serves a
+ * request it has seen before, and a generated response that is not a
+ * stream is offered to it.
+ */
 static int
 handle_api(struct mock *m, const struct mock_request *req, const char *path,
            enum endpoint ep, struct mock_plan *plan)
 {
 	struct mock_response *r = plan->response;
 	struct mock_options *o = &plan->options;
+	struct response_cache_key key = cache_key(m, req, path);
+	const struct response_cache_entry *cached;
+	long long created = (long long)time(NULL);
 	json_t *body = NULL;
 	char *model = NULL;
-	int rc, status;
+	uint64_t seq = 0;
+	int rc, status, generated = 0;
+
+	cached = response_cache_find(m->responses, &key);
+	if (cached != NULL)
+		return response_cache_fill(cached, ++m->response_seq, created, r, o);
 
 	rc = prepare_api_request(req, path, &body, &model, o, r);
 	if (rc <= 0)
@@ -386,10 +434,14 @@ handle_api(struct mock *m, const struct mock_request *req, const char *path,
 		rc = replay_fixture(m, r, o);
 	else {
 		guard_verdict(ep, body, o);
-		rc = generate(m, ep, body, model, o, r);
+		seq = ++m->response_seq;
+		rc = generate(ep, body, model, o, seq, created, r);
+		generated = rc == 0;
 	}
 	if (rc == 0 && status != 0 && status < 400 && r->status == 200)
 		r->status = status;
+	if (generated && !r->stream)
+		remember(m, &key, ep, body, model, o, r, seq, created);
 
 out:
 	json_decref(body);

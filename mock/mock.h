@@ -28,6 +28,7 @@ struct mock_stats {
 };
 
 struct fixture_cache;
+struct response_cache;
 struct conn;
 
 struct mock {
@@ -46,6 +47,7 @@ struct mock {
 	uint64_t response_seq;          /* feeds generated ids */
 
 	struct fixture_cache *fixtures;
+	struct response_cache *responses;  /* generated responses to reuse */
 	struct conn *connections;       /* open connections, to free at exit */
 };
 
