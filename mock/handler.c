@@ -148,54 +148,6 @@ replay_fixture(struct mock *m, struct mock_response *r,
 	return 0;
 }
 
-/* Record req in the request log. */
-static void
-log_request(struct mock *m, const struct mock_request *req)
-{
-	size_t path_len = path_length(req->target);
-	json_t *headers = json_object();
-	json_t *record;
-	size_t body_len = evbuffer_get_length(req->body);
-	const char *body = (const char *)evbuffer_pullup(req->body, -1);
-	json_t *body_json;
-
-	for (size_t i = 0; i < req->n_headers; i++) {
-		const char *old = json_string_value(json_object_get(headers,
-		                                    req->headers[i].name));
-		if (old == NULL) {
-			json_object_set_new(headers, req->headers[i].name,
-			                    json_string(req->headers[i].value));
-			continue;
-		}
-		/* Repeated headers join with ", ", as HTTP allows. */
-		char *joined = NULL;
-		if (asprintf(&joined, "%s, %s", old, req->headers[i].value) >= 0) {
-			json_object_set_new(headers, req->headers[i].name,
-			                    json_string(joined));
-			free(joined);
-		}
-	}
-
-	/* A body that is not UTF-8 cannot be a JSON string; log its size. */
-	body_json = json_stringn(body != NULL ? body : "", body_len);
-	if (body_json == NULL) {
-		char note[64];
-
-		snprintf(note, sizeof(note), "<%zu bytes, not UTF-8>", body_len);
-		body_json = json_string(note);
-	}
-
-	record = json_pack("{s:s, s:s%, s:o, s:o, s:I}", "method", req->method,
-	                   "path", req->target, path_len, "headers", headers,
-	                   "body", body_json,
-	                   "connection", (json_int_t)req->connection);
-	if (record != NULL && req->target[path_len] == '?')
-		json_object_set_new(record, "query",
-		                    json_string(req->target + path_len + 1));
-	if (record != NULL)
-		mock_log_request(m, record);
-}
-
 /*
  * GET /_mock/options shows the options every API request starts from;
  * POST replaces them with the option list in the body (an empty body
@@ -498,7 +450,7 @@ mock_handle(struct mock *m, struct mock_request *req, struct mock_plan *plan)
 	}
 
 	m->stats.requests++;
-	log_request(m, req);
+	mock_log_request(m, req);
 
 	/* The instance's default options come first, so the model suffix and
 	 * the x-mock header apply on top. They were checked when set. */
