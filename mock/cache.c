@@ -1,6 +1,6 @@
 /*
- * Reuse of generated responses. cache.h says what an entry contains and
- * why reusing it is safe.
+ * Reuse of generated responses. cache.h describes what an entry contains
+ * and why reusing it is safe.
  *
  * The cache is a ring of CACHE_ENTRIES entries searched in order. It needs
  * no hash table because a benchmark repeats one or a few requests, and
@@ -81,17 +81,18 @@ static int
 append_filled(struct evbuffer *out, const struct response_cache_entry *e,
               uint64_t seq, long long created)
 {
+	char seq_text[32], created_text[32];
+	int seq_len = snprintf(seq_text, sizeof(seq_text), "%llu", (unsigned long long)seq);
+	int created_len = snprintf(created_text, sizeof(created_text), "%lld", created);
 	size_t from = 0;
-	char digits[32];
 
 	for (size_t i = 0; i < e->n_slots; i++) {
 		const struct slot *s = &e->slots[i];
-		int n = s->value == SLOT_SEQ
-		        ? snprintf(digits, sizeof(digits), "%llu", (unsigned long long)seq)
-		        : snprintf(digits, sizeof(digits), "%lld", created);
+		int is_seq = s->value == SLOT_SEQ;
 
 		if (evbuffer_add(out, e->body + from, s->at - from) < 0
-		    || evbuffer_add(out, digits, (size_t)n) < 0)
+		    || evbuffer_add(out, is_seq ? seq_text : created_text,
+		                    (size_t)(is_seq ? seq_len : created_len)) < 0)
 			return -1;
 		from = s->at + MARK_DIGITS;
 	}

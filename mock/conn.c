@@ -403,21 +403,31 @@ ends_with_terminator(const struct conn *c)
 	return c->chunked && !c->abort_at_end && !c->stall_at_end;
 }
 
+/* The Date header's value for now, formatted once per second. */
+static const char *
+http_date(struct mock *m)
+{
+	time_t now = time(NULL);
+	struct tm tm;
+
+	if (now != m->date_time) {
+		gmtime_r(&now, &tm);
+		strftime(m->date, sizeof(m->date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+		m->date_time = now;
+	}
+	return m->date;
+}
+
 static void
 write_head(struct conn *c, struct evbuffer *out)
 {
 	const struct mock_response *r = c->plan.response;
 	const struct mock_options *o = &c->plan.options;
 	size_t body_len = evbuffer_get_length(r->body);
-	char date[64];
-	struct tm tm;
-	time_t now = time(NULL);
 
-	gmtime_r(&now, &tm);
-	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
 	evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nDate: %s\r\n"
 	                    "Server: tollgate-mock\r\nContent-Type: %s\r\n",
-	                    r->status, reason_phrase(r->status), date,
+	                    r->status, reason_phrase(r->status), http_date(c->m),
 	                    r->content_type);
 	if (c->chunked)
 		evbuffer_add_printf(out, "Transfer-Encoding: chunked\r\n");

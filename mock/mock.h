@@ -9,6 +9,7 @@
 
 #include <stdint.h>
 #include <stddef.h>
+#include <time.h>
 
 #include <event2/event.h>
 #include <jansson.h>
@@ -44,6 +45,9 @@ struct mock {
 	struct mock_stats stats;
 	struct logged_request *log[MOCK_LOG_MAX];  /* ring of logged requests */
 	size_t log_start, log_count;
+
+	char date[64];                  /* the Date header at date_time */
+	time_t date_time;
 
 	uint64_t connection_seq;        /* number of the last accepted connection */
 	uint64_t response_seq;          /* feeds generated ids */
