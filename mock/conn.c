@@ -5,7 +5,9 @@
  * unit per stream event, or per split= piece, each after its delay. The
  * next unit is written only once the previous one has left the output
  * buffer, so with TCP_NODELAY every unit is its own send() and its own TCP
- * segment, which is what tests of partial reads need.
+ * segment, which is what tests of partial reads need. A response without
+ * units (the head and a whole body) on plain TCP is written to the socket
+ * at once rather than through the bufferevent; see send_at_once().
  *
  * Reading stays enabled while a response is delayed or being written, so a
  * peer that closes is noticed at once and counted in responses_aborted.
@@ -59,6 +61,7 @@ struct conn {
 	llhttp_t parser;
 	struct mock_request req;
 	struct evbuffer *url, *field, *value;
+	struct evbuffer *direct;        /* a response written by send_at_once() */
 	int in_value;                   /* last header callback was a value */
 	size_t header_bytes;
 	int error_status;               /* 413 or 431 from a size limit */
@@ -76,6 +79,7 @@ struct conn {
 
 static void close_conn(struct conn *c);
 static void process_input(struct conn *c);
+static int end_response(struct conn *c);
 
 /* ---- request parsing ------------------------------------------------- */
 
@@ -403,21 +407,31 @@ ends_with_terminator(const struct conn *c)
 	return c->chunked && !c->abort_at_end && !c->stall_at_end;
 }
 
+/* The Date header's value for now, formatted once per second. */
+static const char *
+http_date(struct mock *m)
+{
+	time_t now = time(NULL);
+	struct tm tm;
+
+	if (now != m->date_time) {
+		gmtime_r(&now, &tm);
+		strftime(m->date, sizeof(m->date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+		m->date_time = now;
+	}
+	return m->date;
+}
+
 static void
 write_head(struct conn *c, struct evbuffer *out)
 {
 	const struct mock_response *r = c->plan.response;
 	const struct mock_options *o = &c->plan.options;
 	size_t body_len = evbuffer_get_length(r->body);
-	char date[64];
-	struct tm tm;
-	time_t now = time(NULL);
 
-	gmtime_r(&now, &tm);
-	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
 	evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nDate: %s\r\n"
 	                    "Server: tollgate-mock\r\nContent-Type: %s\r\n",
-	                    r->status, reason_phrase(r->status), date,
+	                    r->status, reason_phrase(r->status), http_date(c->m),
 	                    r->content_type);
 	if (c->chunked)
 		evbuffer_add_printf(out, "Transfer-Encoding: chunked\r\n");
@@ -448,11 +462,10 @@ send_unit(struct conn *c)
 		evbuffer_add(out, "0\r\n\r\n", 5);
 }
 
+/* Write the head to out, and the body too when it goes out with the head. */
 static void
-send_head(struct conn *c)
+send_head(struct conn *c, struct evbuffer *out)
 {
-	struct evbuffer *out = bufferevent_get_output(c->bev);
-
 	c->phase = PHASE_SENDING;
 	write_head(c, out);
 	if (!c->plan.response->stream && c->plan.options.n_split == 0)
@@ -475,7 +488,7 @@ send_head_or_hang_up(struct conn *c)
 		close_conn(c);
 		return -1;
 	}
-	send_head(c);
+	send_head(c, bufferevent_get_output(c->bev));
 	return 0;
 }
 
@@ -497,6 +510,35 @@ log_response(const struct conn *c)
 	fprintf(stderr, "tollgate-mock: connection %llu: %s %s -> %d%s\n",
 	        (unsigned long long)c->number, c->req.method, c->req.target,
 	        r->status, r->stream ? " (stream)" : "");
+}
+
+/* Whether the response goes out in one write (no units follow the head)
+ * on a plain TCP connection with nothing else waiting to be written. */
+static int
+sends_at_once(const struct conn *c)
+{
+	return c->m->ssl_ctx == NULL && c->n_units == 0
+	       && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0;
+}
+
+/*
+ * Write the whole response to the socket now instead of through the
+ * bufferevent. The bufferevent would arm the write event and disarm it
+ * after the write, two more system calls per response on the core that
+ * bench/ shares with the load generator. What the socket does not take,
+ * and a write error, go to the bufferevent as usual. Returns -1 when the
+ * connection was closed, 0 otherwise.
+ */
+static int
+send_at_once(struct conn *c)
+{
+	send_head(c, c->direct);
+	(void)evbuffer_write(c->direct, bufferevent_getfd(c->bev));
+	if (evbuffer_get_length(c->direct) > 0) {
+		evbuffer_add_buffer(bufferevent_get_output(c->bev), c->direct);
+		return 0;
+	}
+	return end_response(c) < 0 ? -1 : 0;
 }
 
 /* Plan and start the response to the request just parsed. */
@@ -536,6 +578,8 @@ start_response(struct conn *c)
 		arm_timer(c, c->plan.options.first_byte_delay_ms);
 		return 0;
 	}
+	if (!c->plan.options.hangup && sends_at_once(c))
+		return send_at_once(c);
 	return send_head_or_hang_up(c);
 }
 
@@ -562,20 +606,25 @@ reject_request(struct conn *c, int status, const char *message)
 	if (!c->m->quiet)
 		fprintf(stderr, "tollgate-mock: connection %llu: rejected request: "
 		        "%s\n", (unsigned long long)c->number, message);
-	send_head(c);
+	send_head(c, bufferevent_get_output(c->bev));
 }
 
-static void
-finish_response(struct conn *c)
+/*
+ * Count a response whose last byte has left, and close the connection or
+ * make it ready for the next request. Returns 1 when it is ready, 0 when
+ * it stays open but silent (stall_after), -1 when it was closed.
+ */
+static int
+end_response(struct conn *c)
 {
 	int keep_alive = c->keep_alive;
 
 	if (c->abort_at_end) {
 		close_conn(c);
-		return;
+		return -1;
 	}
 	if (c->stall_at_end)
-		return;         /* the peer's close or the mock's exit ends it */
+		return 0;       /* the peer's close or the mock's exit ends it */
 	if (c->plan.counted)
 		c->m->stats.responses_completed++;
 	c->reset_next = c->plan.options.reset_next;
@@ -584,9 +633,16 @@ finish_response(struct conn *c)
 
 	if (!keep_alive) {
 		close_conn(c);
-		return;
+		return -1;
 	}
-	process_input(c);
+	return 1;
+}
+
+static void
+finish_response(struct conn *c)
+{
+	if (end_response(c) > 0)
+		process_input(c);
 }
 
 /* ---- connection events ----------------------------------------------- */
@@ -722,6 +778,8 @@ close_conn(struct conn *c)
 		evbuffer_free(c->field);
 	if (c->value != NULL)
 		evbuffer_free(c->value);
+	if (c->direct != NULL)
+		evbuffer_free(c->direct);
 	free(c->req.headers);
 	free(c);
 }
@@ -764,8 +822,9 @@ conn_accept(struct mock *m, evutil_socket_t fd)
 	c->url = evbuffer_new();
 	c->field = evbuffer_new();
 	c->value = evbuffer_new();
+	c->direct = evbuffer_new();
 	if (c->req.body == NULL || c->url == NULL || c->field == NULL
-	    || c->value == NULL)
+	    || c->value == NULL || c->direct == NULL)
 		goto fail;
 
 	c->bev = new_bufferevent(m, fd);

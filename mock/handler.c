@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cache.h"
 #include "fixture.h"
 #include "generate.h"
 #include "handler.h"
@@ -147,54 +148,6 @@ replay_fixture(struct mock *m, struct mock_response *r,
 	return 0;
 }
 
-/* Record req in the request log. */
-static void
-log_request(struct mock *m, const struct mock_request *req)
-{
-	size_t path_len = path_length(req->target);
-	json_t *headers = json_object();
-	json_t *record;
-	size_t body_len = evbuffer_get_length(req->body);
-	const char *body = (const char *)evbuffer_pullup(req->body, -1);
-	json_t *body_json;
-
-	for (size_t i = 0; i < req->n_headers; i++) {
-		const char *old = json_string_value(json_object_get(headers,
-		                                    req->headers[i].name));
-		if (old == NULL) {
-			json_object_set_new(headers, req->headers[i].name,
-			                    json_string(req->headers[i].value));
-			continue;
-		}
-		/* Repeated headers join with ", ", as HTTP allows. */
-		char *joined = NULL;
-		if (asprintf(&joined, "%s, %s", old, req->headers[i].value) >= 0) {
-			json_object_set_new(headers, req->headers[i].name,
-			                    json_string(joined));
-			free(joined);
-		}
-	}
-
-	/* A body that is not UTF-8 cannot be a JSON string; log its size. */
-	body_json = json_stringn(body != NULL ? body : "", body_len);
-	if (body_json == NULL) {
-		char note[64];
-
-		snprintf(note, sizeof(note), "<%zu bytes, not UTF-8>", body_len);
-		body_json = json_string(note);
-	}
-
-	record = json_pack("{s:s, s:s%, s:o, s:o, s:I}", "method", req->method,
-	                   "path", req->target, path_len, "headers", headers,
-	                   "body", body_json,
-	                   "connection", (json_int_t)req->connection);
-	if (record != NULL && req->target[path_len] == '?')
-		json_object_set_new(record, "query",
-		                    json_string(req->target + path_len + 1));
-	if (record != NULL)
-		mock_log_request(m, record);
-}
-
 /*
  * GET /_mock/options shows the options every API request starts from;
  * POST replaces them with the option list in the body (an empty body
@@ -323,12 +276,12 @@ prepare_api_request(const struct mock_request *req, const char *path,
 }
 
 static int
-generate(struct mock *m, enum endpoint ep, json_t *body, const char *model,
-         const struct mock_options *o, struct mock_response *r)
+generate(enum endpoint ep, json_t *body, const char *model,
+         const struct mock_options *o, uint64_t seq, long long created,
+         struct mock_response *r)
 {
 	struct generate_context ctx = {
-		.model = model, .options = o, .seq = ++m->response_seq,
-		.created = (long long)time(NULL),
+		.model = model, .options = o, .seq = seq, .created = created,
 	};
 
 	switch (ep) {
@@ -364,16 +317,63 @@ guard_verdict(enum endpoint ep, json_t *body, struct mock_options *o)
 	free(text);
 }
 
-/* Serve a POST to a generating endpoint. */
+/* The inputs of a generated response, as response_cache_find() takes them. */
+static struct response_cache_key
+cache_key(const struct mock *m, const struct mock_request *req,
+          const char *path)
+{
+	const char *header = mock_request_header(req, "x-mock");
+	const char *defaults = m->default_options;
+	struct response_cache_key key = {
+		.data = { path, header, defaults,
+		          (const char *)evbuffer_pullup(req->body, -1) },
+		.len = { strlen(path), header != NULL ? strlen(header) : 0,
+		         defaults != NULL ? strlen(defaults) : 0,
+		         evbuffer_get_length(req->body) },
+	};
+
+	return key;
+}
+
+/* Generate the response for key again with the cache's marker values and
+ * offer both versions to the cache. */
+static void
+remember(struct mock *m, const struct response_cache_key *key, enum endpoint ep,
+         json_t *body, const char *model, const struct mock_options *o,
+         const struct mock_response *generated, uint64_t seq, long long created)
+{
+	struct mock_response *marked = mock_response_new();
+
+	if (marked != NULL
+	    && generate(ep, body, model, o, RESPONSE_CACHE_SEQ_MARK,
+	                RESPONSE_CACHE_CREATED_MARK, marked) == 0)
+		response_cache_add(&m->responses, key, o, generated, marked, seq,
+		                   created);
+	mock_response_free(marked);
+}
+
+/*
+ * Serve a POST to a generating endpoint. The response cache serves a
+ * request it has seen before, and a generated response that is not a
+ * stream is offered to it.
+ */
 static int
 handle_api(struct mock *m, const struct mock_request *req, const char *path,
            enum endpoint ep, struct mock_plan *plan)
 {
 	struct mock_response *r = plan->response;
 	struct mock_options *o = &plan->options;
+	struct response_cache_key key = cache_key(m, req, path);
+	const struct response_cache_entry *cached;
+	long long created = (long long)time(NULL);
 	json_t *body = NULL;
 	char *model = NULL;
-	int rc, status;
+	uint64_t seq = 0;
+	int rc, status, generated = 0;
+
+	cached = response_cache_find(m->responses, &key);
+	if (cached != NULL)
+		return response_cache_fill(cached, ++m->response_seq, created, r, o);
 
 	rc = prepare_api_request(req, path, &body, &model, o, r);
 	if (rc <= 0)
@@ -386,10 +386,14 @@ handle_api(struct mock *m, const struct mock_request *req, const char *path,
 		rc = replay_fixture(m, r, o);
 	else {
 		guard_verdict(ep, body, o);
-		rc = generate(m, ep, body, model, o, r);
+		seq = ++m->response_seq;
+		rc = generate(ep, body, model, o, seq, created, r);
+		generated = rc == 0;
 	}
 	if (rc == 0 && status != 0 && status < 400 && r->status == 200)
 		r->status = status;
+	if (generated && !r->stream)
+		remember(m, &key, ep, body, model, o, r, seq, created);
 
 out:
 	json_decref(body);
@@ -446,7 +450,7 @@ mock_handle(struct mock *m, struct mock_request *req, struct mock_plan *plan)
 	}
 
 	m->stats.requests++;
-	log_request(m, req);
+	mock_log_request(m, req);
 
 	/* The instance's default options come first, so the model suffix and
 	 * the x-mock header apply on top. They were checked when set. */

@@ -20,6 +20,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "cache.h"
 #include "conn.h"
 #include "fixture.h"
 #include "mock.h"
@@ -368,6 +369,7 @@ out:
 		evconnlistener_free(listener);
 	mock_reset(&m);
 	fixture_cache_free(m.fixtures);
+	response_cache_free(m.responses);
 	free(m.default_options);
 	if (m.ssl_ctx != NULL)
 		SSL_CTX_free(m.ssl_ctx);

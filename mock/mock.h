@@ -9,6 +9,7 @@
 
 #include <stdint.h>
 #include <stddef.h>
+#include <time.h>
 
 #include <event2/event.h>
 #include <jansson.h>
@@ -28,7 +29,10 @@ struct mock_stats {
 };
 
 struct fixture_cache;
+struct response_cache;
 struct conn;
+struct mock_request;
+struct logged_request;
 
 struct mock {
 	struct event_base *base;
@@ -39,21 +43,26 @@ struct mock {
 	                                 * POST /_mock/options replaces it */
 
 	struct mock_stats stats;
-	json_t *log[MOCK_LOG_MAX];      /* ring of logged requests */
+	struct logged_request *log[MOCK_LOG_MAX];  /* ring of logged requests */
 	size_t log_start, log_count;
+
+	char date[64];                  /* the Date header at date_time */
+	time_t date_time;
 
 	uint64_t connection_seq;        /* number of the last accepted connection */
 	uint64_t response_seq;          /* feeds generated ids */
 
 	struct fixture_cache *fixtures;
+	struct response_cache *responses;  /* generated responses to reuse */
 	struct conn *connections;       /* open connections, to free at exit */
 };
 
-/* Append one request record to the ring, dropping the oldest past
- * MOCK_LOG_MAX. Takes the caller's reference. */
-void mock_log_request(struct mock *m, json_t *record);
+/* Append a copy of req to the request log, dropping the oldest past
+ * MOCK_LOG_MAX. Out of memory, the request is not logged. */
+void mock_log_request(struct mock *m, const struct mock_request *req);
 
-/* Return a new JSON array of the logged requests, oldest first. */
+/* Return a new JSON array of the logged requests, oldest first, or NULL
+ * when out of memory. */
 json_t *mock_log_dump(const struct mock *m);
 
 /* Zero the counters and empty the request log. */
