@@ -443,7 +443,8 @@ describe('content filters: replies the filters cannot read', () => {
 
 describe('content filters: Anthropic messages', () => {
   // A scripted Anthropic upstream: x-text gives the text of its reply,
-  // split into text_delta events at '|' when streamed.
+  // split into text_delta events at '|' when streamed. With x-unreadable,
+  // an event that gives "text" twice follows the first delta.
   const message = (text) => ({
     id: 'msg_1', type: 'message', role: 'assistant', model: 'claude-test',
     content: [{ type: 'text', text }], stop_reason: 'end_turn', stop_sequence: null,
@@ -474,6 +475,9 @@ describe('content filters: Anthropic messages', () => {
       return;
     }
     const events = streamEvents(pieces);
+    if (req.headers['x-unreadable'])
+      events.splice(4, 0, 'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+        + '"delta":{"type":"text_delta","text":"jane@example.com","text":"clean"}}\n\n');
     res.writeHead(200, { 'content-type': 'text/event-stream' });
     res.on('close', () => { if (!res.writableFinished) aborted++; });
     const next = () => {
@@ -560,6 +564,20 @@ describe('content filters: Anthropic messages', () => {
     const line = await gw.waitForAccess((l) => l.request_id === res.headers['x-request-id']);
     assert.equal(line.termination[0], 'G');
     assert.deepEqual(line.filters, [{ filter: 'outdeny', rule: 'injection', action: 'block', side: 'response', count: 1 }]);
+  });
+
+  it('ends a stream at an unreadable event with an error event', async () => {
+    const logged = /stream filters failed \(an event's data is not a JSON object with each member once/;
+    gw.expectErrors(logged);
+    const res = await post(gw, ask({ stream: true }),
+      { path: '/v1/messages', headers: { 'x-text': 'Hello.|More.', 'x-unreadable': '1' } });
+    assert.equal(res.status, 200);
+    assert.doesNotMatch(res.text, /jane|More/, 'unscreened text reached the client');
+    const last = splitEvents(res.text).events.at(-1);
+    assert.match(last, /^event: error\n/);
+    assert.equal(JSON.parse(eventData(last)).type, 'error');
+    assert.equal(JSON.parse(eventData(last)).error.type, 'internal_error');
+    await gw.waitForLog(logged);
   });
 
   it('blocks a non-streamed answer with an empty content and stop_reason refusal', async () => {
