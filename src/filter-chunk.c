@@ -20,6 +20,11 @@
  *
  * The texts are read whatever the block's or delta's own "type", as the
  * table of filter-text.c reads a part's "text".
+ *
+ * NOTE: message_start's "message" (its "content"), a tool_use block's
+ * "input" in content_block_start, and citations_delta are not read.
+ * Anthropic sends the first two empty, but another server of that shape
+ * could fill them, and their text would pass unscreened.
  * yajl reports where it is in the text (yajl_get_bytes_consumed), which is
  * just after the token of the current callback. A text's JSON string thus
  * ends there, and starts at the first double quote after its key, since

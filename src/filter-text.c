@@ -107,6 +107,10 @@ struct member {
  * read as texts, at any depth, and masked in place (keys and other values
  * are not); that screens what a model puts into a tool call, as the
  * arguments of an OpenAI tool call are screened.
+ *
+ * NOTE: a text block's "citations" (their cited_text) and the text of a
+ * document block's "source" are not read, so PII quoted from a document
+ * passes unscreened.
  */
 static const struct member PART_MEMBERS[] = {
 	MEMBER("text", R_TEXT), MEMBER("refusal", R_TEXT), MEMBER("thinking", R_TEXT),

@@ -2,7 +2,8 @@
 // side, bypass attempts, streams split at every byte offset, streaming
 // block with the upstream cancelled, hold_timeout with a paused upstream,
 // moderation services (flagged, clean, down, slow), the plugin ABI and the
-// fastText plugin.
+// fastText plugin, and Anthropic Messages bodies and streams from a
+// scripted upstream.
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
