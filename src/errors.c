@@ -76,18 +76,14 @@ tg_error_is_upstream(enum tg_error err)
 	return err >= TG_E_UPSTREAM_CONNECT && err < TG_E_COUNT;
 }
 
-int
-tg_error_body(struct evbuffer *out, enum tg_error err, const char *message)
+/* Append body as one line of compact JSON to out, and release body (NULL:
+ * json_pack() failed). Returns 0, or -1 when out of memory. */
+static int
+add_body(struct evbuffer *out, json_t *body)
 {
-	const struct tg_error_info *info = tg_error_info(err);
-	json_t *body;
 	char *text;
 	int rc;
 
-	body = json_pack("{s:{s:s, s:s, s:s}}", "error",
-	                 "message", message ? message : info->message,
-	                 "type", info->type,
-	                 "code", info->code);
 	if (body == NULL)
 		return -1;
 	text = json_dumps(body, JSON_COMPACT);
@@ -98,6 +94,27 @@ tg_error_body(struct evbuffer *out, enum tg_error err, const char *message)
 	rc = evbuffer_add_printf(out, "%s\n", text) < 0 ? -1 : 0;
 	free(text);
 	return rc;
+}
+
+int
+tg_error_body(struct evbuffer *out, enum tg_error err, const char *message)
+{
+	const struct tg_error_info *info = tg_error_info(err);
+
+	return add_body(out, json_pack("{s:{s:s, s:s, s:s}}", "error",
+	                               "message", message ? message : info->message,
+	                               "type", info->type,
+	                               "code", info->code));
+}
+
+int
+tg_error_anthropic_body(struct evbuffer *out, enum tg_error err, const char *message)
+{
+	const struct tg_error_info *info = tg_error_info(err);
+
+	return add_body(out, json_pack("{s:s, s:{s:s, s:s}}", "type", "error", "error",
+	                               "type", info->code,
+	                               "message", message ? message : info->message));
 }
 
 const char *

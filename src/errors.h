@@ -61,6 +61,11 @@ int tg_error_is_upstream(enum tg_error err);
  * for the kind's default. Returns 0, or -1 when out of memory. */
 int tg_error_body(struct evbuffer *out, enum tg_error err, const char *message);
 
+/* Append {"type": "error", "error": {"type", "message"}} to out, the
+ * error shape of Anthropic's Messages API, whose inner "type" is the
+ * kind's code. The rest is as for tg_error_body(). */
+int tg_error_anthropic_body(struct evbuffer *out, enum tg_error err, const char *message);
+
 /* Standard reason phrase of an HTTP status, "Unknown" for others. */
 const char *tg_http_reason(int status);
 

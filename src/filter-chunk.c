@@ -12,6 +12,19 @@
  *                       "tool_calls": [{"index": n,
  *                                       "function": {"arguments": "..."}}]}}
  *
+ * and Anthropic's, whose top-level "type" names the event:
+ *
+ *   {"type": "...", "index": n,
+ *    "content_block": {"text": "...", "thinking": "..."},
+ *    "delta": {"text": "...", "partial_json": "...", "thinking": "..."}}
+ *
+ * The texts are read whatever the block's or delta's own "type", as the
+ * table of filter-text.c reads a part's "text".
+ *
+ * NOTE: message_start's "message" (its "content"), a tool_use block's
+ * "input" in content_block_start, and citations_delta are not read.
+ * Anthropic sends the first two empty, but another server of that shape
+ * could fill them, and their text would pass unscreened.
  * yajl reports where it is in the text (yajl_get_bytes_consumed), which is
  * just after the token of the current callback. A text's JSON string thus
  * ends there, and starts at the first double quote after its key, since
@@ -27,6 +40,7 @@
  * nested deep, which keep the key check short.
  */
 #include <assert.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,6 +63,8 @@ enum place {
 	P_CALLS,
 	P_CALL,
 	P_FUNCTION,
+	P_BLOCK,                /* Anthropic's "content_block" */
+	P_BLOCK_DELTA,          /* Anthropic's top-level "delta" */
 };
 
 enum member {
@@ -63,6 +79,10 @@ enum member {
 	M_TOOL_CALLS,
 	M_FUNCTION,
 	M_ARGUMENTS,
+	M_TYPE,
+	M_CONTENT_BLOCK,
+	M_THINKING,
+	M_PARTIAL_JSON,
 };
 
 struct key {
@@ -74,7 +94,10 @@ struct key {
 #define KEY(name, member) {name, sizeof(name) - 1, member}
 #define END_KEYS {NULL, 0, M_NONE}
 
-static const struct key ROOT_KEYS[] = {KEY("choices", M_CHOICES), END_KEYS};
+static const struct key ROOT_KEYS[] = {
+	KEY("choices", M_CHOICES), KEY("type", M_TYPE), KEY("index", M_INDEX),
+	KEY("content_block", M_CONTENT_BLOCK), KEY("delta", M_DELTA), END_KEYS
+};
 static const struct key CHOICE_KEYS[] = {
 	KEY("index", M_INDEX), KEY("finish_reason", M_FINISH_REASON), KEY("text", M_TEXT),
 	KEY("delta", M_DELTA), END_KEYS
@@ -87,11 +110,19 @@ static const struct key CALL_KEYS[] = {
 	KEY("index", M_INDEX), KEY("function", M_FUNCTION), END_KEYS
 };
 static const struct key FUNCTION_KEYS[] = {KEY("arguments", M_ARGUMENTS), END_KEYS};
+static const struct key BLOCK_KEYS[] = {
+	KEY("text", M_TEXT), KEY("thinking", M_THINKING), END_KEYS
+};
+static const struct key BLOCK_DELTA_KEYS[] = {
+	KEY("text", M_TEXT), KEY("partial_json", M_PARTIAL_JSON), KEY("thinking", M_THINKING),
+	END_KEYS
+};
 
 /* The keys read in an object of each place; NULL: none. */
 static const struct key *const PLACE_KEYS[] = {
 	[P_ROOT] = ROOT_KEYS, [P_CHOICE] = CHOICE_KEYS, [P_DELTA] = DELTA_KEYS,
-	[P_CALL] = CALL_KEYS, [P_FUNCTION] = FUNCTION_KEYS,
+	[P_CALL] = CALL_KEYS, [P_FUNCTION] = FUNCTION_KEYS, [P_BLOCK] = BLOCK_KEYS,
+	[P_BLOCK_DELTA] = BLOCK_DELTA_KEYS,
 };
 
 /* Return items, an array of *cap items of size bytes, grown when it has
@@ -168,6 +199,10 @@ place_of(struct tg_chunk *c, int array)
 		return P_CALLS;
 	if (array)
 		return P_OTHER;
+	if (!f->array && f->place == P_ROOT && f->member == M_CONTENT_BLOCK)
+		return P_BLOCK;
+	if (!f->array && f->place == P_ROOT && f->member == M_DELTA)
+		return P_BLOCK_DELTA;
 	if (f->array && f->place == P_CHOICES)
 		return P_CHOICE;
 	if (f->array && f->place == P_CALLS)
@@ -177,6 +212,25 @@ place_of(struct tg_chunk *c, int array)
 	if (!f->array && f->place == P_CALL && f->member == M_FUNCTION)
 		return P_FUNCTION;
 	return P_OTHER;
+}
+
+/* The event's content block takes a place in choices when the read first
+ * finds it has one: a text of the block, a top-level "index", or the type
+ * content_block_stop. Its index is 0 until "index" gives one. */
+static int
+open_block(struct tg_chunk *c)
+{
+	void *p;
+
+	if (c->block != SIZE_MAX)
+		return 0;
+	p = grow(c->choices, &c->cap_choices, c->n_choices, sizeof(*c->choices));
+	if (p == NULL)
+		return -1;
+	c->choices = p;
+	c->block = c->n_choices;
+	c->choices[c->n_choices++] = (struct tg_chunk_choice){0, 0};
+	return 0;
 }
 
 /* A choice or a tool call starts at position in its array. */
@@ -303,10 +357,11 @@ on_map_key(void *ctx, const unsigned char *s, size_t len)
 	return 1;
 }
 
-/* Add the string just read as a text of kind; it is the value of the
- * last key. */
+/* Add the string just read as a text of kind in the choice at position
+ * choice of c->choices; it is the value of the last key. */
 static int
-add_text(struct tg_chunk *c, enum tg_chunk_kind kind, const unsigned char *s, size_t len)
+add_text(struct tg_chunk *c, size_t choice, enum tg_chunk_kind kind, const unsigned char *s,
+         size_t len)
 {
 	size_t end = yajl_get_bytes_consumed(c->h);
 	const char *quote = memchr(c->data + c->key_end, '"', end - c->key_end);
@@ -334,7 +389,7 @@ add_text(struct tg_chunk *c, enum tg_chunk_kind kind, const unsigned char *s, si
 
 	t = &c->texts[c->n_texts++];
 	*t = (struct tg_chunk_text){
-		.choice = c->n_choices - 1, .kind = kind,
+		.choice = choice, .kind = kind,
 		.at = (size_t)(quote - c->data), .end = end,
 		.text = c->buf_len, .len = len, .order = c->order++,
 		.call = kind == TG_CHUNK_ARGUMENTS ? c->n_calls - 1 : 0,
@@ -359,7 +414,30 @@ text_kind(struct tg_chunk *c)
 		return TG_CHUNK_REFUSAL;
 	if (f->place == P_FUNCTION && f->member == M_ARGUMENTS)
 		return TG_CHUNK_ARGUMENTS;
+	if ((f->place == P_BLOCK || f->place == P_BLOCK_DELTA) && f->member == M_TEXT)
+		return TG_CHUNK_CONTENT;
+	if ((f->place == P_BLOCK || f->place == P_BLOCK_DELTA) && f->member == M_THINKING)
+		return TG_CHUNK_THINKING;
+	if (f->place == P_BLOCK_DELTA && f->member == M_PARTIAL_JSON)
+		return TG_CHUNK_INPUT_JSON;
 	return -1;
+}
+
+/* Whether a text of the innermost object belongs to the Anthropic block,
+ * rather than to the last choice opened. */
+static int
+in_block(struct tg_chunk *c)
+{
+	struct tg_chunk_frame *f = top(c);
+
+	return f->place == P_BLOCK || f->place == P_BLOCK_DELTA;
+}
+
+/* Whether len bytes at s are the string lit. */
+static int
+is_string(const unsigned char *s, size_t len, const char *lit)
+{
+	return strlen(lit) == len && memcmp(s, lit, len) == 0;
 }
 
 static int
@@ -373,11 +451,22 @@ on_string(void *ctx, const unsigned char *s, size_t len)
 		c->unsure = 1;
 	if (member_in(c, P_CHOICE) == M_FINISH_REASON)
 		c->choices[c->n_choices - 1].finished = 1;
-	if (kind >= 0 && add_text(c, (enum tg_chunk_kind)kind, s, len) != 0) {
-		c->failed = 1;
-		return 0;
+	if (member_in(c, P_ROOT) == M_TYPE && is_string(s, len, "content_block_stop")) {
+		if (open_block(c) != 0)
+			goto failed;
+		c->choices[c->block].finished = 1;
 	}
+	if (kind < 0)
+		return 1;
+	if (in_block(c) && open_block(c) != 0)
+		goto failed;
+	if (add_text(c, in_block(c) ? c->block : c->n_choices - 1, (enum tg_chunk_kind)kind, s,
+	             len) != 0)
+		goto failed;
 	return 1;
+failed:
+	c->failed = 1;
+	return 0;
 }
 
 static int
@@ -390,6 +479,13 @@ on_integer(void *ctx, long long value)
 		c->choices[c->n_choices - 1].index = (long)value;
 	else if (member_in(c, P_CALL) == M_INDEX)
 		c->calls[c->n_calls - 1] = (long)value;
+	else if (member_in(c, P_ROOT) == M_INDEX) {
+		if (open_block(c) != 0) {
+			c->failed = 1;
+			return 0;
+		}
+		c->choices[c->block].index = (long)value;
+	}
 	return 1;
 }
 
@@ -465,6 +561,7 @@ void
 tg_chunk_begin(struct tg_chunk *c, const char *data, size_t len, struct tg_reply_tap *tap)
 {
 	c->n_texts = c->n_choices = c->n_calls = c->buf_len = c->n_keys = 0;
+	c->block = SIZE_MAX;
 	c->h = NULL;
 	c->data = data;
 	c->len = len;

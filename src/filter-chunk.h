@@ -1,10 +1,16 @@
 /*
  * The texts of one streamed chunk (chat.completion.chunk or
- * text_completion), read with yajl's event parser for the stream filters,
- * which need no jansson tree for an event they do not change.
+ * text_completion) or Anthropic Messages stream event, read with yajl's
+ * event parser for the stream filters, which need no jansson tree for an
+ * event they do not change.
  *
  * A read gives each text the filters check: a choice's delta.content,
- * delta.refusal, text, and the function arguments of each tool call. Each
+ * delta.refusal, text, and the function arguments of each tool call. Of
+ * an Anthropic event it gives content_block.text and .thinking
+ * (content_block_start), and delta.text, .partial_json and .thinking
+ * (content_block_delta). An Anthropic event reads as one choice, its
+ * content block, whose index is the event's "index" and which a
+ * content_block_stop event finishes. Each
  * comes decoded, with the place of its JSON string in the data, so that a
  * masked text can be written into the data again. The read also finds
  * whether jansson reads the data exactly as yajl did. When it cannot be
@@ -30,6 +36,8 @@ enum tg_chunk_kind {
 	TG_CHUNK_REFUSAL,       /* delta.refusal */
 	TG_CHUNK_TEXT,          /* choices[].text of a completion */
 	TG_CHUNK_ARGUMENTS,     /* delta.tool_calls[].function.arguments */
+	TG_CHUNK_THINKING,      /* Anthropic delta.thinking, content_block.thinking */
+	TG_CHUNK_INPUT_JSON,    /* Anthropic delta.partial_json */
 };
 
 struct tg_chunk_text {
@@ -43,10 +51,13 @@ struct tg_chunk_text {
 	size_t order;           /* of arrival, to keep it among equals */
 };
 
-/* An object of the top-level "choices" array. */
+/* An object of the top-level "choices" array, or an Anthropic event's
+ * content block. */
 struct tg_chunk_choice {
-	long index;             /* "index" when an integer, else its position */
-	int finished;           /* "finish_reason" is a string */
+	long index;             /* "index" when an integer, else its position
+	                           (a block's: 0) */
+	int finished;           /* "finish_reason" is a string, or the event
+	                           is a content_block_stop */
 };
 
 /* A container open in the read under way. */
@@ -65,6 +76,8 @@ struct tg_chunk {
 	size_t n_texts, cap_texts;
 	struct tg_chunk_choice *choices;        /* objects only, in order */
 	size_t n_choices, cap_choices;
+	size_t block;           /* the Anthropic block's place in choices;
+	                           SIZE_MAX while the read found none */
 	long *calls;            /* each tool call's index, in the read's count */
 	size_t n_calls, cap_calls;
 	char *buf;              /* the decoded texts */

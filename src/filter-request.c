@@ -286,9 +286,14 @@ tg_filter_request(struct tg_request *req, tg_filter_next_fn *next)
 
 /* --- response side ------------------------------------------------------ */
 
-/* Empty every choice and mark it content_filter. */
+/*
+ * Empty every choice and mark it content_filter. An Anthropic message
+ * loses every content block and gets the stop_reason "refusal", the value
+ * Anthropic's API gives when its own classifiers stop a reply, because
+ * that API defines no "content_filter" reason.
+ */
 static void
-block_choices(json_t *body)
+block_answer(json_t *body)
 {
 	json_t *choices = json_object_get(body, "choices");
 	size_t i;
@@ -306,6 +311,10 @@ block_choices(json_t *body)
 		if (json_object_get(choice, "text") != NULL)
 			json_object_set_new(choice, "text", json_string(""));
 		json_object_set_new(choice, "finish_reason", json_string("content_filter"));
+	}
+	if (json_is_array(json_object_get(body, "content"))) {
+		json_object_set_new(body, "content", json_array());
+		json_object_set_new(body, "stop_reason", json_string("refusal"));
 	}
 }
 
@@ -453,7 +462,7 @@ tg_filter_response_body(struct tg_request *req)
 		               res.blocked->name, res.blocked_rule ? res.blocked_rule : "error");
 		req->error = TG_E_CONTENT_FILTER;
 		req->cause = TG_CAUSE_GATEWAY;
-		block_choices(json);
+		block_answer(json);
 	} else if (!res.changed) {
 		goto out;
 	}

@@ -28,7 +28,8 @@ void tg_filter_request(struct tg_request *req, tg_filter_next_fn *next);
 
 /* Filter a whole non-streaming response body (req->response.body) before
  * its head goes out: mask in place, or on a block replace each choice's
- * content with null and finish_reason "content_filter". The body and its
+ * content with null and finish_reason "content_filter" (an Anthropic
+ * message's content with [] and stop_reason "refusal"). The body and its
  * shared parse (tg_relay_response_json) both change. A body that no filter
  * matches is left as it came, without a parse. Returns 0, or -1 when the
  * filters failed, or matched in a body that jansson cannot parse, and the

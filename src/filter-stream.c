@@ -21,8 +21,10 @@
 #include <jansson.h>
 
 #include "clock.h"
+#include "errors.h"
 #include "json-writer.h"
 #include "relay.h"
+#include "sse.h"
 
 #include "filter-chunk.h"
 #include "filter-stream.h"
@@ -91,6 +93,7 @@ struct tg_filter_stream {
 	struct tg_chunk chunk;  /* the texts of the event being read */
 	enum tg_chunk_result tapped;    /* of the read in the relay's digest */
 	json_t *meta;           /* id, object, created, model of the stream */
+	int anthropic;          /* the events are Anthropic's Messages stream */
 	int done;               /* [DONE] passed, or the stream was blocked */
 
 	struct event *timer;    /* hold_timeout; NULL when no filter has one */
@@ -757,9 +760,11 @@ emit(struct tg_filter_stream *s, enum tg_event_kind kind, int finish, const char
 }
 
 /* Emit json as one "data:" line of compact JSON, read anew, since masking
- * can empty a text the relay saw. */
+ * can empty a text the relay saw, after an "event:" line when name is not
+ * NULL. */
 static int
-emit_json(struct tg_filter_stream *s, enum tg_event_kind kind, int finish, json_t *json)
+emit_json(struct tg_filter_stream *s, enum tg_event_kind kind, int finish, json_t *json,
+          const char *name)
 {
 	char *text = json_dumps(json, JSON_COMPACT);
 	struct tg_reply_digest digest;
@@ -769,12 +774,56 @@ emit_json(struct tg_filter_stream *s, enum tg_event_kind kind, int finish, json_
 	if (text == NULL)
 		return -1;
 	tg_reply_digest(&digest, text, strlen(text));
-	len = asprintf(&event, "data: %s\n\n", text);
+	if (name != NULL)
+		len = asprintf(&event, "event: %s\ndata: %s\n\n", name, text);
+	else
+		len = asprintf(&event, "data: %s\n\n", text);
 	free(text);
 	if (len < 0)
 		return -1;
 	rc = emit(s, kind, finish, event, (size_t)len, json, NULL, 0, &digest);
 	free(event);
+	return rc;
+}
+
+/* The "event" field of an event, as the SSE parser reads it. */
+struct event_name {
+	char *name;             /* NULL: none */
+	int failed;             /* out of memory */
+};
+
+static int
+on_named_event(void *arg, const struct tg_sse_event *sse)
+{
+	struct event_name *n = arg;
+
+	if (sse->type_len > 0) {
+		n->name = strndup(sse->type, sse->type_len);
+		n->failed = n->name == NULL;
+	}
+	return 1;
+}
+
+/*
+ * Emit a changed event: its tree, written as emit_json() does, under the
+ * event name it came with, read from its raw bytes with the SSE parser.
+ * Anthropic's clients go by that name ("content_block_delta"), and would
+ * skip an event without it. Returns 0, or -1 when out of memory.
+ */
+static int
+emit_changed(struct tg_filter_stream *s, const struct held_event *ev, json_t *json)
+{
+	struct tg_sse_parser parser;
+	struct event_name n = {NULL, 0};
+	int rc;
+
+	tg_sse_init(&parser, ev->raw_len + 1, on_named_event, NULL, &n);
+	rc = tg_sse_feed(&parser, ev->raw, ev->raw_len);
+	tg_sse_free(&parser);
+	if (rc == TG_SSE_ERR_TOO_LARGE || n.failed)
+		return -1;
+	rc = emit_json(s, ev->kind, ev->finish, json, n.name);
+	free(n.name);
 	return rc;
 }
 
@@ -797,7 +846,7 @@ release_events(struct tg_filter_stream *s)
 		s->n_held--;
 
 		if (rc == 0 && ev->changed)
-			rc = emit_json(s, ev->kind, ev->finish, changed);
+			rc = emit_changed(s, ev, changed);
 		else if (rc == 0)
 			rc = emit(s, ev->kind, ev->finish, ev->raw, ev->raw_len, ev->json, ev->data,
 			          ev->data_len, &ev->digest);
@@ -811,16 +860,10 @@ release_events(struct tg_filter_stream *s)
 	return 0;
 }
 
-/* Drop every held event and end the stream with a content_filter chunk
- * and [DONE]. */
-static enum tg_stream_verdict
-end_blocked(struct tg_filter_stream *s, long choice)
+/* Drop every held event: a block ends the stream before them. */
+static void
+drop_held(struct tg_filter_stream *s)
 {
-	json_t *chunk = s->meta ? json_deep_copy(s->meta) : json_object();
-	const char *object = json_string_value(json_object_get(chunk, "object"));
-	json_t *end;
-	int rc;
-
 	while (s->head != NULL) {
 		struct held_event *next = s->head->next;
 
@@ -832,7 +875,53 @@ end_blocked(struct tg_filter_stream *s, long choice)
 	for (size_t k = 0; k < s->n_windows; k++)
 		s->windows[k].n_pieces = 0;
 	s->done = 1;
+}
 
+/*
+ * End a blocked Anthropic stream with an "error" event, which its clients
+ * raise as a failed reply; that API has no finish chunk to send instead.
+ * No message_stop follows, so the reply does not read as complete.
+ */
+static enum tg_stream_verdict
+end_blocked_anthropic(struct tg_filter_stream *s)
+{
+	static const char head[] = "event: error\ndata: ";
+	struct evbuffer *out = evbuffer_new();
+	struct tg_reply_digest digest;
+	const char *event;
+	size_t len;
+	int rc = -1;
+
+	drop_held(s);
+	if (out != NULL && evbuffer_add(out, head, sizeof(head) - 1) == 0 &&
+	    tg_error_anthropic_body(out, TG_E_CONTENT_FILTER, "the response was blocked by a "
+	                            "content filter") == 0 &&     /* ends with a newline */
+	    evbuffer_add(out, "\n", 1) == 0) {
+		len = evbuffer_get_length(out);
+		event = (const char *)evbuffer_pullup(out, -1);
+		tg_reply_digest(&digest, event + sizeof(head) - 1, len - sizeof(head) - 1);
+		rc = emit(s, TG_EVENT_ERROR, 0, event, len, NULL, NULL, 0, &digest);
+	}
+	if (out != NULL)
+		evbuffer_free(out);
+	return rc == 0 ? TG_STREAM_BLOCK : TG_STREAM_ERROR;
+}
+
+/* Drop every held event and end the stream with a content_filter chunk
+ * and [DONE], or for an Anthropic stream with an error event. */
+static enum tg_stream_verdict
+end_blocked(struct tg_filter_stream *s, long choice)
+{
+	json_t *chunk;
+	const char *object;
+	json_t *end;
+	int rc;
+
+	if (s->anthropic)
+		return end_blocked_anthropic(s);
+	drop_held(s);
+	chunk = s->meta ? json_deep_copy(s->meta) : json_object();
+	object = json_string_value(json_object_get(chunk, "object"));
 	if (object != NULL && strcmp(object, "text_completion") == 0)
 		end = json_pack("{s:i, s:s, s:s, s:n}", "index", (json_int_t)choice, "text", "",
 		                "finish_reason", "content_filter", "logprobs");
@@ -845,7 +934,7 @@ end_blocked(struct tg_filter_stream *s, long choice)
 		return TG_STREAM_ERROR;
 	}
 	json_object_set_new(chunk, "choices", json_pack("[o]", end));
-	rc = emit_json(s, TG_EVENT_CONTENT, 1, chunk);
+	rc = emit_json(s, TG_EVENT_CONTENT, 1, chunk, NULL);
 	json_decref(chunk);
 	if (rc != 0 || emit(s, TG_EVENT_DONE, 0, "data: [DONE]\n\n", 14, NULL, NULL, 0, NULL) != 0)
 		return TG_STREAM_ERROR;
@@ -1070,6 +1159,8 @@ read_event(struct tg_filter_stream *s, struct tg_stream_event *in, const char *d
 	/* Once per stream, for the chunk that ends a blocked one. */
 	if (s->meta == NULL && in->digest.choices && tg_stream_event_json(in) != NULL)
 		remember_meta(s, in->json);
+	if (in->digest.object && !in->digest.choices && in->digest.type != TG_REPLY_TYPE_NONE)
+		s->anthropic = 1;
 
 	ev = hold_event(s, in, data, data_len);
 	if (ev == NULL || (data != NULL && add_texts(s, ev) != 0))

@@ -1,9 +1,11 @@
 /*
  * Filtering a streamed response (server-sent events of chat.completion.chunk
- * or text_completion objects) with a sliding window.
+ * or text_completion objects, or of Anthropic's Messages stream) with a
+ * sliding window.
  *
  * Each text of the stream (a choice's content, refusal, text, or the
- * arguments of one tool call) is a window: the text of events not yet
+ * arguments of one tool call; an Anthropic content block's text, thinking
+ * or tool input JSON) is a window: the text of events not yet
  * sent, plus a little already sent text as context for lookbehind. After
  * each event the regex filters scan the window with partial matching, so a
  * match split over several events is found before any of its text leaves.
@@ -20,7 +22,9 @@
  *
  * Events the filters do not change are sent byte for byte as received;
  * changed events are written again whole, as one "data:" line of compact
- * JSON. Classifier filters (moderation, plugin) do not run on streams.
+ * JSON after the "event:" line they came with, if any, which Anthropic's
+ * clients need. Classifier filters (moderation, plugin) do not run on
+ * streams.
  */
 #ifndef TOLLGATE_FILTER_STREAM_H
 #define TOLLGATE_FILTER_STREAM_H
@@ -72,8 +76,9 @@ struct tg_filter_stream *tg_filter_stream_new(const struct tg_filter_chain *chai
  * completes, or nothing while it is held.
  * On TG_STREAM_BLOCK the held events are dropped and the end of the stream
  * is emitted instead: a chunk whose finish_reason is "content_filter",
- * then "data: [DONE]"; the caller must cancel the upstream and feed
- * nothing more.
+ * then "data: [DONE]", or for an Anthropic stream an "error" event
+ * (tg_error_anthropic_body) without message_stop. The caller must cancel
+ * the upstream and feed nothing more.
  */
 enum tg_stream_verdict tg_filter_stream_event(struct tg_filter_stream *s,
                                               struct tg_stream_event *ev);

@@ -1,7 +1,8 @@
 /*
- * The texts of OpenAI-shaped JSON bodies, found in a jansson tree or, for a
- * response, read with yajl's event parser, and the synchronous filters over
- * them: regex rules (flag, mask, block) and in-process plugins.
+ * The texts of OpenAI-shaped and Anthropic Messages JSON bodies, found in
+ * a jansson tree or, for a response, read with yajl's event parser, and
+ * the synchronous filters over them: regex rules (flag, mask, block) and
+ * in-process plugins.
  */
 #include <assert.h>
 #include <stdlib.h>
@@ -45,22 +46,34 @@ add_text(struct tg_text_list *list, json_t *value)
 /* --- which members are texts -------------------------------------------- */
 
 /*
- * The places of OpenAI-shaped bodies that hold texts, as one table that
- * both readers follow: the tree walk, which collects the strings the
- * filters may rewrite, and the yajl reader, which scans a response without
- * building a tree. A value is read by a rule: a string is a text when the
- * rule's text is set, the items of an array are read by the rule's items
- * rule, and the members of an object by the rule's members. Any other
- * value contains no text.
+ * The places of OpenAI-shaped and Anthropic Messages bodies that hold
+ * texts, as one table that both readers follow: the tree walk, which
+ * collects the strings the filters may rewrite, and the yajl reader, which
+ * scans a response without building a tree. A value is read by a rule: a
+ * string is a text when the rule's text is set, the items of an array are
+ * read by the rule's items rule, and the members of an object by the
+ * rule's members. A rule with "all" set reads every string inside the
+ * value, at any depth, as a text. Any other value contains no text.
+ *
+ * The two shapes share the rules where their members mean the same: a
+ * message's "content" is a string or an array of parts in both, and a
+ * part's "text" is its text whatever its "type". Members of one shape do
+ * not occur in the other, so each reads the other's members in vain.
  */
 enum rule {
 	R_NONE,
 	R_TEXT,                 /* a string */
 	R_TEXTS,                /* a string, or an array of them ("prompt", "input") */
 	R_CONTENT,              /* a string, or an array of parts */
+	R_BLOCKS,               /* an array of parts: a response's "content" */
 	R_PART,                 /* {"type": "text", "text": ...}, a refusal part,
-	                           or "input_text" and "output_text" parts of
-	                           the Responses API shape */
+	                           "input_text" and "output_text" parts of the
+	                           Responses API shape, and Anthropic's content
+	                           blocks: text, thinking, tool_use, tool_result */
+	R_RESULT,               /* a tool_result's "content": a string, or an
+	                           array of result parts */
+	R_RESULT_PART,          /* a part of a tool result: its "text" */
+	R_VALUES,               /* every string at any depth: tool_use "input" */
 	R_MESSAGES,
 	R_MESSAGE,
 	R_CALLS,
@@ -82,10 +95,29 @@ struct member {
 #define MEMBER(key, rule) {key, sizeof(key) - 1, rule}
 #define END_MEMBERS {NULL, 0, R_NONE}
 
-/* Members in the order the tree walk collects them, which is the order
- * tg_filter_texts() logs decisions and names the rule of a block in. */
+/*
+ * Members in the order the tree walk collects them, which is the order
+ * tg_filter_texts() logs decisions and names the rule of a block in.
+ *
+ * A thinking block's "thinking" is read as text: it is model output that
+ * clients show, and may repeat what the prompt held. Masking it changes
+ * the text its "signature" covers, so Anthropic rejects the block if the
+ * client sends it back in a later turn; a block filter has no such cost.
+ * A tool_use block's "input" is a JSON object whose string values are
+ * read as texts, at any depth, and masked in place (keys and other values
+ * are not); that screens what a model puts into a tool call, as the
+ * arguments of an OpenAI tool call are screened.
+ *
+ * NOTE: a text block's "citations" (their cited_text) and the text of a
+ * document block's "source" are not read, so PII quoted from a document
+ * passes unscreened.
+ */
 static const struct member PART_MEMBERS[] = {
-	MEMBER("text", R_TEXT), MEMBER("refusal", R_TEXT), END_MEMBERS
+	MEMBER("text", R_TEXT), MEMBER("refusal", R_TEXT), MEMBER("thinking", R_TEXT),
+	MEMBER("input", R_VALUES), MEMBER("content", R_RESULT), END_MEMBERS
+};
+static const struct member RESULT_PART_MEMBERS[] = {
+	MEMBER("text", R_TEXT), END_MEMBERS
 };
 static const struct member MESSAGE_MEMBERS[] = {
 	MEMBER("content", R_CONTENT), MEMBER("refusal", R_TEXT),
@@ -103,42 +135,76 @@ static const struct member FUNCTION_MEMBERS[] = {
 static const struct member CHOICE_MEMBERS[] = {
 	MEMBER("message", R_MESSAGE), MEMBER("text", R_TEXT), END_MEMBERS
 };
+/* Anthropic's "system" is a string or an array of text blocks. */
 static const struct member REQUEST_MEMBERS[] = {
-	MEMBER("messages", R_MESSAGES), MEMBER("prompt", R_TEXTS), MEMBER("input", R_TEXTS),
-	END_MEMBERS
+	MEMBER("system", R_CONTENT), MEMBER("messages", R_MESSAGES), MEMBER("prompt", R_TEXTS),
+	MEMBER("input", R_TEXTS), END_MEMBERS
 };
+/* An Anthropic message's "content" is an array of blocks; a string there
+ * is no shape of either API, and is left unread as before. */
 static const struct member RESPONSE_MEMBERS[] = {
-	MEMBER("choices", R_CHOICES), END_MEMBERS
+	MEMBER("choices", R_CHOICES), MEMBER("content", R_BLOCKS), END_MEMBERS
 };
 
 struct rule_def {
 	int text;                       /* a string is a text */
 	enum rule items;                /* the rule of an array's items */
 	const struct member *members;   /* of an object; NULL: none are read */
+	int all;                        /* every string inside, at any depth */
 };
 
 static const struct rule_def RULES[] = {
-	[R_NONE] = {0, R_NONE, NULL},
-	[R_TEXT] = {1, R_NONE, NULL},
-	[R_TEXTS] = {1, R_TEXT, NULL},          /* nested token arrays are skipped */
-	[R_CONTENT] = {1, R_PART, NULL},
-	[R_PART] = {0, R_NONE, PART_MEMBERS},
-	[R_MESSAGES] = {0, R_MESSAGE, NULL},
-	[R_MESSAGE] = {0, R_NONE, MESSAGE_MEMBERS},
-	[R_CALLS] = {0, R_CALL, NULL},
-	[R_CALL] = {0, R_NONE, CALL_MEMBERS},
-	[R_FUNCTION] = {0, R_NONE, FUNCTION_MEMBERS},
-	[R_CHOICES] = {0, R_CHOICE, NULL},
-	[R_CHOICE] = {0, R_NONE, CHOICE_MEMBERS},
-	[R_REQUEST] = {0, R_NONE, REQUEST_MEMBERS},
-	[R_RESPONSE] = {0, R_NONE, RESPONSE_MEMBERS},
+	[R_NONE] = {0, R_NONE, NULL, 0},
+	[R_TEXT] = {1, R_NONE, NULL, 0},
+	[R_TEXTS] = {1, R_TEXT, NULL, 0},       /* nested token arrays are skipped */
+	[R_CONTENT] = {1, R_PART, NULL, 0},
+	[R_BLOCKS] = {0, R_PART, NULL, 0},
+	[R_PART] = {0, R_NONE, PART_MEMBERS, 0},
+	[R_RESULT] = {1, R_RESULT_PART, NULL, 0},
+	[R_RESULT_PART] = {0, R_NONE, RESULT_PART_MEMBERS, 0},
+	[R_VALUES] = {1, R_NONE, NULL, 1},
+	[R_MESSAGES] = {0, R_MESSAGE, NULL, 0},
+	[R_MESSAGE] = {0, R_NONE, MESSAGE_MEMBERS, 0},
+	[R_CALLS] = {0, R_CALL, NULL, 0},
+	[R_CALL] = {0, R_NONE, CALL_MEMBERS, 0},
+	[R_FUNCTION] = {0, R_NONE, FUNCTION_MEMBERS, 0},
+	[R_CHOICES] = {0, R_CHOICE, NULL, 0},
+	[R_CHOICE] = {0, R_NONE, CHOICE_MEMBERS, 0},
+	[R_REQUEST] = {0, R_NONE, REQUEST_MEMBERS, 0},
+	[R_RESPONSE] = {0, R_NONE, RESPONSE_MEMBERS, 0},
 };
 
 /* The maximum number of containers open on a rule path: response,
- * choices, choice, message, tool_calls, call, function. */
+ * choices, choice, message, tool_calls, call, function; or request,
+ * messages, message, content, tool_result, its content, a part of it.
+ * The containers inside an R_VALUES value need no frame (struct
+ * text_reader). */
 #define MAX_RULE_DEPTH 7
 
 /* --- texts of a tree ---------------------------------------------------- */
+
+/* Collect every string inside value, at any depth, members in the
+ * order the tree keeps them. jansson limits the depth it parses to, so
+ * the recursion is bounded. */
+static int
+walk_values(struct tg_text_list *list, json_t *value)
+{
+	const char *key;
+	size_t i;
+	json_t *item;
+
+	if (json_is_string(value))
+		return add_text(list, value);
+	json_array_foreach(value, i, item) {
+		if (walk_values(list, item) != 0)
+			return -1;
+	}
+	json_object_foreach(value, key, item) {
+		if (walk_values(list, item) != 0)
+			return -1;
+	}
+	return 0;
+}
 
 /* Collect the texts of value read by rule r. Objects are read member by
  * member in the table's order, so a member given twice in the text counts
@@ -149,6 +215,9 @@ walk_tree(struct tg_text_list *list, json_t *value, enum rule r)
 	const struct rule_def *def = &RULES[r];
 	size_t i;
 	json_t *item;
+
+	if (def->all)
+		return walk_values(list, value);
 
 	if (json_is_string(value))
 		return def->text ? add_text(list, value) : 0;
@@ -187,6 +256,8 @@ tg_text_collect_response(json_t *body, struct tg_text_list *out)
 /*
  * One container open on the way to a text. Containers without texts get
  * no frame. The reader counts them in skip and ignores their contents.
+ * Nor do the containers of an R_VALUES value, whose depth has no bound:
+ * the reader counts them in all, and every string inside is a text.
  */
 struct frame {
 	int array;
@@ -199,6 +270,7 @@ struct text_reader {
 	void *arg;
 	enum rule root;
 	size_t skip;            /* containers open inside one without texts */
+	size_t all;             /* containers open inside an R_VALUES value */
 	int n_frames;
 	struct frame frames[MAX_RULE_DEPTH];
 };
@@ -226,7 +298,15 @@ open_container(struct text_reader *r, int array)
 		r->skip++;
 		return 1;
 	}
+	if (r->all > 0) {
+		r->all++;
+		return 1;
+	}
 	rule = next_rule(r);
+	if (RULES[rule].all) {
+		r->all = 1;
+		return 1;
+	}
 	reads = array ? RULES[rule].items != R_NONE : RULES[rule].members != NULL;
 	if (!reads) {
 		r->skip = 1;
@@ -260,6 +340,8 @@ on_end(void *ctx)
 
 	if (r->skip > 0)
 		r->skip--;
+	else if (r->all > 0)
+		r->all--;
 	else
 		r->n_frames--;
 	return 1;
@@ -271,7 +353,7 @@ on_map_key(void *ctx, const unsigned char *key, size_t len)
 	struct text_reader *r = ctx;
 	struct frame *f;
 
-	if (r->skip > 0)
+	if (r->skip > 0 || r->all > 0)
 		return 1;
 	f = &r->frames[r->n_frames - 1];
 	f->member = R_NONE;
@@ -291,7 +373,7 @@ on_string(void *ctx, const unsigned char *s, size_t len)
 {
 	struct text_reader *r = ctx;
 
-	if (r->skip > 0 || !RULES[next_rule(r)].text)
+	if (r->skip > 0 || (r->all == 0 && !RULES[next_rule(r)].text))
 		return 1;
 	return r->fn(r->arg, (const char *)s, len) == 0;
 }

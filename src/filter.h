@@ -67,13 +67,18 @@ void tg_text_list_free(struct tg_text_list *list);
  * as a string or as text parts (any role: system, developer, user,
  * assistant, tool), refusals, tool call and function call arguments,
  * "prompt" and "input" (a string or an array of strings; token arrays are
- * not text). Returns 0, or -1 when out of memory.
+ * not text). Of Anthropic's Messages shape it collects "system" (a string
+ * or text blocks) and these members of a message's content blocks: the
+ * text of text and thinking blocks, every string value inside a tool_use
+ * block's "input", and a tool_result block's "content" (a string or text
+ * blocks). Returns 0, or -1 when out of memory.
  */
 int tg_text_collect_request(json_t *body, struct tg_text_list *out);
 
 /* The same for a non-streaming response: each choice's message content,
  * refusal, tool call and function call arguments, and "text" of a
- * completion. */
+ * completion; or the blocks of an Anthropic message's "content", read as
+ * in a request. */
 int tg_text_collect_response(json_t *body, struct tg_text_list *out);
 
 /* What tg_text_read_response() calls for each text: len bytes, decoded

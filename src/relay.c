@@ -317,6 +317,7 @@ tg_relay_reset(struct tg_request *req)
 	resp->content_sent = 0;
 	resp->sse_done = 0;
 	resp->finish_seen = 0;
+	resp->anthropic = 0;
 }
 
 /* --- non-streamed body ---------------------------------------------------------- */
@@ -622,6 +623,8 @@ on_sse_event(void *arg, const struct tg_sse_event *sse)
 	if (handle != NULL)
 		ev.tapped = tg_filter_response_tapped(req, read);
 	ev.has_data = sse->data_len > 0;
+	if (ev.digest.object && !ev.digest.choices && ev.digest.type != TG_REPLY_TYPE_NONE)
+		resp->anthropic = 1;
 	if (ev.digest.object) {
 		ev.data = sse->data;
 		ev.data_len = sse->data_len;
@@ -665,16 +668,24 @@ start_stream(struct tg_request *req)
 
 /* End a stream that already reached the client with an error event in the
  * OpenAI error shape, so the client cannot take it for a complete answer;
- * no [DONE] follows, and the connection closes. message replaces the
- * error's default text when not NULL. */
+ * no [DONE] follows, and the connection closes. An Anthropic stream gets
+ * that API's "error" event instead, since its clients skip an event
+ * without a name. message replaces the error's default text when not
+ * NULL. */
 static void
 end_stream_with_error(struct tg_request *req, enum tg_error err, const char *message)
 {
 	struct evbuffer *event = evbuffer_new();
 
 	if (event != NULL) {
-		evbuffer_add(event, "data: ", 6);
-		tg_error_body(event, err, message);     /* ends with a newline */
+		/* Both bodies end with a newline, and one more ends the event. */
+		if (req->response.anthropic) {
+			evbuffer_add(event, "event: error\ndata: ", 19);
+			tg_error_anthropic_body(event, err, message);
+		} else {
+			evbuffer_add(event, "data: ", 6);
+			tg_error_body(event, err, message);
+		}
 		evbuffer_add(event, "\n", 1);
 		write_piece(req, event);
 		evbuffer_free(event);

@@ -73,6 +73,8 @@ struct tg_response {
 	int content_sent;               /* an event with content went out */
 	int sse_done;                   /* "[DONE]" was seen */
 	int finish_seen;                /* a finish reason was seen */
+	int anthropic;                  /* the events are Anthropic's Messages
+	                                   stream, read from their "type" */
 	struct evbuffer *stream_error_body; /* an error event before content */
 };
 

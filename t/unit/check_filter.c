@@ -442,6 +442,69 @@ START_TEST(request_texts_collected)
 }
 END_TEST
 
+/* The texts collect finds in body, joined into out (size bytes). */
+static void
+joined_texts(json_t *body, int (*collect)(json_t *, struct tg_text_list *), char *out,
+             size_t size)
+{
+	struct tg_text_list list = {0};
+
+	out[0] = '\0';
+	ck_assert_int_eq(collect(body, &list), 0);
+	for (size_t i = 0; i < list.n; i++) {
+		ck_assert_uint_lt(strlen(out) + json_string_length(list.items[i]), size);
+		strcat(out, json_string_value(list.items[i]));
+	}
+	tg_text_list_free(&list);
+}
+
+/* Anthropic's Messages shape: system blocks, text, thinking, tool_use
+ * input at any depth, and tool results as a string or text blocks. */
+static const char anthropic_request_body[] =
+	"{\"model\": \"m\", \"max_tokens\": 64, \"system\": [{\"type\": \"text\","
+	" \"text\": \"A1\", \"cache_control\": {\"type\": \"ephemeral\"}}], \"messages\": ["
+	"{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"A2\"},"
+	"  {\"type\": \"image\", \"source\": {\"type\": \"base64\", \"data\": \"xx\"}}]},"
+	"{\"role\": \"assistant\", \"content\": [{\"type\": \"thinking\", \"thinking\": \"A3\","
+	"  \"signature\": \"sig\"}, {\"type\": \"redacted_thinking\", \"data\": \"opaque\"},"
+	"  {\"type\": \"tool_use\", \"id\": \"t\", \"name\": \"f\", \"input\": {\"q\": \"A4\","
+	"  \"opts\": {\"tags\": [\"A5\", 7, true], \"n\": null}}}]},"
+	"{\"role\": \"user\", \"content\": [{\"type\": \"tool_result\", \"tool_use_id\": \"t\","
+	"  \"content\": [{\"type\": \"text\", \"text\": \"A6\"}]}, {\"type\": \"tool_result\","
+	"  \"tool_use_id\": \"t\", \"is_error\": true, \"content\": \"A7\"}]},"
+	"{\"role\": \"user\", \"content\": \"A8\"}]}";
+
+START_TEST(anthropic_request_texts_collected)
+{
+	json_t *body = load(anthropic_request_body);
+	json_t *plain = load("{\"system\": \"S\", \"messages\": [{\"role\": \"user\","
+	                     " \"content\": \"U\"}]}");
+	char joined[64];
+
+	joined_texts(body, tg_text_collect_request, joined, sizeof(joined));
+	ck_assert_str_eq(joined, "A1A2A3A4A5A6A7A8");
+	joined_texts(plain, tg_text_collect_request, joined, sizeof(joined));
+	ck_assert_str_eq(joined, "SU");
+	json_decref(plain);
+	json_decref(body);
+}
+END_TEST
+
+START_TEST(anthropic_response_texts_collected)
+{
+	json_t *body = load("{\"id\": \"msg_1\", \"type\": \"message\", \"role\": \"assistant\","
+	                    " \"content\": [{\"type\": \"thinking\", \"thinking\": \"B1\"},"
+	                    " {\"type\": \"text\", \"text\": \"B2\"}, {\"type\": \"tool_use\","
+	                    " \"name\": \"f\", \"input\": {\"city\": \"B3\"}}],"
+	                    " \"stop_reason\": \"tool_use\", \"model\": \"claude\"}");
+	char joined[64];
+
+	joined_texts(body, tg_text_collect_response, joined, sizeof(joined));
+	ck_assert_str_eq(joined, "B1B2B3");
+	json_decref(body);
+}
+END_TEST
+
 START_TEST(response_texts_collected)
 {
 	json_t *body = load("{\"choices\": [{\"message\": {\"role\": \"assistant\","
@@ -506,6 +569,35 @@ START_TEST(mask_in_text_part_and_tool_arguments)
 	ck_assert_ptr_null(strstr(out, "5500"));
 	ck_assert_uint_eq(log.n, 1);
 	ck_assert_uint_eq(log.counts[0], 2);
+	free(out);
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
+/* A tool_use input is masked value by value, and stays valid JSON. */
+START_TEST(mask_in_tool_use_input_and_system)
+{
+	const char *rules[] = {"preset:credit_card", "preset:email", NULL};
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_REQUEST, rules);
+	struct tg_filter_log log = {0};
+	struct tg_filter_result res;
+	char *out = filter_request(f,
+		"{\"system\": \"mail ops@example.com\", \"messages\": [{\"role\": \"assistant\","
+		" \"content\": [{\"type\": \"tool_use\", \"id\": \"t\", \"name\": \"pay\","
+		" \"input\": {\"card\": \"4111 1111 1111 1111\", \"amount\": 4111111111111111}}]},"
+		" {\"role\": \"user\", \"content\": [{\"type\": \"tool_result\", \"tool_use_id\": \"t\","
+		" \"content\": \"receipt sent to jane@example.com\"}]}]}", &res, &log);
+	json_t *masked = load(out);
+
+	ck_assert_int_eq(res.changed, 1);
+	ck_assert_str_eq(json_string_value(json_object_get(masked, "system")),
+	                 "mail [REDACTED:email]");
+	ck_assert_ptr_nonnull(strstr(out, "\"card\":\"[REDACTED:credit_card]\""));
+	ck_assert_ptr_nonnull(strstr(out, "\"amount\":4111111111111111"));
+	ck_assert_ptr_nonnull(strstr(out, "\"content\":\"receipt sent to [REDACTED:email]\""));
+	ck_assert_ptr_null(strstr(out, "example.com"));
+	json_decref(masked);
 	free(out);
 	tg_filter_log_free(&log);
 	destroy_filter(f);
@@ -614,8 +706,11 @@ filter_suite(void)
 	tcase_add_test(rules, partial_scan_reports_hold);
 
 	tcase_add_test(bodies, request_texts_collected);
+	tcase_add_test(bodies, anthropic_request_texts_collected);
+	tcase_add_test(bodies, anthropic_response_texts_collected);
 	tcase_add_test(bodies, response_texts_collected);
 	tcase_add_test(bodies, mask_in_text_part_and_tool_arguments);
+	tcase_add_test(bodies, mask_in_tool_use_input_and_system);
 	tcase_add_test(bodies, block_names_filter_and_rule);
 	tcase_add_test(bodies, flag_changes_nothing);
 	tcase_add_test(bodies, side_not_applied_is_skipped);

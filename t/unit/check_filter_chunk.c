@@ -108,6 +108,79 @@ START_TEST(texts_only_in_shape)
 }
 END_TEST
 
+/* Anthropic events: the texts of a block start and of each delta type,
+ * in a choice that is the content block, with the event's index, also
+ * when the index comes after the delta. */
+START_TEST(anthropic_texts)
+{
+	static const struct {
+		const char *data;
+		long index;
+		enum tg_chunk_kind kind;
+		const char *text, *json;
+	} events[] = {
+		{"{\"type\":\"content_block_start\",\"index\":0,\"content_block\":"
+		 "{\"type\":\"text\",\"text\":\"Hi\"}}", 0, TG_CHUNK_CONTENT, "Hi", "\"Hi\""},
+		{"{\"type\":\"content_block_start\",\"index\":1,\"content_block\":"
+		 "{\"type\":\"thinking\",\"thinking\":\"\"}}", 1, TG_CHUNK_THINKING, "", "\"\""},
+		{"{\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"type\":\"text_delta\","
+		 "\"text\":\"he\\\"llo\"}}", 2, TG_CHUNK_CONTENT, "he\"llo", "\"he\\\"llo\""},
+		{"{\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"a\\\": \"},"
+		 "\"type\":\"content_block_delta\",\"index\":4}", 4, TG_CHUNK_INPUT_JSON,
+		 "{\"a\": ", "\"{\\\"a\\\": \""},
+		{"{\"type\":\"content_block_delta\",\"index\":5,\"delta\":{\"type\":\"thinking_delta\","
+		 "\"thinking\":\"so \\u00e9\"}}", 5, TG_CHUNK_THINKING, "so \xc3\xa9",
+		 "\"so \\u00e9\""},
+	};
+	struct tg_chunk c = {0};
+
+	for (size_t i = 0; i < sizeof(events) / sizeof(events[0]); i++) {
+		ck_assert_int_eq(read_chunk(&c, events[i].data), TG_CHUNK_READ);
+		ck_assert_uint_eq(c.n_choices, 1);
+		ck_assert_int_eq(c.choices[0].index, events[i].index);
+		ck_assert_int_eq(c.choices[0].finished, 0);
+		ck_assert_uint_eq(c.n_texts, 1);
+		check_text(&c, events[i].data, 0, 0, events[i].kind, 0, events[i].text,
+		           events[i].json);
+	}
+	tg_chunk_free(&c);
+}
+END_TEST
+
+/* content_block_stop finishes its block; the other events carry no text
+ * the filters read, whatever members they have. */
+START_TEST(anthropic_stop_and_other_events)
+{
+	static const char *const others[] = {
+		"{\"type\":\"message_start\",\"message\":{\"id\":\"msg\",\"content\":"
+		"[{\"type\":\"text\",\"text\":\"x\"}],\"usage\":{\"input_tokens\":3}}}",
+		"{\"type\":\"ping\"}",
+		"{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\","
+		"\"text\":[\"x\"]},\"usage\":{\"output_tokens\":2}}",
+		"{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":"
+		"\"signature_delta\",\"signature\":\"s\",\"citation\":{\"cited_text\":\"c\","
+		"\"text\":\"t\"}}}",
+		"{\"type\":\"message_stop\"}",
+	};
+	const char *stop = "{\"type\":\"content_block_stop\",\"index\":3}";
+	struct tg_chunk c = {0};
+
+	ck_assert_int_eq(read_chunk(&c, stop), TG_CHUNK_READ);
+	ck_assert_uint_eq(c.n_choices, 1);
+	ck_assert_int_eq(c.choices[0].index, 3);
+	ck_assert_int_eq(c.choices[0].finished, 1);
+	ck_assert_uint_eq(c.n_texts, 0);
+
+	for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+		ck_assert_int_eq(read_chunk(&c, others[i]), TG_CHUNK_READ);
+		ck_assert_uint_eq(c.n_texts, 0);
+		for (size_t k = 0; k < c.n_choices; k++)
+			ck_assert_int_eq(c.choices[k].finished, 0);
+	}
+	tg_chunk_free(&c);
+}
+END_TEST
+
 /* Data the reader reads as jansson does. */
 static const char *const sure[] = {
 	"{\"x\":[{\"k\":1},{\"k\":1}],\"k\":{\"k\":2}}",      /* one key per object */
@@ -141,6 +214,7 @@ static const char *const unsure[] = {
 	"{\"choices\":[{\"text\":\"\xed\xa0\x80\"}]}",      /* an encoded surrogate */
 	"{\"choices\":[{\"text\":\"\xc0\xaf\"}]}",          /* overlong */
 	"{\"k\":\"\xf4\x90\x80\x80\"}",                     /* past U+10FFFF */
+	"{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"text\":\"a\",\"text\":\"b\"}}",
 };
 
 START_TEST(read_unsure)
@@ -207,6 +281,8 @@ filter_chunk_suite(void)
 	tcase_add_test(tc, text_placed_among_escapes);
 	tcase_add_test(tc, texts_in_filter_order);
 	tcase_add_test(tc, texts_only_in_shape);
+	tcase_add_test(tc, anthropic_texts);
+	tcase_add_test(tc, anthropic_stop_and_other_events);
 	tcase_add_loop_test(tc, read_sure, 0, (int)(sizeof(sure) / sizeof(sure[0])));
 	tcase_add_loop_test(tc, read_unsure, 0, (int)(sizeof(unsure) / sizeof(unsure[0])));
 	tcase_add_test(tc, read_large_unsure);

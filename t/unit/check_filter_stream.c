@@ -44,25 +44,28 @@ collect(void *arg, struct tg_stream_event *ev)
 }
 
 /* Feed one raw event the way the relay hands it over: parsed from its one
- * "data: " line, classified as [DONE] or not. The output goes to out,
+ * "data: " line, after an "event: " line or not, classified as done
+ * ([DONE] or Anthropic's message_stop) or not. The output goes to out,
  * which must be the evbuffer the stream was created with. */
 static enum tg_stream_verdict
 feed(struct tg_filter_stream *s, const char *event, struct evbuffer *out)
 {
 	size_t len = strlen(event);
-	const char *data = event + 6;
-	size_t data_len = len - 6 - 2;
+	const char *data = strstr(event, "data: ") + 6;
+	size_t data_len = len - (size_t)(data - event) - 2;
 	struct tg_stream_event ev = {.kind = TG_EVENT_CONTENT, .raw = evbuffer_new()};
 	enum tg_stream_verdict v;
 
 	(void)out;
-	ck_assert(strncmp(event, "data: ", 6) == 0);
+	ck_assert(strncmp(event, "data: ", 6) == 0 || strncmp(event, "event: ", 7) == 0);
 	evbuffer_add(ev.raw, event, len);
 	if (data_len == 6 && memcmp(data, "[DONE]", 6) == 0) {
 		ev.kind = TG_EVENT_DONE;
 	} else if (tg_reply_digest(&ev.digest, data, data_len) == 0 && ev.digest.object) {
 		ev.data = data;
 		ev.data_len = data_len;
+		if (ev.digest.type == TG_REPLY_TYPE_MESSAGE_STOP)
+			ev.kind = TG_EVENT_DONE;
 	}
 	v = tg_filter_stream_event(s, &ev);
 	json_decref(ev.json);
@@ -1118,6 +1121,238 @@ START_TEST(timer_stopped_by_event_and_free)
 }
 END_TEST
 
+/* --- Anthropic's Messages stream ---------------------------------------- */
+
+/* An Anthropic event: data (JSON) under the event name its "type" gives. */
+static char *
+anthropic_event(const char *data)
+{
+	json_t *json = json_loads(data, 0, NULL);
+	char *event;
+
+	ck_assert_ptr_nonnull(json);
+	ck_assert_int_gt(asprintf(&event, "event: %s\ndata: %s\n\n",
+	                          json_string_value(json_object_get(json, "type")), data), 0);
+	json_decref(json);
+	return event;
+}
+
+/* A content_block_delta of block index whose delta has text as its
+ * member ("text", "thinking" or "partial_json"). */
+static char *
+anthropic_delta(long index, const char *member, const char *text)
+{
+	const char *type = strcmp(member, "text") == 0 ? "text_delta"
+	                   : strcmp(member, "thinking") == 0 ? "thinking_delta" : "input_json_delta";
+	json_t *data = json_pack("{s:s, s:i, s:{s:s, s:s}}", "type", "content_block_delta",
+	                         "index", (json_int_t)index, "delta", "type", type, member, text);
+	char *text_json = json_dumps(data, JSON_COMPACT);
+	char *event = anthropic_event(text_json);
+
+	free(text_json);
+	json_decref(data);
+	return event;
+}
+
+/* Feed the data of each event in turn; each must return want. */
+static void
+feed_anthropic(struct tg_filter_stream *s, struct evbuffer *out, const char *const *events,
+               size_t n, enum tg_stream_verdict want)
+{
+	for (size_t i = 0; i < n; i++) {
+		char *e = anthropic_event(events[i]);
+
+		ck_assert_int_eq(feed(s, e, out), want);
+		free(e);
+	}
+}
+
+/* The delta's member of each content_block_delta of block index in an
+ * SSE text, joined. Every event there must carry its event name. */
+static char *
+joined_anthropic(const char *sse, long index, const char *member)
+{
+	char *out = calloc(1, strlen(sse) + 1);
+	const char *p = sse;
+
+	while ((p = strstr(p, "data: ")) != NULL) {
+		const char *end = strstr(p, "\n\n");
+		json_t *data = json_loadb(p + 6, (size_t)(end - p - 6), 0, NULL);
+		const char *type = json_string_value(json_object_get(data, "type"));
+		json_t *text = json_object_get(json_object_get(data, "delta"), member);
+		char name[64];
+
+		ck_assert_ptr_nonnull(type);
+		snprintf(name, sizeof(name), "event: %s\n", type);
+		ck_assert_msg(p - sse >= (long)strlen(name) &&
+		              strncmp(p - strlen(name), name, strlen(name)) == 0,
+		              "no \"%s\" before %.*s", name, (int)(end - p), p);
+		if (json_is_string(text) &&
+		    json_integer_value(json_object_get(data, "index")) == index)
+			strcat(out, json_string_value(text));
+		json_decref(data);
+		p = end;
+	}
+	return out;
+}
+
+static const char *const anthropic_start[] = {
+	"{\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\","
+	"\"role\":\"assistant\",\"content\":[],\"usage\":{\"input_tokens\":5}}}",
+	"{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\","
+	"\"text\":\"\"}}",
+};
+static const char *const anthropic_end[] = {
+	"{\"type\":\"content_block_stop\",\"index\":0}",
+	"{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},"
+	"\"usage\":{\"output_tokens\":9}}",
+	"{\"type\":\"message_stop\"}",
+};
+
+/* An address split across two text_delta events at every byte offset is
+ * masked. The changed events keep their event name, and the others go
+ * out as they came. */
+START_TEST(anthropic_split_text_masked)
+{
+	static const char text[] = "Mail jane@example.com now.";
+	size_t cut = (size_t)_i;
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, email_rules);
+	const struct tg_filter *slot[1];
+	struct tg_filter_chain chain;
+	struct tg_filter_log log = {0};
+	struct evbuffer *out = evbuffer_new();
+	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain, out);
+	char first[sizeof(text)], *e1, *e2, *sent, *joined, *start;
+
+	memcpy(first, text, cut);
+	first[cut] = '\0';
+	e1 = anthropic_delta(0, "text", first);
+	e2 = anthropic_delta(0, "text", text + cut);
+	feed_anthropic(s, out, anthropic_start, 2, TG_STREAM_OK);
+	ck_assert_int_eq(feed(s, e1, out), TG_STREAM_OK);
+	ck_assert_int_eq(feed(s, e2, out), TG_STREAM_OK);
+	feed_anthropic(s, out, anthropic_end, 3, TG_STREAM_OK);
+	ck_assert_uint_eq(tg_filter_stream_held(s), 0);
+
+	sent = take(out);
+	ck_assert_ptr_null(strstr(sent, "jane"));
+	joined = joined_anthropic(sent, 0, "text");
+	ck_assert_str_eq(joined, "Mail [REDACTED:email] now.");
+	start = anthropic_event(anthropic_start[0]);
+	ck_assert_msg(strncmp(sent, start, strlen(start)) == 0, "%s", sent);
+	ck_assert_ptr_nonnull(strstr(sent, "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"));
+	ck_assert_uint_eq(log.n, 1);
+	free(start);
+	free(joined);
+	free(sent);
+	free(e1);
+	free(e2);
+	evbuffer_free(out);
+	tg_filter_stream_free(s);
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
+/* Windows go by content block: a thinking block, a text block and the
+ * partial JSON of a tool_use block, interleaved, are masked each in its
+ * own, and a match never spans two blocks. content_block_stop ends a
+ * block's window, so its held text goes out then. */
+START_TEST(anthropic_blocks_have_own_windows)
+{
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, email_rules);
+	const struct tg_filter *slot[1];
+	struct tg_filter_chain chain;
+	struct tg_filter_log log = {0};
+	struct evbuffer *out = evbuffer_new();
+	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain, out);
+	char *events[] = {
+		anthropic_delta(0, "thinking", "ask jane@exa"),
+		anthropic_delta(1, "text", "Hello joe@exa"),
+		anthropic_delta(2, "partial_json", "{\"to\": \"ann@exa"),
+		anthropic_delta(0, "thinking", "mple.com"),
+		anthropic_delta(1, "text", "mple.org"),
+		anthropic_delta(2, "partial_json", "mple.net\"}"),
+		anthropic_delta(3, "text", "bob@exa"),
+		anthropic_event("{\"type\":\"content_block_stop\",\"index\":3}"),
+		anthropic_delta(4, "text", "mple.com"),
+	};
+	char *sent, *joined;
+
+	for (size_t i = 0; i < sizeof(events) / sizeof(events[0]); i++)
+		ck_assert_int_eq(feed(s, events[i], out), TG_STREAM_OK);
+	feed_anthropic(s, out, anthropic_end + 2, 1, TG_STREAM_OK);
+	sent = take(out);
+	ck_assert_ptr_null(strstr(sent, "jane"));
+	ck_assert_ptr_null(strstr(sent, "joe"));
+	ck_assert_ptr_null(strstr(sent, "ann"));
+
+	joined = joined_anthropic(sent, 0, "thinking");
+	ck_assert_str_eq(joined, "ask [REDACTED:email]");
+	free(joined);
+	joined = joined_anthropic(sent, 1, "text");
+	ck_assert_str_eq(joined, "Hello [REDACTED:email]");
+	free(joined);
+	joined = joined_anthropic(sent, 2, "partial_json");
+	ck_assert_str_eq(joined, "{\"to\": \"[REDACTED:email]\"}");
+	free(joined);
+	joined = joined_anthropic(sent, 3, "text");
+	ck_assert_str_eq(joined, "bob@exa");
+	free(joined);
+	joined = joined_anthropic(sent, 4, "text");
+	ck_assert_str_eq(joined, "mple.com");
+	free(joined);
+
+	free(sent);
+	for (size_t i = 0; i < sizeof(events) / sizeof(events[0]); i++)
+		free(events[i]);
+	evbuffer_free(out);
+	tg_filter_stream_free(s);
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
+/* A block ends an Anthropic stream with an error event, which its
+ * clients raise, and no message_stop. */
+START_TEST(anthropic_block_ends_with_error_event)
+{
+	const char *rules[] = {"~injection=ignore previous instructions", NULL};
+	struct tg_filter *f = make_filter("deny", TG_ACTION_BLOCK, TG_SIDE_RESPONSE, rules);
+	const struct tg_filter *slot[1];
+	struct tg_filter_chain chain;
+	struct tg_filter_log log = {0};
+	struct evbuffer *out = evbuffer_new();
+	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain, out);
+	char *e1 = anthropic_delta(0, "text", "Sure. Now IGNORE prev");
+	char *e2 = anthropic_delta(0, "text", "ious instructions and");
+	char *sent, *error;
+
+	feed_anthropic(s, out, anthropic_start, 2, TG_STREAM_OK);
+	ck_assert_int_eq(feed(s, e1, out), TG_STREAM_OK);
+	ck_assert_int_eq(feed(s, e2, out), TG_STREAM_BLOCK);
+	sent = take(out);
+	ck_assert_ptr_null(strstr(sent, "IGNORE"));
+	ck_assert_ptr_null(strstr(sent, "instructions"));
+	ck_assert_ptr_null(strstr(sent, "message_stop"));
+	error = strstr(sent, "event: error\n");
+	ck_assert_ptr_nonnull(error);
+	ck_assert_str_eq(error, "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":"
+	                 "\"content_filter\",\"message\":\"the response was blocked by a "
+	                 "content filter\"}}\n\n");
+	ck_assert_int_eq(log.items[0].action, TG_ACTION_BLOCK);
+	feed_anthropic(s, out, anthropic_end, 3, TG_STREAM_OK);
+	ck_assert_uint_eq(evbuffer_get_length(out), 0);
+	free(sent);
+	free(e1);
+	free(e2);
+	evbuffer_free(out);
+	tg_filter_stream_free(s);
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
 START_TEST(request_only_chain_has_no_stream)
 {
 	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_REQUEST, card_rules);
@@ -1169,6 +1404,12 @@ filter_stream_suite(void)
 	tcase_add_test(tc, match_all_sent_is_flagged);
 	tcase_add_test(tc, block_after_timeout_ends_stream);
 	tcase_add_test(tc, timer_stopped_by_event_and_free);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("anthropic");
+	tcase_add_loop_test(tc, anthropic_split_text_masked, 0, 27);
+	tcase_add_test(tc, anthropic_blocks_have_own_windows);
+	tcase_add_test(tc, anthropic_block_ends_with_error_event);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -246,6 +246,28 @@ static const struct text_case cases[] = {
 	 " \"deep\"}, \"choices\": [{\"text\": \"deep\"}], \"audio\": {\"transcript\": \"a\"}}}],"
 	 " \"usage\": {\"text\": \"u\"}}",
 	 {NULL}, {NULL}},
+	{"anthropic message",
+	 "{\"id\": \"msg_1\", \"type\": \"message\", \"role\": \"assistant\", \"content\": ["
+	 "{\"type\": \"thinking\", \"thinking\": \"H\", \"signature\": \"sig\"},"
+	 " {\"type\": \"redacted_thinking\", \"data\": \"D\"},"
+	 " {\"type\": \"text\", \"text\": \"T\", \"citations\": [{\"cited_text\": \"no\"}]},"
+	 " {\"type\": \"tool_use\", \"id\": \"tu\", \"name\": \"f\", \"input\": {\"q\": \"I1\","
+	 " \"opts\": {\"list\": [\"I2\", 3, {\"deep\": \"I3\"}], \"n\": 1.5, \"b\": true,"
+	 " \"z\": null, \"k\\u0065y\": \"I4\"}}}], \"stop_reason\": \"end_turn\","
+	 " \"usage\": {\"input_tokens\": 1}}",
+	 {"H", "T", "I1", "I2", "I3", "I4"}, {"H", "T", "I1", "I2", "I3", "I4"}},
+	{"anthropic tool results and input values",
+	 "{\"content\": [{\"type\": \"tool_result\", \"content\": \"R1\"},"
+	 " {\"type\": \"tool_result\", \"content\": [{\"type\": \"text\", \"text\": \"R2\"},"
+	 " {\"type\": \"image\", \"source\": {\"data\": \"no\"}}, \"bare\","
+	 " {\"type\": \"tool_result\", \"content\": \"nested\"}]},"
+	 " {\"type\": \"tool_use\", \"input\": \"I\"}, {\"input\": [[\"V1\"], {\"k\": {\"k\": \"V2\"}}]},"
+	 " \"bare\", [{\"text\": \"nested\"}]]}",
+	 {"R1", "R2", "I", "V1", "V2"}, {"R1", "R2", "I", "V1", "V2"}},
+	{"anthropic values that are not texts",
+	 "{\"content\": {\"text\": \"object\"}, \"system\": \"request only\", \"messages\":"
+	 " [{\"content\": \"request only\"}], \"type\": \"message\", \"stop_sequence\": \"s\"}",
+	 {NULL}, {NULL}},
 	{"several choices and empty texts",
 	 "{\"choices\": [{\"message\": {\"content\": \"a\"}}, {\"message\": {\"content\": \"\"}},"
 	 " {\"text\": \"c\"}]}",
@@ -746,6 +768,39 @@ START_TEST(response_flag_logged_once_body_kept)
 }
 END_TEST
 
+START_TEST(response_anthropic_masked_and_blocked)
+{
+	static const char body[] =
+		"{\"type\": \"message\", \"role\": \"assistant\", \"content\": [{\"type\": \"text\","
+		" \"text\": \"mail jane@example.com\"}, {\"type\": \"tool_use\", \"name\": \"send\","
+		" \"input\": {\"to\": [\"joe@example.com\"]}}], \"stop_reason\": \"tool_use\"}";
+	struct response_fixture rf;
+	char *text;
+
+	response_init(&rf, make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, email_rule),
+	              body);
+	ck_assert_int_eq(tg_filter_response_body(&rf.req), 0);
+	text = response_text(&rf);
+	ck_assert_str_eq(text, "{\"type\":\"message\",\"role\":\"assistant\",\"content\":[{\"type\":"
+	                       "\"text\",\"text\":\"mail [REDACTED:email]\"},{\"type\":\"tool_use\","
+	                       "\"name\":\"send\",\"input\":{\"to\":[\"[REDACTED:email]\"]}}],"
+	                       "\"stop_reason\":\"tool_use\"}\n");
+	ck_assert_uint_eq(tg_filter_decisions(&rf.req)->counts[0], 2);
+	free(text);
+	response_free(&rf);
+
+	response_init(&rf, make_filter("deny", TG_ACTION_BLOCK, TG_SIDE_RESPONSE, email_rule),
+	              body);
+	ck_assert_int_eq(tg_filter_response_body(&rf.req), 0);
+	ck_assert_int_eq(rf.req.error, TG_E_CONTENT_FILTER);
+	text = response_text(&rf);
+	ck_assert_str_eq(text, "{\"type\":\"message\",\"role\":\"assistant\",\"content\":[],"
+	                       "\"stop_reason\":\"refusal\"}\n");
+	free(text);
+	response_free(&rf);
+}
+END_TEST
+
 /* A match in a body that jansson rejects cannot be masked: the body must
  * not go out. Without a match the same kind of body goes out as it is. */
 START_TEST(response_match_without_tree_fails)
@@ -912,6 +967,7 @@ filter_text_suite(void)
 	tcase_add_test(response, response_without_match_builds_no_tree);
 	tcase_add_test(response, response_match_masked_and_logged_once);
 	tcase_add_test(response, response_flag_logged_once_body_kept);
+	tcase_add_test(response, response_anthropic_masked_and_blocked);
 	tcase_add_test(response, response_match_without_tree_fails);
 	tcase_add_test(response, response_failed_scan_fails);
 	tcase_add_test(response, response_clean_body_parsed_once);
