@@ -138,8 +138,9 @@ send_attempt(struct tg_request *req, const struct tg_tier_member *member, int tr
 	if (req->upstream == NULL) {
 		tg_log_request(req, TG_LOG_WARN, "upstream request not started: %s",
 		               tg_error_info(err)->message);
-		tg_attempt_end(req, TG_OUTCOME_FAILURE, err, 0,
-		               tg_error_info(err)->status == 504 ? "timeout" : "connect");
+		tg_attempt_end(req, err == TG_E_OVERLOADED ? TG_OUTCOME_CANCELLED : TG_OUTCOME_FAILURE,
+		               err, 0, tg_error_info(err)->status == 504 ? "timeout"
+		               : err == TG_E_OVERLOADED ? "local" : "connect");
 		return -1;
 	}
 	return 0;

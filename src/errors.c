@@ -40,6 +40,9 @@ static const struct tg_error_info error_table[TG_E_COUNT] = {
 		"no backend of the route is available", 'G'},
 	[TG_E_INTERNAL] = {500, "server_error", "internal_error",
 		"the gateway failed to process the request", 'G'},
+	[TG_E_OVERLOADED] = {503, "server_error", "gateway_overloaded",
+		"the gateway has no file descriptor or memory left for an upstream "
+		"connection; retry later", 'G'},
 
 	[TG_E_UPSTREAM_CONNECT] = {502, "upstream_error", "upstream_failed",
 		"could not connect to the upstream", 'S'},

@@ -28,6 +28,7 @@ enum tg_error {
 	TG_E_SHUTTING_DOWN,
 	TG_E_NO_BACKEND,
 	TG_E_INTERNAL,
+	TG_E_OVERLOADED,                /* no descriptor or memory for an upstream connection */
 
 	/* The upstream failed. */
 	TG_E_UPSTREAM_CONNECT,

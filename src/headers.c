@@ -326,6 +326,7 @@ static int
 is_rewritten_request_header(const struct tg_header *hd, const struct tg_upstream_rewrite *rw)
 {
 	if (tg_header_is(hd, "Host") ||
+	    tg_header_is(hd, "Accept-Encoding") ||
 	    tg_header_is(hd, "Content-Length") ||
 	    tg_header_is(hd, "X-Forwarded-For") ||
 	    tg_header_is(hd, "X-Forwarded-Proto") ||
@@ -423,6 +424,10 @@ tg_headers_write_upstream_request(struct evbuffer *out, const char *method,
 		rc |= write_forwarded_for(out, client_headers, rw->client_ip);
 	rc |= tg_header_write(out, "X-Forwarded-Proto", rw->proto);
 	rc |= tg_header_write(out, "X-Request-Id", rw->request_id);
+	/* The gateway reads every reply (usage, filters, cache) and cannot
+	 * read a compressed one, so it asks for none, whatever the client
+	 * accepts: replies reach the client uncompressed. */
+	rc |= evbuffer_add(out, "Accept-Encoding: identity\r\n", 27);
 	rc |= write_content_length(out, body_len);
 	return rc ? -1 : 0;
 }

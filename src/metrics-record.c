@@ -81,6 +81,8 @@ tg_metrics_request_read(struct tg_request *req)
 static enum tg_attempt_result
 attempt_result(const struct tg_attempt *a)
 {
+	if (a->error == TG_E_OVERLOADED)
+		return TG_ATTEMPT_GATEWAY_ERROR;
 	if (a->outcome == TG_OUTCOME_CANCELLED)
 		return TG_ATTEMPT_CANCELLED;
 

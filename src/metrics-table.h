@@ -147,6 +147,7 @@ enum tg_attempt_result {
 	TG_ATTEMPT_RESET,               /* closed, invalid or cut short */
 	TG_ATTEMPT_STREAM_ERROR,        /* an error event in the stream */
 	TG_ATTEMPT_CANCELLED,           /* the client left */
+	TG_ATTEMPT_GATEWAY_ERROR,       /* the gateway had no descriptor or memory */
 	TG_ATTEMPT_RESULTS
 };
 

@@ -258,6 +258,7 @@ const char *const tg_attempt_labels[TG_ATTEMPT_RESULTS] = {
 	[TG_ATTEMPT_RESET] = "reset",
 	[TG_ATTEMPT_STREAM_ERROR] = "stream_error",
 	[TG_ATTEMPT_CANCELLED] = "cancelled",
+	[TG_ATTEMPT_GATEWAY_ERROR] = "gateway_error",
 };
 
 const char *const tg_token_labels[TG_TOKEN_TYPES] = {

@@ -793,9 +793,11 @@ answer_stream_error(struct tg_request *req)
 	req->response.stream_error_body = NULL;
 	if (body != NULL) {
 		size_t len = evbuffer_get_length(body);
+		json_t *error;
 
 		parsed = json_loadb((const char *)evbuffer_pullup(body, -1), len, 0, NULL);
-		if (json_object_get(parsed, "error") == NULL) {
+		error = json_object_get(parsed, "error");
+		if (error == NULL || json_is_null(error)) {
 			evbuffer_drain(body, len);
 			tg_error_body(body, TG_E_UPSTREAM_STREAM_ERROR, NULL);
 		}
@@ -1002,6 +1004,14 @@ relay_on_error(void *arg, enum tg_error err, const char *detail)
 	tg_metrics_upstream_done(req);
 	tg_log_request(req, TG_LOG_WARN, "%s (%s)", info->message, detail ? detail : "no detail");
 
+	/* The gateway's own shortage says nothing about the backend, and
+	 * another backend would meet the same shortage: no retry. */
+	if (!req->response.head_sent && err == TG_E_OVERLOADED) {
+		tg_attempt_end(req, TG_OUTCOME_CANCELLED, err, 0, "local");
+		tg_relay_reset(req);
+		tg_request_fail(req, err, NULL);
+		return;
+	}
 	if (!req->response.head_sent) {
 		tg_attempt_end(req, TG_OUTCOME_FAILURE, err, 0,
 		               kind == TG_RETRY_TIMEOUT ? "timeout"

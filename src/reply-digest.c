@@ -7,7 +7,7 @@
  * it arrives in. A container without members of interest becomes an
  * OTHER frame, whose contents are skipped. The places:
  *
- *   {"error": any, "type": "...", "choices": [CHOICE...], "usage": USAGE,
+ *   {"error": non-null, "type": "...", "choices": [CHOICE...], "usage": USAGE,
  *    "message": {"usage": USAGE}, "delta": {"stop_reason": ...}}
  *   CHOICE = {"text": "...", "finish_reason": ..., "delta": {"content",
  *             "refusal", "reasoning", "reasoning_content": "...",
@@ -272,7 +272,9 @@ take_member(struct reader *r, struct frame *f, enum value v, const unsigned char
 
 	switch (f->member) {
 	case M_ERROR:
-		d->error = 1;
+		/* Some upstreams put "error": null in every ordinary chunk. */
+		if (v != V_NULL)
+			d->error = 1;
 		break;
 	case M_TYPE:
 		d->type = v == V_STRING ? type_named(s, len) : TG_REPLY_TYPE_NONE;

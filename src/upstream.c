@@ -86,7 +86,7 @@ struct tg_upstream_conn {
 	int idle_armed;         /* the timer is the idle timeout, see arm_idle() */
 	uint64_t last_read_ns;  /* of the response, while idle_armed */
 	size_t head_bytes;      /* of the response head so far */
-	char head_error[96];    /* why a parser callback rejected the head, or "" */
+	char head_error[160];   /* why a parser callback rejected the head, or "" */
 
 	struct tg_headers headers;
 	char *field, *value;
@@ -362,10 +362,26 @@ on_header_value_complete(llhttp_t *p)
 	return rc ? HPE_USER : 0;
 }
 
+/* The first Content-Encoding line that names a coding other than identity,
+ * or NULL. The gateway asks for identity, because it reads every reply. */
+static const struct tg_header *
+coded_content(const struct tg_headers *headers)
+{
+	for (size_t i = 0; i < headers->count; i++) {
+		const struct tg_header *hd = &headers->items[i];
+
+		if (tg_header_is(hd, "Content-Encoding") && hd->value_len > 0 &&
+		    strcasecmp(hd->value, "identity") != 0)
+			return hd;
+	}
+	return NULL;
+}
+
 static int
 on_headers_complete(llhttp_t *p)
 {
 	struct tg_upstream_conn *c = p->data;
+	const struct tg_header *coded;
 	char coding_error[160];
 
 	/* llhttp 8.1 accepts any status up to 999. RFC 9110 section 15 defines
@@ -397,6 +413,16 @@ on_headers_complete(llhttp_t *p)
 		snprintf(c->head_error, sizeof(c->head_error),
 		         "unsupported Transfer-Encoding \"%.32s\": only chunked is decoded",
 		         tg_headers_get(&c->headers, "Transfer-Encoding"));
+		return HPE_USER;
+	}
+
+	/* A coded body would reach the metrics, filters and cache as bytes
+	 * they cannot read, and the client under a header the gateway may
+	 * have made false by rewriting the body. */
+	if ((coded = coded_content(&c->headers)) != NULL) {
+		snprintf(c->head_error, sizeof(c->head_error),
+		         "Content-Encoding \"%.32s\" although the gateway asked for "
+		         "identity: it reads replies and cannot decode them", coded->value);
 		return HPE_USER;
 	}
 
@@ -511,6 +537,14 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 		arm_idle(c);
 }
 
+/* 1 for errors of the gateway's own resources, not of the backend: they
+ * must not count against its health. */
+static int
+is_local_shortage(int err)
+{
+	return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+}
+
 static void
 describe_connect_error(struct tg_upstream_conn *c, char *buf, size_t size,
                        enum tg_error *err)
@@ -524,6 +558,10 @@ describe_connect_error(struct tg_upstream_conn *c, char *buf, size_t size,
 		*err = TG_E_UPSTREAM_CONNECT;
 		snprintf(buf, size, "resolving %s: %s", c->backend->host,
 		         evutil_gai_strerror(dns_error));
+	} else if (is_local_shortage(sys_error)) {
+		*err = TG_E_OVERLOADED;
+		snprintf(buf, size, "opening a connection to %s:%s: %s", c->backend->host,
+		         c->backend->port, evutil_socket_error_to_string(sys_error));
 	} else if (c->pool->tls != NULL && c->state == CONN_CONNECTING && sys_error == 0) {
 		*err = TG_E_UPSTREAM_TLS;
 		snprintf(buf, size, "TLS handshake with %s:%s failed",
@@ -837,7 +875,7 @@ tg_upstream_send(struct tg_worker *w, const struct tg_backend *backend,
 		return NULL;
 	conn_attach(c, backend, request, handler, arg);
 	if (conn_connect(c) != 0) {
-		*err = TG_E_UPSTREAM_CONNECT;
+		*err = is_local_shortage(errno) ? TG_E_OVERLOADED : TG_E_UPSTREAM_CONNECT;
 		conn_free(c);
 		return NULL;
 	}

@@ -127,6 +127,15 @@ describe('upstream request headers', () => {
     assert.equal(seen.headers['x-forwarded-proto'], 'http');
   });
 
+  it('asks the upstream for an uncompressed reply', async () => {
+    // The gateway reads every reply, so the client's codings are not
+    // passed on; its reply comes uncompressed.
+    const res = await curl(curlPost(chatURL, chat('gpt-4o'), ['Accept-Encoding: gzip, br']));
+    assert.equal(res.status, 200);
+    const seen = await mock.lastRequest();
+    assert.equal(seen.headers['accept-encoding'], 'identity');
+  });
+
   it('appends to a client X-Forwarded-For', async () => {
     await curl(curlPost(chatURL, chat('gpt-4o'), ['X-Forwarded-For: 203.0.113.7']));
     const seen = await mock.lastRequest();

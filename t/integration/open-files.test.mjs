@@ -115,6 +115,35 @@ describe('accepting at the open-files limit', () => {
     await gw.stop();
   });
 
+  it('answers 503 without blaming the backend when no descriptor is left', async () => {
+    const mock = await startMock();
+    const gw = await startLimited(mock);
+    const connections = await overload(gw);
+    // The accepted connections hold every descriptor, so a request on one
+    // of them finds none for its upstream connection.
+    const answers = connections.map((socket) => new Promise((resolve) => {
+      let text = '';
+      socket.on('data', (bytes) => {
+        text += bytes;
+        if (/\r\n\r\n[\s\S]*\}\s*$/.test(text))
+          resolve(text);
+      });
+    }));
+    for (const socket of connections)
+      socket.write(rawPost('/v1/chat/completions', chat));
+    const first = await Promise.race(answers);
+    closeAll(connections);
+
+    assert.match(first, /^HTTP\/1\.1 503 /);
+    assert.match(first, /"code":"gateway_overloaded"/);
+    const samples = parseSamples((await scrape(gw)).text);
+    assert.equal(valueOf(samples, 'tollgate_backend_up', { backend: 'mock' }), 1,
+      'the gateway\'s own shortage took the backend out of rotation');
+    assert.ok(valueOf(samples, 'tollgate_upstream_attempts_total',
+      { backend: 'mock', outcome: 'gateway_error' }) >= 1, 'no gateway_error attempt counted');
+    await gw.stop();
+  });
+
   it('pauses the admin listener too', async () => {
     const mock = await startMock();
     const gw = await startLimited(mock);

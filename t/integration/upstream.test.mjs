@@ -4,6 +4,7 @@
 // bytes and counts its connections.
 
 import assert from 'node:assert/strict';
+import zlib from 'node:zlib';
 import { once } from 'node:events';
 import net from 'node:net';
 import { after, afterEach, before, describe, it } from 'node:test';
@@ -96,6 +97,23 @@ const SCRIPTS = {
     socket.write('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n' +
       `Transfer-Encoding: gzip, chunked\r\n\r\n${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`);
   },
+  // A body compressed although the gateway asked for identity.
+  gzipContent: (socket) => {
+    const body = zlib.gzipSync('{"object":"chat.completion","choices":[]}');
+    socket.write(Buffer.concat([Buffer.from('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n' +
+      `Content-Encoding: gzip\r\nContent-Length: ${body.length}\r\n\r\n`), body]));
+  },
+  // A stream whose every chunk carries "error": null, as some
+  // OpenAI-compatible servers send.
+  errorNullStream: (socket) => {
+    const chunk = (delta, finish) => `data: ${JSON.stringify({
+      id: 'chatcmpl-null', object: 'chat.completion.chunk', error: null,
+      choices: [{ index: 0, delta, finish_reason: finish }],
+    })}\n\n`;
+    socket.end('HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n' +
+      chunk({ role: 'assistant', content: '' }, null) + chunk({ content: 'Hello' }, null) +
+      chunk({}, 'stop') + 'data: [DONE]\n\n');
+  },
   // A response without content.
   noContent: (socket) => socket.write('HTTP/1.1 204 No Content\r\n\r\n'),
   // Accept the request, then close without a byte.
@@ -181,6 +199,24 @@ describe('misbehaving upstreams', () => {
     assert.equal(res.status, 200);
     assert.equal(res.json().object, 'chat.completion');
     assert.equal(res.headers['x-tollgate-attempts'], 'gzipCoded:reset,mock:200');
+  });
+
+  it('answers 502 to a compressed body', async () => {
+    // The gateway reads every reply (usage, filters, cache); relaying a
+    // body it could not read would skip all of them.
+    const res = await curl(curlPost(chatURL, chat('gzipContent')));
+    const error = assertError(res, 502, 'upstream_error', 'upstream_failed');
+    assert.doesNotMatch(res.text, /chat\.completion/);
+    assert.equal(res.headers['content-encoding'], undefined);
+    assert.match(error.message, /could not|invalid/);
+    await gw.waitForLog(/Content-Encoding "gzip" although the gateway asked for identity/);
+  });
+
+  it('relays a stream whose chunks carry "error": null', async () => {
+    const res = await curl(curlPost(chatURL, { ...chat('errorNullStream'), stream: true }));
+    assert.equal(res.status, 200);
+    assert.match(res.text, /"content":"Hello"/);
+    assert.match(res.text, /data: \[DONE\]/);
   });
 
   it('skips an interim response', async () => {

@@ -290,6 +290,7 @@ START_TEST(upstream_head_exact_bytes)
 	add(&h, "content-type", "application/json");
 	add(&h, "X-Forwarded-For", "203.0.113.1");
 	add(&h, "Accept", "");
+	add(&h, "Accept-Encoding", "gzip, br");
 
 	for (size_t i = 0; i < sizeof(lengths) / sizeof(lengths[0]); i++) {
 		struct evbuffer *out = evbuffer_new();
@@ -308,6 +309,7 @@ START_TEST(upstream_head_exact_bytes)
 		         "X-Forwarded-For: 203.0.113.1, 192.0.2.7\r\n"
 		         "X-Forwarded-Proto: https\r\n"
 		         "X-Request-Id: req-1\r\n"
+		         "Accept-Encoding: identity\r\n"
 		         "Content-Length: %s\r\n\r\n", lengths[i].content_length);
 		ck_assert_str_eq(head, expected);
 		free(head);
