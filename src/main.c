@@ -314,7 +314,8 @@ run(struct daemon *d)
 		tg_info("listening on %s%s", d->config->listen[i].address,
 		        d->config->listen[i].tls_cert ? " (TLS)" : "");
 	tg_info("admin listening on %s", d->config->admin);
-	tg_info("tollgate %s started with %d workers", PACKAGE_VERSION, d->n_workers);
+	tg_info("tollgate %s started with %d worker%s", PACKAGE_VERSION, d->n_workers,
+	        d->n_workers == 1 ? "" : "s");
 	atomic_store(&d->runtime.ready, 1);
 
 	event_base_dispatch(d->base);

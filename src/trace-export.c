@@ -270,8 +270,9 @@ export_succeeded(struct tg_tracer *t, struct export *e)
 {
 	atomic_fetch_add_explicit(&t->spans_exported, e->n_spans, memory_order_relaxed);
 	if (t->failing) {
-		tg_info("OTLP exports to %s work again after %" PRIu64 " failed exports",
-		        t->tracing->endpoint, t->failed_exports_in_row);
+		tg_info("OTLP exports to %s work again after %" PRIu64 " failed export%s",
+		        t->tracing->endpoint, t->failed_exports_in_row,
+		        t->failed_exports_in_row == 1 ? "" : "s");
 		t->failing = 0;
 		t->failed_exports_in_row = 0;
 	}
