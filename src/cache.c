@@ -25,9 +25,10 @@ enum cache_status {
 	CACHE_BYPASS,                   /* not looked up */
 	CACHE_MISS,
 	CACHE_HIT,
+	CACHE_ERROR,                    /* the store failed; on as a miss */
 };
 
-static const char *const status_names[] = {"bypass", "miss", "hit"};
+static const char *const status_names[] = {"bypass", "miss", "hit", "error"};
 
 /* Per worker: the Redis connection, and counters for metrics. */
 struct tg_cache_worker {
@@ -168,7 +169,7 @@ count_outcome(struct tg_request *req)
 		return;
 	if (req->cache->status == CACHE_HIT)
 		cw->hits++;
-	else if (req->cache->status == CACHE_MISS)
+	else if (req->cache->status == CACHE_MISS || req->cache->status == CACHE_ERROR)
 		cw->misses++;
 	else
 		cw->bypasses++;
@@ -236,6 +237,8 @@ on_redis_reply(void *arg, enum tg_cache_redis_status status, const char *data, s
 	 * then be dispatched from inside this callback. The counter keeps that
 	 * request's lookup from freeing the connection that calls us. */
 	cw->in_callback++;
+	if (status == TG_CACHE_REDIS_FAILED)
+		st->status = CACHE_ERROR;
 	if (status != TG_CACHE_REDIS_FOUND || serve_entry(req, data, len) != 0)
 		miss(req, next);
 	cw->in_callback--;
@@ -274,6 +277,7 @@ lookup_redis(struct tg_request *req, tg_cache_next_fn *next)
 	                            : NULL;
 	if (st->pending == NULL) {
 		st->next = NULL;
+		st->status = CACHE_ERROR;       /* no connection to Redis now */
 		miss(req, next);
 	}
 }

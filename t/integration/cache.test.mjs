@@ -570,12 +570,14 @@ describe('cache with the redis store', () => {
       for (let i = 0; i < 5; i++) {
         const res = await post(own, i === 0 ? body : uniqueBody(), {}, { timeoutMs: 10000 });
         assert.equal(res.status, 200);
-        assert.notEqual(res.headers['x-tollgate-cache'], 'hit');
+        assert.equal(res.headers['x-tollgate-cache'], 'error');
       }
       await own.waitForLog(/\[warn\] cache: redis .*: no reply within 250 ms/);
       const counters = await redisCounters(own);
       assert.ok(counters.timeouts >= 1 && counters.errors >= counters.timeouts,
         `counters while Redis is paused: ${JSON.stringify(counters)}`);
+      const metrics = await request({ port: own.adminPort, path: '/metrics', timeoutMs: 5000 });
+      assert.match(metrics.text, /^tollgate_cache_lookups_total\{route="chat",result="error"\} 5$/m);
     } finally {
       frozen.resume();
     }
