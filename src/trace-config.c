@@ -165,7 +165,8 @@ split_endpoint(const char *url, struct tg_tracing_config *tc)
 	const char *problem = NULL;
 
 	if (uri == NULL)
-		return "not a valid URL";
+		return "not a valid URL; expected http:// or https://, a host, an optional "
+		       "port from 1 to 65535 and a path";
 	scheme = evhttp_uri_get_scheme(uri);
 	host = evhttp_uri_get_host(uri);
 	path = evhttp_uri_get_path(uri);
@@ -177,7 +178,7 @@ split_endpoint(const char *url, struct tg_tracing_config *tc)
 	else if (host == NULL || host[0] == '\0')
 		problem = "the URL has no host";
 	else if (evhttp_uri_get_userinfo(uri) != NULL)
-		problem = "credentials in the URL are not supported; use otlp.headers";
+		problem = "credentials in the URL are not supported; use tracing.otlp.headers";
 	if (problem != NULL) {
 		evhttp_uri_free(uri);
 		return problem;
@@ -592,7 +593,7 @@ setup_endpoint_tls(struct load_ctx *ctx, const char *path, struct tg_tracing_con
 	if (!tc->endpoint_tls) {
 		if (tc->tls.ca_file != NULL)
 			report(ctx, path_key(child, path, "otlp.tls.ca_file"),
-			       "%s is set, but otlp.endpoint is http://; a CA file applies "
+			       "%s is set, but tracing.otlp.endpoint is http://; a CA file applies "
 			       "only to an https:// endpoint", quote(tc->tls.ca_file, q, sizeof(q)));
 		return;
 	}

@@ -166,7 +166,10 @@ START_TEST(invalid_tls_settings_rejected)
 	load_fails("\"tracing\": {\"otlp\": {\"endpoint\": \"http://127.0.0.1:4318/v1/traces\","
 	           " \"tls\": {\"ca_file\": \"" DATA_DIR "/test-cert.pem\"}}}",
 	           "tracing.otlp.tls.ca_file: \"" DATA_DIR "/test-cert.pem\" is set, but "
-	           "otlp.endpoint is http://; a CA file applies only to an https:// endpoint");
+	           "tracing.otlp.endpoint is http://; a CA file applies only to an https:// endpoint");
+	load_fails("\"tracing\": {\"otlp\": {\"endpoint\": \"http://127.0.0.1:99999/v1/traces\"}}",
+	           "tracing.otlp.endpoint: invalid endpoint \"http://127.0.0.1:99999/v1/traces\": "
+	           "not a valid URL; expected http:// or https://, a host, an optional port from 1 to 65535 and a path");
 	load_fails("\"tracing\": {\"otlp\": {\"endpoint\": \"https://127.0.0.1:4318/v1/traces\","
 	           " \"tls\": {\"verify\": \"no\"}}}",
 	           "tracing.otlp.tls.verify: expected true or false");
