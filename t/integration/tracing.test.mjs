@@ -959,7 +959,7 @@ describe('https export settings', () => {
       /tracing\.otlp\.tls\.ca_file: cannot load CA certificates from ".*server\.key" \(expected a PEM bundle\)/],
     ['a CA file with http://',
       () => ({ endpoint: 'http://127.0.0.1:4318/v1/traces', tls: { ca_file: certs.ca } }),
-      /tracing\.otlp\.tls\.ca_file: ".*ca\.pem" is set, but otlp\.endpoint is http:\/\/; a CA file applies only to an https:\/\/ endpoint/],
+      /tracing\.otlp\.tls\.ca_file: ".*ca\.pem" is set, but tracing\.otlp\.endpoint is http:\/\/; a CA file applies only to an https:\/\/ endpoint/],
     ['verify that is not a boolean',
       () => ({ endpoint: 'https://127.0.0.1:4318/v1/traces', tls: { verify: 'no' } }),
       /tracing\.otlp\.tls\.verify: expected true or false, got a string/],
