@@ -42,13 +42,13 @@ write_body(struct tg_request *req, const struct tg_tier_member *member,
 	char *text;
 	int rc;
 
-	if (member->model == NULL || req->json == NULL) {
+	if (member->model == NULL || tg_request_json(req) == NULL) {
 		*len = req->body_len;
 		return req->body_len == 0 ? 0
 		     : evbuffer_add(out, evbuffer_pullup(req->body, -1), req->body_len);
 	}
 
-	copy = json_copy(req->json);
+	copy = json_copy(tg_request_json(req));
 	if (copy == NULL || json_object_set_new(copy, "model", json_string(member->model)) != 0) {
 		json_decref(copy);
 		return -1;
