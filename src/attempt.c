@@ -38,17 +38,20 @@ static int
 write_body(struct tg_request *req, const struct tg_tier_member *member,
            struct evbuffer *out, size_t *len)
 {
+	json_t *tree = member->model != NULL ? tg_request_json(req) : NULL;
 	json_t *copy;
 	char *text;
 	int rc;
 
-	if (member->model == NULL || req->json == NULL) {
+	if (tree == NULL && member->model != NULL && req->body_json_pending)
+		return -1;      /* out of memory: the model cannot be renamed */
+	if (tree == NULL) {
 		*len = req->body_len;
 		return req->body_len == 0 ? 0
 		     : evbuffer_add(out, evbuffer_pullup(req->body, -1), req->body_len);
 	}
 
-	copy = json_copy(req->json);
+	copy = json_copy(tree);
 	if (copy == NULL || json_object_set_new(copy, "model", json_string(member->model)) != 0) {
 		json_decref(copy);
 		return -1;

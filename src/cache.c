@@ -116,9 +116,7 @@ cache_control_has(const struct tg_request *req, const char *directive)
 static int
 wants_usage(const struct tg_request *req)
 {
-	json_t *options = json_object_get(req->json, "stream_options");
-
-	return req->stream && json_is_true(json_object_get(options, "include_usage"));
+	return req->stream && req->stream_options == TG_STREAM_OPTIONS_USAGE;
 }
 
 /* --- serving a hit ----------------------------------------------------------- */
@@ -296,8 +294,8 @@ prepare(struct tg_request *req)
 	if (cache_control_has(req, "no-store"))
 		return -1;
 	if (tg_cache_tenant(&req->headers, cfg->tenant_header, tenant) != 0 ||
-	    tg_cache_key(req->json, req->path, req->route->name, tenant, cfg->ignore_fields,
-	                 cfg->n_ignore_fields, st->key) != 0) {
+	    tg_cache_key(tg_request_json(req), req->path, req->route->name, tenant,
+	                 cfg->ignore_fields, cfg->n_ignore_fields, st->key) != 0) {
 		tg_log_request(req, TG_LOG_WARN, "cache: out of memory computing the key; "
 		               "the request bypasses the cache");
 		return -1;
@@ -317,7 +315,7 @@ tg_cache_lookup(struct tg_request *req, tg_cache_next_fn *next)
 
 	assert(req->cache == NULL);
 	if (req->route == NULL || req->route->cache == NULL || cfg == NULL ||
-	    !json_is_object(req->json) || req->method_id != HTTP_POST) {
+	    req->method_id != HTTP_POST || !json_is_object(tg_request_json(req))) {
 		next(req);
 		return;
 	}

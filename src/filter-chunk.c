@@ -44,15 +44,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <unistr.h>
 #include <yajl/yajl_parse.h>
 
 #include "filter-chunk.h"
 #include "reply-digest.h"
 #include "yajl-arena.h"
-
-/* Keys of one object compared for a repeat; more make the read unsure. */
-#define MAX_KEYS 32
+#include "yajl-jansson.h"
 
 enum place {
 	P_OTHER,
@@ -160,20 +157,6 @@ value_starts(struct tg_chunk *c)
 	return f != NULL && f->array ? f->items++ : 0;
 }
 
-/* Whether jansson takes s as a string or key: UTF-8 without a NUL. Most
- * are ASCII, which the loop passes without the two calls. */
-static int
-jansson_reads(const unsigned char *s, size_t len)
-{
-	size_t i = 0;
-
-	while (i < len && s[i] != '\0' && s[i] < 0x80)
-		i++;
-	if (i == len)
-		return 1;
-	return memchr(s + i, '\0', len - i) == NULL && u8_check(s + i, len - i) == NULL;
-}
-
 /* The member the innermost object's last key named, in place p only. */
 static enum member
 member_in(struct tg_chunk *c, enum place p)
@@ -272,7 +255,7 @@ open_container(struct tg_chunk *c, int array)
 	}
 	c->frames[c->depth++] = (struct tg_chunk_frame){
 		.place = (unsigned char)place, .array = (unsigned char)array,
-		.first_key = c->n_keys,
+		.first_key = c->keys.n,
 	};
 	return 1;
 }
@@ -296,38 +279,9 @@ on_end(void *ctx)
 	struct tg_chunk_frame *f = top(c);
 
 	if (f != NULL && !f->array)
-		c->n_keys = f->first_key;
+		tg_yj_keys_close(&c->keys, f->first_key);
 	c->depth--;
 	return 1;
-}
-
-/* Record the key at s in the innermost object, and make the read unsure
- * when the object had it already. */
-static int
-check_key(struct tg_chunk *c, struct tg_chunk_frame *f, const unsigned char *s, size_t len)
-{
-	size_t at = (size_t)((const char *)s - c->data);
-	size_t *p;
-
-	/* An escaped key was decoded elsewhere; its bytes in the data differ. */
-	if ((const char *)s < c->data || at > c->len || len > c->len - at ||
-	    (c->n_keys - f->first_key) / 2 >= MAX_KEYS) {
-		c->unsure = 1;
-		return 0;
-	}
-	for (size_t k = f->first_key; k < c->n_keys; k += 2) {
-		if (c->keys[k + 1] == len && memcmp(c->data + c->keys[k], s, len) == 0) {
-			c->unsure = 1;
-			return 0;
-		}
-	}
-	p = grow(c->keys, &c->cap_keys, c->n_keys + 1, sizeof(*c->keys));
-	if (p == NULL)
-		return -1;
-	c->keys = p;
-	c->keys[c->n_keys++] = at;
-	c->keys[c->n_keys++] = len;
-	return 0;
 }
 
 static int
@@ -336,16 +290,20 @@ on_map_key(void *ctx, const unsigned char *s, size_t len)
 	struct tg_chunk *c = ctx;
 	struct tg_chunk_frame *f = top(c);
 	const struct key *keys;
+	int rc;
 
 	c->key_end = yajl_get_bytes_consumed(c->h);
 	if (f == NULL)
 		return 1;
-	if (!jansson_reads(s, len))
+	if (!tg_yj_string_ok(s, len))
 		c->unsure = 1;
-	if (check_key(c, f, s, len) != 0) {
+	rc = tg_yj_key_add(&c->keys, f->first_key, c->data, c->len, s, len);
+	if (rc < 0) {
 		c->failed = 1;
 		return 0;
 	}
+	if (rc > 0)
+		c->unsure = 1;
 	f->member = M_NONE;
 	keys = PLACE_KEYS[f->place];
 	for (; keys != NULL && keys->name != NULL; keys++) {
@@ -447,7 +405,7 @@ on_string(void *ctx, const unsigned char *s, size_t len)
 	int kind = text_kind(c);
 
 	value_starts(c);
-	if (!jansson_reads(s, len))
+	if (!tg_yj_string_ok(s, len))
 		c->unsure = 1;
 	if (member_in(c, P_CHOICE) == M_FINISH_REASON)
 		c->choices[c->n_choices - 1].finished = 1;
@@ -523,26 +481,6 @@ static const yajl_callbacks CALLBACKS = {
 	.yajl_end_array = on_end,
 };
 
-/* Whether the data has what yajl reads otherwise than jansson outside
- * the callbacks' view: \f or \v, or an escaped surrogate. A backslash is
- * an escape inside a string and appears nowhere else. */
-static int
-needs_jansson(const char *data, size_t len)
-{
-	const char *end = data + len;
-
-	if (memchr(data, '\f', len) != NULL || memchr(data, '\v', len) != NULL)
-		return 1;
-	for (const char *p = memchr(data, '\\', len); p != NULL && end - p >= 4;
-	     p = memchr(p, '\\', (size_t)(end - p))) {
-		if (p[1] == 'u' && (p[2] == 'd' || p[2] == 'D') && p[3] != '\0' &&
-		    strchr("89abcdefABCDEF", p[3]) != NULL)
-			return 1;
-		p += 2;
-	}
-	return 0;
-}
-
 /* Texts by choice, then in the order the filters take the kinds, then as
  * they came. */
 static int
@@ -560,12 +498,13 @@ compare_texts(const void *a, const void *b)
 void
 tg_chunk_begin(struct tg_chunk *c, const char *data, size_t len, struct tg_reply_tap *tap)
 {
-	c->n_texts = c->n_choices = c->n_calls = c->buf_len = c->n_keys = 0;
+	c->n_texts = c->n_choices = c->n_calls = c->buf_len = 0;
+	tg_yj_keys_close(&c->keys, 0);
 	c->block = SIZE_MAX;
 	c->h = NULL;
 	c->data = data;
 	c->len = len;
-	c->unsure = needs_jansson(data, len);
+	c->unsure = tg_yj_text_unsure(data, len);
 	c->failed = 0;
 	c->depth = c->key_end = c->order = 0;
 	tap->callbacks = &CALLBACKS;
@@ -617,6 +556,6 @@ tg_chunk_free(struct tg_chunk *c)
 	free(c->choices);
 	free(c->calls);
 	free(c->buf);
-	free(c->keys);
+	tg_yj_keys_free(&c->keys);
 	memset(c, 0, sizeof(*c));
 }

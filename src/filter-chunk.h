@@ -25,6 +25,8 @@
 
 #include <yajl/yajl_parse.h>
 
+#include "yajl-jansson.h"
+
 struct tg_reply_tap;
 
 /* Containers whose keys are checked; a deeper one makes the read unsure. */
@@ -82,9 +84,8 @@ struct tg_chunk {
 	size_t n_calls, cap_calls;
 	char *buf;              /* the decoded texts */
 	size_t buf_len, buf_cap;
-	size_t *keys;           /* offset and length of each key of the open
-	                           objects, for finding a key given twice */
-	size_t n_keys, cap_keys;
+	struct tg_yj_keys keys; /* of the open objects, for finding a key
+	                           given twice */
 
 	/* The read under way. */
 	yajl_handle h;          /* the parse, for yajl_get_bytes_consumed() */

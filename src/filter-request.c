@@ -113,7 +113,7 @@ answer_blocked(struct tg_request *req, const struct tg_filter *f, const char *ru
 static int
 rewrite_body(struct tg_request *req)
 {
-	char *text = json_dumps(req->json, JSON_COMPACT);
+	char *text = json_dumps(tg_request_json(req), JSON_COMPACT);
 	size_t len;
 
 	if (text == NULL)
@@ -238,6 +238,7 @@ tg_filter_request(struct tg_request *req, tg_filter_next_fn *next)
 	struct tg_filter_result res = {0};
 	const struct tg_filter *blocked = NULL;
 	struct tg_filter_state *st;
+	json_t *body;
 	int moderation = 0;
 
 	if (chain == NULL) {
@@ -249,12 +250,17 @@ tg_filter_request(struct tg_request *req, tg_filter_next_fn *next)
 		tg_request_fail(req, TG_E_INTERNAL, NULL);
 		return;
 	}
-	if (req->json == NULL) {
+	body = tg_request_json(req);
+	if (body == NULL && req->body_json_pending) {
+		tg_request_fail(req, TG_E_INTERNAL, NULL);      /* unchecked: fail closed */
+		return;
+	}
+	if (body == NULL) {
 		next(req);
 		return;
 	}
 
-	if (tg_text_collect_request(req->json, &st->texts) != 0 ||
+	if (tg_text_collect_request(body, &st->texts) != 0 ||
 	    tg_filter_texts(chain, TG_SIDE_REQUEST, &st->texts, &st->log, &st->scan, &res,
 	                    &moderation) != 0) {
 		char why[192];

@@ -402,8 +402,8 @@ record_session(const struct tg_request *req, struct tg_sessions *sessions, uint6
 		return;
 	if (sc->header != NULL)
 		key = tg_headers_get(&req->headers, sc->header);
-	if ((key == NULL || key[0] == '\0') && sc->user_field && req->json != NULL)
-		key = json_string_value(json_object_get(req->json, "user"));
+	if ((key == NULL || key[0] == '\0') && sc->user_field)
+		key = req->user;
 	if (key == NULL || key[0] == '\0')
 		return;
 	tg_sessions_touch(sessions, key, strlen(key), now, sc->idle_timeout);

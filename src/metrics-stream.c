@@ -64,14 +64,16 @@ insert_usage_option(struct tg_request *req)
 {
 	const char *data = (const char *)evbuffer_pullup(req->body, -1);
 	const char *brace = data ? memchr(data, '{', req->body_len) : NULL;
+	json_t *tree = tg_request_json_if_built(req);
 	const char *parts[4];
 	size_t lens[4];
-	json_t *option;
+	json_t *option = NULL;
 
 	if (brace == NULL)
 		return -1;      /* not an object after all: leave the body alone */
-	option = json_pack("{s:b}", "include_usage", 1);
-	if (option == NULL)
+	/* A tree built already gets the member too; one built later reads it
+	 * from the new body. */
+	if (tree != NULL && (option = json_pack("{s:b}", "include_usage", 1)) == NULL)
 		return -1;
 
 	parts[0] = data;
@@ -79,29 +81,30 @@ insert_usage_option(struct tg_request *req)
 	parts[1] = USAGE_OPTION;
 	lens[1] = sizeof(USAGE_OPTION) - 1;
 	parts[2] = ",";         /* none before the closing brace of "{}" */
-	lens[2] = json_object_size(req->json) > 0;
+	lens[2] = req->body_has_members;
 	parts[3] = brace + 1;
 	lens[3] = req->body_len - lens[0];
 	if (replace_body(req, parts, lens, 4) != 0) {
 		json_decref(option);
 		return -1;
 	}
-	return json_object_set_new(req->json, "stream_options", option);
+	return tree == NULL ? 0 : json_object_set_new(tree, "stream_options", option);
 }
 
 /* "stream_options" is there without include_usage: set it and write the
  * body again from the parsed JSON. */
 static int
-set_usage_option(struct tg_request *req, json_t *options)
+set_usage_option(struct tg_request *req)
 {
+	json_t *options = json_object_get(tg_request_json(req), "stream_options");
 	char *text;
 	const char *parts[1];
 	size_t lens[1];
 	int rc;
 
-	if (json_object_set_new(options, "include_usage", json_true()) != 0)
+	if (options == NULL || json_object_set_new(options, "include_usage", json_true()) != 0)
 		return -1;
-	text = json_dumps(req->json, JSON_COMPACT);
+	text = json_dumps(tg_request_json(req), JSON_COMPACT);
 	if (text == NULL)
 		return -1;
 	parts[0] = text;
@@ -114,22 +117,21 @@ set_usage_option(struct tg_request *req, json_t *options)
 int
 tg_metrics_stream_usage(struct tg_request *req)
 {
-	json_t *options;
 	int rc;
 
-	if (req->metrics.table == NULL || !req->stream || req->json == NULL ||
-	    req->path == NULL)
+	/* A streamed request has a JSON object body (the dispatch saw to it). */
+	if (req->metrics.table == NULL || !req->stream || req->path == NULL)
 		return 0;
 	if (!has_suffix(req->path, "/chat/completions") && !has_suffix(req->path, "/completions"))
 		return 0;
 
-	options = json_object_get(req->json, "stream_options");
-	if (json_is_true(json_object_get(options, "include_usage")))
+	if (req->stream_options == TG_STREAM_OPTIONS_USAGE)
 		return 0;       /* the client asked: its usage chunk is its own */
-	if (options != NULL && !json_is_object(options))
+	if (req->stream_options == TG_STREAM_OPTIONS_INVALID)
 		return 0;       /* invalid: the provider rejects it with its own error */
 
-	rc = options == NULL ? insert_usage_option(req) : set_usage_option(req, options);
+	rc = req->stream_options == TG_STREAM_OPTIONS_ABSENT ? insert_usage_option(req)
+	                                                     : set_usage_option(req);
 	if (rc == 0)
 		req->metrics.usage_added = 1;
 	return rc;

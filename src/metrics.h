@@ -62,8 +62,8 @@ void tg_metrics_request_read(struct tg_request *req);
  * request: when the client did not ask for stream usage, add
  * "stream_options": {"include_usage": true} to the body, so the provider
  * reports token counts, and remember to drop the usage chunk it adds.
- * Rewrites req->body and req->json. Returns 0, or -1 when out of memory
- * (the body is then left as it was).
+ * Rewrites req->body and the request tree (tg_request_json()). Returns
+ * 0, or -1 when out of memory (the body is then left as it was).
  */
 int tg_metrics_stream_usage(struct tg_request *req);
 

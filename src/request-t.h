@@ -17,6 +17,7 @@
 #include "headers.h"
 #include "metrics-t.h"
 #include "relay.h"
+#include "request-scan.h"
 #include "sse.h"
 
 struct tg_client;
@@ -115,9 +116,16 @@ struct tg_request {
 	size_t body_len;
 
 	/* Routing decisions derived from the request. */
-	json_t *json;                   /* the parsed body, when it is JSON */
-	const char *model;              /* points into json */
+	json_t *body_json;              /* the body's tree: read it only
+	                                   through tg_request_json() */
+	int body_json_pending;          /* the body is an object that jansson
+	                                   reads, but body_json is not built */
+	struct tg_request_facts scanned;    /* the scan's copies */
+	const char *model;              /* into scanned or body_json */
+	const char *user;               /* "user" when a string: the same */
 	int stream;                     /* "stream": true */
+	enum tg_stream_options stream_options;  /* as the client sent them */
+	int body_has_members;           /* the body's object is not {} */
 	const struct tg_route *route;
 	const struct tg_backend *backend;
 

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "relay.h"
+#include "request-scan.h"
 #include "request.h"
 #include "trace.h"
 #include "upstream.h"
@@ -160,40 +161,93 @@ describe_json_error(const json_error_t *error)
 	}
 }
 
-/* Parse the body as a JSON object and pick out model and stream. Returns
- * TG_OK, or the error to respond with and its message in message. */
+/* Parse the body with jansson, for a body the scan was unsure of, and
+ * pick out the members the scan would have read. Returns TG_OK, or the
+ * error to respond with and its message in message. */
 static enum tg_error
-parse_body(struct tg_request *req, const struct endpoint *endpoint, char *message,
-           size_t size)
+parse_tree(struct tg_request *req, const struct endpoint *endpoint, const char *data,
+           char *message, size_t size)
 {
 	json_error_t error;
-	const unsigned char *data;
 	json_t *model;
 
-	if (req->body_len == 0 && (endpoint == NULL || !endpoint->needs_model))
-		return TG_OK;
-
-	data = evbuffer_pullup(req->body, -1);
 	/* Duplicate keys are refused: the gateway would route on one "model"
 	 * while an upstream might read the other. */
-	req->json = json_loadb((const char *)data, req->body_len, JSON_REJECT_DUPLICATES,
-	                       &error);
-	if (req->json == NULL) {
+	req->body_json = json_loadb(data, req->body_len, JSON_REJECT_DUPLICATES, &error);
+	if (req->body_json == NULL) {
 		snprintf(message, size, "%s (line %d, column %d)", describe_json_error(&error),
 		         error.line, error.column);
 		return TG_E_INVALID_JSON;
 	}
-	if (!json_is_object(req->json))
+	if (!json_is_object(req->body_json))
 		return TG_E_INVALID_JSON;
 
-	model = json_object_get(req->json, "model");
+	model = json_object_get(req->body_json, "model");
 	if (json_is_string(model))
 		req->model = json_string_value(model);
 	else if (endpoint != NULL && endpoint->needs_model)
 		return TG_E_MISSING_MODEL;
 
-	req->stream = json_is_true(json_object_get(req->json, "stream"));
+	req->stream = json_is_true(json_object_get(req->body_json, "stream"));
+	req->user = json_string_value(json_object_get(req->body_json, "user"));
+	req->stream_options = tg_stream_options_of(req->body_json);
+	req->body_has_members = json_object_size(req->body_json) > 0;
 	return TG_OK;
+}
+
+/* Read model, stream, user and stream options from the body, which must
+ * be a JSON object that jansson takes. The scan reads most bodies and
+ * leaves the tree to tg_request_json(). jansson reads the others, and
+ * those of a traced request. Returns TG_OK, or the error to respond with
+ * and its message in message. */
+static enum tg_error
+parse_body(struct tg_request *req, const struct endpoint *endpoint, char *message,
+           size_t size)
+{
+	struct tg_request_facts facts;
+	const char *data;
+
+	if (req->body_len == 0 && (endpoint == NULL || !endpoint->needs_model))
+		return TG_OK;
+
+	/* A traced request reads the tree anyway: the scan would only add. */
+	data = (const char *)evbuffer_pullup(req->body, -1);
+	if (tg_trace_reads_body(req) ||
+	    tg_request_scan(data, req->body_len, &req->worker->scan_keys, &facts) != TG_SCAN_READ)
+		return parse_tree(req, endpoint, data, message, size);
+
+	req->body_json_pending = 1;
+	req->scanned = facts;
+	req->model = facts.model;
+	req->user = facts.user;
+	req->stream = facts.stream;
+	req->stream_options = facts.stream_options;
+	req->body_has_members = facts.has_members;
+	if (req->model == NULL && endpoint != NULL && endpoint->needs_model)
+		return TG_E_MISSING_MODEL;
+	return TG_OK;
+}
+
+json_t *
+tg_request_json_if_built(const struct tg_request *req)
+{
+	return req->body_json;
+}
+
+json_t *
+tg_request_json(struct tg_request *req)
+{
+	const char *data;
+
+	if (req->body_json != NULL || !req->body_json_pending)
+		return req->body_json;
+
+	/* The scan found that jansson takes the body: only memory can fail,
+	 * and then the tree stays pending for the next call. */
+	data = (const char *)evbuffer_pullup(req->body, -1);
+	req->body_json = json_loadb(data, req->body_len, JSON_REJECT_DUPLICATES, NULL);
+	req->body_json_pending = req->body_json == NULL;
+	return req->body_json;
 }
 
 /* GET /v1/models: the models that routes name exactly, in config order. */
@@ -385,7 +439,8 @@ tg_request_done(struct tg_request *req)
 	if (req->upstream_request != NULL)
 		evbuffer_free(req->upstream_request);
 	evbuffer_free(req->body);
-	json_decref(req->json);
+	json_decref(req->body_json);
+	tg_request_facts_free(&req->scanned);
 	free(req->url);
 	free(req->path);
 	tg_config_unref(req->config);

@@ -13,6 +13,20 @@ struct tg_request *tg_request_new(struct tg_client *client);
 /* Route the fully read request and respond to it, locally or from upstream. */
 void tg_request_dispatch(struct tg_request *req);
 
+/*
+ * The request body as a jansson tree, built on the first call, or NULL
+ * when the body is not JSON (none was needed) or memory ran out (then
+ * body_json_pending stays set). Every
+ * reader of the tree goes through here: the dispatch only scans the body
+ * (request-scan.h), so that a request no feature reads pays for no tree.
+ * A reader may change the tree; later calls return the same tree.
+ */
+json_t *tg_request_json(struct tg_request *req);
+
+/* The tree if tg_request_json() built it already, else NULL: for a writer
+ * of the body, which must keep a built tree the same as the body. */
+json_t *tg_request_json_if_built(const struct tg_request *req);
+
 /* Respond with the gateway's own error response (the OpenAI error shape).
  * message may be NULL for the kind's default text. */
 void tg_request_fail(struct tg_request *req, enum tg_error err, const char *message);

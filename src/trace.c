@@ -155,8 +155,8 @@ tg_trace_attempt_start(struct tg_request *req)
 	tg_attrs_string(&span->attrs, TG_SC(TOLLGATE_BACKEND), a->backend->name);
 	tg_attrs_int(&span->attrs, TG_SC(TOLLGATE_ATTEMPT), req->n_attempts);
 	if (operation != NULL)
-		tg_genai_request(span, operation, DEFAULT_PROVIDER, a->model, req->stream, req->json,
-		                 tc->capture_content ? tc->max_content_length : 0);
+		tg_genai_request(span, operation, DEFAULT_PROVIDER, a->model, req->stream,
+		                 tg_request_json(req), tc->capture_content ? tc->max_content_length : 0);
 	if (tc->capture_content && tg_genai_capture_output(t, tc->max_content_length) != 0)
 		t->output = NULL;
 }
@@ -167,6 +167,13 @@ tg_trace_upstream_traceparent(const struct tg_request *req)
 	if (req->trace == NULL || req->trace->attempt == NULL)
 		return NULL;
 	return req->trace->upstream_traceparent;
+}
+
+int
+tg_trace_reads_body(const struct tg_request *req)
+{
+	return req->trace != NULL && req->trace->sampled && tracing_of(req) != NULL &&
+	       tg_genai_operation(req->path) != NULL;
 }
 
 int

@@ -35,6 +35,11 @@ void tg_trace_attempt_start(struct tg_request *req);
  * NULL to pass the client's trace headers through untouched (no tree). */
 const char *tg_trace_upstream_traceparent(const struct tg_request *req);
 
+/* 1 when the request's attempt spans will read the body's tree
+ * (tg_request_json()) for their gen_ai request attributes: the request
+ * is sampled and its path is a gen_ai operation. */
+int tg_trace_reads_body(const struct tg_request *req);
+
 /* 1 when the client's tracestate must not go upstream: its traceparent
  * was invalid or absent, so the state belongs to no trace we continue. */
 int tg_trace_drop_tracestate(const struct tg_request *req);

@@ -203,6 +203,7 @@ tg_worker_join_and_free(struct tg_worker *w, uint64_t log_deadline_ns)
 	tg_config_unref(w->config);
 	for (size_t i = 0; i < w->n_spare_requests; i++)
 		free(w->spare_requests[i]);
+	tg_yj_keys_free(&w->scan_keys);
 	free(w);
 }
 

@@ -19,6 +19,7 @@
 
 #include "accesslog.h"
 #include "config-t.h"
+#include "yajl-jansson.h"
 
 struct event_base;
 struct evdns_base;
@@ -81,6 +82,7 @@ struct tg_worker {
 	uint64_t id_prefix;             /* random per worker, for request ids */
 	struct tg_request *spare_requests[TG_SPARE_REQUESTS_MAX];  /* freed, for reuse */
 	size_t n_spare_requests;
+	struct tg_yj_keys scan_keys;    /* scratch of the request body scans */
 
 	atomic_int finished;            /* its loop has returned */
 };

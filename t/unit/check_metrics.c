@@ -138,7 +138,7 @@ end_request(struct tg_request *req, int status)
 	tg_metrics_request_end(req);
 	ck_assert_ptr_null(req->metrics.table);
 	tg_headers_free(&req->headers);
-	json_decref(req->json);
+	json_decref(req->body_json);
 	if (req->body != NULL)
 		evbuffer_free(req->body);
 	free(req);
@@ -433,7 +433,8 @@ random_model_request(struct tg_worker *w, struct tg_config *cfg)
 
 	snprintf(model, sizeof(model), "gpt-%08x", (unsigned)rand());
 	req = new_request(w, cfg, "glob", model);
-	req->json = json_pack("{s:s}", "user", model);
+	req->body_json = json_pack("{s:s}", "user", model);
+	req->user = json_string_value(json_object_get(req->body_json, "user"));
 	add_attempt(req, "b", req->start_ns, req->start_ns + 1, 200, TG_OUTCOME_SUCCESS, TG_OK);
 	tg_metrics_content_event(req, req->start_ns + 2);
 	end_request(req, 200);
@@ -978,14 +979,23 @@ static struct tg_request *
 streaming_request(struct tg_worker *w, struct tg_config *cfg, const char *body)
 {
 	struct tg_request *req = new_request(w, cfg, "exact", "gpt-4o");
+	struct tg_yj_keys keys = {0};
+	struct tg_request_facts facts;
 
 	req->path = "/v1/chat/completions";
 	req->body = evbuffer_new();
 	evbuffer_add(req->body, body, strlen(body));
 	req->body_len = strlen(body);
-	req->json = json_loads(body, 0, NULL);
-	req->stream = json_is_true(json_object_get(req->json, "stream"));
-	req->model = json_string_value(json_object_get(req->json, "model"));
+	req->body_json = json_loads(body, 0, NULL);
+	req->stream = json_is_true(json_object_get(req->body_json, "stream"));
+	req->model = json_string_value(json_object_get(req->body_json, "model"));
+
+	/* The stream options as the dispatch's scan reads them. */
+	ck_assert_int_eq(tg_request_scan(body, strlen(body), &keys, &facts), TG_SCAN_READ);
+	req->stream_options = facts.stream_options;
+	req->body_has_members = facts.has_members;
+	tg_request_facts_free(&facts);
+	tg_yj_keys_free(&keys);
 	return req;
 }
 
@@ -1029,7 +1039,7 @@ START_TEST(stream_usage_requested)
 	ck_assert_int_eq(req->metrics.usage_added, usage_cases[_i].sent != NULL);
 	ck_assert_str_eq(req->model, "gpt-4o");
 	if (usage_cases[_i].sent != NULL)
-		ck_assert(json_is_true(json_object_get(json_object_get(req->json, "stream_options"),
+		ck_assert(json_is_true(json_object_get(json_object_get(req->body_json, "stream_options"),
 		                                       "include_usage")));
 	free(sent);
 	end_request(req, 200);
@@ -1242,7 +1252,8 @@ START_TEST(session_turns_from_requests)
 		end_request(req, 200);
 	}
 	req = new_request(w, cfg, "exact", "gpt-4o");
-	req->json = json_pack("{s:s}", "user", "u1");
+	req->body_json = json_pack("{s:s}", "user", "u1");
+	req->user = json_string_value(json_object_get(req->body_json, "user"));
 	end_request(req, 200);
 	text = scrape(TG_METRICS_TEXT);
 	ck_assert_double_eq(sample(text, "tollgate_sessions_active"), 2);

@@ -1,0 +1,268 @@
+/*
+ * Unit tests for the request body scan. jansson (JSON_REJECT_DUPLICATES)
+ * must read each body the scan reads as an object with the same model,
+ * stream flag, user and stream options. Bodies that jansson rejects or might read
+ * otherwise must be left to jansson.
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "request-scan.h"
+
+/* Bodies the scan reads; jansson must find the same facts in them. */
+static const char *const agreed[] = {
+	"{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":\"Say hello\"}]}",
+	"{\"model\":\"gpt-4o\",\"stream\":true}",
+	"{\"stream\":false,\"model\":\"m\"}",
+	"{\"model\":\"gpt-4o\",\"user\":\"u-1\",\"temperature\":0.5,\"max_tokens\":100}",
+	"  {\"model\" : \"a\\\"b\\\\c\\u00e9\\u20ac\\/\"}\r\n\t",
+	"{\"model\":\"caf\xc3\xa9\",\"stream\":null,\"n\":-1e300}",
+	"{\"model\":42,\"stream\":\"true\"}",
+	"{\"model\":\"m\",\"stream\":1}",
+	"{}",
+	"{\"model\":\"m\",\"messages\":[{\"model\":\"inner\",\"stream\":true,\"user\":\"x\"}]}",
+	"{\"model\":\"m\",\"a\":{\"model\":\"n\"},\"b\":{\"model\":\"o\"}}",
+	"{\"model\":\"m\",\"big\":9223372036854775807,\"small\":-9223372036854775807}",
+	"{\"model\":\"\",\"user\":\"\"}",
+	"{\"model\":\"m\",\"stream\":true,\"stream_options\":{\"include_usage\":true}}",
+	"{\"stream_options\":{\"include_usage\":false,\"x\":{\"include_usage\":true}}}",
+	"{\"stream_options\":{\"a\":[true],\"include_usage\":true}}",
+	"{\"stream_options\":{}}",
+	"{\"stream_options\":null}",
+	"{\"stream_options\":[{\"include_usage\":true}]}",
+	"{\"stream_options\":\"include_usage\"}",
+	"{\"o\":{\"stream_options\":{\"include_usage\":true}},\"include_usage\":true}",
+	"{\"model\":\"m\",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\","
+	"\"parameters\":{\"type\":\"object\",\"properties\":{\"x\":{\"type\":\"string\"}}}}}]}",
+};
+
+/* Bodies jansson must decide: invalid, or read otherwise by yajl. */
+static const char *const unsure[] = {
+	"",
+	"   ",
+	"{\"model\":\"m\"",
+	"{\"model\":\"m\"}x",
+	"{\"model\":\"m\"}{}",
+	"{\"model\":\"m\"} \"x",
+	"{\"model\":\"m\"}\"}",
+	"{\"model\":\"m\"} 1",
+	"{\"model\":\"m\"}\n-",
+	"{\"model\":\"m\",}",
+	"{'model':'m'}",
+	"[{\"model\":\"m\"}]",
+	"\"model\"",
+	"42",
+	"null",
+	"{\"model\":\"m\",\"model\":\"n\"}",
+	"{\"model\":\"m\",\"stream\":true,\"stream\":false}",
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"role\":\"system\"}]}",
+	"{\"model\":\"m\",\"mod\\u0065l\":\"n\"}",
+	"{\"model\":\"m\",\"t\":NaN}",
+	"{\"model\":\"m\",\"t\":Infinity}",
+	"{\"model\":\"m\",\"t\":-Infinity}",
+	"\xef\xbb\xbf{\"model\":\"m\"}",
+	"{\"model\":\"\xff\"}",
+	"{\"model\":\"\xc0\xaf\"}",
+	"{\"model\":\"\xed\xa0\x80\"}",
+	"{\"model\":\"\xf4\x90\x80\x80\"}",
+	"{\"\xc3\":\"m\"}",
+	"{\"model\":\"a\\u0000b\"}",
+	"{\"a\\u0000\":1,\"model\":\"m\"}",
+	"{\"model\":\"\\ud800\"}",
+	"{\"model\":\"\\udc00x\"}",
+	"{\"model\":\"\\uD83D\"}",
+	/* A valid escaped pair too: the check for surrogates is by escape. */
+	"{\"model\":\"\\ud83d\\ude00\"}",
+	/* yajl refuses the least long long, which jansson takes. */
+	"{\"model\":\"m\",\"t\":-9223372036854775808}",
+	"{\"model\":\"m\",\f\"stream\":true}",
+	"{\"model\":\"m\",\v\"stream\":true}",
+	"{\"model\":\"m\"/* c */}",
+	"{\"model\":\"m\",\"t\":01}",
+	"{\"model\":\"m\",\"t\":1.}",
+	"{\"model\":\"m\",\"t\":.5}",
+	"{\"model\":\"m\",\"t\":+1}",
+	"{\"model\":\"m\",\"t\":1e999}",
+	"{\"model\":\"m\",\"t\":99999999999999999999}",
+	"{\"model\":\"m\",\"t\":-99999999999999999999}",
+	"{\"model\":\"m\",\"t\":\"a\tb\"}",
+	"{\"model\":\"m\",\"t\":\"\\x\"}",
+	"{\"model\":\"m\",\"t\":tru}",
+};
+
+static enum tg_scan_result
+scan(const char *body, size_t len, struct tg_request_facts *facts)
+{
+	struct tg_yj_keys keys = {0};
+	enum tg_scan_result r = tg_request_scan(body, len, &keys, facts);
+
+	tg_yj_keys_free(&keys);
+	return r;
+}
+
+/* A string member of the top object as jansson reads it, or NULL. */
+static const char *
+string_of(json_t *root, const char *name)
+{
+	return json_string_value(json_object_get(root, name));
+}
+
+static void
+check_same_string(const char *scanned, const char *parsed)
+{
+	if (parsed == NULL)
+		ck_assert_ptr_null(scanned);
+	else
+		ck_assert_str_eq(scanned, parsed);
+}
+
+/* The scan read body: jansson must read it as an object with the same
+ * model, stream flag, user, stream options and emptiness. */
+static void
+check_agrees(const char *body, size_t len, const struct tg_request_facts *facts)
+{
+	json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
+
+	ck_assert_msg(json_is_object(root), "jansson refuses a body the scan read: %.*s",
+	              (int)len, body);
+	check_same_string(facts->model, string_of(root, "model"));
+	check_same_string(facts->user, string_of(root, "user"));
+	ck_assert_int_eq(facts->stream, json_is_true(json_object_get(root, "stream")));
+	ck_assert_int_eq(facts->stream_options, tg_stream_options_of(root));
+	ck_assert_int_eq(facts->has_members, json_object_size(root) > 0);
+	json_decref(root);
+}
+
+START_TEST(scan_agrees_with_jansson)
+{
+	const char *body = agreed[_i];
+	struct tg_request_facts facts;
+
+	ck_assert_msg(scan(body, strlen(body), &facts) == TG_SCAN_READ, "unsure of %s", body);
+	check_agrees(body, strlen(body), &facts);
+	tg_request_facts_free(&facts);
+}
+END_TEST
+
+START_TEST(scan_leaves_to_jansson)
+{
+	const char *body = unsure[_i];
+	struct tg_request_facts facts;
+
+	ck_assert_msg(scan(body, strlen(body), &facts) == TG_SCAN_UNSURE, "read %s", body);
+	ck_assert_ptr_null(facts.model);
+	ck_assert_ptr_null(facts.user);
+	ck_assert_int_eq(facts.stream, 0);
+}
+END_TEST
+
+/* A NUL byte in the body, which C strings above cannot hold. */
+START_TEST(scan_leaves_nul_byte_to_jansson)
+{
+	static const char body[] = "{\"model\":\"m\"}\0";
+	struct tg_request_facts facts;
+
+	ck_assert_int_eq(scan(body, sizeof(body) - 1, &facts), TG_SCAN_UNSURE);
+}
+END_TEST
+
+/* Nesting deeper than the scan checks keys in, and objects with more
+ * keys than it compares, are left to jansson. */
+START_TEST(scan_leaves_deep_and_wide_to_jansson)
+{
+	char body[1024];
+	size_t n = 0;
+	struct tg_request_facts facts;
+
+	n += (size_t)snprintf(body + n, sizeof(body) - n, "{\"model\":\"m\",\"a\":");
+	for (int i = 0; i < 40; i++)
+		body[n++] = '[';
+	for (int i = 0; i < 40; i++)
+		body[n++] = ']';
+	body[n++] = '}';
+	ck_assert_int_eq(scan(body, n, &facts), TG_SCAN_UNSURE);
+
+	n = (size_t)snprintf(body, sizeof(body), "{\"model\":\"m\"");
+	for (int i = 0; i < TG_YJ_MAX_KEYS; i++)
+		n += (size_t)snprintf(body + n, sizeof(body) - n, ",\"k%d\":%d", i, i);
+	body[n++] = '}';
+	ck_assert_int_eq(scan(body, n, &facts), TG_SCAN_UNSURE);
+}
+END_TEST
+
+/* The keys of a closed object no longer count: the same name may come
+ * again in a sibling, and the scratch is reused from scan to scan. */
+START_TEST(scan_reuses_keys)
+{
+	static const char body[] = "{\"m\":[{\"a\":1,\"b\":2},{\"a\":1,\"b\":2}],\"model\":\"x\"}";
+	struct tg_yj_keys keys = {0};
+	struct tg_request_facts facts;
+
+	for (int i = 0; i < 3; i++) {
+		ck_assert_int_eq(tg_request_scan(body, sizeof(body) - 1, &keys, &facts),
+		                 TG_SCAN_READ);
+		ck_assert_str_eq(facts.model, "x");
+		tg_request_facts_free(&facts);
+	}
+	tg_yj_keys_free(&keys);
+}
+END_TEST
+
+/* Random changes to valid bodies: whatever the scan reads, jansson must
+ * read as an object with the same facts. The seed is fixed, so a
+ * failure repeats. */
+START_TEST(scan_mutations_agree_with_jansson)
+{
+	static const char bytes[] = "{}[]\",:\\u0dDe1-.+ tfn\f\x80\xc3\xa9\xed\xff";
+	unsigned seed = 12345;
+	char body[256];
+
+	for (int round = 0; round < 200000; round++) {
+		const char *base = agreed[(size_t)round % (sizeof(agreed) / sizeof(agreed[0]))];
+		size_t len = strlen(base);
+		struct tg_request_facts facts;
+
+		if (len > sizeof(body))
+			continue;
+		memcpy(body, base, len);
+		for (int k = 0; k < 1 + round % 3; k++)
+			body[rand_r(&seed) % len] = bytes[rand_r(&seed) % (sizeof(bytes) - 1)];
+		if (scan(body, len, &facts) == TG_SCAN_READ)
+			check_agrees(body, len, &facts);
+		tg_request_facts_free(&facts);
+	}
+}
+END_TEST
+
+static Suite *
+request_scan_suite(void)
+{
+	Suite *s = suite_create("request_scan");
+	TCase *tc = tcase_create("scan");
+
+	tcase_add_loop_test(tc, scan_agrees_with_jansson, 0,
+	                    (int)(sizeof(agreed) / sizeof(agreed[0])));
+	tcase_add_loop_test(tc, scan_leaves_to_jansson, 0, (int)(sizeof(unsure) / sizeof(unsure[0])));
+	tcase_add_test(tc, scan_leaves_nul_byte_to_jansson);
+	tcase_add_test(tc, scan_leaves_deep_and_wide_to_jansson);
+	tcase_add_test(tc, scan_reuses_keys);
+	tcase_add_test(tc, scan_mutations_agree_with_jansson);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *runner = srunner_create(request_scan_suite());
+	int failed;
+
+	srunner_run_all(runner, CK_NORMAL);
+	failed = srunner_ntests_failed(runner);
+	srunner_free(runner);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
