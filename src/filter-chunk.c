@@ -10,7 +10,8 @@
  *   CHOICE = {"index": n, "finish_reason": "...", "text": "...",
  *             "delta": {"content": "...", "refusal": "...",
  *                       "tool_calls": [{"index": n,
- *                                       "function": {"arguments": "..."}}]}}
+ *                                       "function": {"arguments": "..."}}],
+ *                       "function_call": {"arguments": "..."}}}
  *
  * and Anthropic's, whose top-level "type" names the event:
  *
@@ -63,6 +64,7 @@ enum place {
 	P_CALLS,
 	P_CALL,
 	P_FUNCTION,
+	P_FUNCTION_CALL,        /* the legacy delta.function_call */
 	P_BLOCK,                /* Anthropic's "content_block" */
 	P_BLOCK_DELTA,          /* Anthropic's top-level "delta" */
 };
@@ -83,6 +85,7 @@ enum member {
 	M_CONTENT_BLOCK,
 	M_THINKING,
 	M_PARTIAL_JSON,
+	M_FUNCTION_CALL,
 };
 
 struct key {
@@ -104,7 +107,7 @@ static const struct key CHOICE_KEYS[] = {
 };
 static const struct key DELTA_KEYS[] = {
 	KEY("content", M_CONTENT), KEY("refusal", M_REFUSAL), KEY("tool_calls", M_TOOL_CALLS),
-	END_KEYS
+	KEY("function_call", M_FUNCTION_CALL), END_KEYS
 };
 static const struct key CALL_KEYS[] = {
 	KEY("index", M_INDEX), KEY("function", M_FUNCTION), END_KEYS
@@ -121,7 +124,8 @@ static const struct key BLOCK_DELTA_KEYS[] = {
 /* The keys read in an object of each place; NULL: none. */
 static const struct key *const PLACE_KEYS[] = {
 	[P_ROOT] = ROOT_KEYS, [P_CHOICE] = CHOICE_KEYS, [P_DELTA] = DELTA_KEYS,
-	[P_CALL] = CALL_KEYS, [P_FUNCTION] = FUNCTION_KEYS, [P_BLOCK] = BLOCK_KEYS,
+	[P_CALL] = CALL_KEYS, [P_FUNCTION] = FUNCTION_KEYS, [P_FUNCTION_CALL] = FUNCTION_KEYS,
+	[P_BLOCK] = BLOCK_KEYS,
 	[P_BLOCK_DELTA] = BLOCK_DELTA_KEYS,
 };
 
@@ -207,6 +211,8 @@ place_of(struct tg_chunk *c, int array)
 		return P_CHOICE;
 	if (f->array && f->place == P_CALLS)
 		return P_CALL;
+	if (!f->array && f->place == P_DELTA && f->member == M_FUNCTION_CALL)
+		return P_FUNCTION_CALL;
 	if (!f->array && f->place == P_CHOICE && f->member == M_DELTA)
 		return P_DELTA;
 	if (!f->array && f->place == P_CALL && f->member == M_FUNCTION)
@@ -414,6 +420,8 @@ text_kind(struct tg_chunk *c)
 		return TG_CHUNK_REFUSAL;
 	if (f->place == P_FUNCTION && f->member == M_ARGUMENTS)
 		return TG_CHUNK_ARGUMENTS;
+	if (f->place == P_FUNCTION_CALL && f->member == M_ARGUMENTS)
+		return TG_CHUNK_FUNCTION_CALL;
 	if ((f->place == P_BLOCK || f->place == P_BLOCK_DELTA) && f->member == M_TEXT)
 		return TG_CHUNK_CONTENT;
 	if ((f->place == P_BLOCK || f->place == P_BLOCK_DELTA) && f->member == M_THINKING)

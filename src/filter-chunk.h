@@ -5,7 +5,8 @@
  * event they do not change.
  *
  * A read gives each text the filters check: a choice's delta.content,
- * delta.refusal, text, and the function arguments of each tool call. Of
+ * delta.refusal, text, the function arguments of each tool call, and
+ * delta.function_call.arguments of the legacy functions API. Of
  * an Anthropic event it gives content_block.text and .thinking
  * (content_block_start), and delta.text, .partial_json and .thinking
  * (content_block_delta). An Anthropic event reads as one choice, its
@@ -36,6 +37,7 @@ enum tg_chunk_kind {
 	TG_CHUNK_REFUSAL,       /* delta.refusal */
 	TG_CHUNK_TEXT,          /* choices[].text of a completion */
 	TG_CHUNK_ARGUMENTS,     /* delta.tool_calls[].function.arguments */
+	TG_CHUNK_FUNCTION_CALL, /* delta.function_call.arguments (legacy) */
 	TG_CHUNK_THINKING,      /* Anthropic delta.thinking, content_block.thinking */
 	TG_CHUNK_INPUT_JSON,    /* Anthropic delta.partial_json */
 };

@@ -442,6 +442,48 @@ describe('content filters: replies the filters cannot read', () => {
   }
 });
 
+describe('content filters: stream shapes clients read', () => {
+  // Each shape is the data of the events a scripted upstream sends after
+  // a first chunk, with the address jane@example.com in a place a client
+  // reads, whole or split. None may reach the client whole.
+  const chunk = (choices) => `{"id":"c","object":"chat.completion.chunk","choices":[${choices}]}`;
+  const MASKED = {
+    'function-call': [chunk('{"index":0,"delta":{"function_call":{"name":"send","arguments":"{\\"to\\":\\"jane@example.com\\"}"}},"finish_reason":null}')],
+  };
+  const first = chunk('{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null},'
+    + '{"index":1,"delta":{"role":"assistant","content":""},"finish_reason":null}');
+  let upstream;
+  let gw;
+
+  before(async () => {
+    upstream = await startUpstream((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        const shape = req.headers['x-shape'];
+        const events = [first, ...MASKED[shape]];
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.end(`${events.map((data) => `data: ${data}\n\n`).join('')}data: [DONE]\n\n`);
+      });
+    });
+    gw = await startGateway(config({ url: upstreamUrl(upstream) }, FILTERS, ['pii']));
+  });
+  afterEach(() => gw?.checkErrors());
+  after(async () => {
+    await stopAll();
+    upstream?.close();
+  });
+
+  for (const shape of Object.keys(MASKED)) {
+    it(`masks an address in a stream with ${shape}`, async () => {
+      const res = await post(gw, chat('hi', { stream: true }), { headers: { 'x-shape': shape } });
+      assert.equal(res.status, 200);
+      assert.doesNotMatch(res.text, /example\.com/, 'the address reached the client');
+      assert.match(res.text, /\[REDACTED:email\]/);
+      assert.equal(splitEvents(res.text).events.map(eventData).at(-1), '[DONE]');
+    });
+  }
+});
+
 describe('content filters: Anthropic messages', () => {
   // A scripted Anthropic upstream: x-text gives the text of its reply,
   // split into text_delta events at '|' when streamed. With x-unreadable,

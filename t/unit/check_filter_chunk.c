@@ -181,6 +181,24 @@ START_TEST(anthropic_stop_and_other_events)
 }
 END_TEST
 
+/* The arguments of the legacy function_call are a text of their own kind,
+ * after those of the tool calls. */
+START_TEST(function_call_read)
+{
+	const char *data =
+		"{\"choices\":[{\"index\":0,\"delta\":{\"function_call\":{\"name\":\"f\","
+		"\"arguments\":\"A\"},\"tool_calls\":[{\"index\":1,\"function\":{\"arguments\":"
+		"\"B\"}}]}}]}";
+	struct tg_chunk c = {0};
+
+	ck_assert_int_eq(read_chunk(&c, data), TG_CHUNK_READ);
+	ck_assert_uint_eq(c.n_texts, 2);
+	check_text(&c, data, 0, 0, TG_CHUNK_ARGUMENTS, 1, "B", "\"B\"");
+	check_text(&c, data, 1, 0, TG_CHUNK_FUNCTION_CALL, 0, "A", "\"A\"");
+	tg_chunk_free(&c);
+}
+END_TEST
+
 /* Data the reader reads as jansson does. */
 static const char *const sure[] = {
 	"{\"x\":[{\"k\":1},{\"k\":1}],\"k\":{\"k\":2}}",      /* one key per object */
@@ -283,6 +301,7 @@ filter_chunk_suite(void)
 	tcase_add_test(tc, texts_only_in_shape);
 	tcase_add_test(tc, anthropic_texts);
 	tcase_add_test(tc, anthropic_stop_and_other_events);
+	tcase_add_test(tc, function_call_read);
 	tcase_add_loop_test(tc, read_sure, 0, (int)(sizeof(sure) / sizeof(sure[0])));
 	tcase_add_loop_test(tc, read_unsure, 0, (int)(sizeof(unsure) / sizeof(unsure[0])));
 	tcase_add_test(tc, read_large_unsure);
