@@ -457,7 +457,9 @@ on_string(void *ctx, const unsigned char *s, size_t len)
 	value_starts(c);
 	if (!jansson_reads(s, len))
 		c->unsure = 1;
-	if (member_in(c, P_CHOICE) == M_FINISH_REASON)
+
+	/* Some servers send "" on every chunk: only a reason ends the text. */
+	if (member_in(c, P_CHOICE) == M_FINISH_REASON && len > 0)
 		c->choices[c->n_choices - 1].finished = 1;
 	if (member_in(c, P_ROOT) == M_TYPE && is_string(s, len, "content_block_stop")) {
 		if (open_block(c) != 0)

@@ -58,8 +58,8 @@ struct tg_chunk_text {
 struct tg_chunk_choice {
 	long index;             /* "index" when an integer, else its position
 	                           (a block's: 0) */
-	int finished;           /* "finish_reason" is a string, or the event
-	                           is a content_block_stop */
+	int finished;           /* "finish_reason" is a non-empty string, or
+	                           the event is a content_block_stop */
 };
 
 /* A container open in the read under way. */

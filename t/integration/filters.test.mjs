@@ -447,8 +447,13 @@ describe('content filters: stream shapes clients read', () => {
   // a first chunk, with the address jane@example.com in a place a client
   // reads, whole or split. None may reach the client whole.
   const chunk = (choices) => `{"id":"c","object":"chat.completion.chunk","choices":[${choices}]}`;
+  const content = (text, index = '0', finish = 'null') => chunk(`{"index":${index},"delta":{"content":${text}},"finish_reason":${finish}}`);
   const MASKED = {
     'function-call': [chunk('{"index":0,"delta":{"function_call":{"name":"send","arguments":"{\\"to\\":\\"jane@example.com\\"}"}},"finish_reason":null}')],
+    'empty-finish-reason': [content('"jane"', '0', '""'), content('"@example.com"', '0', '""')],
+  };
+  const FAILED = {
+    'text-after-finish': [content('"jane"', '0', '"stop"'), content('"@example.com"')],
   };
   const first = chunk('{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null},'
     + '{"index":1,"delta":{"role":"assistant","content":""},"finish_reason":null}');
@@ -460,7 +465,7 @@ describe('content filters: stream shapes clients read', () => {
       req.resume();
       req.on('end', () => {
         const shape = req.headers['x-shape'];
-        const events = [first, ...MASKED[shape]];
+        const events = [first, ...(MASKED[shape] || FAILED[shape])];
         res.writeHead(200, { 'content-type': 'text/event-stream' });
         res.end(`${events.map((data) => `data: ${data}\n\n`).join('')}data: [DONE]\n\n`);
       });
@@ -480,6 +485,17 @@ describe('content filters: stream shapes clients read', () => {
       assert.doesNotMatch(res.text, /example\.com/, 'the address reached the client');
       assert.match(res.text, /\[REDACTED:email\]/);
       assert.equal(splitEvents(res.text).events.map(eventData).at(-1), '[DONE]');
+    });
+  }
+
+  for (const shape of Object.keys(FAILED)) {
+    it(`ends a stream with an error at an event with ${shape}`, async () => {
+      gw.expectErrors(/stream filters failed \(an event has/);
+      const res = await post(gw, chat('hi', { stream: true }), { headers: { 'x-shape': shape } });
+      assert.equal(res.status, 200);
+      assert.doesNotMatch(res.text, /example\.com/, 'the rest of the address reached the client');
+      const data = splitEvents(res.text).events.map(eventData);
+      assert.equal(JSON.parse(data.at(-1)).error.code, 'internal_error');
     });
   }
 });

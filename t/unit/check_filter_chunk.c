@@ -199,6 +199,21 @@ START_TEST(function_call_read)
 }
 END_TEST
 
+/* "" is no finish_reason: some servers send it on every chunk. */
+START_TEST(empty_finish_reason)
+{
+	const char *data = "{\"choices\":[{\"index\":0,\"finish_reason\":\"\"},"
+	                   "{\"index\":1,\"finish_reason\":\"length\"}]}";
+	struct tg_chunk c = {0};
+
+	ck_assert_int_eq(read_chunk(&c, data), TG_CHUNK_READ);
+	ck_assert_uint_eq(c.n_choices, 2);
+	ck_assert_int_eq(c.choices[0].finished, 0);
+	ck_assert_int_eq(c.choices[1].finished, 1);
+	tg_chunk_free(&c);
+}
+END_TEST
+
 /* Data the reader reads as jansson does. */
 static const char *const sure[] = {
 	"{\"x\":[{\"k\":1},{\"k\":1}],\"k\":{\"k\":2}}",      /* one key per object */
@@ -302,6 +317,7 @@ filter_chunk_suite(void)
 	tcase_add_test(tc, anthropic_texts);
 	tcase_add_test(tc, anthropic_stop_and_other_events);
 	tcase_add_test(tc, function_call_read);
+	tcase_add_test(tc, empty_finish_reason);
 	tcase_add_loop_test(tc, read_sure, 0, (int)(sizeof(sure) / sizeof(sure[0])));
 	tcase_add_loop_test(tc, read_unsure, 0, (int)(sizeof(unsure) / sizeof(unsure[0])));
 	tcase_add_test(tc, read_large_unsure);

@@ -779,6 +779,13 @@ static const struct {
 	{{"{\"choices\":[{\"index\":0,\"delta\":{\"function_call\":{\"arguments\":\"jane\"}}}]}",
 	  "{\"choices\":[{\"index\":0,\"delta\":{\"function_call\":{\"arguments\":"
 	  "\"@example.com\"}}}]}"}, TG_STREAM_OK},
+	{{"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"jane\"},\"finish_reason\":\"\"}]}",
+	  "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"@example.com\"},"
+	  "\"finish_reason\":\"\"}]}"}, TG_STREAM_OK},
+	{{"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"jane\"},"
+	  "\"finish_reason\":\"stop\"}]}",
+	  "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"@example.com\"}}]}"},
+	 TG_STREAM_ERROR},
 };
 
 START_TEST(bypass_closed)
