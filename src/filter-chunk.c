@@ -187,6 +187,15 @@ member_in(struct tg_chunk *c, enum place p)
 	return f != NULL && !f->array && f->place == p ? f->member : M_NONE;
 }
 
+/* Whether the value that starts now is an "index" the read keys texts by:
+ * a choice's, a tool call's, or the top-level one of an Anthropic event. */
+static int
+is_index(struct tg_chunk *c)
+{
+	return member_in(c, P_CHOICE) == M_INDEX || member_in(c, P_CALL) == M_INDEX ||
+	       member_in(c, P_ROOT) == M_INDEX;
+}
+
 /* The place of a container that starts now, as the value it is. */
 static enum place
 place_of(struct tg_chunk *c, int array)
@@ -266,6 +275,9 @@ open_container(struct tg_chunk *c, int array)
 {
 	size_t position = value_starts(c);
 	enum place place = place_of(c, array);
+
+	if (is_index(c))
+		c->bad_index = 1;
 
 	if (c->depth >= TG_CHUNK_MAX_FRAMES) {
 		c->unsure = 1;
@@ -457,6 +469,8 @@ on_string(void *ctx, const unsigned char *s, size_t len)
 	value_starts(c);
 	if (!jansson_reads(s, len))
 		c->unsure = 1;
+	if (is_index(c))
+		c->bad_index = 1;
 
 	/* Some servers send "" on every chunk: only a reason ends the text. */
 	if (member_in(c, P_CHOICE) == M_FINISH_REASON && len > 0)
@@ -485,6 +499,11 @@ on_integer(void *ctx, long long value)
 	struct tg_chunk *c = ctx;
 
 	value_starts(c);
+	if (value < 0 || value > TG_CHUNK_MAX_INDEX) {
+		if (is_index(c))
+			c->bad_index = 1;
+		return 1;
+	}
 	if (member_in(c, P_CHOICE) == M_INDEX)
 		c->choices[c->n_choices - 1].index = (long)value;
 	else if (member_in(c, P_CALL) == M_INDEX)
@@ -499,10 +518,15 @@ on_integer(void *ctx, long long value)
 	return 1;
 }
 
+/* A null, a boolean or a number with a fraction or an exponent. */
 static int
 on_other(void *ctx)
 {
-	value_starts(ctx);
+	struct tg_chunk *c = ctx;
+
+	value_starts(c);
+	if (is_index(c))
+		c->bad_index = 1;
 	return 1;
 }
 
@@ -576,7 +600,7 @@ tg_chunk_begin(struct tg_chunk *c, const char *data, size_t len, struct tg_reply
 	c->data = data;
 	c->len = len;
 	c->unsure = needs_jansson(data, len);
-	c->failed = 0;
+	c->failed = c->bad_index = 0;
 	c->depth = c->key_end = c->order = 0;
 	tap->callbacks = &CALLBACKS;
 	tap->ctx = c;

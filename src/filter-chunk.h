@@ -31,6 +31,11 @@ struct tg_reply_tap;
 /* Containers whose keys are checked; a deeper one makes the read unsure. */
 #define TG_CHUNK_MAX_FRAMES 32
 
+/* The largest "index" read. JavaScript clients key choices and tool calls
+ * by the number's value, which a double keeps exact up to 2^53; this
+ * bound is far inside that, and far above any real count. */
+#define TG_CHUNK_MAX_INDEX 2147483647L
+
 /* Kinds of text in a choice, in the order the filters take them. */
 enum tg_chunk_kind {
 	TG_CHUNK_CONTENT,       /* delta.content */
@@ -87,6 +92,13 @@ struct tg_chunk {
 	size_t *keys;           /* offset and length of each key of the open
 	                           objects, for finding a key given twice */
 	size_t n_keys, cap_keys;
+	int bad_index;          /* an "index" (of a choice, a tool call or the
+	                           Anthropic event) is not an integer from 0 to
+	                           TG_CHUNK_MAX_INDEX. Its choice or call then
+	                           has its position as index, but clients key
+	                           it by the value (1.0 and "1" are 1 to
+	                           JavaScript), so the stream filters fail
+	                           closed rather than split one text in two. */
 
 	/* The read under way. */
 	yajl_handle h;          /* the parse, for yajl_get_bytes_consumed() */

@@ -78,6 +78,7 @@ struct held_event {
 enum unreadable {
 	READABLE,
 	NOT_AN_OBJECT,          /* not a JSON object with each member once */
+	BAD_INDEX,              /* an "index" that is not a small integer */
 	TEXT_AFTER_FINISH,      /* text for a choice after its finish_reason */
 };
 
@@ -210,6 +211,11 @@ tg_filter_stream_describe_error(const struct tg_filter_stream *s, char *buf, siz
 	case NOT_AN_OBJECT:
 		snprintf(buf, size, "an event's data is not a JSON object with each member "
 		         "once, which the filters cannot read");
+		return;
+	case BAD_INDEX:
+		snprintf(buf, size, "an event has an \"index\" that is not an integer from 0 "
+		         "to %ld, so the filters cannot tell which text it continues",
+		         TG_CHUNK_MAX_INDEX);
 		return;
 	case TEXT_AFTER_FINISH:
 		snprintf(buf, size, "an event has text for a choice after that choice's "
@@ -1176,6 +1182,10 @@ read_event(struct tg_filter_stream *s, struct tg_stream_event *in, const char *d
 		return TG_STREAM_ERROR;
 	if (r == TG_CHUNK_UNSURE && tg_stream_event_json(in) == NULL) {
 		s->unreadable = NOT_AN_OBJECT;
+		return TG_STREAM_ERROR;
+	}
+	if (data != NULL && s->chunk.bad_index) {
+		s->unreadable = BAD_INDEX;
 		return TG_STREAM_ERROR;
 	}
 

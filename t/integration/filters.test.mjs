@@ -454,6 +454,9 @@ describe('content filters: stream shapes clients read', () => {
   };
   const FAILED = {
     'text-after-finish': [content('"jane"', '0', '"stop"'), content('"@example.com"')],
+    'index-1.0': [content('"jane"', '1.0'), content('"@example.com"', '1')],
+    'index-1e0': [content('"jane"', '1e0'), content('"@example.com"', '1')],
+    'index-"1"': [content('"jane"', '"1"'), content('"@example.com"', '1')],
   };
   const first = chunk('{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null},'
     + '{"index":1,"delta":{"role":"assistant","content":""},"finish_reason":null}');

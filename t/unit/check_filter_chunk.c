@@ -214,6 +214,35 @@ START_TEST(empty_finish_reason)
 }
 END_TEST
 
+/* An index that is not an integer from 0 to TG_CHUNK_MAX_INDEX, where
+ * texts are keyed by it, and indexes elsewhere or within the bounds. */
+static const struct {
+	const char *data;
+	int bad;
+} indexes[] = {
+	{"{\"choices\":[{\"index\":1.0}]}", 1},
+	{"{\"choices\":[{\"index\":1e0}]}", 1},
+	{"{\"choices\":[{\"index\":\"1\"}]}", 1},
+	{"{\"choices\":[{\"index\":-1}]}", 1},
+	{"{\"choices\":[{\"index\":null}]}", 1},
+	{"{\"choices\":[{\"index\":[1]}]}", 1},
+	{"{\"choices\":[{\"index\":2147483648}]}", 1},
+	{"{\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0.0}]}}]}", 1},
+	{"{\"type\":\"content_block_delta\",\"index\":true}", 1},
+	{"{\"choices\":[{\"index\":2147483647,\"x\":{\"index\":1.5}}]}", 0},
+	{"{\"choices\":[{\"delta\":{\"index\":\"a\"},\"logprobs\":{\"index\":-1}}]}", 0},
+};
+
+START_TEST(index_not_integer)
+{
+	struct tg_chunk c = {0};
+
+	ck_assert_int_eq(read_chunk(&c, indexes[_i].data), TG_CHUNK_READ);
+	ck_assert_int_eq(c.bad_index, indexes[_i].bad);
+	tg_chunk_free(&c);
+}
+END_TEST
+
 /* Data the reader reads as jansson does. */
 static const char *const sure[] = {
 	"{\"x\":[{\"k\":1},{\"k\":1}],\"k\":{\"k\":2}}",      /* one key per object */
@@ -318,6 +347,7 @@ filter_chunk_suite(void)
 	tcase_add_test(tc, anthropic_stop_and_other_events);
 	tcase_add_test(tc, function_call_read);
 	tcase_add_test(tc, empty_finish_reason);
+	tcase_add_loop_test(tc, index_not_integer, 0, (int)(sizeof(indexes) / sizeof(indexes[0])));
 	tcase_add_loop_test(tc, read_sure, 0, (int)(sizeof(sure) / sizeof(sure[0])));
 	tcase_add_loop_test(tc, read_unsure, 0, (int)(sizeof(unsure) / sizeof(unsure[0])));
 	tcase_add_test(tc, read_large_unsure);

@@ -786,6 +786,19 @@ static const struct {
 	  "\"finish_reason\":\"stop\"}]}",
 	  "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"@example.com\"}}]}"},
 	 TG_STREAM_ERROR},
+	{{"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"jane\"}}]}",
+	  "{\"choices\":[{\"index\":1.0,\"delta\":{\"content\":\"@example.com\"}}]}"},
+	 TG_STREAM_ERROR},
+	{{"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"jane\"}}]}",
+	  "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"@example.com\"}},"
+	  "{\"index\":\"0\",\"delta\":{\"content\":\"x\"}}]}"}, TG_STREAM_ERROR},
+	{{"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"jane\"}}]}",
+	  "{\"choices\":[{\"index\":-1,\"delta\":{\"content\":\"@example.com\"}}]}"},
+	 TG_STREAM_ERROR},
+	{{"{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1e0,"
+	  "\"function\":{\"arguments\":\"x\"}}]}}]}"}, TG_STREAM_ERROR},
+	{{"{\"type\":\"content_block_delta\",\"index\":2147483648,\"delta\":{\"text\":\"x\"}}"},
+	 TG_STREAM_ERROR},
 };
 
 START_TEST(bypass_closed)
