@@ -8,7 +8,8 @@
  *
  *   {"choices": [CHOICE...]}
  *   CHOICE = {"index": n, "finish_reason": "...", "text": "...",
- *             "delta": {"content": "...", "refusal": "...",
+ *             "delta": {"content": "..." or [{"text": "...", "refusal": "..."}],
+ *                       "refusal": "...",
  *                       "tool_calls": [{"index": n,
  *                                       "function": {"arguments": "..."}}],
  *                       "function_call": {"arguments": "..."}}}
@@ -65,6 +66,8 @@ enum place {
 	P_CALL,
 	P_FUNCTION,
 	P_FUNCTION_CALL,        /* the legacy delta.function_call */
+	P_PARTS,                /* delta.content given as an array */
+	P_PART,
 	P_BLOCK,                /* Anthropic's "content_block" */
 	P_BLOCK_DELTA,          /* Anthropic's top-level "delta" */
 };
@@ -109,6 +112,10 @@ static const struct key DELTA_KEYS[] = {
 	KEY("content", M_CONTENT), KEY("refusal", M_REFUSAL), KEY("tool_calls", M_TOOL_CALLS),
 	KEY("function_call", M_FUNCTION_CALL), END_KEYS
 };
+/* A content part's text, whatever its "type", as filter-text.c reads it. */
+static const struct key PART_KEYS[] = {
+	KEY("text", M_TEXT), KEY("refusal", M_REFUSAL), END_KEYS
+};
 static const struct key CALL_KEYS[] = {
 	KEY("index", M_INDEX), KEY("function", M_FUNCTION), END_KEYS
 };
@@ -125,7 +132,7 @@ static const struct key BLOCK_DELTA_KEYS[] = {
 static const struct key *const PLACE_KEYS[] = {
 	[P_ROOT] = ROOT_KEYS, [P_CHOICE] = CHOICE_KEYS, [P_DELTA] = DELTA_KEYS,
 	[P_CALL] = CALL_KEYS, [P_FUNCTION] = FUNCTION_KEYS, [P_FUNCTION_CALL] = FUNCTION_KEYS,
-	[P_BLOCK] = BLOCK_KEYS,
+	[P_PART] = PART_KEYS, [P_BLOCK] = BLOCK_KEYS,
 	[P_BLOCK_DELTA] = BLOCK_DELTA_KEYS,
 };
 
@@ -210,6 +217,8 @@ place_of(struct tg_chunk *c, int array)
 		return P_CHOICES;
 	if (array && !f->array && f->place == P_DELTA && f->member == M_TOOL_CALLS)
 		return P_CALLS;
+	if (array && !f->array && f->place == P_DELTA && f->member == M_CONTENT)
+		return P_PARTS;
 	if (array)
 		return P_OTHER;
 	if (!f->array && f->place == P_ROOT && f->member == M_CONTENT_BLOCK)
@@ -220,6 +229,8 @@ place_of(struct tg_chunk *c, int array)
 		return P_CHOICE;
 	if (f->array && f->place == P_CALLS)
 		return P_CALL;
+	if (f->array && f->place == P_PARTS)
+		return P_PART;
 	if (!f->array && f->place == P_DELTA && f->member == M_FUNCTION_CALL)
 		return P_FUNCTION_CALL;
 	if (!f->array && f->place == P_CHOICE && f->member == M_DELTA)
@@ -434,6 +445,10 @@ text_kind(struct tg_chunk *c)
 		return TG_CHUNK_ARGUMENTS;
 	if (f->place == P_FUNCTION_CALL && f->member == M_ARGUMENTS)
 		return TG_CHUNK_FUNCTION_CALL;
+	if (f->place == P_PART && f->member == M_TEXT)
+		return TG_CHUNK_CONTENT;
+	if (f->place == P_PART && f->member == M_REFUSAL)
+		return TG_CHUNK_REFUSAL;
 	if ((f->place == P_BLOCK || f->place == P_BLOCK_DELTA) && f->member == M_TEXT)
 		return TG_CHUNK_CONTENT;
 	if ((f->place == P_BLOCK || f->place == P_BLOCK_DELTA) && f->member == M_THINKING)

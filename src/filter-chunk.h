@@ -4,7 +4,8 @@
  * event parser for the stream filters, which need no jansson tree for an
  * event they do not change.
  *
- * A read gives each text the filters check: a choice's delta.content,
+ * A read gives each text the filters check: a choice's delta.content
+ * (a string, or the "text" and "refusal" of each part of an array),
  * delta.refusal, text, the function arguments of each tool call, and
  * delta.function_call.arguments of the legacy functions API. Of
  * an Anthropic event it gives content_block.text and .thinking

@@ -450,6 +450,7 @@ describe('content filters: stream shapes clients read', () => {
   const content = (text, index = '0', finish = 'null') => chunk(`{"index":${index},"delta":{"content":${text}},"finish_reason":${finish}}`);
   const MASKED = {
     'function-call': [chunk('{"index":0,"delta":{"function_call":{"name":"send","arguments":"{\\"to\\":\\"jane@example.com\\"}"}},"finish_reason":null}')],
+    'content-parts': [content('[{"type":"text","text":"jane@example.com"}]')],
     'empty-finish-reason': [content('"jane"', '0', '""'), content('"@example.com"', '0', '""')],
   };
   const FAILED = {

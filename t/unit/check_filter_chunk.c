@@ -243,6 +243,24 @@ START_TEST(index_not_integer)
 }
 END_TEST
 
+/* Each part of a content array gives its "text" as content and its
+ * "refusal" as a refusal, whatever its "type". */
+START_TEST(content_parts_read)
+{
+	const char *data =
+		"{\"choices\":[{\"index\":0,\"delta\":{\"content\":[{\"type\":\"text\",\"text\":\"B\"},"
+		"{\"type\":\"refusal\",\"refusal\":\"C\"},{\"text\":\"D\"}]}}]}";
+	struct tg_chunk c = {0};
+
+	ck_assert_int_eq(read_chunk(&c, data), TG_CHUNK_READ);
+	ck_assert_uint_eq(c.n_texts, 3);
+	check_text(&c, data, 0, 0, TG_CHUNK_CONTENT, 0, "B", "\"B\"");
+	check_text(&c, data, 1, 0, TG_CHUNK_CONTENT, 0, "D", "\"D\"");
+	check_text(&c, data, 2, 0, TG_CHUNK_REFUSAL, 0, "C", "\"C\"");
+	tg_chunk_free(&c);
+}
+END_TEST
+
 /* Data the reader reads as jansson does. */
 static const char *const sure[] = {
 	"{\"x\":[{\"k\":1},{\"k\":1}],\"k\":{\"k\":2}}",      /* one key per object */
@@ -348,6 +366,7 @@ filter_chunk_suite(void)
 	tcase_add_test(tc, function_call_read);
 	tcase_add_test(tc, empty_finish_reason);
 	tcase_add_loop_test(tc, index_not_integer, 0, (int)(sizeof(indexes) / sizeof(indexes[0])));
+	tcase_add_test(tc, content_parts_read);
 	tcase_add_loop_test(tc, read_sure, 0, (int)(sizeof(sure) / sizeof(sure[0])));
 	tcase_add_loop_test(tc, read_unsure, 0, (int)(sizeof(unsure) / sizeof(unsure[0])));
 	tcase_add_test(tc, read_large_unsure);

@@ -799,6 +799,11 @@ static const struct {
 	  "\"function\":{\"arguments\":\"x\"}}]}}]}"}, TG_STREAM_ERROR},
 	{{"{\"type\":\"content_block_delta\",\"index\":2147483648,\"delta\":{\"text\":\"x\"}}"},
 	 TG_STREAM_ERROR},
+	{{"{\"choices\":[{\"index\":0,\"delta\":{\"content\":[{\"type\":\"text\","
+	  "\"text\":\"jane@example.com\"}]}}]}"}, TG_STREAM_OK},
+	{{"{\"choices\":[{\"index\":0,\"delta\":{\"content\":[{\"type\":\"text\","
+	  "\"text\":\"jane\"}]}}]}",
+	  "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"@example.com\"}}]}"}, TG_STREAM_OK},
 };
 
 START_TEST(bypass_closed)
