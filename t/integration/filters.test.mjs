@@ -461,6 +461,7 @@ describe('content filters: stream shapes clients read', () => {
   };
   const first = chunk('{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null},'
     + '{"index":1,"delta":{"role":"assistant","content":""},"finish_reason":null}');
+  const ERROR = '{"error":{"message":"could not write to jane@example.com","type":"server_error"}}';
   let upstream;
   let gw;
 
@@ -469,7 +470,7 @@ describe('content filters: stream shapes clients read', () => {
       req.resume();
       req.on('end', () => {
         const shape = req.headers['x-shape'];
-        const events = [first, ...(MASKED[shape] || FAILED[shape])];
+        const events = shape === 'error' ? [ERROR] : [first, ...(MASKED[shape] || FAILED[shape])];
         res.writeHead(200, { 'content-type': 'text/event-stream' });
         res.end(`${events.map((data) => `data: ${data}\n\n`).join('')}data: [DONE]\n\n`);
       });
@@ -502,6 +503,13 @@ describe('content filters: stream shapes clients read', () => {
       assert.equal(JSON.parse(data.at(-1)).error.code, 'internal_error');
     });
   }
+
+  it('answers an upstream error before any content with its own 502 body', async () => {
+    const res = await post(gw, chat('hi', { stream: true }), { headers: { 'x-shape': 'error' } });
+    assert.equal(res.status, 502);
+    assert.equal(res.json.error.code, 'upstream_failed');
+    assert.doesNotMatch(res.text, /jane|example\.com/, 'the upstream message reached the client');
+  });
 });
 
 describe('content filters: Anthropic messages', () => {
