@@ -8,9 +8,11 @@
  *
  *   {"choices": [CHOICE...]}
  *   CHOICE = {"index": n, "finish_reason": "...", "text": "...",
- *             "delta": {"content": "...", "refusal": "...",
+ *             "delta": {"content": "..." or [{"text": "...", "refusal": "..."}],
+ *                       "refusal": "...",
  *                       "tool_calls": [{"index": n,
- *                                       "function": {"arguments": "..."}}]}}
+ *                                       "function": {"arguments": "..."}}],
+ *                       "function_call": {"arguments": "..."}}}
  *
  * and Anthropic's, whose top-level "type" names the event:
  *
@@ -60,6 +62,9 @@ enum place {
 	P_CALLS,
 	P_CALL,
 	P_FUNCTION,
+	P_FUNCTION_CALL,        /* the legacy delta.function_call */
+	P_PARTS,                /* delta.content given as an array */
+	P_PART,
 	P_BLOCK,                /* Anthropic's "content_block" */
 	P_BLOCK_DELTA,          /* Anthropic's top-level "delta" */
 };
@@ -80,6 +85,7 @@ enum member {
 	M_CONTENT_BLOCK,
 	M_THINKING,
 	M_PARTIAL_JSON,
+	M_FUNCTION_CALL,
 };
 
 struct key {
@@ -101,7 +107,11 @@ static const struct key CHOICE_KEYS[] = {
 };
 static const struct key DELTA_KEYS[] = {
 	KEY("content", M_CONTENT), KEY("refusal", M_REFUSAL), KEY("tool_calls", M_TOOL_CALLS),
-	END_KEYS
+	KEY("function_call", M_FUNCTION_CALL), END_KEYS
+};
+/* A content part's text, whatever its "type", as filter-text.c reads it. */
+static const struct key PART_KEYS[] = {
+	KEY("text", M_TEXT), KEY("refusal", M_REFUSAL), END_KEYS
 };
 static const struct key CALL_KEYS[] = {
 	KEY("index", M_INDEX), KEY("function", M_FUNCTION), END_KEYS
@@ -118,7 +128,8 @@ static const struct key BLOCK_DELTA_KEYS[] = {
 /* The keys read in an object of each place; NULL: none. */
 static const struct key *const PLACE_KEYS[] = {
 	[P_ROOT] = ROOT_KEYS, [P_CHOICE] = CHOICE_KEYS, [P_DELTA] = DELTA_KEYS,
-	[P_CALL] = CALL_KEYS, [P_FUNCTION] = FUNCTION_KEYS, [P_BLOCK] = BLOCK_KEYS,
+	[P_CALL] = CALL_KEYS, [P_FUNCTION] = FUNCTION_KEYS, [P_FUNCTION_CALL] = FUNCTION_KEYS,
+	[P_PART] = PART_KEYS, [P_BLOCK] = BLOCK_KEYS,
 	[P_BLOCK_DELTA] = BLOCK_DELTA_KEYS,
 };
 
@@ -166,6 +177,15 @@ member_in(struct tg_chunk *c, enum place p)
 	return f != NULL && !f->array && f->place == p ? f->member : M_NONE;
 }
 
+/* Whether the value that starts now is an "index" the read keys texts by:
+ * a choice's, a tool call's, or the top-level one of an Anthropic event. */
+static int
+is_index(struct tg_chunk *c)
+{
+	return member_in(c, P_CHOICE) == M_INDEX || member_in(c, P_CALL) == M_INDEX ||
+	       member_in(c, P_ROOT) == M_INDEX;
+}
+
 /* The place of a container that starts now, as the value it is. */
 static enum place
 place_of(struct tg_chunk *c, int array)
@@ -180,6 +200,8 @@ place_of(struct tg_chunk *c, int array)
 		return P_CHOICES;
 	if (array && !f->array && f->place == P_DELTA && f->member == M_TOOL_CALLS)
 		return P_CALLS;
+	if (array && !f->array && f->place == P_DELTA && f->member == M_CONTENT)
+		return P_PARTS;
 	if (array)
 		return P_OTHER;
 	if (!f->array && f->place == P_ROOT && f->member == M_CONTENT_BLOCK)
@@ -190,6 +212,10 @@ place_of(struct tg_chunk *c, int array)
 		return P_CHOICE;
 	if (f->array && f->place == P_CALLS)
 		return P_CALL;
+	if (f->array && f->place == P_PARTS)
+		return P_PART;
+	if (!f->array && f->place == P_DELTA && f->member == M_FUNCTION_CALL)
+		return P_FUNCTION_CALL;
 	if (!f->array && f->place == P_CHOICE && f->member == M_DELTA)
 		return P_DELTA;
 	if (!f->array && f->place == P_CALL && f->member == M_FUNCTION)
@@ -243,6 +269,9 @@ open_container(struct tg_chunk *c, int array)
 {
 	size_t position = value_starts(c);
 	enum place place = place_of(c, array);
+
+	if (is_index(c))
+		c->bad_index = 1;
 
 	if (c->depth >= TG_CHUNK_MAX_FRAMES) {
 		c->unsure = 1;
@@ -372,6 +401,12 @@ text_kind(struct tg_chunk *c)
 		return TG_CHUNK_REFUSAL;
 	if (f->place == P_FUNCTION && f->member == M_ARGUMENTS)
 		return TG_CHUNK_ARGUMENTS;
+	if (f->place == P_FUNCTION_CALL && f->member == M_ARGUMENTS)
+		return TG_CHUNK_FUNCTION_CALL;
+	if (f->place == P_PART && f->member == M_TEXT)
+		return TG_CHUNK_CONTENT;
+	if (f->place == P_PART && f->member == M_REFUSAL)
+		return TG_CHUNK_REFUSAL;
 	if ((f->place == P_BLOCK || f->place == P_BLOCK_DELTA) && f->member == M_TEXT)
 		return TG_CHUNK_CONTENT;
 	if ((f->place == P_BLOCK || f->place == P_BLOCK_DELTA) && f->member == M_THINKING)
@@ -407,7 +442,11 @@ on_string(void *ctx, const unsigned char *s, size_t len)
 	value_starts(c);
 	if (!tg_yj_string_ok(s, len))
 		c->unsure = 1;
-	if (member_in(c, P_CHOICE) == M_FINISH_REASON)
+	if (is_index(c))
+		c->bad_index = 1;
+
+	/* Some servers send "" on every chunk: only a reason ends the text. */
+	if (member_in(c, P_CHOICE) == M_FINISH_REASON && len > 0)
 		c->choices[c->n_choices - 1].finished = 1;
 	if (member_in(c, P_ROOT) == M_TYPE && is_string(s, len, "content_block_stop")) {
 		if (open_block(c) != 0)
@@ -433,6 +472,11 @@ on_integer(void *ctx, long long value)
 	struct tg_chunk *c = ctx;
 
 	value_starts(c);
+	if (value < 0 || value > TG_CHUNK_MAX_INDEX) {
+		if (is_index(c))
+			c->bad_index = 1;
+		return 1;
+	}
 	if (member_in(c, P_CHOICE) == M_INDEX)
 		c->choices[c->n_choices - 1].index = (long)value;
 	else if (member_in(c, P_CALL) == M_INDEX)
@@ -447,10 +491,15 @@ on_integer(void *ctx, long long value)
 	return 1;
 }
 
+/* A null, a boolean or a number with a fraction or an exponent. */
 static int
 on_other(void *ctx)
 {
-	value_starts(ctx);
+	struct tg_chunk *c = ctx;
+
+	value_starts(c);
+	if (is_index(c))
+		c->bad_index = 1;
 	return 1;
 }
 
@@ -505,7 +554,7 @@ tg_chunk_begin(struct tg_chunk *c, const char *data, size_t len, struct tg_reply
 	c->data = data;
 	c->len = len;
 	c->unsure = tg_yj_text_unsure(data, len);
-	c->failed = 0;
+	c->failed = c->bad_index = 0;
 	c->depth = c->key_end = c->order = 0;
 	tap->callbacks = &CALLBACKS;
 	tap->ctx = c;

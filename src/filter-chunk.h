@@ -4,8 +4,10 @@
  * event parser for the stream filters, which need no jansson tree for an
  * event they do not change.
  *
- * A read gives each text the filters check: a choice's delta.content,
- * delta.refusal, text, and the function arguments of each tool call. Of
+ * A read gives each text the filters check: a choice's delta.content
+ * (a string, or the "text" and "refusal" of each part of an array),
+ * delta.refusal, text, the function arguments of each tool call, and
+ * delta.function_call.arguments of the legacy functions API. Of
  * an Anthropic event it gives content_block.text and .thinking
  * (content_block_start), and delta.text, .partial_json and .thinking
  * (content_block_delta). An Anthropic event reads as one choice, its
@@ -32,12 +34,18 @@ struct tg_reply_tap;
 /* Containers whose keys are checked; a deeper one makes the read unsure. */
 #define TG_CHUNK_MAX_FRAMES 32
 
+/* The largest "index" read. JavaScript clients key choices and tool calls
+ * by the number's value, which a double keeps exact up to 2^53; this
+ * bound is far inside that, and far above any real count. */
+#define TG_CHUNK_MAX_INDEX 2147483647L
+
 /* Kinds of text in a choice, in the order the filters take them. */
 enum tg_chunk_kind {
 	TG_CHUNK_CONTENT,       /* delta.content */
 	TG_CHUNK_REFUSAL,       /* delta.refusal */
 	TG_CHUNK_TEXT,          /* choices[].text of a completion */
 	TG_CHUNK_ARGUMENTS,     /* delta.tool_calls[].function.arguments */
+	TG_CHUNK_FUNCTION_CALL, /* delta.function_call.arguments (legacy) */
 	TG_CHUNK_THINKING,      /* Anthropic delta.thinking, content_block.thinking */
 	TG_CHUNK_INPUT_JSON,    /* Anthropic delta.partial_json */
 };
@@ -58,8 +66,8 @@ struct tg_chunk_text {
 struct tg_chunk_choice {
 	long index;             /* "index" when an integer, else its position
 	                           (a block's: 0) */
-	int finished;           /* "finish_reason" is a string, or the event
-	                           is a content_block_stop */
+	int finished;           /* "finish_reason" is a non-empty string, or
+	                           the event is a content_block_stop */
 };
 
 /* A container open in the read under way. */
@@ -86,6 +94,13 @@ struct tg_chunk {
 	size_t buf_len, buf_cap;
 	struct tg_yj_keys keys; /* of the open objects, for finding a key
 	                           given twice */
+	int bad_index;          /* an "index" (of a choice, a tool call or the
+	                           Anthropic event) is not an integer from 0 to
+	                           TG_CHUNK_MAX_INDEX. Its choice or call then
+	                           has its position as index, but clients key
+	                           it by the value (1.0 and "1" are 1 to
+	                           JavaScript), so the stream filters fail
+	                           closed rather than split one text in two. */
 
 	/* The read under way. */
 	yajl_handle h;          /* the parse, for yajl_get_bytes_consumed() */

@@ -74,8 +74,16 @@ struct held_event {
 	uint64_t arrived;       /* tg_now_ns() when it came; with a timer only */
 };
 
+/* Why the stream failed on an event the filters must not pass. */
+enum unreadable {
+	READABLE,
+	NOT_AN_OBJECT,          /* not a JSON object with each member once */
+	BAD_INDEX,              /* an "index" that is not a small integer */
+	TEXT_AFTER_FINISH,      /* text for a choice after its finish_reason */
+};
+
 struct tg_filter_stream {
-	int unreadable;         /* failed on an event the filters cannot read */
+	enum unreadable unreadable;
 	const struct tg_filter **filters;       /* response-side regex filters */
 	size_t n_filters;
 	struct tg_filter_log *log;
@@ -199,10 +207,22 @@ tg_filter_stream_free(struct tg_filter_stream *s)
 void
 tg_filter_stream_describe_error(const struct tg_filter_stream *s, char *buf, size_t size)
 {
-	if (s->unreadable) {
+	switch (s->unreadable) {
+	case NOT_AN_OBJECT:
 		snprintf(buf, size, "an event's data is not a JSON object with each member "
 		         "once, which the filters cannot read");
 		return;
+	case BAD_INDEX:
+		snprintf(buf, size, "an event has an \"index\" that is not an integer from 0 "
+		         "to %ld, so the filters cannot tell which text it continues",
+		         TG_CHUNK_MAX_INDEX);
+		return;
+	case TEXT_AFTER_FINISH:
+		snprintf(buf, size, "an event has text for a choice after that choice's "
+		         "finish_reason, which the filters scanned as complete");
+		return;
+	case READABLE:
+		break;
 	}
 	tg_scan_describe_error(&s->scan, buf, size);
 }
@@ -547,7 +567,12 @@ trim_window(const struct tg_filter_stream *s, struct window *w)
 
 /* --- events ------------------------------------------------------------- */
 
-/* Add a text the chunk reader found in ev to its window. */
+/*
+ * Add a text the chunk reader found in ev to its window. A finished
+ * window was scanned as complete and sent, so a match that began in it
+ * can no longer be held back: text for it fails the stream (clients such
+ * as openai-node still append it to the choice).
+ */
 static int
 add_text(struct tg_filter_stream *s, struct held_event *ev, const struct tg_chunk_text *t,
          long choice)
@@ -557,6 +582,10 @@ add_text(struct tg_filter_stream *s, struct held_event *ev, const struct tg_chun
 
 	if (w == NULL)
 		return -1;
+	if (w->finished && t->len > 0) {
+		s->unreadable = TEXT_AFTER_FINISH;
+		return -1;
+	}
 	w->dirty = 1;
 	return add_piece(w, ev, s->chunk.buf + t->text, t->len, t->at, t->end);
 }
@@ -1142,7 +1171,7 @@ read_event(struct tg_filter_stream *s, struct tg_stream_event *in, const char *d
 	if (tapped && s->tapped == TG_CHUNK_FAILED)
 		return TG_STREAM_ERROR;
 	if (in->has_data && data == NULL) {
-		s->unreadable = 1;
+		s->unreadable = NOT_AN_OBJECT;
 		return TG_STREAM_ERROR;
 	}
 	if (tapped)
@@ -1152,7 +1181,11 @@ read_event(struct tg_filter_stream *s, struct tg_stream_event *in, const char *d
 	if (r == TG_CHUNK_FAILED)
 		return TG_STREAM_ERROR;
 	if (r == TG_CHUNK_UNSURE && tg_stream_event_json(in) == NULL) {
-		s->unreadable = 1;
+		s->unreadable = NOT_AN_OBJECT;
+		return TG_STREAM_ERROR;
+	}
+	if (data != NULL && s->chunk.bad_index) {
+		s->unreadable = BAD_INDEX;
 		return TG_STREAM_ERROR;
 	}
 

@@ -806,7 +806,10 @@ end_blocked_stream(struct tg_request *req)
 }
 
 /* The only stream left reported an error before any content: respond 502
- * with the upstream's error body when it is JSON, the gateway's otherwise. */
+ * with the upstream's error body when it is JSON, the gateway's otherwise.
+ * A route with response filters always gets the gateway's: the upstream's
+ * message is text the filters have not screened, and may repeat what they
+ * mask (an address the model was about to write). */
 static void
 answer_stream_error(struct tg_request *req)
 {
@@ -820,7 +823,7 @@ answer_stream_error(struct tg_request *req)
 
 		parsed = json_loadb((const char *)evbuffer_pullup(body, -1), len, 0, NULL);
 		error = json_object_get(parsed, "error");
-		if (error == NULL || json_is_null(error)) {
+		if (error == NULL || json_is_null(error) || tg_filter_response_screened(req)) {
 			evbuffer_drain(body, len);
 			tg_error_body(body, TG_E_UPSTREAM_STREAM_ERROR, NULL);
 		}

@@ -442,6 +442,76 @@ describe('content filters: replies the filters cannot read', () => {
   }
 });
 
+describe('content filters: stream shapes clients read', () => {
+  // Each shape is the data of the events a scripted upstream sends after
+  // a first chunk, with the address jane@example.com in a place a client
+  // reads, whole or split. None may reach the client whole.
+  const chunk = (choices) => `{"id":"c","object":"chat.completion.chunk","choices":[${choices}]}`;
+  const content = (text, index = '0', finish = 'null') => chunk(`{"index":${index},"delta":{"content":${text}},"finish_reason":${finish}}`);
+  const MASKED = {
+    'function-call': [chunk('{"index":0,"delta":{"function_call":{"name":"send","arguments":"{\\"to\\":\\"jane@example.com\\"}"}},"finish_reason":null}')],
+    'content-parts': [content('[{"type":"text","text":"jane@example.com"}]')],
+    'empty-finish-reason': [content('"jane"', '0', '""'), content('"@example.com"', '0', '""')],
+  };
+  const FAILED = {
+    'text-after-finish': [content('"jane"', '0', '"stop"'), content('"@example.com"')],
+    'index-1.0': [content('"jane"', '1.0'), content('"@example.com"', '1')],
+    'index-1e0': [content('"jane"', '1e0'), content('"@example.com"', '1')],
+    'index-"1"': [content('"jane"', '"1"'), content('"@example.com"', '1')],
+  };
+  const first = chunk('{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null},'
+    + '{"index":1,"delta":{"role":"assistant","content":""},"finish_reason":null}');
+  const ERROR = '{"error":{"message":"could not write to jane@example.com","type":"server_error"}}';
+  let upstream;
+  let gw;
+
+  before(async () => {
+    upstream = await startUpstream((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        const shape = req.headers['x-shape'];
+        const events = shape === 'error' ? [ERROR] : [first, ...(MASKED[shape] || FAILED[shape])];
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.end(`${events.map((data) => `data: ${data}\n\n`).join('')}data: [DONE]\n\n`);
+      });
+    });
+    gw = await startGateway(config({ url: upstreamUrl(upstream) }, FILTERS, ['pii']));
+  });
+  afterEach(() => gw?.checkErrors());
+  after(async () => {
+    await stopAll();
+    upstream?.close();
+  });
+
+  for (const shape of Object.keys(MASKED)) {
+    it(`masks an address in a stream with ${shape}`, async () => {
+      const res = await post(gw, chat('hi', { stream: true }), { headers: { 'x-shape': shape } });
+      assert.equal(res.status, 200);
+      assert.doesNotMatch(res.text, /example\.com/, 'the address reached the client');
+      assert.match(res.text, /\[REDACTED:email\]/);
+      assert.equal(splitEvents(res.text).events.map(eventData).at(-1), '[DONE]');
+    });
+  }
+
+  for (const shape of Object.keys(FAILED)) {
+    it(`ends a stream with an error at an event with ${shape}`, async () => {
+      gw.expectErrors(/stream filters failed \(an event has/);
+      const res = await post(gw, chat('hi', { stream: true }), { headers: { 'x-shape': shape } });
+      assert.equal(res.status, 200);
+      assert.doesNotMatch(res.text, /example\.com/, 'the rest of the address reached the client');
+      const data = splitEvents(res.text).events.map(eventData);
+      assert.equal(JSON.parse(data.at(-1)).error.code, 'internal_error');
+    });
+  }
+
+  it('answers an upstream error before any content with its own 502 body', async () => {
+    const res = await post(gw, chat('hi', { stream: true }), { headers: { 'x-shape': 'error' } });
+    assert.equal(res.status, 502);
+    assert.equal(res.json.error.code, 'upstream_failed');
+    assert.doesNotMatch(res.text, /jane|example\.com/, 'the upstream message reached the client');
+  });
+});
+
 describe('content filters: Anthropic messages', () => {
   // A scripted Anthropic upstream: x-text gives the text of its reply,
   // split into text_delta events at '|' when streamed. With x-unreadable,

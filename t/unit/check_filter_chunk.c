@@ -181,6 +181,86 @@ START_TEST(anthropic_stop_and_other_events)
 }
 END_TEST
 
+/* The arguments of the legacy function_call are a text of their own kind,
+ * after those of the tool calls. */
+START_TEST(function_call_read)
+{
+	const char *data =
+		"{\"choices\":[{\"index\":0,\"delta\":{\"function_call\":{\"name\":\"f\","
+		"\"arguments\":\"A\"},\"tool_calls\":[{\"index\":1,\"function\":{\"arguments\":"
+		"\"B\"}}]}}]}";
+	struct tg_chunk c = {0};
+
+	ck_assert_int_eq(read_chunk(&c, data), TG_CHUNK_READ);
+	ck_assert_uint_eq(c.n_texts, 2);
+	check_text(&c, data, 0, 0, TG_CHUNK_ARGUMENTS, 1, "B", "\"B\"");
+	check_text(&c, data, 1, 0, TG_CHUNK_FUNCTION_CALL, 0, "A", "\"A\"");
+	tg_chunk_free(&c);
+}
+END_TEST
+
+/* "" is no finish_reason: some servers send it on every chunk. */
+START_TEST(empty_finish_reason)
+{
+	const char *data = "{\"choices\":[{\"index\":0,\"finish_reason\":\"\"},"
+	                   "{\"index\":1,\"finish_reason\":\"length\"}]}";
+	struct tg_chunk c = {0};
+
+	ck_assert_int_eq(read_chunk(&c, data), TG_CHUNK_READ);
+	ck_assert_uint_eq(c.n_choices, 2);
+	ck_assert_int_eq(c.choices[0].finished, 0);
+	ck_assert_int_eq(c.choices[1].finished, 1);
+	tg_chunk_free(&c);
+}
+END_TEST
+
+/* An index that is not an integer from 0 to TG_CHUNK_MAX_INDEX, where
+ * texts are keyed by it, and indexes elsewhere or within the bounds. */
+static const struct {
+	const char *data;
+	int bad;
+} indexes[] = {
+	{"{\"choices\":[{\"index\":1.0}]}", 1},
+	{"{\"choices\":[{\"index\":1e0}]}", 1},
+	{"{\"choices\":[{\"index\":\"1\"}]}", 1},
+	{"{\"choices\":[{\"index\":-1}]}", 1},
+	{"{\"choices\":[{\"index\":null}]}", 1},
+	{"{\"choices\":[{\"index\":[1]}]}", 1},
+	{"{\"choices\":[{\"index\":2147483648}]}", 1},
+	{"{\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0.0}]}}]}", 1},
+	{"{\"type\":\"content_block_delta\",\"index\":true}", 1},
+	{"{\"choices\":[{\"index\":2147483647,\"x\":{\"index\":1.5}}]}", 0},
+	{"{\"choices\":[{\"delta\":{\"index\":\"a\"},\"logprobs\":{\"index\":-1}}]}", 0},
+};
+
+START_TEST(index_not_integer)
+{
+	struct tg_chunk c = {0};
+
+	ck_assert_int_eq(read_chunk(&c, indexes[_i].data), TG_CHUNK_READ);
+	ck_assert_int_eq(c.bad_index, indexes[_i].bad);
+	tg_chunk_free(&c);
+}
+END_TEST
+
+/* Each part of a content array gives its "text" as content and its
+ * "refusal" as a refusal, whatever its "type". */
+START_TEST(content_parts_read)
+{
+	const char *data =
+		"{\"choices\":[{\"index\":0,\"delta\":{\"content\":[{\"type\":\"text\",\"text\":\"B\"},"
+		"{\"type\":\"refusal\",\"refusal\":\"C\"},{\"text\":\"D\"}]}}]}";
+	struct tg_chunk c = {0};
+
+	ck_assert_int_eq(read_chunk(&c, data), TG_CHUNK_READ);
+	ck_assert_uint_eq(c.n_texts, 3);
+	check_text(&c, data, 0, 0, TG_CHUNK_CONTENT, 0, "B", "\"B\"");
+	check_text(&c, data, 1, 0, TG_CHUNK_CONTENT, 0, "D", "\"D\"");
+	check_text(&c, data, 2, 0, TG_CHUNK_REFUSAL, 0, "C", "\"C\"");
+	tg_chunk_free(&c);
+}
+END_TEST
+
 /* Data the reader reads as jansson does. */
 static const char *const sure[] = {
 	"{\"x\":[{\"k\":1},{\"k\":1}],\"k\":{\"k\":2}}",      /* one key per object */
@@ -283,6 +363,10 @@ filter_chunk_suite(void)
 	tcase_add_test(tc, texts_only_in_shape);
 	tcase_add_test(tc, anthropic_texts);
 	tcase_add_test(tc, anthropic_stop_and_other_events);
+	tcase_add_test(tc, function_call_read);
+	tcase_add_test(tc, empty_finish_reason);
+	tcase_add_loop_test(tc, index_not_integer, 0, (int)(sizeof(indexes) / sizeof(indexes[0])));
+	tcase_add_test(tc, content_parts_read);
 	tcase_add_loop_test(tc, read_sure, 0, (int)(sizeof(sure) / sizeof(sure[0])));
 	tcase_add_loop_test(tc, read_unsure, 0, (int)(sizeof(unsure) / sizeof(unsure[0])));
 	tcase_add_test(tc, read_large_unsure);

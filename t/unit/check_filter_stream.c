@@ -767,6 +767,75 @@ START_TEST(unreadable_event_fails)
 }
 END_TEST
 
+/* Streams that once let an address through, as the data of their events.
+ * Each comes out masked, or fails at its last event without having sent
+ * the address's domain. */
+static const struct {
+	const char *data[2];
+	enum tg_stream_verdict last;    /* of the last event */
+} bypass[] = {
+	{{"{\"choices\":[{\"index\":0,\"delta\":{\"function_call\":{\"name\":\"send\","
+	  "\"arguments\":\"{\\\"to\\\":\\\"jane@example.com\\\"}\"}}}]}"}, TG_STREAM_OK},
+	{{"{\"choices\":[{\"index\":0,\"delta\":{\"function_call\":{\"arguments\":\"jane\"}}}]}",
+	  "{\"choices\":[{\"index\":0,\"delta\":{\"function_call\":{\"arguments\":"
+	  "\"@example.com\"}}}]}"}, TG_STREAM_OK},
+	{{"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"jane\"},\"finish_reason\":\"\"}]}",
+	  "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"@example.com\"},"
+	  "\"finish_reason\":\"\"}]}"}, TG_STREAM_OK},
+	{{"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"jane\"},"
+	  "\"finish_reason\":\"stop\"}]}",
+	  "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"@example.com\"}}]}"},
+	 TG_STREAM_ERROR},
+	{{"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"jane\"}}]}",
+	  "{\"choices\":[{\"index\":1.0,\"delta\":{\"content\":\"@example.com\"}}]}"},
+	 TG_STREAM_ERROR},
+	{{"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"jane\"}}]}",
+	  "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"@example.com\"}},"
+	  "{\"index\":\"0\",\"delta\":{\"content\":\"x\"}}]}"}, TG_STREAM_ERROR},
+	{{"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"jane\"}}]}",
+	  "{\"choices\":[{\"index\":-1,\"delta\":{\"content\":\"@example.com\"}}]}"},
+	 TG_STREAM_ERROR},
+	{{"{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1e0,"
+	  "\"function\":{\"arguments\":\"x\"}}]}}]}"}, TG_STREAM_ERROR},
+	{{"{\"type\":\"content_block_delta\",\"index\":2147483648,\"delta\":{\"text\":\"x\"}}"},
+	 TG_STREAM_ERROR},
+	{{"{\"choices\":[{\"index\":0,\"delta\":{\"content\":[{\"type\":\"text\","
+	  "\"text\":\"jane@example.com\"}]}}]}"}, TG_STREAM_OK},
+	{{"{\"choices\":[{\"index\":0,\"delta\":{\"content\":[{\"type\":\"text\","
+	  "\"text\":\"jane\"}]}}]}",
+	  "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"@example.com\"}}]}"}, TG_STREAM_OK},
+};
+
+START_TEST(bypass_closed)
+{
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, mail_rules);
+	const struct tg_filter *slot[1];
+	struct tg_filter_chain chain;
+	struct tg_filter_log log = {0};
+	struct evbuffer *out = evbuffer_new();
+	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain, out);
+	const char *const *data = bypass[_i].data;
+	size_t n = data[1] != NULL ? 2 : 1;
+	char *sent;
+
+	if (n == 2)
+		ck_assert_int_eq(feed_data(s, data[0], _i % 2), TG_STREAM_OK);
+	ck_assert_int_eq(feed_data(s, data[n - 1], _i % 2), bypass[_i].last);
+	if (bypass[_i].last == TG_STREAM_OK) {
+		ck_assert_int_eq(feed(s, "data: [DONE]\n\n", out), TG_STREAM_OK);
+		ck_assert_uint_eq(log.n, 1);
+	}
+	sent = take(out);
+	ck_assert_ptr_null(strstr(sent, "example.com"));
+
+	free(sent);
+	evbuffer_free(out);
+	tg_filter_stream_free(s);
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
 /* Data that jansson reads though the chunk reader left it to jansson: the
  * texts are yajl's. */
 START_TEST(unsure_event_read)
@@ -1393,6 +1462,7 @@ filter_stream_suite(void)
 	tcase_add_loop_test(tc, unreadable_event_fails, 0,
 	                    2 * (int)(sizeof(unreadable) / sizeof(unreadable[0])));
 	tcase_add_test(tc, unsure_event_read);
+	tcase_add_loop_test(tc, bypass_closed, 0, (int)(sizeof(bypass) / sizeof(bypass[0])));
 	tcase_add_test(tc, tapped_read_same_output);
 	suite_add_tcase(s, tc);
 
