@@ -324,6 +324,18 @@ block_answer(json_t *body)
 	}
 }
 
+/* Replace the message of an upstream error that a block filter matched. */
+static void
+withhold_error_message(json_t *body)
+{
+	json_t *error = json_object_get(body, "error");
+
+	if (json_is_object(error))
+		json_object_set_new(error, "message",
+		                    json_string("the upstream's error message was withheld by a "
+		                                "content filter"));
+}
+
 /* Write the filtered JSON back as the body the client gets. Returns 0, or
  * -1 when out of memory. */
 static int
@@ -430,7 +442,9 @@ tg_filter_response_body(struct tg_request *req)
 	json_t *json;
 	int rc = 0;
 
-	if (chain == NULL || st == NULL || req->response.status != 200 || body == NULL)
+	/* Error bodies are screened too: their message may echo the prompt.
+	 * An empty body has no text to screen. */
+	if (chain == NULL || st == NULL || body == NULL || evbuffer_get_length(body) == 0)
 		return 0;
 	scan = scan_without_tree(req, chain);
 	if (scan == SCAN_CLEAN || scan == SCAN_NONE)
@@ -463,7 +477,12 @@ tg_filter_response_body(struct tg_request *req)
 		rc = -1;
 		goto out;
 	}
-	if (res.blocked != NULL) {
+	if (res.blocked != NULL && req->response.status != 200) {
+		/* The upstream's status is kept; only its message is withheld. */
+		tg_log_request(req, TG_LOG_INFO, "error message withheld by content filter %s (%s)",
+		               res.blocked->name, res.blocked_rule ? res.blocked_rule : "error");
+		withhold_error_message(json);
+	} else if (res.blocked != NULL) {
 		tg_log_request(req, TG_LOG_INFO, "response blocked by content filter %s (%s)",
 		               res.blocked->name, res.blocked_rule ? res.blocked_rule : "error");
 		req->error = TG_E_CONTENT_FILTER;

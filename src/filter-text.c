@@ -83,6 +83,7 @@ enum rule {
 	R_CHOICE,
 	R_REQUEST,
 	R_RESPONSE,
+	R_ERROR,                /* a reply's "error": its "message" */
 };
 
 struct member {
@@ -140,10 +141,15 @@ static const struct member REQUEST_MEMBERS[] = {
 	MEMBER("system", R_CONTENT), MEMBER("messages", R_MESSAGES), MEMBER("prompt", R_TEXTS),
 	MEMBER("input", R_TEXTS), END_MEMBERS
 };
+/* An error's message may echo the prompt back, in both APIs' shapes. */
+static const struct member ERROR_MEMBERS[] = {
+	MEMBER("message", R_TEXT), END_MEMBERS
+};
 /* An Anthropic message's "content" is an array of blocks; a string there
  * is no shape of either API, and is left unread as before. */
 static const struct member RESPONSE_MEMBERS[] = {
-	MEMBER("choices", R_CHOICES), MEMBER("content", R_BLOCKS), END_MEMBERS
+	MEMBER("choices", R_CHOICES), MEMBER("content", R_BLOCKS), MEMBER("error", R_ERROR),
+	END_MEMBERS
 };
 
 struct rule_def {
@@ -172,6 +178,7 @@ static const struct rule_def RULES[] = {
 	[R_CHOICE] = {0, R_NONE, CHOICE_MEMBERS, 0},
 	[R_REQUEST] = {0, R_NONE, REQUEST_MEMBERS, 0},
 	[R_RESPONSE] = {0, R_NONE, RESPONSE_MEMBERS, 0},
+	[R_ERROR] = {0, R_NONE, ERROR_MEMBERS, 0},
 };
 
 /* The maximum number of containers open on a rule path: response,

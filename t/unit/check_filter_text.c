@@ -246,6 +246,14 @@ static const struct text_case cases[] = {
 	 " \"deep\"}, \"choices\": [{\"text\": \"deep\"}], \"audio\": {\"transcript\": \"a\"}}}],"
 	 " \"usage\": {\"text\": \"u\"}}",
 	 {NULL}, {NULL}},
+	{"error messages of both APIs",
+	 "{\"type\": \"error\", \"error\": {\"type\": \"invalid_request_error\","
+	 " \"message\": \"M\", \"param\": \"no\", \"code\": null, \"details\":"
+	 " {\"message\": \"no\"}}}",
+	 {"M"}, {"M"}},
+	{"error that is not an object",
+	 "{\"error\": \"plain\", \"message\": \"no\"}",
+	 {NULL}, {NULL}},
 	{"anthropic message",
 	 "{\"id\": \"msg_1\", \"type\": \"message\", \"role\": \"assistant\", \"content\": ["
 	 "{\"type\": \"thinking\", \"thinking\": \"H\", \"signature\": \"sig\"},"
