@@ -455,6 +455,11 @@ tg_filter_response_body(struct tg_request *req)
 	}
 
 	json = tg_relay_response_json(req);
+	/* NOTE: an error body that is not JSON (a proxy's HTML or text page)
+	 * passes unscreened, as before error bodies were screened, rather than
+	 * turn the upstream's status into a 500. */
+	if (!json_is_object(json) && scan == SCAN_UNREAD && req->response.status != 200)
+		return 0;
 	if (!json_is_object(json) && scan == SCAN_UNREAD) {
 		/* Clients read bodies that are not strict JSON (NaN, a byte order
 		 * mark, a member given twice), so an unread one must not pass. */

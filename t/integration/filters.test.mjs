@@ -524,6 +524,11 @@ describe('content filters: upstream error bodies', () => {
       req.resume();
       req.on('end', () => {
         const message = req.headers['x-message'] ?? ERROR.error.message;
+        if (req.headers['x-plain']) {
+          res.writeHead(Number(req.headers['x-status']), { 'content-type': 'text/plain' });
+          res.end(req.headers['x-plain']);
+          return;
+        }
         res.writeHead(Number(req.headers['x-status']), { 'content-type': 'application/json' });
         res.end(JSON.stringify({ error: { ...ERROR.error, message } }));
       });
@@ -545,6 +550,12 @@ describe('content filters: upstream error bodies', () => {
       assert.equal(res.json.error.type, 'invalid_request_error');
     });
   }
+
+  it('passes an error body that is not JSON with its status', async () => {
+    const res = await post(gw, chat('hi'), { headers: { 'x-status': '404', 'x-plain': '404 page not found' } });
+    assert.equal(res.status, 404);
+    assert.equal(res.text, '404 page not found');
+  });
 
   it('withholds an error message a block filter matches, keeping the status', async () => {
     const res = await post(gw, chat('hi'), {
