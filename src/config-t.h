@@ -39,8 +39,8 @@ struct tg_listen {
 	char *tls_key;
 };
 
-/* How an https client checks the server: shared by backends and the
- * tracing exporter, which parse it from the same table. */
+/* The server checks of an https client, shared by backends and the
+ * tracing exporter, which parse them from the same table. */
 struct tg_tls_client_config {
 	char *ca_file;          /* PEM bundle; NULL uses the system store */
 	int verify;             /* verify certificate and name; default 1 */
@@ -119,6 +119,9 @@ struct tg_config {
 	struct tg_tracing_config *tracing;
 	struct tg_pricing_config *pricing;
 	struct tg_sessions_config *sessions;
+
+	int routes_read_request_tree;   /* a route has a cache or a request
+	                                   filter, which read the body's tree */
 };
 
 #endif

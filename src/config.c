@@ -35,6 +35,7 @@
 #include "config-parse.h"
 #include "failover-config.h"
 #include "filter-config.h"
+#include "filter.h"
 #include "metrics-config.h"
 #include "trace-config.h"
 
@@ -720,6 +721,22 @@ static void free_config(struct tg_config *cfg)
 	free(cfg);
 }
 
+/* Return 1 when a route has a cache (its key) or a filter on the request
+ * side: both read the request body's tree. */
+static int
+routes_read_request_tree(const struct tg_config *cfg)
+{
+	for (size_t i = 0; i < cfg->n_routes; i++) {
+		const struct tg_route *r = &cfg->routes[i];
+
+		if (r->cache != NULL)
+			return 1;
+		if (r->filters != NULL && tg_filter_types(&r->filters->chain, TG_SIDE_REQUEST) != 0)
+			return 1;
+	}
+	return 0;
+}
+
 struct tg_config *tg_config_load(const char *path, FILE *err)
 {
 	struct load_ctx ctx = { .file = path, .err = err };
@@ -752,6 +769,7 @@ struct tg_config *tg_config_load(const char *path, FILE *err)
 		free_config(cfg);
 		return NULL;
 	}
+	cfg->routes_read_request_tree = routes_read_request_tree(cfg);
 	return cfg;
 }
 
