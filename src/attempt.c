@@ -129,7 +129,7 @@ send_attempt(struct tg_request *req, const struct tg_tier_member *member, int tr
 		evbuffer_free(req->upstream_request);
 	req->upstream_request = build_request(req, member);
 	if (req->upstream_request == NULL) {
-		tg_attempt_end(req, TG_OUTCOME_CANCELLED, TG_E_INTERNAL, 0, "internal");
+		tg_attempt_end_failed(req, TG_E_INTERNAL);
 		return -1;
 	}
 	req->upstream = tg_upstream_send(req->worker, member->backend, req->upstream_request,
@@ -137,9 +137,7 @@ send_attempt(struct tg_request *req, const struct tg_tier_member *member, int tr
 	if (req->upstream == NULL) {
 		tg_log_request(req, TG_LOG_WARN, "upstream request not started: %s",
 		               tg_error_info(err)->message);
-		tg_attempt_end(req, err == TG_E_OVERLOADED ? TG_OUTCOME_CANCELLED : TG_OUTCOME_FAILURE,
-		               err, 0, tg_error_info(err)->status == 504 ? "timeout"
-		               : err == TG_E_OVERLOADED ? "local" : "connect");
+		tg_attempt_end_failed(req, err);
 		return -1;
 	}
 	return 0;
@@ -245,6 +243,24 @@ tg_attempt_first(struct tg_request *req)
 		return;
 	if (!tg_attempt_next(req, TG_RETRY_CONNECT, 0))
 		tg_request_fail(req, req->attempts[req->n_attempts - 1].error, NULL);
+}
+
+void
+tg_attempt_end_failed(struct tg_request *req, enum tg_error err)
+{
+	unsigned kind = tg_attempt_error_kind(err);
+
+	/* A failure of the gateway's own (no descriptor or memory left) is no
+	 * evidence about the backend. Its kind is 0, so no retry follows either,
+	 * because another backend would meet the same shortage. */
+	if (!tg_error_is_upstream(err)) {
+		tg_attempt_end(req, TG_OUTCOME_CANCELLED, err, 0,
+		               err == TG_E_OVERLOADED ? "local" : "internal");
+		return;
+	}
+	tg_attempt_end(req, TG_OUTCOME_FAILURE, err, 0,
+	               kind == TG_RETRY_TIMEOUT ? "timeout"
+	               : kind == TG_RETRY_CONNECT ? "connect" : "reset");
 }
 
 void

@@ -38,6 +38,12 @@ int tg_attempt_status_retryable(const struct tg_request *req, int status);
 /* The retry.on kind of an upstream error (connect, timeout or reset). */
 unsigned tg_attempt_error_kind(enum tg_error err);
 
+/* End the current attempt after the failure err, labelled by its kind
+ * (timeout, connect, reset). A failure of the gateway's own (out of
+ * descriptors or memory) ends it as cancelled, so that the backend's health
+ * does not count it. */
+void tg_attempt_end_failed(struct tg_request *req, enum tg_error err);
+
 /* Write "x-tollgate-attempts: a:503,b:timeout\r\n" into buf when the
  * request made more than one attempt or its last one failed; else "". */
 void tg_attempt_header(const struct tg_request *req, char *buf, size_t size);

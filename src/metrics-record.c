@@ -81,7 +81,7 @@ tg_metrics_request_read(struct tg_request *req)
 static enum tg_attempt_result
 attempt_result(const struct tg_attempt *a)
 {
-	if (a->error == TG_E_OVERLOADED)
+	if (a->error != TG_OK && !tg_error_is_upstream(a->error))
 		return TG_ATTEMPT_GATEWAY_ERROR;
 	if (a->outcome == TG_OUTCOME_CANCELLED)
 		return TG_ATTEMPT_CANCELLED;

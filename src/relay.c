@@ -62,8 +62,8 @@ no_content_length(int status)
 	return status == 204 || status == 304;
 }
 
-/* Append "HTTP/1.1 NNN Reason\r\n"; status is 100-599, as the upstream's
- * is checked to be. Formatted by hand, as the headers are. */
+/* Append "HTTP/1.1 NNN Reason\r\n" for a status of 100-599, the range the
+ * upstream's status is checked against. Formatted by hand, as headers are. */
 static void
 add_status_line(struct evbuffer *out, int status)
 {
@@ -1030,18 +1030,8 @@ relay_on_error(void *arg, enum tg_error err, const char *detail)
 	tg_metrics_upstream_done(req);
 	tg_log_request(req, TG_LOG_WARN, "%s (%s)", info->message, detail ? detail : "no detail");
 
-	/* The gateway's own shortage says nothing about the backend, and
-	 * another backend would meet the same shortage: no retry. */
-	if (!req->response.head_sent && err == TG_E_OVERLOADED) {
-		tg_attempt_end(req, TG_OUTCOME_CANCELLED, err, 0, "local");
-		tg_relay_reset(req);
-		tg_request_fail(req, err, NULL);
-		return;
-	}
 	if (!req->response.head_sent) {
-		tg_attempt_end(req, TG_OUTCOME_FAILURE, err, 0,
-		               kind == TG_RETRY_TIMEOUT ? "timeout"
-		               : kind == TG_RETRY_CONNECT ? "connect" : "reset");
+		tg_attempt_end_failed(req, err);
 		tg_relay_reset(req);
 		if (tg_attempt_next(req, kind, 0))
 			return;
