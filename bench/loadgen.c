@@ -625,14 +625,14 @@ static void
 conn_start(struct conn *k)
 {
 	struct bench *b = k->b;
-	int one = 1;
+	int nodelay = 1;
 
 	k->fd = socket(b->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (k->fd < 0) {
 		conn_fail(k, &b->c.connect_errors);
 		return;
 	}
-	setsockopt(k->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(k->fd, IPPROTO_TCP, TCP_NODELAY, &nodelay, sizeof(nodelay));
 	k->readable = event_new(b->base, k->fd, EV_READ | EV_PERSIST, on_readable, k);
 	k->writable = event_new(b->base, k->fd, EV_WRITE, on_writable, k);
 	if (k->readable == NULL || k->writable == NULL) {

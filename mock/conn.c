@@ -7,7 +7,7 @@
  * buffer, so with TCP_NODELAY every unit is its own send() and its own TCP
  * segment, which is what tests of partial reads need. A response without
  * units (the head and a whole body) on plain TCP is written to the socket
- * at once rather than through the bufferevent; see send_at_once().
+ * at once rather than through the bufferevent (see send_at_once()).
  *
  * Reading stays enabled while a response is delayed or being written, so a
  * peer that closes is noticed at once and counted in responses_aborted.

@@ -1,5 +1,5 @@
 /*
- * What a set of listeners does when accept() fails.
+ * The handling of failed accept() calls on a set of listeners.
  *
  * libevent's evconnlistener leaves its socket enabled after an accept
  * error. When the error is a lack of resources, such as the open-files
@@ -64,9 +64,9 @@ struct tg_accept_pause *tg_accept_pause_new(struct event_base *base,
                                             _Atomic uint64_t *errors);
 
 /* Handle a failed accept() of one of the set's listeners, with err its
- * errno: count it, log it as the header above says, and pause the set
- * after a resource error (see tg_accept_error_pauses). Call it from the
- * evconnlistener error callback. */
+ * errno: count it, log it as described at the top of this file, and pause
+ * the set after a resource error (see tg_accept_error_pauses). Call it from
+ * the evconnlistener error callback. */
 void tg_accept_pause_error(struct tg_accept_pause *p, int err);
 
 /* Return 1 if the accept error err pauses the listeners: a lack of

@@ -2,10 +2,10 @@
  * The process's file descriptors: their limit and the kernel's table of them,
  * both set once at startup, before any thread starts.
  *
- * Each stream holds two descriptors, the client's and the upstream's, so the
+ * Each stream uses two descriptors, the client's and the upstream's, so the
  * usual soft limit of 1024 would stop a gateway at about 500 streams while
  * the hard limit allows far more. The soft limit is raised to the hard one,
- * as the hard limit is what the administrator set.
+ * because the hard limit is what the administrator set.
  *
  * Linux grows a process's descriptor table by doubling it, and in a process
  * with more than one thread each growth waits for an RCU grace period, often

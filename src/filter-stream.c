@@ -74,7 +74,7 @@ struct held_event {
 	uint64_t arrived;       /* tg_now_ns() when it came; with a timer only */
 };
 
-/* Why the stream failed on an event the filters must not pass. */
+/* The reason a stream failed on an event the filters must not pass. */
 enum unreadable {
 	READABLE,
 	NOT_AN_OBJECT,          /* not a JSON object with each member once */
@@ -908,8 +908,8 @@ drop_held(struct tg_filter_stream *s)
 
 /*
  * End a blocked Anthropic stream with an "error" event, which its clients
- * raise as a failed reply; that API has no finish chunk to send instead.
- * No message_stop follows, so the reply does not read as complete.
+ * raise as a failed reply, because that API has no finish chunk to send
+ * instead. No message_stop follows, so the reply does not read as complete.
  */
 static enum tg_stream_verdict
 end_blocked_anthropic(struct tg_filter_stream *s)

@@ -46,8 +46,8 @@ add_text(struct tg_text_list *list, json_t *value)
 /* --- which members are texts -------------------------------------------- */
 
 /*
- * The places of OpenAI-shaped and Anthropic Messages bodies that hold
- * texts, as one table that both readers follow: the tree walk, which
+ * The places of OpenAI-shaped and Anthropic Messages bodies that contain
+ * texts, as one table. Both readers follow it: the tree walk, which
  * collects the strings the filters may rewrite, and the yajl reader, which
  * scans a response without building a tree. A value is read by a rule: a
  * string is a text when the rule's text is set, the items of an array are
@@ -101,9 +101,10 @@ struct member {
  * tg_filter_texts() logs decisions and names the rule of a block in.
  *
  * A thinking block's "thinking" is read as text: it is model output that
- * clients show, and may repeat what the prompt held. Masking it changes
- * the text its "signature" covers, so Anthropic rejects the block if the
- * client sends it back in a later turn; a block filter has no such cost.
+ * clients show, and may repeat what the prompt contained. Masking it
+ * changes the text its "signature" covers, so the signature no longer
+ * matches if the client sends the block back in a later turn. A block
+ * filter has no such cost.
  * A tool_use block's "input" is a JSON object whose string values are
  * read as texts, at any depth, and masked in place (keys and other values
  * are not); that screens what a model puts into a tool call, as the

@@ -68,7 +68,7 @@ void tg_text_list_free(struct tg_text_list *list);
  * assistant, tool), refusals, tool call and function call arguments,
  * "prompt" and "input" (a string or an array of strings; token arrays are
  * not text). Of Anthropic's Messages shape it collects "system" (a string
- * or text blocks) and these members of a message's content blocks: the
+ * or text blocks) and members of a message's content blocks. These are the
  * text of text and thinking blocks, every string value inside a tool_use
  * block's "input", and a tool_result block's "content" (a string or text
  * blocks). Returns 0, or -1 when out of memory.

@@ -431,8 +431,8 @@ tg_headers_write_upstream_request(struct evbuffer *out, const char *method,
 	rc |= tg_header_write(out, "X-Forwarded-Proto", rw->proto);
 	rc |= tg_header_write(out, "X-Request-Id", rw->request_id);
 	/* The gateway reads every reply (usage, filters, cache) and cannot
-	 * read a compressed one, so it asks for none, whatever the client
-	 * accepts: replies reach the client uncompressed. */
+	 * read a compressed one, so it requests identity whatever the client
+	 * accepts. Replies reach the client uncompressed. */
 	rc |= evbuffer_add(out, "Accept-Encoding: identity\r\n", 27);
 	rc |= write_content_length(out, body_len);
 	return rc ? -1 : 0;

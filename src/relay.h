@@ -128,8 +128,8 @@ enum tg_event_kind tg_relay_classify(const struct tg_sse_event *sse,
 /*
  * The event's data as a jansson tree, or NULL when it is not a JSON
  * object. Built at the first call from ev->data, which the relay sets only
- * while it reads the event, or while it holds the event with a copy of the
- * data; the event owns the tree.
+ * while it reads the event, or while it keeps the event with a copy of the
+ * data. The event owns the tree.
  */
 json_t *tg_stream_event_json(struct tg_stream_event *ev);
 

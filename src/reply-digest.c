@@ -619,8 +619,8 @@ take_key(struct reader *r, const unsigned char *s, size_t len)
 	k = PLACE_KEYS[f->place].keys;
 	if (r->x == NULL)
 		k += PLACE_KEYS[f->place].detail_only;
-	/* The first byte tells most keys of the same length apart without a
-	 * call to memcmp(); a chunk has a dozen such keys. */
+	/* The first byte distinguishes most keys of the same length without a
+	 * call to memcmp(), and a chunk has a dozen such keys. */
 	for (; k->name != NULL; k++) {
 		if (k->len == len && (unsigned char)k->name[0] == s[0] &&
 		    memcmp(s, k->name, len) == 0) {

@@ -157,7 +157,7 @@ tg_tls_session_error(struct bufferevent *bev, char *buf, size_t size)
 	ERR_clear_error();
 
 	/* OpenSSL's error is only "certificate verify failed". The
-	 * verification result tells an unknown CA from a wrong name. */
+	 * verification result distinguishes an unknown CA from a wrong name. */
 	if (ERR_GET_LIB(err) == ERR_LIB_SSL &&
 	    ERR_GET_REASON(err) == SSL_R_CERTIFICATE_VERIFY_FAILED && verify != X509_V_OK)
 		snprintf(buf, size, "TLS: %s (%s)", tg_tls_error_string(err, text, sizeof(text)),

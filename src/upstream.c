@@ -385,8 +385,9 @@ on_header_value_complete(llhttp_t *p)
 	return rc ? HPE_USER : 0;
 }
 
-/* The first Content-Encoding line that names a coding other than identity,
- * or NULL. The gateway asks for identity, because it reads every reply. */
+/* Return the first Content-Encoding line that names a coding other than
+ * identity, or NULL. The gateway requests identity because it reads every
+ * reply. */
 static const struct tg_header *
 coded_content(const struct tg_headers *headers)
 {

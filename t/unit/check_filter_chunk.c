@@ -333,7 +333,7 @@ START_TEST(read_large_unsure)
 }
 END_TEST
 
-/* One reader serves chunk after chunk: a read forgets the last. */
+/* One reader reads chunk after chunk, and each read drops the last. */
 START_TEST(reused_between_reads)
 {
 	struct tg_chunk c = {0};

@@ -656,19 +656,19 @@ START_TEST(multi_choice_events)
 		"{\"delta\":{\"content\":\"three.\"},\"index\":0,\"finish_reason\":\"stop\"}]}",
 		"{\"choices\":[{\"delta\":{},\"index\":1,\"finish_reason\":\"stop\"}]}",
 	};
-	char *sent, *zero, *one;
+	char *sent, *first, *second;
 
 	for (size_t i = 0; i < sizeof(events) / sizeof(events[0]); i++)
 		ck_assert_int_eq(feed_data(s, events[i], 0), TG_STREAM_OK);
 	ck_assert_uint_eq(tg_filter_stream_held(s), 0);
 	sent = take(out);
-	zero = choice_content(sent, 0, "content");
-	one = choice_content(sent, 1, "content");
-	ck_assert_str_eq(zero, "One, two, three.");
-	ck_assert_str_eq(one, "Ask [REDACTED:email] now");
+	first = choice_content(sent, 0, "content");
+	second = choice_content(sent, 1, "content");
+	ck_assert_str_eq(first, "One, two, three.");
+	ck_assert_str_eq(second, "Ask [REDACTED:email] now");
 
-	free(zero);
-	free(one);
+	free(first);
+	free(second);
 	free(sent);
 	evbuffer_free(out);
 	tg_filter_stream_free(s);
@@ -885,7 +885,7 @@ START_TEST(tapped_read_same_output)
 	struct tg_filter_log log = {0};
 	struct evbuffer *out = evbuffer_new();
 	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain, out);
-	char *own, *tapped, *one;
+	char *own, *tapped, *second;
 
 	for (size_t i = 0; i < sizeof(tapped_events) / sizeof(tapped_events[0]); i++)
 		ck_assert_int_eq(feed_data(s, tapped_events[i], 0), TG_STREAM_OK);
@@ -897,10 +897,10 @@ START_TEST(tapped_read_same_output)
 		ck_assert_int_eq(feed_data(s, tapped_events[i], 1), TG_STREAM_OK);
 	tapped = take(out);
 	ck_assert_str_eq(tapped, own);
-	one = choice_content(tapped, 1, "content");
-	ck_assert_str_eq(one, "Ask \"[REDACTED:email]\" \xf0\x9f\x98\x80");
+	second = choice_content(tapped, 1, "content");
+	ck_assert_str_eq(second, "Ask \"[REDACTED:email]\" \xf0\x9f\x98\x80");
 
-	free(one);
+	free(second);
 	free(own);
 	free(tapped);
 	evbuffer_free(out);

@@ -328,9 +328,9 @@ export function basicConfig(mock, { backend = {}, ...rest } = {}) {
  * Options: env (added to the environment), expectErrors (RegExps matching
  * `[error]` lines this gateway may log), args (extra flags), stdout (a file
  * descriptor for the gateway's stdout instead of a pipe the harness reads),
- * nofile (the gateway's open-files limit, soft and hard, set by `ulimit -n`
- * in a shell that then execs tollgate, so gw.child is still tollgate
- * itself), nofileSoft (the same for the soft limit alone).
+ * nofile (the gateway's open-files limit, soft and hard) and nofileSoft
+ * (the soft limit alone). The limits are set by `ulimit` in a shell that
+ * then execs tollgate, so gw.child is still tollgate itself.
  * With stdout given, gw.stdout and gw.accessLog stay empty.
  *
  * Resolves once the admin /readyz returns 200.
