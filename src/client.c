@@ -464,7 +464,7 @@ client_linger(struct tg_client *c)
 		return;
 	}
 	shutdown(bufferevent_getfd(c->bev), SHUT_WR);
-	bufferevent_enable(c->bev, EV_READ);
+	tg_socket_reader_enable(&c->reader);
 	arm_timer(c, CLIENT_LINGER_MS);
 }
 
@@ -589,6 +589,7 @@ client_free(struct tg_client *c)
 
 	assert(c->req == NULL);
 	LIST_REMOVE(c, link);
+	tg_socket_reader_release(&c->reader);
 	bufferevent_free(c->bev);
 	event_free(c->timer);
 	evbuffer_free(c->held);
@@ -684,6 +685,7 @@ tg_client_accept(struct tg_worker *w, evutil_socket_t fd,
 	LIST_INSERT_HEAD(&w->clients, c, link);
 	w->n_clients++;
 
+	tg_socket_reader_init(&c->reader, c->bev, !c->tls);
 	bufferevent_setcb(c->bev, client_read_cb, client_write_cb, client_event_cb, c);
 	bufferevent_setwatermark(c->bev, EV_WRITE, CLIENT_OUTPUT_LOW, 0);
 
@@ -691,7 +693,8 @@ tg_client_accept(struct tg_worker *w, evutil_socket_t fd,
 	 * and a paused upstream one for ever. */
 	send_timeout = tg_timeval_ms(w->config->limits.send_timeout);
 	bufferevent_set_timeouts(c->bev, NULL, &send_timeout);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	bufferevent_enable(c->bev, EV_WRITE);
+	tg_socket_reader_enable(&c->reader);
 	arm_timer(c, w->config->limits.client_header_timeout);
 }
 

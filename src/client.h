@@ -12,6 +12,7 @@
 #include <llhttp.h>
 
 #include "errors.h"
+#include "socket-reader.h"
 
 struct tg_worker;
 struct tg_request;
@@ -30,6 +31,8 @@ enum tg_client_state {
 struct tg_client {
 	struct tg_worker *worker;
 	struct bufferevent *bev;
+	struct tg_socket_reader reader; /* reads bev: enable and disable through
+	                                   it, not the bufferevent */
 	struct event *timer;
 	llhttp_t parser;
 	enum tg_client_state state;

@@ -35,6 +35,7 @@
 #include "clock.h"
 #include "log.h"
 #include "request-head.h"
+#include "socket-reader.h"
 #include "tls.h"
 #include "upstream.h"
 #include "worker.h"
@@ -60,6 +61,8 @@ struct tg_upstream_conn {
 	struct tg_worker *worker;
 	struct tg_pool *pool;
 	struct bufferevent *bev;
+	struct tg_socket_reader reader; /* reads bev: enable and disable through
+	                                   it, not the bufferevent */
 	struct event *timer;
 	llhttp_t parser;
 	enum conn_state state;
@@ -246,7 +249,7 @@ pool_put(struct tg_upstream_conn *c)
 	c->request = NULL;
 	TAILQ_INSERT_HEAD(&p->idle, c, idle_link);
 	p->n_idle++;
-	bufferevent_enable(c->bev, EV_READ);
+	tg_socket_reader_enable(&c->reader);
 	arm(c, c->idle_keepalive);
 	return 0;
 }
@@ -277,8 +280,10 @@ tg_upstream_pools_free(struct tg_worker *w)
 static void
 conn_free(struct tg_upstream_conn *c)
 {
-	if (c->bev != NULL)
+	if (c->bev != NULL) {
+		tg_socket_reader_release(&c->reader);
 		bufferevent_free(c->bev);
+	}
 	event_free(c->timer);
 	tg_headers_free(&c->headers);
 	free(c->field);
@@ -657,6 +662,7 @@ conn_event_cb(struct bufferevent *bev, short events, void *arg)
 		/* Requests go out in one write; Nagle's algorithm would only
 		 * delay the next one on a reused connection. */
 		setsockopt(bufferevent_getfd(c->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		tg_socket_reader_connected(&c->reader);
 		c->state = CONN_WAITING;
 		arm(c, c->timeouts.first_byte);
 		if (c->handler->on_connected != NULL)
@@ -814,15 +820,22 @@ conn_connect(struct tg_upstream_conn *c)
 {
 	const struct tg_backend *b = c->backend;
 
-	if (c->bev != NULL)
+	if (c->bev != NULL) {
+		tg_socket_reader_release(&c->reader);
 		bufferevent_free(c->bev);
+	}
 	c->reused = 0;
 	c->state = CONN_CONNECTING;
 	c->bev = new_bufferevent(c);
 	if (c->bev == NULL)
 		return -1;
+	tg_socket_reader_init(&c->reader, c->bev, c->pool->tls == NULL);
 	bufferevent_setcb(c->bev, conn_read_cb, NULL, conn_event_cb, c);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+
+	/* The connect completes, or fails, on the write event. A plain
+	 * socket's reader starts reading at BEV_EVENT_CONNECTED. */
+	bufferevent_enable(c->bev, EV_WRITE);
+	tg_socket_reader_enable(&c->reader);
 	arm(c, c->timeouts.connect);
 
 	if (conn_write_request(c) != 0)
@@ -922,7 +935,7 @@ tg_upstream_pause(struct tg_upstream_conn *c)
 	if (c == NULL || c->paused)
 		return;
 	c->paused = 1;
-	bufferevent_disable(c->bev, EV_READ);
+	tg_socket_reader_disable(&c->reader);
 
 	/* A slow client is not a silent upstream. */
 	disarm(c);
@@ -934,6 +947,6 @@ tg_upstream_resume(struct tg_upstream_conn *c)
 	if (!c->paused)
 		return;
 	c->paused = 0;
-	bufferevent_enable(c->bev, EV_READ);
+	tg_socket_reader_enable(&c->reader);
 	arm(c, c->timeouts.idle);
 }
