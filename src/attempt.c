@@ -33,22 +33,23 @@ already_tried(void *arg, const struct tg_backend *backend)
 }
 
 /* The body for member: the client's bytes, or the JSON again with the
- * member's model name when it renames the model. */
+ * member's model name when it renames the model. *text gets the body, and
+ * *owned the same pointer when the caller must free() it (else NULL).
+ * Returns 0, or -1 when memory ran out. */
 static int
-write_body(struct tg_request *req, const struct tg_tier_member *member,
-           struct evbuffer *out, size_t *len)
+body_for(struct tg_request *req, const struct tg_tier_member *member, const char **text,
+         size_t *len, char **owned)
 {
 	json_t *tree = member->model != NULL ? tg_request_json(req) : NULL;
 	json_t *copy;
-	char *text;
-	int rc;
 
+	*owned = NULL;
 	if (tree == NULL && member->model != NULL && req->body_json_pending)
 		return -1;      /* out of memory: the model cannot be renamed */
 	if (tree == NULL) {
 		*len = req->body_len;
-		return req->body_len == 0 ? 0
-		     : evbuffer_add(out, evbuffer_pullup(req->body, -1), req->body_len);
+		*text = req->body_len == 0 ? "" : (const char *)evbuffer_pullup(req->body, -1);
+		return *text == NULL ? -1 : 0;
 	}
 
 	copy = json_copy(tree);
@@ -56,18 +57,19 @@ write_body(struct tg_request *req, const struct tg_tier_member *member,
 		json_decref(copy);
 		return -1;
 	}
-	text = json_dumps(copy, JSON_COMPACT);
+	*owned = json_dumps(copy, JSON_COMPACT);
 	json_decref(copy);
-	if (text == NULL)
+	if (*owned == NULL)
 		return -1;
-	*len = strlen(text);
-	rc = evbuffer_add(out, text, *len);
-	free(text);
-	return rc;
+	*text = *owned;
+	*len = strlen(*owned);
+	return 0;
 }
 
 /* Build the request for member: the target under the backend's base path,
- * rewritten headers, and the body. */
+ * rewritten headers, and the body. The head is written first, once the
+ * body's length is known, so that the body goes in without a buffer of
+ * its own. */
 static struct evbuffer *
 build_request(struct tg_request *req, const struct tg_tier_member *member)
 {
@@ -83,20 +85,20 @@ build_request(struct tg_request *req, const struct tg_tier_member *member)
 		.drop_tracestate = tg_trace_drop_tracestate(req),
 	};
 	struct evbuffer *out = evbuffer_new();
-	struct evbuffer *body = evbuffer_new();
+	const char *body = NULL;
+	char *owned = NULL;
 	size_t body_len = 0;
 	int rc = -1;
 
-	if (out == NULL || body == NULL || write_body(req, member, body, &body_len) != 0)
+	if (out == NULL || body_for(req, member, &body, &body_len, &owned) != 0)
 		goto done;
 	rc = tg_headers_write_upstream_request(out, req->method, req->url, &req->headers,
 	                                       &rw, body_len);
-	if (rc == 0)
-		rc = evbuffer_add_buffer(out, body);
+	if (rc == 0 && body_len > 0)
+		rc = evbuffer_add(out, body, body_len);
 
 done:
-	if (body != NULL)
-		evbuffer_free(body);
+	free(owned);
 	if (rc != 0 && out != NULL) {
 		evbuffer_free(out);
 		out = NULL;
@@ -270,6 +272,7 @@ tg_attempt_end(struct tg_request *req, enum tg_outcome outcome, enum tg_error er
 	struct tg_attempt *a;
 	enum tg_health_change change;
 	uint64_t now = tg_now_ns();
+	size_t label_len;
 
 	if (req->n_attempts == 0)
 		return;
@@ -281,7 +284,9 @@ tg_attempt_end(struct tg_request *req, enum tg_outcome outcome, enum tg_error er
 	a->outcome = outcome;
 	a->error = err;
 	a->status = status;
-	snprintf(a->label, sizeof(a->label), "%s", label);
+	label_len = strnlen(label, sizeof(a->label) - 1);       /* cut as snprintf() would */
+	memcpy(a->label, label, label_len);
+	a->label[label_len] = '\0';
 	tg_trace_attempt_end(req);
 
 	change = tg_health_attempt_end(a->backend, outcome, a->trial, now - a->start_ns, now);

@@ -24,8 +24,6 @@ static const struct header_name hop_by_hop_headers[] = {
 
 #define N_HOP_BY_HOP (sizeof(hop_by_hop_headers) / sizeof(hop_by_hop_headers[0]))
 
-#define HEADER_LINE_BUFFER 512  /* bytes of a header line formatted on the stack */
-
 void
 tg_headers_init(struct tg_headers *h)
 {
@@ -288,41 +286,51 @@ tg_headers_strip_hop_by_hop(struct tg_headers *h)
 	h->count = kept;
 }
 
-/* Append the line "name: value\r\n" for a name and value of known
- * lengths. Returns 0, or -1 when out of memory. */
-static int
-write_header_line(struct evbuffer *out, const char *name, size_t name_len,
-                  const char *value, size_t value_len)
+void
+tg_head_start(struct tg_head *head, struct evbuffer *out)
 {
-	char line[HEADER_LINE_BUFFER];
-	size_t len = name_len + value_len + 4;
-	int rc = 0;
+	head->out = out;
+	head->len = 0;
+	head->failed = 0;
+}
 
-	/* A line that fits goes in one evbuffer_add(), which costs about as
-	 * much as each of the four of a longer line. */
-	if (len <= sizeof(line)) {
-		memcpy(line, name, name_len);
-		memcpy(line + name_len, ": ", 2);
-		memcpy(line + name_len + 2, value, value_len);
-		memcpy(line + len - 2, "\r\n", 2);
-		return evbuffer_add(out, line, len);
+/* Write the gathered text to the evbuffer. */
+static void
+head_flush(struct tg_head *head)
+{
+	if (head->len > 0 && evbuffer_add(head->out, head->buf, head->len) != 0)
+		head->failed = 1;
+	head->len = 0;
+}
+
+/* Append text that does not fit in the rest of buf: the gathered text
+ * goes first, then text that buf cannot take goes straight to out. */
+void
+tg_head_add_long(struct tg_head *head, const char *text, size_t len)
+{
+	head_flush(head);
+	if (len >= sizeof(head->buf)) {
+		if (evbuffer_add(head->out, text, len) != 0)
+			head->failed = 1;
+		return;
 	}
-
-	rc |= evbuffer_add(out, name, name_len);
-	rc |= evbuffer_add(out, ": ", 2);
-	rc |= evbuffer_add(out, value, value_len);
-	rc |= evbuffer_add(out, "\r\n", 2);
-	return rc ? -1 : 0;
+	memcpy(head->buf + head->len, text, len);
+	head->len += len;
 }
 
-int
-tg_header_write(struct evbuffer *out, const char *name, const char *value)
+void
+tg_head_line(struct tg_head *head, const char *name, size_t name_len, const char *value,
+             size_t value_len)
 {
-	return write_header_line(out, name, strlen(name), value, strlen(value));
+	tg_head_add(head, name, name_len);
+	tg_head_add(head, ": ", 2);
+	tg_head_add(head, value, value_len);
+	tg_head_add(head, "\r\n", 2);
 }
 
-int
-tg_header_write_number(struct evbuffer *out, const char *name, unsigned long long value)
+void
+tg_head_number(struct tg_head *head, const char *name, size_t name_len,
+               unsigned long long value)
 {
 	char digits[24];
 	size_t start = sizeof(digits);
@@ -331,7 +339,24 @@ tg_header_write_number(struct evbuffer *out, const char *name, unsigned long lon
 		digits[--start] = (char)('0' + value % 10);
 		value /= 10;
 	} while (value > 0);
-	return write_header_line(out, name, strlen(name), digits + start, sizeof(digits) - start);
+	tg_head_line(head, name, name_len, digits + start, sizeof(digits) - start);
+}
+
+int
+tg_head_end(struct tg_head *head)
+{
+	head_flush(head);
+	return head->failed ? -1 : 0;
+}
+
+int
+tg_header_write(struct evbuffer *out, const char *name, const char *value)
+{
+	struct tg_head head;
+
+	tg_head_start(&head, out);
+	tg_head_line(&head, name, strlen(name), value, strlen(value));
+	return tg_head_end(&head);
 }
 
 /* Headers of the client request that the gateway sets itself. */
@@ -356,45 +381,21 @@ is_rewritten_request_header(const struct tg_header *hd, const struct tg_upstream
 /* Write X-Forwarded-For: every value the client sent, in their order,
  * then the client's own address, so that no hop of the chain is lost when
  * the client sent the header twice. */
-static int
-write_forwarded_for(struct evbuffer *out, const struct tg_headers *client_headers,
+static void
+write_forwarded_for(struct tg_head *head, const struct tg_headers *client_headers,
                     const char *client_ip)
 {
-	int rc = evbuffer_add(out, "X-Forwarded-For: ", 17);
-
+	tg_head_add(head, "X-Forwarded-For: ", 17);
 	for (size_t i = 0; i < client_headers->count; i++) {
 		const struct tg_header *hd = &client_headers->items[i];
 
 		if (!tg_header_is(hd, "X-Forwarded-For"))
 			continue;
-		rc |= evbuffer_add(out, hd->value, hd->value_len);
-		rc |= evbuffer_add(out, ", ", 2);
+		tg_head_add(head, hd->value, hd->value_len);
+		tg_head_add(head, ", ", 2);
 	}
-	rc |= evbuffer_add(out, client_ip, strlen(client_ip));
-	rc |= evbuffer_add(out, "\r\n", 2);
-	return rc ? -1 : 0;
-}
-
-/* Write "Authorization: Bearer KEY". */
-static int
-write_authorization(struct evbuffer *out, const char *api_key)
-{
-	int rc = 0;
-
-	rc |= evbuffer_add(out, "Authorization: Bearer ", 22);
-	rc |= evbuffer_add(out, api_key, strlen(api_key));
-	rc |= evbuffer_add(out, "\r\n", 2);
-	return rc ? -1 : 0;
-}
-
-/* Write Content-Length and the empty line that ends the head. */
-static int
-write_content_length(struct evbuffer *out, size_t body_len)
-{
-	int rc = tg_header_write_number(out, "Content-Length", body_len);
-
-	rc |= evbuffer_add(out, "\r\n", 2);
-	return rc ? -1 : 0;
+	tg_head_add(head, client_ip, strlen(client_ip));
+	tg_head_add(head, "\r\n", 2);
 }
 
 int
@@ -404,36 +405,41 @@ tg_headers_write_upstream_request(struct evbuffer *out, const char *method,
                                   const struct tg_upstream_rewrite *rw,
                                   size_t body_len)
 {
-	int rc = 0;
+	struct tg_head head;
 
-	rc |= evbuffer_add(out, method, strlen(method));
-	rc |= evbuffer_add(out, " ", 1);
+	tg_head_start(&head, out);
+	tg_head_add(&head, method, strlen(method));
+	tg_head_add(&head, " ", 1);
 	if (rw->target_prefix != NULL)
-		rc |= evbuffer_add(out, rw->target_prefix, strlen(rw->target_prefix));
-	rc |= evbuffer_add(out, target, strlen(target));
-	rc |= evbuffer_add(out, " HTTP/1.1\r\n", 11);
-	rc |= tg_header_write(out, "Host", rw->host);
+		tg_head_add(&head, rw->target_prefix, strlen(rw->target_prefix));
+	tg_head_add(&head, target, strlen(target));
+	tg_head_add(&head, " HTTP/1.1\r\n", 11);
+	TG_HEAD_LINE(&head, "Host", rw->host);
 
 	for (size_t i = 0; i < client_headers->count; i++) {
 		const struct tg_header *hd = &client_headers->items[i];
 
 		if (is_rewritten_request_header(hd, rw))
 			continue;
-		rc |= write_header_line(out, hd->name, hd->name_len, hd->value, hd->value_len);
+		tg_head_line(&head, hd->name, hd->name_len, hd->value, hd->value_len);
 	}
 
-	if (rw->api_key != NULL)
-		rc |= write_authorization(out, rw->api_key);
+	if (rw->api_key != NULL) {
+		tg_head_add(&head, "Authorization: Bearer ", 22);
+		tg_head_add(&head, rw->api_key, strlen(rw->api_key));
+		tg_head_add(&head, "\r\n", 2);
+	}
 	if (rw->traceparent != NULL)
-		rc |= tg_header_write(out, "traceparent", rw->traceparent);
+		TG_HEAD_LINE(&head, "traceparent", rw->traceparent);
 	if (rw->client_ip != NULL)
-		rc |= write_forwarded_for(out, client_headers, rw->client_ip);
-	rc |= tg_header_write(out, "X-Forwarded-Proto", rw->proto);
-	rc |= tg_header_write(out, "X-Request-Id", rw->request_id);
+		write_forwarded_for(&head, client_headers, rw->client_ip);
+	TG_HEAD_LINE(&head, "X-Forwarded-Proto", rw->proto);
+	TG_HEAD_LINE(&head, "X-Request-Id", rw->request_id);
 	/* The gateway reads every reply (usage, filters, cache) and cannot
 	 * read a compressed one, so it requests identity whatever the client
 	 * accepts. Replies reach the client uncompressed. */
-	rc |= evbuffer_add(out, "Accept-Encoding: identity\r\n", 27);
-	rc |= write_content_length(out, body_len);
-	return rc ? -1 : 0;
+	tg_head_add(&head, "Accept-Encoding: identity\r\n", 27);
+	tg_head_number(&head, "Content-Length", 14, body_len);
+	tg_head_add(&head, "\r\n", 2);
+	return tg_head_end(&head);
 }

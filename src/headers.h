@@ -89,14 +89,61 @@ int tg_header_list_has(const char *value, const char *token);
  */
 void tg_headers_strip_hop_by_hop(struct tg_headers *h);
 
-/* Append the line "name: value\r\n" to out. Returns 0, or -1 when out of
- * memory. Formatted without printf, since it runs for every header of
- * every request and response. */
-int tg_header_write(struct evbuffer *out, const char *name, const char *value);
+#define TG_HEAD_BUFFER 2048       /* bytes of a head gathered before a write */
 
-/* Append "name: value\r\n" with value in decimal; formatted by hand, since
- * printf-style calls cost thousands of instructions per response. */
-int tg_header_write_number(struct evbuffer *out, const char *name, unsigned long long value);
+/*
+ * A message head being written to an evbuffer. The text gathers in buf and
+ * goes to out in one evbuffer_add() per TG_HEAD_BUFFER bytes, because each
+ * call costs about 130 instructions (callgrind, libevent 2.1) and a head
+ * has some 30 pieces. Start with tg_head_start(), add text, and end with
+ * tg_head_end(), which writes the rest: until then out lacks part of the
+ * head. The struct is meant for the caller's stack.
+ */
+struct tg_head {
+	struct evbuffer *out;
+	size_t len;                     /* bytes of buf in use */
+	int failed;                     /* an evbuffer_add() failed */
+	char buf[TG_HEAD_BUFFER];
+};
+
+void tg_head_start(struct tg_head *head, struct evbuffer *out);
+
+void tg_head_add_long(struct tg_head *head, const char *text, size_t len);
+
+/* Append len bytes of text. Inline, because a request has some 60 pieces
+ * and most are a few bytes, whose memcpy() the compiler then inlines. */
+static inline void
+tg_head_add(struct tg_head *head, const char *text, size_t len)
+{
+	if (len > sizeof(head->buf) - head->len) {
+		tg_head_add_long(head, text, len);
+		return;
+	}
+	memcpy(head->buf + head->len, text, len);
+	head->len += len;
+}
+
+/* Append the line "name: value\r\n". */
+void tg_head_line(struct tg_head *head, const char *name, size_t name_len,
+                  const char *value, size_t value_len);
+
+/* tg_head_line() for a name that is a string literal and a string value. */
+#define TG_HEAD_LINE(head, literal, value) \
+	tg_head_line((head), literal, sizeof(literal) - 1, (value), strlen(value))
+
+/* Append "name: value\r\n" with value in decimal. Formatted by hand, as
+ * every line is: printf-style calls cost thousands of instructions per
+ * response. */
+void tg_head_number(struct tg_head *head, const char *name, size_t name_len,
+                    unsigned long long value);
+
+/* Write the rest of the head to out. Returns 0, or -1 when memory ran out
+ * at any point of the head. */
+int tg_head_end(struct tg_head *head);
+
+/* Append the line "name: value\r\n" to out. Returns 0, or -1 when out of
+ * memory. */
+int tg_header_write(struct evbuffer *out, const char *name, const char *value);
 
 /* Values the gateway adds to or replaces in the request it sends upstream. */
 struct tg_upstream_rewrite {

@@ -320,13 +320,16 @@ START_TEST(upstream_head_exact_bytes)
 }
 END_TEST
 
-/* Lines around the size of the stack buffer that header lines are
- * formatted in come out whole. */
+/* Lines around the size of the buffer that a head gathers in come out
+ * whole. */
 START_TEST(header_lines_of_any_length)
 {
-	static const size_t value_lens[] = {0, 1, 490, 500, 501, 502, 503, 4000};
-	char value[4001];
-	char expected[4100];
+	static const size_t value_lens[] = {
+		0, 1, TG_HEAD_BUFFER - 20, TG_HEAD_BUFFER - 11, TG_HEAD_BUFFER - 10,
+		TG_HEAD_BUFFER - 9, TG_HEAD_BUFFER, 2 * TG_HEAD_BUFFER + 7,
+	};
+	char value[2 * TG_HEAD_BUFFER + 8];
+	char expected[2 * TG_HEAD_BUFFER + 32];
 
 	for (size_t i = 0; i < sizeof(value_lens) / sizeof(value_lens[0]); i++) {
 		size_t len = value_lens[i];
@@ -342,6 +345,50 @@ START_TEST(header_lines_of_any_length)
 		free(line);
 		evbuffer_free(out);
 	}
+}
+END_TEST
+
+enum { MAX_PIECE = TG_HEAD_BUFFER + 3 };
+
+/* Add a piece of len bytes to head and to the text expected of it. */
+static void
+add_piece(struct tg_head *head, char *expected, size_t *used, size_t len)
+{
+	static char piece[MAX_PIECE];
+
+	memset(piece, 'a' + (int)(len % 26), len);
+	tg_head_add(head, piece, len);
+	memcpy(expected + *used, piece, len);
+	*used += len;
+}
+
+/* Pieces of many sizes, up to past the buffer, added after text already
+ * in the evbuffer, arrive whole and in order, and nothing reaches the
+ * evbuffer twice. */
+START_TEST(head_pieces_keep_their_order)
+{
+	static char expected[64 * MAX_PIECE];
+	struct evbuffer *out = evbuffer_new();
+	struct tg_head head;
+	size_t used = 4;
+	char *text;
+
+	evbuffer_add(out, "pre:", 4);
+	memcpy(expected, "pre:", 4);
+	tg_head_start(&head, out);
+	for (size_t len = 1; len <= MAX_PIECE; len += len < 40 ? 1 : 97)
+		add_piece(&head, expected, &used, len);
+	add_piece(&head, expected, &used, TG_HEAD_BUFFER);
+	add_piece(&head, expected, &used, 5);
+	add_piece(&head, expected, &used, MAX_PIECE);
+	add_piece(&head, expected, &used, 1);
+	ck_assert_int_eq(tg_head_end(&head), 0);
+	expected[used] = '\0';
+	text = buffer_text(out);
+	ck_assert_uint_eq(strlen(text), used);
+	ck_assert(strcmp(text, expected) == 0);
+	free(text);
+	evbuffer_free(out);
 }
 END_TEST
 
@@ -432,6 +479,7 @@ headers_suite(void)
 	tcase_add_test(rewrite, upstream_head_rewrites);
 	tcase_add_test(rewrite, upstream_head_exact_bytes);
 	tcase_add_test(rewrite, header_lines_of_any_length);
+	tcase_add_test(rewrite, head_pieces_keep_their_order);
 	tcase_add_test(rewrite, upstream_head_keeps_client_key);
 	tcase_add_test(rewrite, upstream_head_appends_forwarded_for);
 	tcase_add_test(rewrite, upstream_head_joins_every_forwarded_for);
