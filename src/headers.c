@@ -24,21 +24,62 @@ static const struct header_name hop_by_hop_headers[] = {
 
 #define N_HOP_BY_HOP (sizeof(hop_by_hop_headers) / sizeof(hop_by_hop_headers[0]))
 
+/* Bytes of text in a block of names and values, unless a header needs
+ * more: about a dozen typical headers. */
+#define HEADER_TEXT_BLOCK 1000
+
+/* A block of header text, linked to the block filled before it. */
+struct tg_header_text {
+	struct tg_header_text *older;
+	size_t size;                    /* bytes of text */
+	size_t used;
+	char bytes[];
+};
+
 void
 tg_headers_init(struct tg_headers *h)
 {
 	h->items = NULL;
 	h->count = 0;
 	h->capacity = 0;
+	h->text = NULL;
 }
 
 void
 tg_headers_free(struct tg_headers *h)
 {
-	for (size_t i = 0; i < h->count; i++)
-		free(h->items[i].name);
+	struct tg_header_text *block = h->text;
+
+	while (block != NULL) {
+		struct tg_header_text *older = block->older;
+
+		free(block);
+		block = older;
+	}
 	free(h->items);
 	tg_headers_init(h);
+}
+
+/* Reserve need bytes of text in h. Returns their place, or NULL when out of
+ * memory. */
+static char *
+text_room(struct tg_headers *h, size_t need)
+{
+	struct tg_header_text *block = h->text;
+	size_t size;
+
+	if (block == NULL || block->size - block->used < need) {
+		size = need > HEADER_TEXT_BLOCK ? need : HEADER_TEXT_BLOCK;
+		block = malloc(sizeof(*block) + size);
+		if (block == NULL)
+			return NULL;
+		block->older = h->text;
+		block->size = size;
+		block->used = 0;
+		h->text = block;
+	}
+	block->used += need;
+	return block->bytes + block->used - need;
 }
 
 int
@@ -46,7 +87,7 @@ tg_headers_add(struct tg_headers *h, const char *name, size_t name_len,
                const char *value, size_t value_len)
 {
 	struct tg_header *item;
-	char *block;
+	char *text;
 
 	if (h->count == h->capacity) {
 		size_t capacity = h->capacity ? h->capacity * 2 : 16;
@@ -60,16 +101,16 @@ tg_headers_add(struct tg_headers *h, const char *name, size_t name_len,
 
 	name_len = strnlen(name, name_len);
 	value_len = strnlen(value, value_len);
-	block = malloc(name_len + value_len + 2);
-	if (block == NULL)
+	text = text_room(h, name_len + value_len + 2);
+	if (text == NULL)
 		return -1;
 
 	item = &h->items[h->count];
-	item->name = block;
+	item->name = text;
 	item->name_len = name_len;
 	memcpy(item->name, name, name_len);
 	item->name[name_len] = '\0';
-	item->value = block + name_len + 1;
+	item->value = text + name_len + 1;
 	item->value_len = value_len;
 	memcpy(item->value, value, value_len);
 	item->value[value_len] = '\0';
@@ -110,10 +151,8 @@ tg_headers_remove(struct tg_headers *h, const char *name)
 	size_t removed;
 
 	for (size_t i = 0; i < h->count; i++) {
-		if (tg_header_named(&h->items[i], name, len)) {
-			free(h->items[i].name);
+		if (tg_header_named(&h->items[i], name, len))
 			continue;
-		}
 		h->items[kept++] = h->items[i];
 	}
 	removed = h->count - kept;
@@ -234,7 +273,7 @@ append_token_list(char **list, size_t *len, size_t *size, char *stack,
 
 /* Remove the headers that Connection names, before Connection itself goes.
  * A client may send Connection more than once, so the tokens of every line
- * are copied into one list first: removing a header frees its value. */
+ * are copied into one list first, which strtok_r() then cuts up. */
 static void
 strip_connection_tokens(struct tg_headers *h)
 {
@@ -277,10 +316,8 @@ tg_headers_strip_hop_by_hop(struct tg_headers *h)
 		strip_connection_tokens(h);
 
 	for (size_t i = 0; i < h->count; i++) {
-		if (is_hop_by_hop(&h->items[i])) {
-			free(h->items[i].name);
+		if (is_hop_by_hop(&h->items[i]))
 			continue;
-		}
 		h->items[kept++] = h->items[i];
 	}
 	h->count = kept;

@@ -13,8 +13,8 @@
 
 #include <event2/buffer.h>
 
-/* A header line. The name and the value share one allocation, which the
- * name owns. */
+/* A header line. The name and the value are copies in the text blocks of
+ * the list, which stay in place until tg_headers_free(). */
 struct tg_header {
 	char *name;
 	char *value;
@@ -22,10 +22,16 @@ struct tg_header {
 	size_t value_len;
 };
 
+struct tg_header_text;
+
+/* A header list. Names and values are copied into blocks of about 1 KiB,
+ * so that a list costs two allocations (items and one block) instead of
+ * one per header. A removed header's text stays in its block. */
 struct tg_headers {
 	struct tg_header *items;
 	size_t count;
 	size_t capacity;
+	struct tg_header_text *text;    /* the newest block, or NULL */
 };
 
 void tg_headers_init(struct tg_headers *h);

@@ -71,6 +71,42 @@ START_TEST(grows_past_initial_capacity)
 }
 END_TEST
 
+/* Headers whose text fills several blocks, one larger than a block, keep
+ * their names and values through removals and the growth of the list. */
+START_TEST(text_spans_blocks)
+{
+	static char long_value[5001];
+	struct tg_headers h;
+	char name[16], value[64];
+
+	memset(long_value, 'L', sizeof(long_value) - 1);
+	tg_headers_init(&h);
+	for (int i = 0; i < 300; i++) {
+		snprintf(name, sizeof(name), "X-%d", i);
+		snprintf(value, sizeof(value), "value %d %.*s", i, i % 40, long_value);
+		add(&h, name, i == 150 ? long_value : value);
+	}
+	for (int i = 0; i < 300; i += 3) {
+		snprintf(name, sizeof(name), "x-%d", i);
+		ck_assert_uint_eq(tg_headers_remove(&h, name), 1);
+	}
+
+	ck_assert_uint_eq(h.count, 200);
+	for (int i = 0; i < 300; i++) {
+		const char *got;
+
+		snprintf(name, sizeof(name), "X-%d", i);
+		snprintf(value, sizeof(value), "value %d %.*s", i, i % 40, long_value);
+		got = tg_headers_get(&h, name);
+		if (i % 3 == 0)
+			ck_assert_ptr_null(got);
+		else
+			ck_assert_str_eq(got, i == 150 ? long_value : value);
+	}
+	tg_headers_free(&h);
+}
+END_TEST
+
 START_TEST(value_validity)
 {
 	ck_assert_int_eq(tg_header_value_valid("plain value", 11), 1);
@@ -468,6 +504,7 @@ headers_suite(void)
 	tcase_add_test(list, get_is_case_insensitive);
 	tcase_add_test(list, remove_drops_every_copy);
 	tcase_add_test(list, grows_past_initial_capacity);
+	tcase_add_test(list, text_spans_blocks);
 	tcase_add_test(list, add_keeps_lengths);
 	tcase_add_test(list, names_match_whole);
 	tcase_add_test(list, value_validity);
