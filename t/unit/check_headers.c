@@ -130,6 +130,23 @@ START_TEST(name_validity)
 }
 END_TEST
 
+/* Every byte is a name of its own exactly when RFC 9110 calls it a token
+ * character: a letter, a digit or one of !#$%&'*+-.^_`|~. */
+START_TEST(name_validity_every_byte)
+{
+	static const char specials[] = "!#$%&'*+-.^_`|~";
+
+	for (int c = 0; c < 256; c++) {
+		char name[2] = {(char)c, 'a'};
+		int letter = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+		int digit = c >= '0' && c <= '9';
+		int token = c != 0 && (letter || digit || memchr(specials, c, sizeof(specials) - 1));
+
+		ck_assert_msg(tg_header_name_valid(name, 2) == token, "byte %d", c);
+	}
+}
+END_TEST
+
 START_TEST(list_has_token)
 {
 	ck_assert_int_eq(tg_header_list_has("keep-alive, Upgrade", "upgrade"), 1);
@@ -509,6 +526,7 @@ headers_suite(void)
 	tcase_add_test(list, names_match_whole);
 	tcase_add_test(list, value_validity);
 	tcase_add_test(list, name_validity);
+	tcase_add_test(list, name_validity_every_byte);
 	tcase_add_test(list, list_has_token);
 	tcase_add_test(list, list_next_trims_and_skips_empty);
 	tcase_add_test(rewrite, hop_by_hop_removed);
