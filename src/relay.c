@@ -348,8 +348,7 @@ tg_relay_reset(struct tg_request *req)
 	if (resp->stream_error_body != NULL)
 		evbuffer_free(resp->stream_error_body);
 	resp->stream_error_body = NULL;
-	if (resp->body != NULL)
-		evbuffer_free(resp->body);
+	tg_worker_buffer_give(req->worker, resp->body);
 	tg_relay_response_json_stale(req);
 	tg_headers_free(&resp->headers);
 
@@ -811,7 +810,7 @@ relay_on_head(void *arg, int status, struct tg_headers *headers)
 		release_held(req);
 		return resp->pending == NULL;
 	}
-	resp->body = evbuffer_new();
+	resp->body = tg_worker_buffer_take(req->worker);
 	return resp->body == NULL;
 }
 

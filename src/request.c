@@ -80,7 +80,7 @@ tg_request_new(struct tg_client *client)
 
 	if (req == NULL)
 		return NULL;
-	req->body = evbuffer_new();
+	req->body = tg_worker_buffer_take(client->worker);
 	if (req->body == NULL) {
 		request_release(client->worker, req);
 		return NULL;
@@ -439,7 +439,7 @@ tg_request_done(struct tg_request *req)
 	tg_headers_free(&req->headers);
 	if (req->upstream_request != NULL)
 		evbuffer_free(req->upstream_request);
-	evbuffer_free(req->body);
+	tg_worker_buffer_give(req->worker, req->body);
 	json_decref(req->body_json);
 	tg_request_facts_free(&req->scanned);
 	free(req->url);

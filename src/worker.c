@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/listener.h>
@@ -203,6 +204,8 @@ tg_worker_join_and_free(struct tg_worker *w, uint64_t log_deadline_ns)
 	tg_config_unref(w->config);
 	for (size_t i = 0; i < w->n_spare_requests; i++)
 		free(w->spare_requests[i]);
+	for (size_t i = 0; i < w->n_spare_buffers; i++)
+		evbuffer_free(w->spare_buffers[i]);
 	tg_yj_keys_free(&w->scan_keys);
 	free(w);
 }
@@ -323,6 +326,27 @@ tg_worker_client_closed(struct tg_worker *w)
 {
 	w->n_clients--;
 	maybe_exit(w);
+}
+
+struct evbuffer *
+tg_worker_buffer_take(struct tg_worker *w)
+{
+	if (w->n_spare_buffers > 0)
+		return w->spare_buffers[--w->n_spare_buffers];
+	return evbuffer_new();
+}
+
+void
+tg_worker_buffer_give(struct tg_worker *w, struct evbuffer *buf)
+{
+	if (buf == NULL)
+		return;
+	if (w->n_spare_buffers == TG_SPARE_BUFFERS_MAX ||
+	    evbuffer_drain(buf, evbuffer_get_length(buf)) != 0) {
+		evbuffer_free(buf);
+		return;
+	}
+	w->spare_buffers[w->n_spare_buffers++] = buf;
 }
 
 void

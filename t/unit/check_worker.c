@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/buffer.h>
+
 #include "worker.h"
 
 /* The id as it was formatted before the hex encoder: the prefix, then the
@@ -36,14 +38,46 @@ START_TEST(request_id_prefix_then_sequence)
 }
 END_TEST
 
+/* A buffer given back comes out of the next take empty, and buffers past
+ * the spares' limit are freed (valgrind reports a leak otherwise). */
+START_TEST(spare_buffers_come_back_empty)
+{
+	static struct tg_worker w;
+	struct evbuffer *taken[TG_SPARE_BUFFERS_MAX + 2];
+	struct evbuffer *first = tg_worker_buffer_take(&w);
+
+	ck_assert_ptr_nonnull(first);
+	evbuffer_add(first, "left over", 9);
+	tg_worker_buffer_give(&w, first);
+	ck_assert_uint_eq(w.n_spare_buffers, 1);
+	ck_assert_ptr_eq(tg_worker_buffer_take(&w), first);
+	ck_assert_uint_eq(evbuffer_get_length(first), 0);
+	tg_worker_buffer_give(&w, first);
+	tg_worker_buffer_give(&w, NULL);
+	ck_assert_uint_eq(w.n_spare_buffers, 1);
+
+	for (size_t i = 0; i < TG_SPARE_BUFFERS_MAX + 2; i++)
+		taken[i] = tg_worker_buffer_take(&w);
+	for (size_t i = 0; i < TG_SPARE_BUFFERS_MAX + 2; i++)
+		tg_worker_buffer_give(&w, taken[i]);
+	ck_assert_uint_eq(w.n_spare_buffers, TG_SPARE_BUFFERS_MAX);
+	for (size_t i = 0; i < w.n_spare_buffers; i++)
+		evbuffer_free(w.spare_buffers[i]);
+}
+END_TEST
+
 static Suite *
 worker_suite(void)
 {
 	Suite *s = suite_create("worker");
 	TCase *ids = tcase_create("request-id");
 
+	TCase *buffers = tcase_create("spare-buffers");
+
 	tcase_add_test(ids, request_id_prefix_then_sequence);
 	suite_add_tcase(s, ids);
+	tcase_add_test(buffers, spare_buffers_come_back_empty);
+	suite_add_tcase(s, buffers);
 	return s;
 }
 
