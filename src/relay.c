@@ -194,20 +194,31 @@ tg_relay_local_response_typed(struct tg_request *req, int status, const char *co
 static void
 adopt_upstream_headers(struct tg_response *resp, struct tg_headers *upstream)
 {
-	const char *upstream_id;
+	struct tg_header upstream_id = {0};
+	size_t n_kept = 0;
 
 	tg_headers_strip_hop_by_hop(upstream);
-	tg_headers_remove(upstream, "Content-Length");
-	upstream_id = tg_headers_get(upstream, "X-Request-Id");
-	if (upstream_id != NULL) {
-		char *id = strdup(upstream_id);
 
-		tg_headers_remove(upstream, "X-Request-Id");
-		if (id != NULL) {
-			tg_headers_add(upstream, "X-Upstream-Request-Id", 21, id, strlen(id));
-			free(id);
+	/* One pass drops Content-Length and every X-Request-Id. The text of a
+	 * removed header stays in the list's blocks, so the first id is
+	 * copied from there. */
+	for (size_t i = 0; i < upstream->count; i++) {
+		const struct tg_header *hd = &upstream->items[i];
+
+		if (tg_header_named(hd, "Content-Length", 14))
+			continue;
+		if (tg_header_named(hd, "X-Request-Id", 12)) {
+			if (upstream_id.name == NULL)
+				upstream_id = *hd;
+			continue;
 		}
+		upstream->items[n_kept++] = *hd;
 	}
+	upstream->count = n_kept;
+	if (upstream_id.name != NULL)
+		tg_headers_add(upstream, "X-Upstream-Request-Id", 21, upstream_id.value,
+		               upstream_id.value_len);
+
 	tg_headers_free(&resp->headers);
 	resp->headers = *upstream;
 	tg_headers_init(upstream);

@@ -127,6 +127,12 @@ const SCRIPTS = {
       'Connection: keep-alive, X-Upstream-Hop\r\nX-Upstream-Hop: dropped\r\nKeep-Alive: timeout=5\r\n' +
       `X-Upstream-Custom: kept\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
   },
+  // Request ids of the upstream's own, twice, around other headers.
+  upstreamIds: (socket) => {
+    const body = '{"object":"chat.completion","choices":[]}';
+    socket.write('HTTP/1.1 200 OK\r\nX-Request-Id: up-first\r\nContent-Type: application/json\r\n' +
+      `Content-Length: ${body.length}\r\nx-request-id: up-second\r\nX-After: kept\r\n\r\n${body}`);
+  },
 };
 
 describe('misbehaving upstreams', () => {
@@ -275,6 +281,19 @@ describe('misbehaving upstreams', () => {
     assert.equal(res.headers['x-upstream-custom'], 'kept');
     assert.equal(res.headers['x-upstream-hop'], undefined, 'a header listed in Connection was relayed');
     assert.equal(res.headers['keep-alive'], undefined, 'Keep-Alive was relayed');
+    assert.equal(res.json().object, 'chat.completion');
+  });
+
+  it('renames the upstream request id', async () => {
+    const res = await curl(curlPost(chatURL, chat('upstreamIds')));
+    assert.equal(res.status, 200);
+    const named = (name) => res.headerList.filter(([n]) => n === name).map(([, v]) => v);
+    assert.deepEqual(named('x-upstream-request-id'), ['up-first']);
+    assert.equal(named('x-request-id').length, 1);
+    assert.match(named('x-request-id')[0], /^[0-9a-f]{32}$/);
+    assert.deepEqual(named('content-length'), ['41']);
+    assert.deepEqual(named('x-after'), ['kept']);
+    assert.deepEqual(res.headerList.map(([n]) => n).slice(0, 2), ['content-type', 'x-after']);
     assert.equal(res.json().object, 'chat.completion');
   });
 });
