@@ -16,11 +16,20 @@ struct header_name {
 
 #define HEADER_NAME(literal) {literal, sizeof(literal) - 1}
 
+/* The hop-by-hop names, once for the table and once for the lengths. */
+#define HOP_BY_HOP_NAMES(X) \
+	X("Connection") X("Keep-Alive") X("Proxy-Connection") X("Proxy-Authenticate") \
+	X("Proxy-Authorization") X("TE") X("Trailer") X("Transfer-Encoding") X("Upgrade")
+
+#define HOP_BY_HOP_ENTRY(literal) HEADER_NAME(literal),
+#define HOP_BY_HOP_LENGTH(literal) | (UINT32_C(1) << (sizeof(literal) - 1))
+
 static const struct header_name hop_by_hop_headers[] = {
-	HEADER_NAME("Connection"), HEADER_NAME("Keep-Alive"), HEADER_NAME("Proxy-Connection"),
-	HEADER_NAME("Proxy-Authenticate"), HEADER_NAME("Proxy-Authorization"), HEADER_NAME("TE"),
-	HEADER_NAME("Trailer"), HEADER_NAME("Transfer-Encoding"), HEADER_NAME("Upgrade"),
+	HOP_BY_HOP_NAMES(HOP_BY_HOP_ENTRY)
 };
+
+/* Bit n is set when a hop-by-hop name has n bytes (all have fewer than 32). */
+static const uint32_t hop_by_hop_lengths = 0 HOP_BY_HOP_NAMES(HOP_BY_HOP_LENGTH);
 
 #define N_HOP_BY_HOP (sizeof(hop_by_hop_headers) / sizeof(hop_by_hop_headers[0]))
 
@@ -310,6 +319,10 @@ strip_connection_tokens(struct tg_headers *h)
 static int
 is_hop_by_hop(const struct tg_header *hd)
 {
+	/* Most names have a length that no hop-by-hop name has: Host,
+	 * Content-Type, Content-Length, Authorization, Date. */
+	if (hd->name_len >= 32 || !(hop_by_hop_lengths >> hd->name_len & 1))
+		return 0;
 	for (size_t i = 0; i < N_HOP_BY_HOP; i++) {
 		if (tg_header_named(hd, hop_by_hop_headers[i].name, hop_by_hop_headers[i].len))
 			return 1;
