@@ -133,10 +133,8 @@ tg_headers_add(struct tg_headers *h, const char *name, size_t name_len,
 }
 
 const char *
-tg_headers_get(const struct tg_headers *h, const char *name)
+tg_headers_find(const struct tg_headers *h, const char *name, size_t len)
 {
-	size_t len = strlen(name);
-
 	for (size_t i = 0; i < h->count; i++) {
 		if (tg_header_named(&h->items[i], name, len))
 			return h->items[i].value;

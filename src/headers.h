@@ -57,8 +57,16 @@ tg_header_is(const struct tg_header *hd, const char *name)
 	return tg_header_named(hd, name, strlen(name));
 }
 
-/* The value of the first header called name, or NULL. */
-const char *tg_headers_get(const struct tg_headers *h, const char *name);
+/* The value of the first header called name of len bytes, or NULL. */
+const char *tg_headers_find(const struct tg_headers *h, const char *name, size_t len);
+
+/* The value of the first header called name, or NULL. Inline, so that the
+ * length of a literal name is counted at compile time. */
+static inline const char *
+tg_headers_get(const struct tg_headers *h, const char *name)
+{
+	return tg_headers_find(h, name, strlen(name));
+}
 
 /* Return how many headers are called name. */
 size_t tg_headers_count(const struct tg_headers *h, const char *name);

@@ -788,6 +788,7 @@ relay_on_head(void *arg, int status, struct tg_headers *headers)
 	struct tg_response *resp = &req->response;
 	struct tg_upstream_conn *conn = req->upstream;
 	char label[4];
+	int event_stream;
 
 	status_label(status, label);
 	apply_cooldown(req, status, headers);
@@ -807,16 +808,17 @@ relay_on_head(void *arg, int status, struct tg_headers *headers)
 	resp->status = status;
 	adopt_upstream_headers(resp, headers);
 	tg_cache_response_head(req);
+	event_stream = is_event_stream(&resp->headers);
 
 	/* A successful stream's attempt ends at its first content, so an error
 	 * event before it can still fail over. */
-	if (status == 200 && is_event_stream(&resp->headers)) {
+	if (status == 200 && event_stream) {
 		start_stream(req);
 		return resp->pending == NULL;
 	}
 
 	tg_attempt_end(req, outcome_of_status(status), TG_OK, status, label);
-	if (is_event_stream(&resp->headers)) {
+	if (event_stream) {
 		start_stream(req);
 		release_held(req);
 		return resp->pending == NULL;
