@@ -25,13 +25,15 @@ struct tg_header {
 struct tg_header_text;
 
 /* A header list. Names and values are copied into blocks of about 1 KiB,
- * so that a list costs two allocations (items and one block) instead of
- * one per header. A removed header's text stays in its block. */
+ * and the first block also holds the first 8 items, so that most lists
+ * cost one allocation instead of one per header. A removed header's text
+ * stays in its block. */
 struct tg_headers {
 	struct tg_header *items;
 	size_t count;
 	size_t capacity;
 	struct tg_header_text *text;    /* the newest block, or NULL */
+	int items_in_text;              /* items is in the first block */
 };
 
 void tg_headers_init(struct tg_headers *h);
