@@ -162,11 +162,11 @@ window_slot(struct tg_retry_window *w, uint64_t second)
 	return slot;
 }
 
+/* Count a request in the route's window of the second of now_ns. */
 static void
-budget_count_request(const struct tg_route *route)
+budget_count_request(const struct tg_route *route, uint64_t now_ns)
 {
-	uint64_t second = tg_now_ns() / NS_PER_S;
-
+	uint64_t second = now_ns / NS_PER_S;
 	struct tg_retry_window *w = &route->retry->window;
 
 	atomic_fetch_add(&w->requests[window_slot(w, second)], 1);
@@ -232,11 +232,12 @@ void
 tg_attempt_first(struct tg_request *req)
 {
 	const struct tg_tier_member *member;
+	uint64_t now = tg_now_ns();     /* one reading for the window and the pick */
 	int trial;
 
-	budget_count_request(req->route);
-	member = tg_balancer_pick(req->route, already_tried, req, &req->worker->rng,
-	                          tg_now_ns(), &trial);
+	budget_count_request(req->route, now);
+	member = tg_balancer_pick(req->route, already_tried, req, &req->worker->rng, now,
+	                          &trial);
 	if (member == NULL) {
 		answer_no_backend(req);
 		return;
@@ -271,14 +272,17 @@ tg_attempt_end(struct tg_request *req, enum tg_outcome outcome, enum tg_error er
 {
 	struct tg_attempt *a;
 	enum tg_health_change change;
-	uint64_t now = tg_now_ns();
+	uint64_t now;
 	size_t label_len;
 
+	/* The end of every request calls this too, mostly for an attempt that
+	 * already ended: the clock is read only for an open one. */
 	if (req->n_attempts == 0)
 		return;
 	a = &req->attempts[req->n_attempts - 1];
 	if (!a->open)
 		return;
+	now = tg_now_ns();
 	a->open = 0;
 	a->end_ns = now;
 	a->outcome = outcome;
