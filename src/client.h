@@ -11,6 +11,7 @@
 #include <event2/util.h>
 #include <llhttp.h>
 
+#include "config-t.h"
 #include "errors.h"
 #include "socket-reader.h"
 
@@ -34,6 +35,9 @@ struct tg_client {
 	struct tg_socket_reader reader; /* reads bev: enable and disable through
 	                                   it, not the bufferevent */
 	struct event *timer;
+	int timer_due;                  /* what to do with timer after the
+	                                   parser's run (client.c) */
+	tg_msec_t timer_due_ms;         /* the timeout to arm then */
 	llhttp_t parser;
 	enum tg_client_state state;
 	int tls;
