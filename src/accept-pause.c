@@ -15,15 +15,23 @@
 #include "clock.h"
 #include "log.h"
 
+/* Log state of one kind of event that is logged in bursts, such as failed
+ * accepts or pauses at the connection limit. */
+struct burst {
+	uint64_t last_ns;               /* tg_now_ns of the last event; 0: none */
+	uint64_t logged_ns;             /* of the last line logged */
+	uint64_t unlogged;              /* events since that line */
+};
+
 struct tg_accept_pause {
 	struct event *resume;           /* timer that enables the set again */
 	struct evconnlistener **listeners;  /* the owner's array */
 	size_t n_listeners;
 	char owner[64];
 	_Atomic uint64_t *errors;       /* process-wide count, or NULL */
-	uint64_t failed_ns;             /* tg_now_ns of the last failure; 0: none */
-	uint64_t logged_ns;             /* of the last line logged */
-	uint64_t unlogged;              /* failures since that line */
+	struct tg_accept_limit *limit;  /* shared with other sets, or NULL */
+	struct burst failures;          /* failed accept() calls */
+	struct burst limit_pauses;      /* pauses at the limit */
 };
 
 int
@@ -67,17 +75,45 @@ set_enabled(struct tg_accept_pause *p, int enabled)
 	}
 }
 
+static int
+limit_reached(const struct tg_accept_pause *p)
+{
+	return p->limit != NULL &&
+	       atomic_load_explicit(&p->limit->open, memory_order_relaxed) >= p->limit->max;
+}
+
+/* Stop accepting until the resume timer fires. Without the timer the set
+ * would never accept again, so it goes on accepting. After a resource
+ * error that spins until descriptors free, which is the lesser harm. */
+static void
+pause_set(struct tg_accept_pause *p)
+{
+	struct timeval delay = tg_timeval_ms(TG_ACCEPT_PAUSE_MS);
+
+	set_enabled(p, 0);
+	if (evtimer_add(p->resume, &delay) != 0)
+		set_enabled(p, 1);
+}
+
+/* End the pause, unless the connections of other sets keep the count at
+ * the limit. Then pause again, since no close in this set would resume it. */
 static void
 resume_cb(evutil_socket_t fd, short what, void *arg)
 {
+	struct tg_accept_pause *p = arg;
+
 	(void)fd;
 	(void)what;
-	set_enabled(arg, 1);
+	if (limit_reached(p))
+		pause_set(p);
+	else
+		set_enabled(p, 1);
 }
 
 struct tg_accept_pause *
 tg_accept_pause_new(struct event_base *base, struct evconnlistener **listeners,
-                    size_t n_listeners, const char *owner, _Atomic uint64_t *errors)
+                    size_t n_listeners, const char *owner, _Atomic uint64_t *errors,
+                    struct tg_accept_limit *limit)
 {
 	struct tg_accept_pause *p = calloc(1, sizeof(*p));
 
@@ -92,40 +128,49 @@ tg_accept_pause_new(struct event_base *base, struct evconnlistener **listeners,
 	p->n_listeners = n_listeners;
 	snprintf(p->owner, sizeof(p->owner), "%s", owner);
 	p->errors = errors;
+	p->limit = limit;
 	return p;
 }
 
-/* Count one failure at now_ns and return 1 if it is to be logged: it
+/* Note one event of b at now_ns and return 1 if it is to be logged: it
  * starts a burst, or the last line is TG_ACCEPT_LOG_INTERVAL_MS old. Then
- * *unlogged is set to the failures left out since that line. */
+ * *unlogged is set to the events left out since that line. */
 static int
-note_failure(struct tg_accept_pause *p, uint64_t now_ns, uint64_t *unlogged)
+note_burst(struct burst *b, uint64_t now_ns, uint64_t *unlogged)
 {
-	int starts_burst = p->failed_ns == 0 ||
-	                   now_ns - p->failed_ns >= TG_ACCEPT_BURST_GAP_MS * TG_NS_PER_MS;
-	int interval_over = now_ns - p->logged_ns >= TG_ACCEPT_LOG_INTERVAL_MS * TG_NS_PER_MS;
+	int starts_burst = b->last_ns == 0 ||
+	                   now_ns - b->last_ns >= TG_ACCEPT_BURST_GAP_MS * TG_NS_PER_MS;
+	int interval_over = now_ns - b->logged_ns >= TG_ACCEPT_LOG_INTERVAL_MS * TG_NS_PER_MS;
 
-	p->failed_ns = now_ns;
+	b->last_ns = now_ns;
 	if (!starts_burst && !interval_over) {
-		p->unlogged++;
+		b->unlogged++;
 		return 0;
 	}
-	*unlogged = p->unlogged;
-	p->unlogged = 0;
-	p->logged_ns = now_ns;
+	*unlogged = b->unlogged;
+	b->unlogged = 0;
+	b->logged_ns = now_ns;
 	return 1;
 }
 
-/* Write " (open files limit N)", the soft limit of the process, into buf
- * for the errors that it explains (EMFILE, ENFILE), and "" for others. */
+/* Write "; N more failures since the last message", or "" when n is 0. */
 static void
-format_limit(int err, char *buf, size_t size)
+format_unlogged(uint64_t n, const char *what, char *buf, size_t size)
+{
+	buf[0] = '\0';
+	if (n > 0)
+		snprintf(buf, size, "; %" PRIu64 " more %s%s since the last message", n, what,
+		         n == 1 ? "" : "s");
+}
+
+/* Write " (open files limit N)", the soft limit of the process, into buf,
+ * or "" when it cannot be read. */
+static void
+format_open_files(char *buf, size_t size)
 {
 	struct rlimit rl;
 
 	buf[0] = '\0';
-	if (err != EMFILE && err != ENFILE)
-		return;
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
 		return;
 	if (rl.rlim_cur == RLIM_INFINITY)
@@ -140,10 +185,10 @@ log_failure(const struct tg_accept_pause *p, int err, int paused, uint64_t unlog
 	char limit[64];
 	char earlier[96] = "";
 
-	format_limit(err, limit, sizeof(limit));
-	if (unlogged > 0)
-		snprintf(earlier, sizeof(earlier), "; %" PRIu64 " more failure%s since the last "
-		         "message", unlogged, unlogged == 1 ? "" : "s");
+	limit[0] = '\0';
+	if (err == EMFILE || err == ENFILE)
+		format_open_files(limit, sizeof(limit));
+	format_unlogged(unlogged, "failure", earlier, sizeof(earlier));
 	if (paused)
 		tg_error("%s: accept failed: %s%s; new connections paused for %d ms%s",
 		         p->owner, strerror(err), limit, TG_ACCEPT_PAUSE_MS, earlier);
@@ -161,18 +206,48 @@ tg_accept_pause_error(struct tg_accept_pause *p, int err)
 	if (p->errors != NULL)
 		atomic_fetch_add_explicit(p->errors, 1, memory_order_relaxed);
 
-	if (pauses) {
-		struct timeval delay = tg_timeval_ms(TG_ACCEPT_PAUSE_MS);
+	if (pauses)
+		pause_set(p);
 
-		/* Without the timer the set would never accept again, so it goes
-		 * on accepting. That spins until descriptors free, the lesser harm. */
-		set_enabled(p, 0);
-		if (evtimer_add(p->resume, &delay) != 0)
-			set_enabled(p, 1);
-	}
-
-	if (note_failure(p, tg_now_ns(), &unlogged))
+	if (note_burst(&p->failures, tg_now_ns(), &unlogged))
 		log_failure(p, err, pauses, unlogged);
+}
+
+void
+tg_accept_pause_opened(struct tg_accept_pause *p)
+{
+	uint64_t unlogged = 0;
+	size_t open;
+	char limit[64], earlier[96];
+
+	if (p->limit == NULL)
+		return;
+	open = atomic_fetch_add_explicit(&p->limit->open, 1, memory_order_relaxed) + 1;
+	if (open < p->limit->max)
+		return;
+
+	pause_set(p);
+	atomic_fetch_add_explicit(&p->limit->reached, 1, memory_order_relaxed);
+	if (!note_burst(&p->limit_pauses, tg_now_ns(), &unlogged))
+		return;
+	format_open_files(limit, sizeof(limit));
+	format_unlogged(unlogged, "pause", earlier, sizeof(earlier));
+	tg_warn("%s: stopped accepting at the connection limit of %zu, which keeps a "
+	        "descriptor for the upstream connection of each%s; new connections wait "
+	        "in the listen queue%s", p->owner, open, limit, earlier);
+}
+
+void
+tg_accept_pause_closed(struct tg_accept_pause *p)
+{
+	if (p->limit != NULL)
+		atomic_fetch_sub_explicit(&p->limit->open, 1, memory_order_relaxed);
+
+	/* A pending resume means a pause that no cancel has ended. */
+	if (event_pending(p->resume, EV_TIMEOUT, NULL) && !limit_reached(p)) {
+		evtimer_del(p->resume);
+		set_enabled(p, 1);
+	}
 }
 
 void

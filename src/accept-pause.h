@@ -19,6 +19,13 @@
  * burst lasts one line per TG_ACCEPT_LOG_INTERVAL_MS at most, each with the
  * count of the failures left out since the line before.
  *
+ * A set may also count its connections against a limit shared with other
+ * sets (struct tg_accept_limit): at the limit it stops accepting before
+ * accept() can fail, so that each connection accepted keeps a descriptor
+ * for its upstream connection. A close in the set resumes it at once; a
+ * close in another set is seen by the resume timer, within
+ * TG_ACCEPT_PAUSE_MS. These pauses are logged in bursts the same way.
+ *
  * Thread: a pause state belongs to the thread that runs its event base.
  */
 #ifndef TOLLGATE_ACCEPT_PAUSE_H
@@ -31,6 +38,18 @@
 struct event_base;
 struct evconnlistener;
 struct tg_accept_pause;
+
+/*
+ * Connection limit shared by sets, such as the client connections of all
+ * workers (see tg_descriptors_client_max). Sets on other threads count
+ * into it, hence the atomics. A set that finds open below max accepts one
+ * connection, so with n sets open can pass max by n - 1.
+ */
+struct tg_accept_limit {
+	size_t max;                     /* fixed before any set accepts */
+	_Atomic size_t open;            /* accepted and not yet closed */
+	_Atomic uint64_t reached;       /* times a set paused at max */
+};
 
 /*
  * How long the listeners stop accepting after a resource error. A worker
@@ -56,12 +75,24 @@ struct tg_accept_pause;
  * skipped. owner names the set at the start of each log line, such as
  * "worker 0"; it is copied, and cut at 63 bytes. Every failure is added to
  * *errors (atomically: other threads add to it too), unless errors is
- * NULL. Returns NULL when out of memory.
+ * NULL. The set's connections count against *limit, which must outlive
+ * it; NULL: the set has no limit. Returns NULL when out of memory.
  */
 struct tg_accept_pause *tg_accept_pause_new(struct event_base *base,
                                             struct evconnlistener **listeners,
                                             size_t n_listeners, const char *owner,
-                                            _Atomic uint64_t *errors);
+                                            _Atomic uint64_t *errors,
+                                            struct tg_accept_limit *limit);
+
+/* A connection of the set was accepted: count it against the set's limit,
+ * and stop accepting when the count reaches the limit's max, with a log
+ * line at the start of a burst. Does nothing for a set without a limit. */
+void tg_accept_pause_opened(struct tg_accept_pause *p);
+
+/* A connection of the set closed: take it off the count, and let a paused
+ * set try to accept again now, since a descriptor has freed. A set whose
+ * pause was cancelled stays paused. */
+void tg_accept_pause_closed(struct tg_accept_pause *p);
 
 /* Handle a failed accept() of one of the set's listeners, with err its
  * errno: count it, log it as described at the top of this file, and pause

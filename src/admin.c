@@ -137,6 +137,12 @@ metrics_cb(struct evhttp_request *r, void *arg)
 		                              "admin listener, such as at the open-files limit.",
 		                              atomic_load(&rt->accept_errors));
 	if (rc == 0)
+		rc = tg_metrics_write_counter(body, format, "tollgate_accept_limit_pauses_total",
+		                              "Times a worker stopped accepting at the client "
+		                              "connection limit, which keeps a descriptor for the "
+		                              "upstream connection of each.",
+		                              atomic_load(&rt->clients.reached));
+	if (rc == 0)
 		rc = tg_cache_redis_write_metrics(body, format);
 	if (rc == 0)
 		rc = tg_metrics_scrape_end(body, format);
@@ -263,7 +269,7 @@ open_admin(struct tg_admin *admin, struct event_base *base, const char *address,
 
 	snprintf(owner, sizeof(owner), "admin listener %s", address);
 	admin->accept_pause = tg_accept_pause_new(base, &admin->listener, 1, owner,
-	                                          &rt->accept_errors);
+	                                          &rt->accept_errors, NULL);
 	admin->http = evhttp_new(base);
 	if (admin->http != NULL && evhttp_bind_listener(admin->http, admin->listener) == NULL) {
 		evhttp_free(admin->http);       /* frees no listener it was not bound to */

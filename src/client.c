@@ -716,7 +716,7 @@ tg_client_accept(struct tg_worker *w, evutil_socket_t fd,
 	c->parser.data = c;
 	c->state = TG_CLIENT_IDLE;
 	LIST_INSERT_HEAD(&w->clients, c, link);
-	w->n_clients++;
+	tg_worker_client_opened(w);
 
 	tg_socket_reader_init(&c->reader, c->bev, !c->tls);
 	bufferevent_setcb(c->bev, client_read_cb, client_write_cb, client_event_cb, c);

@@ -13,9 +13,15 @@
  * a ramp of new connections a worker would stall at each doubling (measured:
  * 1% of 1,000 new streams started 10 to 25 ms late). Growing the table once
  * here, while the process has one thread, takes those waits out of requests.
+ *
+ * A client connection accepted with the last free descriptors would get
+ * 503 for want of one for its upstream, so the workers accept no more
+ * client connections than leave a descriptor for the upstream of each
+ * (tg_descriptors_client_max; the pause is in accept-pause.c).
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -98,4 +104,28 @@ tg_descriptors_prepare(void)
 	if (limit == RLIM_INFINITY || limit > TG_DESCRIPTORS_RESERVE_MAX)
 		limit = TG_DESCRIPTORS_RESERVE_MAX;
 	reserve_table(limit);
+}
+
+size_t
+tg_descriptors_client_max(int workers, size_t listeners)
+{
+	struct rlimit rl;
+	rlim_t spare = TG_DESCRIPTORS_SPARE +
+	               (rlim_t)workers * (TG_DESCRIPTORS_SPARE_PER_WORKER + listeners);
+	size_t max;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+		return SIZE_MAX;
+
+	max = rl.rlim_cur > spare + 2 ? (size_t)((rl.rlim_cur - spare) / 2) : 1;
+	if (max < TG_DESCRIPTORS_FEW_CLIENTS)
+		tg_warn("the open-files limit %llu leaves room for %zu client connection%s "
+		        "(%llu descriptors are spare, two go to each connection); raise "
+		        "the hard limit", (unsigned long long)rl.rlim_cur, max,
+		        max == 1 ? "" : "s", (unsigned long long)spare);
+	else
+		tg_info("accepting up to %zu client connections, two descriptors each "
+		        "under the open-files limit %llu", max,
+		        (unsigned long long)rl.rlim_cur);
+	return max;
 }

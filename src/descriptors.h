@@ -4,6 +4,22 @@
 #ifndef TOLLGATE_DESCRIPTORS_H
 #define TOLLGATE_DESCRIPTORS_H
 
+#include <stddef.h>
+
+/* Descriptors kept apart from connections: for the whole process
+ * (standard streams, the access log, the main event loop, the admin
+ * listener and a few admin connections, span export, health probes), and
+ * for each worker (its event loop's four, DNS, Redis, one connection
+ * accepted past the limit, one more).
+ * NOTE: these are estimates. One worker with one listener has 21
+ * descriptors open after startup (measured), and idle upstream pool
+ * connections are not counted at all. */
+#define TG_DESCRIPTORS_SPARE 32
+#define TG_DESCRIPTORS_SPARE_PER_WORKER 8
+
+/* Below this many client connections the limit is worth a warning. */
+#define TG_DESCRIPTORS_FEW_CLIENTS 64
+
 /*
  * Raise the soft open-files limit to the hard limit, then size the kernel's
  * descriptor table for it, up to a cap, so that workers do not wait for the
@@ -11,5 +27,15 @@
  * warnings; the gateway runs on with the limit and table it has.
  */
 void tg_descriptors_prepare(void);
+
+/*
+ * Return how many client connections the workers may hold at a time, so
+ * that each keeps a descriptor for its upstream connection under the soft
+ * open-files limit: half of what the limit leaves beside a fixed spare for
+ * the process and each of its workers listening on listeners addresses.
+ * At least 1; SIZE_MAX without a limit. Logs the number, and a warning
+ * when the limit leaves room for fewer than TG_DESCRIPTORS_FEW_CLIENTS.
+ */
+size_t tg_descriptors_client_max(int workers, size_t listeners);
 
 #endif

@@ -307,6 +307,8 @@ run(struct daemon *d)
 	}
 	d->drain_poll = event_new(d->base, -1, EV_PERSIST, drain_poll_cb, d);
 	d->drain_deadline = evtimer_new(d->base, drain_deadline_cb, d);
+	d->runtime.clients.max = tg_descriptors_client_max(d->config->workers,
+	                                                   d->config->n_listen);
 	if (start_workers(d) != 0)
 		return 1;
 

@@ -126,7 +126,7 @@ tg_worker_new(int id, struct tg_config *cfg, struct tg_runtime *rt)
 		w->access_log = tg_accesslog_new(&rt->access_log, w->base, cfg);
 		snprintf(owner, sizeof(owner), "worker %d", id);
 		w->accept_pause = tg_accept_pause_new(w->base, w->listeners, cfg->n_listen, owner,
-		                                      &rt->accept_errors);
+		                                      &rt->accept_errors, &rt->clients);
 	}
 	if (w->base == NULL || w->dns == NULL || w->listeners == NULL ||
 	    w->listener_ctxs == NULL || w->metrics == NULL || w->accept_pause == NULL)
@@ -322,9 +322,17 @@ tg_worker_post_force_stop(struct tg_worker *w, int by_signal)
 /* --- worker thread helpers -------------------------------------------------- */
 
 void
+tg_worker_client_opened(struct tg_worker *w)
+{
+	w->n_clients++;
+	tg_accept_pause_opened(w->accept_pause);
+}
+
+void
 tg_worker_client_closed(struct tg_worker *w)
 {
 	w->n_clients--;
+	tg_accept_pause_closed(w->accept_pause);
 	maybe_exit(w);
 }
 

@@ -17,6 +17,7 @@
 
 #include <openssl/ssl.h>
 
+#include "accept-pause.h"
 #include "accesslog.h"
 #include "config-t.h"
 #include "yajl-jansson.h"
@@ -44,6 +45,8 @@ struct tg_runtime {
 	struct tg_tracer *tracer;       /* span export; see trace-export.h */
 	_Atomic uint64_t accept_errors; /* failed accept() calls, client and
 	                                   admin listeners */
+	struct tg_accept_limit clients; /* client connections of all workers;
+	                                   max set before they start */
 };
 
 LIST_HEAD(tg_client_list, tg_client);
@@ -109,7 +112,9 @@ void tg_worker_post_drain(struct tg_worker *w);
  * second stop signal arrived. The log line names which. */
 void tg_worker_post_force_stop(struct tg_worker *w, int by_signal);
 
-/* Worker thread only. */
+/* Worker thread only: a client connection of w was set up, or has closed.
+ * They keep the count that pauses w's listeners at the connection limit. */
+void tg_worker_client_opened(struct tg_worker *w);
 void tg_worker_client_closed(struct tg_worker *w);
 
 /* Write the next request id of w, 32 lowercase hex digits and a NUL, into

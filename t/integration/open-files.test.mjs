@@ -1,9 +1,13 @@
 // Accepting at the open-files limit. The gateway runs under a low
 // `ulimit -n` and gets more connections than it has descriptors left.
-// Covered: it logs the failed accepts a few times instead of once per
-// try, names the limit, goes on serving the connections it has, accepts
-// again once connections close, and drains on SIGTERM while it is paused.
-// The admin listener, which shares the descriptors, pauses the same way.
+// Covered: the workers stop accepting while a descriptor is left for the
+// upstream connection of each client connection, so every request is
+// proxied and the connections beyond wait until others close. Admin
+// connections, which no such limit bounds, take the rest: then it logs
+// the failed accepts a few times instead of once per try, names the
+// limit, goes on serving the connections it has, answers 503 when no
+// descriptor is left for an upstream connection, accepts again once
+// connections close, and drains on SIGTERM while it is paused.
 // At startup the gateway raises its soft limit to the hard one and sizes
 // the kernel's descriptor table for it.
 
@@ -19,7 +23,9 @@ import {
 import { parseSamples, scrape, valueOf } from './lib/prometheus.mjs';
 
 /* The gateway starts with about 20 descriptors open (standard streams,
- * event loops, listeners), so 64 leaves it room for some 40 connections. */
+ * event loops, listeners), so 64 leaves it room for some 40 connections,
+ * and with one worker it accepts (64 - 32 - 9) / 2 = 11 client
+ * connections at a time (see OPEN FILES in tollgate(8)). */
 const LIMIT = 64;
 const HELD = LIMIT + 32;
 
@@ -50,21 +56,71 @@ function closeAll(sockets) {
     socket.destroy();
 }
 
-function acceptFailures(gw) {
-  return gw.stderr.filter((line) => line.includes('accept failed'));
+/* Resolve with the first response read on socket, once its JSON body has
+ * arrived. */
+function answerOf(socket) {
+  return new Promise((resolve) => {
+    let text = '';
+    socket.on('data', (bytes) => {
+      text += bytes;
+      if (/\r\n\r\n[\s\S]*\}\s*$/.test(text))
+        resolve(text);
+    });
+  });
+}
+
+function acceptFailures(gw, owner = '') {
+  return gw.stderr.filter((line) => line.includes(`${owner}: accept failed`));
 }
 
 async function startLimited(mock) {
   return startGateway(basicConfig(mock), { nofile: LIMIT, expectErrors: [/accept failed/] });
 }
 
-/* Take every descriptor the gateway has left and wait until it has failed
- * to accept one more connection. */
-async function overload(gw) {
-  const connections = await holdConnections(gw.port, HELD);
-  await gw.waitForLog(/accept failed/);
+/* Take every descriptor the gateway has left with admin connections and
+ * wait until the admin listener has failed to accept one more. */
+async function exhaust(gw) {
+  const connections = await holdConnections(gw.adminPort, HELD);
+  await gw.waitForLog(/admin listener .*: accept failed/);
   return connections;
 }
+
+/* Exhaust the descriptors, then wait until the worker has failed to
+ * accept a client connection too. */
+async function overload(gw) {
+  const connections = await exhaust(gw);
+  connections.push(...await holdConnections(gw.port, 2));
+  await gw.waitForLog(/worker 0: accept failed/);
+  return connections;
+}
+
+describe('client connections under the open-files limit', () => {
+  afterEach(stopAll);
+
+  it('keeps a descriptor for the upstream of each accepted connection', async () => {
+    const mock = await startMock();
+    const gw = await startLimited(mock);
+    const connections = await holdConnections(gw.port, HELD);
+    // A connection closes once answered, which lets the worker accept
+    // one of those waiting in the listen queue.
+    const answers = connections.map((socket) => answerOf(socket).then((text) => {
+      socket.destroy();
+      return text;
+    }));
+    for (const socket of connections)
+      socket.write(rawPost('/v1/chat/completions', chat));
+    const statuses = (await Promise.all(answers)).map((text) => text.split(' ')[1]);
+
+    assert.deepEqual(statuses.filter((status) => status !== '200'), [],
+      'requests on accepted connections were refused');
+    assert.deepEqual(acceptFailures(gw), []);
+    assert.match(gw.stderr.find((line) => line.includes('stopped accepting')) ?? '',
+      new RegExp(`\\[warn\\] worker 0: stopped accepting at the connection limit of 11, .*\\(open files limit ${LIMIT}\\)`));
+    const pauses = valueOf(parseSamples((await scrape(gw)).text), 'tollgate_accept_limit_pauses_total');
+    assert.ok(pauses >= 1, `tollgate_accept_limit_pauses_total is ${pauses}`);
+    await gw.stop();
+  });
+});
 
 describe('accepting at the open-files limit', () => {
   afterEach(stopAll);
@@ -76,7 +132,7 @@ describe('accepting at the open-files limit', () => {
     await sleep(HOLD_MS);
     closeAll(connections);
 
-    const lines = acceptFailures(gw);
+    const lines = acceptFailures(gw, 'worker 0');
     assert.ok(lines.length < MAX_LINES,
       `${lines.length} "accept failed" lines in about ${HOLD_MS} ms, the first: ${lines[0]}`);
     assert.match(lines[0], /\[error\] worker 0: accept failed: Too many open files/);
@@ -118,24 +174,17 @@ describe('accepting at the open-files limit', () => {
   it('answers 503 without blaming the backend when no descriptor is left', async () => {
     const mock = await startMock();
     const gw = await startLimited(mock);
-    const connections = await overload(gw);
-    // The accepted connections hold every descriptor, so a request on one
-    // of them finds none for its upstream connection.
-    const answers = connections.map((socket) => new Promise((resolve) => {
-      let text = '';
-      socket.on('data', (bytes) => {
-        text += bytes;
-        if (/\r\n\r\n[\s\S]*\}\s*$/.test(text))
-          resolve(text);
-      });
-    }));
-    for (const socket of connections)
-      socket.write(rawPost('/v1/chat/completions', chat));
-    const first = await Promise.race(answers);
+    const client = await RawClient.connect(gw.port);
+    const connections = await exhaust(gw);
+    // The admin connections hold every descriptor, so the request finds
+    // none for its upstream connection.
+    await client.write(rawPost('/v1/chat/completions', chat));
+    const res = await client.readResponse();
+    client.destroy();
     closeAll(connections);
 
-    assert.match(first, /^HTTP\/1\.1 503 /);
-    assert.match(first, /"code":"gateway_overloaded"/);
+    assert.equal(res.status, 503);
+    assert.match(res.text, /"code":"gateway_overloaded"/);
     const samples = parseSamples((await scrape(gw)).text);
     assert.equal(valueOf(samples, 'tollgate_backend_up', { backend: 'mock' }), 1,
       'the gateway\'s own shortage took the backend out of rotation');
@@ -147,16 +196,13 @@ describe('accepting at the open-files limit', () => {
   it('pauses the admin listener too', async () => {
     const mock = await startMock();
     const gw = await startLimited(mock);
-    const connections = await overload(gw);
-    const admin = await holdConnections(gw.adminPort, 3);
+    const connections = await exhaust(gw);
+    await sleep(HOLD_MS);
+    closeAll(connections);
+
     // Without an error callback of its own, the admin listener logged
     // libevent's warning "Error from accept() call" instead.
     const adminFailure = /admin listener 127\.0\.0\.1:\d+: accept failed|Error from accept/;
-    await gw.waitForLog(adminFailure);
-    await sleep(HOLD_MS);
-    closeAll(admin);
-    closeAll(connections);
-
     const lines = gw.stderr.filter((line) => adminFailure.test(line));
     assert.ok(lines.length < MAX_LINES, `${lines.length} lines about the admin listener`);
     assert.match(lines[0], new RegExp(`\\[error\\] admin listener .*\\(open files limit ${LIMIT}\\)`));

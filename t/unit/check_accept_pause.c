@@ -1,7 +1,8 @@
 /*
  * Unit tests for pausing listeners after accept() fails
  * (src/accept-pause.c): which errors pause, when a failure is logged, and
- * a real loopback listener that stops and starts accepting.
+ * a real loopback listener that stops and starts accepting, after an error
+ * or at a connection limit.
  */
 #include <check.h>
 #include <errno.h>
@@ -46,7 +47,7 @@ START_TEST(first_failure_logged)
 	struct tg_accept_pause p = {0};
 	uint64_t unlogged = 99;
 
-	ck_assert_int_eq(note_failure(&p, T0, &unlogged), 1);
+	ck_assert_int_eq(note_burst(&p.failures, T0, &unlogged), 1);
 	ck_assert_uint_eq(unlogged, 0);
 }
 END_TEST
@@ -60,7 +61,7 @@ START_TEST(burst_logged_once_per_interval)
 
 	/* One failure per pause for 25 s: lines at 0, 10 and 20 s. */
 	for (int i = 0; i < 250; i++, t += TG_ACCEPT_PAUSE_MS * MS) {
-		if (!note_failure(&p, t, &unlogged))
+		if (!note_burst(&p.failures, t, &unlogged))
 			continue;
 		lines++;
 		if (lines == 1)
@@ -69,7 +70,7 @@ START_TEST(burst_logged_once_per_interval)
 			ck_assert_uint_eq(unlogged, TG_ACCEPT_LOG_INTERVAL_MS / TG_ACCEPT_PAUSE_MS - 1);
 	}
 	ck_assert_int_eq(lines, 3);
-	ck_assert_uint_eq(p.unlogged, 250 - 1 - 2 * (TG_ACCEPT_LOG_INTERVAL_MS / TG_ACCEPT_PAUSE_MS));
+	ck_assert_uint_eq(p.failures.unlogged, 250 - 1 - 2 * (TG_ACCEPT_LOG_INTERVAL_MS / TG_ACCEPT_PAUSE_MS));
 }
 END_TEST
 
@@ -79,21 +80,21 @@ START_TEST(new_burst_logged_at_once)
 	uint64_t unlogged = 0;
 	uint64_t t = T0;
 
-	ck_assert_int_eq(note_failure(&p, t, &unlogged), 1);
+	ck_assert_int_eq(note_burst(&p.failures, t, &unlogged), 1);
 	t += TG_ACCEPT_PAUSE_MS * MS;
-	ck_assert_int_eq(note_failure(&p, t, &unlogged), 0);
+	ck_assert_int_eq(note_burst(&p.failures, t, &unlogged), 0);
 	t += TG_ACCEPT_PAUSE_MS * MS;
-	ck_assert_int_eq(note_failure(&p, t, &unlogged), 0);
+	ck_assert_int_eq(note_burst(&p.failures, t, &unlogged), 0);
 
 	/* Quiet for just under the gap: the same burst. */
 	t += TG_ACCEPT_BURST_GAP_MS * MS - 1;
-	ck_assert_int_eq(note_failure(&p, t, &unlogged), 0);
+	ck_assert_int_eq(note_burst(&p.failures, t, &unlogged), 0);
 
 	/* Quiet for the whole gap: a new burst, logged with the earlier count. */
 	t += TG_ACCEPT_BURST_GAP_MS * MS;
-	ck_assert_int_eq(note_failure(&p, t, &unlogged), 1);
+	ck_assert_int_eq(note_burst(&p.failures, t, &unlogged), 1);
 	ck_assert_uint_eq(unlogged, 3);
-	ck_assert_uint_eq(p.unlogged, 0);
+	ck_assert_uint_eq(p.failures.unlogged, 0);
 }
 END_TEST
 
@@ -104,6 +105,7 @@ struct fixture {
 	struct evconnlistener *listeners[2];    /* the second stays NULL */
 	struct tg_accept_pause *pause;
 	_Atomic uint64_t errors;
+	struct tg_accept_limit limit;   /* max 0: no limit */
 	int accepted;
 	int port;
 };
@@ -119,10 +121,11 @@ count_accept(struct evconnlistener *listener, evutil_socket_t fd, struct sockadd
 	(void)addrlen;
 	close(fd);
 	f->accepted++;
+	tg_accept_pause_opened(f->pause);
 }
 
 static void
-fixture_init(struct fixture *f)
+fixture_init_limited(struct fixture *f, size_t max)
 {
 	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t len = sizeof(sin);
@@ -136,8 +139,16 @@ fixture_init(struct fixture *f)
 	ck_assert_int_eq(getsockname(evconnlistener_get_fd(f->listeners[0]),
 	                             (struct sockaddr *)&sin, &len), 0);
 	f->port = ntohs(sin.sin_port);
-	f->pause = tg_accept_pause_new(f->base, f->listeners, 2, "test listener", &f->errors);
+	f->limit.max = max;
+	f->pause = tg_accept_pause_new(f->base, f->listeners, 2, "test listener", &f->errors,
+	                               max > 0 ? &f->limit : NULL);
 	ck_assert_ptr_nonnull(f->pause);
+}
+
+static void
+fixture_init(struct fixture *f)
+{
+	fixture_init_limited(f, 0);
 }
 
 static void
@@ -234,6 +245,64 @@ START_TEST(cancel_drops_resume)
 }
 END_TEST
 
+/* Two connections at most: the third waits in the listen queue until one
+ * closes, and the pause counts once. */
+START_TEST(limit_pauses_until_close)
+{
+	struct fixture f;
+	int clients[3];
+
+	fixture_init_limited(&f, 2);
+	for (int i = 0; i < 3; i++)
+		clients[i] = connect_client(&f);
+	run_ready(&f);
+	ck_assert_int_eq(f.accepted, 2);
+	ck_assert_uint_eq(f.limit.open, 2);
+	ck_assert_uint_eq(f.limit.reached, 1);
+	ck_assert(resume_pending(&f));
+
+	tg_accept_pause_closed(f.pause);
+	ck_assert(!resume_pending(&f));
+	run_ready(&f);
+	ck_assert_int_eq(f.accepted, 3);
+	ck_assert_uint_eq(f.limit.reached, 2);
+	ck_assert_uint_eq(f.errors, 0);
+
+	for (int i = 0; i < 3; i++)
+		close(clients[i]);
+	fixture_free(&f);
+}
+END_TEST
+
+/* A connection that another set holds keeps this set paused past its
+ * resume timer, until the count is below the limit. */
+START_TEST(limit_of_other_sets_keeps_paused)
+{
+	struct fixture f;
+	int client;
+
+	fixture_init_limited(&f, 1);
+	atomic_store(&f.limit.open, 1);
+	tg_accept_pause_error(f.pause, EMFILE);
+	client = connect_client(&f);
+
+	event_del(f.pause->resume);
+	resume_cb(-1, EV_TIMEOUT, f.pause);
+	run_ready(&f);
+	ck_assert_int_eq(f.accepted, 0);
+	ck_assert(resume_pending(&f));
+
+	atomic_store(&f.limit.open, 0);
+	event_del(f.pause->resume);
+	resume_cb(-1, EV_TIMEOUT, f.pause);
+	run_ready(&f);
+	ck_assert_int_eq(f.accepted, 1);
+
+	close(client);
+	fixture_free(&f);
+}
+END_TEST
+
 static Suite *
 accept_pause_suite(void)
 {
@@ -250,6 +319,8 @@ accept_pause_suite(void)
 	tcase_add_test(listener, resource_error_pauses_until_resume);
 	tcase_add_test(listener, connection_error_keeps_accepting);
 	tcase_add_test(listener, cancel_drops_resume);
+	tcase_add_test(listener, limit_pauses_until_close);
+	tcase_add_test(listener, limit_of_other_sets_keeps_paused);
 	suite_add_tcase(s, errors);
 	suite_add_tcase(s, logging);
 	suite_add_tcase(s, listener);
