@@ -10,6 +10,7 @@
  */
 #include "autoconfig.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -66,6 +67,20 @@ usage(FILE *out, const char *prog)
 	        "  -V       print the version and exit\n"
 	        "  -h       print this help and exit\n",
 	        prog, DEFAULT_CONFIG);
+}
+
+/* Return 1, after printing why, when path is the default config file (used
+ * without -c) and does not exist. A build that is not installed has none,
+ * and "cannot open" alone would not say how to pass another file. */
+static int
+default_config_missing(const char *path)
+{
+	if (strcmp(path, DEFAULT_CONFIG) != 0 || access(path, F_OK) == 0 || errno != ENOENT)
+		return 0;
+	fprintf(stderr, "%s: cannot open the default config file: %s; give one with "
+	        "-c FILE, such as -c conf/tollgate.json in the source tree, which "
+	        "make install copies to that path\n", path, strerror(errno));
+	return 1;
 }
 
 /* Load path, sending each error to the log; NULL when invalid. */
@@ -390,6 +405,8 @@ main(int argc, char **argv)
 		return 2;
 	}
 
+	if (default_config_missing(d.config_path))
+		return 1;
 	d.config = tg_config_load(d.config_path, stderr);
 	if (d.config == NULL)
 		return 1;

@@ -1,6 +1,7 @@
 // Command-line flags: -V, -h, bad flags, and config checking with -t.
 
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { after, describe, it } from 'node:test';
 
 import { makeTempDir, stopAll, runTollgate, writeTempFile } from './lib/harness.mjs';
@@ -179,6 +180,20 @@ describe('command line', () => {
     assert.equal(code, 1);
     assert.match(stderr, new RegExp(escape(file)));
   });
+
+  for (const args of [['-t'], []]) {
+    it(`tells how to pass a config when the default is missing${args.length ? ' with -t' : ''}`, async (t) => {
+      const usage = await runTollgate(['-h']);
+      const path = /\(default (\S+)\)/.exec(usage.stdout)[1];
+      if (fs.existsSync(path)) {
+        t.skip(`${path} exists on this machine`);
+        return;
+      }
+      const { code, stderr } = await runTollgate(args);
+      assert.equal(code, 1);
+      assert.match(stderr, new RegExp(`^${escape(path)}: cannot open the default config file: No such file or directory; give one with -c FILE`, 'm'));
+    });
+  }
 
   for (const args of [['-t'], []]) {
     it(`names a directory as config path${args.length ? ' with -t' : ''}`, async () => {
