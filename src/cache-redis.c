@@ -60,6 +60,8 @@ struct tg_cache_redis {
 	int connected;                  /* ac finished connecting */
 	int closing;                    /* inside redisAsyncFree() of ours */
 	int setup_failed;               /* AUTH or SELECT got an error */
+	int outage;                     /* a connection ended, and Redis has not
+	                                   replied since */
 
 	struct cmd_queue waiting;       /* sent, in order, reply not yet read */
 	struct event *reply_timer;      /* deadline of the oldest waiting */
@@ -197,6 +199,10 @@ on_reply(redisAsyncContext *ac, void *reply_ptr, void *privdata)
 	status = status_of(r, cmd, reply);
 	if (reply != NULL)
 		r->backoff_ms = 0;      /* Redis replies, so a later outage retries quickly */
+	if (reply != NULL && reply->type != REDIS_REPLY_ERROR && r->outage) {
+		r->outage = 0;
+		tg_info("cache: connected to redis %s", r->address);
+	}
 	if (cmd->kind == CMD_SETUP && status == TG_CACHE_REDIS_FAILED && reply != NULL) {
 		/* Closing from inside a hiredis callback is deferred by hiredis;
 		 * the timer closes the connection right after this returns. */
@@ -243,12 +249,15 @@ send_cmd(struct tg_cache_redis *r, enum cmd_kind kind, tg_cache_redis_get_cb *cb
 
 /* --- connection ------------------------------------------------------------ */
 
+/* Reconnect after a back-off. Every connection that ends, or fails to
+ * open, comes here, so this is where an outage starts. */
 static void
 schedule_retry(struct tg_cache_redis *r)
 {
 	struct timeval tv;
 	uint64_t delay;
 
+	r->outage = 1;
 	if (evtimer_pending(r->retry_timer, NULL))
 		return;
 	r->backoff_ms = r->backoff_ms == 0 ? BACKOFF_FIRST_MS : r->backoff_ms * 2;
@@ -303,7 +312,12 @@ on_connect(const redisAsyncContext *ac, int status)
 	r->connected = 1;
 	atomic_fetch_add_explicit(&redis_connects, 1, memory_order_relaxed);
 	arm_reply_timer(r);
-	tg_info("cache: connected to redis %s", r->address);
+
+	/* During an outage only a reply shows that Redis is back (on_reply
+	 * logs it). A paused Redis still completes connects from its listen
+	 * queue, so a line here would repeat on every reconnect. */
+	if (!r->outage)
+		tg_info("cache: connected to redis %s", r->address);
 }
 
 static void

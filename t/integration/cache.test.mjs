@@ -550,15 +550,20 @@ describe('cache with the redis store', () => {
     assert.ok(counters.connects > before.connects, `connects: ${JSON.stringify({ before, after: counters })}`);
   });
 
-  it('goes on without the cache while Redis is paused', async () => {
-    // A Redis and a gateway of its own, so that no earlier error holds back
-    // the log line this test waits for (errors are logged at most every 5 s).
+  /* A Redis and a gateway of their own, so that no earlier error holds
+   * back the log lines a test reads (errors are logged at most every 5 s). */
+  async function startOwnRedis() {
     const frozen = await startRedis();
     const own = await startGateway({
       backends: { mock: mockBackend(mock) },
       routes: [{ name: 'chat', match: { path: CHAT }, backends: ['mock'], cache: true }],
       cache: { ...cacheConfig(), redis: frozen.url },
     });
+    return { frozen, own };
+  }
+
+  it('goes on without the cache while Redis is paused', async () => {
+    const { frozen, own } = await startOwnRedis();
     const body = uniqueBody();
     await assertCached(own, mock, body);
 
@@ -585,6 +590,31 @@ describe('cache with the redis store', () => {
     const again = uniqueBody();
     await waitFor(async () => (await isHit(own, mock, again)) || null,
       { message: 'a hit after Redis resumed' });
+    await own.stop();
+  });
+
+  it('logs one connected line per Redis outage', async () => {
+    const { frozen, own } = await startOwnRedis();
+    const connectedLines = () => own.stderr.filter((line) => /\[info\] cache: connected to redis /.test(line));
+    await assertCached(own, mock, uniqueBody());
+    const before = await redisCounters(own);
+
+    // A paused Redis still completes connects from its listen queue, so
+    // each reconnect succeeds and then times out on its first command.
+    frozen.pause();
+    try {
+      await waitFor(async () => {
+        await post(own, uniqueBody(), {}, { timeoutMs: 10000 });
+        return (await redisCounters(own)).connects >= before.connects + 2 || null;
+      }, { message: 'two reconnects while Redis is paused' });
+    } finally {
+      frozen.resume();
+    }
+    const again = uniqueBody();
+    await waitFor(async () => (await isHit(own, mock, again)) || null,
+      { message: 'a hit after Redis resumed' });
+
+    assert.equal(connectedLines().length, 2, `connected lines:\n${connectedLines().join('\n')}`);
     await own.stop();
   });
 });
