@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cache-entry.h"
+#include "reply-digest.h"
 
 enum choice_state {
 	CHOICE_UNSEEN = 0,
@@ -36,16 +37,6 @@ tg_cache_record_free(struct tg_cache_record *r)
 
 /* Stop recording: nothing of this stream will be stored, so its events
  * need not be kept either. */
-/* 1 when a reply object reports an error; some upstreams send
- * "error": null in ordinary replies. */
-static int
-carries_error(const json_t *reply)
-{
-	const json_t *error = json_object_get(reply, "error");
-
-	return error != NULL && !json_is_null(error);
-}
-
 static void
 record_reject(struct tg_cache_record *r, const char *reason)
 {
@@ -90,7 +81,7 @@ record_chunk(struct tg_cache_record *r, const json_t *chunk)
 
 	if (!json_is_object(chunk))
 		return "an event is not a JSON object";
-	if (carries_error(chunk))
+	if (tg_reply_tree_has_error(chunk))
 		return "the stream carries an error";
 	if (!json_is_array(choices))
 		return "a chunk has no choices";
@@ -215,7 +206,7 @@ check_body(const json_t *body)
 
 	if (!json_is_object(body))
 		return "the body is not a JSON object";
-	if (carries_error(body))
+	if (tg_reply_tree_has_error(body))
 		return "the body is an error";
 
 	json_array_foreach(choices, i, choice) {

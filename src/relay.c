@@ -856,11 +856,9 @@ answer_stream_error(struct tg_request *req)
 	req->response.stream_error_body = NULL;
 	if (body != NULL) {
 		size_t len = evbuffer_get_length(body);
-		json_t *error;
 
 		parsed = json_loadb((const char *)evbuffer_pullup(body, -1), len, 0, NULL);
-		error = json_object_get(parsed, "error");
-		if (error == NULL || json_is_null(error) || tg_filter_response_screened(req)) {
+		if (!tg_reply_tree_has_error(parsed) || tg_filter_response_screened(req)) {
 			evbuffer_drain(body, len);
 			tg_error_body(body, TG_E_UPSTREAM_STREAM_ERROR, NULL);
 		}

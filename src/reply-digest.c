@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include <event2/buffer.h>
+#include <jansson.h>
 #include <unistr.h>
 #include <yajl/yajl_parse.h>
 
@@ -827,4 +828,12 @@ tg_reply_detail_free(struct tg_reply_detail *x)
 	free(x->id);
 	free(x->model);
 	memset(x, 0, sizeof(*x));
+}
+
+int
+tg_reply_tree_has_error(const json_t *reply)
+{
+	const json_t *error = json_object_get(reply, "error");
+
+	return error != NULL && !json_is_null(error);
 }

@@ -30,6 +30,7 @@
 #include <yajl/yajl_parse.h>
 
 struct evbuffer;
+struct json_t;
 
 /* The top-level "type" of Anthropic's stream events. */
 enum tg_reply_type {
@@ -97,6 +98,16 @@ struct tg_reply_digest {
  * lone surrogates. It rejects the integer -9223372036854775808.
  */
 int tg_reply_digest(struct tg_reply_digest *d, const char *text, size_t len);
+
+/*
+ * Return 1 when reply, a jansson tree of a response body or stream event,
+ * reports an error: its "error" member is there and not null. Some
+ * upstreams send "error": null in ordinary replies. Return 0 when reply is
+ * NULL or not an object. Unlike the digest's error bit, which counts the
+ * member whatever its value, this serves the features that read the tree:
+ * the cache, and the relay's 502 for a stream that failed.
+ */
+int tg_reply_tree_has_error(const struct json_t *reply);
 
 /* The same for the whole contents of buf, read in place. */
 int tg_reply_digest_buffer(struct tg_reply_digest *d, struct evbuffer *buf);

@@ -558,6 +558,33 @@ START_TEST(event_tree_built_on_demand)
 }
 END_TEST
 
+/* The tree check that the cache and the relay share: an "error" member
+ * reports an error unless it is null. */
+START_TEST(tree_error_member)
+{
+	static const struct {
+		const char *text;
+		int error;
+	} cases[] = {
+		{"{\"error\":{\"message\":\"bad\"}}", 1},
+		{"{\"error\":\"bad\"}", 1},
+		{"{\"error\":false}", 1},
+		{"{\"error\":null,\"choices\":[]}", 0},
+		{"{\"choices\":[]}", 0},
+		{"[{\"error\":{}}]", 0},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		json_t *tree = json_loads(cases[i].text, 0, NULL);
+
+		ck_assert_ptr_nonnull(tree);
+		ck_assert_msg(tg_reply_tree_has_error(tree) == cases[i].error, "%s", cases[i].text);
+		json_decref(tree);
+	}
+	ck_assert_int_eq(tg_reply_tree_has_error(NULL), 0);
+}
+END_TEST
+
 static Suite *
 reply_digest_suite(void)
 {
@@ -576,6 +603,7 @@ reply_digest_suite(void)
 	tcase_add_test(shapes, later_usage_replaces_earlier);
 	tcase_add_test(shapes, anthropic_events);
 	tcase_add_test(shapes, errors);
+	tcase_add_test(shapes, tree_error_member);
 	tcase_add_test(shapes, texts_that_are_not_objects);
 	tcase_add_test(shapes, text_after_the_object);
 	tcase_add_test(shapes, deep_nesting);
