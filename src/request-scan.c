@@ -1,13 +1,13 @@
 /*
- * The model, stream flag, user and stream options of a request body,
- * read with yajl (request-scan.h).
+ * The model, stream flag, user, stream options and traced parameters of
+ * a request body, read with yajl (request-scan.h).
  *
  * The scan keeps a stack of the containers it is inside, each with the
  * start of its keys for the duplicate check. At the top object it notes
- * which member the last key named, so that a value of "model", "stream"
- * or "user" is kept, and in the object of "stream_options" whether
- * "include_usage" is true. Once the scan is unsure it stops yajl, since
- * jansson will read the body anyway.
+ * which member the last key named, so that a value of "model", "stream",
+ * "user" or a parameter is kept, and in the object of "stream_options"
+ * whether "include_usage" is true. Once the scan is unsure it stops
+ * yajl, since jansson will read the body anyway.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -26,12 +26,17 @@ enum member {
 	M_STREAM,
 	M_USER,
 	M_STREAM_OPTIONS,
+	M_STOP,
+	M_NUMBER,               /* a parameter of enum tg_request_number */
 	M_INCLUDE_USAGE,        /* in the object of "stream_options" */
 };
 
+/* Two bytes for the flags keep a frame at 16 bytes: the scan zeroes
+ * its frames for every body. */
 struct frame {
 	int array;
-	int options;            /* the object of the top "stream_options" */
+	unsigned char options;  /* the object of the top "stream_options" */
+	unsigned char stop;     /* the array of the top "stop" */
 	size_t first_key;       /* an object's first key in the keys */
 };
 
@@ -46,6 +51,7 @@ struct scan {
 	int unsure;
 	size_t depth;
 	enum member member;     /* what the last key of the top object named */
+	enum tg_request_number number;  /* and which parameter, for M_NUMBER */
 	enum member option;     /* what the last key of "stream_options" named */
 	struct frame frames[MAX_FRAMES];
 };
@@ -62,6 +68,13 @@ static int
 in_options(const struct scan *s)
 {
 	return s->depth == 2 && s->frames[1].options;
+}
+
+/* The value now read is an item of the top "stop" array. */
+static int
+in_stop(const struct scan *s)
+{
+	return s->depth == 2 && s->frames[1].stop;
 }
 
 /* A value other than an object, for the member now read. */
@@ -94,9 +107,12 @@ open_container(struct scan *s, int array)
 		scalar(s);
 	else if (at_top(s) && s->member == M_STREAM_OPTIONS)
 		s->facts->stream_options = TG_STREAM_OPTIONS_NO_USAGE;
+	if (array && at_top(s) && s->member == M_STOP)
+		s->facts->params.has_stop = 1;
 	s->frames[s->depth] = (struct frame){
 		.array = array, .first_key = s->keys->n,
 		.options = !array && at_top(s) && s->member == M_STREAM_OPTIONS,
+		.stop = array && at_top(s) && s->member == M_STOP,
 	};
 	s->depth++;
 	return 1;
@@ -127,6 +143,45 @@ on_end(void *ctx)
 	return 1;
 }
 
+/* The members of the top object that the scan reads. */
+static const struct top_member {
+	const char *name;
+	size_t len;
+	enum member member;
+	enum tg_request_number number;  /* for M_NUMBER */
+} TOP_MEMBERS[] = {
+	{"model", 5, M_MODEL, 0},
+	{"messages", 8, M_OTHER, 0},    /* the usual second key: found at once */
+	{"stream", 6, M_STREAM, 0},
+	{"user", 4, M_USER, 0},
+	{"stream_options", 14, M_STREAM_OPTIONS, 0},
+	{"stop", 4, M_STOP, 0},
+	{"max_completion_tokens", 21, M_NUMBER, TG_PARAM_MAX_COMPLETION_TOKENS},
+	{"max_tokens", 10, M_NUMBER, TG_PARAM_MAX_TOKENS},
+	{"temperature", 11, M_NUMBER, TG_PARAM_TEMPERATURE},
+	{"top_p", 5, M_NUMBER, TG_PARAM_TOP_P},
+	{"seed", 4, M_NUMBER, TG_PARAM_SEED},
+	{"frequency_penalty", 17, M_NUMBER, TG_PARAM_FREQUENCY_PENALTY},
+	{"presence_penalty", 16, M_NUMBER, TG_PARAM_PRESENCE_PENALTY},
+	{"n", 1, M_NUMBER, TG_PARAM_N},
+};
+
+/* The member of the top object that key names; *number is set for
+ * M_NUMBER. */
+static enum member
+top_member(const unsigned char *key, size_t len, enum tg_request_number *number)
+{
+	for (size_t i = 0; i < sizeof(TOP_MEMBERS) / sizeof(TOP_MEMBERS[0]); i++) {
+		const struct top_member *m = &TOP_MEMBERS[i];
+
+		if (len == m->len && memcmp(key, m->name, len) == 0) {
+			*number = m->number;
+			return m->member;
+		}
+	}
+	return M_OTHER;
+}
+
 static int
 on_map_key(void *ctx, const unsigned char *key, size_t len)
 {
@@ -141,41 +196,60 @@ on_map_key(void *ctx, const unsigned char *key, size_t len)
 		                                                               : M_OTHER;
 	if (s->depth == 1) {
 		s->facts->has_members = 1;
-		s->member = M_OTHER;
-		if (len == 5 && memcmp(key, "model", 5) == 0)
-			s->member = M_MODEL;
-		else if (len == 6 && memcmp(key, "stream", 6) == 0)
-			s->member = M_STREAM;
-		else if (len == 4 && memcmp(key, "user", 4) == 0)
-			s->member = M_USER;
-		else if (len == 14 && memcmp(key, "stream_options", 14) == 0)
-			s->member = M_STREAM_OPTIONS;
+		s->member = top_member(key, len, &s->number);
 	}
 	return 1;
+}
+
+/* Where the string now read goes, or NULL when the scan keeps none. */
+static char **
+string_slot(struct scan *s)
+{
+	struct tg_request_params *p = &s->facts->params;
+
+	if (in_stop(s))
+		return p->n_stop < TG_MAX_STOP ? &p->stop[p->n_stop++] : NULL;
+	if (!at_top(s))
+		return NULL;
+	switch (s->member) {
+	case M_MODEL:
+		return &s->facts->model;
+	case M_USER:
+		return &s->facts->user;
+	case M_STOP:
+		p->has_stop = 1;
+		p->n_stop = 1;
+		return &p->stop[0];
+	default:
+		return NULL;
+	}
 }
 
 static int
 on_string(void *ctx, const unsigned char *str, size_t len)
 {
 	struct scan *s = ctx;
-	char *copy;
+	char **slot;
 
 	if (!tg_yj_string_ok(str, len))
 		return unsure(s);
 	scalar(s);
-	if (!at_top(s) || (s->member != M_MODEL && s->member != M_USER))
+	slot = string_slot(s);
+	if (slot == NULL)
 		return 1;
 
 	/* No NUL inside (checked above), so the copy is the whole string. A
 	 * member given twice stopped the scan at its key, so none is set yet. */
-	copy = strndup((const char *)str, len);
-	if (copy == NULL)
-		return unsure(s);
-	if (s->member == M_MODEL)
-		s->facts->model = copy;
-	else
-		s->facts->user = copy;
-	return 1;
+	*slot = strndup((const char *)str, len);
+	return *slot != NULL ? 1 : unsure(s);
+}
+
+/* A number: kept when it is the value of a parameter. */
+static void
+keep_number(struct scan *s, enum tg_number_kind kind, long long integer, double value)
+{
+	if (at_top(s) && s->member == M_NUMBER)
+		s->facts->params.number[s->number] = (struct tg_body_number){kind, integer, value};
 }
 
 static int
@@ -198,17 +272,18 @@ on_null(void *ctx)
 	return 1;
 }
 
+/* jansson's json_number_value() gives an integer as a double too. */
 static int
 on_integer(void *ctx, long long value)
 {
-	(void)value;
+	keep_number(ctx, TG_NUMBER_INTEGER, value, (double)value);
 	return on_null(ctx);
 }
 
 static int
 on_double(void *ctx, double value)
 {
-	(void)value;
+	keep_number(ctx, TG_NUMBER_REAL, 0, value);
 	return on_null(ctx);
 }
 
@@ -261,8 +336,10 @@ tg_request_scan(const char *data, size_t len, struct tg_yj_keys *keys,
 		st = yajl_complete_parse(h);
 	tg_yajl_free(h);
 
-	if (st == yajl_status_ok && s.root && !s.unsure && only_whitespace_after(&s))
+	if (st == yajl_status_ok && s.root && !s.unsure && only_whitespace_after(&s)) {
+		facts->read = 1;
 		return TG_SCAN_READ;
+	}
 	tg_request_facts_free(facts);
 	return TG_SCAN_UNSURE;
 }
@@ -281,10 +358,73 @@ tg_stream_options_of(const json_t *body)
 	return TG_STREAM_OPTIONS_NO_USAGE;
 }
 
+static struct tg_body_number
+number_of(const json_t *value)
+{
+	if (json_is_integer(value))
+		return (struct tg_body_number){TG_NUMBER_INTEGER, json_integer_value(value),
+		                               json_number_value(value)};
+	if (json_is_real(value))
+		return (struct tg_body_number){TG_NUMBER_REAL, 0, json_real_value(value)};
+	return (struct tg_body_number){TG_NUMBER_NONE, 0, 0};
+}
+
+/* "stop" is a string or an array of strings; other items are skipped. */
+static void
+stop_of(const json_t *stop, struct tg_request_params *params)
+{
+	size_t i;
+	const json_t *item;
+
+	if (json_is_string(stop)) {
+		params->has_stop = 1;
+		params->stop[0] = strdup(json_string_value(stop));
+		params->n_stop = params->stop[0] != NULL;
+		return;
+	}
+	params->has_stop = json_is_array(stop);
+	json_array_foreach(stop, i, item) {
+		if (params->n_stop == TG_MAX_STOP)
+			break;
+		if (json_is_string(item) &&
+		    (params->stop[params->n_stop] = strdup(json_string_value(item))) != NULL)
+			params->n_stop++;
+	}
+}
+
+/* One pass over the members: json_object_get() would hash its key for
+ * each of the names. */
+void
+tg_request_params_of(const json_t *body, struct tg_request_params *params)
+{
+	const char *key;
+	const json_t *value;
+
+	memset(params, 0, sizeof(*params));
+	json_object_foreach((json_t *)body, key, value) {
+		enum tg_request_number number;
+		enum member member = top_member((const unsigned char *)key, strlen(key), &number);
+
+		if (member == M_STOP)
+			stop_of(value, params);
+		else if (member == M_NUMBER)
+			params->number[number] = number_of(value);
+	}
+}
+
+void
+tg_request_params_free(struct tg_request_params *params)
+{
+	for (size_t i = 0; i < params->n_stop; i++)
+		free(params->stop[i]);
+	memset(params, 0, sizeof(*params));
+}
+
 void
 tg_request_facts_free(struct tg_request_facts *facts)
 {
 	free(facts->model);
 	free(facts->user);
+	tg_request_params_free(&facts->params);
 	memset(facts, 0, sizeof(*facts));
 }

@@ -3,9 +3,10 @@
  * yajl's event parser instead of a jansson tree.
  *
  * Routing reads the top-level "model" and "stream" of each request body,
- * the session metrics its "user", and the stream usage of the metrics its
- * "stream_options".
- * A jansson tree of the body costs far more than those two members, and
+ * the session metrics its "user", the stream usage of the metrics its
+ * "stream_options", and tracing the parameters it records as gen_ai
+ * request attributes (max tokens, temperature, stop and the like).
+ * A jansson tree of the body costs far more than those members, and
  * most requests need nothing else, so the request keeps the body as text
  * and builds the tree only when a reader asks (tg_request_json()).
  *
@@ -32,6 +33,45 @@ enum tg_stream_options {
 	TG_STREAM_OPTIONS_INVALID,      /* not an object */
 };
 
+/* The numeric top-level members that tracing records. */
+enum tg_request_number {
+	TG_PARAM_MAX_COMPLETION_TOKENS,
+	TG_PARAM_MAX_TOKENS,
+	TG_PARAM_TEMPERATURE,
+	TG_PARAM_TOP_P,
+	TG_PARAM_SEED,
+	TG_PARAM_FREQUENCY_PENALTY,
+	TG_PARAM_PRESENCE_PENALTY,
+	TG_PARAM_N,
+	TG_PARAM_NUMBERS
+};
+
+/* The JSON type that jansson gives a member tracing records as a number. */
+enum tg_number_kind {
+	TG_NUMBER_NONE,         /* absent, or not a number */
+	TG_NUMBER_INTEGER,      /* json_is_integer() */
+	TG_NUMBER_REAL,         /* json_is_real() */
+};
+
+struct tg_body_number {
+	enum tg_number_kind kind;
+	long long integer;      /* the value of an integer */
+	double value;           /* json_number_value(): of an integer too */
+};
+
+/* Stop sequences kept at most: the first this many strings of "stop". */
+#define TG_MAX_STOP 16
+
+/* The top-level members of a body that tracing records as gen_ai
+ * request attributes (trace-genai.h). */
+struct tg_request_params {
+	struct tg_body_number number[TG_PARAM_NUMBERS];
+	int has_stop;           /* "stop" is a string or an array */
+	size_t n_stop;
+	char *stop[TG_MAX_STOP];        /* the string, or the array's first
+	                                   strings, in order (malloc) */
+};
+
 /* Members found by the scan in a body that jansson reads as an object. */
 struct tg_request_facts {
 	char *model;            /* top-level "model" when a string (malloc),
@@ -41,6 +81,8 @@ struct tg_request_facts {
 	int stream;             /* top-level "stream" is true */
 	enum tg_stream_options stream_options;
 	int has_members;        /* the object is not {} */
+	int read;               /* the scan read the body: the facts are set */
+	struct tg_request_params params;
 };
 
 enum tg_scan_result {
@@ -62,6 +104,15 @@ enum tg_scan_result tg_request_scan(const char *data, size_t len, struct tg_yj_k
 /* The top-level "stream_options" of body, a tree of the whole request
  * body, read as the scan reads them. */
 enum tg_stream_options tg_stream_options_of(const json_t *body);
+
+/* Fill *params with the members of body, a tree of the whole request
+ * body (or NULL, for none), read as the scan reads them. The caller frees
+ * *params with tg_request_params_free(). Out of memory, a stop sequence
+ * is left out. */
+void tg_request_params_of(const json_t *body, struct tg_request_params *params);
+
+/* Free the strings of *params and zero it. */
+void tg_request_params_free(struct tg_request_params *params);
 
 /* Free the strings of *facts and zero it. */
 void tg_request_facts_free(struct tg_request_facts *facts);

@@ -198,8 +198,9 @@ parse_tree(struct tg_request *req, const struct endpoint *endpoint, const char *
 /* Read model, stream, user and stream options from the body, which must
  * be a JSON object that jansson takes. The scan reads most bodies and
  * leaves the tree to tg_request_json(). jansson reads the others, and
- * those of a traced request or of a config whose routes read the tree. Returns TG_OK, or the error to respond with
- * and its message in message. */
+ * those of a request whose trace records message content or of a config
+ * whose routes read the tree. Returns TG_OK, or the error to respond
+ * with and its message in message. */
 static enum tg_error
 parse_body(struct tg_request *req, const struct endpoint *endpoint, char *message,
            size_t size)
@@ -210,10 +211,11 @@ parse_body(struct tg_request *req, const struct endpoint *endpoint, char *messag
 	if (req->body_len == 0 && (endpoint == NULL || !endpoint->needs_model))
 		return TG_OK;
 
-	/* A traced request, or one a cache or request filter may read, is
-	 * likely to need the tree, so a scan first would be work done twice. */
+	/* A request whose trace records message content, or one a cache or
+	 * request filter may read, is likely to need the tree, so a scan first
+	 * would be work done twice. */
 	data = (const char *)evbuffer_pullup(req->body, -1);
-	if (req->config->routes_read_request_tree || tg_trace_reads_body(req) ||
+	if (req->config->routes_read_request_tree || tg_trace_reads_request_tree(req) ||
 	    tg_request_scan(data, req->body_len, &req->worker->scan_keys, &facts) != TG_SCAN_READ)
 		return parse_tree(req, endpoint, data, message, size);
 

@@ -27,40 +27,20 @@ tg_genai_operation(const char *path)
 
 /* --- request ------------------------------------------------------------- */
 
+/* An integer member; any other value sets nothing. */
 static void
-set_int_param(struct tg_span *span, const char *key, json_t *value)
+set_int_param(struct tg_span *span, const char *key, const struct tg_body_number *value)
 {
-	if (json_is_integer(value))
-		tg_attrs_int(&span->attrs, key, json_integer_value(value));
+	if (value->kind == TG_NUMBER_INTEGER)
+		tg_attrs_int(&span->attrs, key, value->integer);
 }
 
+/* A number member, an integer or a real. */
 static void
-set_number_param(struct tg_span *span, const char *key, json_t *value)
+set_number_param(struct tg_span *span, const char *key, const struct tg_body_number *value)
 {
-	if (json_is_number(value))
-		tg_attrs_double(&span->attrs, key, json_number_value(value));
-}
-
-/* "stop" is a string or an array of strings. */
-static void
-set_stop_sequences(struct tg_span *span, json_t *stop)
-{
-	const char *items[16];
-	size_t n = 0;
-
-	if (json_is_string(stop)) {
-		items[n++] = json_string_value(stop);
-	} else if (json_is_array(stop)) {
-		for (size_t i = 0; i < json_array_size(stop) && n < 16; i++) {
-			json_t *item = json_array_get(stop, i);
-
-			if (json_is_string(item))
-				items[n++] = json_string_value(item);
-		}
-	} else {
-		return;
-	}
-	tg_attrs_strings(&span->attrs, TG_SC(GEN_AI_REQUEST_STOP_SEQUENCES), items, n);
+	if (value->kind != TG_NUMBER_NONE)
+		tg_attrs_double(&span->attrs, key, value->value);
 }
 
 /* The longest prefix of s, at most max bytes, that does not cut a UTF-8
@@ -159,8 +139,8 @@ input_message(json_t *message, size_t *budget)
 	                 : "user", "parts", parts);
 }
 
-static void
-set_input_messages(struct tg_span *span, json_t *body, size_t max_content)
+void
+tg_genai_input_messages(struct tg_span *span, json_t *body, size_t max_content)
 {
 	json_t *messages = json_object_get(body, "messages");
 	json_t *prompt = json_object_get(body, "prompt");
@@ -168,8 +148,10 @@ set_input_messages(struct tg_span *span, json_t *body, size_t max_content)
 	size_t budget = max_content;
 	char *text;
 
-	if (list == NULL)
+	if (span == NULL || list == NULL || !json_is_object(body)) {
+		json_decref(list);
 		return;
+	}
 	for (size_t i = 0; i < json_array_size(messages); i++)
 		json_array_append_new(list, input_message(json_array_get(messages, i), &budget));
 	if (json_is_string(prompt)) {
@@ -187,63 +169,12 @@ set_input_messages(struct tg_span *span, json_t *body, size_t max_content)
 	json_decref(list);
 }
 
-/* The members of a request body that become attributes. */
-enum request_param {
-	P_MAX_COMPLETION_TOKENS,
-	P_MAX_TOKENS,
-	P_TEMPERATURE,
-	P_TOP_P,
-	P_SEED,
-	P_FREQUENCY_PENALTY,
-	P_PRESENCE_PENALTY,
-	P_STOP,
-	P_N,
-	N_PARAMS
-};
-
-static const char *const PARAM_NAMES[N_PARAMS] = {
-	[P_MAX_COMPLETION_TOKENS] = "max_completion_tokens",
-	[P_MAX_TOKENS] = "max_tokens",
-	[P_TEMPERATURE] = "temperature",
-	[P_TOP_P] = "top_p",
-	[P_SEED] = "seed",
-	[P_FREQUENCY_PENALTY] = "frequency_penalty",
-	[P_PRESENCE_PENALTY] = "presence_penalty",
-	[P_STOP] = "stop",
-	[P_N] = "n",
-};
-
-/*
- * Fill found with the members of body named in PARAM_NAMES (NULL for
- * those it lacks), in one pass over its members. A body has a handful of
- * them, and json_object_get() hashed its key for each of the 9 names,
- * about 170 instructions apiece.
- */
-static void
-find_params(json_t *body, json_t *found[N_PARAMS])
-{
-	const char *key;
-	json_t *value;
-
-	for (int i = 0; i < N_PARAMS; i++)
-		found[i] = NULL;
-	json_object_foreach(body, key, value) {
-		for (int i = 0; i < N_PARAMS; i++) {
-			/* The first letter rules out most names without a call. */
-			if (key[0] == PARAM_NAMES[i][0] && strcmp(key, PARAM_NAMES[i]) == 0) {
-				found[i] = value;
-				break;
-			}
-		}
-	}
-}
-
 void
 tg_genai_request(struct tg_span *span, const char *operation, const char *provider,
-                 const char *model, int stream, json_t *body, size_t max_content)
+                 const char *model, int stream, const struct tg_request_params *params)
 {
-	json_t *p[N_PARAMS];
-	json_t *max_tokens;
+	const struct tg_body_number *p = params->number;
+	const struct tg_body_number *max_tokens;
 
 	if (span == NULL)
 		return;
@@ -252,28 +183,26 @@ tg_genai_request(struct tg_span *span, const char *operation, const char *provid
 	if (model != NULL)
 		tg_attrs_string(&span->attrs, TG_SC(GEN_AI_REQUEST_MODEL), model);
 	tg_attrs_bool(&span->attrs, TG_SC(GEN_AI_REQUEST_STREAM), stream);
-	if (!json_is_object(body))
-		return;
 
-	find_params(body, p);
 	/* max_completion_tokens replaced max_tokens for chat models. */
-	max_tokens = p[P_MAX_COMPLETION_TOKENS];
-	if (!json_is_integer(max_tokens))
-		max_tokens = p[P_MAX_TOKENS];
+	max_tokens = &p[TG_PARAM_MAX_COMPLETION_TOKENS];
+	if (max_tokens->kind != TG_NUMBER_INTEGER)
+		max_tokens = &p[TG_PARAM_MAX_TOKENS];
 	set_int_param(span, TG_SC(GEN_AI_REQUEST_MAX_TOKENS), max_tokens);
-	set_number_param(span, TG_SC(GEN_AI_REQUEST_TEMPERATURE), p[P_TEMPERATURE]);
-	set_number_param(span, TG_SC(GEN_AI_REQUEST_TOP_P), p[P_TOP_P]);
-	set_int_param(span, TG_SC(GEN_AI_REQUEST_SEED), p[P_SEED]);
-	set_number_param(span, TG_SC(GEN_AI_REQUEST_FREQUENCY_PENALTY), p[P_FREQUENCY_PENALTY]);
-	set_number_param(span, TG_SC(GEN_AI_REQUEST_PRESENCE_PENALTY), p[P_PRESENCE_PENALTY]);
-	set_stop_sequences(span, p[P_STOP]);
+	set_number_param(span, TG_SC(GEN_AI_REQUEST_TEMPERATURE), &p[TG_PARAM_TEMPERATURE]);
+	set_number_param(span, TG_SC(GEN_AI_REQUEST_TOP_P), &p[TG_PARAM_TOP_P]);
+	set_int_param(span, TG_SC(GEN_AI_REQUEST_SEED), &p[TG_PARAM_SEED]);
+	set_number_param(span, TG_SC(GEN_AI_REQUEST_FREQUENCY_PENALTY),
+	                 &p[TG_PARAM_FREQUENCY_PENALTY]);
+	set_number_param(span, TG_SC(GEN_AI_REQUEST_PRESENCE_PENALTY),
+	                 &p[TG_PARAM_PRESENCE_PENALTY]);
+	if (params->has_stop)
+		tg_attrs_strings(&span->attrs, TG_SC(GEN_AI_REQUEST_STOP_SEQUENCES),
+		                 (const char *const *)params->stop, params->n_stop);
 
 	/* The conventions ask for the count only when it is not 1. */
-	if (json_is_integer(p[P_N]) && json_integer_value(p[P_N]) != 1)
-		set_int_param(span, TG_SC(GEN_AI_REQUEST_CHOICE_COUNT), p[P_N]);
-
-	if (max_content > 0)
-		set_input_messages(span, body, max_content);
+	if (p[TG_PARAM_N].kind == TG_NUMBER_INTEGER && p[TG_PARAM_N].integer != 1)
+		set_int_param(span, TG_SC(GEN_AI_REQUEST_CHOICE_COUNT), &p[TG_PARAM_N]);
 }
 
 /* --- response ------------------------------------------------------------ */

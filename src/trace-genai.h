@@ -18,6 +18,7 @@
 #include <jansson.h>
 
 #include "reply-digest.h"
+#include "request-scan.h"
 #include "trace-t.h"
 
 /* Output text captured from a streamed or buffered response. */
@@ -35,13 +36,17 @@ const char *tg_genai_operation(const char *path);
 
 /*
  * Set the request attributes on span: operation, provider, model (model
- * is the name sent upstream), stream, and the parameters the body carries
+ * is the name sent upstream), stream, and the parameters of the body
  * (max tokens, temperature, top_p, stop, seed, penalties, choice count).
- * With max_content > 0, also gen_ai.input.messages, with at most
- * max_content bytes of message text.
+ * The parameters come from the scan of the body or from its tree
+ * (request-scan.h), so that a request needs no tree for them.
  */
 void tg_genai_request(struct tg_span *span, const char *operation, const char *provider,
-                      const char *model, int stream, json_t *body, size_t max_content);
+                      const char *model, int stream, const struct tg_request_params *params);
+
+/* Set gen_ai.input.messages on span from body, the request's tree as it
+ * goes upstream, with at most max_content bytes of message text. */
+void tg_genai_input_messages(struct tg_span *span, json_t *body, size_t max_content);
 
 /* Start capturing output text for the tree's current attempt, with at most
  * max_content bytes. Returns 0, or -1 when out of memory. */

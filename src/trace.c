@@ -128,6 +128,27 @@ add_failover_event(struct tg_request *req, struct tg_trace *t)
 	tg_attrs_int(attrs, TG_SC(TOLLGATE_ATTEMPT), req->n_attempts);
 }
 
+/* The gen_ai request attributes of an attempt's span. The parameters
+ * come from the scan of the body when it read the body, since only
+ * message content needs the tree. */
+static void
+record_request(struct tg_request *req, struct tg_span *span, const char *operation,
+               const char *model, const struct tg_tracing_config *tc)
+{
+	struct tg_request_params from_tree;
+	const struct tg_request_params *params = &req->scanned.params;
+
+	if (!req->scanned.read) {
+		tg_request_params_of(tg_request_json(req), &from_tree);
+		params = &from_tree;
+	}
+	tg_genai_request(span, operation, DEFAULT_PROVIDER, model, req->stream, params);
+	if (tc->capture_content)
+		tg_genai_input_messages(span, tg_request_json(req), tc->max_content_length);
+	if (params == &from_tree)
+		tg_request_params_free(&from_tree);
+}
+
 void
 tg_trace_attempt_start(struct tg_request *req)
 {
@@ -155,8 +176,7 @@ tg_trace_attempt_start(struct tg_request *req)
 	tg_attrs_string(&span->attrs, TG_SC(TOLLGATE_BACKEND), a->backend->name);
 	tg_attrs_int(&span->attrs, TG_SC(TOLLGATE_ATTEMPT), req->n_attempts);
 	if (operation != NULL)
-		tg_genai_request(span, operation, DEFAULT_PROVIDER, a->model, req->stream,
-		                 tg_request_json(req), tc->capture_content ? tc->max_content_length : 0);
+		record_request(req, span, operation, a->model, tc);
 	if (tc->capture_content && tg_genai_capture_output(t, tc->max_content_length) != 0)
 		t->output = NULL;
 }
@@ -170,9 +190,11 @@ tg_trace_upstream_traceparent(const struct tg_request *req)
 }
 
 int
-tg_trace_reads_body(const struct tg_request *req)
+tg_trace_reads_request_tree(const struct tg_request *req)
 {
-	return req->trace != NULL && req->trace->sampled && tracing_of(req) != NULL &&
+	const struct tg_tracing_config *tc = tracing_of(req);
+
+	return req->trace != NULL && req->trace->sampled && tc != NULL && tc->capture_content &&
 	       tg_genai_operation(req->path) != NULL;
 }
 

@@ -36,9 +36,10 @@ void tg_trace_attempt_start(struct tg_request *req);
 const char *tg_trace_upstream_traceparent(const struct tg_request *req);
 
 /* 1 when the request's attempt spans will read the body's tree
- * (tg_request_json()) for their gen_ai request attributes: the request
- * is sampled and its path is a gen_ai operation. */
-int tg_trace_reads_body(const struct tg_request *req);
+ * (tg_request_json()) for gen_ai.input.messages: the request is sampled,
+ * its path is a gen_ai operation, and content capture is on. The other
+ * request attributes come from the scan of the body (request-scan.h). */
+int tg_trace_reads_request_tree(const struct tg_request *req);
 
 /* 1 when the client's tracestate must not go upstream: its traceparent
  * was invalid or absent, so the state belongs to no trace we continue. */

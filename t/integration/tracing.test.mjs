@@ -198,6 +198,38 @@ describe('span tree', () => {
       'the server span ended before the last event was sent');
   });
 
+  // The dispatch's scan reads the parameters of most bodies, jansson's
+  // tree those of a body the scan leaves to it (here, for an escaped
+  // surrogate pair): both must record the same attributes.
+  it('records the same request attributes from the scan and the tree', async () => {
+    const stops = Array.from({ length: 18 }, (_, i) => `"s${i}"`).join(',');
+    const params = '"max_completion_tokens":7,"max_tokens":50,"temperature":1,"top_p":0.25e0,'
+      + '"seed":-3,"frequency_penalty":-0.5,"presence_penalty":2E-1,"n":1,'
+      + `"stop":["\\u0045ND",12,null,["nested"],"S\\/T",${stops}]`;
+    const requestAttributes = async (content) => {
+      const body = `{"model":"gpt-4o","messages":[{"role":"user","content":"${content}"}],${params}}`;
+      const res = await request({ port: gw.port, method: 'POST', path: '/v1/chat/completions',
+        headers: { 'content-type': 'application/json' }, body });
+      assert.equal(res.status, 200, res.text);
+      const { spans } = await traceOf(gw, receiver, res.headers['x-request-id'], 2);
+      return Object.fromEntries(Object.entries(byKind(spans, CLIENT)[0].attributes)
+        .filter(([key]) => key.startsWith('gen_ai.request.')));
+    };
+    const scanned = await requestAttributes('hello');
+    const parsed = await requestAttributes('hello \\ud83d\\ude00');
+
+    assert.deepEqual(scanned, parsed);
+    assert.equal(scanned['gen_ai.request.max_tokens'], 7n);
+    assert.equal(scanned['gen_ai.request.temperature'], 1);
+    assert.equal(scanned['gen_ai.request.top_p'], 0.25);
+    assert.equal(scanned['gen_ai.request.seed'], -3n);
+    assert.equal(scanned['gen_ai.request.frequency_penalty'], -0.5);
+    assert.equal(scanned['gen_ai.request.presence_penalty'], 0.2);
+    assert.equal(scanned['gen_ai.request.choice.count'], undefined, 'n is recorded only when not 1');
+    assert.deepEqual(scanned['gen_ai.request.stop_sequences'],
+      ['END', 'S/T', ...Array.from({ length: 14 }, (_, i) => `s${i}`)]);
+  });
+
   it('leaves the server span unset for a client error', async () => {
     const res = await request({ port: gw.port, method: 'POST', path: '/v1/chat/completions',
       headers: { 'content-type': 'application/json' }, body: '{"model": ' });

@@ -1,8 +1,8 @@
 /*
  * Unit tests for the request body scan. jansson (JSON_REJECT_DUPLICATES)
  * must read each body the scan reads as an object with the same model,
- * stream flag, user and stream options. Bodies that jansson rejects or might read
- * otherwise must be left to jansson.
+ * stream flag, user, stream options and traced parameters. Bodies that
+ * jansson rejects or might read otherwise must be left to jansson.
  */
 #include <check.h>
 #include <stdio.h>
@@ -38,6 +38,22 @@ static const char *const agreed[] = {
 	"{\"o\":{\"stream_options\":{\"include_usage\":true}},\"include_usage\":true}",
 	"{\"model\":\"m\",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\","
 	"\"parameters\":{\"type\":\"object\",\"properties\":{\"x\":{\"type\":\"string\"}}}}}]}",
+	/* Traced parameters: integers, reals, and values of other types. */
+	"{\"model\":\"m\",\"max_tokens\":50,\"temperature\":0.7,\"top_p\":1,\"seed\":-0,"
+	"\"frequency_penalty\":-1.5e-3,\"presence_penalty\":2E2,\"n\":3,\"stop\":\"END\"}",
+	"{\"max_completion_tokens\":9223372036854775807,\"max_tokens\":\"many\","
+	"\"temperature\":1e-400,\"top_p\":null,\"seed\":1.0,\"n\":true}",
+	"{\"max_completion_tokens\":\"x\",\"max_tokens\":-9223372036854775807,"
+	"\"temperature\":{\"v\":1},\"top_p\":[0.5],\"seed\":1e308,\"n\":-1}",
+	"{\"stop\":[\"a\",1,\"\\u0045ND\\n\",null,[\"nested\"],{\"s\":\"x\"},\"\"]}",
+	"{\"stop\":[]}",
+	"{\"stop\":null,\"n\":1}",
+	"{\"stop\":{\"a\":\"b\"}}",
+	"{\"stop\":[\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\",\"10\",\"11\",\"12\","
+	"\"13\",\"14\",\"15\",\"16\",\"17\",\"18\"]}",
+	/* Names of parameters, nested or close, are not parameters. */
+	"{\"o\":{\"max_tokens\":5,\"stop\":\"x\"},\"max_tokens_x\":1,\"nn\":2,\"\":1,"
+	"\"stops\":[\"s\"],\"messages\":[{\"n\":4,\"stop\":[\"y\"]}]}",
 };
 
 /* Bodies jansson must decide: invalid, or read otherwise by yajl. */
@@ -92,6 +108,13 @@ static const char *const unsure[] = {
 	"{\"model\":\"m\",\"t\":\"a\tb\"}",
 	"{\"model\":\"m\",\"t\":\"\\x\"}",
 	"{\"model\":\"m\",\"t\":tru}",
+	"{\"model\":\"m\",\"stop\":\"a\",\"stop\":[\"b\"]}",
+	"{\"max_tokens\":1,\"max_tokens\":2}",
+	"{\"max_tokens\":1e999}",
+	"{\"seed\":-1e999}",
+	"{\"max_tokens\":99999999999999999999}",
+	"{\"stop\":[\"\\udbff\\udfff\"]}",
+	"{\"stop\":\"a\\u0000\"}",
 };
 
 static enum tg_scan_result
@@ -120,12 +143,33 @@ check_same_string(const char *scanned, const char *parsed)
 		ck_assert_str_eq(scanned, parsed);
 }
 
+/* The scan's parameters against those read from the tree. */
+static void
+check_same_params(const struct tg_request_params *scanned, const struct tg_request_params *tree)
+{
+	for (int i = 0; i < TG_PARAM_NUMBERS; i++) {
+		const struct tg_body_number *a = &scanned->number[i], *b = &tree->number[i];
+
+		ck_assert_msg(a->kind == b->kind, "parameter %d: kind %d, the tree's %d", i,
+		              a->kind, b->kind);
+		ck_assert_msg(a->integer == b->integer, "parameter %d: integer %lld, the tree's %lld",
+		              i, a->integer, b->integer);
+		ck_assert_msg(memcmp(&a->value, &b->value, sizeof(a->value)) == 0,
+		              "parameter %d: value %.17g, the tree's %.17g", i, a->value, b->value);
+	}
+	ck_assert_int_eq(scanned->has_stop, tree->has_stop);
+	ck_assert_uint_eq(scanned->n_stop, tree->n_stop);
+	for (size_t i = 0; i < tree->n_stop; i++)
+		ck_assert_str_eq(scanned->stop[i], tree->stop[i]);
+}
+
 /* The scan read body: jansson must read it as an object with the same
  * model, stream flag, user, stream options and emptiness. */
 static void
 check_agrees(const char *body, size_t len, const struct tg_request_facts *facts)
 {
 	json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
+	struct tg_request_params params;
 
 	ck_assert_msg(json_is_object(root), "jansson refuses a body the scan read: %.*s",
 	              (int)len, body);
@@ -134,6 +178,10 @@ check_agrees(const char *body, size_t len, const struct tg_request_facts *facts)
 	ck_assert_int_eq(facts->stream, json_is_true(json_object_get(root, "stream")));
 	ck_assert_int_eq(facts->stream_options, tg_stream_options_of(root));
 	ck_assert_int_eq(facts->has_members, json_object_size(root) > 0);
+	ck_assert_int_eq(facts->read, 1);
+	tg_request_params_of(root, &params);
+	check_same_params(&facts->params, &params);
+	tg_request_params_free(&params);
 	json_decref(root);
 }
 
@@ -157,6 +205,34 @@ START_TEST(scan_leaves_to_jansson)
 	ck_assert_ptr_null(facts.model);
 	ck_assert_ptr_null(facts.user);
 	ck_assert_int_eq(facts.stream, 0);
+}
+END_TEST
+
+/* The values themselves, not only the agreement with the tree, so that
+ * a reader broken on both sides alike fails too. */
+START_TEST(scan_reads_parameters)
+{
+	static const char body[] =
+		"{\"model\":\"m\",\"max_tokens\":50,\"temperature\":0.5,\"top_p\":1,"
+		"\"stop\":[\"\\u0045ND\",7,\"S\\/T\"],\"o\":{\"seed\":3},\"n\":2}";
+	const struct tg_body_number *p;
+	struct tg_request_facts facts;
+
+	ck_assert_int_eq(scan(body, sizeof(body) - 1, &facts), TG_SCAN_READ);
+	p = facts.params.number;
+	ck_assert_int_eq(p[TG_PARAM_MAX_TOKENS].kind, TG_NUMBER_INTEGER);
+	ck_assert_int_eq(p[TG_PARAM_MAX_TOKENS].integer, 50);
+	ck_assert_int_eq(p[TG_PARAM_TEMPERATURE].kind, TG_NUMBER_REAL);
+	ck_assert_double_eq(p[TG_PARAM_TEMPERATURE].value, 0.5);
+	ck_assert_int_eq(p[TG_PARAM_TOP_P].kind, TG_NUMBER_INTEGER);
+	ck_assert_double_eq(p[TG_PARAM_TOP_P].value, 1.0);
+	ck_assert_int_eq(p[TG_PARAM_SEED].kind, TG_NUMBER_NONE);
+	ck_assert_int_eq(p[TG_PARAM_N].integer, 2);
+	ck_assert_int_eq(facts.params.has_stop, 1);
+	ck_assert_uint_eq(facts.params.n_stop, 2);
+	ck_assert_str_eq(facts.params.stop[0], "END");
+	ck_assert_str_eq(facts.params.stop[1], "S/T");
+	tg_request_facts_free(&facts);
 }
 END_TEST
 
@@ -247,6 +323,7 @@ request_scan_suite(void)
 	tcase_add_loop_test(tc, scan_agrees_with_jansson, 0,
 	                    (int)(sizeof(agreed) / sizeof(agreed[0])));
 	tcase_add_loop_test(tc, scan_leaves_to_jansson, 0, (int)(sizeof(unsure) / sizeof(unsure[0])));
+	tcase_add_test(tc, scan_reads_parameters);
 	tcase_add_test(tc, scan_leaves_nul_byte_to_jansson);
 	tcase_add_test(tc, scan_leaves_deep_and_wide_to_jansson);
 	tcase_add_test(tc, scan_reuses_keys);

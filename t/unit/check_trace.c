@@ -460,8 +460,10 @@ START_TEST(genai_request_parameters)
 	                          "\"top_p\":1,\"stop\":[\"END\",\"STOP\"],\"seed\":42,"
 	                          "\"n\":2,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
 	                          0, NULL);
+	struct tg_request_params params;
 
-	tg_genai_request(s, "chat", "openai", "gpt-4o-2024", 1, body, 0);
+	tg_request_params_of(body, &params);
+	tg_genai_request(s, "chat", "openai", "gpt-4o-2024", 1, &params);
 	ck_assert_str_eq(attr(s, "gen_ai.operation.name")->v.s, "chat");
 	ck_assert_str_eq(attr(s, "gen_ai.provider.name")->v.s, "openai");
 	ck_assert_str_eq(attr(s, "gen_ai.request.model")->v.s, "gpt-4o-2024");
@@ -475,6 +477,7 @@ START_TEST(genai_request_parameters)
 	ck_assert_int_eq(attr(s, "gen_ai.request.choice.count")->v.i, 2);
 	/* Content is opt-in. */
 	ck_assert_ptr_null(tg_attrs_find(&s->attrs, "gen_ai.input.messages"));
+	tg_request_params_free(&params);
 	json_decref(body);
 	tg_span_free(s);
 }
@@ -498,9 +501,11 @@ START_TEST(genai_request_attributes_in_order)
 	                          "\"temperature\":0,\"max_tokens\":9,"
 	                          "\"max_completion_tokens\":\"many\",\"max_tokens_x\":1,"
 	                          "\"nn\":2,\"\":1,\"t\":1,\"model\":\"m\"}", 0, NULL);
+	struct tg_request_params params;
 
 	ck_assert_ptr_nonnull(body);
-	tg_genai_request(s, "chat", "openai", "m", 0, body, 0);
+	tg_request_params_of(body, &params);
+	tg_genai_request(s, "chat", "openai", "m", 0, &params);
 	ck_assert_uint_eq(s->attrs.count, sizeof(want) / sizeof(want[0]));
 	for (size_t i = 0; i < s->attrs.count; i++)
 		ck_assert_str_eq(s->attrs.items[i].key, want[i]);
@@ -509,6 +514,7 @@ START_TEST(genai_request_attributes_in_order)
 	ck_assert_double_eq(attr(s, "gen_ai.request.frequency_penalty")->v.d, -1.0);
 	ck_assert_str_eq(attr(s, "gen_ai.request.stop_sequences")->v.list.items[0], "END");
 	ck_assert_int_eq(attr(s, "gen_ai.request.choice.count")->v.i, 3);
+	tg_request_params_free(&params);
 	json_decref(body);
 	tg_span_free(s);
 }
@@ -524,7 +530,7 @@ START_TEST(genai_input_messages_truncated)
 	json_t *messages;
 
 	/* 8 bytes for "be brief", 2 left: "h" and not half of the é. */
-	tg_genai_request(s, "chat", "openai", "m", 0, body, 10);
+	tg_genai_input_messages(s, body, 10);
 	messages = json_loads(attr(s, "gen_ai.input.messages")->v.s, 0, NULL);
 	ck_assert_ptr_nonnull(messages);
 	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(messages, 0), "role")),
