@@ -1,6 +1,6 @@
 /*
  * The texts of OpenAI-shaped and Anthropic Messages JSON bodies, found in
- * a jansson tree or, for a response, read with yajl's event parser, and
+ * a jansson tree or read with yajl's event parser, and
  * the synchronous filters over them: regex rules (flag, mask, block) and
  * in-process plugins.
  */
@@ -54,6 +54,7 @@ add_text(struct tg_text_list *list, json_t *value)
  * read by the rule's items rule, and the members of an object by the
  * rule's members. A rule with "all" set reads every string inside the
  * value, at any depth, as a text. Any other value contains no text.
+ * Requests and responses share the reader; each starts from its root rule.
  *
  * The two shapes share the rules where their members mean the same: a
  * message's "content" is a string or an array of parts in both, and a
@@ -259,7 +260,7 @@ tg_text_collect_response(json_t *body, struct tg_text_list *out)
 	return walk_tree(out, body, R_RESPONSE);
 }
 
-/* --- texts of a response read with yajl --------------------------------- */
+/* --- texts of a body read with yajl -------------------------------------- */
 
 /*
  * One container open on the way to a text. Containers without texts get
@@ -419,10 +420,12 @@ parse_buffer(yajl_handle h, struct evbuffer *body)
 	return st == yajl_status_ok ? yajl_complete_parse(h) : st;
 }
 
-int
-tg_text_read_response(struct evbuffer *body, tg_text_fn *fn, void *arg)
+/* Read the texts of body by the rules from root, as
+ * tg_text_read_response() describes. */
+static int
+read_texts(struct evbuffer *body, enum rule root, tg_text_fn *fn, void *arg)
 {
-	struct text_reader r = {.fn = fn, .arg = arg, .root = R_RESPONSE};
+	struct text_reader r = {.fn = fn, .arg = arg, .root = root};
 	yajl_handle h = tg_yajl_alloc(&TEXT_CALLBACKS, &r);
 	yajl_status st;
 
@@ -434,6 +437,18 @@ tg_text_read_response(struct evbuffer *body, tg_text_fn *fn, void *arg)
 	if (st == yajl_status_client_canceled)
 		return 1;
 	return st == yajl_status_ok ? 0 : -1;
+}
+
+int
+tg_text_read_response(struct evbuffer *body, tg_text_fn *fn, void *arg)
+{
+	return read_texts(body, R_RESPONSE, fn, arg);
+}
+
+int
+tg_text_read_request(struct evbuffer *body, tg_text_fn *fn, void *arg)
+{
+	return read_texts(body, R_REQUEST, fn, arg);
 }
 
 int

@@ -81,9 +81,9 @@ int tg_text_collect_request(json_t *body, struct tg_text_list *out);
  * in a request. */
 int tg_text_collect_response(json_t *body, struct tg_text_list *out);
 
-/* What tg_text_read_response() calls for each text: len bytes, decoded
- * from JSON, valid only during the call. Return 0 to read on, or nonzero
- * to stop reading. */
+/* What the readers below call for each text: len bytes, decoded from
+ * JSON, valid only during the call. Return 0 to read on, or nonzero to
+ * stop reading. */
 typedef int tg_text_fn(void *arg, const char *text, size_t len);
 
 /*
@@ -98,6 +98,15 @@ typedef int tg_text_fn(void *arg, const char *text, size_t len);
  * reply-digest.h), so a body read here may have no tree.
  */
 int tg_text_read_response(struct evbuffer *body, tg_text_fn *fn, void *arg);
+
+/*
+ * Read the texts of a request body, the same members that
+ * tg_text_collect_request() collects, as tg_text_read_response() reads
+ * those of a response. The body's texts are the tree's only when a scan
+ * of the body (request-scan.h) found it read alike by jansson and yajl:
+ * in a body with a member given twice, this reads both values.
+ */
+int tg_text_read_request(struct evbuffer *body, tg_text_fn *fn, void *arg);
 
 /*
  * Read the texts of a non-streaming response body as

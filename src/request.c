@@ -211,9 +211,9 @@ parse_body(struct tg_request *req, const struct endpoint *endpoint, char *messag
 	if (req->body_len == 0 && (endpoint == NULL || !endpoint->needs_model))
 		return TG_OK;
 
-	/* A request whose trace records message content, or one a cache or
-	 * request filter may read, is likely to need the tree, so a scan first
-	 * would be work done twice. */
+	/* A request whose trace records message content, or one a cache or a
+	 * plugin or moderation filter may read, is likely to need the tree, so
+	 * a scan first would be work done twice. */
 	data = (const char *)evbuffer_pullup(req->body, -1);
 	if (req->config->routes_read_request_tree || tg_trace_reads_request_tree(req) ||
 	    tg_request_scan(data, req->body_len, &req->worker->scan_keys, &facts) != TG_SCAN_READ)

@@ -199,6 +199,121 @@ describe('content filters: request side', () => {
   });
 });
 
+// A route with only regex filters on the request side screens a body
+// that the dispatch's scan read with yajl, and builds its tree only for a
+// match. These bodies are where the scan and jansson could read apart:
+// each must go upstream, or be rejected, exactly as on the tree path.
+describe('content filters: request bodies screened without a tree', () => {
+  let mock;
+  let gw;
+  let plain;
+
+  before(async () => {
+    mock = await startMock();
+    gw = await startGateway(config(mock, FILTERS, ['pii']));
+    plain = await startGateway(config(mock, FILTERS, []));
+  });
+  afterEach(() => {
+    gw?.checkErrors();
+    plain?.checkErrors();
+  });
+  after(stopAll);
+
+  function postRaw(target, body, p = '/v1/chat/completions') {
+    return request({
+      port: target.port, method: 'POST', path: p, body,
+      headers: { 'content-type': 'application/json' },
+    });
+  }
+
+  /* What the upstream got for a raw body sent through the filtered route. */
+  async function sentUpstream(body) {
+    await mock.reset();
+    const res = await postRaw(gw, body);
+    assert.equal(res.status, 200, res.text);
+    return (await mock.lastRequest()).body;
+  }
+
+  const chatRaw = (content, extra = '') =>
+    `{"model":"m","messages":[{"role":"user","content":"${content}"}]${extra}}`;
+
+  it('masks an address written with escapes', async () => {
+    const sent = await sentUpstream(chatRaw('mail jane\\u0040example.com, caf\\u00e9 \\/ \\"q\\"'));
+    assert.equal(sent, '{"model":"m","messages":[{"role":"user","content":'
+      + '"mail [REDACTED:email], caf\u00e9 / \\"q\\""}]}');
+  });
+
+  it('masks an address beside an escaped surrogate pair', async () => {
+    const sent = await sentUpstream(chatRaw('\\ud83d\\ude00 jane@example.com'));
+    assert.equal(JSON.parse(sent).messages[0].content, '\u{1f600} [REDACTED:email]');
+  });
+
+  it('masks an address in a tool_use input nested deeper than the scan checks', async () => {
+    const depth = 40;
+    const body = '{"model":"m","messages":[{"role":"assistant","content":[{"type":"tool_use",'
+      + `"id":"t","name":"f","input":{"to":${'['.repeat(depth)}"jane@example.com"${']'.repeat(depth)}}}]}]}`;
+    let value = JSON.parse(await sentUpstream(body)).messages[0].content[0].input.to;
+    for (let i = 0; i < depth; i++)
+      value = value[0];
+    assert.equal(value, '[REDACTED:email]');
+  });
+
+  it('masks an address in an object with many members', async () => {
+    const members = Array.from({ length: 40 }, (_, i) => `"k${i}":${i}`).join(',');
+    const sent = await sentUpstream(chatRaw('jane@example.com', `,"metadata":{${members}}`));
+    assert.equal(JSON.parse(sent).messages[0].content, '[REDACTED:email]');
+  });
+
+  it('sends a clean body with escapes and spaces byte for byte', async () => {
+    const body = ' { "model" : "m" , "messages" : [ { "role" : "user" , "content" : '
+      + '"caf\\u00e9 \\/ \\"q\\" at example.com" } ] , "temperature" : 0.70 ,'
+      + ' "max_tokens" : 1e2 , "stop" : [ "a@b.io" ] , "user" : "c@d.io" }\n';
+    assert.equal(await sentUpstream(body), body);
+  });
+
+  it('masks every copy of an address', async () => {
+    const body = '{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a@b.io"},'
+      + '{"type":"text","text":"a@b.io"}]}],"prompt":"a@b.io"}';
+    const sent = JSON.parse(await sentUpstream(body));
+    assert.deepEqual(sent.messages[0].content.map((p) => p.text), ['[REDACTED:email]', '[REDACTED:email]']);
+    assert.equal(sent.prompt, '[REDACTED:email]');
+  });
+
+  const rejected = {
+    'a member given twice': chatRaw('a@b.io', ',"messages":[]'),
+    'a key given twice in a message':
+      '{"model":"m","messages":[{"role":"user","content":"a@b.io","content":"clean"}]}',
+    'a key given twice, once escaped':
+      '{"model":"m","messages":[{"role":"user","content":"a@b.io","c\\u006fntent":"clean"}]}',
+    'a lone surrogate escape': chatRaw('a@b.io \\ud800'),
+    'a NUL escape': chatRaw('a@b.io \\u0000'),
+    'an integer too large': chatRaw('a@b.io', ',"max_tokens":99999999999999999999'),
+    'the least integer, which only yajl rejects': chatRaw('a@b.io', ',"seed":-9223372036854775808'),
+    'a real too large': chatRaw('a@b.io', ',"temperature":1e400'),
+    'nesting deeper than jansson reads':
+      chatRaw('a@b.io', `,"tools":${'['.repeat(3000)}${']'.repeat(3000)}`),
+    'a form feed between tokens': chatRaw('a@b.io').replace(',', ',\f'),
+    'text after the object': `${chatRaw('a@b.io')} "x`,
+    'bytes that are not UTF-8': Buffer.concat([Buffer.from(chatRaw('a@b.io ')), Buffer.from([0xff])]),
+  };
+  for (const [name, body] of Object.entries(rejected)) {
+    it(`answers a body with ${name} as a route without filters does`, async () => {
+      await mock.reset();
+      const filtered = await postRaw(gw, body);
+      const unfiltered = await postRaw(plain, body);
+      assert.equal(filtered.status, unfiltered.status);
+      assert.deepEqual(filtered.json().error, unfiltered.json().error);
+      if (filtered.status === 200) {
+        // jansson takes the least integer: the text must still be masked.
+        const sent = await mock.requests();
+        assert.equal(JSON.parse(sent[0].body).messages[0].content, '[REDACTED:email]');
+      } else {
+        assert.equal((await mock.stats()).requests, 0);
+      }
+    });
+  }
+});
+
 describe('content filters: response side', () => {
   let mock;
   let gw;
