@@ -46,6 +46,7 @@ struct scan {
 	struct tg_yj_keys *keys;
 	struct tg_request_facts *facts;
 	yajl_handle h;
+	int want_params;        /* read the traced parameters */
 	int root;               /* the top value is an object */
 	size_t root_end;        /* just after the top object's closing brace */
 	int unsure;
@@ -77,20 +78,34 @@ in_stop(const struct scan *s)
 	return s->depth == 2 && s->frames[1].stop;
 }
 
-/* A value other than an object, for the member now read. */
-static void
-scalar(struct scan *s)
-{
-	if (at_top(s) && s->member == M_STREAM_OPTIONS)
-		s->facts->stream_options = TG_STREAM_OPTIONS_INVALID;
-}
-
 /* Give up: jansson decides. Returns 0 to stop yajl. */
 static int
 unsure(struct scan *s)
 {
 	s->unsure = 1;
 	return 0;
+}
+
+/* The parameters of the body, allocated when the first one is read, so
+ * that a body without them allocates nothing. NULL when memory ran out:
+ * then the scan is unsure. */
+static struct tg_request_params *
+params_of(struct scan *s)
+{
+	if (s->facts->params == NULL) {
+		s->facts->params = calloc(1, sizeof(*s->facts->params));
+		if (s->facts->params == NULL)
+			unsure(s);
+	}
+	return s->facts->params;
+}
+
+/* A value other than an object, for the member now read. */
+static void
+scalar(struct scan *s)
+{
+	if (at_top(s) && s->member == M_STREAM_OPTIONS)
+		s->facts->stream_options = TG_STREAM_OPTIONS_INVALID;
 }
 
 static int
@@ -107,8 +122,11 @@ open_container(struct scan *s, int array)
 		scalar(s);
 	else if (at_top(s) && s->member == M_STREAM_OPTIONS)
 		s->facts->stream_options = TG_STREAM_OPTIONS_NO_USAGE;
-	if (array && at_top(s) && s->member == M_STOP)
-		s->facts->params.has_stop = 1;
+	if (array && at_top(s) && s->member == M_STOP) {
+		if (params_of(s) == NULL)
+			return 0;
+		s->facts->params->has_stop = 1;
+	}
 	s->frames[s->depth] = (struct frame){
 		.array = array, .first_key = s->keys->n,
 		.options = !array && at_top(s) && s->member == M_STREAM_OPTIONS,
@@ -143,43 +161,59 @@ on_end(void *ctx)
 	return 1;
 }
 
-/* The members of the top object that the scan reads. */
-static const struct top_member {
-	const char *name;
-	size_t len;
-	enum member member;
-	enum tg_request_number number;  /* for M_NUMBER */
-} TOP_MEMBERS[] = {
-	{"model", 5, M_MODEL, 0},
-	{"messages", 8, M_OTHER, 0},    /* the usual second key: found at once */
-	{"stream", 6, M_STREAM, 0},
-	{"user", 4, M_USER, 0},
-	{"stream_options", 14, M_STREAM_OPTIONS, 0},
-	{"stop", 4, M_STOP, 0},
-	{"max_completion_tokens", 21, M_NUMBER, TG_PARAM_MAX_COMPLETION_TOKENS},
-	{"max_tokens", 10, M_NUMBER, TG_PARAM_MAX_TOKENS},
-	{"temperature", 11, M_NUMBER, TG_PARAM_TEMPERATURE},
-	{"top_p", 5, M_NUMBER, TG_PARAM_TOP_P},
-	{"seed", 4, M_NUMBER, TG_PARAM_SEED},
-	{"frequency_penalty", 17, M_NUMBER, TG_PARAM_FREQUENCY_PENALTY},
-	{"presence_penalty", 16, M_NUMBER, TG_PARAM_PRESENCE_PENALTY},
-	{"n", 1, M_NUMBER, TG_PARAM_N},
-};
+/* Whether the key of len bytes is the literal name. A constant length
+ * lets the compiler inline the comparison. */
+#define KEY_IS(key, len, name) \
+	((len) == sizeof(name) - 1 && memcmp((key), (name), sizeof(name) - 1) == 0)
+
+static enum member
+number_member(enum tg_request_number *number, enum tg_request_number which)
+{
+	*number = which;
+	return M_NUMBER;
+}
 
 /* The member of the top object that key names; *number is set for
- * M_NUMBER. */
+ * M_NUMBER. The scan calls this for each key of every body, so the
+ * length picks the few names to compare. */
 static enum member
 top_member(const unsigned char *key, size_t len, enum tg_request_number *number)
 {
-	for (size_t i = 0; i < sizeof(TOP_MEMBERS) / sizeof(TOP_MEMBERS[0]); i++) {
-		const struct top_member *m = &TOP_MEMBERS[i];
-
-		if (len == m->len && memcmp(key, m->name, len) == 0) {
-			*number = m->number;
-			return m->member;
-		}
+	switch (len) {
+	case 1:
+		return KEY_IS(key, len, "n") ? number_member(number, TG_PARAM_N) : M_OTHER;
+	case 4:
+		if (KEY_IS(key, len, "user"))
+			return M_USER;
+		if (KEY_IS(key, len, "stop"))
+			return M_STOP;
+		return KEY_IS(key, len, "seed") ? number_member(number, TG_PARAM_SEED) : M_OTHER;
+	case 5:
+		if (KEY_IS(key, len, "model"))
+			return M_MODEL;
+		return KEY_IS(key, len, "top_p") ? number_member(number, TG_PARAM_TOP_P) : M_OTHER;
+	case 6:
+		return KEY_IS(key, len, "stream") ? M_STREAM : M_OTHER;
+	case 10:
+		return KEY_IS(key, len, "max_tokens") ? number_member(number, TG_PARAM_MAX_TOKENS)
+		                                      : M_OTHER;
+	case 11:
+		return KEY_IS(key, len, "temperature")
+		       ? number_member(number, TG_PARAM_TEMPERATURE) : M_OTHER;
+	case 14:
+		return KEY_IS(key, len, "stream_options") ? M_STREAM_OPTIONS : M_OTHER;
+	case 16:
+		return KEY_IS(key, len, "presence_penalty")
+		       ? number_member(number, TG_PARAM_PRESENCE_PENALTY) : M_OTHER;
+	case 17:
+		return KEY_IS(key, len, "frequency_penalty")
+		       ? number_member(number, TG_PARAM_FREQUENCY_PENALTY) : M_OTHER;
+	case 21:
+		return KEY_IS(key, len, "max_completion_tokens")
+		       ? number_member(number, TG_PARAM_MAX_COMPLETION_TOKENS) : M_OTHER;
+	default:
+		return M_OTHER;
 	}
-	return M_OTHER;
 }
 
 static int
@@ -197,16 +231,20 @@ on_map_key(void *ctx, const unsigned char *key, size_t len)
 	if (s->depth == 1) {
 		s->facts->has_members = 1;
 		s->member = top_member(key, len, &s->number);
+		if (!s->want_params && (s->member == M_NUMBER || s->member == M_STOP))
+			s->member = M_OTHER;
 	}
 	return 1;
 }
 
-/* Where the string now read goes, or NULL when the scan keeps none. */
+/* Where the string now read goes, or NULL when the scan keeps none (or
+ * memory ran out, and the scan is unsure). */
 static char **
 string_slot(struct scan *s)
 {
-	struct tg_request_params *p = &s->facts->params;
+	struct tg_request_params *p = s->facts->params;
 
+	/* The array's opening allocated the parameters. */
 	if (in_stop(s))
 		return p->n_stop < TG_MAX_STOP ? &p->stop[p->n_stop++] : NULL;
 	if (!at_top(s))
@@ -217,6 +255,9 @@ string_slot(struct scan *s)
 	case M_USER:
 		return &s->facts->user;
 	case M_STOP:
+		p = params_of(s);
+		if (p == NULL)
+			return NULL;
 		p->has_stop = 1;
 		p->n_stop = 1;
 		return &p->stop[0];
@@ -236,7 +277,7 @@ on_string(void *ctx, const unsigned char *str, size_t len)
 	scalar(s);
 	slot = string_slot(s);
 	if (slot == NULL)
-		return 1;
+		return !s->unsure;
 
 	/* No NUL inside (checked above), so the copy is the whole string. A
 	 * member given twice stopped the scan at its key, so none is set yet. */
@@ -244,12 +285,17 @@ on_string(void *ctx, const unsigned char *str, size_t len)
 	return *slot != NULL ? 1 : unsure(s);
 }
 
-/* A number: kept when it is the value of a parameter. */
-static void
+/* A number: kept when it is the value of a parameter. Returns 0 to stop
+ * yajl when memory ran out. */
+static int
 keep_number(struct scan *s, enum tg_number_kind kind, long long integer, double value)
 {
-	if (at_top(s) && s->member == M_NUMBER)
-		s->facts->params.number[s->number] = (struct tg_body_number){kind, integer, value};
+	if (!at_top(s) || s->member != M_NUMBER)
+		return 1;
+	if (params_of(s) == NULL)
+		return 0;
+	s->facts->params->number[s->number] = (struct tg_body_number){kind, integer, value};
+	return 1;
 }
 
 static int
@@ -276,15 +322,13 @@ on_null(void *ctx)
 static int
 on_integer(void *ctx, long long value)
 {
-	keep_number(ctx, TG_NUMBER_INTEGER, value, (double)value);
-	return on_null(ctx);
+	return keep_number(ctx, TG_NUMBER_INTEGER, value, (double)value) && on_null(ctx);
 }
 
 static int
 on_double(void *ctx, double value)
 {
-	keep_number(ctx, TG_NUMBER_REAL, 0, value);
-	return on_null(ctx);
+	return keep_number(ctx, TG_NUMBER_REAL, 0, value) && on_null(ctx);
 }
 
 /* The integer and double callbacks make yajl convert each number and
@@ -316,10 +360,12 @@ only_whitespace_after(const struct scan *s)
 }
 
 enum tg_scan_result
-tg_request_scan(const char *data, size_t len, struct tg_yj_keys *keys,
+tg_request_scan(const char *data, size_t len, int read_params, struct tg_yj_keys *keys,
                 struct tg_request_facts *facts)
 {
-	struct scan s = {.data = data, .len = len, .keys = keys, .facts = facts};
+	struct scan s = {
+		.data = data, .len = len, .keys = keys, .facts = facts, .want_params = read_params,
+	};
 	yajl_handle h;
 	yajl_status st;
 
@@ -337,7 +383,7 @@ tg_request_scan(const char *data, size_t len, struct tg_yj_keys *keys,
 	tg_yajl_free(h);
 
 	if (st == yajl_status_ok && s.root && !s.unsure && only_whitespace_after(&s)) {
-		facts->read = 1;
+		facts->read_params = read_params;
 		return TG_SCAN_READ;
 	}
 	tg_request_facts_free(facts);
@@ -425,6 +471,9 @@ tg_request_facts_free(struct tg_request_facts *facts)
 {
 	free(facts->model);
 	free(facts->user);
-	tg_request_params_free(&facts->params);
+	if (facts->params != NULL) {
+		tg_request_params_free(facts->params);
+		free(facts->params);
+	}
 	memset(facts, 0, sizeof(*facts));
 }

@@ -81,8 +81,9 @@ struct tg_request_facts {
 	int stream;             /* top-level "stream" is true */
 	enum tg_stream_options stream_options;
 	int has_members;        /* the object is not {} */
-	int read;               /* the scan read the body: the facts are set */
-	struct tg_request_params params;
+	int read_params;        /* the scan read the traced parameters */
+	struct tg_request_params *params;       /* then those the body has
+	                                           (malloc), or NULL for none */
 };
 
 enum tg_scan_result {
@@ -93,13 +94,14 @@ enum tg_scan_result {
 };
 
 /*
- * Scan the len bytes of data. keys is the caller's scratch for the key
- * check, kept from scan to scan so that memory is reused. On
- * TG_SCAN_READ, *facts is filled and the caller frees it with
- * tg_request_facts_free(); on TG_SCAN_UNSURE, *facts is zeroed.
+ * Scan the len bytes of data, and with read_params the parameters that
+ * tracing records too. keys is the caller's scratch for the key check,
+ * kept from scan to scan so that memory is reused. On TG_SCAN_READ,
+ * *facts is filled and the caller frees it with tg_request_facts_free();
+ * on TG_SCAN_UNSURE, *facts is zeroed.
  */
-enum tg_scan_result tg_request_scan(const char *data, size_t len, struct tg_yj_keys *keys,
-                                    struct tg_request_facts *facts);
+enum tg_scan_result tg_request_scan(const char *data, size_t len, int read_params,
+                                    struct tg_yj_keys *keys, struct tg_request_facts *facts);
 
 /* The top-level "stream_options" of body, a tree of the whole request
  * body, read as the scan reads them. */

@@ -216,7 +216,8 @@ parse_body(struct tg_request *req, const struct endpoint *endpoint, char *messag
 	 * a scan first would be work done twice. */
 	data = (const char *)evbuffer_pullup(req->body, -1);
 	if (req->config->routes_read_request_tree || tg_trace_reads_request_tree(req) ||
-	    tg_request_scan(data, req->body_len, &req->worker->scan_keys, &facts) != TG_SCAN_READ)
+	    tg_request_scan(data, req->body_len, tg_trace_reads_request_params(req),
+	                    &req->worker->scan_keys, &facts) != TG_SCAN_READ)
 		return parse_tree(req, endpoint, data, message, size);
 
 	req->body_json_pending = 1;

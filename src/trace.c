@@ -129,16 +129,17 @@ add_failover_event(struct tg_request *req, struct tg_trace *t)
 }
 
 /* The gen_ai request attributes of an attempt's span. The parameters
- * come from the scan of the body when it read the body, since only
- * message content needs the tree. */
+ * come from the scan of the body when it read them, since only message
+ * content needs the tree. */
 static void
 record_request(struct tg_request *req, struct tg_span *span, const char *operation,
                const char *model, const struct tg_tracing_config *tc)
 {
+	static const struct tg_request_params none;
 	struct tg_request_params from_tree;
-	const struct tg_request_params *params = &req->scanned.params;
+	const struct tg_request_params *params = req->scanned.params ? req->scanned.params : &none;
 
-	if (!req->scanned.read) {
+	if (!req->scanned.read_params) {
 		tg_request_params_of(tg_request_json(req), &from_tree);
 		params = &from_tree;
 	}
@@ -190,12 +191,16 @@ tg_trace_upstream_traceparent(const struct tg_request *req)
 }
 
 int
+tg_trace_reads_request_params(const struct tg_request *req)
+{
+	return req->trace != NULL && req->trace->sampled && tracing_of(req) != NULL &&
+	       tg_genai_operation(req->path) != NULL;
+}
+
+int
 tg_trace_reads_request_tree(const struct tg_request *req)
 {
-	const struct tg_tracing_config *tc = tracing_of(req);
-
-	return req->trace != NULL && req->trace->sampled && tc != NULL && tc->capture_content &&
-	       tg_genai_operation(req->path) != NULL;
+	return tg_trace_reads_request_params(req) && tracing_of(req)->capture_content;
 }
 
 int

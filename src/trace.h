@@ -35,6 +35,11 @@ void tg_trace_attempt_start(struct tg_request *req);
  * NULL to pass the client's trace headers through untouched (no tree). */
 const char *tg_trace_upstream_traceparent(const struct tg_request *req);
 
+/* 1 when the request's attempt spans will record the parameters of its
+ * body (request-scan.h): the request is sampled and its path is a gen_ai
+ * operation. */
+int tg_trace_reads_request_params(const struct tg_request *req);
+
 /* 1 when the request's attempt spans will read the body's tree
  * (tg_request_json()) for gen_ai.input.messages: the request is sampled,
  * its path is a gen_ai operation, and content capture is on. The other

@@ -90,7 +90,7 @@ scan(const char *body, size_t len)
 {
 	struct tg_yj_keys keys = {0};
 	struct tg_request_facts facts;
-	enum tg_scan_result r = tg_request_scan(body, len, &keys, &facts);
+	enum tg_scan_result r = tg_request_scan(body, len, 0, &keys, &facts);
 
 	tg_request_facts_free(&facts);
 	tg_yj_keys_free(&keys);

@@ -991,7 +991,7 @@ streaming_request(struct tg_worker *w, struct tg_config *cfg, const char *body)
 	req->model = json_string_value(json_object_get(req->body_json, "model"));
 
 	/* The stream options as the dispatch's scan reads them. */
-	ck_assert_int_eq(tg_request_scan(body, strlen(body), &keys, &facts), TG_SCAN_READ);
+	ck_assert_int_eq(tg_request_scan(body, strlen(body), 0, &keys, &facts), TG_SCAN_READ);
 	req->stream_options = facts.stream_options;
 	req->body_has_members = facts.has_members;
 	tg_request_facts_free(&facts);

@@ -121,7 +121,7 @@ static enum tg_scan_result
 scan(const char *body, size_t len, struct tg_request_facts *facts)
 {
 	struct tg_yj_keys keys = {0};
-	enum tg_scan_result r = tg_request_scan(body, len, &keys, facts);
+	enum tg_scan_result r = tg_request_scan(body, len, 1, &keys, facts);
 
 	tg_yj_keys_free(&keys);
 	return r;
@@ -142,6 +142,8 @@ check_same_string(const char *scanned, const char *parsed)
 	else
 		ck_assert_str_eq(scanned, parsed);
 }
+
+static const struct tg_request_params none;
 
 /* The scan's parameters against those read from the tree. */
 static void
@@ -178,9 +180,9 @@ check_agrees(const char *body, size_t len, const struct tg_request_facts *facts)
 	ck_assert_int_eq(facts->stream, json_is_true(json_object_get(root, "stream")));
 	ck_assert_int_eq(facts->stream_options, tg_stream_options_of(root));
 	ck_assert_int_eq(facts->has_members, json_object_size(root) > 0);
-	ck_assert_int_eq(facts->read, 1);
+	ck_assert_int_eq(facts->read_params, 1);
 	tg_request_params_of(root, &params);
-	check_same_params(&facts->params, &params);
+	check_same_params(facts->params != NULL ? facts->params : &none, &params);
 	tg_request_params_free(&params);
 	json_decref(root);
 }
@@ -219,7 +221,8 @@ START_TEST(scan_reads_parameters)
 	struct tg_request_facts facts;
 
 	ck_assert_int_eq(scan(body, sizeof(body) - 1, &facts), TG_SCAN_READ);
-	p = facts.params.number;
+	ck_assert_ptr_nonnull(facts.params);
+	p = facts.params->number;
 	ck_assert_int_eq(p[TG_PARAM_MAX_TOKENS].kind, TG_NUMBER_INTEGER);
 	ck_assert_int_eq(p[TG_PARAM_MAX_TOKENS].integer, 50);
 	ck_assert_int_eq(p[TG_PARAM_TEMPERATURE].kind, TG_NUMBER_REAL);
@@ -228,11 +231,28 @@ START_TEST(scan_reads_parameters)
 	ck_assert_double_eq(p[TG_PARAM_TOP_P].value, 1.0);
 	ck_assert_int_eq(p[TG_PARAM_SEED].kind, TG_NUMBER_NONE);
 	ck_assert_int_eq(p[TG_PARAM_N].integer, 2);
-	ck_assert_int_eq(facts.params.has_stop, 1);
-	ck_assert_uint_eq(facts.params.n_stop, 2);
-	ck_assert_str_eq(facts.params.stop[0], "END");
-	ck_assert_str_eq(facts.params.stop[1], "S/T");
+	ck_assert_int_eq(facts.params->has_stop, 1);
+	ck_assert_uint_eq(facts.params->n_stop, 2);
+	ck_assert_str_eq(facts.params->stop[0], "END");
+	ck_assert_str_eq(facts.params->stop[1], "S/T");
 	tg_request_facts_free(&facts);
+}
+END_TEST
+
+/* Unless asked, the scan keeps no parameter, and allocates nothing for
+ * them. */
+START_TEST(scan_skips_parameters_unasked)
+{
+	static const char body[] = "{\"model\":\"m\",\"max_tokens\":5,\"stop\":[\"x\"],\"n\":2}";
+	struct tg_yj_keys keys = {0};
+	struct tg_request_facts facts;
+
+	ck_assert_int_eq(tg_request_scan(body, sizeof(body) - 1, 0, &keys, &facts), TG_SCAN_READ);
+	ck_assert_str_eq(facts.model, "m");
+	ck_assert_int_eq(facts.read_params, 0);
+	ck_assert_ptr_null(facts.params);
+	tg_request_facts_free(&facts);
+	tg_yj_keys_free(&keys);
 }
 END_TEST
 
@@ -279,7 +299,7 @@ START_TEST(scan_reuses_keys)
 	struct tg_request_facts facts;
 
 	for (int i = 0; i < 3; i++) {
-		ck_assert_int_eq(tg_request_scan(body, sizeof(body) - 1, &keys, &facts),
+		ck_assert_int_eq(tg_request_scan(body, sizeof(body) - 1, 1, &keys, &facts),
 		                 TG_SCAN_READ);
 		ck_assert_str_eq(facts.model, "x");
 		tg_request_facts_free(&facts);
@@ -324,6 +344,7 @@ request_scan_suite(void)
 	                    (int)(sizeof(agreed) / sizeof(agreed[0])));
 	tcase_add_loop_test(tc, scan_leaves_to_jansson, 0, (int)(sizeof(unsure) / sizeof(unsure[0])));
 	tcase_add_test(tc, scan_reads_parameters);
+	tcase_add_test(tc, scan_skips_parameters_unasked);
 	tcase_add_test(tc, scan_leaves_nul_byte_to_jansson);
 	tcase_add_test(tc, scan_leaves_deep_and_wide_to_jansson);
 	tcase_add_test(tc, scan_reuses_keys);
