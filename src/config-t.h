@@ -123,6 +123,8 @@ struct tg_config {
 	int routes_read_request_tree;   /* a route has a cache, or a plugin or
 	                                   moderation filter on the request
 	                                   side, which read the body's tree */
+	int routes_screen_request_texts;        /* a route has a regex filter
+	                                           on the request side */
 };
 
 #endif

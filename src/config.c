@@ -742,6 +742,21 @@ routes_read_request_tree(const struct tg_config *cfg)
 	return 0;
 }
 
+/* Return 1 when a route has a regex filter on the request side, whose
+ * texts the body scan then collects (request-scan.h). */
+static int
+routes_screen_request_texts(const struct tg_config *cfg)
+{
+	for (size_t i = 0; i < cfg->n_routes; i++) {
+		const struct tg_route *r = &cfg->routes[i];
+
+		if (r->filters != NULL &&
+		    (tg_filter_types(&r->filters->chain, TG_SIDE_REQUEST) & 1u << TG_FILTER_REGEX) != 0)
+			return 1;
+	}
+	return 0;
+}
+
 struct tg_config *tg_config_load(const char *path, FILE *err)
 {
 	struct load_ctx ctx = { .file = path, .err = err };
@@ -775,6 +790,7 @@ struct tg_config *tg_config_load(const char *path, FILE *err)
 		return NULL;
 	}
 	cfg->routes_read_request_tree = routes_read_request_tree(cfg);
+	cfg->routes_screen_request_texts = routes_screen_request_texts(cfg);
 	return cfg;
 }
 

@@ -451,6 +451,100 @@ tg_text_read_request(struct evbuffer *body, tg_text_fn *fn, void *arg)
 	return read_texts(body, R_REQUEST, fn, arg);
 }
 
+/* The reader's state fits the caller's room; checked once, here. */
+_Static_assert(sizeof(struct text_reader) <= sizeof(struct tg_text_tap_room),
+               "struct tg_text_tap_room is too small for struct text_reader");
+
+void
+tg_text_tap_request(struct tg_text_tap_room *room, tg_text_fn *fn, void *arg,
+                    struct tg_reply_tap *tap)
+{
+	struct text_reader *r = (struct text_reader *)room->u.bytes;
+
+	*r = (struct text_reader){.fn = fn, .arg = arg, .root = R_REQUEST};
+	*tap = (struct tg_reply_tap){&TEXT_CALLBACKS, r};
+}
+
+static int
+reserve_spans(struct tg_text_spans *spans)
+{
+	size_t cap;
+	struct tg_text_span *items;
+
+	if (spans->n < spans->cap)
+		return 0;
+	cap = spans->cap ? spans->cap * 2 : 8;
+	items = realloc(spans->items, cap * sizeof(*items));
+	if (items == NULL)
+		return -1;
+	spans->items = items;
+	spans->cap = cap;
+	return 0;
+}
+
+/* Copy len bytes of text to the end of the copies; returns their offset,
+ * or (size_t)-1 when out of memory. */
+static size_t
+copy_text(struct tg_text_spans *spans, const char *text, size_t len)
+{
+	size_t at = spans->copies_len;
+
+	if (len > spans->copies_cap - at) {
+		size_t cap = spans->copies_cap ? spans->copies_cap : 256;
+		char *copies;
+
+		while (cap - at < len)
+			cap *= 2;
+		copies = realloc(spans->copies, cap);
+		if (copies == NULL)
+			return (size_t)-1;
+		spans->copies = copies;
+		spans->copies_cap = cap;
+	}
+	memcpy(spans->copies + at, text, len);
+	spans->copies_len += len;
+	return at;
+}
+
+int
+tg_text_spans_add(struct tg_text_spans *spans, const char *body, size_t body_len,
+                  const char *text, size_t len)
+{
+	struct tg_text_span span = {0, len, 0};
+
+	if (reserve_spans(spans) != 0)
+		return -1;
+
+	/* yajl passes a string without escapes in place, when the whole of
+	 * it is in the text given to one yajl_parse() call. */
+	if (text >= body && text <= body + body_len && len <= (size_t)(body + body_len - text)) {
+		span.at = (size_t)(text - body);
+	} else {
+		span.at = copy_text(spans, text, len);
+		span.copied = 1;
+		if (span.at == (size_t)-1)
+			return -1;
+	}
+	spans->items[spans->n++] = span;
+	return 0;
+}
+
+const char *
+tg_text_span_bytes(const struct tg_text_spans *spans, size_t i, const char *body)
+{
+	const struct tg_text_span *span = &spans->items[i];
+
+	return (span->copied ? spans->copies : body) + span->at;
+}
+
+void
+tg_text_spans_free(struct tg_text_spans *spans)
+{
+	free(spans->items);
+	free(spans->copies);
+	memset(spans, 0, sizeof(*spans));
+}
+
 int
 tg_text_read_response_digest(struct evbuffer *body, tg_text_fn *fn, void *arg,
                              struct tg_reply_digest *d, struct tg_reply_detail *x)

@@ -19,6 +19,7 @@
 struct evbuffer;
 struct tg_reply_detail;
 struct tg_reply_digest;
+struct tg_reply_tap;
 
 /* The default "replacement": the rule name goes where "{rule}" is. */
 #define TG_FILTER_REPLACEMENT "[REDACTED:{rule}]"
@@ -107,6 +108,53 @@ int tg_text_read_response(struct evbuffer *body, tg_text_fn *fn, void *arg);
  * in a body with a member given twice, this reads both values.
  */
 int tg_text_read_request(struct evbuffer *body, tg_text_fn *fn, void *arg);
+
+/* Room for the state of a text reader that another yajl pass feeds
+ * (tg_text_tap_request()). Its contents are private to filter-text.c. */
+struct tg_text_tap_room {
+	union {
+		max_align_t align;
+		unsigned char bytes[160];
+	} u;
+};
+
+/*
+ * Make *tap a reader of the texts of a request body, the same as
+ * tg_text_read_request() reads, for another pass to feed with the yajl
+ * events of the body: each goes to tap->callbacks, unless that is NULL,
+ * with tap->ctx. The reader calls fn on each text and keeps its state in
+ * *room, which must outlive the pass. Callbacks return 0 when fn stopped
+ * the read.
+ */
+void tg_text_tap_request(struct tg_text_tap_room *room, tg_text_fn *fn, void *arg,
+                         struct tg_reply_tap *tap);
+
+/* One text of a body kept by offset and length: into the body for a text
+ * without escapes, which yajl passes in place, or into the copies of
+ * struct tg_text_spans for one that yajl decoded. */
+struct tg_text_span {
+	size_t at, len;
+	int copied;
+};
+
+/* Texts of a body kept without a tree, to be screened later. Zeroed is
+ * empty. */
+struct tg_text_spans {
+	size_t n, cap;
+	struct tg_text_span *items;
+	char *copies;           /* decoded texts, back to back */
+	size_t copies_len, copies_cap;
+};
+
+/* Keep text, len bytes that a yajl read of body (body_len bytes) passed.
+ * Returns 0, or -1 when out of memory. */
+int tg_text_spans_add(struct tg_text_spans *spans, const char *body, size_t body_len,
+                      const char *text, size_t len);
+
+/* The bytes of span i of spans, kept from body. */
+const char *tg_text_span_bytes(const struct tg_text_spans *spans, size_t i, const char *body);
+
+void tg_text_spans_free(struct tg_text_spans *spans);
 
 /*
  * Read the texts of a non-streaming response body as

@@ -9,11 +9,13 @@
  * whether "include_usage" is true. Once the scan is unsure it stops
  * yajl, since jansson will read the body anyway.
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <yajl/yajl_parse.h>
 
+#include "reply-digest.h"
 #include "request-scan.h"
 #include "yajl-arena.h"
 
@@ -47,6 +49,7 @@ struct scan {
 	struct tg_request_facts *facts;
 	yajl_handle h;
 	int want_params;        /* read the traced parameters */
+	const struct tg_reply_tap *tap; /* the reader of texts, or NULL */
 	int root;               /* the top value is an object */
 	size_t root_end;        /* just after the top object's closing brace */
 	int unsure;
@@ -54,7 +57,8 @@ struct scan {
 	enum member member;     /* what the last key of the top object named */
 	enum tg_request_number number;  /* and which parameter, for M_NUMBER */
 	enum member option;     /* what the last key of "stream_options" named */
-	struct frame frames[MAX_FRAMES];
+	struct frame frames[MAX_FRAMES];       /* last: the members before it
+	                                          are zeroed for each scan */
 };
 
 /* The value now read is a member of the top object. */
@@ -85,6 +89,16 @@ unsure(struct scan *s)
 	s->unsure = 1;
 	return 0;
 }
+
+/* Pass an event to the tap when it takes it, with the arguments that
+ * follow. Yields 1 to read on, or 0 when the tap stopped: then the scan
+ * is unsure, since it has not read every text. */
+#define TAP(s, cb, ...) \
+	((s)->tap == NULL || (s)->tap->callbacks->cb == NULL || \
+	 (s)->tap->callbacks->cb((s)->tap->ctx, __VA_ARGS__) ? 1 : unsure(s))
+#define TAP_EVENT(s, cb) \
+	((s)->tap == NULL || (s)->tap->callbacks->cb == NULL || \
+	 (s)->tap->callbacks->cb((s)->tap->ctx) ? 1 : unsure(s))
 
 /* The parameters of the body, allocated when the first one is read, so
  * that a body without them allocates nothing. NULL when memory ran out:
@@ -139,26 +153,46 @@ open_container(struct scan *s, int array)
 static int
 on_start_map(void *ctx)
 {
-	return open_container(ctx, 0);
+	struct scan *s = ctx;
+
+	return open_container(s, 0) && TAP_EVENT(s, yajl_start_map);
 }
 
 static int
 on_start_array(void *ctx)
 {
-	return open_container(ctx, 1);
+	struct scan *s = ctx;
+
+	return open_container(s, 1) && TAP_EVENT(s, yajl_start_array);
 }
 
-static int
-on_end(void *ctx)
+static void
+close_container(struct scan *s)
 {
-	struct scan *s = ctx;
 	struct frame *f = &s->frames[--s->depth];
 
 	if (!f->array)
 		tg_yj_keys_close(s->keys, f->first_key);
 	if (s->depth == 0)
 		s->root_end = yajl_get_bytes_consumed(s->h);
-	return 1;
+}
+
+static int
+on_end_map(void *ctx)
+{
+	struct scan *s = ctx;
+
+	close_container(s);
+	return TAP_EVENT(s, yajl_end_map);
+}
+
+static int
+on_end_array(void *ctx)
+{
+	struct scan *s = ctx;
+
+	close_container(s);
+	return TAP_EVENT(s, yajl_end_array);
 }
 
 /* Whether the key of len bytes is the literal name. A constant length
@@ -234,7 +268,7 @@ on_map_key(void *ctx, const unsigned char *key, size_t len)
 		if (!s->want_params && (s->member == M_NUMBER || s->member == M_STOP))
 			s->member = M_OTHER;
 	}
-	return 1;
+	return TAP(s, yajl_map_key, key, len);
 }
 
 /* Where the string now read goes, or NULL when the scan keeps none (or
@@ -276,13 +310,14 @@ on_string(void *ctx, const unsigned char *str, size_t len)
 		return unsure(s);
 	scalar(s);
 	slot = string_slot(s);
-	if (slot == NULL)
-		return !s->unsure;
+	if (slot == NULL && s->unsure)
+		return 0;
 
 	/* No NUL inside (checked above), so the copy is the whole string. A
 	 * member given twice stopped the scan at its key, so none is set yet. */
-	*slot = strndup((const char *)str, len);
-	return *slot != NULL ? 1 : unsure(s);
+	if (slot != NULL && (*slot = strndup((const char *)str, len)) == NULL)
+		return unsure(s);
+	return TAP(s, yajl_string, str, len);
 }
 
 /* A number: kept when it is the value of a parameter. Returns 0 to stop
@@ -308,27 +343,36 @@ on_boolean(void *ctx, int value)
 		s->facts->stream = value;
 	if (in_options(s) && s->option == M_INCLUDE_USAGE && value)
 		s->facts->stream_options = TG_STREAM_OPTIONS_USAGE;
-	return 1;
+	return TAP(s, yajl_boolean, value);
 }
 
 static int
 on_null(void *ctx)
 {
-	scalar(ctx);
-	return 1;
+	struct scan *s = ctx;
+
+	scalar(s);
+	return TAP_EVENT(s, yajl_null);
 }
 
 /* jansson's json_number_value() gives an integer as a double too. */
 static int
 on_integer(void *ctx, long long value)
 {
-	return keep_number(ctx, TG_NUMBER_INTEGER, value, (double)value) && on_null(ctx);
+	struct scan *s = ctx;
+
+	scalar(s);
+	return keep_number(s, TG_NUMBER_INTEGER, value, (double)value) &&
+	       TAP(s, yajl_integer, value);
 }
 
 static int
 on_double(void *ctx, double value)
 {
-	return keep_number(ctx, TG_NUMBER_REAL, 0, value) && on_null(ctx);
+	struct scan *s = ctx;
+
+	scalar(s);
+	return keep_number(s, TG_NUMBER_REAL, 0, value) && TAP(s, yajl_double, value);
 }
 
 /* The integer and double callbacks make yajl convert each number and
@@ -341,10 +385,20 @@ static const yajl_callbacks CALLBACKS = {
 	.yajl_string = on_string,
 	.yajl_start_map = on_start_map,
 	.yajl_map_key = on_map_key,
-	.yajl_end_map = on_end,
+	.yajl_end_map = on_end_map,
 	.yajl_start_array = on_start_array,
-	.yajl_end_array = on_end,
+	.yajl_end_array = on_end_array,
 };
+
+/* Keep a text that the tap read. Returns nonzero, which stops the read,
+ * when out of memory. */
+static int
+keep_text(void *arg, const char *text, size_t len)
+{
+	struct scan *s = arg;
+
+	return tg_text_spans_add(&s->facts->texts, s->data, s->len, text, len) != 0;
+}
 
 /* Whether only jansson's whitespace follows the top object. yajl's
  * complete parse takes a token cut off by the end of the text, such as
@@ -360,16 +414,29 @@ only_whitespace_after(const struct scan *s)
 }
 
 enum tg_scan_result
-tg_request_scan(const char *data, size_t len, int read_params, struct tg_yj_keys *keys,
+tg_request_scan(const char *data, size_t len, unsigned reads, struct tg_yj_keys *keys,
                 struct tg_request_facts *facts)
 {
-	struct scan s = {
-		.data = data, .len = len, .keys = keys, .facts = facts, .want_params = read_params,
-	};
+	struct scan s;
+	struct tg_text_tap_room room;
+	struct tg_reply_tap tap;
 	yajl_handle h;
 	yajl_status st;
 
+	/* A frame is written when its container opens, so the 512 bytes of
+	 * frames need no zeroing, which was a tenth of a small body's scan. */
+	memset(&s, 0, offsetof(struct scan, frames));
+	s.data = data;
+	s.len = len;
+	s.keys = keys;
+	s.facts = facts;
+	s.want_params = (reads & TG_SCAN_PARAMS) != 0;
+
 	memset(facts, 0, sizeof(*facts));
+	if (reads & TG_SCAN_TEXTS) {
+		tg_text_tap_request(&room, keep_text, &s, &tap);
+		s.tap = &tap;
+	}
 	tg_yj_keys_close(keys, 0);
 	if (len == 0 || tg_yj_text_unsure(data, len))
 		return TG_SCAN_UNSURE;
@@ -377,13 +444,16 @@ tg_request_scan(const char *data, size_t len, int read_params, struct tg_yj_keys
 	if (h == NULL)
 		return TG_SCAN_UNSURE;
 
+	/* Once the top object closed, yajl_complete_parse() has nothing to
+	 * add: only_whitespace_after() checks the rest, a token yajl still
+	 * waits for included. A body whose object did not close is unsure. */
 	st = yajl_parse(h, (const unsigned char *)data, len);
-	if (st == yajl_status_ok)
-		st = yajl_complete_parse(h);
 	tg_yajl_free(h);
 
-	if (st == yajl_status_ok && s.root && !s.unsure && only_whitespace_after(&s)) {
-		facts->read_params = read_params;
+	if (st == yajl_status_ok && s.root && s.depth == 0 && !s.unsure &&
+	    only_whitespace_after(&s)) {
+		facts->read_params = s.want_params;
+		facts->read_texts = s.tap != NULL;
 		return TG_SCAN_READ;
 	}
 	tg_request_facts_free(facts);
@@ -475,5 +545,8 @@ tg_request_facts_free(struct tg_request_facts *facts)
 		tg_request_params_free(facts->params);
 		free(facts->params);
 	}
+	/* Most scans keep no text: spare the two calls to free(). */
+	if (facts->texts.items != NULL || facts->texts.copies != NULL)
+		tg_text_spans_free(&facts->texts);
 	memset(facts, 0, sizeof(*facts));
 }

@@ -5,7 +5,9 @@
  * Routing reads the top-level "model" and "stream" of each request body,
  * the session metrics its "user", the stream usage of the metrics its
  * "stream_options", and tracing the parameters it records as gen_ai
- * request attributes (max tokens, temperature, stop and the like).
+ * request attributes (max tokens, temperature, stop and the like). The
+ * request filters screen the texts of the body, which the scan keeps in
+ * the same pass when asked.
  * A jansson tree of the body costs far more than those members, and
  * most requests need nothing else, so the request keeps the body as text
  * and builds the tree only when a reader asks (tg_request_json()).
@@ -23,6 +25,7 @@
 
 #include <jansson.h>
 
+#include "filter.h"
 #include "yajl-jansson.h"
 
 /* The top-level "stream_options" of a body, as the stream usage reads it. */
@@ -84,6 +87,15 @@ struct tg_request_facts {
 	int read_params;        /* the scan read the traced parameters */
 	struct tg_request_params *params;       /* then those the body has
 	                                           (malloc), or NULL for none */
+	int read_texts;         /* the scan read the texts the filters screen */
+	struct tg_text_spans texts;     /* then those, into the body */
+};
+
+/* What a scan reads besides the members every request needs. */
+enum tg_scan_reads {
+	TG_SCAN_PARAMS = 1u << 0,       /* the parameters tracing records */
+	TG_SCAN_TEXTS = 1u << 1,        /* the texts of the request filters
+	                                   (tg_text_read_request()) */
 };
 
 enum tg_scan_result {
@@ -94,13 +106,14 @@ enum tg_scan_result {
 };
 
 /*
- * Scan the len bytes of data, and with read_params the parameters that
- * tracing records too. keys is the caller's scratch for the key check,
- * kept from scan to scan so that memory is reused. On TG_SCAN_READ,
- * *facts is filled and the caller frees it with tg_request_facts_free();
- * on TG_SCAN_UNSURE, *facts is zeroed.
+ * Scan the len bytes of data, and what the bits of reads (enum
+ * tg_scan_reads) ask for too. keys is the caller's scratch for the key
+ * check, kept from scan to scan so that memory is reused. On
+ * TG_SCAN_READ, *facts is filled and the caller frees it with
+ * tg_request_facts_free(); the texts point into data, which must not
+ * change while they are read. On TG_SCAN_UNSURE, *facts is zeroed.
  */
-enum tg_scan_result tg_request_scan(const char *data, size_t len, int read_params,
+enum tg_scan_result tg_request_scan(const char *data, size_t len, unsigned reads,
                                     struct tg_yj_keys *keys, struct tg_request_facts *facts);
 
 /* The top-level "stream_options" of body, a tree of the whole request

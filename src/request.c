@@ -195,6 +195,20 @@ parse_tree(struct tg_request *req, const struct endpoint *endpoint, const char *
 	return TG_OK;
 }
 
+/* What the scan of req's body reads besides the members every request
+ * needs (enum tg_scan_reads). */
+static unsigned
+scan_reads(const struct tg_request *req)
+{
+	unsigned reads = 0;
+
+	if (tg_trace_reads_request_params(req))
+		reads |= TG_SCAN_PARAMS;
+	if (req->config->routes_screen_request_texts)
+		reads |= TG_SCAN_TEXTS;
+	return reads;
+}
+
 /* Read model, stream, user and stream options from the body, which must
  * be a JSON object that jansson takes. The scan reads most bodies and
  * leaves the tree to tg_request_json(). jansson reads the others, and
@@ -216,8 +230,8 @@ parse_body(struct tg_request *req, const struct endpoint *endpoint, char *messag
 	 * a scan first would be work done twice. */
 	data = (const char *)evbuffer_pullup(req->body, -1);
 	if (req->config->routes_read_request_tree || tg_trace_reads_request_tree(req) ||
-	    tg_request_scan(data, req->body_len, tg_trace_reads_request_params(req),
-	                    &req->worker->scan_keys, &facts) != TG_SCAN_READ)
+	    tg_request_scan(data, req->body_len, scan_reads(req), &req->worker->scan_keys,
+	                    &facts) != TG_SCAN_READ)
 		return parse_tree(req, endpoint, data, message, size);
 
 	req->body_json_pending = 1;

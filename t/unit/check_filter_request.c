@@ -85,16 +85,39 @@ collect_texts(const char *body, size_t len, struct texts *out)
 	return 0;
 }
 
+/* Scan len bytes of body, keeping its texts in *facts unless facts is
+ * NULL. */
+static enum tg_scan_result
+scan_texts(const char *body, size_t len, struct tg_request_facts *facts)
+{
+	struct tg_yj_keys keys = {0};
+	struct tg_request_facts own;
+	enum tg_scan_result r = tg_request_scan(body, len, TG_SCAN_TEXTS, &keys,
+	                                        facts != NULL ? facts : &own);
+
+	if (facts == NULL)
+		tg_request_facts_free(&own);
+	tg_yj_keys_free(&keys);
+	return r;
+}
+
 static enum tg_scan_result
 scan(const char *body, size_t len)
 {
-	struct tg_yj_keys keys = {0};
-	struct tg_request_facts facts;
-	enum tg_scan_result r = tg_request_scan(body, len, 0, &keys, &facts);
+	return scan_texts(body, len, NULL);
+}
 
+/* The texts that the scan kept of len bytes of body, which it read. */
+static void
+scanned_texts(const char *body, size_t len, struct texts *out)
+{
+	struct tg_request_facts facts;
+
+	ck_assert_int_eq(scan_texts(body, len, &facts), TG_SCAN_READ);
+	ck_assert_int_eq(facts.read_texts, 1);
+	for (size_t i = 0; i < facts.texts.n; i++)
+		add_text(out, tg_text_span_bytes(&facts.texts, i, body), facts.texts.items[i].len);
 	tg_request_facts_free(&facts);
-	tg_yj_keys_free(&keys);
-	return r;
 }
 
 static int
@@ -180,13 +203,13 @@ static const struct request_case cases[] = {
 	 {"DEEP"}},
 };
 
-/* The scan reads each case, the reader finds its texts in order, and the
- * tree walk finds the same texts. */
+/* The scan reads each case, the reader finds its texts in order, the
+ * scan keeps the same, and the tree walk finds the same texts. */
 START_TEST(reader_and_tree_on_crafted_bodies)
 {
 	const struct request_case *c = &cases[_i];
 	size_t len = strlen(c->body);
-	struct texts read = {0}, collected = {0};
+	struct texts read = {0}, kept = {0}, collected = {0};
 	size_t n = 0;
 
 	ck_assert_msg(scan(c->body, len) == TG_SCAN_READ, "%s: the scan is unsure", c->name);
@@ -198,10 +221,17 @@ START_TEST(reader_and_tree_on_crafted_bodies)
 		ck_assert_msg(strcmp(read.items[i], c->texts[i]) == 0,
 		              "%s: text %zu is \"%s\", expected \"%s\"", c->name, i, read.items[i],
 		              c->texts[i]);
+	scanned_texts(c->body, len, &kept);
+	ck_assert_msg(kept.n == n, "%s: %zu texts kept, expected %zu", c->name, kept.n, n);
+	for (size_t i = 0; i < n; i++)
+		ck_assert_msg(strcmp(kept.items[i], c->texts[i]) == 0,
+		              "%s: text %zu kept is \"%s\", expected \"%s\"", c->name, i,
+		              kept.items[i], c->texts[i]);
 	ck_assert_int_eq(collect_texts(c->body, len, &collected), 0);
 	ck_assert_msg(same_texts(&read, &collected), "%s: the tree walk finds other texts",
 	              c->name);
 	texts_free(&read);
+	texts_free(&kept);
 	texts_free(&collected);
 }
 END_TEST
@@ -280,7 +310,7 @@ START_TEST(scanned_mutations_read_alike)
 	for (int round = 0; round < 100000; round++) {
 		const char *base = cases[(size_t)round % n_cases].body;
 		size_t len = strlen(base);
-		struct texts read = {0}, collected = {0};
+		struct texts read = {0}, kept = {0}, collected = {0};
 
 		ck_assert_uint_le(len, sizeof(body));
 		memcpy(body, base, len);
@@ -294,7 +324,11 @@ START_TEST(scanned_mutations_read_alike)
 		ck_assert_msg(collect_texts(body, len, &collected) == 0,
 		              "jansson rejects a scanned body: %.*s", (int)len, body);
 		ck_assert_msg(same_texts(&read, &collected), "texts differ in %.*s", (int)len, body);
+		scanned_texts(body, len, &kept);
+		ck_assert_msg(same_texts(&kept, &collected), "texts kept differ in %.*s", (int)len,
+		              body);
 		texts_free(&read);
+		texts_free(&kept);
 		texts_free(&collected);
 	}
 	/* Most single changes break the JSON; enough must remain to test. */
@@ -324,16 +358,22 @@ on_next(struct tg_request *req)
 	rf->passed++;
 }
 
-/*
- * A request on a route with filter f, with body. scanned: as the dispatch
- * leaves a body its scan read (the tree pending), else as it leaves one
- * that jansson parsed (the tree built), which is how every body on a
- * route with request filters was read before the screen.
- */
+/* The state the dispatch left a request body in. */
+enum body_read {
+	PARSED,                 /* jansson parsed it: the tree is built, as on
+	                           every route with request filters before the
+	                           screen without a tree */
+	SCANNED,                /* the scan read it and kept its texts */
+	SCANNED_ONLY,           /* the scan read it but kept no texts */
+};
+
+/* A request on a route with filter f, with body, read as how gives. */
 static void
 request_init(struct request_fixture *rf, const struct tg_filter *f, const char *body,
-             int scanned)
+             enum body_read how)
 {
+	struct tg_yj_keys keys = {0};
+
 	size_t len = strlen(body);
 
 	memset(rf, 0, sizeof(*rf));
@@ -347,8 +387,10 @@ request_init(struct request_fixture *rf, const struct tg_filter *f, const char *
 	ck_assert_ptr_nonnull(rf->req.body);
 	ck_assert_int_eq(evbuffer_add(rf->req.body, body, len), 0);
 	rf->req.body_len = len;
-	if (scanned) {
-		ck_assert_int_eq(scan(body, len), TG_SCAN_READ);
+	if (how != PARSED) {
+		ck_assert_int_eq(tg_request_scan(body, len, how == SCANNED ? TG_SCAN_TEXTS : 0, &keys,
+		                                 &rf->req.scanned), TG_SCAN_READ);
+		tg_yj_keys_free(&keys);
 		rf->req.body_json_pending = 1;
 	} else {
 		rf->req.body_json = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
@@ -374,6 +416,7 @@ static void
 request_free(struct request_fixture *rf)
 {
 	tg_filter_request_done(&rf->req);
+	tg_request_facts_free(&rf->req.scanned);
 	json_decref(rf->req.body_json);
 	evbuffer_free(rf->req.body);
 }
@@ -408,42 +451,53 @@ describe_log(const struct tg_filter_log *log, char *out, size_t size)
 		                      log->items[i].action, log->counts[i]);
 }
 
-/* The screen of a scanned body ends as the tree path ends on the same
- * body: the same bytes upstream and the same decisions, for a mask and a
- * flag filter. */
+/* Filter body as read by how with f; *sent gets the body that went
+ * upstream and *log the decisions. Returns whether the tree was built. */
+static int
+filter_body(const struct tg_filter *f, const char *body, enum body_read how, char **sent,
+            char *log, size_t log_size)
+{
+	struct request_fixture rf;
+	int built;
+
+	request_init(&rf, f, body, how);
+	tg_filter_request(&rf.req, on_next);
+	ck_assert_int_eq(rf.passed, 1);
+	*sent = request_body(&rf);
+	describe_log(tg_filter_decisions(&rf.req), log, log_size);
+	built = rf.req.body_json != NULL;
+	request_free(&rf);
+	return built;
+}
+
+/* The screen of a scanned body, with the texts the scan kept or read
+ * again, ends as the tree path ends on the same body: the same bytes
+ * upstream and the same decisions, for a mask and a flag filter. */
 START_TEST(scanned_body_filtered_as_parsed_one)
 {
 	static const enum tg_filter_action actions[] = {TG_ACTION_MASK, TG_ACTION_FLAG};
+	static const enum body_read scans[] = {SCANNED, SCANNED_ONLY};
 
 	for (size_t a = 0; a < 2; a++) {
 		struct tg_filter *f = make_filter("pii", actions[a], TG_SIDE_REQUEST, email_rule);
-		struct request_fixture scanned, parsed;
-		char scanned_log[512], parsed_log[512];
-		char *scanned_body, *parsed_body;
+		char parsed_log[512], *parsed_body;
 
-		request_init(&scanned, f, filtered[_i], 1);
-		request_init(&parsed, f, filtered[_i], 0);
-		tg_filter_request(&scanned.req, on_next);
-		tg_filter_request(&parsed.req, on_next);
-		ck_assert_int_eq(scanned.passed, 1);
-		ck_assert_int_eq(parsed.passed, 1);
+		filter_body(f, filtered[_i], PARSED, &parsed_body, parsed_log, sizeof(parsed_log));
+		for (size_t i = 0; i < 2; i++) {
+			char scanned_log[512], *scanned_body;
+			int built = filter_body(f, filtered[_i], scans[i], &scanned_body, scanned_log,
+			                        sizeof(scanned_log));
 
-		scanned_body = request_body(&scanned);
-		parsed_body = request_body(&parsed);
-		ck_assert_str_eq(scanned_body, parsed_body);
-		describe_log(tg_filter_decisions(&scanned.req), scanned_log, sizeof(scanned_log));
-		describe_log(tg_filter_decisions(&parsed.req), parsed_log, sizeof(parsed_log));
-		ck_assert_str_eq(scanned_log, parsed_log);
-		/* Without a match the body needs no tree, and goes as it came. */
-		if (scanned_log[0] == '\0') {
-			ck_assert_ptr_null(scanned.req.body_json);
-			ck_assert_str_eq(scanned_body, filtered[_i]);
+			ck_assert_str_eq(scanned_body, parsed_body);
+			ck_assert_str_eq(scanned_log, parsed_log);
+			/* Without a match the body needs no tree, and goes as it came. */
+			if (scanned_log[0] == '\0') {
+				ck_assert_int_eq(built, 0);
+				ck_assert_str_eq(scanned_body, filtered[_i]);
+			}
+			free(scanned_body);
 		}
-
-		free(scanned_body);
 		free(parsed_body);
-		request_free(&scanned);
-		request_free(&parsed);
 		destroy_filter(f);
 	}
 }
@@ -457,7 +511,7 @@ filter_scanned(struct request_fixture *rf, enum tg_side side, const char *body, 
 {
 	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, side, email_rule);
 
-	request_init(rf, f, body, 1);
+	request_init(rf, f, body, SCANNED);
 	rf->filter = f;
 	tg_filter_request(&rf->req, on_next);
 	ck_assert_int_eq(rf->passed, 1);

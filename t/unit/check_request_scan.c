@@ -121,7 +121,7 @@ static enum tg_scan_result
 scan(const char *body, size_t len, struct tg_request_facts *facts)
 {
 	struct tg_yj_keys keys = {0};
-	enum tg_scan_result r = tg_request_scan(body, len, 1, &keys, facts);
+	enum tg_scan_result r = tg_request_scan(body, len, TG_SCAN_PARAMS, &keys, facts);
 
 	tg_yj_keys_free(&keys);
 	return r;
@@ -299,7 +299,7 @@ START_TEST(scan_reuses_keys)
 	struct tg_request_facts facts;
 
 	for (int i = 0; i < 3; i++) {
-		ck_assert_int_eq(tg_request_scan(body, sizeof(body) - 1, 1, &keys, &facts),
+		ck_assert_int_eq(tg_request_scan(body, sizeof(body) - 1, TG_SCAN_PARAMS, &keys, &facts),
 		                 TG_SCAN_READ);
 		ck_assert_str_eq(facts.model, "x");
 		tg_request_facts_free(&facts);
