@@ -1,5 +1,6 @@
 /*
- * The span model: attributes, events, status and end of one span.
+ * The span model: attributes, events, status and end of one span, and
+ * the pools that recycle span memory.
  *
  * Every traced request sets a few dozen attributes. So a span's name,
  * attribute lists and string values share the span's arena
@@ -8,6 +9,7 @@
  * pointer again, as calls through TG_SC() do.
  */
 #include <stdalign.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -41,6 +43,92 @@ struct span_storage {
 	alignas(max_align_t) char bytes[FIRST_BLOCK];
 };
 
+/*
+ * A pool is a stack of freed spans. Any thread pushes a span with a
+ * compare-and-swap, and only the owner takes spans off, the whole stack at
+ * once with an exchange. Since nothing leaves the stack alone, a span
+ * cannot leave and come back between a pusher's read and its swap (the
+ * ABA problem), so the pointer needs no counter beside it.
+ */
+struct tg_span_pool {
+	_Atomic(struct tg_span *) returned;     /* spans that any thread freed */
+	struct tg_span *spare;          /* owner only: spans taken from "returned" */
+	atomic_size_t holders;          /* the owner, and each span not yet freed */
+};
+
+struct tg_span_pool *
+tg_span_pool_new(void)
+{
+	struct tg_span_pool *pool = malloc(sizeof(*pool));
+
+	if (pool == NULL)
+		return NULL;
+	atomic_init(&pool->returned, NULL);
+	pool->spare = NULL;
+	atomic_init(&pool->holders, 1);
+	return pool;
+}
+
+static void
+free_list(struct tg_span *span)
+{
+	while (span != NULL) {
+		struct tg_span *next = span->next;
+
+		free(span);
+		span = next;
+	}
+}
+
+/* Drop one holder of pool; the last frees the pool and what it holds. */
+static void
+pool_unhold(struct tg_span_pool *pool)
+{
+	if (atomic_fetch_sub_explicit(&pool->holders, 1, memory_order_acq_rel) != 1)
+		return;
+	free_list(atomic_exchange_explicit(&pool->returned, NULL, memory_order_acquire));
+	free(pool);
+}
+
+void
+tg_span_pool_release(struct tg_span_pool *pool)
+{
+	if (pool == NULL)
+		return;
+	free_list(pool->spare);
+	pool->spare = NULL;
+	pool_unhold(pool);
+}
+
+/* Owner thread: a freed span's memory, or NULL when the pool has none. */
+static struct span_storage *
+pool_take(struct tg_span_pool *pool)
+{
+	struct tg_span *span;
+
+	if (pool->spare == NULL)
+		pool->spare = atomic_exchange_explicit(&pool->returned, NULL,
+		                                       memory_order_acquire);
+	span = pool->spare;
+	if (span == NULL)
+		return NULL;
+	pool->spare = span->next;
+	return (struct span_storage *)span;
+}
+
+static void
+pool_give(struct tg_span_pool *pool, struct tg_span *span)
+{
+	struct tg_span *top = atomic_load_explicit(&pool->returned, memory_order_relaxed);
+
+	do {
+		span->next = top;
+	} while (!atomic_compare_exchange_weak_explicit(&pool->returned, &top, span,
+	                                                memory_order_release,
+	                                                memory_order_relaxed));
+	pool_unhold(pool);
+}
+
 void
 tg_span_free(struct tg_span *span)
 {
@@ -49,7 +137,10 @@ tg_span_free(struct tg_span *span)
 	tg_arena_free(&span->arena);
 	free(span->trace_state);
 	free(span->status_message);
-	free(span);
+	if (span->pool != NULL)
+		pool_give(span->pool, span);
+	else
+		free(span);
 }
 
 struct tg_span *
@@ -57,15 +148,29 @@ tg_span_new(const uint8_t trace_id[TG_TRACE_ID_SIZE],
             const uint8_t parent_id[TG_SPAN_ID_SIZE],
             enum tg_span_kind kind, const char *name, uint64_t start_ns)
 {
+	return tg_span_new_in(NULL, trace_id, parent_id, kind, name, start_ns);
+}
+
+struct tg_span *
+tg_span_new_in(struct tg_span_pool *pool, const uint8_t trace_id[TG_TRACE_ID_SIZE],
+               const uint8_t parent_id[TG_SPAN_ID_SIZE],
+               enum tg_span_kind kind, const char *name, uint64_t start_ns)
+{
 	/* Only the span is zeroed: the arena hands out its bytes to be
 	 * written, never read first. */
-	struct span_storage *storage = malloc(sizeof(*storage));
+	struct span_storage *storage = pool != NULL ? pool_take(pool) : NULL;
 	struct tg_span *span;
 
+	if (storage == NULL)
+		storage = malloc(sizeof(*storage));
 	if (storage == NULL)
 		return NULL;
 	span = &storage->span;
 	memset(span, 0, sizeof(*span));
+	if (pool != NULL) {
+		atomic_fetch_add_explicit(&pool->holders, 1, memory_order_relaxed);
+		span->pool = pool;
+	}
 	tg_arena_init(&span->arena, &storage->first, storage->bytes, sizeof(storage->bytes));
 	span->attrs.arena = &span->arena;
 	span->name = tg_arena_text(&span->arena, name, strlen(name));

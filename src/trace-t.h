@@ -72,6 +72,8 @@ struct tg_attrs {
 	struct tg_span_arena *arena;    /* the span's, for items and values */
 };
 
+struct tg_span_pool;
+
 struct tg_span_event {
 	const char *name;       /* static storage */
 	uint64_t time_ns;       /* Unix epoch nanoseconds */
@@ -97,8 +99,11 @@ struct tg_span {
 	struct tg_span_arena arena;     /* the name, attributes and events */
 
 	/* Exporter thread only, after submission. */
-	struct tg_span *next;   /* the exporter's list of spans to send */
+	struct tg_span *next;   /* the exporter's list of spans to send; a
+	                           pool's list once the span is freed */
 	unsigned refs;          /* export list and recent-traces ring */
+
+	struct tg_span_pool *pool;      /* where tg_span_free() returns it, or NULL */
 };
 
 /*
@@ -117,6 +122,8 @@ struct tg_trace {
 	 * the wall clock steps. */
 	uint64_t wall_base_ns;
 	uint64_t mono_base_ns;
+
+	struct tg_span_pool *pool;      /* the spans' memory; NULL: malloc */
 
 	struct tg_span **spans; /* every span of the tree; [0] is the server span */
 	size_t n_spans, spans_capacity;

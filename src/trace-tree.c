@@ -98,8 +98,8 @@ static struct tg_span *
 tree_span(struct tg_trace *t, const uint8_t *parent_id, enum tg_span_kind kind,
           const char *name, uint64_t start_mono, uint32_t flags)
 {
-	struct tg_span *span = tg_span_new(t->trace_id, parent_id, kind, name,
-	                                   tg_trace_time(t, start_mono));
+	struct tg_span *span = tg_span_new_in(t->pool, t->trace_id, parent_id, kind, name,
+	                                      tg_trace_time(t, start_mono));
 
 	if (span == NULL)
 		return NULL;
@@ -115,7 +115,8 @@ tree_span(struct tg_trace *t, const uint8_t *parent_id, enum tg_span_kind kind,
 
 struct tg_trace *
 tg_trace_begin(const struct tg_headers *headers, double sample_ratio,
-               const char *server_span_name, uint64_t start_mono)
+               const char *server_span_name, uint64_t start_mono,
+               struct tg_span_pool *pool)
 {
 	struct tg_trace *t = calloc(1, sizeof(*t));
 	struct tg_traceparent parent;
@@ -123,6 +124,7 @@ tg_trace_begin(const struct tg_headers *headers, double sample_ratio,
 
 	if (t == NULL)
 		return NULL;
+	t->pool = pool;
 	t->wall_base_ns = clock_ns(CLOCK_REALTIME);
 	t->mono_base_ns = clock_ns(CLOCK_MONOTONIC);
 

@@ -20,10 +20,13 @@ struct tg_tracer;
  * Start the tree of a request that began at start_mono. A request with
  * exactly one valid traceparent header continues that trace and keeps its
  * sampled flag; any other starts a new trace, sampled with probability
- * sample_ratio, and drops tracestate. Returns NULL when out of memory.
+ * sample_ratio, and drops tracestate. The spans take their memory from
+ * pool, the calling thread's (NULL: from malloc). Returns NULL when out
+ * of memory.
  */
 struct tg_trace *tg_trace_begin(const struct tg_headers *headers, double sample_ratio,
-                                const char *server_span_name, uint64_t start_mono);
+                                const char *server_span_name, uint64_t start_mono,
+                                struct tg_span_pool *pool);
 
 /* Unix time of a CLOCK_MONOTONIC instant, on the tree's clock. */
 uint64_t tg_trace_time(const struct tg_trace *t, uint64_t mono_ns);

@@ -92,7 +92,8 @@ tg_trace_request_start(struct tg_request *req)
 	if (tc == NULL || req->trace != NULL)
 		return;
 	server_span_name(req, name, sizeof(name));
-	req->trace = tg_trace_begin(&req->headers, tc->sample_ratio, name, req->start_ns);
+	req->trace = tg_trace_begin(&req->headers, tc->sample_ratio, name, req->start_ns,
+	                            req->worker->span_pool);
 	if (req->trace == NULL || !req->trace->sampled)
 		return;
 

@@ -23,6 +23,7 @@
 #include "probe.h"
 #include "request.h"
 #include "trace-context.h"
+#include "trace-span.h"
 #include "upstream.h"
 #include "worker.h"
 
@@ -120,6 +121,7 @@ tg_worker_new(int id, struct tg_config *cfg, struct tg_runtime *rt)
 	w->listeners = calloc(cfg->n_listen, sizeof(*w->listeners));
 	w->listener_ctxs = calloc(cfg->n_listen, sizeof(*w->listener_ctxs));
 	w->metrics = tg_metrics_shard_new(id);
+	w->span_pool = tg_span_pool_new();
 	if (w->base != NULL) {
 		char owner[32];
 
@@ -129,7 +131,8 @@ tg_worker_new(int id, struct tg_config *cfg, struct tg_runtime *rt)
 		                                      &rt->accept_errors, &rt->clients);
 	}
 	if (w->base == NULL || w->dns == NULL || w->listeners == NULL ||
-	    w->listener_ctxs == NULL || w->metrics == NULL || w->accept_pause == NULL)
+	    w->listener_ctxs == NULL || w->metrics == NULL || w->accept_pause == NULL ||
+	    w->span_pool == NULL)
 		goto fail;
 
 	w->n_listeners = cfg->n_listen;
@@ -153,6 +156,7 @@ fail:
 	if (w->base != NULL)
 		event_base_free(w->base);
 	tg_metrics_shard_free(w->metrics);
+	tg_span_pool_release(w->span_pool);
 	tg_config_unref(w->config);
 	free(w);
 	return NULL;
@@ -207,6 +211,7 @@ tg_worker_join_and_free(struct tg_worker *w, uint64_t log_deadline_ns)
 	for (size_t i = 0; i < w->n_spare_buffers; i++)
 		evbuffer_free(w->spare_buffers[i]);
 	tg_yj_keys_free(&w->scan_keys);
+	tg_span_pool_release(w->span_pool);     /* its spans may outlive it */
 	free(w);
 }
 

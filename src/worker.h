@@ -34,6 +34,7 @@ struct tg_listener_ctx;
 struct tg_accept_pause;
 struct tg_metrics_shard;
 struct tg_tracer;
+struct tg_span_pool;
 
 /* State shared by all workers, fixed after start-up except where atomic. */
 struct tg_runtime {
@@ -91,6 +92,7 @@ struct tg_worker {
 	struct evbuffer *spare_buffers[TG_SPARE_BUFFERS_MAX];   /* empty, for reuse */
 	size_t n_spare_buffers;
 	struct tg_yj_keys scan_keys;    /* scratch of the request body scans */
+	struct tg_span_pool *span_pool; /* memory of the spans it makes */
 
 	atomic_int finished;            /* its loop has returned */
 };

@@ -4,6 +4,7 @@
  * of a request, GenAI attributes and the OTLP JSON encoding.
  */
 #include <check.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -216,7 +217,7 @@ START_TEST(tree_continues_valid_parent)
 	add_header(&h, "TraceParent", VALID);
 	add_header(&h, "tracestate", "rojo=00f067aa0ba902b7");
 	add_header(&h, "Tracestate", "congo=t61rcWkgMzE");
-	t = tg_trace_begin(&h, 0.0, "POST /v1/chat/completions", 1000);
+	t = tg_trace_begin(&h, 0.0, "POST /v1/chat/completions", 1000, NULL);
 	ck_assert_ptr_nonnull(t);
 	tg_trace_id_hex(t, hex);
 	ck_assert_str_eq(hex, TRACE_ID);
@@ -238,7 +239,7 @@ START_TEST(tree_unsampled_parent_is_followed)
 
 	tg_headers_init(&h);
 	add_header(&h, "traceparent", "00-" TRACE_ID "-" PARENT_ID "-00");
-	t = tg_trace_begin(&h, 1.0, "POST", 1000);
+	t = tg_trace_begin(&h, 1.0, "POST", 1000, NULL);
 	ck_assert_int_eq(t->sampled, 0);
 	ck_assert_ptr_null(tg_trace_child(t, TG_SPAN_INTERNAL, "cache lookup", 2000));
 	tg_trace_free(t);
@@ -255,7 +256,7 @@ START_TEST(tree_invalid_parent_starts_new_trace)
 	tg_headers_init(&h);
 	add_header(&h, "traceparent", "00-" TRACE_ID "-0000000000000000-01");
 	add_header(&h, "tracestate", "rojo=00f067aa0ba902b7");
-	t = tg_trace_begin(&h, 1.0, "POST", 1000);
+	t = tg_trace_begin(&h, 1.0, "POST", 1000, NULL);
 	tg_trace_id_hex(t, hex);
 	ck_assert_str_ne(hex, TRACE_ID);
 	ck_assert_ptr_null(t->trace_state);     /* dropped with the parent */
@@ -276,7 +277,7 @@ START_TEST(tree_duplicated_traceparent_starts_new_trace)
 	tg_headers_init(&h);
 	add_header(&h, "traceparent", VALID);
 	add_header(&h, "traceparent", "00-" TRACE_ID "-b7ad6b7169203331-01");
-	t = tg_trace_begin(&h, 1.0, "POST", 1000);
+	t = tg_trace_begin(&h, 1.0, "POST", 1000, NULL);
 	tg_trace_id_hex(t, hex);
 	ck_assert_str_ne(hex, TRACE_ID);
 	tg_trace_free(t);
@@ -290,7 +291,7 @@ START_TEST(tree_ratio_zero_records_nothing)
 	struct tg_trace *t;
 
 	tg_headers_init(&h);
-	t = tg_trace_begin(&h, 0.0, "POST", 1000);
+	t = tg_trace_begin(&h, 0.0, "POST", 1000, NULL);
 	ck_assert_int_eq(t->sampled, 0);
 	/* The attempt still gets an id for the traceparent sent upstream. */
 	ck_assert_ptr_nonnull(tg_trace_attempt_begin(t, "chat m", 2000));
@@ -309,7 +310,7 @@ START_TEST(tree_upstream_traceparent_names_attempt)
 
 	tg_headers_init(&h);
 	add_header(&h, "traceparent", VALID);
-	t = tg_trace_begin(&h, 1.0, "POST", 1000);
+	t = tg_trace_begin(&h, 1.0, "POST", 1000, NULL);
 	a1 = tg_trace_attempt_begin(t, "chat m", 2000);
 	ck_assert_int_eq(tg_traceparent_parse(t->upstream_traceparent, &sent), 0);
 	ck_assert_mem_eq(sent.trace_id, t->trace_id, 16);
@@ -335,7 +336,7 @@ START_TEST(tree_children_end_inside_server_span)
 	struct tg_span *attempt, *cache;
 
 	tg_headers_init(&h);
-	t = tg_trace_begin(&h, 1.0, "POST", 1000000);
+	t = tg_trace_begin(&h, 1.0, "POST", 1000000, NULL);
 	cache = tg_trace_child(t, TG_SPAN_INTERNAL, "cache lookup", 2000000);
 	tg_trace_span_end(t, cache, 3000000);
 	attempt = tg_trace_attempt_begin(t, "chat m", 4000000);
@@ -438,6 +439,48 @@ START_TEST(span_error_status_is_kept)
 	tg_span_end(s, 50);             /* already ended */
 	ck_assert_uint_eq(s->end_ns, 10);
 	tg_span_free(s);
+}
+END_TEST
+
+/* A span freed on another thread gives its memory back to its pool, and
+ * the next span made from the pool starts as empty as a new one. */
+static void *
+free_span_thread(void *arg)
+{
+	tg_span_free(arg);
+	return NULL;
+}
+
+START_TEST(span_pool_reuses_memory)
+{
+	uint8_t trace_id[16] = {1};
+	struct tg_span_pool *pool = tg_span_pool_new();
+	struct tg_span *first, *second;
+	pthread_t thread;
+
+	ck_assert_ptr_nonnull(pool);
+	first = tg_span_new_in(pool, trace_id, NULL, TG_SPAN_SERVER, "first", 10);
+	tg_attrs_string(&first->attrs, TG_SC(URL_PATH), "/v1/chat/completions");
+	tg_span_add_event(first, TG_SC(EVENT_FAILOVER), 11);
+	tg_span_set_status(first, TG_STATUS_ERROR, "failed");
+	tg_span_end(first, 12);
+	ck_assert_int_eq(pthread_create(&thread, NULL, free_span_thread, first), 0);
+	ck_assert_int_eq(pthread_join(thread, NULL), 0);
+
+	second = tg_span_new_in(pool, trace_id, NULL, TG_SPAN_CLIENT, "second", 20);
+	ck_assert_ptr_eq(second, first);
+	ck_assert_str_eq(second->name, "second");
+	ck_assert_uint_eq(second->attrs.count, 0);
+	ck_assert_uint_eq(second->n_events, 0);
+	ck_assert_int_eq(second->status, TG_STATUS_UNSET);
+	ck_assert_ptr_null(second->status_message);
+	ck_assert_uint_eq(second->end_ns, 0);
+
+	/* The pool outlives its owner until its last span goes. */
+	tg_span_pool_release(pool);
+	tg_attrs_string(&second->attrs, TG_SC(URL_PATH), "/v1/models");
+	ck_assert_str_eq(tg_attrs_find(&second->attrs, "url.path")->v.s, "/v1/models");
+	tg_span_free(second);
 }
 END_TEST
 
@@ -560,7 +603,7 @@ START_TEST(genai_response_body)
 	const struct tg_attr *reasons;
 
 	tg_headers_init(&h);
-	t = tg_trace_begin(&h, 1.0, "POST", 1000);
+	t = tg_trace_begin(&h, 1.0, "POST", 1000, NULL);
 	s = tg_trace_attempt_begin(t, "chat m", 2000);
 	ck_assert_int_eq(tg_genai_capture_output(t, 100), 0);
 	tg_genai_response(t, s, body);
@@ -600,7 +643,7 @@ START_TEST(genai_stream_events)
 	};
 
 	tg_headers_init(&h);
-	t = tg_trace_begin(&h, 1.0, "POST", 1000000000);
+	t = tg_trace_begin(&h, 1.0, "POST", 1000000000, NULL);
 	s = tg_trace_attempt_begin(t, "chat m", 1000000000);
 	ck_assert_int_eq(tg_genai_capture_output(t, 100), 0);
 	for (size_t i = 0; i < 5; i++) {
@@ -964,6 +1007,7 @@ trace_suite(void)
 	tcase_add_test(span, span_attributes_replace_and_drop);
 	tcase_add_test(span, span_attribute_strings_kept);
 	tcase_add_test(span, span_error_status_is_kept);
+	tcase_add_test(span, span_pool_reuses_memory);
 	tcase_add_test(genai, genai_request_parameters);
 	tcase_add_test(genai, genai_request_attributes_in_order);
 	tcase_add_test(genai, genai_input_messages_truncated);
