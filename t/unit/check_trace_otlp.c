@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
 #include <openssl/evp.h>
 
 #include "trace-otlp.h"
@@ -34,6 +35,10 @@
 #define MISMATCH_FILE "check_trace_otlp.out.json"
 
 #define N_SPANS 400
+
+/* SHA-256 of the text of the long_span() spans, as the encoder of commit
+ * cd6c795 wrote it. */
+#define WANT_LONG_SHA256 "efa815dc7973918ce0b715442ef74eda1bcd07e90cd646564c1880a96c4fdf76"
 
 /* --- random text and numbers ----------------------------------------------- */
 
@@ -276,6 +281,84 @@ START_TEST(random_spans_keep_their_text)
 }
 END_TEST
 
+/* A string of len bytes: plain ASCII, with one byte that needs an escape
+ * (kind 1) or a UTF-8 sequence (kind 2) at its end. */
+static char *
+long_text(size_t len, int kind)
+{
+	char *text = malloc(len + 1);
+
+	ck_assert_ptr_nonnull(text);
+	for (size_t i = 0; i < len; i++)
+		text[i] = (char)('a' + i % 26);
+	if (kind == 1)
+		text[len - 1] = '\n';
+	if (kind == 2)
+		memcpy(text + len - 2, "\xc3\xa9", 2);
+	text[len] = '\0';
+	return text;
+}
+
+/* A span whose strings are as long as len, around the sizes where the
+ * writer grows (4 KiB at first, then doubled), with the integers and
+ * times at their limits. */
+static struct tg_span *
+long_span(size_t len, int kind)
+{
+	uint8_t trace_id[16] = {0xff, 1, 2}, parent_id[8] = {0, 0, 0, 0, 0, 0, 0, 1};
+	char *text = long_text(len, kind);
+	struct tg_span *span = tg_span_new(trace_id, parent_id, TG_SPAN_CLIENT, text, 0);
+	struct tg_attrs *event;
+
+	ck_assert_ptr_nonnull(span);
+	memset(span->span_id, 0xab, sizeof(span->span_id));    /* not random */
+	tg_attrs_string(&span->attrs, TG_SC(URL_PATH), text);
+	tg_attrs_string(&span->attrs, "literal.key", text);
+	tg_attrs_int(&span->attrs, TG_SC(SERVER_PORT), INT64_MIN);
+	tg_attrs_int(&span->attrs, TG_SC(TOLLGATE_ATTEMPT), INT64_MAX);
+	tg_attrs_int(&span->attrs, TG_SC(HTTP_RESPONSE_STATUS_CODE), 0);
+	tg_attrs_bool(&span->attrs, TG_SC(GEN_AI_REQUEST_STREAM), 1);
+	tg_attrs_strings(&span->attrs, TG_SC(GEN_AI_RESPONSE_FINISH_REASONS),
+	                 (const char *const[]){text, "stop"}, 2);
+	event = tg_span_add_event(span, TG_SC(EVENT_FAILOVER), UINT64_MAX);
+	tg_attrs_string(event, TG_SC(TOLLGATE_BACKEND), text);
+	tg_span_set_status(span, TG_STATUS_ERROR, text);
+	span->trace_state = strdup(text);
+	span->flags = UINT32_MAX;
+	span->attrs.dropped = UINT32_MAX;
+	tg_span_end(span, UINT64_MAX);
+	free(text);
+	return span;
+}
+
+START_TEST(long_values_keep_their_text)
+{
+	static const size_t lengths[] = {1, 4000, 4095, 4096, 4097, 70000};
+	struct tg_otlp_resource resource = {"svc", "1.2.3", NULL};
+	struct tg_span *spans[3 * 6];
+	struct tg_json_writer w = {0};
+	size_t n = 0;
+	char digest[65];
+	json_t *back;
+
+	for (size_t i = 0; i < sizeof(lengths) / sizeof(lengths[0]); i++) {
+		for (int kind = 0; kind < 3; kind++)
+			spans[n++] = long_span(lengths[i] + 1, kind);
+	}
+	tg_otlp_write(&w, spans, n, &resource);
+	ck_assert_int_eq(w.failed, 0);
+	back = json_loadb(w.data, w.len, 0, NULL);
+	ck_assert_ptr_nonnull(back);
+	json_decref(back);
+	sha256_hex(w.data, w.len, digest);
+	ck_assert_msg(strcmp(digest, WANT_LONG_SHA256) == 0,
+	              "the OTLP text of long values changed: SHA-256 %s", digest);
+	tg_json_writer_free(&w);
+	for (size_t i = 0; i < n; i++)
+		tg_span_free(spans[i]);
+}
+END_TEST
+
 static Suite *
 trace_otlp_suite(void)
 {
@@ -283,6 +366,7 @@ trace_otlp_suite(void)
 	TCase *text = tcase_create("text");
 
 	tcase_add_test(text, random_spans_keep_their_text);
+	tcase_add_test(text, long_values_keep_their_text);
 	suite_add_tcase(s, text);
 	return s;
 }
