@@ -162,6 +162,12 @@ plain_run(const unsigned char *s, size_t left)
 	return n;
 }
 
+int
+tg_json_is_plain(const char *s, size_t len)
+{
+	return plain_run((const unsigned char *)s, len) == len;
+}
+
 void
 tg_json_plain(struct tg_json_writer *w, const char *s, size_t len)
 {
@@ -265,10 +271,16 @@ static const char TWO_DIGITS[] =
 	"8081828384858687888990919293949596979899";
 
 void
-tg_json_uint(struct tg_json_writer *w, uint64_t v)
+tg_json_put_uint(struct tg_json_writer *w, uint64_t v)
 {
-	char digits[20];
-	size_t n = sizeof(digits);
+	/* The digits end at digits + TG_JSON_UINT_SIZE, and a copy of a
+	 * fixed TG_JSON_UINT_SIZE bytes from where they start moves them
+	 * without a call to memcpy; the bytes past them that it also copies
+	 * are in the room made, and overwritten by the next write. */
+	char digits[2 * TG_JSON_UINT_SIZE];
+	size_t n = TG_JSON_UINT_SIZE;
+
+	memset(digits + TG_JSON_UINT_SIZE, 0, TG_JSON_UINT_SIZE);
 
 	while (v >= 100) {
 		n -= 2;
@@ -281,7 +293,15 @@ tg_json_uint(struct tg_json_writer *w, uint64_t v)
 	} else {
 		digits[--n] = (char)('0' + v);
 	}
-	tg_json_raw(w, digits + n, sizeof(digits) - n);
+	memcpy(w->data + w->len, digits + n, TG_JSON_UINT_SIZE);
+	w->len += TG_JSON_UINT_SIZE - n;
+}
+
+void
+tg_json_uint(struct tg_json_writer *w, uint64_t v)
+{
+	if (tg_json_room(w, TG_JSON_UINT_SIZE) == 0)
+		tg_json_put_uint(w, v);
 }
 
 void

@@ -62,6 +62,33 @@ tg_json_raw(struct tg_json_writer *w, const char *s, size_t n)
 #define tg_json_literal(w, s) tg_json_raw((w), "" s, sizeof("" s) - 1)
 
 /*
+ * Append n bytes unchanged into room that tg_json_room() made before, so
+ * that a run of short writes checks for room once. The OTLP encoder makes
+ * over a hundred writes per span, and the check per write cost about as
+ * much as the copies of its short literals.
+ */
+static inline void
+tg_json_put(struct tg_json_writer *w, const char *s, size_t n)
+{
+	memcpy(w->data + w->len, s, n);
+	w->len += n;
+}
+
+#define tg_json_put_literal(w, s) tg_json_put((w), "" s, sizeof("" s) - 1)
+
+/* The most bytes that tg_json_put_uint() writes. */
+#define TG_JSON_UINT_SIZE 20
+
+/* Append v as tg_json_uint() does, into room that tg_json_room() made
+ * for TG_JSON_UINT_SIZE bytes. */
+void tg_json_put_uint(struct tg_json_writer *w, uint64_t v);
+
+/* Return 1 when none of the len bytes at s needs an escape (printable
+ * ASCII other than '"' and '\\'), so that they may go between quotes as
+ * they are. */
+int tg_json_is_plain(const char *s, size_t len);
+
+/*
  * Append len bytes of s as a quoted JSON string. '"', '\\' and control
  * characters are escaped as jansson does: "\n", or "\u001F" for those
  * without a short form. Well-formed UTF-8 is copied unchanged.

@@ -5,6 +5,10 @@
  * built here. Keys come out in the order of the proto fields, then the
  * optional ones, as the earlier jansson encoding wrote them. A field at
  * its default value is left out, as the mapping allows.
+ *
+ * The fixed text around ids, numbers, semconv keys and plain values is
+ * put into room made once per run (tg_json_room, then tg_json_put);
+ * strings that may need escapes go through the checked writes.
  */
 #include <math.h>
 #include <string.h>
@@ -15,24 +19,36 @@
 
 #define SCOPE_NAME "tollgate"
 
-/* A 64-bit integer as the JSON mapping writes it: a decimal string. */
+/* Room made for the fixed text of one run of puts, with the hex ids and
+ * numbers in it. The longest run, of a span's kind and times, takes at
+ * most 126 bytes. */
+#define RUN_ROOM 160
+
+/* Put n bytes of id as hex digits, into room made for 2 * n + 1. */
 static void
-write_uint64_string(struct tg_json_writer *w, uint64_t v)
+put_hex(struct tg_json_writer *w, const uint8_t *id, size_t n)
 {
-	tg_json_literal(w, "\"");
-	tg_json_uint(w, v);
-	tg_json_literal(w, "\"");
+	tg_hex_encode(w->data + w->len, id, n);         /* and a NUL, overwritten later */
+	w->len += 2 * n;
+}
+
+/* Put a 64-bit integer as the JSON mapping writes it: a decimal string. */
+static void
+put_uint64_string(struct tg_json_writer *w, uint64_t v)
+{
+	tg_json_put_literal(w, "\"");
+	tg_json_put_uint(w, v);
+	tg_json_put_literal(w, "\"");
 }
 
 static void
 write_hex_id(struct tg_json_writer *w, const uint8_t *id, size_t n)
 {
-	char text[2 * TG_TRACE_ID_SIZE + 2];
-
-	text[0] = '"';
-	tg_hex_encode(text + 1, id, n);
-	text[2 * n + 1] = '"';
-	tg_json_raw(w, text, 2 * n + 2);
+	if (tg_json_room(w, RUN_ROOM) != 0)
+		return;
+	tg_json_put_literal(w, "\"");
+	put_hex(w, id, n);
+	tg_json_put_literal(w, "\"");
 }
 
 /* Write v as a number, or as the string that the proto3 JSON mapping uses
@@ -68,18 +84,44 @@ write_strings(struct tg_json_writer *w, char *const *items, size_t n)
  * because an export writes a few dozen of these per request.
  */
 static void
+write_string_value(struct tg_json_writer *w, const struct tg_attr *attr)
+{
+	/* Most values are plain text: one run with their bytes in it. */
+	if (attr->v.s != NULL && tg_json_is_plain(attr->v.s, attr->value_len)) {
+		if (tg_json_room(w, attr->value_len + RUN_ROOM) != 0)
+			return;
+		tg_json_put_literal(w, ",\"value\":{\"stringValue\":\"");
+		tg_json_put(w, attr->v.s, attr->value_len);
+		tg_json_put_literal(w, "\"}}");
+		return;
+	}
+	tg_json_literal(w, ",\"value\":{\"stringValue\":");
+	tg_json_string(w, attr->v.s);
+	tg_json_literal(w, "}}");
+}
+
+static void
+write_int_value(struct tg_json_writer *w, int64_t v)
+{
+	if (tg_json_room(w, RUN_ROOM) != 0)
+		return;
+	tg_json_put_literal(w, ",\"value\":{\"intValue\":\"");
+	if (v < 0)
+		tg_json_put_literal(w, "-");
+	/* Negated as unsigned so that INT64_MIN does not overflow. */
+	tg_json_put_uint(w, v < 0 ? -(uint64_t)v : (uint64_t)v);
+	tg_json_put_literal(w, "\"}}");
+}
+
+static void
 write_value(struct tg_json_writer *w, const struct tg_attr *attr)
 {
 	switch (attr->type) {
 	case TG_ATTR_STRING:
-		tg_json_literal(w, ",\"value\":{\"stringValue\":");
-		tg_json_string(w, attr->v.s);
-		tg_json_literal(w, "}}");
+		write_string_value(w, attr);
 		break;
 	case TG_ATTR_INT:
-		tg_json_literal(w, ",\"value\":{\"intValue\":\"");
-		tg_json_int(w, attr->v.i);
-		tg_json_literal(w, "\"}}");
+		write_int_value(w, attr->v.i);
 		break;
 	case TG_ATTR_DOUBLE:
 		tg_json_literal(w, ",\"value\":{\"doubleValue\":");
@@ -98,16 +140,26 @@ write_value(struct tg_json_writer *w, const struct tg_attr *attr)
 	}
 }
 
-/* Write {"key":KEY of a KeyValue. Keys are half the strings of an
- * export, and nearly all are semconv names, which need no escaping. */
+/* Write {"key":KEY of a KeyValue, after a comma unless it is the first.
+ * Keys are half the strings of an export, and nearly all are semconv
+ * names, which need no escaping. */
 static void
-write_key(struct tg_json_writer *w, const struct tg_attr *attr)
+write_key(struct tg_json_writer *w, const struct tg_attr *attr, int first)
 {
-	tg_json_literal(w, "{\"key\":");
-	if (tg_semconv_is_name(attr->key))
-		tg_json_plain(w, attr->key, attr->key_len);
-	else
+	if (!tg_semconv_is_name(attr->key)) {
+		if (!first)
+			tg_json_literal(w, ",");
+		tg_json_literal(w, "{\"key\":");
 		tg_json_string(w, attr->key);
+		return;
+	}
+	if (tg_json_room(w, attr->key_len + RUN_ROOM) != 0)
+		return;
+	if (!first)
+		tg_json_put_literal(w, ",");
+	tg_json_put_literal(w, "{\"key\":\"");
+	tg_json_put(w, attr->key, attr->key_len);
+	tg_json_put_literal(w, "\"");
 }
 
 /* A list of KeyValue. */
@@ -116,9 +168,7 @@ write_key_values(struct tg_json_writer *w, const struct tg_attrs *attrs)
 {
 	tg_json_literal(w, "[");
 	for (size_t i = 0; i < attrs->count; i++) {
-		if (i > 0)
-			tg_json_literal(w, ",");
-		write_key(w, &attrs->items[i]);
+		write_key(w, &attrs->items[i], i == 0);
 		write_value(w, &attrs->items[i]);
 	}
 	tg_json_literal(w, "]");
@@ -142,9 +192,11 @@ write_dropped(struct tg_json_writer *w, const char *key, size_t key_len, uint32_
 static void
 write_event(struct tg_json_writer *w, const struct tg_span_event *ev)
 {
-	tg_json_literal(w, "{\"timeUnixNano\":");
-	write_uint64_string(w, ev->time_ns);
-	tg_json_literal(w, ",\"name\":");
+	if (tg_json_room(w, RUN_ROOM) != 0)
+		return;
+	tg_json_put_literal(w, "{\"timeUnixNano\":");
+	put_uint64_string(w, ev->time_ns);
+	tg_json_put_literal(w, ",\"name\":");
 	tg_json_string(w, ev->name);
 	tg_json_literal(w, ",\"attributes\":");
 	write_key_values(w, &ev->attrs);
@@ -183,19 +235,24 @@ write_status(struct tg_json_writer *w, const struct tg_span *span)
 void
 tg_otlp_write_span(struct tg_json_writer *w, const struct tg_span *span)
 {
-	tg_json_literal(w, "{\"traceId\":");
-	write_hex_id(w, span->trace_id, TG_TRACE_ID_SIZE);
-	tg_json_literal(w, ",\"spanId\":");
-	write_hex_id(w, span->span_id, TG_SPAN_ID_SIZE);
-	tg_json_literal(w, ",\"name\":");
+	if (tg_json_room(w, RUN_ROOM) != 0)
+		return;
+	tg_json_put_literal(w, "{\"traceId\":\"");
+	put_hex(w, span->trace_id, TG_TRACE_ID_SIZE);
+	tg_json_put_literal(w, "\",\"spanId\":\"");
+	put_hex(w, span->span_id, TG_SPAN_ID_SIZE);
+	tg_json_put_literal(w, "\",\"name\":");
 	tg_json_string(w, span->name);
-	tg_json_literal(w, ",\"kind\":");
-	tg_json_uint(w, (uint64_t)span->kind);
-	tg_json_literal(w, ",\"startTimeUnixNano\":");
-	write_uint64_string(w, span->start_ns);
-	tg_json_literal(w, ",\"endTimeUnixNano\":");
-	write_uint64_string(w, span->end_ns);
-	tg_json_literal(w, ",\"attributes\":");
+
+	if (tg_json_room(w, RUN_ROOM) != 0)
+		return;
+	tg_json_put_literal(w, ",\"kind\":");
+	tg_json_put_uint(w, (uint64_t)span->kind);
+	tg_json_put_literal(w, ",\"startTimeUnixNano\":");
+	put_uint64_string(w, span->start_ns);
+	tg_json_put_literal(w, ",\"endTimeUnixNano\":");
+	put_uint64_string(w, span->end_ns);
+	tg_json_put_literal(w, ",\"attributes\":");
 	write_key_values(w, &span->attrs);
 	tg_json_literal(w, ",\"events\":");
 	write_events(w, span);
@@ -239,8 +296,10 @@ write_resource_attributes(struct tg_json_writer *w, const struct tg_otlp_resourc
 	/* A borrowed view: write_key_values() only reads. */
 	attrs.items = items;
 	attrs.count = r->instance_id != NULL ? 5 : 4;
-	for (size_t i = 0; i < attrs.count; i++)
+	for (size_t i = 0; i < attrs.count; i++) {
 		items[i].key_len = (uint32_t)strlen(items[i].key);
+		items[i].value_len = items[i].v.s != NULL ? strlen(items[i].v.s) : 0;
+	}
 	write_key_values(w, &attrs);
 }
 

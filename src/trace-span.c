@@ -291,6 +291,7 @@ set_string(struct tg_attrs *a, const char *key, const char *value, size_t len)
 	if (attr == NULL)
 		return;
 	attr->type = TG_ATTR_STRING;
+	attr->value_len = len;
 	attr->v.s = tg_arena_text(a->arena, value, len);
 	if (attr->v.s == NULL)
 		attr_drop(a, attr);

@@ -52,6 +52,7 @@ struct tg_attr {
 	const char *key;        /* static storage: a semconv name or a literal */
 	enum tg_attr_type type;
 	uint32_t key_len;       /* strlen(key), set by the setters, for lookups and the encoder */
+	size_t value_len;       /* strlen(v.s) of a TG_ATTR_STRING, for the encoder */
 	union {
 		char *s;
 		int64_t i;
