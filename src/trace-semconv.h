@@ -79,21 +79,22 @@ enum tg_semconv {
 	TG_SC_COUNT
 };
 
-/* The names, laid out in one object so that tg_semconv_is_name() can
- * tell them from other strings by their address. */
-struct tg_semconv_text {
-#define TG_SEMCONV_FIELD(id, name) char sc_##id[sizeof(name)];
-	TG_SEMCONV_TABLE(TG_SEMCONV_FIELD)
-#undef TG_SEMCONV_FIELD
-};
+/* Bytes of each name's slot: the longest name (36 bytes) and its NUL
+ * fit, and trace-span.c fails to compile when a new name does not. */
+#define TG_SEMCONV_SLOT 48
 
-extern const struct tg_semconv_text tg_semconv_text;
+/* The names, one per slot of one array, so that a name's address tells
+ * that it is one (tg_semconv_is_name) and which (tg_semconv_id). */
+extern const char tg_semconv_slots[TG_SC_COUNT][TG_SEMCONV_SLOT];
+
+/* The length of each name, by enum tg_semconv. */
+extern const uint8_t tg_semconv_lengths[TG_SC_COUNT];
 
 /* The names by enum tg_semconv, for tables indexed by it. */
 extern const char *const tg_semconv_names[TG_SC_COUNT];
 
 /* The name of entry id, as a string with static storage. */
-#define TG_SC(id) ((const char *)tg_semconv_text.sc_##id)
+#define TG_SC(id) ((const char *)tg_semconv_slots[TG_SC_##id])
 
 /*
  * Return 1 when s is a name of the table, as TG_SC() and tg_semconv_names
@@ -104,9 +105,16 @@ static inline int
 tg_semconv_is_name(const char *s)
 {
 	/* Compared as integers: C orders pointers only within one object. */
-	uintptr_t offset = (uintptr_t)s - (uintptr_t)&tg_semconv_text;
+	uintptr_t offset = (uintptr_t)s - (uintptr_t)tg_semconv_slots;
 
-	return offset < sizeof(tg_semconv_text);
+	return offset < sizeof(tg_semconv_slots) && offset % TG_SEMCONV_SLOT == 0;
+}
+
+/* The entry of s, a name for which tg_semconv_is_name() returns 1. */
+static inline enum tg_semconv
+tg_semconv_id(const char *s)
+{
+	return (enum tg_semconv)(((uintptr_t)s - (uintptr_t)tg_semconv_slots) / TG_SEMCONV_SLOT);
 }
 
 #endif

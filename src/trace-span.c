@@ -18,14 +18,25 @@
 #include "trace-semconv.h"
 #include "trace-span.h"
 
-const struct tg_semconv_text tg_semconv_text = {
-#define TG_SEMCONV_TEXT(id, name) .sc_##id = name,
+#define TG_SEMCONV_FITS(id, name) \
+	_Static_assert(sizeof(name) <= TG_SEMCONV_SLOT, "the name " name " needs a larger TG_SEMCONV_SLOT");
+TG_SEMCONV_TABLE(TG_SEMCONV_FITS)
+#undef TG_SEMCONV_FITS
+
+const char tg_semconv_slots[TG_SC_COUNT][TG_SEMCONV_SLOT] = {
+#define TG_SEMCONV_TEXT(id, name) [TG_SC_##id] = name,
 	TG_SEMCONV_TABLE(TG_SEMCONV_TEXT)
 #undef TG_SEMCONV_TEXT
 };
 
+const uint8_t tg_semconv_lengths[TG_SC_COUNT] = {
+#define TG_SEMCONV_LENGTH(id, name) [TG_SC_##id] = sizeof(name) - 1,
+	TG_SEMCONV_TABLE(TG_SEMCONV_LENGTH)
+#undef TG_SEMCONV_LENGTH
+};
+
 const char *const tg_semconv_names[TG_SC_COUNT] = {
-#define TG_SEMCONV_NAME(id, name) tg_semconv_text.sc_##id,
+#define TG_SEMCONV_NAME(id, name) tg_semconv_slots[TG_SC_##id],
 	TG_SEMCONV_TABLE(TG_SEMCONV_NAME)
 #undef TG_SEMCONV_NAME
 };
@@ -201,19 +212,80 @@ length_bit(size_t len)
 	return (uint64_t)1 << (len % 64);
 }
 
-/* The attribute called key, whose length is len, or NULL. */
-static struct tg_attr *
-attr_find(const struct tg_attrs *a, const char *key, size_t len)
+/*
+ * The first entry with the same text as each entry, plus one, so that 0
+ * tells that the table is not filled yet. An event name may share the
+ * text of an attribute name ("tollgate.filter.decision"), and as keys the
+ * two are one key. Any thread may fill the table, since each fills it
+ * with the same values; atomic bytes keep those writes well defined and
+ * compile to plain moves.
+ */
+static _Atomic uint8_t first_of_text[TG_SC_COUNT];
+
+static void
+fill_first_of_text(void)
 {
-	/* Most keys are set once: when no key of the list has this length,
-	 * the key is new without a look at the items. */
-	if ((a->key_lengths & length_bit(len)) == 0)
+	for (int i = 0; i < TG_SC_COUNT; i++) {
+		int first = 0;
+
+		while (strcmp(tg_semconv_names[first], tg_semconv_names[i]) != 0)
+			first++;
+		atomic_store_explicit(&first_of_text[i], (uint8_t)(first + 1),
+		                      memory_order_relaxed);
+	}
+}
+
+/* A key as lookups see it. */
+struct key_info {
+	const char *key;
+	size_t len;
+	int semconv;            /* a TG_SC() name */
+	size_t word;            /* its bit in semconv_keys, when semconv */
+	uint64_t bit;
+};
+
+static inline void
+key_info(const char *key, struct key_info *k)
+{
+	unsigned first;
+
+	k->key = key;
+	k->semconv = tg_semconv_is_name(key);
+	if (!k->semconv) {
+		k->len = strlen(key);
+		return;
+	}
+	k->len = tg_semconv_lengths[tg_semconv_id(key)];
+	first = atomic_load_explicit(&first_of_text[tg_semconv_id(key)], memory_order_relaxed);
+	if (first == 0) {
+		fill_first_of_text();
+		first = atomic_load_explicit(&first_of_text[tg_semconv_id(key)],
+		                             memory_order_relaxed);
+	}
+	k->word = (first - 1) / 64;
+	k->bit = (uint64_t)1 << ((first - 1) % 64);
+}
+
+/* The attribute called k->key, or NULL. */
+static inline struct tg_attr *
+attr_find(const struct tg_attrs *a, const struct key_info *k)
+{
+	/* Most keys are set once, so the items are searched only when the
+	 * key may be there. A semconv name is there under a name of the
+	 * same text or as a literal of its length; any other key as any key
+	 * of its length. */
+	if (k->semconv) {
+		if ((a->semconv_keys[k->word] & k->bit) == 0 &&
+		    (a->literal_lengths & length_bit(k->len)) == 0)
+			return NULL;
+	} else if ((a->key_lengths & length_bit(k->len)) == 0) {
 		return NULL;
+	}
 	for (size_t i = 0; i < a->count; i++) {
 		struct tg_attr *attr = &a->items[i];
 
-		if (attr->key == key ||
-		    (attr->key_len == len && memcmp(attr->key, key, len) == 0))
+		if (attr->key == k->key ||
+		    (attr->key_len == k->len && memcmp(attr->key, k->key, k->len) == 0))
 			return attr;
 	}
 	return NULL;
@@ -222,7 +294,10 @@ attr_find(const struct tg_attrs *a, const char *key, size_t len)
 const struct tg_attr *
 tg_attrs_find(const struct tg_attrs *a, const char *key)
 {
-	return attr_find(a, key, strlen(key));
+	struct key_info k;
+
+	key_info(key, &k);
+	return attr_find(a, &k);
 }
 
 /* Move the items to room for more in the arena. Returns 0, or -1 when
@@ -250,9 +325,11 @@ grow_items(struct tg_attrs *a)
 static struct tg_attr *
 attr_slot(struct tg_attrs *a, const char *key)
 {
-	size_t len = strlen(key);
-	struct tg_attr *attr = attr_find(a, key, len);
+	struct key_info k;
+	struct tg_attr *attr;
 
+	key_info(key, &k);
+	attr = attr_find(a, &k);
 	if (attr != NULL)
 		return attr;
 	if (a->count == TG_SPAN_MAX_ATTRS) {
@@ -265,8 +342,12 @@ attr_slot(struct tg_attrs *a, const char *key)
 	}
 	attr = &a->items[a->count++];
 	attr->key = key;
-	attr->key_len = (uint32_t)len;
-	a->key_lengths |= length_bit(len);
+	attr->key_len = (uint32_t)k.len;
+	a->key_lengths |= length_bit(k.len);
+	if (k.semconv)
+		a->semconv_keys[k.word] |= k.bit;
+	else
+		a->literal_lengths |= length_bit(k.len);
 	return attr;
 }
 

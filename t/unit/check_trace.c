@@ -442,6 +442,40 @@ START_TEST(span_error_status_is_kept)
 }
 END_TEST
 
+/* A key is one key whether TG_SC() or a literal spells it, in either
+ * order, and keys of the same length stay apart. */
+START_TEST(span_attribute_key_by_text_or_address)
+{
+	uint8_t trace_id[16] = {1};
+	struct tg_span *s = tg_span_new(trace_id, NULL, TG_SPAN_INTERNAL, "x", 10);
+
+	tg_attrs_string(&s->attrs, "url.path", "/a");
+	tg_attrs_string(&s->attrs, TG_SC(URL_PATH), "/b");
+	ck_assert_uint_eq(s->attrs.count, 1);
+	ck_assert_str_eq(tg_attrs_find(&s->attrs, TG_SC(URL_PATH))->v.s, "/b");
+
+	tg_attrs_string(&s->attrs, TG_SC(URL_SCHEME), "http");
+	tg_attrs_string(&s->attrs, "url.scheme", "https");
+	ck_assert_uint_eq(s->attrs.count, 2);
+	ck_assert_str_eq(tg_attrs_find(&s->attrs, TG_SC(URL_SCHEME))->v.s, "https");
+
+	/* "error.type" and "url.scheme" have the same length. */
+	tg_attrs_string(&s->attrs, TG_SC(ERROR_TYPE), "timeout");
+	tg_attrs_int(&s->attrs, TG_SC(URL_PATH), 3);
+	ck_assert_uint_eq(s->attrs.count, 3);
+	ck_assert_str_eq(tg_attrs_find(&s->attrs, "url.scheme")->v.s, "https");
+	ck_assert_str_eq(tg_attrs_find(&s->attrs, "error.type")->v.s, "timeout");
+	ck_assert_int_eq(tg_attrs_find(&s->attrs, "url.path")->v.i, 3);
+
+	/* Two entries of the table spell "tollgate.filter.decision". */
+	tg_attrs_string(&s->attrs, TG_SC(TOLLGATE_FILTER_DECISION), "pass");
+	tg_attrs_string(&s->attrs, TG_SC(EVENT_FILTER_DECISION), "mask");
+	ck_assert_uint_eq(s->attrs.count, 4);
+	ck_assert_str_eq(tg_attrs_find(&s->attrs, TG_SC(TOLLGATE_FILTER_DECISION))->v.s, "mask");
+	tg_span_free(s);
+}
+END_TEST
+
 /* A span freed on another thread gives its memory back to its pool, and
  * the next span made from the pool starts as empty as a new one. */
 static void *
@@ -1008,6 +1042,7 @@ trace_suite(void)
 	tcase_add_test(span, span_attribute_strings_kept);
 	tcase_add_test(span, span_error_status_is_kept);
 	tcase_add_test(span, span_pool_reuses_memory);
+	tcase_add_test(span, span_attribute_key_by_text_or_address);
 	tcase_add_test(genai, genai_request_parameters);
 	tcase_add_test(genai, genai_request_attributes_in_order);
 	tcase_add_test(genai, genai_input_messages_truncated);
