@@ -715,17 +715,16 @@ END_TEST
 
 /* --- the recent-traces ring -------------------------------------------------- */
 
-/* Spans in the ring's copy of the trace with this first id byte. */
+/* Spans in the ring's copy of the trace with this id. */
 static size_t
-ring_spans_of(struct tg_trace_ring *r, uint8_t first_byte)
+ring_spans_of_id(struct tg_trace_ring *r, const uint8_t id[16])
 {
 	struct tg_otlp_resource resource = {"svc", "1", NULL};
-	uint8_t id[16] = {first_byte};
 	char hex[33];
 	json_t *got;
 	size_t n;
 
-	tg_hex_encode(hex, id, sizeof(id));
+	tg_hex_encode(hex, id, 16);
 	got = tg_trace_ring_get(r, hex, &resource);
 	if (got == NULL)
 		return 0;
@@ -735,16 +734,53 @@ ring_spans_of(struct tg_trace_ring *r, uint8_t first_byte)
 	return n;
 }
 
-static void
-ring_add_span(struct tg_trace_ring *r, uint8_t first_byte)
+/* The same for the trace with this first id byte, the others zero. */
+static size_t
+ring_spans_of(struct tg_trace_ring *r, uint8_t first_byte)
 {
 	uint8_t id[16] = {first_byte};
+
+	return ring_spans_of_id(r, id);
+}
+
+static void
+ring_add_span_id(struct tg_trace_ring *r, const uint8_t id[16])
+{
 	struct tg_span *span = ended_span(id, "POST");
 
 	span->refs = 1;
 	tg_trace_ring_add(r, span);
 	tg_span_unref(span);            /* the ring's reference is left */
 }
+
+static void
+ring_add_span(struct tg_trace_ring *r, uint8_t first_byte)
+{
+	uint8_t id[16] = {first_byte};
+
+	ring_add_span_id(r, id);
+}
+
+/* Ids that differ in their first or their last byte only are two traces. */
+START_TEST(ring_compares_whole_trace_ids)
+{
+	uint8_t ids[4][16] = {{1}, {2}, {1}, {1}};
+	struct tg_trace_ring r;
+
+	ids[2][15] = 1;
+	ids[3][8] = 1;
+	ck_assert_int_eq(tg_trace_ring_init(&r, 4), 0);
+	for (size_t i = 0; i < 4; i++)
+		ring_add_span_id(&r, ids[i]);
+	ring_add_span_id(&r, ids[2]);
+	for (size_t i = 0; i < 4; i++) {
+		size_t want = i == 2 ? 2 : 1;
+
+		ck_assert_uint_eq(ring_spans_of_id(&r, ids[i]), want);
+	}
+	tg_trace_ring_free(&r);
+}
+END_TEST
 
 /* A late span joins its trace wherever the ring has wrapped to. */
 START_TEST(ring_finds_each_kept_trace)
@@ -820,6 +856,7 @@ export_suite(void)
 	tcase_add_test(body, export_body_lent_until_buffers_let_go);
 	tcase_add_test(body, export_body_outlives_tracer);
 	tcase_add_test(ring, ring_finds_each_kept_trace);
+	tcase_add_test(ring, ring_compares_whole_trace_ids);
 	tcase_add_test(retry, retryable_statuses);
 	tcase_add_test(retry, backoff_grows_with_jitter);
 	tcase_add_test(retry, retry_stops_at_limits);
