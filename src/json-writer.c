@@ -123,7 +123,8 @@ is_plain(unsigned char c)
 }
 
 /*
- * Return 1 when none of the 8 bytes packed in word needs an escape. Each
+ * Return the top bit of each of the 8 bytes packed in word that needs an
+ * escape, and maybe of more significant ones: 0 when none does. Each
  * test sets the top bit of a byte that fails it. A byte of 0x80 or more
  * has it set already. A byte below 0x20 borrows in word - 0x20, and a
  * byte equal to '"' or '\\' borrows in (word ^ c) - 1, since x - 1
@@ -131,15 +132,64 @@ is_plain(unsigned char c)
  * bytes, but only from a byte that failed, so the result for the whole
  * word is exact.
  */
+static uint64_t
+word_escapes(uint64_t word)
+{
+	const uint64_t ones = 0x0101010101010101u;
+
+	return (word | (word - ones * 0x20) | ((word ^ ones * '"') - ones) |
+	        ((word ^ ones * '\\') - ones)) & ones * 0x80;
+}
+
 static int
 word_is_plain(uint64_t word)
 {
-	const uint64_t ones = 0x0101010101010101u;
-	uint64_t below_space = word - ones * 0x20;
-	uint64_t quote = (word ^ ones * '"') - ones;
-	uint64_t backslash = (word ^ ones * '\\') - ones;
+	return word_escapes(word) == 0;
+}
 
-	return ((word | below_space | quote | backslash) & ones * 0x80) == 0;
+/* The escapes of the 4 bytes packed in half, as word_escapes() finds
+ * them, with spaces (which need none) in the other 4 bytes of the word. */
+static uint64_t
+half_escapes(uint32_t half)
+{
+	return word_escapes((uint64_t)0x20202020u << 32 | half);
+}
+
+int
+tg_json_copy_plain(char *dst, const char *src, size_t len)
+{
+	uint64_t word, escapes = 0;
+	uint32_t half;
+	size_t i = 0;
+
+	if (len < sizeof(half)) {
+		int plain = 1;
+
+		for (; i < len; i++) {
+			dst[i] = src[i];
+			plain &= is_plain((unsigned char)src[i]);
+		}
+		return plain;
+	}
+	if (len < sizeof(word)) {
+		/* Two halves, which overlap unless len is 8. */
+		memcpy(&half, src, sizeof(half));
+		memcpy(dst, &half, sizeof(half));
+		escapes = half_escapes(half);
+		memcpy(&half, src + len - sizeof(half), sizeof(half));
+		memcpy(dst + len - sizeof(half), &half, sizeof(half));
+		return (escapes | half_escapes(half)) == 0;
+	}
+	for (; len - i > sizeof(word); i += sizeof(word)) {
+		memcpy(&word, src + i, sizeof(word));
+		memcpy(dst + i, &word, sizeof(word));
+		escapes |= word_escapes(word);
+	}
+	/* The last word, which overlaps the one before unless len is a
+	 * multiple of 8. */
+	memcpy(&word, src + len - sizeof(word), sizeof(word));
+	memcpy(dst + len - sizeof(word), &word, sizeof(word));
+	return (escapes | word_escapes(word)) == 0;
 }
 
 /* Count the bytes at the start of s that need no escape: printable ASCII

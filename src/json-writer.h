@@ -88,6 +88,10 @@ void tg_json_put_uint(struct tg_json_writer *w, uint64_t v);
  * they are. */
 int tg_json_is_plain(const char *s, size_t len);
 
+/* Copy len bytes from src to dst, and return what tg_json_is_plain()
+ * returns for them: one pass where a copy and a check would take two. */
+int tg_json_copy_plain(char *dst, const char *src, size_t len);
+
 /*
  * Append len bytes of s as a quoted JSON string. '"', '\\' and control
  * characters are escaped as jansson does: "\n", or "\u001F" for those

@@ -87,7 +87,7 @@ static void
 write_string_value(struct tg_json_writer *w, const struct tg_attr *attr)
 {
 	/* Most values are plain text: one run with their bytes in it. */
-	if (attr->v.s != NULL && tg_json_is_plain(attr->v.s, attr->value_len)) {
+	if (attr->value_plain) {
 		if (tg_json_room(w, attr->value_len + RUN_ROOM) != 0)
 			return;
 		tg_json_put_literal(w, ",\"value\":{\"stringValue\":\"");
@@ -153,12 +153,15 @@ write_key(struct tg_json_writer *w, const struct tg_attr *attr, int first)
 		tg_json_string(w, attr->key);
 		return;
 	}
-	if (tg_json_room(w, attr->key_len + RUN_ROOM) != 0)
+	if (tg_json_room(w, TG_SEMCONV_SLOT + RUN_ROOM) != 0)
 		return;
 	if (!first)
 		tg_json_put_literal(w, ",");
 	tg_json_put_literal(w, "{\"key\":\"");
-	tg_json_put(w, attr->key, attr->key_len);
+	/* The whole slot, whose size is fixed, is copied without a call to
+	 * memcpy; the bytes after the name are overwritten next. */
+	memcpy(w->data + w->len, attr->key, TG_SEMCONV_SLOT);
+	w->len += attr->key_len;
 	tg_json_put_literal(w, "\"");
 }
 
@@ -298,7 +301,10 @@ write_resource_attributes(struct tg_json_writer *w, const struct tg_otlp_resourc
 	attrs.count = r->instance_id != NULL ? 5 : 4;
 	for (size_t i = 0; i < attrs.count; i++) {
 		items[i].key_len = (uint32_t)strlen(items[i].key);
-		items[i].value_len = items[i].v.s != NULL ? strlen(items[i].v.s) : 0;
+		if (items[i].v.s == NULL)
+			continue;       /* written as null */
+		items[i].value_len = strlen(items[i].v.s);
+		items[i].value_plain = tg_json_is_plain(items[i].v.s, items[i].value_len);
 	}
 	write_key_values(w, &attrs);
 }

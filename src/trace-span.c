@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "json-writer.h"
 #include "trace-context.h"
 #include "trace-semconv.h"
 #include "trace-span.h"
@@ -363,19 +364,30 @@ attr_drop(struct tg_attrs *a, struct tg_attr *attr)
 	a->dropped++;
 }
 
-/* Set key to the len bytes at value, none of which is NUL. */
+/* Set key to the len bytes at value, none of which is NUL. A value of
+ * 4 GiB or more, which no request can carry, is dropped. */
 static void
 set_string(struct tg_attrs *a, const char *key, const char *value, size_t len)
 {
-	struct tg_attr *attr = attr_slot(a, key);
+	struct tg_attr *attr;
 
+	if (len > UINT32_MAX) {
+		a->dropped++;
+		return;
+	}
+	attr = attr_slot(a, key);
 	if (attr == NULL)
 		return;
 	attr->type = TG_ATTR_STRING;
-	attr->value_len = len;
-	attr->v.s = tg_arena_text(a->arena, value, len);
-	if (attr->v.s == NULL)
+	attr->value_len = (uint32_t)len;
+	attr->v.s = tg_arena_alloc(a->arena, len + 1, 1);
+	if (attr->v.s == NULL) {
 		attr_drop(a, attr);
+		return;
+	}
+	/* The encoder on the exporter thread would scan the value again. */
+	attr->value_plain = tg_json_copy_plain(attr->v.s, value, len);
+	attr->v.s[len] = '\0';
 }
 
 void

@@ -398,6 +398,33 @@ write_random_way(struct tg_json_writer *w, const unsigned char *in, size_t len,
 	}
 }
 
+/* A copy that also tells whether the bytes need an escape: one byte that
+ * does, of every kind and at every place of strings up to 3 words long,
+ * makes the answer 0, and the copy is exact either way. */
+START_TEST(copy_plain_finds_every_escape)
+{
+	static const char bad[] = {'"', '\\', '\n', 0x01, 0x1f, 0x7f, (char)0x80, (char)0xff};
+	char in[25], out[25];
+
+	for (size_t len = 0; len < sizeof(in); len++) {
+		memset(in, 'a', sizeof(in));
+		ck_assert_int_eq(tg_json_copy_plain(out, in, len), 1);
+		ck_assert_mem_eq(out, in, len);
+		for (size_t at = 0; at < len; at++) {
+			for (size_t k = 0; k < sizeof(bad); k++) {
+				int want = bad[k] == 0x7f;      /* DEL needs no escape */
+
+				in[at] = bad[k];
+				ck_assert_int_eq(tg_json_copy_plain(out, in, len), want);
+				ck_assert_int_eq(tg_json_is_plain(in, len), want);
+				ck_assert_mem_eq(out, in, len);
+				in[at] = 'a';
+			}
+		}
+	}
+}
+END_TEST
+
 START_TEST(random_strings_match_reference)
 {
 	unsigned char in[200];
@@ -524,6 +551,7 @@ json_writer_suite(void)
 	tcase_add_test(strings, null_string_is_null);
 	tcase_add_test(strings, utf8_sequence_lengths);
 	tcase_add_test(strings, random_strings_match_reference);
+	tcase_add_test(strings, copy_plain_finds_every_escape);
 	tcase_add_test(numbers, integers);
 	tcase_add_test(numbers, bools);
 	tcase_add_test(numbers, random_integers_match_printf);
