@@ -38,6 +38,7 @@
 #include "headers.h"
 #include "tls.h"
 #include "trace-config.h"
+#include "trace-ring.h"
 #include "trace-t.h"
 
 #define MAX_QUEUE_SIZE (1u << 20)
@@ -113,7 +114,7 @@ static const struct setting tracing_settings[] = {
 	{ .key = "service_name", .type = T_STRING, .def = "\"tollgate\"",
 	  .offset = offsetof(struct tg_tracing_config, service_name),
 	  .help = "service.name of the exported spans" },
-	{ .key = "recent_traces", .type = T_COUNT, .def = "100", .max = 10000,
+	{ .key = "recent_traces", .type = T_COUNT, .def = "100", .max = TG_RING_MAX_TRACES,
 	  .offset = offsetof(struct tg_tracing_config, recent_traces),
 	  .help = "traces kept for GET /api/traces on the admin listener" },
 	{ .key = "capture_content", .type = T_BOOL, .def = "false",

@@ -16,18 +16,35 @@ tg_span_unref(struct tg_span *span)
 		tg_span_free(span);
 }
 
+#define TAILS ((size_t)1 << TG_RING_TAIL_BITS)
+
+_Static_assert(TAILS <= 256 * TG_TRACE_ID_SIZE, "the tail fits in a trace id");
+_Static_assert(TG_RING_MAX_TRACES <= UINT16_MAX, "a tail's count fits in its counter");
+
+/* The tail of a trace id: its last TG_RING_TAIL_BITS bits. */
+static size_t
+tail_of(const uint8_t *trace_id)
+{
+	size_t last_two = (size_t)trace_id[TG_TRACE_ID_SIZE - 2] << 8 |
+	                  trace_id[TG_TRACE_ID_SIZE - 1];
+
+	return last_two & (TAILS - 1);
+}
+
 int
 tg_trace_ring_init(struct tg_trace_ring *r, size_t capacity)
 {
 	memset(r, 0, sizeof(*r));
 	if (pthread_mutex_init(&r->lock, NULL) != 0)
 		return -1;
-	if (capacity > 0) {
+	r->by_tail = calloc(TAILS, sizeof(*r->by_tail));
+	if (capacity > 0)
 		r->traces = calloc(capacity, sizeof(*r->traces));
-		if (r->traces == NULL) {
-			pthread_mutex_destroy(&r->lock);
-			return -1;
-		}
+	if (r->by_tail == NULL || (capacity > 0 && r->traces == NULL)) {
+		free(r->by_tail);
+		free(r->traces);
+		pthread_mutex_destroy(&r->lock);
+		return -1;
 	}
 	r->capacity = capacity;
 	return 0;
@@ -42,6 +59,14 @@ trace_clear(struct tg_ring_trace *t)
 	memset(t, 0, sizeof(*t));
 }
 
+/* Stop keeping trace t of r. */
+static void
+forget_trace(struct tg_trace_ring *r, struct tg_ring_trace *t)
+{
+	r->by_tail[tail_of(t->trace_id)]--;
+	trace_clear(t);
+}
+
 static struct tg_ring_trace *
 slot(struct tg_trace_ring *r, size_t i)
 {
@@ -54,6 +79,7 @@ tg_trace_ring_free(struct tg_trace_ring *r)
 	for (size_t i = 0; i < r->count; i++)
 		trace_clear(slot(r, i));
 	free(r->traces);
+	free(r->by_tail);
 	pthread_mutex_destroy(&r->lock);
 	memset(r, 0, sizeof(*r));
 }
@@ -90,6 +116,8 @@ find_trace(struct tg_trace_ring *r, const uint8_t *trace_id)
 	size_t end = r->head + r->count;        /* after the newest, not wrapped */
 	struct tg_ring_trace *t = NULL;
 
+	if (r->by_tail[tail_of(trace_id)] == 0)
+		return NULL;
 	if (end > r->capacity)
 		t = find_in(r->traces, 0, end - r->capacity, trace_id);
 	if (t == NULL)
@@ -103,12 +131,13 @@ newest_trace(struct tg_trace_ring *r, const uint8_t *trace_id)
 	struct tg_ring_trace *t;
 
 	if (r->count == r->capacity) {
-		trace_clear(slot(r, 0));
+		forget_trace(r, slot(r, 0));
 		r->head = (r->head + 1) % r->capacity;
 		r->count--;
 	}
 	t = slot(r, r->count++);
 	memcpy(t->trace_id, trace_id, TG_TRACE_ID_SIZE);
+	r->by_tail[tail_of(trace_id)]++;
 	t->added_seq = ++r->seq;
 	return t;
 }
@@ -161,7 +190,7 @@ tg_trace_ring_resize(struct tg_trace_ring *r, size_t capacity)
 	pthread_mutex_lock(&r->lock);
 	keep = r->count < capacity ? r->count : capacity;
 	for (size_t i = 0; i < r->count - keep; i++)
-		trace_clear(slot(r, i));
+		forget_trace(r, slot(r, i));
 	for (size_t i = 0; i < keep; i++)
 		traces[i] = *slot(r, r->count - keep + i);
 	free(r->traces);

@@ -25,15 +25,24 @@ struct tg_ring_trace {
 	uint64_t added_seq;             /* order of arrival, for listing */
 };
 
+/* Kept traces are counted by the last TG_RING_TAIL_BITS bits of their id. */
+#define TG_RING_TAIL_BITS 10
+
 struct tg_trace_ring {
 	pthread_mutex_t lock;
 	struct tg_ring_trace *traces;   /* circular, oldest at head */
 	size_t capacity;                /* traces kept; 0 keeps none */
 	size_t head, count;
 	uint64_t seq;
+	/* Kept traces by the tail of their id, so that the first span of a
+	 * new trace is most often known to be new without a look at every
+	 * kept trace. Ids are random, or chosen by a client, which then
+	 * costs itself only the look. */
+	uint16_t *by_tail;
 };
 
-/* capacity 0 keeps nothing. Returns 0, or -1 when out of memory. */
+/* capacity is at most TG_RING_MAX_TRACES, and 0 keeps nothing. Returns
+ * 0, or -1 when out of memory. */
 int tg_trace_ring_init(struct tg_trace_ring *r, size_t capacity);
 
 /* Release every span reference and the ring. */
@@ -62,5 +71,8 @@ json_t *tg_trace_ring_get(struct tg_trace_ring *r, const char *trace_id_hex,
 void tg_span_unref(struct tg_span *span);
 
 #define TG_RING_MAX_SPANS 1024
+
+/* The most traces a ring keeps: the bound of "tracing.recent_traces". */
+#define TG_RING_MAX_TRACES 10000
 
 #endif

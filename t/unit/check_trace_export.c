@@ -782,6 +782,28 @@ START_TEST(ring_compares_whole_trace_ids)
 }
 END_TEST
 
+/* A trace that goes takes nothing with it from a kept trace whose id
+ * ends the same way. */
+START_TEST(ring_evicts_only_the_oldest_trace)
+{
+	uint8_t ids[3][16] = {{1}, {2}, {3}};
+	struct tg_trace_ring r;
+
+	ids[0][15] = 5;
+	ids[1][15] = 5;
+	ids[2][15] = 7;
+	ck_assert_int_eq(tg_trace_ring_init(&r, 2), 0);
+	for (size_t i = 0; i < 3; i++)
+		ring_add_span_id(&r, ids[i]);
+	ck_assert_uint_eq(ring_spans_of_id(&r, ids[0]), 0);
+	ck_assert_uint_eq(ring_spans_of_id(&r, ids[1]), 1);
+	ck_assert_uint_eq(ring_spans_of_id(&r, ids[2]), 1);
+	ring_add_span_id(&r, ids[1]);
+	ck_assert_uint_eq(ring_spans_of_id(&r, ids[1]), 2);
+	tg_trace_ring_free(&r);
+}
+END_TEST
+
 /* A late span joins its trace wherever the ring has wrapped to. */
 START_TEST(ring_finds_each_kept_trace)
 {
@@ -857,6 +879,7 @@ export_suite(void)
 	tcase_add_test(body, export_body_outlives_tracer);
 	tcase_add_test(ring, ring_finds_each_kept_trace);
 	tcase_add_test(ring, ring_compares_whole_trace_ids);
+	tcase_add_test(ring, ring_evicts_only_the_oldest_trace);
 	tcase_add_test(retry, retryable_statuses);
 	tcase_add_test(retry, backoff_grows_with_jitter);
 	tcase_add_test(retry, retry_stops_at_limits);
