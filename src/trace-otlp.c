@@ -32,6 +32,19 @@ put_hex(struct tg_json_writer *w, const uint8_t *id, size_t n)
 	w->len += 2 * n;
 }
 
+/* Put name, a semconv name, between quotes, into room made for
+ * TG_SEMCONV_SLOT + 2 bytes. The whole slot, whose size is fixed, is
+ * copied without a call to memcpy; the bytes after the name are
+ * overwritten next. */
+static void
+put_semconv_name(struct tg_json_writer *w, const char *name)
+{
+	tg_json_put_literal(w, "\"");
+	memcpy(w->data + w->len, name, TG_SEMCONV_SLOT);
+	w->len += tg_semconv_lengths[tg_semconv_id(name)];
+	tg_json_put_literal(w, "\"");
+}
+
 /* Put a 64-bit integer as the JSON mapping writes it: a decimal string. */
 static void
 put_uint64_string(struct tg_json_writer *w, uint64_t v)
@@ -157,12 +170,8 @@ write_key(struct tg_json_writer *w, const struct tg_attr *attr, int first)
 		return;
 	if (!first)
 		tg_json_put_literal(w, ",");
-	tg_json_put_literal(w, "{\"key\":\"");
-	/* The whole slot, whose size is fixed, is copied without a call to
-	 * memcpy; the bytes after the name are overwritten next. */
-	memcpy(w->data + w->len, attr->key, TG_SEMCONV_SLOT);
-	w->len += attr->key_len;
-	tg_json_put_literal(w, "\"");
+	tg_json_put_literal(w, "{\"key\":");
+	put_semconv_name(w, attr->key);
 }
 
 /* A list of KeyValue. */
@@ -200,8 +209,13 @@ write_event(struct tg_json_writer *w, const struct tg_span_event *ev)
 	tg_json_put_literal(w, "{\"timeUnixNano\":");
 	put_uint64_string(w, ev->time_ns);
 	tg_json_put_literal(w, ",\"name\":");
-	tg_json_string(w, ev->name);
-	tg_json_literal(w, ",\"attributes\":");
+	if (tg_semconv_is_name(ev->name)) {
+		put_semconv_name(w, ev->name);
+		tg_json_put_literal(w, ",\"attributes\":");
+	} else {
+		tg_json_string(w, ev->name);
+		tg_json_literal(w, ",\"attributes\":");
+	}
 	write_key_values(w, &ev->attrs);
 	write_dropped(w, DROPPED_KEY("droppedAttributesCount"), ev->attrs.dropped);
 	tg_json_literal(w, "}");
@@ -245,10 +259,17 @@ tg_otlp_write_span(struct tg_json_writer *w, const struct tg_span *span)
 	tg_json_put_literal(w, "\",\"spanId\":\"");
 	put_hex(w, span->span_id, TG_SPAN_ID_SIZE);
 	tg_json_put_literal(w, "\",\"name\":");
-	tg_json_string(w, span->name);
-
-	if (tg_json_room(w, RUN_ROOM) != 0)
-		return;
+	if (span->name_plain) {
+		if (tg_json_room(w, span->name_len + RUN_ROOM) != 0)
+			return;
+		tg_json_put_literal(w, "\"");
+		tg_json_put(w, span->name, span->name_len);
+		tg_json_put_literal(w, "\"");
+	} else {
+		tg_json_stringn(w, span->name, span->name_len);
+		if (tg_json_room(w, RUN_ROOM) != 0)
+			return;
+	}
 	tg_json_put_literal(w, ",\"kind\":");
 	tg_json_put_uint(w, (uint64_t)span->kind);
 	tg_json_put_literal(w, ",\"startTimeUnixNano\":");

@@ -155,6 +155,38 @@ tg_span_free(struct tg_span *span)
 		free(span);
 }
 
+/* A NUL-terminated copy of the len bytes at s in arena, or NULL when out
+ * of memory; *plain tells whether any of them needs a JSON escape, which
+ * the encoder on the exporter thread would otherwise scan for again. */
+static char *
+copy_text(struct tg_span_arena *arena, const char *s, size_t len, int *plain)
+{
+	char *copy = tg_arena_alloc(arena, len + 1, 1);
+
+	if (copy == NULL)
+		return NULL;
+	*plain = tg_json_copy_plain(copy, s, len);
+	copy[len] = '\0';
+	return copy;
+}
+
+/* Make a copy of name the span's name. Returns 0, or -1 when out of
+ * memory (the name is then unchanged). */
+static int
+set_name(struct tg_span *span, const char *name)
+{
+	size_t len = strlen(name);
+	int plain;
+	char *copy = copy_text(&span->arena, name, len, &plain);
+
+	if (copy == NULL)
+		return -1;
+	span->name = copy;
+	span->name_len = len;
+	span->name_plain = plain;
+	return 0;
+}
+
 struct tg_span *
 tg_span_new(const uint8_t trace_id[TG_TRACE_ID_SIZE],
             const uint8_t parent_id[TG_SPAN_ID_SIZE],
@@ -185,8 +217,7 @@ tg_span_new_in(struct tg_span_pool *pool, const uint8_t trace_id[TG_TRACE_ID_SIZ
 	}
 	tg_arena_init(&span->arena, &storage->first, storage->bytes, sizeof(storage->bytes));
 	span->attrs.arena = &span->arena;
-	span->name = tg_arena_text(&span->arena, name, strlen(name));
-	if (span->name == NULL) {
+	if (set_name(span, name) != 0) {
 		tg_span_free(span);
 		return NULL;
 	}
@@ -380,14 +411,9 @@ set_string(struct tg_attrs *a, const char *key, const char *value, size_t len)
 		return;
 	attr->type = TG_ATTR_STRING;
 	attr->value_len = (uint32_t)len;
-	attr->v.s = tg_arena_alloc(a->arena, len + 1, 1);
-	if (attr->v.s == NULL) {
+	attr->v.s = copy_text(a->arena, value, len, &attr->value_plain);
+	if (attr->v.s == NULL)
 		attr_drop(a, attr);
-		return;
-	}
-	/* The encoder on the exporter thread would scan the value again. */
-	attr->value_plain = tg_json_copy_plain(attr->v.s, value, len);
-	attr->v.s[len] = '\0';
 }
 
 void
@@ -516,10 +542,7 @@ tg_span_set_status(struct tg_span *span, enum tg_span_status status, const char 
 void
 tg_span_set_name(struct tg_span *span, const char *name)
 {
-	char *copy = tg_arena_text(&span->arena, name, strlen(name));
-
-	if (copy != NULL)
-		span->name = copy;
+	set_name(span, name);
 }
 
 void

@@ -92,6 +92,8 @@ struct tg_span {
 	char *trace_state;      /* W3C tracestate of the trace; NULL for none */
 	uint32_t flags;         /* OTLP SpanFlags: W3C flags and remote parent bits */
 	char *name;
+	size_t name_len;        /* strlen(name), for the encoder */
+	int name_plain;         /* no byte of name needs a JSON escape */
 	enum tg_span_kind kind;
 	uint64_t start_ns;      /* Unix epoch nanoseconds */
 	uint64_t end_ns;        /* 0 while the span runs */

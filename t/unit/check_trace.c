@@ -794,6 +794,25 @@ value_of(json_t *attrs, const char *key, const char *type)
 	return NULL;
 }
 
+/* A new name replaces the old one in the encoding, escapes included. */
+START_TEST(otlp_span_renamed)
+{
+	struct tg_span *s = sample_span();
+	json_t *j;
+
+	tg_span_set_name(s, "a much longer name, \"quoted\"\n");
+	j = span_json(s);
+	ck_assert_str_eq(json_string_value(json_object_get(j, "name")),
+	                 "a much longer name, \"quoted\"\n");
+	json_decref(j);
+	tg_span_set_name(s, "short");
+	j = span_json(s);
+	ck_assert_str_eq(json_string_value(json_object_get(j, "name")), "short");
+	json_decref(j);
+	tg_span_free(s);
+}
+END_TEST
+
 START_TEST(otlp_span_encoding)
 {
 	struct tg_span *s = sample_span();
@@ -1050,6 +1069,7 @@ trace_suite(void)
 	tcase_add_test(genai, genai_stream_events);
 	tcase_add_test(genai, genai_no_usage_no_tokens);
 	tcase_add_test(otlp, otlp_span_encoding);
+	tcase_add_test(otlp, otlp_span_renamed);
 	tcase_add_test(otlp, otlp_root_span_has_no_parent);
 	tcase_add_test(otlp, otlp_request_structure);
 	tcase_add_test(otlp, otlp_dropped_counts);
