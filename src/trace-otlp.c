@@ -54,16 +54,6 @@ put_uint64_string(struct tg_json_writer *w, uint64_t v)
 	tg_json_put_literal(w, "\"");
 }
 
-static void
-write_hex_id(struct tg_json_writer *w, const uint8_t *id, size_t n)
-{
-	if (tg_json_room(w, RUN_ROOM) != 0)
-		return;
-	tg_json_put_literal(w, "\"");
-	put_hex(w, id, n);
-	tg_json_put_literal(w, "\"");
-}
-
 /* Write v as a number, or as the string that the proto3 JSON mapping uses
  * for NaN and infinity, which JSON numbers cannot express. */
 static void
@@ -283,17 +273,23 @@ tg_otlp_write_span(struct tg_json_writer *w, const struct tg_span *span)
 	tg_json_literal(w, ",\"status\":");
 	write_status(w, span);
 
+	/* The optional fields that most spans have, in one run. */
+	if (tg_json_room(w, RUN_ROOM) != 0)
+		return;
 	if (!tg_id_is_zero(span->parent_id, TG_SPAN_ID_SIZE)) {
-		tg_json_literal(w, ",\"parentSpanId\":");
-		write_hex_id(w, span->parent_id, TG_SPAN_ID_SIZE);
+		tg_json_put_literal(w, ",\"parentSpanId\":\"");
+		put_hex(w, span->parent_id, TG_SPAN_ID_SIZE);
+		tg_json_put_literal(w, "\"");
 	}
 	if (span->trace_state != NULL && span->trace_state[0] != '\0') {
-		tg_json_literal(w, ",\"traceState\":");
+		tg_json_put_literal(w, ",\"traceState\":");
 		tg_json_string(w, span->trace_state);
+		if (tg_json_room(w, RUN_ROOM) != 0)
+			return;
 	}
 	if (span->flags != 0) {
-		tg_json_literal(w, ",\"flags\":");
-		tg_json_uint(w, span->flags);
+		tg_json_put_literal(w, ",\"flags\":");
+		tg_json_put_uint(w, span->flags);
 	}
 	write_dropped(w, DROPPED_KEY("droppedAttributesCount"), span->attrs.dropped);
 	write_dropped(w, DROPPED_KEY("droppedEventsCount"), span->dropped_events);

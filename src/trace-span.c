@@ -43,9 +43,15 @@ const char *const tg_semconv_names[TG_SC_COUNT] = {
 };
 
 /* Bytes of the arena block that comes in one allocation with the span:
- * room for the name, the attributes and an event of each span of a chat
- * completion, so that most spans take one malloc. */
-#define FIRST_BLOCK 1024
+ * room for the name, SPAN_CAPACITY attributes and a few events of each
+ * span of a chat completion, so that most spans take one malloc, or none
+ * when their pool has one. */
+#define FIRST_BLOCK 2048
+
+/* Attributes a span has room for from the start: the spans of a chat
+ * completion set 3 to 16, and growing the list from FIRST_CAPACITY took
+ * about 100 instructions per span. */
+#define SPAN_CAPACITY 16
 
 /* A span with the first block of its arena. The span comes first, so
  * that the span's address is the allocation's. */
@@ -217,6 +223,10 @@ tg_span_new_in(struct tg_span_pool *pool, const uint8_t trace_id[TG_TRACE_ID_SIZ
 	}
 	tg_arena_init(&span->arena, &storage->first, storage->bytes, sizeof(storage->bytes));
 	span->attrs.arena = &span->arena;
+	span->attrs.items = tg_arena_alloc(&span->arena, SPAN_CAPACITY * sizeof(struct tg_attr),
+	                                   alignof(struct tg_attr));
+	if (span->attrs.items != NULL)
+		span->attrs.capacity = SPAN_CAPACITY;
 	if (set_name(span, name) != 0) {
 		tg_span_free(span);
 		return NULL;
@@ -233,7 +243,7 @@ tg_span_new_in(struct tg_span_pool *pool, const uint8_t trace_id[TG_TRACE_ID_SIZ
 /* --- attributes ---------------------------------------------------------- */
 
 /* Attributes a list has room for, 4 at first, then 4 times as many: an
- * event carries up to 4, the spans of a chat completion 10 to 16. */
+ * event carries up to 4. A span's list starts at SPAN_CAPACITY. */
 #define FIRST_CAPACITY 4
 #define GROWTH 4
 
