@@ -32,9 +32,28 @@ struct tg_span_arena {
 void tg_arena_init(struct tg_span_arena *a, struct tg_span_block *first, char *bytes,
                    size_t size);
 
-/* Room for size bytes aligned to align (a power of two, at most that of a
- * pointer or a 64-bit number); NULL when out of memory. */
-void *tg_arena_alloc(struct tg_span_arena *a, size_t size, size_t align);
+/* The slow path of tg_arena_alloc(): room in a new block. */
+void *tg_arena_alloc_block(struct tg_span_arena *a, size_t size, size_t align);
+
+/*
+ * Room for size bytes aligned to align (a power of two, at most that of a
+ * pointer or a 64-bit number); NULL when out of memory. Inline, because
+ * a span takes a few dozen pieces, nearly all from the block at hand.
+ */
+static inline void *
+tg_arena_alloc(struct tg_span_arena *a, size_t size, size_t align)
+{
+	struct tg_span_block *head = a->head;
+	size_t at;
+
+	if (head == NULL)
+		return tg_arena_alloc_block(a, size, align);
+	at = (head->used + align - 1) & ~(align - 1);
+	if (at > head->size || size > head->size - at)
+		return tg_arena_alloc_block(a, size, align);
+	head->used = at + size;
+	return head->bytes + at;
+}
 
 /* Room for size bytes as tg_arena_alloc() gives, with a copy of the
  * first used bytes at old (NULL when used is 0) at its start: an array
