@@ -323,10 +323,10 @@ static const char TWO_DIGITS[] =
 void
 tg_json_put_uint(struct tg_json_writer *w, uint64_t v)
 {
-	/* The digits end at digits + TG_JSON_UINT_SIZE, and a copy of a
-	 * fixed TG_JSON_UINT_SIZE bytes from where they start moves them
-	 * without a call to memcpy; the bytes past them that it also copies
-	 * are in the room made, and overwritten by the next write. */
+	/* The digits end at digits + TG_JSON_UINT_SIZE. A copy of a fixed
+	 * TG_JSON_UINT_SIZE bytes from where they start moves them without a
+	 * call to memcpy. The bytes past them that it also copies land in the
+	 * room made, and the next write overwrites them. */
 	char digits[2 * TG_JSON_UINT_SIZE];
 	size_t n = TG_JSON_UINT_SIZE;
 

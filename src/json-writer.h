@@ -76,7 +76,7 @@ tg_json_put(struct tg_json_writer *w, const char *s, size_t n)
 
 #define tg_json_put_literal(w, s) tg_json_put((w), "" s, sizeof("" s) - 1)
 
-/* The most bytes that tg_json_put_uint() writes. */
+/* The maximum number of bytes that tg_json_put_uint() writes. */
 #define TG_JSON_UINT_SIZE 20
 
 /* Append v as tg_json_uint() does, into room that tg_json_room() made

@@ -6,9 +6,9 @@
  * optional ones, as the earlier jansson encoding wrote them. A field at
  * its default value is left out, as the mapping allows.
  *
- * The fixed text around ids, numbers, semconv keys and plain values is
- * put into room made once per run (tg_json_room, then tg_json_put);
- * strings that may need escapes go through the checked writes.
+ * The fixed text around ids, numbers, semconv keys and plain values goes
+ * into room made once per run (tg_json_room, then tg_json_put). Strings
+ * that may need escapes go through the checked writes.
  */
 #include <math.h>
 #include <string.h>
@@ -20,8 +20,8 @@
 #define SCOPE_NAME "tollgate"
 
 /* Room made for the fixed text of one run of puts, with the hex ids and
- * numbers in it. The longest run, of a span's kind and times, takes at
- * most 126 bytes. */
+ * numbers in it. The longest run, of a span's kind and times, is 126
+ * bytes long. */
 #define RUN_ROOM 160
 
 /* Put n bytes of id as hex digits, into room made for 2 * n + 1. */

@@ -72,7 +72,8 @@ void tg_span_unref(struct tg_span *span);
 
 #define TG_RING_MAX_SPANS 1024
 
-/* The most traces a ring keeps: the bound of "tracing.recent_traces". */
+/* The maximum number of traces a ring keeps: the bound of
+ * "tracing.recent_traces". */
 #define TG_RING_MAX_TRACES 10000
 
 #endif

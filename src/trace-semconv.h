@@ -83,8 +83,8 @@ enum tg_semconv {
  * fit, and trace-span.c fails to compile when a new name does not. */
 #define TG_SEMCONV_SLOT 48
 
-/* The names, one per slot of one array, so that a name's address tells
- * that it is one (tg_semconv_is_name) and which (tg_semconv_id). */
+/* The names, one per slot of one array, so that a name's address shows
+ * that it is one (tg_semconv_is_name) and which one (tg_semconv_id). */
 extern const char tg_semconv_slots[TG_SC_COUNT][TG_SEMCONV_SLOT];
 
 /* The length of each name, by enum tg_semconv. */

@@ -5,8 +5,8 @@
  * Every traced request sets a few dozen attributes. So a span's name,
  * attribute lists and string values share the span's arena
  * (trace-arena.h) instead of taking an allocation each. A key is found by
- * its length and bytes, or at once when the caller passes the same
- * pointer again, as calls through TG_SC() do.
+ * its length and bytes, and a TG_SC() name by its entry of the semconv
+ * table, which its address gives.
  */
 #include <stdalign.h>
 #include <stdatomic.h>
@@ -162,8 +162,8 @@ tg_span_free(struct tg_span *span)
 }
 
 /* A NUL-terminated copy of the len bytes at s in arena, or NULL when out
- * of memory; *plain tells whether any of them needs a JSON escape, which
- * the encoder on the exporter thread would otherwise scan for again. */
+ * of memory. *plain is set to 1 when none of them needs a JSON escape,
+ * so that the encoder on the exporter thread need not scan them again. */
 static char *
 copy_text(struct tg_span_arena *arena, const char *s, size_t len, int *plain)
 {
@@ -256,7 +256,7 @@ length_bit(size_t len)
 
 /*
  * The first entry with the same text as each entry, plus one, so that 0
- * tells that the table is not filled yet. An event name may share the
+ * means that the table is not filled yet. An event name may share the
  * text of an attribute name ("tollgate.filter.decision"), and as keys the
  * two are one key. Any thread may fill the table, since each fills it
  * with the same values; atomic bytes keep those writes well defined and
@@ -313,9 +313,9 @@ static inline struct tg_attr *
 attr_find(const struct tg_attrs *a, const struct key_info *k)
 {
 	/* Most keys are set once, so the items are searched only when the
-	 * key may be there. A semconv name is there under a name of the
-	 * same text or as a literal of its length; any other key as any key
-	 * of its length. */
+	 * key may be there. A semconv name may be there under a name of the
+	 * same text, or as a literal of its length. Any other key may be
+	 * there as any key of its length. */
 	if (k->semconv) {
 		if ((a->semconv_keys[k->word] & k->bit) == 0 &&
 		    (a->literal_lengths & length_bit(k->len)) == 0)

@@ -25,7 +25,7 @@ struct tg_span *tg_span_new(const uint8_t trace_id[TG_TRACE_ID_SIZE],
                             enum tg_span_kind kind, const char *name,
                             uint64_t start_ns);
 
-/* The same, with the span's memory taken from pool when it holds some
+/* The same, with the span's memory taken from pool when it has some
  * (pool may be NULL). The span goes back to pool when freed. */
 struct tg_span *tg_span_new_in(struct tg_span_pool *pool,
                                const uint8_t trace_id[TG_TRACE_ID_SIZE],
@@ -38,10 +38,10 @@ void tg_span_free(struct tg_span *span);
 
 /*
  * The memory of spans that one thread makes, given back by whichever
- * thread frees them (the exporter's, mostly). A span that another thread
- * frees to malloc returns to the making thread's heap only through the
- * slow bins, and measured about 1,200 instructions per span in malloc
- * under callgrind; taken from the pool it costs a few dozen.
+ * thread frees them (the exporter's, mostly). When another thread frees
+ * a span to malloc, its memory returns to the making thread's heap only
+ * through the slow bins. Callgrind measured about 1,200 instructions per
+ * span in malloc then, and a span from the pool costs a few dozen.
  *
  * Only the owner thread makes spans from a pool; any thread frees them.
  * The pool keeps the memory of as many spans as were alive at once, and
