@@ -32,16 +32,16 @@ put_hex(struct tg_json_writer *w, const uint8_t *id, size_t n)
 	w->len += 2 * n;
 }
 
-/* Put name, a semconv name, between quotes, into room made for
- * TG_SEMCONV_SLOT + 2 bytes. The whole slot, whose size is fixed, is
+/* Put name, a semconv name of len bytes, between quotes, into room made
+ * for TG_SEMCONV_SLOT + 2 bytes. The whole slot, whose size is fixed, is
  * copied without a call to memcpy; the bytes after the name are
  * overwritten next. */
 static void
-put_semconv_name(struct tg_json_writer *w, const char *name)
+put_semconv_name(struct tg_json_writer *w, const char *name, size_t len)
 {
 	tg_json_put_literal(w, "\"");
 	memcpy(w->data + w->len, name, TG_SEMCONV_SLOT);
-	w->len += tg_semconv_lengths[tg_semconv_id(name)];
+	w->len += len;
 	tg_json_put_literal(w, "\"");
 }
 
@@ -161,7 +161,7 @@ write_key(struct tg_json_writer *w, const struct tg_attr *attr, int first)
 	if (!first)
 		tg_json_put_literal(w, ",");
 	tg_json_put_literal(w, "{\"key\":");
-	put_semconv_name(w, attr->key);
+	put_semconv_name(w, attr->key, attr->key_len);
 }
 
 /* A list of KeyValue. */
@@ -200,7 +200,7 @@ write_event(struct tg_json_writer *w, const struct tg_span_event *ev)
 	put_uint64_string(w, ev->time_ns);
 	tg_json_put_literal(w, ",\"name\":");
 	if (tg_semconv_is_name(ev->name)) {
-		put_semconv_name(w, ev->name);
+		put_semconv_name(w, ev->name, tg_semconv_lengths[tg_semconv_id(ev->name)]);
 		tg_json_put_literal(w, ",\"attributes\":");
 	} else {
 		tg_json_string(w, ev->name);

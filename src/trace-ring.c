@@ -164,15 +164,22 @@ append_span(struct tg_ring_trace *t, struct tg_span *span)
 void
 tg_trace_ring_add(struct tg_trace_ring *r, struct tg_span *span)
 {
-	struct tg_ring_trace *t;
+	tg_trace_ring_add_spans(r, &span, 1);
+}
 
-	if (r->capacity == 0)
+void
+tg_trace_ring_add_spans(struct tg_trace_ring *r, struct tg_span *const *spans, size_t n)
+{
+	if (r->capacity == 0 || n == 0)
 		return;
 	pthread_mutex_lock(&r->lock);
-	t = find_trace(r, span->trace_id);
-	if (t == NULL)
-		t = newest_trace(r, span->trace_id);
-	append_span(t, span);
+	for (size_t i = 0; i < n; i++) {
+		struct tg_ring_trace *t = find_trace(r, spans[i]->trace_id);
+
+		if (t == NULL)
+			t = newest_trace(r, spans[i]->trace_id);
+		append_span(t, spans[i]);
+	}
 	pthread_mutex_unlock(&r->lock);
 }
 

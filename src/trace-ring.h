@@ -54,6 +54,9 @@ void tg_trace_ring_free(struct tg_trace_ring *r);
  * kept. */
 void tg_trace_ring_add(struct tg_trace_ring *r, struct tg_span *span);
 
+/* The same for n spans under one lock, in their order. */
+void tg_trace_ring_add_spans(struct tg_trace_ring *r, struct tg_span *const *spans, size_t n);
+
 /* Exporter thread: change how many traces are kept; the oldest go. */
 void tg_trace_ring_resize(struct tg_trace_ring *r, size_t capacity);
 

@@ -533,6 +533,44 @@ START_TEST(export_in_batches)
 }
 END_TEST
 
+/* More spans than one drain of the queue takes at a time go out in one
+ * export, in the order they were submitted, and all stay in the ring. */
+START_TEST(export_many_spans_in_one_batch)
+{
+	struct receiver *rc = receiver_start(NULL, 0);
+	struct tg_config *cfg = export_config(rc->port, "", "", "");
+	struct tg_tracer *t = tg_tracer_new(cfg);
+	uint8_t trace_id[16] = {7};
+	json_t *spans, *list;
+	char name[16];
+
+	ck_assert_ptr_nonnull(t);
+	for (int i = 0; i < 150; i++) {
+		snprintf(name, sizeof(name), "s%d", i);
+		ck_assert_int_eq(tg_tracer_submit(t, ended_span(trace_id, name)), 0);
+	}
+	ck_assert_int_eq(tg_tracer_start(t), 0);
+	WAIT_FOR(stats_of(t).spans_exported == 150, "150 spans exported");
+
+	ck_assert_uint_eq(receiver_count(rc), 1);
+	spans = json_object_get(json_array_get(json_object_get(json_array_get(
+	        json_object_get(rc->bodies[0], "resourceSpans"), 0), "scopeSpans"), 0), "spans");
+	ck_assert_uint_eq(json_array_size(spans), 150);
+	for (int i = 0; i < 150; i++) {
+		snprintf(name, sizeof(name), "s%d", i);
+		ck_assert_str_eq(json_string_value(json_object_get(json_array_get(spans, i),
+		                                                   "name")), name);
+	}
+	list = tg_tracer_recent_list(t);
+	ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(
+	                 json_object_get(list, "traces"), 0), "spans")), 150);
+	json_decref(list);
+	tg_tracer_stop(t);
+	tg_config_unref(cfg);
+	receiver_stop(rc);
+}
+END_TEST
+
 START_TEST(export_retries_retryable_statuses)
 {
 	static const struct answer answers[] = {{503, NULL}, {502, NULL}, {429, NULL}, {504, NULL}};
@@ -761,7 +799,7 @@ ring_add_span(struct tg_trace_ring *r, uint8_t first_byte)
 	ring_add_span_id(r, id);
 }
 
-/* Ids that differ in their first or their last byte only are two traces. */
+/* Ids that differ in one byte only, of either 64-bit half, are two traces. */
 START_TEST(ring_compares_whole_trace_ids)
 {
 	uint8_t ids[4][16] = {{1}, {2}, {1}, {1}};
@@ -887,6 +925,7 @@ export_suite(void)
 	tcase_add_test(retry, retry_after_parsing);
 	tcase_set_timeout(exporter, 60);
 	tcase_add_test(exporter, export_in_batches);
+	tcase_add_test(exporter, export_many_spans_in_one_batch);
 	tcase_add_test(exporter, export_retries_retryable_statuses);
 	tcase_add_test(exporter, export_gives_up_after_max_attempts);
 	tcase_add_test(exporter, export_never_retries_other_statuses);
