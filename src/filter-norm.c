@@ -281,6 +281,38 @@ is_ascii(unsigned char c)
 	return c < 0x80;
 }
 
+/* The length of the run of ASCII bytes at s[pos] that are each followed
+ * by ASCII or by the end: the bytes of the fast path below. */
+static size_t
+ascii_run(const char *s, size_t len, size_t pos)
+{
+	size_t end = pos;
+
+	while (end < len && is_ascii((unsigned char)s[end]) &&
+	       (end + 1 == len || is_ascii((unsigned char)s[end + 1])))
+		end++;
+	return end - pos;
+}
+
+/* Emit len ASCII bytes that start at original offset orig, each its own
+ * normalised form (lower case when folding) mapped to itself. One call per
+ * run rather than per byte: most texts are ASCII. */
+static int
+emit_ascii(struct tg_norm *n, const char *s, size_t len, size_t orig, int fold)
+{
+	if (norm_reserve(n, n->len + len) != 0)
+		return -1;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		n->text[n->len + i] = (char)(fold && c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+		n->start[n->len + i] = (uint32_t)(orig + i);
+		n->end[n->len + i] = (uint32_t)(orig + i + 1);
+	}
+	n->len += len;
+	return 0;
+}
+
 static int
 normalise_all(struct tg_norm *n, const char *s, size_t len, int fold,
               struct group *g, struct group *seg, struct bytes *scratch)
@@ -294,11 +326,11 @@ normalise_all(struct tg_norm *n, const char *s, size_t len, int fold,
 		/* ASCII followed by ASCII is its own NFKC form and cannot take a
 		 * combining mark, which is the common case worth a fast path. */
 		if (is_ascii(c) && (pos + 1 == len || is_ascii((unsigned char)s[pos + 1]))) {
-			uint8_t out = fold && c >= 'A' && c <= 'Z' ? (uint8_t)(c - 'A' + 'a') : c;
+			size_t run = ascii_run(s, len, pos);
 
-			if (flush_group(n, g) != 0 || emit(n, &out, 1, pos, pos + 1) != 0)
+			if (flush_group(n, g) != 0 || emit_ascii(n, s + pos, run, pos, fold) != 0)
 				return -1;
-			pos++;
+			pos += run;
 			continue;
 		}
 
