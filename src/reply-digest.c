@@ -28,11 +28,11 @@
 
 #include <event2/buffer.h>
 #include <jansson.h>
-#include <unistr.h>
 #include <yajl/yajl_parse.h>
 
 #include "reply-digest.h"
 #include "yajl-arena.h"
+#include "yajl-jansson.h"
 
 /* The deepest nesting jansson reads, where a scalar counts as one more
  * level than its container. The digest rejects deeper text too, so that
@@ -321,13 +321,6 @@ take_member(struct reader *r, struct frame *f, enum value v, const unsigned char
 
 /* --- the detail ----------------------------------------------------------- */
 
-/* Whether jansson takes s as the text of a string or key: valid UTF-8
- * with no NUL, which only the escape \u0000 can bring in. */
-static int
-jansson_reads(const unsigned char *s, size_t len)
-{
-	return memchr(s, '\0', len) == NULL && u8_check(s, len) == NULL;
-}
 
 /* Set *to to a copy of a string value, or to NULL for any other value.
  * Returns 0 when memory ran out. */
@@ -566,7 +559,7 @@ on_string(void *ctx, const unsigned char *s, size_t len)
 {
 	struct reader *r = ctx;
 
-	if (r->x != NULL && !jansson_reads(s, len))
+	if (r->x != NULL && !tg_yj_string_ok(s, len))
 		give_up_detail(r);
 	return take_value(r, V_STRING, s, len, 0) && TAP(r, yajl_string, s, len);
 }
@@ -637,7 +630,7 @@ on_map_key(void *ctx, const unsigned char *s, size_t len)
 {
 	struct reader *r = ctx;
 
-	if (r->x != NULL && !jansson_reads(s, len))
+	if (r->x != NULL && !tg_yj_string_ok(s, len))
 		give_up_detail(r);
 	take_key(r, s, len);
 	return TAP(r, yajl_map_key, s, len);
