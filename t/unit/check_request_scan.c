@@ -12,6 +12,7 @@
 #include <jansson.h>
 
 #include "request-scan.h"
+#include "yajl-jansson.h"
 
 /* Bodies the scan reads; jansson must find the same facts in them. */
 static const char *const agreed[] = {
@@ -334,6 +335,29 @@ START_TEST(scan_mutations_agree_with_jansson)
 }
 END_TEST
 
+/* The string check reads 8 bytes at a time first: a NUL or a byte that is
+ * not UTF-8 must count wherever it sits, and any other ASCII passes. */
+START_TEST(string_check_finds_bad_byte_anywhere)
+{
+	unsigned char s[24];
+
+	for (size_t len = 1; len <= sizeof(s); len++) {
+		for (size_t at = 0; at < len; at++) {
+			memset(s, 'a', len);
+			s[at] = '\0';
+			ck_assert_int_eq(tg_yj_string_ok(s, len), 0);
+			s[at] = 0xff;
+			ck_assert_int_eq(tg_yj_string_ok(s, len), 0);
+			s[at] = '"';
+			ck_assert_int_eq(tg_yj_string_ok(s, len), 1);
+			s[at] = '\n';
+			ck_assert_int_eq(tg_yj_string_ok(s, len), 1);
+		}
+	}
+	ck_assert_int_eq(tg_yj_string_ok((const unsigned char *)"caf\xc3\xa9 au lait", 13), 1);
+}
+END_TEST
+
 static Suite *
 request_scan_suite(void)
 {
@@ -344,6 +368,7 @@ request_scan_suite(void)
 	                    (int)(sizeof(agreed) / sizeof(agreed[0])));
 	tcase_add_loop_test(tc, scan_leaves_to_jansson, 0, (int)(sizeof(unsure) / sizeof(unsure[0])));
 	tcase_add_test(tc, scan_reads_parameters);
+	tcase_add_test(tc, string_check_finds_bad_byte_anywhere);
 	tcase_add_test(tc, scan_skips_parameters_unasked);
 	tcase_add_test(tc, scan_leaves_nul_byte_to_jansson);
 	tcase_add_test(tc, scan_leaves_deep_and_wide_to_jansson);
