@@ -500,6 +500,10 @@ describe('content filters: replies the filters cannot read', () => {
     bom: `\ufeff${body(`"message":${message('mail jane@example.com')}`)}`,
     'twice-message': body(`"message":${message('mail jane@example.com')},"message":${message('clean')}`),
     'twice-content': body('"message":{"role":"assistant","content":"mail jane@example.com","content":"clean"}'),
+    // Valid JSON whose top level is not an object: the filters read texts
+    // only inside one, and a client may still print it.
+    'top-level-array': `[${body(`"message":${message('mail jane@example.com')}`)}]`,
+    'top-level-string': '"mail jane@example.com"',
   };
   const STREAMS = {
     nul: event('{"content":"a\\u0000 jane@example.com"}'),
