@@ -118,10 +118,80 @@ absolute_form_to_origin(const char *target, char **origin, char *message, size_t
 	return err;
 }
 
+static int
+hex_digit_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Whether the byte that "%XX" at p encodes is one that RFC 3986 says to
+ * write bare (an unreserved character), or a "/" or a backslash, which
+ * servers that decode before routing take as a separator. */
+static int
+is_needless_escape(const char *p)
+{
+	int high = hex_digit_value(p[1]);
+	int low = high < 0 ? -1 : hex_digit_value(p[2]);
+	unsigned char c;
+
+	if (low < 0)
+		return 0;
+	c = (unsigned char)(high * 16 + low);
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       c == '-' || c == '.' || c == '_' || c == '~' || c == '/' || c == '\\';
+}
+
+/*
+ * Check that the path of an origin-form target, up to its query, is in the
+ * form routes compare: no "." or ".." segment and no percent-encoding of a
+ * character that needs none, of "/" or of a backslash. Routes compare paths
+ * as bytes, but many servers remove dot segments and decode escapes before
+ * they route. So "/v1/chat/../chat/completions" would miss a route's
+ * match.path here and take a later route without its filters, yet still
+ * reach the upstream's chat endpoint. Returns TG_OK, or TG_E_BAD_REQUEST
+ * with the reason in message.
+ */
+static enum tg_error
+check_path_normal(const char *origin, char *message, size_t size)
+{
+	size_t len = strcspn(origin, "?");
+	const char *segment = origin;
+
+	for (size_t i = 0; i <= len; i++) {
+		const char *p = origin + i;
+
+		if (i < len && *p == '%' && is_needless_escape(p)) {
+			snprintf(message, size, "the request path \"%.*s\" percent-encodes "
+			         "\"%.3s\", which servers decode before they route; send that "
+			         "character as it is", quoted_length(len), origin, p);
+			return TG_E_BAD_REQUEST;
+		}
+		if (i < len && *p != '/')
+			continue;
+		if ((p - segment == 2 && segment[1] == '.') ||
+		    (p - segment == 3 && segment[1] == '.' && segment[2] == '.')) {
+			snprintf(message, size, "the request path \"%.*s\" has a \".\" or "
+			         "\"..\" segment, which servers remove before they route; send "
+			         "the path without it", quoted_length(len), origin);
+			return TG_E_BAD_REQUEST;
+		}
+		segment = p;
+	}
+	return TG_OK;
+}
+
 enum tg_error
 tg_request_head_origin_form(const char *target, const char *method, char **origin,
                             char *message, size_t size)
 {
+	enum tg_error err;
+
 	*origin = NULL;
 
 	if (strcmp(method, "CONNECT") == 0) {
@@ -140,10 +210,18 @@ tg_request_head_origin_form(const char *target, const char *method, char **origi
 		return TG_E_BAD_REQUEST;
 	}
 	if (target[0] != '/' && strcmp(target, "*") != 0)
-		return absolute_form_to_origin(target, origin, message, size);
+		err = absolute_form_to_origin(target, origin, message, size);
+	else
+		err = (*origin = strdup(target)) != NULL ? TG_OK : TG_E_INTERNAL;
+	if (err != TG_OK || strcmp(*origin, "*") == 0)
+		return err;
 
-	*origin = strdup(target);
-	return *origin != NULL ? TG_OK : TG_E_INTERNAL;
+	err = check_path_normal(*origin, message, size);
+	if (err != TG_OK) {
+		free(*origin);
+		*origin = NULL;
+	}
+	return err;
 }
 
 /* Check a Host value as uri-host [ ":" port ] (RFC 9110 section 7.2), or

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
 
 import { curl, curlPost, stopAll, mockBackend, startGateway, startMock } from './lib/harness.mjs';
+import { request } from './lib/http.mjs';
 
 const chat = (model) => ({ model, messages: [{ role: 'user', content: 'hello' }] });
 
@@ -106,5 +107,54 @@ describe('routes', () => {
     });
     const after = (await first.requests()).length + (await second.requests()).length;
     assert.equal(after, before, 'the model list was fetched from a backend');
+  });
+});
+
+describe('routes: paths not in normal form', () => {
+  // A route matches its path byte for byte, but an upstream that removes
+  // dot segments or decodes escapes before routing serves each of these
+  // as /v1/chat/completions. Were they let through, they would miss the
+  // filtered route and reach that endpoint through the catch-all one.
+  const PATHS = [
+    '/v1/chat/../chat/completions',
+    '/v1/./chat/completions',
+    '/v1/chat/%63ompletions',
+    '/v1/chat%2Fcompletions',
+    '/v1/%2e%2E/v1/chat/completions',
+  ];
+  let mock;
+  let gw;
+
+  before(async () => {
+    mock = await startMock();
+    gw = await startGateway({
+      backends: { mock: mockBackend(mock) },
+      filters: { deny: { type: 'regex', rules: [{ name: 'secret', pattern: 'swordfish' }] } },
+      routes: [
+        { name: 'chat', match: { path: '/v1/chat/completions' }, backends: ['mock'], filters: ['deny'] },
+        { name: 'rest', backends: ['mock'] },
+      ],
+    });
+  });
+
+  afterEach(() => gw?.checkErrors());
+  after(stopAll);
+
+  for (const path of PATHS) {
+    it(`rejects ${path}`, async () => {
+      const before = (await mock.stats()).requests;
+      const res = await request({
+        port: gw.port, method: 'POST', path, headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(chat('the password is swordfish')),
+      });
+      assert.equal(res.status, 400, res.text);
+      assert.equal(JSON.parse(res.text).error.code, 'bad_request');
+      assert.equal((await mock.stats()).requests, before, 'the request reached the upstream');
+    });
+  }
+
+  it('still serves the path in normal form', async () => {
+    const res = await curl(curlPost(`${gw.baseURL}/v1/chat/completions`, chat('hello')));
+    assert.equal(res.status, 200, res.text);
   });
 });

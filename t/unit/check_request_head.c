@@ -139,6 +139,30 @@ START_TEST(origin_form_fragment_rejected)
 }
 END_TEST
 
+START_TEST(path_not_in_normal_form_rejected)
+{
+	assert_target_rejected("/v1/chat/../chat/completions", "POST", "\"..\" segment");
+	assert_target_rejected("/v1/./chat/completions", "POST", "\".\" or \"..\" segment");
+	assert_target_rejected("/v1/chat/completions/..", "POST", "segment");
+	assert_target_rejected("/v1/chat/.", "POST", "segment");
+	assert_target_rejected("/v1/chat/%2E%2e/chat/completions", "POST", "percent-encodes \"%2E\"");
+	assert_target_rejected("/v1/chat/%63ompletions", "POST", "percent-encodes \"%63\"");
+	assert_target_rejected("/v1/chat%2Fcompletions", "POST", "percent-encodes \"%2F\"");
+	assert_target_rejected("/v1/chat%5ccompletions", "POST", "percent-encodes \"%5c\"");
+	assert_target_rejected("http://api.example/v1/../v1/models", "GET", "segment");
+}
+END_TEST
+
+START_TEST(path_in_normal_form_kept)
+{
+	assert_origin_form("/v1/models/ft:gpt-4o:org:1.2", "GET", "/v1/models/ft:gpt-4o:org:1.2");
+	assert_origin_form("/v1/files/.hidden/...", "GET", "/v1/files/.hidden/...");
+	assert_origin_form("/v1/files/a%20b%3Fc%25", "GET", "/v1/files/a%20b%3Fc%25");
+	assert_origin_form("/v1/models?after=../x&q=%63", "GET", "/v1/models?after=../x&q=%63");
+	assert_origin_form("/v1/x%4", "GET", "/v1/x%4");
+}
+END_TEST
+
 START_TEST(connect_not_implemented)
 {
 	char message[256];
@@ -467,6 +491,8 @@ request_head_suite(void)
 
 	tcase_add_test(target, origin_form_kept);
 	tcase_add_test(target, origin_form_fragment_rejected);
+	tcase_add_test(target, path_not_in_normal_form_rejected);
+	tcase_add_test(target, path_in_normal_form_kept);
 	tcase_add_test(target, connect_not_implemented);
 	tcase_add_test(target, absolute_form_reduced_to_path);
 	tcase_add_test(target, absolute_form_rejected);
