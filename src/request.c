@@ -171,6 +171,14 @@ parse_tree(struct tg_request *req, const struct endpoint *endpoint, const char *
 	json_error_t error;
 	json_t *model;
 
+	/* jansson would report an empty body as an invalid argument, with no
+	 * line or column. */
+	if (req->body_len == 0) {
+		snprintf(message, size, "the request body is empty; send a JSON object "
+		         "with a \"model\" member");
+		return TG_E_INVALID_JSON;
+	}
+
 	/* Duplicate keys are refused: the gateway would route on one "model"
 	 * while an upstream might read the other. */
 	req->body_json = json_loadb(data, req->body_len, JSON_REJECT_DUPLICATES, &error);

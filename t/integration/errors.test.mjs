@@ -71,6 +71,15 @@ describe('error responses', () => {
     }
   });
 
+  it('says that an empty body is empty', async () => {
+    for (const headers of [['Content-Length: 0'], ['Transfer-Encoding: chunked']]) {
+      const res = await curl(curlPost(chatURL, '', headers));
+      const error = assertError(res, 400, 'invalid_request_error', 'invalid_json');
+      assert.equal(error.message, 'the request body is empty; send a JSON object with a "model" member',
+        `message with ${headers}`);
+    }
+  });
+
   it('rejects a JSON body that is not an object', async () => {
     const res = await curl(curlPost(chatURL, '["gpt-4o"]'));
     assertError(res, 400, 'invalid_request_error', 'invalid_json');
