@@ -20,6 +20,7 @@
 #include "cache-config.h"
 #include "cache-memory.h"
 #include "cache-t.h"
+#include "filter-t.h"
 
 #define REDIS_DEFAULT_PORT 6379
 #define REDIS_MAX_DB 65535
@@ -356,7 +357,10 @@ parse_route_cache(struct load_ctx *ctx, const char *path, json_t *value, void *b
 static void
 free_route_cache(void *obj)
 {
-	free(obj);
+	struct tg_route_cache_config *rc = obj;
+
+	free(rc->filters);
+	free(rc);
 }
 
 const struct feature tg_route_cache_feature = {
@@ -366,10 +370,46 @@ const struct feature tg_route_cache_feature = {
 	.doc_type = "boolean|object",
 };
 
+/* Set route_cache->filters to the config of the response-side filters
+ * of chain. A filter without its config text failed to load, which was
+ * reported. Returns 0, or -1 when out of memory. */
+static int
+describe_response_filters(struct tg_route_cache_config *route_cache,
+                          const struct tg_filter_chain *chain)
+{
+	json_t *configs = json_array();
+	int failed = configs == NULL;
+
+	for (size_t i = 0; !failed && i < chain->n; i++) {
+		const struct tg_filter *f = chain->filters[i];
+
+		if ((f->apply_to & TG_SIDE_RESPONSE) && f->config_json != NULL)
+			failed = json_array_append_new(configs, json_string(f->config_json)) != 0;
+	}
+	if (!failed && json_array_size(configs) > 0) {
+		route_cache->filters = json_dumps(configs, JSON_COMPACT);
+		failed = route_cache->filters == NULL;
+	}
+	json_decref(configs);
+	return failed ? -1 : 0;
+}
+
 void
 tg_cache_check_config(struct load_ctx *ctx, struct tg_config *cfg)
 {
 	int caching = 0;
+
+	/* The filters on the response side change what a route stores. So
+	 * their config goes into the route's keys: once a reload changes a
+	 * rule, the entries stored before it, unscreened by that rule, are
+	 * misses rather than hits that bypass it. */
+	for (size_t i = 0; i < cfg->n_routes; i++) {
+		struct tg_route *r = &cfg->routes[i];
+
+		if (r->cache != NULL && r->filters != NULL &&
+		    describe_response_filters(r->cache, &r->filters->chain) != 0)
+			report_oom(ctx, "routes");
+	}
 
 	for (size_t i = 0; i < cfg->n_routes; i++)
 		caching |= cfg->routes[i].cache != NULL;

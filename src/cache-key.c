@@ -132,9 +132,7 @@ tg_cache_normalize_numbers(json_t *value)
 }
 
 char *
-tg_cache_canonical(const json_t *body, const char *path, const char *route,
-                   const char *tenant, char *const *ignore_fields,
-                   size_t n_ignore_fields)
+tg_cache_canonical(const json_t *body, const struct tg_cache_key_scope *scope)
 {
 	json_t *request = json_deep_copy(body);
 	json_t *canonical;
@@ -144,8 +142,8 @@ tg_cache_canonical(const json_t *body, const char *path, const char *route,
 		return NULL;
 	for (size_t i = 0; i < sizeof(fixed_ignored_fields) / sizeof(fixed_ignored_fields[0]); i++)
 		json_object_del(request, fixed_ignored_fields[i]);
-	for (size_t i = 0; i < n_ignore_fields; i++)
-		json_object_del(request, ignore_fields[i]);
+	for (size_t i = 0; i < scope->n_ignore_fields; i++)
+		json_object_del(request, scope->ignore_fields[i]);
 
 	if (tg_cache_normalize_numbers(request) != 0) {
 		json_decref(request);
@@ -153,22 +151,28 @@ tg_cache_canonical(const json_t *body, const char *path, const char *route,
 	}
 
 	canonical = json_pack("{s:i, s:s, s:s, s:s, s:o}", "v", TG_CACHE_KEY_VERSION,
-	                      "path", path, "route", route, "tenant", tenant,
-	                      "request", request);
+	                      "path", scope->path, "route", scope->route,
+	                      "tenant", scope->tenant, "request", request);
 	if (canonical == NULL)
 		return NULL;
+
+	/* Added only when set, so the keys of routes without response filters
+	 * stay what they were. */
+	if (scope->filters != NULL &&
+	    json_object_set_new(canonical, "filters", json_string(scope->filters)) != 0) {
+		json_decref(canonical);
+		return NULL;
+	}
 	text = json_dumps(canonical, JSON_SORT_KEYS | JSON_COMPACT);
 	json_decref(canonical);
 	return text;
 }
 
 int
-tg_cache_key(const json_t *body, const char *path, const char *route,
-             const char *tenant, char *const *ignore_fields, size_t n_ignore_fields,
+tg_cache_key(const json_t *body, const struct tg_cache_key_scope *scope,
              unsigned char key[TG_CACHE_KEY_LEN])
 {
-	char *text = tg_cache_canonical(body, path, route, tenant, ignore_fields,
-	                                n_ignore_fields);
+	char *text = tg_cache_canonical(body, scope);
 	unsigned int md_len = 0;
 	int ok;
 

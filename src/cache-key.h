@@ -3,7 +3,8 @@
  * change a response.
  *
  * The canonical form is an object {"v", "path", "route", "tenant",
- * "request"} dumped by jansson with sorted keys and no whitespace, so key
+ * "request"}, plus "filters" for a route with filters on the response
+ * side, dumped by jansson with sorted keys and no whitespace, so key
  * order and whitespace in the client's JSON do not matter. "request" is the
  * request body without the fields that cannot change the output ("stream",
  * "stream_options", "user" and the configured ignore_fields), and with
@@ -44,20 +45,28 @@ int tg_cache_tenant(const struct tg_headers *headers, const char *tenant_header,
  */
 int tg_cache_normalize_numbers(json_t *value);
 
+/* The inputs of a key other than the request body. */
+struct tg_cache_key_scope {
+	const char *path;
+	const char *route;
+	const char *tenant;             /* tg_cache_tenant() */
+	const char *filters;            /* the route's response-side filter
+	                                   config (tg_route_cache_config), or NULL */
+	char *const *ignore_fields;     /* body fields left out */
+	size_t n_ignore_fields;
+};
+
 /*
  * Return the canonical text of a request (see above), to be freed with
  * free(), or NULL when out of memory. body must be a JSON object; it is not
  * changed.
  */
-char *tg_cache_canonical(const json_t *body, const char *path, const char *route,
-                         const char *tenant, char *const *ignore_fields,
-                         size_t n_ignore_fields);
+char *tg_cache_canonical(const json_t *body, const struct tg_cache_key_scope *scope);
 
 /* Compute the key of a request: SHA-256 of its canonical text. Returns 0,
  * or -1 when out of memory. */
-int tg_cache_key(const json_t *body, const char *path, const char *route,
-                 const char *tenant, char *const *ignore_fields,
-                 size_t n_ignore_fields, unsigned char key[TG_CACHE_KEY_LEN]);
+int tg_cache_key(const json_t *body, const struct tg_cache_key_scope *scope,
+                 unsigned char key[TG_CACHE_KEY_LEN]);
 
 /* Write key as 64 lower-case hex digits and a NUL. */
 void tg_cache_key_hex(const unsigned char key[TG_CACHE_KEY_LEN],

@@ -47,6 +47,9 @@ struct tg_cache_config {
  * whose "cache" is absent or false has no such struct and caches nothing. */
 struct tg_route_cache_config {
 	tg_msec_t ttl;                  /* 0: the top-level ttl */
+	char *filters;                  /* the config of the route's filters on
+	                                   the response side, as a JSON array
+	                                   text; NULL when it has none */
 };
 
 /*

@@ -290,12 +290,16 @@ prepare(struct tg_request *req)
 	const struct tg_cache_config *cfg = req->config->cache;
 	struct tg_cache_request *st = req->cache;
 	char tenant[TG_CACHE_KEY_HEX_LEN + 1];
+	struct tg_cache_key_scope scope = {
+		.path = req->path, .route = req->route->name, .tenant = tenant,
+		.filters = req->route->cache->filters,
+		.ignore_fields = cfg->ignore_fields, .n_ignore_fields = cfg->n_ignore_fields,
+	};
 
 	if (cache_control_has(req, "no-store"))
 		return -1;
 	if (tg_cache_tenant(&req->headers, cfg->tenant_header, tenant) != 0 ||
-	    tg_cache_key(tg_request_json(req), req->path, req->route->name, tenant,
-	                 cfg->ignore_fields, cfg->n_ignore_fields, st->key) != 0) {
+	    tg_cache_key(tg_request_json(req), &scope, st->key) != 0) {
 		tg_log_request(req, TG_LOG_WARN, "cache: out of memory computing the key; "
 		               "the request bypasses the cache");
 		return -1;

@@ -568,7 +568,8 @@ parse_filter(struct load_ctx *ctx, const char *path, const char *name, json_t *v
 		report(ctx, path, "invalid filter name %s; use 1 to %d letters, digits, "
 		       "'_', '-' or '.'", quote(name, q, sizeof(q)), NAME_MAX_LEN);
 	f->name = strdup(name);
-	if (f->name == NULL) {
+	f->config_json = json_dumps(value, JSON_COMPACT | JSON_SORT_KEYS);
+	if (f->name == NULL || f->config_json == NULL) {
 		report_oom(ctx, path);
 		return;
 	}

@@ -78,6 +78,8 @@ struct tg_plugin_instance;
 
 struct tg_filter {
 	char *name;
+	char *config_json;              /* its config object as compact JSON
+	                                   with sorted keys, for cache keys */
 	enum tg_filter_type type;
 	enum tg_filter_action action;
 	unsigned apply_to;              /* enum tg_side bits */

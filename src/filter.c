@@ -44,6 +44,7 @@ tg_filter_free(struct tg_filter *f)
 {
 	struct tg_moderation *m = &f->moderation;
 
+	free(f->config_json);
 	for (size_t i = 0; i < f->n_rules; i++)
 		tg_rule_free(&f->rules[i]);
 	free(f->rules);

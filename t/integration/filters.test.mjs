@@ -11,7 +11,7 @@ import { once } from 'node:events';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 
 import {
   SRCDIR, TOLLGATE_BIN, eventData, makeTempDir, openStream, request, splitEvents, startGateway,
@@ -1119,6 +1119,61 @@ describe('content filters: cache', () => {
       await gw.waitForAccess((l) => l.request_id === res.headers['x-request-id']);
     }
     assert.equal((await mock.stats()).requests, 2);
+  });
+});
+
+describe('content filters: cache across a reload', () => {
+  let mock;
+  let gw;
+  let base;
+  const withRule = (pattern) => ({
+    ...base,
+    filters: { ...FILTERS, pii: { ...FILTERS.pii, rules: [...FILTERS.pii.rules, { name: 'codename', pattern }] } },
+  });
+
+  before(async () => {
+    mock = await startMock();
+    gw = await startGateway({
+      backends: { mock: { url: mock.url } },
+      filters: FILTERS,
+      routes: [{ name: 'chat', match: { path: '/v1/chat/completions' }, backends: ['mock'],
+        cache: true, filters: ['pii'] }],
+    });
+    base = gw.config;
+  });
+  beforeEach(async () => {
+    assert.equal(await gw.reload(base), 'reloaded');
+  });
+  afterEach(() => gw?.checkErrors());
+  after(stopAll);
+
+  // An entry stored before a rule existed contains text the rule masks:
+  // after the reload it must be a miss, not a hit that bypasses the rule.
+  for (const stream of [false, true]) {
+    it(`screens a ${stream ? 'stream' : 'body'} cached before a new rule`, async () => {
+      const options = `content=${['Project ', 'BLUEJAY', ' ships.'].map(encodeURIComponent).join('|')}`;
+      const body = chat(`cached before the rule, stream ${stream}`, { stream });
+      const first = await post(gw, body, { headers: { 'x-mock': options } });
+      await gw.waitForAccess((l) => l.request_id === first.headers['x-request-id']);
+      assert.equal(first.headers['x-tollgate-cache'], 'miss');
+      assert.match(first.text, /BLUEJAY/);
+
+      assert.equal(await gw.reload(withRule('BLUEJAY')), 'reloaded');
+      const second = await post(gw, body, { headers: { 'x-mock': options } });
+      assert.equal(second.headers['x-tollgate-cache'], 'miss');
+      assert.doesNotMatch(second.text, /BLUEJAY/);
+      assert.match(second.text, /\[REDACTED:codename\]/);
+    });
+  }
+
+  it('keeps hits across a reload that leaves the filters alone', async () => {
+    const body = chat('cached across an unrelated reload');
+    const first = await post(gw, body);
+    await gw.waitForAccess((l) => l.request_id === first.headers['x-request-id']);
+    const config = { ...base, backends: { mock: { url: mock.url, timeouts: { connect: '2s' } } } };
+    assert.equal(await gw.reload(config), 'reloaded');
+    const second = await post(gw, body);
+    assert.equal(second.headers['x-tollgate-cache'], 'hit');
   });
 });
 

@@ -12,6 +12,21 @@ static const char *const base_request =
 	"{\"model\": \"gpt-4o\", \"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"},"
 	" {\"role\": \"user\", \"content\": \"Hi\"}], \"temperature\": 0.5}";
 
+/* The scope of a key on a route without response filters. The result
+ * lives until the next call. */
+static const struct tg_cache_key_scope *
+scope(const char *path, const char *route, const char *tenant, char *const *ignore_fields,
+      size_t n_ignore_fields)
+{
+	static struct tg_cache_key_scope s;
+
+	s = (struct tg_cache_key_scope){
+		.path = path, .route = route, .tenant = tenant,
+		.ignore_fields = ignore_fields, .n_ignore_fields = n_ignore_fields,
+	};
+	return &s;
+}
+
 /* The key of body (JSON text) under route "chat" and tenant "t". */
 static void
 key_of(const char *body_text, unsigned char key[TG_CACHE_KEY_LEN])
@@ -20,7 +35,7 @@ key_of(const char *body_text, unsigned char key[TG_CACHE_KEY_LEN])
 	json_t *body = json_loads(body_text, 0, &error);
 
 	ck_assert_msg(body != NULL, "test body is not JSON: %s: %s", body_text, error.text);
-	ck_assert_int_eq(tg_cache_key(body, "/v1/chat/completions", "chat", "t", NULL, 0, key), 0);
+	ck_assert_int_eq(tg_cache_key(body, scope("/v1/chat/completions", "chat", "t", NULL, 0), key), 0);
 	json_decref(body);
 }
 
@@ -143,7 +158,7 @@ START_TEST(canonical_text_is_sorted_and_compact)
 	char *text;
 
 	ck_assert_ptr_nonnull(body);
-	text = tg_cache_canonical(body, "/p", "r", "t", ignored, 1);
+	text = tg_cache_canonical(body, scope("/p", "r", "t", ignored, 1));
 	ck_assert_ptr_nonnull(text);
 	ck_assert_str_eq(text, "{\"path\":\"/p\",\"request\":{\"a\":{\"c\":[3.5,4],\"d\":2},\"b\":1},"
 	                       "\"route\":\"r\",\"tenant\":\"t\",\"v\":1}");
@@ -164,12 +179,12 @@ START_TEST(ignore_fields_leave_key)
 	char *ignored[] = {"metadata"};
 	unsigned char ka[TG_CACHE_KEY_LEN], kb[TG_CACHE_KEY_LEN];
 
-	ck_assert_int_eq(tg_cache_key(a, "/v1/chat/completions", "chat", "", NULL, 0, ka), 0);
-	ck_assert_int_eq(tg_cache_key(b, "/v1/chat/completions", "chat", "", NULL, 0, kb), 0);
+	ck_assert_int_eq(tg_cache_key(a, scope("/v1/chat/completions", "chat", "", NULL, 0), ka), 0);
+	ck_assert_int_eq(tg_cache_key(b, scope("/v1/chat/completions", "chat", "", NULL, 0), kb), 0);
 	ck_assert_mem_ne(ka, kb, TG_CACHE_KEY_LEN);
 
-	ck_assert_int_eq(tg_cache_key(a, "/v1/chat/completions", "chat", "", ignored, 1, ka), 0);
-	ck_assert_int_eq(tg_cache_key(b, "/v1/chat/completions", "chat", "", ignored, 1, kb), 0);
+	ck_assert_int_eq(tg_cache_key(a, scope("/v1/chat/completions", "chat", "", ignored, 1), ka), 0);
+	ck_assert_int_eq(tg_cache_key(b, scope("/v1/chat/completions", "chat", "", ignored, 1), kb), 0);
 	ck_assert_mem_eq(ka, kb, TG_CACHE_KEY_LEN);
 	json_decref(a);
 	json_decref(b);
@@ -182,14 +197,37 @@ START_TEST(route_path_and_tenant_change_key)
 	json_t *body = json_loads(base_request, 0, &error);
 	unsigned char k[4][TG_CACHE_KEY_LEN];
 
-	ck_assert_int_eq(tg_cache_key(body, "/v1/chat/completions", "chat", "a", NULL, 0, k[0]), 0);
-	ck_assert_int_eq(tg_cache_key(body, "/v1/chat/completions", "chat2", "a", NULL, 0, k[1]), 0);
-	ck_assert_int_eq(tg_cache_key(body, "/v1/completions", "chat", "a", NULL, 0, k[2]), 0);
-	ck_assert_int_eq(tg_cache_key(body, "/v1/chat/completions", "chat", "b", NULL, 0, k[3]), 0);
+	ck_assert_int_eq(tg_cache_key(body, scope("/v1/chat/completions", "chat", "a", NULL, 0), k[0]), 0);
+	ck_assert_int_eq(tg_cache_key(body, scope("/v1/chat/completions", "chat2", "a", NULL, 0), k[1]), 0);
+	ck_assert_int_eq(tg_cache_key(body, scope("/v1/completions", "chat", "a", NULL, 0), k[2]), 0);
+	ck_assert_int_eq(tg_cache_key(body, scope("/v1/chat/completions", "chat", "b", NULL, 0), k[3]), 0);
 	for (int i = 0; i < 4; i++) {
 		for (int j = i + 1; j < 4; j++)
 			ck_assert_msg(memcmp(k[i], k[j], TG_CACHE_KEY_LEN) != 0, "keys %d and %d equal", i, j);
 	}
+	json_decref(body);
+}
+END_TEST
+
+START_TEST(response_filters_change_key)
+{
+	json_error_t error;
+	json_t *body = json_loads(base_request, 0, &error);
+	struct tg_cache_key_scope with = *scope("/v1/chat/completions", "chat", "a", NULL, 0);
+	unsigned char none[TG_CACHE_KEY_LEN], one[TG_CACHE_KEY_LEN], two[TG_CACHE_KEY_LEN];
+	unsigned char again[TG_CACHE_KEY_LEN];
+
+	ck_assert_int_eq(tg_cache_key(body, scope("/v1/chat/completions", "chat", "a", NULL, 0),
+	                              none), 0);
+	with.filters = "[\"{\\\"pattern\\\":\\\"a\\\"}\"]";
+	ck_assert_int_eq(tg_cache_key(body, &with, one), 0);
+	with.filters = "[\"{\\\"pattern\\\":\\\"b\\\"}\"]";
+	ck_assert_int_eq(tg_cache_key(body, &with, two), 0);
+	ck_assert_int_eq(tg_cache_key(body, &with, again), 0);
+
+	ck_assert_mem_ne(none, one, TG_CACHE_KEY_LEN);
+	ck_assert_mem_ne(one, two, TG_CACHE_KEY_LEN);
+	ck_assert_mem_eq(two, again, TG_CACHE_KEY_LEN);
 	json_decref(body);
 }
 END_TEST
@@ -203,7 +241,7 @@ START_TEST(key_is_sha256_of_canonical)
 
 	/* sha256 of {"path":"/p","request":{"model":"m"},"route":"r","tenant":"","v":1},
 	 * computed with: printf '%s' '...' | sha256sum */
-	ck_assert_int_eq(tg_cache_key(body, "/p", "r", "", NULL, 0, key), 0);
+	ck_assert_int_eq(tg_cache_key(body, scope("/p", "r", "", NULL, 0), key), 0);
 	tg_cache_key_hex(key, hex);
 	ck_assert_str_eq(hex, "328d134238c2876f634c6370e9606752d84e7f4719510e2bdec227068217d37d");
 	json_decref(body);
@@ -273,6 +311,7 @@ cache_key_suite(void)
 	                    sizeof(equal_requests) / sizeof(equal_requests[0]));
 	tcase_add_test(fields, ignore_fields_leave_key);
 	tcase_add_test(fields, route_path_and_tenant_change_key);
+	tcase_add_test(fields, response_filters_change_key);
 	suite_add_tcase(s, fields);
 
 	tcase_add_test(form, integral_numbers_compare_equal);
