@@ -103,7 +103,9 @@ static const char *json_type_name(const json_t *v)
 	case JSON_INTEGER:
 		return "an integer";
 	case JSON_REAL:
-		return "a fractional number";
+		/* jansson reads 2.0 and 1e3 as reals too, which are not
+		 * fractional, so name the JSON form the value was written in. */
+		return "a number with a fraction or an exponent";
 	case JSON_TRUE:
 	case JSON_FALSE:
 		return "a boolean";
