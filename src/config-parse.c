@@ -547,6 +547,12 @@ static void parse_duration_value(struct load_ctx *ctx, const char *path,
 	int rc = tg_parse_duration(str, &ms);
 	free(str);
 
+	/* Every duration has a maximum, so a value too large to count is
+	 * reported with the valid range, as one that only exceeds it is. */
+	if (rc == -2) {
+		check_bounds(ctx, path, quote(raw, q, sizeof(q)), UINT64_MAX, s);
+		return;
+	}
 	if (rc < 0) {
 		report(ctx, path, "invalid duration %s; expected a non-negative "
 		       "integer followed by ms, s, m or h, such as \"30s\"",
@@ -618,6 +624,15 @@ static void parse_size_value(struct load_ctx *ctx, const char *path,
 	int rc = tg_parse_size(str, &bytes);
 	free(str);
 
+	if (rc == -2 && s->max != NO_MAX) {
+		check_bounds(ctx, path, quote(raw, q, sizeof(q)), UINT64_MAX, s);
+		return;
+	}
+	if (rc == -2) {
+		report(ctx, path, "%s is too large to count in bytes; write a size "
+		       "such as \"%s\"", quote(raw, q, sizeof(q)), example);
+		return;
+	}
 	if (rc < 0) {
 		report(ctx, path, "invalid size %s; expected a non-negative integer "
 		       "with an optional unit B, KiB, MiB, GiB, KB, MB or GB%s, "

@@ -161,11 +161,11 @@ static void parse_url(struct load_ctx *ctx, const char *path, json_t *value,
 	if (uri == NULL || evhttp_uri_get_scheme(uri) == NULL) {
 		if (strchr(raw, '@') != NULL)
 			report(ctx, path, "invalid URL; expected http://HOST[:PORT][/PATH] "
-			       "or https://...");
+			       "or https://..., with a port from 1 to 65535");
 		else
 			report(ctx, path, "invalid URL %s; expected "
-			       "http://HOST[:PORT][/PATH] or https://...",
-			       quote(raw, q, sizeof(q)));
+			       "http://HOST[:PORT][/PATH] or https://..., with a port "
+			       "from 1 to 65535", quote(raw, q, sizeof(q)));
 		goto out;
 	}
 

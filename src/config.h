@@ -37,11 +37,13 @@ const struct tg_backend *tg_config_backend(const struct tg_config *cfg,
 void tg_config_print_settings(FILE *out);
 
 /* Parse "250ms", "2s", "5m", "1h" (an integer and a unit, no sign) into
- * milliseconds. Returns 0, or -1 when s is not of that form or overflows. */
+ * milliseconds. Returns 0, -1 when s is not of that form, or -2 when it is
+ * but the value does not fit tg_msec_t. */
 int tg_parse_duration(const char *s, tg_msec_t *out);
 
 /* Parse "512", "64KiB", "32MiB", "1GiB" (also "B", "KB"/"MB"/"GB" as powers
- * of 1000) into bytes. Returns 0, or -1 when s is not of that form. */
+ * of 1000) into bytes. Returns 0, -1 when s is not of that form, or -2 when
+ * it is but the value does not fit size_t. */
 int tg_parse_size(const char *s, size_t *out);
 
 #endif

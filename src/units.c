@@ -3,8 +3,8 @@
  *
  * Both take an unsigned decimal integer followed directly by a unit, with no
  * sign, space or fraction, so "1.5s", "+2s" and "2 s" are all invalid. A
- * value that does not fit the result type is invalid too, rather than being
- * silently clamped.
+ * value of that form that does not fit the result type is rejected too,
+ * with a return value of its own, rather than being silently clamped.
  */
 #include <stdint.h>
 #include <string.h>
@@ -38,47 +38,56 @@ static const struct unit size_units[] = {
 
 /*
  * Parse the leading decimal digits of s into *out and point *rest past them.
- * Returns -1 when there are no digits or the number exceeds UINT64_MAX.
+ * Returns -1 when there are no digits, or -2 when the number exceeds
+ * UINT64_MAX (*rest is then set, *out is not).
  */
 static int parse_digits(const char *s, uint64_t *out, const char **rest)
 {
 	uint64_t n = 0;
 	const char *p = s;
+	int overflow = 0;
 
 	for (; *p >= '0' && *p <= '9'; p++) {
 		unsigned digit = (unsigned)(*p - '0');
 
 		if (n > (UINT64_MAX - digit) / 10)
-			return -1;
+			overflow = 1;
 		n = n * 10 + digit;
 	}
 
 	if (p == s)
 		return -1;
 
-	*out = n;
 	*rest = p;
+	if (overflow)
+		return -2;
+	*out = n;
 	return 0;
 }
 
 /*
  * Parse "<digits><unit>" with the unit taken from units[], multiplying by its
- * factor without overflowing uint64_t.
+ * factor without overflowing uint64_t. Returns 0, -1 when s is not of that
+ * form, or -2 when it is but the value exceeds UINT64_MAX.
  */
 static int parse_with_unit(const char *s, const struct unit *units,
                            size_t n_units, uint64_t *out)
 {
-	uint64_t n;
-	const char *suffix;
+	uint64_t n = 0;
+	const char *suffix = NULL;
+	int rc;
 
-	if (s == NULL || parse_digits(s, &n, &suffix) < 0)
+	if (s == NULL)
+		return -1;
+	rc = parse_digits(s, &n, &suffix);
+	if (rc == -1)
 		return -1;
 
 	for (size_t i = 0; i < n_units; i++) {
 		if (strcmp(suffix, units[i].name) != 0)
 			continue;
-		if (n > UINT64_MAX / units[i].factor)
-			return -1;
+		if (rc == -2 || n > UINT64_MAX / units[i].factor)
+			return -2;
 		*out = n * units[i].factor;
 		return 0;
 	}
@@ -89,11 +98,11 @@ static int parse_with_unit(const char *s, const struct unit *units,
 int tg_parse_duration(const char *s, tg_msec_t *out)
 {
 	uint64_t ms;
+	int rc = parse_with_unit(s, duration_units,
+	                         sizeof(duration_units) / sizeof(duration_units[0]), &ms);
 
-	if (parse_with_unit(s, duration_units,
-	                    sizeof(duration_units) / sizeof(duration_units[0]),
-	                    &ms) < 0)
-		return -1;
+	if (rc < 0)
+		return rc;
 
 	*out = ms;
 	return 0;
@@ -102,15 +111,15 @@ int tg_parse_duration(const char *s, tg_msec_t *out)
 int tg_parse_size(const char *s, size_t *out)
 {
 	uint64_t bytes;
+	int rc = parse_with_unit(s, size_units, sizeof(size_units) / sizeof(size_units[0]),
+	                         &bytes);
 
-	if (parse_with_unit(s, size_units,
-	                    sizeof(size_units) / sizeof(size_units[0]),
-	                    &bytes) < 0)
-		return -1;
+	if (rc < 0)
+		return rc;
 
 	/* size_t is narrower than uint64_t on 32-bit targets. */
 	if (bytes > SIZE_MAX)
-		return -1;
+		return -2;
 
 	*out = (size_t)bytes;
 	return 0;

@@ -632,9 +632,14 @@ static const struct error_case value_cases[] = {
 	  "integer with an optional unit B, KiB, MiB, GiB, KB, MB or GB, from 0B "
 	  "to 16MiB, such as \"16MiB\"\n" },
 	{ "\"access_log_buffer\": \"99999999999999999999\",",
-	  "T: access_log_buffer: invalid size \"99999999999999999999\"; expected a "
-	  "non-negative integer with an optional unit B, KiB, MiB, GiB, KB, MB or GB, "
-	  "from 0B to 16MiB, such as \"16MiB\"\n" },
+	  "T: access_log_buffer: \"99999999999999999999\" is out of range; valid values "
+	  "are 0B to 16MiB\n" },
+	{ "\"limits\": {\"max_body\": \"99999999999GiB\"},",
+	  "T: limits.max_body: \"99999999999GiB\" is too large to count in bytes; write "
+	  "a size such as \"32MiB\"\n" },
+	{ "\"drain_timeout\": \"99999999999999999999s\",",
+	  "T: drain_timeout: \"99999999999999999999s\" is out of range; valid values are "
+	  "0ms to 8760h\n" },
 	{ "\"access_log_buffer\": null,",
 	  "T: access_log_buffer: expected a size such as \"16MiB\" or a number of "
 	  "bytes, got null\n" },
@@ -658,7 +663,7 @@ static const struct error_case url_error_cases[] = {
 	  "T: backends.b.url: unsupported URL scheme in \"ftp://h\"; use http:// or https://\n" },
 	{ "127.0.0.1:9001",
 	  "T: backends.b.url: invalid URL \"127.0.0.1:9001\"; expected "
-	  "http://HOST[:PORT][/PATH] or https://...\n" },
+	  "http://HOST[:PORT][/PATH] or https://..., with a port from 1 to 65535\n" },
 	{ "http:///v1",
 	  "T: backends.b.url: the URL \"http:///v1\" has no host\n" },
 	{ "http://h/v1?x=1",
@@ -667,9 +672,10 @@ static const struct error_case url_error_cases[] = {
 	  "T: backends.b.url: the URL \"http://h:0\" has port 0; valid ports are 1 to 65535\n" },
 	{ "http://h:99999",
 	  "T: backends.b.url: invalid URL \"http://h:99999\"; expected "
-	  "http://HOST[:PORT][/PATH] or https://...\n" },
+	  "http://HOST[:PORT][/PATH] or https://..., with a port from 1 to 65535\n" },
 	{ "",
-	  "T: backends.b.url: invalid URL \"\"; expected http://HOST[:PORT][/PATH] or https://...\n" },
+	  "T: backends.b.url: invalid URL \"\"; expected http://HOST[:PORT][/PATH] or "
+	  "https://..., with a port from 1 to 65535\n" },
 };
 
 START_TEST(invalid_backend_urls)
@@ -700,7 +706,7 @@ START_TEST(url_userinfo_rejected_unquoted)
 	expect_errors("{\"backends\": {\"b\": {\"url\": \"http://u:hunter2@h:99999\"}},"
 	              "\"routes\": [{\"name\": \"r\", \"backends\": [\"b\"]}]}",
 	              "T: backends.b.url: invalid URL; expected "
-	              "http://HOST[:PORT][/PATH] or https://...\n");
+	              "http://HOST[:PORT][/PATH] or https://..., with a port from 1 to 65535\n");
 }
 END_TEST
 
@@ -853,10 +859,12 @@ static const struct duration_case {
 	{ "1h", 0, 3600000 },
 	{ "007s", 0, 7000 },
 	{ "18446744073709551615ms", 0, UINT64_MAX },
-	{ "18446744073709551616ms", -1, 0 },    /* UINT64_MAX + 1 */
-	{ "18446744073709552s", -1, 0 },        /* overflows in the multiply */
+	{ "18446744073709551616ms", -2, 0 },    /* UINT64_MAX + 1 */
+	{ "99999999999999999999999s", -2, 0 },  /* overflows in the digits */
+	{ "18446744073709552s", -2, 0 },        /* overflows in the multiply */
 	{ "5124095576030h", 0, UINT64_C(5124095576030) * 3600000 },
-	{ "5124095576031h", -1, 0 },           /* the first hour count over */
+	{ "5124095576031h", -2, 0 },           /* the first hour count over */
+	{ "99999999999999999999999x", -1, 0 },  /* too large, but no unit either */
 	{ "", -1, 0 },
 	{ "30", -1, 0 },
 	{ "s", -1, 0 },
@@ -902,9 +910,9 @@ static const struct size_case {
 	{ "2MB", 0, 2000000 },
 	{ "1GB", 0, 1000000000 },
 	{ "18446744073709551615", 0, SIZE_MAX },
-	{ "18446744073709551616", -1, 0 },
+	{ "18446744073709551616", -2, 0 },
 	{ "17179869183GiB", 0, SIZE_MAX - (((size_t)1 << 30) - 1) },
-	{ "17179869184GiB", -1, 0 },            /* 2^64 bytes */
+	{ "17179869184GiB", -2, 0 },            /* 2^64 bytes */
 	{ "", -1, 0 },
 	{ "KiB", -1, 0 },
 	{ "-1", -1, 0 },
