@@ -180,7 +180,13 @@ tg_relay_local_response_typed(struct tg_request *req, int status, const char *co
 	tg_head_add(&head, connection, strlen(connection));
 	tg_head_add(&head, "\r\n", 2);
 	tg_head_end(&head);
-	if (body != NULL)
+
+	/* The response to HEAD is the head alone, Content-Length included (RFC
+	 * 9110 section 9.3.2): a body after it would be read as the start of
+	 * the next response on the connection. */
+	if (body != NULL && req->method_id == HTTP_HEAD)
+		evbuffer_drain(body, body_len);
+	else if (body != NULL)
 		evbuffer_add_buffer(out, body);
 	req->response.head_sent = 1;
 	req->bytes_out += evbuffer_get_length(out) - before;
@@ -808,7 +814,9 @@ relay_on_head(void *arg, int status, struct tg_headers *headers)
 	resp->status = status;
 	adopt_upstream_headers(resp, headers);
 	tg_cache_response_head(req);
-	event_stream = is_event_stream(&resp->headers);
+	/* A response to HEAD has no body to stream, and is relayed as an
+	 * empty one. */
+	event_stream = is_event_stream(&resp->headers) && req->method_id != HTTP_HEAD;
 
 	/* A successful stream's attempt ends at its first content, so an error
 	 * event before it can still fail over. */

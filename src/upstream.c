@@ -81,6 +81,7 @@ struct tg_upstream_conn {
 	int resent;             /* the stale-connection resend was used */
 	int got_bytes;          /* some response byte arrived */
 	int interim;            /* parsing a 1xx response, which is skipped */
+	int head_request;       /* the request is HEAD: the response has no body */
 	int keepalive;          /* the response allows reuse */
 	int in_parser;          /* inside llhttp_execute */
 	int cancelled;          /* cancelled from inside the parser */
@@ -461,7 +462,12 @@ on_headers_complete(llhttp_t *p)
 		c->stopped = 1;
 		return HPE_USER;
 	}
-	return 0;
+
+	/* A response to HEAD has no body, whatever Content-Length or
+	 * Transfer-Encoding it carries (RFC 9110 section 9.3.2). Read as framing,
+	 * they would keep the exchange waiting for bytes that never come,
+	 * until the idle timeout blamed the backend. */
+	return c->head_request ? 1 : 0;
 }
 
 static int
@@ -867,8 +873,14 @@ conn_attach(struct tg_upstream_conn *c, const struct tg_backend *b,
             struct evbuffer *request, const struct tg_upstream_handler *handler,
             void *arg)
 {
+	char method[5];
+
+	/* The request line is the gateway's own, so the method is its
+	 * first word, followed by one space. */
 	c->backend = b;
 	c->request = request;
+	c->head_request = evbuffer_copyout(request, method, sizeof(method)) == sizeof(method) &&
+	                  memcmp(method, "HEAD ", sizeof(method)) == 0;
 	c->handler = handler;
 	c->arg = arg;
 	c->timeouts = b->timeouts;

@@ -15,6 +15,7 @@ import {
   curl, curlPost, eventData, mockBackend, splitEvents, startGateway, startMock, stopAll,
 } from './lib/harness.mjs';
 import { assertError } from './lib/checks.mjs';
+import { RawClient, rawRequest } from './lib/http.mjs';
 
 const chat = (model) => ({ model, messages: [{ role: 'user', content: 'hello' }] });
 
@@ -430,4 +431,60 @@ describe('a stream that ends inside an event', () => {
       assert.deepEqual(contents, ['ok']);
     });
   }
+});
+
+describe('responses to HEAD', () => {
+  // A HEAD response has framing headers but no body (RFC 9110 section
+  // 9.3.2). Each response below is the head alone, on a connection the
+  // upstream keeps open, as a correct server does.
+  const HEADS = {
+    'content-length': 'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n',
+    chunked: 'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n',
+    'event-stream': 'HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n',
+  };
+  const upstreams = {};
+  let gw;
+
+  before(async () => {
+    const backends = {};
+    const routes = [];
+    for (const [name, head] of Object.entries(HEADS)) {
+      upstreams[name] = await startScriptedUpstream((socket) => socket.write(head));
+      backends[name] = { url: `http://127.0.0.1:${upstreams[name].port}`, timeouts: { idle: '1s' } };
+      routes.push({ name, match: { path: `/v1/files/${name}` }, backends: [name], retry: { max_attempts: 1 } });
+    }
+    routes.push({ name: 'rest', backends: ['chunked'] });
+    gw = await startGateway({ backends, routes });
+  });
+
+  afterEach(() => gw?.checkErrors());
+  after(() => stopAllWith(upstreams));
+
+  /* Send HEAD path and a GET after it on one connection. Returns the head
+   * of the HEAD response and the whole response to the GET, which starts
+   * where the head ended only when no body followed that head. */
+  async function headThenGet(path) {
+    const client = await RawClient.connect(gw.port);
+    await client.write(rawRequest('HEAD', path, ['Host: 127.0.0.1']));
+    await client.write(rawRequest('GET', '/v1/models', ['Host: 127.0.0.1', 'Connection: close']));
+    const head = await client.readResponse({ head: true });
+    return { head, next: await client.readResponse() };
+  }
+
+  for (const name of Object.keys(HEADS)) {
+    it(`relays only the head of the ${name} response`, async () => {
+      const { head, next } = await headThenGet(`/v1/files/${name}`);
+      assert.equal(head.status, 200);
+      assert.equal(head.header('transfer-encoding'), undefined);
+      assert.equal(next.status, 200);
+      assert.equal(next.json().object, 'list');
+    });
+  }
+
+  it('sends no body with its own error to HEAD', async () => {
+    const { head, next } = await headThenGet('/v1/chat/completions');
+    assert.equal(head.status, 405);
+    assert.notEqual(head.header('content-length'), undefined);
+    assert.equal(next.status, 200);
+  });
 });
