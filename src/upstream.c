@@ -463,11 +463,12 @@ on_headers_complete(llhttp_t *p)
 		return HPE_USER;
 	}
 
-	/* A response to HEAD has no body, whatever Content-Length or
-	 * Transfer-Encoding it carries (RFC 9110 section 9.3.2). Read as framing,
-	 * they would keep the exchange waiting for bytes that never come,
-	 * until the idle timeout blamed the backend. */
-	return c->head_request ? 1 : 0;
+	/* A response to HEAD, a 204 and a 304 have no body, whatever
+	 * Content-Length or Transfer-Encoding they carry (RFC 9110 sections
+	 * 9.3.2, 15.3.5 and 15.4.5), but llhttp 8.1 reads such framing of a 204
+	 * or 304 as a body. It would keep the exchange waiting for bytes that
+	 * never come, until the idle timeout blamed the backend. */
+	return c->head_request || p->status_code == 204 || p->status_code == 304 ? 1 : 0;
 }
 
 static int

@@ -433,6 +433,37 @@ describe('a stream that ends inside an event', () => {
   }
 });
 
+describe('responses without a body', () => {
+  // Each status has no body by definition, whatever framing headers it
+  // carries (RFC 9110 sections 15.3.5 and 15.4.5); the upstream keeps the
+  // connection open after the head, as a correct server does.
+  const upstreams = {};
+  let gw;
+
+  before(async () => {
+    const backends = {};
+    const routes = [];
+    for (const status of [204, 304]) {
+      const head = `HTTP/1.1 ${status} X\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n`;
+      upstreams[status] = await startScriptedUpstream((socket) => socket.write(head));
+      backends[`s${status}`] = { url: `http://127.0.0.1:${upstreams[status].port}`, timeouts: { idle: '1s' } };
+      routes.push({ name: `s${status}`, match: { model: `s${status}` }, backends: [`s${status}`], retry: { max_attempts: 1 } });
+    }
+    gw = await startGateway({ backends, routes });
+  });
+
+  afterEach(() => gw?.checkErrors());
+  after(() => stopAllWith(upstreams));
+
+  for (const status of [204, 304]) {
+    it(`relays a ${status} that has Content-Length`, async () => {
+      const res = await curl(curlPost(`${gw.baseURL}/v1/chat/completions`, chat(`s${status}`)));
+      assert.equal(res.status, status);
+      assert.equal(res.body.length, 0);
+    });
+  }
+});
+
 describe('responses to HEAD', () => {
   // A HEAD response has framing headers but no body (RFC 9110 section
   // 9.3.2). Each response below is the head alone, on a connection the
