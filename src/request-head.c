@@ -160,9 +160,15 @@ is_needless_escape(const char *p)
 static enum tg_error
 check_path_normal(const char *origin, char *message, size_t size)
 {
-	size_t len = strcspn(origin, "?");
+	const char *special = strpbrk(origin, "%.?");
 	const char *segment = origin;
+	size_t len;
 
+	/* Most paths have no "%" or "." before the query, and need no loop. */
+	if (special == NULL || *special == '?')
+		return TG_OK;
+
+	len = strcspn(origin, "?");
 	for (size_t i = 0; i <= len; i++) {
 		const char *p = origin + i;
 
