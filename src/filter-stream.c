@@ -80,6 +80,7 @@ enum unreadable {
 	NOT_AN_OBJECT,          /* not a JSON object with each member once */
 	BAD_INDEX,              /* an "index" that is not a small integer */
 	TEXT_AFTER_FINISH,      /* text for a choice after its finish_reason */
+	MIXED_SHAPES,           /* OpenAI choices and Anthropic content blocks */
 };
 
 struct tg_filter_stream {
@@ -102,6 +103,8 @@ struct tg_filter_stream {
 	enum tg_chunk_result tapped;    /* of the read in the relay's digest */
 	json_t *meta;           /* id, object, created, model of the stream */
 	int anthropic;          /* the events are Anthropic's Messages stream */
+	int openai_texts;       /* an event had "choices" */
+	int anthropic_texts;    /* an event started or continued a content block */
 	int done;               /* [DONE] passed, or the stream was blocked */
 
 	struct event *timer;    /* hold_timeout; NULL when no filter has one */
@@ -220,6 +223,10 @@ tg_filter_stream_describe_error(const struct tg_filter_stream *s, char *buf, siz
 	case TEXT_AFTER_FINISH:
 		snprintf(buf, size, "an event has text for a choice after that choice's "
 		         "finish_reason, which the filters scanned as complete");
+		return;
+	case MIXED_SHAPES:
+		snprintf(buf, size, "the stream mixes OpenAI chunks and Anthropic content "
+		         "blocks, whose texts the filters cannot tell apart");
 		return;
 	case READABLE:
 		break;
@@ -1152,6 +1159,24 @@ scan_and_release(struct tg_filter_stream *s, int final)
 }
 
 /*
+ * Record the shape of the texts of an event with digest d. Returns 1 once
+ * the stream has had both shapes. The filters tell OpenAI choices and
+ * Anthropic content blocks apart by their index alone, so the texts of
+ * both would join. A match split across the events of one shape could
+ * then hide behind text of the other shape between them.
+ */
+static int
+mixes_shapes(struct tg_filter_stream *s, const struct tg_reply_digest *d)
+{
+	if (d->choices)
+		s->openai_texts = 1;
+	if (d->type == TG_REPLY_TYPE_CONTENT_BLOCK_START ||
+	    d->type == TG_REPLY_TYPE_CONTENT_BLOCK_DELTA)
+		s->anthropic_texts = 1;
+	return s->openai_texts && s->anthropic_texts;
+}
+
+/*
  * Read the texts of event in, whose data is data_len bytes of JSON at data
  * (NULL: not a JSON object), hold the event, and scan. The chunk reader
  * reads the texts without a tree. Data it cannot vouch for is parsed by
@@ -1186,6 +1211,10 @@ read_event(struct tg_filter_stream *s, struct tg_stream_event *in, const char *d
 	}
 	if (data != NULL && s->chunk.bad_index) {
 		s->unreadable = BAD_INDEX;
+		return TG_STREAM_ERROR;
+	}
+	if (data != NULL && mixes_shapes(s, &in->digest)) {
+		s->unreadable = MIXED_SHAPES;
 		return TG_STREAM_ERROR;
 	}
 

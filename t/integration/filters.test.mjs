@@ -561,6 +561,41 @@ describe('content filters: replies the filters cannot read', () => {
   }
 });
 
+describe('content filters: a stream of two shapes', () => {
+  // An OpenAI client reads the choices of each event and skips the rest,
+  // so the text between the two chunks below is not in what it shows.
+  const chunk = (content) => `data: {"id":"c","choices":[{"index":0,"delta":{"content":"${content}"},"finish_reason":null}]}\n\n`;
+  const block = 'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" "}}\n\n';
+  let upstream;
+  let gw;
+
+  before(async () => {
+    upstream = await startUpstream((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.end(`${chunk('Mail jane@exa')}${block}${chunk('mple.com today.')}data: [DONE]\n\n`);
+      });
+    });
+    gw = await startGateway(config({ url: upstreamUrl(upstream) }, FILTERS, ['pii']));
+  });
+  afterEach(() => gw?.checkErrors());
+  after(async () => {
+    await stopAll();
+    upstream?.close();
+  });
+
+  it('ends with an error where OpenAI chunks meet Anthropic blocks', async () => {
+    const logged = /the stream mixes OpenAI chunks and Anthropic content blocks/;
+    gw.expectErrors(logged);
+    const res = await post(gw, { ...chat('hi'), stream: true });
+    assert.doesNotMatch(streamedContent(res.text), /jane@example/, 'the joined address reached the client');
+    const data = splitEvents(res.text).events.map(eventData);
+    assert.equal(JSON.parse(data.at(-1)).error.type, 'internal_error');
+    await gw.waitForLog(logged);
+  });
+});
+
 describe('content filters: stream shapes clients read', () => {
   // Each shape is the data of the events a scripted upstream sends after
   // a first chunk, with the address jane@example.com in a place a client
