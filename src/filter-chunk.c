@@ -9,7 +9,8 @@
  *   {"choices": [CHOICE...]}
  *   CHOICE = {"index": n, "finish_reason": "...", "text": "...",
  *             "delta": {"content": "..." or [{"text": "...", "refusal": "..."}],
- *                       "refusal": "...",
+ *                       "refusal": "...", "reasoning_content": "...",
+ *                       "reasoning": "...",
  *                       "tool_calls": [{"index": n,
  *                                       "function": {"arguments": "..."}}],
  *                       "function_call": {"arguments": "..."}}}
@@ -86,6 +87,8 @@ enum member {
 	M_THINKING,
 	M_PARTIAL_JSON,
 	M_FUNCTION_CALL,
+	M_REASONING_CONTENT,
+	M_REASONING,
 };
 
 struct key {
@@ -107,7 +110,8 @@ static const struct key CHOICE_KEYS[] = {
 };
 static const struct key DELTA_KEYS[] = {
 	KEY("content", M_CONTENT), KEY("refusal", M_REFUSAL), KEY("tool_calls", M_TOOL_CALLS),
-	KEY("function_call", M_FUNCTION_CALL), END_KEYS
+	KEY("function_call", M_FUNCTION_CALL), KEY("reasoning_content", M_REASONING_CONTENT),
+	KEY("reasoning", M_REASONING), END_KEYS
 };
 /* A content part's text, whatever its "type", as filter-text.c reads it. */
 static const struct key PART_KEYS[] = {
@@ -399,6 +403,10 @@ text_kind(struct tg_chunk *c)
 		return TG_CHUNK_CONTENT;
 	if (f->place == P_DELTA && f->member == M_REFUSAL)
 		return TG_CHUNK_REFUSAL;
+	if (f->place == P_DELTA && f->member == M_REASONING_CONTENT)
+		return TG_CHUNK_REASONING_CONTENT;
+	if (f->place == P_DELTA && f->member == M_REASONING)
+		return TG_CHUNK_REASONING;
 	if (f->place == P_FUNCTION && f->member == M_ARGUMENTS)
 		return TG_CHUNK_ARGUMENTS;
 	if (f->place == P_FUNCTION_CALL && f->member == M_ARGUMENTS)

@@ -6,7 +6,7 @@
  *
  * A read gives each text the filters check: a choice's delta.content
  * (a string, or the "text" and "refusal" of each part of an array),
- * delta.refusal, text, the function arguments of each tool call, and
+ * delta.refusal, delta.reasoning_content, delta.reasoning, text, the function arguments of each tool call, and
  * delta.function_call.arguments of the legacy functions API. Of
  * an Anthropic event it gives content_block.text and .thinking
  * (content_block_start), and delta.text, .partial_json and .thinking
@@ -48,6 +48,8 @@ enum tg_chunk_kind {
 	TG_CHUNK_FUNCTION_CALL, /* delta.function_call.arguments (legacy) */
 	TG_CHUNK_THINKING,      /* Anthropic delta.thinking, content_block.thinking */
 	TG_CHUNK_INPUT_JSON,    /* Anthropic delta.partial_json */
+	TG_CHUNK_REASONING_CONTENT,     /* delta.reasoning_content */
+	TG_CHUNK_REASONING,     /* delta.reasoning */
 };
 
 struct tg_chunk_text {

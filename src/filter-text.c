@@ -122,8 +122,12 @@ static const struct member PART_MEMBERS[] = {
 static const struct member RESULT_PART_MEMBERS[] = {
 	MEMBER("text", R_TEXT), END_MEMBERS
 };
+/* "reasoning_content" (DeepSeek and servers that copy it) and
+ * "reasoning" carry a model's reasoning, which clients may show as they
+ * show the content. */
 static const struct member MESSAGE_MEMBERS[] = {
 	MEMBER("content", R_CONTENT), MEMBER("refusal", R_TEXT),
+	MEMBER("reasoning_content", R_TEXT), MEMBER("reasoning", R_TEXT),
 	MEMBER("tool_calls", R_CALLS), MEMBER("function_call", R_FUNCTION), END_MEMBERS
 };
 static const struct member CALL_MEMBERS[] = {
