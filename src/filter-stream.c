@@ -26,6 +26,7 @@
 #include "relay.h"
 #include "sse.h"
 
+#include "filter-args.h"
 #include "filter-chunk.h"
 #include "filter-stream.h"
 #include "filter.h"
@@ -56,6 +57,15 @@ struct window {
 
 	struct piece *pieces;   /* of held events, oldest first */
 	size_t n_pieces, cap_pieces;
+
+	/* A JSON text in a string (inner_json_kind()), read decoded too. */
+	struct tg_args_decoder *args;   /* NULL for other texts; its offsets
+	                                   count from the window's first
+	                                   byte, trimmed or not. Allocated
+	                                   apart, since yajl keeps its
+	                                   address and windows move. */
+	size_t fed;             /* text before it went to args */
+	size_t trimmed;         /* bytes trim_window() dropped */
 };
 
 struct held_event {
@@ -106,6 +116,9 @@ struct tg_filter_stream {
 	int openai_texts;       /* an event had "choices" */
 	int anthropic_texts;    /* an event started or continued a content block */
 	int done;               /* [DONE] passed, or the stream was blocked */
+	int holds;              /* a filter masks or blocks, so text is held */
+	const char *decoded_block;      /* the rule a decoded text blocked by */
+	int decoded_failed;     /* a scan of a decoded text failed */
 
 	struct event *timer;    /* hold_timeout; NULL when no filter has one */
 	uint64_t timer_at;      /* tg_now_ns() time it is armed for; 0: not */
@@ -113,6 +126,29 @@ struct tg_filter_stream {
 };
 
 static void on_hold_timeout(evutil_socket_t fd, short what, void *arg);
+static int on_decoded(void *arg, const char *text, size_t len);
+
+/* A decoder for a window of JSON texts; NULL when out of memory. */
+static struct tg_args_decoder *
+new_args(struct tg_filter_stream *s)
+{
+	struct tg_args_decoder *d = malloc(sizeof(*d));
+
+	if (d != NULL && tg_args_open(d, on_decoded, s) != 0) {
+		free(d);
+		d = NULL;
+	}
+	return d;
+}
+
+static void
+free_args(struct tg_args_decoder *d)
+{
+	if (d != NULL)
+		tg_args_close(d);
+	free(d);
+}
+
 
 /* 1 when filter f needs a timer: it holds text, with a time bound. */
 static int
@@ -153,6 +189,7 @@ tg_filter_stream_new(const struct tg_filter_chain *chain, struct tg_filter_log *
 		if (f->type != TG_FILTER_REGEX || !(f->apply_to & TG_SIDE_RESPONSE))
 			continue;
 		s->filters[s->n_filters++] = f;
+		s->holds |= f->action != TG_ACTION_FLAG;
 		if (f->lookbehind > s->context)
 			s->context = f->lookbehind;
 		timed |= has_hold_timeout(f);
@@ -198,6 +235,7 @@ tg_filter_stream_free(struct tg_filter_stream *s)
 		free(s->windows[i].scan_from);
 		free(s->windows[i].let_go);
 		free(s->windows[i].pieces);
+		free_args(s->windows[i].args);
 	}
 	free(s->windows);
 	free(s->filters);
@@ -242,6 +280,15 @@ tg_filter_stream_held(const struct tg_filter_stream *s)
 
 /* --- windows ------------------------------------------------------------ */
 
+/* Whether the texts of kind are JSON texts in a string, whose escaped
+ * strings clients decode (filter-args.h). */
+static int
+inner_json_kind(enum tg_chunk_kind kind)
+{
+	return kind == TG_CHUNK_ARGUMENTS || kind == TG_CHUNK_FUNCTION_CALL ||
+	       kind == TG_CHUNK_INPUT_JSON;
+}
+
 static struct window *
 find_window(struct tg_filter_stream *s, long choice, enum tg_chunk_kind kind, long tool)
 {
@@ -264,9 +311,12 @@ find_window(struct tg_filter_stream *s, long choice, enum tg_chunk_kind kind, lo
 	w->tool = tool;
 	w->scan_from = calloc(s->n_filters, sizeof(*w->scan_from));
 	w->let_go = calloc(s->n_filters, sizeof(*w->let_go));
-	if (w->scan_from == NULL || w->let_go == NULL) {
+	if (inner_json_kind(kind))
+		w->args = new_args(s);
+	if (w->scan_from == NULL || w->let_go == NULL || (inner_json_kind(kind) && w->args == NULL)) {
 		free(w->scan_from);
 		free(w->let_go);
+		free_args(w->args);
 		return NULL;
 	}
 	s->n_windows++;
@@ -506,11 +556,14 @@ hold_point(const struct tg_filter_stream *s, const struct window *w, size_t i)
 }
 
 /* Text before the lowest hold point may be sent. Called after masking,
- * which changes the window's length. */
+ * which changes the window's length. A string of a JSON text with an
+ * escape is held until its end is decoded and scanned, hold_timeout or
+ * not, since its decoded form may match where its text does not. */
 static void
 update_release(const struct tg_filter_stream *s, struct window *w)
 {
 	size_t release = w->len;
+	size_t decoded = w->args != NULL ? tg_args_hold(w->args) : SIZE_MAX;
 
 	for (size_t i = 0; i < s->n_filters; i++) {
 		size_t h = hold_point(s, w, i);
@@ -518,19 +571,78 @@ update_release(const struct tg_filter_stream *s, struct window *w)
 		if (h < release)
 			release = h;
 	}
+	if (s->holds && decoded != SIZE_MAX && decoded - w->trimmed < release)
+		release = decoded - w->trimmed;
 	w->release = release;
+}
+
+/* A string of a JSON text, decoded, that had an escape: scan it with
+ * every filter (tg_filter_decoded_text()). Stops the decoder at a block. */
+static int
+on_decoded(void *arg, const char *text, size_t len)
+{
+	struct tg_filter_stream *s = arg;
+
+	for (size_t i = 0; i < s->n_filters; i++) {
+		int rc = tg_filter_decoded_text(s->filters[i], TG_SIDE_RESPONSE, s->log, &s->scan,
+		                                text, len, &s->decoded_block);
+
+		if (rc < 0)
+			s->decoded_failed = 1;
+		if (rc != 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* Where no filter can change the window's text any more: text before it
+ * is as it will be sent, and may be decoded. */
+static size_t
+settled_end(const struct tg_filter_stream *s, const struct window *w)
+{
+	size_t end = w->len;
+
+	if (w->finished)
+		return end;
+	for (size_t i = 0; i < s->n_filters; i++) {
+		if (s->filters[i]->action != TG_ACTION_FLAG && w->scan_from[i] < end)
+			end = w->scan_from[i];
+	}
+	return end;
+}
+
+/* Give the decoder of a JSON text the window's settled text, and scan the
+ * strings it completes. */
+static enum tg_stream_verdict
+decode_window(struct tg_filter_stream *s, struct window *w)
+{
+	size_t end = settled_end(s, w);
+
+	if (w->args == NULL || (end <= w->fed && !w->finished))
+		return TG_STREAM_OK;
+	s->decoded_block = NULL;
+	s->decoded_failed = 0;
+	tg_args_feed(w->args, w->text + w->fed, end - w->fed, w->finished);
+	w->fed = end;
+	if (s->decoded_failed)
+		return TG_STREAM_ERROR;
+	return s->decoded_block != NULL ? TG_STREAM_BLOCK : TG_STREAM_OK;
 }
 
 /* Scan the window with every filter and work out what may be released. */
 static enum tg_stream_verdict
 scan_window(struct tg_filter_stream *s, struct window *w)
 {
-	for (size_t i = 0; i < s->n_filters; i++) {
-		enum tg_stream_verdict v = scan_filter(s, i, w, w->finished);
+	enum tg_stream_verdict v;
 
+	for (size_t i = 0; i < s->n_filters; i++) {
+		v = scan_filter(s, i, w, w->finished);
 		if (v != TG_STREAM_OK)
 			return v;
 	}
+	v = decode_window(s, w);
+	if (v != TG_STREAM_OK)
+		return v;
 	update_release(s, w);
 	return TG_STREAM_OK;
 }
@@ -562,6 +674,10 @@ trim_window(const struct tg_filter_stream *s, struct window *w)
 	memmove(w->text, w->text + cut, w->len - cut + 1);
 	w->len -= cut;
 	w->release -= cut;
+	if (w->args != NULL) {
+		w->fed -= cut;
+		w->trimmed += cut;
+	}
 	for (size_t i = 0; i < s->n_filters; i++) {
 		w->scan_from[i] -= cut;
 		w->let_go[i] = w->let_go[i] > cut ? w->let_go[i] - cut : 0;

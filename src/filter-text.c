@@ -12,6 +12,7 @@
 #include <tollgate/plugin.h>
 #include <yajl/yajl_parse.h>
 
+#include "filter-args.h"
 #include "filter-plugin.h"
 #include "filter.h"
 #include "reply-digest.h"
@@ -24,21 +25,29 @@ void
 tg_text_list_free(struct tg_text_list *list)
 {
 	free(list->items);
+	free(list->inner_json);
 	memset(list, 0, sizeof(*list));
 }
 
+/* Add value to the list; inner_json: it is a JSON text inside a string. */
 static int
-add_text(struct tg_text_list *list, json_t *value)
+add_text(struct tg_text_list *list, json_t *value, int inner_json)
 {
 	if (list->n == list->cap) {
 		size_t cap = list->cap ? list->cap * 2 : 16;
 		json_t **items = realloc(list->items, cap * sizeof(*items));
+		unsigned char *inner;
 
 		if (items == NULL)
 			return -1;
 		list->items = items;
+		inner = realloc(list->inner_json, cap);
+		if (inner == NULL)
+			return -1;
+		list->inner_json = inner;
 		list->cap = cap;
 	}
+	list->inner_json[list->n] = (unsigned char)inner_json;
 	list->items[list->n++] = value;
 	return 0;
 }
@@ -80,6 +89,7 @@ enum rule {
 	R_CALLS,
 	R_CALL,
 	R_FUNCTION,             /* a call's "function", or "function_call" */
+	R_ARGUMENTS,            /* a JSON text in a string: a call's "arguments" */
 	R_CHOICES,
 	R_CHOICE,
 	R_REQUEST,
@@ -133,11 +143,12 @@ static const struct member MESSAGE_MEMBERS[] = {
 static const struct member CALL_MEMBERS[] = {
 	MEMBER("function", R_FUNCTION), END_MEMBERS
 };
-/* Arguments are JSON text, checked as plain text.
+/* Arguments are JSON text, checked as plain text. A response's are read
+ * decoded too, where an escape could hide a match (filter-args.h).
  * NOTE: a match on a bare JSON number there (a card number not in quotes)
  * is masked with a replacement that leaves the arguments invalid JSON. */
 static const struct member FUNCTION_MEMBERS[] = {
-	MEMBER("arguments", R_TEXT), END_MEMBERS
+	MEMBER("arguments", R_ARGUMENTS), END_MEMBERS
 };
 static const struct member CHOICE_MEMBERS[] = {
 	MEMBER("message", R_MESSAGE), MEMBER("text", R_TEXT), END_MEMBERS
@@ -163,6 +174,7 @@ struct rule_def {
 	enum rule items;                /* the rule of an array's items */
 	const struct member *members;   /* of an object; NULL: none are read */
 	int all;                        /* every string inside, at any depth */
+	int inner_json;                 /* the string is a JSON text */
 };
 
 static const struct rule_def RULES[] = {
@@ -180,6 +192,7 @@ static const struct rule_def RULES[] = {
 	[R_CALLS] = {0, R_CALL, NULL, 0},
 	[R_CALL] = {0, R_NONE, CALL_MEMBERS, 0},
 	[R_FUNCTION] = {0, R_NONE, FUNCTION_MEMBERS, 0},
+	[R_ARGUMENTS] = {1, R_NONE, NULL, 0, 1},
 	[R_CHOICES] = {0, R_CHOICE, NULL, 0},
 	[R_CHOICE] = {0, R_NONE, CHOICE_MEMBERS, 0},
 	[R_REQUEST] = {0, R_NONE, REQUEST_MEMBERS, 0},
@@ -207,7 +220,7 @@ walk_values(struct tg_text_list *list, json_t *value)
 	json_t *item;
 
 	if (json_is_string(value))
-		return add_text(list, value);
+		return add_text(list, value, 0);
 	json_array_foreach(value, i, item) {
 		if (walk_values(list, item) != 0)
 			return -1;
@@ -233,7 +246,7 @@ walk_tree(struct tg_text_list *list, json_t *value, enum rule r)
 		return walk_values(list, value);
 
 	if (json_is_string(value))
-		return def->text ? add_text(list, value) : 0;
+		return def->text ? add_text(list, value, def->inner_json && list->read_inner) : 0;
 
 	if (json_is_array(value) && def->items != R_NONE) {
 		json_array_foreach(value, i, item) {
@@ -261,7 +274,12 @@ tg_text_collect_request(json_t *body, struct tg_text_list *out)
 int
 tg_text_collect_response(json_t *body, struct tg_text_list *out)
 {
-	return walk_tree(out, body, R_RESPONSE);
+	int rc;
+
+	out->read_inner = 1;
+	rc = walk_tree(out, body, R_RESPONSE);
+	out->read_inner = 0;
+	return rc;
 }
 
 /* --- texts of a body read with yajl -------------------------------------- */
@@ -385,10 +403,22 @@ static int
 on_string(void *ctx, const unsigned char *s, size_t len)
 {
 	struct text_reader *r = ctx;
+	enum rule rule;
 
-	if (r->skip > 0 || (r->all == 0 && !RULES[next_rule(r)].text))
+	if (r->skip > 0)
 		return 1;
-	return r->fn(r->arg, (const char *)s, len) == 0;
+	if (r->all > 0)
+		return r->fn(r->arg, (const char *)s, len) == 0;
+	rule = next_rule(r);
+	if (!RULES[rule].text)
+		return 1;
+	if (r->fn(r->arg, (const char *)s, len) != 0)
+		return 0;
+
+	/* Out of memory stops the read too, which then fails closed. */
+	if (RULES[rule].inner_json && r->root == R_RESPONSE)
+		return tg_args_read((const char *)s, len, r->fn, r->arg) == 0;
+	return 1;
 }
 
 /* Numbers, booleans and null contain no text and need no callback, which
@@ -577,6 +607,66 @@ mask_text(const struct tg_filter *f, json_t *value, const struct tg_scan *sc)
 	return rc;
 }
 
+int
+tg_filter_decoded_text(const struct tg_filter *f, enum tg_side side, struct tg_filter_log *log,
+                       struct tg_scan *sc, const char *text, size_t len,
+                       const char **blocked_rule)
+{
+	enum tg_filter_action action = f->action == TG_ACTION_FLAG ? TG_ACTION_FLAG
+	                                                           : TG_ACTION_BLOCK;
+
+	if (tg_scan_run(sc, f, text, len, 0, 0) != 0)
+		return -1;
+	for (size_t j = 0; j < sc->n_matches; j++) {
+		if (tg_filter_log_add(log, f, sc->matches[j].rule->name, action, side, 0) != 0)
+			return -1;
+	}
+	if (sc->n_matches == 0 || action != TG_ACTION_BLOCK)
+		return 0;
+	*blocked_rule = sc->matches[0].rule->name;
+	return 1;
+}
+
+/* One filter over the escaped strings of a JSON text in a string. */
+struct inner_scan {
+	const struct tg_filter *f;
+	enum tg_side side;
+	struct tg_filter_log *log;
+	struct tg_scan *sc;
+	const char *blocked_rule;
+	int rc;                 /* of tg_filter_decoded_text(), when not 0 */
+};
+
+static int
+scan_inner_string(void *arg, const char *text, size_t len)
+{
+	struct inner_scan *in = arg;
+
+	in->rc = tg_filter_decoded_text(in->f, in->side, in->log, in->sc, text, len,
+	                                &in->blocked_rule);
+	return in->rc;
+}
+
+/* Run f over the escaped strings of the JSON text in value, after its
+ * own matches were masked, so that a match left is one the mask could
+ * not reach. Returns 0, or -1 when out of memory or PCRE2 failed. */
+static int
+run_regex_inner(const struct tg_filter *f, enum tg_side side, json_t *value,
+                struct tg_filter_log *log, struct tg_scan *sc, struct tg_filter_result *res)
+{
+	struct inner_scan in = {f, side, log, sc, NULL, 0};
+	int rc = tg_args_read(json_string_value(value), json_string_length(value),
+	                      scan_inner_string, &in);
+
+	if (rc < 0 || in.rc < 0)
+		return -1;
+	if (in.blocked_rule != NULL) {
+		res->blocked = f;
+		res->blocked_rule = in.blocked_rule;
+	}
+	return 0;
+}
+
 static int
 run_regex(const struct tg_filter *f, enum tg_side side, struct tg_text_list *texts,
           struct tg_filter_log *log, struct tg_scan *sc, struct tg_filter_result *res)
@@ -592,19 +682,25 @@ run_regex(const struct tg_filter *f, enum tg_side side, struct tg_text_list *tex
 			                      side, 0) != 0)
 				return -1;
 		}
-		if (sc->n_matches == 0)
-			continue;
 
-		if (f->action == TG_ACTION_BLOCK) {
+		if (sc->n_matches > 0 && f->action == TG_ACTION_BLOCK) {
 			res->blocked = f;
 			res->blocked_rule = sc->matches[0].rule->name;
 			return 0;
 		}
-		if (f->action == TG_ACTION_MASK) {
+		if (sc->n_matches > 0 && f->action == TG_ACTION_MASK) {
 			if (mask_text(f, value, sc) != 0)
 				return -1;
 			res->changed = 1;
 		}
+
+		/* A flag already recorded stays one decision. */
+		if (!texts->inner_json[i] || (sc->n_matches > 0 && f->action == TG_ACTION_FLAG))
+			continue;
+		if (run_regex_inner(f, side, value, log, sc, res) != 0)
+			return -1;
+		if (res->blocked != NULL)
+			return 0;
 	}
 	return 0;
 }

@@ -59,6 +59,11 @@ char *tg_filter_mask(const struct tg_filter *f, const char *text, size_t len,
 struct tg_text_list {
 	size_t n, cap;
 	json_t **items;
+	unsigned char *inner_json;      /* per item: a JSON text inside the
+	                                   string (filter-args.h), whose
+	                                   escaped strings a response's
+	                                   filters read decoded too */
+	int read_inner;                 /* set while collecting a response */
 };
 
 void tg_text_list_free(struct tg_text_list *list);
@@ -190,6 +195,18 @@ int tg_filter_texts(const struct tg_filter_chain *chain, enum tg_side side,
                     struct tg_text_list *texts, struct tg_filter_log *log,
                     struct tg_scan *sc, struct tg_filter_result *res,
                     int *need_moderation);
+
+/*
+ * Run regex filter f over len bytes of text decoded from a JSON text
+ * inside a string (filter-args.h), and record its decisions in log. A
+ * match there has no place in the string for a mask, so a mask filter
+ * blocks as a block filter does, and a flag filter flags. Returns 1 when
+ * f blocks, with *blocked_rule set to the rule, 0 when it does not, -1
+ * when the scan failed.
+ */
+int tg_filter_decoded_text(const struct tg_filter *f, enum tg_side side,
+                           struct tg_filter_log *log, struct tg_scan *sc, const char *text,
+                           size_t len, const char **blocked_rule);
 
 /*
  * Whether a regex filter of chain that applies to side matches in len

@@ -25,8 +25,18 @@ const answer = (message) => JSON.stringify({
   choices: [{ index: 0, message: { role: 'assistant', ...message }, finish_reason: 'stop' }],
 });
 
+/* Arguments whose JSON text writes the address's "@" as an escape, and
+ * with the address also written out, which a mask reaches. */
+const HIDDEN = '{"to":"jane\\u0040example.com"}';
+const BOTH = '{"cc":"joe@example.com","to":"jane\\u0040example.com"}';
+const call = (args) => ({ id: 'c1', type: 'function', function: { name: 'send', arguments: args } });
+
 /* Non-streamed bodies by shape. */
 const BODIES = {
+  'arguments-escaped': answer({ content: null, tool_calls: [call(HIDDEN)] }),
+  'arguments-both': answer({ content: null, tool_calls: [call(BOTH)] }),
+  'function-call-escaped': answer({ content: null, function_call: { name: 'send', arguments: HIDDEN } }),
+  'arguments-escaped-clean': answer({ content: null, tool_calls: [call('{"to":"a line\\nbreak \\u00e9"}')] }),
   'reasoning-content': answer({ content: 'ok', reasoning_content: 'mail jane@example.com' }),
   reasoning: answer({ content: 'ok', reasoning: 'mail jane@example.com' }),
 };
@@ -44,6 +54,37 @@ const STREAMS = {
   ],
 };
 
+/* The arguments json cut at byte cut into two tool call deltas. */
+function splitCall(json, cut) {
+  const delta = (args, first) => chunk(`{"index":0,"delta":{"tool_calls":[{"index":0${first ? ',"id":"c1","type":"function","function":{"name":"send",' : ',"function":{'}"arguments":${JSON.stringify(args)}}}]},"finish_reason":null}`);
+  return [
+    delta(json.slice(0, cut), true), delta(json.slice(cut), false),
+    chunk('{"index":0,"delta":{},"finish_reason":"tool_calls"}'),
+  ];
+}
+
+/* The input json of an Anthropic tool_use block cut at byte cut into two
+ * input_json_delta events. */
+function splitInput(json, cut) {
+  const event = (type, data) => ({ raw: `event: ${type}\ndata: ${JSON.stringify(data)}\n\n` });
+  const delta = (part) => event('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'input_json_delta', partial_json: part } });
+  return [
+    event('message_start', { type: 'message_start', message: { id: 'msg', type: 'message', role: 'assistant', content: [], model: 'm' } }),
+    event('content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'tool_use', id: 't1', name: 'send', input: {} } }),
+    delta(json.slice(0, cut)), delta(json.slice(cut)),
+    event('content_block_stop', { type: 'content_block_stop', index: 0 }),
+    event('message_delta', { type: 'message_delta', delta: { stop_reason: 'tool_use' } }),
+    event('message_stop', { type: 'message_stop' }),
+  ];
+}
+
+const CLEAN = '{"code":"a\\nb \\u00e9 \\"q\\""}';
+const CUTS = {
+  'arguments-escaped': (cut) => splitCall(HIDDEN, cut),
+  'arguments-escaped-clean': (cut) => splitCall(CLEAN, cut),
+  'input-escaped': (cut) => splitInput(HIDDEN, cut),
+};
+
 async function startUpstream() {
   const server = http.createServer((req, res) => {
     req.resume();
@@ -52,7 +93,7 @@ async function startUpstream() {
 
       if (req.headers['x-stream']) {
         res.writeHead(200, { 'content-type': 'text/event-stream' });
-        const events = STREAMS[shape].map((d) => (typeof d === 'string' ? `data: ${d}\n\n` : d.raw));
+        const events = (CUTS[shape] ? CUTS[shape](Number(req.headers['x-cut'])) : STREAMS[shape]).map((d) => (typeof d === 'string' ? `data: ${d}\n\n` : d.raw));
         res.end(`${events.join('')}${req.headers['x-anthropic'] ? '' : 'data: [DONE]\n\n'}`);
         return;
       }
@@ -123,4 +164,65 @@ describe('response filters: reasoning text', () => {
       assert.match(res.text, /data: \[DONE\]\n\n$/);
     });
   }
+});
+
+describe('response filters: escapes inside tool call arguments', () => {
+  it('checks the arguments as the client decodes them', () => {
+    const args = JSON.parse(BODIES['arguments-escaped']).choices[0].message.tool_calls[0].function.arguments;
+    assert.equal(args, '{"to":"jane\\u0040example.com"}');
+    assert.equal(JSON.parse(args).to, 'jane@example.com');
+  });
+
+  for (const shape of ['arguments-escaped', 'arguments-both', 'function-call-escaped']) {
+    it(`blocks a non-streamed answer with ${shape}, since the mask has no place`, async () => {
+      const res = await post(gw, shape);
+      assert.equal(res.status, 200);
+      assert.doesNotMatch(res.text, /example\.com/, 'an address reached the client');
+      const choice = JSON.parse(res.text).choices[0];
+      assert.equal(choice.finish_reason, 'content_filter');
+      assert.equal(choice.message.content, null);
+    });
+  }
+
+  it('logs the match of the decoded form as a block', async () => {
+    const res = await post(gw, 'arguments-escaped');
+    const id = res.headers['x-request-id'];
+    const line = await gw.waitForAccess((l) => l.request_id === id, { message: `access line of ${id}` });
+    assert.deepEqual(line.filters, [{ filter: 'pii', rule: 'email', action: 'block', side: 'response', count: 1 }]);
+  });
+
+  it('sends arguments with escapes and no match unchanged', async () => {
+    const res = await post(gw, 'arguments-escaped-clean');
+    assert.equal(res.text, BODIES['arguments-escaped-clean']);
+  });
+});
+
+describe('stream filters: escapes inside tool call arguments', () => {
+  it('ends a stream whose arguments hide an address behind an escape, cut anywhere', async () => {
+    for (let cut = 1; cut < HIDDEN.length; cut++) {
+      const res = await post(gw, 'arguments-escaped', { stream: true, headers: { 'x-cut': String(cut) } });
+      assert.equal(res.status, 200);
+      assert.doesNotMatch(res.text, /example\.com/, `cut at ${cut}: the address reached the client`);
+      const last = streamData(res.text).at(-1);
+      assert.equal(last.choices[0].finish_reason, 'content_filter', `cut at ${cut}`);
+    }
+  });
+
+  it('sends arguments with escapes and no match whole, cut anywhere', async () => {
+    for (let cut = 1; cut < CLEAN.length; cut++) {
+      const res = await post(gw, 'arguments-escaped-clean', { stream: true, headers: { 'x-cut': String(cut) } });
+      const args = streamData(res.text).map((c) => c.choices[0].delta.tool_calls?.[0].function.arguments ?? '').join('');
+      assert.equal(args, CLEAN, `cut at ${cut}`);
+      assert.equal(streamData(res.text).at(-1).choices[0].finish_reason, 'tool_calls');
+    }
+  });
+
+  it('ends an Anthropic stream whose tool input hides an address, cut anywhere', async () => {
+    for (let cut = 1; cut < HIDDEN.length; cut++) {
+      const res = await post(gw, 'input-escaped', { stream: true, path: '/v1/messages', headers: { 'x-cut': String(cut), 'x-anthropic': '1' } });
+      assert.equal(res.status, 200);
+      assert.doesNotMatch(res.text, /example\.com/, `cut at ${cut}: the address reached the client`);
+      assert.match(res.text, /content_filter/, `cut at ${cut}`);
+    }
+  });
 });

@@ -1,0 +1,111 @@
+/*
+ * The escaped strings of a JSON text inside a JSON string (filter-args.h).
+ *
+ * yajl keeps a token split between two pieces and reports it when its end
+ * comes, so an escape split across stream events decodes as one. In a
+ * callback, yajl_get_bytes_consumed() is just after the token, in the
+ * piece under way; the token's text runs from the end of the one before.
+ * Only strings and keys are followed: the text between them (numbers,
+ * literals, punctuation) has no backslash in valid JSON.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include "filter-args.h"
+
+/* Whether the string or key just read was written with an escape, and
+ * move token_end past it. */
+static int
+token_escaped(struct tg_args_decoder *d)
+{
+	size_t end = yajl_get_bytes_consumed(d->h);
+	size_t from = d->token_end > d->base ? d->token_end - d->base : 0;
+	int escaped = (d->token_end < d->base && d->escaped) ||
+	              (from < end && memchr(d->data + from, '\\', end - from) != NULL);
+
+	d->token_end = d->base + end;
+	d->escaped = 0;
+	return escaped;
+}
+
+static int
+on_string(void *ctx, const unsigned char *s, size_t len)
+{
+	struct tg_args_decoder *d = ctx;
+
+	if (!token_escaped(d))
+		return 1;
+	if (d->fn(d->arg, (const char *)s, len) != 0) {
+		d->fn_stopped = 1;
+		return 0;
+	}
+	return 1;
+}
+
+static const yajl_callbacks CALLBACKS = {
+	.yajl_string = on_string,
+	.yajl_map_key = on_string,
+};
+
+int
+tg_args_open(struct tg_args_decoder *d, tg_text_fn *fn, void *arg)
+{
+	*d = (struct tg_args_decoder){.fn = fn, .arg = arg};
+	d->h = yajl_alloc(&CALLBACKS, NULL, d);
+	return d->h != NULL ? 0 : -1;
+}
+
+int
+tg_args_feed(struct tg_args_decoder *d, const char *data, size_t len, int last)
+{
+	yajl_status st;
+	size_t from;
+
+	if (d->stopped)
+		return d->fn_stopped;
+	d->data = data;
+	st = yajl_parse(d->h, (const unsigned char *)data, len);
+	if (st == yajl_status_ok && last)
+		st = yajl_complete_parse(d->h);
+	if (st != yajl_status_ok || last) {
+		d->stopped = 1;
+		return d->fn_stopped;
+	}
+
+	/* What follows the last string is the start of the next one. */
+	from = d->token_end > d->base ? d->token_end - d->base : 0;
+	if (from < len && memchr(data + from, '\\', len - from) != NULL)
+		d->escaped = 1;
+	d->base += len;
+	d->data = NULL;
+	return 0;
+}
+
+size_t
+tg_args_hold(const struct tg_args_decoder *d)
+{
+	return d->escaped && !d->stopped ? d->token_end : SIZE_MAX;
+}
+
+void
+tg_args_close(struct tg_args_decoder *d)
+{
+	if (d->h != NULL)
+		yajl_free(d->h);
+	memset(d, 0, sizeof(*d));
+}
+
+int
+tg_args_read(const char *text, size_t len, tg_text_fn *fn, void *arg)
+{
+	struct tg_args_decoder d;
+	int rc;
+
+	if (memchr(text, '\\', len) == NULL)
+		return 0;
+	if (tg_args_open(&d, fn, arg) != 0)
+		return -1;
+	rc = tg_args_feed(&d, text, len, 1);
+	tg_args_close(&d);
+	return rc;
+}

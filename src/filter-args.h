@@ -1,0 +1,66 @@
+/*
+ * The strings of a JSON text that is itself the value of a JSON string:
+ * the "arguments" of an OpenAI tool call or function call, and the
+ * "partial_json" of an Anthropic input_json_delta.
+ *
+ * The filters read such a text once decoded from the outer string, where
+ * an escape of the inner level is still written out: the arguments
+ * {"to":"a\u0040b.com"} reach a client's JSON.parse as a@b.com, while a
+ * regex sees a\u0040b.com. A decoder reads the inner text with yajl, fed
+ * whole or piece by piece as a stream delivers it, and passes the caller
+ * each string and key whose inner JSON has an escape, decoded. One
+ * without an escape is a substring of the text the filters already read.
+ * A text that is not JSON stops the decoder, as it stops the client's
+ * parse: the filters then read the text as it is.
+ */
+#ifndef TOLLGATE_FILTER_ARGS_H
+#define TOLLGATE_FILTER_ARGS_H
+
+#include <stddef.h>
+
+#include <yajl/yajl_parse.h>
+
+#include "filter.h"
+
+struct tg_args_decoder {
+	yajl_handle h;
+	tg_text_fn *fn;
+	void *arg;
+	const char *data;       /* the piece the parse under way was given */
+	size_t base;            /* its offset in the whole text */
+	size_t token_end;       /* offset just after the last string or key */
+	int escaped;            /* the text before the piece, from token_end
+	                           on, has a backslash */
+	int stopped;            /* not JSON, or fn returned nonzero */
+	int fn_stopped;         /* fn returned nonzero */
+};
+
+/* Start a decoder that calls fn(arg, string, len) on each escaped string.
+ * Returns 0, or -1 when out of memory. */
+int tg_args_open(struct tg_args_decoder *d, tg_text_fn *fn, void *arg);
+
+/*
+ * Give the decoder the next len bytes of the text; with last, the text
+ * ends there. data need stay valid only during the call. Returns 1 when fn returned nonzero, else
+ * 0 (a text that is not JSON stops the decoder quietly).
+ */
+int tg_args_feed(struct tg_args_decoder *d, const char *data, size_t len, int last);
+
+/*
+ * Where the decoder holds the text from: the start of a string that has a
+ * backslash and is not complete, whose decoded form no filter has seen;
+ * SIZE_MAX when there is none, or the decoder stopped.
+ */
+size_t tg_args_hold(const struct tg_args_decoder *d);
+
+/* Free what d owns; d is then closed. */
+void tg_args_close(struct tg_args_decoder *d);
+
+/*
+ * Decode the whole text of len bytes, calling fn on each escaped string
+ * and key. Returns 0 when fn never returned nonzero, 1 when it did, -1
+ * when out of memory. A text without a backslash costs one memchr().
+ */
+int tg_args_read(const char *text, size_t len, tg_text_fn *fn, void *arg);
+
+#endif
