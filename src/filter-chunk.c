@@ -18,16 +18,19 @@
  * and Anthropic's, whose top-level "type" names the event:
  *
  *   {"type": "...", "index": n,
- *    "content_block": {"text": "...", "thinking": "..."},
- *    "delta": {"text": "...", "partial_json": "...", "thinking": "..."}}
+ *    "message": {"content": [MESSAGE_BLOCK...]},
+ *    "content_block": {"text": "...", "thinking": "...", "input": VALUES},
+ *    "delta": {"text": "...", "partial_json": "...", "thinking": "...",
+ *              "citation": VALUES}}
+ *   MESSAGE_BLOCK = {"text": "...", "thinking": "...", "input": VALUES}
  *
+ * where every string inside VALUES, at any depth, is a text of its own.
  * The texts are read whatever the block's or delta's own "type", as the
- * table of filter-text.c reads a part's "text".
- *
- * NOTE: message_start's "message" (its "content"), a tool_use block's
- * "input" in content_block_start, and citations_delta are not read.
- * Anthropic sends the first two empty, but another server of that shape
- * could fill them, and their text would pass unscreened.
+ * table of filter-text.c reads a part's "text". message_start's blocks
+ * are the first blocks of the message, so each is the block whose index
+ * is its position, as the Anthropic SDK keys them. Anthropic sends them
+ * and a tool_use block's input empty, but another server of that shape
+ * could fill them.
  * yajl reports where it is in the text (yajl_get_bytes_consumed), which is
  * just after the token of the current callback. A text's JSON string thus
  * ends there, and starts at the first double quote after its key, since
@@ -68,6 +71,10 @@ enum place {
 	P_PART,
 	P_BLOCK,                /* Anthropic's "content_block" */
 	P_BLOCK_DELTA,          /* Anthropic's top-level "delta" */
+	P_MESSAGE,              /* Anthropic's top-level "message" */
+	P_MESSAGE_BLOCKS,       /* its "content" */
+	P_MESSAGE_BLOCK,
+	P_VALUES,               /* a tool_use "input" or a "citation" */
 };
 
 enum member {
@@ -89,6 +96,9 @@ enum member {
 	M_FUNCTION_CALL,
 	M_REASONING_CONTENT,
 	M_REASONING,
+	M_MESSAGE,
+	M_INPUT,
+	M_CITATION,
 };
 
 struct key {
@@ -102,7 +112,8 @@ struct key {
 
 static const struct key ROOT_KEYS[] = {
 	KEY("choices", M_CHOICES), KEY("type", M_TYPE), KEY("index", M_INDEX),
-	KEY("content_block", M_CONTENT_BLOCK), KEY("delta", M_DELTA), END_KEYS
+	KEY("content_block", M_CONTENT_BLOCK), KEY("delta", M_DELTA), KEY("message", M_MESSAGE),
+	END_KEYS
 };
 static const struct key CHOICE_KEYS[] = {
 	KEY("index", M_INDEX), KEY("finish_reason", M_FINISH_REASON), KEY("text", M_TEXT),
@@ -122,19 +133,21 @@ static const struct key CALL_KEYS[] = {
 };
 static const struct key FUNCTION_KEYS[] = {KEY("arguments", M_ARGUMENTS), END_KEYS};
 static const struct key BLOCK_KEYS[] = {
-	KEY("text", M_TEXT), KEY("thinking", M_THINKING), END_KEYS
+	KEY("text", M_TEXT), KEY("thinking", M_THINKING), KEY("input", M_INPUT), END_KEYS
 };
 static const struct key BLOCK_DELTA_KEYS[] = {
 	KEY("text", M_TEXT), KEY("partial_json", M_PARTIAL_JSON), KEY("thinking", M_THINKING),
-	END_KEYS
+	KEY("citation", M_CITATION), END_KEYS
 };
+static const struct key MESSAGE_KEYS[] = {KEY("content", M_CONTENT), END_KEYS};
 
 /* The keys read in an object of each place; NULL: none. */
 static const struct key *const PLACE_KEYS[] = {
 	[P_ROOT] = ROOT_KEYS, [P_CHOICE] = CHOICE_KEYS, [P_DELTA] = DELTA_KEYS,
 	[P_CALL] = CALL_KEYS, [P_FUNCTION] = FUNCTION_KEYS, [P_FUNCTION_CALL] = FUNCTION_KEYS,
 	[P_PART] = PART_KEYS, [P_BLOCK] = BLOCK_KEYS,
-	[P_BLOCK_DELTA] = BLOCK_DELTA_KEYS,
+	[P_BLOCK_DELTA] = BLOCK_DELTA_KEYS, [P_MESSAGE] = MESSAGE_KEYS,
+	[P_MESSAGE_BLOCK] = BLOCK_KEYS,
 };
 
 /* Return items, an array of *cap items of size bytes, grown when it has
@@ -190,6 +203,23 @@ is_index(struct tg_chunk *c)
 	       member_in(c, P_ROOT) == M_INDEX;
 }
 
+/* Whether the value that starts now holds texts at any depth: a tool_use
+ * block's "input", or a citation. */
+static int
+is_values(struct tg_chunk *c)
+{
+	struct tg_chunk_frame *f = top(c);
+
+	if (f == NULL)
+		return 0;
+	if (f->place == P_VALUES)
+		return 1;
+	if (f->array)
+		return 0;
+	return ((f->place == P_BLOCK || f->place == P_MESSAGE_BLOCK) && f->member == M_INPUT) ||
+	       (f->place == P_BLOCK_DELTA && f->member == M_CITATION);
+}
+
 /* The place of a container that starts now, as the value it is. */
 static enum place
 place_of(struct tg_chunk *c, int array)
@@ -200,6 +230,14 @@ place_of(struct tg_chunk *c, int array)
 		return array ? P_OTHER : P_ROOT;
 	if (f == NULL)
 		return P_OTHER;
+	if (is_values(c))
+		return P_VALUES;
+	if (array && !f->array && f->place == P_MESSAGE && f->member == M_CONTENT)
+		return P_MESSAGE_BLOCKS;
+	if (!array && f->array && f->place == P_MESSAGE_BLOCKS)
+		return P_MESSAGE_BLOCK;
+	if (!array && !f->array && f->place == P_ROOT && f->member == M_MESSAGE)
+		return P_MESSAGE;
 	if (array && !f->array && f->place == P_ROOT && f->member == M_CHOICES)
 		return P_CHOICES;
 	if (array && !f->array && f->place == P_DELTA && f->member == M_TOOL_CALLS)
@@ -246,13 +284,14 @@ open_block(struct tg_chunk *c)
 	return 0;
 }
 
-/* A choice or a tool call starts at position in its array. */
+/* A choice, a block of message_start or a tool call starts at position
+ * in its array. */
 static int
 open_item(struct tg_chunk *c, enum place place, size_t position)
 {
 	void *p;
 
-	if (place == P_CHOICE) {
+	if (place == P_CHOICE || place == P_MESSAGE_BLOCK) {
 		p = grow(c->choices, &c->cap_choices, c->n_choices, sizeof(*c->choices));
 		if (p == NULL)
 			return -1;
@@ -279,6 +318,8 @@ open_container(struct tg_chunk *c, int array)
 
 	if (c->depth >= TG_CHUNK_MAX_FRAMES) {
 		c->unsure = 1;
+		if (is_values(c))
+			c->deep_text = 1;
 		c->depth++;
 		return 1;
 	}
@@ -395,6 +436,8 @@ text_kind(struct tg_chunk *c)
 {
 	struct tg_chunk_frame *f = top(c);
 
+	if (is_values(c))
+		return TG_CHUNK_VALUE;
 	if (f == NULL || f->array)
 		return -1;
 	if (f->place == P_CHOICE && f->member == M_TEXT)
@@ -415,23 +458,32 @@ text_kind(struct tg_chunk *c)
 		return TG_CHUNK_CONTENT;
 	if (f->place == P_PART && f->member == M_REFUSAL)
 		return TG_CHUNK_REFUSAL;
-	if ((f->place == P_BLOCK || f->place == P_BLOCK_DELTA) && f->member == M_TEXT)
+	if ((f->place == P_BLOCK || f->place == P_BLOCK_DELTA || f->place == P_MESSAGE_BLOCK) &&
+	    f->member == M_TEXT)
 		return TG_CHUNK_CONTENT;
-	if ((f->place == P_BLOCK || f->place == P_BLOCK_DELTA) && f->member == M_THINKING)
+	if ((f->place == P_BLOCK || f->place == P_BLOCK_DELTA || f->place == P_MESSAGE_BLOCK) &&
+	    f->member == M_THINKING)
 		return TG_CHUNK_THINKING;
 	if (f->place == P_BLOCK_DELTA && f->member == M_PARTIAL_JSON)
 		return TG_CHUNK_INPUT_JSON;
 	return -1;
 }
 
-/* Whether a text of the innermost object belongs to the Anthropic block,
- * rather than to the last choice opened. */
+/* Whether a text of the innermost container belongs to the Anthropic
+ * block of the event, rather than to the last choice opened: a text of
+ * "content_block" or "delta", or inside their values. */
 static int
 in_block(struct tg_chunk *c)
 {
-	struct tg_chunk_frame *f = top(c);
+	for (size_t i = c->depth < TG_CHUNK_MAX_FRAMES ? c->depth : TG_CHUNK_MAX_FRAMES; i > 0; i--) {
+		enum place p = c->frames[i - 1].place;
 
-	return f->place == P_BLOCK || f->place == P_BLOCK_DELTA;
+		if (p == P_BLOCK || p == P_BLOCK_DELTA)
+			return 1;
+		if (p != P_VALUES)
+			return 0;
+	}
+	return 0;
 }
 
 /* Whether len bytes at s are the string lit. */
@@ -562,7 +614,7 @@ tg_chunk_begin(struct tg_chunk *c, const char *data, size_t len, struct tg_reply
 	c->data = data;
 	c->len = len;
 	c->unsure = tg_yj_text_unsure(data, len);
-	c->failed = c->bad_index = 0;
+	c->failed = c->bad_index = c->deep_text = 0;
 	c->depth = c->key_end = c->order = 0;
 	tap->callbacks = &CALLBACKS;
 	tap->ctx = c;

@@ -6,13 +6,17 @@
  *
  * A read gives each text the filters check: a choice's delta.content
  * (a string, or the "text" and "refusal" of each part of an array),
- * delta.refusal, delta.reasoning_content, delta.reasoning, text, the function arguments of each tool call, and
+ * delta.refusal, delta.reasoning_content, delta.reasoning, text, the
+ * function arguments of each tool call, and
  * delta.function_call.arguments of the legacy functions API. Of
  * an Anthropic event it gives content_block.text and .thinking
  * (content_block_start), and delta.text, .partial_json and .thinking
- * (content_block_delta). An Anthropic event reads as one choice, its
- * content block, whose index is the event's "index" and which a
- * content_block_stop event finishes. Each
+ * (content_block_delta), the text and thinking of each block of
+ * message.content (message_start), and each string inside a tool_use
+ * block's input and a citations_delta's citation. An Anthropic event
+ * reads as one choice, its content block, whose index is the event's
+ * "index" and which a content_block_stop event finishes; message_start
+ * reads as a choice per block. Each
  * comes decoded, with the place of its JSON string in the data, so that a
  * masked text can be written into the data again. The read also finds
  * whether jansson reads the data exactly as yajl did. When it cannot be
@@ -50,6 +54,9 @@ enum tg_chunk_kind {
 	TG_CHUNK_INPUT_JSON,    /* Anthropic delta.partial_json */
 	TG_CHUNK_REASONING_CONTENT,     /* delta.reasoning_content */
 	TG_CHUNK_REASONING,     /* delta.reasoning */
+	TG_CHUNK_VALUE,         /* Anthropic: a string inside a tool_use
+	                           block's "input" or a "citation", a text
+	                           of its own, complete */
 };
 
 struct tg_chunk_text {
@@ -96,6 +103,9 @@ struct tg_chunk {
 	size_t buf_len, buf_cap;
 	struct tg_yj_keys keys; /* of the open objects, for finding a key
 	                           given twice */
+	int deep_text;          /* texts nested deeper than the frames, which
+	                           the read cannot give, so the stream
+	                           filters fail closed */
 	int bad_index;          /* an "index" (of a choice, a tool call or the
 	                           Anthropic event) is not an integer from 0 to
 	                           TG_CHUNK_MAX_INDEX. Its choice or call then

@@ -91,6 +91,7 @@ enum unreadable {
 	BAD_INDEX,              /* an "index" that is not a small integer */
 	TEXT_AFTER_FINISH,      /* text for a choice after its finish_reason */
 	MIXED_SHAPES,           /* OpenAI choices and Anthropic content blocks */
+	DEEP_TEXT,              /* texts nested deeper than the read follows */
 };
 
 struct tg_filter_stream {
@@ -117,6 +118,7 @@ struct tg_filter_stream {
 	int anthropic_texts;    /* an event started or continued a content block */
 	int done;               /* [DONE] passed, or the stream was blocked */
 	int holds;              /* a filter masks or blocks, so text is held */
+	long values;            /* TG_CHUNK_VALUE texts so far, each a window */
 	const char *decoded_block;      /* the rule a decoded text blocked by */
 	int decoded_failed;     /* a scan of a decoded text failed */
 
@@ -257,6 +259,10 @@ tg_filter_stream_describe_error(const struct tg_filter_stream *s, char *buf, siz
 		snprintf(buf, size, "an event has an \"index\" that is not an integer from 0 "
 		         "to %ld, so the filters cannot tell which text it continues",
 		         TG_CHUNK_MAX_INDEX);
+		return;
+	case DEEP_TEXT:
+		snprintf(buf, size, "an event has texts nested deeper than %d containers, "
+		         "which the filters cannot read", TG_CHUNK_MAX_FRAMES);
 		return;
 	case TEXT_AFTER_FINISH:
 		snprintf(buf, size, "an event has text for a choice after that choice's "
@@ -701,8 +707,12 @@ add_text(struct tg_filter_stream *s, struct held_event *ev, const struct tg_chun
          long choice)
 {
 	long tool = t->kind == TG_CHUNK_ARGUMENTS ? t->tool : 0;
-	struct window *w = find_window(s, choice, t->kind, tool);
+	struct window *w;
 
+	/* A value is complete, so it is a window of its own, scanned whole. */
+	if (t->kind == TG_CHUNK_VALUE)
+		tool = s->values++;
+	w = find_window(s, choice, t->kind, tool);
 	if (w == NULL)
 		return -1;
 	if (w->finished && t->len > 0) {
@@ -710,7 +720,10 @@ add_text(struct tg_filter_stream *s, struct held_event *ev, const struct tg_chun
 		return -1;
 	}
 	w->dirty = 1;
-	return add_piece(w, ev, s->chunk.buf + t->text, t->len, t->at, t->end);
+	if (add_piece(w, ev, s->chunk.buf + t->text, t->len, t->at, t->end) != 0)
+		return -1;
+	w->finished |= t->kind == TG_CHUNK_VALUE;
+	return 0;
 }
 
 /* Keep id, object, created and model of the first chunk, for the chunk
@@ -1331,6 +1344,10 @@ read_event(struct tg_filter_stream *s, struct tg_stream_event *in, const char *d
 	}
 	if (data != NULL && mixes_shapes(s, &in->digest)) {
 		s->unreadable = MIXED_SHAPES;
+		return TG_STREAM_ERROR;
+	}
+	if (data != NULL && s->chunk.deep_text) {
+		s->unreadable = DEEP_TEXT;
 		return TG_STREAM_ERROR;
 	}
 

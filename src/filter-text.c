@@ -121,13 +121,17 @@ struct member {
  * are not); that screens what a model puts into a tool call, as the
  * arguments of an OpenAI tool call are screened.
  *
- * NOTE: a text block's "citations" (their cited_text) and the text of a
- * document block's "source" are not read, so PII quoted from a document
- * passes unscreened.
+ * A text block's "citations" are read as "input" is, so that a
+ * cited_text quoted from a document is screened as the stream's
+ * citations_delta is.
+ *
+ * NOTE: the text of a document block's "source" is not read, so PII in a
+ * document a request sends passes unscreened.
  */
 static const struct member PART_MEMBERS[] = {
 	MEMBER("text", R_TEXT), MEMBER("refusal", R_TEXT), MEMBER("thinking", R_TEXT),
-	MEMBER("input", R_VALUES), MEMBER("content", R_RESULT), END_MEMBERS
+	MEMBER("input", R_VALUES), MEMBER("content", R_RESULT), MEMBER("citations", R_VALUES),
+	END_MEMBERS
 };
 static const struct member RESULT_PART_MEMBERS[] = {
 	MEMBER("text", R_TEXT), END_MEMBERS

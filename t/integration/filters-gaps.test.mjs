@@ -78,6 +78,39 @@ function splitInput(json, cut) {
   ];
 }
 
+/* An Anthropic stream with one text block, whose events are the given
+ * ones around a delta of the text. */
+function anthropicStream({ start = [], block = { type: 'text', text: '' }, extra = [] } = {}) {
+  const event = (type, data) => ({ raw: `event: ${type}\ndata: ${JSON.stringify(data)}\n\n` });
+  return [
+    event('message_start', { type: 'message_start', message: { id: 'msg', type: 'message', role: 'assistant', content: start, model: 'm' } }),
+    event('content_block_start', { type: 'content_block_start', index: 0, content_block: block }),
+    event('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: 'ok' } }),
+    ...extra.map((delta) => event('content_block_delta', { type: 'content_block_delta', index: 0, delta })),
+    event('content_block_stop', { type: 'content_block_stop', index: 0 }),
+    event('message_delta', { type: 'message_delta', delta: { stop_reason: 'end_turn' } }),
+    event('message_stop', { type: 'message_stop' }),
+  ];
+}
+
+const deep = (depth) => (depth === 0 ? 'jane@example.com' : { a: [deep(depth - 1)] });
+
+Object.assign(STREAMS, {
+  'message-start-content': anthropicStream({ start: [{ type: 'text', text: 'mail jane@example.com' }] }),
+  'tool-use-input': anthropicStream({ block: { type: 'tool_use', id: 't1', name: 'send', input: { to: ['jane@example.com'] } } }),
+  'citations-delta': anthropicStream({
+    extra: [{ type: 'citations_delta', citation: { type: 'char_location', cited_text: 'mail jane@example.com', document_index: 0, start_char_index: 0, end_char_index: 21 } }],
+  }),
+  'tool-use-input-deep': anthropicStream({ block: { type: 'tool_use', id: 't1', name: 'send', input: deep(20) } }),
+});
+
+Object.assign(BODIES, {
+  citations: JSON.stringify({
+    id: 'msg', type: 'message', role: 'assistant', model: 'm', stop_reason: 'end_turn',
+    content: [{ type: 'text', text: 'ok', citations: [{ type: 'char_location', cited_text: 'mail jane@example.com', document_index: 0 }] }],
+  }),
+});
+
 const CLEAN = '{"code":"a\\nb \\u00e9 \\"q\\""}';
 const CUTS = {
   'arguments-escaped': (cut) => splitCall(HIDDEN, cut),
@@ -224,5 +257,30 @@ describe('stream filters: escapes inside tool call arguments', () => {
       assert.doesNotMatch(res.text, /example\.com/, `cut at ${cut}: the address reached the client`);
       assert.match(res.text, /content_filter/, `cut at ${cut}`);
     }
+  });
+});
+
+describe('stream filters: Anthropic places a client reads', () => {
+  for (const shape of ['message-start-content', 'tool-use-input', 'citations-delta']) {
+    it(`masks an address in ${shape}`, async () => {
+      const res = await post(gw, shape, { stream: true, path: '/v1/messages', headers: { 'x-anthropic': '1' } });
+      assert.equal(res.status, 200);
+      assert.doesNotMatch(res.text, /example\.com/, 'the address reached the client');
+      assert.match(res.text, /\[REDACTED:email\]/);
+      assert.match(res.text, /event: message_stop/);
+    });
+  }
+
+  it('ends a stream whose tool input nests its text deeper than the read follows', async () => {
+    gw.expectErrors(/stream filters failed \(an event has texts nested deeper/);
+    const res = await post(gw, 'tool-use-input-deep', { stream: true, path: '/v1/messages', headers: { 'x-anthropic': '1' } });
+    assert.doesNotMatch(res.text, /example\.com/, 'the address reached the client');
+    assert.match(res.text, /event: error/);
+  });
+
+  it('masks an address in the citations of a non-streamed message', async () => {
+    const res = await post(gw, 'citations', { path: '/v1/messages' });
+    assert.equal(res.status, 200);
+    assert.equal(JSON.parse(res.text).content[0].citations[0].cited_text, 'mail [REDACTED:email]');
   });
 });

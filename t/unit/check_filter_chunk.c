@@ -147,19 +147,53 @@ START_TEST(anthropic_texts)
 }
 END_TEST
 
+/* message_start's blocks are choices by position; the strings inside a
+ * tool_use input and a citation are values, each read on its own. */
+START_TEST(anthropic_message_start_and_values)
+{
+	const char *start = "{\"type\":\"message_start\",\"message\":{\"content\":["
+	                    "{\"type\":\"text\",\"text\":\"a\"},{\"type\":\"tool_use\","
+	                    "\"input\":{\"k\":[\"b\",1]}}]}}";
+	const char *block = "{\"type\":\"content_block_start\",\"index\":2,\"content_block\":"
+	                    "{\"type\":\"tool_use\",\"input\":{\"k\":{\"j\":\"c\"}}}}";
+	const char *cite = "{\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":"
+	                   "\"citations_delta\",\"citation\":{\"cited_text\":\"d\"}}}";
+	struct tg_chunk c = {0};
+
+	ck_assert_int_eq(read_chunk(&c, start), TG_CHUNK_READ);
+	ck_assert_uint_eq(c.n_choices, 2);
+	ck_assert_int_eq(c.choices[0].index, 0);
+	ck_assert_int_eq(c.choices[1].index, 1);
+	ck_assert_uint_eq(c.n_texts, 2);
+	check_text(&c, start, 0, 0, TG_CHUNK_CONTENT, 0, "a", "\"a\"");
+	check_text(&c, start, 1, 1, TG_CHUNK_VALUE, 0, "b", "\"b\"");
+
+	ck_assert_int_eq(read_chunk(&c, block), TG_CHUNK_READ);
+	ck_assert_uint_eq(c.n_choices, 1);
+	ck_assert_int_eq(c.choices[0].index, 2);
+	ck_assert_uint_eq(c.n_texts, 1);
+	check_text(&c, block, 0, 0, TG_CHUNK_VALUE, 0, "c", "\"c\"");
+
+	ck_assert_int_eq(read_chunk(&c, cite), TG_CHUNK_READ);
+	ck_assert_uint_eq(c.n_texts, 1);
+	ck_assert_int_eq(c.choices[0].index, 1);
+	check_text(&c, cite, 0, 0, TG_CHUNK_VALUE, 0, "d", "\"d\"");
+	tg_chunk_free(&c);
+}
+END_TEST
+
 /* content_block_stop finishes its block; the other events carry no text
  * the filters read, whatever members they have. */
 START_TEST(anthropic_stop_and_other_events)
 {
 	static const char *const others[] = {
 		"{\"type\":\"message_start\",\"message\":{\"id\":\"msg\",\"content\":"
-		"[{\"type\":\"text\",\"text\":\"x\"}],\"usage\":{\"input_tokens\":3}}}",
+		"[],\"text\":\"x\",\"usage\":{\"input_tokens\":3}}}",
 		"{\"type\":\"ping\"}",
 		"{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\","
 		"\"text\":[\"x\"]},\"usage\":{\"output_tokens\":2}}",
 		"{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":"
-		"\"signature_delta\",\"signature\":\"s\",\"citation\":{\"cited_text\":\"c\","
-		"\"text\":\"t\"}}}",
+		"\"signature_delta\",\"signature\":\"s\"}}",
 		"{\"type\":\"message_stop\"}",
 	};
 	const char *stop = "{\"type\":\"content_block_stop\",\"index\":3}";
@@ -363,6 +397,7 @@ filter_chunk_suite(void)
 	tcase_add_test(tc, texts_only_in_shape);
 	tcase_add_test(tc, anthropic_texts);
 	tcase_add_test(tc, anthropic_stop_and_other_events);
+	tcase_add_test(tc, anthropic_message_start_and_values);
 	tcase_add_test(tc, function_call_read);
 	tcase_add_test(tc, empty_finish_reason);
 	tcase_add_loop_test(tc, index_not_integer, 0, (int)(sizeof(indexes) / sizeof(indexes[0])));

@@ -258,12 +258,12 @@ static const struct text_case cases[] = {
 	 "{\"id\": \"msg_1\", \"type\": \"message\", \"role\": \"assistant\", \"content\": ["
 	 "{\"type\": \"thinking\", \"thinking\": \"H\", \"signature\": \"sig\"},"
 	 " {\"type\": \"redacted_thinking\", \"data\": \"D\"},"
-	 " {\"type\": \"text\", \"text\": \"T\", \"citations\": [{\"cited_text\": \"no\"}]},"
+	 " {\"type\": \"text\", \"text\": \"T\", \"citations\": [{\"cited_text\": \"C\"}]},"
 	 " {\"type\": \"tool_use\", \"id\": \"tu\", \"name\": \"f\", \"input\": {\"q\": \"I1\","
 	 " \"opts\": {\"list\": [\"I2\", 3, {\"deep\": \"I3\"}], \"n\": 1.5, \"b\": true,"
 	 " \"z\": null, \"k\\u0065y\": \"I4\"}}}], \"stop_reason\": \"end_turn\","
 	 " \"usage\": {\"input_tokens\": 1}}",
-	 {"H", "T", "I1", "I2", "I3", "I4"}, {"H", "T", "I1", "I2", "I3", "I4"}},
+	 {"H", "T", "C", "I1", "I2", "I3", "I4"}, {"H", "T", "C", "I1", "I2", "I3", "I4"}},
 	{"anthropic tool results and input values",
 	 "{\"content\": [{\"type\": \"tool_result\", \"content\": \"R1\"},"
 	 " {\"type\": \"tool_result\", \"content\": [{\"type\": \"text\", \"text\": \"R2\"},"
