@@ -280,7 +280,7 @@ open_block(struct tg_chunk *c)
 		return -1;
 	c->choices = p;
 	c->block = c->n_choices;
-	c->choices[c->n_choices++] = (struct tg_chunk_choice){0, 0};
+	c->choices[c->n_choices++] = (struct tg_chunk_choice){0, 0, 1};
 	return 0;
 }
 
@@ -296,7 +296,8 @@ open_item(struct tg_chunk *c, enum place place, size_t position)
 		if (p == NULL)
 			return -1;
 		c->choices = p;
-		c->choices[c->n_choices++] = (struct tg_chunk_choice){(long)position, 0};
+		c->choices[c->n_choices++] =
+			(struct tg_chunk_choice){(long)position, 0, place == P_MESSAGE_BLOCK};
 	} else if (place == P_CALL) {
 		p = grow(c->calls, &c->cap_calls, c->n_calls, sizeof(*c->calls));
 		if (p == NULL)
@@ -537,8 +538,10 @@ on_integer(void *ctx, long long value)
 			c->bad_index = 1;
 		return 1;
 	}
-	if (member_in(c, P_CHOICE) == M_INDEX)
+	if (member_in(c, P_CHOICE) == M_INDEX) {
 		c->choices[c->n_choices - 1].index = (long)value;
+		c->choices[c->n_choices - 1].indexed = 1;
+	}
 	else if (member_in(c, P_CALL) == M_INDEX)
 		c->calls[c->n_calls - 1] = (long)value;
 	else if (member_in(c, P_ROOT) == M_INDEX) {

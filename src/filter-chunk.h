@@ -77,6 +77,8 @@ struct tg_chunk_choice {
 	                           (a block's: 0) */
 	int finished;           /* "finish_reason" is a non-empty string, or
 	                           the event is a content_block_stop */
+	int indexed;            /* a choice's "index" was read; an Anthropic
+	                           block always counts as indexed */
 };
 
 /* A container open in the read under way. */

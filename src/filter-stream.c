@@ -92,6 +92,8 @@ enum unreadable {
 	TEXT_AFTER_FINISH,      /* text for a choice after its finish_reason */
 	MIXED_SHAPES,           /* OpenAI choices and Anthropic content blocks */
 	DEEP_TEXT,              /* texts nested deeper than the read follows */
+	MISSING_INDEX,          /* a choice without "index" that clients key
+	                           apart (unkeyed_choices()) */
 };
 
 struct tg_filter_stream {
@@ -119,6 +121,8 @@ struct tg_filter_stream {
 	int done;               /* [DONE] passed, or the stream was blocked */
 	int holds;              /* a filter masks or blocks, so text is held */
 	long values;            /* TG_CHUNK_VALUE texts so far, each a window */
+	int indexed;            /* a choice with an "index" came */
+	int unindexed;          /* a choice without one came */
 	const char *decoded_block;      /* the rule a decoded text blocked by */
 	int decoded_failed;     /* a scan of a decoded text failed */
 
@@ -259,6 +263,11 @@ tg_filter_stream_describe_error(const struct tg_filter_stream *s, char *buf, siz
 		snprintf(buf, size, "an event has an \"index\" that is not an integer from 0 "
 		         "to %ld, so the filters cannot tell which text it continues",
 		         TG_CHUNK_MAX_INDEX);
+		return;
+	case MISSING_INDEX:
+		snprintf(buf, size, "an event has a choice without an \"index\" beside another "
+		         "choice, which clients key differently, so the filters cannot tell which "
+		         "text it continues");
 		return;
 	case DEEP_TEXT:
 		snprintf(buf, size, "an event has texts nested deeper than %d containers, "
@@ -724,6 +733,31 @@ add_text(struct tg_filter_stream *s, struct held_event *ev, const struct tg_chun
 		return -1;
 	w->finished |= t->kind == TG_CHUNK_VALUE;
 	return 0;
+}
+
+/*
+ * Whether the chunk just read has a choice without "index" that clients
+ * may key apart from the filters. openai-node keys choices by the value
+ * of "index", so every choice without one joins the same choice
+ * (choices[undefined]); other clients key such a choice by its position.
+ * The two agree, and the filters with them, only while no chunk has a
+ * choice without "index" beside another choice, and no stream mixes
+ * choices with and without one.
+ */
+static int
+unkeyed_choices(struct tg_filter_stream *s)
+{
+	const struct tg_chunk *c = &s->chunk;
+
+	for (size_t i = 0; i < c->n_choices; i++) {
+		if (c->choices[i].indexed)
+			s->indexed = 1;
+		else if (c->n_choices > 1)
+			return 1;
+		else
+			s->unindexed = 1;
+	}
+	return s->indexed && s->unindexed;
 }
 
 /* Keep id, object, created and model of the first chunk, for the chunk
@@ -1348,6 +1382,10 @@ read_event(struct tg_filter_stream *s, struct tg_stream_event *in, const char *d
 	}
 	if (data != NULL && s->chunk.deep_text) {
 		s->unreadable = DEEP_TEXT;
+		return TG_STREAM_ERROR;
+	}
+	if (data != NULL && unkeyed_choices(s)) {
+		s->unreadable = MISSING_INDEX;
 		return TG_STREAM_ERROR;
 	}
 

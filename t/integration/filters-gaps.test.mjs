@@ -11,6 +11,8 @@ import { once } from 'node:events';
 import http from 'node:http';
 import { after, afterEach, before, describe, it } from 'node:test';
 
+import OpenAI from 'openai';
+
 import { eventData, request, splitEvents, startGateway, stopAll } from './lib/harness.mjs';
 
 const FILTERS = {
@@ -102,6 +104,15 @@ Object.assign(STREAMS, {
     extra: [{ type: 'citations_delta', citation: { type: 'char_location', cited_text: 'mail jane@example.com', document_index: 0, start_char_index: 0, end_char_index: 21 } }],
   }),
   'tool-use-input-deep': anthropicStream({ block: { type: 'tool_use', id: 't1', name: 'send', input: deep(20) } }),
+});
+
+/* Choices without "index": openai-node joins them all as
+ * choices[undefined], where other clients key them by position. */
+const unindexed = (...texts) => chunk(texts.map((t) => `{"delta":{"content":${JSON.stringify(t)}},"finish_reason":null}`).join(','));
+Object.assign(STREAMS, {
+  'index-missing-beside': [unindexed('mail jane', '@example.com')],
+  'index-missing-mixed': [unindexed('mail jane'), chunk('{"index":0,"delta":{"content":"@example.com"},"finish_reason":null}')],
+  'index-missing-alone': [unindexed('mail jane'), unindexed('@example.com'), unindexed('')],
 });
 
 Object.assign(BODIES, {
@@ -282,5 +293,33 @@ describe('stream filters: Anthropic places a client reads', () => {
     const res = await post(gw, 'citations', { path: '/v1/messages' });
     assert.equal(res.status, 200);
     assert.equal(JSON.parse(res.text).content[0].citations[0].cited_text, 'mail [REDACTED:email]');
+  });
+});
+
+describe('stream filters: choices without an index', () => {
+  it('ends a stream whose chunk has choices without an index that openai-node joins', async () => {
+    gw.expectErrors(/stream filters failed \(an event has a choice without an "index"/);
+    const client = new OpenAI({ baseURL: `http://127.0.0.1:${gw.port}/v1`, apiKey: 'unused', maxRetries: 0,
+      defaultHeaders: { 'x-shape': 'index-missing-beside', 'x-stream': '1' } });
+    const stream = client.chat.completions.stream({ model: 'm', messages: [{ role: 'user', content: 'hi' }] });
+    let seen = '';
+    await assert.rejects(async () => {
+      for await (const c of stream) seen += JSON.stringify(c);
+      seen += JSON.stringify(await stream.finalChatCompletion());
+    });
+    assert.doesNotMatch(seen, /example\.com/, 'the address reached the client');
+  });
+
+  it('ends a stream that mixes choices with and without an index', async () => {
+    gw.expectErrors(/stream filters failed \(an event has a choice without an "index"/);
+    const res = await post(gw, 'index-missing-mixed', { stream: true });
+    assert.doesNotMatch(res.text, /example\.com/, 'the address reached the client');
+    assert.equal(streamData(res.text).at(-1).error.code, 'internal_error');
+  });
+
+  it('masks an address across chunks of one choice without an index', async () => {
+    const res = await post(gw, 'index-missing-alone', { stream: true });
+    assert.doesNotMatch(res.text, /example\.com/, 'the address reached the client');
+    assert.equal(streamData(res.text).map((c) => c.choices[0]?.delta.content ?? '').join(''), 'mail [REDACTED:email]');
   });
 });
