@@ -1334,7 +1334,7 @@ mixes_shapes(struct tg_filter_stream *s, const struct tg_reply_digest *d)
 	if (d->choices)
 		s->openai_texts = 1;
 	if (d->type == TG_REPLY_TYPE_CONTENT_BLOCK_START ||
-	    d->type == TG_REPLY_TYPE_CONTENT_BLOCK_DELTA)
+	    d->type == TG_REPLY_TYPE_CONTENT_BLOCK_DELTA || d->type == TG_REPLY_TYPE_MESSAGE_START)
 		s->anthropic_texts = 1;
 	return s->openai_texts && s->anthropic_texts;
 }

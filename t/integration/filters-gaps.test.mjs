@@ -103,6 +103,11 @@ Object.assign(STREAMS, {
   'citations-delta': anthropicStream({
     extra: [{ type: 'citations_delta', citation: { type: 'char_location', cited_text: 'mail jane@example.com', document_index: 0, start_char_index: 0, end_char_index: 21 } }],
   }),
+  'message-start-after-chunk': [
+    chunk('{"index":0,"delta":{"content":"mail jane@exa"},"finish_reason":null}'),
+    { raw: `event: message_start\ndata: ${JSON.stringify({ type: 'message_start', message: { content: [{ type: 'text', text: ' ' }] } })}\n\n` },
+    chunk('{"index":0,"delta":{"content":"mple.com"},"finish_reason":"stop"}'),
+  ],
   'tool-use-input-deep': anthropicStream({ block: { type: 'tool_use', id: 't1', name: 'send', input: deep(20) } }),
 });
 
@@ -281,6 +286,12 @@ describe('stream filters: Anthropic places a client reads', () => {
       assert.match(res.text, /event: message_stop/);
     });
   }
+
+  it('ends a stream that mixes chunks with message_start text', async () => {
+    gw.expectErrors(/stream filters failed \(the stream mixes OpenAI chunks and Anthropic/);
+    const res = await post(gw, 'message-start-after-chunk', { stream: true });
+    assert.doesNotMatch(res.text, /mple\.com/, 'the rest of the address reached the client');
+  });
 
   it('ends a stream whose tool input nests its text deeper than the read follows', async () => {
     gw.expectErrors(/stream filters failed \(an event has texts nested deeper/);
