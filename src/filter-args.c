@@ -82,9 +82,9 @@ tg_args_feed(struct tg_args_decoder *d, const char *data, size_t len, int last)
 }
 
 size_t
-tg_args_hold(const struct tg_args_decoder *d)
+tg_args_hold(const struct tg_args_decoder *d, int rest_escaped)
 {
-	return d->escaped && !d->stopped ? d->token_end : SIZE_MAX;
+	return (d->escaped || rest_escaped) && !d->stopped ? d->token_end : SIZE_MAX;
 }
 
 void

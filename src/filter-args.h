@@ -49,9 +49,11 @@ int tg_args_feed(struct tg_args_decoder *d, const char *data, size_t len, int la
 /*
  * Where the decoder holds the text from: the start of a string that has a
  * backslash and is not complete, whose decoded form no filter has seen;
- * SIZE_MAX when there is none, or the decoder stopped.
+ * SIZE_MAX when there is none, or the decoder stopped. rest_escaped is 1
+ * when the text not yet given to the decoder has a backslash, which may
+ * continue the last string given or start another.
  */
-size_t tg_args_hold(const struct tg_args_decoder *d);
+size_t tg_args_hold(const struct tg_args_decoder *d, int rest_escaped);
 
 /* Free what d owns; d is then closed. */
 void tg_args_close(struct tg_args_decoder *d);

@@ -570,6 +570,20 @@ hold_point(const struct tg_filter_stream *s, const struct window *w, size_t i)
 	return w->scan_from[i] > w->let_go[i] ? w->scan_from[i] : w->let_go[i];
 }
 
+/* Where the decoder of a JSON text holds the window's text from, in the
+ * window; SIZE_MAX: nowhere. Text that hold_timeout let go of before it
+ * was settled was not decoded yet, so a backslash there holds too. */
+static size_t
+decoded_hold(const struct window *w)
+{
+	size_t hold;
+
+	if (w->args == NULL)
+		return SIZE_MAX;
+	hold = tg_args_hold(w->args, memchr(w->text + w->fed, '\\', w->len - w->fed) != NULL);
+	return hold == SIZE_MAX ? hold : hold - w->trimmed;
+}
+
 /* Text before the lowest hold point may be sent. Called after masking,
  * which changes the window's length. A string of a JSON text with an
  * escape is held until its end is decoded and scanned, hold_timeout or
@@ -578,7 +592,7 @@ static void
 update_release(const struct tg_filter_stream *s, struct window *w)
 {
 	size_t release = w->len;
-	size_t decoded = w->args != NULL ? tg_args_hold(w->args) : SIZE_MAX;
+	size_t decoded = s->holds ? decoded_hold(w) : SIZE_MAX;
 
 	for (size_t i = 0; i < s->n_filters; i++) {
 		size_t h = hold_point(s, w, i);
@@ -586,8 +600,8 @@ update_release(const struct tg_filter_stream *s, struct window *w)
 		if (h < release)
 			release = h;
 	}
-	if (s->holds && decoded != SIZE_MAX && decoded - w->trimmed < release)
-		release = decoded - w->trimmed;
+	if (decoded < release)
+		release = decoded;
 	w->release = release;
 }
 

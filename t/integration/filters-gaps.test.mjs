@@ -120,6 +120,16 @@ Object.assign(STREAMS, {
   'index-missing-alone': [unindexed('mail jane'), unindexed('@example.com'), unindexed('')],
 });
 
+/* Arguments whose escaped address a rule with hold_timeout, waiting for
+ * "zzz", keeps from being settled while the upstream pauses. */
+const callDelta = (args) => chunk(`{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":${JSON.stringify(args)}}}]},"finish_reason":null}`);
+Object.assign(STREAMS, {
+  'arguments-escaped-paused': [
+    callDelta('{"to":"'), callDelta('jane\\u0040example.com"}'), { pause: 400 },
+    chunk('{"index":0,"delta":{},"finish_reason":"tool_calls"}'),
+  ],
+});
+
 Object.assign(BODIES, {
   citations: JSON.stringify({
     id: 'msg', type: 'message', role: 'assistant', model: 'm', stop_reason: 'end_turn',
@@ -142,8 +152,16 @@ async function startUpstream() {
 
       if (req.headers['x-stream']) {
         res.writeHead(200, { 'content-type': 'text/event-stream' });
-        const events = (CUTS[shape] ? CUTS[shape](Number(req.headers['x-cut'])) : STREAMS[shape]).map((d) => (typeof d === 'string' ? `data: ${d}\n\n` : d.raw));
-        res.end(`${events.join('')}${req.headers['x-anthropic'] ? '' : 'data: [DONE]\n\n'}`);
+        const items = CUTS[shape] ? CUTS[shape](Number(req.headers['x-cut'])) : STREAMS[shape];
+        const send = async () => {
+          // A { pause } item holds the stream back that many milliseconds.
+          for (const d of items) {
+            if (d.pause) await new Promise((resolve) => { setTimeout(resolve, d.pause); });
+            else res.write(typeof d === 'string' ? `data: ${d}\n\n` : d.raw);
+          }
+          res.end(req.headers['x-anthropic'] ? '' : 'data: [DONE]\n\n');
+        };
+        send();
         return;
       }
       res.writeHead(200, { 'content-type': 'application/json' });
@@ -332,5 +350,27 @@ describe('stream filters: choices without an index', () => {
     const res = await post(gw, 'index-missing-alone', { stream: true });
     assert.doesNotMatch(res.text, /example\.com/, 'the address reached the client');
     assert.equal(streamData(res.text).map((c) => c.choices[0]?.delta.content ?? '').join(''), 'mail [REDACTED:email]');
+  });
+});
+
+describe('stream filters: escaped arguments and hold_timeout', () => {
+  let timed;
+
+  before(async () => {
+    timed = await startGateway({
+      backends: { up: { url: `http://127.0.0.1:${upstream.address().port}` } },
+      filters: {
+        pii: FILTERS.pii,
+        waits: { type: 'regex', apply_to: ['response'], action: 'mask', hold_timeout: '50ms', rules: [{ name: 'pair', pattern: 'jane.{0,60}zzz' }] },
+      },
+      routes: [{ name: 'chat', match: { path: '/v1/chat/completions' }, backends: ['up'], filters: ['waits', 'pii'] }],
+    });
+  });
+  afterEach(() => timed?.checkErrors());
+
+  it('holds an escaped string that hold_timeout let go of before it was decoded', async () => {
+    const res = await post(timed, 'arguments-escaped-paused', { stream: true });
+    assert.doesNotMatch(res.text, /example\.com/, 'the address reached the client');
+    assert.equal(streamData(res.text).at(-1).choices[0].finish_reason, 'content_filter');
   });
 });
