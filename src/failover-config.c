@@ -9,6 +9,7 @@
  *             "max_attempts": 3, "budget": 0.2, "min_retries": 3}
  *   "health": {"consecutive_failures": 5, "error_ratio": 0.5, "window": "10s",
  *              "min_requests": 10, "base_ejection": "5s", "max_ejection": "5m",
+ *              "max_cooldown": "60s",
  *              "probe": {"path": "/v1/models", "interval": "5s", "timeout": "2s"}}
  */
 #include <stdlib.h>
@@ -189,6 +190,9 @@ static const struct setting health_settings[] = {
 	{ .key = "max_ejection", .type = T_DURATION, .def = "\"5m\"", .min = 1, .max = NO_MAX,
 	  .offset = offsetof(struct tg_health_policy, max_ejection),
 	  .help = "maximum ejection" },
+	{ .key = "max_cooldown", .type = T_DURATION, .def = "\"60s\"", .min = 0,
+	  .max = TG_MAX_COOLDOWN_MS, .offset = offsetof(struct tg_health_policy, max_cooldown),
+	  .help = "maximum cooldown a 429 or 503 can set; 0 ignores their Retry-After" },
 	{ .key = "probe", .type = T_SECTION, .section = &probe_section,
 	  .help = "active probe; off when absent" },
 };

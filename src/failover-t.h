@@ -42,6 +42,8 @@ enum tg_retry_on {
 };
 
 #define TG_RETRY_MAX_STATUSES 16
+#define TG_MAX_COOLDOWN_MS 3600000ull   /* the largest max_cooldown: one hour */
+#define TG_DEFAULT_MAX_COOLDOWN_MS 60000ull
 #define TG_RETRY_WINDOW_SLOTS 10        /* one-second slots of the budget */
 
 /* Retry budget counters of a route: requests and retries per second over
@@ -69,6 +71,7 @@ struct tg_health_policy {
 	unsigned min_requests;          /* with at least this many requests */
 	uint64_t base_ejection;         /* ms: first ejection; doubles each time */
 	uint64_t max_ejection;          /* ms */
+	uint64_t max_cooldown;          /* ms: bound of a cooldown a response requests; 0 ignores them */
 	char *probe_path;               /* active probe GET path; NULL off */
 	uint64_t probe_interval;        /* ms */
 	uint64_t probe_timeout;         /* ms */

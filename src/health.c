@@ -248,6 +248,15 @@ tg_health_attempt_end(const struct tg_backend *b, enum tg_outcome outcome, int t
 	return TG_HEALTH_UNCHANGED;
 }
 
+uint64_t
+tg_health_cooldown_length(const struct tg_backend *b, uint64_t requested_ns)
+{
+	uint64_t max_ms = b->health ? b->health->max_cooldown : TG_DEFAULT_MAX_COOLDOWN_MS;
+	uint64_t max_ns = max_ms * NS_PER_MS;
+
+	return requested_ns < max_ns ? requested_ns : max_ns;
+}
+
 void
 tg_health_cooldown(const struct tg_backend *b, uint64_t until_ns)
 {

@@ -60,6 +60,11 @@ enum tg_health_change tg_health_attempt_end(const struct tg_backend *b,
                                             enum tg_outcome outcome, int trial,
                                             uint64_t latency_ns, uint64_t now_ns);
 
+/* Return how long b cools down for a response that requests requested_ns:
+ * at most its max_cooldown (60 s for a backend without a health policy),
+ * and 0 when max_cooldown is 0. */
+uint64_t tg_health_cooldown_length(const struct tg_backend *b, uint64_t requested_ns);
+
 /* Keep b out of rotation until until_ns; a later deadline already set wins. */
 void tg_health_cooldown(const struct tg_backend *b, uint64_t until_ns);
 

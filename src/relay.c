@@ -770,21 +770,30 @@ outcome_of_status(int status)
 }
 
 /* A 429 or 503 that gives a time to come back cools the backend down until
- * then, for every worker. */
+ * then, for every worker, but no longer than its max_cooldown: the time
+ * comes from the upstream, and a client that can provoke a 429 must not
+ * take the backend out for long. */
 static void
 apply_cooldown(struct tg_request *req, int status, const struct tg_headers *headers)
 {
-	uint64_t wait;
+	uint64_t requested, wait;
 
 	if (status != 429 && status != 503)
 		return;
-	wait = tg_health_retry_after(headers, time(NULL));
+	requested = tg_health_retry_after(headers, time(NULL));
+	wait = tg_health_cooldown_length(req->backend, requested);
 	if (wait == 0)
 		return;
 	tg_health_cooldown(req->backend, tg_now_ns() + wait);
 	tg_metrics_backend_cooldown(req, req->backend);
-	tg_log_request(req, TG_LOG_WARN, "backend %s responded %d; cooling down for %.3f s",
-	               req->backend->name, status, (double)wait / 1e9);
+	if (wait < requested)
+		tg_log_request(req, TG_LOG_WARN, "backend %s responded %d; cooling down for "
+		               "%.3f s (max_cooldown) instead of the %.3f s requested",
+		               req->backend->name, status, (double)wait / 1e9,
+		               (double)requested / 1e9);
+	else
+		tg_log_request(req, TG_LOG_WARN, "backend %s responded %d; cooling down for %.3f s",
+		               req->backend->name, status, (double)wait / 1e9);
 }
 
 static int

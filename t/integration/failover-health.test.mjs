@@ -20,6 +20,7 @@ import {
   NEVER_EJECT, RETRY_FREELY, apiRequests, chat, probeRequests, setMockOptions,
   startMockWith,
 } from './lib/failover.mjs';
+import { parseSamples, scrape, valueOf } from './lib/prometheus.mjs';
 
 /* A route with backend a as the first tier and b as the second, so every
  * request goes to a while a can take one. Tiers rather than a balanced
@@ -182,6 +183,75 @@ describe('cooldown after Retry-After', () => {
 
     const entry = await gw.accessFor(second.id);
     assert.equal(entry.status, 503);
+  });
+});
+
+/* A route whose only backend is `only`, with `health` merged into it. */
+function oneBackendConfig(only, health = {}) {
+  return {
+    backends: { only: mockBackend(only, { health: { ...NEVER_EJECT, ...health } }) },
+    routes: [{ name: 'chat', match: { path: '/v1/chat/completions' }, backends: ['only'], retry: RETRY_FREELY }],
+  };
+}
+
+/* tollgate_backend_cooldowns_total of backend `only`. */
+async function cooldownCount(gw) {
+  return valueOf(parseSamples((await scrape(gw)).text), 'tollgate_backend_cooldowns_total', { backend: 'only' });
+}
+
+// A client that can provoke a 429 (OpenAI sends one for a single request
+// over the tokens-per-minute limit) must not take the backend out of
+// rotation for the hour a far-off Retry-After asks for.
+describe('max_cooldown', () => {
+  afterEach(stopAll);
+  const farOff = { 'x-mock': 'status=429;retry_after=99999999999' };
+
+  it('bounds a far-off Retry-After to 60 s by default', async () => {
+    const only = await startMock();
+    const gw = await startGateway(oneBackendConfig(only));
+
+    const limited = await chat(gw, { headers: farOff });
+    assert.equal(limited.status, 429, 'the upstream 429 goes to the client when no backend is left');
+    const line = await gw.waitForLog(/backend only responded 429; cooling down/);
+    assert.match(line, /cooling down for 60\.000 s \(max_cooldown\) instead of the 3600\.000 s requested/);
+
+    const next = await chat(gw);
+    assert.equal(next.status, 503, `status (body: ${next.text.slice(0, 300)})`);
+    const retryAfter = Number(next.headers['retry-after']);
+    assert.ok(retryAfter >= 1 && retryAfter <= 60, `Retry-After: ${next.headers['retry-after']}`);
+    assert.equal(await cooldownCount(gw), 1);
+  });
+
+  it('brings the backend back after a short max_cooldown', async () => {
+    const only = await startMock();
+    const gw = await startGateway(oneBackendConfig(only, { max_cooldown: '1s' }));
+
+    const limited = await chat(gw, { headers: farOff });
+    assert.equal(limited.status, 429);
+    const cooling = await chat(gw);
+    if (cooling.doneAt < limited.sentAt + 1000) {
+      assert.equal(cooling.status, 503, 'a request during the 1 s cooldown');
+      assert.equal(cooling.headers['retry-after'], '1');
+    }
+
+    const back = await waitFor(async () => {
+      const res = await chat(gw);
+      return res.status === 200 ? res : null;
+    }, { message: 'a request served after max_cooldown' });
+    assert.ok(back.doneAt >= limited.sentAt + 1000, `served ${back.doneAt - limited.sentAt} ms after the 429, within max_cooldown`);
+  });
+
+  it('sets no cooldown when max_cooldown is 0', async () => {
+    const only = await startMock();
+    const gw = await startGateway(oneBackendConfig(only, { max_cooldown: '0s' }));
+
+    const limited = await chat(gw, { headers: farOff });
+    assert.equal(limited.status, 429);
+    const next = await chat(gw);
+    assert.equal(next.status, 200, `status (body: ${next.text.slice(0, 300)})`);
+    assert.equal((await apiRequests(only)).length, 2, 'requests that reached the backend');
+    assert.deepEqual(gw.stderr.filter((l) => /cooling down/.test(l)), [], 'cooldown log lines');
+    assert.equal(await cooldownCount(gw), 0);
   });
 });
 

@@ -183,6 +183,7 @@ START_TEST(minimal_config_gets_defaults)
 	ck_assert_int_eq(b->tls_config.verify, 1);
 	ck_assert_ptr_null(b->tls_config.ca_file);
 	ck_assert_ptr_null(b->api_key);
+	ck_assert_uint_eq(b->health->max_cooldown, 60000);
 
 	const struct tg_route *r = &cfg->routes[0];
 	ck_assert_str_eq(r->name, "all");
@@ -690,6 +691,50 @@ START_TEST(invalid_backend_urls)
 }
 END_TEST
 
+/* max_cooldown takes 0 (ignore the times of 429 and 503 answers) up to
+ * the one-hour bound every cooldown had before it existed. */
+static const struct error_case max_cooldown_cases[] = {
+	{ "\"2h\"",
+	  "T: backends.b.health.max_cooldown: \"2h\" is out of range; valid values "
+	  "are 0ms to 1h\n" },
+	{ "\"3601s\"",
+	  "T: backends.b.health.max_cooldown: \"3601s\" is out of range; valid values "
+	  "are 0ms to 1h\n" },
+	{ "\"-1s\"",
+	  "T: backends.b.health.max_cooldown: invalid duration \"-1s\"; expected a "
+	  "non-negative integer followed by ms, s, m or h, such as \"30s\"\n" },
+	{ "60",
+	  "T: backends.b.health.max_cooldown: expected a string with a unit, such as "
+	  "\"30s\", got an integer\n" },
+};
+
+#define MAX_COOLDOWN_CONFIG(value) \
+	"{\"backends\": {\"b\": {\"url\": \"http://127.0.0.1:9001\"," \
+	" \"health\": {\"max_cooldown\": " value "}}}," \
+	"\"routes\": [{\"name\": \"r\", \"backends\": [\"b\"]}]}"
+
+START_TEST(max_cooldown_range)
+{
+	const struct error_case *c = &max_cooldown_cases[_i];
+	char json[1024];
+
+	snprintf(json, sizeof(json), MAX_COOLDOWN_CONFIG("%s"), c->json);
+	expect_errors(json, c->expected);
+}
+END_TEST
+
+START_TEST(max_cooldown_bounds_accepted)
+{
+	struct tg_config *cfg = expect_valid(MAX_COOLDOWN_CONFIG("\"0s\""));
+
+	ck_assert_uint_eq(cfg->backends[0].health->max_cooldown, 0);
+	tg_config_unref(cfg);
+	cfg = expect_valid(MAX_COOLDOWN_CONFIG("\"1h\""));
+	ck_assert_uint_eq(cfg->backends[0].health->max_cooldown, 3600000);
+	tg_config_unref(cfg);
+}
+END_TEST
+
 START_TEST(url_userinfo_rejected_unquoted)
 {
 	const char *expected =
@@ -1088,6 +1133,8 @@ static Suite *config_suite(void)
 	tcase_add_test(invalid, wrong_types_nested);
 	tcase_add_loop_test(invalid, invalid_values, 0, N(value_cases));
 	tcase_add_loop_test(invalid, invalid_backend_urls, 0, N(url_error_cases));
+	tcase_add_loop_test(invalid, max_cooldown_range, 0, N(max_cooldown_cases));
+	tcase_add_test(invalid, max_cooldown_bounds_accepted);
 	tcase_add_test(invalid, url_userinfo_rejected_unquoted);
 	tcase_add_test(invalid, unset_env_var_named);
 	tcase_add_test(invalid, bad_env_reference);

@@ -226,6 +226,23 @@ START_TEST(cooldown_later_deadline_wins)
 }
 END_TEST
 
+START_TEST(cooldown_bounded_by_max_cooldown)
+{
+	struct fixture f;
+
+	fixture_init(&f, 1, TG_BALANCE_ROUND_ROBIN, NULL);
+	f.policy.max_cooldown = 60000;
+	ck_assert_uint_eq(tg_health_cooldown_length(&f.backends[0], 3600 * NS_PER_S),
+	                  60 * NS_PER_S);
+	ck_assert_uint_eq(tg_health_cooldown_length(&f.backends[0], 2 * NS_PER_S),
+	                  2 * NS_PER_S);
+
+	/* 0 ignores what the response requests. */
+	f.policy.max_cooldown = 0;
+	ck_assert_uint_eq(tg_health_cooldown_length(&f.backends[0], 2 * NS_PER_S), 0);
+}
+END_TEST
+
 static void
 fail_once(struct fixture *f, int trial, uint64_t now)
 {
@@ -500,6 +517,7 @@ failover_suite(void)
 	tcase_add_test(retry, retry_after_longest_wins);
 	tcase_add_test(retry, go_durations);
 	tcase_add_test(health, cooldown_later_deadline_wins);
+	tcase_add_test(health, cooldown_bounded_by_max_cooldown);
 	tcase_add_test(health, ejected_after_consecutive_failures);
 	tcase_add_test(health, success_resets_failure_count);
 	tcase_add_test(health, rate_limit_is_not_a_failure);
