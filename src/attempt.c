@@ -116,7 +116,7 @@ send_attempt(struct tg_request *req, const struct tg_tier_member *member, int tr
 
 	memset(a, 0, sizeof(*a));
 	a->backend = member->backend;
-	a->model = member->model ? member->model : req->model;
+	a->model = tg_member_model(member, req->model);
 	a->trial = trial;
 	a->start_ns = tg_now_ns();
 	a->open = 1;
@@ -208,7 +208,7 @@ static void
 answer_no_backend(struct tg_request *req)
 {
 	uint64_t now = tg_now_ns();
-	uint64_t end = tg_health_cooldown_end(req->route, now);
+	uint64_t end = tg_health_cooldown_end(req->route, req->model, now);
 	unsigned long long seconds = end ? (end - now + NS_PER_S - 1) / NS_PER_S : 1;
 	char message[256], retry_after[64];
 	struct evbuffer *body = evbuffer_new();
@@ -236,8 +236,8 @@ tg_attempt_first(struct tg_request *req)
 	int trial;
 
 	budget_count_request(req->route, now);
-	member = tg_balancer_pick(req->route, already_tried, req, &req->worker->rng, now,
-	                          &trial);
+	member = tg_balancer_pick(req->route, req->model, already_tried, req,
+	                          &req->worker->rng, now, &trial);
 	if (member == NULL) {
 		answer_no_backend(req);
 		return;
@@ -347,8 +347,8 @@ tg_attempt_next(struct tg_request *req, unsigned retry_on_kind, int status)
 		return 0;
 
 	while (req->n_attempts < policy->max_attempts && req->n_attempts < TG_MAX_ATTEMPTS) {
-		member = tg_balancer_pick(req->route, already_tried, req, &req->worker->rng,
-		                          tg_now_ns(), &trial);
+		member = tg_balancer_pick(req->route, req->model, already_tried, req,
+		                          &req->worker->rng, tg_now_ns(), &trial);
 		if (member == NULL)
 			return 0;
 		/* A refused connection costs the upstream nothing, so it draws

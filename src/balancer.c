@@ -29,10 +29,12 @@ tg_rng_next(uint64_t *state)
 
 /* Members of tier that this request has not tried and that can take an
  * attempt now. In panic mode, ejection is ignored (cooldowns still hold):
- * sending to a backend that may be unhealthy beats failing for sure. */
+ * sending to a backend that may be unhealthy beats failing for sure. The
+ * model's cooldown is read before tg_health_available(), which may take
+ * the backend's trial slot. */
 static void
-collect(const struct tg_tier *tier, int panic, tg_tried_fn tried, void *arg,
-        uint64_t now_ns, struct candidates *out)
+collect(const struct tg_tier *tier, const char *model, int panic, tg_tried_fn tried,
+        void *arg, uint64_t now_ns, struct candidates *out)
 {
 	out->count = 0;
 	for (size_t i = 0; i < tier->n_members && out->count < MAX_CANDIDATES; i++) {
@@ -40,6 +42,9 @@ collect(const struct tg_tier *tier, int panic, tg_tried_fn tried, void *arg,
 		int trial = 0;
 
 		if (tried(arg, b))
+			continue;
+		if (tg_health_model_cooldown_end(b, tg_member_model(&tier->members[i], model),
+		                                 now_ns) != 0)
 			continue;
 		if (panic ? tg_health_cooling_down(b, now_ns)
 		          : !tg_health_available(b, now_ns, &trial))
@@ -140,8 +145,8 @@ pick_ewma(const struct tg_tier *tier, const struct candidates *c, uint64_t *rng,
 }
 
 const struct tg_tier_member *
-tg_balancer_pick(const struct tg_route *route, tg_tried_fn tried, void *arg,
-                 uint64_t *rng, uint64_t now_ns, int *trial)
+tg_balancer_pick(const struct tg_route *route, const char *model, tg_tried_fn tried,
+                 void *arg, uint64_t *rng, uint64_t now_ns, int *trial)
 {
 	struct candidates c;
 
@@ -150,7 +155,7 @@ tg_balancer_pick(const struct tg_route *route, tg_tried_fn tried, void *arg,
 			struct tg_tier *tier = &route->tiers[t];
 			size_t chosen;
 
-			collect(tier, panic, tried, arg, now_ns, &c);
+			collect(tier, model, panic, tried, arg, now_ns, &c);
 			if (c.count == 0)
 				continue;
 

@@ -18,14 +18,24 @@ typedef int (*tg_tried_fn)(void *arg, const struct tg_backend *backend);
  * tiers above is available and untried. When every untried member is
  * ejected, the walk is repeated ignoring ejections (panic mode), so a route
  * whose backends all failed recently still tries them; members cooling
- * down after a 429 or 503 stay out. Returns NULL when none is left.
+ * down after a 429 or 503 stay out, as do members whose upstream model
+ * cools down (model is the request's, NULL when it named none). Returns
+ * NULL when none is left.
  * *trial is set when the pick is the half-open trial of an ejected backend.
  * rng is the caller's generator state (xorshift64, never 0).
  */
 const struct tg_tier_member *tg_balancer_pick(const struct tg_route *route,
+                                              const char *model,
                                               tg_tried_fn tried, void *arg,
                                               uint64_t *rng, uint64_t now_ns,
                                               int *trial);
+
+/* The model name m sends upstream for a request for model. */
+static inline const char *
+tg_member_model(const struct tg_tier_member *m, const char *model)
+{
+	return m->model != NULL ? m->model : model;
+}
 
 /* The next value of an xorshift64 generator. */
 uint64_t tg_rng_next(uint64_t *state);

@@ -6,6 +6,7 @@
 #ifndef TOLLGATE_FAILOVER_T_H
 #define TOLLGATE_FAILOVER_T_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -77,6 +78,15 @@ struct tg_health_policy {
 	uint64_t probe_timeout;         /* ms */
 };
 
+#define TG_MODEL_COOLDOWNS 16            /* model cooldowns a backend keeps at once */
+#define TG_MODEL_KEY_LEN 128             /* bytes of a model name compared, NUL included */
+
+/* A cooldown of one model at a backend; a slot whose until has passed is free. */
+struct tg_model_cooldown {
+	char model[TG_MODEL_KEY_LEN];   /* cut to TG_MODEL_KEY_LEN - 1 bytes */
+	uint64_t until;                 /* CLOCK_MONOTONIC ns */
+};
+
 /*
  * Health state of a backend, shared by every worker. It outlives configuration
  * snapshots (found again by backend name on reload) and is updated with
@@ -100,6 +110,14 @@ struct tg_backend_state {
 	atomic_uint_fast64_t window_start;
 	atomic_uint window_requests[2];
 	atomic_uint window_failures[2];
+
+	/* Cooldowns after a 429 for one model, since providers limit each
+	 * model apart. The lock guards the table; model_cooldowns_end, the
+	 * latest until ever stored, lets readers skip the lock once every
+	 * one has run out. */
+	pthread_mutex_t model_lock;
+	atomic_uint_fast64_t model_cooldowns_end;
+	struct tg_model_cooldown model_cooldowns[TG_MODEL_COOLDOWNS];
 };
 
 #endif

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "balancer.h"
 #include "health.h"
 #include "retry-after.h"
 
@@ -18,6 +19,19 @@
 #define RETRY_AFTER_MAX_NS (RETRY_AFTER_MAX_S * NS_PER_S)
 
 /* --- registry (main thread) ----------------------------------------------- */
+
+int
+tg_health_state_init(struct tg_backend_state *s)
+{
+	atomic_store(&s->probe_ok, 1);
+	return pthread_mutex_init(&s->model_lock, NULL) == 0 ? 0 : -1;
+}
+
+void
+tg_health_state_destroy(struct tg_backend_state *s)
+{
+	pthread_mutex_destroy(&s->model_lock);
+}
 
 static struct tg_backend_state *
 state_find_or_create(struct tg_health_registry *reg, const char *name)
@@ -32,11 +46,11 @@ state_find_or_create(struct tg_health_registry *reg, const char *name)
 	if (s == NULL)
 		return NULL;
 	s->name = strdup(name);
-	if (s->name == NULL) {
+	if (s->name == NULL || tg_health_state_init(s) != 0) {
+		free(s->name);
 		free(s);
 		return NULL;
 	}
-	atomic_store(&s->probe_ok, 1);
 	s->next = reg->states;
 	reg->states = s;
 	return s;
@@ -61,6 +75,7 @@ tg_health_registry_free(struct tg_health_registry *reg)
 	while (s != NULL) {
 		struct tg_backend_state *next = s->next;
 
+		tg_health_state_destroy(s);
 		free(s->name);
 		free(s);
 		s = next;
@@ -102,17 +117,33 @@ tg_health_cooling_down(const struct tg_backend *b, uint64_t now_ns)
 	return b->state != NULL && now_ns < atomic_load(&b->state->cooldown_until);
 }
 
+/* The end of the cooldown that keeps member m from a request for model:
+ * its backend's, or the later one of the model it sends upstream. */
+static uint64_t
+member_cooldown_end(const struct tg_tier_member *m, const char *model, uint64_t now_ns)
+{
+	const struct tg_backend_state *s = m->backend->state;
+	uint64_t backend_until = s ? atomic_load(&s->cooldown_until) : 0;
+	uint64_t model_until = tg_health_model_cooldown_end(m->backend,
+	                                                    tg_member_model(m, model), now_ns);
+
+	return model_until > backend_until ? model_until : backend_until;
+}
+
 uint64_t
-tg_health_cooldown_end(const struct tg_route *route, uint64_t now_ns)
+tg_health_cooldown_end(const struct tg_route *route, const char *model, uint64_t now_ns)
 {
 	uint64_t earliest = 0;
 
-	for (size_t i = 0; i < route->n_backends; i++) {
-		const struct tg_backend_state *s = route->backends[i]->state;
-		uint64_t until = s ? atomic_load(&s->cooldown_until) : 0;
+	for (size_t t = 0; t < route->n_tiers; t++) {
+		const struct tg_tier *tier = &route->tiers[t];
 
-		if (until > now_ns && (earliest == 0 || until < earliest))
-			earliest = until;
+		for (size_t i = 0; i < tier->n_members; i++) {
+			uint64_t until = member_cooldown_end(&tier->members[i], model, now_ns);
+
+			if (until > now_ns && (earliest == 0 || until < earliest))
+				earliest = until;
+		}
 	}
 	return earliest;
 }
@@ -269,6 +300,92 @@ tg_health_cooldown(const struct tg_backend *b, uint64_t until_ns)
 	while (until_ns > current &&
 	       !atomic_compare_exchange_weak(&s->cooldown_until, &current, until_ns))
 		;
+}
+
+/* --- model cooldowns -------------------------------------------------------- */
+
+/* Copy model into key, cut to TG_MODEL_KEY_LEN - 1 bytes. */
+static void
+model_key(char key[TG_MODEL_KEY_LEN], const char *model)
+{
+	size_t len = strnlen(model, TG_MODEL_KEY_LEN - 1);
+
+	memcpy(key, model, len);
+	key[len] = '\0';
+}
+
+uint64_t
+tg_health_model_cooldown_end(const struct tg_backend *b, const char *model, uint64_t now_ns)
+{
+	struct tg_backend_state *s = b->state;
+	char key[TG_MODEL_KEY_LEN];
+	uint64_t until = 0;
+
+	/* Most of the time no model cools down, and no lock is taken. */
+	if (s == NULL || model == NULL || now_ns >= atomic_load(&s->model_cooldowns_end))
+		return 0;
+
+	model_key(key, model);
+	pthread_mutex_lock(&s->model_lock);
+	for (size_t i = 0; i < TG_MODEL_COOLDOWNS; i++) {
+		const struct tg_model_cooldown *c = &s->model_cooldowns[i];
+
+		if (c->until > now_ns && strcmp(c->model, key) == 0) {
+			until = c->until;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&s->model_lock);
+	return until;
+}
+
+/* The slot of s for key: its own while it cools down, else the one whose
+ * cooldown ends first, which is a free one when any is. The lock is held. */
+static struct tg_model_cooldown *
+model_slot(struct tg_backend_state *s, const char *key, uint64_t now_ns)
+{
+	struct tg_model_cooldown *soonest = &s->model_cooldowns[0];
+
+	for (size_t i = 0; i < TG_MODEL_COOLDOWNS; i++) {
+		struct tg_model_cooldown *c = &s->model_cooldowns[i];
+
+		if (c->until > now_ns && strcmp(c->model, key) == 0)
+			return c;
+		if (c->until < soonest->until)
+			soonest = c;
+	}
+	return soonest;
+}
+
+int
+tg_health_model_cooldown(const struct tg_backend *b, const char *model, uint64_t until_ns,
+                         uint64_t now_ns)
+{
+	struct tg_backend_state *s = b->state;
+	struct tg_model_cooldown *c;
+	char key[TG_MODEL_KEY_LEN];
+	uint64_t end;
+	int dropped = 0;
+
+	if (s == NULL)
+		return 0;
+
+	model_key(key, model);
+	pthread_mutex_lock(&s->model_lock);
+	c = model_slot(s, key, now_ns);
+	if (c->until > now_ns && strcmp(c->model, key) != 0)
+		dropped = 1;
+	if (strcmp(c->model, key) != 0 || c->until < until_ns) {
+		memcpy(c->model, key, sizeof(key));
+		c->until = until_ns;
+	}
+
+	/* Written under the lock, so it only grows. */
+	end = atomic_load(&s->model_cooldowns_end);
+	if (until_ns > end)
+		atomic_store(&s->model_cooldowns_end, until_ns);
+	pthread_mutex_unlock(&s->model_lock);
+	return dropped;
 }
 
 enum tg_health_change

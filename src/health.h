@@ -35,6 +35,11 @@ struct tg_health_registry {
 	struct tg_backend_state *states;
 };
 
+/* Set up a zeroed state, and release what it holds (not s itself).
+ * init returns 0, or -1 when the lock cannot be made. */
+int tg_health_state_init(struct tg_backend_state *s);
+void tg_health_state_destroy(struct tg_backend_state *s);
+
 /* Point every backend of cfg at its state, creating missing ones. Main
  * thread only, before cfg is published. Returns 0, or -1 out of memory. */
 int tg_health_attach(struct tg_health_registry *reg, struct tg_config *cfg);
@@ -47,11 +52,19 @@ void tg_health_registry_free(struct tg_health_registry *reg);
  */
 int tg_health_available(const struct tg_backend *b, uint64_t now_ns, int *trial);
 
-/* 1 while b cools down after a 429 or 503 that said when to come back. */
+/* 1 while b cools down for every model after a 429 or 503 that said when
+ * to come back. */
 int tg_health_cooling_down(const struct tg_backend *b, uint64_t now_ns);
 
-/* The earliest end of the cooldowns of route's backends, 0 when none. */
-uint64_t tg_health_cooldown_end(const struct tg_route *route, uint64_t now_ns);
+/* The end of the cooldown of model at b, or 0 when model is NULL or does
+ * not cool down there. */
+uint64_t tg_health_model_cooldown_end(const struct tg_backend *b, const char *model,
+                                      uint64_t now_ns);
+
+/* The earliest moment a member of route comes back from its cooldowns for
+ * a request for model (NULL: none named), 0 when no member cools down. */
+uint64_t tg_health_cooldown_end(const struct tg_route *route, const char *model,
+                                uint64_t now_ns);
 
 void tg_health_attempt_start(const struct tg_backend *b);
 
@@ -67,6 +80,16 @@ uint64_t tg_health_cooldown_length(const struct tg_backend *b, uint64_t requeste
 
 /* Keep b out of rotation until until_ns; a later deadline already set wins. */
 void tg_health_cooldown(const struct tg_backend *b, uint64_t until_ns);
+
+/*
+ * Keep b out of rotation for requests for model until until_ns; a later
+ * deadline already set for model wins. Model names are compared by their
+ * first TG_MODEL_KEY_LEN - 1 bytes. When TG_MODEL_COOLDOWNS other models
+ * cool down at b, the cooldown that ends first is dropped to make room,
+ * and 1 is returned; else 0.
+ */
+int tg_health_model_cooldown(const struct tg_backend *b, const char *model,
+                             uint64_t until_ns, uint64_t now_ns);
 
 /* Record an active probe result: success ends an ejection at once, a
  * failure counts toward one (or renews one that ran out). */

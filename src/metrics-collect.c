@@ -63,9 +63,11 @@ const struct tg_family_def tg_families[TG_F_COUNT] = {
 		0, 0,
 		"Failed attempts not retried because the route's retry budget was exhausted."},
 	[TG_F_BACKEND_UP] = {"tollgate_backend_up", TG_GAUGE, 0, 1,
-		"1 when the backend takes new requests, 0 while it is cooled down or ejected."},
+		"1 when the backend takes new requests, 0 while it is cooled down for "
+		"every model or ejected."},
 	[TG_F_COOLDOWNS] = {"tollgate_backend_cooldowns_total", TG_COUNTER, 0, 0,
-		"Times a backend was taken out of rotation: rate-limit cooldowns and ejections."},
+		"Times a backend, or one model at it, was taken out of rotation: "
+		"rate-limit cooldowns and ejections."},
 	[TG_F_CACHE] = {"tollgate_cache_lookups_total", TG_COUNTER, 0, 0,
 		"Response cache lookups by route and result."},
 	[TG_F_FILTER] = {"tollgate_filter_decisions_total", TG_COUNTER, 0, 0,
@@ -427,8 +429,9 @@ collect_route(struct collector *c, struct tg_metrics_table *t, size_t r)
 	}
 }
 
-/* 1 while backend b takes new requests: not cooled down after a 429 and
- * not ejected (an ejection that ran out waits for its trial request). */
+/* 1 while backend b takes new requests: not cooled down for every model
+ * and not ejected (an ejection that ran out waits for its trial request).
+ * A cooldown of one model leaves it up, as the other models are served. */
 static int
 backend_is_up(const struct tg_backend *b, uint64_t now_ns)
 {

@@ -72,7 +72,8 @@ int tg_metrics_stream_usage(struct tg_request *req);
  * req->attempts when the request ends. */
 void tg_metrics_upstream_done(struct tg_request *req);
 
-/* backend was taken out of rotation: a 429 cooldown or an ejection. */
+/* backend, or one model at it, was taken out of rotation: a 429 or 503
+ * cooldown, or an ejection. */
 void tg_metrics_backend_cooldown(struct tg_request *req, const struct tg_backend *backend);
 
 /* Count a failed attempt of req that was not retried because its route's

@@ -12,6 +12,7 @@
 #include "attempt.h"
 #include "cache.h"
 #include "client.h"
+#include "config-parse.h"
 #include "filter-request.h"
 #include "health.h"
 #include "log.h"
@@ -769,6 +770,30 @@ outcome_of_status(int status)
 	return status >= 500 ? TG_OUTCOME_FAILURE : TG_OUTCOME_SUCCESS;
 }
 
+/* Start the cooldown of wait_ns: for the model sent upstream after a 429,
+ * since providers limit each model apart, and for the whole backend after
+ * a 503 (an overload) or a 429 for a request that named no model. Returns
+ * the scope for the log line: "" or " model \"NAME\"" in buf. */
+static const char *
+start_cooldown(struct tg_request *req, int status, uint64_t wait_ns, char *buf, size_t size)
+{
+	const char *model = req->attempts[req->n_attempts - 1].model;
+	uint64_t now = tg_now_ns();
+	char quoted[QUOTE_LEN];
+
+	if (status != 429 || model == NULL) {
+		tg_health_cooldown(req->backend, now + wait_ns);
+		return "";
+	}
+
+	if (tg_health_model_cooldown(req->backend, model, now + wait_ns, now))
+		tg_log_request(req, TG_LOG_WARN, "backend %s has %d models cooling down; the "
+		               "cooldown that ends first was dropped to make room",
+		               req->backend->name, TG_MODEL_COOLDOWNS);
+	snprintf(buf, size, " model %s", quote(model, quoted, sizeof(quoted)));
+	return buf;
+}
+
 /* A 429 or 503 that gives a time to come back cools the backend down until
  * then, for every worker, but no longer than its max_cooldown: the time
  * comes from the upstream, and a client that can provoke a 429 must not
@@ -777,6 +802,8 @@ static void
 apply_cooldown(struct tg_request *req, int status, const struct tg_headers *headers)
 {
 	uint64_t requested, wait;
+	char scope_buf[QUOTE_LEN + 16];
+	const char *scope;
 
 	if (status != 429 && status != 503)
 		return;
@@ -784,16 +811,16 @@ apply_cooldown(struct tg_request *req, int status, const struct tg_headers *head
 	wait = tg_health_cooldown_length(req->backend, requested);
 	if (wait == 0)
 		return;
-	tg_health_cooldown(req->backend, tg_now_ns() + wait);
+	scope = start_cooldown(req, status, wait, scope_buf, sizeof(scope_buf));
 	tg_metrics_backend_cooldown(req, req->backend);
 	if (wait < requested)
-		tg_log_request(req, TG_LOG_WARN, "backend %s responded %d; cooling down for "
+		tg_log_request(req, TG_LOG_WARN, "backend %s responded %d; cooling down%s for "
 		               "%.3f s (max_cooldown) instead of the %.3f s requested",
-		               req->backend->name, status, (double)wait / 1e9,
+		               req->backend->name, status, scope, (double)wait / 1e9,
 		               (double)requested / 1e9);
 	else
-		tg_log_request(req, TG_LOG_WARN, "backend %s responded %d; cooling down for %.3f s",
-		               req->backend->name, status, (double)wait / 1e9);
+		tg_log_request(req, TG_LOG_WARN, "backend %s responded %d; cooling down%s for %.3f s",
+		               req->backend->name, status, scope, (double)wait / 1e9);
 }
 
 static int

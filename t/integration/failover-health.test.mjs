@@ -194,14 +194,19 @@ function oneBackendConfig(only, health = {}) {
   };
 }
 
+/* The value of a metric for backend `name`. */
+async function backendMetric(gw, metric, name) {
+  return valueOf(parseSamples((await scrape(gw)).text), metric, { backend: name });
+}
+
 /* tollgate_backend_cooldowns_total of backend `only`. */
-async function cooldownCount(gw) {
-  return valueOf(parseSamples((await scrape(gw)).text), 'tollgate_backend_cooldowns_total', { backend: 'only' });
+function cooldownCount(gw) {
+  return backendMetric(gw, 'tollgate_backend_cooldowns_total', 'only');
 }
 
 // A client that can provoke a 429 (OpenAI sends one for a single request
 // over the tokens-per-minute limit) must not take the backend out of
-// rotation for the hour a far-off Retry-After asks for.
+// rotation for the hour a far-off Retry-After requests.
 describe('max_cooldown', () => {
   afterEach(stopAll);
   const farOff = { 'x-mock': 'status=429;retry_after=99999999999' };
@@ -213,12 +218,13 @@ describe('max_cooldown', () => {
     const limited = await chat(gw, { headers: farOff });
     assert.equal(limited.status, 429, 'the upstream 429 goes to the client when no backend is left');
     const line = await gw.waitForLog(/backend only responded 429; cooling down/);
-    assert.match(line, /cooling down for 60\.000 s \(max_cooldown\) instead of the 3600\.000 s requested/);
+    assert.match(line, /cooling down model "gpt-4o" for 60\.000 s \(max_cooldown\) instead of the 3600\.000 s requested/);
 
     const next = await chat(gw);
     assert.equal(next.status, 503, `status (body: ${next.text.slice(0, 300)})`);
     const retryAfter = Number(next.headers['retry-after']);
-    assert.ok(retryAfter >= 1 && retryAfter <= 60, `Retry-After: ${next.headers['retry-after']}`);
+    assert.ok(retryAfter >= 1, `Retry-After: ${next.headers['retry-after']}`);
+    assert.ok(retryAfter <= 60, `Retry-After: ${next.headers['retry-after']}`);
     assert.equal(await cooldownCount(gw), 1);
   });
 
@@ -252,6 +258,107 @@ describe('max_cooldown', () => {
     assert.equal((await apiRequests(only)).length, 2, 'requests that reached the backend');
     assert.deepEqual(gw.stderr.filter((l) => /cooling down/.test(l)), [], 'cooldown log lines');
     assert.equal(await cooldownCount(gw), 0);
+  });
+});
+
+/* The backend that served res: the first attempt's, or the access log's
+ * when there was one attempt. */
+async function firstBackend(gw, res) {
+  return res.attempts ? res.attempts.split(':')[0] : (await gw.accessFor(res.id)).backend;
+}
+
+// Providers limit each model apart, so a 429 for one model keeps the
+// backend from that model only. A 503, an overload, keeps it from all.
+describe('cooldown scope', () => {
+  afterEach(stopAll);
+  const limited = { 'x-mock': 'status=429;retry_after=30' };
+
+  // The x-mock header reaches b too when a request fails over, so a's
+  // status is set by its options instead, and a is made healthy after.
+  const retryIn30s = { 'x-mock': 'retry_after=30' };
+  async function limitAtA(gw, a, model) {
+    await setMockOptions(a, 'status=429');
+    const res = await chat(gw, { model, headers: retryIn30s });
+    await setMockOptions(a, '');
+    assert.equal(res.attempts, 'a:429,b:200');
+    return res;
+  }
+
+  it('cools down only the model of a 429', async () => {
+    const a = await startMock();
+    const b = await startMock();
+    const gw = await startGateway(twoBackendConfig(a, b));
+
+    await limitAtA(gw, a, 'm1');
+    const line = await gw.waitForLog(/backend a responded 429; cooling down/);
+    assert.match(line, /cooling down model "m1" for 30\.000 s$/);
+
+    const other = await chat(gw, { model: 'm2' });
+    assert.equal(other.status, 200);
+    assert.equal(await firstBackend(gw, other), 'a', 'the backend of a request for another model');
+    const same = await chat(gw, { model: 'm1' });
+    assert.equal(same.status, 200);
+    assert.equal(same.attempts, null, 'attempts of a request for the cooling model');
+    assert.equal(await firstBackend(gw, same), 'b');
+    assert.equal((await apiRequests(a, 'm1')).length, 1, 'requests for m1 that reached a');
+
+    // A cooldown of one model counts, and leaves the backend up.
+    assert.equal(await backendMetric(gw, 'tollgate_backend_cooldowns_total', 'a'), 1);
+    assert.equal(await backendMetric(gw, 'tollgate_backend_up', 'a'), 1);
+
+    // A 503 cools the backend down for every model.
+    await setMockOptions(a, 'status=503');
+    const overloaded = await chat(gw, { model: 'm2', headers: retryIn30s });
+    await setMockOptions(a, '');
+    assert.equal(overloaded.attempts, 'a:503,b:200');
+    const after = await chat(gw, { model: 'm3' });
+    assert.equal(await firstBackend(gw, after), 'b', 'the backend of a request after the 503');
+    assert.equal(await backendMetric(gw, 'tollgate_backend_cooldowns_total', 'a'), 2);
+    assert.equal(await backendMetric(gw, 'tollgate_backend_up', 'a'), 0);
+  });
+
+  it('keeps model cooldowns across a reload', async () => {
+    const a = await startMock();
+    const b = await startMock();
+    const config = twoBackendConfig(a, b);
+    const gw = await startGateway(config);
+
+    await limitAtA(gw, a, 'm1');
+    assert.equal(await gw.reload(config), 'reloaded');
+
+    const same = await chat(gw, { model: 'm1' });
+    assert.equal(await firstBackend(gw, same), 'b', 'the backend of a request for the cooling model');
+    const other = await chat(gw, { model: 'm2' });
+    assert.equal(await firstBackend(gw, other), 'a', 'the backend of a request for another model');
+  });
+
+  it('answers 503 only for the model whose backends all cool down', async () => {
+    const only = await startMock();
+    const gw = await startGateway(oneBackendConfig(only));
+
+    assert.equal((await chat(gw, { model: 'm1', headers: limited })).status, 429);
+    const cooling = await chat(gw, { model: 'm1' });
+    assert.equal(cooling.status, 503);
+    const retryAfter = Number(cooling.headers['retry-after']);
+    assert.ok(retryAfter >= 1, `Retry-After: ${cooling.headers['retry-after']}`);
+    assert.ok(retryAfter <= 30, `Retry-After: ${cooling.headers['retry-after']}`);
+    assert.equal((await chat(gw, { model: 'm2' })).status, 200, 'a request for another model');
+  });
+
+  // The table of a backend keeps 16 models; the 17th drops the cooldown
+  // that ends first, and that model may reach the backend again.
+  it('drops the cooldown that ends first when 16 models cool down', async () => {
+    const only = await startMock();
+    const gw = await startGateway(oneBackendConfig(only));
+
+    for (let i = 0; i <= 16; i++)
+      assert.equal((await chat(gw, { model: `m${i}`, headers: limited })).status, 429, `the 429 for m${i}`);
+    await gw.waitForLog(/backend only has 16 models cooling down; the cooldown that ends first was dropped/);
+
+    assert.equal((await chat(gw, { model: 'm0' })).status, 200, 'a request for the dropped model');
+    for (const model of ['m1', 'm16'])
+      assert.equal((await chat(gw, { model })).status, 503, `a request for ${model}`);
+    assert.equal(await cooldownCount(gw), 17);
   });
 });
 

@@ -53,6 +53,7 @@ function gatewayConfig(mock, extra = {}) {
       route('tokens', 'tok'),
       route('abandon', 'quit'),
       { name: 'cool', match: { path: '/v1/chat/completions', model: 'cool' }, backends: ['cooling'] },
+      { name: 'cool503', match: { path: '/v1/chat/completions', model: 'cool-503' }, backends: ['cooling'] },
       { name: 'failover', match: { path: '/v1/chat/completions', model: 'fo' }, backends: ['closed', 'mock'] },
       ...openaiRoutes('mock'),
     ],
@@ -274,14 +275,22 @@ describe('metrics endpoint', () => {
     assert.equal(delta('tollgate_requests_total', { route: 'failover', backend: 'mock', model: 'fo', code: '200' }), 1);
   });
 
-  it('counts a rate-limit cooldown and marks the backend down', async () => {
+  // A 429 for a model cools down that model only, so the backend stays up
+  // for the others; a 503 cools the whole backend down.
+  it('counts rate-limit cooldowns and marks the backend down', async () => {
     let s = await settledSamples(gw);
     assert.equal(valueOf(s, 'tollgate_backend_up', { backend: 'cooling' }), 1);
-    const res = await chat(gw, { model: 'cool', messages }, { 'x-mock': 'status=429;retry_after=60' });
+    let res = await chat(gw, { model: 'cool', messages }, { 'x-mock': 'status=429;retry_after=60' });
     assert.equal(res.status, 429);
 
     s = await settledSamples(gw);
     assert.equal(valueOf(s, 'tollgate_backend_cooldowns_total', { backend: 'cooling' }), 1);
+    assert.equal(valueOf(s, 'tollgate_backend_up', { backend: 'cooling' }), 1);
+
+    res = await chat(gw, { model: 'cool-503', messages }, { 'x-mock': 'status=503;retry_after=60' });
+    assert.equal(res.status, 503);
+    s = await settledSamples(gw);
+    assert.equal(valueOf(s, 'tollgate_backend_cooldowns_total', { backend: 'cooling' }), 2);
     assert.equal(valueOf(s, 'tollgate_backend_up', { backend: 'cooling' }), 0);
     assert.equal(valueOf(s, 'tollgate_backend_up', { backend: 'mock' }), 1);
     assert.equal(valueOf(s, 'tollgate_upstream_attempts_total', { backend: 'cooling', outcome: 'rate_limited' }), 1);

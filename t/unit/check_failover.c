@@ -36,6 +36,7 @@ fixture_init(struct fixture *f, size_t n, enum tg_balance balance, const unsigne
 	f->policy.min_requests = 1;
 	for (size_t i = 0; i < n; i++) {
 		f->backends[i].name = (char *)names[i];
+		ck_assert_int_eq(tg_health_state_init(&f->states[i]), 0);
 		f->backends[i].state = &f->states[i];
 		f->backends[i].health = &f->policy;
 		f->members[i].backend = &f->backends[i];
@@ -222,7 +223,7 @@ START_TEST(cooldown_later_deadline_wins)
 	tg_health_cooldown(&f.backends[0], 1 * NS_PER_S);
 	ck_assert_int_eq(tg_health_available(&f.backends[0], 2 * NS_PER_S, &trial), 0);
 	ck_assert_int_eq(tg_health_available(&f.backends[0], 3 * NS_PER_S, &trial), 1);
-	ck_assert_uint_eq(tg_health_cooldown_end(&f.route, 2 * NS_PER_S), 3 * NS_PER_S);
+	ck_assert_uint_eq(tg_health_cooldown_end(&f.route, NULL, 2 * NS_PER_S), 3 * NS_PER_S);
 }
 END_TEST
 
@@ -383,7 +384,7 @@ START_TEST(round_robin_follows_weights)
 
 	fixture_init(&f, 2, TG_BALANCE_ROUND_ROBIN, weights);
 	for (int i = 0; i < 1000; i++) {
-		const struct tg_tier_member *m = tg_balancer_pick(&f.route, never_tried, NULL,
+		const struct tg_tier_member *m = tg_balancer_pick(&f.route, NULL, never_tried, NULL,
 		                                                  &rng, 10, &trial);
 		ck_assert_ptr_nonnull(m);
 		count[m - f.members]++;
@@ -401,7 +402,7 @@ START_TEST(never_picks_tried_backend)
 
 	fixture_init(&f, 2, TG_BALANCE_ROUND_ROBIN, NULL);
 	for (int i = 0; i < 10; i++) {
-		const struct tg_tier_member *m = tg_balancer_pick(&f.route, tried_a, NULL,
+		const struct tg_tier_member *m = tg_balancer_pick(&f.route, NULL, tried_a, NULL,
 		                                                  &rng, 10, &trial);
 		ck_assert_ptr_nonnull(m);
 		ck_assert_str_eq(m->backend->name, "b");
@@ -418,10 +419,119 @@ START_TEST(skips_cooling_backend)
 	fixture_init(&f, 2, TG_BALANCE_ROUND_ROBIN, NULL);
 	tg_health_cooldown(&f.backends[1], 100);
 	for (int i = 0; i < 10; i++)
-		ck_assert_str_eq(tg_balancer_pick(&f.route, never_tried, NULL, &rng, 10,
+		ck_assert_str_eq(tg_balancer_pick(&f.route, NULL, never_tried, NULL, &rng, 10,
 		                                  &trial)->backend->name, "a");
 	/* Only a cooling backend left: nothing to pick, even in panic mode. */
-	ck_assert_ptr_null(tg_balancer_pick(&f.route, tried_a, NULL, &rng, 10, &trial));
+	ck_assert_ptr_null(tg_balancer_pick(&f.route, NULL, tried_a, NULL, &rng, 10, &trial));
+}
+END_TEST
+
+START_TEST(model_cooldown_spares_other_models)
+{
+	struct fixture f;
+	uint64_t rng = 7;
+	int trial;
+
+	fixture_init(&f, 2, TG_BALANCE_ROUND_ROBIN, NULL);
+	ck_assert_int_eq(tg_health_model_cooldown(&f.backends[1], "m1", 100, 10), 0);
+	ck_assert_uint_eq(tg_health_model_cooldown_end(&f.backends[1], "m1", 10), 100);
+	ck_assert_uint_eq(tg_health_model_cooldown_end(&f.backends[1], "m2", 10), 0);
+	ck_assert_uint_eq(tg_health_model_cooldown_end(&f.backends[1], NULL, 10), 0);
+	ck_assert_uint_eq(tg_health_model_cooldown_end(&f.backends[1], "m1", 100), 0);
+	ck_assert_int_eq(tg_health_cooling_down(&f.backends[1], 10), 0);
+
+	for (int i = 0; i < 10; i++)
+		ck_assert_str_eq(tg_balancer_pick(&f.route, "m1", never_tried, NULL, &rng, 10,
+		                                  &trial)->backend->name, "a");
+	ck_assert_ptr_null(tg_balancer_pick(&f.route, "m1", tried_a, NULL, &rng, 10, &trial));
+	ck_assert_str_eq(tg_balancer_pick(&f.route, "m2", tried_a, NULL, &rng, 10,
+	                                  &trial)->backend->name, "b");
+	ck_assert_str_eq(tg_balancer_pick(&f.route, NULL, tried_a, NULL, &rng, 10,
+	                                  &trial)->backend->name, "b");
+	ck_assert_str_eq(tg_balancer_pick(&f.route, "m1", tried_a, NULL, &rng, 100,
+	                                  &trial)->backend->name, "b");
+}
+END_TEST
+
+/* A member that renames the model cools down by the name it sends. */
+START_TEST(model_cooldown_by_upstream_name)
+{
+	struct fixture f;
+	uint64_t rng = 7;
+	int trial;
+
+	fixture_init(&f, 2, TG_BALANCE_ROUND_ROBIN, NULL);
+	f.members[1].model = "upstream";
+	tg_health_model_cooldown(&f.backends[1], "upstream", 100, 10);
+	for (int i = 0; i < 10; i++)
+		ck_assert_str_eq(tg_balancer_pick(&f.route, "client", never_tried, NULL, &rng, 10,
+		                                  &trial)->backend->name, "a");
+	ck_assert_uint_eq(tg_health_cooldown_end(&f.route, "client", 10), 100);
+	tg_health_cooldown(&f.backends[0], 50);
+	ck_assert_uint_eq(tg_health_cooldown_end(&f.route, "client", 10), 50);
+}
+END_TEST
+
+START_TEST(model_cooldown_later_deadline_wins)
+{
+	struct fixture f;
+
+	fixture_init(&f, 2, TG_BALANCE_ROUND_ROBIN, NULL);
+	tg_health_model_cooldown(&f.backends[0], "m", 300, 10);
+	tg_health_model_cooldown(&f.backends[0], "m", 200, 10);
+	ck_assert_uint_eq(tg_health_model_cooldown_end(&f.backends[0], "m", 250), 300);
+
+	/* A member comes back at the later end of its backend's cooldown and
+	 * its model's; the route, at its earliest member. */
+	tg_health_cooldown(&f.backends[0], 400);
+	tg_health_model_cooldown(&f.backends[1], "m", 500, 10);
+	ck_assert_uint_eq(tg_health_cooldown_end(&f.route, "m", 20), 400);
+	ck_assert_uint_eq(tg_health_cooldown_end(&f.route, "other", 20), 400);
+	ck_assert_uint_eq(tg_health_cooldown_end(&f.route, "m", 450), 500);
+}
+END_TEST
+
+/* A full table drops the cooldown that ends first; the rest stay. */
+START_TEST(model_cooldown_table_full)
+{
+	struct fixture f;
+	char name[16];
+
+	fixture_init(&f, 1, TG_BALANCE_ROUND_ROBIN, NULL);
+	for (int i = 0; i < TG_MODEL_COOLDOWNS; i++) {
+		snprintf(name, sizeof(name), "m%d", i);
+		ck_assert_int_eq(tg_health_model_cooldown(&f.backends[0], name, 1000 + i, 10), 0);
+	}
+	ck_assert_int_eq(tg_health_model_cooldown(&f.backends[0], "new", 5000, 10), 1);
+	ck_assert_uint_eq(tg_health_model_cooldown_end(&f.backends[0], "new", 10), 5000);
+	ck_assert_uint_eq(tg_health_model_cooldown_end(&f.backends[0], "m0", 10), 0);
+	for (int i = 1; i < TG_MODEL_COOLDOWNS; i++) {
+		snprintf(name, sizeof(name), "m%d", i);
+		ck_assert_uint_eq(tg_health_model_cooldown_end(&f.backends[0], name, 10), 1000 + i);
+	}
+
+	/* Once cooldowns run out, their slots are free again. */
+	ck_assert_int_eq(tg_health_model_cooldown(&f.backends[0], "later", 9000, 2000), 0);
+}
+END_TEST
+
+/* Names are compared by their first TG_MODEL_KEY_LEN - 1 bytes. */
+START_TEST(model_cooldown_long_names)
+{
+	struct fixture f;
+	char a[TG_MODEL_KEY_LEN + 8], b[TG_MODEL_KEY_LEN + 8], short_a[TG_MODEL_KEY_LEN];
+
+	fixture_init(&f, 1, TG_BALANCE_ROUND_ROBIN, NULL);
+	memset(a, 'x', sizeof(a) - 1);
+	a[sizeof(a) - 1] = '\0';
+	memcpy(b, a, sizeof(b));
+	b[sizeof(b) - 2] = 'y';
+	memcpy(short_a, a, TG_MODEL_KEY_LEN - 2);
+	short_a[TG_MODEL_KEY_LEN - 2] = '\0';
+
+	tg_health_model_cooldown(&f.backends[0], a, 100, 10);
+	ck_assert_uint_eq(tg_health_model_cooldown_end(&f.backends[0], b, 10), 100);
+	ck_assert_uint_eq(tg_health_model_cooldown_end(&f.backends[0], short_a, 10), 0);
 }
 END_TEST
 
@@ -434,7 +544,7 @@ START_TEST(panic_mode_uses_ejected)
 	fixture_init(&f, 1, TG_BALANCE_ROUND_ROBIN, NULL);
 	for (int i = 0; i < 3; i++)
 		fail_once(&f, 0, 10);
-	ck_assert_ptr_nonnull(tg_balancer_pick(&f.route, never_tried, NULL, &rng, 20, &trial));
+	ck_assert_ptr_nonnull(tg_balancer_pick(&f.route, NULL, never_tried, NULL, &rng, 20, &trial));
 }
 END_TEST
 
@@ -449,7 +559,7 @@ START_TEST(least_requests_prefers_idle)
 	tg_health_attempt_start(&f.backends[0]);
 	tg_health_attempt_start(&f.backends[2]);
 	for (int i = 0; i < 20; i++)
-		ck_assert_str_eq(tg_balancer_pick(&f.route, never_tried, NULL, &rng, 10,
+		ck_assert_str_eq(tg_balancer_pick(&f.route, NULL, never_tried, NULL, &rng, 10,
 		                                  &trial)->backend->name, "b");
 }
 END_TEST
@@ -467,7 +577,7 @@ START_TEST(ewma_avoids_slow_member)
 	tg_health_attempt_start(&f.backends[1]);
 	tg_health_attempt_end(&f.backends[1], TG_OUTCOME_SUCCESS, 0, 2000000, 10);
 	for (int i = 0; i < 100; i++)
-		fast += strcmp(tg_balancer_pick(&f.route, never_tried, NULL, &rng, 20,
+		fast += strcmp(tg_balancer_pick(&f.route, NULL, never_tried, NULL, &rng, 20,
 		                                &trial)->backend->name, "b") == 0;
 	/* With two members, both are always compared: b wins every time. */
 	ck_assert_uint_eq(fast, 100);
@@ -493,9 +603,9 @@ START_TEST(lower_tier_only_when_needed)
 	f.route.n_tiers = 2;
 
 	for (int i = 0; i < 5; i++)
-		ck_assert_str_eq(tg_balancer_pick(&f.route, never_tried, NULL, &rng, 10,
+		ck_assert_str_eq(tg_balancer_pick(&f.route, NULL, never_tried, NULL, &rng, 10,
 		                                  &trial)->backend->name, "a");
-	ck_assert_str_eq(tg_balancer_pick(&f.route, tried_a, NULL, &rng, 10,
+	ck_assert_str_eq(tg_balancer_pick(&f.route, NULL, tried_a, NULL, &rng, 10,
 	                                  &trial)->backend->name, "b");
 }
 END_TEST
@@ -528,6 +638,11 @@ failover_suite(void)
 	tcase_add_test(balance, round_robin_follows_weights);
 	tcase_add_test(balance, never_picks_tried_backend);
 	tcase_add_test(balance, skips_cooling_backend);
+	tcase_add_test(balance, model_cooldown_spares_other_models);
+	tcase_add_test(balance, model_cooldown_by_upstream_name);
+	tcase_add_test(health, model_cooldown_later_deadline_wins);
+	tcase_add_test(health, model_cooldown_table_full);
+	tcase_add_test(health, model_cooldown_long_names);
 	tcase_add_test(balance, panic_mode_uses_ejected);
 	tcase_add_test(balance, least_requests_prefers_idle);
 	tcase_add_test(balance, ewma_avoids_slow_member);
