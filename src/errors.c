@@ -29,6 +29,8 @@ static const struct tg_error_info error_table[TG_E_COUNT] = {
 		"the request head exceeds limits.max_header", 'G'},
 	[TG_E_TRANSFER_CODING] = {501, "invalid_request_error", "unsupported_transfer_coding",
 		"the request body uses a transfer coding other than chunked", 'G'},
+	[TG_E_CONTENT_CODING] = {415, "invalid_request_error", "unsupported_content_encoding",
+		"the request body has a Content-Encoding other than identity", 'G'},
 	[TG_E_NOT_IMPLEMENTED] = {501, "invalid_request_error", "method_not_implemented",
 		"the gateway does not implement this method", 'G'},
 	[TG_E_CONTENT_FILTER] = {400, "invalid_request_error", "content_filter",

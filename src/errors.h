@@ -21,6 +21,7 @@ enum tg_error {
 	TG_E_BODY_TOO_LARGE,
 	TG_E_HEADER_TOO_LARGE,
 	TG_E_TRANSFER_CODING,           /* a transfer coding other than chunked */
+	TG_E_CONTENT_CODING,            /* a content coding other than identity */
 	TG_E_NOT_IMPLEMENTED,           /* a method the gateway does not serve (CONNECT) */
 	TG_E_CONTENT_FILTER,            /* a content filter rejected it */
 

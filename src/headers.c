@@ -313,6 +313,23 @@ tg_header_list_has(const char *value, const char *token)
 	return 0;
 }
 
+const char *
+tg_headers_content_coding(const struct tg_headers *h, size_t *len)
+{
+	for (size_t i = 0; i < h->count; i++) {
+		const char *cursor = h->items[i].value;
+		const char *coding;
+
+		if (!tg_header_is(&h->items[i], "Content-Encoding"))
+			continue;
+		while ((coding = tg_header_list_next(&cursor, len)) != NULL) {
+			if (*len != 8 || strncasecmp(coding, "identity", 8) != 0)
+				return coding;
+		}
+	}
+	return NULL;
+}
+
 /* Append a Connection value and a comma to the list in *list, which
  * starts as the caller's stack buffer and moves to the heap only when a
  * value does not fit. Returns 0, or -1 when out of memory. */

@@ -98,6 +98,13 @@ const char *tg_header_list_next(const char **cursor, size_t *len);
  * ("keep-alive, Upgrade" contains "upgrade"). */
 int tg_header_list_has(const char *value, const char *token);
 
+/* Return the first content coding other than identity that the
+ * Content-Encoding lines of h name, with its length in *len, or NULL when
+ * they name none. Coding names compare case-insensitively (RFC 9110
+ * section 8.4.1). The gateway reads bodies as they are, so a caller
+ * refuses a body under any coding this returns. */
+const char *tg_headers_content_coding(const struct tg_headers *h, size_t *len);
+
 /*
  * Remove hop-by-hop headers (RFC 9110, section 7.6.1): Connection and every
  * header it names, Keep-Alive, Proxy-Connection, Proxy-Authenticate,

@@ -217,6 +217,38 @@ scan_reads(const struct tg_request *req)
 	return reads;
 }
 
+/* 1 when the gateway reads req's body as JSON: any body it has, and the
+ * missing body of an endpoint that needs a model. A request without a body
+ * is forwarded unchanged. */
+static int
+reads_body(const struct tg_request *req, const struct endpoint *endpoint)
+{
+	return req->body_len > 0 || (endpoint != NULL && endpoint->needs_model);
+}
+
+/* Reject req with 415 when its body has a content coding other than
+ * identity. The gateway would read compressed bytes as JSON, and upstream
+ * would get a body rewritten as plain JSON under a header that names a
+ * coding. RFC 9110 section 15.5.16 says the response ought to list the
+ * accepted codings in Accept-Encoding. Returns 1 when rejected. */
+static int
+reject_content_coding(struct tg_request *req)
+{
+	char message[160];
+	const char *coding;
+	size_t len;
+
+	coding = tg_headers_content_coding(&req->headers, &len);
+	if (coding == NULL)
+		return 0;
+
+	snprintf(message, sizeof(message), "the request body has Content-Encoding \"%.*s\"; "
+	         "the gateway reads request bodies and accepts only identity (uncompressed)",
+	         (int)(len < 40 ? len : 40), coding);
+	tg_request_fail_with(req, TG_E_CONTENT_CODING, "Accept-Encoding: identity\r\n", message);
+	return 1;
+}
+
 /* Read model, stream, user and stream options from the body, which must
  * be a JSON object that jansson takes. The scan reads most bodies and
  * leaves the tree to tg_request_json(). jansson reads the others, and
@@ -230,7 +262,7 @@ parse_body(struct tg_request *req, const struct endpoint *endpoint, char *messag
 	struct tg_request_facts facts;
 	const char *data;
 
-	if (req->body_len == 0 && (endpoint == NULL || !endpoint->needs_model))
+	if (!reads_body(req, endpoint))
 		return TG_OK;
 
 	/* A request whose trace records message content, or one a cache or a
@@ -317,6 +349,21 @@ answer_models(struct tg_request *req)
 	evbuffer_free(body);
 }
 
+/* Respond 405 to a request for a known endpoint with another method, and
+ * name the method the endpoint takes in Allow (RFC 9110 section 15.5.6). */
+static void
+reject_method(struct tg_request *req, const struct endpoint *endpoint)
+{
+	const char *allowed = llhttp_method_name((llhttp_method_t)endpoint->method);
+	char allow[64];
+	char message[512];
+
+	snprintf(allow, sizeof(allow), "Allow: %s\r\n", allowed);
+	snprintf(message, sizeof(message), "%s is not allowed on %s; use %s", req->method,
+	         req->path, allowed);
+	tg_request_fail_with(req, TG_E_METHOD_NOT_ALLOWED, allow, message);
+}
+
 /* The cache had no answer: on to the backends. */
 static void
 start_upstream(struct tg_request *req)
@@ -356,23 +403,7 @@ tg_request_dispatch(struct tg_request *req)
 	}
 
 	if (endpoint != NULL && endpoint->method != req->method_id) {
-		char allow[64];
-
-		snprintf(allow, sizeof(allow), "Allow: %s\r\n",
-		         llhttp_method_name((llhttp_method_t)endpoint->method));
-		snprintf(message, sizeof(message), "%s is not allowed on %s; use %s",
-		         req->method, req->path,
-		         llhttp_method_name((llhttp_method_t)endpoint->method));
-		req->error = TG_E_METHOD_NOT_ALLOWED;
-		req->cause = TG_CAUSE_GATEWAY;
-		req->phase = TG_PHASE_LOCAL;
-		struct evbuffer *body = evbuffer_new();
-
-		if (body != NULL)
-			tg_error_body(body, TG_E_METHOD_NOT_ALLOWED, message);
-		tg_relay_local_response(req, 405, allow, body);
-		if (body != NULL)
-			evbuffer_free(body);
+		reject_method(req, endpoint);
 		return;
 	}
 
@@ -381,6 +412,9 @@ tg_request_dispatch(struct tg_request *req)
 		answer_models(req);
 		return;
 	}
+
+	if (reads_body(req, endpoint) && reject_content_coding(req))
+		return;
 
 	message[0] = '\0';
 	err = parse_body(req, endpoint, message, sizeof(message));
@@ -408,6 +442,13 @@ tg_request_dispatch(struct tg_request *req)
 void
 tg_request_fail(struct tg_request *req, enum tg_error err, const char *message)
 {
+	tg_request_fail_with(req, err, NULL, message);
+}
+
+void
+tg_request_fail_with(struct tg_request *req, enum tg_error err, const char *extra_headers,
+                     const char *message)
+{
 	const struct tg_error_info *info = tg_error_info(err);
 	struct evbuffer *body = evbuffer_new();
 
@@ -421,7 +462,7 @@ tg_request_fail(struct tg_request *req, enum tg_error err, const char *message)
 
 	if (body != NULL)
 		tg_error_body(body, err, message);
-	tg_relay_local_response(req, info->status, NULL, body);
+	tg_relay_local_response(req, info->status, extra_headers, body);
 	if (body != NULL)
 		evbuffer_free(body);
 }

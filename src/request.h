@@ -31,6 +31,11 @@ json_t *tg_request_json_if_built(const struct tg_request *req);
  * message may be NULL for the kind's default text. */
 void tg_request_fail(struct tg_request *req, enum tg_error err, const char *message);
 
+/* The same with extra header lines (each ending in CRLF, may be NULL), for
+ * a status that names what the client may send instead, such as Allow. */
+void tg_request_fail_with(struct tg_request *req, enum tg_error err,
+                          const char *extra_headers, const char *message);
+
 /* The client went away or timed out before the response was complete:
  * cancel the upstream at once and end the request with cause. */
 void tg_request_abort(struct tg_request *req, enum tg_cause cause);

@@ -391,27 +391,12 @@ on_header_value_complete(llhttp_t *p)
 	return rc ? HPE_USER : 0;
 }
 
-/* Return the first Content-Encoding line that names a coding other than
- * identity, or NULL. The gateway requests identity because it reads every
- * reply. */
-static const struct tg_header *
-coded_content(const struct tg_headers *headers)
-{
-	for (size_t i = 0; i < headers->count; i++) {
-		const struct tg_header *hd = &headers->items[i];
-
-		if (tg_header_is(hd, "Content-Encoding") && hd->value_len > 0 &&
-		    strcasecmp(hd->value, "identity") != 0)
-			return hd;
-	}
-	return NULL;
-}
-
 static int
 on_headers_complete(llhttp_t *p)
 {
 	struct tg_upstream_conn *c = p->data;
-	const struct tg_header *coded;
+	const char *coding;
+	size_t coding_len;
 	char coding_error[160];
 
 	/* llhttp 8.1 accepts any status up to 999. RFC 9110 section 15 defines
@@ -449,10 +434,11 @@ on_headers_complete(llhttp_t *p)
 	/* A coded body would reach the metrics, filters and cache as bytes
 	 * they cannot read, and the client under a header the gateway may
 	 * have made false by rewriting the body. */
-	if ((coded = coded_content(&c->headers)) != NULL) {
+	if ((coding = tg_headers_content_coding(&c->headers, &coding_len)) != NULL) {
 		snprintf(c->head_error, sizeof(c->head_error),
-		         "Content-Encoding \"%.32s\" although the gateway asked for "
-		         "identity: it reads replies and cannot decode them", coded->value);
+		         "Content-Encoding \"%.*s\" although the gateway asked for "
+		         "identity: it reads replies and cannot decode them",
+		         (int)(coding_len < 32 ? coding_len : 32), coding);
 		return HPE_USER;
 	}
 

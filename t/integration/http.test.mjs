@@ -4,10 +4,11 @@
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
+import zlib from 'node:zlib';
 import { after, afterEach, before, describe, it } from 'node:test';
 
 import {
-  RawClient, basicConfig, eventData, stopAll, rawPost, rawRequest,
+  RawClient, basicConfig, eventData, mockBackend, request, stopAll, rawPost, rawRequest,
   splitEvents, startGateway, startMock, waitFor,
 } from './lib/harness.mjs';
 import { assertError } from './lib/checks.mjs';
@@ -278,6 +279,40 @@ describe('client connections', () => {
     }));
   }
 
+  /* Content-Encoding lines of a body the gateway reads, and the coding
+   * the 415 names. */
+  const CONTENT_CODINGS = [
+    [['gzip'], 'gzip'],
+    [['GZIP'], 'GZIP'],
+    [['identity, br'], 'br'],
+    [['identity', 'deflate'], 'deflate'],
+  ];
+  for (const [lines, coding] of CONTENT_CODINGS) {
+    it(`answers 415 to Content-Encoding ${lines.map((line) => JSON.stringify(line)).join(' + ')}`, async () => {
+      const id = `content-coding-${coding}`;
+      const body = zlib.gzipSync(chatText);
+      const res = await request({
+        port: gw.port, method: 'POST', path: '/v1/chat/completions', body,
+        headers: { 'content-type': 'application/json', 'content-encoding': lines, 'x-request-id': id },
+      });
+      const error = assertError(res, 415, 'invalid_request_error', 'unsupported_content_encoding');
+      assert.equal(error.message, `the request body has Content-Encoding "${coding}"; ` +
+        'the gateway reads request bodies and accepts only identity (uncompressed)');
+      // RFC 9110 section 15.5.16: the response names what is accepted.
+      assert.equal(res.headers['accept-encoding'], 'identity');
+      const forwarded = (await mock.requests()).filter((r) => r.headers['x-request-id'] === id);
+      assert.equal(forwarded.length, 0, 'the coded request reached the mock');
+    });
+  }
+
+  it('takes Content-Encoding: identity', async () => {
+    const res = await request({
+      port: gw.port, method: 'POST', path: '/v1/chat/completions', body: chat,
+      headers: { 'content-encoding': 'Identity' },
+    });
+    assert.equal(res.status, 200, res.text);
+  });
+
   it('rejects Transfer-Encoding in HTTP/1.0', () => withClient(async (client) => {
     // HTTP/1.0 defines no Transfer-Encoding, so an intermediary may have
     // framed this body another way: the message is faulty and the
@@ -414,5 +449,32 @@ describe('slow readers', () => {
     const entry = await gw.accessFor('reads-late');
     assert.equal(entry.termination, '--');
     await gw.stop();
+  });
+});
+
+describe('Content-Encoding on a request without a body', () => {
+  let mock;
+  let gw;
+
+  before(async () => {
+    mock = await startMock();
+    gw = await startGateway({
+      backends: { mock: mockBackend(mock) },
+      routes: [{ name: 'any', backends: ['mock'] }],
+    });
+  });
+
+  afterEach(() => gw?.checkErrors());
+  after(stopAll);
+
+  it('passes the request on unchanged, since it has no body to read', async () => {
+    const res = await request({
+      port: gw.port, method: 'GET', path: '/v1/files',
+      headers: { 'content-encoding': 'gzip', 'x-request-id': 'bodiless-coded' },
+    });
+    assert.notEqual(res.status, 415, res.text);
+    const forwarded = (await mock.requests()).filter((r) => r.headers['x-request-id'] === 'bodiless-coded');
+    assert.equal(forwarded.length, 1, 'the request did not reach the mock');
+    assert.equal(forwarded[0].headers['content-encoding'], 'gzip');
   });
 });

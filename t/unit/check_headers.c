@@ -157,6 +157,43 @@ START_TEST(list_has_token)
 }
 END_TEST
 
+/* The coding that Content-Encoding lines name besides identity, as the
+ * gateway's 415 and 502 quote it, or NULL. */
+static const char *
+content_coding(const char *first, const char *second, char *out, size_t size)
+{
+	struct tg_headers h;
+	const char *coding;
+	size_t len;
+
+	tg_headers_init(&h);
+	add(&h, "Content-Type", "application/json");
+	if (first != NULL)
+		add(&h, "content-encoding", first);
+	if (second != NULL)
+		add(&h, "Content-Encoding", second);
+	coding = tg_headers_content_coding(&h, &len);
+	if (coding != NULL)
+		snprintf(out, size, "%.*s", (int)len, coding);
+	tg_headers_free(&h);
+	return coding != NULL ? out : NULL;
+}
+
+START_TEST(content_coding_other_than_identity)
+{
+	char out[64];
+
+	ck_assert_ptr_null(content_coding(NULL, NULL, out, sizeof(out)));
+	ck_assert_ptr_null(content_coding("", NULL, out, sizeof(out)));
+	ck_assert_ptr_null(content_coding("identity", " IDENTITY ,", out, sizeof(out)));
+	ck_assert_str_eq(content_coding("gzip", NULL, out, sizeof(out)), "gzip");
+	ck_assert_str_eq(content_coding("identity , x-Compress ", NULL, out, sizeof(out)),
+	                 "x-Compress");
+	ck_assert_str_eq(content_coding("identity", "br", out, sizeof(out)), "br");
+	ck_assert_str_eq(content_coding("identityx", NULL, out, sizeof(out)), "identityx");
+}
+END_TEST
+
 START_TEST(list_next_trims_and_skips_empty)
 {
 	const char *cursor = " gzip ;q=1 ,, \tchunked\t,";
@@ -529,6 +566,7 @@ headers_suite(void)
 	tcase_add_test(list, name_validity_every_byte);
 	tcase_add_test(list, list_has_token);
 	tcase_add_test(list, list_next_trims_and_skips_empty);
+	tcase_add_test(list, content_coding_other_than_identity);
 	tcase_add_test(rewrite, hop_by_hop_removed);
 	tcase_add_test(rewrite, connection_lists_of_any_length);
 	tcase_add_test(rewrite, upstream_head_rewrites);
