@@ -122,28 +122,49 @@ tg_error_anthropic_body(struct evbuffer *out, enum tg_error err, const char *mes
 	                               "message", message ? message : info->message));
 }
 
+/* The reason phrases of the IANA HTTP Status Code Registry (RFC 9110
+ * section 16.2.1). Besides the codes of RFC 9110 section 15, it lists 102,
+ * 103, 207, 208, 226, 423-425, 428, 429, 431, 451, 506-508, 510 and 511
+ * from other RFCs. 306 and 418 are registered as unused and get no phrase,
+ * like every unregistered code. */
+static const char *const reasons[600] = {
+	[100] = "Continue", [101] = "Switching Protocols", [102] = "Processing",
+	[103] = "Early Hints",
+
+	[200] = "OK", [201] = "Created", [202] = "Accepted",
+	[203] = "Non-Authoritative Information", [204] = "No Content",
+	[205] = "Reset Content", [206] = "Partial Content", [207] = "Multi-Status",
+	[208] = "Already Reported", [226] = "IM Used",
+
+	[300] = "Multiple Choices", [301] = "Moved Permanently", [302] = "Found",
+	[303] = "See Other", [304] = "Not Modified", [305] = "Use Proxy",
+	[307] = "Temporary Redirect", [308] = "Permanent Redirect",
+
+	[400] = "Bad Request", [401] = "Unauthorized", [402] = "Payment Required",
+	[403] = "Forbidden", [404] = "Not Found", [405] = "Method Not Allowed",
+	[406] = "Not Acceptable", [407] = "Proxy Authentication Required",
+	[408] = "Request Timeout", [409] = "Conflict", [410] = "Gone",
+	[411] = "Length Required", [412] = "Precondition Failed",
+	[413] = "Content Too Large", [414] = "URI Too Long",
+	[415] = "Unsupported Media Type", [416] = "Range Not Satisfiable",
+	[417] = "Expectation Failed", [421] = "Misdirected Request",
+	[422] = "Unprocessable Content", [423] = "Locked", [424] = "Failed Dependency",
+	[425] = "Too Early", [426] = "Upgrade Required", [428] = "Precondition Required",
+	[429] = "Too Many Requests", [431] = "Request Header Fields Too Large",
+	[451] = "Unavailable For Legal Reasons",
+
+	[500] = "Internal Server Error", [501] = "Not Implemented", [502] = "Bad Gateway",
+	[503] = "Service Unavailable", [504] = "Gateway Timeout",
+	[505] = "HTTP Version Not Supported", [506] = "Variant Also Negotiates",
+	[507] = "Insufficient Storage", [508] = "Loop Detected",
+	[510] = "Not Extended", [511] = "Network Authentication Required",
+};
+
 const char *
 tg_http_reason(int status)
 {
-	switch (status) {
-	case 100: return "Continue";
-	case 200: return "OK";
-	case 201: return "Created";
-	case 204: return "No Content";
-	case 400: return "Bad Request";
-	case 401: return "Unauthorized";
-	case 403: return "Forbidden";
-	case 404: return "Not Found";
-	case 405: return "Method Not Allowed";
-	case 408: return "Request Timeout";
-	case 413: return "Content Too Large";
-	case 429: return "Too Many Requests";
-	case 431: return "Request Header Fields Too Large";
-	case 500: return "Internal Server Error";
-	case 501: return "Not Implemented";
-	case 502: return "Bad Gateway";
-	case 503: return "Service Unavailable";
-	case 504: return "Gateway Timeout";
-	default: return "Unknown";
-	}
+	if (status < 0 || status >= (int)(sizeof(reasons) / sizeof(reasons[0])) ||
+	    reasons[status] == NULL)
+		return "";
+	return reasons[status];
 }

@@ -68,7 +68,9 @@ int tg_error_body(struct evbuffer *out, enum tg_error err, const char *message);
  * kind's code. The rest is as for tg_error_body(). */
 int tg_error_anthropic_body(struct evbuffer *out, enum tg_error err, const char *message);
 
-/* Standard reason phrase of an HTTP status, "Unknown" for others. */
+/* The registered reason phrase of an HTTP status, or "" for a code that
+ * has none: a status line may have an empty reason (RFC 9112 section 4),
+ * and a made-up word would read as the registered one. */
 const char *tg_http_reason(int status);
 
 #endif
