@@ -350,6 +350,34 @@ static void parse_match_path(struct load_ctx *ctx, const char *path,
 	*FIELD(base, s, char *) = str;
 }
 
+/* match.model: a model name or an fnmatch(3) glob, not empty like any
+ * string setting, that tg_route_model_glob_check() accepts. */
+static void parse_match_model(struct load_ctx *ctx, const char *path,
+                              json_t *value, void *base, const struct setting *s)
+{
+	const char *raw;
+	char q[QUOTE_LEN];
+	char problem[200];
+	char *str = get_string(ctx, path, value, "a string", &raw);
+
+	if (str == NULL)
+		return;
+
+	if (str[0] == '\0') {
+		report(ctx, path, "must not be empty");
+		free(str);
+		return;
+	}
+
+	if (tg_route_model_glob_check(str, problem, sizeof(problem)) != 0) {
+		report(ctx, path, "invalid model pattern %s: %s", quote(raw, q, sizeof(q)),
+		       problem);
+		free(str);
+		return;
+	}
+	*FIELD(base, s, char *) = str;
+}
+
 static const struct section route_section;
 
 static void parse_routes(struct load_ctx *ctx, const char *path, json_t *value,
@@ -515,8 +543,8 @@ static const struct setting match_settings[] = {
 	{ .key = "path", .type = T_CUSTOM, .parse = parse_match_path,
 	  .doc_type = "string", .offset = offsetof(struct tg_route, match_path),
 	  .help = "exact request path; absent matches any path" },
-	{ .key = "model", .type = T_STRING,
-	  .offset = offsetof(struct tg_route, match_model),
+	{ .key = "model", .type = T_CUSTOM, .parse = parse_match_model,
+	  .doc_type = "string", .offset = offsetof(struct tg_route, match_model),
 	  .help = "model name or fnmatch(3) glob; absent matches any request" },
 };
 static const struct section match_section = SECTION(match_settings);

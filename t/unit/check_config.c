@@ -7,6 +7,7 @@
  * temporary file as "T". Larger configs live in data/.
  */
 #include <check.h>
+#include <fnmatch.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -859,6 +860,55 @@ START_TEST(route_list_errors)
 }
 END_TEST
 
+/* fnmatch() reads an unclosed "[" as a plain character and a final
+ * backslash as one that never matches, so both are config errors. */
+START_TEST(model_glob_errors)
+{
+	expect_errors(
+		"{\"backends\": {\"b\": {\"url\": \"http://h\"}},"
+		" \"routes\": [{\"name\": \"a\", \"match\": {\"model\": \"[abc\"}, \"backends\": [\"b\"]},"
+		"   {\"name\": \"b\", \"match\": {\"model\": \"gpt-[!]\"}, \"backends\": [\"b\"]},"
+		"   {\"name\": \"c\", \"match\": {\"model\": \"gpt-\\\\\"}, \"backends\": [\"b\"]},"
+		"   {\"name\": \"d\", \"match\": {\"model\": \"\"}, \"backends\": [\"b\"]}]}",
+		"T: routes[0].match.model: invalid model pattern \"[abc\": the \"[\" at character 1 "
+		"opens a set that no \"]\" closes; close it, as in \"gpt-[45]*\", or put a "
+		"backslash before it to match a \"[\" itself\n"
+		"T: routes[1].match.model: invalid model pattern \"gpt-[!]\": the \"[\" at "
+		"character 5 opens a set that no \"]\" closes; close it, as in \"gpt-[45]*\", "
+		"or put a backslash before it to match a \"[\" itself\n"
+		"T: routes[2].match.model: invalid model pattern \"gpt-\\\\\": the backslash at "
+		"character 5 escapes nothing; put another before it to match a backslash itself\n"
+		"T: routes[3].match.model: must not be empty\n");
+}
+END_TEST
+
+/* Patterns the check accepts, each with a model that fnmatch() matches. */
+START_TEST(model_globs_accepted)
+{
+	static const char *const globs[][2] = {
+		{"gpt-4o", "gpt-4o"},
+		{"gpt-*", "gpt-4o-mini"},
+		{"gpt-[45]?", "gpt-4o"},
+		{"[]x]", "]"},
+		{"[!]x]", "y"},
+		{"[^a]", "b"},
+		{"[[:digit:]]*", "7b"},
+		{"x[[:alpha]", "x:"},
+		{"[\\]]", "]"},
+		{"\\[abc", "[abc"},
+		{"org/*", "org/model-7b"},
+	};
+	char problem[200];
+
+	for (size_t i = 0; i < sizeof(globs) / sizeof(globs[0]); i++) {
+		ck_assert_msg(tg_route_model_glob_check(globs[i][0], problem, sizeof(problem)) == 0,
+		              "%s: %s", globs[i][0], problem);
+		ck_assert_msg(fnmatch(globs[i][0], globs[i][1], 0) == 0, "%s does not match %s",
+		              globs[i][0], globs[i][1]);
+	}
+}
+END_TEST
+
 START_TEST(many_errors_one_run)
 {
 	struct tg_config *cfg;
@@ -1141,6 +1191,8 @@ static Suite *config_suite(void)
 	tcase_add_test(invalid, secrets_never_in_messages);
 	tcase_add_test(invalid, unknown_backend_in_route);
 	tcase_add_test(invalid, route_list_errors);
+	tcase_add_test(invalid, model_glob_errors);
+	tcase_add_test(invalid, model_globs_accepted);
 	tcase_add_test(invalid, many_errors_one_run);
 	suite_add_tcase(s, invalid);
 
