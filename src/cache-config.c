@@ -10,7 +10,9 @@
  * store), but a route caches only when its own "cache" is true or an
  * object.
  */
+#include <ctype.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -92,18 +94,107 @@ parse_db(const char *db_path, int *db)
 	return 0;
 }
 
+/* 1 when c may stand unencoded in the user information of a URL: an
+ * unreserved or sub-delims character of RFC 3986 section 3.2.1, or ':'. */
+static int
+userinfo_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       (c != '\0' && strchr("-._~!$&'()*+,;=:", c) != NULL);
+}
+
+/* Return what is wrong with part, the user or the password (what) of a
+ * Redis URL, in words that quote none of it, or NULL when it is valid.
+ * libevent rejects such a URL without saying why, and the message may not
+ * show the credentials. */
+static const char *
+userinfo_part_problem(const char *part, size_t len, const char *what, char *buf,
+                      size_t size)
+{
+	for (size_t i = 0; i < len; i++) {
+		if (part[i] == '%') {
+			if (i + 2 >= len || !isxdigit((unsigned char)part[i + 1]) ||
+			    !isxdigit((unsigned char)part[i + 2])) {
+				snprintf(buf, size, "the %s has a \"%%\" that two hexadecimal "
+				         "digits do not follow; write a \"%%\" itself as %%25", what);
+				return buf;
+			}
+			i += 2;
+		} else if (!userinfo_char(part[i])) {
+			snprintf(buf, size, "the %s has a character that a URL does not allow "
+			         "there, such as \"@\", \"/\", \"?\", \"#\" or a space; "
+			         "percent-encode it, as %%40 for \"@\"", what);
+			return buf;
+		}
+	}
+	return NULL;
+}
+
+/* Return where the credentials of raw start: after "://", or at its
+ * start. They end at the last "@" of raw, at, since a password may hold
+ * an "@" that its author did not encode. */
+static const char *
+credentials_start(const char *raw, const char *at)
+{
+	const char *scheme_end = strstr(raw, "://");
+
+	return scheme_end != NULL && scheme_end < at ? scheme_end + 3 : raw;
+}
+
+/* Return what is wrong with the "user:password" of the Redis URL raw, or
+ * NULL when it is valid or absent. */
+static const char *
+userinfo_problem(const char *raw, char *buf, size_t size)
+{
+	const char *at = strrchr(raw, '@');
+	const char *start, *colon;
+
+	if (at == NULL)
+		return NULL;
+	start = credentials_start(raw, at);
+
+	colon = memchr(start, ':', (size_t)(at - start));
+	if (colon == NULL)
+		return userinfo_part_problem(start, (size_t)(at - start), "password", buf, size);
+	if (userinfo_part_problem(start, (size_t)(colon - start), "user", buf, size) != NULL)
+		return buf;
+	return userinfo_part_problem(colon + 1, (size_t)(at - colon - 1), "password", buf, size);
+}
+
+/* Write raw to shown, quoted, with its credentials replaced by "***". */
+static void
+show_url(const char *raw, char *shown, size_t size)
+{
+	const char *at = strrchr(raw, '@');
+	char *masked;
+
+	if (at == NULL) {
+		quote(raw, shown, size);
+		return;
+	}
+
+	if (asprintf(&masked, "%.*s***%s", (int)(credentials_start(raw, at) - raw), raw,
+	             at) < 0) {
+		snprintf(shown, size, "(credentials not shown)");
+		return;
+	}
+	quote(masked, shown, size);
+	free(masked);
+}
+
 /*
- * "redis://[[user]:password@]host[:port][/db]". Messages quote the URL only
- * when it has no credentials, so that a password never reaches the output.
- * The URL kept for logs is rebuilt without them.
+ * "redis://[[user]:password@]host[:port][/db]". Messages show the URL with
+ * its credentials masked, and say what is wrong with them without quoting
+ * them, so that a password never reaches the output. The URL kept for logs
+ * is rebuilt without them.
  */
 static void
 parse_redis_url(struct load_ctx *ctx, const char *path, json_t *value, void *base,
                 const struct setting *s)
 {
 	struct tg_cache_config *c = base;
-	const char *raw, *host, *scheme;
-	char shown[QUOTE_LEN];
+	const char *raw, *host, *scheme, *problem;
+	char shown[QUOTE_LEN], why[200];
 	char *url = get_string(ctx, path, value, "a redis:// URL", &raw);
 	struct evhttp_uri *uri = NULL;
 	int port;
@@ -111,18 +202,18 @@ parse_redis_url(struct load_ctx *ctx, const char *path, json_t *value, void *bas
 	(void)s;
 	if (url == NULL)
 		return;
-	if (strchr(raw, '@') != NULL)
-		snprintf(shown, sizeof(shown), "(credentials not shown)");
-	else
-		quote(raw, shown, sizeof(shown));
+	show_url(raw, shown, sizeof(shown));
 
 	uri = evhttp_uri_parse_with_flags(url, 0);
 	scheme = uri != NULL ? evhttp_uri_get_scheme(uri) : NULL;
 	host = uri != NULL ? evhttp_uri_get_host(uri) : NULL;
 	if (scheme == NULL || strcasecmp(scheme, "redis") != 0 || host == NULL || host[0] == '\0' ||
 	    evhttp_uri_get_query(uri) != NULL || evhttp_uri_get_fragment(uri) != NULL) {
-		report(ctx, path, "invalid Redis URL %s; expected "
-		       "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]", shown);
+		if ((problem = userinfo_problem(url, why, sizeof(why))) != NULL)
+			report(ctx, path, "invalid Redis URL %s: %s", shown, problem);
+		else
+			report(ctx, path, "invalid Redis URL %s; expected "
+			       "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]", shown);
 		goto out;
 	}
 

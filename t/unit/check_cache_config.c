@@ -220,8 +220,26 @@ static const struct error_case {
 	  "to 65535, as in redis://127.0.0.1:6379/0\n" },
 	/* The password never appears, not even in a message about another part. */
 	{ "true", "{\"store\": \"redis\", \"redis\": \"redis://:hunter2@h/x\"}",
-	  "T: cache.redis: invalid database in (credentials not shown); the path is a number "
+	  "T: cache.redis: invalid database in \"redis://***@h/x\"; the path is a number "
 	  "from 0 to 65535, as in redis://127.0.0.1:6379/0\n" },
+	/* libevent rejects these without saying why: the message names the
+	 * part at fault and quotes none of it. */
+	{ "true", "{\"store\": \"redis\", \"redis\": \"redis://:%zzhunter2@h\"}",
+	  "T: cache.redis: invalid Redis URL \"redis://***@h\": the password has a \"%\" "
+	  "that two hexadecimal digits do not follow; write a \"%\" itself as %25\n" },
+	{ "true", "{\"store\": \"redis\", \"redis\": \"redis://app:hunter2%4@h\"}",
+	  "T: cache.redis: invalid Redis URL \"redis://***@h\": the password has a \"%\" "
+	  "that two hexadecimal digits do not follow; write a \"%\" itself as %25\n" },
+	{ "true", "{\"store\": \"redis\", \"redis\": \"redis://a%g0:hunter2@h\"}",
+	  "T: cache.redis: invalid Redis URL \"redis://***@h\": the user has a \"%\" "
+	  "that two hexadecimal digits do not follow; write a \"%\" itself as %25\n" },
+	{ "true", "{\"store\": \"redis\", \"redis\": \"redis://:hun@ter2@h:6379/0\"}",
+	  "T: cache.redis: invalid Redis URL \"redis://***@h:6379/0\": the password has a "
+	  "character that a URL does not allow there, such as \"@\", \"/\", \"?\", \"#\" "
+	  "or a space; percent-encode it, as %40 for \"@\"\n" },
+	{ "true", "{\"store\": \"redis\", \"redis\": \"redis://:hunter2@h st\"}",
+	  "T: cache.redis: invalid Redis URL \"redis://***@h st\"; expected "
+	  "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]\n" },
 	{ "true", "{\"tenant_header\": \"X Tenant\"}",
 	  "T: cache.tenant_header: invalid header name \"X Tenant\"; use letters, digits and "
 	  "!#$%&'*+-.^_`|~, as in \"X-Tenant-Id\"\n" },
@@ -245,6 +263,29 @@ START_TEST(errors_name_key_and_fix)
 
 	expect_errors(json, c->expected);
 	free(json);
+}
+END_TEST
+
+/* The credentials are judged as expanded, not as written with ${VARS}. */
+START_TEST(redis_credentials_from_the_environment)
+{
+	char *json;
+
+	setenv("TG_TEST_REDIS_PASSWORD", "hunter%2", 1);
+	json = config_with("true", "{\"store\": \"redis\", "
+	                   "\"redis\": \"redis://:${TG_TEST_REDIS_PASSWORD}@h\"}");
+	expect_errors(json, "T: cache.redis: invalid Redis URL \"redis://***@h\": the password "
+	              "has a \"%\" that two hexadecimal digits do not follow; write a \"%\" "
+	              "itself as %25\n");
+	free(json);
+
+	setenv("TG_TEST_REDIS_PASSWORD", "hunter2", 1);
+	json = config_with("true", "{\"store\": \"redis\", "
+	                   "\"redis\": \"redis://:${TG_TEST_REDIS_PASSWORD}@h st\"}");
+	expect_errors(json, "T: cache.redis: invalid Redis URL \"redis://***@h st\"; expected "
+	              "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]\n");
+	free(json);
+	unsetenv("TG_TEST_REDIS_PASSWORD");
 }
 END_TEST
 
@@ -277,6 +318,7 @@ cache_config_suite(void)
 	tcase_add_test(valid, key_settings);
 	suite_add_tcase(s, valid);
 
+	tcase_add_test(invalid, redis_credentials_from_the_environment);
 	tcase_add_loop_test(invalid, errors_name_key_and_fix, 0,
 	                    sizeof(error_cases) / sizeof(error_cases[0]));
 	tcase_add_test(invalid, bounds_come_from_the_table);
