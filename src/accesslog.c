@@ -18,6 +18,7 @@
 #include "clock.h"
 #include "filter.h"
 #include "filter-request.h"
+#include "json-double.h"
 #include "log.h"
 #include "request.h"
 #include "trace.h"
@@ -650,7 +651,7 @@ format_line(struct tg_json_writer *w, const struct tg_request *req)
 	else
 		tg_json_literal(w, "null");
 	tg_json_literal(w, ",\"duration\":");
-	tg_json_double_precision(w, duration, 6);
+	tg_json_double_precision(w, duration, TG_JSON_DURATION_DIGITS);
 	tg_json_literal(w, ",\"bytes_in\":");
 	tg_json_uint(w, req->bytes_in);
 	tg_json_literal(w, ",\"bytes_out\":");

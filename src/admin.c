@@ -18,6 +18,7 @@
 #include "accept-pause.h"
 #include "admin.h"
 #include "cache-redis.h"
+#include "json-double.h"
 #include "log.h"
 #include "metrics.h"
 #include "trace-export.h"
@@ -163,11 +164,12 @@ metrics_cb(struct evhttp_request *r, void *arg)
 	evbuffer_free(body);
 }
 
+/* Send value, released here, as compact JSON dumped with flags added. */
 static void
-send_json(struct evhttp_request *r, json_t *value)
+send_json(struct evhttp_request *r, json_t *value, size_t flags)
 {
 	struct evbuffer *body = evbuffer_new();
-	char *text = value ? json_dumps(value, JSON_COMPACT) : NULL;
+	char *text = value ? json_dumps(value, JSON_COMPACT | flags) : NULL;
 
 	json_decref(value);
 	if (body == NULL || text == NULL) {
@@ -194,7 +196,11 @@ traces_cb(struct evhttp_request *r, void *arg)
 
 	if (!admit_method(r))
 		return;
-	send_json(r, tg_tracer_recent_list(rt->tracer));
+	/* The only reals of the list are durations, written as the access
+	 * log writes its own: jansson's precision gives the text that
+	 * tg_json_double_text() gives for as many digits. */
+	send_json(r, tg_tracer_recent_list(rt->tracer),
+	          JSON_REAL_PRECISION(TG_JSON_DURATION_DIGITS));
 }
 
 /* GET /api/traces/{trace_id}: one recent trace as an OTLP
@@ -215,7 +221,7 @@ trace_cb(struct evhttp_request *r, struct tg_runtime *rt)
 		send_text(r, 404, "Not Found", "no such trace among the recent ones; "
 		          "GET /api/traces lists them");
 	else
-		send_json(r, trace);
+		send_json(r, trace, 0);
 	return 1;
 }
 

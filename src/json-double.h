@@ -15,6 +15,11 @@
 
 #include <stddef.h>
 
+/* Significant digits of a duration in seconds, in the access log and the
+ * admin API's trace list. That keeps microseconds below 1 s, without the
+ * binary noise of 17 digits (0.00058298599999999996). */
+#define TG_JSON_DURATION_DIGITS 6
+
 /* Bytes that the text of any real takes, NUL included. */
 #define TG_JSON_DOUBLE_SIZE 40
 

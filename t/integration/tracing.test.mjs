@@ -274,8 +274,19 @@ describe('span tree', () => {
     }, { message: `trace ${traceId} in GET /api/traces` });
     const summary = list.traces.find((t) => t.trace_id === traceId);
     assert.equal(summary.spans, 2);
+    assert.ok(summary.duration > 0 && summary.duration < 60, `duration ${summary.duration}`);
     assert.equal(summary.request_id, res.headers['x-request-id']);
     assert.equal(list.traces[0].trace_id, traceId, 'the newest trace comes first');
+
+    // Durations have the access log's 6 significant digits, not the 17
+    // that show a binary fraction (0.00058298599999999996).
+    const text = (await adminGet(gw, '/api/traces')).text;
+    const durations = [...text.matchAll(/"duration":([^,}]+)/g)].map((m) => m[1]);
+    assert.ok(durations.length > 0, `no duration in ${text.slice(0, 300)}`);
+    for (const duration of durations) {
+      const digits = duration.replace(/e.*$/, '').replace(/[-.]/g, '').replace(/^0+/, '');
+      assert.ok(digits.length <= 6, `duration ${duration} has more than 6 significant digits`);
+    }
 
     const one = await adminGet(gw, `/api/traces/${traceId}`);
     assert.equal(one.status, 200);
