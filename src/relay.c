@@ -26,6 +26,8 @@
 #define SSE_MAX_EVENT (8 * 1024 * 1024)
 #define TOO_LARGE_TO_SCREEN \
 	"the upstream sent a stream event too large for the content filters to read"
+/* The message when the response filters fail, in a body or a stream alike. */
+#define FILTERS_FAILED "the content filters could not check the response"
 #define HOLD_MAX_EVENTS TG_MAX_HELD_EVENTS
 #define HOLD_MAX_BYTES (64 * 1024)
 
@@ -879,7 +881,7 @@ static void
 end_blocked_stream(struct tg_request *req)
 {
 	if (req->error == TG_E_INTERNAL) {
-		end_stream_with_error(req, TG_E_INTERNAL, NULL);
+		end_stream_with_error(req, TG_E_INTERNAL, FILTERS_FAILED);
 		return;
 	}
 	write_last_chunk(req);
@@ -1081,8 +1083,7 @@ relay_on_complete(void *arg)
 	if (tg_filter_response_body(req) != 0) {
 		tg_trace_upstream_done(req);
 		req->cause = TG_CAUSE_GATEWAY;
-		tg_request_fail(req, TG_E_INTERNAL, "the content filters could not check the "
-		                "response");
+		tg_request_fail(req, TG_E_INTERNAL, FILTERS_FAILED);
 		return;
 	}
 	tg_metrics_response_body(req);

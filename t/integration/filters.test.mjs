@@ -553,6 +553,8 @@ describe('content filters: replies the filters cannot read', () => {
       if (res.status === 200) {
         const data = splitEvents(res.text).events.map(eventData);
         assert.equal(JSON.parse(data.at(-1)).error.code, 'internal_error');
+        // The same words as for a body the filters could not check.
+        assert.equal(JSON.parse(data.at(-1)).error.message, 'the content filters could not check the response');
       } else {
         assert.equal(res.status, 500);
       }
@@ -857,6 +859,7 @@ describe('content filters: Anthropic messages', () => {
     assert.match(last, /^event: error\n/);
     assert.equal(JSON.parse(eventData(last)).type, 'error');
     assert.equal(JSON.parse(eventData(last)).error.type, 'internal_error');
+    assert.equal(JSON.parse(eventData(last)).error.message, 'the content filters could not check the response');
     await gw.waitForLog(logged);
   });
 
