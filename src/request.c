@@ -402,6 +402,16 @@ tg_request_dispatch(struct tg_request *req)
 		return;
 	}
 
+	/* OPTIONS * asks about the server as a whole, not about a resource
+	 * that a backend serves, and a path prefix would make it a path. Like
+	 * Envoy (404) and nginx (400), the gateway answers it itself. */
+	if (strcmp(req->path, "*") == 0) {
+		tg_request_fail(req, TG_E_NO_ROUTE, "OPTIONS * is not forwarded: it asks about "
+		                "the server as a whole, not a path a route serves; send OPTIONS "
+		                "with a path such as /v1/chat/completions");
+		return;
+	}
+
 	if (endpoint != NULL && endpoint->method != req->method_id) {
 		reject_method(req, endpoint);
 		return;

@@ -452,14 +452,15 @@ describe('slow readers', () => {
   });
 });
 
-describe('Content-Encoding on a request without a body', () => {
+describe('requests a route for any path forwards', () => {
   let mock;
   let gw;
 
   before(async () => {
     mock = await startMock();
+    // The path prefix would turn an asterisk-form target into "/openai*".
     gw = await startGateway({
-      backends: { mock: mockBackend(mock) },
+      backends: { mock: mockBackend(mock, { url: `${mock.url}/openai` }) },
       routes: [{ name: 'any', backends: ['mock'] }],
     });
   });
@@ -476,5 +477,20 @@ describe('Content-Encoding on a request without a body', () => {
     const forwarded = (await mock.requests()).filter((r) => r.headers['x-request-id'] === 'bodiless-coded');
     assert.equal(forwarded.length, 1, 'the request did not reach the mock');
     assert.equal(forwarded[0].headers['content-encoding'], 'gzip');
+    assert.equal(forwarded[0].path, '/openai/v1/files');
+  });
+
+  it('answers OPTIONS * itself, as Envoy does', async () => {
+    const client = await RawClient.connect(gw.port);
+    try {
+      await client.write('OPTIONS * HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: options-asterisk\r\n\r\n');
+      const res = await client.readResponse();
+      const error = assertError(res, 404, 'invalid_request_error', 'route_not_found');
+      assert.match(error.message, /^OPTIONS \* is not forwarded: it asks about the server as a whole/);
+    } finally {
+      client.destroy();
+    }
+    const forwarded = (await mock.requests()).filter((r) => r.headers['x-request-id'] === 'options-asterisk');
+    assert.deepEqual(forwarded.map((r) => r.path), [], 'OPTIONS * reached the upstream');
   });
 });
