@@ -351,6 +351,36 @@ START_TEST(tree_children_end_inside_server_span)
 }
 END_TEST
 
+/* A tree keeps its first spans in its own array, and moves them when a
+ * request makes more (a failover per backend, say). */
+START_TEST(tree_keeps_every_span_past_its_own_array)
+{
+	struct tg_headers h;
+	struct tg_trace *t;
+	struct tg_span *made[20];
+	char name[16];
+
+	tg_headers_init(&h);
+	t = tg_trace_begin(&h, 1.0, "POST", 1000, NULL);
+	made[0] = t->server;
+	for (size_t i = 1; i < 20; i++) {
+		snprintf(name, sizeof(name), "attempt %zu", i);
+		made[i] = tg_trace_attempt_begin(t, name, 1000 + i);
+		ck_assert_ptr_nonnull(made[i]);
+	}
+	ck_assert_uint_eq(t->n_spans, 20);
+	for (size_t i = 0; i < 20; i++) {
+		ck_assert_ptr_eq(t->spans[i], made[i]);
+		if (i > 0) {
+			snprintf(name, sizeof(name), "attempt %zu", i);
+			ck_assert_str_eq(t->spans[i]->name, name);
+		}
+	}
+	tg_trace_finish(t, NULL, 9000);
+	tg_headers_free(&h);
+}
+END_TEST
+
 /* --- spans ---------------------------------------------------------------- */
 
 START_TEST(span_attributes_replace_and_drop)
@@ -1066,6 +1096,7 @@ trace_suite(void)
 	tcase_add_test(tree, tree_ratio_zero_records_nothing);
 	tcase_add_test(tree, tree_upstream_traceparent_names_attempt);
 	tcase_add_test(tree, tree_children_end_inside_server_span);
+	tcase_add_test(tree, tree_keeps_every_span_past_its_own_array);
 	tcase_add_test(span, span_attributes_replace_and_drop);
 	tcase_add_test(span, span_attribute_strings_kept);
 	tcase_add_test(span, span_error_status_is_kept);
