@@ -322,17 +322,116 @@ take_member(struct reader *r, struct frame *f, enum value v, const unsigned char
 /* --- the detail ----------------------------------------------------------- */
 
 
+static const struct {
+	const char *text;
+	size_t len;
+} KNOWN_FINISH_REASONS[] = {
+#define KNOWN(text) {text, sizeof(text) - 1}
+	KNOWN("stop"), KNOWN("length"), KNOWN("tool_calls"), KNOWN("content_filter"),
+	KNOWN("function_call"),
+#undef KNOWN
+};
+
+#define N_KNOWN_FINISH_REASONS (sizeof(KNOWN_FINISH_REASONS) / sizeof(KNOWN_FINISH_REASONS[0]))
+
+const char *
+tg_known_finish_reason(const char *s, size_t len)
+{
+	for (size_t i = 0; i < N_KNOWN_FINISH_REASONS; i++) {
+		if (KNOWN_FINISH_REASONS[i].len == len &&
+		    memcmp(s, KNOWN_FINISH_REASONS[i].text, len) == 0)
+			return KNOWN_FINISH_REASONS[i].text;
+	}
+	return NULL;
+}
+
+int
+tg_is_known_finish_reason(const char *s)
+{
+	for (size_t i = 0; i < N_KNOWN_FINISH_REASONS; i++) {
+		if (s == KNOWN_FINISH_REASONS[i].text)
+			return 1;
+	}
+	return 0;
+}
+
+/* The first choices of a detail and the copies of its strings. */
+struct tg_reply_detail_block {
+	struct tg_reply_choice choices[2];
+	char text[128];
+};
+
+/* x's block, allocated when x has none yet; NULL when memory ran out. */
+static struct tg_reply_detail_block *
+detail_block(struct tg_reply_detail *x)
+{
+	if (x->block == NULL)
+		x->block = malloc(sizeof(*x->block));
+	return x->block;
+}
+
+/* Whether s points into the text of x's block. Compared as integers: C
+ * orders pointers only within one object. */
+static int
+in_block(const struct tg_reply_detail *x, const char *s)
+{
+	return x->block != NULL &&
+	       (uintptr_t)s - (uintptr_t)x->block->text < sizeof(x->block->text);
+}
+
+/* Free a string of x that is neither in its block nor a known reason. */
+static void
+free_string(const struct tg_reply_detail *x, char *s)
+{
+	if (s != NULL && !in_block(x, s) && !tg_is_known_finish_reason(s))
+		free(s);
+}
+
+/* A NUL-terminated copy of the len bytes at s, none of which is NUL, in
+ * x's block while it has room, else allocated alone; NULL when memory ran
+ * out. */
+static char *
+copy_string(struct tg_reply_detail *x, const unsigned char *s, size_t len)
+{
+	struct tg_reply_detail_block *block = detail_block(x);
+	char *copy;
+
+	if (block == NULL || len >= sizeof(block->text) - x->block_used)
+		return strndup((const char *)s, len);
+	copy = block->text + x->block_used;
+	memcpy(copy, s, len);
+	copy[len] = '\0';
+	x->block_used += len + 1;
+	return copy;
+}
+
 /* Set *to to a copy of a string value, or to NULL for any other value.
  * Returns 0 when memory ran out. */
 static int
-replace_string(char **to, enum value v, const unsigned char *s, size_t len)
+replace_string(struct tg_reply_detail *x, char **to, enum value v, const unsigned char *s,
+               size_t len)
 {
-	free(*to);
+	free_string(x, *to);
 	*to = NULL;
 	if (v != V_STRING)
 		return 1;
-	*to = strndup((const char *)s, len);
+	*to = copy_string(x, s, len);
 	return *to != NULL;
+}
+
+/* replace_string() for a finish reason, which is nearly always one of
+ * the known ones. */
+static int
+replace_reason(struct tg_reply_detail *x, char **to, enum value v, const unsigned char *s,
+               size_t len)
+{
+	const char *known = v == V_STRING ? tg_known_finish_reason((const char *)s, len) : NULL;
+
+	if (known == NULL)
+		return replace_string(x, to, v, s, len);
+	free_string(x, *to);
+	*to = (char *)known;
+	return 1;
 }
 
 static enum tg_reply_text
@@ -347,7 +446,7 @@ static void
 drop_choices(struct tg_reply_detail *x)
 {
 	for (size_t i = 0; i < x->n_choices; i++)
-		free(x->choices[i].finish_reason);
+		free_string(x, x->choices[i].finish_reason);
 	x->n_choices = 0;
 }
 
@@ -356,12 +455,22 @@ drop_choices(struct tg_reply_detail *x)
 static int
 add_choice(struct tg_reply_detail *x, size_t position)
 {
+	if (x->choices == NULL) {
+		if (detail_block(x) == NULL)
+			return 0;
+		x->choices = x->block->choices;
+		x->cap_choices = sizeof(x->block->choices) / sizeof(x->block->choices[0]);
+	}
 	if (x->n_choices == x->cap_choices) {
-		size_t cap = x->cap_choices ? 2 * x->cap_choices : 4;
-		struct tg_reply_choice *grown = realloc(x->choices, cap * sizeof(*grown));
+		int first = x->block != NULL && x->choices == x->block->choices;
+		size_t cap = 2 * x->cap_choices;
+		struct tg_reply_choice *grown = first ? malloc(cap * sizeof(*grown))
+		                                : realloc(x->choices, cap * sizeof(*grown));
 
 		if (grown == NULL)
 			return 0;
+		if (first)
+			memcpy(grown, x->choices, x->n_choices * sizeof(*grown));
 		x->choices = grown;
 		x->cap_choices = cap;
 	}
@@ -411,9 +520,9 @@ take_detail(struct reader *r, const struct frame *f, enum value v, const unsigne
 
 	switch (f->member) {
 	case M_ID:
-		return replace_string(&x->id, v, s, len);
+		return replace_string(x, &x->id, v, s, len);
 	case M_MODEL:
-		return replace_string(&x->model, v, s, len);
+		return replace_string(x, &x->model, v, s, len);
 	case M_CHOICES:
 		drop_choices(x);
 		break;
@@ -421,7 +530,7 @@ take_detail(struct reader *r, const struct frame *f, enum value v, const unsigne
 		open_choice(x)->index = v == V_INTEGER && integer >= 0 ? integer : -1;
 		break;
 	case M_FINISH_REASON:
-		return replace_string(&open_choice(x)->finish_reason, v, s, len);
+		return replace_reason(x, &open_choice(x)->finish_reason, v, s, len);
 	case M_TEXT:
 		open_choice(x)->text = (unsigned char)text_kind(v, len);
 		break;
@@ -817,9 +926,11 @@ void
 tg_reply_detail_free(struct tg_reply_detail *x)
 {
 	drop_choices(x);
-	free(x->choices);
-	free(x->id);
-	free(x->model);
+	if (x->block == NULL || x->choices != x->block->choices)
+		free(x->choices);
+	free_string(x, x->id);
+	free_string(x, x->model);
+	free(x->block);
 	memset(x, 0, sizeof(*x));
 }
 

@@ -494,6 +494,86 @@ START_TEST(tap_stops_read)
 }
 END_TEST
 
+/* --- the detail ------------------------------------------------------------ */
+
+/* Read text, which must be valid, with a detail that must be usable. */
+static void
+read_detail(struct tg_reply_detail *x, const char *text)
+{
+	struct tg_reply_digest d;
+
+	ck_assert_int_eq(tg_reply_digest_detail(&d, x, text, strlen(text)), 0);
+	ck_assert_msg(x->usable, "%s: detail not usable", text);
+}
+
+/* Strings of every length keep their text, whether they fit in the
+ * detail's block or not, and the last of a member wins. */
+START_TEST(detail_strings_of_any_length)
+{
+	char id[301], model[61], text[600];
+	struct tg_reply_detail x;
+
+	memset(id, 'i', sizeof(id) - 1);
+	id[sizeof(id) - 1] = '\0';
+	memset(model, 'm', sizeof(model) - 1);
+	model[sizeof(model) - 1] = '\0';
+
+	for (size_t len = 0; len < sizeof(id); len += 7) {
+		snprintf(text, sizeof(text), "{\"id\":\"first\",\"model\":\"%s\",\"id\":\"%.*s\"}",
+		         model, (int)len, id);
+		read_detail(&x, text);
+		ck_assert_uint_eq(strlen(x.id), len);
+		ck_assert_int_eq(strncmp(x.id, id, len), 0);
+		ck_assert_str_eq(x.model, model);
+		tg_reply_detail_free(&x);
+	}
+
+	read_detail(&x, "{\"id\":\"a\",\"id\":null,\"model\":\"b\",\"model\":3}");
+	ck_assert_ptr_null(x.id);
+	ck_assert_ptr_null(x.model);
+	tg_reply_detail_free(&x);
+}
+END_TEST
+
+/* Every choice keeps its place, index and finish reason, past the first
+ * few that the detail's block holds, known reasons or not. */
+START_TEST(detail_many_choices)
+{
+	static const char *const reasons[] = {
+		"stop", "length", "tool_calls", "content_filter", "function_call",
+		"end_turn", "", "stop_sequence_with_a_long_name", NULL,
+	};
+	const size_t n = sizeof(reasons) / sizeof(reasons[0]);
+	char text[2000];
+	size_t len;
+	struct tg_reply_detail x;
+
+	len = (size_t)snprintf(text, sizeof(text), "{\"choices\":[{\"finish_reason\":\"x\"}],"
+	                       "\"choices\":[");
+	for (size_t i = 0; i < n; i++) {
+		len += (size_t)snprintf(text + len, sizeof(text) - len,
+		                        "%s{\"index\":%zu,\"finish_reason\":\"replaced\","
+		                        "\"finish_reason\":%s%s%s}", i ? "," : "", n - 1 - i,
+		                        reasons[i] ? "\"" : "", reasons[i] ? reasons[i] : "null",
+		                        reasons[i] ? "\"" : "");
+	}
+	snprintf(text + len, sizeof(text) - len, "]}");
+
+	read_detail(&x, text);
+	ck_assert_uint_eq(x.n_choices, n);
+	for (size_t i = 0; i < n; i++) {
+		ck_assert_uint_eq(x.choices[i].position, i);
+		ck_assert_int_eq(x.choices[i].index, (int64_t)(n - 1 - i));
+		if (reasons[i] == NULL)
+			ck_assert_ptr_null(x.choices[i].finish_reason);
+		else
+			ck_assert_str_eq(x.choices[i].finish_reason, reasons[i]);
+	}
+	ck_assert_ptr_eq(x.choices[0].finish_reason, tg_known_finish_reason("stop", 4));
+	tg_reply_detail_free(&x);
+}
+END_TEST
+
 /* --- the relay's classification ------------------------------------------- */
 
 static const struct {
@@ -591,6 +671,7 @@ reply_digest_suite(void)
 	Suite *s = suite_create("reply-digest");
 	TCase *shapes = tcase_create("shapes");
 	TCase *tap = tcase_create("tap");
+	TCase *detail = tcase_create("detail");
 	TCase *relay = tcase_create("relay");
 
 	tcase_add_test(shapes, openai_content_chunk);
@@ -611,10 +692,13 @@ reply_digest_suite(void)
 	tcase_add_test(shapes, buffer_in_many_segments);
 	tcase_add_test(tap, tap_gets_every_event);
 	tcase_add_test(tap, tap_stops_read);
+	tcase_add_test(detail, detail_strings_of_any_length);
+	tcase_add_test(detail, detail_many_choices);
 	tcase_add_loop_test(relay, relay_classifies_events, 0, sizeof(events) / sizeof(events[0]));
 	tcase_add_test(relay, event_tree_built_on_demand);
 	suite_add_tcase(s, shapes);
 	suite_add_tcase(s, tap);
+	suite_add_tcase(s, detail);
 	suite_add_tcase(s, relay);
 	return s;
 }
