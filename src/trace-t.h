@@ -149,6 +149,7 @@ struct tg_trace {
 	int first_token_seen;
 	char **finish_reasons;          /* one per choice index, NULL when unknown */
 	size_t n_finish_reasons;
+	char *first_finish_reasons[4];  /* where finish_reasons points first */
 	struct tg_content_capture *output;      /* captured output text; NULL if off */
 
 	/* The traceparent value sent upstream by the current attempt. */

@@ -702,6 +702,51 @@ START_TEST(genai_response_body)
 }
 END_TEST
 
+/* The finish reasons of every choice index, known to OpenAI or not, in
+ * index order, with the last one given for an index; a new attempt
+ * starts without them. */
+START_TEST(genai_finish_reasons_by_index)
+{
+	static const char *const chunks[] = {
+		"{\"choices\":[{\"index\":0,\"finish_reason\":\"stop\"}]}",
+		"{\"choices\":[{\"index\":2,\"finish_reason\":\"tool_calls\"}]}",
+		"{\"choices\":[{\"index\":6,\"finish_reason\":\"length\"}]}",
+		"{\"choices\":[{\"index\":6,\"finish_reason\":\"end_turn\"}]}",
+		"{\"choices\":[{\"index\":0,\"finish_reason\":\"content_filter\"}]}",
+		"{\"choices\":[{\"index\":3,\"finish_reason\":\"custom\"}]}",
+		"{\"choices\":[{\"index\":3,\"finish_reason\":\"function_call\"}]}",
+	};
+	static const char *const want[] = {"content_filter", "tool_calls", "function_call",
+	                                   "end_turn"};
+	struct tg_headers h;
+	struct tg_trace *t;
+	struct tg_span *s;
+	const struct tg_attr *reasons;
+
+	tg_headers_init(&h);
+	t = tg_trace_begin(&h, 1.0, "POST", 1000, NULL);
+	s = tg_trace_attempt_begin(t, "chat m", 2000);
+	for (size_t i = 0; i < sizeof(chunks) / sizeof(chunks[0]); i++) {
+		json_t *chunk = json_loads(chunks[i], 0, NULL);
+
+		ck_assert_ptr_nonnull(chunk);
+		tg_genai_stream_event(t, s, chunk, 3000 + i, 2000);
+		json_decref(chunk);
+	}
+	tg_genai_attempt_done(t, s);
+	reasons = attr(s, "gen_ai.response.finish_reasons");
+	ck_assert_uint_eq(reasons->v.list.n, sizeof(want) / sizeof(want[0]));
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+		ck_assert_str_eq(reasons->v.list.items[i], want[i]);
+
+	s = tg_trace_attempt_begin(t, "chat m", 4000);
+	tg_genai_attempt_done(t, s);
+	ck_assert_ptr_null(tg_attrs_find(&s->attrs, "gen_ai.response.finish_reasons"));
+	tg_trace_free(t);
+	tg_headers_free(&h);
+}
+END_TEST
+
 START_TEST(genai_stream_events)
 {
 	struct tg_headers h;
@@ -1107,6 +1152,7 @@ trace_suite(void)
 	tcase_add_test(genai, genai_input_messages_truncated);
 	tcase_add_test(genai, genai_response_body);
 	tcase_add_test(genai, genai_stream_events);
+	tcase_add_test(genai, genai_finish_reasons_by_index);
 	tcase_add_test(genai, genai_no_usage_no_tokens);
 	tcase_add_test(otlp, otlp_span_encoding);
 	tcase_add_test(otlp, otlp_span_renamed);
