@@ -134,8 +134,8 @@ struct tg_trace {
 
 	struct tg_span **spans; /* every span of the tree; [0] is the server span */
 	size_t n_spans, spans_capacity;
-	/* Where spans points first: a chat completion makes 3 spans, and
-	 * the array's realloc() and free() cost about 130 instructions. */
+	/* The array that spans uses up to 4 spans: a chat completion makes 3,
+	 * and an allocated array cost about 200 instructions per request. */
 	struct tg_span *first_spans[4];
 	struct tg_span *server;
 	struct tg_span *attempt;        /* the upstream attempt in progress */
@@ -149,7 +149,7 @@ struct tg_trace {
 	int first_token_seen;
 	char **finish_reasons;          /* one per choice index, NULL when unknown */
 	size_t n_finish_reasons;
-	char *first_finish_reasons[4];  /* where finish_reasons points first */
+	char *first_finish_reasons[4];  /* the array finish_reasons uses up to 4 choices */
 	struct tg_content_capture *output;      /* captured output text; NULL if off */
 
 	/* The traceparent value sent upstream by the current attempt. */
