@@ -151,6 +151,29 @@ START_TEST(hex_encode_every_byte)
 }
 END_TEST
 
+/* Every length, so that whole words and the bytes after them both count,
+ * at every alignment of the input. */
+START_TEST(hex_encode_every_length)
+{
+	uint8_t bytes[40];
+	char hex[2 * 32 + 2], want[2 * 32 + 1];
+
+	for (size_t i = 0; i < sizeof(bytes); i++)
+		bytes[i] = (uint8_t)(0x9e * i + 0x3b);
+	for (size_t at = 0; at < 8; at++) {
+		for (size_t n = 0; n <= 32; n++) {
+			for (size_t i = 0; i < n; i++)
+				snprintf(want + 2 * i, 3, "%02x", bytes[at + i]);
+			want[2 * n] = '\0';
+			memset(hex, 'X', sizeof(hex));
+			tg_hex_encode(hex, bytes + at, n);
+			ck_assert_str_eq(hex, want);
+			ck_assert_int_eq(hex[2 * n + 1], 'X');
+		}
+	}
+}
+END_TEST
+
 START_TEST(traceparent_format_round_trip)
 {
 	struct tg_traceparent tp;
@@ -1132,6 +1155,7 @@ trace_suite(void)
 	tcase_add_test(context, traceparent_optional_whitespace);
 	tcase_add_test(context, traceparent_format_round_trip);
 	tcase_add_test(context, hex_encode_every_byte);
+	tcase_add_test(context, hex_encode_every_length);
 	tcase_add_test(context, random_ids_are_not_zero_and_differ);
 	tcase_add_test(context, ratio_sampling);
 	tcase_add_test(tree, tree_continues_valid_parent);
