@@ -320,6 +320,19 @@ static const char TWO_DIGITS[] =
 	"6061626364656667686970717273747576777879"
 	"8081828384858687888990919293949596979899";
 
+/* Write the 8 digits of v (below 100,000,000), with leading zeros, at
+ * out. */
+static void
+put_eight_digits(char *out, uint32_t v)
+{
+	uint32_t high = v / 10000, low = v % 10000;
+
+	memcpy(out, TWO_DIGITS + 2 * (high / 100), 2);
+	memcpy(out + 2, TWO_DIGITS + 2 * (high % 100), 2);
+	memcpy(out + 4, TWO_DIGITS + 2 * (low / 100), 2);
+	memcpy(out + 6, TWO_DIGITS + 2 * (low % 100), 2);
+}
+
 void
 tg_json_put_uint(struct tg_json_writer *w, uint64_t v)
 {
@@ -332,6 +345,14 @@ tg_json_put_uint(struct tg_json_writer *w, uint64_t v)
 
 	memset(digits + TG_JSON_UINT_SIZE, 0, TG_JSON_UINT_SIZE);
 
+	/* Eight digits per 64-bit division, in 32-bit steps without a loop:
+	 * the 19 digits of a span time took about 200 instructions two at a
+	 * time. */
+	while (v >= 100000000) {
+		n -= 8;
+		put_eight_digits(digits + n, (uint32_t)(v % 100000000));
+		v /= 100000000;
+	}
 	while (v >= 100) {
 		n -= 2;
 		memcpy(digits + n, TWO_DIGITS + 2 * (v % 100), 2);
