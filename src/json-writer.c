@@ -241,10 +241,22 @@ write_string(struct tg_json_writer *w, const char *s, size_t len, size_t limit)
 	const unsigned char *in = (const unsigned char *)s;
 	size_t i = 0, kept = 0;
 
-	/* Most values are plain text within the limit. */
-	if (len <= limit && plain_run(in, len) == len) {
-		tg_json_plain(w, s, len);
-		return;
+	/* Most values are plain text within the limit. They are copied into
+	 * the room and checked in one pass, which costs about half of a check
+	 * and then a copy, and the copy is kept when it is plain. Else the
+	 * escaping below writes over it. */
+	if (len <= limit) {
+		char *out;
+
+		if (tg_json_room(w, len + 2) != 0)
+			return;
+		out = w->data + w->len;
+		if (tg_json_copy_plain(out + 1, s, len)) {
+			out[0] = '"';
+			out[len + 1] = '"';
+			w->len += len + 2;
+			return;
+		}
 	}
 	tg_json_literal(w, "\"");
 	while (i < len && !w->failed) {
