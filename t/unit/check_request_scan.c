@@ -335,23 +335,32 @@ START_TEST(scan_mutations_agree_with_jansson)
 }
 END_TEST
 
-/* The string check reads 8 bytes at a time first: a NUL or a byte that is
- * not UTF-8 must count wherever it sits, and any other ASCII passes. */
+/* The string check reads 8 or 4 bytes at a time first, overlapping at
+ * the end: a NUL or a byte that is not UTF-8 must count wherever it sits,
+ * and any other ASCII passes. */
 START_TEST(string_check_finds_bad_byte_anywhere)
 {
+	/* Around bytes of 0x01 and 0x7f too, the edges of what passes. */
+	static const unsigned char fills[] = {'a', 0x01, 0x7f};
 	unsigned char s[24];
 
-	for (size_t len = 1; len <= sizeof(s); len++) {
-		for (size_t at = 0; at < len; at++) {
-			memset(s, 'a', len);
-			s[at] = '\0';
-			ck_assert_int_eq(tg_yj_string_ok(s, len), 0);
-			s[at] = 0xff;
-			ck_assert_int_eq(tg_yj_string_ok(s, len), 0);
-			s[at] = '"';
+	for (size_t f = 0; f < sizeof(fills); f++) {
+		for (size_t len = 1; len <= sizeof(s); len++) {
+			memset(s, fills[f], len);
 			ck_assert_int_eq(tg_yj_string_ok(s, len), 1);
-			s[at] = '\n';
-			ck_assert_int_eq(tg_yj_string_ok(s, len), 1);
+			for (size_t at = 0; at < len; at++) {
+				memset(s, fills[f], len);
+				s[at] = '\0';
+				ck_assert_int_eq(tg_yj_string_ok(s, len), 0);
+				s[at] = 0xff;
+				ck_assert_int_eq(tg_yj_string_ok(s, len), 0);
+				s[at] = 0x80;
+				ck_assert_int_eq(tg_yj_string_ok(s, len), 0);
+				s[at] = '"';
+				ck_assert_int_eq(tg_yj_string_ok(s, len), 1);
+				s[at] = '\n';
+				ck_assert_int_eq(tg_yj_string_ok(s, len), 1);
+			}
 		}
 	}
 	ck_assert_int_eq(tg_yj_string_ok((const unsigned char *)"caf\xc3\xa9 au lait", 13), 1);
