@@ -70,7 +70,7 @@ write_double(struct tg_json_writer *w, double v)
 static void
 write_strings(struct tg_json_writer *w, char *const *items, size_t n)
 {
-	tg_json_literal(w, ",\"value\":{\"arrayValue\":{\"values\":[");
+	tg_json_literal(w, "arrayValue\":{\"values\":[");
 	for (size_t i = 0; i < n; i++) {
 		if (i > 0)
 			tg_json_literal(w, ",");
@@ -82,9 +82,10 @@ write_strings(struct tg_json_writer *w, char *const *items, size_t n)
 }
 
 /*
- * Write the rest of a KeyValue after its key: ,"value": and the AnyValue,
- * and close both. Each type's opening and closing text is one literal,
- * because an export writes a few dozen of these per request.
+ * Write the rest of a KeyValue after write_key(), which ends inside the
+ * AnyValue: the name of the value's type and the value, and close both.
+ * Each type's text is one literal, because an export writes a few dozen
+ * of these per request.
  */
 static void
 write_string_value(struct tg_json_writer *w, const struct tg_attr *attr)
@@ -93,12 +94,12 @@ write_string_value(struct tg_json_writer *w, const struct tg_attr *attr)
 	if (attr->value_plain) {
 		if (tg_json_room(w, attr->value_len + RUN_ROOM) != 0)
 			return;
-		tg_json_put_literal(w, ",\"value\":{\"stringValue\":\"");
+		tg_json_put_literal(w, "stringValue\":\"");
 		tg_json_put(w, attr->v.s, attr->value_len);
 		tg_json_put_literal(w, "\"}}");
 		return;
 	}
-	tg_json_literal(w, ",\"value\":{\"stringValue\":");
+	tg_json_literal(w, "stringValue\":");
 	tg_json_string(w, attr->v.s);
 	tg_json_literal(w, "}}");
 }
@@ -108,7 +109,7 @@ write_int_value(struct tg_json_writer *w, int64_t v)
 {
 	if (tg_json_room(w, RUN_ROOM) != 0)
 		return;
-	tg_json_put_literal(w, ",\"value\":{\"intValue\":\"");
+	tg_json_put_literal(w, "intValue\":\"");
 	if (v < 0)
 		tg_json_put_literal(w, "-");
 	/* Negated as unsigned so that INT64_MIN does not overflow. */
@@ -127,15 +128,15 @@ write_value(struct tg_json_writer *w, const struct tg_attr *attr)
 		write_int_value(w, attr->v.i);
 		break;
 	case TG_ATTR_DOUBLE:
-		tg_json_literal(w, ",\"value\":{\"doubleValue\":");
+		tg_json_literal(w, "doubleValue\":");
 		write_double(w, attr->v.d);
 		tg_json_literal(w, "}}");
 		break;
 	case TG_ATTR_BOOL:
 		if (attr->v.b)
-			tg_json_literal(w, ",\"value\":{\"boolValue\":true}}");
+			tg_json_literal(w, "boolValue\":true}}");
 		else
-			tg_json_literal(w, ",\"value\":{\"boolValue\":false}}");
+			tg_json_literal(w, "boolValue\":false}}");
 		break;
 	case TG_ATTR_STRINGS:
 		write_strings(w, attr->v.list.items, attr->v.list.n);
@@ -143,25 +144,57 @@ write_value(struct tg_json_writer *w, const struct tg_attr *attr)
 	}
 }
 
-/* Write {"key":KEY of a KeyValue, after a comma unless it is the first.
- * Keys are half the strings of an export, and nearly all are semconv
- * names, which need no escaping. */
+/* Bytes of each semconv name's slot in KEY_TEXTS: the longest text (57
+ * bytes and a NUL) fits, and this file fails to compile when a new name
+ * does not. */
+#define KEY_SLOT 64
+
+#define KEY_TEXT(name) ",{\"key\":\"" name "\",\"value\":{\""
+
+#define KEY_TEXT_FITS(id, name) \
+	_Static_assert(sizeof(KEY_TEXT(name)) <= KEY_SLOT, "the key text of " name " needs a larger KEY_SLOT");
+TG_SEMCONV_TABLE(KEY_TEXT_FITS)
+#undef KEY_TEXT_FITS
+
+/*
+ * The text of a KeyValue up to its value's type, for each semconv name:
+ * keys are half the strings of an export, and nearly all are semconv
+ * names. A key's text is copied as a whole slot, which compiles to a few
+ * moves, so the array has one spare slot for a copy from the last one
+ * that starts after its comma.
+ */
+static const char KEY_TEXTS[TG_SC_COUNT + 1][KEY_SLOT] = {
+#define KEY_TEXT_SLOT(id, name) [TG_SC_##id] = KEY_TEXT(name),
+	TG_SEMCONV_TABLE(KEY_TEXT_SLOT)
+#undef KEY_TEXT_SLOT
+};
+
+static const uint8_t KEY_TEXT_LENGTHS[TG_SC_COUNT] = {
+#define KEY_TEXT_LENGTH(id, name) [TG_SC_##id] = sizeof(KEY_TEXT(name)) - 1,
+	TG_SEMCONV_TABLE(KEY_TEXT_LENGTH)
+#undef KEY_TEXT_LENGTH
+};
+
+/* Write {"key":KEY,"value":{" of a KeyValue, after a comma unless it is
+ * the first. */
 static void
 write_key(struct tg_json_writer *w, const struct tg_attr *attr, int first)
 {
+	enum tg_semconv id;
+
 	if (!tg_semconv_is_name(attr->key)) {
 		if (!first)
 			tg_json_literal(w, ",");
 		tg_json_literal(w, "{\"key\":");
 		tg_json_string(w, attr->key);
+		tg_json_literal(w, ",\"value\":{\"");
 		return;
 	}
-	if (tg_json_room(w, TG_SEMCONV_SLOT + RUN_ROOM) != 0)
+	if (tg_json_room(w, KEY_SLOT) != 0)
 		return;
-	if (!first)
-		tg_json_put_literal(w, ",");
-	tg_json_put_literal(w, "{\"key\":");
-	put_semconv_name(w, attr->key, attr->key_len);
+	id = tg_semconv_id(attr->key);
+	memcpy(w->data + w->len, KEY_TEXTS[id] + (first != 0), KEY_SLOT);
+	w->len += KEY_TEXT_LENGTHS[id] - (first != 0);
 }
 
 /* A list of KeyValue. */

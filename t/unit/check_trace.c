@@ -1033,6 +1033,20 @@ START_TEST(otlp_dropped_counts)
 }
 END_TEST
 
+/* Check that the OTLP text of span s is want, and free s. */
+static void
+assert_span_text(struct tg_span *s, const char *want)
+{
+	struct tg_json_writer w = {0};
+
+	tg_otlp_write_span(&w, s);
+	ck_assert_int_eq(w.failed, 0);
+	ck_assert_uint_eq(w.len, strlen(want));
+	ck_assert_mem_eq(w.data, want, w.len);
+	tg_json_writer_free(&w);
+	tg_span_free(s);
+}
+
 /* Every attribute type, and string values that need escaping, in the
  * exact text the exporter sends. */
 START_TEST(otlp_attribute_types_exact_text)
@@ -1040,7 +1054,6 @@ START_TEST(otlp_attribute_types_exact_text)
 	uint8_t trace_id[16] = {0xab};
 	struct tg_span *s = tg_span_new(trace_id, NULL, TG_SPAN_SERVER, "POST \"x\"", 5);
 	const char *items[] = {"stop", "line\nbreak"};
-	struct tg_json_writer w = {0};
 	const char *want;
 
 	memset(s->span_id, 0xcd, sizeof(s->span_id));
@@ -1052,7 +1065,6 @@ START_TEST(otlp_attribute_types_exact_text)
 	tg_attrs_strings(&s->attrs, "a", items, 2);
 	tg_attrs_strings(&s->attrs, "empty", items, 0);
 	tg_span_end(s, 6);
-	tg_otlp_write_span(&w, s);
 	want = "{\"traceId\":\"ab000000000000000000000000000000\","
 	       "\"spanId\":\"cdcdcdcdcdcdcdcd\",\"name\":\"POST \\\"x\\\"\",\"kind\":2,"
 	       "\"startTimeUnixNano\":\"5\",\"endTimeUnixNano\":\"6\",\"attributes\":["
@@ -1066,11 +1078,45 @@ START_TEST(otlp_attribute_types_exact_text)
 	       "{\"stringValue\":\"stop\"},{\"stringValue\":\"line\\nbreak\"}]}}},"
 	       "{\"key\":\"empty\",\"value\":{\"arrayValue\":{\"values\":[]}}}],"
 	       "\"events\":[],\"status\":{}}";
-	ck_assert_int_eq(w.failed, 0);
-	ck_assert_uint_eq(w.len, strlen(want));
-	ck_assert_mem_eq(w.data, want, w.len);
-	tg_json_writer_free(&w);
-	tg_span_free(s);
+	assert_span_text(s, want);
+}
+END_TEST
+
+/* The same with semconv keys, whose text comes from a table: first in
+ * the list or not, the last name of the table, and literal keys between
+ * them. */
+START_TEST(otlp_semconv_keys_exact_text)
+{
+	uint8_t trace_id[16] = {0xab};
+	struct tg_span *s = tg_span_new(trace_id, NULL, TG_SPAN_CLIENT, "chat m", 5);
+	const char *items[] = {"stop"};
+	const char *want;
+
+	memset(s->span_id, 0xcd, sizeof(s->span_id));
+	tg_attrs_string(&s->attrs, TG_SC(GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS), "plain");
+	tg_attrs_int(&s->attrs, TG_SC(SERVER_PORT), 8080);
+	tg_attrs_string(&s->attrs, "literal", "x");
+	tg_attrs_double(&s->attrs, TG_SC(GEN_AI_REQUEST_TEMPERATURE), 0.5);
+	tg_attrs_bool(&s->attrs, TG_SC(GEN_AI_REQUEST_STREAM), 0);
+	tg_attrs_strings(&s->attrs, TG_SC(GEN_AI_RESPONSE_FINISH_REASONS), items, 1);
+	tg_attrs_string(&s->attrs, TG_SC(URL_PATH), "/a\"b");
+	tg_attrs_string(&s->attrs, tg_semconv_names[TG_SC_COUNT - 1], "last");
+	tg_span_end(s, 6);
+	want = "{\"traceId\":\"ab000000000000000000000000000000\","
+	       "\"spanId\":\"cdcdcdcdcdcdcdcd\",\"name\":\"chat m\",\"kind\":3,"
+	       "\"startTimeUnixNano\":\"5\",\"endTimeUnixNano\":\"6\",\"attributes\":["
+	       "{\"key\":\"gen_ai.usage.cache_read.input_tokens\",\"value\":"
+	       "{\"stringValue\":\"plain\"}},"
+	       "{\"key\":\"server.port\",\"value\":{\"intValue\":\"8080\"}},"
+	       "{\"key\":\"literal\",\"value\":{\"stringValue\":\"x\"}},"
+	       "{\"key\":\"gen_ai.request.temperature\",\"value\":{\"doubleValue\":0.5}},"
+	       "{\"key\":\"gen_ai.request.stream\",\"value\":{\"boolValue\":false}},"
+	       "{\"key\":\"gen_ai.response.finish_reasons\",\"value\":{\"arrayValue\":"
+	       "{\"values\":[{\"stringValue\":\"stop\"}]}}},"
+	       "{\"key\":\"url.path\",\"value\":{\"stringValue\":\"/a\\\"b\"}},"
+	       "{\"key\":\"tollgate.filter.decision\",\"value\":{\"stringValue\":\"last\"}}],"
+	       "\"events\":[],\"status\":{}}";
+	assert_span_text(s, want);
 }
 END_TEST
 
@@ -1184,6 +1230,7 @@ trace_suite(void)
 	tcase_add_test(otlp, otlp_request_structure);
 	tcase_add_test(otlp, otlp_dropped_counts);
 	tcase_add_test(otlp, otlp_attribute_types_exact_text);
+	tcase_add_test(otlp, otlp_semconv_keys_exact_text);
 	tcase_add_test(otlp, otlp_invalid_utf8_keeps_the_batch);
 	tcase_add_test(otlp, semconv_table_names);
 	tcase_add_test(otlp, semconv_names_are_plain_ascii);
