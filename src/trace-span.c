@@ -72,6 +72,7 @@ struct tg_span_pool {
 	_Atomic(struct tg_span *) returned;     /* spans that any thread freed */
 	struct tg_span *spare;          /* owner only: spans taken from "returned" */
 	atomic_size_t holders;          /* the owner, and each span not yet freed */
+	struct tg_trace *spare_trace;   /* owner only: a freed trace's memory */
 };
 
 struct tg_span_pool *
@@ -84,6 +85,7 @@ tg_span_pool_new(void)
 	atomic_init(&pool->returned, NULL);
 	pool->spare = NULL;
 	atomic_init(&pool->holders, 1);
+	pool->spare_trace = NULL;
 	return pool;
 }
 
@@ -115,7 +117,27 @@ tg_span_pool_release(struct tg_span_pool *pool)
 		return;
 	free_list(pool->spare);
 	pool->spare = NULL;
+	free(pool->spare_trace);
+	pool->spare_trace = NULL;
 	pool_unhold(pool);
+}
+
+struct tg_trace *
+tg_span_pool_take_trace(struct tg_span_pool *pool)
+{
+	struct tg_trace *t = pool->spare_trace;
+
+	pool->spare_trace = NULL;
+	return t;
+}
+
+int
+tg_span_pool_keep_trace(struct tg_span_pool *pool, struct tg_trace *t)
+{
+	if (pool->spare_trace != NULL)
+		return -1;
+	pool->spare_trace = t;
+	return 0;
 }
 
 /* Owner thread: a freed span's memory, or NULL when the pool has none. */

@@ -125,10 +125,14 @@ tg_trace_begin(const struct tg_headers *headers, double sample_ratio,
                const char *server_span_name, uint64_t start_mono,
                struct tg_span_pool *pool)
 {
-	struct tg_trace *t = calloc(1, sizeof(*t));
+	struct tg_trace *t = pool != NULL ? tg_span_pool_take_trace(pool) : NULL;
 	struct tg_traceparent parent;
 	uint32_t flags = SPAN_FLAGS_HAS_IS_REMOTE;
 
+	if (t != NULL)
+		memset(t, 0, sizeof(*t));
+	else
+		t = calloc(1, sizeof(*t));
 	if (t == NULL)
 		return NULL;
 	t->spans = t->first_spans;
@@ -207,7 +211,8 @@ tg_trace_free(struct tg_trace *t)
 	if (t->spans != t->first_spans)
 		free(t->spans);
 	free(t->trace_state);
-	free(t);
+	if (t->pool == NULL || tg_span_pool_keep_trace(t->pool, t) != 0)
+		free(t);
 }
 
 void

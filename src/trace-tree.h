@@ -20,9 +20,10 @@ struct tg_tracer;
  * Start the tree of a request that began at start_mono. A request with
  * exactly one valid traceparent header continues that trace and keeps its
  * sampled flag; any other starts a new trace, sampled with probability
- * sample_ratio, and drops tracestate. The spans take their memory from
- * pool, the calling thread's (NULL: from malloc). Returns NULL when out
- * of memory.
+ * sample_ratio, and drops tracestate. The tree and its spans take their
+ * memory from pool, the calling thread's (NULL: from malloc), and the
+ * tree must then be finished or freed on that thread too. Returns NULL
+ * when out of memory.
  */
 struct tg_trace *tg_trace_begin(const struct tg_headers *headers, double sample_ratio,
                                 const char *server_span_name, uint64_t start_mono,

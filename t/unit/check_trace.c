@@ -580,6 +580,47 @@ START_TEST(span_pool_reuses_memory)
 }
 END_TEST
 
+/* A tree made from a pool takes the memory of the pool's last freed tree,
+ * and starts as empty as a new one. */
+START_TEST(span_pool_reuses_trace_memory)
+{
+	struct tg_span_pool *pool = tg_span_pool_new();
+	json_t *chunk = json_loads("{\"choices\":[{\"finish_reason\":\"custom\"}]}", 0, NULL);
+	struct tg_headers h;
+	struct tg_trace *first, *second;
+	struct tg_span *attempt;
+	uint8_t zero[8] = {0};
+
+	ck_assert_ptr_nonnull(pool);
+	tg_headers_init(&h);
+	add_header(&h, "traceparent", VALID);
+	add_header(&h, "tracestate", "rojo=1");
+	first = tg_trace_begin(&h, 1.0, "POST", 1000, pool);
+	attempt = tg_trace_attempt_begin(first, "chat m", 2000);
+	tg_genai_stream_event(first, attempt, chunk, 3000, 2000);
+	ck_assert_uint_eq(first->n_finish_reasons, 1);
+	tg_trace_finish(first, NULL, 4000);
+	tg_headers_free(&h);
+
+	tg_headers_init(&h);
+	second = tg_trace_begin(&h, 1.0, "POST", 5000, pool);
+	ck_assert_ptr_eq(second, first);
+	ck_assert_ptr_null(second->trace_state);
+	ck_assert_mem_eq(second->remote_parent, zero, sizeof(zero));
+	ck_assert_uint_eq(second->n_spans, 1);
+	ck_assert_ptr_eq(second->spans[0], second->server);
+	ck_assert_ptr_null(second->attempt);
+	ck_assert_ptr_null(second->last_attempt);
+	ck_assert_uint_eq(second->n_finish_reasons, 0);
+	ck_assert_int_eq(second->first_chunk_seen, 0);
+	ck_assert_uint_eq(second->server->flags, 0x101);
+	tg_trace_finish(second, NULL, 6000);
+	tg_headers_free(&h);
+	json_decref(chunk);
+	tg_span_pool_release(pool);
+}
+END_TEST
+
 /* --- GenAI attributes ----------------------------------------------------- */
 
 static const struct tg_attr *
@@ -1216,6 +1257,7 @@ trace_suite(void)
 	tcase_add_test(span, span_attribute_strings_kept);
 	tcase_add_test(span, span_error_status_is_kept);
 	tcase_add_test(span, span_pool_reuses_memory);
+	tcase_add_test(span, span_pool_reuses_trace_memory);
 	tcase_add_test(span, span_attribute_key_by_text_or_address);
 	tcase_add_test(genai, genai_request_parameters);
 	tcase_add_test(genai, genai_request_attributes_in_order);
