@@ -75,6 +75,7 @@ enum place {
 	P_MESSAGE_BLOCKS,       /* its "content" */
 	P_MESSAGE_BLOCK,
 	P_VALUES,               /* a tool_use "input" or a "citation" */
+	P_COUNT
 };
 
 enum member {
@@ -142,7 +143,7 @@ static const struct key BLOCK_DELTA_KEYS[] = {
 static const struct key MESSAGE_KEYS[] = {KEY("content", M_CONTENT), END_KEYS};
 
 /* The keys read in an object of each place; NULL: none. */
-static const struct key *const PLACE_KEYS[] = {
+static const struct key *const PLACE_KEYS[P_COUNT] = {
 	[P_ROOT] = ROOT_KEYS, [P_CHOICE] = CHOICE_KEYS, [P_DELTA] = DELTA_KEYS,
 	[P_CALL] = CALL_KEYS, [P_FUNCTION] = FUNCTION_KEYS, [P_FUNCTION_CALL] = FUNCTION_KEYS,
 	[P_PART] = PART_KEYS, [P_BLOCK] = BLOCK_KEYS,
