@@ -74,9 +74,12 @@ new_worker(struct tg_config *cfg)
 	return w;
 }
 
+/* Also frees the body buffers that tg_relay_reset() gave back to w. */
 static void
 free_worker(struct tg_worker *w)
 {
+	for (size_t i = 0; i < w->n_spare_buffers; i++)
+		evbuffer_free(w->spare_buffers[i]);
 	tg_metrics_shard_free(w->metrics);
 	free(w);
 }
