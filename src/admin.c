@@ -31,9 +31,9 @@
 /* Every method evhttp parses reaches the callbacks, so that a wrong one
  * gets 405 with Allow from admit_method() rather than evhttp's HTML 501.
  * NOTE: a method outside these nine (PROPFIND, FOO) still gets that HTML
- * 501 before any callback runs: libevent 2.1 has no hook for the page
- * (evhttp_set_errorcb came with 2.2), and a bufferevent filter that reads
- * the methods first stalls evhttp's responses in 2.1.12. */
+ * 501 before any callback runs. libevent 2.1 has no hook for the page
+ * (evhttp_set_errorcb came with 2.2). A bufferevent filter that reads the
+ * methods first was tried, and it stalls evhttp's responses in 2.1.12. */
 #define ADMIN_PARSED_METHODS (EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | \
                               EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | \
                               EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH)

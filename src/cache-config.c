@@ -184,7 +184,7 @@ show_url(const char *raw, char *shown, size_t size)
 
 /*
  * "redis://[[user]:password@]host[:port][/db]". Messages show the URL with
- * its credentials masked, and say what is wrong with them without quoting
+ * its credentials masked, and name what is wrong with them without quoting
  * them, so that a password never reaches the output. The URL kept for logs
  * is rebuilt without them.
  */

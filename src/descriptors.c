@@ -15,9 +15,9 @@
  * here, while the process has one thread, takes those waits out of requests.
  *
  * A client connection accepted with the last free descriptors would get
- * 503 for want of one for its upstream, so the workers accept no more
- * client connections than leave a descriptor for the upstream of each
- * (tg_descriptors_client_max; the pause is in accept-pause.c).
+ * 503, because none is left for its upstream. So the workers accept only
+ * as many client connections as leave a descriptor for each upstream
+ * (tg_descriptors_client_max). The pause is in accept-pause.c.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -6,11 +6,11 @@
 
 #include <stddef.h>
 
-/* Descriptors kept apart from connections: for the whole process
- * (standard streams, the access log, the main event loop, the admin
- * listener and a few admin connections, span export, health probes), and
- * for each worker (its event loop's four, DNS, Redis, one connection
- * accepted past the limit, one more).
+/* Descriptors reserved outside client and upstream connections. The whole
+ * process needs some for standard streams, the access log, the main event
+ * loop, the admin listener and a few admin connections, span export and
+ * health probes. Each worker needs its event loop's four, DNS, Redis, one
+ * connection accepted past the limit, and one more.
  * NOTE: these are estimates. One worker with one listener has 21
  * descriptors open after startup (measured), and idle upstream pool
  * connections are not counted at all. */
@@ -23,16 +23,17 @@
 /*
  * Raise the soft open-files limit to the hard limit, then size the kernel's
  * descriptor table for it, up to a cap, so that workers do not wait for the
- * table to grow until that many descriptors are open. Call once, before any thread starts. Failures are logged as
- * warnings; the gateway runs on with the limit and table it has.
+ * table to grow until that many descriptors are open. Call once, before
+ * any thread starts. Failures are logged as warnings, and the gateway runs
+ * on with the limit and table it has.
  */
 void tg_descriptors_prepare(void);
 
 /*
- * Return how many client connections the workers may hold at a time, so
- * that each keeps a descriptor for its upstream connection under the soft
- * open-files limit: half of what the limit leaves beside a fixed spare for
- * the process and each of its workers listening on listeners addresses.
+ * Return how many client connections the workers may keep open at a time,
+ * so that each has a descriptor left for its upstream connection under the
+ * soft open-files limit. That is half of what the limit leaves after the
+ * spare of the process and of each worker listening on listeners addresses.
  * At least 1; SIZE_MAX without a limit. Logs the number, and a warning
  * when the limit leaves room for fewer than TG_DESCRIPTORS_FEW_CLIENTS.
  */

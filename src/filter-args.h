@@ -4,9 +4,9 @@
  * "partial_json" of an Anthropic input_json_delta.
  *
  * The filters read such a text once decoded from the outer string, where
- * an escape of the inner level is still written out: the arguments
+ * an escape of the inner level is still written out. The arguments
  * {"to":"a\u0040b.com"} reach a client's JSON.parse as a@b.com, while a
- * regex sees a\u0040b.com. A decoder reads the inner text with yajl, fed
+ * regex matches against a\u0040b.com. A decoder reads the inner text with yajl, fed
  * whole or piece by piece as a stream delivers it, and passes the caller
  * each string and key whose inner JSON has an escape, decoded. One
  * without an escape is a substring of the text the filters already read.
@@ -47,11 +47,12 @@ int tg_args_open(struct tg_args_decoder *d, tg_text_fn *fn, void *arg);
 int tg_args_feed(struct tg_args_decoder *d, const char *data, size_t len, int last);
 
 /*
- * Where the decoder holds the text from: the start of a string that has a
- * backslash and is not complete, whose decoded form no filter has seen;
- * SIZE_MAX when there is none, or the decoder stopped. rest_escaped is 1
- * when the text not yet given to the decoder has a backslash, which may
- * continue the last string given or start another.
+ * Return the offset from which the decoder keeps the text back. That is the
+ * start of an incomplete string with a backslash, whose decoded form no
+ * filter has scanned yet. Returns SIZE_MAX when there is none, or when the
+ * decoder stopped. rest_escaped is 1 when the text not yet given to the
+ * decoder has a backslash, which may continue the last string or start
+ * another.
  */
 size_t tg_args_hold(const struct tg_args_decoder *d, int rest_escaped);
 

@@ -14,9 +14,9 @@
  * (content_block_delta), the text and thinking of each block of
  * message.content (message_start), and each string inside a tool_use
  * block's input and a citations_delta's citation. An Anthropic event
- * reads as one choice, its content block, whose index is the event's
- * "index" and which a content_block_stop event finishes; message_start
- * reads as a choice per block. Each
+ * reads as one choice, its content block. The choice's index is the
+ * event's "index", and a content_block_stop event finishes it. A
+ * message_start event reads as one choice per block. Each
  * comes decoded, with the place of its JSON string in the data, so that a
  * masked text can be written into the data again. The read also finds
  * whether jansson reads the data exactly as yajl did. When it cannot be

@@ -443,7 +443,7 @@ rewrite_response(struct evbuffer *body, const json_t *json)
  * Whether body, which yajl read whole as JSON, is an object: the texts are
  * read only inside one. A body of another kind, such as an array or a
  * string, gave the filters nothing to read, though a client may still
- * show it. The digest says so, but also reads no object in a body nested
+ * show it. The digest records that, but also reads no object in a body nested
  * deeper than jansson reads, which yajl read whole and clean. Since yajl
  * accepted the text, its first byte after JSON whitespace gives its kind.
  */

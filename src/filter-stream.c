@@ -570,9 +570,9 @@ hold_point(const struct tg_filter_stream *s, const struct window *w, size_t i)
 	return w->scan_from[i] > w->let_go[i] ? w->scan_from[i] : w->let_go[i];
 }
 
-/* Where the decoder of a JSON text holds the window's text from, in the
- * window; SIZE_MAX: nowhere. Text that hold_timeout let go of before it
- * was settled was not decoded yet, so a backslash there holds too. */
+/* Return the window offset from which the JSON text decoder keeps the
+ * window's text back, or SIZE_MAX for none. Text that hold_timeout released
+ * before it was settled is not decoded yet, so a backslash there counts too. */
 static size_t
 decoded_hold(const struct window *w)
 {
@@ -753,7 +753,7 @@ add_text(struct tg_filter_stream *s, struct held_event *ev, const struct tg_chun
  * Whether the chunk just read has a choice without "index" that clients
  * may key apart from the filters. openai-node keys choices by the value
  * of "index", so every choice without one joins the same choice
- * (choices[undefined]); other clients key such a choice by its position.
+ * (choices[undefined]). Other clients key such a choice by its position.
  * The two agree, and the filters with them, only while no chunk has a
  * choice without "index" beside another choice, and no stream mixes
  * choices with and without one.

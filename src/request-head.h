@@ -27,7 +27,7 @@
  *                                     and the host not empty, and user
  *                                     information or a fragment is rejected
  *   asterisk form, "*"                kept for OPTIONS, rejected otherwise;
- *                                     dispatch answers OPTIONS * with 404
+ *                                     dispatch responds to OPTIONS * with 404
  * The authority of an absolute-form target replaces Host (section 3.2.2),
  * but routing ignores both, and the upstream gets the backend's Host.
  * Authority form ("HOST:PORT") belongs to CONNECT, and llhttp rejects it for

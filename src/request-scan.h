@@ -91,7 +91,7 @@ struct tg_request_facts {
 	struct tg_text_spans texts;     /* then those, into the body */
 };
 
-/* What a scan reads besides the members every request needs. */
+/* Parts of the body a scan reads besides the members every request needs. */
 enum tg_scan_reads {
 	TG_SCAN_PARAMS = 1u << 0,       /* the parameters tracing records */
 	TG_SCAN_TEXTS = 1u << 1,        /* the texts of the request filters

@@ -229,7 +229,7 @@ reads_body(const struct tg_request *req, const struct endpoint *endpoint)
 /* Reject req with 415 when its body has a content coding other than
  * identity. The gateway would read compressed bytes as JSON, and upstream
  * would get a body rewritten as plain JSON under a header that names a
- * coding. RFC 9110 section 15.5.16 says the response ought to list the
+ * coding. By RFC 9110 section 15.5.16, the response ought to list the
  * accepted codings in Accept-Encoding. Returns 1 when rejected. */
 static int
 reject_content_coding(struct tg_request *req)
@@ -402,9 +402,9 @@ tg_request_dispatch(struct tg_request *req)
 		return;
 	}
 
-	/* OPTIONS * asks about the server as a whole, not about a resource
-	 * that a backend serves, and a path prefix would make it a path. Like
-	 * Envoy (404) and nginx (400), the gateway answers it itself. */
+	/* OPTIONS * targets the server as a whole, not a resource that a
+	 * backend serves, and a backend's path prefix would turn it into a
+	 * path. Like Envoy (404) and nginx (400), the gateway responds itself. */
 	if (strcmp(req->path, "*") == 0) {
 		tg_request_fail(req, TG_E_NO_ROUTE, "OPTIONS * is not forwarded: it asks about "
 		                "the server as a whole, not a path a route serves; send OPTIONS "

@@ -20,9 +20,9 @@
  * reserved in the input would save that copy but costs more than it
  * saves. The input of a connection is usually empty between reads, so
  * each read would allocate a chain of READ_SIZE or more, which glibc
- * serves from its large bins rather than its per-thread cache: under
- * callgrind with bench/post.lua, 700 to 800 instructions per read for
- * evbuffer_reserve_space() against 300 for evbuffer_add(). A request or
+ * serves from its large bins rather than its per-thread cache. Under
+ * callgrind with bench/post.lua, evbuffer_reserve_space() took 700 to 800
+ * instructions per read against 300 for evbuffer_add(). A request or
  * reply of a few KiB takes one read either way. libevent's reads stop at
  * 4096 bytes, and 16 KiB takes a long prompt or an inline image in a
  * quarter of the reads and of the turns of the event loop. Being on the

@@ -280,8 +280,8 @@ length_bit(size_t len)
  * The first entry with the same text as each entry, plus one, so that 0
  * means that the table is not filled yet. An event name may share the
  * text of an attribute name ("tollgate.filter.decision"), and as keys the
- * two are one key. Any thread may fill the table, since each fills it
- * with the same values; atomic bytes keep those writes well defined and
+ * two are one key. Any thread may fill the table, because each fills it
+ * with the same values. Atomic bytes keep those writes well defined and
  * compile to plain moves.
  */
 static _Atomic uint8_t first_of_text[TG_SC_COUNT];

@@ -31,7 +31,7 @@ tg_yj_text_unsure(const char *data, size_t len)
 /*
  * The top bit of each byte of word that is NUL or not ASCII, and maybe of
  * more significant ones: 0 when there is none. A NUL borrows in
- * word - ONES, and only a NUL starts a borrow, so the answer for the
+ * word - ONES, and only a NUL starts a borrow, so the result for the
  * whole word is exact.
  */
 static uint64_t
@@ -50,10 +50,10 @@ half_not_ascii_text(uint32_t half)
 }
 
 /*
- * Whether the len bytes at s are ASCII without a NUL. A word at a time,
- * and the last word or half-word overlaps the one before, so that the
- * short keys of a reply take one or two checks: a byte loop took about
- * 80 instructions per key or string of a 336-byte reply.
+ * Whether the len bytes at s are ASCII without a NUL. It reads a word at a
+ * time, and the last word or half-word overlaps the one before, so a short
+ * key takes one or two checks. A byte loop took about 80 instructions per
+ * key or string of a 336-byte reply (callgrind).
  */
 static int
 ascii_text(const unsigned char *s, size_t len)

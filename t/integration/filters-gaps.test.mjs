@@ -1,10 +1,10 @@
-// Content filters on the response side, against places a client reads that
-// the filters once left unscreened: reasoning text, tool call arguments
-// written with escapes inside their JSON text, Anthropic's message_start
-// content, tool_use input of content_block_start and citations_delta, and
-// stream choices without an "index". A scripted upstream answers each
-// shape, named by the x-shape header, with an address in a place a client
-// reads; none may reach the client.
+// Response-side content filters on places a client reads that the filters
+// once left unscreened. These are reasoning text, tool call arguments with
+// escapes inside their JSON text, Anthropic's message_start content, the
+// tool_use input of content_block_start, citations_delta, and stream
+// choices without an "index". A scripted upstream sends each shape, named
+// by the x-shape header, with an address in such a place. No address may
+// reach the client.
 
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -154,7 +154,7 @@ async function startUpstream() {
         res.writeHead(200, { 'content-type': 'text/event-stream' });
         const items = CUTS[shape] ? CUTS[shape](Number(req.headers['x-cut'])) : STREAMS[shape];
         const send = async () => {
-          // A { pause } item holds the stream back that many milliseconds.
+          // A { pause } item pauses the stream for that many milliseconds.
           for (const d of items) {
             if (d.pause) await new Promise((resolve) => { setTimeout(resolve, d.pause); });
             else res.write(typeof d === 'string' ? `data: ${d}\n\n` : d.raw);
@@ -311,7 +311,7 @@ describe('stream filters: Anthropic places a client reads', () => {
     assert.doesNotMatch(res.text, /mple\.com/, 'the rest of the address reached the client');
   });
 
-  it('ends a stream whose tool input nests its text deeper than the read follows', async () => {
+  it('ends a stream with too deep tool input', async () => {
     gw.expectErrors(/stream filters failed \(an event has texts nested deeper/);
     const res = await post(gw, 'tool-use-input-deep', { stream: true, path: '/v1/messages', headers: { 'x-anthropic': '1' } });
     assert.doesNotMatch(res.text, /example\.com/, 'the address reached the client');

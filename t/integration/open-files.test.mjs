@@ -3,10 +3,10 @@
 // Covered: the workers stop accepting while a descriptor is left for the
 // upstream connection of each client connection, so every request is
 // proxied and the connections beyond wait until others close. Admin
-// connections, which no such limit bounds, take the rest: then it logs
-// the failed accepts a few times instead of once per try, names the
-// limit, goes on serving the connections it has, answers 503 when no
-// descriptor is left for an upstream connection, accepts again once
+// connections, which no such limit bounds, take the rest. Then it logs
+// the failed accepts a few times instead of once per try and names the
+// limit. It goes on serving the connections it has, and responds 503 when
+// no descriptor is left for an upstream connection. It accepts again once
 // connections close, and drains on SIGTERM while it is paused.
 // At startup the gateway raises its soft limit to the hard one and sizes
 // the kernel's descriptor table for it.
@@ -101,7 +101,7 @@ describe('client connections under the open-files limit', () => {
     const mock = await startMock();
     const gw = await startLimited(mock);
     const connections = await holdConnections(gw.port, HELD);
-    // A connection closes once answered, which lets the worker accept
+    // A connection closes after its response, which lets the worker accept
     // one of those waiting in the listen queue.
     const answers = connections.map((socket) => answerOf(socket).then((text) => {
       socket.destroy();

@@ -435,7 +435,7 @@ describe('a stream that ends inside an event', () => {
 
 describe('responses without a body', () => {
   // Each status has no body by definition, whatever framing headers it
-  // carries (RFC 9110 sections 15.3.5 and 15.4.5); the upstream keeps the
+  // carries (RFC 9110 sections 15.3.5 and 15.4.5). The upstream keeps the
   // connection open after the head, as a correct server does.
   const upstreams = {};
   let gw;

@@ -274,8 +274,8 @@ START_TEST(limit_pauses_until_close)
 }
 END_TEST
 
-/* A connection that another set holds keeps this set paused past its
- * resume timer, until the count is below the limit. */
+/* A connection open in another set keeps this set paused past its resume
+ * timer, until the count is below the limit. */
 START_TEST(limit_of_other_sets_keeps_paused)
 {
 	struct fixture f;

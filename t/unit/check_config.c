@@ -692,8 +692,8 @@ START_TEST(invalid_backend_urls)
 }
 END_TEST
 
-/* max_cooldown takes 0 (ignore the times of 429 and 503 answers) up to
- * the one-hour bound every cooldown had before it existed. */
+/* max_cooldown takes 0 (ignore the times in 429 and 503 responses) up to
+ * one hour, the fixed bound that every cooldown had before. */
 static const struct error_case max_cooldown_cases[] = {
 	{ "\"2h\"",
 	  "T: backends.b.health.max_cooldown: \"2h\" is out of range; valid values "

@@ -398,9 +398,9 @@ write_random_way(struct tg_json_writer *w, const unsigned char *in, size_t len,
 	}
 }
 
-/* A copy that also tells whether the bytes need an escape: one byte that
+/* The copy also reports whether the bytes need an escape. One byte that
  * does, of every kind and at every place of strings up to 3 words long,
- * makes the answer 0, and the copy is exact either way. */
+ * makes the result 0, and the copy is exact either way. */
 START_TEST(copy_plain_finds_every_escape)
 {
 	static const char bad[] = {'"', '\\', '\n', 0x01, 0x1f, 0x7f, (char)0x80, (char)0xff};

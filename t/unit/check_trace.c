@@ -766,8 +766,8 @@ START_TEST(genai_response_body)
 }
 END_TEST
 
-/* The finish reasons of every choice index, known to OpenAI or not, in
- * index order, with the last one given for an index; a new attempt
+/* The finish reasons of every choice index, known to OpenAI or not, come
+ * in index order, with the last one given for an index. A new attempt
  * starts without them. */
 START_TEST(genai_finish_reasons_by_index)
 {
