@@ -2,7 +2,9 @@
 // contender forwards to), the OTLP sink for tollgate's spans, and the
 // contenders themselves. Each start function returns
 //   {name, address: "127.0.0.1:PORT", pid (the process whose CPU and
-//    memory are measured, null for direct), headers: [...], stop()}.
+//    memory are measured, null for direct), root (the process started, whose
+//    tree is paused while another contender is measured, null for direct),
+//    headers: [...], stop()}.
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -67,7 +69,7 @@ export async function startSink(ctx) {
 
 function direct(ctx) {
   return {
-    name: 'direct', address: ctx.mock.address, pid: null, headers: [],
+    name: 'direct', address: ctx.mock.address, pid: null, root: null, headers: [],
     alive: () => true, status: () => 'running', stop: async () => {},
   };
 }
@@ -76,7 +78,7 @@ async function nginx(ctx) {
   const n = await startNginx(ctx, 'nginx', path.join(ctx.benchDir, 'nginx.conf.in'),
                              { UPSTREAM: ctx.mock.address }, ctx.cpu.server);
   return {
-    name: 'nginx', address: `127.0.0.1:${n.port}`, pid: n.worker, headers: [],
+    name: 'nginx', address: `127.0.0.1:${n.port}`, pid: n.worker, root: n.proc.pid, headers: [],
     alive: n.proc.alive, status: n.proc.status, stop: () => stop(n.proc),
   };
 }
@@ -172,7 +174,7 @@ async function startTollgate(ctx, name, t) {
   });
   await waitForPort(proc, t.port);
   return {
-    name, address: `127.0.0.1:${t.port}`, pid: proc.pid, headers: [],
+    name, address: `127.0.0.1:${t.port}`, pid: proc.pid, root: proc.pid, headers: [],
     admin: `127.0.0.1:${t.adminPort}`, alive: proc.alive, status: proc.status, stop: () => stop(proc),
   };
 }
@@ -192,7 +194,7 @@ async function portkey(ctx) {
   });
   await waitForPort(proc, port, 30000);
   return {
-    name: 'portkey', address: `127.0.0.1:${port}`, pid: proc.pid,
+    name: 'portkey', address: `127.0.0.1:${port}`, pid: proc.pid, root: proc.pid,
     headers: ['x-portkey-provider: openai', `x-portkey-custom-host: http://${ctx.mock.address}/v1`],
     alive: proc.alive, status: proc.status, stop: () => stop(proc),
   };

@@ -106,9 +106,12 @@ export function run(label, argv, { cpu, env = {}, cwd, timeoutMs = 120000, onLin
 }
 
 // Stop a process started with start(): SIGTERM, then SIGKILL after graceMs.
+// A paused process (see pause()) is continued first, or the SIGTERM would
+// wait behind its stop until the SIGKILL.
 export async function stop(proc, graceMs = 5000) {
   if (!proc || proc.child.exitCode !== null || proc.child.signalCode !== null)
     return;
+  signalTree(proc.pid, 'SIGCONT');
   proc.child.kill('SIGTERM');
   const timer = setTimeout(() => proc.child.kill('SIGKILL'), graceMs);
   await proc.exited;
@@ -205,4 +208,27 @@ export function childrenOf(pid) {
   } catch {
     return [];
   }
+}
+
+// Send sig to pid and to its children (nginx's worker under its master).
+// A process that is gone already is skipped: the caller checks liveness.
+export function signalTree(pid, sig) {
+  for (const p of [pid, ...childrenOf(pid)]) {
+    try {
+      process.kill(p, sig);
+    } catch {
+      // gone: its exit is reported by whoever started it
+    }
+  }
+}
+
+// Pause a process tree with SIGSTOP, or continue it with SIGCONT. A paused
+// contender takes no CPU at all, not even for its idle timers and garbage
+// collection, so it cannot delay the one being measured on the same core.
+export function pause(pid) {
+  signalTree(pid, 'SIGSTOP');
+}
+
+export function resume(pid) {
+  signalTree(pid, 'SIGCONT');
 }

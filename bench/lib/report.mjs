@@ -397,7 +397,8 @@ ${backgroundNote(r)}${crashNote(r)}
 - Core ${p.cpu.client}: the load generator (wrk or bench/loadgen), tollgate-mock,
   and the OTLP sink for tollgate's spans. Core ${p.cpu.server}: the contender alone
   (nginx's worker, tollgate with one worker thread, Portkey's node process).
-  Placement is by \`taskset\`${r.nice !== null && r.nice !== undefined ? `; every benchmark process ran at nice ${r.nice}
+  While one contender is measured, the others are paused (SIGSTOP), so
+  their idle timers cannot take that core. Placement is by \`taskset\`${r.nice !== null && r.nice !== undefined ? `; every benchmark process ran at nice ${r.nice}
   (\`--nice\`) so that other programs on the machine got in its way less` : ''}.
   With two cores the client side and the mock share one core, so no proxy
   can be faster than what that core feeds it: the CPU columns (percent of

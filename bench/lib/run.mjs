@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 
 import { contenders, startMock, startSink, tollgateConfig } from './contenders.mjs';
 import { fixedRate, memory, saturation, streams } from './measure.mjs';
-import { commands, run, setNiceness, stopAll } from './proc.mjs';
+import { commands, pause, resume, run, setNiceness, stopAll } from './proc.mjs';
 import { writeReport } from './report.mjs';
 import { median } from './stats.mjs';
 
@@ -204,7 +204,26 @@ async function ensureAlive(ctx, results, running, name, where) {
     return null;
   }
   running[name] = again;
+  if (ctx.running && ctx.running !== running && name in ctx.running)
+    ctx.running[name] = again;
   return again;
+}
+
+// Run fn while every other contender is paused. They all share the
+// contender core, and an idle one still wakes for its timers (Portkey's
+// node process, tollgate's span exporter): in earlier runs such wake-ups
+// stood behind multi-millisecond tails in the stream latencies of the
+// contender being measured.
+async function alone(ctx, c, fn) {
+  const others = Object.values(ctx.running).filter((o) => o !== c && o.root);
+  for (const o of others)
+    pause(o.root);
+  try {
+    return await fn();
+  } finally {
+    for (const o of others)
+      resume(o.root);
+  }
 }
 
 // Repeat fn for every contender, interleaved: rep 1 of each, rep 2, ...
@@ -216,14 +235,14 @@ async function interleave(ctx, results, running, phase, reps, fn) {
       if (!c)
         continue;
       log(`${phase} ${rep}/${reps}: ${c.name}`);
-      const r = await attempt(results, `${phase} ${c.name} #${rep}`, () => fn(c));
+      const r = await attempt(results, `${phase} ${c.name} #${rep}`, () => alone(ctx, c, () => fn(c)));
       (results[phase][c.name] ??= []).push(r);
     }
 }
 
 async function warmUp(ctx, results, running) {
   for (const c of Object.values(running))
-    await attempt(results, `warm-up ${c.name}`, () => saturation(ctx, c, 2));
+    await attempt(results, `warm-up ${c.name}`, () => alone(ctx, c, () => saturation(ctx, c, 2)));
 }
 
 // A perf profile of pid while load() runs; returns the top symbols.
@@ -324,6 +343,7 @@ async function main() {
   results.tollgate = { features: ctx.tollgate.features, config: ctx.tollgate.full.config,
                        plainConfig: ctx.tollgate.plain.config };
   const running = await startContenders(ctx, results, names);
+  ctx.running = running;
 
   try {
     await warmUp(ctx, results, running);
@@ -353,9 +373,9 @@ async function main() {
         if (!tg)
           continue;
         results.profiles[`${name} at saturation`] = await attempt(results, `profile ${name} saturation`, () =>
-          profile(ctx, `${name}-saturation`, tg.pid, 8, () => saturation(ctx, tg, 8)));
+          alone(ctx, tg, () => profile(ctx, `${name}-saturation`, tg.pid, 8, () => saturation(ctx, tg, 8))));
         results.profiles[`${name} under ${p.streamCount} streams`] = await attempt(results, `profile ${name} streams`, () =>
-          profile(ctx, `${name}-streams`, tg.pid, 8, () => streams(ctx, tg, p.streamCount, 10)));
+          alone(ctx, tg, () => profile(ctx, `${name}-streams`, tg.pid, 8, () => streams(ctx, tg, p.streamCount, 10))));
       }
     }
   } finally {
