@@ -20,7 +20,7 @@ set ylabel "milliseconds"
 set key outside below center horizontal
 
 colour(n) = n eq "direct" ? "#7f7f7f" : n eq "nginx" ? "#2ca02c" : n eq "tollgate" ? "#1f77b4" : \
-    n eq "tollgate-plain" ? "#17becf" : "#d62728"
+    n eq "tollgate-plain" ? "#17becf" : n eq "tollgate-prompts" ? "#9467bd" : "#d62728"
 
 do for [panel in "saturation rate events ttft"] {
     if (panel eq "saturation") { set title "non-streaming at saturation (wrk)" }

@@ -163,7 +163,29 @@ export async function tollgateConfig(ctx) {
   const plainCheck = await checkConfig(ctx, plain.config, plain.file);
   if (!plainCheck.ok)
     throw new Error(`tollgate -t rejects ${plain.file}: ${plainCheck.message}`);
-  return { full, plain, features };
+  return { full, plain, prompts: await promptsConfig(ctx, full.config), features };
+}
+
+// "tollgate-prompts": the configuration as users run it, except that the
+// filter screens prompts only. A response mask keeps back each streamed
+// event whose text may begin a match, until the next event shows whether it
+// does. This variant shows what the other features cost a stream without
+// that wait.
+// null when the full configuration has no filter.
+async function promptsConfig(ctx, fullConfig) {
+  if (!fullConfig.filters)
+    return null;
+  const prompts = { port: await freePort(), adminPort: await freePort(), file: path.join(ctx.tmp, 'tollgate-prompts.json') };
+  prompts.config = structuredClone(fullConfig);
+  prompts.config.listen = [`127.0.0.1:${prompts.port}`];
+  prompts.config.admin = `127.0.0.1:${prompts.adminPort}`;
+  prompts.config.access_log = path.join(ctx.tmp, 'tollgate-prompts-access.log');
+  for (const f of Object.values(prompts.config.filters))
+    f.apply_to = ['request'];
+  const check = await checkConfig(ctx, prompts.config, prompts.file);
+  if (!check.ok)
+    throw new Error(`tollgate -t rejects ${prompts.file}: ${check.message}`);
+  return prompts;
 }
 
 async function startTollgate(ctx, name, t) {
@@ -187,6 +209,12 @@ function tollgatePlain(ctx) {
   return startTollgate(ctx, 'tollgate-plain', ctx.tollgate.plain);
 }
 
+function tollgatePrompts(ctx) {
+  if (!ctx.tollgate.prompts)
+    throw new Error('the configuration as users run it has no filter to limit to prompts');
+  return startTollgate(ctx, 'tollgate-prompts', ctx.tollgate.prompts);
+}
+
 async function portkey(ctx) {
   const port = await freePort();
   const proc = start('portkey', [ctx.bins.node, ctx.bins.portkey, `--port=${port}`, '--headless'], {
@@ -200,4 +228,10 @@ async function portkey(ctx) {
   };
 }
 
-export const contenders = { direct, nginx, tollgate, 'tollgate-plain': tollgatePlain, portkey };
+export const contenders = {
+  direct, nginx, tollgate, 'tollgate-plain': tollgatePlain, 'tollgate-prompts': tollgatePrompts, portkey,
+};
+
+// The phases a contender takes part in, where not all: the prompts-only
+// variant answers a question about streams alone.
+export const onlyPhases = { 'tollgate-prompts': ['streams'] };

@@ -378,7 +378,11 @@ Each ratio compares numbers measured in this run. "Added" is a contender's
 latency percentile minus the same percentile with no proxy (direct), both
 medians over the repetitions. "tollgate" runs as users run it, with the
 optional features below turned on; "tollgate-plain" is the same binary with
-none of them, to show what the features cost.
+none of them, to show what the features cost.${r.streams?.['tollgate-prompts'] ? `
+"tollgate-prompts", in the streams table only, is "tollgate" with the filter
+screening prompts only: a response mask holds each streamed event that may
+begin a match until the next event, and this contender shows what the other
+features cost a stream without that hold.` : ''}
 
 ${targetsSection(r)}
 ${backgroundNote(r)}${crashNote(r)}

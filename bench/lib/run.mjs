@@ -16,7 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { contenders, startMock, startSink, tollgateConfig } from './contenders.mjs';
+import { contenders, onlyPhases, startMock, startSink, tollgateConfig } from './contenders.mjs';
 import { fixedRate, memory, saturation, streams } from './measure.mjs';
 import { commands, pause, resume, run, setNiceness, stopAll } from './proc.mjs';
 import { writeReport } from './report.mjs';
@@ -42,7 +42,8 @@ const USAGE = `usage: bench/run [--quick] [--only NAME,...] [--no-profile] [--ni
        bench/run --report results.json [--out DIR]
   --quick        one short repetition of each phase (about 2 minutes);
                  writes bench/quick/ instead of bench/RESULTS.md
-  --only LIST    contenders to run, from direct,nginx,tollgate,tollgate-plain,portkey
+  --only LIST    contenders to run, from direct,nginx,tollgate,tollgate-plain,
+                 tollgate-prompts,portkey
                  (direct and nginx are always run: they are the baselines)
   --no-profile   skip the perf profiles of tollgate
   --nice N       run every benchmark process at nice value N (-20 to 19;
@@ -211,8 +212,8 @@ async function ensureAlive(ctx, results, running, name, where) {
 
 // Run fn while every other contender is paused. They all share the
 // contender core, and an idle one still wakes for its timers (Portkey's
-// node process, tollgate's span exporter): in earlier runs such wake-ups
-// stood behind multi-millisecond tails in the stream latencies of the
+// node process, tollgate's span exporter). In earlier runs such wake-ups
+// coincided with multi-millisecond tails in the stream latencies of the
 // contender being measured.
 async function alone(ctx, c, fn) {
   const others = Object.values(ctx.running).filter((o) => o !== c && o.root);
@@ -231,6 +232,8 @@ async function interleave(ctx, results, running, phase, reps, fn) {
   results[phase] = {};
   for (let rep = 1; rep <= reps; rep++)
     for (const name of Object.keys(running)) {
+      if (onlyPhases[name] && !onlyPhases[name].includes(phase))
+        continue;
       const c = await ensureAlive(ctx, results, running, name, `${phase} #${rep}`);
       if (!c)
         continue;
@@ -341,7 +344,8 @@ async function main() {
   ctx.sink = await startSink(ctx);
   ctx.tollgate = await tollgateConfig(ctx);
   results.tollgate = { features: ctx.tollgate.features, config: ctx.tollgate.full.config,
-                       plainConfig: ctx.tollgate.plain.config };
+                       plainConfig: ctx.tollgate.plain.config,
+                       promptsConfig: ctx.tollgate.prompts?.config ?? null };
   const running = await startContenders(ctx, results, names);
   ctx.running = running;
 
@@ -384,7 +388,7 @@ async function main() {
   }
 
   results.memory = {};
-  for (const name of names.filter((n) => n !== 'direct' && results.contenders[n]?.started)) {
+  for (const name of names.filter((n) => n !== 'direct' && !onlyPhases[n] && results.contenders[n]?.started)) {
     log(`memory: ${name} with ${memoryStreams} streams`);
     results.memory[name] = await attempt(results, `memory ${name}`, () => memory(ctx, () => contenders[name](ctx), memoryStreams));
   }
