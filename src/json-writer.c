@@ -88,6 +88,42 @@ tg_utf8_sequence(const unsigned char *s, size_t left)
 	return len;
 }
 
+size_t
+tg_utf8_repaired_len(const char *s, size_t len)
+{
+	const unsigned char *in = (const unsigned char *)s;
+	size_t out = 0;
+
+	for (size_t i = 0; i < len;) {
+		size_t n = in[i] < 0x80 ? 1 : tg_utf8_sequence(in + i, len - i);
+
+		out += n > 0 ? n : REPLACEMENT_LEN;
+		i += n > 0 ? n : 1;
+	}
+	return out;
+}
+
+char *
+tg_utf8_repair(char *out, const char *s, size_t len)
+{
+	const unsigned char *in = (const unsigned char *)s;
+
+	for (size_t i = 0; i < len;) {
+		size_t n = in[i] < 0x80 ? 1 : tg_utf8_sequence(in + i, len - i);
+
+		if (n == 0) {
+			memcpy(out, REPLACEMENT, REPLACEMENT_LEN);
+			out += REPLACEMENT_LEN;
+			i++;
+			continue;
+		}
+		memcpy(out, s + i, n);
+		out += n;
+		i += n;
+	}
+	return out;
+}
+
 /* Write the escape of an ASCII byte that JSON does not allow unescaped
  * into out (7 bytes at least), and return its length. */
 static size_t

@@ -144,4 +144,14 @@ void tg_json_double_precision(struct tg_json_writer *w, double v, int precision)
  * most left bytes, left > 0), or 0 when the bytes there are not one. */
 size_t tg_utf8_sequence(const unsigned char *s, size_t left);
 
+/* Return the length of the len bytes at s once each byte that does not
+ * start a well-formed UTF-8 sequence is replaced by U+FFFD, as
+ * tg_json_stringn() replaces them. Each replacement adds 2 bytes, so the
+ * bytes are valid UTF-8 exactly when the result is len. */
+size_t tg_utf8_repaired_len(const char *s, size_t len);
+
+/* Copy the len bytes at s to out with those replacements, into room for
+ * tg_utf8_repaired_len(s, len) bytes, and return the end of the copy. */
+char *tg_utf8_repair(char *out, const char *s, size_t len);
+
 #endif

@@ -44,8 +44,8 @@ returned_cb(const void *data, size_t len, void *arg)
 int
 tg_export_body_lend(struct tg_export_body *body, struct evbuffer *out)
 {
-	if (evbuffer_add_reference(out, body->text.data, body->text.len, returned_cb,
-	                           body) != 0)
+	if (evbuffer_add_reference(out, body->text.data + body->start,
+	                           body->text.len - body->start, returned_cb, body) != 0)
 		return -1;
 	body->holders++;
 	return 0;

@@ -18,7 +18,10 @@
 struct evbuffer;
 
 struct tg_export_body {
-	struct tg_json_writer text;
+	struct tg_json_writer text;     /* JSON text or protobuf bytes */
+	size_t start;           /* of the body in text.data: a protobuf request
+	                           starts after room left for its header */
+	const char *content_type;       /* of the encoding, for every attempt */
 	unsigned holders;       /* the tracer, and each buffer referencing text */
 };
 
@@ -33,7 +36,7 @@ void tg_export_body_release(struct tg_export_body *body);
  * change, else 0. */
 int tg_export_body_lent(const struct tg_export_body *body);
 
-/* Append the text to out by reference. out keeps body until libevent
+/* Append the bytes from start to out by reference. out keeps body until libevent
  * frees the bytes. Returns 0, or -1 when out of memory. */
 int tg_export_body_lend(struct tg_export_body *body, struct evbuffer *out);
 

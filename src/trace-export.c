@@ -45,6 +45,7 @@
 #include "trace-context.h"
 #include "trace-export.h"
 #include "trace-otlp.h"
+#include "trace-otlp-proto.h"
 #include "trace-queue.h"
 #include "trace-retry.h"
 #include "trace-ring.h"
@@ -592,7 +593,8 @@ endpoint_connection(struct tg_tracer *t)
 }
 
 static int
-add_request_headers(struct tg_tracer *t, struct evhttp_request *req)
+add_request_headers(struct tg_tracer *t, struct evhttp_request *req,
+                    const struct tg_export_body *body)
 {
 	const struct tg_tracing_config *tc = t->tracing;
 	struct evkeyvalq *headers = evhttp_request_get_output_headers(req);
@@ -604,7 +606,7 @@ add_request_headers(struct tg_tracer *t, struct evhttp_request *req)
 	else
 		snprintf(host, sizeof(host), "%s:%s", tc->endpoint_host, tc->endpoint_port);
 	rc |= evhttp_add_header(headers, "Host", host);
-	rc |= evhttp_add_header(headers, "Content-Type", "application/json");
+	rc |= evhttp_add_header(headers, "Content-Type", body->content_type);
 	rc |= evhttp_add_header(headers, "User-Agent", "tollgate/" PACKAGE_VERSION);
 	for (size_t i = 0; i < tc->n_headers; i++)
 		rc |= evhttp_add_header(headers, tc->headers[i].name, tc->headers[i].value);
@@ -638,7 +640,7 @@ export_send(struct export *e)
 	}
 	evhttp_request_set_error_cb(req, request_error_cb);
 	evhttp_connection_set_timeout_tv(conn, &tv);
-	if (add_request_headers(t, req) != 0 ||
+	if (add_request_headers(t, req, e->body) != 0 ||
 	    tg_export_body_lend(e->body, evhttp_request_get_output_buffer(req)) != 0) {
 		evhttp_request_free(req);
 		attempt_ended(e, &failed);
@@ -680,18 +682,29 @@ fresh_body(struct tg_tracer *t)
 	return t->body != NULL ? 0 : -1;
 }
 
-/* Encode the spans of e into the tracer's body. Returns 0, or -1 when out
- * of memory. */
+/* Encode the spans of e into the tracer's body in the configured
+ * protocol. The body keeps its Content-Type for the retries, because a
+ * reload may change the protocol meanwhile. Returns 0, or -1 when out of
+ * memory. */
 static int
 encode_batch(struct tg_tracer *t, struct export *e)
 {
+	struct tg_export_body *body;
 	struct tg_otlp_resource resource;
 
 	if (fresh_body(t) != 0)
 		return -1;
+	body = t->body;
 	resource_of(t, &resource);
-	tg_otlp_write(&t->body->text, e->spans, e->n_spans, &resource);
-	return t->body->text.failed ? -1 : 0;
+	if (t->tracing->protocol == TG_OTLP_HTTP_JSON) {
+		body->start = 0;
+		body->content_type = "application/json";
+		tg_otlp_write(&body->text, e->spans, e->n_spans, &resource);
+	} else {
+		body->content_type = "application/x-protobuf";
+		body->start = tg_otlp_proto_write(&body->text, e->spans, e->n_spans, &resource);
+	}
+	return body->text.failed ? -1 : 0;
 }
 
 /* Take up to one batch off the send list and send it. */

@@ -17,8 +17,6 @@
 #include "trace-otlp.h"
 #include "trace-semconv.h"
 
-#define SCOPE_NAME "tollgate"
-
 /* Room made for the fixed text of one run of puts, with the hex ids and
  * numbers in it. The longest run, of a span's kind and times, is 126
  * bytes long. */
@@ -329,43 +327,46 @@ tg_otlp_write_span(struct tg_json_writer *w, const struct tg_span *span)
 	tg_json_literal(w, "}");
 }
 
-static void
-write_resource_attributes(struct tg_json_writer *w, const struct tg_otlp_resource *r)
+void
+tg_otlp_resource_attrs(const struct tg_otlp_resource *r, struct tg_attr items[5],
+                       struct tg_attrs *attrs)
 {
-	struct tg_attrs attrs = {0};
-	struct tg_attr items[5] = {
+	const struct tg_attr all[5] = {
 		{ .key = TG_SC(SERVICE_NAME), .type = TG_ATTR_STRING,
 		  .v.s = (char *)r->service_name },
 		{ .key = TG_SC(SERVICE_VERSION), .type = TG_ATTR_STRING,
 		  .v.s = (char *)r->service_version },
 		{ .key = TG_SC(TELEMETRY_SDK_NAME), .type = TG_ATTR_STRING,
-		  .v.s = (char *)SCOPE_NAME },
+		  .v.s = (char *)TG_OTLP_SCOPE_NAME },
 		{ .key = TG_SC(TELEMETRY_SDK_LANGUAGE), .type = TG_ATTR_STRING,
 		  .v.s = (char *)"c" },
 		{ .key = TG_SC(SERVICE_INSTANCE_ID), .type = TG_ATTR_STRING,
 		  .v.s = (char *)r->instance_id },
 	};
 
-	/* A borrowed view: write_key_values() only reads. */
-	attrs.items = items;
-	attrs.count = r->instance_id != NULL ? 5 : 4;
-	for (size_t i = 0; i < attrs.count; i++) {
+	memcpy(items, all, sizeof(all));
+	*attrs = (struct tg_attrs){ .items = items };
+	attrs->count = r->instance_id != NULL ? 5 : 4;
+	for (size_t i = 0; i < attrs->count; i++) {
 		items[i].key_len = (uint32_t)strlen(items[i].key);
 		if (items[i].v.s == NULL)
 			continue;       /* written as null */
 		items[i].value_len = strlen(items[i].v.s);
 		items[i].value_plain = tg_json_is_plain(items[i].v.s, items[i].value_len);
 	}
-	write_key_values(w, &attrs);
 }
 
 void
 tg_otlp_write(struct tg_json_writer *w, struct tg_span *const *spans, size_t n,
               const struct tg_otlp_resource *resource)
 {
+	struct tg_attr items[5];
+	struct tg_attrs attrs;
+
+	tg_otlp_resource_attrs(resource, items, &attrs);
 	tg_json_literal(w, "{\"resourceSpans\":[{\"resource\":{\"attributes\":");
-	write_resource_attributes(w, resource);
-	tg_json_literal(w, "},\"scopeSpans\":[{\"scope\":{\"name\":\"" SCOPE_NAME
+	write_key_values(w, &attrs);
+	tg_json_literal(w, "},\"scopeSpans\":[{\"scope\":{\"name\":\"" TG_OTLP_SCOPE_NAME
 	                "\",\"version\":");
 	tg_json_string(w, resource->service_version);
 	tg_json_literal(w, "},\"spans\":[");

@@ -13,12 +13,24 @@
 #include "json-writer.h"
 #include "trace-t.h"
 
+/* The instrumentation scope's name, also telemetry.sdk.name. */
+#define TG_OTLP_SCOPE_NAME "tollgate"
+
 /* What every span of an export shares: the resource and the scope. */
 struct tg_otlp_resource {
 	const char *service_name;
 	const char *service_version;    /* also the scope's version */
 	const char *instance_id;        /* service.instance.id; NULL for none */
 };
+
+/*
+ * Fill items and attrs with the resource's attributes (service.name,
+ * service.version, telemetry.sdk.name and .language, service.instance.id
+ * when known), with their lengths set, as both encodings write them.
+ * attrs borrows items and r's strings: it is to read, not to free.
+ */
+void tg_otlp_resource_attrs(const struct tg_otlp_resource *r, struct tg_attr items[5],
+                            struct tg_attrs *attrs);
 
 /*
  * Append {"resourceSpans": [...]} holding spans (all ended) under one

@@ -162,6 +162,12 @@ struct tg_otlp_header {
 	char *value;            /* may be a secret: never logged */
 };
 
+/* "tracing.otlp.protocol": how an export body is encoded. */
+enum tg_otlp_protocol {
+	TG_OTLP_HTTP_PROTOBUF,  /* application/x-protobuf, the default */
+	TG_OTLP_HTTP_JSON,      /* application/json */
+};
+
 /* The "tracing" section of the configuration. */
 struct tg_tracing_config {
 	int enabled;
@@ -177,6 +183,7 @@ struct tg_tracing_config {
 	char *endpoint_host;
 	char *endpoint_port;
 	char *endpoint_path;            /* with the query, if any */
+	enum tg_otlp_protocol protocol;
 	struct tg_otlp_header *headers;
 	size_t n_headers;
 	tg_msec_t export_timeout;       /* one export, retries included */
