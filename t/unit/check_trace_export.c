@@ -309,7 +309,9 @@ struct receiver {
 	pthread_mutex_t lock;
 	struct answer answers[MAX_ANSWERS];     /* in turn; then 200 */
 	size_t n_answers, next_answer;
-	json_t *bodies[MAX_RECORDED];           /* each request's body */
+	json_t *bodies[MAX_RECORDED];           /* each request's body, if JSON */
+	unsigned char *raw[MAX_RECORDED];       /* each request's body as sent */
+	size_t raw_len[MAX_RECORDED];
 	char content_type[MAX_RECORDED][64];
 	char custom_header[MAX_RECORDED][64];
 	size_t n_recorded;
@@ -330,8 +332,11 @@ receive_cb(struct evhttp_request *r, void *arg)
 	if (rc->n_recorded < MAX_RECORDED) {
 		size_t i = rc->n_recorded++;
 
-		rc->bodies[i] = json_loadb((const char *)evbuffer_pullup(in, -1),
-		                           evbuffer_get_length(in), 0, NULL);
+		rc->raw_len[i] = evbuffer_get_length(in);
+		rc->raw[i] = malloc(rc->raw_len[i] + 1);
+		ck_assert_ptr_nonnull(rc->raw[i]);
+		evbuffer_copyout(in, rc->raw[i], rc->raw_len[i]);
+		rc->bodies[i] = json_loadb((const char *)rc->raw[i], rc->raw_len[i], 0, NULL);
 		snprintf(rc->content_type[i], 64, "%s", type ? type : "");
 		snprintf(rc->custom_header[i], 64, "%s", custom ? custom : "");
 	}
@@ -406,8 +411,10 @@ receiver_stop(struct receiver *rc)
 	pthread_join(rc->thread, NULL);
 	evhttp_free(rc->http);
 	event_base_free(rc->base);
-	for (size_t i = 0; i < rc->n_recorded; i++)
+	for (size_t i = 0; i < rc->n_recorded; i++) {
 		json_decref(rc->bodies[i]);
+		free(rc->raw[i]);
+	}
 	pthread_mutex_destroy(&rc->lock);
 	free(rc);
 }
@@ -447,19 +454,23 @@ config_with(const char *tracing)
 
 /* A config exporting to port with the given keys in "otlp", "batch" and
  * "retry" (JSON members, may be ""). Unless given, the schedule delay and
- * the back-off are short, so that tests do not wait for the defaults. */
+ * the back-off are short, so that tests do not wait for the defaults, and
+ * the protocol is http/json, so that the receiver can read the bodies. */
 static struct tg_config *
 export_config(int port, const char *otlp, const char *batch, const char *retry)
 {
-	char tracing[1024];
+	char tracing[1024], otlp_keys[512];
 	const char *delay = strstr(batch, "schedule_delay") ? "" : "\"schedule_delay\": \"20ms\"";
 	const char *backoff = strstr(retry, "backoff") ? ""
 	                      : "\"initial_backoff\": \"20ms\", \"max_backoff\": \"40ms\"";
+	const char *json = strstr(otlp, "protocol") ? "" : "\"protocol\": \"http/json\"";
 
+	snprintf(otlp_keys, sizeof(otlp_keys), "%s%s%s", otlp, otlp[0] && json[0] ? ", " : "",
+	         json);
 	snprintf(tracing, sizeof(tracing),
 	         "{\"otlp\": {\"endpoint\": \"http://127.0.0.1:%d/v1/traces\"%s%s},"
 	         " \"batch\": {%s%s%s}, \"retry\": {%s%s%s}}",
-	         port, otlp[0] ? ", " : "", otlp,
+	         port, otlp_keys[0] ? ", " : "", otlp_keys,
 	         delay, delay[0] && batch[0] ? ", " : "", batch,
 	         backoff, backoff[0] && retry[0] ? ", " : "", retry);
 	return config_with(tracing);
@@ -503,6 +514,45 @@ stats_of(struct tg_tracer *t)
 		usleep(10000); \
 	} \
 } while (0)
+
+/* Without tracing.otlp.protocol, exports are binary protobuf: an
+ * ExportTraceServiceRequest whose one field, resource_spans, fills the
+ * body. */
+START_TEST(export_protobuf_by_default)
+{
+	struct receiver *rc = receiver_start(NULL, 0);
+	char tracing[256];
+	struct tg_config *cfg;
+	struct tg_tracer *t;
+	uint64_t len = 0;
+	size_t i = 1;
+
+	snprintf(tracing, sizeof(tracing), "{\"otlp\": {\"endpoint\": "
+	         "\"http://127.0.0.1:%d/v1/traces\"}, \"batch\": {\"schedule_delay\": \"20ms\"}}",
+	         rc->port);
+	cfg = config_with(tracing);
+	t = tg_tracer_new(cfg);
+	ck_assert_ptr_nonnull(t);
+	submit_spans(t, 3);
+	ck_assert_int_eq(tg_tracer_start(t), 0);
+	WAIT_FOR(stats_of(t).spans_exported == 3, "3 spans exported");
+
+	ck_assert_uint_eq(receiver_count(rc), 1);
+	ck_assert_str_eq(rc->content_type[0], "application/x-protobuf");
+	ck_assert_ptr_null(rc->bodies[0]);
+	ck_assert_uint_gt(rc->raw_len[0], 2);
+	ck_assert_uint_eq(rc->raw[0][0], 0x0a);         /* field 1, length-delimited */
+	for (int shift = 0; i < rc->raw_len[0]; shift += 7) {
+		len |= (uint64_t)(rc->raw[0][i] & 0x7f) << shift;
+		if ((rc->raw[0][i++] & 0x80) == 0)
+			break;
+	}
+	ck_assert_uint_eq(len, rc->raw_len[0] - i);
+	tg_tracer_stop(t);
+	tg_config_unref(cfg);
+	receiver_stop(rc);
+}
+END_TEST
 
 START_TEST(export_in_batches)
 {
@@ -925,6 +975,7 @@ export_suite(void)
 	tcase_add_test(retry, retry_after_parsing);
 	tcase_set_timeout(exporter, 60);
 	tcase_add_test(exporter, export_in_batches);
+	tcase_add_test(exporter, export_protobuf_by_default);
 	tcase_add_test(exporter, export_many_spans_in_one_batch);
 	tcase_add_test(exporter, export_retries_retryable_statuses);
 	tcase_add_test(exporter, export_gives_up_after_max_attempts);

@@ -1,6 +1,6 @@
 /*
- * Unit tests for the OTLP JSON text (src/trace-otlp.c) over many random
- * spans: every attribute type, events, status, parent, trace state, flags
+ * Unit tests for the OTLP JSON text (src/trace-otlp.c) and protobuf bytes
+ * (src/trace-otlp-proto.c) over many random spans: every attribute type, events, status, parent, trace state, flags
  * and dropped counts, with strings that need escaping or replacement and
  * doubles from every corner of the format (NaN, infinities, negative
  * zero, subnormals, huge and tiny values).
@@ -10,6 +10,12 @@
  * faster, because the text the exporter sends must not change by one
  * byte. When the digest differs, the test writes the text to a file, to
  * compare with the output of an older build.
+ *
+ * The protobuf bytes are pinned the same way, and read back with a walk
+ * over the wire format that knows which fields hold which messages: every
+ * length must end inside its parent and every varint be minimal, and the
+ * spans, attributes and events must come back as many as were written,
+ * with their ids and times.
  */
 #include <check.h>
 #include <math.h>
@@ -22,6 +28,7 @@
 #include <openssl/evp.h>
 
 #include "trace-otlp.h"
+#include "trace-otlp-proto.h"
 #include "trace-semconv.h"
 #include "trace-span.h"
 
@@ -42,7 +49,11 @@
 
 /* --- random text and numbers ----------------------------------------------- */
 
-static struct random_seq rng = {0x746f6c6c67617465u};      /* "tollgate" */
+#define SEED 0x746f6c6c67617465u        /* "tollgate" */
+
+/* Each test starts it again from SEED, so that one test's spans do not
+ * depend on which tests ran before it in the same process. */
+static struct random_seq rng = {SEED};
 
 /* Append to out (room for 4 more bytes) one piece of text of a random
  * kind, weighted towards the plain ASCII that most values are. Returns
@@ -259,6 +270,7 @@ START_TEST(random_spans_keep_their_text)
 	struct tg_json_writer w = {0};
 	char digest[65];
 
+	rng.state = SEED;
 	for (size_t i = 0; i < N_SPANS; i++)
 		spans[i] = random_span();
 	tg_otlp_write(&w, spans, N_SPANS, &resource);
@@ -359,15 +371,306 @@ START_TEST(long_values_keep_their_text)
 }
 END_TEST
 
+/* --- protobuf ------------------------------------------------------------------ */
+
+/* SHA-256 of the protobuf bytes of the N_SPANS random spans and of the
+ * long_span() spans, as the first protobuf encoder wrote them. The walk
+ * below checks what they hold; the digests pin them byte for byte. */
+#define WANT_PROTO_SHA256 "29b0a1ef21abba0be561f82bc70e2e0ac9c859c86a8351178648ab8333f1eff2"
+#define WANT_LONG_PROTO_SHA256 "2b1826f075b8709611980a728a0cf547f2ff934121c77d171d549c0acb72fa05"
+
+/* The messages of an ExportTraceServiceRequest that the walk knows, and
+ * the two kinds of length-delimited field that are not messages. */
+enum message {
+	M_NONE, M_REQUEST, M_RESOURCE_SPANS, M_RESOURCE, M_SCOPE_SPANS, M_SCOPE, M_SPAN,
+	M_EVENT, M_STATUS, M_KEY_VALUE, M_ANY_VALUE, M_ARRAY_VALUE, M_COUNT,
+	M_BYTES = M_COUNT, M_STRING,    /* a string must be valid UTF-8 */
+};
+
+/* Field n of a message: its wire type plus 1 (0: not a field the encoder
+ * may write), and what a length-delimited one holds. */
+struct field {
+	int wire;
+	enum message holds;
+};
+
+#define VARINT {1, M_NONE}
+#define I64 {2, M_NONE}
+#define I32 {6, M_NONE}
+#define LEN(what) {3, what}
+
+/* The field numbers of opentelemetry-proto, as the encoder uses them. */
+static const struct field FIELDS[M_COUNT][17] = {
+	[M_REQUEST] = {[1] = LEN(M_RESOURCE_SPANS)},
+	[M_RESOURCE_SPANS] = {[1] = LEN(M_RESOURCE), [2] = LEN(M_SCOPE_SPANS)},
+	[M_RESOURCE] = {[1] = LEN(M_KEY_VALUE)},
+	[M_SCOPE_SPANS] = {[1] = LEN(M_SCOPE), [2] = LEN(M_SPAN)},
+	[M_SCOPE] = {[1] = LEN(M_STRING), [2] = LEN(M_STRING)},
+	[M_SPAN] = {[1] = LEN(M_BYTES), [2] = LEN(M_BYTES), [3] = LEN(M_STRING),
+	            [4] = LEN(M_BYTES), [5] = LEN(M_STRING), [6] = VARINT, [7] = I64,
+	            [8] = I64, [9] = LEN(M_KEY_VALUE), [10] = VARINT, [11] = LEN(M_EVENT),
+	            [12] = VARINT, [15] = LEN(M_STATUS), [16] = I32},
+	[M_EVENT] = {[1] = I64, [2] = LEN(M_STRING), [3] = LEN(M_KEY_VALUE), [4] = VARINT},
+	[M_STATUS] = {[2] = LEN(M_STRING), [3] = VARINT},
+	[M_KEY_VALUE] = {[1] = LEN(M_STRING), [2] = LEN(M_ANY_VALUE)},
+	[M_ANY_VALUE] = {[1] = LEN(M_STRING), [2] = VARINT, [3] = VARINT, [4] = I64,
+	                 [5] = LEN(M_ARRAY_VALUE)},
+	[M_ARRAY_VALUE] = {[1] = LEN(M_ANY_VALUE)},
+};
+
+/* What the walk found: messages of each kind, and each span's ids and
+ * times, in order. */
+struct walk {
+	size_t count[M_COUNT];
+	struct {
+		const uint8_t *trace_id, *span_id;
+		size_t trace_id_len, span_id_len;
+		uint64_t start, end;
+	} spans[N_SPANS];
+};
+
+/* Read a varint that must end before end and have no padding (a last
+ * byte of 0 after the first). */
+static const uint8_t *
+read_varint(const uint8_t *p, const uint8_t *end, uint64_t *v)
+{
+	uint64_t value = 0;
+
+	for (int shift = 0; shift < 64 && p < end; shift += 7) {
+		uint8_t b = *p++;
+
+		value |= (uint64_t)(b & 0x7f) << shift;
+		if ((b & 0x80) == 0) {
+			ck_assert_msg(shift == 0 || b != 0, "a padded varint");
+			*v = value;
+			return p;
+		}
+	}
+	ck_abort_msg("a varint runs past its message or 10 bytes");
+	return end;
+}
+
+static uint64_t
+read_fixed(const uint8_t *p, int n)
+{
+	uint64_t v = 0;
+
+	for (int i = n - 1; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+/* Keep what the span at index has in field number. */
+static void
+record_span_field(struct walk *w, size_t index, unsigned number, const uint8_t *p,
+                  uint64_t v)
+{
+	ck_assert_uint_lt(index, N_SPANS);
+	if (number == 1) {
+		w->spans[index].trace_id = p;
+		w->spans[index].trace_id_len = v;
+	} else if (number == 2) {
+		w->spans[index].span_id = p;
+		w->spans[index].span_id_len = v;
+	} else if (number == 7) {
+		w->spans[index].start = v;
+	} else if (number == 8) {
+		w->spans[index].end = v;
+	}
+}
+
+/* Walk the message of type that fills p to end. Fields must come in the
+ * order of their numbers, as the encoder writes them. */
+static void
+walk_message(struct walk *w, enum message type, const uint8_t *p, const uint8_t *end)
+{
+	size_t index = w->count[type]++;
+	unsigned last = 0;
+
+	while (p < end) {
+		uint64_t key, v = 0;
+		unsigned number;
+		int wire;
+		const struct field *f;
+
+		p = read_varint(p, end, &key);
+		number = (unsigned)(key >> 3);
+		wire = (int)(key & 7);
+		ck_assert_msg(number >= 1 && number <= 16 && FIELDS[type][number].wire == wire + 1,
+		              "field %u, wire type %d, is not one of message %d", number, wire, type);
+		ck_assert_msg(number >= last, "field %u after field %u", number, last);
+		last = number;
+		f = &FIELDS[type][number];
+
+		if (wire == 0) {
+			p = read_varint(p, end, &v);
+		} else if (wire == 1 || wire == 5) {
+			int n = wire == 1 ? 8 : 4;
+
+			ck_assert_msg(end - p >= n, "a fixed field runs past its message");
+			v = read_fixed(p, n);
+			p += n;
+		} else {
+			p = read_varint(p, end, &v);
+			ck_assert_msg(v <= (uint64_t)(end - p), "a length runs past its message");
+			if (f->holds == M_STRING)
+				ck_assert_msg(tg_utf8_repaired_len((const char *)p, v) == v,
+				              "field %u of message %d is not UTF-8", number, type);
+			else if (f->holds != M_BYTES)
+				walk_message(w, f->holds, p, p + v);
+		}
+		if (type == M_SPAN)
+			record_span_field(w, index, number, p, v);
+		if (wire == 2)
+			p += v;
+	}
+}
+
+/* Encode spans, walk the bytes, check what came back, and return the
+ * bytes' SHA-256 in digest. */
+static void
+check_proto(struct tg_span **spans, size_t n, const struct tg_otlp_resource *resource,
+            char digest[65])
+{
+	struct tg_json_writer w = {0};
+	struct walk *walk = calloc(1, sizeof(*walk));
+	size_t start, events = 0, attrs = resource->instance_id != NULL ? 5 : 4, statuses = 0;
+
+	ck_assert_ptr_nonnull(walk);
+	ck_assert_uint_le(n, N_SPANS);
+	start = tg_otlp_proto_write(&w, spans, n, resource);
+	ck_assert_int_eq(w.failed, 0);
+	walk_message(walk, M_REQUEST, (uint8_t *)w.data + start, (uint8_t *)w.data + w.len);
+
+	for (size_t i = 0; i < n; i++) {
+		attrs += spans[i]->attrs.count;
+		events += spans[i]->n_events;
+		for (size_t j = 0; j < spans[i]->n_events; j++)
+			attrs += spans[i]->events[j].attrs.count;
+		statuses += spans[i]->status != TG_STATUS_UNSET;
+
+		ck_assert_uint_eq(walk->spans[i].trace_id_len, TG_TRACE_ID_SIZE);
+		ck_assert_mem_eq(walk->spans[i].trace_id, spans[i]->trace_id, TG_TRACE_ID_SIZE);
+		ck_assert_uint_eq(walk->spans[i].span_id_len, TG_SPAN_ID_SIZE);
+		ck_assert_mem_eq(walk->spans[i].span_id, spans[i]->span_id, TG_SPAN_ID_SIZE);
+		ck_assert_uint_eq(walk->spans[i].start, spans[i]->start_ns);
+		ck_assert_uint_eq(walk->spans[i].end, spans[i]->end_ns);
+	}
+	ck_assert_uint_eq(walk->count[M_REQUEST], 1);
+	ck_assert_uint_eq(walk->count[M_RESOURCE_SPANS], 1);
+	ck_assert_uint_eq(walk->count[M_SCOPE_SPANS], 1);
+	ck_assert_uint_eq(walk->count[M_SPAN], n);
+	ck_assert_uint_eq(walk->count[M_EVENT], events);
+	ck_assert_uint_eq(walk->count[M_KEY_VALUE], attrs);
+	ck_assert_uint_eq(walk->count[M_STATUS], statuses);
+
+	sha256_hex(w.data + start, w.len - start, digest);
+	tg_json_writer_free(&w);
+	free(walk);
+}
+
+START_TEST(random_spans_keep_their_bytes)
+{
+	struct tg_otlp_resource resource = {"svc \"name\"", "1.2.3", "id-\x01"};
+	struct tg_span *spans[N_SPANS];
+	char digest[65];
+
+	rng.state = SEED;
+	for (size_t i = 0; i < N_SPANS; i++)
+		spans[i] = random_span();
+	check_proto(spans, N_SPANS, &resource, digest);
+	ck_assert_msg(strcmp(digest, WANT_PROTO_SHA256) == 0,
+	              "the OTLP protobuf bytes changed: SHA-256 %s", digest);
+	for (size_t i = 0; i < N_SPANS; i++)
+		tg_span_free(spans[i]);
+}
+END_TEST
+
+START_TEST(long_values_keep_their_bytes)
+{
+	static const size_t lengths[] = {1, 127, 128, 16383, 16384, 70000};
+	struct tg_otlp_resource resource = {"svc", "1.2.3", NULL};
+	struct tg_span *spans[3 * 6];
+	size_t n = 0;
+	char digest[65];
+
+	for (size_t i = 0; i < sizeof(lengths) / sizeof(lengths[0]); i++) {
+		for (int kind = 0; kind < 3; kind++)
+			spans[n++] = long_span(lengths[i] + 1, kind);
+	}
+	check_proto(spans, n, &resource, digest);
+	ck_assert_msg(strcmp(digest, WANT_LONG_PROTO_SHA256) == 0,
+	              "the OTLP protobuf bytes of long values changed: SHA-256 %s", digest);
+	for (size_t i = 0; i < n; i++)
+		tg_span_free(spans[i]);
+}
+END_TEST
+
+/* The bytes of one small span, field by field, so that a reader can
+ * check them against the .proto files without a decoder. The span is the
+ * last field of the request, so its bytes end it. */
+START_TEST(small_span_has_these_bytes)
+{
+	static const uint8_t want[] = {
+		0x12, 0x62,             /* ScopeSpans.spans (2), 98 bytes */
+		0x0a, 0x10,             /* trace_id (1), 16 bytes */
+		1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+		0x12, 0x08,             /* span_id (2), 8 bytes */
+		17, 18, 19, 20, 21, 22, 23, 24,
+		0x2a, 0x04, 'c', 'h', 'a', 't',         /* name (5) */
+		0x30, 0x03,             /* kind (6): SPAN_KIND_CLIENT */
+		0x39, 1, 0, 0, 0, 0, 0, 0, 0,           /* start_time_unix_nano (7), fixed64 */
+		0x41, 2, 0, 0, 0, 0, 0, 0, 0,           /* end_time_unix_nano (8), fixed64 */
+		0x4a, 0x20,             /* attributes (9): a KeyValue of 32 bytes */
+		0x0a, 0x19,             /* key (1), 25 bytes */
+		'h', 't', 't', 'p', '.', 'r', 'e', 's', 'p', 'o', 'n', 's', 'e', '.',
+		's', 't', 'a', 't', 'u', 's', '_', 'c', 'o', 'd', 'e',
+		0x12, 0x03,             /* value (2): an AnyValue of 3 bytes */
+		0x18, 0xc8, 0x01,       /* int_value (3): 200 */
+		0x7a, 0x02,             /* status (15), 2 bytes */
+		0x18, 0x02,             /* code (3): STATUS_CODE_ERROR */
+		0x85, 0x01, 1, 0, 0, 0, /* flags (16), fixed32: sampled */
+	};
+	uint8_t trace_id[16], parent_id[8] = {0};
+	struct tg_otlp_resource resource = {"svc", "1.2.3", NULL};
+	struct tg_json_writer w = {0};
+	struct tg_span *span;
+	size_t start;
+
+	for (int i = 0; i < 16; i++)
+		trace_id[i] = (uint8_t)(i + 1);
+	span = tg_span_new(trace_id, parent_id, TG_SPAN_CLIENT, "chat", 1);
+	ck_assert_ptr_nonnull(span);
+	for (int i = 0; i < 8; i++)
+		span->span_id[i] = (uint8_t)(17 + i);
+	tg_attrs_int(&span->attrs, TG_SC(HTTP_RESPONSE_STATUS_CODE), 200);
+	tg_span_set_status(span, TG_STATUS_ERROR, NULL);
+	span->flags = 1;
+	tg_span_end(span, 2);
+
+	start = tg_otlp_proto_write(&w, &span, 1, &resource);
+	ck_assert_int_eq(w.failed, 0);
+	ck_assert_uint_ge(w.len - start, sizeof(want));
+	ck_assert_mem_eq(w.data + w.len - sizeof(want), want, sizeof(want));
+	tg_json_writer_free(&w);
+	tg_span_free(span);
+}
+END_TEST
+
 static Suite *
 trace_otlp_suite(void)
 {
 	Suite *s = suite_create("trace_otlp");
 	TCase *text = tcase_create("text");
+	TCase *proto = tcase_create("protobuf");
 
 	tcase_add_test(text, random_spans_keep_their_text);
 	tcase_add_test(text, long_values_keep_their_text);
 	suite_add_tcase(s, text);
+	tcase_add_test(proto, random_spans_keep_their_bytes);
+	tcase_add_test(proto, long_values_keep_their_bytes);
+	tcase_add_test(proto, small_span_has_these_bytes);
+	suite_add_tcase(s, proto);
 	return s;
 }
 

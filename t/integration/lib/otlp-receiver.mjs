@@ -11,6 +11,16 @@
 // malformed id therefore shows up as a difference, reported with its path.
 // Trace and span ids are the OTLP exception to the protobuf mapping: hex,
 // not base64, exactly 32 and 16 digits.
+//
+// A binary body (application/x-protobuf) is decoded with the same
+// generated root and encoded again: the bytes must come back unchanged.
+// protobufjs skips a field number it does not know, reads a field of the
+// wrong wire type as something else, and writes fields in number order
+// with minimal varints, so a stray field, a wrong type, a padded length or
+// invalid UTF-8 in a string shows up as a difference, reported with its
+// offset. The message is then turned into the OTLP JSON form and checked
+// as a JSON body is, so every test sees spans in one form whatever the
+// protocol.
 
 import { once } from 'node:events';
 import fs from 'node:fs';
@@ -161,6 +171,41 @@ export function otlpTraceProblem(body) {
   return difference(mapSpans(body, lowerIds), kept, '');
 }
 
+/* The offset of the first byte where a and b differ, or -1. */
+function firstDifference(a, b) {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    if (a[i] !== b[i])
+      return i;
+  }
+  return a.length === b.length ? -1 : n;
+}
+
+/**
+ * Decode bytes (a Buffer) as a binary ExportTraceServiceRequest. Returns
+ * {body} with the message in the OTLP JSON form, or {problem} naming what
+ * is wrong: bytes that do not decode, or that decode to a message whose
+ * encoding differs from them.
+ */
+export function decodeOtlpProtobuf(bytes) {
+  let message;
+  try {
+    message = ExportTraceServiceRequest.decode(bytes);
+  } catch (err) {
+    return { problem: `the body does not decode: ${err.message}` };
+  }
+  const again = Buffer.from(ExportTraceServiceRequest.encode(message).finish());
+  const at = firstDifference(bytes, again);
+  if (at >= 0) {
+    return {
+      problem: `the bytes from offset ${at} of ${bytes.length} are not the canonical `
+        + `encoding of what they decode to (${again.length} bytes): an unknown field, `
+        + 'a wrong wire type, a padded varint or invalid UTF-8',
+    };
+  }
+  return { body: mapSpans(ExportTraceServiceRequest.toObject(message, TO_OBJECT), idsToHex) };
+}
+
 /* An AnyValue as a plain JS value; intValue becomes a BigInt. */
 function anyValue(v) {
   if ('stringValue' in v)
@@ -184,7 +229,8 @@ export function attributeMap(list = []) {
 }
 
 /* A received span in a form tests can read: times as BigInt nanoseconds,
- * attributes as an object, resource attributes alongside. */
+ * attributes as an object, resource attributes alongside. A field at its
+ * default value, which protobuf leaves out, reads as that value. */
 function flatten(span, resource, scope) {
   return {
     traceId: span.traceId,
@@ -192,13 +238,13 @@ function flatten(span, resource, scope) {
     parentSpanId: span.parentSpanId || '',
     traceState: span.traceState || '',
     flags: span.flags || 0,
-    name: span.name,
-    kind: span.kind,
+    name: span.name || '',
+    kind: span.kind || 0,
     start: BigInt(span.startTimeUnixNano),
     end: BigInt(span.endTimeUnixNano),
     attributes: attributeMap(span.attributes),
     events: (span.events || []).map((e) => ({
-      name: e.name, time: BigInt(e.timeUnixNano), attributes: attributeMap(e.attributes),
+      name: e.name || '', time: BigInt(e.timeUnixNano || 0), attributes: attributeMap(e.attributes),
     })),
     status: { code: (span.status && span.status.code) || 0, message: (span.status && span.status.message) || '' },
     resource: attributeMap(resource && resource.attributes),
@@ -289,9 +335,12 @@ class OtlpReceiver {
     const chunks = [];
     req.on('data', (c) => chunks.push(c));
     req.on('end', () => {
-      const text = Buffer.concat(chunks).toString('utf8');
-      const record = { time: Date.now(), method: req.method, path: req.url, headers: req.headers, text };
-      record.problem = this.#check(req, text, record);
+      const bytes = Buffer.concat(chunks);
+      const text = bytes.toString('utf8');
+      const record = {
+        time: Date.now(), method: req.method, path: req.url, headers: req.headers, text, bytes,
+      };
+      record.problem = this.#check(req, bytes, record);
       if (record.problem)
         this.problems.push(record.problem);
       this.requests.push(record);
@@ -310,15 +359,28 @@ class OtlpReceiver {
     });
   }
 
-  #check(req, text, record) {
+  /* Check an export and set record.body to it in the OTLP JSON form;
+   * record.protocol is "http/json" or "http/protobuf", after the
+   * Content-Type. */
+  #check(req, bytes, record) {
+    const type = req.headers['content-type'] || '';
     if (req.method !== 'POST' || req.url !== '/v1/traces')
       return `${req.method} ${req.url}: expected POST /v1/traces`;
-    if (!/^application\/json\b/.test(req.headers['content-type'] || ''))
-      return `Content-Type ${req.headers['content-type']}: expected application/json`;
-    try {
-      record.body = JSON.parse(text);
-    } catch (err) {
-      return `the body is not JSON: ${err.message}`;
+    if (/^application\/x-protobuf\b/.test(type)) {
+      record.protocol = 'http/protobuf';
+      const decoded = decodeOtlpProtobuf(bytes);
+      if (decoded.problem)
+        return `invalid ExportTraceServiceRequest: ${decoded.problem}`;
+      record.body = decoded.body;
+    } else if (/^application\/json\b/.test(type)) {
+      record.protocol = 'http/json';
+      try {
+        record.body = JSON.parse(bytes.toString('utf8'));
+      } catch (err) {
+        return `the body is not JSON: ${err.message}`;
+      }
+    } else {
+      return `Content-Type ${type}: expected application/x-protobuf or application/json`;
     }
     const problem = otlpTraceProblem(record.body);
     return problem ? `invalid ExportTraceServiceRequest: ${problem}` : null;
