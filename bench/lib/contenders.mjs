@@ -89,7 +89,7 @@ function tollgateFeatures(ctx) {
   return [
     {
       name: 'tracing',
-      what: 'OpenTelemetry spans for every request, exported over OTLP/HTTP to a local sink',
+      what: 'OpenTelemetry spans for every request, exported over OTLP/HTTP in tollgate\'s default encoding (named under the configuration) to a local sink',
       apply: (c) => {
         c.tracing = { enabled: true, otlp: { endpoint: `http://${ctx.sink.address}/v1/traces` } };
       },

@@ -292,6 +292,19 @@ function featuresSection(r) {
   return table(['feature', 'what', 'state in this run'], rows);
 }
 
+/* The OTLP sink's count of exports, with the encoding it received when the
+ * run logged it (runs before the protobuf export logged only the count). */
+function spanExportsLine(r) {
+  if (r.spanExports === undefined || r.spanExports === null)
+    return '';
+  const types = Object.entries(r.spanExportTypes ?? {});
+  const names = { 'application/x-protobuf': 'OTLP/HTTP protobuf', 'application/json': 'OTLP/HTTP JSON' };
+  const encoding = types.length === 0 ? ''
+    : `, ${types.map(([t, n]) => `${num(n)} as ${names[t] ?? t} (Content-Type ${t})`).join(' and ')}`
+      + (r.spanExportMeanBytes ? `, ${num(r.spanExportMeanBytes)} bytes each on average` : '');
+  return `\nThe OTLP sink received ${num(r.spanExports)} export requests during the run${encoding}.\n`;
+}
+
 function profileSection(r) {
   if (!r.profiles)
     return 'Not profiled in this run (quick mode or --no-profile).';
@@ -440,7 +453,7 @@ ${featuresSection(r)}
 \`\`\`json
 ${JSON.stringify(r.tollgate?.config ?? {}, null, 2)}
 \`\`\`
-${r.spanExports !== undefined ? `\nThe OTLP sink received ${num(r.spanExports)} export requests during the run.\n` : ''}
+${spanExportsLine(r)}
 ## Non-streaming at saturation (wrk)
 
 ${saturationSection(r)}

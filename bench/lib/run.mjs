@@ -276,12 +276,27 @@ async function scrapeMetrics(admin) {
   }
 }
 
-function countLines(file) {
+/* The exports the OTLP sink logged (otlp-sink.conf.in: Content-Type and
+ * Content-Length per line): how many, of which Content-Type, and the mean
+ * size of their bodies in bytes. */
+function spanExportsOf(file) {
+  let lines;
   try {
-    return fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).length;
+    lines = fs.readFileSync(file, 'utf8').split('\n').filter(Boolean);
   } catch {
-    return null;
+    return { spanExports: null };
   }
+  const types = {};
+  let bytes = 0;
+  for (const line of lines) {
+    const [type, length] = line.split(' ');
+    types[type] = (types[type] ?? 0) + 1;
+    bytes += Number(length) || 0;
+  }
+  return {
+    spanExports: lines.length, spanExportTypes: types,
+    spanExportMeanBytes: lines.length > 0 ? Math.round(bytes / lines.length) : null,
+  };
 }
 
 async function rewriteReport(opts) {
@@ -368,7 +383,7 @@ async function main() {
 
     if (running.tollgate && running.tollgate.alive()) {
       results.metrics = await scrapeMetrics(running.tollgate.admin);
-      results.spanExports = countLines(path.join(ctx.tmp, 'otlp-sink', 'access.log'));
+      Object.assign(results, spanExportsOf(path.join(ctx.tmp, 'otlp-sink', 'access.log')));
     }
     if (p.profile && !opts.noProfile) {
       results.profiles = {};
