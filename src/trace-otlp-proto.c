@@ -2,16 +2,17 @@
  * OTLP protobuf encoding, written straight from the span structs.
  *
  * A message inside another is prefixed with its length as a varint of
- * the fewest bytes, so a span's size is computed first (span_size), and
- * the span is then written in one pass into room made once for it. The
- * sizes functions mirror the put functions field by field; an assert
- * after each span checks that they agree.
+ * the fewest bytes. A span or an event is written after room left for a
+ * length of the usual width (2 bytes for a span, 1 for an event), and the
+ * length goes in once the message is written. When it needs another
+ * width, the message's bytes move, which costs less than a pass to size
+ * the message first. A KeyValue is sized from its attribute before it is
+ * written, because that takes a few additions.
  *
  * The request, its ResourceSpans and its ScopeSpans are prefixed with
  * lengths that depend on the size of every span. The spans are therefore
  * written first, after room kept for the longest header, and the header
- * goes last, right before the first span. That saves a pass over the
- * spans to size them all.
+ * goes last, right before the first span.
  *
  * Fields are written in the order of their numbers, and a field at its
  * default value (0, "", an UNSET status) is left out, as proto3 encoders
@@ -161,86 +162,28 @@ any_value_size(const struct tg_attr *a)
 	return 0;
 }
 
-static inline size_t
-key_value_size(const struct tg_attr *a)
-{
-	return field_size(key_size(a)) + field_size(any_value_size(a));
-}
-
 /* A repeated KeyValue field, keys and lengths included. */
 static size_t
 attrs_size(const struct tg_attrs *attrs)
 {
 	size_t size = 0;
 
-	for (size_t i = 0; i < attrs->count; i++)
-		size += field_size(key_value_size(&attrs->items[i]));
-	return size;
-}
+	for (size_t i = 0; i < attrs->count; i++) {
+		const struct tg_attr *a = &attrs->items[i];
 
-/* A uint32 field left out at 0. */
-static inline size_t
-count_size(uint32_t count)
-{
-	return count != 0 ? 1 + varint_size(count) : 0;
-}
-
-static inline size_t
-name_size(const char *name)
-{
-	size_t len = strlen(name);
-
-	return tg_semconv_is_name(name) ? len : text_size(name, len, 0);
-}
-
-static size_t
-event_size(const struct tg_span_event *ev)
-{
-	size_t name = name_size(ev->name);
-
-	return 1 + 8 + (name > 0 ? field_size(name) : 0) + attrs_size(&ev->attrs) +
-	       count_size(ev->attrs.dropped);
-}
-
-static size_t
-status_size(const struct tg_span *span)
-{
-	size_t size = 1 + varint_size((uint64_t)span->status);
-
-	if (span->status_message != NULL && span->status_message[0] != '\0')
-		size += field_size(text_size(span->status_message,
-		                             strlen(span->status_message), 0));
-	return size;
-}
-
-/* The Span message, without its key and length. */
-static size_t
-span_size(const struct tg_span *span)
-{
-	size_t size = field_size(TG_TRACE_ID_SIZE) + field_size(TG_SPAN_ID_SIZE);
-	size_t name = text_size(span->name, span->name_len, span->name_plain);
-
-	if (span->trace_state != NULL && span->trace_state[0] != '\0')
-		size += field_size(text_size(span->trace_state, strlen(span->trace_state), 0));
-	if (!tg_id_is_zero(span->parent_id, TG_SPAN_ID_SIZE))
-		size += field_size(TG_SPAN_ID_SIZE);
-	if (name > 0)
-		size += field_size(name);
-	if (span->kind != 0)
-		size += 1 + varint_size((uint64_t)span->kind);
-	size += 2 * (1 + 8);            /* start and end times */
-	size += attrs_size(&span->attrs) + count_size(span->attrs.dropped);
-	for (size_t i = 0; i < span->n_events; i++)
-		size += field_size(event_size(&span->events[i]));
-	size += count_size(span->dropped_events);
-	if (span->status != TG_STATUS_UNSET)
-		size += field_size(status_size(span));
-	if (span->flags != 0)
-		size += SPAN_FLAGS_SIZE;
+		size += field_size(field_size(key_size(a)) + field_size(any_value_size(a)));
+	}
 	return size;
 }
 
 /* --- writes into room made before --------------------------------------- */
+
+/* Room for a field's key and its length: 1 + 10 bytes at most. */
+#define FIELD_HEAD 11
+
+/* A semconv name's length fits in the one byte that put_semconv_key()
+ * writes. */
+_Static_assert(TG_SEMCONV_SLOT < 128, "a semconv name's length needs one varint byte");
 
 static inline uint8_t *
 put_varint(uint8_t *p, uint64_t v)
@@ -289,6 +232,18 @@ put_text(uint8_t *p, int key, const char *s, size_t len, size_t size)
 	return (uint8_t *)tg_utf8_repair((char *)p, s, len);
 }
 
+/* The key of a KeyValue that is a semconv name, len bytes long, into room
+ * for 2 + TG_SEMCONV_SLOT bytes. The whole slot is copied, which compiles
+ * to a few moves where a copy of len bytes calls memcpy. */
+static inline uint8_t *
+put_semconv_key(uint8_t *p, const char *name, size_t len)
+{
+	*p++ = KEY_VALUE_KEY;
+	*p++ = (uint8_t)len;
+	memcpy(p, name, TG_SEMCONV_SLOT);
+	return p + len;
+}
+
 static inline uint8_t *
 put_count(uint8_t *p, int key, uint32_t count)
 {
@@ -312,11 +267,13 @@ put_strings(uint8_t *p, char *const *items, size_t n)
 	return p;
 }
 
+/* The AnyValue of a, whose any_value_size() is size. */
 static uint8_t *
-put_any_value(uint8_t *p, const struct tg_attr *a)
+put_any_value(uint8_t *p, const struct tg_attr *a, size_t size)
 {
 	uint64_t bits;
 
+	p = put_len(p, KEY_VALUE_VALUE, size);
 	switch (a->type) {
 	case TG_ATTR_STRING:
 		if (a->v.s == NULL)
@@ -339,74 +296,169 @@ put_any_value(uint8_t *p, const struct tg_attr *a)
 	return p;
 }
 
-/* One KeyValue of a repeated field keyed key. */
-static uint8_t *
-put_key_value(uint8_t *p, int key, const struct tg_attr *a)
-{
-	size_t k = key_size(a), value = any_value_size(a);
+/* --- writes that make room ---------------------------------------------- */
 
-	p = put_len(p, key, field_size(k) + field_size(value));
-	p = put_text(p, KEY_VALUE_KEY, a->key, a->key_len, k);
-	p = put_len(p, KEY_VALUE_VALUE, value);
-	return put_any_value(p, a);
+static inline uint8_t *
+tail_of(struct tg_json_writer *w)
+{
+	return (uint8_t *)w->data + w->len;
 }
 
-static uint8_t *
-put_attrs(uint8_t *p, int key, const struct tg_attrs *attrs)
+static inline void
+end_at(struct tg_json_writer *w, const uint8_t *p)
 {
-	for (size_t i = 0; i < attrs->count; i++)
-		p = put_key_value(p, key, &attrs->items[i]);
-	return p;
+	w->len = (size_t)((const char *)p - w->data);
 }
 
-static uint8_t *
-put_event(uint8_t *p, const struct tg_span_event *ev)
+/* Start a length-delimited field whose length is known only once its
+ * contents are written, into room made for 1 + width bytes: write its key
+ * and leave width bytes for the length. Returns where the key is. */
+static inline size_t
+open_field(struct tg_json_writer *w, int key, size_t width)
+{
+	size_t at = w->len;
+
+	w->data[at] = (char)key;
+	w->len += 1 + width;
+	return at;
+}
+
+/* Write the length of the field that open_field(w, key, width) returned
+ * at, whose contents end at w->len. When it takes another width, the
+ * contents move to follow it. */
+static void
+close_field(struct tg_json_writer *w, size_t at, size_t width)
+{
+	size_t start = at + 1 + width;
+	size_t len = w->len - start;
+	size_t needed = varint_size(len);
+
+	if (w->failed)
+		return;
+	if (needed != width) {
+		if (needed > width && tg_json_room(w, needed - width) != 0)
+			return;
+		memmove(w->data + at + 1 + needed, w->data + start, len);
+		w->len = at + 1 + needed + len;
+	}
+	put_varint((uint8_t *)w->data + at + 1, len);
+}
+
+/*
+ * A KeyValue with a semconv key and a plain string or an integer value,
+ * under 128 bytes: most attributes. Its lengths all take one byte, so
+ * they are written without sizing the value twice or a varint loop.
+ * Returns 1, or 0 when the attribute is not one of these and
+ * write_key_value() must write it.
+ */
+static inline int
+write_short_key_value(struct tg_json_writer *w, int key, const struct tg_attr *a)
+{
+	size_t key_len = a->key_len, value;
+	uint8_t *p;
+
+	if (a->type == TG_ATTR_STRING && a->value_plain && a->v.s != NULL)
+		value = 2 + a->value_len;
+	else if (a->type == TG_ATTR_INT && a->v.i >= 0)
+		value = 1 + varint_size((uint64_t)a->v.i);
+	else
+		return 0;
+	if (4 + key_len + value >= 128 || !tg_semconv_is_name(a->key))
+		return 0;
+	if (tg_json_room(w, 6 + TG_SEMCONV_SLOT + value) != 0)
+		return 1;
+
+	p = tail_of(w);
+	p[0] = (uint8_t)key;
+	p[1] = (uint8_t)(4 + key_len + value);
+	p = put_semconv_key(p + 2, a->key, key_len);
+	p[0] = KEY_VALUE_VALUE;
+	p[1] = (uint8_t)value;
+	if (a->type == TG_ATTR_STRING) {
+		p[2] = ANY_STRING;
+		p[3] = (uint8_t)a->value_len;
+		memcpy(p + 4, a->v.s, a->value_len);
+		end_at(w, p + 4 + a->value_len);
+	} else {
+		p[2] = ANY_INT;
+		end_at(w, put_varint(p + 3, (uint64_t)a->v.i));
+	}
+	return 1;
+}
+
+/* One KeyValue of a repeated field keyed key, of any kind. It is not
+ * inlined, so that the loop over the attributes saves no registers for it
+ * around each short one. */
+static __attribute__((noinline)) void
+write_key_value(struct tg_json_writer *w, int key, const struct tg_attr *a)
+{
+	int semconv;
+	size_t key_len, value, size;
+	uint8_t *p, *start;
+
+	semconv = tg_semconv_is_name(a->key);
+	key_len = semconv ? a->key_len : text_size(a->key, a->key_len, 0);
+	value = any_value_size(a);
+	size = field_size(key_len) + field_size(value);
+	if (tg_json_room(w, FIELD_HEAD + size + TG_SEMCONV_SLOT) != 0)
+		return;
+	p = put_len(tail_of(w), key, size);
+	start = p;
+	if (semconv)
+		p = put_semconv_key(p, a->key, key_len);
+	else
+		p = put_text(p, KEY_VALUE_KEY, a->key, a->key_len, key_len);
+	p = put_any_value(p, a, value);
+
+	assert((size_t)(p - start) == size);
+	end_at(w, p);
+}
+
+static void
+write_attrs(struct tg_json_writer *w, int key, const struct tg_attrs *attrs)
+{
+	for (size_t i = 0; i < attrs->count; i++) {
+		if (!write_short_key_value(w, key, &attrs->items[i]))
+			write_key_value(w, key, &attrs->items[i]);
+	}
+}
+
+/* An event's length is put in one byte, unless it is 128 bytes or more. */
+static void
+write_event(struct tg_json_writer *w, const struct tg_span_event *ev)
 {
 	size_t len = strlen(ev->name);
+	size_t name = tg_semconv_is_name(ev->name) ? len : text_size(ev->name, len, 0);
+	size_t at;
 
-	p = put_len(p, SPAN_EVENTS, event_size(ev));
-	p = put_fixed64(p, EVENT_TIME, ev->time_ns);
-	if (len > 0)
-		p = put_text(p, EVENT_NAME, ev->name, len, name_size(ev->name));
-	p = put_attrs(p, EVENT_ATTRIBUTES, &ev->attrs);
-	return put_count(p, EVENT_DROPPED_ATTRIBUTES, ev->attrs.dropped);
+	if (tg_json_room(w, 2 + 9 + FIELD_HEAD + name) != 0)
+		return;
+	at = open_field(w, SPAN_EVENTS, 1);
+	end_at(w, put_fixed64(tail_of(w), EVENT_TIME, ev->time_ns));
+	if (name > 0)
+		end_at(w, put_text(tail_of(w), EVENT_NAME, ev->name, len, name));
+	write_attrs(w, EVENT_ATTRIBUTES, &ev->attrs);
+	if (tg_json_room(w, FIELD_HEAD) != 0)
+		return;
+	end_at(w, put_count(tail_of(w), EVENT_DROPPED_ATTRIBUTES, ev->attrs.dropped));
+	close_field(w, at, 1);
 }
 
+/* The fields of a Span from trace_id to its times, into room made for
+ * them. state is the trace state's len bytes, whose text_size() is
+ * state_size, and name_size the name's text_size(). */
 static uint8_t *
-put_status(uint8_t *p, const struct tg_span *span)
+put_span_head(uint8_t *p, const struct tg_span *span, size_t state_len, size_t state_size,
+              size_t name_size)
 {
-	const char *message = span->status_message;
-
-	if (span->status == TG_STATUS_UNSET)
-		return p;
-	p = put_len(p, SPAN_STATUS, status_size(span));
-	if (message != NULL && message[0] != '\0') {
-		size_t len = strlen(message);
-
-		p = put_text(p, STATUS_MESSAGE, message, len, text_size(message, len, 0));
-	}
-	*p++ = STATUS_CODE;
-	return put_varint(p, (uint64_t)span->status);
-}
-
-/* The fields of a Span from trace_id to its times. */
-static uint8_t *
-put_span_head(uint8_t *p, const struct tg_span *span)
-{
-	const char *state = span->trace_state;
-	size_t name = text_size(span->name, span->name_len, span->name_plain);
-
 	p = put_bytes(p, SPAN_TRACE_ID, span->trace_id, TG_TRACE_ID_SIZE);
 	p = put_bytes(p, SPAN_SPAN_ID, span->span_id, TG_SPAN_ID_SIZE);
-	if (state != NULL && state[0] != '\0') {
-		size_t len = strlen(state);
-
-		p = put_text(p, SPAN_TRACE_STATE, state, len, text_size(state, len, 0));
-	}
+	if (state_len > 0)
+		p = put_text(p, SPAN_TRACE_STATE, span->trace_state, state_len, state_size);
 	if (!tg_id_is_zero(span->parent_id, TG_SPAN_ID_SIZE))
 		p = put_bytes(p, SPAN_PARENT_SPAN_ID, span->parent_id, TG_SPAN_ID_SIZE);
-	if (name > 0)
-		p = put_text(p, SPAN_NAME, span->name, span->name_len, name);
+	if (name_size > 0)
+		p = put_text(p, SPAN_NAME, span->name, span->name_len, name_size);
 	if (span->kind != 0) {
 		*p++ = SPAN_KIND;
 		p = put_varint(p, (uint64_t)span->kind);
@@ -415,35 +467,64 @@ put_span_head(uint8_t *p, const struct tg_span *span)
 	return put_fixed64(p, SPAN_END_TIME, span->end_ns);
 }
 
-/* Append span as one field of ScopeSpans.spans. */
-static void
-write_span(struct tg_json_writer *w, const struct tg_span *span)
+/* The fields of a Span after its events, into room made for them, with
+ * message_size the text_size() of the status message's message_len
+ * bytes. */
+static uint8_t *
+put_span_tail(uint8_t *p, const struct tg_span *span, size_t message_len,
+              size_t message_size)
 {
 	static const uint8_t flags_key[2] = { SPAN_FLAGS_KEY };
-	size_t size = span_size(span);
-	uint8_t *p, *start;
 
-	if (tg_json_room(w, 1 + 10 + size) != 0)
-		return;
-	p = put_len((uint8_t *)w->data + w->len, SCOPE_SPANS_SPANS, size);
-	start = p;
-
-	p = put_span_head(p, span);
-	p = put_attrs(p, SPAN_ATTRIBUTES, &span->attrs);
-	p = put_count(p, SPAN_DROPPED_ATTRIBUTES, span->attrs.dropped);
-	for (size_t i = 0; i < span->n_events; i++)
-		p = put_event(p, &span->events[i]);
 	p = put_count(p, SPAN_DROPPED_EVENTS, span->dropped_events);
-	p = put_status(p, span);
+	if (span->status != TG_STATUS_UNSET) {
+		size_t status = 2 + (message_len > 0 ? field_size(message_size) : 0);
+
+		p = put_len(p, SPAN_STATUS, status);
+		if (message_len > 0)
+			p = put_text(p, STATUS_MESSAGE, span->status_message, message_len, message_size);
+		*p++ = STATUS_CODE;
+		*p++ = (uint8_t)span->status;   /* 1 or 2: one varint byte */
+	}
 	if (span->flags != 0) {
 		memcpy(p, flags_key, sizeof(flags_key));
 		for (int i = 0; i < 4; i++)
 			p[2 + i] = (uint8_t)(span->flags >> (8 * i));
 		p += SPAN_FLAGS_SIZE;
 	}
+	return p;
+}
 
-	assert((size_t)(p - start) == size);
-	w->len = (size_t)((char *)p - w->data);
+/* Append span as one field of ScopeSpans.spans. Its length is put in two
+ * bytes unless it is under 128 bytes or 16 KiB or more. */
+static void
+write_span(struct tg_json_writer *w, const struct tg_span *span)
+{
+	const char *state = span->trace_state, *message = span->status_message;
+	size_t state_len = state != NULL ? strlen(state) : 0;
+	size_t message_len = span->status != TG_STATUS_UNSET && message != NULL ? strlen(message) : 0;
+	size_t name_size = text_size(span->name, span->name_len, span->name_plain);
+	size_t state_size = state_len > 0 ? text_size(state, state_len, 0) : 0;
+	size_t message_size = message_len > 0 ? text_size(message, message_len, 0) : 0;
+	size_t at;
+
+	if (tg_json_room(w, 3 + 18 + 10 + FIELD_HEAD + state_size + 10 + FIELD_HEAD + name_size +
+	                    2 + 2 * 9) != 0)
+		return;
+	at = open_field(w, SCOPE_SPANS_SPANS, 2);
+	end_at(w, put_span_head(tail_of(w), span, state_len, state_size, name_size));
+	write_attrs(w, SPAN_ATTRIBUTES, &span->attrs);
+	if (tg_json_room(w, FIELD_HEAD) != 0)
+		return;
+	end_at(w, put_count(tail_of(w), SPAN_DROPPED_ATTRIBUTES, span->attrs.dropped));
+	for (size_t i = 0; i < span->n_events; i++)
+		write_event(w, &span->events[i]);
+
+	if (tg_json_room(w, FIELD_HEAD + FIELD_HEAD + 2 * FIELD_HEAD + message_size +
+	                    SPAN_FLAGS_SIZE) != 0)
+		return;
+	end_at(w, put_span_tail(tail_of(w), span, message_len, message_size));
+	close_field(w, at, 2);
 }
 
 /* --- the request -------------------------------------------------------- */
@@ -471,6 +552,17 @@ put_scope(uint8_t *p, const char *version)
 	return p;
 }
 
+/* One attribute of the resource, into room made for it. */
+static uint8_t *
+put_resource_attr(uint8_t *p, const struct tg_attr *a)
+{
+	size_t key = key_size(a), value = any_value_size(a);
+
+	p = put_len(p, RESOURCE_ATTRIBUTES, field_size(key) + field_size(value));
+	p = put_text(p, KEY_VALUE_KEY, a->key, a->key_len, key);
+	return put_any_value(p, a, value);
+}
+
 /* Write the request's header, whose spans take spans_len bytes, so that
  * it ends at end, and return where it starts. */
 static uint8_t *
@@ -487,7 +579,8 @@ put_header(uint8_t *end, const struct tg_attrs *resource, const char *version,
 
 	p = put_len(p, REQUEST_RESOURCE_SPANS, resource_spans_len);
 	p = put_len(p, RESOURCE_SPANS_RESOURCE, resource_len);
-	p = put_attrs(p, RESOURCE_ATTRIBUTES, resource);
+	for (size_t i = 0; i < resource->count; i++)
+		p = put_resource_attr(p, &resource->items[i]);
 	p = put_len(p, RESOURCE_SPANS_SCOPE_SPANS, scope_spans_len);
 	p = put_len(p, SCOPE_SPANS_SCOPE, scope_len);
 	p = put_scope(p, version);
