@@ -4,8 +4,8 @@
 // failover, export resilience against an OTLP receiver that is down,
 // slow, or responds 429 with Retry-After, and export over https.
 //
-// Every export is checked by lib/otlp-receiver.mjs against the OTLP JSON
-// mapping of the official protobuf definitions. No test asserts how fast
+// Every export, binary protobuf (the default) or JSON, is checked by
+// lib/otlp-receiver.mjs against the official protobuf definitions. No test asserts how fast
 // anything happened: that exports do not delay requests is shown by
 // requests completing while the receiver still holds an export unanswered.
 
