@@ -178,8 +178,8 @@ tg_genai_request(struct tg_span *span, const char *operation, const char *provid
 
 	if (span == NULL)
 		return;
-	tg_attrs_string(&span->attrs, TG_SC(GEN_AI_OPERATION_NAME), operation);
-	tg_attrs_string(&span->attrs, TG_SC(GEN_AI_PROVIDER_NAME), provider);
+	tg_attrs_static_string(&span->attrs, TG_SC(GEN_AI_OPERATION_NAME), operation);
+	tg_attrs_static_string(&span->attrs, TG_SC(GEN_AI_PROVIDER_NAME), provider);
 	if (model != NULL)
 		tg_attrs_string(&span->attrs, TG_SC(GEN_AI_REQUEST_MODEL), model);
 	tg_attrs_bool(&span->attrs, TG_SC(GEN_AI_REQUEST_STREAM), stream);

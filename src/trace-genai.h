@@ -39,7 +39,9 @@ const char *tg_genai_operation(const char *path);
  * is the name sent upstream), stream, and the parameters of the body
  * (max tokens, temperature, top_p, stop, seed, penalties, choice count).
  * The parameters come from the scan of the body or from its tree
- * (request-scan.h), so that a request needs no tree for them.
+ * (request-scan.h), so that a request needs no tree for them. operation
+ * and provider must have static storage, because the span keeps pointers
+ * to them (tg_attrs_static_string).
  */
 void tg_genai_request(struct tg_span *span, const char *operation, const char *provider,
                       const char *model, int stream, const struct tg_request_params *params);

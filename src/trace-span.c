@@ -484,6 +484,20 @@ tg_attrs_string(struct tg_attrs *a, const char *key, const char *value)
 }
 
 void
+tg_attrs_static_string(struct tg_attrs *a, const char *key, const char *value)
+{
+	size_t len = strlen(value);
+	struct tg_attr *attr = attr_slot(a, key);
+
+	if (attr == NULL)
+		return;
+	attr->type = TG_ATTR_STRING;
+	attr->value_len = (uint32_t)len;
+	attr->value_plain = tg_json_is_plain(value, len);
+	attr->v.s = (char *)value;      /* nothing writes or frees a value through v.s */
+}
+
+void
 tg_attrs_int(struct tg_attrs *a, const char *key, int64_t value)
 {
 	struct tg_attr *attr = attr_slot(a, key);

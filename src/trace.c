@@ -98,16 +98,16 @@ tg_trace_request_start(struct tg_request *req)
 		return;
 
 	server = req->trace->server;
-	tg_attrs_string(&server->attrs, TG_SC(HTTP_REQUEST_METHOD), req->method);
+	tg_attrs_static_string(&server->attrs, TG_SC(HTTP_REQUEST_METHOD), req->method);
 	tg_attrs_string(&server->attrs, TG_SC(URL_PATH), req->path);
-	tg_attrs_string(&server->attrs, TG_SC(URL_SCHEME),
-	                req->client && req->client->tls ? "https" : "http");
+	tg_attrs_static_string(&server->attrs, TG_SC(URL_SCHEME),
+	                       req->client && req->client->tls ? "https" : "http");
 	if (req->client != NULL)
 		tg_attrs_string(&server->attrs, TG_SC(CLIENT_ADDRESS), req->client->ip);
 	tg_attrs_string(&server->attrs, TG_SC(TOLLGATE_REQUEST_ID), req->id);
 	if (tg_genai_operation(req->path) != NULL)
-		tg_attrs_string(&server->attrs, TG_SC(GEN_AI_OPERATION_NAME),
-		                tg_genai_operation(req->path));
+		tg_attrs_static_string(&server->attrs, TG_SC(GEN_AI_OPERATION_NAME),
+		                       tg_genai_operation(req->path));
 }
 
 /* The attempt before the current one, for the failover event. */
@@ -172,7 +172,7 @@ tg_trace_attempt_start(struct tg_request *req)
 	if (req->n_attempts > 1)
 		add_failover_event(req, t);
 
-	tg_attrs_string(&span->attrs, TG_SC(HTTP_REQUEST_METHOD), req->method);
+	tg_attrs_static_string(&span->attrs, TG_SC(HTTP_REQUEST_METHOD), req->method);
 	tg_attrs_string(&span->attrs, TG_SC(SERVER_ADDRESS), a->backend->host);
 	tg_attrs_int(&span->attrs, TG_SC(SERVER_PORT), atoi(a->backend->port));
 	tg_attrs_string(&span->attrs, TG_SC(TOLLGATE_BACKEND), a->backend->name);
@@ -344,10 +344,11 @@ tg_trace_cache_end(struct tg_request *req)
 
 	if (span == NULL)
 		return;
-	tg_attrs_string(&span->attrs, TG_SC(TOLLGATE_CACHE_RESULT), result ? result : "bypass");
+	tg_attrs_static_string(&span->attrs, TG_SC(TOLLGATE_CACHE_RESULT),
+	                       result ? result : "bypass");
 	if (cfg != NULL)
-		tg_attrs_string(&span->attrs, TG_SC(TOLLGATE_CACHE_STORE),
-		                cfg->store == TG_CACHE_STORE_REDIS ? "redis" : "memory");
+		tg_attrs_static_string(&span->attrs, TG_SC(TOLLGATE_CACHE_STORE),
+		                       cfg->store == TG_CACHE_STORE_REDIS ? "redis" : "memory");
 	tg_trace_span_end(req->trace, span, tg_now_ns());
 	req->trace->cache = NULL;
 }
@@ -389,8 +390,9 @@ add_decision_event(struct tg_trace *t, const struct tg_filter_decision *d, uint6
 	if (event == NULL)
 		return;
 	tg_attrs_string(event, TG_SC(TOLLGATE_FILTER_NAME), d->filter);
-	tg_attrs_string(event, TG_SC(TOLLGATE_FILTER_STAGE), tg_side_name(d->side));
-	tg_attrs_string(event, TG_SC(TOLLGATE_FILTER_DECISION), tg_filter_action_name(d->action));
+	tg_attrs_static_string(event, TG_SC(TOLLGATE_FILTER_STAGE), tg_side_name(d->side));
+	tg_attrs_static_string(event, TG_SC(TOLLGATE_FILTER_DECISION),
+	                       tg_filter_action_name(d->action));
 	if (d->rule != NULL)
 		tg_attrs_string(event, TG_SC(TOLLGATE_FILTER_RULE), d->rule);
 }
@@ -412,9 +414,10 @@ filter_span(struct tg_request *req, const struct tg_filter *f,
 	if (span == NULL)
 		return;
 	tg_attrs_string(&span->attrs, TG_SC(TOLLGATE_FILTER_NAME), f->name);
-	tg_attrs_string(&span->attrs, TG_SC(TOLLGATE_FILTER_STAGE), tg_side_name(TG_SIDE_REQUEST));
-	tg_attrs_string(&span->attrs, TG_SC(TOLLGATE_FILTER_DECISION),
-	                d ? tg_filter_action_name(d->action) : "pass");
+	tg_attrs_static_string(&span->attrs, TG_SC(TOLLGATE_FILTER_STAGE),
+	                       tg_side_name(TG_SIDE_REQUEST));
+	tg_attrs_static_string(&span->attrs, TG_SC(TOLLGATE_FILTER_DECISION),
+	                       d ? tg_filter_action_name(d->action) : "pass");
 	if (d != NULL && d->rule != NULL)
 		tg_attrs_string(&span->attrs, TG_SC(TOLLGATE_FILTER_RULE), d->rule);
 	if (d != NULL && d->action == TG_ACTION_BLOCK) {

@@ -409,6 +409,7 @@ START_TEST(copy_plain_finds_every_escape)
 	for (size_t len = 0; len < sizeof(in); len++) {
 		memset(in, 'a', sizeof(in));
 		ck_assert_int_eq(tg_json_copy_plain(out, in, len), 1);
+		ck_assert_int_eq(tg_json_is_plain(in, len), 1);
 		ck_assert_mem_eq(out, in, len);
 		for (size_t at = 0; at < len; at++) {
 			for (size_t k = 0; k < sizeof(bad); k++) {

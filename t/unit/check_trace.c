@@ -478,6 +478,40 @@ START_TEST(span_attribute_strings_kept)
 }
 END_TEST
 
+/* A static value is kept where it is, with the length and the plainness
+ * that the encoder reads, and replaces a copied value of its key and is
+ * replaced by one. */
+START_TEST(span_attribute_static_strings)
+{
+	uint8_t trace_id[16] = {1};
+	struct tg_span *s = tg_span_new(trace_id, NULL, TG_SPAN_INTERNAL, "x", 10);
+	static const char plain[] = "chat";
+	static const char quoted[] = "say \"hi\"";
+	const struct tg_attr *a;
+
+	tg_attrs_string(&s->attrs, TG_SC(GEN_AI_OPERATION_NAME), "copied");
+	tg_attrs_static_string(&s->attrs, TG_SC(GEN_AI_OPERATION_NAME), plain);
+	tg_attrs_static_string(&s->attrs, "quoted", quoted);
+	tg_attrs_static_string(&s->attrs, "replaced", plain);
+	tg_attrs_string(&s->attrs, "replaced", "copy");
+
+	a = tg_attrs_find(&s->attrs, TG_SC(GEN_AI_OPERATION_NAME));
+	ck_assert_ptr_eq(a->v.s, plain);
+	ck_assert_int_eq(a->type, TG_ATTR_STRING);
+	ck_assert_uint_eq(a->value_len, 4);
+	ck_assert_int_eq(a->value_plain, 1);
+	a = tg_attrs_find(&s->attrs, "quoted");
+	ck_assert_ptr_eq(a->v.s, quoted);
+	ck_assert_uint_eq(a->value_len, sizeof(quoted) - 1);
+	ck_assert_int_eq(a->value_plain, 0);
+	a = tg_attrs_find(&s->attrs, "replaced");
+	ck_assert_str_eq(a->v.s, "copy");
+	ck_assert_uint_eq(a->value_len, 4);
+	ck_assert_uint_eq(s->attrs.count, 3);
+	tg_span_free(s);
+}
+END_TEST
+
 START_TEST(span_error_status_is_kept)
 {
 	uint8_t trace_id[16] = {1};
@@ -1255,6 +1289,7 @@ trace_suite(void)
 	tcase_add_test(tree, tree_keeps_every_span_past_its_own_array);
 	tcase_add_test(span, span_attributes_replace_and_drop);
 	tcase_add_test(span, span_attribute_strings_kept);
+	tcase_add_test(span, span_attribute_static_strings);
 	tcase_add_test(span, span_error_status_is_kept);
 	tcase_add_test(span, span_pool_reuses_memory);
 	tcase_add_test(span, span_pool_reuses_trace_memory);
