@@ -58,6 +58,7 @@ struct tg_backend {
 	int tls;                /* 1 for https:// */
 	char *host;             /* connect target and TLS SNI name */
 	char *port;
+	int port_number;        /* the same, 1 to 65535, parsed once */
 	char *host_header;      /* value for the upstream Host header */
 	char *base_path;        /* URL path prefix without trailing '/', or "" */
 	char *api_key;          /* secret: never logged; NULL keeps the client's */

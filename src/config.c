@@ -219,6 +219,7 @@ static void parse_url(struct load_ctx *ctx, const char *path, json_t *value,
 	else if (asprintf(&b->host_header, "%s:%d", host, port) < 0)
 		b->host_header = NULL;
 
+	b->port_number = port;
 	if (asprintf(&b->port, "%d", port) < 0)
 		b->port = NULL;
 

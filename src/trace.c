@@ -174,7 +174,7 @@ tg_trace_attempt_start(struct tg_request *req)
 
 	tg_attrs_static_string(&span->attrs, TG_SC(HTTP_REQUEST_METHOD), req->method);
 	tg_attrs_string(&span->attrs, TG_SC(SERVER_ADDRESS), a->backend->host);
-	tg_attrs_int(&span->attrs, TG_SC(SERVER_PORT), atoi(a->backend->port));
+	tg_attrs_int(&span->attrs, TG_SC(SERVER_PORT), a->backend->port_number);
 	tg_attrs_string(&span->attrs, TG_SC(TOLLGATE_BACKEND), a->backend->name);
 	tg_attrs_int(&span->attrs, TG_SC(TOLLGATE_ATTEMPT), req->n_attempts);
 	if (operation != NULL)

@@ -834,7 +834,7 @@ conn_connect(struct tg_upstream_conn *c)
 	if (conn_write_request(c) != 0)
 		return -1;
 	return bufferevent_socket_connect_hostname(c->bev, c->worker->dns, AF_UNSPEC,
-	                                           b->host, atoi(b->port));
+	                                           b->host, b->port_number);
 }
 
 static struct tg_upstream_conn *

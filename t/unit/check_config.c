@@ -127,6 +127,7 @@ START_TEST(default_config_loads_without_env)
 	ck_assert_uint_eq(cfg->n_backends, 1);
 	ck_assert_str_eq(cfg->backends[0].name, "mock");
 	ck_assert_str_eq(cfg->backends[0].port, "9001");
+	ck_assert_int_eq(cfg->backends[0].port_number, 9001);
 	ck_assert_ptr_null(cfg->backends[0].api_key);
 
 	ck_assert_ptr_nonnull(tg_route_match(cfg, "/v1/chat/completions", "any"));
