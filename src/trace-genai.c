@@ -385,18 +385,22 @@ set_usage(struct tg_span *span, json_t *usage)
 
 /* The first id and model the response gave; NULL for none. */
 static void
-set_response_ids(struct tg_span *span, const char *id, const char *model)
+set_response_ids(struct tg_trace *t, struct tg_span *span, const char *id, const char *model)
 {
-	if (id != NULL && tg_attrs_find(&span->attrs, TG_SC(GEN_AI_RESPONSE_ID)) == NULL)
+	if (id != NULL && !t->response_id_set) {
 		tg_attrs_string(&span->attrs, TG_SC(GEN_AI_RESPONSE_ID), id);
-	if (model != NULL && tg_attrs_find(&span->attrs, TG_SC(GEN_AI_RESPONSE_MODEL)) == NULL)
+		t->response_id_set = 1;
+	}
+	if (model != NULL && !t->response_model_set) {
 		tg_attrs_string(&span->attrs, TG_SC(GEN_AI_RESPONSE_MODEL), model);
+		t->response_model_set = 1;
+	}
 }
 
 static void
-set_tree_ids(struct tg_span *span, json_t *body)
+set_tree_ids(struct tg_trace *t, struct tg_span *span, json_t *body)
 {
-	set_response_ids(span, json_string_value(json_object_get(body, "id")),
+	set_response_ids(t, span, json_string_value(json_object_get(body, "id")),
 	                 json_string_value(json_object_get(body, "model")));
 }
 
@@ -426,7 +430,7 @@ tg_genai_response(struct tg_trace *t, struct tg_span *span, json_t *body)
 {
 	if (span == NULL || !json_is_object(body))
 		return;
-	set_tree_ids(span, body);
+	set_tree_ids(t, span, body);
 	read_choices(t, json_object_get(body, "choices"), "message");
 	set_usage(span, json_object_get(body, "usage"));
 }
@@ -441,7 +445,7 @@ tg_genai_stream_event(struct tg_trace *t, struct tg_span *span, json_t *chunk,
 	if (!json_is_object(chunk))
 		return;         /* "[DONE]" and anything else that is not JSON */
 
-	set_tree_ids(span, chunk);
+	set_tree_ids(t, span, chunk);
 	if (read_choices(t, json_object_get(chunk, "choices"), "delta"))
 		note_content(t, span, now_mono);
 	set_usage(span, json_object_get(chunk, "usage"));
@@ -501,7 +505,7 @@ tg_genai_response_detail(struct tg_trace *t, struct tg_span *span,
 
 	if (span == NULL || !d->object)
 		return;
-	set_response_ids(span, x->id, x->model);
+	set_response_ids(t, span, x->id, x->model);
 	read_detail_choices(t, x);
 	set_detail_usage(span, x);
 }
@@ -520,7 +524,7 @@ tg_genai_stream_detail(struct tg_trace *t, struct tg_span *span,
 	if (!d->object)
 		return;
 
-	set_response_ids(span, x->id, x->model);
+	set_response_ids(t, span, x->id, x->model);
 	if (read_detail_choices(t, x))
 		note_content(t, span, now_mono);
 	set_detail_usage(span, x);
@@ -588,4 +592,7 @@ tg_genai_attempt_reset(struct tg_trace *t)
 	}
 	t->first_chunk_seen = 0;
 	t->first_token_seen = 0;
+	t->response_id_set = 0;
+	t->response_model_set = 0;
+	t->status_code_set = 0;
 }

@@ -294,8 +294,10 @@ tg_trace_attempt_end(struct tg_request *req)
 	if (span == NULL || req->n_attempts == 0)
 		return;
 	a = &req->attempts[req->n_attempts - 1];
-	if (t->sampled && a->status != 0)
+	if (t->sampled && a->status != 0) {
 		tg_attrs_int(&span->attrs, TG_SC(HTTP_RESPONSE_STATUS_CODE), a->status);
+		t->status_code_set = 1;
+	}
 
 	/* HTTP client spans count 4xx as errors too: the call did not do what
 	 * was asked. A cancelled attempt did not fail, and its span ends with
@@ -318,8 +320,7 @@ tg_trace_upstream_done(struct tg_request *req)
 		return;
 	if (span != NULL && !req->response.streaming)
 		record_response_body(req, span);
-	if (span != NULL && req->response.status != 0 &&
-	    tg_attrs_find(&span->attrs, TG_SC(HTTP_RESPONSE_STATUS_CODE)) == NULL)
+	if (span != NULL && req->response.status != 0 && !req->trace->status_code_set)
 		tg_attrs_int(&span->attrs, TG_SC(HTTP_RESPONSE_STATUS_CODE), req->response.status);
 	if (span != NULL && tg_error_is_upstream(req->error))
 		mark_attempt_failed(span, tg_error_info(req->error)->code, req->error);

@@ -886,6 +886,44 @@ START_TEST(genai_stream_events)
 }
 END_TEST
 
+/* The first id and model of a response are kept, and a new attempt
+ * takes those of its own response. */
+START_TEST(genai_first_response_ids_per_attempt)
+{
+	struct tg_headers h;
+	struct tg_trace *t;
+	struct tg_span *first, *second;
+	const char *chunks[] = {
+		"{\"id\":\"c1\",\"model\":\"m-1\",\"choices\":[]}",
+		"{\"id\":\"c2\",\"model\":\"m-2\",\"choices\":[]}",
+	};
+
+	tg_headers_init(&h);
+	t = tg_trace_begin(&h, 1.0, "POST", 1000000000, NULL);
+	first = tg_trace_attempt_begin(t, "chat m", 1000000000);
+	for (size_t i = 0; i < 2; i++) {
+		json_t *chunk = json_loads(chunks[i], 0, NULL);
+
+		tg_genai_stream_event(t, first, chunk, 1100000000, 1000000000);
+		json_decref(chunk);
+	}
+	second = tg_trace_attempt_begin(t, "chat m", 2000000000);
+	for (size_t i = 2; i > 0; i--) {
+		json_t *chunk = json_loads(chunks[i - 1], 0, NULL);
+
+		tg_genai_stream_event(t, second, chunk, 2100000000, 2000000000);
+		json_decref(chunk);
+	}
+
+	ck_assert_str_eq(attr(first, "gen_ai.response.id")->v.s, "c1");
+	ck_assert_str_eq(attr(first, "gen_ai.response.model")->v.s, "m-1");
+	ck_assert_str_eq(attr(second, "gen_ai.response.id")->v.s, "c2");
+	ck_assert_str_eq(attr(second, "gen_ai.response.model")->v.s, "m-2");
+	tg_trace_free(t);
+	tg_headers_free(&h);
+}
+END_TEST
+
 START_TEST(genai_no_usage_no_tokens)
 {
 	uint8_t trace_id[16] = {1};
@@ -1299,6 +1337,7 @@ trace_suite(void)
 	tcase_add_test(genai, genai_input_messages_truncated);
 	tcase_add_test(genai, genai_response_body);
 	tcase_add_test(genai, genai_stream_events);
+	tcase_add_test(genai, genai_first_response_ids_per_attempt);
 	tcase_add_test(genai, genai_finish_reasons_by_index);
 	tcase_add_test(genai, genai_no_usage_no_tokens);
 	tcase_add_test(otlp, otlp_span_encoding);
