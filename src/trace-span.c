@@ -72,7 +72,7 @@ struct tg_span_pool {
 	_Atomic(struct tg_span *) returned;     /* spans that any thread freed */
 	struct tg_span *spare;          /* owner only: spans taken from "returned" */
 	atomic_size_t holders;          /* the owner, and each span not yet freed */
-	struct tg_trace *spare_trace;   /* owner only: a freed trace's memory */
+	struct tg_trace *spare_traces;  /* owner only: freed traces, linked by spare_next */
 };
 
 struct tg_span_pool *
@@ -85,7 +85,7 @@ tg_span_pool_new(void)
 	atomic_init(&pool->returned, NULL);
 	pool->spare = NULL;
 	atomic_init(&pool->holders, 1);
-	pool->spare_trace = NULL;
+	pool->spare_traces = NULL;
 	return pool;
 }
 
@@ -117,27 +117,30 @@ tg_span_pool_release(struct tg_span_pool *pool)
 		return;
 	free_list(pool->spare);
 	pool->spare = NULL;
-	free(pool->spare_trace);
-	pool->spare_trace = NULL;
+	while (pool->spare_traces != NULL) {
+		struct tg_trace *next = pool->spare_traces->spare_next;
+
+		free(pool->spare_traces);
+		pool->spare_traces = next;
+	}
 	pool_unhold(pool);
 }
 
 struct tg_trace *
 tg_span_pool_take_trace(struct tg_span_pool *pool)
 {
-	struct tg_trace *t = pool->spare_trace;
+	struct tg_trace *t = pool->spare_traces;
 
-	pool->spare_trace = NULL;
+	if (t != NULL)
+		pool->spare_traces = t->spare_next;
 	return t;
 }
 
-int
+void
 tg_span_pool_keep_trace(struct tg_span_pool *pool, struct tg_trace *t)
 {
-	if (pool->spare_trace != NULL)
-		return -1;
-	pool->spare_trace = t;
-	return 0;
+	t->spare_next = pool->spare_traces;
+	pool->spare_traces = t;
 }
 
 /* Owner thread: a freed span's memory, or NULL when the pool has none. */

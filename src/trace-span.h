@@ -58,11 +58,12 @@ void tg_span_pool_release(struct tg_span_pool *pool);
  * Owner thread only: the memory of a freed struct tg_trace that pool
  * keeps, or NULL, and keeping one. The owner makes a trace per request
  * and frees it at the request's end, and its calloc() and free() cost
- * about 340 instructions. tg_span_pool_keep_trace() returns 0, or -1
- * when pool keeps one already and the caller frees t.
+ * about 340 instructions. The pool keeps as many as were alive at once,
+ * one per request in progress, so that concurrent requests need no
+ * calloc() either.
  */
 struct tg_trace *tg_span_pool_take_trace(struct tg_span_pool *pool);
-int tg_span_pool_keep_trace(struct tg_span_pool *pool, struct tg_trace *t);
+void tg_span_pool_keep_trace(struct tg_span_pool *pool, struct tg_trace *t);
 
 /* Attributes of a span, or of an event when given its attribute list. A
  * key set twice keeps the last value, as in the OpenTelemetry API. */

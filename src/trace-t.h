@@ -160,6 +160,8 @@ struct tg_trace {
 
 	/* The traceparent value sent upstream by the current attempt. */
 	char upstream_traceparent[56];
+
+	struct tg_trace *spare_next;    /* the pool's list, once the trace is freed */
 };
 
 /* "tracing.otlp.headers": one request header sent with every export. */

@@ -211,7 +211,9 @@ tg_trace_free(struct tg_trace *t)
 	if (t->spans != t->first_spans)
 		free(t->spans);
 	free(t->trace_state);
-	if (t->pool == NULL || tg_span_pool_keep_trace(t->pool, t) != 0)
+	if (t->pool != NULL)
+		tg_span_pool_keep_trace(t->pool, t);
+	else
 		free(t);
 }
 

@@ -655,6 +655,34 @@ START_TEST(span_pool_reuses_trace_memory)
 }
 END_TEST
 
+/* A pool keeps the memory of every tree that was alive at once, as a
+ * worker with several requests in progress frees them. */
+START_TEST(span_pool_keeps_concurrent_traces)
+{
+	struct tg_span_pool *pool = tg_span_pool_new();
+	struct tg_headers h;
+	struct tg_trace *first, *second, *third, *fourth;
+
+	ck_assert_ptr_nonnull(pool);
+	tg_headers_init(&h);
+	first = tg_trace_begin(&h, 1.0, "POST", 1000, pool);
+	second = tg_trace_begin(&h, 1.0, "POST", 1000, pool);
+	tg_trace_finish(first, NULL, 2000);
+	tg_trace_finish(second, NULL, 2000);
+
+	third = tg_span_pool_take_trace(pool);
+	fourth = tg_span_pool_take_trace(pool);
+	ck_assert_ptr_eq(third, second);
+	ck_assert_ptr_eq(fourth, first);
+	ck_assert_ptr_null(tg_span_pool_take_trace(pool));
+
+	tg_span_pool_keep_trace(pool, third);
+	tg_span_pool_keep_trace(pool, fourth);
+	tg_headers_free(&h);
+	tg_span_pool_release(pool);
+}
+END_TEST
+
 /* --- GenAI attributes ----------------------------------------------------- */
 
 static const struct tg_attr *
@@ -1331,6 +1359,7 @@ trace_suite(void)
 	tcase_add_test(span, span_error_status_is_kept);
 	tcase_add_test(span, span_pool_reuses_memory);
 	tcase_add_test(span, span_pool_reuses_trace_memory);
+	tcase_add_test(span, span_pool_keeps_concurrent_traces);
 	tcase_add_test(span, span_attribute_key_by_text_or_address);
 	tcase_add_test(genai, genai_request_parameters);
 	tcase_add_test(genai, genai_request_attributes_in_order);
