@@ -56,13 +56,14 @@ name_append(char *out, size_t size, size_t len, const char *s, size_t max)
 
 /* "POST /v1/chat/completions" for the endpoints the gateway serves, and
  * only the method otherwise, so that arbitrary paths cannot make span
- * names of unbounded variety. */
+ * names of unbounded variety. operation is that of the path, or NULL. */
 static void
-server_span_name(const struct tg_request *req, char *out, size_t size)
+server_span_name(const struct tg_request *req, const char *operation, char *out,
+                 size_t size)
 {
 	size_t len = name_append(out, size, 0, req->method, SIZE_MAX);
 
-	if (tg_genai_operation(req->path) != NULL || strcmp(req->path, "/v1/models") == 0) {
+	if (operation != NULL || strcmp(req->path, "/v1/models") == 0) {
 		len = name_append(out, size, len, " ", SIZE_MAX);
 		name_append(out, size, len, req->path, SIZE_MAX);
 	}
@@ -86,15 +87,20 @@ void
 tg_trace_request_start(struct tg_request *req)
 {
 	const struct tg_tracing_config *tc = tracing_of(req);
+	const char *operation;
 	struct tg_span *server;
 	char name[128];
 
 	if (tc == NULL || req->trace != NULL)
 		return;
-	server_span_name(req, name, sizeof(name));
+	operation = tg_genai_operation(req->path);
+	server_span_name(req, operation, name, sizeof(name));
 	req->trace = tg_trace_begin(&req->headers, tc->sample_ratio, name, req->start_ns,
 	                            req->worker->span_pool);
-	if (req->trace == NULL || !req->trace->sampled)
+	if (req->trace == NULL)
+		return;
+	req->trace->operation = operation;
+	if (!req->trace->sampled)
 		return;
 
 	server = req->trace->server;
@@ -105,9 +111,8 @@ tg_trace_request_start(struct tg_request *req)
 	if (req->client != NULL)
 		tg_attrs_string(&server->attrs, TG_SC(CLIENT_ADDRESS), req->client->ip);
 	tg_attrs_string(&server->attrs, TG_SC(TOLLGATE_REQUEST_ID), req->id);
-	if (tg_genai_operation(req->path) != NULL)
-		tg_attrs_static_string(&server->attrs, TG_SC(GEN_AI_OPERATION_NAME),
-		                       tg_genai_operation(req->path));
+	if (operation != NULL)
+		tg_attrs_static_string(&server->attrs, TG_SC(GEN_AI_OPERATION_NAME), operation);
 }
 
 /* The attempt before the current one, for the failover event. */
@@ -164,7 +169,7 @@ tg_trace_attempt_start(struct tg_request *req)
 	if (t == NULL || tc == NULL || req->n_attempts == 0)
 		return;
 	a = &req->attempts[req->n_attempts - 1];
-	operation = tg_genai_operation(req->path);
+	operation = t->operation;
 	attempt_span_name(operation, req->method, a->model, name, sizeof(name));
 	span = tg_trace_attempt_begin(t, name, a->start_ns);
 	if (span == NULL || !t->sampled)
@@ -195,7 +200,7 @@ int
 tg_trace_reads_request_params(const struct tg_request *req)
 {
 	return req->trace != NULL && req->trace->sampled && tracing_of(req) != NULL &&
-	       tg_genai_operation(req->path) != NULL;
+	       req->trace->operation != NULL;
 }
 
 int
