@@ -84,6 +84,11 @@ struct reader {
 	int depth;              /* containers open, frames or not */
 	int root_object;        /* the text is an object */
 	struct frame frames[MAX_FRAMES];
+
+	/* With a detail: the piece of text that yajl_parse() reads, when it
+	 * is ASCII without a NUL, else NULL. */
+	const unsigned char *ascii;
+	size_t ascii_len;
 };
 
 struct key {
@@ -613,6 +618,26 @@ take_value(struct reader *r, enum value v, const unsigned char *s, size_t len,
 
 /* --- yajl callbacks ------------------------------------------------------ */
 
+/*
+ * Whether jansson takes the string or key s as yajl reported it. For a
+ * string without escapes that lies whole in the piece being parsed, yajl
+ * passes a pointer into that piece, so when the piece is ASCII without a
+ * NUL, the string is too. Any other string (escapes decoded, or a string
+ * split between pieces) comes from yajl's own buffers and is checked
+ * alone. For the benchmark's chat completion, callgrind counts about 360
+ * instructions for the check of the text, and 850 for those of its 31
+ * keys and strings.
+ */
+static int
+string_ok(const struct reader *r, const unsigned char *s, size_t len)
+{
+	uintptr_t at = (uintptr_t)s - (uintptr_t)r->ascii;
+
+	if (r->ascii != NULL && at <= r->ascii_len && len <= r->ascii_len - at)
+		return 1;
+	return tg_yj_string_ok(s, len);
+}
+
 /* The result of a tap's callback: 0 stops the read. */
 static int
 tap_result(struct reader *r, int go_on)
@@ -668,7 +693,7 @@ on_string(void *ctx, const unsigned char *s, size_t len)
 {
 	struct reader *r = ctx;
 
-	if (r->x != NULL && !tg_yj_string_ok(s, len))
+	if (r->x != NULL && !string_ok(r, s, len))
 		give_up_detail(r);
 	return take_value(r, V_STRING, s, len, 0) && TAP(r, yajl_string, s, len);
 }
@@ -739,7 +764,7 @@ on_map_key(void *ctx, const unsigned char *s, size_t len)
 {
 	struct reader *r = ctx;
 
-	if (r->x != NULL && !tg_yj_string_ok(s, len))
+	if (r->x != NULL && !string_ok(r, s, len))
 		give_up_detail(r);
 	take_key(r, s, len);
 	return TAP(r, yajl_map_key, s, len);
@@ -805,7 +830,12 @@ read_text(struct reader *r, yajl_handle h, const unsigned char *text, size_t len
 
 	if (r->x != NULL && (memchr(text, '\f', len) != NULL || memchr(text, '\v', len) != NULL))
 		give_up_detail(r);
+	if (r->x != NULL && tg_yj_ascii_text(text, len)) {
+		r->ascii = text;
+		r->ascii_len = len;
+	}
 	st = yajl_parse(h, text, len);
+	r->ascii = NULL;
 
 	if (st != yajl_status_ok)
 		return st;

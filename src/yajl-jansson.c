@@ -50,13 +50,12 @@ half_not_ascii_text(uint32_t half)
 }
 
 /*
- * Whether the len bytes at s are ASCII without a NUL. It reads a word at a
- * time, and the last word or half-word overlaps the one before, so a short
- * key takes one or two checks. A byte loop took about 80 instructions per
- * key or string of a 336-byte reply (callgrind).
+ * It reads a word at a time, and the last word or half-word overlaps the
+ * one before, so a short key takes one or two checks. A byte loop took
+ * about 80 instructions per key or string of a 336-byte reply (callgrind).
  */
-static int
-ascii_text(const unsigned char *s, size_t len)
+int
+tg_yj_ascii_text(const unsigned char *s, size_t len)
 {
 	uint64_t word, bad = 0;
 	uint32_t half;
@@ -85,7 +84,7 @@ ascii_text(const unsigned char *s, size_t len)
 int
 tg_yj_string_ok(const unsigned char *s, size_t len)
 {
-	if (ascii_text(s, len))
+	if (tg_yj_ascii_text(s, len))
 		return 1;
 	return memchr(s, '\0', len) == NULL && u8_check(s, len) == NULL;
 }

@@ -36,6 +36,10 @@ int tg_yj_text_unsure(const char *data, size_t len);
 /* Whether jansson takes the decoded string or key s: UTF-8 without NUL. */
 int tg_yj_string_ok(const unsigned char *s, size_t len);
 
+/* Whether the len bytes at s are ASCII without a NUL, which
+ * tg_yj_string_ok() takes without a closer look. */
+int tg_yj_ascii_text(const unsigned char *s, size_t len);
+
 /*
  * Record the key s, reported by yajl while reading the text data of len
  * bytes, in the object whose keys start at first (the value of k->n when

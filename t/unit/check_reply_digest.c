@@ -574,6 +574,50 @@ START_TEST(detail_many_choices)
 }
 END_TEST
 
+/* The detail is usable exactly when jansson takes every key and string:
+ * UTF-8 without a NUL, escaped or not, where yajl takes an overlong form,
+ * an encoded surrogate and a code point past U+10FFFF. It is the same
+ * when the text comes in two pieces split anywhere, so that a string is
+ * read from one piece of the text or from yajl's buffer when it straddles
+ * two. */
+START_TEST(detail_usable_as_jansson_reads)
+{
+	static const struct {
+		const char *text;
+		int usable;
+	} cases[] = {
+		{"{\"id\":\"chatcmpl-1\",\"model\":\"m\",\"choices\":[]}", 1},
+		{"{\"id\":\"caf\xc3\xa9\",\"model\":\"m\"}", 1},
+		{"{\"id\":\"a\\n\\u00e9\",\"model\":\"m\"}", 1},
+		{"{\"id\":\"a\xc0\xaf\",\"model\":\"m\"}", 0},
+		{"{\"id\":\"a\xed\xa0\x80\",\"model\":\"m\"}", 0},
+		{"{\"id\":\"a\xf4\x90\x80\x80\",\"model\":\"m\"}", 0},
+		{"{\"id\":\"a\\u0000\",\"model\":\"m\"}", 0},
+		{"{\"k\xc0\xaf\":1,\"model\":\"m\"}", 0},
+		{"{\"k\\u0000\":1,\"model\":\"m\"}", 0},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *text = cases[i].text;
+		size_t len = strlen(text);
+
+		for (size_t at = 0; at <= len; at++) {
+			struct evbuffer *buf = evbuffer_new();
+			struct tg_reply_digest d;
+			struct tg_reply_detail x;
+
+			evbuffer_add_reference(buf, text, at, NULL, NULL);
+			evbuffer_add_reference(buf, text + at, len - at, NULL, NULL);
+			ck_assert_int_eq(tg_reply_digest_detail_buffer(&d, &x, buf), 0);
+			ck_assert_msg(x.usable == cases[i].usable, "%s split at %zu: usable %d",
+			              text, at, x.usable);
+			tg_reply_detail_free(&x);
+			evbuffer_free(buf);
+		}
+	}
+}
+END_TEST
+
 /* --- the relay's classification ------------------------------------------- */
 
 static const struct {
@@ -694,6 +738,7 @@ reply_digest_suite(void)
 	tcase_add_test(tap, tap_stops_read);
 	tcase_add_test(detail, detail_strings_of_any_length);
 	tcase_add_test(detail, detail_many_choices);
+	tcase_add_test(detail, detail_usable_as_jansson_reads);
 	tcase_add_loop_test(relay, relay_classifies_events, 0, sizeof(events) / sizeof(events[0]));
 	tcase_add_test(relay, event_tree_built_on_demand);
 	suite_add_tcase(s, shapes);
