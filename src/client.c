@@ -227,9 +227,9 @@ on_header_value_complete(llhttp_t *p)
 	if (head_grew(c, 4) != 0)
 		return HPE_USER;
 
-	/* llhttp rejects a bare CR or LF itself; this also covers NUL. */
-	if (!tg_header_name_valid(c->field, c->field_len) ||
-	    !tg_header_value_valid(c->value, c->value_len))
+	/* llhttp has checked every byte of the value, and the bytes of the
+	 * name except what tg_request_head_name_valid() checks. */
+	if (!tg_request_head_name_valid(c->field, c->field_len))
 		rc = parse_fail(c, TG_E_BAD_REQUEST);
 	else if (tg_headers_add(&c->req->headers, c->field ? c->field : "", c->field_len,
 	                        c->value ? c->value : "", c->value_len) != 0)

@@ -309,6 +309,12 @@ check_host_value(const char *value)
 	return check_host_value_as_uri(value);
 }
 
+int
+tg_request_head_name_valid(const char *name, size_t len)
+{
+	return len > 0 && memchr(name, ' ', len) == NULL;
+}
+
 enum tg_error
 tg_request_head_check_host(const struct tg_headers *h, int http_major, int http_minor,
                            char *message, size_t size)

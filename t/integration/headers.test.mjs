@@ -215,6 +215,12 @@ describe('upstream request headers', () => {
     'a bare CR in a value': 'X-Bad: one\rtwo',
     'an obs-fold continuation line': 'X-Bad: one\r\n  two',
     'a bare LF inside a value': 'X-Bad: one\ntwo',
+    'a NUL inside a value': 'X-Bad: one\0two',
+    'a control byte inside a value': 'X-Bad: one\x01two',
+    'a space inside a header name': 'X Bad: one',
+    'a space before the colon': 'X-Bad : one',
+    'an empty header name': ': one',
+    'a header name byte outside token': 'X(Bad): one',
   };
   for (const [what, line] of Object.entries(badHeads)) {
     it(`rejects ${what}`, async () => {

@@ -1,11 +1,14 @@
 /*
  * Unit tests for the checks of a client request head: the request target,
- * the Host header and the transfer codings.
+ * the Host header, the transfer codings, and the header bytes that llhttp
+ * checks in their place.
  */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <llhttp.h>
 
 /* The source file rather than its header, so that the tests reach the two
  * ways a Host value is judged and compare them. */
@@ -481,6 +484,73 @@ START_TEST(long_coding_name_cut_in_message)
 }
 END_TEST
 
+/* Whether llhttp, set up as the client side sets it up, accepts a request
+ * with the header line "X<byte>Y: ab" when in_name, or "X: a<byte>b"
+ * otherwise. */
+static int
+llhttp_accepts(unsigned char byte, int in_name)
+{
+	char head[64];
+	size_t len = 0;
+	llhttp_settings_t settings;
+	llhttp_t parser;
+
+	len += (size_t)snprintf(head, sizeof(head), "GET / HTTP/1.1\r\nHost: a\r\nX");
+	if (in_name) {
+		head[len++] = (char)byte;
+		len += (size_t)snprintf(head + len, sizeof(head) - len, "Y: ab\r\n\r\n");
+	} else {
+		len += (size_t)snprintf(head + len, sizeof(head) - len, ": a");
+		head[len++] = (char)byte;
+		len += (size_t)snprintf(head + len, sizeof(head) - len, "b\r\n\r\n");
+	}
+	llhttp_settings_init(&settings);
+	llhttp_init(&parser, HTTP_REQUEST, &settings);
+	return llhttp_execute(&parser, head, len) == HPE_OK;
+}
+
+/* The client side leaves these bytes to llhttp: tg_request_head_name_valid()
+ * checks the rest of a name, and nothing else checks a value. */
+START_TEST(llhttp_rejects_name_bytes_outside_token)
+{
+	for (int byte = 0; byte < 256; byte++) {
+		unsigned char b = (unsigned char)byte;
+		char c = (char)b;
+
+		if (b == ':')
+			continue;       /* ends the name */
+		if (b == ' ' || tg_header_name_valid(&c, 1))
+			ck_assert_msg(llhttp_accepts(b, 1), "name byte 0x%02x rejected", byte);
+		else
+			ck_assert_msg(!llhttp_accepts(b, 1), "name byte 0x%02x accepted", byte);
+	}
+}
+END_TEST
+
+START_TEST(llhttp_rejects_control_bytes_in_values)
+{
+	for (int byte = 0; byte < 256; byte++) {
+		unsigned char b = (unsigned char)byte;
+
+		if (b == '\t' || (b >= 0x20 && b != 0x7f))
+			ck_assert_msg(llhttp_accepts(b, 0), "value byte 0x%02x rejected", byte);
+		else
+			ck_assert_msg(!llhttp_accepts(b, 0), "value byte 0x%02x accepted", byte);
+	}
+}
+END_TEST
+
+START_TEST(names_llhttp_lets_through_rejected)
+{
+	ck_assert_int_eq(tg_request_head_name_valid("", 0), 0);
+	ck_assert_int_eq(tg_request_head_name_valid(NULL, 0), 0);
+	ck_assert_int_eq(tg_request_head_name_valid("X Y", 3), 0);
+	ck_assert_int_eq(tg_request_head_name_valid("XY ", 3), 0);
+	ck_assert_int_eq(tg_request_head_name_valid("X-Y", 3), 1);
+	ck_assert_int_eq(tg_request_head_name_valid("!#$%&'*+-.^_`|~09Az", 19), 1);
+}
+END_TEST
+
 static Suite *
 request_head_suite(void)
 {
@@ -488,6 +558,7 @@ request_head_suite(void)
 	TCase *target = tcase_create("target");
 	TCase *host = tcase_create("host");
 	TCase *codings = tcase_create("transfer-coding");
+	TCase *names = tcase_create("header-bytes");
 
 	tcase_add_test(target, origin_form_kept);
 	tcase_add_test(target, origin_form_fragment_rejected);
@@ -512,9 +583,13 @@ request_head_suite(void)
 	tcase_add_test(codings, malformed_codings_rejected);
 	tcase_add_test(codings, codings_in_http10_rejected);
 	tcase_add_test(codings, long_coding_name_cut_in_message);
+	tcase_add_test(names, llhttp_rejects_name_bytes_outside_token);
+	tcase_add_test(names, llhttp_rejects_control_bytes_in_values);
+	tcase_add_test(names, names_llhttp_lets_through_rejected);
 	suite_add_tcase(s, target);
 	suite_add_tcase(s, host);
 	suite_add_tcase(s, codings);
+	suite_add_tcase(s, names);
 	return s;
 }
 
