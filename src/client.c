@@ -158,8 +158,8 @@ on_message_begin(llhttp_t *p)
 	c->state = TG_CLIENT_HEAD;
 	c->head_bytes = 0;
 	c->extension_bytes = 0;
-	c->field_len = 0;
-	c->value_len = 0;
+	tg_header_part_clear(&c->field);
+	tg_header_part_clear(&c->value);
 	set_due_timer(c, c->req->config->limits.client_header_timeout);
 	return 0;
 }
@@ -183,7 +183,7 @@ on_header_field(llhttp_t *p, const char *at, size_t len)
 
 	if (head_grew(c, len) != 0)
 		return HPE_USER;
-	if (tg_bytes_append(&c->field, &c->field_len, &c->field_cap, at, len) != 0)
+	if (tg_header_part_add(&c->field, at, len) != 0)
 		return parse_fail(c, TG_E_INTERNAL);
 	return 0;
 }
@@ -197,13 +197,13 @@ on_header_value(llhttp_t *p, const char *at, size_t len)
 	 * with the CRLF between them left out. A piece that neither follows
 	 * the previous one nor starts a new read is such a fold: rejected, as
 	 * RFC 9112 section 5.2 allows, since proxies disagree on its meaning. */
-	if (c->value_len > 0 && at != c->value_end && at != c->read_start)
+	if (c->value.len > 0 && at != c->value_end && at != c->read_start)
 		return parse_fail(c, TG_E_BAD_REQUEST);
 	c->value_end = at + len;
 
 	if (head_grew(c, len) != 0)
 		return HPE_USER;
-	if (tg_bytes_append(&c->value, &c->value_len, &c->value_cap, at, len) != 0)
+	if (tg_header_part_add(&c->value, at, len) != 0)
 		return parse_fail(c, TG_E_INTERNAL);
 	return 0;
 }
@@ -217,8 +217,8 @@ on_header_value_complete(llhttp_t *p)
 	/* Trailer fields of a chunked body come after the headers were
 	 * checked and stripped: drop them rather than forward them. */
 	if (c->state == TG_CLIENT_BODY) {
-		c->field_len = 0;
-		c->value_len = 0;
+		tg_header_part_clear(&c->field);
+		tg_header_part_clear(&c->value);
 		return 0;
 	}
 
@@ -229,14 +229,13 @@ on_header_value_complete(llhttp_t *p)
 
 	/* llhttp has checked every byte of the value, and the bytes of the
 	 * name except what tg_request_head_name_valid() checks. */
-	if (!tg_request_head_name_valid(c->field, c->field_len))
+	if (!tg_request_head_name_valid(c->field.at, c->field.len))
 		rc = parse_fail(c, TG_E_BAD_REQUEST);
-	else if (tg_headers_add(&c->req->headers, c->field ? c->field : "", c->field_len,
-	                        c->value ? c->value : "", c->value_len) != 0)
+	else if (tg_headers_add_parts(&c->req->headers, &c->field, &c->value) != 0)
 		rc = parse_fail(c, TG_E_INTERNAL);
 
-	c->field_len = 0;
-	c->value_len = 0;
+	tg_header_part_clear(&c->field);
+	tg_header_part_clear(&c->value);
 	return rc;
 }
 
@@ -451,6 +450,12 @@ client_parse(struct tg_client *c)
 		         : (size_t)(llhttp_get_error_pos(&c->parser) - (const char *)chunk.iov_base);
 		if (c->req != NULL)
 			c->req->bytes_in += consumed;
+
+		/* A header line that this chunk cut off goes on in the next one,
+		 * so its text leaves the chunk before the chunk is drained. */
+		if (rc == HPE_OK &&
+		    (tg_header_part_keep(&c->field) != 0 || tg_header_part_keep(&c->value) != 0))
+			rc = parse_fail(c, TG_E_INTERNAL);
 		evbuffer_drain(input, consumed);
 
 		if (rc == HPE_OK)
@@ -627,8 +632,8 @@ client_free(struct tg_client *c)
 	event_free(c->timer);
 	evbuffer_free(c->held);
 	free(c->url);
-	free(c->field);
-	free(c->value);
+	tg_header_part_free(&c->field);
+	tg_header_part_free(&c->value);
 	free(c);
 	tg_worker_client_closed(w);
 }

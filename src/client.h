@@ -13,6 +13,7 @@
 
 #include "config-t.h"
 #include "errors.h"
+#include "headers.h"
 #include "socket-reader.h"
 
 struct tg_worker;
@@ -49,10 +50,8 @@ struct tg_client {
 	size_t extension_bytes;         /* chunk extensions of the body so far */
 	char *url;                      /* request target being assembled */
 	size_t url_len, url_cap;
-	char *field;                    /* header name being assembled */
-	size_t field_len, field_cap;
-	char *value;                    /* header value being assembled */
-	size_t value_len, value_cap;
+	struct tg_header_part field;    /* header name being assembled */
+	struct tg_header_part value;    /* header value being assembled */
 	enum tg_error parse_error;      /* why a callback stopped the parser */
 	char parse_message[256];        /* the client's error message for it, or
 	                                   "" for the default of parse_error */

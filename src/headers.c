@@ -150,9 +150,10 @@ grow_items(struct tg_headers *h)
 	return 0;
 }
 
-int
-tg_headers_add(struct tg_headers *h, const char *name, size_t name_len,
-               const char *value, size_t value_len)
+/* Append a copy of the header of exactly these bytes. */
+static int
+add_exact(struct tg_headers *h, const char *name, size_t name_len, const char *value,
+          size_t value_len)
 {
 	struct tg_header *item;
 	char *text;
@@ -162,8 +163,6 @@ tg_headers_add(struct tg_headers *h, const char *name, size_t name_len,
 	if (h->count == h->capacity && grow_items(h) != 0)
 		return -1;
 
-	name_len = strnlen(name, name_len);
-	value_len = strnlen(value, value_len);
 	text = text_room(h, name_len + value_len + 2);
 	if (text == NULL)
 		return -1;
@@ -179,6 +178,22 @@ tg_headers_add(struct tg_headers *h, const char *name, size_t name_len,
 	item->value[value_len] = '\0';
 	h->count++;
 	return 0;
+}
+
+int
+tg_headers_add(struct tg_headers *h, const char *name, size_t name_len,
+               const char *value, size_t value_len)
+{
+	return add_exact(h, name, strnlen(name, name_len), value, strnlen(value, value_len));
+}
+
+int
+tg_headers_add_parts(struct tg_headers *h, const struct tg_header_part *name,
+                     const struct tg_header_part *value)
+{
+	/* An empty part may have no text at all. */
+	return add_exact(h, name->len > 0 ? name->at : "", name->len,
+	                 value->len > 0 ? value->at : "", value->len);
 }
 
 const char *
@@ -240,6 +255,48 @@ tg_bytes_append(char **buf, size_t *len, size_t *cap, const char *at, size_t n)
 	*len += n;
 	(*buf)[*len] = '\0';
 	return 0;
+}
+
+/* Append len bytes from text to the part's own buffer, where its text
+ * then is. */
+static int
+append_own(struct tg_header_part *p, const char *text, size_t len)
+{
+	if (tg_bytes_append(&p->buf, &p->len, &p->cap, text, len) != 0)
+		return -1;
+	p->at = p->buf;
+	return 0;
+}
+
+int
+tg_header_part_add(struct tg_header_part *p, const char *at, size_t len)
+{
+	if (p->len == 0) {
+		p->at = at;
+		p->len = len;
+		return 0;
+	}
+	if (tg_header_part_keep(p) != 0)
+		return -1;
+	return append_own(p, at, len);
+}
+
+int
+tg_header_part_keep(struct tg_header_part *p)
+{
+	size_t len = p->len;
+
+	if (len == 0 || p->at == p->buf)
+		return 0;
+	p->len = 0;
+	return append_own(p, p->at, len);
+}
+
+void
+tg_header_part_free(struct tg_header_part *p)
+{
+	free(p->buf);
+	memset(p, 0, sizeof(*p));
 }
 
 /* Whether ch is a token character. A bit test, because each byte of every

@@ -81,6 +81,42 @@ size_t tg_headers_remove(struct tg_headers *h, const char *name);
  * delivers in pieces. Returns 0, or -1 when out of memory (*buf is kept). */
 int tg_bytes_append(char **buf, size_t *len, size_t *cap, const char *at, size_t n);
 
+/*
+ * A header name or value that llhttp hands over in pieces. It usually
+ * comes in one piece, which stays where it lies in the parser's input, so
+ * that its bytes are copied once, into the header list. A second piece
+ * moves the text into buf, and so must tg_header_part_keep() before the
+ * input is drained. A zeroed part is empty.
+ */
+struct tg_header_part {
+	const char *at;                 /* the text: in the input or buf */
+	size_t len;
+	char *buf;                      /* NUL-terminated copy, or NULL */
+	size_t cap;
+};
+
+/* Append len bytes of text from at. Returns 0, or -1 when out of memory. */
+int tg_header_part_add(struct tg_header_part *p, const char *at, size_t len);
+
+/* Copy the text into the part's own buffer if it is still in the input.
+ * Returns 0, or -1 when out of memory. */
+int tg_header_part_keep(struct tg_header_part *p);
+
+/* Empty the part; it keeps its buffer for the next text. */
+static inline void
+tg_header_part_clear(struct tg_header_part *p)
+{
+	p->len = 0;
+}
+
+void tg_header_part_free(struct tg_header_part *p);
+
+/* Append the header whose name and value llhttp handed over, like
+ * tg_headers_add(). llhttp rejects a NUL in either, so no byte is cut.
+ * Returns 0, or -1 when out of memory. */
+int tg_headers_add_parts(struct tg_headers *h, const struct tg_header_part *name,
+                         const struct tg_header_part *value);
+
 /* 1 when name is a token (RFC 9110, section 5.6.2): one or more of
  * letters, digits and !#$%&'*+-.^_`|~. */
 int tg_header_name_valid(const char *name, size_t len);

@@ -93,8 +93,8 @@ struct tg_upstream_conn {
 	char head_error[160];   /* why a parser callback rejected the head, or "" */
 
 	struct tg_headers headers;
-	char *field, *value;
-	size_t field_len, field_cap, value_len, value_cap;
+	struct tg_header_part field;   /* header name being assembled */
+	struct tg_header_part value;   /* header value being assembled */
 };
 
 static void conn_free(struct tg_upstream_conn *c);
@@ -287,8 +287,8 @@ conn_free(struct tg_upstream_conn *c)
 	}
 	event_free(c->timer);
 	tg_headers_free(&c->headers);
-	free(c->field);
-	free(c->value);
+	tg_header_part_free(&c->field);
+	tg_header_part_free(&c->value);
 	free(c);
 }
 
@@ -341,8 +341,8 @@ on_message_begin(llhttp_t *p)
 	struct tg_upstream_conn *c = p->data;
 
 	tg_headers_free(&c->headers);
-	c->field_len = 0;
-	c->value_len = 0;
+	tg_header_part_clear(&c->field);
+	tg_header_part_clear(&c->value);
 	c->head_bytes = 0;
 	return 0;
 }
@@ -365,7 +365,7 @@ on_header_field(llhttp_t *p, const char *at, size_t len)
 
 	if (head_grew(c, len) != 0)
 		return HPE_USER;
-	return tg_bytes_append(&c->field, &c->field_len, &c->field_cap, at, len) ? HPE_USER : 0;
+	return tg_header_part_add(&c->field, at, len) ? HPE_USER : 0;
 }
 
 static int
@@ -375,7 +375,7 @@ on_header_value(llhttp_t *p, const char *at, size_t len)
 
 	if (head_grew(c, len) != 0)
 		return HPE_USER;
-	return tg_bytes_append(&c->value, &c->value_len, &c->value_cap, at, len) ? HPE_USER : 0;
+	return tg_header_part_add(&c->value, at, len) ? HPE_USER : 0;
 }
 
 static int
@@ -384,10 +384,9 @@ on_header_value_complete(llhttp_t *p)
 	struct tg_upstream_conn *c = p->data;
 	int rc;
 
-	rc = tg_headers_add(&c->headers, c->field ? c->field : "", c->field_len,
-	                    c->value ? c->value : "", c->value_len);
-	c->field_len = 0;
-	c->value_len = 0;
+	rc = tg_headers_add_parts(&c->headers, &c->field, &c->value);
+	tg_header_part_clear(&c->field);
+	tg_header_part_clear(&c->value);
 	return rc ? HPE_USER : 0;
 }
 
@@ -511,6 +510,14 @@ conn_parse(struct tg_upstream_conn *c)
 		c->in_parser = 0;
 		consumed = rc == HPE_OK ? chunk.iov_len
 		         : (size_t)(llhttp_get_error_pos(&c->parser) - (const char *)chunk.iov_base);
+
+		/* A header line that this chunk cut off goes on in the next one,
+		 * so its text leaves the chunk before the chunk is drained. */
+		if (rc == HPE_OK &&
+		    (tg_header_part_keep(&c->field) != 0 || tg_header_part_keep(&c->value) != 0)) {
+			conn_fail(c, TG_E_INTERNAL, "out of memory for a response header");
+			return 1;
+		}
 		evbuffer_drain(input, consumed);
 
 		if (c->cancelled || c->stopped) {

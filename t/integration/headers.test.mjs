@@ -211,6 +211,29 @@ describe('upstream request headers', () => {
     assert.equal(seen.method, 'POST');
   });
 
+  it('forwards header lines that arrive split across reads', async () => {
+    const head = rawPost('/v1/chat/completions', chat('gpt-4o'), ['X-Split-Name: first-half,second-half']);
+    const cuts = [head.indexOf('Split-Name'), head.indexOf('half,second'), head.indexOf('\r\n\r\n')];
+    const client = await RawClient.connect(gw.port);
+    try {
+      let start = 0;
+      for (const cut of [...cuts, head.length]) {
+        await client.write(head.slice(start, cut));
+        start = cut;
+        // Gives the gateway time to read each piece on its own. A shorter
+        // wait tests less but cannot fail the test.
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      const res = await client.readResponse();
+      assert.equal(res.status, 200);
+    } finally {
+      client.destroy();
+    }
+    const seen = await mock.lastRequest();
+    assert.equal(seen.headers['x-split-name'], 'first-half,second-half');
+    assert.equal(seen.headers['content-type'], 'application/json');
+  });
+
   const badHeads = {
     'a bare CR in a value': 'X-Bad: one\rtwo',
     'an obs-fold continuation line': 'X-Bad: one\r\n  two',

@@ -231,6 +231,61 @@ START_TEST(add_keeps_lengths)
 }
 END_TEST
 
+START_TEST(part_of_one_piece_stays_in_input)
+{
+	const char input[] = "Content-Type";
+	struct tg_header_part part = {0};
+
+	ck_assert_int_eq(tg_header_part_add(&part, input, 12), 0);
+	ck_assert_ptr_eq(part.at, input);
+	ck_assert_uint_eq(part.len, 12);
+	ck_assert_ptr_null(part.buf);
+	tg_header_part_free(&part);
+}
+END_TEST
+
+START_TEST(part_pieces_joined)
+{
+	struct tg_header_part part = {0};
+
+	ck_assert_int_eq(tg_header_part_add(&part, "Content-", 8), 0);
+	ck_assert_int_eq(tg_header_part_add(&part, "Type", 4), 0);
+	ck_assert_uint_eq(part.len, 12);
+	ck_assert_ptr_eq(part.at, part.buf);
+	ck_assert_str_eq(part.buf, "Content-Type");
+	tg_header_part_free(&part);
+}
+END_TEST
+
+/* The parser's input is drained between two reads: a kept piece must not
+ * refer to it. */
+START_TEST(part_kept_outlives_input)
+{
+	char input[16] = "Content-";
+	struct tg_header_part part = {0};
+	struct tg_headers h;
+
+	ck_assert_int_eq(tg_header_part_add(&part, input, 8), 0);
+	ck_assert_int_eq(tg_header_part_keep(&part), 0);
+	memset(input, 'x', sizeof(input));
+	ck_assert_int_eq(tg_header_part_add(&part, "Type", 4), 0);
+	ck_assert_str_eq(part.buf, "Content-Type");
+
+	tg_header_part_clear(&part);
+	ck_assert_int_eq(tg_header_part_keep(&part), 0);
+	ck_assert_int_eq(tg_header_part_add(&part, "Accept", 6), 0);
+	ck_assert_int_eq(tg_header_part_keep(&part), 0);
+	ck_assert_str_eq(part.buf, "Accept");
+
+	tg_headers_init(&h);
+	ck_assert_int_eq(tg_headers_add_parts(&h, &part, &(struct tg_header_part){0}), 0);
+	ck_assert_str_eq(h.items[0].name, "Accept");
+	ck_assert_str_eq(h.items[0].value, "");
+	tg_headers_free(&h);
+	tg_header_part_free(&part);
+}
+END_TEST
+
 START_TEST(names_match_whole)
 {
 	struct tg_headers h;
@@ -560,6 +615,9 @@ headers_suite(void)
 	tcase_add_test(list, grows_past_initial_capacity);
 	tcase_add_test(list, text_spans_blocks);
 	tcase_add_test(list, add_keeps_lengths);
+	tcase_add_test(list, part_of_one_piece_stays_in_input);
+	tcase_add_test(list, part_pieces_joined);
+	tcase_add_test(list, part_kept_outlives_input);
 	tcase_add_test(list, names_match_whole);
 	tcase_add_test(list, value_validity);
 	tcase_add_test(list, name_validity);
