@@ -223,6 +223,9 @@ pool_get(struct tg_worker *w, const struct tg_backend *b)
 	return p;
 }
 
+/* Take an idle connection out of the pool, or return NULL. Its timer still
+ * runs the idle keepalive: the caller arms it anew or frees the connection
+ * before the event loop runs, which saves an event_del(). */
 static struct tg_upstream_conn *
 pool_take(struct tg_pool *p)
 {
@@ -232,7 +235,6 @@ pool_take(struct tg_pool *p)
 		return NULL;
 	TAILQ_REMOVE(&p->idle, c, idle_link);
 	p->n_idle--;
-	disarm(c);
 	return c;
 }
 
@@ -327,7 +329,7 @@ conn_complete(struct tg_upstream_conn *c)
 	               evbuffer_get_length(bufferevent_get_input(c->bev)) == 0 &&
 	               evbuffer_get_length(bufferevent_get_output(c->bev)) == 0;
 
-	disarm(c);
+	/* pool_put() moves the timer, and conn_free() deletes it. */
 	if (!reusable || pool_put(c) != 0)
 		conn_free(c);
 	handler->on_complete(arg);

@@ -74,6 +74,17 @@ describe('client connections', () => {
     assert.ok(await client.waitClosed(), 'the idle connection stayed open');
   }));
 
+  // The timer of the reading keeps running while a request is served:
+  // when it fires then, the connection must stay open.
+  it('keeps a connection whose response outlasts its timeouts', () => withClient(async (client) => {
+    await client.write(rawPost('/v1/chat/completions', chat));
+    assert.equal((await client.readResponse()).status, 200);
+    await client.write(rawPost('/v1/chat/completions', chat, ['x-mock: first_byte_delay=1500ms']));
+    assert.equal((await client.readResponse()).status, 200);
+    await client.write(rawPost('/v1/chat/completions', chat));
+    assert.equal((await client.readResponse()).status, 200);
+  }));
+
   it('answers HTTP/1.0 and closes', () => withClient(async (client) => {
     await client.write(`POST /v1/chat/completions HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: ${chatText.length}\r\n\r\n${chatText}`);
     const res = await client.readResponse();
