@@ -84,7 +84,7 @@ build_request(struct tg_request *req, const struct tg_tier_member *member)
 		.traceparent = tg_trace_upstream_traceparent(req),
 		.drop_tracestate = tg_trace_drop_tracestate(req),
 	};
-	struct evbuffer *out = evbuffer_new();
+	struct evbuffer *out = tg_worker_buffer_take(req->worker);
 	const char *body = NULL;
 	char *owned = NULL;
 	size_t body_len = 0;
@@ -99,8 +99,8 @@ build_request(struct tg_request *req, const struct tg_tier_member *member)
 
 done:
 	free(owned);
-	if (rc != 0 && out != NULL) {
-		evbuffer_free(out);
+	if (rc != 0) {
+		tg_worker_buffer_give(req->worker, out);
 		out = NULL;
 	}
 	return out;
@@ -127,8 +127,7 @@ send_attempt(struct tg_request *req, const struct tg_tier_member *member, int tr
 	tg_health_attempt_start(member->backend);
 	tg_trace_attempt_start(req);
 
-	if (req->upstream_request != NULL)
-		evbuffer_free(req->upstream_request);
+	tg_worker_buffer_give(req->worker, req->upstream_request);
 	req->upstream_request = build_request(req, member);
 	if (req->upstream_request == NULL) {
 		tg_attempt_end_failed(req, TG_E_INTERNAL);

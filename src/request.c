@@ -513,8 +513,7 @@ tg_request_done(struct tg_request *req)
 	tg_filter_request_done(req);
 	tg_relay_reset(req);
 	tg_headers_free(&req->headers);
-	if (req->upstream_request != NULL)
-		evbuffer_free(req->upstream_request);
+	tg_worker_buffer_give(req->worker, req->upstream_request);
 	tg_worker_buffer_give(req->worker, req->body);
 	json_decref(req->body_json);
 	tg_request_facts_free(&req->scanned);

@@ -130,8 +130,10 @@ struct evbuffer *tg_worker_buffer_take(struct tg_worker *w);
 
 /* Give back buf, an evbuffer of w's thread that the caller is done with
  * (NULL is ignored): it is emptied and kept as a spare, or freed. The
- * caller must not have set callbacks on buf, frozen it, or added it by
- * reference to another buffer. */
+ * caller must not have set callbacks on buf or frozen it. Another buffer
+ * may still hold buf by reference, as a connection's output holds an
+ * upstream request. libevent counts the references to buf and to each of
+ * its chains, so that buffer keeps the bytes while buf is reused. */
 void tg_worker_buffer_give(struct tg_worker *w, struct evbuffer *buf);
 
 #endif

@@ -66,6 +66,32 @@ START_TEST(spare_buffers_come_back_empty)
 }
 END_TEST
 
+/* An upstream request is added by reference to the connection's output,
+ * which may still hold it when the request ends and gives the buffer
+ * back. The output keeps the old bytes while the buffer is reused (under
+ * valgrind, a freed chain would show as an invalid read). */
+START_TEST(spare_buffer_added_by_reference)
+{
+	static struct tg_worker w;
+	struct evbuffer *output = evbuffer_new();
+	struct evbuffer *request = tg_worker_buffer_take(&w);
+	char text[8] = "";
+
+	evbuffer_add(request, "request", 7);
+	ck_assert_int_eq(evbuffer_add_buffer_reference(output, request), 0);
+	tg_worker_buffer_give(&w, request);
+	ck_assert_ptr_eq(tg_worker_buffer_take(&w), request);
+	ck_assert_uint_eq(evbuffer_get_length(request), 0);
+	evbuffer_add(request, "next", 4);
+
+	ck_assert_int_eq(evbuffer_remove(output, text, 7), 7);
+	ck_assert_str_eq(text, "request");
+	evbuffer_free(output);
+	ck_assert_uint_eq(evbuffer_get_length(request), 4);
+	evbuffer_free(request);
+}
+END_TEST
+
 static Suite *
 worker_suite(void)
 {
@@ -77,6 +103,7 @@ worker_suite(void)
 	tcase_add_test(ids, request_id_prefix_then_sequence);
 	suite_add_tcase(s, ids);
 	tcase_add_test(buffers, spare_buffers_come_back_empty);
+	tcase_add_test(buffers, spare_buffer_added_by_reference);
 	suite_add_tcase(s, buffers);
 	return s;
 }
