@@ -269,13 +269,8 @@ append_own(struct tg_header_part *p, const char *text, size_t len)
 }
 
 int
-tg_header_part_add(struct tg_header_part *p, const char *at, size_t len)
+tg_header_part_join(struct tg_header_part *p, const char *at, size_t len)
 {
-	if (p->len == 0) {
-		p->at = at;
-		p->len = len;
-		return 0;
-	}
 	if (tg_header_part_keep(p) != 0)
 		return -1;
 	return append_own(p, at, len);

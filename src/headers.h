@@ -95,8 +95,22 @@ struct tg_header_part {
 	size_t cap;
 };
 
-/* Append len bytes of text from at. Returns 0, or -1 when out of memory. */
-int tg_header_part_add(struct tg_header_part *p, const char *at, size_t len);
+/* tg_header_part_add() for a part that has text already. */
+int tg_header_part_join(struct tg_header_part *p, const char *at, size_t len);
+
+/* Append len bytes of text from at. Returns 0, or -1 when out of memory.
+ * Inline, because the first piece costs two stores, while a call cost
+ * about 20 instructions more for each of the 18 names and values of a
+ * plain request and its reply (callgrind). */
+static inline int
+tg_header_part_add(struct tg_header_part *p, const char *at, size_t len)
+{
+	if (p->len > 0)
+		return tg_header_part_join(p, at, len);
+	p->at = at;
+	p->len = len;
+	return 0;
+}
 
 /* Copy the text into the part's own buffer if it is still in the input.
  * Returns 0, or -1 when out of memory. */
