@@ -514,8 +514,9 @@ conn_parse(struct tg_upstream_conn *c)
 		         : (size_t)(llhttp_get_error_pos(&c->parser) - (const char *)chunk.iov_base);
 
 		/* A header line that this chunk cut off goes on in the next one,
-		 * so its text leaves the chunk before the chunk is drained. */
-		if (rc == HPE_OK &&
+		 * so its text leaves the chunk before the chunk is drained. A
+		 * cancelled exchange reports no error. */
+		if (rc == HPE_OK && !c->cancelled &&
 		    (tg_header_part_keep(&c->field) != 0 || tg_header_part_keep(&c->value) != 0)) {
 			conn_fail(c, TG_E_INTERNAL, "out of memory for a response header");
 			return 1;

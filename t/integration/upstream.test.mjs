@@ -128,6 +128,21 @@ const SCRIPTS = {
       'Connection: keep-alive, X-Upstream-Hop\r\nX-Upstream-Hop: dropped\r\nKeep-Alive: timeout=5\r\n' +
       `X-Upstream-Custom: kept\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
   },
+  // A head written in pieces, cut inside a header name and inside a value.
+  splitHead: (socket) => {
+    const body = '{"object":"chat.completion","choices":[]}';
+    const head = 'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n' +
+      `X-Upstream-Split: first-half,second-half\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+    const pieces = [];
+    let start = 0;
+    for (const cut of [head.indexOf('Split:'), head.indexOf('half,second'), head.length]) {
+      pieces.push(head.slice(start, cut));
+      start = cut;
+    }
+    // 20 ms apart, so that the gateway reads each piece on its own. A
+    // shorter gap tests less but cannot fail the test.
+    pieces.forEach((piece, i) => setTimeout(() => socket.write(piece), 20 * i));
+  },
   // Request ids of the upstream's own, twice, around other headers.
   upstreamIds: (socket) => {
     const body = '{"object":"chat.completion","choices":[]}';
@@ -224,6 +239,14 @@ describe('misbehaving upstreams', () => {
     assert.equal(res.status, 200);
     assert.match(res.text, /"content":"Hello"/);
     assert.match(res.text, /data: \[DONE\]/);
+  });
+
+  it('relays response headers that arrive split across reads', async () => {
+    const res = await curl(curlPost(chatURL, chat('splitHead')));
+    assert.equal(res.status, 200);
+    assert.equal(res.headers['x-upstream-split'], 'first-half,second-half');
+    assert.equal(res.headers['content-type'], 'application/json');
+    assert.equal(res.json().object, 'chat.completion');
   });
 
   it('skips an interim response', async () => {
