@@ -285,36 +285,74 @@ null_usage_before(const char *data, const char *colon, const char *end)
 }
 
 /*
- * Take the top-level `"usage": null` member out of an event's bytes, and
- * its comma. A double quote inside a JSON string is escaped, so the pattern
- * cannot begin inside a string. The parsed event has the member at its top
- * level, so when the pattern occurs once, that occurrence is the member.
- * Anything else (another "usage": null nested deeper, data split over
- * several lines) is left as the provider sent it.
+ * Find the `"usage": null` member in the len bytes of an event at data by
+ * searching its text: *from gets its start and *to its end. A double quote
+ * inside a JSON string is escaped, so the pattern cannot begin inside a
+ * string. The parsed event has the member at its top level, so when the
+ * pattern occurs once, that occurrence is the member. Anything else
+ * (another "usage": null nested deeper, data split over several lines)
+ * is left as the provider sent it: returns 0.
  *
  * Each occurrence has one colon, and a chunk has far fewer colons than
  * double quotes, so the search goes from colon to colon.
  */
+static int
+search_null_usage(const char *data, size_t len, const char **from, const char **to)
+{
+	const char *end = data + len;
+
+	*from = NULL;
+	*to = NULL;
+	for (const char *p = memchr(data, ':', len); p != NULL;
+	     p = memchr(p + 1, ':', (size_t)(end - p - 1))) {
+		const char *start = null_usage_before(data, p, end);
+
+		if (start == NULL)
+			continue;
+		if (*from != NULL)
+			return 0;       /* more than one: not sure which */
+		*from = start;
+		*to = match_null_usage(start, end);
+	}
+	return *from != NULL;
+}
+
+/*
+ * search_null_usage() for an event whose digest has the member's offsets.
+ * With no other key named usage in the text, the member there is the one
+ * the search would find, if its bytes match the pattern. Skipping the
+ * search saves about 700 instructions per chunk under callgrind. An event
+ * whose data is not where the relay read it (written by the filters, or
+ * joined from several lines) is searched.
+ */
+static int
+find_null_usage(const struct tg_stream_event *ev, const char *data, size_t len,
+                const char **from, const char **to)
+{
+	const struct tg_reply_digest *d = &ev->digest;
+	size_t key_end = ev->data_at + d->null_usage_key_end;
+
+	if (ev->data_at == 0 || d->null_usage_end == 0)
+		return search_null_usage(data, len, from, to);
+	if (key_end < sizeof(USAGE_KEY) - 1 || ev->data_at + d->null_usage_end > len)
+		return 0;
+	*from = data + key_end - (sizeof(USAGE_KEY) - 1);
+	*to = match_null_usage(*from, data + len);
+	return *to == data + ev->data_at + d->null_usage_end;
+}
+
+/* Take the top-level `"usage": null` member out of an event's bytes, and
+ * its comma. */
 static void
 strip_null_usage(struct tg_stream_event *ev)
 {
 	size_t len = evbuffer_get_length(ev->raw);
 	char *data = (char *)evbuffer_pullup(ev->raw, -1);
-	const char *end = data + len, *from = NULL, *to = NULL, *p;
+	const char *end = data + len, *from, *to, *p;
 
 	if (data == NULL || ev->digest.usage.shape != TG_USAGE_NULL)
 		return;
-	for (p = memchr(data, ':', len); p != NULL; p = memchr(p + 1, ':', (size_t)(end - p - 1))) {
-		const char *start = null_usage_before(data, p, end);
-
-		if (start == NULL)
-			continue;
-		if (from != NULL)
-			return;         /* more than one: not sure which */
-		from = start;
-		to = match_null_usage(start, end);
-	}
-	if (from == NULL)
+	if (!find_null_usage(ev, data, len, &from, &to))
 		return;
 
 	/* The comma before the member, else the one after it. */
@@ -338,6 +376,7 @@ strip_null_usage(struct tg_stream_event *ev)
 	memmove(data + (to - from), data, (size_t)(from - data));
 	evbuffer_drain(ev->raw, (size_t)(to - from));
 	ev->digest.usage.shape = TG_USAGE_ABSENT;
+	ev->data_at = 0;        /* the data moved */
 	ev->usage_stripped = 1;
 	json_object_del(ev->json, "usage");     /* when the tree was built already */
 }

@@ -690,6 +690,7 @@ on_sse_event(void *arg, const struct tg_sse_event *sse)
 	if (handle != NULL)
 		ev.tapped = tg_filter_response_tapped(req, read);
 	ev.has_data = sse->data_len > 0;
+	ev.data_at = sse->data_at;
 	if (ev.digest.object && !ev.digest.choices && ev.digest.type != TG_REPLY_TYPE_NONE)
 		resp->anthropic = 1;
 	if (ev.digest.object) {

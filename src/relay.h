@@ -54,6 +54,9 @@ struct tg_stream_event {
 	size_t data_len;
 	char *data_copy;        /* data's own copy in a held event, or NULL */
 	int has_data;           /* the event carried data, JSON or not */
+	size_t data_at;         /* offset of the data in raw while raw holds the
+	                           upstream's bytes and the data came in one
+	                           line (tg_sse_event's data_at), else 0 */
 	int usage_stripped;     /* "usage": null was taken out of raw */
 	int tapped;             /* the stream filters read the data in the
 	                           digest's pass (tg_filter_response_tap) */

@@ -83,6 +83,10 @@ struct reader {
 	struct tg_reply_detail *detail; /* the caller's detail, or NULL */
 	int depth;              /* containers open, frames or not */
 	int root_object;        /* the text is an object */
+	yajl_handle handle;
+	size_t base;            /* offset in the text of the segment yajl reads */
+	unsigned usage_keys;    /* keys named "usage", at any depth */
+	size_t usage_key_end;   /* offset past the last key named "usage" */
 	struct frame frames[MAX_FRAMES];
 
 	/* With a detail: the piece of text that yajl_parse() reads, when it
@@ -287,6 +291,10 @@ take_member(struct reader *r, struct frame *f, enum value v, const unsigned char
 		break;
 	case M_USAGE:
 		start_usage(usage_of(r, f), v);
+		if (f->place == P_ROOT && v == V_NULL) {
+			d->null_usage_key_end = r->usage_key_end;
+			d->null_usage_end = r->base + yajl_get_bytes_consumed(r->handle);
+		}
 		break;
 	case M_TEXT:
 	case M_CONTENT:
@@ -766,6 +774,10 @@ on_map_key(void *ctx, const unsigned char *s, size_t len)
 
 	if (r->x != NULL && !string_ok(r, s, len))
 		give_up_detail(r);
+	if (len == 5 && memcmp(s, "usage", 5) == 0) {
+		r->usage_keys++;
+		r->usage_key_end = r->base + yajl_get_bytes_consumed(r->handle);
+	}
 	take_key(r, s, len);
 	return TAP(r, yajl_map_key, s, len);
 }
@@ -809,6 +821,7 @@ start(struct reader *r, struct tg_reply_digest *d, struct tg_reply_detail *x,
 	h = tg_yajl_alloc(&CALLBACKS, r);
 	if (h != NULL)
 		yajl_config(h, yajl_allow_trailing_garbage, 1);
+	r->handle = h;
 	return h;
 }
 
@@ -867,6 +880,10 @@ finish(struct reader *r, yajl_handle h, yajl_status st)
 		return r->tap_stopped ? 1 : -1;
 	}
 	r->d->object = r->root_object;
+	if (r->usage_keys != 1 || r->d->usage.shape != TG_USAGE_NULL) {
+		r->d->null_usage_key_end = 0;
+		r->d->null_usage_end = 0;
+	}
 	return 0;
 }
 
@@ -905,6 +922,7 @@ read_buffer(struct tg_reply_digest *d, struct tg_reply_detail *x, struct evbuffe
 		if (evbuffer_peek(buf, -1, &at, &seg, 1) < 1)
 			break;
 		st = read_text(&r, h, seg.iov_base, seg.iov_len);
+		r.base += seg.iov_len;
 		done += seg.iov_len;
 		if (done < total && evbuffer_ptr_set(buf, &at, seg.iov_len, EVBUFFER_PTR_ADD) != 0)
 			break;

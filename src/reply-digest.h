@@ -85,6 +85,10 @@ struct tg_reply_digest {
 	enum tg_reply_type type;
 	struct tg_reply_usage usage;            /* the top-level "usage" */
 	struct tg_reply_usage message_usage;    /* "message": {"usage"} (message_start) */
+	/* Offsets in the text just past the top-level "usage" key and just
+	 * past its value, when that value is null and no other key at any
+	 * depth is named "usage". Both are 0 otherwise. */
+	size_t null_usage_key_end, null_usage_end;
 };
 
 /*

@@ -101,6 +101,7 @@ sse_dispatch(struct tg_sse_parser *p)
 	if (p->has_id)
 		ev.id = p->id_len ? p->id : "";
 	ev.id_len = p->id_len;
+	ev.data_at = p->data_at;
 	ev.raw_len = p->raw_len;
 
 	p->raw_len = 0;
@@ -112,12 +113,14 @@ sse_dispatch(struct tg_sse_parser *p)
 	return rc;
 }
 
-/* Apply one "name: value" field to the current event. */
+/* Apply one "name: value" field to the current event. value_at is the
+ * offset of value in the event's raw bytes. */
 static int
 sse_field(struct tg_sse_parser *p, const char *name, size_t name_len,
-          const char *value, size_t value_len)
+          const char *value, size_t value_len, size_t value_at)
 {
 	if (name_len == 4 && memcmp(name, "data", 4) == 0) {
+		p->data_at = p->has_data ? 0 : value_at;
 		if (p->has_data &&
 		    sse_append(&p->data, &p->data_len, &p->data_cap, "\n", 1) != 0)
 			return TG_SSE_ERR_TOO_LARGE;
@@ -161,7 +164,7 @@ sse_line(struct tg_sse_parser *p, const char *line, size_t len)
 {
 	const char *colon;
 	const char *value;
-	size_t name_len, value_len;
+	size_t name_len, value_len, line_at;
 
 	/*
 	 * Only the very first line of the stream may start with a byte order
@@ -176,6 +179,7 @@ sse_line(struct tg_sse_parser *p, const char *line, size_t len)
 
 	if (len == 0)
 		return sse_dispatch(p);
+	line_at = p->raw_len - len - 1;
 
 	if (line[0] == ':') {
 		p->comments++;
@@ -187,7 +191,7 @@ sse_line(struct tg_sse_parser *p, const char *line, size_t len)
 	/* A line without a colon names a field whose value is empty. */
 	colon = memchr(line, ':', len);
 	if (colon == NULL)
-		return sse_field(p, line, len, line + len, 0);
+		return sse_field(p, line, len, line + len, 0, line_at + len);
 
 	name_len = (size_t)(colon - line);
 	value = colon + 1;
@@ -197,7 +201,7 @@ sse_line(struct tg_sse_parser *p, const char *line, size_t len)
 		value_len--;
 	}
 
-	return sse_field(p, line, name_len, value, value_len);
+	return sse_field(p, line, name_len, value, value_len, line_at + (size_t)(value - line));
 }
 
 /* Return the offset of the first CR or LF in s, or n when there is none.

@@ -23,6 +23,10 @@ struct tg_sse_event {
 	size_t data_len;
 	const char *id;         /* "id" field, NULL when the event had none */
 	size_t id_len;
+	size_t data_at;         /* offset of data in the raw_len bytes when
+	                           it is the value of one data line; 0 when
+	                           several lines were joined (a value never
+	                           starts the event, "data:" comes first) */
 	size_t raw_len;         /* input bytes from the end of the previous
 	                           event (or stream start) to this event's
 	                           terminating blank line, inclusive; when
@@ -52,6 +56,7 @@ struct tg_sse_parser {
 	char *data;             /* data of the current event */
 	size_t data_len, data_cap;
 	int has_data;
+	size_t data_at;         /* tg_sse_event's data_at so far */
 	char *type;
 	size_t type_len, type_cap;
 	char *id;

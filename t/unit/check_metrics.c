@@ -202,6 +202,7 @@ event(const char *data)
 
 	ev.raw = evbuffer_new();
 	evbuffer_add_printf(ev.raw, "data: %s\n\n", data);
+	ev.data_at = strlen("data: ");
 	tg_reply_digest(&ev.digest, data, strlen(data));
 	ev.data = data;         /* the tree is built when asked for, as in the relay */
 	ev.data_len = strlen(data);
@@ -1112,6 +1113,48 @@ START_TEST(added_usage_hidden_from_client)
 }
 END_TEST
 
+/* Events and what the client gets of them, the same whether the member is
+ * found where the digest saw it or by searching the bytes (data_at 0, as
+ * for an event the filters wrote). */
+static const struct {
+	const char *data;
+	const char *sent;
+} null_usage_cases[] = {
+	{"{\"id\":\"c\", \"usage\"\t: null, \"x\":1}", "{\"id\":\"c\", \"x\":1}"},
+	{"{\"usage\":null , \"id\":\"c\"}", "{ \"id\":\"c\"}"},
+	{"{\"id\":\"c\",\"usage\"\n:null}", NULL},       /* not the pattern */
+	{"{\"id\":\"c\",\"\\u0075sage\":null}", NULL},   /* nor is this */
+};
+
+START_TEST(null_usage_found_either_way)
+{
+	struct tg_config *cfg = load(BASE_CONFIG);
+	struct tg_worker *w = new_worker(cfg);
+	struct tg_request *req = streaming_request(w, cfg, "{\"model\":\"gpt-4o\",\"stream\":true}");
+	const char *data = null_usage_cases[_i].data;
+	const char *sent = null_usage_cases[_i].sent ? null_usage_cases[_i].sent : data;
+	char expected[128];
+
+	ck_assert_int_eq(tg_metrics_stream_usage(req), 0);
+	snprintf(expected, sizeof(expected), "data: %s\n\n", sent);
+	for (size_t data_at = 0; data_at <= strlen("data: "); data_at += strlen("data: ")) {
+		struct tg_stream_event ev = event(data);
+		char *text;
+
+		ck_assert_int_eq(ev.digest.usage.shape, TG_USAGE_NULL);
+		ev.data_at = data_at;
+		ck_assert_int_eq(tg_metrics_stream_event(req, &ev), 0);
+		text = event_text(&ev);
+		ck_assert_str_eq(text, expected);
+		free(text);
+		free_event(&ev);
+	}
+	end_request(req, 200);
+	free_worker(w);
+	tg_config_unref(cfg);
+}
+END_TEST
+
 START_TEST(client_usage_left_alone)
 {
 	struct tg_config *cfg = load(BASE_CONFIG);
@@ -1439,6 +1482,8 @@ metrics_suite(void)
 
 	tcase_add_loop_test(stream, stream_usage_requested, 0, N(usage_cases));
 	tcase_add_test(stream, added_usage_hidden_from_client);
+	tcase_add_loop_test(stream, null_usage_found_either_way, 0,
+	                    sizeof(null_usage_cases) / sizeof(null_usage_cases[0]));
 	tcase_add_test(stream, client_usage_left_alone);
 	tcase_add_test(stream, anthropic_usage_read);
 	suite_add_tcase(s, stream);

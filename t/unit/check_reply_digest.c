@@ -90,6 +90,39 @@ START_TEST(members_out_of_place_are_ignored)
 }
 END_TEST
 
+/* The offsets of a top-level "usage": null, kept only while no other key
+ * is named usage. */
+START_TEST(null_usage_offsets)
+{
+	const char *text = "{\"choices\":[], \"usage\" : null }";
+	struct tg_reply_digest d = digest_of(text);
+	struct evbuffer *buf = evbuffer_new();
+
+	ck_assert_uint_eq(d.null_usage_key_end, strlen("{\"choices\":[], \"usage\""));
+	ck_assert_uint_eq(d.null_usage_end, strlen("{\"choices\":[], \"usage\" : null"));
+
+	/* Read in segments of 3 bytes, the offsets are the same. */
+	for (size_t at = 0; at < strlen(text); at += 3) {
+		struct evbuffer *piece = evbuffer_new();
+
+		evbuffer_add(piece, text + at, strlen(text) - at < 3 ? strlen(text) - at : 3);
+		evbuffer_add_buffer(buf, piece);
+		evbuffer_free(piece);
+	}
+	tg_reply_digest_buffer(&d, buf);
+	ck_assert_uint_eq(d.null_usage_key_end, strlen("{\"choices\":[], \"usage\""));
+	ck_assert_uint_eq(d.null_usage_end, strlen("{\"choices\":[], \"usage\" : null"));
+	evbuffer_free(buf);
+
+	d = digest_of("{\"choices\":[{\"usage\":null}],\"usage\":null}");
+	ck_assert_uint_eq(d.null_usage_end, 0);
+	d = digest_of("{\"usage\":{\"prompt_tokens\":1}}");
+	ck_assert_uint_eq(d.null_usage_end, 0);
+	d = digest_of("{\"message\":{\"usage\":null}}");
+	ck_assert_uint_eq(d.null_usage_end, 0);
+}
+END_TEST
+
 START_TEST(openai_usage_counts)
 {
 	struct tg_reply_digest d = digest_of(
@@ -719,6 +752,7 @@ reply_digest_suite(void)
 	TCase *relay = tcase_create("relay");
 
 	tcase_add_test(shapes, openai_content_chunk);
+	tcase_add_test(shapes, null_usage_offsets);
 	tcase_add_test(shapes, openai_role_and_finish_chunks);
 	tcase_add_test(shapes, outputs_other_than_content);
 	tcase_add_test(shapes, members_out_of_place_are_ignored);

@@ -24,6 +24,7 @@ struct seen_event {
 	size_t data_len;
 	char *id;               /* NULL when the event had no id */
 	size_t id_len;
+	size_t data_at;
 	size_t raw_len;
 };
 
@@ -77,6 +78,7 @@ record_event(void *arg, const struct tg_sse_event *ev)
 	seen->data_len = ev->data_len;
 	seen->id = ev->id != NULL ? copy_bytes(ev->id, ev->id_len) : NULL;
 	seen->id_len = ev->id_len;
+	seen->data_at = ev->data_at;
 	seen->raw_len = ev->raw_len;
 	return c->stop_value;
 }
@@ -377,6 +379,43 @@ run_framing(const struct framing_case *fc, enum feed_mode mode, size_t split)
 	check_framing(fc, &c, mode, split);
 	capture_free(&c);
 }
+
+/* Events whose data is one line, after a comment, a field, a BOM or the
+ * LF of a CRLF, and one whose data is joined from two lines. */
+static const char DATA_AT_STREAM[] =
+	"\xEF\xBB\xBF: hi\nid: 1\ndata: {\"a\":1}\n\n"
+	"data:x\r\n\r\n"
+	"data: y\n\n"
+	"data: a\ndata: b\n\n";
+
+static void
+check_data_at(enum feed_mode mode)
+{
+	static const size_t expected[] = {20, 5, 7, 0};
+	struct capture c;
+	size_t start = 0;
+
+	capture_init(&c, 0);
+	capture_feed(&c, DATA_AT_STREAM, sizeof(DATA_AT_STREAM) - 1, mode, 0);
+	ck_assert_uint_eq(c.n_events, 4);
+	for (size_t i = 0; i < c.n_events; i++) {
+		const struct seen_event *ev = &c.events[i];
+
+		ck_assert_uint_eq(ev->data_at, expected[i]);
+		if (ev->data_at != 0)
+			ck_assert_int_eq(memcmp(DATA_AT_STREAM + start + ev->data_at, ev->data,
+			                        ev->data_len), 0);
+		start += ev->raw_len;
+	}
+	capture_free(&c);
+}
+
+START_TEST(data_at_points_into_raw)
+{
+	check_data_at(FEED_WHOLE);
+	check_data_at(FEED_BYTES);
+}
+END_TEST
 
 START_TEST(framing_whole)
 {
@@ -693,6 +732,7 @@ sse_suite(void)
 	suite_add_tcase(s, framing);
 
 	tcase_add_test(stream, openai_stream_all_splits);
+	tcase_add_test(stream, data_at_points_into_raw);
 	tcase_add_test(stream, max_event_line);
 	tcase_add_test(stream, max_event_data_lines);
 	tcase_add_test(stream, max_event_default);
