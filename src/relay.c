@@ -654,6 +654,30 @@ event_buffer(struct tg_response *resp)
 	return buf;
 }
 
+/* Take the bytes of the event sse from the front of pending into a buffer
+ * of their own, and return that buffer; NULL when memory ran out. */
+static struct evbuffer *
+take_event_bytes(struct tg_response *resp, const struct tg_sse_event *sse)
+{
+	struct evbuffer *raw = event_buffer(resp);
+	struct evbuffer *all = resp->pending;
+
+	/* pending contains every byte the parser read since the last event. */
+	assert(sse->raw_len <= evbuffer_get_length(all));
+	if (raw == NULL)
+		return NULL;
+	if (sse->raw_len < evbuffer_get_length(all)) {
+		evbuffer_remove_buffer(all, raw, sse->raw_len);
+		return raw;
+	}
+
+	/* The event is all of pending, as when each read brings whole events,
+	 * so the two buffers trade places. Moving the bytes cost about 200
+	 * instructions per event under callgrind. */
+	resp->pending = raw;
+	return all;
+}
+
 /* Keep the buffer of an event that has left for the next event, emptied:
  * creating and freeing one per event cost some 400 instructions under
  * callgrind. */
@@ -677,10 +701,9 @@ on_sse_event(void *arg, const struct tg_sse_event *sse)
 	yajl_handle *handle;
 	int read;
 
-	ev.raw = event_buffer(resp);
+	ev.raw = take_event_bytes(resp, sse);
 	if (ev.raw == NULL)
 		return 0;
-	evbuffer_remove_buffer(resp->pending, ev.raw, sse->raw_len);
 
 	/* The stream filters read the texts in the digest's pass. */
 	handle = tg_filter_response_tap(req, sse->data, sse->data_len, &tap);
