@@ -191,7 +191,6 @@ add_rule(struct load_ctx *ctx, const char *path, struct tg_filter *f,
 	}
 	f->rules = rules;
 	f->rules[f->n_rules++] = *rule;
-	f->any_caseless |= rule->caseless;
 	if (rule->lookbehind > f->lookbehind)
 		f->lookbehind = rule->lookbehind;
 	return 0;

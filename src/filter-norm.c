@@ -346,6 +346,23 @@ normalise_all(struct tg_norm *n, const char *s, size_t len, int fold,
 }
 
 int
+tg_norm_ascii(const char *s, size_t len)
+{
+	const uint64_t high_bits = 0x8080808080808080u;
+	uint64_t word, seen = 0;
+	size_t i = 0;
+
+	/* A word at a time: the filters ask this of every text. */
+	for (; len - i >= sizeof(word); i += sizeof(word)) {
+		memcpy(&word, s + i, sizeof(word));
+		seen |= word;
+	}
+	for (; i < len; i++)
+		seen |= (unsigned char)s[i];
+	return (seen & high_bits) == 0;
+}
+
+int
 tg_norm_run(struct tg_norm *n, const char *s, size_t len, int fold)
 {
 	struct group g = {0}, seg = {0};

@@ -41,6 +41,10 @@ void tg_norm_init(struct tg_norm *n);
  */
 int tg_norm_run(struct tg_norm *n, const char *s, size_t len, int fold);
 
+/* Whether the len bytes at s are all ASCII, which tg_norm_run() keeps as
+ * they are, lower-cased when folding. */
+int tg_norm_ascii(const char *s, size_t len);
+
 /*
  * Map the normalised span [a, b) to the original bytes it came from,
  * [*orig_a, *orig_b). Format characters inside the span are part of it;

@@ -156,6 +156,25 @@ const char *const tg_rule_preset_names[] = {
 
 /* --- compiling ---------------------------------------------------------- */
 
+/* Return the code unit that PCRE2 found in every match of code, the last
+ * literal one or else the first, or -1 when there is none. Under (?i),
+ * PCRE2 records a unit only when its other case is one ASCII letter too.
+ * It does not report whether the unit is caseless, so the caller accepts
+ * a letter in either case. */
+static int
+required_unit(const pcre2_code *code)
+{
+	uint32_t type = 0, unit = 0;
+
+	if (pcre2_pattern_info(code, PCRE2_INFO_LASTCODETYPE, &type) == 0 && type == 1 &&
+	    pcre2_pattern_info(code, PCRE2_INFO_LASTCODEUNIT, &unit) == 0)
+		return (int)unit;
+	if (pcre2_pattern_info(code, PCRE2_INFO_FIRSTCODETYPE, &type) == 0 && type == 1 &&
+	    pcre2_pattern_info(code, PCRE2_INFO_FIRSTCODEUNIT, &unit) == 0)
+		return (int)unit;
+	return -1;
+}
+
 int
 tg_rule_compile(struct tg_filter_rule *rule, const char *name, const char *pattern,
                 int caseless, char *err, size_t err_size)
@@ -165,7 +184,7 @@ tg_rule_compile(struct tg_filter_rule *rule, const char *name, const char *patte
 	PCRE2_SIZE offset;
 	int code_err;
 	pcre2_code *code;
-	uint32_t lookbehind = 0;
+	uint32_t lookbehind = 0, min_length = 0;
 
 	memset(rule, 0, sizeof(*rule));
 	code = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, options,
@@ -180,6 +199,7 @@ tg_rule_compile(struct tg_filter_rule *rule, const char *name, const char *patte
 	/* Without JIT (some architectures) the interpreter serves, slower. */
 	(void)pcre2_jit_compile(code, PCRE2_JIT_COMPLETE | PCRE2_JIT_PARTIAL_HARD);
 	(void)pcre2_pattern_info(code, PCRE2_INFO_MAXLOOKBEHIND, &lookbehind);
+	(void)pcre2_pattern_info(code, PCRE2_INFO_MINLENGTH, &min_length);
 
 	rule->name = strdup(name);
 	rule->pattern = strdup(pattern);
@@ -193,6 +213,8 @@ tg_rule_compile(struct tg_filter_rule *rule, const char *name, const char *patte
 	rule->caseless = caseless;
 	/* One more character than the lookbehind, for \b and \B. */
 	rule->lookbehind = lookbehind + 1;
+	rule->required = required_unit(code);
+	rule->min_length = min_length;
 	return 0;
 }
 
@@ -295,8 +317,16 @@ scan_rule(struct tg_scan *sc, const struct tg_filter_rule *rule,
           const struct tg_norm *n, size_t start, int partial)
 {
 	uint32_t options = PCRE2_NO_UTF_CHECK | (partial ? PCRE2_PARTIAL_HARD : 0);
-	PCRE2_SIZE *ov = pcre2_get_ovector_pointer(sc->match_data);
+	PCRE2_SIZE *ov;
 	size_t off = start;
+
+	/* Created with the first rule that runs: most texts need none. */
+	if (sc->match_data == NULL) {
+		sc->match_data = pcre2_match_data_create(1, NULL);
+		if (sc->match_data == NULL)
+			return -1;
+	}
+	ov = pcre2_get_ovector_pointer(sc->match_data);
 
 	while (off <= n->len) {
 		int rc = pcre2_match(rule->code, (PCRE2_SPTR)n->text, n->len, off, options,
@@ -376,33 +406,76 @@ merge_matches(struct tg_scan *sc)
 	}
 }
 
+static int
+is_ascii_letter(int c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+}
+
+/*
+ * Whether rule can match an ASCII text, whose normalised views are the
+ * text itself and, folded, its lower case (tg_norm_ascii()). PCRE2 also
+ * rejects a text shorter than the shortest match, or one without the code
+ * unit that every match contains, before it tries to match. Deciding that
+ * here spares the normalisation too, which costs more than the match.
+ * A complete scan that PCRE2 rejects this way finds nothing, so skipping
+ * it changes no result. The exception is a pattern that would exhaust
+ * PCRE2's match limit on such a text: it no longer fails there.
+ */
+static int
+may_match(const struct tg_filter_rule *rule, const char *text, size_t len)
+{
+	int c = rule->required;
+
+	if (len < rule->min_length)
+		return 0;
+	if (c < 0 || memchr(text, c, len) != NULL)
+		return 1;
+	/* Bit 0x20 is the case of an ASCII letter. */
+	return is_ascii_letter(c) && memchr(text, c ^ 0x20, len) != NULL;
+}
+
+/* Whether the scan runs rule. ascii_complete is set for an ASCII text in
+ * a complete scan, the only scans that may_match() can judge. */
+static int
+runs(const struct tg_filter_rule *rule, int ascii_complete, const char *text, size_t len)
+{
+	return !ascii_complete || may_match(rule, text, len);
+}
+
 int
 tg_scan_run(struct tg_scan *sc, const struct tg_filter *f, const char *text, size_t len,
             size_t from, int partial)
 {
-	int need_plain = 0;
+	int need_plain = 0, need_folded = 0;
+	int ascii_complete;
 
 	sc->n_matches = 0;
 	sc->hold_from = SIZE_MAX;
 	sc->error = 0;
 	sc->error_rule = NULL;
-	if (sc->match_data == NULL) {
-		sc->match_data = pcre2_match_data_create(1, NULL);
-		if (sc->match_data == NULL)
-			return -1;
-	}
 
-	for (size_t i = 0; i < f->n_rules; i++)
+	/* A partial match may end before the code unit a complete one
+	 * needs, so a scan that may be continued runs every rule. A text too
+	 * long to normalise fails below, as it did before. */
+	ascii_complete = !partial && len <= TG_NORM_MAX_INPUT && tg_norm_ascii(text, len);
+	for (size_t i = 0; i < f->n_rules; i++) {
+		if (!runs(&f->rules[i], ascii_complete, text, len))
+			continue;
 		need_plain |= !f->rules[i].caseless;
+		need_folded |= f->rules[i].caseless;
+	}
 	if (need_plain && tg_norm_run(&sc->plain, text, len, 0) != 0)
 		return -1;
-	if (f->any_caseless && tg_norm_run(&sc->folded, text, len, 1) != 0)
+	if (need_folded && tg_norm_run(&sc->folded, text, len, 1) != 0)
 		return -1;
 
 	for (size_t i = 0; i < f->n_rules; i++) {
 		const struct tg_filter_rule *rule = &f->rules[i];
 		const struct tg_norm *n = rule->caseless ? &sc->folded : &sc->plain;
 
+		if (!runs(rule, ascii_complete, text, len))
+			continue;
 		if (scan_rule(sc, rule, n, tg_norm_offset(n, from), partial) != 0)
 			return -1;
 	}

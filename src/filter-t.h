@@ -47,6 +47,10 @@ struct tg_filter_rule {
 	void *code;                     /* pcre2_code_8, compiled with JIT */
 	tg_rule_validate_fn *validate;  /* NULL: every match counts */
 	uint32_t lookbehind;            /* code points of context it may need */
+	int required;                   /* a byte every match contains, or -1:
+	                                   PCRE2's last literal code unit, else
+	                                   its first; a letter in either case */
+	uint32_t min_length;            /* code points of the shortest match */
 };
 
 /* The two classifier protocols a moderation filter speaks. */
@@ -92,7 +96,6 @@ struct tg_filter {
 
 	size_t n_rules;                 /* TG_FILTER_REGEX */
 	struct tg_filter_rule *rules;
-	int any_caseless;
 	uint32_t lookbehind;            /* max over rules */
 
 	struct tg_moderation moderation;        /* TG_FILTER_MODERATION */

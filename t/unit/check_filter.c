@@ -149,9 +149,10 @@ END_TEST
 
 /* --- rules and presets -------------------------------------------------- */
 
-/* Scan text with f and return the matched original text, joined with '|'. */
+/* Scan text with f and return the matched original text, joined with '|'.
+ * Unless ran is NULL, *ran is set to 1 when a rule ran PCRE2 at all. */
 static char *
-matches_of(const struct tg_filter *f, const char *text)
+scan_matches(const struct tg_filter *f, const char *text, int *ran)
 {
 	struct tg_scan sc;
 	char *out = calloc(1, strlen(text) * 2 + 2);
@@ -163,8 +164,16 @@ matches_of(const struct tg_filter *f, const char *text)
 			strcat(out, "|");
 		strncat(out, text + sc.matches[i].start, sc.matches[i].end - sc.matches[i].start);
 	}
+	if (ran != NULL)
+		*ran = sc.match_data != NULL;
 	tg_scan_free(&sc);
 	return out;
+}
+
+static char *
+matches_of(const struct tg_filter *f, const char *text)
+{
+	return scan_matches(f, text, NULL);
 }
 
 struct example {
@@ -400,6 +409,60 @@ START_TEST(partial_scan_reports_hold)
 	ck_assert_uint_eq(sc.n_matches, 1);
 	ck_assert_uint_eq(sc.matches[0].start, 11);
 	tg_scan_free(&sc);
+	destroy_filter(f);
+}
+END_TEST
+
+START_TEST(rule_records_required_unit)
+{
+	const char *rules[] = {"preset:email", "~word=secret", "either=a|b", NULL};
+	struct tg_filter *f = make_filter("x", TG_ACTION_MASK, TG_SIDE_REQUEST, rules);
+
+	/* A match of the e-mail pattern needs a dot after the @. */
+	ck_assert_int_eq(f->rules[0].required, '.');
+	ck_assert_uint_eq(f->rules[0].min_length, 6);
+	ck_assert_int_eq(f->rules[1].required, 't');
+	ck_assert_int_eq(f->rules[2].required, -1);
+	destroy_filter(f);
+}
+END_TEST
+
+/* The matches of f in text, asserting whether a rule ran. */
+static char *
+matches_running(const struct tg_filter *f, const char *text, int expect_ran)
+{
+	int ran;
+	char *got = scan_matches(f, text, &ran);
+
+	ck_assert_msg(ran == expect_ran, "\"%s\": a rule %s", text,
+	              expect_ran ? "did not run" : "ran");
+	return got;
+}
+
+START_TEST(rule_that_cannot_match_is_skipped)
+{
+	const char *rules[] = {"preset:email", "~word=(?i)SECRET", "~cased=Key", NULL};
+	struct tg_filter *f = make_filter("x", TG_ACTION_MASK, TG_SIDE_REQUEST, rules);
+	char *got;
+
+	/* ASCII without a dot or a t, shorter than "key": nothing runs. */
+	got = matches_running(f, "Hi", 0);
+	ck_assert_str_eq(got, "");
+	free(got);
+	got = matches_running(f, "Hello from the mock", 1);
+	ck_assert_str_eq(got, "");
+	free(got);
+
+	/* A letter counts in either case, whether (?i) or the rule is caseless. */
+	got = matches_running(f, "A SECRET KEY", 1);
+	ck_assert_str_eq(got, "SECRET|KEY");
+	free(got);
+
+	/* Text that is not ASCII may normalise to the unit: a full-width
+	 * full stop is a dot. */
+	got = matches_running(f, "mail bob@example\xef\xbc\x8e" "com", 1);
+	ck_assert_str_eq(got, "bob@example\xef\xbc\x8e" "com");
+	free(got);
 	destroy_filter(f);
 }
 END_TEST
@@ -704,6 +767,8 @@ filter_suite(void)
 	tcase_add_test(rules, mask_replaces_original_bytes);
 	tcase_add_test(rules, overlapping_rules_merge);
 	tcase_add_test(rules, partial_scan_reports_hold);
+	tcase_add_test(rules, rule_records_required_unit);
+	tcase_add_test(rules, rule_that_cannot_match_is_skipped);
 
 	tcase_add_test(bodies, request_texts_collected);
 	tcase_add_test(bodies, anthropic_request_texts_collected);

@@ -109,7 +109,6 @@ START_TEST(regex_filter_builds)
 	ck_assert_int_eq(deny->action, TG_ACTION_BLOCK);
 	ck_assert_uint_eq(deny->apply_to, TG_SIDE_REQUEST);
 	ck_assert_int_eq(deny->rules[0].caseless, 1);
-	ck_assert_int_eq(deny->any_caseless, 1);
 	tg_config_unref(cfg);
 }
 END_TEST

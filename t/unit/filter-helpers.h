@@ -44,7 +44,6 @@ make_filter(const char *name, enum tg_filter_action action, unsigned apply_to,
 			                              err, sizeof(err)) == 0, "%s", err);
 			free(rule_name);
 		}
-		f->any_caseless |= f->rules[i].caseless;
 		if (f->rules[i].lookbehind > f->lookbehind)
 			f->lookbehind = f->rules[i].lookbehind;
 	}
