@@ -8,7 +8,7 @@
  * removed (zero-width space and joiners, soft hyphen, bidi marks, BOM), and
  * for caseless rules full Unicode case folding. Masking has to replace the
  * original text, so every normalised byte records the span of original bytes
- * it came from.
+ * it came from. ASCII text maps byte for byte and records nothing.
  *
  * The text is normalised in small segments (a starter and the combining
  * marks after it) so that the map stays precise; two segments are joined
@@ -27,6 +27,8 @@ struct tg_norm {
 	uint32_t *end;          /* per normalised byte: original end, exclusive */
 	size_t cap;             /* of text, start and end */
 	size_t orig_len;
+	int ascii;              /* the input was ASCII: byte i of text comes
+	                           from byte i, and start and end are not set */
 };
 
 /* Largest input tg_norm_run() takes, since the map stores 32-bit offsets. */
@@ -56,6 +58,10 @@ void tg_norm_span(const struct tg_norm *n, size_t a, size_t b,
 /* The normalised offset of the first byte that comes from original offset
  * orig or later; n->len when there is none. */
 size_t tg_norm_offset(const struct tg_norm *n, size_t orig);
+
+/* The original offset that the normalised byte at i comes from, or the
+ * original length for i == n->len. */
+size_t tg_norm_origin(const struct tg_norm *n, size_t i);
 
 void tg_norm_free(struct tg_norm *n);
 

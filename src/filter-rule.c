@@ -336,7 +336,7 @@ scan_rule(struct tg_scan *sc, const struct tg_filter_rule *rule,
 		if (rc == PCRE2_ERROR_NOMATCH)
 			return 0;
 		if (rc == PCRE2_ERROR_PARTIAL) {
-			size_t orig = ov[0] < n->len ? n->start[ov[0]] : n->orig_len;
+			size_t orig = tg_norm_origin(n, ov[0]);
 
 			if (orig < sc->hold_from)
 				sc->hold_from = orig;
@@ -417,7 +417,7 @@ is_ascii_letter(int c)
  * text itself and, folded, its lower case (tg_norm_ascii()). PCRE2 also
  * rejects a text shorter than the shortest match, or one without the code
  * unit that every match contains, before it tries to match. Deciding that
- * here spares the normalisation too, which costs more than the match.
+ * here also spares the normalisation, its buffers and the match data.
  * A complete scan that PCRE2 rejects this way finds nothing, so skipping
  * it changes no result. The exception is a pattern that would exhaust
  * PCRE2's match limit on such a text: it no longer fails there.

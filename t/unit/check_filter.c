@@ -24,19 +24,36 @@ norm(struct tg_norm *n, const char *s, int fold)
 	ck_assert_int_eq(tg_norm_run(n, s, strlen(s), fold), 0);
 }
 
+/* ASCII maps byte for byte, without the offset map, and a later text
+ * that is not ASCII fills the map again. */
 START_TEST(norm_ascii_is_identity)
 {
 	struct tg_norm n;
+	size_t a, b;
 
 	tg_norm_init(&n);
 	norm(&n, "Hello, World", 0);
 	ck_assert_str_eq(n.text, "Hello, World");
+	ck_assert_int_eq(n.ascii, 1);
 	for (size_t i = 0; i < n.len; i++) {
-		ck_assert_uint_eq(n.start[i], i);
-		ck_assert_uint_eq(n.end[i], i + 1);
+		tg_norm_span(&n, i, i + 1, &a, &b);
+		ck_assert_uint_eq(a, i);
+		ck_assert_uint_eq(b, i + 1);
+		ck_assert_uint_eq(tg_norm_origin(&n, i), i);
+		ck_assert_uint_eq(tg_norm_offset(&n, i), i);
 	}
+	ck_assert_uint_eq(tg_norm_origin(&n, n.len), 12);
+	ck_assert_uint_eq(tg_norm_offset(&n, 20), n.len);
 	norm(&n, "Hello, World", 1);
 	ck_assert_str_eq(n.text, "hello, world");
+
+	norm(&n, "Hi \xef\xbd\x97", 0);
+	ck_assert_str_eq(n.text, "Hi w");
+	ck_assert_int_eq(n.ascii, 0);
+	ck_assert_uint_eq(tg_norm_origin(&n, 3), 3);
+	ck_assert_uint_eq(tg_norm_origin(&n, 4), 6);
+	tg_norm_span(&n, 3, 4, &a, &b);
+	ck_assert_uint_eq(b, 6);
 	tg_norm_free(&n);
 }
 END_TEST
