@@ -443,6 +443,10 @@ tg_request_scan(const char *data, size_t len, unsigned reads, struct tg_yj_keys 
 	h = s.h = tg_yajl_alloc(&CALLBACKS, &s);
 	if (h == NULL)
 		return TG_SCAN_UNSURE;
+	/* The callbacks check each string and key for UTF-8 themselves, more
+	 * strictly than yajl does. Outside strings a byte above 0x7f is
+	 * invalid JSON anyway, so yajl's own check would only repeat theirs. */
+	yajl_config(h, yajl_dont_validate_strings, 1);
 
 	/* Once the top object closed, yajl_complete_parse() has nothing to
 	 * add: only_whitespace_after() checks the rest, a token yajl still
