@@ -84,6 +84,9 @@ struct preset {
 	const char *name;
 	const char *pattern;
 	tg_rule_validate_fn *validate;
+	/* A byte every match contains, 0 for none. It replaces the code unit
+	 * PCRE2 records when PCRE2's is one that ordinary prose has too. */
+	char required;
 };
 
 /*
@@ -96,7 +99,7 @@ static const struct preset presets[] = {
 	 "(?<![A-Za-z0-9._%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@"
 	 "(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.){1,8}[A-Za-z]{2,24}"
 	 "(?![A-Za-z0-9-])",
-	 NULL},
+	 NULL, '@'},
 
 	/* International form with a country code, or a national form with
 	 * two separators; never part of a longer run of digit groups, such
@@ -106,7 +109,7 @@ static const struct preset presets[] = {
 	 "(?:\\+[1-9][0-9]{0,2}(?:[ .-]?\\(?[0-9]{1,4}\\)?){2,6}"
 	 "|\\(?[0-9]{2,5}\\)?[ .-][0-9]{3,4}[ .-][0-9]{3,4})"
 	 "(?![0-9A-Za-z])(?![ .-][0-9])",
-	 phone_valid},
+	 phone_valid, 0},
 
 	/* 13 to 19 digits, bare or in groups of four (or Amex's 4-6-5), that
 	 * pass the Luhn check. */
@@ -114,7 +117,7 @@ static const struct preset presets[] = {
 	 "(?<![0-9])(?<![0-9][ -])"
 	 "(?:[0-9]{13,19}|[0-9]{4}(?:[ -][0-9]{4}){2}[ -][0-9]{1,7}|[0-9]{4}[ -][0-9]{6}[ -][0-9]{5})"
 	 "(?![0-9])",
-	 tg_luhn_valid},
+	 tg_luhn_valid, 0},
 
 	/* OpenAI and Anthropic keys, AWS access key ids, GitHub, GitLab, Slack,
 	 * Google API and Stripe tokens, JSON Web Tokens, PEM private keys. */
@@ -131,14 +134,14 @@ static const struct preset presets[] = {
 	 "|eyJ[A-Za-z0-9_-]{10,2000}\\.eyJ[A-Za-z0-9_-]{10,2000}\\.[A-Za-z0-9_-]{10,2000}"
 	 "|-----BEGIN (?:[A-Z]{1,10} )?PRIVATE KEY-----"
 	 ")(?![A-Za-z0-9_-])",
-	 NULL},
+	 NULL, 0},
 
 	{"ipv4",
 	 "(?<![0-9A-Za-z.])"
 	 "(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}"
 	 "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 	 "(?![0-9A-Za-z])(?!\\.[0-9])",
-	 NULL},
+	 NULL, 0},
 
 	/* Candidates with at least two colons, including an IPv4 tail. */
 	{"ipv6",
@@ -147,7 +150,7 @@ static const struct preset presets[] = {
 	 "(?:\\.(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}"
 	 "|(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4})"
 	 "(?![0-9A-Za-z:])(?!\\.[0-9])",
-	 ipv6_valid},
+	 ipv6_valid, 0},
 };
 
 const char *const tg_rule_preset_names[] = {
@@ -229,6 +232,8 @@ tg_rule_preset(struct tg_filter_rule *rule, const char *name)
 		if (tg_rule_compile(rule, name, presets[i].pattern, 0, err, sizeof(err)) != 0)
 			return -1;
 		rule->validate = presets[i].validate;
+		if (presets[i].required != 0)
+			rule->required = presets[i].required;
 		return 0;
 	}
 	return -1;
