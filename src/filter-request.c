@@ -590,6 +590,7 @@ tg_filter_response_body(struct tg_request *req)
 	} else if (!res.changed) {
 		goto out;
 	}
+	tg_filter_drop_logprobs(json);
 	if (rewrite_response(body, json) != 0) {
 		tg_log_request(req, TG_LOG_ERROR, "cannot write the filtered response (out of "
 		               "memory); responding with an error instead");

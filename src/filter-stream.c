@@ -927,7 +927,8 @@ splice_pieces(const struct tg_filter_stream *s, const struct held_event *ev,
 }
 
 /* The tree of a changed event, read from its data with the masked texts
- * in place; NULL when out of memory. The tree is written out again whole,
+ * in place and its logprobs, which would repeat them, set to null; NULL
+ * when out of memory. The tree is written out again whole,
  * so that a changed event is one line of compact JSON, whatever the
  * layout of the data it came with. */
 static json_t *
@@ -939,6 +940,7 @@ changed_json(const struct tg_filter_stream *s, const struct held_event *ev)
 	if (splice_pieces(s, ev, &out) == 0)
 		json = json_loadb(out.data, out.len, 0, NULL);
 	tg_json_writer_free(&out);
+	tg_filter_drop_logprobs(json);
 	return json;
 }
 

@@ -160,6 +160,19 @@ tg_filter_mask(const struct tg_filter *f, const char *text, size_t len,
 	return result;
 }
 
+void
+tg_filter_drop_logprobs(json_t *body)
+{
+	json_t *choices = json_object_get(body, "choices");
+	json_t *choice;
+	size_t i;
+
+	json_array_foreach(choices, i, choice) {
+		if (json_object_get(choice, "logprobs") != NULL)
+			json_object_set_new(choice, "logprobs", json_null());
+	}
+}
+
 /* --- errors ------------------------------------------------------------- */
 
 int

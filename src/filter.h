@@ -53,6 +53,15 @@ int tg_filter_log_add(struct tg_filter_log *log, const struct tg_filter *f,
 char *tg_filter_mask(const struct tg_filter *f, const char *text, size_t len,
                      const struct tg_match *matches, size_t n, size_t *out_len);
 
+/*
+ * Set the "logprobs" of each choice of body (a response or a stream chunk)
+ * that has one to null. Call it on a body whose texts a filter masked or
+ * blocked, because logprobs repeat the completion token by token ("token",
+ * "bytes"), so a client that requested them would read the removed text.
+ * The API sends null when the request did not ask for logprobs.
+ */
+void tg_filter_drop_logprobs(json_t *body);
+
 /* --- texts of a body ---------------------------------------------------- */
 
 /* JSON string values that the filters read and may rewrite in place. */

@@ -4,7 +4,8 @@
 // tool_use input of content_block_start, citations_delta, and stream
 // choices without an "index". A scripted upstream sends each shape, named
 // by the x-shape header, with an address in such a place. No address may
-// reach the client.
+// reach the client, not even token by token in the logprobs that repeat a
+// masked text.
 
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -137,6 +138,26 @@ Object.assign(BODIES, {
   }),
 });
 
+/* Logprobs that repeat the address token by token, as the API sends them
+ * to a client that asks with "logprobs": true. */
+const tokens = (texts) => ({
+  content: texts.map((t) => ({ token: t, logprob: -0.1, bytes: [...Buffer.from(t)], top_logprobs: [] })),
+});
+const logprobsChunk = (text) => chunk(JSON.stringify({
+  index: 0, delta: { content: text }, logprobs: tokens([text]), finish_reason: null,
+}));
+BODIES.logprobs = JSON.stringify({
+  id: 'c', object: 'chat.completion', created: 1, model: 'm',
+  choices: [{
+    index: 0, message: { role: 'assistant', content: 'mail jane@example.com' },
+    logprobs: tokens(['mail', ' jane', '@', 'example', '.com']), finish_reason: 'stop',
+  }],
+});
+STREAMS.logprobs = [
+  logprobsChunk('mail '), logprobsChunk('jane'), logprobsChunk('@example'), logprobsChunk('.com'),
+  chunk('{"index":0,"delta":{},"finish_reason":"stop"}'),
+];
+
 const CLEAN = '{"code":"a\\nb \\u00e9 \\"q\\""}';
 const CUTS = {
   'arguments-escaped': (cut) => splitCall(HIDDEN, cut),
@@ -231,6 +252,27 @@ describe('response filters: reasoning text', () => {
       assert.match(res.text, /data: \[DONE\]\n\n$/);
     });
   }
+});
+
+describe('response filters: logprobs of a masked text', () => {
+  it('sets the logprobs of a masked choice to null', async () => {
+    const res = await post(gw, 'logprobs');
+    assert.equal(res.status, 200);
+    const choice = JSON.parse(res.text).choices[0];
+    assert.equal(choice.message.content, 'mail [REDACTED:email]');
+    assert.equal(choice.logprobs, null);
+  });
+
+  it('sets the logprobs of the changed events of a stream to null', async () => {
+    const res = await post(gw, 'logprobs', { stream: true });
+    assert.equal(res.status, 200);
+    const chunks = streamData(res.text);
+    const text = chunks.map((c) => c.choices[0].delta.content ?? '').join('');
+    const tokenText = chunks.map((c) => (c.choices[0].logprobs?.content ?? []).map((t) => t.token).join('')).join('');
+    assert.equal(text, 'mail [REDACTED:email]');
+    assert.equal(tokenText, 'mail ', 'the tokens of the address reached the client');
+    assert.match(res.text, /data: \[DONE\]\n\n$/);
+  });
 });
 
 describe('response filters: escapes inside tool call arguments', () => {
