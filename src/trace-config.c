@@ -162,25 +162,43 @@ parse_sample_ratio(struct load_ctx *ctx, const char *path, json_t *value,
 	((struct tg_tracing_config *)base)->sample_ratio = ratio;
 }
 
-/* "http/protobuf" or "http/json", the values of OTEL_EXPORTER_OTLP_PROTOCOL
- * that an OTLP/HTTP exporter can use. */
+/* Map "http/protobuf" or "http/json", the values of OTEL_EXPORTER_OTLP_PROTOCOL
+ * that an OTLP/HTTP exporter can use, to *out. Returns 0, or -1 for any
+ * other name. */
+static int
+protocol_of(const char *name, enum tg_otlp_protocol *out)
+{
+	if (strcmp(name, "http/protobuf") == 0)
+		*out = TG_OTLP_HTTP_PROTOBUF;
+	else if (strcmp(name, "http/json") == 0)
+		*out = TG_OTLP_HTTP_JSON;
+	else
+		return -1;
+	return 0;
+}
+
+/* Report raw as an unsupported protocol under name, which is the key path
+ * or the variable that raw came from. */
+static void
+report_protocol(struct load_ctx *ctx, const char *name, const char *raw)
+{
+	char q[QUOTE_LEN];
+
+	report(ctx, name, "unsupported protocol %s; use \"http/protobuf\" or \"http/json\"",
+	       quote(raw, q, sizeof(q)));
+}
+
 static void
 parse_protocol(struct load_ctx *ctx, const char *path, json_t *value, void *base,
                const struct setting *s)
 {
 	const char *raw;
-	char q[QUOTE_LEN];
 	char *name = get_string(ctx, path, value, "\"http/protobuf\" or \"http/json\"", &raw);
 
 	if (name == NULL)
 		return;
-	if (strcmp(name, "http/protobuf") == 0)
-		*FIELD(base, s, enum tg_otlp_protocol) = TG_OTLP_HTTP_PROTOBUF;
-	else if (strcmp(name, "http/json") == 0)
-		*FIELD(base, s, enum tg_otlp_protocol) = TG_OTLP_HTTP_JSON;
-	else
-		report(ctx, path, "unsupported protocol %s; use \"http/protobuf\" or "
-		       "\"http/json\"", quote(raw, q, sizeof(q)));
+	if (protocol_of(name, FIELD(base, s, enum tg_otlp_protocol)) != 0)
+		report_protocol(ctx, path, raw);
 	free(name);
 }
 
@@ -520,6 +538,22 @@ fill_endpoint(json_t *otlp)
 	free(joined);
 }
 
+/* Fill otlp.protocol from the variable name unless the file set it. The
+ * value is checked here so that an error names the variable, because the
+ * file has no tracing.otlp.protocol for the reader to look up. */
+static void
+fill_protocol(struct load_ctx *ctx, json_t *otlp, const char *name, const char *value)
+{
+	enum tg_otlp_protocol protocol;
+
+	if (value == NULL || otlp == NULL || json_object_get(otlp, "protocol") != NULL)
+		return;
+	if (protocol_of(value, &protocol) != 0)
+		report_protocol(ctx, name, value);
+	else
+		fill(otlp, "protocol", json_string(value));
+}
+
 /* OTEL_TRACES_SAMPLER names a sampler; tollgate's sampling is always
  * parent-based, so only the ratio for new traces follows from it. */
 static void
@@ -573,8 +607,7 @@ fill_from_environment(struct load_ctx *ctx, json_t *obj)
 		value = env(name = "OTEL_BSP_EXPORT_TIMEOUT");
 	fill_ms(ctx, otlp, "timeout", name, value);
 	value = env2("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL", &name);
-	if (value != NULL)
-		fill(otlp, "protocol", json_string(value));
+	fill_protocol(ctx, otlp, name, value);
 	fill_ms(ctx, batch, "schedule_delay", "OTEL_BSP_SCHEDULE_DELAY",
 	        env("OTEL_BSP_SCHEDULE_DELAY"));
 	fill_count(ctx, batch, "max_queue_size", "OTEL_BSP_MAX_QUEUE_SIZE",

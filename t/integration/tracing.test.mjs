@@ -1157,7 +1157,7 @@ describe('export protocol settings', () => {
   it('reads OTEL_EXPORTER_OTLP_PROTOCOL when the file sets none', async () => {
     const bad = await check({}, { OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' });
     assert.notEqual(bad.code, 0);
-    assert.match(bad.stderr, /tracing\.otlp\.protocol: unsupported protocol "grpc"/);
+    assert.match(bad.stderr, /: OTEL_EXPORTER_OTLP_PROTOCOL: unsupported protocol "grpc"/);
     const good = await check({}, { OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json' });
     assert.equal(good.code, 0, good.stderr);
     const file = await check({ protocol: 'http/json' }, { OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'grpc' });

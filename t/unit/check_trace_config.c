@@ -286,6 +286,39 @@ START_TEST(invalid_sampler_named)
 }
 END_TEST
 
+START_TEST(protocol_from_environment)
+{
+	struct tg_config *cfg;
+	const struct tg_tracing_config *tc;
+
+	setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json", 1);
+	tc = load_ok("", &cfg);
+	ck_assert_int_eq(tc->protocol, TG_OTLP_HTTP_JSON);
+	tg_config_unref(cfg);
+
+	/* The traces variable wins over the general one, and the file over both. */
+	setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf", 1);
+	tc = load_ok("", &cfg);
+	ck_assert_int_eq(tc->protocol, TG_OTLP_HTTP_PROTOBUF);
+	tg_config_unref(cfg);
+	tc = load_ok("\"tracing\": {\"otlp\": {\"protocol\": \"http/json\"}}", &cfg);
+	ck_assert_int_eq(tc->protocol, TG_OTLP_HTTP_JSON);
+	tg_config_unref(cfg);
+}
+END_TEST
+
+/* grpc is the other value the variables take, often set for a whole host;
+ * the file has no tracing.otlp.protocol, so the error names the variable. */
+START_TEST(invalid_protocol_names_variable)
+{
+	setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", 1);
+	load_fails("", "OTEL_EXPORTER_OTLP_PROTOCOL: unsupported protocol \"grpc\"; "
+	           "use \"http/protobuf\" or \"http/json\"");
+	setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc", 1);
+	load_fails("", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: unsupported protocol \"grpc\"");
+}
+END_TEST
+
 START_TEST(header_values_never_quoted)
 {
 	struct tg_config *cfg;
@@ -321,6 +354,8 @@ trace_config_suite(void)
 	tcase_add_test(environment, sdk_disabled_turns_default_off);
 	tcase_add_test(environment, invalid_environment_named);
 	tcase_add_test(environment, invalid_sampler_named);
+	tcase_add_test(environment, protocol_from_environment);
+	tcase_add_test(environment, invalid_protocol_names_variable);
 	suite_add_tcase(s, file);
 	suite_add_tcase(s, environment);
 	return s;
