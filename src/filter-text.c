@@ -73,7 +73,11 @@ add_text(struct tg_text_list *list, json_t *value, int inner_json)
 enum rule {
 	R_NONE,
 	R_TEXT,                 /* a string */
-	R_TEXTS,                /* a string, or an array of them ("prompt", "input") */
+	R_TEXTS,                /* a string, or an array of them ("prompt") */
+	R_INPUT,                /* "input": a string, or an array of strings and
+	                           Responses API items */
+	R_INPUT_ITEM,           /* a string, or an item: a message, a function
+	                           call or a function call's output */
 	R_CONTENT,              /* a string, or an array of parts */
 	R_BLOCKS,               /* an array of parts: a response's "content" */
 	R_PART,                 /* {"type": "text", "text": ...}, a refusal part,
@@ -157,10 +161,17 @@ static const struct member FUNCTION_MEMBERS[] = {
 static const struct member CHOICE_MEMBERS[] = {
 	MEMBER("message", R_MESSAGE), MEMBER("text", R_TEXT), END_MEMBERS
 };
-/* Anthropic's "system" is a string or an array of text blocks. */
+/* An item of a Responses API "input" array: a message's "content", a
+ * function_call's "arguments", a function_call_output's "output". */
+static const struct member INPUT_ITEM_MEMBERS[] = {
+	MEMBER("content", R_CONTENT), MEMBER("arguments", R_ARGUMENTS),
+	MEMBER("output", R_CONTENT), END_MEMBERS
+};
+/* Anthropic's "system" is a string or an array of text blocks, and the
+ * Responses API's "instructions" a string. */
 static const struct member REQUEST_MEMBERS[] = {
 	MEMBER("system", R_CONTENT), MEMBER("messages", R_MESSAGES), MEMBER("prompt", R_TEXTS),
-	MEMBER("input", R_TEXTS), END_MEMBERS
+	MEMBER("input", R_INPUT), MEMBER("instructions", R_TEXT), END_MEMBERS
 };
 /* An error's message may echo the prompt back, in both APIs' shapes. */
 static const struct member ERROR_MEMBERS[] = {
@@ -185,6 +196,8 @@ static const struct rule_def RULES[] = {
 	[R_NONE] = {0, R_NONE, NULL, 0},
 	[R_TEXT] = {1, R_NONE, NULL, 0},
 	[R_TEXTS] = {1, R_TEXT, NULL, 0},       /* nested token arrays are skipped */
+	[R_INPUT] = {1, R_INPUT_ITEM, NULL, 0},
+	[R_INPUT_ITEM] = {1, R_NONE, INPUT_ITEM_MEMBERS, 0},
 	[R_CONTENT] = {1, R_PART, NULL, 0},
 	[R_BLOCKS] = {0, R_PART, NULL, 0},
 	[R_PART] = {0, R_NONE, PART_MEMBERS, 0},

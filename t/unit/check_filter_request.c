@@ -197,6 +197,15 @@ static const struct request_case cases[] = {
 	 " \"prompt\": {\"p\": \"no\"}, \"input\": [[\"no\"]], \"text\": \"no\","
 	 " \"content\": \"no\"}",
 	 {NULL}},
+	{"Responses API input items",
+	 "{\"model\": \"m\", \"instructions\": \"N\", \"input\": [\"S\","
+	 " {\"role\": \"user\", \"content\": \"M1\"},"
+	 " {\"type\": \"message\", \"role\": \"user\", \"content\": [{\"type\": \"input_text\","
+	 " \"text\": \"M2\"}, {\"type\": \"input_image\", \"image_url\": \"no\"}]},"
+	 " {\"type\": \"function_call\", \"call_id\": \"no\", \"name\": \"no\", \"arguments\": \"A\"},"
+	 " {\"type\": \"function_call_output\", \"call_id\": \"no\", \"output\": \"O\"},"
+	 " [\"no\"], 5]}",
+	 {"N", "S", "M1", "M2", "A", "O"}},
 	{"tool_use input nested deep",
 	 "{\"messages\": [{\"content\": [{\"type\": \"tool_use\", \"input\": "
 	 "[[[[[[[[[[[[[[[[[[[[{\"a\": [[[[\"DEEP\"]]]]}]]]]]]]]]]]]]]]]]]]]}]}]}",
@@ -436,6 +445,8 @@ static const char *const filtered[] = {
 	"\"content\":[{\"type\":\"text\",\"text\":\"y@z.io\"}]}]}],\"max_tokens\":5}",
 	"{\"model\":\"m\",\"prompt\":[\"p@q.io\",[1,2],\"clean\"]}",
 	"{\"model\":\"m\",\"input\":\"i@j.io\"}",
+	"{\"model\":\"m\",\"instructions\":\"k@l.io\",\"input\":[{\"role\":\"user\","
+	"\"content\":[{\"type\":\"input_text\",\"text\":\"m@n.io\"}]}]}",
 };
 
 /* The decisions of a filter log, as one string to compare. */
