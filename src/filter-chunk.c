@@ -25,6 +25,8 @@
  *   MESSAGE_BLOCK = {"text": "...", "thinking": "...", "input": VALUES}
  *
  * where every string inside VALUES, at any depth, is a text of its own.
+ * The message of an error event, {"error": {"message": "..."}} in either
+ * API's shape, is a text of its own too, as an error body's is.
  * The texts are read whatever the block's or delta's own "type", as the
  * table of filter-text.c reads a part's "text". message_start's blocks
  * are the first blocks of the message, so each is the block whose index
@@ -75,6 +77,7 @@ enum place {
 	P_MESSAGE_BLOCKS,       /* its "content" */
 	P_MESSAGE_BLOCK,
 	P_VALUES,               /* a tool_use "input" or a "citation" */
+	P_ERROR,                /* the top-level "error" of an error event */
 	P_COUNT
 };
 
@@ -100,6 +103,7 @@ enum member {
 	M_MESSAGE,
 	M_INPUT,
 	M_CITATION,
+	M_ERROR,
 };
 
 struct key {
@@ -114,7 +118,7 @@ struct key {
 static const struct key ROOT_KEYS[] = {
 	KEY("choices", M_CHOICES), KEY("type", M_TYPE), KEY("index", M_INDEX),
 	KEY("content_block", M_CONTENT_BLOCK), KEY("delta", M_DELTA), KEY("message", M_MESSAGE),
-	END_KEYS
+	KEY("error", M_ERROR), END_KEYS
 };
 static const struct key CHOICE_KEYS[] = {
 	KEY("index", M_INDEX), KEY("finish_reason", M_FINISH_REASON), KEY("text", M_TEXT),
@@ -141,6 +145,7 @@ static const struct key BLOCK_DELTA_KEYS[] = {
 	KEY("citation", M_CITATION), END_KEYS
 };
 static const struct key MESSAGE_KEYS[] = {KEY("content", M_CONTENT), END_KEYS};
+static const struct key ERROR_KEYS[] = {KEY("message", M_MESSAGE), END_KEYS};
 
 /* The keys read in an object of each place; NULL: none. */
 static const struct key *const PLACE_KEYS[P_COUNT] = {
@@ -148,7 +153,7 @@ static const struct key *const PLACE_KEYS[P_COUNT] = {
 	[P_CALL] = CALL_KEYS, [P_FUNCTION] = FUNCTION_KEYS, [P_FUNCTION_CALL] = FUNCTION_KEYS,
 	[P_PART] = PART_KEYS, [P_BLOCK] = BLOCK_KEYS,
 	[P_BLOCK_DELTA] = BLOCK_DELTA_KEYS, [P_MESSAGE] = MESSAGE_KEYS,
-	[P_MESSAGE_BLOCK] = BLOCK_KEYS,
+	[P_MESSAGE_BLOCK] = BLOCK_KEYS, [P_ERROR] = ERROR_KEYS,
 };
 
 /* Return items, an array of *cap items of size bytes, grown when it has
@@ -239,6 +244,8 @@ place_of(struct tg_chunk *c, int array)
 		return P_MESSAGE_BLOCK;
 	if (!array && !f->array && f->place == P_ROOT && f->member == M_MESSAGE)
 		return P_MESSAGE;
+	if (!array && !f->array && f->place == P_ROOT && f->member == M_ERROR)
+		return P_ERROR;
 	if (array && !f->array && f->place == P_ROOT && f->member == M_CHOICES)
 		return P_CHOICES;
 	if (array && !f->array && f->place == P_DELTA && f->member == M_TOOL_CALLS)
@@ -468,19 +475,22 @@ text_kind(struct tg_chunk *c)
 		return TG_CHUNK_THINKING;
 	if (f->place == P_BLOCK_DELTA && f->member == M_PARTIAL_JSON)
 		return TG_CHUNK_INPUT_JSON;
+	if (f->place == P_ERROR && f->member == M_MESSAGE)
+		return TG_CHUNK_VALUE;
 	return -1;
 }
 
 /* Whether a text of the innermost container belongs to the Anthropic
  * block of the event, rather than to the last choice opened: a text of
- * "content_block" or "delta", or inside their values. */
+ * "content_block" or "delta", or inside their values. An error's message
+ * takes that place too, since an error event has no choice. */
 static int
 in_block(struct tg_chunk *c)
 {
 	for (size_t i = c->depth < TG_CHUNK_MAX_FRAMES ? c->depth : TG_CHUNK_MAX_FRAMES; i > 0; i--) {
 		enum place p = c->frames[i - 1].place;
 
-		if (p == P_BLOCK || p == P_BLOCK_DELTA)
+		if (p == P_BLOCK || p == P_BLOCK_DELTA || p == P_ERROR)
 			return 1;
 		if (p != P_VALUES)
 			return 0;

@@ -158,6 +158,13 @@ STREAMS.logprobs = [
   chunk('{"index":0,"delta":{},"finish_reason":"stop"}'),
 ];
 
+/* An error event after content, whose message echoes the prompt, as an
+ * error body's may. */
+STREAMS['error-event'] = [
+  chunk('{"index":0,"delta":{"content":"hello "},"finish_reason":null}'),
+  '{"error":{"message":"bad jane@example.com","type":"server_error","code":null}}',
+];
+
 const CLEAN = '{"code":"a\\nb \\u00e9 \\"q\\""}';
 const CUTS = {
   'arguments-escaped': (cut) => splitCall(HIDDEN, cut),
@@ -272,6 +279,16 @@ describe('response filters: logprobs of a masked text', () => {
     assert.equal(text, 'mail [REDACTED:email]');
     assert.equal(tokenText, 'mail ', 'the tokens of the address reached the client');
     assert.match(res.text, /data: \[DONE\]\n\n$/);
+  });
+});
+
+describe('stream filters: error events', () => {
+  it('masks the message of an error event after content', async () => {
+    const res = await post(gw, 'error-event', { stream: true });
+    assert.equal(res.status, 200);
+    assert.doesNotMatch(res.text, /example\.com/, 'the address reached the client');
+    const events = streamData(res.text);
+    assert.equal(events.at(-1).error.message, 'bad [REDACTED:email]');
   });
 });
 
