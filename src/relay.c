@@ -287,15 +287,17 @@ classify_tapped(const struct tg_sse_event *sse, struct tg_reply_digest *d,
 	memset(d, 0, sizeof(*d));
 	if (sse->data_len == 6 && memcmp(sse->data, "[DONE]", 6) == 0)
 		return TG_EVENT_DONE;
-	if (sse->type_len == 5 && memcmp(sse->type, "error", 5) == 0)
-		return TG_EVENT_ERROR;
 
+	/* An event named "error" (Anthropic's) is read as well, so that the
+	 * stream filters can screen its message rather than fail on it. */
 	if (tap != NULL)
 		*read = tg_reply_digest_tap(d, detail, sse->data, sse->data_len, tap, handle);
 	else if (detail != NULL)
 		*read = tg_reply_digest_detail(d, detail, sse->data, sse->data_len);
 	else
 		*read = tg_reply_digest(d, sse->data, sse->data_len);
+	if (sse->type_len == 5 && memcmp(sse->type, "error", 5) == 0)
+		return TG_EVENT_ERROR;
 	if (!d->object)
 		return TG_EVENT_CONTENT;        /* not ours to judge: pass it on */
 	if (d->error)

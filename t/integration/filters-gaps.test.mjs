@@ -164,6 +164,13 @@ STREAMS['error-event'] = [
   chunk('{"index":0,"delta":{"content":"hello "},"finish_reason":null}'),
   '{"error":{"message":"bad jane@example.com","type":"server_error","code":null}}',
 ];
+/* An Anthropic error event, named "error", such as an overloaded_error
+ * that comes in the middle of a stream. */
+const anthropicError = (message) => ({
+  raw: `event: error\ndata: ${JSON.stringify({ type: 'error', error: { type: 'overloaded_error', message } })}\n\n`,
+});
+STREAMS['anthropic-error-event'] = [...anthropicStream().slice(0, 3), anthropicError('Overloaded')];
+STREAMS['anthropic-error-event-address'] = [...anthropicStream().slice(0, 3), anthropicError('bad jane@example.com')];
 
 const CLEAN = '{"code":"a\\nb \\u00e9 \\"q\\""}';
 const CUTS = {
@@ -289,6 +296,21 @@ describe('stream filters: error events', () => {
     assert.doesNotMatch(res.text, /example\.com/, 'the address reached the client');
     const events = streamData(res.text);
     assert.equal(events.at(-1).error.message, 'bad [REDACTED:email]');
+  });
+
+  it('passes an Anthropic error event on with its type', async () => {
+    const res = await post(gw, 'anthropic-error-event', { stream: true, path: '/v1/messages', headers: { 'x-anthropic': '1' } });
+    assert.equal(res.status, 200);
+    const last = streamData(res.text).at(-1);
+    assert.equal(last.error.type, 'overloaded_error');
+    assert.equal(last.error.message, 'Overloaded');
+    assert.match(res.text, /event: error\n/);
+  });
+
+  it('masks the message of an Anthropic error event', async () => {
+    const res = await post(gw, 'anthropic-error-event-address', { stream: true, path: '/v1/messages', headers: { 'x-anthropic': '1' } });
+    assert.doesNotMatch(res.text, /example\.com/, 'the address reached the client');
+    assert.equal(streamData(res.text).at(-1).error.message, 'bad [REDACTED:email]');
   });
 });
 
