@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "balancer.h"
+#include "clock.h"
 #include "health.h"
 #include "retry-after.h"
 
@@ -56,13 +57,47 @@ state_find_or_create(struct tg_health_registry *reg, const char *name)
 	return s;
 }
 
+/* Lower *until to limit when it is later. Workers may raise it meanwhile. */
+static void
+lower_to(atomic_uint_fast64_t *until, uint64_t limit)
+{
+	uint64_t current = atomic_load(until);
+
+	while (current > limit && !atomic_compare_exchange_weak(until, &current, limit))
+		;
+}
+
+/*
+ * End the cooldowns of b that run past now plus its max_cooldown. A state
+ * kept across a reload contains cooldowns set under the old bound. An
+ * operator lowers max_cooldown to bring back a backend that an upstream's
+ * Retry-After took out for an hour, so the new bound applies to them too.
+ */
+static void
+limit_cooldowns(const struct tg_backend *b, uint64_t now_ns)
+{
+	struct tg_backend_state *s = b->state;
+	uint64_t limit = now_ns + tg_health_cooldown_length(b, UINT64_MAX - now_ns);
+
+	lower_to(&s->cooldown_until, limit);
+	pthread_mutex_lock(&s->model_lock);
+	for (size_t i = 0; i < TG_MODEL_COOLDOWNS; i++) {
+		if (s->model_cooldowns[i].until > limit)
+			s->model_cooldowns[i].until = limit;
+	}
+	pthread_mutex_unlock(&s->model_lock);
+}
+
 int
 tg_health_attach(struct tg_health_registry *reg, struct tg_config *cfg)
 {
+	uint64_t now_ns = tg_now_ns();
+
 	for (size_t i = 0; i < cfg->n_backends; i++) {
 		cfg->backends[i].state = state_find_or_create(reg, cfg->backends[i].name);
 		if (cfg->backends[i].state == NULL)
 			return -1;
+		limit_cooldowns(&cfg->backends[i], now_ns);
 	}
 	return 0;
 }

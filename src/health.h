@@ -40,8 +40,10 @@ struct tg_health_registry {
 int tg_health_state_init(struct tg_backend_state *s);
 void tg_health_state_destroy(struct tg_backend_state *s);
 
-/* Point every backend of cfg at its state, creating missing ones. Main
- * thread only, before cfg is published. Returns 0, or -1 out of memory. */
+/* Point every backend of cfg at its state, creating missing ones, and end
+ * the cooldowns of a kept state that run past the backend's max_cooldown
+ * from now. Main thread only, before cfg is published. Returns 0, or -1
+ * out of memory. */
 int tg_health_attach(struct tg_health_registry *reg, struct tg_config *cfg);
 void tg_health_registry_free(struct tg_health_registry *reg);
 

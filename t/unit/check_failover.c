@@ -8,6 +8,8 @@
 #include <time.h>
 
 #include "balancer.h"
+#include "clock.h"
+#include "config-t.h"
 #include "health.h"
 
 #define NS_PER_S 1000000000ull
@@ -491,6 +493,39 @@ START_TEST(model_cooldown_later_deadline_wins)
 }
 END_TEST
 
+/* A reload that lowers max_cooldown shortens the cooldowns running, for
+ * the backend and for each model: an operator lowers it to bring back a
+ * backend that an upstream's Retry-After took out for an hour. */
+START_TEST(reload_shortens_running_cooldowns)
+{
+	struct tg_health_registry reg = {0};
+	struct tg_health_policy policy = {.max_cooldown = 3600000};
+	struct tg_backend b = {.name = "a", .health = &policy};
+	struct tg_config cfg = {.n_backends = 1, .backends = &b};
+	uint64_t before = tg_now_ns(), after;
+
+	ck_assert_int_eq(tg_health_attach(&reg, &cfg), 0);
+	tg_health_cooldown(&b, before + 3600 * NS_PER_S);
+	tg_health_model_cooldown(&b, "m", before + 3600 * NS_PER_S, before);
+
+	policy.max_cooldown = 1000;
+	ck_assert_int_eq(tg_health_attach(&reg, &cfg), 0);
+	after = tg_now_ns();
+	ck_assert_int_eq(tg_health_cooling_down(&b, before), 1);
+	ck_assert_int_eq(tg_health_cooling_down(&b, after + NS_PER_S), 0);
+	ck_assert_uint_gt(tg_health_model_cooldown_end(&b, "m", before), 0);
+	ck_assert_uint_eq(tg_health_model_cooldown_end(&b, "m", after + NS_PER_S), 0);
+
+	/* 0 ignores the times that 429 and 503 responses request. */
+	policy.max_cooldown = 0;
+	ck_assert_int_eq(tg_health_attach(&reg, &cfg), 0);
+	after = tg_now_ns();
+	ck_assert_int_eq(tg_health_cooling_down(&b, after), 0);
+	ck_assert_uint_eq(tg_health_model_cooldown_end(&b, "m", after), 0);
+	tg_health_registry_free(&reg);
+}
+END_TEST
+
 /* A full table drops the cooldown that ends first; the rest stay. */
 START_TEST(model_cooldown_table_full)
 {
@@ -642,6 +677,7 @@ failover_suite(void)
 	tcase_add_test(balance, model_cooldown_by_upstream_name);
 	tcase_add_test(health, model_cooldown_later_deadline_wins);
 	tcase_add_test(health, model_cooldown_table_full);
+	tcase_add_test(health, reload_shortens_running_cooldowns);
 	tcase_add_test(health, model_cooldown_long_names);
 	tcase_add_test(balance, panic_mode_uses_ejected);
 	tcase_add_test(balance, least_requests_prefers_idle);
