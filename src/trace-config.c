@@ -516,13 +516,15 @@ fill_headers(struct load_ctx *ctx, json_t *otlp, const char *name, const char *v
 }
 
 /* OTEL_EXPORTER_OTLP_ENDPOINT is a base URL that the traces path is
- * appended to; the _TRACES_ variable is the whole URL. */
+ * appended to, at the end of its path and so before a query; the _TRACES_
+ * variable is the whole URL. */
 static void
 fill_endpoint(json_t *otlp)
 {
 	const char *base;
 	const char *url = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
 	char *joined;
+	size_t path_end;
 
 	if (url != NULL) {
 		fill(otlp, "endpoint", json_string(url));
@@ -531,8 +533,9 @@ fill_endpoint(json_t *otlp)
 	base = env("OTEL_EXPORTER_OTLP_ENDPOINT");
 	if (base == NULL)
 		return;
-	if (asprintf(&joined, "%s%sv1/traces", base,
-	             base[strlen(base) - 1] == '/' ? "" : "/") < 0)
+	path_end = strcspn(base, "?");
+	if (asprintf(&joined, "%.*s%sv1/traces%s", (int)path_end, base,
+	             path_end > 0 && base[path_end - 1] == '/' ? "" : "/", base + path_end) < 0)
 		return;
 	fill(otlp, "endpoint", json_string(joined));
 	free(joined);

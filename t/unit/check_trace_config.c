@@ -233,6 +233,25 @@ START_TEST(environment_fills_missing_keys)
 }
 END_TEST
 
+/* The traces path goes at the end of the base URL's path, before a query. */
+START_TEST(endpoint_base_with_query)
+{
+	struct tg_config *cfg;
+	const struct tg_tracing_config *tc;
+
+	setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318/otlp?tenant=a", 1);
+	tc = load_ok("", &cfg);
+	ck_assert_str_eq(tc->endpoint, "http://127.0.0.1:4318/otlp/v1/traces?tenant=a");
+	ck_assert_str_eq(tc->endpoint_path, "/otlp/v1/traces?tenant=a");
+	tg_config_unref(cfg);
+
+	setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318?tenant=a", 1);
+	tc = load_ok("", &cfg);
+	ck_assert_str_eq(tc->endpoint_path, "/v1/traces?tenant=a");
+	tg_config_unref(cfg);
+}
+END_TEST
+
 START_TEST(file_wins_over_environment)
 {
 	struct tg_config *cfg;
@@ -351,6 +370,7 @@ trace_config_suite(void)
 	tcase_add_test(file, header_values_never_quoted);
 	tcase_add_test(environment, environment_fills_missing_keys);
 	tcase_add_test(environment, file_wins_over_environment);
+	tcase_add_test(environment, endpoint_base_with_query);
 	tcase_add_test(environment, sdk_disabled_turns_default_off);
 	tcase_add_test(environment, invalid_environment_named);
 	tcase_add_test(environment, invalid_sampler_named);
