@@ -61,6 +61,12 @@
 /* Room for why an attempt failed, OpenSSL's reason included. */
 #define FAILURE_LEN 320
 
+/* The largest response body the exporter reads. An OTLP response is an
+ * ExportTraceServiceResponse of a few bytes, or an error status with a
+ * short message. libevent reads a body into memory whole, so the bound
+ * keeps a faulty receiver from making the exporter take more. */
+#define RESPONSE_BODY_MAX (64 * 1024)
+
 /* One connection to the endpoint, with what it was made for. */
 struct endpoint_conn {
 	struct evhttp_connection *evcon;
@@ -81,6 +87,7 @@ struct export {
 	struct evhttp_request *request; /* the attempt in flight, or NULL */
 	struct event *timer;            /* retry delay, or the attempt's deadline */
 	int timed_out;
+	int too_large;                  /* the response body passed RESPONSE_BODY_MAX */
 	char failure[FAILURE_LEN];      /* why the last attempt failed, or "" */
 };
 
@@ -388,6 +395,8 @@ request_error_cb(enum evhttp_request_error error, void *arg)
 
 	if (error == EVREQ_HTTP_TIMEOUT)
 		e->timed_out = 1;
+	else if (error == EVREQ_HTTP_DATA_TOO_LONG)
+		e->too_large = 1;
 }
 
 /* Note why the attempt on c failed without a response: OpenSSL's reason
@@ -428,6 +437,9 @@ request_done_cb(struct evhttp_request *req, void *arg)
 		describe_failure(e, t->conn);
 		t->conn->closed = 1;
 	}
+	if (result.status == 0 && e->too_large)
+		snprintf(e->failure, sizeof(e->failure), "the response body is larger than %d bytes",
+		         RESPONSE_BODY_MAX);
 	result.retry_after = retry_after;
 	attempt_ended(e, &result);
 	free(retry_after);
@@ -565,6 +577,7 @@ connection_new(struct tg_tracer *t)
 	}
 	/* Retries are this file's business, with their own policy. */
 	evhttp_connection_set_retries(c->evcon, 0);
+	evhttp_connection_set_max_body_size(c->evcon, RESPONSE_BODY_MAX);
 	evhttp_connection_set_closecb(c->evcon, connection_closed_cb, c);
 	return c;
 
@@ -630,6 +643,7 @@ export_send(struct export *e)
 	}
 	tv = tg_timeval_ms(e->deadline_ms - now);
 	e->timed_out = 0;
+	e->too_large = 0;
 	e->failure[0] = '\0';
 
 	conn = endpoint_connection(t);

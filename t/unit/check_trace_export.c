@@ -10,6 +10,7 @@
 #include <check.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -308,6 +309,7 @@ struct receiver {
 
 	pthread_mutex_t lock;
 	struct answer answers[MAX_ANSWERS];     /* in turn; then 200 */
+	size_t body_size;                       /* of each response body; 0: "{}" */
 	size_t n_answers, next_answer;
 	json_t *bodies[MAX_RECORDED];           /* each request's body, if JSON */
 	unsigned char *raw[MAX_RECORDED];       /* each request's body as sent */
@@ -327,6 +329,7 @@ receive_cb(struct evhttp_request *r, void *arg)
 	const char *custom = evhttp_find_header(headers, "X-Test-Tenant");
 	struct answer a = {200, NULL};
 	struct evbuffer *body = evbuffer_new();
+	size_t body_size;
 
 	pthread_mutex_lock(&rc->lock);
 	if (rc->n_recorded < MAX_RECORDED) {
@@ -342,13 +345,23 @@ receive_cb(struct evhttp_request *r, void *arg)
 	}
 	if (rc->next_answer < rc->n_answers)
 		a = rc->answers[rc->next_answer++];
+	body_size = rc->body_size;
 	pthread_mutex_unlock(&rc->lock);
 
 	if (a.retry_after != NULL)
 		evhttp_add_header(evhttp_request_get_output_headers(r), "Retry-After", a.retry_after);
 	evhttp_add_header(evhttp_request_get_output_headers(r), "Content-Type",
 	                  "application/json");
-	evbuffer_add_printf(body, "{}");
+	if (body_size > 0) {
+		char *spaces = malloc(body_size);
+
+		ck_assert_ptr_nonnull(spaces);
+		memset(spaces, ' ', body_size);
+		evbuffer_add(body, spaces, body_size);
+		free(spaces);
+	} else {
+		evbuffer_add_printf(body, "{}");
+	}
 	evhttp_send_reply(r, a.status, "Scripted", body);
 	evbuffer_free(body);
 }
@@ -738,6 +751,31 @@ START_TEST(export_retries_connection_failures)
 }
 END_TEST
 
+/* The response body is read into memory, so a receiver that responds
+ * with a large one must not make the exporter take that much. Past a
+ * bound the attempt fails, as when the connection fails. */
+START_TEST(export_bounds_response_body)
+{
+	struct receiver *rc = receiver_start(NULL, 0);
+	struct tg_config *cfg = export_config(rc->port, "", "", "\"max_attempts\": 1");
+	struct tg_tracer *t = tg_tracer_new(cfg);
+
+	/* The exporter closes the connection while the receiver still writes,
+	 * which the daemon ignores as well. */
+	signal(SIGPIPE, SIG_IGN);
+	pthread_mutex_lock(&rc->lock);
+	rc->body_size = 4 << 20;
+	pthread_mutex_unlock(&rc->lock);
+	submit_spans(t, 2);
+	ck_assert_int_eq(tg_tracer_start(t), 0);
+	WAIT_FOR(stats_of(t).spans_failed == 2, "2 spans failed");
+	ck_assert_uint_eq(stats_of(t).spans_exported, 0);
+	tg_tracer_stop(t);
+	tg_config_unref(cfg);
+	receiver_stop(rc);
+}
+END_TEST
+
 START_TEST(full_queue_drops_and_counts)
 {
 	struct tg_config *cfg = config_with("{\"enabled\": true, \"batch\": "
@@ -983,6 +1021,7 @@ export_suite(void)
 	tcase_add_test(exporter, export_honours_retry_after);
 	tcase_add_test(exporter, export_retry_after_past_deadline_gives_up);
 	tcase_add_test(exporter, export_retries_connection_failures);
+	tcase_add_test(exporter, export_bounds_response_body);
 	tcase_add_test(exporter, full_queue_drops_and_counts);
 	tcase_add_test(exporter, shutdown_sends_what_is_queued);
 	tcase_add_test(exporter, reload_turns_export_on);
