@@ -46,6 +46,7 @@
 #include "trace-export.h"
 #include "trace-otlp.h"
 #include "trace-otlp-proto.h"
+#include "trace-otlp-reply.h"
 #include "trace-queue.h"
 #include "trace-retry.h"
 #include "trace-ring.h"
@@ -313,27 +314,44 @@ export_finish(struct tg_tracer *t, struct export *e, int ok, const char *why)
 	tracer_maybe_finish(t);
 }
 
-/* A 2xx response may still report spans the endpoint rejected. OTLP says
- * not to send them again, but the reason is worth a warning. */
+/* Copy the len bytes of an endpoint's message into out, of size bytes,
+ * with control bytes as '?', so that one log line stays one line. */
 static void
-check_partial_success(struct tg_tracer *t, struct evhttp_request *req)
+printable_message(const char *message, size_t len, char *out, size_t size)
+{
+	size_t n = len < size - 1 ? len : size - 1;
+
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)message[i];
+
+		out[i] = c < 0x20 || c == 0x7f ? '?' : (char)c;
+	}
+	out[n] = '\0';
+}
+
+/* A 2xx response may still report spans the endpoint rejected. OTLP says
+ * not to send them again, but the reason is worth a warning. The response
+ * comes in the encoding of the request; its own Content-Type decides. */
+static void
+check_partial_success(struct tg_tracer *t, struct export *e, struct evhttp_request *req)
 {
 	struct evbuffer *in = evhttp_request_get_input_buffer(req);
 	size_t len = evbuffer_get_length(in);
-	json_t *body, *partial;
-	json_int_t rejected = 0;
-	const char *message = NULL;
+	const char *type = evhttp_find_header(evhttp_request_get_input_headers(req),
+	                                      "Content-Type");
+	char message_buf[TG_OTLP_REPLY_MESSAGE_MAX];
+	char message[TG_OTLP_REPLY_MESSAGE_MAX + 1];
+	struct tg_otlp_partial partial;
 
 	if (len == 0)
 		return;
-	body = json_loadb((const char *)evbuffer_pullup(in, -1), len, 0, NULL);
-	partial = json_object_get(body, "partialSuccess");
-	if (json_unpack(partial, "{s?I, s?s}", "rejectedSpans", &rejected,
-	                "errorMessage", &message) == 0 && rejected > 0) {
-		tg_warn("OTLP endpoint %s rejected %" JSON_INTEGER_FORMAT " spans: %s",
-		        t->tracing->endpoint, rejected, message ? message : "no reason given");
-	}
-	json_decref(body);
+	if (tg_otlp_reply_read(type != NULL ? type : e->body->content_type,
+	                       evbuffer_pullup(in, -1), len, message_buf, &partial) != 0 ||
+	    partial.rejected_spans <= 0)
+		return;
+	printable_message(partial.message, partial.message_len, message, sizeof(message));
+	tg_warn("OTLP endpoint %s rejected %" PRId64 " spans: %s", t->tracing->endpoint,
+	        partial.rejected_spans, message[0] != '\0' ? message : "no reason given");
 }
 
 static void
@@ -430,7 +448,7 @@ request_done_cb(struct evhttp_request *req, void *arg)
 		if (value != NULL)
 			retry_after = strdup(value);
 		if (result.status >= 200 && result.status < 300)
-			check_partial_success(t, req);
+			check_partial_success(t, e, req);
 	}
 	/* No response: the connection failed, and with it its SSL. */
 	if (result.status == 0 && t->conn != NULL) {

@@ -801,6 +801,17 @@ describe('export resilience', () => {
     receiver.assertValid();
   });
 
+  for (const protocol of ['http/protobuf', 'http/json']) {
+    it(`warns of the spans an endpoint rejected, over ${protocol}`, async () => {
+      const partial = { rejectedSpans: 2, errorMessage: 'quota\nexceeded' };
+      const { gw, receiver } = await setup([{ status: 200, partial }], { otlp: { protocol } });
+      await postChat(gw, { model: 'gpt-4o', messages });
+      const line = await gw.waitForLog(/rejected 2 spans/);
+      assert.match(line, /\[warn\] OTLP endpoint http:\/\/127\.0\.0\.1:\d+\/v1\/traces rejected 2 spans: quota\?exceeded$/);
+      assert.equal(receiver.requests[0].protocol, protocol);
+    });
+  }
+
   for (const status of [400, 401, 404, 500]) {
     it(`never retries ${status}`, async () => {
       const { gw, receiver } = await setup([{ status }]);

@@ -31,6 +31,7 @@ import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 const root = require('@opentelemetry/otlp-transformer/build/src/generated/root.js');
 const ExportTraceServiceRequest = root.opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest;
+const ExportTraceServiceResponse = root.opentelemetry.proto.collector.trace.v1.ExportTraceServiceResponse;
 
 const TO_OBJECT = { longs: String, enums: Number, bytes: String, json: true };
 
@@ -266,8 +267,11 @@ export function spansOf(body) {
 
 /**
  * Start a receiver on a free loopback port. answers lists the scripted
- * responses, used in turn, then 200: {status, retryAfter, hang}. With hang
- * the receiver never responds, and the request stays open until close().
+ * responses, used in turn, then 200: {status, retryAfter, hang, partial}.
+ * With hang the receiver never responds, and the request stays open until
+ * close(). A 200 comes in the encoding of the request, as OTLP/HTTP
+ * requires, with partial ({rejectedSpans, errorMessage}) as its partial
+ * success; other statuses get a JSON body, which tollgate does not read.
  * With tls ({cert, key}, as makeCertificates() returns them) it serves
  * https, and endpoint is an https:// URL.
  */
@@ -275,6 +279,16 @@ export async function startOtlpReceiver({ answers = [], tls = null } = {}) {
   const receiver = new OtlpReceiver(answers, tls);
   await receiver.listen();
   return receiver;
+}
+
+/* The Content-Type and body of a 200 to an export sent with protocol,
+ * reporting partial as its partial success when given. */
+function successBody(protocol, partial) {
+  const response = ExportTraceServiceResponse.fromObject(partial ? { partialSuccess: partial } : {});
+  if (protocol === 'http/protobuf')
+    return ['application/x-protobuf', Buffer.from(ExportTraceServiceResponse.encode(response).finish())];
+  // The protobuf JSON mapping, as collectors write it: an int64 is a string.
+  return ['application/json', JSON.stringify(ExportTraceServiceResponse.toObject(response, { longs: String }))];
 }
 
 class OtlpReceiver {
@@ -351,11 +365,13 @@ class OtlpReceiver {
         this.hanging.push(res);
         return;
       }
-      const headers = { 'content-type': 'application/json' };
+      const [type, body] = answer.status === 200 ? successBody(record.protocol, answer.partial)
+        : ['application/json', '{"code": 14, "message": "scripted failure"}'];
+      const headers = { 'content-type': type };
       if (answer.retryAfter !== undefined)
         headers['retry-after'] = String(answer.retryAfter);
       res.writeHead(answer.status, headers);
-      res.end(answer.status === 200 ? '{}' : '{"code": 14, "message": "scripted failure"}');
+      res.end(body);
     });
   }
 
