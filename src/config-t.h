@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 /* Durations are kept in milliseconds, sizes in bytes. */
 typedef uint64_t tg_msec_t;
@@ -59,6 +60,10 @@ struct tg_backend {
 	char *host;             /* connect target and TLS SNI name */
 	char *port;
 	int port_number;        /* the same, 1 to 65535, parsed once */
+	struct sockaddr_storage addr;   /* host and port, when host is a
+	                                   numeric IPv4 or IPv6 address */
+	int addr_len;           /* of addr; 0 when host is a name, which is
+	                           resolved at each connect */
 	char *host_header;      /* value for the upstream Host header */
 	char *base_path;        /* URL path prefix without trailing '/', or "" */
 	char *api_key;          /* secret: never logged; NULL keeps the client's */

@@ -27,7 +27,11 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <event2/http.h>
+#include <event2/util.h>
 #include <jansson.h>
 
 #include "cache-config.h"
@@ -139,6 +143,31 @@ static void parse_listen(struct load_ctx *ctx, const char *path, json_t *value,
 }
 
 /*
+ * Set b's socket address when its host is a numeric IPv6 or IPv4 address,
+ * so that a new connection skips the lookup: under callgrind it cost about
+ * 7,800 instructions per connect. libevent 2.1's lookup tests a host with
+ * evutil_inet_pton(), IPv6 first, and so does this, so the same hosts count
+ * as numeric. Any other host leaves addr_len 0 and is looked up at each
+ * connect, as before. That includes an IPv6 address with a zone ("%eth0"),
+ * which only the lookup reads.
+ */
+static void set_numeric_address(struct tg_backend *b)
+{
+	uint16_t port = htons((uint16_t)b->port_number);
+	struct sockaddr_in6 in6 = {.sin6_family = AF_INET6, .sin6_port = port};
+	struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = port};
+
+	b->addr_len = 0;
+	if (evutil_inet_pton(AF_INET6, b->host, &in6.sin6_addr) == 1) {
+		memcpy(&b->addr, &in6, sizeof(in6));
+		b->addr_len = (int)sizeof(in6);
+	} else if (evutil_inet_pton(AF_INET, b->host, &in.sin_addr) == 1) {
+		memcpy(&b->addr, &in, sizeof(in));
+		b->addr_len = (int)sizeof(in);
+	}
+}
+
+/*
  * Fill the connection fields of b from its URL: scheme, host, port, Host
  * header and path prefix. Credentials in the URL are rejected, because they
  * would be logged with it; the message does not quote such a URL.
@@ -234,6 +263,7 @@ static void parse_url(struct load_ctx *ctx, const char *path, json_t *value,
 		report_oom(ctx, path);
 		goto out;
 	}
+	set_numeric_address(b);
 
 	b->url = url;
 	url = NULL;

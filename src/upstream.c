@@ -817,6 +817,24 @@ conn_write_request(struct tg_upstream_conn *c)
 	return queue_rest(out, c->request, sent);
 }
 
+/*
+ * Connect to the address parsed at load from a numeric host, with no
+ * lookup. Every failure, an immediate one included (no descriptor left, a
+ * refused connect), reaches conn_event_cb() as BEV_EVENT_ERROR once the
+ * event loop runs: the bufferevent defers its callbacks. libevent reports a
+ * connect that fails after a name lookup the same way, so both kinds of
+ * backend fail alike.
+ */
+static void
+connect_address(struct tg_upstream_conn *c)
+{
+	const struct tg_backend *b = c->backend;
+
+	if (bufferevent_socket_connect(c->bev, (const struct sockaddr *)&b->addr,
+	                               b->addr_len) != 0)
+		bufferevent_trigger_event(c->bev, BEV_EVENT_ERROR, 0);
+}
+
 /* Open a new connection for c (replacing any it had) and queue the request. */
 static int
 conn_connect(struct tg_upstream_conn *c)
@@ -843,6 +861,10 @@ conn_connect(struct tg_upstream_conn *c)
 
 	if (conn_write_request(c) != 0)
 		return -1;
+	if (b->addr_len > 0) {
+		connect_address(c);
+		return 0;
+	}
 	return bufferevent_socket_connect_hostname(c->bev, c->worker->dns, AF_UNSPEC,
 	                                           b->host, b->port_number);
 }

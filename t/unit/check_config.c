@@ -6,6 +6,7 @@
  * next to the exact error output it must produce. That output shows the
  * temporary file as "T". Larger configs live in data/.
  */
+#include <arpa/inet.h>
 #include <check.h>
 #include <fnmatch.h>
 #include <stdint.h>
@@ -306,6 +307,66 @@ START_TEST(backend_url_split)
 	ck_assert_str_eq(b->port, c->port);
 	ck_assert_str_eq(b->host_header, c->host_header);
 	ck_assert_str_eq(b->base_path, c->base_path);
+	tg_config_unref(cfg);
+}
+END_TEST
+
+/* Hosts that are numeric addresses get their socket address at load. Names
+ * get none (family 0), and so does "127.1", which the resolver does not
+ * take as numeric either. */
+static const struct address_case {
+	const char *url;
+	int family;
+	const char *address;
+	int port;
+} address_cases[] = {
+	{ "http://127.0.0.1:9001", AF_INET, "127.0.0.1", 9001 },
+	{ "https://10.1.2.3/v1", AF_INET, "10.1.2.3", 443 },
+	{ "http://[::1]:8080", AF_INET6, "::1", 8080 },
+	{ "http://[2001:db8::1]", AF_INET6, "2001:db8::1", 80 },
+	{ "http://[::ffff:127.0.0.1]:81", AF_INET6, "::ffff:127.0.0.1", 81 },
+	{ "http://localhost:9001", 0, NULL, 0 },
+	{ "https://api.example.test", 0, NULL, 0 },
+	{ "http://127.1", 0, NULL, 0 },
+};
+
+/* Format the address and port of b's socket address as "ADDRESS PORT". */
+static void format_address(const struct tg_backend *b, char *buf, size_t size)
+{
+	char text[INET6_ADDRSTRLEN];
+	const struct sockaddr_in *in = (const struct sockaddr_in *)&b->addr;
+	const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&b->addr;
+
+	if (b->addr.ss_family == AF_INET6) {
+		ck_assert_int_eq(b->addr_len, (int)sizeof(*in6));
+		inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof(text));
+		snprintf(buf, size, "%s %d", text, ntohs(in6->sin6_port));
+	} else {
+		ck_assert_int_eq(b->addr_len, (int)sizeof(*in));
+		inet_ntop(AF_INET, &in->sin_addr, text, sizeof(text));
+		snprintf(buf, size, "%s %d", text, ntohs(in->sin_port));
+	}
+}
+
+START_TEST(backend_numeric_address)
+{
+	const struct address_case *c = &address_cases[_i];
+	char json[512], got[128], want[128];
+
+	snprintf(json, sizeof(json),
+	         "{\"backends\": {\"b\": {\"url\": \"%s\"}},"
+	         "\"routes\": [{\"name\": \"r\", \"backends\": [\"b\"]}]}", c->url);
+	struct tg_config *cfg = expect_valid(json);
+	const struct tg_backend *b = &cfg->backends[0];
+
+	ck_assert_int_eq(b->addr.ss_family, c->family);
+	if (c->family == 0) {
+		ck_assert_int_eq(b->addr_len, 0);
+	} else {
+		format_address(b, got, sizeof(got));
+		snprintf(want, sizeof(want), "%s %d", c->address, c->port);
+		ck_assert_str_eq(got, want);
+	}
 	tg_config_unref(cfg);
 }
 END_TEST
@@ -1166,6 +1227,7 @@ static Suite *config_suite(void)
 	tcase_add_test(valid, minimal_config_gets_defaults);
 	tcase_add_test(valid, full_config_values);
 	tcase_add_loop_test(valid, backend_url_split, 0, N(url_cases));
+	tcase_add_loop_test(valid, backend_numeric_address, 0, N(address_cases));
 	tcase_add_test(valid, env_expansion);
 	tcase_add_test(valid, access_log_off);
 	tcase_add_test(valid, workers_bounds_accepted);
