@@ -189,13 +189,19 @@ async function waitExit(child, deadlineMs, what) {
 /* tollgate-mock                                                            */
 /* ------------------------------------------------------------------------ */
 
+/* A host as a URL writes it: an IPv6 address in brackets. */
+function urlHost(host) {
+  return host.includes(':') ? `[${host}]` : host;
+}
+
 /**
  * Start tollgate-mock on a free loopback port. Options: tls {cert, key, ca}
  * to serve HTTPS (ca is what the helpers trust when they talk to it),
- * fixtures DIR, args [extra flags].
+ * fixtures DIR, args [extra flags], host (the address to listen on,
+ * 127.0.0.1 or ::1).
  */
-export async function startMock({ tls = null, fixtures = null, args = [] } = {}) {
-  const argv = ['--listen', '127.0.0.1:0', '--quiet'];
+export async function startMock({ tls = null, fixtures = null, args = [], host = '127.0.0.1' } = {}) {
+  const argv = ['--listen', `${urlHost(host)}:0`, '--quiet'];
   if (tls)
     argv.push('--tls-cert', tls.cert, '--tls-key', tls.key);
   if (fixtures)
@@ -211,10 +217,10 @@ export async function startMock({ tls = null, fixtures = null, args = [] } = {})
       `tollgate-mock printed no "listening" line within ${START_DEADLINE_MS} ms; stderr:\n${stderr.join('\n')}`)),
     START_DEADLINE_MS);
     collectLines(child.stdout, (line) => {
-      const m = /^tollgate-mock listening on 127\.0\.0\.1:(\d+)$/.exec(line);
-      if (m) {
+      const m = /^tollgate-mock listening on (\S+):(\d+)$/.exec(line);
+      if (m && m[1] === urlHost(host)) {
         clearTimeout(timer);
-        resolve(Number(m[1]));
+        resolve(Number(m[2]));
       }
     });
     child.once('error', (err) => {
@@ -227,17 +233,18 @@ export async function startMock({ tls = null, fixtures = null, args = [] } = {})
     });
   });
 
-  return new Mock(child, port, tls, stderr);
+  return new Mock(child, host, port, tls, stderr);
 }
 
 class Mock {
-  constructor(child, port, tls, stderr) {
+  constructor(child, host, port, tls, stderr) {
     this.child = child;
+    this.host = host;
     this.port = port;
     this.tls = tls;
     this.stderr = stderr;
     this.scheme = tls ? 'https' : 'http';
-    this.url = `${this.scheme}://127.0.0.1:${port}`;
+    this.url = `${this.scheme}://${urlHost(host)}:${port}`;
     // The /_mock calls share one kept-alive connection, so that they add
     // at most one to connections_opened and none to
     // connections_closed_by_peer while the test runs.
@@ -249,7 +256,7 @@ class Mock {
 
   async #get(pathname, method = 'GET') {
     const res = await request({
-      port: this.port, path: pathname, method, agent: this.agent,
+      host: this.host, port: this.port, path: pathname, method, agent: this.agent,
       tls: this.tls ? { ca: this.tls.ca, servername: 'localhost' } : null,
     });
     if (res.status !== 200)
