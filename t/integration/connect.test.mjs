@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 
 import {
-  curl, curlPost, freePort, mockBackend, startGateway, startMock, stopAll,
+  basicConfig, curl, curlPost, freePort, mockBackend, startGateway, startMock, stopAll,
 } from './lib/harness.mjs';
 import { NEVER_EJECT, RETRY_FREELY, chat } from './lib/failover.mjs';
 
@@ -48,6 +48,26 @@ describe('opening upstream connections', () => {
       await gw.stop();
     });
   }
+
+  it('sends a large body whole on a new connection', async () => {
+    // Larger than a socket buffer, so that the first write after the
+    // connect takes only part and the rest must follow it in order.
+    const mock = await startMock();
+    const gw = await startGateway(basicConfig(mock, { backend: { pool: NO_POOL } }));
+    const big = { ...body, messages: [{ role: 'user', content: 'new connection body '.repeat(250000) }] };
+    const text = JSON.stringify(big);
+    const res = await fetch(`${gw.baseURL}/v1/chat/completions`, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: text,
+    });
+    assert.equal(res.status, 200);
+    await res.text();
+
+    const requests = await mock.requests();
+    assert.equal(requests.length, 1);
+    assert.ok(requests[0].body === text,
+              `the mock got ${Buffer.byteLength(requests[0].body)} bytes that differ from the ${text.length} sent`);
+    await gw.stop();
+  });
 
   for (const [what, listen, host] of HOSTS) {
     it(`names the address and fails over when ${what} refuses`, async () => {
