@@ -69,14 +69,19 @@
 	X(TOLLGATE_FAILOVER_REASON, "tollgate.failover.reason") \
 	/* Event names */ \
 	X(EVENT_FIRST_TOKEN, "tollgate.first_token") \
-	X(EVENT_FAILOVER, "tollgate.failover") \
-	X(EVENT_FILTER_DECISION, "tollgate.filter.decision")
+	X(EVENT_FAILOVER, "tollgate.failover")
 
+/*
+ * Each text has one entry (a unit test checks it), so that an entry is a
+ * key's bit in tg_attrs.semconv_keys. An event name with the text of an
+ * attribute name is therefore the attribute's entry under a second name.
+ */
 enum tg_semconv {
 #define TG_SEMCONV_ENUM(id, name) TG_SC_##id,
 	TG_SEMCONV_TABLE(TG_SEMCONV_ENUM)
 #undef TG_SEMCONV_ENUM
-	TG_SC_COUNT
+	TG_SC_COUNT,
+	TG_SC_EVENT_FILTER_DECISION = TG_SC_TOLLGATE_FILTER_DECISION,
 };
 
 /* Bytes of each name's slot: the longest name (36 bytes) and its NUL

@@ -279,42 +279,19 @@ length_bit(size_t len)
 	return (uint64_t)1 << (len % 64);
 }
 
-/*
- * The first entry with the same text as each entry, plus one, so that 0
- * means that the table is not filled yet. An event name may share the
- * text of an attribute name ("tollgate.filter.decision"), and as keys the
- * two are one key. Any thread may fill the table, because each fills it
- * with the same values. Atomic bytes keep those writes well defined and
- * compile to plain moves.
- */
-static _Atomic uint8_t first_of_text[TG_SC_COUNT];
-
-static void
-fill_first_of_text(void)
-{
-	for (int i = 0; i < TG_SC_COUNT; i++) {
-		int first = 0;
-
-		while (strcmp(tg_semconv_names[first], tg_semconv_names[i]) != 0)
-			first++;
-		atomic_store_explicit(&first_of_text[i], (uint8_t)(first + 1),
-		                      memory_order_relaxed);
-	}
-}
-
 /* A key as lookups see it. */
 struct key_info {
 	const char *key;
 	size_t len;
 	int semconv;            /* a TG_SC() name */
-	size_t word;            /* its bit in semconv_keys, when semconv */
+	size_t word;            /* its entry's bit in semconv_keys, when semconv */
 	uint64_t bit;
 };
 
 static inline void
 key_info(const char *key, struct key_info *k)
 {
-	unsigned first;
+	enum tg_semconv id;
 
 	k->key = key;
 	k->semconv = tg_semconv_is_name(key);
@@ -322,15 +299,10 @@ key_info(const char *key, struct key_info *k)
 		k->len = strlen(key);
 		return;
 	}
-	k->len = tg_semconv_lengths[tg_semconv_id(key)];
-	first = atomic_load_explicit(&first_of_text[tg_semconv_id(key)], memory_order_relaxed);
-	if (first == 0) {
-		fill_first_of_text();
-		first = atomic_load_explicit(&first_of_text[tg_semconv_id(key)],
-		                             memory_order_relaxed);
-	}
-	k->word = (first - 1) / 64;
-	k->bit = (uint64_t)1 << ((first - 1) % 64);
+	id = tg_semconv_id(key);
+	k->len = tg_semconv_lengths[id];
+	k->word = id / 64;
+	k->bit = (uint64_t)1 << (id % 64);
 }
 
 /* The attribute called k->key, or NULL. */
@@ -338,9 +310,9 @@ static inline struct tg_attr *
 attr_find(const struct tg_attrs *a, const struct key_info *k)
 {
 	/* Most keys are set once, so the items are searched only when the
-	 * key may be there. A semconv name may be there under a name of the
-	 * same text, or as a literal of its length. Any other key may be
-	 * there as any key of its length. */
+	 * key may be there. A semconv name may be there as its entry, or as
+	 * a literal of its length. Any other key may be there as any key of
+	 * its length. */
 	if (k->semconv) {
 		if ((a->semconv_keys[k->word] & k->bit) == 0 &&
 		    (a->literal_lengths & length_bit(k->len)) == 0)
@@ -402,12 +374,16 @@ append_attr(struct tg_attrs *a, const struct key_info *k)
 	return attr;
 }
 
-/* attr_slot() for any key and list, out of line. */
-static struct tg_attr *
-find_or_append(struct tg_attrs *a, const struct key_info *k)
+/* attr_slot() for any key and list, out of line, so that the inline
+ * path keeps its key_info in registers. */
+static __attribute__((noinline)) struct tg_attr *
+find_or_append(struct tg_attrs *a, const char *key)
 {
-	struct tg_attr *attr = attr_find(a, k);
+	struct key_info k;
+	struct tg_attr *attr;
 
+	key_info(key, &k);
+	attr = attr_find(a, &k);
 	if (attr != NULL)
 		return attr;
 	if (a->count == TG_SPAN_MAX_ATTRS) {
@@ -418,26 +394,27 @@ find_or_append(struct tg_attrs *a, const struct key_info *k)
 		a->dropped++;
 		return NULL;
 	}
-	return append_attr(a, k);
+	return append_attr(a, &k);
 }
 
 /*
  * The slot for key: its current attribute, whose value the caller
  * replaces, or a new one. NULL when the list is full or memory ran out;
  * the value is then dropped. Inline for the common case, a semconv name
- * that is new to a list with room and no literal keys, which takes about
- * 30 instructions where the general path took about 100.
+ * that is new to a list with room and no literal keys: callgrind counts
+ * all of tg_attrs_int() at about 50 instructions that way.
  */
 static inline struct tg_attr *
 attr_slot(struct tg_attrs *a, const char *key)
 {
 	struct key_info k;
 
-	key_info(key, &k);
-	if (k.semconv && a->literal_lengths == 0 && (a->semconv_keys[k.word] & k.bit) == 0 &&
-	    a->count < a->capacity)
-		return append_attr(a, &k);
-	return find_or_append(a, &k);
+	if (tg_semconv_is_name(key) && a->literal_lengths == 0 && a->count < a->capacity) {
+		key_info(key, &k);
+		if ((a->semconv_keys[k.word] & k.bit) == 0)
+			return append_attr(a, &k);
+	}
+	return find_or_append(a, key);
 }
 
 /* Remove the slot that attr_slot() returned, when its value could not be

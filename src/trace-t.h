@@ -73,7 +73,7 @@ struct tg_attrs {
 	uint32_t dropped;       /* set over TG_SPAN_MAX_ATTRS */
 	uint64_t key_lengths;   /* bit len % 64 set for each key of len bytes */
 	uint64_t literal_lengths;       /* the same for keys that are not semconv names */
-	uint64_t semconv_keys[(TG_SC_COUNT + 63) / 64];  /* a bit per semconv name text among the keys */
+	uint64_t semconv_keys[(TG_SC_COUNT + 63) / 64];  /* a bit per semconv entry among the keys */
 	struct tg_span_arena *arena;    /* the span's, for items and values */
 };
 

@@ -562,7 +562,7 @@ START_TEST(span_attribute_key_by_text_or_address)
 
 	tg_span_free(s);
 
-	/* Two entries of the table spell "tollgate.filter.decision". */
+	/* An event name and an attribute name spell "tollgate.filter.decision". */
 	s = tg_span_new(trace_id, NULL, TG_SPAN_INTERNAL, "x", 10);
 	tg_attrs_string(&s->attrs, TG_SC(TOLLGATE_FILTER_DECISION), "pass");
 	tg_attrs_string(&s->attrs, TG_SC(EVENT_FILTER_DECISION), "mask");
@@ -1255,7 +1255,7 @@ START_TEST(otlp_semconv_keys_exact_text)
 	       "{\"key\":\"gen_ai.response.finish_reasons\",\"value\":{\"arrayValue\":"
 	       "{\"values\":[{\"stringValue\":\"stop\"}]}}},"
 	       "{\"key\":\"url.path\",\"value\":{\"stringValue\":\"/a\\\"b\"}},"
-	       "{\"key\":\"tollgate.filter.decision\",\"value\":{\"stringValue\":\"last\"}}],"
+	       "{\"key\":\"tollgate.failover\",\"value\":{\"stringValue\":\"last\"}}],"
 	       "\"events\":[],\"status\":{}}";
 	assert_span_text(s, want);
 }
@@ -1304,6 +1304,19 @@ START_TEST(semconv_names_are_plain_ascii)
 			ck_assert_msg(*c > 0x20 && *c < 0x7f && *c != '"' && *c != '\\',
 			              "semconv name \"%s\" needs escaping in JSON", name);
 		}
+	}
+}
+END_TEST
+
+/* A key's entry is its bit in a list's semconv_keys, so two entries with
+ * one text would be two keys. */
+START_TEST(semconv_texts_unique)
+{
+	for (int i = 0; i < TG_SC_COUNT; i++) {
+		for (int j = i + 1; j < TG_SC_COUNT; j++)
+			ck_assert_msg(strcmp(tg_semconv_names[i], tg_semconv_names[j]) != 0,
+			              "semconv entries %d and %d both spell \"%s\"", i, j,
+			              tg_semconv_names[i]);
 	}
 }
 END_TEST
@@ -1380,6 +1393,7 @@ trace_suite(void)
 	tcase_add_test(otlp, semconv_table_names);
 	tcase_add_test(otlp, semconv_names_are_plain_ascii);
 	tcase_add_test(otlp, semconv_names_known_by_address);
+	tcase_add_test(otlp, semconv_texts_unique);
 	suite_add_tcase(s, context);
 	suite_add_tcase(s, tree);
 	suite_add_tcase(s, span);
