@@ -110,19 +110,30 @@ tg_hist_observe_shared(struct tg_hist *h, enum tg_buckets kind, uint64_t value)
 	atomic_fetch_add_explicit(&h->sum, value, memory_order_relaxed);
 }
 
+/* The 8 bytes at p as a big-endian number. One load, and a byte swap on
+ * a little-endian host: a loop of shifts took about 70 instructions for
+ * a trace id. */
+static uint64_t
+big_endian_word(const uint8_t *p)
+{
+	uint64_t word;
+
+	memcpy(&word, p, sizeof(word));
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	word = __builtin_bswap64(word);
+#endif
+	return word;
+}
+
 void
 tg_exemplar_record(struct tg_exemplars *e, enum tg_buckets kind, uint64_t value,
                    const uint8_t *trace_id)
 {
 	struct tg_exemplar *x = &e->bucket[bucket_of(kind, value)];
 	uint64_t seq = atomic_load_explicit(&x->seq, memory_order_relaxed);
-	uint64_t hi = 0, lo = 0;
+	uint64_t hi = big_endian_word(trace_id), lo = big_endian_word(trace_id + 8);
 	struct timespec now;
 
-	for (int i = 0; i < 8; i++) {
-		hi = hi << 8 | trace_id[i];
-		lo = lo << 8 | trace_id[8 + i];
-	}
 	clock_gettime(CLOCK_REALTIME, &now);
 
 	/* The release fence orders the odd count before the fields, so a
