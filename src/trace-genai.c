@@ -291,8 +291,13 @@ record_finish_reason(struct tg_trace *t, size_t index, const char *reason)
 	if (reserve_reason(t, index) != 0)
 		return;
 	/* A known reason is kept as the table's string: a copy and its
-	 * free() cost about 270 instructions per response. */
-	copy = (char *)tg_known_finish_reason(reason, strlen(reason));
+	 * free() cost about 270 instructions per response. A reply detail
+	 * keeps a known reason as that string already, so it is looked up by
+	 * its address before its text. */
+	if (tg_is_known_finish_reason(reason))
+		copy = (char *)reason;
+	else
+		copy = (char *)tg_known_finish_reason(reason, strlen(reason));
 	if (copy == NULL)
 		copy = strdup(reason);
 	if (copy == NULL)
