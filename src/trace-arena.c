@@ -66,18 +66,6 @@ tg_arena_grow(struct tg_span_arena *a, const void *old, size_t used, size_t size
 	return grown;
 }
 
-char *
-tg_arena_text(struct tg_span_arena *a, const char *s, size_t len)
-{
-	char *copy = tg_arena_alloc(a, len + 1, 1);
-
-	if (copy == NULL)
-		return NULL;
-	memcpy(copy, s, len);
-	copy[len] = '\0';
-	return copy;
-}
-
 void
 tg_arena_free(struct tg_span_arena *a)
 {

@@ -61,9 +61,6 @@ tg_arena_alloc(struct tg_span_arena *a, size_t size, size_t align)
 void *tg_arena_grow(struct tg_span_arena *a, const void *old, size_t used, size_t size,
                     size_t align);
 
-/* A NUL-terminated copy of the len bytes at s; NULL when out of memory. */
-char *tg_arena_text(struct tg_span_arena *a, const char *s, size_t len);
-
 /* Free the blocks that tg_arena_alloc() allocated. */
 void tg_arena_free(struct tg_span_arena *a);
 

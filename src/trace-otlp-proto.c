@@ -131,14 +131,15 @@ key_size(const struct tg_attr *a)
 	return tg_semconv_is_name(a->key) ? a->key_len : text_size(a->key, a->key_len, 0);
 }
 
-/* The ArrayValue of a TG_ATTR_STRINGS value, without its key and length. */
+/* The ArrayValue of a TG_ATTR_STRINGS value, without its key and length.
+ * plain is the attribute's value_plain. */
 static size_t
-strings_size(char *const *items, size_t n)
+strings_size(char *const *items, size_t n, int plain)
 {
 	size_t size = 0;
 
 	for (size_t i = 0; i < n; i++)
-		size += field_size(field_size(text_size(items[i], strlen(items[i]), 0)));
+		size += field_size(field_size(text_size(items[i], strlen(items[i]), plain)));
 	return size;
 }
 
@@ -157,7 +158,7 @@ any_value_size(const struct tg_attr *a)
 	case TG_ATTR_BOOL:
 		return 1 + 1;
 	case TG_ATTR_STRINGS:
-		return field_size(strings_size(a->v.list.items, a->v.list.n));
+		return field_size(strings_size(a->v.list.items, a->v.list.n, a->value_plain));
 	}
 	return 0;
 }
@@ -258,12 +259,12 @@ put_count(uint8_t *p, int key, uint32_t count)
 }
 
 static uint8_t *
-put_strings(uint8_t *p, char *const *items, size_t n)
+put_strings(uint8_t *p, char *const *items, size_t n, int plain)
 {
-	p = put_len(p, ANY_ARRAY, strings_size(items, n));
+	p = put_len(p, ANY_ARRAY, strings_size(items, n, plain));
 	for (size_t i = 0; i < n; i++) {
 		size_t len = strlen(items[i]);
-		size_t size = text_size(items[i], len, 0);
+		size_t size = text_size(items[i], len, plain);
 
 		p = put_len(p, ARRAY_VALUES, field_size(size));
 		p = put_text(p, ANY_STRING, items[i], len, size);
@@ -295,7 +296,7 @@ put_any_value(uint8_t *p, const struct tg_attr *a, size_t size)
 		*p++ = a->v.b != 0;
 		return p;
 	case TG_ATTR_STRINGS:
-		return put_strings(p, a->v.list.items, a->v.list.n);
+		return put_strings(p, a->v.list.items, a->v.list.n, a->value_plain);
 	}
 	return p;
 }

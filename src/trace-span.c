@@ -519,6 +519,7 @@ tg_attrs_strings(struct tg_attrs *a, const char *key, const char *const *items, 
 	if (attr == NULL)
 		return;
 	attr->type = TG_ATTR_STRINGS;
+	attr->value_plain = 1;
 	attr->v.list.items = NULL;
 	attr->v.list.n = 0;
 	copy = tg_arena_alloc(a->arena, (n ? n : 1) * sizeof(*copy), alignof(char *));
@@ -528,11 +529,14 @@ tg_attrs_strings(struct tg_attrs *a, const char *key, const char *const *items, 
 	}
 	attr->v.list.items = copy;
 	for (size_t i = 0; i < n; i++) {
-		copy[i] = tg_arena_text(a->arena, items[i], strlen(items[i]));
+		int plain;
+
+		copy[i] = copy_text(a->arena, items[i], strlen(items[i]), &plain);
 		if (copy[i] == NULL) {
 			attr_drop(a, attr);
 			return;
 		}
+		attr->value_plain &= plain;
 		attr->v.list.n++;
 	}
 }

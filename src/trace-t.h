@@ -54,7 +54,8 @@ struct tg_attr {
 	enum tg_attr_type type;
 	uint32_t key_len;       /* strlen(key), set by the setters, for lookups and the encoder */
 	uint32_t value_len;     /* strlen(v.s) of a TG_ATTR_STRING, for the encoder */
-	int value_plain;        /* no byte of that v.s needs a JSON escape */
+	int value_plain;        /* no byte of that v.s, or of any item of a
+	                           TG_ATTR_STRINGS, needs a JSON escape */
 	union {
 		char *s;
 		int64_t i;
