@@ -67,12 +67,20 @@ struct span_storage {
  * once with an exchange. Since nothing leaves the stack alone, a span
  * cannot leave and come back between a pusher's read and its swap (the
  * ABA problem), so the pointer needs no counter beside it.
+ *
+ * The pool keeps at most TG_SPAN_POOL_IDLE_MAX freed spans (about 2.3 MiB)
+ * and as many traces. Past that, freed memory goes back to malloc. Without
+ * the bound, a burst of traced streams would leave its peak of span memory
+ * held for the life of the process. The bound is loose: givers on two
+ * threads may both pass it by one.
  */
 struct tg_span_pool {
 	_Atomic(struct tg_span *) returned;     /* spans that any thread freed */
 	struct tg_span *spare;          /* owner only: spans taken from "returned" */
+	atomic_size_t idle;             /* spans in "returned" and "spare" */
 	atomic_size_t holders;          /* the owner, and each span not yet freed */
 	struct tg_trace *spare_traces;  /* owner only: freed traces, linked by spare_next */
+	size_t n_spare_traces;          /* owner only */
 };
 
 struct tg_span_pool *
@@ -84,8 +92,10 @@ tg_span_pool_new(void)
 		return NULL;
 	atomic_init(&pool->returned, NULL);
 	pool->spare = NULL;
+	atomic_init(&pool->idle, 0);
 	atomic_init(&pool->holders, 1);
 	pool->spare_traces = NULL;
+	pool->n_spare_traces = 0;
 	return pool;
 }
 
@@ -126,21 +136,34 @@ tg_span_pool_release(struct tg_span_pool *pool)
 	pool_unhold(pool);
 }
 
+size_t
+tg_span_pool_idle(struct tg_span_pool *pool)
+{
+	return atomic_load_explicit(&pool->idle, memory_order_relaxed);
+}
+
 struct tg_trace *
 tg_span_pool_take_trace(struct tg_span_pool *pool)
 {
 	struct tg_trace *t = pool->spare_traces;
 
-	if (t != NULL)
+	if (t != NULL) {
 		pool->spare_traces = t->spare_next;
+		pool->n_spare_traces--;
+	}
 	return t;
 }
 
 void
 tg_span_pool_keep_trace(struct tg_span_pool *pool, struct tg_trace *t)
 {
+	if (pool->n_spare_traces == TG_SPAN_POOL_IDLE_MAX) {
+		free(t);
+		return;
+	}
 	t->spare_next = pool->spare_traces;
 	pool->spare_traces = t;
+	pool->n_spare_traces++;
 }
 
 /* Owner thread: a freed span's memory, or NULL when the pool has none. */
@@ -156,14 +179,22 @@ pool_take(struct tg_span_pool *pool)
 	if (span == NULL)
 		return NULL;
 	pool->spare = span->next;
+	atomic_fetch_sub_explicit(&pool->idle, 1, memory_order_relaxed);
 	return (struct span_storage *)span;
 }
 
 static void
 pool_give(struct tg_span_pool *pool, struct tg_span *span)
 {
-	struct tg_span *top = atomic_load_explicit(&pool->returned, memory_order_relaxed);
+	struct tg_span *top;
 
+	if (atomic_fetch_add_explicit(&pool->idle, 1, memory_order_relaxed) >= TG_SPAN_POOL_IDLE_MAX) {
+		atomic_fetch_sub_explicit(&pool->idle, 1, memory_order_relaxed);
+		free(span);
+		pool_unhold(pool);
+		return;
+	}
+	top = atomic_load_explicit(&pool->returned, memory_order_relaxed);
 	do {
 		span->next = top;
 	} while (!atomic_compare_exchange_weak_explicit(&pool->returned, &top, span,

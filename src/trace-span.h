@@ -45,20 +45,25 @@ void tg_span_free(struct tg_span *span);
  * span in malloc then, and a span from the pool costs a few dozen.
  *
  * Only the owner thread makes spans from a pool; any thread frees them.
- * The pool keeps the memory of as many spans as were alive at once, and
+ * The pool keeps the memory of up to TG_SPAN_POOL_IDLE_MAX freed spans, and
  * goes when its owner has released it and its last span is freed, so a
  * span may outlive the thread that made it.
  */
+#define TG_SPAN_POOL_IDLE_MAX 1024
 struct tg_span_pool *tg_span_pool_new(void);
 
 /* The owner lets go of pool (NULL does nothing). */
 void tg_span_pool_release(struct tg_span_pool *pool);
 
+/* The freed spans that pool keeps for reuse, at most TG_SPAN_POOL_IDLE_MAX
+ * but for a race between givers. */
+size_t tg_span_pool_idle(struct tg_span_pool *pool);
+
 /*
  * Owner thread only: the memory of a freed struct tg_trace that pool
  * keeps, or NULL, and keeping one. The owner makes a trace per request
  * and frees it at the request's end, and its calloc() and free() cost
- * about 340 instructions. The pool keeps as many as were alive at once,
+ * about 340 instructions. The pool keeps up to TG_SPAN_POOL_IDLE_MAX,
  * one per request in progress, so that concurrent requests need no
  * calloc() either.
  */

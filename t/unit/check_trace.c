@@ -683,6 +683,47 @@ START_TEST(span_pool_keeps_concurrent_traces)
 }
 END_TEST
 
+/* A pool keeps at most TG_SPAN_POOL_IDLE_MAX freed spans and traces, and
+ * the rest go back to malloc, so that a burst does not leave its peak of
+ * memory held. */
+START_TEST(span_pool_idle_bounded)
+{
+	enum { N = TG_SPAN_POOL_IDLE_MAX + 10 };
+	static struct tg_span *spans[N];
+	static struct tg_trace *traces[N];
+	uint8_t trace_id[16] = {1};
+	struct tg_span_pool *pool = tg_span_pool_new();
+	struct tg_headers h;
+	size_t kept = 0;
+
+	ck_assert_ptr_nonnull(pool);
+	for (size_t i = 0; i < N; i++)
+		spans[i] = tg_span_new_in(pool, trace_id, NULL, TG_SPAN_SERVER, "s", 10);
+	for (size_t i = 0; i < N; i++)
+		tg_span_free(spans[i]);
+	ck_assert_uint_eq(tg_span_pool_idle(pool), TG_SPAN_POOL_IDLE_MAX);
+
+	/* Taking a span out of the pool makes room for one more. */
+	spans[0] = tg_span_new_in(pool, trace_id, NULL, TG_SPAN_SERVER, "s", 10);
+	ck_assert_uint_eq(tg_span_pool_idle(pool), TG_SPAN_POOL_IDLE_MAX - 1);
+	tg_span_free(spans[0]);
+	ck_assert_uint_eq(tg_span_pool_idle(pool), TG_SPAN_POOL_IDLE_MAX);
+
+	tg_headers_init(&h);
+	for (size_t i = 0; i < N; i++)
+		traces[i] = tg_trace_begin(&h, 1.0, "POST", 1000, pool);
+	for (size_t i = 0; i < N; i++)
+		tg_trace_finish(traces[i], NULL, 2000);
+	while ((traces[kept] = tg_span_pool_take_trace(pool)) != NULL)
+		kept++;
+	ck_assert_uint_eq(kept, TG_SPAN_POOL_IDLE_MAX);
+	for (size_t i = 0; i < kept; i++)
+		tg_span_pool_keep_trace(pool, traces[i]);
+	tg_headers_free(&h);
+	tg_span_pool_release(pool);
+}
+END_TEST
+
 /* --- GenAI attributes ----------------------------------------------------- */
 
 static const struct tg_attr *
@@ -1373,6 +1414,7 @@ trace_suite(void)
 	tcase_add_test(span, span_pool_reuses_memory);
 	tcase_add_test(span, span_pool_reuses_trace_memory);
 	tcase_add_test(span, span_pool_keeps_concurrent_traces);
+	tcase_add_test(span, span_pool_idle_bounded);
 	tcase_add_test(span, span_attribute_key_by_text_or_address);
 	tcase_add_test(genai, genai_request_parameters);
 	tcase_add_test(genai, genai_request_attributes_in_order);
