@@ -19,6 +19,7 @@
 #include "client.h"
 #include "config.h"
 #include "log.h"
+#include "mailbox.h"
 #include "metrics.h"
 #include "probe.h"
 #include "request.h"
@@ -99,6 +100,24 @@ close_listeners(struct tg_worker *w)
 	}
 }
 
+/* Create the worker's event base without the lock that libevent otherwise
+ * takes around every event once evthread_use_pthreads() was called. Only
+ * the worker's thread touches the base, and other threads go through
+ * w->mailbox. */
+static struct event_base *
+new_base(void)
+{
+	struct event_config *cfg = event_config_new();
+	struct event_base *base;
+
+	if (cfg == NULL)
+		return NULL;
+	event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
+	base = event_base_new_with_config(cfg);
+	event_config_free(cfg);
+	return base;
+}
+
 struct tg_worker *
 tg_worker_new(int id, struct tg_config *cfg, struct tg_runtime *rt)
 {
@@ -114,7 +133,8 @@ tg_worker_new(int id, struct tg_config *cfg, struct tg_runtime *rt)
 		w->id_prefix = ((uint64_t)getpid() << 32) ^ (uint64_t)id;
 	w->rng = w->id_prefix | 1;      /* xorshift64 must not start at 0 */
 
-	w->base = event_base_new();
+	w->base = new_base();
+	w->mailbox = w->base ? tg_mailbox_new(w->base) : NULL;
 	w->dns = w->base ? evdns_base_new(w->base, EVDNS_BASE_INITIALIZE_NAMESERVERS) : NULL;
 	if (w->dns == NULL && w->base != NULL)
 		w->dns = evdns_base_new(w->base, 0);    /* no resolv.conf: numeric hosts only */
@@ -130,7 +150,7 @@ tg_worker_new(int id, struct tg_config *cfg, struct tg_runtime *rt)
 		w->accept_pause = tg_accept_pause_new(w->base, w->listeners, cfg->n_listen, owner,
 		                                      &rt->accept_errors, &rt->clients);
 	}
-	if (w->base == NULL || w->dns == NULL || w->listeners == NULL ||
+	if (w->base == NULL || w->mailbox == NULL || w->dns == NULL || w->listeners == NULL ||
 	    w->listener_ctxs == NULL || w->metrics == NULL || w->accept_pause == NULL ||
 	    w->span_pool == NULL)
 		goto fail;
@@ -153,6 +173,7 @@ fail:
 	tg_accesslog_free(w->access_log, 0);
 	if (w->dns != NULL)
 		evdns_base_free(w->dns, 0);
+	tg_mailbox_free(w->mailbox);
 	if (w->base != NULL)
 		event_base_free(w->base);
 	tg_metrics_shard_free(w->metrics);
@@ -204,6 +225,7 @@ tg_worker_join_and_free(struct tg_worker *w, uint64_t log_deadline_ns)
 	tg_upstream_pools_free(w);
 	tg_metrics_shard_free(w->metrics);
 	evdns_base_free(w->dns, 0);
+	tg_mailbox_free(w->mailbox);    /* drops messages that came too late */
 	event_base_free(w->base);
 	tg_config_unref(w->config);
 	for (size_t i = 0; i < w->n_spare_requests; i++)
@@ -217,19 +239,29 @@ tg_worker_join_and_free(struct tg_worker *w, uint64_t log_deadline_ns)
 
 /* --- messages from the main thread ------------------------------------------ */
 
+/* Post deliver(arg) to w's thread, logging what is lost on failure. */
+static void
+post(struct tg_worker *w, tg_mail_fn *deliver, tg_mail_fn *discard, void *arg,
+     const char *what)
+{
+	if (tg_mailbox_post(w->mailbox, deliver, discard, arg) == 0)
+		return;
+	tg_error("cannot send worker %d the %s: out of memory", w->id, what);
+	if (discard != NULL)
+		discard(arg);
+}
+
 struct config_message {
 	struct tg_worker *worker;
 	struct tg_config *config;
 };
 
 static void
-swap_config_cb(evutil_socket_t fd, short what, void *arg)
+swap_config(void *arg)
 {
 	struct config_message *msg = arg;
 	struct tg_worker *w = msg->worker;
 
-	(void)fd;
-	(void)what;
 	/* Requests in flight keep their own reference to the old snapshot. */
 	tg_config_unref(w->config);
 	w->config = msg->config;
@@ -239,19 +271,27 @@ swap_config_cb(evutil_socket_t fd, short what, void *arg)
 		tg_probes_restart(w);
 }
 
+static void
+discard_config(void *arg)
+{
+	struct config_message *msg = arg;
+
+	tg_config_unref(msg->config);
+	free(msg);
+}
+
 void
 tg_worker_post_config(struct tg_worker *w, struct tg_config *cfg)
 {
 	struct config_message *msg = malloc(sizeof(*msg));
 
-	if (msg == NULL)
+	if (msg == NULL) {
+		tg_error("cannot send worker %d the new configuration: out of memory", w->id);
 		return;
+	}
 	msg->worker = w;
 	msg->config = tg_config_ref(cfg);
-	if (event_base_once(w->base, -1, EV_TIMEOUT, swap_config_cb, msg, NULL) != 0) {
-		tg_config_unref(cfg);
-		free(msg);
-	}
+	post(w, swap_config, discard_config, msg, "new configuration");
 }
 
 static void
@@ -262,13 +302,11 @@ maybe_exit(struct tg_worker *w)
 }
 
 static void
-drain_cb(evutil_socket_t fd, short what, void *arg)
+drain(void *arg)
 {
 	struct tg_worker *w = arg;
 	struct tg_client *c, *next;
 
-	(void)fd;
-	(void)what;
 	w->draining = 1;
 	w->drain_started_ns = tg_now_ns();
 	close_listeners(w);
@@ -285,7 +323,7 @@ drain_cb(evutil_socket_t fd, short what, void *arg)
 void
 tg_worker_post_drain(struct tg_worker *w)
 {
-	event_base_once(w->base, -1, EV_TIMEOUT, drain_cb, w, NULL);
+	post(w, drain, NULL, w, "drain request");
 }
 
 static void
@@ -302,26 +340,21 @@ force_stop(struct tg_worker *w, const char *why)
 }
 
 static void
-deadline_stop_cb(evutil_socket_t fd, short what, void *arg)
+deadline_stop(void *arg)
 {
-	(void)fd;
-	(void)what;
 	force_stop(arg, "drain deadline reached");
 }
 
 static void
-signal_stop_cb(evutil_socket_t fd, short what, void *arg)
+signal_stop(void *arg)
 {
-	(void)fd;
-	(void)what;
 	force_stop(arg, "second stop signal");
 }
 
 void
 tg_worker_post_force_stop(struct tg_worker *w, int by_signal)
 {
-	event_base_once(w->base, -1, EV_TIMEOUT, by_signal ? signal_stop_cb : deadline_stop_cb,
-	                w, NULL);
+	post(w, by_signal ? signal_stop : deadline_stop, NULL, w, "stop request");
 }
 
 /* --- worker thread helpers -------------------------------------------------- */

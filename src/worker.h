@@ -4,8 +4,10 @@
  * pools; nothing it touches on the request path is shared with another
  * worker, so it takes no lock but its access-log buffer's, which the main
  * thread takes only to flush the buffer before the log is reopened.
- * Otherwise the main thread talks to a worker only by posting a callback
- * onto the worker's event base.
+ * Otherwise the main thread talks to a worker only through the worker's
+ * mailbox (mailbox.h). The event base has no lock (EVENT_BASE_FLAG_NOLOCK),
+ * so no other thread may call anything on it, nor on its events,
+ * bufferevents and listeners, while the worker runs.
  */
 #ifndef TOLLGATE_WORKER_H
 #define TOLLGATE_WORKER_H
@@ -35,6 +37,7 @@ struct tg_accept_pause;
 struct tg_metrics_shard;
 struct tg_tracer;
 struct tg_span_pool;
+struct tg_mailbox;
 
 /* State shared by all workers, fixed after start-up except where atomic. */
 struct tg_runtime {
@@ -62,7 +65,8 @@ LIST_HEAD(tg_client_list, tg_client);
 struct tg_worker {
 	int id;
 	pthread_t thread;
-	struct event_base *base;
+	struct event_base *base;        /* unlocked: the worker's thread only */
+	struct tg_mailbox *mailbox;     /* messages from other threads */
 	struct evdns_base *dns;
 	struct tg_runtime *runtime;
 	struct tg_config *config;       /* snapshot for new requests (a ref) */
@@ -107,7 +111,9 @@ int tg_worker_start(struct tg_worker *w);
  * (tg_now_ns) at the latest, and free it. */
 void tg_worker_join_and_free(struct tg_worker *w, uint64_t log_deadline_ns);
 
-/* Thread-safe: from the main thread. */
+/* Thread-safe: from the main thread. Each queues a message that w's
+ * thread handles in the order posted; one posted after w stopped is
+ * dropped when w is freed. */
 void tg_worker_post_config(struct tg_worker *w, struct tg_config *cfg);
 void tg_worker_post_drain(struct tg_worker *w);
 /* Close every connection now: the drain deadline passed, or (by_signal) a
