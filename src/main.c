@@ -300,6 +300,10 @@ static int
 run(struct daemon *d)
 {
 	tg_descriptors_prepare();      /* while this is the only thread */
+
+	/* Thread support locks the bases that other threads post to, such as
+	 * the tracer's, and libevent's global state. Worker bases opt out of
+	 * it and take messages through their mailboxes (worker.c). */
 	if (evthread_use_pthreads() != 0 || (d->base = event_base_new()) == NULL) {
 		tg_error("cannot set up the event loop");
 		return 1;
