@@ -42,12 +42,18 @@ function record(label, argv, env) {
 
 // Start a long-running process. Its stdout and stderr go to logFile; lines
 // of stdout are also passed to onLine. Returns {pid, child, exited}.
+//
+// Each process gets a session of its own (detached), so that pause() is
+// safe. In bench/run's process group, a paused process would get SIGHUP
+// (which kills Portkey and reloads nginx and tollgate) as soon as the
+// group became orphaned, for example when the shell that started bench/run
+// in the background exits. bench/run stops them on an interrupt itself.
 export function start(label, argv, { cpu, env = {}, cwd, logFile, onLine } = {}) {
   const full = withCpu(argv, cpu);
   record(label, full, env);
 
   const child = spawn(full[0], full.slice(1), {
-    cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'],
+    cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true,
   });
   // Append, so a restarted process does not erase how the last one ended.
   const log = logFile ? fs.createWriteStream(logFile, { flags: 'a' }) : null;

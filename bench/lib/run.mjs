@@ -421,7 +421,7 @@ async function main() {
   log(`done in ${results.minutes} min: ${path.join(outDir, 'RESULTS.md')}`);
 }
 
-for (const sig of ['SIGINT', 'SIGTERM'])
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'])
   process.on(sig, () => {
     log(`${sig}: stopping the servers`);
     stopAll().finally(() => process.exit(130));
