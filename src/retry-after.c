@@ -62,11 +62,28 @@ place_two_digit_year(struct tm *tm, time_t now_unix)
 	tm->tm_year = year - 1900;
 }
 
+/* Whether timegm() kept the date of tm as it is, rather than carrying an
+ * impossible day or second over (31 Feb to 3 Mar). A second of 60, which
+ * HTTP-date allows for a leap second, carries into the next minute. */
+static int
+date_exists(const struct tm *tm, time_t when)
+{
+	struct tm back;
+
+	if (gmtime_r(&when, &back) == NULL)
+		return 0;
+	if (tm->tm_sec == 60)
+		return 1;
+	return back.tm_year == tm->tm_year && back.tm_mon == tm->tm_mon &&
+	       back.tm_mday == tm->tm_mday && back.tm_hour == tm->tm_hour &&
+	       back.tm_min == tm->tm_min && back.tm_sec == tm->tm_sec;
+}
+
 static int
 parse_http_date(const char *value, time_t now_unix, time_t *when)
 {
 	for (size_t i = 0; i < sizeof(HTTP_DATE_FORMATS) / sizeof(HTTP_DATE_FORMATS[0]); i++) {
-		struct tm tm;
+		struct tm tm, normalised;
 		const char *end;
 
 		memset(&tm, 0, sizeof(tm));
@@ -76,8 +93,9 @@ parse_http_date(const char *value, time_t now_unix, time_t *when)
 
 		if (i == RFC850_FORM)
 			place_two_digit_year(&tm, now_unix);
-		*when = timegm(&tm);
-		return *when == (time_t)-1 ? -1 : 0;
+		normalised = tm;        /* timegm() normalises its argument */
+		*when = timegm(&normalised);
+		return *when == (time_t)-1 || !date_exists(&tm, *when) ? -1 : 0;
 	}
 	return -1;
 }

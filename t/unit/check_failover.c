@@ -158,6 +158,12 @@ static const struct {
 	{ "Sun Sep  9 01:47:10 2001", 30 },
 	{ "Sun Sep 9 01:47:10 2001", 30 },
 	{ "Sun Sep  9 01:47:10 2001 GMT", 0 },
+	/* Dates that do not exist, which timegm() would carry over. */
+	{ "Mon, 31 Sep 2001 01:47:10 GMT", 0 },         /* 1 Oct */
+	{ "Sun, 09 Sep 2001 01:47:61 GMT", 0 },         /* 01:48:01 */
+	{ "Sun, 31 Feb 2094 08:49:37 GMT", 0 },
+	/* A leap second carries into the next minute. */
+	{ "Sun, 09 Sep 2001 01:47:60 GMT", 80 },
 };
 
 START_TEST(retry_after_table)
