@@ -16,8 +16,8 @@
 #define NS_PER_S 1000000000ull
 #define EWMA_DECAY_NS (10 * NS_PER_S)   /* the EWMA forgets over ~10 s */
 #define DEFAULT_COST_NS (1 * NS_PER_MS) /* cost of a backend never measured */
-#define RETRY_AFTER_MAX_S 3600ull      /* the maximum cooldown a response can set */
-#define RETRY_AFTER_MAX_NS (RETRY_AFTER_MAX_S * NS_PER_S)
+#define RETRY_AFTER_MAX_NS TG_HEALTH_RETRY_AFTER_MAX_NS
+#define RETRY_AFTER_MAX_S (RETRY_AFTER_MAX_NS / NS_PER_S)
 
 /* --- registry (main thread) ----------------------------------------------- */
 

@@ -101,12 +101,15 @@ enum tg_health_change tg_health_probe_result(const struct tg_backend *b, int ok,
 /* Load figure for the balancers: peak-EWMA latency times (in flight + 1). */
 double tg_health_cost(const struct tg_backend *b, uint64_t now_ns);
 
+/* The longest wait tg_health_retry_after() returns: one hour. */
+#define TG_HEALTH_RETRY_AFTER_MAX_NS (3600ull * 1000000000ull)
+
 /*
  * Return how long a 429 or 503 requests the client to wait, from Retry-After (seconds
  * or an HTTP-date) or OpenAI's x-ratelimit-reset-requests / -tokens
  * ("1s", "6m0s", "20ms") of a limit whose x-ratelimit-remaining is 0. The
- * maximum of them applies, capped at one hour. Returns nanoseconds, or 0 when no
- * header gives a valid time.
+ * maximum of them applies, capped at TG_HEALTH_RETRY_AFTER_MAX_NS. Returns
+ * nanoseconds, or 0 when no header gives a valid time.
  */
 uint64_t tg_health_retry_after(const struct tg_headers *headers, time_t now_wall);
 

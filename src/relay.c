@@ -841,11 +841,13 @@ apply_cooldown(struct tg_request *req, int status, const struct tg_headers *head
 		return;
 	scope = start_cooldown(req, status, wait, scope_buf, sizeof(scope_buf));
 	tg_metrics_backend_cooldown(req, req->backend);
+	/* A request past the hour was cut to it when read, so say "or more". */
 	if (wait < requested)
 		tg_log_request(req, TG_LOG_WARN, "backend %s responded %d; cooling down%s for "
-		               "%.3f s (max_cooldown) instead of the %.3f s requested",
+		               "%.3f s (max_cooldown) instead of the %.3f s%s requested",
 		               req->backend->name, status, scope, (double)wait / 1e9,
-		               (double)requested / 1e9);
+		               (double)requested / 1e9,
+		               requested >= TG_HEALTH_RETRY_AFTER_MAX_NS ? " or more" : "");
 	else
 		tg_log_request(req, TG_LOG_WARN, "backend %s responded %d; cooling down%s for %.3f s",
 		               req->backend->name, status, scope, (double)wait / 1e9);

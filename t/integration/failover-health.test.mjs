@@ -218,7 +218,7 @@ describe('max_cooldown', () => {
     const limited = await chat(gw, { headers: farOff });
     assert.equal(limited.status, 429, 'the upstream 429 goes to the client when no backend is left');
     const line = await gw.waitForLog(/backend only responded 429; cooling down/);
-    assert.match(line, /cooling down model "gpt-4o" for 60\.000 s \(max_cooldown\) instead of the 3600\.000 s requested/);
+    assert.match(line, /cooling down model "gpt-4o" for 60\.000 s \(max_cooldown\) instead of the 3600\.000 s or more requested/);
 
     const next = await chat(gw);
     assert.equal(next.status, 503, `status (body: ${next.text.slice(0, 300)})`);
