@@ -88,6 +88,23 @@ limit_cooldowns(const struct tg_backend *b, uint64_t now_ns)
 	pthread_mutex_unlock(&s->model_lock);
 }
 
+/* The maximum ejection that policy p sets, in nanoseconds. */
+static uint64_t
+max_ejection_ns(const struct tg_health_policy *p)
+{
+	return (p->max_ejection ? p->max_ejection : 300000) * NS_PER_MS;
+}
+
+/* End an ejection of b that runs past now plus its max_ejection, as
+ * limit_cooldowns() does for cooldowns. A backend left without a health
+ * policy is ejected no more, so its ejection ends. An ended ejection (0)
+ * stays ended. */
+static void
+limit_ejection(const struct tg_backend *b, uint64_t now_ns)
+{
+	lower_to(&b->state->ejected_until, b->health ? now_ns + max_ejection_ns(b->health) : 0);
+}
+
 int
 tg_health_attach(struct tg_health_registry *reg, struct tg_config *cfg)
 {
@@ -98,6 +115,7 @@ tg_health_attach(struct tg_health_registry *reg, struct tg_config *cfg)
 		if (cfg->backends[i].state == NULL)
 			return -1;
 		limit_cooldowns(&cfg->backends[i], now_ns);
+		limit_ejection(&cfg->backends[i], now_ns);
 	}
 	return 0;
 }
@@ -247,7 +265,7 @@ eject(struct tg_backend_state *s, const struct tg_health_policy *p, uint64_t now
 {
 	unsigned n = atomic_fetch_add(&s->ejections, 1);
 	uint64_t duration = (p->base_ejection ? p->base_ejection : 5000) * NS_PER_MS;
-	uint64_t max = (p->max_ejection ? p->max_ejection : 300000) * NS_PER_MS;
+	uint64_t max = max_ejection_ns(p);
 
 	while (n-- > 0 && duration < max)
 		duration *= 2;

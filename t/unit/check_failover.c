@@ -532,6 +532,45 @@ START_TEST(reload_shortens_running_cooldowns)
 }
 END_TEST
 
+/* A reload that lowers max_ejection shortens an ejection running, and one
+ * that drops the health policy ends it. */
+START_TEST(reload_shortens_running_ejection)
+{
+	struct tg_health_registry reg = {0};
+	struct tg_health_policy policy = {
+		.consecutive_failures = 1, .base_ejection = 300000, .max_ejection = 300000,
+	};
+	struct tg_backend b = {.name = "a", .health = &policy};
+	struct tg_config cfg = {.n_backends = 1, .backends = &b};
+	uint64_t now, after;
+	int trial;
+
+	ck_assert_int_eq(tg_health_attach(&reg, &cfg), 0);
+	now = tg_now_ns();
+	tg_health_attempt_start(&b);
+	ck_assert_int_eq(tg_health_attempt_end(&b, TG_OUTCOME_FAILURE, 0, 1000, now),
+	                 TG_HEALTH_EJECTED);
+	ck_assert_int_eq(tg_health_available(&b, now + 60 * NS_PER_S, &trial), 0);
+
+	policy.max_ejection = 1000;
+	ck_assert_int_eq(tg_health_attach(&reg, &cfg), 0);
+	after = tg_now_ns() + NS_PER_S;
+	ck_assert_int_eq(tg_health_available(&b, after, &trial), 1);
+	ck_assert_int_eq(trial, 1);
+
+	/* The trial fails: ejected again, then the policy goes. */
+	tg_health_attempt_start(&b);
+	ck_assert_int_eq(tg_health_attempt_end(&b, TG_OUTCOME_FAILURE, 1, 1000, after),
+	                 TG_HEALTH_EJECTED);
+	ck_assert_int_eq(tg_health_available(&b, after, &trial), 0);
+	b.health = NULL;
+	ck_assert_int_eq(tg_health_attach(&reg, &cfg), 0);
+	ck_assert_int_eq(tg_health_available(&b, after, &trial), 1);
+	ck_assert_int_eq(trial, 0);
+	tg_health_registry_free(&reg);
+}
+END_TEST
+
 /* A full table drops the cooldown that ends first; the rest stay. */
 START_TEST(model_cooldown_table_full)
 {
@@ -684,6 +723,7 @@ failover_suite(void)
 	tcase_add_test(health, model_cooldown_later_deadline_wins);
 	tcase_add_test(health, model_cooldown_table_full);
 	tcase_add_test(health, reload_shortens_running_cooldowns);
+	tcase_add_test(health, reload_shortens_running_ejection);
 	tcase_add_test(health, model_cooldown_long_names);
 	tcase_add_test(balance, panic_mode_uses_ejected);
 	tcase_add_test(balance, least_requests_prefers_idle);
