@@ -27,12 +27,13 @@ const messages = [{ role: 'user', content: 'Say hello to the metrics.' }];
  * The mock sends the response head and the role-only chunk after
  * first_byte_delay, then each later event event_delay after the one before,
  * so the first content leaves the gateway FIRST_BYTE + EVENT after the
- * request. The delays put every observation 100 ms or more inside a wide
- * bucket (TTFT near 0.4 s in (0.25, 0.5], token gaps near 0.25 s in
- * (0.2, 0.3]), so that a busy machine cannot move one across a bound.
+ * request. The delays put every observation at least 500 ms inside the
+ * bucket (1, 2.5]: TTFT near 1.7 s, token gaps near 1.5 s. A busy machine
+ * cannot move one across a bound then; with bounds 50 ms away, loaded
+ * runs did.
  */
-const FIRST_BYTE_MS = 150;
-const EVENT_MS = 250;
+const FIRST_BYTE_MS = 200;
+const EVENT_MS = 1500;
 const EVENTS = 4;
 const TIMING = `first_byte_delay=${FIRST_BYTE_MS}ms;event_delay=${EVENT_MS}ms;events=${EVENTS}`;
 
@@ -158,17 +159,17 @@ describe('metrics endpoint', () => {
     const bucket = (name, le) => valueOf(s, `tollgate_${name}_bucket`, { ...labels, le });
 
     assert.equal(valueOf(s, 'tollgate_time_to_first_token_seconds_count', labels), streams);
-    assert.equal(bucket('time_to_first_token_seconds', '0.25'), 0, 'a first token came before the mock sent it');
-    assert.equal(bucket('time_to_first_token_seconds', '0.5'), streams);
+    assert.equal(bucket('time_to_first_token_seconds', '1'), 0, 'a first token came before the mock sent it');
+    assert.equal(bucket('time_to_first_token_seconds', '2.5'), streams);
 
     const gaps = streams * (EVENTS - 1);
     assert.equal(valueOf(s, 'tollgate_time_between_tokens_seconds_count', labels), gaps);
-    assert.equal(bucket('time_between_tokens_seconds', '0.2'), 0);
-    assert.equal(bucket('time_between_tokens_seconds', '0.3'), gaps);
+    assert.equal(bucket('time_between_tokens_seconds', '1'), 0);
+    assert.equal(bucket('time_between_tokens_seconds', '2.5'), gaps);
 
     assert.equal(valueOf(s, 'tollgate_time_per_output_token_seconds_count', labels), streams);
-    assert.equal(bucket('time_per_output_token_seconds', '0.2'), 0);
-    assert.equal(bucket('time_per_output_token_seconds', '0.3'), streams);
+    assert.equal(bucket('time_per_output_token_seconds', '1'), 0);
+    assert.equal(bucket('time_per_output_token_seconds', '2.5'), streams);
     assert.equal(valueOf(s, 'tollgate_streams_open'), 0);
   });
 
@@ -544,13 +545,13 @@ describe('metrics scraped by Prometheus', () => {
     // inside it, so agreement means the quantile lies in the bucket of the
     // delays set in the x-mock header.
     const expected = (FIRST_BYTE_MS + EVENT_MS) / 1000;
-    assert.ok(expected > 0.25, `expected TTFT ${expected} s`);
-    assert.ok(expected <= 0.5, `expected TTFT ${expected} s`);
+    assert.ok(expected > 1, `expected TTFT ${expected} s`);
+    assert.ok(expected <= 2.5, `expected TTFT ${expected} s`);
     for (const q of [0.5, 0.9, 0.99]) {
       const ttft = await prometheus.scalar(
         `histogram_quantile(${q}, sum by (le) (tollgate_time_to_first_token_seconds_bucket${selector}))`);
-      assert.ok(ttft > 0.25, `p${q * 100} TTFT ${ttft} s is not above 0.25 s`);
-      assert.ok(ttft <= 0.5, `p${q * 100} TTFT ${ttft} s is above 0.5 s`);
+      assert.ok(ttft > 1, `p${q * 100} TTFT ${ttft} s is not above 1 s`);
+      assert.ok(ttft <= 2.5, `p${q * 100} TTFT ${ttft} s is above 2.5 s`);
     }
     assert.equal(await prometheus.scalar(`sum(tollgate_tokens_total{route="timing",type="output"})`), output);
 
@@ -573,9 +574,9 @@ describe('metrics scraped by Prometheus', () => {
     assert.ok(exemplars.length > 0);
     for (const e of exemplars) {
       assert.ok(traceIds.includes(e.labels.trace_id), `exemplar of an unknown trace ${e.labels.trace_id}`);
-      assert.equal(e.le, '0.5', 'the exemplar is not on the bucket of its value');
-      assert.ok(Number(e.value) > 0.25, `exemplar value ${e.value}`);
-      assert.ok(Number(e.value) <= 0.5, `exemplar value ${e.value}`);
+      assert.equal(e.le, '2.5', 'the exemplar is not on the bucket of its value');
+      assert.ok(Number(e.value) > 1, `exemplar value ${e.value}`);
+      assert.ok(Number(e.value) <= 2.5, `exemplar value ${e.value}`);
     }
   });
 
