@@ -101,7 +101,7 @@ enum tg_health_change tg_health_probe_result(const struct tg_backend *b, int ok,
 /* Load figure for the balancers: peak-EWMA latency times (in flight + 1). */
 double tg_health_cost(const struct tg_backend *b, uint64_t now_ns);
 
-/* The longest wait tg_health_retry_after() returns: one hour. */
+/* The maximum wait tg_health_retry_after() returns: one hour. */
 #define TG_HEALTH_RETRY_AFTER_MAX_NS (3600ull * 1000000000ull)
 
 /*

@@ -841,7 +841,8 @@ apply_cooldown(struct tg_request *req, int status, const struct tg_headers *head
 		return;
 	scope = start_cooldown(req, status, wait, scope_buf, sizeof(scope_buf));
 	tg_metrics_backend_cooldown(req, req->backend);
-	/* A request past the hour was cut to it when read, so say "or more". */
+	/* A request past the hour was cut to the hour when read, so the
+	 * message adds "or more". */
 	if (wait < requested)
 		tg_log_request(req, TG_LOG_WARN, "backend %s responded %d; cooling down%s for "
 		               "%.3f s (max_cooldown) instead of the %.3f s%s requested",

@@ -23,10 +23,11 @@ struct tg_otlp_partial {
 /*
  * Read the partial success of a response body of len bytes, in the
  * encoding content_type names (application/x-protobuf, or else JSON, since
- * an OTLP/HTTP endpoint responds in the encoding of the request). message_buf holds
- * TG_OTLP_REPLY_MESSAGE_MAX bytes for a JSON message. Returns 0 with *out
- * filled (all zero when the body has no partial success), or -1 when the
- * body is not a response of that encoding.
+ * an OTLP/HTTP endpoint responds in the encoding of the request).
+ * message_buf has room for TG_OTLP_REPLY_MESSAGE_MAX bytes of a JSON
+ * message. Returns 0 with *out filled (all zero when the body has no
+ * partial success), or -1 when the body is not a response of that
+ * encoding.
  */
 int tg_otlp_reply_read(const char *content_type, const unsigned char *body, size_t len,
                        char *message_buf, struct tg_otlp_partial *out);

@@ -223,7 +223,7 @@ export function signalTree(pid, sig) {
     try {
       process.kill(p, sig);
     } catch {
-      // gone: its exit is reported by whoever started it
+      // The process is gone; the caller that started it reports its exit.
     }
   }
 }

@@ -11,11 +11,11 @@
  * byte. When the digest differs, the test writes the text to a file, to
  * compare with the output of an older build.
  *
- * The protobuf bytes are pinned the same way, and read back with a walk
- * over the wire format that knows which fields hold which messages: every
- * length must end inside its parent and every varint be minimal, and the
- * spans, attributes and events must come back as many as were written,
- * with their ids and times.
+ * The protobuf bytes are pinned the same way and read back with a walk
+ * over the wire format, which maps each field to the message it contains.
+ * Every length must end inside its parent and every varint be minimal.
+ * The spans, attributes and events must come back as many as were
+ * written, with their ids and times.
  */
 #include <check.h>
 #include <math.h>
@@ -385,7 +385,7 @@ END_TEST
 #define WANT_PROTO_SHA256 "29b0a1ef21abba0be561f82bc70e2e0ac9c859c86a8351178648ab8333f1eff2"
 #define WANT_LONG_PROTO_SHA256 "2b1826f075b8709611980a728a0cf547f2ff934121c77d171d549c0acb72fa05"
 
-/* The messages of an ExportTraceServiceRequest that the walk knows, and
+/* The messages of an ExportTraceServiceRequest that the walk reads, and
  * the two kinds of length-delimited field that are not messages. */
 enum message {
 	M_NONE, M_REQUEST, M_RESOURCE_SPANS, M_RESOURCE, M_SCOPE_SPANS, M_SCOPE, M_SPAN,
@@ -424,8 +424,8 @@ static const struct field FIELDS[M_COUNT][17] = {
 	[M_ARRAY_VALUE] = {[1] = LEN(M_ANY_VALUE)},
 };
 
-/* What the walk found: messages of each kind, and each span's ids and
- * times, in order. */
+/* The walk's findings: counts of messages of each kind, and each span's
+ * ids and times, in order. */
 struct walk {
 	size_t count[M_COUNT];
 	struct {

@@ -14,9 +14,9 @@
 //
 // A binary body (application/x-protobuf) is decoded with the same
 // generated root and encoded again: the bytes must come back unchanged.
-// protobufjs skips a field number it does not know, reads a field of the
-// wrong wire type as something else, and writes fields in number order
-// with minimal varints, so a stray field, a wrong type, a padded length or
+// protobufjs skips an unknown field number and reads a field of the wrong
+// wire type as something else. It writes fields in number order with
+// minimal varints. So a stray field, a wrong type, a padded length or
 // invalid UTF-8 in a string shows up as a difference, reported with its
 // offset. The message is then turned into the OTLP JSON form and checked
 // as a JSON body is, so every test sees spans in one form whatever the
