@@ -72,6 +72,7 @@ struct conn {
 	const char *body;               /* plan body, made contiguous */
 	struct unit *units;
 	size_t n_units, next_unit;
+	uint64_t unit_due_ns;           /* when the last timed unit was due */
 	int chunked;
 	int abort_at_end;               /* close_after: close, no terminator */
 	int stall_at_end;               /* stall_after: go silent, stay open */
@@ -304,6 +305,7 @@ clear_plan(struct conn *c)
 	free(c->units);
 	c->units = NULL;
 	c->n_units = c->next_unit = 0;
+	c->unit_due_ns = 0;
 	c->body = NULL;
 	c->abort_at_end = 0;
 	c->stall_at_end = 0;
@@ -497,6 +499,40 @@ arm_timer(struct conn *c, uint64_t ms)
 {
 	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
 
+	evtimer_add(c->timer, &tv);
+}
+
+static uint64_t
+monotonic_ns(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+}
+
+/*
+ * Arm the timer of the next unit for delay_ms after the previous one was
+ * due. Counted from the write instead (from the loop's cached time), the
+ * streams served in one turn of the loop get the same next time, so the
+ * events of many streams gather into bursts that only grow. After a write
+ * that left more than delay_ms late (a reader holding the socket back),
+ * the unit waits delay_ms from now, so no unit follows another early.
+ */
+static void
+arm_unit_timer(struct conn *c, uint64_t delay_ms)
+{
+	uint64_t now = monotonic_ns(), delay_ns = delay_ms * 1000000u, wait_ns;
+	struct timeval tv;
+
+	if (c->unit_due_ns == 0 || now - c->unit_due_ns >= delay_ns)
+		c->unit_due_ns = now + delay_ns;
+	else
+		c->unit_due_ns += delay_ns;
+	wait_ns = c->unit_due_ns - now;
+	tv.tv_sec = (time_t)(wait_ns / 1000000000u);
+	tv.tv_usec = (suseconds_t)(wait_ns % 1000000000u / 1000u);
+	event_base_update_cache_time(c->m->base);
 	evtimer_add(c->timer, &tv);
 }
 
@@ -713,7 +749,7 @@ on_write(struct bufferevent *bev, void *arg)
 
 	delay = c->units[c->next_unit].delay_ms;
 	if (delay > 0)
-		arm_timer(c, delay);
+		arm_unit_timer(c, delay);
 	else
 		send_unit(c);
 }

@@ -312,6 +312,23 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 	event_base_loopbreak(arg);
 }
 
+/* An event base whose timers keep microseconds: epoll's own timeout counts
+ * milliseconds, which would send the events of streams due within one
+ * millisecond together. */
+static struct event_base *
+new_precise_base(void)
+{
+	struct event_config *config = event_config_new();
+	struct event_base *base;
+
+	if (config == NULL)
+		return NULL;
+	event_config_set_flag(config, EVENT_BASE_FLAG_PRECISE_TIMER);
+	base = event_base_new_with_config(config);
+	event_config_free(config);
+	return base;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -329,7 +346,7 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	m.fixture_dir = cli.fixtures;
 	m.quiet = cli.quiet;
-	m.base = event_base_new();
+	m.base = new_precise_base();
 	if (m.base == NULL) {
 		fprintf(stderr, "tollgate-mock: event_base_new failed\n");
 		return 1;
