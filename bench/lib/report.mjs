@@ -361,6 +361,20 @@ noisier and slower than on an idle machine; rerun on an idle machine before
 drawing conclusions from small differences.\n`;
 }
 
+
+// Describe whether bench/run kept idle cores polling (see idle.mjs), and
+// why not when it did not. Older results.json files have no record of it.
+function idleText(idle) {
+  if (!idle)
+    return 'Idle states: not recorded in this run (idle cores could halt).';
+  if (idle.held)
+    return `Idle cores were kept polling for the whole run (0 written to
+  /dev/cpu_dma_latency): on a virtual machine a halted core is woken by the
+  hypervisor, tens to hundreds of microseconds later, and its timers fire
+  late, costs that no proxy causes. \`--deep-idle\` measures without it.`;
+  return `Idle cores could halt (${idle.reason}): waking one is a cost of the
+  machine that every "added" latency includes.`;
+}
 function crashNote(r) {
   if (!r.crashes?.length)
     return '';
@@ -421,6 +435,7 @@ ${backgroundNote(r)}${crashNote(r)}
   can be faster than what that core feeds it: the CPU columns (percent of
   one core) show which side was the bottleneck, and "other" is what
   programs outside the benchmark and interrupt work took.
+- ${idleText(r.pollingIdle)}
 - Every contender forwards to the same tollgate-mock. "direct" sends to the
   mock itself and is the baseline of every "added" number.
 - Non-streaming: POST /v1/chat/completions with a JSON body of under 100

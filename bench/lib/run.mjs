@@ -17,6 +17,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { contenders, onlyPhases, startMock, startSink, tollgateConfig } from './contenders.mjs';
+import { holdPollingIdle } from './idle.mjs';
 import { fixedRate, memory, saturation, streams } from './measure.mjs';
 import { commands, pause, resume, run, setNiceness, stopAll } from './proc.mjs';
 import { writeReport } from './report.mjs';
@@ -38,7 +39,7 @@ const PROFILES = {
   },
 };
 
-const USAGE = `usage: bench/run [--quick] [--only NAME,...] [--no-profile] [--nice N] [--out DIR]
+const USAGE = `usage: bench/run [--quick] [--only NAME,...] [--no-profile] [--nice N] [--deep-idle] [--out DIR]
        bench/run --report results.json [--out DIR]
   --quick        one short repetition of each phase (about 2 minutes);
                  writes bench/quick/ instead of bench/RESULTS.md
@@ -49,13 +50,17 @@ const USAGE = `usage: bench/run [--quick] [--only NAME,...] [--no-profile] [--ni
   --nice N       run every benchmark process at nice value N (-20 to 19;
                  negative values need root), so that other programs on a
                  shared machine disturb the measurements less
+  --deep-idle    let idle cores enter deep idle states; by default bench/run
+                 keeps them polling (/dev/cpu_dma_latency, when it may
+                 write it), so that waking a core does not count as proxy
+                 latency
   --out DIR      where RESULTS.md, results.json and latency.png go
   --report FILE  measure nothing: write RESULTS.md and latency.png again
                  from the results.json of an earlier run (after editing
                  bench/analysis.md, for instance)`;
 
 function parseArgs(argv) {
-  const opts = { profileName: 'full', only: null, noProfile: false, nice: null, out: null, report: null };
+  const opts = { profileName: 'full', only: null, noProfile: false, nice: null, deepIdle: false, out: null, report: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--quick')
@@ -64,6 +69,8 @@ function parseArgs(argv) {
       opts.only = (argv[++i] ?? '').split(',').filter(Boolean);
     else if (a === '--no-profile')
       opts.noProfile = true;
+    else if (a === '--deep-idle')
+      opts.deepIdle = true;
     else if (a === '--out')
       opts.out = argv[++i];
     else if (a === '--report')
@@ -319,6 +326,9 @@ async function main() {
   const names = Object.keys(contenders).filter((n) => !opts.only || opts.only.includes(n) || n === 'direct' || n === 'nginx');
   const t0 = Date.now();
   setNiceness(opts.nice);
+  const idle = opts.deepIdle ? { held: false, reason: 'not asked for (--deep-idle)', release() {} }
+                             : holdPollingIdle();
+  log(idle.held ? 'idle cores kept polling for the run' : `idle cores may halt: ${idle.reason}`);
 
   // A proxy needs two sockets per open stream, its client side and its
   // upstream side, so the open-files limit caps the memory test. Where it
@@ -351,7 +361,7 @@ async function main() {
       streams: ctx.streams, memory: ctx.memory, memoryStreams,
     },
     machine: machineInfo(), versions: versions(ctx.bins), contenders: {}, errors: [], crashes: [],
-    fdLimit: files, memoryStreams, nice: opts.nice,
+    fdLimit: files, memoryStreams, nice: opts.nice, pollingIdle: { held: idle.held, reason: idle.reason },
   };
   log(`writing to ${outDir}; scratch files in ${ctx.tmp}`);
 
@@ -410,6 +420,7 @@ async function main() {
 
   await ctx.sink.stop();
   await ctx.mock.stop();
+  idle.release();
   results.machine.loadAfter = os.loadavg();
   results.finishedAt = new Date().toISOString();
   results.minutes = +((Date.now() - t0) / 60000).toFixed(1);
