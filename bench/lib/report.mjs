@@ -248,6 +248,7 @@ function streamsSection(r) {
   const rows = Object.keys(r.streams ?? {}).map((n) => {
     const last = okRuns(r.streams[n]).at(-1);
     const tk = (x) => tokens(x).p99, ev = (x) => x.event_latency_us.p99, tt = (x) => x.ttft_us.p99;
+    const keptAliveTt = (x) => x.ttft_kept_alive_us?.p99;
     const errors = (x) => x.counters.connect_errors + x.counters.status_errors + x.counters.eof_errors
       + x.counters.parse_errors;
     return [
@@ -260,13 +261,16 @@ function streamsSection(r) {
       us(med(r, 'streams', n, (x) => x.ttft_us.p50)),
       spread(stat(r, 'streams', n, tt), us),
       n === 'direct' ? '(baseline)' : us(added(r, 'streams', n, tt)),
+      spread(stat(r, 'streams', n, keptAliveTt), us),
+      n === 'direct' ? '(baseline)' : us(added(r, 'streams', n, keptAliveTt)),
       num(med(r, 'streams', n, errors)),
       cpuPer(last?.cpu, last?.events_per_s),
       ...cpuCells(last?.cpu),
     ];
   });
   return table(['contender', 'events/s', 'token p50', 'token p99, median (min to max)', 'added token p99',
-                'p99 of all events', 'TTFT p50', 'TTFT p99, median (min to max)', 'added TTFT p99', 'errors',
+                'p99 of all events', 'TTFT p50', 'TTFT p99, median (min to max)', 'added TTFT p99',
+                'TTFT p99 on kept-alive connections', 'added', 'errors',
                 'contender CPU per event', ...CPU_HEADER], rows);
 }
 
@@ -456,7 +460,10 @@ ${backgroundNote(r)}${crashNote(r)}
   can still fail over). Time to first token is the request path (request
   written to first event queued by the mock) plus the relay of the first
   content event, which leaves out the mock's deliberate ${p.streams.eventDelay} pause before
-  it; it counts every stream, warm-up included.
+  it; it counts every stream, warm-up included. The kept-alive columns
+  count only streams whose request followed another on the same
+  connection: without the connection's setup, and without the run's
+  opening second, in which every stream opens a new connection.
 - Memory: each contender restarted, its VmRSS read after a warm-up, then
   again (the largest sample every 250 ms) while ${num(p.memoryStreams)} streams are open
   (one event every ${p.memory.eventDelay} each, opened at ${num(p.memory.connectRate)} per second).
