@@ -8,64 +8,98 @@
 
 #include "errors.h"
 
+/* The Anthropic types follow the status rules of Anthropic's API:
+ * not_found_error for 404, request_too_large for 413, overloaded_error for
+ * 503, api_error for the other failures of the gateway or the upstream, and
+ * invalid_request_error for the rest, which the client caused. */
 static const struct tg_error_info error_table[TG_E_COUNT] = {
 	[TG_OK] = {200, NULL, NULL, NULL, '-'},
 
 	[TG_E_BAD_REQUEST] = {400, "invalid_request_error", "bad_request",
-		"the request is not valid HTTP/1.1", 'G'},
+		"the request is not valid HTTP/1.1", 'G',
+		"invalid_request_error"},
 	[TG_E_INVALID_JSON] = {400, "invalid_request_error", "invalid_json",
-		"the request body is not a JSON object", 'G'},
+		"the request body is not a JSON object", 'G',
+		"invalid_request_error"},
 	[TG_E_MISSING_MODEL] = {400, "invalid_request_error", "missing_model",
-		"the request body has no string \"model\" field", 'G'},
+		"the request body has no string \"model\" field", 'G',
+		"invalid_request_error"},
 	[TG_E_NO_ROUTE] = {404, "invalid_request_error", "route_not_found",
-		"no route matches this path and model", 'G'},
+		"no route matches this path and model", 'G',
+		"not_found_error"},
 	[TG_E_METHOD_NOT_ALLOWED] = {405, "invalid_request_error", "method_not_allowed",
-		"this method is not allowed on this path", 'G'},
+		"this method is not allowed on this path", 'G',
+		"invalid_request_error"},
 	[TG_E_REQUEST_TIMEOUT] = {408, "invalid_request_error", "request_timeout",
-		"the client did not send the request in time", 'c'},
+		"the client did not send the request in time", 'c',
+		"invalid_request_error"},
 	[TG_E_BODY_TOO_LARGE] = {413, "invalid_request_error", "request_too_large",
-		"the request body exceeds limits.max_body", 'G'},
+		"the request body exceeds limits.max_body", 'G',
+		"request_too_large"},
 	[TG_E_HEADER_TOO_LARGE] = {431, "invalid_request_error", "request_header_too_large",
-		"the request head exceeds limits.max_header", 'G'},
+		"the request head exceeds limits.max_header", 'G',
+		"invalid_request_error"},
 	[TG_E_TRANSFER_CODING] = {501, "invalid_request_error", "unsupported_transfer_coding",
-		"the request body uses a transfer coding other than chunked", 'G'},
+		"the request body uses a transfer coding other than chunked", 'G',
+		"invalid_request_error"},
 	[TG_E_CONTENT_CODING] = {415, "invalid_request_error", "unsupported_content_encoding",
-		"the request body has a Content-Encoding other than identity", 'G'},
+		"the request body has a Content-Encoding other than identity", 'G',
+		"invalid_request_error"},
 	[TG_E_NOT_IMPLEMENTED] = {501, "invalid_request_error", "method_not_implemented",
-		"the gateway does not implement this method", 'G'},
+		"the gateway does not implement this method", 'G',
+		"invalid_request_error"},
 	[TG_E_CONTENT_FILTER] = {400, "invalid_request_error", "content_filter",
-		"a content filter rejected the request", 'G'},
+		"a content filter rejected the request", 'G',
+		"invalid_request_error"},
+	[TG_E_NOT_CACHED] = {504, "invalid_request_error", "not_cached",
+		"no cached response for this request, and Cache-Control: only-if-cached "
+		"forbids asking the backends", 'G',
+		"api_error"},
 
 	[TG_E_SHUTTING_DOWN] = {503, "server_error", "shutting_down",
-		"the gateway is shutting down; retry on another instance", 'G'},
+		"the gateway is shutting down; retry on another instance", 'G',
+		"overloaded_error"},
 	[TG_E_NO_BACKEND] = {503, "server_error", "no_backend_available",
-		"no backend of the route is available", 'G'},
+		"no backend of the route is available", 'G',
+		"overloaded_error"},
 	[TG_E_INTERNAL] = {500, "server_error", "internal_error",
-		"the gateway failed to process the request", 'G'},
+		"the gateway failed to process the request", 'G',
+		"api_error"},
 	[TG_E_OVERLOADED] = {503, "server_error", "gateway_overloaded",
 		"the gateway has no file descriptor or memory left for an upstream "
-		"connection; retry later", 'G'},
+		"connection; retry later", 'G',
+		"overloaded_error"},
 
 	[TG_E_UPSTREAM_CONNECT] = {502, "upstream_error", "upstream_failed",
-		"could not connect to the upstream", 'S'},
+		"could not connect to the upstream", 'S',
+		"api_error"},
 	[TG_E_UPSTREAM_TLS] = {502, "upstream_error", "upstream_failed",
-		"the TLS handshake with the upstream failed", 'S'},
+		"the TLS handshake with the upstream failed", 'S',
+		"api_error"},
 	[TG_E_UPSTREAM_RESET] = {502, "upstream_error", "upstream_failed",
-		"the upstream closed the connection before the response was complete", 'S'},
+		"the upstream closed the connection before the response was complete", 'S',
+		"api_error"},
 	[TG_E_UPSTREAM_INVALID] = {502, "upstream_error", "upstream_failed",
-		"the upstream sent an invalid HTTP response", 'S'},
+		"the upstream sent an invalid HTTP response", 'S',
+		"api_error"},
 	[TG_E_UPSTREAM_TOO_LARGE] = {502, "upstream_error", "upstream_failed",
-		"the upstream response exceeds limits.max_response_body", 'S'},
+		"the upstream response exceeds limits.max_response_body", 'S',
+		"api_error"},
 	[TG_E_UPSTREAM_CONNECT_TIMEOUT] = {504, "upstream_error", "upstream_timeout",
-		"connecting to the upstream timed out", 's'},
+		"connecting to the upstream timed out", 's',
+		"api_error"},
 	[TG_E_UPSTREAM_FIRST_BYTE_TIMEOUT] = {504, "upstream_error", "upstream_timeout",
-		"the upstream did not start its response in time", 's'},
+		"the upstream did not start its response in time", 's',
+		"api_error"},
 	[TG_E_UPSTREAM_IDLE_TIMEOUT] = {504, "upstream_error", "upstream_timeout",
-		"the upstream stopped sending in the middle of its response", 's'},
+		"the upstream stopped sending in the middle of its response", 's',
+		"api_error"},
 	[TG_E_UPSTREAM_STREAM_ERROR] = {502, "upstream_error", "upstream_failed",
-		"the upstream reported an error in the stream", 'S'},
+		"the upstream reported an error in the stream", 'S',
+		"api_error"},
 	[TG_E_UPSTREAM_INCOMPLETE] = {502, "upstream_error", "upstream_incomplete",
-		"the upstream ended the stream without finishing the response", 'S'},
+		"the upstream ended the stream without finishing the response", 'S',
+		"api_error"},
 };
 
 const struct tg_error_info *
@@ -101,25 +135,50 @@ add_body(struct evbuffer *out, json_t *body)
 	return rc;
 }
 
-int
-tg_error_body(struct evbuffer *out, enum tg_error err, const char *message)
+/* The inner "error" object of the body: the members of both shapes, in the
+ * order each API writes them, so that the OpenAI body keeps its bytes. */
+static json_t *
+error_object(enum tg_error_shape shape, enum tg_error err, const char *message)
 {
 	const struct tg_error_info *info = tg_error_info(err);
 
-	return add_body(out, json_pack("{s:{s:s, s:s, s:s}}", "error",
-	                               "message", message ? message : info->message,
-	                               "type", info->type,
-	                               "code", info->code));
+	if (message == NULL)
+		message = info->message;
+	if (shape == TG_ERROR_ANTHROPIC)
+		return json_pack("{s:s, s:s, s:s}", "type", info->anthropic_type,
+		                 "message", message, "code", info->code);
+	return json_pack("{s:s, s:s, s:s}", "message", message, "type", info->type,
+	                 "code", info->code);
+}
+
+int
+tg_error_shaped_body(struct evbuffer *out, enum tg_error_shape shape, enum tg_error err,
+                     const char *message, json_t *extra)
+{
+	json_t *error = error_object(shape, err, message);
+
+	if (error == NULL || (extra != NULL && json_object_update(error, extra) != 0)) {
+		json_decref(error);
+		json_decref(extra);
+		return -1;
+	}
+	json_decref(extra);
+
+	if (shape == TG_ERROR_ANTHROPIC)
+		return add_body(out, json_pack("{s:s, s:o}", "type", "error", "error", error));
+	return add_body(out, json_pack("{s:o}", "error", error));
+}
+
+int
+tg_error_body(struct evbuffer *out, enum tg_error err, const char *message)
+{
+	return tg_error_shaped_body(out, TG_ERROR_OPENAI, err, message, NULL);
 }
 
 int
 tg_error_anthropic_body(struct evbuffer *out, enum tg_error err, const char *message)
 {
-	const struct tg_error_info *info = tg_error_info(err);
-
-	return add_body(out, json_pack("{s:s, s:{s:s, s:s}}", "type", "error", "error",
-	                               "type", info->code,
-	                               "message", message ? message : info->message));
+	return tg_error_shaped_body(out, TG_ERROR_ANTHROPIC, err, message, NULL);
 }
 
 /* The reason phrases of the IANA HTTP Status Code Registry (RFC 9110

@@ -1,12 +1,14 @@
 /*
  * Failure kinds of a request. Each kind is mapped once, in errors.c, to the
  * HTTP status the client gets, the OpenAI error "type" and "code", a default
- * message, and the termination code of the access log.
+ * message, the termination code of the access log, and the error "type" of
+ * Anthropic's Messages API.
  */
 #ifndef TOLLGATE_ERRORS_H
 #define TOLLGATE_ERRORS_H
 
 #include <event2/buffer.h>
+#include <jansson.h>
 
 enum tg_error {
 	TG_OK = 0,
@@ -24,6 +26,8 @@ enum tg_error {
 	TG_E_CONTENT_CODING,            /* a content coding other than identity */
 	TG_E_NOT_IMPLEMENTED,           /* a method the gateway does not serve (CONNECT) */
 	TG_E_CONTENT_FILTER,            /* a content filter rejected it */
+	TG_E_NOT_CACHED,                /* only-if-cached and no entry; for the body
+	                                 * only, since req->error stays TG_OK */
 
 	/* The gateway cannot take the request. */
 	TG_E_SHUTTING_DOWN,
@@ -52,6 +56,15 @@ struct tg_error_info {
 	const char *code;       /* OpenAI error "code", also the metric label */
 	const char *message;    /* default human-readable message */
 	char who;               /* termination cause: G, c, S or s */
+	const char *anthropic_type; /* Anthropic error "type", chosen by the
+	                             * status rules of Anthropic's API */
+};
+
+/* The error shape the client reads: OpenAI's, or that of Anthropic's
+ * Messages API. */
+enum tg_error_shape {
+	TG_ERROR_OPENAI,
+	TG_ERROR_ANTHROPIC,
 };
 
 const struct tg_error_info *tg_error_info(enum tg_error err);
@@ -59,13 +72,22 @@ const struct tg_error_info *tg_error_info(enum tg_error err);
 /* 1 for upstream failures, which the failover step may retry elsewhere. */
 int tg_error_is_upstream(enum tg_error err);
 
-/* Append {"error": {"message", "type", "code"}} to out. message may be NULL
- * for the kind's default. Returns 0, or -1 when out of memory. */
+/* Append the error body of err in shape to out, one line of JSON:
+ * OpenAI's {"error": {"message", "type", "code"}}, or Anthropic's
+ * {"type": "error", "error": {"type", "message", "code"}}, whose inner
+ * "type" is the kind's anthropic_type. Both carry the gateway's "code",
+ * which distinguishes a gateway error from the provider's. Anthropic's
+ * body has no such member, but its API documents that its error objects
+ * may gain members. message may be NULL for the kind's default. The members of
+ * extra, a JSON object or NULL, are added to the inner object; the call
+ * takes the reference. Returns 0, or -1 when out of memory. */
+int tg_error_shaped_body(struct evbuffer *out, enum tg_error_shape shape, enum tg_error err,
+                         const char *message, json_t *extra);
+
+/* tg_error_shaped_body() in OpenAI's shape without extra members. */
 int tg_error_body(struct evbuffer *out, enum tg_error err, const char *message);
 
-/* Append {"type": "error", "error": {"type", "message"}} to out, the
- * error shape of Anthropic's Messages API, whose inner "type" is the
- * kind's code. The rest is as for tg_error_body(). */
+/* tg_error_shaped_body() in Anthropic's shape without extra members. */
 int tg_error_anthropic_body(struct evbuffer *out, enum tg_error err, const char *message);
 
 /* The registered reason phrase of an HTTP status, or "" for a code that

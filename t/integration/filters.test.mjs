@@ -593,7 +593,8 @@ describe('content filters: a stream of two shapes', () => {
     const res = await post(gw, { ...chat('hi'), stream: true });
     assert.doesNotMatch(streamedContent(res.text), /jane@example/, 'the joined address reached the client');
     const data = splitEvents(res.text).events.map(eventData);
-    assert.equal(JSON.parse(data.at(-1)).error.type, 'internal_error');
+    assert.equal(JSON.parse(data.at(-1)).error.type, 'api_error');
+    assert.equal(JSON.parse(data.at(-1)).error.code, 'internal_error');
     await gw.waitForLog(logged);
   });
 });
@@ -840,7 +841,8 @@ describe('content filters: Anthropic messages', () => {
     const last = events(res.text).at(-1);
     assert.equal(last.name, 'error');
     assert.equal(last.data.type, 'error');
-    assert.equal(last.data.error.type, 'content_filter');
+    assert.equal(last.data.error.type, 'invalid_request_error');
+    assert.equal(last.data.error.code, 'content_filter');
     await waitFor(() => aborted === 1, { message: 'the upstream to see the stream cut' });
 
     const line = await gw.waitForAccess((l) => l.request_id === res.headers['x-request-id']);
@@ -858,7 +860,8 @@ describe('content filters: Anthropic messages', () => {
     const last = splitEvents(res.text).events.at(-1);
     assert.match(last, /^event: error\n/);
     assert.equal(JSON.parse(eventData(last)).type, 'error');
-    assert.equal(JSON.parse(eventData(last)).error.type, 'internal_error');
+    assert.equal(JSON.parse(eventData(last)).error.type, 'api_error');
+    assert.equal(JSON.parse(eventData(last)).error.code, 'internal_error');
     assert.equal(JSON.parse(eventData(last)).error.message, 'the content filters could not check the response');
     await gw.waitForLog(logged);
   });

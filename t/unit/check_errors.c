@@ -3,6 +3,9 @@
  */
 #include <check.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
 
 #include "errors.h"
 
@@ -63,11 +66,70 @@ START_TEST(error_status_has_its_reason)
 }
 END_TEST
 
+/* The types Anthropic's API documents for its error bodies. */
+START_TEST(anthropic_type_is_documented)
+{
+	static const char *const types[] = {
+		"invalid_request_error", "authentication_error", "permission_error",
+		"not_found_error", "request_too_large", "rate_limit_error", "api_error",
+		"overloaded_error",
+	};
+
+	for (int err = TG_E_BAD_REQUEST; err < TG_E_COUNT; err++) {
+		const char *type = tg_error_info((enum tg_error)err)->anthropic_type;
+		size_t i = 0;
+
+		ck_assert_msg(type != NULL, "error %d has no Anthropic type", err);
+		while (i < sizeof(types) / sizeof(types[0]) && strcmp(type, types[i]) != 0)
+			i++;
+		ck_assert_msg(i < sizeof(types) / sizeof(types[0]),
+		              "error %d has the Anthropic type \"%s\"", err, type);
+	}
+}
+END_TEST
+
+/* Take the text of out, which the caller frees. */
+static char *
+take(struct evbuffer *out)
+{
+	size_t len = evbuffer_get_length(out);
+	char *text = malloc(len + 1);
+
+	ck_assert_ptr_nonnull(text);
+	evbuffer_remove(out, text, len);
+	text[len] = '\0';
+	return text;
+}
+
+START_TEST(body_in_each_shape)
+{
+	struct evbuffer *out = evbuffer_new();
+	char *text;
+
+	ck_assert_int_eq(tg_error_shaped_body(out, TG_ERROR_OPENAI, TG_E_BODY_TOO_LARGE, NULL,
+	                                      NULL), 0);
+	text = take(out);
+	ck_assert_str_eq(text, "{\"error\":{\"message\":\"the request body exceeds "
+	                 "limits.max_body\",\"type\":\"invalid_request_error\","
+	                 "\"code\":\"request_too_large\"}}\n");
+	free(text);
+
+	ck_assert_int_eq(tg_error_shaped_body(out, TG_ERROR_ANTHROPIC, TG_E_NO_BACKEND, "none",
+	                                      json_pack("{s:i}", "extra", 1)), 0);
+	text = take(out);
+	ck_assert_str_eq(text, "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\","
+	                 "\"message\":\"none\",\"code\":\"no_backend_available\",\"extra\":1}}\n");
+	free(text);
+	evbuffer_free(out);
+}
+END_TEST
+
 int
 main(void)
 {
 	Suite *suite = suite_create("errors");
 	TCase *reasons = tcase_create("reasons");
+	TCase *bodies = tcase_create("bodies");
 	SRunner *runner;
 	int failed;
 
@@ -76,6 +138,9 @@ main(void)
 	tcase_add_test(reasons, reason_is_valid_text);
 	tcase_add_test(reasons, error_status_has_its_reason);
 	suite_add_tcase(suite, reasons);
+	tcase_add_test(bodies, anthropic_type_is_documented);
+	tcase_add_test(bodies, body_in_each_shape);
+	suite_add_tcase(suite, bodies);
 
 	runner = srunner_create(suite);
 	srunner_run_all(runner, CK_NORMAL);

@@ -1407,8 +1407,8 @@ START_TEST(anthropic_block_ends_with_error_event)
 	error = strstr(sent, "event: error\n");
 	ck_assert_ptr_nonnull(error);
 	ck_assert_str_eq(error, "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":"
-	                 "\"content_filter\",\"message\":\"the response was blocked by a "
-	                 "content filter\"}}\n\n");
+	                 "\"invalid_request_error\",\"message\":\"the response was blocked by "
+	                 "a content filter\",\"code\":\"content_filter\"}}\n\n");
 	ck_assert_int_eq(log.items[0].action, TG_ACTION_BLOCK);
 	feed_anthropic(s, out, anthropic_end, 3, TG_STREAM_OK);
 	ck_assert_uint_eq(evbuffer_get_length(out), 0);
