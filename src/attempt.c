@@ -221,7 +221,8 @@ answer_no_backend(struct tg_request *req)
 	req->cause = TG_CAUSE_GATEWAY;
 	req->phase = TG_PHASE_LOCAL;
 	if (body != NULL)
-		tg_error_body(body, TG_E_NO_BACKEND, message);
+		tg_error_shaped_body(body, tg_request_error_shape(req), TG_E_NO_BACKEND, message,
+		                     NULL);
 	tg_relay_local_response(req, 503, retry_after, body);
 	if (body != NULL)
 		evbuffer_free(body);

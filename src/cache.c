@@ -176,22 +176,20 @@ count_outcome(struct tg_request *req)
 /*
  * Reply 504 to a miss of a request with Cache-Control: only-if-cached,
  * without calling the backends, as HTTP caching says a cache should (RFC
- * 7234, section 5.2.1.7, kept by RFC 9111). The body has the OpenAI error
- * shape, like every error of the gateway.
+ * 7234, section 5.2.1.7, kept by RFC 9111). The body has the error shape
+ * of the request's API, like every error of the gateway; req->error stays
+ * TG_OK, so that the logs and metrics count no failure.
  */
 static void
 answer_not_cached(struct tg_request *req)
 {
-	static const char body_text[] =
-		"{\"error\":{\"message\":\"no cached response for this request, and "
-		"Cache-Control: only-if-cached forbids asking the backends\","
-		"\"type\":\"invalid_request_error\",\"code\":\"not_cached\"}}\n";
 	struct evbuffer *body = evbuffer_new();
 
 	req->cause = TG_CAUSE_GATEWAY;
 	req->phase = TG_PHASE_LOCAL;
 	if (body != NULL)
-		evbuffer_add(body, body_text, sizeof(body_text) - 1);
+		tg_error_shaped_body(body, tg_request_error_shape(req), TG_E_NOT_CACHED, NULL,
+		                     NULL);
 	tg_relay_local_response(req, 504, "x-tollgate-cache: miss\r\n", body);
 	if (body != NULL)
 		evbuffer_free(body);

@@ -128,7 +128,7 @@ answer_blocked(struct tg_request *req, const struct tg_filter *f, const char *ru
 	req->error = TG_E_CONTENT_FILTER;
 	req->cause = TG_CAUSE_GATEWAY;
 	req->phase = TG_PHASE_LOCAL;
-	if (body != NULL && tg_filter_error_body(body, f, rule) != 0) {
+	if (body != NULL && tg_filter_error_body(body, tg_request_error_shape(req), f, rule) != 0) {
 		evbuffer_free(body);
 		body = NULL;
 	}

@@ -176,12 +176,11 @@ tg_filter_drop_logprobs(json_t *body)
 /* --- errors ------------------------------------------------------------- */
 
 int
-tg_filter_error_body(struct evbuffer *out, const struct tg_filter *f, const char *rule)
+tg_filter_error_body(struct evbuffer *out, enum tg_error_shape shape,
+                     const struct tg_filter *f, const char *rule)
 {
 	char message[512];
-	json_t *body;
-	char *text;
-	int rc;
+	json_t *extra;
 
 	if (rule != NULL)
 		snprintf(message, sizeof(message),
@@ -191,15 +190,12 @@ tg_filter_error_body(struct evbuffer *out, const struct tg_filter *f, const char
 		snprintf(message, sizeof(message),
 		         "the request was rejected by content filter \"%s\"", f->name);
 
-	body = json_pack("{s:{s:s, s:s, s:s, s:n, s:s, s:s?}}", "error",
-	                 "message", message, "type", "invalid_request_error",
-	                 "code", "content_filter", "param",
-	                 "filter", f->name, "rule", rule);
-	text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-	json_decref(body);
-	if (text == NULL)
+	/* OpenAI's shape has "param", Anthropic's does not. */
+	if (shape == TG_ERROR_ANTHROPIC)
+		extra = json_pack("{s:s, s:s?}", "filter", f->name, "rule", rule);
+	else
+		extra = json_pack("{s:n, s:s, s:s?}", "param", "filter", f->name, "rule", rule);
+	if (extra == NULL)
 		return -1;
-	rc = evbuffer_add_printf(out, "%s\n", text) < 0 ? -1 : 0;
-	free(text);
-	return rc;
+	return tg_error_shaped_body(out, shape, TG_E_CONTENT_FILTER, message, extra);
 }

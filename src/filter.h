@@ -13,6 +13,7 @@
 
 #include <jansson.h>
 
+#include "errors.h"
 #include "filter-rule.h"
 #include "filter-t.h"
 
@@ -240,11 +241,13 @@ const char *tg_filter_plugin_check(const struct tg_filter *f, const char *text,
                                    size_t len, int *failed);
 
 /*
- * Write the body of a request rejected by f: the OpenAI error shape with
- * "type": "invalid_request_error", "code": "content_filter", and a message
- * naming the filter and the rule (never the matched text).
+ * Write the body of a request rejected by f: the error of
+ * TG_E_CONTENT_FILTER in shape (errors.h), with a message naming the filter
+ * and the rule (never the matched text) and members "filter" and "rule",
+ * plus "param": null in OpenAI's shape. Returns 0, or -1 when out of
+ * memory.
  */
-int tg_filter_error_body(struct evbuffer *out, const struct tg_filter *f,
-                         const char *rule);
+int tg_filter_error_body(struct evbuffer *out, enum tg_error_shape shape,
+                         const struct tg_filter *f, const char *rule);
 
 #endif

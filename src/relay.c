@@ -935,7 +935,8 @@ answer_stream_error(struct tg_request *req)
 		parsed = json_loadb((const char *)evbuffer_pullup(body, -1), len, 0, NULL);
 		if (!tg_reply_tree_has_error(parsed) || tg_filter_response_screened(req)) {
 			evbuffer_drain(body, len);
-			tg_error_body(body, TG_E_UPSTREAM_STREAM_ERROR, NULL);
+			tg_error_shaped_body(body, tg_request_error_shape(req),
+			                     TG_E_UPSTREAM_STREAM_ERROR, NULL, NULL);
 		}
 		json_decref(parsed);
 	}

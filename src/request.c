@@ -449,6 +449,19 @@ tg_request_dispatch(struct tg_request *req)
 	tg_filter_request(req, look_up_cache);
 }
 
+enum tg_error_shape
+tg_request_error_shape(const struct tg_request *req)
+{
+	static const char messages[] = "/v1/messages";
+	size_t len = sizeof(messages) - 1;
+
+	if (req->path == NULL || strncmp(req->path, messages, len) != 0)
+		return TG_ERROR_OPENAI;
+	if (req->path[len] == '\0' || req->path[len] == '/')
+		return TG_ERROR_ANTHROPIC;
+	return TG_ERROR_OPENAI;
+}
+
 void
 tg_request_fail(struct tg_request *req, enum tg_error err, const char *message)
 {
@@ -471,7 +484,7 @@ tg_request_fail_with(struct tg_request *req, enum tg_error err, const char *extr
 		req->phase = TG_PHASE_LOCAL;
 
 	if (body != NULL)
-		tg_error_body(body, err, message);
+		tg_error_shaped_body(body, tg_request_error_shape(req), err, message, NULL);
 	tg_relay_local_response(req, info->status, extra_headers, body);
 	if (body != NULL)
 		evbuffer_free(body);

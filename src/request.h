@@ -27,8 +27,14 @@ json_t *tg_request_json(struct tg_request *req);
  * of the body, which must keep a built tree the same as the body. */
 json_t *tg_request_json_if_built(const struct tg_request *req);
 
-/* Respond with the gateway's own error response (the OpenAI error shape).
- * message may be NULL for the kind's default text. */
+/* The error shape the client of req reads: Anthropic's on its Messages
+ * API, a path of /v1/messages or under it (count_tokens, batches), and
+ * OpenAI's on every other path, or before the path is read. */
+enum tg_error_shape tg_request_error_shape(const struct tg_request *req);
+
+/* Respond with the gateway's own error response, in the shape of
+ * tg_request_error_shape(). message may be NULL for the kind's default
+ * text. */
 void tg_request_fail(struct tg_request *req, enum tg_error err, const char *message);
 
 /* The same with extra header lines (each ending in CRLF, may be NULL), for

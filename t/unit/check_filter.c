@@ -706,7 +706,7 @@ START_TEST(block_names_filter_and_rule)
 	ck_assert_int_eq(log.items[0].action, TG_ACTION_BLOCK);
 	ck_assert_int_eq(log.items[0].side, TG_SIDE_REQUEST);
 
-	ck_assert_int_eq(tg_filter_error_body(buf, f, res.blocked_rule), 0);
+	ck_assert_int_eq(tg_filter_error_body(buf, TG_ERROR_OPENAI, f, res.blocked_rule), 0);
 	len = evbuffer_remove(buf, text, sizeof(text) - 1);
 	text[len] = '\0';
 	ck_assert_ptr_nonnull(strstr(text, "\"code\":\"content_filter\""));
