@@ -8,7 +8,7 @@
 #include "trace-context.h"
 
 /* Offsets in a version 00 traceparent. */
-#define TP_TRACE_ID 3
+#define TP_TRACE_ID TG_TRACEPARENT_TRACE_ID
 #define TP_PARENT_ID 36
 #define TP_FLAGS 53
 

@@ -17,6 +17,7 @@
 #include "trace-t.h"
 
 #define TG_TRACEPARENT_LEN 55           /* version 00, without the NUL */
+#define TG_TRACEPARENT_TRACE_ID 3       /* where the trace id's hex starts */
 #define TG_TRACE_FLAG_SAMPLED 0x01
 
 struct tg_traceparent {

@@ -197,6 +197,15 @@ tg_trace_span_end(struct tg_trace *t, struct tg_span *span, uint64_t end_mono)
 void
 tg_trace_id_hex(const struct tg_trace *t, char *out)
 {
+	/* Once an attempt began, the traceparent sent upstream contains these
+	 * digits: a copy costs a tenth of the 80 instructions of encoding
+	 * them again for the access log (callgrind). */
+	if (t->last_attempt != NULL) {
+		memcpy(out, t->upstream_traceparent + TG_TRACEPARENT_TRACE_ID,
+		       2 * TG_TRACE_ID_SIZE);
+		out[2 * TG_TRACE_ID_SIZE] = '\0';
+		return;
+	}
 	tg_hex_encode(out, t->trace_id, TG_TRACE_ID_SIZE);
 }
 

@@ -291,6 +291,28 @@ START_TEST(tree_invalid_parent_starts_new_trace)
 }
 END_TEST
 
+/* The id in hex is the same before an attempt and after, when it is
+ * taken from the traceparent sent upstream. */
+START_TEST(tree_trace_id_hex_after_attempt)
+{
+	struct tg_headers h;
+	struct tg_trace *t;
+	char before[33], after[33];
+
+	tg_headers_init(&h);
+	add_header(&h, "traceparent", VALID);
+	t = tg_trace_begin(&h, 1.0, "POST", 1000, NULL);
+	tg_trace_id_hex(t, before);
+	ck_assert_str_eq(before, TRACE_ID);
+	ck_assert_ptr_nonnull(tg_trace_attempt_begin(t, "chat m", 2000));
+	memset(after, 'x', sizeof(after));
+	tg_trace_id_hex(t, after);
+	ck_assert_str_eq(after, TRACE_ID);
+	tg_trace_free(t);
+	tg_headers_free(&h);
+}
+END_TEST
+
 START_TEST(tree_duplicated_traceparent_starts_new_trace)
 {
 	struct tg_headers h;
@@ -1403,6 +1425,7 @@ trace_suite(void)
 	tcase_add_test(tree, tree_unsampled_parent_is_followed);
 	tcase_add_test(tree, tree_invalid_parent_starts_new_trace);
 	tcase_add_test(tree, tree_duplicated_traceparent_starts_new_trace);
+	tcase_add_test(tree, tree_trace_id_hex_after_attempt);
 	tcase_add_test(tree, tree_ratio_zero_records_nothing);
 	tcase_add_test(tree, tree_upstream_traceparent_names_attempt);
 	tcase_add_test(tree, tree_children_end_inside_server_span);
