@@ -13,15 +13,23 @@
 /* Choices tracked per response; indexes above are ignored. */
 #define MAX_CHOICES 128
 
-const char *
-tg_genai_operation(const char *path)
+#define ENDPOINT(path, operation) {path, sizeof(path) - 1, operation, sizeof(operation) - 1}
+
+static const struct tg_genai_endpoint ENDPOINTS[] = {
+	ENDPOINT("/v1/chat/completions", "chat"),
+	ENDPOINT("/v1/completions", "text_completion"),
+	ENDPOINT("/v1/embeddings", "embeddings"),
+};
+
+#undef ENDPOINT
+
+const struct tg_genai_endpoint *
+tg_genai_endpoint(const char *path)
 {
-	if (strcmp(path, "/v1/chat/completions") == 0)
-		return "chat";
-	if (strcmp(path, "/v1/completions") == 0)
-		return "text_completion";
-	if (strcmp(path, "/v1/embeddings") == 0)
-		return "embeddings";
+	for (size_t i = 0; i < sizeof(ENDPOINTS) / sizeof(ENDPOINTS[0]); i++) {
+		if (strcmp(path, ENDPOINTS[i].path) == 0)
+			return &ENDPOINTS[i];
+	}
 	return NULL;
 }
 
@@ -178,8 +186,10 @@ tg_genai_request(struct tg_span *span, const char *operation, const char *provid
 
 	if (span == NULL)
 		return;
-	tg_attrs_static_string(&span->attrs, TG_SC(GEN_AI_OPERATION_NAME), operation);
-	tg_attrs_static_string(&span->attrs, TG_SC(GEN_AI_PROVIDER_NAME), provider);
+	tg_attrs_static_plain(&span->attrs, TG_SC(GEN_AI_OPERATION_NAME), operation,
+	                      strlen(operation));
+	tg_attrs_static_plain(&span->attrs, TG_SC(GEN_AI_PROVIDER_NAME), provider,
+	                      strlen(provider));
 	if (model != NULL)
 		tg_attrs_string(&span->attrs, TG_SC(GEN_AI_REQUEST_MODEL), model);
 	tg_attrs_bool(&span->attrs, TG_SC(GEN_AI_REQUEST_STREAM), stream);

@@ -30,9 +30,22 @@ struct tg_content_capture {
 	int truncated;
 };
 
-/* gen_ai.operation.name for an OpenAI endpoint path: "chat",
- * "text_completion", "embeddings", or NULL for other paths. */
-const char *tg_genai_operation(const char *path);
+/*
+ * An OpenAI endpoint and its gen_ai.operation.name ("chat",
+ * "text_completion", "embeddings"). Both strings are literals that need
+ * no JSON escape (a unit test checks it), so that a span may point to
+ * them with tg_attrs_static_plain() instead of copying and checking them
+ * on every request.
+ */
+struct tg_genai_endpoint {
+	const char *path;
+	size_t path_len;
+	const char *operation;
+	size_t operation_len;
+};
+
+/* The endpoint whose path is path, or NULL for other paths. */
+const struct tg_genai_endpoint *tg_genai_endpoint(const char *path);
 
 /*
  * Set the request attributes on span: operation, provider, model (model
@@ -40,8 +53,8 @@ const char *tg_genai_operation(const char *path);
  * (max tokens, temperature, top_p, stop, seed, penalties, choice count).
  * The parameters come from the scan of the body or from its tree
  * (request-scan.h), so that a request needs no tree for them. operation
- * and provider must have static storage, because the span keeps pointers
- * to them (tg_attrs_static_string).
+ * and provider must have static storage and need no JSON escape, because
+ * the span keeps pointers to them (tg_attrs_static_plain).
  */
 void tg_genai_request(struct tg_span *span, const char *operation, const char *provider,
                       const char *model, int stream, const struct tg_request_params *params);

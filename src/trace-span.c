@@ -494,18 +494,33 @@ tg_attrs_string(struct tg_attrs *a, const char *key, const char *value)
 	set_string(a, key, value, strlen(value));
 }
 
-void
-tg_attrs_static_string(struct tg_attrs *a, const char *key, const char *value)
+/* Set key to the len bytes at value, which has static storage, without a
+ * copy. plain is 1 when none of them needs a JSON escape. */
+static inline void
+set_static(struct tg_attrs *a, const char *key, const char *value, size_t len, int plain)
 {
-	size_t len = strlen(value);
 	struct tg_attr *attr = attr_slot(a, key);
 
 	if (attr == NULL)
 		return;
 	attr->type = TG_ATTR_STRING;
 	attr->value_len = (uint32_t)len;
-	attr->value_plain = tg_json_is_plain(value, len);
+	attr->value_plain = plain;
 	attr->v.s = (char *)value;      /* nothing writes or frees a value through v.s */
+}
+
+void
+tg_attrs_static_string(struct tg_attrs *a, const char *key, const char *value)
+{
+	size_t len = strlen(value);
+
+	set_static(a, key, value, len, tg_json_is_plain(value, len));
+}
+
+void
+tg_attrs_static_plain(struct tg_attrs *a, const char *key, const char *value, size_t len)
+{
+	set_static(a, key, value, len, 1);
 }
 
 void

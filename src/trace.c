@@ -83,36 +83,59 @@ attempt_span_name(const char *operation, const char *method, const char *model,
 	}
 }
 
+/* Set http.request.method to llhttp's name of the method, which needs no
+ * JSON escape (a unit test checks every name). */
+static void
+set_method(struct tg_span *span, const char *method)
+{
+	tg_attrs_static_plain(&span->attrs, TG_SC(HTTP_REQUEST_METHOD), method, strlen(method));
+}
+
+/* The attributes of the server span known at the request's start. The
+ * path of an endpoint is the table's literal, the same bytes as
+ * req->path, so that it needs no copy. */
+static void
+start_server_span(const struct tg_request *req, struct tg_span *server,
+                  const struct tg_genai_endpoint *endpoint)
+{
+	set_method(server, req->method);
+	if (endpoint != NULL)
+		tg_attrs_static_plain(&server->attrs, TG_SC(URL_PATH), endpoint->path,
+		                      endpoint->path_len);
+	else
+		tg_attrs_string(&server->attrs, TG_SC(URL_PATH), req->path);
+	if (req->client && req->client->tls)
+		tg_attrs_literal(&server->attrs, TG_SC(URL_SCHEME), "https");
+	else
+		tg_attrs_literal(&server->attrs, TG_SC(URL_SCHEME), "http");
+	if (req->client != NULL)
+		tg_attrs_string(&server->attrs, TG_SC(CLIENT_ADDRESS), req->client->ip);
+	tg_attrs_string(&server->attrs, TG_SC(TOLLGATE_REQUEST_ID), req->id);
+	if (endpoint != NULL)
+		tg_attrs_static_plain(&server->attrs, TG_SC(GEN_AI_OPERATION_NAME),
+		                      endpoint->operation, endpoint->operation_len);
+}
+
 void
 tg_trace_request_start(struct tg_request *req)
 {
 	const struct tg_tracing_config *tc = tracing_of(req);
+	const struct tg_genai_endpoint *endpoint;
 	const char *operation;
-	struct tg_span *server;
 	char name[128];
 
 	if (tc == NULL || req->trace != NULL)
 		return;
-	operation = tg_genai_operation(req->path);
+	endpoint = tg_genai_endpoint(req->path);
+	operation = endpoint != NULL ? endpoint->operation : NULL;
 	server_span_name(req, operation, name, sizeof(name));
 	req->trace = tg_trace_begin(&req->headers, tc->sample_ratio, name, req->start_ns,
 	                            req->worker->span_pool);
 	if (req->trace == NULL)
 		return;
 	req->trace->operation = operation;
-	if (!req->trace->sampled)
-		return;
-
-	server = req->trace->server;
-	tg_attrs_static_string(&server->attrs, TG_SC(HTTP_REQUEST_METHOD), req->method);
-	tg_attrs_string(&server->attrs, TG_SC(URL_PATH), req->path);
-	tg_attrs_static_string(&server->attrs, TG_SC(URL_SCHEME),
-	                       req->client && req->client->tls ? "https" : "http");
-	if (req->client != NULL)
-		tg_attrs_string(&server->attrs, TG_SC(CLIENT_ADDRESS), req->client->ip);
-	tg_attrs_string(&server->attrs, TG_SC(TOLLGATE_REQUEST_ID), req->id);
-	if (operation != NULL)
-		tg_attrs_static_string(&server->attrs, TG_SC(GEN_AI_OPERATION_NAME), operation);
+	if (req->trace->sampled)
+		start_server_span(req, req->trace->server, endpoint);
 }
 
 /* The attempt before the current one, for the failover event. */
@@ -177,7 +200,7 @@ tg_trace_attempt_start(struct tg_request *req)
 	if (req->n_attempts > 1)
 		add_failover_event(req, t);
 
-	tg_attrs_static_string(&span->attrs, TG_SC(HTTP_REQUEST_METHOD), req->method);
+	set_method(span, req->method);
 	tg_attrs_string(&span->attrs, TG_SC(SERVER_ADDRESS), a->backend->host);
 	tg_attrs_int(&span->attrs, TG_SC(SERVER_PORT), a->backend->port_number);
 	tg_attrs_string(&span->attrs, TG_SC(TOLLGATE_BACKEND), a->backend->name);
@@ -387,6 +410,15 @@ decision_of(const struct tg_filter_log *log, const char *filter, enum tg_side si
 	return found;
 }
 
+/* Set key to a name of filter.c's tables (tg_side_name(),
+ * tg_filter_action_name()), which need no JSON escape: a unit test checks
+ * every one. */
+static void
+set_filter_word(struct tg_attrs *attrs, const char *key, const char *word)
+{
+	tg_attrs_static_plain(attrs, key, word, strlen(word));
+}
+
 static void
 add_decision_event(struct tg_trace *t, const struct tg_filter_decision *d, uint64_t mono)
 {
@@ -396,9 +428,8 @@ add_decision_event(struct tg_trace *t, const struct tg_filter_decision *d, uint6
 	if (event == NULL)
 		return;
 	tg_attrs_string(event, TG_SC(TOLLGATE_FILTER_NAME), d->filter);
-	tg_attrs_static_string(event, TG_SC(TOLLGATE_FILTER_STAGE), tg_side_name(d->side));
-	tg_attrs_static_string(event, TG_SC(TOLLGATE_FILTER_DECISION),
-	                       tg_filter_action_name(d->action));
+	set_filter_word(event, TG_SC(TOLLGATE_FILTER_STAGE), tg_side_name(d->side));
+	set_filter_word(event, TG_SC(TOLLGATE_FILTER_DECISION), tg_filter_action_name(d->action));
 	if (d->rule != NULL)
 		tg_attrs_string(event, TG_SC(TOLLGATE_FILTER_RULE), d->rule);
 }
@@ -420,10 +451,10 @@ filter_span(struct tg_request *req, const struct tg_filter *f,
 	if (span == NULL)
 		return;
 	tg_attrs_string(&span->attrs, TG_SC(TOLLGATE_FILTER_NAME), f->name);
-	tg_attrs_static_string(&span->attrs, TG_SC(TOLLGATE_FILTER_STAGE),
-	                       tg_side_name(TG_SIDE_REQUEST));
-	tg_attrs_static_string(&span->attrs, TG_SC(TOLLGATE_FILTER_DECISION),
-	                       d ? tg_filter_action_name(d->action) : "pass");
+	set_filter_word(&span->attrs, TG_SC(TOLLGATE_FILTER_STAGE),
+	                tg_side_name(TG_SIDE_REQUEST));
+	set_filter_word(&span->attrs, TG_SC(TOLLGATE_FILTER_DECISION),
+	                d ? tg_filter_action_name(d->action) : "pass");
 	if (d != NULL && d->rule != NULL)
 		tg_attrs_string(&span->attrs, TG_SC(TOLLGATE_FILTER_RULE), d->rule);
 	if (d != NULL && d->action == TG_ACTION_BLOCK) {

@@ -9,8 +9,11 @@
 #include <string.h>
 
 #include <jansson.h>
+#include <llhttp.h>
 
+#include "filter.h"
 #include "headers.h"
+#include "json-writer.h"
 #include "trace-context.h"
 #include "trace-genai.h"
 #include "trace-otlp.h"
@@ -534,6 +537,74 @@ START_TEST(span_attribute_static_strings)
 }
 END_TEST
 
+START_TEST(span_attribute_static_plain)
+{
+	uint8_t trace_id[16] = {1};
+	struct tg_span *s = tg_span_new(trace_id, NULL, TG_SPAN_INTERNAL, "x", 10);
+	static const char path[] = "/v1/chat/completions";
+	const struct tg_attr *a;
+
+	tg_attrs_string(&s->attrs, TG_SC(URL_PATH), "copied");
+	tg_attrs_static_plain(&s->attrs, TG_SC(URL_PATH), path, 8);
+	tg_attrs_literal(&s->attrs, TG_SC(URL_SCHEME), "https");
+
+	a = tg_attrs_find(&s->attrs, TG_SC(URL_PATH));
+	ck_assert_ptr_eq(a->v.s, path);
+	ck_assert_int_eq(a->type, TG_ATTR_STRING);
+	ck_assert_uint_eq(a->value_len, 8);
+	ck_assert_int_eq(a->value_plain, 1);
+	a = tg_attrs_find(&s->attrs, TG_SC(URL_SCHEME));
+	ck_assert_str_eq(a->v.s, "https");
+	ck_assert_uint_eq(a->value_len, 5);
+	ck_assert_int_eq(a->value_plain, 1);
+	ck_assert_uint_eq(s->attrs.count, 2);
+	tg_span_free(s);
+}
+END_TEST
+
+static void
+assert_plain_word(const char *what, const char *word)
+{
+	ck_assert_msg(tg_json_is_plain(word, strlen(word)),
+	              "%s \"%s\" needs escaping in JSON", what, word);
+}
+
+/* The names that tracing sets with tg_attrs_static_plain(), which does
+ * not check them. */
+START_TEST(static_plain_names_need_no_escape)
+{
+	static const char *const paths[] = {
+		"/v1/chat/completions", "/v1/completions", "/v1/embeddings",
+	};
+
+#define CHECK_METHOD(num, name, string) assert_plain_word("method", llhttp_method_name(num));
+	HTTP_ALL_METHOD_MAP(CHECK_METHOD)
+#undef CHECK_METHOD
+
+	assert_plain_word("side", tg_side_name(TG_SIDE_REQUEST));
+	assert_plain_word("side", tg_side_name(TG_SIDE_RESPONSE));
+	assert_plain_word("action", tg_filter_action_name(TG_ACTION_FLAG));
+	assert_plain_word("action", tg_filter_action_name(TG_ACTION_MASK));
+	assert_plain_word("action", tg_filter_action_name(TG_ACTION_BLOCK));
+
+	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+		const struct tg_genai_endpoint *e = tg_genai_endpoint(paths[i]);
+
+		ck_assert_ptr_nonnull(e);
+		ck_assert_str_eq(e->path, paths[i]);
+		ck_assert_uint_eq(e->path_len, strlen(e->path));
+		ck_assert_uint_eq(e->operation_len, strlen(e->operation));
+		assert_plain_word("path", e->path);
+		assert_plain_word("operation", e->operation);
+	}
+	ck_assert_str_eq(tg_genai_endpoint("/v1/chat/completions")->operation, "chat");
+	ck_assert_str_eq(tg_genai_endpoint("/v1/completions")->operation, "text_completion");
+	ck_assert_str_eq(tg_genai_endpoint("/v1/embeddings")->operation, "embeddings");
+	ck_assert_ptr_null(tg_genai_endpoint("/v1/models"));
+	ck_assert_ptr_null(tg_genai_endpoint("/v1/chat/completions/"));
+}
+END_TEST
+
 START_TEST(span_error_status_is_kept)
 {
 	uint8_t trace_id[16] = {1};
@@ -891,6 +962,24 @@ START_TEST(genai_response_body)
 }
 END_TEST
 
+/* Start an attempt of t at time 2000, stream the n chunks to it from
+ * time 3000 and finish it. Returns the attempt's span. */
+static struct tg_span *
+streamed_attempt(struct tg_trace *t, const char *const *chunks, size_t n)
+{
+	struct tg_span *s = tg_trace_attempt_begin(t, "chat m", 2000);
+
+	for (size_t i = 0; i < n; i++) {
+		json_t *chunk = json_loads(chunks[i], 0, NULL);
+
+		ck_assert_ptr_nonnull(chunk);
+		tg_genai_stream_event(t, s, chunk, 3000 + i, 2000);
+		json_decref(chunk);
+	}
+	tg_genai_attempt_done(t, s);
+	return s;
+}
+
 /* The finish reasons of every choice index, known to OpenAI or not, come
  * in index order, with the last one given for an index. A new attempt
  * starts without them. */
@@ -914,15 +1003,7 @@ START_TEST(genai_finish_reasons_by_index)
 
 	tg_headers_init(&h);
 	t = tg_trace_begin(&h, 1.0, "POST", 1000, NULL);
-	s = tg_trace_attempt_begin(t, "chat m", 2000);
-	for (size_t i = 0; i < sizeof(chunks) / sizeof(chunks[0]); i++) {
-		json_t *chunk = json_loads(chunks[i], 0, NULL);
-
-		ck_assert_ptr_nonnull(chunk);
-		tg_genai_stream_event(t, s, chunk, 3000 + i, 2000);
-		json_decref(chunk);
-	}
-	tg_genai_attempt_done(t, s);
+	s = streamed_attempt(t, chunks, sizeof(chunks) / sizeof(chunks[0]));
 	reasons = attr(s, "gen_ai.response.finish_reasons");
 	ck_assert_uint_eq(reasons->v.list.n, sizeof(want) / sizeof(want[0]));
 	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
@@ -1433,6 +1514,8 @@ trace_suite(void)
 	tcase_add_test(span, span_attributes_replace_and_drop);
 	tcase_add_test(span, span_attribute_strings_kept);
 	tcase_add_test(span, span_attribute_static_strings);
+	tcase_add_test(span, span_attribute_static_plain);
+	tcase_add_test(span, static_plain_names_need_no_escape);
 	tcase_add_test(span, span_error_status_is_kept);
 	tcase_add_test(span, span_pool_reuses_memory);
 	tcase_add_test(span, span_pool_reuses_trace_memory);
