@@ -575,14 +575,24 @@ tg_genai_attempt_done(struct tg_trace *t, struct tg_span *span)
 {
 	const char *reasons[MAX_CHOICES];
 	size_t n = 0;
+	int all_known = 1;
 
 	if (span == NULL)
 		return;
 	for (size_t i = 0; i < t->n_finish_reasons; i++) {
-		if (t->finish_reasons[i] != NULL)
+		if (t->finish_reasons[i] != NULL) {
 			reasons[n++] = t->finish_reasons[i];
+			all_known &= tg_is_known_finish_reason(t->finish_reasons[i]);
+		}
 	}
-	if (n > 0)
+
+	/* Known reasons are the table's literals, which the span may keep.
+	 * Any other reason is freed when the attempt is reset, so the span
+	 * gets a copy. */
+	if (n > 0 && all_known)
+		tg_attrs_static_strings(&span->attrs, TG_SC(GEN_AI_RESPONSE_FINISH_REASONS),
+		                        reasons, n);
+	else if (n > 0)
 		tg_attrs_strings(&span->attrs, TG_SC(GEN_AI_RESPONSE_FINISH_REASONS), reasons, n);
 	if (t->output != NULL)
 		set_output_messages(t, span);

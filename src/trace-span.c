@@ -587,6 +587,28 @@ tg_attrs_strings(struct tg_attrs *a, const char *key, const char *const *items, 
 	}
 }
 
+void
+tg_attrs_static_strings(struct tg_attrs *a, const char *key, const char *const *items,
+                        size_t n)
+{
+	struct tg_attr *attr = attr_slot(a, key);
+	char **copy;
+
+	if (attr == NULL)
+		return;
+	copy = tg_arena_alloc(a->arena, (n ? n : 1) * sizeof(*copy), alignof(char *));
+	if (copy == NULL) {
+		attr_drop(a, attr);
+		return;
+	}
+	if (n > 0)
+		memcpy(copy, items, n * sizeof(*copy));
+	attr->type = TG_ATTR_STRINGS;
+	attr->value_plain = 1;
+	attr->v.list.items = copy;      /* nothing writes or frees the items' text */
+	attr->v.list.n = n;
+}
+
 /* Move the events to room for twice as many in the arena. Returns 0, or
  * -1 when out of memory. */
 static int

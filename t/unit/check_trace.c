@@ -597,6 +597,12 @@ START_TEST(static_plain_names_need_no_escape)
 		assert_plain_word("path", e->path);
 		assert_plain_word("operation", e->operation);
 	}
+	assert_plain_word("finish reason", tg_known_finish_reason("stop", 4));
+	assert_plain_word("finish reason", tg_known_finish_reason("length", 6));
+	assert_plain_word("finish reason", tg_known_finish_reason("tool_calls", 10));
+	assert_plain_word("finish reason", tg_known_finish_reason("content_filter", 14));
+	assert_plain_word("finish reason", tg_known_finish_reason("function_call", 13));
+
 	ck_assert_str_eq(tg_genai_endpoint("/v1/chat/completions")->operation, "chat");
 	ck_assert_str_eq(tg_genai_endpoint("/v1/completions")->operation, "text_completion");
 	ck_assert_str_eq(tg_genai_endpoint("/v1/embeddings")->operation, "embeddings");
@@ -1012,6 +1018,36 @@ START_TEST(genai_finish_reasons_by_index)
 	s = tg_trace_attempt_begin(t, "chat m", 4000);
 	tg_genai_attempt_done(t, s);
 	ck_assert_ptr_null(tg_attrs_find(&s->attrs, "gen_ai.response.finish_reasons"));
+	tg_trace_free(t);
+	tg_headers_free(&h);
+}
+END_TEST
+
+/* Reasons that are all known are kept as the table's strings, which stay
+ * when the attempt is reset. The array is the span's own. */
+START_TEST(genai_known_finish_reasons_not_copied)
+{
+	static const char *const chunks[] = {
+		"{\"choices\":[{\"index\":0,\"finish_reason\":\"stop\"}]}",
+		"{\"choices\":[{\"index\":1,\"finish_reason\":\"length\"}]}",
+	};
+	struct tg_headers h;
+	struct tg_trace *t;
+	struct tg_span *s;
+	const struct tg_attr *reasons;
+
+	tg_headers_init(&h);
+	t = tg_trace_begin(&h, 1.0, "POST", 1000, NULL);
+	s = streamed_attempt(t, chunks, sizeof(chunks) / sizeof(chunks[0]));
+	tg_genai_attempt_reset(t);
+
+	reasons = attr(s, "gen_ai.response.finish_reasons");
+	ck_assert_int_eq(reasons->type, TG_ATTR_STRINGS);
+	ck_assert_uint_eq(reasons->v.list.n, 2);
+	ck_assert_ptr_eq(reasons->v.list.items[0], tg_known_finish_reason("stop", 4));
+	ck_assert_ptr_eq(reasons->v.list.items[1], tg_known_finish_reason("length", 6));
+	ck_assert_ptr_ne(reasons->v.list.items, t->first_finish_reasons);
+	ck_assert_int_eq(reasons->value_plain, 1);
 	tg_trace_free(t);
 	tg_headers_free(&h);
 }
@@ -1529,6 +1565,7 @@ trace_suite(void)
 	tcase_add_test(genai, genai_stream_events);
 	tcase_add_test(genai, genai_first_response_ids_per_attempt);
 	tcase_add_test(genai, genai_finish_reasons_by_index);
+	tcase_add_test(genai, genai_known_finish_reasons_not_copied);
 	tcase_add_test(genai, genai_no_usage_no_tokens);
 	tcase_add_test(otlp, otlp_span_encoding);
 	tcase_add_test(otlp, otlp_span_renamed);
