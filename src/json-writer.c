@@ -298,14 +298,16 @@ write_string(struct tg_json_writer *w, const char *s, size_t len, size_t limit)
 	/* Most values are plain text within the limit. They are copied into
 	 * the room and checked in one pass, which costs about half of a check
 	 * and then a copy, and the copy is kept when it is plain. Else the
-	 * escaping below writes over it. */
+	 * escaping below writes over it. The pass is inline here, because the
+	 * access log writes about 10 values per request, and the call to
+	 * tg_json_copy_plain() cost about 20 instructions each (callgrind). */
 	if (len <= limit) {
 		char *out;
 
 		if (tg_json_room(w, len + 2) != 0)
 			return;
 		out = w->data + w->len;
-		if (tg_json_copy_plain(out + 1, s, len)) {
+		if (scan_plain(out + 1, s, len)) {
 			out[0] = '"';
 			out[len + 1] = '"';
 			w->len += len + 2;
