@@ -136,14 +136,16 @@ tg_traceparent_format(char *out, const uint8_t trace_id[TG_TRACE_ID_SIZE],
  * Bytes drawn from RAND_bytes in one call and handed out a few at a
  * time, because one call per id cost about 3.5% of the process's CPU in a
  * profile at 2,000 traced requests a second. Callgrind counts about 6,400
- * instructions per call plus 3 per byte (OpenSSL 3.0). A block of 4 KiB
- * holds the ids of 100 requests of 3 spans, and brings their cost per
- * request from about 1,100 instructions (256-byte blocks) to under 200.
+ * instructions per call plus 3 per byte (OpenSSL 3.0). A traced chat
+ * completion takes 40 bytes (a trace id and 3 span ids), so a block of
+ * 16 KiB serves about 400 of them, and the call's share is about 16
+ * instructions per request. Blocks of 4 KiB made it 63, and blocks of 256
+ * bytes about 1,000.
  *
  * The block is per thread, so it needs no lock. A fork would hand the
  * same bytes to two processes, and tollgate never forks.
  */
-#define RANDOM_BLOCK_SIZE 4096
+#define RANDOM_BLOCK_SIZE 16384
 
 static _Thread_local struct {
 	uint8_t bytes[RANDOM_BLOCK_SIZE];
