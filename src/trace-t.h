@@ -123,7 +123,7 @@ struct tg_trace {
 	uint8_t trace_id[TG_TRACE_ID_SIZE];
 	uint8_t remote_parent[TG_SPAN_ID_SIZE]; /* from traceparent; zero if none */
 	int sampled;            /* spans are recorded and exported */
-	const char *operation;  /* tg_genai_operation() of the request's path */
+	const char *operation;  /* the operation of the path's tg_genai_endpoint(), or NULL */
 	char *trace_state;      /* incoming tracestate headers joined by ',' */
 
 	/* Span times are Unix time, derived from CLOCK_MONOTONIC through this
