@@ -350,17 +350,42 @@ close_field(struct tg_json_writer *w, size_t at, size_t width)
 }
 
 /*
- * A KeyValue with a semconv key and a plain string or an integer value,
- * under 128 bytes: most attributes. Its lengths all take one byte, so
- * they are written without sizing the value twice or a varint loop.
- * Returns 1, or 0 when the attribute is not one of these and
- * write_key_value() must write it.
+ * Copy len bytes, fewer than 128, with a few moves of 16, 8 or 4 bytes
+ * that may overlap. Attribute values are mostly a few bytes long, and a
+ * call to memcpy cost more than the copy.
  */
-static inline int
-write_short_key_value(struct tg_json_writer *w, int key, const struct tg_attr *a)
+static inline void
+copy_short(uint8_t *dst, const char *src, size_t len)
 {
-	size_t key_len = a->key_len, value;
-	uint8_t *p;
+	assert(len < 128);
+	if (len >= 16) {
+		for (size_t i = 0; i + 16 < len; i += 16)
+			memcpy(dst + i, src + i, 16);
+		memcpy(dst + len - 16, src + len - 16, 16);
+	} else if (len >= 8) {
+		memcpy(dst, src, 8);
+		memcpy(dst + len - 8, src + len - 8, 8);
+	} else if (len >= 4) {
+		memcpy(dst, src, 4);
+		memcpy(dst + len - 4, src + len - 4, 4);
+	} else if (len > 0) {
+		dst[0] = (uint8_t)src[0];
+		dst[len / 2] = (uint8_t)src[len / 2];
+		dst[len - 1] = (uint8_t)src[len - 1];
+	}
+}
+
+/*
+ * The bytes of a's AnyValue when a is a short KeyValue, or 0 when it is
+ * not one. A short KeyValue has a semconv key, a plain string or a
+ * non-negative integer value, and takes under 128 bytes: most attributes.
+ * Its lengths all take one byte, so it is written without sizing the value
+ * twice or a varint loop.
+ */
+static inline size_t
+short_value_size(const struct tg_attr *a)
+{
+	size_t value;
 
 	if (a->type == TG_ATTR_STRING && a->value_plain && a->v.s != NULL)
 		value = 2 + a->value_len;
@@ -368,27 +393,69 @@ write_short_key_value(struct tg_json_writer *w, int key, const struct tg_attr *a
 		value = 1 + varint_size((uint64_t)a->v.i);
 	else
 		return 0;
-	if (4 + key_len + value >= 128 || !tg_semconv_is_name(a->key))
+	if (4 + a->key_len + value >= 128 || !tg_semconv_is_name(a->key))
 		return 0;
-	if (tg_json_room(w, 6 + TG_SEMCONV_SLOT + value) != 0)
-		return 1;
+	return value;
+}
 
-	p = tail_of(w);
+/* Room for any short KeyValue: 2 bytes of key and length, under 128
+ * bytes of KeyValue, and the rest of the semconv slot that
+ * put_semconv_key() copies whole. */
+#define SHORT_ROOM (2 + 128 + TG_SEMCONV_SLOT)
+
+/* Write the short KeyValue a, whose short_value_size() is value, as one
+ * field keyed key into room for SHORT_ROOM bytes. Returns its end. */
+static inline uint8_t *
+put_short_key_value(uint8_t *p, int key, const struct tg_attr *a, size_t value)
+{
+	/* Read a before writing: p is a byte pointer, which may alias a, so
+	 * the compiler would read each field again after every store. */
+	const char *name = a->key, *s = a->v.s;
+	size_t key_len = a->key_len, value_len = a->value_len;
+	uint64_t i = (uint64_t)a->v.i;
+	int is_string = a->type == TG_ATTR_STRING;
+
 	p[0] = (uint8_t)key;
 	p[1] = (uint8_t)(4 + key_len + value);
-	p = put_semconv_key(p + 2, a->key, key_len);
+	p = put_semconv_key(p + 2, name, key_len);
 	p[0] = KEY_VALUE_VALUE;
 	p[1] = (uint8_t)value;
-	if (a->type == TG_ATTR_STRING) {
+	if (is_string) {
 		p[2] = ANY_STRING;
-		p[3] = (uint8_t)a->value_len;
-		memcpy(p + 4, a->v.s, a->value_len);
-		end_at(w, p + 4 + a->value_len);
-	} else {
-		p[2] = ANY_INT;
-		end_at(w, put_varint(p + 3, (uint64_t)a->v.i));
+		p[3] = (uint8_t)value_len;
+		copy_short(p + 4, s, value_len);
+		return p + 4 + value_len;
 	}
-	return 1;
+	p[2] = ANY_INT;
+	return put_varint(p + 3, i);
+}
+
+/*
+ * Write the short KeyValues from a on as fields keyed key, up to end or
+ * the first that is not short, and return where it stopped. Room for all
+ * of them is made once, before the run, and the tail of w is kept in a
+ * register until its end: checking room, loading and storing w->len
+ * around each attribute cost about as much as writing it. Out of memory,
+ * w->failed is set and end returned.
+ */
+static const struct tg_attr *
+write_short_run(struct tg_json_writer *w, int key, const struct tg_attr *a,
+                const struct tg_attr *end)
+{
+	uint8_t *p;
+
+	if (tg_json_room(w, (size_t)(end - a) * SHORT_ROOM) != 0)
+		return end;
+	p = tail_of(w);
+	for (; a < end; a++) {
+		size_t value = short_value_size(a);
+
+		if (value == 0)
+			break;
+		p = put_short_key_value(p, key, a, value);
+	}
+	end_at(w, p);
+	return a;
 }
 
 /* One KeyValue of a repeated field keyed key, of any kind. It is not
@@ -422,9 +489,12 @@ write_key_value(struct tg_json_writer *w, int key, const struct tg_attr *a)
 static void
 write_attrs(struct tg_json_writer *w, int key, const struct tg_attrs *attrs)
 {
-	for (size_t i = 0; i < attrs->count; i++) {
-		if (!write_short_key_value(w, key, &attrs->items[i]))
-			write_key_value(w, key, &attrs->items[i]);
+	const struct tg_attr *a = attrs->items, *end = a + attrs->count;
+
+	while (a < end) {
+		a = write_short_run(w, key, a, end);
+		if (a < end)
+			write_key_value(w, key, a++);
 	}
 }
 

@@ -663,6 +663,119 @@ START_TEST(small_span_has_these_bytes)
 }
 END_TEST
 
+/* --- short KeyValues, written in runs ------------------------------------------ */
+
+/* Append v to out as a varint. Returns the bytes written. */
+static size_t
+put_test_varint(uint8_t *out, uint64_t v)
+{
+	size_t n = 0;
+
+	while (v >= 0x80) {
+		out[n++] = (uint8_t)(v | 0x80);
+		v >>= 7;
+	}
+	out[n++] = (uint8_t)v;
+	return n;
+}
+
+/* Append a length-delimited field keyed key holding the len bytes at
+ * contents to out. Returns the bytes written. */
+static size_t
+put_test_field(uint8_t *out, uint8_t key, const void *contents, size_t len)
+{
+	size_t n = 0;
+
+	out[n++] = key;
+	n += put_test_varint(out + n, len);
+	memcpy(out + n, contents, len);
+	return n + len;
+}
+
+/* Append to out a Span.attributes field, as the .proto files define it:
+ * a KeyValue with this key, whose AnyValue is the value_len bytes at
+ * value. Returns the bytes written. */
+static size_t
+put_test_key_value(uint8_t *out, const char *key, const uint8_t *value, size_t value_len)
+{
+	uint8_t kv[512];
+	size_t n = put_test_field(kv, 0x0a, key, strlen(key));        /* key (1) */
+
+	n += put_test_field(kv + n, 0x12, value, value_len);            /* value (2) */
+	return put_test_field(out, 0x4a, kv, n);                        /* attributes (9) */
+}
+
+/* Set key to a string value of len bytes on a, and append its
+ * Span.attributes field to out. Returns the bytes appended. */
+static size_t
+add_test_string(struct tg_attrs *a, const char *key, size_t len, uint8_t *out)
+{
+	char text[256];
+	uint8_t any[260];
+
+	ck_assert_uint_lt(len, sizeof(text));
+	for (size_t i = 0; i < len; i++)
+		text[i] = (char)('a' + (len + i) % 26);
+	tg_attrs_stringn(a, key, text, len);
+	return put_test_key_value(out, key, any,
+	                          put_test_field(any, 0x0a, text, len));  /* string_value (1) */
+}
+
+/* Set key to the integer v on a, and append its Span.attributes field
+ * to out. Returns the bytes appended. */
+static size_t
+add_test_int(struct tg_attrs *a, const char *key, int64_t v, uint8_t *out)
+{
+	uint8_t any[11] = {0x18};                                       /* int_value (3) */
+
+	tg_attrs_int(a, key, v);
+	return put_test_key_value(out, key, any, 1 + put_test_varint(any + 1, (uint64_t)v));
+}
+
+/*
+ * A span per string length from 0 to 112, each with three attributes: a
+ * string of that length, an integer around a varint width, and a string
+ * of the remaining length. So a KeyValue that is short (each size of
+ * copy, up to the last length whose lengths fit in one byte) comes
+ * before and after one that is not (a negative integer, strings from
+ * about 100 bytes on). Each span's attributes must come out as written
+ * by hand from the .proto files.
+ */
+START_TEST(short_and_long_values_have_these_bytes)
+{
+	static const int64_t ints[] = {0, 1, 127, -1, 128, 16383, INT64_MAX, 16384};
+	uint8_t trace_id[16] = {1}, parent_id[8] = {0};
+	struct tg_otlp_resource resource = {"svc", "1.2.3", NULL};
+	struct tg_span *spans[113];
+	size_t n = sizeof(spans) / sizeof(spans[0]), want_len[113], start;
+	uint8_t want[113][512];
+	struct tg_json_writer w = {0};
+
+	for (size_t len = 0; len < n; len++) {
+		struct tg_span *span = tg_span_new(trace_id, parent_id, TG_SPAN_CLIENT, "chat", 1);
+		uint8_t *out = want[len];
+
+		ck_assert_ptr_nonnull(span);
+		out += add_test_string(&span->attrs, TG_SC(GEN_AI_RESPONSE_ID), len, out);
+		out += add_test_int(&span->attrs, TG_SC(SERVER_PORT), ints[len % 8], out);
+		out += add_test_string(&span->attrs, TG_SC(GEN_AI_RESPONSE_MODEL), n - 1 - len, out);
+		want_len[len] = (size_t)(out - want[len]);
+		tg_span_end(span, 2);
+		spans[len] = span;
+	}
+
+	start = tg_otlp_proto_write(&w, spans, n, &resource);
+	ck_assert_int_eq(w.failed, 0);
+	for (size_t len = 0; len < n; len++)
+		ck_assert_msg(memmem(w.data + start, w.len - start, want[len], want_len[len]) != NULL,
+		              "the attributes of the span with a string of %zu bytes are not "
+		              "the %zu bytes of the .proto files", len, want_len[len]);
+	tg_json_writer_free(&w);
+	for (size_t i = 0; i < n; i++)
+		tg_span_free(spans[i]);
+}
+END_TEST
+
 static Suite *
 trace_otlp_suite(void)
 {
@@ -676,6 +789,7 @@ trace_otlp_suite(void)
 	tcase_add_test(proto, random_spans_keep_their_bytes);
 	tcase_add_test(proto, long_values_keep_their_bytes);
 	tcase_add_test(proto, small_span_has_these_bytes);
+	tcase_add_test(proto, short_and_long_values_have_these_bytes);
 	suite_add_tcase(s, proto);
 	return s;
 }
