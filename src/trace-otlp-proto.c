@@ -258,16 +258,33 @@ put_count(uint8_t *p, int key, uint32_t count)
 	return put_varint(p, count);
 }
 
-static uint8_t *
-put_strings(uint8_t *p, char *const *items, size_t n, int plain)
+/* The length of a field's contents from its field_size(), so that a
+ * size is not computed again from the contents. field_size() grows with
+ * the length, so one length fits: the first, counting down from size - 2
+ * (a byte of key, at least one of length), that gives size. */
+static size_t
+contents_len(size_t size)
 {
-	p = put_len(p, ANY_ARRAY, strings_size(items, n, plain));
+	size_t len = size - 2;
+
+	while (field_size(len) > size)
+		len--;
+	assert(field_size(len) == size);
+	return len;
+}
+
+/* Write the ArrayValue of a TG_ATTR_STRINGS value, with its key and
+ * length, given its strings_size() as size. */
+static uint8_t *
+put_strings(uint8_t *p, char *const *items, size_t n, int plain, size_t size)
+{
+	p = put_len(p, ANY_ARRAY, size);
 	for (size_t i = 0; i < n; i++) {
 		size_t len = strlen(items[i]);
-		size_t size = text_size(items[i], len, plain);
+		size_t text = text_size(items[i], len, plain);
 
-		p = put_len(p, ARRAY_VALUES, field_size(size));
-		p = put_text(p, ANY_STRING, items[i], len, size);
+		p = put_len(p, ARRAY_VALUES, field_size(text));
+		p = put_text(p, ANY_STRING, items[i], len, text);
 	}
 	return p;
 }
@@ -296,7 +313,8 @@ put_any_value(uint8_t *p, const struct tg_attr *a, size_t size)
 		*p++ = a->v.b != 0;
 		return p;
 	case TG_ATTR_STRINGS:
-		return put_strings(p, a->v.list.items, a->v.list.n, a->value_plain);
+		return put_strings(p, a->v.list.items, a->v.list.n, a->value_plain,
+		                   contents_len(size));
 	}
 	return p;
 }
