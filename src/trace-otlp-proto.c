@@ -346,11 +346,10 @@ open_field(struct tg_json_writer *w, int key, size_t width)
 	return at;
 }
 
-/* Write the length of the field that open_field(w, key, width) returned
- * at, whose contents end at w->len. When it takes another width, the
- * contents move to follow it. */
-static void
-close_field(struct tg_json_writer *w, size_t at, size_t width)
+/* The general case of close_field(): a length of another width than
+ * the room left for it, or a writer that failed. */
+static __attribute__((noinline)) void
+close_field_moving(struct tg_json_writer *w, size_t at, size_t width)
 {
 	size_t start = at + 1 + width;
 	size_t len = w->len - start;
@@ -365,6 +364,24 @@ close_field(struct tg_json_writer *w, size_t at, size_t width)
 		w->len = at + 1 + needed + len;
 	}
 	put_varint((uint8_t *)w->data + at + 1, len);
+}
+
+/* Write the length of the field that open_field(w, key, width) returned
+ * at, whose contents end at w->len. When it takes another width, the
+ * contents move to follow it. A span of 128 bytes to 16 KiB, which
+ * fills the two bytes left for it, is the common case, written here
+ * without a call or a varint loop. */
+static inline void
+close_field(struct tg_json_writer *w, size_t at, size_t width)
+{
+	size_t len = w->len - (at + 1 + width);
+
+	if (width == 2 && len >= 128 && len < 128 * 128 && !w->failed) {
+		w->data[at + 1] = (char)(len | 0x80);
+		w->data[at + 2] = (char)(len >> 7);
+		return;
+	}
+	close_field_moving(w, at, width);
 }
 
 /*
@@ -537,6 +554,18 @@ write_event(struct tg_json_writer *w, const struct tg_span_event *ev)
 	close_field(w, at, 1);
 }
 
+/* Return whether a span id is all zeros, as a root span's parent id is:
+ * one load, where tg_id_is_zero() is a call and a loop over bytes. */
+static inline int
+span_id_is_zero(const uint8_t id[TG_SPAN_ID_SIZE])
+{
+	uint64_t word;
+
+	_Static_assert(TG_SPAN_ID_SIZE == sizeof(word), "a span id is one 64-bit word");
+	memcpy(&word, id, sizeof(word));
+	return word == 0;
+}
+
 /* The fields of a Span from trace_id to its times, into room made for
  * them. state is the trace state's len bytes, whose text_size() is
  * state_size, and name_size the name's text_size(). */
@@ -548,7 +577,7 @@ put_span_head(uint8_t *p, const struct tg_span *span, size_t state_len, size_t s
 	p = put_bytes(p, SPAN_SPAN_ID, span->span_id, TG_SPAN_ID_SIZE);
 	if (state_len > 0)
 		p = put_text(p, SPAN_TRACE_STATE, span->trace_state, state_len, state_size);
-	if (!tg_id_is_zero(span->parent_id, TG_SPAN_ID_SIZE))
+	if (!span_id_is_zero(span->parent_id))
 		p = put_bytes(p, SPAN_PARENT_SPAN_ID, span->parent_id, TG_SPAN_ID_SIZE);
 	if (name_size > 0)
 		p = put_text(p, SPAN_NAME, span->name, span->name_len, name_size);
