@@ -410,12 +410,26 @@ copy_short(uint8_t *dst, const char *src, size_t len)
 	}
 }
 
+/* The AnyValue of a TG_ATTR_STRINGS value whose items are plain, when
+ * its lengths take one byte, or 128 when it is longer. The sum stops
+ * there, so a long list is not read twice. */
+static size_t
+short_strings_size(char *const *items, size_t n)
+{
+	size_t value = 2;
+
+	for (size_t i = 0; i < n && value < 128; i++)
+		value += 4 + strlen(items[i]);
+	return value < 128 ? value : 128;
+}
+
 /*
  * The bytes of a's AnyValue when a is a short KeyValue, or 0 when it is
- * not one. A short KeyValue has a semconv key, a plain string or a
- * non-negative integer value, and takes under 128 bytes: most attributes.
- * Its lengths all take one byte, so it is written without sizing the value
- * twice or a varint loop.
+ * not one. A short KeyValue has a semconv key and a value that is a
+ * plain string, a non-negative integer, a boolean or a list of plain
+ * strings, and takes under 128 bytes: nearly every attribute. Its lengths
+ * all take one byte, so it is written without sizing the value twice or
+ * a varint loop.
  */
 static inline size_t
 short_value_size(const struct tg_attr *a)
@@ -426,6 +440,10 @@ short_value_size(const struct tg_attr *a)
 		value = 2 + a->value_len;
 	else if (a->type == TG_ATTR_INT && a->v.i >= 0)
 		value = 1 + varint_size((uint64_t)a->v.i);
+	else if (a->type == TG_ATTR_BOOL)
+		value = 2;
+	else if (a->type == TG_ATTR_STRINGS && a->value_plain)
+		value = short_strings_size(a->v.list.items, a->v.list.n);
 	else
 		return 0;
 	if (4 + a->key_len + value >= 128 || !tg_semconv_is_name(a->key))
@@ -438,6 +456,36 @@ short_value_size(const struct tg_attr *a)
  * put_semconv_key() copies whole. */
 #define SHORT_ROOM (2 + 128 + TG_SEMCONV_SLOT)
 
+/* Write the AnyValue of the short KeyValue a, when a boolean or a list of
+ * strings, whose short_value_size() is value, after its key and length.
+ * Returns its end. These are one or two per request, so they stay out of
+ * the loop over the others. */
+static __attribute__((noinline)) uint8_t *
+put_short_rare_value(uint8_t *p, const struct tg_attr *a, size_t value)
+{
+	if (a->type == TG_ATTR_BOOL) {
+		p[0] = ANY_BOOL;
+		p[1] = a->v.b != 0;
+		return p + 2;
+	}
+
+	p[0] = ANY_ARRAY;
+	p[1] = (uint8_t)(value - 2);
+	p += 2;
+	for (size_t i = 0; i < a->v.list.n; i++) {
+		const char *item = a->v.list.items[i];
+		size_t len = strlen(item);
+
+		p[0] = ARRAY_VALUES;
+		p[1] = (uint8_t)(2 + len);
+		p[2] = ANY_STRING;
+		p[3] = (uint8_t)len;
+		copy_short(p + 4, item, len);
+		p += 4 + len;
+	}
+	return p;
+}
+
 /* Write the short KeyValue a, whose short_value_size() is value, as one
  * field keyed key into room for SHORT_ROOM bytes. Returns its end. */
 static inline uint8_t *
@@ -448,21 +496,24 @@ put_short_key_value(uint8_t *p, int key, const struct tg_attr *a, size_t value)
 	const char *name = a->key, *s = a->v.s;
 	size_t key_len = a->key_len, value_len = a->value_len;
 	uint64_t i = (uint64_t)a->v.i;
-	int is_string = a->type == TG_ATTR_STRING;
+	enum tg_attr_type type = a->type;
 
 	p[0] = (uint8_t)key;
 	p[1] = (uint8_t)(4 + key_len + value);
 	p = put_semconv_key(p + 2, name, key_len);
 	p[0] = KEY_VALUE_VALUE;
 	p[1] = (uint8_t)value;
-	if (is_string) {
+	if (type == TG_ATTR_STRING) {
 		p[2] = ANY_STRING;
 		p[3] = (uint8_t)value_len;
 		copy_short(p + 4, s, value_len);
 		return p + 4 + value_len;
 	}
-	p[2] = ANY_INT;
-	return put_varint(p + 3, i);
+	if (type == TG_ATTR_INT) {
+		p[2] = ANY_INT;
+		return put_varint(p + 3, i);
+	}
+	return put_short_rare_value(p + 2, a, value);
 }
 
 /*

@@ -732,14 +732,54 @@ add_test_int(struct tg_attrs *a, const char *key, int64_t v, uint8_t *out)
 	return put_test_key_value(out, key, any, 1 + put_test_varint(any + 1, (uint64_t)v));
 }
 
+/* Set key to the boolean v on a, and append its Span.attributes field
+ * to out. Returns the bytes appended. */
+static size_t
+add_test_bool(struct tg_attrs *a, const char *key, int v, uint8_t *out)
+{
+	uint8_t any[2] = {0x10, (uint8_t)(v != 0)};                     /* bool_value (2) */
+
+	tg_attrs_bool(a, key, v);
+	return put_test_key_value(out, key, any, sizeof(any));
+}
+
+/* Set key to a list of n strings, of lengths from seed, on a, and append
+ * its Span.attributes field to out. Returns the bytes appended. */
+static size_t
+add_test_strings(struct tg_attrs *a, const char *key, size_t n, size_t seed, uint8_t *out)
+{
+	char texts[4][64];
+	const char *items[4];
+	uint8_t array[512], any[520];
+	size_t array_len = 0;
+
+	ck_assert_uint_le(n, 4);
+	for (size_t i = 0; i < n; i++) {
+		size_t len = (seed * 7 + i * 13) % 50;
+		uint8_t string[80];
+		size_t string_len;
+
+		for (size_t j = 0; j < len; j++)
+			texts[i][j] = (char)('A' + (seed + i + j) % 26);
+		texts[i][len] = '\0';
+		items[i] = texts[i];
+		string_len = put_test_field(string, 0x0a, texts[i], len);        /* string_value (1) */
+		array_len += put_test_field(array + array_len, 0x0a, string, string_len); /* values (1) */
+	}
+	tg_attrs_strings(a, key, items, n);
+	return put_test_key_value(out, key, any,
+	                          put_test_field(any, 0x2a, array, array_len)); /* array_value (5) */
+}
+
 /*
- * A span per string length from 0 to 112, each with three attributes: a
- * string of that length, an integer around a varint width, and a string
- * of the remaining length. So a KeyValue that is short (each size of
- * copy, up to the last length whose lengths fit in one byte) comes
- * before and after one that is not (a negative integer, strings from
- * about 100 bytes on). Each span's attributes must come out as written
- * by hand from the .proto files.
+ * A span per string length from 0 to 112, each with five attributes: a
+ * string of that length, an integer around a varint width, a boolean, a
+ * list of up to three strings, and a string of the remaining length. So
+ * a KeyValue that is short (each size of copy, up to the last length
+ * whose lengths fit in one byte) comes before and after one that is not
+ * (a negative integer, strings from about 100 bytes on, long lists).
+ * Each span's attributes must come out as written by hand from the
+ * .proto files.
  */
 START_TEST(short_and_long_values_have_these_bytes)
 {
@@ -748,7 +788,7 @@ START_TEST(short_and_long_values_have_these_bytes)
 	struct tg_otlp_resource resource = {"svc", "1.2.3", NULL};
 	struct tg_span *spans[113];
 	size_t n = sizeof(spans) / sizeof(spans[0]), want_len[113], start;
-	uint8_t want[113][512];
+	uint8_t want[113][1024];
 	struct tg_json_writer w = {0};
 
 	for (size_t len = 0; len < n; len++) {
@@ -758,6 +798,9 @@ START_TEST(short_and_long_values_have_these_bytes)
 		ck_assert_ptr_nonnull(span);
 		out += add_test_string(&span->attrs, TG_SC(GEN_AI_RESPONSE_ID), len, out);
 		out += add_test_int(&span->attrs, TG_SC(SERVER_PORT), ints[len % 8], out);
+		out += add_test_bool(&span->attrs, TG_SC(GEN_AI_REQUEST_STREAM), (int)len % 2, out);
+		out += add_test_strings(&span->attrs, TG_SC(GEN_AI_RESPONSE_FINISH_REASONS), len % 4,
+		                        len, out);
 		out += add_test_string(&span->attrs, TG_SC(GEN_AI_RESPONSE_MODEL), n - 1 - len, out);
 		want_len[len] = (size_t)(out - want[len]);
 		tg_span_end(span, 2);
