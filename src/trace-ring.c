@@ -50,11 +50,20 @@ tg_trace_ring_init(struct tg_trace_ring *r, size_t capacity)
 	return 0;
 }
 
+/* The spans of t, in their array or in t itself. */
+static struct tg_span *const *
+spans_of(const struct tg_ring_trace *t)
+{
+	return t->spans != NULL ? t->spans : t->first;
+}
+
 static void
 trace_clear(struct tg_ring_trace *t)
 {
+	struct tg_span *const *spans = spans_of(t);
+
 	for (size_t i = 0; i < t->n_spans; i++)
-		tg_span_unref(t->spans[i]);
+		tg_span_unref(spans[i]);
 	free(t->spans);
 	memset(t, 0, sizeof(*t));
 }
@@ -142,20 +151,35 @@ newest_trace(struct tg_trace_ring *r, const uint8_t *trace_id)
 	return t;
 }
 
+/* Double the room for t's spans, moving them out of t itself the first
+ * time. Returns 0, or -1 when out of memory. */
+static int
+grow_spans(struct tg_ring_trace *t)
+{
+	size_t capacity = t->spans != NULL ? t->capacity * 2 : TG_RING_FIRST_SPANS * 2;
+	struct tg_span **spans = realloc(t->spans, capacity * sizeof(*spans));
+
+	if (spans == NULL)
+		return -1;
+	if (t->spans == NULL)
+		memcpy(spans, t->first, sizeof(t->first));
+	t->spans = spans;
+	t->capacity = capacity;
+	return 0;
+}
+
 static int
 append_span(struct tg_ring_trace *t, struct tg_span *span)
 {
 	if (t->n_spans == TG_RING_MAX_SPANS)
 		return -1;
-	if (t->n_spans == t->capacity) {
-		size_t capacity = t->capacity ? t->capacity * 2 : 8;
-		struct tg_span **spans = realloc(t->spans, capacity * sizeof(*spans));
-
-		if (spans == NULL)
-			return -1;
-		t->spans = spans;
-		t->capacity = capacity;
+	if (t->spans == NULL && t->n_spans < TG_RING_FIRST_SPANS) {
+		t->first[t->n_spans++] = span;
+		span->refs++;
+		return 0;
 	}
+	if ((t->spans == NULL || t->n_spans == t->capacity) && grow_spans(t) != 0)
+		return -1;
 	t->spans[t->n_spans++] = span;
 	span->refs++;
 	return 0;
@@ -212,11 +236,13 @@ tg_trace_ring_resize(struct tg_trace_ring *r, size_t capacity)
 static const struct tg_span *
 root_span(const struct tg_ring_trace *t)
 {
+	struct tg_span *const *spans = spans_of(t);
+
 	for (size_t i = 0; i < t->n_spans; i++) {
-		if (t->spans[i]->kind == TG_SPAN_SERVER)
-			return t->spans[i];
+		if (spans[i]->kind == TG_SPAN_SERVER)
+			return spans[i];
 	}
-	return t->spans[0];
+	return spans[0];
 }
 
 static json_t *
@@ -229,7 +255,7 @@ trace_summary(const struct tg_ring_trace *t)
 	int error = 0;
 
 	for (size_t i = 0; i < t->n_spans; i++) {
-		const struct tg_span *s = t->spans[i];
+		const struct tg_span *s = spans_of(t)[i];
 
 		error |= s->status == TG_STATUS_ERROR;
 		if (s->start_ns < start)
@@ -279,7 +305,7 @@ tg_trace_ring_get(struct tg_trace_ring *r, const char *trace_id_hex,
 
 	pthread_mutex_lock(&r->lock);
 	if (r->capacity > 0 && (t = find_trace(r, trace_id)) != NULL)
-		result = tg_otlp_encode(t->spans, t->n_spans, resource);
+		result = tg_otlp_encode(spans_of(t), t->n_spans, resource);
 	pthread_mutex_unlock(&r->lock);
 	return result;
 }

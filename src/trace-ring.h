@@ -18,10 +18,16 @@
 #include "trace-otlp.h"
 #include "trace-t.h"
 
+/* Spans a kept trace stores in itself before it allocates an array. The
+ * trace of a request with one attempt and a filter or two has at most
+ * four spans, so it takes no allocation, and no free when it goes. */
+#define TG_RING_FIRST_SPANS 4
+
 struct tg_ring_trace {
 	uint8_t trace_id[TG_TRACE_ID_SIZE];
-	struct tg_span **spans;
-	size_t n_spans, capacity;
+	struct tg_span **spans;         /* NULL while they all fit in "first" */
+	struct tg_span *first[TG_RING_FIRST_SPANS];
+	size_t n_spans, capacity;       /* capacity of spans, 0 while NULL */
 	uint64_t added_seq;             /* order of arrival, for listing */
 };
 

@@ -947,6 +947,70 @@ START_TEST(ring_finds_each_kept_trace)
 }
 END_TEST
 
+/* The span names of the ring's copy of the trace with this id, joined
+ * by spaces, into out of size bytes. */
+static void
+ring_names_of_id(struct tg_trace_ring *r, const uint8_t id[16], char *out, size_t size)
+{
+	struct tg_otlp_resource resource = {"svc", "1", NULL};
+	char hex[33];
+	json_t *got, *spans;
+	size_t used = 0;
+
+	tg_hex_encode(hex, id, 16);
+	got = tg_trace_ring_get(r, hex, &resource);
+	ck_assert_ptr_nonnull(got);
+	spans = json_object_get(json_array_get(json_object_get(
+	    json_array_get(json_object_get(got, "resourceSpans"), 0), "scopeSpans"), 0), "spans");
+	out[0] = '\0';
+	for (size_t i = 0; i < json_array_size(spans); i++) {
+		const char *name = json_string_value(json_object_get(json_array_get(spans, i), "name"));
+
+		used += (size_t)snprintf(out + used, size - used, "%s%s", i > 0 ? " " : "", name);
+		ck_assert_uint_lt(used, size);
+	}
+	json_decref(got);
+}
+
+/* A trace keeps its first spans in itself and the later ones in an
+ * array: they stay in order across that move, and across a resize, which
+ * copies the kept traces. */
+START_TEST(ring_keeps_spans_in_order_past_the_first)
+{
+	uint8_t a[16] = {1}, b[16] = {2};
+	char want[256] = "", got[256];
+	struct tg_trace_ring r;
+
+	ck_assert_int_eq(tg_trace_ring_init(&r, 4), 0);
+	for (int i = 0; i < 20; i++) {
+		char name[8];
+		struct tg_span *span;
+
+		snprintf(name, sizeof(name), "s%d", i);
+		span = ended_span(i < 3 ? b : a, name);
+		span->refs = 1;
+		tg_trace_ring_add(&r, span);
+		tg_span_unref(span);
+		if (i < 3)
+			continue;
+
+		snprintf(want + strlen(want), sizeof(want) - strlen(want), "%s%s",
+		         i > 3 ? " " : "", name);
+		ring_names_of_id(&r, a, got, sizeof(got));
+		ck_assert_str_eq(got, want);
+	}
+	ring_names_of_id(&r, b, got, sizeof(got));
+	ck_assert_str_eq(got, "s0 s1 s2");
+
+	tg_trace_ring_resize(&r, 2);
+	ring_names_of_id(&r, b, got, sizeof(got));
+	ck_assert_str_eq(got, "s0 s1 s2");
+	ring_names_of_id(&r, a, got, sizeof(got));
+	ck_assert_str_eq(got, want);
+	tg_trace_ring_free(&r);
+}
+END_TEST
+
 START_TEST(recent_traces_ring)
 {
 	struct tg_config *cfg = config_with("{\"enabled\": true, \"recent_traces\": 2}");
@@ -1006,6 +1070,7 @@ export_suite(void)
 	tcase_add_test(ring, ring_finds_each_kept_trace);
 	tcase_add_test(ring, ring_compares_whole_trace_ids);
 	tcase_add_test(ring, ring_evicts_only_the_oldest_trace);
+	tcase_add_test(ring, ring_keeps_spans_in_order_past_the_first);
 	tcase_add_test(retry, retryable_statuses);
 	tcase_add_test(retry, backoff_grows_with_jitter);
 	tcase_add_test(retry, retry_stops_at_limits);
