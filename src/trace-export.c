@@ -748,7 +748,10 @@ export_start(struct tg_tracer *t)
 	struct export *e = calloc(1, sizeof(*e));
 
 	if (e != NULL) {
-		e->spans = calloc(n, sizeof(*e->spans));
+		/* Not zeroed, since the loop below fills it. n is at most
+		 * max_export_batch_size, which the configuration bounds to
+		 * 2^20, so the product cannot overflow. */
+		e->spans = malloc(n * sizeof(*e->spans));
 		e->timer = evtimer_new(t->base, deadline_cb, e);
 	}
 	if (e == NULL || e->spans == NULL || e->timer == NULL) {
