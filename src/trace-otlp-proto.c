@@ -412,8 +412,9 @@ copy_short(uint8_t *dst, const char *src, size_t len)
 
 /* The AnyValue of a TG_ATTR_STRINGS value whose items are plain, when
  * its lengths take one byte, or 128 when it is longer. The sum stops
- * there, so a long list is not read twice. */
-static size_t
+ * there, so a long list is not read twice. It is not inlined, since its
+ * loop made the loop over short KeyValues keep its values on the stack. */
+static __attribute__((noinline)) size_t
 short_strings_size(char *const *items, size_t n)
 {
 	size_t value = 2;
