@@ -93,20 +93,27 @@ tg_trace_ring_free(struct tg_trace_ring *r)
 	memset(r, 0, sizeof(*r));
 }
 
+/* Return whether two trace ids are equal, compared as two 64-bit words,
+ * since a call to memcmp per kept trace cost about as much as the rest
+ * of the search. */
+static inline int
+same_trace_id(const uint8_t *a, const uint8_t *b)
+{
+	uint64_t x[2], y[2];
+
+	_Static_assert(sizeof(x) == TG_TRACE_ID_SIZE, "a trace id is two 64-bit words");
+	memcpy(x, a, sizeof(x));
+	memcpy(y, b, sizeof(y));
+	return x[0] == y[0] && x[1] == y[1];
+}
+
 /* The trace with this id among traces[from] to traces[to - 1], the last
- * first; NULL when none has it. The ids are compared as two 64-bit
- * words, since a call to memcmp per kept trace cost about as much as the
- * rest of the search. */
+ * first; NULL when none has it. */
 static struct tg_ring_trace *
 find_in(struct tg_ring_trace *traces, size_t from, size_t to, const uint8_t *trace_id)
 {
-	uint64_t want[2], have[2];
-
-	_Static_assert(sizeof(want) == TG_TRACE_ID_SIZE, "a trace id is two 64-bit words");
-	memcpy(want, trace_id, sizeof(want));
 	for (size_t i = to; i > from; i--) {
-		memcpy(have, traces[i - 1].trace_id, sizeof(have));
-		if (have[0] == want[0] && have[1] == want[1])
+		if (same_trace_id(traces[i - 1].trace_id, trace_id))
 			return &traces[i - 1];
 	}
 	return NULL;
@@ -194,15 +201,23 @@ tg_trace_ring_add(struct tg_trace_ring *r, struct tg_span *span)
 void
 tg_trace_ring_add_spans(struct tg_trace_ring *r, struct tg_span *const *spans, size_t n)
 {
+	struct tg_ring_trace *last = NULL;
+
 	if (r->capacity == 0 || n == 0)
 		return;
 	pthread_mutex_lock(&r->lock);
 	for (size_t i = 0; i < n; i++) {
-		struct tg_ring_trace *t = find_trace(r, spans[i]->trace_id);
+		const uint8_t *trace_id = spans[i]->trace_id;
+		struct tg_ring_trace *t = NULL;
 
-		if (t == NULL)
-			t = newest_trace(r, spans[i]->trace_id);
+		/* A request's last spans end together, so a span often
+		 * belongs to the trace of the one before it. */
+		if (last != NULL && same_trace_id(last->trace_id, trace_id))
+			t = last;
+		else if ((t = find_trace(r, trace_id)) == NULL)
+			t = newest_trace(r, trace_id);
 		append_span(t, spans[i]);
+		last = t;
 	}
 	pthread_mutex_unlock(&r->lock);
 }

@@ -908,6 +908,32 @@ START_TEST(ring_compares_whole_trace_ids)
 }
 END_TEST
 
+/* In one batch, a span joins the trace of the span before it only when
+ * their ids are equal in both halves. */
+START_TEST(ring_batch_compares_whole_trace_ids)
+{
+	uint8_t ids[3][16] = {{1}, {1}, {1}};
+	static const size_t order[] = {0, 0, 1, 1, 2, 0, 2};
+	struct tg_span *spans[7];
+	struct tg_trace_ring r;
+
+	ids[1][15] = 1;
+	ids[2][8] = 1;
+	ck_assert_int_eq(tg_trace_ring_init(&r, 4), 0);
+	for (size_t i = 0; i < 7; i++) {
+		spans[i] = ended_span(ids[order[i]], "POST");
+		spans[i]->refs = 1;
+	}
+	tg_trace_ring_add_spans(&r, spans, 7);
+	for (size_t i = 0; i < 7; i++)
+		tg_span_unref(spans[i]);        /* the ring's references are left */
+	ck_assert_uint_eq(ring_spans_of_id(&r, ids[0]), 3);
+	ck_assert_uint_eq(ring_spans_of_id(&r, ids[1]), 2);
+	ck_assert_uint_eq(ring_spans_of_id(&r, ids[2]), 2);
+	tg_trace_ring_free(&r);
+}
+END_TEST
+
 /* A trace that goes takes nothing with it from a kept trace whose id
  * ends the same way. */
 START_TEST(ring_evicts_only_the_oldest_trace)
@@ -1069,6 +1095,7 @@ export_suite(void)
 	tcase_add_test(body, export_body_outlives_tracer);
 	tcase_add_test(ring, ring_finds_each_kept_trace);
 	tcase_add_test(ring, ring_compares_whole_trace_ids);
+	tcase_add_test(ring, ring_batch_compares_whole_trace_ids);
 	tcase_add_test(ring, ring_evicts_only_the_oldest_trace);
 	tcase_add_test(ring, ring_keeps_spans_in_order_past_the_first);
 	tcase_add_test(retry, retryable_statuses);
