@@ -425,31 +425,30 @@ short_strings_size(char *const *items, size_t n)
 }
 
 /*
- * The bytes of a's AnyValue when a is a short KeyValue, or 0 when it is
- * not one. A short KeyValue has a semconv key and a value that is a
- * plain string, a non-negative integer, a boolean or a list of plain
- * strings, and takes under 128 bytes: nearly every attribute. Its lengths
- * all take one byte, so it is written without sizing the value twice or
- * a varint loop.
+ * A short KeyValue has a semconv key and a value that is a plain string,
+ * a non-negative integer, a boolean or a list of plain strings, and takes
+ * under 128 bytes: nearly every attribute. Its lengths all take one byte,
+ * so it is written without sizing the value twice or a varint loop.
+ *
+ * Return whether a, whose AnyValue takes value bytes, fits: its key is a
+ * semconv name and the KeyValue is under 128 bytes.
  */
-static inline size_t
-short_value_size(const struct tg_attr *a)
+static inline int
+fits_short(const struct tg_attr *a, size_t value)
 {
-	size_t value;
+	return 4 + a->key_len + value < 128 && tg_semconv_is_name(a->key);
+}
 
-	if (a->type == TG_ATTR_STRING && a->value_plain && a->v.s != NULL)
-		value = 2 + a->value_len;
-	else if (a->type == TG_ATTR_INT && a->v.i >= 0)
-		value = 1 + varint_size((uint64_t)a->v.i);
-	else if (a->type == TG_ATTR_BOOL)
-		value = 2;
-	else if (a->type == TG_ATTR_STRINGS && a->value_plain)
-		value = short_strings_size(a->v.list.items, a->v.list.n);
-	else
-		return 0;
-	if (4 + a->key_len + value >= 128 || !tg_semconv_is_name(a->key))
-		return 0;
-	return value;
+/* The AnyValue of a when it is a boolean or a list of plain strings that
+ * may make a short KeyValue, else 0. */
+static size_t
+rare_short_value_size(const struct tg_attr *a)
+{
+	if (a->type == TG_ATTR_BOOL)
+		return 2;
+	if (a->type == TG_ATTR_STRINGS && a->value_plain)
+		return short_strings_size(a->v.list.items, a->v.list.n);
+	return 0;
 }
 
 /* Room for any short KeyValue: 2 bytes of key and length, under 128
@@ -457,10 +456,29 @@ short_value_size(const struct tg_attr *a)
  * put_semconv_key() copies whole. */
 #define SHORT_ROOM (2 + 128 + TG_SEMCONV_SLOT)
 
-/* Write the AnyValue of the short KeyValue a, when a boolean or a list of
- * strings, whose short_value_size() is value, after its key and length.
- * Returns its end. These are one or two per request, so they stay out of
- * the loop over the others. */
+/* Write the start of the short KeyValue a, whose AnyValue takes value
+ * bytes, as one field keyed key into room for SHORT_ROOM bytes: all but
+ * the AnyValue's contents. Returns where those go. */
+static inline uint8_t *
+put_short_head(uint8_t *p, int key, const struct tg_attr *a, size_t value)
+{
+	/* Read a before writing: p is a byte pointer, which may alias a, so
+	 * the compiler would read each field again after every store. */
+	const char *name = a->key;
+	size_t key_len = a->key_len;
+
+	p[0] = (uint8_t)key;
+	p[1] = (uint8_t)(4 + key_len + value);
+	p = put_semconv_key(p + 2, name, key_len);
+	p[0] = KEY_VALUE_VALUE;
+	p[1] = (uint8_t)value;
+	return p + 2;
+}
+
+/* Write the AnyValue contents of the short KeyValue a, a boolean or a
+ * list of strings whose AnyValue takes value bytes. Returns their end.
+ * These are one or two per request, so they stay out of the loop over
+ * the others. */
 static __attribute__((noinline)) uint8_t *
 put_short_rare_value(uint8_t *p, const struct tg_attr *a, size_t value)
 {
@@ -487,43 +505,14 @@ put_short_rare_value(uint8_t *p, const struct tg_attr *a, size_t value)
 	return p;
 }
 
-/* Write the short KeyValue a, whose short_value_size() is value, as one
- * field keyed key into room for SHORT_ROOM bytes. Returns its end. */
-static inline uint8_t *
-put_short_key_value(uint8_t *p, int key, const struct tg_attr *a, size_t value)
-{
-	/* Read a before writing: p is a byte pointer, which may alias a, so
-	 * the compiler would read each field again after every store. */
-	const char *name = a->key, *s = a->v.s;
-	size_t key_len = a->key_len, value_len = a->value_len;
-	uint64_t i = (uint64_t)a->v.i;
-	enum tg_attr_type type = a->type;
-
-	p[0] = (uint8_t)key;
-	p[1] = (uint8_t)(4 + key_len + value);
-	p = put_semconv_key(p + 2, name, key_len);
-	p[0] = KEY_VALUE_VALUE;
-	p[1] = (uint8_t)value;
-	if (type == TG_ATTR_STRING) {
-		p[2] = ANY_STRING;
-		p[3] = (uint8_t)value_len;
-		copy_short(p + 4, s, value_len);
-		return p + 4 + value_len;
-	}
-	if (type == TG_ATTR_INT) {
-		p[2] = ANY_INT;
-		return put_varint(p + 3, i);
-	}
-	return put_short_rare_value(p + 2, a, value);
-}
-
 /*
  * Write the short KeyValues from a on as fields keyed key, up to end or
  * the first that is not short, and return where it stopped. Room for all
  * of them is made once, before the run, and the tail of w is kept in a
  * register until its end: checking room, loading and storing w->len
- * around each attribute cost about as much as writing it. Out of memory,
- * w->failed is set and end returned.
+ * around each attribute cost about as much as writing it. Each kind of
+ * value has its own branch, so that the type is tested once. Out of
+ * memory, w->failed is set and end returned.
  */
 static const struct tg_attr *
 write_short_run(struct tg_json_writer *w, int key, const struct tg_attr *a,
@@ -535,11 +524,32 @@ write_short_run(struct tg_json_writer *w, int key, const struct tg_attr *a,
 		return end;
 	p = tail_of(w);
 	for (; a < end; a++) {
-		size_t value = short_value_size(a);
+		if (a->type == TG_ATTR_STRING && a->value_plain && a->v.s != NULL) {
+			const char *s = a->v.s;
+			size_t len = a->value_len;
 
-		if (value == 0)
-			break;
-		p = put_short_key_value(p, key, a, value);
+			if (!fits_short(a, 2 + len))
+				break;
+			p = put_short_head(p, key, a, 2 + len);
+			p[0] = ANY_STRING;
+			p[1] = (uint8_t)len;
+			copy_short(p + 2, s, len);
+			p += 2 + len;
+		} else if (a->type == TG_ATTR_INT && a->v.i >= 0) {
+			uint64_t i = (uint64_t)a->v.i;
+
+			if (!fits_short(a, 1 + varint_size(i)))
+				break;
+			p = put_short_head(p, key, a, 1 + varint_size(i));
+			*p++ = ANY_INT;
+			p = put_varint(p, i);
+		} else {
+			size_t value = rare_short_value_size(a);
+
+			if (value == 0 || !fits_short(a, value))
+				break;
+			p = put_short_rare_value(put_short_head(p, key, a, value), a, value);
+		}
 	}
 	end_at(w, p);
 	return a;
