@@ -772,9 +772,10 @@ add_test_strings(struct tg_attrs *a, const char *key, size_t n, size_t seed, uin
 }
 
 /*
- * A span per string length from 0 to 112, each with five attributes: a
- * string of that length, an integer around a varint width, a boolean, a
- * list of up to three strings, and a string of the remaining length. So
+ * A span per string length from 0 to 112, each with six attributes: a
+ * string of that length, an integer around a varint width, a boolean, an
+ * integer under a key of over 32 bytes, a list of up to three strings,
+ * and a string of the remaining length. So
  * a KeyValue that is short (each size of copy, up to the last length
  * whose lengths fit in one byte) comes before and after one that is not
  * (a negative integer, strings from about 100 bytes on, long lists).
@@ -799,6 +800,8 @@ START_TEST(short_and_long_values_have_these_bytes)
 		out += add_test_string(&span->attrs, TG_SC(GEN_AI_RESPONSE_ID), len, out);
 		out += add_test_int(&span->attrs, TG_SC(SERVER_PORT), ints[len % 8], out);
 		out += add_test_bool(&span->attrs, TG_SC(GEN_AI_REQUEST_STREAM), (int)len % 2, out);
+		out += add_test_int(&span->attrs, TG_SC(GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS),
+		                    (int64_t)len, out);         /* a key past 32 bytes */
 		out += add_test_strings(&span->attrs, TG_SC(GEN_AI_RESPONSE_FINISH_REASONS), len % 4,
 		                        len, out);
 		out += add_test_string(&span->attrs, TG_SC(GEN_AI_RESPONSE_MODEL), n - 1 - len, out);
