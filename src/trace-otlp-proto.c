@@ -641,8 +641,14 @@ put_span_head(uint8_t *p, const struct tg_span *span, size_t state_len, size_t s
 		p = put_text(p, SPAN_TRACE_STATE, span->trace_state, state_len, state_size);
 	if (!span_id_is_zero(span->parent_id))
 		p = put_bytes(p, SPAN_PARENT_SPAN_ID, span->parent_id, TG_SPAN_ID_SIZE);
-	if (name_size > 0)
+	if (name_size > 0 && name_size == span->name_len && name_size < 128) {
+		*p++ = SPAN_NAME;
+		*p++ = (uint8_t)name_size;
+		copy_short(p, span->name, name_size);   /* the usual name: no memcpy call */
+		p += name_size;
+	} else if (name_size > 0) {
 		p = put_text(p, SPAN_NAME, span->name, span->name_len, name_size);
+	}
 	if (span->kind != 0) {
 		*p++ = SPAN_KIND;
 		p = put_varint(p, (uint64_t)span->kind);
@@ -671,9 +677,13 @@ put_span_tail(uint8_t *p, const struct tg_span *span, size_t message_len,
 		*p++ = (uint8_t)span->status;   /* 1 or 2: one varint byte */
 	}
 	if (span->flags != 0) {
+		uint32_t flags = span->flags;
+
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+		flags = __builtin_bswap32(flags);
+#endif
 		memcpy(p, flags_key, sizeof(flags_key));
-		for (int i = 0; i < 4; i++)
-			p[2 + i] = (uint8_t)(span->flags >> (8 * i));
+		memcpy(p + 2, &flags, sizeof(flags));   /* fixed32: little-endian */
 		p += SPAN_FLAGS_SIZE;
 	}
 	return p;
