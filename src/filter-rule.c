@@ -417,6 +417,21 @@ is_ascii_letter(int c)
 	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
 }
 
+size_t
+tg_rule_required_bytes(const struct tg_filter_rule *rule, char bytes[2])
+{
+	int c = rule->required;
+
+	if (c < 0)
+		return 0;
+	bytes[0] = (char)c;
+	if (!is_ascii_letter(c))
+		return 1;
+	/* Bit 0x20 is the case of an ASCII letter. */
+	bytes[1] = (char)(c ^ 0x20);
+	return 2;
+}
+
 /*
  * Whether rule can match an ASCII text, whose normalised views are the
  * text itself and, folded, its lower case (tg_norm_ascii()). PCRE2 also
@@ -430,14 +445,18 @@ is_ascii_letter(int c)
 static int
 may_match(const struct tg_filter_rule *rule, const char *text, size_t len)
 {
-	int c = rule->required;
+	char bytes[2];
+	size_t n = tg_rule_required_bytes(rule, bytes);
 
 	if (len < rule->min_length)
 		return 0;
-	if (c < 0 || memchr(text, c, len) != NULL)
+	if (n == 0)
 		return 1;
-	/* Bit 0x20 is the case of an ASCII letter. */
-	return is_ascii_letter(c) && memchr(text, c ^ 0x20, len) != NULL;
+	for (size_t i = 0; i < n; i++) {
+		if (memchr(text, bytes[i], len) != NULL)
+			return 1;
+	}
+	return 0;
 }
 
 /* Whether the scan runs rule. ascii_complete is set for an ASCII text in

@@ -35,6 +35,14 @@ void tg_rule_free(struct tg_filter_rule *rule);
  * it holds and there are 13 to 19 digits. */
 int tg_luhn_valid(const char *text, size_t len);
 
+/*
+ * The bytes of which an ASCII text must hold one for rule to match it:
+ * its required byte, and the other case too when that is a letter. Puts
+ * them in bytes and returns how many (1 or 2), or 0 when the rule
+ * requires no byte.
+ */
+size_t tg_rule_required_bytes(const struct tg_filter_rule *rule, char bytes[2]);
+
 /* A match in original-text offsets. */
 struct tg_match {
 	size_t start, end;
