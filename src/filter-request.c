@@ -300,6 +300,10 @@ screen_without_tree(struct tg_request *req, const struct tg_filter_chain *chain)
 		return SCAN_NONE;
 	if (types != 1u << TG_FILTER_REGEX || !req->body_json_pending)
 		return SCAN_UNREAD;
+	/* The dispatch's scan read the body whole as JSON, so a body whose
+	 * bytes show that no rule can match passes, as the probe would pass it. */
+	if (tg_filter_body_unmatched(chain, TG_SIDE_REQUEST, req->body))
+		return SCAN_CLEAN;
 	if (req->scanned.read_texts)
 		rc = probe_spans(req, &p);
 	else
@@ -492,6 +496,12 @@ scan_without_tree(struct tg_request *req, const struct tg_filter_chain *chain)
 		return SCAN_NONE;
 	if (types & 1u << TG_FILTER_PLUGIN)
 		return SCAN_UNREAD;
+	/* Texts that no rule can match need no reading: the digest that the
+	 * metrics read anyway records whether yajl read an object. Any other
+	 * body goes the way below, which decides what becomes of it. */
+	if (tg_filter_body_unmatched(chain, TG_SIDE_RESPONSE, req->response.body) &&
+	    tg_relay_response_digest(req)->object)
+		return SCAN_CLEAN;
 	rc = tg_relay_response_texts(req, probe_text, &p);
 
 	if (rc == 0 && !tg_relay_response_digest(req)->object && !opens_object(req->response.body))

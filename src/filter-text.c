@@ -787,6 +787,123 @@ tg_filter_text_matches(const struct tg_filter_chain *chain, enum tg_side side,
 	return 0;
 }
 
+/* The segments of a body, read in place. A body in more segments than
+ * this is judged by reading its texts. */
+#define VIEW_SEGMENTS 8
+
+struct body_view {
+	struct evbuffer_iovec seg[VIEW_SEGMENTS];
+	int n;
+};
+
+/* Fill *v with the segments of body. Returns 0, or -1 when there are too
+ * many. */
+static int
+view_body(struct evbuffer *body, struct body_view *v)
+{
+	v->n = evbuffer_peek(body, -1, NULL, v->seg, VIEW_SEGMENTS);
+	return v->n >= 0 && v->n <= VIEW_SEGMENTS ? 0 : -1;
+}
+
+static int
+view_ascii(const struct body_view *v)
+{
+	for (int i = 0; i < v->n; i++) {
+		if (!tg_norm_ascii(v->seg[i].iov_base, v->seg[i].iov_len))
+			return 0;
+	}
+	return 1;
+}
+
+static int
+view_has(const struct body_view *v, char c)
+{
+	for (int i = 0; i < v->n; i++) {
+		if (memchr(v->seg[i].iov_base, c, v->seg[i].iov_len) != NULL)
+			return 1;
+	}
+	return 0;
+}
+
+/* Whether the body has a backslash followed by 'u', across segments
+ * too. */
+static int
+view_has_backslash_u(const struct body_view *v)
+{
+	int after_backslash = 0;
+
+	for (int i = 0; i < v->n; i++) {
+		const char *p = v->seg[i].iov_base;
+		const char *end = p + v->seg[i].iov_len;
+
+		if (p < end && after_backslash && *p == 'u')
+			return 1;
+		after_backslash = 0;
+		while (p < end && (p = memchr(p, '\\', (size_t)(end - p))) != NULL) {
+			if (++p == end)
+				after_backslash = 1;
+			else if (*p == 'u')
+				return 1;
+		}
+	}
+	return 0;
+}
+
+/* Whether body, or a text that an escape of it other than \uXXXX
+ * decodes to, contains one of the bytes that rule requires. */
+static int
+may_hold_required(const struct tg_filter_rule *rule, const struct body_view *v, int escapes)
+{
+	/* What the escapes \" \\ \/ \b \f \n \r \t decode to. */
+	static const char decoded[] = "\"\\/\b\f\n\r\t";
+	char bytes[2];
+	size_t n = tg_rule_required_bytes(rule, bytes);
+
+	if (n == 0)
+		return 1;
+	for (size_t i = 0; i < n; i++) {
+		if (view_has(v, bytes[i]))
+			return 1;
+		if (escapes && memchr(decoded, bytes[i], sizeof(decoded) - 1) != NULL)
+			return 1;
+	}
+	return 0;
+}
+
+int
+tg_filter_body_unmatched(const struct tg_filter_chain *chain, enum tg_side side,
+                         struct evbuffer *body)
+{
+	struct body_view v;
+	int escapes;
+
+	/* A text above the limit fails to normalise, which the readers must
+	 * report. NFKC turns some non-ASCII characters into a required byte
+	 * (U+FF20 into '@'), and so does \uXXXX (\u0040). A "\u" after an
+	 * escaped backslash counts too, because a tool call's arguments are
+	 * read again as JSON, where it is an escape. */
+	if (evbuffer_get_length(body) > TG_NORM_MAX_INPUT || view_body(body, &v) != 0 ||
+	    !view_ascii(&v))
+		return 0;
+	escapes = view_has(&v, '\\');
+	if (escapes && view_has_backslash_u(&v))
+		return 0;
+
+	for (size_t i = 0; chain != NULL && i < chain->n; i++) {
+		const struct tg_filter *f = chain->filters[i];
+
+		if (!(f->apply_to & side))
+			continue;
+		if (f->type != TG_FILTER_REGEX)
+			return 0;
+		for (size_t j = 0; j < f->n_rules; j++) {
+			if (may_hold_required(&f->rules[j], &v, escapes))
+				return 0;
+		}
+	}
+	return 1;
+}
+
 unsigned
 tg_filter_types(const struct tg_filter_chain *chain, enum tg_side side)
 {

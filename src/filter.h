@@ -228,6 +228,21 @@ int tg_filter_decoded_text(const struct tg_filter *f, enum tg_side side,
 int tg_filter_text_matches(const struct tg_filter_chain *chain, enum tg_side side,
                            const char *text, size_t len, struct tg_scan *sc);
 
+/*
+ * Whether the bytes of body, a JSON text, show that no filter of chain
+ * that applies to side can match any text that the readers above take
+ * from it, so that they need not run. Returns 1 when every such filter is
+ * a regex filter, and each of its rules requires a byte (struct
+ * tg_filter_rule) that no such text can hold: body is ASCII, has no
+ * "\u", contains no required byte in either case, and a body with escapes
+ * requires none of the bytes they decode to. Returns 0 when the texts
+ * must be read to tell, and that says nothing about a match. A scan
+ * that 1 spares would have run no rule (tg_scan_run() skips a rule whose
+ * byte an ASCII text lacks), so it could neither match nor fail.
+ */
+int tg_filter_body_unmatched(const struct tg_filter_chain *chain, enum tg_side side,
+                             struct evbuffer *body);
+
 /* The types of the filters of chain that apply to side: bit
  * (1u << enum tg_filter_type) is set for each. */
 unsigned tg_filter_types(const struct tg_filter_chain *chain, enum tg_side side);

@@ -44,6 +44,15 @@ const BODIES = {
   reasoning: answer({ content: 'ok', reasoning: 'mail jane@example.com' }),
 };
 
+/* Bodies that the bytes alone cannot show clean: an '@' written as an
+ * escape or as the fullwidth U+FF20, which NFKC makes an '@'; and one
+ * they can, with escapes that decode to no '@'. */
+Object.assign(BODIES, {
+  'content-escaped': answer({ content: 'mail jane@example.com' }).replace('@', '\\u0040'),
+  'content-fullwidth': answer({ content: 'mail jane\uff20example.com' }),
+  'content-clean-escapes': answer({ content: 'a line\nbreak "q" \\ / at example.com' }),
+});
+
 /* The data of streamed events by shape, a [DONE] added after them. */
 const STREAMS = {
   'reasoning-content': [
@@ -342,6 +351,21 @@ describe('response filters: escapes inside tool call arguments', () => {
   it('sends arguments with escapes and no match unchanged', async () => {
     const res = await post(gw, 'arguments-escaped-clean');
     assert.equal(res.text, BODIES['arguments-escaped-clean']);
+  });
+});
+
+describe('response filters: bodies judged by their bytes', () => {
+  for (const shape of ['content-escaped', 'content-fullwidth']) {
+    it(`masks a non-streamed answer with ${shape}`, async () => {
+      const res = await post(gw, shape);
+      assert.equal(res.status, 200);
+      assert.equal(JSON.parse(res.text).choices[0].message.content, 'mail [REDACTED:email]');
+    });
+  }
+
+  it('sends an answer with escapes and no @ unchanged', async () => {
+    const res = await post(gw, 'content-clean-escapes');
+    assert.equal(res.text, BODIES['content-clean-escapes']);
   });
 });
 

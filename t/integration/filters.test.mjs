@@ -314,6 +314,48 @@ describe('content filters: request bodies screened without a tree', () => {
   }
 });
 
+describe('content filters: request bodies judged by their bytes', () => {
+  // The email preset alone requires an '@', so a body without one passes
+  // unread, unless an escape or a non-ASCII character can make one.
+  const EMAIL = { mail: { type: 'regex', apply_to: ['request'], action: 'mask', presets: ['email'] } };
+  let mock;
+  let gw;
+
+  before(async () => {
+    mock = await startMock();
+    gw = await startGateway(config(mock, EMAIL, ['mail']));
+  });
+  afterEach(() => gw?.checkErrors());
+  after(stopAll);
+
+  async function sentUpstream(body) {
+    await mock.reset();
+    const res = await request({
+      port: gw.port, method: 'POST', path: '/v1/chat/completions', body,
+      headers: { 'content-type': 'application/json' },
+    });
+    assert.equal(res.status, 200, res.text);
+    return (await mock.lastRequest()).body;
+  }
+
+  const chatRaw = (content) => `{"model":"m","messages":[{"role":"user","content":"${content}"}]}`;
+
+  it('masks an address whose @ is the escape \\u0040', async () => {
+    const sent = await sentUpstream(chatRaw('mail jane\\u0040example.com'));
+    assert.equal(JSON.parse(sent).messages[0].content, 'mail [REDACTED:email]');
+  });
+
+  it('masks an address whose @ is the fullwidth one', async () => {
+    const sent = await sentUpstream(chatRaw('mail jane\uff20example.com'));
+    assert.equal(JSON.parse(sent).messages[0].content, 'mail [REDACTED:email]');
+  });
+
+  it('sends a body with escapes and no @ byte for byte', async () => {
+    const body = chatRaw('a line\\nbreak \\"q\\" \\\\ \\/ at example.com');
+    assert.equal(await sentUpstream(body), body);
+  });
+});
+
 describe('content filters: response side', () => {
   let mock;
   let gw;

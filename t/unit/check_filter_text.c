@@ -649,6 +649,127 @@ START_TEST(text_matches_reports_failed_scan)
 }
 END_TEST
 
+/* --- bodies no rule can match ------------------------------------------ */
+
+/* What tg_filter_body_unmatched() returns for body, cut in two segments at
+ * cut (see body_buffer()), for a chain of f alone on the response side. */
+static int
+unmatched(struct tg_filter *f, const char *body, size_t cut)
+{
+	const struct tg_filter *filters[] = {f};
+	struct tg_filter_chain chain = {1, filters};
+	struct evbuffer *buf = body_buffer(body, strlen(body), cut);
+	int rc = tg_filter_body_unmatched(&chain, TG_SIDE_RESPONSE, buf);
+
+	evbuffer_free(buf);
+	return rc;
+}
+
+START_TEST(unmatched_body_without_required_byte)
+{
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, email_rule);
+
+	ck_assert_int_eq(unmatched(f, "{\"content\":\"Hello there\"}", 0), 1);
+	ck_assert_int_eq(unmatched(f, "{\"content\":\"a line\\nbreak \\\"q\\\" \\/\"}", 0), 1);
+	ck_assert_int_eq(unmatched(f, "{\"content\":\"a line\\nbreak\"}", 16), 1);
+	destroy_filter(f);
+}
+END_TEST
+
+START_TEST(unmatched_not_when_a_text_may_hold_the_byte)
+{
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, email_rule);
+	/* A tool call's arguments are JSON read again: "\\u0040" is an '@'. */
+	static const char inner[] =
+		"{\"arguments\":\"{\\\"to\\\":\\\"jane\\\\u0040example.com\\\"}\"}";
+	static const char split[] = "{\"content\":\"jane\\u0040example.com\"}";
+
+	ck_assert_int_eq(unmatched(f, "{\"content\":\"jane@example.com\"}", 0), 0);
+	ck_assert_int_eq(unmatched(f, split, 0), 0);
+	ck_assert_int_eq(unmatched(f, inner, 0), 0);
+	/* U+FF20, which NFKC makes an '@'. */
+	ck_assert_int_eq(unmatched(f, "{\"content\":\"jane\xef\xbc\xa0" "example.com\"}", 0), 0);
+	/* The escape cut between its backslash and its 'u'. */
+	ck_assert_int_eq(unmatched(f, split, (size_t)(strchr(split, 'u') - split)), 0);
+	destroy_filter(f);
+}
+END_TEST
+
+START_TEST(unmatched_by_the_bytes_each_rule_requires)
+{
+	static const char *const caseless[] = {"~word=secret", NULL};
+	static const char *const no_byte[] = {"digits=[0-9]+", NULL};
+	static const char *const newline[] = {"eol=x\\n", NULL};
+	struct tg_filter *word = make_filter("word", TG_ACTION_FLAG, TG_SIDE_RESPONSE, caseless);
+	struct tg_filter *digits = make_filter("digits", TG_ACTION_FLAG, TG_SIDE_RESPONSE, no_byte);
+	struct tg_filter *eol = make_filter("eol", TG_ACTION_FLAG, TG_SIDE_RESPONSE, newline);
+
+	/* Keys count too: "content" contains a 't'. */
+	ck_assert_int_eq(word->rules[0].required, 't');
+	ck_assert_int_eq(unmatched(word, "{\"a\":\"SECRE\"}", 0), 1);
+	ck_assert_int_eq(unmatched(word, "{\"a\":\"SECRET\"}", 0), 0);
+	ck_assert_int_eq(unmatched(word, "{\"a\":\"secret\"}", 0), 0);
+	ck_assert_int_eq(unmatched(word, "{\"content\":\"hi\"}", 0), 0);
+
+	ck_assert_int_lt(digits->rules[0].required, 0);
+	ck_assert_int_eq(unmatched(digits, "{\"content\":\"hi\"}", 0), 0);
+
+	ck_assert_int_eq(eol->rules[0].required, '\n');
+	ck_assert_int_eq(unmatched(eol, "{\"content\":\"x y\"}", 0), 1);
+	ck_assert_int_eq(unmatched(eol, "{\"content\":\"x\\ny\"}", 0), 0);
+	destroy_filter(word);
+	destroy_filter(digits);
+	destroy_filter(eol);
+}
+END_TEST
+
+START_TEST(unmatched_only_for_regex_filters_on_the_side)
+{
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, email_rule);
+	struct tg_filter other = {.type = TG_FILTER_PLUGIN, .apply_to = TG_SIDE_REQUEST};
+	const struct tg_filter *filters[] = {f, &other};
+	struct tg_filter_chain chain = {2, filters};
+	struct evbuffer *buf = body_buffer("{\"content\":\"hi\"}", 16, 0);
+
+	ck_assert_int_eq(tg_filter_body_unmatched(&chain, TG_SIDE_RESPONSE, buf), 1);
+	ck_assert_int_eq(tg_filter_body_unmatched(&chain, TG_SIDE_REQUEST, buf), 0);
+	other.apply_to = TG_SIDE_REQUEST | TG_SIDE_RESPONSE;
+	ck_assert_int_eq(tg_filter_body_unmatched(&chain, TG_SIDE_RESPONSE, buf), 0);
+	other.type = TG_FILTER_MODERATION;
+	ck_assert_int_eq(tg_filter_body_unmatched(&chain, TG_SIDE_RESPONSE, buf), 0);
+	evbuffer_free(buf);
+	destroy_filter(f);
+}
+END_TEST
+
+/* Where tg_filter_body_unmatched() returns 1 for a crafted body, no
+ * text the reader takes from it matches, cut anywhere. */
+START_TEST(unmatched_agrees_with_the_reader)
+{
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, email_rule);
+	const struct tg_filter *filters[] = {f};
+	struct tg_filter_chain chain = {1, filters};
+	const char *body = cases[_i].body;
+	size_t len = strlen(body);
+	struct tg_scan sc;
+
+	tg_scan_init(&sc);
+	for (size_t cut = 0; cut < len; cut++) {
+		struct texts read = {0};
+
+		if (unmatched(f, body, cut) == 0)
+			continue;
+		(void)read_texts(body, len, cut, &read);
+		for (size_t i = 0; i < read.n; i++)
+			ck_assert_int_eq(tg_filter_text_matches(&chain, TG_SIDE_RESPONSE, read.items[i],
+			                                        read.lens[i], &sc), 0);
+		texts_free(&read);
+	}
+	tg_scan_free(&sc);
+	destroy_filter(f);
+}
+END_TEST
+
 /* --- tg_filter_response_body -------------------------------------------- */
 
 struct response_fixture {
@@ -970,6 +1091,11 @@ filter_text_suite(void)
 
 	tcase_add_test(scan, text_matches_response_filters_only);
 	tcase_add_test(scan, text_matches_reports_failed_scan);
+	tcase_add_test(scan, unmatched_body_without_required_byte);
+	tcase_add_test(scan, unmatched_not_when_a_text_may_hold_the_byte);
+	tcase_add_test(scan, unmatched_by_the_bytes_each_rule_requires);
+	tcase_add_test(scan, unmatched_only_for_regex_filters_on_the_side);
+	tcase_add_loop_test(scan, unmatched_agrees_with_the_reader, 0, n_cases);
 	suite_add_tcase(s, scan);
 
 	tcase_add_test(response, response_without_match_builds_no_tree);
