@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "request.h"
 
@@ -88,6 +89,15 @@ tg_log_timestamp(char *buf, unsigned long size)
 
 	clock_gettime(CLOCK_REALTIME, &now);
 	format_timestamp(&thread_stamp_cache, &now, buf, size);
+}
+
+void
+tg_log_timestamp_at(uint64_t wall_ns, char *buf, unsigned long size)
+{
+	struct timespec at = {.tv_sec = (time_t)(wall_ns / TG_NS_PER_S),
+	                      .tv_nsec = (long)(wall_ns % TG_NS_PER_S)};
+
+	format_timestamp(&thread_stamp_cache, &at, buf, size);
 }
 
 /* Write prefix, the formatted message and a newline as one line. A message

@@ -7,6 +7,8 @@
 #ifndef TOLLGATE_LOG_H
 #define TOLLGATE_LOG_H
 
+#include <stdint.h>
+
 enum tg_log_level {
 	TG_LOG_DEBUG,
 	TG_LOG_INFO,
@@ -32,6 +34,9 @@ void tg_log_request(const struct tg_request *req, enum tg_log_level level,
 /* Format the current UTC time as 2026-12-04T19:43:57.123Z into buf (at
  * least 25 bytes). */
 void tg_log_timestamp(char *buf, unsigned long size);
+
+/* The same for wall_ns, nanoseconds since the Unix epoch. */
+void tg_log_timestamp_at(uint64_t wall_ns, char *buf, unsigned long size);
 
 #define tg_debug(...) \
 	do { if (tg_log_enabled(TG_LOG_DEBUG)) tg_log(TG_LOG_DEBUG, __VA_ARGS__); } while (0)

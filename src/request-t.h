@@ -102,6 +102,7 @@ struct tg_request {
 	char id[129];                   /* X-Request-Id */
 	char client_addr[64];           /* "ip:port", for logs */
 	uint64_t start_ns;              /* CLOCK_MONOTONIC at the first byte */
+	uint64_t start_wall_ns;         /* CLOCK_REALTIME read with start_ns */
 	char time[32];                  /* wall-clock start, for the access log */
 
 	/* As received. */

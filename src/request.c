@@ -15,6 +15,7 @@
 #include "attempt.h"
 #include "cache.h"
 #include "client.h"
+#include "clock.h"
 #include "config.h"
 #include "filter-request.h"
 #include "log.h"
@@ -89,8 +90,11 @@ tg_request_new(struct tg_client *client)
 	req->client = client;
 	req->worker = client->worker;
 	req->config = tg_config_ref(client->worker->config);
+	/* One pair of readings serves every start: the access log's time, the
+	 * metrics' durations and the trace's mapping to wall time. */
 	req->start_ns = tg_now_ns();
-	tg_log_timestamp(req->time, sizeof(req->time));
+	req->start_wall_ns = tg_wall_ns();
+	tg_log_timestamp_at(req->start_wall_ns, req->time, sizeof(req->time));
 	_Static_assert(sizeof(req->client_addr) == sizeof(client->addr),
 	               "the client address is copied whole");
 	memcpy(req->client_addr, client->addr, sizeof(req->client_addr));

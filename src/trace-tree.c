@@ -83,15 +83,6 @@ add_span(struct tg_trace *t, struct tg_span *span)
 	return 0;
 }
 
-static uint64_t
-clock_ns(clockid_t clock)
-{
-	struct timespec ts;
-
-	clock_gettime(clock, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 uint64_t
 tg_trace_time(const struct tg_trace *t, uint64_t mono_ns)
 {
@@ -123,7 +114,7 @@ tree_span(struct tg_trace *t, const uint8_t *parent_id, enum tg_span_kind kind,
 struct tg_trace *
 tg_trace_begin(const struct tg_headers *headers, double sample_ratio,
                const char *server_span_name, uint64_t start_mono,
-               struct tg_span_pool *pool)
+               uint64_t start_wall, struct tg_span_pool *pool)
 {
 	struct tg_trace *t = pool != NULL ? tg_span_pool_take_trace(pool) : NULL;
 	struct tg_traceparent parent;
@@ -138,8 +129,8 @@ tg_trace_begin(const struct tg_headers *headers, double sample_ratio,
 	t->spans = t->first_spans;
 	t->spans_capacity = sizeof(t->first_spans) / sizeof(t->first_spans[0]);
 	t->pool = pool;
-	t->wall_base_ns = clock_ns(CLOCK_REALTIME);
-	t->mono_base_ns = clock_ns(CLOCK_MONOTONIC);
+	t->wall_base_ns = start_wall;
+	t->mono_base_ns = start_mono;
 
 	if (incoming_parent(headers, &parent) == 0) {
 		memcpy(t->trace_id, parent.trace_id, TG_TRACE_ID_SIZE);

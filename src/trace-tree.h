@@ -17,17 +17,19 @@
 struct tg_tracer;
 
 /*
- * Start the tree of a request that began at start_mono. A request with
- * exactly one valid traceparent header continues that trace and keeps its
- * sampled flag; any other starts a new trace, sampled with probability
- * sample_ratio, and drops tracestate. The tree and its spans take their
+ * Start the tree of a request that began at start_mono, which was
+ * start_wall on the system clock. The tree maps its later CLOCK_MONOTONIC
+ * instants to wall time from this pair and reads no clock itself. A
+ * request with exactly one valid traceparent header continues that trace
+ * and keeps its sampled flag; any other starts a new trace, sampled with
+ * probability sample_ratio, and drops tracestate. The tree and its spans take their
  * memory from pool, the calling thread's (NULL: from malloc), and the
  * tree must then be finished or freed on that thread too. Returns NULL
  * when out of memory.
  */
 struct tg_trace *tg_trace_begin(const struct tg_headers *headers, double sample_ratio,
                                 const char *server_span_name, uint64_t start_mono,
-                                struct tg_span_pool *pool);
+                                uint64_t start_wall, struct tg_span_pool *pool);
 
 /* Unix time of a CLOCK_MONOTONIC instant, on the tree's clock. */
 uint64_t tg_trace_time(const struct tg_trace *t, uint64_t mono_ns);

@@ -130,7 +130,7 @@ tg_trace_request_start(struct tg_request *req)
 	operation = endpoint != NULL ? endpoint->operation : NULL;
 	server_span_name(req, operation, name, sizeof(name));
 	req->trace = tg_trace_begin(&req->headers, tc->sample_ratio, name, req->start_ns,
-	                            req->worker->span_pool);
+	                            req->start_wall_ns, req->worker->span_pool);
 	if (req->trace == NULL)
 		return;
 	req->trace->operation = operation;

@@ -25,6 +25,9 @@
 #define PARENT_ID "00f067aa0ba902b7"
 #define VALID "00-" TRACE_ID "-" PARENT_ID "-01"
 
+/* The wall time the trees of these tests start at: 2026-12-05T00:00:00Z. */
+#define TEST_WALL_NS 1796428800000000000ull
+
 /* --- traceparent ---------------------------------------------------------- */
 
 static int
@@ -243,7 +246,7 @@ START_TEST(tree_continues_valid_parent)
 	add_header(&h, "TraceParent", VALID);
 	add_header(&h, "tracestate", "rojo=00f067aa0ba902b7");
 	add_header(&h, "Tracestate", "congo=t61rcWkgMzE");
-	t = tg_trace_begin(&h, 0.0, "POST /v1/chat/completions", 1000, NULL);
+	t = tg_trace_begin(&h, 0.0, "POST /v1/chat/completions", 1000, TEST_WALL_NS, NULL);
 	ck_assert_ptr_nonnull(t);
 	tg_trace_id_hex(t, hex);
 	ck_assert_str_eq(hex, TRACE_ID);
@@ -265,7 +268,7 @@ START_TEST(tree_unsampled_parent_is_followed)
 
 	tg_headers_init(&h);
 	add_header(&h, "traceparent", "00-" TRACE_ID "-" PARENT_ID "-00");
-	t = tg_trace_begin(&h, 1.0, "POST", 1000, NULL);
+	t = tg_trace_begin(&h, 1.0, "POST", 1000, TEST_WALL_NS, NULL);
 	ck_assert_int_eq(t->sampled, 0);
 	ck_assert_ptr_null(tg_trace_child(t, TG_SPAN_INTERNAL, "cache lookup", 2000));
 	tg_trace_free(t);
@@ -282,7 +285,7 @@ START_TEST(tree_invalid_parent_starts_new_trace)
 	tg_headers_init(&h);
 	add_header(&h, "traceparent", "00-" TRACE_ID "-0000000000000000-01");
 	add_header(&h, "tracestate", "rojo=00f067aa0ba902b7");
-	t = tg_trace_begin(&h, 1.0, "POST", 1000, NULL);
+	t = tg_trace_begin(&h, 1.0, "POST", 1000, TEST_WALL_NS, NULL);
 	tg_trace_id_hex(t, hex);
 	ck_assert_str_ne(hex, TRACE_ID);
 	ck_assert_ptr_null(t->trace_state);     /* dropped with the parent */
@@ -304,7 +307,7 @@ START_TEST(tree_trace_id_hex_after_attempt)
 
 	tg_headers_init(&h);
 	add_header(&h, "traceparent", VALID);
-	t = tg_trace_begin(&h, 1.0, "POST", 1000, NULL);
+	t = tg_trace_begin(&h, 1.0, "POST", 1000, TEST_WALL_NS, NULL);
 	tg_trace_id_hex(t, before);
 	ck_assert_str_eq(before, TRACE_ID);
 	ck_assert_ptr_nonnull(tg_trace_attempt_begin(t, "chat m", 2000));
@@ -325,7 +328,7 @@ START_TEST(tree_duplicated_traceparent_starts_new_trace)
 	tg_headers_init(&h);
 	add_header(&h, "traceparent", VALID);
 	add_header(&h, "traceparent", "00-" TRACE_ID "-b7ad6b7169203331-01");
-	t = tg_trace_begin(&h, 1.0, "POST", 1000, NULL);
+	t = tg_trace_begin(&h, 1.0, "POST", 1000, TEST_WALL_NS, NULL);
 	tg_trace_id_hex(t, hex);
 	ck_assert_str_ne(hex, TRACE_ID);
 	tg_trace_free(t);
@@ -339,7 +342,7 @@ START_TEST(tree_ratio_zero_records_nothing)
 	struct tg_trace *t;
 
 	tg_headers_init(&h);
-	t = tg_trace_begin(&h, 0.0, "POST", 1000, NULL);
+	t = tg_trace_begin(&h, 0.0, "POST", 1000, TEST_WALL_NS, NULL);
 	ck_assert_int_eq(t->sampled, 0);
 	/* The attempt still gets an id for the traceparent sent upstream. */
 	ck_assert_ptr_nonnull(tg_trace_attempt_begin(t, "chat m", 2000));
@@ -358,7 +361,7 @@ START_TEST(tree_upstream_traceparent_names_attempt)
 
 	tg_headers_init(&h);
 	add_header(&h, "traceparent", VALID);
-	t = tg_trace_begin(&h, 1.0, "POST", 1000, NULL);
+	t = tg_trace_begin(&h, 1.0, "POST", 1000, TEST_WALL_NS, NULL);
 	a1 = tg_trace_attempt_begin(t, "chat m", 2000);
 	ck_assert_int_eq(tg_traceparent_parse(t->upstream_traceparent, &sent), 0);
 	ck_assert_mem_eq(sent.trace_id, t->trace_id, 16);
@@ -377,6 +380,26 @@ START_TEST(tree_upstream_traceparent_names_attempt)
 }
 END_TEST
 
+/* The server span starts at the wall time given, and a later instant is
+ * that plus the monotonic time since, whatever the system clock reads. */
+START_TEST(tree_maps_times_from_the_start_pair)
+{
+	struct tg_headers h;
+	struct tg_trace *t;
+	struct tg_span *attempt;
+
+	tg_headers_init(&h);
+	t = tg_trace_begin(&h, 1.0, "POST", 5000, TEST_WALL_NS, NULL);
+	ck_assert_ptr_nonnull(t);
+	ck_assert_uint_eq(t->server->start_ns, TEST_WALL_NS);
+	attempt = tg_trace_attempt_begin(t, "chat m", 7000);
+	ck_assert_uint_eq(attempt->start_ns, TEST_WALL_NS + 2000);
+	ck_assert_uint_eq(tg_trace_time(t, 4000), TEST_WALL_NS - 1000);
+	tg_trace_free(t);
+	tg_headers_free(&h);
+}
+END_TEST
+
 START_TEST(tree_children_end_inside_server_span)
 {
 	struct tg_headers h;
@@ -384,7 +407,7 @@ START_TEST(tree_children_end_inside_server_span)
 	struct tg_span *attempt, *cache;
 
 	tg_headers_init(&h);
-	t = tg_trace_begin(&h, 1.0, "POST", 1000000, NULL);
+	t = tg_trace_begin(&h, 1.0, "POST", 1000000, TEST_WALL_NS, NULL);
 	cache = tg_trace_child(t, TG_SPAN_INTERNAL, "cache lookup", 2000000);
 	tg_trace_span_end(t, cache, 3000000);
 	attempt = tg_trace_attempt_begin(t, "chat m", 4000000);
@@ -409,7 +432,7 @@ START_TEST(tree_keeps_every_span_past_its_own_array)
 	char name[16];
 
 	tg_headers_init(&h);
-	t = tg_trace_begin(&h, 1.0, "POST", 1000, NULL);
+	t = tg_trace_begin(&h, 1.0, "POST", 1000, TEST_WALL_NS, NULL);
 	made[0] = t->server;
 	for (size_t i = 1; i < 20; i++) {
 		snprintf(name, sizeof(name), "attempt %zu", i);
@@ -728,7 +751,7 @@ START_TEST(span_pool_reuses_trace_memory)
 	tg_headers_init(&h);
 	add_header(&h, "traceparent", VALID);
 	add_header(&h, "tracestate", "rojo=1");
-	first = tg_trace_begin(&h, 1.0, "POST", 1000, pool);
+	first = tg_trace_begin(&h, 1.0, "POST", 1000, TEST_WALL_NS, pool);
 	attempt = tg_trace_attempt_begin(first, "chat m", 2000);
 	tg_genai_stream_event(first, attempt, chunk, 3000, 2000);
 	ck_assert_uint_eq(first->n_finish_reasons, 1);
@@ -736,7 +759,7 @@ START_TEST(span_pool_reuses_trace_memory)
 	tg_headers_free(&h);
 
 	tg_headers_init(&h);
-	second = tg_trace_begin(&h, 1.0, "POST", 5000, pool);
+	second = tg_trace_begin(&h, 1.0, "POST", 5000, TEST_WALL_NS, pool);
 	ck_assert_ptr_eq(second, first);
 	ck_assert_ptr_null(second->trace_state);
 	ck_assert_mem_eq(second->remote_parent, zero, sizeof(zero));
@@ -764,8 +787,8 @@ START_TEST(span_pool_keeps_concurrent_traces)
 
 	ck_assert_ptr_nonnull(pool);
 	tg_headers_init(&h);
-	first = tg_trace_begin(&h, 1.0, "POST", 1000, pool);
-	second = tg_trace_begin(&h, 1.0, "POST", 1000, pool);
+	first = tg_trace_begin(&h, 1.0, "POST", 1000, TEST_WALL_NS, pool);
+	second = tg_trace_begin(&h, 1.0, "POST", 1000, TEST_WALL_NS, pool);
 	tg_trace_finish(first, NULL, 2000);
 	tg_trace_finish(second, NULL, 2000);
 
@@ -810,7 +833,7 @@ START_TEST(span_pool_idle_bounded)
 
 	tg_headers_init(&h);
 	for (size_t i = 0; i < N; i++)
-		traces[i] = tg_trace_begin(&h, 1.0, "POST", 1000, pool);
+		traces[i] = tg_trace_begin(&h, 1.0, "POST", 1000, TEST_WALL_NS, pool);
 	for (size_t i = 0; i < N; i++)
 		tg_trace_finish(traces[i], NULL, 2000);
 	while ((traces[kept] = tg_span_pool_take_trace(pool)) != NULL)
@@ -942,7 +965,7 @@ START_TEST(genai_response_body)
 	const struct tg_attr *reasons;
 
 	tg_headers_init(&h);
-	t = tg_trace_begin(&h, 1.0, "POST", 1000, NULL);
+	t = tg_trace_begin(&h, 1.0, "POST", 1000, TEST_WALL_NS, NULL);
 	s = tg_trace_attempt_begin(t, "chat m", 2000);
 	ck_assert_int_eq(tg_genai_capture_output(t, 100), 0);
 	tg_genai_response(t, s, body);
@@ -1008,7 +1031,7 @@ START_TEST(genai_finish_reasons_by_index)
 	const struct tg_attr *reasons;
 
 	tg_headers_init(&h);
-	t = tg_trace_begin(&h, 1.0, "POST", 1000, NULL);
+	t = tg_trace_begin(&h, 1.0, "POST", 1000, TEST_WALL_NS, NULL);
 	s = streamed_attempt(t, chunks, sizeof(chunks) / sizeof(chunks[0]));
 	reasons = attr(s, "gen_ai.response.finish_reasons");
 	ck_assert_uint_eq(reasons->v.list.n, sizeof(want) / sizeof(want[0]));
@@ -1037,7 +1060,7 @@ START_TEST(genai_known_finish_reasons_not_copied)
 	const struct tg_attr *reasons;
 
 	tg_headers_init(&h);
-	t = tg_trace_begin(&h, 1.0, "POST", 1000, NULL);
+	t = tg_trace_begin(&h, 1.0, "POST", 1000, TEST_WALL_NS, NULL);
 	s = streamed_attempt(t, chunks, sizeof(chunks) / sizeof(chunks[0]));
 	tg_genai_attempt_reset(t);
 
@@ -1067,7 +1090,7 @@ START_TEST(genai_stream_events)
 	};
 
 	tg_headers_init(&h);
-	t = tg_trace_begin(&h, 1.0, "POST", 1000000000, NULL);
+	t = tg_trace_begin(&h, 1.0, "POST", 1000000000, TEST_WALL_NS, NULL);
 	s = tg_trace_attempt_begin(t, "chat m", 1000000000);
 	ck_assert_int_eq(tg_genai_capture_output(t, 100), 0);
 	for (size_t i = 0; i < 5; i++) {
@@ -1107,7 +1130,7 @@ START_TEST(genai_first_response_ids_per_attempt)
 	};
 
 	tg_headers_init(&h);
-	t = tg_trace_begin(&h, 1.0, "POST", 1000000000, NULL);
+	t = tg_trace_begin(&h, 1.0, "POST", 1000000000, TEST_WALL_NS, NULL);
 	first = tg_trace_attempt_begin(t, "chat m", 1000000000);
 	for (size_t i = 0; i < 2; i++) {
 		json_t *chunk = json_loads(chunks[i], 0, NULL);
@@ -1545,6 +1568,7 @@ trace_suite(void)
 	tcase_add_test(tree, tree_trace_id_hex_after_attempt);
 	tcase_add_test(tree, tree_ratio_zero_records_nothing);
 	tcase_add_test(tree, tree_upstream_traceparent_names_attempt);
+	tcase_add_test(tree, tree_maps_times_from_the_start_pair);
 	tcase_add_test(tree, tree_children_end_inside_server_span);
 	tcase_add_test(tree, tree_keeps_every_span_past_its_own_array);
 	tcase_add_test(span, span_attributes_replace_and_drop);
