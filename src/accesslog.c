@@ -622,7 +622,7 @@ format_line(struct tg_json_writer *w, const struct tg_request *req)
 {
 	char termination[3] = {(char)req->cause, (char)req->phase, '\0'};
 	const struct tg_filter_log *decisions = tg_filter_decisions(req);
-	double duration = (double)(tg_now_ns() - req->start_ns) / 1e9;
+	double duration = (double)(req->done_ns - req->start_ns) / 1e9;
 	char trace_id[33];
 
 	tg_json_literal(w, "{\"time\":");

@@ -125,6 +125,7 @@ void tg_accesslog_free(struct tg_accesslog *log, uint64_t deadline_ns);
 void tg_accesslog_configure(struct tg_accesslog *log, const struct tg_config *cfg);
 
 /* Format req's line into log's buffer, writing the buffer when it is full.
+ * The duration ends at req->done_ns.
  * Drops the line, counting it, when the destination has not taken the
  * lines before it and they fill the bound. Worker thread; log may be NULL. */
 void tg_accesslog_write(struct tg_accesslog *log, const struct tg_request *req);

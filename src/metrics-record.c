@@ -29,6 +29,15 @@ sampled_trace_id(const struct tg_request *req)
 	return req->trace != NULL && req->trace->sampled ? req->trace->trace_id : NULL;
 }
 
+/* Return the wall time of now_ns (CLOCK_MONOTONIC) from the two clock
+ * readings the request started with. The request's trace maps its times
+ * the same way, so an exemplar's time matches the span it names. */
+static uint64_t
+request_wall_ns(const struct tg_request *req, uint64_t now_ns)
+{
+	return req->start_wall_ns + (now_ns - req->start_ns);
+}
+
 static void
 gauge_add(_Atomic int64_t *g, int64_t n)
 {
@@ -251,7 +260,7 @@ tg_metrics_content_event(struct tg_request *req, uint64_t now)
 		tg_hist_observe(&c->ttft, TG_BUCKETS_TTFT, now - req->start_ns);
 		if (trace_id != NULL)
 			tg_exemplar_record(&c->ttft_exemplars, TG_BUCKETS_TTFT, now - req->start_ns,
-			                   trace_id);
+			                   request_wall_ns(req, now), trace_id);
 	} else {
 		tg_hist_observe(&c->tbt, TG_BUCKETS_TBT, now - m->last_token_ns);
 	}
@@ -283,7 +292,7 @@ record_duration(struct tg_metrics_table *t, const struct tg_request *req, size_t
 	tg_hist_observe(&rm->duration, TG_BUCKETS_DURATION, now - req->start_ns);
 	if (trace_id != NULL)
 		tg_exemplar_record(&rm->duration_exemplars, TG_BUCKETS_DURATION, now - req->start_ns,
-		                   trace_id);
+		                   request_wall_ns(req, now), trace_id);
 }
 
 static void
@@ -415,7 +424,7 @@ tg_metrics_request_end(struct tg_request *req)
 	struct tg_metrics_request *m = &req->metrics;
 	struct tg_metrics_table *t = m->table;
 	struct tg_metrics_shard *shard = req->worker->metrics;
-	uint64_t now = tg_now_ns();
+	uint64_t now = req->done_ns;
 	size_t route, model, cell;
 	struct tg_cell *c;
 

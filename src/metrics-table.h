@@ -85,10 +85,11 @@ struct tg_exemplar_copy {
 	double time;                    /* seconds since the epoch */
 };
 
-/* Record value (ticks) of the trace trace_id (16 bytes) as the exemplar of
- * its bucket. Single writer: the worker that owns e. */
+/* Record value (ticks) of the trace trace_id (16 bytes), observed at
+ * wall_ns (nanoseconds since the epoch), as the exemplar of its bucket.
+ * Single writer: the worker that owns e. */
 void tg_exemplar_record(struct tg_exemplars *e, enum tg_buckets kind, uint64_t value,
-                        const uint8_t *trace_id);
+                        uint64_t wall_ns, const uint8_t *trace_id);
 
 /* Copy every bucket's exemplar of e into out (bucket count + 1 entries). */
 void tg_exemplars_copy(struct tg_exemplars *e, enum tg_buckets kind,

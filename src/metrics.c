@@ -127,14 +127,11 @@ big_endian_word(const uint8_t *p)
 
 void
 tg_exemplar_record(struct tg_exemplars *e, enum tg_buckets kind, uint64_t value,
-                   const uint8_t *trace_id)
+                   uint64_t wall_ns, const uint8_t *trace_id)
 {
 	struct tg_exemplar *x = &e->bucket[bucket_of(kind, value)];
 	uint64_t seq = atomic_load_explicit(&x->seq, memory_order_relaxed);
 	uint64_t hi = big_endian_word(trace_id), lo = big_endian_word(trace_id + 8);
-	struct timespec now;
-
-	clock_gettime(CLOCK_REALTIME, &now);
 
 	/* The release fence orders the odd count before the fields, so a
 	 * scrape that reads any new field also finds the count moved. */
@@ -143,8 +140,7 @@ tg_exemplar_record(struct tg_exemplars *e, enum tg_buckets kind, uint64_t value,
 	atomic_store_explicit(&x->trace_hi, hi, memory_order_relaxed);
 	atomic_store_explicit(&x->trace_lo, lo, memory_order_relaxed);
 	atomic_store_explicit(&x->value, value, memory_order_relaxed);
-	atomic_store_explicit(&x->time_ms, (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000,
-	                      memory_order_relaxed);
+	atomic_store_explicit(&x->time_ms, wall_ns / 1000000, memory_order_relaxed);
 	atomic_store_explicit(&x->seq, seq + 2, memory_order_release);
 }
 

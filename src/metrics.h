@@ -96,7 +96,8 @@ void tg_metrics_response_body(struct tg_request *req);
 
 /* The request ends (tg_request_done), after its last attempt was ended:
  * count it, its attempts, durations, tokens, cost, cache lookup, filter
- * decisions, abandonment and session turn, and release its table. */
+ * decisions, abandonment and session turn, and release its table. The
+ * durations end at req->done_ns. */
 void tg_metrics_request_end(struct tg_request *req);
 
 /* --- scrape (main thread) ----------------------------------------------------------- */

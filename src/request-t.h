@@ -103,6 +103,9 @@ struct tg_request {
 	char client_addr[64];           /* "ip:port", for logs */
 	uint64_t start_ns;              /* CLOCK_MONOTONIC at the first byte */
 	uint64_t start_wall_ns;         /* CLOCK_REALTIME read with start_ns */
+	uint64_t done_ns;               /* CLOCK_MONOTONIC at tg_request_done(): the
+	                                 * one end the access log, the metrics and
+	                                 * the trace record */
 	char time[32];                  /* wall-clock start, for the access log */
 
 	/* As received. */

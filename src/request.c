@@ -516,6 +516,9 @@ tg_request_done(struct tg_request *req)
 {
 	assert(req->upstream == NULL);
 
+	/* The access log, the metrics and the trace all record this end, so
+	 * one request's duration is the same number in each. */
+	req->done_ns = tg_now_ns();
 	if (req->id[0] == '\0')
 		assign_request_id(req);
 	if (req->cause == TG_CAUSE_NONE && req->error == TG_OK)

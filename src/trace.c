@@ -493,15 +493,12 @@ static void
 add_response_decisions(struct tg_request *req)
 {
 	const struct tg_filter_log *log = tg_filter_decisions(req);
-	uint64_t now = 0;
 
-	/* The clock is read only when there is a decision to time. */
+	/* Response decisions are complete only now, so they are timed at the
+	 * request's end. */
 	for (size_t i = 0; log != NULL && i < log->n; i++) {
-		if (log->items[i].side != TG_SIDE_RESPONSE)
-			continue;
-		if (now == 0)
-			now = tg_now_ns();
-		add_decision_event(req->trace, &log->items[i], now);
+		if (log->items[i].side == TG_SIDE_RESPONSE)
+			add_decision_event(req->trace, &log->items[i], req->done_ns);
 	}
 }
 
@@ -573,5 +570,5 @@ tg_trace_request_done(struct tg_request *req)
 	req->trace = NULL;
 	if (t->sampled)
 		finish_server_span(req, t->server);
-	tg_trace_finish(t, req->worker->runtime->tracer, tg_now_ns());
+	tg_trace_finish(t, req->worker->runtime->tracer, req->done_ns);
 }

@@ -92,7 +92,7 @@ void tg_trace_filters_end(struct tg_request *req);
 int tg_trace_id_of(const struct tg_request *req, char *out);
 
 /* The last byte of the response reached the client (or the request ended
- * otherwise): end the server span and submit the tree. */
+ * otherwise): end the server span at req->done_ns and submit the tree. */
 void tg_trace_request_done(struct tg_request *req);
 
 #endif

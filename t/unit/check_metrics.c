@@ -17,8 +17,10 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <jansson.h>
 
+#include "accesslog.h"
 #include "config.h"
 #include "health.h"
 #include "metrics-table.h"
@@ -106,6 +108,7 @@ new_request(struct tg_worker *w, struct tg_config *cfg, const char *route, const
 	req->worker = w;
 	req->config = cfg;
 	req->start_ns = tg_now_ns();
+	req->start_wall_ns = tg_wall_ns();
 	tg_headers_init(&req->headers);
 	tg_metrics_request_start(req);
 	ck_assert_ptr_nonnull(req->metrics.table);
@@ -133,11 +136,13 @@ add_attempt(struct tg_request *req, const char *backend, uint64_t start, uint64_
 	req->backend = a->backend;
 }
 
+/* End req at done_ns (CLOCK_MONOTONIC), as tg_request_done() would. */
 static void
-end_request(struct tg_request *req, int status)
+end_request_at(struct tg_request *req, int status, uint64_t done_ns)
 {
 	req->response.status = status;
 	req->response.head_sent = status != 0;
+	req->done_ns = done_ns;
 	tg_metrics_request_end(req);
 	ck_assert_ptr_null(req->metrics.table);
 	tg_headers_free(&req->headers);
@@ -145,6 +150,12 @@ end_request(struct tg_request *req, int status)
 	if (req->body != NULL)
 		evbuffer_free(req->body);
 	free(req);
+}
+
+static void
+end_request(struct tg_request *req, int status)
+{
+	end_request_at(req, status, tg_now_ns());
 }
 
 static char *
@@ -876,6 +887,62 @@ START_TEST(exemplars_of_sampled_traces)
 }
 END_TEST
 
+/* Return the access log line of req, taken from the log's buffer before
+ * any write. */
+static char *
+access_log_line(const struct tg_request *req)
+{
+	struct tg_accesslog_file file = {.fd = -1};
+	struct tg_config cfg = {.access_log_buffer = 1 << 20, .access_log_flush = 1000};
+	struct event_base *base = event_base_new();
+	struct tg_accesslog *log;
+	char *line;
+
+	ck_assert_ptr_nonnull(base);
+	ck_assert_int_eq(tg_accesslog_open(&file, "/dev/null"), 0);
+	log = tg_accesslog_new(&file, base, &cfg);
+	ck_assert_ptr_nonnull(log);
+	tg_accesslog_write(log, req);
+	line = strndup(log->lines.data, log->lines.len);
+	tg_accesslog_free(log, 0);
+	tg_accesslog_close(&file);
+	event_base_free(base);
+	return line;
+}
+
+/* The access log's duration, the duration histogram and its exemplar's
+ * time all come from req->done_ns, so they agree for one request. */
+START_TEST(request_end_shared_by_metrics_and_access_log)
+{
+	struct tg_config *cfg = load(BASE_CONFIG);
+	struct tg_worker *w = new_worker(cfg);
+	struct tg_trace sampled = {.sampled = 1};
+	struct tg_request *req = new_request(w, cfg, "exact", "gpt-4o");
+	uint64_t done_ns = req->start_ns + 1500 * MS;
+	char *line, *text;
+
+	sampled.trace_id[15] = 1;
+	req->trace = &sampled;
+	req->start_wall_ns = 1796428800ull * 1000 * MS;         /* 2026-12-05T00:00:00Z */
+	req->done_ns = done_ns;
+	line = access_log_line(req);
+	end_request_at(req, 200, done_ns);
+
+	ck_assert_msg(strstr(line, "\"duration\":1.5,") != NULL, "access log line: %s", line);
+	text = scrape(TG_METRICS_TEXT);
+	ck_assert_double_eq(sample(text, "tollgate_request_duration_seconds_sum{route=\"exact\","
+	                                 "model=\"gpt-4o\"}"), 1.5);
+	free(text);
+	text = scrape(TG_METRICS_OPENMETRICS);
+	ck_assert_ptr_nonnull(strstr(text, "# {trace_id=\"00000000000000000000000000000001\"} "
+	                                   "1.5 1796428801.500\n"));
+	free(text);
+	free(line);
+	free_worker(w);
+	tg_config_unref(cfg);
+}
+END_TEST
+
 static const struct {
 	const char *accept;
 	enum tg_metrics_format format;
@@ -1477,6 +1544,7 @@ metrics_suite(void)
 	tcase_add_test(expo, text_format_well_formed);
 	tcase_add_test(expo, openmetrics_format);
 	tcase_add_test(expo, exemplars_of_sampled_traces);
+	tcase_add_test(expo, request_end_shared_by_metrics_and_access_log);
 	tcase_add_loop_test(expo, negotiates_format, 0, N(accepts));
 	suite_add_tcase(s, expo);
 
