@@ -106,10 +106,12 @@ done:
 	return out;
 }
 
-/* Record the start of an attempt on member and send it. Returns 0, or -1
+/* Record the start of an attempt on member at start_ns (tg_now_ns(), read
+ * by the caller after anything slow it did) and send it. Returns 0, or -1
  * when it could not even start (the attempt is then ended as failed). */
 static int
-send_attempt(struct tg_request *req, const struct tg_tier_member *member, int trial)
+send_attempt(struct tg_request *req, const struct tg_tier_member *member, int trial,
+             uint64_t start_ns)
 {
 	struct tg_attempt *a = &req->attempts[req->n_attempts++];
 	enum tg_error err = TG_OK;
@@ -118,7 +120,7 @@ send_attempt(struct tg_request *req, const struct tg_tier_member *member, int tr
 	a->backend = member->backend;
 	a->model = tg_member_model(member, req->model);
 	a->trial = trial;
-	a->start_ns = tg_now_ns();
+	a->start_ns = start_ns;
 	a->open = 1;
 
 	req->member = member;
@@ -232,7 +234,7 @@ void
 tg_attempt_first(struct tg_request *req)
 {
 	const struct tg_tier_member *member;
-	uint64_t now = tg_now_ns();     /* one reading for the window and the pick */
+	uint64_t now = tg_now_ns();     /* one reading for the window, the pick and the start */
 	int trial;
 
 	budget_count_request(req->route, now);
@@ -242,7 +244,7 @@ tg_attempt_first(struct tg_request *req)
 		answer_no_backend(req);
 		return;
 	}
-	if (send_attempt(req, member, trial) == 0)
+	if (send_attempt(req, member, trial, now) == 0)
 		return;
 	if (!tg_attempt_next(req, TG_RETRY_CONNECT, 0))
 		tg_request_fail(req, req->attempts[req->n_attempts - 1].error, NULL);
@@ -362,7 +364,8 @@ tg_attempt_next(struct tg_request *req, unsigned retry_on_kind, int status)
 		               req->attempts[req->n_attempts - 1].backend->name,
 		               req->attempts[req->n_attempts - 1].label,
 		               member->backend->name, req->n_attempts + 1, policy->max_attempts);
-		if (send_attempt(req, member, trial) == 0)
+		/* A fresh reading: the log line above may have waited. */
+		if (send_attempt(req, member, trial, tg_now_ns()) == 0)
 			return 1;
 	}
 	return 0;
