@@ -284,7 +284,7 @@ tg_attempt_end(struct tg_request *req, enum tg_outcome outcome, enum tg_error er
 	a = &req->attempts[req->n_attempts - 1];
 	if (!a->open)
 		return;
-	now = tg_now_ns();
+	now = tg_request_now(req);
 	a->open = 0;
 	a->end_ns = now;
 	a->outcome = outcome;

@@ -50,4 +50,13 @@ void tg_request_abort(struct tg_request *req, enum tg_cause cause);
  * (or the connection failed): write the access-log line and free req. */
 void tg_request_done(struct tg_request *req);
 
+/* Return tg_now_ns(), or req->done_ns once tg_request_done() began. An
+ * attempt or span still open then ends with the request, so no child span
+ * ends after the server span. */
+static inline uint64_t
+tg_request_now(const struct tg_request *req)
+{
+	return req->done_ns != 0 ? req->done_ns : tg_now_ns();
+}
+
 #endif

@@ -336,7 +336,7 @@ tg_trace_attempt_end(struct tg_request *req)
 
 	if (a->outcome == TG_OUTCOME_SUCCESS && req->upstream != NULL)
 		return;         /* the response is still coming */
-	end_attempt_span(req, a->end_ns ? a->end_ns : tg_now_ns());
+	end_attempt_span(req, a->end_ns ? a->end_ns : tg_request_now(req));
 }
 
 void
@@ -352,7 +352,7 @@ tg_trace_upstream_done(struct tg_request *req)
 		tg_attrs_int(&span->attrs, TG_SC(HTTP_RESPONSE_STATUS_CODE), req->response.status);
 	if (span != NULL && tg_error_is_upstream(req->error))
 		mark_attempt_failed(span, tg_error_info(req->error)->code, req->error);
-	end_attempt_span(req, tg_now_ns());
+	end_attempt_span(req, tg_request_now(req));
 }
 
 void
@@ -378,7 +378,7 @@ tg_trace_cache_end(struct tg_request *req)
 	if (cfg != NULL)
 		tg_attrs_static_string(&span->attrs, TG_SC(TOLLGATE_CACHE_STORE),
 		                       cfg->store == TG_CACHE_STORE_REDIS ? "redis" : "memory");
-	tg_trace_span_end(req->trace, span, tg_now_ns());
+	tg_trace_span_end(req->trace, span, tg_request_now(req));
 	req->trace->cache = NULL;
 }
 
@@ -474,7 +474,7 @@ tg_trace_filters_end(struct tg_request *req)
 
 	if (t == NULL || !t->filters_running)
 		return;
-	now = tg_now_ns();
+	now = tg_request_now(req);
 	t->filters_running = 0;
 	chain = &req->route->filters->chain;
 	log = tg_filter_decisions(req);

@@ -198,6 +198,25 @@ describe('span tree', () => {
       'the server span ended before the last event was sent');
   });
 
+  // A client that leaves mid-stream ends the request while the attempt's
+  // span is still open, and both spans end at the request's end.
+  it('nests the attempt of an abandoned stream', async () => {
+    const id = 'trace-client-leaves-mid-stream';
+    const stream = await openStream({
+      port: gw.port,
+      headers: { 'x-mock': 'events=40;event_delay=1s', 'x-request-id': id },
+      body: { model: 'gpt-4o', messages, stream: true },
+    });
+    assert.equal(stream.status, 200);
+    assert.notEqual(await stream.nextData(), null, 'the stream ended before its first event');
+    stream.abort();
+
+    const { spans } = await traceOf(gw, receiver, id, 2);
+    const [server] = byKind(spans, SERVER);
+    const [client] = byKind(spans, CLIENT);
+    assertInside(client, server);
+  });
+
   // The dispatch's scan reads the parameters of most bodies, jansson's
   // tree those of a body the scan leaves to it (here, for an escaped
   // surrogate pair): both must record the same attributes.
