@@ -1009,7 +1009,7 @@ START_TEST(ring_keeps_spans_in_order_past_the_first)
 
 	ck_assert_int_eq(tg_trace_ring_init(&r, 4), 0);
 	for (int i = 0; i < 20; i++) {
-		char name[8];
+		char name[16];
 		struct tg_span *span;
 
 		snprintf(name, sizeof(name), "s%d", i);
