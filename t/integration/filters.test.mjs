@@ -354,6 +354,33 @@ describe('content filters: request bodies judged by their bytes', () => {
     const body = chatRaw('a line\\nbreak \\"q\\" \\\\ \\/ at example.com');
     assert.equal(await sentUpstream(body), body);
   });
+
+  // The response side decodes a tool call's arguments a second time
+  // (tollgate.json(5)). The request side reads them only as written: an
+  // address whose '@' the arguments escape reaches the upstream.
+  it('masks an address behind an escape in a tool call\'s arguments', {
+    todo: 'the request side does not decode arguments as JSON',
+  }, async () => {
+    const args = JSON.stringify({ to: 'jane@example.com' }).replace('@', '\\u0040');
+    const body = JSON.stringify({
+      model: 'm',
+      messages: [{
+        role: 'assistant',
+        tool_calls: [{ id: 'c1', type: 'function', function: { name: 'send', arguments: args } }],
+      }],
+    });
+    await mock.reset();
+    await request({
+      port: gw.port, method: 'POST', path: '/v1/chat/completions', body,
+      headers: { 'content-type': 'application/json' },
+    });
+    // A mask may turn into a block here, as on the response side: either
+    // way the address must not reach the upstream.
+    for (const { body: sent } of await mock.requests()) {
+      const decoded = JSON.parse(JSON.parse(sent).messages[0].tool_calls[0].function.arguments);
+      assert.doesNotMatch(decoded.to, /jane@example\.com/);
+    }
+  });
 });
 
 describe('content filters: response side', () => {
