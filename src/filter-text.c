@@ -151,8 +151,9 @@ static const struct member MESSAGE_MEMBERS[] = {
 static const struct member CALL_MEMBERS[] = {
 	MEMBER("function", R_FUNCTION), END_MEMBERS
 };
-/* Arguments are JSON text, checked as plain text. A response's are read
- * decoded too, where an escape could hide a match (filter-args.h).
+/* Arguments are JSON text, checked as plain text, and read decoded too,
+ * in requests and responses, where an escape could hide a match
+ * (filter-args.h): a match only the decoded text shows blocks.
  * NOTE: a match on a bare JSON number there (a card number not in quotes)
  * is masked with a replacement that leaves the arguments invalid JSON. */
 static const struct member FUNCTION_MEMBERS[] = {
@@ -263,7 +264,7 @@ walk_tree(struct tg_text_list *list, json_t *value, enum rule r)
 		return walk_values(list, value);
 
 	if (json_is_string(value))
-		return def->text ? add_text(list, value, def->inner_json && list->read_inner) : 0;
+		return def->text ? add_text(list, value, def->inner_json) : 0;
 
 	if (json_is_array(value) && def->items != R_NONE) {
 		json_array_foreach(value, i, item) {
@@ -291,12 +292,7 @@ tg_text_collect_request(json_t *body, struct tg_text_list *out)
 int
 tg_text_collect_response(json_t *body, struct tg_text_list *out)
 {
-	int rc;
-
-	out->read_inner = 1;
-	rc = walk_tree(out, body, R_RESPONSE);
-	out->read_inner = 0;
-	return rc;
+	return walk_tree(out, body, R_RESPONSE);
 }
 
 /* --- texts of a body read with yajl -------------------------------------- */
@@ -433,7 +429,7 @@ on_string(void *ctx, const unsigned char *s, size_t len)
 		return 0;
 
 	/* Out of memory stops the read too, which then fails closed. */
-	if (RULES[rule].inner_json && r->root == R_RESPONSE)
+	if (RULES[rule].inner_json)
 		return tg_args_read((const char *)s, len, r->fn, r->arg) == 0;
 	return 1;
 }

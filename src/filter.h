@@ -71,9 +71,8 @@ struct tg_text_list {
 	json_t **items;
 	unsigned char *inner_json;      /* per item: a JSON text inside the
 	                                   string (filter-args.h), whose
-	                                   escaped strings a response's
+	                                   escaped strings the regex
 	                                   filters read decoded too */
-	int read_inner;                 /* set while collecting a response */
 };
 
 void tg_text_list_free(struct tg_text_list *list);

@@ -355,31 +355,32 @@ describe('content filters: request bodies judged by their bytes', () => {
     assert.equal(await sentUpstream(body), body);
   });
 
-  // The response side decodes a tool call's arguments a second time
-  // (tollgate.json(5)). The request side reads them only as written: an
-  // address whose '@' the arguments escape reaches the upstream.
-  it('masks an address behind an escape in a tool call\'s arguments', {
-    todo: 'the request side does not decode arguments as JSON',
-  }, async () => {
+  // A tool call's arguments are a JSON text in a string: a mask cannot
+  // reach what only their decoded form shows, so such a match blocks, as
+  // on the response side (tollgate.json(5)).
+  const withArgs = (args) => JSON.stringify({
+    model: 'm',
+    messages: [{
+      role: 'assistant',
+      tool_calls: [{ id: 'c1', type: 'function', function: { name: 'send', arguments: args } }],
+    }],
+  });
+
+  it('blocks an address behind an escape in a tool call\'s arguments', async () => {
     const args = JSON.stringify({ to: 'jane@example.com' }).replace('@', '\\u0040');
-    const body = JSON.stringify({
-      model: 'm',
-      messages: [{
-        role: 'assistant',
-        tool_calls: [{ id: 'c1', type: 'function', function: { name: 'send', arguments: args } }],
-      }],
-    });
     await mock.reset();
-    await request({
-      port: gw.port, method: 'POST', path: '/v1/chat/completions', body,
+    const res = await request({
+      port: gw.port, method: 'POST', path: '/v1/chat/completions', body: withArgs(args),
       headers: { 'content-type': 'application/json' },
     });
-    // A mask may turn into a block here, as on the response side: either
-    // way the address must not reach the upstream.
-    for (const { body: sent } of await mock.requests()) {
-      const decoded = JSON.parse(JSON.parse(sent).messages[0].tool_calls[0].function.arguments);
-      assert.doesNotMatch(decoded.to, /jane@example\.com/);
-    }
+    assert.equal(res.status, 400, res.text);
+    assert.equal(JSON.parse(res.text).error.code, 'content_filter');
+    assert.equal((await mock.requests()).length, 0);
+  });
+
+  it('sends escaped arguments without a match byte for byte', async () => {
+    const body = withArgs(JSON.stringify({ note: 'line\nbreak "quoted"' }));
+    assert.equal(await sentUpstream(body), body);
   });
 });
 
