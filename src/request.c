@@ -29,7 +29,8 @@
 
 #define REQUEST_ID_MAX 128
 
-/* The OpenAI endpoints the gateway handles, with the one method each takes. */
+/* The OpenAI and Anthropic endpoints the gateway handles, with the one
+ * method each takes. */
 struct endpoint {
 	const char *path;
 	int method;             /* enum llhttp_method */
@@ -41,6 +42,7 @@ static const struct endpoint known_endpoints[] = {
 	{"/v1/completions", HTTP_POST, 1},
 	{"/v1/embeddings", HTTP_POST, 1},
 	{"/v1/models", HTTP_GET, 0},
+	{"/v1/messages", HTTP_POST, 1},
 };
 
 /* Take one of the worker's spare requests, zeroed, or allocate one. The

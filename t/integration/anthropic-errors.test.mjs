@@ -85,6 +85,20 @@ describe('gateway errors on the Anthropic Messages API', () => {
       'invalid_request_error', 'invalid_json');
   });
 
+  it('missing model gets invalid_request_error', async () => {
+    const { model, ...noModel } = messagesBody;
+    assert.equal(model, 'claude-x');
+    await mock.reset();
+    await bothShapes(noModel, 400, 'invalid_request_error', 'invalid_request_error', 'missing_model');
+    assert.equal((await mock.requests()).length, 0, 'requests that reached the upstream');
+  });
+
+  it('GET gets method_not_allowed', async () => {
+    const res = await curl([messagesURL]);
+    assertAnthropicError(res, 405, 'invalid_request_error', 'method_not_allowed');
+    assert.equal(res.headers.allow, 'POST');
+  });
+
   it('oversized body gets request_too_large', async () => {
     const big = { ...messagesBody, messages: [{ role: 'user', content: 'x'.repeat(8192) }] };
     await bothShapes(big, 413, 'request_too_large', 'invalid_request_error', 'request_too_large');
