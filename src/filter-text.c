@@ -155,7 +155,9 @@ static const struct member CALL_MEMBERS[] = {
  * in requests and responses, where an escape could hide a match
  * (filter-args.h): a match only the decoded text shows blocks.
  * NOTE: a match on a bare JSON number there (a card number not in quotes)
- * is masked with a replacement that leaves the arguments invalid JSON. */
+ * is masked with a replacement that leaves the arguments invalid JSON.
+ * NOTE: only strings written with an escape are read decoded, so an
+ * anchored rule (^token$) misses {"a":"token"}. */
 static const struct member FUNCTION_MEMBERS[] = {
 	MEMBER("arguments", R_ARGUMENTS), END_MEMBERS
 };

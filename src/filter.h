@@ -231,11 +231,11 @@ int tg_filter_text_matches(const struct tg_filter_chain *chain, enum tg_side sid
  * Whether the bytes of body, a JSON text, show that no filter of chain
  * that applies to side can match any text that the readers above take
  * from it, so that they need not run. Returns 1 when every such filter is
- * a regex filter, and each of its rules requires a byte (struct
- * tg_filter_rule) that no such text can hold: body is ASCII, has no
- * "\u", contains no required byte in either case, and a body with escapes
- * requires none of the bytes they decode to. Returns 0 when the texts
- * must be read to tell, and that says nothing about a match. A scan
+ * a regex filter and each of its rules requires a byte (struct
+ * tg_filter_rule) that no such text can contain. That holds when body is
+ * ASCII, has no "\u" and no required byte in either case, and, if it has
+ * escapes, no rule requires a byte they decode to. Returns 0 when the
+ * texts must be read to tell, which implies nothing about a match. A scan
  * that 1 spares would have run no rule (tg_scan_run() skips a rule whose
  * byte an ASCII text lacks), so it could neither match nor fail.
  */

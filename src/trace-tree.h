@@ -21,10 +21,10 @@ struct tg_tracer;
  * start_wall on the system clock. The tree maps its later CLOCK_MONOTONIC
  * instants to wall time from this pair and reads no clock itself. A
  * request with exactly one valid traceparent header continues that trace
- * and keeps its sampled flag; any other starts a new trace, sampled with
- * probability sample_ratio, and drops tracestate. The tree and its spans take their
- * memory from pool, the calling thread's (NULL: from malloc), and the
- * tree must then be finished or freed on that thread too. Returns NULL
+ * and keeps its sampled flag. Any other starts a new trace, sampled with
+ * probability sample_ratio, and drops tracestate. The tree and its spans
+ * take their memory from pool, the calling thread's (NULL: from malloc),
+ * and the tree must then be finished or freed on that thread too. Returns NULL
  * when out of memory.
  */
 struct tg_trace *tg_trace_begin(const struct tg_headers *headers, double sample_ratio,

@@ -63,7 +63,7 @@ describe('gateway errors on the Anthropic Messages API', () => {
   after(stopAll);
 
   /* Send body to /v1/messages and to /v1/chat/completions, and check the
-   * shape of each answer. Both must carry the same message, apart from the
+   * shape of each response. Both must carry the same message, apart from the
    * path it may name, and the same status and termination in the access log. */
   async function bothShapes(body, status, anthropicType, openaiType, code, headers = []) {
     const anthropic = await curl(curlPost(messagesURL, body, headers));

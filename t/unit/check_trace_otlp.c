@@ -775,10 +775,10 @@ add_test_strings(struct tg_attrs *a, const char *key, size_t n, size_t seed, uin
  * A span per string length from 0 to 112, each with six attributes: a
  * string of that length, an integer around a varint width, a boolean, an
  * integer under a key of over 32 bytes, a list of up to three strings,
- * and a string of the remaining length. So
- * a KeyValue that is short (each size of copy, up to the last length
- * whose lengths fit in one byte) comes before and after one that is not
- * (a negative integer, strings from about 100 bytes on, long lists).
+ * and a string of the remaining length. So a short KeyValue (each size
+ * of copy, up to the last length whose lengths fit in one byte) comes
+ * before and after a long one (a negative integer, strings from about 100
+ * bytes on, long lists).
  * Each span's attributes must come out as written by hand from the
  * .proto files.
  */
