@@ -688,23 +688,28 @@ conn_send(struct conn *k, uint64_t due_ns)
 
 /* ---- schedule -------------------------------------------------------- */
 
-/* Open the next batch of connections: connect_rate per second, in steps of
- * 10 ms, so a listen backlog is not flooded with thousands of SYNs. */
+/* Open each connection when it is due, connect_rate per second spread
+ * evenly. Streams opened together last equally long, so they would start
+ * and send every event together for the whole run, each waiting for the
+ * others in the mock and the gateway. */
 static void
 on_ramp(evutil_socket_t fd, short what, void *arg)
 {
 	struct bench *b = arg;
-	size_t batch = (size_t)(b->o.connect_rate / 100);
-	struct timeval tv = { 0, 10000 };
+	uint64_t interval = 1000000000u / (uint64_t)b->o.connect_rate;
+	uint64_t now = now_ns(), next;
+	struct timeval wait;
 
 	(void)fd;
 	(void)what;
-	if (batch == 0)
-		batch = 1;
-	while (batch-- > 0 && b->n_started < b->n_conns)
+	while (b->n_started < b->n_conns && b->start_ns + b->n_started * interval <= now)
 		conn_start(&b->conns[b->n_started++]);
-	if (b->n_started < b->n_conns)
-		evtimer_add(b->ticker, &tv);
+	if (b->n_started == b->n_conns)
+		return;
+
+	next = b->start_ns + b->n_started * interval;
+	wait = ns_to_timeval(next > now ? next - now : 0);
+	evtimer_add(b->ticker, &wait);
 }
 
 static void

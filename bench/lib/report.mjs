@@ -451,8 +451,8 @@ ${backgroundNote(r)}${crashNote(r)}
   "overloaded": the generator stops queueing, and its latencies cover only
   the requests that were sent.
 - Streams: ${num(p.streamCount)} concurrent chat streams of ${p.streams.events} content events,
-  one every ${p.streams.eventDelay}, opened at ${num(p.streams.connectRate)} per second and restarted as
-  they end, for ${p.streamSeconds} s (the first ${p.streamWarmup} s not counted). The mock stamps each event
+  one every ${p.streams.eventDelay}, opened at ${num(p.streams.connectRate)} per second, evenly spaced, and
+  restarted as they end (so no two streams keep the same schedule), for ${p.streamSeconds} s (the first ${p.streamWarmup} s not counted). The mock stamps each event
   with its CLOCK_MONOTONIC send time; per-event latency is receive time minus
   that stamp. "Token" columns count only events with content; "all events"
   adds the role, finish and usage chunks, which a gateway may hold on
