@@ -62,11 +62,12 @@ usage(FILE *out, const char *prog)
 {
 	fprintf(out,
 	        "usage: %s [-t] [-c FILE]\n"
-	        "  -c FILE  configuration file (default %s)\n"
-	        "  -t       check the configuration and exit: 0 when valid, 1 when not\n"
-	        "  -V       print the version and exit\n"
-	        "  -h       print this help and exit\n",
-	        prog, DEFAULT_CONFIG);
+	        "       %s -V | -h\n"
+	        "  -c, --config FILE  configuration file (default %s)\n"
+	        "  -t, --test         check the configuration and exit: 0 when valid, 1 when not\n"
+	        "  -V, --version      print the version and exit\n"
+	        "  -h, --help         print this help and exit\n",
+	        prog, prog, DEFAULT_CONFIG);
 }
 
 /* Return 1, after printing why, when path is the default config file (used
@@ -384,7 +385,15 @@ main(int argc, char **argv)
 	int test_only = 0;
 	int opt, rc;
 
-	while ((opt = getopt(argc, argv, "c:thV")) != -1) {
+	static const struct option long_options[] = {
+		{"config", required_argument, NULL, 'c'},
+		{"test", no_argument, NULL, 't'},
+		{"version", no_argument, NULL, 'V'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+
+	while ((opt = getopt_long(argc, argv, "c:thV", long_options, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
 			d.config_path = optarg;

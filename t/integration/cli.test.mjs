@@ -45,6 +45,22 @@ describe('command line', () => {
     assert.match(stdout + stderr, /-t/);
   });
 
+  it('takes the long forms of every option', async () => {
+    const version = await runTollgate(['--version']);
+    assert.equal(version.code, 0);
+    assert.equal((version.stdout + version.stderr).trim(), 'tollgate 0.1.0');
+
+    const help = await runTollgate(['--help']);
+    assert.equal(help.code, 0);
+    assert.match(help.stdout, /-V \| -h/);
+    assert.match(help.stdout, /--config FILE/);
+
+    const file = writeConfig(validConfig());
+    const test = await runTollgate(['--test', '--config', file]);
+    assert.equal(test.code, 0, test.stderr);
+    assert.match(test.stderr, /configuration is valid$/m);
+  });
+
   it('exits 2 with usage on an unknown flag', async () => {
     const { code, stderr } = await runTollgate(['-Z']);
     assert.equal(code, 2);
