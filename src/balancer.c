@@ -13,6 +13,7 @@ struct candidates {
 	size_t index[MAX_CANDIDATES];   /* member positions in the tier */
 	int trial[MAX_CANDIDATES];
 	size_t count;
+	int retry;                      /* the request tried a member of the tier */
 };
 
 uint64_t
@@ -37,12 +38,15 @@ collect(const struct tg_tier *tier, const char *model, int panic, tg_tried_fn tr
         void *arg, uint64_t now_ns, struct candidates *out)
 {
 	out->count = 0;
+	out->retry = 0;
 	for (size_t i = 0; i < tier->n_members && out->count < MAX_CANDIDATES; i++) {
 		const struct tg_backend *b = tier->members[i].backend;
 		int trial = 0;
 
-		if (tried(arg, b))
+		if (tried(arg, b)) {
+			out->retry = 1;
 			continue;
+		}
 		if (tg_health_model_cooldown_end(b, tg_member_model(&tier->members[i], model),
 		                                 now_ns) != 0)
 			continue;
@@ -78,12 +82,16 @@ is_candidate(const struct candidates *c, size_t member, size_t *slot)
 }
 
 /* Weighted round robin: a shared position walks the weight line, so over
- * total_weight picks each member gets exactly its weight. Members that
- * cannot take the attempt are stepped over. */
+ * total_weight first attempts each member gets exactly its weight. Members
+ * that cannot take the attempt are stepped over. A retry reads the
+ * position without moving it: moved, it would take the turn of the next
+ * request, which then skips a member (with one failing member of two,
+ * every request would start on the failing one). */
 static size_t
 pick_round_robin(struct tg_tier *tier, const struct candidates *c)
 {
-	uint64_t position = atomic_fetch_add(&tier->next, 1) % tier->total_weight;
+	uint64_t next = c->retry ? atomic_load(&tier->next) : atomic_fetch_add(&tier->next, 1);
+	uint64_t position = next % tier->total_weight;
 	size_t member = 0;
 	size_t slot;
 

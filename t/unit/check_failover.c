@@ -71,6 +71,13 @@ tried_a(void *arg, const struct tg_backend *b)
 	return strcmp(b->name, "a") == 0;
 }
 
+static int
+tried_b(void *arg, const struct tg_backend *b)
+{
+	(void)arg;
+	return strcmp(b->name, "b") == 0;
+}
+
 /* --- Retry-After ---------------------------------------------------------- */
 
 static uint64_t
@@ -402,6 +409,29 @@ START_TEST(round_robin_follows_weights)
 }
 END_TEST
 
+/* Each request whose first attempt goes to b retries once: the first
+ * attempts still take turns a, b, c. */
+START_TEST(round_robin_retry_keeps_turns)
+{
+	static const char *const first[] = {"a", "b", "c"};
+	struct fixture f;
+	uint64_t rng = 42;
+	int trial;
+
+	fixture_init(&f, 3, TG_BALANCE_ROUND_ROBIN, NULL);
+	for (int i = 0; i < 9; i++) {
+		const struct tg_tier_member *m = tg_balancer_pick(&f.route, NULL, never_tried, NULL,
+		                                                  &rng, 10, &trial);
+
+		ck_assert_str_eq(m->backend->name, first[i % 3]);
+		if (strcmp(m->backend->name, "b") != 0)
+			continue;
+		m = tg_balancer_pick(&f.route, NULL, tried_b, NULL, &rng, 10, &trial);
+		ck_assert_str_eq(m->backend->name, "c");
+	}
+}
+END_TEST
+
 START_TEST(never_picks_tried_backend)
 {
 	struct fixture f;
@@ -716,6 +746,7 @@ failover_suite(void)
 	tcase_add_test(health, probe_success_ends_ejection);
 	tcase_add_test(health, error_ratio_ejects);
 	tcase_add_test(balance, round_robin_follows_weights);
+	tcase_add_test(balance, round_robin_retry_keeps_turns);
 	tcase_add_test(balance, never_picks_tried_backend);
 	tcase_add_test(balance, skips_cooling_backend);
 	tcase_add_test(balance, model_cooldown_spares_other_models);
