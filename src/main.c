@@ -251,10 +251,10 @@ open_listen_tls(struct daemon *d)
 {
 	struct tg_runtime *rt = &d->runtime;
 
-	rt->n_listen_tls = d->config->n_listen;
-	rt->listen_tls = calloc(rt->n_listen_tls, sizeof(*rt->listen_tls));
+	rt->listen_tls = calloc(d->config->n_listen, sizeof(*rt->listen_tls));
 	if (rt->listen_tls == NULL)
 		return -1;
+	rt->n_listen_tls = d->config->n_listen;
 	for (size_t i = 0; i < d->config->n_listen; i++) {
 		const struct tg_listen *l = &d->config->listen[i];
 
@@ -267,22 +267,43 @@ open_listen_tls(struct daemon *d)
 	return 0;
 }
 
+/* Stop and free the first n_made workers of d, of which the first
+ * n_started run, after one of them failed to start. */
+static void
+undo_workers(struct daemon *d, int n_made, int n_started)
+{
+	for (int i = 0; i < n_started; i++)
+		tg_worker_post_force_stop(d->workers[i], 0);
+	for (int i = 0; i < n_started; i++)
+		tg_worker_join_and_free(d->workers[i], tg_now_ns());
+	for (int i = n_started; i < n_made; i++)
+		tg_worker_free(d->workers[i]);
+}
+
+/* Make and start d's workers. On failure, stops and frees the workers made
+ * so far, so that d has none. */
 static int
 start_workers(struct daemon *d)
 {
-	d->n_workers = d->config->workers;
-	d->workers = calloc((size_t)d->n_workers, sizeof(*d->workers));
+	int n_made, n_started;
+
+	d->workers = calloc((size_t)d->config->workers, sizeof(*d->workers));
 	if (d->workers == NULL)
 		return -1;
-	for (int i = 0; i < d->n_workers; i++) {
-		d->workers[i] = tg_worker_new(i, d->config, &d->runtime);
-		if (d->workers[i] == NULL)
+	for (n_made = 0; n_made < d->config->workers; n_made++) {
+		d->workers[n_made] = tg_worker_new(n_made, d->config, &d->runtime);
+		if (d->workers[n_made] == NULL) {
+			undo_workers(d, n_made, 0);
 			return -1;
+		}
 	}
-	for (int i = 0; i < d->n_workers; i++) {
-		if (tg_worker_start(d->workers[i]) != 0)
+	for (n_started = 0; n_started < n_made; n_started++) {
+		if (tg_worker_start(d->workers[n_started]) != 0) {
+			undo_workers(d, n_made, n_started);
 			return -1;
+		}
 	}
+	d->n_workers = n_made;
 	return 0;
 }
 
@@ -297,8 +318,10 @@ add_signal(struct daemon *d, int signo)
 	return event_add(ev, NULL) != 0 ? -1 : 0;
 }
 
+/* Set up everything but the workers. Returns 0, or 1 after logging why;
+ * daemon_free() then releases what was set up. */
 static int
-run(struct daemon *d)
+set_up(struct daemon *d)
 {
 	tg_descriptors_prepare();      /* while this is the only thread */
 
@@ -329,8 +352,19 @@ run(struct daemon *d)
 	d->drain_deadline = evtimer_new(d->base, drain_deadline_cb, d);
 	d->runtime.clients.max = tg_descriptors_client_max(d->config->workers,
 	                                                   d->config->n_listen);
-	if (start_workers(d) != 0)
+	return 0;
+}
+
+/* Start, serve until stopped, and stop. Returns 0, or 1 when the start
+ * failed; either way no thread of d is left running. */
+static int
+run(struct daemon *d)
+{
+	if (set_up(d) != 0 || start_workers(d) != 0) {
+		tg_tracer_stop(d->runtime.tracer);
+		d->runtime.tracer = NULL;
 		return 1;
+	}
 
 	for (size_t i = 0; i < d->config->n_listen; i++)
 		tg_info("listening on %s%s", d->config->listen[i].address,
@@ -437,11 +471,6 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	d.runtime.access_log.fd = -1;
 	rc = run(&d);
-	if (rc != 0) {
-		/* Workers that started hold references into d; leave the rest
-		 * to the kernel rather than free under running threads. */
-		return rc;
-	}
 	daemon_free(&d);
-	return 0;
+	return rc;
 }

@@ -205,12 +205,11 @@ tg_worker_start(struct tg_worker *w)
 	return rc == 0 ? 0 : -1;
 }
 
-void
-tg_worker_join_and_free(struct tg_worker *w, uint64_t log_deadline_ns)
+/* Free w and its resources once its thread has ended or never started. */
+static void
+free_worker(struct tg_worker *w, uint64_t log_deadline_ns)
 {
 	struct tg_client *c;
-
-	pthread_join(w->thread, NULL);
 
 	/* Connections left after a forced stop. */
 	while ((c = LIST_FIRST(&w->clients)) != NULL)
@@ -235,6 +234,19 @@ tg_worker_join_and_free(struct tg_worker *w, uint64_t log_deadline_ns)
 	tg_yj_keys_free(&w->scan_keys);
 	tg_span_pool_release(w->span_pool);     /* its spans may outlive it */
 	free(w);
+}
+
+void
+tg_worker_join_and_free(struct tg_worker *w, uint64_t log_deadline_ns)
+{
+	pthread_join(w->thread, NULL);
+	free_worker(w, log_deadline_ns);
+}
+
+void
+tg_worker_free(struct tg_worker *w)
+{
+	free_worker(w, tg_now_ns());
 }
 
 /* --- messages from the main thread ------------------------------------------ */

@@ -111,6 +111,9 @@ int tg_worker_start(struct tg_worker *w);
  * (tg_now_ns) at the latest, and free it. */
 void tg_worker_join_and_free(struct tg_worker *w, uint64_t log_deadline_ns);
 
+/* Free a worker whose thread never started, as after a failed start. */
+void tg_worker_free(struct tg_worker *w);
+
 /* Thread-safe: from the main thread. Each queues a message that w's
  * thread handles in the order posted; one posted after w stopped is
  * dropped when w is freed. */

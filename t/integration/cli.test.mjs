@@ -2,9 +2,11 @@
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
 import { after, describe, it } from 'node:test';
 
-import { makeTempDir, stopAll, runTollgate, writeTempFile } from './lib/harness.mjs';
+import { assertNoFatalOutput, freePort, makeTempDir, stopAll, runTollgate, writeTempFile } from './lib/harness.mjs';
 
 /* A config that passes -t; the backend is never contacted. */
 function validConfig(extra = {}) {
@@ -228,6 +230,83 @@ describe('command line', () => {
     const { code, stderr } = await runTollgate(['-c', file]);
     assert.equal(code, 1);
     assert.match(stderr, /unknown backend "primray"/);
+  });
+});
+
+/* Each start below passes -t, then fails at startup: it must exit 1 with
+ * the reason, having stopped every thread it started and freed what it
+ * held: under the sanitizer build (t/check-all), a leak report fails it. */
+describe('failed start', () => {
+  const servers = [];
+
+  after(async () => {
+    for (const server of servers)
+      server.close();
+    await stopAll();
+  });
+
+  /* A port that a server of this test holds. */
+  async function takenPort() {
+    const server = net.createServer();
+    servers.push(server);
+    server.listen(0, '127.0.0.1');
+    await new Promise((resolve) => server.once('listening', resolve));
+    return server.address().port;
+  }
+
+  async function start(config) {
+    const file = writeConfig(config);
+    const checked = await runTollgate(['-t', '-c', file]);
+    assert.equal(checked.code, 0, checked.stderr);
+    const result = await runTollgate(['-c', file]);
+    assertNoFatalOutput(result.stderr);
+    return result;
+  }
+
+  it('exits 1: listen port in use', async () => {
+    const taken = await takenPort();
+    const { code, stderr } = await start(validConfig({
+      listen: [`127.0.0.1:${taken}`], admin: `127.0.0.1:${await freePort()}`,
+    }));
+    assert.equal(code, 1, stderr);
+    assert.match(stderr, new RegExp(`\\[error\\] cannot listen on 127\\.0\\.0\\.1:${taken}: Address already in use`));
+  });
+
+  it('exits 1: second listen port in use', async () => {
+    const taken = await takenPort();
+    const { code, stderr } = await start(validConfig({
+      workers: 2,
+      listen: [`127.0.0.1:${await freePort()}`, `127.0.0.1:${taken}`],
+      admin: `127.0.0.1:${await freePort()}`,
+    }));
+    assert.equal(code, 1, stderr);
+    assert.match(stderr, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${taken}: Address already in use`));
+  });
+
+  it('exits 1: admin port in use, tracing on', async () => {
+    const taken = await takenPort();
+    const { code, stderr } = await start(validConfig({
+      listen: [`127.0.0.1:${await freePort()}`], admin: `127.0.0.1:${taken}`,
+      tracing: { otlp: { endpoint: `http://127.0.0.1:${await freePort()}/v1/traces` } },
+    }));
+    assert.equal(code, 1, stderr);
+    assert.match(stderr, new RegExp(`\\[error\\] cannot listen on admin address 127\\.0\\.0\\.1:${taken}: Address already in use`));
+  });
+
+  it('exits 1: access log directory gone', async () => {
+    const dir = makeTempDir();
+    const log = path.join(dir, 'access.log');
+    const file = writeConfig(validConfig({
+      listen: [`127.0.0.1:${await freePort()}`], admin: `127.0.0.1:${await freePort()}`,
+      access_log: log,
+    }));
+    const checked = await runTollgate(['-t', '-c', file]);
+    assert.equal(checked.code, 0, checked.stderr);
+    fs.rmSync(dir, { recursive: true });
+    const { code, stderr } = await runTollgate(['-c', file]);
+    assertNoFatalOutput(stderr);
+    assert.equal(code, 1, stderr);
+    assert.match(stderr, new RegExp(`\\[error\\] cannot open access log ${escape(log)}: No such file or directory`));
   });
 });
 

@@ -303,6 +303,14 @@ class Mock {
  * reports and assertion failures. */
 const FATAL_PATTERNS = [/AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer/, /runtime error:/, /Assertion .* failed/];
 
+/* Throw when the output of a tollgate run by runTollgate() has a line that
+ * FATAL_PATTERNS matches, such as a leak report at exit. */
+export function assertNoFatalOutput(text) {
+  const line = text.split('\n').find((l) => FATAL_PATTERNS.some((p) => p.test(l)));
+  if (line !== undefined)
+    throw new Error(`tollgate reported: ${line}`);
+}
+
 /* A backend entry for a config, pointing at a started mock. */
 export function mockBackend(mock, extra = {}) {
   return { url: mock.url, ...extra };
