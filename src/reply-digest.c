@@ -81,6 +81,7 @@ struct reader {
 	struct tg_reply_digest *d;
 	struct tg_reply_detail *x;      /* NULL without a detail, or once it failed */
 	struct tg_reply_detail *detail; /* the caller's detail, or NULL */
+	int string_rejected;    /* the string being taken is one jansson rejects */
 	int depth;              /* containers open, frames or not */
 	int root_object;        /* the text is an object */
 	yajl_handle handle;
@@ -530,12 +531,13 @@ take_detail(struct reader *r, const struct frame *f, enum value v, const unsigne
             size_t len, long long integer)
 {
 	struct tg_reply_detail *x = r->x;
+	enum value copied = r->string_rejected ? V_NULL : v;   /* of the members kept as text */
 
 	switch (f->member) {
 	case M_ID:
-		return replace_string(x, &x->id, v, s, len);
+		return replace_string(x, &x->id, copied, s, len);
 	case M_MODEL:
-		return replace_string(x, &x->model, v, s, len);
+		return replace_string(x, &x->model, copied, s, len);
 	case M_CHOICES:
 		drop_choices(x);
 		break;
@@ -543,7 +545,7 @@ take_detail(struct reader *r, const struct frame *f, enum value v, const unsigne
 		open_choice(x)->index = v == V_INTEGER && integer >= 0 ? integer : -1;
 		break;
 	case M_FINISH_REASON:
-		return replace_reason(x, &open_choice(x)->finish_reason, v, s, len);
+		return replace_reason(x, &open_choice(x)->finish_reason, copied, s, len);
 	case M_TEXT:
 		open_choice(x)->text = (unsigned char)text_kind(v, len);
 		break;
@@ -696,13 +698,28 @@ on_double(void *ctx, double value)
 	return take_value(r, V_DOUBLE, NULL, 0, 0) && TAP(r, yajl_double, value);
 }
 
+/* Take a string that jansson rejects. jansson then rejects the whole text,
+ * so no tree can stand in for the detail. The detail therefore leaves out
+ * the id, model or finish reason that the string would be, as if it were
+ * null, and keeps its other members. The digest takes it as any string. */
+static int
+take_rejected_string(struct reader *r, const unsigned char *s, size_t len)
+{
+	int ok;
+
+	r->string_rejected = 1;
+	ok = take_value(r, V_STRING, s, len, 0);
+	r->string_rejected = 0;
+	return ok;
+}
+
 static int
 on_string(void *ctx, const unsigned char *s, size_t len)
 {
 	struct reader *r = ctx;
 
 	if (r->x != NULL && !string_ok(r, s, len))
-		give_up_detail(r);
+		return take_rejected_string(r, s, len) && TAP(r, yajl_string, s, len);
 	return take_value(r, V_STRING, s, len, 0) && TAP(r, yajl_string, s, len);
 }
 
@@ -772,8 +789,8 @@ on_map_key(void *ctx, const unsigned char *s, size_t len)
 {
 	struct reader *r = ctx;
 
-	if (r->x != NULL && !string_ok(r, s, len))
-		give_up_detail(r);
+	/* A key that jansson rejects cannot be one of the ASCII keys that the
+	 * detail reads, so the detail goes on, as for a rejected string. */
 	if (len == 5 && memcmp(s, "usage", 5) == 0) {
 		r->usage_keys++;
 		r->usage_key_end = r->base + yajl_get_bytes_consumed(r->handle);

@@ -148,7 +148,7 @@ struct tg_reply_detail_block;
  * reply in malloc() and free().
  */
 struct tg_reply_detail {
-	int usable;                     /* read whole, from a text jansson reads alike */
+	int usable;                     /* read whole; see tg_reply_digest_detail() */
 	char *id;                       /* top-level "id" when a string, else NULL */
 	char *model;                    /* top-level "model" when a string, else NULL */
 	struct tg_reply_choice *choices;        /* the objects of the last "choices" */
@@ -177,11 +177,12 @@ int tg_is_known_finish_reason(const char *s);
  * with the same result, and into x the members of struct tg_reply_detail.
  * The caller frees x with tg_reply_detail_free().
  *
- * x is usable only when the text is valid JSON, memory sufficed, and
- * jansson would read the text too, as far as yajl's callbacks can tell.
- * So strings and keys must be valid UTF-8 without a NUL (libunistring's
- * u8_check), and \f and \v must not occur. Otherwise x is empty, and the
- * caller reads the text with jansson instead.
+ * x is usable only when the text is valid JSON, memory sufficed, and \f
+ * and \v do not occur. Otherwise x is empty, and the caller reads the text
+ * with jansson instead. A string or key that jansson rejects (invalid
+ * UTF-8 by libunistring's u8_check, or a NUL) makes jansson reject the
+ * whole text, so x stays usable without it. Such an id, model or finish
+ * reason reads as NULL, and the other members are kept.
  * NOTE: yajl takes a lone high surrogate escape ("\ud800") for "?", or
  * pairs it with the escape after it, where jansson rejects the text. The
  * detail of such a text is usable.

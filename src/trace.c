@@ -286,6 +286,9 @@ record_response_body(struct tg_request *req, struct tg_span *span)
 
 	if (tg_trace_reads_reply_detail(req))
 		x = tg_relay_response_detail(req);
+	/* NOTE: jansson rejects a whole reply for one string with a NUL or
+	 * invalid UTF-8. So when the tree reads the reply (content capture),
+	 * the span gets no response attribute at all. */
 	if (x != NULL)
 		tg_genai_response_detail(t, span, tg_relay_response_digest(req), x);
 	else

@@ -10,6 +10,8 @@
 // requests completing while the receiver still holds an export unanswered.
 
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import http from 'node:http';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 
 import {
@@ -1044,6 +1046,91 @@ describe('https export settings', () => {
       assert.match(stderr, message);
     });
   }
+});
+
+describe('response attributes', () => {
+  let upstream;
+  let receiver;
+  let gw;
+  let reply;
+
+  /* A chat reply whose "id" and "model" are the given JSON texts, each a
+   * string or a Buffer of raw bytes. */
+  function chatReply(idJson, modelJson) {
+    return Buffer.concat([
+      Buffer.from('{"id":'), Buffer.from(idJson),
+      Buffer.from(',"object":"chat.completion","model":'), Buffer.from(modelJson),
+      Buffer.from(',"choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},' +
+        '"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}'),
+    ]);
+  }
+
+  before(async () => {
+    upstream = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(reply);
+      });
+    });
+    upstream.listen(0, '127.0.0.1');
+    await once(upstream, 'listening');
+    receiver = await startOtlpReceiver();
+    gw = await startGateway({
+      backends: { up: { url: `http://127.0.0.1:${upstream.address().port}` } },
+      routes: openaiRoutes('up'),
+      tracing: tracing(receiver),
+    });
+  });
+
+  afterEach(() => {
+    gw?.checkErrors();
+    receiver?.assertValid();
+  });
+  after(async () => {
+    await stopAll();
+    await receiver?.close();
+    upstream?.close();
+  });
+
+  /* The attributes of the attempt span of one request whose upstream reply is body. */
+  async function attemptAttributes(body) {
+    reply = body;
+    const res = await postChat(gw, { model: 'gpt-4o', messages });
+    assert.equal(res.status, 200);
+    const { spans } = await traceOf(gw, receiver, res.headers['x-request-id'], 2);
+    return byKind(spans, CLIENT)[0].attributes;
+  }
+
+  function assertOthersKept(a) {
+    assert.deepEqual(a['gen_ai.response.finish_reasons'], ['stop']);
+    assert.equal(a['gen_ai.usage.input_tokens'], 9n);
+    assert.equal(a['gen_ai.usage.output_tokens'], 2n);
+    assert.equal(a['http.response.status_code'], 200n);
+  }
+
+  it('drops a model with a NUL, keeps the rest', async () => {
+    const a = await attemptAttributes(chatReply('"chatcmpl-nul"', '"gpt-4o\\u0000x"'));
+    assert.equal(a['gen_ai.response.model'], undefined);
+    assert.equal(a['gen_ai.response.id'], 'chatcmpl-nul');
+    assertOthersKept(a);
+  });
+
+  it('drops an id of invalid UTF-8, keeps the rest', async () => {
+    /* An overlong encoding of "/", which yajl lets through and jansson rejects. */
+    const id = Buffer.concat([Buffer.from('"chatcmpl-'), Buffer.from([0xc0, 0xaf]), Buffer.from('"')]);
+    const a = await attemptAttributes(chatReply(id, '"gpt-4o"'));
+    assert.equal(a['gen_ai.response.id'], undefined);
+    assert.equal(a['gen_ai.response.model'], 'gpt-4o');
+    assertOthersKept(a);
+  });
+
+  it('keeps a control character in the model', async () => {
+    const a = await attemptAttributes(chatReply('"chatcmpl-ctl"', '"gpt-4o\\u0001"'));
+    assert.equal(a['gen_ai.response.model'], 'gpt-4o\u0001');
+    assert.equal(a['gen_ai.response.id'], 'chatcmpl-ctl');
+    assertOthersKept(a);
+  });
 });
 
 describe('export protocols', () => {

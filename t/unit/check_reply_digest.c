@@ -607,27 +607,28 @@ START_TEST(detail_many_choices)
 }
 END_TEST
 
-/* The detail is usable exactly when jansson takes every key and string:
- * UTF-8 without a NUL, escaped or not, where yajl takes an overlong form,
- * an encoded surrogate and a code point past U+10FFFF. It is the same
+/* A string or key that jansson rejects costs the detail only the member
+ * it is. UTF-8 without a NUL, escaped or not, is kept. An overlong form,
+ * an encoded surrogate, a code point past U+10FFFF or a NUL, all of which
+ * yajl takes, leaves that id out and keeps the model. It is the same
  * when the text comes in two pieces split anywhere, so that a string is
  * read from one piece of the text or from yajl's buffer when it straddles
  * two. */
-START_TEST(detail_usable_as_jansson_reads)
+START_TEST(detail_drops_only_rejected_strings)
 {
 	static const struct {
 		const char *text;
-		int usable;
+		const char *id;         /* expected; NULL: left out */
 	} cases[] = {
-		{"{\"id\":\"chatcmpl-1\",\"model\":\"m\",\"choices\":[]}", 1},
-		{"{\"id\":\"caf\xc3\xa9\",\"model\":\"m\"}", 1},
-		{"{\"id\":\"a\\n\\u00e9\",\"model\":\"m\"}", 1},
-		{"{\"id\":\"a\xc0\xaf\",\"model\":\"m\"}", 0},
-		{"{\"id\":\"a\xed\xa0\x80\",\"model\":\"m\"}", 0},
-		{"{\"id\":\"a\xf4\x90\x80\x80\",\"model\":\"m\"}", 0},
-		{"{\"id\":\"a\\u0000\",\"model\":\"m\"}", 0},
-		{"{\"k\xc0\xaf\":1,\"model\":\"m\"}", 0},
-		{"{\"k\\u0000\":1,\"model\":\"m\"}", 0},
+		{"{\"id\":\"chatcmpl-1\",\"model\":\"m\",\"choices\":[]}", "chatcmpl-1"},
+		{"{\"id\":\"caf\xc3\xa9\",\"model\":\"m\"}", "caf\xc3\xa9"},
+		{"{\"id\":\"a\\n\\u00e9\",\"model\":\"m\"}", "a\n\xc3\xa9"},
+		{"{\"id\":\"a\xc0\xaf\",\"model\":\"m\"}", NULL},
+		{"{\"id\":\"a\xed\xa0\x80\",\"model\":\"m\"}", NULL},
+		{"{\"id\":\"a\xf4\x90\x80\x80\",\"model\":\"m\"}", NULL},
+		{"{\"id\":\"a\\u0000\",\"model\":\"m\"}", NULL},
+		{"{\"k\xc0\xaf\":1,\"id\":\"b\",\"model\":\"m\"}", "b"},
+		{"{\"k\\u0000\":1,\"id\":\"b\",\"model\":\"m\"}", "b"},
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -642,12 +643,34 @@ START_TEST(detail_usable_as_jansson_reads)
 			evbuffer_add_reference(buf, text, at, NULL, NULL);
 			evbuffer_add_reference(buf, text + at, len - at, NULL, NULL);
 			ck_assert_int_eq(tg_reply_digest_detail_buffer(&d, &x, buf), 0);
-			ck_assert_msg(x.usable == cases[i].usable, "%s split at %zu: usable %d",
-			              text, at, x.usable);
+			ck_assert_msg(x.usable, "%s split at %zu: not usable", text, at);
+			if (cases[i].id == NULL)
+				ck_assert_msg(x.id == NULL, "%s split at %zu: id kept", text, at);
+			else
+				ck_assert_str_eq(x.id, cases[i].id);
+			ck_assert_msg(x.model != NULL && strcmp(x.model, "m") == 0,
+			              "%s split at %zu: model lost", text, at);
 			tg_reply_detail_free(&x);
 			evbuffer_free(buf);
 		}
 	}
+}
+END_TEST
+
+/* A finish reason that jansson rejects is left out of its choice alone. */
+START_TEST(detail_drops_rejected_finish_reason)
+{
+	struct tg_reply_detail x;
+
+	read_detail(&x, "{\"choices\":[{\"index\":0,\"finish_reason\":\"st\\u0000op\"},"
+	            "{\"index\":1,\"finish_reason\":\"length\"}],"
+	            "\"usage\":{\"prompt_tokens\":3}}");
+	ck_assert_uint_eq(x.n_choices, 2);
+	ck_assert_ptr_null(x.choices[0].finish_reason);
+	ck_assert_str_eq(x.choices[1].finish_reason, "length");
+	ck_assert_uint_eq(x.usage_integer, 1u << TG_USAGE_PROMPT_TOKENS);
+	ck_assert_int_eq(x.usage[TG_USAGE_PROMPT_TOKENS], 3);
+	tg_reply_detail_free(&x);
 }
 END_TEST
 
@@ -772,7 +795,8 @@ reply_digest_suite(void)
 	tcase_add_test(tap, tap_stops_read);
 	tcase_add_test(detail, detail_strings_of_any_length);
 	tcase_add_test(detail, detail_many_choices);
-	tcase_add_test(detail, detail_usable_as_jansson_reads);
+	tcase_add_test(detail, detail_drops_only_rejected_strings);
+	tcase_add_test(detail, detail_drops_rejected_finish_reason);
 	tcase_add_loop_test(relay, relay_classifies_events, 0, sizeof(events) / sizeof(events[0]));
 	tcase_add_test(relay, event_tree_built_on_demand);
 	suite_add_tcase(s, shapes);
