@@ -28,15 +28,22 @@
 #define ADMIN_MAX_BODY 1024
 #define ADMIN_TIMEOUT_S 30
 
-/* Every method evhttp parses reaches the callbacks, so that a wrong one
- * gets 405 with Allow from admit_method() rather than evhttp's HTML 501.
- * NOTE: a method outside these nine (PROPFIND, FOO) still gets that HTML
- * 501 before any callback runs. libevent 2.1 has no hook for the page
- * (evhttp_set_errorcb came with 2.2). A bufferevent filter that reads the
- * methods first was tried, and it stalls evhttp's responses in 2.1.12. */
-#define ADMIN_PARSED_METHODS (EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | \
-                              EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | \
-                              EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH)
+/* The type evhttp gives a request whose method is not one of the nine it
+ * parses (PROPFIND, BREW). libevent 2.1.12 defines it privately, as
+ * EVHTTP_REQ_UNKNOWN_ in http-internal.h, and answers such a request with
+ * an HTML 501 unless the allowed methods include it. */
+#define ADMIN_UNKNOWN_METHOD (1 << 15)
+
+/* Every method reaches the callbacks, so that a wrong one gets a text
+ * response with Allow from admit_method() rather than evhttp's HTML 501.
+ * NOTE: evhttp still answers in HTML when it rejects a request before any
+ * callback runs: 400 for a malformed request or a head over
+ * ADMIN_MAX_HEAD, 413 for a body over ADMIN_MAX_BODY. libevent 2.1 has no
+ * hook for those pages (evhttp_set_errorcb came with 2.2). */
+#define ADMIN_ALLOWED_METHODS (EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | \
+                               EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | \
+                               EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH | \
+                               ADMIN_UNKNOWN_METHOD)
 
 static void
 send_text(struct evhttp_request *r, int status, const char *reason, const char *text)
@@ -69,10 +76,24 @@ method_name(enum evhttp_cmd_type method)
 	return "this method";
 }
 
+/* If r's method is one that evhttp does not parse, send 501 with an Allow
+ * header and return 1. RFC 9110 section 15.6.2 gives 501 for a method the
+ * server does not recognize. Returns 0 for any other method. */
+static int
+reject_unknown_method(struct evhttp_request *r)
+{
+	if ((int)evhttp_request_get_command(r) != ADMIN_UNKNOWN_METHOD)
+		return 0;
+	evhttp_add_header(evhttp_request_get_output_headers(r), "Allow", "GET, HEAD");
+	send_text(r, 501, "Not Implemented",
+	          "the admin listener does not implement this method; use GET or HEAD");
+	return 1;
+}
+
 /* Check that r's method is GET or HEAD, the methods of every admin
  * endpoint, and return 1 if so. Otherwise send 405 with an Allow header,
- * as the main listener does, and return 0, after which the caller sends
- * nothing. */
+ * as the main listener does (501 for a method evhttp does not parse), and
+ * return 0, after which the caller sends nothing. */
 static int
 admit_method(struct evhttp_request *r)
 {
@@ -82,6 +103,8 @@ admit_method(struct evhttp_request *r)
 
 	if (method == EVHTTP_REQ_GET || method == EVHTTP_REQ_HEAD)
 		return 1;
+	if (reject_unknown_method(r))
+		return 0;
 
 	snprintf(message, sizeof(message), "%s is not allowed on %.128s; use GET or HEAD",
 	         method_name(method), path != NULL ? path : "this path");
@@ -228,7 +251,7 @@ trace_cb(struct evhttp_request *r, struct tg_runtime *rt)
 static void
 not_found_cb(struct evhttp_request *r, void *arg)
 {
-	if (trace_cb(r, arg))
+	if (trace_cb(r, arg) || reject_unknown_method(r))
 		return;
 	send_text(r, 404, "Not Found", "not found; try /metrics, /healthz, /readyz or /api/traces");
 }
@@ -326,7 +349,7 @@ tg_admin_start(struct event_base *base, const char *address, struct tg_runtime *
 	running_admin = admin;
 
 	http = admin->http;
-	evhttp_set_allowed_methods(http, ADMIN_PARSED_METHODS);
+	evhttp_set_allowed_methods(http, ADMIN_ALLOWED_METHODS);
 
 	/* The admin endpoints take no body and short heads; without these
 	 * bounds evhttp buffers whatever a local client sends. */

@@ -68,6 +68,20 @@ describe('admin endpoints', () => {
     assert.equal(unknown.status, 404, 'a path the admin listener does not serve');
     await gw.stop();
   });
+
+  it('answers 501 in text to unknown methods', async () => {
+    const { gw } = await start();
+    for (const path of ['/healthz', '/metrics', '/api/traces/0af7651916cd43dd8448eb211c80319c', '/nowhere']) {
+      for (const method of ['PROPFIND', 'BREW']) {
+        const res = await request({ port: gw.adminPort, method, path, timeoutMs: 5000 });
+        assert.equal(res.status, 501, `${method} ${path}: status`);
+        assert.equal(res.headers.allow, 'GET, HEAD', `${method} ${path}: Allow`);
+        assert.match(res.headers['content-type'], /^text\/plain/, `${method} ${path}: Content-Type`);
+        assert.equal(res.text, 'the admin listener does not implement this method; use GET or HEAD\n');
+      }
+    }
+    await gw.stop();
+  });
 });
 
 describe('SIGHUP reload', () => {
