@@ -30,6 +30,36 @@
 
 /* --- messages ----------------------------------------------------------- */
 
+/* The variable that filled the key at path or a key above it, or NULL. */
+static const struct env_origin *origin_of(const struct load_ctx *ctx, const char *path)
+{
+	for (size_t i = 0; i < ctx->n_origins; i++) {
+		const char *key = ctx->origins[i].path;
+		size_t len = strlen(key);
+
+		if (strncmp(path, key, len) == 0 && (path[len] == '\0' || path[len] == '.'))
+			return &ctx->origins[i];
+	}
+	return NULL;
+}
+
+/* Print "FILE: ", then the key path, or the variable that filled it with
+ * its value and the path in brackets. */
+static void print_location(struct load_ctx *ctx, const char *path)
+{
+	const struct env_origin *origin = origin_of(ctx, path);
+	char q[QUOTE_LEN];
+
+	fprintf(ctx->err, "%s: ", ctx->file);
+	if (origin != NULL && origin->value != NULL)
+		fprintf(ctx->err, "%s=%s (%s): ", origin->name, quote(origin->value, q, sizeof(q)),
+		        path);
+	else if (origin != NULL)
+		fprintf(ctx->err, "%s (%s): ", origin->name, path);
+	else if (path[0] != '\0')
+		fprintf(ctx->err, "%s: ", path);
+}
+
 /*
  * Print one error line, "FILE: PATH: message", or "FILE: message" for the
  * top level, and count it.
@@ -38,9 +68,7 @@ void report(struct load_ctx *ctx, const char *path, const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(ctx->err, "%s: ", ctx->file);
-	if (path[0] != '\0')
-		fprintf(ctx->err, "%s: ", path);
+	print_location(ctx, path);
 
 	va_start(ap, fmt);
 	vfprintf(ctx->err, fmt, ap);
@@ -48,6 +76,20 @@ void report(struct load_ctx *ctx, const char *path, const char *fmt, ...)
 
 	fputc('\n', ctx->err);
 	ctx->n_errors++;
+}
+
+void report_warning(struct load_ctx *ctx, const char *path, const char *fmt, ...)
+{
+	va_list ap;
+
+	print_location(ctx, path);
+	fputs("warning: ", ctx->err);
+
+	va_start(ap, fmt);
+	vfprintf(ctx->err, fmt, ap);
+	va_end(ap);
+
+	fputc('\n', ctx->err);
 }
 
 void report_oom(struct load_ctx *ctx, const char *path)

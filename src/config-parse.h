@@ -69,11 +69,24 @@
 #define QUOTE_LEN 100   /* a value quoted in a message; longer ones are cut */
 #define NAME_MAX_LEN 64 /* backend and route names */
 
+/* A key that an environment variable filled because the file left it out,
+ * such as tracing.batch.schedule_delay from OTEL_BSP_SCHEDULE_DELAY. */
+struct env_origin {
+	char path[PATH_LEN];    /* key path of the value */
+	const char *name;       /* the variable */
+	const char *value;      /* its value, or NULL when it may be a secret */
+};
+
 struct load_ctx {
 	const char *file;
 	FILE *err;
 	unsigned n_errors;
 	struct tg_config *cfg;  /* being built; routes look up its backends */
+
+	/* Keys filled from the environment while a section that reads it is
+	 * parsed: report() names the variable of a key at or under one. */
+	const struct env_origin *origins;
+	size_t n_origins;
 };
 
 enum setting_type {
@@ -159,8 +172,15 @@ extern const struct section tg_tls_client_section;
 /* --- messages ----------------------------------------------------------- */
 
 /* Print one error line, "FILE: PATH: message", or "FILE: message" when path
- * is "", and count it, which makes the load fail. */
+ * is "", and count it, which makes the load fail. When an environment
+ * variable filled the key at path, the line begins "FILE: NAME=VALUE
+ * (PATH): " instead, and without "=VALUE" for a value that may be secret. */
 void report(struct load_ctx *ctx, const char *path, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Print one warning line as report() prints an error, with "warning: "
+ * before the message, without making the load fail. */
+void report_warning(struct load_ctx *ctx, const char *path, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
 void report_oom(struct load_ctx *ctx, const char *path);

@@ -99,8 +99,13 @@ load_config_logged(const char *path)
 	cfg = tg_config_load(path, stream);
 	fclose(stream);
 	for (line = strtok_r(errors, "\n", &save); line != NULL;
-	     line = strtok_r(NULL, "\n", &save))
-		tg_error("%s", line);
+	     line = strtok_r(NULL, "\n", &save)) {
+		/* report_warning() lines, which leave the load valid. */
+		if (strstr(line, ": warning: ") != NULL)
+			tg_warn("%s", line);
+		else
+			tg_error("%s", line);
+	}
 	free(errors);
 	return cfg;
 }

@@ -22,11 +22,19 @@
  * The protocol defaults to http/protobuf, as in the OpenTelemetry SDKs:
  * every OTLP/HTTP receiver takes it, and it costs the exporter thread less
  * than JSON. "grpc", the other value of the variable, is not supported.
+ * From the variable it gets a warning and the default, as the JavaScript
+ * SDK (sdk-node) treats a protocol it does not support. The variable may
+ * be set for every process of a host, most of which may speak gRPC. In
+ * the file it is an error.
+ *
+ * An error in a value that a variable filled names the variable and its
+ * value (struct env_origin), since the file has no such key to look up.
  *
  * For an https:// endpoint the TLS context is made here, at every load, so
  * that a CA file OpenSSL cannot read fails the load rather than each
  * export. free_tracing frees it with the snapshot.
  */
+#include <assert.h>
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -184,8 +192,13 @@ report_protocol(struct load_ctx *ctx, const char *name, const char *raw)
 {
 	char q[QUOTE_LEN];
 
-	report(ctx, name, "unsupported protocol %s; use \"http/protobuf\" or \"http/json\"",
-	       quote(raw, q, sizeof(q)));
+	if (strcasecmp(raw, "grpc") == 0)
+		report(ctx, name, "unsupported protocol %s: tollgate exports over OTLP/HTTP "
+		       "only; use \"http/protobuf\" or \"http/json\", with the receiver's "
+		       "OTLP/HTTP endpoint (port 4318 by default)", quote(raw, q, sizeof(q)));
+	else
+		report(ctx, name, "unsupported protocol %s; use \"http/protobuf\" or "
+		       "\"http/json\"", quote(raw, q, sizeof(q)));
 }
 
 static void
@@ -353,6 +366,32 @@ parse_headers(struct load_ctx *ctx, const char *path, json_t *value, void *base,
 
 /* --- environment variables ---------------------------------------------- */
 
+/* The maximum number of keys that variables fill: endpoint, headers,
+ * timeout, protocol, the three batch keys and service_name. */
+#define MAX_ORIGINS 8
+
+/* The state of filling the tracing section at path from the environment. */
+struct env_fill {
+	struct load_ctx *ctx;
+	const char *path;
+	struct env_origin origins[MAX_ORIGINS];
+	size_t n_origins;
+};
+
+/* Record that variable name, with value (NULL to keep it out of
+ * messages), filled the key at key (such as "otlp.timeout"). */
+static void
+note_origin(struct env_fill *f, const char *key, const char *name, const char *value)
+{
+	struct env_origin *o;
+
+	assert(f->n_origins < MAX_ORIGINS);
+	o = &f->origins[f->n_origins++];
+	path_key(o->path, f->path, key);
+	o->name = name;
+	o->value = value;
+}
+
 static const char *
 env(const char *name)
 {
@@ -390,14 +429,16 @@ child_object(json_t *obj, const char *key)
 	return json_is_object(child) ? child : NULL;
 }
 
-/* Put value under key unless the file set it. Takes the reference. */
-static void
+/* Put value under key unless the file set it. Takes the reference.
+ * Returns 1 when value was put there. */
+static int
 fill(json_t *obj, const char *key, json_t *value)
 {
-	if (obj == NULL || json_object_get(obj, key) != NULL)
+	if (obj == NULL || json_object_get(obj, key) != NULL || value == NULL) {
 		json_decref(value);
-	else
-		json_object_set_new(obj, key, value);
+		return 0;
+	}
+	return json_object_set_new(obj, key, value) == 0;
 }
 
 /* A variable holding milliseconds or a count: a non-negative integer. */
@@ -417,29 +458,34 @@ env_uint(struct load_ctx *ctx, const char *name, const char *value, unsigned lon
 	return 0;
 }
 
+/* Fill the duration at key, path under the section (such as
+ * "otlp.timeout"), from variable name holding milliseconds. */
 static void
-fill_ms(struct load_ctx *ctx, json_t *obj, const char *key, const char *name,
-        const char *value)
+fill_ms(struct env_fill *f, json_t *obj, const char *path, const char *key,
+        const char *name, const char *value)
 {
 	unsigned long long ms;
 	char text[32];
 
-	if (value == NULL || env_uint(ctx, name, value, &ms) != 0)
+	if (value == NULL || env_uint(f->ctx, name, value, &ms) != 0)
 		return;
 	snprintf(text, sizeof(text), "%llums", ms);
-	fill(obj, key, json_string(text));
+	if (fill(obj, key, json_string(text)))
+		note_origin(f, path, name, value);
 }
 
+/* Fill the count at key as fill_ms() fills a duration. */
 static void
-fill_count(struct load_ctx *ctx, json_t *obj, const char *key, const char *name,
-           const char *value)
+fill_count(struct env_fill *f, json_t *obj, const char *path, const char *key,
+           const char *name, const char *value)
 {
 	unsigned long long n;
 
-	if (value == NULL || env_uint(ctx, name, value, &n) != 0)
+	if (value == NULL || env_uint(f->ctx, name, value, &n) != 0)
 		return;
-	fill(obj, key, json_integer((json_int_t)(n > MAX_QUEUE_SIZE * 2ull
-	                                         ? MAX_QUEUE_SIZE * 2ull : n)));
+	if (fill(obj, key, json_integer((json_int_t)(n > MAX_QUEUE_SIZE * 2ull
+	                                             ? MAX_QUEUE_SIZE * 2ull : n))))
+		note_origin(f, path, name, value);
 }
 
 /* Decode %XX escapes in place; 0, or -1 on a malformed escape. */
@@ -477,12 +523,36 @@ trimmed(char *s)
 	return s;
 }
 
+/* A JSON string of s for a value that the section parser then reads, with
+ * each "${" written "$${", so that the parser takes it as text and not as
+ * a variable to expand. NULL when memory ran out. */
+static json_t *
+unexpanded_string(const char *s)
+{
+	size_t len = strlen(s), n = 0;
+	char *text = malloc(2 * len + 1);
+	json_t *value;
+
+	if (text == NULL)
+		return NULL;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] == '$' && s[i + 1] == '{')
+			text[n++] = '$';
+		text[n++] = s[i];
+	}
+	text[n] = '\0';
+	value = json_string(text);
+	free(text);
+	return value;
+}
+
 /* OTEL_EXPORTER_OTLP_HEADERS: "name=value,name2=value2", values
  * percent-encoded (the W3C Baggage format, which the OTLP exporter
  * specification names). */
 static void
-fill_headers(struct load_ctx *ctx, json_t *otlp, const char *name, const char *value)
+fill_headers(struct env_fill *f, json_t *otlp, const char *name, const char *value)
 {
+	struct load_ctx *ctx = f->ctx;
 	json_t *headers;
 	char *copy, *item, *save = NULL;
 
@@ -509,50 +579,60 @@ fill_headers(struct load_ctx *ctx, json_t *otlp, const char *name, const char *v
 			report(ctx, name, "a value has an invalid %%XX escape");
 			continue;
 		}
-		json_object_set_new(headers, trimmed(item), json_string(trimmed(eq + 1)));
+		json_object_set_new(headers, trimmed(item), unexpanded_string(trimmed(eq + 1)));
 	}
 	free(copy);
-	json_object_set_new(otlp, "headers", headers);
+	if (json_object_set_new(otlp, "headers", headers) == 0)
+		note_origin(f, "otlp.headers", name, NULL);     /* values may be secrets */
 }
 
 /* OTEL_EXPORTER_OTLP_ENDPOINT is a base URL that the traces path is
  * appended to, at the end of its path and so before a query; the _TRACES_
  * variable is the whole URL. */
 static void
-fill_endpoint(json_t *otlp)
+fill_endpoint(struct env_fill *f, json_t *otlp)
 {
+	static const char traces[] = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
+	static const char general[] = "OTEL_EXPORTER_OTLP_ENDPOINT";
 	const char *base;
-	const char *url = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+	const char *url = env(traces);
 	char *joined;
 	size_t path_end;
 
 	if (url != NULL) {
-		fill(otlp, "endpoint", json_string(url));
+		if (fill(otlp, "endpoint", json_string(url)))
+			note_origin(f, "otlp.endpoint", traces, url);
 		return;
 	}
-	base = env("OTEL_EXPORTER_OTLP_ENDPOINT");
+	base = env(general);
 	if (base == NULL)
 		return;
 	path_end = strcspn(base, "?");
 	if (asprintf(&joined, "%.*s%sv1/traces%s", (int)path_end, base,
 	             path_end > 0 && base[path_end - 1] == '/' ? "" : "/", base + path_end) < 0)
 		return;
-	fill(otlp, "endpoint", json_string(joined));
+	if (fill(otlp, "endpoint", json_string(joined)))
+		note_origin(f, "otlp.endpoint", general, base);
 	free(joined);
 }
 
 /* Fill otlp.protocol from the variable name unless the file set it. The
- * value is checked here so that an error names the variable, because the
- * file has no tracing.otlp.protocol for the reader to look up. */
+ * value is checked here so that the message can tell grpc, which gets a
+ * warning and the default, from an invalid value. */
 static void
-fill_protocol(struct load_ctx *ctx, json_t *otlp, const char *name, const char *value)
+fill_protocol(struct env_fill *f, json_t *otlp, const char *name, const char *value)
 {
 	enum tg_otlp_protocol protocol;
 
 	if (value == NULL || otlp == NULL || json_object_get(otlp, "protocol") != NULL)
 		return;
-	if (protocol_of(value, &protocol) != 0)
-		report_protocol(ctx, name, value);
+	if (strcasecmp(value, "grpc") == 0)
+		report_warning(f->ctx, name, "\"%s\" is not supported, so spans are exported with "
+		               "http/protobuf: tollgate exports over OTLP/HTTP only. Set %s to "
+		               "http/protobuf or http/json for tollgate, with the receiver's "
+		               "OTLP/HTTP endpoint (port 4318 by default)", value, name);
+	else if (protocol_of(value, &protocol) != 0)
+		report_protocol(f->ctx, name, value);
 	else
 		fill(otlp, "protocol", json_string(value));
 }
@@ -593,33 +673,35 @@ fill_sample_ratio(struct load_ctx *ctx, json_t *obj)
 	}
 }
 
-/* Fill the keys obj leaves out from the environment. */
+/* Fill the keys obj leaves out from the environment, and record in f
+ * which variable filled each. */
 static void
-fill_from_environment(struct load_ctx *ctx, json_t *obj)
+fill_from_environment(struct env_fill *f, json_t *obj)
 {
 	json_t *otlp = child_object(obj, "otlp");
 	json_t *batch = child_object(obj, "batch");
 	const char *name, *value;
 	const char *disabled = env("OTEL_SDK_DISABLED");
 
-	fill_endpoint(otlp);
+	fill_endpoint(f, otlp);
 	value = env2("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS", &name);
-	fill_headers(ctx, otlp, name, value);
+	fill_headers(f, otlp, name, value);
 	value = env2("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT", &name);
 	if (value == NULL)
 		value = env(name = "OTEL_BSP_EXPORT_TIMEOUT");
-	fill_ms(ctx, otlp, "timeout", name, value);
+	fill_ms(f, otlp, "otlp.timeout", "timeout", name, value);
 	value = env2("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL", &name);
-	fill_protocol(ctx, otlp, name, value);
-	fill_ms(ctx, batch, "schedule_delay", "OTEL_BSP_SCHEDULE_DELAY",
+	fill_protocol(f, otlp, name, value);
+	fill_ms(f, batch, "batch.schedule_delay", "schedule_delay", "OTEL_BSP_SCHEDULE_DELAY",
 	        env("OTEL_BSP_SCHEDULE_DELAY"));
-	fill_count(ctx, batch, "max_queue_size", "OTEL_BSP_MAX_QUEUE_SIZE",
+	fill_count(f, batch, "batch.max_queue_size", "max_queue_size", "OTEL_BSP_MAX_QUEUE_SIZE",
 	           env("OTEL_BSP_MAX_QUEUE_SIZE"));
-	fill_count(ctx, batch, "max_export_batch_size", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
-	           env("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"));
-	if ((value = env("OTEL_SERVICE_NAME")) != NULL)
-		fill(obj, "service_name", json_string(value));
-	fill_sample_ratio(ctx, obj);
+	fill_count(f, batch, "batch.max_export_batch_size", "max_export_batch_size",
+	           "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", env("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"));
+	if ((value = env("OTEL_SERVICE_NAME")) != NULL &&
+	    fill(obj, "service_name", json_string(value)))
+		note_origin(f, "service_name", "OTEL_SERVICE_NAME", value);
+	fill_sample_ratio(f->ctx, obj);
 
 	/* Tracing is on by default when spans have somewhere to go. */
 	fill(obj, "enabled", json_boolean(otlp != NULL &&
@@ -678,6 +760,7 @@ parse_tracing(struct load_ctx *ctx, const char *path, json_t *value, void *base,
               const struct setting *s)
 {
 	struct tg_tracing_config *tc;
+	struct env_fill filled;
 	json_t *merged;
 	char child[PATH_LEN];
 
@@ -690,11 +773,20 @@ parse_tracing(struct load_ctx *ctx, const char *path, json_t *value, void *base,
 		report_oom(ctx, path);
 		return;
 	}
-	fill_from_environment(ctx, merged);
+	filled = (struct env_fill){ .ctx = ctx, .path = path };
+	fill_from_environment(&filled, merged);
+
+	/* Until the checks below are done, errors in filled keys name their
+	 * variables. */
+	ctx->origins = filled.origins;
+	ctx->n_origins = filled.n_origins;
 	tc = parse_object(ctx, path, merged, sizeof(*tc), &tracing_section);
 	json_decref(merged);
-	if (tc == NULL)
+	if (tc == NULL) {
+		ctx->origins = NULL;
+		ctx->n_origins = 0;
 		return;
+	}
 
 	if (tc->max_export_batch_size > tc->max_queue_size && tc->max_queue_size > 0)
 		report(ctx, path_key(child, path, "batch.max_export_batch_size"),
@@ -704,6 +796,8 @@ parse_tracing(struct load_ctx *ctx, const char *path, json_t *value, void *base,
 		report(ctx, path_key(child, path, "retry.max_backoff"),
 		       "is shorter than retry.initial_backoff");
 	setup_endpoint_tls(ctx, path, tc);
+	ctx->origins = NULL;
+	ctx->n_origins = 0;
 
 	*FIELD(base, s, struct tg_tracing_config *) = tc;
 }

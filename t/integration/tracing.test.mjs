@@ -1259,10 +1259,10 @@ describe('export protocol settings', () => {
     });
   }
 
-  it('rejects grpc, naming the valid protocols', async () => {
+  it('rejects grpc in the file, naming the valid protocols', async () => {
     const { code, stderr } = await check({ protocol: 'grpc' });
     assert.notEqual(code, 0);
-    assert.match(stderr, /tracing\.otlp\.protocol: unsupported protocol "grpc"; use "http\/protobuf" or "http\/json"/);
+    assert.match(stderr, /tracing\.otlp\.protocol: unsupported protocol "grpc": tollgate exports over OTLP\/HTTP only; use "http\/protobuf" or "http\/json"/);
   });
 
   it('rejects a protocol that is not a string', async () => {
@@ -1272,12 +1272,26 @@ describe('export protocol settings', () => {
   });
 
   it('reads OTEL_EXPORTER_OTLP_PROTOCOL when the file sets none', async () => {
-    const bad = await check({}, { OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' });
+    const bad = await check({}, { OTEL_EXPORTER_OTLP_PROTOCOL: 'http/xml' });
     assert.notEqual(bad.code, 0);
-    assert.match(bad.stderr, /: OTEL_EXPORTER_OTLP_PROTOCOL: unsupported protocol "grpc"/);
+    assert.match(bad.stderr, /: OTEL_EXPORTER_OTLP_PROTOCOL: unsupported protocol "http\/xml"/);
     const good = await check({}, { OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json' });
     assert.equal(good.code, 0, good.stderr);
     const file = await check({ protocol: 'http/json' }, { OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'grpc' });
     assert.equal(file.code, 0, 'the file wins over the variable');
+  });
+
+  it('warns of OTEL_EXPORTER_OTLP_PROTOCOL=grpc and starts', async () => {
+    const { code, stderr } = await check({}, { OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' });
+    assert.equal(code, 0, stderr);
+    assert.match(stderr, /: OTEL_EXPORTER_OTLP_PROTOCOL: warning: "grpc" is not supported, so spans are exported with http\/protobuf/);
+    assert.match(stderr, /Set OTEL_EXPORTER_OTLP_PROTOCOL to http\/protobuf or http\/json/);
+    assert.match(stderr, /configuration is valid/);
+  });
+
+  it('names the variable of an out-of-range value', async () => {
+    const { code, stderr } = await check({}, { OTEL_BSP_SCHEDULE_DELAY: '0' });
+    assert.notEqual(code, 0);
+    assert.match(stderr, /: OTEL_BSP_SCHEDULE_DELAY="0" \(tracing\.batch\.schedule_delay\): "0ms" is out of range; valid values are 1ms to 1h/);
   });
 });

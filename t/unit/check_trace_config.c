@@ -326,15 +326,113 @@ START_TEST(protocol_from_environment)
 }
 END_TEST
 
-/* grpc is the other value the variables take, often set for a whole host;
- * the file has no tracing.otlp.protocol, so the error names the variable. */
+/* The file has no tracing.otlp.protocol, so the error names the variable. */
 START_TEST(invalid_protocol_names_variable)
 {
-	setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", 1);
-	load_fails("", "OTEL_EXPORTER_OTLP_PROTOCOL: unsupported protocol \"grpc\"; "
+	setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/xml", 1);
+	load_fails("", "OTEL_EXPORTER_OTLP_PROTOCOL: unsupported protocol \"http/xml\"; "
 	           "use \"http/protobuf\" or \"http/json\"");
-	setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc", 1);
-	load_fails("", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: unsupported protocol \"grpc\"");
+	setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc2", 1);
+	load_fails("", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: unsupported protocol \"grpc2\"");
+}
+END_TEST
+
+/* grpc, the other value of the standard, may be set for every process of
+ * a host: it gets a warning that names the variable and what to set, and
+ * the default protocol. */
+START_TEST(grpc_variable_warns_and_falls_back)
+{
+	static const char *const names[] = {
+		"OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+	};
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		struct tg_config *cfg;
+		char *errors;
+
+		setenv(names[i], i == 0 ? "grpc" : "GRPC", 1);
+		errors = load("", &cfg);
+		ck_assert_msg(cfg != NULL, "load failed: %s", errors);
+		ck_assert_int_eq(cfg->tracing->protocol, TG_OTLP_HTTP_PROTOBUF);
+		ck_assert_msg(strstr(errors, names[i]) != NULL, "no %s in: %s", names[i], errors);
+		ck_assert_msg(strstr(errors, "warning: ") != NULL, "no warning in: %s", errors);
+		ck_assert_msg(strstr(errors, "http/protobuf or http/json") != NULL,
+		              "no valid values in: %s", errors);
+		free(errors);
+		tg_config_unref(cfg);
+		unsetenv(names[i]);
+	}
+}
+END_TEST
+
+/* In the file, grpc stays an error, whose message gives the reason and the valid values. */
+START_TEST(grpc_in_file_rejected)
+{
+	load_fails("\"tracing\": {\"otlp\": {\"protocol\": \"grpc\"}}",
+	           "tracing.otlp.protocol: unsupported protocol \"grpc\": tollgate exports "
+	           "over OTLP/HTTP only; use \"http/protobuf\" or \"http/json\"");
+}
+END_TEST
+
+/* A value that passes the variable's own check but not the key's is
+ * reported with the variable, its value and the key it fills. */
+START_TEST(key_errors_name_variable)
+{
+	static const struct {
+		const char *name, *value, *text;
+	} cases[] = {
+		{"OTEL_BSP_SCHEDULE_DELAY", "0", "OTEL_BSP_SCHEDULE_DELAY=\"0\" "
+		 "(tracing.batch.schedule_delay): \"0ms\" is out of range; valid values are 1ms to 1h"},
+		{"OTEL_BSP_MAX_QUEUE_SIZE", "0", "OTEL_BSP_MAX_QUEUE_SIZE=\"0\" "
+		 "(tracing.batch.max_queue_size): 0 is out of range"},
+		{"OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "5000", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE=\"5000\" "
+		 "(tracing.batch.max_export_batch_size): 5000 is larger than batch.max_queue_size"},
+		{"OTEL_EXPORTER_OTLP_TIMEOUT", "99999999", "OTEL_EXPORTER_OTLP_TIMEOUT=\"99999999\" "
+		 "(tracing.otlp.timeout): \"99999999ms\" is out of range"},
+		{"OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://h", "OTEL_EXPORTER_OTLP_ENDPOINT=\"ftp://h\" "
+		 "(tracing.otlp.endpoint): invalid endpoint \"ftp://h/v1/traces\": the scheme"},
+		{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT="
+		 "\"http://\" (tracing.otlp.endpoint): invalid endpoint \"http://\""},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		setenv(cases[i].name, cases[i].value, 1);
+		load_fails("", cases[i].text);
+		unsetenv(cases[i].name);
+	}
+}
+END_TEST
+
+/* Header values may be secrets: an error names the variable alone. */
+START_TEST(header_errors_name_variable_only)
+{
+	struct tg_config *cfg;
+	char *errors;
+
+	setenv("OTEL_EXPORTER_OTLP_HEADERS", "Host=s3cr3t", 1);
+	errors = load("", &cfg);
+	ck_assert_ptr_null(cfg);
+	ck_assert_msg(strstr(errors, "OTEL_EXPORTER_OTLP_HEADERS (tracing.otlp.headers.Host): "
+	                     "invalid header name \"Host\"") != NULL, "%s", errors);
+	ck_assert_ptr_null(strstr(errors, "s3cr3t"));
+	free(errors);
+}
+END_TEST
+
+/* A header value from the variable is literal text: "${" in it is not a
+ * reference to expand, as it is in the file. */
+START_TEST(header_values_not_expanded)
+{
+	struct tg_config *cfg;
+	const struct tg_tracing_config *tc;
+
+	setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318", 1);
+	setenv("OTEL_EXPORTER_OTLP_HEADERS", "a=${HOME},b=$${x}", 1);
+	tc = load_ok("", &cfg);
+	ck_assert_uint_eq(tc->n_headers, 2);
+	ck_assert_str_eq(tc->headers[0].value, "${HOME}");
+	ck_assert_str_eq(tc->headers[1].value, "$${x}");
+	tg_config_unref(cfg);
 }
 END_TEST
 
@@ -376,6 +474,11 @@ trace_config_suite(void)
 	tcase_add_test(environment, invalid_sampler_named);
 	tcase_add_test(environment, protocol_from_environment);
 	tcase_add_test(environment, invalid_protocol_names_variable);
+	tcase_add_test(environment, grpc_variable_warns_and_falls_back);
+	tcase_add_test(file, grpc_in_file_rejected);
+	tcase_add_test(environment, key_errors_name_variable);
+	tcase_add_test(environment, header_errors_name_variable_only);
+	tcase_add_test(environment, header_values_not_expanded);
 	suite_add_tcase(s, file);
 	suite_add_tcase(s, environment);
 	return s;
