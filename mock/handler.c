@@ -234,13 +234,22 @@ deployment_model(const char *path)
 	return strndup(path + n, strcspn(path + n, "/"));
 }
 
+/* The model of a request to ep that names none, or NULL when a request
+ * to ep must name one. OpenAI's moderation endpoint takes its latest
+ * moderation model when "model" is left out. */
+static const char *
+default_model(enum endpoint ep)
+{
+	return ep == EP_MODERATIONS ? "omni-moderation-latest" : NULL;
+}
+
 /*
- * Parse the body and the options of an API request into o, and find its
- * model. Returns 1 when the request can be served, 0 when r already contains
- * the 400 to send, -1 when out of memory.
+ * Parse the body and the options of an API request to ep into o, and find
+ * its model. Returns 1 when the request can be served, 0 when r already
+ * contains the 400 to send, -1 when out of memory.
  */
 static int
-prepare_api_request(const struct mock_request *req, const char *path,
+prepare_api_request(const struct mock_request *req, const char *path, enum endpoint ep,
                     json_t **body, char **model, struct mock_options *o,
                     struct mock_response *r)
 {
@@ -259,6 +268,8 @@ prepare_api_request(const struct mock_request *req, const char *path,
 
 	name = json_string_value(json_object_get(*body, "model"));
 	*model = name != NULL ? strdup(name) : deployment_model(path);
+	if (*model == NULL && default_model(ep) != NULL)
+		*model = strdup(default_model(ep));
 	if (*model == NULL)
 		return bad_request(r, "model", "you must provide a model parameter");
 
@@ -375,7 +386,7 @@ handle_api(struct mock *m, const struct mock_request *req, const char *path,
 	if (cached != NULL)
 		return response_cache_fill(cached, ++m->response_seq, created, r, o);
 
-	rc = prepare_api_request(req, path, &body, &model, o, r);
+	rc = prepare_api_request(req, path, ep, &body, &model, o, r);
 	if (rc <= 0)
 		goto out;
 

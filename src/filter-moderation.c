@@ -3,6 +3,7 @@
  * served as chat completions (Llama Guard replies "safe", or "unsafe"
  * followed by a line of category codes such as "S1").
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -270,6 +271,24 @@ call_on_body(void *arg, const char *data, size_t len)
 	return 0;
 }
 
+/* Write to buf, for the log, the classifier's status other than 200 and
+ * the message of an OpenAI-shaped error body, which says what to fix. */
+static const char *
+describe_error_response(struct tg_moderation_call *c, char *buf, size_t size)
+{
+	size_t len = evbuffer_get_length(c->body);
+	json_t *body = json_loadb((const char *)evbuffer_pullup(c->body, -1), len, 0, NULL);
+	const char *message = json_string_value(json_object_get(json_object_get(body, "error"),
+	                                                        "message"));
+
+	if (message != NULL)
+		snprintf(buf, size, "classifier responded with status %d: %s", c->status, message);
+	else
+		snprintf(buf, size, "classifier responded with status %d", c->status);
+	json_decref(body);
+	return buf;
+}
+
 static void
 call_on_complete(void *arg)
 {
@@ -277,10 +296,11 @@ call_on_complete(void *arg)
 	const char *category = NULL;
 	enum tg_moderation_verdict v;
 	size_t len = evbuffer_get_length(c->body);
+	char detail[256];
 
 	c->conn = NULL;
 	if (c->status != 200) {
-		finish(c, TG_VERDICT_ERROR, NULL, "classifier responded with an error status");
+		finish(c, TG_VERDICT_ERROR, NULL, describe_error_response(c, detail, sizeof(detail)));
 		return;
 	}
 	v = tg_moderation_parse(c->filter, (const char *)evbuffer_pullup(c->body, -1), len,

@@ -1304,6 +1304,8 @@ describe('content filters: moderation', () => {
       slow_open: moderation({ model: 'omni@first_byte_delay=2s', on_error: 'allow' }),
       slow_closed: moderation({ model: 'omni@first_byte_delay=2s', on_error: 'block' }),
       llama: moderation({ api: 'chat', model: 'llama-guard' }),
+      unnamed: moderation({ model: undefined, on_error: 'block' }),
+      unavailable: moderation({ model: 'omni@status=503', on_error: 'allow' }),
     };
     const cfg = config(mock, filters, ['guard'], {
       // Nothing listens on port 9 of the loopback address.
@@ -1355,6 +1357,20 @@ describe('content filters: moderation', () => {
     const closed = await post(gw, { ...chat('hello'), model: 'slow_closed' });
     assert.equal(closed.status, 400);
     await gw.waitForLog(/moderation filter slow_closed failed: classifier timed out/);
+  });
+
+  it('works without a model, as OpenAI\'s endpoint does', async () => {
+    const clean = await post(gw, { ...chat('hello'), model: 'unnamed' });
+    assert.equal(clean.status, 200);
+    const flagged = await post(gw, { ...chat('FLAG-ME'), model: 'unnamed' });
+    assert.equal(flagged.status, 400);
+    assert.match(flagged.json.error.message, /"unnamed" \(rule "flagged"\)/);
+  });
+
+  it('logs the status and message of an error response', async () => {
+    const res = await post(gw, { ...chat('hello'), model: 'unavailable' });
+    assert.equal(res.status, 200);
+    await gw.waitForLog(/moderation filter unavailable failed: classifier responded with status 503: The mock answered with status 503/);
   });
 
   it('reads a guard model verdict', async () => {
