@@ -41,13 +41,12 @@ enum tg_error tg_request_head_origin_form(const char *target, const char *method
 
 /*
  * Check a header name that llhttp accepted, for what llhttp 8.1 lets
- * through: an empty name, which is not a token, and a space inside a name
- * or before its colon, which RFC 9112 section 5.1 requires a server to
- * reject. llhttp itself rejects every other name byte that is not a token
- * character (RFC 9110 section 5.6.2). In a value it rejects every control
- * character except HTAB, so CR, LF and NUL too. check_request_head tests
- * both, so that an llhttp that checks less fails there. Returns 1 when the
- * name is valid.
+ * through: an empty name, which is not a token. Built strict, llhttp itself
+ * rejects every name byte that is not a token character (RFC 9110 section
+ * 5.6.2), a space before the colon too, which RFC 9112 section 5.1 requires
+ * a server to reject. In a value it rejects every control character except
+ * HTAB, so CR, LF and NUL too. check_request_head tests both, so that an
+ * llhttp that checks less fails there. Returns 1 when the name is valid.
  */
 int tg_request_head_name_valid(const char *name, size_t len);
 

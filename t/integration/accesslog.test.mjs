@@ -112,7 +112,10 @@ describe('access log', () => {
 
   it('logs a path that is not UTF-8', async () => {
     // jansson refuses invalid UTF-8, so such a path once cost the request
-    // its log line; the bytes are now replaced with U+FFFD.
+    // its log line. llhttp, built strict, now rejects bytes over 0x7F in
+    // the target, so the request ends at its first line: the line logs
+    // the 400 without a path (check_json_writer tests the U+FFFD that
+    // replaces such bytes in a logged string).
     const client = await RawClient.connect(gw.port);
     try {
       await client.write(Buffer.concat([
@@ -121,13 +124,13 @@ describe('access log', () => {
           + 'Connection: close\r\n\r\n'),
       ]));
       const res = await client.readResponse();
-      assert.equal(res.status, 404);
+      assert.equal(res.status, 400);
     } finally {
       client.destroy();
     }
-    const entry = await gw.accessFor('raw-path-bytes');
-    assert.equal(entry.path, '/v1/\ufffd\ufffd');
-    assert.equal(entry.status, 404);
+    const entry = await gw.waitForAccess((e) => e.client.endsWith(`:${client.localPort}`));
+    assert.equal(entry.path, null);
+    assert.equal(entry.status, 400);
   });
 
   it('logs a body without a model with a null model', async () => {

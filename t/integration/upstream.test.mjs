@@ -98,6 +98,20 @@ const SCRIPTS = {
     socket.write('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n' +
       `Transfer-Encoding: gzip, chunked\r\n\r\n${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`);
   },
+  // Two bytes other than CRLF after a chunk's data: read as framing by a
+  // loose parser, which would take the rest of the bytes as the next chunk.
+  badChunkEnd: (socket) => {
+    const body = '{"object":"chat.completion","choices":[]}';
+    socket.write('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n' +
+      `Transfer-Encoding: chunked\r\n\r\n${body.length.toString(16)}\r\n${body}XX0\r\n\r\n`);
+  },
+  // Lines ended by a bare LF, which RFC 9112 section 2.2 lets a recipient
+  // of a head accept.
+  bareLineFeeds: (socket) => {
+    const body = '{"object":"chat.completion","choices":[]}';
+    socket.write('HTTP/1.1 200 OK\nContent-Type: application/json\r\n' +
+      `Content-Length: ${body.length}\r\n\n${body}`);
+  },
   // A body compressed although the gateway asked for identity.
   gzipContent: (socket) => {
     const body = zlib.gzipSync('{"object":"chat.completion","choices":[]}');
@@ -214,6 +228,20 @@ describe('misbehaving upstreams', () => {
     assertError(res, 502, 'upstream_error', 'upstream_failed');
     assert.doesNotMatch(res.text, /chat\.completion/, 'the coded upstream body reached the client');
     await gw.waitForLog(/unsupported Transfer-Encoding "gzip, chunked"/);
+  });
+
+  it('answers 502 to a chunk not followed by CRLF', async () => {
+    gw.expectErrors(/Expected CRLF after chunk/);
+    const res = await curl(curlPost(chatURL, chat('badChunkEnd')));
+    assertError(res, 502, 'upstream_error', 'upstream_failed');
+    assert.doesNotMatch(res.text, /chat\.completion/, 'the upstream body reached the client');
+    await gw.waitForLog(/HPE_STRICT: Expected CRLF after chunk/);
+  });
+
+  it('relays a response whose head has bare LF line ends', async () => {
+    const res = await curl(curlPost(chatURL, chat('bareLineFeeds')));
+    assert.equal(res.status, 200);
+    assert.equal(res.json().object, 'chat.completion');
   });
 
   it('fails over from a transfer coding other than chunked', async () => {

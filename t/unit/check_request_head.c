@@ -510,7 +510,8 @@ llhttp_accepts(unsigned char byte, int in_name)
 }
 
 /* The client side leaves these bytes to llhttp: tg_request_head_name_valid()
- * checks the rest of a name, and nothing else checks a value. */
+ * checks only that a name is not empty, and nothing else checks a value. A
+ * space fails here when llhttp is built loose (LLHTTP_STRICT_MODE 0). */
 START_TEST(llhttp_rejects_name_bytes_outside_token)
 {
 	for (int byte = 0; byte < 256; byte++) {
@@ -519,7 +520,7 @@ START_TEST(llhttp_rejects_name_bytes_outside_token)
 
 		if (b == ':')
 			continue;       /* ends the name */
-		if (b == ' ' || tg_header_name_valid(&c, 1))
+		if (tg_header_name_valid(&c, 1))
 			ck_assert_msg(llhttp_accepts(b, 1), "name byte 0x%02x rejected", byte);
 		else
 			ck_assert_msg(!llhttp_accepts(b, 1), "name byte 0x%02x accepted", byte);
@@ -544,8 +545,6 @@ START_TEST(names_llhttp_lets_through_rejected)
 {
 	ck_assert_int_eq(tg_request_head_name_valid("", 0), 0);
 	ck_assert_int_eq(tg_request_head_name_valid(NULL, 0), 0);
-	ck_assert_int_eq(tg_request_head_name_valid("X Y", 3), 0);
-	ck_assert_int_eq(tg_request_head_name_valid("XY ", 3), 0);
 	ck_assert_int_eq(tg_request_head_name_valid("X-Y", 3), 1);
 	ck_assert_int_eq(tg_request_head_name_valid("!#$%&'*+-.^_`|~09Az", 19), 1);
 }
