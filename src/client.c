@@ -177,6 +177,25 @@ on_url(llhttp_t *p, const char *at, size_t len)
 	return 0;
 }
 
+/*
+ * Reject a request line that ends with a bare LF. RFC 9112 section 2.2
+ * allows a recipient to accept one, and llhttp 8.1 does, but a server in
+ * front that does not would read this line and the next as one. The byte
+ * after the version ends the line. When the version reaches the end of the
+ * bytes read so far, llhttp calls this again, at the start of the next
+ * bytes, once the line ends.
+ */
+static int
+on_version(llhttp_t *p, const char *at, size_t len)
+{
+	struct tg_client *c = p->data;
+
+	if (at + len < c->read_end && at[len] == '\n')
+		return parse_fail_with(c, TG_E_BAD_REQUEST, "the request line ends with a bare "
+		                       "LF; end each line of the request head with CRLF");
+	return 0;
+}
+
 static int
 on_header_field(llhttp_t *p, const char *at, size_t len)
 {
@@ -199,7 +218,8 @@ on_header_value(llhttp_t *p, const char *at, size_t len)
 	 * the previous one nor starts a new read is such a fold: rejected, as
 	 * RFC 9112 section 5.2 allows, since proxies disagree on its meaning. */
 	if (c->value.len > 0 && at != c->value_end && at != c->read_start)
-		return parse_fail(c, TG_E_BAD_REQUEST);
+		return parse_fail_with(c, TG_E_BAD_REQUEST, "a header value goes on over a second "
+		                       "line (obs-fold); send each value on one line");
 	c->value_end = at + len;
 
 	if (head_grew(c, len) != 0)
@@ -228,8 +248,8 @@ on_header_value_complete(llhttp_t *p)
 	if (head_grew(c, 4) != 0)
 		return HPE_USER;
 
-	/* llhttp has checked every byte of the value, and the bytes of the
-	 * name except what tg_request_head_name_valid() checks. */
+	/* llhttp has checked every byte of the name and of the value, and
+	 * tg_request_head_name_valid() checks that the name is not empty. */
 	if (!tg_request_head_name_valid(c->field.at, c->field.len))
 		rc = parse_fail(c, TG_E_BAD_REQUEST);
 	else if (tg_headers_add_parts(&c->req->headers, &c->field, &c->value) != 0)
@@ -268,7 +288,6 @@ on_headers_complete(llhttp_t *p)
 	struct tg_client *c = p->data;
 	struct tg_request *req = c->req;
 	const struct tg_limits *limits = &req->config->limits;
-	const char *expect;
 	enum tg_error err;
 
 	req->method_id = p->method;
@@ -291,14 +310,13 @@ on_headers_complete(llhttp_t *p)
 	if ((p->flags & F_CONTENT_LENGTH) && p->content_length > limits->max_body)
 		return parse_fail(c, TG_E_BODY_TOO_LARGE);
 
-	expect = tg_headers_get(&req->headers, "Expect");
-	if (expect != NULL && strcasecmp(expect, "100-continue") == 0 && p->http_minor >= 1)
-		tg_client_send_bytes(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-
 	tg_headers_strip_hop_by_hop(&req->headers);
 	c->state = TG_CLIENT_BODY;
 	set_due_timer(c, limits->client_body_timeout);
-	return 0;
+
+	/* Pause so that client_parse() gets the position where the head
+	 * ends, which llhttp passes to no callback. head_read() resumes. */
+	return HPE_PAUSED;
 }
 
 static int
@@ -365,6 +383,7 @@ on_message_complete(llhttp_t *p)
 static const llhttp_settings_t request_settings = {
 	.on_message_begin = on_message_begin,
 	.on_url = on_url,
+	.on_version = on_version,
 	.on_header_field = on_header_field,
 	.on_header_value = on_header_value,
 	.on_header_value_complete = on_header_value_complete,
@@ -395,6 +414,40 @@ reject_unreadable_request(struct tg_client *c, enum tg_error err, const char *me
 	c->unread_input = 1;
 	event_del(c->timer);
 	tg_request_fail(c->req, err, message);
+}
+
+/*
+ * Name what is wrong with the framing of the head or of a chunked body,
+ * where strict llhttp stopped. Its reason goes into the message, since one
+ * code covers several bytes: "Expected CRLF after chunk", "Invalid header
+ * token" and the like. Leaves other errors to the default message.
+ */
+static void
+describe_framing_error(struct tg_client *c, llhttp_errno_t rc)
+{
+	const char *reason = llhttp_get_error_reason(&c->parser);
+	int framing = rc == HPE_STRICT || rc == HPE_LF_EXPECTED ||
+	              rc == HPE_INVALID_HEADER_TOKEN || rc == HPE_INVALID_CHUNK_SIZE;
+
+	if (!framing)
+		return;
+	/* In the body, llhttp fails only on chunked framing (chunk-size lines,
+	 * the CRLF after chunk data, trailer fields), since it takes a
+	 * Content-Length body as bytes. */
+	if (c->state == TG_CLIENT_BODY)
+		snprintf(c->parse_message, sizeof(c->parse_message),
+		         "the chunked request body is malformed (llhttp: %s); send each chunk as "
+		         "its size in hexadecimal, CRLF, the data and CRLF, and end with 0 and "
+		         "two CRLFs", reason);
+	else if (rc == HPE_INVALID_HEADER_TOKEN)
+		snprintf(c->parse_message, sizeof(c->parse_message),
+		         "a header field of the request is malformed (llhttp: %s); a name is a "
+		         "token with no space before the colon, and a value holds no control "
+		         "characters", reason);
+	else
+		snprintf(c->parse_message, sizeof(c->parse_message),
+		         "a line of the request head does not end with CRLF (llhttp: %s); end "
+		         "each line with CRLF", reason);
 }
 
 /* Give the client a reason for an error llhttp found, where the default
@@ -430,6 +483,91 @@ describe_parser_error(struct tg_client *c, llhttp_errno_t rc)
 	else if (rc == HPE_INVALID_CONTENT_LENGTH)
 		snprintf(c->parse_message, sizeof(c->parse_message),
 		         "Content-Length must be one decimal number of bytes");
+	else
+		describe_framing_error(c, rc);
+}
+
+/*
+ * Reject a bare LF as the empty line that ends the head or the trailer
+ * section of a chunked body. llhttp 8.1 accepts one there, but a server in
+ * front that does not would read on into the next request. end is the
+ * position after that LF, in the bytes of the current llhttp_execute(), and
+ * what names the part in the message. Returns HPE_PAUSED when the line
+ * ends with CRLF, or HPE_USER with the error recorded.
+ */
+static llhttp_errno_t
+check_last_line(struct tg_client *c, const char *end, const char *what)
+{
+	const char *lf = end - 1;
+	char before = lf > c->read_start ? lf[-1] : c->last_byte;
+
+	assert(lf >= c->read_start);
+	assert(*lf == '\n');
+	if (before == '\r')
+		return HPE_PAUSED;
+	return parse_fail_with(c, TG_E_BAD_REQUEST, "%s ends with a bare LF; end each of its "
+	                       "lines, and the empty line after them, with CRLF", what);
+}
+
+/* Send 100 Continue if the client waits for it, and resume the parser,
+ * paused at the end of a head read whole and checked. */
+static void
+head_read(struct tg_client *c)
+{
+	const char *expect = tg_headers_get(&c->req->headers, "Expect");
+
+	if (expect != NULL && strcasecmp(expect, "100-continue") == 0 &&
+	    c->parser.http_minor >= 1)
+		tg_client_send_bytes(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+	llhttp_resume(&c->parser);
+}
+
+/* Check the last line before the position where the parser paused: the
+ * end of the head, or of a whole request. Returns as check_last_line(). */
+static llhttp_errno_t
+check_pause(struct tg_client *c)
+{
+	const char *end = llhttp_get_error_pos(&c->parser);
+
+	if (c->state == TG_CLIENT_BODY)
+		return check_last_line(c, end, "the request head");
+	if (c->parser.flags & F_CHUNKED)
+		return check_last_line(c, end, "the chunked request body");
+	return HPE_PAUSED;
+}
+
+/*
+ * Run the parser over one piece of input, len bytes at data, and set
+ * *consumed to the number of bytes it read. The parser pauses at the end
+ * of the head, so that check_pause() learns where the head ends, and goes
+ * on over the same bytes: a request without a body then completes even
+ * when the head ends the piece. Returns llhttp's code, HPE_PAUSED when a
+ * request has been read whole.
+ */
+static llhttp_errno_t
+execute_piece(struct tg_client *c, const char *data, size_t len, size_t *consumed)
+{
+	const char *at = data;
+	llhttp_errno_t rc;
+
+	c->read_start = data;
+	c->read_end = data + len;
+	for (;;) {
+		rc = llhttp_execute(&c->parser, at, (size_t)(c->read_end - at));
+		if (rc == HPE_OK) {
+			*consumed = len;
+			return rc;
+		}
+
+		at = llhttp_get_error_pos(&c->parser);
+		if (rc == HPE_PAUSED)
+			rc = check_pause(c);
+		if (rc != HPE_PAUSED || c->state != TG_CLIENT_BODY)
+			break;
+		head_read(c);
+	}
+	*consumed = (size_t)(at - data);
+	return rc;
 }
 
 static void
@@ -444,11 +582,8 @@ client_parse(struct tg_client *c)
 		size_t consumed;
 
 		evbuffer_peek(input, -1, NULL, &chunk, 1);
-		c->read_start = chunk.iov_base;
-		rc = llhttp_execute(&c->parser, chunk.iov_base, chunk.iov_len);
+		rc = execute_piece(c, chunk.iov_base, chunk.iov_len, &consumed);
 		apply_due_timer(c);
-		consumed = rc == HPE_OK ? chunk.iov_len
-		         : (size_t)(llhttp_get_error_pos(&c->parser) - (const char *)chunk.iov_base);
 		if (c->req != NULL)
 			c->req->bytes_in += consumed;
 
@@ -457,6 +592,8 @@ client_parse(struct tg_client *c)
 		if (rc == HPE_OK &&
 		    (tg_header_part_keep(&c->field) != 0 || tg_header_part_keep(&c->value) != 0))
 			rc = parse_fail(c, TG_E_INTERNAL);
+		if (consumed > 0)
+			c->last_byte = c->read_start[consumed - 1];
 		evbuffer_drain(input, consumed);
 
 		if (rc == HPE_OK)

@@ -56,7 +56,10 @@ struct tg_client {
 	char parse_message[256];        /* the client's error message for it, or
 	                                   "" for the default of parse_error */
 	const char *read_start;         /* bytes handed to llhttp_execute() */
+	const char *read_end;           /* end of those bytes */
 	const char *value_end;          /* end of the last header value piece */
+	char last_byte;                 /* the byte before read_start that
+	                                   llhttp read last */
 
 	struct evbuffer *held;          /* bytes sent while corked */
 	int corked;                     /* nesting depth of tg_client_cork() */
