@@ -257,6 +257,11 @@ static void parse_url(struct load_ctx *ctx, const char *path, json_t *value,
 	while (path_len > 0 && uri_path[path_len - 1] == '/')
 		path_len--;
 	b->base_path = strndup(uri_path, path_len);
+	if (path_len >= 3 && memcmp(uri_path + path_len - 3, "/v1", 3) == 0)
+		report_warning(ctx, path, "the URL %s ends in /v1, which each request path "
+		               "(/v1/chat/completions) follows, so the upstream gets /v1/v1/...; "
+		               "a backend URL leaves out the /v1 that an SDK's base_url has",
+		               quote(raw, q, sizeof(q)));
 
 	if (b->host == NULL || b->host_header == NULL || b->port == NULL ||
 	    b->base_path == NULL) {

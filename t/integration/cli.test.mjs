@@ -75,6 +75,20 @@ describe('command line', () => {
     assert.match(stderr, new RegExp(`^${escape(file)}: configuration is valid$`, 'm'));
   });
 
+  it('warns of a backend URL that ends in /v1', async () => {
+    const { code, stderr } = await check(validConfig({
+      backends: { primary: { url: 'http://127.0.0.1:19001/v1/' } },
+    }));
+    assert.equal(code, 0, stderr);
+    assert.match(stderr, /backends\.primary\.url: warning: the URL "http:\/\/127\.0\.0\.1:19001\/v1\/" ends in \/v1,.* the upstream gets \/v1\/v1\//);
+    assert.match(stderr, /configuration is valid$/m);
+
+    const prefixed = await check(validConfig({
+      backends: { primary: { url: 'http://127.0.0.1:19001/openai' } },
+    }));
+    assert.doesNotMatch(prefixed.stderr, /warning/);
+  });
+
   it('accepts every documented key with -t', async () => {
     const { code, stderr } = await check(validConfig({
       listen: ['127.0.0.1:18080', { address: '127.0.0.1:18443', tls: { cert: '/dev/null', key: '/dev/null' } }],
