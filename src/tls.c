@@ -152,6 +152,11 @@ tg_tls_session_error(struct bufferevent *bev, char *buf, size_t size)
 	long verify = ssl != NULL ? SSL_get_verify_result(ssl) : X509_V_OK;
 	char text[200];
 
+	/* libevent records a failed system call (a refused connect, a reset)
+	 * as the bare code SSL_ERROR_SYSCALL, printed "error:00000005:lib(0)::
+	 * reason(5)". That is no TLS error, so the caller reports errno. */
+	while (err == SSL_ERROR_SYSCALL)
+		err = bufferevent_get_openssl_error(bev);
 	if (err == 0)
 		return NULL;
 	ERR_clear_error();

@@ -22,8 +22,10 @@ describe('HTTPS upstream', () => {
   let mock;
   let gw;
   let chatURL;
+  let closedPort;
 
   before(async () => {
+    closedPort = await freePort();
     certs = makeCertificates(makeTempDir());
     otherCerts = makeCertificates(makeTempDir(), 'unrelated test CA');
     mock = await startMock({ tls: certs });
@@ -35,6 +37,7 @@ describe('HTTPS upstream', () => {
         wrongca: { url: byName, tls: { ca_file: otherCerts.ca } },
         systemca: { url: byName },
         noverify: { url: byName, tls: { ca_file: otherCerts.ca, verify: false } },
+        closed: { url: `https://127.0.0.1:${closedPort}` },
       },
       routes: [
         chatRoute('by-name', 'byname'),
@@ -42,6 +45,7 @@ describe('HTTPS upstream', () => {
         chatRoute('wrong-ca', 'wrongca'),
         chatRoute('system-ca', 'systemca'),
         chatRoute('no-verify', 'noverify'),
+        chatRoute('closed', 'closed'),
       ],
     });
     chatURL = `${gw.baseURL}/v1/chat/completions`;
@@ -96,6 +100,14 @@ describe('HTTPS upstream', () => {
     gw.expectErrors(/certificate|verify|tls|ssl|handshake/i);
     const res = await curl(curlPost(chatURL, chat('system-ca')));
     assertError(res, 502, 'upstream_error', 'upstream_failed');
+  });
+
+  it('reports a refused connection, not a TLS error', async () => {
+    gw.expectErrors(/refused/);
+    const res = await curl(curlPost(chatURL, chat('closed')));
+    assertError(res, 502, 'upstream_error', 'upstream_failed');
+    const line = await gw.waitForLog(new RegExp(`127\\.0\\.0\\.1:${closedPort}: Connection refused`));
+    assert.doesNotMatch(line, /TLS/);
   });
 
   it('skips verification with verify false', async () => {
