@@ -420,7 +420,8 @@ reject_unreadable_request(struct tg_client *c, enum tg_error err, const char *me
  * Name what is wrong with the framing of the head or of a chunked body,
  * where strict llhttp stopped. Its reason goes into the message, since one
  * code covers several bytes: "Expected CRLF after chunk", "Invalid header
- * token" and the like. Leaves other errors to the default message.
+ * token" and the like. Other errors get llhttp's reason after the default
+ * message.
  */
 static void
 describe_framing_error(struct tg_client *c, llhttp_errno_t rc)
@@ -429,8 +430,11 @@ describe_framing_error(struct tg_client *c, llhttp_errno_t rc)
 	int framing = rc == HPE_STRICT || rc == HPE_LF_EXPECTED ||
 	              rc == HPE_INVALID_HEADER_TOKEN || rc == HPE_INVALID_CHUNK_SIZE;
 
-	if (!framing)
+	if (!framing) {
+		snprintf(c->parse_message, sizeof(c->parse_message),
+		         "the request is not valid HTTP/1.1 (llhttp: %s)", reason);
 		return;
+	}
 	/* In the body, llhttp fails only on chunked framing (chunk-size lines,
 	 * the CRLF after chunk data, trailer fields), since it takes a
 	 * Content-Length body as bytes. */

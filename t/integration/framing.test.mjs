@@ -87,6 +87,9 @@ const REFUSED = [
     `${CONTENT_LENGTH}\r\n\r\n${chatText}`, BAD_TARGET],
   ['a byte over 0x7F in the query', (id) => head(id).replace('/v1/chat/completions', '/v1/chat/completions?q=\xff') +
     `${CONTENT_LENGTH}\r\n\r\n${chatText}`, BAD_TARGET],
+  // Rejected before, with a message that did not say why.
+  ['a version that is not a number', (id) => head(id).replace('HTTP/1.1\r\n', 'HTTP/1.x\r\n') +
+    `${CONTENT_LENGTH}\r\n\r\n${chatText}`, /the request is not valid HTTP\/1\.1 \(llhttp: Invalid minor version\)/],
   // Rejected before too: two framings, or one announced twice.
   ['Transfer-Encoding before Content-Length', (id) => `${head(id, ['Transfer-Encoding: chunked', CONTENT_LENGTH])}\r\n` +
     `${size}\r\n${chatText}\r\n0\r\n\r\n`, /both Content-Length and Transfer-Encoding/],
