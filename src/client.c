@@ -138,10 +138,18 @@ parse_fail_with(struct tg_client *c, enum tg_error err, const char *fmt, ...)
 static int
 head_grew(struct tg_client *c, size_t len)
 {
+	size_t max_header = client_limits(c)->max_header;
+
 	c->head_bytes += len;
-	if (c->head_bytes > client_limits(c)->max_header)
-		return parse_fail(c, TG_E_HEADER_TOO_LARGE);
-	return 0;
+	if (c->head_bytes <= max_header)
+		return 0;
+	/* Trailer fields count against the same limit as the head. */
+	if (c->state == TG_CLIENT_BODY)
+		return parse_fail_with(c, TG_E_HEADER_TOO_LARGE, "the request head and the "
+		                       "trailer fields of its chunked body exceed "
+		                       "limits.max_header (%zu bytes)", max_header);
+	return parse_fail_with(c, TG_E_HEADER_TOO_LARGE, "the request head exceeds "
+	                       "limits.max_header (%zu bytes)", max_header);
 }
 
 /* --- llhttp callbacks ----------------------------------------------------- */
@@ -308,7 +316,9 @@ on_headers_complete(llhttp_t *p)
 
 	/* Refuse an announced body that is too large before it is read. */
 	if ((p->flags & F_CONTENT_LENGTH) && p->content_length > limits->max_body)
-		return parse_fail(c, TG_E_BODY_TOO_LARGE);
+		return parse_fail_with(c, TG_E_BODY_TOO_LARGE, "the request body of %llu bytes "
+		                       "(Content-Length) exceeds limits.max_body (%zu bytes)",
+		                       (unsigned long long)p->content_length, limits->max_body);
 
 	tg_headers_strip_hop_by_hop(&req->headers);
 	c->state = TG_CLIENT_BODY;
@@ -326,7 +336,8 @@ on_body(llhttp_t *p, const char *at, size_t len)
 	struct tg_request *req = c->req;
 
 	if (req->body_len + len > req->config->limits.max_body)
-		return parse_fail(c, TG_E_BODY_TOO_LARGE);
+		return parse_fail_with(c, TG_E_BODY_TOO_LARGE, "the request body exceeds "
+		                       "limits.max_body (%zu bytes)", req->config->limits.max_body);
 	if (evbuffer_add(req->body, at, len) != 0)
 		return parse_fail(c, TG_E_INTERNAL);
 	req->body_len += len;

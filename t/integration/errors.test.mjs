@@ -132,7 +132,8 @@ describe('error responses', () => {
   it('answers 413 for a body over max_body', async () => {
     const body = { ...chatBody, messages: [{ role: 'user', content: 'x'.repeat(8192) }] };
     const res = await curl(curlPost(chatURL, body));
-    assertError(res, 413, 'invalid_request_error', 'request_too_large');
+    const error = assertError(res, 413, 'invalid_request_error', 'request_too_large');
+    assert.match(error.message, /^the request body of \d+ bytes \(Content-Length\) exceeds limits\.max_body \(4096 bytes\)$/);
     const requests = await mock.requests();
     assert.ok(!requests.some((r) => r.body.length > 4096), 'the oversized body reached the mock');
   });
@@ -168,7 +169,23 @@ describe('error responses', () => {
 
   it('answers 431 for headers over max_header', async () => {
     const res = await curl(curlPost(chatURL, chatBody, [`X-Padding: ${'a'.repeat(8192)}`]));
-    assertError(res, 431, 'invalid_request_error', 'request_header_too_large');
+    const error = assertError(res, 431, 'invalid_request_error', 'request_header_too_large');
+    assert.equal(error.message, 'the request head exceeds limits.max_header (4096 bytes)');
+  });
+
+  it('answers 431 naming trailer fields over max_header', async () => {
+    const client = await RawClient.connect(gw.port);
+    try {
+      const body = JSON.stringify(chatBody);
+      await client.write(rawRequest('POST', '/v1/chat/completions', [
+        'Host: 127.0.0.1', 'Content-Type: application/json', 'Transfer-Encoding: chunked',
+      ]) + `${body.length.toString(16)}\r\n${body}\r\n0\r\nX-Trailer: ${'t'.repeat(5000)}\r\n\r\n`);
+      const res = await client.readResponse();
+      const error = assertError(res, 431, 'invalid_request_error', 'request_header_too_large');
+      assert.match(error.message, /trailer fields of its chunked body exceed limits\.max_header \(4096 bytes\)/);
+    } finally {
+      client.destroy();
+    }
   });
 
   it('answers 431 to many short header lines over max_header', async () => {
