@@ -12,10 +12,12 @@
  * Messages quote values as written in the file, never as expanded, so an
  * expanded value cannot reach the error output.
  */
+#include <arpa/inet.h>
 #include <assert.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -331,6 +333,28 @@ char *get_string(struct load_ctx *ctx, const char *path,
  * Split "host:port" or "[v6addr]:port" into newly allocated host (without
  * brackets) and port. Returns NULL, or the reason the address is invalid.
  */
+/* 0 when the len bytes at host are written as an IP address but are not
+ * one: in brackets, not IPv6 (a "%zone" suffix aside); digits and dots
+ * only, not IPv4. Else getaddrinfo() would take "999.1.1.1" for a host
+ * name and ask DNS. */
+static int
+literal_is_valid(const char *host, size_t len, int bracketed)
+{
+	char text[INET6_ADDRSTRLEN + 1];
+	unsigned char bytes[sizeof(struct in6_addr)];
+	const char *zone = bracketed ? memchr(host, '%', len) : NULL;
+
+	if (!bracketed && strspn(host, "0123456789.") < len)
+		return 1;
+	if (zone != NULL)
+		len = (size_t)(zone - host);
+	if (len >= sizeof(text))
+		return 0;
+	memcpy(text, host, len);
+	text[len] = '\0';
+	return inet_pton(bracketed ? AF_INET6 : AF_INET, text, bytes) == 1;
+}
+
 const char *split_address(const char *addr, char **host, char **port)
 {
 	const char *colon, *host_start, *host_end;
@@ -355,6 +379,9 @@ const char *split_address(const char *addr, char **host, char **port)
 
 	if (host_end == host_start)
 		return "missing host";
+	if (!literal_is_valid(host_start, (size_t)(host_end - host_start), addr[0] == '['))
+		return addr[0] == '[' ? "the host in brackets is not a valid IPv6 address"
+		                      : "the host is not a valid IPv4 address";
 
 	const char *p = colon + 1;
 	unsigned long n = 0;

@@ -668,6 +668,12 @@ static const struct error_case value_cases[] = {
 	{ "\"admin\": \"[::1:9090\",",
 	  "T: admin: invalid address \"[::1:9090\": \"[\" without a closing \"]\"; "
 	  "expected \"host:port\"\n" },
+	{ "\"admin\": \"999.1.1.1:9090\",",
+	  "T: admin: invalid address \"999.1.1.1:9090\": the host is not a valid IPv4 "
+	  "address; expected \"host:port\"\n" },
+	{ "\"admin\": \"[::zz]:9090\",",
+	  "T: admin: invalid address \"[::zz]:9090\": the host in brackets is not a valid "
+	  "IPv6 address; expected \"host:port\"\n" },
 	{ "\"admin\": \"127.0.0.1:8080\",",
 	  "T: admin: same address as listen[0]\n" },
 	/* listen */
