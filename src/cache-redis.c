@@ -36,8 +36,10 @@
  * thread, and these change only on failures and connects. */
 static _Atomic uint64_t redis_errors, redis_timeouts, redis_connects;
 
+/* AUTH and SELECT come first: is_setup() relies on that order. */
 enum cmd_kind {
-	CMD_SETUP,                      /* AUTH or SELECT after connecting */
+	CMD_AUTH,
+	CMD_SELECT,
 	CMD_GET,
 	CMD_SET,
 };
@@ -50,6 +52,10 @@ struct tg_cache_redis_cmd {
 	int expired;                    /* failed by its deadline while connecting */
 	tg_cache_redis_get_cb *cb;      /* NULL once cancelled or expired */
 	void *arg;
+	char *unsent;                   /* the command in Redis protocol form, held
+	                                   back until AUTH and SELECT succeed, or
+	                                   NULL once given to hiredis */
+	size_t unsent_len;
 };
 
 TAILQ_HEAD(cmd_queue, tg_cache_redis_cmd);
@@ -59,14 +65,20 @@ struct tg_cache_redis {
 	redisAsyncContext *ac;          /* NULL while waiting to reconnect */
 	int connected;                  /* ac finished connecting */
 	int closing;                    /* inside redisAsyncFree() of ours */
-	int setup_failed;               /* AUTH or SELECT got an error */
+	int ready;                      /* no AUTH or SELECT waits for its reply, so
+	                                   commands go to hiredis at once */
+	int unusable;                   /* AUTH or SELECT failed, or the connection
+	                                   is going away: nothing more is sent */
 	int outage;                     /* a connection ended, and Redis has not
 	                                   replied since */
 
-	struct cmd_queue waiting;       /* sent, in order, reply not yet read */
+	/* In order: the commands given to hiredis whose reply is not yet read,
+	 * then the commands held back until AUTH and SELECT succeed. */
+	struct cmd_queue waiting;
 	struct event *reply_timer;      /* deadline of the oldest waiting */
 	struct event *connect_timer;
 	struct event *retry_timer;
+	struct event *close_event;      /* closes after a failed AUTH or SELECT */
 	uint64_t backoff_ms;            /* 0 after a reply: next retry is quick */
 	uint64_t rng;                   /* for back-off jitter */
 
@@ -82,9 +94,12 @@ struct tg_cache_redis {
 
 	uint64_t last_log_ms;
 	uint64_t unlogged;              /* errors since the last message */
+	char setup_error[256];          /* the AUTH or SELECT failure last logged;
+	                                   empty once a connection is ready */
 };
 
 static void connect_redis(struct tg_cache_redis *r);
+static void on_reply(redisAsyncContext *ac, void *reply_ptr, void *privdata);
 
 /* Count an error, and log it unless one was logged in the last
  * LOG_INTERVAL_MS: a Redis outage hits every request, and one line per
@@ -159,11 +174,17 @@ finish_cmd(struct tg_cache_redis_cmd *cmd, enum tg_cache_redis_status status,
 	free(cmd);
 }
 
+static int
+is_setup(enum cmd_kind kind)
+{
+	return kind <= CMD_SELECT;
+}
+
 static enum tg_cache_redis_status
 status_of(struct tg_cache_redis *r, const struct tg_cache_redis_cmd *cmd,
           const redisReply *reply)
 {
-	static const char *const names[] = {"AUTH or SELECT", "GET", "SET"};
+	static const char *const names[] = {"AUTH", "SELECT", "GET", "SET"};
 
 	/* A NULL reply means the connection went away; that was logged once
 	 * already, not again for every command it carried. */
@@ -182,6 +203,132 @@ status_of(struct tg_cache_redis *r, const struct tg_cache_redis_cmd *cmd,
 	return TG_CACHE_REDIS_FOUND;
 }
 
+/* Fail every command held back behind AUTH or SELECT. They never reached
+ * hiredis, so no reply and no hiredis callback will come for them. */
+static void
+fail_held(struct tg_cache_redis *r)
+{
+	struct cmd_queue unsent = TAILQ_HEAD_INITIALIZER(unsent);
+	struct tg_cache_redis_cmd *cmd, *next;
+
+	for (cmd = TAILQ_FIRST(&r->waiting); cmd != NULL; cmd = next) {
+		next = TAILQ_NEXT(cmd, link);
+		if (cmd->unsent == NULL)
+			continue;
+		TAILQ_REMOVE(&r->waiting, cmd, link);
+		TAILQ_INSERT_TAIL(&unsent, cmd, link);
+	}
+
+	/* The callbacks may start new commands, so the queue is not walked
+	 * while they run. */
+	while ((cmd = TAILQ_FIRST(&unsent)) != NULL) {
+		TAILQ_REMOVE(&unsent, cmd, link);
+		redisFreeCommand(cmd->unsent);
+		finish_cmd(cmd, TG_CACHE_REDIS_FAILED, NULL, 0);
+	}
+}
+
+/* Give a command in Redis protocol form to hiredis, which copies it.
+ * Returns 0, or -1 after logging when hiredis rejects it because the
+ * connection is closing. */
+static int
+pass_to_hiredis(struct tg_cache_redis *r, struct tg_cache_redis_cmd *cmd,
+                const char *formatted, size_t len)
+{
+	if (redisAsyncFormattedCommand(r->ac, on_reply, cmd, formatted, len) == REDIS_OK)
+		return 0;
+	log_error(r, "cannot send a command: %s",
+	          r->ac->errstr[0] != '\0' ? r->ac->errstr : "connection closing");
+	return -1;
+}
+
+/*
+ * Give the held commands to hiredis in order, up to and including the next
+ * AUTH or SELECT, because what comes after that one must wait for its
+ * reply. Called from a reply callback, where hiredis still accepts commands.
+ */
+static void
+send_held(struct tg_cache_redis *r)
+{
+	struct tg_cache_redis_cmd *cmd;
+
+	TAILQ_FOREACH(cmd, &r->waiting, link) {
+		if (cmd->unsent == NULL)
+			continue;
+		if (pass_to_hiredis(r, cmd, cmd->unsent, cmd->unsent_len) != 0) {
+			r->unusable = 1;
+			fail_held(r);
+			return;
+		}
+		redisFreeCommand(cmd->unsent);
+		cmd->unsent = NULL;
+		if (is_setup(cmd->kind)) {
+			r->ready = 0;
+			return;
+		}
+	}
+}
+
+/* Count a failed AUTH or SELECT, and log it when its message differs from
+ * the one last logged. Every reconnect repeats the same failure, and the
+ * errors counter, not the log, shows how often. */
+static void
+log_setup_error(struct tg_cache_redis *r, const struct tg_cache_redis_cmd *cmd,
+                const char *error)
+{
+	char message[sizeof(r->setup_error)];
+
+	atomic_fetch_add_explicit(&redis_errors, 1, memory_order_relaxed);
+	if (cmd->kind == CMD_SELECT)
+		snprintf(message, sizeof(message), "SELECT %d failed: %s", r->db, error);
+	else if (r->user != NULL)
+		snprintf(message, sizeof(message), "AUTH as user \"%s\" failed: %s", r->user, error);
+	else
+		snprintf(message, sizeof(message), "AUTH failed: %s", error);
+	if (strcmp(message, r->setup_error) == 0)
+		return;
+
+	tg_warn("cache: redis %s: %s; closing the connection, and requests go on "
+	        "without the cache until a new connection gets past AUTH and SELECT",
+	        r->address, message);
+	memcpy(r->setup_error, message, sizeof(message));
+}
+
+/*
+ * Handle the reply to AUTH or SELECT. On success the held commands go out,
+ * and the connection is ready once the last AUTH or SELECT succeeded. On an
+ * error nothing more is sent on the connection. The held commands fail, and
+ * the connection is closed right after this callback, because hiredis
+ * defers a close from inside its callbacks, then tried again after the
+ * back-off.
+ */
+static void
+finish_setup(struct tg_cache_redis *r, const struct tg_cache_redis_cmd *cmd,
+             const redisReply *reply)
+{
+	if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+		r->unusable = 1;
+		if (reply != NULL) {
+			log_setup_error(r, cmd, reply->str);
+			event_active(r->close_event, EV_TIMEOUT, 0);
+		}
+		fail_held(r);
+		return;
+	}
+
+	r->ready = 1;
+	send_held(r);
+	if (!r->ready || r->unusable)
+		return;
+
+	/* Each connection after the first follows an outage, so this line
+	 * comes once per outage, as for a connection without AUTH or SELECT. */
+	r->backoff_ms = 0;
+	r->outage = 0;
+	r->setup_error[0] = '\0';
+	tg_info("cache: connected to redis %s", r->address);
+}
+
 static void
 on_reply(redisAsyncContext *ac, void *reply_ptr, void *privdata)
 {
@@ -196,18 +343,18 @@ on_reply(redisAsyncContext *ac, void *reply_ptr, void *privdata)
 	if (!r->closing)
 		arm_reply_timer(r);
 
+	if (is_setup(cmd->kind)) {
+		finish_setup(r, cmd, reply);
+		free(cmd);
+		return;
+	}
+
 	status = status_of(r, cmd, reply);
 	if (reply != NULL)
 		r->backoff_ms = 0;      /* Redis replies, so a later outage retries quickly */
 	if (reply != NULL && reply->type != REDIS_REPLY_ERROR && r->outage) {
 		r->outage = 0;
 		tg_info("cache: connected to redis %s", r->address);
-	}
-	if (cmd->kind == CMD_SETUP && status == TG_CACHE_REDIS_FAILED && reply != NULL) {
-		/* Closing from inside a hiredis callback is deferred by hiredis;
-		 * the timer closes the connection right after this returns. */
-		r->setup_failed = 1;
-		event_active(r->reply_timer, EV_TIMEOUT, 0);
 	}
 
 	if (status == TG_CACHE_REDIS_FOUND && cmd->kind == CMD_GET)
@@ -216,31 +363,51 @@ on_reply(redisAsyncContext *ac, void *reply_ptr, void *privdata)
 		finish_cmd(cmd, status, NULL, 0);
 }
 
-/* Queue a command on the connection and track its deadline. Returns the
- * command, or NULL when it could not be sent. */
+/*
+ * Queue a command on the connection and track its deadline. While AUTH or
+ * SELECT waits for its reply, the command is held back in Redis protocol
+ * form: hiredis would pipeline it right behind them, and Redis would then
+ * run it on a connection whose AUTH or SELECT failed. Returns the command,
+ * or NULL when it could not be sent.
+ */
 static struct tg_cache_redis_cmd *
 send_cmd(struct tg_cache_redis *r, enum cmd_kind kind, tg_cache_redis_get_cb *cb, void *arg,
          int argc, const char **argv, const size_t *argvlen)
 {
 	struct tg_cache_redis_cmd *cmd;
+	char *formatted;
+	int len, rc;
 
-	if (r->ac == NULL)
+	if (r->ac == NULL || r->unusable)
+		return NULL;
+	len = redisFormatCommandArgv(&formatted, argc, argv, argvlen);
+	if (len < 0)
 		return NULL;
 	cmd = calloc(1, sizeof(*cmd));
-	if (cmd == NULL)
+	if (cmd == NULL) {
+		redisFreeCommand(formatted);
 		return NULL;
+	}
 	cmd->redis = r;
 	cmd->kind = kind;
 	cmd->cb = cb;
 	cmd->arg = arg;
 	cmd->deadline_ms = tg_now_ms() + r->timeout_ms;
 
-	if (redisAsyncCommandArgv(r->ac, on_reply, cmd, argc, argv, argvlen) != REDIS_OK) {
-		log_error(r, "cannot send a command: %s",
-		          r->ac->errstr[0] != '\0' ? r->ac->errstr : "connection closing");
-		free(cmd);
-		return NULL;
+	if (r->ready) {
+		rc = pass_to_hiredis(r, cmd, formatted, (size_t)len);
+		redisFreeCommand(formatted);
+		if (rc != 0) {
+			free(cmd);
+			return NULL;
+		}
+		if (is_setup(kind))
+			r->ready = 0;
+	} else {
+		cmd->unsent = formatted;
+		cmd->unsent_len = (size_t)len;
 	}
+
 	TAILQ_INSERT_TAIL(&r->waiting, cmd, link);
 	if (cmd == TAILQ_FIRST(&r->waiting))
 		arm_reply_timer(r);
@@ -283,11 +450,11 @@ close_connection(struct tg_cache_redis *r)
 	redisAsyncContext *ac = r->ac;
 
 	evtimer_del(r->connect_timer);
+	event_del(r->close_event);
 	if (ac == NULL)
 		return;
 	r->ac = NULL;
 	r->connected = 0;
-	r->setup_failed = 0;
 	r->closing = 1;
 	redisAsyncFree(ac);
 	r->closing = 0;
@@ -315,8 +482,9 @@ on_connect(const redisAsyncContext *ac, int status)
 
 	/* During an outage only a reply shows that Redis is back (on_reply
 	 * logs it). A paused Redis still completes connects from its listen
-	 * queue, so a line here would repeat on every reconnect. */
-	if (!r->outage)
+	 * queue, so a line here would repeat on every reconnect. With AUTH or
+	 * SELECT, finish_setup() logs once they succeed. */
+	if (!r->outage && r->ready)
 		tg_info("cache: connected to redis %s", r->address);
 }
 
@@ -381,10 +549,6 @@ reply_timeout_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (r->setup_failed) {
-		close_connection(r);
-		return;
-	}
 	if (oldest == NULL)
 		return;
 	if (oldest->deadline_ms > now) {
@@ -408,8 +572,16 @@ retry_cb(evutil_socket_t fd, short what, void *arg)
 	connect_redis(arg);
 }
 
-/* Send AUTH and SELECT first; hiredis queues them, and the commands after
- * them, until the connection is up. */
+static void
+close_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	close_connection(arg);
+}
+
+/* Send AUTH, then SELECT once AUTH succeeded; hiredis queues the first
+ * until the connection is up, and send_cmd() holds back what follows. */
 static void
 send_setup(struct tg_cache_redis *r)
 {
@@ -419,19 +591,19 @@ send_setup(struct tg_cache_redis *r)
 		const char *argv[] = {"AUTH", r->user, r->password};
 		size_t lens[] = {4, strlen(r->user), strlen(r->password)};
 
-		send_cmd(r, CMD_SETUP, NULL, NULL, 3, argv, lens);
+		send_cmd(r, CMD_AUTH, NULL, NULL, 3, argv, lens);
 	} else if (r->password != NULL) {
 		const char *argv[] = {"AUTH", r->password};
 		size_t lens[] = {4, strlen(r->password)};
 
-		send_cmd(r, CMD_SETUP, NULL, NULL, 2, argv, lens);
+		send_cmd(r, CMD_AUTH, NULL, NULL, 2, argv, lens);
 	}
 	if (r->db != 0) {
 		const char *argv[] = {"SELECT", db};
 		size_t lens[] = {6, 0};
 
 		lens[1] = (size_t)snprintf(db, sizeof(db), "%d", r->db);
-		send_cmd(r, CMD_SETUP, NULL, NULL, 2, argv, lens);
+		send_cmd(r, CMD_SELECT, NULL, NULL, 2, argv, lens);
 	}
 }
 
@@ -468,6 +640,8 @@ connect_redis(struct tg_cache_redis *r)
 	redisAsyncSetConnectCallback(ac, on_connect);
 	redisAsyncSetDisconnectCallback(ac, on_disconnect);
 	r->ac = ac;
+	r->ready = 1;
+	r->unusable = 0;
 	evtimer_add(r->connect_timer, &tv);
 	send_setup(r);
 }
@@ -521,8 +695,9 @@ tg_cache_redis_new(struct event_base *base, const struct tg_cache_config *cfg)
 	r->reply_timer = evtimer_new(base, reply_timeout_cb, r);
 	r->connect_timer = evtimer_new(base, connect_timeout_cb, r);
 	r->retry_timer = evtimer_new(base, retry_cb, r);
+	r->close_event = event_new(base, -1, 0, close_cb, r);
 	if (r->reply_timer == NULL || r->connect_timer == NULL || r->retry_timer == NULL ||
-	    copy_settings(r, cfg) != 0) {
+	    r->close_event == NULL || copy_settings(r, cfg) != 0) {
 		tg_cache_redis_free(r);
 		return NULL;
 	}
@@ -543,6 +718,8 @@ tg_cache_redis_free(struct tg_cache_redis *r)
 		event_free(r->connect_timer);
 	if (r->retry_timer != NULL)
 		event_free(r->retry_timer);
+	if (r->close_event != NULL)
+		event_free(r->close_event);
 	free_settings(r);
 	free(r);
 }

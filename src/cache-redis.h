@@ -12,6 +12,13 @@
  * so a request never waits longer than one timeout for the cache. Errors
  * are counted, and logged as warnings at most once per 5 s per worker with
  * the number of those left out.
+ *
+ * A new connection sends AUTH and SELECT when the settings need them, and
+ * holds back GET and SET until both succeed, so that Redis never runs one
+ * as the wrong user or in the wrong database. When either fails, the held
+ * commands fail, and the connection is closed and retried with the same
+ * back-off. That failure is logged once, and again only when its message
+ * changes.
  */
 #ifndef TOLLGATE_CACHE_REDIS_H
 #define TOLLGATE_CACHE_REDIS_H

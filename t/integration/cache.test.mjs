@@ -617,4 +617,79 @@ describe('cache with the redis store', () => {
     assert.equal(connectedLines().length, 2, `connected lines:\n${connectedLines().join('\n')}`);
     await own.stop();
   });
+
+  /* A gateway of its own whose cache.redis is url. */
+  function startRedisGateway(url) {
+    return startGateway({
+      backends: { mock: mockBackend(mock) },
+      routes: [{ name: 'chat', match: { path: CHAT }, backends: ['mock'], cache: true }],
+      cache: { ...cacheConfig(), redis: url },
+    });
+  }
+
+  /* Send body three times while AUTH or SELECT fails: each request goes to
+   * the upstream with cache status error, and nothing is stored in any
+   * database. Then wait for two reconnects, which show that the failed
+   * connection was closed and the back-off retries. */
+  async function assertSetupFails(own, server) {
+    const body = uniqueBody();
+    const before = await redisCounters(own);
+    for (let i = 0; i < 3; i++) {
+      const seen = await upstreamRequests(mock);
+      const res = await post(own, body, {}, { timeoutMs: 10000 });
+      assert.equal(res.status, 200, res.text);
+      assert.equal(res.headers['x-tollgate-cache'], 'error', `request ${i}`);
+      assert.equal(await upstreamRequests(mock), seen + 1, `request ${i} did not reach the upstream`);
+    }
+    await waitFor(async () => (await redisCounters(own)).connects >= before.connects + 2 || null,
+      { message: 'two reconnects after the failed AUTH or SELECT' });
+    assert.deepEqual(await server.keyspace(), {}, 'keys were written');
+  }
+
+  /* The warning lines about a failed AUTH or SELECT. */
+  const setupWarnings = (own) => own.stderr.filter((line) => /\[warn\] cache: redis .*: (AUTH|SELECT)/.test(line));
+
+  it('uses no connection whose SELECT failed', async () => {
+    const server = await startRedis();
+    const own = await startRedisGateway(server.url.replace(/\/0$/, '/99'));
+    await assertSetupFails(own, server);
+
+    const warnings = setupWarnings(own);
+    assert.equal(warnings.length, 1, `one line for all reconnects:\n${warnings.join('\n')}`);
+    assert.match(warnings[0], /cache: redis 127\.0\.0\.1:\d+: SELECT 99 failed: ERR DB index is out of range;/);
+    const counters = await redisCounters(own);
+    assert.ok(counters.errors >= 2, `errors: ${JSON.stringify(counters)}`);
+    await own.stop();
+  });
+
+  it('uses no connection whose AUTH failed', async () => {
+    const server = await startRedis();
+    await server.requirePassword('the-right-one');
+    const own = await startRedisGateway(server.url.replace('redis://', 'redis://:a-wrong-one@'));
+    await assertSetupFails(own, server);
+
+    const warnings = setupWarnings(own);
+    assert.equal(warnings.length, 1, `one line for all reconnects:\n${warnings.join('\n')}`);
+    assert.match(warnings[0], /cache: redis 127\.0\.0\.1:\d+: AUTH failed: WRONGPASS/);
+    assert.doesNotMatch(warnings[0], /a-wrong-one/, 'the password is logged');
+    await own.stop();
+  });
+
+  it('uses the cache once AUTH succeeds again', async () => {
+    const server = await startRedis();
+    await server.requirePassword('an-old-one');
+    // SELECT waits behind AUTH, and the lookups behind both.
+    const own = await startRedisGateway(server.url.replace('redis://', 'redis://:the-new-one@').replace(/\/0$/, '/3'));
+    await assertSetupFails(own, server);
+
+    const connected = own.stderr.length;
+    await server.requirePassword('the-new-one');
+    // The next reconnect comes after a back-off of up to 2 s.
+    const body = uniqueBody();
+    await waitFor(async () => (await post(own, body)).headers['x-tollgate-cache'] === 'hit' || null,
+      { message: 'a hit once Redis accepts the password' });
+    assert.deepEqual(await server.keyspace(), { db3: 1 });
+    await own.waitForLog(/\[info\] cache: connected to redis /, { from: connected });
+    await own.stop();
+  });
 });

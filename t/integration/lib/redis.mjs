@@ -76,10 +76,12 @@ function parseReply(buf, offset = 0) {
 
 /**
  * Send one command to the Redis at port on a new connection and resolve to
- * its reply (an Error for an error reply). Rejects when the connection
+ * its reply (an Error for an error reply). With a password, AUTH goes
+ * first, and its error, if any, is the result. Rejects when the connection
  * fails or no reply comes within timeoutMs.
  */
-export function redisCommand(port, args, { timeoutMs = 5000 } = {}) {
+export function redisCommand(port, args, { timeoutMs = 5000, password = null } = {}) {
+  const commands = password === null ? [args] : [['AUTH', password], args];
   return new Promise((resolve, reject) => {
     const socket = net.connect({ host: '127.0.0.1', port });
     let buf = Buffer.alloc(0);
@@ -87,15 +89,20 @@ export function redisCommand(port, args, { timeoutMs = 5000 } = {}) {
       socket.destroy();
       reject(new Error(`redis ${args[0]} on port ${port}: no reply within ${timeoutMs} ms`));
     }, timeoutMs);
-    socket.on('connect', () => socket.write(encodeCommand(args)));
+    socket.on('connect', () => socket.write(Buffer.concat(commands.map(encodeCommand))));
     socket.on('data', (data) => {
       buf = Buffer.concat([buf, data]);
-      const reply = parseReply(buf);
-      if (reply !== null) {
-        clearTimeout(timer);
-        socket.end();
-        resolve(reply.value);
+      const replies = [];
+      for (let offset = 0; replies.length < commands.length;) {
+        const reply = parseReply(buf, offset);
+        if (reply === null)
+          return;
+        replies.push(reply.value);
+        offset = reply.end;
       }
+      clearTimeout(timer);
+      socket.end();
+      resolve(replies.find((value) => value instanceof Error) ?? replies[replies.length - 1]);
     });
     socket.on('error', (err) => {
       clearTimeout(timer);
@@ -111,9 +118,11 @@ class RedisServer {
     this.child = null;
     this.stderr = [];
     this.url = `redis://127.0.0.1:${port}/0`;
+    this.password = null;               /* requirepass, once set */
   }
 
   async start() {
+    this.password = null;
     const argv = ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '',
       '--appendonly', 'no', '--dir', this.dir, '--loglevel', 'warning'];
     const child = spawn(REDIS_SERVER_BIN, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -130,7 +139,22 @@ class RedisServer {
   }
 
   command(...args) {
-    return redisCommand(this.port, args);
+    return redisCommand(this.port, args, { password: this.password });
+  }
+
+  /* Require this password of new connections ('' for none); connections
+   * already authenticated stay so. */
+  async requirePassword(password) {
+    const reply = await this.command('CONFIG', 'SET', 'requirepass', password);
+    if (reply instanceof Error)
+      throw reply;
+    this.password = password === '' ? null : password;
+  }
+
+  /* The number of keys in each database that has any, as {db0: N, ...}. */
+  async keyspace() {
+    const info = await this.command('INFO', 'keyspace');
+    return Object.fromEntries([...info.matchAll(/^(db\d+):keys=(\d+)/gm)].map((m) => [m[1], Number(m[2])]));
   }
 
   /* The keys the gateway stored. */
