@@ -675,6 +675,20 @@ describe('cache with the redis store', () => {
     await own.stop();
   });
 
+  it('names the user whose AUTH failed', async () => {
+    const server = await startRedis();
+    const created = await server.command('ACL', 'SETUSER', 'gateway', 'on', '>the-right-one', '~*', '+@all');
+    assert.equal(created, 'OK');
+    const own = await startRedisGateway(server.url.replace('redis://', 'redis://gateway:a-wrong-one@'));
+    await assertSetupFails(own, server);
+
+    const warnings = setupWarnings(own);
+    assert.equal(warnings.length, 1, `one line for all reconnects:\n${warnings.join('\n')}`);
+    assert.match(warnings[0], /cache: redis 127\.0\.0\.1:\d+: AUTH as user "gateway" failed: WRONGPASS/);
+    assert.doesNotMatch(warnings[0], /a-wrong-one/, 'the password is logged');
+    await own.stop();
+  });
+
   it('uses the cache once AUTH succeeds again', async () => {
     const server = await startRedis();
     await server.requirePassword('an-old-one');
