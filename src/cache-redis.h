@@ -60,8 +60,9 @@ int tg_cache_redis_matches(const struct tg_cache_redis *r, const struct tg_cache
 /*
  * Start GET of the entry for key. Returns a handle for
  * tg_cache_redis_cancel(), or NULL when the command could not be sent (no
- * connection now, or out of memory): cb is then never called. Otherwise cb
- * is called exactly once, within the command timeout, unless cancelled.
+ * connection now, AUTH or SELECT failed on it, or out of memory): cb is
+ * then never called. Otherwise cb is called exactly once, within the
+ * command timeout, unless cancelled.
  */
 struct tg_cache_redis_cmd *tg_cache_redis_get(struct tg_cache_redis *r,
                                               const unsigned char key[TG_CACHE_KEY_LEN],
