@@ -109,3 +109,54 @@ tg_args_read(const char *text, size_t len, tg_text_fn *fn, void *arg)
 	tg_args_close(&d);
 	return rc;
 }
+
+/* The state of tg_args_values(). */
+struct values_read {
+	tg_text_fn *fn;
+	void *arg;
+	int fn_stopped;
+};
+
+static int
+on_value(void *ctx, const char *s, size_t len)
+{
+	struct values_read *v = ctx;
+
+	if (v->fn(v->arg, s, len) != 0) {
+		v->fn_stopped = 1;
+		return 0;
+	}
+	return 1;
+}
+
+static int
+on_value_string(void *ctx, const unsigned char *s, size_t len)
+{
+	return on_value(ctx, (const char *)s, len);
+}
+
+/* With yajl_number set, yajl passes a number's text as it is written and
+ * converts none. */
+static const yajl_callbacks VALUE_CALLBACKS = {
+	.yajl_string = on_value_string,
+	.yajl_number = on_value,
+};
+
+int
+tg_args_values(const char *text, size_t len, tg_text_fn *fn, void *arg)
+{
+	struct values_read v = {fn, arg, 0};
+	yajl_handle h = yajl_alloc(&VALUE_CALLBACKS, NULL, &v);
+	yajl_status st;
+
+	if (h == NULL)
+		return -1;
+	st = yajl_parse(h, (const unsigned char *)text, len);
+	if (st == yajl_status_ok)
+		st = yajl_complete_parse(h);
+	yajl_free(h);
+
+	if (v.fn_stopped)
+		return 1;
+	return st == yajl_status_ok ? 0 : TG_ARGS_NOT_JSON;
+}

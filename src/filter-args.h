@@ -66,4 +66,20 @@ void tg_args_close(struct tg_args_decoder *d);
  */
 int tg_args_read(const char *text, size_t len, tg_text_fn *fn, void *arg);
 
+/* The result of tg_args_values() for a text that is not JSON. */
+#define TG_ARGS_NOT_JSON 2
+
+/*
+ * Call fn on each string value of the JSON text of len bytes, decoded, and
+ * on the text of each number. Keys are not values, nor are literals
+ * (true, false, null). The whole text goes to one yajl_parse() call, so a
+ * string written without an escape and every number reach fn in place, at
+ * their offsets in text. A string with an escape reaches fn from yajl's
+ * own buffer. Returns 0 when the text is JSON and fn never returned nonzero,
+ * 1 when fn did (the read stops there), TG_ARGS_NOT_JSON when the text is
+ * not JSON (fn may have seen the values before the fault), and -1 when
+ * out of memory.
+ */
+int tg_args_values(const char *text, size_t len, tg_text_fn *fn, void *arg);
+
 #endif

@@ -15,6 +15,7 @@
 #include "filter-args.h"
 #include "filter-plugin.h"
 #include "filter.h"
+#include "json-writer.h"
 #include "reply-digest.h"
 #include "yajl-arena.h"
 
@@ -151,13 +152,12 @@ static const struct member MESSAGE_MEMBERS[] = {
 static const struct member CALL_MEMBERS[] = {
 	MEMBER("function", R_FUNCTION), END_MEMBERS
 };
-/* Arguments are JSON text, checked as plain text, and read decoded too,
- * in requests and responses, where an escape could hide a match
- * (filter-args.h): a match only the decoded text shows blocks.
- * NOTE: a match on a bare JSON number there (a card number not in quotes)
- * is masked with a replacement that leaves the arguments invalid JSON.
- * NOTE: only strings written with an escape are read decoded, so an
- * anchored rule (^token$) misses {"a":"token"}. */
+/* Arguments are JSON text (filter-args.h). In requests and responses each
+ * string value and number of them is a text of its own, decoded, as a
+ * tool_use block's "input" is (run_regex_arguments()). Arguments that are
+ * not JSON are one plain text. The text between the values is not read,
+ * because that would show each match twice. A number is read as a value,
+ * so a card number outside quotes is still found. */
 static const struct member FUNCTION_MEMBERS[] = {
 	MEMBER("arguments", R_ARGUMENTS), END_MEMBERS
 };
@@ -412,6 +412,24 @@ on_map_key(void *ctx, const unsigned char *key, size_t len)
 	return 1;
 }
 
+/* Pass fn the texts of arguments as the filters read them
+ * (run_regex_arguments()): each value when they are JSON, or else the
+ * arguments as they are and their escaped strings decoded. Returns 1 to
+ * go on, 0 to stop; out of memory stops the read too, which then fails
+ * closed. */
+static int
+read_arguments(struct text_reader *r, const char *s, size_t len)
+{
+	int rc = tg_args_values(s, len, r->fn, r->arg);
+
+	if (rc == TG_ARGS_NOT_JSON) {
+		if (r->fn(r->arg, s, len) != 0)
+			return 0;
+		rc = tg_args_read(s, len, r->fn, r->arg);
+	}
+	return rc == 0;
+}
+
 /* A string, decoded by yajl, is a text when its rule's text is set.
  * Returning 0 makes yajl stop with yajl_status_client_canceled. */
 static int
@@ -427,13 +445,9 @@ on_string(void *ctx, const unsigned char *s, size_t len)
 	rule = next_rule(r);
 	if (!RULES[rule].text)
 		return 1;
-	if (r->fn(r->arg, (const char *)s, len) != 0)
-		return 0;
-
-	/* Out of memory stops the read too, which then fails closed. */
 	if (RULES[rule].inner_json)
-		return tg_args_read((const char *)s, len, r->fn, r->arg) == 0;
-	return 1;
+		return read_arguments(r, (const char *)s, len);
+	return r->fn(r->arg, (const char *)s, len) == 0;
 }
 
 /* Numbers, booleans and null contain no text and need no callback, which
@@ -682,37 +696,206 @@ run_regex_inner(const struct tg_filter *f, enum tg_side side, json_t *value,
 	return 0;
 }
 
+/* Record each match of the last scan with f's action. */
+static int
+log_matches(const struct tg_filter *f, enum tg_side side, struct tg_filter_log *log,
+            const struct tg_scan *sc)
+{
+	for (size_t j = 0; j < sc->n_matches; j++) {
+		if (tg_filter_log_add(log, f, sc->matches[j].rule->name, f->action, side, 0) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Run f over one text: record its matches, then block, or mask them in
+ * place. Returns 0, or -1 when out of memory or PCRE2 failed. */
+static int
+run_regex_text(const struct tg_filter *f, enum tg_side side, json_t *value,
+               struct tg_filter_log *log, struct tg_scan *sc, struct tg_filter_result *res)
+{
+	if (tg_scan_run(sc, f, json_string_value(value), json_string_length(value), 0, 0) != 0)
+		return -1;
+	if (log_matches(f, side, log, sc) != 0)
+		return -1;
+
+	if (sc->n_matches > 0 && f->action == TG_ACTION_BLOCK) {
+		res->blocked = f;
+		res->blocked_rule = sc->matches[0].rule->name;
+		return 0;
+	}
+	if (sc->n_matches > 0 && f->action == TG_ACTION_MASK) {
+		if (mask_text(f, value, sc) != 0)
+			return -1;
+		res->changed = 1;
+	}
+	return 0;
+}
+
+/* Arguments that are not JSON are read as plain text. A client's parse
+ * of them fails, but may have read the strings before the fault, so the
+ * escaped ones are read decoded too, as before the values were read one
+ * by one. */
+static int
+run_regex_not_json(const struct tg_filter *f, enum tg_side side, json_t *value,
+                   struct tg_filter_log *log, struct tg_scan *sc, struct tg_filter_result *res)
+{
+	if (run_regex_text(f, side, value, log, sc, res) != 0)
+		return -1;
+
+	/* A flag already recorded stays one decision. */
+	if (res->blocked != NULL || (sc->n_matches > 0 && f->action == TG_ACTION_FLAG))
+		return 0;
+	return run_regex_inner(f, side, value, log, sc, res);
+}
+
+/* The values of one text of arguments, kept by tg_args_values(). */
+struct kept_values {
+	const char *raw;
+	size_t raw_len;
+	struct tg_text_spans spans;
+};
+
+static int
+keep_value(void *arg, const char *text, size_t len)
+{
+	struct kept_values *k = arg;
+
+	return tg_text_spans_add(&k->spans, k->raw, k->raw_len, text, len) != 0;
+}
+
+/* The arguments as f masks their values, written again. */
+struct masked_args {
+	struct tg_json_writer out;      /* the arguments up to done, masked */
+	size_t done;                    /* bytes of the original in out */
+	int changed;
+};
+
+/*
+ * Write the arguments from m->done up to the value of span, then the
+ * value with the matches of the last scan masked. A string is written
+ * again, quotes and all, so that a replacement with a quote or a
+ * backslash stays valid JSON. A number becomes a string of the masked
+ * digits: masked in place they would leave the arguments invalid JSON.
+ */
+static int
+mask_value(const struct tg_filter *f, const char *raw, const struct tg_text_span *span,
+           const struct tg_scan *sc, struct masked_args *m)
+{
+	int string = span->at > 0 && raw[span->at - 1] == '"';
+	size_t from = string ? span->at - 1 : span->at;
+	size_t len;
+	char *masked = tg_filter_mask(f, raw + span->at, span->len, sc->matches, sc->n_matches,
+	                              &len);
+
+	if (masked == NULL)
+		return -1;
+	tg_json_raw(&m->out, raw + m->done, from - m->done);
+	tg_json_stringn(&m->out, masked, len);
+	free(masked);
+	m->done = span->at + span->len + (string ? 1 : 0);
+	m->changed = 1;
+	return m->out.failed ? -1 : 0;
+}
+
+/*
+ * Run f over value i of kept arguments. A value written without an escape
+ * (a number, or a string that yajl passed in place) has its decoded
+ * offsets at its written offsets, so a mask rewrites it there. A string
+ * written with an escape is read decoded, where a mask has no place: a
+ * match there blocks (tg_filter_decoded_text()).
+ */
+static int
+run_regex_value(const struct tg_filter *f, enum tg_side side, const struct kept_values *k,
+                size_t i, struct masked_args *m, struct tg_filter_log *log,
+                struct tg_scan *sc, struct tg_filter_result *res)
+{
+	const struct tg_text_span *span = &k->spans.items[i];
+	const char *text = tg_text_span_bytes(&k->spans, i, k->raw);
+	const char *rule = NULL;
+	int rc;
+
+	if (span->copied) {
+		rc = tg_filter_decoded_text(f, side, log, sc, text, span->len, &rule);
+		if (rc == 1) {
+			res->blocked = f;
+			res->blocked_rule = rule;
+		}
+		return rc < 0 ? -1 : 0;
+	}
+
+	if (tg_scan_run(sc, f, text, span->len, 0, 0) != 0 || log_matches(f, side, log, sc) != 0)
+		return -1;
+	if (sc->n_matches == 0 || f->action == TG_ACTION_FLAG)
+		return 0;
+	if (f->action == TG_ACTION_BLOCK) {
+		res->blocked = f;
+		res->blocked_rule = sc->matches[0].rule->name;
+		return 0;
+	}
+	return mask_value(f, k->raw, span, sc, m);
+}
+
+/*
+ * Run f over the values of JSON arguments, each as a text of its own, so
+ * that an anchored rule matches a value whole. The text around them
+ * (keys, punctuation, literals) is not read, because it contains nothing
+ * a tool is given as a value. A mask rewrites value once, after the last
+ * value.
+ */
+static int
+run_regex_values(const struct tg_filter *f, enum tg_side side, json_t *value,
+                 const struct kept_values *k, struct tg_filter_log *log,
+                 struct tg_scan *sc, struct tg_filter_result *res)
+{
+	struct masked_args m = {{0}, 0, 0};
+	int rc = 0;
+
+	for (size_t i = 0; i < k->spans.n && rc == 0 && res->blocked == NULL; i++)
+		rc = run_regex_value(f, side, k, i, &m, log, sc, res);
+
+	if (rc == 0 && res->blocked == NULL && m.changed) {
+		tg_json_raw(&m.out, k->raw + m.done, k->raw_len - m.done);
+		rc = m.out.failed ? -1 : json_string_setn_nocheck(value, m.out.data, m.out.len);
+		res->changed = 1;
+	}
+	tg_json_writer_free(&m.out);
+	return rc;
+}
+
+/*
+ * Run f over a text of arguments: each value of it when it is JSON
+ * (run_regex_values()), or else the text as it is (run_regex_not_json()).
+ * The values are read in a pass before any is scanned, so that text found
+ * not to be JSON at its end has recorded nothing.
+ */
+static int
+run_regex_arguments(const struct tg_filter *f, enum tg_side side, json_t *value,
+                    struct tg_filter_log *log, struct tg_scan *sc, struct tg_filter_result *res)
+{
+	struct kept_values k = {json_string_value(value), json_string_length(value), {0}};
+	int rc = tg_args_values(k.raw, k.raw_len, keep_value, &k);
+
+	if (rc == TG_ARGS_NOT_JSON)
+		rc = run_regex_not_json(f, side, value, log, sc, res);
+	else if (rc == 0)
+		rc = run_regex_values(f, side, value, &k, log, sc, res);
+	else
+		rc = -1;
+	tg_text_spans_free(&k.spans);
+	return rc;
+}
+
 static int
 run_regex(const struct tg_filter *f, enum tg_side side, struct tg_text_list *texts,
           struct tg_filter_log *log, struct tg_scan *sc, struct tg_filter_result *res)
 {
 	for (size_t i = 0; i < texts->n; i++) {
 		json_t *value = texts->items[i];
+		int rc = texts->inner_json[i] ? run_regex_arguments(f, side, value, log, sc, res)
+		                              : run_regex_text(f, side, value, log, sc, res);
 
-		if (tg_scan_run(sc, f, json_string_value(value), json_string_length(value),
-		                0, 0) != 0)
-			return -1;
-		for (size_t j = 0; j < sc->n_matches; j++) {
-			if (tg_filter_log_add(log, f, sc->matches[j].rule->name, f->action,
-			                      side, 0) != 0)
-				return -1;
-		}
-
-		if (sc->n_matches > 0 && f->action == TG_ACTION_BLOCK) {
-			res->blocked = f;
-			res->blocked_rule = sc->matches[0].rule->name;
-			return 0;
-		}
-		if (sc->n_matches > 0 && f->action == TG_ACTION_MASK) {
-			if (mask_text(f, value, sc) != 0)
-				return -1;
-			res->changed = 1;
-		}
-
-		/* A flag already recorded stays one decision. */
-		if (!texts->inner_json[i] || (sc->n_matches > 0 && f->action == TG_ACTION_FLAG))
-			continue;
-		if (run_regex_inner(f, side, value, log, sc, res) != 0)
+		if (rc != 0)
 			return -1;
 		if (res->blocked != NULL)
 			return 0;

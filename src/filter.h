@@ -71,8 +71,8 @@ struct tg_text_list {
 	json_t **items;
 	unsigned char *inner_json;      /* per item: a JSON text inside the
 	                                   string (filter-args.h), whose
-	                                   escaped strings the regex
-	                                   filters read decoded too */
+	                                   values the regex filters read
+	                                   one by one */
 };
 
 void tg_text_list_free(struct tg_text_list *list);
@@ -105,7 +105,10 @@ typedef int tg_text_fn(void *arg, const char *text, size_t len);
  * Read the texts of a non-streaming response body, the same members that
  * tg_text_collect_response() collects, with yajl's event parser, building
  * no tree, and call fn on each in the order of the text. A member given
- * twice is read twice, where a tree keeps only the last. Returns 0 when
+ * twice is read twice, where a tree keeps only the last. Of a tool call's
+ * arguments, fn gets the texts that tg_filter_texts() scans: each value
+ * when they are JSON, or else the arguments whole and their escaped
+ * strings decoded. Returns 0 when
  * the whole body was read, 1 when fn stopped the read, or -1 when the body
  * is not JSON to yajl or memory ran out.
  *

@@ -607,10 +607,10 @@ START_TEST(response_texts_collected)
 }
 END_TEST
 
-/* Run one filter over a request body; returns the body re-serialised. */
+/* Run one filter over a body of side; returns the body re-serialised. */
 static char *
-filter_request(struct tg_filter *f, const char *text, struct tg_filter_result *res,
-               struct tg_filter_log *log)
+filter_body(struct tg_filter *f, enum tg_side side, const char *text,
+            struct tg_filter_result *res, struct tg_filter_log *log)
 {
 	const struct tg_filter *filters[] = {f};
 	struct tg_filter_chain chain = {1, filters};
@@ -622,15 +622,25 @@ filter_request(struct tg_filter *f, const char *text, struct tg_filter_result *r
 
 	tg_scan_init(&sc);
 	memset(res, 0, sizeof(*res));
-	ck_assert_int_eq(tg_text_collect_request(body, &list), 0);
-	ck_assert_int_eq(tg_filter_texts(&chain, TG_SIDE_REQUEST, &list, log, &sc, res,
-	                                 &moderation), 0);
+	if (side == TG_SIDE_REQUEST)
+		ck_assert_int_eq(tg_text_collect_request(body, &list), 0);
+	else
+		ck_assert_int_eq(tg_text_collect_response(body, &list), 0);
+	ck_assert_int_eq(tg_filter_texts(&chain, side, &list, log, &sc, res, &moderation), 0);
 	ck_assert_int_eq(moderation, 0);
 	out = json_dumps(body, JSON_COMPACT);
 	tg_text_list_free(&list);
 	tg_scan_free(&sc);
 	json_decref(body);
 	return out;
+}
+
+/* Run one filter over a request body; returns the body re-serialised. */
+static char *
+filter_request(struct tg_filter *f, const char *text, struct tg_filter_result *res,
+               struct tg_filter_log *log)
+{
+	return filter_body(f, TG_SIDE_REQUEST, text, res, log);
 }
 
 START_TEST(mask_in_text_part_and_tool_arguments)
@@ -683,6 +693,168 @@ START_TEST(mask_in_tool_use_input_and_system)
 	ck_assert_ptr_null(strstr(out, "example.com"));
 	json_decref(masked);
 	free(out);
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
+/* Bodies with one tool call whose arguments are %s, per side. */
+static const char *const ARGS_BODIES[] = {
+	"{\"messages\": [{\"role\": \"assistant\", \"tool_calls\": [{\"function\":"
+	" {\"name\": \"f\", \"arguments\": %s}}]}]}",
+	"{\"choices\": [{\"message\": {\"tool_calls\": [{\"function\":"
+	" {\"name\": \"f\", \"arguments\": %s}}]}}]}",
+};
+
+/* Run f over the body of side _i whose arguments are args, the JSON text
+ * as a C string; returns the arguments afterwards, decoded once. */
+static char *
+filter_args(struct tg_filter *f, int i, const char *args, struct tg_filter_result *res,
+            struct tg_filter_log *log)
+{
+	json_t *outer = json_string(args);
+	char *quoted = json_dumps(outer, JSON_ENCODE_ANY);
+	char body[1024];
+	char *out;
+	json_t *masked, *call;
+	char *result;
+
+	snprintf(body, sizeof(body), ARGS_BODIES[i], quoted);
+	out = filter_body(f, i == 0 ? TG_SIDE_REQUEST : TG_SIDE_RESPONSE, body, res, log);
+	masked = load(out);
+	call = i == 0 ? json_object_get(json_array_get(json_object_get(masked, "messages"), 0),
+	                                "tool_calls")
+	              : json_object_get(json_object_get(json_array_get(
+	                        json_object_get(masked, "choices"), 0), "message"), "tool_calls");
+	result = strdup(json_string_value(json_object_get(json_object_get(json_array_get(call, 0),
+	                                                                 "function"), "arguments")));
+	json_decref(masked);
+	json_decref(outer);
+	free(quoted);
+	free(out);
+	return result;
+}
+
+static const char *const anchored_rules[] = {"tok=^token$", "preset:email", NULL};
+
+/* Each string value of the arguments is a text of its own, so an
+ * anchored rule matches a value whole, on both sides. */
+START_TEST(anchored_rule_blocks_argument_value)
+{
+	struct tg_filter *f = make_filter("deny", TG_ACTION_BLOCK, TG_SIDE_REQUEST | TG_SIDE_RESPONSE, anchored_rules);
+	struct tg_filter_log log = {0};
+	struct tg_filter_result res;
+
+	free(filter_args(f, _i, "{\"a\": [1, {\"b\": \"token\"}]}", &res, &log));
+	ck_assert_ptr_eq(res.blocked, f);
+	ck_assert_str_eq(res.blocked_rule, "tok");
+
+	/* Keys are not texts. */
+	tg_filter_log_free(&log);
+	free(filter_args(f, _i, "{\"token\": \"tokens\"}", &res, &log));
+	ck_assert_ptr_null(res.blocked);
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
+/* A match in a value written without an escape is masked in place: the
+ * arguments stay JSON, decode to the masked text, and each match is
+ * masked and recorded once. */
+START_TEST(mask_argument_values_in_place)
+{
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_REQUEST | TG_SIDE_RESPONSE, anchored_rules);
+	struct tg_filter_log log = {0};
+	struct tg_filter_result res;
+	char *args = filter_args(f, _i, "{\"a\": \"token\", \"b\": [\"x token\","
+	                         " \"mail jane@example.com\"], \"n\": 2}", &res, &log);
+	json_t *json = json_loads(args, 0, NULL);
+
+	ck_assert_ptr_null(res.blocked);
+	ck_assert_int_eq(res.changed, 1);
+	ck_assert_ptr_nonnull(json);
+	ck_assert_str_eq(args, "{\"a\": \"[REDACTED:tok]\", \"b\": [\"x token\","
+	                 " \"mail [REDACTED:email]\"], \"n\": 2}");
+	ck_assert_uint_eq(log.n, 2);
+	ck_assert_uint_eq(log.counts[0], 1);
+	ck_assert_uint_eq(log.counts[1], 1);
+	json_decref(json);
+	free(args);
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
+/* A card number outside quotes is a value too. Masked, it becomes a
+ * string, so the arguments stay JSON. */
+START_TEST(mask_argument_number_as_string)
+{
+	const char *rules[] = {"preset:credit_card", NULL};
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_REQUEST | TG_SIDE_RESPONSE, rules);
+	struct tg_filter_log log = {0};
+	struct tg_filter_result res;
+	char *args = filter_args(f, _i, "{\"card\":4111111111111111,\"n\":[7]}", &res, &log);
+
+	ck_assert_int_eq(res.changed, 1);
+	ck_assert_str_eq(args, "{\"card\":\"[REDACTED:credit_card]\",\"n\":[7]}");
+	free(args);
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
+/* A match in a string written with an escape has no place for a mask,
+ * so it blocks, anchored or not. */
+START_TEST(escaped_argument_value_blocks)
+{
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_REQUEST | TG_SIDE_RESPONSE, anchored_rules);
+	struct tg_filter_log log = {0};
+	struct tg_filter_result res;
+
+	free(filter_args(f, _i, "{\"a\": \"tok\\u0065n\"}", &res, &log));
+	ck_assert_ptr_eq(res.blocked, f);
+	ck_assert_str_eq(res.blocked_rule, "tok");
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
+/* A flag filter records each match once, in values with and without an
+ * escape alike. */
+START_TEST(flag_argument_values_once)
+{
+	struct tg_filter *f = make_filter("pii", TG_ACTION_FLAG, TG_SIDE_REQUEST | TG_SIDE_RESPONSE, anchored_rules);
+	struct tg_filter_log log = {0};
+	struct tg_filter_result res;
+	char *args = filter_args(f, _i, "{\"a\": \"x@y.com\", \"b\": \"j\\u0040e.com\","
+	                         " \"c\": \"token\"}", &res, &log);
+
+	ck_assert_ptr_null(res.blocked);
+	ck_assert_int_eq(res.changed, 0);
+	ck_assert_uint_eq(log.n, 2);
+	ck_assert_str_eq(log.items[0].rule, "email");
+	ck_assert_uint_eq(log.counts[0], 2);
+	ck_assert_str_eq(log.items[1].rule, "tok");
+	ck_assert_uint_eq(log.counts[1], 1);
+	free(args);
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
+/* Arguments that are not JSON are read as plain text, as before: the
+ * anchored rule reads the whole text, and a mask lands in it. */
+START_TEST(arguments_not_json_read_as_text)
+{
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_REQUEST | TG_SIDE_RESPONSE, anchored_rules);
+	struct tg_filter_log log = {0};
+	struct tg_filter_result res;
+	char *args = filter_args(f, _i, "{\"a\": \"token\", \"to\": \"jane@example.com\"",
+	                         &res, &log);
+
+	ck_assert_ptr_null(res.blocked);
+	ck_assert_str_eq(args, "{\"a\": \"token\", \"to\": \"[REDACTED:email]\"");
+	free(args);
 	tg_filter_log_free(&log);
 	destroy_filter(f);
 }
@@ -797,6 +969,12 @@ filter_suite(void)
 	tcase_add_test(bodies, response_texts_collected);
 	tcase_add_test(bodies, mask_in_text_part_and_tool_arguments);
 	tcase_add_test(bodies, mask_in_tool_use_input_and_system);
+	tcase_add_loop_test(bodies, anchored_rule_blocks_argument_value, 0, 2);
+	tcase_add_loop_test(bodies, mask_argument_values_in_place, 0, 2);
+	tcase_add_loop_test(bodies, mask_argument_number_as_string, 0, 2);
+	tcase_add_loop_test(bodies, escaped_argument_value_blocks, 0, 2);
+	tcase_add_loop_test(bodies, flag_argument_values_once, 0, 2);
+	tcase_add_loop_test(bodies, arguments_not_json_read_as_text, 0, 2);
 	tcase_add_test(bodies, block_names_filter_and_rule);
 	tcase_add_test(bodies, flag_changes_nothing);
 	tcase_add_test(bodies, side_not_applied_is_skipped);
