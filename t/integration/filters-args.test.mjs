@@ -1,0 +1,138 @@
+// Content filters over the values of tool call arguments. The arguments
+// are a JSON text inside a string, and each string value of it is
+// screened as a text of its own, so a rule anchored with ^ and $ matches
+// a value whole. A scripted upstream records the request it gets and
+// responds with the body named by the x-shape header.
+
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import http from 'node:http';
+import { after, afterEach, before, describe, it } from 'node:test';
+
+import { request, startGateway, stopAll } from './lib/harness.mjs';
+
+const RULES = [{ name: 'tok', pattern: '^token$' }];
+const FILTERS = {
+  mask: { type: 'regex', apply_to: ['request', 'response'], action: 'mask', rules: RULES, presets: ['email'] },
+  deny: { type: 'regex', apply_to: ['request', 'response'], action: 'block', rules: RULES },
+};
+
+const PLAIN = '{"a":"token","b":["x token","mail jane@example.com"],"n":2}';
+const MASKED = '{"a":"[REDACTED:tok]","b":["x token","mail [REDACTED:email]"],"n":2}';
+const ESCAPED = '{"a":"tok\\u0065n"}';
+
+const call = (args) => ({ id: 'c1', type: 'function', function: { name: 'send', arguments: args } });
+const answer = (args) => JSON.stringify({
+  id: 'c', object: 'chat.completion', created: 1, model: 'm',
+  choices: [{ index: 0, message: { role: 'assistant', content: null, tool_calls: [call(args)] }, finish_reason: 'tool_calls' }],
+});
+const BODIES = { plain: answer(PLAIN), escaped: answer(ESCAPED), clean: answer('{"a":"x token"}') };
+
+let upstream;
+let received;
+let masking;
+let blocking;
+
+async function startUpstream() {
+  const server = http.createServer((req, res) => {
+    const parts = [];
+    req.on('data', (d) => parts.push(d));
+    req.on('end', () => {
+      received = JSON.parse(Buffer.concat(parts).toString());
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(BODIES[req.headers['x-shape'] ?? 'clean']);
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return server;
+}
+
+/* POST a chat request whose assistant message calls a tool with args. */
+function post(gw, args, shape) {
+  const body = {
+    model: 'm',
+    messages: [
+      { role: 'user', content: 'hi' },
+      { role: 'assistant', content: null, tool_calls: [call(args)] },
+      { role: 'tool', tool_call_id: 'c1', content: 'sent' },
+    ],
+  };
+  return request({
+    port: gw.port, method: 'POST', path: '/v1/chat/completions', body: JSON.stringify(body),
+    headers: { 'content-type': 'application/json', ...(shape ? { 'x-shape': shape } : {}) },
+  });
+}
+
+const argumentsOf = (message) => message.tool_calls[0].function.arguments;
+
+before(async () => {
+  upstream = await startUpstream();
+  const url = `http://127.0.0.1:${upstream.address().port}`;
+  const config = (filter) => ({
+    backends: { up: { url } },
+    filters: FILTERS,
+    routes: [{ name: 'chat', match: { path: '/v1/chat/completions' }, backends: ['up'], filters: [filter] }],
+  });
+  masking = await startGateway(config('mask'));
+  blocking = await startGateway(config('deny'));
+});
+afterEach(() => {
+  masking?.checkErrors();
+  blocking?.checkErrors();
+});
+after(async () => {
+  await stopAll();
+  upstream?.close();
+});
+
+describe('request filters: values of tool call arguments', () => {
+  it('masks a value that an anchored rule matches whole, in place', async () => {
+    received = null;
+    const res = await post(masking, PLAIN);
+    assert.equal(res.status, 200);
+    const args = argumentsOf(received.messages[1]);
+    assert.equal(args, MASKED);
+    assert.deepEqual(JSON.parse(args).b, ['x token', 'mail [REDACTED:email]']);
+  });
+
+  it('blocks a value that an anchored rule matches whole', async () => {
+    received = null;
+    const res = await post(blocking, PLAIN);
+    assert.equal(res.status, 400);
+    assert.equal(JSON.parse(res.text).error.code, 'content_filter');
+    assert.equal(received, null, 'the request went upstream');
+  });
+
+  it('blocks a value that matches only decoded, under a mask filter', async () => {
+    received = null;
+    const res = await post(masking, ESCAPED);
+    assert.equal(res.status, 400);
+    assert.equal(received, null, 'the request went upstream');
+  });
+});
+
+describe('response filters: values of tool call arguments', () => {
+  it('masks a value that an anchored rule matches whole, in place', async () => {
+    const res = await post(masking, '{}', 'plain');
+    assert.equal(res.status, 200);
+    const args = argumentsOf(JSON.parse(res.text).choices[0].message);
+    assert.equal(args, MASKED);
+    assert.equal(JSON.parse(args).a, '[REDACTED:tok]');
+  });
+
+  it('blocks a value that an anchored rule matches whole', async () => {
+    const res = await post(blocking, '{}', 'plain');
+    assert.equal(res.status, 200);
+    const choice = JSON.parse(res.text).choices[0];
+    assert.equal(choice.finish_reason, 'content_filter');
+    assert.doesNotMatch(res.text, /token/);
+  });
+
+  it('blocks a value that matches only decoded, under a mask filter', async () => {
+    const res = await post(masking, '{}', 'escaped');
+    assert.equal(res.status, 200);
+    assert.equal(JSON.parse(res.text).choices[0].finish_reason, 'content_filter');
+    assert.doesNotMatch(res.text, /tok\\\\u0065n/);
+  });
+});
