@@ -28,12 +28,13 @@ token_escaped(struct tg_args_decoder *d)
 	return escaped;
 }
 
+/* Pass a string or key on to fn when it was escaped, or when value is
+ * set and the caller wants every value. */
 static int
-on_string(void *ctx, const unsigned char *s, size_t len)
+pass_token(struct tg_args_decoder *d, const unsigned char *s, size_t len, int value)
 {
-	struct tg_args_decoder *d = ctx;
-
-	if (!token_escaped(d))
+	d->last_escaped = token_escaped(d);
+	if (!d->last_escaped && !(value && d->values))
 		return 1;
 	if (d->fn(d->arg, (const char *)s, len) != 0) {
 		d->fn_stopped = 1;
@@ -42,9 +43,21 @@ on_string(void *ctx, const unsigned char *s, size_t len)
 	return 1;
 }
 
+static int
+on_string(void *ctx, const unsigned char *s, size_t len)
+{
+	return pass_token(ctx, s, len, 1);
+}
+
+static int
+on_key(void *ctx, const unsigned char *s, size_t len)
+{
+	return pass_token(ctx, s, len, 0);
+}
+
 static const yajl_callbacks CALLBACKS = {
 	.yajl_string = on_string,
-	.yajl_map_key = on_string,
+	.yajl_map_key = on_key,
 };
 
 int

@@ -8,8 +8,9 @@
  * {"to":"a\u0040b.com"} reach a client's JSON.parse as a@b.com, while a
  * regex matches against a\u0040b.com. A decoder reads the inner text with yajl, fed
  * whole or piece by piece as a stream delivers it, and passes the caller
- * each string and key whose inner JSON has an escape, decoded. One
- * without an escape is a substring of the text the filters already read.
+ * each string and key whose inner JSON has an escape, decoded, and on
+ * request each string value without one, which is a substring of the
+ * text (a rule anchored with ^ and $ matches it only alone).
  * A text that is not JSON stops the decoder, as it stops the client's
  * parse: the filters then read the text as it is.
  */
@@ -33,10 +34,15 @@ struct tg_args_decoder {
 	                           on, has a backslash */
 	int stopped;            /* not JSON, or fn returned nonzero */
 	int fn_stopped;         /* fn returned nonzero */
+	int values;             /* set by the caller: pass fn every string
+	                           value, with or without an escape */
+	int last_escaped;       /* the string fn got was written with one */
 };
 
 /* Start a decoder that calls fn(arg, string, len) on each escaped string.
- * Returns 0, or -1 when out of memory. */
+ * With d->values set after this, fn gets every string value too (keys
+ * only when escaped), with d->last_escaped telling which, and token_end
+ * just after its closing quote. Returns 0, or -1 when out of memory. */
 int tg_args_open(struct tg_args_decoder *d, tg_text_fn *fn, void *arg);
 
 /*
@@ -76,9 +82,9 @@ int tg_args_read(const char *text, size_t len, tg_text_fn *fn, void *arg);
  * string written without an escape and every number reach fn in place, at
  * their offsets in text. A string with an escape reaches fn from yajl's
  * own buffer. Returns 0 when the text is JSON and fn never returned nonzero,
- * 1 when fn did (the read stops there), TG_ARGS_NOT_JSON when the text is
- * not JSON (fn may have seen the values before the fault), and -1 when
- * out of memory.
+ * and 1 when fn did, which stops the read. Returns TG_ARGS_NOT_JSON when
+ * the text is not JSON, though fn may have seen the values before the
+ * fault, and -1 when out of memory.
  */
 int tg_args_values(const char *text, size_t len, tg_text_fn *fn, void *arg);
 

@@ -33,6 +33,12 @@
 
 struct held_event;
 
+/* A string value of a JSON text in a window, written without an escape:
+ * its decoded bytes are the window's bytes [start, start + len). */
+struct plain_value {
+	size_t start, len;
+};
+
 /* The part of a window's text that one held event carries. */
 struct piece {
 	struct held_event *event;
@@ -65,7 +71,10 @@ struct window {
 	                                   apart, since yajl keeps its
 	                                   address and windows move. */
 	size_t fed;             /* text before it went to args */
-	size_t trimmed;         /* bytes trim_window() dropped */
+	size_t trimmed;         /* a decoder offset less its window offset:
+	                           bytes trim_window() dropped, less what
+	                           masks of decoded text added (unsigned
+	                           arithmetic, so it may wrap) */
 };
 
 struct held_event {
@@ -125,6 +134,12 @@ struct tg_filter_stream {
 	int unindexed;          /* a choice without one came */
 	const char *decoded_block;      /* the rule a decoded text blocked by */
 	int decoded_failed;     /* a scan of a decoded text failed */
+	struct window *decoding;        /* the window whose decoder runs */
+	struct plain_value *plain;      /* string values without an escape
+	                                   that the decoder completed */
+	size_t n_plain, cap_plain;
+	size_t value_hold;      /* the largest "hold" of a filter that
+	                           holds: the most of an open value held */
 
 	struct event *timer;    /* hold_timeout; NULL when no filter has one */
 	uint64_t timer_at;      /* tg_now_ns() time it is armed for; 0: not */
@@ -142,8 +157,10 @@ new_args(struct tg_filter_stream *s)
 
 	if (d != NULL && tg_args_open(d, on_decoded, s) != 0) {
 		free(d);
-		d = NULL;
+		return NULL;
 	}
+	if (d != NULL)
+		d->values = 1;
 	return d;
 }
 
@@ -196,6 +213,8 @@ tg_filter_stream_new(const struct tg_filter_chain *chain, struct tg_filter_log *
 			continue;
 		s->filters[s->n_filters++] = f;
 		s->holds |= f->action != TG_ACTION_FLAG;
+		if (f->action != TG_ACTION_FLAG && f->hold > s->value_hold)
+			s->value_hold = f->hold;
 		if (f->lookbehind > s->context)
 			s->context = f->lookbehind;
 		timed |= has_hold_timeout(f);
@@ -244,6 +263,7 @@ tg_filter_stream_free(struct tg_filter_stream *s)
 		free_args(s->windows[i].args);
 	}
 	free(s->windows);
+	free(s->plain);
 	free(s->filters);
 	tg_scan_free(&s->scan);
 	tg_chunk_free(&s->chunk);
@@ -413,6 +433,7 @@ window_replace(struct tg_filter_stream *s, struct window *w, size_t a, size_t b,
                const char *rep, size_t rlen)
 {
 	size_t tail = w->len - b;
+	size_t fed;
 
 	if (rlen > b - a && window_reserve(w, rlen - (b - a)) != 0)
 		return -1;
@@ -440,6 +461,11 @@ window_replace(struct tg_filter_stream *s, struct window *w, size_t a, size_t b,
 		w->let_go[i] = shift_offset(w->let_go[i], a, b, rlen);
 	}
 	w->release = shift_offset(w->release, a, b, rlen);
+
+	/* The decoder's offsets stay: a window offset plus trimmed. */
+	fed = w->fed;
+	w->fed = shift_offset(w->fed, a, b, rlen);
+	w->trimmed += fed - w->fed;
 	return 0;
 }
 
@@ -570,18 +596,32 @@ hold_point(const struct tg_filter_stream *s, const struct window *w, size_t i)
 	return w->scan_from[i] > w->let_go[i] ? w->scan_from[i] : w->let_go[i];
 }
 
-/* Return the window offset from which the JSON text decoder keeps the
+/*
+ * Return the window offset from which the JSON text decoder keeps the
  * window's text back, or SIZE_MAX for none. Text that hold_timeout released
- * before it was settled is not decoded yet, so a backslash there counts too. */
+ * before it was settled is not decoded yet, so a backslash there counts too.
+ * A string with an escape is held whole. Without one, the text after the
+ * last string is held, since a value may be open there whose match a mask
+ * rewrites in place (scan_plain_value()), at most s->value_hold bytes.
+ */
 static size_t
-decoded_hold(const struct window *w)
+decoded_hold(const struct tg_filter_stream *s, const struct window *w)
 {
-	size_t hold;
+	size_t hold, open;
 
 	if (w->args == NULL)
 		return SIZE_MAX;
 	hold = tg_args_hold(w->args, memchr(w->text + w->fed, '\\', w->len - w->fed) != NULL);
-	return hold == SIZE_MAX ? hold : hold - w->trimmed;
+	if (hold != SIZE_MAX)
+		return hold - w->trimmed;
+	if (w->args->stopped)
+		return SIZE_MAX;
+
+	/* Past the window's end when the decoder's last string was trimmed. */
+	open = w->args->token_end - w->trimmed;
+	if (open > w->len || w->len - open > s->value_hold)
+		open = w->len > s->value_hold ? char_boundary(w, w->len - s->value_hold) : 0;
+	return open;
 }
 
 /* Text before the lowest hold point may be sent. Called after masking,
@@ -592,7 +632,7 @@ static void
 update_release(const struct tg_filter_stream *s, struct window *w)
 {
 	size_t release = w->len;
-	size_t decoded = s->holds ? decoded_hold(w) : SIZE_MAX;
+	size_t decoded = s->holds ? decoded_hold(s, w) : SIZE_MAX;
 
 	for (size_t i = 0; i < s->n_filters; i++) {
 		size_t h = hold_point(s, w, i);
@@ -605,12 +645,47 @@ update_release(const struct tg_filter_stream *s, struct window *w)
 	w->release = release;
 }
 
+/*
+ * Keep the place of a string value without an escape that the decoder of
+ * w completed, to scan it once the decoder returns: a mask changes the
+ * text the decoder reads from. A value whose start was trimmed was sent,
+ * and is left to the scan of the whole text. Returns 0, or 1 to stop the
+ * decoder when out of memory.
+ */
+static int
+keep_plain_value(struct tg_filter_stream *s, struct window *w, const char *text, size_t len)
+{
+	/* token_end is just after the closing quote. */
+	size_t start = w->args->token_end - 1 - len - w->trimmed;
+
+	if (start > w->len || len > w->len - start)
+		return 0;
+	assert(memcmp(w->text + start, text, len) == 0);
+
+	if (s->n_plain == s->cap_plain) {
+		size_t cap = s->cap_plain ? s->cap_plain * 2 : 8;
+		struct plain_value *p = realloc(s->plain, cap * sizeof(*p));
+
+		if (p == NULL) {
+			s->decoded_failed = 1;
+			return 1;
+		}
+		s->plain = p;
+		s->cap_plain = cap;
+	}
+	s->plain[s->n_plain++] = (struct plain_value){start, len};
+	return 0;
+}
+
 /* A string of a JSON text, decoded, that had an escape: scan it with
  * every filter (tg_filter_decoded_text()). Stops the decoder at a block. */
 static int
 on_decoded(void *arg, const char *text, size_t len)
 {
 	struct tg_filter_stream *s = arg;
+
+	if (!s->decoding->args->last_escaped)
+		return keep_plain_value(s, s->decoding, text, len);
 
 	for (size_t i = 0; i < s->n_filters; i++) {
 		int rc = tg_filter_decoded_text(s->filters[i], TG_SIDE_RESPONSE, s->log, &s->scan,
@@ -640,6 +715,96 @@ settled_end(const struct tg_filter_stream *s, const struct window *w)
 	return end;
 }
 
+/*
+ * Keep in the last scan only the matches that the scan of the whole text
+ * does not report, n_raw of them in raw, and move them to window offsets
+ * from start.
+ */
+static void
+drop_raw_matches(struct tg_scan *sc, const struct tg_match *raw, size_t n_raw, size_t start)
+{
+	size_t kept = 0;
+
+	for (size_t k = 0; k < sc->n_matches; k++) {
+		struct tg_match m = sc->matches[k];
+		int seen = 0;
+
+		m.start += start;
+		m.end += start;
+		for (size_t j = 0; j < n_raw && !seen; j++)
+			seen = raw[j].start == m.start && raw[j].end == m.end && raw[j].rule == m.rule;
+		if (!seen)
+			sc->matches[kept++] = m;
+	}
+	sc->n_matches = kept;
+}
+
+/*
+ * Scan the string value at [start, start + *len) of w with filter i as a
+ * text of its own, so that an anchored rule matches it whole. A match that
+ * the scan of the whole text reports too was recorded, masked or blocked
+ * there, and is dropped here, so each counts once. Others are recorded,
+ * block, or are masked in place, where a value without an escape has its
+ * decoded offsets. *len follows the mask.
+ */
+static enum tg_stream_verdict
+scan_plain_value(struct tg_filter_stream *s, size_t i, struct window *w, size_t start,
+                 size_t *len)
+{
+	const struct tg_filter *f = s->filters[i];
+	struct tg_scan *sc = &s->scan;
+	size_t sent = sent_end(w), before = w->len, last_end;
+	struct tg_match *raw = NULL;
+	size_t n_raw;
+
+	if (tg_scan_run(sc, f, w->text, start + *len, start, 0) != 0)
+		return TG_STREAM_ERROR;
+	n_raw = sc->n_matches;
+	if (n_raw > 0) {
+		raw = malloc(n_raw * sizeof(*raw));
+		if (raw == NULL)
+			return TG_STREAM_ERROR;
+		memcpy(raw, sc->matches, n_raw * sizeof(*raw));
+	}
+	if (tg_scan_run(sc, f, w->text + start, *len, 0, 0) != 0) {
+		free(raw);
+		return TG_STREAM_ERROR;
+	}
+	drop_raw_matches(sc, raw, n_raw, start);
+	free(raw);
+
+	for (size_t k = 0; k < sc->n_matches; k++) {
+		if (tg_filter_log_add(s->log, f, sc->matches[k].rule->name,
+		                      match_action(f, &sc->matches[k], sent), TG_SIDE_RESPONSE, 0) != 0)
+			return TG_STREAM_ERROR;
+	}
+	if (sc->n_matches > 0 && f->action == TG_ACTION_BLOCK)
+		return TG_STREAM_BLOCK;
+	if (sc->n_matches == 0 || f->action != TG_ACTION_MASK)
+		return TG_STREAM_OK;
+	if (mask_matches(s, f, w, &last_end) != 0)
+		return TG_STREAM_ERROR;
+	*len = *len + w->len - before;
+	return TG_STREAM_OK;
+}
+
+/* Scan the string values without an escape that the decoder completed,
+ * the last first, so that a mask leaves the places of the others. */
+static enum tg_stream_verdict
+scan_plain_values(struct tg_filter_stream *s, struct window *w)
+{
+	enum tg_stream_verdict v = TG_STREAM_OK;
+
+	while (s->n_plain > 0 && v == TG_STREAM_OK) {
+		struct plain_value p = s->plain[--s->n_plain];
+
+		for (size_t i = 0; i < s->n_filters && v == TG_STREAM_OK; i++)
+			v = scan_plain_value(s, i, w, p.start, &p.len);
+	}
+	s->n_plain = 0;
+	return v;
+}
+
 /* Give the decoder of a JSON text the window's settled text, and scan the
  * strings it completes. */
 static enum tg_stream_verdict
@@ -651,11 +816,15 @@ decode_window(struct tg_filter_stream *s, struct window *w)
 		return TG_STREAM_OK;
 	s->decoded_block = NULL;
 	s->decoded_failed = 0;
+	s->decoding = w;
+	s->n_plain = 0;
 	tg_args_feed(w->args, w->text + w->fed, end - w->fed, w->finished);
 	w->fed = end;
 	if (s->decoded_failed)
 		return TG_STREAM_ERROR;
-	return s->decoded_block != NULL ? TG_STREAM_BLOCK : TG_STREAM_OK;
+	if (s->decoded_block != NULL)
+		return TG_STREAM_BLOCK;
+	return scan_plain_values(s, w);
 }
 
 /* Scan the window with every filter and work out what may be released. */

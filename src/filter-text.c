@@ -157,7 +157,9 @@ static const struct member CALL_MEMBERS[] = {
  * tool_use block's "input" is (run_regex_arguments()). Arguments that are
  * not JSON are one plain text. The text between the values is not read,
  * because that would show each match twice. A number is read as a value,
- * so a card number outside quotes is still found. */
+ * so a card number outside quotes is still found. A stream reads the
+ * arguments as plain text and each string value too (filter-stream.c),
+ * since it learns only at their end whether they are JSON. */
 static const struct member FUNCTION_MEMBERS[] = {
 	MEMBER("arguments", R_ARGUMENTS), END_MEMBERS
 };

@@ -28,6 +28,21 @@ const answer = (args) => JSON.stringify({
 });
 const BODIES = { plain: answer(PLAIN), escaped: answer(ESCAPED), clean: answer('{"a":"x token"}') };
 
+/* A stream that delivers args in pieces of three bytes. */
+function streamOf(args) {
+  const chunk = (delta, finish) => `data: ${JSON.stringify({
+    id: 'c', object: 'chat.completion.chunk', created: 1, model: 'm',
+    choices: [{ index: 0, delta, finish_reason: finish }],
+  })}\n\n`;
+  const events = [chunk({ role: 'assistant', tool_calls: [{ index: 0, id: 'c1', type: 'function', function: { name: 'send', arguments: '' } }] }, null)];
+  for (let i = 0; i < args.length; i += 3) {
+    events.push(chunk({ tool_calls: [{ index: 0, function: { arguments: args.slice(i, i + 3) } }] }, null));
+  }
+  events.push(chunk({}, 'tool_calls'), 'data: [DONE]\n\n');
+  return events.join('');
+}
+const STREAMS = { plain: streamOf(PLAIN), escaped: streamOf(ESCAPED) };
+
 let upstream;
 let received;
 let masking;
@@ -39,6 +54,11 @@ async function startUpstream() {
     req.on('data', (d) => parts.push(d));
     req.on('end', () => {
       received = JSON.parse(Buffer.concat(parts).toString());
+      if (received.stream) {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.end(STREAMS[req.headers['x-shape']]);
+        return;
+      }
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(BODIES[req.headers['x-shape'] ?? 'clean']);
     });
@@ -49,9 +69,10 @@ async function startUpstream() {
 }
 
 /* POST a chat request whose assistant message calls a tool with args. */
-function post(gw, args, shape) {
+function post(gw, args, shape, stream = false) {
   const body = {
     model: 'm',
+    stream,
     messages: [
       { role: 'user', content: 'hi' },
       { role: 'assistant', content: null, tool_calls: [call(args)] },
@@ -134,5 +155,37 @@ describe('response filters: values of tool call arguments', () => {
     assert.equal(res.status, 200);
     assert.equal(JSON.parse(res.text).choices[0].finish_reason, 'content_filter');
     assert.doesNotMatch(res.text, /tok\\\\u0065n/);
+  });
+});
+
+/* The arguments of the tool call in a stream's events, joined. */
+function streamedArguments(text) {
+  return text.split('\n\n').filter((e) => e.startsWith('data: {'))
+    .map((e) => JSON.parse(e.slice(6)).choices[0]?.delta?.tool_calls?.[0]?.function?.arguments ?? '')
+    .join('');
+}
+
+describe('stream filters: values of tool call arguments', () => {
+  it('masks a value that an anchored rule matches whole, in place', async () => {
+    const res = await post(masking, '{}', 'plain', true);
+    assert.equal(res.status, 200);
+    const args = streamedArguments(res.text);
+    assert.equal(args, MASKED);
+    assert.equal(JSON.parse(args).a, '[REDACTED:tok]');
+    assert.match(res.text, /data: \[DONE\]\n\n$/);
+  });
+
+  it('ends the stream before a value that an anchored rule matches whole', async () => {
+    const res = await post(blocking, '{}', 'plain', true);
+    assert.equal(res.status, 200);
+    assert.doesNotMatch(streamedArguments(res.text), /token"/);
+    assert.match(res.text, /content_filter/);
+  });
+
+  it('ends the stream at a value that matches only decoded, under a mask filter', async () => {
+    const res = await post(masking, '{}', 'escaped', true);
+    assert.equal(res.status, 200);
+    assert.match(res.text, /content_filter/);
+    assert.doesNotMatch(streamedArguments(res.text), /u0065n/);
   });
 });

@@ -729,6 +729,181 @@ START_TEST(tool_calls_share_events)
 }
 END_TEST
 
+/* Rules for the values of arguments: one anchored, one not. */
+static const char *const value_rules[] = {"tok=^token$", "preset:email", NULL};
+
+/* Feed the arguments args of one tool call in events: the first cut
+ * bytes, then pieces of step bytes (0: the rest in one), then [DONE].
+ * Returns the verdict of the first event that was not OK, or OK; *sent
+ * gets what went out, *early whether anything went out before the last
+ * piece. */
+static enum tg_stream_verdict
+feed_arguments(struct tg_filter *f, struct tg_filter_log *log, const char *args, size_t cut,
+               size_t step, char **sent, int *early)
+{
+	const struct tg_filter *slot[1];
+	struct tg_filter_chain chain;
+	struct evbuffer *out = evbuffer_new();
+	struct tg_filter_stream *s = new_stream(f, log, slot, &chain, out);
+	enum tg_stream_verdict v = TG_STREAM_OK;
+	size_t len = strlen(args);
+
+	*early = 0;
+	for (size_t from = 0, to = cut; from < len && v == TG_STREAM_OK;) {
+		json_t *piece = json_stringn(args + from, to - from);
+		json_t *chunk = json_pack("{s:[{s:i, s:{s:[{s:i, s:{s:o}}]}}]}", "choices", "index", 0,
+		                          "delta", "tool_calls", "index", 0, "function",
+		                          "arguments", piece);
+		char *data = json_dumps(chunk, JSON_COMPACT);
+
+		if (to == len)
+			*early = evbuffer_get_length(out) > 0;
+		v = feed_data(s, data, 0);
+		free(data);
+		json_decref(chunk);
+		from = to;
+		to = step == 0 || len - to < step ? len : to + step;
+	}
+	if (v == TG_STREAM_OK)
+		v = feed(s, "data: [DONE]\n\n", out);
+	*sent = take(out);
+	evbuffer_free(out);
+	tg_filter_stream_free(s);
+	return v;
+}
+
+/* The arguments in the chunks of an SSE text, joined. */
+static void
+joined_arguments(const char *sse, char *args)
+{
+	args[0] = '\0';
+	for (const char *p = sse; (p = strstr(p, "data: {")) != NULL; p++) {
+		json_t *chunk = json_loadb(p + 6, strcspn(p + 6, "\n"), 0, NULL);
+		json_t *a = json_object_get(json_object_get(json_array_get(json_object_get(
+		                json_object_get(json_array_get(json_object_get(chunk, "choices"), 0),
+		                "delta"), "tool_calls"), 0), "function"), "arguments");
+
+		if (json_is_string(a))
+			strcat(args, json_string_value(a));
+		json_decref(chunk);
+	}
+}
+
+/* Each string value of streamed arguments is a text of its own: an
+ * anchored rule matches one whole, and a mask rewrites it in place, once,
+ * wherever the events cut the text. */
+START_TEST(argument_value_masked_at_every_cut)
+{
+	const char *args = "{\"a\":\"token\",\"b\":[\"x token\",\"mail jane@example.com\"]}";
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, value_rules);
+
+	for (size_t cut = 1; cut < strlen(args); cut++) {
+		struct tg_filter_log log = {0};
+		char joined[256];
+		char *sent;
+		int early;
+
+		ck_assert_int_eq(feed_arguments(f, &log, args, cut, 0, &sent, &early), TG_STREAM_OK);
+		joined_arguments(sent, joined);
+		ck_assert_msg(strcmp(joined, "{\"a\":\"[REDACTED:tok]\",\"b\":[\"x token\","
+		                     "\"mail [REDACTED:email]\"]}") == 0, "cut %zu: %s", cut, joined);
+		ck_assert_uint_eq(log.n, 2);
+		ck_assert_uint_eq(log.counts[0], 1);
+		ck_assert_uint_eq(log.counts[1], 1);
+		free(sent);
+		tg_filter_log_free(&log);
+	}
+	destroy_filter(f);
+}
+END_TEST
+
+/* A block filter ends the stream before the value goes out. */
+START_TEST(argument_value_blocked_at_every_cut)
+{
+	const char *args = "{\"a\":\"token\"}";
+	struct tg_filter *f = make_filter("deny", TG_ACTION_BLOCK, TG_SIDE_RESPONSE, value_rules);
+
+	for (size_t cut = 1; cut < strlen(args); cut++) {
+		struct tg_filter_log log = {0};
+		char *sent;
+		int early;
+
+		ck_assert_int_eq(feed_arguments(f, &log, args, cut, 0, &sent, &early), TG_STREAM_BLOCK);
+		ck_assert_msg(strstr(sent, "token") == NULL, "cut %zu: %s", cut, sent);
+		free(sent);
+		tg_filter_log_free(&log);
+	}
+	destroy_filter(f);
+}
+END_TEST
+
+/* A flag filter records a match once, though the scan of the whole text
+ * and the scan of the value both find it. The order of the two rules
+ * depends on where the events cut the text. */
+START_TEST(argument_value_flagged_once)
+{
+	const char *args = "{\"a\":\"token\",\"to\":\"jane@example.com\"}";
+	struct tg_filter *f = make_filter("pii", TG_ACTION_FLAG, TG_SIDE_RESPONSE, value_rules);
+
+	for (size_t cut = 1; cut < strlen(args); cut++) {
+		struct tg_filter_log log = {0};
+		char *sent;
+		int early;
+
+		ck_assert_int_eq(feed_arguments(f, &log, args, cut, 0, &sent, &early), TG_STREAM_OK);
+		ck_assert_uint_eq(log.n, 2);
+		ck_assert_str_ne(log.items[0].rule, log.items[1].rule);
+		ck_assert_uint_eq(log.counts[0], 1);
+		ck_assert_uint_eq(log.counts[1], 1);
+		free(sent);
+		tg_filter_log_free(&log);
+	}
+	destroy_filter(f);
+}
+END_TEST
+
+/* A match that only the decoded value shows still blocks a mask filter. */
+START_TEST(argument_escaped_value_blocks)
+{
+	const char *args = "{\"a\":\"tok\\u0065n\"}";
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, value_rules);
+	struct tg_filter_log log = {0};
+	char *sent;
+	int early;
+
+	ck_assert_int_eq(feed_arguments(f, &log, args, 8, 0, &sent, &early), TG_STREAM_BLOCK);
+	free(sent);
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
+/* An open value is held at most "hold" bytes: the start of a long one
+ * goes out before its end comes. */
+START_TEST(argument_value_hold_bounded)
+{
+	char args[256] = "{\"a\":\"";
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, value_rules);
+	struct tg_filter_log log = {0};
+	char *sent;
+	int early;
+
+	memset(args + strlen(args), 'x', 200);
+	strcat(args, "\"}");
+	f->hold = 32;
+	ck_assert_int_eq(feed_arguments(f, &log, args, 20, 20, &sent, &early), TG_STREAM_OK);
+	ck_assert_int_eq(early, 1);
+	free(sent);
+
+	f->hold = TG_FILTER_HOLD;
+	ck_assert_int_eq(feed_arguments(f, &log, args, 20, 20, &sent, &early), TG_STREAM_OK);
+	ck_assert_int_eq(early, 0);
+	free(sent);
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
 /* Data that a tree would not keep whole fails the stream, also when the
  * texts look harmless, read by the stream or in the relay's digest pass. */
 static const char *const unreadable[] = {
@@ -1459,6 +1634,11 @@ filter_stream_suite(void)
 	tcase_add_test(tc, mask_among_escapes);
 	tcase_add_test(tc, multi_choice_events);
 	tcase_add_test(tc, tool_calls_share_events);
+	tcase_add_test(tc, argument_value_masked_at_every_cut);
+	tcase_add_test(tc, argument_value_blocked_at_every_cut);
+	tcase_add_test(tc, argument_value_flagged_once);
+	tcase_add_test(tc, argument_escaped_value_blocks);
+	tcase_add_test(tc, argument_value_hold_bounded);
 	tcase_add_loop_test(tc, unreadable_event_fails, 0,
 	                    2 * (int)(sizeof(unreadable) / sizeof(unreadable[0])));
 	tcase_add_test(tc, unsure_event_read);
