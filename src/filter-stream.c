@@ -138,8 +138,6 @@ struct tg_filter_stream {
 	struct plain_value *plain;      /* string values without an escape
 	                                   that the decoder completed */
 	size_t n_plain, cap_plain;
-	size_t value_hold;      /* the largest "hold" of a filter that
-	                           holds: the most of an open value held */
 
 	struct event *timer;    /* hold_timeout; NULL when no filter has one */
 	uint64_t timer_at;      /* tg_now_ns() time it is armed for; 0: not */
@@ -213,8 +211,6 @@ tg_filter_stream_new(const struct tg_filter_chain *chain, struct tg_filter_log *
 			continue;
 		s->filters[s->n_filters++] = f;
 		s->holds |= f->action != TG_ACTION_FLAG;
-		if (f->action != TG_ACTION_FLAG && f->hold > s->value_hold)
-			s->value_hold = f->hold;
 		if (f->lookbehind > s->context)
 			s->context = f->lookbehind;
 		timed |= has_hold_timeout(f);
@@ -583,45 +579,58 @@ scan_filter(struct tg_filter_stream *s, size_t i, struct window *w, int final)
 }
 
 /*
+ * Return where a string value of the JSON text in w may be open: the end
+ * of the last string the decoder read, or 0 when that was trimmed. A mask
+ * rewrites a value in place once it is complete (scan_plain_value()), so
+ * the filters that change text hold it. SIZE_MAX when w is no JSON text,
+ * or no more of it can come.
+ */
+static size_t
+open_value(const struct window *w)
+{
+	size_t open;
+
+	if (w->args == NULL || w->args->stopped)
+		return SIZE_MAX;
+	open = w->args->token_end - w->trimmed;
+	return open <= w->len ? open : 0;
+}
+
+/*
  * Where filter i holds the window's text from. A flag filter changes no
  * text, so it holds none: its matches are recorded when they complete,
- * after their text may have gone. Others hold from scan_from, or from
- * where their hold_timeout let go, whichever is later.
+ * after their text may have gone. Others hold from scan_from, or from an
+ * open value, at most "hold" bytes of it, or from where their
+ * hold_timeout let go, whichever is later.
  */
 static size_t
 hold_point(const struct tg_filter_stream *s, const struct window *w, size_t i)
 {
-	if (s->filters[i]->action == TG_ACTION_FLAG)
+	const struct tg_filter *f = s->filters[i];
+	size_t h = w->scan_from[i];
+	size_t open = open_value(w);
+
+	if (f->action == TG_ACTION_FLAG)
 		return w->len;
-	return w->scan_from[i] > w->let_go[i] ? w->scan_from[i] : w->let_go[i];
+	if (open != SIZE_MAX && w->len - open > f->hold)
+		open = char_boundary(w, w->len - f->hold);
+	if (open < h)
+		h = open;
+	return h > w->let_go[i] ? h : w->let_go[i];
 }
 
-/*
- * Return the window offset from which the JSON text decoder keeps the
+/* Return the window offset from which the JSON text decoder keeps the
  * window's text back, or SIZE_MAX for none. Text that hold_timeout released
- * before it was settled is not decoded yet, so a backslash there counts too.
- * A string with an escape is held whole. Without one, the text after the
- * last string is held, since a value may be open there whose match a mask
- * rewrites in place (scan_plain_value()), at most s->value_hold bytes.
- */
+ * before it was settled is not decoded yet, so a backslash there counts too. */
 static size_t
-decoded_hold(const struct tg_filter_stream *s, const struct window *w)
+decoded_hold(const struct window *w)
 {
-	size_t hold, open;
+	size_t hold;
 
 	if (w->args == NULL)
 		return SIZE_MAX;
 	hold = tg_args_hold(w->args, memchr(w->text + w->fed, '\\', w->len - w->fed) != NULL);
-	if (hold != SIZE_MAX)
-		return hold - w->trimmed;
-	if (w->args->stopped)
-		return SIZE_MAX;
-
-	/* Past the window's end when the decoder's last string was trimmed. */
-	open = w->args->token_end - w->trimmed;
-	if (open > w->len || w->len - open > s->value_hold)
-		open = w->len > s->value_hold ? char_boundary(w, w->len - s->value_hold) : 0;
-	return open;
+	return hold == SIZE_MAX ? hold : hold - w->trimmed;
 }
 
 /* Text before the lowest hold point may be sent. Called after masking,
@@ -632,7 +641,7 @@ static void
 update_release(const struct tg_filter_stream *s, struct window *w)
 {
 	size_t release = w->len;
-	size_t decoded = s->holds ? decoded_hold(s, w) : SIZE_MAX;
+	size_t decoded = s->holds ? decoded_hold(w) : SIZE_MAX;
 
 	for (size_t i = 0; i < s->n_filters; i++) {
 		size_t h = hold_point(s, w, i);
@@ -723,7 +732,7 @@ settled_end(const struct tg_filter_stream *s, const struct window *w)
 static void
 drop_raw_matches(struct tg_scan *sc, const struct tg_match *raw, size_t n_raw, size_t start)
 {
-	size_t kept = 0;
+	size_t n_new = 0;
 
 	for (size_t k = 0; k < sc->n_matches; k++) {
 		struct tg_match m = sc->matches[k];
@@ -734,9 +743,9 @@ drop_raw_matches(struct tg_scan *sc, const struct tg_match *raw, size_t n_raw, s
 		for (size_t j = 0; j < n_raw && !seen; j++)
 			seen = raw[j].start == m.start && raw[j].end == m.end && raw[j].rule == m.rule;
 		if (!seen)
-			sc->matches[kept++] = m;
+			sc->matches[n_new++] = m;
 	}
-	sc->n_matches = kept;
+	sc->n_matches = n_new;
 }
 
 /*

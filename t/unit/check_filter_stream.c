@@ -1165,6 +1165,34 @@ START_TEST(timeout_releases_held_word)
 }
 END_TEST
 
+/* An open value of tool call arguments, held so that a mask can rewrite
+ * it in place, goes out too once hold_timeout passed. */
+START_TEST(timeout_releases_open_value)
+{
+	static const char *const rules[] = {"tok=^token$", NULL};
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, rules);
+	const char *data = "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,"
+	                   "\"function\":{\"arguments\":\"{\\\"a\\\":\\\"tok\"}}]}}]}";
+	char *sent;
+	struct timed t;
+
+	f->hold_timeout = 1;
+	timed_start(&t, f, NULL);
+	ck_assert_int_eq(feed_data(t.s, data, 0), TG_STREAM_OK);
+	ck_assert_uint_eq(tg_filter_stream_held(t.s), 1);
+	ck_assert_int_eq(timers(&t), 1);
+
+	ck_assert_int_eq(event_base_dispatch(t.base), 1);
+	ck_assert_uint_eq(tg_filter_stream_held(t.s), 0);
+	sent = take(t.out);
+	ck_assert_ptr_nonnull(strstr(sent, data));
+
+	free(sent);
+	timed_end(&t);
+	destroy_filter(f);
+}
+END_TEST
+
 /* Without hold_timeout there is no timer: the word waits for the event
  * that decides it. */
 START_TEST(no_timeout_holds_until_next_event)
@@ -1647,6 +1675,7 @@ filter_stream_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("hold_timeout");
+	tcase_add_test(tc, timeout_releases_open_value);
 	tcase_add_test(tc, timeout_releases_held_word);
 	tcase_add_test(tc, no_timeout_holds_until_next_event);
 	tcase_add_test(tc, timeout_keeps_other_filters_hold);
