@@ -100,6 +100,63 @@ START_TEST(pieces_cut_anywhere)
 }
 END_TEST
 
+/* The values of a whole text are its strings, decoded, and its numbers as
+ * written. Keys and literals are left out. */
+START_TEST(values_of_whole_text)
+{
+	const char *text = "{\"to\":\"a\\u0040b.com\",\"k\\u0065y\":[12,\"x@y.com\",true,null,-1.5e3]}";
+	const char *bad = "{\"to\":\"a@b.com\"";
+	struct seen seen = {{0}, 0};
+
+	ck_assert_int_eq(tg_args_values(text, strlen(text), collect, &seen), 0);
+	ck_assert_str_eq(seen.text, "a@b.com|12|x@y.com|-1.5e3|");
+	ck_assert_int_eq(tg_args_values(text, strlen(text), stop, NULL), 1);
+	ck_assert_int_eq(tg_args_values(bad, strlen(bad), stop, NULL), 1);
+	ck_assert_int_eq(tg_args_values(bad, strlen(bad), collect, &seen), TG_ARGS_NOT_JSON);
+}
+END_TEST
+
+/* A decoder with what it passed on. A '\\' after a string marks one that
+ * was written with an escape. */
+struct marked {
+	struct tg_args_decoder d;
+	struct seen seen;
+};
+
+static int
+collect_marked(void *arg, const char *text, size_t len)
+{
+	struct marked *m = arg;
+
+	collect(&m->seen, text, len);
+	if (m->d.last_escaped)
+		collect(&m->seen, "\\", 1);
+	return 0;
+}
+
+/* With values set, the decoder passes every string value as it completes,
+ * wherever the pieces are cut, and marks the ones written with an escape.
+ * It passes keys only when they were. */
+START_TEST(decoder_passes_every_value)
+{
+	const char *text = "{\"a\":\"tok\",\"k\\u0065y\":\"b\\u0040c\",\"plain\":[\"x\"]}";
+	size_t len = strlen(text);
+
+	for (size_t cut = 1; cut < len; cut++) {
+		struct marked m;
+
+		memset(&m, 0, sizeof(m));
+		ck_assert_int_eq(tg_args_open(&m.d, collect_marked, &m), 0);
+		m.d.values = 1;
+		ck_assert_int_eq(tg_args_feed(&m.d, text, cut, 0), 0);
+		ck_assert_int_eq(tg_args_feed(&m.d, text + cut, len - cut, 1), 0);
+		ck_assert_msg(strcmp(m.seen.text, "tok|key|\\|b@c|\\|x|") == 0, "cut at %zu: %s",
+		              cut, m.seen.text);
+		tg_args_close(&m.d);
+	}
+}
+END_TEST
+
 static Suite *
 filter_args_suite(void)
 {
@@ -109,6 +166,8 @@ filter_args_suite(void)
 	tcase_add_test(tc, escaped_strings_decoded);
 	tcase_add_test(tc, not_json_or_no_escape);
 	tcase_add_test(tc, pieces_cut_anywhere);
+	tcase_add_test(tc, values_of_whole_text);
+	tcase_add_test(tc, decoder_passes_every_value);
 	suite_add_tcase(s, tc);
 	return s;
 }
