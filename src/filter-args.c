@@ -23,6 +23,7 @@ token_escaped(struct tg_args_decoder *d)
 	int escaped = (d->token_end < d->base && d->escaped) ||
 	              (from < end && memchr(d->data + from, '\\', end - from) != NULL);
 
+	d->token_start = d->token_end;
 	d->token_end = d->base + end;
 	d->escaped = 0;
 	return escaped;

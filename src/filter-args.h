@@ -30,6 +30,8 @@ struct tg_args_decoder {
 	const char *data;       /* the piece the parse under way was given */
 	size_t base;            /* its offset in the whole text */
 	size_t token_end;       /* offset just after the last string or key */
+	size_t token_start;     /* token_end of the one before it, where the
+	                           text of the last string or key began */
 	int escaped;            /* the text before the piece, from token_end
 	                           on, has a backslash */
 	int stopped;            /* not JSON, or fn returned nonzero */

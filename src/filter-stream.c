@@ -138,6 +138,8 @@ struct tg_filter_stream {
 	struct plain_value *plain;      /* string values without an escape
 	                                   that the decoder completed */
 	size_t n_plain, cap_plain;
+	size_t value_keep;      /* the largest "hold" of the filters: the
+	                           most of an open string value kept */
 
 	struct event *timer;    /* hold_timeout; NULL when no filter has one */
 	uint64_t timer_at;      /* tg_now_ns() time it is armed for; 0: not */
@@ -211,6 +213,8 @@ tg_filter_stream_new(const struct tg_filter_chain *chain, struct tg_filter_log *
 			continue;
 		s->filters[s->n_filters++] = f;
 		s->holds |= f->action != TG_ACTION_FLAG;
+		if (f->hold > s->value_keep)
+			s->value_keep = f->hold;
 		if (f->lookbehind > s->context)
 			s->context = f->lookbehind;
 		timed |= has_hold_timeout(f);
@@ -686,8 +690,82 @@ keep_plain_value(struct tg_filter_stream *s, struct window *w, const char *text,
 	return 0;
 }
 
+/* Copy the matches of the last scan to *out, NULL when there are none.
+ * Returns 0, or -1 when out of memory. */
+static int
+copy_matches(const struct tg_scan *sc, struct tg_match **out, size_t *n)
+{
+	*out = NULL;
+	*n = sc->n_matches;
+	if (*n == 0)
+		return 0;
+	*out = malloc(*n * sizeof(**out));
+	if (*out == NULL)
+		return -1;
+	memcpy(*out, sc->matches, *n * sizeof(**out));
+	return 0;
+}
+
+/* Whether one of the *n matches in raw, of the window's text, has the rule
+ * and the bytes of match m of the decoded text. The one found is removed,
+ * so that it pairs with one decoded match only. */
+static int
+take_raw_match(struct tg_match *raw, size_t *n, const char *window_text, const struct tg_match *m,
+               const char *text)
+{
+	size_t len = m->end - m->start;
+
+	for (size_t j = 0; j < *n; j++) {
+		if (raw[j].rule == m->rule && raw[j].end - raw[j].start == len &&
+		    memcmp(window_text + raw[j].start, text + m->start, len) == 0) {
+			raw[j] = raw[--*n];
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Record the matches of flag filter f in text, a string of w's JSON text
+ * decoded, that was written with an escape. A match the scan of the whole
+ * text recorded is left out: one with the same rule and bytes in the text
+ * from the end of the string or key before. A match that spans no escape
+ * reads the same in both. Returns 0, or -1 when a scan failed or memory
+ * ran out.
+ */
+static int
+flag_decoded(struct tg_filter_stream *s, const struct tg_filter *f, const struct window *w,
+             const char *text, size_t len)
+{
+	struct tg_scan *sc = &s->scan;
+	size_t from = w->args->token_start - w->trimmed;
+	size_t to = w->args->token_end - w->trimmed;
+	struct tg_match *raw = NULL;
+	size_t n_raw = 0;
+	int rc = 0;
+
+	/* A start that was trimmed wraps past the end. */
+	if (from <= to && to <= w->len &&
+	    (tg_scan_run(sc, f, w->text, to, from, 0) != 0 || copy_matches(sc, &raw, &n_raw) != 0))
+		return -1;
+	if (tg_scan_run(sc, f, text, len, 0, 0) != 0) {
+		free(raw);
+		return -1;
+	}
+
+	for (size_t k = 0; k < sc->n_matches && rc == 0; k++) {
+		if (take_raw_match(raw, &n_raw, w->text, &sc->matches[k], text))
+			continue;
+		rc = tg_filter_log_add(s->log, f, sc->matches[k].rule->name, TG_ACTION_FLAG,
+		                       TG_SIDE_RESPONSE, 0);
+	}
+	free(raw);
+	return rc != 0 ? -1 : 0;
+}
+
 /* A string of a JSON text, decoded, that had an escape: scan it with
- * every filter (tg_filter_decoded_text()). Stops the decoder at a block. */
+ * every filter (tg_filter_decoded_text(), or flag_decoded() for a flag
+ * filter). Stops the decoder at a block. */
 static int
 on_decoded(void *arg, const char *text, size_t len)
 {
@@ -697,8 +775,11 @@ on_decoded(void *arg, const char *text, size_t len)
 		return keep_plain_value(s, s->decoding, text, len);
 
 	for (size_t i = 0; i < s->n_filters; i++) {
-		int rc = tg_filter_decoded_text(s->filters[i], TG_SIDE_RESPONSE, s->log, &s->scan,
-		                                text, len, &s->decoded_block);
+		const struct tg_filter *f = s->filters[i];
+		int rc = f->action == TG_ACTION_FLAG
+		         ? flag_decoded(s, f, s->decoding, text, len)
+		         : tg_filter_decoded_text(f, TG_SIDE_RESPONSE, s->log, &s->scan, text, len,
+		                                  &s->decoded_block);
 
 		if (rc < 0)
 			s->decoded_failed = 1;
@@ -766,15 +847,9 @@ scan_plain_value(struct tg_filter_stream *s, size_t i, struct window *w, size_t 
 	struct tg_match *raw = NULL;
 	size_t n_raw;
 
-	if (tg_scan_run(sc, f, w->text, start + *len, start, 0) != 0)
+	if (tg_scan_run(sc, f, w->text, start + *len, start, 0) != 0 ||
+	    copy_matches(sc, &raw, &n_raw) != 0)
 		return TG_STREAM_ERROR;
-	n_raw = sc->n_matches;
-	if (n_raw > 0) {
-		raw = malloc(n_raw * sizeof(*raw));
-		if (raw == NULL)
-			return TG_STREAM_ERROR;
-		memcpy(raw, sc->matches, n_raw * sizeof(*raw));
-	}
 	if (tg_scan_run(sc, f, w->text + start, *len, 0, 0) != 0) {
 		free(raw);
 		return TG_STREAM_ERROR;
@@ -860,6 +935,7 @@ static void
 trim_window(const struct tg_filter_stream *s, struct window *w)
 {
 	size_t keep = w->release;
+	size_t open = open_value(w);
 	size_t cut;
 
 	if (w->n_pieces > 0 && w->pieces[0].start < keep)
@@ -868,6 +944,14 @@ trim_window(const struct tg_filter_stream *s, struct window *w)
 		if (w->scan_from[i] < keep)
 			keep = w->scan_from[i];
 	}
+
+	/* The text of an open string value stays, sent or not, so that the
+	 * value is scanned whole when it completes (keep_plain_value()), and
+	 * a flag filter finds there what it recorded (flag_decoded()). */
+	if (open != SIZE_MAX && w->len - open > s->value_keep)
+		open = char_boundary(w, w->len - s->value_keep);
+	if (open < keep)
+		keep = open;
 
 	cut = keep;
 	for (uint32_t n = 0; cut > 0 && n < s->context; n++) {

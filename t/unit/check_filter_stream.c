@@ -862,6 +862,53 @@ START_TEST(argument_value_flagged_once)
 }
 END_TEST
 
+/* A flag filter keeps no text back, so a value's start goes out before
+ * its end comes. The value is still scanned whole. */
+START_TEST(sent_value_start_still_flagged)
+{
+	static const char *const rules[] = {"tok=^token$", NULL};
+	const char *args = "{\"n\":1,\"a\":\"token\"}";
+	struct tg_filter *f = make_filter("pii", TG_ACTION_FLAG, TG_SIDE_RESPONSE, rules);
+
+	for (size_t cut = 1; cut < strlen(args); cut++) {
+		struct tg_filter_log log = {0};
+		char *sent;
+		int early;
+
+		ck_assert_int_eq(feed_arguments(f, &log, args, cut, 0, &sent, &early), TG_STREAM_OK);
+		ck_assert_msg(log.n == 1, "cut %zu: %zu decisions", cut, log.n);
+		ck_assert_uint_eq(log.counts[0], 1);
+		free(sent);
+		tg_filter_log_free(&log);
+	}
+	destroy_filter(f);
+}
+END_TEST
+
+/* In a string written with an escape, a match that the scan of the whole
+ * text finds too is flagged once, and one that only the decoded string
+ * shows is flagged as well. */
+START_TEST(escaped_value_flagged_once)
+{
+	const char *args = "{\"a\":\"line\\nmail jane@example.com\",\"b\":\"j\\u0040e.com\"}";
+	struct tg_filter *f = make_filter("pii", TG_ACTION_FLAG, TG_SIDE_RESPONSE, value_rules);
+
+	for (size_t cut = 1; cut < strlen(args); cut++) {
+		struct tg_filter_log log = {0};
+		char *sent;
+		int early;
+
+		ck_assert_int_eq(feed_arguments(f, &log, args, cut, 0, &sent, &early), TG_STREAM_OK);
+		ck_assert_uint_eq(log.n, 1);
+		ck_assert_str_eq(log.items[0].rule, "email");
+		ck_assert_msg(log.counts[0] == 2, "cut %zu: %u flags", cut, log.counts[0]);
+		free(sent);
+		tg_filter_log_free(&log);
+	}
+	destroy_filter(f);
+}
+END_TEST
+
 /* A match that only the decoded value shows still blocks a mask filter. */
 START_TEST(argument_escaped_value_blocks)
 {
@@ -1666,6 +1713,8 @@ filter_stream_suite(void)
 	tcase_add_test(tc, argument_value_blocked_at_every_cut);
 	tcase_add_test(tc, argument_value_flagged_once);
 	tcase_add_test(tc, argument_escaped_value_blocks);
+	tcase_add_test(tc, escaped_value_flagged_once);
+	tcase_add_test(tc, sent_value_start_still_flagged);
 	tcase_add_test(tc, argument_value_hold_bounded);
 	tcase_add_loop_test(tc, unreadable_event_fails, 0,
 	                    2 * (int)(sizeof(unreadable) / sizeof(unreadable[0])));
