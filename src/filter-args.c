@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "filter-args.h"
+#include "yajl-arena.h"
 
 /* Whether the string or key just read was written with an escape, and
  * move token_end past it. */
@@ -160,7 +161,7 @@ int
 tg_args_values(const char *text, size_t len, tg_text_fn *fn, void *arg)
 {
 	struct values_read v = {fn, arg, 0};
-	yajl_handle h = yajl_alloc(&VALUE_CALLBACKS, NULL, &v);
+	yajl_handle h = tg_yajl_alloc(&VALUE_CALLBACKS, &v);
 	yajl_status st;
 
 	if (h == NULL)
@@ -168,7 +169,7 @@ tg_args_values(const char *text, size_t len, tg_text_fn *fn, void *arg)
 	st = yajl_parse(h, (const unsigned char *)text, len);
 	if (st == yajl_status_ok)
 		st = yajl_complete_parse(h);
-	yajl_free(h);
+	tg_yajl_free(h);
 
 	if (v.fn_stopped)
 		return 1;

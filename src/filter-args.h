@@ -80,7 +80,9 @@ int tg_args_read(const char *text, size_t len, tg_text_fn *fn, void *arg);
 /*
  * Call fn on each string value of the JSON text of len bytes, decoded, and
  * on the text of each number. Keys are not values, nor are literals
- * (true, false, null). The whole text goes to one yajl_parse() call, so a
+ * (true, false, null). The parse takes its memory from the thread's block
+ * (yajl-arena.h), so it may run inside a callback of the parse of the body
+ * around the text. The whole text goes to one yajl_parse() call, so a
  * string written without an escape and every number reach fn in place, at
  * their offsets in text. A string with an escape reaches fn from yajl's
  * own buffer. Returns 0 when the text is JSON and fn never returned nonzero,
