@@ -316,7 +316,10 @@ tg_filter_stream_held(const struct tg_filter_stream *s)
 /* --- windows ------------------------------------------------------------ */
 
 /* Whether the texts of kind are JSON texts in a string, whose escaped
- * strings clients decode (filter-args.h). */
+ * strings clients decode (filter-args.h). Their string values are
+ * scanned one by one besides (scan_plain_value()).
+ * NOTE: a number is read only in the plain text, so a mask on a card
+ * number outside quotes leaves the streamed arguments invalid JSON. */
 static int
 inner_json_kind(enum tg_chunk_kind kind)
 {
