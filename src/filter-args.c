@@ -127,9 +127,10 @@ tg_args_read(const char *text, size_t len, tg_text_fn *fn, void *arg)
 
 /* The state of tg_args_values(). */
 struct values_read {
-	tg_text_fn *fn;
+	tg_args_value_fn *fn;
 	void *arg;
 	int fn_stopped;
+	yajl_handle h;
 };
 
 static int
@@ -137,7 +138,8 @@ on_value(void *ctx, const char *s, size_t len)
 {
 	struct values_read *v = ctx;
 
-	if (v->fn(v->arg, s, len) != 0) {
+	/* Inside a callback, yajl has consumed the value's token whole. */
+	if (v->fn(v->arg, s, len, yajl_get_bytes_consumed(v->h)) != 0) {
 		v->fn_stopped = 1;
 		return 0;
 	}
@@ -158,14 +160,15 @@ static const yajl_callbacks VALUE_CALLBACKS = {
 };
 
 int
-tg_args_values(const char *text, size_t len, tg_text_fn *fn, void *arg)
+tg_args_values(const char *text, size_t len, tg_args_value_fn *fn, void *arg)
 {
-	struct values_read v = {fn, arg, 0};
+	struct values_read v = {fn, arg, 0, NULL};
 	yajl_handle h = tg_yajl_alloc(&VALUE_CALLBACKS, &v);
 	yajl_status st;
 
 	if (h == NULL)
 		return -1;
+	v.h = h;
 	st = yajl_parse(h, (const unsigned char *)text, len);
 	if (st == yajl_status_ok)
 		st = yajl_complete_parse(h);

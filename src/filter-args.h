@@ -74,6 +74,11 @@ void tg_args_close(struct tg_args_decoder *d);
  */
 int tg_args_read(const char *text, size_t len, tg_text_fn *fn, void *arg);
 
+/* A value that tg_args_values() passes: its decoded text of len bytes,
+ * and end, the offset in the arguments just past the value as written
+ * (past the closing quote of a string). */
+typedef int tg_args_value_fn(void *arg, const char *text, size_t len, size_t end);
+
 /* The result of tg_args_values() for a text that is not JSON. */
 #define TG_ARGS_NOT_JSON 2
 
@@ -90,6 +95,6 @@ int tg_args_read(const char *text, size_t len, tg_text_fn *fn, void *arg);
  * the text is not JSON, though fn may have seen the values before the
  * fault, and -1 when out of memory.
  */
-int tg_args_values(const char *text, size_t len, tg_text_fn *fn, void *arg);
+int tg_args_values(const char *text, size_t len, tg_args_value_fn *fn, void *arg);
 
 #endif

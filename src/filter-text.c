@@ -420,9 +420,18 @@ on_map_key(void *ctx, const unsigned char *key, size_t len)
  * go on, 0 to stop; out of memory stops the read too, which then fails
  * closed. */
 static int
+pass_value(void *arg, const char *text, size_t len, size_t end)
+{
+	struct text_reader *r = arg;
+
+	(void)end;
+	return r->fn(r->arg, text, len);
+}
+
+static int
 read_arguments(struct text_reader *r, const char *s, size_t len)
 {
-	int rc = tg_args_values(s, len, r->fn, r->arg);
+	int rc = tg_args_values(s, len, pass_value, r);
 
 	if (rc == TG_ARGS_NOT_JSON) {
 		if (r->fn(r->arg, s, len) != 0)
@@ -751,19 +760,54 @@ run_regex_not_json(const struct tg_filter *f, enum tg_side side, json_t *value,
 	return run_regex_inner(f, side, value, log, sc, res);
 }
 
-/* The values of one text of arguments, kept by tg_args_values(). */
+/* The values of one text of arguments, kept by tg_args_values(), with
+ * where each ends as written. */
 struct kept_values {
 	const char *raw;
 	size_t raw_len;
 	struct tg_text_spans spans;
+	size_t *ends;           /* one per span */
+	size_t cap_ends;
 };
 
 static int
-keep_value(void *arg, const char *text, size_t len)
+keep_value(void *arg, const char *text, size_t len, size_t end)
 {
 	struct kept_values *k = arg;
 
+	if (k->spans.n == k->cap_ends) {
+		size_t cap = k->cap_ends ? 2 * k->cap_ends : 8;
+		size_t *ends = realloc(k->ends, cap * sizeof(*ends));
+
+		if (ends == NULL)
+			return 1;
+		k->ends = ends;
+		k->cap_ends = cap;
+	}
+	k->ends[k->spans.n] = end;
 	return tg_text_spans_add(&k->spans, k->raw, k->raw_len, text, len) != 0;
+}
+
+/* The offset of the opening quote of the string that ends at end (past
+ * its closing quote) in raw. Every quote inside a JSON string is escaped,
+ * that is after an odd number of backslashes, so the opening quote is the
+ * last one before the closing quote that follows an even number. */
+static size_t
+string_start(const char *raw, size_t end)
+{
+	size_t q = end - 1;
+
+	while (q-- > 0) {
+		size_t backslashes = 0;
+
+		if (raw[q] != '"')
+			continue;
+		while (backslashes < q && raw[q - 1 - backslashes] == '\\')
+			backslashes++;
+		if (backslashes % 2 == 0)
+			return q;
+	}
+	return 0;       /* not reached for text that yajl read as JSON */
 }
 
 /* The arguments as f masks their values, written again. */
@@ -774,38 +818,47 @@ struct masked_args {
 };
 
 /*
- * Write the arguments from m->done up to the value of span, then the
- * value with the matches of the last scan masked. A string is written
- * again, quotes and all, so that a replacement with a quote or a
- * backslash stays valid JSON. A number becomes a string of the masked
- * digits: masked in place they would leave the arguments invalid JSON.
+ * Write the arguments from m->done up to value i, then the value with the
+ * matches of the last scan, in its decoded text, masked. A string is
+ * written again, quotes and all, so that a replacement with a quote or a
+ * backslash stays valid JSON, and a string written with escapes is
+ * written with the escapes JSON needs only. A number becomes a string of
+ * the masked digits: masked in place they would leave the arguments
+ * invalid JSON.
  */
 static int
-mask_value(const struct tg_filter *f, const char *raw, const struct tg_text_span *span,
+mask_value(const struct tg_filter *f, const struct kept_values *k, size_t i,
            const struct tg_scan *sc, struct masked_args *m)
 {
-	int string = span->at > 0 && raw[span->at - 1] == '"';
-	size_t from = string ? span->at - 1 : span->at;
-	size_t len;
-	char *masked = tg_filter_mask(f, raw + span->at, span->len, sc->matches, sc->n_matches,
-	                              &len);
+	const struct tg_text_span *span = &k->spans.items[i];
+	size_t from, to, len;
+	char *masked;
 
+	if (span->copied) {
+		to = k->ends[i];
+		from = string_start(k->raw, to);
+	} else {
+		int string = span->at > 0 && k->raw[span->at - 1] == '"';
+
+		from = string ? span->at - 1 : span->at;
+		to = span->at + span->len + (string ? 1 : 0);
+	}
+	masked = tg_filter_mask(f, tg_text_span_bytes(&k->spans, i, k->raw), span->len,
+	                        sc->matches, sc->n_matches, &len);
 	if (masked == NULL)
 		return -1;
-	tg_json_raw(&m->out, raw + m->done, from - m->done);
+	tg_json_raw(&m->out, k->raw + m->done, from - m->done);
 	tg_json_stringn(&m->out, masked, len);
 	free(masked);
-	m->done = span->at + span->len + (string ? 1 : 0);
+	m->done = to;
 	m->changed = 1;
 	return m->out.failed ? -1 : 0;
 }
 
 /*
- * Run f over value i of kept arguments. A value written without an escape
- * (a number, or a string that yajl passed in place) has its decoded
- * offsets at its written offsets, so a mask rewrites it there. A string
- * written with an escape is read decoded, where a mask has no place: a
- * match there blocks (tg_filter_decoded_text()).
+ * Run f over value i of kept arguments, decoded: record its matches, then
+ * block, or mask them by writing the value again (mask_value()). Its
+ * escapes cannot hide a match, and need no place for a mask.
  */
 static int
 run_regex_value(const struct tg_filter *f, enum tg_side side, const struct kept_values *k,
@@ -814,17 +867,6 @@ run_regex_value(const struct tg_filter *f, enum tg_side side, const struct kept_
 {
 	const struct tg_text_span *span = &k->spans.items[i];
 	const char *text = tg_text_span_bytes(&k->spans, i, k->raw);
-	const char *rule = NULL;
-	int rc;
-
-	if (span->copied) {
-		rc = tg_filter_decoded_text(f, side, log, sc, text, span->len, &rule);
-		if (rc == 1) {
-			res->blocked = f;
-			res->blocked_rule = rule;
-		}
-		return rc < 0 ? -1 : 0;
-	}
 
 	if (tg_scan_run(sc, f, text, span->len, 0, 0) != 0 || log_matches(f, side, log, sc) != 0)
 		return -1;
@@ -835,7 +877,7 @@ run_regex_value(const struct tg_filter *f, enum tg_side side, const struct kept_
 		res->blocked_rule = sc->matches[0].rule->name;
 		return 0;
 	}
-	return mask_value(f, k->raw, span, sc, m);
+	return mask_value(f, k, i, sc, m);
 }
 
 /*
@@ -875,7 +917,7 @@ static int
 run_regex_arguments(const struct tg_filter *f, enum tg_side side, json_t *value,
                     struct tg_filter_log *log, struct tg_scan *sc, struct tg_filter_result *res)
 {
-	struct kept_values k = {json_string_value(value), json_string_length(value), {0}};
+	struct kept_values k = {json_string_value(value), json_string_length(value), {0}, NULL, 0};
 	int rc = tg_args_values(k.raw, k.raw_len, keep_value, &k);
 
 	if (rc == TG_ARGS_NOT_JSON)
@@ -885,6 +927,7 @@ run_regex_arguments(const struct tg_filter *f, enum tg_side side, json_t *value,
 	else
 		rc = -1;
 	tg_text_spans_free(&k.spans);
+	free(k.ends);
 	return rc;
 }
 

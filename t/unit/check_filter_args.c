@@ -38,6 +38,38 @@ stop(void *arg, const char *text, size_t len)
 	return 1;
 }
 
+static int
+collect_value(void *arg, const char *text, size_t len, size_t end)
+{
+	(void)end;
+	return collect(arg, text, len);
+}
+
+static int
+stop_value(void *arg, const char *text, size_t len, size_t end)
+{
+	(void)end;
+	return stop(arg, text, len);
+}
+
+/* The end of each value as written, kept at the position past it. */
+struct value_ends {
+	size_t at[8];
+	size_t n;
+};
+
+static int
+keep_end(void *arg, const char *text, size_t len, size_t end)
+{
+	struct value_ends *e = arg;
+
+	(void)text;
+	(void)len;
+	ck_assert_uint_lt(e->n, 8);
+	e->at[e->n++] = end;
+	return 0;
+}
+
 /* Only strings and keys written with an escape are passed on, decoded. */
 START_TEST(escaped_strings_decoded)
 {
@@ -108,11 +140,26 @@ START_TEST(values_of_whole_text)
 	const char *bad = "{\"to\":\"a@b.com\"";
 	struct seen seen = {{0}, 0};
 
-	ck_assert_int_eq(tg_args_values(text, strlen(text), collect, &seen), 0);
+	ck_assert_int_eq(tg_args_values(text, strlen(text), collect_value, &seen), 0);
 	ck_assert_str_eq(seen.text, "a@b.com|12|x@y.com|-1.5e3|");
-	ck_assert_int_eq(tg_args_values(text, strlen(text), stop, NULL), 1);
-	ck_assert_int_eq(tg_args_values(bad, strlen(bad), stop, NULL), 1);
-	ck_assert_int_eq(tg_args_values(bad, strlen(bad), collect, &seen), TG_ARGS_NOT_JSON);
+	ck_assert_int_eq(tg_args_values(text, strlen(text), stop_value, NULL), 1);
+	ck_assert_int_eq(tg_args_values(bad, strlen(bad), stop_value, NULL), 1);
+	ck_assert_int_eq(tg_args_values(bad, strlen(bad), collect_value, &seen), TG_ARGS_NOT_JSON);
+}
+END_TEST
+
+/* A string value ends past its closing quote, escaped or not, so that a
+ * mask can write it again in place. */
+START_TEST(values_end_past_their_quotes)
+{
+	const char *text = "{\"to\":\"a\\u0040b.com\",\"q\":[\"x\\\\\\\"y\", \"z\"]}";
+	struct value_ends ends = {{0}, 0};
+
+	ck_assert_int_eq(tg_args_values(text, strlen(text), keep_end, &ends), 0);
+	ck_assert_uint_eq(ends.n, 3);
+	ck_assert_uint_eq(ends.at[0], strlen("{\"to\":\"a\\u0040b.com\""));
+	ck_assert_uint_eq(ends.at[1], strlen("{\"to\":\"a\\u0040b.com\",\"q\":[\"x\\\\\\\"y\""));
+	ck_assert_uint_eq(ends.at[2], strlen(text) - 2);
 }
 END_TEST
 
@@ -167,6 +214,7 @@ filter_args_suite(void)
 	tcase_add_test(tc, not_json_or_no_escape);
 	tcase_add_test(tc, pieces_cut_anywhere);
 	tcase_add_test(tc, values_of_whole_text);
+	tcase_add_test(tc, values_end_past_their_quotes);
 	tcase_add_test(tc, decoder_passes_every_value);
 	suite_add_tcase(s, tc);
 	return s;

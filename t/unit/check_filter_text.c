@@ -86,6 +86,13 @@ read_texts(const char *body, size_t len, size_t cut, struct texts *out)
 	return rc;
 }
 
+static int
+keep_value_text(void *arg, const char *text, size_t len, size_t end)
+{
+	(void)end;
+	return keep_text(arg, text, len);
+}
+
 /* Keep the texts the regex filters read in a text the tree walk
  * collected: the values of a tool call's arguments one by one when they
  * are JSON, or else the arguments and their escaped strings. */
@@ -95,7 +102,7 @@ keep_collected(struct texts *out, json_t *value, int inner_json)
 	const char *text = json_string_value(value);
 	size_t len = json_string_length(value);
 
-	if (inner_json && tg_args_values(text, len, keep_text, out) != TG_ARGS_NOT_JSON)
+	if (inner_json && tg_args_values(text, len, keep_value_text, out) != TG_ARGS_NOT_JSON)
 		return;
 	keep_text(out, text, len);
 	if (inner_json)
