@@ -62,8 +62,8 @@ struct tg_backend {
 	int port_number;        /* the same, 1 to 65535, parsed once */
 	struct sockaddr_storage addr;   /* host and port, when host is a
 	                                   numeric IPv4 or IPv6 address */
-	int addr_len;           /* of addr; 0 when host is a name, which is
-	                           resolved at each connect */
+	int addr_len;           /* of addr; 0 when host is a name, which each
+	                           worker resolves once per TTL (resolve.h) */
 	char *host_header;      /* value for the upstream Host header */
 	char *base_path;        /* URL path prefix without trailing '/', or "" */
 	char *api_key;          /* secret: never logged; NULL keeps the client's */
@@ -100,6 +100,16 @@ struct tg_limits {
 	tg_msec_t send_timeout;         /* no write progress to the client; 60s */
 };
 
+/* The "resolver" object: how workers look backend host names up. */
+struct tg_resolver_config {
+	size_t n_nameservers;
+	char **nameservers;     /* "IP" or "IP:port"; none: /etc/resolv.conf */
+	tg_msec_t min_ttl;      /* answers are kept at least this long */
+	tg_msec_t max_ttl;      /* ...and at most this long */
+	tg_msec_t max_stale;    /* a failing refresh keeps the last answer this
+	                           long past its expiry */
+};
+
 struct tg_config {
 	atomic_int refcount;
 	char *path;                     /* file it was loaded from */
@@ -119,6 +129,7 @@ struct tg_config {
 	struct tg_route *routes;
 
 	struct tg_limits limits;
+	struct tg_resolver_config resolver;
 
 	struct tg_cache_config *cache;
 	struct tg_filters_config *filters;

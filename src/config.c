@@ -81,6 +81,54 @@ static void parse_access_log(struct load_ctx *ctx, const char *path,
 	*FIELD(base, s, char *) = str;
 }
 
+/* A nameserver is an IP address, with a port or not: a name would need a
+ * resolver to find the resolver. */
+static char *parse_nameserver(struct load_ctx *ctx, const char *path, json_t *value)
+{
+	struct sockaddr_storage ss;
+	int len = (int)sizeof(ss);
+	const char *raw;
+	char q[QUOTE_LEN];
+	char *str = get_string(ctx, path, value, "an IP address with an optional port", &raw);
+
+	if (str == NULL)
+		return NULL;
+	if (evutil_parse_sockaddr_port(str, (struct sockaddr *)&ss, &len) != 0) {
+		report(ctx, path, "invalid nameserver %s; expected an IP address with an "
+		       "optional port, such as \"127.0.0.1:53\" or \"[::1]:5353\"",
+		       quote(raw, q, sizeof(q)));
+		free(str);
+		return NULL;
+	}
+	return str;
+}
+
+static void parse_nameservers(struct load_ctx *ctx, const char *path,
+                              json_t *value, void *base, const struct setting *s)
+{
+	struct tg_resolver_config *rc = base;
+	char child[PATH_LEN];
+	json_t *item;
+	size_t i;
+
+	(void)s;
+	if (!json_is_array(value) || json_array_size(value) == 0) {
+		report_type(ctx, path, "a non-empty array of nameserver addresses", value);
+		return;
+	}
+	rc->nameservers = calloc(json_array_size(value), sizeof(*rc->nameservers));
+	if (rc->nameservers == NULL) {
+		report_oom(ctx, path);
+		return;
+	}
+	json_array_foreach(value, i, item) {
+		char *ns = parse_nameserver(ctx, path_index(child, path, i), item);
+
+		if (ns != NULL)
+			rc->nameservers[rc->n_nameservers++] = ns;
+	}
+}
+
 static const struct section listen_section;
 
 static void parse_listen_entry(struct load_ctx *ctx, const char *path,
@@ -518,6 +566,25 @@ static const struct setting limits_settings[] = {
 };
 static const struct section limits_section = SECTION(limits_settings);
 
+static const struct setting resolver_settings[] = {
+	{ .key = "nameservers", .type = T_CUSTOM, .parse = parse_nameservers,
+	  .doc_type = "array",
+	  .help = "\"IP\" or \"IP:port\" of the DNS servers to ask; absent uses /etc/resolv.conf" },
+	{ .key = "min_ttl", .type = T_DURATION, .def = "\"5s\"",
+	  .min = 1000, .max = NO_MAX,
+	  .offset = offsetof(struct tg_resolver_config, min_ttl),
+	  .help = "shortest time an answer is kept, and the retry delay after a failed query" },
+	{ .key = "max_ttl", .type = T_DURATION, .def = "\"300s\"",
+	  .min = 1000, .max = NO_MAX,
+	  .offset = offsetof(struct tg_resolver_config, max_ttl),
+	  .help = "longest time an answer is kept, whatever its TTL" },
+	{ .key = "max_stale", .type = T_DURATION, .def = "\"1h\"",
+	  .max = NO_MAX,
+	  .offset = offsetof(struct tg_resolver_config, max_stale),
+	  .help = "how long past its expiry an answer serves while refreshes fail" },
+};
+static const struct section resolver_section = SECTION(resolver_settings);
+
 static const struct setting timeouts_settings[] = {
 	{ .key = "connect", .type = T_DURATION, .def = "\"5s\"",
 	  .min = 1, .max = NO_MAX,
@@ -636,6 +703,9 @@ static const struct setting top_settings[] = {
 	  .help = "maximum time a line waits in a worker's buffer" },
 	{ .key = "limits", .type = T_SECTION, .def = "{}",
 	  .section = &limits_section, .help = "client request limits" },
+	{ .key = "resolver", .type = T_SECTION, .def = "{}",
+	  .offset = offsetof(struct tg_config, resolver),
+	  .section = &resolver_section, .help = "how backend host names are resolved and cached" },
 	{ .key = "backends", .type = T_CUSTOM, .parse = parse_backends,
 	  .required = true, .section = &backend_section, .element = ".NAME",
 	  .doc_type = "object", .help = "upstream endpoints by name" },
@@ -670,6 +740,12 @@ static void check_consistency(struct load_ctx *ctx, struct tg_config *cfg)
 		    strcmp(cfg->listen[i].address, cfg->admin) == 0)
 			report(ctx, "admin", "same address as listen[%zu]", i);
 	}
+
+	if (cfg->resolver.min_ttl > cfg->resolver.max_ttl)
+		report(ctx, "resolver.max_ttl", "%llu ms is below resolver.min_ttl (%llu ms); "
+		       "max_ttl must be at least min_ttl",
+		       (unsigned long long)cfg->resolver.max_ttl,
+		       (unsigned long long)cfg->resolver.min_ttl);
 }
 
 /*
@@ -778,6 +854,10 @@ static void free_config(struct tg_config *cfg)
 		tg_free_route_tiers(r);
 	}
 	free(cfg->routes);
+
+	for (size_t i = 0; i < cfg->resolver.n_nameservers; i++)
+		free(cfg->resolver.nameservers[i]);
+	free(cfg->resolver.nameservers);
 
 	free(cfg->admin);
 	free(cfg->access_log);

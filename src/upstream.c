@@ -18,6 +18,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>
@@ -28,13 +29,13 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
-#include <event2/dns.h>
 #include <event2/event.h>
 #include <llhttp.h>
 
 #include "clock.h"
 #include "log.h"
 #include "request-head.h"
+#include "resolve.h"
 #include "socket-reader.h"
 #include "tls.h"
 #include "upstream.h"
@@ -76,6 +77,8 @@ struct tg_upstream_conn {
 	enum conn_state state;
 	TAILQ_ENTRY(tg_upstream_conn) idle_link;
 	struct tg_upstream_conn *next_spare;    /* while in the pool's spares */
+	struct tg_resolve_wait resolve_wait;    /* linked while a named host's
+	                                           answer is awaited */
 
 	/* The exchange under way; unset while pooled. */
 	const struct tg_backend *backend;
@@ -321,6 +324,7 @@ conn_keep_spare(struct tg_upstream_conn *c)
 static void
 conn_free(struct tg_upstream_conn *c)
 {
+	tg_resolve_cancel(&c->resolve_wait);
 	if (c->bev != NULL) {
 		tg_socket_reader_release(&c->reader);
 		bufferevent_free(c->bev);
@@ -624,15 +628,10 @@ static void
 describe_connect_error(struct tg_upstream_conn *c, char *buf, size_t size,
                        enum tg_error *err)
 {
-	int dns_error = bufferevent_socket_get_dns_error(c->bev);
 	int sys_error = EVUTIL_SOCKET_ERROR();
 
 	if (c->pool->tls != NULL && tg_tls_session_error(c->bev, buf, size) != NULL) {
 		*err = TG_E_UPSTREAM_TLS;
-	} else if (dns_error != 0) {
-		*err = TG_E_UPSTREAM_CONNECT;
-		snprintf(buf, size, "resolving %s: %s", c->backend->host,
-		         evutil_gai_strerror(dns_error));
 	} else if (is_local_shortage(sys_error)) {
 		*err = TG_E_OVERLOADED;
 		snprintf(buf, size, "opening a connection to %s:%s: %s", c->backend->host,
@@ -868,21 +867,55 @@ conn_write_request(struct tg_upstream_conn *c)
 }
 
 /*
- * Connect to the address parsed at load from a numeric host, with no
- * lookup. Every failure, an immediate one included (no descriptor left, a
- * refused connect), reaches conn_event_cb() as BEV_EVENT_ERROR once the
- * event loop runs: the bufferevent defers its callbacks. libevent reports a
- * connect that fails after a name lookup the same way, so both kinds of
- * backend fail alike.
+ * Connect to addr, with no lookup. Every failure, an immediate one included
+ * (no descriptor left, a refused connect), reaches conn_event_cb() as
+ * BEV_EVENT_ERROR once the event loop runs: the bufferevent defers its
+ * callbacks. Numeric hosts and named ones fail alike.
  */
 static void
-connect_address(struct tg_upstream_conn *c)
+connect_address(struct tg_upstream_conn *c, const struct sockaddr *addr, int addr_len)
+{
+	if (bufferevent_socket_connect(c->bev, addr, addr_len) != 0)
+		bufferevent_trigger_event(c->bev, BEV_EVENT_ERROR, 0);
+}
+
+/* The answer a connect to a named host waited for. */
+static void
+resolved_cb(struct tg_resolve_wait *wait, const struct sockaddr *addr, int addr_len,
+            const char *error)
+{
+	struct tg_upstream_conn *c = (struct tg_upstream_conn *)
+		(void *)((char *)wait - offsetof(struct tg_upstream_conn, resolve_wait));
+	char detail[256];
+
+	if (addr != NULL) {
+		connect_address(c, addr, addr_len);
+		return;
+	}
+	snprintf(detail, sizeof(detail), "resolving %s: %s", c->backend->host, error);
+	conn_fail(c, TG_E_UPSTREAM_CONNECT, detail);
+}
+
+/* Connect to an address of c's named host: the worker's cached answer, or
+ * the next one when none is usable (resolve.h). */
+static int
+connect_named(struct tg_upstream_conn *c)
 {
 	const struct tg_backend *b = c->backend;
+	struct sockaddr_storage ss;
+	const char *error;
+	int len;
 
-	if (bufferevent_socket_connect(c->bev, (const struct sockaddr *)&b->addr,
-	                               b->addr_len) != 0)
-		bufferevent_trigger_event(c->bev, BEV_EVENT_ERROR, 0);
+	c->resolve_wait.done = resolved_cb;
+	len = tg_resolve(c->worker->resolver, b->host, b->port_number, &ss, &c->resolve_wait,
+	                 &error);
+	if (len < 0) {
+		tg_debug("backend %s: resolving %s: %s", b->name, b->host, error);
+		return -1;
+	}
+	if (len > 0)
+		connect_address(c, (const struct sockaddr *)&ss, len);
+	return 0;
 }
 
 /* Open a new connection for c (replacing any it had) and queue the request. */
@@ -891,6 +924,7 @@ conn_connect(struct tg_upstream_conn *c)
 {
 	const struct tg_backend *b = c->backend;
 
+	tg_resolve_cancel(&c->resolve_wait);
 	if (c->bev != NULL) {
 		tg_socket_reader_release(&c->reader);
 		bufferevent_free(c->bev);
@@ -918,11 +952,10 @@ conn_connect(struct tg_upstream_conn *c)
 	if (c->pool->tls != NULL && conn_write_request(c) != 0)
 		return -1;
 	if (b->addr_len > 0) {
-		connect_address(c);
+		connect_address(c, (const struct sockaddr *)&b->addr, b->addr_len);
 		return 0;
 	}
-	return bufferevent_socket_connect_hostname(c->bev, c->worker->dns, AF_UNSPEC,
-	                                           b->host, b->port_number);
+	return connect_named(c);
 }
 
 /* Return a connection of pool p with nothing open, a spare or a new one,

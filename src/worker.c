@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <openssl/rand.h>
@@ -23,6 +22,7 @@
 #include "metrics.h"
 #include "probe.h"
 #include "request.h"
+#include "resolve.h"
 #include "trace-context.h"
 #include "trace-span.h"
 #include "upstream.h"
@@ -135,9 +135,7 @@ tg_worker_new(int id, struct tg_config *cfg, struct tg_runtime *rt)
 
 	w->base = new_base();
 	w->mailbox = w->base ? tg_mailbox_new(w->base) : NULL;
-	w->dns = w->base ? evdns_base_new(w->base, EVDNS_BASE_INITIALIZE_NAMESERVERS) : NULL;
-	if (w->dns == NULL && w->base != NULL)
-		w->dns = evdns_base_new(w->base, 0);    /* no resolv.conf: numeric hosts only */
+	w->resolver = w->base ? tg_resolver_new(w->base, &cfg->resolver) : NULL;
 	w->listeners = calloc(cfg->n_listen, sizeof(*w->listeners));
 	w->listener_ctxs = calloc(cfg->n_listen, sizeof(*w->listener_ctxs));
 	w->metrics = tg_metrics_shard_new(id);
@@ -150,7 +148,7 @@ tg_worker_new(int id, struct tg_config *cfg, struct tg_runtime *rt)
 		w->accept_pause = tg_accept_pause_new(w->base, w->listeners, cfg->n_listen, owner,
 		                                      &rt->accept_errors, &rt->clients);
 	}
-	if (w->base == NULL || w->mailbox == NULL || w->dns == NULL || w->listeners == NULL ||
+	if (w->base == NULL || w->mailbox == NULL || w->resolver == NULL || w->listeners == NULL ||
 	    w->listener_ctxs == NULL || w->metrics == NULL || w->accept_pause == NULL ||
 	    w->span_pool == NULL)
 		goto fail;
@@ -171,8 +169,7 @@ fail:
 	free(w->listeners);
 	free(w->listener_ctxs);
 	tg_accesslog_free(w->access_log, 0);
-	if (w->dns != NULL)
-		evdns_base_free(w->dns, 0);
+	tg_resolver_free(w->resolver);
 	tg_mailbox_free(w->mailbox);
 	if (w->base != NULL)
 		event_base_free(w->base);
@@ -223,7 +220,7 @@ free_worker(struct tg_worker *w, uint64_t log_deadline_ns)
 	tg_cache_worker_free(w->cache);
 	tg_upstream_pools_free(w);
 	tg_metrics_shard_free(w->metrics);
-	evdns_base_free(w->dns, 0);
+	tg_resolver_free(w->resolver);
 	tg_mailbox_free(w->mailbox);    /* drops messages that came too late */
 	event_base_free(w->base);
 	tg_config_unref(w->config);
@@ -279,6 +276,7 @@ swap_config(void *arg)
 	w->config = msg->config;
 	free(msg);
 	tg_accesslog_configure(w->access_log, w->config);
+	tg_resolver_set_bounds(w->resolver, &w->config->resolver);
 	if (w->id == 0)
 		tg_probes_restart(w);
 }

@@ -25,7 +25,7 @@
 #include "yajl-jansson.h"
 
 struct event_base;
-struct evdns_base;
+struct tg_resolver;
 struct evconnlistener;
 struct tg_client;
 struct tg_request;
@@ -67,7 +67,7 @@ struct tg_worker {
 	pthread_t thread;
 	struct event_base *base;        /* unlocked: the worker's thread only */
 	struct tg_mailbox *mailbox;     /* messages from other threads */
-	struct evdns_base *dns;
+	struct tg_resolver *resolver;   /* backend host names (resolve.h) */
 	struct tg_runtime *runtime;
 	struct tg_config *config;       /* snapshot for new requests (a ref) */
 

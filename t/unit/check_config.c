@@ -508,7 +508,7 @@ static const struct error_case {
 	{ "\"workerz\": 2,",
 	  "T: unknown key \"workerz\"; valid keys: listen, admin, workers, "
 	  "drain_timeout, access_log, access_log_buffer, access_log_flush, limits, "
-	  "backends, filters, routes, cache, pricing, sessions, tracing\n" },
+	  "resolver, backends, filters, routes, cache, pricing, sessions, tracing\n" },
 	{ "\"limits\": {\"max_bodyy\": 1},",
 	  "T: limits: unknown key \"max_bodyy\"; valid keys: max_body, max_header, "
 	  "max_response_body, client_header_timeout, client_body_timeout, "
@@ -520,7 +520,7 @@ static const struct error_case {
 	{ "\"x\\n\\\"y\": 1,",
 	  "T: unknown key \"x\\x0a\\\"y\"; valid keys: listen, admin, workers, "
 	  "drain_timeout, access_log, access_log_buffer, access_log_flush, limits, "
-	  "backends, filters, routes, cache, pricing, sessions, tracing\n" },
+	  "resolver, backends, filters, routes, cache, pricing, sessions, tracing\n" },
 };
 
 START_TEST(unknown_key_top_levels)
@@ -582,6 +582,58 @@ START_TEST(wrong_types_top)
 
 	snprintf(json, sizeof(json), "{%s" BACKEND_AND_ROUTE "}", c->json);
 	expect_errors(json, c->expected);
+}
+END_TEST
+
+/* The resolver's defaults, and nameservers as written. */
+START_TEST(resolver_settings)
+{
+	struct tg_config *cfg = expect_valid("{" BACKEND_AND_ROUTE "}");
+
+	ck_assert_uint_eq(cfg->resolver.n_nameservers, 0);
+	ck_assert_uint_eq(cfg->resolver.min_ttl, 5000);
+	ck_assert_uint_eq(cfg->resolver.max_ttl, 300000);
+	ck_assert_uint_eq(cfg->resolver.max_stale, 3600000);
+	tg_config_unref(cfg);
+
+	cfg = expect_valid("{\"resolver\": {\"nameservers\": [\"127.0.0.1:5353\", \"[::1]:53\","
+	                   " \"10.0.0.2\"], \"min_ttl\": \"1s\", \"max_ttl\": \"1s\","
+	                   " \"max_stale\": \"0s\"}, " BACKEND_AND_ROUTE "}");
+	ck_assert_uint_eq(cfg->resolver.n_nameservers, 3);
+	ck_assert_str_eq(cfg->resolver.nameservers[0], "127.0.0.1:5353");
+	ck_assert_str_eq(cfg->resolver.nameservers[1], "[::1]:53");
+	ck_assert_str_eq(cfg->resolver.nameservers[2], "10.0.0.2");
+	ck_assert_uint_eq(cfg->resolver.min_ttl, 1000);
+	ck_assert_uint_eq(cfg->resolver.max_ttl, 1000);
+	ck_assert_uint_eq(cfg->resolver.max_stale, 0);
+	tg_config_unref(cfg);
+}
+END_TEST
+
+/* Every bad resolver value is named with its key, in one run. */
+START_TEST(resolver_errors)
+{
+	expect_errors(
+		"{\"resolver\": {\"nameservers\": [\"dns.example.test:53\", 53, \"127.0.0.1:99999\"],"
+		" \"min_ttl\": \"500ms\", \"max_ttl\": \"10s\"}, " BACKEND_AND_ROUTE "}",
+		"T: resolver.nameservers[0]: invalid nameserver \"dns.example.test:53\"; "
+		"expected an IP address with an optional port, such as \"127.0.0.1:53\" or "
+		"\"[::1]:5353\"\n"
+		"T: resolver.nameservers[1]: expected an IP address with an optional port, "
+		"got an integer\n"
+		"T: resolver.nameservers[2]: invalid nameserver \"127.0.0.1:99999\"; "
+		"expected an IP address with an optional port, such as \"127.0.0.1:53\" or "
+		"\"[::1]:5353\"\n"
+		"T: resolver.min_ttl: \"500ms\" is out of range; valid values are 1s to 8760h\n");
+
+	expect_errors("{\"resolver\": {\"nameservers\": []}, " BACKEND_AND_ROUTE "}",
+		"T: resolver.nameservers: expected a non-empty array of nameserver "
+		"addresses, got an array\n");
+
+	expect_errors("{\"resolver\": {\"min_ttl\": \"60s\", \"max_ttl\": \"30s\"}, "
+	              BACKEND_AND_ROUTE "}",
+		"T: resolver.max_ttl: 30000 ms is below resolver.min_ttl (60000 ms); "
+		"max_ttl must be at least min_ttl\n");
 }
 END_TEST
 
@@ -1263,6 +1315,8 @@ static Suite *config_suite(void)
 	tcase_add_test(invalid, model_glob_errors);
 	tcase_add_test(invalid, model_globs_accepted);
 	tcase_add_test(invalid, many_errors_one_run);
+	tcase_add_test(valid, resolver_settings);
+	tcase_add_test(invalid, resolver_errors);
 	suite_add_tcase(s, invalid);
 
 	tcase_add_loop_test(units, parse_duration_table, 0, N(duration_cases));
