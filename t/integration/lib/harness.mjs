@@ -197,11 +197,12 @@ function urlHost(host) {
 /**
  * Start tollgate-mock on a free loopback port. Options: tls {cert, key, ca}
  * to serve HTTPS (ca is what the helpers trust when they talk to it),
- * fixtures DIR, args [extra flags], host (the address to listen on,
- * 127.0.0.1 or ::1).
+ * fixtures DIR, args [extra flags], host (the address to listen on, a
+ * loopback address such as 127.0.0.1, 127.0.0.2 or ::1), port (0 picks a
+ * free one).
  */
-export async function startMock({ tls = null, fixtures = null, args = [], host = '127.0.0.1' } = {}) {
-  const argv = ['--listen', `${urlHost(host)}:0`, '--quiet'];
+export async function startMock({ tls = null, fixtures = null, args = [], host = '127.0.0.1', port = 0 } = {}) {
+  const argv = ['--listen', `${urlHost(host)}:${port}`, '--quiet'];
   if (tls)
     argv.push('--tls-cert', tls.cert, '--tls-key', tls.key);
   if (fixtures)
@@ -212,7 +213,7 @@ export async function startMock({ tls = null, fixtures = null, args = [], host =
   const stderr = [];
   collectLines(child.stderr, (line) => stderr.push(line));
 
-  const port = await new Promise((resolve, reject) => {
+  const boundPort = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(
       `tollgate-mock printed no "listening" line within ${START_DEADLINE_MS} ms; stderr:\n${stderr.join('\n')}`)),
     START_DEADLINE_MS);
@@ -233,7 +234,7 @@ export async function startMock({ tls = null, fixtures = null, args = [], host =
     });
   });
 
-  return new Mock(child, host, port, tls, stderr);
+  return new Mock(child, host, boundPort, tls, stderr);
 }
 
 class Mock {

@@ -1,0 +1,143 @@
+// Backend host names through the worker's resolver cache (src/resolve.c).
+// Every gateway here asks only the test's own DNS server on 127.0.0.1, set
+// in "resolver.nameservers", for a name under .test that nothing else
+// answers. One worker, so that one cache sees every connect, and no pooled
+// connections, so that every request opens one.
+
+import assert from 'node:assert/strict';
+import { afterEach, describe, it } from 'node:test';
+
+import { curl, curlPost, sleep, startGateway, startMock, stopAll, waitFor } from './lib/harness.mjs';
+import { DnsServer } from './lib/dns-server.mjs';
+
+const NAME = 'backend.tollgate.test';
+const body = { model: 'gpt-4o', messages: [{ role: 'user', content: 'hello' }] };
+const NO_POOL = { max_idle: 0 };
+
+let dns = null;
+
+async function startDns(records) {
+  dns = await new DnsServer({ [NAME]: records }).start();
+  return dns;
+}
+
+function config(port, resolver = {}) {
+  return {
+    resolver: { nameservers: [dns.address], ...resolver },
+    backends: { named: { url: `http://${NAME}:${port}`, pool: NO_POOL } },
+    routes: [{ name: 'chat', match: { path: '/v1/chat/completions' }, backends: ['named'] }],
+  };
+}
+
+async function chat(gw, n = 1) {
+  for (let i = 0; i < n; i++) {
+    const res = await curl(curlPost(`${gw.baseURL}/v1/chat/completions`, body));
+    assert.equal(res.status, 200, `request ${i}: ${res.text}`);
+  }
+}
+
+/* Wait until the answer's TTL, which is one second, has surely passed. */
+const outliveTtl = () => sleep(1500);
+
+describe('resolving backend host names', () => {
+  afterEach(async () => {
+    await stopAll();
+    await dns?.stop();
+    dns = null;
+  });
+
+  it('asks once per TTL, however many connections open', async () => {
+    const mock = await startMock();
+    await startDns({ A: ['127.0.0.1'], ttl: 300 });
+    const gw = await startGateway(config(mock.port));
+
+    await chat(gw, 10);
+    const requests = await mock.requests();
+    assert.equal(new Set(requests.map((r) => r.connection)).size, 10,
+                 'the requests shared an upstream connection');
+    assert.equal(dns.count(NAME, 'A'), 1);
+    assert.equal(dns.count(NAME, 'AAAA'), 1);
+    await gw.stop();
+  });
+
+  it('refreshes an expired answer and then uses the new addresses', async () => {
+    const first = await startMock({ host: '127.0.0.1' });
+    const second = await startMock({ host: '127.0.0.2', port: first.port });
+    await startDns({ A: ['127.0.0.1'], ttl: 1 });
+    const gw = await startGateway(config(first.port, { min_ttl: '1s' }));
+
+    await chat(gw, 2);
+    dns.names[NAME].A = ['127.0.0.2'];
+    await outliveTtl();
+
+    // The connect that finds the answer expired asks again in the
+    // background and still uses the old address.
+    await chat(gw);
+    await waitFor(() => dns.count(NAME, 'A') === 2, { message: 'a second A query' });
+    assert.equal((await first.requests()).length, 3);
+
+    await chat(gw, 2);
+    assert.equal((await second.requests()).length, 2);
+    await gw.stop();
+  });
+
+  it('keeps serving from the last answer while the resolver is silent', async () => {
+    const mock = await startMock();
+    await startDns({ A: ['127.0.0.1'], ttl: 1 });
+    const gw = await startGateway(config(mock.port, { min_ttl: '1s' }));
+
+    await chat(gw);
+    dns.mode = 'silent';
+    await outliveTtl();
+    await chat(gw, 5);
+    assert.equal((await mock.requests()).length, 6);
+    await gw.stop();
+  });
+
+  it('keeps serving while the resolver fails, and logs that once', async () => {
+    const mock = await startMock();
+    await startDns({ A: ['127.0.0.1'], ttl: 1 });
+    const gw = await startGateway(config(mock.port, { min_ttl: '1s' }));
+
+    await chat(gw);
+    dns.mode = 'servfail';
+    for (let round = 0; round < 3; round++) {
+      await outliveTtl();
+      await chat(gw, 2);
+      await waitFor(() => dns.count(NAME, 'A') >= round + 2, { message: `A query ${round + 2}: ${JSON.stringify(dns.queries)}` });
+    }
+    const failures = gw.stderr.filter((line) => line.includes(`cannot resolve ${NAME}`));
+    assert.equal(failures.length, 1, failures.join('\n'));
+    assert.match(failures[0], /\[warn\] .*stay in use/);
+
+    dns.mode = 'answer';
+    await outliveTtl();
+    await chat(gw);
+    await gw.waitForLog(new RegExp(`${NAME} resolves again`));
+    assert.equal((await mock.requests()).length, 8);
+    await gw.stop();
+  });
+
+  it('fails a request with the resolver\'s error when it has no answer yet', async () => {
+    await startDns({ A: [], ttl: 1 });
+    dns.names = {};
+    const gw = await startGateway(config(9), { expectErrors: [/name does not exist/] });
+
+    const res = await curl(curlPost(`${gw.baseURL}/v1/chat/completions`, body));
+    assert.equal(res.status, 502, res.text);
+    await gw.waitForLog(new RegExp(`resolving ${NAME}: name does not exist`));
+    await gw.stop();
+  });
+
+  it('spreads connections over the A records in turn', async () => {
+    const first = await startMock({ host: '127.0.0.1' });
+    const second = await startMock({ host: '127.0.0.2', port: first.port });
+    await startDns({ A: ['127.0.0.1', '127.0.0.2'], AAAA: ['::1'], ttl: 300 });
+    const gw = await startGateway(config(first.port));
+
+    await chat(gw, 6);
+    assert.equal((await first.requests()).length, 3);
+    assert.equal((await second.requests()).length, 3);
+    await gw.stop();
+  });
+});
