@@ -151,20 +151,46 @@ tg_host_query_end(struct tg_host_entry *e, uint64_t now_ns,
 	return was_failing ? TG_HOST_SAME : TG_HOST_STARTS_FAILING;
 }
 
-int
-tg_host_pick(struct tg_host_entry *e, int port, struct sockaddr_storage *out)
+/* Copy address i of e into out with port; return its length. */
+static int
+copy_address(const struct tg_host_entry *e, unsigned i, int port, struct sockaddr_storage *out)
 {
-	if (e->n_addrs == 0)
-		return 0;
-
-	unsigned i = e->next_addr++ % e->n_preferred;
-
 	*out = e->addrs[i];
 	if (out->ss_family == AF_INET)
 		((struct sockaddr_in *)out)->sin_port = htons((uint16_t)port);
 	else
 		((struct sockaddr_in6 *)out)->sin6_port = htons((uint16_t)port);
 	return e->addr_lens[i];
+}
+
+int
+tg_host_pick(struct tg_host_entry *e, int port, struct sockaddr_storage *out,
+             unsigned *index)
+{
+	if (e->n_addrs == 0)
+		return 0;
+
+	unsigned i = e->next_addr++ % e->n_preferred;
+
+	if (index != NULL)
+		*index = i;
+	return copy_address(e, i, port, out);
+}
+
+int
+tg_host_fallback(const struct tg_host_entry *e, unsigned first, unsigned tries, int port,
+                 struct sockaddr_storage *out)
+{
+	unsigned i;
+
+	/* A refresh may have shortened the answer since the first connect. */
+	if (tries >= e->n_addrs || first >= e->n_preferred)
+		return 0;
+	if (tries < e->n_preferred)
+		i = (first + tries) % e->n_preferred;
+	else
+		i = tries;
+	return copy_address(e, i, port, out);
 }
 
 /* --- queries ----------------------------------------------------------------- */
@@ -205,7 +231,7 @@ serve_waits(struct tg_host_entry *e, uint64_t query)
 
 		TAILQ_REMOVE(&e->waits, wait, link);
 		wait->entry = NULL;
-		len = tg_host_pick(e, wait->port, &ss);
+		len = tg_host_pick(e, wait->port, &ss, &wait->index);
 		wait->done(wait, len > 0 ? (struct sockaddr *)&ss : NULL, len,
 		           len > 0 ? NULL : error);
 	}
@@ -307,14 +333,23 @@ look_up_hosts_file(struct tg_resolver *r, struct tg_host_entry *e)
 }
 
 static struct tg_host_entry *
-entry_get(struct tg_resolver *r, const char *host)
+find_entry(const struct tg_resolver *r, const char *host)
 {
-	struct tg_host_entry *e;
-
-	for (e = r->entries; e != NULL; e = e->next) {
+	for (struct tg_host_entry *e = r->entries; e != NULL; e = e->next) {
 		if (strcmp(e->host, host) == 0)
 			return e;
 	}
+	return NULL;
+}
+
+/* Find host's entry, or make it, or return NULL when out of memory. */
+static struct tg_host_entry *
+entry_get(struct tg_resolver *r, const char *host)
+{
+	struct tg_host_entry *e = find_entry(r, host);
+
+	if (e != NULL)
+		return e;
 
 	e = calloc(1, sizeof(*e));
 	if (e == NULL)
@@ -362,7 +397,7 @@ tg_resolve(struct tg_resolver *r, const char *host, int port,
 		query_start(e);
 		/* fall through */
 	case TG_HOST_USE:
-		return tg_host_pick(e, port, out);
+		return tg_host_pick(e, port, out, &wait->index);
 	case TG_HOST_WAIT_AND_QUERY:
 		query_start(e);
 		/* fall through */
@@ -372,7 +407,7 @@ tg_resolve(struct tg_resolver *r, const char *host, int port,
 
 	/* A query may have ended at once, with no nameserver to send it to. */
 	if (e->pending == 0) {
-		int len = tg_host_pick(e, port, out);
+		int len = tg_host_pick(e, port, out, &wait->index);
 
 		if (len > 0)
 			return len;
@@ -384,6 +419,15 @@ tg_resolve(struct tg_resolver *r, const char *host, int port,
 	wait->port = port;
 	TAILQ_INSERT_TAIL(&e->waits, wait, link);
 	return 0;
+}
+
+int
+tg_resolve_fallback(struct tg_resolver *r, const char *host, unsigned first,
+                    unsigned tries, int port, struct sockaddr_storage *out)
+{
+	const struct tg_host_entry *e = find_entry(r, host);
+
+	return e != NULL ? tg_host_fallback(e, first, tries, port, out) : 0;
 }
 
 void

@@ -16,9 +16,10 @@
  * it was before this cache.
  *
  * A entries go first, and connects rotate over them; AAAA entries serve
- * only when the answer has no A record. A container that resolves AAAA
- * records often has no IPv6 route, and an IPv4 connect works wherever the
- * name has an A record.
+ * only when the answer has no A record, or after every A address failed a
+ * connect (tg_resolve_fallback). A container that resolves AAAA records
+ * often has no IPv6 route, and an IPv4 connect works wherever the name has
+ * an A record.
  *
  * Everything here runs on the worker's thread and takes no lock.
  */
@@ -54,6 +55,8 @@ struct tg_resolve_wait {
 	struct tg_host_entry *entry;    /* waited on; NULL when not waiting */
 	uint64_t query;                 /* the query it waits for */
 	int port;                       /* set in the address it gets */
+	unsigned index;                 /* of that address in the answer, for
+	                                   tg_resolve_fallback() */
 	tg_resolve_done_fn *done;
 };
 
@@ -124,8 +127,16 @@ enum tg_host_change tg_host_query_end(struct tg_host_entry *e, uint64_t now_ns,
                                       const struct tg_resolver_config *cfg);
 
 /* Copy the next address of the rotation into out, with port, and return
- * its length; 0 when the entry has none. */
-int tg_host_pick(struct tg_host_entry *e, int port, struct sockaddr_storage *out);
+ * its length; 0 when the entry has none. *index, when not NULL, receives
+ * the address's place in the answer. */
+int tg_host_pick(struct tg_host_entry *e, int port, struct sockaddr_storage *out,
+                 unsigned *index);
+
+/* Copy the address to try after `tries` connects failed, the first at
+ * address first: the other A addresses in turn, then the AAAA ones.
+ * Returns its length, or 0 when every address was tried. */
+int tg_host_fallback(const struct tg_host_entry *e, unsigned first, unsigned tries, int port,
+                     struct sockaddr_storage *out);
 
 /* --- the worker's resolver ------------------------------------------------- */
 
@@ -144,12 +155,18 @@ void tg_resolver_set_bounds(struct tg_resolver *r, const struct tg_resolver_conf
 
 /*
  * Find an address of host for a connect. Returns its length, with *out
- * filled and port set; or 0 when wait was linked and its done callback
- * will follow; or -1 with *error set to the resolver's error text.
+ * filled, port set and wait->index its place; or 0 when wait was linked
+ * and its done callback will follow; or -1 with *error set to the
+ * resolver's error text.
  */
 int tg_resolve(struct tg_resolver *r, const char *host, int port,
                struct sockaddr_storage *out, struct tg_resolve_wait *wait,
                const char **error);
+
+/* tg_host_fallback() on host's entry: the next address after a failed
+ * connect, or 0 when there is none left to try. */
+int tg_resolve_fallback(struct tg_resolver *r, const char *host, unsigned first,
+                        unsigned tries, int port, struct sockaddr_storage *out);
 
 /* Unlink wait if it waits; its callback will not be called. */
 void tg_resolve_cancel(struct tg_resolve_wait *wait);

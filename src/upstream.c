@@ -79,6 +79,8 @@ struct tg_upstream_conn {
 	struct tg_upstream_conn *next_spare;    /* while in the pool's spares */
 	struct tg_resolve_wait resolve_wait;    /* linked while a named host's
 	                                           answer is awaited */
+	unsigned addr_tries;    /* failed connects to a named host's addresses,
+	                           for this exchange */
 
 	/* The exchange under way; unset while pooled. */
 	const struct tg_backend *backend;
@@ -111,6 +113,9 @@ struct tg_upstream_conn {
 
 static void conn_free(struct tg_upstream_conn *c);
 static int conn_connect(struct tg_upstream_conn *c);
+static int conn_open(struct tg_upstream_conn *c);
+static void connect_address(struct tg_upstream_conn *c, const struct sockaddr *addr,
+                            int addr_len);
 static int conn_write_request(struct tg_upstream_conn *c);
 
 static void
@@ -647,6 +652,31 @@ describe_connect_error(struct tg_upstream_conn *c, char *buf, size_t size,
 	}
 }
 
+/*
+ * After a failed connect to a named host, connect to its next address, so
+ * that one dead address of several does not count as a backend failure.
+ * Returns 1 when a connect started, 0 when no address is left (or err is
+ * not the backend's), and the caller reports the failure.
+ */
+static int
+conn_connect_next(struct tg_upstream_conn *c, enum tg_error err)
+{
+	const struct tg_backend *b = c->backend;
+	struct sockaddr_storage ss;
+	int len;
+
+	if (b->addr_len > 0 || err != TG_E_UPSTREAM_CONNECT)
+		return 0;
+	len = tg_resolve_fallback(c->worker->resolver, b->host, c->resolve_wait.index,
+	                          ++c->addr_tries, b->port_number, &ss);
+	if (len == 0 || conn_open(c) != 0)
+		return 0;
+	tg_debug("backend %s: connect to an address of %s failed; trying the next one",
+	         b->name, b->host);
+	connect_address(c, (const struct sockaddr *)&ss, len);
+	return 1;
+}
+
 /* The connection closed or failed while an exchange was under way. */
 static void
 conn_lost(struct tg_upstream_conn *c, short events)
@@ -668,6 +698,8 @@ conn_lost(struct tg_upstream_conn *c, short events)
 
 	if (c->state == CONN_CONNECTING) {
 		describe_connect_error(c, detail, sizeof(detail), &err);
+		if (conn_connect_next(c, err))
+			return;
 		conn_fail(c, err, detail);
 		return;
 	}
@@ -918,12 +950,11 @@ connect_named(struct tg_upstream_conn *c)
 	return 0;
 }
 
-/* Open a new connection for c (replacing any it had) and queue the request. */
+/* Give c a new bufferevent (replacing any it had), not yet connected, and
+ * queue the request. */
 static int
-conn_connect(struct tg_upstream_conn *c)
+conn_open(struct tg_upstream_conn *c)
 {
-	const struct tg_backend *b = c->backend;
-
 	tg_resolve_cancel(&c->resolve_wait);
 	if (c->bev != NULL) {
 		tg_socket_reader_release(&c->reader);
@@ -951,6 +982,18 @@ conn_connect(struct tg_upstream_conn *c)
 	conn_reset_response(c);
 	if (c->pool->tls != NULL && conn_write_request(c) != 0)
 		return -1;
+	return 0;
+}
+
+/* Open a new connection for c (replacing any it had) and queue the request. */
+static int
+conn_connect(struct tg_upstream_conn *c)
+{
+	const struct tg_backend *b = c->backend;
+
+	if (conn_open(c) != 0)
+		return -1;
+	c->addr_tries = 0;
 	if (b->addr_len > 0) {
 		connect_address(c, (const struct sockaddr *)&b->addr, b->addr_len);
 		return 0;

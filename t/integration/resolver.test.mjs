@@ -46,7 +46,7 @@ describe('resolving backend host names', () => {
     dns = null;
   });
 
-  it('asks once per TTL, however many connections open', async () => {
+  it('asks once per TTL', async () => {
     const mock = await startMock();
     await startDns({ A: ['127.0.0.1'], ttl: 300 });
     const gw = await startGateway(config(mock.port));
@@ -60,7 +60,7 @@ describe('resolving backend host names', () => {
     await gw.stop();
   });
 
-  it('refreshes an expired answer and then uses the new addresses', async () => {
+  it('refreshes an expired answer', async () => {
     const first = await startMock({ host: '127.0.0.1' });
     const second = await startMock({ host: '127.0.0.2', port: first.port });
     await startDns({ A: ['127.0.0.1'], ttl: 1 });
@@ -81,7 +81,7 @@ describe('resolving backend host names', () => {
     await gw.stop();
   });
 
-  it('keeps serving from the last answer while the resolver is silent', async () => {
+  it('serves while the resolver is silent', async () => {
     const mock = await startMock();
     await startDns({ A: ['127.0.0.1'], ttl: 1 });
     const gw = await startGateway(config(mock.port, { min_ttl: '1s' }));
@@ -94,7 +94,7 @@ describe('resolving backend host names', () => {
     await gw.stop();
   });
 
-  it('keeps serving while the resolver fails, and logs that once', async () => {
+  it('serves and logs once while failing', async () => {
     const mock = await startMock();
     await startDns({ A: ['127.0.0.1'], ttl: 1 });
     const gw = await startGateway(config(mock.port, { min_ttl: '1s' }));
@@ -118,7 +118,7 @@ describe('resolving backend host names', () => {
     await gw.stop();
   });
 
-  it('fails a request with the resolver\'s error when it has no answer yet', async () => {
+  it('reports the resolver\'s error', async () => {
     await startDns({ A: [], ttl: 1 });
     dns.names = {};
     const gw = await startGateway(config(9), { expectErrors: [/name does not exist/] });
@@ -129,7 +129,7 @@ describe('resolving backend host names', () => {
     await gw.stop();
   });
 
-  it('spreads connections over the A records in turn', async () => {
+  it('rotates over the A records', async () => {
     const first = await startMock({ host: '127.0.0.1' });
     const second = await startMock({ host: '127.0.0.2', port: first.port });
     await startDns({ A: ['127.0.0.1', '127.0.0.2'], AAAA: ['::1'], ttl: 300 });
@@ -138,6 +138,19 @@ describe('resolving backend host names', () => {
     await chat(gw, 6);
     assert.equal((await first.requests()).length, 3);
     assert.equal((await second.requests()).length, 3);
+    await gw.stop();
+  });
+
+  it('moves past a refusing address', async () => {
+    // Nothing listens on 127.0.0.3 (only a wildcard listener on the
+    // mock's port could), so every other connect is refused there and
+    // must move on to 127.0.0.1, not fail.
+    const mock = await startMock();
+    await startDns({ A: ['127.0.0.3', '127.0.0.1'], ttl: 300 });
+    const gw = await startGateway(config(mock.port));
+
+    await chat(gw, 4);
+    assert.equal((await mock.requests()).length, 4);
     await gw.stop();
   });
 });

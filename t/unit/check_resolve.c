@@ -70,7 +70,7 @@ pick(struct tg_host_entry *e, char *buf, size_t size)
 {
 	struct sockaddr_storage ss;
 	char ip[INET6_ADDRSTRLEN];
-	int len = tg_host_pick(e, 8080, &ss);
+	int len = tg_host_pick(e, 8080, &ss, NULL);
 
 	ck_assert_int_gt(len, 0);
 	if (ss.ss_family == AF_INET) {
@@ -240,6 +240,53 @@ START_TEST(half_failure_keeps_the_other_half)
 }
 END_TEST
 
+/* Write the fallback address after `tries` failures as "ip", or "none". */
+static const char *
+fallback(const struct tg_host_entry *e, unsigned first, unsigned tries, char *buf, size_t size)
+{
+	struct sockaddr_storage ss;
+	int len = tg_host_fallback(e, first, tries, 8080, &ss);
+	const void *addr = ss.ss_family == AF_INET
+	                 ? (const void *)&((struct sockaddr_in *)&ss)->sin_addr
+	                 : (const void *)&((struct sockaddr_in6 *)&ss)->sin6_addr;
+
+	if (len == 0)
+		return "none";
+	inet_ntop(ss.ss_family, addr, buf, (socklen_t)size);
+	return buf;
+}
+
+START_TEST(fallback_other_a_then_aaaa)
+{
+	struct tg_host_entry *e = new_entry();
+	const char *const v4[] = {"192.0.2.1", "192.0.2.2", "192.0.2.3", NULL};
+	const char *const v6[] = {"2001:db8::1", NULL};
+	char buf[64];
+
+	answer(e, T0, v4, v6, 30);
+	ck_assert_str_eq(fallback(e, 1, 1, buf, sizeof(buf)), "192.0.2.3");
+	ck_assert_str_eq(fallback(e, 1, 2, buf, sizeof(buf)), "192.0.2.1");
+	ck_assert_str_eq(fallback(e, 1, 3, buf, sizeof(buf)), "2001:db8::1");
+	ck_assert_str_eq(fallback(e, 1, 4, buf, sizeof(buf)), "none");
+	free(e);
+}
+END_TEST
+
+START_TEST(fallback_after_shorter_refresh)
+{
+	struct tg_host_entry *e = new_entry();
+	const char *const two[] = {"192.0.2.1", "192.0.2.2", NULL};
+	const char *const one[] = {"192.0.2.9", NULL};
+	char buf[64];
+
+	answer(e, T0, two, NULL, 30);
+	answer(e, T0 + 30 * S, one, NULL, 30);
+	ck_assert_str_eq(fallback(e, 1, 1, buf, sizeof(buf)), "none");
+	ck_assert_str_eq(fallback(e, 0, 1, buf, sizeof(buf)), "none");
+	free(e);
+}
+END_TEST
+
 static Suite *
 resolve_suite(void)
 {
@@ -258,6 +305,8 @@ resolve_suite(void)
 	tcase_add_test(order, a_records_in_turn_aaaa_unused);
 	tcase_add_test(order, aaaa_when_no_a_record);
 	tcase_add_test(order, half_failure_keeps_the_other_half);
+	tcase_add_test(order, fallback_other_a_then_aaaa);
+	tcase_add_test(order, fallback_after_shorter_refresh);
 	suite_add_tcase(s, order);
 	return s;
 }
