@@ -110,6 +110,19 @@ load_config_logged(const char *path)
 	return cfg;
 }
 
+/* 1 when the two configs list other nameservers, or another number of them. */
+static int
+nameservers_changed(const struct tg_resolver_config *old, const struct tg_resolver_config *new)
+{
+	if (old->n_nameservers != new->n_nameservers)
+		return 1;
+	for (size_t i = 0; i < new->n_nameservers; i++) {
+		if (strcmp(old->nameservers[i], new->nameservers[i]) != 0)
+			return 1;
+	}
+	return 0;
+}
+
 /* Settings that belong to sockets and threads opened at start-up. */
 static void
 warn_restart_only_changes(const struct tg_config *old, const struct tg_config *new)
@@ -127,6 +140,8 @@ warn_restart_only_changes(const struct tg_config *old, const struct tg_config *n
 	if ((old->access_log == NULL) != (new->access_log == NULL) ||
 	    (old->access_log && strcmp(old->access_log, new->access_log) != 0))
 		tg_warn("reload: access_log changed; it takes effect after a restart");
+	if (nameservers_changed(&old->resolver, &new->resolver))
+		tg_warn("reload: resolver.nameservers changed; it takes effect after a restart");
 }
 
 static void

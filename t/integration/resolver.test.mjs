@@ -15,6 +15,7 @@ const body = { model: 'gpt-4o', messages: [{ role: 'user', content: 'hello' }] }
 const NO_POOL = { max_idle: 0 };
 
 let dns = null;
+let otherDns = null;
 
 async function startDns(records) {
   dns = await new DnsServer({ [NAME]: records }).start();
@@ -40,10 +41,14 @@ async function chat(gw, n = 1) {
 const outliveTtl = () => sleep(1500);
 
 describe('resolving backend host names', () => {
+  // A server left open would keep node's event loop, and the test file,
+  // running after a failed test.
   afterEach(async () => {
     await stopAll();
     await dns?.stop();
+    await otherDns?.stop();
     dns = null;
+    otherDns = null;
   });
 
   it('asks once per TTL', async () => {
@@ -138,6 +143,23 @@ describe('resolving backend host names', () => {
     await chat(gw, 6);
     assert.equal((await first.requests()).length, 3);
     assert.equal((await second.requests()).length, 3);
+    await gw.stop();
+  });
+
+  it('keeps its nameservers over a reload', async () => {
+    const mock = await startMock();
+    await startDns({ A: ['127.0.0.1'], ttl: 1 });
+    otherDns = await new DnsServer({ [NAME]: { A: ['127.0.0.1'], ttl: 1 } }).start();
+    const gw = await startGateway(config(mock.port, { min_ttl: '1s' }));
+    await chat(gw);
+
+    const next = { ...gw.config, resolver: { nameservers: [otherDns.address], min_ttl: '1s' } };
+    assert.equal(await gw.reload(next), 'reloaded');
+    await gw.waitForLog(/\[warn\] reload: resolver.nameservers changed; it takes effect after a restart/);
+    await outliveTtl();
+    await chat(gw);
+    await waitFor(() => dns.count(NAME, 'A') === 2, { message: 'a second A query to the first server' });
+    assert.equal(otherDns.queries.length, 0);
     await gw.stop();
   });
 
