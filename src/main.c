@@ -110,7 +110,7 @@ load_config_logged(const char *path)
 	return cfg;
 }
 
-/* 1 when the two configs list other nameservers, or another number of them. */
+/* Return 1 when the two configs list other nameservers, or another number. */
 static int
 nameservers_changed(const struct tg_resolver_config *old, const struct tg_resolver_config *new)
 {

@@ -456,11 +456,15 @@ new_query_base(struct event_base *base, const struct tg_resolver_config *cfg)
 {
 	struct evdns_base *dns;
 
+	/* Without a usable resolv.conf the gateway still starts, as it did
+	 * before this cache: names outside the hosts file then fail to resolve. */
 	if (cfg->n_nameservers == 0) {
 		dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
-		if (dns == NULL)
-			tg_error("resolver: cannot read /etc/resolv.conf");
-		return dns;
+		if (dns != NULL)
+			return dns;
+		tg_warn("resolver: cannot use /etc/resolv.conf; only names in the hosts "
+		        "file resolve unless resolver.nameservers is set");
+		return evdns_base_new(base, 0);
 	}
 
 	dns = evdns_base_new(base, 0);
