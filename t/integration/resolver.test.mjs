@@ -163,6 +163,19 @@ describe('resolving backend host names', () => {
     await gw.stop();
   });
 
+  it('answers localhost from the hosts file', async () => {
+    const mock = await startMock();
+    await startDns({ A: ['127.0.0.1'], ttl: 300 });
+    const gw = await startGateway({
+      ...config(mock.port),
+      backends: { named: { url: `http://localhost:${mock.port}`, pool: NO_POOL } },
+    });
+
+    await chat(gw, 3);
+    assert.equal(dns.queries.length, 0, JSON.stringify(dns.queries));
+    await gw.stop();
+  });
+
   it('moves past a refusing address', async () => {
     // Nothing listens on 127.0.0.3 (only a wildcard listener on the
     // mock's port could), so every other connect is refused there and
