@@ -8,6 +8,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "clock.h"
 #include "log.h"
 #include "request.h"
@@ -138,6 +140,23 @@ tg_log(enum tg_log_level level, const char *fmt, ...)
 	va_start(ap, fmt);
 	log_write(level, NULL, fmt, ap);
 	va_end(ap);
+}
+
+static void
+on_libevent_log(int severity, const char *message)
+{
+	enum tg_log_level level = severity == EVENT_LOG_DEBUG ? TG_LOG_DEBUG
+	                          : severity == EVENT_LOG_MSG  ? TG_LOG_INFO
+	                          : severity == EVENT_LOG_WARN ? TG_LOG_WARN
+	                                                       : TG_LOG_ERROR;
+
+	tg_log(level, "libevent: %s", message);
+}
+
+void
+tg_log_capture_libevent(void)
+{
+	event_set_log_callback(on_libevent_log);
 }
 
 void

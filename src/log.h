@@ -31,6 +31,10 @@ void tg_log_request(const struct tg_request *req, enum tg_log_level level,
                     const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/* Send libevent's own messages (evdns's "Nameserver ... has failed", for
+ * one) to this log, at the matching level, prefixed "libevent: ". */
+void tg_log_capture_libevent(void);
+
 /* Format the current UTC time as 2026-12-04T19:43:57.123Z into buf (at
  * least 25 bytes). */
 void tg_log_timestamp(char *buf, unsigned long size);

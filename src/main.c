@@ -474,6 +474,7 @@ main(int argc, char **argv)
 
 	if (default_config_missing(d.config_path))
 		return 1;
+	tg_log_capture_libevent();
 	d.config = tg_config_load(d.config_path, stderr);
 	if (d.config == NULL)
 		return 1;

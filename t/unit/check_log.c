@@ -3,10 +3,13 @@
  * the access log put on every line.
  */
 #include <check.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <event2/dns.h>
 
 /* The source file rather than its header, so that the tests can pass the
  * time and the cache to the formatter. */
@@ -177,11 +180,40 @@ START_TEST(stamp_of_current_time)
 }
 END_TEST
 
+/* libevent's own warnings (here evdns's, for a nameserver that is no IP
+ * address) come out as lines of this log, not libevent's "[warn] ...". */
+START_TEST(libevent_messages_reach_log)
+{
+	char path[] = "/tmp/check_log_XXXXXX";
+	int fd = mkstemp(path);
+	int saved = dup(STDERR_FILENO);
+	struct event_base *base = event_base_new();
+	struct evdns_base *dns = evdns_base_new(base, 0);
+	char text[1024] = {0};
+
+	ck_assert_int_ge(fd, 0);
+	tg_log_capture_libevent();
+	dup2(fd, STDERR_FILENO);
+	evdns_base_nameserver_ip_add(dns, "300.1.1.1");
+	dup2(saved, STDERR_FILENO);
+	ck_assert_int_gt(pread(fd, text, sizeof(text) - 1, 0), 0);
+
+	ck_assert_msg(strstr(text, "Z [warn] libevent: ") != NULL, "logged: %s", text);
+	ck_assert_msg(strstr(text, "300.1.1.1") != NULL, "logged: %s", text);
+	evdns_base_free(dns, 0);
+	event_base_free(base);
+	close(fd);
+	close(saved);
+	unlink(path);
+}
+END_TEST
+
 static Suite *
 log_suite(void)
 {
 	Suite *s = suite_create("log");
 	TCase *stamps = tcase_create("timestamp");
+	TCase *libevent = tcase_create("libevent");
 
 	tcase_add_test(stamps, stamp_format_exact);
 	tcase_add_test(stamps, stamps_across_boundaries);
@@ -190,6 +222,8 @@ log_suite(void)
 	tcase_add_test(stamps, stamps_in_one_second_reuse_date);
 	tcase_add_test(stamps, stamp_of_current_time);
 	suite_add_tcase(s, stamps);
+	tcase_add_test(libevent, libevent_messages_reach_log);
+	suite_add_tcase(s, libevent);
 	return s;
 }
 
