@@ -18,7 +18,7 @@ import { once } from 'node:events';
 import { afterEach, describe, it } from 'node:test';
 
 import {
-  RawClient, basicConfig, rawPost, request, sleep, startGateway, startMock, stopAll,
+  RawClient, basicConfig, rawPost, rawRequest, request, sleep, startGateway, startMock, stopAll,
 } from './lib/harness.mjs';
 import { parseSamples, scrape, valueOf } from './lib/prometheus.mjs';
 
@@ -67,6 +67,15 @@ function answerOf(socket) {
         resolve(text);
     });
   });
+}
+
+/* Wait until the gateway has accepted client's connection, which a
+ * response to GET /v1/models (no upstream needed) shows. A connection the
+ * kernel completed may still be in the accept queue, and the worker cannot
+ * accept it once the admin connections hold every descriptor. */
+async function whenAccepted(client) {
+  await client.write(rawRequest('GET', '/v1/models', ['Host: 127.0.0.1']));
+  assert.equal((await client.readResponse()).status, 200, 'GET /v1/models before the overload');
 }
 
 function acceptFailures(gw, owner = '') {
@@ -205,6 +214,7 @@ describe('accepting at the open-files limit', () => {
     const mock = await startMock();
     const gw = await startLimited(mock);
     const client = await RawClient.connect(gw.port);
+    await whenAccepted(client);
     const connections = await exhaust(gw);
     // The admin connections hold every descriptor, so the request finds
     // none for its upstream connection.
