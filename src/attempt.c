@@ -10,6 +10,8 @@
 #include "attempt.h"
 #include "balancer.h"
 #include "client.h"
+#include "clock.h"
+#include "health.h"
 #include "log.h"
 #include "metrics.h"
 #include "relay.h"
@@ -297,8 +299,9 @@ tg_attempt_end(struct tg_request *req, enum tg_outcome outcome, enum tg_error er
 
 	change = tg_health_attempt_end(a->backend, outcome, a->trial, now - a->start_ns, now);
 	if (change == TG_HEALTH_EJECTED) {
-		tg_log_request(req, TG_LOG_WARN, "backend %s ejected after failures (last: %s)",
-		               a->backend->name, label);
+		tg_log_request(req, TG_LOG_WARN, "backend %s ejected for %.3f s after failures (last: %s)",
+		               a->backend->name,
+		               (double)tg_health_ejection_left(a->backend, now) / TG_NS_PER_S, label);
 		tg_metrics_backend_cooldown(req, a->backend);
 	}
 	else if (change == TG_HEALTH_RECOVERED)

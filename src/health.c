@@ -164,6 +164,14 @@ tg_health_available(const struct tg_backend *b, uint64_t now_ns, int *trial)
 	return 1;
 }
 
+uint64_t
+tg_health_ejection_left(const struct tg_backend *b, uint64_t now_ns)
+{
+	uint64_t end = b->state != NULL ? atomic_load(&b->state->ejected_until) : 0;
+
+	return end > now_ns ? end - now_ns : 0;
+}
+
 int
 tg_health_cooling_down(const struct tg_backend *b, uint64_t now_ns)
 {

@@ -70,6 +70,11 @@ uint64_t tg_health_cooldown_end(const struct tg_route *route, const char *model,
 
 void tg_health_attempt_start(const struct tg_backend *b);
 
+/* Return the nanoseconds from now_ns to the end of b's ejection, or 0 when
+ * b is not ejected or the ejection has ended. Called with the now_ns of an
+ * ejection, it returns that ejection's length, for the log line. */
+uint64_t tg_health_ejection_left(const struct tg_backend *b, uint64_t now_ns);
+
 /* Record how an attempt ended; latency_ns feeds the EWMA on success. */
 enum tg_health_change tg_health_attempt_end(const struct tg_backend *b,
                                             enum tg_outcome outcome, int trial,

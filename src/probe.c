@@ -35,15 +35,17 @@ probe_done(struct tg_probe *p, int ok, const char *why)
 {
 	const struct tg_backend *b = p->backend;
 	int was_ok = atomic_load(&b->state->probe_ok);
+	uint64_t now_ns = tg_now_ns();
 	enum tg_health_change change;
 
 	p->conn = NULL;
-	change = tg_health_probe_result(b, ok, tg_now_ns());
+	change = tg_health_probe_result(b, ok, now_ns);
 	if (change == TG_HEALTH_RECOVERED)
 		tg_info("backend %s: probe of %s succeeded; back in rotation", b->name,
 		        b->health->probe_path);
 	else if (change == TG_HEALTH_EJECTED)
-		tg_warn("backend %s ejected after failed probes of %s (last: %s)", b->name,
+		tg_warn("backend %s ejected for %.3f s after failed probes of %s (last: %s)", b->name,
+		        (double)tg_health_ejection_left(b, now_ns) / TG_NS_PER_S,
 		        b->health->probe_path, why);
 	else if (!ok && was_ok)
 		tg_warn("backend %s: probe of %s failed: %s", b->name, b->health->probe_path, why);
