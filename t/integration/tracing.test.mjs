@@ -163,8 +163,10 @@ describe('span tree', () => {
   });
 
   it('records a stream, ending the server span after the last event', async () => {
-    // Three content events 300 ms apart: the last one leaves at least 600 ms
-    // after the first token, whatever the machine's speed.
+    // Three content events 300 ms apart: the mock sends the last one at
+    // least 600 ms after it receives the request, which comes after the
+    // server span starts. The first token's time is when the gateway read
+    // that event, and a busy machine delays that read, so it is no bound.
     const stream = await openStream({
       port: gw.port,
       headers: { 'x-mock': 'events=3;event_delay=300ms' },
@@ -196,7 +198,7 @@ describe('span tree', () => {
     assert.ok(firstToken[0].time >= client.start, 'the first token came before the attempt');
     assert.ok(firstToken[0].time <= client.end, 'the first token came after the attempt');
     assertInside(client, server);
-    assert.ok(server.end - firstToken[0].time >= 600n * 1000000n,
+    assert.ok(server.end - server.start >= 600n * 1000000n,
       'the server span ended before the last event was sent');
   });
 
@@ -887,7 +889,16 @@ describe('export resilience', () => {
     const entry = await gw.accessFor(res.headers['x-request-id']);
     assert.equal(receiver.requests.length, 0);
     await gw.stop();
-    assert.equal(receiver.spansOfTrace(entry.trace_id).length, 2);
+
+    // The receiver runs in this process. When this process is slow, the
+    // gateway stops waiting for the export's response at its shutdown
+    // timeout and exits, and the exit may be seen here before the
+    // receiver reads the export.
+    const spans = await waitFor(() => {
+      const found = receiver.spansOfTrace(entry.trace_id);
+      return found.length >= 2 ? found : null;
+    }, { message: `the spans of trace ${entry.trace_id} at the receiver` });
+    assert.equal(spans.length, 2);
     receiver.assertValid();
   });
 });
