@@ -211,6 +211,18 @@ char *get_string(struct load_ctx *ctx, const char *path,
                  const json_t *value, const char *expected,
                  const char **raw);
 
+/* A word that a string setting may take, and the value it stands for. */
+struct keyword {
+	const char *name;
+	int value;
+};
+
+/* Look value up among the n words and store its value in *out. Returns 0,
+ * or -1 after reporting that value is not a string or not one of the
+ * words, with the list of valid ones. */
+int parse_keyword(struct load_ctx *ctx, const char *path, const json_t *value,
+                  const struct keyword *words, size_t n, int *out);
+
 /* Split "host:port" or "[v6addr]:port"; host and port, when not NULL,
  * receive copies to free. Returns NULL, or why the address is invalid. */
 const char *split_address(const char *addr, char **host, char **port);

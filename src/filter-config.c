@@ -48,38 +48,6 @@
 
 /* --- enumerations ------------------------------------------------------- */
 
-struct keyword {
-	const char *name;
-	int value;
-};
-
-/* Look up a string value among the keywords; report the valid ones. */
-static int
-parse_keyword(struct load_ctx *ctx, const char *path, json_t *value,
-              const struct keyword *words, size_t n, int *out)
-{
-	char q[QUOTE_LEN], valid[256] = "";
-
-	if (!json_is_string(value)) {
-		report_type(ctx, path, "a string", value);
-		return -1;
-	}
-	for (size_t i = 0; i < n; i++) {
-		if (strcmp(json_string_value(value), words[i].name) == 0) {
-			*out = words[i].value;
-			return 0;
-		}
-	}
-	for (size_t i = 0; i < n; i++) {
-		if (i > 0)
-			strcat(valid, i + 1 == n ? " or " : ", ");
-		strcat(valid, words[i].name);
-	}
-	report(ctx, path, "invalid value %s; use %s",
-	       quote(json_string_value(value), q, sizeof(q)), valid);
-	return -1;
-}
-
 static const struct keyword type_words[] = {
 	{"regex", TG_FILTER_REGEX},
 	{"moderation", TG_FILTER_MODERATION},
