@@ -80,6 +80,7 @@ build_request(struct tg_request *req, const struct tg_tier_member *member)
 		.target_prefix = b->base_path,
 		.host = b->host_header,
 		.api_key = b->api_key,
+		.key_header = b->api_key_header,
 		.client_ip = req->client ? req->client->ip : "unknown",
 		.proto = req->client && req->client->tls ? "https" : "http",
 		.request_id = req->id,

@@ -15,10 +15,6 @@
 /* Request fields that never change the generated output. */
 static const char *const fixed_ignored_fields[] = {"stream", "stream_options", "user"};
 
-/* Credential headers, in the order they are tried when no tenant header is
- * configured or the request lacks it. */
-static const char *const credential_headers[] = {"Authorization", "x-api-key", "api-key"};
-
 static void
 hex_encode(const unsigned char *bytes, size_t len, char *out)
 {
@@ -75,10 +71,11 @@ tg_cache_tenant(const struct tg_headers *headers, const char *tenant_header,
 			return hash_header("tenant-header", value, tenant);
 	}
 
-	for (size_t i = 0; i < sizeof(credential_headers) / sizeof(credential_headers[0]); i++) {
-		value = tg_headers_get(headers, credential_headers[i]);
+	/* Without a tenant header, the first credential header present. */
+	for (size_t i = 0; i < TG_N_CREDENTIAL_HEADERS; i++) {
+		value = tg_headers_get(headers, tg_credential_headers[i]);
 		if (value != NULL)
-			return hash_header(credential_headers[i], value, tenant);
+			return hash_header(tg_credential_headers[i], value, tenant);
 	}
 	tenant[0] = '\0';
 	return 0;

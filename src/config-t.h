@@ -53,6 +53,15 @@ struct tg_backend_timeouts {
 	tg_msec_t idle;         /* longest silence inside a response body */
 };
 
+/* The request header that carries a backend's api_key. Whichever it is,
+ * the client's own Authorization, x-api-key and api-key headers stay out of
+ * the request, so that no client credential reaches the backend. */
+enum tg_key_header {
+	TG_KEY_AUTHORIZATION,   /* "Authorization: Bearer KEY": OpenAI and most others */
+	TG_KEY_X_API_KEY,       /* "x-api-key: KEY": Anthropic */
+	TG_KEY_API_KEY,         /* "api-key: KEY": Azure OpenAI */
+};
+
 struct tg_backend {
 	char *name;
 	char *url;              /* as written, without credentials */
@@ -67,6 +76,7 @@ struct tg_backend {
 	char *host_header;      /* value for the upstream Host header */
 	char *base_path;        /* URL path prefix without trailing '/', or "" */
 	char *api_key;          /* secret: never logged; NULL keeps the client's */
+	enum tg_key_header api_key_header;  /* where api_key goes */
 	struct tg_tls_client_config tls_config;  /* "tls", for https:// */
 	struct tg_backend_timeouts timeouts;
 	size_t max_idle;        /* pooled idle connections per worker */

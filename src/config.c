@@ -327,7 +327,36 @@ out:
 	free(url);
 }
 
+static const struct keyword key_header_words[] = {
+	{"authorization", TG_KEY_AUTHORIZATION},
+	{"x-api-key", TG_KEY_X_API_KEY},
+	{"api-key", TG_KEY_API_KEY},
+};
+
+static void parse_key_header(struct load_ctx *ctx, const char *path,
+                             json_t *value, void *base, const struct setting *s)
+{
+	int v;
+
+	if (parse_keyword(ctx, path, value, key_header_words, ARRAY_LEN(key_header_words),
+	                  &v) == 0)
+		*FIELD(base, s, enum tg_key_header) = (enum tg_key_header)v;
+}
+
 static const struct section backend_section;
+
+/* Checks of one backend that involve several of its keys. */
+static void check_backend(struct load_ctx *ctx, const char *path, json_t *obj)
+{
+	char child[PATH_LEN];
+
+	/* Without api_key the client's credential passes as it came, so a
+	 * header for the key would mislead the reader of the file. */
+	if (json_object_get(obj, "api_key_header") != NULL &&
+	    json_object_get(obj, "api_key") == NULL)
+		report(ctx, path_key(child, path, "api_key_header"),
+		       "has no effect without \"api_key\"; set api_key or remove this key");
+}
 
 static void parse_backends(struct load_ctx *ctx, const char *path,
                            json_t *value, void *base, const struct setting *s)
@@ -370,10 +399,12 @@ static void parse_backends(struct load_ctx *ctx, const char *path,
 		if (backend->name == NULL)
 			report_oom(ctx, child);
 
-		if (!json_is_object(b))
+		if (!json_is_object(b)) {
 			report_type(ctx, child, "an object", b);
-		else
-			parse_section(ctx, child, b, backend, &backend_section);
+			continue;
+		}
+		parse_section(ctx, child, b, backend, &backend_section);
+		check_backend(ctx, child, b);
 	}
 }
 
@@ -629,6 +660,10 @@ static const struct setting backend_settings[] = {
 	{ .key = "api_key", .type = T_STRING,
 	  .offset = offsetof(struct tg_backend, api_key),
 	  .help = "credential sent upstream instead of the client's; absent passes the client's on" },
+	{ .key = "api_key_header", .type = T_CUSTOM, .parse = parse_key_header,
+	  .def = "\"authorization\"", .doc_type = "string",
+	  .offset = offsetof(struct tg_backend, api_key_header),
+	  .help = "how api_key is sent: authorization (Bearer), x-api-key or api-key" },
 	{ .key = "timeouts", .type = T_SECTION, .def = "{}",
 	  .section = &timeouts_section, .help = "upstream timeouts" },
 	{ .key = "tls", .type = T_SECTION, .def = "{}",

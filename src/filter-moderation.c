@@ -191,7 +191,8 @@ build_request(const struct tg_filter *f, const struct tg_text_list *texts,
 	const char *path = f->moderation.api == TG_MODERATION_CHAT ? "/v1/chat/completions"
 	                                                          : "/v1/moderations";
 	struct tg_upstream_rewrite rw = {
-		.host = b->host_header, .api_key = b->api_key, .client_ip = NULL,
+		.host = b->host_header, .api_key = b->api_key,
+		.key_header = b->api_key_header, .client_ip = NULL,
 		.proto = "http", .request_id = request_id,
 	};
 	struct tg_headers headers;

@@ -1,6 +1,7 @@
 /*
  * Header lists and proxy header rewriting.
  */
+#include <assert.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -537,7 +538,49 @@ tg_header_write(struct evbuffer *out, const char *name, const char *value)
 	return tg_head_end(&head);
 }
 
-/* Headers of the client request that the gateway sets itself. */
+/* The credential header names, once for the names and once with their
+ * lengths, which the request path compares first. */
+#define CREDENTIAL_NAMES(X) X("Authorization") X("x-api-key") X("api-key")
+
+#define CREDENTIAL_STRING(literal) literal,
+#define CREDENTIAL_ENTRY(literal) HEADER_NAME(literal),
+
+const char *const tg_credential_headers[TG_N_CREDENTIAL_HEADERS] = {
+	CREDENTIAL_NAMES(CREDENTIAL_STRING)
+};
+
+static const struct header_name credential_names[TG_N_CREDENTIAL_HEADERS] = {
+	CREDENTIAL_NAMES(CREDENTIAL_ENTRY)
+};
+
+int
+tg_header_is_credential(const struct tg_header *hd)
+{
+	for (size_t i = 0; i < TG_N_CREDENTIAL_HEADERS; i++) {
+		if (tg_header_named(hd, credential_names[i].name, credential_names[i].len))
+			return 1;
+	}
+	return 0;
+}
+
+/* The starts of the key lines, indexed by enum tg_key_header. */
+static const char *const key_line_starts[] = {
+	[TG_KEY_AUTHORIZATION] = "Authorization: Bearer ",
+	[TG_KEY_X_API_KEY] = "x-api-key: ",
+	[TG_KEY_API_KEY] = "api-key: ",
+};
+
+const char *
+tg_key_line_start(enum tg_key_header which)
+{
+	assert((size_t)which < sizeof(key_line_starts) / sizeof(key_line_starts[0]));
+	return key_line_starts[which];
+}
+
+/* Headers of the client request that the gateway sets itself. With an
+ * api_key, that is every credential header, not only the one the key goes
+ * in: a client key must not reach the backend, nor authenticate there
+ * instead of the configured one. */
 static int
 is_rewritten_request_header(const struct tg_header *hd, const struct tg_upstream_rewrite *rw)
 {
@@ -553,7 +596,7 @@ is_rewritten_request_header(const struct tg_header *hd, const struct tg_upstream
 		return 1;
 	if (rw->drop_tracestate && tg_header_is(hd, "tracestate"))
 		return 1;
-	return rw->api_key != NULL && tg_header_is(hd, "Authorization");
+	return rw->api_key != NULL && tg_header_is_credential(hd);
 }
 
 /* Write X-Forwarded-For: every value the client sent, in their order,
@@ -603,7 +646,9 @@ tg_headers_write_upstream_request(struct evbuffer *out, const char *method,
 	}
 
 	if (rw->api_key != NULL) {
-		tg_head_add(&head, "Authorization: Bearer ", 22);
+		const char *start = tg_key_line_start(rw->key_header);
+
+		tg_head_add(&head, start, strlen(start));
 		tg_head_add(&head, rw->api_key, strlen(rw->api_key));
 		tg_head_add(&head, "\r\n", 2);
 	}

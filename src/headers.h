@@ -13,6 +13,8 @@
 
 #include <event2/buffer.h>
 
+#include "config-t.h"
+
 /* A header line. The name and the value are copies in the text blocks of
  * the list, which stay in place until tg_headers_free(). */
 struct tg_header {
@@ -58,6 +60,15 @@ tg_header_is(const struct tg_header *hd, const char *name)
 {
 	return tg_header_named(hd, name, strlen(name));
 }
+
+/* The headers that carry a client's credential: Authorization (OpenAI and
+ * most others), x-api-key (Anthropic) and api-key (Azure OpenAI), in the
+ * order the cache looks for a caller's identity. */
+#define TG_N_CREDENTIAL_HEADERS 3
+extern const char *const tg_credential_headers[TG_N_CREDENTIAL_HEADERS];
+
+/* 1 when hd is one of tg_credential_headers. */
+int tg_header_is_credential(const struct tg_header *hd);
 
 /* The value of the first header called name of len bytes, or NULL. */
 const char *tg_headers_find(const struct tg_headers *h, const char *name, size_t len);
@@ -223,7 +234,9 @@ struct tg_upstream_rewrite {
 	const char *target_prefix;  /* put before the target (a backend's base
 	                               path); NULL for none */
 	const char *host;           /* Host header value */
-	const char *api_key;        /* replaces Authorization; NULL keeps it */
+	const char *api_key;        /* replaces the client's credential
+	                               headers; NULL keeps them */
+	enum tg_key_header key_header;  /* the header that carries api_key */
 	const char *client_ip;      /* appended to X-Forwarded-For; NULL for a
 	                               request of the gateway's own, which
 	                               sends none */
@@ -232,6 +245,11 @@ struct tg_upstream_rewrite {
 	const char *traceparent;    /* replaces traceparent; NULL keeps the client's */
 	int drop_tracestate;        /* leave the client's tracestate out */
 };
+
+/* The start of the header line that carries a key sent as which, up to
+ * the key itself: "Authorization: Bearer ", "x-api-key: " or "api-key: ".
+ * The line ends after the key with "\r\n". */
+const char *tg_key_line_start(enum tg_key_header which);
 
 /*
  * Write an HTTP/1.1 request head for the upstream into out: the request

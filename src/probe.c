@@ -9,6 +9,7 @@
 
 #include "clock.h"
 #include "config.h"
+#include "headers.h"
 #include "health.h"
 #include "log.h"
 #include "probe.h"
@@ -143,7 +144,7 @@ probe_new(struct tg_worker *w, const struct tg_backend *b)
 	    evbuffer_add_printf(p->request, "GET %s%s HTTP/1.1\r\nHost: %s\r\n%s%s%s"
 	                        "User-Agent: tollgate-probe\r\nContent-Length: 0\r\n\r\n",
 	                        b->base_path, h->probe_path, b->host_header,
-	                        b->api_key ? "Authorization: Bearer " : "",
+	                        b->api_key ? tg_key_line_start(b->api_key_header) : "",
 	                        b->api_key ? b->api_key : "", b->api_key ? "\r\n" : "") < 0) {
 		if (p->request != NULL)
 			evbuffer_free(p->request);

@@ -186,6 +186,7 @@ START_TEST(minimal_config_gets_defaults)
 	ck_assert_int_eq(b->tls_config.verify, 1);
 	ck_assert_ptr_null(b->tls_config.ca_file);
 	ck_assert_ptr_null(b->api_key);
+	ck_assert_int_eq(b->api_key_header, TG_KEY_AUTHORIZATION);
 	ck_assert_uint_eq(b->health->max_cooldown, 60000);
 
 	const struct tg_route *r = &cfg->routes[0];
@@ -397,6 +398,47 @@ START_TEST(env_expansion)
 }
 END_TEST
 
+static const struct {
+	const char *value;
+	enum tg_key_header expected;
+} key_header_cases[] = {
+	{"authorization", TG_KEY_AUTHORIZATION},
+	{"x-api-key", TG_KEY_X_API_KEY},
+	{"api-key", TG_KEY_API_KEY},
+};
+
+START_TEST(api_key_header_values)
+{
+	char json[512];
+
+	snprintf(json, sizeof(json),
+	         "{\"backends\": {\"b\": {\"url\": \"http://h\", \"api_key\": \"k\","
+	         " \"api_key_header\": \"%s\"}},"
+	         " \"routes\": [{\"name\": \"r\", \"backends\": [\"b\"]}]}",
+	         key_header_cases[_i].value);
+	struct tg_config *cfg = expect_valid(json);
+
+	ck_assert_int_eq(cfg->backends[0].api_key_header, key_header_cases[_i].expected);
+	tg_config_unref(cfg);
+}
+END_TEST
+
+START_TEST(api_key_header_errors)
+{
+	expect_errors(
+		"{\"backends\": {"
+		"   \"a\": {\"url\": \"http://h\", \"api_key\": \"k\", \"api_key_header\": \"Bearer\"},"
+		"   \"b\": {\"url\": \"http://h\", \"api_key\": \"k\", \"api_key_header\": 1},"
+		"   \"c\": {\"url\": \"http://h\", \"api_key_header\": \"x-api-key\"}},"
+		" \"routes\": [{\"name\": \"r\", \"backends\": [\"a\"]}]}",
+		"T: backends.a.api_key_header: invalid value \"Bearer\"; use authorization, "
+		"x-api-key or api-key\n"
+		"T: backends.b.api_key_header: expected a string, got an integer\n"
+		"T: backends.c.api_key_header: has no effect without \"api_key\"; set api_key "
+		"or remove this key\n");
+}
+END_TEST
+
 START_TEST(access_log_off)
 {
 	struct tg_config *cfg = expect_valid("{\"access_log\": false, " BACKEND_AND_ROUTE "}");
@@ -542,7 +584,7 @@ START_TEST(unknown_key_backend_levels)
 		" \"routes\": [{\"name\": \"r\", \"backends\": [\"primary\"],"
 		"   \"weight\": 1, \"match\": {\"method\": \"GET\"}}]}",
 		"T: backends.primary: unknown key \"timeout\"; valid keys: url, api_key, "
-		"timeouts, tls, pool, health\n"
+		"api_key_header, timeouts, tls, pool, health\n"
 		"T: backends.primary.timeouts: unknown key \"read\"; valid keys: connect, "
 		"first_byte, idle\n"
 		"T: backends.primary.tls: unknown key \"insecure\"; valid keys: ca_file, verify\n"
@@ -1048,7 +1090,7 @@ START_TEST(many_errors_one_run)
 		"integer with an optional unit B, KiB, MiB, GiB, KB, MB or GB, such "
 		"as \"32MiB\"\n"
 		"M: backends.primary: unknown key \"timeout\"; valid keys: url, "
-		"api_key, timeouts, tls, pool, health\n"
+		"api_key, api_key_header, timeouts, tls, pool, health\n"
 		"M: backends.primary.url: the URL must not contain credentials "
 		"(user:password@); put the key in \"api_key\" instead\n"
 		"M: routes[0].backends[0]: unknown backend \"primray\"; did you mean "
@@ -1287,6 +1329,7 @@ static Suite *config_suite(void)
 	tcase_add_loop_test(valid, backend_url_split, 0, N(url_cases));
 	tcase_add_loop_test(valid, backend_numeric_address, 0, N(address_cases));
 	tcase_add_test(valid, env_expansion);
+	tcase_add_loop_test(valid, api_key_header_values, 0, N(key_header_cases));
 	tcase_add_test(valid, access_log_off);
 	tcase_add_test(valid, workers_bounds_accepted);
 	tcase_add_test(valid, duration_ceiling_accepted);
@@ -1310,6 +1353,7 @@ static Suite *config_suite(void)
 	tcase_add_test(invalid, unset_env_var_named);
 	tcase_add_test(invalid, bad_env_reference);
 	tcase_add_test(invalid, secrets_never_in_messages);
+	tcase_add_test(invalid, api_key_header_errors);
 	tcase_add_test(invalid, unknown_backend_in_route);
 	tcase_add_test(invalid, route_list_errors);
 	tcase_add_test(invalid, model_glob_errors);

@@ -363,12 +363,16 @@ START_TEST(connection_lists_of_any_length)
 }
 END_TEST
 
+/* The upstream head for the client's headers, with api_key sent in the
+ * header key_header names. */
 static char *
-upstream_head(struct tg_headers *client, const char *api_key)
+upstream_head_keyed(struct tg_headers *client, const char *api_key,
+                    enum tg_key_header key_header)
 {
 	struct tg_upstream_rewrite rw = {
 		.host = "api.example.test",
 		.api_key = api_key,
+		.key_header = key_header,
 		.client_ip = "192.0.2.7",
 		.proto = "https",
 		.request_id = "req-1",
@@ -381,6 +385,12 @@ upstream_head(struct tg_headers *client, const char *api_key)
 	text = buffer_text(out);
 	evbuffer_free(out);
 	return text;
+}
+
+static char *
+upstream_head(struct tg_headers *client, const char *api_key)
+{
+	return upstream_head_keyed(client, api_key, TG_KEY_AUTHORIZATION);
 }
 
 START_TEST(upstream_head_rewrites)
@@ -537,15 +547,58 @@ START_TEST(head_pieces_keep_their_order)
 }
 END_TEST
 
+/* Add every credential header a client may send, each in another case. */
+static void
+add_client_credentials(struct tg_headers *h)
+{
+	add(h, "authorization", "Bearer client-key");
+	add(h, "X-Api-Key", "client-xkey");
+	add(h, "API-KEY", "client-azkey");
+}
+
 START_TEST(upstream_head_keeps_client_key)
 {
 	struct tg_headers h;
 	char *head;
 
 	tg_headers_init(&h);
-	add(&h, "Authorization", "Bearer client-key");
+	add_client_credentials(&h);
 	head = upstream_head(&h, NULL);
-	ck_assert_ptr_nonnull(strstr(head, "Authorization: Bearer client-key\r\n"));
+	ck_assert_ptr_nonnull(strstr(head, "authorization: Bearer client-key\r\n"));
+	ck_assert_ptr_nonnull(strstr(head, "X-Api-Key: client-xkey\r\n"));
+	ck_assert_ptr_nonnull(strstr(head, "API-KEY: client-azkey\r\n"));
+	free(head);
+	tg_headers_free(&h);
+}
+END_TEST
+
+static const struct {
+	enum tg_key_header key_header;
+	const char *line;
+} key_line_cases[] = {
+	{TG_KEY_AUTHORIZATION, "\r\nAuthorization: Bearer backend-key\r\n"},
+	{TG_KEY_X_API_KEY, "\r\nx-api-key: backend-key\r\n"},
+	{TG_KEY_API_KEY, "\r\napi-key: backend-key\r\n"},
+};
+
+/* With an api_key, the head carries it in the chosen header, once, and
+ * none of the client's credential headers, whichever header the key is
+ * in. */
+START_TEST(upstream_head_drops_client_credentials)
+{
+	struct tg_headers h;
+	char *head;
+	const char *key;
+
+	tg_headers_init(&h);
+	add_client_credentials(&h);
+	add(&h, "Accept", "*/*");
+	head = upstream_head_keyed(&h, "backend-key", key_line_cases[_i].key_header);
+	ck_assert_ptr_nonnull(strstr(head, key_line_cases[_i].line));
+	key = strstr(head, "backend-key");
+	ck_assert_ptr_null(strstr(key + 1, "backend-key"));
+	ck_assert_ptr_null(strstr(head, "client-"));
+	ck_assert_ptr_nonnull(strstr(head, "Accept: */*\r\n"));
 	free(head);
 	tg_headers_free(&h);
 }
@@ -632,6 +685,8 @@ headers_suite(void)
 	tcase_add_test(rewrite, header_lines_of_any_length);
 	tcase_add_test(rewrite, head_pieces_keep_their_order);
 	tcase_add_test(rewrite, upstream_head_keeps_client_key);
+	tcase_add_loop_test(rewrite, upstream_head_drops_client_credentials, 0,
+	                    (int)(sizeof(key_line_cases) / sizeof(key_line_cases[0])));
 	tcase_add_test(rewrite, upstream_head_appends_forwarded_for);
 	tcase_add_test(rewrite, upstream_head_joins_every_forwarded_for);
 	tcase_add_test(rewrite, upstream_head_without_client_address);
