@@ -287,6 +287,26 @@ open_listen_tls(struct daemon *d)
 	return 0;
 }
 
+/*
+ * Check every listen address before the workers bind them with
+ * SO_REUSEPORT, so that a port that another process serves stops the
+ * start instead of being shared with it. A process that already listens
+ * keeps its sockets bound until it stops, accept pauses included, so the
+ * probe fails on it. The one gap: two processes that both set
+ * SO_REUSEPORT and both pass the check in the few milliseconds before
+ * either binds.
+ * Reloads keep the listeners, so they never come here.
+ */
+static int
+probe_listen_addresses(const struct tg_config *cfg)
+{
+	for (size_t i = 0; i < cfg->n_listen; i++) {
+		if (tg_listen_probe(&cfg->listen[i]) != 0)
+			return -1;
+	}
+	return 0;
+}
+
 /* Stop and free the first n_made workers of d, of which the first
  * n_started run, after one of them failed to start. */
 static void
@@ -300,12 +320,15 @@ undo_workers(struct daemon *d, int n_made, int n_started)
 		tg_worker_free(d->workers[i]);
 }
 
-/* Make and start d's workers. On failure, stops and frees the workers made
- * so far, so that d has none. */
+/* Check the listen addresses, then make and start d's workers. On failure,
+ * stops and frees the workers made so far, so that d has none. */
 static int
 start_workers(struct daemon *d)
 {
 	int n_made, n_started;
+
+	if (probe_listen_addresses(d->config) != 0)
+		return -1;
 
 	d->workers = calloc((size_t)d->config->workers, sizeof(*d->workers));
 	if (d->workers == NULL)

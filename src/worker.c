@@ -8,6 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sys/socket.h>
+
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/listener.h>
@@ -55,24 +57,65 @@ accept_error_cb(struct evconnlistener *listener, void *arg)
 	tg_accept_pause_error(ctx->worker->accept_pause, err);
 }
 
+/* Resolve a listen address for a passive socket. Returns the list of
+ * addresses, of which callers bind the first, to free with
+ * evutil_freeaddrinfo(), or NULL after logging the error. */
+static struct evutil_addrinfo *
+resolve_listen(const struct tg_listen *l)
+{
+	struct evutil_addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+	                                .ai_flags = EVUTIL_AI_PASSIVE};
+	struct evutil_addrinfo *ai = NULL;
+	int rc = evutil_getaddrinfo(l->host, l->port, &hints, &ai);
+
+	if (rc != 0) {
+		tg_error("cannot resolve listen address %s: %s", l->address,
+		         evutil_gai_strerror(rc));
+		return NULL;
+	}
+	return ai;
+}
+
+int
+tg_listen_probe(const struct tg_listen *l)
+{
+	struct evutil_addrinfo *ai = resolve_listen(l);
+	evutil_socket_t fd;
+	int rc = -1;
+
+	if (ai == NULL)
+		return -1;
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		tg_error("cannot check listen address %s: %s", l->address, strerror(errno));
+		goto done;
+	}
+
+	/* SO_REUSEADDR, as the workers set it, so that connections of an
+	 * earlier run in TIME_WAIT do not count as a listener. */
+	if (evutil_make_listen_socket_reuseable(fd) != 0 ||
+	    bind(fd, ai->ai_addr, (socklen_t)ai->ai_addrlen) != 0)
+		tg_error("cannot listen on %s: %s", l->address, strerror(errno));
+	else
+		rc = 0;
+	evutil_closesocket(fd);
+
+done:
+	evutil_freeaddrinfo(ai);
+	return rc;
+}
+
 /* Bind one listening socket of this worker; SO_REUSEPORT lets every worker
  * bind the same address and the kernel spread connections among them. */
 static struct evconnlistener *
 open_listener(struct tg_worker *w, const struct tg_listen *l,
               struct tg_listener_ctx *ctx)
 {
-	struct evutil_addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-	                                .ai_flags = EVUTIL_AI_PASSIVE};
-	struct evutil_addrinfo *ai = NULL;
+	struct evutil_addrinfo *ai = resolve_listen(l);
 	struct evconnlistener *listener;
-	int rc;
 
-	rc = evutil_getaddrinfo(l->host, l->port, &hints, &ai);
-	if (rc != 0) {
-		tg_error("cannot resolve listen address %s: %s", l->address,
-		         evutil_gai_strerror(rc));
+	if (ai == NULL)
 		return NULL;
-	}
 	listener = evconnlistener_new_bind(w->base, accept_cb, ctx,
 	                                   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
 	                                   LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT,

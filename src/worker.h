@@ -101,6 +101,16 @@ struct tg_worker {
 	atomic_int finished;            /* its loop has returned */
 };
 
+/*
+ * Check that no other socket listens on l: bind a socket to it without
+ * SO_REUSEPORT, then close it. Workers bind with SO_REUSEPORT, so without
+ * this check a second process that sets it too would share the port and
+ * take part of the connections. Call it at start, before any worker binds
+ * l, since the workers' own sockets make it fail. Returns 0, or -1 after
+ * logging "cannot listen on ADDRESS: REASON".
+ */
+int tg_listen_probe(const struct tg_listen *l);
+
 /* Create a worker and open its listeners for cfg. On failure, logs the
  * address that could not be bound and returns NULL. */
 struct tg_worker *tg_worker_new(int id, struct tg_config *cfg,

@@ -1,11 +1,16 @@
-// Admin health endpoints, SIGHUP reloads and SIGTERM drains.
+// Admin health endpoints, SIGHUP reloads, SIGTERM drains, and a start on a
+// listen address that another process serves.
 
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import fs from 'node:fs';
+import net from 'node:net';
 import { afterEach, describe, it } from 'node:test';
 
 import {
   RawClient, curl, curlPost, freePort, stopAll, mockBackend,
-  openStream, rawPost, request, startGateway, startMock, waitFor,
+  openStream, rawPost, request, runTollgate, startGateway, startMock, waitFor,
+  writeTempFile,
 } from './lib/harness.mjs';
 import { assertError } from './lib/checks.mjs';
 
@@ -335,5 +340,67 @@ describe('SIGTERM drain', () => {
     const { code, signal } = await gw.waitExit();
     assert.equal(signal, null);
     assert.equal(code, 0);
+  });
+});
+
+/* How many sockets listen on 127.0.0.1:port, as the kernel's table of
+ * IPv4 TCP sockets lists them (state 0A is LISTEN). */
+function listenersOn(port) {
+  const local = `0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  return fs.readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)
+    .map((line) => line.trim().split(/\s+/))
+    .filter((fields) => fields[1] === local && fields[3] === '0A').length;
+}
+
+/* Run tollgate with config, which must fail to start; resolves to its
+ * exit code and output. */
+function runConfig(config) {
+  return runTollgate(['-c', writeTempFile('tollgate.json', JSON.stringify(config))]);
+}
+
+function assertPortInUse(result, port) {
+  assert.equal(result.code, 1, result.stderr);
+  assert.match(result.stderr, new RegExp(`\\[error\\] cannot listen on 127\\.0\\.0\\.1:${port}: Address already in use`));
+}
+
+describe('listen address in use', () => {
+  afterEach(stopAll);
+
+  it('exits 1 when a tollgate serves it', async () => {
+    const { gw, post } = await start({ workers: 2 });
+    const second = await runConfig({ ...gw.config, admin: `127.0.0.1:${await freePort()}` });
+
+    assertPortInUse(second, gw.port);
+    assert.equal(listenersOn(gw.port), 2, 'the second instance left a listener');
+    assert.equal((await post('gpt-4o')).status, 200);
+    await gw.stop();
+  });
+
+  it('exits 1 when another server listens', async () => {
+    const mock = await startMock();
+    const server = net.createServer().listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const { port } = server.address();
+
+    try {
+      assertPortInUse(await runConfig({
+        listen: [`127.0.0.1:${port}`], admin: `127.0.0.1:${await freePort()}`, access_log: false,
+        backends: { mock: mockBackend(mock) }, routes: [chatRoute('chat', 'gpt-4o')],
+      }), port);
+    } finally {
+      server.close();
+    }
+  });
+
+  it('lets two workers share it across a reload', async () => {
+    const { gw, post } = await start({ workers: 2 });
+    assert.equal(listenersOn(gw.port), 2);
+
+    const config = { ...gw.config, routes: [...gw.config.routes, chatRoute('mini', 'gpt-4o-mini')] };
+    assert.equal(await gw.reload(config), 'reloaded');
+    assert.equal(listenersOn(gw.port), 2);
+    assert.equal((await post('gpt-4o-mini')).status, 200);
+    assert.equal((await post('gpt-4o')).status, 200);
+    await gw.stop();
   });
 });

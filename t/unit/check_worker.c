@@ -6,6 +6,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <event2/buffer.h>
 
@@ -92,6 +97,81 @@ START_TEST(spare_buffer_added_by_reference)
 }
 END_TEST
 
+/* A listen entry and the strings it points to. */
+struct listen_entry {
+	struct tg_listen l;
+	char address[32];
+	char port[8];
+};
+
+/* Fill e for 127.0.0.1 and port. */
+static void
+loopback_entry(struct listen_entry *e, int port)
+{
+	snprintf(e->port, sizeof(e->port), "%d", port);
+	snprintf(e->address, sizeof(e->address), "127.0.0.1:%d", port);
+	e->l = (struct tg_listen){.address = e->address, .host = "127.0.0.1", .port = e->port};
+}
+
+/* Open a socket bound to 127.0.0.1 at port (0: any free one), with
+ * SO_REUSEPORT when reuse_port is set, as a worker's listener has it, and
+ * listening when listening is set. Returns the descriptor and stores the
+ * port in *bound. */
+static int
+loopback_socket(int port, int reuse_port, int listening, int *bound)
+{
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	socklen_t len = sizeof(sin);
+	int enable = 1;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	ck_assert_int_ge(fd, 0);
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &enable, sizeof(enable)), 0);
+	if (reuse_port)
+		ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &enable, sizeof(enable)), 0);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	if (listening)
+		ck_assert_int_eq(listen(fd, 8), 0);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+	*bound = ntohs(sin.sin_port);
+	return fd;
+}
+
+/* A port another process listens on fails the probe, whether that
+ * listener set SO_REUSEPORT (a running tollgate's worker) or not. */
+START_TEST(probe_fails_on_port_in_use)
+{
+	struct listen_entry e;
+	int port;
+	int fd = loopback_socket(0, _i, 1, &port);
+
+	loopback_entry(&e, port);
+	ck_assert_int_eq(tg_listen_probe(&e.l), -1);
+	close(fd);
+}
+END_TEST
+
+/* On a free port the probe passes and leaves nothing bound, so that two
+ * workers can then bind the port with SO_REUSEPORT. */
+START_TEST(probe_leaves_port_to_workers)
+{
+	struct listen_entry e;
+	int port, again;
+	int fd = loopback_socket(0, 0, 0, &port);
+	int first, second;
+
+	close(fd);
+	loopback_entry(&e, port);
+	ck_assert_int_eq(tg_listen_probe(&e.l), 0);
+	first = loopback_socket(port, 1, 1, &again);
+	second = loopback_socket(port, 1, 1, &again);
+	ck_assert_int_eq(again, port);
+	close(first);
+	close(second);
+}
+END_TEST
+
 static Suite *
 worker_suite(void)
 {
@@ -99,12 +179,16 @@ worker_suite(void)
 	TCase *ids = tcase_create("request-id");
 
 	TCase *buffers = tcase_create("spare-buffers");
+	TCase *probe = tcase_create("listen-probe");
 
 	tcase_add_test(ids, request_id_prefix_then_sequence);
 	suite_add_tcase(s, ids);
 	tcase_add_test(buffers, spare_buffers_come_back_empty);
 	tcase_add_test(buffers, spare_buffer_added_by_reference);
 	suite_add_tcase(s, buffers);
+	tcase_add_loop_test(probe, probe_fails_on_port_in_use, 0, 2);
+	tcase_add_test(probe, probe_leaves_port_to_workers);
+	suite_add_tcase(s, probe);
 	return s;
 }
 
