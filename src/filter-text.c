@@ -810,6 +810,20 @@ string_start(const char *raw, size_t end)
 	return 0;       /* not reached for text that yajl read as JSON */
 }
 
+/* Whether value i of k has a known place in the text for a mask: one
+ * passed in place, or a string whose closing quote ends at its end. A
+ * number that ends the whole text has none: yajl holds it until
+ * yajl_complete_parse(), whose offsets count from another buffer. */
+static int
+has_place(const struct kept_values *k, size_t i)
+{
+	size_t end = k->ends[i];
+
+	if (!k->spans.items[i].copied)
+		return 1;
+	return end >= 2 && end <= k->raw_len && k->raw[end - 1] == '"';
+}
+
 /* The arguments as f masks their values, written again. */
 struct masked_args {
 	struct tg_json_writer out;      /* the arguments up to done, masked */
@@ -872,7 +886,7 @@ run_regex_value(const struct tg_filter *f, enum tg_side side, const struct kept_
 		return -1;
 	if (sc->n_matches == 0 || f->action == TG_ACTION_FLAG)
 		return 0;
-	if (f->action == TG_ACTION_BLOCK) {
+	if (f->action == TG_ACTION_BLOCK || !has_place(k, i)) {
 		res->blocked = f;
 		res->blocked_rule = sc->matches[0].rule->name;
 		return 0;

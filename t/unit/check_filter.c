@@ -803,6 +803,23 @@ START_TEST(mask_argument_number_as_string)
 }
 END_TEST
 
+/* Arguments that are one bare number: yajl passes it only when the parse
+ * completes, with no place in the text, so a mask blocks there. */
+START_TEST(bare_number_arguments_block)
+{
+	const char *rules[] = {"preset:credit_card", NULL};
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_REQUEST | TG_SIDE_RESPONSE, rules);
+	struct tg_filter_log log = {0};
+	struct tg_filter_result res;
+
+	free(filter_args(f, _i, "4111111111111111", &res, &log));
+	ck_assert_ptr_eq(res.blocked, f);
+	ck_assert_str_eq(res.blocked_rule, "credit_card");
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
 /* A string written with an escape is written again masked, with the
  * escapes JSON needs only, so that a match an escape hides, or one next
  * to an escape, is masked as in any other value. */
@@ -978,6 +995,7 @@ filter_suite(void)
 	tcase_add_loop_test(bodies, anchored_rule_blocks_argument_value, 0, 2);
 	tcase_add_loop_test(bodies, mask_argument_values_in_place, 0, 2);
 	tcase_add_loop_test(bodies, mask_argument_number_as_string, 0, 2);
+	tcase_add_loop_test(bodies, bare_number_arguments_block, 0, 2);
 	tcase_add_loop_test(bodies, mask_escaped_argument_values, 0, 2);
 	tcase_add_loop_test(bodies, flag_argument_values_once, 0, 2);
 	tcase_add_loop_test(bodies, arguments_not_json_read_as_text, 0, 2);
