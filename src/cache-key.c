@@ -1,6 +1,7 @@
 /*
  * Cache keys: canonical request text and its SHA-256.
  */
+#include <ctype.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,12 @@
 
 /* Request fields that never change the generated output. */
 static const char *const fixed_ignored_fields[] = {"stream", "stream_options", "user"};
+
+/* Request headers that choose what a provider answers: API versions and
+ * beta features. Responses to requests that differ in them may differ. */
+static const char *const varying_headers[] = {
+	"anthropic-version", "anthropic-beta", "OpenAI-Beta",
+};
 
 static void
 hex_encode(const unsigned char *bytes, size_t len, char *out)
@@ -128,6 +135,38 @@ tg_cache_normalize_numbers(json_t *value)
 	return 0;
 }
 
+/* Add to canonical, as "headers", the varying headers that headers holds,
+ * by their lower-case names; nothing when it holds none, so that the keys
+ * of requests without them stay what they were. Returns 0, or -1 when out
+ * of memory. */
+static int
+add_varying_headers(json_t *canonical, const struct tg_headers *headers)
+{
+	json_t *found = json_object();
+	int rc = 0;
+
+	if (found == NULL)
+		return -1;
+	for (size_t i = 0; headers != NULL && i < sizeof(varying_headers) / sizeof(varying_headers[0]); i++) {
+		const char *value = tg_headers_get(headers, varying_headers[i]);
+		char name[32];
+		size_t n;
+
+		if (value == NULL)
+			continue;
+		for (n = 0; varying_headers[i][n] != '\0' && n < sizeof(name) - 1; n++)
+			name[n] = (char)tolower((unsigned char)varying_headers[i][n]);
+		name[n] = '\0';
+		/* Unchecked: a header value may hold bytes that are not UTF-8. */
+		if (json_object_set_new(found, name, json_string_nocheck(value)) != 0)
+			rc = -1;
+	}
+	if (rc == 0 && json_object_size(found) > 0)
+		return json_object_set_new(canonical, "headers", found);
+	json_decref(found);
+	return rc;
+}
+
 char *
 tg_cache_canonical(const json_t *body, const struct tg_cache_key_scope *scope)
 {
@@ -157,6 +196,10 @@ tg_cache_canonical(const json_t *body, const struct tg_cache_key_scope *scope)
 	 * stay what they were. */
 	if (scope->filters != NULL &&
 	    json_object_set_new(canonical, "filters", json_string(scope->filters)) != 0) {
+		json_decref(canonical);
+		return NULL;
+	}
+	if (add_varying_headers(canonical, scope->headers) != 0) {
 		json_decref(canonical);
 		return NULL;
 	}

@@ -54,6 +54,9 @@ struct tg_cache_key_scope {
 	                                   config (tg_route_cache_config), or NULL */
 	char *const *ignore_fields;     /* body fields left out */
 	size_t n_ignore_fields;
+	const struct tg_headers *headers;       /* of the request, for the
+	                                           headers that change a
+	                                           response; NULL: none */
 };
 
 /*

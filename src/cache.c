@@ -292,6 +292,7 @@ prepare(struct tg_request *req)
 		.path = req->path, .route = req->route->name, .tenant = tenant,
 		.filters = req->route->cache->filters,
 		.ignore_fields = cfg->ignore_fields, .n_ignore_fields = cfg->n_ignore_fields,
+		.headers = &req->headers,
 	};
 
 	if (cache_control_has(req, "no-store"))

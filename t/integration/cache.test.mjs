@@ -229,6 +229,16 @@ describe('cache with the memory store', () => {
     assert.equal(await isHit(gw, mock, other, { ...alice, 'x-tenant': 'globex' }), false);
   });
 
+  it('keeps requests apart by API version and beta headers', async () => {
+    const body = uniqueBody();
+    await assertCached(gw, mock, body, { 'anthropic-beta': 'tools-1' });
+    assert.equal(await isHit(gw, mock, body), false, 'a request without the beta header got its entry');
+    assert.equal(await isHit(gw, mock, body, { 'anthropic-beta': 'tools-2' }), false, 'another beta got the entry');
+    assert.equal(await isHit(gw, mock, body, { 'OpenAI-Beta': 'assistants=v2' }), false);
+    assert.ok(await isHit(gw, mock, body, { 'Anthropic-Beta': 'tools-1' }));
+    assert.ok(await isHit(gw, mock, body, { 'anthropic-beta': 'tools-1', 'x-trace': 'other' }));
+  });
+
   it('replays a stored stream event for event', async () => {
     const body = uniqueBody({ stream: true, stream_options: { include_usage: true } });
     const [first, second] = await assertCached(gw, mock, body);

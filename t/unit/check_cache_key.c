@@ -232,6 +232,53 @@ START_TEST(response_filters_change_key)
 }
 END_TEST
 
+/* Headers that choose a provider's API version or beta features change
+ * the key by value, whatever the case of their names. Other headers do
+ * not. Without them the canonical text has no "headers" member. */
+START_TEST(varying_headers_change_key)
+{
+	json_error_t error;
+	json_t *body = json_loads(base_request, 0, &error);
+	struct tg_cache_key_scope with = *scope("/v1/messages", "chat", "a", NULL, 0);
+	struct tg_headers h;
+	unsigned char none[TG_CACHE_KEY_LEN], other[TG_CACHE_KEY_LEN];
+	unsigned char beta[TG_CACHE_KEY_LEN], beta2[TG_CACHE_KEY_LEN], upper[TG_CACHE_KEY_LEN];
+	char *text;
+
+	tg_headers_init(&h);
+	with.headers = &h;
+	ck_assert_int_eq(tg_cache_key(body, &with, none), 0);
+	text = tg_cache_canonical(body, &with);
+	ck_assert_ptr_null(strstr(text, "\"headers\""));
+	free(text);
+
+	ck_assert_int_eq(tg_headers_add(&h, "X-Trace", 7, "1", 1), 0);
+	ck_assert_int_eq(tg_cache_key(body, &with, other), 0);
+	ck_assert_mem_eq(none, other, TG_CACHE_KEY_LEN);
+
+	ck_assert_int_eq(tg_headers_add(&h, "anthropic-beta", 14, "tools-1", 7), 0);
+	ck_assert_int_eq(tg_cache_key(body, &with, beta), 0);
+	ck_assert_mem_ne(none, beta, TG_CACHE_KEY_LEN);
+	text = tg_cache_canonical(body, &with);
+	ck_assert_ptr_nonnull(strstr(text, "\"headers\":{\"anthropic-beta\":\"tools-1\"}"));
+	free(text);
+	tg_headers_free(&h);
+
+	tg_headers_init(&h);
+	ck_assert_int_eq(tg_headers_add(&h, "Anthropic-Beta", 14, "tools-2", 7), 0);
+	ck_assert_int_eq(tg_cache_key(body, &with, beta2), 0);
+	ck_assert_mem_ne(beta, beta2, TG_CACHE_KEY_LEN);
+	tg_headers_free(&h);
+
+	tg_headers_init(&h);
+	ck_assert_int_eq(tg_headers_add(&h, "ANTHROPIC-BETA", 14, "tools-1", 7), 0);
+	ck_assert_int_eq(tg_cache_key(body, &with, upper), 0);
+	ck_assert_mem_eq(beta, upper, TG_CACHE_KEY_LEN);
+	tg_headers_free(&h);
+	json_decref(body);
+}
+END_TEST
+
 START_TEST(key_is_sha256_of_canonical)
 {
 	json_error_t error;
@@ -312,6 +359,7 @@ cache_key_suite(void)
 	tcase_add_test(fields, ignore_fields_leave_key);
 	tcase_add_test(fields, route_path_and_tenant_change_key);
 	tcase_add_test(fields, response_filters_change_key);
+	tcase_add_test(fields, varying_headers_change_key);
 	suite_add_tcase(s, fields);
 
 	tcase_add_test(form, integral_numbers_compare_equal);
