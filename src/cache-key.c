@@ -1,7 +1,6 @@
 /*
  * Cache keys: canonical request text and its SHA-256.
  */
-#include <ctype.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,10 +15,10 @@
 /* Request fields that never change the generated output. */
 static const char *const fixed_ignored_fields[] = {"stream", "stream_options", "user"};
 
-/* Request headers that choose what a provider answers: API versions and
+/* Request headers that choose what a provider returns: API versions and
  * beta features. Responses to requests that differ in them may differ. */
 static const char *const varying_headers[] = {
-	"anthropic-version", "anthropic-beta", "OpenAI-Beta",
+	"anthropic-version", "anthropic-beta", "openai-beta",
 };
 
 static void
@@ -135,10 +134,10 @@ tg_cache_normalize_numbers(json_t *value)
 	return 0;
 }
 
-/* Add to canonical, as "headers", the varying headers that headers holds,
- * by their lower-case names; nothing when it holds none, so that the keys
- * of requests without them stay what they were. Returns 0, or -1 when out
- * of memory. */
+/* Add to canonical, as "headers", the varying headers that headers
+ * contains, under the lower-case names of the table. Nothing is added when
+ * it contains none, so that the keys of requests without them stay what
+ * they were. Returns 0, or -1 when out of memory. */
 static int
 add_varying_headers(json_t *canonical, const struct tg_headers *headers)
 {
@@ -149,16 +148,10 @@ add_varying_headers(json_t *canonical, const struct tg_headers *headers)
 		return -1;
 	for (size_t i = 0; headers != NULL && i < sizeof(varying_headers) / sizeof(varying_headers[0]); i++) {
 		const char *value = tg_headers_get(headers, varying_headers[i]);
-		char name[32];
-		size_t n;
 
-		if (value == NULL)
-			continue;
-		for (n = 0; varying_headers[i][n] != '\0' && n < sizeof(name) - 1; n++)
-			name[n] = (char)tolower((unsigned char)varying_headers[i][n]);
-		name[n] = '\0';
-		/* Unchecked: a header value may hold bytes that are not UTF-8. */
-		if (json_object_set_new(found, name, json_string_nocheck(value)) != 0)
+		/* Unchecked: a header value may contain bytes that are not UTF-8. */
+		if (value != NULL &&
+		    json_object_set_new(found, varying_headers[i], json_string_nocheck(value)) != 0)
 			rc = -1;
 	}
 	if (rc == 0 && json_object_size(found) > 0)

@@ -131,6 +131,7 @@ struct values_read {
 	void *arg;
 	int fn_stopped;
 	yajl_handle h;
+	int completing;         /* in yajl_complete_parse() */
 };
 
 static int
@@ -138,8 +139,12 @@ on_value(void *ctx, const char *s, size_t len)
 {
 	struct values_read *v = ctx;
 
-	/* Inside a callback, yajl has consumed the value's token whole. */
-	if (v->fn(v->arg, s, len, yajl_get_bytes_consumed(v->h)) != 0) {
+	/* Inside a callback, yajl has consumed the value's token whole. A
+	 * value passed by yajl_complete_parse() (a number that ends the text)
+	 * was read from yajl's own buffer, so its end is unknown. */
+	size_t end = v->completing ? SIZE_MAX : yajl_get_bytes_consumed(v->h);
+
+	if (v->fn(v->arg, s, len, end) != 0) {
 		v->fn_stopped = 1;
 		return 0;
 	}
@@ -162,7 +167,7 @@ static const yajl_callbacks VALUE_CALLBACKS = {
 int
 tg_args_values(const char *text, size_t len, tg_args_value_fn *fn, void *arg)
 {
-	struct values_read v = {fn, arg, 0, NULL};
+	struct values_read v = {fn, arg, 0, NULL, 0};
 	yajl_handle h = tg_yajl_alloc(&VALUE_CALLBACKS, &v);
 	yajl_status st;
 
@@ -170,8 +175,10 @@ tg_args_values(const char *text, size_t len, tg_args_value_fn *fn, void *arg)
 		return -1;
 	v.h = h;
 	st = yajl_parse(h, (const unsigned char *)text, len);
-	if (st == yajl_status_ok)
+	if (st == yajl_status_ok) {
+		v.completing = 1;
 		st = yajl_complete_parse(h);
+	}
 	tg_yajl_free(h);
 
 	if (v.fn_stopped)

@@ -76,7 +76,8 @@ int tg_args_read(const char *text, size_t len, tg_text_fn *fn, void *arg);
 
 /* A value that tg_args_values() passes: its decoded text of len bytes,
  * and end, the offset in the arguments just past the value as written
- * (past the closing quote of a string). */
+ * (past the closing quote of a string), or SIZE_MAX when yajl passes the
+ * value only as the parse completes (a number that ends the text). */
 typedef int tg_args_value_fn(void *arg, const char *text, size_t len, size_t end);
 
 /* The result of tg_args_values() for a text that is not JSON. */

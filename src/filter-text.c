@@ -811,17 +811,11 @@ string_start(const char *raw, size_t end)
 }
 
 /* Whether value i of k has a known place in the text for a mask: one
- * passed in place, or a string whose closing quote ends at its end. A
- * number that ends the whole text has none: yajl holds it until
- * yajl_complete_parse(), whose offsets count from another buffer. */
+ * passed in place, or a copied one whose end tg_args_values() knows. */
 static int
 has_place(const struct kept_values *k, size_t i)
 {
-	size_t end = k->ends[i];
-
-	if (!k->spans.items[i].copied)
-		return 1;
-	return end >= 2 && end <= k->raw_len && k->raw[end - 1] == '"';
+	return !k->spans.items[i].copied || k->ends[i] != SIZE_MAX;
 }
 
 /* The arguments as f masks their values, written again. */
