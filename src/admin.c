@@ -30,13 +30,13 @@
 
 /* The type evhttp gives a request whose method is not one of the nine it
  * parses (PROPFIND, BREW). libevent 2.1.12 defines it privately, as
- * EVHTTP_REQ_UNKNOWN_ in http-internal.h, and answers such a request with
- * an HTML 501 unless the allowed methods include it. */
+ * EVHTTP_REQ_UNKNOWN_ in http-internal.h, and responds to such a request
+ * with an HTML 501 unless the allowed methods include it. */
 #define ADMIN_UNKNOWN_METHOD (1 << 15)
 
 /* Every method reaches the callbacks, so that a wrong one gets a text
  * response with Allow from admit_method() rather than evhttp's HTML 501.
- * NOTE: evhttp still answers in HTML when it rejects a request before any
+ * NOTE: evhttp still responds in HTML when it rejects a request before any
  * callback runs: 400 for a malformed request or a head over
  * ADMIN_MAX_HEAD, 413 for a body over ADMIN_MAX_BODY. libevent 2.1 has no
  * hook for those pages (evhttp_set_errorcb came with 2.2). */

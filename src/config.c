@@ -612,7 +612,7 @@ static const struct setting resolver_settings[] = {
 	{ .key = "max_stale", .type = T_DURATION, .def = "\"1h\"",
 	  .max = NO_MAX,
 	  .offset = offsetof(struct tg_resolver_config, max_stale),
-	  .help = "how long past its expiry an answer serves while refreshes fail" },
+	  .help = "how long past its expiry an answer stays in use while refreshes fail" },
 };
 static const struct section resolver_section = SECTION(resolver_settings);
 

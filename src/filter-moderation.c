@@ -273,7 +273,7 @@ call_on_body(void *arg, const char *data, size_t len)
 }
 
 /* Write to buf, for the log, the classifier's status other than 200 and
- * the message of an OpenAI-shaped error body, which says what to fix. */
+ * the message of an OpenAI-shaped error body, which names what to fix. */
 static const char *
 describe_error_response(struct tg_moderation_call *c, char *buf, size_t size)
 {

@@ -310,9 +310,9 @@ hosts_cb(int result, struct evutil_addrinfo *res, void *arg)
 
 /*
  * Look e's host up in the hosts file. libevent reads the file only for
- * evdns_getaddrinfo(), which reports no TTL, so a base without nameservers
- * is asked: it answers a name of the file before returning, and a lookup
- * that would need a query is cancelled before anything is sent.
+ * evdns_getaddrinfo(), which reports no TTL, so the lookup goes to a base
+ * without nameservers. That base resolves a name of the file before
+ * returning, and a lookup that would need a query is cancelled unsent.
  */
 static void
 look_up_hosts_file(struct tg_resolver *r, struct tg_host_entry *e)

@@ -95,7 +95,7 @@ struct tg_host_entry {
 
 /* --- the cache state, without I/O ------------------------------------------ */
 
-/* What a connect does with an entry at a given time. */
+/* The action a connect takes with an entry at a given time. */
 enum tg_host_use {
 	TG_HOST_USE,                    /* take an address now */
 	TG_HOST_USE_AND_REFRESH,        /* take one, and start a query */
@@ -113,7 +113,7 @@ uint64_t tg_host_query_begin(struct tg_host_entry *e);
 void tg_host_query_half(struct tg_host_entry *e, int family, int result, int count,
                         int ttl, const void *addrs);
 
-/* How the entry changed when a query ended. */
+/* The change in an entry when a query ended. */
 enum tg_host_change {
 	TG_HOST_SAME,
 	TG_HOST_STARTS_FAILING,         /* first failure after a good answer or none */
@@ -140,7 +140,7 @@ int tg_host_fallback(const struct tg_host_entry *e, unsigned first, unsigned tri
 
 /* --- the worker's resolver ------------------------------------------------- */
 
-/* Create the resolver of a worker. It asks the config's nameservers, or
+/* Create the resolver of a worker. It queries the config's nameservers, or
  * those of /etc/resolv.conf when the config names none. Returns NULL after
  * logging why. */
 struct tg_resolver *tg_resolver_new(struct event_base *base,
