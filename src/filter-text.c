@@ -811,7 +811,7 @@ string_start(const char *raw, size_t end)
 }
 
 /* Whether value i of k has a known place in the text for a mask: one
- * passed in place, or a copied one whose end tg_args_values() knows. */
+ * passed in place, or a copied one whose end tg_args_values() gave. */
 static int
 has_place(const struct kept_values *k, size_t i)
 {

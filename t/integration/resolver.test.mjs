@@ -1,7 +1,7 @@
 // Backend host names through the worker's resolver cache (src/resolve.c).
-// Every gateway here asks only the test's own DNS server on 127.0.0.1, set
-// in "resolver.nameservers", for a name under .test that nothing else
-// answers. One worker, so that one cache sees every connect, and no pooled
+// Every gateway here queries only the test's own DNS server on 127.0.0.1,
+// set in "resolver.nameservers", for a name under .test that no other
+// server resolves. One worker, so that one cache sees every connect, and no pooled
 // connections, so that every request opens one.
 
 import assert from 'node:assert/strict';
