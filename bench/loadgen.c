@@ -70,6 +70,7 @@ struct options {
 	double duration;                /* seconds, warm-up included */
 	double warmup;                  /* seconds whose samples are dropped */
 	long connect_rate;              /* new connections per second */
+	const char *trace;              /* stream: file of per-stream times */
 };
 
 /* A growable series of latency samples, in nanoseconds. */
@@ -155,6 +156,7 @@ struct bench {
 	struct counters c;
 	struct samples event_latency, token_latency, ttft, latency, service;
 	struct samples ttft_kept_alive; /* streams sent on a used connection */
+	FILE *trace;                    /* --trace, or NULL */
 };
 
 static void conn_start(struct conn *k);
@@ -323,6 +325,9 @@ record_ttft(struct conn *k, uint64_t stamp)
 	samples_add(&b->ttft, request_path + relay);
 	if (k->kept_alive)
 		samples_add(&b->ttft_kept_alive, request_path + relay);
+	if (b->trace != NULL)
+		fprintf(b->trace, "%zu %d %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 "\n",
+		        k->index, k->kept_alive, k->sent_ns, k->first_stamp_ns, stamp, k->read_ns);
 }
 
 /* Count each connection once, at the first event it receives, and print
@@ -893,7 +898,11 @@ usage(FILE *f)
 	        "  --connections N      rate: keep-alive connections (default 64)\n"
 	        "  --duration S         seconds to run, warm-up included (default 10)\n"
 	        "  --warmup S           seconds whose samples are dropped (default 1)\n"
-	        "  --connect-rate N     new connections per second (default 2000)\n",
+	        "  --connect-rate N     new connections per second (default 2000)\n"
+	        "  --trace FILE         stream: write one line per stream's first token:\n"
+	        "                       connection, kept-alive (0 or 1), request sent,\n"
+	        "                       first event stamped, first token stamped and\n"
+	        "                       received, in CLOCK_MONOTONIC nanoseconds\n",
 	        MAX_HEADERS, MAX_CONNECTIONS);
 }
 
@@ -929,6 +938,7 @@ parse_options(struct options *o, int argc, char **argv)
 		{"duration", required_argument, NULL, 'd'},
 		{"warmup", required_argument, NULL, 'w'},
 		{"connect-rate", required_argument, NULL, 'C'},
+		{"trace", required_argument, NULL, 'T'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -987,6 +997,7 @@ parse_options(struct options *o, int argc, char **argv)
 				return -1;
 			o->connect_rate = (long)v;
 			break;
+		case 'T': o->trace = optarg; break;
 		case 'h':
 			usage(stdout);
 			exit(0);
@@ -1128,6 +1139,8 @@ teardown(struct bench *b)
 	free(b->ttft_kept_alive.v);
 	free(b->latency.v);
 	free(b->service.v);
+	if (b->trace != NULL && fclose(b->trace) != 0)
+		fprintf(stderr, "loadgen: writing %s failed: %s\n", b->o.trace, strerror(errno));
 	if (b->base)
 		event_base_free(b->base);
 }
@@ -1143,6 +1156,10 @@ main(int argc, char **argv)
 	b.sender_fd = -1;
 	if (parse_options(&b.o, argc, argv) < 0)
 		return 2;
+	if (b.o.trace != NULL && (b.trace = fopen(b.o.trace, "w")) == NULL) {
+		fprintf(stderr, "loadgen: cannot open --trace %s: %s\n", b.o.trace, strerror(errno));
+		return 2;
+	}
 	if (setup(&b) < 0) {
 		fprintf(stderr, "loadgen: setup failed: %s\n", strerror(errno));
 		goto out;
