@@ -20,6 +20,7 @@
 #include "filter-request.h"
 #include "filter-stream.h"
 #include "filter.h"
+#include "json-writer.h"
 #include "log.h"
 #include "relay.h"
 #include "request.h"
@@ -523,6 +524,68 @@ log_scan_failed(struct tg_request *req)
 	               "with an error instead of the unchecked response", why);
 }
 
+/* Replace body with text. Returns 0, or -1 when out of memory. */
+static int
+replace_body(struct evbuffer *body, const char *text, size_t len)
+{
+	evbuffer_drain(body, evbuffer_get_length(body));
+	return evbuffer_add(body, text, len);
+}
+
+/*
+ * Screen an upstream error body that is not a JSON object (a proxy's HTML
+ * or text page) as one text, since its message may echo the prompt, and
+ * keep the upstream's status either way. Bytes that are not UTF-8 are read
+ * as U+FFFD, because the regex engine takes only UTF-8. Without a match
+ * the body goes out as it came. A mask writes it again with the matches
+ * masked, and a block replaces it with a sentence. Returns 0, or -1 when
+ * the scan failed or memory ran out (the relay then responds with an error).
+ */
+static int
+screen_error_page(struct tg_request *req, const struct tg_filter_chain *chain,
+                  struct tg_filter_state *st)
+{
+	static const char withheld[] = "the upstream's error message was withheld by a "
+	                               "content filter\n";
+	struct evbuffer *body = req->response.body;
+	size_t raw_len = evbuffer_get_length(body);
+	const char *raw = (const char *)evbuffer_pullup(body, -1);
+	struct tg_text_list texts = {0};
+	struct tg_filter_result res = {0};
+	json_t *text = NULL;
+	char *repaired = NULL;
+	size_t len = raw ? tg_utf8_repaired_len(raw, raw_len) : 0;
+	int rc = -1;
+
+	if (raw != NULL && len != raw_len && (repaired = malloc(len)) != NULL)
+		tg_utf8_repair(repaired, raw, raw_len);
+	if (raw != NULL && (len == raw_len || repaired != NULL))
+		text = json_stringn_nocheck(repaired ? repaired : raw, len);
+	if (text == NULL || tg_text_list_add(&texts, text) != 0) {
+		tg_log_request(req, TG_LOG_ERROR, "cannot screen the error page (out of memory); "
+		               "responding with an error instead");
+		goto out;
+	}
+
+	if (tg_filter_texts(chain, TG_SIDE_RESPONSE, &texts, &st->log, &st->scan, &res, NULL) != 0) {
+		log_scan_failed(req);
+		goto out;
+	}
+	rc = 0;
+	if (res.blocked != NULL) {
+		tg_log_request(req, TG_LOG_INFO, "error page withheld by content filter %s (%s)",
+		               res.blocked->name, res.blocked_rule ? res.blocked_rule : "error");
+		rc = replace_body(body, withheld, sizeof(withheld) - 1);
+	} else if (res.changed) {
+		rc = replace_body(body, json_string_value(text), json_string_length(text));
+	}
+out:
+	json_decref(text);
+	free(repaired);
+	tg_text_list_free(&texts);
+	return rc;
+}
+
 /*
  * Without a match the body goes out as it came. Otherwise the filters
  * change the shared parse of the body in place (tg_relay_response_json),
@@ -559,11 +622,8 @@ tg_filter_response_body(struct tg_request *req)
 	}
 
 	json = tg_relay_response_json(req);
-	/* NOTE: an error body that is not JSON (a proxy's HTML or text page)
-	 * passes unscreened, as before error bodies were screened, rather than
-	 * turn the upstream's status into a 500. */
 	if (!json_is_object(json) && scan == SCAN_UNREAD && req->response.status != 200)
-		return 0;
+		return screen_error_page(req, chain, st);
 	if (!json_is_object(json) && scan == SCAN_UNREAD) {
 		/* Clients read bodies that are not strict JSON (NaN, a byte order
 		 * mark, a member given twice), so an unread one must not pass. */

@@ -53,6 +53,12 @@ add_text(struct tg_text_list *list, json_t *value, int inner_json)
 	return 0;
 }
 
+int
+tg_text_list_add(struct tg_text_list *list, json_t *value)
+{
+	return add_text(list, value, 0);
+}
+
 /* --- which members are texts -------------------------------------------- */
 
 /*

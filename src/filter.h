@@ -77,6 +77,10 @@ struct tg_text_list {
 
 void tg_text_list_free(struct tg_text_list *list);
 
+/* Add value, a string that is a text of its own (not JSON inside a
+ * string), to list. Returns 0, or -1 when out of memory. */
+int tg_text_list_add(struct tg_text_list *list, json_t *value);
+
 /*
  * Collect every piece of prompt text of a request body: "messages" content
  * as a string or as text parts (any role: system, developer, user,
