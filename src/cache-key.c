@@ -2,12 +2,14 @@
  * Cache keys: canonical request text and its SHA-256.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <openssl/evp.h>
 
 #include "cache-key.h"
+#include "json-writer.h"
 
 /* Integers up to this magnitude convert exactly between double and int64. */
 #define EXACT_INTEGER_MAX 9007199254740992.0    /* 2^53 */
@@ -16,10 +18,30 @@
 static const char *const fixed_ignored_fields[] = {"stream", "stream_options", "user"};
 
 /* Request headers that choose what a provider returns: API versions and
- * beta features. Responses to requests that differ in them may differ. */
+ * beta features. Responses to requests that differ in them may differ.
+ * Lower case and in key order, as the canonical text has them. */
 static const char *const varying_headers[] = {
-	"anthropic-version", "anthropic-beta", "openai-beta",
+	"anthropic-beta", "anthropic-version", "openai-beta",
 };
+
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+static EVP_MD *sha256_md;
+
+static void
+fetch_sha256(void)
+{
+	sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+/* SHA-256, fetched from OpenSSL's provider once: EVP_sha256() makes every
+ * digest fetch it again, about 5,000 instructions per key (callgrind).
+ * NULL when the fetch failed, and every digest then fails. */
+static const EVP_MD *
+sha256(void)
+{
+	pthread_once(&sha256_once, fetch_sha256);
+	return sha256_md;
+}
 
 static void
 hex_encode(const unsigned char *bytes, size_t len, char *out)
@@ -51,8 +73,8 @@ hash_header(const char *name, const char *value, char out[TG_CACHE_KEY_HEX_LEN +
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 	int ok;
 
-	ok = ctx != NULL &&
-	     EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+	ok = ctx != NULL && sha256() != NULL &&
+	     EVP_DigestInit_ex(ctx, sha256(), NULL) == 1 &&
 	     EVP_DigestUpdate(ctx, name, strlen(name)) == 1 &&
 	     EVP_DigestUpdate(ctx, ":", 1) == 1 &&
 	     EVP_DigestUpdate(ctx, value, strlen(value)) == 1 &&
@@ -97,122 +119,239 @@ real_as_integer(double d, json_int_t *out)
 	return 1;
 }
 
-/* Normalise one member or element: replace it in its container when it is
- * a real with an integral value, or descend into it. */
-static int
-normalize_child(json_t *container, const char *key, size_t index, json_t *child)
-{
-	json_int_t integer;
+/* --- the canonical text ------------------------------------------------- */
 
-	if (!json_is_real(child))
-		return tg_cache_normalize_numbers(child);
-	if (!real_as_integer(json_real_value(child), &integer))
-		return 0;
-	if (key != NULL)
-		return json_object_set_new(container, key, json_integer(integer));
-	return json_array_set_new(container, index, json_integer(integer));
+/* One member of an object, gathered to be written in key order. */
+struct member {
+	const char *key;
+	size_t key_len;
+	const json_t *value;
+};
+
+/* Members of objects up to this size are sorted on the stack. */
+#define STACK_MEMBERS 16
+
+/* Order keys as jansson's JSON_SORT_KEYS does: bytewise, a prefix first. */
+static int
+compare_members(const void *a, const void *b)
+{
+	const struct member *x = a, *y = b;
+	size_t common = x->key_len < y->key_len ? x->key_len : y->key_len;
+	int order = memcmp(x->key, y->key, common);
+
+	if (order != 0)
+		return order;
+	return (x->key_len > y->key_len) - (x->key_len < y->key_len);
 }
 
-int
-tg_cache_normalize_numbers(json_t *value)
-{
-	const char *key;
-	json_t *child;
-	size_t index;
+static void write_value(struct tg_json_writer *w, const json_t *value);
 
-	if (json_is_object(value)) {
-		json_object_foreach(value, key, child) {
-			if (normalize_child(value, key, 0, child) != 0)
-				return -1;
-		}
-	} else if (json_is_array(value)) {
-		json_array_foreach(value, index, child) {
-			if (normalize_child(value, NULL, index, child) != 0)
-				return -1;
-		}
+/* Whether key is one of the body fields that scope leaves out. */
+static int
+ignored_field(const char *key, const struct tg_cache_key_scope *scope)
+{
+	for (size_t i = 0; i < sizeof(fixed_ignored_fields) / sizeof(fixed_ignored_fields[0]); i++) {
+		if (strcmp(key, fixed_ignored_fields[i]) == 0)
+			return 1;
+	}
+	for (size_t i = 0; i < scope->n_ignore_fields; i++) {
+		if (strcmp(key, scope->ignore_fields[i]) == 0)
+			return 1;
 	}
 	return 0;
 }
 
-/* Add to canonical, as "headers", the varying headers that headers
- * contains, under the lower-case names of the table. Nothing is added when
- * it contains none, so that the keys of requests without them stay what
- * they were. Returns 0, or -1 when out of memory. */
-static int
-add_varying_headers(json_t *canonical, const struct tg_headers *headers)
+/* Write object with its members in key order, without those that scope
+ * leaves out when scope is not NULL (the top level of a request). */
+static void
+write_object(struct tg_json_writer *w, const json_t *object,
+             const struct tg_cache_key_scope *scope)
 {
-	json_t *found = json_object();
-	int rc = 0;
+	struct member on_stack[STACK_MEMBERS];
+	struct member *members = on_stack;
+	size_t size = json_object_size(object), n = 0;
+	const char *key;
+	json_t *value;
 
-	if (found == NULL)
-		return -1;
+	if (size > STACK_MEMBERS && (members = malloc(size * sizeof(*members))) == NULL) {
+		w->failed = 1;
+		return;
+	}
+	json_object_foreach((json_t *)object, key, value) {
+		if (scope == NULL || !ignored_field(key, scope))
+			members[n++] = (struct member){key, strlen(key), value};
+	}
+	qsort(members, n, sizeof(*members), compare_members);
+
+	tg_json_literal(w, "{");
+	for (size_t i = 0; i < n; i++) {
+		if (i > 0)
+			tg_json_literal(w, ",");
+		tg_json_stringn(w, members[i].key, members[i].key_len);
+		tg_json_literal(w, ":");
+		write_value(w, members[i].value);
+	}
+	tg_json_literal(w, "}");
+	if (members != on_stack)
+		free(members);
+}
+
+/* Write value as jansson's compact dump does, except that a real whose
+ * value is an integer of magnitude up to 2^53 is written as that integer
+ * (and -0.0 as 0). */
+static void
+write_value(struct tg_json_writer *w, const json_t *value)
+{
+	json_int_t integer;
+	size_t i;
+	json_t *item;
+
+	switch (json_typeof(value)) {
+	case JSON_OBJECT:
+		write_object(w, value, NULL);
+		break;
+	case JSON_ARRAY:
+		tg_json_literal(w, "[");
+		json_array_foreach((json_t *)value, i, item) {
+			if (i > 0)
+				tg_json_literal(w, ",");
+			write_value(w, item);
+		}
+		tg_json_literal(w, "]");
+		break;
+	case JSON_STRING:
+		tg_json_stringn(w, json_string_value(value), json_string_length(value));
+		break;
+	case JSON_INTEGER:
+		tg_json_int(w, json_integer_value(value));
+		break;
+	case JSON_REAL:
+		if (real_as_integer(json_real_value(value), &integer))
+			tg_json_int(w, integer);
+		else
+			tg_json_double(w, json_real_value(value));
+		break;
+	case JSON_TRUE:
+		tg_json_literal(w, "true");
+		break;
+	case JSON_FALSE:
+		tg_json_literal(w, "false");
+		break;
+	case JSON_NULL:
+		tg_json_literal(w, "null");
+		break;
+	}
+}
+
+/* Write, as "headers", the varying headers that headers contains, under
+ * the lower-case names of the table, which are in key order. Nothing is
+ * written when it contains none, so that the keys of requests without them
+ * stay what they were. */
+static void
+write_varying_headers(struct tg_json_writer *w, const struct tg_headers *headers)
+{
+	int first = 1;
+
 	for (size_t i = 0; headers != NULL && i < sizeof(varying_headers) / sizeof(varying_headers[0]); i++) {
 		const char *value = tg_headers_get(headers, varying_headers[i]);
 
-		/* Unchecked: a header value may contain bytes that are not UTF-8. */
-		if (value != NULL &&
-		    json_object_set_new(found, varying_headers[i], json_string_nocheck(value)) != 0)
-			rc = -1;
+		if (value == NULL)
+			continue;
+		tg_json_raw(w, first ? "\"headers\":{" : ",", first ? 11 : 1);
+		tg_json_string(w, varying_headers[i]);
+		tg_json_literal(w, ":");
+		tg_json_string(w, value);
+		first = 0;
 	}
-	if (rc == 0 && json_object_size(found) > 0)
-		return json_object_set_new(canonical, "headers", found);
-	json_decref(found);
-	return rc;
+	if (!first)
+		tg_json_literal(w, "},");
+}
+
+/*
+ * Write the canonical text into w. The members of the outer object are
+ * written in key order by hand: filters, headers, path, request, route,
+ * tenant, v. Returns 0, or -1 when out of memory.
+ */
+static int
+write_canonical(struct tg_json_writer *w, const json_t *body,
+                const struct tg_cache_key_scope *scope)
+{
+	tg_json_literal(w, "{");
+	/* Written only when set, so the keys of routes without response
+	 * filters stay what they were. */
+	if (scope->filters != NULL) {
+		tg_json_literal(w, "\"filters\":");
+		tg_json_string(w, scope->filters);
+		tg_json_literal(w, ",");
+	}
+	write_varying_headers(w, scope->headers);
+	tg_json_literal(w, "\"path\":");
+	tg_json_string(w, scope->path);
+	tg_json_literal(w, ",\"request\":");
+	write_object(w, body, scope);
+	tg_json_literal(w, ",\"route\":");
+	tg_json_string(w, scope->route);
+	tg_json_literal(w, ",\"tenant\":");
+	tg_json_string(w, scope->tenant);
+	tg_json_literal(w, ",\"v\":");
+	tg_json_int(w, TG_CACHE_KEY_VERSION);
+	tg_json_literal(w, "}");
+	return w->failed ? -1 : 0;
 }
 
 char *
 tg_cache_canonical(const json_t *body, const struct tg_cache_key_scope *scope)
 {
-	json_t *request = json_deep_copy(body);
-	json_t *canonical;
-	char *text;
+	struct tg_json_writer w = {0};
+	char *text = NULL;
 
-	if (request == NULL)
-		return NULL;
-	for (size_t i = 0; i < sizeof(fixed_ignored_fields) / sizeof(fixed_ignored_fields[0]); i++)
-		json_object_del(request, fixed_ignored_fields[i]);
-	for (size_t i = 0; i < scope->n_ignore_fields; i++)
-		json_object_del(request, scope->ignore_fields[i]);
-
-	if (tg_cache_normalize_numbers(request) != 0) {
-		json_decref(request);
-		return NULL;
+	if (write_canonical(&w, body, scope) == 0 && (text = malloc(w.len + 1)) != NULL) {
+		memcpy(text, w.data, w.len);
+		text[w.len] = '\0';
 	}
-
-	canonical = json_pack("{s:i, s:s, s:s, s:s, s:o}", "v", TG_CACHE_KEY_VERSION,
-	                      "path", scope->path, "route", scope->route,
-	                      "tenant", scope->tenant, "request", request);
-	if (canonical == NULL)
-		return NULL;
-
-	/* Added only when set, so the keys of routes without response filters
-	 * stay what they were. */
-	if (scope->filters != NULL &&
-	    json_object_set_new(canonical, "filters", json_string(scope->filters)) != 0) {
-		json_decref(canonical);
-		return NULL;
-	}
-	if (add_varying_headers(canonical, scope->headers) != 0) {
-		json_decref(canonical);
-		return NULL;
-	}
-	text = json_dumps(canonical, JSON_SORT_KEYS | JSON_COMPACT);
-	json_decref(canonical);
+	tg_json_writer_free(&w);
 	return text;
+}
+
+/* Whether s is valid UTF-8. */
+static int
+is_utf8(const char *s)
+{
+	size_t len = strlen(s);
+
+	return tg_utf8_repaired_len(s, len) == len;
+}
+
+/* Whether the path and the varying headers, which come from the client
+ * unchecked, are UTF-8: the canonical text would write other bytes as
+ * U+FFFD, so that two different values could share a key. */
+static int
+scope_is_utf8(const struct tg_cache_key_scope *scope)
+{
+	if (!is_utf8(scope->path))
+		return 0;
+	for (size_t i = 0; scope->headers != NULL && i < sizeof(varying_headers) / sizeof(varying_headers[0]); i++) {
+		const char *value = tg_headers_get(scope->headers, varying_headers[i]);
+
+		if (value != NULL && !is_utf8(value))
+			return 0;
+	}
+	return 1;
 }
 
 int
 tg_cache_key(const json_t *body, const struct tg_cache_key_scope *scope,
              unsigned char key[TG_CACHE_KEY_LEN])
 {
-	char *text = tg_cache_canonical(body, scope);
+	struct tg_json_writer w = {0};
 	unsigned int md_len = 0;
 	int ok;
 
-	if (text == NULL)
-		return -1;
-	ok = EVP_Digest(text, strlen(text), key, &md_len, EVP_sha256(), NULL) == 1 &&
+	if (!scope_is_utf8(scope))
+		return TG_CACHE_KEY_NOT_UTF8;
+	ok = write_canonical(&w, body, scope) == 0 && sha256() != NULL &&
+	     EVP_Digest(w.data, w.len, key, &md_len, sha256(), NULL) == 1 &&
 	     md_len == TG_CACHE_KEY_LEN;
-	free(text);
+	tg_json_writer_free(&w);
 	return ok ? 0 : -1;
 }

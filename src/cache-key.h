@@ -4,8 +4,9 @@
  *
  * The canonical form is an object {"v", "path", "route", "tenant",
  * "request"}, plus "filters" for a route with filters on the response
- * side, dumped by jansson with sorted keys and no whitespace, so key
- * order and whitespace in the client's JSON do not matter. "request" is the
+ * side and "headers" for the headers below, written as jansson's compact
+ * dump with sorted keys would write it, so key order and whitespace in the
+ * client's JSON do not matter. "request" is the
  * request body without the fields that cannot change the output ("stream",
  * "stream_options", "user" and the configured ignore_fields), and with
  * numbers normalised. A fractional number whose value is an integer of
@@ -38,13 +39,6 @@
 int tg_cache_tenant(const struct tg_headers *headers, const char *tenant_header,
                      char tenant[TG_CACHE_KEY_HEX_LEN + 1]);
 
-/*
- * Replace, in place, every fractional number of value that has an
- * integral value of magnitude up to 2^53 by the equal integer, and every
- * -0.0 by 0. Returns 0, or -1 when out of memory.
- */
-int tg_cache_normalize_numbers(json_t *value);
-
 /* The inputs of a key other than the request body. */
 struct tg_cache_key_scope {
 	const char *path;
@@ -66,8 +60,11 @@ struct tg_cache_key_scope {
  */
 char *tg_cache_canonical(const json_t *body, const struct tg_cache_key_scope *scope);
 
+/* tg_cache_key() result: the path or a varying header is not UTF-8. */
+#define TG_CACHE_KEY_NOT_UTF8 (-2)
+
 /* Compute the key of a request: SHA-256 of its canonical text. Returns 0,
- * or -1 when out of memory. */
+ * TG_CACHE_KEY_NOT_UTF8, or -1 when out of memory. */
 int tg_cache_key(const json_t *body, const struct tg_cache_key_scope *scope,
                  unsigned char key[TG_CACHE_KEY_LEN]);
 

@@ -294,13 +294,20 @@ prepare(struct tg_request *req)
 		.ignore_fields = cfg->ignore_fields, .n_ignore_fields = cfg->n_ignore_fields,
 		.headers = &req->headers,
 	};
+	int rc = 0;
 
 	if (cache_control_has(req, "no-store"))
 		return -1;
 	if (tg_cache_tenant(&req->headers, cfg->tenant_header, tenant) != 0 ||
-	    tg_cache_key(tg_request_json(req), &scope, st->key) != 0) {
+	    (rc = tg_cache_key(tg_request_json(req), &scope, st->key)) == -1) {
 		tg_log_request(req, TG_LOG_WARN, "cache: out of memory computing the key; "
 		               "the request bypasses the cache");
+		return -1;
+	}
+	if (rc == TG_CACHE_KEY_NOT_UTF8) {
+		tg_log_request(req, TG_LOG_INFO, "cache: the path or an anthropic-version, "
+		               "anthropic-beta or openai-beta header is not UTF-8; the request "
+		               "bypasses the cache");
 		return -1;
 	}
 

@@ -3,6 +3,7 @@
  * change the key and which do not, number normalisation and tenants.
  */
 #include <check.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -295,6 +296,151 @@ START_TEST(key_is_sha256_of_canonical)
 }
 END_TEST
 
+/* --- the canonical text against jansson's dump --------------------------- */
+
+/* Reference form of a number, as the key defines it: an integral real of
+ * magnitude up to 2^53 becomes an integer. */
+static json_t *
+reference_number(const json_t *value)
+{
+	double d = json_real_value(value);
+
+	if (json_is_real(value) && d == floor(d) && fabs(d) <= 9007199254740992.0)
+		return json_integer((json_int_t)d);
+	return json_deep_copy(value);
+}
+
+/* A deep copy of value with its numbers in reference form. */
+static json_t *
+reference_copy(const json_t *value)
+{
+	const char *key;
+	json_t *child, *copy;
+	size_t i;
+
+	if (json_is_object(value)) {
+		copy = json_object();
+		json_object_foreach((json_t *)value, key, child)
+			json_object_set_new(copy, key, reference_copy(child));
+		return copy;
+	}
+	if (json_is_array(value)) {
+		copy = json_array();
+		json_array_foreach(value, i, child)
+			json_array_append_new(copy, reference_copy(child));
+		return copy;
+	}
+	return reference_number(value);
+}
+
+/* The canonical text as the key defines it, built as a jansson tree and
+ * dumped by jansson with sorted keys. */
+static char *
+reference_canonical(const json_t *body, const struct tg_cache_key_scope *s)
+{
+	json_t *request = reference_copy(body);
+	json_t *canonical, *headers = json_object();
+	const char *names[] = {"anthropic-version", "anthropic-beta", "openai-beta"};
+	char *text;
+
+	json_object_del(request, "stream");
+	json_object_del(request, "stream_options");
+	json_object_del(request, "user");
+	for (size_t i = 0; i < s->n_ignore_fields; i++)
+		json_object_del(request, s->ignore_fields[i]);
+	canonical = json_pack("{s:i, s:s, s:s, s:s, s:o}", "v", TG_CACHE_KEY_VERSION, "path", s->path,
+	                      "route", s->route, "tenant", s->tenant, "request", request);
+	if (s->filters != NULL)
+		json_object_set_new(canonical, "filters", json_string(s->filters));
+	for (size_t i = 0; s->headers != NULL && i < 3; i++) {
+		const char *value = tg_headers_get(s->headers, names[i]);
+
+		if (value != NULL)
+			json_object_set_new(headers, names[i], json_string(value));
+	}
+	if (json_object_size(headers) > 0)
+		json_object_set(canonical, "headers", headers);
+	json_decref(headers);
+	text = json_dumps(canonical, JSON_SORT_KEYS | JSON_COMPACT);
+	json_decref(canonical);
+	return text;
+}
+
+/* Bodies whose canonical text must be what jansson dumps: escapes, UTF-8
+ * keys and values, keys that are prefixes of others, more members than
+ * fit on the stack, reals at and past 2^53, extreme integers. */
+static const char *const dump_bodies[] = {
+	"{}",
+	"{\"model\": \"m\", \"messages\": [], \"tools\": {}}",
+	"{\"b\": 1, \"a\": 2, \"ab\": 3, \"a\\u00e9\": 4, \"A\": 5, \"\\u00e9\": 6, \"\\ud83d\\ude00\": 7}",
+	"{\"s\": \"quote \\\" backslash \\\\ slash / tab \\t nl \\n cr \\r bs \\b ff \\f\"}",
+	"{\"s\": \"\\u0001\\u001f\\u007f \\u2028 \\u00e9 \\ud83d\\ude00 caf\\u00e9\"}",
+	"{\"r\": [0.1, 1.5, -0.0, 1.0, 1e300, -1e-300, 9007199254740992.0,"
+	" 9007199254740994.0, 123456789.123456789, 5e-324]}",
+	"{\"i\": [0, -1, 9223372036854775807, -9223372036854775808]}",
+	"{\"v\": [true, false, null, [], {}, [[[]]], {\"x\": {\"y\": {\"z\": null}}}]}",
+	"{\"k01\": 1, \"k02\": 2, \"k03\": 3, \"k04\": 4, \"k05\": 5, \"k06\": 6, \"k07\": 7,"
+	" \"k08\": 8, \"k09\": 9, \"k10\": 10, \"k11\": 11, \"k12\": 12, \"k13\": 13, \"k14\": 14,"
+	" \"k15\": 15, \"k16\": 16, \"k17\": 17, \"k00\": {\"z\": 1, \"y\": 2}, \"stream\": true}",
+	"{\"model\": \"m\", \"user\": \"u\", \"stream\": true, \"stream_options\": {},"
+	" \"metadata\": {\"b\": 1, \"a\": 2}, \"temperature\": 0.7}",
+};
+
+START_TEST(canonical_text_matches_jansson)
+{
+	const char *body_text = dump_bodies[_i];
+	char *ignored[] = {"metadata"};
+	struct tg_cache_key_scope s = *scope("/v1/chat/completions", "chat", "t\\u00e9", ignored, 1);
+	struct tg_headers h;
+	json_error_t error;
+	json_t *body = json_loads(body_text, 0, &error);
+	char *text, *expected;
+
+	ck_assert_msg(body != NULL, "test body is not JSON: %s: %s", body_text, error.text);
+	tg_headers_init(&h);
+	ck_assert_int_eq(tg_headers_add(&h, "OpenAI-Beta", 11, "assistants=v2", 13), 0);
+	ck_assert_int_eq(tg_headers_add(&h, "anthropic-version", 17, "2023-06-01", 10), 0);
+	ck_assert_int_eq(tg_headers_add(&h, "anthropic-beta", 14, "b\xc3\xa9ta", 6), 0);
+
+	for (int variant = 0; variant < 3; variant++) {
+		s.filters = variant == 1 ? "[\"{\\\"pattern\\\":\\\"\\u00e9\\\"}\"]" : NULL;
+		s.headers = variant == 2 ? &h : NULL;
+		text = tg_cache_canonical(body, &s);
+		expected = reference_canonical(body, &s);
+		ck_assert_ptr_nonnull(text);
+		ck_assert_ptr_nonnull(expected);
+		ck_assert_str_eq(text, expected);
+		free(text);
+		free(expected);
+	}
+	tg_headers_free(&h);
+	json_decref(body);
+}
+END_TEST
+
+/* A path or varying header value that is not UTF-8 keeps the request
+ * out of the cache: written as U+FFFD, two such values would share a key. */
+START_TEST(header_not_utf8_has_no_key)
+{
+	json_error_t error;
+	json_t *body = json_loads(base_request, 0, &error);
+	struct tg_cache_key_scope with = *scope("/v1/messages", "chat", "a", NULL, 0);
+	unsigned char key[TG_CACHE_KEY_LEN];
+	struct tg_headers h;
+
+	tg_headers_init(&h);
+	ck_assert_int_eq(tg_headers_add(&h, "anthropic-beta", 14, "beta-\xff", 6), 0);
+	with.headers = &h;
+	ck_assert_int_eq(tg_cache_key(body, &with, key), TG_CACHE_KEY_NOT_UTF8);
+
+	with.headers = NULL;
+	with.path = "/v1/\xfe";
+	ck_assert_int_eq(tg_cache_key(body, &with, key), TG_CACHE_KEY_NOT_UTF8);
+	tg_headers_free(&h);
+	json_decref(body);
+}
+END_TEST
+
 static void
 tenant_of(const char *name, const char *value, const char *tenant_header,
           char out[TG_CACHE_KEY_HEX_LEN + 1])
@@ -366,6 +512,9 @@ cache_key_suite(void)
 	tcase_add_test(form, null_differs_from_absent);
 	tcase_add_test(form, canonical_text_is_sorted_and_compact);
 	tcase_add_test(form, key_is_sha256_of_canonical);
+	tcase_add_loop_test(form, canonical_text_matches_jansson, 0,
+	                    sizeof(dump_bodies) / sizeof(dump_bodies[0]));
+	tcase_add_test(form, header_not_utf8_has_no_key);
 	suite_add_tcase(s, form);
 
 	tcase_add_test(tenants, tenant_from_credential);
