@@ -494,20 +494,18 @@ finish_body(json_t *body, struct choice_acc *accs, enum completion_kind kind)
 }
 
 json_t *
-tg_cache_chunks_to_body(const json_t *events)
+tg_cache_chunks_to_body(const struct tg_cache_part *events, size_t n)
 {
 	enum completion_kind kind = KIND_OTHER;
 	struct choice_acc *accs = calloc(TG_CACHE_MAX_CHOICES, sizeof(*accs));
 	json_t *body = json_object();
-	json_t *event;
-	size_t i;
 
 	if (accs == NULL || body == NULL)
 		goto fail;
 
-	json_array_foreach(events, i, event) {
+	for (size_t i = 0; i < n; i++) {
 		json_error_t error;
-		json_t *chunk = json_loads(json_string_value(event), 0, &error);
+		json_t *chunk = json_loadb(events[i].data, events[i].len, 0, &error);
 		int rc = json_is_object(chunk) ? merge_chunk(body, accs, &kind, chunk) : -1;
 
 		json_decref(chunk);

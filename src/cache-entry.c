@@ -160,22 +160,47 @@ tg_cache_record_incomplete(const struct tg_cache_record *r)
 
 /* --- encoding -------------------------------------------------------------- */
 
+/* Write the envelope: header as compact JSON with "bytes", the length of
+ * each of the n parts, then a line feed and the parts. Takes header.
+ * Returns the text (free() it) and its length in *len, or NULL with
+ * *reason set when memory ran out. */
 static char *
-dump_envelope(json_t *envelope, size_t *len, const char **reason)
+write_envelope(json_t *header, const char *const *parts, const size_t *lens, size_t n,
+               size_t *len, const char **reason)
 {
-	char *text;
+	json_t *bytes = json_array();
+	char *head = NULL, *text = NULL;
+	size_t head_len, total = 0;
 
-	if (envelope == NULL) {
-		*reason = "out of memory";
-		return NULL;
+	for (size_t i = 0; bytes != NULL && i < n; i++) {
+		if (json_array_append_new(bytes, json_integer((json_int_t)lens[i])) != 0)
+			break;
+		total += lens[i];
 	}
-	text = json_dumps(envelope, JSON_COMPACT);
-	json_decref(envelope);
+	if (header != NULL && bytes != NULL && json_array_size(bytes) == n &&
+	    json_object_set(header, "bytes", bytes) == 0)
+		head = json_dumps(header, JSON_COMPACT);
+	json_decref(bytes);
+	json_decref(header);
+	if (head != NULL) {
+		head_len = strlen(head);
+		text = malloc(head_len + 1 + total + 1);
+	}
 	if (text == NULL) {
+		free(head);
 		*reason = "out of memory";
 		return NULL;
 	}
-	*len = strlen(text);
+
+	memcpy(text, head, head_len);
+	text[head_len] = '\n';
+	*len = head_len + 1;
+	for (size_t i = 0; i < n; i++) {
+		memcpy(text + *len, parts[i], lens[i]);
+		*len += lens[i];
+	}
+	text[*len] = '\0';         /* not part of the entry: for readers of strings */
+	free(head);
 	return text;
 }
 
@@ -183,17 +208,32 @@ char *
 tg_cache_entry_from_record(const struct tg_cache_record *r, int64_t created_ms,
                            size_t *len, const char **reason)
 {
-	json_t *envelope;
+	size_t n = json_array_size(r->events);
+	const char **parts;
+	size_t *lens;
+	json_t *header;
+	char *text = NULL;
 
 	*reason = tg_cache_record_incomplete(r);
 	if (*reason != NULL)
 		return NULL;
 
-	envelope = json_pack("{s:i, s:I, s:s, s:O, s:b, s:I}", "v", TG_CACHE_ENTRY_VERSION,
-	                     "created_ms", (json_int_t)created_ms, "kind", "stream",
-	                     "events", r->events, "usage", r->has_usage,
-	                     "usage_event", (json_int_t)r->usage_event);
-	return dump_envelope(envelope, len, reason);
+	parts = malloc((n ? n : 1) * sizeof(*parts));
+	lens = malloc((n ? n : 1) * sizeof(*lens));
+	*reason = "out of memory";
+	if (parts != NULL && lens != NULL) {
+		for (size_t i = 0; i < n; i++) {
+			parts[i] = json_string_value(json_array_get(r->events, i));
+			lens[i] = json_string_length(json_array_get(r->events, i));
+		}
+		header = json_pack("{s:i, s:I, s:s, s:b, s:I}", "v", TG_CACHE_ENTRY_VERSION,
+		                   "created_ms", (json_int_t)created_ms, "kind", "stream",
+		                   "usage", r->has_usage, "usage_event", (json_int_t)r->usage_event);
+		text = write_envelope(header, parts, lens, n, len, reason);
+	}
+	free(parts);
+	free(lens);
+	return text;
 }
 
 /* Returns the reason a JSON response body must not be stored, or NULL. */
@@ -224,40 +264,68 @@ char *
 tg_cache_entry_from_body(const char *body, size_t body_len, const json_t *parsed,
                          int64_t created_ms, size_t *len, const char **reason)
 {
-	json_t *envelope;
+	json_t *header;
 
 	*reason = parsed != NULL ? check_body(parsed) : "the body is not JSON";
 	if (*reason != NULL)
 		return NULL;
 
-	envelope = json_pack("{s:i, s:I, s:s, s:s%}", "v", TG_CACHE_ENTRY_VERSION,
-	                     "created_ms", (json_int_t)created_ms, "kind", "json",
-	                     "body", body, body_len);
-	return dump_envelope(envelope, len, reason);
+	header = json_pack("{s:i, s:I, s:s}", "v", TG_CACHE_ENTRY_VERSION,
+	                   "created_ms", (json_int_t)created_ms, "kind", "json");
+	return write_envelope(header, &body, &body_len, 1, len, reason);
 }
 
 /* --- decoding -------------------------------------------------------------- */
 
+/*
+ * Copy the parts of payload, whose lengths are the integers of bytes, into
+ * e: each is followed by a NUL of its own, so that it can be read as a
+ * string too. Returns 0, or -1 when bytes does not describe payload_len
+ * bytes or memory ran out.
+ */
 static int
-decode_stream(struct tg_cache_entry *e)
+decode_parts(struct tg_cache_entry *e, const json_t *bytes, const char *payload,
+             size_t payload_len)
 {
-	json_t *usage_event = json_object_get(e->root, "usage_event");
-	json_t *event;
-	size_t i;
+	size_t n = json_array_size(bytes), at = 0;
+	char *copy;
 
-	e->events = json_object_get(e->root, "events");
-	if (!json_is_array(e->events) || !json_is_boolean(json_object_get(e->root, "usage")) ||
-	    !json_is_integer(usage_event))
+	if (!json_is_array(bytes) || n == 0)
 		return -1;
-	json_array_foreach(e->events, i, event) {
-		if (!json_is_string(event))
-			return -1;
-	}
+	e->parts = malloc(n * sizeof(*e->parts));
+	e->payload = malloc(payload_len + n);
+	if (e->parts == NULL || e->payload == NULL)
+		return -1;
 
+	copy = e->payload;
+	for (size_t i = 0; i < n; i++) {
+		json_t *item = json_array_get(bytes, i);
+		json_int_t len = json_integer_value(item);
+
+		if (!json_is_integer(item) || len < 0 || (size_t)len > payload_len - at)
+			return -1;
+		memcpy(copy, payload + at, (size_t)len);
+		copy[len] = '\0';
+		e->parts[i] = (struct tg_cache_part){copy, (size_t)len};
+		copy += len + 1;
+		at += (size_t)len;
+	}
+	e->n_parts = n;
+	return at == payload_len ? 0 : -1;
+}
+
+static int
+decode_stream(struct tg_cache_entry *e, const json_t *header)
+{
+	json_t *usage = json_object_get(header, "usage");
+	json_t *usage_event = json_object_get(header, "usage_event");
+
+	if (!json_is_boolean(usage) || !json_is_integer(usage_event))
+		return -1;
 	e->is_stream = 1;
-	e->has_usage = json_is_true(json_object_get(e->root, "usage"));
+	e->has_usage = json_is_true(usage);
 	e->usage_event = (long)json_integer_value(usage_event);
-	if (e->usage_event < -1 || e->usage_event >= (long)json_array_size(e->events))
+	if (e->usage_event < -1 || e->usage_event >= (long)e->n_parts)
 		return -1;
 	return 0;
 }
@@ -265,54 +333,58 @@ decode_stream(struct tg_cache_entry *e)
 static int
 decode_json(struct tg_cache_entry *e)
 {
-	json_t *body = json_object_get(e->root, "body");
-
-	if (!json_is_string(body))
+	if (e->n_parts != 1)
 		return -1;
-	e->body = json_string_value(body);
-	e->body_len = json_string_length(body);
+	e->body = e->parts[0].data;
+	e->body_len = e->parts[0].len;
 	return 0;
 }
 
 int
 tg_cache_entry_decode(const char *data, size_t len, struct tg_cache_entry *e)
 {
+	const char *line_end = memchr(data, '\n', len);
+	size_t head_len = line_end != NULL ? (size_t)(line_end - data) : 0;
 	json_error_t error;
-	json_t *version, *created, *kind;
+	json_t *header = NULL, *version, *created, *kind;
 	int rc = -1;
 
 	memset(e, 0, sizeof(*e));
 	e->usage_event = -1;
-	e->root = json_loadb(data, len, 0, &error);
-	if (!json_is_object(e->root))
+	if (line_end != NULL)
+		header = json_loadb(data, head_len, 0, &error);
+	if (!json_is_object(header))
 		goto out;
 
-	version = json_object_get(e->root, "v");
-	created = json_object_get(e->root, "created_ms");
-	kind = json_object_get(e->root, "kind");
+	version = json_object_get(header, "v");
+	created = json_object_get(header, "created_ms");
+	kind = json_object_get(header, "kind");
 	if (!json_is_integer(version) || json_integer_value(version) != TG_CACHE_ENTRY_VERSION ||
-	    !json_is_integer(created) || !json_is_string(kind))
+	    !json_is_integer(created) || !json_is_string(kind) ||
+	    decode_parts(e, json_object_get(header, "bytes"), data + head_len + 1,
+	                 len - head_len - 1) != 0)
 		goto out;
 	e->created_ms = json_integer_value(created);
 
 	if (strcmp(json_string_value(kind), "stream") == 0)
-		rc = decode_stream(e);
+		rc = decode_stream(e, header);
 	else if (strcmp(json_string_value(kind), "json") == 0)
 		rc = decode_json(e);
 
 out:
-	if (rc != 0) {
-		json_decref(e->root);
-		memset(e, 0, sizeof(*e));
-	}
+	json_decref(header);
+	if (rc != 0)
+		tg_cache_entry_free(e);
 	return rc;
 }
 
 void
 tg_cache_entry_free(struct tg_cache_entry *e)
 {
-	json_decref(e->root);
+	free(e->parts);
+	free(e->payload);
 	memset(e, 0, sizeof(*e));
+	e->usage_event = -1;
 }
 
 /* --- replay ---------------------------------------------------------------- */
@@ -351,16 +423,12 @@ write_done(struct evbuffer *out)
 static int
 render_stored_stream(const struct tg_cache_entry *e, int want_usage, struct evbuffer *out)
 {
-	json_t *event;
-	size_t i;
-
 	if (want_usage && !e->has_usage)
 		return -1;
-	json_array_foreach(e->events, i, event) {
+	for (size_t i = 0; i < e->n_parts; i++) {
 		if ((long)i == e->usage_event && !want_usage)
 			continue;
-		if (tg_cache_write_event(out, json_string_value(event),
-		                         json_string_length(event)) != 0)
+		if (tg_cache_write_event(out, e->parts[i].data, e->parts[i].len) != 0)
 			return -1;
 	}
 	return write_done(out);
@@ -398,7 +466,7 @@ render_converted_body(const struct tg_cache_entry *e, struct evbuffer *out)
 
 	if (!e->has_usage)
 		return -1;
-	body = tg_cache_chunks_to_body(e->events);
+	body = tg_cache_chunks_to_body(e->parts, e->n_parts);
 	text = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
 	json_decref(body);
 	if (text == NULL)

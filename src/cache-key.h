@@ -24,8 +24,10 @@
 #include "cache-t.h"
 #include "headers.h"
 
-/* Version of the canonical form; a change makes every old entry a miss. */
-#define TG_CACHE_KEY_VERSION 1
+/* Version of the canonical form and of the entry format (cache-entry.h).
+ * A change makes every old entry a miss, and instances of two versions
+ * that share a Redis during an upgrade never read each other's entries. */
+#define TG_CACHE_KEY_VERSION 2
 
 /*
  * Write the tenant of a request into tenant (65 bytes). It is the hex

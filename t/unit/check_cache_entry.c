@@ -380,8 +380,9 @@ START_TEST(envelope_round_trip)
 	stream_entry(chat_stream, N_CHAT_STREAM, &e);
 	ck_assert(e.is_stream);
 	ck_assert_int_eq(e.created_ms, 1700000000123);
-	ck_assert_uint_eq(json_array_size(e.events), N_CHAT_STREAM);
-	ck_assert_str_eq(json_string_value(json_array_get(e.events, 1)), chat_stream[1]);
+	ck_assert_uint_eq(e.n_parts, N_CHAT_STREAM);
+	ck_assert_uint_eq(e.parts[1].len, strlen(chat_stream[1]));
+	ck_assert_str_eq(e.parts[1].data, chat_stream[1]);
 	ck_assert(e.has_usage);
 	ck_assert_int_eq(e.usage_event, 4);
 	tg_cache_entry_free(&e);
@@ -395,21 +396,44 @@ START_TEST(envelope_round_trip)
 }
 END_TEST
 
+/* The payload follows the header's line feed; line feeds inside it, as in
+ * a pretty-printed body, are the body's own. */
+START_TEST(envelope_keeps_line_feeds)
+{
+	static const char body[] = "{\n  \"choices\": [{\"finish_reason\": \"stop\"}]\n}\n";
+	struct tg_cache_entry e;
+
+	body_entry(body, &e);
+	ck_assert_uint_eq(e.body_len, strlen(body));
+	ck_assert_str_eq(e.body, body);
+	tg_cache_entry_free(&e);
+}
+END_TEST
+
 START_TEST(invalid_envelopes_rejected)
 {
 	static const char *const bad[] = {
 		"",
 		"not json",
-		"[]",
-		"{\"v\":2,\"created_ms\":1,\"kind\":\"json\",\"body\":\"{}\"}",
-		"{\"v\":1,\"kind\":\"json\",\"body\":\"{}\"}",
-		"{\"v\":1,\"created_ms\":1,\"kind\":\"other\",\"body\":\"{}\"}",
-		"{\"v\":1,\"created_ms\":1,\"kind\":\"json\",\"body\":{}}",
-		"{\"v\":1,\"created_ms\":1,\"kind\":\"stream\",\"events\":[1],\"usage\":false,"
-		"\"usage_event\":-1}",
-		"{\"v\":1,\"created_ms\":1,\"kind\":\"stream\",\"events\":[\"{}\"],\"usage\":true,"
-		"\"usage_event\":1}",
-		"{\"v\":1,\"created_ms\":1,\"kind\":\"stream\",\"events\":[],\"usage_event\":-1}",
+		"[]\n{}",
+		"{\"v\":2,\"created_ms\":1,\"kind\":\"json\",\"bytes\":[2]}",
+		"{\"v\":1,\"created_ms\":1,\"kind\":\"json\",\"body\":\"{}\"}",
+		"{\"v\":1,\"created_ms\":1,\"kind\":\"json\",\"bytes\":[2]}\n{}",
+		"{\"v\":2,\"kind\":\"json\",\"bytes\":[2]}\n{}",
+		"{\"v\":2,\"created_ms\":1,\"kind\":\"other\",\"bytes\":[2]}\n{}",
+		"{\"v\":2,\"created_ms\":1,\"kind\":\"json\"}\n{}",
+		"{\"v\":2,\"created_ms\":1,\"kind\":\"json\",\"bytes\":[3]}\n{}",
+		"{\"v\":2,\"created_ms\":1,\"kind\":\"json\",\"bytes\":[1]}\n{}",
+		"{\"v\":2,\"created_ms\":1,\"kind\":\"json\",\"bytes\":[-1,3]}\n{}",
+		"{\"v\":2,\"created_ms\":1,\"kind\":\"json\",\"bytes\":[1,1]}\n{}",
+		"{\"v\":2,\"created_ms\":1,\"kind\":\"json\",\"bytes\":[\"2\"]}\n{}",
+		"{\"v\":2,\"created_ms\":1,\"kind\":\"json\",\"bytes\":[]}\n",
+		"{\"v\":2,\"created_ms\":1,\"kind\":\"stream\",\"bytes\":[2],\"usage\":true,"
+		"\"usage_event\":1}\n{}",
+		"{\"v\":2,\"created_ms\":1,\"kind\":\"stream\",\"bytes\":[2],"
+		"\"usage_event\":-1}\n{}",
+		"{\"v\":2,\"created_ms\":1,\"kind\":\"stream\",\"bytes\":[2],\"usage\":false,"
+		"\"usage_event\":-2}\n{}",
 	};
 	struct tg_cache_entry e;
 
@@ -760,6 +784,7 @@ cache_entry_suite(void)
 	suite_add_tcase(s, store);
 
 	tcase_add_test(envelope, envelope_round_trip);
+	tcase_add_test(envelope, envelope_keeps_line_feeds);
 	tcase_add_test(envelope, invalid_envelopes_rejected);
 	suite_add_tcase(s, envelope);
 
