@@ -633,6 +633,8 @@ static void
 describe_connect_error(struct tg_upstream_conn *c, char *buf, size_t size,
                        enum tg_error *err)
 {
+	/* The error of the failed call: for a deferred callback, libevent 2.1
+	 * saves it when the event is raised and sets it again before the call. */
 	int sys_error = EVUTIL_SOCKET_ERROR();
 
 	if (c->pool->tls != NULL && tg_tls_session_error(c->bev, buf, size) != NULL) {
