@@ -26,29 +26,29 @@ void
 tg_text_list_free(struct tg_text_list *list)
 {
 	free(list->items);
-	free(list->inner_json);
+	free(list->kinds);
 	memset(list, 0, sizeof(*list));
 }
 
-/* Add value to the list; inner_json: it is a JSON text inside a string. */
+/* Append value to the list with the way the filters read it. */
 static int
-add_text(struct tg_text_list *list, json_t *value, int inner_json)
+add_text(struct tg_text_list *list, json_t *value, enum tg_text_kind kind)
 {
 	if (list->n == list->cap) {
 		size_t cap = list->cap ? list->cap * 2 : 16;
 		json_t **items = realloc(list->items, cap * sizeof(*items));
-		unsigned char *inner;
+		unsigned char *kinds;
 
 		if (items == NULL)
 			return -1;
 		list->items = items;
-		inner = realloc(list->inner_json, cap);
-		if (inner == NULL)
+		kinds = realloc(list->kinds, cap);
+		if (kinds == NULL)
 			return -1;
-		list->inner_json = inner;
+		list->kinds = kinds;
 		list->cap = cap;
 	}
-	list->inner_json[list->n] = (unsigned char)inner_json;
+	list->kinds[list->n] = (unsigned char)kind;
 	list->items[list->n++] = value;
 	return 0;
 }
@@ -76,10 +76,16 @@ tg_text_list_add(struct tg_text_list *list, json_t *value)
  * message's "content" is a string or an array of parts in both, and a
  * part's "text" is its text whatever its "type". Members of one shape do
  * not occur in the other, so each reads the other's members in vain.
+ *
+ * A rule with "schema" set reads a JSON Schema (schema_key()): only
+ * strings that the model reads as prose or as a choice are texts, so a
+ * mask leaves the schema's keys, types and structure as they were.
  */
 enum rule {
 	R_NONE,
 	R_TEXT,                 /* a string */
+	R_VERBATIM,             /* a string read, never rewritten
+	                           (TG_TEXT_VERBATIM) */
 	R_TEXTS,                /* a string, or an array of them ("prompt") */
 	R_INPUT,                /* "input": a string, or an array of strings and
 	                           Responses API items */
@@ -106,6 +112,15 @@ enum rule {
 	R_REQUEST,
 	R_RESPONSE,
 	R_ERROR,                /* a reply's "error": its "message" */
+	R_TOOLS,                /* "tools", and the older "functions" */
+	R_TOOL,                 /* a tool of any of the three shapes */
+	R_TOOL_FUNCTION,        /* a chat tool's "function" */
+	R_SCHEMA,               /* a JSON Schema, at any depth */
+	R_PREDICTION,           /* "prediction": predicted output */
+	R_RESPONSE_FORMAT,      /* "response_format" of chat completions */
+	R_OUTPUT_FORMAT,        /* a "json_schema" format: its description and
+	                           schema */
+	R_TEXT_CONFIG,          /* the Responses API's "text": its "format" */
 };
 
 struct member {
@@ -136,6 +151,11 @@ struct member {
  * cited_text quoted from a document is screened as the stream's
  * citations_delta is.
  *
+ * A tool_use block's "name" is not read: it must equal the name of a tool
+ * the request declares, which the client's code dispatches on, so a mask
+ * would break the call. The tool's description, which is read
+ * (TOOL_MEMBERS), gives the model what the name means at length.
+ *
  * NOTE: the text of a document block's "source" is not read, so PII in a
  * document a request sends passes unscreened.
  */
@@ -149,11 +169,18 @@ static const struct member RESULT_PART_MEMBERS[] = {
 };
 /* "reasoning_content" (DeepSeek and servers that copy it) and
  * "reasoning" carry a model's reasoning, which clients may show as they
- * show the content. */
+ * show the content.
+ * A message's "name" names the speaker to the model, so it may contain a
+ * person's name or address. A mask that matches it blocks the request
+ * instead of rewriting it. OpenAI's API rejects a name with a space or
+ * one of < | \ / > (its error message gives that pattern), which a
+ * replacement may contain, and two names masked alike would make two
+ * speakers one. */
 static const struct member MESSAGE_MEMBERS[] = {
 	MEMBER("content", R_CONTENT), MEMBER("refusal", R_TEXT),
 	MEMBER("reasoning_content", R_TEXT), MEMBER("reasoning", R_TEXT),
-	MEMBER("tool_calls", R_CALLS), MEMBER("function_call", R_FUNCTION), END_MEMBERS
+	MEMBER("tool_calls", R_CALLS), MEMBER("function_call", R_FUNCTION),
+	MEMBER("name", R_VERBATIM), END_MEMBERS
 };
 static const struct member CALL_MEMBERS[] = {
 	MEMBER("function", R_FUNCTION), END_MEMBERS
@@ -178,11 +205,45 @@ static const struct member INPUT_ITEM_MEMBERS[] = {
 	MEMBER("content", R_CONTENT), MEMBER("arguments", R_ARGUMENTS),
 	MEMBER("output", R_CONTENT), END_MEMBERS
 };
+/*
+ * A tool, in the shape of chat completions ({"type": "function",
+ * "function": {...}}), of the Responses API (the function's members in
+ * the tool) or of Anthropic ("input_schema" for "parameters"). The model
+ * reads a tool's description and its parameters' schema as a prompt, so
+ * both are read, the schema by R_SCHEMA. A tool's "name" is not read,
+ * for the reason a tool_use block's is not (PART_MEMBERS).
+ */
+static const struct member TOOL_FUNCTION_MEMBERS[] = {
+	MEMBER("description", R_TEXT), MEMBER("parameters", R_SCHEMA), END_MEMBERS
+};
+static const struct member TOOL_MEMBERS[] = {
+	MEMBER("function", R_TOOL_FUNCTION), MEMBER("description", R_TEXT),
+	MEMBER("parameters", R_SCHEMA), MEMBER("input_schema", R_SCHEMA), END_MEMBERS
+};
+/* Predicted output is sent to the model with the prompt. A mask there
+ * only makes less of it match the answer. */
+static const struct member PREDICTION_MEMBERS[] = {
+	MEMBER("content", R_CONTENT), END_MEMBERS
+};
+/* A structured output format: chat completions' "response_format" holds
+ * it in "json_schema", the Responses API's "text" in "format". Its
+ * "name" is not read: clients find the format by it. */
+static const struct member OUTPUT_FORMAT_MEMBERS[] = {
+	MEMBER("description", R_TEXT), MEMBER("schema", R_SCHEMA), END_MEMBERS
+};
+static const struct member RESPONSE_FORMAT_MEMBERS[] = {
+	MEMBER("json_schema", R_OUTPUT_FORMAT), END_MEMBERS
+};
+static const struct member TEXT_CONFIG_MEMBERS[] = {
+	MEMBER("format", R_OUTPUT_FORMAT), END_MEMBERS
+};
 /* Anthropic's "system" is a string or an array of text blocks, and the
  * Responses API's "instructions" a string. */
 static const struct member REQUEST_MEMBERS[] = {
 	MEMBER("system", R_CONTENT), MEMBER("messages", R_MESSAGES), MEMBER("prompt", R_TEXTS),
-	MEMBER("input", R_INPUT), MEMBER("instructions", R_TEXT), END_MEMBERS
+	MEMBER("input", R_INPUT), MEMBER("instructions", R_TEXT), MEMBER("tools", R_TOOLS),
+	MEMBER("functions", R_TOOLS), MEMBER("prediction", R_PREDICTION),
+	MEMBER("response_format", R_RESPONSE_FORMAT), MEMBER("text", R_TEXT_CONFIG), END_MEMBERS
 };
 /* An error's message may echo the prompt back, in both APIs' shapes. */
 static const struct member ERROR_MEMBERS[] = {
@@ -200,12 +261,14 @@ struct rule_def {
 	enum rule items;                /* the rule of an array's items */
 	const struct member *members;   /* of an object; NULL: none are read */
 	int all;                        /* every string inside, at any depth */
-	int inner_json;                 /* the string is a JSON text */
+	enum tg_text_kind kind;         /* how the filters read the string */
+	int schema;                     /* a JSON Schema: schema_key() */
 };
 
 static const struct rule_def RULES[] = {
 	[R_NONE] = {0, R_NONE, NULL, 0},
 	[R_TEXT] = {1, R_NONE, NULL, 0},
+	[R_VERBATIM] = {1, R_NONE, NULL, 0, TG_TEXT_VERBATIM},
 	[R_TEXTS] = {1, R_TEXT, NULL, 0},       /* nested token arrays are skipped */
 	[R_INPUT] = {1, R_INPUT_ITEM, NULL, 0},
 	[R_INPUT_ITEM] = {1, R_NONE, INPUT_ITEM_MEMBERS, 0},
@@ -220,13 +283,52 @@ static const struct rule_def RULES[] = {
 	[R_CALLS] = {0, R_CALL, NULL, 0},
 	[R_CALL] = {0, R_NONE, CALL_MEMBERS, 0},
 	[R_FUNCTION] = {0, R_NONE, FUNCTION_MEMBERS, 0},
-	[R_ARGUMENTS] = {1, R_NONE, NULL, 0, 1},
+	[R_ARGUMENTS] = {1, R_NONE, NULL, 0, TG_TEXT_ARGUMENTS},
 	[R_CHOICES] = {0, R_CHOICE, NULL, 0},
 	[R_CHOICE] = {0, R_NONE, CHOICE_MEMBERS, 0},
 	[R_REQUEST] = {0, R_NONE, REQUEST_MEMBERS, 0},
 	[R_RESPONSE] = {0, R_NONE, RESPONSE_MEMBERS, 0},
 	[R_ERROR] = {0, R_NONE, ERROR_MEMBERS, 0},
+	[R_TOOLS] = {0, R_TOOL, NULL, 0},
+	[R_TOOL] = {0, R_NONE, TOOL_MEMBERS, 0},
+	[R_TOOL_FUNCTION] = {0, R_NONE, TOOL_FUNCTION_MEMBERS, 0},
+	[R_SCHEMA] = {0, R_NONE, NULL, 0, TG_TEXT_PLAIN, 1},
+	[R_PREDICTION] = {0, R_NONE, PREDICTION_MEMBERS, 0},
+	[R_RESPONSE_FORMAT] = {0, R_NONE, RESPONSE_FORMAT_MEMBERS, 0},
+	[R_OUTPUT_FORMAT] = {0, R_NONE, OUTPUT_FORMAT_MEMBERS, 0},
+	[R_TEXT_CONFIG] = {0, R_NONE, TEXT_CONFIG_MEMBERS, 0},
 };
+
+/*
+ * The strings of a JSON Schema that are texts. The model reads a
+ * schema's "description" and "title" as prose, at any depth (properties,
+ * items, $defs, anyOf), so these are read and may be masked. The strings
+ * of an "enum" are the values the model must choose from. They are read
+ * verbatim (TG_TEXT_VERBATIM), because the client's code compares the
+ * answer with them. Every other string is structure: a key, a "type", a
+ * "$ref", a name in "required". A mask there would break the schema. The
+ * values of an "enum" are data, not schemas, so containers among them
+ * are not read.
+ *
+ * NOTE: the strings of "const", "default" and "examples" reach the model
+ * too, and are not read.
+ */
+enum schema_key {
+	SK_OTHER,
+	SK_TEXT,                /* its string value is a text */
+	SK_ENUM,                /* its array value contains verbatim texts */
+};
+
+static enum schema_key
+schema_key(const char *key, size_t len)
+{
+	if ((len == 11 && memcmp(key, "description", 11) == 0) ||
+	    (len == 5 && memcmp(key, "title", 5) == 0))
+		return SK_TEXT;
+	if (len == 4 && memcmp(key, "enum", 4) == 0)
+		return SK_ENUM;
+	return SK_OTHER;
+}
 
 /* The maximum number of containers open on a rule path: response,
  * choices, choice, message, tool_calls, call, function; or request,
@@ -248,13 +350,57 @@ walk_values(struct tg_text_list *list, json_t *value)
 	json_t *item;
 
 	if (json_is_string(value))
-		return add_text(list, value, 0);
+		return add_text(list, value, TG_TEXT_PLAIN);
 	json_array_foreach(value, i, item) {
 		if (walk_values(list, item) != 0)
 			return -1;
 	}
 	json_object_foreach(value, key, item) {
 		if (walk_values(list, item) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int walk_schema(struct tg_text_list *list, json_t *value);
+
+/* Collect the texts of the member key of a JSON Schema, whose value is
+ * value (enum schema_key). */
+static int
+walk_schema_member(struct tg_text_list *list, const char *key, size_t len, json_t *value)
+{
+	enum schema_key k = schema_key(key, len);
+	size_t i;
+	json_t *item;
+
+	if (json_is_string(value))
+		return k == SK_TEXT ? add_text(list, value, TG_TEXT_PLAIN) : 0;
+	if (k != SK_ENUM || !json_is_array(value))
+		return walk_schema(list, value);
+
+	json_array_foreach(value, i, item) {
+		if (json_is_string(item) && add_text(list, item, TG_TEXT_VERBATIM) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Collect the texts of a JSON Schema, or of a value inside one, in the
+ * order the tree keeps members. jansson bounds the depth it parses to,
+ * and so the recursion. */
+static int
+walk_schema(struct tg_text_list *list, json_t *value)
+{
+	const char *key;
+	size_t i, len;
+	json_t *item;
+
+	json_array_foreach(value, i, item) {
+		if (walk_schema(list, item) != 0)
+			return -1;
+	}
+	json_object_keylen_foreach(value, key, len, item) {
+		if (walk_schema_member(list, key, len, item) != 0)
 			return -1;
 	}
 	return 0;
@@ -272,9 +418,11 @@ walk_tree(struct tg_text_list *list, json_t *value, enum rule r)
 
 	if (def->all)
 		return walk_values(list, value);
+	if (def->schema)
+		return walk_schema(list, value);
 
 	if (json_is_string(value))
-		return def->text ? add_text(list, value, def->inner_json) : 0;
+		return def->text ? add_text(list, value, def->kind) : 0;
 
 	if (json_is_array(value) && def->items != R_NONE) {
 		json_array_foreach(value, i, item) {
@@ -312,6 +460,9 @@ tg_text_collect_response(json_t *body, struct tg_text_list *out)
  * no frame. The reader counts them in skip and ignores their contents.
  * Nor do the containers of an R_VALUES value, whose depth has no bound:
  * the reader counts them in all, and every string inside is a text.
+ * Nor do those of a JSON Schema, counted in schema: there a string is a
+ * text when it follows a key that schema_key() names, or when it is an
+ * item of the "enum" array open at depth enum_at.
  */
 struct frame {
 	int array;
@@ -325,6 +476,11 @@ struct text_reader {
 	enum rule root;
 	size_t skip;            /* containers open inside one without texts */
 	size_t all;             /* containers open inside an R_VALUES value */
+	size_t schema;          /* containers open inside a JSON Schema */
+	size_t enum_at;         /* the depth in schema of the "enum" array
+	                           being read, or 0 */
+	enum schema_key key;    /* of the key just read inside a schema;
+	                           SK_OTHER after any other event */
 	int n_frames;
 	struct frame frames[MAX_RULE_DEPTH];
 };
@@ -339,6 +495,21 @@ next_rule(const struct text_reader *r)
 		return r->root;
 	f = &r->frames[r->n_frames - 1];
 	return f->array ? f->rule : f->member;
+}
+
+/* A container starts inside a JSON Schema. One among the values of an
+ * "enum" is skipped whole, as the tree walk does not read it. */
+static void
+open_in_schema(struct text_reader *r, int array)
+{
+	if (r->enum_at != 0 && r->schema == r->enum_at) {
+		r->skip = 1;
+		return;
+	}
+	r->schema++;
+	if (array && r->key == SK_ENUM && r->enum_at == 0)
+		r->enum_at = r->schema;
+	r->key = SK_OTHER;
 }
 
 /* A container starts: give it a frame when the rule reads its contents. */
@@ -356,9 +527,18 @@ open_container(struct text_reader *r, int array)
 		r->all++;
 		return 1;
 	}
+	if (r->schema > 0) {
+		open_in_schema(r, array);
+		return 1;
+	}
 	rule = next_rule(r);
 	if (RULES[rule].all) {
 		r->all = 1;
+		return 1;
+	}
+	if (RULES[rule].schema) {
+		r->schema = 1;
+		r->key = SK_OTHER;
 		return 1;
 	}
 	reads = array ? RULES[rule].items != R_NONE : RULES[rule].members != NULL;
@@ -392,12 +572,18 @@ on_end(void *ctx)
 {
 	struct text_reader *r = ctx;
 
-	if (r->skip > 0)
+	if (r->skip > 0) {
 		r->skip--;
-	else if (r->all > 0)
+	} else if (r->all > 0) {
 		r->all--;
-	else
+	} else if (r->schema > 0) {
+		if (r->schema == r->enum_at)
+			r->enum_at = 0;
+		r->schema--;
+		r->key = SK_OTHER;
+	} else {
 		r->n_frames--;
+	}
 	return 1;
 }
 
@@ -409,6 +595,10 @@ on_map_key(void *ctx, const unsigned char *key, size_t len)
 
 	if (r->skip > 0 || r->all > 0)
 		return 1;
+	if (r->schema > 0) {
+		r->key = schema_key((const char *)key, len);
+		return 1;
+	}
 	f = &r->frames[r->n_frames - 1];
 	f->member = R_NONE;
 	for (const struct member *m = RULES[f->rule].members; m->key != NULL; m++) {
@@ -447,6 +637,17 @@ read_arguments(struct text_reader *r, const char *s, size_t len)
 	return rc == 0;
 }
 
+/* A string inside a JSON Schema: the value of a key that names a text, or
+ * an item of the "enum" array open. */
+static int
+on_schema_string(struct text_reader *r, const char *s, size_t len)
+{
+	int text = r->key == SK_TEXT || (r->key == SK_OTHER && r->schema == r->enum_at);
+
+	r->key = SK_OTHER;
+	return text ? r->fn(r->arg, s, len) == 0 : 1;
+}
+
 /* A string, decoded by yajl, is a text when its rule's text is set.
  * Returning 0 makes yajl stop with yajl_status_client_canceled. */
 static int
@@ -459,10 +660,12 @@ on_string(void *ctx, const unsigned char *s, size_t len)
 		return 1;
 	if (r->all > 0)
 		return r->fn(r->arg, (const char *)s, len) == 0;
+	if (r->schema > 0)
+		return on_schema_string(r, (const char *)s, len);
 	rule = next_rule(r);
 	if (!RULES[rule].text)
 		return 1;
-	if (RULES[rule].inner_json)
+	if (RULES[rule].kind == TG_TEXT_ARGUMENTS)
 		return read_arguments(r, (const char *)s, len);
 	return r->fn(r->arg, (const char *)s, len) == 0;
 }
@@ -726,9 +929,11 @@ log_matches(const struct tg_filter *f, enum tg_side side, struct tg_filter_log *
 }
 
 /* Run f over one text: record its matches, then block, or mask them in
- * place. Returns 0, or -1 when out of memory or PCRE2 failed. */
+ * place. A mask that matches a verbatim text (TG_TEXT_VERBATIM) blocks,
+ * as one that has no place to write to does (run_regex_value()). Returns 0, or
+ * -1 when out of memory or PCRE2 failed. */
 static int
-run_regex_text(const struct tg_filter *f, enum tg_side side, json_t *value,
+run_regex_text(const struct tg_filter *f, enum tg_side side, json_t *value, int verbatim,
                struct tg_filter_log *log, struct tg_scan *sc, struct tg_filter_result *res)
 {
 	if (tg_scan_run(sc, f, json_string_value(value), json_string_length(value), 0, 0) != 0)
@@ -736,7 +941,8 @@ run_regex_text(const struct tg_filter *f, enum tg_side side, json_t *value,
 	if (log_matches(f, side, log, sc) != 0)
 		return -1;
 
-	if (sc->n_matches > 0 && f->action == TG_ACTION_BLOCK) {
+	if (sc->n_matches > 0 &&
+	    (f->action == TG_ACTION_BLOCK || (f->action == TG_ACTION_MASK && verbatim))) {
 		res->blocked = f;
 		res->blocked_rule = sc->matches[0].rule->name;
 		return 0;
@@ -757,7 +963,7 @@ static int
 run_regex_not_json(const struct tg_filter *f, enum tg_side side, json_t *value,
                    struct tg_filter_log *log, struct tg_scan *sc, struct tg_filter_result *res)
 {
-	if (run_regex_text(f, side, value, log, sc, res) != 0)
+	if (run_regex_text(f, side, value, 0, log, sc, res) != 0)
 		return -1;
 
 	/* A flag already recorded stays one decision. */
@@ -951,8 +1157,10 @@ run_regex(const struct tg_filter *f, enum tg_side side, struct tg_text_list *tex
 {
 	for (size_t i = 0; i < texts->n; i++) {
 		json_t *value = texts->items[i];
-		int rc = texts->inner_json[i] ? run_regex_arguments(f, side, value, log, sc, res)
-		                              : run_regex_text(f, side, value, log, sc, res);
+		int verbatim = texts->kinds[i] == TG_TEXT_VERBATIM;
+		int rc = texts->kinds[i] == TG_TEXT_ARGUMENTS
+		                 ? run_regex_arguments(f, side, value, log, sc, res)
+		                 : run_regex_text(f, side, value, verbatim, log, sc, res);
 
 		if (rc != 0)
 			return -1;

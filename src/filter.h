@@ -65,14 +65,23 @@ void tg_filter_drop_logprobs(json_t *body);
 
 /* --- texts of a body ---------------------------------------------------- */
 
+/* The way the regex filters read one text of struct tg_text_list. */
+enum tg_text_kind {
+	TG_TEXT_PLAIN,          /* read whole; a mask rewrites it in place */
+	TG_TEXT_ARGUMENTS,      /* a JSON text inside the string
+	                           (filter-args.h), whose values are read one
+	                           by one */
+	TG_TEXT_VERBATIM,       /* read whole, never rewritten: a mask that
+	                           matches it blocks instead, because the
+	                           value is a name or a choice that the
+	                           client's code relies on */
+};
+
 /* JSON string values that the filters read and may rewrite in place. */
 struct tg_text_list {
 	size_t n, cap;
 	json_t **items;
-	unsigned char *inner_json;      /* per item: a JSON text inside the
-	                                   string (filter-args.h), whose
-	                                   values the regex filters read
-	                                   one by one */
+	unsigned char *kinds;           /* per item: its enum tg_text_kind */
 };
 
 void tg_text_list_free(struct tg_text_list *list);
@@ -84,13 +93,16 @@ int tg_text_list_add(struct tg_text_list *list, json_t *value);
 /*
  * Collect every piece of prompt text of a request body: "messages" content
  * as a string or as text parts (any role: system, developer, user,
- * assistant, tool), refusals, tool call and function call arguments,
- * "prompt" and "input" (a string or an array of strings; token arrays are
- * not text). Of Anthropic's Messages shape it collects "system" (a string
- * or text blocks) and members of a message's content blocks. These are the
- * text of text and thinking blocks, every string value inside a tool_use
- * block's "input", and a tool_result block's "content" (a string or text
- * blocks). Returns 0, or -1 when out of memory.
+ * assistant, tool), a message's "name" (verbatim), refusals, tool call and
+ * function call arguments, "prompt" and "input" (a string or an array of
+ * strings; token arrays are not text), and "prediction" content.
+ * It collects the descriptions of tools and of structured output formats
+ * too, with those inside their JSON Schemas ("enum" strings verbatim).
+ * Of Anthropic's Messages shape it collects "system" (a string or text
+ * blocks) and members of a message's content blocks. These are the text of text and
+ * thinking blocks, every string value inside a tool_use block's "input",
+ * and a tool_result block's "content" (a string or text blocks). Returns
+ * 0, or -1 when out of memory.
  */
 int tg_text_collect_request(json_t *body, struct tg_text_list *out);
 

@@ -147,13 +147,13 @@ same_texts(struct texts *a, struct texts *b)
 struct request_case {
 	const char *name;
 	const char *body;
-	const char *texts[12];          /* in the text's order */
+	const char *texts[16];          /* in the text's order */
 };
 
 static const struct request_case cases[] = {
 	{"chat messages of every role",
 	 "{\"model\": \"m\", \"messages\": [{\"role\": \"system\", \"content\": \"S\"},"
-	 " {\"role\": \"user\", \"name\": \"no\", \"content\": [{\"type\": \"text\", \"text\": \"P1\"},"
+	 " {\"role\": \"user\", \"name\": \"NM\", \"content\": [{\"type\": \"text\", \"text\": \"P1\"},"
 	 " {\"type\": \"image_url\", \"image_url\": {\"url\": \"no\", \"detail\": \"no\"}},"
 	 " {\"type\": \"input_text\", \"text\": \"P2\"}]},"
 	 " {\"role\": \"assistant\", \"content\": null, \"refusal\": \"R\", \"tool_calls\":"
@@ -161,7 +161,7 @@ static const struct request_case cases[] = {
 	 " \"arguments\": \"A\"}}], \"function_call\": {\"name\": \"no\", \"arguments\": \"F\"}},"
 	 " {\"role\": \"tool\", \"tool_call_id\": \"no\", \"content\": \"T\"}],"
 	 " \"user\": \"no\", \"stop\": [\"no\"], \"metadata\": {\"content\": \"no\"}}",
-	 {"S", "P1", "P2", "R", "A", "F", "T"}},
+	 {"S", "NM", "P1", "P2", "R", "A", "F", "T"}},
 	{"completion prompts",
 	 "{\"model\": \"m\", \"prompt\": [\"P1\", [1, 2], 3, \"P2\", [\"no\"], {\"text\": \"no\"}],"
 	 " \"suffix\": \"no\"}",
@@ -206,6 +206,22 @@ static const struct request_case cases[] = {
 	 " {\"type\": \"function_call_output\", \"call_id\": \"no\", \"output\": \"O\"},"
 	 " [\"no\"], 5]}",
 	 {"N", "S", "M1", "M2", "A", "O"}},
+	{"tools, formats and predicted output",
+	 "{\"model\": \"m\", \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"no\","
+	 " \"description\": \"D1\", \"parameters\": {\"type\": \"object\", \"title\": \"T1\","
+	 " \"properties\": {\"description\": {\"type\": \"string\", \"description\": \"D2\"},"
+	 " \"enum\": {\"enum\": [\"E1\", 1, {\"description\": \"no\"}, [\"no\"], \"E2\"]}},"
+	 " \"required\": [\"description\"], \"enum\": \"no\", \"$defs\": {\"a\": {\"items\":"
+	 " [{\"description\": \"D3\"}], \"description\": 5, \"x\": \"no\"}}}}},"
+	 " {\"type\": \"function\", \"name\": \"no\", \"description\": \"D4\", \"parameters\": \"no\"},"
+	 " {\"name\": \"no\", \"description\": \"D5\", \"input_schema\": {\"description\": \"D6\"}}],"
+	 " \"functions\": [{\"name\": \"no\", \"description\": \"D7\"}],"
+	 " \"prediction\": {\"type\": \"content\", \"content\": [{\"type\": \"text\", \"text\": \"P\"}]},"
+	 " \"response_format\": {\"type\": \"json_schema\", \"json_schema\": {\"name\": \"no\","
+	 " \"description\": \"R1\", \"schema\": {\"description\": \"R2\"}}},"
+	 " \"text\": {\"format\": {\"type\": \"json_schema\", \"name\": \"no\", \"schema\":"
+	 " {\"enum\": [\"R3\"]}}}}",
+	 {"D1", "T1", "D2", "E1", "E2", "D3", "D4", "D5", "D6", "D7", "P", "R1", "R2", "R3"}},
 	{"tool_use input nested deep",
 	 "{\"messages\": [{\"content\": [{\"type\": \"tool_use\", \"input\": "
 	 "[[[[[[[[[[[[[[[[[[[[{\"a\": [[[[\"DEEP\"]]]]}]]]]]]]]]]]]]]]]]]]]}]}]}",
@@ -223,7 +239,7 @@ START_TEST(reader_and_tree_on_crafted_bodies)
 
 	ck_assert_msg(scan(c->body, len) == TG_SCAN_READ, "%s: the scan is unsure", c->name);
 	ck_assert_int_eq(read_texts(c->body, len, &read), 0);
-	while (n < 12 && c->texts[n] != NULL)
+	while (n < 16 && c->texts[n] != NULL)
 		n++;
 	ck_assert_msg(read.n == n, "%s: %zu texts read, expected %zu", c->name, read.n, n);
 	for (size_t i = 0; i < n; i++)

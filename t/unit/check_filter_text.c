@@ -120,7 +120,7 @@ collect_texts(const char *body, size_t len, struct texts *out)
 		return -1;
 	ck_assert_int_eq(tg_text_collect_response(json, &list), 0);
 	for (size_t i = 0; i < list.n; i++)
-		keep_collected(out, list.items[i], list.inner_json[i]);
+		keep_collected(out, list.items[i], list.kinds[i] == TG_TEXT_ARGUMENTS);
 	tg_text_list_free(&list);
 	json_decref(json);
 	return 0;
