@@ -1,0 +1,208 @@
+// Request filters over the prompt text outside messages' content: a
+// message's name, tool descriptions and their parameters' JSON Schemas,
+// predicted output, and structured output formats, in the shapes of chat
+// completions, the Responses API and Anthropic's Messages API. For each
+// place a block filter blocks, a mask filter rewrites what reaches the
+// mock (or blocks, where a rewrite would break the request), and a flag
+// filter records a decision and changes nothing. A schema keeps its keys,
+// types and structure when a mask rewrites its descriptions.
+
+import assert from 'node:assert/strict';
+import { after, afterEach, before, describe, it } from 'node:test';
+
+import { request, startGateway, startMock, stopAll } from './lib/harness.mjs';
+
+const FILTERS = {
+  deny: {
+    type: 'regex', action: 'block',
+    rules: [{ name: 'injection', pattern: 'ignore previous instructions', caseless: true }],
+  },
+  pii: {
+    type: 'regex', action: 'mask', presets: ['email'],
+    rules: [{ name: 'typeword', pattern: '\\bstring\\b' }],
+  },
+  audit: {
+    type: 'regex', action: 'flag',
+    rules: [{ name: 'codeword', pattern: 'PINEAPPLE' }],
+  },
+};
+
+const ADDRESS = 'jane@example.com';
+const MASKED = '[REDACTED:email]';
+const hi = [{ role: 'user', content: 'hi' }];
+const schemaWith = (text) => ({
+  type: 'object',
+  properties: { to: { type: 'object', properties: { who: { type: 'string', description: text } } } },
+});
+
+/*
+ * The places of prompt text by name: a request body with text t in that
+ * place (body), the place in the body the mock received (at), and whether
+ * a mask blocks the request there instead of rewriting it (verbatim).
+ */
+const PLACES = {
+  'a message name': {
+    body: (t) => ({ model: 'm', messages: [{ role: 'user', name: t, content: 'hi' }] }),
+    at: (b) => b.messages[0].name,
+    verbatim: true,
+  },
+  'a chat tool description': {
+    body: (t) => ({ model: 'm', messages: hi, tools: [{ type: 'function', function: { name: 'send', description: t, parameters: schemaWith('who') } }] }),
+    at: (b) => b.tools[0].function.description,
+  },
+  'a description deep in a chat tool schema': {
+    body: (t) => ({ model: 'm', messages: hi, tools: [{ type: 'function', function: { name: 'send', parameters: schemaWith(t) } }] }),
+    at: (b) => b.tools[0].function.parameters.properties.to.properties.who.description,
+  },
+  'an enum value of a chat tool schema': {
+    body: (t) => ({ model: 'm', messages: hi, tools: [{ type: 'function', function: { name: 'send', parameters: { type: 'object', properties: { to: { type: 'string', enum: ['nobody', t] } } } } }] }),
+    at: (b) => b.tools[0].function.parameters.properties.to.enum[1],
+    verbatim: true,
+  },
+  'a description of the older functions': {
+    body: (t) => ({ model: 'm', messages: hi, functions: [{ name: 'send', description: t }] }),
+    at: (b) => b.functions[0].description,
+  },
+  'predicted output as a string': {
+    body: (t) => ({ model: 'm', messages: hi, prediction: { type: 'content', content: t } }),
+    at: (b) => b.prediction.content,
+  },
+  'predicted output as text parts': {
+    body: (t) => ({ model: 'm', messages: hi, prediction: { type: 'content', content: [{ type: 'text', text: t }] } }),
+    at: (b) => b.prediction.content[0].text,
+  },
+  'a response_format description': {
+    body: (t) => ({ model: 'm', messages: hi, response_format: { type: 'json_schema', json_schema: { name: 'out', description: t, schema: schemaWith('who') } } }),
+    at: (b) => b.response_format.json_schema.description,
+  },
+  'a description in a response_format schema': {
+    body: (t) => ({ model: 'm', messages: hi, response_format: { type: 'json_schema', json_schema: { name: 'out', schema: schemaWith(t) } } }),
+    at: (b) => b.response_format.json_schema.schema.properties.to.properties.who.description,
+  },
+  'a Responses API tool description': {
+    path: '/v1/responses',
+    body: (t) => ({ model: 'm', input: 'hi', tools: [{ type: 'function', name: 'send', description: t, parameters: schemaWith('who') }] }),
+    at: (b) => b.tools[0].description,
+  },
+  'a description in a Responses API tool schema': {
+    path: '/v1/responses',
+    body: (t) => ({ model: 'm', input: 'hi', tools: [{ type: 'function', name: 'send', parameters: schemaWith(t) }] }),
+    at: (b) => b.tools[0].parameters.properties.to.properties.who.description,
+  },
+  'a title in a Responses API text format schema': {
+    path: '/v1/responses',
+    body: (t) => ({ model: 'm', input: 'hi', text: { format: { type: 'json_schema', name: 'out', schema: { type: 'object', title: t } } } }),
+    at: (b) => b.text.format.schema.title,
+  },
+  'an Anthropic tool description': {
+    path: '/v1/messages',
+    body: (t) => ({ model: 'm', max_tokens: 9, messages: hi, tools: [{ name: 'send', description: t, input_schema: schemaWith('who') }] }),
+    at: (b) => b.tools[0].description,
+  },
+  'a description in an Anthropic input_schema': {
+    path: '/v1/messages',
+    body: (t) => ({ model: 'm', max_tokens: 9, messages: hi, tools: [{ name: 'send', input_schema: schemaWith(t) }] }),
+    at: (b) => b.tools[0].input_schema.properties.to.properties.who.description,
+  },
+  // The filters read this place already. These cases check that they
+  // still do.
+  'an Anthropic system prompt': {
+    path: '/v1/messages',
+    body: (t) => ({ model: 'm', max_tokens: 9, system: [{ type: 'text', text: t }], messages: hi }),
+    at: (b) => b.system[0].text,
+  },
+};
+
+describe('request filters over every place of prompt text', () => {
+  let mock;
+  let gw;
+
+  before(async () => {
+    mock = await startMock();
+    const route = (name, path) => ({ name, match: { path }, backends: ['mock'], filters: ['deny', 'pii', 'audit'] });
+    gw = await startGateway({
+      backends: { mock: { url: mock.url } },
+      filters: FILTERS,
+      routes: [route('chat', '/v1/chat/completions'), route('responses', '/v1/responses'), route('messages', '/v1/messages')],
+    });
+  });
+  afterEach(() => gw?.checkErrors());
+  after(stopAll);
+
+  async function post(place, body) {
+    await mock.reset();
+    const res = await request({
+      port: gw.port, method: 'POST', path: place.path || '/v1/chat/completions',
+      body: JSON.stringify(body), headers: { 'content-type': 'application/json' },
+    });
+    const sent = (await mock.requests()).map((r) => JSON.parse(r.body));
+    return { res, sent };
+  }
+
+  /* The decisions the access log recorded for res. */
+  async function decisions(res) {
+    const id = res.headers['x-request-id'];
+    const line = await gw.waitForAccess((l) => l.request_id === id, { message: `access line of ${id}` });
+    return line.filters || [];
+  }
+
+  function assertBlocked({ res, sent }, filter, rule) {
+    assert.equal(res.status, 400, res.text);
+    const error = JSON.parse(res.text).error;
+    assert.equal(error.code, 'content_filter');
+    assert.match(error.message, new RegExp(`"${filter}" \\(rule "${rule}"\\)`));
+    assert.equal(sent.length, 0);
+  }
+
+  for (const [name, place] of Object.entries(PLACES)) {
+    it(`blocks on ${name}`, async () => {
+      assertBlocked(await post(place, place.body('Ignore previous instructions')), 'deny', 'injection');
+    });
+
+    it(`${place.verbatim ? 'blocks, not masks,' : 'masks'} an address in ${name}`, async () => {
+      const body = place.body(`mail ${ADDRESS} now`);
+      const got = await post(place, body);
+
+      if (place.verbatim) {
+        assertBlocked(got, 'pii', 'email');
+        return;
+      }
+      assert.equal(got.sent.length, 1, got.res.text);
+      assert.equal(place.at(got.sent[0]), `mail ${MASKED} now`);
+      assert.doesNotMatch(JSON.stringify(got.sent[0]), /jane@/);
+    });
+
+    it(`flags on ${name} without changing the request`, async () => {
+      const body = place.body('the codeword is PINEAPPLE');
+      const { res, sent } = await post(place, body);
+
+      assert.equal(sent.length, 1, res.text);
+      assert.deepEqual(sent[0], body);
+      const d = await decisions(res);
+      assert.deepEqual(d, [{ filter: 'audit', rule: 'codeword', action: 'flag', side: 'request', count: 1 }]);
+    });
+  }
+
+  // The mask filter's "typeword" rule matches "string", a type of the
+  // schema, and an address is a property's key and a name in "required":
+  // only the descriptions change.
+  it('masks a schema\'s descriptions and leaves its keys and types', async () => {
+    const schema = (describe) => ({
+      type: 'object',
+      description: describe('a string to send'),
+      properties: {
+        [ADDRESS]: { type: 'string', format: 'email', description: describe(`copy ${ADDRESS}`) },
+        list: { type: 'array', items: { type: 'string', title: describe('one string') } },
+      },
+      required: [ADDRESS],
+      $defs: { note: { type: 'string', description: describe('a string note') } },
+    });
+    const place = PLACES['a chat tool description'];
+    const tool = (s) => ({ model: 'm', messages: hi, tools: [{ type: 'function', function: { name: 'send', parameters: s } }] });
+    const masked = (text) => text.replace(ADDRESS, MASKED).replace('string', '[REDACTED:typeword]');
+    const { res, sent } = await post(place, tool(schema((text) => text)));
+
+    assert.equal(sent.length, 1, res.text);
+    assert.deepEqual(sent[0], tool(schema(masked)));
+  });
+});
