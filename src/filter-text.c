@@ -221,11 +221,11 @@ static const struct member TOOL_MEMBERS[] = {
 	MEMBER("parameters", R_SCHEMA), MEMBER("input_schema", R_SCHEMA), END_MEMBERS
 };
 /* Predicted output is sent to the model with the prompt. A mask there
- * only makes less of it match the answer. */
+ * only makes less of it match the completion. */
 static const struct member PREDICTION_MEMBERS[] = {
 	MEMBER("content", R_CONTENT), END_MEMBERS
 };
-/* A structured output format: chat completions' "response_format" holds
+/* A structured output format: chat completions' "response_format" has
  * it in "json_schema", the Responses API's "text" in "format". Its
  * "name" is not read: clients find the format by it. */
 static const struct member OUTPUT_FORMAT_MEMBERS[] = {
@@ -305,7 +305,7 @@ static const struct rule_def RULES[] = {
  * items, $defs, anyOf), so these are read and may be masked. The strings
  * of an "enum" are the values the model must choose from. They are read
  * verbatim (TG_TEXT_VERBATIM), because the client's code compares the
- * answer with them. Every other string is structure: a key, a "type", a
+ * model's output with them. Every other string is structure: a key, a "type", a
  * "$ref", a name in "required". A mask there would break the schema. The
  * values of an "enum" are data, not schemas, so containers among them
  * are not read.
@@ -601,8 +601,11 @@ on_map_key(void *ctx, const unsigned char *key, size_t len)
 	}
 	f = &r->frames[r->n_frames - 1];
 	f->member = R_NONE;
+
+	/* A member's key is never empty, so the first bytes compare first:
+	 * they tell most keys of the same length apart without a call. */
 	for (const struct member *m = RULES[f->rule].members; m->key != NULL; m++) {
-		if (m->len == len && memcmp(key, m->key, len) == 0) {
+		if (m->len == len && m->key[0] == (char)key[0] && memcmp(key, m->key, len) == 0) {
 			f->member = m->rule;
 			break;
 		}
