@@ -670,6 +670,43 @@ START_TEST(mask_in_text_part_and_tool_arguments)
 END_TEST
 
 /* A tool_use input is masked value by value, and stays valid JSON. */
+/* A mask rewrites a schema's description in place, but blocks on a
+ * message's name and an enum value, which are read verbatim. */
+START_TEST(mask_blocks_on_verbatim_texts)
+{
+	const char *rules[] = {"preset:email", NULL};
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_REQUEST, rules);
+	static const char *const verbatim[] = {
+		"{\"messages\": [{\"role\": \"user\", \"name\": \"a@b.io\", \"content\": \"hi\"}]}",
+		"{\"tools\": [{\"function\": {\"parameters\": {\"enum\": [\"a@b.io\"]}}}]}",
+	};
+	struct tg_filter_log log = {0};
+	struct tg_filter_result res;
+	char *out = filter_request(f,
+		"{\"tools\": [{\"function\": {\"parameters\": {\"type\": \"object\","
+		" \"properties\": {\"a@b.io\": {\"type\": \"string\","
+		" \"description\": \"mail a@b.io\"}}}}}]}", &res, &log);
+
+	ck_assert_int_eq(res.changed, 1);
+	ck_assert_ptr_null(res.blocked);
+	ck_assert_str_eq(out, "{\"tools\":[{\"function\":{\"parameters\":{\"type\":\"object\","
+	                 "\"properties\":{\"a@b.io\":{\"type\":\"string\","
+	                 "\"description\":\"mail [REDACTED:email]\"}}}}}]}");
+	free(out);
+
+	for (size_t i = 0; i < sizeof(verbatim) / sizeof(verbatim[0]); i++) {
+		out = filter_request(f, verbatim[i], &res, &log);
+		ck_assert_ptr_eq(res.blocked, f);
+		ck_assert_str_eq(res.blocked_rule, "email");
+		ck_assert_int_eq(res.changed, 0);
+		ck_assert_ptr_nonnull(strstr(out, "\"a@b.io\""));
+		free(out);
+	}
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
 START_TEST(mask_in_tool_use_input_and_system)
 {
 	const char *rules[] = {"preset:credit_card", "preset:email", NULL};
@@ -992,6 +1029,7 @@ filter_suite(void)
 	tcase_add_test(bodies, response_texts_collected);
 	tcase_add_test(bodies, mask_in_text_part_and_tool_arguments);
 	tcase_add_test(bodies, mask_in_tool_use_input_and_system);
+	tcase_add_test(bodies, mask_blocks_on_verbatim_texts);
 	tcase_add_loop_test(bodies, anchored_rule_blocks_argument_value, 0, 2);
 	tcase_add_loop_test(bodies, mask_argument_values_in_place, 0, 2);
 	tcase_add_loop_test(bodies, mask_argument_number_as_string, 0, 2);
