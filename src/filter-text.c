@@ -56,7 +56,7 @@ add_text(struct tg_text_list *list, json_t *value, enum tg_text_kind kind)
 int
 tg_text_list_add(struct tg_text_list *list, json_t *value)
 {
-	return add_text(list, value, 0);
+	return add_text(list, value, TG_TEXT_PLAIN);
 }
 
 /* --- which members are texts -------------------------------------------- */

@@ -86,8 +86,8 @@ struct tg_text_list {
 
 void tg_text_list_free(struct tg_text_list *list);
 
-/* Add value, a string that is a text of its own (not JSON inside a
- * string), to list. Returns 0, or -1 when out of memory. */
+/* Add value to list as a TG_TEXT_PLAIN text. Returns 0, or -1 when out
+ * of memory. */
 int tg_text_list_add(struct tg_text_list *list, json_t *value);
 
 /*
