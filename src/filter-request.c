@@ -20,6 +20,7 @@
 #include "filter-request.h"
 #include "filter-stream.h"
 #include "filter.h"
+#include "json-splice.h"
 #include "json-writer.h"
 #include "log.h"
 #include "relay.h"
@@ -138,24 +139,62 @@ answer_blocked(struct tg_request *req, const struct tg_filter *f, const char *ru
 		evbuffer_free(body);
 }
 
-/* Write the masked JSON back as the body that goes upstream. */
+/* Replace body with text. Returns 0, or -1 when out of memory. */
 static int
-rewrite_body(struct tg_request *req)
+replace_body(struct evbuffer *body, const char *text, size_t len)
+{
+	evbuffer_drain(body, evbuffer_get_length(body));
+	return evbuffer_add(body, text, len);
+}
+
+/* Replace the body that goes upstream with len bytes of text. */
+static int
+replace_request_body(struct tg_request *req, const char *text, size_t len)
+{
+	if (replace_body(req->body, text, len) != 0)
+		return -1;
+	req->body_len = len;
+	return 0;
+}
+
+/* Write the whole tree, when the masked texts cannot be spliced into the
+ * client's bytes. */
+static int
+dump_body(struct tg_request *req)
 {
 	char *text = json_dumps(tg_request_json(req), JSON_COMPACT);
-	size_t len;
+	int rc;
 
 	if (text == NULL)
 		return -1;
-	len = strlen(text);
-	evbuffer_drain(req->body, evbuffer_get_length(req->body));
-	if (evbuffer_add(req->body, text, len) != 0) {
-		free(text);
-		return -1;
-	}
-	req->body_len = len;
+	rc = replace_request_body(req, text, strlen(text));
 	free(text);
-	return 0;
+	return rc;
+}
+
+/*
+ * Write the masked texts of the tree into the body that goes upstream,
+ * each in place of the original text, and every other byte as the client
+ * sent it (json-splice.h). A dump of the tree would change the form of
+ * numbers (0.7 into 0.69999999999999996), and the escapes of every string.
+ */
+static int
+rewrite_body(struct tg_request *req)
+{
+	const char *raw = (const char *)evbuffer_pullup(req->body, -1);
+	struct tg_json_writer out;
+	int rc = tg_splice_tree(raw, req->body_len, tg_request_json(req), &out);
+
+	if (rc == TG_SPLICE_UNPAIRED) {
+		tg_log_request(req, TG_LOG_WARN, "cannot splice the masked texts into the body as "
+		               "sent, because its values do not match the parsed body; sending "
+		               "the body written again from the parsed body instead");
+		return dump_body(req);
+	}
+	if (rc == 0)
+		rc = replace_request_body(req, out.data, out.len);
+	tg_json_writer_free(&out);
+	return rc;
 }
 
 /* Every filter let the request through: on to next. */
@@ -522,14 +561,6 @@ log_scan_failed(struct tg_request *req)
 	tg_scan_describe_error(&req->filters->scan, why, sizeof(why));
 	tg_log_request(req, TG_LOG_ERROR, "response filters failed (%s); responding "
 	               "with an error instead of the unchecked response", why);
-}
-
-/* Replace body with text. Returns 0, or -1 when out of memory. */
-static int
-replace_body(struct evbuffer *body, const char *text, size_t len)
-{
-	evbuffer_drain(body, evbuffer_get_length(body));
-	return evbuffer_add(body, text, len);
 }
 
 /*

@@ -15,6 +15,7 @@
 #include "filter-args.h"
 #include "filter-plugin.h"
 #include "filter.h"
+#include "json-splice.h"
 #include "json-writer.h"
 #include "reply-digest.h"
 #include "yajl-arena.h"
@@ -976,105 +977,60 @@ run_regex_not_json(const struct tg_filter *f, enum tg_side side, json_t *value,
 }
 
 /* The values of one text of arguments, kept by tg_args_values(), with
- * where each ends as written. */
+ * the place of each as written. */
 struct kept_values {
 	const char *raw;
 	size_t raw_len;
 	struct tg_text_spans spans;
-	size_t *ends;           /* one per span */
-	size_t cap_ends;
+	struct tg_splice_place *places;         /* one per span */
+	unsigned char *placed;                  /* whether its place is known */
+	size_t cap_places;
 };
 
 static int
 keep_value(void *arg, const char *text, size_t len, size_t end)
 {
 	struct kept_values *k = arg;
+	size_t i = k->spans.n;
 
-	if (k->spans.n == k->cap_ends) {
-		size_t cap = k->cap_ends ? 2 * k->cap_ends : 8;
-		size_t *ends = realloc(k->ends, cap * sizeof(*ends));
+	if (i == k->cap_places) {
+		size_t cap = k->cap_places ? 2 * k->cap_places : 8;
+		struct tg_splice_place *places = realloc(k->places, cap * sizeof(*places));
+		unsigned char *placed;
 
-		if (ends == NULL)
+		if (places == NULL)
 			return 1;
-		k->ends = ends;
-		k->cap_ends = cap;
+		k->places = places;
+		placed = realloc(k->placed, cap);
+		if (placed == NULL)
+			return 1;
+		k->placed = placed;
+		k->cap_places = cap;
 	}
-	k->ends[k->spans.n] = end;
+	k->placed[i] = tg_splice_place(k->raw, k->raw_len, text, len, end, &k->places[i]) == 0;
 	return tg_text_spans_add(&k->spans, k->raw, k->raw_len, text, len) != 0;
 }
 
-/* The offset of the opening quote of the string that ends at end (past
- * its closing quote) in raw. Every quote inside a JSON string is escaped,
- * that is after an odd number of backslashes, so the opening quote is the
- * last one before the closing quote that follows an even number. */
-static size_t
-string_start(const char *raw, size_t end)
-{
-	size_t q = end - 1;
-
-	while (q-- > 0) {
-		size_t backslashes = 0;
-
-		if (raw[q] != '"')
-			continue;
-		while (backslashes < q && raw[q - 1 - backslashes] == '\\')
-			backslashes++;
-		if (backslashes % 2 == 0)
-			return q;
-	}
-	return 0;       /* not reached for text that yajl read as JSON */
-}
-
-/* Whether value i of k has a known place in the text for a mask: one
- * passed in place, or a copied one whose end tg_args_values() gave. */
-static int
-has_place(const struct kept_values *k, size_t i)
-{
-	return !k->spans.items[i].copied || k->ends[i] != SIZE_MAX;
-}
-
-/* The arguments as f masks their values, written again. */
-struct masked_args {
-	struct tg_json_writer out;      /* the arguments up to done, masked */
-	size_t done;                    /* bytes of the original in out */
-	int changed;
-};
-
 /*
- * Write the arguments from m->done up to value i, then the value with the
- * matches of the last scan, in its decoded text, masked. A string is
- * written again, quotes and all, so that a replacement with a quote or a
- * backslash stays valid JSON, and a string written with escapes is
- * written with the escapes JSON needs only. A number becomes a string of
- * the masked digits: masked in place they would leave the arguments
- * invalid JSON.
+ * Write the value i of the arguments again, with the matches of the last
+ * scan, in its decoded text, masked. A string is written again, quotes
+ * and all, so that a replacement with a quote or a backslash stays valid
+ * JSON, and a string written with escapes is written with the escapes
+ * JSON needs only. A number becomes a string of the masked digits: masked
+ * in place they would leave the arguments invalid JSON.
  */
 static int
 mask_value(const struct tg_filter *f, const struct kept_values *k, size_t i,
-           const struct tg_scan *sc, struct masked_args *m)
+           const struct tg_scan *sc, struct tg_splice *m)
 {
-	const struct tg_text_span *span = &k->spans.items[i];
-	size_t from, to, len;
-	char *masked;
+	size_t len;
+	char *masked = tg_filter_mask(f, tg_text_span_bytes(&k->spans, i, k->raw),
+	                              k->spans.items[i].len, sc->matches, sc->n_matches, &len);
 
-	if (span->copied) {
-		to = k->ends[i];
-		from = string_start(k->raw, to);
-	} else {
-		int string = span->at > 0 && k->raw[span->at - 1] == '"';
-
-		from = string ? span->at - 1 : span->at;
-		to = span->at + span->len + (string ? 1 : 0);
-	}
-	masked = tg_filter_mask(f, tg_text_span_bytes(&k->spans, i, k->raw), span->len,
-	                        sc->matches, sc->n_matches, &len);
 	if (masked == NULL)
 		return -1;
-	tg_json_raw(&m->out, k->raw + m->done, from - m->done);
-	tg_json_stringn(&m->out, masked, len);
+	tg_splice_string(m, k->places[i], masked, len);
 	free(masked);
-	m->done = to;
-	m->changed = 1;
 	return m->out.failed ? -1 : 0;
 }
 
@@ -1085,7 +1041,7 @@ mask_value(const struct tg_filter *f, const struct kept_values *k, size_t i,
  */
 static int
 run_regex_value(const struct tg_filter *f, enum tg_side side, const struct kept_values *k,
-                size_t i, struct masked_args *m, struct tg_filter_log *log,
+                size_t i, struct tg_splice *m, struct tg_filter_log *log,
                 struct tg_scan *sc, struct tg_filter_result *res)
 {
 	const struct tg_text_span *span = &k->spans.items[i];
@@ -1095,7 +1051,7 @@ run_regex_value(const struct tg_filter *f, enum tg_side side, const struct kept_
 		return -1;
 	if (sc->n_matches == 0 || f->action == TG_ACTION_FLAG)
 		return 0;
-	if (f->action == TG_ACTION_BLOCK || !has_place(k, i)) {
+	if (f->action == TG_ACTION_BLOCK || !k->placed[i]) {
 		res->blocked = f;
 		res->blocked_rule = sc->matches[0].rule->name;
 		return 0;
@@ -1115,15 +1071,16 @@ run_regex_values(const struct tg_filter *f, enum tg_side side, json_t *value,
                  const struct kept_values *k, struct tg_filter_log *log,
                  struct tg_scan *sc, struct tg_filter_result *res)
 {
-	struct masked_args m = {{0}, 0, 0};
+	struct tg_splice m;
 	int rc = 0;
 
+	tg_splice_init(&m, k->raw, k->raw_len);
 	for (size_t i = 0; i < k->spans.n && rc == 0 && res->blocked == NULL; i++)
 		rc = run_regex_value(f, side, k, i, &m, log, sc, res);
 
 	if (rc == 0 && res->blocked == NULL && m.changed) {
-		tg_json_raw(&m.out, k->raw + m.done, k->raw_len - m.done);
-		rc = m.out.failed ? -1 : json_string_setn_nocheck(value, m.out.data, m.out.len);
+		rc = tg_splice_finish(&m) != 0 ? -1
+		                                : json_string_setn_nocheck(value, m.out.data, m.out.len);
 		res->changed = 1;
 	}
 	tg_json_writer_free(&m.out);
@@ -1140,7 +1097,8 @@ static int
 run_regex_arguments(const struct tg_filter *f, enum tg_side side, json_t *value,
                     struct tg_filter_log *log, struct tg_scan *sc, struct tg_filter_result *res)
 {
-	struct kept_values k = {json_string_value(value), json_string_length(value), {0}, NULL, 0};
+	struct kept_values k = {json_string_value(value), json_string_length(value), {0}, NULL,
+	                        NULL, 0};
 	int rc = tg_args_values(k.raw, k.raw_len, keep_value, &k);
 
 	if (rc == TG_ARGS_NOT_JSON)
@@ -1150,7 +1108,8 @@ run_regex_arguments(const struct tg_filter *f, enum tg_side side, json_t *value,
 	else
 		rc = -1;
 	tg_text_spans_free(&k.spans);
-	free(k.ends);
+	free(k.places);
+	free(k.placed);
 	return rc;
 }
 

@@ -377,6 +377,70 @@ describe('content filters: request bodies judged by their bytes', () => {
   });
 });
 
+// A mask changes the texts it matched and nothing else: the body goes
+// upstream as the client wrote it but for those strings, each written
+// again as a JSON string (json-splice.h).
+describe('content filters: a masked body keeps the client\'s other bytes', () => {
+  const EMAIL = { mail: { type: 'regex', apply_to: ['request'], action: 'mask', presets: ['email'] } };
+  let mock;
+  let gw;
+  let plain;
+
+  before(async () => {
+    mock = await startMock();
+    gw = await startGateway(config(mock, EMAIL, ['mail']));
+    plain = await startGateway(config(mock, EMAIL, []));
+  });
+  afterEach(() => {
+    gw?.checkErrors();
+    plain?.checkErrors();
+  });
+  after(stopAll);
+
+  /* Send body through target and return what the mock got, and the
+   * response. */
+  async function sendRaw(target, body) {
+    await mock.reset();
+    const res = await request({
+      port: target.port, method: 'POST', path: '/v1/chat/completions', body,
+      headers: { 'content-type': 'application/json' },
+    });
+    const sent = await mock.requests();
+    assert.equal(sent.length, 1, `nothing reached the mock: ${res.status} ${res.text}`);
+    return { sent: sent[0].body, res };
+  }
+
+  const message = (content) => `[{"role":"user","content":"${content}"}]`;
+
+  it('keeps the numbers 0.7 and 1E2 as written', async () => {
+    const body = (c) => `{"model":"m","messages":${message(c)},"temperature":0.7,"top_p":1E0,"n":1e0}`;
+    const { sent, res } = await sendRaw(gw, body('mail jane@example.com'));
+    assert.equal(res.status, 200, res.text);
+    assert.equal(sent, body('mail [REDACTED:email]'));
+  });
+
+  it('keeps the order of keys and the spacing', async () => {
+    const body = (c) => ` { "messages" : [ { "content" : "${c}" , "role" : "user" } ] ,\n`
+      + '   "model" : "m" , "max_tokens" : 16 }\n';
+    const { sent } = await sendRaw(gw, body('a@b.io'));
+    assert.equal(sent, body('[REDACTED:email]'));
+  });
+
+  it('keeps an escape in another field', async () => {
+    const body = (c) => `{"model":"m","user":"caf\\u00e9 \\/","messages":${message(c)}}`;
+    const { sent } = await sendRaw(gw, body('a@b.io'));
+    assert.equal(sent, body('[REDACTED:email]'));
+  });
+
+  it('keeps the body around masked arguments', async () => {
+    const body = (to) => '{"model":"m","temperature":0.7,"messages":[{"role":"assistant","tool_calls":'
+      + '[{"id":"c1","type":"function","function":{"name":"send","arguments":'
+      + `"{\\"to\\": \\"${to}\\", \\"n\\": 1E2}"}}]}]}`;
+    const { sent } = await sendRaw(gw, body('a@b.io'));
+    assert.equal(sent, body('[REDACTED:email]'));
+  });
+});
+
 describe('content filters: response side', () => {
   let mock;
   let gw;
