@@ -287,7 +287,6 @@ describe('content filters: request bodies screened without a tree', () => {
       '{"model":"m","messages":[{"role":"user","content":"a@b.io","c\\u006fntent":"clean"}]}',
     'a lone surrogate escape': chatRaw('a@b.io \\ud800'),
     'a NUL escape': chatRaw('a@b.io \\u0000'),
-    'an integer too large': chatRaw('a@b.io', ',"max_tokens":99999999999999999999'),
     'the least integer, which only yajl rejects': chatRaw('a@b.io', ',"seed":-9223372036854775808'),
     'a real too large': chatRaw('a@b.io', ',"temperature":1e400'),
     'nesting deeper than jansson reads':
@@ -439,6 +438,15 @@ describe('content filters: a masked body keeps the client\'s other bytes', () =>
     const { sent } = await sendRaw(gw, body('a@b.io'));
     assert.equal(sent, body('[REDACTED:email]'));
   });
+
+  // jansson cannot store an integer beyond 64 bits, so the backend judges it.
+  for (const seed of ['9223372036854775808', '99999999999999999999']) {
+    it(`sends seed ${seed} as written`, async () => {
+      const body = (c) => `{"model":"m","seed":${seed},"max_tokens":16,"messages":${message(c)}}`;
+      assert.equal((await sendRaw(gw, body('a@b.io'))).sent, body('[REDACTED:email]'));
+      assert.equal((await sendRaw(plain, body('a@b.io'))).sent, body('a@b.io'));
+    });
+  }
 });
 
 describe('content filters: response side', () => {
