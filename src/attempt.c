@@ -12,6 +12,7 @@
 #include "client.h"
 #include "clock.h"
 #include "health.h"
+#include "json-splice.h"
 #include "log.h"
 #include "metrics.h"
 #include "relay.h"
@@ -34,7 +35,31 @@ already_tried(void *arg, const struct tg_backend *backend)
 	return 0;
 }
 
-/* The body for member: the client's bytes, or the JSON again with the
+/* Write tree, a copy of the request's tree with another model, as the body
+ * for a member. That is the client's bytes with the new model's string
+ * spliced in (json-splice.h), or a dump of the tree when the body had no
+ * "model" string to replace. Returns the text (malloc) and its length in
+ * *len, or NULL when memory ran out. */
+static char *
+write_renamed(struct tg_request *req, json_t *tree, size_t *len)
+{
+	const char *raw = (const char *)evbuffer_pullup(req->body, -1);
+	struct tg_json_writer out;
+	int rc = raw != NULL ? tg_splice_tree(raw, req->body_len, tree, &out) : TG_SPLICE_UNPAIRED;
+	char *text;
+
+	if (rc == 0) {
+		*len = out.len;
+		return out.data;
+	}
+	if (rc != TG_SPLICE_UNPAIRED)
+		return NULL;
+	text = json_dumps(tree, JSON_COMPACT);
+	*len = text != NULL ? strlen(text) : 0;
+	return text;
+}
+
+/* The body for member: the client's bytes, or the same bytes with the
  * member's model name when it renames the model. *text gets the body, and
  * *owned the same pointer when the caller must free() it (else NULL).
  * Returns 0, or -1 when memory ran out. */
@@ -54,17 +79,18 @@ body_for(struct tg_request *req, const struct tg_tier_member *member, const char
 		return *text == NULL ? -1 : 0;
 	}
 
+	/* jansson replaces the value of a member in its place among the
+	 * others, so the copy pairs with the body (tg_splice_tree()). */
 	copy = json_copy(tree);
 	if (copy == NULL || json_object_set_new(copy, "model", json_string(member->model)) != 0) {
 		json_decref(copy);
 		return -1;
 	}
-	*owned = json_dumps(copy, JSON_COMPACT);
+	*owned = write_renamed(req, copy, len);
 	json_decref(copy);
 	if (*owned == NULL)
 		return -1;
 	*text = *owned;
-	*len = strlen(*owned);
 	return 0;
 }
 

@@ -284,6 +284,18 @@ describe('what the next backend receives', () => {
     assert.equal(Number(second.headers['content-length']), Buffer.byteLength(second.body));
   });
 
+  it('renames the model and keeps the other bytes', async () => {
+    const body = (model) => ` { "model" : "${model}", "temperature" : 0.7, "top_p": 1E0,`
+      + ' "messages": [{"role": "user", "content": "caf\\u00e9"}] }\n';
+    const res = await chat(gw, { body: body('renamed'), headers: { 'content-type': 'application/json' } });
+    assert.equal(res.status, 200);
+    assert.equal(res.attempts, 'bad:500,good:200');
+
+    const second = (await apiRequests(ok, 'other-model')).at(-1);
+    assert.ok(second, 'the second backend did not get the model "other-model"');
+    assert.equal(second.body, body('other-model'));
+  });
+
   it('replays a 5 MiB body unchanged on the second backend', async () => {
     // Varied text with multi-byte characters, so a lost, repeated or
     // shifted piece shows.
