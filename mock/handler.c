@@ -260,7 +260,11 @@ prepare_api_request(const struct mock_request *req, const char *path, enum endpo
 	const char *name, *at;
 	char err[512];
 
+	/* An integer beyond 64 bits is valid JSON that a real API may read
+	 * ("seed"), so such a body is read again with integers as reals. */
 	*body = json_loadb(text != NULL ? text : "", len, 0, &jerr);
+	if (*body == NULL && json_error_code(&jerr) == json_error_numeric_overflow)
+		*body = json_loadb(text, len, JSON_DECODE_INT_AS_REAL, &jerr);
 	if (!json_is_object(*body))
 		return bad_request(r, NULL, "We could not parse the JSON body of "
 		                   "your request. The OpenAI API expects a JSON "

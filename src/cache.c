@@ -324,8 +324,12 @@ tg_cache_lookup(struct tg_request *req, tg_cache_next_fn *next)
 	const struct tg_cache_config *cfg = req->config->cache;
 
 	assert(req->cache == NULL);
+	/* A body with an integer beyond 64 bits is read with its integers as
+	 * reals (tg_request_json()): two such bodies may differ in digits that
+	 * a double drops, so they would share a key. */
 	if (req->route == NULL || req->route->cache == NULL || cfg == NULL ||
-	    req->method_id != HTTP_POST || !json_is_object(tg_request_json(req))) {
+	    req->method_id != HTTP_POST || !json_is_object(tg_request_json(req)) ||
+	    req->body_ints_as_reals) {
 		next(req);
 		return;
 	}

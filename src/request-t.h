@@ -124,6 +124,8 @@ struct tg_request {
 	                                   through tg_request_json() */
 	int body_json_pending;          /* the body is an object that jansson
 	                                   reads, but body_json is not built */
+	int body_ints_as_reals;         /* body_json has every integer as a
+	                                   real: one was beyond 64 bits */
 	struct tg_request_facts scanned;    /* the scan's copies */
 	const char *model;              /* into scanned or body_json */
 	const char *user;               /* "user" when a string: the same */

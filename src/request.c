@@ -168,22 +168,26 @@ describe_json_error(const json_error_t *error)
 }
 
 /*
- * Parse the len bytes of data with jansson. Duplicate keys are refused:
- * the gateway would route on one "model" while an upstream might read the
- * other. An integer that jansson cannot hold (beyond 64 bits) is valid
- * JSON for the backend to judge, so such a body is read again with every
- * integer as a real. The body still goes upstream as the client wrote it,
+ * Parse req's body, whose bytes are at data, with jansson. Duplicate keys
+ * are rejected: the gateway would route on one "model" while an upstream
+ * might read the other. An integer that jansson cannot store (beyond 64
+ * bits) is valid JSON for the backend to judge, so such a body is read
+ * again with every integer as a real, and req->body_ints_as_reals set. The body still goes upstream as the client wrote it,
  * or with masked texts spliced in (json-splice.h). Only readers of the
- * tree see the reals: the cache key, which writes an integral real up to
- * 2^53 as an integer anyway, and the parameters that tracing records.
+ * tree see the reals. The cache passes such a body by, since integers
+ * that differ beyond a double's 53 bits would share a key, and tracing
+ * records none of its integer parameters (max_tokens, seed, n).
  */
 static json_t *
-load_body(const char *data, size_t len, json_error_t *error)
+load_body(struct tg_request *req, const char *data, json_error_t *error)
 {
-	json_t *tree = json_loadb(data, len, JSON_REJECT_DUPLICATES, error);
+	json_t *tree = json_loadb(data, req->body_len, JSON_REJECT_DUPLICATES, error);
 
-	if (tree == NULL && json_error_code(error) == json_error_numeric_overflow)
-		tree = json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, error);
+	if (tree == NULL && json_error_code(error) == json_error_numeric_overflow) {
+		tree = json_loadb(data, req->body_len,
+		                  JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, error);
+		req->body_ints_as_reals = tree != NULL;
+	}
 	return tree;
 }
 
@@ -205,7 +209,7 @@ parse_tree(struct tg_request *req, const struct endpoint *endpoint, const char *
 		return TG_E_INVALID_JSON;
 	}
 
-	req->body_json = load_body(data, req->body_len, &error);
+	req->body_json = load_body(req, data, &error);
 	if (req->body_json == NULL) {
 		snprintf(message, size, "%s (line %d, column %d)", describe_json_error(&error),
 		         error.line, error.column);
@@ -328,7 +332,7 @@ tg_request_json(struct tg_request *req)
 	/* The scan found that jansson takes the body: only memory can fail,
 	 * and then the tree stays pending for the next call. */
 	data = (const char *)evbuffer_pullup(req->body, -1);
-	req->body_json = load_body(data, req->body_len, &error);
+	req->body_json = load_body(req, data, &error);
 	req->body_json_pending = req->body_json == NULL;
 	return req->body_json;
 }

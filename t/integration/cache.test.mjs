@@ -163,6 +163,19 @@ describe('cache with the memory store', () => {
     assert.equal(first.headers.age, undefined);
   });
 
+  it('passes by a body with an integer beyond 64 bits', async () => {
+    // 2^63 + 1 and 2^63 + 2 round to the same double, so the two seeds,
+    // read as reals, would share a key.
+    const base = JSON.stringify(uniqueBody());
+    const text = (seed) => base.replace(/}$/, `,"seed":${seed}}`);
+    const seen = await upstreamRequests(mock);
+    for (const seed of ['9223372036854775809', '9223372036854775810']) {
+      const res = await post(gw, text(seed));
+      assert.equal(res.status, 200, res.text);
+    }
+    assert.equal(await upstreamRequests(mock), seen + 2, 'a request was answered from the cache');
+  });
+
   it('shares entries between the workers of the process', async () => {
     const body = uniqueBody();
     await assertCached(gw, mock, body);
