@@ -92,7 +92,10 @@ insert_usage_option(struct tg_request *req)
 }
 
 /* "stream_options" is there without include_usage: set it and write the
- * body again from the parsed JSON. */
+ * body again from the parsed JSON.
+ * NOTE: the dump changes the form of numbers (0.7 into 0.69999999999999996,
+ * and every integer into a real for a body with one beyond 64 bits, which
+ * jansson reads as reals), where a splice (json-splice.h) would keep them. */
 static int
 set_usage_option(struct tg_request *req)
 {
