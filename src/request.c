@@ -172,9 +172,10 @@ describe_json_error(const json_error_t *error)
  * are rejected: the gateway would route on one "model" while an upstream
  * might read the other. An integer that jansson cannot store (beyond 64
  * bits) is valid JSON for the backend to judge, so such a body is read
- * again with every integer as a real, and req->body_ints_as_reals set. The body still goes upstream as the client wrote it,
- * or with masked texts spliced in (json-splice.h). Only readers of the
- * tree see the reals. The cache passes such a body by, since integers
+ * again with every integer as a real, and req->body_ints_as_reals set.
+ * The body still goes upstream as the client wrote it, or with masked
+ * texts spliced in (json-splice.h). Only readers of the tree see the
+ * reals. The cache passes such a body by, since integers
  * that differ beyond a double's 53 bits would share a key, and tracing
  * records none of its integer parameters (max_tokens, seed, n).
  */
