@@ -658,6 +658,8 @@ format_line(struct tg_json_writer *w, const struct tg_request *req)
 	tg_json_uint(w, req->bytes_out);
 	tg_json_literal(w, ",\"termination\":");
 	tg_json_string(w, termination);
+	tg_json_literal(w, ",\"reason\":");
+	tg_json_string(w, tg_error_info(req->error)->reason);
 	if (decisions != NULL && decisions->n > 0)
 		write_filters(w, decisions);
 	if (tg_trace_id_of(req, trace_id) == 0) {

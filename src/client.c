@@ -161,6 +161,7 @@ on_message_begin(llhttp_t *p)
 
 	c->parse_error = TG_OK;
 	c->parse_message[0] = '\0';
+	c->line_read = 0;
 	c->req = tg_request_new(c);
 	if (c->req == NULL)
 		return parse_fail(c, TG_E_INTERNAL);
@@ -173,11 +174,18 @@ on_message_begin(llhttp_t *p)
 	return 0;
 }
 
+/* Record the method, which llhttp has read whole once the target starts.
+ * A request that fails later still logs its method, and one that fails
+ * inside its method logs none rather than a guess. */
 static int
 on_url(llhttp_t *p, const char *at, size_t len)
 {
 	struct tg_client *c = p->data;
 
+	if (c->req->method == NULL) {
+		c->req->method_id = p->method;
+		c->req->method = llhttp_method_name(p->method);
+	}
 	if (head_grew(c, len) != 0)
 		return HPE_USER;
 	if (tg_bytes_append(&c->url, &c->url_len, &c->url_cap, at, len) != 0)
@@ -201,6 +209,7 @@ on_version(llhttp_t *p, const char *at, size_t len)
 	if (at + len < c->read_end && at[len] == '\n')
 		return parse_fail_with(c, TG_E_BAD_REQUEST, "the request line ends with a bare "
 		                       "LF; end each line of the request head with CRLF");
+	c->line_read = 1;
 	return 0;
 }
 
@@ -226,7 +235,7 @@ on_header_value(llhttp_t *p, const char *at, size_t len)
 	 * the previous one nor starts a new read is such a fold: rejected, as
 	 * RFC 9112 section 5.2 allows, since proxies disagree on its meaning. */
 	if (c->value.len > 0 && at != c->value_end && at != c->read_start)
-		return parse_fail_with(c, TG_E_BAD_REQUEST, "a header value goes on over a second "
+		return parse_fail_with(c, TG_E_BAD_HEADER, "a header value goes on over a second "
 		                       "line (obs-fold); send each value on one line");
 	c->value_end = at + len;
 
@@ -259,7 +268,7 @@ on_header_value_complete(llhttp_t *p)
 	/* llhttp has checked every byte of the name and of the value, and
 	 * tg_request_head_name_valid() checks that the name is not empty. */
 	if (!tg_request_head_name_valid(c->field.at, c->field.len))
-		rc = parse_fail(c, TG_E_BAD_REQUEST);
+		rc = parse_fail(c, TG_E_BAD_HEADER);
 	else if (tg_headers_add_parts(&c->req->headers, &c->field, &c->value) != 0)
 		rc = parse_fail(c, TG_E_INTERNAL);
 
@@ -298,8 +307,6 @@ on_headers_complete(llhttp_t *p)
 	const struct tg_limits *limits = &req->config->limits;
 	enum tg_error err;
 
-	req->method_id = p->method;
-	req->method = llhttp_method_name(p->method);
 	req->http_minor = p->http_minor;
 	err = set_request_target(c, req);
 	if (err != TG_OK)
@@ -311,6 +318,8 @@ on_headers_complete(llhttp_t *p)
 		err = tg_request_head_check_transfer_coding(&req->headers, p->http_major,
 		                                            p->http_minor, c->parse_message,
 		                                            sizeof(c->parse_message));
+	if (err == TG_E_BAD_REQUEST)
+		err = TG_E_BAD_HEADER;  /* both checks read header fields */
 	if (err != TG_OK)
 		return parse_fail(c, err);
 
@@ -465,6 +474,17 @@ describe_framing_error(struct tg_client *c, llhttp_errno_t rc)
 		         "each line with CRLF", reason);
 }
 
+/* Return the kind of an error llhttp found, by the part of the request it
+ * was reading. In the body, llhttp fails only on chunked framing, because
+ * it takes a Content-Length body as bytes. */
+static enum tg_error
+parser_error_kind(const struct tg_client *c)
+{
+	if (c->state == TG_CLIENT_BODY)
+		return TG_E_BAD_CHUNKED_BODY;
+	return c->line_read ? TG_E_BAD_HEADER : TG_E_BAD_REQUEST;
+}
+
 /* Give the client a reason for an error llhttp found, where the default
  * message of TG_E_BAD_REQUEST would leave it guessing. */
 static void
@@ -506,12 +526,13 @@ describe_parser_error(struct tg_client *c, llhttp_errno_t rc)
  * Reject a bare LF as the empty line that ends the head or the trailer
  * section of a chunked body. llhttp 8.1 accepts one there, but a server in
  * front that does not would read on into the next request. end is the
- * position after that LF, in the bytes of the current llhttp_execute(), and
- * what names the part in the message. Returns HPE_PAUSED when the line
- * ends with CRLF, or HPE_USER with the error recorded.
+ * position after that LF, in the bytes of the current llhttp_execute(),
+ * what names the part in the message and err is the error of that part.
+ * Returns HPE_PAUSED when the line ends with CRLF, or HPE_USER with the
+ * error recorded.
  */
 static llhttp_errno_t
-check_last_line(struct tg_client *c, const char *end, const char *what)
+check_last_line(struct tg_client *c, const char *end, const char *what, enum tg_error err)
 {
 	const char *lf = end - 1;
 	char before = lf > c->read_start ? lf[-1] : c->last_byte;
@@ -520,7 +541,7 @@ check_last_line(struct tg_client *c, const char *end, const char *what)
 	assert(*lf == '\n');
 	if (before == '\r')
 		return HPE_PAUSED;
-	return parse_fail_with(c, TG_E_BAD_REQUEST, "%s ends with a bare LF; end each of its "
+	return parse_fail_with(c, err, "%s ends with a bare LF; end each of its "
 	                       "lines, and the empty line after them, with CRLF", what);
 }
 
@@ -545,9 +566,9 @@ check_pause(struct tg_client *c)
 	const char *end = llhttp_get_error_pos(&c->parser);
 
 	if (c->state == TG_CLIENT_BODY)
-		return check_last_line(c, end, "the request head");
+		return check_last_line(c, end, "the request head", TG_E_BAD_HEADER);
 	if (c->parser.flags & F_CHUNKED)
-		return check_last_line(c, end, "the chunked request body");
+		return check_last_line(c, end, "the chunked request body", TG_E_BAD_CHUNKED_BODY);
 	return HPE_PAUSED;
 }
 
@@ -620,7 +641,7 @@ client_parse(struct tg_client *c)
 		if (c->parse_error == TG_OK) {
 			tg_debug("client %s: invalid HTTP request: %s (%s)", c->addr,
 			         llhttp_errno_name(rc), llhttp_get_error_reason(&c->parser));
-			c->parse_error = TG_E_BAD_REQUEST;
+			c->parse_error = parser_error_kind(c);
 			describe_parser_error(c, rc);
 		}
 		reject_unreadable_request(c, c->parse_error,

@@ -53,6 +53,8 @@ struct tg_client {
 	struct tg_header_part field;    /* header name being assembled */
 	struct tg_header_part value;    /* header value being assembled */
 	enum tg_error parse_error;      /* why a callback stopped the parser */
+	int line_read;                  /* the request line was read, so an
+	                                   error of llhttp's is in a header */
 	char parse_message[256];        /* the client's error message for it, or
 	                                   "" for the default of parse_error */
 	const char *read_start;         /* bytes handed to llhttp_execute() */

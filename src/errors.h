@@ -1,8 +1,11 @@
 /*
  * Failure kinds of a request. Each kind is mapped once, in errors.c, to the
  * HTTP status the client gets, the OpenAI error "type" and "code", a default
- * message, the termination code of the access log, and the error "type" of
- * Anthropic's Messages API.
+ * message, the termination code of the access log, the error "type" of
+ * Anthropic's Messages API, and the reason that the access log and
+ * tollgate_gateway_errors_total give. A reason is the code, made finer
+ * where one code covers several kinds: the client acts on the code, the
+ * operator looks for the cause.
  */
 #ifndef TOLLGATE_ERRORS_H
 #define TOLLGATE_ERRORS_H
@@ -14,7 +17,9 @@ enum tg_error {
 	TG_OK = 0,
 
 	/* The client's request is wrong. */
-	TG_E_BAD_REQUEST,
+	TG_E_BAD_REQUEST,               /* the request line; also the default */
+	TG_E_BAD_HEADER,                /* a header field, or the framing it sets */
+	TG_E_BAD_CHUNKED_BODY,          /* the chunked framing of the body */
 	TG_E_INVALID_JSON,
 	TG_E_MISSING_MODEL,
 	TG_E_NO_ROUTE,
@@ -58,6 +63,8 @@ struct tg_error_info {
 	char who;               /* termination cause: G, c, S or s */
 	const char *anthropic_type; /* Anthropic error "type", chosen by the
 	                             * status rules of Anthropic's API */
+	const char *reason;     /* a token of its own, for the access log and the
+	                         * metrics; NULL for TG_OK */
 };
 
 /* The error shape the client reads: OpenAI's, or that of Anthropic's

@@ -30,6 +30,9 @@ const struct tg_family_def tg_families[TG_F_COUNT] = {
 		"Requests being read, routed or answered."},
 	[TG_F_STREAMS_OPEN] = {"tollgate_streams_open", TG_GAUGE, 0, 0,
 		"Streamed responses being relayed to clients."},
+	[TG_F_GATEWAY_ERRORS] = {"tollgate_gateway_errors_total", TG_COUNTER, 0, 0,
+		"Requests the gateway answered or ended with an error of its own, by route "
+		"and reason; an error status a backend sent is not counted."},
 	[TG_F_REQUEST_DURATION] = {"tollgate_request_duration_seconds", TG_HISTOGRAM,
 		TG_BUCKETS_DURATION, 0,
 		"Time from the first byte of a request to the end of its response."},
@@ -407,6 +410,9 @@ collect_route(struct collector *c, struct tg_metrics_table *t, size_t r)
 		add_labelled_counter(c, TG_F_CACHE, "result", tg_cache_labels[k], &rv->cache[k]);
 	for (size_t k = 0; k < TG_ABANDON_PHASES; k++)
 		add_labelled_counter(c, TG_F_ABANDONED, "phase", tg_abandon_labels[k], &rv->abandoned[k]);
+	for (size_t k = TG_E_BAD_REQUEST; k < TG_E_COUNT; k++)
+		add_labelled_counter(c, TG_F_GATEWAY_ERRORS, "reason",
+		                     tg_error_info((enum tg_error)k)->reason, &rv->gateway_errors[k]);
 	add_hist(c, TG_F_OVERHEAD, &rv->overhead, NULL);
 
 	for (size_t m = 0; m < L->n_model_slots; m++) {

@@ -444,6 +444,8 @@ tg_metrics_request_end(struct tg_request *req)
 	record_cache(&t->routes[route], req);
 	record_filters(t, req);
 	record_abandonment(req, &t->routes[route]);
+	if (req->error != TG_OK)
+		tg_counter_add(&t->routes[route].gateway_errors[req->error], 1);
 	record_session(req, shard->sessions, now);
 
 	if (m->in_flight)

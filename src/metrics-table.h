@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "errors.h"
 #include "metrics-t.h"
 #include "metrics.h"
 
@@ -189,6 +190,7 @@ struct tg_route_values {
 	tg_counter retry_budget_exhausted;      /* failures left unretried */
 	tg_counter cache[TG_CACHE_RESULTS];
 	tg_counter abandoned[TG_ABANDON_PHASES];
+	tg_counter gateway_errors[TG_E_COUNT];  /* by req->error; TG_OK unused */
 	struct tg_hist overhead;
 };
 
@@ -328,6 +330,7 @@ enum tg_family {
 	TG_F_REQUESTS,
 	TG_F_IN_FLIGHT,
 	TG_F_STREAMS_OPEN,
+	TG_F_GATEWAY_ERRORS,
 	TG_F_REQUEST_DURATION,
 	TG_F_UPSTREAM_DURATION,
 	TG_F_OVERHEAD,

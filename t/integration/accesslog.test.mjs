@@ -14,7 +14,8 @@ import {
 import { parseSamples, valueOf } from './lib/prometheus.mjs';
 
 const FIELDS = ['time', 'request_id', 'client', 'method', 'path', 'route', 'backend', 'model',
-  'stream', 'status', 'upstream_status', 'duration', 'bytes_in', 'bytes_out', 'termination'];
+  'stream', 'status', 'upstream_status', 'duration', 'bytes_in', 'bytes_out', 'termination',
+  'reason'];
 
 const chat = { model: 'gpt-4o', messages: [{ role: 'user', content: 'hello' }] };
 
@@ -76,6 +77,7 @@ describe('access log', () => {
     assert.equal(entry.bytes_in, sent, 'bytes_in is not the bytes the client sent');
     assert.equal(entry.bytes_out, received, 'bytes_out is not the bytes the client received');
     assert.equal(entry.termination, '--');
+    assert.equal(entry.reason, null);
   });
 
   it('logs a stream with exact byte counts', async () => {
@@ -200,6 +202,86 @@ describe('access log', () => {
     assert.equal(entry.status, 200);
     assert.equal(entry.termination, '--');
     await idleGw.stop();
+  });
+});
+
+describe('access log reasons', () => {
+  let mock;
+  let gw;
+
+  before(async () => {
+    mock = await startMock();
+    gw = await startGateway(basicConfig(mock, { limits: { max_header: 2048, max_body: 4096 } }));
+  });
+
+  afterEach(() => gw?.checkErrors());
+  after(stopAll);
+
+  /* Send bytes on a connection of their own; return the status and the
+   * access-log line of that connection. */
+  async function rejected(bytes) {
+    const client = await RawClient.connect(gw.port);
+    let status;
+    try {
+      await client.write(bytes);
+      status = (await client.readResponse()).status;
+    } finally {
+      client.destroy();
+    }
+    const entry = await gw.waitForAccess((e) => e.client.endsWith(`:${client.localPort}`));
+    return { status, entry };
+  }
+
+  const head = (lines) => `${lines.join('\r\n')}\r\n\r\n`;
+
+  // Each case: the request, the status, the reason, and the method the
+  // line gives (null when the method itself is wrong).
+  const cases = [
+    ['a method that is not a token', head(['G@T /v1/models HTTP/1.1', 'Host: a']), 400,
+      'bad_request_line', null],
+    ['a version that is not HTTP/1.x', head(['GET /v1/models HTTX/1.1', 'Host: a']), 400,
+      'bad_request_line', 'GET'],
+    ['a header name with a space', head(['POST /v1/chat/completions HTTP/1.1', 'Bad Name: a']), 400,
+      'bad_header', 'POST'],
+    ['a head over limits.max_header', head(['POST /v1/chat/completions HTTP/1.1', `X-Big: ${'a'.repeat(3000)}`]),
+      431, 'request_header_too_large', 'POST'],
+    ['a body over limits.max_body', head(['POST /v1/chat/completions HTTP/1.1', 'Host: a',
+      'Content-Length: 5000']), 413, 'request_too_large', 'POST'],
+    ['a malformed chunk', `${head(['POST /v1/chat/completions HTTP/1.1', 'Host: a',
+      'Transfer-Encoding: chunked'])}zz\r\n`, 400, 'bad_chunked_body', 'POST'],
+    ['a gzip body', `${head(['POST /v1/chat/completions HTTP/1.1', 'Host: a', 'Content-Encoding: gzip',
+      'Content-Length: 2'])}{}`, 415, 'unsupported_content_encoding', 'POST'],
+  ];
+
+  for (const [what, bytes, status, reason, method] of cases) {
+    it(`gives the reason and the method read for ${what}`, async () => {
+      const { status: got, entry } = await rejected(bytes);
+      assert.equal(got, status);
+      assert.equal(entry.status, status);
+      assert.equal(entry.reason, reason);
+      assert.equal(entry.method, method);
+    });
+  }
+
+  it('counts its own rejections apart from a backend\'s 4xx', async () => {
+    const before = parseSamples((await request({ port: gw.adminPort, path: '/metrics' })).text);
+    await rejected(head(['POST /v1/chat/completions HTTP/1.1', 'Host: a', 'Content-Encoding: gzip',
+      'Content-Length: 2']) + '{}');
+    const res = await curl(curlPost(`${gw.baseURL}/v1/chat/completions`, chat,
+      ['x-mock: status=415', 'X-Request-Id: backend-415']));
+    assert.equal(res.status, 415);
+    const entry = await gw.accessFor('backend-415');
+    assert.equal(entry.reason, null);
+    assert.equal(entry.upstream_status, 415);
+
+    const key = { route: 'none', reason: 'unsupported_content_encoding' };
+    await waitFor(async () => {
+      const now = parseSamples((await request({ port: gw.adminPort, path: '/metrics' })).text);
+      return valueOf(now, 'tollgate_gateway_errors_total', key) ===
+        valueOf(before, 'tollgate_gateway_errors_total', key) + 1 &&
+        [...now.keys()].filter((k) => k.startsWith('tollgate_gateway_errors_total{')).every(
+          (k) => !k.includes('route="chat"'));
+    }, { message: 'one gateway 415 counted, and none for the backend\'s' });
   });
 });
 

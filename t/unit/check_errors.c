@@ -66,6 +66,23 @@ START_TEST(error_status_has_its_reason)
 }
 END_TEST
 
+/* Each failure kind has a reason of its own, so that the access log and
+ * tollgate_gateway_errors_total tell apart kinds that share a code. A
+ * request without an error has none. */
+START_TEST(reason_names_one_kind)
+{
+	ck_assert_ptr_null(tg_error_info(TG_OK)->reason);
+	for (int err = TG_E_BAD_REQUEST; err < TG_E_COUNT; err++) {
+		const char *reason = tg_error_info((enum tg_error)err)->reason;
+
+		ck_assert_msg(reason != NULL && reason[0] != '\0', "error %d has no reason", err);
+		for (int other = TG_E_BAD_REQUEST; other < err; other++)
+			ck_assert_msg(strcmp(reason, tg_error_info((enum tg_error)other)->reason) != 0,
+			              "errors %d and %d share the reason \"%s\"", other, err, reason);
+	}
+}
+END_TEST
+
 /* The types Anthropic's API documents for its error bodies. */
 START_TEST(anthropic_type_is_documented)
 {
@@ -137,6 +154,7 @@ main(void)
 	tcase_add_test(reasons, reason_of_unregistered_statuses);
 	tcase_add_test(reasons, reason_is_valid_text);
 	tcase_add_test(reasons, error_status_has_its_reason);
+	tcase_add_test(reasons, reason_names_one_kind);
 	suite_add_tcase(suite, reasons);
 	tcase_add_test(bodies, anthropic_type_is_documented);
 	tcase_add_test(bodies, body_in_each_shape);
