@@ -652,6 +652,12 @@ format_line(struct tg_json_writer *w, const struct tg_request *req)
 		tg_json_literal(w, "null");
 	tg_json_literal(w, ",\"duration\":");
 	tg_json_double_precision(w, duration, TG_JSON_DURATION_DIGITS);
+	tg_json_literal(w, ",\"ttft\":");
+	if (req->metrics.first_token_ns != 0)
+		tg_json_double_precision(w, (double)(req->metrics.first_token_ns - req->start_ns) / 1e9,
+		                         TG_JSON_DURATION_DIGITS);
+	else
+		tg_json_literal(w, "null");
 	tg_json_literal(w, ",\"bytes_in\":");
 	tg_json_uint(w, req->bytes_in);
 	tg_json_literal(w, ",\"bytes_out\":");

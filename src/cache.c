@@ -17,8 +17,10 @@
 #include "cache-memory.h"
 #include "cache-redis.h"
 #include "log.h"
+#include "metrics.h"
 #include "relay.h"
 #include "request.h"
+#include "trace.h"
 #include "worker.h"
 
 enum cache_status {
@@ -121,6 +123,18 @@ wants_usage(const struct tg_request *req)
 
 /* --- serving a hit ----------------------------------------------------------- */
 
+/* Record the first token of a streamed hit, whose events all leave in one
+ * write now, in the metrics and the trace; the access log reads the time
+ * the metrics keep. Call it before the response goes out, which may end req. */
+static void
+record_first_token(struct tg_request *req)
+{
+	uint64_t now = tg_now_ns();
+
+	tg_metrics_cached_stream(req, now);
+	tg_trace_cache_first_token(req, now);
+}
+
 /*
  * Send req's response from an encoded entry. Returns 0 when the response
  * went out, or -1 when the entry is invalid or cannot serve this request
@@ -148,6 +162,8 @@ serve_entry(struct tg_request *req, const char *data, size_t len)
 		         (long long)(age > 0 ? age : 0));
 		st->status = CACHE_HIT;
 		st->store = 0;
+		if (req->stream)
+			record_first_token(req);
 		tg_relay_local_response_typed(req, 200, req->stream ? TG_CACHE_TYPE_STREAM
 		                                                    : TG_CACHE_TYPE_JSON,
 		                              headers, body);

@@ -241,6 +241,19 @@ request_cell(const struct tg_request *req)
 	                             tg_metrics_model_index(t, req->model));
 }
 
+/* Record the first token of req at now, in the series c. */
+static void
+observe_first_token(struct tg_request *req, struct tg_cell *c, uint64_t now)
+{
+	const uint8_t *trace_id = sampled_trace_id(req);
+
+	req->metrics.first_token_ns = now;
+	tg_hist_observe(&c->ttft, TG_BUCKETS_TTFT, now - req->start_ns);
+	if (trace_id != NULL)
+		tg_exemplar_record(&c->ttft_exemplars, TG_BUCKETS_TTFT, now - req->start_ns,
+		                   request_wall_ns(req, now), trace_id);
+}
+
 void
 tg_metrics_content_event(struct tg_request *req, uint64_t now)
 {
@@ -253,19 +266,26 @@ tg_metrics_content_event(struct tg_request *req, uint64_t now)
 		m->cell = request_cell(req);
 	c = &t->cells[m->cell];
 
-	if (m->first_token_ns == 0) {
-		const uint8_t *trace_id = sampled_trace_id(req);
-
-		m->first_token_ns = now;
-		tg_hist_observe(&c->ttft, TG_BUCKETS_TTFT, now - req->start_ns);
-		if (trace_id != NULL)
-			tg_exemplar_record(&c->ttft_exemplars, TG_BUCKETS_TTFT, now - req->start_ns,
-			                   request_wall_ns(req, now), trace_id);
-	} else {
+	if (m->first_token_ns == 0)
+		observe_first_token(req, c, now);
+	else
 		tg_hist_observe(&c->tbt, TG_BUCKETS_TBT, now - m->last_token_ns);
-	}
 	m->last_token_ns = now;
 	m->content_events++;
+}
+
+/* No content event is counted, because content events stand for output
+ * tokens in tollgate_estimated_tokens_total, and a hit costs none. */
+void
+tg_metrics_cached_stream(struct tg_request *req, uint64_t now)
+{
+	struct tg_metrics_request *m = &req->metrics;
+
+	if (m->table == NULL || m->first_token_ns != 0)
+		return;
+	m->cell = request_cell(req);
+	observe_first_token(req, &m->table->cells[m->cell], now);
+	m->last_token_ns = now;
 }
 
 void

@@ -67,6 +67,12 @@ void tg_metrics_request_read(struct tg_request *req);
  */
 int tg_metrics_stream_usage(struct tg_request *req);
 
+/* Record the first token of a streamed response from the cache, whose
+ * events all leave in one write at now. The client sees that token, so its
+ * time is observed. The gaps between its tokens are not the model's, so no
+ * time between tokens is. */
+void tg_metrics_cached_stream(struct tg_request *req, uint64_t now);
+
 /* The upstream exchange of the current attempt ended: its response was
  * received whole, or it failed. Attempts themselves are read from
  * req->attempts when the request ends. */

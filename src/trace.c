@@ -386,6 +386,15 @@ tg_trace_cache_end(struct tg_request *req)
 }
 
 void
+tg_trace_cache_first_token(struct tg_request *req, uint64_t now_mono)
+{
+	struct tg_span *span = req->trace ? req->trace->cache : NULL;
+
+	if (span != NULL)
+		tg_span_add_event(span, TG_SC(EVENT_FIRST_TOKEN), tg_trace_time(req->trace, now_mono));
+}
+
+void
 tg_trace_filters_start(struct tg_request *req)
 {
 	if (req->trace == NULL || !req->trace->sampled || req->route == NULL ||

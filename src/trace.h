@@ -77,6 +77,11 @@ void tg_trace_upstream_done(struct tg_request *req);
 void tg_trace_cache_start(struct tg_request *req);
 void tg_trace_cache_end(struct tg_request *req);
 
+/* Add the first-token event of a streamed hit, sent at now_mono, to the
+ * cache lookup's span: the span the response came from, as the attempt's
+ * span is on a miss. */
+void tg_trace_cache_first_token(struct tg_request *req, uint64_t now_mono);
+
 /*
  * The request filters of a route: start before they run, end when they let
  * the request through. Each filter then gets an INTERNAL span with its

@@ -14,7 +14,7 @@ import {
 import { parseSamples, valueOf } from './lib/prometheus.mjs';
 
 const FIELDS = ['time', 'request_id', 'client', 'method', 'path', 'route', 'backend', 'model',
-  'stream', 'status', 'upstream_status', 'duration', 'bytes_in', 'bytes_out', 'termination',
+  'stream', 'status', 'upstream_status', 'duration', 'ttft', 'bytes_in', 'bytes_out', 'termination',
   'reason'];
 
 const chat = { model: 'gpt-4o', messages: [{ role: 'user', content: 'hello' }] };
@@ -74,6 +74,7 @@ describe('access log', () => {
     assert.equal(entry.upstream_status, 200);
     assert.equal(typeof entry.duration, 'number');
     assert.ok(entry.duration >= 0, `duration ${entry.duration}`);
+    assert.equal(entry.ttft, null, 'a response that is not a stream has a ttft');
     assert.equal(entry.bytes_in, sent, 'bytes_in is not the bytes the client sent');
     assert.equal(entry.bytes_out, received, 'bytes_out is not the bytes the client received');
     assert.equal(entry.termination, '--');
@@ -84,6 +85,8 @@ describe('access log', () => {
     const { res, entry, sent, received } = await exchange({ ...chat, stream: true }, ['x-mock: events=7']);
     assert.equal(res.status, 200);
     assert.equal(entry.stream, true);
+    assert.equal(typeof entry.ttft, 'number');
+    assert.ok(entry.ttft <= entry.duration, `ttft ${entry.ttft} is over the duration ${entry.duration}`);
     assert.equal(entry.bytes_in, sent);
     assert.equal(entry.bytes_out, received);
     assert.equal(entry.termination, '--');

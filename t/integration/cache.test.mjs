@@ -14,6 +14,8 @@ import {
   eventData, makeTempDir, mockBackend, request, splitEvents, startGateway, startMock,
   stopAll, waitFor,
 } from './lib/harness.mjs';
+import { startOtlpReceiver } from './lib/otlp-receiver.mjs';
+import { parseSamples, valueOf } from './lib/prometheus.mjs';
 import { startRedis, stopAllRedis } from './lib/redis.mjs';
 
 const CHAT = '/v1/chat/completions';
@@ -429,6 +431,73 @@ describe('cache with the memory store', () => {
     await assertCached(gw, mock, body);
     const found = await post(gw, body, { 'cache-control': 'only-if-cached' });
     assert.equal(found.headers['x-tollgate-cache'], 'hit');
+  });
+});
+
+describe('first token of a hit', () => {
+  let mock;
+  let receiver;
+  let gw;
+
+  before(async () => {
+    mock = await startMock();
+    receiver = await startOtlpReceiver();
+    gw = await startGateway({
+      backends: { mock: mockBackend(mock) },
+      routes: [{ name: 'chat', match: { path: CHAT, model: 'gpt-4o' }, backends: ['mock'], cache: true }],
+      cache: { store: 'memory', ttl: '1h' },
+      tracing: { otlp: { endpoint: receiver.endpoint }, batch: { schedule_delay: '50ms' } },
+    });
+  });
+
+  afterEach(() => gw?.checkErrors());
+  after(async () => {
+    await stopAll();
+    await receiver?.close();
+  });
+
+  /* The count of tollgate_time_to_first_token_seconds for backend. */
+  async function ttftCount(backend) {
+    const res = await request({ port: gw.adminPort, path: '/metrics' });
+    return valueOf(parseSamples(res.text), 'tollgate_time_to_first_token_seconds_count',
+      { route: 'chat', backend, model: 'gpt-4o' });
+  }
+
+  it('records it in the access log, the metrics and the lookup span', async () => {
+    const body = uniqueBody({ stream: true });
+    const [, hit] = await assertCached(gw, mock, body);
+    const entry = await gw.accessFor(hit.headers['x-request-id']);
+    assert.equal(typeof entry.ttft, 'number', 'a streamed hit has no ttft in the access log');
+    assert.ok(entry.ttft <= entry.duration, `ttft ${entry.ttft} is over the duration ${entry.duration}`);
+    await waitFor(async () => (await ttftCount('none')) === 1,
+      { message: 'the hit counted in tollgate_time_to_first_token_seconds' });
+
+    const spans = await waitFor(() => {
+      const found = receiver.spansOfTrace(entry.trace_id);
+      return found.length >= 2 ? found : null;
+    }, { message: `the spans of trace ${entry.trace_id}` });
+    const server = spans.find((s) => s.kind === 2);
+    const lookup = spans.find((s) => s.name === 'cache lookup');
+    const events = lookup.events.filter((e) => e.name === 'tollgate.first_token');
+    assert.equal(events.length, 1, 'the lookup span of a hit has no first-token event');
+    // The same instant in both records, to the access log's 6 digits.
+    const fromSpan = Number(events[0].time - server.start) / 1e9;
+    assert.ok(Math.abs(fromSpan - entry.ttft) <= entry.ttft * 1e-5 + 1e-9,
+      `the span puts the first token at ${fromSpan} s, the access log at ${entry.ttft} s`);
+  });
+
+  it('records none for a hit that is not a stream', async () => {
+    const [miss, hit] = await assertCached(gw, mock, uniqueBody());
+    assert.equal((await gw.accessFor(hit.headers['x-request-id'])).ttft, null);
+    assert.equal((await gw.accessFor(miss.headers['x-request-id'])).ttft, null);
+  });
+
+  it('gives a streamed miss its ttft as well', async () => {
+    const res = await post(gw, uniqueBody({ stream: true }));
+    assert.equal(res.headers['x-tollgate-cache'], 'miss');
+    const entry = await gw.accessFor(res.headers['x-request-id']);
+    assert.equal(typeof entry.ttft, 'number');
+    assert.ok(entry.ttft <= entry.duration);
   });
 });
 
