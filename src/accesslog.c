@@ -612,6 +612,33 @@ write_filters(struct tg_json_writer *w, const struct tg_filter_log *decisions)
 	tg_json_literal(w, "]");
 }
 
+/* Append the ttft field. This and write_reason() write the usual null with
+ * the name as one literal, which saves a call of about 20 instructions per
+ * line (callgrind). */
+static void
+write_ttft(struct tg_json_writer *w, const struct tg_request *req)
+{
+	uint64_t first = req->metrics.first_token_ns;
+
+	if (first == 0) {
+		tg_json_literal(w, ",\"ttft\":null");
+		return;
+	}
+	tg_json_literal(w, ",\"ttft\":");
+	tg_json_double_precision(w, (double)(first - req->start_ns) / 1e9, TG_JSON_DURATION_DIGITS);
+}
+
+static void
+write_reason(struct tg_json_writer *w, const struct tg_request *req)
+{
+	if (req->error == TG_OK) {
+		tg_json_literal(w, ",\"reason\":null");
+		return;
+	}
+	tg_json_literal(w, ",\"reason\":");
+	tg_json_string(w, tg_error_info(req->error)->reason);
+}
+
 /*
  * Append req's line, fields in the documented order. Client-chosen values
  * (path, model) are cut to FIELD_MAX bytes, so a client cannot make one
@@ -652,20 +679,14 @@ format_line(struct tg_json_writer *w, const struct tg_request *req)
 		tg_json_literal(w, "null");
 	tg_json_literal(w, ",\"duration\":");
 	tg_json_double_precision(w, duration, TG_JSON_DURATION_DIGITS);
-	tg_json_literal(w, ",\"ttft\":");
-	if (req->metrics.first_token_ns != 0)
-		tg_json_double_precision(w, (double)(req->metrics.first_token_ns - req->start_ns) / 1e9,
-		                         TG_JSON_DURATION_DIGITS);
-	else
-		tg_json_literal(w, "null");
+	write_ttft(w, req);
 	tg_json_literal(w, ",\"bytes_in\":");
 	tg_json_uint(w, req->bytes_in);
 	tg_json_literal(w, ",\"bytes_out\":");
 	tg_json_uint(w, req->bytes_out);
 	tg_json_literal(w, ",\"termination\":");
 	tg_json_string(w, termination);
-	tg_json_literal(w, ",\"reason\":");
-	tg_json_string(w, tg_error_info(req->error)->reason);
+	write_reason(w, req);
 	if (decisions != NULL && decisions->n > 0)
 		write_filters(w, decisions);
 	if (tg_trace_id_of(req, trace_id) == 0) {
