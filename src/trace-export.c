@@ -87,6 +87,7 @@ struct export {
 	uint64_t deadline_ms;           /* monotonic; no attempt after it */
 	struct evhttp_request *request; /* the attempt in flight, or NULL */
 	struct event *timer;            /* retry delay, or the attempt's deadline */
+	uint64_t attempt_timeout_ms;    /* what the attempt in flight was given */
 	int timed_out;
 	int too_large;                  /* the response body passed RESPONSE_BODY_MAX */
 	char failure[FAILURE_LEN];      /* why the last attempt failed, or "" */
@@ -384,7 +385,7 @@ attempt_ended(struct export *e, const struct tg_export_result *result)
 
 	if (result->timed_out)
 		snprintf(why, sizeof(why), "no response within %" PRIu64 " ms",
-		         (uint64_t)tc->export_timeout);
+		         e->attempt_timeout_ms);
 	else if (result->status == 0)
 		snprintf(why, sizeof(why), "%s", e->failure[0] ? e->failure : "connection failed");
 	else
@@ -659,7 +660,10 @@ export_send(struct export *e)
 		export_finish(t, e, 0, "export timeout reached before the attempt");
 		return;
 	}
-	tv = tg_timeval_ms(e->deadline_ms - now);
+	/* A retry, or an export at shutdown, gets what is left of the
+	 * export's time, which may be less than tracing.otlp.timeout. */
+	e->attempt_timeout_ms = e->deadline_ms - now;
+	tv = tg_timeval_ms(e->attempt_timeout_ms);
 	e->timed_out = 0;
 	e->too_large = 0;
 	e->failure[0] = '\0';
