@@ -95,10 +95,14 @@ struct preset {
  * lookarounds so that it does not match inside a longer token.
  */
 static const struct preset presets[] = {
+	/* Internationalized addresses too (RFC 6531): letters, marks and
+	 * digits of any script in the local part and the domain, and a
+	 * top-level domain in letters or in its ASCII form ("xn--"). */
 	{"email",
-	 "(?<![A-Za-z0-9._%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@"
-	 "(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.){1,8}[A-Za-z]{2,24}"
-	 "(?![A-Za-z0-9-])",
+	 "(?<![\\p{L}\\p{M}\\p{N}._%+-])[\\p{L}\\p{N}][\\p{L}\\p{M}\\p{N}._%+-]{0,63}@"
+	 "(?:[\\p{L}\\p{N}](?:[\\p{L}\\p{M}\\p{N}-]{0,61}[\\p{L}\\p{M}\\p{N}])?\\.){1,8}"
+	 "(?:\\p{L}[\\p{L}\\p{M}]{1,23}|xn--[A-Za-z0-9-]{1,59})"
+	 "(?![\\p{L}\\p{M}\\p{N}-])",
 	 NULL, '@'},
 
 	/* International form with a country code, or a national form with

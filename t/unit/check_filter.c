@@ -205,6 +205,13 @@ static const struct example preset_examples[] = {
 	{"email", "user@localhost is local", ""},
 	{"email", "@example.com and name@ alone", ""},
 	{"email", "version 1.2@3", ""},
+	{"email", "escribe a jos\u00e9@ejemplo.es hoy", "jos\u00e9@ejemplo.es"},
+	{"email", "\u7528\u6237@\u4f8b\u5b50.\u5e7f\u544a now", "\u7528\u6237@\u4f8b\u5b50.\u5e7f\u544a"},
+	{"email", "mail \u0438\u0432\u0430\u043d@\u043f\u0440\u0438\u043c\u0435\u0440.\u0440\u0444.",
+	 "\u0438\u0432\u0430\u043d@\u043f\u0440\u0438\u043c\u0435\u0440.\u0440\u0444"},
+	{"email", "punycode ivan@xn--e1afmkfd.xn--p1ai ok", "ivan@xn--e1afmkfd.xn--p1ai"},
+	{"email", "decomposed jose\u0301@example.com", "jose\u0301@example.com"},
+	{"email", "m\u00fcller@example.de.", "m\u00fcller@example.de"},
 
 	{"phone", "call +1 415 555 2671 now", "+1 415 555 2671"},
 	{"phone", "call +44 20 7946 0958", "+44 20 7946 0958"},
