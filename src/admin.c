@@ -2,7 +2,7 @@
  * Admin listener on the main thread. It uses libevent's evhttp: the admin
  * side sees little traffic and needs none of the proxy's streaming control.
  * A scrape of /metrics runs here too, summing the workers' shards while
- * they go on recording.
+ * they go on recording. admin-conns.c caps the number of connections.
  */
 #include <assert.h>
 #include <stdio.h>
@@ -16,8 +16,11 @@
 #include <jansson.h>
 
 #include "accept-pause.h"
+#include "admin-conns.h"
 #include "admin.h"
 #include "cache-redis.h"
+#include "clock.h"
+#include "config.h"
 #include "json-double.h"
 #include "log.h"
 #include "metrics.h"
@@ -26,7 +29,6 @@
 
 #define ADMIN_MAX_HEAD (16 * 1024)
 #define ADMIN_MAX_BODY 1024
-#define ADMIN_TIMEOUT_S 30
 
 /* The type evhttp gives a request whose method is not one of the nine it
  * parses (PROPFIND, BREW). libevent 2.1.12 defines it privately, as
@@ -260,6 +262,7 @@ struct tg_admin {
 	struct evhttp *http;
 	struct evconnlistener *listener;    /* freed by evhttp_free() */
 	struct tg_accept_pause *accept_pause;
+	struct tg_admin_conns *conns;
 };
 
 /* evhttp makes itself the argument of the listener's callbacks, so the
@@ -276,11 +279,11 @@ admin_accept_error_cb(struct evconnlistener *listener, void *arg)
 	tg_accept_pause_error(running_admin->accept_pause, err);
 }
 
-/* Bind the listener of admin and hand it to a new evhttp. Returns 0, or -1
- * after logging why. */
+/* Bind the listener of admin and hand it to a new evhttp, which keeps at
+ * most max_connections connections. Returns 0, or -1 after logging why. */
 static int
 open_admin(struct tg_admin *admin, struct event_base *base, const char *address,
-           struct tg_runtime *rt)
+           size_t max_connections, struct tg_runtime *rt)
 {
 	struct sockaddr_storage ss;
 	int len = sizeof(ss);
@@ -308,7 +311,10 @@ open_admin(struct tg_admin *admin, struct event_base *base, const char *address,
 		evhttp_free(admin->http);       /* frees no listener it was not bound to */
 		admin->http = NULL;
 	}
-	if (admin->accept_pause == NULL || admin->http == NULL) {
+	if (admin->http != NULL)
+		admin->conns = tg_admin_conns_new(base, admin->http, &admin->listener,
+		                                  admin->accept_pause, max_connections, owner);
+	if (admin->accept_pause == NULL || admin->http == NULL || admin->conns == NULL) {
 		tg_error("cannot start the admin server on %s: out of memory", address);
 		return -1;
 	}
@@ -321,28 +327,32 @@ tg_admin_free(struct tg_admin *admin)
 {
 	if (admin == NULL)
 		return;
+	tg_admin_conns_detach(admin->conns);
 	tg_accept_pause_free(admin->accept_pause);
 	if (admin->http != NULL)
 		evhttp_free(admin->http);       /* frees the bound listener */
 	else if (admin->listener != NULL)
 		evconnlistener_free(admin->listener);
+	tg_admin_conns_free(admin->conns);
 	if (running_admin == admin)
 		running_admin = NULL;
 	free(admin);
 }
 
 struct tg_admin *
-tg_admin_start(struct event_base *base, const char *address, struct tg_runtime *rt)
+tg_admin_start(struct event_base *base, const struct tg_config *config,
+               struct tg_runtime *rt)
 {
 	struct tg_admin *admin = calloc(1, sizeof(*admin));
+	struct timeval idle_timeout = tg_timeval_ms(config->admin_idle_timeout);
 	struct evhttp *http;
 
 	assert(running_admin == NULL);
 	if (admin == NULL) {
-		tg_error("cannot start the admin server on %s: out of memory", address);
+		tg_error("cannot start the admin server on %s: out of memory", config->admin);
 		return NULL;
 	}
-	if (open_admin(admin, base, address, rt) != 0) {
+	if (open_admin(admin, base, config->admin, config->admin_max_connections, rt) != 0) {
 		tg_admin_free(admin);
 		return NULL;
 	}
@@ -355,7 +365,9 @@ tg_admin_start(struct event_base *base, const char *address, struct tg_runtime *
 	 * bounds evhttp buffers whatever a local client sends. */
 	evhttp_set_max_headers_size(http, ADMIN_MAX_HEAD);
 	evhttp_set_max_body_size(http, ADMIN_MAX_BODY);
-	evhttp_set_timeout(http, ADMIN_TIMEOUT_S);
+	/* evhttp applies this to every read and write, so it also closes a
+	 * connection that waits this long for its next request. */
+	evhttp_set_timeout_tv(http, &idle_timeout);
 	evhttp_set_cb(http, "/metrics", metrics_cb, rt);
 	evhttp_set_cb(http, "/healthz", healthz_cb, rt);
 	evhttp_set_cb(http, "/readyz", readyz_cb, rt);

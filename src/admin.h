@@ -7,11 +7,13 @@
 
 struct event_base;
 struct tg_admin;
+struct tg_config;
 struct tg_runtime;
 
-/* Bind address ("host:port") on base. Returns NULL after logging why.
- * There is at most one admin server at a time. */
-struct tg_admin *tg_admin_start(struct event_base *base, const char *address,
+/* Bind config->admin ("host:port") on base, with the connection cap and
+ * idle timeout of config. Returns NULL after logging why. There is at most
+ * one admin server at a time. */
+struct tg_admin *tg_admin_start(struct event_base *base, const struct tg_config *config,
                                 struct tg_runtime *rt);
 
 /* Close the admin listener and its connections, before base is freed.

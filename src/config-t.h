@@ -127,6 +127,8 @@ struct tg_config {
 	size_t n_listen;
 	struct tg_listen *listen;
 	char *admin;                    /* "host:port"; default 127.0.0.1:9090 */
+	size_t admin_max_connections;   /* admin connections open at a time */
+	tg_msec_t admin_idle_timeout;   /* an admin connection without traffic */
 	int workers;                    /* default: online processors */
 	tg_msec_t drain_timeout;        /* SIGTERM grace for requests in flight */
 	char *access_log;               /* path, "-" for stdout, NULL for off */

@@ -12,8 +12,9 @@
  * health probes. Each worker needs its event loop's four, DNS, Redis, one
  * connection accepted past the limit, and one more.
  * NOTE: these are estimates. One worker with one listener has 21
- * descriptors open after startup (measured), and idle upstream pool
- * connections are not counted at all. */
+ * descriptors open after startup (measured), idle upstream pool
+ * connections are not counted at all, and neither is an
+ * admin_max_connections above its default of 16. */
 #define TG_DESCRIPTORS_SPARE 32
 #define TG_DESCRIPTORS_SPARE_PER_WORKER 8
 

@@ -137,6 +137,10 @@ warn_restart_only_changes(const struct tg_config *old, const struct tg_config *n
 		tg_warn("reload: workers changed; it takes effect after a restart");
 	if (strcmp(old->admin, new->admin) != 0)
 		tg_warn("reload: admin changed; it takes effect after a restart");
+	if (old->admin_max_connections != new->admin_max_connections)
+		tg_warn("reload: admin_max_connections changed; it takes effect after a restart");
+	if (old->admin_idle_timeout != new->admin_idle_timeout)
+		tg_warn("reload: admin_idle_timeout changed; it takes effect after a restart");
 	if ((old->access_log == NULL) != (new->access_log == NULL) ||
 	    (old->access_log && strcmp(old->access_log, new->access_log) != 0))
 		tg_warn("reload: access_log changed; it takes effect after a restart");
@@ -383,7 +387,7 @@ set_up(struct daemon *d)
 	d->runtime.tracer = tg_tracer_new(d->config);
 	if (d->runtime.tracer == NULL || tg_tracer_start(d->runtime.tracer) != 0)
 		return 1;
-	d->admin = tg_admin_start(d->base, d->config->admin, &d->runtime);
+	d->admin = tg_admin_start(d->base, d->config, &d->runtime);
 	if (d->admin == NULL)
 		return 1;
 	if (add_signal(d, SIGHUP) || add_signal(d, SIGTERM) || add_signal(d, SIGINT) ||

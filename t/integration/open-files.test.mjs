@@ -3,13 +3,15 @@
 // Covered: the workers stop accepting while a descriptor is left for the
 // upstream connection of each client connection, so every request is
 // proxied and the connections beyond wait until others close. Admin
-// connections, which no such limit bounds, take the rest. Then it logs
+// connections, under an admin_max_connections above the limit, take the
+// rest. Then it logs
 // the failed accepts a few times instead of once per try and names the
 // limit. It goes on serving the connections it has, and responds 503 when
 // no descriptor is left for an upstream connection. It accepts again once
 // connections close, and drains on SIGTERM while it is paused.
 // At startup the gateway raises its soft limit to the hard one and sizes
-// the kernel's descriptor table for it.
+// the kernel's descriptor table for it. Under the default cap a flood of
+// idle admin connections takes no more than that cap.
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -19,6 +21,7 @@ import { afterEach, describe, it } from 'node:test';
 
 import {
   RawClient, basicConfig, rawPost, rawRequest, request, sleep, startGateway, startMock, stopAll,
+  waitFor,
 } from './lib/harness.mjs';
 import { parseSamples, scrape, valueOf } from './lib/prometheus.mjs';
 
@@ -82,8 +85,11 @@ function acceptFailures(gw, owner = '') {
   return gw.stderr.filter((line) => line.includes(`${owner}: accept failed`));
 }
 
+/* The admin connections of these tests take every descriptor, which the
+ * default admin_max_connections would prevent. */
 async function startLimited(mock) {
-  return startGateway(basicConfig(mock), { nofile: LIMIT, expectErrors: [/accept failed/] });
+  return startGateway(basicConfig(mock, { admin_max_connections: HELD }),
+    { nofile: LIMIT, expectErrors: [/accept failed/] });
 }
 
 /* Take every descriptor the gateway has left with admin connections and
@@ -264,6 +270,54 @@ describe('accepting at the open-files limit', () => {
     assert.ok(gw.stderr.some((line) => line.includes('[info] stopped')), 'no "stopped" line');
     const lines = acceptFailures(gw);
     assert.ok(lines.length < MAX_LINES, `${lines.length} "accept failed" lines`);
+  });
+});
+
+/* Count the sockets that the other end has closed, as they close. */
+function closeCounter(sockets) {
+  const counter = { closed: 0 };
+  for (const socket of sockets)
+    socket.on('close', () => counter.closed++);
+  return counter;
+}
+
+describe('admin connections at admin_max_connections', () => {
+  afterEach(stopAll);
+
+  // Without the cap the held connections took every descriptor until their
+  // idle timeout, so the scrape and the chat request waited for it.
+  it('closes the oldest so that scrapes and chat go on', async () => {
+    const max = 4;
+    const mock = await startMock();
+    const gw = await startGateway(basicConfig(mock, {
+      admin_max_connections: max, admin_idle_timeout: '300s',
+    }), { nofile: LIMIT });
+    const held = await holdConnections(gw.adminPort, HELD);
+    const counter = closeCounter(held);
+
+    const metrics = await request({ port: gw.adminPort, path: '/metrics' });
+    assert.equal(metrics.status, 200, 'GET /metrics while the admin connections are held');
+    const res = await request({ port: gw.port, method: 'POST', path: '/v1/chat/completions', body: chat });
+    assert.equal(res.status, 200, 'a chat request while the admin connections are held');
+
+    await waitFor(() => HELD - counter.closed <= max,
+      { message: `the gateway to close all but ${max} of ${HELD} idle admin connections` });
+    await gw.waitForLog(new RegExp(`\\[warn\\] admin listener .*: closed the oldest connection to accept a new one, at admin_max_connections ${max}`));
+    closeAll(held);
+    await gw.stop();
+  });
+
+  it('closes a connection idle for admin_idle_timeout', async () => {
+    const mock = await startMock();
+    const gw = await startGateway(basicConfig(mock, { admin_idle_timeout: '100ms' }));
+    const client = await RawClient.connect(gw.adminPort);
+    const closed = once(client.socket, 'close');
+    await client.write(rawRequest('GET', '/healthz', ['Host: 127.0.0.1']));
+    assert.equal((await client.readResponse()).status, 200);
+    await closed;
+    const [idle] = await holdConnections(gw.adminPort, 1);
+    await once(idle, 'close');
+    await gw.stop();
   });
 });
 

@@ -164,6 +164,8 @@ START_TEST(minimal_config_gets_defaults)
 	ck_assert_ptr_null(cfg->listen[0].tls_cert);
 	ck_assert_ptr_null(cfg->listen[0].tls_key);
 	ck_assert_str_eq(cfg->admin, "127.0.0.1:9090");
+	ck_assert_uint_eq(cfg->admin_max_connections, 16);
+	ck_assert_uint_eq(cfg->admin_idle_timeout, 30000);
 	ck_assert_int_eq(cfg->workers, cpus);
 	ck_assert_uint_eq(cfg->drain_timeout, 30000);
 	ck_assert_str_eq(cfg->access_log, "-");
@@ -548,9 +550,10 @@ static const struct error_case {
 	const char *expected;
 } unknown_key_cases[] = {
 	{ "\"workerz\": 2,",
-	  "T: unknown key \"workerz\"; valid keys: listen, admin, workers, "
-	  "drain_timeout, access_log, access_log_buffer, access_log_flush, limits, "
-	  "resolver, backends, filters, routes, cache, pricing, sessions, tracing\n" },
+	  "T: unknown key \"workerz\"; valid keys: listen, admin, "
+	  "admin_max_connections, admin_idle_timeout, workers, drain_timeout, "
+	  "access_log, access_log_buffer, access_log_flush, limits, resolver, "
+	  "backends, filters, routes, cache, pricing, sessions, tracing\n" },
 	{ "\"limits\": {\"max_bodyy\": 1},",
 	  "T: limits: unknown key \"max_bodyy\"; valid keys: max_body, max_header, "
 	  "max_response_body, client_header_timeout, client_body_timeout, "
@@ -560,9 +563,10 @@ static const struct error_case {
 	{ "\"listen\": [{\"address\": \"127.0.0.1:1\", \"tls\": {" TLS_FILES ", \"ca\": 1}}],",
 	  "T: listen[0].tls: unknown key \"ca\"; valid keys: cert, key\n" },
 	{ "\"x\\n\\\"y\": 1,",
-	  "T: unknown key \"x\\x0a\\\"y\"; valid keys: listen, admin, workers, "
-	  "drain_timeout, access_log, access_log_buffer, access_log_flush, limits, "
-	  "resolver, backends, filters, routes, cache, pricing, sessions, tracing\n" },
+	  "T: unknown key \"x\\x0a\\\"y\"; valid keys: listen, admin, "
+	  "admin_max_connections, admin_idle_timeout, workers, drain_timeout, "
+	  "access_log, access_log_buffer, access_log_flush, limits, resolver, "
+	  "backends, filters, routes, cache, pricing, sessions, tracing\n" },
 };
 
 START_TEST(unknown_key_top_levels)
@@ -748,6 +752,11 @@ static const struct error_case value_cases[] = {
 	  "T: workers: 257 is out of range; valid values are 1 to 256\n" },
 	{ "\"workers\": -1,",
 	  "T: workers: -1 is out of range; valid values are 1 to 256\n" },
+	/* the admin listener's connections */
+	{ "\"admin_max_connections\": 0,",
+	  "T: admin_max_connections: 0 is out of range; valid values are 1 to 65536\n" },
+	{ "\"admin_idle_timeout\": \"0s\",",
+	  "T: admin_idle_timeout: \"0s\" is out of range; valid values are 1ms to 8760h\n" },
 	/* addresses */
 	{ "\"admin\": \"localhost\",",
 	  "T: admin: invalid address \"localhost\": missing \":port\"; expected \"host:port\"\n" },
