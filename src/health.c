@@ -349,6 +349,18 @@ tg_health_cooldown_length(const struct tg_backend *b, uint64_t requested_ns)
 	return requested_ns < max_ns ? requested_ns : max_ns;
 }
 
+uint64_t
+tg_health_cooldown_left(const struct tg_backend *b, const char *model, uint64_t now_ns)
+{
+	uint64_t end;
+
+	if (model != NULL)
+		end = tg_health_model_cooldown_end(b, model, now_ns);
+	else
+		end = b->state != NULL ? atomic_load(&b->state->cooldown_until) : 0;
+	return end > now_ns ? end - now_ns : 0;
+}
+
 void
 tg_health_cooldown(const struct tg_backend *b, uint64_t until_ns)
 {

@@ -85,6 +85,12 @@ enum tg_health_change tg_health_attempt_end(const struct tg_backend *b,
  * and 0 when max_cooldown is 0. */
 uint64_t tg_health_cooldown_length(const struct tg_backend *b, uint64_t requested_ns);
 
+/* Return the nanoseconds from now_ns to the end of b's cooldown for model,
+ * or of the cooldown of the whole backend when model is NULL; 0 when that
+ * cooldown has ended or was never set. */
+uint64_t tg_health_cooldown_left(const struct tg_backend *b, const char *model,
+                                 uint64_t now_ns);
+
 /* Keep b out of rotation until until_ns; a later deadline already set wins. */
 void tg_health_cooldown(const struct tg_backend *b, uint64_t until_ns);
 

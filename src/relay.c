@@ -798,60 +798,77 @@ outcome_of_status(int status)
 	return status >= 500 ? TG_OUTCOME_FAILURE : TG_OUTCOME_SUCCESS;
 }
 
-/* Start the cooldown of wait_ns: for the model sent upstream after a 429,
- * since providers limit each model apart, and for the whole backend after
- * a 503 (an overload) or a 429 for a request that named no model. Returns
- * the scope for the log line: "" or " model \"NAME\"" in buf. */
+/* Start the cooldown that ends at until_ns. After a 429 it applies to the
+ * model sent upstream, since providers limit each model apart. After a 503
+ * (an overload), or a 429 for a request that named no model, it applies to
+ * the whole backend. Returns that model, or NULL for the whole backend. */
 static const char *
-start_cooldown(struct tg_request *req, int status, uint64_t wait_ns, char *buf, size_t size)
+start_cooldown(struct tg_request *req, int status, uint64_t until_ns, uint64_t now_ns)
 {
 	const char *model = req->attempts[req->n_attempts - 1].model;
-	uint64_t now = tg_now_ns();
-	char quoted[QUOTE_LEN];
 
 	if (status != 429 || model == NULL) {
-		tg_health_cooldown(req->backend, now + wait_ns);
-		return "";
+		tg_health_cooldown(req->backend, until_ns);
+		return NULL;
 	}
 
-	if (tg_health_model_cooldown(req->backend, model, now + wait_ns, now))
+	if (tg_health_model_cooldown(req->backend, model, until_ns, now_ns))
 		tg_log_request(req, TG_LOG_WARN, "backend %s has %d models cooling down; the "
 		               "cooldown that ends first was dropped to make room",
 		               req->backend->name, TG_MODEL_COOLDOWNS);
-	snprintf(buf, size, " model %s", quote(model, quoted, sizeof(quoted)));
-	return buf;
+	return model;
+}
+
+/* Write "; with an earlier cooldown it stays out for N s" into buf when
+ * the cooldown does not end wait_ns after now_ns, or "" when it does. The
+ * later end wins, so that happens when a cooldown set before ends later. */
+static void
+format_kept_end(const struct tg_request *req, const char *model, uint64_t wait_ns,
+                uint64_t now_ns, char *buf, size_t size)
+{
+	uint64_t left = tg_health_cooldown_left(req->backend, model, now_ns);
+
+	buf[0] = '\0';
+	if (left != wait_ns)
+		snprintf(buf, size, "; with an earlier cooldown it stays out for %.3f s",
+		         (double)left / 1e9);
 }
 
 /* A 429 or 503 that gives a time to come back cools the backend down until
  * then, for every worker, but no longer than its max_cooldown: the time
  * comes from the upstream, and a client that can provoke a 429 must not
- * take the backend out for long. */
+ * take the backend out for long. The log line gives the length, and also
+ * the time left of a cooldown set before when that one ends later. */
 static void
 apply_cooldown(struct tg_request *req, int status, const struct tg_headers *headers)
 {
-	uint64_t requested, wait;
-	char scope_buf[QUOTE_LEN + 16];
-	const char *scope;
+	uint64_t requested, wait, now;
+	char scope[QUOTE_LEN + 16], quoted[QUOTE_LEN], kept[64];
+	const char *model;
 
-	if (status != 429 && status != 503)
-		return;
+	assert(status == 429 || status == 503);
 	requested = tg_health_retry_after(headers, time(NULL));
 	wait = tg_health_cooldown_length(req->backend, requested);
 	if (wait == 0)
 		return;
-	scope = start_cooldown(req, status, wait, scope_buf, sizeof(scope_buf));
+	now = tg_now_ns();
+	model = start_cooldown(req, status, now + wait, now);
+	scope[0] = '\0';
+	if (model != NULL)
+		snprintf(scope, sizeof(scope), " model %s", quote(model, quoted, sizeof(quoted)));
+	format_kept_end(req, model, wait, now, kept, sizeof(kept));
 	tg_metrics_backend_cooldown(req, req->backend);
 	/* A request past the hour was cut to the hour when read, so the
 	 * message adds "or more". */
 	if (wait < requested)
 		tg_log_request(req, TG_LOG_WARN, "backend %s responded %d; cooling down%s for "
-		               "%.3f s (max_cooldown) instead of the %.3f s%s requested",
+		               "%.3f s (max_cooldown) instead of the %.3f s%s requested%s",
 		               req->backend->name, status, scope, (double)wait / 1e9,
 		               (double)requested / 1e9,
-		               requested >= TG_HEALTH_RETRY_AFTER_MAX_NS ? " or more" : "");
+		               requested >= TG_HEALTH_RETRY_AFTER_MAX_NS ? " or more" : "", kept);
 	else
-		tg_log_request(req, TG_LOG_WARN, "backend %s responded %d; cooling down%s for %.3f s",
-		               req->backend->name, status, scope, (double)wait / 1e9);
+		tg_log_request(req, TG_LOG_WARN, "backend %s responded %d; cooling down%s for %.3f s%s",
+		               req->backend->name, status, scope, (double)wait / 1e9, kept);
 }
 
 static int
@@ -864,7 +881,10 @@ relay_on_head(void *arg, int status, struct tg_headers *headers)
 	int event_stream;
 
 	status_label(status, label);
-	apply_cooldown(req, status, headers);
+	/* The status is tested here so that most responses, which are
+	 * neither, skip the call. */
+	if (status == 429 || status == 503)
+		apply_cooldown(req, status, headers);
 	req->upstream_status = status;
 
 	if (tg_attempt_status_retryable(req, status)) {
