@@ -41,7 +41,14 @@
  * NOTE: evhttp still responds in HTML when it rejects a request before any
  * callback runs: 400 for a malformed request or a head over
  * ADMIN_MAX_HEAD, 413 for a body over ADMIN_MAX_BODY. libevent 2.1 has no
- * hook for those pages (evhttp_set_errorcb came with 2.2). */
+ * hook for those pages (evhttp_set_errorcb came with 2.2). Its headers
+ * (2.1.12) give no way to reach a request before its callback either, to
+ * set evhttp_request_set_error_cb(), since evhttp_set_newreqcb is missing.
+ * A bufferevent filter that rewrote the pages would have to parse evhttp's
+ * output, and evhttp cannot use one: it sets the socket on the bufferevent
+ * from evhttp_set_bevcb(), and a 2.1 filter does not pass the socket down.
+ * Dropping the body limit to check Content-Length in the callbacks instead
+ * would let evhttp read a body of any size first. */
 #define ADMIN_ALLOWED_METHODS (EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | \
                                EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | \
                                EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH | \
