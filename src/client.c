@@ -174,9 +174,22 @@ on_message_begin(llhttp_t *p)
 	return 0;
 }
 
-/* Record the method, which llhttp has read whole once the target starts.
+/*
+ * Record the method, which llhttp has read whole once the target starts.
  * A request that fails later still logs its method, and one that fails
- * inside its method logs none rather than a guess. */
+ * inside its method logs none rather than a guess.
+ *
+ * Then reject a request line that ends after its target, without a
+ * version: the simple request of HTTP/0.9, which llhttp 8.1 takes and then
+ * reads header lines after. An HTTP/0.9 client could not read a status
+ * line, but few if any are in use. Such a line most likely comes from a
+ * hand-written client that left the version out, and a 400 that names the
+ * fault helps it more than a silent close.
+ *
+ * The byte after the target ends it, and a line end there leaves no room
+ * for a version. As with on_version(), a target cut off by the end of the
+ * bytes read so far comes again with the next bytes.
+ */
 static int
 on_url(llhttp_t *p, const char *at, size_t len)
 {
@@ -186,6 +199,10 @@ on_url(llhttp_t *p, const char *at, size_t len)
 		c->req->method_id = p->method;
 		c->req->method = llhttp_method_name(p->method);
 	}
+	if (at + len < c->read_end && (at[len] == '\r' || at[len] == '\n'))
+		return parse_fail_with(c, TG_E_BAD_REQUEST, "the request line ends after the "
+		                       "target, without an HTTP version (HTTP/0.9 style); "
+		                       "end it with \" HTTP/1.1\"");
 	if (head_grew(c, len) != 0)
 		return HPE_USER;
 	if (tg_bytes_append(&c->url, &c->url_len, &c->url_cap, at, len) != 0)
@@ -194,21 +211,46 @@ on_url(llhttp_t *p, const char *at, size_t len)
 }
 
 /*
- * Reject a request line that ends with a bare LF. RFC 9112 section 2.2
- * allows a recipient to accept one, and llhttp 8.1 does, but a server in
- * front that does not would read this line and the next as one. The byte
- * after the version ends the line. When the version reaches the end of the
- * bytes read so far, llhttp calls this again, at the start of the next
- * bytes, once the line ends.
+ * Whether the gateway serves requests of HTTP version major.minor: 1.0 and
+ * 1.1 only. Any other gets 505 with a message that names the versions it
+ * takes, as RFC 9110 section 15.6.6 recommends. HTTP/2 is not served: its
+ * connection preface ("PRI * HTTP/2.0") and a request line sent as 2.0
+ * both end here. RFC 9110 section 6.2 would have HTTP/1.2 read as 1.1, but
+ * llhttp 8.1 has no leniency for it and stops on any 1.x above 1.1. When
+ * the version is not supported, records the error and returns 0.
+ */
+static int
+version_supported(struct tg_client *c, int major, int minor)
+{
+	if (major == 1 && minor <= 1)
+		return 1;
+	parse_fail_with(c, TG_E_VERSION_NOT_SUPPORTED, "the request line gives HTTP/%d.%d, "
+	                "which the gateway does not serve; send the request as HTTP/1.1 "
+	                "(or HTTP/1.0)", major, minor);
+	return 0;
+}
+
+/*
+ * Reject a version that version_supported() refuses, and a request line
+ * that ends with a bare LF. RFC 9112 section 2.2 allows a recipient to
+ * accept a bare LF, and llhttp 8.1 does, but a server in front that does
+ * not would read this line and the next as one. The byte after the version
+ * ends the line. When the version reaches the end of the bytes read so
+ * far, llhttp calls this again, at the start of the next bytes, once the
+ * line ends: only that call has both digits of the version.
  */
 static int
 on_version(llhttp_t *p, const char *at, size_t len)
 {
 	struct tg_client *c = p->data;
 
-	if (at + len < c->read_end && at[len] == '\n')
+	if (at + len == c->read_end)
+		return 0;
+	if (at[len] == '\n')
 		return parse_fail_with(c, TG_E_BAD_REQUEST, "the request line ends with a bare "
 		                       "LF; end each line of the request head with CRLF");
+	if (!version_supported(c, p->http_major, p->http_minor))
+		return HPE_USER;
 	c->line_read = 1;
 	return 0;
 }
@@ -485,6 +527,19 @@ parser_error_kind(const struct tg_client *c)
 	return c->line_read ? TG_E_BAD_HEADER : TG_E_BAD_REQUEST;
 }
 
+/* Whether llhttp stopped on HPE_INVALID_VERSION right after reading a
+ * version of two digits that it does not know, rather than on a byte that
+ * is not a digit: the three bytes before the stop are DIGIT "." DIGIT. */
+static int
+version_digits_read(const struct tg_client *c)
+{
+	const char *pos = llhttp_get_error_pos(&c->parser);
+
+	return pos != NULL && pos - 3 >= c->read_start && pos <= c->read_end &&
+	       pos[-3] >= '0' && pos[-3] <= '9' && pos[-2] == '.' &&
+	       pos[-1] >= '0' && pos[-1] <= '9';
+}
+
 /* Give the client a reason for an error llhttp found, where the default
  * message of TG_E_BAD_REQUEST would leave it guessing. */
 static void
@@ -515,6 +570,13 @@ describe_parser_error(struct tg_client *c, llhttp_errno_t rc)
 	else if (rc == HPE_UNEXPECTED_CONTENT_LENGTH)
 		snprintf(c->parse_message, sizeof(c->parse_message),
 		         "Content-Length appears more than once; send it once");
+	/* A digit version that llhttp does not know, such as 1.2 or 3.0. The
+	 * check in on_version() meets it first unless the read ends right
+	 * after the version: then llhttp stops before on_version() gets the
+	 * line end. */
+	else if (rc == HPE_INVALID_VERSION && version_digits_read(c) &&
+	         !version_supported(c, c->parser.http_major, c->parser.http_minor))
+		return;
 	else if (rc == HPE_INVALID_CONTENT_LENGTH)
 		snprintf(c->parse_message, sizeof(c->parse_message),
 		         "Content-Length must be one decimal number of bytes");

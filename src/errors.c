@@ -54,6 +54,9 @@ static const struct tg_error_info error_table[TG_E_COUNT] = {
 	[TG_E_NOT_IMPLEMENTED] = {501, "invalid_request_error", "method_not_implemented",
 		"the gateway does not implement this method", 'G',
 		"invalid_request_error", "method_not_implemented"},
+	[TG_E_VERSION_NOT_SUPPORTED] = {505, "invalid_request_error",
+		"http_version_not_supported", "the gateway accepts HTTP/1.1 and HTTP/1.0 "
+		"requests only", 'G', "invalid_request_error", "http_version_not_supported"},
 	[TG_E_CONTENT_FILTER] = {400, "invalid_request_error", "content_filter",
 		"a content filter rejected the request", 'G',
 		"invalid_request_error", "content_filter"},

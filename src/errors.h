@@ -30,6 +30,7 @@ enum tg_error {
 	TG_E_TRANSFER_CODING,           /* a transfer coding other than chunked */
 	TG_E_CONTENT_CODING,            /* a content coding other than identity */
 	TG_E_NOT_IMPLEMENTED,           /* a method the gateway does not serve (CONNECT) */
+	TG_E_VERSION_NOT_SUPPORTED,     /* an HTTP version other than 1.0 and 1.1 */
 	TG_E_CONTENT_FILTER,            /* a content filter rejected it */
 	TG_E_NOT_CACHED,                /* only-if-cached and no entry; for the body
 	                                 * only, since req->error stays TG_OK */
