@@ -748,11 +748,16 @@ static int
 input_pending(struct tg_client *c)
 {
 	int kernel_bytes = 0;
+	evutil_socket_t fd;
 
-	if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+	/* Before the first byte of a TLS connection, only the kernel has any. */
+	if (c->bev == NULL)
+		fd = event_get_fd(c->sniff);
+	else if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
 		return 1;
-	return ioctl(bufferevent_getfd(c->bev), FIONREAD, &kernel_bytes) == 0 &&
-	       kernel_bytes > 0;
+	else
+		fd = bufferevent_getfd(c->bev);
+	return ioctl(fd, FIONREAD, &kernel_bytes) == 0 && kernel_bytes > 0;
 }
 
 /* The response of the current request has been written out. */
@@ -864,7 +869,13 @@ client_free(struct tg_client *c)
 	assert(c->req == NULL);
 	LIST_REMOVE(c, link);
 	tg_socket_reader_release(&c->reader);
-	bufferevent_free(c->bev);
+	if (c->bev != NULL)
+		bufferevent_free(c->bev);
+	else
+		evutil_closesocket(event_get_fd(c->sniff));
+	if (c->sniff != NULL)
+		event_free(c->sniff);
+	SSL_free(c->sniff_ssl);
 	event_free(c->timer);
 	evbuffer_free(c->held);
 	free(c->url);
@@ -896,18 +907,16 @@ format_peer(struct tg_client *c, const struct sockaddr *addr)
 	         addr->sa_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host, port);
 }
 
+/* The bufferevent of a connection on fd: plain when ssl is NULL, else TLS
+ * through ssl, which it then owns (even when it cannot be made). */
 static struct bufferevent *
-client_bufferevent(struct tg_worker *w, evutil_socket_t fd, SSL_CTX *tls)
+client_bufferevent(struct tg_worker *w, evutil_socket_t fd, SSL *ssl)
 {
-	SSL *ssl;
 	struct bufferevent *bev;
 
-	if (tls == NULL)
+	if (ssl == NULL)
 		return bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
 
-	ssl = SSL_new(tls);
-	if (ssl == NULL)
-		return NULL;
 	bev = bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
 	                                     BEV_OPT_CLOSE_ON_FREE);
 	if (bev == NULL) {
@@ -918,12 +927,109 @@ client_bufferevent(struct tg_worker *w, evutil_socket_t fd, SSL_CTX *tls)
 	return bev;
 }
 
+/* Set the callbacks and timeouts of c's bufferevent, and start reading. */
+static void
+start_reading(struct tg_client *c)
+{
+	struct timeval send_timeout;
+
+	tg_socket_reader_init(&c->reader, c->bev, !c->tls);
+	bufferevent_setcb(c->bev, client_read_cb, client_write_cb, client_event_cb, c);
+	bufferevent_setwatermark(c->bev, EV_WRITE, CLIENT_OUTPUT_LOW, 0);
+
+	/* A client that stops reading would otherwise hold this connection
+	 * and a paused upstream one for ever. */
+	send_timeout = tg_timeval_ms(c->worker->config->limits.send_timeout);
+	bufferevent_set_timeouts(c->bev, NULL, &send_timeout);
+	bufferevent_enable(c->bev, EV_WRITE);
+	tg_socket_reader_enable(&c->reader);
+}
+
+/*
+ * Whether byte can be the first of what a TLS client sends. A TLS record
+ * starts with its content type, 20 to 24 (RFC 8446 section 5.1; 24 is the
+ * heartbeat of RFC 6520). A byte with the high bit set starts the
+ * SSLv2-format ClientHello, which OpenSSL accepts for compatibility. An
+ * HTTP request starts with a method, whose letters are none of these.
+ */
+static int
+starts_tls(unsigned char byte)
+{
+	return (byte >= 20 && byte <= 24) || byte >= 0x80;
+}
+
+/*
+ * The first bytes of a connection to a TLS listener have arrived: go on
+ * with TLS, or answer a plain HTTP request with a plain 400 and close.
+ * OpenSSL would fail the handshake and close without a word, and the
+ * client would not learn that it should use https://. The byte is only
+ * peeked, so that OpenSSL or the parser reads it again.
+ */
+static void
+sniff_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tg_client *c = arg;
+	unsigned char first;
+	ssize_t n = recv(fd, &first, 1, MSG_PEEK);
+	int tls;
+
+	(void)what;
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+		event_add(c->sniff, NULL);
+		return;
+	}
+	if (n <= 0) {
+		client_free(c);
+		return;
+	}
+
+	tls = starts_tls(first);
+	c->bev = client_bufferevent(c->worker, fd, tls ? c->sniff_ssl : NULL);
+	if (!tls)
+		SSL_free(c->sniff_ssl);
+	c->sniff_ssl = NULL;
+	if (c->bev == NULL) {
+		tg_error("client %s: cannot set up the connection: out of memory", c->addr);
+		client_free(c);
+		return;
+	}
+	event_free(c->sniff);
+	c->sniff = NULL;
+	c->tls = tls;
+	start_reading(c);
+
+	if (!tls)
+		reject_unreadable_request(c, TG_E_BAD_REQUEST, "the request came as plain HTTP "
+		                          "to a port that takes HTTPS only; send it over TLS, "
+		                          "with an https:// URL");
+}
+
+/* Set up the reading of c on fd: at once for a plain listener, and after
+ * the first byte for a TLS one (sniff_cb()). Returns 0, or -1 when out of
+ * memory. */
+static int
+client_open(struct tg_client *c, evutil_socket_t fd, SSL_CTX *tls)
+{
+	if (tls == NULL) {
+		c->bev = client_bufferevent(c->worker, fd, NULL);
+		return c->bev != NULL ? 0 : -1;
+	}
+
+	c->sniff_ssl = SSL_new(tls);
+	c->sniff = c->sniff_ssl ? event_new(c->worker->base, fd, EV_READ, sniff_cb, c) : NULL;
+	if (c->sniff == NULL) {
+		SSL_free(c->sniff_ssl);
+		c->sniff_ssl = NULL;
+		return -1;
+	}
+	return 0;
+}
+
 void
 tg_client_accept(struct tg_worker *w, evutil_socket_t fd,
                  const struct sockaddr *addr, int addrlen, void *tls)
 {
 	struct tg_client *c = calloc(1, sizeof(*c));
-	struct timeval send_timeout;
 	int one = 1;
 
 	(void)addrlen;
@@ -938,17 +1044,15 @@ tg_client_accept(struct tg_worker *w, evutil_socket_t fd,
 	c->worker = w;
 	c->tls = tls != NULL;
 	format_peer(c, addr);
-	c->bev = client_bufferevent(w, fd, tls);
-	c->timer = c->bev ? evtimer_new(w->base, client_timer_cb, c) : NULL;
+	c->timer = evtimer_new(w->base, client_timer_cb, c);
 	c->held = c->timer ? evbuffer_new() : NULL;
-	if (c->held == NULL) {
+	if (c->held == NULL || client_open(c, fd, tls) != 0) {
 		tg_error("client %s: cannot set up the connection: out of memory", c->addr);
 		if (c->timer != NULL)
 			event_free(c->timer);
-		if (c->bev != NULL)
-			bufferevent_free(c->bev);
-		else
-			evutil_closesocket(fd);
+		if (c->held != NULL)
+			evbuffer_free(c->held);
+		evutil_closesocket(fd);
 		free(c);
 		return;
 	}
@@ -959,17 +1063,11 @@ tg_client_accept(struct tg_worker *w, evutil_socket_t fd,
 	LIST_INSERT_HEAD(&w->clients, c, link);
 	tg_worker_client_opened(w);
 
-	tg_socket_reader_init(&c->reader, c->bev, !c->tls);
-	bufferevent_setcb(c->bev, client_read_cb, client_write_cb, client_event_cb, c);
-	bufferevent_setwatermark(c->bev, EV_WRITE, CLIENT_OUTPUT_LOW, 0);
-
-	/* A client that stops reading would otherwise hold this connection
-	 * and a paused upstream one for ever. */
-	send_timeout = tg_timeval_ms(w->config->limits.send_timeout);
-	bufferevent_set_timeouts(c->bev, NULL, &send_timeout);
-	bufferevent_enable(c->bev, EV_WRITE);
-	tg_socket_reader_enable(&c->reader);
 	arm_timer(c, w->config->limits.client_header_timeout);
+	if (c->sniff != NULL)
+		event_add(c->sniff, NULL);
+	else
+		start_reading(c);
 }
 
 /* Write the held bytes: straight to a plain socket when nothing is queued

@@ -42,6 +42,9 @@ struct tg_client {
 	llhttp_t parser;
 	enum tg_client_state state;
 	int tls;
+	struct event *sniff;            /* waits for the first byte on a TLS
+	                                   listener, while bev is NULL */
+	struct ssl_st *sniff_ssl;       /* the TLS state for bev meanwhile */
 	char addr[64];                  /* "ip:port" */
 	char ip[48];
 

@@ -2,6 +2,10 @@
 // test, and a TLS listener on the gateway.
 
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import fs from 'node:fs';
+import net from 'node:net';
+import tls from 'node:tls';
 import { after, afterEach, before, describe, it } from 'node:test';
 
 import {
@@ -176,12 +180,39 @@ describe('TLS listener', () => {
     assert.equal(events.filter((e) => e.data !== null).at(-1).data, '[DONE]');
   });
 
-  it('closes a plain HTTP connection on the TLS port', async () => {
+  it('answers plain HTTP on the TLS port with a plain 400, then closes', async () => {
+    // OpenSSL alone would fail the handshake and close without a word.
+    const id = 'tls-plain-http';
     const client = await RawClient.connect(port);
     try {
-      await client.write(rawPost('/v1/chat/completions', chat('gpt-4o')));
+      await client.write(rawPost('/v1/chat/completions', chat('gpt-4o'), [`X-Request-Id: ${id}`]));
+      const res = await client.readResponse();
+      const error = assertError(res, 400, 'invalid_request_error', 'bad_request');
+      assert.match(error.message, /plain HTTP to a port that takes HTTPS only; send it over TLS/);
+      assert.equal(res.header('connection'), 'close');
       assert.ok(await client.waitClosed(), 'the TLS port kept a plain HTTP connection open');
-      assert.doesNotMatch(client.buffer.toString('latin1'), /^HTTP\/1\.1 200/, 'plain HTTP was served');
+      assert.equal(client.buffer.length, 0, 'a second response followed the 400');
+    } finally {
+      client.destroy();
+    }
+    const entry = await gw.waitForAccess((e) => e.client.endsWith(`:${client.localPort}`));
+    assert.equal(entry.status, 400);
+    const forwarded = (await mock.requests()).filter((r) => r.headers['x-request-id'] === id);
+    assert.deepEqual(forwarded, [], 'the plain request reached the mock');
+  });
+
+  it('serves TLS after a pause before the ClientHello', async () => {
+    // The gateway waits for the first byte before it picks TLS or plain.
+    const socket = net.connect({ host: '127.0.0.1', port });
+    await once(socket, 'connect');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const secure = tls.connect({ socket, ca: fs.readFileSync(certs.ca), servername: 'localhost' });
+    await once(secure, 'secureConnect');
+    const client = new RawClient(secure);
+    try {
+      await client.write(rawPost('/v1/chat/completions', chat('gpt-4o')));
+      const res = await client.readResponse();
+      assert.equal(res.status, 200, res.text);
     } finally {
       client.destroy();
     }
