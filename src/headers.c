@@ -588,6 +588,7 @@ is_rewritten_request_header(const struct tg_header *hd, const struct tg_upstream
 	    tg_header_is(hd, "Accept-Encoding") ||
 	    tg_header_is(hd, "Content-Length") ||
 	    tg_header_is(hd, "X-Forwarded-For") ||
+	    tg_header_is(hd, "Forwarded") ||
 	    tg_header_is(hd, "X-Forwarded-Proto") ||
 	    tg_header_is(hd, "X-Request-Id") ||
 	    tg_header_is(hd, "Expect"))
@@ -599,23 +600,56 @@ is_rewritten_request_header(const struct tg_header *hd, const struct tg_upstream
 	return rw->api_key != NULL && tg_header_is_credential(hd);
 }
 
-/* Write X-Forwarded-For: every value the client sent, in their order,
- * then the client's own address, so that no hop of the chain is lost when
- * the client sent the header twice. */
+/* Write "name: " and then every value of the header name (name_len bytes)
+ * that the client sent, in their order, each followed by ", ", so that no
+ * hop of the chain is lost when the client sent the header twice. The
+ * caller appends the gateway's own element and the line end. */
 static void
-write_forwarded_for(struct tg_head *head, const struct tg_headers *client_headers,
-                    const char *client_ip)
+write_list_so_far(struct tg_head *head, const struct tg_headers *client_headers,
+                  const char *name, size_t name_len)
 {
-	tg_head_add(head, "X-Forwarded-For: ", 17);
+	tg_head_add(head, name, name_len);
+	tg_head_add(head, ": ", 2);
 	for (size_t i = 0; i < client_headers->count; i++) {
 		const struct tg_header *hd = &client_headers->items[i];
 
-		if (!tg_header_is(hd, "X-Forwarded-For"))
+		if (!tg_header_named(hd, name, name_len))
 			continue;
 		tg_head_add(head, hd->value, hd->value_len);
 		tg_head_add(head, ", ", 2);
 	}
+}
+
+/* Write X-Forwarded-For: the client's values, then the client's address. */
+static void
+write_forwarded_for(struct tg_head *head, const struct tg_headers *client_headers,
+                    const char *client_ip)
+{
+	write_list_so_far(head, client_headers, "X-Forwarded-For", 15);
 	tg_head_add(head, client_ip, strlen(client_ip));
+	tg_head_add(head, "\r\n", 2);
+}
+
+/* Write Forwarded (RFC 7239): the client's elements, then one for this hop
+ * with the client's address and the protocol it used. An IPv6 address goes
+ * in brackets and quotes: the grammar of section 6 lets no ":" stand in a
+ * token. An IPv4 address, or "unknown", stays a token. */
+static void
+write_forwarded(struct tg_head *head, const struct tg_headers *client_headers,
+                const char *client_ip, const char *proto)
+{
+	int ipv6 = strchr(client_ip, ':') != NULL;
+
+	write_list_so_far(head, client_headers, "Forwarded", 9);
+	if (ipv6)
+		tg_head_add(head, "for=\"[", 6);
+	else
+		tg_head_add(head, "for=", 4);
+	tg_head_add(head, client_ip, strlen(client_ip));
+	if (ipv6)
+		tg_head_add(head, "]\"", 2);
+	tg_head_add(head, ";proto=", 7);
+	tg_head_add(head, proto, strlen(proto));
 	tg_head_add(head, "\r\n", 2);
 }
 
@@ -654,8 +688,10 @@ tg_headers_write_upstream_request(struct evbuffer *out, const char *method,
 	}
 	if (rw->traceparent != NULL)
 		TG_HEAD_LINE(&head, "traceparent", rw->traceparent);
-	if (rw->client_ip != NULL)
+	if (rw->client_ip != NULL) {
 		write_forwarded_for(&head, client_headers, rw->client_ip);
+		write_forwarded(&head, client_headers, rw->client_ip, rw->proto);
+	}
 	TG_HEAD_LINE(&head, "X-Forwarded-Proto", rw->proto);
 	TG_HEAD_LINE(&head, "X-Request-Id", rw->request_id);
 	/* The gateway reads every reply (usage, filters, cache) and cannot

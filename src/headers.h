@@ -237,9 +237,9 @@ struct tg_upstream_rewrite {
 	const char *api_key;        /* replaces the client's credential
 	                               headers; NULL keeps them */
 	enum tg_key_header key_header;  /* the header that carries api_key */
-	const char *client_ip;      /* appended to X-Forwarded-For; NULL for a
-	                               request of the gateway's own, which
-	                               sends none */
+	const char *client_ip;      /* appended to X-Forwarded-For and, with
+	                               proto, to Forwarded; NULL for a request
+	                               of the gateway's own, which sends none */
 	const char *proto;          /* X-Forwarded-Proto: "http" or "https" */
 	const char *request_id;     /* X-Request-Id */
 	const char *traceparent;    /* replaces traceparent; NULL keeps the client's */

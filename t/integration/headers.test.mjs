@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
 
 import {
-  RawClient, curl, curlPost, stopAll, mockBackend, rawPost, rawRequest,
+  RawClient, curl, curlPost, freePort, stopAll, mockBackend, rawPost, rawRequest,
   startGateway, startMock,
 } from './lib/harness.mjs';
 import { assertError } from './lib/checks.mjs';
@@ -120,11 +120,23 @@ describe('upstream request headers', () => {
     });
   }
 
-  it('sets X-Forwarded-For and X-Forwarded-Proto', async () => {
+  it('sets X-Forwarded-For, X-Forwarded-Proto and Forwarded', async () => {
     await curl(curlPost(chatURL, chat('gpt-4o')));
     const seen = await mock.lastRequest();
     assert.equal(seen.headers['x-forwarded-for'], '127.0.0.1');
     assert.equal(seen.headers['x-forwarded-proto'], 'http');
+    assert.equal(seen.headers.forwarded, 'for=127.0.0.1;proto=http');
+  });
+
+  it('appends an element for this hop to every client Forwarded', async () => {
+    // Before, the client's Forwarded passed unchanged and named no hop of
+    // the gateway, unlike X-Forwarded-For beside it.
+    await curl(curlPost(chatURL, chat('gpt-4o'), [
+      'Forwarded: for=203.0.113.7;proto=https', 'Forwarded: for="[2001:db8::1]"',
+    ]));
+    const seen = await mock.lastRequest();
+    assert.equal(seen.headers.forwarded,
+      'for=203.0.113.7;proto=https, for="[2001:db8::1]", for=127.0.0.1;proto=http');
   });
 
   it('asks the upstream for an uncompressed reply', async () => {
@@ -259,4 +271,31 @@ describe('upstream request headers', () => {
       assert.equal((await mock.requests()).length, before, 'the request reached the mock');
     });
   }
+});
+
+describe('upstream request headers from an IPv6 client', () => {
+  let mock;
+  let gw;
+
+  before(async () => {
+    mock = await startMock();
+    const port = await freePort('::1');
+    gw = await startGateway({
+      listen: [`[::1]:${port}`],
+      backends: { open: mockBackend(mock) },
+      routes: [{ name: 'open', match: { path: '/v1/chat/completions' }, backends: ['open'] }],
+    });
+    gw.v6Port = port;
+  });
+
+  afterEach(() => gw?.checkErrors());
+  after(stopAll);
+
+  it('brackets and quotes the address in Forwarded', async () => {
+    const res = await curl(curlPost(`http://[::1]:${gw.v6Port}/v1/chat/completions`, chat('gpt-4o')));
+    assert.equal(res.status, 200, res.stderr);
+    const seen = await mock.lastRequest();
+    assert.equal(seen.headers['x-forwarded-for'], '::1');
+    assert.equal(seen.headers.forwarded, 'for="[::1]";proto=http');
+  });
 });

@@ -463,6 +463,7 @@ START_TEST(upstream_head_exact_bytes)
 		         "Authorization: Bearer backend-key\r\n"
 		         "traceparent: 00-tp-01\r\n"
 		         "X-Forwarded-For: 203.0.113.1, 192.0.2.7\r\n"
+		         "Forwarded: for=192.0.2.7;proto=https\r\n"
 		         "X-Forwarded-Proto: https\r\n"
 		         "X-Request-Id: req-1\r\n"
 		         "Accept-Encoding: identity\r\n"
@@ -619,6 +620,7 @@ START_TEST(upstream_head_without_client_address)
 	                                                   &none, &rw, 2), 0);
 	head = buffer_text(out);
 	ck_assert_ptr_null(strstr(head, "X-Forwarded-For"));
+	ck_assert_ptr_null(strstr(head, "Forwarded:"));
 	ck_assert_ptr_nonnull(strstr(head, "X-Request-Id: req-2\r\n"));
 	free(head);
 	evbuffer_free(out);
@@ -656,6 +658,50 @@ START_TEST(upstream_head_joins_every_forwarded_for)
 }
 END_TEST
 
+/* Forwarded gets one element for this hop after the client's, whose
+ * values pass in order as they came, as X-Forwarded-For's do. */
+START_TEST(upstream_head_appends_forwarded)
+{
+	struct tg_headers h;
+	char *head;
+
+	tg_headers_init(&h);
+	add(&h, "Forwarded", "for=203.0.113.1;proto=http");
+	add(&h, "Accept", "*/*");
+	add(&h, "forwarded", "for=\"[2001:db8::1]\", for=unknown");
+	head = upstream_head(&h, NULL);
+	ck_assert_ptr_nonnull(strstr(head, "Forwarded: for=203.0.113.1;proto=http, "
+	                                   "for=\"[2001:db8::1]\", for=unknown, "
+	                                   "for=192.0.2.7;proto=https\r\n"));
+	ck_assert_ptr_null(strstr(head, "\r\nforwarded:"));
+	free(head);
+	tg_headers_free(&h);
+}
+END_TEST
+
+/* RFC 7239 section 6 lets no ":" stand in a token: an IPv6 address is
+ * bracketed and quoted. */
+START_TEST(upstream_head_forwarded_ipv6)
+{
+	struct tg_upstream_rewrite rw = {
+		.host = "api.example.test", .client_ip = "2001:db8::7", .proto = "http",
+		.request_id = "req-3",
+	};
+	struct tg_headers none;
+	struct evbuffer *out = evbuffer_new();
+	char *head;
+
+	tg_headers_init(&none);
+	ck_assert_int_eq(tg_headers_write_upstream_request(out, "GET", "/v1/models", &none,
+	                                                   &rw, 0), 0);
+	head = buffer_text(out);
+	ck_assert_ptr_nonnull(strstr(head, "\r\nForwarded: for=\"[2001:db8::7]\";proto=http\r\n"));
+	ck_assert_ptr_nonnull(strstr(head, "\r\nX-Forwarded-For: 2001:db8::7\r\n"));
+	free(head);
+	evbuffer_free(out);
+}
+END_TEST
+
 static Suite *
 headers_suite(void)
 {
@@ -689,6 +735,8 @@ headers_suite(void)
 	                    (int)(sizeof(key_line_cases) / sizeof(key_line_cases[0])));
 	tcase_add_test(rewrite, upstream_head_appends_forwarded_for);
 	tcase_add_test(rewrite, upstream_head_joins_every_forwarded_for);
+	tcase_add_test(rewrite, upstream_head_appends_forwarded);
+	tcase_add_test(rewrite, upstream_head_forwarded_ipv6);
 	tcase_add_test(rewrite, upstream_head_without_client_address);
 	suite_add_tcase(s, list);
 	suite_add_tcase(s, rewrite);
