@@ -31,6 +31,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -52,6 +53,13 @@
 #include "worker.h"
 
 #define CLIENT_LINGER_MS 2000
+
+/* The version of a request line as llhttp reads it, "D.D", and the bytes
+ * from its end back to the byte before the space that ends the target:
+ * the version, "HTTP/", then that space. */
+#define VERSION_LEN 3
+#define VERSION_TAIL (VERSION_LEN + 5 + 1 + 1)
+_Static_assert(VERSION_TAIL <= TG_CLIENT_HISTORY, "the history holds a version's tail");
 
 /* Chunk extensions carry nothing the gateway uses, and limits.max_body
  * counts chunk data only, so their bytes have a bound of their own. */
@@ -152,6 +160,36 @@ head_grew(struct tg_client *c, size_t len)
 	                       "limits.max_header (%zu bytes)", max_header);
 }
 
+/* The byte back bytes before at, a position in the bytes of the current
+ * llhttp_execute(): from those bytes, or from the history of earlier
+ * reads when at is closer to their start. back is 1 to TG_CLIENT_HISTORY. */
+static char
+byte_before(const struct tg_client *c, const char *at, size_t back)
+{
+	size_t in_read = (size_t)(at - c->read_start);
+
+	assert(back >= 1);
+	assert(back <= TG_CLIENT_HISTORY);
+	if (back <= in_read)
+		return at[-(ptrdiff_t)back];
+	return c->before_read[TG_CLIENT_HISTORY - (back - in_read)];
+}
+
+/* Add the consumed bytes from read_start to the history that
+ * byte_before() reads, before they leave the input buffer. */
+static void
+remember_history(struct tg_client *c, size_t consumed)
+{
+	const size_t keep = TG_CLIENT_HISTORY;
+
+	if (consumed >= keep) {
+		memcpy(c->before_read, c->read_start + consumed - keep, keep);
+		return;
+	}
+	memmove(c->before_read, c->before_read + consumed, keep - consumed);
+	memcpy(c->before_read + keep - consumed, c->read_start, consumed);
+}
+
 /* --- llhttp callbacks ----------------------------------------------------- */
 
 static int
@@ -168,10 +206,29 @@ on_message_begin(llhttp_t *p)
 	c->state = TG_CLIENT_HEAD;
 	c->head_bytes = 0;
 	c->extension_bytes = 0;
+	c->version_len = 0;
 	tg_header_part_clear(&c->field);
 	tg_header_part_clear(&c->value);
 	set_due_timer(c, c->req->config->limits.client_header_timeout);
 	return 0;
+}
+
+/*
+ * Reject a request line with more than one space between two of its parts,
+ * where llhttp 8.1 skips any number. The grammar of RFC 9112 section 3
+ * has one SP there. The section lets a recipient split on runs of
+ * whitespace, at the risk of reading a line otherwise than a server in
+ * front of it, and says it SHOULD respond 400 to an invalid request line
+ * rather than guess its meaning.
+ *
+ * between names the two parts. Returns HPE_USER with the error recorded.
+ */
+static int
+several_spaces(struct tg_client *c, const char *between)
+{
+	return parse_fail_with(c, TG_E_BAD_REQUEST, "the request line has more than one "
+	                       "space between its %s; separate its three parts with one "
+	                       "space each", between);
 }
 
 /*
@@ -199,6 +256,8 @@ on_url(llhttp_t *p, const char *at, size_t len)
 		c->req->method_id = p->method;
 		c->req->method = llhttp_method_name(p->method);
 	}
+	if (c->url_len == 0 && byte_before(c, at, 2) == ' ')
+		return several_spaces(c, "method and target");
 	if (at + len < c->read_end && (at[len] == '\r' || at[len] == '\n'))
 		return parse_fail_with(c, TG_E_BAD_REQUEST, "the request line ends after the "
 		                       "target, without an HTTP version (HTTP/0.9 style); "
@@ -230,27 +289,42 @@ version_supported(struct tg_client *c, int major, int minor)
 	return 0;
 }
 
+/* Record that the request line ends with a bare LF. RFC 9112 section 2.2
+ * allows a recipient to accept one, and llhttp 8.1 does, but a server in
+ * front that does not would read this line and the next as one. Returns
+ * HPE_USER. */
+static int
+request_line_bare_lf(struct tg_client *c)
+{
+	return parse_fail_with(c, TG_E_BAD_REQUEST, "the request line ends with a bare "
+	                       "LF; end each line of the request head with CRLF");
+}
+
 /*
- * Reject a version that version_supported() refuses, and a request line
- * that ends with a bare LF. RFC 9112 section 2.2 allows a recipient to
- * accept a bare LF, and llhttp 8.1 does, but a server in front that does
- * not would read this line and the next as one. The byte after the version
- * ends the line. When the version reaches the end of the bytes read so
- * far, llhttp calls this again, at the start of the next bytes, once the
- * line ends: only that call has both digits of the version.
+ * Check the request line once llhttp has read its version "D.D": the single
+ * space before "HTTP/", the version (version_supported()) and the line end
+ * after it. llhttp ends the version's span after its last digit, whether or
+ * not the byte after it has arrived, so a version cut by the end of a read
+ * comes in two calls, and the last call may end the read. The line end is
+ * then checked at the start of the next read (check_read_start()).
  */
 static int
 on_version(llhttp_t *p, const char *at, size_t len)
 {
 	struct tg_client *c = p->data;
+	const char *end = at + len;
 
-	if (at + len == c->read_end)
+	c->version_len += len;
+	if (c->version_len < VERSION_LEN)
 		return 0;
-	if (at[len] == '\n')
-		return parse_fail_with(c, TG_E_BAD_REQUEST, "the request line ends with a bare "
-		                       "LF; end each line of the request head with CRLF");
+	if (byte_before(c, end, VERSION_TAIL) == ' ')
+		return several_spaces(c, "target and version");
 	if (!version_supported(c, p->http_major, p->http_minor))
 		return HPE_USER;
+	if (end == c->read_end)
+		c->version_ends_read = 1;
+	else if (*end == '\n')
+		return request_line_bare_lf(c);
 	c->line_read = 1;
 	return 0;
 }
@@ -527,19 +601,6 @@ parser_error_kind(const struct tg_client *c)
 	return c->line_read ? TG_E_BAD_HEADER : TG_E_BAD_REQUEST;
 }
 
-/* Whether llhttp stopped on HPE_INVALID_VERSION right after reading a
- * version of two digits that it does not know, rather than on a byte that
- * is not a digit: the three bytes before the stop are DIGIT "." DIGIT. */
-static int
-version_digits_read(const struct tg_client *c)
-{
-	const char *pos = llhttp_get_error_pos(&c->parser);
-
-	return pos != NULL && pos - 3 >= c->read_start && pos <= c->read_end &&
-	       pos[-3] >= '0' && pos[-3] <= '9' && pos[-2] == '.' &&
-	       pos[-1] >= '0' && pos[-1] <= '9';
-}
-
 /* Give the client a reason for an error llhttp found, where the default
  * message of TG_E_BAD_REQUEST would leave it guessing. */
 static void
@@ -570,13 +631,6 @@ describe_parser_error(struct tg_client *c, llhttp_errno_t rc)
 	else if (rc == HPE_UNEXPECTED_CONTENT_LENGTH)
 		snprintf(c->parse_message, sizeof(c->parse_message),
 		         "Content-Length appears more than once; send it once");
-	/* A digit version that llhttp does not know, such as 1.2 or 3.0. The
-	 * check in on_version() meets it first unless the read ends right
-	 * after the version: then llhttp stops before on_version() gets the
-	 * line end. */
-	else if (rc == HPE_INVALID_VERSION && version_digits_read(c) &&
-	         !version_supported(c, c->parser.http_major, c->parser.http_minor))
-		return;
 	else if (rc == HPE_INVALID_CONTENT_LENGTH)
 		snprintf(c->parse_message, sizeof(c->parse_message),
 		         "Content-Length must be one decimal number of bytes");
@@ -597,7 +651,7 @@ static llhttp_errno_t
 check_last_line(struct tg_client *c, const char *end, const char *what, enum tg_error err)
 {
 	const char *lf = end - 1;
-	char before = lf > c->read_start ? lf[-1] : c->last_byte;
+	char before = byte_before(c, lf, 1);
 
 	assert(lf >= c->read_start);
 	assert(*lf == '\n');
@@ -668,6 +722,51 @@ execute_piece(struct tg_client *c, const char *data, size_t len, size_t *consume
 	return rc;
 }
 
+/*
+ * Check the bytes before a request line, in data of len bytes read while
+ * no request has begun. llhttp skips any run of CR and LF there. By RFC
+ * 9112 section 2.2 a server SHOULD ignore at least one empty line (CRLF)
+ * before the request line, and MAY take a bare LF as a line end: both stay
+ * allowed. A bare CR is invalid by the same section, which leaves a
+ * recipient to refuse it or read it as a space: refused here, as llhttp
+ * refuses spaces before the method. A CR that ends one read waits for the
+ * next. Returns 0, or HPE_USER with the error recorded.
+ */
+static int
+check_empty_lines(struct tg_client *c, const char *data, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		int bare_cr = c->cr_pending && data[i] != '\n';
+
+		if (bare_cr)
+			return parse_fail_with(c, TG_E_BAD_REQUEST, "a CR before the request line "
+			                       "is not followed by LF; send only empty lines "
+			                       "(CRLF) before it, or none");
+		if (data[i] != '\r' && data[i] != '\n')
+			break;
+		c->cr_pending = data[i] == '\r';
+	}
+	return 0;
+}
+
+/*
+ * Check the bytes at the start of a read that llhttp passes to no
+ * callback: the empty lines before a request line, and the line end after
+ * a version that ended the previous read (see on_version()). Returns 0, or
+ * HPE_USER with the error recorded.
+ */
+static int
+check_read_start(struct tg_client *c, const char *data, size_t len)
+{
+	if (c->req == NULL)
+		return check_empty_lines(c, data, len);
+	if (!c->version_ends_read)
+		return 0;
+
+	c->version_ends_read = 0;
+	return data[0] == '\n' ? request_line_bare_lf(c) : 0;
+}
+
 static void
 client_parse(struct tg_client *c)
 {
@@ -680,6 +779,10 @@ client_parse(struct tg_client *c)
 		size_t consumed;
 
 		evbuffer_peek(input, -1, NULL, &chunk, 1);
+		if (check_read_start(c, chunk.iov_base, chunk.iov_len) != 0) {
+			reject_unreadable_request(c, c->parse_error, c->parse_message);
+			return;
+		}
 		rc = execute_piece(c, chunk.iov_base, chunk.iov_len, &consumed);
 		apply_due_timer(c);
 		if (c->req != NULL)
@@ -690,8 +793,7 @@ client_parse(struct tg_client *c)
 		if (rc == HPE_OK &&
 		    (tg_header_part_keep(&c->field) != 0 || tg_header_part_keep(&c->value) != 0))
 			rc = parse_fail(c, TG_E_INTERNAL);
-		if (consumed > 0)
-			c->last_byte = c->read_start[consumed - 1];
+		remember_history(c, consumed);
 		evbuffer_drain(input, consumed);
 
 		if (rc == HPE_OK)

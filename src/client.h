@@ -30,6 +30,11 @@ enum tg_client_state {
 	TG_CLIENT_CLOSING,      /* flushing the last response, then close */
 };
 
+/* Bytes of a connection's input kept across reads, enough for the checks
+ * of the request line that look back from a version "D.D" at its end: the
+ * version, " HTTP/" and the byte before that space (client.c). */
+#define TG_CLIENT_HISTORY 16
+
 struct tg_client {
 	struct tg_worker *worker;
 	struct bufferevent *bev;
@@ -63,8 +68,15 @@ struct tg_client {
 	const char *read_start;         /* bytes handed to llhttp_execute() */
 	const char *read_end;           /* end of those bytes */
 	const char *value_end;          /* end of the last header value piece */
-	char last_byte;                 /* the byte before read_start that
-	                                   llhttp read last */
+	char before_read[TG_CLIENT_HISTORY]; /* the bytes before read_start
+	                                   that llhttp read last, oldest first;
+	                                   NUL before the connection's first */
+	int cr_pending;                 /* the empty lines before a request
+	                                   line ended on a CR in an earlier read */
+	size_t version_len;             /* bytes of the request line's version
+	                                   read so far */
+	int version_ends_read;          /* the version ended the last read, and
+	                                   the line end after it is unchecked */
 
 	struct evbuffer *held;          /* bytes sent while corked */
 	int corked;                     /* nesting depth of tg_client_cork() */

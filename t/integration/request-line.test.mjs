@@ -1,7 +1,7 @@
 // The request line: its HTTP version, the single spaces between its parts
 // and the empty lines a client may send before it (RFC 9112 sections 2.2
 // and 3). Each case is sent as raw bytes, followed by a request that must
-// never be read, since the gateway answers and closes.
+// never be read, since the gateway responds and closes.
 
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
@@ -54,6 +54,33 @@ const REFUSED = [
     505, 'http_version_not_supported', /gives HTTP\/1\.2/],
   ['HTTP/3.0', (id) => post('POST /v1/chat/completions HTTP/3.0', id),
     505, 'http_version_not_supported', /gives HTTP\/3\.0/],
+  // Served before: llhttp skipped the spaces, and a bare CR before the
+  // line with the empty lines.
+  ['two spaces after the method', (id) => post('POST  /v1/chat/completions HTTP/1.1', id),
+    400, 'bad_request', /more than one space between its method and target/],
+  ['two spaces before the version', (id) => post('POST /v1/chat/completions  HTTP/1.1', id),
+    400, 'bad_request', /more than one space between its target and version/],
+  ['a bare CR before the request line', (id) => `\r${post('POST /v1/chat/completions HTTP/1.1', id)}`,
+    400, 'bad_request', /a CR before the request line is not followed by LF/],
+  ['a CR and CRLF before the request line', (id) => `\r\r\n${post('POST /v1/chat/completions HTTP/1.1', id)}`,
+    400, 'bad_request', /a CR before the request line is not followed by LF/],
+];
+
+/* The bytes of a request line cut into reads 50 ms apart, and the status
+ * expected. The checks look back across reads: a shorter gap, or reads
+ * that arrive together, test less but cannot fail the test. */
+const SPLIT = [
+  ['two spaces after the method', ['POST ', ' /v1/chat/completions HTTP/1.1'], 400],
+  ['two spaces before the version', ['POST /v1/chat/completions ', ' HTTP/1.1'], 400],
+  ['two spaces before a version cut off', ['POST /v1/chat/completions  HTTP/1', '.1'], 400],
+  ['one space, cut off after it', ['POST /v1/chat/completions ', 'HTTP/1.1'], 200],
+  ['a version cut off', ['POST /v1/chat/completions HTTP/', '1.1'], 200],
+  ['CRLF cut between CR and LF', ['\r', '\nPOST /v1/chat/completions HTTP/1.1'], 200],
+  ['a bare CR at the end of a read', ['\r', 'POST /v1/chat/completions HTTP/1.1'], 400],
+  // The version's span ends after its last digit, with the read.
+  ['a bare LF after a version that ends a read', ['POST /v1/chat/completions HTTP/1.1', '\nX-Note: 1'], 400],
+  ['CRLF after a version that ends a read', ['POST /v1/chat/completions HTTP/1.1', '\r\nX-Note: 1'], 200],
+  ['HTTP/2.0 cut after its version', ['POST /v1/chat/completions HTTP/2.0'], 505],
 ];
 
 describe('request line', () => {
@@ -77,6 +104,46 @@ describe('request line', () => {
 
       const forwarded = (await mock.requests()).filter((r) => r.headers['x-request-id']?.startsWith(id));
       assert.deepEqual(forwarded, [], 'the request or the one behind it reached the mock');
+    });
+  }
+
+  // RFC 9112 section 2.2: a server ought to ignore at least one empty line
+  // before the request line, and may take a bare LF as a line end.
+  const EMPTY_LINES = [['one CRLF', '\r\n'], ['three CRLFs', '\r\n\r\n\r\n'], ['a bare LF', '\n']];
+  for (const [name, lines] of EMPTY_LINES) {
+    it(`serves a request after ${name}, on a new connection and behind another`, async () => {
+      const id = `line-empty-${name.replaceAll(/\W+/g, '-')}`;
+      const client = await RawClient.connect(gw.port);
+      try {
+        await client.write(lines + post('POST /v1/chat/completions HTTP/1.1', `${id}-1`) +
+          lines + post('POST /v1/chat/completions HTTP/1.1', `${id}-2`));
+        assert.equal((await client.readResponse()).status, 200);
+        assert.equal((await client.readResponse()).status, 200);
+      } finally {
+        client.destroy();
+      }
+      const forwarded = (await mock.requests()).filter((r) => r.headers['x-request-id']?.startsWith(id));
+      assert.equal(forwarded.length, 2);
+    });
+  }
+
+  for (const [name, pieces, status] of SPLIT) {
+    it(`answers ${status} to ${name} across reads`, async () => {
+      const id = `line-split-${name.replaceAll(/\W+/g, '-')}`;
+      const rest = post('', id);
+      const client = await RawClient.connect(gw.port);
+      try {
+        // A piece the gateway refuses ends the reading: writes after it
+        // may fail, and the response is there all the same.
+        for (const piece of [...pieces, rest]) {
+          await client.write(piece).catch(() => {});
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+        const res = await client.readResponse();
+        assert.equal(res.status, status, res.text);
+      } finally {
+        client.destroy();
+      }
     });
   }
 });
