@@ -28,6 +28,7 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdarg.h>
@@ -1052,7 +1053,7 @@ start_reading(struct tg_client *c)
  * starts with its content type, 20 to 24 (RFC 8446 section 5.1; 24 is the
  * heartbeat of RFC 6520). A byte with the high bit set starts the
  * SSLv2-format ClientHello, which OpenSSL accepts for compatibility. An
- * HTTP request starts with a method, whose letters are none of these.
+ * HTTP request starts with a method, and no letter is one of these bytes.
  */
 static int
 starts_tls(unsigned char byte)
@@ -1062,7 +1063,7 @@ starts_tls(unsigned char byte)
 
 /*
  * The first bytes of a connection to a TLS listener have arrived: go on
- * with TLS, or answer a plain HTTP request with a plain 400 and close.
+ * with TLS, or respond to a plain HTTP request with a plain 400 and close.
  * OpenSSL would fail the handshake and close without a word, and the
  * client would not learn that it should use https://. The byte is only
  * peeked, so that OpenSSL or the parser reads it again.
@@ -1270,10 +1271,41 @@ tg_client_close_if_idle(struct tg_client *c)
 	return 1;
 }
 
+/*
+ * Write what c still has to send at once, as far as the socket takes it
+ * without blocking, for a connection closed next: the event loop would not
+ * run again to send it. A TLS connection writes through its SSL object.
+ * When libevent has a write in progress there that OpenSSL asked to
+ * retry, its bytes start the output. OpenSSL may then refuse this write as
+ * a retry from another buffer, and the bytes are lost, as all of them were
+ * before.
+ */
+static void
+flush_before_close(struct tg_client *c)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	size_t len;
+
+	client_flush(c);
+	len = evbuffer_get_length(out);
+	if (len == 0)
+		return;
+	if (!c->tls) {
+		(void)evbuffer_write(out, bufferevent_getfd(c->bev));
+		return;
+	}
+	(void)SSL_write(bufferevent_openssl_get_ssl(c->bev), evbuffer_pullup(out, -1),
+	                len > INT_MAX ? INT_MAX : (int)len);
+}
+
 void
 tg_client_close(struct tg_client *c, int cause)
 {
 	if (c->req != NULL) {
+		/* A stream cut by the shutdown ends with an error event, so that
+		 * the client can tell it from a finished one. */
+		if (cause == TG_CAUSE_DRAIN && tg_relay_cut_stream(c->req))
+			flush_before_close(c);
 		tg_request_abort(c->req, (enum tg_cause)cause);
 		c->req = NULL;
 	}

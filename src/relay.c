@@ -759,14 +759,14 @@ start_stream(struct tg_request *req)
 	tg_sse_init(&resp->sse, SSE_MAX_EVENT, on_sse_event, NULL, req);
 }
 
-/* End a stream that already reached the client with an error event in the
- * OpenAI error shape, so the client cannot take it for a complete answer;
- * no [DONE] follows, and the connection closes. An Anthropic stream gets
- * that API's "error" event instead, since its clients skip an event
- * without a name. message replaces the error's default text when not
- * NULL. */
+/* Write an error event in the OpenAI error shape, and the last chunk of a
+ * chunked body, so that a client cannot take a stream that reached it cut
+ * short for a complete answer; no [DONE] comes before it. An Anthropic
+ * stream gets that API's "error" event instead, since its clients skip an
+ * event without a name. message replaces the error's default text when
+ * not NULL. */
 static void
-end_stream_with_error(struct tg_request *req, enum tg_error err, const char *message)
+write_stream_error(struct tg_request *req, enum tg_error err, const char *message)
 {
 	struct evbuffer *event = evbuffer_new();
 
@@ -784,8 +784,30 @@ end_stream_with_error(struct tg_request *req, enum tg_error err, const char *mes
 		evbuffer_free(event);
 	}
 	write_last_chunk(req);
+}
+
+/* End a stream that already reached the client with an error event
+ * (write_stream_error()), and close the connection after it. */
+static void
+end_stream_with_error(struct tg_request *req, enum tg_error err, const char *message)
+{
+	write_stream_error(req, err, message);
 	req->client->close_after_response = 1;
 	tg_client_response_done(req->client);
+}
+
+int
+tg_relay_cut_stream(struct tg_request *req)
+{
+	const struct tg_response *resp = &req->response;
+
+	if (!resp->streaming || !resp->head_sent || req->client->response_done)
+		return 0;
+	req->error = TG_E_SHUTTING_DOWN;
+	write_stream_error(req, TG_E_SHUTTING_DOWN, "the gateway shut down before the "
+	                   "stream ended (drain_timeout); the answer is incomplete, "
+	                   "retry the request");
+	return 1;
 }
 
 /* --- upstream handler ------------------------------------------------------------ */

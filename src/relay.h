@@ -78,6 +78,17 @@ void tg_relay_local_response_typed(struct tg_request *req, int status,
 /* The client's output drained below its low mark: resume the upstream. */
 void tg_relay_client_writable(struct tg_request *req);
 
+/*
+ * Write the end of req's stream for a connection that the shutdown closes
+ * at once, at the drain deadline: the error event of a stream that failed
+ * after it reached the client, with TG_E_SHUTTING_DOWN, which becomes
+ * req's error. The bytes go to
+ * the client's output; the caller flushes them before it closes. Returns
+ * 1 when written, or 0 when req has no stream in progress (a response not
+ * streamed, a head not sent yet, or a stream already ended).
+ */
+int tg_relay_cut_stream(struct tg_request *req);
+
 /* Release the relay's state of req's response (on failover and at the end). */
 void tg_relay_reset(struct tg_request *req);
 

@@ -7,8 +7,10 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { afterEach, describe, it } from 'node:test';
 
+import OpenAI from 'openai';
+
 import {
-  RawClient, curl, curlPost, freePort, stopAll, mockBackend,
+  RawClient, curl, curlPost, freePort, makeCertificates, makeTempDir, stopAll, mockBackend,
   openStream, rawPost, request, runTollgate, startGateway, startMock, waitFor,
   writeTempFile,
 } from './lib/harness.mjs';
@@ -259,10 +261,61 @@ describe('SIGTERM drain', () => {
     assert.equal(signal, null);
     assert.equal(code, 0);
     const rest = await stream.rest().catch(() => []);
-    assert.notEqual(rest.filter((e) => e.data !== null).at(-1)?.data, '[DONE]', 'the stream was not cut');
+    const data = rest.filter((e) => e.data !== null).map((e) => e.data);
+    assert.ok(!data.includes('[DONE]'), 'the stream was not cut');
+    // The same error event as a stream that fails mid-way, so that the
+    // client can tell the cut from an end. Before, the stream just ended.
+    const { error } = JSON.parse(data.at(-1));
+    assert.equal(error.code, 'shutting_down', `last event: ${data.at(-1)}`);
+    assert.match(error.message, /shut down before the stream ended/);
     const entry = gw.accessLog.find((e) => e.request_id === 'cut-by-drain');
     assert.ok(entry, 'no access-log line for the cut stream');
     assert.equal(entry.termination, 'DD');
+    assert.equal(entry.reason, 'shutting_down');
+  });
+
+  it('raises an openai APIError for a stream cut at drain_timeout', async () => {
+    const { gw } = await start({ drain_timeout: '1s' });
+    const client = new OpenAI({
+      baseURL: `${gw.baseURL}/v1`, apiKey: 'sk-anything', maxRetries: 0,
+      defaultHeaders: { 'x-mock': 'events=60;event_delay=500ms' },
+    });
+    const stream = await client.chat.completions.create({ ...chat('gpt-4o'), stream: true });
+    const contents = [];
+    await assert.rejects(async () => {
+      for await (const part of stream) {
+        contents.push(part.choices[0]?.delta?.content);
+        if (contents.length === 1)
+          gw.signal('SIGTERM');
+      }
+    }, (err) => {
+      assert.ok(err instanceof OpenAI.APIError, `${err.constructor.name}: ${err.message}`);
+      assert.equal(err.code, 'shutting_down');
+      return true;
+    });
+    const { code } = await gw.waitExit();
+    assert.equal(code, 0);
+  });
+
+  it('ends a TLS stream cut at drain_timeout with the error event', async () => {
+    const certs = makeCertificates(makeTempDir());
+    const port = await freePort();
+    const { gw } = await start({
+      drain_timeout: '1s',
+      listen: [{ address: `127.0.0.1:${port}`, tls: { cert: certs.cert, key: certs.key } }],
+    });
+    const stream = await openStream({
+      port, body: { ...chat('gpt-4o'), stream: true },
+      headers: { 'x-mock': 'events=60;event_delay=500ms' },
+      tls: { ca: certs.ca, servername: 'localhost' },
+    });
+    assert.notEqual(await stream.nextData(), null);
+    gw.signal('SIGTERM');
+    const rest = await stream.rest().catch(() => []);
+    const data = rest.filter((e) => e.data !== null).map((e) => e.data);
+    assert.equal(JSON.parse(data.at(-1)).error.code, 'shutting_down', `last event: ${data.at(-1)}`);
+    const { code } = await gw.waitExit();
+    assert.equal(code, 0);
   });
 
   it('answers a request sent as the drain starts', async () => {
