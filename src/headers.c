@@ -600,16 +600,31 @@ is_rewritten_request_header(const struct tg_header *hd, const struct tg_upstream
 	return rw->api_key != NULL && tg_header_is_credential(hd);
 }
 
-/* Write "name: " and then every value of the header name (name_len bytes)
- * that the client sent, in their order, each followed by ", ", so that no
- * hop of the chain is lost when the client sent the header twice. The
- * caller appends the gateway's own element and the line end. */
-static void
-write_list_so_far(struct tg_head *head, const struct tg_headers *client_headers,
-                  const char *name, size_t name_len)
+/* The forwarding lists that the gateway extends, as bits of a set of the
+ * ones a client sent. */
+enum forwarding_list {
+	LIST_X_FORWARDED_FOR = 1 << 0,
+	LIST_FORWARDED = 1 << 1,
+};
+
+/* The forwarding list that hd is, or 0. */
+static unsigned
+forwarding_list_of(const struct tg_header *hd)
 {
-	tg_head_add(head, name, name_len);
-	tg_head_add(head, ": ", 2);
+	if (tg_header_named(hd, "X-Forwarded-For", 15))
+		return LIST_X_FORWARDED_FOR;
+	if (tg_header_named(hd, "Forwarded", 9))
+		return LIST_FORWARDED;
+	return 0;
+}
+
+/* Write every value of the header name (name_len bytes) that the client
+ * sent, in their order, each followed by ", ", so that no hop of the chain
+ * is lost when the client sent the header twice. */
+static void
+write_client_values(struct tg_head *head, const struct tg_headers *client_headers,
+                    const char *name, size_t name_len)
+{
 	for (size_t i = 0; i < client_headers->count; i++) {
 		const struct tg_header *hd = &client_headers->items[i];
 
@@ -620,32 +635,45 @@ write_list_so_far(struct tg_head *head, const struct tg_headers *client_headers,
 	}
 }
 
-/* Write X-Forwarded-For: the client's values, then the client's address. */
-static void
-write_forwarded_for(struct tg_head *head, const struct tg_headers *client_headers,
-                    const char *client_ip)
+/* Whether the address text ip (len bytes) is an IPv6 address rather than
+ * an IPv4 one or "unknown": IPv6 has a ":" in its first five bytes, after
+ * at most four hexadecimal digits. */
+static int
+is_ipv6_text(const char *ip, size_t len)
 {
-	write_list_so_far(head, client_headers, "X-Forwarded-For", 15);
-	tg_head_add(head, client_ip, strlen(client_ip));
-	tg_head_add(head, "\r\n", 2);
+	for (size_t i = 0; i < len && i < 5; i++) {
+		if (ip[i] == ':')
+			return 1;
+	}
+	return 0;
 }
 
-/* Write Forwarded (RFC 7239): the client's elements, then one for this hop
- * with the client's address and the protocol it used. An IPv6 address goes
- * in brackets and quotes: the grammar of section 6 lets no ":" stand in a
- * token. An IPv4 address, or "unknown", stays a token. */
+/* Write X-Forwarded-For and Forwarded (RFC 7239): for each, the client's
+ * values (sent is the set of lists it sent), then an element for this hop
+ * with the client's address, and in Forwarded the protocol it used. An
+ * IPv6 address goes in brackets and quotes there: the grammar of section 6
+ * lets no ":" stand in a token. An IPv4 address, or "unknown", stays a
+ * token. Most clients send neither list, and then no loop runs. */
 static void
-write_forwarded(struct tg_head *head, const struct tg_headers *client_headers,
-                const char *client_ip, const char *proto)
+write_forwarding_lists(struct tg_head *head, const struct tg_headers *client_headers,
+                       unsigned sent, const char *client_ip, const char *proto)
 {
-	int ipv6 = strchr(client_ip, ':') != NULL;
+	size_t ip_len = strlen(client_ip);
+	int ipv6 = is_ipv6_text(client_ip, ip_len);
 
-	write_list_so_far(head, client_headers, "Forwarded", 9);
+	tg_head_add(head, "X-Forwarded-For: ", 17);
+	if (sent & LIST_X_FORWARDED_FOR)
+		write_client_values(head, client_headers, "X-Forwarded-For", 15);
+	tg_head_add(head, client_ip, ip_len);
+
+	tg_head_add(head, "\r\nForwarded: ", 13);
+	if (sent & LIST_FORWARDED)
+		write_client_values(head, client_headers, "Forwarded", 9);
 	if (ipv6)
 		tg_head_add(head, "for=\"[", 6);
 	else
 		tg_head_add(head, "for=", 4);
-	tg_head_add(head, client_ip, strlen(client_ip));
+	tg_head_add(head, client_ip, ip_len);
 	if (ipv6)
 		tg_head_add(head, "]\"", 2);
 	tg_head_add(head, ";proto=", 7);
@@ -661,6 +689,7 @@ tg_headers_write_upstream_request(struct evbuffer *out, const char *method,
                                   size_t body_len)
 {
 	struct tg_head head;
+	unsigned sent_lists = 0;
 
 	tg_head_start(&head, out);
 	tg_head_add(&head, method, strlen(method));
@@ -671,11 +700,15 @@ tg_headers_write_upstream_request(struct evbuffer *out, const char *method,
 	tg_head_add(&head, " HTTP/1.1\r\n", 11);
 	TG_HEAD_LINE(&head, "Host", rw->host);
 
+	/* The lists a client sends are noted here, where their lines are
+	 * left out, so that write_forwarding_lists() loops only for those. */
 	for (size_t i = 0; i < client_headers->count; i++) {
 		const struct tg_header *hd = &client_headers->items[i];
 
-		if (is_rewritten_request_header(hd, rw))
+		if (is_rewritten_request_header(hd, rw)) {
+			sent_lists |= forwarding_list_of(hd);
 			continue;
+		}
 		tg_head_line(&head, hd->name, hd->name_len, hd->value, hd->value_len);
 	}
 
@@ -688,10 +721,9 @@ tg_headers_write_upstream_request(struct evbuffer *out, const char *method,
 	}
 	if (rw->traceparent != NULL)
 		TG_HEAD_LINE(&head, "traceparent", rw->traceparent);
-	if (rw->client_ip != NULL) {
-		write_forwarded_for(&head, client_headers, rw->client_ip);
-		write_forwarded(&head, client_headers, rw->client_ip, rw->proto);
-	}
+	if (rw->client_ip != NULL)
+		write_forwarding_lists(&head, client_headers, sent_lists, rw->client_ip,
+		                       rw->proto);
 	TG_HEAD_LINE(&head, "X-Forwarded-Proto", rw->proto);
 	TG_HEAD_LINE(&head, "X-Request-Id", rw->request_id);
 	/* The gateway reads every reply (usage, filters, cache) and cannot
