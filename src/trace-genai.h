@@ -30,38 +30,57 @@ struct tg_content_capture {
 	int truncated;
 };
 
+/* The shape of an endpoint's bodies, which decides how a span reads them. */
+enum tg_genai_shape {
+	TG_GENAI_OPENAI,        /* OpenAI's chat, completions and embeddings */
+	TG_GENAI_ANTHROPIC,     /* Anthropic's Messages API */
+};
+
 /*
- * An OpenAI endpoint and its gen_ai.operation.name ("chat",
- * "text_completion", "embeddings"). Both strings are literals that need
- * no JSON escape (a unit test checks it), so that a span may point to
- * them with tg_attrs_static_plain() instead of copying and checking them
- * on every request.
+ * An endpoint the gateway traces as a GenAI call: its path, its
+ * gen_ai.operation.name ("chat", "text_completion", "embeddings") and its
+ * gen_ai.provider.name ("openai", "anthropic"). The strings are literals
+ * that need no JSON escape (a unit test checks it), so that a span may
+ * point to them with tg_attrs_static_plain() instead of copying and
+ * checking them on every request.
  */
 struct tg_genai_endpoint {
 	const char *path;
 	size_t path_len;
 	const char *operation;
 	size_t operation_len;
+	const char *provider;
+	size_t provider_len;
+	enum tg_genai_shape shape;
 };
 
 /* The endpoint whose path is path, or NULL for other paths. */
 const struct tg_genai_endpoint *tg_genai_endpoint(const char *path);
 
 /*
- * Set the request attributes on span: operation, provider, model (model
- * is the name sent upstream), stream, and the parameters of the body
- * (max tokens, temperature, top_p, stop, seed, penalties, choice count).
- * The parameters come from the scan of the body or from its tree
- * (request-scan.h), so that a request needs no tree for them. operation
- * and provider must have static storage and need no JSON escape, because
- * the span keeps pointers to them (tg_attrs_static_plain).
+ * Set the request attributes on span: the endpoint's operation and
+ * provider, model (the name sent upstream), stream, and the parameters of
+ * the body (max tokens, temperature, top_p, stop, seed, penalties, choice
+ * count). The parameters come from the scan of the body or from its tree
+ * (request-scan.h), so that a request needs no tree for them.
  */
-void tg_genai_request(struct tg_span *span, const char *operation, const char *provider,
+void tg_genai_request(struct tg_span *span, const struct tg_genai_endpoint *endpoint,
                       const char *model, int stream, const struct tg_request_params *params);
 
 /* Set gen_ai.input.messages on span from body, the request's tree as it
  * goes upstream, with at most max_content bytes of message text. */
 void tg_genai_input_messages(struct tg_span *span, json_t *body, size_t max_content);
+
+/*
+ * Set the attributes of an Anthropic Messages request body that the scan
+ * of the body does not read. "stop_sequences" is one, since the scan reads
+ * OpenAI's "stop". When capture is set, the messages become
+ * gen_ai.input.messages, their content blocks parts (text, tool_call,
+ * tool_call_response), and "system" becomes gen_ai.system_instructions,
+ * each with at most max_content bytes of text.
+ */
+void tg_genai_anthropic_request(struct tg_span *span, json_t *body, int capture,
+                                size_t max_content);
 
 /* Start capturing output text for the tree's current attempt, with at most
  * max_content bytes. Returns 0, or -1 when out of memory. */
@@ -69,6 +88,20 @@ int tg_genai_capture_output(struct tg_trace *t, size_t max_content);
 
 /* A whole (non-streamed) response body of the current attempt. */
 void tg_genai_response(struct tg_trace *t, struct tg_span *span, json_t *body);
+
+/*
+ * The same two for Anthropic's Messages API, which the reply detail does
+ * not read. They record the id and model (of the body, or of
+ * message_start's "message"), stop_reason as the one finish reason,
+ * content blocks as output, and usage under the GenAI names.
+ * gen_ai.usage.input_tokens counts cache reads and writes too, as the
+ * conventions and the gateway's metrics do. The parts go to
+ * gen_ai.usage.cache_read.input_tokens and
+ * gen_ai.usage.cache_creation.input_tokens.
+ */
+void tg_genai_anthropic_response(struct tg_trace *t, struct tg_span *span, json_t *body);
+void tg_genai_anthropic_event(struct tg_trace *t, struct tg_span *span, json_t *event,
+                              uint64_t now_mono, uint64_t start_mono);
 
 /*
  * Record one event of a streamed response of the current attempt, received

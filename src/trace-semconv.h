@@ -34,9 +34,11 @@
 	X(GEN_AI_USAGE_INPUT_TOKENS, "gen_ai.usage.input_tokens") \
 	X(GEN_AI_USAGE_OUTPUT_TOKENS, "gen_ai.usage.output_tokens") \
 	X(GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, "gen_ai.usage.cache_read.input_tokens") \
+	X(GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, "gen_ai.usage.cache_creation.input_tokens") \
 	X(GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, "gen_ai.usage.reasoning.output_tokens") \
 	X(GEN_AI_INPUT_MESSAGES, "gen_ai.input.messages") \
 	X(GEN_AI_OUTPUT_MESSAGES, "gen_ai.output.messages") \
+	X(GEN_AI_SYSTEM_INSTRUCTIONS, "gen_ai.system_instructions") \
 	/* HTTP and network */ \
 	X(HTTP_REQUEST_METHOD, "http.request.method") \
 	X(HTTP_RESPONSE_STATUS_CODE, "http.response.status_code") \

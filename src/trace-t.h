@@ -79,6 +79,7 @@ struct tg_attrs {
 };
 
 struct tg_span_pool;
+struct tg_genai_endpoint;
 
 struct tg_span_event {
 	const char *name;       /* static storage */
@@ -123,7 +124,7 @@ struct tg_trace {
 	uint8_t trace_id[TG_TRACE_ID_SIZE];
 	uint8_t remote_parent[TG_SPAN_ID_SIZE]; /* from traceparent; zero if none */
 	int sampled;            /* spans are recorded and exported */
-	const char *operation;  /* the operation of the path's tg_genai_endpoint(), or NULL */
+	const struct tg_genai_endpoint *endpoint;       /* of the path, or NULL */
 	char *trace_state;      /* incoming tracestate headers joined by ',' */
 
 	/* Span times are Unix time, derived from CLOCK_MONOTONIC through this
@@ -149,6 +150,11 @@ struct tg_trace {
 	/* Progress of the current attempt's response. */
 	int first_chunk_seen;
 	int first_token_seen;
+	/* Whether the response is read from the reply detail
+	 * (tg_reply_digest_detail): the attempt is recorded, captures no
+	 * output text, and has OpenAI's shape. Set when the attempt starts,
+	 * because the relay checks it for every event. */
+	int reads_detail;
 	/* Attributes of the attempt's span that are set once. These flags
 	 * replace a tg_attrs_find() before each, which callgrind counts at
 	 * about 60 instructions for an absent key and 150 for a present one. */

@@ -24,10 +24,6 @@
 #include "trace.h"
 #include "worker.h"
 
-/* The provider every backend speaks until backends name their own: the
- * gateway forwards the OpenAI API. */
-#define DEFAULT_PROVIDER "openai"
-
 static const struct tg_tracing_config *
 tracing_of(const struct tg_request *req)
 {
@@ -133,7 +129,7 @@ tg_trace_request_start(struct tg_request *req)
 	                            req->start_wall_ns, req->worker->span_pool);
 	if (req->trace == NULL)
 		return;
-	req->trace->operation = operation;
+	req->trace->endpoint = endpoint;
 	if (req->trace->sampled)
 		start_server_span(req, req->trace->server, endpoint);
 }
@@ -159,10 +155,12 @@ add_failover_event(struct tg_request *req, struct tg_trace *t)
 
 /* The gen_ai request attributes of an attempt's span. The parameters
  * come from the scan of the body when it read them, since only message
- * content needs the tree. */
+ * content needs the tree. An Anthropic body is read from the tree, for
+ * its stop sequences and its content, which are not OpenAI's. */
 static void
-record_request(struct tg_request *req, struct tg_span *span, const char *operation,
-               const char *model, const struct tg_tracing_config *tc)
+record_request(struct tg_request *req, struct tg_span *span,
+               const struct tg_genai_endpoint *endpoint, const char *model,
+               const struct tg_tracing_config *tc)
 {
 	static const struct tg_request_params none;
 	struct tg_request_params from_tree;
@@ -172,9 +170,15 @@ record_request(struct tg_request *req, struct tg_span *span, const char *operati
 		tg_request_params_of(tg_request_json(req), &from_tree);
 		params = &from_tree;
 	}
-	tg_genai_request(span, operation, DEFAULT_PROVIDER, model, req->stream, params);
-	if (tc->capture_content)
+	tg_genai_request(span, endpoint, model, req->stream, params);
+	if (endpoint->shape == TG_GENAI_ANTHROPIC) {
+		/* The reply detail reads OpenAI's shape only. */
+		req->trace->reads_detail = 0;
+		tg_genai_anthropic_request(span, tg_request_json(req), tc->capture_content,
+		                           tc->max_content_length);
+	} else if (tc->capture_content) {
 		tg_genai_input_messages(span, tg_request_json(req), tc->max_content_length);
+	}
 	if (params == &from_tree)
 		tg_request_params_free(&from_tree);
 }
@@ -185,15 +189,16 @@ tg_trace_attempt_start(struct tg_request *req)
 	const struct tg_tracing_config *tc = tracing_of(req);
 	struct tg_trace *t = req->trace;
 	const struct tg_attempt *a;
-	const char *operation;
+	const struct tg_genai_endpoint *endpoint;
 	struct tg_span *span;
 	char name[256];
 
 	if (t == NULL || tc == NULL || req->n_attempts == 0)
 		return;
 	a = &req->attempts[req->n_attempts - 1];
-	operation = t->operation;
-	attempt_span_name(operation, req->method, a->model, name, sizeof(name));
+	endpoint = t->endpoint;
+	attempt_span_name(endpoint != NULL ? endpoint->operation : NULL, req->method, a->model,
+	                  name, sizeof(name));
 	span = tg_trace_attempt_begin(t, name, a->start_ns);
 	if (span == NULL || !t->sampled)
 		return;
@@ -205,10 +210,11 @@ tg_trace_attempt_start(struct tg_request *req)
 	tg_attrs_int(&span->attrs, TG_SC(SERVER_PORT), a->backend->port_number);
 	tg_attrs_string(&span->attrs, TG_SC(TOLLGATE_BACKEND), a->backend->name);
 	tg_attrs_int(&span->attrs, TG_SC(TOLLGATE_ATTEMPT), req->n_attempts);
-	if (operation != NULL)
-		record_request(req, span, operation, a->model, tc);
 	if (tc->capture_content && tg_genai_capture_output(t, tc->max_content_length) != 0)
 		t->output = NULL;
+	t->reads_detail = t->output == NULL;
+	if (endpoint != NULL)
+		record_request(req, span, endpoint, a->model, tc);
 }
 
 const char *
@@ -223,7 +229,7 @@ int
 tg_trace_reads_request_params(const struct tg_request *req)
 {
 	return req->trace != NULL && req->trace->sampled && tracing_of(req) != NULL &&
-	       req->trace->operation != NULL;
+	       req->trace->endpoint != NULL;
 }
 
 int
@@ -247,15 +253,24 @@ recorded_attempt(const struct tg_request *req)
 	return req->trace->attempt;
 }
 
-/* Output text needs the tree. The rest comes from the reply detail, which
- * costs a fraction of a tree, because it is read in the pass that reads
- * the digest for the relay and the metrics. */
+/* Output text and Anthropic's shape need the tree. The rest comes from
+ * the reply detail, which costs a fraction of a tree, because it is read
+ * in the pass that reads the digest for the relay and the metrics.
+ * reads_detail is 0 but between the start and the end of a recorded
+ * attempt (tg_genai_attempt_reset). */
 int
 tg_trace_reads_reply_detail(const struct tg_request *req)
 {
 	const struct tg_trace *t = req->trace;
 
-	return t != NULL && t->sampled && t->attempt != NULL && t->output == NULL;
+	return t != NULL && t->reads_detail;
+}
+
+/* Whether the trace's endpoint speaks Anthropic's Messages API. */
+static int
+is_anthropic(const struct tg_trace *t)
+{
+	return t->endpoint != NULL && t->endpoint->shape == TG_GENAI_ANTHROPIC;
 }
 
 /* An event without a usable detail (a text only jansson may read, or one
@@ -273,6 +288,8 @@ tg_trace_stream_event(struct tg_request *req, struct tg_stream_event *ev)
 	start = req->attempts[req->n_attempts - 1].start_ns;
 	if (t->output == NULL && ev->detail.usable)
 		tg_genai_stream_detail(t, span, &ev->digest, &ev->detail, now, start);
+	else if (is_anthropic(t))
+		tg_genai_anthropic_event(t, span, tg_stream_event_json(ev), now, start);
 	else
 		tg_genai_stream_event(t, span, tg_stream_event_json(ev), now, start);
 }
@@ -291,6 +308,8 @@ record_response_body(struct tg_request *req, struct tg_span *span)
 	 * the span gets no response attribute at all. */
 	if (x != NULL)
 		tg_genai_response_detail(t, span, tg_relay_response_digest(req), x);
+	else if (is_anthropic(t))
+		tg_genai_anthropic_response(t, span, tg_relay_response_json(req));
 	else
 		tg_genai_response(t, span, tg_relay_response_json(req));
 }

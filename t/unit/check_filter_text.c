@@ -1020,7 +1020,7 @@ START_TEST(response_traced_body_parsed_once)
 {
 	struct response_fixture rf;
 	struct tg_span attempt = {0};
-	struct tg_trace trace = {.sampled = 1, .attempt = &attempt};
+	struct tg_trace trace = {.sampled = 1, .attempt = &attempt, .reads_detail = 1};
 	const struct tg_reply_detail *x;
 	unsigned parses;
 

@@ -597,7 +597,7 @@ assert_plain_word(const char *what, const char *word)
 START_TEST(static_plain_names_need_no_escape)
 {
 	static const char *const paths[] = {
-		"/v1/chat/completions", "/v1/completions", "/v1/embeddings",
+		"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages",
 	};
 
 #define CHECK_METHOD(num, name, string) assert_plain_word("method", llhttp_method_name(num));
@@ -617,8 +617,10 @@ START_TEST(static_plain_names_need_no_escape)
 		ck_assert_str_eq(e->path, paths[i]);
 		ck_assert_uint_eq(e->path_len, strlen(e->path));
 		ck_assert_uint_eq(e->operation_len, strlen(e->operation));
+		ck_assert_uint_eq(e->provider_len, strlen(e->provider));
 		assert_plain_word("path", e->path);
 		assert_plain_word("operation", e->operation);
+		assert_plain_word("provider", e->provider);
 	}
 	assert_plain_word("finish reason", tg_known_finish_reason("stop", 4));
 	assert_plain_word("finish reason", tg_known_finish_reason("length", 6));
@@ -629,6 +631,9 @@ START_TEST(static_plain_names_need_no_escape)
 	ck_assert_str_eq(tg_genai_endpoint("/v1/chat/completions")->operation, "chat");
 	ck_assert_str_eq(tg_genai_endpoint("/v1/completions")->operation, "text_completion");
 	ck_assert_str_eq(tg_genai_endpoint("/v1/embeddings")->operation, "embeddings");
+	ck_assert_str_eq(tg_genai_endpoint("/v1/messages")->operation, "chat");
+	ck_assert_str_eq(tg_genai_endpoint("/v1/messages")->provider, "anthropic");
+	ck_assert_str_eq(tg_genai_endpoint("/v1/chat/completions")->provider, "openai");
 	ck_assert_ptr_null(tg_genai_endpoint("/v1/models"));
 	ck_assert_ptr_null(tg_genai_endpoint("/v1/chat/completions/"));
 }
@@ -868,7 +873,7 @@ START_TEST(genai_request_parameters)
 	struct tg_request_params params;
 
 	tg_request_params_of(body, &params);
-	tg_genai_request(s, "chat", "openai", "gpt-4o-2024", 1, &params);
+	tg_genai_request(s, tg_genai_endpoint("/v1/chat/completions"), "gpt-4o-2024", 1, &params);
 	ck_assert_str_eq(attr(s, "gen_ai.operation.name")->v.s, "chat");
 	ck_assert_str_eq(attr(s, "gen_ai.provider.name")->v.s, "openai");
 	ck_assert_str_eq(attr(s, "gen_ai.request.model")->v.s, "gpt-4o-2024");
@@ -910,7 +915,7 @@ START_TEST(genai_request_attributes_in_order)
 
 	ck_assert_ptr_nonnull(body);
 	tg_request_params_of(body, &params);
-	tg_genai_request(s, "chat", "openai", "m", 0, &params);
+	tg_genai_request(s, tg_genai_endpoint("/v1/chat/completions"), "m", 0, &params);
 	ck_assert_uint_eq(s->attrs.count, sizeof(want) / sizeof(want[0]));
 	for (size_t i = 0; i < s->attrs.count; i++)
 		ck_assert_str_eq(s->attrs.items[i].key, want[i]);

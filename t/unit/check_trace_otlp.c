@@ -156,8 +156,13 @@ random_key(void)
 		return literals[random_below(&rng, sizeof(literals) / sizeof(literals[0]))];
 
 	/* The pinned digests drew from the table when the event name
-	 * "tollgate.filter.decision" had an entry of its own, the last. */
-	semconv = random_below(&rng, TG_SC_COUNT + 1);
+	 * "tollgate.filter.decision" had an entry of its own, the last, and
+	 * before the two entries skipped here were added. */
+	semconv = random_below(&rng, TG_SC_COUNT - 1);
+	if (semconv >= TG_SC_GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS)
+		semconv++;
+	if (semconv >= TG_SC_GEN_AI_SYSTEM_INSTRUCTIONS)
+		semconv++;
 	return semconv < TG_SC_COUNT ? tg_semconv_names[semconv] : TG_SC(EVENT_FILTER_DECISION);
 }
 
