@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 #include <event2/listener.h>
@@ -33,12 +34,19 @@
 #define DEFAULT_LISTEN "127.0.0.1:9001"
 #define LISTEN_BACKLOG 1024
 
+/* The backlog of --no-accept. Linux queues one connection more than the
+ * backlog, so that many connections fill the queue. It is not 0 because
+ * libevent takes 0 for a socket that already listens. */
+#define NO_ACCEPT_BACKLOG 1
+#define NO_ACCEPT_FILLERS (NO_ACCEPT_BACKLOG + 1)
+
 struct cli {
 	const char *listen;
 	const char *tls_cert, *tls_key;
 	const char *fixtures;
 	const char *options;
 	int quiet;
+	int no_accept;
 };
 
 static void
@@ -46,7 +54,7 @@ usage(FILE *out)
 {
 	fprintf(out,
 	"usage: tollgate-mock [--listen HOST:PORT] [--tls-cert FILE --tls-key FILE]\n"
-	"                     [--fixtures DIR] [--options LIST] [--quiet]\n"
+	"                     [--fixtures DIR] [--options LIST] [--quiet] [--no-accept]\n"
 	"\n"
 	"An OpenAI-compatible server for tests and benchmarks.\n"
 	"\n"
@@ -60,6 +68,8 @@ usage(FILE *out)
 	"                      \"status=500\" or \"first_byte_delay=2s;events=3\";\n"
 	"                      a request's own options apply on top\n"
 	"  --quiet             do not log each request on stderr\n"
+	"  --no-accept         accept no connection: connects to the address\n"
+	"                      time out, as to a blackholed one\n"
 	"  --help              show this help and exit\n"
 	"\n"
 	"Once listening it prints \"tollgate-mock listening on HOST:PORT\" on\n"
@@ -79,6 +89,7 @@ parse_args(int argc, char **argv, struct cli *cli)
 		{ "fixtures", required_argument, NULL, 'f' },
 		{ "options", required_argument, NULL, 'o' },
 		{ "quiet", no_argument, NULL, 'q' },
+		{ "no-accept", no_argument, NULL, 'n' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -93,6 +104,7 @@ parse_args(int argc, char **argv, struct cli *cli)
 		case 'f': cli->fixtures = optarg; break;
 		case 'o': cli->options = optarg; break;
 		case 'q': cli->quiet = 1; break;
+		case 'n': cli->no_accept = 1; break;
 		case 'h': usage(stdout); return 1;
 		case ':':
 			fprintf(stderr, "tollgate-mock: option %s requires a value; "
@@ -101,7 +113,7 @@ parse_args(int argc, char **argv, struct cli *cli)
 		default:
 			fprintf(stderr, "tollgate-mock: unknown option %s; valid options: "
 			        "--listen, --tls-cert, --tls-key, --fixtures, --options, "
-			        "--quiet, --help\n", argv[optind - 1]);
+			        "--quiet, --no-accept, --help\n", argv[optind - 1]);
 			return -1;
 		}
 	}
@@ -226,17 +238,44 @@ announce(struct evconnlistener *listener)
 	return 0;
 }
 
+/*
+ * Fill the accept queue of a listener that never accepts, so that the
+ * kernel drops the SYN of every later connect and the connect times out.
+ * fds receives NO_ACCEPT_FILLERS descriptors. Returns 0, or -1 after
+ * printing why.
+ */
+static int
+fill_backlog(struct evconnlistener *listener, int *fds)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (getsockname(evconnlistener_get_fd(listener), (struct sockaddr *)&ss, &len) < 0)
+		return -1;
+	for (int i = 0; i < NO_ACCEPT_FILLERS; i++) {
+		fds[i] = socket(ss.ss_family, SOCK_STREAM, 0);
+		if (fds[i] < 0 || connect(fds[i], (struct sockaddr *)&ss, len) < 0) {
+			fprintf(stderr, "tollgate-mock: --no-accept: cannot fill the backlog: "
+			        "%s\n", strerror(errno));
+			return -1;
+		}
+	}
+	return 0;
+}
+
 static struct evconnlistener *
-open_listener(struct mock *m, const char *spec)
+open_listener(struct mock *m, const char *spec, int no_accept)
 {
 	struct addrinfo *res = resolve_listen(spec);
 	struct evconnlistener *listener;
+	unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE;
 
 	if (res == NULL)
 		return NULL;
-	listener = evconnlistener_new_bind(m->base, on_accept, m,
-	                                   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE,
-	                                   LISTEN_BACKLOG, res->ai_addr,
+	if (no_accept)
+		flags |= LEV_OPT_DISABLED;
+	listener = evconnlistener_new_bind(m->base, on_accept, m, flags,
+	                                   no_accept ? NO_ACCEPT_BACKLOG : LISTEN_BACKLOG, res->ai_addr,
 	                                   (int)res->ai_addrlen);
 	if (listener == NULL)
 		fprintf(stderr, "tollgate-mock: cannot listen on %s: %s\n", spec,
@@ -337,12 +376,15 @@ main(int argc, char **argv)
 	struct evconnlistener *listener = NULL;
 	struct event *sigterm = NULL, *sigint = NULL;
 	int rc = parse_args(argc, argv, &cli), status = 1;
+	int fillers[NO_ACCEPT_FILLERS];
 
 	if (rc != 0)
 		return rc > 0 ? 0 : 2;
 	if (check_fixture_dir(cli.fixtures) < 0)
 		return 1;
 
+	for (int i = 0; i < NO_ACCEPT_FILLERS; i++)
+		fillers[i] = -1;
 	signal(SIGPIPE, SIG_IGN);
 	m.fixture_dir = cli.fixtures;
 	m.quiet = cli.quiet;
@@ -364,8 +406,10 @@ main(int argc, char **argv)
 			goto out;
 	}
 
-	listener = open_listener(&m, cli.listen);
+	listener = open_listener(&m, cli.listen, cli.no_accept);
 	if (listener == NULL)
+		goto out;
+	if (cli.no_accept && fill_backlog(listener, fillers) < 0)
 		goto out;
 	sigterm = evsignal_new(m.base, SIGTERM, on_signal, m.base);
 	sigint = evsignal_new(m.base, SIGINT, on_signal, m.base);
@@ -384,6 +428,10 @@ out:
 		event_free(sigint);
 	if (listener != NULL)
 		evconnlistener_free(listener);
+	for (int i = 0; i < NO_ACCEPT_FILLERS; i++) {
+		if (fillers[i] >= 0)
+			close(fillers[i]);
+	}
 	mock_reset(&m);
 	fixture_cache_free(m.fixtures);
 	response_cache_free(m.responses);

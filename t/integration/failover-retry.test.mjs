@@ -15,6 +15,7 @@ import {
   NEVER_EJECT, RETRY_FREELY, apiRequests, chat, eventDatas, logLinesOf,
   messages, startMockWith,
 } from './lib/failover.mjs';
+import { parseSamples, scrape, valueOf } from './lib/prometheus.mjs';
 
 /*
  * One route per case, matched by model name: the failing backend first, in
@@ -404,4 +405,41 @@ describe('client gone during failover', () => {
       assert.equal((await apiRequests(third)).length, 0, 'the request went on to c after the client left');
     });
   }
+});
+
+describe('connect timeout', () => {
+  afterEach(stopAll);
+
+  // A backend whose address accepts no connection (a mock with
+  // --no-accept, like a blackholed address) fails its attempt with a
+  // connect timeout, which the default retry.on lists.
+  it('moves on from a backend that does not accept in time', async () => {
+    const silent = await startMock({ args: ['--no-accept'] });
+    const ok = await startMock();
+    const gw = await startGateway({
+      backends: {
+        silent: { url: silent.url, timeouts: { connect: '300ms' }, health: NEVER_EJECT },
+        ok: mockBackend(ok),
+      },
+      routes: [{ name: 'chat', match: { path: '/v1/chat/completions' }, backends: ['silent', 'ok'], retry: RETRY_FREELY }],
+    });
+
+    const res = await chat(gw);
+    assert.equal(res.status, 200, res.text);
+    assert.equal(res.attempts, 'silent:timeout,ok:200');
+    const lines = logLinesOf(gw, res.id);
+    assert.ok(lines.some((l) => l.includes(`no connection to 127.0.0.1:${silent.port} after 300 ms`)),
+      `no log line names the connect timeout; lines of the request:\n${lines.join('\n')}`);
+
+    // The client may read the response a moment before the request ends
+    // and is counted.
+    const samples = await waitFor(async () => {
+      const s = parseSamples((await scrape(gw)).text);
+      return valueOf(s, 'tollgate_requests_in_flight') === 0 ? s : null;
+    }, { message: 'tollgate_requests_in_flight to reach 0' });
+    assert.equal(valueOf(samples, 'tollgate_upstream_attempts_total', { backend: 'silent', outcome: 'timeout' }), 1);
+    assert.equal(valueOf(samples, 'tollgate_upstream_attempts_total', { backend: 'ok', outcome: 'success' }), 1);
+    assert.equal(valueOf(samples, 'tollgate_failovers_total', { route: 'chat' }), 1);
+    await gw.stop();
+  });
 });
