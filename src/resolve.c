@@ -193,6 +193,16 @@ tg_host_fallback(const struct tg_host_entry *e, unsigned first, unsigned tries, 
 	return copy_address(e, i, port, out);
 }
 
+unsigned
+tg_host_left_in_family(const struct tg_host_entry *e, unsigned tries)
+{
+	if (tries >= e->n_addrs)
+		return 0;
+	if (tries < e->n_preferred)
+		return e->n_preferred - tries;
+	return e->n_addrs - tries;
+}
+
 /* --- queries ----------------------------------------------------------------- */
 
 static void query_start(struct tg_host_entry *e);
@@ -428,6 +438,14 @@ tg_resolve_fallback(struct tg_resolver *r, const char *host, unsigned first,
 	const struct tg_host_entry *e = find_entry(r, host);
 
 	return e != NULL ? tg_host_fallback(e, first, tries, port, out) : 0;
+}
+
+unsigned
+tg_resolve_left_in_family(struct tg_resolver *r, const char *host, unsigned tries)
+{
+	const struct tg_host_entry *e = find_entry(r, host);
+
+	return e != NULL ? tg_host_left_in_family(e, tries) : 0;
 }
 
 void

@@ -138,6 +138,13 @@ int tg_host_pick(struct tg_host_entry *e, int port, struct sockaddr_storage *out
 int tg_host_fallback(const struct tg_host_entry *e, unsigned first, unsigned tries, int port,
                      struct sockaddr_storage *out);
 
+/* Count the addresses left to try after `tries` failed connects, the next
+ * one included, within the family being tried: the A addresses (or the
+ * only family) while tries is below their count, then the others. A
+ * connect shares the time it has left among them. Returns 0 when every
+ * address was tried. */
+unsigned tg_host_left_in_family(const struct tg_host_entry *e, unsigned tries);
+
 /* --- the worker's resolver ------------------------------------------------- */
 
 /* Create the resolver of a worker. It queries the config's nameservers, or
@@ -167,6 +174,9 @@ int tg_resolve(struct tg_resolver *r, const char *host, int port,
  * connect, or 0 when there is none left to try. */
 int tg_resolve_fallback(struct tg_resolver *r, const char *host, unsigned first,
                         unsigned tries, int port, struct sockaddr_storage *out);
+
+/* Return tg_host_left_in_family() of host's entry, or 0 when host has none. */
+unsigned tg_resolve_left_in_family(struct tg_resolver *r, const char *host, unsigned tries);
 
 /* Unlink wait if it waits; its callback will not be called. */
 void tg_resolve_cancel(struct tg_resolve_wait *wait);

@@ -81,6 +81,8 @@ struct tg_upstream_conn {
 	                                           answer is awaited */
 	unsigned addr_tries;    /* failed connects to a named host's addresses,
 	                           for this exchange */
+	uint64_t connect_end_ns;        /* a named host's connects share the
+	                                   connect timeout up to this time */
 
 	/* The exchange under way; unset while pooled. */
 	const struct tg_backend *backend;
@@ -116,6 +118,8 @@ static int conn_connect(struct tg_upstream_conn *c);
 static int conn_open(struct tg_upstream_conn *c);
 static void connect_address(struct tg_upstream_conn *c, const struct sockaddr *addr,
                             int addr_len);
+static void connect_named_address(struct tg_upstream_conn *c, const struct sockaddr *addr,
+                                  int addr_len);
 static int conn_write_request(struct tg_upstream_conn *c);
 
 static void
@@ -655,9 +659,12 @@ describe_connect_error(struct tg_upstream_conn *c, char *buf, size_t size,
 }
 
 /*
- * After a failed connect to a named host, connect to its next address, so
- * that one dead address of several does not count as a backend failure.
- * Returns 1 when a connect started, 0 when no address is left (or err is
+ * After a failed or timed-out connect to a named host, connect to its next
+ * address, so that one dead address of several does not count as a
+ * backend failure. The next one gets its share of the connect timeout that
+ * is left (connect_named_address), so the attempt as a whole still ends
+ * within the backend's connect timeout, as attempt.c expects. Returns 1
+ * when a connect started, 0 when no address or no time is left (or err is
  * not the backend's), and the caller reports the failure.
  */
 static int
@@ -667,15 +674,19 @@ conn_connect_next(struct tg_upstream_conn *c, enum tg_error err)
 	struct sockaddr_storage ss;
 	int len;
 
-	if (b->addr_len > 0 || err != TG_E_UPSTREAM_CONNECT)
+	/* A timeout while the name is still being resolved tried no address. */
+	if (b->addr_len > 0 || c->resolve_wait.entry != NULL ||
+	    (err != TG_E_UPSTREAM_CONNECT && err != TG_E_UPSTREAM_CONNECT_TIMEOUT))
+		return 0;
+	if (tg_now_ns() >= c->connect_end_ns)
 		return 0;
 	len = tg_resolve_fallback(c->worker->resolver, b->host, c->resolve_wait.index,
 	                          ++c->addr_tries, b->port_number, &ss);
 	if (len == 0 || conn_open(c) != 0)
 		return 0;
-	tg_debug("backend %s: connect to an address of %s failed; trying the next one",
-	         b->name, b->host);
-	connect_address(c, (const struct sockaddr *)&ss, len);
+	tg_debug("backend %s: connect to an address of %s %s; trying the next one",
+	         b->name, b->host, err == TG_E_UPSTREAM_CONNECT ? "failed" : "timed out");
+	connect_named_address(c, (const struct sockaddr *)&ss, len);
 	return 1;
 }
 
@@ -777,6 +788,8 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 		conn_drop_idle(c);
 		return;
 	case CONN_CONNECTING:
+		if (conn_connect_next(c, TG_E_UPSTREAM_CONNECT_TIMEOUT))
+			return;
 		snprintf(detail, sizeof(detail), "no connection to %s:%s after %llu ms",
 		         c->backend->host, c->backend->port,
 		         (unsigned long long)c->timeouts.connect);
@@ -913,6 +926,27 @@ connect_address(struct tg_upstream_conn *c, const struct sockaddr *addr, int add
 		bufferevent_trigger_event(c->bev, BEV_EVENT_ERROR, 0);
 }
 
+/*
+ * Connect to one address of a named host, with its share of the connect
+ * timeout left: the time left divided among the addresses of its family
+ * still to try. A blackholed address then leaves the others time, and the
+ * last one tried ends at connect_end_ns, as one connect would. An address
+ * that fails at once leaves its share to the next ones.
+ */
+static void
+connect_named_address(struct tg_upstream_conn *c, const struct sockaddr *addr, int addr_len)
+{
+	const struct tg_backend *b = c->backend;
+	unsigned left = tg_resolve_left_in_family(c->worker->resolver, b->host, c->addr_tries);
+	uint64_t now = tg_now_ns();
+	uint64_t ms = now < c->connect_end_ns ? (c->connect_end_ns - now) / TG_NS_PER_MS : 0;
+
+	if (left > 1)
+		ms /= left;
+	arm(c, ms > 0 ? ms : 1);
+	connect_address(c, addr, addr_len);
+}
+
 /* The answer a connect to a named host waited for. */
 static void
 resolved_cb(struct tg_resolve_wait *wait, const struct sockaddr *addr, int addr_len,
@@ -923,7 +957,7 @@ resolved_cb(struct tg_resolve_wait *wait, const struct sockaddr *addr, int addr_
 	char detail[256];
 
 	if (addr != NULL) {
-		connect_address(c, addr, addr_len);
+		connect_named_address(c, addr, addr_len);
 		return;
 	}
 	snprintf(detail, sizeof(detail), "resolving %s: %s", c->backend->host, error);
@@ -948,7 +982,7 @@ connect_named(struct tg_upstream_conn *c)
 		return -1;
 	}
 	if (len > 0)
-		connect_address(c, (const struct sockaddr *)&ss, len);
+		connect_named_address(c, (const struct sockaddr *)&ss, len);
 	return 0;
 }
 
@@ -1000,6 +1034,7 @@ conn_connect(struct tg_upstream_conn *c)
 		connect_address(c, (const struct sockaddr *)&b->addr, b->addr_len);
 		return 0;
 	}
+	c->connect_end_ns = tg_now_ns() + c->timeouts.connect * TG_NS_PER_MS;
 	return connect_named(c);
 }
 

@@ -188,4 +188,21 @@ describe('resolving backend host names', () => {
     assert.equal((await mock.requests()).length, 4);
     await gw.stop();
   });
+
+  it('moves past an address that does not answer', async () => {
+    // 127.0.0.4 takes no connection (a mock with --no-accept), so every
+    // other connect times out there. Each address gets half of the
+    // connect timeout, and the request goes on to 127.0.0.1 within it.
+    const mock = await startMock();
+    await startMock({ host: '127.0.0.4', port: mock.port, args: ['--no-accept'] });
+    await startDns({ A: ['127.0.0.4', '127.0.0.1'], ttl: 300 });
+    const gw = await startGateway({
+      ...config(mock.port),
+      backends: { named: { url: `http://${NAME}:${mock.port}`, pool: NO_POOL, timeouts: { connect: '2s' } } },
+    });
+
+    await chat(gw, 4);
+    assert.equal((await mock.requests()).length, 4);
+    await gw.stop();
+  });
 });

@@ -287,6 +287,24 @@ START_TEST(fallback_after_shorter_refresh)
 }
 END_TEST
 
+START_TEST(time_shared_within_a_family)
+{
+	struct tg_host_entry *e = new_entry();
+	const char *const v4[] = {"192.0.2.1", "192.0.2.2", "192.0.2.3", NULL};
+	const char *const v6[] = {"2001:db8::1", "2001:db8::2", NULL};
+
+	/* The A addresses share the time first. The AAAA ones share what the
+	 * A addresses left when they failed at once. */
+	answer(e, T0, v4, v6, 30);
+	ck_assert_uint_eq(tg_host_left_in_family(e, 0), 3);
+	ck_assert_uint_eq(tg_host_left_in_family(e, 2), 1);
+	ck_assert_uint_eq(tg_host_left_in_family(e, 3), 2);
+	ck_assert_uint_eq(tg_host_left_in_family(e, 4), 1);
+	ck_assert_uint_eq(tg_host_left_in_family(e, 5), 0);
+	free(e);
+}
+END_TEST
+
 static Suite *
 resolve_suite(void)
 {
@@ -307,6 +325,7 @@ resolve_suite(void)
 	tcase_add_test(order, half_failure_keeps_the_other_half);
 	tcase_add_test(order, fallback_other_a_then_aaaa);
 	tcase_add_test(order, fallback_after_shorter_refresh);
+	tcase_add_test(order, time_shared_within_a_family);
 	suite_add_tcase(s, order);
 	return s;
 }
