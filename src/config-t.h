@@ -118,6 +118,8 @@ struct tg_resolver_config {
 	tg_msec_t max_ttl;      /* ...and at most this long */
 	tg_msec_t max_stale;    /* a failing refresh keeps the last answer this
 	                           long past its expiry */
+	tg_msec_t negative_ttl; /* a name without addresses whose query failed
+	                           fails connects at once for this long */
 };
 
 struct tg_config {

@@ -613,6 +613,13 @@ static const struct setting resolver_settings[] = {
 	  .max = NO_MAX,
 	  .offset = offsetof(struct tg_resolver_config, max_stale),
 	  .help = "how long past its expiry an answer stays in use while refreshes fail" },
+	/* The time covers server failures and unanswered queries too, which
+	 * RFC 2308 (sections 7.1 and 7.2) lets a resolver cache for at most
+	 * five minutes. */
+	{ .key = "negative_ttl", .type = T_DURATION, .def = "\"5s\"",
+	  .max = 300000,
+	  .offset = offsetof(struct tg_resolver_config, negative_ttl),
+	  .help = "how long connects to a name without addresses fail at once after its query failed" },
 };
 static const struct section resolver_section = SECTION(resolver_settings);
 

@@ -31,6 +31,8 @@ tg_host_use_at(const struct tg_host_entry *e, uint64_t now_ns)
 {
 	int usable = e->n_addrs > 0 && (e->from_hosts_file || now_ns < e->usable_until_ns);
 
+	if (!usable && e->pending == 0 && now_ns < e->failed_until_ns)
+		return TG_HOST_FAIL;
 	if (!usable)
 		return e->pending > 0 ? TG_HOST_WAIT : TG_HOST_WAIT_AND_QUERY;
 	if (e->from_hosts_file || e->pending > 0 || now_ns < e->fresh_until_ns)
@@ -138,6 +140,7 @@ tg_host_query_end(struct tg_host_entry *e, uint64_t now_ns,
 		take_new_answer(e);
 		e->fresh_until_ns = now_ns + clamped_ttl_ns(e->new_ttl, cfg);
 		e->usable_until_ns = e->fresh_until_ns + cfg->max_stale * TG_NS_PER_MS;
+		e->failed_until_ns = 0;
 		e->failing = 0;
 		return was_failing ? TG_HOST_RECOVERS : TG_HOST_SAME;
 	}
@@ -147,6 +150,8 @@ tg_host_query_end(struct tg_host_entry *e, uint64_t now_ns,
 	if (e->new_error == DNS_ERR_NONE)
 		e->new_error = DNS_ERR_NODATA;
 	e->fresh_until_ns = now_ns + cfg->min_ttl * TG_NS_PER_MS;
+	if (e->n_addrs == 0)
+		e->failed_until_ns = now_ns + cfg->negative_ttl * TG_NS_PER_MS;
 	e->failing = 1;
 	return was_failing ? TG_HOST_SAME : TG_HOST_STARTS_FAILING;
 }
@@ -221,6 +226,11 @@ log_change(const struct tg_host_entry *e, enum tg_host_change change)
 		        "stay in use for up to %llu s more (resolver.max_stale)",
 		        e->host, evdns_err_to_string(e->new_error),
 		        (unsigned long long)(b->max_stale / 1000));
+	} else if (change == TG_HOST_STARTS_FAILING && b->negative_ttl > 0) {
+		tg_warn("resolver: cannot resolve %s: %s; connections to it fail at once "
+		        "for %llu ms before it is asked again (resolver.negative_ttl)",
+		        e->host, evdns_err_to_string(e->new_error),
+		        (unsigned long long)b->negative_ttl);
 	} else if (change == TG_HOST_STARTS_FAILING) {
 		tg_warn("resolver: cannot resolve %s: %s", e->host,
 		        evdns_err_to_string(e->new_error));
@@ -413,6 +423,9 @@ tg_resolve(struct tg_resolver *r, const char *host, int port,
 		/* fall through */
 	case TG_HOST_WAIT:
 		break;
+	case TG_HOST_FAIL:
+		*error = evdns_err_to_string(e->new_error);
+		return -1;
 	}
 
 	/* A query may have ended at once, with no nameserver to send it to. */
@@ -465,6 +478,7 @@ tg_resolver_set_bounds(struct tg_resolver *r, const struct tg_resolver_config *c
 	r->bounds.min_ttl = cfg->min_ttl;
 	r->bounds.max_ttl = cfg->max_ttl;
 	r->bounds.max_stale = cfg->max_stale;
+	r->bounds.negative_ttl = cfg->negative_ttl;
 }
 
 /* The base that sends queries: to the config's nameservers, or to those

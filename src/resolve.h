@@ -9,7 +9,10 @@
  * fails keeps them up to resolver.max_stale past their expiry, retries
  * after min_ttl, and is logged once when it starts failing and once when it
  * recovers. A connect that finds no usable address waits for the one query
- * in flight, which it starts if there is none.
+ * in flight, which it starts if there is none. When a query for the name
+ * failed less than resolver.negative_ttl ago, it fails at once with that
+ * query's error instead, so a name that does not resolve is not queried
+ * for every request.
  *
  * Names in the hosts file (/etc/hosts) are answered from it, as libevent's
  * getaddrinfo does, and never expire: the file is read once per worker, as
@@ -79,6 +82,8 @@ struct tg_host_entry {
 	unsigned next_addr;
 	uint64_t fresh_until_ns;        /* a lookup after it refreshes */
 	uint64_t usable_until_ns;       /* the addresses serve until then */
+	uint64_t failed_until_ns;       /* without addresses, connects fail at
+	                                   once until then (negative_ttl) */
 	int failing;                    /* the last query failed (logged) */
 
 	/* The query in flight, gathered from its A and AAAA halves. */
@@ -101,6 +106,7 @@ enum tg_host_use {
 	TG_HOST_USE_AND_REFRESH,        /* take one, and start a query */
 	TG_HOST_WAIT,                   /* wait for the query in flight */
 	TG_HOST_WAIT_AND_QUERY,         /* start a query and wait for it */
+	TG_HOST_FAIL,                   /* fail with the last query's error */
 };
 
 enum tg_host_use tg_host_use_at(const struct tg_host_entry *e, uint64_t now_ns);
@@ -120,9 +126,9 @@ enum tg_host_change {
 	TG_HOST_RECOVERS,               /* first good answer after failures */
 };
 
-/* End the query: a good answer (one address or more) replaces the
- * addresses; a failure keeps them, within max_stale, and sets the retry
- * after min_ttl. */
+/* End the query. A good answer (one address or more) replaces the
+ * addresses. A failure keeps them, within max_stale, and sets the retry
+ * after min_ttl, or, when there are none, fails connects for negative_ttl. */
 enum tg_host_change tg_host_query_end(struct tg_host_entry *e, uint64_t now_ns,
                                       const struct tg_resolver_config *cfg);
 
@@ -156,15 +162,16 @@ struct tg_resolver *tg_resolver_new(struct event_base *base,
 /* Free r and its entries; pending waits are dropped without a call. */
 void tg_resolver_free(struct tg_resolver *r);
 
-/* Let later queries use cfg's TTL bounds (a reload); r keeps a copy of the
- * numbers, not the pointer. The nameservers stay those r was made with. */
+/* Let later queries use cfg's TTL bounds and negative_ttl (a reload); r
+ * keeps a copy of the numbers, not the pointer. The nameservers stay those
+ * r was made with. */
 void tg_resolver_set_bounds(struct tg_resolver *r, const struct tg_resolver_config *cfg);
 
 /*
  * Find an address of host for a connect. Returns its length, with *out
  * filled, port set and wait->index its place; or 0 when wait was linked
  * and its done callback will follow; or -1 with *error set to the
- * resolver's error text.
+ * resolver's error text, a static string.
  */
 int tg_resolve(struct tg_resolver *r, const char *host, int port,
                struct sockaddr_storage *out, struct tg_resolve_wait *wait,

@@ -83,6 +83,7 @@ struct tg_upstream_conn {
 	                           for this exchange */
 	uint64_t connect_end_ns;        /* a named host's connects share the
 	                                   connect timeout up to this time */
+	const char *resolve_error;      /* why the name failed at once, or NULL */
 
 	/* The exchange under way; unset while pooled. */
 	const struct tg_backend *backend;
@@ -641,7 +642,10 @@ describe_connect_error(struct tg_upstream_conn *c, char *buf, size_t size,
 	 * saves it when the event is raised and sets it again before the call. */
 	int sys_error = EVUTIL_SOCKET_ERROR();
 
-	if (c->pool->tls != NULL && tg_tls_session_error(c->bev, buf, size) != NULL) {
+	if (c->resolve_error != NULL) {
+		*err = TG_E_UPSTREAM_CONNECT;
+		snprintf(buf, size, "resolving %s: %s", c->backend->host, c->resolve_error);
+	} else if (c->pool->tls != NULL && tg_tls_session_error(c->bev, buf, size) != NULL) {
 		*err = TG_E_UPSTREAM_TLS;
 	} else if (is_local_shortage(sys_error)) {
 		*err = TG_E_OVERLOADED;
@@ -674,8 +678,9 @@ conn_connect_next(struct tg_upstream_conn *c, enum tg_error err)
 	struct sockaddr_storage ss;
 	int len;
 
-	/* A timeout while the name is still being resolved tried no address. */
-	if (b->addr_len > 0 || c->resolve_wait.entry != NULL ||
+	/* A timeout while the name is still being resolved tried no address,
+	 * and a name that failed to resolve has none. */
+	if (b->addr_len > 0 || c->resolve_wait.entry != NULL || c->resolve_error != NULL ||
 	    (err != TG_E_UPSTREAM_CONNECT && err != TG_E_UPSTREAM_CONNECT_TIMEOUT))
 		return 0;
 	if (tg_now_ns() >= c->connect_end_ns)
@@ -965,8 +970,9 @@ resolved_cb(struct tg_resolve_wait *wait, const struct sockaddr *addr, int addr_
 }
 
 /* Connect to an address of c's named host: the worker's cached answer, or
- * the next one when none is usable (resolve.h). */
-static int
+ * the next one when none is usable (resolve.h). The error text of a name
+ * that fails at once is a static string of the resolver. */
+static void
 connect_named(struct tg_upstream_conn *c)
 {
 	const struct tg_backend *b = c->backend;
@@ -977,13 +983,16 @@ connect_named(struct tg_upstream_conn *c)
 	c->resolve_wait.done = resolved_cb;
 	len = tg_resolve(c->worker->resolver, b->host, b->port_number, &ss, &c->resolve_wait,
 	                 &error);
+
+	/* The failure reaches conn_lost() from the event loop, like that of a
+	 * connect, and fails the exchange with the name and the error. */
 	if (len < 0) {
-		tg_debug("backend %s: resolving %s: %s", b->name, b->host, error);
-		return -1;
+		c->resolve_error = error;
+		bufferevent_trigger_event(c->bev, BEV_EVENT_ERROR, 0);
+		return;
 	}
 	if (len > 0)
 		connect_named_address(c, (const struct sockaddr *)&ss, len);
-	return 0;
 }
 
 /* Give c a new bufferevent (replacing any it had), not yet connected, and
@@ -998,6 +1007,7 @@ conn_open(struct tg_upstream_conn *c)
 	}
 	c->reused = 0;
 	c->state = CONN_CONNECTING;
+	c->resolve_error = NULL;
 	c->bev = new_bufferevent(c);
 	if (c->bev == NULL)
 		return -1;
@@ -1035,7 +1045,8 @@ conn_connect(struct tg_upstream_conn *c)
 		return 0;
 	}
 	c->connect_end_ns = tg_now_ns() + c->timeouts.connect * TG_NS_PER_MS;
-	return connect_named(c);
+	connect_named(c);
+	return 0;
 }
 
 /* Return a connection of pool p with nothing open, a spare or a new one,

@@ -134,6 +134,45 @@ describe('resolving backend host names', () => {
     await gw.stop();
   });
 
+  /* Send n requests to a gateway whose backend name does not resolve. */
+  async function failingChat(gw, n) {
+    for (let i = 0; i < n; i++) {
+      const res = await curl(curlPost(`${gw.baseURL}/v1/chat/completions`, body));
+      assert.equal(res.status, 502, `request ${i}: ${res.text}`);
+    }
+  }
+
+  it('caches a name that does not exist', async () => {
+    await startDns({ A: [], ttl: 1 });
+    dns.names = {};
+    const gw = await startGateway(config(9), { expectErrors: [/name does not exist/] });
+
+    // Within negative_ttl (default 5 s), each request fails at once with
+    // the error of the one query, and the log names the host for each.
+    await failingChat(gw, 4);
+    assert.equal(dns.count(NAME, 'A'), 1, JSON.stringify(dns.queries));
+    await waitFor(() => gw.stderr.filter((line) => line.includes(`resolving ${NAME}: name does not exist`)).length === 4,
+                  { message: 'a log line with the name for each request' });
+    const warnings = gw.stderr.filter((line) => line.includes(`cannot resolve ${NAME}`));
+    assert.equal(warnings.length, 1, warnings.join('\n'));
+    assert.match(warnings[0], /name does not exist; connections to it fail at once for 5000 ms/);
+    await gw.stop();
+  });
+
+  it('asks a failed name again after negative_ttl', async () => {
+    await startDns({ A: [], ttl: 1 });
+    dns.names = {};
+    const gw = await startGateway(config(9, { negative_ttl: '1s' }),
+                                  { expectErrors: [/name does not exist/] });
+
+    await failingChat(gw, 2);
+    assert.equal(dns.count(NAME, 'A'), 1, JSON.stringify(dns.queries));
+    await outliveTtl();
+    await failingChat(gw, 1);
+    assert.equal(dns.count(NAME, 'A'), 2, JSON.stringify(dns.queries));
+    await gw.stop();
+  });
+
   it('rotates over the A records', async () => {
     const first = await startMock({ host: '127.0.0.1' });
     const second = await startMock({ host: '127.0.0.2', port: first.port });

@@ -184,6 +184,28 @@ START_TEST(failure_without_answer)
 }
 END_TEST
 
+START_TEST(failure_cached_for_negative_ttl)
+{
+	struct tg_resolver_config negative = bounds;
+	struct tg_host_entry *e = new_entry();
+
+	negative.negative_ttl = 2000;
+	tg_host_query_begin(e);
+	tg_host_query_half(e, AF_INET, DNS_ERR_NOTEXIST, 0, 0, NULL);
+	tg_host_query_half(e, AF_INET6, DNS_ERR_NOTEXIST, 0, 0, NULL);
+	ck_assert_int_eq(tg_host_query_end(e, T0, &negative), TG_HOST_STARTS_FAILING);
+	ck_assert_int_eq(tg_host_use_at(e, T0 + 1 * S), TG_HOST_FAIL);
+	ck_assert_int_eq(tg_host_use_at(e, T0 + 2 * S), TG_HOST_WAIT_AND_QUERY);
+
+	/* A name with stale addresses keeps serving them instead. */
+	e->failed_until_ns = 0;
+	answer(e, T0, (const char *const[]){"192.0.2.1", NULL}, NULL, 30);
+	fail_query(e, T0 + 31 * S, DNS_ERR_NOTEXIST);
+	ck_assert_int_eq(tg_host_use_at(e, T0 + 32 * S), TG_HOST_USE);
+	free(e);
+}
+END_TEST
+
 START_TEST(no_records_is_a_failure)
 {
 	struct tg_host_entry *e = new_entry();
@@ -319,6 +341,7 @@ resolve_suite(void)
 	tcase_add_test(ttl, failed_refresh_keeps_answer_until_max_stale);
 	tcase_add_test(ttl, failure_without_answer);
 	tcase_add_test(ttl, no_records_is_a_failure);
+	tcase_add_test(ttl, failure_cached_for_negative_ttl);
 	suite_add_tcase(s, ttl);
 	tcase_add_test(order, a_records_in_turn_aaaa_unused);
 	tcase_add_test(order, aaaa_when_no_a_record);
