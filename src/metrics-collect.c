@@ -86,6 +86,15 @@ const struct tg_family_def tg_families[TG_F_COUNT] = {
 		"Sessions in the session table, as of the last scrape."},
 	[TG_F_SESSIONS_EVICTED] = {"tollgate_sessions_evicted_total", TG_COUNTER, 0, 0,
 		"Sessions ended before their idle timeout because the session table was full."},
+	[TG_F_RESOLVER_QUERIES] = {"tollgate_resolver_queries_total", TG_COUNTER, 0, 0,
+		"DNS queries for a backend host name, the A and AAAA records together, "
+		"by every worker."},
+	[TG_F_RESOLVER_FAILURES] = {"tollgate_resolver_failures_total", TG_COUNTER, 0, 0,
+		"DNS queries for a backend host name that found no address: no such name, "
+		"no record, a nameserver error or no answer."},
+	[TG_F_RESOLVER_STALE] = {"tollgate_resolver_stale_answers_total", TG_COUNTER, 0, 0,
+		"Connections to a backend host name that used an answer past its TTL, "
+		"while a refresh was under way or failing."},
 };
 
 size_t
@@ -501,6 +510,53 @@ tg_metrics_collect_table(struct tg_series_set *sets, struct tg_metrics_table *t,
 	collect_filters(&c, t);
 	free(c.l.s);
 	return c.failed || c.l.failed ? -1 : 0;
+}
+
+/* The resolver's families, in the order of enum tg_resolver_event. */
+static const enum tg_family resolver_families[TG_RESOLVER_EVENTS] = {
+	[TG_RESOLVER_QUERY] = TG_F_RESOLVER_QUERIES,
+	[TG_RESOLVER_FAILURE] = TG_F_RESOLVER_FAILURES,
+	[TG_RESOLVER_STALE] = TG_F_RESOLVER_STALE,
+};
+
+/* Add the series of one name's counters; "other" only once it counted. */
+static int
+collect_resolver_name(struct tg_series_set *sets, struct tg_resolver_counters *counters,
+                      const char *name, int skip_zero)
+{
+	struct labels l = {0};
+	double values[TG_RESOLVER_EVENTS];
+	double total = 0;
+	int rc = 0;
+
+	for (int ev = 0; ev < TG_RESOLVER_EVENTS; ev++) {
+		values[ev] = (double)atomic_load_explicit(&counters->events[ev],
+		                                          memory_order_relaxed);
+		total += values[ev];
+	}
+	if (skip_zero && total == 0)
+		return 0;
+
+	labels_add(&l, "name", name);
+	for (int ev = 0; ev < TG_RESOLVER_EVENTS && !l.failed && rc == 0; ev++)
+		rc = tg_series_add(&sets[resolver_families[ev]], resolver_families[ev],
+		                   labels_text(&l), &values[ev]);
+	free(l.s);
+	return l.failed || rc != 0 ? -1 : 0;
+}
+
+int
+tg_metrics_collect_resolver(struct tg_series_set *sets, const struct tg_metrics_registry *reg)
+{
+	int rc = 0;
+
+	if (reg->resolver == NULL)
+		return 0;
+	for (size_t i = 0; i < reg->n_resolver && rc == 0; i++)
+		rc = collect_resolver_name(sets, &reg->resolver[i], reg->resolver[i].name, 0);
+	if (rc == 0)
+		rc = collect_resolver_name(sets, &reg->resolver[TG_RESOLVER_NAMES_MAX], "other", 1);
+	return rc;
 }
 
 /* Fold a table no request uses any more into the archive (lock held). */

@@ -307,6 +307,7 @@ gather(struct scrape *sc)
 		tg_sessions_sweep(reg->sessions, tg_now_ns());
 		rc |= tg_sessions_collect(sc->sets, reg->sessions);
 	}
+	rc |= tg_metrics_collect_resolver(sc->sets, reg);
 	pthread_mutex_unlock(&reg->lock);
 
 	rc |= tg_series_add(&sc->sets[TG_F_IN_FLIGHT], TG_F_IN_FLIGHT, "", &sc->in_flight);

@@ -292,14 +292,29 @@ struct tg_metrics_shard {
 	_Atomic int64_t streams_open;
 };
 
+/* Host names with counters of their own; the others share "other". */
+#define TG_RESOLVER_NAMES_MAX 64
+
+/* The counters of one backend host name. Every worker adds to them with
+ * atomic read-modify-writes. The name is set, under the registry lock,
+ * before the slot is counted in n_resolver, and never changes after. */
+struct tg_resolver_counters {
+	char name[256];                 /* a DNS name has at most 253 */
+	_Atomic uint64_t events[TG_RESOLVER_EVENTS];
+};
+
 /* The process-wide list of shards that scrapes walk, and what outlives the
- * tables: the archive of retired series and the session table. */
+ * tables: the archive of retired series, the session table and the
+ * resolver's counters. */
 struct tg_metrics_registry {
 	pthread_mutex_t lock;
 	struct tg_metrics_shard *shards;
 	struct tg_series_set *archive;  /* TG_F_COUNT sets, merged */
 	struct tg_sessions *sessions;   /* created with the first table whose
 	                                   config enables sessions */
+	struct tg_resolver_counters *resolver;  /* TG_RESOLVER_NAMES_MAX + 1,
+	                                           "other" last */
+	size_t n_resolver;              /* named slots in use */
 };
 
 extern struct tg_metrics_registry tg_metrics_registry;
@@ -352,6 +367,9 @@ enum tg_family {
 	TG_F_SESSION_TURNS,
 	TG_F_SESSIONS_ACTIVE,
 	TG_F_SESSIONS_EVICTED,
+	TG_F_RESOLVER_QUERIES,
+	TG_F_RESOLVER_FAILURES,
+	TG_F_RESOLVER_STALE,
 	TG_F_COUNT
 };
 
@@ -404,6 +422,12 @@ void tg_series_set_free(struct tg_series_set *set);
  * live (t is a shard's current table). Returns 0, or -1 out of memory. */
 int tg_metrics_collect_table(struct tg_series_set *sets, struct tg_metrics_table *t,
                              int live);
+
+/* Add the resolver's series of every host name in use, and of "other"
+ * once it counted something (registry lock held). Returns 0, or -1 out
+ * of memory. */
+int tg_metrics_collect_resolver(struct tg_series_set *sets,
+                                const struct tg_metrics_registry *reg);
 
 /* Fold the series of t, which no request uses any more, into the
  * registry's archive (registry lock held). */

@@ -564,10 +564,12 @@ tg_metrics_model_name(const struct tg_metrics_table *t, size_t model)
 /* --- shards and the registry ---------------------------------------------------- */
 
 static struct tg_series_set registry_archive[TG_F_COUNT];
+static struct tg_resolver_counters registry_resolver[TG_RESOLVER_NAMES_MAX + 1];
 
 struct tg_metrics_registry tg_metrics_registry = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
 	.archive = registry_archive,
+	.resolver = registry_resolver,
 };
 
 struct tg_metrics_shard *
@@ -659,4 +661,36 @@ tg_metrics_bind(struct tg_metrics_shard *shard, struct tg_config *cfg)
 	shard->sessions = reg->sessions;
 	pthread_mutex_unlock(&reg->lock);
 	return t;
+}
+
+/* --- backend host names ------------------------------------------------------------ */
+
+struct tg_resolver_counters *
+tg_metrics_resolver_counters(const char *name)
+{
+	struct tg_metrics_registry *reg = &tg_metrics_registry;
+	struct tg_resolver_counters *c = &reg->resolver[TG_RESOLVER_NAMES_MAX];
+
+	pthread_mutex_lock(&reg->lock);
+	for (size_t i = 0; i < reg->n_resolver; i++) {
+		if (strcmp(reg->resolver[i].name, name) == 0) {
+			c = &reg->resolver[i];
+			goto done;
+		}
+	}
+	if (reg->n_resolver < TG_RESOLVER_NAMES_MAX && strlen(name) < sizeof(c->name)) {
+		c = &reg->resolver[reg->n_resolver++];
+		memcpy(c->name, name, strlen(name) + 1);
+	}
+
+done:
+	pthread_mutex_unlock(&reg->lock);
+	return c;
+}
+
+void
+tg_metrics_resolver_count(struct tg_resolver_counters *c, enum tg_resolver_event event)
+{
+	if (c != NULL)
+		atomic_fetch_add_explicit(&c->events[event], 1, memory_order_relaxed);
 }

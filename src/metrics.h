@@ -47,6 +47,29 @@ struct tg_metrics_shard *tg_metrics_shard_new(int worker_id);
  * later scrapes. No request may still refer to it. */
 void tg_metrics_shard_free(struct tg_metrics_shard *shard);
 
+/* --- backend host names (worker threads) ------------------------------------------- */
+
+/* Events of a worker's resolver for a backend host name (resolve.h). */
+enum tg_resolver_event {
+	TG_RESOLVER_QUERY,              /* a query for the A and AAAA records */
+	TG_RESOLVER_FAILURE,            /* a query that found no address */
+	TG_RESOLVER_STALE,              /* a connect that used an expired answer */
+	TG_RESOLVER_EVENTS
+};
+
+/* The counters of one host name, summed over every worker. */
+struct tg_resolver_counters;
+
+/* Return the counters of a host name, made on its first use. Takes the
+ * registry lock, so a worker calls it once per name, not per connect.
+ * Past TG_RESOLVER_NAMES_MAX names, every further name shares the
+ * counters labelled "other", which keeps the label values bounded. Never
+ * NULL. */
+struct tg_resolver_counters *tg_metrics_resolver_counters(const char *name);
+
+/* Count one event of a host name, from any thread. A NULL c counts nothing. */
+void tg_metrics_resolver_count(struct tg_resolver_counters *c, enum tg_resolver_event event);
+
 /* --- request path (worker thread) ----------------------------------------------- */
 
 /* A request context was created (tg_request_new): bind it to the table of

@@ -15,6 +15,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "metrics.h"
 #include "resolve.h"
 
 struct tg_resolver {
@@ -139,6 +140,7 @@ tg_host_query_end(struct tg_host_entry *e, uint64_t now_ns,
 	if (e->n_new[0] + e->n_new[1] > 0) {
 		take_new_answer(e);
 		e->fresh_until_ns = now_ns + clamped_ttl_ns(e->new_ttl, cfg);
+		e->expires_ns = e->fresh_until_ns;
 		e->usable_until_ns = e->fresh_until_ns + cfg->max_stale * TG_NS_PER_MS;
 		e->failed_until_ns = 0;
 		e->failing = 0;
@@ -154,6 +156,12 @@ tg_host_query_end(struct tg_host_entry *e, uint64_t now_ns,
 		e->failed_until_ns = now_ns + cfg->negative_ttl * TG_NS_PER_MS;
 	e->failing = 1;
 	return was_failing ? TG_HOST_SAME : TG_HOST_STARTS_FAILING;
+}
+
+int
+tg_host_is_stale(const struct tg_host_entry *e, uint64_t now_ns)
+{
+	return !e->from_hosts_file && e->n_addrs > 0 && now_ns >= e->expires_ns;
 }
 
 /* Copy address i of e into out with port; return its length. */
@@ -267,6 +275,8 @@ query_half_done(struct tg_host_entry *e, int family, int result, int count, int 
 		return;
 
 	log_change(e, tg_host_query_end(e, tg_now_ns(), &e->resolver->bounds));
+	if (e->failing)
+		tg_metrics_resolver_count(e->counters, TG_RESOLVER_FAILURE);
 	serve_waits(e, e->query);
 }
 
@@ -291,6 +301,7 @@ query_start(struct tg_host_entry *e)
 {
 	struct evdns_base *dns = e->resolver->dns;
 
+	tg_metrics_resolver_count(e->counters, TG_RESOLVER_QUERY);
 	tg_host_query_begin(e);
 	e->requests[0] = evdns_base_resolve_ipv4(dns, e->host, 0, answer_a_cb, e);
 	if (e->requests[0] == NULL)
@@ -382,6 +393,10 @@ entry_get(struct tg_resolver *r, const char *host)
 	e->resolver = r;
 	TAILQ_INIT(&e->waits);
 	look_up_hosts_file(r, e);
+
+	/* A name of the hosts file is never queried: it gets no series. */
+	if (!e->from_hosts_file)
+		e->counters = tg_metrics_resolver_counters(host);
 	e->next = r->entries;
 	r->entries = e;
 	return e;
@@ -417,6 +432,8 @@ tg_resolve(struct tg_resolver *r, const char *host, int port,
 		query_start(e);
 		/* fall through */
 	case TG_HOST_USE:
+		if (tg_host_is_stale(e, now_ns))
+			tg_metrics_resolver_count(e->counters, TG_RESOLVER_STALE);
 		return tg_host_pick(e, port, out, &wait->index);
 	case TG_HOST_WAIT_AND_QUERY:
 		query_start(e);

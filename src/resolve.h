@@ -24,7 +24,12 @@
  * often has no IPv6 route, and an IPv4 connect works wherever the name has
  * an A record.
  *
- * Everything here runs on the worker's thread and takes no lock.
+ * Each name counts its queries, failed queries and connects that used an
+ * expired answer in the counters of /metrics (metrics.h), which every
+ * worker shares.
+ *
+ * Everything here runs on the worker's thread and takes no lock, but for
+ * the registry lock once per name and worker, to find its counters.
  */
 #ifndef TOLLGATE_RESOLVE_H
 #define TOLLGATE_RESOLVE_H
@@ -39,6 +44,7 @@ struct event_base;
 struct evdns_base;
 struct evdns_request;
 struct tg_resolver;
+struct tg_resolver_counters;
 
 /* Addresses kept per host; an answer with more keeps its first ones. */
 #define TG_HOST_ADDRS_MAX 16
@@ -73,6 +79,7 @@ struct tg_host_entry {
 	struct tg_resolver *resolver;
 	char *host;
 	int from_hosts_file;            /* static: never refreshed */
+	struct tg_resolver_counters *counters;  /* for /metrics; NULL for none */
 
 	/* The answer in use. */
 	struct sockaddr_storage addrs[TG_HOST_ADDRS_MAX];       /* port 0 */
@@ -80,6 +87,7 @@ struct tg_host_entry {
 	unsigned n_addrs;
 	unsigned n_preferred;           /* the first ones, rotated over */
 	unsigned next_addr;
+	uint64_t expires_ns;            /* the answer's TTL ends */
 	uint64_t fresh_until_ns;        /* a lookup after it refreshes */
 	uint64_t usable_until_ns;       /* the addresses serve until then */
 	uint64_t failed_until_ns;       /* without addresses, connects fail at
@@ -131,6 +139,11 @@ enum tg_host_change {
  * after min_ttl, or, when there are none, fails connects for negative_ttl. */
 enum tg_host_change tg_host_query_end(struct tg_host_entry *e, uint64_t now_ns,
                                       const struct tg_resolver_config *cfg);
+
+/* Return 1 when a connect at now_ns that uses e's addresses uses them past
+ * their TTL (while a refresh is under way, or failing within max_stale),
+ * else 0. */
+int tg_host_is_stale(const struct tg_host_entry *e, uint64_t now_ns);
 
 /* Copy the next address of the rotation into out, with port, and return
  * its length; 0 when the entry has none. *index, when not NULL, receives

@@ -9,6 +9,7 @@ import { afterEach, describe, it } from 'node:test';
 
 import { curl, curlPost, sleep, startGateway, startMock, stopAll, waitFor } from './lib/harness.mjs';
 import { DnsServer } from './lib/dns-server.mjs';
+import { parseSamples, promtoolCheck, scrape, valueOf } from './lib/prometheus.mjs';
 
 const NAME = 'backend.tollgate.test';
 const body = { model: 'gpt-4o', messages: [{ role: 'user', content: 'hello' }] };
@@ -120,6 +121,34 @@ describe('resolving backend host names', () => {
     await chat(gw);
     await gw.waitForLog(new RegExp(`${NAME} resolves again`));
     assert.equal((await mock.requests()).length, 8);
+    await gw.stop();
+  });
+
+  it('counts queries, failures and stale answers', async () => {
+    const mock = await startMock();
+    await startDns({ A: ['127.0.0.1'], ttl: 1 });
+    const gw = await startGateway(config(mock.port, { min_ttl: '1s' }));
+    const count = async (family) => valueOf(parseSamples((await scrape(gw)).text),
+                                            `tollgate_resolver_${family}_total`, { name: NAME });
+
+    await chat(gw);
+    assert.equal(await count('queries'), 1);
+    assert.equal(await count('stale_answers'), 0);
+
+    // Both requests use the expired answer: the first starts a refresh,
+    // which fails, and the second finds it failing. The name is removed,
+    // not failed with SERVFAIL, which libevent asks again as a timeout:
+    // then each query of the gateway is one A query at the server.
+    dns.names = {};
+    await outliveTtl();
+    await chat(gw);
+    await waitFor(async () => (await count('failures')) === 1, { message: 'a failed query counted' });
+    await chat(gw);
+    assert.equal(await count('stale_answers'), 2);
+    assert.equal(await count('queries'), dns.count(NAME, 'A'));
+    const { code, output } = await promtoolCheck((await scrape(gw)).text);
+    assert.equal(output, '', 'promtool check metrics reported problems');
+    assert.equal(code, 0);
     await gw.stop();
   });
 

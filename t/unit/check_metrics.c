@@ -1352,6 +1352,33 @@ START_TEST(session_table_bounded)
 }
 END_TEST
 
+START_TEST(resolver_names_bounded)
+{
+	struct tg_resolver_counters *first = tg_metrics_resolver_counters("n0.test");
+	struct tg_resolver_counters *other;
+	char name[32];
+	char *text;
+
+	/* A name asked for again gets its own counters back. */
+	ck_assert_ptr_eq(tg_metrics_resolver_counters("n0.test"), first);
+	for (int i = 1; i < TG_RESOLVER_NAMES_MAX + 3; i++) {
+		snprintf(name, sizeof(name), "n%d.test", i);
+		tg_metrics_resolver_count(tg_metrics_resolver_counters(name), TG_RESOLVER_QUERY);
+	}
+	other = tg_metrics_resolver_counters("late.test");
+	ck_assert_ptr_eq(other, tg_metrics_resolver_counters("later.test"));
+	tg_metrics_resolver_count(first, TG_RESOLVER_FAILURE);
+
+	text = scrape(TG_METRICS_TEXT);
+	ck_assert_double_eq(sample(text, "tollgate_resolver_queries_total{name=\"n0.test\"}"), 0);
+	ck_assert_double_eq(sample(text, "tollgate_resolver_failures_total{name=\"n0.test\"}"), 1);
+	ck_assert_double_eq(sample(text, "tollgate_resolver_queries_total{name=\"n63.test\"}"), 1);
+	ck_assert(isnan(sample(text, "tollgate_resolver_queries_total{name=\"n64.test\"}")));
+	ck_assert_double_eq(sample(text, "tollgate_resolver_queries_total{name=\"other\"}"), 3);
+	free(text);
+}
+END_TEST
+
 START_TEST(session_turns_from_requests)
 {
 	struct tg_config *cfg = load(BASE_CONFIG);
@@ -1560,6 +1587,7 @@ metrics_suite(void)
 	tcase_add_test(sessions, session_resumed_after_expiry);
 	tcase_add_test(sessions, session_table_bounded);
 	tcase_add_test(sessions, session_turns_from_requests);
+	tcase_add_test(sessions, resolver_names_bounded);
 	tcase_set_timeout(sessions, 30);
 	suite_add_tcase(s, sessions);
 

@@ -206,6 +206,25 @@ START_TEST(failure_cached_for_negative_ttl)
 }
 END_TEST
 
+START_TEST(stale_past_the_answers_ttl)
+{
+	struct tg_host_entry *e = new_entry();
+	const char *const v4[] = {"192.0.2.1", NULL};
+
+	ck_assert_int_eq(tg_host_is_stale(e, T0), 0);
+	answer(e, T0, v4, NULL, 30);
+	ck_assert_int_eq(tg_host_is_stale(e, T0 + 29 * S), 0);
+	ck_assert_int_eq(tg_host_is_stale(e, T0 + 30 * S), 1);
+
+	/* A failed refresh moves the next query, not the answer's expiry. */
+	fail_query(e, T0 + 30 * S, DNS_ERR_SERVERFAILED);
+	ck_assert_int_eq(tg_host_is_stale(e, T0 + 31 * S), 1);
+	answer(e, T0 + 40 * S, v4, NULL, 30);
+	ck_assert_int_eq(tg_host_is_stale(e, T0 + 41 * S), 0);
+	free(e);
+}
+END_TEST
+
 START_TEST(no_records_is_a_failure)
 {
 	struct tg_host_entry *e = new_entry();
@@ -342,6 +361,7 @@ resolve_suite(void)
 	tcase_add_test(ttl, failure_without_answer);
 	tcase_add_test(ttl, no_records_is_a_failure);
 	tcase_add_test(ttl, failure_cached_for_negative_ttl);
+	tcase_add_test(ttl, stale_past_the_answers_ttl);
 	suite_add_tcase(s, ttl);
 	tcase_add_test(order, a_records_in_turn_aaaa_unused);
 	tcase_add_test(order, aaaa_when_no_a_record);
