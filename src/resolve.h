@@ -14,6 +14,11 @@
  * query's error instead, so a name that does not resolve is not queried
  * for every request.
  *
+ * Each worker keeps its own cache, so N workers send up to N queries per
+ * TTL. A shared cache would put a lock, or messages between workers, on the
+ * connect path, and would have to wake waiters on other workers' event
+ * loops, to save a few queries per TTL.
+ *
  * Names in the hosts file (/etc/hosts) are answered from it, as libevent's
  * getaddrinfo does, and never expire: the file is read once per worker, as
  * it was before this cache.
