@@ -619,7 +619,8 @@ static const struct setting resolver_settings[] = {
 	{ .key = "negative_ttl", .type = T_DURATION, .def = "\"5s\"",
 	  .max = 300000,
 	  .offset = offsetof(struct tg_resolver_config, negative_ttl),
-	  .help = "how long connects to a name without addresses fail at once after its query failed" },
+	  .help = "how long connects to a name without addresses fail at once after its query "
+	          "failed, at most; a shorter SOA time of the answer wins" },
 };
 static const struct section resolver_section = SECTION(resolver_settings);
 

@@ -48,6 +48,7 @@ tg_host_query_begin(struct tg_host_entry *e)
 	e->n_new[0] = 0;
 	e->n_new[1] = 0;
 	e->new_ttl = -1;
+	e->new_negative_ttl = -1;
 	e->new_error = DNS_ERR_NONE;
 	return ++e->query;
 }
@@ -82,6 +83,12 @@ tg_host_query_half(struct tg_host_entry *e, int family, int result, int count,
 {
 	assert(e->pending > 0);
 	e->pending--;
+
+	/* libevent reports the TTL of a negative answer's SOA record, and 0
+	 * when there is none, as after a timeout. */
+	if (result != DNS_ERR_NONE && ttl > 0 &&
+	    (e->new_negative_ttl < 0 || ttl < e->new_negative_ttl))
+		e->new_negative_ttl = ttl;
 
 	/* NODATA is a name without records of this family: no error. */
 	if (result != DNS_ERR_NONE && result != DNS_ERR_NODATA) {
@@ -130,6 +137,18 @@ take_new_answer(struct tg_host_entry *e)
 	e->next_addr = 0;
 }
 
+/* How long a failed query of e, which has no address, fails connects:
+ * negative_ttl, or the SOA record's time of the answer when shorter. */
+static uint64_t
+negative_time_ms(const struct tg_host_entry *e, const struct tg_resolver_config *cfg)
+{
+	uint64_t soa_ms = (uint64_t)e->new_negative_ttl * 1000;
+
+	if (e->new_negative_ttl > 0 && soa_ms < cfg->negative_ttl)
+		return soa_ms;
+	return cfg->negative_ttl;
+}
+
 enum tg_host_change
 tg_host_query_end(struct tg_host_entry *e, uint64_t now_ns,
                   const struct tg_resolver_config *cfg)
@@ -153,7 +172,7 @@ tg_host_query_end(struct tg_host_entry *e, uint64_t now_ns,
 		e->new_error = DNS_ERR_NODATA;
 	e->fresh_until_ns = now_ns + cfg->min_ttl * TG_NS_PER_MS;
 	if (e->n_addrs == 0)
-		e->failed_until_ns = now_ns + cfg->negative_ttl * TG_NS_PER_MS;
+		e->failed_until_ns = now_ns + negative_time_ms(e, cfg) * TG_NS_PER_MS;
 	e->failing = 1;
 	return was_failing ? TG_HOST_SAME : TG_HOST_STARTS_FAILING;
 }
@@ -238,7 +257,7 @@ log_change(const struct tg_host_entry *e, enum tg_host_change change)
 		tg_warn("resolver: cannot resolve %s: %s; connections to it fail at once "
 		        "for %llu ms before it is asked again (resolver.negative_ttl)",
 		        e->host, evdns_err_to_string(e->new_error),
-		        (unsigned long long)b->negative_ttl);
+		        (unsigned long long)negative_time_ms(e, b));
 	} else if (change == TG_HOST_STARTS_FAILING) {
 		tg_warn("resolver: cannot resolve %s: %s", e->host,
 		        evdns_err_to_string(e->new_error));

@@ -106,6 +106,8 @@ struct tg_host_entry {
 	struct sockaddr_storage new_addrs[2][TG_HOST_ADDRS_MAX];
 	unsigned n_new[2];              /* [0] A, [1] AAAA */
 	int new_ttl;                    /* seconds; lowest of the halves */
+	int new_negative_ttl;           /* seconds a failed half may be kept
+	                                   (its SOA record), or -1 */
 	int new_error;                  /* DNS_ERR_ of a failed half */
 
 	struct tg_resolve_waits waits;
@@ -141,7 +143,8 @@ enum tg_host_change {
 
 /* End the query. A good answer (one address or more) replaces the
  * addresses. A failure keeps them, within max_stale, and sets the retry
- * after min_ttl, or, when there are none, fails connects for negative_ttl. */
+ * after min_ttl, or, when there are none, fails connects for negative_ttl,
+ * or for the shorter time of the answer's SOA record (RFC 2308). */
 enum tg_host_change tg_host_query_end(struct tg_host_entry *e, uint64_t now_ns,
                                       const struct tg_resolver_config *cfg);
 

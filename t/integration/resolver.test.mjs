@@ -202,6 +202,22 @@ describe('resolving backend host names', () => {
     await gw.stop();
   });
 
+  it('keeps a failure for the time of its SOA record', async () => {
+    await startDns({ A: [], ttl: 1 });
+    dns.names = {};
+    dns.negativeTtl = 1;
+    const gw = await startGateway(config(9), { expectErrors: [/name does not exist/] });
+
+    // The SOA record's 1 s is shorter than negative_ttl (default 5 s).
+    await failingChat(gw, 2);
+    assert.equal(dns.count(NAME, 'A'), 1, JSON.stringify(dns.queries));
+    await gw.waitForLog(/cannot resolve .*: name does not exist; connections to it fail at once for 1000 ms/);
+    await outliveTtl();
+    await failingChat(gw, 1);
+    assert.equal(dns.count(NAME, 'A'), 2, JSON.stringify(dns.queries));
+    await gw.stop();
+  });
+
   it('rotates over the A records', async () => {
     const first = await startMock({ host: '127.0.0.1' });
     const second = await startMock({ host: '127.0.0.2', port: first.port });

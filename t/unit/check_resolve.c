@@ -197,6 +197,14 @@ START_TEST(failure_cached_for_negative_ttl)
 	ck_assert_int_eq(tg_host_use_at(e, T0 + 1 * S), TG_HOST_FAIL);
 	ck_assert_int_eq(tg_host_use_at(e, T0 + 2 * S), TG_HOST_WAIT_AND_QUERY);
 
+	/* The time of the answer's SOA record, when shorter, is kept instead. */
+	tg_host_query_begin(e);
+	tg_host_query_half(e, AF_INET, DNS_ERR_NOTEXIST, 0, 1, NULL);
+	tg_host_query_half(e, AF_INET6, DNS_ERR_NOTEXIST, 0, 60, NULL);
+	tg_host_query_end(e, T0 + 2 * S, &negative);
+	ck_assert_int_eq(tg_host_use_at(e, T0 + 2 * S), TG_HOST_FAIL);
+	ck_assert_int_eq(tg_host_use_at(e, T0 + 3 * S), TG_HOST_WAIT_AND_QUERY);
+
 	/* A name with stale addresses keeps serving them instead. */
 	e->failed_until_ns = 0;
 	answer(e, T0, (const char *const[]){"192.0.2.1", NULL}, NULL, 30);

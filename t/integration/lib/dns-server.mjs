@@ -1,7 +1,8 @@
 // A DNS server for tests, on UDP 127.0.0.1 only. It answers A and AAAA
 // questions for the names it is given, with the TTL it is given, counts
 // the questions by type, and can be set to fail (SERVFAIL) or to go
-// silent. Other names get NXDOMAIN. The question is echoed byte for byte:
+// silent. Other names get NXDOMAIN, with an SOA record that gives its
+// negative TTL when negativeTtl is set. The question is echoed byte for byte:
 // libevent can randomize the case of the names it asks (its randomize-case
 // option), and a reply must carry the question as it was asked.
 
@@ -34,13 +35,30 @@ function readQuestion(msg) {
   };
 }
 
-function header(id, rcode, answers) {
+function header(id, rcode, answers, authority) {
   const h = Buffer.alloc(12);
   h.writeUInt16BE(id, 0);
   h.writeUInt16BE(0x8180 | rcode, 2);   // response, recursion desired and available
   h.writeUInt16BE(1, 4);
   h.writeUInt16BE(answers, 6);
+  h.writeUInt16BE(authority, 8);
   return h;
+}
+
+/* An SOA record for the authority section of a negative answer: its TTL
+ * and its MINIMUM field are both ttl, which RFC 2308 makes the time a
+ * resolver may keep the answer. The zone and server names are the root. */
+function soaRecord(ttl) {
+  const rr = Buffer.alloc(12 + 2 + 20);
+  rr.writeUInt16BE(0xc00c, 0);          // the name of the question
+  rr.writeUInt16BE(6, 2);               // SOA
+  rr.writeUInt16BE(1, 4);
+  rr.writeUInt32BE(ttl, 6);
+  rr.writeUInt16BE(2 + 20, 10);
+  // MNAME and RNAME are the root (two zero bytes), then SERIAL, REFRESH,
+  // RETRY, EXPIRE and MINIMUM.
+  [1, 3600, 600, 86400, ttl].forEach((v, i) => rr.writeUInt32BE(v, 14 + i * 4));
+  return rr;
 }
 
 function record(type, ttl, address) {
@@ -68,6 +86,7 @@ export class DnsServer {
   constructor(names) {
     this.names = names;
     this.mode = 'answer';               // or 'servfail', 'silent'
+    this.negativeTtl = null;            // seconds: NXDOMAIN carries an SOA
     this.queries = [];                  // { name, type } in arrival order
     this.socket = dgram.createSocket('udp4');
     this.socket.on('message', (msg, peer) => this.#answer(msg, peer));
@@ -101,8 +120,9 @@ export class DnsServer {
     if (this.mode === 'servfail')
       rcode = RCODE.servfail;
     const addresses = rcode === RCODE.ok ? (entry[q.type] ?? []) : [];
-    const reply = Buffer.concat([header(id, rcode, addresses.length), q.bytes,
-      ...addresses.map((a) => record(q.type, entry.ttl, a))]);
+    const soa = rcode === RCODE.nxdomain && this.negativeTtl !== null ? [soaRecord(this.negativeTtl)] : [];
+    const reply = Buffer.concat([header(id, rcode, addresses.length, soa.length), q.bytes,
+      ...addresses.map((a) => record(q.type, entry.ttl, a)), ...soa]);
     this.socket.send(reply, peer.port, peer.address);
   }
 
