@@ -345,7 +345,7 @@ static const struct setting cache_settings[] = {
 	  .help = "maximum wait for a Redis connection" },
 	{ .key = "tenant_header", .type = T_CUSTOM, .parse = parse_tenant_header,
 	  .doc_type = "string", .offset = offsetof(struct tg_cache_config, tenant_header),
-	  .help = "request header naming the tenant; absent: the caller's credential" },
+	  .help = "request header that splits the entries of one credential by tenant" },
 	{ .key = "ignore_fields", .type = T_CUSTOM, .parse = parse_ignore_fields,
 	  .doc_type = "array",
 	  .help = "top-level request fields left out of the key, such as \"metadata\"" },

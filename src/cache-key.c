@@ -62,23 +62,34 @@ tg_cache_key_hex(const unsigned char key[TG_CACHE_KEY_LEN],
 	hex_encode(key, TG_CACHE_KEY_LEN, hex);
 }
 
-/* Write the hex SHA-256 of "name:value", so that equal values under
- * different headers give different tenants. Returns 0, or -1 when OpenSSL
- * failed (out of memory). */
+/*
+ * Write the tenant of a caller: the hex SHA-256 of "NAME:VALUE" for its
+ * credential header (credential_name NULL: none), followed, when
+ * tenant_value is not NULL, by a NUL, "tenant-header:" and the tenant
+ * header's value. Header values are C strings without a NUL, so the NUL
+ * keeps the two parts apart. A tenant header thus only splits the entries
+ * of a credential and never reaches those of another credential. Returns
+ * 0, or -1 when OpenSSL failed (out of memory).
+ */
 static int
-hash_header(const char *name, const char *value, char out[TG_CACHE_KEY_HEX_LEN + 1])
+hash_tenant(const char *credential_name, const char *credential_value,
+            const char *tenant_value, char out[TG_CACHE_KEY_HEX_LEN + 1])
 {
+	static const char tenant_part[] = "\0tenant-header:";
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int md_len = 0;
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 	int ok;
 
-	ok = ctx != NULL && sha256() != NULL &&
-	     EVP_DigestInit_ex(ctx, sha256(), NULL) == 1 &&
-	     EVP_DigestUpdate(ctx, name, strlen(name)) == 1 &&
-	     EVP_DigestUpdate(ctx, ":", 1) == 1 &&
-	     EVP_DigestUpdate(ctx, value, strlen(value)) == 1 &&
-	     EVP_DigestFinal_ex(ctx, md, &md_len) == 1;
+	ok = ctx != NULL && sha256() != NULL && EVP_DigestInit_ex(ctx, sha256(), NULL) == 1;
+	if (ok && credential_name != NULL)
+		ok = EVP_DigestUpdate(ctx, credential_name, strlen(credential_name)) == 1 &&
+		     EVP_DigestUpdate(ctx, ":", 1) == 1 &&
+		     EVP_DigestUpdate(ctx, credential_value, strlen(credential_value)) == 1;
+	if (ok && tenant_value != NULL)
+		ok = EVP_DigestUpdate(ctx, tenant_part, sizeof(tenant_part) - 1) == 1 &&
+		     EVP_DigestUpdate(ctx, tenant_value, strlen(tenant_value)) == 1;
+	ok = ok && EVP_DigestFinal_ex(ctx, md, &md_len) == 1;
 	EVP_MD_CTX_free(ctx);
 
 	if (!ok || md_len != TG_CACHE_KEY_LEN)
@@ -91,22 +102,23 @@ int
 tg_cache_tenant(const struct tg_headers *headers, const char *tenant_header,
                 char tenant[TG_CACHE_KEY_HEX_LEN + 1])
 {
-	const char *value;
+	const char *credential_name = NULL, *credential_value = NULL;
+	const char *tenant_value = tenant_header != NULL ? tg_headers_get(headers, tenant_header)
+	                                                 : NULL;
 
-	if (tenant_header != NULL) {
-		value = tg_headers_get(headers, tenant_header);
-		if (value != NULL)
-			return hash_header("tenant-header", value, tenant);
+	/* The first credential header present. */
+	for (size_t i = 0; i < TG_N_CREDENTIAL_HEADERS && credential_value == NULL; i++) {
+		credential_name = tg_credential_headers[i];
+		credential_value = tg_headers_get(headers, credential_name);
 	}
+	if (credential_value == NULL)
+		credential_name = NULL;
 
-	/* Without a tenant header, the first credential header present. */
-	for (size_t i = 0; i < TG_N_CREDENTIAL_HEADERS; i++) {
-		value = tg_headers_get(headers, tg_credential_headers[i]);
-		if (value != NULL)
-			return hash_header(tg_credential_headers[i], value, tenant);
+	if (credential_name == NULL && tenant_value == NULL) {
+		tenant[0] = '\0';
+		return 0;
 	}
-	tenant[0] = '\0';
-	return 0;
+	return hash_tenant(credential_name, credential_value, tenant_value, tenant);
 }
 
 /* The integer equal to a real, when there is one we can represent exactly. */

@@ -30,13 +30,15 @@
 #define TG_CACHE_KEY_VERSION 2
 
 /*
- * Write the tenant of a request into tenant (65 bytes). It is the hex
- * SHA-256 of the configured tenant header's value when the request carries
- * it, else of the caller's credential (Authorization, else x-api-key, else
- * api-key), else "" for anonymous callers, who share one tenant. The header name goes
- * into the hash too, so a tenant header value can never collide with a
- * credential. Returns 0, or -1 when hashing failed (out of memory), and
- * the request must then not use the cache.
+ * Write the tenant of a request into tenant (65 bytes): the hex SHA-256 of
+ * the caller's credential (Authorization, else x-api-key, else api-key)
+ * together with the configured tenant header's value when the request
+ * carries it. The header only splits the entries of one credential, so a
+ * caller cannot reach another credential's entries by naming its tenant.
+ * Anonymous callers without the header share the tenant "". Header names
+ * go into the hash, so a credential sent under two headers gives two
+ * tenants. Returns 0, or -1 when hashing failed (out of memory), and the
+ * request must then not use the cache.
  */
 int tg_cache_tenant(const struct tg_headers *headers, const char *tenant_header,
                      char tenant[TG_CACHE_KEY_HEX_LEN + 1]);

@@ -36,7 +36,7 @@ struct tg_cache_config {
 	tg_msec_t timeout;              /* one Redis command, sent to reply */
 	tg_msec_t connect_timeout;      /* TCP connect to Redis */
 
-	char *tenant_header;            /* tenant from this header; NULL: credential */
+	char *tenant_header;            /* splits a credential's tenant; NULL: none */
 	char **ignore_fields;           /* top-level request fields left out of the key */
 	size_t n_ignore_fields;
 

@@ -237,11 +237,17 @@ describe('cache with the memory store', () => {
     assert.ok(await isHit(gw, mock, body, bob));
     assert.ok(await isHit(gw, mock, body, alice));
 
-    // The configured tenant header wins over the credential.
+    // The configured tenant header splits a credential's entries, and
+    // never reaches those of another credential or of no credential.
     const other = uniqueBody();
     await assertCached(gw, mock, other, { ...alice, 'x-tenant': 'acme' });
-    assert.ok(await isHit(gw, mock, other, { ...bob, 'x-tenant': 'acme' }));
+    assert.equal(await isHit(gw, mock, other, { ...bob, 'x-tenant': 'acme' }), false,
+      'another key with the same tenant header got the entry');
+    assert.equal(await isHit(gw, mock, other, { 'x-tenant': 'acme' }), false,
+      'a caller without a key got the entry by naming the tenant');
     assert.equal(await isHit(gw, mock, other, { ...alice, 'x-tenant': 'globex' }), false);
+    assert.equal(await isHit(gw, mock, other, alice), false, 'the key without the header got the entry');
+    assert.ok(await isHit(gw, mock, other, { ...alice, 'X-Tenant': 'acme' }));
   });
 
   it('keeps requests apart by API version and beta headers', async () => {

@@ -473,6 +473,25 @@ START_TEST(tenant_from_credential)
 }
 END_TEST
 
+/* The tenant of a request with an Authorization credential (NULL: none)
+ * and an X-Tenant header (NULL: none), with X-Tenant configured. */
+static void
+tenant_with_header(const char *credential, const char *tenant_value,
+                   char out[TG_CACHE_KEY_HEX_LEN + 1])
+{
+	struct tg_headers h;
+
+	tg_headers_init(&h);
+	if (credential != NULL)
+		ck_assert_int_eq(tg_headers_add(&h, "Authorization", 13, credential,
+		                                strlen(credential)), 0);
+	if (tenant_value != NULL)
+		ck_assert_int_eq(tg_headers_add(&h, "X-Tenant", 8, tenant_value,
+		                                strlen(tenant_value)), 0);
+	ck_assert_int_eq(tg_cache_tenant(&h, "X-Tenant", out), 0);
+	tg_headers_free(&h);
+}
+
 START_TEST(tenant_from_header)
 {
 	char by_header[TG_CACHE_KEY_HEX_LEN + 1], by_key[TG_CACHE_KEY_HEX_LEN + 1];
@@ -483,10 +502,42 @@ START_TEST(tenant_from_header)
 	tenant_of("X-Tenant", "acme", "X-Tenant", by_header);
 	tenant_of("x-api-key", "acme", "X-Tenant", by_key);
 	ck_assert_str_ne(by_header, by_key);
+	ck_assert_uint_eq(strlen(by_header), TG_CACHE_KEY_HEX_LEN);
 
 	/* Without the configured header, the credential decides. */
 	tenant_of("x-api-key", "acme", NULL, fallback);
 	ck_assert_str_eq(by_key, fallback);
+}
+END_TEST
+
+/* The tenant header splits one credential's entries but never crosses
+ * credentials: another key, or none, with the same header value is
+ * another tenant. */
+START_TEST(tenant_header_keeps_credentials_apart)
+{
+	char victim[TG_CACHE_KEY_HEX_LEN + 1], again[TG_CACHE_KEY_HEX_LEN + 1];
+	char other_key[TG_CACHE_KEY_HEX_LEN + 1], no_key[TG_CACHE_KEY_HEX_LEN + 1];
+	char other_tenant[TG_CACHE_KEY_HEX_LEN + 1], key_alone[TG_CACHE_KEY_HEX_LEN + 1];
+	char header_alone[TG_CACHE_KEY_HEX_LEN + 1];
+
+	tenant_with_header("Bearer kV", "t1", victim);
+	tenant_with_header("Bearer kV", "t1", again);
+	tenant_with_header("Bearer kA", "t1", other_key);
+	tenant_with_header(NULL, "t1", no_key);
+	tenant_with_header("Bearer kV", "t2", other_tenant);
+	tenant_with_header("Bearer kV", NULL, key_alone);
+	tenant_of("Authorization", "Bearer kV", NULL, header_alone);
+
+	ck_assert_str_eq(victim, again);
+	ck_assert_str_ne(victim, other_key);
+	ck_assert_str_ne(victim, no_key);
+	ck_assert_str_ne(victim, other_tenant);
+	ck_assert_str_ne(victim, key_alone);
+	ck_assert_str_ne(no_key, "");
+
+	/* A credential without the header keeps the tenant it has when no
+	 * header is configured, so its entries keep their keys. */
+	ck_assert_str_eq(key_alone, header_alone);
 }
 END_TEST
 
@@ -519,6 +570,7 @@ cache_key_suite(void)
 
 	tcase_add_test(tenants, tenant_from_credential);
 	tcase_add_test(tenants, tenant_from_header);
+	tcase_add_test(tenants, tenant_header_keeps_credentials_apart);
 	suite_add_tcase(s, tenants);
 	return s;
 }
