@@ -281,8 +281,8 @@ write_varying_headers(struct tg_json_writer *w, const struct tg_headers *headers
 
 /*
  * Write the canonical text into w. The members of the outer object are
- * written in key order by hand: filters, headers, path, request, route,
- * tenant, v. Returns 0, or -1 when out of memory.
+ * written in key order by hand: filters, headers, path, query, request,
+ * route, tenant, v. Returns 0, or -1 when out of memory.
  */
 static int
 write_canonical(struct tg_json_writer *w, const json_t *body,
@@ -299,6 +299,12 @@ write_canonical(struct tg_json_writer *w, const json_t *body,
 	write_varying_headers(w, scope->headers);
 	tg_json_literal(w, "\"path\":");
 	tg_json_string(w, scope->path);
+	/* Written only when the target has a query, so the keys of requests
+	 * without one stay what they were. */
+	if (scope->query != NULL && scope->query[0] != '\0') {
+		tg_json_literal(w, ",\"query\":");
+		tg_json_string(w, scope->query);
+	}
 	tg_json_literal(w, ",\"request\":");
 	write_object(w, body, scope);
 	tg_json_literal(w, ",\"route\":");
@@ -334,13 +340,13 @@ is_utf8(const char *s)
 	return tg_utf8_repaired_len(s, len) == len;
 }
 
-/* Whether the path and the varying headers, which come from the client
- * unchecked, are UTF-8: the canonical text would write other bytes as
- * U+FFFD, so that two different values could share a key. */
+/* Whether the path, the query and the varying headers, which come from
+ * the client unchecked, are UTF-8: the canonical text would write other
+ * bytes as U+FFFD, so that two different values could share a key. */
 static int
 scope_is_utf8(const struct tg_cache_key_scope *scope)
 {
-	if (!is_utf8(scope->path))
+	if (!is_utf8(scope->path) || (scope->query != NULL && !is_utf8(scope->query)))
 		return 0;
 	for (size_t i = 0; scope->headers != NULL && i < sizeof(varying_headers) / sizeof(varying_headers[0]); i++) {
 		const char *value = tg_headers_get(scope->headers, varying_headers[i]);

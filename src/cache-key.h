@@ -4,7 +4,8 @@
  *
  * The canonical form is an object {"v", "path", "route", "tenant",
  * "request"}, plus "filters" for a route with filters on the response
- * side and "headers" for the headers below, written as jansson's compact
+ * side, "headers" for the headers below and "query" for a request target
+ * with a query, written as jansson's compact
  * dump with sorted keys would write it, so key order and whitespace in the
  * client's JSON do not matter. "request" is the
  * request body without the fields that cannot change the output ("stream",
@@ -15,6 +16,12 @@
  * so 0.5 and 5e-1 give one key too. Every other field counts, known
  * or not, so an unknown sampling parameter never makes two different
  * requests share an entry.
+ *
+ * The query counts as sent, with its parameters in their order and
+ * encoding: the gateway forwards it unchanged, and a server may read a
+ * repeated parameter by position or decode two spellings differently, so
+ * sorting could make two requests that get different answers share an
+ * entry. A client that reorders its parameters only gets an extra miss.
  */
 #ifndef TOLLGATE_CACHE_KEY_H
 #define TOLLGATE_CACHE_KEY_H
@@ -46,6 +53,8 @@ int tg_cache_tenant(const struct tg_headers *headers, const char *tenant_header,
 /* The inputs of a key other than the request body. */
 struct tg_cache_key_scope {
 	const char *path;
+	const char *query;              /* after the '?', as sent; NULL or "":
+	                                   none */
 	const char *route;
 	const char *tenant;             /* tg_cache_tenant() */
 	const char *filters;            /* the route's response-side filter
@@ -64,7 +73,8 @@ struct tg_cache_key_scope {
  */
 char *tg_cache_canonical(const json_t *body, const struct tg_cache_key_scope *scope);
 
-/* tg_cache_key() result: the path or a varying header is not UTF-8. */
+/* tg_cache_key() result: the path, the query or a varying header is not
+ * UTF-8. */
 #define TG_CACHE_KEY_NOT_UTF8 (-2)
 
 /* Compute the key of a request: SHA-256 of its canonical text. Returns 0,

@@ -304,8 +304,10 @@ prepare(struct tg_request *req)
 	const struct tg_cache_config *cfg = req->config->cache;
 	struct tg_cache_request *st = req->cache;
 	char tenant[TG_CACHE_KEY_HEX_LEN + 1];
+	const char *query = strchr(req->url, '?');
 	struct tg_cache_key_scope scope = {
-		.path = req->path, .route = req->route->name, .tenant = tenant,
+		.path = req->path, .query = query != NULL ? query + 1 : NULL,
+		.route = req->route->name, .tenant = tenant,
 		.filters = req->route->cache->filters,
 		.ignore_fields = cfg->ignore_fields, .n_ignore_fields = cfg->n_ignore_fields,
 		.headers = &req->headers,
@@ -321,9 +323,9 @@ prepare(struct tg_request *req)
 		return -1;
 	}
 	if (rc == TG_CACHE_KEY_NOT_UTF8) {
-		tg_log_request(req, TG_LOG_INFO, "cache: the path or an anthropic-version, "
-		               "anthropic-beta or openai-beta header is not UTF-8; the request "
-		               "bypasses the cache");
+		tg_log_request(req, TG_LOG_INFO, "cache: the path, the query or an "
+		               "anthropic-version, anthropic-beta or openai-beta header is not "
+		               "UTF-8; the request bypasses the cache");
 		return -1;
 	}
 

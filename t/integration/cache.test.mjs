@@ -260,6 +260,24 @@ describe('cache with the memory store', () => {
     assert.ok(await isHit(gw, mock, body, { 'anthropic-beta': 'tools-1', 'x-trace': 'other' }));
   });
 
+  it('keeps requests apart by query string', async () => {
+    const body = uniqueBody();
+    const at = (query) => ({ pathname: `${CHAT}${query}` });
+    const hitAt = async (query) => {
+      const seen = await upstreamRequests(mock);
+      const res = await post(gw, body, {}, at(query));
+      assert.equal(res.status, 200, res.text);
+      return res.headers['x-tollgate-cache'] === 'hit' && (await upstreamRequests(mock)) === seen;
+    };
+    assert.equal((await post(gw, body, {}, at('?api-version=1'))).headers['x-tollgate-cache'], 'miss');
+    assert.equal(await hitAt('?api-version=2'), false, 'another api-version got the entry');
+    assert.equal(await hitAt(''), false, 'a request without a query got the entry');
+    assert.ok(await hitAt('?api-version=1'));
+    assert.ok(await hitAt('?api-version=2'));
+    // An empty query is no query.
+    assert.ok(await hitAt('?'));
+  });
+
   it('replays a stored stream event for event', async () => {
     const body = uniqueBody({ stream: true, stream_options: { include_usage: true } });
     const [first, second] = await assertCached(gw, mock, body);

@@ -210,6 +210,49 @@ START_TEST(route_path_and_tenant_change_key)
 }
 END_TEST
 
+/* The query counts as sent. A target without one, or with an empty one,
+ * keeps the key it had before queries counted. */
+START_TEST(query_changes_key)
+{
+	json_error_t error;
+	json_t *body = json_loads(base_request, 0, &error);
+	struct tg_cache_key_scope with = *scope("/v1/chat/completions", "chat", "a", NULL, 0);
+	unsigned char none[TG_CACHE_KEY_LEN], empty[TG_CACHE_KEY_LEN];
+	unsigned char v1[TG_CACHE_KEY_LEN], v2[TG_CACHE_KEY_LEN], again[TG_CACHE_KEY_LEN];
+	unsigned char ab[TG_CACHE_KEY_LEN], ba[TG_CACHE_KEY_LEN];
+	char *text;
+
+	ck_assert_int_eq(tg_cache_key(body, &with, none), 0);
+	with.query = "";
+	ck_assert_int_eq(tg_cache_key(body, &with, empty), 0);
+	ck_assert_mem_eq(none, empty, TG_CACHE_KEY_LEN);
+
+	with.query = "api-version=1";
+	ck_assert_int_eq(tg_cache_key(body, &with, v1), 0);
+	text = tg_cache_canonical(body, &with);
+	ck_assert_ptr_nonnull(strstr(text, "\"path\":\"/v1/chat/completions\","
+	                                   "\"query\":\"api-version=1\",\"request\":"));
+	free(text);
+	with.query = "api-version=2";
+	ck_assert_int_eq(tg_cache_key(body, &with, v2), 0);
+	ck_assert_int_eq(tg_cache_key(body, &with, again), 0);
+	ck_assert_mem_ne(none, v1, TG_CACHE_KEY_LEN);
+	ck_assert_mem_ne(v1, v2, TG_CACHE_KEY_LEN);
+	ck_assert_mem_eq(v2, again, TG_CACHE_KEY_LEN);
+
+	/* Parameters in another order are another query. */
+	with.query = "a=1&b=2";
+	ck_assert_int_eq(tg_cache_key(body, &with, ab), 0);
+	with.query = "b=2&a=1";
+	ck_assert_int_eq(tg_cache_key(body, &with, ba), 0);
+	ck_assert_mem_ne(ab, ba, TG_CACHE_KEY_LEN);
+
+	with.query = "q=\xff";
+	ck_assert_int_eq(tg_cache_key(body, &with, again), TG_CACHE_KEY_NOT_UTF8);
+	json_decref(body);
+}
+END_TEST
+
 START_TEST(response_filters_change_key)
 {
 	json_error_t error;
@@ -350,6 +393,8 @@ reference_canonical(const json_t *body, const struct tg_cache_key_scope *s)
 		json_object_del(request, s->ignore_fields[i]);
 	canonical = json_pack("{s:i, s:s, s:s, s:s, s:o}", "v", TG_CACHE_KEY_VERSION, "path", s->path,
 	                      "route", s->route, "tenant", s->tenant, "request", request);
+	if (s->query != NULL && s->query[0] != '\0')
+		json_object_set_new(canonical, "query", json_string(s->query));
 	if (s->filters != NULL)
 		json_object_set_new(canonical, "filters", json_string(s->filters));
 	for (size_t i = 0; s->headers != NULL && i < 3; i++) {
@@ -402,9 +447,10 @@ START_TEST(canonical_text_matches_jansson)
 	ck_assert_int_eq(tg_headers_add(&h, "anthropic-version", 17, "2023-06-01", 10), 0);
 	ck_assert_int_eq(tg_headers_add(&h, "anthropic-beta", 14, "b\xc3\xa9ta", 6), 0);
 
-	for (int variant = 0; variant < 3; variant++) {
+	for (int variant = 0; variant < 4; variant++) {
 		s.filters = variant == 1 ? "[\"{\\\"pattern\\\":\\\"\\u00e9\\\"}\"]" : NULL;
-		s.headers = variant == 2 ? &h : NULL;
+		s.headers = variant >= 2 ? &h : NULL;
+		s.query = variant == 3 ? "api-version=2024-10-21&x=%22\xc3\xa9\"" : NULL;
 		text = tg_cache_canonical(body, &s);
 		expected = reference_canonical(body, &s);
 		ck_assert_ptr_nonnull(text);
@@ -555,6 +601,7 @@ cache_key_suite(void)
 	                    sizeof(equal_requests) / sizeof(equal_requests[0]));
 	tcase_add_test(fields, ignore_fields_leave_key);
 	tcase_add_test(fields, route_path_and_tenant_change_key);
+	tcase_add_test(fields, query_changes_key);
 	tcase_add_test(fields, response_filters_change_key);
 	tcase_add_test(fields, varying_headers_change_key);
 	suite_add_tcase(s, fields);
