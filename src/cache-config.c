@@ -3,7 +3,7 @@
  *
  *   "cache": {"store": "memory", "max_bytes": "256MiB", "ttl": "1h"}
  *   "cache": {"store": "redis", "redis": "redis://127.0.0.1:6379/0",
- *             "ttl": "1h", "timeout": "50ms"}
+ *             "ttl": "1h", "timeout": "50ms", "max_entry_bytes": "4MiB"}
  *   "routes": [{..., "cache": true}, {..., "cache": {"ttl": "10m"}}]
  *
  * The top-level section always exists (its defaults describe the memory
@@ -29,6 +29,11 @@
 
 /* Smallest store: each of its shards must hold a few kilobytes. */
 #define MIN_MAX_BYTES (TG_CACHE_MEMORY_SHARDS * 4 * 1024)
+
+/* Bounds of a Redis entry: below 1 KiB hardly a response fits, and Redis
+ * rejects a bulk string above its proto-max-bulk-len, 512 MB by default. */
+#define MIN_ENTRY_BYTES 1024
+#define MAX_ENTRY_BYTES ((uint64_t)512 << 20)
 
 static void
 parse_store(struct load_ctx *ctx, const char *path, json_t *value, void *base,
@@ -340,6 +345,10 @@ static const struct setting cache_settings[] = {
 	{ .key = "timeout", .type = T_DURATION, .def = "\"50ms\"", .min = 1, .max = NO_MAX,
 	  .offset = offsetof(struct tg_cache_config, timeout),
 	  .help = "maximum wait for a Redis reply, after which the request goes on as a miss" },
+	{ .key = "max_entry_bytes", .type = T_SIZE, .def = "\"4MiB\"",
+	  .min = MIN_ENTRY_BYTES, .max = MAX_ENTRY_BYTES,
+	  .offset = offsetof(struct tg_cache_config, max_entry_bytes),
+	  .help = "largest entry written to Redis; larger responses are not stored" },
 	{ .key = "connect_timeout", .type = T_DURATION, .def = "\"1s\"", .min = 1, .max = NO_MAX,
 	  .offset = offsetof(struct tg_cache_config, connect_timeout),
 	  .help = "maximum wait for a Redis connection" },
@@ -358,7 +367,8 @@ static void
 check_store_keys(struct load_ctx *ctx, const char *path, const json_t *value,
                  const struct tg_cache_config *c)
 {
-	static const char *const redis_only[] = {"redis", "timeout", "connect_timeout"};
+	static const char *const redis_only[] = {"redis", "timeout", "max_entry_bytes",
+	                                         "connect_timeout"};
 	char child[PATH_LEN];
 
 	if (c->store == TG_CACHE_STORE_REDIS) {

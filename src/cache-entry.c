@@ -122,6 +122,7 @@ tg_cache_record_event(struct tg_cache_record *r, const char *type, size_t type_l
 		return;
 	}
 	if (r->bytes + data_len > r->max_bytes) {
+		r->too_large = 1;
 		record_reject(r, "the stream is larger than the entry size limit");
 		return;
 	}

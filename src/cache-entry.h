@@ -53,6 +53,7 @@ struct tg_cache_record {
 	long usage_event;               /* index of the usage-only chunk, or -1 */
 	int has_usage;
 	int done;                       /* "[DONE]" was the last event */
+	int too_large;                  /* rejected for passing max_bytes */
 	const char *unstorable;         /* why it cannot be stored, or NULL */
 	unsigned char choices[TG_CACHE_MAX_CHOICES];  /* enum choice_state by index */
 };

@@ -34,6 +34,7 @@ struct tg_cache_config {
 	char *redis_user;               /* AUTH user (Redis 6 ACL); NULL for none */
 	char *redis_password;           /* secret: never logged; NULL for no AUTH */
 	tg_msec_t timeout;              /* one Redis command, sent to reply */
+	size_t max_entry_bytes;         /* largest encoded entry sent to Redis */
 	tg_msec_t connect_timeout;      /* TCP connect to Redis */
 
 	char *tenant_header;            /* splits a credential's tenant; NULL: none */

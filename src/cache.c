@@ -386,16 +386,53 @@ tg_cache_response_head(struct tg_request *req)
 		               strlen(status));
 }
 
-/* The largest entry worth recording: one the store can keep. */
+/* Return the largest entry the store takes, and name in *setting (when
+ * not NULL) the setting that bounds it. The memory store gives an entry at
+ * most a shard. Redis takes cache.max_entry_bytes, because the SET of a
+ * larger value could outlast cache.timeout and fail the lookups queued
+ * behind it on the connection. */
 static size_t
-max_entry_bytes(const struct tg_request *req)
+entry_bound(const struct tg_request *req, const char **setting)
 {
 	const struct tg_cache_config *cfg = req->config->cache;
 	size_t max = req->config->limits.max_response_body;
+	const char *name = "limits.max_response_body";
 
-	if (cfg->store == TG_CACHE_STORE_MEMORY && cfg->max_bytes / TG_CACHE_MEMORY_SHARDS < max)
+	if (cfg->store == TG_CACHE_STORE_MEMORY && cfg->max_bytes / TG_CACHE_MEMORY_SHARDS < max) {
 		max = cfg->max_bytes / TG_CACHE_MEMORY_SHARDS;
+		name = "a sixteenth of cache.max_bytes";
+	} else if (cfg->store == TG_CACHE_STORE_REDIS && cfg->max_entry_bytes < max) {
+		max = cfg->max_entry_bytes;
+		name = "cache.max_entry_bytes";
+	}
+	if (setting != NULL)
+		*setting = name;
 	return max;
+}
+
+static size_t
+max_entry_bytes(const struct tg_request *req)
+{
+	return entry_bound(req, NULL);
+}
+
+/* Log a response that was not stored for its size: len bytes, or 0 for a
+ * stream whose recording stopped at the bound. Unlike the other reasons,
+ * the operator can change this one, so it is logged at info. That is one
+ * line per response larger than the bound, whose transfer alone takes far
+ * longer than writing the line. */
+static void
+log_too_large(struct tg_request *req, size_t len)
+{
+	const char *setting;
+	size_t max = entry_bound(req, &setting);
+
+	if (len == 0)
+		tg_log_request(req, TG_LOG_INFO, "cache: response not stored: the stream is "
+		               "larger than the %zu bytes one entry may take (%s)", max, setting);
+	else
+		tg_log_request(req, TG_LOG_INFO, "cache: response not stored: %zu bytes, more "
+		               "than the %zu bytes one entry may take (%s)", len, max, setting);
 }
 
 /* The parser found the event in the bytes of one relayed event, whose
@@ -456,8 +493,7 @@ tg_cache_response_body(struct tg_request *req)
 		return;
 	len = evbuffer_get_length(body);
 	if (len > max_entry_bytes(req)) {
-		tg_log_request(req, TG_LOG_DEBUG, "cache: response not stored: %zu bytes, "
-		               "more than one entry may take", len);
+		log_too_large(req, len);
 		return;
 	}
 	st->entry = tg_cache_entry_from_body((const char *)evbuffer_pullup(body, -1), len,
@@ -489,9 +525,24 @@ entry_to_store(struct tg_request *req, size_t *len)
 		entry = tg_cache_entry_from_record(&st->record, wall_ms(), len, &reason);
 		if (entry != NULL)
 			return entry;
+		if (st->record.too_large) {
+			log_too_large(req, 0);
+			return NULL;
+		}
 	}
 	tg_log_request(req, TG_LOG_DEBUG, "cache: response not stored: %s", reason);
 	return NULL;
+}
+
+/* Whether the encoded entry fits the store. The recorder bounds the
+ * response's own bytes, and the envelope adds its header to them. */
+static int
+entry_fits(struct tg_request *req, size_t len)
+{
+	if (len <= max_entry_bytes(req))
+		return 1;
+	log_too_large(req, len);
+	return 0;
 }
 
 static void
@@ -528,7 +579,7 @@ tg_cache_response_complete(struct tg_request *req)
 		return;
 	st->store = 0;
 	entry = entry_to_store(req, &len);
-	if (entry != NULL)
+	if (entry != NULL && entry_fits(req, len))
 		store_entry(req, entry, len);
 	free(entry);
 }

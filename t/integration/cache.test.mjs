@@ -709,6 +709,37 @@ describe('cache with the redis store', () => {
     await own.stop();
   });
 
+  it('stores no entry above max_entry_bytes, and lookups stay healthy', async () => {
+    const { frozen, own } = await startOwnRedis();
+    const small = uniqueBody();
+    await assertCached(own, mock, small);
+    const keys = (await frozen.cacheKeys()).length;
+
+    // The default bound is 4MiB. With one worker, every lookup shares the
+    // one Redis connection that a SET of these responses would take.
+    const large = uniqueBody();
+    const largeStream = uniqueBody({ stream: true });
+    const largeHeaders = { 'x-mock': 'size=6000000' };
+    const streamHeaders = { 'x-mock': 'size=6000000;events=100' };
+    const results = await Promise.all([
+      post(own, large, largeHeaders, { timeoutMs: 20000 }),
+      post(own, largeStream, streamHeaders, { timeoutMs: 20000 }),
+      post(own, large, largeHeaders, { timeoutMs: 20000 }),
+      ...Array.from({ length: 40 }, () => post(own, small, {}, { timeoutMs: 20000 })),
+    ]);
+    for (const [i, res] of results.entries()) {
+      assert.equal(res.status, 200, `request ${i}: ${res.text.slice(0, 200)}`);
+      assert.equal(res.headers['x-tollgate-cache'], i < 3 ? 'miss' : 'hit', `request ${i}`);
+    }
+    await own.waitForLog(/\[info\] .*cache: response not stored: \d+ bytes, more than the 4194304 bytes one entry may take \(cache\.max_entry_bytes\)/);
+    await own.waitForLog(/\[info\] .*cache: response not stored: the stream is larger than the 4194304 bytes one entry may take \(cache\.max_entry_bytes\)/);
+
+    assert.equal((await frozen.cacheKeys()).length, keys, 'a large entry was written to Redis');
+    assert.equal(await isHit(own, mock, large, largeHeaders), false, 'the large response was stored');
+    assert.equal((await redisCounters(own)).errors, 0, 'a Redis command failed');
+    await own.stop();
+  });
+
   it('logs one connected line per Redis outage', async () => {
     const { frozen, own } = await startOwnRedis();
     const connectedLines = () => own.stderr.filter((line) => /\[info\] cache: connected to redis /.test(line));

@@ -96,6 +96,7 @@ START_TEST(defaults_are_the_memory_store)
 	ck_assert_uint_eq(cfg->cache->ttl, 60 * 60 * 1000);
 	ck_assert_uint_eq(cfg->cache->timeout, 50);
 	ck_assert_uint_eq(cfg->cache->connect_timeout, 1000);
+	ck_assert_uint_eq(cfg->cache->max_entry_bytes, 4u << 20);
 	ck_assert_ptr_null(cfg->cache->tenant_header);
 	ck_assert_uint_eq(cfg->cache->n_ignore_fields, 0);
 	ck_assert_ptr_nonnull(cfg->cache->memory);
@@ -143,7 +144,8 @@ START_TEST(redis_url_parts)
 {
 	char *json = config_with("true", "{\"store\": \"redis\", "
 	                         "\"redis\": \"redis://:s3cret@127.0.0.1:6380/2\", "
-	                         "\"timeout\": \"20ms\", \"connect_timeout\": \"300ms\"}");
+	                         "\"timeout\": \"20ms\", \"connect_timeout\": \"300ms\", "
+	                         "\"max_entry_bytes\": \"512KiB\"}");
 	struct tg_config *cfg = expect_valid(json);
 	const struct tg_cache_config *c = cfg->cache;
 
@@ -156,6 +158,7 @@ START_TEST(redis_url_parts)
 	ck_assert_str_eq(c->redis_url, "redis://127.0.0.1:6380/2");
 	ck_assert_uint_eq(c->timeout, 20);
 	ck_assert_uint_eq(c->connect_timeout, 300);
+	ck_assert_uint_eq(c->max_entry_bytes, 512u << 10);
 	ck_assert_ptr_null(c->memory);
 	tg_config_unref(cfg);
 	free(json);
@@ -210,6 +213,13 @@ static const struct error_case {
 	{ "true", "{\"timeout\": \"10ms\", \"redis\": \"redis://h\"}",
 	  "T: cache.redis: applies to the redis store only; set \"store\": \"redis\" or remove it\n"
 	  "T: cache.timeout: applies to the redis store only; set \"store\": \"redis\" or remove it\n" },
+	{ "true", "{\"max_entry_bytes\": \"1MiB\"}",
+	  "T: cache.max_entry_bytes: applies to the redis store only; set \"store\": \"redis\" "
+	  "or remove it\n" },
+	{ "true", "{\"store\": \"redis\", \"redis\": \"redis://h\", \"max_entry_bytes\": \"1GiB\"}",
+	  "T: cache.max_entry_bytes: \"1GiB\" is out of range; valid values are 1KiB to 512MiB\n" },
+	{ "true", "{\"store\": \"redis\", \"redis\": \"redis://h\", \"max_entry_bytes\": 100}",
+	  "T: cache.max_entry_bytes: 100 is out of range; valid values are 1KiB to 512MiB\n" },
 	{ "true", "{\"store\": \"redis\", \"redis\": \"http://h:6379\"}",
 	  "T: cache.redis: invalid Redis URL \"http://h:6379\"; expected "
 	  "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]\n" },

@@ -286,6 +286,16 @@ START_TEST(odd_streams_not_stored)
 	record_event(&r, "", 0, "[DONE]", 6);
 	ck_assert_str_eq(tg_cache_record_incomplete(&r),
 	                 "the stream is larger than the entry size limit");
+	ck_assert_int_eq(r.too_large, 1);
+	tg_cache_record_free(&r);
+
+	/* Rejected for another reason first, it is not too large. */
+	tg_cache_record_init(&r, 100);
+	record_event(&r, "", 0, "not json", 8);
+	for (size_t i = 0; i < N_CHAT_STREAM; i++)
+		record_event(&r, "", 0, chat_stream[i], strlen(chat_stream[i]));
+	ck_assert_str_eq(tg_cache_record_incomplete(&r), "an event is not JSON");
+	ck_assert_int_eq(r.too_large, 0);
 	tg_cache_record_free(&r);
 }
 END_TEST
