@@ -101,6 +101,79 @@ record_chunk(struct tg_cache_record *r, const json_t *chunk)
 	return NULL;
 }
 
+/* Whether the event name type (type_len bytes) is name. */
+static int
+type_is(const char *type, size_t type_len, const char *name)
+{
+	return type_len == strlen(name) && memcmp(type, name, type_len) == 0;
+}
+
+/* Check one event of an Anthropic stream and note its end and stop
+ * reason. Returns the reason the stream cannot be stored, or NULL. */
+static const char *
+check_named_event(struct tg_cache_record *r, const char *type, size_t type_len,
+                  const json_t *event)
+{
+	json_t *stop_reason;
+
+	if (type_is(type, type_len, "error"))
+		return "the stream carries an error";
+	if (!json_is_object(event))
+		return "an event is not a JSON object";
+	if (tg_reply_tree_has_error(event))
+		return "the stream carries an error";
+
+	if (type_is(type, type_len, "message_stop")) {
+		r->done = 1;
+	} else if (type_is(type, type_len, "message_delta")) {
+		stop_reason = json_object_get(json_object_get(event, "delta"), "stop_reason");
+		if (json_is_string(stop_reason) &&
+		    strcmp(json_string_value(stop_reason), "refusal") == 0)
+			return "stopped by a refusal";
+		r->stopped |= json_is_string(stop_reason);
+	}
+	return NULL;
+}
+
+/* Record one event of an Anthropic Messages stream as "NAME\nDATA". Its
+ * pings are left out: they carry nothing, and a replay has no pause to
+ * fill. */
+static void
+record_named_event(struct tg_cache_record *r, const char *type, size_t type_len,
+                   const char *data, size_t data_len, const json_t *event)
+{
+	const char *reason;
+	size_t len = type_len + 1 + data_len;
+	char *part;
+
+	if (type_is(type, type_len, "ping"))
+		return;
+	if (r->bytes + len > r->max_bytes) {
+		r->too_large = 1;
+		record_reject(r, "the stream is larger than the entry size limit");
+		return;
+	}
+	reason = check_named_event(r, type, type_len, event);
+	if (reason != NULL) {
+		record_reject(r, reason);
+		return;
+	}
+
+	part = malloc(len);
+	if (part != NULL) {
+		memcpy(part, type, type_len);
+		part[type_len] = '\n';
+		memcpy(part + type_len + 1, data, data_len);
+	}
+	if (part == NULL || json_array_append_new(r->events, json_stringn(part, len)) != 0) {
+		free(part);
+		record_reject(r, "out of memory");
+		return;
+	}
+	free(part);
+	r->bytes += len;
+}
+
 void
 tg_cache_record_event(struct tg_cache_record *r, const char *type, size_t type_len,
                       const char *data, size_t data_len, const json_t *chunk)
@@ -110,10 +183,17 @@ tg_cache_record_event(struct tg_cache_record *r, const char *type, size_t type_l
 	if (r->unstorable != NULL)
 		return;
 	if (r->done) {
-		record_reject(r, "an event follows [DONE]");
+		record_reject(r, r->named ? "an event follows message_stop" : "an event follows [DONE]");
 		return;
 	}
-	if (type_len != 0 && !(type_len == 7 && memcmp(type, "message", 7) == 0)) {
+	if (!r->named && json_array_size(r->events) == 0 &&
+	    type_is(type, type_len, "message_start"))
+		r->named = 1;
+	if (r->named) {
+		record_named_event(r, type, type_len, data, data_len, chunk);
+		return;
+	}
+	if (type_len != 0 && !type_is(type, type_len, "message")) {
 		record_reject(r, "the stream has named events");
 		return;
 	}
@@ -147,6 +227,10 @@ tg_cache_record_incomplete(const struct tg_cache_record *r)
 
 	if (r->unstorable != NULL)
 		return r->unstorable;
+	if (r->named && !r->done)
+		return "the stream ended without message_stop";
+	if (r->named)
+		return r->stopped ? NULL : "the message has no stop_reason";
 	if (!r->done)
 		return "the stream ended without [DONE]";
 	for (size_t i = 0; i < TG_CACHE_MAX_CHOICES; i++) {
@@ -227,9 +311,17 @@ tg_cache_entry_from_record(const struct tg_cache_record *r, int64_t created_ms,
 			parts[i] = json_string_value(json_array_get(r->events, i));
 			lens[i] = json_string_length(json_array_get(r->events, i));
 		}
-		header = json_pack("{s:i, s:I, s:s, s:b, s:I}", "v", TG_CACHE_ENTRY_VERSION,
-		                   "created_ms", (json_int_t)created_ms, "kind", "stream",
-		                   "usage", r->has_usage, "usage_event", (json_int_t)r->usage_event);
+		/* NOTE: an instance built before the "events" kind existed finds
+		 * such an entry invalid and logs a warning for it while both
+		 * share a Redis during an upgrade; it then relays as on a miss. */
+		if (r->named)
+			header = json_pack("{s:i, s:I, s:s}", "v", TG_CACHE_ENTRY_VERSION,
+			                   "created_ms", (json_int_t)created_ms, "kind", "events");
+		else
+			header = json_pack("{s:i, s:I, s:s, s:b, s:I}", "v", TG_CACHE_ENTRY_VERSION,
+			                   "created_ms", (json_int_t)created_ms, "kind", "stream",
+			                   "usage", r->has_usage, "usage_event",
+			                   (json_int_t)r->usage_event);
 		text = write_envelope(header, parts, lens, n, len, reason);
 	}
 	free(parts);
@@ -331,6 +423,19 @@ decode_stream(struct tg_cache_entry *e, const json_t *header)
 	return 0;
 }
 
+/* Each part of an Anthropic stream must be "NAME\nDATA". */
+static int
+decode_named(struct tg_cache_entry *e)
+{
+	for (size_t i = 0; i < e->n_parts; i++) {
+		if (memchr(e->parts[i].data, '\n', e->parts[i].len) == NULL)
+			return -1;
+	}
+	e->is_stream = 1;
+	e->named = 1;
+	return 0;
+}
+
 static int
 decode_json(struct tg_cache_entry *e)
 {
@@ -369,6 +474,8 @@ tg_cache_entry_decode(const char *data, size_t len, struct tg_cache_entry *e)
 
 	if (strcmp(json_string_value(kind), "stream") == 0)
 		rc = decode_stream(e, header);
+	else if (strcmp(json_string_value(kind), "events") == 0)
+		rc = decode_named(e);
 	else if (strcmp(json_string_value(kind), "json") == 0)
 		rc = decode_json(e);
 
@@ -435,6 +542,23 @@ render_stored_stream(const struct tg_cache_entry *e, int want_usage, struct evbu
 	return write_done(out);
 }
 
+/* The stored events of an Anthropic stream, each under its name. It ends
+ * with its own message_stop, since that API sends no "[DONE]". */
+static int
+render_named_stream(const struct tg_cache_entry *e, struct evbuffer *out)
+{
+	for (size_t i = 0; i < e->n_parts; i++) {
+		const char *data = e->parts[i].data;
+		const char *nl = memchr(data, '\n', e->parts[i].len);
+		size_t name_len = (size_t)(nl - data);
+
+		if (evbuffer_add(out, "event: ", 7) != 0 || evbuffer_add(out, data, name_len + 1) != 0 ||
+		    tg_cache_write_event(out, nl + 1, e->parts[i].len - name_len - 1) != 0)
+			return -1;
+	}
+	return 0;
+}
+
 static int
 render_converted_stream(const struct tg_cache_entry *e, int want_usage, struct evbuffer *out)
 {
@@ -489,7 +613,9 @@ tg_cache_entry_render(const struct tg_cache_entry *e, int stream, int want_usage
 
 	/* Render into a buffer of our own, so that a conversion that fails
 	 * half way leaves out as it was. */
-	if (stream && e->is_stream)
+	if (e->named)
+		rc = stream ? render_named_stream(e, staged) : -1;
+	else if (stream && e->is_stream)
 		rc = render_stored_stream(e, want_usage, staged);
 	else if (stream)
 		rc = render_converted_stream(e, want_usage, staged);

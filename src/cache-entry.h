@@ -10,6 +10,8 @@
  *   {"v":2,"created_ms":T,"kind":"json","bytes":[N]}\n<response body>
  *   {"v":2,"created_ms":T,"kind":"stream","usage":true,"usage_event":K,
  *    "bytes":[N1,N2,...]}\n<data 1><data 2>...
+ *   {"v":2,"created_ms":T,"kind":"events","bytes":[N1,N2,...]}\n
+ *    <name 1>\n<data 1><name 2>\n<data 2>...
  *
  * "bytes" gives the length of each part of the payload. A value read back
  * from Redis goes through jansson's checks of the header, and the lengths
@@ -20,7 +22,9 @@
  * created_ms is the wall-clock time of storing, in Unix milliseconds, for
  * the Age header; it is the same for every instance that shares a Redis.
  * A stream's parts are its events in order, without the final "[DONE]",
- * which every stored stream had. usage says
+ * which every stored stream had. The events of an Anthropic Messages
+ * stream ("events") are named, so each part is a name, a line feed and the
+ * data. Its final message_stop is kept and its pings are left out. usage says
  * whether some event carries a usage object; usage_event is the index of
  * the usage-only chunk ("choices": []) that a client gets only when it set
  * stream_options.include_usage, or -1.
@@ -28,7 +32,9 @@
  * Only complete, successful responses become entries: JSON bodies that are
  * an object without "error" and whose choices all have a finish_reason
  * other than "content_filter"; streams whose every choice got such a
- * finish_reason and that ended with "data: [DONE]".
+ * finish_reason and that ended with "data: [DONE]"; Anthropic streams
+ * whose message_delta gave a stop_reason other than "refusal" and that
+ * ended with message_stop.
  */
 #ifndef TOLLGATE_CACHE_ENTRY_H
 #define TOLLGATE_CACHE_ENTRY_H
@@ -52,8 +58,11 @@ struct tg_cache_record {
 	size_t max_bytes;               /* beyond this the stream is not stored */
 	long usage_event;               /* index of the usage-only chunk, or -1 */
 	int has_usage;
-	int done;                       /* "[DONE]" was the last event */
+	int done;                       /* "[DONE]" or message_stop was the last event */
 	int too_large;                  /* rejected for passing max_bytes */
+	int named;                      /* an Anthropic Messages stream: its first
+	                                   event was message_start */
+	int stopped;                    /* named: message_delta gave a stop_reason */
 	const char *unstorable;         /* why it cannot be stored, or NULL */
 	unsigned char choices[TG_CACHE_MAX_CHOICES];  /* enum choice_state by index */
 };
@@ -66,10 +75,13 @@ void tg_cache_record_free(struct tg_cache_record *r);
  * Record one event as the client receives it: type is its "event" field
  * ("" when absent), data its data, and chunk the data parsed as JSON (NULL
  * when it is not JSON), which the relay parsed once for every feature that
- * reads the event. Recording stops (and the stream will not
- * be stored) at the first event that is not an OpenAI chunk, an error, a
- * content_filter finish, an event after "[DONE]", or when max_bytes is
- * passed; r->unstorable then names the reason.
+ * reads the event. A stream whose first event is message_start is
+ * recorded as an Anthropic Messages stream. Recording stops, and the
+ * stream will not be stored, at the first event that is not an OpenAI
+ * chunk (in an Anthropic stream, not a JSON object). It also stops at an
+ * error, a content_filter finish, a refusal stop_reason, an event after
+ * the end, or when max_bytes is passed. r->unstorable then names the
+ * reason.
  */
 void tg_cache_record_event(struct tg_cache_record *r, const char *type, size_t type_len,
                            const char *data, size_t data_len, const json_t *chunk);
@@ -103,6 +115,7 @@ struct tg_cache_entry {
 	size_t n_parts;
 	int64_t created_ms;
 	int is_stream;
+	int named;                      /* parts are "NAME\nDATA" of Anthropic events */
 	const char *body;               /* json: the response body, parts[0] */
 	size_t body_len;
 	int has_usage;
@@ -122,8 +135,9 @@ void tg_cache_entry_free(struct tg_cache_entry *e);
  * Append the response body for a request to out: as server-sent
  * events ending in "data: [DONE]" when stream is set, with the usage chunk
  * only when want_usage is set, or else as one JSON body. A stored stream
- * replays its events unchanged; the other kind is converted (chat and text
- * completions only). Returns 0, or -1 when this entry cannot answer the
+ * replays its events unchanged, and an Anthropic one with their names and
+ * without "[DONE]". The other kind is converted, for chat and text
+ * completions only, so an Anthropic stream serves only streaming requests. Returns 0, or -1 when this entry cannot answer the
  * request (a conversion it cannot do, or usage the client needs and the
  * entry lacks), which the caller treats as a miss; out is then unchanged.
  */

@@ -6,7 +6,9 @@
 // response carrying the id of the response that was stored.
 
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 
@@ -19,6 +21,7 @@ import { parseSamples, valueOf } from './lib/prometheus.mjs';
 import { startRedis, stopAllRedis } from './lib/redis.mjs';
 
 const CHAT = '/v1/chat/completions';
+const MESSAGES = '/v1/messages';
 
 const baseBody = {
   model: 'gpt-4o',
@@ -113,6 +116,28 @@ async function redisCounters(gw) {
 function writeFixture(dir, name, contentType, body, code = 200) {
   const cassette = { interactions: [{ response: { code, headers: { 'Content-Type': [contentType] }, body } }] };
   fs.writeFileSync(path.join(dir, `${name}.yaml`), JSON.stringify(cassette));
+}
+
+/* An Anthropic Messages stream with one text block, ending in the events
+ * given: each event is named by its data's type, and a ping follows
+ * message_start, as Anthropic sends them. */
+function messagesStream(ending) {
+  const events = [
+    { type: 'message_start', message: { id: 'msg_fx', type: 'message', role: 'assistant', content: [], model: 'claude-x', stop_reason: null, usage: { input_tokens: 3, output_tokens: 1 } } },
+    { type: 'ping' },
+    { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } },
+    { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: 'Hello' } },
+    { type: 'content_block_stop', index: 0 },
+    ...ending,
+  ];
+  return events.map((e) => `event: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`).join('');
+}
+
+/* The name and data of each event of a stream response, in order. */
+function namedEvents(res) {
+  const { events, rest } = splitEvents(res.text);
+  assert.equal(rest, '', `the stream ended inside an event: ${JSON.stringify(rest)}`);
+  return events.map((e) => ({ name: /^event: ?(.*)$/m.exec(e)?.[1] ?? null, data: eventData(e) }));
 }
 
 function chunkEvent(choices, extra = {}) {
@@ -574,6 +599,104 @@ describe('memory store bound', () => {
     assert.ok(present.length < bodies.length, 'nothing was evicted');
     assert.ok(present.includes(bodies.length - 1), 'the newest entry was evicted');
     assert.ok(!present.includes(0), 'the oldest entry survived');
+  });
+});
+
+describe('cache of Anthropic streams', () => {
+  /* Endings of the scripted upstream's streams, chosen by x-ending. */
+  const endings = {
+    complete: [
+      { type: 'message_delta', delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: 2 } },
+      { type: 'message_stop' },
+    ],
+    'no-stop': [
+      { type: 'message_delta', delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: 2 } },
+    ],
+    refusal: [
+      { type: 'message_delta', delta: { stop_reason: 'refusal', stop_sequence: null }, usage: { output_tokens: 2 } },
+      { type: 'message_stop' },
+    ],
+  };
+  let upstream;
+  let requests = 0;
+  let gw;
+
+  before(async () => {
+    upstream = http.createServer((req, res) => {
+      const chunks = [];
+      req.on('data', (c) => chunks.push(c));
+      req.on('end', () => {
+        requests++;
+        const body = JSON.parse(Buffer.concat(chunks).toString());
+        if (!body.stream) {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ id: 'msg_fx', type: 'message', role: 'assistant', model: 'claude-x',
+            content: [{ type: 'text', text: 'Hello' }], stop_reason: 'end_turn', stop_sequence: null,
+            usage: { input_tokens: 3, output_tokens: 2 } }));
+          return;
+        }
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.end(messagesStream(endings[req.headers['x-ending'] ?? 'complete']));
+      });
+    });
+    upstream.listen(0, '127.0.0.1');
+    await once(upstream, 'listening');
+    gw = await startGateway({
+      backends: { anthropic: { url: `http://127.0.0.1:${upstream.address().port}` } },
+      routes: [{ name: 'messages', match: { path: MESSAGES }, backends: ['anthropic'], cache: true }],
+      cache: { store: 'memory' },
+    });
+  });
+
+  afterEach(() => gw?.checkErrors());
+  after(async () => {
+    await stopAll();
+    upstream?.close();
+  });
+
+  const streamBody = (text) => ({ model: 'claude-x', max_tokens: 100, stream: true, messages: [{ role: 'user', content: `${text} ${Date.now()}` }] });
+
+  it('replays a stream under its event names', async () => {
+    const body = streamBody('replay');
+    const at = { pathname: MESSAGES };
+    const first = await post(gw, body, {}, at);
+    assert.equal(first.status, 200, first.text);
+    assert.equal(first.headers['x-tollgate-cache'], 'miss');
+    const seen = requests;
+    const second = await post(gw, body, {}, at);
+    assert.equal(second.status, 200, second.text);
+    assert.equal(second.headers['x-tollgate-cache'], 'hit');
+    assert.equal(requests, seen, 'the hit reached the upstream');
+    assert.match(second.headers['content-type'], /^text\/event-stream/);
+
+    const played = namedEvents(second);
+    assert.deepEqual(played, namedEvents(first).filter((e) => e.name !== 'ping'));
+    assert.deepEqual(played.map((e) => e.name), ['message_start', 'content_block_start',
+      'content_block_delta', 'content_block_stop', 'message_delta', 'message_stop']);
+    for (const e of played)
+      assert.equal(JSON.parse(e.data).type, e.name);
+  });
+
+  it('answers no non-streaming request from a stored stream', async () => {
+    const body = streamBody('plain');
+    await post(gw, body, {}, { pathname: MESSAGES });
+    const seen = requests;
+    const plain = await post(gw, { ...body, stream: false }, {}, { pathname: MESSAGES });
+    assert.equal(plain.status, 200, plain.text);
+    assert.equal(plain.headers['x-tollgate-cache'], 'miss');
+    assert.equal(requests, seen + 1);
+    assert.equal(plain.json().type, 'message');
+  });
+
+  it('does not store a stream without message_stop, or refused', async () => {
+    for (const ending of ['no-stop', 'refusal']) {
+      const body = streamBody(ending);
+      for (let i = 0; i < 2; i++) {
+        const res = await post(gw, body, { 'x-ending': ending }, { pathname: MESSAGES });
+        assert.equal(res.status, 200, res.text);
+        assert.equal(res.headers['x-tollgate-cache'], 'miss', `the ${ending} stream was stored`);
+      }
+    }
   });
 });
 

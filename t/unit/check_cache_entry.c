@@ -773,6 +773,158 @@ START_TEST(other_bodies_not_converted)
 }
 END_TEST
 
+/* --- Anthropic Messages streams --------------------------------------------- */
+
+/* One event of an Anthropic stream: its name and its data. */
+struct named_event {
+	const char *name;
+	const char *data;
+};
+
+static const struct named_event messages_stream[] = {
+	{ "message_start", "{\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\","
+	  "\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-x\","
+	  "\"stop_reason\":null,\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}" },
+	{ "ping", "{\"type\":\"ping\"}" },
+	{ "content_block_start", "{\"type\":\"content_block_start\",\"index\":0,"
+	  "\"content_block\":{\"type\":\"text\",\"text\":\"\"}}" },
+	{ "content_block_delta", "{\"type\":\"content_block_delta\",\"index\":0,"
+	  "\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}" },
+	{ "content_block_stop", "{\"type\":\"content_block_stop\",\"index\":0}" },
+	{ "message_delta", "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\","
+	  "\"stop_sequence\":null},\"usage\":{\"output_tokens\":2}}" },
+	{ "message_stop", "{\"type\":\"message_stop\"}" },
+};
+#define N_MESSAGES_STREAM (sizeof(messages_stream) / sizeof(messages_stream[0]))
+
+/* Record the first n events of events. */
+static void
+record_named(struct tg_cache_record *r, const struct named_event *events, size_t n)
+{
+	tg_cache_record_init(r, 1 << 20);
+	for (size_t i = 0; i < n; i++)
+		record_event(r, events[i].name, strlen(events[i].name), events[i].data,
+		             strlen(events[i].data));
+}
+
+/* A complete Anthropic stream is stored without its ping, replayed under
+ * the names of its events and without "[DONE]", and serves no
+ * non-streaming request. */
+START_TEST(messages_stream_replays_named)
+{
+	struct tg_cache_record r;
+	struct tg_cache_entry e;
+	const char *reason = NULL;
+	size_t len = 0, at = 0;
+	char *text, *replay;
+
+	record_named(&r, messages_stream, N_MESSAGES_STREAM);
+	ck_assert_ptr_null(tg_cache_record_incomplete(&r));
+	text = tg_cache_entry_from_record(&r, 1700000000123, &len, &reason);
+	ck_assert_msg(text != NULL, "stream not storable: %s", reason);
+	ck_assert_int_eq(tg_cache_entry_decode(text, len, &e), 0);
+	free(text);
+	tg_cache_record_free(&r);
+
+	ck_assert_int_eq(e.is_stream, 1);
+	ck_assert_int_eq(e.named, 1);
+	ck_assert_uint_eq(e.n_parts, N_MESSAGES_STREAM - 1);
+	replay = render(&e, 1, 0);
+	for (size_t i = 0; i < N_MESSAGES_STREAM; i++) {
+		char expected[512];
+		int n;
+
+		if (strcmp(messages_stream[i].name, "ping") == 0)
+			continue;
+		n = snprintf(expected, sizeof(expected), "event: %s\ndata: %s\n\n",
+		             messages_stream[i].name, messages_stream[i].data);
+		ck_assert_msg(strncmp(replay + at, expected, (size_t)n) == 0,
+		              "event %zu: expected\n%s\ngot\n%s", i, expected, replay + at);
+		at += (size_t)n;
+	}
+	ck_assert_str_eq(replay + at, "");
+	free(replay);
+
+	ck_assert(render_fails(&e, 0, 0));
+	tg_cache_entry_free(&e);
+}
+END_TEST
+
+/* Incomplete, failed or refused Anthropic streams are not stored. */
+START_TEST(messages_stream_checked)
+{
+	static const struct named_event refusal[] = {
+		{ "message_delta", "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"
+		  "\"refusal\"}}" },
+	};
+	static const struct named_event error[] = {
+		{ "error", "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\","
+		  "\"message\":\"Overloaded\"}}" },
+	};
+	struct tg_cache_record r;
+
+	record_named(&r, messages_stream, N_MESSAGES_STREAM - 1);
+	ck_assert_str_eq(tg_cache_record_incomplete(&r), "the stream ended without message_stop");
+	tg_cache_record_free(&r);
+
+	/* Without message_delta, no stop_reason. */
+	record_named(&r, messages_stream, N_MESSAGES_STREAM - 2);
+	record_event(&r, "message_stop", 12, "{\"type\":\"message_stop\"}", 23);
+	ck_assert_str_eq(tg_cache_record_incomplete(&r), "the message has no stop_reason");
+	tg_cache_record_free(&r);
+
+	record_named(&r, messages_stream, 4);
+	record_event(&r, refusal[0].name, strlen(refusal[0].name), refusal[0].data,
+	             strlen(refusal[0].data));
+	ck_assert_str_eq(tg_cache_record_incomplete(&r), "stopped by a refusal");
+	tg_cache_record_free(&r);
+
+	record_named(&r, messages_stream, 4);
+	record_event(&r, error[0].name, strlen(error[0].name), error[0].data, strlen(error[0].data));
+	ck_assert_str_eq(tg_cache_record_incomplete(&r), "the stream carries an error");
+	tg_cache_record_free(&r);
+
+	record_named(&r, messages_stream, N_MESSAGES_STREAM);
+	record_event(&r, "ping", 4, "{\"type\":\"ping\"}", 15);
+	ck_assert_str_eq(tg_cache_record_incomplete(&r), "an event follows message_stop");
+	tg_cache_record_free(&r);
+
+	record_named(&r, messages_stream, 3);
+	record_event(&r, "content_block_delta", 19, "not json", 8);
+	ck_assert_str_eq(tg_cache_record_incomplete(&r), "an event is not a JSON object");
+	tg_cache_record_free(&r);
+
+	/* Named events that do not start with message_start stay unstorable. */
+	record_named(&r, messages_stream + 2, N_MESSAGES_STREAM - 2);
+	ck_assert_str_eq(tg_cache_record_incomplete(&r), "the stream has named events");
+	tg_cache_record_free(&r);
+
+	/* Over the size limit. */
+	tg_cache_record_init(&r, 100);
+	for (size_t i = 0; i < N_MESSAGES_STREAM; i++)
+		record_event(&r, messages_stream[i].name, strlen(messages_stream[i].name),
+		             messages_stream[i].data, strlen(messages_stream[i].data));
+	ck_assert_str_eq(tg_cache_record_incomplete(&r),
+	                 "the stream is larger than the entry size limit");
+	ck_assert_int_eq(r.too_large, 1);
+	tg_cache_record_free(&r);
+}
+END_TEST
+
+/* An "events" envelope whose part lacks the name's line feed is invalid. */
+START_TEST(messages_envelope_checked)
+{
+	static const char bad[] = "{\"v\":2,\"created_ms\":1,\"kind\":\"events\",\"bytes\":[4]}\nping";
+	static const char good[] = "{\"v\":2,\"created_ms\":1,\"kind\":\"events\",\"bytes\":[5]}\nping\n";
+	struct tg_cache_entry e;
+
+	ck_assert_int_eq(tg_cache_entry_decode(bad, sizeof(bad) - 1, &e), -1);
+	ck_assert_int_eq(tg_cache_entry_decode(good, sizeof(good) - 1, &e), 0);
+	ck_assert_int_eq(e.named, 1);
+	tg_cache_entry_free(&e);
+}
+END_TEST
+
 static Suite *
 cache_entry_suite(void)
 {
@@ -802,6 +954,9 @@ cache_entry_suite(void)
 	tcase_add_test(replay, stream_without_usage_cannot_give_it);
 	tcase_add_test(replay, multiline_data_split_into_lines);
 	tcase_add_test(replay, json_replays_same_body);
+	tcase_add_test(replay, messages_stream_replays_named);
+	tcase_add_test(replay, messages_stream_checked);
+	tcase_add_test(replay, messages_envelope_checked);
 	suite_add_tcase(s, replay);
 
 	tcase_add_test(convert, stream_to_json_chat);
