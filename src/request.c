@@ -2,6 +2,7 @@
  * Request lifecycle and dispatch.
  */
 #include <assert.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -167,6 +168,70 @@ describe_json_error(const json_error_t *error)
 	}
 }
 
+/* Write into message why the body at data (len bytes, not empty) fails as
+ * a whole when it starts with a byte order mark or is not UTF-8, because
+ * jansson reports only the first byte it could not read. Returns 1 when a
+ * message was written, else 0. */
+static int
+describe_encoding(const unsigned char *data, size_t len, char *message, size_t size)
+{
+	if (len >= 3 && data[0] == 0xef && data[1] == 0xbb && data[2] == 0xbf) {
+		snprintf(message, size, "the request body starts with a byte order mark "
+		         "(bytes EF BB BF), which JSON sent over a network must not have "
+		         "(RFC 8259, section 8.1); send the JSON text without it");
+		return 1;
+	}
+
+	/* A UTF-16 or UTF-32 text starts with a byte order mark, or has a NUL
+	 * byte beside its first character, which no UTF-8 JSON text has. */
+	if ((len >= 2 && ((data[0] == 0xff && data[1] == 0xfe) ||
+	                  (data[0] == 0xfe && data[1] == 0xff))) ||
+	    data[0] == 0 || (len >= 2 && data[1] == 0)) {
+		snprintf(message, size, "the request body looks like UTF-16 or UTF-32 text (its "
+		         "first bytes are %02X %02X); JSON sent over a network must be UTF-8 "
+		         "(RFC 8259, section 8.1)", data[0], len >= 2 ? data[1] : 0);
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * Write into message what is wrong with the body at data (len bytes, not
+ * empty) that jansson rejected with error, and where. jansson counts
+ * columns from 1, but for a byte that is not UTF-8 gives the column before
+ * it (0 for the first byte), so the column is moved onto that byte, which
+ * error->position gives. jansson reports a lone surrogate escape as a
+ * syntax error that only its text distinguishes, at the column where the
+ * string containing it ends.
+ */
+static void
+describe_body_error(const char *data, size_t len, const json_error_t *error,
+                    char *message, size_t size)
+{
+	const unsigned char *bytes = (const unsigned char *)data;
+	unsigned escape;
+
+	if (describe_encoding(bytes, len, message, size))
+		return;
+
+	if (json_error_code(error) == json_error_invalid_utf8 && (size_t)error->position < len) {
+		snprintf(message, size, "the request body has the byte %02X, which is not valid "
+		         "UTF-8 there, at line %d, column %d; JSON sent over a network must be "
+		         "UTF-8", bytes[error->position], error->line, error->column + 1);
+		return;
+	}
+	if (json_error_code(error) == json_error_invalid_syntax &&
+	    sscanf(error->text, "invalid Unicode '\\u%4x'", &escape) == 1) {
+		snprintf(message, size, "the request body has \\u%04X, half of a UTF-16 "
+		         "surrogate pair, without its other half, in the string that ends at "
+		         "line %d, column %d; a \\uD800 to \\uDBFF escape must be followed by "
+		         "one from \\uDC00 to \\uDFFF", escape, error->line, error->column);
+		return;
+	}
+	snprintf(message, size, "%s (line %d, column %d)", describe_json_error(error),
+	         error->line, error->column);
+}
+
 /*
  * Parse req's body, whose bytes are at data, with jansson. Duplicate keys
  * are rejected: the gateway would route on one "model" while an upstream
@@ -212,8 +277,7 @@ parse_tree(struct tg_request *req, const struct endpoint *endpoint, const char *
 
 	req->body_json = load_body(req, data, &error);
 	if (req->body_json == NULL) {
-		snprintf(message, size, "%s (line %d, column %d)", describe_json_error(&error),
-		         error.line, error.column);
+		describe_body_error(data, req->body_len, &error, message, size);
 		return TG_E_INVALID_JSON;
 	}
 	if (!json_is_object(req->body_json))

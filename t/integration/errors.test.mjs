@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
 
 import {
-  RawClient, curl, curlPost, freePort, stopAll, mockBackend, rawRequest,
+  RawClient, curl, curlPost, freePort, stopAll, mockBackend, rawRequest, request,
   startGateway, startMock,
 } from './lib/harness.mjs';
 import { assertError } from './lib/checks.mjs';
@@ -68,6 +68,30 @@ describe('error responses', () => {
       assert.match(error.message, expected, `message for ${body}`);
       // Nothing of the parser's own text: flag names, or the token it quotes.
       assert.doesNotMatch(error.message, /JSON_|near '/, `message for ${body}`);
+    }
+  });
+
+  it('names encoding, byte or escape errors', async () => {
+    const json = '{"model": "gpt-4o", "messages": []}';
+    const cases = [
+      ['a UTF-8 byte order mark', Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(json)]),
+        /^the request body starts with a byte order mark \(bytes EF BB BF\), which JSON sent over a network must not have \(RFC 8259, section 8\.1\); send the JSON text without it$/],
+      ['UTF-16 with a byte order mark', Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(json, 'utf16le')]),
+        /^the request body looks like UTF-16 or UTF-32 text \(its first bytes are FF FE\); JSON sent over a network must be UTF-8 \(RFC 8259, section 8\.1\)$/],
+      ['UTF-16 without one', Buffer.from(json, 'utf16le'),
+        /^the request body looks like UTF-16 or UTF-32 text \(its first bytes are 7B 00\); JSON sent over a network must be UTF-8/],
+      // The byte FF is the 13th character of the line.
+      ['a byte that is not UTF-8', Buffer.concat([Buffer.from('{"model": "g'), Buffer.from([0xff]), Buffer.from('pt-4o"}')]),
+        /^the request body has the byte FF, which is not valid UTF-8 there, at line 1, column 13; JSON sent over a network must be UTF-8$/],
+      // The string that contains the escape ends at column 34.
+      ['a lone surrogate escape', Buffer.from('{"model": "gpt-4o", "x": "a\\ud800"}'),
+        /^the request body has \\uD800, half of a UTF-16 surrogate pair, without its other half, in the string that ends at line 1, column 34; a \\uD800 to \\uDBFF escape must be followed by one from \\uDC00 to \\uDFFF$/],
+    ];
+    for (const [what, body, expected] of cases) {
+      const res = await request({ port: gw.port, method: 'POST', path: '/v1/chat/completions',
+        headers: { 'content-type': 'application/json' }, body });
+      const error = assertError(res, 400, 'invalid_request_error', 'invalid_json');
+      assert.match(error.message, expected, `message for ${what}`);
     }
   });
 
