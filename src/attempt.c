@@ -152,8 +152,11 @@ send_attempt(struct tg_request *req, const struct tg_tier_member *member, int tr
 	a->start_ns = start_ns;
 	a->open = 1;
 
+	/* The access log pairs backend with upstream_status, so a status
+	 * from an earlier attempt must not outlive it. */
 	req->member = member;
 	req->backend = member->backend;
+	req->upstream_status = 0;
 	req->phase = TG_PHASE_CONNECT;
 	tg_health_attempt_start(member->backend);
 	tg_trace_attempt_start(req);

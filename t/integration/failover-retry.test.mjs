@@ -328,9 +328,11 @@ describe('failover log lines', () => {
   before(async () => {
     const failing = await startMockWith('status=500');
     const limited = await startMockWith('status=429;retry_after=60');
+    const slow = await startMockWith('first_byte_delay=10s');
     const ok = await startMock();
     gw = await startGateway({
       backends: {
+        slow: mockBackend(slow, { timeouts: { first_byte: '300ms' }, health: NEVER_EJECT }),
         sick: mockBackend(failing, { health: { consecutive_failures: 1, base_ejection: '60s' } }),
         limited: mockBackend(limited),
         ok: mockBackend(ok),
@@ -340,6 +342,7 @@ describe('failover log lines', () => {
       routes: [
         { name: 'logged', match: { path: '/v1/chat/completions', model: 'logged' }, backends: ['sick', 'limited', 'ok'], retry: RETRY_FREELY },
         { name: 'failed', match: { path: '/v1/chat/completions', model: 'failed' }, backends: ['lastbut', 'last'], retry: RETRY_FREELY },
+        { name: 'timedout', match: { path: '/v1/chat/completions', model: 'timedout' }, backends: ['lastbut', 'slow'], retry: RETRY_FREELY },
       ],
     });
   });
@@ -371,6 +374,15 @@ describe('failover log lines', () => {
     const lines = logLinesOf(gw, res.id);
     assert.ok(lines.some((l) => /\blastbut\b.*\b500\b.*\blast\b/.test(l)),
       `no log line for the failover from lastbut to last; lines of the request:\n${lines.join('\n')}`);
+  });
+
+  it('logs the last attempt\'s backend and status', async () => {
+    const res = await chat(gw, { model: 'timedout' });
+    assert.equal(res.status, 504);
+    assert.equal(res.attempts, 'lastbut:500,slow:timeout');
+    const access = await gw.accessFor(res.id);
+    assert.equal(access.backend, 'slow');
+    assert.equal(access.upstream_status, null, 'the 500 of lastbut paired with the backend slow');
   });
 });
 
