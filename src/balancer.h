@@ -18,7 +18,7 @@ typedef int (*tg_tried_fn)(void *arg, const struct tg_backend *backend);
  * tiers above is available and untried. When every untried member is
  * ejected, the walk is repeated ignoring ejections (panic mode), so a route
  * whose backends all failed recently still tries them; members cooling
- * down after a 429 or 503 stay out, as do members whose upstream model
+ * down after a 429, 503 or 529 stay out, as do members whose upstream model
  * cools down (model is the request's, NULL when it named none). Returns
  * NULL when none is left.
  * *trial is set when the pick is the half-open trial of an ejected backend.

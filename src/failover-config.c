@@ -5,7 +5,7 @@
  *   "backends": [{"balance": "ewma", "members": [{"name": "a", "weight": 3},
  *                                                {"name": "b", "model": "m"}]},
  *                "c"]
- *   "retry": {"on": ["connect", "timeout", 429, 500, 502, 503, 504],
+ *   "retry": {"on": ["connect", "timeout", 429, 500, 502, 503, 504, 529],
  *             "max_attempts": 3, "budget": 0.2, "min_retries": 3}
  *   "health": {"consecutive_failures": 5, "error_ratio": 0.5, "window": "10s",
  *              "min_requests": 10, "base_ejection": "5s", "max_ejection": "5m",
@@ -114,7 +114,7 @@ parse_retry_on(struct load_ctx *ctx, const char *path, json_t *value, void *base
 static const struct setting retry_settings[] = {
 	{ .key = "on", .type = T_CUSTOM, .parse = parse_retry_on, .doc_type = "array",
 	  .def = "[\"connect\", \"timeout\", \"reset\", \"stream_error\", "
-	         "429, 500, 502, 503, 504]",
+	         "429, 500, 502, 503, 504, 529]",
 	  .help = "failures that move a request to the next backend: connect, timeout, "
 	          "reset, stream_error, HTTP statuses; 502 implies reset, any 5xx stream_error" },
 	{ .key = "max_attempts", .type = T_COUNT, .def = "3", .min = 1,
@@ -192,7 +192,7 @@ static const struct setting health_settings[] = {
 	  .help = "maximum ejection" },
 	{ .key = "max_cooldown", .type = T_DURATION, .def = "\"60s\"", .min = 0,
 	  .max = TG_MAX_COOLDOWN_MS, .offset = offsetof(struct tg_health_policy, max_cooldown),
-	  .help = "maximum cooldown a 429 or 503 can set; 0 ignores their Retry-After" },
+	  .help = "maximum cooldown a 429, 503 or 529 can set; 0 ignores their Retry-After" },
 	{ .key = "probe", .type = T_SECTION, .section = &probe_section,
 	  .help = "active probe; off when absent" },
 };

@@ -54,7 +54,7 @@ void tg_health_registry_free(struct tg_health_registry *reg);
  */
 int tg_health_available(const struct tg_backend *b, uint64_t now_ns, int *trial);
 
-/* 1 while b cools down for every model after a 429 or 503 that said when
+/* 1 while b cools down for every model after a 429, 503 or 529 that said when
  * to come back. */
 int tg_health_cooling_down(const struct tg_backend *b, uint64_t now_ns);
 
@@ -116,8 +116,9 @@ double tg_health_cost(const struct tg_backend *b, uint64_t now_ns);
 #define TG_HEALTH_RETRY_AFTER_MAX_NS (3600ull * 1000000000ull)
 
 /*
- * Return how long a 429 or 503 requests the client to wait, from Retry-After (seconds
- * or an HTTP-date) or OpenAI's x-ratelimit-reset-requests / -tokens
+ * Return how long a 429, 503 or 529 requests the client to wait, from
+ * Retry-After (seconds or an HTTP-date) or OpenAI's
+ * x-ratelimit-reset-requests / -tokens
  * ("1s", "6m0s", "20ms") of a limit whose x-ratelimit-remaining is 0. The
  * maximum of them applies, capped at TG_HEALTH_RETRY_AFTER_MAX_NS. Returns
  * nanoseconds, or 0 when no header gives a valid time.

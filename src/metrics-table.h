@@ -127,7 +127,7 @@ void tg_hist_observe_shared(struct tg_hist *h, enum tg_buckets kind, uint64_t va
 /* --- label values with a fixed set ----------------------------------------- */
 
 /* Response status codes kept apart; others fall into their class. */
-enum { TG_CODE_SLOTS = 22 };
+enum { TG_CODE_SLOTS = 23 };
 size_t tg_code_slot(int status);
 const char *tg_code_label(size_t slot);
 

@@ -204,10 +204,11 @@ tg_counter_get_double(tg_counter *c)
 /* --- fixed label sets --------------------------------------------------------- */
 
 /* Statuses worth a series of their own: the ones clients and operators act
- * on differently. The rest are counted by class, "4xx" and so on. */
+ * on differently (529 is Anthropic's "overloaded", a 503 by another
+ * number). The rest are counted by class, "4xx" and so on. */
 static const int kept_codes[] = {
 	200, 400, 401, 403, 404, 405, 408, 409, 413, 422, 429, 431,
-	500, 502, 503, 504,
+	500, 502, 503, 504, 529,
 };
 
 #define N_KEPT_CODES (sizeof(kept_codes) / sizeof(kept_codes[0]))
@@ -218,7 +219,7 @@ _Static_assert(NO_CODE_SLOT + 1 == TG_CODE_SLOTS, "TG_CODE_SLOTS must match kept
 
 static const char *const kept_code_labels[] = {
 	"200", "400", "401", "403", "404", "405", "408", "409", "413", "422", "429", "431",
-	"500", "502", "503", "504",
+	"500", "502", "503", "504", "529",
 };
 
 static const char *const class_labels[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};

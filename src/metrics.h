@@ -101,7 +101,7 @@ void tg_metrics_cached_stream(struct tg_request *req, uint64_t now);
  * req->attempts when the request ends. */
 void tg_metrics_upstream_done(struct tg_request *req);
 
-/* backend, or one model at it, was taken out of rotation: a 429 or 503
+/* backend, or one model at it, was taken out of rotation: a 429, 503 or 529
  * cooldown, or an ejection. */
 void tg_metrics_backend_cooldown(struct tg_request *req, const struct tg_backend *backend);
 

@@ -821,9 +821,10 @@ outcome_of_status(int status)
 }
 
 /* Start the cooldown that ends at until_ns. After a 429 it applies to the
- * model sent upstream, since providers limit each model apart. After a 503
- * (an overload), or a 429 for a request that named no model, it applies to
- * the whole backend. Returns that model, or NULL for the whole backend. */
+ * model sent upstream, since providers limit each model apart. After an
+ * overload (503, or Anthropic's 529), or a 429 for a request that named no
+ * model, it applies to the whole backend. Returns that model, or NULL for
+ * the whole backend. */
 static const char *
 start_cooldown(struct tg_request *req, int status, uint64_t until_ns, uint64_t now_ns)
 {
@@ -856,11 +857,13 @@ format_kept_end(const struct tg_request *req, const char *model, uint64_t wait_n
 		         (double)left / 1e9);
 }
 
-/* A 429 or 503 that gives a time to come back cools the backend down until
- * then, for every worker, but no longer than its max_cooldown: the time
- * comes from the upstream, and a client that can provoke a 429 must not
- * take the backend out for long. The log line gives the length, and also
- * the time left of a cooldown set before when that one ends later. */
+/* A 429, 503 or 529 that gives a time to come back cools the backend down
+ * until then, for every worker, but no longer than its max_cooldown. The
+ * time comes from the upstream, and a client that can provoke a 429 must
+ * not take the backend out for long. Anthropic sends 529 where others
+ * send 503, so the two are treated alike. The log line gives the length,
+ * and also the time left of a cooldown set before when that one ends
+ * later. */
 static void
 apply_cooldown(struct tg_request *req, int status, const struct tg_headers *headers)
 {
@@ -868,7 +871,7 @@ apply_cooldown(struct tg_request *req, int status, const struct tg_headers *head
 	char scope[QUOTE_LEN + 16], quoted[QUOTE_LEN], kept[64];
 	const char *model;
 
-	assert(status == 429 || status == 503);
+	assert(status == 429 || status == 503 || status == 529);
 	requested = tg_health_retry_after(headers, time(NULL));
 	wait = tg_health_cooldown_length(req->backend, requested);
 	if (wait == 0)
@@ -905,7 +908,7 @@ relay_on_head(void *arg, int status, struct tg_headers *headers)
 	status_label(status, label);
 	/* The status is tested here so that most responses, which are
 	 * neither, skip the call. */
-	if (status == 429 || status == 503)
+	if (status == 429 || status == 503 || status == 529)
 		apply_cooldown(req, status, headers);
 	req->upstream_status = status;
 

@@ -1,4 +1,4 @@
-// Backend health: cooldowns after 429 or 503 with Retry-After (and which
+// Backend health: cooldowns after 429, 503 or 529 with Retry-After (and which
 // of two wins), a route whose backends all cool down, ejection after
 // failures or an error ratio, the half-open trial, active probes, and
 // panic mode.
@@ -97,6 +97,7 @@ describe('cooldown after Retry-After', () => {
   for (const [status, what, retryAfter, seconds] of [
     [429, '2', () => '2', '2\\.000'],
     [503, '2', () => '2', '2\\.000'],
+    [529, '2', () => '2', '2\\.000'],
     [429, 'an HTTP-date', httpDateIn3s, '[23]\\.000'],
   ]) {
     it(`keeps a backend out after ${status} with Retry-After ${what}, then uses it again`, async () => {

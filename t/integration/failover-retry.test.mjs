@@ -21,7 +21,7 @@ import { parseSamples, scrape, valueOf } from './lib/prometheus.mjs';
  * One route per case, matched by model name: the failing backend first, in
  * a tier of its own, then "ok". Routes without a retry key get the
  * documented default retry.on (connect, timeout, reset, stream_error, 429,
- * 500, 502, 503, 504).
+ * 500, 502, 503, 504, 529).
  */
 const TRIGGERS = [
   // [case, the failing backend's mock options (null: a closed port), label in x-tollgate-attempts, stream]
@@ -33,6 +33,7 @@ const TRIGGERS = [
   ['502', 'status=502', '502', false],
   ['503', 'status=503', '503', false],
   ['504', 'status=504', '504', false],
+  ['529', 'status=529', '529', false],
   ['stream_error', 'stream_error=1', 'stream_error', true],
 ];
 

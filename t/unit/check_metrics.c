@@ -306,6 +306,7 @@ START_TEST(status_codes_bounded)
 	ck_assert_str_eq(tg_code_label(tg_code_slot(200)), "200");
 	ck_assert_str_eq(tg_code_label(tg_code_slot(429)), "429");
 	ck_assert_str_eq(tg_code_label(tg_code_slot(503)), "503");
+	ck_assert_str_eq(tg_code_label(tg_code_slot(529)), "529");
 	ck_assert_str_eq(tg_code_label(tg_code_slot(201)), "2xx");
 	ck_assert_str_eq(tg_code_label(tg_code_slot(418)), "4xx");
 	ck_assert_str_eq(tg_code_label(tg_code_slot(599)), "5xx");
