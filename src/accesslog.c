@@ -639,6 +639,22 @@ write_reason(struct tg_json_writer *w, const struct tg_request *req)
 	tg_json_string(w, tg_error_info(req->error)->reason);
 }
 
+/* Append upstream_model when the last attempt sent another model than the
+ * client named, because a failover group member renamed it. Metrics label
+ * and price the request by that model. The usual line, with both the same,
+ * stays without the field. */
+static void
+write_upstream_model(struct tg_json_writer *w, const struct tg_request *req)
+{
+	const char *sent = tg_request_sent_model(req);
+
+	if (sent == req->model || sent == NULL ||
+	    (req->model != NULL && strcmp(sent, req->model) == 0))
+		return;
+	tg_json_literal(w, ",\"upstream_model\":");
+	tg_json_string_cut(w, sent, FIELD_MAX);
+}
+
 /*
  * Append req's line, fields in the documented order. Client-chosen values
  * (path, model) are cut to FIELD_MAX bytes, so a client cannot make one
@@ -668,6 +684,7 @@ format_line(struct tg_json_writer *w, const struct tg_request *req)
 	tg_json_string_cut(w, req->backend ? req->backend->name : NULL, FIELD_MAX);
 	tg_json_literal(w, ",\"model\":");
 	tg_json_string_cut(w, req->model, FIELD_MAX);
+	write_upstream_model(w, req);
 	tg_json_literal(w, ",\"stream\":");
 	tg_json_bool(w, req->stream);
 	tg_json_literal(w, ",\"status\":");

@@ -230,7 +230,8 @@ record_filters(struct tg_metrics_table *t, const struct tg_request *req)
 
 /* --- stream figures ------------------------------------------------------------- */
 
-/* The series of the request's route, current backend and model. */
+/* The series of the request's route, current backend and the model that
+ * backend was sent. */
 static size_t
 request_cell(const struct tg_request *req)
 {
@@ -238,7 +239,7 @@ request_cell(const struct tg_request *req)
 
 	return tg_metrics_cell_index(t, tg_metrics_route_index(t, req->route),
 	                             tg_metrics_backend_index(t, req->backend),
-	                             tg_metrics_model_index(t, req->model));
+	                             tg_metrics_model_index(t, tg_request_sent_model(req)));
 }
 
 /* Record the first token of req at now, in the series c. */
@@ -451,7 +452,7 @@ tg_metrics_request_end(struct tg_request *req)
 	if (t == NULL)
 		return;
 	route = tg_metrics_route_index(t, req->route);
-	model = tg_metrics_model_index(t, req->model);
+	model = tg_metrics_model_index(t, tg_request_sent_model(req));
 	cell = m->cell != UNSET ? m->cell : request_cell(req);
 	c = &t->cells[cell];
 

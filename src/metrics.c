@@ -310,16 +310,39 @@ compare_names(const void *a, const void *b)
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* The configured model names: exact match.model values and the models of
- * the pricing table, sorted, without duplicates, then NULL for "other". */
+/* The models route r renames requests to: its members' "model" values,
+ * stored from out[0] when out is not NULL. Returns how many there are. */
+static size_t
+member_models(const struct tg_route *r, const char **out)
+{
+	size_t n = 0;
+
+	for (size_t t = 0; t < r->n_tiers; t++) {
+		for (size_t i = 0; i < r->tiers[t].n_members; i++) {
+			const char *m = r->tiers[t].members[i].model;
+
+			if (m != NULL && out != NULL)
+				out[n] = m;
+			n += m != NULL;
+		}
+	}
+	return n;
+}
+
+/* The configured model names: exact match.model values, the models that
+ * failover group members send (metrics are labelled by the model sent
+ * upstream) and the models of the pricing table, sorted, without
+ * duplicates, then NULL for "other". */
 static int
 collect_models(struct tg_metrics_table *t)
 {
 	const struct tg_config *cfg = t->config;
 	size_t n_prices = cfg->pricing ? cfg->pricing->n_models : 0;
-	size_t n = 0;
+	size_t n = 0, n_members = 0;
 
-	t->models = calloc(cfg->n_routes + n_prices + 1, sizeof(*t->models));
+	for (size_t i = 0; i < cfg->n_routes; i++)
+		n_members += member_models(&cfg->routes[i], NULL);
+	t->models = calloc(cfg->n_routes + n_members + n_prices + 1, sizeof(*t->models));
 	if (t->models == NULL)
 		return -1;
 	for (size_t i = 0; i < cfg->n_routes; i++) {
@@ -327,6 +350,7 @@ collect_models(struct tg_metrics_table *t)
 
 		if (m != NULL && !is_glob(m))
 			t->models[n++] = m;
+		n += member_models(&cfg->routes[i], &t->models[n]);
 	}
 	for (size_t i = 0; i < n_prices; i++)
 		t->models[n++] = cfg->pricing->models[i].model;
@@ -353,12 +377,30 @@ find_price(const struct tg_pricing_config *pricing, const char *model)
 	return NULL;
 }
 
-/* Whether requests for model can reach route r. A NULL r is the "none"
- * route, which takes every model. */
+/* Whether a member of route r renames requests to model. */
+static int
+route_renames_to(const struct tg_route *r, const char *model)
+{
+	for (size_t t = 0; t < r->n_tiers; t++) {
+		for (size_t i = 0; i < r->tiers[t].n_members; i++) {
+			const char *m = r->tiers[t].members[i].model;
+
+			if (m != NULL && strcmp(m, model) == 0)
+				return 1;
+		}
+	}
+	return 0;
+}
+
+/* Whether route r can send model upstream: a model its match.model takes,
+ * or one a member renames requests to. A NULL r is the "none" route, which
+ * takes every model. */
 static int
 route_takes_model(const struct tg_route *r, const char *model)
 {
 	if (r == NULL || r->match_model == NULL)
+		return 1;
+	if (route_renames_to(r, model))
 		return 1;
 	if (!is_glob(r->match_model))
 		return strcmp(r->match_model, model) == 0;

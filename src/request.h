@@ -59,4 +59,14 @@ tg_request_now(const struct tg_request *req)
 	return req->done_ns != 0 ? req->done_ns : tg_now_ns();
 }
 
+/* Return the model the last attempt sent upstream, which a failover group
+ * member may have renamed, or the client's model (req->model) when no
+ * attempt was made. That model produced the response, so prices and the
+ * model label of metrics follow it. */
+static inline const char *
+tg_request_sent_model(const struct tg_request *req)
+{
+	return req->n_attempts > 0 ? req->attempts[req->n_attempts - 1].model : req->model;
+}
+
 #endif

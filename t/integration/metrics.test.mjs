@@ -446,6 +446,70 @@ describe('metrics of unreadable stream usage', () => {
   }
 });
 
+/*
+ * A failover group member that renames the model: the response came from
+ * the model sent upstream, so its tokens are priced and labelled under that
+ * model, which the access log names too. "small-asked" costs 50 times
+ * "small", so pricing by the client's model would show in the cost.
+ */
+describe('metrics of a member that renames the model', () => {
+  let gw;
+
+  before(async () => {
+    const failing = await startMock({ args: ['--options', 'status=500'] });
+    const ok = await startMock();
+    const renameTo = (name, model) => ({
+      name,
+      match: { path: '/v1/chat/completions', model: `${model}-asked` },
+      backends: ['failing', { members: [{ name: 'ok', model }] }],
+      retry: { budget: 1, min_retries: 1000000 },
+    });
+    gw = await startGateway({
+      backends: {
+        failing: mockBackend(failing, { health: { consecutive_failures: 0 } }),
+        ok: mockBackend(ok),
+      },
+      routes: [renameTo('priced', 'small'), renameTo('unpriced', 'tiny')],
+      pricing: { models: { 'small-asked': { input: 50, output: 100 }, small: { input: 1, output: 2 } } },
+    });
+  });
+
+  afterEach(() => gw?.checkErrors());
+  after(stopAll);
+
+  it('prices tokens by the model sent', async () => {
+    const res = await chat(gw, { model: 'small-asked', messages });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers['x-tollgate-attempts'], 'failing:500,ok:200');
+    const { usage } = res.json();
+
+    const s = await settledSamples(gw);
+    const labels = { route: 'priced', backend: 'ok', model: 'small' };
+    assert.equal(valueOf(s, 'tollgate_requests_total', { ...labels, code: '200' }), 1);
+    assert.equal(valueOf(s, 'tollgate_tokens_total', { ...labels, type: 'input' }), usage.prompt_tokens);
+    const cost = valueOf(s, 'tollgate_cost_total', labels);
+    const expected = (usage.prompt_tokens + 2 * usage.completion_tokens) / 1e6;
+    assert.ok(Math.abs(cost - expected) < 1e-12, `cost ${cost}, expected ${expected} at the prices of "small"`);
+    const clientModelSeries = [...s.keys()].filter((k) => k.includes('model="small-asked"') && /_(tokens|cost)_total/.test(k));
+    assert.deepEqual(clientModelSeries, [], 'series under the model the client named');
+
+    const entry = await gw.accessFor(res.headers['x-request-id']);
+    assert.equal(entry.model, 'small-asked');
+    assert.equal(entry.upstream_model, 'small');
+    assert.equal(entry.backend, 'ok');
+    assert.equal(entry.upstream_status, 200);
+  });
+
+  it('labels a member-only model by name', async () => {
+    const res = await chat(gw, { model: 'tiny-asked', messages });
+    assert.equal(res.status, 200);
+
+    const s = await settledSamples(gw);
+    const labels = { route: 'unpriced', backend: 'ok', model: 'tiny', code: '200' };
+    assert.equal(valueOf(s, 'tollgate_requests_total', labels), 1);
+  });
+});
+
 describe('metrics across a reload', () => {
   let mock;
   let gw;

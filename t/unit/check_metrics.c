@@ -128,6 +128,7 @@ add_attempt(struct tg_request *req, const char *backend, uint64_t start, uint64_
 
 	a->backend = tg_config_backend(req->config, backend);
 	ck_assert_ptr_nonnull(a->backend);
+	a->model = req->model;          /* as sent by a member that keeps it */
 	a->start_ns = start;
 	a->end_ns = end;
 	a->status = status;
