@@ -451,9 +451,12 @@ tg_metrics_request_end(struct tg_request *req)
 
 	if (t == NULL)
 		return;
+	/* The cell from the route and model found here, as request_cell()
+	 * would find them again: a model's index is a binary search. */
 	route = tg_metrics_route_index(t, req->route);
 	model = tg_metrics_model_index(t, tg_request_sent_model(req));
-	cell = m->cell != UNSET ? m->cell : request_cell(req);
+	cell = m->cell != UNSET ? m->cell
+	       : tg_metrics_cell_index(t, route, tg_metrics_backend_index(t, req->backend), model);
 	c = &t->cells[cell];
 
 	tg_counter_add(&c->requests[tg_code_slot(req->response.head_sent
