@@ -243,32 +243,11 @@ struct scrape {
 	char currency[64];              /* of the newest pricing table seen */
 };
 
-/* Fold and free the tables of shard that no request uses and that no new
- * request will bind to (registry lock held). */
-static void
-retire_tables(struct tg_metrics_shard *shard)
-{
-	struct tg_metrics_table **p = &shard->tables;
-
-	while (*p != NULL) {
-		struct tg_metrics_table *t = *p;
-
-		if (t == shard->current || atomic_load_explicit(&t->users, memory_order_acquire) > 0) {
-			p = &t->next;
-			continue;
-		}
-		*p = t->next;
-		tg_metrics_archive_table(t);
-		tg_metrics_table_free(t);
-	}
-}
-
 static int
 gather_shard(struct scrape *sc, struct tg_metrics_shard *shard)
 {
 	int rc = 0;
 
-	retire_tables(shard);
 	sc->in_flight += (double)atomic_load_explicit(&shard->in_flight, memory_order_relaxed);
 	sc->streams_open += (double)atomic_load_explicit(&shard->streams_open,
 	                                                 memory_order_relaxed);

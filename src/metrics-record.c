@@ -45,16 +45,15 @@ gauge_add(_Atomic int64_t *g, int64_t n)
 	                      memory_order_relaxed);
 }
 
-/* Table users are counted by the owning worker only. The release store on
- * the way down publishes the request's last recordings to the scrape that
- * finds the count at zero and archives the table. */
-static void
+/* Table users are counted, and tables retired, by the owning worker only.
+ * Returns the new count. */
+static uint32_t
 users_add(struct tg_metrics_table *t, int n)
 {
-	uint32_t users = atomic_load_explicit(&t->users, memory_order_relaxed);
+	uint32_t users = atomic_load_explicit(&t->users, memory_order_relaxed) + (uint32_t)n;
 
-	atomic_store_explicit(&t->users, users + (uint32_t)n,
-	                      n > 0 ? memory_order_relaxed : memory_order_release);
+	atomic_store_explicit(&t->users, users, memory_order_relaxed);
+	return users;
 }
 
 void
@@ -67,7 +66,7 @@ tg_metrics_request_start(struct tg_request *req)
 		return;
 	t = shard->current;
 	if (t == NULL || t->config != req->config) {
-		t = tg_metrics_bind(shard, req->config);
+		t = tg_metrics_bind(shard, req->config, req->config == req->worker->config);
 		if (t == NULL)
 			return;         /* out of memory: the request goes unrecorded */
 	}
@@ -476,6 +475,10 @@ tg_metrics_request_end(struct tg_request *req)
 		gauge_add(&shard->in_flight, -1);
 	if (m->stream_open)
 		gauge_add(&shard->streams_open, -1);
-	users_add(t, -1);
 	m->table = NULL;
+
+	/* The last request of a replaced snapshot: its table, and with it the
+	 * table's hold on the old config, can go now. */
+	if (users_add(t, -1) == 0 && t != shard->current)
+		tg_metrics_retire_idle(shard);
 }

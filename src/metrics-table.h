@@ -284,7 +284,7 @@ struct tg_sessions;
 struct tg_metrics_shard {
 	int worker_id;
 	struct tg_metrics_shard *next;  /* in the registry, under its lock */
-	struct tg_metrics_table *tables;    /* newest first, under the lock */
+	struct tg_metrics_table *tables;    /* under the lock */
 	struct tg_metrics_table *current;   /* for the worker's newest config;
 	                                       written under the lock */
 	struct tg_sessions *sessions;   /* the registry's, once created */
@@ -319,10 +319,15 @@ struct tg_metrics_registry {
 
 extern struct tg_metrics_registry tg_metrics_registry;
 
-/* Find or create the table of cfg in shard and make it current. Takes the
- * registry lock. NULL when out of memory. */
+/* Find or create the table of cfg in shard, and make it current when
+ * make_current (cfg is the worker's own config). Retires the tables left
+ * idle. Takes the registry lock. NULL when out of memory. */
 struct tg_metrics_table *tg_metrics_bind(struct tg_metrics_shard *shard,
-                                         struct tg_config *cfg);
+                                         struct tg_config *cfg, int make_current);
+
+/* Archive and free the tables of shard that are not current and that no
+ * request uses. Owning worker only; takes the registry lock. */
+void tg_metrics_retire_idle(struct tg_metrics_shard *shard);
 
 /* --- recording helpers shared with metrics-stream.c ------------------------ */
 

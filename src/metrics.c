@@ -675,11 +675,61 @@ tg_metrics_shard_free(struct tg_metrics_shard *shard)
 	free(shard);
 }
 
-struct tg_metrics_table *
-tg_metrics_bind(struct tg_metrics_shard *shard, struct tg_config *cfg)
+/* Archive and unlink the tables of shard that are neither current nor keep
+ * and have no users (registry lock held, owning worker only, because it
+ * alone changes both). Returns them, chained by next, for free_tables(). */
+static struct tg_metrics_table *
+unlink_idle_tables(struct tg_metrics_shard *shard, const struct tg_metrics_table *keep)
+{
+	struct tg_metrics_table **p = &shard->tables, *retired = NULL;
+
+	while (*p != NULL) {
+		struct tg_metrics_table *t = *p;
+
+		if (t == shard->current || t == keep ||
+		    atomic_load_explicit(&t->users, memory_order_relaxed) > 0) {
+			p = &t->next;
+			continue;
+		}
+		*p = t->next;
+		tg_metrics_archive_table(t);
+		t->next = retired;
+		retired = t;
+	}
+	return retired;
+}
+
+/* Free tables that unlink_idle_tables() returned, without the registry
+ * lock: the last reference to a config runs plugin destroy callbacks and
+ * frees models, and scrapes should not wait for that. */
+static void
+free_tables(struct tg_metrics_table *list)
+{
+	while (list != NULL) {
+		struct tg_metrics_table *next = list->next;
+
+		tg_metrics_table_free(list);
+		list = next;
+	}
+}
+
+void
+tg_metrics_retire_idle(struct tg_metrics_shard *shard)
 {
 	struct tg_metrics_registry *reg = &tg_metrics_registry;
-	struct tg_metrics_table *t;
+	struct tg_metrics_table *retired;
+
+	pthread_mutex_lock(&reg->lock);
+	retired = unlink_idle_tables(shard, NULL);
+	pthread_mutex_unlock(&reg->lock);
+	free_tables(retired);
+}
+
+struct tg_metrics_table *
+tg_metrics_bind(struct tg_metrics_shard *shard, struct tg_config *cfg, int make_current)
+{
+	struct tg_metrics_registry *reg = &tg_metrics_registry;
+	struct tg_metrics_table *t, *retired;
 
 	pthread_mutex_lock(&reg->lock);
 	for (t = shard->tables; t != NULL; t = t->next) {
@@ -693,17 +743,30 @@ tg_metrics_bind(struct tg_metrics_shard *shard, struct tg_config *cfg)
 			shard->tables = t;
 		}
 	}
-	/* Tables are listed newest first: a request that started under an
-	 * older snapshot must not make the worker's newest table lose its
-	 * place. */
-	if (t != NULL && t == shard->tables)
+	/* A request that started under an older snapshot must not make the
+	 * worker's newest table lose its place. */
+	if (t != NULL && make_current)
 		shard->current = t;
 
 	if (reg->sessions == NULL && cfg->sessions != NULL && cfg->sessions->enabled)
 		reg->sessions = tg_sessions_new(cfg->sessions->max_sessions);
 	shard->sessions = reg->sessions;
+
+	/* The previous current table may have no request left. t has none
+	 * yet either, when a request of an older snapshot is about to use it. */
+	retired = unlink_idle_tables(shard, t);
 	pthread_mutex_unlock(&reg->lock);
+	free_tables(retired);
 	return t;
+}
+
+void
+tg_metrics_config_swapped(struct tg_metrics_shard *shard, struct tg_config *cfg)
+{
+	/* Out of memory leaves the old table current; the next request
+	 * tries again. */
+	if (shard != NULL)
+		(void)tg_metrics_bind(shard, cfg, 1);
 }
 
 /* --- backend host names ------------------------------------------------------------ */

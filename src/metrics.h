@@ -16,10 +16,12 @@
  * under a new snapshot allocates, to build that snapshot's table.
  *
  * Reload: requests keep recording into the table of the snapshot they
- * started under. Once a replaced table has no request left, a scrape folds
- * its series, by label values, into an archive that later scrapes add in.
- * So counters never go back across a reload, and the series of a route,
- * backend or model that a reload removed stay (frozen) until a restart.
+ * started under. Once a replaced table has no request left, its worker
+ * folds its series, by label values, into an archive that scrapes add in,
+ * and frees it. So counters never go back across a reload, the series of a
+ * route, backend or model that a reload removed stay (frozen) until a
+ * restart, and the table's reference no longer keeps the old config (its
+ * plugins, models and regexes) alive, whether or not anyone scrapes.
  *
  * The request-path calls below take the request and do nothing unless
  * tg_metrics_request_start() bound it to a table.
@@ -46,6 +48,12 @@ struct tg_metrics_shard *tg_metrics_shard_new(int worker_id);
 /* Unregister and free a shard whose worker stopped, keeping its counts for
  * later scrapes. No request may still refer to it. */
 void tg_metrics_shard_free(struct tg_metrics_shard *shard);
+
+/* The worker that owns shard took cfg as its configuration: bind a table
+ * to it, so that the tables of older snapshots are retired as soon as
+ * their last request ends, not at the worker's next request. A shard of
+ * NULL is ignored. */
+void tg_metrics_config_swapped(struct tg_metrics_shard *shard, struct tg_config *cfg);
 
 /* --- backend host names (worker threads) ------------------------------------------- */
 

@@ -5,12 +5,13 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import { afterEach, describe, it } from 'node:test';
 
 import OpenAI from 'openai';
 
 import {
-  RawClient, curl, curlPost, freePort, makeCertificates, makeTempDir, stopAll, mockBackend,
+  RawClient, SRCDIR, curl, curlPost, freePort, makeCertificates, makeTempDir, stopAll, mockBackend,
   openStream, rawPost, request, runTollgate, startGateway, startMock, waitFor,
   writeTempFile,
 } from './lib/harness.mjs';
@@ -31,6 +32,8 @@ async function start(extra = {}) {
   });
   return { mock, gw, post: (model) => curl(curlPost(`${gw.baseURL}/v1/chat/completions`, chat(model))) };
 }
+
+const PLUGINS = process.env.TOLLGATE_PLUGINS || path.join(SRCDIR, 'plugins');
 
 function admin(gw, path) {
   return request({ port: gw.adminPort, path, timeoutMs: 5000 });
@@ -141,6 +144,35 @@ describe('SIGHUP reload', () => {
     assert.equal((await post('gpt-4o-mini')).status, 200, 'the rest of the new config was not applied');
     const moved = await curl(curlPost(`http://127.0.0.1:${otherPort}/v1/chat/completions`, chat('gpt-4o')));
     assert.notEqual(moved.status, 200, 'the new listen address was opened');
+    await gw.stop();
+  });
+
+  // plugins/test/lifetime.so writes a line to the file named by "model" in
+  // each init and destroy, so init lines minus destroy lines is the number
+  // of configs alive. Nothing scrapes /metrics until the end.
+  it('frees each replaced config without a scrape', async () => {
+    const log = path.join(makeTempDir(), 'lifetime.log');
+    const { gw, post } = await start({
+      filters: { life: { type: 'plugin', path: path.join(PLUGINS, 'test', 'lifetime.so'), model: log,
+        labels: { __label__never: 0.5 } } },
+      routes: [{ ...chatRoute('chat', 'gpt-4o'), filters: ['life'] }],
+    });
+    const count = (event) => fs.readFileSync(log, 'utf8').split('\n').filter((l) => l.startsWith(`${event} `)).length;
+    const reloads = 6;
+
+    for (let i = 0; i < reloads; i++) {
+      assert.equal((await post('gpt-4o')).status, 200);
+      assert.equal(await gw.reload(gw.config), 'reloaded');
+    }
+    await waitFor(() => count('init') - count('destroy') === 1,
+      { message: 'every replaced config freed (one config alive)' });
+    assert.ok(count('destroy') >= reloads, `${count('destroy')} destroy calls for ${reloads} reloads`);
+
+    // The counts of the freed configs' requests were kept.
+    const metrics = await admin(gw, '/metrics');
+    const requests = metrics.text.split('\n').filter((l) => l.startsWith('tollgate_requests_total{route="chat"'))
+      .reduce((sum, l) => sum + Number(l.split(' ').at(-1)), 0);
+    assert.equal(requests, reloads);
     await gw.stop();
   });
 

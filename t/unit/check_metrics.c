@@ -995,9 +995,10 @@ START_TEST(reload_keeps_counters)
 	ck_assert_double_eq(sample(text, exact), 1);
 	free(text);
 
-	/* The old table retires at the next scrape once its last request ended,
+	/* The old table retires as its last request ends, without a scrape,
 	 * and its counts go on in the archive. */
 	end_request(late, 200);
+	ck_assert_ptr_null(w->metrics->tables->next);
 	text = scrape(TG_METRICS_TEXT);
 	ck_assert_double_eq(sample(text, glob), 3);
 	ck_assert_double_eq(sample(text, exact), 1);
@@ -1018,6 +1019,65 @@ START_TEST(reload_keeps_counters)
 	free_worker(w);
 	tg_config_unref(old_cfg);
 	tg_config_unref(new_cfg);
+}
+END_TEST
+
+/* Check that w keeps only the table of new_cfg, current, and that the one
+ * request counted on "exact" survived the retirement; then free them all. */
+static void
+check_retired_and_free(struct tg_worker *w, struct tg_config *old_cfg,
+                       struct tg_config *new_cfg)
+{
+	const char *exact = "tollgate_requests_total{route=\"exact\",backend=\"none\","
+	                    "model=\"gpt-4o\",code=\"200\"}";
+	char *text;
+
+	ck_assert_ptr_eq(w->metrics->tables, w->metrics->current);
+	ck_assert_ptr_eq(w->metrics->tables->config, new_cfg);
+	ck_assert_ptr_null(w->metrics->tables->next);
+	text = scrape(TG_METRICS_TEXT);
+	ck_assert_double_eq(sample(text, exact), 1);
+	free(text);
+
+	free_worker(w);
+	tg_config_unref(old_cfg);
+	tg_config_unref(new_cfg);
+}
+
+/* A worker that takes a new config lets go of the old one at once when no
+ * request uses it, even if it serves no request afterwards. */
+START_TEST(config_swap_retires_idle_table)
+{
+	struct tg_config *old_cfg = load(BASE_CONFIG);
+	struct tg_config *new_cfg = load(BASE_CONFIG);
+	struct tg_worker *w = new_worker(old_cfg);
+
+	end_request(new_request(w, old_cfg, "exact", "gpt-4o"), 200);
+	ck_assert_ptr_eq(w->metrics->tables->config, old_cfg);
+
+	tg_metrics_config_swapped(w->metrics, new_cfg);
+	check_retired_and_free(w, old_cfg, new_cfg);
+}
+END_TEST
+
+/* A request of an older snapshot after the swap gets a table that stays
+ * linked while it runs, and that retires when it ends. */
+START_TEST(old_snapshot_request_after_swap)
+{
+	struct tg_config *old_cfg = load(BASE_CONFIG);
+	struct tg_config *new_cfg = load(BASE_CONFIG);
+	struct tg_worker *w = new_worker(old_cfg);
+	struct tg_request *req;
+
+	w->config = new_cfg;
+	tg_metrics_config_swapped(w->metrics, new_cfg);
+	req = new_request(w, old_cfg, "exact", "gpt-4o");
+	ck_assert_ptr_eq(w->metrics->current->config, new_cfg);
+	ck_assert_ptr_eq(req->metrics.table->config, old_cfg);
+	ck_assert_ptr_nonnull(w->metrics->tables->next);
+
+	end_request(req, 200);
+	check_retired_and_free(w, old_cfg, new_cfg);
 }
 END_TEST
 
@@ -1564,6 +1624,8 @@ metrics_suite(void)
 	tcase_add_test(record, overhead_excludes_upstream);
 	tcase_add_test(record, filter_series_by_address);
 	tcase_add_test(record, reload_keeps_counters);
+	tcase_add_test(record, config_swap_retires_idle_table);
+	tcase_add_test(record, old_snapshot_request_after_swap);
 	tcase_add_test(record, shards_summed);
 	tcase_add_test(record, scrape_races_worker);
 	tcase_set_timeout(record, 60);
