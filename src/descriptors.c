@@ -18,6 +18,10 @@
  * 503, because none is left for its upstream. So the workers accept only
  * as many client connections as leave a descriptor for each upstream
  * (tg_descriptors_client_max). The pause is in accept-pause.c.
+ *
+ * In a process started with stdin, stdout or stderr closed, the next file
+ * opened takes that number. Log lines would then go to an event loop, a
+ * pipe or a client socket. tg_descriptors_open_standard() fills them first.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -94,6 +98,28 @@ reserve_table(rlim_t slots)
 	}
 	if (spare >= 0)
 		close(spare);
+}
+
+int
+tg_descriptors_open_standard(void)
+{
+	for (int fd = STDIN_FILENO; fd <= STDERR_FILENO; fd++) {
+		int null_fd;
+
+		if (fcntl(fd, F_GETFD) != -1 || errno != EBADF)
+			continue;
+
+		/* open() returns the lowest free number, which is fd, since the
+		 * ones below it are open by now. */
+		null_fd = open("/dev/null", O_RDWR);
+		if (null_fd == -1)
+			return -1;
+		if (null_fd != fd) {
+			close(null_fd);
+			return -1;
+		}
+	}
+	return 0;
 }
 
 void

@@ -22,6 +22,15 @@
 #define TG_DESCRIPTORS_FEW_CLIENTS 64
 
 /*
+ * Open /dev/null on each of descriptors 0, 1 and 2 that is closed, so that
+ * no file, socket or pipe opened later takes a standard stream's number.
+ * Call first in main(), before anything opens a descriptor. Returns 0, or
+ * -1 when /dev/null cannot be opened (stderr may then be closed, so the
+ * caller can only exit).
+ */
+int tg_descriptors_open_standard(void);
+
+/*
  * Raise the soft open-files limit to the hard limit, then size the kernel's
  * descriptor table for it, up to a cap, so that workers do not wait for the
  * table to grow until that many descriptors are open. Call once, before

@@ -474,6 +474,9 @@ main(int argc, char **argv)
 		{NULL, 0, NULL, 0},
 	};
 
+	if (tg_descriptors_open_standard() != 0)
+		return 1;
+
 	while ((opt = getopt_long(argc, argv, "c:thV", long_options, NULL)) != -1) {
 		switch (opt) {
 		case 'c':

@@ -23,13 +23,13 @@ function chatRoute(name, model, backend = 'mock') {
   return { name, match: { path: '/v1/chat/completions', model }, backends: [backend] };
 }
 
-async function start(extra = {}) {
+async function start(extra = {}, options = {}) {
   const mock = await startMock();
   const gw = await startGateway({
     backends: { mock: mockBackend(mock) },
     routes: [chatRoute('chat', 'gpt-4o')],
     ...extra,
-  });
+  }, options);
   return { mock, gw, post: (model) => curl(curlPost(`${gw.baseURL}/v1/chat/completions`, chat(model))) };
 }
 
@@ -447,6 +447,21 @@ function assertPortInUse(result, port) {
   assert.equal(result.code, 1, result.stderr);
   assert.match(result.stderr, new RegExp(`\\[error\\] cannot listen on 127\\.0\\.0\\.1:${port}: Address already in use`));
 }
+
+describe('standard descriptors', () => {
+  afterEach(stopAll);
+
+  // A daemon started with them closed must not let the files and sockets
+  // it opens take their numbers: access-log lines for "-" would go there.
+  it('opens /dev/null on closed stdin and stdout', async () => {
+    const { gw, post } = await start({}, { closeFds: [0, 1] });
+    assert.equal(fs.readlinkSync(`/proc/${gw.child.pid}/fd/0`), '/dev/null');
+    assert.equal(fs.readlinkSync(`/proc/${gw.child.pid}/fd/1`), '/dev/null');
+
+    assert.equal((await post('gpt-4o')).status, 200);
+    await gw.stop();
+  });
+});
 
 describe('listen address in use', () => {
   afterEach(stopAll);

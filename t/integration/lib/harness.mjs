@@ -351,7 +351,7 @@ export function basicConfig(mock, { backend = {}, ...rest } = {}) {
  *
  * Resolves once the admin /readyz returns 200.
  */
-export async function startGateway(config, { env = {}, expectErrors = [], args = [], stdout = 'pipe', nofile = null, nofileSoft = null } = {}) {
+export async function startGateway(config, { env = {}, expectErrors = [], args = [], stdout = 'pipe', nofile = null, nofileSoft = null, closeFds = [] } = {}) {
   const dir = makeTempDir();
   const file = path.join(dir, 'tollgate.json');
   let listenPort = null;
@@ -383,7 +383,7 @@ export async function startGateway(config, { env = {}, expectErrors = [], args =
     fs.writeFileSync(file, JSON.stringify(config, null, 2) + '\n');
   }
 
-  const gw = new Gateway({ dir, file, config, listenPort, adminPort, env, expectErrors, nofile, nofileSoft });
+  const gw = new Gateway({ dir, file, config, listenPort, adminPort, env, expectErrors, nofile, nofileSoft, closeFds });
   gateways.add(gw);
   await gw.start(args, stdout);
   return gw;
@@ -395,7 +395,7 @@ function listenPortOf(entry) {
 }
 
 class Gateway {
-  constructor({ dir, file, config, listenPort, adminPort, env, expectErrors, nofile, nofileSoft }) {
+  constructor({ dir, file, config, listenPort, adminPort, env, expectErrors, nofile, nofileSoft, closeFds }) {
     this.dir = dir;
     this.file = file;
     this.config = config;
@@ -404,6 +404,7 @@ class Gateway {
     this.env = env;
     this.nofile = nofile;
     this.nofileSoft = nofileSoft;
+    this.closeFds = closeFds;
     this.allowed = [...expectErrors];
     this.stderr = [];
     this.stdout = [];
@@ -421,13 +422,18 @@ class Gateway {
     let command = TOLLGATE_BIN;
     let argv = ['-c', this.file, ...args];
     const limits = [['-n', this.nofile], ['-Sn', this.nofileSoft]].filter(([, n]) => n !== null);
-    if (limits.length > 0) {
+    if (limits.length > 0 || this.closeFds.length > 0) {
       for (const [, n] of limits) {
         if (!Number.isInteger(n) || n < 1)
           throw new Error(`nofile and nofileSoft must be positive integers, not ${n}`);
       }
+      for (const fd of this.closeFds) {
+        if (![0, 1, 2].includes(fd))
+          throw new Error(`closeFds takes 0, 1 or 2, not ${fd}`);
+      }
       const ulimits = limits.map(([flag, n]) => `ulimit ${flag} ${n} && `).join('');
-      argv = ['-c', `${ulimits}exec "$0" "$@"`, TOLLGATE_BIN, ...argv];
+      const closes = this.closeFds.map((fd) => ` ${fd}>&-`).join('');
+      argv = ['-c', `${ulimits}exec "$0" "$@"${closes}`, TOLLGATE_BIN, ...argv];
       command = '/bin/sh';
     }
     const child = spawn(command, argv, {
