@@ -4,9 +4,13 @@
  * The main thread loads the configuration, opens the admin listener, starts
  * the workers and then only handles signals and admin requests:
  *   SIGHUP          load the file again and swap it in for new requests
- *   SIGTERM, SIGINT stop accepting, finish requests in flight up to
+ *   SIGTERM, SIGINT, SIGQUIT
+ *                   stop accepting, finish requests in flight up to
  *                   drain_timeout, exit 0 (a second signal stops at once)
  *   SIGUSR1         reopen the access log (after rotation)
+ *   SIGUSR2 and the other signals in ignored_signals[]
+ *                   log a warning and go on: their default action would end
+ *                   the process without a word
  */
 #include "autoconfig.h"
 
@@ -39,6 +43,33 @@
 #define DEFAULT_CONFIG SYSCONFDIR "/tollgate.json"
 #define DRAIN_POLL_MS 50
 
+/* The signals that tollgate acts on. */
+static const int handled_signals[] = {SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGUSR1};
+
+/*
+ * Signals whose default action ends the process but that tollgate has no use
+ * for. Each is logged and ignored, since a stray one should not take a
+ * gateway down in silence. SIGUSR2 starts a binary upgrade in nginx, which
+ * tollgate does not have. SIGXFSZ is here so that a write past the file-size
+ * limit fails with EFBIG, which the access log counts. Fault signals (SEGV,
+ * BUS, FPE, ILL, ABRT) and SIGPROF and SIGTRAP, which profilers and debuggers
+ * use, keep their default actions.
+ */
+static const struct {
+	int signo;
+	const char *name;
+} ignored_signals[] = {
+	{SIGUSR2, "SIGUSR2"},
+	{SIGALRM, "SIGALRM"},
+	{SIGVTALRM, "SIGVTALRM"},
+	{SIGIO, "SIGIO"},
+	{SIGPWR, "SIGPWR"},
+	{SIGXFSZ, "SIGXFSZ"},
+};
+
+#define N_HANDLED_SIGNALS (sizeof(handled_signals) / sizeof(handled_signals[0]))
+#define N_IGNORED_SIGNALS (sizeof(ignored_signals) / sizeof(ignored_signals[0]))
+
 struct daemon {
 	const char *config_path;
 	struct tg_config *config;
@@ -53,7 +84,7 @@ struct daemon {
 	uint64_t stop_deadline_ns;      /* tg_now_ns by which the process ends:
 	                                   drain_timeout after the first signal,
 	                                   at once after a second */
-	struct event *signals[4];
+	struct event *signals[N_HANDLED_SIGNALS + N_IGNORED_SIGNALS];
 	size_t n_signals;
 };
 
@@ -252,6 +283,23 @@ reopen_access_log(struct daemon *d)
 }
 
 static void
+warn_ignored_signal(int signo)
+{
+	const char *name = "?";
+
+	for (size_t i = 0; i < N_IGNORED_SIGNALS; i++) {
+		if (ignored_signals[i].signo == signo)
+			name = ignored_signals[i].name;
+	}
+	if (signo == SIGUSR2)
+		tg_warn("signal %s ignored: tollgate has no binary upgrade; send SIGHUP to "
+		        "reload the configuration, or restart to run a new binary", name);
+	else
+		tg_warn("signal %s ignored; tollgate acts on SIGHUP, SIGUSR1, SIGTERM, "
+		        "SIGINT and SIGQUIT", name);
+}
+
+static void
 signal_cb(evutil_socket_t signo, short what, void *arg)
 {
 	struct daemon *d = arg;
@@ -264,8 +312,13 @@ signal_cb(evutil_socket_t signo, short what, void *arg)
 	case SIGUSR1:
 		reopen_access_log(d);
 		break;
-	default:
+	case SIGTERM:
+	case SIGINT:
+	case SIGQUIT:
 		start_drain(d, (int)signo);
+		break;
+	default:
+		warn_ignored_signal((int)signo);
 		break;
 	}
 }
@@ -365,6 +418,21 @@ add_signal(struct daemon *d, int signo)
 	return event_add(ev, NULL) != 0 ? -1 : 0;
 }
 
+/* Install the handlers of handled_signals[] and ignored_signals[]. */
+static int
+add_signals(struct daemon *d)
+{
+	for (size_t i = 0; i < N_HANDLED_SIGNALS; i++) {
+		if (add_signal(d, handled_signals[i]) != 0)
+			return -1;
+	}
+	for (size_t i = 0; i < N_IGNORED_SIGNALS; i++) {
+		if (add_signal(d, ignored_signals[i].signo) != 0)
+			return -1;
+	}
+	return 0;
+}
+
 /* Set up everything but the workers. Returns 0, or 1 after logging why;
  * daemon_free() then releases what was set up. */
 static int
@@ -390,8 +458,7 @@ set_up(struct daemon *d)
 	d->admin = tg_admin_start(d->base, d->config, &d->runtime);
 	if (d->admin == NULL)
 		return 1;
-	if (add_signal(d, SIGHUP) || add_signal(d, SIGTERM) || add_signal(d, SIGINT) ||
-	    add_signal(d, SIGUSR1)) {
+	if (add_signals(d) != 0) {
 		tg_error("cannot install signal handlers");
 		return 1;
 	}

@@ -419,12 +419,32 @@ describe('SIGTERM drain', () => {
     }
   });
 
-  it('exits 0 on SIGINT', async () => {
-    const { gw } = await start();
-    gw.signal('SIGINT');
-    const { code, signal } = await gw.waitExit();
-    assert.equal(signal, null);
-    assert.equal(code, 0);
+  for (const name of ['SIGINT', 'SIGQUIT']) {
+    it(`drains and exits 0 on ${name}`, async () => {
+      const { gw } = await start();
+      gw.signal(name);
+      const { code, signal } = await gw.waitExit();
+      assert.equal(signal, null);
+      assert.equal(code, 0);
+      assert.ok(gw.stderr.some((l) => /signal .*: draining/.test(l)), 'no "draining" line');
+    });
+  }
+});
+
+describe('other signals', () => {
+  afterEach(stopAll);
+
+  it('logs and ignores SIGUSR2, SIGALRM and SIGPWR', async () => {
+    const { gw, post } = await start();
+
+    for (const name of ['SIGUSR2', 'SIGALRM', 'SIGPWR']) {
+      const from = gw.stderr.length;
+      gw.signal(name);
+      const line = await gw.waitForLog(new RegExp(`signal ${name} ignored`), { from });
+      assert.match(line, /\[warn\]/);
+    }
+    assert.equal((await post('gpt-4o')).status, 200);
+    await gw.stop();
   });
 });
 
