@@ -154,7 +154,20 @@ nameservers_changed(const struct tg_resolver_config *old, const struct tg_resolv
 	return 0;
 }
 
-/* Settings that belong to sockets and threads opened at start-up. */
+static void
+warn_restart_only(const char *key)
+{
+	tg_warn("reload: %s changed; it takes effect after a restart", key);
+}
+
+/* The session table is sized once, by the first config that enables it. */
+static size_t
+max_sessions_of(const struct tg_config *cfg)
+{
+	return cfg->sessions != NULL ? cfg->sessions->max_sessions : 0;
+}
+
+/* Settings that belong to sockets, threads and tables made at start-up. */
 static void
 warn_restart_only_changes(const struct tg_config *old, const struct tg_config *new)
 {
@@ -163,20 +176,22 @@ warn_restart_only_changes(const struct tg_config *old, const struct tg_config *n
 	for (size_t i = 0; !listen_changed && i < new->n_listen; i++)
 		listen_changed = strcmp(old->listen[i].address, new->listen[i].address) != 0;
 	if (listen_changed)
-		tg_warn("reload: listen changed; it takes effect after a restart");
+		warn_restart_only("listen");
 	if (old->workers != new->workers)
-		tg_warn("reload: workers changed; it takes effect after a restart");
+		warn_restart_only("workers");
 	if (strcmp(old->admin, new->admin) != 0)
-		tg_warn("reload: admin changed; it takes effect after a restart");
+		warn_restart_only("admin");
 	if (old->admin_max_connections != new->admin_max_connections)
-		tg_warn("reload: admin_max_connections changed; it takes effect after a restart");
+		warn_restart_only("admin_max_connections");
 	if (old->admin_idle_timeout != new->admin_idle_timeout)
-		tg_warn("reload: admin_idle_timeout changed; it takes effect after a restart");
+		warn_restart_only("admin_idle_timeout");
 	if ((old->access_log == NULL) != (new->access_log == NULL) ||
 	    (old->access_log && strcmp(old->access_log, new->access_log) != 0))
-		tg_warn("reload: access_log changed; it takes effect after a restart");
+		warn_restart_only("access_log");
 	if (nameservers_changed(&old->resolver, &new->resolver))
-		tg_warn("reload: resolver.nameservers changed; it takes effect after a restart");
+		warn_restart_only("resolver.nameservers");
+	if (max_sessions_of(old) != max_sessions_of(new))
+		warn_restart_only("sessions.max_sessions");
 }
 
 static void

@@ -135,12 +135,17 @@ describe('SIGHUP reload', () => {
     const { gw, post } = await start();
     const otherPort = await freePort();
     const from = gw.stderr.length;
-    const config = { ...gw.config, listen: [`127.0.0.1:${otherPort}`], workers: 2, routes: [...gw.config.routes, chatRoute('mini', 'gpt-4o-mini')] };
+    const config = {
+      ...gw.config, listen: [`127.0.0.1:${otherPort}`], workers: 2, sessions: { max_sessions: 8 },
+      routes: [...gw.config.routes, chatRoute('mini', 'gpt-4o-mini')],
+    };
 
     assert.equal(await gw.reload(config), 'reloaded');
     const warnings = gw.stderr.slice(from).filter((l) => l.includes('[warn]'));
     assert.ok(warnings.some((l) => /listen/.test(l)), `no warning about listen in ${JSON.stringify(warnings)}`);
     assert.ok(warnings.some((l) => /workers/.test(l)), `no warning about workers in ${JSON.stringify(warnings)}`);
+    assert.ok(warnings.some((l) => /sessions\.max_sessions changed/.test(l)),
+      `no warning about sessions.max_sessions in ${JSON.stringify(warnings)}`);
     assert.equal((await post('gpt-4o-mini')).status, 200, 'the rest of the new config was not applied');
     const moved = await curl(curlPost(`http://127.0.0.1:${otherPort}/v1/chat/completions`, chat('gpt-4o')));
     assert.notEqual(moved.status, 200, 'the new listen address was opened');
