@@ -153,7 +153,7 @@ tg_accesslog_open(struct tg_accesslog_file *file, const char *path)
 }
 
 int
-tg_accesslog_check(const char *path, const char *config_path, FILE *errors)
+tg_accesslog_check(const char *path)
 {
 	struct stat st;
 	int fd;
@@ -169,10 +169,7 @@ tg_accesslog_check(const char *path, const char *config_path, FILE *errors)
 	}
 	if (errno == ENXIO && stat(path, &st) == 0 && S_ISFIFO(st.st_mode))
 		return 0;
-	fprintf(errors, "%s: access_log: cannot open \"%s\" for appending: %s; "
-	        "give a writable file, \"-\" for standard output, or false\n",
-	        config_path, path, strerror(errno));
-	return -1;
+	return errno;
 }
 
 /* Write up to len bytes; the sink decides whether this may block. */

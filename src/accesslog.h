@@ -89,9 +89,9 @@ struct tg_accesslog {
 int tg_accesslog_open(struct tg_accesslog_file *file, const char *path);
 
 /* For tollgate -t: open path as tg_accesslog_open() does and close it.
- * Returns 0, or -1 after printing to errors a line that starts with
- * config_path and names path and the reason. */
-int tg_accesslog_check(const char *path, const char *config_path, FILE *errors);
+ * Returns 0 when startup could open it (or path is NULL or "-"), else the
+ * errno of the failed open. */
+int tg_accesslog_check(const char *path);
 
 /* Reopen path onto the same descriptor (log rotation); keeps the old file
  * on failure. Flush the workers' buffers first, so that lines of requests

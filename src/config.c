@@ -34,6 +34,7 @@
 #include <event2/util.h>
 #include <jansson.h>
 
+#include "accesslog.h"
 #include "cache-config.h"
 #include "config.h"
 #include "config-parse.h"
@@ -951,7 +952,21 @@ routes_screen_request_texts(const struct tg_config *cfg)
 	return 0;
 }
 
-struct tg_config *tg_config_load(const char *path, FILE *err)
+/* Report an access log that startup could not open, so that such a path
+ * fails the check rather than the start. */
+static void check_access_log(struct load_ctx *ctx, struct tg_config *cfg)
+{
+	int err = tg_accesslog_check(cfg->access_log);
+	char q[QUOTE_LEN];
+
+	if (err != 0)
+		report(ctx, "access_log", "cannot open %s for appending: %s; give a writable "
+		       "file, \"-\" for standard output, or false",
+		       quote(cfg->access_log, q, sizeof(q)), strerror(err));
+}
+
+/* Load path; with startup_checks, also run the checks of tg_config_check(). */
+static struct tg_config *load_config(const char *path, FILE *err, int startup_checks)
 {
 	struct load_ctx ctx = { .file = path, .err = err };
 	struct tg_config *cfg;
@@ -977,6 +992,8 @@ struct tg_config *tg_config_load(const char *path, FILE *err)
 	parse_section(&ctx, "", root, cfg, &top_section);
 	for (size_t i = 0; i < ARRAY_LEN(checks); i++)
 		checks[i](&ctx, cfg);
+	if (startup_checks)
+		check_access_log(&ctx, cfg);
 	json_decref(root);
 
 	if (ctx.n_errors > 0) {
@@ -986,6 +1003,16 @@ struct tg_config *tg_config_load(const char *path, FILE *err)
 	cfg->routes_read_request_tree = routes_read_request_tree(cfg);
 	cfg->routes_screen_request_texts = routes_screen_request_texts(cfg);
 	return cfg;
+}
+
+struct tg_config *tg_config_load(const char *path, FILE *err)
+{
+	return load_config(path, err, 0);
+}
+
+struct tg_config *tg_config_check(const char *path, FILE *err)
+{
+	return load_config(path, err, 1);
 }
 
 struct tg_config *tg_config_ref(struct tg_config *cfg)

@@ -18,6 +18,10 @@
  */
 struct tg_config *tg_config_load(const char *path, FILE *err);
 
+/* For tollgate -t: tg_config_load(), plus the checks of files that only
+ * startup opens (the access log), reported in the same pass. */
+struct tg_config *tg_config_check(const char *path, FILE *err);
+
 struct tg_config *tg_config_ref(struct tg_config *cfg);
 void tg_config_unref(struct tg_config *cfg);
 

@@ -206,6 +206,17 @@ describe('command line', () => {
     });
   }
 
+  it('reports an access_log path beside other errors', async () => {
+    const file = '/nonexistent/tollgate-test/access.log';
+    const { code, stderr } = await check(validConfig({
+      access_log: file,
+      routes: [{ name: 'chat', backends: ['missing'] }],
+    }));
+    assert.equal(code, 1, stderr);
+    assert.match(stderr, /routes\[0\]\.backends\[0\]: unknown backend "missing"/);
+    assert.match(stderr, new RegExp(`access_log: cannot open "${escape(file)}"`));
+  });
+
   it('names a missing config file', async () => {
     const file = '/nonexistent/tollgate-test/tollgate.json';
     const { code, stderr } = await runTollgate(['-t', '-c', file]);
