@@ -2,20 +2,32 @@
  * The plugin loader. Each loaded configuration gets its own instance, and
  * dlopen(3) counts references, so a reload that names the same file maps
  * it once.
+ *
+ * A classify result outside the ABI contract counts as a failed classify,
+ * so the filter's on_error decides, as it does for -1. That is more labels
+ * than there was room for, a label without a name, or a score that is not
+ * a finite number. The first such result of an instance is logged.
  */
-#include <dlfcn.h>
+#include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <dlfcn.h>
+
 #include <tollgate/plugin.h>
 
 #include "filter-plugin.h"
+#include "log.h"
 
 struct tg_plugin_instance {
 	void *handle;
 	const struct tollgate_plugin *api;
 	void *state;
+	char *path;                     /* for messages */
+	char *filter;
+	atomic_flag reported;           /* a result outside the contract was logged */
 };
 
 /* Check what the plugin exports before anything of it runs. */
@@ -42,16 +54,17 @@ tg_plugin_load(const char *path, const char *filter, const char *model,
 	char reason[256], init_err[256] = "";
 	const char *problem;
 
-	if (p == NULL) {
+	if (p == NULL || (p->path = strdup(path)) == NULL ||
+	    (p->filter = strdup(filter)) == NULL) {
 		snprintf(err, err_size, "%s: out of memory", path);
-		return NULL;
+		goto fail_alloc;
 	}
+	atomic_flag_clear(&p->reported);
 
 	p->handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
 	if (p->handle == NULL) {
 		snprintf(err, err_size, "cannot load plugin: %s", dlerror());
-		free(p);
-		return NULL;
+		goto fail_alloc;
 	}
 
 	p->api = dlsym(p->handle, TOLLGATE_PLUGIN_SYMBOL);
@@ -76,17 +89,60 @@ tg_plugin_load(const char *path, const char *filter, const char *model,
 
 fail:
 	dlclose(p->handle);
+fail_alloc:
+	if (p != NULL) {
+		free(p->path);
+		free(p->filter);
+	}
 	free(p);
 	return NULL;
 }
 
+/* Write into buf what breaks the ABI contract in a result of n (>= 0)
+ * labels, and return buf; NULL when the result keeps it. */
+static const char *
+result_problem(const struct tollgate_label *labels, int n, size_t max_labels, char *buf,
+               size_t size)
+{
+	if ((size_t)n > max_labels) {
+		snprintf(buf, size, "classify returned %d labels, more than the %zu it had room for",
+		         n, max_labels);
+		return buf;
+	}
+	for (int i = 0; i < n; i++) {
+		if (labels[i].name == NULL) {
+			snprintf(buf, size, "label %d of %d has a NULL name", i + 1, n);
+			return buf;
+		}
+		if (!isfinite(labels[i].score)) {
+			snprintf(buf, size, "label %d of %d has the score %g, which is not a "
+			         "finite number", i + 1, n, labels[i].score);
+			return buf;
+		}
+	}
+	return NULL;
+}
+
 int
-tg_plugin_classify(const struct tg_plugin_instance *p, const char *text, size_t len,
+tg_plugin_classify(struct tg_plugin_instance *p, const char *text, size_t len,
                    struct tollgate_label *labels, size_t max_labels)
 {
 	int n = p->api->classify(p->state, text, len, labels, max_labels);
+	const char *problem;
+	char buf[128];
 
-	return n > (int)max_labels ? (int)max_labels : n;
+	if (n < 0)
+		return -1;
+	problem = result_problem(labels, n, max_labels, buf, sizeof(buf));
+	if (problem == NULL)
+		return n;
+
+	/* Once per instance: a plugin that breaks the contract tends to break
+	 * it on every text. */
+	if (!atomic_flag_test_and_set(&p->reported))
+		tg_error("filter \"%s\": plugin %s: %s; counted as a classifier error, so "
+		         "on_error decides; later ones are not logged", p->filter, p->path, problem);
+	return -1;
 }
 
 void
@@ -94,5 +150,7 @@ tg_plugin_unload(struct tg_plugin_instance *p)
 {
 	p->api->destroy(p->state);
 	dlclose(p->handle);
+	free(p->path);
+	free(p->filter);
 	free(p);
 }

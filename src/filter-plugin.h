@@ -22,8 +22,10 @@ struct tg_plugin_instance *tg_plugin_load(const char *path, const char *filter,
                                           const char *model, const char *config_json,
                                           char *err, size_t err_size);
 
-/* Call the plugin's classify; returns the number of labels or -1. */
-int tg_plugin_classify(const struct tg_plugin_instance *p, const char *text,
+/* Call the plugin's classify. Returns the number of labels, or -1 when it
+ * failed or returned a result outside the ABI contract (logged once per
+ * instance). Any thread. */
+int tg_plugin_classify(struct tg_plugin_instance *p, const char *text,
                        size_t len, struct tollgate_label *labels, size_t max_labels);
 
 /* Run the plugin's destroy and drop the dlopen reference. */

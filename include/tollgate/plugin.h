@@ -72,7 +72,9 @@ struct tollgate_plugin {
 	 * Classify len bytes of UTF-8 text (not NUL-terminated). Write up to
 	 * max_labels labels into labels, in any order. Returns how many were
 	 * written, or -1 when classification failed; the filter's on_error
-	 * setting then decides whether the text passes.
+	 * setting then decides whether the text passes. A result that breaks
+	 * this contract (more than max_labels, a NULL name, a NaN or infinite
+	 * score) is handled as a failure, and the first one is logged.
 	 */
 	int (*classify)(void *state, const char *text, size_t len,
 	                struct tollgate_label *labels, size_t max_labels);

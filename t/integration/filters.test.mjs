@@ -1498,6 +1498,34 @@ describe('content filters: plugins', () => {
     assert.match(run.stderr, new RegExp(`filters\\.clf\\.path: ${so.replace(/[.]/g, '\\.')}: plugin ABI version 42, but this tollgate supports version 1`));
   });
 
+  // plugins/test/contract.so returns, by its "model", a result that breaks
+  // the ABI contract: each one counts as a classifier error.
+  for (const [fault, message] of [
+    ['too-many', /classify returned 33 labels, more than the 32 it had room for/],
+    ['null-name', /label 1 of 1 has a NULL name/],
+    ['nan', /label 1 of 1 has the score nan, which is not a finite number/],
+    ['inf', /label 1 of 1 has the score inf, which is not a finite number/],
+  ]) {
+    it(`treats a ${fault} result as a classifier error`, async () => {
+      const so = path.join(PLUGINS, 'test', 'contract.so');
+      const gw = await startGateway(config(mock, {
+        clf: { type: 'plugin', path: so, model: fault, labels: { __label__ok: 0.5 } },
+      }, ['clf']), { expectErrors: [/plugin/] });
+
+      const blocked = await post(gw, chat('hello'));
+      assert.equal(blocked.status, 400);
+      assert.deepEqual(await decisions(gw, blocked),
+        [{ filter: 'clf', rule: null, action: 'block', side: 'request', count: 1, error: true }]);
+      const line = await gw.waitForLog(/\[error\] filter "clf": plugin /);
+      assert.ok(line.includes(so), line);
+      assert.match(line, message);
+
+      // Logged once per loaded configuration.
+      assert.equal((await post(gw, chat('hello again'))).status, 400);
+      assert.equal(gw.stderr.filter((l) => l.includes('filter "clf": plugin ')).length, 1);
+    });
+  }
+
   it('blocks with an in-process plugin', async () => {
     const gw = await startGateway(config(mock, {
       clf: { type: 'plugin', path: path.join(PLUGINS, 'test', 'keyword.so'), model: 'EXFILTRATE',
