@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { cpuSeconds, rssKiB, run, sleep } from './proc.mjs';
+import { cpuSeconds, rssKiB, run, setRealtime, sleep } from './proc.mjs';
 
 const CHAT_PATH = '/v1/chat/completions';
 
@@ -80,9 +80,9 @@ export async function saturation(ctx, contender, seconds) {
   return { rps: Number(rps[1]), latency: w, errors: w.errors + w.non_2xx + w.timeouts, cpu };
 }
 
-async function loadgen(ctx, label, args, seconds, onLine) {
+async function loadgen(ctx, label, args, seconds, onLine, realtime = false) {
   const argv = [ctx.bins.loadgen, ...args];
-  const r = await run(label, argv, { cpu: ctx.cpu.client, timeoutMs: (seconds + 60) * 1000, onLine });
+  const r = await run(label, argv, { cpu: ctx.cpu.client, timeoutMs: (seconds + 60) * 1000, onLine, realtime });
   const last = r.stdout.trim().split('\n').pop();
 
   if (r.code !== 0 || !last?.startsWith('{'))
@@ -114,9 +114,16 @@ export async function streams(ctx, contender, n, seconds) {
   const args = ['stream', '--target', contender.address, '--streams', String(n), '--duration', String(seconds),
                 '--warmup', String(s.warmup), '--connect-rate', String(s.connectRate),
                 '--model', streamModel(s.eventDelay, s.events), ...headerArgs(contender)];
+  const pids = [ctx.mock.pid, contender.pid].filter((pid) => pid !== null);
+  const realtime = ctx.realtime && setRealtime(pids, true) === null;
   const done = observeCpu(watched(ctx, contender));
-  const r = await loadgen(ctx, `loadgen stream ${contender.name}`, args, seconds);
-  return { ...r, cpu: done(r.cpu_s) };
+  try {
+    const r = await loadgen(ctx, `loadgen stream ${contender.name}`, args, seconds, undefined, realtime);
+    return { ...r, cpu: done(r.cpu_s), realtime };
+  } finally {
+    if (realtime)
+      setRealtime(pids, false);
+  }
 }
 
 // Memory per open stream: a fresh contender process, its RSS after a short

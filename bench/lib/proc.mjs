@@ -2,7 +2,7 @@
 // stopped by their own pid, observed through /proc. Every command line is
 // kept in `commands` for RESULTS.md.
 
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import readline from 'node:readline';
@@ -31,9 +31,28 @@ export function setNiceness(n) {
   niceness = n;
 }
 
-function withCpu(argv, cpu) {
+// The SCHED_FIFO priority of the stream phase: above every ordinary
+// thread, and below the kernel's per-CPU threads at priority 99.
+export const REALTIME_PRIORITY = 50;
+
+function withCpu(argv, cpu, realtime = false) {
   const pinned = cpu === undefined ? argv : ['taskset', '-c', String(cpu), ...argv];
-  return niceness === null ? pinned : ['nice', '-n', String(niceness), ...pinned];
+  const niced = niceness === null ? pinned : ['nice', '-n', String(niceness), ...pinned];
+  return realtime ? ['chrt', '-f', String(REALTIME_PRIORITY), ...niced] : niced;
+}
+
+// Move every thread of each running process in pids to SCHED_FIFO at
+// REALTIME_PRIORITY (on) or back to SCHED_OTHER. Returns the first error
+// of chrt, or null.
+export function setRealtime(pids, on) {
+  for (const pid of pids) {
+    const args = on ? ['-a', '-f', '-p', String(REALTIME_PRIORITY), String(pid)]
+      : ['-a', '-o', '-p', '0', String(pid)];
+    const r = spawnSync('chrt', args, { encoding: 'utf8' });
+    if (r.status !== 0)
+      return `chrt ${args.join(' ')}: ${(r.stderr || r.error?.message || '').trim()}`;
+  }
+  return null;
 }
 
 function record(label, argv, env) {
@@ -85,8 +104,8 @@ export async function stopAll() {
 //
 // The child's CPU time is sampled every 200 ms while it runs; cpuSeconds in
 // the result is the last sample, short of the true total by at most that.
-export function run(label, argv, { cpu, env = {}, cwd, timeoutMs = 120000, onLine } = {}) {
-  const full = withCpu(argv, cpu);
+export function run(label, argv, { cpu, env = {}, cwd, timeoutMs = 120000, onLine, realtime = false } = {}) {
+  const full = withCpu(argv, cpu, realtime);
   record(label, full, env);
 
   return new Promise((resolve) => {

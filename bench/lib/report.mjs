@@ -379,6 +379,22 @@ function idleText(idle) {
   return `Idle cores could halt (${idle.reason}): waking one is a cost of the
   machine that every "added" latency includes.`;
 }
+// Describe whether the stream phases ran under SCHED_FIFO (measure.mjs).
+// Older results.json files have no record of it.
+function realtimeText(rt) {
+  if (!rt)
+    return 'Scheduling: not recorded in this run (the normal policy).';
+  if (rt.on)
+    return `The stream phases ran under SCHED_FIFO: the mock, the contender
+  (every thread) and the load generator at priority 50 (\`chrt\`), so that
+  the threads of other programs on the machine cannot hold a core for
+  milliseconds while an event waits. Other phases use the normal policy,
+  since a real-time thread that fills its core is throttled by the kernel.
+  \`--no-realtime\` measures streams without it.`;
+  return `The stream phases ran at the normal scheduling policy
+  (${rt.reason}): other programs' threads can delay events by milliseconds.`;
+}
+
 function crashNote(r) {
   if (!r.crashes?.length)
     return '';
@@ -440,6 +456,7 @@ ${backgroundNote(r)}${crashNote(r)}
   one core) show which side was the bottleneck, and "other" is what
   programs outside the benchmark and interrupt work took.
 - ${idleText(r.pollingIdle)}
+- ${realtimeText(r.realtime)}
 - Every contender forwards to the same tollgate-mock. "direct" sends to the
   mock itself and is the baseline of every "added" number.
 - Non-streaming: POST /v1/chat/completions with a JSON body of under 100

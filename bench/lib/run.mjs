@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { contenders, onlyPhases, startMock, startSink, tollgateConfig } from './contenders.mjs';
 import { holdPollingIdle } from './idle.mjs';
 import { fixedRate, memory, saturation, streams } from './measure.mjs';
-import { commands, pause, resume, run, setNiceness, stopAll } from './proc.mjs';
+import { REALTIME_PRIORITY, commands, pause, resume, run, setNiceness, stopAll } from './proc.mjs';
 import { writeReport } from './report.mjs';
 import { median } from './stats.mjs';
 
@@ -42,7 +42,8 @@ const PROFILES = {
   },
 };
 
-const USAGE = `usage: bench/run [--quick] [--only NAME,...] [--no-profile] [--nice N] [--deep-idle] [--out DIR]
+const USAGE = `usage: bench/run [--quick] [--only NAME,...] [--no-profile] [--nice N] [--deep-idle]
+                 [--no-realtime] [--out DIR]
        bench/run --report results.json [--out DIR]
   --quick        one short repetition of each phase (about 2 minutes);
                  writes bench/quick/ instead of bench/RESULTS.md
@@ -57,13 +58,19 @@ const USAGE = `usage: bench/run [--quick] [--only NAME,...] [--no-profile] [--ni
                  keeps them polling (/dev/cpu_dma_latency, when it may
                  write it), so that waking a core does not count as proxy
                  latency
+  --no-realtime  run the stream phase at the normal scheduling policy; by
+                 default the mock, the contender and the load generator
+                 run it under SCHED_FIFO (when bench/run may set it), so
+                 that other programs' threads cannot hold the cores for
+                 milliseconds between a stream's events
   --out DIR      where RESULTS.md, results.json and latency.png go
   --report FILE  measure nothing: write RESULTS.md and latency.png again
                  from the results.json of an earlier run (after editing
                  bench/analysis.md, for instance)`;
 
 function parseArgs(argv) {
-  const opts = { profileName: 'full', only: null, noProfile: false, nice: null, deepIdle: false, out: null, report: null };
+  const opts = { profileName: 'full', only: null, noProfile: false, nice: null, deepIdle: false,
+                 noRealtime: false, out: null, report: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--quick')
@@ -74,6 +81,8 @@ function parseArgs(argv) {
       opts.noProfile = true;
     else if (a === '--deep-idle')
       opts.deepIdle = true;
+    else if (a === '--no-realtime')
+      opts.noRealtime = true;
     else if (a === '--out')
       opts.out = argv[++i];
     else if (a === '--report')
@@ -320,6 +329,14 @@ async function rewriteReport(opts) {
   log(`wrote ${path.join(outDir, 'RESULTS.md')} from ${opts.report}`);
 }
 
+// Whether this process may run threads under SCHED_FIFO: { on, reason }.
+function realtimeAllowed() {
+  const r = spawnSync('chrt', ['-f', String(REALTIME_PRIORITY), 'true'], { encoding: 'utf8' });
+  if (r.status === 0)
+    return { on: true, reason: null };
+  return { on: false, reason: (r.stderr || r.error?.message || `chrt exit code ${r.status}`).trim() };
+}
+
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
   if (opts.report)
@@ -332,6 +349,9 @@ async function main() {
   const idle = opts.deepIdle ? { held: false, reason: 'not asked for (--deep-idle)', release() {} }
                              : holdPollingIdle();
   log(idle.held ? 'idle cores kept polling for the run' : `idle cores may halt: ${idle.reason}`);
+  const realtime = opts.noRealtime ? { on: false, reason: 'not asked for (--no-realtime)' }
+                                   : realtimeAllowed();
+  log(realtime.on ? 'stream phases run under SCHED_FIFO' : `stream phases at the normal policy: ${realtime.reason}`);
 
   // A proxy needs two sockets per open stream, its client side and its
   // upstream side, so the open-files limit caps the memory test. Where it
@@ -356,6 +376,7 @@ async function main() {
     streams: { warmup: p.streamWarmup, connectRate: 1000, eventDelay: '500ms', events: 10 },
     memory: { seconds: p.memorySeconds, connectRate: 4000, eventDelay: '1s', events: 30 },
     fdLimit: files,
+    realtime: realtime.on,
   };
   const results = {
     mode: opts.profileName, startedAt: new Date().toISOString(),
@@ -365,6 +386,7 @@ async function main() {
     },
     machine: machineInfo(), versions: versions(ctx.bins), contenders: {}, errors: [], crashes: [],
     fdLimit: files, memoryStreams, nice: opts.nice, pollingIdle: { held: idle.held, reason: idle.reason },
+    realtime,
   };
   log(`writing to ${outDir}; scratch files in ${ctx.tmp}`);
 
