@@ -133,6 +133,8 @@ struct tg_config {
 	tg_msec_t admin_idle_timeout;   /* an admin connection without traffic */
 	int workers;                    /* default: online processors */
 	tg_msec_t drain_timeout;        /* SIGTERM grace for requests in flight */
+	int log_level;                  /* enum tg_log_level: the least severe
+	                                   error-log level written */
 	char *access_log;               /* path, "-" for stdout, NULL for off */
 	size_t access_log_buffer;       /* a worker writes its lines at this size */
 	tg_msec_t access_log_flush;     /* ...or when the oldest is this old */

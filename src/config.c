@@ -41,6 +41,7 @@
 #include "failover-config.h"
 #include "filter-config.h"
 #include "filter.h"
+#include "log.h"
 #include "metrics-config.h"
 #include "trace-config.h"
 
@@ -59,6 +60,37 @@ static json_t *default_workers(void)
 	if (n > MAX_WORKERS)
 		n = MAX_WORKERS;
 	return json_integer(n);
+}
+
+/* The error-log levels by name, least severe first. */
+static const struct {
+	const char *name;
+	enum tg_log_level level;
+} log_levels[] = {
+	{"debug", TG_LOG_DEBUG}, {"info", TG_LOG_INFO}, {"warn", TG_LOG_WARN},
+	{"error", TG_LOG_ERROR},
+};
+
+static void
+parse_log_level(struct load_ctx *ctx, const char *path, json_t *value, void *base,
+                const struct setting *s)
+{
+	static const char valid[] = "\"debug\", \"info\", \"warn\" or \"error\"";
+	const char *raw;
+	char q[QUOTE_LEN];
+	char *name = get_string(ctx, path, value, valid, &raw);
+
+	if (name == NULL)
+		return;
+	for (size_t i = 0; i < sizeof(log_levels) / sizeof(log_levels[0]); i++) {
+		if (strcmp(name, log_levels[i].name) == 0) {
+			*FIELD(base, s, int) = (int)log_levels[i].level;
+			free(name);
+			return;
+		}
+	}
+	report(ctx, path, "unknown level %s; use %s", quote(raw, q, sizeof(q)), valid);
+	free(name);
 }
 
 static void parse_access_log(struct load_ctx *ctx, const char *path,
@@ -740,6 +772,9 @@ static const struct setting top_settings[] = {
 	{ .key = "drain_timeout", .type = T_DURATION, .def = "\"30s\"",
 	  .max = NO_MAX, .offset = offsetof(struct tg_config, drain_timeout),
 	  .help = "on SIGTERM, how long requests in flight may finish" },
+	{ .key = "log_level", .type = T_CUSTOM, .parse = parse_log_level, .def = "\"info\"",
+	  .doc_type = "string", .offset = offsetof(struct tg_config, log_level),
+	  .help = "least severe error-log lines written: debug, info, warn or error" },
 	{ .key = "access_log", .type = T_CUSTOM, .parse = parse_access_log,
 	  .def = "\"-\"", .doc_type = "string|false",
 	  .offset = offsetof(struct tg_config, access_log),

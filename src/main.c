@@ -212,6 +212,7 @@ reload(struct daemon *d)
 		return;
 	}
 	warn_restart_only_changes(d->config, cfg);
+	tg_log_set_level((enum tg_log_level)cfg->log_level);
 	for (int i = 0; i < d->n_workers; i++)
 		tg_worker_post_config(d->workers[i], cfg);
 	tg_tracer_post_config(d->runtime.tracer, cfg);
@@ -598,6 +599,7 @@ main(int argc, char **argv)
 	d.config = tg_config_load(d.config_path, stderr);
 	if (d.config == NULL)
 		return 1;
+	tg_log_set_level((enum tg_log_level)d.config->log_level);
 
 	/* A client or upstream that closes mid-write must not kill us. */
 	signal(SIGPIPE, SIG_IGN);

@@ -109,6 +109,31 @@ describe('SIGHUP reload', () => {
     await gw.stop();
   });
 
+  it('applies log_level at start and on reload', async () => {
+    const { gw } = await start({ log_level: 'debug' });
+    const sendBadRequest = async () => {
+      const socket = net.connect(gw.port, '127.0.0.1');
+      await once(socket, 'connect');
+      socket.resume();
+      socket.end('GET /v1/models HTTP/1.1\r\nBad Header\r\n\r\n');
+      await once(socket, 'close');
+    };
+    const debugLine = /\[debug\] client 127\.0\.0\.1:\d+: invalid HTTP request/;
+
+    await sendBadRequest();
+    await gw.waitForLog(debugLine);
+
+    assert.equal(await gw.reload({ ...gw.config, log_level: 'info' }), 'reloaded');
+    const from = gw.stderr.length;
+    await sendBadRequest();
+    // A reload logs at info once the request is done, and one stream keeps
+    // the order of the lines.
+    assert.equal(await gw.reload({ ...gw.config, log_level: 'info' }), 'reloaded');
+    assert.deepEqual(gw.stderr.slice(from).filter((l) => debugLine.test(l)), [],
+      'a debug line was written at log_level info');
+    await gw.stop();
+  });
+
   it('keeps the running config when the new one is invalid', async () => {
     const { gw, post } = await start();
     gw.expectErrors(/reload|unknown backend|configuration/i);

@@ -18,6 +18,7 @@
 /* By path, because the build directory's autoconf config.h comes first on the
  * include path and has the same name. */
 #include "../../src/config.h"
+#include "../../src/log.h"
 
 #ifndef TG_TEST_DIR
 #error "TG_TEST_DIR must name the t/unit directory"
@@ -168,6 +169,7 @@ START_TEST(minimal_config_gets_defaults)
 	ck_assert_uint_eq(cfg->admin_idle_timeout, 30000);
 	ck_assert_int_eq(cfg->workers, cpus);
 	ck_assert_uint_eq(cfg->drain_timeout, 30000);
+	ck_assert_int_eq(cfg->log_level, TG_LOG_INFO);
 	ck_assert_str_eq(cfg->access_log, "-");
 	ck_assert_uint_eq(cfg->access_log_buffer, 64 * 1024);
 	ck_assert_uint_eq(cfg->access_log_flush, 1000);
@@ -552,7 +554,7 @@ static const struct error_case {
 	{ "\"workerz\": 2,",
 	  "T: unknown key \"workerz\"; valid keys: listen, admin, "
 	  "admin_max_connections, admin_idle_timeout, workers, drain_timeout, "
-	  "access_log, access_log_buffer, access_log_flush, limits, resolver, "
+	  "log_level, access_log, access_log_buffer, access_log_flush, limits, resolver, "
 	  "backends, filters, routes, cache, pricing, sessions, tracing\n" },
 	{ "\"limits\": {\"max_bodyy\": 1},",
 	  "T: limits: unknown key \"max_bodyy\"; valid keys: max_body, max_header, "
@@ -565,7 +567,7 @@ static const struct error_case {
 	{ "\"x\\n\\\"y\": 1,",
 	  "T: unknown key \"x\\x0a\\\"y\"; valid keys: listen, admin, "
 	  "admin_max_connections, admin_idle_timeout, workers, drain_timeout, "
-	  "access_log, access_log_buffer, access_log_flush, limits, resolver, "
+	  "log_level, access_log, access_log_buffer, access_log_flush, limits, resolver, "
 	  "backends, filters, routes, cache, pricing, sessions, tracing\n" },
 };
 
@@ -614,6 +616,11 @@ static const struct error_case type_cases[] = {
 	  "T: drain_timeout: expected a string with a unit, such as \"30s\", got an integer\n" },
 	{ "\"drain_timeout\": true,",
 	  "T: drain_timeout: expected a duration string such as \"30s\", got a boolean\n" },
+	{ "\"log_level\": 1,",
+	  "T: log_level: expected \"debug\", \"info\", \"warn\" or \"error\", got an integer\n" },
+	{ "\"log_level\": \"verbose\",",
+	  "T: log_level: unknown level \"verbose\"; use \"debug\", \"info\", \"warn\" or "
+	  "\"error\"\n" },
 	{ "\"access_log\": true,",
 	  "T: access_log: expected a path, \"-\" for standard output, or false, got a boolean\n" },
 	{ "\"limits\": [],", "T: limits: expected an object, got an array\n" },
