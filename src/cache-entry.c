@@ -311,9 +311,9 @@ tg_cache_entry_from_record(const struct tg_cache_record *r, int64_t created_ms,
 			parts[i] = json_string_value(json_array_get(r->events, i));
 			lens[i] = json_string_length(json_array_get(r->events, i));
 		}
-		/* NOTE: an instance built before the "events" kind existed finds
-		 * such an entry invalid and logs a warning for it while both
-		 * share a Redis during an upgrade; it then relays as on a miss. */
+		/* NOTE: while instances built before the "events" kind share a
+		 * Redis with newer ones, they find such an entry invalid. They log
+		 * a warning for it and relay the request as on a miss. */
 		if (r->named)
 			header = json_pack("{s:i, s:I, s:s}", "v", TG_CACHE_ENTRY_VERSION,
 			                   "created_ms", (json_int_t)created_ms, "kind", "events");

@@ -24,8 +24,8 @@
  * A stream's parts are its events in order, without the final "[DONE]",
  * which every stored stream had. The events of an Anthropic Messages
  * stream ("events") are named, so each part is a name, a line feed and the
- * data. Its final message_stop is kept and its pings are left out. usage says
- * whether some event carries a usage object; usage_event is the index of
+ * data. Its final message_stop is kept and its pings are left out. "usage"
+ * is true when some event carries a usage object. "usage_event" is the index of
  * the usage-only chunk ("choices": []) that a client gets only when it set
  * stream_options.include_usage, or -1.
  *

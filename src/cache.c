@@ -123,9 +123,10 @@ wants_usage(const struct tg_request *req)
 
 /* --- serving a hit ----------------------------------------------------------- */
 
-/* Record the first token of a streamed hit, whose events all leave in one
- * write now, in the metrics and the trace; the access log reads the time
- * the metrics keep. Call it before the response goes out, which may end req. */
+/* Record the first token of a streamed hit in the metrics and the trace,
+ * since all its events leave in one write now. The access log reads the
+ * time the metrics keep. Call it before the response goes out, because
+ * sending it may end req. */
 static void
 record_first_token(struct tg_request *req)
 {

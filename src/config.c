@@ -774,7 +774,7 @@ static const struct setting top_settings[] = {
 	  .help = "on SIGTERM, how long requests in flight may finish" },
 	{ .key = "log_level", .type = T_CUSTOM, .parse = parse_log_level, .def = "\"info\"",
 	  .doc_type = "string", .offset = offsetof(struct tg_config, log_level),
-	  .help = "least severe error-log lines written: debug, info, warn or error" },
+	  .help = "lowest level of error-log lines written: debug, info, warn or error" },
 	{ .key = "access_log", .type = T_CUSTOM, .parse = parse_access_log,
 	  .def = "\"-\"", .doc_type = "string|false",
 	  .offset = offsetof(struct tg_config, access_log),

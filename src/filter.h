@@ -95,12 +95,12 @@ int tg_text_list_add(struct tg_text_list *list, json_t *value);
  * as a string or as text parts (any role: system, developer, user,
  * assistant, tool), a message's "name" (verbatim), refusals, tool call and
  * function call arguments, "prompt" and "input" (a string or an array of
- * strings; token arrays are not text), and "prediction" content.
+ * strings, since token arrays are not text), and "prediction" content.
  * It collects the descriptions of tools and of structured output formats
  * too, with those inside their JSON Schemas ("enum" strings verbatim).
  * Of Anthropic's Messages shape it collects "system" (a string or text
- * blocks) and members of a message's content blocks. These are the text of text and
- * thinking blocks, every string value inside a tool_use block's "input",
+ * blocks) and members of a message's content blocks. These are the text
+ * of text and thinking blocks, every string value inside a tool_use block's "input",
  * and a tool_result block's "content" (a string or text blocks). Returns
  * 0, or -1 when out of memory.
  */

@@ -71,7 +71,7 @@ int tg_splice_finish(struct tg_splice *s);
  * them, and the parse refused a key given twice. A string that the tree
  * contains as it was read is copied as written.
  *
- * Returns 0 when out holds the text (the caller frees it with
+ * Returns 0 when out contains the text (the caller frees it with
  * tg_json_writer_free()), -1 when memory ran out, and TG_SPLICE_UNPAIRED
  * when yajl cannot read raw, or its strings and numbers differ in number
  * or kind from the tree's; out is then empty.

@@ -18,9 +18,9 @@
  * Reload: requests keep recording into the table of the snapshot they
  * started under. Once a replaced table has no request left, its worker
  * folds its series, by label values, into an archive that scrapes add in,
- * and frees it. So counters never go back across a reload, the series of a
- * route, backend or model that a reload removed stay (frozen) until a
- * restart, and the table's reference no longer keeps the old config (its
+ * and frees it. So counters never go back across a reload, and the series
+ * of a route, backend or model that a reload removed stay (frozen) until a
+ * restart. The freed table's reference no longer keeps the old config (its
  * plugins, models and regexes) alive, whether or not anyone scrapes.
  *
  * The request-path calls below take the request and do nothing unless
