@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cache-entry.h"
+#include "cache-header.h"
 #include "reply-digest.h"
 
 enum choice_state {
@@ -245,47 +246,38 @@ tg_cache_record_incomplete(const struct tg_cache_record *r)
 
 /* --- encoding -------------------------------------------------------------- */
 
-/* Write the envelope: header as compact JSON with "bytes", the length of
- * each of the n parts, then a line feed and the parts. Takes header.
- * Returns the text (free() it) and its length in *len, or NULL with
- * *reason set when memory ran out. */
+/* Write the envelope: h's header line, whose lengths are those of the
+ * h->n_parts parts, then a line feed and the parts. Returns the text
+ * (free() it) and its length in *len, or NULL with *reason set when
+ * memory ran out. */
 static char *
-write_envelope(json_t *header, const char *const *parts, const size_t *lens, size_t n,
-               size_t *len, const char **reason)
+write_envelope(const struct tg_cache_header *h, const char *const *parts, size_t *len,
+               const char **reason)
 {
-	json_t *bytes = json_array();
-	char *head = NULL, *text = NULL;
-	size_t head_len, total = 0;
+	struct tg_json_writer head = {0};
+	char *text = NULL;
+	size_t total = 0;
 
-	for (size_t i = 0; bytes != NULL && i < n; i++) {
-		if (json_array_append_new(bytes, json_integer((json_int_t)lens[i])) != 0)
-			break;
-		total += lens[i];
-	}
-	if (header != NULL && bytes != NULL && json_array_size(bytes) == n &&
-	    json_object_set(header, "bytes", bytes) == 0)
-		head = json_dumps(header, JSON_COMPACT);
-	json_decref(bytes);
-	json_decref(header);
-	if (head != NULL) {
-		head_len = strlen(head);
-		text = malloc(head_len + 1 + total + 1);
-	}
+	tg_cache_header_write(&head, h);
+	for (size_t i = 0; i < h->n_parts; i++)
+		total += h->bytes[i];
+	if (!head.failed)
+		text = malloc(head.len + 1 + total + 1);
 	if (text == NULL) {
-		free(head);
+		tg_json_writer_free(&head);
 		*reason = "out of memory";
 		return NULL;
 	}
 
-	memcpy(text, head, head_len);
-	text[head_len] = '\n';
-	*len = head_len + 1;
-	for (size_t i = 0; i < n; i++) {
-		memcpy(text + *len, parts[i], lens[i]);
-		*len += lens[i];
+	memcpy(text, head.data, head.len);
+	text[head.len] = '\n';
+	*len = head.len + 1;
+	for (size_t i = 0; i < h->n_parts; i++) {
+		memcpy(text + *len, parts[i], h->bytes[i]);
+		*len += h->bytes[i];
 	}
 	text[*len] = '\0';         /* not part of the entry: for readers of strings */
-	free(head);
+	tg_json_writer_free(&head);
 	return text;
 }
 
@@ -295,8 +287,16 @@ tg_cache_entry_from_record(const struct tg_cache_record *r, int64_t created_ms,
 {
 	size_t n = json_array_size(r->events);
 	const char **parts;
-	size_t *lens;
-	json_t *header;
+	struct tg_cache_header h = {
+		.created_ms = created_ms,
+		/* NOTE: while instances built before the "events" kind share a
+		 * Redis with newer ones, they find such an entry invalid. They log
+		 * a warning for it and relay the request as on a miss. */
+		.kind = r->named ? TG_CACHE_KIND_EVENTS : TG_CACHE_KIND_STREAM,
+		.has_usage = r->has_usage,
+		.usage_event = r->usage_event,
+		.n_parts = n,
+	};
 	char *text = NULL;
 
 	*reason = tg_cache_record_incomplete(r);
@@ -304,28 +304,17 @@ tg_cache_entry_from_record(const struct tg_cache_record *r, int64_t created_ms,
 		return NULL;
 
 	parts = malloc((n ? n : 1) * sizeof(*parts));
-	lens = malloc((n ? n : 1) * sizeof(*lens));
+	h.bytes = malloc((n ? n : 1) * sizeof(*h.bytes));
 	*reason = "out of memory";
-	if (parts != NULL && lens != NULL) {
+	if (parts != NULL && h.bytes != NULL) {
 		for (size_t i = 0; i < n; i++) {
 			parts[i] = json_string_value(json_array_get(r->events, i));
-			lens[i] = json_string_length(json_array_get(r->events, i));
+			h.bytes[i] = json_string_length(json_array_get(r->events, i));
 		}
-		/* NOTE: while instances built before the "events" kind share a
-		 * Redis with newer ones, they find such an entry invalid. They log
-		 * a warning for it and relay the request as on a miss. */
-		if (r->named)
-			header = json_pack("{s:i, s:I, s:s}", "v", TG_CACHE_ENTRY_VERSION,
-			                   "created_ms", (json_int_t)created_ms, "kind", "events");
-		else
-			header = json_pack("{s:i, s:I, s:s, s:b, s:I}", "v", TG_CACHE_ENTRY_VERSION,
-			                   "created_ms", (json_int_t)created_ms, "kind", "stream",
-			                   "usage", r->has_usage, "usage_event",
-			                   (json_int_t)r->usage_event);
-		text = write_envelope(header, parts, lens, n, len, reason);
+		text = write_envelope(&h, parts, len, reason);
 	}
 	free(parts);
-	free(lens);
+	free(h.bytes);
 	return text;
 }
 
@@ -357,69 +346,63 @@ char *
 tg_cache_entry_from_body(const char *body, size_t body_len, const json_t *parsed,
                          int64_t created_ms, size_t *len, const char **reason)
 {
-	json_t *header;
+	struct tg_cache_header h = {
+		.created_ms = created_ms, .kind = TG_CACHE_KIND_JSON,
+		.bytes = &body_len, .n_parts = 1,
+	};
 
 	*reason = parsed != NULL ? check_body(parsed) : "the body is not JSON";
 	if (*reason != NULL)
 		return NULL;
-
-	header = json_pack("{s:i, s:I, s:s}", "v", TG_CACHE_ENTRY_VERSION,
-	                   "created_ms", (json_int_t)created_ms, "kind", "json");
-	return write_envelope(header, &body, &body_len, 1, len, reason);
+	return write_envelope(&h, &body, len, reason);
 }
 
 /* --- decoding -------------------------------------------------------------- */
 
 /*
- * Copy the parts of payload, whose lengths are the integers of bytes, into
- * e: each is followed by a NUL of its own, so that it can be read as a
- * string too. Returns 0, or -1 when bytes does not describe payload_len
- * bytes or memory ran out.
+ * Copy the parts of payload, whose lengths h gives, into e: each is
+ * followed by a NUL of its own, so that it can be read as a string too.
+ * Returns 0, or -1 when the lengths do not add up to payload_len or
+ * memory ran out.
  */
 static int
-decode_parts(struct tg_cache_entry *e, const json_t *bytes, const char *payload,
+decode_parts(struct tg_cache_entry *e, const struct tg_cache_header *h, const char *payload,
              size_t payload_len)
 {
-	size_t n = json_array_size(bytes), at = 0;
+	size_t at = 0;
 	char *copy;
 
-	if (!json_is_array(bytes) || n == 0)
+	if (h->n_parts == 0)
 		return -1;
-	e->parts = malloc(n * sizeof(*e->parts));
-	e->payload = malloc(payload_len + n);
+	e->parts = malloc(h->n_parts * sizeof(*e->parts));
+	e->payload = malloc(payload_len + h->n_parts);
 	if (e->parts == NULL || e->payload == NULL)
 		return -1;
 
 	copy = e->payload;
-	for (size_t i = 0; i < n; i++) {
-		json_t *item = json_array_get(bytes, i);
-		json_int_t len = json_integer_value(item);
+	for (size_t i = 0; i < h->n_parts; i++) {
+		size_t len = h->bytes[i];
 
-		if (!json_is_integer(item) || len < 0 || (size_t)len > payload_len - at)
+		if (len > payload_len - at)
 			return -1;
-		memcpy(copy, payload + at, (size_t)len);
+		memcpy(copy, payload + at, len);
 		copy[len] = '\0';
-		e->parts[i] = (struct tg_cache_part){copy, (size_t)len};
+		e->parts[i] = (struct tg_cache_part){copy, len};
 		copy += len + 1;
-		at += (size_t)len;
+		at += len;
 	}
-	e->n_parts = n;
+	e->n_parts = h->n_parts;
 	return at == payload_len ? 0 : -1;
 }
 
 static int
-decode_stream(struct tg_cache_entry *e, const json_t *header)
+decode_stream(struct tg_cache_entry *e, const struct tg_cache_header *h)
 {
-	json_t *usage = json_object_get(header, "usage");
-	json_t *usage_event = json_object_get(header, "usage_event");
-
-	if (!json_is_boolean(usage) || !json_is_integer(usage_event))
+	if (h->usage_event < -1 || h->usage_event >= (long long)e->n_parts)
 		return -1;
 	e->is_stream = 1;
-	e->has_usage = json_is_true(usage);
-	e->usage_event = (long)json_integer_value(usage_event);
-	if (e->usage_event < -1 || e->usage_event >= (long)e->n_parts)
-		return -1;
+	e->has_usage = h->has_usage;
+	e->usage_event = (long)h->usage_event;
 	return 0;
 }
 
@@ -451,36 +434,24 @@ tg_cache_entry_decode(const char *data, size_t len, struct tg_cache_entry *e)
 {
 	const char *line_end = memchr(data, '\n', len);
 	size_t head_len = line_end != NULL ? (size_t)(line_end - data) : 0;
-	json_error_t error;
-	json_t *header = NULL, *version, *created, *kind;
+	struct tg_cache_header h;
 	int rc = -1;
 
 	memset(e, 0, sizeof(*e));
 	e->usage_event = -1;
-	if (line_end != NULL)
-		header = json_loadb(data, head_len, 0, &error);
-	if (!json_is_object(header))
-		goto out;
+	if (line_end == NULL || tg_cache_header_read(data, head_len, &h) != 0)
+		return -1;
 
-	version = json_object_get(header, "v");
-	created = json_object_get(header, "created_ms");
-	kind = json_object_get(header, "kind");
-	if (!json_is_integer(version) || json_integer_value(version) != TG_CACHE_ENTRY_VERSION ||
-	    !json_is_integer(created) || !json_is_string(kind) ||
-	    decode_parts(e, json_object_get(header, "bytes"), data + head_len + 1,
-	                 len - head_len - 1) != 0)
-		goto out;
-	e->created_ms = json_integer_value(created);
-
-	if (strcmp(json_string_value(kind), "stream") == 0)
-		rc = decode_stream(e, header);
-	else if (strcmp(json_string_value(kind), "events") == 0)
-		rc = decode_named(e);
-	else if (strcmp(json_string_value(kind), "json") == 0)
-		rc = decode_json(e);
-
-out:
-	json_decref(header);
+	if (decode_parts(e, &h, line_end + 1, len - head_len - 1) == 0) {
+		e->created_ms = h.created_ms;
+		if (h.kind == TG_CACHE_KIND_STREAM)
+			rc = decode_stream(e, &h);
+		else if (h.kind == TG_CACHE_KIND_EVENTS)
+			rc = decode_named(e);
+		else if (h.kind == TG_CACHE_KIND_JSON)
+			rc = decode_json(e);
+	}
+	tg_cache_header_free(&h);
 	if (rc != 0)
 		tg_cache_entry_free(e);
 	return rc;

@@ -14,8 +14,8 @@
  *    <name 1>\n<data 1><name 2>\n<data 2>...
  *
  * "bytes" gives the length of each part of the payload. A value read back
- * from Redis goes through jansson's checks of the header, and the lengths
- * must add up to the payload's, before it is trusted. The payload is not
+ * from Redis goes through the checks of the header (cache-header.h), and
+ * the lengths must add up to the payload's, before it is trusted. The payload is not
  * JSON inside JSON, because decoding a body written as a JSON string cost
  * a hit about 60,000 instructions (callgrind).
  *
@@ -44,8 +44,6 @@
 
 #include <event2/buffer.h>
 #include <jansson.h>
-
-#define TG_CACHE_ENTRY_VERSION 2
 
 /* Choices a recorded stream may have; more make it unstorable. OpenAI
  * allows n up to 128. */
