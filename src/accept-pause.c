@@ -232,9 +232,12 @@ tg_accept_pause_opened(struct tg_accept_pause *p)
 		return;
 	format_open_files(limit, sizeof(limit));
 	format_unlogged(unlogged, "pause", earlier, sizeof(earlier));
-	tg_warn("%s: stopped accepting at the connection limit of %zu, which keeps a "
-	        "descriptor for the upstream connection of each%s; new connections wait "
-	        "in the listen queue%s", p->owner, open, limit, earlier);
+	/* open may pass max by one per worker: workers that accept at the same
+	 * time each count their connection before either pauses. The spare
+	 * descriptors of each worker cover that one (descriptors.h). */
+	tg_warn("%s: stopped accepting at the connection limit of %zu (%zu open), which "
+	        "keeps a descriptor for the upstream connection of each%s; new connections "
+	        "wait in the listen queue%s", p->owner, p->limit->max, open, limit, earlier);
 }
 
 void

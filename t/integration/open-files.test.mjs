@@ -159,7 +159,7 @@ describe('client connections under the open-files limit', () => {
       'requests on accepted connections were refused');
     assert.deepEqual(acceptFailures(gw), []);
     assert.match(gw.stderr.find((line) => line.includes('stopped accepting')) ?? '',
-      new RegExp(`\\[warn\\] worker 0: stopped accepting at the connection limit of 11, .*\\(open files limit ${LIMIT}\\)`));
+      new RegExp(`\\[warn\\] worker 0: stopped accepting at the connection limit of 11 \\(\\d+ open\\), .*\\(open files limit ${LIMIT}\\)`));
     const pauses = valueOf(parseSamples((await scrape(gw)).text), 'tollgate_accept_limit_pauses_total');
     assert.ok(pauses >= 1, `tollgate_accept_limit_pauses_total is ${pauses}`);
     await gw.stop();

@@ -274,6 +274,47 @@ START_TEST(limit_pauses_until_close)
 }
 END_TEST
 
+/* Run tg_accept_pause_opened() on p with stderr sent to a file, and
+ * return what it logged (free() it). */
+static char *
+opened_logs(struct tg_accept_pause *p)
+{
+	FILE *out = tmpfile();
+	int saved = dup(STDERR_FILENO);
+	char *text = calloc(1, 4096);
+
+	ck_assert_ptr_nonnull(out);
+	ck_assert_ptr_nonnull(text);
+	fflush(stderr);
+	ck_assert_int_ge(dup2(fileno(out), STDERR_FILENO), 0);
+	tg_accept_pause_opened(p);
+	fflush(stderr);
+	ck_assert_int_ge(dup2(saved, STDERR_FILENO), 0);
+	close(saved);
+
+	rewind(out);
+	ck_assert_uint_gt(fread(text, 1, 4095, out), 0);
+	fclose(out);
+	return text;
+}
+
+/* Connections of other workers can take the count past the limit; the
+ * warning names the limit, not the count. */
+START_TEST(limit_warning_names_the_limit)
+{
+	struct fixture f;
+	char *logged;
+
+	fixture_init_limited(&f, 2);
+	atomic_store(&f.limit.open, 2);
+	logged = opened_logs(f.pause);
+	ck_assert_msg(strstr(logged, "at the connection limit of 2 (3 open)") != NULL,
+	              "logged: %s", logged);
+	free(logged);
+	fixture_free(&f);
+}
+END_TEST
+
 /* A connection open in another set keeps this set paused past its resume
  * timer, until the count is below the limit. */
 START_TEST(limit_of_other_sets_keeps_paused)
@@ -321,6 +362,7 @@ accept_pause_suite(void)
 	tcase_add_test(listener, cancel_drops_resume);
 	tcase_add_test(listener, limit_pauses_until_close);
 	tcase_add_test(listener, limit_of_other_sets_keeps_paused);
+	tcase_add_test(listener, limit_warning_names_the_limit);
 	suite_add_tcase(s, errors);
 	suite_add_tcase(s, logging);
 	suite_add_tcase(s, listener);
