@@ -132,6 +132,23 @@ arm(struct tg_upstream_conn *c, tg_msec_t ms)
 	event_add(c->timer, &tv);
 }
 
+/*
+ * Arm the timer of a request just sent or a connection just started, for
+ * ms from now. libevent counts a timeout from the time it cached when the
+ * loop woke, and the request may come after long work in that same turn
+ * (a filter on a large prompt, a slow plugin). Counted from the cached
+ * time, the timer would fire at once and blame the backend for the
+ * gateway's delay, so the time is read again first. The other arms follow
+ * a read of the socket in the turn, or only close an idle pooled
+ * connection early, and skip the clock read.
+ */
+static void
+arm_from_now(struct tg_upstream_conn *c, tg_msec_t ms)
+{
+	event_base_update_cache_time(event_get_base(c->timer));
+	arm(c, ms);
+}
+
 static void
 disarm(struct tg_upstream_conn *c)
 {
@@ -1018,7 +1035,7 @@ conn_open(struct tg_upstream_conn *c)
 	 * socket's reader starts reading at BEV_EVENT_CONNECTED. */
 	bufferevent_enable(c->bev, EV_WRITE);
 	tg_socket_reader_enable(&c->reader);
-	arm(c, c->timeouts.connect);
+	arm_from_now(c, c->timeouts.connect);
 
 	/* A TLS connection takes the request now and sends it after the
 	 * handshake. A plain one sends it once connected, in conn_event_cb(),
@@ -1123,7 +1140,7 @@ tg_upstream_send(struct tg_worker *w, const struct tg_backend *backend,
 			conn_free(c);
 			return NULL;
 		}
-		arm(c, c->timeouts.first_byte);
+		arm_from_now(c, c->timeouts.first_byte);
 		if (handler->on_connected != NULL)
 			handler->on_connected(arg);
 		return c;

@@ -3,10 +3,12 @@
  * trained model. It scores the label "__label__secret" 1 when the text
  * contains the keyword given by the filter's "model" setting (default
  * "EXFILTRATE"), and 0 otherwise. Text containing "PLUGIN-FAIL" makes
- * classify fail.
+ * classify fail, and text containing "PLUGIN-SLOW" makes it take 300 ms
+ * of the worker's time first, as a large model on a long prompt would.
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <tollgate/plugin.h>
 
@@ -51,6 +53,11 @@ keyword_classify(void *state, const char *text, size_t len, struct tollgate_labe
 
 	if (contains(text, len, "PLUGIN-FAIL"))
 		return -1;
+	if (contains(text, len, "PLUGIN-SLOW")) {
+		struct timespec slow = {0, 300 * 1000 * 1000};
+
+		nanosleep(&slow, NULL);
+	}
 	if (max_labels == 0)
 		return 0;
 	labels[0].name = secret_label;
