@@ -550,7 +550,7 @@ reject_unreadable_request(struct tg_client *c, enum tg_error err, const char *me
 	c->close_after_response = 1;
 	c->unread_input = 1;
 	event_del(c->timer);
-	tg_request_fail(c->req, err, message);
+	tg_request_fail_unread(c->req, err, message);
 }
 
 /*

@@ -562,9 +562,11 @@ tg_request_fail(struct tg_request *req, enum tg_error err, const char *message)
 	tg_request_fail_with(req, err, NULL, message);
 }
 
-void
-tg_request_fail_with(struct tg_request *req, enum tg_error err, const char *extra_headers,
-                     const char *message)
+/* Record err as req's error, with the cause of its kind unless req has a
+ * cause already, and send the gateway's error response. */
+static void
+send_error(struct tg_request *req, enum tg_error err, const char *extra_headers,
+           const char *message)
 {
 	const struct tg_error_info *info = tg_error_info(err);
 	struct evbuffer *body = evbuffer_new();
@@ -574,14 +576,30 @@ tg_request_fail_with(struct tg_request *req, enum tg_error err, const char *extr
 	req->error = err;
 	if (req->cause == TG_CAUSE_NONE)
 		req->cause = (enum tg_cause)info->who;
-	if (req->cause == TG_CAUSE_GATEWAY)
-		req->phase = TG_PHASE_LOCAL;
 
 	if (body != NULL)
 		tg_error_shaped_body(body, tg_request_error_shape(req), err, message, NULL);
 	tg_relay_local_response(req, info->status, extra_headers, body);
 	if (body != NULL)
 		evbuffer_free(body);
+}
+
+void
+tg_request_fail_with(struct tg_request *req, enum tg_error err, const char *extra_headers,
+                     const char *message)
+{
+	if (req->cause == TG_CAUSE_NONE)
+		req->cause = (enum tg_cause)tg_error_info(err)->who;
+	if (req->cause == TG_CAUSE_GATEWAY)
+		req->phase = TG_PHASE_LOCAL;
+	send_error(req, err, extra_headers, message);
+}
+
+void
+tg_request_fail_unread(struct tg_request *req, enum tg_error err, const char *message)
+{
+	assert(req->phase == TG_PHASE_REQUEST);
+	send_error(req, err, NULL, message);
 }
 
 void

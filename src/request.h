@@ -42,6 +42,13 @@ void tg_request_fail(struct tg_request *req, enum tg_error err, const char *mess
 void tg_request_fail_with(struct tg_request *req, enum tg_error err,
                           const char *extra_headers, const char *message);
 
+/* Respond as tg_request_fail() does to a request that the gateway rejects
+ * before it was read whole (a malformed or too large head or body, a read
+ * timeout). Its phase stays TG_PHASE_REQUEST, so that its termination code
+ * (GR, or cR on a timeout) sets it apart from a request rejected after it
+ * was read (GL). */
+void tg_request_fail_unread(struct tg_request *req, enum tg_error err, const char *message);
+
 /* The client went away or timed out before the response was complete:
  * cancel the upstream at once and end the request with cause. */
 void tg_request_abort(struct tg_request *req, enum tg_cause cause);

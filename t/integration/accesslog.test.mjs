@@ -237,32 +237,35 @@ describe('access log reasons', () => {
 
   const head = (lines) => `${lines.join('\r\n')}\r\n\r\n`;
 
-  // Each case: the request, the status, the reason, and the method the
-  // line gives (null when the method itself is wrong).
+  // Each case: the request, the status, the reason, the method the line
+  // gives (null when the method itself is wrong) and the termination code:
+  // GR for a request rejected before it was read whole, GL for one
+  // rejected after.
   const cases = [
     ['a method that is not a token', head(['G@T /v1/models HTTP/1.1', 'Host: a']), 400,
-      'bad_request_line', null],
+      'bad_request_line', null, 'GR'],
     ['a version that is not HTTP/1.x', head(['GET /v1/models HTTX/1.1', 'Host: a']), 400,
-      'bad_request_line', 'GET'],
+      'bad_request_line', 'GET', 'GR'],
     ['a header name with a space', head(['POST /v1/chat/completions HTTP/1.1', 'Bad Name: a']), 400,
-      'bad_header', 'POST'],
+      'bad_header', 'POST', 'GR'],
     ['a head over limits.max_header', head(['POST /v1/chat/completions HTTP/1.1', `X-Big: ${'a'.repeat(3000)}`]),
-      431, 'request_header_too_large', 'POST'],
+      431, 'request_header_too_large', 'POST', 'GR'],
     ['a body over limits.max_body', head(['POST /v1/chat/completions HTTP/1.1', 'Host: a',
-      'Content-Length: 5000']), 413, 'request_too_large', 'POST'],
+      'Content-Length: 5000']), 413, 'request_too_large', 'POST', 'GR'],
     ['a malformed chunk', `${head(['POST /v1/chat/completions HTTP/1.1', 'Host: a',
-      'Transfer-Encoding: chunked'])}zz\r\n`, 400, 'bad_chunked_body', 'POST'],
+      'Transfer-Encoding: chunked'])}zz\r\n`, 400, 'bad_chunked_body', 'POST', 'GR'],
     ['a gzip body', `${head(['POST /v1/chat/completions HTTP/1.1', 'Host: a', 'Content-Encoding: gzip',
-      'Content-Length: 2'])}{}`, 415, 'unsupported_content_encoding', 'POST'],
+      'Content-Length: 2'])}{}`, 415, 'unsupported_content_encoding', 'POST', 'GL'],
   ];
 
-  for (const [what, bytes, status, reason, method] of cases) {
+  for (const [what, bytes, status, reason, method, termination] of cases) {
     it(`gives the reason and the method read for ${what}`, async () => {
       const { status: got, entry } = await rejected(bytes);
       assert.equal(got, status);
       assert.equal(entry.status, status);
       assert.equal(entry.reason, reason);
       assert.equal(entry.method, method);
+      assert.equal(entry.termination, termination);
     });
   }
 
