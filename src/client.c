@@ -1102,9 +1102,7 @@ sniff_cb(evutil_socket_t fd, short what, void *arg)
 	start_reading(c);
 
 	if (!tls)
-		reject_unreadable_request(c, TG_E_BAD_REQUEST, "the request came as plain HTTP "
-		                          "to a port that takes HTTPS only; send it over TLS, "
-		                          "with an https:// URL");
+		reject_unreadable_request(c, TG_E_PLAIN_HTTP_ON_TLS, NULL);
 }
 
 /* Set up the reading of c on fd: at once for a plain listener, and after

@@ -24,6 +24,10 @@ static const struct tg_error_info error_table[TG_E_COUNT] = {
 	[TG_E_BAD_CHUNKED_BODY] = {400, "invalid_request_error", "bad_request",
 		"the request is not valid HTTP/1.1", 'G',
 		"invalid_request_error", "bad_chunked_body"},
+	[TG_E_PLAIN_HTTP_ON_TLS] = {400, "invalid_request_error", "bad_request",
+		"the request came as plain HTTP to a port that takes HTTPS only; send it "
+		"over TLS, with an https:// URL", 'G',
+		"invalid_request_error", "plain_http_on_tls"},
 	[TG_E_INVALID_JSON] = {400, "invalid_request_error", "invalid_json",
 		"the request body is not a JSON object", 'G',
 		"invalid_request_error", "invalid_json"},

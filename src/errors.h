@@ -20,6 +20,7 @@ enum tg_error {
 	TG_E_BAD_REQUEST,               /* the request line; also the default */
 	TG_E_BAD_HEADER,                /* a header field, or the framing it sets */
 	TG_E_BAD_CHUNKED_BODY,          /* the chunked framing of the body */
+	TG_E_PLAIN_HTTP_ON_TLS,         /* plain HTTP sent to a TLS listener */
 	TG_E_INVALID_JSON,
 	TG_E_MISSING_MODEL,
 	TG_E_NO_ROUTE,

@@ -10,9 +10,10 @@ import { after, afterEach, before, describe, it } from 'node:test';
 
 import {
   RawClient, curl, curlPost, eventData, freePort, stopAll, makeCertificates,
-  makeTempDir, openStream, rawPost, splitEvents, startGateway, startMock,
+  makeTempDir, openStream, rawPost, request, splitEvents, startGateway, startMock, waitFor,
 } from './lib/harness.mjs';
 import { assertError, normalizeVolatile } from './lib/checks.mjs';
+import { parseSamples, valueOf } from './lib/prometheus.mjs';
 
 const chat = (model) => ({ model, messages: [{ role: 'user', content: 'hello' }] });
 
@@ -183,6 +184,10 @@ describe('TLS listener', () => {
   it('answers plain HTTP on the TLS port with a plain 400, then closes', async () => {
     // OpenSSL alone would fail the handshake and close without a word.
     const id = 'tls-plain-http';
+    const plainHttpErrors = async () => valueOf(
+      parseSamples((await request({ port: gw.adminPort, path: '/metrics' })).text),
+      'tollgate_gateway_errors_total', { route: 'none', reason: 'plain_http_on_tls' });
+    const before = await plainHttpErrors();
     const client = await RawClient.connect(port);
     try {
       await client.write(rawPost('/v1/chat/completions', chat('gpt-4o'), [`X-Request-Id: ${id}`]));
@@ -197,8 +202,13 @@ describe('TLS listener', () => {
     }
     const entry = await gw.waitForAccess((e) => e.client.endsWith(`:${client.localPort}`));
     assert.equal(entry.status, 400);
+    // A reason of its own, apart from a malformed request line.
+    assert.equal(entry.reason, 'plain_http_on_tls');
+    assert.equal(entry.termination, 'GR');
     const forwarded = (await mock.requests()).filter((r) => r.headers['x-request-id'] === id);
     assert.deepEqual(forwarded, [], 'the plain request reached the mock');
+    await waitFor(async () => await plainHttpErrors() === before + 1,
+      { message: 'tollgate_gateway_errors_total{reason="plain_http_on_tls"} to count the request' });
   });
 
   it('serves TLS after a pause before the ClientHello', async () => {
