@@ -200,6 +200,7 @@ on_message_begin(llhttp_t *p)
 
 	c->parse_error = TG_OK;
 	c->parse_message[0] = '\0';
+	c->target_error = TG_OK;
 	c->line_read = 0;
 	c->req = tg_request_new(c);
 	if (c->req == NULL)
@@ -267,6 +268,45 @@ on_url(llhttp_t *p, const char *at, size_t len)
 		return HPE_USER;
 	if (tg_bytes_append(&c->url, &c->url_len, &c->url_cap, at, len) != 0)
 		return parse_fail(c, TG_E_INTERNAL);
+	return 0;
+}
+
+/* Set req->url and req->path from the request target read so far, in
+ * origin form. Returns TG_OK, or the error with its reason in
+ * c->parse_message. */
+static enum tg_error
+set_request_target(struct tg_client *c, struct tg_request *req)
+{
+	/* llhttp rejects a request line without a target, and
+	 * tg_bytes_append() keeps c->url NUL-terminated. */
+	const char *target = c->url;
+	enum tg_error err;
+
+	assert(c->url_len > 0);
+	c->url_len = 0;
+	err = tg_request_head_origin_form(target, req->method, &req->url, c->parse_message,
+	                                  sizeof(c->parse_message));
+	if (err != TG_OK)
+		return err;
+
+	req->path = strndup(req->url, strcspn(req->url, "?"));
+	return req->path != NULL ? TG_OK : TG_E_INTERNAL;
+}
+
+/*
+ * Set the target and the path once the request line has its target whole.
+ * A request rejected later in its head, such as with a 431, then logs its
+ * path and gets the error shape of its API. An invalid target is reported
+ * only at the end of the head (on_headers_complete()), so that an error in
+ * the version or a header field takes precedence over it. The HTTP/2
+ * preface "PRI * HTTP/2.0" thus gets a 505, not a 400 for its target "*".
+ */
+static int
+on_url_complete(llhttp_t *p)
+{
+	struct tg_client *c = p->data;
+
+	c->target_error = set_request_target(c, c->req);
 	return 0;
 }
 
@@ -394,28 +434,6 @@ on_header_value_complete(llhttp_t *p)
 	return rc;
 }
 
-/* Set req->url and req->path from the request target read so far, in
- * origin form. Returns TG_OK, or the error with its reason in
- * c->parse_message. */
-static enum tg_error
-set_request_target(struct tg_client *c, struct tg_request *req)
-{
-	/* llhttp rejects a request line without a target, and
-	 * tg_bytes_append() keeps c->url NUL-terminated. */
-	const char *target = c->url;
-	enum tg_error err;
-
-	assert(c->url_len > 0);
-	c->url_len = 0;
-	err = tg_request_head_origin_form(target, req->method, &req->url, c->parse_message,
-	                                  sizeof(c->parse_message));
-	if (err != TG_OK)
-		return err;
-
-	req->path = strndup(req->url, strcspn(req->url, "?"));
-	return req->path != NULL ? TG_OK : TG_E_INTERNAL;
-}
-
 static int
 on_headers_complete(llhttp_t *p)
 {
@@ -425,9 +443,8 @@ on_headers_complete(llhttp_t *p)
 	enum tg_error err;
 
 	req->http_minor = p->http_minor;
-	err = set_request_target(c, req);
-	if (err != TG_OK)
-		return parse_fail(c, err);
+	if (c->target_error != TG_OK)
+		return parse_fail(c, c->target_error);
 
 	err = tg_request_head_check_host(&req->headers, p->http_major, p->http_minor,
 	                                 c->parse_message, sizeof(c->parse_message));
@@ -520,6 +537,7 @@ on_message_complete(llhttp_t *p)
 static const llhttp_settings_t request_settings = {
 	.on_message_begin = on_message_begin,
 	.on_url = on_url,
+	.on_url_complete = on_url_complete,
 	.on_version = on_version,
 	.on_header_field = on_header_field,
 	.on_header_value = on_header_value,

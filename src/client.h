@@ -65,6 +65,9 @@ struct tg_client {
 	                                   error of llhttp's is in a header */
 	char parse_message[256];        /* the client's error message for it, or
 	                                   "" for the default of parse_error */
+	enum tg_error target_error;     /* why the request target is invalid,
+	                                   reported at the end of the head; its
+	                                   message waits in parse_message */
 	const char *read_start;         /* bytes handed to llhttp_execute() */
 	const char *read_end;           /* end of those bytes */
 	const char *value_end;          /* end of the last header value piece */

@@ -237,34 +237,38 @@ describe('access log reasons', () => {
 
   const head = (lines) => `${lines.join('\r\n')}\r\n\r\n`;
 
-  // Each case: the request, the status, the reason, the method the line
-  // gives (null when the method itself is wrong) and the termination code:
-  // GR for a request rejected before it was read whole, GL for one
+  // Each case: the request, the status, the reason, the method and the
+  // path the line gives, and the termination code. A method or path is
+  // null when the request ended before it was read whole or was not
+  // valid. GR is a request rejected before it was read whole, GL one
   // rejected after.
   const cases = [
     ['a method that is not a token', head(['G@T /v1/models HTTP/1.1', 'Host: a']), 400,
-      'bad_request_line', null, 'GR'],
+      'bad_request_line', null, null, 'GR'],
     ['a version that is not HTTP/1.x', head(['GET /v1/models HTTX/1.1', 'Host: a']), 400,
-      'bad_request_line', 'GET', 'GR'],
+      'bad_request_line', 'GET', '/v1/models', 'GR'],
+    ['a request line over limits.max_header', head([`GET /v1/${'a'.repeat(3000)} HTTP/1.1`, 'Host: a']),
+      431, 'request_header_too_large', 'GET', null, 'GR'],
     ['a header name with a space', head(['POST /v1/chat/completions HTTP/1.1', 'Bad Name: a']), 400,
-      'bad_header', 'POST', 'GR'],
-    ['a head over limits.max_header', head(['POST /v1/chat/completions HTTP/1.1', `X-Big: ${'a'.repeat(3000)}`]),
-      431, 'request_header_too_large', 'POST', 'GR'],
+      'bad_header', 'POST', '/v1/chat/completions', 'GR'],
+    ['a head over limits.max_header', head(['POST /v1/chat/completions?a=1 HTTP/1.1', `X-Big: ${'a'.repeat(3000)}`]),
+      431, 'request_header_too_large', 'POST', '/v1/chat/completions', 'GR'],
     ['a body over limits.max_body', head(['POST /v1/chat/completions HTTP/1.1', 'Host: a',
-      'Content-Length: 5000']), 413, 'request_too_large', 'POST', 'GR'],
+      'Content-Length: 5000']), 413, 'request_too_large', 'POST', '/v1/chat/completions', 'GR'],
     ['a malformed chunk', `${head(['POST /v1/chat/completions HTTP/1.1', 'Host: a',
-      'Transfer-Encoding: chunked'])}zz\r\n`, 400, 'bad_chunked_body', 'POST', 'GR'],
+      'Transfer-Encoding: chunked'])}zz\r\n`, 400, 'bad_chunked_body', 'POST', '/v1/chat/completions', 'GR'],
     ['a gzip body', `${head(['POST /v1/chat/completions HTTP/1.1', 'Host: a', 'Content-Encoding: gzip',
-      'Content-Length: 2'])}{}`, 415, 'unsupported_content_encoding', 'POST', 'GL'],
+      'Content-Length: 2'])}{}`, 415, 'unsupported_content_encoding', 'POST', '/v1/chat/completions', 'GL'],
   ];
 
-  for (const [what, bytes, status, reason, method, termination] of cases) {
-    it(`gives the reason and the method read for ${what}`, async () => {
+  for (const [what, bytes, status, reason, method, path, termination] of cases) {
+    it(`gives the reason, method and path read for ${what}`, async () => {
       const { status: got, entry } = await rejected(bytes);
       assert.equal(got, status);
       assert.equal(entry.status, status);
       assert.equal(entry.reason, reason);
       assert.equal(entry.method, method);
+      assert.equal(entry.path, path);
       assert.equal(entry.termination, termination);
     });
   }

@@ -104,6 +104,13 @@ describe('gateway errors on the Anthropic Messages API', () => {
     await bothShapes(big, 413, 'request_too_large', 'invalid_request_error', 'request_too_large');
   });
 
+  it('oversized head gets invalid_request_error', async () => {
+    // The head passes limits.max_header (64 KiB by default) after the
+    // request line, so the path that picks the shape has been read.
+    await bothShapes(messagesBody, 431, 'invalid_request_error', 'invalid_request_error',
+      'request_header_too_large', [`X-Padding: ${'a'.repeat(70 * 1024)}`]);
+  });
+
   it('unrouted model gets not_found_error', async () => {
     await bothShapes({ ...messagesBody, model: 'gpt-4o' }, 404, 'not_found_error',
       'invalid_request_error', 'route_not_found');
