@@ -1314,13 +1314,39 @@ flush_before_close(struct tg_client *c)
 	                len > INT_MAX ? INT_MAX : (int)len);
 }
 
+/*
+ * Write what the client of a request cut short by the shutdown still gets,
+ * so that it can tell the cut from a complete response. A stream in
+ * progress gets its error event. A request read whole without a response
+ * head out yet, such as one waiting for its upstream's head, gets the 503
+ * shutting_down. Either way TG_E_SHUTTING_DOWN becomes the request's error,
+ * for the access log, the metrics and the trace. Returns 1 when bytes were
+ * written, which the caller flushes before it closes.
+ */
+static int
+write_shutdown_end(struct tg_client *c)
+{
+	struct tg_request *req = c->req;
+
+	if (tg_relay_cut_stream(req))
+		return 1;
+	/* A request still being read gets nothing: the bytes it is sending
+	 * would make the close a reset, which may discard a response. */
+	if (c->state != TG_CLIENT_SERVING || req->response.head_sent)
+		return 0;
+
+	req->cause = TG_CAUSE_DRAIN;
+	c->close_after_response = 1;
+	tg_request_fail(req, TG_E_SHUTTING_DOWN, "the gateway shut down before the response "
+	                "started; retry the request");
+	return 1;
+}
+
 void
 tg_client_close(struct tg_client *c, int cause)
 {
 	if (c->req != NULL) {
-		/* A stream cut by the shutdown ends with an error event, so that
-		 * the client can tell it from a finished one. */
-		if (cause == TG_CAUSE_DRAIN && tg_relay_cut_stream(c->req))
+		if (cause == TG_CAUSE_DRAIN && write_shutdown_end(c))
 			flush_before_close(c);
 		tg_request_abort(c->req, (enum tg_cause)cause);
 		c->req = NULL;

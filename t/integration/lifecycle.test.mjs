@@ -336,6 +336,62 @@ describe('SIGTERM drain', () => {
     assert.equal(entry.reason, 'shutting_down');
   });
 
+  it('answers 503 to a request waiting at drain_timeout', async () => {
+    // The upstream holds back its response head past the deadline. The
+    // client must get a response that names the shutdown, not a bare close.
+    const id = 'head-at-deadline';
+    const { gw, mock } = await start({ drain_timeout: '1s' });
+    const client = await RawClient.connect(gw.port);
+    try {
+      await client.write(rawPost('/v1/chat/completions', chat('gpt-4o'),
+        [`X-Request-Id: ${id}`, 'x-mock: first_byte_delay=60s']));
+      await waitFor(async () => (await mock.requests()).some((r) => r.headers['x-request-id'] === id),
+        { message: 'the request to reach the mock' });
+      gw.signal('SIGTERM');
+
+      const res = await client.readResponse();
+      const error = assertError(res, 503, 'server_error', 'shutting_down');
+      assert.match(error.message, /shut down before the response started/);
+      assert.equal(res.header('connection'), 'close');
+      assert.equal(res.header('x-request-id'), id);
+      assert.ok(await client.waitClosed(), 'the connection stayed open after the 503');
+    } finally {
+      client.destroy();
+    }
+    const { code } = await gw.waitExit();
+    assert.equal(code, 0);
+    const entry = gw.accessLog.find((e) => e.request_id === id);
+    assert.ok(entry, 'no access-log line for the request');
+    assert.equal(entry.status, 503);
+    assert.equal(entry.reason, 'shutting_down');
+    assert.equal(entry.termination, 'DH');
+    assert.match(gw.stderr.join('\n'), /connection closed by the shutdown; upstream request cancelled/);
+  });
+
+  it('raises an openai APIError for a stream not started at drain_timeout', async () => {
+    const { gw, mock } = await start({ drain_timeout: '1s' });
+    const client = new OpenAI({
+      baseURL: `${gw.baseURL}/v1`, apiKey: 'sk-anything', maxRetries: 0,
+      defaultHeaders: { 'x-mock': 'first_byte_delay=60s', 'x-request-id': 'stream-head-at-deadline' },
+    });
+    const pending = client.chat.completions.create({ ...chat('gpt-4o'), stream: true });
+    await waitFor(async () => (await mock.requests()).length === 1,
+      { message: 'the request to reach the mock' });
+    gw.signal('SIGTERM');
+    await assert.rejects(pending, (err) => {
+      assert.ok(err instanceof OpenAI.APIError, `${err.constructor.name}: ${err.message}`);
+      assert.equal(err.status, 503);
+      assert.equal(err.code, 'shutting_down');
+      return true;
+    });
+    const { code } = await gw.waitExit();
+    assert.equal(code, 0);
+    const entry = gw.accessLog.find((e) => e.request_id === 'stream-head-at-deadline');
+    assert.ok(entry, 'no access-log line for the stream');
+    assert.equal(entry.reason, 'shutting_down');
+    assert.equal(entry.termination, 'DH');
+  });
+
   it('raises an openai APIError for a stream cut at drain_timeout', async () => {
     const { gw } = await start({ drain_timeout: '1s' });
     const client = new OpenAI({

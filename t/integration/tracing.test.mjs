@@ -915,6 +915,30 @@ describe('export resilience', () => {
     assert.equal(spans.length, 2);
     receiver.assertValid();
   });
+
+  it('marks the server span of a request cut at drain_timeout', async () => {
+    // The upstream holds back its response head past the deadline, and
+    // the request ends with the drain's 503, a gateway failure.
+    const mock = await startMock();
+    const receiver = await startOtlpReceiver();
+    receivers.push(receiver);
+    const gw = await startGateway({ ...config(mock, tracing(receiver)), drain_timeout: '1s' });
+    const pending = postChat(gw, { model: 'gpt-4o', messages },
+      { 'x-mock': 'first_byte_delay=60s', 'x-request-id': 'cut-before-head' });
+    await waitFor(async () => (await mock.requests()).length === 1,
+      { message: 'the request to reach the mock' });
+    gw.signal('SIGTERM');
+    assert.equal((await pending).status, 503);
+    assert.equal((await gw.waitExit()).code, 0);
+
+    const { spans } = await traceOf(gw, receiver, 'cut-before-head', 2);
+    const [server] = byKind(spans, SERVER);
+    assert.equal(server.status.code, ERROR);
+    assert.equal(server.attributes['error.type'], 'shutting_down');
+    assert.equal(server.attributes['http.response.status_code'], 503n);
+    assert.equal(server.attributes['tollgate.termination'], 'DH');
+    receiver.assertValid();
+  });
 });
 
 describe('export over https', () => {
