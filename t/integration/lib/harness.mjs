@@ -466,14 +466,18 @@ class Gateway {
     this.closed = new Promise((resolve) => child.once('close', resolve));
     const spawnError = new Promise((_, reject) => child.once('error', (err) => reject(new Error(`cannot start ${TOLLGATE_BIN}: ${err.message}`))));
 
-    await Promise.race([spawnError, waitFor(async () => {
+    // waitFor() takes a throw for "not yet", so an exit is returned, not
+    // thrown: a gateway that rejects its config fails the test at once.
+    const started = await Promise.race([spawnError, waitFor(async () => {
       if (this.exit)
-        throw new Error(`tollgate exited during startup (${JSON.stringify(this.exit)}):\n${this.stderr.join('\n')}`);
+        return { exited: this.exit };
       const res = await request({ port: this.adminPort, path: '/readyz', timeoutMs: 1000 });
-      return res.status === 200;
+      return res.status === 200 && { ready: true };
     }, { timeoutMs: START_DEADLINE_MS, message: `tollgate admin /readyz on port ${this.adminPort}` }).catch((err) => {
       throw new Error(`${err.message}\nstderr:\n${this.stderr.join('\n')}`);
     })]);
+    if (started.exited)
+      throw new Error(`tollgate exited during startup (${JSON.stringify(started.exited)}):\n${this.stderr.join('\n')}`);
   }
 
   /* Allow `[error]` lines matching these patterns from now on. */
