@@ -5,8 +5,9 @@
  * The scan keeps a stack of the containers it is inside, each with the
  * start of its keys for the duplicate check. At the top object it notes
  * which member the last key named, so that a value of "model", "stream",
- * "user" or a parameter is kept, and in the object of "stream_options"
- * whether "include_usage" is true. Once the scan is unsure it stops
+ * "user" or a parameter is kept, in the object of "stream_options"
+ * whether "include_usage" is true, and in that of "response_format" its
+ * "type". Once the scan is unsure it stops
  * yajl, since jansson will read the body anyway.
  */
 #include <stddef.h>
@@ -30,14 +31,18 @@ enum member {
 	M_STREAM_OPTIONS,
 	M_STOP,
 	M_NUMBER,               /* a parameter of enum tg_request_number */
+	M_RESPONSE_FORMAT,
+	M_ENCODING_FORMAT,
 	M_INCLUDE_USAGE,        /* in the object of "stream_options" */
+	M_FORMAT_TYPE,          /* in the object of "response_format" */
 };
 
-/* Two bytes for the flags keep a frame at 16 bytes: the scan zeroes
+/* Three bytes for the flags keep a frame at 16 bytes: the scan zeroes
  * its frames for every body. */
 struct frame {
 	int array;
 	unsigned char options;  /* the object of the top "stream_options" */
+	unsigned char format;   /* the object of the top "response_format" */
 	unsigned char stop;     /* the array of the top "stop" */
 	size_t first_key;       /* an object's first key in the keys */
 };
@@ -56,7 +61,8 @@ struct scan {
 	size_t depth;
 	enum member member;     /* what the last key of the top object named */
 	enum tg_request_number number;  /* and which parameter, for M_NUMBER */
-	enum member option;     /* what the last key of "stream_options" named */
+	enum member option;     /* what the last key of "stream_options" or
+	                           "response_format" named */
 	struct frame frames[MAX_FRAMES];       /* last: the members before it
 	                                          are zeroed for each scan */
 };
@@ -73,6 +79,13 @@ static int
 in_options(const struct scan *s)
 {
 	return s->depth == 2 && s->frames[1].options;
+}
+
+/* The value now read is a member of the "response_format" object. */
+static int
+in_format(const struct scan *s)
+{
+	return s->depth == 2 && s->frames[1].format;
 }
 
 /* The value now read is an item of the top "stop" array. */
@@ -144,6 +157,7 @@ open_container(struct scan *s, int array)
 	s->frames[s->depth] = (struct frame){
 		.array = array, .first_key = s->keys->n,
 		.options = !array && at_top(s) && s->member == M_STREAM_OPTIONS,
+		.format = !array && at_top(s) && s->member == M_RESPONSE_FORMAT,
 		.stop = array && at_top(s) && s->member == M_STOP,
 	};
 	s->depth++;
@@ -225,10 +239,14 @@ top_member(const unsigned char *key, size_t len, enum tg_request_number *number)
 	case 5:
 		if (KEY_IS(key, len, "model"))
 			return M_MODEL;
+		if (KEY_IS(key, len, "top_k"))
+			return number_member(number, TG_PARAM_TOP_K);
 		return KEY_IS(key, len, "top_p") ? number_member(number, TG_PARAM_TOP_P) : M_OTHER;
 	case 6:
 		return KEY_IS(key, len, "stream") ? M_STREAM : M_OTHER;
 	case 10:
+		if (KEY_IS(key, len, "dimensions"))
+			return number_member(number, TG_PARAM_DIMENSIONS);
 		return KEY_IS(key, len, "max_tokens") ? number_member(number, TG_PARAM_MAX_TOKENS)
 		                                      : M_OTHER;
 	case 11:
@@ -236,6 +254,10 @@ top_member(const unsigned char *key, size_t len, enum tg_request_number *number)
 		       ? number_member(number, TG_PARAM_TEMPERATURE) : M_OTHER;
 	case 14:
 		return KEY_IS(key, len, "stream_options") ? M_STREAM_OPTIONS : M_OTHER;
+	case 15:
+		if (KEY_IS(key, len, "encoding_format"))
+			return M_ENCODING_FORMAT;
+		return KEY_IS(key, len, "response_format") ? M_RESPONSE_FORMAT : M_OTHER;
 	case 16:
 		return KEY_IS(key, len, "presence_penalty")
 		       ? number_member(number, TG_PARAM_PRESENCE_PENALTY) : M_OTHER;
@@ -262,10 +284,14 @@ on_map_key(void *ctx, const unsigned char *key, size_t len)
 	if (in_options(s))
 		s->option = len == 13 && memcmp(key, "include_usage", 13) == 0 ? M_INCLUDE_USAGE
 		                                                               : M_OTHER;
+	if (in_format(s))
+		s->option = KEY_IS(key, len, "type") ? M_FORMAT_TYPE : M_OTHER;
 	if (s->depth == 1) {
 		s->facts->has_members = 1;
 		s->member = top_member(key, len, &s->number);
-		if (!s->want_params && (s->member == M_NUMBER || s->member == M_STOP))
+		if (!s->want_params && (s->member == M_NUMBER || s->member == M_STOP ||
+		                        s->member == M_RESPONSE_FORMAT ||
+		                        s->member == M_ENCODING_FORMAT))
 			s->member = M_OTHER;
 	}
 	return TAP(s, yajl_map_key, key, len);
@@ -281,6 +307,10 @@ string_slot(struct scan *s)
 	/* The array's opening allocated the parameters. */
 	if (in_stop(s))
 		return p->n_stop < TG_MAX_STOP ? &p->stop[p->n_stop++] : NULL;
+	if (in_format(s) && s->option == M_FORMAT_TYPE) {
+		p = params_of(s);
+		return p != NULL ? &p->response_format : NULL;
+	}
 	if (!at_top(s))
 		return NULL;
 	switch (s->member) {
@@ -288,6 +318,9 @@ string_slot(struct scan *s)
 		return &s->facts->model;
 	case M_USER:
 		return &s->facts->user;
+	case M_ENCODING_FORMAT:
+		p = params_of(s);
+		return p != NULL ? &p->encoding_format : NULL;
 	case M_STOP:
 		p = params_of(s);
 		if (p == NULL)
@@ -512,6 +545,15 @@ stop_of(const json_t *stop, struct tg_request_params *params)
 	}
 }
 
+/* The "type" of a "response_format" object, copied, or NULL. */
+static char *
+response_format_of(const json_t *format)
+{
+	const char *type = json_string_value(json_object_get(format, "type"));
+
+	return type != NULL ? strdup(type) : NULL;
+}
+
 /* One pass over the members: json_object_get() would hash its key for
  * each of the names. */
 void
@@ -527,6 +569,10 @@ tg_request_params_of(const json_t *body, struct tg_request_params *params)
 
 		if (member == M_STOP)
 			stop_of(value, params);
+		else if (member == M_RESPONSE_FORMAT)
+			params->response_format = response_format_of(value);
+		else if (member == M_ENCODING_FORMAT && json_is_string(value))
+			params->encoding_format = strdup(json_string_value(value));
 		else if (member == M_NUMBER)
 			params->number[number] = number_of(value);
 	}
@@ -537,6 +583,8 @@ tg_request_params_free(struct tg_request_params *params)
 {
 	for (size_t i = 0; i < params->n_stop; i++)
 		free(params->stop[i]);
+	free(params->response_format);
+	free(params->encoding_format);
 	memset(params, 0, sizeof(*params));
 }
 

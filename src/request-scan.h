@@ -5,9 +5,9 @@
  * Routing reads the top-level "model" and "stream" of each request body,
  * the session metrics its "user", the stream usage of the metrics its
  * "stream_options", and tracing the parameters it records as gen_ai
- * request attributes (max tokens, temperature, stop and the like). The
- * request filters screen the texts of the body, which the scan keeps in
- * the same pass when asked.
+ * request attributes (max tokens, temperature, stop, the "type" of
+ * "response_format" and the like). The request filters screen the
+ * texts of the body, which the scan keeps in the same pass when asked.
  * A jansson tree of the body costs far more than those members, and
  * most requests need nothing else, so the request keeps the body as text
  * and builds the tree only when a reader asks (tg_request_json()).
@@ -42,10 +42,12 @@ enum tg_request_number {
 	TG_PARAM_MAX_TOKENS,
 	TG_PARAM_TEMPERATURE,
 	TG_PARAM_TOP_P,
+	TG_PARAM_TOP_K,         /* Anthropic's, and some OpenAI-compatible servers' */
 	TG_PARAM_SEED,
 	TG_PARAM_FREQUENCY_PENALTY,
 	TG_PARAM_PRESENCE_PENALTY,
 	TG_PARAM_N,
+	TG_PARAM_DIMENSIONS,    /* of embeddings */
 	TG_PARAM_NUMBERS
 };
 
@@ -73,6 +75,10 @@ struct tg_request_params {
 	size_t n_stop;
 	char *stop[TG_MAX_STOP];        /* the string, or the array's first
 	                                   strings, in order (malloc) */
+	char *response_format;  /* the string "type" of an object
+	                           "response_format" (malloc), or NULL */
+	char *encoding_format;  /* embeddings' "encoding_format" when a
+	                           string (malloc), else NULL */
 };
 
 /* Members found by the scan in a body that jansson reads as an object. */

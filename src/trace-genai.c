@@ -59,6 +59,34 @@ set_number_param(struct tg_span *span, const char *key, const struct tg_body_num
 		tg_attrs_double(&span->attrs, key, value->value);
 }
 
+/*
+ * The gen_ai.output.type of a requested format's "type": OpenAI's
+ * "response_format" ("text", "json_object", "json_schema") or Anthropic's
+ * output format ("json_schema"). NULL for any other type, which maps to
+ * none of the output types the conventions list (text, json, image,
+ * speech). The values are literals that need no JSON escape.
+ */
+static const char *
+output_type_of(const char *format)
+{
+	if (format == NULL)
+		return NULL;
+	if (strcmp(format, "text") == 0)
+		return "text";
+	if (strcmp(format, "json_object") == 0 || strcmp(format, "json_schema") == 0)
+		return "json";
+	return NULL;
+}
+
+static void
+set_output_type(struct tg_span *span, const char *format)
+{
+	const char *type = output_type_of(format);
+
+	if (type != NULL)
+		tg_attrs_static_plain(&span->attrs, TG_SC(GEN_AI_OUTPUT_TYPE), type, strlen(type));
+}
+
 /* The longest prefix of s, at most max bytes, that does not cut a UTF-8
  * sequence. */
 static size_t
@@ -274,6 +302,8 @@ tg_genai_request(struct tg_span *span, const struct tg_genai_endpoint *endpoint,
 	set_int_param(span, TG_SC(GEN_AI_REQUEST_MAX_TOKENS), max_tokens);
 	set_number_param(span, TG_SC(GEN_AI_REQUEST_TEMPERATURE), &p[TG_PARAM_TEMPERATURE]);
 	set_number_param(span, TG_SC(GEN_AI_REQUEST_TOP_P), &p[TG_PARAM_TOP_P]);
+	/* A double in the conventions (v1.41), as top_p is. */
+	set_number_param(span, TG_SC(GEN_AI_REQUEST_TOP_K), &p[TG_PARAM_TOP_K]);
 	set_int_param(span, TG_SC(GEN_AI_REQUEST_SEED), &p[TG_PARAM_SEED]);
 	set_number_param(span, TG_SC(GEN_AI_REQUEST_FREQUENCY_PENALTY),
 	                 &p[TG_PARAM_FREQUENCY_PENALTY]);
@@ -282,6 +312,12 @@ tg_genai_request(struct tg_span *span, const struct tg_genai_endpoint *endpoint,
 	if (params->has_stop)
 		tg_attrs_strings(&span->attrs, TG_SC(GEN_AI_REQUEST_STOP_SEQUENCES),
 		                 (const char *const *)params->stop, params->n_stop);
+
+	set_output_type(span, params->response_format);
+	set_int_param(span, TG_SC(GEN_AI_EMBEDDINGS_DIMENSION_COUNT), &p[TG_PARAM_DIMENSIONS]);
+	if (params->encoding_format != NULL)
+		tg_attrs_strings(&span->attrs, TG_SC(GEN_AI_REQUEST_ENCODING_FORMATS),
+		                 (const char *const *)&params->encoding_format, 1);
 
 	/* The conventions ask for the count only when it is not 1. */
 	if (p[TG_PARAM_N].kind == TG_NUMBER_INTEGER && p[TG_PARAM_N].integer != 1)
@@ -307,6 +343,18 @@ set_stop_sequences(struct tg_span *span, json_t *stop)
 	tg_attrs_strings(&span->attrs, TG_SC(GEN_AI_REQUEST_STOP_SEQUENCES), items, n);
 }
 
+/* Set gen_ai.output.type from the format of "output_config", or of
+ * "output_format", where Anthropic's structured outputs began. */
+static void
+set_anthropic_output_type(struct tg_span *span, json_t *body)
+{
+	json_t *format = json_object_get(json_object_get(body, "output_config"), "format");
+
+	if (format == NULL)
+		format = json_object_get(body, "output_format");
+	set_output_type(span, json_string_value(json_object_get(format, "type")));
+}
+
 void
 tg_genai_anthropic_request(struct tg_span *span, json_t *body, int capture,
                            size_t max_content)
@@ -317,6 +365,7 @@ tg_genai_anthropic_request(struct tg_span *span, json_t *body, int capture,
 	if (span == NULL || !json_is_object(body))
 		return;
 	set_stop_sequences(span, json_object_get(body, "stop_sequences"));
+	set_anthropic_output_type(span, body);
 	if (!capture)
 		return;
 

@@ -60,8 +60,9 @@ const struct tg_genai_endpoint *tg_genai_endpoint(const char *path);
 /*
  * Set the request attributes on span: the endpoint's operation and
  * provider, model (the name sent upstream), stream, and the parameters of
- * the body (max tokens, temperature, top_p, stop, seed, penalties, choice
- * count). The parameters come from the scan of the body or from its tree
+ * the body (max tokens, temperature, top_p, top_k, stop, seed, penalties,
+ * choice count, output type, and the dimensions and encoding format of
+ * embeddings). The parameters come from the scan of the body or from its tree
  * (request-scan.h), so that a request needs no tree for them.
  */
 void tg_genai_request(struct tg_span *span, const struct tg_genai_endpoint *endpoint,
@@ -73,8 +74,8 @@ void tg_genai_input_messages(struct tg_span *span, json_t *body, size_t max_cont
 
 /*
  * Set the attributes of an Anthropic Messages request body that the scan
- * of the body does not read. "stop_sequences" is one, since the scan reads
- * OpenAI's "stop". When capture is set, the messages become
+ * of the body does not read: "stop_sequences", since the scan reads
+ * OpenAI's "stop", and the output type of "output_config". When capture is set, the messages become
  * gen_ai.input.messages, their content blocks parts (text, tool_call,
  * tool_call_response), and "system" becomes gen_ai.system_instructions,
  * each with at most max_content bytes of text.

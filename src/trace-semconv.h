@@ -22,11 +22,15 @@
 	X(GEN_AI_REQUEST_MAX_TOKENS, "gen_ai.request.max_tokens") \
 	X(GEN_AI_REQUEST_TEMPERATURE, "gen_ai.request.temperature") \
 	X(GEN_AI_REQUEST_TOP_P, "gen_ai.request.top_p") \
+	X(GEN_AI_REQUEST_TOP_K, "gen_ai.request.top_k") \
 	X(GEN_AI_REQUEST_STOP_SEQUENCES, "gen_ai.request.stop_sequences") \
 	X(GEN_AI_REQUEST_SEED, "gen_ai.request.seed") \
 	X(GEN_AI_REQUEST_FREQUENCY_PENALTY, "gen_ai.request.frequency_penalty") \
 	X(GEN_AI_REQUEST_PRESENCE_PENALTY, "gen_ai.request.presence_penalty") \
 	X(GEN_AI_REQUEST_CHOICE_COUNT, "gen_ai.request.choice.count") \
+	X(GEN_AI_OUTPUT_TYPE, "gen_ai.output.type") \
+	X(GEN_AI_REQUEST_ENCODING_FORMATS, "gen_ai.request.encoding_formats") \
+	X(GEN_AI_EMBEDDINGS_DIMENSION_COUNT, "gen_ai.embeddings.dimension.count") \
 	X(GEN_AI_RESPONSE_ID, "gen_ai.response.id") \
 	X(GEN_AI_RESPONSE_MODEL, "gen_ai.response.model") \
 	X(GEN_AI_RESPONSE_FINISH_REASONS, "gen_ai.response.finish_reasons") \

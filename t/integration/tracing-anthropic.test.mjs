@@ -83,7 +83,8 @@ async function spansOf(gw, receiver, requestId) {
 }
 
 const ask = (extra = {}) => ({
-  model: 'claude-test', max_tokens: 64, temperature: 0.5, top_p: 0.9, stop_sequences: ['END'],
+  model: 'claude-test', max_tokens: 64, temperature: 0.5, top_p: 0.9, top_k: 40,
+  stop_sequences: ['END'], output_config: { format: { type: 'json_schema', schema: { type: 'object' } } },
   messages: [{ role: 'user', content: 'What is the weather in Paris?' }], ...extra,
 });
 
@@ -147,6 +148,8 @@ describe('Anthropic messages spans', () => {
     assert.equal(a['gen_ai.request.max_tokens'], 64n);
     assert.equal(a['gen_ai.request.temperature'], 0.5);
     assert.equal(a['gen_ai.request.top_p'], 0.9);
+    assert.equal(a['gen_ai.request.top_k'], 40, 'top_k is a double in the conventions');
+    assert.equal(a['gen_ai.output.type'], 'json');
     assert.deepEqual(a['gen_ai.request.stop_sequences'], ['END']);
   }
 

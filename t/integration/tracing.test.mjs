@@ -228,6 +228,7 @@ describe('span tree', () => {
     const stops = Array.from({ length: 18 }, (_, i) => `"s${i}"`).join(',');
     const params = '"max_completion_tokens":7,"max_tokens":50,"temperature":1,"top_p":0.25e0,'
       + '"seed":-3,"frequency_penalty":-0.5,"presence_penalty":2E-1,"n":1,'
+      + '"response_format":{"type":"json_object"},'
       + `"stop":["\\u0045ND",12,null,["nested"],"S\\/T",${stops}]`;
     const requestAttributes = async (content) => {
       const body = `{"model":"gpt-4o","messages":[{"role":"user","content":"${content}"}],${params}}`;
@@ -236,7 +237,7 @@ describe('span tree', () => {
       assert.equal(res.status, 200, res.text);
       const { spans } = await traceOf(gw, receiver, res.headers['x-request-id'], 2);
       return Object.fromEntries(Object.entries(byKind(spans, CLIENT)[0].attributes)
-        .filter(([key]) => key.startsWith('gen_ai.request.')));
+        .filter(([key]) => key.startsWith('gen_ai.request.') || key === 'gen_ai.output.type'));
     };
     const scanned = await requestAttributes('hello');
     const parsed = await requestAttributes('hello \\ud83d\\ude00');
@@ -249,8 +250,20 @@ describe('span tree', () => {
     assert.equal(scanned['gen_ai.request.frequency_penalty'], -0.5);
     assert.equal(scanned['gen_ai.request.presence_penalty'], 0.2);
     assert.equal(scanned['gen_ai.request.choice.count'], undefined, 'n is recorded only when not 1');
+    assert.equal(scanned['gen_ai.output.type'], 'json');
     assert.deepEqual(scanned['gen_ai.request.stop_sequences'],
       ['END', 'S/T', ...Array.from({ length: 14 }, (_, i) => `s${i}`)]);
+  });
+
+  it('records the parameters of embeddings', async () => {
+    const res = await request({ port: gw.port, method: 'POST', path: '/v1/embeddings',
+      body: { model: 'text-embedding-3-small', input: 'hi', dimensions: 256, encoding_format: 'float' } });
+    assert.equal(res.status, 200, res.text);
+    const { spans } = await traceOf(gw, receiver, res.headers['x-request-id'], 2);
+    const client = byKind(spans, CLIENT)[0];
+    assert.equal(client.name, 'embeddings text-embedding-3-small');
+    assert.equal(client.attributes['gen_ai.embeddings.dimension.count'], 256n);
+    assert.deepEqual(client.attributes['gen_ai.request.encoding_formats'], ['float']);
   });
 
   it('leaves the server span unset for a client error', async () => {

@@ -40,10 +40,10 @@ static const char *const agreed[] = {
 	"{\"model\":\"m\",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\","
 	"\"parameters\":{\"type\":\"object\",\"properties\":{\"x\":{\"type\":\"string\"}}}}}]}",
 	/* Traced parameters: integers, reals, and values of other types. */
-	"{\"model\":\"m\",\"max_tokens\":50,\"temperature\":0.7,\"top_p\":1,\"seed\":-0,"
+	"{\"model\":\"m\",\"max_tokens\":50,\"temperature\":0.7,\"top_p\":1,\"top_k\":40,\"seed\":-0,"
 	"\"frequency_penalty\":-1.5e-3,\"presence_penalty\":2E2,\"n\":3,\"stop\":\"END\"}",
 	"{\"max_completion_tokens\":9223372036854775807,\"max_tokens\":\"many\","
-	"\"temperature\":1e-400,\"top_p\":null,\"seed\":1.0,\"n\":true}",
+	"\"temperature\":1e-400,\"top_p\":null,\"top_k\":0.5,\"seed\":1.0,\"n\":true}",
 	"{\"max_completion_tokens\":\"x\",\"max_tokens\":-9223372036854775807,"
 	"\"temperature\":{\"v\":1},\"top_p\":[0.5],\"seed\":1e308,\"n\":-1}",
 	"{\"stop\":[\"a\",1,\"\\u0045ND\\n\",null,[\"nested\"],{\"s\":\"x\"},\"\"]}",
@@ -52,6 +52,18 @@ static const char *const agreed[] = {
 	"{\"stop\":{\"a\":\"b\"}}",
 	"{\"stop\":[\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\",\"10\",\"11\",\"12\","
 	"\"13\",\"14\",\"15\",\"16\",\"17\",\"18\"]}",
+	/* The "type" of "response_format", and values that have none. */
+	"{\"response_format\":{\"type\":\"json_object\"}}",
+	"{\"response_format\":{\"json_schema\":{\"type\":\"object\"},\"type\":\"json_schema\"}}",
+	"{\"response_format\":{\"json_schema\":{\"type\":\"object\"}}}",
+	"{\"response_format\":\"json\",\"o\":{\"response_format\":{\"type\":\"text\"}}}",
+	"{\"response_format\":{\"type\":1}}",
+	"{\"response_format\":[{\"type\":\"text\"}]}",
+	"{\"stream_options\":{\"type\":\"text\"},\"response_format\":{\"include_usage\":true}}",
+	/* Embeddings' parameters. */
+	"{\"model\":\"e\",\"input\":\"x\",\"dimensions\":256,\"encoding_format\":\"base64\"}",
+	"{\"dimensions\":\"256\",\"encoding_format\":[\"float\"]}",
+	"{\"dimensions\":1.5,\"encoding_format\":null,\"o\":{\"encoding_format\":\"float\"}}",
 	/* Names of parameters, nested or close, are not parameters. */
 	"{\"o\":{\"max_tokens\":5,\"stop\":\"x\"},\"max_tokens_x\":1,\"nn\":2,\"\":1,"
 	"\"stops\":[\"s\"],\"messages\":[{\"n\":4,\"stop\":[\"y\"]}]}",
@@ -160,6 +172,14 @@ check_same_params(const struct tg_request_params *scanned, const struct tg_reque
 		ck_assert_msg(memcmp(&a->value, &b->value, sizeof(a->value)) == 0,
 		              "parameter %d: value %.17g, the tree's %.17g", i, a->value, b->value);
 	}
+	if (tree->response_format == NULL)
+		ck_assert_ptr_null(scanned->response_format);
+	else
+		ck_assert_pstr_eq(scanned->response_format, tree->response_format);
+	if (tree->encoding_format == NULL)
+		ck_assert_ptr_null(scanned->encoding_format);
+	else
+		ck_assert_pstr_eq(scanned->encoding_format, tree->encoding_format);
 	ck_assert_int_eq(scanned->has_stop, tree->has_stop);
 	ck_assert_uint_eq(scanned->n_stop, tree->n_stop);
 	for (size_t i = 0; i < tree->n_stop; i++)
@@ -216,8 +236,9 @@ END_TEST
 START_TEST(scan_reads_parameters)
 {
 	static const char body[] =
-		"{\"model\":\"m\",\"max_tokens\":50,\"temperature\":0.5,\"top_p\":1,"
-		"\"stop\":[\"\\u0045ND\",7,\"S\\/T\"],\"o\":{\"seed\":3},\"n\":2}";
+		"{\"model\":\"m\",\"max_tokens\":50,\"temperature\":0.5,\"top_p\":1,\"top_k\":5,"
+		"\"stop\":[\"\\u0045ND\",7,\"S\\/T\"],\"o\":{\"seed\":3},\"n\":2,"
+		"\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"type\":\"x\"}}}";
 	const struct tg_body_number *p;
 	struct tg_request_facts facts;
 
@@ -230,12 +251,15 @@ START_TEST(scan_reads_parameters)
 	ck_assert_double_eq(p[TG_PARAM_TEMPERATURE].value, 0.5);
 	ck_assert_int_eq(p[TG_PARAM_TOP_P].kind, TG_NUMBER_INTEGER);
 	ck_assert_double_eq(p[TG_PARAM_TOP_P].value, 1.0);
+	ck_assert_int_eq(p[TG_PARAM_TOP_K].kind, TG_NUMBER_INTEGER);
+	ck_assert_int_eq(p[TG_PARAM_TOP_K].integer, 5);
 	ck_assert_int_eq(p[TG_PARAM_SEED].kind, TG_NUMBER_NONE);
 	ck_assert_int_eq(p[TG_PARAM_N].integer, 2);
 	ck_assert_int_eq(facts.params->has_stop, 1);
 	ck_assert_uint_eq(facts.params->n_stop, 2);
 	ck_assert_str_eq(facts.params->stop[0], "END");
 	ck_assert_str_eq(facts.params->stop[1], "S/T");
+	ck_assert_str_eq(facts.params->response_format, "json_schema");
 	tg_request_facts_free(&facts);
 }
 END_TEST

@@ -142,6 +142,18 @@ random_int(void)
 
 /* --- random spans ------------------------------------------------------------ */
 
+/* Entries of the table added after the digests were pinned, in table
+ * order, which random_key() skips. */
+static const enum tg_semconv ADDED_ENTRIES[] = {
+	TG_SC_GEN_AI_REQUEST_TOP_K,
+	TG_SC_GEN_AI_OUTPUT_TYPE,
+	TG_SC_GEN_AI_REQUEST_ENCODING_FORMATS,
+	TG_SC_GEN_AI_EMBEDDINGS_DIMENSION_COUNT,
+	TG_SC_GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,
+	TG_SC_GEN_AI_SYSTEM_INSTRUCTIONS,
+};
+#define N_ADDED_ENTRIES (sizeof(ADDED_ENTRIES) / sizeof(ADDED_ENTRIES[0]))
+
 /* A key: mostly a semantic-convention name, as in the gateway, sometimes
  * a literal of the kinds tests use. Keys must have static storage. */
 static const char *
@@ -157,12 +169,12 @@ random_key(void)
 
 	/* The pinned digests drew from the table when the event name
 	 * "tollgate.filter.decision" had an entry of its own, the last, and
-	 * before the two entries skipped here were added. */
-	semconv = random_below(&rng, TG_SC_COUNT - 1);
-	if (semconv >= TG_SC_GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS)
-		semconv++;
-	if (semconv >= TG_SC_GEN_AI_SYSTEM_INSTRUCTIONS)
-		semconv++;
+	 * before the entries of ADDED_ENTRIES were added. */
+	semconv = random_below(&rng, TG_SC_COUNT + 1 - N_ADDED_ENTRIES);
+	for (size_t i = 0; i < N_ADDED_ENTRIES; i++) {
+		if (semconv >= ADDED_ENTRIES[i])
+			semconv++;
+	}
 	return semconv < TG_SC_COUNT ? tg_semconv_names[semconv] : TG_SC(EVENT_FILTER_DECISION);
 }
 
