@@ -10,6 +10,7 @@
  * "type". Once the scan is unsure it stops
  * yajl, since jansson will read the body anyway.
  */
+#include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -408,6 +409,48 @@ on_double(void *ctx, double value)
 	return keep_number(s, TG_NUMBER_REAL, 0, value) && TAP(s, yajl_double, value);
 }
 
+/* The number whose JSON text is the len bytes at text, as jansson reads
+ * it without JSON_DECODE_INT_AS_REAL: an integer when the text has no
+ * fraction or exponent and fits in 64 bits, else a real. An integer that
+ * does not fit is a real, as the tree that read it has it. Returns 0, or
+ * -1 when out of memory. */
+static int
+number_of_text(const char *text, size_t len, struct tg_body_number *out)
+{
+	char *copy = strndup(text, len);
+	long long integer = 0;
+	int integral;
+
+	if (copy == NULL)
+		return -1;
+	integral = strpbrk(copy, ".eE") == NULL;
+	errno = 0;
+	if (integral)
+		integer = strtoll(copy, NULL, 10);
+	if (integral && errno != ERANGE)
+		*out = (struct tg_body_number){TG_NUMBER_INTEGER, integer, (double)integer};
+	else
+		*out = (struct tg_body_number){TG_NUMBER_REAL, 0, strtod(copy, NULL)};
+	free(copy);
+	return 0;
+}
+
+/* Each number as its text, for tg_request_numbers_of_text(), whose bodies
+ * have an integer that yajl's integer callback would refuse. */
+static int
+on_number_text(void *ctx, const char *text, size_t len)
+{
+	struct scan *s = ctx;
+	struct tg_body_number number;
+
+	scalar(s);
+	if (!at_top(s) || s->member != M_NUMBER)
+		return 1;
+	if (number_of_text(text, len, &number) != 0)
+		return unsure(s);
+	return keep_number(s, number.kind, number.integer, number.value);
+}
+
 /* The integer and double callbacks make yajl convert each number and
  * refuse one out of range, as jansson does. */
 static const yajl_callbacks CALLBACKS = {
@@ -415,6 +458,19 @@ static const yajl_callbacks CALLBACKS = {
 	.yajl_boolean = on_boolean,
 	.yajl_integer = on_integer,
 	.yajl_double = on_double,
+	.yajl_string = on_string,
+	.yajl_start_map = on_start_map,
+	.yajl_map_key = on_map_key,
+	.yajl_end_map = on_end_map,
+	.yajl_start_array = on_start_array,
+	.yajl_end_array = on_end_array,
+};
+
+/* The same with each number given as its text. */
+static const yajl_callbacks NUMBER_TEXT_CALLBACKS = {
+	.yajl_null = on_null,
+	.yajl_boolean = on_boolean,
+	.yajl_number = on_number_text,
 	.yajl_string = on_string,
 	.yajl_start_map = on_start_map,
 	.yajl_map_key = on_map_key,
@@ -446,9 +502,10 @@ only_whitespace_after(const struct scan *s)
 	return 1;
 }
 
-enum tg_scan_result
-tg_request_scan(const char *data, size_t len, unsigned reads, struct tg_yj_keys *keys,
-                struct tg_request_facts *facts)
+/* tg_request_scan() with the yajl callbacks given. */
+static enum tg_scan_result
+scan_with(const yajl_callbacks *callbacks, const char *data, size_t len, unsigned reads,
+          struct tg_yj_keys *keys, struct tg_request_facts *facts)
 {
 	struct scan s;
 	struct tg_text_tap_room room;
@@ -473,7 +530,7 @@ tg_request_scan(const char *data, size_t len, unsigned reads, struct tg_yj_keys 
 	tg_yj_keys_close(keys, 0);
 	if (len == 0 || tg_yj_text_unsure(data, len))
 		return TG_SCAN_UNSURE;
-	h = s.h = tg_yajl_alloc(&CALLBACKS, &s);
+	h = s.h = tg_yajl_alloc(callbacks, &s);
 	if (h == NULL)
 		return TG_SCAN_UNSURE;
 	/* The callbacks check each string and key for UTF-8 themselves, more
@@ -495,6 +552,30 @@ tg_request_scan(const char *data, size_t len, unsigned reads, struct tg_yj_keys 
 	}
 	tg_request_facts_free(facts);
 	return TG_SCAN_UNSURE;
+}
+
+enum tg_scan_result
+tg_request_scan(const char *data, size_t len, unsigned reads, struct tg_yj_keys *keys,
+                struct tg_request_facts *facts)
+{
+	return scan_with(&CALLBACKS, data, len, reads, keys, facts);
+}
+
+int
+tg_request_numbers_of_text(const char *data, size_t len, struct tg_yj_keys *keys,
+                           struct tg_body_number numbers[TG_PARAM_NUMBERS])
+{
+	struct tg_request_facts facts;
+
+	if (scan_with(&NUMBER_TEXT_CALLBACKS, data, len, TG_SCAN_PARAMS, keys, &facts) !=
+	    TG_SCAN_READ)
+		return -1;
+	if (facts.params != NULL)
+		memcpy(numbers, facts.params->number, sizeof(facts.params->number));
+	else
+		memset(numbers, 0, TG_PARAM_NUMBERS * sizeof(*numbers));
+	tg_request_facts_free(&facts);
+	return 0;
 }
 
 enum tg_stream_options

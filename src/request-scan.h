@@ -122,6 +122,20 @@ enum tg_scan_result {
 enum tg_scan_result tg_request_scan(const char *data, size_t len, unsigned reads,
                                     struct tg_yj_keys *keys, struct tg_request_facts *facts);
 
+/*
+ * Read the numeric parameters of data, the len bytes of a body that
+ * jansson read only with JSON_DECODE_INT_AS_REAL, into numbers. Such a
+ * body has an integer beyond 64 bits somewhere, so tg_request_scan() is
+ * unsure of it and its tree has every integer as a real. Here each
+ * parameter is read from its text as jansson reads it alone, so that a
+ * "max_tokens" that fits is an integer beside a "seed" that does not,
+ * which becomes a real. Returns 0, or -1 when the scan could not read the
+ * body (memory ran out, or a string yajl reads otherwise than jansson),
+ * and numbers is then unchanged.
+ */
+int tg_request_numbers_of_text(const char *data, size_t len, struct tg_yj_keys *keys,
+                               struct tg_body_number numbers[TG_PARAM_NUMBERS]);
+
 /* The top-level "stream_options" of body, a tree of the whole request
  * body, read as the scan reads them. */
 enum tg_stream_options tg_stream_options_of(const json_t *body);

@@ -241,8 +241,8 @@ describe_body_error(const char *data, size_t len, const json_error_t *error,
  * The body still goes upstream as the client wrote it, or with masked
  * texts spliced in (json-splice.h). Only readers of the tree see the
  * reals. The cache passes such a body by, since integers
- * that differ beyond a double's 53 bits would share a key, and tracing
- * records none of its integer parameters (max_tokens, seed, n).
+ * that differ beyond a double's 53 bits would share a key. Tracing reads
+ * its parameters from the text (tg_request_numbers_of_text()).
  */
 static json_t *
 load_body(struct tg_request *req, const char *data, json_error_t *error)

@@ -153,6 +153,18 @@ add_failover_event(struct tg_request *req, struct tg_trace *t)
 	tg_attrs_int(attrs, TG_SC(TOLLGATE_ATTEMPT), req->n_attempts);
 }
 
+/* The parameters of req's body from its tree, for a body the scan did
+ * not read. A tree with every integer as a real (request.h) would record
+ * no integer parameter, so the numbers then come from the body's text. */
+static void
+params_from_tree(struct tg_request *req, struct tg_request_params *params)
+{
+	tg_request_params_of(tg_request_json(req), params);
+	if (req->body_ints_as_reals)
+		tg_request_numbers_of_text((const char *)evbuffer_pullup(req->body, -1),
+		                           req->body_len, &req->worker->scan_keys, params->number);
+}
+
 /* The gen_ai request attributes of an attempt's span. The parameters
  * come from the scan of the body when it read them, since only message
  * content needs the tree. An Anthropic body is read from the tree, for
@@ -167,7 +179,7 @@ record_request(struct tg_request *req, struct tg_span *span,
 	const struct tg_request_params *params = req->scanned.params ? req->scanned.params : &none;
 
 	if (!req->scanned.read_params) {
-		tg_request_params_of(tg_request_json(req), &from_tree);
+		params_from_tree(req, &from_tree);
 		params = &from_tree;
 	}
 	tg_genai_request(span, endpoint, model, req->stream, params);

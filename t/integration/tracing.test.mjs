@@ -255,6 +255,24 @@ describe('span tree', () => {
       ['END', 'S/T', ...Array.from({ length: 14 }, (_, i) => `s${i}`)]);
   });
 
+  // An integer beyond 64 bits makes jansson read every integer of the
+  // body as a real; the parameters that fit are still recorded.
+  it('keeps integer parameters beside a huge seed', async () => {
+    const body = '{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],'
+      + '"seed":9223372036854775808,"max_tokens":50,"n":2,"temperature":1,"top_p":0.5}';
+    const res = await request({ port: gw.port, method: 'POST', path: '/v1/chat/completions',
+      headers: { 'content-type': 'application/json' }, body });
+    assert.equal(res.status, 200, res.text);
+    const { spans } = await traceOf(gw, receiver, res.headers['x-request-id'], 2);
+    const a = byKind(spans, CLIENT)[0].attributes;
+
+    assert.equal(a['gen_ai.request.max_tokens'], 50n);
+    assert.equal(a['gen_ai.request.choice.count'], 2n);
+    assert.equal(a['gen_ai.request.seed'], undefined, 'a seed beyond 64 bits has no int value');
+    assert.equal(a['gen_ai.request.temperature'], 1);
+    assert.equal(a['gen_ai.request.top_p'], 0.5);
+  });
+
   it('records the parameters of embeddings', async () => {
     const res = await request({ port: gw.port, method: 'POST', path: '/v1/embeddings',
       body: { model: 'text-embedding-3-small', input: 'hi', dimensions: 256, encoding_format: 'float' } });

@@ -208,14 +208,65 @@ check_agrees(const char *body, size_t len, const struct tg_request_facts *facts)
 	json_decref(root);
 }
 
+/* Set the numbers of params as tg_request_numbers_of_text() reads them
+ * from body. */
+static void
+numbers_of_text(const char *body, struct tg_request_params *params)
+{
+	struct tg_yj_keys keys = {0};
+
+	ck_assert_int_eq(tg_request_numbers_of_text(body, strlen(body), &keys, params->number), 0);
+	tg_yj_keys_free(&keys);
+}
+
+/* Reading the numbers from their text must agree too, for a body whose
+ * integers all fit. */
 START_TEST(scan_agrees_with_jansson)
 {
 	const char *body = agreed[_i];
 	struct tg_request_facts facts;
+	struct tg_request_params from_text;
 
 	ck_assert_msg(scan(body, strlen(body), &facts) == TG_SCAN_READ, "unsure of %s", body);
 	check_agrees(body, strlen(body), &facts);
+
+	/* The same parameters but for the numbers, which come from the text. */
+	from_text = facts.params != NULL ? *facts.params : none;
+	numbers_of_text(body, &from_text);
+	check_same_params(&from_text, facts.params != NULL ? facts.params : &none);
 	tg_request_facts_free(&facts);
+}
+END_TEST
+
+/* A body with an integer beyond 64 bits, which jansson reads only with
+ * every integer as a real: each parameter that fits is an integer still,
+ * and one that does not is a real. */
+START_TEST(numbers_of_text_keep_integers_that_fit)
+{
+	static const char body[] =
+		"{\"model\":\"m\",\"seed\":9223372036854775808,\"max_tokens\":50,"
+		"\"n\":-9223372036854775808,\"temperature\":1,\"top_p\":0.5e0,"
+		"\"top_k\":-99999999999999999999,\"o\":{\"max_completion_tokens\":3},"
+		"\"frequency_penalty\":[1]}";
+	struct tg_request_params params;
+	const struct tg_body_number *p = params.number;
+
+	memset(&params, 0, sizeof(params));
+	numbers_of_text(body, &params);
+	ck_assert_int_eq(p[TG_PARAM_MAX_TOKENS].kind, TG_NUMBER_INTEGER);
+	ck_assert_int_eq(p[TG_PARAM_MAX_TOKENS].integer, 50);
+	ck_assert_int_eq(p[TG_PARAM_N].kind, TG_NUMBER_INTEGER);
+	ck_assert(p[TG_PARAM_N].integer == -9223372036854775807LL - 1);
+	ck_assert_int_eq(p[TG_PARAM_SEED].kind, TG_NUMBER_REAL);
+	ck_assert_double_eq(p[TG_PARAM_SEED].value, 9223372036854775808.0);
+	ck_assert_int_eq(p[TG_PARAM_TEMPERATURE].kind, TG_NUMBER_INTEGER);
+	ck_assert_double_eq(p[TG_PARAM_TEMPERATURE].value, 1.0);
+	ck_assert_int_eq(p[TG_PARAM_TOP_P].kind, TG_NUMBER_REAL);
+	ck_assert_double_eq(p[TG_PARAM_TOP_P].value, 0.5);
+	ck_assert_int_eq(p[TG_PARAM_TOP_K].kind, TG_NUMBER_REAL);
+	ck_assert_double_eq(p[TG_PARAM_TOP_K].value, -1e20);
+	ck_assert_int_eq(p[TG_PARAM_MAX_COMPLETION_TOKENS].kind, TG_NUMBER_NONE);
+	ck_assert_int_eq(p[TG_PARAM_FREQUENCY_PENALTY].kind, TG_NUMBER_NONE);
 }
 END_TEST
 
@@ -402,6 +453,7 @@ request_scan_suite(void)
 	                    (int)(sizeof(agreed) / sizeof(agreed[0])));
 	tcase_add_loop_test(tc, scan_leaves_to_jansson, 0, (int)(sizeof(unsure) / sizeof(unsure[0])));
 	tcase_add_test(tc, scan_reads_parameters);
+	tcase_add_test(tc, numbers_of_text_keep_integers_that_fit);
 	tcase_add_test(tc, string_check_finds_bad_byte_anywhere);
 	tcase_add_test(tc, scan_skips_parameters_unasked);
 	tcase_add_test(tc, scan_leaves_nul_byte_to_jansson);
