@@ -338,10 +338,34 @@ end_attempt_span(struct tg_request *req, uint64_t end_mono)
 	t->attempt = NULL;
 }
 
+/*
+ * Set error.type to a value of low cardinality, as the conventions ask.
+ * A failure of the gateway's own gets its reason (errors.c), such as
+ * "upstream_tls" or "first_byte_timeout". Otherwise an error status gets
+ * its code as a string, and anything else "_OTHER". tollgate.json(5)
+ * lists the values. The reasons are literals that need no JSON escape.
+ */
 static void
-mark_attempt_failed(struct tg_span *span, const char *error_type, enum tg_error err)
+set_error_type(struct tg_span *span, enum tg_error err, int status)
 {
-	tg_attrs_string(&span->attrs, TG_SC(ERROR_TYPE), error_type);
+	char digits[12];
+	const char *reason = tg_error_info(err)->reason;
+
+	if (reason != NULL) {
+		tg_attrs_static_plain(&span->attrs, TG_SC(ERROR_TYPE), reason, strlen(reason));
+	} else if (status >= 400) {
+		snprintf(digits, sizeof(digits), "%d", status);
+		tg_attrs_string(&span->attrs, TG_SC(ERROR_TYPE), digits);
+	} else {
+		tg_attrs_literal(&span->attrs, TG_SC(ERROR_TYPE), "_OTHER");
+	}
+}
+
+/* The attempt failed with err (TG_OK for an error status). */
+static void
+mark_attempt_failed(struct tg_span *span, enum tg_error err, int status)
+{
+	set_error_type(span, err, status);
 	tg_span_set_status(span, TG_STATUS_ERROR,
 	                   err != TG_OK ? tg_error_info(err)->message : NULL);
 }
@@ -362,11 +386,14 @@ tg_trace_attempt_end(struct tg_request *req)
 	}
 
 	/* HTTP client spans count 4xx as errors too: the call did not do what
-	 * was asked. A cancelled attempt did not fail, and its span ends with
-	 * the request. */
-	if (t->sampled && a->outcome != TG_OUTCOME_CANCELLED &&
-	    (a->outcome != TG_OUTCOME_SUCCESS || a->status >= 400))
-		mark_attempt_failed(span, a->label[0] ? a->label : "_OTHER", a->error);
+	 * was asked. An attempt the client cancelled did not fail, and its
+	 * span ends with the request. An attempt that the gateway gave up for
+	 * want of a descriptor or memory did fail, although the backend's
+	 * health does not count it. */
+	if (t->sampled && (a->error != TG_OK || (a->outcome != TG_OUTCOME_CANCELLED &&
+	                                         (a->outcome != TG_OUTCOME_SUCCESS ||
+	                                          a->status >= 400))))
+		mark_attempt_failed(span, a->error, a->status);
 
 	if (a->outcome == TG_OUTCOME_SUCCESS && req->upstream != NULL)
 		return;         /* the response is still coming */
@@ -385,7 +412,7 @@ tg_trace_upstream_done(struct tg_request *req)
 	if (span != NULL && req->response.status != 0 && !req->trace->status_code_set)
 		tg_attrs_int(&span->attrs, TG_SC(HTTP_RESPONSE_STATUS_CODE), req->response.status);
 	if (span != NULL && tg_error_is_upstream(req->error))
-		mark_attempt_failed(span, tg_error_info(req->error)->code, req->error);
+		mark_attempt_failed(span, req->error, 0);
 	end_attempt_span(req, tg_request_now(req));
 }
 
@@ -501,7 +528,7 @@ filter_span(struct tg_request *req, const struct tg_filter *f,
 	if (d != NULL && d->rule != NULL)
 		tg_attrs_string(&span->attrs, TG_SC(TOLLGATE_FILTER_RULE), d->rule);
 	if (d != NULL && d->action == TG_ACTION_BLOCK) {
-		tg_attrs_string(&span->attrs, TG_SC(ERROR_TYPE), "content_filter");
+		set_error_type(span, TG_E_CONTENT_FILTER, 0);
 		tg_span_set_status(span, TG_STATUS_ERROR, "blocked by a content filter");
 	}
 	tg_trace_span_end(t, span, now);
@@ -567,7 +594,6 @@ static void
 finish_server_span(struct tg_request *req, struct tg_span *server)
 {
 	char termination[3] = {(char)req->cause, (char)req->phase, '\0'};
-	char status[8];
 
 	if (req->route != NULL)
 		tg_attrs_string(&server->attrs, TG_SC(TOLLGATE_ROUTE), req->route->name);
@@ -579,14 +605,9 @@ finish_server_span(struct tg_request *req, struct tg_span *server)
 
 	if (!request_failed(req))
 		return;
-	if (req->error != TG_OK) {
-		tg_attrs_string(&server->attrs, TG_SC(ERROR_TYPE), tg_error_info(req->error)->code);
-		tg_span_set_status(server, TG_STATUS_ERROR, tg_error_info(req->error)->message);
-	} else {
-		snprintf(status, sizeof(status), "%d", req->response.status);
-		tg_attrs_string(&server->attrs, TG_SC(ERROR_TYPE), status);
-		tg_span_set_status(server, TG_STATUS_ERROR, NULL);
-	}
+	set_error_type(server, req->error, req->response.status);
+	tg_span_set_status(server, TG_STATUS_ERROR,
+	                   req->error != TG_OK ? tg_error_info(req->error)->message : NULL);
 }
 
 void
@@ -608,7 +629,7 @@ tg_trace_request_done(struct tg_request *req)
 	last = t->last_attempt;
 	if (t->sampled && last != NULL && last->status != TG_STATUS_ERROR &&
 	    tg_error_is_upstream(req->error))
-		mark_attempt_failed(last, tg_error_info(req->error)->code, req->error);
+		mark_attempt_failed(last, req->error, 0);
 
 	req->trace = NULL;
 	if (t->sampled)

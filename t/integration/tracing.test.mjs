@@ -725,6 +725,72 @@ describe('failover spans', () => {
   });
 });
 
+// error.type names each failure of the gateway's own by its reason
+// (tollgate.json(5), TRACING), and an error status by its code.
+describe('error types', () => {
+  let mock;
+  let receiver;
+  let gw;
+
+  before(async () => {
+    mock = await startMock();
+    receiver = await startOtlpReceiver();
+    const closed = await freePort();
+    const backends = {
+      refused: { url: `http://127.0.0.1:${closed}` },
+      tls: { url: `https://127.0.0.1:${mock.port}` },
+      slow: mockBackend(mock, { timeouts: { first_byte: '100ms' } }),
+      mock: mockBackend(mock),
+    };
+    gw = await startGateway({
+      backends,
+      routes: Object.keys(backends).map((name) => ({
+        name, match: { path: '/v1/chat/completions', model: name }, backends: [name],
+      })),
+      limits: { max_response_body: '4KiB' },
+      tracing: tracing(receiver),
+    }, { expectErrors: [/./] });
+  });
+
+  after(async () => {
+    await stopAll();
+    await receiver?.close();
+  });
+
+  const cases = [
+    { what: 'a refused connection', model: 'refused', type: 'upstream_connect' },
+    { what: 'a failed TLS handshake', model: 'tls', type: 'upstream_tls' },
+    { what: 'a first byte too late', model: 'slow', mock: 'first_byte_delay=5s', type: 'first_byte_timeout' },
+    { what: 'a hangup', model: 'mock', mock: 'hangup=1', type: 'upstream_reset' },
+    { what: 'a reply too large', model: 'mock', mock: 'size=20000', type: 'upstream_too_large' },
+    { what: 'an error status', model: 'mock', mock: 'status=502', type: '502' },
+  ];
+  for (const c of cases) {
+    it(`names ${c.what} ${c.type}`, async () => {
+      const headers = c.mock ? { 'x-mock': c.mock } : {};
+      const res = await postChat(gw, { model: c.model, messages }, headers);
+      assert.ok(res.status >= 500, `status ${res.status}`);
+      const { spans } = await traceOf(gw, receiver, res.headers['x-request-id'], 2);
+      const [server] = byKind(spans, SERVER);
+      const [client] = byKind(spans, CLIENT);
+      assert.equal(client.attributes['error.type'], c.type);
+      assert.equal(client.status.code, ERROR);
+      assert.equal(server.attributes['error.type'], c.type);
+      assert.equal(server.status.code, ERROR);
+    });
+  }
+
+  it('names a late error event', async () => {
+    const stream = await openStream({ port: gw.port, path: '/v1/chat/completions',
+      headers: { 'x-mock': 'stream_error=2' }, body: { model: 'mock', messages, stream: true } });
+    assert.equal(stream.status, 200);
+    await stream.rest();
+    const { spans } = await traceOf(gw, receiver, stream.headers['x-request-id'], 2);
+    assert.equal(byKind(spans, CLIENT)[0].attributes['error.type'], 'upstream_stream_error');
+    assert.equal(byKind(spans, SERVER)[0].attributes['error.type'], 'upstream_stream_error');
+  });
+});
+
 describe('export resilience', () => {
   const receivers = [];
 
