@@ -49,6 +49,7 @@
 	X(HTTP_ROUTE, "http.route") \
 	X(URL_PATH, "url.path") \
 	X(URL_SCHEME, "url.scheme") \
+	X(URL_TEMPLATE, "url.template") \
 	X(SERVER_ADDRESS, "server.address") \
 	X(SERVER_PORT, "server.port") \
 	X(CLIENT_ADDRESS, "client.address") \

@@ -125,6 +125,7 @@ struct tg_trace {
 	uint8_t remote_parent[TG_SPAN_ID_SIZE]; /* from traceparent; zero if none */
 	int sampled;            /* spans are recorded and exported */
 	const struct tg_genai_endpoint *endpoint;       /* of the path, or NULL */
+	const char *route;      /* the path's route in span names (trace.c), or NULL */
 	char *trace_state;      /* incoming tracestate headers joined by ',' */
 
 	/* Span times are Unix time, derived from CLOCK_MONOTONIC through this

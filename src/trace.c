@@ -50,30 +50,61 @@ name_append(char *out, size_t size, size_t len, const char *s, size_t max)
 	return len + n;
 }
 
-/* "POST /v1/chat/completions" for the endpoints the gateway serves, and
- * only the method otherwise, so that arbitrary paths cannot make span
- * names of unbounded variety. operation is that of the path, or NULL. */
-static void
-server_span_name(const struct tg_request *req, const char *operation, char *out,
-                 size_t size)
-{
-	size_t len = name_append(out, size, 0, req->method, SIZE_MAX);
+/*
+ * Paths the gateway serves that are no GenAI operation, traced by the
+ * HTTP conventions: a server span "{method} {http.route}" with
+ * http.route, an attempt span "{method} {url.template}" with
+ * url.template. The GenAI conventions (v1.41) have no operation for
+ * counting tokens, so /v1/messages/count_tokens is one of them.
+ */
+static const char *const HTTP_ROUTES[] = {
+	"/v1/models",
+	"/v1/messages/count_tokens",
+};
 
-	if (operation != NULL || strcmp(req->path, "/v1/models") == 0) {
+/* The route of path: a GenAI endpoint's path or one of HTTP_ROUTES, as a
+ * literal that needs no JSON escape, or NULL for any other path. */
+static const char *
+route_of(const char *path, const struct tg_genai_endpoint *endpoint)
+{
+	if (endpoint != NULL)
+		return endpoint->path;
+	for (size_t i = 0; i < sizeof(HTTP_ROUTES) / sizeof(HTTP_ROUTES[0]); i++) {
+		if (strcmp(path, HTTP_ROUTES[i]) == 0)
+			return HTTP_ROUTES[i];
+	}
+	return NULL;
+}
+
+/* "POST /v1/chat/completions" for a path with a route, and only the
+ * method otherwise, so that arbitrary paths cannot make span names of
+ * unbounded variety. */
+static void
+method_route_name(const char *method, const char *route, char *out, size_t size)
+{
+	size_t len = name_append(out, size, 0, method, SIZE_MAX);
+
+	if (route != NULL) {
 		len = name_append(out, size, len, " ", SIZE_MAX);
-		name_append(out, size, len, req->path, SIZE_MAX);
+		name_append(out, size, len, route, SIZE_MAX);
 	}
 }
 
 /* "chat gpt-4o": the operation and at most 200 bytes of the model, or
- * the operation (the method when there is none) alone. */
+ * the operation alone. Without an operation, the HTTP client span's
+ * name: the method and the route, if any. */
 static void
-attempt_span_name(const char *operation, const char *method, const char *model,
-                  char *out, size_t size)
+attempt_span_name(const char *operation, const char *method, const char *route,
+                  const char *model, char *out, size_t size)
 {
-	size_t len = name_append(out, size, 0, operation ? operation : method, SIZE_MAX);
+	size_t len;
 
-	if (operation != NULL && model != NULL) {
+	if (operation == NULL) {
+		method_route_name(method, route, out, size);
+		return;
+	}
+	len = name_append(out, size, 0, operation, SIZE_MAX);
+	if (model != NULL) {
 		len = name_append(out, size, len, " ", SIZE_MAX);
 		name_append(out, size, len, model, 200);
 	}
@@ -92,9 +123,11 @@ set_method(struct tg_span *span, const char *method)
  * req->path, so that it needs no copy. */
 static void
 start_server_span(const struct tg_request *req, struct tg_span *server,
-                  const struct tg_genai_endpoint *endpoint)
+                  const struct tg_genai_endpoint *endpoint, const char *route)
 {
 	set_method(server, req->method);
+	if (route != NULL)
+		tg_attrs_static_plain(&server->attrs, TG_SC(HTTP_ROUTE), route, strlen(route));
 	if (endpoint != NULL)
 		tg_attrs_static_plain(&server->attrs, TG_SC(URL_PATH), endpoint->path,
 		                      endpoint->path_len);
@@ -117,21 +150,22 @@ tg_trace_request_start(struct tg_request *req)
 {
 	const struct tg_tracing_config *tc = tracing_of(req);
 	const struct tg_genai_endpoint *endpoint;
-	const char *operation;
+	const char *route;
 	char name[128];
 
 	if (tc == NULL || req->trace != NULL)
 		return;
 	endpoint = tg_genai_endpoint(req->path);
-	operation = endpoint != NULL ? endpoint->operation : NULL;
-	server_span_name(req, operation, name, sizeof(name));
+	route = route_of(req->path, endpoint);
+	method_route_name(req->method, route, name, sizeof(name));
 	req->trace = tg_trace_begin(&req->headers, tc->sample_ratio, name, req->start_ns,
 	                            req->start_wall_ns, req->worker->span_pool);
 	if (req->trace == NULL)
 		return;
 	req->trace->endpoint = endpoint;
+	req->trace->route = route;
 	if (req->trace->sampled)
-		start_server_span(req, req->trace->server, endpoint);
+		start_server_span(req, req->trace->server, endpoint, route);
 }
 
 /* The attempt before the current one, for the failover event. */
@@ -209,8 +243,8 @@ tg_trace_attempt_start(struct tg_request *req)
 		return;
 	a = &req->attempts[req->n_attempts - 1];
 	endpoint = t->endpoint;
-	attempt_span_name(endpoint != NULL ? endpoint->operation : NULL, req->method, a->model,
-	                  name, sizeof(name));
+	attempt_span_name(endpoint != NULL ? endpoint->operation : NULL, req->method, t->route,
+	                  a->model, name, sizeof(name));
 	span = tg_trace_attempt_begin(t, name, a->start_ns);
 	if (span == NULL || !t->sampled)
 		return;
@@ -227,6 +261,9 @@ tg_trace_attempt_start(struct tg_request *req)
 	t->reads_detail = t->output == NULL;
 	if (endpoint != NULL)
 		record_request(req, span, endpoint, a->model, tc);
+	else if (t->route != NULL)
+		tg_attrs_static_plain(&span->attrs, TG_SC(URL_TEMPLATE), t->route,
+		                      strlen(t->route));
 }
 
 const char *

@@ -2,7 +2,9 @@
 // GenAI attributes, events and captured content as chat completions.
 // They follow the OpenTelemetry GenAI conventions: provider "anthropic",
 // input tokens that count cache reads and writes, stop_reason as the
-// finish reason, "system" as the system instructions.
+// finish reason, "system" as the system instructions. A count_tokens
+// call, for which the GenAI conventions have no operation, is traced as
+// plain HTTP.
 //
 // The upstream is a scripted Anthropic server; every export is checked by
 // lib/otlp-receiver.mjs against the official protobuf definitions.
@@ -62,7 +64,10 @@ function config(upstream, tracingSection) {
   return {
     backends: { claude: { url: `http://127.0.0.1:${upstream.address().port}`, api_key: 'k',
       api_key_header: 'x-api-key' } },
-    routes: [{ name: 'messages', match: { path: '/v1/messages' }, backends: ['claude'] }],
+    routes: [
+      { name: 'messages', match: { path: '/v1/messages' }, backends: ['claude'] },
+      { name: 'count', match: { path: '/v1/messages/count_tokens' }, backends: ['claude'] },
+    ],
     tracing: tracingSection,
   };
 }
@@ -113,7 +118,10 @@ describe('Anthropic messages spans', () => {
       req.on('data', (bytes) => { text += bytes; });
       req.on('end', () => {
         const body = JSON.parse(text);
-        if (body.stream) {
+        if (req.url === '/v1/messages/count_tokens') {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ input_tokens: 12 }));
+        } else if (body.stream) {
           res.writeHead(200, { 'content-type': 'text/event-stream' });
           res.end(streamEvents(body));
         } else {
@@ -168,6 +176,7 @@ describe('Anthropic messages spans', () => {
     const { server, client } = await spansOf(plain, receiver, res.headers['x-request-id']);
 
     assert.equal(server.name, 'POST /v1/messages');
+    assert.equal(server.attributes['http.route'], '/v1/messages');
     assert.equal(server.attributes['gen_ai.operation.name'], 'chat');
     assert.equal(client.name, 'chat claude-test');
     assert.equal(client.parentSpanId, server.spanId);
@@ -176,6 +185,25 @@ describe('Anthropic messages spans', () => {
     assert.equal(client.attributes['gen_ai.input.messages'], undefined, 'content is captured only on request');
     assert.equal(client.attributes['gen_ai.output.messages'], undefined);
     assert.equal(client.attributes['gen_ai.system_instructions'], undefined);
+  });
+
+  it('names a count_tokens call by its route, as HTTP', async () => {
+    const res = await request({ port: plain.port, method: 'POST',
+      path: '/v1/messages/count_tokens', body: ask() });
+    assert.equal(res.status, 200, res.text);
+    const { server, client } = await spansOf(plain, receiver, res.headers['x-request-id']);
+
+    assert.equal(server.name, 'POST /v1/messages/count_tokens');
+    assert.equal(server.attributes['http.route'], '/v1/messages/count_tokens');
+    assert.equal(server.attributes['gen_ai.operation.name'], undefined);
+    assert.equal(client.name, 'POST /v1/messages/count_tokens');
+    assert.equal(client.attributes['url.template'], '/v1/messages/count_tokens');
+    assert.equal(client.attributes['http.request.method'], 'POST');
+    assert.equal(client.attributes['http.response.status_code'], 200n);
+    assert.equal(client.attributes['server.port'], BigInt(upstream.address().port));
+    assert.equal(client.attributes['gen_ai.operation.name'], undefined,
+      'no GenAI operation counts tokens');
+    assert.equal(client.attributes['gen_ai.provider.name'], undefined);
   });
 
   it('records a stream and its first token', async () => {
