@@ -187,6 +187,13 @@ describe('Anthropic messages spans', () => {
     assert.equal(client.attributes['gen_ai.system_instructions'], undefined);
   });
 
+  // The conventions keep each provider's own finish reasons.
+  it('keeps the stop reason as Anthropic gives it', async () => {
+    const res = await send(plain, ask({ tools: [{ name: 'weather', input_schema: { type: 'object' } }] }));
+    const { client } = await spansOf(plain, receiver, res.headers['x-request-id']);
+    assert.deepEqual(client.attributes['gen_ai.response.finish_reasons'], ['tool_use']);
+  });
+
   it('names a count_tokens call by its route, as HTTP', async () => {
     const res = await request({ port: plain.port, method: 'POST',
       path: '/v1/messages/count_tokens', body: ask() });
