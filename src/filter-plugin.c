@@ -5,8 +5,9 @@
  *
  * A classify result outside the ABI contract counts as a failed classify,
  * so the filter's on_error decides, as it does for -1. That is more labels
- * than there was room for, a label without a name, or a score that is not
- * a finite number. The first such result of an instance is logged.
+ * than there was room for, a label written past that room whatever count
+ * classify returned, a label without a name, or a score that is not a
+ * number from 0 to 1. The first such result of an instance is logged.
  */
 #include <math.h>
 #include <stdatomic.h>
@@ -98,25 +99,60 @@ fail_alloc:
 	return NULL;
 }
 
+/* What tollgate writes into the labels past max_labels before a call: a
+ * plugin cannot write this name, since it does not know its address. */
+static const char slack_mark[] = "(past max_labels)";
+
+static void
+mark_slack(struct tg_plugin_labels *out)
+{
+	for (size_t i = TG_PLUGIN_LABELS_MAX; i < TG_PLUGIN_LABELS_ROOM; i++) {
+		out->items[i].name = slack_mark;
+		out->items[i].score = -1;
+	}
+}
+
+/* Whether classify wrote into the labels past max_labels. */
+static int
+slack_written(const struct tg_plugin_labels *out)
+{
+	for (size_t i = TG_PLUGIN_LABELS_MAX; i < TG_PLUGIN_LABELS_ROOM; i++) {
+		if (out->items[i].name != slack_mark || out->items[i].score != -1)
+			return 1;
+	}
+	return 0;
+}
+
 /* Write into buf what breaks the ABI contract in a result of n (>= 0)
  * labels, and return buf; NULL when the result keeps it. */
 static const char *
-result_problem(const struct tollgate_label *labels, int n, size_t max_labels, char *buf,
-               size_t size)
+result_problem(const struct tg_plugin_labels *out, int n, char *buf, size_t size)
 {
-	if ((size_t)n > max_labels) {
-		snprintf(buf, size, "classify returned %d labels, more than the %zu it had room for",
-		         n, max_labels);
+	if (n > TG_PLUGIN_LABELS_MAX) {
+		snprintf(buf, size, "classify returned %d labels, more than the %d it had room for",
+		         n, TG_PLUGIN_LABELS_MAX);
+		return buf;
+	}
+	if (slack_written(out)) {
+		snprintf(buf, size, "classify wrote past the %d labels it had room for, then "
+		         "returned %d", TG_PLUGIN_LABELS_MAX, n);
 		return buf;
 	}
 	for (int i = 0; i < n; i++) {
-		if (labels[i].name == NULL) {
+		double score = out->items[i].score;
+
+		if (out->items[i].name == NULL) {
 			snprintf(buf, size, "label %d of %d has a NULL name", i + 1, n);
 			return buf;
 		}
-		if (!isfinite(labels[i].score)) {
+		if (!isfinite(score)) {
 			snprintf(buf, size, "label %d of %d has the score %g, which is not a "
-			         "finite number", i + 1, n, labels[i].score);
+			         "finite number", i + 1, n, score);
+			return buf;
+		}
+		if (score < 0 || score > 1) {
+			snprintf(buf, size, "label %d of %d has the score %g, outside 0 to 1",
+			         i + 1, n, score);
 			return buf;
 		}
 	}
@@ -125,15 +161,17 @@ result_problem(const struct tollgate_label *labels, int n, size_t max_labels, ch
 
 int
 tg_plugin_classify(struct tg_plugin_instance *p, const char *text, size_t len,
-                   struct tollgate_label *labels, size_t max_labels)
+                   struct tg_plugin_labels *out)
 {
-	int n = p->api->classify(p->state, text, len, labels, max_labels);
 	const char *problem;
 	char buf[128];
+	int n;
 
+	mark_slack(out);
+	n = p->api->classify(p->state, text, len, out->items, TG_PLUGIN_LABELS_MAX);
 	if (n < 0)
 		return -1;
-	problem = result_problem(labels, n, max_labels, buf, sizeof(buf));
+	problem = result_problem(out, n, buf, sizeof(buf));
 	if (problem == NULL)
 		return n;
 

@@ -20,9 +20,6 @@
 #include "reply-digest.h"
 #include "yajl-arena.h"
 
-/* Labels read from one plugin call; a classifier with more has them cut. */
-#define MAX_PLUGIN_LABELS 32
-
 void
 tg_text_list_free(struct tg_text_list *list)
 {
@@ -1135,14 +1132,15 @@ run_regex(const struct tg_filter *f, enum tg_side side, struct tg_text_list *tex
 const char *
 tg_filter_plugin_check(const struct tg_filter *f, const char *text, size_t len, int *failed)
 {
-	struct tollgate_label labels[MAX_PLUGIN_LABELS];
-	int n = tg_plugin_classify(f->plugin, text, len, labels, MAX_PLUGIN_LABELS);
+	struct tg_plugin_labels labels;
+	int n = tg_plugin_classify(f->plugin, text, len, &labels);
 
 	*failed = n < 0;
 	for (int i = 0; i < n; i++) {
+		const struct tollgate_label *l = &labels.items[i];
+
 		for (size_t j = 0; j < f->n_labels; j++) {
-			if (labels[i].name != NULL && strcmp(labels[i].name, f->labels[j].name) == 0 &&
-			    labels[i].score >= f->labels[j].score)
+			if (strcmp(l->name, f->labels[j].name) == 0 && l->score >= f->labels[j].score)
 				return f->labels[j].name;
 		}
 	}

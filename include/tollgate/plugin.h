@@ -48,7 +48,7 @@ struct tollgate_plugin_config {
 	const char *config_json;        /* the filter's whole object, compact JSON */
 };
 
-/* One label with its score, from 0 to 1. name must stay valid until
+/* One label with its score, from 0 to 1 inclusive. name must stay valid until
  * destroy (a label of the loaded model, say), since tollgate keeps the
  * pointer while it compares the score with the configured threshold. */
 struct tollgate_label {
@@ -73,8 +73,18 @@ struct tollgate_plugin {
 	 * max_labels labels into labels, in any order. Returns how many were
 	 * written, or -1 when classification failed; the filter's on_error
 	 * setting then decides whether the text passes. A result that breaks
-	 * this contract (more than max_labels, a NULL name, a NaN or infinite
-	 * score) is handled as a failure, and the first one is logged.
+	 * this contract is handled as a failure, and the first one is logged:
+	 * a count above max_labels, a label written past max_labels whatever
+	 * the count, a NULL name, or a score that is NaN, infinite, below 0
+	 * or above 1.
+	 *
+	 * The labels array has room for max_labels labels, and tollgate keeps
+	 * as many again after them, marked before the call and checked after
+	 * it, before any label is read. So a plugin that writes up to twice
+	 * max_labels labels is caught and overwrites none of tollgate's memory.
+	 * A write past twice max_labels is out of bounds. max_labels is 32 in
+	 * this version, but may change without a new ABI version: read it
+	 * rather than assume it.
 	 */
 	int (*classify)(void *state, const char *text, size_t len,
 	                struct tollgate_label *labels, size_t max_labels);

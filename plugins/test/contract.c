@@ -1,9 +1,13 @@
 /*
  * A plugin for the tests that returns results outside the ABI contract.
- * The filter's "model" setting picks the fault: "too-many" returns one label
- * more than max_labels (writing max_labels of them), "null-name" returns a
- * label without a name, "nan" and "inf" return such a score. Any other
- * model returns the label "__label__ok" with the score 0.
+ * The filter's "model" setting picks the fault:
+ *   too-many     writes and returns one label more than max_labels
+ *   write-past   writes one label more than max_labels, returns 1
+ *   null-name    returns a label without a name
+ *   nan, inf     return such a score
+ *   above-one    returns the score 1.5
+ *   below-zero   returns the score -0.5
+ * Any other model returns the label "__label__ok" with the score 0.
  */
 #include <math.h>
 #include <stdio.h>
@@ -12,7 +16,10 @@
 
 #include <tollgate/plugin.h>
 
-enum fault { FAULT_NONE, FAULT_TOO_MANY, FAULT_NULL_NAME, FAULT_NAN, FAULT_INF };
+enum fault {
+	FAULT_NONE, FAULT_TOO_MANY, FAULT_WRITE_PAST, FAULT_NULL_NAME, FAULT_NAN, FAULT_INF,
+	FAULT_ABOVE_ONE, FAULT_BELOW_ZERO,
+};
 
 struct contract_state {
 	enum fault fault;
@@ -28,9 +35,12 @@ fault_of(const char *model)
 		enum fault fault;
 	} faults[] = {
 		{"too-many", FAULT_TOO_MANY},
+		{"write-past", FAULT_WRITE_PAST},
 		{"null-name", FAULT_NULL_NAME},
 		{"nan", FAULT_NAN},
 		{"inf", FAULT_INF},
+		{"above-one", FAULT_ABOVE_ONE},
+		{"below-zero", FAULT_BELOW_ZERO},
 	};
 
 	for (size_t i = 0; model != NULL && i < sizeof(faults) / sizeof(faults[0]); i++) {
@@ -70,9 +80,12 @@ contract_classify(void *state, const char *text, size_t len, struct tollgate_lab
 
 	switch (s->fault) {
 	case FAULT_TOO_MANY:
-		for (size_t i = 1; i < max_labels; i++)
+		for (size_t i = 1; i <= max_labels; i++)
 			labels[i] = labels[0];
 		return (int)max_labels + 1;
+	case FAULT_WRITE_PAST:
+		labels[max_labels] = labels[0];
+		break;
 	case FAULT_NULL_NAME:
 		labels[0].name = NULL;
 		break;
@@ -81,6 +94,12 @@ contract_classify(void *state, const char *text, size_t len, struct tollgate_lab
 		break;
 	case FAULT_INF:
 		labels[0].score = INFINITY;
+		break;
+	case FAULT_ABOVE_ONE:
+		labels[0].score = 1.5;
+		break;
+	case FAULT_BELOW_ZERO:
+		labels[0].score = -0.5;
 		break;
 	case FAULT_NONE:
 		break;

@@ -1502,11 +1502,14 @@ describe('content filters: plugins', () => {
   // the ABI contract: each one counts as a classifier error.
   for (const [fault, message] of [
     ['too-many', /classify returned 33 labels, more than the 32 it had room for/],
+    ['write-past', /classify wrote past the 32 labels it had room for, then returned 1/],
     ['null-name', /label 1 of 1 has a NULL name/],
     ['nan', /label 1 of 1 has the score nan, which is not a finite number/],
     ['inf', /label 1 of 1 has the score inf, which is not a finite number/],
+    ['above-one', /label 1 of 1 has the score 1\.5, outside 0 to 1/],
+    ['below-zero', /label 1 of 1 has the score -0\.5, outside 0 to 1/],
   ]) {
-    it(`treats a ${fault} result as a classifier error`, async () => {
+    it(`counts the ${fault} fault as a classifier error`, async () => {
       const so = path.join(PLUGINS, 'test', 'contract.so');
       const gw = await startGateway(config(mock, {
         clf: { type: 'plugin', path: so, model: fault, labels: { __label__ok: 0.5 } },
