@@ -632,24 +632,40 @@ tg_metrics_shard_new(int worker_id)
 	return shard;
 }
 
-/* Fold every table of shard into the archive (registry lock held). */
+/* Free tables that unlink_all_tables() or unlink_idle_tables() returned,
+ * without the registry lock. The last reference to a config runs plugin
+ * destroy callbacks and frees models, and scrapes and the other workers
+ * should not wait for that. */
 static void
-retire_all_tables(struct tg_metrics_shard *shard)
+free_tables(struct tg_metrics_table *list)
 {
-	struct tg_metrics_table *t;
+	while (list != NULL) {
+		struct tg_metrics_table *next = list->next;
 
-	while ((t = shard->tables) != NULL) {
-		shard->tables = t->next;
-		tg_metrics_archive_table(t);
-		tg_metrics_table_free(t);
+		tg_metrics_table_free(list);
+		list = next;
 	}
+}
+
+/* Fold every table of shard into the archive and unlink it (registry lock
+ * held). Returns them, chained by next, for free_tables(). */
+static struct tg_metrics_table *
+unlink_all_tables(struct tg_metrics_shard *shard)
+{
+	struct tg_metrics_table *retired = shard->tables;
+
+	for (struct tg_metrics_table *t = retired; t != NULL; t = t->next)
+		tg_metrics_archive_table(t);
+	shard->tables = NULL;
 	shard->current = NULL;
+	return retired;
 }
 
 void
 tg_metrics_shard_free(struct tg_metrics_shard *shard)
 {
 	struct tg_metrics_registry *reg = &tg_metrics_registry;
+	struct tg_metrics_table *retired;
 	struct tg_metrics_shard **p;
 
 	if (shard == NULL)
@@ -661,7 +677,7 @@ tg_metrics_shard_free(struct tg_metrics_shard *shard)
 			break;
 		}
 	}
-	retire_all_tables(shard);
+	retired = unlink_all_tables(shard);
 
 	/* The last worker is gone: the process is stopping, and nothing is
 	 * left to scrape. */
@@ -672,6 +688,7 @@ tg_metrics_shard_free(struct tg_metrics_shard *shard)
 		reg->sessions = NULL;
 	}
 	pthread_mutex_unlock(&reg->lock);
+	free_tables(retired);
 	free(shard);
 }
 
@@ -697,20 +714,6 @@ unlink_idle_tables(struct tg_metrics_shard *shard, const struct tg_metrics_table
 		retired = t;
 	}
 	return retired;
-}
-
-/* Free tables that unlink_idle_tables() returned, without the registry
- * lock: the last reference to a config runs plugin destroy callbacks and
- * frees models, and scrapes should not wait for that. */
-static void
-free_tables(struct tg_metrics_table *list)
-{
-	while (list != NULL) {
-		struct tg_metrics_table *next = list->next;
-
-		tg_metrics_table_free(list);
-		list = next;
-	}
 }
 
 void

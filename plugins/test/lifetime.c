@@ -4,10 +4,16 @@
  * and destroy appends "destroy FILTER" to it, so a test can count the
  * configurations still alive. classify returns no label, so the filter
  * never matches.
+ *
+ * While a file named like the log file plus ".hold" exists, init and
+ * destroy wait, after their line, until it is removed. A test uses that to
+ * act while tollgate is inside one of them.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <tollgate/plugin.h>
 
@@ -16,7 +22,21 @@ struct lifetime_state {
 	char *filter;
 };
 
-/* Append one line; a failed write shows up in the test as a missing line. */
+/* Wait while path.hold exists. */
+static void
+wait_while_held(const char *path)
+{
+	char hold[4096];
+	struct timespec pause = {0, 10 * 1000 * 1000};
+
+	if (snprintf(hold, sizeof(hold), "%s.hold", path) >= (int)sizeof(hold))
+		return;
+	while (access(hold, F_OK) == 0)
+		nanosleep(&pause, NULL);
+}
+
+/* Append one line, then wait while path.hold exists. A failed write shows
+ * up in the test as a missing line. */
 static void
 append_line(const char *path, const char *event, const char *filter)
 {
@@ -26,6 +46,7 @@ append_line(const char *path, const char *event, const char *filter)
 		return;
 	fprintf(f, "%s %s\n", event, filter);
 	fclose(f);
+	wait_while_held(path);
 }
 
 static int

@@ -9,11 +9,13 @@
 #include "autoconfig.h"
 
 #include <check.h>
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -31,6 +33,10 @@
 #include "worker.h"
 
 #define MS 1000000ull
+
+#ifndef TG_TEST_PLUGINS
+#define TG_TEST_PLUGINS "plugins"
+#endif
 
 static const char BASE_CONFIG[] =
 	"{\"backends\": {\"a\": {\"url\": \"http://127.0.0.1:1\"},"
@@ -1081,6 +1087,80 @@ START_TEST(old_snapshot_request_after_swap)
 }
 END_TEST
 
+/* Return whether the file at path has a line equal to line. */
+static int
+file_has_line(const char *path, const char *line)
+{
+	FILE *f = fopen(path, "r");
+	char buf[256];
+	int found = 0;
+
+	if (f == NULL)
+		return 0;
+	while (!found && fgets(buf, sizeof(buf), f) != NULL) {
+		buf[strcspn(buf, "\n")] = '\0';
+		found = strcmp(buf, line) == 0;
+	}
+	fclose(f);
+	return found;
+}
+
+static void *
+free_worker_thread(void *w)
+{
+	free_worker(w);
+	return NULL;
+}
+
+/* A stopping worker frees its tables, and with the last one a config whose
+ * plugin destroy may take long, so destroy runs without the registry lock.
+ * The lifetime plugin waits in destroy while the .hold file exists. */
+START_TEST(shard_free_destroys_plugins_unlocked)
+{
+	char dir[] = "/tmp/tg-check-metrics-XXXXXX";
+	char log[sizeof(dir) + 32], hold[sizeof(log) + 8], json[1024];
+	struct timespec pause = {0, 10 * MS};
+	struct tg_config *cfg;
+	struct tg_worker *w;
+	pthread_t thread;
+	int locked;
+	FILE *f;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(log, sizeof(log), "%s/lifetime.log", dir);
+	snprintf(hold, sizeof(hold), "%s.hold", log);
+	snprintf(json, sizeof(json),
+	         "{\"backends\": {\"a\": {\"url\": \"http://127.0.0.1:1\"}},"
+	         " \"filters\": {\"life\": {\"type\": \"plugin\","
+	         "  \"path\": \"%s/test/lifetime.so\", \"model\": \"%s\","
+	         "  \"labels\": {\"__label__never\": 0.5}}},"
+	         " \"routes\": [{\"name\": \"chat\", \"backends\": [\"a\"],"
+	         "  \"filters\": [\"life\"]}]}", TG_TEST_PLUGINS, log);
+	cfg = load(json);
+	w = new_worker(cfg);
+	end_request(new_request(w, cfg, "chat", "gpt-4o"), 200);
+	tg_config_unref(cfg);   /* the table's reference is now the last */
+
+	f = fopen(hold, "w");
+	ck_assert_ptr_nonnull(f);
+	fclose(f);
+	ck_assert_int_eq(pthread_create(&thread, NULL, free_worker_thread, w), 0);
+	while (!file_has_line(log, "destroy life"))
+		nanosleep(&pause, NULL);
+
+	/* destroy is running: the lock must be free. */
+	locked = pthread_mutex_trylock(&tg_metrics_registry.lock);
+	if (locked == 0)
+		pthread_mutex_unlock(&tg_metrics_registry.lock);
+	unlink(hold);
+	pthread_join(thread, NULL);
+	unlink(log);
+	rmdir(dir);
+	ck_assert_int_ne(locked, EBUSY);
+	ck_assert_int_eq(locked, 0);
+}
+END_TEST
+
 START_TEST(shards_summed)
 {
 	struct tg_config *cfg = load(BASE_CONFIG);
@@ -1626,6 +1706,7 @@ metrics_suite(void)
 	tcase_add_test(record, reload_keeps_counters);
 	tcase_add_test(record, config_swap_retires_idle_table);
 	tcase_add_test(record, old_snapshot_request_after_swap);
+	tcase_add_test(record, shard_free_destroys_plugins_unlocked);
 	tcase_add_test(record, shards_summed);
 	tcase_add_test(record, scrape_races_worker);
 	tcase_set_timeout(record, 60);
