@@ -11,11 +11,15 @@
  *   SIGUSR2 and the other signals in ignored_signals[]
  *                   log a warning and go on: their default action would end
  *                   the process without a word
+ * All of them are blocked from before the config is loaded until their
+ * handlers are in place, so one that arrives during start-up waits for
+ * them instead of taking its default action.
  */
 #include "autoconfig.h"
 
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -423,6 +427,34 @@ start_workers(struct daemon *d)
 	return 0;
 }
 
+/* Return the set of handled_signals[] and ignored_signals[]. */
+static sigset_t
+acted_on_signals(void)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	for (size_t i = 0; i < N_HANDLED_SIGNALS; i++)
+		sigaddset(&set, handled_signals[i]);
+	for (size_t i = 0; i < N_IGNORED_SIGNALS; i++)
+		sigaddset(&set, ignored_signals[i].signo);
+	return set;
+}
+
+/* Block or unblock (how) the signals of acted_on_signals() in the calling
+ * thread; threads made meanwhile inherit the mask. */
+static int
+mask_acted_on_signals(int how)
+{
+	sigset_t set = acted_on_signals();
+	int err = pthread_sigmask(how, &set, NULL);
+
+	if (err != 0)
+		tg_error("cannot %s signals: %s", how == SIG_BLOCK ? "block" : "unblock",
+		         strerror(err));
+	return err != 0 ? -1 : 0;
+}
+
 static int
 add_signal(struct daemon *d, int signo)
 {
@@ -434,7 +466,9 @@ add_signal(struct daemon *d, int signo)
 	return event_add(ev, NULL) != 0 ? -1 : 0;
 }
 
-/* Install the handlers of handled_signals[] and ignored_signals[]. */
+/* Install the handlers of handled_signals[] and ignored_signals[], then
+ * unblock them. One that arrived since main() blocked them is delivered
+ * now, and acted on once the event loop runs. */
 static int
 add_signals(struct daemon *d)
 {
@@ -446,7 +480,7 @@ add_signals(struct daemon *d)
 		if (add_signal(d, ignored_signals[i].signo) != 0)
 			return -1;
 	}
-	return 0;
+	return mask_acted_on_signals(SIG_UNBLOCK);
 }
 
 /* Set up everything but the workers. Returns 0, or 1 after logging why;
@@ -596,6 +630,10 @@ main(int argc, char **argv)
 		tg_config_unref(d.config);
 		return 0;
 	}
+	/* Loading can take a while (a plugin may read a large model): a
+	 * signal then waits for its handler rather than end the process. */
+	if (mask_acted_on_signals(SIG_BLOCK) != 0)
+		return 1;
 	d.config = tg_config_load(d.config_path, stderr);
 	if (d.config == NULL)
 		return 1;

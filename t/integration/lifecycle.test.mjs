@@ -2,6 +2,7 @@
 // listen address that another process serves.
 
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -11,7 +12,7 @@ import { afterEach, describe, it } from 'node:test';
 import OpenAI from 'openai';
 
 import {
-  RawClient, SRCDIR, curl, curlPost, freePort, makeCertificates, makeTempDir, stopAll, mockBackend,
+  RawClient, SRCDIR, TOLLGATE_BIN, curl, curlPost, freePort, makeCertificates, makeTempDir, stopAll, mockBackend,
   openStream, rawPost, request, runTollgate, startGateway, startMock, waitFor,
   writeTempFile,
 } from './lib/harness.mjs';
@@ -531,6 +532,73 @@ describe('other signals', () => {
     }
     assert.equal((await post('gpt-4o')).status, 200);
     await gw.stop();
+  });
+});
+
+describe('signals during start-up', () => {
+  afterEach(stopAll);
+
+  /* Start tollgate with the lifetime plugin waiting in its init, and resolve
+   * once it waits there: the config is loading and no signal handler is
+   * installed yet. release() lets the start go on. */
+  async function startHeldInInit() {
+    const mock = await startMock();
+    const dir = makeTempDir();
+    const log = path.join(dir, 'lifetime.log');
+    const file = path.join(dir, 'tollgate.json');
+    fs.writeFileSync(file, JSON.stringify({
+      listen: [`127.0.0.1:${await freePort()}`], admin: `127.0.0.1:${await freePort()}`,
+      workers: 1, access_log: false, backends: { mock: mockBackend(mock) },
+      filters: { life: { type: 'plugin', path: path.join(PLUGINS, 'test', 'lifetime.so'), model: log,
+        labels: { __label__never: 0.5 } } },
+      routes: [{ ...chatRoute('chat', 'gpt-4o'), filters: ['life'] }],
+    }));
+    fs.writeFileSync(`${log}.hold`, '');
+
+    const child = spawn(TOLLGATE_BIN, ['-c', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const starting = { child, stderr: '', exited: once(child, 'exit'), release: () => fs.rmSync(`${log}.hold`) };
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (text) => { starting.stderr += text; });
+    await waitFor(() => fs.existsSync(log) && fs.readFileSync(log, 'utf8').includes('init life'),
+      { message: 'the plugin init to start' });
+    return starting;
+  }
+
+  function killIfRunning(child) {
+    if (child.exitCode === null && child.signalCode === null)
+      child.kill('SIGKILL');
+  }
+
+  it('reloads on a SIGHUP sent while the config loads', async () => {
+    const starting = await startHeldInInit();
+    try {
+      starting.child.kill('SIGHUP');
+      starting.release();
+      await waitFor(() => starting.stderr.includes('configuration reloaded from') || starting.child.signalCode,
+        { message: 'the reload, or the end of the process' });
+      assert.equal(starting.child.signalCode, null, `the SIGHUP ended tollgate:\n${starting.stderr}`);
+
+      starting.child.kill('SIGTERM');
+      const [code, signal] = await starting.exited;
+      assert.equal(signal, null);
+      assert.equal(code, 0, starting.stderr);
+    } finally {
+      killIfRunning(starting.child);
+    }
+  });
+
+  it('drains on a SIGTERM sent while the config loads', async () => {
+    const starting = await startHeldInInit();
+    try {
+      starting.child.kill('SIGTERM');
+      starting.release();
+      const [code, signal] = await starting.exited;
+      assert.equal(signal, null, `the SIGTERM ended tollgate unhandled:\n${starting.stderr}`);
+      assert.equal(code, 0, starting.stderr);
+      assert.match(starting.stderr, /signal Terminated: draining/);
+    } finally {
+      killIfRunning(starting.child);
+    }
   });
 });
 
