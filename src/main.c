@@ -36,6 +36,8 @@
 #include "descriptors.h"
 #include "health.h"
 #include "log.h"
+#include "metrics.h"
+#include "start-settings.h"
 #include "tls.h"
 #include "trace-export.h"
 #include "worker.h"
@@ -76,7 +78,8 @@ static const struct {
 
 struct daemon {
 	const char *config_path;
-	struct tg_config *config;
+	struct tg_config *config;       /* the latest loaded */
+	struct tg_start_settings started;       /* what only a restart changes */
 	struct tg_health_registry health;   /* backend health across reloads */
 	struct tg_runtime runtime;
 	struct event_base *base;
@@ -145,59 +148,6 @@ load_config_logged(const char *path)
 	return cfg;
 }
 
-/* Return 1 when the two configs list other nameservers, or another number. */
-static int
-nameservers_changed(const struct tg_resolver_config *old, const struct tg_resolver_config *new)
-{
-	if (old->n_nameservers != new->n_nameservers)
-		return 1;
-	for (size_t i = 0; i < new->n_nameservers; i++) {
-		if (strcmp(old->nameservers[i], new->nameservers[i]) != 0)
-			return 1;
-	}
-	return 0;
-}
-
-static void
-warn_restart_only(const char *key)
-{
-	tg_warn("reload: %s changed; it takes effect after a restart", key);
-}
-
-/* The session table is sized once, by the first config that enables it. */
-static size_t
-max_sessions_of(const struct tg_config *cfg)
-{
-	return cfg->sessions != NULL ? cfg->sessions->max_sessions : 0;
-}
-
-/* Settings that belong to sockets, threads and tables made at start-up. */
-static void
-warn_restart_only_changes(const struct tg_config *old, const struct tg_config *new)
-{
-	int listen_changed = old->n_listen != new->n_listen;
-
-	for (size_t i = 0; !listen_changed && i < new->n_listen; i++)
-		listen_changed = strcmp(old->listen[i].address, new->listen[i].address) != 0;
-	if (listen_changed)
-		warn_restart_only("listen");
-	if (old->workers != new->workers)
-		warn_restart_only("workers");
-	if (strcmp(old->admin, new->admin) != 0)
-		warn_restart_only("admin");
-	if (old->admin_max_connections != new->admin_max_connections)
-		warn_restart_only("admin_max_connections");
-	if (old->admin_idle_timeout != new->admin_idle_timeout)
-		warn_restart_only("admin_idle_timeout");
-	if ((old->access_log == NULL) != (new->access_log == NULL) ||
-	    (old->access_log && strcmp(old->access_log, new->access_log) != 0))
-		warn_restart_only("access_log");
-	if (nameservers_changed(&old->resolver, &new->resolver))
-		warn_restart_only("resolver.nameservers");
-	if (max_sessions_of(old) != max_sessions_of(new))
-		warn_restart_only("sessions.max_sessions");
-}
-
 static void
 reload(struct daemon *d)
 {
@@ -215,7 +165,8 @@ reload(struct daemon *d)
 		tg_config_unref(cfg);
 		return;
 	}
-	warn_restart_only_changes(d->config, cfg);
+	tg_start_settings_warn_changes(&d->started, cfg);
+	tg_metrics_sessions_configure(cfg);
 	tg_log_set_level((enum tg_log_level)cfg->log_level);
 	for (int i = 0; i < d->n_workers; i++)
 		tg_worker_post_config(d->workers[i], cfg);
@@ -290,16 +241,19 @@ start_drain(struct daemon *d, int signo)
 	event_add(d->drain_poll, &poll);
 }
 
-/* Lines of requests that ended before the signal go to the old file. */
+/* Lines of requests that ended before the signal go to the old file. The
+ * file is the one opened at start: a reload does not change access_log. */
 static void
 reopen_access_log(struct daemon *d)
 {
-	if (d->config->access_log == NULL || d->runtime.access_log.fd < 0)
+	const char *path = d->started.access_log;
+
+	if (path == NULL || d->runtime.access_log.fd < 0)
 		return;
 	for (int i = 0; i < d->n_workers; i++)
 		tg_accesslog_flush(d->workers[i]->access_log);
-	if (tg_accesslog_reopen(&d->runtime.access_log, d->config->access_log) == 0)
-		tg_info("access log %s reopened", d->config->access_log);
+	if (tg_accesslog_reopen(&d->runtime.access_log, path) == 0)
+		tg_info("access log %s reopened", path);
 }
 
 static void
@@ -490,6 +444,12 @@ set_up(struct daemon *d)
 {
 	tg_descriptors_prepare();      /* while this is the only thread */
 
+	if (tg_start_settings_copy(&d->started, d->config) != 0) {
+		tg_error("cannot start: out of memory");
+		return 1;
+	}
+	tg_metrics_sessions_configure(d->config);
+
 	/* Thread support locks the bases that other threads post to, such as
 	 * the tracer's, and libevent's global state. Worker bases opt out of
 	 * it and take messages through their mailboxes (worker.c). */
@@ -573,6 +533,7 @@ daemon_free(struct daemon *d)
 	if (d->base != NULL)
 		event_base_free(d->base);
 	tg_config_unref(d->config);
+	tg_start_settings_free(&d->started);
 	tg_health_registry_free(&d->health);
 }
 

@@ -310,8 +310,9 @@ struct tg_metrics_registry {
 	pthread_mutex_t lock;
 	struct tg_metrics_shard *shards;
 	struct tg_series_set *archive;  /* TG_F_COUNT sets, merged */
-	struct tg_sessions *sessions;   /* created with the first table whose
-	                                   config enables sessions */
+	struct tg_sessions *sessions;   /* made for the first config loaded
+	                                   that enables sessions */
+	size_t sessions_max;            /* its sessions.max_sessions */
 	struct tg_resolver_counters *resolver;  /* TG_RESOLVER_NAMES_MAX + 1,
 	                                           "other" last */
 	size_t n_resolver;              /* named slots in use */

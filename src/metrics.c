@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "config.h"
+#include "log.h"
 #include "metrics-table.h"
 #include "metrics.h"
 
@@ -751,9 +752,7 @@ tg_metrics_bind(struct tg_metrics_shard *shard, struct tg_config *cfg, int make_
 	if (t != NULL && make_current)
 		shard->current = t;
 
-	if (reg->sessions == NULL && cfg->sessions != NULL && cfg->sessions->enabled)
-		reg->sessions = tg_sessions_new(cfg->sessions->max_sessions);
-	shard->sessions = reg->sessions;
+	shard->sessions = reg->sessions;       /* made by tg_metrics_sessions_configure() */
 
 	/* The previous current table may have no request left. t has none
 	 * yet either, when a request of an older snapshot is about to use it. */
@@ -770,6 +769,34 @@ tg_metrics_config_swapped(struct tg_metrics_shard *shard, struct tg_config *cfg)
 	 * tries again. */
 	if (shard != NULL)
 		(void)tg_metrics_bind(shard, cfg, 1);
+}
+
+void
+tg_metrics_sessions_configure(const struct tg_config *cfg)
+{
+	struct tg_metrics_registry *reg = &tg_metrics_registry;
+	const struct tg_sessions_config *sc = cfg->sessions;
+	size_t running;
+	int created = 0;
+
+	if (sc == NULL || !sc->enabled)
+		return;
+	pthread_mutex_lock(&reg->lock);
+	if (reg->sessions == NULL) {
+		reg->sessions = tg_sessions_new(sc->max_sessions);
+		reg->sessions_max = reg->sessions != NULL ? sc->max_sessions : 0;
+		created = 1;
+	}
+	running = reg->sessions_max;
+	pthread_mutex_unlock(&reg->lock);
+
+	if (created && running == 0)
+		tg_error("cannot make the session table for %zu sessions: out of memory; "
+		         "tollgate_session_turns stays empty until a reload makes it",
+		         sc->max_sessions);
+	else if (!created && running != sc->max_sessions)
+		tg_warn("reload: sessions.max_sessions changed from %zu to %zu; it takes "
+		        "effect after a restart", running, sc->max_sessions);
 }
 
 /* --- backend host names ------------------------------------------------------------ */

@@ -55,6 +55,13 @@ void tg_metrics_shard_free(struct tg_metrics_shard *shard);
  * NULL is ignored. */
 void tg_metrics_config_swapped(struct tg_metrics_shard *shard, struct tg_config *cfg);
 
+/* Make the session table when cfg enables sessions and there is none yet:
+ * the first config that enables them sizes it. When there is one, log a
+ * warning if cfg sets another sessions.max_sessions, which takes
+ * effect after a restart. Main thread, for each config loaded, at start
+ * and at each reload, before the workers get it. */
+void tg_metrics_sessions_configure(const struct tg_config *cfg);
+
 /* --- backend host names (worker threads) ------------------------------------------- */
 
 /* Events of a worker's resolver for a backend host name (resolve.h). */

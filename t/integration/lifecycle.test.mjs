@@ -178,6 +178,61 @@ describe('SIGHUP reload', () => {
     await gw.stop();
   });
 
+  // Each reload compares the new file with what the process runs, not with
+  // the file loaded before it.
+  it('warns against the running values', async () => {
+    const { gw } = await start({ sessions: { enabled: false } });
+    const otherPort = await freePort();
+    const reloadWarnings = async (config) => {
+      const from = gw.stderr.length;
+      assert.equal(await gw.reload(config), 'reloaded');
+      return gw.stderr.slice(from).filter((l) => l.includes('[warn]')).join('\n');
+    };
+
+    // Sessions were off, so this first config that enables them sizes the table.
+    let warnings = await reloadWarnings({ ...gw.config, sessions: { max_sessions: 8 } });
+    assert.doesNotMatch(warnings, /sessions\.max_sessions/);
+
+    warnings = await reloadWarnings({ ...gw.config, listen: [`127.0.0.1:${otherPort}`],
+      sessions: { max_sessions: 16 } });
+    assert.match(warnings, /reload: listen changed/);
+    assert.match(warnings, /reload: sessions\.max_sessions changed from 8 to 16;/);
+
+    // Back to the running listen address, sessions off: nothing to warn about.
+    warnings = await reloadWarnings({ ...gw.config, sessions: { enabled: false, max_sessions: 16 } });
+    assert.equal(warnings, '');
+
+    // The previous file had 16 too, but the table runs with 8.
+    warnings = await reloadWarnings({ ...gw.config, sessions: { max_sessions: 16 } });
+    assert.match(warnings, /reload: sessions\.max_sessions changed from 8 to 16;/);
+    await gw.stop();
+  });
+
+  it('reopens the start access log after a reload', async () => {
+    const file = path.join(makeTempDir(), 'access.log');
+    const { gw } = await start({ access_log: file, access_log_buffer: 0 });
+    const send = (id) => curl(curlPost(`${gw.baseURL}/v1/chat/completions`, chat('gpt-4o'),
+      [`x-request-id: ${id}`]));
+    const ids = (name) => fs.readFileSync(name, 'utf8').split('\n').filter(Boolean)
+      .map((line) => JSON.parse(line).request_id);
+
+    const from = gw.stderr.length;
+    assert.equal(await gw.reload({ ...gw.config, access_log: false }), 'reloaded');
+    assert.ok(gw.stderr.slice(from).some((l) => /reload: access_log changed/.test(l)));
+    assert.equal((await send('before-rotation')).status, 200);
+    await waitFor(() => ids(file).includes('before-rotation'), { message: 'the line before the rotation' });
+
+    fs.renameSync(file, `${file}.1`);
+    const signalled = gw.stderr.length;
+    gw.signal('SIGUSR1');
+    await gw.waitForLog(new RegExp(`access log ${file} reopened`), { from: signalled });
+    assert.equal((await send('after-rotation')).status, 200);
+    await waitFor(() => fs.existsSync(file) && ids(file).includes('after-rotation'),
+      { message: 'the line after the rotation in the reopened file' });
+    assert.deepEqual(ids(`${file}.1`), ['before-rotation']);
+    await gw.stop();
+  });
+
   // plugins/test/lifetime.so writes a line to the file named by "model" in
   // each init and destroy, so init lines minus destroy lines is the number
   // of configs alive. Nothing scrapes /metrics until the end.

@@ -1528,6 +1528,8 @@ START_TEST(session_turns_from_requests)
 	struct tg_request *req;
 	char *text;
 
+	tg_metrics_sessions_configure(cfg);
+
 	for (int i = 0; i < 3; i++) {
 		req = new_request(w, cfg, "exact", "gpt-4o");
 		tg_headers_add(&req->headers, "X-Session-Id", 12, "abc", 3);
@@ -1551,6 +1553,45 @@ START_TEST(session_turns_from_requests)
 	free(text);
 	free_worker(w);
 	tg_config_unref(cfg);
+}
+END_TEST
+
+/* The first config loaded that enables sessions sizes the table, whatever
+ * configs without sessions came before; later ones do not resize it. */
+START_TEST(session_table_sized_once)
+{
+	static const char routes[] =
+		"{\"backends\": {\"a\": {\"url\": \"http://127.0.0.1:1\"}},"
+		" \"routes\": [{\"name\": \"chat\", \"backends\": [\"a\"]}],"
+		" \"sessions\": %s}";
+	const char *sections[] = {"{\"enabled\": false}", "{\"max_sessions\": 1024}",
+	                          "{\"max_sessions\": 4096}", "{\"enabled\": false}"};
+	struct tg_config *cfgs[4];
+	struct tg_sessions *table;
+	char json[512];
+
+	for (size_t i = 0; i < 4; i++) {
+		snprintf(json, sizeof(json), routes, sections[i]);
+		cfgs[i] = load(json);
+	}
+	tg_metrics_sessions_configure(cfgs[0]);
+	ck_assert_ptr_null(tg_metrics_registry.sessions);
+
+	tg_metrics_sessions_configure(cfgs[1]);
+	table = tg_metrics_registry.sessions;
+	ck_assert_ptr_nonnull(table);
+	ck_assert_uint_eq(tg_metrics_registry.sessions_max, 1024);
+
+	for (size_t i = 2; i < 4; i++) {
+		tg_metrics_sessions_configure(cfgs[i]);
+		ck_assert_ptr_eq(tg_metrics_registry.sessions, table);
+		ck_assert_uint_eq(tg_metrics_registry.sessions_max, 1024);
+	}
+
+	tg_sessions_free(table);
+	tg_metrics_registry.sessions = NULL;
+	for (size_t i = 0; i < 4; i++)
+		tg_config_unref(cfgs[i]);
 }
 END_TEST
 
@@ -1732,6 +1773,7 @@ metrics_suite(void)
 	tcase_add_test(sessions, session_resumed_after_expiry);
 	tcase_add_test(sessions, session_table_bounded);
 	tcase_add_test(sessions, session_turns_from_requests);
+	tcase_add_test(sessions, session_table_sized_once);
 	tcase_add_test(sessions, resolver_names_bounded);
 	tcase_set_timeout(sessions, 30);
 	suite_add_tcase(s, sessions);
