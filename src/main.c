@@ -166,7 +166,7 @@ reload(struct daemon *d)
 		return;
 	}
 	tg_start_settings_warn_changes(&d->started, cfg);
-	tg_metrics_sessions_configure(cfg);
+	tg_metrics_config_loaded(cfg);
 	tg_log_set_level((enum tg_log_level)cfg->log_level);
 	for (int i = 0; i < d->n_workers; i++)
 		tg_worker_post_config(d->workers[i], cfg);
@@ -448,7 +448,6 @@ set_up(struct daemon *d)
 		tg_error("cannot start: out of memory");
 		return 1;
 	}
-	tg_metrics_sessions_configure(d->config);
 
 	/* Thread support locks the bases that other threads post to, such as
 	 * the tracer's, and libevent's global state. Worker bases opt out of
@@ -462,6 +461,7 @@ set_up(struct daemon *d)
 		return 1;
 	if (open_listen_tls(d) != 0 || tg_health_attach(&d->health, d->config) != 0)
 		return 1;
+	tg_metrics_config_loaded(d->config);
 	d->runtime.tracer = tg_tracer_new(d->config);
 	if (d->runtime.tracer == NULL || tg_tracer_start(d->runtime.tracer) != 0)
 		return 1;

@@ -458,7 +458,7 @@ backend_is_up(const struct tg_backend *b, uint64_t now_ns)
 }
 
 static void
-collect_backends(struct collector *c, struct tg_metrics_table *t, int live, uint64_t now_ns)
+collect_backends(struct collector *c, struct tg_metrics_table *t)
 {
 	for (size_t b = 0; b <= t->config->n_backends; b++) {
 		struct tg_backend_values *bv = &t->backends[b];
@@ -470,14 +470,26 @@ collect_backends(struct collector *c, struct tg_metrics_table *t, int live, uint
 		for (size_t k = 0; k < TG_ATTEMPT_RESULTS; k++)
 			add_labelled_counter(c, TG_F_ATTEMPTS, "outcome", tg_attempt_labels[k],
 			                     &bv->attempts[k]);
-		if (live && b < t->config->n_backends) {
-			double up = backend_is_up(&t->config->backends[b], now_ns);
-
-			if (tg_series_add(&c->sets[TG_F_BACKEND_UP], TG_F_BACKEND_UP,
-			                  labels_text(&c->l), &up) != 0)
-				c->failed = 1;
-		}
 	}
+}
+
+int
+tg_metrics_collect_backend_up(struct tg_series_set *sets, const struct tg_config *cfg)
+{
+	struct collector c = {.sets = sets};
+	uint64_t now_ns = tg_now_ns();
+
+	for (size_t b = 0; b < cfg->n_backends; b++) {
+		double up = backend_is_up(&cfg->backends[b], now_ns);
+
+		labels_cut(&c.l, 0);
+		labels_add(&c.l, "backend", cfg->backends[b].name);
+		if (!c.l.failed && tg_series_add(&sets[TG_F_BACKEND_UP], TG_F_BACKEND_UP,
+		                                 labels_text(&c.l), &up) != 0)
+			c.failed = 1;
+	}
+	free(c.l.s);
+	return c.failed || c.l.failed ? -1 : 0;
 }
 
 static void
@@ -500,13 +512,13 @@ collect_filters(struct collector *c, struct tg_metrics_table *t)
 }
 
 int
-tg_metrics_collect_table(struct tg_series_set *sets, struct tg_metrics_table *t, int live)
+tg_metrics_collect_table(struct tg_series_set *sets, struct tg_metrics_table *t)
 {
 	struct collector c = {.sets = sets};
 
 	for (size_t r = 0; r < t->n_routes; r++)
 		collect_route(&c, t, r);
-	collect_backends(&c, t, live, tg_now_ns());
+	collect_backends(&c, t);
 	collect_filters(&c, t);
 	free(c.l.s);
 	return c.failed || c.l.failed ? -1 : 0;
@@ -567,7 +579,7 @@ tg_metrics_archive_table(struct tg_metrics_table *t)
 
 	/* NOTE: out of memory here loses the table's counts; there is no
 	 * other place to keep them. */
-	tg_metrics_collect_table(archive, t, 0);
+	tg_metrics_collect_table(archive, t);
 	for (size_t f = 0; f < TG_F_COUNT; f++)
 		tg_series_set_merge(&archive[f], (enum tg_family)f);
 }

@@ -240,7 +240,7 @@ struct scrape {
 	struct tg_series_set sets[TG_F_COUNT];
 	double in_flight;
 	double streams_open;
-	char currency[64];              /* of the newest pricing table seen */
+	char currency[64];              /* of the latest config loaded */
 };
 
 static int
@@ -252,14 +252,21 @@ gather_shard(struct scrape *sc, struct tg_metrics_shard *shard)
 	sc->streams_open += (double)atomic_load_explicit(&shard->streams_open,
 	                                                 memory_order_relaxed);
 
-	for (struct tg_metrics_table *t = shard->tables; t != NULL; t = t->next) {
-		const struct tg_pricing_config *pricing = t->config->pricing;
-
-		rc |= tg_metrics_collect_table(sc->sets, t, t == shard->current);
-		if (t == shard->current && pricing != NULL && pricing->currency != NULL)
-			snprintf(sc->currency, sizeof(sc->currency), "%s", pricing->currency);
-	}
+	for (struct tg_metrics_table *t = shard->tables; t != NULL; t = t->next)
+		rc |= tg_metrics_collect_table(sc->sets, t);
 	return rc;
+}
+
+/* The figures of the latest config loaded, whether or not a worker has
+ * built its table yet (registry lock held). */
+static int
+gather_live_config(struct scrape *sc, const struct tg_config *cfg)
+{
+	if (cfg == NULL)
+		return 0;
+	if (cfg->pricing != NULL && cfg->pricing->currency != NULL)
+		snprintf(sc->currency, sizeof(sc->currency), "%s", cfg->pricing->currency);
+	return tg_metrics_collect_backend_up(sc->sets, cfg);
 }
 
 static int
@@ -287,6 +294,7 @@ gather(struct scrape *sc)
 		rc |= tg_sessions_collect(sc->sets, reg->sessions);
 	}
 	rc |= tg_metrics_collect_resolver(sc->sets, reg);
+	rc |= gather_live_config(sc, reg->live_config);
 	pthread_mutex_unlock(&reg->lock);
 
 	rc |= tg_series_add(&sc->sets[TG_F_IN_FLIGHT], TG_F_IN_FLIGHT, "", &sc->in_flight);

@@ -285,8 +285,9 @@ struct tg_metrics_shard {
 	int worker_id;
 	struct tg_metrics_shard *next;  /* in the registry, under its lock */
 	struct tg_metrics_table *tables;    /* under the lock */
-	struct tg_metrics_table *current;   /* for the worker's newest config;
-	                                       written under the lock */
+	struct tg_metrics_table *current;   /* for the worker's newest config,
+	                                       NULL until its first request
+	                                       under it; written under the lock */
 	struct tg_sessions *sessions;   /* the registry's, once created */
 	_Atomic int64_t in_flight;      /* single writer: the worker */
 	_Atomic int64_t streams_open;
@@ -313,6 +314,9 @@ struct tg_metrics_registry {
 	struct tg_sessions *sessions;   /* made for the first config loaded
 	                                   that enables sessions */
 	size_t sessions_max;            /* its sessions.max_sessions */
+	struct tg_config *live_config;  /* the latest loaded (a ref): the
+	                                   backends of tollgate_backend_up and
+	                                   the pricing currency */
 	struct tg_resolver_counters *resolver;  /* TG_RESOLVER_NAMES_MAX + 1,
 	                                           "other" last */
 	size_t n_resolver;              /* named slots in use */
@@ -424,10 +428,13 @@ int tg_series_add_exemplars(struct tg_series_set *set, enum tg_family f,
 void tg_series_set_merge(struct tg_series_set *set, enum tg_family f);
 void tg_series_set_free(struct tg_series_set *set);
 
-/* Add every non-empty series of t to sets[TG_F_COUNT]. Gauges only when
- * live (t is a shard's current table). Returns 0, or -1 out of memory. */
-int tg_metrics_collect_table(struct tg_series_set *sets, struct tg_metrics_table *t,
-                             int live);
+/* Add every non-empty series of t to sets[TG_F_COUNT]. Returns 0, or -1
+ * out of memory. */
+int tg_metrics_collect_table(struct tg_series_set *sets, struct tg_metrics_table *t);
+
+/* Add the tollgate_backend_up series of every backend of cfg. Returns 0, or
+ * -1 out of memory. */
+int tg_metrics_collect_backend_up(struct tg_series_set *sets, const struct tg_config *cfg);
 
 /* Add the resolver's series of every host name in use, and of "other"
  * once it counted something (registry lock held). Returns 0, or -1 out

@@ -667,6 +667,7 @@ tg_metrics_shard_free(struct tg_metrics_shard *shard)
 {
 	struct tg_metrics_registry *reg = &tg_metrics_registry;
 	struct tg_metrics_table *retired;
+	struct tg_config *live = NULL;
 	struct tg_metrics_shard **p;
 
 	if (shard == NULL)
@@ -687,9 +688,12 @@ tg_metrics_shard_free(struct tg_metrics_shard *shard)
 			tg_series_set_free(&reg->archive[f]);
 		tg_sessions_free(reg->sessions);
 		reg->sessions = NULL;
+		live = reg->live_config;
+		reg->live_config = NULL;
 	}
 	pthread_mutex_unlock(&reg->lock);
 	free_tables(retired);
+	tg_config_unref(live);
 	free(shard);
 }
 
@@ -752,7 +756,7 @@ tg_metrics_bind(struct tg_metrics_shard *shard, struct tg_config *cfg, int make_
 	if (t != NULL && make_current)
 		shard->current = t;
 
-	shard->sessions = reg->sessions;       /* made by tg_metrics_sessions_configure() */
+	shard->sessions = reg->sessions;       /* made by tg_metrics_config_loaded() */
 
 	/* The previous current table may have no request left. t has none
 	 * yet either, when a request of an older snapshot is about to use it. */
@@ -763,33 +767,53 @@ tg_metrics_bind(struct tg_metrics_shard *shard, struct tg_config *cfg, int make_
 }
 
 void
-tg_metrics_config_swapped(struct tg_metrics_shard *shard, struct tg_config *cfg)
+tg_metrics_config_swapped(struct tg_metrics_shard *shard)
 {
-	/* Out of memory leaves the old table current; the next request
-	 * tries again. */
-	if (shard != NULL)
-		(void)tg_metrics_bind(shard, cfg, 1);
+	struct tg_metrics_registry *reg = &tg_metrics_registry;
+	struct tg_metrics_table *retired;
+
+	if (shard == NULL)
+		return;
+	pthread_mutex_lock(&reg->lock);
+	shard->current = NULL;
+	retired = unlink_idle_tables(shard, NULL);
+	pthread_mutex_unlock(&reg->lock);
+	free_tables(retired);
+}
+
+/* Make the session table for sc when there is none (registry lock held).
+ * Returns 1 when it tried, whether or not there was memory for it. */
+static int
+make_sessions(struct tg_metrics_registry *reg, const struct tg_sessions_config *sc)
+{
+	if (reg->sessions != NULL)
+		return 0;
+	reg->sessions = tg_sessions_new(sc->max_sessions);
+	reg->sessions_max = reg->sessions != NULL ? sc->max_sessions : 0;
+	return 1;
 }
 
 void
-tg_metrics_sessions_configure(const struct tg_config *cfg)
+tg_metrics_config_loaded(struct tg_config *cfg)
 {
 	struct tg_metrics_registry *reg = &tg_metrics_registry;
 	const struct tg_sessions_config *sc = cfg->sessions;
-	size_t running;
+	int sessions_on = sc != NULL && sc->enabled;
+	struct tg_config *replaced;
 	int created = 0;
+	size_t running;
 
-	if (sc == NULL || !sc->enabled)
-		return;
 	pthread_mutex_lock(&reg->lock);
-	if (reg->sessions == NULL) {
-		reg->sessions = tg_sessions_new(sc->max_sessions);
-		reg->sessions_max = reg->sessions != NULL ? sc->max_sessions : 0;
-		created = 1;
-	}
+	replaced = reg->live_config;
+	reg->live_config = tg_config_ref(cfg);
+	if (sessions_on)
+		created = make_sessions(reg, sc);
 	running = reg->sessions_max;
 	pthread_mutex_unlock(&reg->lock);
+	tg_config_unref(replaced);      /* maybe the last reference: not under the lock */
 
+	if (!sessions_on)
+		return;
 	if (created && running == 0)
 		tg_error("cannot make the session table for %zu sessions: out of memory; "
 		         "tollgate_session_turns stays empty until a reload makes it",

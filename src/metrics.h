@@ -49,18 +49,23 @@ struct tg_metrics_shard *tg_metrics_shard_new(int worker_id);
  * later scrapes. No request may still refer to it. */
 void tg_metrics_shard_free(struct tg_metrics_shard *shard);
 
-/* The worker that owns shard took cfg as its configuration: bind a table
- * to it, so that the tables of older snapshots are retired as soon as
- * their last request ends, not at the worker's next request. A shard of
- * NULL is ignored. */
-void tg_metrics_config_swapped(struct tg_metrics_shard *shard, struct tg_config *cfg);
+/* The worker that owns shard took a new configuration. Retire the tables
+ * of older snapshots that no request uses, and the others as their last
+ * request ends, not at the worker's next request. The table of the new
+ * snapshot is built by the worker's first request under it, so a worker
+ * that takes no traffic builds none. A shard of NULL is ignored. */
+void tg_metrics_config_swapped(struct tg_metrics_shard *shard);
 
-/* Make the session table when cfg enables sessions and there is none yet:
- * the first config that enables them sizes it. When there is one, log a
- * warning if cfg sets another sessions.max_sessions, which takes
- * effect after a restart. Main thread, for each config loaded, at start
- * and at each reload, before the workers get it. */
-void tg_metrics_sessions_configure(const struct tg_config *cfg);
+/*
+ * Main thread, for each config loaded, at start and at each reload, before
+ * the workers get it. Take cfg as the config whose backends
+ * tollgate_backend_up shows, and whose pricing names the currency. Make the
+ * session table when cfg enables sessions and there is none yet: the first
+ * config that enables them sizes it. When there is one, log a warning if
+ * cfg sets another sessions.max_sessions, which takes effect after a
+ * restart.
+ */
+void tg_metrics_config_loaded(struct tg_config *cfg);
 
 /* --- backend host names (worker threads) ------------------------------------------- */
 

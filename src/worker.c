@@ -320,7 +320,7 @@ swap_config(void *arg)
 	free(msg);
 	tg_accesslog_configure(w->access_log, w->config);
 	tg_resolver_set_bounds(w->resolver, &w->config->resolver);
-	tg_metrics_config_swapped(w->metrics, w->config);
+	tg_metrics_config_swapped(w->metrics);
 	if (w->id == 0)
 		tg_probes_restart(w);
 }

@@ -18,7 +18,7 @@ import {
   splitEvents, eventData, startGateway, startMock, stopAll, waitFor,
 } from './lib/harness.mjs';
 import {
-  parseSamples, promtoolCheck, scrape, startPrometheus, valueOf,
+  parseSamples, promtoolCheck, scrape, seriesKey, startPrometheus, valueOf,
 } from './lib/prometheus.mjs';
 
 const messages = [{ role: 'user', content: 'Say hello to the metrics.' }];
@@ -544,6 +544,32 @@ describe('metrics across a reload', () => {
       assert.equal(valueOf(s, 'tollgate_requests_total', removed), 1);
       assert.equal(valueOf(s, 'tollgate_requests_total', added), 1);
     }
+  });
+});
+
+describe('metrics of a gateway without traffic', () => {
+  afterEach(stopAll);
+
+  // Workers build their series tables at their first request under a
+  // config; tollgate_backend_up comes from the config loaded regardless.
+  it('shows backend_up before the first request', async () => {
+    const mock = await startMock();
+    const gw = await startGateway({
+      workers: 2, backends: { mock: mockBackend(mock) }, routes: [route('chat', 'm1')],
+    });
+    const up = async (backend) => parseSamples((await scrape(gw)).text)
+      .get(seriesKey('tollgate_backend_up', { backend }));
+    assert.equal(await up('mock'), 1);
+
+    const config = {
+      ...gw.config,
+      backends: { ...gw.config.backends, spare: mockBackend(mock) },
+      routes: [route('chat', 'm1'), { ...route('spare', 'm2'), backends: ['spare'] }],
+    };
+    assert.equal(await gw.reload(config), 'reloaded');
+    assert.equal(await up('spare'), 1);
+    assert.equal(await up('mock'), 1);
+    await gw.stop();
   });
 });
 

@@ -70,12 +70,14 @@ load(const char *json)
 	return cfg;
 }
 
+/* A worker of cfg, which is loaded first, as main() does. */
 static struct tg_worker *
 new_worker(struct tg_config *cfg)
 {
 	struct tg_worker *w = calloc(1, sizeof(*w));
 
 	ck_assert_ptr_nonnull(w);
+	tg_metrics_config_loaded(cfg);
 	w->config = cfg;
 	w->metrics = tg_metrics_shard_new(0);
 	ck_assert_ptr_nonnull(w->metrics);
@@ -993,6 +995,7 @@ START_TEST(reload_keeps_counters)
 	end_request(new_request(w, old_cfg, "glob", "gpt-x"), 200);
 
 	/* The worker swaps configs; a request of the old one is still open. */
+	tg_metrics_config_loaded(new_cfg);
 	w->config = new_cfg;
 	req = new_request(w, new_cfg, "glob", "gpt-x");
 	end_request(req, 200);
@@ -1050,18 +1053,38 @@ check_retired_and_free(struct tg_worker *w, struct tg_config *old_cfg,
 	tg_config_unref(new_cfg);
 }
 
+/* Load new_cfg and swap it into w, as a reload does. */
+static void
+swap_config(struct tg_worker *w, struct tg_config *new_cfg)
+{
+	tg_metrics_config_loaded(new_cfg);
+	w->config = new_cfg;
+	tg_metrics_config_swapped(w->metrics);
+}
+
 /* A worker that takes a new config lets go of the old one at once when no
- * request uses it, even if it serves no request afterwards. */
+ * request uses it, even if it serves no request afterwards. It builds no
+ * table for the new one until a request needs it, and the gauges of the
+ * config loaded show meanwhile. */
 START_TEST(config_swap_retires_idle_table)
 {
 	struct tg_config *old_cfg = load(BASE_CONFIG);
 	struct tg_config *new_cfg = load(BASE_CONFIG);
 	struct tg_worker *w = new_worker(old_cfg);
+	char *text;
 
 	end_request(new_request(w, old_cfg, "exact", "gpt-4o"), 200);
 	ck_assert_ptr_eq(w->metrics->tables->config, old_cfg);
 
-	tg_metrics_config_swapped(w->metrics, new_cfg);
+	swap_config(w, new_cfg);
+	ck_assert_ptr_null(w->metrics->tables);
+	ck_assert_ptr_null(w->metrics->current);
+	text = scrape(TG_METRICS_TEXT);
+	ck_assert_double_eq(sample(text, "tollgate_backend_up{backend=\"a\"}"), 1);
+	ck_assert_ptr_nonnull(strstr(text, "Currency: EUR."));
+	free(text);
+
+	end_request(new_request(w, new_cfg, "glob", "gpt-x"), 200);
 	check_retired_and_free(w, old_cfg, new_cfg);
 }
 END_TEST
@@ -1075,14 +1098,15 @@ START_TEST(old_snapshot_request_after_swap)
 	struct tg_worker *w = new_worker(old_cfg);
 	struct tg_request *req;
 
-	w->config = new_cfg;
-	tg_metrics_config_swapped(w->metrics, new_cfg);
+	swap_config(w, new_cfg);
 	req = new_request(w, old_cfg, "exact", "gpt-4o");
-	ck_assert_ptr_eq(w->metrics->current->config, new_cfg);
+	ck_assert_ptr_null(w->metrics->current);
 	ck_assert_ptr_eq(req->metrics.table->config, old_cfg);
-	ck_assert_ptr_nonnull(w->metrics->tables->next);
+	ck_assert_ptr_eq(w->metrics->tables, req->metrics.table);
 
 	end_request(req, 200);
+	ck_assert_ptr_null(w->metrics->tables);
+	end_request(new_request(w, new_cfg, "glob", "gpt-x"), 200);
 	check_retired_and_free(w, old_cfg, new_cfg);
 }
 END_TEST
@@ -1112,8 +1136,9 @@ free_worker_thread(void *w)
 	return NULL;
 }
 
-/* A stopping worker frees its tables, and with the last one a config whose
- * plugin destroy may take long, so destroy runs without the registry lock.
+/* A stopping worker frees its tables, and the last worker the config it
+ * loaded. Freeing a config runs plugin destroy, which may take long, so it
+ * runs without the registry lock.
  * The lifetime plugin waits in destroy while the .hold file exists. */
 START_TEST(shard_free_destroys_plugins_unlocked)
 {
@@ -1139,7 +1164,9 @@ START_TEST(shard_free_destroys_plugins_unlocked)
 	cfg = load(json);
 	w = new_worker(cfg);
 	end_request(new_request(w, cfg, "chat", "gpt-4o"), 200);
-	tg_config_unref(cfg);   /* the table's reference is now the last */
+	/* The references left are the table's and the registry's, which the
+	 * last shard drops as it is freed. */
+	tg_config_unref(cfg);
 
 	f = fopen(hold, "w");
 	ck_assert_ptr_nonnull(f);
@@ -1528,8 +1555,6 @@ START_TEST(session_turns_from_requests)
 	struct tg_request *req;
 	char *text;
 
-	tg_metrics_sessions_configure(cfg);
-
 	for (int i = 0; i < 3; i++) {
 		req = new_request(w, cfg, "exact", "gpt-4o");
 		tg_headers_add(&req->headers, "X-Session-Id", 12, "abc", 3);
@@ -1574,22 +1599,24 @@ START_TEST(session_table_sized_once)
 		snprintf(json, sizeof(json), routes, sections[i]);
 		cfgs[i] = load(json);
 	}
-	tg_metrics_sessions_configure(cfgs[0]);
+	tg_metrics_config_loaded(cfgs[0]);
 	ck_assert_ptr_null(tg_metrics_registry.sessions);
 
-	tg_metrics_sessions_configure(cfgs[1]);
+	tg_metrics_config_loaded(cfgs[1]);
 	table = tg_metrics_registry.sessions;
 	ck_assert_ptr_nonnull(table);
 	ck_assert_uint_eq(tg_metrics_registry.sessions_max, 1024);
 
 	for (size_t i = 2; i < 4; i++) {
-		tg_metrics_sessions_configure(cfgs[i]);
+		tg_metrics_config_loaded(cfgs[i]);
 		ck_assert_ptr_eq(tg_metrics_registry.sessions, table);
 		ck_assert_uint_eq(tg_metrics_registry.sessions_max, 1024);
 	}
 
 	tg_sessions_free(table);
 	tg_metrics_registry.sessions = NULL;
+	tg_config_unref(tg_metrics_registry.live_config);
+	tg_metrics_registry.live_config = NULL;
 	for (size_t i = 0; i < 4; i++)
 		tg_config_unref(cfgs[i]);
 }
