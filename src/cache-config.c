@@ -256,22 +256,6 @@ out:
 	free(url);
 }
 
-/* A header name is an RFC 9110 token. */
-static int
-is_token(const char *s)
-{
-	static const char specials[] = "!#$%&'*+-.^_`|~";
-
-	if (*s == '\0')
-		return 0;
-	for (; *s != '\0'; s++) {
-		if (!(*s >= '0' && *s <= '9') && !(*s >= 'a' && *s <= 'z') &&
-		    !(*s >= 'A' && *s <= 'Z') && strchr(specials, *s) == NULL)
-			return 0;
-	}
-	return 1;
-}
-
 static void
 parse_tenant_header(struct load_ctx *ctx, const char *path, json_t *value, void *base,
                     const struct setting *s)
@@ -282,7 +266,7 @@ parse_tenant_header(struct load_ctx *ctx, const char *path, json_t *value, void 
 
 	if (name == NULL)
 		return;
-	if (!is_token(name)) {
+	if (!is_header_name(name)) {
 		report(ctx, path, "invalid header name %s; use letters, digits and "
 		       "!#$%%&'*+-.^_`|~, as in \"X-Tenant-Id\"", quote(raw, q, sizeof(q)));
 		free(name);

@@ -29,6 +29,7 @@
 
 #include "config.h"
 #include "config-parse.h"
+#include "headers.h"
 
 /* --- messages ----------------------------------------------------------- */
 
@@ -493,6 +494,80 @@ static const char *check_readable_file(const char *path)
 	if (!S_ISREG(st.st_mode))
 		return "not a regular file";
 	return NULL;
+}
+
+/* --- values sent in HTTP headers ----------------------------------------- */
+
+bool is_header_name(const char *name)
+{
+	return tg_header_name_valid(name, strlen(name));
+}
+
+/* The offset of the first byte of value that RFC 9110 section 5.5 keeps
+ * out of a field value (a control byte other than HTAB, or DEL), or the
+ * length of value when it has none. */
+static size_t first_control_byte(const char *value)
+{
+	size_t i = 0;
+
+	for (; value[i] != '\0'; i++) {
+		unsigned char c = (unsigned char)value[i];
+
+		if ((c < 0x20 && c != '\t') || c == 0x7f)
+			return i;
+	}
+	return i;
+}
+
+/* Name the control byte c in words a reader can find in the file. */
+static const char *control_byte_name(unsigned char c, char *buf, size_t size)
+{
+	if (c == '\r')
+		return "a carriage return (\\r)";
+	if (c == '\n')
+		return "a line feed (\\n)";
+	snprintf(buf, size, "the control byte 0x%02x", c);
+	return buf;
+}
+
+/* The length of the line break that ends value and is its only control
+ * byte: "\n", "\r\n" or "\r"; 0 for any other value. */
+static size_t final_line_break_len(const char *value, size_t len)
+{
+	size_t n = 0;
+
+	if (n < len && value[len - 1 - n] == '\n')
+		n++;
+	if (n < len && value[len - 1 - n] == '\r')
+		n++;
+	return first_control_byte(value) == len - n ? n : 0;
+}
+
+bool check_header_value(struct load_ctx *ctx, const char *path, const char *raw,
+                        const char *value)
+{
+	size_t len = strlen(value);
+	size_t bad = first_control_byte(value);
+	/* With no such byte as written, the environment put it there. */
+	const char *subject = raw[first_control_byte(raw)] == '\0'
+	                      ? "the value from the environment" : "the value";
+	char name[32];
+
+	if (bad == len)
+		return true;
+
+	if (final_line_break_len(value, len) > 0) {
+		report(ctx, path, "%s ends with a line break, which an HTTP header cannot "
+		       "carry; it is usually the final newline of the file or variable the "
+		       "value was read from: remove it there (tollgate does not strip it)",
+		       subject);
+		return false;
+	}
+	report(ctx, path, "%s contains %s at byte %zu, which an HTTP header cannot carry; "
+	       "a header value holds printable characters, spaces and tabs (the value is "
+	       "not shown: it may be a secret)", subject,
+	       control_byte_name((unsigned char)value[bad], name, sizeof(name)), bad + 1);
+	return false;
 }
 
 /* --- typed values ------------------------------------------------------- */

@@ -237,6 +237,24 @@ size_t edit_distance(const char *a, const char *b, size_t limit);
 /* Report that no backend is called raw, suggesting a close name. */
 void report_unknown_backend(struct load_ctx *ctx, const char *path, const char *raw);
 
+/* --- values sent in HTTP headers ----------------------------------------- */
+
+/* True when name is an RFC 9110 token, the only form a header name takes:
+ * letters, digits and !#$%&'*+-.^_`|~. */
+bool is_header_name(const char *name);
+
+/*
+ * Check that value, the expansion of raw, may be sent as a header value:
+ * no control byte but HTAB, so that no CR or LF can end the line early and
+ * add headers of its own. Returns true, or false after reporting the first
+ * such byte and its position, never the value, which may be a secret. A
+ * value whose only fault is a final line break, as a secret file written
+ * by an editor or "echo" has, gets a message that says so; it is not
+ * stripped, because a key is sent exactly as configured.
+ */
+bool check_header_value(struct load_ctx *ctx, const char *path, const char *raw,
+                        const char *value);
+
 /* --- sections ----------------------------------------------------------- */
 
 /* Parse value, found at key path, into base as s declares. */

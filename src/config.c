@@ -376,6 +376,27 @@ static void parse_key_header(struct load_ctx *ctx, const char *path,
 		*FIELD(base, s, enum tg_key_header) = (enum tg_key_header)v;
 }
 
+/* The key goes into a header of every upstream request, so a byte that
+ * would end that header line is refused here, not sent. */
+static void parse_api_key(struct load_ctx *ctx, const char *path, json_t *value,
+                          void *base, const struct setting *s)
+{
+	const char *raw;
+	char *key = get_string(ctx, path, value, "a string", &raw);
+
+	if (key == NULL)
+		return;
+	if (key[0] == '\0')
+		report(ctx, path, "must not be empty; remove the key to pass the client's "
+		       "credential on");
+	else if (check_header_value(ctx, path, raw, key)) {
+		*FIELD(base, s, char *) = key;
+		return;
+	}
+	explicit_bzero(key, strlen(key));
+	free(key);
+}
+
 static const struct section backend_section;
 
 /* Checks of one backend that involve several of its keys. */
@@ -698,7 +719,7 @@ static const struct setting backend_settings[] = {
 	{ .key = "url", .type = T_CUSTOM, .parse = parse_url, .required = true,
 	  .doc_type = "URL",
 	  .help = "http:// or https://, host, optional port and path prefix" },
-	{ .key = "api_key", .type = T_STRING,
+	{ .key = "api_key", .type = T_CUSTOM, .parse = parse_api_key, .doc_type = "string",
 	  .offset = offsetof(struct tg_backend, api_key),
 	  .help = "credential sent upstream instead of the client's; absent passes the client's on" },
 	{ .key = "api_key_header", .type = T_CUSTOM, .parse = parse_key_header,

@@ -12,8 +12,11 @@
  *              "max_cooldown": "60s",
  *              "probe": {"path": "/v1/models", "interval": "5s", "timeout": "2s"}}
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <event2/http.h>
 
 #include "config-parse.h"
 #include "config.h"
@@ -158,9 +161,51 @@ const struct feature tg_retry_feature = {
 
 /* --- health ------------------------------------------------------------------- */
 
+/* 1 when path, which starts with "/", is a path with an optional query as
+ * a URL may hold one: libevent reads it after a stand-in scheme and host.
+ * That keeps out spaces and control bytes, which would end the probe's
+ * request line early, and a fragment, which a request never carries. */
+static int
+is_url_path(const char *path)
+{
+	char *url = NULL;
+	struct evhttp_uri *uri;
+	int ok;
+
+	if (asprintf(&url, "http://host%s", path) < 0)
+		return 0;
+	uri = evhttp_uri_parse_with_flags(url, 0);
+	ok = uri != NULL && evhttp_uri_get_fragment(uri) == NULL;
+	if (uri != NULL)
+		evhttp_uri_free(uri);
+	free(url);
+	return ok;
+}
+
+static void
+parse_probe_path(struct load_ctx *ctx, const char *path, json_t *value, void *base,
+                 const struct setting *s)
+{
+	const char *raw;
+	char q[QUOTE_LEN];
+	char *probe_path = get_string(ctx, path, value, "a path such as \"/v1/models\"", &raw);
+
+	if (probe_path == NULL)
+		return;
+	if (probe_path[0] != '/' || !is_url_path(probe_path)) {
+		report(ctx, path, "invalid path %s; write a path that starts with \"/\", "
+		       "such as \"/v1/models\", with an optional query and no fragment, "
+		       "and percent-encode spaces, control bytes and other characters a "
+		       "URL cannot hold", quote(raw, q, sizeof(q)));
+		free(probe_path);
+		return;
+	}
+	*FIELD(base, s, char *) = probe_path;
+}
+
 static const struct setting probe_settings[] = {
-	{ .key = "path", .type = T_STRING, .required = true,
-	  .offset = offsetof(struct tg_health_policy, probe_path),
+	{ .key = "path", .type = T_CUSTOM, .parse = parse_probe_path, .required = true,
+	  .doc_type = "string", .offset = offsetof(struct tg_health_policy, probe_path),
 	  .help = "path to GET, under the backend URL's path; a 2xx response is healthy" },
 	{ .key = "interval", .type = T_DURATION, .def = "\"5s\"", .min = 100, .max = NO_MAX,
 	  .offset = offsetof(struct tg_health_policy, probe_interval),
@@ -203,16 +248,13 @@ parse_health(struct load_ctx *ctx, const char *path, json_t *value, void *base,
              const struct setting *s)
 {
 	struct tg_health_policy *h = parse_object(ctx, path, value, sizeof(*h), &health_section);
-	char child[PATH_LEN], probe[PATH_LEN];
+	char child[PATH_LEN];
 
 	if (h == NULL)
 		return;
 	if (h->max_ejection < h->base_ejection)
 		report(ctx, path_key(child, path, "max_ejection"),
 		       "must not be shorter than base_ejection");
-	if (h->probe_path != NULL && h->probe_path[0] != '/')
-		report(ctx, path_key(child, path_key(probe, path, "probe"), "path"),
-		       "must start with \"/\"");
 	*FIELD(base, s, struct tg_health_policy *) = h;
 }
 

@@ -165,24 +165,6 @@ const struct feature tg_pricing_feature = {
 
 /* --- sessions ------------------------------------------------------------------ */
 
-/* An HTTP field name: one or more token characters (RFC 9110, 5.1). */
-static int
-is_field_name(const char *s)
-{
-	static const char extra[] = "!#$%&'*+-.^_`|~";
-
-	if (*s == '\0')
-		return 0;
-	for (; *s != '\0'; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (!(c >= 'a' && c <= 'z') && !(c >= 'A' && c <= 'Z') &&
-		    !(c >= '0' && c <= '9') && strchr(extra, c) == NULL)
-			return 0;
-	}
-	return 1;
-}
-
 static const struct setting sessions_settings[] = {
 	{ .key = "enabled", .type = T_BOOL, .def = "true",
 	  .offset = offsetof(struct tg_sessions_config, enabled),
@@ -222,7 +204,7 @@ parse_sessions(struct load_ctx *ctx, const char *path, json_t *value, void *base
 
 	if (sc == NULL)
 		return;
-	if (sc->header != NULL && !is_field_name(sc->header))
+	if (sc->header != NULL && !is_header_name(sc->header))
 		report(ctx, path_key(child, path, "header"), "%s is not an HTTP header name; "
 		       "use letters, digits and !#$%%&'*+-.^_`|~",
 		       quote(sc->header, q, sizeof(q)));

@@ -287,19 +287,6 @@ parse_endpoint(struct load_ctx *ctx, const char *path, json_t *value, void *base
 	tc->endpoint = url;
 }
 
-/* RFC 9110 token characters, for header names. */
-static int
-is_token(const char *s)
-{
-	if (*s == '\0')
-		return 0;
-	for (; *s != '\0'; s++) {
-		if (!isalnum((unsigned char)*s) && strchr("!#$%&'*+-.^_`|~", *s) == NULL)
-			return 0;
-	}
-	return 1;
-}
-
 /* Headers the exporter sets itself. */
 static int
 is_reserved_header(const char *name)
@@ -315,7 +302,7 @@ parse_headers(struct load_ctx *ctx, const char *path, json_t *value, void *base,
               const struct setting *s)
 {
 	struct tg_tracing_config *tc = base;
-	const char *name;
+	const char *name, *raw;
 	json_t *item;
 	char child[PATH_LEN], q[QUOTE_LEN];
 
@@ -338,18 +325,17 @@ parse_headers(struct load_ctx *ctx, const char *path, json_t *value, void *base,
 		char *text;
 
 		path_key(child, path, name);
-		if (!is_token(name) || is_reserved_header(name)) {
+		if (!is_header_name(name) || is_reserved_header(name)) {
 			report(ctx, child, "invalid header name %s; use a token other than "
 			       "Host, Content-Type, Content-Length, Transfer-Encoding and "
 			       "Connection", quote(name, q, sizeof(q)));
 			continue;
 		}
 		/* Values may be secrets: never quoted in messages. */
-		text = get_string(ctx, child, item, "a string", NULL);
+		text = get_string(ctx, child, item, "a string", &raw);
 		if (text == NULL)
 			continue;
-		if (!tg_header_value_valid(text, strlen(text))) {
-			report(ctx, child, "the value contains CR, LF or NUL");
+		if (!check_header_value(ctx, child, raw, text)) {
 			free(text);
 			continue;
 		}

@@ -443,6 +443,85 @@ START_TEST(api_key_header_errors)
 }
 END_TEST
 
+/* A key goes into a header line of each upstream request: a CR or LF in
+ * it would end that line and add headers of the key's choosing. */
+START_TEST(api_key_control_bytes_rejected)
+{
+	setenv("TG_TEST_KEY_NEWLINE", "sk-abc123\n", 1);
+	setenv("TG_TEST_KEY_CRLF", "sk-abc123\r\n", 1);
+	setenv("TG_TEST_KEY_INJECT", "k\r\nX-Env-Injected: 2", 1);
+	expect_errors(
+		"{\"backends\": {"
+		"   \"a\": {\"url\": \"http://h\", \"api_key\": \"${TG_TEST_KEY_NEWLINE}\"},"
+		"   \"b\": {\"url\": \"http://h\", \"api_key\": \"${TG_TEST_KEY_CRLF}\"},"
+		"   \"c\": {\"url\": \"http://h\", \"api_key\": \"${TG_TEST_KEY_INJECT}\"},"
+		"   \"d\": {\"url\": \"http://h\", \"api_key\": \"abc\\r\\nX-Injected: 1\"},"
+		"   \"e\": {\"url\": \"http://h\", \"api_key\": \"abc\\u007f\"},"
+		"   \"f\": {\"url\": \"http://h\", \"api_key\": \"\"}},"
+		" \"routes\": [{\"name\": \"r\", \"backends\": [\"a\"]}]}",
+		"T: backends.a.api_key: the value from the environment ends with a line break, "
+		"which an HTTP header cannot carry; it is usually the final newline of the file "
+		"or variable the value was read from: remove it there (tollgate does not strip it)\n"
+		"T: backends.b.api_key: the value from the environment ends with a line break, "
+		"which an HTTP header cannot carry; it is usually the final newline of the file "
+		"or variable the value was read from: remove it there (tollgate does not strip it)\n"
+		"T: backends.c.api_key: the value from the environment contains a carriage return "
+		"(\\r) at byte 2, which an HTTP header cannot carry; a header value holds "
+		"printable characters, spaces and tabs (the value is not shown: it may be a secret)\n"
+		"T: backends.d.api_key: the value contains a carriage return (\\r) at byte 4, "
+		"which an HTTP header cannot carry; a header value holds printable characters, "
+		"spaces and tabs (the value is not shown: it may be a secret)\n"
+		"T: backends.e.api_key: the value contains the control byte 0x7f at byte 4, "
+		"which an HTTP header cannot carry; a header value holds printable characters, "
+		"spaces and tabs (the value is not shown: it may be a secret)\n"
+		"T: backends.f.api_key: must not be empty; remove the key to pass the client's "
+		"credential on\n");
+	unsetenv("TG_TEST_KEY_NEWLINE");
+	unsetenv("TG_TEST_KEY_CRLF");
+	unsetenv("TG_TEST_KEY_INJECT");
+}
+END_TEST
+
+/* A tab and bytes above ASCII may stand in a header value. */
+START_TEST(api_key_tab_and_utf8_accepted)
+{
+	struct tg_config *cfg = expect_valid(
+		"{\"backends\": {\"b\": {\"url\": \"http://h\", \"api_key\": \"a\\tb\u00e9\"}},"
+		" \"routes\": [{\"name\": \"r\", \"backends\": [\"b\"]}]}");
+
+	ck_assert_str_eq(cfg->backends[0].api_key, "a\tb\xc3\xa9");
+	tg_config_unref(cfg);
+}
+END_TEST
+
+/* The probe path goes into the request line of each probe. */
+START_TEST(probe_path_errors)
+{
+	expect_errors(
+		"{\"backends\": {"
+		"   \"a\": {\"url\": \"http://h\", \"health\": {\"probe\": {\"path\": \"v1/models\"}}},"
+		"   \"b\": {\"url\": \"http://h\", \"health\": {\"probe\": {\"path\": "
+		"\"/v1\\r\\nX-Injected: 1\"}}},"
+		"   \"c\": {\"url\": \"http://h\", \"health\": {\"probe\": {\"path\": \"/v1 x\"}}},"
+		"   \"d\": {\"url\": \"http://h\", \"health\": {\"probe\": {\"path\": \"/v1#x\"}}},"
+		"   \"e\": {\"url\": \"http://h\", \"health\": {\"probe\": {\"path\": \"/v1?a=1\"}}}},"
+		" \"routes\": [{\"name\": \"r\", \"backends\": [\"a\"]}]}",
+		"T: backends.a.health.probe.path: invalid path \"v1/models\"; write a path that "
+		"starts with \"/\", such as \"/v1/models\", with an optional query and no fragment, "
+		"and percent-encode spaces, control bytes and other characters a URL cannot hold\n"
+		"T: backends.b.health.probe.path: invalid path \"/v1\\x0d\\x0aX-Injected: 1\"; write "
+		"a path that starts with \"/\", such as \"/v1/models\", with an optional query and "
+		"no fragment, and percent-encode spaces, control bytes and other characters a URL "
+		"cannot hold\n"
+		"T: backends.c.health.probe.path: invalid path \"/v1 x\"; write a path that "
+		"starts with \"/\", such as \"/v1/models\", with an optional query and no fragment, "
+		"and percent-encode spaces, control bytes and other characters a URL cannot hold\n"
+		"T: backends.d.health.probe.path: invalid path \"/v1#x\"; write a path that "
+		"starts with \"/\", such as \"/v1/models\", with an optional query and no fragment, "
+		"and percent-encode spaces, control bytes and other characters a URL cannot hold\n");
+}
+END_TEST
+
 START_TEST(access_log_off)
 {
 	struct tg_config *cfg = expect_valid("{\"access_log\": false, " BACKEND_AND_ROUTE "}");
@@ -987,7 +1066,7 @@ START_TEST(secrets_never_in_messages)
 	ck_assert_ptr_null(strstr(out, "hunter2"));
 	ck_assert_uint_eq(count_lines(out), 9);
 	ck_assert_ptr_nonnull(strstr(out, "T: drain_timeout: invalid duration \"${TG_TEST_SECRET}\""));
-	ck_assert_ptr_nonnull(strstr(out, "T: backends.c.api_key: must not be empty\n"));
+	ck_assert_ptr_nonnull(strstr(out, "T: backends.c.api_key: must not be empty;"));
 	ck_assert_ptr_nonnull(strstr(out, "T: routes[0].backends[0]: unknown backend \"${TG_TEST_SECRET}\"\n"));
 	free(out);
 }
@@ -1370,6 +1449,9 @@ static Suite *config_suite(void)
 	tcase_add_test(invalid, bad_env_reference);
 	tcase_add_test(invalid, secrets_never_in_messages);
 	tcase_add_test(invalid, api_key_header_errors);
+	tcase_add_test(invalid, api_key_control_bytes_rejected);
+	tcase_add_test(valid, api_key_tab_and_utf8_accepted);
+	tcase_add_test(invalid, probe_path_errors);
 	tcase_add_test(invalid, unknown_backend_in_route);
 	tcase_add_test(invalid, route_list_errors);
 	tcase_add_test(invalid, model_glob_errors);
