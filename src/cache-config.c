@@ -223,8 +223,10 @@ parse_redis_url(struct load_ctx *ctx, const char *path, json_t *value, void *bas
 	}
 
 	port = evhttp_uri_get_port(uri);
-	if (port == 0) {
-		report(ctx, path, "the URL %s has port 0; valid ports are 1 to 65535", shown);
+	if (port == 0 || url_has_empty_port(url)) {
+		report(ctx, path, "the URL %s has %s; write a port from 1 to 65535, or no "
+		       "\":\" for the default, %d", shown, port == 0 ? "port 0" : "an empty port",
+		       REDIS_DEFAULT_PORT);
 		goto out;
 	}
 	c->redis_port = port < 0 ? REDIS_DEFAULT_PORT : port;

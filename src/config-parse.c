@@ -429,6 +429,18 @@ const char *split_address(const char *addr, char **host, char **port)
 	return NULL;
 }
 
+bool url_has_empty_port(const char *url)
+{
+	const char *authority = strstr(url, "://");
+	size_t len;
+
+	if (authority == NULL)
+		return false;
+	authority += 3;
+	len = strcspn(authority, "/?#");
+	return len > 0 && authority[len - 1] == ':';
+}
+
 /* Backend and route names appear in metric labels and key paths. */
 bool is_valid_name(const char *s)
 {

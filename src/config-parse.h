@@ -227,6 +227,11 @@ int parse_keyword(struct load_ctx *ctx, const char *path, const json_t *value,
  * receive copies to free. Returns NULL, or why the address is invalid. */
 const char *split_address(const char *addr, char **host, char **port);
 
+/* True when url, which libevent parsed, writes a ":" with no port after
+ * its host ("http://host:/v1"): libevent reads that as no port at all, so
+ * the default port would be used without a word. */
+bool url_has_empty_port(const char *url);
+
 /* True for 1 to NAME_MAX_LEN letters, digits, '_', '-' or '.'. */
 bool is_valid_name(const char *s);
 

@@ -305,9 +305,10 @@ static void parse_url(struct load_ctx *ctx, const char *path, json_t *value,
 	}
 
 	int port = evhttp_uri_get_port(uri);
-	if (port == 0) {
-		report(ctx, path, "the URL %s has port 0; valid ports are 1 to 65535",
-		       quote(raw, q, sizeof(q)));
+	if (port == 0 || url_has_empty_port(url)) {
+		report(ctx, path, "the URL %s has %s; write a port from 1 to 65535, or no "
+		       "\":\" for the default (80 for http://, 443 for https://)",
+		       quote(raw, q, sizeof(q)), port == 0 ? "port 0" : "an empty port");
 		goto out;
 	}
 

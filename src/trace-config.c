@@ -241,6 +241,13 @@ split_endpoint(const char *url, struct tg_tracing_config *tc)
 		problem = "the URL has no host";
 	else if (evhttp_uri_get_userinfo(uri) != NULL)
 		problem = "credentials in the URL are not supported; use tracing.otlp.headers";
+	else if (evhttp_uri_get_port(uri) == 0)
+		problem = "port 0 is no port; write a port from 1 to 65535";
+	else if (url_has_empty_port(url))
+		problem = "the port is empty; write a port from 1 to 65535, or no \":\" for "
+		          "the default (80 for http://, 443 for https://)";
+	else if (evhttp_uri_get_fragment(uri) != NULL)
+		problem = "the URL has a fragment (\"#...\"), which a request cannot carry";
 	if (problem != NULL) {
 		evhttp_uri_free(uri);
 		return problem;

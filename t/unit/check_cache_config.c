@@ -224,7 +224,11 @@ static const struct error_case {
 	  "T: cache.redis: invalid Redis URL \"http://h:6379\"; expected "
 	  "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]\n" },
 	{ "true", "{\"store\": \"redis\", \"redis\": \"redis://h:0\"}",
-	  "T: cache.redis: the URL \"redis://h:0\" has port 0; valid ports are 1 to 65535\n" },
+	  "T: cache.redis: the URL \"redis://h:0\" has port 0; write a port from 1 to 65535, "
+	  "or no \":\" for the default, 6379\n" },
+	{ "true", "{\"store\": \"redis\", \"redis\": \"redis://:hunter2@h:/1\"}",
+	  "T: cache.redis: the URL \"redis://***@h:/1\" has an empty port; write a port from "
+	  "1 to 65535, or no \":\" for the default, 6379\n" },
 	{ "true", "{\"store\": \"redis\", \"redis\": \"redis://h/db1\"}",
 	  "T: cache.redis: invalid database in \"redis://h/db1\"; the path is a number from 0 "
 	  "to 65535, as in redis://127.0.0.1:6379/0\n" },

@@ -928,7 +928,28 @@ static const struct error_case url_error_cases[] = {
 	{ "http://h/v1?x=1",
 	  "T: backends.b.url: the URL \"http://h/v1?x=1\" must not have a query or fragment\n" },
 	{ "http://h:0",
-	  "T: backends.b.url: the URL \"http://h:0\" has port 0; valid ports are 1 to 65535\n" },
+	  "T: backends.b.url: the URL \"http://h:0\" has port 0; write a port from 1 to "
+	  "65535, or no \":\" for the default (80 for http://, 443 for https://)\n" },
+	/* libevent reads an empty port as none: port 80 was used. */
+	{ "http://127.0.0.1:",
+	  "T: backends.b.url: the URL \"http://127.0.0.1:\" has an empty port; write a port "
+	  "from 1 to 65535, or no \":\" for the default (80 for http://, 443 for https://)\n" },
+	{ "https://[::1]:/v2",
+	  "T: backends.b.url: the URL \"https://[::1]:/v2\" has an empty port; write a port "
+	  "from 1 to 65535, or no \":\" for the default (80 for http://, 443 for https://)\n" },
+	{ "http://h:8o",
+	  "T: backends.b.url: invalid URL \"http://h:8o\"; expected "
+	  "http://HOST[:PORT][/PATH] or https://..., with a port from 1 to 65535\n" },
+	{ "http://h/v2#top",
+	  "T: backends.b.url: the URL \"http://h/v2#top\" must not have a query or fragment\n" },
+	{ "http://k@h",
+	  "T: backends.b.url: the URL must not contain credentials (user:password@); "
+	  "put the key in \"api_key\" instead\n" },
+	/* A line break in the URL would end the request line or the Host
+	 * header early. */
+	{ "http://h/v2\\r\\nX-Injected: 1",
+	  "T: backends.b.url: invalid URL \"http://h/v2\\x0d\\x0aX-Injected: 1\"; expected "
+	  "http://HOST[:PORT][/PATH] or https://..., with a port from 1 to 65535\n" },
 	{ "http://h:99999",
 	  "T: backends.b.url: invalid URL \"http://h:99999\"; expected "
 	  "http://HOST[:PORT][/PATH] or https://..., with a port from 1 to 65535\n" },

@@ -183,6 +183,18 @@ START_TEST(invalid_values_rejected)
 	           "the scheme must be http:// or https://");
 	load_fails("\"tracing\": {\"otlp\": {\"endpoint\": \"collector:4318\"}}",
 	           "tracing.otlp.endpoint: invalid endpoint");
+	/* libevent reads an empty port as none, and the default port would
+	 * have been used; port 0 was taken for the default too. */
+	load_fails("\"tracing\": {\"otlp\": {\"endpoint\": \"http://127.0.0.1:/v1/traces\"}}",
+	           "tracing.otlp.endpoint: invalid endpoint \"http://127.0.0.1:/v1/traces\": "
+	           "the port is empty; write a port from 1 to 65535, or no \":\" for the "
+	           "default (80 for http://, 443 for https://)");
+	load_fails("\"tracing\": {\"otlp\": {\"endpoint\": \"http://127.0.0.1:0/v1/traces\"}}",
+	           "tracing.otlp.endpoint: invalid endpoint \"http://127.0.0.1:0/v1/traces\": "
+	           "port 0 is no port; write a port from 1 to 65535");
+	load_fails("\"tracing\": {\"otlp\": {\"endpoint\": \"http://127.0.0.1:4318/v1/traces#x\"}}",
+	           "tracing.otlp.endpoint: invalid endpoint \"http://127.0.0.1:4318/v1/traces#x\": "
+	           "the URL has a fragment (\"#...\"), which a request cannot carry");
 	load_fails("\"tracing\": {\"sample_ratio\": 1.5}",
 	           "tracing.sample_ratio: 1.5 is out of range; valid values are 0 to 1");
 	load_fails("\"tracing\": {\"sample_ratio\": \"all\"}", "tracing.sample_ratio: expected");
