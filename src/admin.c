@@ -289,21 +289,20 @@ admin_accept_error_cb(struct evconnlistener *listener, void *arg)
 /* Bind the listener of admin and hand it to a new evhttp, which keeps at
  * most max_connections connections. Returns 0, or -1 after logging why. */
 static int
-open_admin(struct tg_admin *admin, struct event_base *base, const char *address,
+open_admin(struct tg_admin *admin, struct event_base *base, const struct tg_listen *l,
            size_t max_connections, struct tg_runtime *rt)
 {
-	struct sockaddr_storage ss;
-	int len = sizeof(ss);
+	const char *address = l->address;
+	struct evutil_addrinfo *ai = tg_listen_resolve(l, "admin address");
 	char owner[96];
 
-	if (evutil_parse_sockaddr_port(address, (struct sockaddr *)&ss, &len) != 0) {
-		tg_error("admin address %s is not a numeric host:port", address);
+	if (ai == NULL)
 		return -1;
-	}
 	admin->listener = evconnlistener_new_bind(base, NULL, NULL,
 	                                          LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
 	                                          LEV_OPT_REUSEABLE, 128,
-	                                          (struct sockaddr *)&ss, len);
+	                                          ai->ai_addr, (int)ai->ai_addrlen);
+	evutil_freeaddrinfo(ai);
 	if (admin->listener == NULL) {
 		tg_error("cannot listen on admin address %s: %s", address,
 		         evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
@@ -356,10 +355,10 @@ tg_admin_start(struct event_base *base, const struct tg_config *config,
 
 	assert(running_admin == NULL);
 	if (admin == NULL) {
-		tg_error("cannot start the admin server on %s: out of memory", config->admin);
+		tg_error("cannot start the admin server on %s: out of memory", config->admin.address);
 		return NULL;
 	}
-	if (open_admin(admin, base, config->admin, config->admin_max_connections, rt) != 0) {
+	if (open_admin(admin, base, &config->admin, config->admin_max_connections, rt) != 0) {
 		tg_admin_free(admin);
 		return NULL;
 	}

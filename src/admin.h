@@ -10,9 +10,9 @@ struct tg_admin;
 struct tg_config;
 struct tg_runtime;
 
-/* Bind config->admin ("host:port") on base, with the connection cap and
- * idle timeout of config. Returns NULL after logging why. There is at most
- * one admin server at a time. */
+/* Bind config->admin on base, a host name resolved as for a listen address,
+ * with the connection cap and idle timeout of config. Returns NULL after
+ * logging why. There is at most one admin server at a time. */
 struct tg_admin *tg_admin_start(struct event_base *base, const struct tg_config *config,
                                 struct tg_runtime *rt);
 

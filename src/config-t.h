@@ -128,7 +128,7 @@ struct tg_config {
 
 	size_t n_listen;
 	struct tg_listen *listen;
-	char *admin;                    /* "host:port"; default 127.0.0.1:9090 */
+	struct tg_listen admin;         /* default 127.0.0.1:9090; never TLS */
 	size_t admin_max_connections;   /* admin connections open at a time */
 	tg_msec_t admin_idle_timeout;   /* an admin connection without traffic */
 	int workers;                    /* default: online processors */

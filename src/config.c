@@ -164,27 +164,43 @@ static void parse_nameservers(struct load_ctx *ctx, const char *path,
 
 static const struct section listen_section;
 
-static void parse_listen_entry(struct load_ctx *ctx, const char *path,
-                               json_t *value, struct tg_listen *l)
+/* Fill the host and port of l from its address, once that is checked. */
+static void split_listen_address(struct load_ctx *ctx, const char *path, struct tg_listen *l)
 {
-	static const struct setting address = {
-		.key = "address", .type = T_ADDRESS,
-		.offset = offsetof(struct tg_listen, address),
-	};
-
-	if (json_is_string(value))
-		parse_value(ctx, path, value, l, &address);
-	else if (json_is_object(value))
-		parse_section(ctx, path, value, l, &listen_section);
-	else
-		report_type(ctx, path, "\"host:port\" or an object", value);
-
 	if (l->address == NULL)
 		return;
 
 	const char *problem = split_address(l->address, &l->host, &l->port);
 	if (problem != NULL)
 		report(ctx, path, "%s", problem);
+}
+
+static const struct setting address_string = {
+	.key = "address", .type = T_ADDRESS,
+	.offset = offsetof(struct tg_listen, address),
+};
+
+static void parse_listen_entry(struct load_ctx *ctx, const char *path,
+                               json_t *value, struct tg_listen *l)
+{
+	if (json_is_string(value))
+		parse_value(ctx, path, value, l, &address_string);
+	else if (json_is_object(value))
+		parse_section(ctx, path, value, l, &listen_section);
+	else
+		report_type(ctx, path, "\"host:port\" or an object", value);
+	split_listen_address(ctx, path, l);
+}
+
+/* The admin address takes what a listen address string takes, a host name
+ * included, and is bound the same way (tg_listen_resolve()). */
+static void parse_admin(struct load_ctx *ctx, const char *path, json_t *value,
+                        void *base, const struct setting *s)
+{
+	struct tg_listen *l = FIELD(base, s, struct tg_listen);
+
+	parse_value(ctx, path, value, l, &address_string);
+	split_listen_address(ctx, path, l);
 }
 
 static void parse_listen(struct load_ctx *ctx, const char *path, json_t *value,
@@ -777,8 +793,8 @@ static const struct setting top_settings[] = {
 	  .def = "[\"127.0.0.1:8080\"]", .section = &listen_section,
 	  .element = "[]", .doc_type = "array",
 	  .help = "client addresses: \"host:port\" strings or objects" },
-	{ .key = "admin", .type = T_ADDRESS, .def = "\"127.0.0.1:9090\"",
-	  .offset = offsetof(struct tg_config, admin),
+	{ .key = "admin", .type = T_CUSTOM, .parse = parse_admin, .def = "\"127.0.0.1:9090\"",
+	  .doc_type = "host:port", .offset = offsetof(struct tg_config, admin),
 	  .help = "\"host:port\" of the metrics and health listener" },
 	{ .key = "admin_max_connections", .type = T_COUNT, .def = "16", .min = 1, .max = 65536,
 	  .offset = offsetof(struct tg_config, admin_max_connections),
@@ -843,9 +859,9 @@ static const struct section top_section = SECTION(top_settings);
 /* Checks that involve several top-level settings. */
 static void check_consistency(struct load_ctx *ctx, struct tg_config *cfg)
 {
-	for (size_t i = 0; i < cfg->n_listen && cfg->admin != NULL; i++) {
+	for (size_t i = 0; i < cfg->n_listen && cfg->admin.address != NULL; i++) {
 		if (cfg->listen[i].address != NULL &&
-		    strcmp(cfg->listen[i].address, cfg->admin) == 0)
+		    strcmp(cfg->listen[i].address, cfg->admin.address) == 0)
 			report(ctx, "admin", "same address as listen[%zu]", i);
 	}
 
@@ -967,7 +983,9 @@ static void free_config(struct tg_config *cfg)
 		free(cfg->resolver.nameservers[i]);
 	free(cfg->resolver.nameservers);
 
-	free(cfg->admin);
+	free(cfg->admin.address);
+	free(cfg->admin.host);
+	free(cfg->admin.port);
 	free(cfg->access_log);
 	free(cfg->path);
 	free(cfg);

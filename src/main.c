@@ -493,7 +493,7 @@ run(struct daemon *d)
 	for (size_t i = 0; i < d->config->n_listen; i++)
 		tg_info("listening on %s%s", d->config->listen[i].address,
 		        d->config->listen[i].tls_cert ? " (TLS)" : "");
-	tg_info("admin listening on %s", d->config->admin);
+	tg_info("admin listening on %s", d->config->admin.address);
 	tg_info("tollgate %s started with %d worker%s", PACKAGE_VERSION, d->n_workers,
 	        d->n_workers == 1 ? "" : "s");
 	atomic_store(&d->runtime.ready, 1);

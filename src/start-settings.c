@@ -53,7 +53,7 @@ tg_start_settings_copy(struct tg_start_settings *s, const struct tg_config *cfg)
 		s->n_nameservers = i + 1;
 	}
 	s->workers = cfg->workers;
-	s->admin = copy_string(cfg->admin, &failed);
+	s->admin = copy_string(cfg->admin.address, &failed);
 	s->admin_max_connections = cfg->admin_max_connections;
 	s->admin_idle_timeout = cfg->admin_idle_timeout;
 	s->access_log = copy_string(cfg->access_log, &failed);
@@ -125,7 +125,7 @@ tg_start_settings_warn_changes(const struct tg_start_settings *running,
 		warn_restart_only("listen");
 	if (running->workers != cfg->workers)
 		warn_restart_only("workers");
-	if (!same_string(running->admin, cfg->admin))
+	if (!same_string(running->admin, cfg->admin.address))
 		warn_restart_only("admin");
 	if (running->admin_max_connections != cfg->admin_max_connections)
 		warn_restart_only("admin_max_connections");

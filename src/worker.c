@@ -57,11 +57,8 @@ accept_error_cb(struct evconnlistener *listener, void *arg)
 	tg_accept_pause_error(ctx->worker->accept_pause, err);
 }
 
-/* Resolve a listen address for a passive socket. Returns the list of
- * addresses, of which callers bind the first, to free with
- * evutil_freeaddrinfo(), or NULL after logging the error. */
-static struct evutil_addrinfo *
-resolve_listen(const struct tg_listen *l)
+struct evutil_addrinfo *
+tg_listen_resolve(const struct tg_listen *l, const char *role)
 {
 	struct evutil_addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
 	                                .ai_flags = EVUTIL_AI_PASSIVE};
@@ -69,8 +66,7 @@ resolve_listen(const struct tg_listen *l)
 	int rc = evutil_getaddrinfo(l->host, l->port, &hints, &ai);
 
 	if (rc != 0) {
-		tg_error("cannot resolve listen address %s: %s", l->address,
-		         evutil_gai_strerror(rc));
+		tg_error("cannot resolve %s %s: %s", role, l->address, evutil_gai_strerror(rc));
 		return NULL;
 	}
 	return ai;
@@ -79,7 +75,7 @@ resolve_listen(const struct tg_listen *l)
 int
 tg_listen_probe(const struct tg_listen *l)
 {
-	struct evutil_addrinfo *ai = resolve_listen(l);
+	struct evutil_addrinfo *ai = tg_listen_resolve(l, "listen address");
 	evutil_socket_t fd;
 	int rc = -1;
 
@@ -111,7 +107,7 @@ static struct evconnlistener *
 open_listener(struct tg_worker *w, const struct tg_listen *l,
               struct tg_listener_ctx *ctx)
 {
-	struct evutil_addrinfo *ai = resolve_listen(l);
+	struct evutil_addrinfo *ai = tg_listen_resolve(l, "listen address");
 	struct evconnlistener *listener;
 
 	if (ai == NULL)

@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
+#include <event2/util.h>
 #include <openssl/ssl.h>
 
 #include "accept-pause.h"
@@ -100,6 +101,12 @@ struct tg_worker {
 
 	atomic_int finished;            /* its loop has returned */
 };
+
+/* Resolve the address of l for a passive socket; role names it in the
+ * message ("listen address"). Returns the list of addresses, of which
+ * callers bind the first, to free with evutil_freeaddrinfo(), or NULL after
+ * logging "cannot resolve ROLE ADDRESS: REASON". */
+struct evutil_addrinfo *tg_listen_resolve(const struct tg_listen *l, const char *role);
 
 /*
  * Check that no other socket listens on l: bind a socket to it without

@@ -6,7 +6,9 @@ import net from 'node:net';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 
-import { assertNoFatalOutput, freePort, makeTempDir, stopAll, runTollgate, writeTempFile } from './lib/harness.mjs';
+import {
+  assertNoFatalOutput, freePort, makeTempDir, request, startGateway, stopAll, runTollgate, writeTempFile,
+} from './lib/harness.mjs';
 
 /* A config that passes -t; the backend is never contacted. */
 function validConfig(extra = {}) {
@@ -247,6 +249,37 @@ describe('command line', () => {
       assert.doesNotMatch(stderr, /expected near/, 'a JSON syntax error was reported');
     });
   }
+
+  // A key read from a secret file keeps the file's final newline, which
+  // was sent as it was and ended the Authorization header early.
+  it('rejects an api_key with a line break', async () => {
+    const config = validConfig({ backends: { primary: { url: 'http://127.0.0.1:19001', api_key: '${TG_CLI_KEY}' } } });
+    const trailing = await check(config, { TG_CLI_KEY: 'sk-cli-secret\n' });
+    assert.equal(trailing.code, 1);
+    assert.match(trailing.stderr, /backends\.primary\.api_key: the value from the environment ends with a line break/);
+    assert.doesNotMatch(trailing.stderr, /sk-cli-secret/);
+
+    const injected = await check(config, { TG_CLI_KEY: 'sk-cli-secret\r\nX-Injected: 1' });
+    assert.equal(injected.code, 1);
+    assert.match(injected.stderr, /api_key: the value from the environment contains a carriage return \(\\r\) at byte 14/);
+    assert.doesNotMatch(injected.stderr, /sk-cli-secret|X-Injected/);
+  });
+
+  // -t took a host name for admin, as for listen, and startup then
+  // refused it as "not a numeric host:port". /etc/hosts has localhost as
+  // 127.0.0.1, where the harness looks for the admin listener.
+  it('starts with the admin host name that -t accepts', async () => {
+    const adminPort = await freePort();
+    const config = validConfig({ listen: [`localhost:${await freePort()}`], admin: `localhost:${adminPort}` });
+    const checked = await check(config);
+    assert.equal(checked.code, 0, checked.stderr);
+
+    const gw = await startGateway(config);
+    const res = await request({ port: adminPort, path: '/healthz' });
+    assert.equal(res.status, 200);
+    assert.ok(gw.stderr.some((line) => line.includes(`admin listening on localhost:${adminPort}`)),
+      gw.stderr.join('\n'));
+  });
 
   it('exits 1 when started with an invalid config', async () => {
     const config = validConfig();

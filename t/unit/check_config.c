@@ -125,7 +125,7 @@ START_TEST(default_config_loads_without_env)
 
 	ck_assert_uint_eq(cfg->n_listen, 1);
 	ck_assert_str_eq(cfg->listen[0].address, "127.0.0.1:8080");
-	ck_assert_str_eq(cfg->admin, "127.0.0.1:9090");
+	ck_assert_str_eq(cfg->admin.address, "127.0.0.1:9090");
 	ck_assert_uint_eq(cfg->n_backends, 1);
 	ck_assert_str_eq(cfg->backends[0].name, "mock");
 	ck_assert_str_eq(cfg->backends[0].port, "9001");
@@ -164,7 +164,7 @@ START_TEST(minimal_config_gets_defaults)
 	ck_assert_str_eq(cfg->listen[0].port, "8080");
 	ck_assert_ptr_null(cfg->listen[0].tls_cert);
 	ck_assert_ptr_null(cfg->listen[0].tls_key);
-	ck_assert_str_eq(cfg->admin, "127.0.0.1:9090");
+	ck_assert_str_eq(cfg->admin.address, "127.0.0.1:9090");
 	ck_assert_uint_eq(cfg->admin_max_connections, 16);
 	ck_assert_uint_eq(cfg->admin_idle_timeout, 30000);
 	ck_assert_int_eq(cfg->workers, cpus);
@@ -223,7 +223,7 @@ START_TEST(full_config_values)
 	ck_assert_str_eq(cfg->listen[2].host, "0.0.0.0");
 	ck_assert_str_eq(cfg->listen[2].tls_cert, DATA_DIR "/test-cert.pem");
 	ck_assert_str_eq(cfg->listen[2].tls_key, DATA_DIR "/test-key.pem");
-	ck_assert_str_eq(cfg->admin, "127.0.0.1:9191");
+	ck_assert_str_eq(cfg->admin.address, "127.0.0.1:9191");
 	ck_assert_int_eq(cfg->workers, 4);
 	ck_assert_uint_eq(cfg->drain_timeout, 120000);
 	ck_assert_str_eq(cfg->access_log, "/var/log/tollgate/access.log");
@@ -393,7 +393,7 @@ START_TEST(env_expansion)
 		" \"routes\": [{\"name\": \"r\", \"backends\": [\"b\"]}]}");
 
 	ck_assert_str_eq(cfg->access_log, "/logs/${HOME}/$HOME/$$/a.log");
-	ck_assert_str_eq(cfg->admin, "127.0.0.2:9090");
+	ck_assert_str_eq(cfg->admin.address, "127.0.0.2:9090");
 	ck_assert_str_eq(cfg->backends[0].host, "127.0.0.2");
 	ck_assert_str_eq(cfg->backends[0].api_key, "Bearer-sk-123");
 	/* A value is inserted as it is, never expanded a second time. */
