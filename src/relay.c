@@ -786,13 +786,19 @@ write_stream_error(struct tg_request *req, enum tg_error err, const char *messag
 	write_last_chunk(req);
 }
 
-/* End a stream that already reached the client with an error event
- * (write_stream_error()), and close the connection after it. */
+/*
+ * End a stream that already reached the client with an error event
+ * (write_stream_error()). The connection stays open when the client may
+ * keep it: the body ends with its last chunk, so the client reads a
+ * complete response whose last event is the error. A close after that
+ * chunk would tell the client nothing more, and would reset a client that
+ * had already sent its next request on the connection. Over HTTP/1.0 the
+ * close ends the body (write_head()).
+ */
 static void
 end_stream_with_error(struct tg_request *req, enum tg_error err, const char *message)
 {
 	write_stream_error(req, err, message);
-	req->client->close_after_response = 1;
 	tg_client_response_done(req->client);
 }
 
@@ -1109,10 +1115,10 @@ finish_stream(struct tg_request *req)
 		evbuffer_drain(resp->pending, evbuffer_get_length(resp->pending));
 	write_piece(req, resp->pending);
 
-	/* The upstream's own error event already informed the client. */
+	/* The upstream's own error event already informed the client, and
+	 * the connection stays open as after end_stream_with_error(). */
 	if (req->error == TG_E_UPSTREAM_STREAM_ERROR) {
 		write_last_chunk(req);
-		req->client->close_after_response = 1;
 		tg_client_response_done(req->client);
 		return;
 	}

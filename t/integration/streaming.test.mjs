@@ -184,6 +184,54 @@ describe('response relay', () => {
   });
 });
 
+// A stream that the upstream fails ends with an error event and the last
+// chunk, a complete response, so the connection stays open for the next
+// request. A close after that chunk would reset a keep-alive client that
+// had already sent its next request on it.
+describe('connection after a failed stream', () => {
+  let mock;
+  let gw;
+
+  before(async () => {
+    mock = await startMock();
+    gw = await startGateway(basicConfig(mock, { backend: { timeouts: { idle: '300ms' } } }));
+    gw.expectErrors(/upstream/i);
+  });
+
+  afterEach(() => gw?.checkErrors());
+  after(stopAll);
+
+  // The option that fails the stream, and the type of the last event: the
+  // upstream's own error event is passed on, the other two get the
+  // gateway's.
+  const FAILURES = {
+    'an error event': ['stream_error=2', 'server_error'],
+    'a closed connection': ['close_after=2', 'upstream_error'],
+    'a stall past the idle timeout': ['stall_after=2', 'upstream_error'],
+  };
+  for (const [what, [option, type]] of Object.entries(FAILURES)) {
+    it(`serves the next request after ${what}`, async () => {
+      const client = await RawClient.connect(gw.port);
+      try {
+        await client.write(rawPost('/v1/chat/completions', { model: 'gpt-4o', messages, stream: true },
+          [`x-mock: events=5;${option}`]));
+        const first = await client.readResponse();
+        assert.equal(first.status, 200);
+        assert.equal(first.header('connection'), undefined, 'the failed stream announced a close');
+        const last = JSON.parse(eventData(splitEvents(first.body.toString('utf8')).events.at(-1)));
+        assert.equal(last.error?.type, type, `last event: ${JSON.stringify(last)}`);
+
+        await client.write(rawPost('/v1/chat/completions', { model: 'gpt-4o', messages }));
+        const second = await client.readResponse();
+        assert.equal(second.status, 200);
+        assert.ok(second.body.length > 0, 'the second response has no body');
+      } finally {
+        client.destroy();
+      }
+    });
+  }
+});
+
 /* Byte offsets in an SSE body that fall inside a multi-byte UTF-8 sequence
  * or, with crlf, between the CR and LF of a line end: at most 40, spread
  * over the whole body. */
