@@ -81,6 +81,13 @@ tg_headers_get(const struct tg_headers *h, const char *name)
 	return tg_headers_find(h, name, strlen(name));
 }
 
+/* 1 when h has lines called name of len bytes, and their values joined
+ * in order with ", " equal value exactly. Joined, because RFC 9110
+ * section 5.3 lets a proxy combine the lines into one, so several lines
+ * must not match where their combination would not. */
+int tg_headers_value_is(const struct tg_headers *h, const char *name, size_t len,
+                        const char *value);
+
 /* Return how many headers are called name. */
 size_t tg_headers_count(const struct tg_headers *h, const char *name);
 
@@ -165,6 +172,10 @@ int tg_header_list_has(const char *value, const char *token);
  * section 8.4.1). The gateway reads bodies as they are, so a caller
  * refuses a body under any coding this returns. */
 const char *tg_headers_content_coding(const struct tg_headers *h, size_t *len);
+
+/* 1 when name of len bytes is one of the hop-by-hop headers that
+ * tg_headers_strip_hop_by_hop() always removes, in any case. */
+int tg_header_name_hop_by_hop(const char *name, size_t len);
 
 /*
  * Remove hop-by-hop headers (RFC 9110, section 7.6.1): Connection and every

@@ -55,6 +55,38 @@ START_TEST(remove_drops_every_copy)
 }
 END_TEST
 
+/* Several lines of a name compare as their values joined with ", ". */
+START_TEST(value_is_joins_lines)
+{
+	struct tg_headers h;
+
+	tg_headers_init(&h);
+	ck_assert_int_eq(tg_headers_value_is(&h, "X-T", 3, ""), 0);
+	add(&h, "x-t", "a");
+	add(&h, "Other", "z");
+	ck_assert_int_eq(tg_headers_value_is(&h, "X-T", 3, "a"), 1);
+	ck_assert_int_eq(tg_headers_value_is(&h, "X-T", 3, "A"), 0);
+	ck_assert_int_eq(tg_headers_value_is(&h, "X-T", 3, "ab"), 0);
+	ck_assert_int_eq(tg_headers_value_is(&h, "X-T", 3, ""), 0);
+	add(&h, "X-T", "b");
+	ck_assert_int_eq(tg_headers_value_is(&h, "X-T", 3, "a"), 0);
+	ck_assert_int_eq(tg_headers_value_is(&h, "X-T", 3, "a, b"), 1);
+	ck_assert_int_eq(tg_headers_value_is(&h, "X-T", 3, "a,b"), 0);
+	ck_assert_int_eq(tg_headers_value_is(&h, "X-T", 3, "a, b, "), 0);
+	tg_headers_free(&h);
+}
+END_TEST
+
+START_TEST(hop_by_hop_names)
+{
+	ck_assert_int_eq(tg_header_name_hop_by_hop("connection", 10), 1);
+	ck_assert_int_eq(tg_header_name_hop_by_hop("Transfer-Encoding", 17), 1);
+	ck_assert_int_eq(tg_header_name_hop_by_hop("te", 2), 1);
+	ck_assert_int_eq(tg_header_name_hop_by_hop("Connectio", 9), 0);
+	ck_assert_int_eq(tg_header_name_hop_by_hop("X-Tenant", 8), 0);
+}
+END_TEST
+
 START_TEST(grows_past_initial_capacity)
 {
 	struct tg_headers h;
@@ -711,6 +743,8 @@ headers_suite(void)
 
 	tcase_add_test(list, get_is_case_insensitive);
 	tcase_add_test(list, remove_drops_every_copy);
+	tcase_add_test(list, value_is_joins_lines);
+	tcase_add_test(list, hop_by_hop_names);
 	tcase_add_test(list, grows_past_initial_capacity);
 	tcase_add_test(list, text_spans_blocks);
 	tcase_add_test(list, add_keeps_lengths);
