@@ -86,10 +86,31 @@ struct tg_backend {
 	struct tg_backend_state *state; /* shared health; set by tg_health_attach */
 };
 
+/* The test that a routes[].match.headers entry applies to a request. */
+enum tg_header_test {
+	TG_HEADER_EQUALS,       /* present, with exactly this value */
+	TG_HEADER_PRESENT,      /* present, with any value */
+	TG_HEADER_ABSENT,       /* not present at all */
+};
+
+struct tg_header_match {
+	char *name;             /* a token; compared in any case */
+	size_t name_len;
+	enum tg_header_test test;
+	char *value;            /* TG_HEADER_EQUALS only; else NULL */
+};
+
 struct tg_route {
 	char *name;
 	char *match_path;       /* exact request path; NULL matches any */
+	char *match_path_prefix; /* whole leading segments of the path; NULL:
+	                            any. Never set together with match_path. */
+	size_t match_path_prefix_len;
+	uint64_t match_methods; /* bit (1 << enum llhttp_method) for each
+	                           method taken; 0 takes any */
 	char *match_model;      /* exact or fnmatch(3) glob; NULL matches any */
+	size_t n_match_headers;
+	struct tg_header_match *match_headers;  /* all must hold */
 	size_t n_tiers;
 	struct tg_tier *tiers;          /* tried in order */
 	size_t n_backends;

@@ -43,6 +43,7 @@
 #include "filter.h"
 #include "log.h"
 #include "metrics-config.h"
+#include "route-config.h"
 #include "trace-config.h"
 
 #define MAX_WORKERS 256
@@ -507,63 +508,6 @@ void report_unknown_backend(struct load_ctx *ctx, const char *path,
 		report(ctx, path, "unknown backend %s", quote(raw, q, sizeof(q)));
 }
 
-static void parse_match_path(struct load_ctx *ctx, const char *path,
-                             json_t *value, void *base, const struct setting *s)
-{
-	const char *raw;
-	char q[QUOTE_LEN];
-	char *str = get_string(ctx, path, value, "a path string", &raw);
-
-	if (str == NULL)
-		return;
-
-	if (str[0] != '/') {
-		report(ctx, path, "invalid path %s; a path starts with \"/\"",
-		       quote(raw, q, sizeof(q)));
-		free(str);
-		return;
-	}
-
-	/* Unlike match.model, the path is no pattern. A "*" would only
-	 * match itself, which is never what its author meant. */
-	if (strchr(str, '*') != NULL) {
-		report(ctx, path, "invalid path %s; glob patterns are not supported, "
-		       "since the path is compared exactly; list each path in its own "
-		       "route, or leave out \"path\" to match any", quote(raw, q, sizeof(q)));
-		free(str);
-		return;
-	}
-	*FIELD(base, s, char *) = str;
-}
-
-/* match.model: a model name or an fnmatch(3) glob, not empty like any
- * string setting, that tg_route_model_glob_check() accepts. */
-static void parse_match_model(struct load_ctx *ctx, const char *path,
-                              json_t *value, void *base, const struct setting *s)
-{
-	const char *raw;
-	char q[QUOTE_LEN];
-	char problem[200];
-	char *str = get_string(ctx, path, value, "a string", &raw);
-
-	if (str == NULL)
-		return;
-
-	if (str[0] == '\0') {
-		report(ctx, path, "must not be empty");
-		free(str);
-		return;
-	}
-
-	if (tg_route_model_glob_check(str, problem, sizeof(problem)) != 0) {
-		report(ctx, path, "invalid model pattern %s: %s", quote(raw, q, sizeof(q)),
-		       problem);
-		free(str);
-		return;
-	}
-	*FIELD(base, s, char *) = str;
-}
-
 static const struct section route_section;
 
 static void parse_routes(struct load_ctx *ctx, const char *path, json_t *value,
@@ -756,21 +700,11 @@ static const struct setting backend_settings[] = {
 };
 static const struct section backend_section = SECTION(backend_settings);
 
-static const struct setting match_settings[] = {
-	{ .key = "path", .type = T_CUSTOM, .parse = parse_match_path,
-	  .doc_type = "string", .offset = offsetof(struct tg_route, match_path),
-	  .help = "exact request path; absent matches any path" },
-	{ .key = "model", .type = T_CUSTOM, .parse = parse_match_model,
-	  .doc_type = "string", .offset = offsetof(struct tg_route, match_model),
-	  .help = "model name or fnmatch(3) glob; absent matches any request" },
-};
-static const struct section match_section = SECTION(match_settings);
-
 static const struct setting route_settings[] = {
 	{ .key = "name", .type = T_NAME, .required = true,
 	  .offset = offsetof(struct tg_route, name),
 	  .help = "unique name, used in logs and metric labels" },
-	{ .key = "match", .type = T_SECTION, .section = &match_section,
+	{ .key = "match", .type = T_SECTION, .section = &tg_route_match_section,
 	  .help = "conditions a request must meet; absent matches all" },
 	{ .key = "backends", .type = T_CUSTOM, .parse = tg_parse_route_backends,
 	  .required = true, .doc_type = "array",
@@ -972,8 +906,7 @@ static void free_config(struct tg_config *cfg)
 		struct tg_route *r = &cfg->routes[i];
 
 		free(r->name);
-		free(r->match_path);
-		free(r->match_model);
+		tg_route_match_free(r);
 		free(r->backends);
 		tg_free_route_tiers(r);
 	}

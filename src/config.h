@@ -25,19 +25,6 @@ struct tg_config *tg_config_check(const char *path, FILE *err);
 struct tg_config *tg_config_ref(struct tg_config *cfg);
 void tg_config_unref(struct tg_config *cfg);
 
-/* Return the first route whose path and model match, or NULL. model may be
- * NULL for requests that carry none (GET /v1/models), which then only match
- * routes without a model pattern. */
-const struct tg_route *tg_route_match(const struct tg_config *cfg,
-                                      const char *path, const char *model);
-
-/* Check pattern as a match.model glob. fnmatch() reads a "[" that no "]"
- * closes as a plain character, and a final backslash as one that never
- * matches, so such a pattern would silently match nothing its author
- * meant. Returns 0 when the pattern is valid, or -1 with what is wrong
- * and how to write it in message. */
-int tg_route_model_glob_check(const char *pattern, char *message, size_t size);
-
 /* Find a backend by name, or NULL. */
 const struct tg_backend *tg_config_backend(const struct tg_config *cfg,
                                            const char *name);

@@ -24,6 +24,7 @@
 #include "relay.h"
 #include "request-scan.h"
 #include "request.h"
+#include "route.h"
 #include "trace.h"
 #include "upstream.h"
 #include "worker.h"
@@ -402,7 +403,11 @@ tg_request_json(struct tg_request *req)
 	return req->body_json;
 }
 
-/* GET /v1/models: the models that routes name exactly, in config order. */
+/* GET /v1/models: the models that routes name exactly, in config order.
+ * A route whose match.headers do not hold for this request is left out:
+ * such conditions tell callers apart (a tenant, an API version), and a
+ * caller should see the models it can reach. Its method and path are not
+ * weighed, since the list is fetched with GET on its own path. */
 static void
 answer_models(struct tg_request *req)
 {
@@ -412,10 +417,12 @@ answer_models(struct tg_request *req)
 	struct evbuffer *body;
 
 	for (size_t i = 0; i < req->config->n_routes; i++) {
-		const char *model = req->config->routes[i].match_model;
+		const struct tg_route *route = &req->config->routes[i];
+		const char *model = route->match_model;
 		int listed = 0;
 
-		if (model == NULL || strpbrk(model, "*?[") != NULL)
+		if (model == NULL || strpbrk(model, "*?[") != NULL ||
+		    !tg_route_headers_hold(route, &req->headers))
 			continue;
 		for (size_t j = 0; j < json_array_size(data) && !listed; j++)
 			listed = strcmp(json_string_value(json_object_get(json_array_get(data, j), "id")),
@@ -443,19 +450,39 @@ answer_models(struct tg_request *req)
 	evbuffer_free(body);
 }
 
-/* Respond 405 to a request for a known endpoint with another method, and
- * name the method the endpoint takes in Allow (RFC 9110 section 15.5.6). */
+/* Respond 405 to a request whose method the path does not take, and name
+ * the methods it takes, allowed, in Allow (RFC 9110 section 15.5.6). */
 static void
-reject_method(struct tg_request *req, const struct endpoint *endpoint)
+reject_method(struct tg_request *req, const char *allowed)
 {
-	const char *allowed = llhttp_method_name((llhttp_method_t)endpoint->method);
-	char allow[64];
+	char allow[320];
 	char message[512];
 
 	snprintf(allow, sizeof(allow), "Allow: %s\r\n", allowed);
-	snprintf(message, sizeof(message), "%s is not allowed on %s; use %s", req->method,
+	snprintf(message, sizeof(message), "%s is not allowed on %s; use %.300s", req->method,
 	         req->path, allowed);
 	tg_request_fail_with(req, TG_E_METHOD_NOT_ALLOWED, allow, message);
+}
+
+/* Reject a request that no route takes: with 405 when routes would take
+ * it with another method, since the path is served but not so, and with
+ * 404 otherwise. */
+static void
+reject_unrouted(struct tg_request *req, const struct tg_route_query *q)
+{
+	uint64_t others = tg_route_other_methods(req->config, q);
+	char text[512];
+
+	if (others != 0) {
+		reject_method(req, tg_route_method_list(others, text, sizeof(text)));
+		return;
+	}
+	if (req->model != NULL)
+		snprintf(text, sizeof(text), "no route matches %s %s with model \"%.200s\"",
+		         req->method, req->path, req->model);
+	else
+		snprintf(text, sizeof(text), "no route matches %s %s", req->method, req->path);
+	tg_request_fail(req, TG_E_NO_ROUTE, text);
 }
 
 /* The cache had no answer: on to the backends. */
@@ -481,6 +508,7 @@ void
 tg_request_dispatch(struct tg_request *req)
 {
 	const struct endpoint *endpoint = find_endpoint(req->path);
+	struct tg_route_query query;
 	enum tg_error err;
 	char message[512];
 
@@ -507,7 +535,7 @@ tg_request_dispatch(struct tg_request *req)
 	}
 
 	if (endpoint != NULL && endpoint->method != req->method_id) {
-		reject_method(req, endpoint);
+		reject_method(req, llhttp_method_name((llhttp_method_t)endpoint->method));
 		return;
 	}
 
@@ -527,15 +555,13 @@ tg_request_dispatch(struct tg_request *req)
 		return;
 	}
 
-	req->route = tg_route_match(req->config, req->path, req->model);
+	query = (struct tg_route_query){
+		.path = req->path, .method = req->method_id, .model = req->model,
+		.headers = &req->headers,
+	};
+	req->route = tg_route_match(req->config, &query);
 	if (req->route == NULL) {
-		if (req->model != NULL)
-			snprintf(message, sizeof(message), "no route matches %s %s with model \"%.200s\"",
-			         req->method, req->path, req->model);
-		else
-			snprintf(message, sizeof(message), "no route matches %s %s", req->method,
-			         req->path);
-		tg_request_fail(req, TG_E_NO_ROUTE, message);
+		reject_unrouted(req, &query);
 		return;
 	}
 

@@ -1,5 +1,5 @@
-// Route matching (in order, exact and glob models) and the model list that
-// the gateway serves itself.
+// Route matching (in order, exact and glob models, methods, path prefixes
+// and headers) and the model list that the gateway serves itself.
 
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
@@ -156,5 +156,149 @@ describe('routes: paths not in normal form', () => {
   it('still serves the path in normal form', async () => {
     const res = await curl(curlPost(`${gw.baseURL}/v1/chat/completions`, chat('hello')));
     assert.equal(res.status, 200, res.text);
+  });
+});
+
+describe('routes: method, path prefix and header matches', () => {
+  let first;
+  let second;
+  let gw;
+  let sent = 0;
+
+  const ROUTES = [
+    { name: 'files-read', match: { path_prefix: '/v1/files', method: ['GET', 'HEAD'] }, backends: ['first'] },
+    { name: 'files-write', match: { path: '/v1/files', method: 'POST' }, backends: ['second'] },
+    { name: 'acme', match: { path: '/v1/chat/completions', headers: { 'X-Tenant': 'acme', 'x-canary': false } }, backends: ['second'] },
+    { name: 'canary', match: { path: '/v1/chat/completions', headers: { 'x-canary': true } }, backends: ['first'] },
+    { name: 'acme-model', match: { path: '/v1/embeddings', model: 'acme-embed', headers: { 'x-tenant': 'acme' } }, backends: ['second'] },
+    { name: 'chat', match: { path: '/v1/chat/completions', model: 'gpt-4o' }, backends: ['first'] },
+  ];
+
+  before(async () => {
+    first = await startMock();
+    second = await startMock();
+    gw = await startGateway({
+      backends: { first: mockBackend(first), second: mockBackend(second) },
+      routes: ROUTES,
+    });
+  });
+
+  afterEach(() => gw?.checkErrors());
+  after(stopAll);
+
+  // Send a request and return its response and access-log line.
+  async function send(method, path, { headers = {}, body = null } = {}) {
+    const id = `route-match-${++sent}`;
+    const res = await request({ port: gw.port, method, path, headers: { 'x-request-id': id, ...headers }, body });
+    return { res, entry: await gw.accessFor(id) };
+  }
+
+  const chatBody = { model: 'gpt-4o', messages: [{ role: 'user', content: 'hello' }] };
+
+  it('routes by method', async () => {
+    const read = await send('GET', '/v1/files');
+    assert.equal(read.entry.route, 'files-read');
+    assert.equal((await first.lastRequest()).method, 'GET');
+    const write = await send('POST', '/v1/files', { body: { purpose: 'batch' } });
+    assert.equal(write.entry.route, 'files-write');
+    assert.equal((await second.lastRequest()).method, 'POST');
+  });
+
+  it('matches a path prefix by whole segments', async () => {
+    const under = await send('GET', '/v1/files/file-abc/content');
+    assert.equal(under.entry.route, 'files-read');
+    assert.equal((await first.lastRequest()).path, '/v1/files/file-abc/content');
+    const other = await send('GET', '/v1/filesystem');
+    assert.equal(other.res.status, 404, other.res.text);
+    assert.equal(other.res.json().error.code, 'route_not_found');
+  });
+
+  it('rejects a method no route takes with 405', async () => {
+    const before = (await first.stats()).requests + (await second.stats()).requests;
+    const exact = await send('DELETE', '/v1/files');
+    assert.equal(exact.res.status, 405, exact.res.text);
+    assert.equal(exact.res.headers.allow, 'GET, HEAD, POST');
+    assert.equal(exact.res.json().error.code, 'method_not_allowed');
+    assert.equal(exact.res.json().error.message, 'DELETE is not allowed on /v1/files; use GET, HEAD, POST');
+    const under = await send('PUT', '/v1/files/file-abc', { body: {} });
+    assert.equal(under.res.status, 405, under.res.text);
+    assert.equal(under.res.headers.allow, 'GET, HEAD');
+    const after = (await first.stats()).requests + (await second.stats()).requests;
+    assert.equal(after, before, 'a request with a method no route takes was forwarded');
+  });
+
+  it('routes by header value, names in any case', async () => {
+    for (const name of ['x-tenant', 'X-TENANT']) {
+      const { res, entry } = await send('POST', '/v1/chat/completions', { headers: { [name]: 'acme' }, body: chatBody });
+      assert.equal(res.status, 200, res.text);
+      assert.equal(entry.route, 'acme', name);
+    }
+    const { entry } = await send('POST', '/v1/chat/completions', { headers: { 'x-tenant': 'ACME' }, body: chatBody });
+    assert.equal(entry.route, 'chat', 'values compare exactly');
+  });
+
+  it('compares repeated header lines joined', async () => {
+    const { res, entry } = await send('POST', '/v1/chat/completions', { headers: { 'x-tenant': ['acme', 'acme'] }, body: chatBody });
+    assert.equal(res.status, 200, res.text);
+    assert.equal(entry.route, 'chat');
+  });
+
+  it('routes by the presence and absence of a header', async () => {
+    const canary = await send('POST', '/v1/chat/completions', { headers: { 'x-canary': '' }, body: chatBody });
+    assert.equal(canary.entry.route, 'canary', 'present, even empty');
+    const both = await send('POST', '/v1/chat/completions', { headers: { 'x-tenant': 'acme', 'x-canary': '1' }, body: chatBody });
+    assert.equal(both.entry.route, 'canary', 'the acme route wants x-canary absent');
+  });
+
+  it('lists models by header conditions', async () => {
+    const ids = async (headers) => {
+      const res = await request({ port: gw.port, path: '/v1/models', headers });
+      assert.equal(res.status, 200, res.text);
+      return res.json().data.map((m) => m.id);
+    };
+    assert.deepEqual(await ids({}), ['gpt-4o']);
+    assert.deepEqual(await ids({ 'x-tenant': 'acme' }), ['acme-embed', 'gpt-4o']);
+  });
+});
+
+describe('routes: method and header matches on reload', () => {
+  let mock;
+  let gw;
+
+  before(async () => {
+    mock = await startMock();
+    gw = await startGateway({
+      backends: { mock: mockBackend(mock) },
+      routes: [{ name: 'batches', match: { path: '/v1/batches' }, backends: ['mock'] }],
+    });
+  });
+
+  afterEach(() => gw?.checkErrors());
+  after(stopAll);
+
+  it('applies and rejects match changes on reload', async () => {
+    let sent = 0;
+    // The status and the route of a request to /v1/batches; the mock
+    // returns 404 for that path, so only the log tells a route from none.
+    const send = async (method, headers = {}) => {
+      const id = `reload-${++sent}`;
+      const res = await request({ port: gw.port, method, path: '/v1/batches', headers: { 'x-request-id': id, ...headers } });
+      const entry = await gw.accessFor(id);
+      return `${res.status} ${entry.route ?? '-'}`;
+    };
+    assert.equal(await send('DELETE'), '404 batches');
+
+    const config = structuredClone(gw.config);
+    config.routes[0].match = { path: '/v1/batches', method: 'GET', headers: { 'x-tenant': true } };
+    assert.equal(await gw.reload(config), 'reloaded');
+    assert.equal(await send('DELETE', { 'x-tenant': 'a' }), '405 -');
+    assert.equal(await send('GET'), '404 -');
+    assert.equal(await send('GET', { 'x-tenant': 'a' }), '404 batches');
+
+    gw.expectErrors(/reload|configuration|method/i);
+    config.routes[0].match = { path: '/v1/batches', method: 'get' };
+    assert.equal(await gw.reload(config), 'failed');
+    assert.ok(gw.stderr.some((l) => l.includes('routes[0].match.method: unknown method "get"; methods are case-sensitive: write "GET"')));
+    assert.equal(await send('GET'), '404 -', 'the running config was kept');
   });
 });

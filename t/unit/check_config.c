@@ -18,7 +18,9 @@
 /* By path, because the build directory's autoconf config.h comes first on the
  * include path and has the same name. */
 #include "../../src/config.h"
+#include "../../src/headers.h"
 #include "../../src/log.h"
+#include "../../src/route.h"
 
 #ifndef TG_TEST_DIR
 #error "TG_TEST_DIR must name the t/unit directory"
@@ -111,6 +113,34 @@ static size_t count_lines(const char *s)
 	return n;
 }
 
+/* The name of the route that cfg picks for a request of method with
+ * path, model (NULL: none) and headers (NULL: none), or "(none)". */
+static const char *route_for(const struct tg_config *cfg, const char *method,
+                             const char *path, const char *model,
+                             const struct tg_headers *headers)
+{
+	struct tg_headers none;
+	struct tg_route_query q;
+	const struct tg_route *r;
+
+	tg_headers_init(&none);
+	q = (struct tg_route_query){
+		.path = path, .method = tg_route_method_id(method), .model = model,
+		.headers = headers != NULL ? headers : &none,
+	};
+	ck_assert_int_ge(q.method, 0);
+	r = tg_route_match(cfg, &q);
+	tg_headers_free(&none);
+	return r == NULL ? "(none)" : r->name;
+}
+
+/* route_for() a POST without headers, as most API requests are. */
+static const char *match_name(const struct tg_config *cfg, const char *path,
+                              const char *model)
+{
+	return route_for(cfg, "POST", path, model, NULL);
+}
+
 /* --- valid configs ------------------------------------------------------ */
 
 START_TEST(default_config_loads_without_env)
@@ -132,10 +162,10 @@ START_TEST(default_config_loads_without_env)
 	ck_assert_int_eq(cfg->backends[0].port_number, 9001);
 	ck_assert_ptr_null(cfg->backends[0].api_key);
 
-	ck_assert_ptr_nonnull(tg_route_match(cfg, "/v1/chat/completions", "any"));
-	ck_assert_ptr_nonnull(tg_route_match(cfg, "/v1/completions", "any"));
-	ck_assert_ptr_nonnull(tg_route_match(cfg, "/v1/embeddings", "any"));
-	ck_assert_ptr_null(tg_route_match(cfg, "/v1/other", NULL));
+	ck_assert_str_ne(match_name(cfg, "/v1/chat/completions", "any"), "(none)");
+	ck_assert_str_ne(match_name(cfg, "/v1/completions", "any"), "(none)");
+	ck_assert_str_ne(match_name(cfg, "/v1/embeddings", "any"), "(none)");
+	ck_assert_str_eq(match_name(cfg, "/v1/other", NULL), "(none)");
 
 	tg_config_unref(cfg);
 	free(out);
@@ -667,7 +697,7 @@ START_TEST(unknown_key_backend_levels)
 		"   \"timeouts\": {\"read\": \"1s\"}, \"tls\": {\"insecure\": true},"
 		"   \"pool\": {\"size\": 1}}},"
 		" \"routes\": [{\"name\": \"r\", \"backends\": [\"primary\"],"
-		"   \"weight\": 1, \"match\": {\"method\": \"GET\"}}]}",
+		"   \"weight\": 1, \"match\": {\"prefix\": \"/v1\"}}]}",
 		"T: backends.primary: unknown key \"timeout\"; valid keys: url, api_key, "
 		"api_key_header, timeouts, tls, pool, health\n"
 		"T: backends.primary.timeouts: unknown key \"read\"; valid keys: connect, "
@@ -676,7 +706,8 @@ START_TEST(unknown_key_backend_levels)
 		"T: backends.primary.pool: unknown key \"size\"; valid keys: max_idle, "
 		"idle_timeout\n"
 		"T: routes[0]: unknown key \"weight\"; valid keys: name, match, backends, retry, filters, cache\n"
-		"T: routes[0].match: unknown key \"method\"; valid keys: path, model\n");
+		"T: routes[0].match: unknown key \"prefix\"; valid keys: path, path_prefix, "
+		"method, model, headers\n");
 }
 END_TEST
 
@@ -1330,13 +1361,6 @@ static struct tg_config *routes_config(void)
 		"     \"backends\": [\"b\"]}]}");
 }
 
-static const char *match_name(const struct tg_config *cfg, const char *path,
-                              const char *model)
-{
-	const struct tg_route *r = tg_route_match(cfg, path, model);
-
-	return r == NULL ? "(none)" : r->name;
-}
 
 START_TEST(route_match_order_and_glob)
 {
@@ -1381,6 +1405,203 @@ START_TEST(route_match_star_needs_model)
 	ck_assert_str_eq(match_name(cfg, "/x", ""), "any-model");
 	ck_assert_str_eq(match_name(cfg, "/x", NULL), "rest");
 	tg_config_unref(cfg);
+}
+END_TEST
+
+/* Config order decides between routes that differ only in method, and a
+ * route without "method" takes any. */
+START_TEST(route_match_methods)
+{
+	struct tg_config *cfg = expect_valid(
+		"{\"backends\": {\"b\": {\"url\": \"http://h\"}},"
+		" \"routes\": ["
+		"   {\"name\": \"read\", \"match\": {\"path\": \"/v1/files\", \"method\": \"GET\"},"
+		"     \"backends\": [\"b\"]},"
+		"   {\"name\": \"write\", \"match\": {\"path\": \"/v1/files\","
+		"     \"method\": [\"POST\", \"PUT\"]}, \"backends\": [\"b\"]},"
+		"   {\"name\": \"batches\", \"match\": {\"path\": \"/v1/batches\"},"
+		"     \"backends\": [\"b\"]}]}");
+
+	ck_assert_uint_eq(cfg->routes[0].match_methods, tg_route_method_bit(tg_route_method_id("GET")));
+	ck_assert_str_eq(route_for(cfg, "GET", "/v1/files", NULL, NULL), "read");
+	ck_assert_str_eq(route_for(cfg, "POST", "/v1/files", NULL, NULL), "write");
+	ck_assert_str_eq(route_for(cfg, "PUT", "/v1/files", NULL, NULL), "write");
+	ck_assert_str_eq(route_for(cfg, "HEAD", "/v1/files", NULL, NULL), "(none)");
+	ck_assert_str_eq(route_for(cfg, "DELETE", "/v1/batches", NULL, NULL), "batches");
+	tg_config_unref(cfg);
+}
+END_TEST
+
+/* The methods that would be taken, for the Allow header of a 405: only of
+ * routes whose other conditions hold. */
+START_TEST(route_other_methods)
+{
+	struct tg_config *cfg = expect_valid(
+		"{\"backends\": {\"b\": {\"url\": \"http://h\"}},"
+		" \"routes\": ["
+		"   {\"name\": \"read\", \"match\": {\"path\": \"/v1/files\", \"method\": \"GET\"},"
+		"     \"backends\": [\"b\"]},"
+		"   {\"name\": \"tenant\", \"match\": {\"path\": \"/v1/files\", \"method\": \"DELETE\","
+		"     \"headers\": {\"x-tenant\": \"a\"}}, \"backends\": [\"b\"]},"
+		"   {\"name\": \"write\", \"match\": {\"path_prefix\": \"/v1/files\","
+		"     \"method\": [\"POST\", \"PATCH\"]}, \"backends\": [\"b\"]}]}");
+	struct tg_headers h;
+	struct tg_route_query q = {.path = "/v1/files", .method = tg_route_method_id("PUT"),
+	                           .headers = &h};
+	char list[100];
+
+	tg_headers_init(&h);
+	ck_assert_str_eq(tg_route_method_list(tg_route_other_methods(cfg, &q), list,
+	                                      sizeof(list)), "GET, POST, PATCH");
+	ck_assert_int_eq(tg_headers_add(&h, "X-Tenant", 8, "a", 1), 0);
+	ck_assert_str_eq(tg_route_method_list(tg_route_other_methods(cfg, &q), list,
+	                                      sizeof(list)), "DELETE, GET, POST, PATCH");
+	q.path = "/v1/files/abc";
+	ck_assert_str_eq(tg_route_method_list(tg_route_other_methods(cfg, &q), list,
+	                                      sizeof(list)), "POST, PATCH");
+	q.path = "/v1/other";
+	ck_assert_uint_eq(tg_route_other_methods(cfg, &q), 0);
+	tg_headers_free(&h);
+	tg_config_unref(cfg);
+}
+END_TEST
+
+/* A prefix takes whole segments: itself and the paths under it. */
+START_TEST(route_match_path_prefix)
+{
+	struct tg_config *cfg = expect_valid(
+		"{\"backends\": {\"b\": {\"url\": \"http://h\"}},"
+		" \"routes\": ["
+		"   {\"name\": \"audio\", \"match\": {\"path_prefix\": \"/v1/audio\"},"
+		"     \"backends\": [\"b\"]},"
+		"   {\"name\": \"v2\", \"match\": {\"path_prefix\": \"/v2/\"}, \"backends\": [\"b\"]},"
+		"   {\"name\": \"root\", \"match\": {\"path_prefix\": \"/\", \"model\": \"m\"},"
+		"     \"backends\": [\"b\"]}]}");
+
+	ck_assert_str_eq(match_name(cfg, "/v1/audio", NULL), "audio");
+	ck_assert_str_eq(match_name(cfg, "/v1/audio/speech", NULL), "audio");
+	ck_assert_str_eq(match_name(cfg, "/v1/audio/", NULL), "audio");
+	ck_assert_str_eq(match_name(cfg, "/v1/audiobooks", NULL), "(none)");
+	ck_assert_str_eq(match_name(cfg, "/v1/audiobooks", "m"), "root");
+	ck_assert_str_eq(match_name(cfg, "/v1", NULL), "(none)");
+	ck_assert_str_eq(match_name(cfg, "/v2/x", NULL), "v2");
+	ck_assert_str_eq(match_name(cfg, "/v2/", NULL), "v2");
+	ck_assert_str_eq(match_name(cfg, "/v2", NULL), "(none)");
+	ck_assert_str_eq(match_name(cfg, "/", "m"), "root");
+	tg_config_unref(cfg);
+}
+END_TEST
+
+/* Names in any case, values exactly; true for present, false for absent;
+ * several lines compared as one joined with ", ". */
+START_TEST(route_match_headers)
+{
+	struct tg_config *cfg = expect_valid(
+		"{\"backends\": {\"b\": {\"url\": \"http://h\"}},"
+		" \"routes\": ["
+		"   {\"name\": \"acme\", \"match\": {\"headers\": {\"X-Tenant\": \"acme\","
+		"     \"x-beta\": false}}, \"backends\": [\"b\"]},"
+		"   {\"name\": \"beta\", \"match\": {\"headers\": {\"x-beta\": true}},"
+		"     \"backends\": [\"b\"]},"
+		"   {\"name\": \"rest\", \"backends\": [\"b\"]}]}");
+	struct tg_headers h;
+
+	tg_headers_init(&h);
+	ck_assert_str_eq(route_for(cfg, "POST", "/x", NULL, &h), "rest");
+	ck_assert_int_eq(tg_headers_add(&h, "x-tenant", 8, "acme", 4), 0);
+	ck_assert_str_eq(route_for(cfg, "POST", "/x", NULL, &h), "acme");
+	ck_assert_int_eq(tg_headers_add(&h, "X-BETA", 6, "", 0), 0);
+	ck_assert_str_eq(route_for(cfg, "POST", "/x", NULL, &h), "beta");
+	tg_headers_free(&h);
+
+	tg_headers_init(&h);
+	ck_assert_int_eq(tg_headers_add(&h, "X-Tenant", 8, "ACME", 4), 0);
+	ck_assert_str_eq(route_for(cfg, "POST", "/x", NULL, &h), "rest");
+	tg_headers_free(&h);
+
+	tg_headers_init(&h);
+	ck_assert_int_eq(tg_headers_add(&h, "X-Tenant", 8, "acme", 4), 0);
+	ck_assert_int_eq(tg_headers_add(&h, "X-Tenant", 8, "acme", 4), 0);
+	ck_assert_str_eq(route_for(cfg, "POST", "/x", NULL, &h), "rest");
+	tg_headers_free(&h);
+
+	ck_assert_uint_eq(cfg->routes[0].n_match_headers, 2);
+	ck_assert_int_eq(cfg->routes[0].match_headers[0].test, TG_HEADER_EQUALS);
+	ck_assert_int_eq(cfg->routes[0].match_headers[1].test, TG_HEADER_ABSENT);
+	ck_assert_int_eq(cfg->routes[1].match_headers[0].test, TG_HEADER_PRESENT);
+	tg_config_unref(cfg);
+}
+END_TEST
+
+START_TEST(match_method_errors)
+{
+	expect_errors(
+		"{\"backends\": {\"b\": {\"url\": \"http://h\"}},"
+		" \"routes\": ["
+		"   {\"name\": \"a\", \"match\": {\"method\": \"post\"}, \"backends\": [\"b\"]},"
+		"   {\"name\": \"b\", \"match\": {\"method\": [\"GET\", \"FETCH\", 7, \"GET\"]},"
+		"     \"backends\": [\"b\"]},"
+		"   {\"name\": \"c\", \"match\": {\"method\": \"CONNECT\"}, \"backends\": [\"b\"]},"
+		"   {\"name\": \"d\", \"match\": {\"method\": []}, \"backends\": [\"b\"]},"
+		"   {\"name\": \"e\", \"match\": {\"method\": {}}, \"backends\": [\"b\"]}]}",
+		"T: routes[0].match.method: unknown method \"post\"; methods are "
+		"case-sensitive: write \"POST\"\n"
+		"T: routes[1].match.method[1]: unknown method \"FETCH\"; use one of DELETE, "
+		"GET, HEAD, POST, PUT, OPTIONS, TRACE, COPY, LOCK, MKCOL, MOVE, PROPFIND, "
+		"PROPPATCH, SEARCH, UNLOCK, BIND, REBIND, UNBIND, ACL, REPORT, MKACTIVITY, "
+		"CHECKOUT, MERGE, M-SEARCH, NOTIFY, SUBSCRIBE, UNSUBSCRIBE, PATCH, PURGE, "
+		"MKCALENDAR, LINK, UNLINK, SOURCE\n"
+		"T: routes[1].match.method[2]: expected a method name such as \"POST\", "
+		"got an integer\n"
+		"T: routes[1].match.method[3]: method \"GET\" is listed twice\n"
+		"T: routes[2].match.method: CONNECT never reaches a route: the gateway "
+		"answers it with 501, since it opens no tunnels\n"
+		"T: routes[3].match.method: must list at least one method; leave out "
+		"\"method\" to take any\n"
+		"T: routes[4].match.method: expected a method name or an array of them, "
+		"got an object\n");
+}
+END_TEST
+
+START_TEST(match_headers_errors)
+{
+	expect_errors(
+		"{\"backends\": {\"b\": {\"url\": \"http://h\"}},"
+		" \"routes\": ["
+		"   {\"name\": \"a\", \"match\": {\"headers\": {\"x tenant\": \"a\","
+		"     \"Connection\": true, \"X-Tenant\": \"a\", \"x-tenant\": false,"
+		"     \"x-v\": \"a\\r\\nb\", \"x-n\": 1}}, \"backends\": [\"b\"]},"
+		"   {\"name\": \"b\", \"match\": {\"headers\": [\"x-tenant\"]}, \"backends\": [\"b\"]}]}",
+		"T: routes[0].match.headers.x tenant: invalid header name \"x tenant\"; a name "
+		"is a token of letters, digits and !#$%&'*+-.^_`|~\n"
+		"T: routes[0].match.headers.Connection: \"Connection\" is a hop-by-hop header, "
+		"which the gateway removes before it routes; match on an end-to-end header\n"
+		"T: routes[0].match.headers.x-tenant: header \"x-tenant\" is already tested as "
+		"\"X-Tenant\"; header names compare in any case\n"
+		"T: routes[0].match.headers.x-v: invalid header value \"a\\x0d\\x0ab\"; a value has "
+		"no CR or LF\n"
+		"T: routes[0].match.headers.x-n: expected a value string, true (present) or "
+		"false (absent), got an integer\n"
+		"T: routes[1].match.headers: expected an object of header names to a value, "
+		"true or false, got an array\n");
+}
+END_TEST
+
+START_TEST(match_path_prefix_errors)
+{
+	expect_errors(
+		"{\"backends\": {\"b\": {\"url\": \"http://h\"}},"
+		" \"routes\": ["
+		"   {\"name\": \"a\", \"match\": {\"path\": \"/v1/x\", \"path_prefix\": \"/v1\"},"
+		"     \"backends\": [\"b\"]},"
+		"   {\"name\": \"b\", \"match\": {\"path_prefix\": \"v1\"}, \"backends\": [\"b\"]},"
+		"   {\"name\": \"c\", \"match\": {\"path_prefix\": \"/v1/*\"}, \"backends\": [\"b\"]}]}",
+		"T: routes[0].match.path_prefix: set either \"path\" (one exact path) or "
+		"\"path_prefix\" (a path and those under it), not both\n"
+		"T: routes[1].match.path_prefix: invalid path \"v1\"; a path starts with \"/\"\n"
+		"T: routes[2].match.path_prefix: invalid path \"/v1/*\"; glob patterns are not "
+		"supported, since the path is compared exactly; list each path in its own "
+		"route, or leave out \"path\" to match any\n");
 }
 END_TEST
 
@@ -1489,6 +1710,13 @@ static Suite *config_suite(void)
 	tcase_add_test(route, route_match_order_and_glob);
 	tcase_add_test(route, route_match_null_model);
 	tcase_add_test(route, route_match_star_needs_model);
+	tcase_add_test(route, route_match_methods);
+	tcase_add_test(route, route_other_methods);
+	tcase_add_test(route, route_match_path_prefix);
+	tcase_add_test(route, route_match_headers);
+	tcase_add_test(invalid, match_method_errors);
+	tcase_add_test(invalid, match_headers_errors);
+	tcase_add_test(invalid, match_path_prefix_errors);
 	suite_add_tcase(s, route);
 
 	tcase_add_test(docs, man_page_lists_every_setting);
