@@ -5,6 +5,8 @@
  * in-process plugins.
  */
 #include <assert.h>
+#include <limits.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -300,32 +302,72 @@ static const struct rule_def RULES[] = {
 /*
  * The strings of a JSON Schema that are texts. The model reads a
  * schema's "description" and "title" as prose, at any depth (properties,
- * items, $defs, anyOf), so these are read and may be masked. The strings
- * of an "enum" are the values the model must choose from. They are read
- * verbatim (TG_TEXT_VERBATIM), because the client's code compares the
- * model's output with them. Every other string is structure: a key, a "type", a
- * "$ref", a name in "required". A mask there would break the schema. The
- * values of an "enum" are data, not schemas, so containers among them
- * are not read.
+ * items, $defs, anyOf), so these are read and may be masked.
  *
- * NOTE: the strings of "const", "default" and "examples" reach the model
- * too, and are not read.
+ * The values of "enum", "const" and "default" are data the model is
+ * shown as the values to choose or give. Every string inside them, at
+ * any depth, is read verbatim (TG_TEXT_VERBATIM), because the client's
+ * code compares the model's output with them (const is an enum of one
+ * value), and fills a missing value with the default.
+ *
+ * The values of "examples" (and OpenAPI's "example") are data too, read
+ * at any depth, but plain: they only illustrate a value to the model. No
+ * client code compares an answer with them, and validators do not hold
+ * examples to the schema, so a mask there changes only what the model is
+ * shown, as it does in a description.
+ *
+ * The keys of objects inside these values are not read, as the keys of
+ * a tool_use block's "input" are not. Every other string is structure:
+ * a key, a "type", a "$ref", a name in "required". A mask there would
+ * break the schema.
+ *
+ * The keys of "properties" and its like are names, not keywords: a
+ * property named "default" is a schema, not data.
  */
 enum schema_key {
-	SK_OTHER,
+	SK_OTHER,               /* a keyword of structure, or one whose value
+	                           is a schema */
 	SK_TEXT,                /* its string value is a text */
-	SK_ENUM,                /* its array value contains verbatim texts */
+	SK_VERBATIM,            /* its value is data of verbatim texts */
+	SK_EXAMPLES,            /* its value is data of plain texts */
+	SK_NAMES,               /* its object maps names to schemas */
+};
+
+struct schema_keyword {
+	const char *key;
+	size_t len;
+	enum schema_key kind;
+};
+
+#define KEYWORD(key, kind) {key, sizeof(key) - 1, kind}
+
+static const struct schema_keyword SCHEMA_KEYWORDS[] = {
+	KEYWORD("description", SK_TEXT), KEYWORD("title", SK_TEXT), KEYWORD("$comment", SK_TEXT),
+	KEYWORD("enum", SK_VERBATIM), KEYWORD("const", SK_VERBATIM),
+	KEYWORD("default", SK_VERBATIM), KEYWORD("examples", SK_EXAMPLES),
+	KEYWORD("example", SK_EXAMPLES), KEYWORD("properties", SK_NAMES),
+	KEYWORD("patternProperties", SK_NAMES), KEYWORD("$defs", SK_NAMES),
+	KEYWORD("definitions", SK_NAMES), KEYWORD("dependentSchemas", SK_NAMES),
+	KEYWORD("dependencies", SK_NAMES),
 };
 
 static enum schema_key
 schema_key(const char *key, size_t len)
 {
-	if ((len == 11 && memcmp(key, "description", 11) == 0) ||
-	    (len == 5 && memcmp(key, "title", 5) == 0))
-		return SK_TEXT;
-	if (len == 4 && memcmp(key, "enum", 4) == 0)
-		return SK_ENUM;
+	for (size_t i = 0; i < sizeof(SCHEMA_KEYWORDS) / sizeof(SCHEMA_KEYWORDS[0]); i++) {
+		const struct schema_keyword *k = &SCHEMA_KEYWORDS[i];
+
+		if (k->len == len && memcmp(key, k->key, len) == 0)
+			return k->kind;
+	}
 	return SK_OTHER;
+}
+
+/* The kind of text of the strings of data under a key of kind k. */
+static enum tg_text_kind
+data_kind(enum schema_key k)
+{
+	return k == SK_VERBATIM ? TG_TEXT_VERBATIM : TG_TEXT_PLAIN;
 }
 
 /* The maximum number of containers open on a rule path: response,
@@ -338,23 +380,23 @@ schema_key(const char *key, size_t len)
 /* --- texts of a tree ---------------------------------------------------- */
 
 /* Collect every string inside value, at any depth, members in the
- * order the tree keeps them. jansson limits the depth it parses to, so
- * the recursion is bounded. */
+ * order the tree keeps them, each of the given kind. jansson limits the
+ * depth it parses to, so the recursion is bounded. */
 static int
-walk_values(struct tg_text_list *list, json_t *value)
+walk_values(struct tg_text_list *list, json_t *value, enum tg_text_kind kind)
 {
 	const char *key;
 	size_t i;
 	json_t *item;
 
 	if (json_is_string(value))
-		return add_text(list, value, TG_TEXT_PLAIN);
+		return add_text(list, value, kind);
 	json_array_foreach(value, i, item) {
-		if (walk_values(list, item) != 0)
+		if (walk_values(list, item, kind) != 0)
 			return -1;
 	}
 	json_object_foreach(value, key, item) {
-		if (walk_values(list, item) != 0)
+		if (walk_values(list, item, kind) != 0)
 			return -1;
 	}
 	return 0;
@@ -362,30 +404,49 @@ walk_values(struct tg_text_list *list, json_t *value)
 
 static int walk_schema(struct tg_text_list *list, json_t *value);
 
+/* Collect the texts of the schemas that an object of names maps to
+ * (SK_NAMES); the names are not read. */
+static int
+walk_schema_names(struct tg_text_list *list, json_t *value)
+{
+	const char *key;
+	json_t *item;
+
+	if (!json_is_object(value))
+		return walk_schema(list, value);
+	json_object_foreach(value, key, item) {
+		if (walk_schema(list, item) != 0)
+			return -1;
+	}
+	return 0;
+}
+
 /* Collect the texts of the member key of a JSON Schema, whose value is
  * value (enum schema_key). */
 static int
 walk_schema_member(struct tg_text_list *list, const char *key, size_t len, json_t *value)
 {
 	enum schema_key k = schema_key(key, len);
-	size_t i;
-	json_t *item;
 
-	if (json_is_string(value))
-		return k == SK_TEXT ? add_text(list, value, TG_TEXT_PLAIN) : 0;
-	if (k != SK_ENUM || !json_is_array(value))
+	switch (k) {
+	case SK_TEXT:
+		if (json_is_string(value))
+			return add_text(list, value, TG_TEXT_PLAIN);
 		return walk_schema(list, value);
-
-	json_array_foreach(value, i, item) {
-		if (json_is_string(item) && add_text(list, item, TG_TEXT_VERBATIM) != 0)
-			return -1;
+	case SK_VERBATIM:
+	case SK_EXAMPLES:
+		return walk_values(list, value, data_kind(k));
+	case SK_NAMES:
+		return walk_schema_names(list, value);
+	case SK_OTHER:
+		break;
 	}
-	return 0;
+	return walk_schema(list, value);
 }
 
-/* Collect the texts of a JSON Schema, or of a value inside one, in the
- * order the tree keeps members. jansson bounds the depth it parses to,
- * and so the recursion. */
+/* Collect the texts of a JSON Schema, or of an array of them, in the
+ * order the tree keeps members. A string in such a place is structure.
+ * jansson bounds the depth it parses to, and so the recursion. */
 static int
 walk_schema(struct tg_text_list *list, json_t *value)
 {
@@ -415,7 +476,7 @@ walk_tree(struct tg_text_list *list, json_t *value, enum rule r)
 	json_t *item;
 
 	if (def->all)
-		return walk_values(list, value);
+		return walk_values(list, value, TG_TEXT_PLAIN);
 	if (def->schema)
 		return walk_schema(list, value);
 
@@ -457,31 +518,55 @@ tg_text_collect_response(json_t *body, struct tg_text_list *out)
  * One container open on the way to a text. Containers without texts get
  * no frame. The reader counts them in skip and ignores their contents.
  * Nor do the containers of an R_VALUES value, whose depth has no bound:
- * the reader counts them in all, and every string inside is a text.
- * Nor do those of a JSON Schema, counted in schema: there a string is a
- * text when it follows a key that schema_key() names, or when it is an
- * item of the "enum" array open at depth enum_at.
+ * the reader counts them in all, and every string inside is a text. The
+ * data of a schema's "enum", "const", "default" and "examples" is read
+ * the same way. Nor do the containers of a JSON Schema, counted in
+ * schema: there a string is a text when it follows a key that
+ * schema_key() names. The bit of names for each depth is set when the
+ * container there maps names to schemas (SK_NAMES).
  */
 struct frame {
-	int array;
-	enum rule rule;         /* an array's items rule, or the object's own */
-	enum rule member;       /* an object's: the rule of the last key's value */
+	unsigned char array;
+	unsigned char rule;     /* an array's items rule, or the object's own */
+	unsigned char member;   /* an object's: the rule of the last key's value */
 };
+
+/* A rule fits the bytes of a frame, which keep the frames small for the
+ * reader's room (struct tg_text_tap_room). */
+_Static_assert(R_TEXT_CONFIG <= UCHAR_MAX, "enum rule does not fit struct frame");
+
+/* The depth of containers in a JSON Schema that the reader follows. A
+ * deeper schema leaves the body to the tree (text_reader.unsure). */
+#define MAX_SCHEMA_DEPTH 128
 
 struct text_reader {
 	tg_text_fn *fn;
 	void *arg;
 	enum rule root;
+	int unsure;             /* stopped, so that the tree decides, at a
+	                           schema deeper than MAX_SCHEMA_DEPTH */
 	size_t skip;            /* containers open inside one without texts */
-	size_t all;             /* containers open inside an R_VALUES value */
+	size_t all;             /* containers open inside an R_VALUES value,
+	                           or inside the data of a schema keyword */
 	size_t schema;          /* containers open inside a JSON Schema */
-	size_t enum_at;         /* the depth in schema of the "enum" array
-	                           being read, or 0 */
 	enum schema_key key;    /* of the key just read inside a schema;
 	                           SK_OTHER after any other event */
 	int n_frames;
+	/* Written before they are read: reader_init() leaves them be. */
 	struct frame frames[MAX_RULE_DEPTH];
+	unsigned char names[MAX_SCHEMA_DEPTH / 8];      /* bit d - 1 for the
+	                                                   schema container
+	                                                   at depth d */
 };
+
+static void
+reader_init(struct text_reader *r, tg_text_fn *fn, void *arg, enum rule root)
+{
+	memset(r, 0, offsetof(struct text_reader, frames));
+	r->fn = fn;
+	r->arg = arg;
+	r->root = root;
+}
 
 /* The rule of the next value in the innermost container. */
 static enum rule
@@ -495,19 +580,40 @@ next_rule(const struct text_reader *r)
 	return f->array ? f->rule : f->member;
 }
 
-/* A container starts inside a JSON Schema. One among the values of an
- * "enum" is skipped whole, as the tree walk does not read it. */
-static void
+/* Whether the innermost container of a schema maps names to schemas. */
+static int
+in_names(const struct text_reader *r)
+{
+	size_t bit = r->schema - 1;
+
+	return (r->names[bit / 8] >> (bit % 8)) & 1;
+}
+
+/* A container starts inside a JSON Schema, after a key of kind r->key
+ * when it is a member. The value of a data keyword is read as R_VALUES
+ * is. Returns 1, or 0 when the schema is too deep to follow. */
+static int
 open_in_schema(struct text_reader *r, int array)
 {
-	if (r->enum_at != 0 && r->schema == r->enum_at) {
-		r->skip = 1;
-		return;
-	}
-	r->schema++;
-	if (array && r->key == SK_ENUM && r->enum_at == 0)
-		r->enum_at = r->schema;
+	enum schema_key k = r->key;
+	size_t bit = r->schema;
+	unsigned char mask = (unsigned char)(1u << (bit % 8));
+
 	r->key = SK_OTHER;
+	if (k == SK_VERBATIM || k == SK_EXAMPLES) {
+		r->all = 1;
+		return 1;
+	}
+	if (r->schema == MAX_SCHEMA_DEPTH) {
+		r->unsure = 1;
+		return 0;
+	}
+	if (!array && k == SK_NAMES)
+		r->names[bit / 8] |= mask;
+	else
+		r->names[bit / 8] &= (unsigned char)~mask;
+	r->schema++;
+	return 1;
 }
 
 /* A container starts: give it a frame when the rule reads its contents. */
@@ -515,6 +621,7 @@ static int
 open_container(struct text_reader *r, int array)
 {
 	enum rule rule;
+	const struct rule_def *def;
 	int reads;
 
 	if (r->skip > 0) {
@@ -525,21 +632,19 @@ open_container(struct text_reader *r, int array)
 		r->all++;
 		return 1;
 	}
-	if (r->schema > 0) {
-		open_in_schema(r, array);
-		return 1;
-	}
+	if (r->schema > 0)
+		return open_in_schema(r, array);
 	rule = next_rule(r);
-	if (RULES[rule].all) {
+	def = &RULES[rule];
+	if (def->all) {
 		r->all = 1;
 		return 1;
 	}
-	if (RULES[rule].schema) {
-		r->schema = 1;
+	if (def->schema) {
 		r->key = SK_OTHER;
-		return 1;
+		return open_in_schema(r, array);
 	}
-	reads = array ? RULES[rule].items != R_NONE : RULES[rule].members != NULL;
+	reads = array ? def->items != R_NONE : def->members != NULL;
 	if (!reads) {
 		r->skip = 1;
 		return 1;
@@ -548,7 +653,7 @@ open_container(struct text_reader *r, int array)
 	/* The table has no cycle, so its paths fit the frames. */
 	assert(r->n_frames < MAX_RULE_DEPTH);
 	r->frames[r->n_frames++] = (struct frame){
-		array, array ? RULES[rule].items : rule, R_NONE
+		(unsigned char)array, (unsigned char)(array ? def->items : rule), R_NONE
 	};
 	return 1;
 }
@@ -575,14 +680,20 @@ on_end(void *ctx)
 	} else if (r->all > 0) {
 		r->all--;
 	} else if (r->schema > 0) {
-		if (r->schema == r->enum_at)
-			r->enum_at = 0;
 		r->schema--;
 		r->key = SK_OTHER;
 	} else {
 		r->n_frames--;
 	}
 	return 1;
+}
+
+/* A key inside a JSON Schema. Kept out of on_map_key(), whose keys of
+ * a chat request pay for the registers its inlined loop needs. */
+static __attribute__((noinline)) void
+on_schema_key(struct text_reader *r, const unsigned char *key, size_t len)
+{
+	r->key = in_names(r) ? SK_OTHER : schema_key((const char *)key, len);
 }
 
 static int
@@ -594,7 +705,7 @@ on_map_key(void *ctx, const unsigned char *key, size_t len)
 	if (r->skip > 0 || r->all > 0)
 		return 1;
 	if (r->schema > 0) {
-		r->key = schema_key((const char *)key, len);
+		on_schema_key(r, key, len);
 		return 1;
 	}
 	f = &r->frames[r->n_frames - 1];
@@ -604,7 +715,7 @@ on_map_key(void *ctx, const unsigned char *key, size_t len)
 	 * they tell most keys of the same length apart without a call. */
 	for (const struct member *m = RULES[f->rule].members; m->key != NULL; m++) {
 		if (m->len == len && m->key[0] == (char)key[0] && memcmp(key, m->key, len) == 0) {
-			f->member = m->rule;
+			f->member = (unsigned char)m->rule;
 			break;
 		}
 	}
@@ -638,15 +749,17 @@ read_arguments(struct text_reader *r, const char *s, size_t len)
 	return rc == 0;
 }
 
-/* A string inside a JSON Schema: the value of a key that names a text, or
- * an item of the "enum" array open. */
+/* A string inside a JSON Schema: a text when it is the value of a key
+ * that names a text or data. */
 static int
 on_schema_string(struct text_reader *r, const char *s, size_t len)
 {
-	int text = r->key == SK_TEXT || (r->key == SK_OTHER && r->schema == r->enum_at);
+	enum schema_key k = r->key;
 
 	r->key = SK_OTHER;
-	return text ? r->fn(r->arg, s, len) == 0 : 1;
+	if (k == SK_TEXT || k == SK_VERBATIM || k == SK_EXAMPLES)
+		return r->fn(r->arg, s, len) == 0;
+	return 1;
 }
 
 /* A string, decoded by yajl, is a text when its rule's text is set.
@@ -709,17 +822,19 @@ parse_buffer(yajl_handle h, struct evbuffer *body)
 static int
 read_texts(struct evbuffer *body, enum rule root, tg_text_fn *fn, void *arg)
 {
-	struct text_reader r = {.fn = fn, .arg = arg, .root = root};
-	yajl_handle h = tg_yajl_alloc(&TEXT_CALLBACKS, &r);
+	struct text_reader r;
+	yajl_handle h;
 	yajl_status st;
 
+	reader_init(&r, fn, arg, root);
+	h = tg_yajl_alloc(&TEXT_CALLBACKS, &r);
 	if (h == NULL)
 		return -1;
 	st = parse_buffer(h, body);
 	tg_yajl_free(h);
 
 	if (st == yajl_status_client_canceled)
-		return 1;
+		return r.unsure ? -1 : 1;
 	return st == yajl_status_ok ? 0 : -1;
 }
 
@@ -745,7 +860,7 @@ tg_text_tap_request(struct tg_text_tap_room *room, tg_text_fn *fn, void *arg,
 {
 	struct text_reader *r = (struct text_reader *)room->u.bytes;
 
-	*r = (struct text_reader){.fn = fn, .arg = arg, .root = R_REQUEST};
+	reader_init(r, fn, arg, R_REQUEST);
 	*tap = (struct tg_reply_tap){&TEXT_CALLBACKS, r};
 }
 
@@ -833,8 +948,10 @@ int
 tg_text_read_response_digest(struct evbuffer *body, tg_text_fn *fn, void *arg,
                              struct tg_reply_digest *d, struct tg_reply_detail *x)
 {
-	struct text_reader r = {.fn = fn, .arg = arg, .root = R_RESPONSE};
+	struct text_reader r;
 	struct tg_reply_tap tap = {&TEXT_CALLBACKS, &r};
+
+	reader_init(&r, fn, arg, R_RESPONSE);
 
 	return tg_reply_digest_tap_buffer(d, x, body, &tap);
 }

@@ -97,12 +97,13 @@ int tg_text_list_add(struct tg_text_list *list, json_t *value);
  * function call arguments, "prompt" and "input" (a string or an array of
  * strings, since token arrays are not text), and "prediction" content.
  * It collects the descriptions of tools and of structured output formats
- * too, with those inside their JSON Schemas ("enum" strings verbatim).
- * Of Anthropic's Messages shape it collects "system" (a string or text
- * blocks) and members of a message's content blocks. These are the text
- * of text and thinking blocks, every string value inside a tool_use block's "input",
- * and a tool_result block's "content" (a string or text blocks). Returns
- * 0, or -1 when out of memory.
+ * too, with the texts of their JSON Schemas (the data of "enum", "const"
+ * and "default" verbatim). Of Anthropic's Messages shape it collects
+ * "system" (a string or text blocks) and members of a message's content
+ * blocks. These are the text of text and thinking blocks, every string
+ * value inside a tool_use block's "input", and a tool_result block's
+ * "content" (a string or text blocks). Returns 0, or -1 when out of
+ * memory.
  */
 int tg_text_collect_request(json_t *body, struct tg_text_list *out);
 
@@ -126,7 +127,8 @@ typedef int tg_text_fn(void *arg, const char *text, size_t len);
  * when they are JSON, or else the arguments whole and their escaped
  * strings decoded. Returns 0 when
  * the whole body was read, 1 when fn stopped the read, or -1 when the body
- * is not JSON to yajl or memory ran out.
+ * is not JSON to yajl, memory ran out, or the reader leaves the body to
+ * the tree, at a JSON Schema nested deeper than it follows.
  *
  * NOTE: yajl (2.1) reads a few texts that jansson (2.14) rejects (see
  * reply-digest.h), so a body read here may have no tree.
@@ -157,7 +159,8 @@ struct tg_text_tap_room {
  * events of the body: each goes to tap->callbacks, unless that is NULL,
  * with tap->ctx. The reader calls fn on each text and keeps its state in
  * *room, which must outlive the pass. Callbacks return 0 when fn stopped
- * the read.
+ * the read, or when the reader leaves the body to the tree, as
+ * tg_text_read_response() describes.
  */
 void tg_text_tap_request(struct tg_text_tap_room *room, tg_text_fn *fn, void *arg,
                          struct tg_reply_tap *tap);

@@ -1,7 +1,8 @@
-// Request filters over the prompt text outside messages' content: a
-// message's name, tool descriptions and their parameters' JSON Schemas,
-// predicted output, and structured output formats, in the shapes of chat
-// completions, the Responses API and Anthropic's Messages API. For each
+// Request filters over the prompt text outside messages' content, in the
+// shapes of chat completions, the Responses API and Anthropic's Messages
+// API. These places are a message's name, tool descriptions and their
+// parameters' JSON Schemas with their data (enum, const, default,
+// examples), predicted output, and structured output formats. For each
 // place a block filter blocks, a mask filter rewrites what reaches the
 // mock (or blocks, where a rewrite would break the request), and a flag
 // filter records a decision and changes nothing. A schema keeps its keys,
@@ -34,6 +35,13 @@ const schemaWith = (text) => ({
   type: 'object',
   properties: { to: { type: 'object', properties: { who: { type: 'string', description: text } } } },
 });
+/* A schema whose nested property "who" has value under key. */
+const schemaData = (key, value) => ({
+  type: 'object',
+  properties: { to: { type: 'object', properties: { who: { type: 'string', [key]: value } } } },
+});
+const whoSchema = (schema) => schema.properties.to.properties.who;
+const chatTool = (parameters) => ({ model: 'm', messages: hi, tools: [{ type: 'function', function: { name: 'send', parameters } }] });
 
 /*
  * The places of prompt text by name: a request body with text t in that
@@ -103,6 +111,41 @@ const PLACES = {
     path: '/v1/messages',
     body: (t) => ({ model: 'm', max_tokens: 9, messages: hi, tools: [{ name: 'send', input_schema: schemaWith(t) }] }),
     at: (b) => b.tools[0].input_schema.properties.to.properties.who.description,
+  },
+  'a const in a chat tool schema': {
+    body: (t) => chatTool(schemaData('const', t)),
+    at: (b) => whoSchema(b.tools[0].function.parameters).const,
+    verbatim: true,
+  },
+  'a string in an object default of a response_format schema': {
+    body: (t) => ({ model: 'm', messages: hi, response_format: { type: 'json_schema', json_schema: { name: 'out', schema: schemaData('default', { note: [t] }) } } }),
+    at: (b) => whoSchema(b.response_format.json_schema.schema).default.note[0],
+    verbatim: true,
+  },
+  'a string in an object among enum values': {
+    body: (t) => chatTool(schemaData('enum', [{ note: t }])),
+    at: (b) => whoSchema(b.tools[0].function.parameters).enum[0].note,
+    verbatim: true,
+  },
+  'a const in a Responses API text format schema': {
+    path: '/v1/responses',
+    body: (t) => ({ model: 'm', input: 'hi', text: { format: { type: 'json_schema', name: 'out', schema: schemaData('const', t) } } }),
+    at: (b) => whoSchema(b.text.format.schema).const,
+    verbatim: true,
+  },
+  'an example in a Responses API tool schema': {
+    path: '/v1/responses',
+    body: (t) => ({ model: 'm', input: 'hi', tools: [{ type: 'function', name: 'send', parameters: schemaData('examples', ['nobody', t]) }] }),
+    at: (b) => whoSchema(b.tools[0].parameters).examples[1],
+  },
+  'an example in an Anthropic input_schema': {
+    path: '/v1/messages',
+    body: (t) => ({ model: 'm', max_tokens: 9, messages: hi, tools: [{ name: 'send', input_schema: schemaData('examples', [{ note: t }]) }] }),
+    at: (b) => whoSchema(b.tools[0].input_schema).examples[0].note,
+  },
+  'a $comment in a chat tool schema': {
+    body: (t) => chatTool(schemaData('$comment', t)),
+    at: (b) => whoSchema(b.tools[0].function.parameters).$comment,
   },
   // The filters read this place already. These cases check that they
   // still do.
@@ -185,7 +228,8 @@ describe('request filters over every place of prompt text', () => {
 
   // The mask filter's "typeword" rule matches "string", a type of the
   // schema, and an address is a property's key and a name in "required":
-  // only the descriptions change.
+  // only the descriptions and examples change. Properties named
+  // "default" and "examples" hold schemas, not data.
   it('masks a schema\'s descriptions and leaves its keys and types', async () => {
     const schema = (describe) => ({
       type: 'object',
@@ -193,6 +237,8 @@ describe('request filters over every place of prompt text', () => {
       properties: {
         [ADDRESS]: { type: 'string', format: 'email', description: describe(`copy ${ADDRESS}`) },
         list: { type: 'array', items: { type: 'string', title: describe('one string') } },
+        default: { type: 'string', description: describe('a default string') },
+        examples: { type: 'string', examples: [describe('a string'), { [ADDRESS]: describe(ADDRESS) }] },
       },
       required: [ADDRESS],
       $defs: { note: { type: 'string', description: describe('a string note') } },

@@ -147,7 +147,7 @@ same_texts(struct texts *a, struct texts *b)
 struct request_case {
 	const char *name;
 	const char *body;
-	const char *texts[16];          /* in the text's order */
+	const char *texts[20];          /* in the text's order */
 };
 
 static const struct request_case cases[] = {
@@ -210,8 +210,8 @@ static const struct request_case cases[] = {
 	 "{\"model\": \"m\", \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"no\","
 	 " \"description\": \"D1\", \"parameters\": {\"type\": \"object\", \"title\": \"T1\","
 	 " \"properties\": {\"description\": {\"type\": \"string\", \"description\": \"D2\"},"
-	 " \"enum\": {\"enum\": [\"E1\", 1, {\"description\": \"no\"}, [\"no\"], \"E2\"]}},"
-	 " \"required\": [\"description\"], \"enum\": \"no\", \"$defs\": {\"a\": {\"items\":"
+	 " \"enum\": {\"enum\": [\"E1\", 1, {\"description\": \"E2\"}, [\"E3\"], \"E4\"]}},"
+	 " \"required\": [\"description\"], \"enum\": \"E5\", \"$defs\": {\"a\": {\"items\":"
 	 " [{\"description\": \"D3\"}], \"description\": 5, \"x\": \"no\"}}}}},"
 	 " {\"type\": \"function\", \"name\": \"no\", \"description\": \"D4\", \"parameters\": \"no\"},"
 	 " {\"name\": \"no\", \"description\": \"D5\", \"input_schema\": {\"description\": \"D6\"}}],"
@@ -221,7 +221,23 @@ static const struct request_case cases[] = {
 	 " \"description\": \"R1\", \"schema\": {\"description\": \"R2\"}}},"
 	 " \"text\": {\"format\": {\"type\": \"json_schema\", \"name\": \"no\", \"schema\":"
 	 " {\"enum\": [\"R3\"]}}}}",
-	 {"D1", "T1", "D2", "E1", "E2", "D3", "D4", "D5", "D6", "D7", "P", "R1", "R2", "R3"}},
+	 {"D1", "T1", "D2", "E1", "E2", "E3", "E4", "E5", "D3", "D4", "D5", "D6", "D7", "P", "R1",
+	  "R2", "R3"}},
+	{"schema data at any depth",
+	 "{\"tools\": [{\"name\": \"no\", \"input_schema\": {\"type\": \"object\","
+	 " \"$comment\": \"K1\", \"const\": \"C1\","
+	 " \"default\": {\"k\": [\"V1\", {\"description\": \"V2\"}], \"n\": 1},"
+	 " \"examples\": [\"X1\", {\"type\": \"X2\"}], \"example\": \"X3\","
+	 " \"properties\": {\"default\": {\"type\": \"string\", \"default\": \"V3\"},"
+	 " \"examples\": {\"type\": \"array\", \"examples\": [[\"X4\"]]},"
+	 " \"const\": {\"const\": null}, \"title\": \"no\"},"
+	 " \"patternProperties\": {\"^enum$\": {\"enum\": [\"E1\"]}},"
+	 " \"definitions\": {\"const\": {\"properties\": {\"description\":"
+	 " {\"description\": \"D1\"}}}}, \"required\": [\"default\"]}}],"
+	 " \"response_format\": {\"json_schema\": {\"schema\": {\"anyOf\": [{\"const\": \"C2\"}],"
+	 " \"items\": {\"default\": [\"V4\"]}}}}, \"text\": {\"format\": {\"schema\":"
+	 " {\"dependentSchemas\": {\"examples\": {\"examples\": \"X5\"}}}}}}",
+	 {"K1", "C1", "V1", "V2", "X1", "X2", "X3", "V3", "X4", "E1", "D1", "C2", "V4", "X5"}},
 	{"tool_use input nested deep",
 	 "{\"messages\": [{\"content\": [{\"type\": \"tool_use\", \"input\": "
 	 "[[[[[[[[[[[[[[[[[[[[{\"a\": [[[[\"DEEP\"]]]]}]]]]]]]]]]]]]]]]]]]]}]}]}",
@@ -239,7 +255,7 @@ START_TEST(reader_and_tree_on_crafted_bodies)
 
 	ck_assert_msg(scan(c->body, len) == TG_SCAN_READ, "%s: the scan is unsure", c->name);
 	ck_assert_int_eq(read_texts(c->body, len, &read), 0);
-	while (n < 16 && c->texts[n] != NULL)
+	while (n < 20 && c->texts[n] != NULL)
 		n++;
 	ck_assert_msg(read.n == n, "%s: %zu texts read, expected %zu", c->name, read.n, n);
 	for (size_t i = 0; i < n; i++)
@@ -318,6 +334,43 @@ START_TEST(scan_leaves_deep_body)
 	ck_assert_int_eq(scan(body, len), TG_SCAN_UNSURE);
 	texts_free(&read);
 	free(body);
+}
+END_TEST
+
+/* The reader and the scan leave len bytes of body to the tree, which
+ * finds n texts in it. */
+static void
+assert_left_to_tree(const char *body, size_t len, size_t n)
+{
+	struct texts read = {0}, collected = {0};
+
+	ck_assert_int_eq(read_texts(body, len, &read), -1);
+	ck_assert_int_eq(scan(body, len), TG_SCAN_UNSURE);
+	ck_assert_int_eq(collect_texts(body, len, &collected), 0);
+	ck_assert_uint_eq(collected.n, n);
+	texts_free(&read);
+	texts_free(&collected);
+}
+
+/* A schema nested deeper than the reader follows, and not as deep as
+ * jansson parses. */
+START_TEST(reader_leaves_deep_schema_to_the_tree)
+{
+	static const char head[] = "{\"tools\": [{\"input_schema\": ";
+	static const char level[] = "{\"items\": ";
+	size_t depth = 200;
+	char body[4096], *p = body;
+
+	p += sprintf(p, "%s", head);
+	for (size_t i = 0; i < depth; i++)
+		p += sprintf(p, "%s", level);
+	p += sprintf(p, "{\"description\": \"D\"}");
+	memset(p, '}', depth);
+	p += depth;
+	sprintf(p, "}]}");
+
+	ck_assert_uint_lt(strlen(body), sizeof(body));
+	assert_left_to_tree(body, strlen(body), 1);
 }
 END_TEST
 
@@ -616,6 +669,7 @@ filter_request_suite(void)
 	tcase_add_loop_test(reader, scan_leaves_bodies_read_otherwise, 0,
 	                    (int)(sizeof(read_otherwise) / sizeof(read_otherwise[0])));
 	tcase_add_test(reader, scan_leaves_deep_body);
+	tcase_add_test(reader, reader_leaves_deep_schema_to_the_tree);
 	tcase_add_test(reader, scanned_mutations_read_alike);
 	tcase_set_timeout(reader, 60);
 	suite_add_tcase(s, reader);
