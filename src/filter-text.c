@@ -86,7 +86,8 @@ enum rule {
 	R_TEXT,                 /* a string */
 	R_VERBATIM,             /* a string read, never rewritten
 	                           (TG_TEXT_VERBATIM) */
-	R_TEXTS,                /* a string, or an array of them ("prompt") */
+	R_TEXTS,                /* a string, or an array of them ("prompt",
+	                           "suffix") */
 	R_INPUT,                /* "input": a string, or an array of strings and
 	                           Responses API items */
 	R_INPUT_ITEM,           /* a string, or an item: a message, a function
@@ -238,12 +239,16 @@ static const struct member TEXT_CONFIG_MEMBERS[] = {
 	MEMBER("format", R_OUTPUT_FORMAT), END_MEMBERS
 };
 /* Anthropic's "system" is a string or an array of text blocks, and the
- * Responses API's "instructions" a string. */
+ * Responses API's "instructions" a string. The legacy completions'
+ * "suffix" follows the completion, and the model reads it as it reads
+ * "prompt": it is read in the forms "prompt" may take. "suffix" is last,
+ * as the rarest key. */
 static const struct member REQUEST_MEMBERS[] = {
 	MEMBER("system", R_CONTENT), MEMBER("messages", R_MESSAGES), MEMBER("prompt", R_TEXTS),
 	MEMBER("input", R_INPUT), MEMBER("instructions", R_TEXT), MEMBER("tools", R_TOOLS),
 	MEMBER("functions", R_TOOLS), MEMBER("prediction", R_PREDICTION),
-	MEMBER("response_format", R_RESPONSE_FORMAT), MEMBER("text", R_TEXT_CONFIG), END_MEMBERS
+	MEMBER("response_format", R_RESPONSE_FORMAT), MEMBER("text", R_TEXT_CONFIG),
+	MEMBER("suffix", R_TEXTS), END_MEMBERS
 };
 /* An error's message may echo the prompt back, in both APIs' shapes. */
 static const struct member ERROR_MEMBERS[] = {

@@ -2,7 +2,8 @@
 // shapes of chat completions, the Responses API and Anthropic's Messages
 // API. These places are a message's name, tool descriptions and their
 // parameters' JSON Schemas with their data (enum, const, default,
-// examples), predicted output, and structured output formats. For each
+// examples), predicted output, and structured output formats. So is a
+// completion's suffix. For each
 // place a block filter blocks, a mask filter rewrites what reaches the
 // mock (or blocks, where a rewrite would break the request), and a flag
 // filter records a decision and changes nothing. A schema keeps its keys,
@@ -147,6 +148,11 @@ const PLACES = {
     body: (t) => chatTool(schemaData('$comment', t)),
     at: (b) => whoSchema(b.tools[0].function.parameters).$comment,
   },
+  'a completion suffix': {
+    path: '/v1/completions',
+    body: (t) => ({ model: 'm', prompt: 'def f():', suffix: t }),
+    at: (b) => b.suffix,
+  },
   // The filters read this place already. These cases check that they
   // still do.
   'an Anthropic system prompt': {
@@ -166,7 +172,8 @@ describe('request filters over every place of prompt text', () => {
     gw = await startGateway({
       backends: { mock: { url: mock.url } },
       filters: FILTERS,
-      routes: [route('chat', '/v1/chat/completions'), route('responses', '/v1/responses'), route('messages', '/v1/messages')],
+      routes: [route('chat', '/v1/chat/completions'), route('responses', '/v1/responses'), route('messages', '/v1/messages'),
+        route('completions', '/v1/completions')],
     });
   });
   afterEach(() => gw?.checkErrors());

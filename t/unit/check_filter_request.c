@@ -164,8 +164,11 @@ static const struct request_case cases[] = {
 	 {"S", "NM", "P1", "P2", "R", "A", "F", "T"}},
 	{"completion prompts",
 	 "{\"model\": \"m\", \"prompt\": [\"P1\", [1, 2], 3, \"P2\", [\"no\"], {\"text\": \"no\"}],"
-	 " \"suffix\": \"no\"}",
-	 {"P1", "P2"}},
+	 " \"suffix\": \"X\"}",
+	 {"P1", "P2", "X"}},
+	{"a suffix in every form of a prompt",
+	 "{\"model\": \"m\", \"prompt\": \"P\", \"suffix\": [\"X1\", [1], \"X2\"]}",
+	 {"P", "X1", "X2"}},
 	{"embedding input",
 	 "{\"model\": \"m\", \"input\": \"I\", \"encoding_format\": \"float\"}",
 	 {"I"}},
