@@ -97,10 +97,19 @@ enum rule {
 	R_PART,                 /* {"type": "text", "text": ...}, a refusal part,
 	                           "input_text" and "output_text" parts of the
 	                           Responses API shape, and Anthropic's content
-	                           blocks: text, thinking, tool_use, tool_result */
+	                           blocks: text, thinking, tool_use, tool_result,
+	                           document, search_result */
 	R_RESULT,               /* a tool_result's "content": a string, or an
-	                           array of result parts */
-	R_RESULT_PART,          /* a part of a tool result: its "text" */
+	                           array of result parts, or the object of a
+	                           server tool's result */
+	R_RESULT_PART,          /* a part of a tool result: text, document,
+	                           search_result */
+	R_SOURCE,               /* a document's "source" */
+	R_SOURCE_TYPE,          /* a source's "type", not a text */
+	R_SOURCE_DATA,          /* a source's "data": a text when the source's
+	                           "type" is "text", not base64 */
+	R_TEXT_PARTS,           /* a string, or an array of text parts */
+	R_TEXT_PART,            /* a string, or {"type": "text", "text": ...} */
 	R_VALUES,               /* every string at any depth: tool_use "input" */
 	R_MESSAGES,
 	R_MESSAGE,
@@ -157,16 +166,43 @@ struct member {
  * would break the call. The tool's description, which is read
  * (TOOL_MEMBERS), gives the model what the name means at length.
  *
- * NOTE: the text of a document block's "source" is not read, so PII in a
- * document a request sends passes unscreened.
+ * A document block gives the model its "title", its "context" and the
+ * text of its "source": the "data" of a source of type "text", or the
+ * "content" of one of type "content" (a string or text blocks). These
+ * are read as prose and may be masked. A search_result block has the
+ * same "title" and "content"; its "source" is a URL string, not read.
+ * A tool_result's "content" may hold both kinds of block
+ * (RESULT_PART_MEMBERS).
+ *
+ * NOTE: the "data" of a base64 source (a PDF) and the file a "file" or
+ * "url" source names are not read: a regex cannot screen the text they
+ * hold.
  */
 static const struct member PART_MEMBERS[] = {
 	MEMBER("text", R_TEXT), MEMBER("refusal", R_TEXT), MEMBER("thinking", R_TEXT),
 	MEMBER("input", R_VALUES), MEMBER("content", R_RESULT), MEMBER("citations", R_VALUES),
+	MEMBER("title", R_TEXT), MEMBER("context", R_TEXT), MEMBER("source", R_SOURCE),
 	END_MEMBERS
 };
 static const struct member RESULT_PART_MEMBERS[] = {
+	MEMBER("text", R_TEXT), MEMBER("title", R_TEXT), MEMBER("context", R_TEXT),
+	MEMBER("source", R_SOURCE), MEMBER("content", R_TEXT_PARTS), END_MEMBERS
+};
+/* A source's "data" is read only when its "type" is "text", not "base64"
+ * (S_TYPED). */
+static const struct member SOURCE_MEMBERS[] = {
+	MEMBER("type", R_SOURCE_TYPE), MEMBER("data", R_SOURCE_DATA),
+	MEMBER("content", R_TEXT_PARTS), END_MEMBERS
+};
+static const struct member TEXT_PART_MEMBERS[] = {
 	MEMBER("text", R_TEXT), END_MEMBERS
+};
+/* The result of an Anthropic server tool, which an assistant turn sent
+ * back contains: a web fetch's document ("content"), and the output of
+ * code it ran. */
+static const struct member RESULT_MEMBERS[] = {
+	MEMBER("content", R_RESULT_PART), MEMBER("stdout", R_TEXT), MEMBER("stderr", R_TEXT),
+	END_MEMBERS
 };
 /* "reasoning_content" (DeepSeek and servers that copy it) and
  * "reasoning" carry a model's reasoning, which clients may show as they
@@ -261,6 +297,14 @@ static const struct member RESPONSE_MEMBERS[] = {
 	END_MEMBERS
 };
 
+/* The part a string read by a rule plays, besides rule_def.text. */
+enum string_role {
+	S_PLAIN,
+	S_TYPE,                 /* the object's "type": whether it is "text" */
+	S_TYPED,                /* a text only when the object's "type" member
+	                           is "text" */
+};
+
 struct rule_def {
 	int text;                       /* a string is a text */
 	enum rule items;                /* the rule of an array's items */
@@ -268,6 +312,7 @@ struct rule_def {
 	int all;                        /* every string inside, at any depth */
 	enum tg_text_kind kind;         /* how the filters read the string */
 	int schema;                     /* a JSON Schema: schema_key() */
+	enum string_role role;
 };
 
 static const struct rule_def RULES[] = {
@@ -280,8 +325,13 @@ static const struct rule_def RULES[] = {
 	[R_CONTENT] = {1, R_PART, NULL, 0},
 	[R_BLOCKS] = {0, R_PART, NULL, 0},
 	[R_PART] = {0, R_NONE, PART_MEMBERS, 0},
-	[R_RESULT] = {1, R_RESULT_PART, NULL, 0},
+	[R_RESULT] = {1, R_RESULT_PART, RESULT_MEMBERS, 0},
 	[R_RESULT_PART] = {0, R_NONE, RESULT_PART_MEMBERS, 0},
+	[R_SOURCE] = {0, R_NONE, SOURCE_MEMBERS, 0},
+	[R_SOURCE_TYPE] = {0, R_NONE, NULL, 0, .role = S_TYPE},
+	[R_SOURCE_DATA] = {1, R_NONE, NULL, 0, .role = S_TYPED},
+	[R_TEXT_PARTS] = {1, R_TEXT_PART, NULL, 0},
+	[R_TEXT_PART] = {1, R_NONE, TEXT_PART_MEMBERS, 0},
 	[R_VALUES] = {1, R_NONE, NULL, 1},
 	[R_MESSAGES] = {0, R_MESSAGE, NULL, 0},
 	[R_MESSAGE] = {0, R_NONE, MESSAGE_MEMBERS, 0},
@@ -375,12 +425,12 @@ data_kind(enum schema_key k)
 	return k == SK_VERBATIM ? TG_TEXT_VERBATIM : TG_TEXT_PLAIN;
 }
 
-/* The maximum number of containers open on a rule path: response,
- * choices, choice, message, tool_calls, call, function; or request,
- * messages, message, content, tool_result, its content, a part of it.
+/* The maximum number of containers open on a rule path: request,
+ * messages, message, content, tool_result, its content, a document in
+ * it, the document's source, its content, a text block of that.
  * The containers inside an R_VALUES value need no frame (struct
  * text_reader). */
-#define MAX_RULE_DEPTH 7
+#define MAX_RULE_DEPTH 10
 
 /* --- texts of a tree ---------------------------------------------------- */
 
@@ -470,6 +520,32 @@ walk_schema(struct tg_text_list *list, json_t *value)
 	return 0;
 }
 
+/* Whether object's "type" member is the string "text" (S_TYPED). */
+static int
+has_text_type(json_t *object)
+{
+	json_t *type = json_object_get(object, "type");
+
+	return json_is_string(type) && json_string_length(type) == 4 &&
+	       memcmp(json_string_value(type), "text", 4) == 0;
+}
+
+static int walk_tree(struct tg_text_list *list, json_t *value, enum rule r);
+
+/* Collect the texts of the members of object, read by the rules of
+ * members, in the table's order. */
+static int
+walk_members(struct tg_text_list *list, json_t *object, const struct member *members)
+{
+	for (const struct member *m = members; m->key != NULL; m++) {
+		if (RULES[m->rule].role == S_TYPED && !has_text_type(object))
+			continue;
+		if (walk_tree(list, json_object_get(object, m->key), m->rule) != 0)
+			return -1;
+	}
+	return 0;
+}
+
 /* Collect the texts of value read by rule r. Objects are read member by
  * member in the table's order, so a member given twice in the text counts
  * once, with the value the tree kept (the last). */
@@ -496,12 +572,8 @@ walk_tree(struct tg_text_list *list, json_t *value, enum rule r)
 		return 0;
 	}
 
-	if (json_is_object(value) && def->members != NULL) {
-		for (const struct member *m = def->members; m->key != NULL; m++) {
-			if (walk_tree(list, json_object_get(value, m->key), m->rule) != 0)
-				return -1;
-		}
-	}
+	if (json_is_object(value) && def->members != NULL)
+		return walk_members(list, value, def->members);
 	return 0;
 }
 
@@ -532,6 +604,8 @@ tg_text_collect_response(json_t *body, struct tg_text_list *out)
  */
 struct frame {
 	unsigned char array;
+	signed char text_type;  /* an object's "type" (S_TYPE): 1 when it is
+	                           "text", -1 another, 0 not read yet */
 	unsigned char rule;     /* an array's items rule, or the object's own */
 	unsigned char member;   /* an object's: the rule of the last key's value */
 };
@@ -548,8 +622,9 @@ struct text_reader {
 	tg_text_fn *fn;
 	void *arg;
 	enum rule root;
-	int unsure;             /* stopped, so that the tree decides, at a
-	                           schema deeper than MAX_SCHEMA_DEPTH */
+	int unsure;             /* stopped, so that the tree decides: at a
+	                           schema deeper than MAX_SCHEMA_DEPTH, or a
+	                           source's "data" before its "type" */
 	size_t skip;            /* containers open inside one without texts */
 	size_t all;             /* containers open inside an R_VALUES value,
 	                           or inside the data of a schema keyword */
@@ -658,7 +733,7 @@ open_container(struct text_reader *r, int array)
 	/* The table has no cycle, so its paths fit the frames. */
 	assert(r->n_frames < MAX_RULE_DEPTH);
 	r->frames[r->n_frames++] = (struct frame){
-		(unsigned char)array, (unsigned char)(array ? def->items : rule), R_NONE
+		(unsigned char)array, 0, (unsigned char)(array ? def->items : rule), R_NONE
 	};
 	return 1;
 }
@@ -767,6 +842,31 @@ on_schema_string(struct text_reader *r, const char *s, size_t len)
 	return 1;
 }
 
+/* A string of a rule with a role (enum string_role): an object's "type",
+ * or a member that is a text only when that type is "text". The tree
+ * finds the type wherever it is, and keeps the last of two. When the
+ * type comes after the member, or twice, the reader stops, unsure, and
+ * leaves the body to the tree. */
+static int
+on_role_string(struct text_reader *r, enum string_role role, const char *s, size_t len)
+{
+	struct frame *f;
+	int type_read;
+
+	assert(r->n_frames > 0);
+	f = &r->frames[r->n_frames - 1];
+	type_read = f->text_type != 0;
+	if (role == S_TYPE ? type_read : !type_read) {
+		r->unsure = 1;
+		return 0;
+	}
+	if (role == S_TYPE) {
+		f->text_type = len == 4 && memcmp(s, "text", 4) == 0 ? 1 : -1;
+		return 1;
+	}
+	return f->text_type > 0 ? r->fn(r->arg, s, len) == 0 : 1;
+}
+
 /* A string, decoded by yajl, is a text when its rule's text is set.
  * Returning 0 makes yajl stop with yajl_status_client_canceled. */
 static int
@@ -782,6 +882,8 @@ on_string(void *ctx, const unsigned char *s, size_t len)
 	if (r->schema > 0)
 		return on_schema_string(r, (const char *)s, len);
 	rule = next_rule(r);
+	if (RULES[rule].role != S_PLAIN)
+		return on_role_string(r, RULES[rule].role, (const char *)s, len);
 	if (!RULES[rule].text)
 		return 1;
 	if (RULES[rule].kind == TG_TEXT_ARGUMENTS)

@@ -101,9 +101,9 @@ int tg_text_list_add(struct tg_text_list *list, json_t *value);
  * "const" and "default" verbatim). Of Anthropic's Messages shape it
  * collects "system" (a string or text blocks) and members of a message's
  * content blocks. These are the text of text and thinking blocks, every
- * string value inside a tool_use block's "input", and a tool_result
- * block's "content" (a string or text blocks). Returns 0, or -1 when out
- * of memory.
+ * string value inside a tool_use block's "input", a tool_result block's
+ * "content" (a string or blocks), and the text of documents and search
+ * results. Returns 0, or -1 when out of memory.
  */
 int tg_text_collect_request(json_t *body, struct tg_text_list *out);
 
@@ -127,8 +127,10 @@ typedef int tg_text_fn(void *arg, const char *text, size_t len);
  * when they are JSON, or else the arguments whole and their escaped
  * strings decoded. Returns 0 when
  * the whole body was read, 1 when fn stopped the read, or -1 when the body
- * is not JSON to yajl, memory ran out, or the reader leaves the body to
- * the tree, at a JSON Schema nested deeper than it follows.
+ * is not JSON to yajl, memory ran out, or the reader cannot tell the texts
+ * in one pass and leaves the body to the tree: a JSON Schema nested
+ * deeper than it follows, or a document source's "data" before the
+ * "type" that shows whether the data is text.
  *
  * NOTE: yajl (2.1) reads a few texts that jansson (2.14) rejects (see
  * reply-digest.h), so a body read here may have no tree.
@@ -198,7 +200,8 @@ void tg_text_spans_free(struct tg_text_spans *spans);
  * into d, and its detail into x unless x is NULL (reply-digest.h), so
  * that yajl parses the body once. Returns 0 when the whole body was read:
  * fn saw every text, and d and x are what tg_reply_digest_detail_buffer()
- * gives. Returns 1 when fn stopped the read: d is zeroed and x empty, not
+ * gives. Returns 1 when fn stopped the read, or the reader left the body
+ * to the tree (tg_text_read_response()): d is zeroed and x empty, not
  * the body's digest. Returns -1 when the digest finds the body not JSON,
  * and d is zeroed, which is its digest. Then fn may have missed texts
  * that tg_text_read_response() reads in a body nested deeper than

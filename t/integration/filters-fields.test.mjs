@@ -2,8 +2,8 @@
 // shapes of chat completions, the Responses API and Anthropic's Messages
 // API. These places are a message's name, tool descriptions and their
 // parameters' JSON Schemas with their data (enum, const, default,
-// examples), predicted output, and structured output formats. So is a
-// completion's suffix. For each
+// examples), predicted output, and structured output formats. So are a
+// completion's suffix, and Anthropic documents and search results. For each
 // place a block filter blocks, a mask filter rewrites what reaches the
 // mock (or blocks, where a rewrite would break the request), and a flag
 // filter records a decision and changes nothing. A schema keeps its keys,
@@ -43,6 +43,7 @@ const schemaData = (key, value) => ({
 });
 const whoSchema = (schema) => schema.properties.to.properties.who;
 const chatTool = (parameters) => ({ model: 'm', messages: hi, tools: [{ type: 'function', function: { name: 'send', parameters } }] });
+const userBlocks = (blocks) => ({ model: 'm', max_tokens: 9, messages: [{ role: 'user', content: blocks }] });
 
 /*
  * The places of prompt text by name: a request body with text t in that
@@ -153,6 +154,41 @@ const PLACES = {
     body: (t) => ({ model: 'm', prompt: 'def f():', suffix: t }),
     at: (b) => b.suffix,
   },
+  'the text data of an Anthropic document': {
+    path: '/v1/messages',
+    body: (t) => userBlocks([{ type: 'document', source: { type: 'text', media_type: 'text/plain', data: t } }, { type: 'text', text: 'hi' }]),
+    at: (b) => b.messages[0].content[0].source.data,
+  },
+  'a text block of an Anthropic content document': {
+    path: '/v1/messages',
+    body: (t) => userBlocks([{ type: 'document', source: { type: 'content', content: [{ type: 'text', text: t }] } }]),
+    at: (b) => b.messages[0].content[0].source.content[0].text,
+  },
+  'an Anthropic document title': {
+    path: '/v1/messages',
+    body: (t) => userBlocks([{ type: 'document', title: t, source: { type: 'url', url: 'https://example.com/a.pdf' } }]),
+    at: (b) => b.messages[0].content[0].title,
+  },
+  'an Anthropic document context': {
+    path: '/v1/messages',
+    body: (t) => userBlocks([{ type: 'document', context: t, source: { type: 'text', media_type: 'text/plain', data: 'hi' } }]),
+    at: (b) => b.messages[0].content[0].context,
+  },
+  'a document in an Anthropic tool result': {
+    path: '/v1/messages',
+    body: (t) => userBlocks([{ type: 'tool_result', tool_use_id: 't1', content: [{ type: 'document', source: { type: 'text', media_type: 'text/plain', data: t } }] }]),
+    at: (b) => b.messages[0].content[0].content[0].source.data,
+  },
+  'an Anthropic search result in a tool result': {
+    path: '/v1/messages',
+    body: (t) => userBlocks([{ type: 'tool_result', tool_use_id: 't1', content: [{ type: 'search_result', source: 'https://example.com', title: 'found', content: [{ type: 'text', text: t }] }] }]),
+    at: (b) => b.messages[0].content[0].content[0].content[0].text,
+  },
+  'the output of an Anthropic code execution result': {
+    path: '/v1/messages',
+    body: (t) => ({ model: 'm', max_tokens: 9, messages: [hi[0], { role: 'assistant', content: [{ type: 'bash_code_execution_tool_result', tool_use_id: 's1', content: { type: 'bash_code_execution_result', stdout: t, stderr: '', return_code: 0, content: [] } }] }, hi[0]] }),
+    at: (b) => b.messages[1].content[0].content.stdout,
+  },
   // The filters read this place already. These cases check that they
   // still do.
   'an Anthropic system prompt': {
@@ -232,6 +268,22 @@ describe('request filters over every place of prompt text', () => {
       assert.deepEqual(d, [{ filter: 'audit', rule: 'codeword', action: 'flag', side: 'request', count: 1 }]);
     });
   }
+
+  // A source's "data" is text only when its "type" is "text". Data
+  // written before the type is read from the body's tree. Base64 data is
+  // never read, though "string" is valid base64.
+  it('masks document data before its type', async () => {
+    const place = PLACES['the text data of an Anthropic document'];
+    const body = (text) => userBlocks([
+      { type: 'document', source: { data: text, media_type: 'text/plain', type: 'text' } },
+      { type: 'document', source: { data: 'string', media_type: 'application/pdf', type: 'base64' } },
+      { type: 'document', source: { type: 'base64', media_type: 'application/pdf', data: 'string' } },
+    ]);
+    const { res, sent } = await post(place, body(`mail ${ADDRESS} now`));
+
+    assert.equal(sent.length, 1, res.text);
+    assert.deepEqual(sent[0], body(`mail ${MASKED} now`));
+  });
 
   // The mask filter's "typeword" rule matches "string", a type of the
   // schema, and an address is a property's key and a name in "required":

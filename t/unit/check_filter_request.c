@@ -179,7 +179,7 @@ static const struct request_case cases[] = {
 	 " {\"type\": \"image\", \"source\": {\"type\": \"base64\", \"data\": \"no\"}},"
 	 " {\"type\": \"tool_result\", \"tool_use_id\": \"no\", \"content\": \"TR1\"},"
 	 " {\"type\": \"tool_result\", \"content\": [{\"type\": \"text\", \"text\": \"TR2\"},"
-	 " {\"type\": \"image\", \"source\": {\"data\": \"no\"}}]}]},"
+	 " {\"type\": \"image\", \"source\": {\"type\": \"url\", \"data\": \"no\"}}]}]},"
 	 " {\"role\": \"assistant\", \"content\": [{\"type\": \"thinking\", \"thinking\": \"H\","
 	 " \"signature\": \"no\"}, {\"type\": \"tool_use\", \"id\": \"no\", \"name\": \"no\","
 	 " \"input\": {\"q\": \"V1\", \"o\": {\"list\": [\"V2\", 1, {\"d\": \"V3\"}], \"n\": null}}}]}],"
@@ -241,6 +241,35 @@ static const struct request_case cases[] = {
 	 " \"items\": {\"default\": [\"V4\"]}}}}, \"text\": {\"format\": {\"schema\":"
 	 " {\"dependentSchemas\": {\"examples\": {\"examples\": \"X5\"}}}}}}",
 	 {"K1", "C1", "V1", "V2", "X1", "X2", "X3", "V3", "X4", "E1", "D1", "C2", "V4", "X5"}},
+	{"Anthropic documents and search results",
+	 "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"document\","
+	 " \"source\": {\"type\": \"text\", \"media_type\": \"text/plain\", \"data\": \"S1\"},"
+	 " \"title\": \"T1\", \"context\": \"X1\", \"citations\": {\"enabled\": true}},"
+	 " {\"type\": \"document\", \"source\": {\"type\": \"content\", \"content\":"
+	 " [{\"type\": \"text\", \"text\": \"S2\"}, {\"type\": \"image\", \"source\": {}}]}},"
+	 " {\"type\": \"document\", \"source\": {\"type\": \"content\", \"content\": \"S3\"}},"
+	 " {\"type\": \"document\", \"source\": {\"type\": \"base64\","
+	 " \"media_type\": \"application/pdf\", \"data\": \"no\"}},"
+	 " {\"type\": \"document\", \"source\": {\"type\": \"url\", \"url\": \"no\"}},"
+	 " {\"type\": \"search_result\", \"source\": \"no\", \"title\": \"T2\","
+	 " \"content\": [{\"type\": \"text\", \"text\": \"R1\"}]},"
+	 " {\"type\": \"tool_result\", \"content\": [{\"type\": \"document\", \"source\":"
+	 " {\"type\": \"text\", \"data\": \"S4\"}, \"title\": \"T3\"}, {\"type\":"
+	 " \"document\", \"source\": {\"type\": \"content\", \"content\": [{\"type\": \"text\","
+	 " \"text\": \"S5\"}]}}, {\"type\": \"search_result\", \"source\": \"no\","
+	 " \"title\": \"T4\", \"content\": [{\"type\": \"text\", \"text\": \"R2\"}]}]}]}]}",
+	 {"S1", "T1", "X1", "S2", "S3", "T2", "R1", "S4", "T3", "S5", "T4", "R2"}},
+	{"Anthropic server tool results",
+	 "{\"messages\": [{\"role\": \"assistant\", \"content\": [{\"type\":"
+	 " \"web_fetch_tool_result\", \"tool_use_id\": \"no\", \"content\": {\"type\":"
+	 " \"web_fetch_result\", \"url\": \"no\", \"content\": {\"type\": \"document\","
+	 " \"source\": {\"type\": \"text\", \"media_type\": \"text/plain\", \"data\": \"W1\"},"
+	 " \"title\": \"W2\"}}}, {\"type\": \"web_search_tool_result\", \"content\": [{\"type\":"
+	 " \"web_search_result\", \"url\": \"no\", \"title\": \"W3\", \"encrypted_content\":"
+	 " \"no\"}]}, {\"type\": \"bash_code_execution_tool_result\", \"content\": {\"type\":"
+	 " \"bash_code_execution_result\", \"stdout\": \"O1\", \"stderr\": \"O2\","
+	 " \"return_code\": 0, \"content\": [{\"file_id\": \"no\"}]}}]}]}",
+	 {"W1", "W2", "W3", "O1", "O2"}},
 	{"tool_use input nested deep",
 	 "{\"messages\": [{\"content\": [{\"type\": \"tool_use\", \"input\": "
 	 "[[[[[[[[[[[[[[[[[[[[{\"a\": [[[[\"DEEP\"]]]]}]]]]]]]]]]]]]]]]]]]]}]}]}",
@@ -354,6 +383,31 @@ assert_left_to_tree(const char *body, size_t len, size_t n)
 	texts_free(&read);
 	texts_free(&collected);
 }
+
+/* A document source's "data" before its "type": the reader cannot tell
+ * in one pass whether it is text. The tree reads the data of a text
+ * source only. */
+START_TEST(reader_leaves_data_before_type_to_the_tree)
+{
+	static const char text[] = "{\"messages\": [{\"content\": [{\"type\": \"document\","
+	                           " \"source\": {\"data\": \"S\", \"type\": \"text\"}}]}]}";
+	static const char pdf[] = "{\"messages\": [{\"content\": [{\"type\": \"document\","
+	                          " \"source\": {\"data\": \"no\", \"type\": \"base64\"}}]}]}";
+
+	static const char twice[] = "{\"messages\": [{\"content\": [{\"type\": \"document\","
+	                            " \"source\": {\"type\": \"base64\", \"data\": \"S\","
+	                            " \"type\": \"text\"}}]}]}";
+	struct texts read = {0};
+
+	assert_left_to_tree(text, strlen(text), 1);
+	assert_left_to_tree(pdf, strlen(pdf), 0);
+
+	/* A type given twice: the scan is unsure of any such body, but the
+	 * reader alone must leave it too, since the tree keeps the last. */
+	ck_assert_int_eq(read_texts(twice, strlen(twice), &read), -1);
+	texts_free(&read);
+}
+END_TEST
 
 /* A schema nested deeper than the reader follows, and not as deep as
  * jansson parses. */
@@ -672,6 +726,7 @@ filter_request_suite(void)
 	tcase_add_loop_test(reader, scan_leaves_bodies_read_otherwise, 0,
 	                    (int)(sizeof(read_otherwise) / sizeof(read_otherwise[0])));
 	tcase_add_test(reader, scan_leaves_deep_body);
+	tcase_add_test(reader, reader_leaves_data_before_type_to_the_tree);
 	tcase_add_test(reader, reader_leaves_deep_schema_to_the_tree);
 	tcase_add_test(reader, scanned_mutations_read_alike);
 	tcase_set_timeout(reader, 60);

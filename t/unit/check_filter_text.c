@@ -291,11 +291,12 @@ static const struct text_case cases[] = {
 	{"anthropic tool results and input values",
 	 "{\"content\": [{\"type\": \"tool_result\", \"content\": \"R1\"},"
 	 " {\"type\": \"tool_result\", \"content\": [{\"type\": \"text\", \"text\": \"R2\"},"
-	 " {\"type\": \"image\", \"source\": {\"data\": \"no\"}}, \"bare\","
+	 " {\"type\": \"image\", \"source\": {\"type\": \"base64\", \"data\": \"no\"}}, \"bare\","
 	 " {\"type\": \"tool_result\", \"content\": \"nested\"}]},"
 	 " {\"type\": \"tool_use\", \"input\": \"I\"}, {\"input\": [[\"V1\"], {\"k\": {\"k\": \"V2\"}}]},"
 	 " \"bare\", [{\"text\": \"nested\"}]]}",
-	 {"R1", "R2", "I", "V1", "V2"}, {"R1", "R2", "I", "V1", "V2"}},
+	 {"R1", "R2", "nested", "I", "V1", "V2"},
+	 {"R1", "R2", "nested", "I", "V1", "V2"}},
 	{"anthropic values that are not texts",
 	 "{\"content\": {\"text\": \"object\"}, \"system\": \"request only\", \"messages\":"
 	 " [{\"content\": \"request only\"}], \"type\": \"message\", \"stop_sequence\": \"s\"}",
