@@ -87,11 +87,14 @@ enum rule {
 	R_VERBATIM,             /* a string read, never rewritten
 	                           (TG_TEXT_VERBATIM) */
 	R_TEXTS,                /* a string, or an array of them ("prompt",
-	                           "suffix") */
+	                           "suffix"), or a prompt template */
+	R_VARIABLES,            /* a prompt template's "variables": each
+	                           member a string or a text part */
 	R_INPUT,                /* "input": a string, or an array of strings and
 	                           Responses API items */
-	R_INPUT_ITEM,           /* a string, or an item: a message, a function
-	                           call or a function call's output */
+	R_INPUT_ITEM,           /* a string, or an item of the Responses API:
+	                           a message, a tool call or a tool's output,
+	                           a reasoning item */
 	R_CONTENT,              /* a string, or an array of parts */
 	R_BLOCKS,               /* an array of parts: a response's "content" */
 	R_PART,                 /* {"type": "text", "text": ...}, a refusal part,
@@ -110,6 +113,10 @@ enum rule {
 	                           "type" is "text", not base64 */
 	R_TEXT_PARTS,           /* a string, or an array of text parts */
 	R_TEXT_PART,            /* a string, or {"type": "text", "text": ...} */
+	R_ACTION,               /* what a Responses API tool call did */
+	R_OPERATION,            /* an apply_patch_call's "operation" */
+	R_LOGS,                 /* a code_interpreter_call's "outputs" */
+	R_LOG,
 	R_VALUES,               /* every string at any depth: tool_use "input" */
 	R_MESSAGES,
 	R_MESSAGE,
@@ -236,26 +243,53 @@ static const struct member FUNCTION_MEMBERS[] = {
 static const struct member CHOICE_MEMBERS[] = {
 	MEMBER("message", R_MESSAGE), MEMBER("text", R_TEXT), END_MEMBERS
 };
-/* An item of a Responses API "input" array: a message's "content", a
- * function_call's "arguments", a function_call_output's "output". */
+/*
+ * An item of a Responses API "input" array. The model reads these items
+ * as the conversation so far. Read are a message's "content", the
+ * "arguments" of a function_call or mcp_call, the "output" of a tool call
+ * (a string or parts), and a reasoning item's "summary" and "content".
+ * So are a custom_tool_call's "input" (free text), a
+ * code_interpreter_call's "code" and the "logs" of its "outputs", a
+ * file_search_call's "queries" and the "text" of its "results", an
+ * mcp_call's "error", the "action" of a search, shell or computer call
+ * and the "diff" of an apply_patch_call. The "tools" of an mcp_list_tools
+ * item are read as the request's own tools are.
+ */
 static const struct member INPUT_ITEM_MEMBERS[] = {
 	MEMBER("content", R_CONTENT), MEMBER("arguments", R_ARGUMENTS),
-	MEMBER("output", R_CONTENT), END_MEMBERS
+	MEMBER("output", R_CONTENT), MEMBER("summary", R_CONTENT), MEMBER("input", R_TEXT),
+	MEMBER("code", R_TEXT), MEMBER("queries", R_TEXTS), MEMBER("results", R_TEXT_PARTS),
+	MEMBER("error", R_TEXT), MEMBER("tools", R_TOOLS), MEMBER("action", R_ACTION),
+	MEMBER("operation", R_OPERATION), MEMBER("outputs", R_LOGS), END_MEMBERS
+};
+/* The "action" of a web search, shell or computer call: its query, the
+ * text it found or typed, its commands. */
+static const struct member ACTION_MEMBERS[] = {
+	MEMBER("query", R_TEXT), MEMBER("pattern", R_TEXT), MEMBER("text", R_TEXT),
+	MEMBER("command", R_TEXTS), MEMBER("commands", R_TEXTS), END_MEMBERS
+};
+static const struct member OPERATION_MEMBERS[] = {
+	MEMBER("diff", R_TEXT), END_MEMBERS
+};
+static const struct member LOG_MEMBERS[] = {
+	MEMBER("logs", R_TEXT), END_MEMBERS
 };
 /*
  * A tool, in the shape of chat completions ({"type": "function",
  * "function": {...}}), of the Responses API (the function's members in
  * the tool) or of Anthropic ("input_schema" for "parameters"). The model
  * reads a tool's description and its parameters' schema as a prompt, so
- * both are read, the schema by R_SCHEMA. A tool's "name" is not read,
- * for the reason a tool_use block's is not (PART_MEMBERS).
+ * both are read, the schema by R_SCHEMA, and so is an MCP tool's
+ * "server_description". A tool's "name" is not read, for the reason a
+ * tool_use block's is not (PART_MEMBERS).
  */
 static const struct member TOOL_FUNCTION_MEMBERS[] = {
 	MEMBER("description", R_TEXT), MEMBER("parameters", R_SCHEMA), END_MEMBERS
 };
 static const struct member TOOL_MEMBERS[] = {
 	MEMBER("function", R_TOOL_FUNCTION), MEMBER("description", R_TEXT),
-	MEMBER("parameters", R_SCHEMA), MEMBER("input_schema", R_SCHEMA), END_MEMBERS
+	MEMBER("parameters", R_SCHEMA), MEMBER("input_schema", R_SCHEMA),
+	MEMBER("server_description", R_TEXT), END_MEMBERS
 };
 /* Predicted output is sent to the model with the prompt. A mask there
  * only makes less of it match the completion. */
@@ -273,6 +307,16 @@ static const struct member RESPONSE_FORMAT_MEMBERS[] = {
 };
 static const struct member TEXT_CONFIG_MEMBERS[] = {
 	MEMBER("format", R_OUTPUT_FORMAT), END_MEMBERS
+};
+/* The Responses API's "prompt" is a template, and the model reads its
+ * "variables" in its text: each a string or an input_text part. An image
+ * or file part contains no text. */
+static const struct member PROMPT_MEMBERS[] = {
+	MEMBER("variables", R_VARIABLES), END_MEMBERS
+};
+/* The members of a map: none by name, since the items rule reads each. */
+static const struct member MAP_MEMBERS[] = {
+	END_MEMBERS
 };
 /* Anthropic's "system" is a string or an array of text blocks, and the
  * Responses API's "instructions" a string. The legacy completions'
@@ -307,11 +351,15 @@ enum string_role {
 
 struct rule_def {
 	int text;                       /* a string is a text */
-	enum rule items;                /* the rule of an array's items */
+	enum rule items;                /* the rule of an array's items, and
+	                                   of every member of a map */
 	const struct member *members;   /* of an object; NULL: none are read */
 	int all;                        /* every string inside, at any depth */
 	enum tg_text_kind kind;         /* how the filters read the string */
 	int schema;                     /* a JSON Schema: schema_key() */
+	int map;                        /* an object whose every member is
+	                                   read by the items rule; its
+	                                   members are MAP_MEMBERS */
 	enum string_role role;
 };
 
@@ -319,7 +367,8 @@ static const struct rule_def RULES[] = {
 	[R_NONE] = {0, R_NONE, NULL, 0},
 	[R_TEXT] = {1, R_NONE, NULL, 0},
 	[R_VERBATIM] = {1, R_NONE, NULL, 0, TG_TEXT_VERBATIM},
-	[R_TEXTS] = {1, R_TEXT, NULL, 0},       /* nested token arrays are skipped */
+	[R_TEXTS] = {1, R_TEXT, PROMPT_MEMBERS, 0},     /* nested token arrays are skipped */
+	[R_VARIABLES] = {0, R_TEXT_PART, MAP_MEMBERS, 0, .map = 1},
 	[R_INPUT] = {1, R_INPUT_ITEM, NULL, 0},
 	[R_INPUT_ITEM] = {1, R_NONE, INPUT_ITEM_MEMBERS, 0},
 	[R_CONTENT] = {1, R_PART, NULL, 0},
@@ -332,6 +381,10 @@ static const struct rule_def RULES[] = {
 	[R_SOURCE_DATA] = {1, R_NONE, NULL, 0, .role = S_TYPED},
 	[R_TEXT_PARTS] = {1, R_TEXT_PART, NULL, 0},
 	[R_TEXT_PART] = {1, R_NONE, TEXT_PART_MEMBERS, 0},
+	[R_ACTION] = {0, R_NONE, ACTION_MEMBERS, 0},
+	[R_OPERATION] = {0, R_NONE, OPERATION_MEMBERS, 0},
+	[R_LOGS] = {0, R_LOG, NULL, 0},
+	[R_LOG] = {0, R_NONE, LOG_MEMBERS, 0},
 	[R_VALUES] = {1, R_NONE, NULL, 1},
 	[R_MESSAGES] = {0, R_MESSAGE, NULL, 0},
 	[R_MESSAGE] = {0, R_NONE, MESSAGE_MEMBERS, 0},
@@ -553,6 +606,7 @@ static int
 walk_tree(struct tg_text_list *list, json_t *value, enum rule r)
 {
 	const struct rule_def *def = &RULES[r];
+	const char *key;
 	size_t i;
 	json_t *item;
 
@@ -572,6 +626,13 @@ walk_tree(struct tg_text_list *list, json_t *value, enum rule r)
 		return 0;
 	}
 
+	if (json_is_object(value) && def->map) {
+		json_object_foreach(value, key, item) {
+			if (walk_tree(list, item, def->items) != 0)
+				return -1;
+		}
+		return 0;
+	}
 	if (json_is_object(value) && def->members != NULL)
 		return walk_members(list, value, def->members);
 	return 0;
@@ -608,6 +669,8 @@ struct frame {
 	                           "text", -1 another, 0 not read yet */
 	unsigned char rule;     /* an array's items rule, or the object's own */
 	unsigned char member;   /* an object's: the rule of the last key's value */
+	unsigned char other;    /* an object's: the rule of a key that no
+	                           member names, the items rule of a map */
 };
 
 /* A rule fits the bytes of a frame, which keep the frames small for the
@@ -733,7 +796,8 @@ open_container(struct text_reader *r, int array)
 	/* The table has no cycle, so its paths fit the frames. */
 	assert(r->n_frames < MAX_RULE_DEPTH);
 	r->frames[r->n_frames++] = (struct frame){
-		(unsigned char)array, 0, (unsigned char)(array ? def->items : rule), R_NONE
+		(unsigned char)array, 0, (unsigned char)(array ? def->items : rule), R_NONE,
+		(unsigned char)(def->map ? def->items : R_NONE)
 	};
 	return 1;
 }
@@ -789,7 +853,7 @@ on_map_key(void *ctx, const unsigned char *key, size_t len)
 		return 1;
 	}
 	f = &r->frames[r->n_frames - 1];
-	f->member = R_NONE;
+	f->member = f->other;
 
 	/* A member's key is never empty, so the first bytes compare first:
 	 * they tell most keys of the same length apart without a call. */

@@ -95,15 +95,16 @@ int tg_text_list_add(struct tg_text_list *list, json_t *value);
  * as a string or as text parts (any role: system, developer, user,
  * assistant, tool), a message's "name" (verbatim), refusals, tool call and
  * function call arguments, "prompt", "suffix" and "input" (a string or an
- * array of strings, since token arrays are not text), and "prediction"
- * content. It collects the descriptions of tools and of structured output
- * formats too, with the texts of their JSON Schemas (the data of "enum",
- * "const" and "default" verbatim). Of Anthropic's Messages shape it
- * collects "system" (a string or text blocks) and members of a message's
- * content blocks. These are the text of text and thinking blocks, every
- * string value inside a tool_use block's "input", a tool_result block's
- * "content" (a string or blocks), and the text of documents and search
- * results. Returns 0, or -1 when out of memory.
+ * array of strings, since token arrays are not text), the items of a
+ * Responses API "input" and the variables of its prompt template, and
+ * "prediction" content. It collects the descriptions of tools and of
+ * structured output formats too, with the texts of their JSON Schemas
+ * (the data of "enum", "const" and "default" verbatim). Of Anthropic's
+ * Messages shape it collects "system" (a string or text blocks) and
+ * members of a message's content blocks. These are the text of text and
+ * thinking blocks, every string value inside a tool_use block's "input",
+ * a tool_result block's "content" (a string or blocks), and the text of
+ * documents and search results. Returns 0, or -1 when out of memory.
  */
 int tg_text_collect_request(json_t *body, struct tg_text_list *out);
 

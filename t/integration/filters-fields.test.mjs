@@ -3,7 +3,8 @@
 // API. These places are a message's name, tool descriptions and their
 // parameters' JSON Schemas with their data (enum, const, default,
 // examples), predicted output, and structured output formats. So are a
-// completion's suffix, and Anthropic documents and search results. For each
+// completion's suffix, Anthropic documents and search results, and the
+// Responses API's items and prompt template variables. For each
 // place a block filter blocks, a mask filter rewrites what reaches the
 // mock (or blocks, where a rewrite would break the request), and a flag
 // filter records a decision and changes nothing. A schema keeps its keys,
@@ -43,6 +44,7 @@ const schemaData = (key, value) => ({
 });
 const whoSchema = (schema) => schema.properties.to.properties.who;
 const chatTool = (parameters) => ({ model: 'm', messages: hi, tools: [{ type: 'function', function: { name: 'send', parameters } }] });
+const responsesInput = (item) => ({ model: 'm', input: [{ role: 'user', content: 'hi' }, item] });
 const userBlocks = (blocks) => ({ model: 'm', max_tokens: 9, messages: [{ role: 'user', content: blocks }] });
 
 /*
@@ -183,6 +185,46 @@ const PLACES = {
     path: '/v1/messages',
     body: (t) => userBlocks([{ type: 'tool_result', tool_use_id: 't1', content: [{ type: 'search_result', source: 'https://example.com', title: 'found', content: [{ type: 'text', text: t }] }] }]),
     at: (b) => b.messages[0].content[0].content[0].content[0].text,
+  },
+  'a Responses API prompt variable': {
+    path: '/v1/responses',
+    body: (t) => ({ model: 'm', prompt: { id: 'pmpt_1', variables: { city: 'Paris', note: t } } }),
+    at: (b) => b.prompt.variables.note,
+  },
+  'an input_text Responses API prompt variable': {
+    path: '/v1/responses',
+    body: (t) => ({ model: 'm', prompt: { id: 'pmpt_1', variables: { note: { type: 'input_text', text: t } } } }),
+    at: (b) => b.prompt.variables.note.text,
+  },
+  'a reasoning summary in Responses API input': {
+    path: '/v1/responses',
+    body: (t) => responsesInput({ type: 'reasoning', id: 'rs_1', summary: [{ type: 'summary_text', text: t }] }),
+    at: (b) => b.input[1].summary[0].text,
+  },
+  'a custom tool call in Responses API input': {
+    path: '/v1/responses',
+    body: (t) => responsesInput({ type: 'custom_tool_call', call_id: 'c1', name: 'run', input: t }),
+    at: (b) => b.input[1].input,
+  },
+  'a file search result in Responses API input': {
+    path: '/v1/responses',
+    body: (t) => responsesInput({ type: 'file_search_call', id: 'fs_1', status: 'completed', queries: ['q'], results: [{ file_id: 'f1', text: t }] }),
+    at: (b) => b.input[1].results[0].text,
+  },
+  'a tool listed by an MCP server in Responses API input': {
+    path: '/v1/responses',
+    body: (t) => responsesInput({ type: 'mcp_list_tools', id: 'ml_1', server_label: 's', tools: [{ name: 'send', description: t, input_schema: schemaWith('who') }] }),
+    at: (b) => b.input[1].tools[0].description,
+  },
+  'a web search query in Responses API input': {
+    path: '/v1/responses',
+    body: (t) => responsesInput({ type: 'web_search_call', id: 'ws_1', status: 'completed', action: { type: 'search', query: t } }),
+    at: (b) => b.input[1].action.query,
+  },
+  'an MCP server description': {
+    path: '/v1/responses',
+    body: (t) => ({ model: 'm', input: 'hi', tools: [{ type: 'mcp', server_label: 's', server_url: 'https://example.com/mcp', server_description: t }] }),
+    at: (b) => b.tools[0].server_description,
   },
   'the output of an Anthropic code execution result': {
     path: '/v1/messages',

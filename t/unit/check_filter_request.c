@@ -259,6 +259,34 @@ static const struct request_case cases[] = {
 	 " \"text\": \"S5\"}]}}, {\"type\": \"search_result\", \"source\": \"no\","
 	 " \"title\": \"T4\", \"content\": [{\"type\": \"text\", \"text\": \"R2\"}]}]}]}]}",
 	 {"S1", "T1", "X1", "S2", "S3", "T2", "R1", "S4", "T3", "S5", "T4", "R2"}},
+	{"Responses API items of every kind and a prompt template",
+	 "{\"prompt\": {\"id\": \"no\", \"version\": \"no\", \"variables\": {\"a\": \"V1\","
+	 " \"b\": {\"type\": \"input_text\", \"text\": \"V2\"}, \"c\": {\"type\":"
+	 " \"input_image\", \"image_url\": \"no\"}}}, \"input\": [{\"type\": \"reasoning\","
+	 " \"id\": \"no\", \"summary\": [{\"type\": \"summary_text\", \"text\": \"R1\"}],"
+	 " \"encrypted_content\": \"no\"}, {\"type\": \"custom_tool_call\", \"call_id\": \"no\","
+	 " \"name\": \"no\", \"input\": \"I1\"}, {\"type\": \"custom_tool_call_output\","
+	 " \"output\": \"O1\"}, {\"type\": \"code_interpreter_call\", \"code\": \"K1\","
+	 " \"container_id\": \"no\"}, {\"type\": \"file_search_call\", \"queries\": [\"Q1\"],"
+	 " \"status\": \"no\", \"results\": [{\"file_id\": \"no\", \"text\": \"F1\"}]},"
+	 " {\"type\": \"mcp_call\", \"name\": \"no\", \"server_label\": \"no\","
+	 " \"arguments\": \"A\", \"output\": \"O2\", \"error\": \"X1\"},"
+	 " {\"type\": \"mcp_list_tools\", \"server_label\": \"no\", \"tools\": [{\"name\":"
+	 " \"no\", \"description\": \"D1\", \"input_schema\": {\"title\": \"D2\"}}]}]}",
+	 {"V1", "V2", "R1", "I1", "O1", "K1", "Q1", "F1", "A", "O2", "X1", "D1", "D2"}},
+	{"Responses API actions, patches, logs and MCP servers",
+	 "{\"tools\": [{\"type\": \"mcp\", \"server_label\": \"no\", \"server_url\": \"no\","
+	 " \"server_description\": \"M1\"}], \"input\": [{\"type\": \"web_search_call\","
+	 " \"action\": {\"type\": \"search\", \"query\": \"A1\"}}, {\"type\": \"web_search_call\","
+	 " \"action\": {\"type\": \"find\", \"url\": \"no\", \"pattern\": \"A2\"}},"
+	 " {\"type\": \"computer_call\", \"action\": {\"type\": \"type\", \"text\": \"A3\"}},"
+	 " {\"type\": \"local_shell_call\", \"action\": {\"type\": \"exec\", \"command\":"
+	 " [\"A4\", \"A5\"], \"env\": {\"K\": \"no\"}}}, {\"type\": \"shell_call\", \"action\":"
+	 " {\"commands\": [\"A6\"]}}, {\"type\": \"apply_patch_call\", \"operation\":"
+	 " {\"type\": \"update_file\", \"path\": \"no\", \"diff\": \"P1\"}},"
+	 " {\"type\": \"code_interpreter_call\", \"outputs\": [{\"type\": \"logs\", \"logs\": \"L1\"},"
+	 " {\"type\": \"image\", \"url\": \"no\"}]}]}",
+	 {"M1", "A1", "A2", "A3", "A4", "A5", "A6", "P1", "L1"}},
 	{"Anthropic server tool results",
 	 "{\"messages\": [{\"role\": \"assistant\", \"content\": [{\"type\":"
 	 " \"web_fetch_tool_result\", \"tool_use_id\": \"no\", \"content\": {\"type\":"
