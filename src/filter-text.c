@@ -249,11 +249,11 @@ static const struct member CHOICE_MEMBERS[] = {
  * "arguments" of a function_call or mcp_call, the "output" of a tool call
  * (a string or parts), and a reasoning item's "summary" and "content".
  * So are a custom_tool_call's "input" (free text), a
- * code_interpreter_call's "code" and the "logs" of its "outputs", a
- * file_search_call's "queries" and the "text" of its "results", an
- * mcp_call's "error", the "action" of a search, shell or computer call
- * and the "diff" of an apply_patch_call. The "tools" of an mcp_list_tools
- * item are read as the request's own tools are.
+ * code_interpreter_call's "code" and the "logs" of its "outputs", and a
+ * file_search_call's "queries" and the "text" of its "results". So are
+ * an mcp_call's "error", the "action" of a search, shell or computer
+ * call, and the "diff" of an apply_patch_call. The "tools" of an
+ * mcp_list_tools item are read as the request's own tools are.
  */
 static const struct member INPUT_ITEM_MEMBERS[] = {
 	MEMBER("content", R_CONTENT), MEMBER("arguments", R_ARGUMENTS),

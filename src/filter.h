@@ -128,10 +128,10 @@ typedef int tg_text_fn(void *arg, const char *text, size_t len);
  * when they are JSON, or else the arguments whole and their escaped
  * strings decoded. Returns 0 when
  * the whole body was read, 1 when fn stopped the read, or -1 when the body
- * is not JSON to yajl, memory ran out, or the reader cannot tell the texts
- * in one pass and leaves the body to the tree: a JSON Schema nested
- * deeper than it follows, or a document source's "data" before the
- * "type" that shows whether the data is text.
+ * is not JSON to yajl, memory ran out, or the reader leaves the body to
+ * the tree. It does so where one pass cannot tell the texts: a JSON
+ * Schema nested deeper than it follows, or a document source's "data"
+ * before the "type" that shows whether the data is text.
  *
  * NOTE: yajl (2.1) reads a few texts that jansson (2.14) rejects (see
  * reply-digest.h), so a body read here may have no tree.
