@@ -6,6 +6,7 @@
  *
  * Built and run by bench/filter-cost against a configured build tree.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,7 +138,7 @@ run_stream(const struct tg_filter_chain *chain, const char *text)
 	double start, end;
 	int none;
 
-	s = tg_filter_stream_new(chain, &log, NULL, discard, NULL, &none);
+	s = tg_filter_stream_new(chain, &log, NULL, discard, NULL, SIZE_MAX, &none);
 	start = now_us();
 	for (size_t off = 0; off < len;) {
 		size_t n = len - off < 24 ? len - off : 24;

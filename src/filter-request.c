@@ -726,7 +726,9 @@ stream_ready(struct tg_request *req, tg_filter_send_fn *send)
 	if (st->stream == NULL) {
 		st->stream = tg_filter_stream_new(chain, &st->log,
 		                                  req->worker != NULL ? req->worker->base : NULL,
-		                                  send_filtered, req, &st->stream_none);
+		                                  send_filtered, req,
+		                                  req->config->limits.max_response_body,
+		                                  &st->stream_none);
 		if (st->stream == NULL && !st->stream_none) {
 			tg_log_request(req, TG_LOG_ERROR, "out of memory; stream sent unfiltered");
 			st->stream_none = 1;
@@ -755,6 +757,16 @@ after_stream_call(struct tg_request *req, enum tg_stream_verdict v)
 		st->response_blocked = 1;
 		req->error = TG_E_INTERNAL;
 		req->cause = TG_CAUSE_GATEWAY;
+	} else if (v == TG_STREAM_TOO_LARGE) {
+		char why[192];
+
+		tg_filter_stream_describe_error(st->stream, why, sizeof(why));
+		tg_log_request(req, TG_LOG_WARN, "streamed response too large to screen (%s, "
+		               "limits.max_response_body); upstream cancelled, ending the stream "
+		               "with an error event", why);
+		st->response_blocked = 1;
+		req->error = TG_E_UPSTREAM_TOO_LARGE;
+		req->cause = TG_CAUSE_UPSTREAM_FAILED;
 	}
 	return 1;
 }

@@ -103,6 +103,8 @@ enum unreadable {
 	DEEP_TEXT,              /* texts nested deeper than the read follows */
 	MISSING_INDEX,          /* a choice without "index" that clients key
 	                           apart (unkeyed_choices()) */
+	HELD_TOO_MUCH,          /* the held events passed max_held */
+	ARGUMENTS_TOO_LONG,     /* a JSON text in a string passed max_held */
 };
 
 struct tg_filter_stream {
@@ -119,6 +121,9 @@ struct tg_filter_stream {
 
 	struct held_event *head, *tail;
 	size_t n_held;
+	size_t held_bytes;      /* raw and data bytes of the held events */
+	size_t max_held;        /* the bound on held_bytes, and on the text a
+	                           decoder of JSON texts reads */
 
 	struct tg_scan scan;
 	struct tg_chunk chunk;  /* the texts of the event being read */
@@ -183,7 +188,7 @@ has_hold_timeout(const struct tg_filter *f)
 struct tg_filter_stream *
 tg_filter_stream_new(const struct tg_filter_chain *chain, struct tg_filter_log *log,
                      struct event_base *base, tg_filter_emit_fn *emit, void *emit_arg,
-                     int *none)
+                     size_t max_held, int *none)
 {
 	struct tg_filter_stream *s;
 	int timed = 0;
@@ -230,6 +235,7 @@ tg_filter_stream_new(const struct tg_filter_chain *chain, struct tg_filter_log *
 	s->log = log;
 	s->emit = emit;
 	s->emit_arg = emit_arg;
+	s->max_held = max_held;
 	tg_scan_init(&s->scan);
 	return s;
 }
@@ -300,6 +306,13 @@ tg_filter_stream_describe_error(const struct tg_filter_stream *s, char *buf, siz
 	case MIXED_SHAPES:
 		snprintf(buf, size, "the stream mixes OpenAI chunks and Anthropic content "
 		         "blocks, whose texts the filters cannot tell apart");
+		return;
+	case HELD_TOO_MUCH:
+		snprintf(buf, size, "the events held back to be screened passed %zu bytes",
+		         s->max_held);
+		return;
+	case ARGUMENTS_TOO_LONG:
+		snprintf(buf, size, "the arguments of a tool call passed %zu bytes", s->max_held);
 		return;
 	case READABLE:
 		break;
@@ -893,7 +906,9 @@ scan_plain_values(struct tg_filter_stream *s, struct window *w)
 }
 
 /* Give the decoder of a JSON text the window's settled text, and scan the
- * strings it completes. */
+ * strings it completes. yajl (2.1) keeps an unfinished string, and a byte per
+ * open container, so the text it reads is bounded by max_held, as a
+ * non-streamed response is. */
 static enum tg_stream_verdict
 decode_window(struct tg_filter_stream *s, struct window *w)
 {
@@ -901,6 +916,10 @@ decode_window(struct tg_filter_stream *s, struct window *w)
 
 	if (w->args == NULL || (end <= w->fed && !w->finished))
 		return TG_STREAM_OK;
+	if (!w->args->stopped && w->args->base + (end - w->fed) > s->max_held) {
+		s->unreadable = ARGUMENTS_TOO_LONG;
+		return TG_STREAM_TOO_LARGE;
+	}
 	s->decoded_block = NULL;
 	s->decoded_failed = 0;
 	s->decoding = w;
@@ -1324,6 +1343,7 @@ release_events(struct tg_filter_stream *s)
 		if (s->head == NULL)
 			s->tail = NULL;
 		s->n_held--;
+		s->held_bytes -= ev->raw_len + ev->data_len;
 
 		if (rc == 0 && ev->changed)
 			rc = emit_changed(s, ev, changed);
@@ -1352,6 +1372,7 @@ drop_held(struct tg_filter_stream *s)
 	}
 	s->tail = NULL;
 	s->n_held = 0;
+	s->held_bytes = 0;
 	for (size_t k = 0; k < s->n_windows; k++)
 		s->windows[k].n_pieces = 0;
 	s->done = 1;
@@ -1456,6 +1477,7 @@ hold_event(struct tg_filter_stream *s, struct tg_stream_event *in, const char *d
 		s->head = ev;
 	s->tail = ev;
 	s->n_held++;
+	s->held_bytes += ev->raw_len + ev->data_len;
 	return ev;
 }
 
@@ -1635,6 +1657,7 @@ read_event(struct tg_filter_stream *s, struct tg_stream_event *in, const char *d
 {
 	struct held_event *ev;
 	enum tg_chunk_result r = TG_CHUNK_READ;
+	enum tg_stream_verdict v;
 
 	/* Memory ran out in the relay's read, which then found no JSON. */
 	if (tapped && s->tapped == TG_CHUNK_FAILED)
@@ -1679,7 +1702,18 @@ read_event(struct tg_filter_stream *s, struct tg_stream_event *in, const char *d
 	ev = hold_event(s, in, data, data_len);
 	if (ev == NULL || (data != NULL && add_texts(s, ev) != 0))
 		return TG_STREAM_ERROR;
-	return scan_and_release(s, 0);
+	v = scan_and_release(s, 0);
+	if (v != TG_STREAM_OK || s->held_bytes <= s->max_held)
+		return v;
+
+	/* A string with an escape is held until its end is decoded, whatever
+	 * "hold", and every event after a held one waits too, so a backend
+	 * could grow the held events without end. Past the bound the stream
+	 * fails instead of letting them go: their text was not screened
+	 * decoded, and an argument padded with escapes would otherwise carry
+	 * past the filters what they must stop. */
+	s->unreadable = HELD_TOO_MUCH;
+	return TG_STREAM_TOO_LARGE;
 }
 
 enum tg_stream_verdict

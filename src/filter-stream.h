@@ -44,6 +44,8 @@ enum tg_stream_verdict {
 	TG_STREAM_OK,
 	TG_STREAM_BLOCK,        /* a block filter matched: the stream ends */
 	TG_STREAM_ERROR,        /* out of memory, or a match failed in PCRE2 */
+	TG_STREAM_TOO_LARGE,    /* the stream needs more memory held than
+	                           max_held allows: the stream ends */
 };
 
 /* Receives each event that may go to the client now, in order. ev and its
@@ -53,7 +55,9 @@ typedef void tg_filter_emit_fn(void *arg, struct tg_stream_event *ev);
 /*
  * Start filtering one response stream with the response-side regex filters
  * of chain, recording decisions in log (both must outlive the stream), and
- * passing what may be sent to emit. When a filter has a hold_timeout, the
+ * passing what may be sent to emit. max_held bounds, in bytes, the events
+ * held back at once (raw and data, as received) and the arguments of one
+ * tool call, which the decoder of JSON texts reads whole. When a filter has a hold_timeout, the
  * stream's timer runs on base (the worker's), and emit may also be called
  * from that timer, between the calls below. With base NULL, text is held
  * until an event decides, and hold_timeout has no effect. Returns NULL with
@@ -64,7 +68,7 @@ struct tg_filter_stream *tg_filter_stream_new(const struct tg_filter_chain *chai
                                               struct tg_filter_log *log,
                                               struct event_base *base,
                                               tg_filter_emit_fn *emit, void *emit_arg,
-                                              int *none);
+                                              size_t max_held, int *none);
 
 /*
  * Feed one whole event as the relay classified it. ev->raw and ev->data
@@ -79,6 +83,9 @@ struct tg_filter_stream *tg_filter_stream_new(const struct tg_filter_chain *chai
  * then "data: [DONE]", or for an Anthropic stream an "error" event
  * (tg_error_anthropic_body) without message_stop. The caller must cancel
  * the upstream and feed nothing more.
+ * On TG_STREAM_ERROR and TG_STREAM_TOO_LARGE nothing more is emitted, the
+ * held events included: the caller ends the stream with an error event
+ * and feeds nothing more.
  */
 enum tg_stream_verdict tg_filter_stream_event(struct tg_filter_stream *s,
                                               struct tg_stream_event *ev);
@@ -102,8 +109,9 @@ enum tg_stream_verdict tg_filter_stream_finish(struct tg_filter_stream *s);
 /* Events held back right now. */
 size_t tg_filter_stream_held(const struct tg_filter_stream *s);
 
-/* Why the last call returned TG_STREAM_ERROR, for a log line: the rule and
- * PCRE2's message, or "out of memory" (see tg_scan_describe_error()). */
+/* Why the last call returned TG_STREAM_ERROR or TG_STREAM_TOO_LARGE, for a
+ * log line: the rule and PCRE2's message, "out of memory" (see
+ * tg_scan_describe_error()), or what grew past max_held. */
 void tg_filter_stream_describe_error(const struct tg_filter_stream *s, char *buf,
                                      size_t size);
 

@@ -26,6 +26,9 @@
 #define SSE_MAX_EVENT (8 * 1024 * 1024)
 #define TOO_LARGE_TO_SCREEN \
 	"the upstream sent a stream event too large for the content filters to read"
+#define TOO_LARGE_TO_HOLD \
+	"the content filters had to hold back more of the upstream stream than " \
+	"limits.max_response_body allows"
 /* The message when the response filters fail, in a body or a stream alike. */
 #define FILTERS_FAILED "the content filters could not check the response"
 #define HOLD_MAX_EVENTS TG_MAX_HELD_EVENTS
@@ -955,13 +958,18 @@ relay_on_head(void *arg, int status, struct tg_headers *headers)
 
 /* A content filter ended the stream with its own last events: close the
  * chunked body. When the filters failed instead (tg_filter_response_event
- * set TG_E_INTERNAL), they sent no last events, and an error event ends
- * the stream, so the client cannot take it for a complete response. */
+ * set TG_E_INTERNAL), or had to hold back more than the limit
+ * (TG_E_UPSTREAM_TOO_LARGE), they sent no last events, and an error event
+ * ends the stream, so the client cannot take it for a complete response. */
 static void
 end_blocked_stream(struct tg_request *req)
 {
 	if (req->error == TG_E_INTERNAL) {
 		end_stream_with_error(req, TG_E_INTERNAL, FILTERS_FAILED);
+		return;
+	}
+	if (req->error == TG_E_UPSTREAM_TOO_LARGE) {
+		end_stream_with_error(req, TG_E_UPSTREAM_TOO_LARGE, TOO_LARGE_TO_HOLD);
 		return;
 	}
 	write_last_chunk(req);

@@ -45,12 +45,18 @@ function streamOf(args) {
   events.push(chunk({}, 'tool_calls'), 'data: [DONE]\n\n');
   return events.join('');
 }
-const STREAMS = { plain: streamOf(PLAIN), escaped: streamOf(ESCAPED) };
+/* An escaped string of about 2 MB, past the 64 KiB limit of the
+ * "limited" gateway: the filters hold all of it until its end. */
+const LONG_ESCAPED = `{"a":"\\n${'x'.repeat(2 * 1024 * 1024)}"}`;
+const STREAMS = {
+  plain: streamOf(PLAIN), escaped: streamOf(ESCAPED), 'long-escaped': streamOf(LONG_ESCAPED),
+};
 
 let upstream;
 let received;
 let masking;
 let blocking;
+let limited;
 
 async function startUpstream() {
   const server = http.createServer((req, res) => {
@@ -101,10 +107,12 @@ before(async () => {
   });
   masking = await startGateway(config('mask'));
   blocking = await startGateway(config('deny'));
+  limited = await startGateway({ ...config('mask'), limits: { max_response_body: '64KiB' } });
 });
 afterEach(() => {
   masking?.checkErrors();
   blocking?.checkErrors();
+  limited?.checkErrors();
 });
 after(async () => {
   await stopAll();
@@ -203,5 +211,17 @@ describe('stream filters: values of tool call arguments', () => {
     assert.equal(res.status, 200);
     assert.match(res.text, /content_filter/);
     assert.doesNotMatch(streamedArguments(res.text), /u0065n/);
+  });
+
+  it('ends a stream whose held arguments pass limits.max_response_body', async () => {
+    const res = await post(limited, '{}', 'long-escaped', true);
+    assert.equal(res.status, 200);
+    const chunks = res.text.split('\n\n').filter((e) => !e.startsWith('data: {"error"'));
+    assert.doesNotMatch(streamedArguments(chunks.join('\n\n')), /\\n|x/, 'held arguments went out');
+    assert.match(res.text, /"code":"upstream_failed"/);
+    assert.doesNotMatch(res.text, /\[DONE\]/);
+    const line = await limited.accessFor(res.headers['x-request-id']);
+    assert.equal(line.reason, 'upstream_too_large');
+    await limited.waitForLog(/streamed response too large to screen/);
   });
 });

@@ -5,6 +5,7 @@
  * hold_timeout timer, run on an event base of the test's own.
  */
 #include <check.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,7 +116,7 @@ new_stream(struct tg_filter *f, struct tg_filter_log *log, const struct tg_filte
 	slot[0] = f;
 	chain->n = 1;
 	chain->filters = slot;
-	s = tg_filter_stream_new(chain, log, NULL, collect, out, &none);
+	s = tg_filter_stream_new(chain, log, NULL, collect, out, SIZE_MAX, &none);
 	ck_assert_ptr_nonnull(s);
 	ck_assert_int_eq(none, 0);
 	return s;
@@ -548,7 +549,7 @@ START_TEST(unchanged_event_without_tree)
 	struct seen seen = {.out = evbuffer_new()};
 	int none;
 	struct tg_filter_stream *s = tg_filter_stream_new(&chain, &log, NULL, collect_seen, &seen,
-	                                                  &none);
+	                                                  SIZE_MAX, &none);
 	const char *later = "{\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" there\"}}]}";
 
 	ck_assert_ptr_nonnull(s);
@@ -951,6 +952,160 @@ START_TEST(argument_value_hold_bounded)
 }
 END_TEST
 
+/* The bound the "limit" tests give the held events, in bytes. */
+#define TEST_MAX_HELD 4096
+
+/* Feed an argument piece of one tool call as an event. */
+static enum tg_stream_verdict
+feed_argument_piece(struct tg_filter_stream *s, const char *piece)
+{
+	json_t *chunk = json_pack("{s:[{s:i, s:{s:[{s:i, s:{s:s}}]}}]}", "choices", "index", 0,
+	                          "delta", "tool_calls", "index", 0, "function", "arguments",
+	                          piece);
+	char *data = json_dumps(chunk, JSON_COMPACT);
+	enum tg_stream_verdict v = feed_data(s, data, 0);
+
+	free(data);
+	json_decref(chunk);
+	return v;
+}
+
+/* Feed pieces of "x" after first until the stream stops taking them, at
+ * most max events. Returns the verdict that stopped it, or OK; *events
+ * gets how many were fed. */
+static enum tg_stream_verdict
+feed_until_stopped(struct tg_filter_stream *s, const char *first, size_t max, size_t *events)
+{
+	enum tg_stream_verdict v = feed_argument_piece(s, first);
+
+	for (*events = 1; v == TG_STREAM_OK && *events < max; (*events)++)
+		v = feed_argument_piece(s, "xxxxxxxxxxxxxxxx");
+	return v;
+}
+
+/* A string with an escape is held until its end: one without an end
+ * fails the stream at max_held, sending none of it. */
+START_TEST(escaped_argument_hold_limited)
+{
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, mail_rules);
+	const struct tg_filter *slot[1] = {f};
+	struct tg_filter_chain chain = {1, slot};
+	struct tg_filter_log log = {0};
+	struct evbuffer *out = evbuffer_new();
+	int none;
+	struct tg_filter_stream *s = tg_filter_stream_new(&chain, &log, NULL, collect, out,
+	                                                  TEST_MAX_HELD, &none);
+	size_t events;
+	char why[192];
+
+	ck_assert_int_eq(feed_until_stopped(s, "{\"a\":\"\\n", 10000, &events), TG_STREAM_TOO_LARGE);
+	ck_assert_uint_lt(events, 100);
+	ck_assert_uint_eq(evbuffer_get_length(out), 0);
+	tg_filter_stream_describe_error(s, why, sizeof(why));
+	ck_assert_str_eq(why, "the events held back to be screened passed 4096 bytes");
+
+	evbuffer_free(out);
+	tg_filter_stream_free(s);
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
+/* Events behind held text wait for it, even those without text: their
+ * bytes count toward max_held too. */
+START_TEST(empty_events_hold_limited)
+{
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, card_rules);
+	const struct tg_filter *slot[1] = {f};
+	struct tg_filter_chain chain = {1, slot};
+	struct tg_filter_log log = {0};
+	struct evbuffer *out = evbuffer_new();
+	int none;
+	struct tg_filter_stream *s = tg_filter_stream_new(&chain, &log, NULL, collect, out,
+	                                                  TEST_MAX_HELD, &none);
+	char *start = content_event("card 4111 1111", NULL);
+	enum tg_stream_verdict v = feed(s, start, out);
+	size_t events = 0;
+	char *sent;
+
+	for (; v == TG_STREAM_OK && events < 10000; events++)
+		v = feed_data(s, "{\"choices\":[{\"index\":0,\"delta\":{}}]}", 0);
+	ck_assert_int_eq(v, TG_STREAM_TOO_LARGE);
+	ck_assert_uint_lt(events, 200);
+	sent = take(out);
+	ck_assert_ptr_null(strstr(sent, "4111"));
+
+	free(sent);
+	free(start);
+	evbuffer_free(out);
+	tg_filter_stream_free(s);
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
+/* A string without an escape goes out as it comes, past "hold", but the
+ * decoder keeps its text until it ends, so the arguments it reads are
+ * bounded too. */
+START_TEST(plain_argument_length_limited)
+{
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, mail_rules);
+	const struct tg_filter *slot[1] = {f};
+	struct tg_filter_chain chain = {1, slot};
+	struct tg_filter_log log = {0};
+	struct evbuffer *out = evbuffer_new();
+	struct tg_filter_stream *s;
+	int none;
+	size_t events;
+	char why[192];
+
+	f->hold = 16;
+	s = tg_filter_stream_new(&chain, &log, NULL, collect, out, TEST_MAX_HELD, &none);
+
+	ck_assert_int_eq(feed_until_stopped(s, "{\"a\":\"", 10000, &events), TG_STREAM_TOO_LARGE);
+	ck_assert_uint_gt(events, TEST_MAX_HELD / 16);
+	ck_assert_uint_lt(events, TEST_MAX_HELD / 16 + 4);
+	ck_assert_uint_gt(evbuffer_get_length(out), 0);
+	tg_filter_stream_describe_error(s, why, sizeof(why));
+	ck_assert_str_eq(why, "the arguments of a tool call passed 4096 bytes");
+
+	evbuffer_free(out);
+	tg_filter_stream_free(s);
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
+/* Arguments within the bound stream as before. */
+START_TEST(arguments_within_limit_pass)
+{
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, mail_rules);
+	const struct tg_filter *slot[1] = {f};
+	struct tg_filter_chain chain = {1, slot};
+	struct tg_filter_log log = {0};
+	struct evbuffer *out = evbuffer_new();
+	int none;
+	struct tg_filter_stream *s = tg_filter_stream_new(&chain, &log, NULL, collect, out,
+	                                                  TEST_MAX_HELD, &none);
+	size_t events;
+	char *sent;
+	char args[1024];
+
+	ck_assert_int_eq(feed_until_stopped(s, "{\"a\":\"\\n", 8, &events), TG_STREAM_OK);
+	ck_assert_int_eq(feed_argument_piece(s, "\"}"), TG_STREAM_OK);
+	ck_assert_int_eq(feed(s, "data: [DONE]\n\n", out), TG_STREAM_OK);
+	sent = take(out);
+	joined_arguments(sent, args);
+	ck_assert_uint_eq(strlen(args), strlen("{\"a\":\"\\n\"}") + 7 * 16);
+
+	free(sent);
+	evbuffer_free(out);
+	tg_filter_stream_free(s);
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
 /* Data that a tree would not keep whole fails the stream, also when the
  * texts look harmless, read by the stream or in the relay's digest pass. */
 static const char *const unreadable[] = {
@@ -1162,7 +1317,7 @@ timed_start(struct timed *t, struct tg_filter *f1, struct tg_filter *f2)
 	t->chain.n = f2 != NULL ? 2 : 1;
 	t->chain.filters = t->slots;
 	t->out = evbuffer_new();
-	t->s = tg_filter_stream_new(&t->chain, &t->log, t->base, collect, t->out, &none);
+	t->s = tg_filter_stream_new(&t->chain, &t->log, t->base, collect, t->out, SIZE_MAX, &none);
 	ck_assert_ptr_nonnull(t->s);
 }
 
@@ -1680,7 +1835,7 @@ START_TEST(request_only_chain_has_no_stream)
 	struct tg_filter_log log = {0};
 	int none = 0;
 
-	ck_assert_ptr_null(tg_filter_stream_new(&chain, &log, NULL, collect, NULL, &none));
+	ck_assert_ptr_null(tg_filter_stream_new(&chain, &log, NULL, collect, NULL, SIZE_MAX, &none));
 	ck_assert_int_eq(none, 1);
 	destroy_filter(f);
 }
@@ -1721,6 +1876,13 @@ filter_stream_suite(void)
 	tcase_add_test(tc, unsure_event_read);
 	tcase_add_loop_test(tc, bypass_closed, 0, (int)(sizeof(bypass) / sizeof(bypass[0])));
 	tcase_add_test(tc, tapped_read_same_output);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("limit");
+	tcase_add_test(tc, escaped_argument_hold_limited);
+	tcase_add_test(tc, empty_events_hold_limited);
+	tcase_add_test(tc, plain_argument_length_limited);
+	tcase_add_test(tc, arguments_within_limit_pass);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("hold_timeout");
