@@ -147,6 +147,9 @@ tg_moderation_parse(const struct tg_filter *f, const char *body, size_t len,
 
 /* --- the request -------------------------------------------------------- */
 
+/* NOTE: tool call arguments (TG_TEXT_ARGUMENTS) go to the classifier as
+ * written, escapes and all, not decoded as regex and plugin filters read
+ * them. */
 static json_t *
 request_body(const struct tg_filter *f, const struct tg_text_list *texts)
 {

@@ -1296,6 +1296,24 @@ keep_value(void *arg, const char *text, size_t len, size_t end)
 	return tg_text_spans_add(&k->spans, k->raw, k->raw_len, text, len) != 0;
 }
 
+/* Keep the values of the arguments in value (tg_args_values()), which
+ * free_kept_values() releases whatever this returns. */
+static int
+keep_values(struct kept_values *k, json_t *value)
+{
+	*k = (struct kept_values){json_string_value(value), json_string_length(value), {0}, NULL,
+	                          NULL, 0};
+	return tg_args_values(k->raw, k->raw_len, keep_value, k);
+}
+
+static void
+free_kept_values(struct kept_values *k)
+{
+	tg_text_spans_free(&k->spans);
+	free(k->places);
+	free(k->placed);
+}
+
 /*
  * Write the value i of the arguments again, with the matches of the last
  * scan, in its decoded text, masked. A string is written again, quotes
@@ -1382,9 +1400,8 @@ static int
 run_regex_arguments(const struct tg_filter *f, enum tg_side side, json_t *value,
                     struct tg_filter_log *log, struct tg_scan *sc, struct tg_filter_result *res)
 {
-	struct kept_values k = {json_string_value(value), json_string_length(value), {0}, NULL,
-	                        NULL, 0};
-	int rc = tg_args_values(k.raw, k.raw_len, keep_value, &k);
+	struct kept_values k;
+	int rc = keep_values(&k, value);
 
 	if (rc == TG_ARGS_NOT_JSON)
 		rc = run_regex_not_json(f, side, value, log, sc, res);
@@ -1392,9 +1409,7 @@ run_regex_arguments(const struct tg_filter *f, enum tg_side side, json_t *value,
 		rc = run_regex_values(f, side, value, &k, log, sc, res);
 	else
 		rc = -1;
-	tg_text_spans_free(&k.spans);
-	free(k.places);
-	free(k.placed);
+	free_kept_values(&k);
 	return rc;
 }
 
@@ -1435,33 +1450,113 @@ tg_filter_plugin_check(const struct tg_filter *f, const char *text, size_t len, 
 	return NULL;
 }
 
+/*
+ * Classify len bytes of text with plugin filter f and record the decision.
+ * Sets res->blocked when the filter blocks. Returns 1 when a decision was
+ * recorded, 0 when none was, or -1 when out of memory.
+ */
+static int
+classify_text(const struct tg_filter *f, enum tg_side side, const char *text, size_t len,
+              struct tg_filter_log *log, struct tg_filter_result *res)
+{
+	int failed;
+	const char *label = tg_filter_plugin_check(f, text, len, &failed);
+	enum tg_filter_action action = f->action;
+
+	if (failed) {
+		action = f->on_error_block ? TG_ACTION_BLOCK : TG_ACTION_FLAG;
+		if (tg_filter_log_add(log, f, NULL, action, side, 1) != 0)
+			return -1;
+	} else if (label != NULL) {
+		if (tg_filter_log_add(log, f, label, action, side, 0) != 0)
+			return -1;
+	} else {
+		return 0;
+	}
+
+	if (action == TG_ACTION_BLOCK) {
+		res->blocked = f;
+		res->blocked_rule = label;
+	}
+	return 1;
+}
+
+/* One plugin filter over the escaped strings of arguments that are not
+ * JSON. */
+struct inner_classify {
+	const struct tg_filter *f;
+	enum tg_side side;
+	struct tg_filter_log *log;
+	struct tg_filter_result *res;
+	int rc;                 /* of classify_text(), when -1 */
+};
+
+static int
+classify_inner_string(void *arg, const char *text, size_t len)
+{
+	struct inner_classify *in = arg;
+
+	if (classify_text(in->f, in->side, text, len, in->log, in->res) < 0)
+		in->rc = -1;
+	return in->rc != 0 || in->res->blocked != NULL;
+}
+
+/* Classify arguments that are not JSON as run_regex_not_json() reads
+ * them: whole, and, unless that recorded a decision, their escaped
+ * strings decoded. */
+static int
+classify_not_json(const struct tg_filter *f, enum tg_side side, const char *raw,
+                  size_t raw_len, struct tg_filter_log *log, struct tg_filter_result *res)
+{
+	struct inner_classify in = {f, side, log, res, 0};
+	int rc = classify_text(f, side, raw, raw_len, log, res);
+
+	if (rc != 0)
+		return rc < 0 ? -1 : 0;
+	rc = tg_args_read(raw, raw_len, classify_inner_string, &in);
+	return rc < 0 || in.rc < 0 ? -1 : 0;
+}
+
+/*
+ * Classify a text of arguments as the regex filters read it
+ * (run_regex_arguments()): each value of it, decoded, when it is JSON, or
+ * else the text as it is and its escaped strings decoded. The values are
+ * read in a pass before any is classified, so that text found not to be
+ * JSON at its end was not classified in part.
+ */
+static int
+classify_arguments(const struct tg_filter *f, enum tg_side side, json_t *value,
+                   struct tg_filter_log *log, struct tg_filter_result *res)
+{
+	struct kept_values k;
+	int rc = keep_values(&k, value);
+
+	if (rc == TG_ARGS_NOT_JSON) {
+		rc = classify_not_json(f, side, k.raw, k.raw_len, log, res);
+	} else if (rc == 0) {
+		for (size_t i = 0; i < k.spans.n && rc >= 0 && res->blocked == NULL; i++)
+			rc = classify_text(f, side, tg_text_span_bytes(&k.spans, i, k.raw),
+			                   k.spans.items[i].len, log, res);
+	} else {
+		rc = -1;        /* out of memory, in tg_args_values() or keep_value() */
+	}
+	free_kept_values(&k);
+	return rc < 0 ? -1 : 0;
+}
+
 static int
 run_plugin(const struct tg_filter *f, enum tg_side side, struct tg_text_list *texts,
            struct tg_filter_log *log, struct tg_filter_result *res)
 {
-	for (size_t i = 0; i < texts->n; i++) {
+	for (size_t i = 0; i < texts->n && res->blocked == NULL; i++) {
 		json_t *value = texts->items[i];
-		int failed;
-		const char *label = tg_filter_plugin_check(f, json_string_value(value),
-		                                           json_string_length(value), &failed);
-		enum tg_filter_action action = f->action;
+		int rc = texts->kinds[i] == TG_TEXT_ARGUMENTS
+		                 ? classify_arguments(f, side, value, log, res)
+		                 : classify_text(f, side, json_string_value(value),
+		                                 json_string_length(value), log, res);
 
-		if (failed) {
-			action = f->on_error_block ? TG_ACTION_BLOCK : TG_ACTION_FLAG;
-			if (tg_filter_log_add(log, f, NULL, action, side, 1) != 0)
-				return -1;
-		} else if (label != NULL) {
-			if (tg_filter_log_add(log, f, label, action, side, 0) != 0)
-				return -1;
-		} else {
-			continue;
-		}
-
-		if (action == TG_ACTION_BLOCK) {
-			res->blocked = f;
-			res->blocked_rule = label;
-			return 0;
-		}
+		if (rc < 0)
+			return -1;
 	}
 	return 0;
 }

@@ -85,6 +85,14 @@ struct tollgate_plugin {
 	 * A write past twice max_labels is out of bounds. max_labels is 32 in
 	 * this version, but may change without a new ABI version: read it
 	 * rather than assume it.
+	 *
+	 * The texts are those the regex filters read, one call each: a
+	 * message's content, for instance. The arguments of a tool call are a
+	 * JSON text inside a string, which clients decode a second time, so
+	 * they come decoded, one call per string value (escapes decoded) or
+	 * number at any depth, keys left out. Arguments that are not JSON
+	 * come whole, as written, then, unless that call gave a decision,
+	 * each of their strings written with an escape, decoded.
 	 */
 	int (*classify)(void *state, const char *text, size_t len,
 	                struct tollgate_label *labels, size_t max_labels);

@@ -1540,6 +1540,33 @@ describe('content filters: plugins', () => {
     assert.equal((await post(gw, chat('hello'))).status, 200);
   });
 
+  // Arguments are a JSON text in a string: the plugin gets each value
+  // decoded, as regex rules read it, so an escape cannot hide the keyword.
+  for (const [shape, args] of [
+    ['JSON', '{"q":"EXFIL\\u0054RATE","n":2}'],
+    ['non-JSON', '{"q":"EXFIL\\u0054RATE",'],
+  ]) {
+    it(`classifies ${shape} tool call arguments decoded`, async () => {
+      const gw = await startGateway(config(mock, {
+        clf: { type: 'plugin', path: path.join(PLUGINS, 'test', 'keyword.so'), model: 'EXFILTRATE',
+          labels: { __label__secret: 0.5 } },
+      }, ['clf']));
+      const call = { id: 'c1', type: 'function', function: { name: 'send', arguments: args } };
+      const body = {
+        model: 'm',
+        messages: [
+          { role: 'user', content: 'hi' },
+          { role: 'assistant', content: null, tool_calls: [call] },
+          { role: 'tool', tool_call_id: 'c1', content: 'sent' },
+        ],
+      };
+      const blocked = await post(gw, body);
+      assert.equal(blocked.status, 400);
+      assert.deepEqual(await decisions(gw, blocked),
+        [{ filter: 'clf', rule: '__label__secret', action: 'block', side: 'request', count: 1 }]);
+    });
+  }
+
   it('classifies each answer text once beside a regex filter', async () => {
     const gw = await startGateway(config(mock, {
       pii: FILTERS.pii,
