@@ -57,9 +57,31 @@ on_key(void *ctx, const unsigned char *s, size_t len)
 	return pass_token(ctx, s, len, 0);
 }
 
+/* Pass a number on when the caller wants every value. yajl (2.1) passes
+ * its text as written, since yajl_number is set. token_end stays, as it
+ * follows strings and keys alone. */
+static int
+on_number(void *ctx, const char *s, size_t len)
+{
+	struct tg_args_decoder *d = ctx;
+	int stop;
+
+	if (!d->values || d->completing)
+		return 1;
+	d->last_escaped = 0;
+	d->last_number = 1;
+	d->number_end = d->base + yajl_get_bytes_consumed(d->h);
+	stop = d->fn(d->arg, s, len) != 0;
+	d->last_number = 0;
+	if (stop)
+		d->fn_stopped = 1;
+	return !stop;
+}
+
 static const yajl_callbacks CALLBACKS = {
 	.yajl_string = on_string,
 	.yajl_map_key = on_key,
+	.yajl_number = on_number,
 };
 
 int
@@ -80,8 +102,10 @@ tg_args_feed(struct tg_args_decoder *d, const char *data, size_t len, int last)
 		return d->fn_stopped;
 	d->data = data;
 	st = yajl_parse(d->h, (const unsigned char *)data, len);
-	if (st == yajl_status_ok && last)
+	if (st == yajl_status_ok && last) {
+		d->completing = 1;
 		st = yajl_complete_parse(d->h);
+	}
 	if (st != yajl_status_ok || last) {
 		d->stopped = 1;
 		return d->fn_stopped;

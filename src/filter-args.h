@@ -37,14 +37,21 @@ struct tg_args_decoder {
 	int stopped;            /* not JSON, or fn returned nonzero */
 	int fn_stopped;         /* fn returned nonzero */
 	int values;             /* set by the caller: pass fn every string
-	                           value, with or without an escape */
+	                           value, with or without an escape, and
+	                           every number */
 	int last_escaped;       /* the string fn got was written with one */
+	int last_number;        /* fn got a number, as written */
+	size_t number_end;      /* then the offset just after it */
+	int completing;         /* in yajl_complete_parse() */
 };
 
 /* Start a decoder that calls fn(arg, string, len) on each escaped string.
  * With d->values set after this, fn gets every string value too (keys
  * only when escaped), with d->last_escaped telling which, and token_end
- * just after its closing quote. Returns 0, or -1 when out of memory. */
+ * just after its closing quote. It gets each number as well, with
+ * d->last_number set and number_end just after it, but not a number that
+ * ends the text, which yajl passes only from its own buffer. Returns 0,
+ * or -1 when out of memory. */
 int tg_args_open(struct tg_args_decoder *d, tg_text_fn *fn, void *arg);
 
 /*

@@ -33,10 +33,12 @@
 
 struct held_event;
 
-/* A string value of a JSON text in a window, written without an escape:
- * its decoded bytes are the window's bytes [start, start + len). */
+/* A string value of a JSON text in a window, written without an escape,
+ * or a number: its decoded bytes are the window's bytes [start, start +
+ * len). */
 struct plain_value {
 	size_t start, len;
+	int number;
 };
 
 /* The part of a window's text that one held event carries. */
@@ -329,10 +331,14 @@ tg_filter_stream_held(const struct tg_filter_stream *s)
 /* --- windows ------------------------------------------------------------ */
 
 /* Whether the texts of kind are JSON texts in a string, whose escaped
- * strings clients decode (filter-args.h). Their string values are
- * scanned one by one besides (scan_plain_value()).
- * NOTE: a number is read only in the plain text, so a mask on a card
- * number outside quotes leaves the streamed arguments invalid JSON. */
+ * strings clients decode (filter-args.h). Their string values and
+ * numbers are scanned one by one besides (scan_plain_value()).
+ * NOTE: a match that the scan of the whole text finds inside a number (a
+ * card number outside quotes) is masked in place, which leaves the
+ * arguments invalid JSON. Quoting the number needs to know the match lies
+ * outside every string, but the decoder has not read that far, since it
+ * reads only text no filter can change, and yajl (2.1) has no call that
+ * returns its lexer state. */
 static int
 inner_json_kind(enum tg_chunk_kind kind)
 {
@@ -675,17 +681,20 @@ update_release(const struct tg_filter_stream *s, struct window *w)
 }
 
 /*
- * Keep the place of a string value without an escape that the decoder of
- * w completed, to scan it once the decoder returns: a mask changes the
- * text the decoder reads from. A value whose start was trimmed was sent,
- * and is left to the scan of the whole text. Returns 0, or 1 to stop the
- * decoder when out of memory.
+ * Keep the place of a string value without an escape, or of a number,
+ * that the decoder of w completed, to scan it once the decoder returns: a
+ * mask changes the text the decoder reads from. A value whose start was
+ * trimmed was sent, and is left to the scan of the whole text. Returns 0,
+ * or 1 to stop the decoder when out of memory.
  */
 static int
 keep_plain_value(struct tg_filter_stream *s, struct window *w, const char *text, size_t len)
 {
-	/* token_end is just after the closing quote. */
-	size_t start = w->args->token_end - 1 - len - w->trimmed;
+	const struct tg_args_decoder *d = w->args;
+	int number = d->last_number;
+
+	/* token_end is just after a string's closing quote. */
+	size_t start = (number ? d->number_end : d->token_end - 1) - len - w->trimmed;
 
 	if (start > w->len || len > w->len - start)
 		return 0;
@@ -702,7 +711,7 @@ keep_plain_value(struct tg_filter_stream *s, struct window *w, const char *text,
 		s->plain = p;
 		s->cap_plain = cap;
 	}
-	s->plain[s->n_plain++] = (struct plain_value){start, len};
+	s->plain[s->n_plain++] = (struct plain_value){start, len, number};
 	return 0;
 }
 
@@ -846,16 +855,60 @@ drop_raw_matches(struct tg_scan *sc, const struct tg_match *raw, size_t n_raw, s
 }
 
 /*
- * Scan the string value at [start, start + *len) of w with filter i as a
- * text of its own, so that an anchored rule matches it whole. A match that
- * the scan of the whole text reports too was recorded, masked or blocked
- * there, and is dropped here, so each counts once. Others are recorded,
- * block, or are masked in place, where a value without an escape has its
- * decoded offsets. *len follows the mask.
+ * Mask the matches of the last scan (window offsets) in the number p of w
+ * by writing the number again as a JSON string of its masked text. A body
+ * that is not streamed has it so too, since masked digits outside quotes
+ * would not be JSON. p becomes the string's text, between its quotes. A
+ * number whose start was sent cannot be quoted any more, so its matches
+ * are masked in place instead (mask_matches()). Returns 0, or -1 when out
+ * of memory.
+ */
+static int
+mask_number(struct tg_filter_stream *s, const struct tg_filter *f, struct window *w,
+            struct plain_value *p)
+{
+	struct tg_scan *sc = &s->scan;
+	struct tg_json_writer quoted = {0};
+	size_t masked_len, last_end, before = w->len;
+	char *masked;
+	int rc = -1;
+
+	if (p->start < sent_end(w)) {
+		rc = mask_matches(s, f, w, &last_end);
+		p->len = p->len + w->len - before;
+		return rc;
+	}
+
+	/* The scratch matches move to offsets in the number. */
+	for (size_t k = 0; k < sc->n_matches; k++) {
+		sc->matches[k].start -= p->start;
+		sc->matches[k].end -= p->start;
+	}
+	masked = tg_filter_mask(f, w->text + p->start, p->len, sc->matches, sc->n_matches,
+	                        &masked_len);
+	if (masked == NULL)
+		return -1;
+	tg_json_stringn(&quoted, masked, masked_len);
+	free(masked);
+	if (!quoted.failed)
+		rc = window_replace(s, w, p->start, p->start + p->len, quoted.data, quoted.len);
+	if (rc == 0)
+		*p = (struct plain_value){p->start + 1, quoted.len - 2, 0};
+	tg_json_writer_free(&quoted);
+	return rc;
+}
+
+/*
+ * Scan the string value or number p of w with filter i as a text of its
+ * own, so that an anchored rule matches it whole. A match that the scan
+ * of the whole text reports too was recorded, masked or blocked there, and
+ * is dropped here, so each counts once. Others are recorded, block, or are
+ * masked: in place in a string without an escape, which has its decoded
+ * offsets, and by writing a number again as a string (mask_number()).
+ * p->len follows the mask.
  */
 static enum tg_stream_verdict
-scan_plain_value(struct tg_filter_stream *s, size_t i, struct window *w, size_t start,
-                 size_t *len)
+scan_plain_value(struct tg_filter_stream *s, size_t i, struct window *w, struct plain_value *p)
 {
 	const struct tg_filter *f = s->filters[i];
 	struct tg_scan *sc = &s->scan;
@@ -863,14 +916,14 @@ scan_plain_value(struct tg_filter_stream *s, size_t i, struct window *w, size_t 
 	struct tg_match *raw = NULL;
 	size_t n_raw;
 
-	if (tg_scan_run(sc, f, w->text, start + *len, start, 0) != 0 ||
+	if (tg_scan_run(sc, f, w->text, p->start + p->len, p->start, 0) != 0 ||
 	    copy_matches(sc, &raw, &n_raw) != 0)
 		return TG_STREAM_ERROR;
-	if (tg_scan_run(sc, f, w->text + start, *len, 0, 0) != 0) {
+	if (tg_scan_run(sc, f, w->text + p->start, p->len, 0, 0) != 0) {
 		free(raw);
 		return TG_STREAM_ERROR;
 	}
-	drop_raw_matches(sc, raw, n_raw, start);
+	drop_raw_matches(sc, raw, n_raw, p->start);
 	free(raw);
 
 	for (size_t k = 0; k < sc->n_matches; k++) {
@@ -882,9 +935,11 @@ scan_plain_value(struct tg_filter_stream *s, size_t i, struct window *w, size_t 
 		return TG_STREAM_BLOCK;
 	if (sc->n_matches == 0 || f->action != TG_ACTION_MASK)
 		return TG_STREAM_OK;
+	if (p->number)
+		return mask_number(s, f, w, p) == 0 ? TG_STREAM_OK : TG_STREAM_ERROR;
 	if (mask_matches(s, f, w, &last_end) != 0)
 		return TG_STREAM_ERROR;
-	*len = *len + w->len - before;
+	p->len = p->len + w->len - before;
 	return TG_STREAM_OK;
 }
 
@@ -899,7 +954,7 @@ scan_plain_values(struct tg_filter_stream *s, struct window *w)
 		struct plain_value p = s->plain[--s->n_plain];
 
 		for (size_t i = 0; i < s->n_filters && v == TG_STREAM_OK; i++)
-			v = scan_plain_value(s, i, w, p.start, &p.len);
+			v = scan_plain_value(s, i, w, &p);
 	}
 	s->n_plain = 0;
 	return v;

@@ -11,7 +11,7 @@ import { after, afterEach, before, describe, it } from 'node:test';
 
 import { request, startGateway, stopAll } from './lib/harness.mjs';
 
-const RULES = [{ name: 'tok', pattern: '^token$' }];
+const RULES = [{ name: 'tok', pattern: '^token$' }, { name: 'acct', pattern: '^[0-9]{6}$' }];
 const FILTERS = {
   mask: { type: 'regex', apply_to: ['request', 'response'], action: 'mask', rules: RULES, presets: ['email'] },
   deny: { type: 'regex', apply_to: ['request', 'response'], action: 'block', rules: RULES },
@@ -22,6 +22,8 @@ const MASKED = '{"a":"[REDACTED:tok]","b":["x token","mail [REDACTED:email]"],"n
 const ESCAPED = '{"a":"tok\\u0065n"}';
 const NEWLINE = '{"note":"line\\nmail jane@example.com"}';
 const NEWLINE_MASKED = '{"note":"line\\nmail [REDACTED:email]"}';
+const NUMBER = '{"acct":123456,"n":2}';
+const NUMBER_MASKED = '{"acct":"[REDACTED:acct]","n":2}';
 
 const call = (args) => ({ id: 'c1', type: 'function', function: { name: 'send', arguments: args } });
 const answer = (args) => JSON.stringify({
@@ -29,7 +31,8 @@ const answer = (args) => JSON.stringify({
   choices: [{ index: 0, message: { role: 'assistant', content: null, tool_calls: [call(args)] }, finish_reason: 'tool_calls' }],
 });
 const BODIES = {
-  plain: answer(PLAIN), escaped: answer(ESCAPED), newline: answer(NEWLINE), clean: answer('{"a":"x token"}'),
+  plain: answer(PLAIN), escaped: answer(ESCAPED), newline: answer(NEWLINE), number: answer(NUMBER),
+  clean: answer('{"a":"x token"}'),
 };
 
 /* A stream that delivers args in pieces of three bytes. */
@@ -49,7 +52,8 @@ function streamOf(args) {
  * "limited" gateway: the filters hold all of it until its end. */
 const LONG_ESCAPED = `{"a":"\\n${'x'.repeat(2 * 1024 * 1024)}"}`;
 const STREAMS = {
-  plain: streamOf(PLAIN), escaped: streamOf(ESCAPED), 'long-escaped': streamOf(LONG_ESCAPED),
+  plain: streamOf(PLAIN), escaped: streamOf(ESCAPED), number: streamOf(NUMBER),
+  'long-escaped': streamOf(LONG_ESCAPED),
 };
 
 let upstream;
@@ -204,6 +208,14 @@ describe('stream filters: values of tool call arguments', () => {
     assert.equal(res.status, 200);
     assert.doesNotMatch(streamedArguments(res.text), /token"/);
     assert.match(res.text, /content_filter/);
+  });
+
+  it('masks a number that an anchored rule matches, as a response body', async () => {
+    const whole = await post(masking, '{}', 'number');
+    assert.equal(argumentsOf(JSON.parse(whole.text).choices[0].message), NUMBER_MASKED);
+    const res = await post(masking, '{}', 'number', true);
+    assert.equal(res.status, 200);
+    assert.equal(streamedArguments(res.text), NUMBER_MASKED);
   });
 
   it('ends a stream on a decoded-only match', async () => {

@@ -838,6 +838,62 @@ START_TEST(argument_value_blocked_at_every_cut)
 }
 END_TEST
 
+/* Rules for numbers in arguments: one anchored, so that only the scan of
+ * a value matches it. */
+static const char *const number_rules[] = {"acct=^[0-9]{6}$", NULL};
+
+/* A number is a value too: an anchored rule matches it whole, and a mask
+ * writes it again as a JSON string, so the arguments stay JSON wherever
+ * the events cut them. */
+START_TEST(argument_number_masked_at_every_cut)
+{
+	const char *args = "{\"acct\":123456,\"list\":[1,654321],\"n\":1234567}";
+	const char *want = "{\"acct\":\"[REDACTED:acct]\",\"list\":[1,\"[REDACTED:acct]\"],"
+	                   "\"n\":1234567}";
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, number_rules);
+
+	for (size_t cut = 1; cut < strlen(args); cut++) {
+		struct tg_filter_log log = {0};
+		json_t *parsed;
+		char joined[256];
+		char *sent;
+		int early;
+
+		ck_assert_int_eq(feed_arguments(f, &log, args, cut, 3, &sent, &early), TG_STREAM_OK);
+		joined_arguments(sent, joined);
+		ck_assert_msg(strcmp(joined, want) == 0, "cut %zu: %s", cut, joined);
+		parsed = json_loads(joined, 0, NULL);
+		ck_assert_ptr_nonnull(parsed);
+		ck_assert_uint_eq(log.n, 1);
+		ck_assert_uint_eq(log.counts[0], 2);
+		json_decref(parsed);
+		free(sent);
+		tg_filter_log_free(&log);
+	}
+	destroy_filter(f);
+}
+END_TEST
+
+/* A block filter ends the stream before a number it matches goes out. */
+START_TEST(argument_number_blocked_at_every_cut)
+{
+	const char *args = "{\"acct\":123456}";
+	struct tg_filter *f = make_filter("deny", TG_ACTION_BLOCK, TG_SIDE_RESPONSE, number_rules);
+
+	for (size_t cut = 1; cut < strlen(args); cut++) {
+		struct tg_filter_log log = {0};
+		char *sent;
+		int early;
+
+		ck_assert_int_eq(feed_arguments(f, &log, args, cut, 0, &sent, &early), TG_STREAM_BLOCK);
+		ck_assert_msg(strstr(sent, "123456") == NULL, "cut %zu: %s", cut, sent);
+		free(sent);
+		tg_filter_log_free(&log);
+	}
+	destroy_filter(f);
+}
+END_TEST
+
 /* A flag filter records a match once, though the scan of the whole text
  * and the scan of the value both find it. The order of the two rules
  * depends on where the events cut the text. */
@@ -1866,6 +1922,8 @@ filter_stream_suite(void)
 	tcase_add_test(tc, tool_calls_share_events);
 	tcase_add_test(tc, argument_value_masked_at_every_cut);
 	tcase_add_test(tc, argument_value_blocked_at_every_cut);
+	tcase_add_test(tc, argument_number_masked_at_every_cut);
+	tcase_add_test(tc, argument_number_blocked_at_every_cut);
 	tcase_add_test(tc, argument_value_flagged_once);
 	tcase_add_test(tc, argument_escaped_value_blocks);
 	tcase_add_test(tc, escaped_value_flagged_once);
