@@ -41,6 +41,12 @@ struct plain_value {
 	int number;
 };
 
+/* A replacement that the scan of a JSON text in a string wrote for a
+ * match made of characters that a number may have, not decoded yet. */
+struct masked_span {
+	size_t start, end;
+};
+
 /* The part of a window's text that one held event carries. */
 struct piece {
 	struct held_event *event;
@@ -77,6 +83,9 @@ struct window {
 	                           bytes trim_window() dropped, less what
 	                           masks of decoded text added (unsigned
 	                           arithmetic, so it may wrap) */
+	struct masked_span *masked;     /* that may sit in a number
+	                                   (quote_masked_numbers()) */
+	size_t n_masked, cap_masked;
 };
 
 struct held_event {
@@ -268,6 +277,7 @@ tg_filter_stream_free(struct tg_filter_stream *s)
 		free(s->windows[i].scan_from);
 		free(s->windows[i].let_go);
 		free(s->windows[i].pieces);
+		free(s->windows[i].masked);
 		free_args(s->windows[i].args);
 	}
 	free(s->windows);
@@ -332,13 +342,11 @@ tg_filter_stream_held(const struct tg_filter_stream *s)
 
 /* Whether the texts of kind are JSON texts in a string, whose escaped
  * strings clients decode (filter-args.h). Their string values and
- * numbers are scanned one by one besides (scan_plain_value()).
- * NOTE: a match that the scan of the whole text finds inside a number (a
- * card number outside quotes) is masked in place, which leaves the
- * arguments invalid JSON. Quoting the number needs to know the match lies
- * outside every string, but the decoder has not read that far, since it
- * reads only text no filter can change, and yajl (2.1) has no call that
- * returns its lexer state. */
+ * numbers are scanned one by one besides (scan_plain_value()), and a
+ * number with a mask is written again as a string (quote_masked_numbers()).
+ * NOTE: a number whose start went out before its mask (past "hold", or
+ * after hold_timeout) keeps the mask in place, and the arguments are then
+ * invalid JSON. */
 static int
 inner_json_kind(enum tg_chunk_kind kind)
 {
@@ -483,6 +491,10 @@ window_replace(struct tg_filter_stream *s, struct window *w, size_t a, size_t b,
 		w->let_go[i] = shift_offset(w->let_go[i], a, b, rlen);
 	}
 	w->release = shift_offset(w->release, a, b, rlen);
+	for (size_t i = 0; i < w->n_masked; i++) {
+		w->masked[i].start = shift_offset(w->masked[i].start, a, b, rlen);
+		w->masked[i].end = shift_offset(w->masked[i].end, a, b, rlen);
+	}
 
 	/* The decoder's offsets stay: a window offset plus trimmed. */
 	fed = w->fed;
@@ -509,17 +521,55 @@ match_action(const struct tg_filter *f, const struct tg_match *m, size_t sent)
 	return f->action;
 }
 
+/* The characters a JSON number is written with. */
+static int
+is_number_char(char c)
+{
+	return c != '\0' && strchr("0123456789+-.eE", c) != NULL;
+}
+
+/* Whether match m of w's text could lie inside a number of the JSON text
+ * in w: the decoder still reads it, and m has only number characters. */
+static int
+may_be_in_number(const struct window *w, const struct tg_match *m)
+{
+	if (w->args == NULL || w->args->stopped)
+		return 0;
+	for (size_t k = m->start; k < m->end; k++) {
+		if (!is_number_char(w->text[k]))
+			return 0;
+	}
+	return 1;
+}
+
+static int
+add_masked_span(struct window *w, size_t start, size_t end)
+{
+	if (w->n_masked == w->cap_masked) {
+		size_t cap = w->cap_masked ? w->cap_masked * 2 : 4;
+		struct masked_span *p = realloc(w->masked, cap * sizeof(*p));
+
+		if (p == NULL)
+			return -1;
+		w->masked = p;
+		w->cap_masked = cap;
+	}
+	w->masked[w->n_masked++] = (struct masked_span){start, end};
+	return 0;
+}
+
 /*
  * Replace the matches of the last scan, the last first so that the
  * offsets of the earlier ones stay valid. Only the part of a match that
  * was not sent yet is replaced: a match whose start hold_timeout let go
- * keeps that start and loses the rest to the replacement. *last_end gets
- * the end of the last match after masking. Returns 0, or -1 when out of
- * memory.
+ * keeps that start and loses the rest to the replacement. With
+ * whole_text (a scan of the whole window), a replacement that may sit in
+ * a number is kept for quote_masked_numbers(). *last_end gets the end of
+ * the last match after masking. Returns 0, or -1 when out of memory.
  */
 static int
 mask_matches(struct tg_filter_stream *s, const struct tg_filter *f, struct window *w,
-             size_t *last_end)
+             int whole_text, size_t *last_end)
 {
 	const struct tg_scan *sc = &s->scan;
 	size_t sent = sent_end(w);
@@ -536,11 +586,15 @@ mask_matches(struct tg_filter_stream *s, const struct tg_filter *f, struct windo
 		/* Sorted, so every earlier match was sent too. */
 		if (m->end <= sent)
 			break;
+		int numeric = whole_text && a == m->start && may_be_in_number(w, m);
+
 		rep = tg_filter_mask(f, w->text + m->start, m->end - m->start, &one, 1, &rlen);
 		if (rep == NULL)
 			return -1;
 		rc = window_replace(s, w, a, m->end, rep, rlen);
 		free(rep);
+		if (rc == 0 && numeric)
+			rc = add_masked_span(w, a, a + rlen);
 		if (rc != 0)
 			return -1;
 		if (k == sc->n_matches - 1)
@@ -588,7 +642,7 @@ scan_filter(struct tg_filter_stream *s, size_t i, struct window *w, int final)
 	w->scan_from[i] = sc->hold_from == SIZE_MAX || final ? w->len : sc->hold_from;
 	if (sc->n_matches > 0) {
 		if (f->action == TG_ACTION_MASK) {
-			if (mask_matches(s, f, w, &last_end) != 0)
+			if (mask_matches(s, f, w, 1, &last_end) != 0)
 				return TG_STREAM_ERROR;
 		} else {
 			last_end = sc->matches[sc->n_matches - 1].end;
@@ -874,7 +928,7 @@ mask_number(struct tg_filter_stream *s, const struct tg_filter *f, struct window
 	int rc = -1;
 
 	if (p->start < sent_end(w)) {
-		rc = mask_matches(s, f, w, &last_end);
+		rc = mask_matches(s, f, w, 0, &last_end);
 		p->len = p->len + w->len - before;
 		return rc;
 	}
@@ -937,7 +991,7 @@ scan_plain_value(struct tg_filter_stream *s, size_t i, struct window *w, struct 
 		return TG_STREAM_OK;
 	if (p->number)
 		return mask_number(s, f, w, p) == 0 ? TG_STREAM_OK : TG_STREAM_ERROR;
-	if (mask_matches(s, f, w, &last_end) != 0)
+	if (mask_matches(s, f, w, 0, &last_end) != 0)
 		return TG_STREAM_ERROR;
 	p->len = p->len + w->len - before;
 	return TG_STREAM_OK;
@@ -960,6 +1014,119 @@ scan_plain_values(struct tg_filter_stream *s, struct window *w)
 	return v;
 }
 
+/* Give the decoder of w the window's text up to end. */
+static void
+feed_decoder(struct window *w, size_t end)
+{
+	tg_args_feed(w->args, w->text + w->fed, end - w->fed, w->finished && end == w->len);
+	w->fed = end;
+}
+
+static void
+drop_masked_span(struct window *w, size_t k)
+{
+	memmove(w->masked + k, w->masked + k + 1, (w->n_masked - k - 1) * sizeof(*w->masked));
+	w->n_masked--;
+}
+
+/* The index of the masked span of w that starts first, or SIZE_MAX. */
+static size_t
+first_masked_span(const struct window *w)
+{
+	size_t first = SIZE_MAX;
+
+	for (size_t k = 0; k < w->n_masked; k++) {
+		if (first == SIZE_MAX || w->masked[k].start < w->masked[first].start)
+			first = k;
+	}
+	return first;
+}
+
+/* Return the end of the run of number characters and masked spans that
+ * continues at pos, dropping the spans it takes in. */
+static size_t
+number_run_end(struct window *w, size_t pos)
+{
+	for (;;) {
+		size_t k = 0;
+
+		while (pos < w->len && is_number_char(w->text[pos]))
+			pos++;
+		while (k < w->n_masked && w->masked[k].start != pos)
+			k++;
+		if (k == w->n_masked)
+			return pos;
+		pos = w->masked[k].end;
+		drop_masked_span(w, k);
+	}
+}
+
+/*
+ * Write again as JSON strings the numbers of w that the scan of the whole
+ * text masked inside. That scan masks a match in place before the decoder
+ * reaches it, so the decoder is fed up to the start of the run of number
+ * characters around each replacement first. When it has no string open
+ * there (no quote after the last string it read), the run is a number,
+ * which is written again as a string of its masked text, as a body that
+ * is not streamed has it. *end, the settled end, follows the text, and
+ * moves back to the start of a number that may still grow, or that a
+ * filter may still change, so that the decoder waits there. Returns 0, or
+ * -1 when out of memory.
+ */
+static int
+quote_masked_numbers(struct tg_filter_stream *s, struct window *w, size_t *end)
+{
+	size_t k;
+
+	while ((k = first_masked_span(w)) != SIZE_MAX && w->masked[k].start < *end) {
+		size_t start = w->masked[k].start, last_string, run_end;
+		struct tg_json_writer quoted = {0};
+		int rc;
+
+		if (start < w->fed) {
+			drop_masked_span(w, k);
+			continue;
+		}
+		while (start > w->fed && is_number_char(w->text[start - 1]))
+			start--;
+
+		/* A number that began in text the decoder read cannot be quoted. */
+		if (start == w->fed && (start > 0 ? is_number_char(w->text[start - 1])
+		                                  : w->trimmed != 0)) {
+			drop_masked_span(w, k);
+			continue;
+		}
+		feed_decoder(w, start);
+
+		/* A stopped decoder reads nothing more: the text is not JSON, or
+		 * a filter blocked or failed. */
+		if (w->args->stopped) {
+			w->n_masked = 0;
+			return 0;
+		}
+		last_string = w->args->token_end - w->trimmed;
+		if (last_string > start || start < sent_end(w) ||
+		    memchr(w->text + last_string, '"', start - last_string) != NULL) {
+			drop_masked_span(w, k);
+			continue;
+		}
+
+		run_end = number_run_end(w, w->masked[k].end);
+		if (run_end > *end || (run_end == w->len && !w->finished)) {
+			*end = start;
+			return 0;
+		}
+		drop_masked_span(w, k);
+		tg_json_stringn(&quoted, w->text + start, run_end - start);
+		rc = quoted.failed ? -1 : window_replace(s, w, start, run_end, quoted.data, quoted.len);
+		*end = shift_offset(*end, start, run_end, quoted.len);
+		tg_json_writer_free(&quoted);
+		if (rc != 0)
+			return -1;
+	}
+	return 0;
+}
+
 /* Give the decoder of a JSON text the window's settled text, and scan the
  * strings it completes. yajl (2.1) keeps an unfinished string, and a byte per
  * open container, so the text it reads is bounded by max_held, as a
@@ -979,8 +1146,9 @@ decode_window(struct tg_filter_stream *s, struct window *w)
 	s->decoded_failed = 0;
 	s->decoding = w;
 	s->n_plain = 0;
-	tg_args_feed(w->args, w->text + w->fed, end - w->fed, w->finished);
-	w->fed = end;
+	if (quote_masked_numbers(s, w, &end) != 0)
+		return TG_STREAM_ERROR;
+	feed_decoder(w, end);
 	if (s->decoded_failed)
 		return TG_STREAM_ERROR;
 	if (s->decoded_block != NULL)
@@ -1053,6 +1221,14 @@ trim_window(const struct tg_filter_stream *s, struct window *w)
 	for (size_t i = 0; i < w->n_pieces; i++) {
 		w->pieces[i].start -= cut;
 		w->pieces[i].end -= cut;
+	}
+	for (size_t k = w->n_masked; k-- > 0;) {
+		if (w->masked[k].start < cut) {
+			drop_masked_span(w, k);
+			continue;
+		}
+		w->masked[k].start -= cut;
+		w->masked[k].end -= cut;
 	}
 }
 

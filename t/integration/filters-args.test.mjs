@@ -13,7 +13,7 @@ import { request, startGateway, stopAll } from './lib/harness.mjs';
 
 const RULES = [{ name: 'tok', pattern: '^token$' }, { name: 'acct', pattern: '^[0-9]{6}$' }];
 const FILTERS = {
-  mask: { type: 'regex', apply_to: ['request', 'response'], action: 'mask', rules: RULES, presets: ['email'] },
+  mask: { type: 'regex', apply_to: ['request', 'response'], action: 'mask', rules: RULES, presets: ['email', 'credit_card'] },
   deny: { type: 'regex', apply_to: ['request', 'response'], action: 'block', rules: RULES },
 };
 
@@ -24,6 +24,8 @@ const NEWLINE = '{"note":"line\\nmail jane@example.com"}';
 const NEWLINE_MASKED = '{"note":"line\\nmail [REDACTED:email]"}';
 const NUMBER = '{"acct":123456,"n":2}';
 const NUMBER_MASKED = '{"acct":"[REDACTED:acct]","n":2}';
+const CARD = '{"card":4111111111111111,"n":2}';
+const CARD_MASKED = '{"card":"[REDACTED:credit_card]","n":2}';
 
 const call = (args) => ({ id: 'c1', type: 'function', function: { name: 'send', arguments: args } });
 const answer = (args) => JSON.stringify({
@@ -32,6 +34,7 @@ const answer = (args) => JSON.stringify({
 });
 const BODIES = {
   plain: answer(PLAIN), escaped: answer(ESCAPED), newline: answer(NEWLINE), number: answer(NUMBER),
+  card: answer(CARD),
   clean: answer('{"a":"x token"}'),
 };
 
@@ -52,7 +55,7 @@ function streamOf(args) {
  * "limited" gateway: the filters hold all of it until its end. */
 const LONG_ESCAPED = `{"a":"\\n${'x'.repeat(2 * 1024 * 1024)}"}`;
 const STREAMS = {
-  plain: streamOf(PLAIN), escaped: streamOf(ESCAPED), number: streamOf(NUMBER),
+  plain: streamOf(PLAIN), escaped: streamOf(ESCAPED), number: streamOf(NUMBER), card: streamOf(CARD),
   'long-escaped': streamOf(LONG_ESCAPED),
 };
 
@@ -216,6 +219,14 @@ describe('stream filters: values of tool call arguments', () => {
     const res = await post(masking, '{}', 'number', true);
     assert.equal(res.status, 200);
     assert.equal(streamedArguments(res.text), NUMBER_MASKED);
+  });
+
+  it('masks a card number outside quotes, as a response body', async () => {
+    const whole = await post(masking, '{}', 'card');
+    assert.equal(argumentsOf(JSON.parse(whole.text).choices[0].message), CARD_MASKED);
+    const res = await post(masking, '{}', 'card', true);
+    assert.equal(res.status, 200);
+    assert.equal(streamedArguments(res.text), CARD_MASKED);
   });
 
   it('ends a stream on a decoded-only match', async () => {

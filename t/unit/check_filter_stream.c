@@ -894,6 +894,79 @@ START_TEST(argument_number_masked_at_every_cut)
 }
 END_TEST
 
+/* Arguments with a card number, and the same masked: a number with a
+ * match is written again as a string, one inside a string or a key is
+ * masked in place. */
+static const struct {
+	const char *args, *masked;
+} card_numbers[] = {
+	{"{\"card\":4111111111111111,\"to\":\"x\"}",
+	 "{\"card\":\"[REDACTED:credit_card]\",\"to\":\"x\"}"},
+	{"{\"s\":\"4111111111111111\",\"n\":4111111111111111}",
+	 "{\"s\":\"[REDACTED:credit_card]\",\"n\":\"[REDACTED:credit_card]\"}"},
+	{"{\"4111111111111111\":1,\"a\":[5,4111111111111111]}",
+	 "{\"[REDACTED:credit_card]\":1,\"a\":[5,\"[REDACTED:credit_card]\"]}"},
+	{"{\"to\":\"a\\nb\",\"card\":4111111111111111}",
+	 "{\"to\":\"a\\nb\",\"card\":\"[REDACTED:credit_card]\"}"},
+};
+
+/* The scan of the whole text finds a card number outside quotes before
+ * the decoder reads it. The number still comes out as a JSON string,
+ * wherever the events cut the text. */
+START_TEST(card_number_quoted_at_every_cut)
+{
+	static const char *const rules[] = {"preset:credit_card", NULL};
+	const char *args = card_numbers[_i].args;
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, rules);
+
+	for (size_t step = 0; step < 8; step += 3) {
+		for (size_t cut = 1; cut < strlen(args); cut++) {
+			struct tg_filter_log log = {0};
+			json_t *parsed;
+			char joined[256];
+			char *sent;
+			int early;
+
+			ck_assert_int_eq(feed_arguments(f, &log, args, cut, step, &sent, &early),
+			                 TG_STREAM_OK);
+			joined_arguments(sent, joined);
+			ck_assert_msg(strcmp(joined, card_numbers[_i].masked) == 0, "cut %zu step %zu: %s",
+			              cut, step, joined);
+			parsed = json_loads(joined, 0, NULL);
+			ck_assert_ptr_nonnull(parsed);
+			json_decref(parsed);
+			free(sent);
+			tg_filter_log_free(&log);
+		}
+	}
+	destroy_filter(f);
+}
+END_TEST
+
+/* A number the scan of the whole text masked leaves the arguments JSON,
+ * so the decoder reads on, and a match that only a decoded string after
+ * it shows still ends the stream. */
+START_TEST(decoded_match_after_card_blocks)
+{
+	static const char *const rules[] = {"preset:credit_card", "preset:email", NULL};
+	const char *args = "{\"card\":4111111111111111,\"to\":\"a\\u0040b.com\"}";
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, rules);
+
+	for (size_t cut = 1; cut < strlen(args); cut++) {
+		struct tg_filter_log log = {0};
+		char *sent;
+		int early;
+
+		ck_assert_msg(feed_arguments(f, &log, args, cut, 3, &sent, &early) == TG_STREAM_BLOCK,
+		              "cut %zu: %s", cut, sent);
+		ck_assert_ptr_null(strstr(sent, "4111"));
+		free(sent);
+		tg_filter_log_free(&log);
+	}
+	destroy_filter(f);
+}
+END_TEST
+
 /* A flag filter records a match once, though the scan of the whole text
  * and the scan of the value both find it. The order of the two rules
  * depends on where the events cut the text. */
@@ -1917,6 +1990,9 @@ filter_stream_suite(void)
 	tcase_add_loop_test(tc, argument_value_blocked_at_every_cut, 0,
 	                    (int)(sizeof(blocked_values) / sizeof(blocked_values[0])));
 	tcase_add_test(tc, argument_number_masked_at_every_cut);
+	tcase_add_loop_test(tc, card_number_quoted_at_every_cut, 0,
+	                    (int)(sizeof(card_numbers) / sizeof(card_numbers[0])));
+	tcase_add_test(tc, decoded_match_after_card_blocks);
 	tcase_add_test(tc, argument_value_flagged_once);
 	tcase_add_test(tc, argument_escaped_value_blocks);
 	tcase_add_test(tc, escaped_value_flagged_once);
