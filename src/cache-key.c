@@ -2,7 +2,6 @@
  * Cache keys: canonical request text and its SHA-256.
  */
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,6 +9,7 @@
 
 #include "cache-key.h"
 #include "json-writer.h"
+#include "sha256.h"
 
 /* Integers up to this magnitude convert exactly between double and int64. */
 #define EXACT_INTEGER_MAX 9007199254740992.0    /* 2^53 */
@@ -23,25 +23,6 @@ static const char *const fixed_ignored_fields[] = {"stream", "stream_options", "
 static const char *const varying_headers[] = {
 	"anthropic-beta", "anthropic-version", "openai-beta",
 };
-
-static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
-static EVP_MD *sha256_md;
-
-static void
-fetch_sha256(void)
-{
-	sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
-}
-
-/* SHA-256, fetched from OpenSSL's provider once: EVP_sha256() makes every
- * digest fetch it again, about 5,000 instructions per key (callgrind).
- * NULL when the fetch failed, and every digest then fails. */
-static const EVP_MD *
-sha256(void)
-{
-	pthread_once(&sha256_once, fetch_sha256);
-	return sha256_md;
-}
 
 static void
 hex_encode(const unsigned char *bytes, size_t len, char *out)
@@ -81,7 +62,8 @@ hash_tenant(const char *credential_name, const char *credential_value,
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 	int ok;
 
-	ok = ctx != NULL && sha256() != NULL && EVP_DigestInit_ex(ctx, sha256(), NULL) == 1;
+	ok = ctx != NULL && tg_sha256_md() != NULL &&
+	     EVP_DigestInit_ex(ctx, tg_sha256_md(), NULL) == 1;
 	if (ok && credential_name != NULL)
 		ok = EVP_DigestUpdate(ctx, credential_name, strlen(credential_name)) == 1 &&
 		     EVP_DigestUpdate(ctx, ":", 1) == 1 &&
@@ -367,8 +349,8 @@ tg_cache_key(const json_t *body, const struct tg_cache_key_scope *scope,
 
 	if (!scope_is_utf8(scope))
 		return TG_CACHE_KEY_NOT_UTF8;
-	ok = write_canonical(&w, body, scope) == 0 && sha256() != NULL &&
-	     EVP_Digest(w.data, w.len, key, &md_len, sha256(), NULL) == 1 &&
+	ok = write_canonical(&w, body, scope) == 0 && tg_sha256_md() != NULL &&
+	     EVP_Digest(w.data, w.len, key, &md_len, tg_sha256_md(), NULL) == 1 &&
 	     md_len == TG_CACHE_KEY_LEN;
 	tg_json_writer_free(&w);
 	return ok ? 0 : -1;
