@@ -677,6 +677,10 @@ format_line(struct tg_json_writer *w, const struct tg_request *req)
 	tg_json_string_cut(w, req->path, FIELD_MAX);
 	tg_json_literal(w, ",\"route\":");
 	tg_json_string_cut(w, req->route ? req->route->name : NULL, FIELD_MAX);
+	if (req->key != NULL) {
+		tg_json_literal(w, ",\"key\":");
+		tg_json_string(w, req->key->name);
+	}
 	tg_json_literal(w, ",\"backend\":");
 	tg_json_string_cut(w, req->backend ? req->backend->name : NULL, FIELD_MAX);
 	tg_json_literal(w, ",\"model\":");

@@ -107,6 +107,7 @@ build_request(struct tg_request *req, const struct tg_tier_member *member)
 		.host = b->host_header,
 		.api_key = b->api_key,
 		.key_header = b->api_key_header,
+		.drop_credentials = req->config->gateway_keys != NULL,
 		.client_ip = req->client ? req->client->ip : "unknown",
 		.proto = req->client && req->client->tls ? "https" : "http",
 		.request_id = req->id,

@@ -44,16 +44,16 @@ tg_cache_key_hex(const unsigned char key[TG_CACHE_KEY_LEN],
 }
 
 /*
- * Write the tenant of a caller: the hex SHA-256 of "NAME:VALUE" for its
- * credential header (credential_name NULL: none), followed, when
- * tenant_value is not NULL, by a NUL, "tenant-header:" and the tenant
- * header's value. Header values are C strings without a NUL, so the NUL
- * keeps the two parts apart. A tenant header thus only splits the entries
- * of a credential and never reaches those of another credential. Returns
- * 0, or -1 when OpenSSL failed (out of memory).
+ * Write the tenant of a caller: the hex SHA-256 of "NAME:VALUE" for the
+ * caller's identity (caller_name NULL: none), followed, when tenant_value
+ * is not NULL, by a NUL, "tenant-header:" and the tenant header's value.
+ * Header values are C strings without a NUL, so the NUL keeps the two
+ * parts apart. A tenant header thus only splits the entries of a caller
+ * and never reaches those of another caller. Returns 0, or -1 when
+ * OpenSSL failed (out of memory).
  */
 static int
-hash_tenant(const char *credential_name, const char *credential_value,
+hash_tenant(const char *caller_name, const char *caller_value,
             const char *tenant_value, char out[TG_CACHE_KEY_HEX_LEN + 1])
 {
 	static const char tenant_part[] = "\0tenant-header:";
@@ -64,10 +64,10 @@ hash_tenant(const char *credential_name, const char *credential_value,
 
 	ok = ctx != NULL && tg_sha256_md() != NULL &&
 	     EVP_DigestInit_ex(ctx, tg_sha256_md(), NULL) == 1;
-	if (ok && credential_name != NULL)
-		ok = EVP_DigestUpdate(ctx, credential_name, strlen(credential_name)) == 1 &&
+	if (ok && caller_name != NULL)
+		ok = EVP_DigestUpdate(ctx, caller_name, strlen(caller_name)) == 1 &&
 		     EVP_DigestUpdate(ctx, ":", 1) == 1 &&
-		     EVP_DigestUpdate(ctx, credential_value, strlen(credential_value)) == 1;
+		     EVP_DigestUpdate(ctx, caller_value, strlen(caller_value)) == 1;
 	if (ok && tenant_value != NULL)
 		ok = EVP_DigestUpdate(ctx, tenant_part, sizeof(tenant_part) - 1) == 1 &&
 		     EVP_DigestUpdate(ctx, tenant_value, strlen(tenant_value)) == 1;
@@ -82,25 +82,28 @@ hash_tenant(const char *credential_name, const char *credential_value,
 
 int
 tg_cache_tenant(const struct tg_headers *headers, const char *tenant_header,
-                char tenant[TG_CACHE_KEY_HEX_LEN + 1])
+                const char *gateway_key, char tenant[TG_CACHE_KEY_HEX_LEN + 1])
 {
-	const char *credential_name = NULL, *credential_value = NULL;
+	/* "gateway-key" is no header name, so no credential header gives
+	 * the identity of a gateway key. */
+	const char *caller_name = gateway_key != NULL ? "gateway-key" : NULL;
+	const char *caller_value = gateway_key;
 	const char *tenant_value = tenant_header != NULL ? tg_headers_get(headers, tenant_header)
 	                                                 : NULL;
 
-	/* The first credential header present. */
-	for (size_t i = 0; i < TG_N_CREDENTIAL_HEADERS && credential_value == NULL; i++) {
-		credential_name = tg_credential_headers[i];
-		credential_value = tg_headers_get(headers, credential_name);
+	/* Without a gateway key: the first credential header present. */
+	for (size_t i = 0; i < TG_N_CREDENTIAL_HEADERS && caller_value == NULL; i++) {
+		caller_name = tg_credential_headers[i];
+		caller_value = tg_headers_get(headers, caller_name);
 	}
-	if (credential_value == NULL)
-		credential_name = NULL;
+	if (caller_value == NULL)
+		caller_name = NULL;
 
-	if (credential_name == NULL && tenant_value == NULL) {
+	if (caller_name == NULL && tenant_value == NULL) {
 		tenant[0] = '\0';
 		return 0;
 	}
-	return hash_tenant(credential_name, credential_value, tenant_value, tenant);
+	return hash_tenant(caller_name, caller_value, tenant_value, tenant);
 }
 
 /* The integer equal to a real, when there is one we can represent exactly. */

@@ -38,17 +38,19 @@
 
 /*
  * Write the tenant of a request into tenant (65 bytes): the hex SHA-256 of
- * the caller's credential (Authorization, else x-api-key, else api-key)
- * together with the configured tenant header's value when the request
- * carries it. The header only splits the entries of one credential, so a
- * caller cannot reach another credential's entries by naming its tenant.
- * Anonymous callers without the header share the tenant "". Header names
- * go into the hash, so a credential sent under two headers gives two
- * tenants. Returns 0, or -1 when hashing failed (out of memory), and the
- * request must then not use the cache.
+ * the caller's identity together with the configured tenant header's value
+ * when the request carries it. The identity is gateway_key, the name of the
+ * gateway key the caller presented (auth.h), whichever header carried it.
+ * Without one, it is the caller's credential (Authorization, else
+ * x-api-key, else api-key). Header names go into that hash, so a
+ * credential sent under two headers gives two tenants. The tenant header
+ * only splits the entries of one identity, so a caller cannot reach
+ * another's entries by naming its tenant. Anonymous callers without the
+ * header share the tenant "". Returns 0, or -1 when hashing failed (out of
+ * memory), and the request must then not use the cache.
  */
 int tg_cache_tenant(const struct tg_headers *headers, const char *tenant_header,
-                     char tenant[TG_CACHE_KEY_HEX_LEN + 1]);
+                    const char *gateway_key, char tenant[TG_CACHE_KEY_HEX_LEN + 1]);
 
 /* The inputs of a key other than the request body. */
 struct tg_cache_key_scope {

@@ -317,7 +317,8 @@ prepare(struct tg_request *req)
 
 	if (cache_control_has(req, "no-store"))
 		return -1;
-	if (tg_cache_tenant(&req->headers, cfg->tenant_header, tenant) != 0 ||
+	if (tg_cache_tenant(&req->headers, cfg->tenant_header,
+	                    req->key != NULL ? req->key->name : NULL, tenant) != 0 ||
 	    (rc = tg_cache_key(tg_request_json(req), &scope, st->key)) == -1) {
 		tg_log_request(req, TG_LOG_WARN, "cache: out of memory computing the key; "
 		               "the request bypasses the cache");

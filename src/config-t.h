@@ -30,6 +30,8 @@ struct tg_pricing_config;
 struct tg_sessions_config;
 struct tg_route_cache_config;
 struct tg_route_filters_config;
+struct tg_gateway_keys;
+struct tg_route_auth;
 #include "failover-t.h"
 
 struct tg_listen {
@@ -119,6 +121,7 @@ struct tg_route {
 	struct tg_route_cache_config *cache;
 	struct tg_route_filters_config *filters;
 	struct tg_retry_policy *retry;
+	struct tg_route_auth *auth;     /* NULL: a key required when keys exist */
 };
 
 struct tg_limits {
@@ -167,6 +170,7 @@ struct tg_config {
 
 	struct tg_limits limits;
 	struct tg_resolver_config resolver;
+	struct tg_gateway_keys *gateway_keys;   /* NULL: callers need no key */
 
 	struct tg_cache_config *cache;
 	struct tg_filters_config *filters;

@@ -35,6 +35,7 @@
 #include <jansson.h>
 
 #include "accesslog.h"
+#include "auth-config.h"
 #include "cache-config.h"
 #include "config.h"
 #include "config-parse.h"
@@ -718,6 +719,9 @@ static const struct setting route_settings[] = {
 	{ .key = "cache", .type = T_FEATURE, .feature = &tg_route_cache_feature,
 	  .offset = offsetof(struct tg_route, cache),
 	  .help = "true, or {\"ttl\": ...}, to answer repeated requests from the cache" },
+	{ .key = "auth", .type = T_FEATURE, .feature = &tg_route_auth_feature,
+	  .offset = offsetof(struct tg_route, auth),
+	  .help = "which gateway keys may use the route; absent: any, when keys are defined" },
 };
 static const struct section route_section = SECTION(route_settings);
 
@@ -770,6 +774,9 @@ static const struct setting top_settings[] = {
 	{ .key = "filters", .type = T_FEATURE, .feature = &tg_filters_feature,
 	  .offset = offsetof(struct tg_config, filters),
 	  .help = "content filters by name, for routes to list; before routes" },
+	{ .key = "gateway_keys", .type = T_FEATURE, .feature = &tg_gateway_keys_feature,
+	  .offset = offsetof(struct tg_config, gateway_keys),
+	  .help = "keys that callers must present, by name; before routes" },
 	{ .key = "routes", .type = T_CUSTOM, .parse = parse_routes,
 	  .required = true, .section = &route_section, .element = "[]",
 	  .doc_type = "array", .help = "request routes, matched in order" },

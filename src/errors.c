@@ -9,8 +9,8 @@
 #include "errors.h"
 
 /* The Anthropic types follow the status rules of Anthropic's API:
- * not_found_error for 404, request_too_large for 413, overloaded_error for
- * 503, api_error for the other failures of the gateway or the upstream, and
+ * authentication_error for 401, permission_error for 403, not_found_error
+ * for 404, request_too_large for 413, overloaded_error for 503, api_error for the other failures of the gateway or the upstream, and
  * invalid_request_error for the rest, which the client caused. */
 static const struct tg_error_info error_table[TG_E_COUNT] = {
 	[TG_OK] = {200, NULL, NULL, NULL, '-'},
@@ -68,6 +68,16 @@ static const struct tg_error_info error_table[TG_E_COUNT] = {
 		"no cached response for this request, and Cache-Control: only-if-cached "
 		"forbids asking the backends", 'G',
 		"api_error", "not_cached"},
+	[TG_E_MISSING_API_KEY] = {401, "invalid_request_error", "missing_api_key",
+		"no API key given; send a gateway key as \"Authorization: Bearer KEY\", "
+		"x-api-key or api-key", 'G',
+		"authentication_error", "missing_api_key"},
+	[TG_E_INVALID_API_KEY] = {401, "invalid_request_error", "invalid_api_key",
+		"the API key given is not a key of this gateway", 'G',
+		"authentication_error", "invalid_api_key"},
+	[TG_E_KEY_NOT_ALLOWED] = {403, "invalid_request_error", "key_not_allowed",
+		"the gateway key given may not use this route", 'G',
+		"permission_error", "key_not_allowed"},
 
 	[TG_E_SHUTTING_DOWN] = {503, "server_error", "shutting_down",
 		"the gateway is shutting down; retry on another instance", 'G',

@@ -35,6 +35,9 @@ enum tg_error {
 	TG_E_CONTENT_FILTER,            /* a content filter rejected it */
 	TG_E_NOT_CACHED,                /* only-if-cached and no entry; for the body
 	                                 * only, since req->error stays TG_OK */
+	TG_E_MISSING_API_KEY,           /* gateway keys are defined, none was sent */
+	TG_E_INVALID_API_KEY,           /* a credential that is no gateway key */
+	TG_E_KEY_NOT_ALLOWED,           /* a gateway key the route does not list */
 
 	/* The gateway cannot take the request. */
 	TG_E_SHUTTING_DOWN,

@@ -616,7 +616,8 @@ tg_key_line_start(enum tg_key_header which)
 /* Headers of the client request that the gateway sets itself. With an
  * api_key, that is every credential header, not only the one the key goes
  * in: a client key must not reach the backend, nor authenticate there
- * instead of the configured one. */
+ * instead of the configured one. With gateway keys, the credential headers
+ * go too, api_key or not. */
 static int
 is_rewritten_request_header(const struct tg_header *hd, const struct tg_upstream_rewrite *rw)
 {
@@ -633,7 +634,7 @@ is_rewritten_request_header(const struct tg_header *hd, const struct tg_upstream
 		return 1;
 	if (rw->drop_tracestate && tg_header_is(hd, "tracestate"))
 		return 1;
-	return rw->api_key != NULL && tg_header_is_credential(hd);
+	return (rw->api_key != NULL || rw->drop_credentials) && tg_header_is_credential(hd);
 }
 
 /* The forwarding lists that the gateway extends, as bits of a set of the

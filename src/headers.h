@@ -248,6 +248,9 @@ struct tg_upstream_rewrite {
 	const char *api_key;        /* replaces the client's credential
 	                               headers; NULL keeps them */
 	enum tg_key_header key_header;  /* the header that carries api_key */
+	int drop_credentials;       /* leave the client's credential headers
+	                               out even without api_key: they carry
+	                               gateway keys, which stay at the gateway */
 	const char *client_ip;      /* appended to X-Forwarded-For and, with
 	                               proto, to Forwarded; NULL for a request
 	                               of the gateway's own, which sends none */

@@ -11,6 +11,7 @@
 
 #include <jansson.h>
 
+#include "auth-t.h"
 #include "config-t.h"
 #include "errors.h"
 #include "failover-t.h"
@@ -134,6 +135,8 @@ struct tg_request {
 	int body_has_members;           /* the body's object is not {} */
 	const struct tg_route *route;
 	const struct tg_backend *backend;
+	const struct tg_gateway_key *key;       /* the caller's gateway key, in
+	                                           config; NULL: none presented */
 
 	/* Upstream attempts; the last one is the current one. */
 	struct tg_attempt attempts[TG_MAX_ATTEMPTS];

@@ -14,6 +14,7 @@
 
 #include "accesslog.h"
 #include "attempt.h"
+#include "auth.h"
 #include "cache.h"
 #include "client.h"
 #include "clock.h"
@@ -406,8 +407,9 @@ tg_request_json(struct tg_request *req)
 /* GET /v1/models: the models that routes name exactly, in config order.
  * A route whose match.headers do not hold for this request is left out:
  * such conditions tell callers apart (a tenant, an API version), and a
- * caller should see the models it can reach. Its method and path are not
- * weighed, since the list is fetched with GET on its own path. */
+ * caller should see the models it can reach. For the same reason, with
+ * gateway keys, so is a route the caller's key may not use. Its method and
+ * path are not weighed, since the list is fetched with GET on its own path. */
 static void
 answer_models(struct tg_request *req)
 {
@@ -423,6 +425,9 @@ answer_models(struct tg_request *req)
 
 		if (model == NULL || strpbrk(model, "*?[") != NULL ||
 		    !tg_route_headers_hold(route, &req->headers))
+			continue;
+		if (req->config->gateway_keys != NULL &&
+		    tg_auth_check_route(route, req->key) != TG_OK)
 			continue;
 		for (size_t j = 0; j < json_array_size(data) && !listed; j++)
 			listed = strcmp(json_string_value(json_object_get(json_array_get(data, j), "id")),
@@ -539,6 +544,9 @@ tg_request_dispatch(struct tg_request *req)
 		return;
 	}
 
+	if (req->config->gateway_keys != NULL && tg_auth_request(req) != 0)
+		return;
+
 	if (endpoint != NULL && endpoint->method == HTTP_GET &&
 	    strcmp(endpoint->path, "/v1/models") == 0) {
 		answer_models(req);
@@ -564,6 +572,8 @@ tg_request_dispatch(struct tg_request *req)
 		reject_unrouted(req, &query);
 		return;
 	}
+	if (req->config->gateway_keys != NULL && tg_auth_request_route(req) != 0)
+		return;
 
 	tg_trace_filters_start(req);
 	tg_filter_request(req, look_up_cache);

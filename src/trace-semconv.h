@@ -63,6 +63,7 @@
 	/* The gateway's own */ \
 	X(TOLLGATE_REQUEST_ID, "tollgate.request_id") \
 	X(TOLLGATE_ROUTE, "tollgate.route") \
+	X(TOLLGATE_KEY, "tollgate.key") \
 	X(TOLLGATE_BACKEND, "tollgate.backend") \
 	X(TOLLGATE_ATTEMPT, "tollgate.attempt") \
 	X(TOLLGATE_TERMINATION, "tollgate.termination") \

@@ -634,6 +634,8 @@ finish_server_span(struct tg_request *req, struct tg_span *server)
 
 	if (req->route != NULL)
 		tg_attrs_string(&server->attrs, TG_SC(TOLLGATE_ROUTE), req->route->name);
+	if (req->key != NULL)
+		tg_attrs_string(&server->attrs, TG_SC(TOLLGATE_KEY), req->key->name);
 	if (req->model != NULL)
 		tg_attrs_string(&server->attrs, TG_SC(GEN_AI_REQUEST_MODEL), req->model);
 	if (req->response.status != 0)

@@ -496,7 +496,7 @@ tenant_of(const char *name, const char *value, const char *tenant_header,
 	tg_headers_init(&h);
 	if (name != NULL)
 		ck_assert_int_eq(tg_headers_add(&h, name, strlen(name), value, strlen(value)), 0);
-	ck_assert_int_eq(tg_cache_tenant(&h, tenant_header, out), 0);
+	ck_assert_int_eq(tg_cache_tenant(&h, tenant_header, NULL, out), 0);
 	tg_headers_free(&h);
 }
 
@@ -534,7 +534,7 @@ tenant_with_header(const char *credential, const char *tenant_value,
 	if (tenant_value != NULL)
 		ck_assert_int_eq(tg_headers_add(&h, "X-Tenant", 8, tenant_value,
 		                                strlen(tenant_value)), 0);
-	ck_assert_int_eq(tg_cache_tenant(&h, "X-Tenant", out), 0);
+	ck_assert_int_eq(tg_cache_tenant(&h, "X-Tenant", NULL, out), 0);
 	tg_headers_free(&h);
 }
 
@@ -587,6 +587,39 @@ START_TEST(tenant_header_keeps_credentials_apart)
 }
 END_TEST
 
+/* The tenant of a request whose credential header name carries value,
+ * identified as the gateway key gateway_key. */
+static void
+tenant_of_key(const char *name, const char *value, const char *gateway_key,
+              char out[TG_CACHE_KEY_HEX_LEN + 1])
+{
+	struct tg_headers h;
+
+	tg_headers_init(&h);
+	ck_assert_int_eq(tg_headers_add(&h, name, strlen(name), value, strlen(value)), 0);
+	ck_assert_int_eq(tg_cache_tenant(&h, NULL, gateway_key, out), 0);
+	tg_headers_free(&h);
+}
+
+/* With gateway keys, the key's name is the identity: one key under any
+ * header is one tenant, two keys are two, and neither is the tenant of
+ * the same text taken for a provider credential. */
+START_TEST(tenant_from_gateway_key)
+{
+	char bearer[TG_CACHE_KEY_HEX_LEN + 1], header[TG_CACHE_KEY_HEX_LEN + 1];
+	char other[TG_CACHE_KEY_HEX_LEN + 1], as_credential[TG_CACHE_KEY_HEX_LEN + 1];
+
+	tenant_of_key("Authorization", "Bearer secret-a", "team", bearer);
+	tenant_of_key("x-api-key", "secret-a", "team", header);
+	tenant_of_key("Authorization", "Bearer secret-b", "ci", other);
+	tenant_of("Authorization", "Bearer secret-a", NULL, as_credential);
+
+	ck_assert_str_eq(bearer, header);
+	ck_assert_str_ne(bearer, other);
+	ck_assert_str_ne(bearer, as_credential);
+}
+END_TEST
+
 static Suite *
 cache_key_suite(void)
 {
@@ -618,6 +651,7 @@ cache_key_suite(void)
 	tcase_add_test(tenants, tenant_from_credential);
 	tcase_add_test(tenants, tenant_from_header);
 	tcase_add_test(tenants, tenant_header_keeps_credentials_apart);
+	tcase_add_test(tenants, tenant_from_gateway_key);
 	suite_add_tcase(s, tenants);
 	return s;
 }

@@ -664,7 +664,7 @@ static const struct error_case {
 	  "T: unknown key \"workerz\"; valid keys: listen, admin, "
 	  "admin_max_connections, admin_idle_timeout, workers, drain_timeout, "
 	  "log_level, access_log, access_log_buffer, access_log_flush, limits, resolver, "
-	  "backends, filters, routes, cache, pricing, sessions, tracing\n" },
+	  "backends, filters, gateway_keys, routes, cache, pricing, sessions, tracing\n" },
 	{ "\"limits\": {\"max_bodyy\": 1},",
 	  "T: limits: unknown key \"max_bodyy\"; valid keys: max_body, max_header, "
 	  "max_response_body, client_header_timeout, client_body_timeout, "
@@ -677,7 +677,7 @@ static const struct error_case {
 	  "T: unknown key \"x\\x0a\\\"y\"; valid keys: listen, admin, "
 	  "admin_max_connections, admin_idle_timeout, workers, drain_timeout, "
 	  "log_level, access_log, access_log_buffer, access_log_flush, limits, resolver, "
-	  "backends, filters, routes, cache, pricing, sessions, tracing\n" },
+	  "backends, filters, gateway_keys, routes, cache, pricing, sessions, tracing\n" },
 };
 
 START_TEST(unknown_key_top_levels)
@@ -705,7 +705,7 @@ START_TEST(unknown_key_backend_levels)
 		"T: backends.primary.tls: unknown key \"insecure\"; valid keys: ca_file, verify\n"
 		"T: backends.primary.pool: unknown key \"size\"; valid keys: max_idle, "
 		"idle_timeout\n"
-		"T: routes[0]: unknown key \"weight\"; valid keys: name, match, backends, retry, filters, cache\n"
+		"T: routes[0]: unknown key \"weight\"; valid keys: name, match, backends, retry, filters, cache, auth\n"
 		"T: routes[0].match: unknown key \"prefix\"; valid keys: path, path_prefix, "
 		"method, model, headers\n");
 }

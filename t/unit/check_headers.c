@@ -637,6 +637,34 @@ START_TEST(upstream_head_drops_client_credentials)
 }
 END_TEST
 
+/* With gateway keys, the client's credential headers carry gateway keys,
+ * which a backend without api_key must not get either. */
+START_TEST(upstream_head_drops_gateway_keys)
+{
+	struct tg_upstream_rewrite rw = {
+		.host = "api.example.test", .drop_credentials = 1, .client_ip = "192.0.2.7",
+		.proto = "http", .request_id = "req-1",
+	};
+	struct evbuffer *out = evbuffer_new();
+	struct tg_headers h;
+	char *head;
+
+	tg_headers_init(&h);
+	add_client_credentials(&h);
+	add(&h, "Accept", "*/*");
+	ck_assert_int_eq(tg_headers_write_upstream_request(out, "POST", "/v1/chat/completions",
+	                                                   &h, &rw, 0), 0);
+	head = buffer_text(out);
+	ck_assert_ptr_null(strstr(head, "client-"));
+	ck_assert_ptr_null(strcasestr(head, "authorization"));
+	ck_assert_ptr_null(strcasestr(head, "api-key"));
+	ck_assert_ptr_nonnull(strstr(head, "Accept: */*\r\n"));
+	free(head);
+	evbuffer_free(out);
+	tg_headers_free(&h);
+}
+END_TEST
+
 /* The gateway's own requests (moderation) have no client address. */
 START_TEST(upstream_head_without_client_address)
 {
@@ -771,6 +799,7 @@ headers_suite(void)
 	tcase_add_test(rewrite, upstream_head_joins_every_forwarded_for);
 	tcase_add_test(rewrite, upstream_head_appends_forwarded);
 	tcase_add_test(rewrite, upstream_head_forwarded_ipv6);
+	tcase_add_test(rewrite, upstream_head_drops_gateway_keys);
 	tcase_add_test(rewrite, upstream_head_without_client_address);
 	suite_add_tcase(s, list);
 	suite_add_tcase(s, rewrite);

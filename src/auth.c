@@ -1,0 +1,155 @@
+/*
+ * Gateway keys on the request path.
+ */
+#include <assert.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/crypto.h>
+
+#include "auth.h"
+#include "log.h"
+#include "request.h"
+#include "sha256.h"
+
+#define BEARER "Bearer"
+
+/* The key in an Authorization value: what follows the scheme "Bearer"
+ * (case-insensitive, RFC 9110 section 11.1) and the spaces after it, or
+ * NULL for another scheme or an empty token. */
+static const char *
+bearer_token(const char *value)
+{
+	size_t len = sizeof(BEARER) - 1;
+
+	if (strncasecmp(value, BEARER, len) != 0 || value[len] != ' ')
+		return NULL;
+	value += len;
+	while (*value == ' ')
+		value++;
+	return *value != '\0' ? value : NULL;
+}
+
+/* The key the caller presented, or NULL with *presented set to whether a
+ * credential header was there at all. */
+static const char *
+presented_key(const struct tg_headers *headers, int *presented)
+{
+	for (size_t i = 0; i < TG_N_CREDENTIAL_HEADERS; i++) {
+		const char *value = tg_headers_get(headers, tg_credential_headers[i]);
+
+		if (value == NULL)
+			continue;
+		*presented = 1;
+		if (i == 0)
+			return bearer_token(value);
+		return value[0] != '\0' ? value : NULL;
+	}
+	*presented = 0;
+	return NULL;
+}
+
+enum tg_auth_result
+tg_auth_identify(const struct tg_gateway_keys *keys, const struct tg_headers *headers,
+                 const struct tg_gateway_key **key)
+{
+	unsigned char digest[TG_KEY_DIGEST_LEN];
+	int presented;
+	const char *secret = presented_key(headers, &presented);
+
+	*key = NULL;
+	if (!presented)
+		return TG_AUTH_ANONYMOUS;
+	if (secret == NULL || tg_sha256(secret, strlen(secret), digest) != 0)
+		return TG_AUTH_UNKNOWN;
+
+	/* Every key is compared, also after a match, so that the time taken
+	 * does not tell how far down the list a key is. */
+	for (size_t i = 0; i < keys->n; i++) {
+		const struct tg_gateway_key *k = &keys->keys[i];
+
+		if (CRYPTO_memcmp(digest, k->digest, TG_KEY_DIGEST_LEN) == 0 && k->name != NULL)
+			*key = k;
+	}
+	return *key != NULL ? TG_AUTH_KEY : TG_AUTH_UNKNOWN;
+}
+
+enum tg_error
+tg_auth_check_route(const struct tg_route *route, const struct tg_gateway_key *key)
+{
+	const struct tg_route_auth *auth = route->auth;
+
+	if (auth != NULL && !auth->required)
+		return TG_OK;
+	if (key == NULL)
+		return TG_E_MISSING_API_KEY;
+	if (auth == NULL || auth->n_allowed == 0)
+		return TG_OK;
+	for (size_t i = 0; i < auth->n_allowed; i++) {
+		if (auth->allowed[i] == key)
+			return TG_OK;
+	}
+	return TG_E_KEY_NOT_ALLOWED;
+}
+
+/* The challenge of a 401 (RFC 6750 section 3), with the error code for a
+ * key that was presented but is wrong. */
+static const char *
+challenge(enum tg_error err)
+{
+	if (err == TG_E_INVALID_API_KEY)
+		return "WWW-Authenticate: Bearer realm=\"tollgate\", error=\"invalid_token\"\r\n";
+	if (err == TG_E_MISSING_API_KEY)
+		return "WWW-Authenticate: Bearer realm=\"tollgate\"\r\n";
+	return NULL;
+}
+
+/* Respond with err. The access log has the reason of every rejection,
+ * so the error log names it only at debug level, where a flood of bad
+ * keys cannot fill it. */
+static void
+reject(struct tg_request *req, enum tg_error err, const char *message)
+{
+	tg_log_request(req, TG_LOG_DEBUG, "rejected: %s", tg_error_info(err)->reason);
+	tg_request_fail_with(req, err, challenge(err), message);
+}
+
+int
+tg_auth_request(struct tg_request *req)
+{
+	const struct tg_gateway_keys *keys = req->config->gateway_keys;
+
+	assert(keys != NULL);
+	switch (tg_auth_identify(keys, &req->headers, &req->key)) {
+	case TG_AUTH_KEY:
+		return 0;
+	case TG_AUTH_UNKNOWN:
+		reject(req, TG_E_INVALID_API_KEY, NULL);
+		return -1;
+	case TG_AUTH_ANONYMOUS:
+		break;
+	}
+	if (keys->any_open_route)
+		return 0;
+	reject(req, TG_E_MISSING_API_KEY, NULL);
+	return -1;
+}
+
+int
+tg_auth_request_route(struct tg_request *req)
+{
+	enum tg_error err = tg_auth_check_route(req->route, req->key);
+	char message[256];
+
+	if (err == TG_OK)
+		return 0;
+	if (err == TG_E_KEY_NOT_ALLOWED) {
+		snprintf(message, sizeof(message), "the gateway key \"%s\" may not use the "
+		         "route \"%s\"", req->key->name, req->route->name);
+		reject(req, err, message);
+	} else {
+		reject(req, err, NULL);
+	}
+	return -1;
+}

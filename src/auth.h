@@ -1,0 +1,47 @@
+/*
+ * Gateway keys on the request path: who the caller is, and whether it may
+ * use the route it asked for.
+ *
+ * A config without "gateway_keys" skips all of it, and the client's
+ * credential headers reach a backend without api_key as before. With keys,
+ * every credential header a client sends (Authorization, x-api-key,
+ * api-key) is taken for a gateway key and never forwarded.
+ */
+#ifndef TOLLGATE_AUTH_H
+#define TOLLGATE_AUTH_H
+
+#include "auth-t.h"
+#include "config-t.h"
+#include "errors.h"
+#include "headers.h"
+
+struct tg_request;
+
+/*
+ * Find the gateway key among keys that the caller presented in headers:
+ * the first of "Authorization: Bearer KEY", "x-api-key: KEY" and "api-key:
+ * KEY" present. The digest of the presented key is compared with every
+ * key's in constant time, so neither the match nor its position shows in
+ * the timing. Sets *key for TG_AUTH_KEY, else NULL. An Authorization of
+ * another scheme than Bearer is TG_AUTH_UNKNOWN.
+ */
+enum tg_auth_result tg_auth_identify(const struct tg_gateway_keys *keys,
+                                     const struct tg_headers *headers,
+                                     const struct tg_gateway_key **key);
+
+/* Whether the caller with key (NULL: none) may use route of a config
+ * with gateway keys: TG_OK, TG_E_MISSING_API_KEY or TG_E_KEY_NOT_ALLOWED. */
+enum tg_error tg_auth_check_route(const struct tg_route *route,
+                                  const struct tg_gateway_key *key);
+
+/* Before routing: set req->key from the request's headers. Responds 401
+ * and returns -1 to a caller whose credential is no defined key, and to
+ * one without a credential when no route is open. Returns 0 to go on.
+ * Call only when req->config->gateway_keys is set. */
+int tg_auth_request(struct tg_request *req);
+
+/* After routing: responds 401 or 403 and returns -1 when req->key may not
+ * use req->route, else returns 0. Call only when gateway keys are set. */
+int tg_auth_request_route(struct tg_request *req);
+
+#endif
