@@ -16,6 +16,7 @@
 
 #include <event2/buffer.h>
 
+#include "auth-t.h"
 #include "config.h"
 #include "metrics-table.h"
 #include "metrics.h"
@@ -26,6 +27,9 @@ const struct tg_family_def tg_families[TG_F_COUNT] = {
 	[TG_F_REQUESTS] = {"tollgate_requests_total", TG_COUNTER, 0, 0,
 		"Requests by route, backend, model and the status code sent to the client "
 		"(none when the client got no response)."},
+	[TG_F_KEY_REQUESTS] = {"tollgate_key_requests_total", TG_COUNTER, 0, 0,
+		"Requests by the caller's gateway key (none for a caller without one) and the "
+		"status code sent to the client."},
 	[TG_F_IN_FLIGHT] = {"tollgate_requests_in_flight", TG_GAUGE, 0, 0,
 		"Requests being read, routed or answered."},
 	[TG_F_STREAMS_OPEN] = {"tollgate_streams_open", TG_GAUGE, 0, 0,
@@ -511,6 +515,20 @@ collect_filters(struct collector *c, struct tg_metrics_table *t)
 	add_counter(c, TG_F_FILTER_DROPPED, &t->filters_dropped);
 }
 
+/* The requests of each gateway key, and of callers without one. */
+static void
+collect_keys(struct collector *c, struct tg_metrics_table *t)
+{
+	for (size_t k = 0; k < t->n_keys; k++) {
+		labels_cut(&c->l, 0);
+		labels_add(&c->l, "key", k + 1 < t->n_keys ? t->config->gateway_keys->keys[k].name
+		                                          : "none");
+		for (size_t code = 0; code < TG_CODE_SLOTS; code++)
+			add_labelled_counter(c, TG_F_KEY_REQUESTS, "code", tg_code_label(code),
+			                     &t->keys[k].requests[code]);
+	}
+}
+
 int
 tg_metrics_collect_table(struct tg_series_set *sets, struct tg_metrics_table *t)
 {
@@ -520,6 +538,7 @@ tg_metrics_collect_table(struct tg_series_set *sets, struct tg_metrics_table *t)
 		collect_route(&c, t, r);
 	collect_backends(&c, t);
 	collect_filters(&c, t);
+	collect_keys(&c, t);
 	free(c.l.s);
 	return c.failed || c.l.failed ? -1 : 0;
 }

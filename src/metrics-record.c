@@ -5,9 +5,11 @@
  * formatting. The one exception is the first request a worker starts under
  * a new configuration snapshot, which builds that snapshot's table.
  */
+#include <assert.h>
 #include <string.h>
 #include <strings.h>
 
+#include "auth-t.h"
 #include "cache.h"
 #include "config.h"
 #include "filter-request.h"
@@ -438,6 +440,20 @@ record_session(const struct tg_request *req, struct tg_sessions *sessions, uint6
 	tg_sessions_touch(sessions, key, strlen(key), now, sc->idle_timeout);
 }
 
+/* Count the request under the caller's gateway key, when the config has
+ * keys: the one request counter that has the key as a label. */
+static void
+record_key(struct tg_metrics_table *t, const struct tg_request *req, size_t code)
+{
+	size_t k;
+
+	if (t->keys == NULL)
+		return;
+	k = req->key != NULL ? (size_t)(req->key - t->config->gateway_keys->keys) : t->n_keys - 1;
+	assert(k < t->n_keys);
+	tg_counter_add(&t->keys[k].requests[code], 1);
+}
+
 void
 tg_metrics_request_end(struct tg_request *req)
 {
@@ -445,7 +461,7 @@ tg_metrics_request_end(struct tg_request *req)
 	struct tg_metrics_table *t = m->table;
 	struct tg_metrics_shard *shard = req->worker->metrics;
 	uint64_t now = req->done_ns;
-	size_t route, model, cell;
+	size_t route, model, cell, code;
 	struct tg_cell *c;
 
 	if (t == NULL)
@@ -458,8 +474,9 @@ tg_metrics_request_end(struct tg_request *req)
 	       : tg_metrics_cell_index(t, route, tg_metrics_backend_index(t, req->backend), model);
 	c = &t->cells[cell];
 
-	tg_counter_add(&c->requests[tg_code_slot(req->response.head_sent
-	                                         ? req->response.status : 0)], 1);
+	code = tg_code_slot(req->response.head_sent ? req->response.status : 0);
+	tg_counter_add(&c->requests[code], 1);
+	record_key(t, req, code);
 	record_duration(t, req, route, model, now);
 	record_attempts(t, &t->routes[route], req, now);
 	record_tokens(t, c, model, m);

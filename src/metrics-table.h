@@ -194,6 +194,11 @@ struct tg_route_values {
 	struct tg_hist overhead;
 };
 
+/* The series of one gateway key, or of the callers without one. */
+struct tg_key_values {
+	tg_counter requests[TG_CODE_SLOTS];
+};
+
 struct tg_backend_values {
 	tg_counter attempts[TG_ATTEMPT_RESULTS];
 	tg_counter cooldowns;
@@ -251,6 +256,9 @@ struct tg_metrics_table {
 	struct tg_route_model *route_models;
 	struct tg_route_values *routes;         /* by route index */
 	struct tg_backend_values *backends;     /* by backend index, "none" last */
+	size_t n_keys;                  /* gateway keys and "none"; 0 without keys */
+	struct tg_key_values *keys;     /* by key index, "none" last; NULL
+	                                   when the config has no gateway keys */
 	struct tg_filter_series filters[TG_FILTER_SERIES_MAX];
 	tg_counter filters_dropped;     /* decisions past TG_FILTER_SERIES_MAX */
 };
@@ -356,6 +364,7 @@ enum tg_family {
 	TG_F_IN_FLIGHT,
 	TG_F_STREAMS_OPEN,
 	TG_F_GATEWAY_ERRORS,
+	TG_F_KEY_REQUESTS,
 	TG_F_REQUEST_DURATION,
 	TG_F_UPSTREAM_DURATION,
 	TG_F_OVERHEAD,

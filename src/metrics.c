@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "auth-t.h"
 #include "config.h"
 #include "log.h"
 #include "metrics-table.h"
@@ -517,6 +518,13 @@ tg_metrics_table_new(struct tg_config *cfg)
 		goto fail;
 	for (size_t m = 0; m + 1 < t->n_models; m++)
 		t->prices[m] = find_price(cfg->pricing, t->models[m]);
+
+	if (cfg->gateway_keys != NULL) {
+		t->n_keys = cfg->gateway_keys->n + 1;
+		t->keys = calloc(t->n_keys, sizeof(*t->keys));
+		if (t->keys == NULL)
+			goto fail;
+	}
 	return t;
 
 fail:
@@ -542,6 +550,7 @@ tg_metrics_table_free(struct tg_metrics_table *t)
 	free(t->route_models);
 	free(t->routes);
 	free(t->backends);
+	free(t->keys);
 	tg_config_unref(t->config);
 	free(t);
 }

@@ -12,7 +12,7 @@ import {
 } from './lib/harness.mjs';
 import { apiRequests, chat } from './lib/failover.mjs';
 import { startOtlpReceiver } from './lib/otlp-receiver.mjs';
-import { parseSamples, scrape, valueOf } from './lib/prometheus.mjs';
+import { parseSamples, promtoolCheck, scrape, valueOf } from './lib/prometheus.mjs';
 
 const TEAM_KEY = 'tg-team-5b0c61f1e2';
 const CI_KEY = 'tg-ci-a7d94e0c33';
@@ -174,6 +174,22 @@ describe('gateway keys', () => {
     assert.deepEqual(await models({ Authorization: `Bearer ${CI_KEY}` }), ['gpt-4o', 'plain-model', 'ci-model', 'public-model']);
     const wrong = await request({ port: gw.port, path: '/v1/models', headers: { Authorization: 'Bearer nope' } });
     assert.equal(wrong.status, 401);
+  });
+
+  it('counts requests by key name', async () => {
+    const count = async (key, code) => valueOf(parseSamples((await scrape(gw)).text),
+      'tollgate_key_requests_total', { key, code });
+    const before = { team: await count('team', '200'), none: await count('none', '401') };
+    assert.equal((await chat(gw, { model: 'gpt-4o', headers: { 'x-api-key': TEAM_KEY } })).status, 200);
+    assert.equal((await chat(gw, { model: 'gpt-4o', headers: { 'x-api-key': 'nope' } })).status, 401);
+    await waitFor(async () => await count('team', '200') === before.team + 1 &&
+      await count('none', '401') === before.none + 1, { message: 'one 200 of team and one 401 of none' });
+
+    const text = (await scrape(gw)).text;
+    assert.ok(!text.includes(TEAM_KEY), 'the key is in the metrics');
+    assert.ok(!text.includes('nope'), 'the unknown key is in the metrics');
+    const { code, output } = await promtoolCheck(text);
+    assert.equal(code, 0, output);
   });
 
   it('answers in the Messages error shape', async () => {
