@@ -823,12 +823,43 @@ static check_fn *const checks[] = {
 	tg_cache_check_config,
 };
 
+/* Whether the file f starts with a UTF-8 byte order mark; f is rewound. */
+static int starts_with_bom(FILE *f)
+{
+	unsigned char head[3];
+	size_t n = fread(head, 1, sizeof(head), f);
+
+	rewind(f);
+	return n == 3 && head[0] == 0xef && head[1] == 0xbb && head[2] == 0xbf;
+}
+
+/* Report a JSON error jansson found in the file. jansson's own text names
+ * its flags (JSON_ALLOW_NUL) or quotes an invisible token (a byte order
+ * mark), so those cases get words of their own. */
+static void report_json_error(struct load_ctx *ctx, const json_error_t *jerr, int bom)
+{
+	const char *text = jerr->text;
+
+	if (bom && jerr->line == 1)
+		text = "the file starts with a UTF-8 byte order mark (bytes EF BB BF), "
+		       "which a JSON text must not have (RFC 8259, section 8.1); save the "
+		       "file without it";
+	else if (json_error_code(jerr) == json_error_null_character)
+		text = "a string has the escape \\u0000 (a NUL character), which no "
+		       "setting accepts; remove it";
+	else if (json_error_code(jerr) == json_error_null_byte_in_key)
+		text = "an object key has the escape \\u0000 (a NUL character), which no "
+		       "key accepts; remove it";
+	fprintf(ctx->err, "%s:%d:%d: %s\n", ctx->file, jerr->line, jerr->column, text);
+	ctx->n_errors++;
+}
+
 /* Read and parse the file, reporting I/O and JSON syntax errors. */
 static json_t *read_json(struct load_ctx *ctx)
 {
 	json_error_t jerr;
 	json_t *root;
-	int read_errno;
+	int read_errno, bom;
 	FILE *f = fopen(ctx->file, "r");
 
 	if (f == NULL) {
@@ -836,6 +867,7 @@ static json_t *read_json(struct load_ctx *ctx)
 		return NULL;
 	}
 
+	bom = starts_with_bom(f);
 	errno = 0;
 	root = json_loadf(f, JSON_REJECT_DUPLICATES, &jerr);
 	read_errno = ferror(f) ? errno : 0;
@@ -851,9 +883,7 @@ static json_t *read_json(struct load_ctx *ctx)
 	}
 
 	if (root == NULL) {
-		fprintf(ctx->err, "%s:%d:%d: %s\n", ctx->file, jerr.line,
-		        jerr.column, jerr.text);
-		ctx->n_errors++;
+		report_json_error(ctx, &jerr, bom);
 		return NULL;
 	}
 

@@ -131,6 +131,19 @@ describe('command line', () => {
     assert.match(stderr, new RegExp(`^${escape(file)}:3:\\d+: `, 'm'));
   });
 
+  it('names a byte order mark at the start of the file', async () => {
+    const { file, code, stderr } = await check(`\ufeff${JSON.stringify({ listen: ['127.0.0.1:18080'] })}`);
+    assert.equal(code, 1);
+    assert.match(stderr, new RegExp(`^${escape(file)}:1:\\d+: the file starts with a UTF-8 byte order mark \\(bytes EF BB BF\\).*save the file without it$`, 'm'));
+  });
+
+  it('names the NUL escape in its own words, not jansson\'s flags', async () => {
+    const { file, code, stderr } = await check('{"log_level": "in\\u0000fo"}');
+    assert.equal(code, 1);
+    assert.match(stderr, new RegExp(`^${escape(file)}:1:\\d+: a string has the escape \\\\u0000 \\(a NUL character\\), which no setting accepts; remove it$`, 'm'));
+    assert.doesNotMatch(stderr, /JSON_ALLOW_NUL/);
+  });
+
   it('reports every error in one run', async () => {
     const config = validConfig({ listne: ['127.0.0.1:1'] });
     config.drain_timeout = 'soon';
