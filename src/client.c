@@ -620,6 +620,17 @@ parser_error_kind(const struct tg_client *c)
 	return c->line_read ? TG_E_BAD_HEADER : TG_E_BAD_REQUEST;
 }
 
+/* Whether llhttp's HPE_INVALID_CONTENT_LENGTH was a number over 64 bits:
+ * llhttp gives that the code of a malformed value, and tells the two apart
+ * only by its reason text. */
+static int
+content_length_overflows(const struct tg_client *c)
+{
+	const char *reason = llhttp_get_error_reason(&c->parser);
+
+	return reason != NULL && strcmp(reason, "Content-Length overflow") == 0;
+}
+
 /* Give the client a reason for an error llhttp found, where the default
  * message of TG_E_BAD_REQUEST would leave it guessing. */
 static void
@@ -650,6 +661,11 @@ describe_parser_error(struct tg_client *c, llhttp_errno_t rc)
 	else if (rc == HPE_UNEXPECTED_CONTENT_LENGTH)
 		snprintf(c->parse_message, sizeof(c->parse_message),
 		         "Content-Length appears more than once; send it once");
+	else if (rc == HPE_INVALID_CONTENT_LENGTH && content_length_overflows(c))
+		snprintf(c->parse_message, sizeof(c->parse_message),
+		         "Content-Length is too large: it is over 18446744073709551615, and a "
+		         "request body may have at most limits.max_body (%zu bytes)",
+		         client_limits(c)->max_body);
 	else if (rc == HPE_INVALID_CONTENT_LENGTH)
 		snprintf(c->parse_message, sizeof(c->parse_message),
 		         "Content-Length must be one decimal number of bytes");

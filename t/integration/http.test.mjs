@@ -146,7 +146,16 @@ describe('client connections', () => {
     assert.match(error.message, /Content-Length appears more than once/);
   }));
 
-  for (const value of ['12a', '', '99999999999999999999999']) {
+  it('says a Content-Length over 64 bits is too large, and names the limit', () => withClient(async (client) => {
+    await client.write(rawRequest('POST', '/v1/chat/completions', [
+      'Host: 127.0.0.1', 'Content-Type: application/json', 'Content-Length: 99999999999999999999999',
+    ], chatText));
+    const res = await client.readResponse();
+    const error = assertError(res, 400, 'invalid_request_error', 'bad_request');
+    assert.match(error.message, /^Content-Length is too large: .* at most limits\.max_body \(\d+ bytes\)$/);
+  }));
+
+  for (const value of ['12a', '']) {
     it(`rejects Content-Length ${JSON.stringify(value)}`, () => withClient(async (client) => {
       await client.write(rawRequest('POST', '/v1/chat/completions', [
         'Host: 127.0.0.1', 'Content-Type: application/json', `Content-Length: ${value}`,
