@@ -180,6 +180,21 @@ is_setup(enum cmd_kind kind)
 	return kind <= CMD_SELECT;
 }
 
+/* The name of a reply type, in the words of the Redis protocol, for logs. */
+static const char *
+reply_type_name(int type)
+{
+	switch (type) {
+	case REDIS_REPLY_STRING: return "a bulk string";
+	case REDIS_REPLY_ARRAY: return "an array";
+	case REDIS_REPLY_INTEGER: return "an integer";
+	case REDIS_REPLY_NIL: return "nil";
+	case REDIS_REPLY_STATUS: return "a status";
+	case REDIS_REPLY_ERROR: return "an error";
+	default: return "a reply of an unknown type";
+	}
+}
+
 static enum tg_cache_redis_status
 status_of(struct tg_cache_redis *r, const struct tg_cache_redis_cmd *cmd,
           const redisReply *reply)
@@ -197,7 +212,8 @@ status_of(struct tg_cache_redis *r, const struct tg_cache_redis_cmd *cmd,
 	if (cmd->kind == CMD_GET && reply->type == REDIS_REPLY_NIL)
 		return TG_CACHE_REDIS_NOT_FOUND;
 	if (cmd->kind == CMD_GET && reply->type != REDIS_REPLY_STRING) {
-		log_error(r, "GET returned reply type %d, not a string", reply->type);
+		log_error(r, "GET returned %s (reply type %d), not a bulk string",
+		          reply_type_name(reply->type), reply->type);
 		return TG_CACHE_REDIS_FAILED;
 	}
 	return TG_CACHE_REDIS_FOUND;

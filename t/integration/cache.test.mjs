@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import path from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 
@@ -975,5 +976,41 @@ describe('cache with the redis store', () => {
     assert.deepEqual(await server.keyspace(), { db3: 1 });
     await own.waitForLog(/\[info\] cache: connected to redis /, { from: connected });
     await own.stop();
+  });
+});
+
+describe('cache with a Redis that answers GET with an array', () => {
+  let server;
+
+  after(async () => {
+    await stopAll();
+    server?.close();
+  });
+
+  it('names the reply type in words', async () => {
+    // Every command gets a one-element array, which no GET of a string
+    // key returns.
+    server = net.createServer((socket) => {
+      let pending = '';
+      socket.on('data', (bytes) => {
+        pending += bytes.toString('latin1');
+        const commands = pending.match(/\*\d+\r\n\$\d+\r\n[A-Za-z]+\r\n/g) || [];
+        pending = '';
+        socket.write('*1\r\n$1\r\nx\r\n'.repeat(commands.length));
+      });
+      socket.on('error', () => {});
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const mock = await startMock();
+    const gw = await startGateway({
+      backends: { mock: mockBackend(mock) },
+      routes: [{ name: 'chat', match: { path: CHAT }, backends: ['mock'], cache: true }],
+      cache: { store: 'redis', redis: `redis://127.0.0.1:${server.address().port}`, ttl: '10m', timeout: '250ms' },
+    });
+    const res = await request({ port: gw.port, method: 'POST', path: CHAT, body: uniqueBody() });
+    assert.equal(res.status, 200);
+    const line = await gw.waitForLog(/cache: redis .*: GET returned/);
+    assert.match(line, /GET returned an array \(reply type 2\), not a bulk string/);
   });
 });
