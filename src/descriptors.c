@@ -132,12 +132,42 @@ tg_descriptors_prepare(void)
 	reserve_table(limit);
 }
 
+/* The descriptors kept outside client and upstream connections, for the
+ * process and for workers each listening on listeners addresses. */
+static rlim_t
+spare_descriptors(int workers, size_t listeners)
+{
+	return TG_DESCRIPTORS_SPARE +
+	       (rlim_t)workers * (TG_DESCRIPTORS_SPARE_PER_WORKER + listeners);
+}
+
+int
+tg_descriptors_check(int workers, size_t listeners)
+{
+	struct rlimit rl;
+	rlim_t spare = spare_descriptors(workers, listeners);
+	rlim_t needed = spare + 2;      /* one client connection and its upstream */
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+	    rl.rlim_cur >= needed)
+		return 0;
+	tg_error("the open-files limit %llu is below the %llu descriptors tollgate needs "
+	         "with %d worker%s and %zu listen address%s (%llu for event loops, "
+	         "listeners, logs and admin, 2 for one client connection and its "
+	         "upstream); raise the hard limit to at least %llu, plus 2 for each "
+	         "client connection to serve at once (ulimit -n, or LimitNOFILE= in "
+	         "a systemd unit)", (unsigned long long)rl.rlim_cur,
+	         (unsigned long long)needed, workers, workers == 1 ? "" : "s", listeners,
+	         listeners == 1 ? "" : "es", (unsigned long long)spare,
+	         (unsigned long long)needed);
+	return -1;
+}
+
 size_t
 tg_descriptors_client_max(int workers, size_t listeners)
 {
 	struct rlimit rl;
-	rlim_t spare = TG_DESCRIPTORS_SPARE +
-	               (rlim_t)workers * (TG_DESCRIPTORS_SPARE_PER_WORKER + listeners);
+	rlim_t spare = spare_descriptors(workers, listeners);
 	size_t max;
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)

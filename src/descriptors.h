@@ -40,6 +40,17 @@ int tg_descriptors_open_standard(void);
 void tg_descriptors_prepare(void);
 
 /*
+ * Check that the soft open-files limit leaves room for the spare of the
+ * process and of workers each listening on listeners addresses, plus one
+ * client connection and its upstream. Call after tg_descriptors_prepare()
+ * and before anything else opens descriptors. Returns 0, or -1 after
+ * logging the limit, the minimum and how to raise it: below that minimum
+ * startup would fail in some event loop's setup with only libevent's
+ * "Too many open files".
+ */
+int tg_descriptors_check(int workers, size_t listeners);
+
+/*
  * Return how many client connections the workers may keep open at a time,
  * so that each has a descriptor left for its upstream connection under the
  * soft open-files limit. That is half of what the limit leaves after the

@@ -443,6 +443,8 @@ static int
 set_up(struct daemon *d)
 {
 	tg_descriptors_prepare();      /* while this is the only thread */
+	if (tg_descriptors_check(d->config->workers, d->config->n_listen) != 0)
+		return 1;
 
 	if (tg_start_settings_copy(&d->started, d->config) != 0) {
 		tg_error("cannot start: out of memory");

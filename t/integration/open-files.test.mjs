@@ -14,14 +14,15 @@
 // idle admin connections takes no more than that cap.
 
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import { once } from 'node:events';
 import { afterEach, describe, it } from 'node:test';
 
 import {
-  RawClient, basicConfig, rawPost, rawRequest, request, sleep, startGateway, startMock, stopAll,
-  waitFor,
+  RawClient, TOLLGATE_BIN, basicConfig, freePort, rawPost, rawRequest, request, sleep, startGateway,
+  startMock, stopAll, waitFor, writeTempFile,
 } from './lib/harness.mjs';
 import { parseSamples, scrape, valueOf } from './lib/prometheus.mjs';
 
@@ -346,6 +347,33 @@ describe('descriptors at startup', () => {
     const table = descriptorTableSize(gw.child.pid);
     assert.ok(table >= Math.min(soft, 65536),
       `descriptor table has ${table} slots for an open-files limit of ${soft}`);
+    await gw.stop();
+  });
+
+  // 2 workers with one listen address need 32 + 2 * (8 + 1) spare
+  // descriptors and 2 for a client connection (src/descriptors.h).
+  it('refuses to start below the descriptors its config needs, and says so', async () => {
+    const mock = await startMock();
+    const file = writeTempFile('tollgate.json', JSON.stringify(basicConfig(mock, {
+      listen: [`127.0.0.1:${await freePort()}`], admin: `127.0.0.1:${await freePort()}`, workers: 2, access_log: false,
+    })));
+    const run = spawnSync('/bin/sh', ['-c', 'ulimit -n 20 && exec "$0" -c "$1"', TOLLGATE_BIN, file],
+      { encoding: 'utf8', timeout: 10000 });
+
+    assert.equal(run.status, 1, run.stderr);
+    const lines = run.stderr.trim().split('\n');
+    assert.equal(lines.length, 1, run.stderr);
+    assert.match(lines[0], /\[error\] the open-files limit 20 is below the 52 descriptors tollgate needs with 2 workers and 1 listen address .*raise the hard limit to at least 52/);
+    assert.doesNotMatch(run.stderr, /libevent|tracing/);
+  });
+
+  it('starts at the least limit its config needs', async () => {
+    const mock = await startMock();
+    const gw = await startGateway(basicConfig(mock, { workers: 2 }), { nofile: 52 });
+    const res = await request({ port: gw.port, method: 'POST', path: '/v1/chat/completions', body: chat });
+    assert.equal(res.status, 200);
+    assert.ok(gw.stderr.some((l) => l.includes('the open-files limit 52 leaves room for 1 client connection (50 descriptors are spare')),
+      gw.stderr.join('\n'));
     await gw.stop();
   });
 
