@@ -30,6 +30,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <sys/socket.h>
+
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
@@ -89,6 +91,7 @@ struct export {
 	struct event *timer;            /* retry delay, or the attempt's deadline */
 	uint64_t attempt_timeout_ms;    /* what the attempt in flight was given */
 	int timed_out;
+	int connect_timed_out;          /* the deadline came before the connect */
 	int too_large;                  /* the response body passed RESPONSE_BODY_MAX */
 	char failure[FAILURE_LEN];      /* why the last attempt failed, or "" */
 };
@@ -383,7 +386,10 @@ attempt_ended(struct export *e, const struct tg_export_result *result)
 		return;
 	}
 
-	if (result->timed_out)
+	if (result->timed_out && e->connect_timed_out)
+		snprintf(why, sizeof(why), "the connection timed out: not connected after %"
+		         PRIu64 " ms", e->attempt_timeout_ms);
+	else if (result->timed_out)
 		snprintf(why, sizeof(why), "no response within %" PRIu64 " ms",
 		         e->attempt_timeout_ms);
 	else if (result->status == 0)
@@ -464,6 +470,21 @@ request_done_cb(struct evhttp_request *req, void *arg)
 	free(retry_after);
 }
 
+/* Whether c's socket has connected to the endpoint. A socket still
+ * connecting has no peer yet. */
+static int
+connection_established(const struct endpoint_conn *c)
+{
+	struct sockaddr_storage peer;
+	socklen_t len = sizeof(peer);
+	evutil_socket_t fd;
+
+	if (c == NULL)
+		return 0;
+	fd = bufferevent_getfd(evhttp_connection_get_bufferevent(c->evcon));
+	return fd >= 0 && getpeername(fd, (struct sockaddr *)&peer, &len) == 0;
+}
+
 /* The attempt ran past the export's deadline: cancel it. libevent calls no
  * callback for a cancelled request, so the outcome is judged here. */
 static void
@@ -475,6 +496,8 @@ deadline_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	if (e->request != NULL) {
+		/* Asked before the cancel, which closes the socket. */
+		e->connect_timed_out = !connection_established(e->tracer->conn);
 		evhttp_cancel_request(e->request);
 		e->request = NULL;
 		/* Cancelling reset the connection. */
@@ -665,6 +688,7 @@ export_send(struct export *e)
 	e->attempt_timeout_ms = e->deadline_ms - now;
 	tv = tg_timeval_ms(e->attempt_timeout_ms);
 	e->timed_out = 0;
+	e->connect_timed_out = 0;
 	e->too_large = 0;
 	e->failure[0] = '\0';
 
@@ -675,7 +699,10 @@ export_send(struct export *e)
 		return;
 	}
 	evhttp_request_set_error_cb(req, request_error_cb);
-	evhttp_connection_set_timeout_tv(conn, &tv);
+	/* libevent's own timeout comes a second after deadline_cb, which can
+	 * still tell a connect that timed out from a response that did not
+	 * come (libevent reports both alike, or not at all). */
+	evhttp_connection_set_timeout_tv(conn, &(struct timeval){tv.tv_sec + 1, tv.tv_usec});
 	if (add_request_headers(t, req, e->body) != 0 ||
 	    tg_export_body_lend(e->body, evhttp_request_get_output_buffer(req)) != 0) {
 		evhttp_request_free(req);
@@ -868,7 +895,8 @@ apply_config(struct tg_tracer *t, struct tg_config *cfg)
 
 	/* Without tracing there is nothing to move, but spans submitted under
 	 * the previous snapshot are still sent by the last ticks. */
-	if (tc->enabled || t->n_send > 0 || tg_span_queue_length(&t->queue) > 0)
+	if (t->tick != NULL &&
+	    (tc->enabled || t->n_send > 0 || tg_span_queue_length(&t->queue) > 0))
 		evtimer_add(t->tick, &tick);
 }
 
@@ -889,11 +917,33 @@ config_cb(evutil_socket_t fd, short what, void *arg)
 	free(msg);
 }
 
+static int make_loop(struct tg_tracer *t);
+
+/* Main thread, while the exporter has no loop: switch to cfg at once, and
+ * start the loop when cfg turns tracing on. */
+static void
+apply_config_unstarted(struct tg_tracer *t, struct tg_config *cfg)
+{
+	if (!cfg->tracing->enabled) {
+		apply_config(t, tg_config_ref(cfg));
+		return;
+	}
+	if (make_loop(t) != 0)
+		return;
+	apply_config(t, tg_config_ref(cfg));
+	tg_tracer_start(t);
+}
+
 void
 tg_tracer_post_config(struct tg_tracer *t, struct tg_config *cfg)
 {
-	struct config_message *msg = malloc(sizeof(*msg));
+	struct config_message *msg;
 
+	if (t->base == NULL) {
+		apply_config_unstarted(t, cfg);
+		return;
+	}
+	msg = malloc(sizeof(*msg));
 	if (msg == NULL)
 		return;
 	msg->tracer = t;
@@ -905,6 +955,31 @@ tg_tracer_post_config(struct tg_tracer *t, struct tg_config *cfg)
 }
 
 /* --- life cycle ---------------------------------------------------------- */
+
+/*
+ * Make the exporter's event loop. It is made only once tracing is on: with
+ * tracing off the loop would have nothing to do, yet take descriptors (its
+ * epoll and notification pipe) and a thread. Returns 0, or -1 after
+ * logging why, with no loop made.
+ */
+static int
+make_loop(struct tg_tracer *t)
+{
+	t->base = event_base_new();
+	t->tick = t->base ? event_new(t->base, -1, EV_PERSIST, tick_cb, t) : NULL;
+	t->reaper = t->base ? event_new(t->base, -1, 0, reaper_cb, t) : NULL;
+	if (t->tick != NULL && t->reaper != NULL)
+		return 0;
+
+	tg_error("cannot set up the tracing exporter's event loop");
+	if (t->tick != NULL)
+		event_free(t->tick);
+	if (t->base != NULL)
+		event_base_free(t->base);
+	t->tick = NULL;
+	t->base = NULL;
+	return -1;
+}
 
 struct tg_tracer *
 tg_tracer_new(struct tg_config *cfg)
@@ -925,16 +1000,12 @@ tg_tracer_new(struct tg_config *cfg)
 	}
 	t->max_queue = max_queue;
 	make_instance_id(t->instance_id);
+	t->next_export_ms = UINT64_MAX;
 
-	t->base = event_base_new();
-	t->tick = t->base ? event_new(t->base, -1, EV_PERSIST, tick_cb, t) : NULL;
-	t->reaper = t->base ? event_new(t->base, -1, 0, reaper_cb, t) : NULL;
-	if (t->tick == NULL || t->reaper == NULL) {
-		tg_error("cannot set up the tracing exporter's event loop");
+	if (cfg->tracing->enabled && make_loop(t) != 0) {
 		tg_tracer_stop(t);
 		return NULL;
 	}
-	t->next_export_ms = UINT64_MAX;
 	apply_config(t, tg_config_ref(cfg));
 	return t;
 
@@ -957,8 +1028,11 @@ tracer_main(void *arg)
 int
 tg_tracer_start(struct tg_tracer *t)
 {
-	int rc = pthread_create(&t->thread, NULL, tracer_main, t);
+	int rc;
 
+	if (t->base == NULL || t->started)
+		return 0;       /* tracing is off: a reload that turns it on starts it */
+	rc = pthread_create(&t->thread, NULL, tracer_main, t);
 	if (rc != 0) {
 		tg_error("cannot start the tracing exporter thread: %s", strerror(rc));
 		return -1;

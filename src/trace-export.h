@@ -36,15 +36,20 @@ struct tg_tracer_stats {
 /*
  * Make the tracer for cfg: the queue is sized by cfg's
  * tracing.batch.max_queue_size, which a reload cannot change. Its thread
- * does not run yet. Returns NULL after logging why.
+ * does not run yet. Without tracing in cfg it has no event loop either,
+ * until a config that turns tracing on is posted. Returns NULL after
+ * logging why.
  */
 struct tg_tracer *tg_tracer_new(struct tg_config *cfg);
 
-/* Start the exporter thread. Returns 0, or -1 after logging why. */
+/* Start the exporter thread, when the tracer has a loop (tracing is on).
+ * Returns 0, or -1 after logging why. */
 int tg_tracer_start(struct tg_tracer *t);
 
-/* Thread-safe: use cfg (a new reference is taken) for the exports, the
- * sampling-independent settings and the ring size from now on. */
+/* Thread-safe once the exporter thread runs; before that, from the main
+ * thread only: use cfg (a new reference is taken) for the exports, the
+ * sampling-independent settings and the ring size from now on. A first
+ * config with tracing on starts the thread. */
 void tg_tracer_post_config(struct tg_tracer *t, struct tg_config *cfg);
 
 /*

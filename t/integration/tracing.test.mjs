@@ -11,6 +11,7 @@
 
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import fs from 'node:fs';
 import http from 'node:http';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 
@@ -971,6 +972,22 @@ describe('export resilience', () => {
     assert.ok(given > 0, `the retry reported ${given} ms`);
   });
 
+  it('says when the connection to the endpoint timed out', async () => {
+    // A mock that accepts no connection, so that connects to it time out
+    // as to a blackholed address.
+    const mock = await startMock();
+    const silent = await startMock({ args: ['--no-accept'] });
+    const gw = await startGateway(config(mock, {
+      otlp: { endpoint: `${silent.url}/v1/traces`, timeout: '500ms', shutdown_timeout: '1s' },
+      batch: { schedule_delay: '50ms' },
+      retry: { max_attempts: 1 },
+    }));
+    await postChat(gw, { model: 'gpt-4o', messages });
+    const line = await gw.waitForLog(/OTLP export of \d+ spans to .* failed: /);
+    assert.ok(line.includes(`${silent.url}/v1/traces`), line);
+    assert.match(line, /failed: the connection timed out: not connected after \d+ ms/);
+  });
+
   it('gives up when Retry-After is past the export timeout', async () => {
     const { gw, receiver } = await setup([{ status: 429, retryAfter: 3600 }], { otlp: { timeout: '5s' } });
     await postChat(gw, { model: 'gpt-4o', messages });
@@ -992,6 +1009,22 @@ describe('export resilience', () => {
     const after = await postChat(gw, { model: 'gpt-4o', messages });
     await traceOf(gw, receiver, after.headers['x-request-id'], 2);
     receiver.assertValid();
+  });
+
+  // An exporter loop with tracing off would take a thread and descriptors
+  // for nothing, and could fail the start under a low open-files limit.
+  it('starts the exporter thread only once tracing is on', async () => {
+    const threads = (pid) => fs.readdirSync(`/proc/${pid}/task`).length;
+    const mock = await startMock();
+    const receiver = await startOtlpReceiver();
+    receivers.push(receiver);
+    const gw = await startGateway(config(mock, {}));
+    const off = threads(gw.child.pid);
+
+    assert.equal(await gw.reload({ ...gw.config, tracing: tracing(receiver) }), 'reloaded');
+    await waitFor(() => threads(gw.child.pid) === off + 1, { message: 'the exporter thread' });
+    const res = await postChat(gw, { model: 'gpt-4o', messages });
+    await traceOf(gw, receiver, res.headers['x-request-id'], 2);
   });
 
   it('sends queued spans on SIGTERM', async () => {
