@@ -30,6 +30,7 @@
 #include "config.h"
 #include "config-parse.h"
 #include "headers.h"
+#include "json-type.h"
 
 /* --- messages ----------------------------------------------------------- */
 
@@ -136,34 +137,10 @@ const char *quote(const char *s, char *buf, size_t size)
 	return buf;
 }
 
-static const char *json_type_name(const json_t *v)
-{
-	switch (json_typeof(v)) {
-	case JSON_OBJECT:
-		return "an object";
-	case JSON_ARRAY:
-		return "an array";
-	case JSON_STRING:
-		return "a string";
-	case JSON_INTEGER:
-		return "an integer";
-	case JSON_REAL:
-		/* jansson reads 2.0 and 1e3 as reals too, which are not
-		 * fractional, so name the JSON form the value was written in. */
-		return "a number with a fraction or an exponent";
-	case JSON_TRUE:
-	case JSON_FALSE:
-		return "a boolean";
-	case JSON_NULL:
-		return "null";
-	}
-	return "an unknown JSON type";
-}
-
 void report_type(struct load_ctx *ctx, const char *path,
                  const char *expected, const json_t *value)
 {
-	report(ctx, path, "expected %s, got %s", expected, json_type_name(value));
+	report(ctx, path, "expected %s, got %s", expected, tg_json_type_name(value));
 }
 
 /* Format a duration with the largest unit that divides it exactly. */

@@ -176,3 +176,20 @@ tg_log_request(const struct tg_request *req, enum tg_log_level level,
 	log_write(level, context, fmt, ap);
 	va_end(ap);
 }
+
+int
+tg_log_limit_take(struct tg_log_limit *l, uint64_t interval_ms, uint64_t *skipped)
+{
+	uint64_t now = tg_now_ms();
+	uint64_t last = atomic_load_explicit(&l->logged_ms, memory_order_relaxed);
+
+	/* Of threads that find the interval over, the one that moves the
+	 * time on logs; the others count as left out. */
+	if ((last != 0 && now - last < interval_ms) ||
+	    !atomic_compare_exchange_strong(&l->logged_ms, &last, now)) {
+		atomic_fetch_add_explicit(&l->skipped, 1, memory_order_relaxed);
+		return 0;
+	}
+	*skipped = atomic_exchange_explicit(&l->skipped, 0, memory_order_relaxed);
+	return 1;
+}

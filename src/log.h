@@ -42,6 +42,19 @@ void tg_log_timestamp(char *buf, unsigned long size);
 /* The same for wall_ns, nanoseconds since the Unix epoch. */
 void tg_log_timestamp_at(uint64_t wall_ns, char *buf, unsigned long size);
 
+/* At most one line per interval for a message that a lasting fault would
+ * repeat on every request. Zero-initialise it; threads may share it. */
+struct tg_log_limit {
+	_Atomic uint64_t logged_ms;     /* tg_now_ms() of the last line; 0: none */
+	_Atomic uint64_t skipped;       /* lines left out since */
+};
+
+/* Whether a line may go out now under l, one per interval_ms at most.
+ * Returns 1 with *skipped set to the lines left out since the last one
+ * (which the line should mention), or 0 after counting this one as left
+ * out. */
+int tg_log_limit_take(struct tg_log_limit *l, uint64_t interval_ms, uint64_t *skipped);
+
 #define tg_debug(...) \
 	do { if (tg_log_enabled(TG_LOG_DEBUG)) tg_log(TG_LOG_DEBUG, __VA_ARGS__); } while (0)
 #define tg_info(...)  tg_log(TG_LOG_INFO, __VA_ARGS__)

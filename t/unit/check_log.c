@@ -208,12 +208,31 @@ START_TEST(libevent_messages_reach_log)
 }
 END_TEST
 
+/* The interval is an hour, so the second and third calls fall inside it
+ * however slow the machine. */
+START_TEST(limit_lets_one_line_per_interval)
+{
+	struct tg_log_limit limit = {0};
+	uint64_t skipped = 99;
+
+	ck_assert_int_eq(tg_log_limit_take(&limit, 3600000, &skipped), 1);
+	ck_assert_uint_eq(skipped, 0);
+	ck_assert_int_eq(tg_log_limit_take(&limit, 3600000, &skipped), 0);
+	ck_assert_int_eq(tg_log_limit_take(&limit, 3600000, &skipped), 0);
+
+	/* An interval of 0 has passed at once: the line counts the two. */
+	ck_assert_int_eq(tg_log_limit_take(&limit, 0, &skipped), 1);
+	ck_assert_uint_eq(skipped, 2);
+}
+END_TEST
+
 static Suite *
 log_suite(void)
 {
 	Suite *s = suite_create("log");
 	TCase *stamps = tcase_create("timestamp");
 	TCase *libevent = tcase_create("libevent");
+	TCase *limits = tcase_create("limits");
 
 	tcase_add_test(stamps, stamp_format_exact);
 	tcase_add_test(stamps, stamps_across_boundaries);
@@ -224,6 +243,8 @@ log_suite(void)
 	suite_add_tcase(s, stamps);
 	tcase_add_test(libevent, libevent_messages_reach_log);
 	suite_add_tcase(s, libevent);
+	tcase_add_test(limits, limit_lets_one_line_per_interval);
+	suite_add_tcase(s, limits);
 	return s;
 }
 
