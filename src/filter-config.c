@@ -30,6 +30,7 @@
 #include "filter-plugin.h"
 #include "filter-rule.h"
 #include "filter.h"
+#include "log.h"
 
 #ifndef TG_PLUGIN_DIR
 #define TG_PLUGIN_DIR "/usr/local/lib/tollgate"
@@ -470,6 +471,9 @@ check_moderation(struct load_ctx *ctx, const char *path, struct tg_filter *f)
 	if (f->apply_to & TG_SIDE_RESPONSE)
 		report(ctx, path_key(child, path, "apply_to"), "moderation filters check requests "
 		       "only; remove \"response\" or use a regex or plugin filter");
+	m->failure_log = calloc(1, sizeof(*m->failure_log));
+	if (m->failure_log == NULL)
+		report(ctx, path, "out of memory");
 	if (m->backend_name == NULL) {
 		report(ctx, path, "a moderation filter needs \"backend\", the classifier service");
 	} else {

@@ -16,11 +16,18 @@
 #include "filter-moderation.h"
 #include "filter.h"
 #include "headers.h"
+#include "json-type.h"
 #include "upstream.h"
 #include "worker.h"
 
 /* A classifier's response is small; a longer body is an error. */
 #define MAX_RESPONSE (1024 * 1024)
+
+/* The bytes of an unreadable response body quoted in the log. */
+#define BODY_QUOTED 64
+
+/* Room for what went wrong with a call, for the log. */
+#define DETAIL_LEN 512
 
 struct tg_moderation_call {
 	const struct tg_filter *filter;
@@ -28,7 +35,10 @@ struct tg_moderation_call {
 	struct event *timer;
 	struct evbuffer *request;
 	struct evbuffer *body;
+	size_t n_inputs;
 	int status;
+	char content_type[64];          /* of the response, cut to fit; "" if none */
+	int too_large;                  /* the body passed MAX_RESPONSE */
 	tg_moderation_done_fn *done;
 	void *arg;
 };
@@ -42,40 +52,101 @@ static const char *const guard_codes[] = {
 
 /* --- parsing ------------------------------------------------------------ */
 
-/* The OpenAI shape: {"results": [{"flagged", "categories",
- * "category_scores"}]}, one result per input. */
+/* Write into why, for the log, that the value at path is of the wrong
+ * type, and return TG_VERDICT_ERROR. */
 static enum tg_moderation_verdict
-parse_openai(const struct tg_filter *f, json_t *root, const char **category)
+wrong_type(char *why, size_t size, const char *path, const json_t *value,
+           const char *expected)
+{
+	snprintf(why, size, "%s is %s, expected %s", path, tg_json_type_name(value), expected);
+	return TG_VERDICT_ERROR;
+}
+
+/* Judge one result by the configured thresholds: *category is set to the
+ * first category at or above its score. A configured category that the
+ * result lacks, or gives as something other than a number, is an error: a
+ * check that can never fire would pass every text. */
+static enum tg_moderation_verdict
+judge_scores(const struct tg_moderation *m, const json_t *result, size_t i,
+             const char **category, char *why, size_t size)
+{
+	json_t *scores = json_object_get(result, "category_scores");
+	char path[192];
+
+	if (!json_is_object(scores)) {
+		snprintf(path, sizeof(path), "results[%zu].category_scores", i);
+		return wrong_type(why, size, path, scores, "an object");
+	}
+	for (size_t t = 0; t < m->n_thresholds; t++) {
+		json_t *score = json_object_get(scores, m->thresholds[t].name);
+
+		if (!json_is_number(score)) {
+			snprintf(path, sizeof(path), "results[%zu].category_scores.%s", i,
+			         m->thresholds[t].name);
+			return wrong_type(why, size, path, score, "a number");
+		}
+		if (json_number_value(score) >= m->thresholds[t].score) {
+			*category = m->thresholds[t].name;
+			return TG_VERDICT_FLAGGED;
+		}
+	}
+	return TG_VERDICT_SAFE;
+}
+
+/* Judge one result by its "flagged". */
+static enum tg_moderation_verdict
+judge_flagged(const json_t *result, size_t i, const char **category, char *why,
+              size_t size)
+{
+	json_t *flagged = json_object_get(result, "flagged");
+	char path[64];
+
+	if (!json_is_boolean(flagged)) {
+		snprintf(path, sizeof(path), "results[%zu].flagged", i);
+		return wrong_type(why, size, path, flagged, "true or false");
+	}
+	if (json_is_true(flagged)) {
+		*category = "flagged";
+		return TG_VERDICT_FLAGGED;
+	}
+	return TG_VERDICT_SAFE;
+}
+
+/* The OpenAI shape: {"results": [{"flagged", "categories",
+ * "category_scores"}]}, one result per input, in order. A result missing
+ * would leave its text unchecked, so the count must match. */
+static enum tg_moderation_verdict
+parse_openai(const struct tg_filter *f, json_t *root, size_t n_inputs, const char **category,
+             char *why, size_t size)
 {
 	const struct tg_moderation *m = &f->moderation;
 	json_t *results = json_object_get(root, "results");
 	size_t i;
 	json_t *result;
 
-	if (!json_is_array(results) || json_array_size(results) == 0)
+	if (!json_is_array(results))
+		return wrong_type(why, size, "results", results, "an array");
+	if (json_array_size(results) != n_inputs) {
+		snprintf(why, size, "results has %zu entr%s for %zu input%s",
+		         json_array_size(results), json_array_size(results) == 1 ? "y" : "ies",
+		         n_inputs, n_inputs == 1 ? "" : "s");
 		return TG_VERDICT_ERROR;
+	}
 
 	json_array_foreach(results, i, result) {
-		json_t *scores = json_object_get(result, "category_scores");
+		enum tg_moderation_verdict v;
+		char path[64];
 
-		if (m->n_thresholds == 0) {
-			if (!json_is_boolean(json_object_get(result, "flagged")))
-				return TG_VERDICT_ERROR;
-			if (json_is_true(json_object_get(result, "flagged"))) {
-				*category = "flagged";
-				return TG_VERDICT_FLAGGED;
-			}
-			continue;
+		if (!json_is_object(result)) {
+			snprintf(path, sizeof(path), "results[%zu]", i);
+			return wrong_type(why, size, path, result, "an object");
 		}
-		for (size_t t = 0; t < m->n_thresholds; t++) {
-			json_t *score = json_object_get(scores, m->thresholds[t].name);
-
-			if (json_is_number(score) &&
-			    json_number_value(score) >= m->thresholds[t].score) {
-				*category = m->thresholds[t].name;
-				return TG_VERDICT_FLAGGED;
-			}
-		}
+		if (m->n_thresholds > 0)
+			v = judge_scores(m, result, i, category, why, size);
+		else
+			v = judge_flagged(result, i, category, why, size);
+		if (v != TG_VERDICT_SAFE)
+			return v;
 	}
 	return TG_VERDICT_SAFE;
 }
@@ -102,7 +173,8 @@ guard_category(const char *answer, size_t end)
 /* A chat completion whose first choice's content is matched against the
  * verdict pattern. */
 static enum tg_moderation_verdict
-parse_chat(const struct tg_filter *f, json_t *root, const char **category)
+parse_chat(const struct tg_filter *f, json_t *root, const char **category, char *why,
+           size_t size)
 {
 	json_t *choice = json_array_get(json_object_get(root, "choices"), 0);
 	json_t *content = json_object_get(json_object_get(choice, "message"), "content");
@@ -110,10 +182,12 @@ parse_chat(const struct tg_filter *f, json_t *root, const char **category)
 	int rc;
 
 	if (!json_is_string(content))
-		return TG_VERDICT_ERROR;
+		return wrong_type(why, size, "choices[0].message.content", content, "a string");
 	md = pcre2_match_data_create(1, NULL);
-	if (md == NULL)
+	if (md == NULL) {
+		snprintf(why, size, "out of memory");
 		return TG_VERDICT_ERROR;
+	}
 	rc = pcre2_match(f->moderation.verdict_code, (PCRE2_SPTR)json_string_value(content),
 	                 json_string_length(content), 0, 0, md, NULL);
 	if (rc >= 0)
@@ -122,25 +196,34 @@ parse_chat(const struct tg_filter *f, json_t *root, const char **category)
 	pcre2_match_data_free(md);
 	if (rc == PCRE2_ERROR_NOMATCH)
 		return TG_VERDICT_SAFE;
+	if (rc < 0)
+		snprintf(why, size, "verdict_pattern failed on the answer (PCRE2 error %d)", rc);
 	return rc >= 0 ? TG_VERDICT_FLAGGED : TG_VERDICT_ERROR;
 }
 
 enum tg_moderation_verdict
-tg_moderation_parse(const struct tg_filter *f, const char *body, size_t len,
-                    const char **category)
+tg_moderation_parse(const struct tg_filter *f, const char *body, size_t len, size_t n_inputs,
+                    const char **category, char *why, size_t why_size)
 {
-	json_t *root = json_loadb(body, len, 0, NULL);
+	json_error_t error;
+	json_t *root = json_loadb(body, len, 0, &error);
 	enum tg_moderation_verdict v;
 
 	*category = NULL;
-	if (!json_is_object(root)) {
-		json_decref(root);
+	if (root == NULL) {
+		snprintf(why, why_size, "the body is not JSON (invalid from byte %d)",
+		         error.position);
 		return TG_VERDICT_ERROR;
 	}
+	if (!json_is_object(root)) {
+		v = wrong_type(why, why_size, "the body", root, "an object");
+		json_decref(root);
+		return v;
+	}
 	if (f->moderation.api == TG_MODERATION_CHAT)
-		v = parse_chat(f, root, category);
+		v = parse_chat(f, root, category, why, why_size);
 	else
-		v = parse_openai(f, root, category);
+		v = parse_openai(f, root, n_inputs, category, why, why_size);
 	json_decref(root);
 	return v;
 }
@@ -237,7 +320,8 @@ free_call(struct tg_moderation_call *c)
 	free(c);
 }
 
-/* Free the call, then report: done may free what arg points to. */
+/* Free the call, then report: done may free what arg points to. detail
+ * may point into c, so it is copied first. */
 static void
 finish(struct tg_moderation_call *c, enum tg_moderation_verdict v, const char *category,
        const char *detail)
@@ -245,18 +329,21 @@ finish(struct tg_moderation_call *c, enum tg_moderation_verdict v, const char *c
 	tg_moderation_done_fn *done = c->done;
 	const struct tg_filter *f = c->filter;
 	void *arg = c->arg;
+	char copy[DETAIL_LEN];
 
+	snprintf(copy, sizeof(copy), "%s", detail != NULL ? detail : "");
 	free_call(c);
-	done(arg, f, v, category, detail);
+	done(arg, f, v, category, detail != NULL ? copy : NULL);
 }
 
 static int
 call_on_head(void *arg, int status, struct tg_headers *headers)
 {
 	struct tg_moderation_call *c = arg;
+	const char *type = tg_headers_get(headers, "Content-Type");
 
-	(void)headers;
 	c->status = status;
+	snprintf(c->content_type, sizeof(c->content_type), "%s", type != NULL ? type : "");
 	return 0;
 }
 
@@ -264,15 +351,51 @@ static int
 call_on_body(void *arg, const char *data, size_t len)
 {
 	struct tg_moderation_call *c = arg;
+	struct timeval now = {0, 0};
 
 	/* Returning non-zero stops the exchange and hands the connection
-	 * back; the timer then reports the failure. */
+	 * back; the timer, run at once, then reports the failure. */
 	if (evbuffer_get_length(c->body) + len > MAX_RESPONSE ||
 	    evbuffer_add(c->body, data, len) != 0) {
 		c->conn = NULL;
+		c->too_large = 1;
+		evtimer_add(c->timer, &now);
 		return 1;
 	}
 	return 0;
+}
+
+/* Write the first bytes of the body into out (of size > BODY_QUOTED),
+ * with each byte that is not printable ASCII as '?', so that the log line
+ * stays one line of text. */
+static void
+quote_body(struct tg_moderation_call *c, char *out, size_t size)
+{
+	size_t len = evbuffer_get_length(c->body);
+	size_t n = len < BODY_QUOTED ? len : BODY_QUOTED;
+	const unsigned char *bytes = evbuffer_pullup(c->body, (ev_ssize_t)n);
+
+	for (size_t i = 0; i < n && i + 1 < size; i++)
+		out[i] = bytes[i] >= 0x20 && bytes[i] < 0x7f ? (char)bytes[i] : '?';
+	out[n < size ? n : size - 1] = '\0';
+}
+
+/* Write to buf, for the log, why a 200 response could not be read: what
+ * the parse found, the content type, and the first bytes of a body that
+ * is not JSON. */
+static const char *
+describe_unreadable(struct tg_moderation_call *c, const char *why, char *buf, size_t size)
+{
+	char quoted[BODY_QUOTED + 1];
+	size_t len = evbuffer_get_length(c->body);
+
+	quote_body(c, quoted, sizeof(quoted));
+	snprintf(buf, size, "classifier response not understood: %s; status 200, "
+	         "Content-Type %s, %zu-byte body%s%s%s%s", why,
+	         c->content_type[0] ? c->content_type : "absent", len,
+	         len > 0 ? " beginning \"" : "", len > 0 ? quoted : "",
+	         len > BODY_QUOTED ? "..." : "", len > 0 ? "\"" : "");
+	return buf;
 }
 
 /* Write to buf, for the log, the classifier's status other than 200 and
@@ -300,7 +423,7 @@ call_on_complete(void *arg)
 	const char *category = NULL;
 	enum tg_moderation_verdict v;
 	size_t len = evbuffer_get_length(c->body);
-	char detail[256];
+	char detail[DETAIL_LEN], why[192];
 
 	c->conn = NULL;
 	if (c->status != 200) {
@@ -308,8 +431,12 @@ call_on_complete(void *arg)
 		return;
 	}
 	v = tg_moderation_parse(c->filter, (const char *)evbuffer_pullup(c->body, -1), len,
-	                        &category);
-	finish(c, v, category, v == TG_VERDICT_ERROR ? "classifier response not understood" : NULL);
+	                        c->n_inputs, &category, why, sizeof(why));
+	if (v == TG_VERDICT_ERROR) {
+		finish(c, v, NULL, describe_unreadable(c, why, detail, sizeof(detail)));
+		return;
+	}
+	finish(c, v, category, NULL);
 }
 
 static void
@@ -332,27 +459,37 @@ static void
 on_timeout(evutil_socket_t fd, short what, void *arg)
 {
 	struct tg_moderation_call *c = arg;
+	char detail[DETAIL_LEN];
 
 	(void)fd;
 	(void)what;
 	if (c->conn != NULL)
 		tg_upstream_cancel(c->conn);
 	c->conn = NULL;
-	finish(c, TG_VERDICT_ERROR, NULL, "classifier timed out");
+	if (c->too_large)
+		snprintf(detail, sizeof(detail), "the classifier's response is larger than %d "
+		         "bytes", MAX_RESPONSE);
+	else
+		snprintf(detail, sizeof(detail), "classifier timed out: no complete response "
+		         "within %llu ms (filters.%s.timeout)",
+		         (unsigned long long)c->filter->moderation.timeout, c->filter->name);
+	finish(c, TG_VERDICT_ERROR, NULL, detail);
 }
 
 struct tg_moderation_call *
 tg_moderation_start(struct tg_worker *w, const struct tg_filter *f,
                     const struct tg_text_list *texts, const char *request_id,
-                    tg_moderation_done_fn *done, void *arg)
+                    tg_moderation_done_fn *done, void *arg, const char **failure)
 {
 	struct tg_moderation_call *c = calloc(1, sizeof(*c));
 	struct timeval tv;
 	enum tg_error err;
 
+	*failure = "out of memory";
 	if (c == NULL)
 		return NULL;
 	c->filter = f;
+	c->n_inputs = texts->n;
 	c->done = done;
 	c->arg = arg;
 	c->body = evbuffer_new();
@@ -369,6 +506,7 @@ tg_moderation_start(struct tg_worker *w, const struct tg_filter *f,
 	c->conn = tg_upstream_send(w, f->moderation.backend, c->request, &moderation_handler,
 	                           c, &err);
 	if (c->conn == NULL) {
+		*failure = tg_error_info(err)->message;
 		free_call(c);
 		return NULL;
 	}

@@ -29,20 +29,30 @@ typedef void tg_moderation_done_fn(void *arg, const struct tg_filter *f,
  * Ask f's classifier about texts, on worker w; request_id goes upstream in
  * X-Request-Id. done is called exactly once, later, from the event loop,
  * unless the call is cancelled first; the call is freed before done runs.
- * Returns NULL when the call could not start (done is not called then).
+ * Returns NULL when the call could not start (done is not called then),
+ * with *failure set to why.
  */
 struct tg_moderation_call *tg_moderation_start(struct tg_worker *w,
                                                const struct tg_filter *f,
                                                const struct tg_text_list *texts,
                                                const char *request_id,
-                                               tg_moderation_done_fn *done, void *arg);
+                                               tg_moderation_done_fn *done, void *arg,
+                                               const char **failure);
 
 /* Stop a call whose done has not run; done will not run. */
 void tg_moderation_cancel(struct tg_moderation_call *c);
 
-/* Read a classifier's response body (exposed for the unit tests). Returns
- * the verdict; *category as for tg_moderation_done_fn. */
+/*
+ * Read a classifier's response body to a call about n_inputs texts
+ * (exposed for the unit tests). Returns the verdict; *category as for
+ * tg_moderation_done_fn. For TG_VERDICT_ERROR, why (of why_size bytes)
+ * says what was wrong: a body that is not JSON, the JSON path of a member
+ * that is missing or of the wrong type, or a count of results other than
+ * n_inputs.
+ */
 enum tg_moderation_verdict tg_moderation_parse(const struct tg_filter *f, const char *body,
-                                               size_t len, const char **category);
+                                               size_t len, size_t n_inputs,
+                                               const char **category, char *why,
+                                               size_t why_size);
 
 #endif

@@ -213,6 +213,29 @@ pass_request(struct tg_request *req, tg_filter_next_fn *next)
 
 static void cancel_calls(struct tg_filter_state *st);
 
+/* How often a moderation filter's failures are logged at most: an outage
+ * of its classifier fails every request, and the access log records each
+ * one ("error": true in its decisions). */
+#define FAILURE_LOG_INTERVAL_MS 5000
+
+/* Log that f's classifier failed for req (detail says how), and what
+ * on_error does about it, within FAILURE_LOG_INTERVAL_MS. */
+static void
+log_classifier_failure(struct tg_request *req, const struct tg_filter *f, const char *detail)
+{
+	uint64_t skipped;
+	char more[96] = "";
+
+	if (!tg_log_limit_take(f->moderation.failure_log, FAILURE_LOG_INTERVAL_MS, &skipped))
+		return;
+	if (skipped > 0)
+		snprintf(more, sizeof(more), " (and %llu more failures of this filter since the "
+		         "last message)", (unsigned long long)skipped);
+	tg_log_request(req, TG_LOG_WARN, "moderation filter %s failed: %s; %s%s", f->name,
+	               detail, f->on_error_block ? "on_error is block, so the request is "
+	               "rejected" : "on_error is allow, so the request goes on", more);
+}
+
 static void
 on_moderation_done(void *arg, const struct tg_filter *f, enum tg_moderation_verdict v,
                    const char *category, const char *detail)
@@ -232,9 +255,7 @@ on_moderation_done(void *arg, const struct tg_filter *f, enum tg_moderation_verd
 
 	if (error) {
 		action = f->on_error_block ? TG_ACTION_BLOCK : TG_ACTION_FLAG;
-		tg_log_request(req, TG_LOG_WARN, "moderation filter %s failed: %s; %s", f->name,
-		               detail ? detail : "no detail",
-		               f->on_error_block ? "rejecting the request" : "letting it pass");
+		log_classifier_failure(req, f, detail ? detail : "no detail");
 	}
 	if (v != TG_VERDICT_SAFE)
 		tg_filter_log_add(&st->log, f, category, action, TG_SIDE_REQUEST, error);
@@ -277,19 +298,19 @@ start_calls(struct tg_request *req, const struct tg_filter_chain *chain,
 	for (size_t i = 0; i < chain->n && *blocked == NULL; i++) {
 		const struct tg_filter *f = chain->filters[i];
 		struct tg_moderation_call *c;
+		const char *failure;
 
 		if (f->type != TG_FILTER_MODERATION || !(f->apply_to & TG_SIDE_REQUEST))
 			continue;
-		c = tg_moderation_start(req->worker, f, &st->texts, req->id, on_moderation_done, req);
+		c = tg_moderation_start(req->worker, f, &st->texts, req->id, on_moderation_done, req,
+		                        &failure);
 		if (c != NULL) {
 			st->call_filters[st->n_calls] = f;
 			st->calls[st->n_calls++] = c;
 			st->n_running++;
 			continue;
 		}
-		tg_log_request(req, TG_LOG_WARN, "moderation filter %s: call not started; %s",
-		               f->name, f->on_error_block ? "rejecting the request"
-		                                          : "letting it pass");
+		log_classifier_failure(req, f, failure);
 		tg_filter_log_add(&st->log, f, NULL, f->on_error_block ? TG_ACTION_BLOCK
 		                                                       : TG_ACTION_FLAG,
 		                  TG_SIDE_REQUEST, 1);

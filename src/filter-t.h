@@ -76,9 +76,13 @@ struct tg_moderation {
 	struct tg_threshold *thresholds;        /* empty: use "flagged" */
 	char *verdict_pattern;          /* TG_MODERATION_CHAT, as written */
 	void *verdict_code;             /* pcre2_code_8; a match means unsafe */
+	struct tg_log_limit *failure_log;       /* of failed calls, shared by the
+	                                           workers; apart, because the
+	                                           filter is read-only once loaded */
 };
 
 struct tg_plugin_instance;
+struct tg_log_limit;
 
 struct tg_filter {
 	char *name;

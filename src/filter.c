@@ -53,6 +53,7 @@ tg_filter_free(struct tg_filter *f)
 	free_thresholds(m->thresholds, m->n_thresholds);
 	free(m->verdict_pattern);
 	pcre2_code_free(m->verdict_code);
+	free(m->failure_log);
 
 	if (f->plugin != NULL)
 		tg_plugin_unload(f->plugin);
@@ -188,7 +189,9 @@ tg_filter_error_body(struct evbuffer *out, enum tg_error_shape shape,
 		         f->name, rule);
 	else
 		snprintf(message, sizeof(message),
-		         "the request was rejected by content filter \"%s\"", f->name);
+		         "the request was rejected because content filter \"%s\" could not check "
+		         "it: its classifier failed, and the filter's on_error setting rejects "
+		         "what it cannot check", f->name);
 
 	/* OpenAI's shape has "param", Anthropic's does not. */
 	if (shape == TG_ERROR_ANTHROPIC)

@@ -284,8 +284,10 @@ const char *tg_filter_plugin_check(const struct tg_filter *f, const char *text,
  * Write the body of a request rejected by f: the error of
  * TG_E_CONTENT_FILTER in shape (errors.h), with a message naming the filter
  * and the rule (never the matched text) and members "filter" and "rule",
- * plus "param": null in OpenAI's shape. Returns 0, or -1 when out of
- * memory.
+ * plus "param": null in OpenAI's shape. rule is NULL when f's classifier
+ * failed and its on_error blocks. The message then states that, so that a
+ * client does not take an outage for a verdict on its text. Returns 0, or -1 when
+ * out of memory.
  */
 int tg_filter_error_body(struct evbuffer *out, enum tg_error_shape shape,
                          const struct tg_filter *f, const char *rule);

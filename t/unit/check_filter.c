@@ -12,6 +12,7 @@
 #include <jansson.h>
 
 #include "filter-helpers.h"
+#include "filter-moderation.h"
 #include "filter-norm.h"
 #include "filter-rule.h"
 #include "filter.h"
@@ -999,6 +1000,100 @@ START_TEST(side_not_applied_is_skipped)
 }
 END_TEST
 
+/* --- moderation replies --------------------------------------------------- */
+
+/* An openai-shape moderation filter; with threshold, one on "violence". */
+static struct tg_filter *
+make_moderation(double threshold)
+{
+	struct tg_filter *f = calloc(1, sizeof(*f));
+
+	f->name = strdup("guard");
+	f->type = TG_FILTER_MODERATION;
+	f->moderation.api = TG_MODERATION_OPENAI;
+	if (threshold > 0) {
+		f->moderation.thresholds = calloc(1, sizeof(*f->moderation.thresholds));
+		f->moderation.thresholds[0].name = strdup("violence");
+		f->moderation.thresholds[0].score = threshold;
+		f->moderation.n_thresholds = 1;
+	}
+	return f;
+}
+
+/* Parse body as the reply to n_inputs texts; why is left in out. */
+static enum tg_moderation_verdict
+parse_reply(const struct tg_filter *f, const char *body, size_t n_inputs,
+            const char **category, char *why, size_t size)
+{
+	why[0] = '\0';
+	return tg_moderation_parse(f, body, strlen(body), n_inputs, category, why, size);
+}
+
+static const struct {
+	const char *body;
+	size_t n_inputs;
+	double threshold;       /* 0: "flagged" decides */
+	const char *why;        /* NULL: not an error */
+} moderation_replies[] = {
+	{"{\"results\":[{\"flagged\":false}]}", 1, 0, NULL},
+	{"<html>ok</html>", 1, 0, "the body is not JSON (invalid from byte 1)"},
+	{"[1]", 1, 0, "the body is an array, expected an object"},
+	{"{}", 1, 0, "results is missing, expected an array"},
+	{"{\"results\":{}}", 1, 0, "results is an object, expected an array"},
+	{"{\"results\":[]}", 1, 0, "results has 0 entries for 1 input"},
+	{"{\"results\":[{\"flagged\":false}]}", 2, 0, "results has 1 entry for 2 inputs"},
+	{"{\"results\":[{\"flagged\":false},7]}", 2, 0, "results[1] is an integer, expected an object"},
+	{"{\"results\":[{\"flagged\":\"yes\"}]}", 1, 0,
+	 "results[0].flagged is a string, expected true or false"},
+	{"{\"results\":[{}]}", 1, 0, "results[0].flagged is missing, expected true or false"},
+	{"{\"results\":[{\"category_scores\":{\"violence\":0.1}}]}", 1, 0.5, NULL},
+	{"{\"results\":[{\"flagged\":true}]}", 1, 0.5,
+	 "results[0].category_scores is missing, expected an object"},
+	{"{\"results\":[{\"category_scores\":{\"violence\":\"high\"}}]}", 1, 0.5,
+	 "results[0].category_scores.violence is a string, expected a number"},
+	{"{\"results\":[{\"category_scores\":{\"hate\":0.9}}]}", 1, 0.5,
+	 "results[0].category_scores.violence is missing, expected a number"},
+};
+
+START_TEST(moderation_reply_faults_named)
+{
+	struct tg_filter *f = make_moderation(moderation_replies[_i].threshold);
+	const char *category;
+	char why[192];
+	enum tg_moderation_verdict v = parse_reply(f, moderation_replies[_i].body,
+	                                           moderation_replies[_i].n_inputs, &category,
+	                                           why, sizeof(why));
+
+	if (moderation_replies[_i].why == NULL) {
+		ck_assert_int_eq(v, TG_VERDICT_SAFE);
+	} else {
+		ck_assert_int_eq(v, TG_VERDICT_ERROR);
+		ck_assert_str_eq(why, moderation_replies[_i].why);
+		ck_assert_ptr_null(category);
+	}
+	destroy_filter(f);
+}
+END_TEST
+
+START_TEST(moderation_reply_flags)
+{
+	struct tg_filter *plain = make_moderation(0);
+	struct tg_filter *scored = make_moderation(0.5);
+	const char *category;
+	char why[192];
+
+	ck_assert_int_eq(parse_reply(plain, "{\"results\":[{\"flagged\":false},{\"flagged\":true}]}",
+	                             2, &category, why, sizeof(why)), TG_VERDICT_FLAGGED);
+	ck_assert_str_eq(category, "flagged");
+	ck_assert_int_eq(parse_reply(scored, "{\"results\":[{\"category_scores\":"
+	                             "{\"violence\":0.5}}]}", 1, &category, why, sizeof(why)),
+	                 TG_VERDICT_FLAGGED);
+	ck_assert_str_eq(category, "violence");
+	destroy_filter(plain);
+	destroy_filter(scored);
+}
+END_TEST
+
 static Suite *
 filter_suite(void)
 {
@@ -1006,6 +1101,7 @@ filter_suite(void)
 	TCase *norm_case = tcase_create("normalisation");
 	TCase *rules = tcase_create("rules");
 	TCase *bodies = tcase_create("bodies");
+	TCase *moderation = tcase_create("moderation replies");
 
 	tcase_add_test(norm_case, norm_ascii_is_identity);
 	tcase_add_test(norm_case, norm_full_width_maps_back);
@@ -1050,7 +1146,12 @@ filter_suite(void)
 
 	suite_add_tcase(s, norm_case);
 	suite_add_tcase(s, rules);
+	tcase_add_loop_test(moderation, moderation_reply_faults_named, 0,
+	                    sizeof(moderation_replies) / sizeof(moderation_replies[0]));
+	tcase_add_test(moderation, moderation_reply_flags);
+
 	suite_add_tcase(s, bodies);
+	suite_add_tcase(s, moderation);
 	return s;
 }
 
