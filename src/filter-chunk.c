@@ -591,11 +591,46 @@ on_double(void *ctx, double value)
 	return on_other(ctx);
 }
 
+/* In a read of its own, numbers come as text, as in the relay's digest
+ * (reply-digest.c), so that an integer beyond 64 bits reads as a real
+ * there and here alike. */
+static int
+on_number(void *ctx, const char *s, size_t len)
+{
+	long long integer;
+	double real;
+
+	switch (tg_yj_number(s, len, &integer, &real)) {
+	case TG_YJ_INTEGER:
+		return on_integer(ctx, integer);
+	case TG_YJ_REAL:
+	case TG_YJ_BIG_INTEGER:
+		return on_double(ctx, real);
+	case TG_YJ_OVERFLOW:
+		break;
+	}
+	return 0;
+}
+
+/* As the digest's tap, which hands numbers on converted. */
 static const yajl_callbacks CALLBACKS = {
 	.yajl_null = on_other,
 	.yajl_boolean = on_boolean,
 	.yajl_integer = on_integer,
 	.yajl_double = on_double,
+	.yajl_string = on_string,
+	.yajl_start_map = on_start_map,
+	.yajl_map_key = on_map_key,
+	.yajl_end_map = on_end,
+	.yajl_start_array = on_start_array,
+	.yajl_end_array = on_end,
+};
+
+/* For tg_chunk_read(), its own parse. */
+static const yajl_callbacks OWN_CALLBACKS = {
+	.yajl_null = on_other,
+	.yajl_boolean = on_boolean,
+	.yajl_number = on_number,
 	.yajl_string = on_string,
 	.yajl_start_map = on_start_map,
 	.yajl_map_key = on_map_key,
@@ -657,7 +692,7 @@ tg_chunk_read(struct tg_chunk *c, const char *data, size_t len)
 	yajl_status st;
 
 	tg_chunk_begin(c, data, len, &tap);
-	c->h = tg_yajl_alloc(tap.callbacks, c);
+	c->h = tg_yajl_alloc(&OWN_CALLBACKS, c);
 	if (c->h == NULL)
 		return TG_CHUNK_FAILED;
 	yajl_config(c->h, yajl_allow_trailing_garbage, 1);

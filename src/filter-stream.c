@@ -116,6 +116,8 @@ enum unreadable {
 	                           apart (unkeyed_choices()) */
 	HELD_TOO_MUCH,          /* the held events passed max_held */
 	ARGUMENTS_TOO_LONG,     /* a JSON text in a string passed max_held */
+	BIG_INTEGER,            /* a masked event has an integer beyond 64 bits,
+	                           which its rewrite through a tree cannot keep */
 };
 
 struct tg_filter_stream {
@@ -310,6 +312,10 @@ tg_filter_stream_describe_error(const struct tg_filter_stream *s, char *buf, siz
 	case DEEP_TEXT:
 		snprintf(buf, size, "an event has texts nested deeper than %d containers, "
 		         "which the filters cannot read", TG_CHUNK_MAX_FRAMES);
+		return;
+	case BIG_INTEGER:
+		snprintf(buf, size, "an event with a masked text has an integer beyond 64 bits, "
+		         "which the rewritten event cannot keep");
 		return;
 	case TEXT_AFTER_FINISH:
 		snprintf(buf, size, "an event has text for a choice after that choice's "
@@ -1443,17 +1449,24 @@ splice_pieces(const struct tg_filter_stream *s, const struct held_event *ev,
 
 /* The tree of a changed event, read from its data with the masked texts
  * in place and its logprobs, which would repeat them, set to null; NULL
- * when out of memory. The tree is written out again whole,
- * so that a changed event is one line of compact JSON, whatever the
- * layout of the data it came with. */
+ * when out of memory, or with s->unreadable set. The tree is written out
+ * again whole, so that a changed event is one line of compact JSON,
+ * whatever the layout of the data it came with.
+ * NOTE: jansson keeps an integer beyond 64 bits only as a real, which
+ * would write every integer of the event as one ("index": 0.0), so such
+ * an event fails the stream instead (BIG_INTEGER). */
 static json_t *
-changed_json(const struct tg_filter_stream *s, const struct held_event *ev)
+changed_json(struct tg_filter_stream *s, const struct held_event *ev)
 {
 	struct tg_json_writer out = {0};
 	json_t *json = NULL;
+	json_error_t error;
 
-	if (splice_pieces(s, ev, &out) == 0)
-		json = json_loadb(out.data, out.len, 0, NULL);
+	if (splice_pieces(s, ev, &out) == 0) {
+		json = json_loadb(out.data, out.len, 0, &error);
+		if (json == NULL && json_error_code(&error) == json_error_numeric_overflow)
+			s->unreadable = BIG_INTEGER;
+	}
 	tg_json_writer_free(&out);
 	tg_filter_drop_logprobs(json);
 	return json;

@@ -18,10 +18,12 @@
 #include <event2/buffer.h>
 #include <jansson.h>
 
+#include "log.h"
 #include "metrics-table.h"
 #include "metrics.h"
 #include "relay.h"
 #include "request.h"
+#include "worker.h"
 
 static const char USAGE_OPTION[] = "\"stream_options\":{\"include_usage\":true}";
 
@@ -148,26 +150,44 @@ count(const struct tg_reply_usage *u, enum tg_usage_count c)
 	return u->count[c];
 }
 
-/* A usage object with a count that is negative or not an integer makes
- * the response's usage unknown, even after an earlier readable one (a
- * message_start before a message_delta), so its tokens are estimated as
- * when usage is missing. Returns 1 when u is such an object. */
+/* How often a worker logs usage it cannot read at most: an upstream that
+ * sends it tends to send it in every response. */
+#define UNREADABLE_USAGE_LOG_INTERVAL_MS (3600 * 1000)
+
+/* A usage object with a count that is negative or not an integer (a
+ * fraction, or an integer beyond 64 bits) makes the response's usage
+ * unknown, even after an earlier readable one (a message_start before a
+ * message_delta), so its tokens are estimated as when usage is missing.
+ * The event itself is relayed: it is valid JSON. Returns 1 when u is
+ * such an object, after logging it within the interval. */
 static int
-drop_unreadable(struct tg_usage *out, const struct tg_reply_usage *u,
+drop_unreadable(struct tg_request *req, struct tg_usage *out, const struct tg_reply_usage *u,
                 enum tg_usage_count input, enum tg_usage_count output)
 {
+	uint64_t skipped;
+	char more[96] = "";
+
 	if (tg_usage_readable(u, input) && tg_usage_readable(u, output))
 		return 0;
 	memset(out, 0, sizeof(*out));
+	if (!tg_log_limit_take(&req->worker->unreadable_usage_log,
+	                       UNREADABLE_USAGE_LOG_INTERVAL_MS, &skipped))
+		return 1;
+	if (skipped > 0)
+		snprintf(more, sizeof(more), ", and %llu more since the last message",
+		         (unsigned long long)skipped);
+	tg_log_request(req, TG_LOG_WARN, "the upstream's usage has a token count that is not "
+	               "an integer from 0 to 2^63 - 1; the response's tokens are counted as "
+	               "unknown and estimated (logged at most once an hour per worker%s)", more);
 	return 1;
 }
 
 /* OpenAI's usage object. The counts are totals for the response, so a
  * later object replaces an earlier one. Returns 1 when usage was taken. */
 static int
-take_openai_usage(struct tg_usage *out, const struct tg_reply_usage *u)
+take_openai_usage(struct tg_request *req, struct tg_usage *out, const struct tg_reply_usage *u)
 {
-	if (drop_unreadable(out, u, TG_USAGE_PROMPT_TOKENS, TG_USAGE_COMPLETION_TOKENS))
+	if (drop_unreadable(req, out, u, TG_USAGE_PROMPT_TOKENS, TG_USAGE_COMPLETION_TOKENS))
 		return 0;
 	if (!tg_usage_has(u, TG_USAGE_PROMPT_TOKENS) && !tg_usage_has(u, TG_USAGE_COMPLETION_TOKENS))
 		return 0;
@@ -182,11 +202,12 @@ take_openai_usage(struct tg_usage *out, const struct tg_reply_usage *u)
 /* Anthropic counts cache reads and writes apart from input_tokens; input
  * here is all three, as OpenAI's prompt_tokens is. */
 static int
-take_anthropic_usage(struct tg_usage *out, const struct tg_reply_usage *u)
+take_anthropic_usage(struct tg_request *req, struct tg_usage *out,
+                     const struct tg_reply_usage *u)
 {
 	uint64_t read = count(u, TG_USAGE_CACHE_READ_INPUT_TOKENS);
 
-	if (drop_unreadable(out, u, TG_USAGE_INPUT_TOKENS, TG_USAGE_OUTPUT_TOKENS))
+	if (drop_unreadable(req, out, u, TG_USAGE_INPUT_TOKENS, TG_USAGE_OUTPUT_TOKENS))
 		return 0;
 	if (!tg_usage_has(u, TG_USAGE_INPUT_TOKENS) && !tg_usage_has(u, TG_USAGE_OUTPUT_TOKENS))
 		return 0;
@@ -202,14 +223,14 @@ take_anthropic_usage(struct tg_usage *out, const struct tg_reply_usage *u)
 }
 
 static void
-take_event_usage(struct tg_usage *out, const struct tg_reply_digest *d)
+take_event_usage(struct tg_request *req, struct tg_usage *out, const struct tg_reply_digest *d)
 {
 	if (d->type == TG_REPLY_TYPE_MESSAGE_START)
-		take_anthropic_usage(out, &d->message_usage);
+		take_anthropic_usage(req, out, &d->message_usage);
 	else if (d->type == TG_REPLY_TYPE_MESSAGE_DELTA)
-		take_anthropic_usage(out, &d->usage);
+		take_anthropic_usage(req, out, &d->usage);
 	else
-		take_openai_usage(out, &d->usage);
+		take_openai_usage(req, out, &d->usage);
 }
 
 void
@@ -220,8 +241,8 @@ tg_metrics_response_body(struct tg_request *req)
 	if (req->metrics.table == NULL || req->response.body == NULL)
 		return;
 	d = tg_relay_response_digest(req);
-	if (!take_openai_usage(&req->metrics.usage, &d->usage))
-		take_anthropic_usage(&req->metrics.usage, &d->usage);
+	if (!take_openai_usage(req, &req->metrics.usage, &d->usage))
+		take_anthropic_usage(req, &req->metrics.usage, &d->usage);
 }
 
 /* --- stream events ----------------------------------------------------------- */
@@ -393,7 +414,7 @@ tg_metrics_stream_event(struct tg_request *req, struct tg_stream_event *ev)
 	if (m->table == NULL)
 		return 0;
 	if (d->object) {
-		take_event_usage(&m->usage, d);
+		take_event_usage(req, &m->usage, d);
 		if (m->usage_added && is_usage_chunk(d))
 			return 1;
 		if (m->usage_added)

@@ -698,6 +698,31 @@ on_double(void *ctx, double value)
 	return take_value(r, V_DOUBLE, NULL, 0, 0) && TAP(r, yajl_double, value);
 }
 
+/* Numbers come as text, so that an integer beyond 64 bits, which is valid
+ * JSON, reads as a real (a usage count that is not one) where yajl's own
+ * conversion would stop the read. jansson builds no tree of such a text,
+ * so the detail, which stands in for one, gives up. */
+static int
+on_number(void *ctx, const char *s, size_t len)
+{
+	struct reader *r = ctx;
+	long long integer;
+	double real;
+
+	switch (tg_yj_number(s, len, &integer, &real)) {
+	case TG_YJ_INTEGER:
+		return on_integer(ctx, integer);
+	case TG_YJ_BIG_INTEGER:
+		give_up_detail(r);
+		return on_double(ctx, real);
+	case TG_YJ_REAL:
+		return on_double(ctx, real);
+	case TG_YJ_OVERFLOW:
+		break;
+	}
+	return 0;
+}
+
 /* Take a string that jansson rejects. jansson then rejects the whole text,
  * so no tree can stand in for the detail. The detail therefore leaves out
  * the id, model or finish reason that the string would be, as if it were
@@ -802,8 +827,7 @@ on_map_key(void *ctx, const unsigned char *s, size_t len)
 static const yajl_callbacks CALLBACKS = {
 	.yajl_null = on_null,
 	.yajl_boolean = on_boolean,
-	.yajl_integer = on_integer,
-	.yajl_double = on_double,
+	.yajl_number = on_number,
 	.yajl_string = on_string,
 	.yajl_start_map = on_start_map,
 	.yajl_map_key = on_map_key,
@@ -815,8 +839,8 @@ static const yajl_callbacks CALLBACKS = {
 /* --- reading ------------------------------------------------------------- */
 
 /* Start a read into d, and into x and tap unless they are NULL. The tap
- * gets numbers through yajl_integer and yajl_double, as the digest does,
- * so one that set yajl_number would miss them. The parser stops at
+ * gets numbers through yajl_integer and yajl_double (on_number), so one
+ * that set yajl_number would miss them. The parser stops at
  * the end of the value, because yajl would take an unterminated string
  * after it for a token yet to end. read_text() checks the text after the
  * value instead. */

@@ -23,6 +23,7 @@
 #include "accept-pause.h"
 #include "accesslog.h"
 #include "config-t.h"
+#include "log.h"
 #include "yajl-jansson.h"
 
 struct event_base;
@@ -98,6 +99,7 @@ struct tg_worker {
 	size_t n_spare_buffers;
 	struct tg_yj_keys scan_keys;    /* scratch of the request body scans */
 	struct tg_span_pool *span_pool; /* memory of the spans it makes */
+	struct tg_log_limit unreadable_usage_log;       /* metrics-stream.c */
 
 	atomic_int finished;            /* its loop has returned */
 };

@@ -1,6 +1,8 @@
 /*
  * Checks that a yajl read agrees with jansson's (yajl-jansson.h).
  */
+#include <errno.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,4 +131,38 @@ tg_yj_keys_free(struct tg_yj_keys *k)
 {
 	free(k->at);
 	memset(k, 0, sizeof(*k));
+}
+
+enum tg_yj_number
+tg_yj_number(const char *s, size_t len, long long *integer, double *real)
+{
+	char small[64];
+	char *text = len < sizeof(small) ? small : malloc(len + 1);
+	int fraction = memchr(s, '.', len) != NULL || memchr(s, 'e', len) != NULL ||
+	               memchr(s, 'E', len) != NULL;
+	enum tg_yj_number kind = TG_YJ_REAL;
+
+	/* Without memory the number cannot be read; a huge real is what it
+	 * must be then, and the read stops as for one. */
+	if (text == NULL)
+		return TG_YJ_OVERFLOW;
+	memcpy(text, s, len);
+	text[len] = '\0';
+
+	errno = 0;
+	if (!fraction) {
+		*integer = strtoll(text, NULL, 10);
+		kind = errno == 0 ? TG_YJ_INTEGER : TG_YJ_BIG_INTEGER;
+		errno = 0;
+	}
+	if (kind != TG_YJ_INTEGER) {
+		*real = strtod(text, NULL);
+		/* ERANGE also marks an underflow to 0 or a subnormal, which
+		 * jansson and yajl take; only infinity is an overflow. */
+		if (errno == ERANGE && isinf(*real))
+			kind = TG_YJ_OVERFLOW;
+	}
+	if (text != small)
+		free(text);
+	return kind;
 }

@@ -54,4 +54,22 @@ void tg_yj_keys_close(struct tg_yj_keys *k, size_t first);
 
 void tg_yj_keys_free(struct tg_yj_keys *k);
 
+/* The kind of number tg_yj_number() read. */
+enum tg_yj_number {
+	TG_YJ_INTEGER,          /* an integer that fits a long long */
+	TG_YJ_REAL,             /* a number with a fraction or an exponent */
+	TG_YJ_BIG_INTEGER,      /* an integer beyond 64 bits, read as a real */
+	TG_YJ_OVERFLOW,         /* a real beyond a double's range */
+};
+
+/*
+ * Read the text of a number that yajl passes to a yajl_number callback
+ * (len bytes at s, valid JSON): an integer into *integer, anything else
+ * into *real. An integer beyond 64 bits is valid JSON, which yajl's own
+ * conversion rejects. A reader takes it as a real, and knows that jansson
+ * builds no tree of the text without JSON_DECODE_INT_AS_REAL. A real
+ * beyond a double's range is an error, as in jansson and yajl.
+ */
+enum tg_yj_number tg_yj_number(const char *s, size_t len, long long *integer, double *real);
+
 #endif

@@ -64,6 +64,11 @@ const STREAMS = {
     chunk('{"index":0,"delta":{"role":"assistant","reasoning":"mail jane@example.com"},"finish_reason":null}'),
     chunk('{"index":0,"delta":{"content":"ok"},"finish_reason":"stop"}'),
   ],
+  // Valid JSON with counts no usage has: beyond 64 bits, and negative.
+  'bigint-usage': [
+    chunk('{"index":0,"delta":{"role":"assistant","content":"mail jane@example.com"},"finish_reason":"stop"}'),
+    '{"choices":[],"usage":{"prompt_tokens":18446744073709551617,"completion_tokens":-1}}',
+  ],
 };
 
 /* The arguments json cut at byte cut into two tool call deltas. */
@@ -275,6 +280,25 @@ describe('response filters: reasoning text', () => {
       assert.match(res.text, /data: \[DONE\]\n\n$/);
     });
   }
+});
+
+describe('stream filters: a usage count beyond 64 bits', () => {
+  it('relays the event and logs the usage as unknown', async () => {
+    const body = {
+      model: 'm', messages: [{ role: 'user', content: 'hi' }], stream: true,
+      stream_options: { include_usage: true },
+    };
+    const res = await request({
+      port: gw.port, method: 'POST', path: '/v1/chat/completions', body: JSON.stringify(body),
+      headers: { 'content-type': 'application/json', 'x-shape': 'bigint-usage', 'x-stream': '1' },
+    });
+    assert.equal(res.status, 200);
+    assert.doesNotMatch(res.text, /"error"/);
+    assert.match(res.text, /data: \{"choices":\[\],"usage":\{"prompt_tokens":18446744073709551617,"completion_tokens":-1\}\}\n\n/);
+    assert.equal(streamData(res.text)[0].choices[0].delta.content, 'mail [REDACTED:email]');
+    assert.match(res.text, /data: \[DONE\]\n\n$/);
+    await gw.waitForLog(/usage has a token count that is not an integer from 0 to 2\^63 - 1; the response's tokens are counted as unknown and estimated/);
+  });
 });
 
 describe('response filters: logprobs of a masked text', () => {

@@ -261,6 +261,8 @@ static const struct {
 	{"{\"choices\":[{\"index\":null}]}", 1},
 	{"{\"choices\":[{\"index\":[1]}]}", 1},
 	{"{\"choices\":[{\"index\":2147483648}]}", 1},
+	{"{\"choices\":[{\"index\":18446744073709551617}]}", 1},
+	{"{\"choices\":[],\"usage\":{\"prompt_tokens\":18446744073709551617}}", 0},
 	{"{\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0.0}]}}]}", 1},
 	{"{\"type\":\"content_block_delta\",\"index\":true}", 1},
 	{"{\"choices\":[{\"index\":2147483647,\"x\":{\"index\":1.5}}]}", 0},
