@@ -380,26 +380,36 @@ quote_body(struct tg_moderation_call *c, char *out, size_t size)
 	out[n < size ? n : size - 1] = '\0';
 }
 
-/* Write to buf, for the log, why a 200 response could not be read: what
- * the parse found, the content type, and the first bytes of a body that
- * is not JSON. */
-static const char *
-describe_unreadable(struct tg_moderation_call *c, const char *why, char *buf, size_t size)
+/* Write to buf, for the log, the content type, the size and the first
+ * bytes of the response body. */
+static void
+describe_body(struct tg_moderation_call *c, char *buf, size_t size)
 {
 	char quoted[BODY_QUOTED + 1];
 	size_t len = evbuffer_get_length(c->body);
 
 	quote_body(c, quoted, sizeof(quoted));
-	snprintf(buf, size, "classifier response not understood: %s; status 200, "
-	         "Content-Type %s, %zu-byte body%s%s%s%s", why,
+	snprintf(buf, size, "Content-Type %s, %zu-byte body%s%s%s%s",
 	         c->content_type[0] ? c->content_type : "absent", len,
 	         len > 0 ? " beginning \"" : "", len > 0 ? quoted : "",
 	         len > BODY_QUOTED ? "..." : "", len > 0 ? "\"" : "");
+}
+
+/* Write to buf, for the log, why a 200 response could not be read: what
+ * the parse found, and what the body is. */
+static const char *
+describe_unreadable(struct tg_moderation_call *c, const char *why, char *buf, size_t size)
+{
+	char body[BODY_QUOTED + 128];
+
+	describe_body(c, body, sizeof(body));
+	snprintf(buf, size, "classifier response not understood: %s; status 200, %s", why, body);
 	return buf;
 }
 
 /* Write to buf, for the log, the classifier's status other than 200 and
- * the message of an OpenAI-shaped error body, which names what to fix. */
+ * the message of an OpenAI-shaped error body, which names what to fix, or
+ * else what the body is (a proxy's HTML page, say). */
 static const char *
 describe_error_response(struct tg_moderation_call *c, char *buf, size_t size)
 {
@@ -407,11 +417,14 @@ describe_error_response(struct tg_moderation_call *c, char *buf, size_t size)
 	json_t *body = json_loadb((const char *)evbuffer_pullup(c->body, -1), len, 0, NULL);
 	const char *message = json_string_value(json_object_get(json_object_get(body, "error"),
 	                                                        "message"));
+	char what[BODY_QUOTED + 128];
 
-	if (message != NULL)
+	if (message != NULL) {
 		snprintf(buf, size, "classifier responded with status %d: %s", c->status, message);
-	else
-		snprintf(buf, size, "classifier responded with status %d", c->status);
+	} else {
+		describe_body(c, what, sizeof(what));
+		snprintf(buf, size, "classifier responded with status %d (%s)", c->status, what);
+	}
 	json_decref(body);
 	return buf;
 }

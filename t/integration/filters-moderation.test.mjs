@@ -19,6 +19,7 @@ const REPLIES = {
   no_results: { type: 'application/json', body: '{"results":[]}' },
   score_text: { type: 'application/json', body: '{"results":[{"flagged":false,"category_scores":{"violence":"high"}}]}' },
   clean: { type: 'application/json', body: '{"results":[{"flagged":false}]}' },
+  proxy_error: { status: 502, type: 'text/html', body: '<html>Bad Gateway</html>' },
 };
 
 /* A classifier that replies by the first segment of the request path, and
@@ -31,7 +32,7 @@ async function startClassifier() {
       return;
     req.on('end', () => {
       const reply = REPLIES[name];
-      res.writeHead(200, { 'content-type': reply.type });
+      res.writeHead(reply.status ?? 200, { 'content-type': reply.type });
       res.end(reply.body);
     });
   });
@@ -125,6 +126,13 @@ describe('moderation filters: a classifier that fails', () => {
       await gw.waitForLog(new RegExp(`moderation filter ${name} failed: classifier response not understood: ${why}; status 200, Content-Type application/json`));
     });
   }
+
+  it('describes an error status whose body is not an API error', async () => {
+    const res = await post(gw, chat('proxy_error'));
+    assert.equal(res.status, 400);
+    assert.match(res.json.error.message, /could not check it/);
+    await gw.waitForLog(/moderation filter proxy_error failed: classifier responded with status 502 \(Content-Type text\/html, 24-byte body beginning "<html>Bad Gateway<\/html>"\)/);
+  });
 
   it('names the timeout the classifier ran past', async () => {
     const res = await post(gw, chat('silent'));
