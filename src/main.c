@@ -36,6 +36,7 @@
 #include "descriptors.h"
 #include "health.h"
 #include "log.h"
+#include "sd-notify.h"
 #include "metrics.h"
 #include "start-settings.h"
 #include "tls.h"
@@ -154,15 +155,18 @@ reload(struct daemon *d)
 	struct tg_config *cfg;
 
 	tg_info("reloading configuration from %s", d->config_path);
+	tg_notify("RELOADING=1");
 	cfg = load_config_logged(d->config_path);
 	if (cfg == NULL) {
 		tg_error("reload of %s failed, keeping the running configuration",
 		         d->config_path);
+		tg_notify("READY=1\nSTATUS=reload failed, running the previous configuration");
 		return;
 	}
 	if (tg_health_attach(&d->health, cfg) != 0) {
 		tg_error("reload of %s failed: out of memory", d->config_path);
 		tg_config_unref(cfg);
+		tg_notify("READY=1\nSTATUS=reload failed, running the previous configuration");
 		return;
 	}
 	tg_start_settings_warn_changes(&d->started, cfg);
@@ -174,6 +178,7 @@ reload(struct daemon *d)
 	tg_config_unref(d->config);
 	d->config = cfg;
 	tg_info("configuration reloaded from %s", d->config_path);
+	tg_notify("READY=1\nSTATUS=serving");
 }
 
 static void
@@ -233,6 +238,7 @@ start_drain(struct daemon *d, int signo)
 		return;
 	}
 	d->stop_deadline_ns = deadline_after_ms(d->config->drain_timeout);
+	tg_notify("STOPPING=1");
 	tg_info("signal %s: draining, up to %llu ms for requests in flight",
 	        strsignal(signo), (unsigned long long)d->config->drain_timeout);
 	for (int i = 0; i < d->n_workers; i++)
@@ -499,6 +505,7 @@ run(struct daemon *d)
 	tg_info("tollgate %s started with %d worker%s", PACKAGE_VERSION, d->n_workers,
 	        d->n_workers == 1 ? "" : "s");
 	atomic_store(&d->runtime.ready, 1);
+	tg_notify("READY=1\nSTATUS=serving");
 
 	event_base_dispatch(d->base);
 
