@@ -25,6 +25,10 @@
 void
 tg_text_list_free(struct tg_text_list *list)
 {
+	for (size_t i = 0; i < list->n; i++) {
+		if (list->kinds[i] == TG_TEXT_KEY)
+			json_decref(list->items[i]);
+	}
 	free(list->items);
 	free(list->kinds);
 	memset(list, 0, sizeof(*list));
@@ -59,6 +63,24 @@ tg_text_list_add(struct tg_text_list *list, json_t *value)
 	return add_text(list, value, TG_TEXT_PLAIN);
 }
 
+/* Append a copy of key, len bytes of an object's key, as a TG_TEXT_KEY
+ * text. The filters read the copy, and the list frees it, so a mask has
+ * no way to rewrite the key; a mask that matches it blocks. jansson
+ * checked the key's UTF-8 when it parsed the body. */
+static int
+add_key(struct tg_text_list *list, const char *key, size_t len)
+{
+	json_t *copy = json_stringn_nocheck(key, len);
+
+	if (copy == NULL)
+		return -1;
+	if (add_text(list, copy, TG_TEXT_KEY) != 0) {
+		json_decref(copy);
+		return -1;
+	}
+	return 0;
+}
+
 /* --- which members are texts -------------------------------------------- */
 
 /*
@@ -86,6 +108,9 @@ enum rule {
 	R_TEXT,                 /* a string */
 	R_VERBATIM,             /* a string read, never rewritten
 	                           (TG_TEXT_VERBATIM) */
+	R_NAME,                 /* the name of a tool, a call or a format:
+	                           read as R_VERBATIM, in requests only
+	                           (S_REQUEST) */
 	R_TEXTS,                /* a string, or an array of them ("prompt",
 	                           "suffix"), or a prompt template */
 	R_VARIABLES,            /* a prompt template's "variables": each
@@ -138,6 +163,10 @@ enum rule {
 	R_OUTPUT_FORMAT,        /* a "json_schema" format: its description and
 	                           schema */
 	R_TEXT_CONFIG,          /* the Responses API's "text": its "format" */
+	R_TOOL_CHOICE,          /* "tool_choice", and the older
+	                           "function_call": the names it gives */
+	R_ALLOWED_TOOLS,        /* chat completions' "allowed_tools" of a
+	                           tool choice */
 };
 
 struct member {
@@ -168,10 +197,10 @@ struct member {
  * cited_text quoted from a document is screened as the stream's
  * citations_delta is.
  *
- * A tool_use block's "name" is not read: it must equal the name of a tool
- * the request declares, which the client's code dispatches on, so a mask
- * would break the call. The tool's description, which is read
- * (TOOL_MEMBERS), gives the model what the name means at length.
+ * A tool_use block's "name" (and a server_tool_use block's) is read
+ * verbatim, in requests only (R_NAME): the model reads the conversation's
+ * calls by name, and the client's code dispatches on it, so a mask that
+ * matches it blocks.
  *
  * A document block gives the model its "title", its "context" and the
  * text of its "source": the "data" of a source of type "text", or the
@@ -189,7 +218,7 @@ static const struct member PART_MEMBERS[] = {
 	MEMBER("text", R_TEXT), MEMBER("refusal", R_TEXT), MEMBER("thinking", R_TEXT),
 	MEMBER("input", R_VALUES), MEMBER("content", R_RESULT), MEMBER("citations", R_VALUES),
 	MEMBER("title", R_TEXT), MEMBER("context", R_TEXT), MEMBER("source", R_SOURCE),
-	END_MEMBERS
+	MEMBER("name", R_NAME), END_MEMBERS
 };
 static const struct member RESULT_PART_MEMBERS[] = {
 	MEMBER("text", R_TEXT), MEMBER("title", R_TEXT), MEMBER("context", R_TEXT),
@@ -238,7 +267,7 @@ static const struct member CALL_MEMBERS[] = {
  * arguments as plain text and each string value too (filter-stream.c),
  * since it learns only at their end whether they are JSON. */
 static const struct member FUNCTION_MEMBERS[] = {
-	MEMBER("arguments", R_ARGUMENTS), END_MEMBERS
+	MEMBER("name", R_NAME), MEMBER("arguments", R_ARGUMENTS), END_MEMBERS
 };
 static const struct member CHOICE_MEMBERS[] = {
 	MEMBER("message", R_MESSAGE), MEMBER("text", R_TEXT), END_MEMBERS
@@ -253,10 +282,11 @@ static const struct member CHOICE_MEMBERS[] = {
  * file_search_call's "queries" and the "text" of its "results". So are
  * an mcp_call's "error", the "action" of a search, shell or computer
  * call, and the "diff" of an apply_patch_call. The "tools" of an
- * mcp_list_tools item are read as the request's own tools are.
+ * mcp_list_tools item are read as the request's own tools are. The
+ * "name" of a call is read verbatim (R_NAME).
  */
 static const struct member INPUT_ITEM_MEMBERS[] = {
-	MEMBER("content", R_CONTENT), MEMBER("arguments", R_ARGUMENTS),
+	MEMBER("name", R_NAME), MEMBER("content", R_CONTENT), MEMBER("arguments", R_ARGUMENTS),
 	MEMBER("output", R_CONTENT), MEMBER("summary", R_CONTENT), MEMBER("input", R_TEXT),
 	MEMBER("code", R_TEXT), MEMBER("queries", R_TEXTS), MEMBER("results", R_TEXT_PARTS),
 	MEMBER("error", R_TEXT), MEMBER("tools", R_TOOLS), MEMBER("action", R_ACTION),
@@ -276,18 +306,21 @@ static const struct member LOG_MEMBERS[] = {
 };
 /*
  * A tool, in the shape of chat completions ({"type": "function",
- * "function": {...}}), of the Responses API (the function's members in
- * the tool) or of Anthropic ("input_schema" for "parameters"). The model
+ * "function": {...}}, or "custom" for a custom tool), of the Responses
+ * API (the function's members in the tool) or of Anthropic
+ * ("input_schema" for "parameters"). The model
  * reads a tool's description and its parameters' schema as a prompt, so
  * both are read, the schema by R_SCHEMA, and so is an MCP tool's
- * "server_description". A tool's "name" is not read, for the reason a
- * tool_use block's is not (PART_MEMBERS).
+ * "server_description". A tool's "name" is read verbatim (R_NAME): the
+ * model reads it too, and the client's code dispatches on it.
  */
 static const struct member TOOL_FUNCTION_MEMBERS[] = {
-	MEMBER("description", R_TEXT), MEMBER("parameters", R_SCHEMA), END_MEMBERS
+	MEMBER("name", R_NAME), MEMBER("description", R_TEXT), MEMBER("parameters", R_SCHEMA),
+	END_MEMBERS
 };
 static const struct member TOOL_MEMBERS[] = {
-	MEMBER("function", R_TOOL_FUNCTION), MEMBER("description", R_TEXT),
+	MEMBER("name", R_NAME), MEMBER("function", R_TOOL_FUNCTION),
+	MEMBER("custom", R_TOOL_FUNCTION), MEMBER("description", R_TEXT),
 	MEMBER("parameters", R_SCHEMA), MEMBER("input_schema", R_SCHEMA),
 	MEMBER("server_description", R_TEXT), END_MEMBERS
 };
@@ -298,9 +331,25 @@ static const struct member PREDICTION_MEMBERS[] = {
 };
 /* A structured output format: chat completions' "response_format" has
  * it in "json_schema", the Responses API's "text" in "format". Its
- * "name" is not read: clients find the format by it. */
+ * "name" is read verbatim, since clients find the format by it. */
 static const struct member OUTPUT_FORMAT_MEMBERS[] = {
-	MEMBER("description", R_TEXT), MEMBER("schema", R_SCHEMA), END_MEMBERS
+	MEMBER("name", R_NAME), MEMBER("description", R_TEXT), MEMBER("schema", R_SCHEMA),
+	END_MEMBERS
+};
+/*
+ * A tool choice names the tool the model must call: {"type": "function",
+ * "function": {"name": ...}} in chat completions, {"type": "function",
+ * "name": ...} in the Responses API, {"type": "tool", "name": ...} in
+ * Anthropic's, {"name": ...} in the older "function_call", or a list of
+ * allowed tools in either shape of a tool. A string ("auto", "none") is
+ * a mode, not a name.
+ */
+static const struct member TOOL_CHOICE_MEMBERS[] = {
+	MEMBER("name", R_NAME), MEMBER("function", R_TOOL_FUNCTION),
+	MEMBER("allowed_tools", R_ALLOWED_TOOLS), MEMBER("tools", R_TOOLS), END_MEMBERS
+};
+static const struct member ALLOWED_TOOLS_MEMBERS[] = {
+	MEMBER("tools", R_TOOLS), END_MEMBERS
 };
 static const struct member RESPONSE_FORMAT_MEMBERS[] = {
 	MEMBER("json_schema", R_OUTPUT_FORMAT), END_MEMBERS
@@ -328,6 +377,7 @@ static const struct member REQUEST_MEMBERS[] = {
 	MEMBER("input", R_INPUT), MEMBER("instructions", R_TEXT), MEMBER("tools", R_TOOLS),
 	MEMBER("functions", R_TOOLS), MEMBER("prediction", R_PREDICTION),
 	MEMBER("response_format", R_RESPONSE_FORMAT), MEMBER("text", R_TEXT_CONFIG),
+	MEMBER("tool_choice", R_TOOL_CHOICE), MEMBER("function_call", R_TOOL_CHOICE),
 	MEMBER("suffix", R_TEXTS), END_MEMBERS
 };
 /* An error's message may echo the prompt back, in both APIs' shapes. */
@@ -341,12 +391,25 @@ static const struct member RESPONSE_MEMBERS[] = {
 	END_MEMBERS
 };
 
-/* The part a string read by a rule plays, besides rule_def.text. */
+/*
+ * The part a string read by a rule plays, besides rule_def.text.
+ *
+ * Names (R_NAME) are read in requests only. In a response, a tool call's
+ * function name or a tool_use block's name, streamed or not, is not read:
+ * the model does not write a name of its own there but picks one the
+ * request declared, whose tools and tool choice the request filters read.
+ * A block there would end every response that calls that tool, for a name
+ * the client wrote. The stream readers (filter-chunk.c) skip the name
+ * too, so both paths of a response agree.
+ * NOTE: chat completions without "strict" may return a name the request
+ * did not declare; it reaches the client's dispatch unread.
+ */
 enum string_role {
 	S_PLAIN,
 	S_TYPE,                 /* the object's "type": whether it is "text" */
 	S_TYPED,                /* a text only when the object's "type" member
 	                           is "text" */
+	S_REQUEST,              /* a text only in a request */
 };
 
 struct rule_def {
@@ -367,6 +430,7 @@ static const struct rule_def RULES[] = {
 	[R_NONE] = {0, R_NONE, NULL, 0},
 	[R_TEXT] = {1, R_NONE, NULL, 0},
 	[R_VERBATIM] = {1, R_NONE, NULL, 0, TG_TEXT_VERBATIM},
+	[R_NAME] = {1, R_NONE, NULL, 0, TG_TEXT_VERBATIM, .role = S_REQUEST},
 	[R_TEXTS] = {1, R_TEXT, PROMPT_MEMBERS, 0},     /* nested token arrays are skipped */
 	[R_VARIABLES] = {0, R_TEXT_PART, MAP_MEMBERS, 0, .map = 1},
 	[R_INPUT] = {1, R_INPUT_ITEM, NULL, 0},
@@ -405,6 +469,8 @@ static const struct rule_def RULES[] = {
 	[R_RESPONSE_FORMAT] = {0, R_NONE, RESPONSE_FORMAT_MEMBERS, 0},
 	[R_OUTPUT_FORMAT] = {0, R_NONE, OUTPUT_FORMAT_MEMBERS, 0},
 	[R_TEXT_CONFIG] = {0, R_NONE, TEXT_CONFIG_MEMBERS, 0},
+	[R_TOOL_CHOICE] = {0, R_NONE, TOOL_CHOICE_MEMBERS, 0},
+	[R_ALLOWED_TOOLS] = {0, R_NONE, ALLOWED_TOOLS_MEMBERS, 0},
 };
 
 /*
@@ -426,11 +492,13 @@ static const struct rule_def RULES[] = {
  *
  * The keys of objects inside these values are not read, as the keys of
  * a tool_use block's "input" are not. Every other string is structure:
- * a key, a "type", a "$ref", a name in "required". A mask there would
- * break the schema.
+ * a key, a "type", a "$ref". A mask there would break the schema.
  *
  * The keys of "properties" and its like are names, not keywords: a
- * property named "default" is a schema, not data.
+ * property named "default" is a schema, not data. The model reads them,
+ * and the client's code reads the values by them, so they are read as
+ * keys (TG_TEXT_KEY), which a mask that matches blocks. The names in
+ * "required" are the same names, read verbatim as data.
  */
 enum schema_key {
 	SK_OTHER,               /* a keyword of structure, or one whose value
@@ -452,7 +520,8 @@ struct schema_keyword {
 static const struct schema_keyword SCHEMA_KEYWORDS[] = {
 	KEYWORD("description", SK_TEXT), KEYWORD("title", SK_TEXT), KEYWORD("$comment", SK_TEXT),
 	KEYWORD("enum", SK_VERBATIM), KEYWORD("const", SK_VERBATIM),
-	KEYWORD("default", SK_VERBATIM), KEYWORD("examples", SK_EXAMPLES),
+	KEYWORD("default", SK_VERBATIM), KEYWORD("required", SK_VERBATIM),
+	KEYWORD("examples", SK_EXAMPLES),
 	KEYWORD("example", SK_EXAMPLES), KEYWORD("properties", SK_NAMES),
 	KEYWORD("patternProperties", SK_NAMES), KEYWORD("$defs", SK_NAMES),
 	KEYWORD("definitions", SK_NAMES), KEYWORD("dependentSchemas", SK_NAMES),
@@ -512,18 +581,19 @@ walk_values(struct tg_text_list *list, json_t *value, enum tg_text_kind kind)
 
 static int walk_schema(struct tg_text_list *list, json_t *value);
 
-/* Collect the texts of the schemas that an object of names maps to
- * (SK_NAMES); the names are not read. */
+/* Collect each name of an object of names (SK_NAMES), as a key, and
+ * then the texts of the schema it maps to. */
 static int
 walk_schema_names(struct tg_text_list *list, json_t *value)
 {
 	const char *key;
+	size_t len;
 	json_t *item;
 
 	if (!json_is_object(value))
 		return walk_schema(list, value);
-	json_object_foreach(value, key, item) {
-		if (walk_schema(list, item) != 0)
+	json_object_keylen_foreach(value, key, len, item) {
+		if (add_key(list, key, len) != 0 || walk_schema(list, item) != 0)
 			return -1;
 	}
 	return 0;
@@ -583,27 +653,44 @@ has_text_type(json_t *object)
 	       memcmp(json_string_value(type), "text", 4) == 0;
 }
 
-static int walk_tree(struct tg_text_list *list, json_t *value, enum rule r);
+static int walk_tree(struct tg_text_list *list, json_t *value, enum rule r, int request);
+
+/* Whether a member read by rule r is read where it is: S_TYPED only in
+ * an object of type "text", S_REQUEST only in a request. */
+static int
+member_read(enum rule r, json_t *object, int request)
+{
+	switch (RULES[r].role) {
+	case S_TYPED:
+		return has_text_type(object);
+	case S_REQUEST:
+		return request;
+	default:
+		return 1;
+	}
+}
 
 /* Collect the texts of the members of object, read by the rules of
  * members, in the table's order. */
 static int
-walk_members(struct tg_text_list *list, json_t *object, const struct member *members)
+walk_members(struct tg_text_list *list, json_t *object, const struct member *members,
+             int request)
 {
 	for (const struct member *m = members; m->key != NULL; m++) {
-		if (RULES[m->rule].role == S_TYPED && !has_text_type(object))
+		if (!member_read(m->rule, object, request))
 			continue;
-		if (walk_tree(list, json_object_get(object, m->key), m->rule) != 0)
+		if (walk_tree(list, json_object_get(object, m->key), m->rule, request) != 0)
 			return -1;
 	}
 	return 0;
 }
 
-/* Collect the texts of value read by rule r. Objects are read member by
- * member in the table's order, so a member given twice in the text counts
- * once, with the value the tree kept (the last). */
+/* Collect the texts of value read by rule r, in a request body when
+ * request is set. Objects are read member by member in the table's
+ * order, so a member given twice in the text counts once, with the value
+ * the tree kept (the last). */
 static int
-walk_tree(struct tg_text_list *list, json_t *value, enum rule r)
+walk_tree(struct tg_text_list *list, json_t *value, enum rule r, int request)
 {
 	const struct rule_def *def = &RULES[r];
 	const char *key;
@@ -620,7 +707,7 @@ walk_tree(struct tg_text_list *list, json_t *value, enum rule r)
 
 	if (json_is_array(value) && def->items != R_NONE) {
 		json_array_foreach(value, i, item) {
-			if (walk_tree(list, item, def->items) != 0)
+			if (walk_tree(list, item, def->items, request) != 0)
 				return -1;
 		}
 		return 0;
@@ -628,26 +715,26 @@ walk_tree(struct tg_text_list *list, json_t *value, enum rule r)
 
 	if (json_is_object(value) && def->map) {
 		json_object_foreach(value, key, item) {
-			if (walk_tree(list, item, def->items) != 0)
+			if (walk_tree(list, item, def->items, request) != 0)
 				return -1;
 		}
 		return 0;
 	}
 	if (json_is_object(value) && def->members != NULL)
-		return walk_members(list, value, def->members);
+		return walk_members(list, value, def->members, request);
 	return 0;
 }
 
 int
 tg_text_collect_request(json_t *body, struct tg_text_list *out)
 {
-	return walk_tree(out, body, R_REQUEST);
+	return walk_tree(out, body, R_REQUEST, 1);
 }
 
 int
 tg_text_collect_response(json_t *body, struct tg_text_list *out)
 {
-	return walk_tree(out, body, R_RESPONSE);
+	return walk_tree(out, body, R_RESPONSE, 0);
 }
 
 /* --- texts of a body read with yajl -------------------------------------- */
@@ -675,7 +762,7 @@ struct frame {
 
 /* A rule fits the bytes of a frame, which keep the frames small for the
  * reader's room (struct tg_text_tap_room). */
-_Static_assert(R_TEXT_CONFIG <= UCHAR_MAX, "enum rule does not fit struct frame");
+_Static_assert(R_ALLOWED_TOOLS <= UCHAR_MAX, "enum rule does not fit struct frame");
 
 /* The depth of containers in a JSON Schema that the reader follows. A
  * deeper schema leaves the body to the tree (text_reader.unsure). */
@@ -832,12 +919,19 @@ on_end(void *ctx)
 	return 1;
 }
 
-/* A key inside a JSON Schema. Kept out of on_map_key(), whose keys of
- * a chat request pay for the registers its inlined loop needs. */
-static __attribute__((noinline)) void
+/* A key inside a JSON Schema: a name (SK_NAMES), which is a text of its
+ * own, or a keyword. Returns 0 when fn stopped the read. Kept out of
+ * on_map_key(), whose keys of a chat request pay for the registers its
+ * inlined loop needs. */
+static __attribute__((noinline)) int
 on_schema_key(struct text_reader *r, const unsigned char *key, size_t len)
 {
-	r->key = in_names(r) ? SK_OTHER : schema_key((const char *)key, len);
+	if (in_names(r)) {
+		r->key = SK_OTHER;
+		return r->fn(r->arg, (const char *)key, len) == 0;
+	}
+	r->key = schema_key((const char *)key, len);
+	return 1;
 }
 
 static int
@@ -848,10 +942,8 @@ on_map_key(void *ctx, const unsigned char *key, size_t len)
 
 	if (r->skip > 0 || r->all > 0)
 		return 1;
-	if (r->schema > 0) {
-		on_schema_key(r, key, len);
-		return 1;
-	}
+	if (r->schema > 0)
+		return on_schema_key(r, key, len);
 	f = &r->frames[r->n_frames - 1];
 	f->member = f->other;
 
@@ -906,17 +998,19 @@ on_schema_string(struct text_reader *r, const char *s, size_t len)
 	return 1;
 }
 
-/* A string of a rule with a role (enum string_role): an object's "type",
- * or a member that is a text only when that type is "text". The tree
- * finds the type wherever it is, and keeps the last of two. When the
- * type comes after the member, or twice, the reader stops, unsure, and
- * leaves the body to the tree. */
+/* A string of a rule with a role (enum string_role): a name, which is a
+ * text of requests only, an object's "type", or a member that is a text
+ * only when that type is "text". The tree finds the type wherever it is,
+ * and keeps the last of two. When the type comes after the member, or
+ * twice, the reader stops, unsure, and leaves the body to the tree. */
 static int
 on_role_string(struct text_reader *r, enum string_role role, const char *s, size_t len)
 {
 	struct frame *f;
 	int type_read;
 
+	if (role == S_REQUEST)
+		return r->root == R_REQUEST ? r->fn(r->arg, s, len) == 0 : 1;
 	assert(r->n_frames > 0);
 	f = &r->frames[r->n_frames - 1];
 	type_read = f->text_type != 0;
@@ -1419,7 +1513,8 @@ run_regex(const struct tg_filter *f, enum tg_side side, struct tg_text_list *tex
 {
 	for (size_t i = 0; i < texts->n; i++) {
 		json_t *value = texts->items[i];
-		int verbatim = texts->kinds[i] == TG_TEXT_VERBATIM;
+		int verbatim = texts->kinds[i] == TG_TEXT_VERBATIM ||
+		               texts->kinds[i] == TG_TEXT_KEY;
 		int rc = texts->kinds[i] == TG_TEXT_ARGUMENTS
 		                 ? run_regex_arguments(f, side, value, log, sc, res)
 		                 : run_regex_text(f, side, value, verbatim, log, sc, res);

@@ -75,9 +75,14 @@ enum tg_text_kind {
 	                           matches it blocks instead, because the
 	                           value is a name or a choice that the
 	                           client's code relies on */
+	TG_TEXT_KEY,            /* an object's key, read as TG_TEXT_VERBATIM
+	                           is: the item is a copy of the key that the
+	                           list owns, since a key is no json_t, so
+	                           nothing written to it reaches the body */
 };
 
-/* JSON string values that the filters read and may rewrite in place. */
+/* JSON string values that the filters read and may rewrite in place, and
+ * copies of keys (TG_TEXT_KEY), which they read only. */
 struct tg_text_list {
 	size_t n, cap;
 	json_t **items;
@@ -98,8 +103,11 @@ int tg_text_list_add(struct tg_text_list *list, json_t *value);
  * array of strings, since token arrays are not text), the items of a
  * Responses API "input" and the variables of its prompt template, and
  * "prediction" content. It collects the descriptions of tools and of
- * structured output formats too, with the texts of their JSON Schemas
- * (the data of "enum", "const" and "default" verbatim). Of Anthropic's
+ * structured output formats too, with the texts of their JSON Schemas.
+ * The data of "enum", "const", "default" and "required" is collected
+ * verbatim, and so are the names of tools, formats, tool calls and
+ * "tool_choice"; the names of properties and definitions are collected
+ * as keys. Of Anthropic's
  * Messages shape it collects "system" (a string or text blocks) and
  * members of a message's content blocks. These are the text of text and
  * thinking blocks, every string value inside a tool_use block's "input",

@@ -528,7 +528,8 @@ START_TEST(request_texts_collected)
 	ck_assert_int_eq(tg_text_collect_request(body, &list), 0);
 	for (size_t i = 0; i < list.n; i++)
 		strcat(joined, json_string_value(list.items[i]));
-	ck_assert_str_eq(joined, "S1S2S3S4S5S6S7");
+	/* "f" is the name of the call, read verbatim. */
+	ck_assert_str_eq(joined, "S1S2S3fS4S5S6S7");
 	tg_text_list_free(&list);
 	json_decref(body);
 }
@@ -574,7 +575,7 @@ START_TEST(anthropic_request_texts_collected)
 	char joined[64];
 
 	joined_texts(body, tg_text_collect_request, joined, sizeof(joined));
-	ck_assert_str_eq(joined, "A1A2A3A4A5A6A7A8");
+	ck_assert_str_eq(joined, "A1A2A3A4A5fA6A7A8");
 	joined_texts(plain, tg_text_collect_request, joined, sizeof(joined));
 	ck_assert_str_eq(joined, "SU");
 	json_decref(plain);
@@ -679,7 +680,8 @@ END_TEST
 
 /* A tool_use input is masked value by value, and stays valid JSON. */
 /* A mask rewrites a schema's description in place, but blocks on a
- * message's name and an enum value, which are read verbatim. */
+ * message's name, an enum value, a property's name and the names of
+ * tools, which are read verbatim. */
 START_TEST(mask_blocks_on_verbatim_texts)
 {
 	const char *rules[] = {"preset:email", NULL};
@@ -687,18 +689,21 @@ START_TEST(mask_blocks_on_verbatim_texts)
 	static const char *const verbatim[] = {
 		"{\"messages\": [{\"role\": \"user\", \"name\": \"a@b.io\", \"content\": \"hi\"}]}",
 		"{\"tools\": [{\"function\": {\"parameters\": {\"enum\": [\"a@b.io\"]}}}]}",
+		"{\"tools\": [{\"function\": {\"parameters\": {\"properties\": {\"a@b.io\": {}}}}}]}",
+		"{\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"a@b.io\"}}]}",
+		"{\"tool_choice\": {\"type\": \"tool\", \"name\": \"a@b.io\"}}",
 	};
 	struct tg_filter_log log = {0};
 	struct tg_filter_result res;
 	char *out = filter_request(f,
 		"{\"tools\": [{\"function\": {\"parameters\": {\"type\": \"object\","
-		" \"properties\": {\"a@b.io\": {\"type\": \"string\","
+		" \"properties\": {\"mail\": {\"type\": \"string\","
 		" \"description\": \"mail a@b.io\"}}}}}]}", &res, &log);
 
 	ck_assert_int_eq(res.changed, 1);
 	ck_assert_ptr_null(res.blocked);
 	ck_assert_str_eq(out, "{\"tools\":[{\"function\":{\"parameters\":{\"type\":\"object\","
-	                 "\"properties\":{\"a@b.io\":{\"type\":\"string\","
+	                 "\"properties\":{\"mail\":{\"type\":\"string\","
 	                 "\"description\":\"mail [REDACTED:email]\"}}}}}]}");
 	free(out);
 

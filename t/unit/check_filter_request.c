@@ -147,7 +147,7 @@ same_texts(struct texts *a, struct texts *b)
 struct request_case {
 	const char *name;
 	const char *body;
-	const char *texts[20];          /* in the text's order */
+	const char *texts[MAX_TEXTS];   /* in the text's order */
 };
 
 static const struct request_case cases[] = {
@@ -157,11 +157,11 @@ static const struct request_case cases[] = {
 	 " {\"type\": \"image_url\", \"image_url\": {\"url\": \"no\", \"detail\": \"no\"}},"
 	 " {\"type\": \"input_text\", \"text\": \"P2\"}]},"
 	 " {\"role\": \"assistant\", \"content\": null, \"refusal\": \"R\", \"tool_calls\":"
-	 " [{\"id\": \"no\", \"type\": \"function\", \"function\": {\"name\": \"no\","
-	 " \"arguments\": \"A\"}}], \"function_call\": {\"name\": \"no\", \"arguments\": \"F\"}},"
+	 " [{\"id\": \"no\", \"type\": \"function\", \"function\": {\"name\": \"N1\","
+	 " \"arguments\": \"A\"}}], \"function_call\": {\"name\": \"N2\", \"arguments\": \"F\"}},"
 	 " {\"role\": \"tool\", \"tool_call_id\": \"no\", \"content\": \"T\"}],"
 	 " \"user\": \"no\", \"stop\": [\"no\"], \"metadata\": {\"content\": \"no\"}}",
-	 {"S", "NM", "P1", "P2", "R", "A", "F", "T"}},
+	 {"S", "NM", "P1", "P2", "R", "N1", "A", "N2", "F", "T"}},
 	{"completion prompts",
 	 "{\"model\": \"m\", \"prompt\": [\"P1\", [1, 2], 3, \"P2\", [\"no\"], {\"text\": \"no\"}],"
 	 " \"suffix\": \"X\"}",
@@ -181,10 +181,10 @@ static const struct request_case cases[] = {
 	 " {\"type\": \"tool_result\", \"content\": [{\"type\": \"text\", \"text\": \"TR2\"},"
 	 " {\"type\": \"image\", \"source\": {\"type\": \"url\", \"data\": \"no\"}}]}]},"
 	 " {\"role\": \"assistant\", \"content\": [{\"type\": \"thinking\", \"thinking\": \"H\","
-	 " \"signature\": \"no\"}, {\"type\": \"tool_use\", \"id\": \"no\", \"name\": \"no\","
+	 " \"signature\": \"no\"}, {\"type\": \"tool_use\", \"id\": \"no\", \"name\": \"N1\","
 	 " \"input\": {\"q\": \"V1\", \"o\": {\"list\": [\"V2\", 1, {\"d\": \"V3\"}], \"n\": null}}}]}],"
 	 " \"max_tokens\": 10}",
-	 {"S1", "S2", "U", "TR1", "TR2", "H", "V1", "V2", "V3"}},
+	 {"S1", "S2", "U", "TR1", "TR2", "H", "N1", "V1", "V2", "V3"}},
 	{"escaped texts decoded",
 	 "{\"messages\": [{\"content\": \"a\\u0040b.io \\\"q\\\" \\\\ \\/ caf\\u00e9\\n\\t\"},"
 	 " {\"content\": [{\"text\": \"\\u20ac\\u0041\"}]}]}",
@@ -205,29 +205,30 @@ static const struct request_case cases[] = {
 	 " {\"role\": \"user\", \"content\": \"M1\"},"
 	 " {\"type\": \"message\", \"role\": \"user\", \"content\": [{\"type\": \"input_text\","
 	 " \"text\": \"M2\"}, {\"type\": \"input_image\", \"image_url\": \"no\"}]},"
-	 " {\"type\": \"function_call\", \"call_id\": \"no\", \"name\": \"no\", \"arguments\": \"A\"},"
+	 " {\"type\": \"function_call\", \"call_id\": \"no\", \"name\": \"N1\", \"arguments\": \"A\"},"
 	 " {\"type\": \"function_call_output\", \"call_id\": \"no\", \"output\": \"O\"},"
 	 " [\"no\"], 5]}",
-	 {"N", "S", "M1", "M2", "A", "O"}},
+	 {"N", "S", "M1", "M2", "N1", "A", "O"}},
 	{"tools, formats and predicted output",
-	 "{\"model\": \"m\", \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"no\","
+	 "{\"model\": \"m\", \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"N1\","
 	 " \"description\": \"D1\", \"parameters\": {\"type\": \"object\", \"title\": \"T1\","
 	 " \"properties\": {\"description\": {\"type\": \"string\", \"description\": \"D2\"},"
 	 " \"enum\": {\"enum\": [\"E1\", 1, {\"description\": \"E2\"}, [\"E3\"], \"E4\"]}},"
 	 " \"required\": [\"description\"], \"enum\": \"E5\", \"$defs\": {\"a\": {\"items\":"
 	 " [{\"description\": \"D3\"}], \"description\": 5, \"x\": \"no\"}}}}},"
-	 " {\"type\": \"function\", \"name\": \"no\", \"description\": \"D4\", \"parameters\": \"no\"},"
-	 " {\"name\": \"no\", \"description\": \"D5\", \"input_schema\": {\"description\": \"D6\"}}],"
-	 " \"functions\": [{\"name\": \"no\", \"description\": \"D7\"}],"
+	 " {\"type\": \"function\", \"name\": \"N2\", \"description\": \"D4\", \"parameters\": \"no\"},"
+	 " {\"name\": \"N3\", \"description\": \"D5\", \"input_schema\": {\"description\": \"D6\"}}],"
+	 " \"functions\": [{\"name\": \"N4\", \"description\": \"D7\"}],"
 	 " \"prediction\": {\"type\": \"content\", \"content\": [{\"type\": \"text\", \"text\": \"P\"}]},"
-	 " \"response_format\": {\"type\": \"json_schema\", \"json_schema\": {\"name\": \"no\","
+	 " \"response_format\": {\"type\": \"json_schema\", \"json_schema\": {\"name\": \"N5\","
 	 " \"description\": \"R1\", \"schema\": {\"description\": \"R2\"}}},"
-	 " \"text\": {\"format\": {\"type\": \"json_schema\", \"name\": \"no\", \"schema\":"
+	 " \"text\": {\"format\": {\"type\": \"json_schema\", \"name\": \"N6\", \"schema\":"
 	 " {\"enum\": [\"R3\"]}}}}",
-	 {"D1", "T1", "D2", "E1", "E2", "E3", "E4", "E5", "D3", "D4", "D5", "D6", "D7", "P", "R1",
-	  "R2", "R3"}},
+	 {"N1", "D1", "T1", "description", "D2", "enum", "E1", "E2", "E3", "E4", "description",
+	  "E5", "a", "D3", "N2", "D4", "N3", "D5", "D6", "N4", "D7", "P", "N5", "R1", "R2", "N6",
+	  "R3"}},
 	{"schema data at any depth",
-	 "{\"tools\": [{\"name\": \"no\", \"input_schema\": {\"type\": \"object\","
+	 "{\"tools\": [{\"name\": \"N1\", \"input_schema\": {\"type\": \"object\","
 	 " \"$comment\": \"K1\", \"const\": \"C1\","
 	 " \"default\": {\"k\": [\"V1\", {\"description\": \"V2\"}], \"n\": 1},"
 	 " \"examples\": [\"X1\", {\"type\": \"X2\"}], \"example\": \"X3\","
@@ -240,7 +241,9 @@ static const struct request_case cases[] = {
 	 " \"response_format\": {\"json_schema\": {\"schema\": {\"anyOf\": [{\"const\": \"C2\"}],"
 	 " \"items\": {\"default\": [\"V4\"]}}}}, \"text\": {\"format\": {\"schema\":"
 	 " {\"dependentSchemas\": {\"examples\": {\"examples\": \"X5\"}}}}}}",
-	 {"K1", "C1", "V1", "V2", "X1", "X2", "X3", "V3", "X4", "E1", "D1", "C2", "V4", "X5"}},
+	 {"N1", "K1", "C1", "V1", "V2", "X1", "X2", "X3", "default", "V3", "examples", "X4", "const",
+	  "title", "^enum$", "E1", "const", "description", "D1", "default", "C2", "V4", "examples",
+	  "X5"}},
 	{"Anthropic documents and search results",
 	 "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"document\","
 	 " \"source\": {\"type\": \"text\", \"media_type\": \"text/plain\", \"data\": \"S1\"},"
@@ -265,15 +268,16 @@ static const struct request_case cases[] = {
 	 " \"input_image\", \"image_url\": \"no\"}}}, \"input\": [{\"type\": \"reasoning\","
 	 " \"id\": \"no\", \"summary\": [{\"type\": \"summary_text\", \"text\": \"R1\"}],"
 	 " \"encrypted_content\": \"no\"}, {\"type\": \"custom_tool_call\", \"call_id\": \"no\","
-	 " \"name\": \"no\", \"input\": \"I1\"}, {\"type\": \"custom_tool_call_output\","
+	 " \"name\": \"N1\", \"input\": \"I1\"}, {\"type\": \"custom_tool_call_output\","
 	 " \"output\": \"O1\"}, {\"type\": \"code_interpreter_call\", \"code\": \"K1\","
 	 " \"container_id\": \"no\"}, {\"type\": \"file_search_call\", \"queries\": [\"Q1\"],"
 	 " \"status\": \"no\", \"results\": [{\"file_id\": \"no\", \"text\": \"F1\"}]},"
-	 " {\"type\": \"mcp_call\", \"name\": \"no\", \"server_label\": \"no\","
+	 " {\"type\": \"mcp_call\", \"name\": \"N2\", \"server_label\": \"no\","
 	 " \"arguments\": \"A\", \"output\": \"O2\", \"error\": \"X1\"},"
 	 " {\"type\": \"mcp_list_tools\", \"server_label\": \"no\", \"tools\": [{\"name\":"
-	 " \"no\", \"description\": \"D1\", \"input_schema\": {\"title\": \"D2\"}}]}]}",
-	 {"V1", "V2", "R1", "I1", "O1", "K1", "Q1", "F1", "A", "O2", "X1", "D1", "D2"}},
+	 " \"N3\", \"description\": \"D1\", \"input_schema\": {\"title\": \"D2\"}}]}]}",
+	 {"V1", "V2", "R1", "N1", "I1", "O1", "K1", "Q1", "F1", "N2", "A", "O2", "X1", "N3", "D1",
+	  "D2"}},
 	{"Responses API actions, patches, logs and MCP servers",
 	 "{\"tools\": [{\"type\": \"mcp\", \"server_label\": \"no\", \"server_url\": \"no\","
 	 " \"server_description\": \"M1\"}], \"input\": [{\"type\": \"web_search_call\","
@@ -298,6 +302,36 @@ static const struct request_case cases[] = {
 	 " \"bash_code_execution_result\", \"stdout\": \"O1\", \"stderr\": \"O2\","
 	 " \"return_code\": 0, \"content\": [{\"file_id\": \"no\"}]}}]}]}",
 	 {"W1", "W2", "W3", "O1", "O2"}},
+	{"a chat tool choice and custom tools",
+	 "{\"tool_choice\": {\"type\": \"function\", \"function\": {\"name\": \"C1\"}},"
+	 " \"function_call\": {\"name\": \"C2\"}, \"tools\": [{\"type\": \"custom\","
+	 " \"custom\": {\"name\": \"N1\", \"description\": \"D1\", \"format\": {\"type\":"
+	 " \"grammar\", \"grammar\": {\"syntax\": \"lark\", \"definition\": \"no\"}}}}]}",
+	 {"C1", "C2", "N1", "D1"}},
+	{"allowed tools of chat completions",
+	 "{\"tool_choice\": {\"type\": \"allowed_tools\", \"allowed_tools\": {\"mode\":"
+	 " \"auto\", \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"C1\"}},"
+	 " {\"type\": \"custom\", \"custom\": {\"name\": \"C2\"}}]}}, \"function_call\": \"no\"}",
+	 {"C1", "C2"}},
+	{"allowed tools of the Responses API",
+	 "{\"tool_choice\": {\"type\": \"allowed_tools\", \"mode\": \"required\", \"tools\":"
+	 " [{\"type\": \"function\", \"name\": \"C1\"}, {\"type\": \"mcp\","
+	 " \"server_label\": \"no\"}]}}",
+	 {"C1"}},
+	{"tool choices by name and by mode",
+	 "{\"tool_choice\": {\"type\": \"tool\", \"name\": \"C1\","
+	 " \"disable_parallel_tool_use\": true}, \"messages\": [{\"tool_choice\": \"no\"}]}",
+	 {"C1"}},
+	{"a tool choice that is a mode",
+	 "{\"tool_choice\": \"auto\", \"function_call\": \"none\"}",
+	 {NULL}},
+	{"names of properties, empty too",
+	 "{\"tools\": [{\"input_schema\": {\"properties\": {\"a@b\": {\"properties\":"
+	 " {\"\": {\"description\": \"D1\"}}}, \"q'\": true}, \"required\":"
+	 " [\"a@b\", 5], \"dependencies\": {\"k\": [\"no\"]}, \"items\": [{\"$defs\":"
+	 " {\"d\": {}}, \"properties\": {}}], \"additionalProperties\": {\"patternProperties\":"
+	 " {\"^x\": {}}}}}]}",
+	 {"a@b", "", "D1", "q'", "a@b", "k", "d", "^x"}},
 	{"tool_use input nested deep",
 	 "{\"messages\": [{\"content\": [{\"type\": \"tool_use\", \"input\": "
 	 "[[[[[[[[[[[[[[[[[[[[{\"a\": [[[[\"DEEP\"]]]]}]]]]]]]]]]]]]]]]]]]]}]}]}",
@@ -315,7 +349,7 @@ START_TEST(reader_and_tree_on_crafted_bodies)
 
 	ck_assert_msg(scan(c->body, len) == TG_SCAN_READ, "%s: the scan is unsure", c->name);
 	ck_assert_int_eq(read_texts(c->body, len, &read), 0);
-	while (n < 20 && c->texts[n] != NULL)
+	while (n < MAX_TEXTS && c->texts[n] != NULL)
 		n++;
 	ck_assert_msg(read.n == n, "%s: %zu texts read, expected %zu", c->name, read.n, n);
 	for (size_t i = 0; i < n; i++)
