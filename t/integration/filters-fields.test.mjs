@@ -1,6 +1,7 @@
 // Request filters over the prompt text outside messages' content, in the
 // shapes of chat completions, the Responses API and Anthropic's Messages
-// API. These places are a message's name, tool descriptions and their
+// API. These places are a message's name, the names of tools, tool
+// choices, calls, formats and schema properties, tool descriptions and their
 // parameters' JSON Schemas with their data (enum, const, default,
 // examples), predicted output, and structured output formats. So are a
 // completion's suffix, Anthropic documents and search results, and the
@@ -231,6 +232,90 @@ const PLACES = {
     body: (t) => ({ model: 'm', max_tokens: 9, messages: [hi[0], { role: 'assistant', content: [{ type: 'bash_code_execution_tool_result', tool_use_id: 's1', content: { type: 'bash_code_execution_result', stdout: t, stderr: '', return_code: 0, content: [] } }] }, hi[0]] }),
     at: (b) => b.messages[1].content[0].content.stdout,
   },
+  // Names: the model reads them, and the client's code dispatches on
+  // them, so a mask blocks there.
+  'a chat tool name': {
+    body: (t) => ({ model: 'm', messages: hi, tools: [{ type: 'function', function: { name: t, parameters: schemaWith('who') } }] }),
+    at: (b) => b.tools[0].function.name,
+    verbatim: true,
+  },
+  'a property name of a chat tool schema': {
+    body: (t) => chatTool({ type: 'object', properties: { to: { type: 'object', properties: { [t]: { type: 'string' } } } } }),
+    at: (b) => Object.keys(b.tools[0].function.parameters.properties.to.properties)[0],
+    verbatim: true,
+  },
+  'a name in required of a chat tool schema': {
+    body: (t) => chatTool({ type: 'object', properties: { to: { type: 'string' } }, required: ['to', t] }),
+    at: (b) => b.tools[0].function.parameters.required[1],
+    verbatim: true,
+  },
+  'a $defs name of a response_format schema': {
+    body: (t) => ({ model: 'm', messages: hi, response_format: { type: 'json_schema', json_schema: { name: 'out', schema: { type: 'object', $defs: { [t]: { type: 'string' } } } } } }),
+    at: (b) => Object.keys(b.response_format.json_schema.schema.$defs)[0],
+    verbatim: true,
+  },
+  'a response_format name': {
+    body: (t) => ({ model: 'm', messages: hi, response_format: { type: 'json_schema', json_schema: { name: t, schema: schemaWith('who') } } }),
+    at: (b) => b.response_format.json_schema.name,
+    verbatim: true,
+  },
+  'the name of the older functions': {
+    body: (t) => ({ model: 'm', messages: hi, functions: [{ name: t, description: 'sends' }] }),
+    at: (b) => b.functions[0].name,
+    verbatim: true,
+  },
+  'a chat tool_choice name': {
+    body: (t) => ({ ...chatTool(schemaWith('who')), tool_choice: { type: 'function', function: { name: t } } }),
+    at: (b) => b.tool_choice.function.name,
+    verbatim: true,
+  },
+  'a tool call name in chat history': {
+    body: (t) => ({ model: 'm', messages: [hi[0], { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: t, arguments: '{}' } }] }, { role: 'tool', tool_call_id: 'c1', content: 'sent' }] }),
+    at: (b) => b.messages[1].tool_calls[0].function.name,
+    verbatim: true,
+  },
+  'a Responses API tool name': {
+    path: '/v1/responses',
+    body: (t) => ({ model: 'm', input: 'hi', tools: [{ type: 'function', name: t, parameters: schemaWith('who') }] }),
+    at: (b) => b.tools[0].name,
+    verbatim: true,
+  },
+  'an allowed tool of a Responses API tool_choice': {
+    path: '/v1/responses',
+    body: (t) => ({ model: 'm', input: 'hi', tool_choice: { type: 'allowed_tools', mode: 'auto', tools: [{ type: 'function', name: t }] } }),
+    at: (b) => b.tool_choice.tools[0].name,
+    verbatim: true,
+  },
+  'a function call name in Responses API input': {
+    path: '/v1/responses',
+    body: (t) => responsesInput({ type: 'function_call', call_id: 'c1', name: t, arguments: '{}' }),
+    at: (b) => b.input[1].name,
+    verbatim: true,
+  },
+  'an Anthropic tool name': {
+    path: '/v1/messages',
+    body: (t) => ({ model: 'm', max_tokens: 9, messages: hi, tools: [{ name: t, input_schema: schemaWith('who') }] }),
+    at: (b) => b.tools[0].name,
+    verbatim: true,
+  },
+  'an Anthropic tool_choice name': {
+    path: '/v1/messages',
+    body: (t) => ({ model: 'm', max_tokens: 9, messages: hi, tool_choice: { type: 'tool', name: t } }),
+    at: (b) => b.tool_choice.name,
+    verbatim: true,
+  },
+  'a patternProperties key of an Anthropic input_schema': {
+    path: '/v1/messages',
+    body: (t) => ({ model: 'm', max_tokens: 9, messages: hi, tools: [{ name: 'send', input_schema: { type: 'object', patternProperties: { [t]: { type: 'string' } } } }] }),
+    at: (b) => Object.keys(b.tools[0].input_schema.patternProperties)[0],
+    verbatim: true,
+  },
+  'a tool_use name in Anthropic history': {
+    path: '/v1/messages',
+    body: (t) => ({ model: 'm', max_tokens: 9, messages: [hi[0], { role: 'assistant', content: [{ type: 'tool_use', id: 't1', name: t, input: {} }] }, { role: 'user', content: [{ type: 'tool_result', tool_use_id: 't1', content: 'sent' }] }] }),
+    at: (b) => b.messages[1].content[0].name,
+    verbatim: true,
+  },
   // The filters read this place already. These cases check that they
   // still do.
   'an Anthropic system prompt': {
@@ -328,20 +413,20 @@ describe('request filters over every place of prompt text', () => {
   });
 
   // The mask filter's "typeword" rule matches "string", a type of the
-  // schema, and an address is a property's key and a name in "required":
-  // only the descriptions and examples change. Properties named
-  // "default" and "examples" hold schemas, not data.
+  // schema, and an address is a key inside an example: only the
+  // descriptions and examples change. Properties named "default" and
+  // "examples" hold schemas, not data.
   it('masks a schema\'s descriptions and leaves its keys and types', async () => {
     const schema = (describe) => ({
       type: 'object',
       description: describe('a string to send'),
       properties: {
-        [ADDRESS]: { type: 'string', format: 'email', description: describe(`copy ${ADDRESS}`) },
+        copy: { type: 'string', format: 'email', description: describe(`copy ${ADDRESS}`) },
         list: { type: 'array', items: { type: 'string', title: describe('one string') } },
         default: { type: 'string', description: describe('a default string') },
         examples: { type: 'string', examples: [describe('a string'), { [ADDRESS]: describe(ADDRESS) }] },
       },
-      required: [ADDRESS],
+      required: ['copy'],
       $defs: { note: { type: 'string', description: describe('a string note') } },
     });
     const place = PLACES['a chat tool description'];
