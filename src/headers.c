@@ -192,9 +192,19 @@ int
 tg_headers_add_parts(struct tg_headers *h, const struct tg_header_part *name,
                      const struct tg_header_part *value)
 {
+	size_t value_len = value->len;
+
+	/* llhttp leaves out the whitespace before a value but keeps what
+	 * follows it, which RFC 9110 section 5.5 excludes from the value: routes
+	 * would compare "acme " where an upstream, which trims it, reads "acme".
+	 * llhttp rejects every control character but HTAB in a value, so a
+	 * byte up to ' ' is a space or a tab: one test per header. */
+	while (value_len > 0 && (unsigned char)value->at[value_len - 1] <= ' ')
+		value_len--;
+
 	/* An empty part may have no text at all. */
 	return add_exact(h, name->len > 0 ? name->at : "", name->len,
-	                 value->len > 0 ? value->at : "", value->len);
+	                 value_len > 0 ? value->at : "", value_len);
 }
 
 const char *

@@ -144,8 +144,9 @@ tg_header_part_clear(struct tg_header_part *p)
 void tg_header_part_free(struct tg_header_part *p);
 
 /* Append the header whose name and value llhttp handed over, like
- * tg_headers_add(). llhttp rejects a NUL in either, so no byte is cut.
- * Returns 0, or -1 when out of memory. */
+ * tg_headers_add(), without the spaces and tabs that end the value, which
+ * are not part of it (RFC 9110 section 5.5). llhttp rejects a NUL in
+ * either, so no other byte is cut. Returns 0, or -1 when out of memory. */
 int tg_headers_add_parts(struct tg_headers *h, const struct tg_header_part *name,
                          const struct tg_header_part *value);
 

@@ -228,6 +228,17 @@ check_header_name(struct load_ctx *ctx, const char *path, const struct tg_route 
 	return 0;
 }
 
+/* 1 when value starts or ends with a space or tab, which the gateway
+ * removes from the values of request headers. */
+static int
+has_edge_whitespace(const char *value)
+{
+	size_t len = strlen(value);
+
+	return len > 0 && (value[0] == ' ' || value[0] == '\t' ||
+	                   value[len - 1] == ' ' || value[len - 1] == '\t');
+}
+
 /* Read the test of one header condition: a value to equal, true for
  * present or false for absent. Returns 0, or -1 after reporting. */
 static int
@@ -250,6 +261,14 @@ parse_header_test(struct load_ctx *ctx, const char *path, json_t *value,
 	if (!tg_header_value_valid(m->value, strlen(m->value))) {
 		report(ctx, path, "invalid header value %s; a value has no CR or LF",
 		       quote(raw, q, sizeof(q)));
+		free(m->value);
+		m->value = NULL;
+		return -1;
+	}
+	if (has_edge_whitespace(m->value)) {
+		report(ctx, path, "header value %s starts or ends with a space or tab, "
+		       "which a request's value never does (RFC 9110 section 5.5), so the "
+		       "test could never hold; leave them out", quote(raw, q, sizeof(q)));
 		free(m->value);
 		m->value = NULL;
 		return -1;

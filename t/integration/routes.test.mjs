@@ -237,6 +237,17 @@ describe('routes: method, path prefix and header matches', () => {
     assert.equal(entry.route, 'chat', 'values compare exactly');
   });
 
+  // Spaces and tabs around a value are not part of it (RFC 9110 section
+  // 5.5): the route and the upstream see the same "acme".
+  it('routes by a header value without the whitespace around it', async () => {
+    for (const value of ['acme ', 'acme\t', 'acme \t ', '  acme', '\tacme\t']) {
+      const { res, entry } = await send('POST', '/v1/chat/completions', { headers: { 'x-tenant': value }, body: chatBody });
+      assert.equal(res.status, 200, res.text);
+      assert.equal(entry.route, 'acme', JSON.stringify(value));
+      assert.equal((await second.lastRequest()).headers['x-tenant'], 'acme', JSON.stringify(value));
+    }
+  });
+
   it('compares repeated header lines joined', async () => {
     const { res, entry } = await send('POST', '/v1/chat/completions', { headers: { 'x-tenant': ['acme', 'acme'] }, body: chatBody });
     assert.equal(res.status, 200, res.text);

@@ -318,6 +318,32 @@ START_TEST(part_kept_outlives_input)
 }
 END_TEST
 
+/* The spaces and tabs after a value are not part of it (RFC 9110 section
+ * 5.5), so a route compares the value an upstream reads. */
+START_TEST(parts_value_loses_trailing_whitespace)
+{
+	static const char *const values[] = {"acme ", "acme\t", "acme \t  ", "acme"};
+	struct tg_header_part name = {.at = "x-tenant", .len = 8};
+	struct tg_headers h;
+
+	tg_headers_init(&h);
+	for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+		struct tg_header_part value = {.at = values[i], .len = strlen(values[i])};
+
+		ck_assert_int_eq(tg_headers_add_parts(&h, &name, &value), 0);
+		ck_assert_str_eq(h.items[i].value, "acme");
+		ck_assert_uint_eq(h.items[i].value_len, 4);
+	}
+	ck_assert_int_eq(tg_headers_add_parts(&h, &name, &(struct tg_header_part){.at = " \t",
+	                                                                     .len = 2}), 0);
+	ck_assert_str_eq(h.items[4].value, "");
+	ck_assert_int_eq(tg_headers_add_parts(&h, &name, &(struct tg_header_part){.at = "a b ",
+	                                                                     .len = 4}), 0);
+	ck_assert_str_eq(h.items[5].value, "a b");
+	tg_headers_free(&h);
+}
+END_TEST
+
 START_TEST(names_match_whole)
 {
 	struct tg_headers h;
@@ -779,6 +805,7 @@ headers_suite(void)
 	tcase_add_test(list, part_of_one_piece_stays_in_input);
 	tcase_add_test(list, part_pieces_joined);
 	tcase_add_test(list, part_kept_outlives_input);
+	tcase_add_test(list, parts_value_loses_trailing_whitespace);
 	tcase_add_test(list, names_match_whole);
 	tcase_add_test(list, value_validity);
 	tcase_add_test(list, name_validity);
