@@ -33,7 +33,8 @@
 #define REQUEST_ID_MAX 128
 
 /* The OpenAI and Anthropic endpoints the gateway handles, with the one
- * method each takes. */
+ * method each takes. An endpoint of GET takes HEAD too (RFC 9110 section
+ * 9.3.2). */
 struct endpoint {
 	const char *path;
 	int method;             /* enum llhttp_method */
@@ -128,6 +129,23 @@ assign_request_id(struct tg_request *req)
 		memcpy(req->id, given, len + 1);
 	else
 		tg_worker_next_request_id(req->worker, req->id, sizeof(req->id));
+}
+
+/* 1 when endpoint takes requests of method (enum llhttp_method). */
+static int
+endpoint_takes(const struct endpoint *endpoint, int method)
+{
+	return method == endpoint->method ||
+	       (endpoint->method == HTTP_GET && method == HTTP_HEAD);
+}
+
+/* The methods endpoint takes, as an Allow value lists them. */
+static const char *
+endpoint_allow(const struct endpoint *endpoint)
+{
+	if (endpoint->method == HTTP_GET)
+		return "GET, HEAD";
+	return llhttp_method_name((llhttp_method_t)endpoint->method);
 }
 
 static const struct endpoint *
@@ -405,6 +423,7 @@ tg_request_json(struct tg_request *req)
 }
 
 /* GET /v1/models: the models that routes name exactly, in config order.
+ * HEAD gets the same head, without the body (tg_relay_local_response()).
  * A route whose match.headers do not hold for this request is left out:
  * such conditions tell callers apart (a tenant, an API version), and a
  * caller should see the models it can reach. For the same reason, with
@@ -539,8 +558,8 @@ tg_request_dispatch(struct tg_request *req)
 		return;
 	}
 
-	if (endpoint != NULL && endpoint->method != req->method_id) {
-		reject_method(req, llhttp_method_name((llhttp_method_t)endpoint->method));
+	if (endpoint != NULL && !endpoint_takes(endpoint, req->method_id)) {
+		reject_method(req, endpoint_allow(endpoint));
 		return;
 	}
 

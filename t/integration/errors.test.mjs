@@ -150,7 +150,7 @@ describe('error responses', () => {
   it('answers 405 with Allow for POST on /v1/models', async () => {
     const res = await curl(curlPost(`${gw.baseURL}/v1/models`, chatBody));
     assertError(res, 405, 'invalid_request_error', 'method_not_allowed');
-    assert.equal(res.headers.allow, 'GET');
+    assert.equal(res.headers.allow, 'GET, HEAD');
   });
 
   it('answers 413 for a body over max_body', async () => {

@@ -108,6 +108,15 @@ describe('routes', () => {
     const after = (await first.requests()).length + (await second.requests()).length;
     assert.equal(after, before, 'the model list was fetched from a backend');
   });
+
+  it('answers HEAD on the model list with the head of GET', async () => {
+    const get = await request({ port: gw.port, path: '/v1/models' });
+    const head = await request({ port: gw.port, method: 'HEAD', path: '/v1/models' });
+    assert.equal(head.status, 200, head.text);
+    assert.equal(head.text, '');
+    assert.equal(head.headers['content-type'], get.headers['content-type']);
+    assert.equal(head.headers['content-length'], String(Buffer.byteLength(get.text)));
+  });
 });
 
 describe('routes: paths not in normal form', () => {
