@@ -28,6 +28,7 @@
  *                                     information or a fragment is rejected
  *   asterisk form, "*"                kept for OPTIONS, rejected otherwise;
  *                                     dispatch responds to OPTIONS * with 404
+ * The path must then pass tg_request_head_check_path().
  * The authority of an absolute-form target replaces Host (section 3.2.2),
  * but routing ignores both, and the upstream gets the backend's Host.
  * Authority form ("HOST:PORT") belongs to CONNECT, and llhttp rejects it for
@@ -38,6 +39,15 @@
  */
 enum tg_error tg_request_head_origin_form(const char *target, const char *method,
                                           char **origin, char *message, size_t size);
+
+/*
+ * Check that path, up to a "?" if any, is in the normal form that routes
+ * compare. tg_request_head_origin_form() checks each request's path so,
+ * and the rules are listed in request-head.c above check_path_normal().
+ * Returns TG_OK, or TG_E_BAD_REQUEST with the reason for the client in
+ * message.
+ */
+enum tg_error tg_request_head_check_path(const char *path, char *message, size_t size);
 
 /*
  * Check a header name that llhttp accepted, for what llhttp 8.1 lets

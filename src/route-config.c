@@ -12,16 +12,19 @@
 #include <llhttp.h>
 
 #include "headers.h"
+#include "request-head.h"
 #include "route-config.h"
 #include "route.h"
 
-/* Read a path or a path prefix: a string that starts with "/" and has no
- * "*". Returns the string to free, or NULL after reporting. */
+/* Read a path or a path prefix: a string that starts with "/", has no "*"
+ * and is in the normal form of tg_request_head_check_path(). Returns the
+ * string to free, or NULL after reporting. */
 static char *
 get_route_path(struct load_ctx *ctx, const char *path, json_t *value)
 {
 	const char *raw;
 	char q[QUOTE_LEN];
+	char reason[256];
 	char *str = get_string(ctx, path, value, "a path string", &raw);
 
 	if (str == NULL)
@@ -40,6 +43,16 @@ get_route_path(struct load_ctx *ctx, const char *path, json_t *value)
 		report(ctx, path, "invalid path %s; glob patterns are not supported, "
 		       "since the path is compared exactly; list each path in its own "
 		       "route, or leave out \"path\" to match any", quote(raw, q, sizeof(q)));
+		free(str);
+		return NULL;
+	}
+
+	/* The gateway rejects a request whose path is not in normal form
+	 * before it routes, so such a route path could never match. */
+	if (tg_request_head_check_path(str, reason, sizeof(reason)) != TG_OK) {
+		report(ctx, path, "invalid path %s, which no request can match, since "
+		       "the gateway answers such a request with 400: %s",
+		       quote(raw, q, sizeof(q)), reason);
 		free(str);
 		return NULL;
 	}

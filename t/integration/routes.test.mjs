@@ -121,8 +121,9 @@ describe('routes', () => {
 
 describe('routes: paths not in normal form', () => {
   // A route matches its path byte for byte, but an upstream that removes
-  // dot segments or decodes escapes before routing serves each of these
-  // as /v1/chat/completions. Were they let through, they would miss the
+  // dot segments, decodes escapes, drops path parameters, ends a path at a
+  // NUL or trims names before routing may serve each of these as
+  // /v1/chat/completions. Were they let through, they would miss the
   // filtered route and reach that endpoint through the catch-all one.
   const PATHS = [
     '/v1/chat/../chat/completions',
@@ -130,6 +131,12 @@ describe('routes: paths not in normal form', () => {
     '/v1/chat/%63ompletions',
     '/v1/chat%2Fcompletions',
     '/v1/%2e%2E/v1/chat/completions',
+    '/v1/chat/completions;x=1',
+    '/v1/chat;v=2/completions',
+    '/v1/chat/completions%00',
+    '/v1/chat/completions%0d%0a',
+    '/v1/chat/completions%20',
+    '/v1/chat/completions%20?api-version=1',
   ];
   let mock;
   let gw;
@@ -165,6 +172,14 @@ describe('routes: paths not in normal form', () => {
   it('still serves the path in normal form', async () => {
     const res = await curl(curlPost(`${gw.baseURL}/v1/chat/completions`, chat('hello')));
     assert.equal(res.status, 200, res.text);
+  });
+
+  it('forwards an encoded space inside a segment as sent', async () => {
+    const res = await request({ port: gw.port, path: '/v1/files/a%20b?x=;' });
+    assert.equal(res.status, 404, res.text);
+    const seen = await mock.lastRequest();
+    assert.equal(seen.path, '/v1/files/a%20b');
+    assert.equal(seen.query, 'x=;');
   });
 });
 

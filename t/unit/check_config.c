@@ -1602,13 +1602,24 @@ START_TEST(match_path_prefix_errors)
 		"   {\"name\": \"a\", \"match\": {\"path\": \"/v1/x\", \"path_prefix\": \"/v1\"},"
 		"     \"backends\": [\"b\"]},"
 		"   {\"name\": \"b\", \"match\": {\"path_prefix\": \"v1\"}, \"backends\": [\"b\"]},"
-		"   {\"name\": \"c\", \"match\": {\"path_prefix\": \"/v1/*\"}, \"backends\": [\"b\"]}]}",
+		"   {\"name\": \"c\", \"match\": {\"path_prefix\": \"/v1/*\"}, \"backends\": [\"b\"]},"
+		"   {\"name\": \"d\", \"match\": {\"path\": \"/v1/chat;v=1\"}, \"backends\": [\"b\"]},"
+		"   {\"name\": \"e\", \"match\": {\"path_prefix\": \"/v1/../x\"}, \"backends\": [\"b\"]}]}",
 		"T: routes[0].match.path_prefix: set either \"path\" (one exact path) or "
 		"\"path_prefix\" (a path and those under it), not both\n"
 		"T: routes[1].match.path_prefix: invalid path \"v1\"; a path starts with \"/\"\n"
 		"T: routes[2].match.path_prefix: invalid path \"/v1/*\"; glob patterns are not "
 		"supported, since the path is compared exactly; list each path in its own "
-		"route, or leave out \"path\" to match any\n");
+		"route, or leave out \"path\" to match any\n"
+		"T: routes[3].match.path: invalid path \"/v1/chat;v=1\", which no request can "
+		"match, since the gateway answers such a request with 400: the request path "
+		"\"/v1/chat;v=1\" has a \";\", which starts path parameters that servers such "
+		"as Tomcat drop before they route; send the path without them, and options in "
+		"the query\n"
+		"T: routes[4].match.path_prefix: invalid path \"/v1/../x\", which no request can "
+		"match, since the gateway answers such a request with 400: the request path "
+		"\"/v1/../x\" has a \".\" or \"..\" segment, which servers remove before they "
+		"route; send the path without it\n");
 }
 END_TEST
 

@@ -156,6 +156,31 @@ START_TEST(path_not_in_normal_form_rejected)
 }
 END_TEST
 
+/* Upstreams that drop path parameters or end a path at a NUL would serve
+ * these as /v1/chat/completions, which the route's match.path misses. */
+START_TEST(path_parameters_and_controls_rejected)
+{
+	assert_target_rejected("/v1/chat/completions;x=1", "POST", "has a \";\"");
+	assert_target_rejected("/v1/chat;a/completions", "POST", "has a \";\"");
+	assert_target_rejected("/v1/chat/completions;", "POST", "has a \";\"");
+	assert_target_rejected("http://api.example/v1/chat/completions;x", "POST",
+	                       "has a \";\"");
+	assert_target_rejected("/v1/chat/completions%00", "POST",
+	                       "percent-encodes the control character \"%00\"");
+	assert_target_rejected("/v1/chat/completions%00.json", "POST", "\"%00\"");
+	assert_target_rejected("/v1/chat/completions%0a", "POST", "\"%0a\"");
+	assert_target_rejected("/v1/chat/completions%09", "POST", "\"%09\"");
+	assert_target_rejected("/v1/chat/completions%1F", "POST", "\"%1F\"");
+	assert_target_rejected("/v1/chat/completions%7f", "POST", "\"%7f\"");
+	assert_target_rejected("/v1/chat/completions%20", "POST",
+	                       "ends a segment with an encoded space (\"%20\")");
+	assert_target_rejected("/v1/chat/completions%20?x=1", "POST", "encoded space");
+	assert_target_rejected("/v1/chat/%20completions", "POST", "encoded space");
+	assert_target_rejected("/v1/chat%20/completions", "POST", "encoded space");
+	assert_target_rejected("/%20", "GET", "encoded space");
+}
+END_TEST
+
 START_TEST(path_in_normal_form_kept)
 {
 	assert_origin_form("/v1/models/ft:gpt-4o:org:1.2", "GET", "/v1/models/ft:gpt-4o:org:1.2");
@@ -163,6 +188,11 @@ START_TEST(path_in_normal_form_kept)
 	assert_origin_form("/v1/files/a%20b%3Fc%25", "GET", "/v1/files/a%20b%3Fc%25");
 	assert_origin_form("/v1/models?after=../x&q=%63", "GET", "/v1/models?after=../x&q=%63");
 	assert_origin_form("/v1/x%4", "GET", "/v1/x%4");
+	assert_origin_form("/v1/x%", "GET", "/v1/x%");
+	assert_origin_form("/v1/x%2", "GET", "/v1/x%2");
+	assert_origin_form("/v1/files/a%20%20b", "GET", "/v1/files/a%20%20b");
+	assert_origin_form("/v1/files/a%3Bb%80", "GET", "/v1/files/a%3Bb%80");
+	assert_origin_form("/v1/models?x=;&y=%00%20", "GET", "/v1/models?x=;&y=%00%20");
 }
 END_TEST
 
@@ -562,6 +592,7 @@ request_head_suite(void)
 	tcase_add_test(target, origin_form_kept);
 	tcase_add_test(target, origin_form_fragment_rejected);
 	tcase_add_test(target, path_not_in_normal_form_rejected);
+	tcase_add_test(target, path_parameters_and_controls_rejected);
 	tcase_add_test(target, path_in_normal_form_kept);
 	tcase_add_test(target, connect_not_implemented);
 	tcase_add_test(target, absolute_form_reduced_to_path);
