@@ -214,12 +214,56 @@ read_segment(const char *s, size_t len, size_t *pos, struct group *seg)
 }
 
 static int
+is_ascii(unsigned char c)
+{
+	return c < 0x80;
+}
+
+/*
+ * Replace each decimal digit of another script (general category Nd, such
+ * as Arabic-Indic U+0664 or Devanagari U+096A) in b with its ASCII digit,
+ * in place, since NFKC keeps them and readers take them as digits. NFKC
+ * has already mapped the compatibility digits (full-width, mathematical).
+ */
+static void
+digits_to_ascii(struct bytes *b)
+{
+	size_t in = 0, out = 0;
+
+	while (in < b->len) {
+		ucs4_t uc;
+		size_t char_len;
+		int digit;
+
+		if (is_ascii(b->data[in])) {
+			b->data[out++] = b->data[in++];
+			continue;
+		}
+		char_len = (size_t)u8_mbtouc(&uc, b->data + in, b->len - in);
+		digit = uc_decimal_value(uc);
+		if (digit >= 0) {
+			b->data[out++] = (uint8_t)('0' + digit);
+		} else {
+			memmove(b->data + out, b->data + in, char_len);
+			out += char_len;
+		}
+		in += char_len;
+	}
+	b->len = out;
+}
+
+/* Emit the pending group g, its digits made ASCII, and empty it. The
+ * digits are mapped here rather than in normalise(), so that each output
+ * is mapped once and add_segment() compares NFKC's own forms. */
+static int
 flush_group(struct tg_norm *n, struct group *g)
 {
 	int rc = 0;
 
-	if (g->in.len > 0)
+	if (g->in.len > 0) {
+		digits_to_ascii(&g->out);
 		rc = emit(n, g->out.data, g->out.len, g->orig_start, g->orig_end);
+	}
 	g->in.len = 0;
 	g->out.len = 0;
 	return rc;
@@ -273,12 +317,6 @@ add_segment(struct tg_norm *n, struct group *g, struct group *seg, int fold,
 	g->orig_start = seg->orig_start;
 	g->orig_end = seg->orig_end;
 	return 0;
-}
-
-static int
-is_ascii(unsigned char c)
-{
-	return c < 0x80;
 }
 
 /* The case folding of an ASCII byte: NFKC leaves ASCII as it is. */

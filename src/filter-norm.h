@@ -3,10 +3,12 @@
  * original bytes.
  *
  * Rules match the normalised text so that look-alike spellings do not
- * bypass them: Unicode NFKC (full-width letters, ligatures and compatibility
- * digits become their plain forms), format and default-ignorable code points
- * removed (zero-width space and joiners, soft hyphen, bidi marks, BOM), and
- * for caseless rules full Unicode case folding. Masking has to replace the
+ * bypass them. The text goes through Unicode NFKC (full-width letters,
+ * ligatures and compatibility digits become their plain forms), and the
+ * decimal digits of every script (Arabic-Indic, Devanagari, ...) become
+ * ASCII digits. Format and default-ignorable code points are removed
+ * (zero-width space and joiners, soft hyphen, bidi marks, BOM), and caseless
+ * rules get full Unicode case folding. Masking has to replace the
  * original text, so every normalised byte records the span of original bytes
  * it came from. ASCII text maps byte for byte and records nothing.
  *

@@ -165,6 +165,55 @@ START_TEST(norm_keeps_invalid_bytes)
 }
 END_TEST
 
+/* Decimal digits of other scripts become ASCII digits in both views, and
+ * each maps back to its 2, 3 or 4 original bytes. */
+START_TEST(norm_maps_decimal_digits)
+{
+	struct tg_norm n;
+	/* Arabic-Indic 4, Devanagari 1, Brahmi 0 (U+11066), full-width 7 */
+	const char *s = "n \xd9\xa4\xe0\xa5\xa7\xf0\x91\x81\xa6\xef\xbc\x97.";
+	size_t oa, ob;
+
+	tg_norm_init(&n);
+	for (int fold = 0; fold <= 1; fold++) {
+		norm(&n, s, fold);
+		ck_assert_str_eq(n.text, "n 4107.");
+		ck_assert_uint_eq(n.start[2], 2);
+		ck_assert_uint_eq(n.end[2], 4);
+		ck_assert_uint_eq(n.start[3], 4);
+		ck_assert_uint_eq(n.end[3], 7);
+		ck_assert_uint_eq(n.start[4], 7);
+		ck_assert_uint_eq(n.end[4], 11);
+		ck_assert_uint_eq(n.start[5], 11);
+		ck_assert_uint_eq(n.end[5], 14);
+		ck_assert_uint_eq(n.start[6], 14);
+		tg_norm_span(&n, 3, 5, &oa, &ob);
+		ck_assert_uint_eq(oa, 4);
+		ck_assert_uint_eq(ob, 11);
+		ck_assert_uint_eq(tg_norm_offset(&n, 7), 4);
+		ck_assert_uint_eq(tg_norm_origin(&n, 6), 14);
+	}
+	tg_norm_free(&n);
+}
+END_TEST
+
+/* A digit keeps the combining mark after it, and numerals that are no
+ * decimal digits (Roman, circled, Tibetan half) keep NFKC's form. */
+START_TEST(norm_keeps_other_numerals)
+{
+	struct tg_norm n;
+
+	tg_norm_init(&n);
+	/* U+0664 + U+0301 combining acute, U+216B ROMAN NUMERAL TWELVE,
+	 * U+2460 CIRCLED DIGIT ONE, U+0F33 TIBETAN DIGIT HALF ZERO (No) */
+	norm(&n, "\xd9\xa4\xcc\x81 \xe2\x85\xab \xe2\x91\xa0 \xe0\xbc\xb3", 0);
+	ck_assert_str_eq(n.text, "4\xcc\x81 XII 1 \xe0\xbc\xb3");
+	ck_assert_uint_eq(n.start[0], 0);
+	ck_assert_uint_eq(n.end[2], 4);
+	tg_norm_free(&n);
+}
+END_TEST
+
 /* --- rules and presets -------------------------------------------------- */
 
 /* Scan text with f and return the matched original text, joined with '|'.
@@ -235,6 +284,13 @@ static const struct example preset_examples[] = {
 	{"credit_card", "digits 41111111111111111111 too long", ""},
 	{"credit_card", "short 411111111111", ""},
 	{"credit_card", "bad 4111 1111 1111 1112 and 555-123-4567", ""},
+	{"credit_card", "\u0664\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661",
+	 "\u0664\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661"},
+	{"credit_card", "card \u06f4\u06f1\u06f1\u06f1 \u06f1\u06f1\u06f1\u06f1 \u06f1\u06f1\u06f1\u06f1 \u06f1\u06f1\u06f1\u06f1.",
+	 "\u06f4\u06f1\u06f1\u06f1 \u06f1\u06f1\u06f1\u06f1 \u06f1\u06f1\u06f1\u06f1 \u06f1\u06f1\u06f1\u06f1"},
+	{"credit_card", "mixed 41\u0967\u0967\u0967\u096711" "1111\u0967\u0967\u0967\u0967 end",
+	 "41\u0967\u0967\u0967\u096711" "1111\u0967\u0967\u0967\u0967"},
+	{"credit_card", "\u0664\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0661\u0662", ""},
 
 	{"api_key", "key sk-proj-abcdefghijklmnopqrstuvwx1234 end", "sk-proj-abcdefghijklmnopqrstuvwx1234"},
 	{"api_key", "aws AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE"},
@@ -1116,6 +1172,8 @@ filter_suite(void)
 	tcase_add_test(norm_case, norm_joins_hangul_jamo);
 	tcase_add_test(norm_case, norm_folds_case_fully);
 	tcase_add_test(norm_case, norm_keeps_invalid_bytes);
+	tcase_add_test(norm_case, norm_maps_decimal_digits);
+	tcase_add_test(norm_case, norm_keeps_other_numerals);
 
 	tcase_add_loop_test(rules, preset_examples_match, 0,
 	                    sizeof(preset_examples) / sizeof(preset_examples[0]));
