@@ -89,6 +89,17 @@ struct preset {
 	char required;
 };
 
+/* A card number in groups split by the separator pattern sep: 4-4-4 and a
+ * last group of 1 to 7 digits (13 to 19 digits in all), or 4-6-5. */
+#define CARD_GROUPS(sep) \
+	"(?:[0-9]{4}(?:" sep "[0-9]{4}){2}" sep "[0-9]{1,7}" \
+	"|[0-9]{4}" sep "[0-9]{6}" sep "[0-9]{5})"
+
+/* Not right after a line of four digits, so that a column of numbers
+ * offers only its first four lines as a card. */
+#define NOT_AFTER_DIGIT_LINE \
+	"(?<!\\v[0-9]{4}\\v)(?<!^[0-9]{4}\\v)(?<!\\v[0-9]{4}\\r\\n)(?<!^[0-9]{4}\\r\\n)"
+
 /*
  * Each pattern is bounded (no unlimited repeats), so that a stream never
  * needs to hold back more than the longest match, and starts and ends with
@@ -115,12 +126,20 @@ static const struct preset presets[] = {
 	 "(?![0-9A-Za-z])(?![ .-][0-9])",
 	 phone_valid, 0},
 
-	/* 13 to 19 digits, bare or in groups of four (or Amex's 4-6-5), that
-	 * pass the Luhn check. */
+	/* 13 to 19 digits that pass the Luhn check: bare, or in groups of
+	 * four (or Amex's 4-6-5) split by spaces and hyphens, by dots, by
+	 * slashes or by line breaks. Dots, slashes and line breaks must split
+	 * every group, so that two decimal numbers ("1234.5678 9012.3456") or
+	 * a line that ends in a number above a line of numbers are not taken
+	 * for one card. No form starts inside a longer run of groups split
+	 * the same way. */
 	{"credit_card",
-	 "(?<![0-9])(?<![0-9][ -])"
-	 "(?:[0-9]{13,19}|[0-9]{4}(?:[ -][0-9]{4}){2}[ -][0-9]{1,7}|[0-9]{4}[ -][0-9]{6}[ -][0-9]{5})"
-	 "(?![0-9])",
+	 "(?<![0-9])(?:"
+	 "(?<![0-9][ -])(?:[0-9]{13,19}|" CARD_GROUPS("[ -]") ")"
+	 "|(?<![0-9]\\.)" CARD_GROUPS("\\.")
+	 "|(?<![0-9]/)" CARD_GROUPS("/")
+	 "|" NOT_AFTER_DIGIT_LINE CARD_GROUPS("\\R")
+	 ")(?![0-9])",
 	 tg_luhn_valid, 0},
 
 	/* OpenAI and Anthropic keys, AWS access key ids, GitHub, GitLab, Slack,
