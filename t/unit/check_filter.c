@@ -262,6 +262,16 @@ static const struct example preset_examples[] = {
 	{"email", "punycode ivan@xn--e1afmkfd.xn--p1ai ok", "ivan@xn--e1afmkfd.xn--p1ai"},
 	{"email", "decomposed jose\u0301@example.com", "jose\u0301@example.com"},
 	{"email", "m\u00fcller@example.de.", "m\u00fcller@example.de"},
+	/* IDNA's label dots: U+3002, and U+FF0E and U+FF61 that NFKC maps */
+	{"email", "mail jane@example\u3002com now", "jane@example\u3002com"},
+	{"email", "mail jane@example\uff0ecom now", "jane@example\uff0ecom"},
+	{"email", "mail jane@example\uff61com now", "jane@example\uff61com"},
+	{"email", "jane@mail\u3002example\u3002co\u3002jp", "jane@mail\u3002example\u3002co\u3002jp"},
+	{"email", "\u8054\u7cfb jane@example.com\u3002", "jane@example.com"},
+	{"email", "\u8054\u7cfb jane@example.com\u3002\u8c22\u8c22\uff01", "jane@example.com"},
+	{"email", "mail jane@mail.example\u3002com", "jane@mail.example"},
+	{"email", "\u6211\u662fjane\u3002\u4f60\u597d\u3002", ""},
+	{"email", "mail jane@example\u3002 then", ""},
 
 	{"phone", "call +1 415 555 2671 now", "+1 415 555 2671"},
 	{"phone", "call +44 20 7946 0958", "+44 20 7946 0958"},
