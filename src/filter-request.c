@@ -448,7 +448,10 @@ tg_filter_request(struct tg_request *req, tg_filter_next_fn *next)
  * Empty every choice and mark it content_filter. An Anthropic message
  * loses every content block and gets the stop_reason "refusal", the value
  * Anthropic's API gives when its own classifiers stop a reply, because
- * that API defines no "content_filter" reason.
+ * that API defines no "content_filter" reason. A Responses API response
+ * loses every output item (and the "output_text" that some servers add
+ * as the SDKs do) and becomes "incomplete" with the reason
+ * "content_filter", as OpenAI marks a response its own filter stopped.
  */
 static void
 block_answer(json_t *body)
@@ -473,6 +476,13 @@ block_answer(json_t *body)
 	if (json_is_array(json_object_get(body, "content"))) {
 		json_object_set_new(body, "content", json_array());
 		json_object_set_new(body, "stop_reason", json_string("refusal"));
+	}
+	if (json_is_array(json_object_get(body, "output"))) {
+		json_object_set_new(body, "output", json_array());
+		json_object_del(body, "output_text");
+		json_object_set_new(body, "status", json_string("incomplete"));
+		json_object_set_new(body, "incomplete_details",
+		                    json_pack("{s:s}", "reason", "content_filter"));
 	}
 }
 

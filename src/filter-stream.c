@@ -146,6 +146,8 @@ struct tg_filter_stream {
 	int openai_texts;       /* an event had "choices" */
 	int anthropic_texts;    /* an event started or continued a content block */
 	int done;               /* [DONE] passed, or the stream was blocked */
+	long long n_emitted;    /* events sent: the "sequence_number" of a
+	                           Responses API event the stream adds */
 	int holds;              /* a filter masks or blocks, so text is held */
 	long values;            /* TG_CHUNK_VALUE texts so far, each a window */
 	int indexed;            /* a choice with an "index" came */
@@ -1495,6 +1497,7 @@ emit(struct tg_filter_stream *s, enum tg_event_kind kind, int finish, const char
 	}
 	s->emit(s->emit_arg, &out);
 	evbuffer_free(out.raw);
+	s->n_emitted++;
 
 	/* A tree that a feature built while the event went out. */
 	if (out.json != json)
@@ -1647,6 +1650,54 @@ end_blocked_anthropic(struct tg_filter_stream *s)
 		tg_reply_digest(&digest, event + sizeof(head) - 1, len - sizeof(head) - 1);
 		rc = emit(s, TG_EVENT_ERROR, 0, event, len, NULL, NULL, 0, &digest);
 	}
+	if (out != NULL)
+		evbuffer_free(out);
+	return rc == 0 ? TG_STREAM_BLOCK : TG_STREAM_ERROR;
+}
+
+/*
+ * End a Responses API stream before its events, with that API's "error"
+ * event ("type", "code", "message", "param", "sequence_number"), which its
+ * SDKs raise as a failed response.
+ * NOTE: the stream filters do not read that API's events yet (the deltas
+ * of output_text, refusal, function call arguments and reasoning summary
+ * text, and the .done and response.completed events that repeat them), so
+ * a filter that masks or blocks must not let them pass unread. Each such
+ * filter records a block that it could not check (error set), so the
+ * access log and the metrics show why the stream ended.
+ */
+static enum tg_stream_verdict
+end_unread_responses(struct tg_filter_stream *s)
+{
+	static const char head[] = "event: error\ndata: ";
+	json_t *error;
+	char *data = NULL;
+	struct evbuffer *out = evbuffer_new();
+	struct tg_reply_digest digest;
+	int rc = -1;
+
+	for (size_t i = 0; i < s->n_filters; i++) {
+		if (s->filters[i]->action != TG_ACTION_FLAG &&
+		    tg_filter_log_add(s->log, s->filters[i], NULL, TG_ACTION_BLOCK,
+		                      TG_SIDE_RESPONSE, 1) != 0)
+			goto out;
+	}
+	drop_held(s);
+	error = json_pack("{s:s, s:s, s:s, s:n, s:I}", "type", "error", "code", "content_filter",
+	                  "message", "the response was blocked: the gateway's content filters "
+	                  "cannot screen Responses API streams; request it without \"stream\"",
+	                  "param", "sequence_number", (json_int_t)s->n_emitted);
+	if (error != NULL)
+		data = json_dumps(error, JSON_COMPACT);
+	json_decref(error);
+	if (data == NULL || out == NULL || evbuffer_add(out, head, sizeof(head) - 1) != 0 ||
+	    evbuffer_add_printf(out, "%s\n\n", data) < 0)
+		goto out;
+	tg_reply_digest(&digest, data, strlen(data));
+	rc = emit(s, TG_EVENT_ERROR, 0, (const char *)evbuffer_pullup(out, -1),
+	          evbuffer_get_length(out), NULL, NULL, 0, &digest);
+out:
+	free(data);
 	if (out != NULL)
 		evbuffer_free(out);
 	return rc == 0 ? TG_STREAM_BLOCK : TG_STREAM_ERROR;
@@ -1936,6 +1987,9 @@ read_event(struct tg_filter_stream *s, struct tg_stream_event *in, const char *d
 		s->unreadable = MISSING_INDEX;
 		return TG_STREAM_ERROR;
 	}
+
+	if (data != NULL && s->holds && in->digest.type == TG_REPLY_TYPE_RESPONSE_EVENT)
+		return end_unread_responses(s);
 
 	/* Once per stream, for the chunk that ends a blocked one. */
 	if (s->meta == NULL && in->digest.choices && tg_stream_event_json(in) != NULL)

@@ -162,6 +162,8 @@ enum rule {
 	R_RESPONSE_FORMAT,      /* "response_format" of chat completions */
 	R_OUTPUT_FORMAT,        /* a "json_schema" format: its description and
 	                           schema */
+	R_ANNOTATIONS,          /* an output_text part's "annotations" */
+	R_ANNOTATION,
 	R_TEXT_CONFIG,          /* the Responses API's "text": its "format" */
 	R_TOOL_CHOICE,          /* "tool_choice", and the older
 	                           "function_call": the names it gives */
@@ -218,7 +220,14 @@ static const struct member PART_MEMBERS[] = {
 	MEMBER("text", R_TEXT), MEMBER("refusal", R_TEXT), MEMBER("thinking", R_TEXT),
 	MEMBER("input", R_VALUES), MEMBER("content", R_RESULT), MEMBER("citations", R_VALUES),
 	MEMBER("title", R_TEXT), MEMBER("context", R_TEXT), MEMBER("source", R_SOURCE),
-	MEMBER("name", R_NAME), END_MEMBERS
+	MEMBER("name", R_NAME), MEMBER("annotations", R_ANNOTATIONS), END_MEMBERS
+};
+/* An annotation of a Responses API output_text part: the "title" of a
+ * cited web page is text the client shows beside the response text. Its URL,
+ * file names and offsets are not read: a mask there would break a link
+ * or a file reference. */
+static const struct member ANNOTATION_MEMBERS[] = {
+	MEMBER("title", R_TEXT), END_MEMBERS
 };
 static const struct member RESULT_PART_MEMBERS[] = {
 	MEMBER("text", R_TEXT), MEMBER("title", R_TEXT), MEMBER("context", R_TEXT),
@@ -385,10 +394,17 @@ static const struct member ERROR_MEMBERS[] = {
 	MEMBER("message", R_TEXT), END_MEMBERS
 };
 /* An Anthropic message's "content" is an array of blocks; a string there
- * is no shape of either API, and is left unread as before. */
+ * is no shape of either API, and is left unread as before. A Responses
+ * API response has the model's output in "output": items of the shapes
+ * an "input" array holds (INPUT_ITEM_MEMBERS), read the same way: a
+ * message's output_text and refusal parts, a reasoning item's summary
+ * and content, a function call's arguments (decoded, as a chat tool
+ * call's), a custom tool call's input, and the other tool calls' texts.
+ * "output" is last, so that the chat completion, read most often,
+ * finds its keys before it. */
 static const struct member RESPONSE_MEMBERS[] = {
 	MEMBER("choices", R_CHOICES), MEMBER("content", R_BLOCKS), MEMBER("error", R_ERROR),
-	END_MEMBERS
+	MEMBER("output", R_INPUT), END_MEMBERS
 };
 
 /*
@@ -468,6 +484,8 @@ static const struct rule_def RULES[] = {
 	[R_PREDICTION] = {0, R_NONE, PREDICTION_MEMBERS, 0},
 	[R_RESPONSE_FORMAT] = {0, R_NONE, RESPONSE_FORMAT_MEMBERS, 0},
 	[R_OUTPUT_FORMAT] = {0, R_NONE, OUTPUT_FORMAT_MEMBERS, 0},
+	[R_ANNOTATIONS] = {0, R_ANNOTATION, NULL, 0},
+	[R_ANNOTATION] = {0, R_NONE, ANNOTATION_MEMBERS, 0},
 	[R_TEXT_CONFIG] = {0, R_NONE, TEXT_CONFIG_MEMBERS, 0},
 	[R_TOOL_CHOICE] = {0, R_NONE, TOOL_CHOICE_MEMBERS, 0},
 	[R_ALLOWED_TOOLS] = {0, R_NONE, ALLOWED_TOOLS_MEMBERS, 0},

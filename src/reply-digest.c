@@ -194,9 +194,13 @@ names(const unsigned char *s, size_t len, const char *name)
 static enum tg_reply_type
 type_named(const unsigned char *s, size_t len)
 {
+	static const char responses[] = "response.";
+
 	for (size_t i = 0; i < sizeof(TYPES) / sizeof(TYPES[0]); i++)
 		if (names(s, len, TYPES[i].name))
 			return TYPES[i].type;
+	if (len > sizeof(responses) - 1 && memcmp(s, responses, sizeof(responses) - 1) == 0)
+		return TG_REPLY_TYPE_RESPONSE_EVENT;
 	return TG_REPLY_TYPE_OTHER;
 }
 

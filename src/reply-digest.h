@@ -32,7 +32,8 @@
 struct evbuffer;
 struct json_t;
 
-/* The top-level "type" of Anthropic's stream events. */
+/* The top-level "type" of Anthropic's stream events, and of the Responses
+ * API's, told apart only as a kind. */
 enum tg_reply_type {
 	TG_REPLY_TYPE_NONE,             /* absent, or not a string */
 	TG_REPLY_TYPE_OTHER,            /* a string not listed here */
@@ -44,6 +45,8 @@ enum tg_reply_type {
 	TG_REPLY_TYPE_CONTENT_BLOCK_START,
 	TG_REPLY_TYPE_CONTENT_BLOCK_DELTA,
 	TG_REPLY_TYPE_CONTENT_BLOCK_STOP,
+	TG_REPLY_TYPE_RESPONSE_EVENT,   /* "response." and more: an event of a
+	                                   Responses API stream */
 };
 
 /* The counts a usage object may carry, OpenAI's and Anthropic's names. */
