@@ -1988,7 +1988,8 @@ read_event(struct tg_filter_stream *s, struct tg_stream_event *in, const char *d
 		return TG_STREAM_ERROR;
 	}
 
-	if (data != NULL && s->holds && in->digest.type == TG_REPLY_TYPE_RESPONSE_EVENT)
+	if (data != NULL && s->holds && (in->digest.type == TG_REPLY_TYPE_RESPONSE_EVENT ||
+	                                 in->digest.type == TG_REPLY_TYPE_RESPONSE_END))
 		return end_unread_responses(s);
 
 	/* Once per stream, for the chunk that ends a blocked one. */

@@ -257,11 +257,16 @@ classify_openai(const struct tg_reply_digest *d, int *finish)
 	return d->output || d->finish ? TG_EVENT_CONTENT : TG_EVENT_EMPTY;
 }
 
-/* Anthropic messages stream: the JSON "type" names the event. */
+/* Anthropic messages stream: the JSON "type" names the event. So it does
+ * in a Responses API stream, which has no [DONE]: its last event, the
+ * whole response, finishes it. */
 static enum tg_event_kind
 classify_anthropic(const struct tg_reply_digest *d, int *finish)
 {
 	switch (d->type) {
+	case TG_REPLY_TYPE_RESPONSE_END:
+		*finish = 1;
+		return TG_EVENT_CONTENT;
 	case TG_REPLY_TYPE_MESSAGE_START:
 	case TG_REPLY_TYPE_PING:
 	case TG_REPLY_TYPE_CONTENT_BLOCK_START:

@@ -178,6 +178,9 @@ static const struct {
 	{"content_block_start", TG_REPLY_TYPE_CONTENT_BLOCK_START},
 	{"content_block_delta", TG_REPLY_TYPE_CONTENT_BLOCK_DELTA},
 	{"content_block_stop", TG_REPLY_TYPE_CONTENT_BLOCK_STOP},
+	{"response.completed", TG_REPLY_TYPE_RESPONSE_END},
+	{"response.incomplete", TG_REPLY_TYPE_RESPONSE_END},
+	{"response.failed", TG_REPLY_TYPE_RESPONSE_END},
 };
 
 /* The kinds of value the parser reports: a scalar, or a container's start. */

@@ -47,6 +47,8 @@ enum tg_reply_type {
 	TG_REPLY_TYPE_CONTENT_BLOCK_STOP,
 	TG_REPLY_TYPE_RESPONSE_EVENT,   /* "response." and more: an event of a
 	                                   Responses API stream */
+	TG_REPLY_TYPE_RESPONSE_END,     /* response.completed, .incomplete or
+	                                   .failed: the last such event */
 };
 
 /* The counts a usage object may carry, OpenAI's and Anthropic's names. */

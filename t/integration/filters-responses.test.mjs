@@ -104,8 +104,9 @@ before(async () => {
   gw = await startGateway({
     backends: { up: { url: `http://127.0.0.1:${upstream.address().port}` } },
     filters: FILTERS,
-    routes: ['mask', 'block', 'flag'].map((name) => ({
-      name, match: { path: '/v1/responses', headers: { 'x-filter': name } }, backends: ['up'], filters: [name],
+    routes: ['mask', 'block', 'flag', 'none'].map((name) => ({
+      name, match: { path: '/v1/responses', headers: { 'x-filter': name } }, backends: ['up'],
+      filters: name === 'none' ? [] : [name],
     })),
   });
 });
@@ -176,11 +177,13 @@ describe('response filters on a Responses API stream', () => {
     });
   }
 
-  it('a flag filter lets the stream through unread', async () => {
-    const { res, access } = await post('flag', 'output-text', { stream: true });
-    assert.equal(res.status, 200);
-    const events = splitEvents(res.text).events.slice(0, STREAMS['output-text'].length);
-    assert.deepEqual(events.map((e) => `${e}\n\n`), STREAMS['output-text'].map(event));
-    assert.deepEqual(access.filters ?? [], []);
-  });
+  for (const filter of ['flag', 'none']) {
+    it(`a route with ${filter} filters relays the stream whole`, async () => {
+      const { res, access } = await post(filter, 'output-text', { stream: true });
+      assert.equal(res.status, 200);
+      assert.equal(res.text, STREAMS['output-text'].map(event).join(''));
+      assert.deepEqual(access.filters ?? [], []);
+      assert.equal(access.reason, null);
+    });
+  }
 });
