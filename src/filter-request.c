@@ -768,6 +768,25 @@ stream_ready(struct tg_request *req, tg_filter_send_fn *send)
 	return st->stream != NULL;
 }
 
+/* Log a stream's block: a match at info level, or, as a warning with its
+ * reason, a block of events the filters do not read, which the operator
+ * may fix by routing them elsewhere. */
+static void
+log_stream_block(struct tg_request *req, const struct tg_filter_stream *stream)
+{
+	char why[192];
+
+	if (!tg_filter_stream_blocked_unread(stream)) {
+		tg_log_request(req, TG_LOG_INFO, "streamed response blocked by a content filter; "
+		               "upstream cancelled");
+		return;
+	}
+	tg_filter_stream_describe_error(stream, why, sizeof(why));
+	tg_log_request(req, TG_LOG_WARN, "streamed response blocked unread (%s), since the "
+	               "route's mask and block filters must not pass it unchecked; upstream "
+	               "cancelled", why);
+}
+
 static int
 after_stream_call(struct tg_request *req, enum tg_stream_verdict v)
 {
@@ -777,8 +796,7 @@ after_stream_call(struct tg_request *req, enum tg_stream_verdict v)
 		st->response_blocked = 1;
 		req->error = TG_E_CONTENT_FILTER;
 		req->cause = TG_CAUSE_GATEWAY;
-		tg_log_request(req, TG_LOG_INFO, "streamed response blocked by a content filter; "
-		               "upstream cancelled");
+		log_stream_block(req, st->stream);
 	} else if (v == TG_STREAM_ERROR) {
 		char why[192];
 

@@ -118,6 +118,8 @@ enum unreadable {
 	ARGUMENTS_TOO_LONG,     /* a JSON text in a string passed max_held */
 	BIG_INTEGER,            /* a masked event has an integer beyond 64 bits,
 	                           which its rewrite through a tree cannot keep */
+	RESPONSES_EVENTS,       /* a Responses API event, which the filters do
+	                           not read: blocked unread */
 };
 
 struct tg_filter_stream {
@@ -334,10 +336,20 @@ tg_filter_stream_describe_error(const struct tg_filter_stream *s, char *buf, siz
 	case ARGUMENTS_TOO_LONG:
 		snprintf(buf, size, "the arguments of a tool call passed %zu bytes", s->max_held);
 		return;
+	case RESPONSES_EVENTS:
+		snprintf(buf, size, "the stream is a Responses API stream, whose events the "
+		         "stream filters do not read");
+		return;
 	case READABLE:
 		break;
 	}
 	tg_scan_describe_error(&s->scan, buf, size);
+}
+
+int
+tg_filter_stream_blocked_unread(const struct tg_filter_stream *s)
+{
+	return s->unreadable == RESPONSES_EVENTS;
 }
 
 size_t
@@ -1676,6 +1688,7 @@ end_unread_responses(struct tg_filter_stream *s)
 	struct tg_reply_digest digest;
 	int rc = -1;
 
+	s->unreadable = RESPONSES_EVENTS;
 	for (size_t i = 0; i < s->n_filters; i++) {
 		if (s->filters[i]->action != TG_ACTION_FLAG &&
 		    tg_filter_log_add(s->log, s->filters[i], NULL, TG_ACTION_BLOCK,

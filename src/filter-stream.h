@@ -109,9 +109,14 @@ enum tg_stream_verdict tg_filter_stream_finish(struct tg_filter_stream *s);
 /* Events held back right now. */
 size_t tg_filter_stream_held(const struct tg_filter_stream *s);
 
-/* Why the last call returned TG_STREAM_ERROR or TG_STREAM_TOO_LARGE, for a
- * log line: the rule and PCRE2's message, "out of memory" (see
- * tg_scan_describe_error()), or what grew past max_held. */
+/* Whether the stream was blocked unread: its events are of a shape the
+ * filters do not read (a Responses API stream), so they fail closed. */
+int tg_filter_stream_blocked_unread(const struct tg_filter_stream *s);
+
+/* Why the last call returned TG_STREAM_ERROR or TG_STREAM_TOO_LARGE, or
+ * why a stream was blocked unread, for a log line: the rule and PCRE2's
+ * message, "out of memory" (see tg_scan_describe_error()), or what grew
+ * past max_held. */
 void tg_filter_stream_describe_error(const struct tg_filter_stream *s, char *buf,
                                      size_t size);
 

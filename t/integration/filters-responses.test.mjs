@@ -174,6 +174,7 @@ describe('response filters on a Responses API stream', () => {
       assert.equal(access.reason, 'content_filter');
       assert.deepEqual(access.filters.map((f) => [f.filter, f.rule, f.action, f.side]),
         [[filter, null, 'block', 'response']]);
+      await gw.waitForLog(/streamed response blocked unread \(the stream is a Responses API stream/);
     });
   }
 
