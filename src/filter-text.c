@@ -400,11 +400,12 @@ static const struct member ERROR_MEMBERS[] = {
  * message's output_text and refusal parts, a reasoning item's summary
  * and content, a function call's arguments (decoded, as a chat tool
  * call's), a custom tool call's input, and the other tool calls' texts.
- * "output" is last, so that the chat completion, read most often,
- * finds its keys before it. */
+ * Some servers add "output_text", the output's text joined as the SDKs
+ * join it, which must be masked as the output is. These two are last,
+ * so that the chat completion, read most often, finds its keys first. */
 static const struct member RESPONSE_MEMBERS[] = {
 	MEMBER("choices", R_CHOICES), MEMBER("content", R_BLOCKS), MEMBER("error", R_ERROR),
-	MEMBER("output", R_INPUT), END_MEMBERS
+	MEMBER("output", R_INPUT), MEMBER("output_text", R_TEXT), END_MEMBERS
 };
 
 /*

@@ -57,6 +57,11 @@ const BODIES = {
     }]),
     masked: (r) => JSON.parse(r.output[0].arguments).to,
   },
+  // The output's text joined, which some servers add as the SDKs do.
+  'output-text-joined': {
+    body: JSON.stringify({ ...JSON.parse(response([message(outputText('ok'))])), output_text: `mail ${ADDRESS}` }),
+    masked: (r) => r.output_text,
+  },
   'custom-tool-call': {
     body: response([{ id: 'ct_1', type: 'custom_tool_call', call_id: 'call_1', name: 'run', input: `mail ${ADDRESS}` }]),
     masked: (r) => r.output[0].input,

@@ -301,6 +301,17 @@ static const struct text_case cases[] = {
 	 "{\"content\": {\"text\": \"object\"}, \"system\": \"request only\", \"messages\":"
 	 " [{\"content\": \"request only\"}], \"type\": \"message\", \"stop_sequence\": \"s\"}",
 	 {NULL}, {NULL}},
+	{"responses api output",
+	 "{\"object\": \"response\", \"id\": \"no\", \"instructions\": \"no\", \"output\": ["
+	 "{\"type\": \"reasoning\", \"summary\": [{\"type\": \"summary_text\", \"text\": \"S\"}],"
+	 " \"encrypted_content\": \"no\"}, {\"type\": \"message\", \"id\": \"no\", \"content\": ["
+	 "{\"type\": \"output_text\", \"text\": \"T\", \"annotations\": [{\"type\":"
+	 " \"url_citation\", \"url\": \"no\", \"title\": \"A\", \"start_index\": 0}]},"
+	 " {\"type\": \"refusal\", \"refusal\": \"R\"}]}, {\"type\": \"function_call\","
+	 " \"name\": \"no\", \"call_id\": \"no\", \"arguments\": \"F\"},"
+	 " {\"type\": \"custom_tool_call\", \"name\": \"no\", \"input\": \"C\"}],"
+	 " \"output_text\": \"O\"}",
+	 {"S", "T", "A", "R", "F", "C", "O"}, {"S", "T", "A", "R", "F", "C", "O"}},
 	{"several choices and empty texts",
 	 "{\"choices\": [{\"message\": {\"content\": \"a\"}}, {\"message\": {\"content\": \"\"}},"
 	 " {\"text\": \"c\"}]}",
