@@ -819,8 +819,8 @@ tg_relay_cut_stream(struct tg_request *req)
 		return 0;
 	req->error = TG_E_SHUTTING_DOWN;
 	write_stream_error(req, TG_E_SHUTTING_DOWN, "the gateway shut down before the "
-	                   "stream ended (drain_timeout); the answer is incomplete, "
-	                   "retry the request");
+	                   "stream ended (drain_timeout passed, or a second stop signal "
+	                   "came); the answer is incomplete, retry the request");
 	return 1;
 }
 
