@@ -149,6 +149,19 @@ tg_args_read(const char *text, size_t len, tg_text_fn *fn, void *arg)
 	return rc;
 }
 
+int
+tg_args_is_number(const char *raw, size_t raw_len, const char *text, size_t len, size_t end)
+{
+	size_t at;
+
+	if (end == SIZE_MAX)
+		return 1;
+	if (text < raw || text > raw + raw_len || len > (size_t)(raw + raw_len - text))
+		return 0;       /* decoded from an escape: a string */
+	at = (size_t)(text - raw);
+	return at == 0 || raw[at - 1] != '"';
+}
+
 /* The state of tg_args_values(). */
 struct values_read {
 	tg_args_value_fn *fn;

@@ -87,6 +87,12 @@ int tg_args_read(const char *text, size_t len, tg_text_fn *fn, void *arg);
  * value only as the parse completes (a number that ends the text). */
 typedef int tg_args_value_fn(void *arg, const char *text, size_t len, size_t end);
 
+/* Whether the value that tg_args_values() passed fn from the text of
+ * raw_len bytes at raw is a number: one in place, not after a quote, or
+ * one passed as the parse completes. */
+int tg_args_is_number(const char *raw, size_t raw_len, const char *text, size_t len,
+                      size_t end);
+
 /* The result of tg_args_values() for a text that is not JSON. */
 #define TG_ARGS_NOT_JSON 2
 

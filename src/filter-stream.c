@@ -981,6 +981,9 @@ mask_number(struct tg_filter_stream *s, const struct tg_filter *f, struct window
  * offsets, and by writing a number again as a string (mask_number()).
  * p->len follows the mask.
  */
+/* NOTE: a streamed number is read as written, not by its value as a body
+ * that is not streamed reads it (filter-number.h), so a card number
+ * written with an exponent passes a stream. */
 static enum tg_stream_verdict
 scan_plain_value(struct tg_filter_stream *s, size_t i, struct window *w, struct plain_value *p)
 {

@@ -7,6 +7,7 @@
 #include <assert.h>
 #include <limits.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +16,7 @@
 #include <yajl/yajl_parse.h>
 
 #include "filter-args.h"
+#include "filter-number.h"
 #include "filter-plugin.h"
 #include "filter.h"
 #include "json-splice.h"
@@ -26,12 +28,25 @@ void
 tg_text_list_free(struct tg_text_list *list)
 {
 	for (size_t i = 0; i < list->n; i++) {
-		if (list->kinds[i] == TG_TEXT_KEY)
+		if (list->kinds[i] == TG_TEXT_KEY || list->kinds[i] == TG_TEXT_NUMBER)
 			json_decref(list->items[i]);
 	}
 	free(list->items);
 	free(list->kinds);
+	free(list->slots);
 	memset(list, 0, sizeof(*list));
+}
+
+/* Make room for cap slots (struct tg_text_slot). */
+static int
+grow_slots(struct tg_text_list *list, size_t cap)
+{
+	struct tg_text_slot *slots = realloc(list->slots, cap * sizeof(*slots));
+
+	if (slots == NULL)
+		return -1;
+	list->slots = slots;
+	return 0;
 }
 
 /* Append value to the list with the way the filters read it. */
@@ -50,6 +65,8 @@ add_text(struct tg_text_list *list, json_t *value, enum tg_text_kind kind)
 		if (kinds == NULL)
 			return -1;
 		list->kinds = kinds;
+		if (list->slots != NULL && grow_slots(list, cap) != 0)
+			return -1;
 		list->cap = cap;
 	}
 	list->kinds[list->n] = (unsigned char)kind;
@@ -79,6 +96,42 @@ add_key(struct tg_text_list *list, const char *key, size_t len)
 		return -1;
 	}
 	return 0;
+}
+
+/* Append the number value, a member key or the item index of parent, as
+ * a TG_TEXT_NUMBER text: a string of the text it is read by. A number of
+ * data read verbatim (kind) is never rewritten either. */
+static int
+add_number(struct tg_text_list *list, json_t *parent, const char *key, size_t index,
+           json_t *value, enum tg_text_kind kind)
+{
+	char text[TG_JSON_DOUBLE_SIZE];
+	size_t len = json_is_integer(value)
+	                     ? (size_t)snprintf(text, sizeof(text), "%" JSON_INTEGER_FORMAT,
+	                                        json_integer_value(value))
+	                     : tg_number_real_text(json_real_value(value), text);
+	json_t *copy = json_stringn_nocheck(text, len);
+
+	if (copy == NULL)
+		return -1;
+	if ((list->slots == NULL && grow_slots(list, list->cap ? list->cap : 16) != 0) ||
+	    add_text(list, copy, TG_TEXT_NUMBER) != 0) {
+		json_decref(copy);
+		return -1;
+	}
+	list->slots[list->n - 1] = (struct tg_text_slot){parent, key, index,
+	                                                 kind == TG_TEXT_VERBATIM};
+	return 0;
+}
+
+/* Put the masked string of number text i in the number's place. */
+static int
+place_number(const struct tg_text_list *list, size_t i)
+{
+	const struct tg_text_slot *slot = &list->slots[i];
+
+	return slot->key != NULL ? json_object_set(slot->parent, slot->key, list->items[i])
+	                         : json_array_set(slot->parent, slot->index, list->items[i]);
 }
 
 /* --- which members are texts -------------------------------------------- */
@@ -575,9 +628,24 @@ data_kind(enum schema_key k)
 
 /* --- texts of a tree ---------------------------------------------------- */
 
-/* Collect every string inside value, at any depth, members in the
- * order the tree keeps them, each of the given kind. jansson limits the
- * depth it parses to, so the recursion is bounded. */
+static int walk_values(struct tg_text_list *list, json_t *value, enum tg_text_kind kind);
+
+/* Collect item, the member key or the item index of parent: a number as
+ * a TG_TEXT_NUMBER text, anything else by walk_values(). */
+static int
+walk_value_in(struct tg_text_list *list, json_t *parent, const char *key, size_t index,
+              json_t *item, enum tg_text_kind kind)
+{
+	if (json_is_number(item))
+		return add_number(list, parent, key, index, item, kind);
+	return walk_values(list, item, kind);
+}
+
+/* Collect every string and number inside value, at any depth, members in
+ * the order the tree keeps them, each string of the given kind. A number
+ * alone, not in a container, has no place a mask could write to, and is
+ * not read. jansson limits the depth it parses to, so the recursion is
+ * bounded. */
 static int
 walk_values(struct tg_text_list *list, json_t *value, enum tg_text_kind kind)
 {
@@ -588,11 +656,11 @@ walk_values(struct tg_text_list *list, json_t *value, enum tg_text_kind kind)
 	if (json_is_string(value))
 		return add_text(list, value, kind);
 	json_array_foreach(value, i, item) {
-		if (walk_values(list, item, kind) != 0)
+		if (walk_value_in(list, value, NULL, i, item, kind) != 0)
 			return -1;
 	}
 	json_object_foreach(value, key, item) {
-		if (walk_values(list, item, kind) != 0)
+		if (walk_value_in(list, value, key, 0, item, kind) != 0)
 			return -1;
 	}
 	return 0;
@@ -621,7 +689,8 @@ walk_schema_names(struct tg_text_list *list, json_t *value)
 /* Collect the texts of the member key of a JSON Schema, whose value is
  * value (enum schema_key). */
 static int
-walk_schema_member(struct tg_text_list *list, const char *key, size_t len, json_t *value)
+walk_schema_member(struct tg_text_list *list, json_t *schema, const char *key, size_t len,
+                   json_t *value)
 {
 	enum schema_key k = schema_key(key, len);
 
@@ -632,7 +701,7 @@ walk_schema_member(struct tg_text_list *list, const char *key, size_t len, json_
 		return walk_schema(list, value);
 	case SK_VERBATIM:
 	case SK_EXAMPLES:
-		return walk_values(list, value, data_kind(k));
+		return walk_value_in(list, schema, key, 0, value, data_kind(k));
 	case SK_NAMES:
 		return walk_schema_names(list, value);
 	case SK_OTHER:
@@ -656,7 +725,7 @@ walk_schema(struct tg_text_list *list, json_t *value)
 			return -1;
 	}
 	json_object_keylen_foreach(value, key, len, item) {
-		if (walk_schema_member(list, key, len, item) != 0)
+		if (walk_schema_member(list, value, key, len, item) != 0)
 			return -1;
 	}
 	return 0;
@@ -800,6 +869,8 @@ struct text_reader {
 	size_t schema;          /* containers open inside a JSON Schema */
 	enum schema_key key;    /* of the key just read inside a schema;
 	                           SK_OTHER after any other event */
+	const char *args;       /* the arguments read_arguments() reads */
+	size_t args_len;
 	int n_frames;
 	/* Written before they are read: reader_init() leaves them be. */
 	struct frame frames[MAX_RULE_DEPTH];
@@ -986,15 +1057,23 @@ static int
 pass_value(void *arg, const char *text, size_t len, size_t end)
 {
 	struct text_reader *r = arg;
+	char digits[TG_NUMBER_TEXT_SIZE];
+	size_t read_len = len;
+	const char *read = tg_args_is_number(r->args, r->args_len, text, len, end)
+	                           ? tg_number_read_text(text, len, digits, &read_len)
+	                           : text;
 
-	(void)end;
-	return r->fn(r->arg, text, len);
+	return r->fn(r->arg, read, read_len);
 }
 
 static int
 read_arguments(struct text_reader *r, const char *s, size_t len)
 {
-	int rc = tg_args_values(s, len, pass_value, r);
+	int rc;
+
+	r->args = s;
+	r->args_len = len;
+	rc = tg_args_values(s, len, pass_value, r);
 
 	if (rc == TG_ARGS_NOT_JSON) {
 		if (r->fn(r->arg, s, len) != 0)
@@ -1068,9 +1147,56 @@ on_string(void *ctx, const unsigned char *s, size_t len)
 	return r->fn(r->arg, (const char *)s, len) == 0;
 }
 
-/* Numbers, booleans and null contain no text and need no callback, which
- * also spares yajl converting numbers. */
+/* Whether a number read now is data the filters read: inside an R_VALUES
+ * value (a tool_use block's "input"), or the data of a schema keyword
+ * ("default", "examples"). Resets the schema's key, as a string does. */
+static int
+number_is_text(struct text_reader *r)
+{
+	enum schema_key k = r->key;
+
+	if (r->skip > 0)
+		return 0;
+	if (r->all > 0)
+		return 1;
+	r->key = SK_OTHER;
+	return r->schema > 0 && (k == SK_VERBATIM || k == SK_EXAMPLES);
+}
+
+/*
+ * Numbers come converted, as the reply digest's tap takes them, so the
+ * filters read a number by its value (filter-number.h), as the tree walk
+ * does (walk_values()): an integer's digits, a real's integer digits when
+ * its value is one.
+ */
+static int
+on_integer(void *ctx, long long value)
+{
+	struct text_reader *r = ctx;
+	char text[TG_JSON_DOUBLE_SIZE];
+	int len;
+
+	if (!number_is_text(r))
+		return 1;
+	len = snprintf(text, sizeof(text), "%lld", value);
+	return r->fn(r->arg, text, (size_t)len) == 0;
+}
+
+static int
+on_double(void *ctx, double value)
+{
+	struct text_reader *r = ctx;
+	char text[TG_JSON_DOUBLE_SIZE];
+
+	if (!number_is_text(r))
+		return 1;
+	return r->fn(r->arg, text, tg_number_real_text(value, text)) == 0;
+}
+
+/* Booleans and null contain no text and need no callback. */
 static const yajl_callbacks TEXT_CALLBACKS = {
+	.yajl_integer = on_integer,
+	.yajl_double = on_double,
 	.yajl_string = on_string,
 	.yajl_start_map = on_start_map,
 	.yajl_map_key = on_map_key,
@@ -1390,6 +1516,7 @@ keep_value(void *arg, const char *text, size_t len, size_t end)
 {
 	struct kept_values *k = arg;
 	size_t i = k->spans.n;
+	char digits[TG_NUMBER_TEXT_SIZE];
 
 	if (i == k->cap_places) {
 		size_t cap = k->cap_places ? 2 * k->cap_places : 8;
@@ -1406,6 +1533,11 @@ keep_value(void *arg, const char *text, size_t len, size_t end)
 		k->cap_places = cap;
 	}
 	k->placed[i] = tg_splice_place(k->raw, k->raw_len, text, len, end, &k->places[i]) == 0;
+
+	/* A number is read by its value; a mask writes it again as a string
+	 * of the masked text, at the place of the number as written. */
+	if (tg_args_is_number(k->raw, k->raw_len, text, len, end))
+		text = tg_number_read_text(text, len, digits, &len);
 	return tg_text_spans_add(&k->spans, k->raw, k->raw_len, text, len) != 0;
 }
 
@@ -1532,12 +1664,19 @@ run_regex(const struct tg_filter *f, enum tg_side side, struct tg_text_list *tex
 {
 	for (size_t i = 0; i < texts->n; i++) {
 		json_t *value = texts->items[i];
-		int verbatim = texts->kinds[i] == TG_TEXT_VERBATIM ||
-		               texts->kinds[i] == TG_TEXT_KEY;
-		int rc = texts->kinds[i] == TG_TEXT_ARGUMENTS
-		                 ? run_regex_arguments(f, side, value, log, sc, res)
-		                 : run_regex_text(f, side, value, verbatim, log, sc, res);
+		int number = texts->kinds[i] == TG_TEXT_NUMBER;
+		int verbatim = texts->kinds[i] == TG_TEXT_VERBATIM || texts->kinds[i] == TG_TEXT_KEY ||
+		               (number && texts->slots[i].verbatim);
+		int changed = res->changed;
+		int rc;
 
+		res->changed = 0;
+		rc = texts->kinds[i] == TG_TEXT_ARGUMENTS
+		             ? run_regex_arguments(f, side, value, log, sc, res)
+		             : run_regex_text(f, side, value, verbatim, log, sc, res);
+		if (rc == 0 && res->changed && number)
+			rc = place_number(texts, i);
+		res->changed |= changed;
 		if (rc != 0)
 			return -1;
 		if (res->blocked != NULL)

@@ -79,6 +79,20 @@ enum tg_text_kind {
 	                           is: the item is a copy of the key that the
 	                           list owns, since a key is no json_t, so
 	                           nothing written to it reaches the body */
+	TG_TEXT_NUMBER,         /* a number of a tree, read by its value
+	                           (filter-number.h): the item is a string
+	                           the list owns, and a mask puts it, masked,
+	                           in the number's place (slots) */
+};
+
+/* Where a TG_TEXT_NUMBER text sits: a member of an object, or an item of
+ * an array when key is NULL. verbatim: it is data a mask never rewrites
+ * (TG_TEXT_VERBATIM), such as a schema's "default". */
+struct tg_text_slot {
+	json_t *parent;
+	const char *key;
+	size_t index;
+	int verbatim;
 };
 
 /* JSON string values that the filters read and may rewrite in place, and
@@ -87,6 +101,7 @@ struct tg_text_list {
 	size_t n, cap;
 	json_t **items;
 	unsigned char *kinds;           /* per item: its enum tg_text_kind */
+	struct tg_text_slot *slots;     /* per item, once a number came */
 };
 
 void tg_text_list_free(struct tg_text_list *list);

@@ -184,7 +184,7 @@ static const struct request_case cases[] = {
 	 " \"signature\": \"no\"}, {\"type\": \"tool_use\", \"id\": \"no\", \"name\": \"N1\","
 	 " \"input\": {\"q\": \"V1\", \"o\": {\"list\": [\"V2\", 1, {\"d\": \"V3\"}], \"n\": null}}}]}],"
 	 " \"max_tokens\": 10}",
-	 {"S1", "S2", "U", "TR1", "TR2", "H", "N1", "V1", "V2", "V3"}},
+	 {"S1", "S2", "U", "TR1", "TR2", "H", "N1", "V1", "V2", "1", "V3"}},
 	{"escaped texts decoded",
 	 "{\"messages\": [{\"content\": \"a\\u0040b.io \\\"q\\\" \\\\ \\/ caf\\u00e9\\n\\t\"},"
 	 " {\"content\": [{\"text\": \"\\u20ac\\u0041\"}]}]}",
@@ -224,7 +224,7 @@ static const struct request_case cases[] = {
 	 " \"description\": \"R1\", \"schema\": {\"description\": \"R2\"}}},"
 	 " \"text\": {\"format\": {\"type\": \"json_schema\", \"name\": \"N6\", \"schema\":"
 	 " {\"enum\": [\"R3\"]}}}}",
-	 {"N1", "D1", "T1", "description", "D2", "enum", "E1", "E2", "E3", "E4", "description",
+	 {"N1", "D1", "T1", "description", "D2", "enum", "E1", "1", "E2", "E3", "E4", "description",
 	  "E5", "a", "D3", "N2", "D4", "N3", "D5", "D6", "N4", "D7", "P", "N5", "R1", "R2", "N6",
 	  "R3"}},
 	{"schema data at any depth",
@@ -241,7 +241,7 @@ static const struct request_case cases[] = {
 	 " \"response_format\": {\"json_schema\": {\"schema\": {\"anyOf\": [{\"const\": \"C2\"}],"
 	 " \"items\": {\"default\": [\"V4\"]}}}}, \"text\": {\"format\": {\"schema\":"
 	 " {\"dependentSchemas\": {\"examples\": {\"examples\": \"X5\"}}}}}}",
-	 {"N1", "K1", "C1", "V1", "V2", "X1", "X2", "X3", "default", "V3", "examples", "X4", "const",
+	 {"N1", "K1", "C1", "V1", "V2", "1", "X1", "X2", "X3", "default", "V3", "examples", "X4", "const",
 	  "title", "^enum$", "E1", "const", "description", "D1", "default", "C2", "V4", "examples",
 	  "X5"}},
 	{"Anthropic documents and search results",
@@ -331,7 +331,7 @@ static const struct request_case cases[] = {
 	 " [\"a@b\", 5], \"dependencies\": {\"k\": [\"no\"]}, \"items\": [{\"$defs\":"
 	 " {\"d\": {}}, \"properties\": {}}], \"additionalProperties\": {\"patternProperties\":"
 	 " {\"^x\": {}}}}}]}",
-	 {"a@b", "", "D1", "q'", "a@b", "k", "d", "^x"}},
+	 {"a@b", "", "D1", "q'", "a@b", "5", "k", "d", "^x"}},
 	{"tool_use input nested deep",
 	 "{\"messages\": [{\"content\": [{\"type\": \"tool_use\", \"input\": "
 	 "[[[[[[[[[[[[[[[[[[[[{\"a\": [[[[\"DEEP\"]]]]}]]]]]]]]]]]]]]]]]]]]}]}]}",

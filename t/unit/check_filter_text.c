@@ -213,8 +213,8 @@ END_TEST
 struct text_case {
 	const char *name;
 	const char *body;
-	const char *read[8];            /* by the reader, in the text's order */
-	const char *collected[8];       /* by the tree walk, in its order */
+	const char *read[10];           /* by the reader, in the text's order */
+	const char *collected[10];      /* by the tree walk, in its order */
 };
 
 static const struct text_case cases[] = {
@@ -287,7 +287,8 @@ static const struct text_case cases[] = {
 	 " \"opts\": {\"list\": [\"I2\", 3, {\"deep\": \"I3\"}], \"n\": 1.5, \"b\": true,"
 	 " \"z\": null, \"k\\u0065y\": \"I4\"}}}], \"stop_reason\": \"end_turn\","
 	 " \"usage\": {\"input_tokens\": 1}}",
-	 {"H", "T", "C", "I1", "I2", "I3", "I4"}, {"H", "T", "C", "I1", "I2", "I3", "I4"}},
+	 {"H", "T", "C", "I1", "I2", "3", "I3", "1.5", "I4"},
+	 {"H", "T", "C", "I1", "I2", "3", "I3", "1.5", "I4"}},
 	{"anthropic tool results and input values",
 	 "{\"content\": [{\"type\": \"tool_result\", \"content\": \"R1\"},"
 	 " {\"type\": \"tool_result\", \"content\": [{\"type\": \"text\", \"text\": \"R2\"},"
@@ -323,7 +324,7 @@ assert_texts(const struct texts *got, const char *const *want, const char *what)
 {
 	size_t n = 0;
 
-	while (n < 8 && want[n] != NULL)
+	while (n < 10 && want[n] != NULL)
 		n++;
 	ck_assert_msg(got->n == n, "%s: %zu texts, expected %zu", what, got->n, n);
 	for (size_t i = 0; i < n; i++)
