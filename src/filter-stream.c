@@ -28,6 +28,7 @@
 
 #include "filter-args.h"
 #include "filter-chunk.h"
+#include "filter-number.h"
 #include "filter-stream.h"
 #include "filter.h"
 
@@ -929,37 +930,21 @@ drop_raw_matches(struct tg_scan *sc, const struct tg_match *raw, size_t n_raw, s
 }
 
 /*
- * Mask the matches of the last scan (window offsets) in the number p of w
- * by writing the number again as a JSON string of its masked text. A body
- * that is not streamed has it so too, since masked digits outside quotes
- * would not be JSON. p becomes the string's text, between its quotes. A
- * number whose start was sent cannot be quoted any more, so its matches
- * are masked in place instead (mask_matches()). Returns 0, or -1 when out
- * of memory.
+ * Write the number p of w again as a JSON string of text (p->len bytes,
+ * or the digits of its value), with the matches of the last scan, in
+ * offsets of text, masked. p becomes the string's text, between its
+ * quotes. Returns 0, or -1 when out of memory.
  */
 static int
-mask_number(struct tg_filter_stream *s, const struct tg_filter *f, struct window *w,
-            struct plain_value *p)
+quote_masked_number(struct tg_filter_stream *s, const struct tg_filter *f, struct window *w,
+                    struct plain_value *p, const char *text, size_t len)
 {
 	struct tg_scan *sc = &s->scan;
 	struct tg_json_writer quoted = {0};
-	size_t masked_len, last_end, before = w->len;
-	char *masked;
+	size_t masked_len;
+	char *masked = tg_filter_mask(f, text, len, sc->matches, sc->n_matches, &masked_len);
 	int rc = -1;
 
-	if (p->start < sent_end(w)) {
-		rc = mask_matches(s, f, w, 0, &last_end);
-		p->len = p->len + w->len - before;
-		return rc;
-	}
-
-	/* The scratch matches move to offsets in the number. */
-	for (size_t k = 0; k < sc->n_matches; k++) {
-		sc->matches[k].start -= p->start;
-		sc->matches[k].end -= p->start;
-	}
-	masked = tg_filter_mask(f, w->text + p->start, p->len, sc->matches, sc->n_matches,
-	                        &masked_len);
 	if (masked == NULL)
 		return -1;
 	tg_json_stringn(&quoted, masked, masked_len);
@@ -973,6 +958,37 @@ mask_number(struct tg_filter_stream *s, const struct tg_filter *f, struct window
 }
 
 /*
+ * Mask the matches of the last scan (window offsets) in the number p of w
+ * by writing the number again as a JSON string of its masked text. A body
+ * that is not streamed has it so too, since masked digits outside quotes
+ * would not be JSON. p becomes the string's text, between its quotes. A
+ * number whose start was sent cannot be quoted any more, so its matches
+ * are masked in place instead (mask_matches()). Returns 0, or -1 when out
+ * of memory.
+ */
+static int
+mask_number(struct tg_filter_stream *s, const struct tg_filter *f, struct window *w,
+            struct plain_value *p)
+{
+	struct tg_scan *sc = &s->scan;
+	size_t last_end, before = w->len;
+	int rc;
+
+	if (p->start < sent_end(w)) {
+		rc = mask_matches(s, f, w, 0, &last_end);
+		p->len = p->len + w->len - before;
+		return rc;
+	}
+
+	/* The scratch matches move to offsets in the number. */
+	for (size_t k = 0; k < sc->n_matches; k++) {
+		sc->matches[k].start -= p->start;
+		sc->matches[k].end -= p->start;
+	}
+	return quote_masked_number(s, f, w, p, w->text + p->start, p->len);
+}
+
+/*
  * Scan the string value or number p of w with filter i as a text of its
  * own, so that an anchored rule matches it whole. A match that the scan
  * of the whole text reports too was recorded, masked or blocked there, and
@@ -981,9 +997,38 @@ mask_number(struct tg_filter_stream *s, const struct tg_filter *f, struct window
  * offsets, and by writing a number again as a string (mask_number()).
  * p->len follows the mask.
  */
-/* NOTE: a streamed number is read as written, not by its value as a body
- * that is not streamed reads it (filter-number.h), so a card number
- * written with an exponent passes a stream. */
+/*
+ * Scan the number p of w, written with a fraction or an exponent, by its
+ * value: the len bytes of digits (filter-number.h), as a body that is not
+ * streamed reads it. A mask writes the number again as a string of the
+ * masked digits, unless its start went out, when the match is recorded
+ * as a flag, as one in text that went out is.
+ */
+static enum tg_stream_verdict
+scan_number_value(struct tg_filter_stream *s, size_t i, struct window *w, struct plain_value *p,
+                  const char *digits, size_t len)
+{
+	const struct tg_filter *f = s->filters[i];
+	struct tg_scan *sc = &s->scan;
+	int went_out = p->start < sent_end(w);
+	enum tg_filter_action action = f->action == TG_ACTION_MASK && went_out ? TG_ACTION_FLAG
+	                                                                        : f->action;
+
+	if (tg_scan_run(sc, f, digits, len, 0, 0) != 0)
+		return TG_STREAM_ERROR;
+	for (size_t k = 0; k < sc->n_matches; k++) {
+		if (tg_filter_log_add(s->log, f, sc->matches[k].rule->name, action,
+		                      TG_SIDE_RESPONSE, 0) != 0)
+			return TG_STREAM_ERROR;
+	}
+	if (sc->n_matches == 0 || action == TG_ACTION_FLAG)
+		return TG_STREAM_OK;
+	if (action == TG_ACTION_BLOCK)
+		return TG_STREAM_BLOCK;
+	return quote_masked_number(s, f, w, p, digits, len) == 0 ? TG_STREAM_OK
+	                                                         : TG_STREAM_ERROR;
+}
+
 static enum tg_stream_verdict
 scan_plain_value(struct tg_filter_stream *s, size_t i, struct window *w, struct plain_value *p)
 {
@@ -992,6 +1037,12 @@ scan_plain_value(struct tg_filter_stream *s, size_t i, struct window *w, struct 
 	size_t sent = sent_end(w), before = w->len, last_end;
 	struct tg_match *raw = NULL;
 	size_t n_raw;
+	char digits[TG_NUMBER_TEXT_SIZE];
+	size_t n_digits = p->number ? tg_number_integer_text(w->text + p->start, p->len, digits)
+	                            : 0;
+
+	if (n_digits > 0)
+		return scan_number_value(s, i, w, p, digits, n_digits);
 
 	if (tg_scan_run(sc, f, w->text, p->start + p->len, p->start, 0) != 0 ||
 	    copy_matches(sc, &raw, &n_raw) != 0)

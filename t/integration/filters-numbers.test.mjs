@@ -38,6 +38,52 @@ const BODIES = {
   'input-exponent': anthropicAnswer({ n: 2 }).replace('"n":2', '"card":4.111111111111111e15,"n":2'),
 };
 
+/* An Anthropic stream of a tool_use block whose input json comes in
+ * input_json_delta events of three bytes. */
+function inputStream(json) {
+  const event = (type, data) => `event: ${type}\ndata: ${JSON.stringify(data)}\n\n`;
+  const events = [
+    event('message_start', { type: 'message_start', message: { id: 'msg', type: 'message', role: 'assistant', content: [], model: 'c' } }),
+    event('content_block_start', { type: 'content_block_start', index: 0, content_block: toolUse({}) }),
+  ];
+  for (let i = 0; i < json.length; i += 3) {
+    events.push(event('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'input_json_delta', partial_json: json.slice(i, i + 3) } }));
+  }
+  events.push(
+    event('content_block_stop', { type: 'content_block_stop', index: 0 }),
+    event('message_delta', { type: 'message_delta', delta: { stop_reason: 'tool_use' } }),
+    event('message_stop', { type: 'message_stop' }),
+  );
+  return events.join('');
+}
+
+/* A chat stream whose tool call arguments come in pieces of three bytes. */
+function argsStream(args) {
+  const chunk = (delta, finish) => `data: ${JSON.stringify({
+    id: 'c', object: 'chat.completion.chunk', created: 1, model: 'm',
+    choices: [{ index: 0, delta, finish_reason: finish }],
+  })}\n\n`;
+  const events = [chunk({ role: 'assistant', tool_calls: [{ index: 0, id: 'c1', type: 'function', function: { name: 'pay', arguments: '' } }] }, null)];
+  for (let i = 0; i < args.length; i += 3) {
+    events.push(chunk({ tool_calls: [{ index: 0, function: { arguments: args.slice(i, i + 3) } }] }, null));
+  }
+  events.push(chunk({}, 'tool_calls'), 'data: [DONE]\n\n');
+  return events.join('');
+}
+
+const STREAMS = {
+  'input-exponent': inputStream('{"card":4.111111111111111e15,"n":2}'),
+  'args-exponent': argsStream(EXPONENT_ARGS),
+};
+
+/* The partial_json of an Anthropic stream's events, joined. */
+const streamedInput = (text) => text.split('\n\n').filter((e) => e.includes('input_json_delta'))
+  .map((e) => JSON.parse(e.slice(e.indexOf('data: ') + 6)).delta.partial_json).join('');
+/* The arguments of a chat stream's tool call, joined. */
+const streamedArguments = (text) => text.split('\n\n').filter((e) => e.startsWith('data: {'))
+  .map((e) => JSON.parse(e.slice(6)).choices[0]?.delta?.tool_calls?.[0]?.function?.arguments ?? '')
+  .join('');
+
 let upstream;
 let received;
 let masking;
@@ -49,6 +95,11 @@ async function startUpstream() {
     req.on('data', (d) => parts.push(d));
     req.on('end', () => {
       received = Buffer.concat(parts).toString();
+      if (req.headers['x-stream']) {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.end(STREAMS[req.headers['x-stream']]);
+        return;
+      }
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(BODIES[req.headers['x-shape'] ?? 'clean']);
     });
@@ -62,6 +113,15 @@ function post(gw, path, body, shape) {
   return request({
     port: gw.port, method: 'POST', path, body,
     headers: { 'content-type': 'application/json', ...(shape ? { 'x-shape': shape } : {}) },
+  });
+}
+
+/* POST a streamed request; the upstream answers with STREAMS[shape]. */
+function postStream(gw, path, body, shape) {
+  const streamed = JSON.stringify({ ...JSON.parse(body), stream: true });
+  return request({
+    port: gw.port, method: 'POST', path, body: streamed,
+    headers: { 'content-type': 'application/json', 'x-stream': shape },
   });
 }
 
@@ -178,5 +238,33 @@ describe('response filters: numbers', () => {
     assert.equal(res.status, 200);
     const args = JSON.parse(res.text).choices[0].message.tool_calls[0].function.arguments;
     assert.equal(args, '{"c":"[REDACTED:credit_card]","n":2}');
+  });
+});
+
+describe('stream filters: numbers', () => {
+  it('blocks a card number written with an exponent in a tool_use input', async () => {
+    const res = await postStream(blocking, '/v1/messages', messagesWithInput('{}'), 'input-exponent');
+    assert.equal(res.status, 200);
+    assert.doesNotMatch(streamedInput(res.text), /4\.111/);
+    assert.match(res.text, /content_filter|refusal/);
+  });
+
+  it('masks a card number written with an exponent in a tool_use input', async () => {
+    const res = await postStream(masking, '/v1/messages', messagesWithInput('{}'), 'input-exponent');
+    assert.equal(res.status, 200);
+    assert.deepEqual(JSON.parse(streamedInput(res.text)), { card: '[REDACTED:credit_card]', n: 2 });
+  });
+
+  it('blocks a card number written with an exponent in tool call arguments', async () => {
+    const res = await postStream(blocking, '/v1/chat/completions', chatWithArgs('{}'), 'args-exponent');
+    assert.equal(res.status, 200);
+    assert.doesNotMatch(streamedArguments(res.text), /4\.111/);
+    assert.match(res.text, /content_filter/);
+  });
+
+  it('masks a card number written with an exponent in tool call arguments', async () => {
+    const res = await postStream(masking, '/v1/chat/completions', chatWithArgs('{}'), 'args-exponent');
+    assert.equal(res.status, 200);
+    assert.equal(streamedArguments(res.text), '{"c":"[REDACTED:credit_card]","n":2}');
   });
 });
