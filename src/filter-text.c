@@ -1906,7 +1906,9 @@ may_hold_required(const struct tg_filter_rule *rule, const struct body_view *v, 
 	if (n == 0)
 		return 1;
 	for (size_t i = 0; i < n; i++) {
-		if (view_has(v, bytes[i]))
+		/* A number is read by its value (filter-number.h), whose digits
+		 * may be missing from the text: 1e5 is read as 100000. */
+		if (view_has(v, bytes[i]) || (bytes[i] >= '0' && bytes[i] <= '9'))
 			return 1;
 		if (escapes && memchr(decoded, bytes[i], sizeof(decoded) - 1) != NULL)
 			return 1;

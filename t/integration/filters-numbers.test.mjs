@@ -268,3 +268,24 @@ describe('stream filters: numbers', () => {
     assert.equal(streamedArguments(res.text), '{"c":"[REDACTED:credit_card]","n":2}');
   });
 });
+
+describe('request filters: numbers against a literal rule', () => {
+  let literal;
+  before(async () => {
+    const url = `http://127.0.0.1:${upstream.address().port}`;
+    literal = await startGateway({
+      backends: { up: { url } },
+      filters: { zeros: { type: 'regex', apply_to: ['request'], action: 'block', rules: [{ name: 'zeros', pattern: '100000' }] } },
+      routes: [{ name: 'all', match: { path_prefix: '/v1/' }, backends: ['up'], filters: ['zeros'] }],
+    });
+  });
+
+  it('blocks a value whose digits the text lacks', async () => {
+    received = null;
+    const body = messagesWithInput('{"n":1e5}').replace('"max_tokens":10', '"max_tokens":9');
+    assert.doesNotMatch(body, /0/);
+    const res = await post(literal, '/v1/messages', body);
+    assert.equal(res.status, 400);
+    assert.equal(received, null, 'the request went upstream');
+  });
+});
