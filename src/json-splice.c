@@ -151,12 +151,15 @@ pair_value(void *arg, const char *text, size_t len, size_t end)
 		return 1;
 	}
 	value = p->tree->items[p->next++];
-	if (place.string != json_is_string(value)) {
+	if (place.string && !json_is_string(value)) {
 		p->unpaired = 1;
 		return 1;
 	}
-	if (place.string && (json_string_length(value) != len ||
-	                     memcmp(json_string_value(value), text, len) != 0))
+
+	/* A number that a filter masked is a string in the tree now. */
+	if (json_is_string(value) &&
+	    (!place.string || json_string_length(value) != len ||
+	     memcmp(json_string_value(value), text, len) != 0))
 		tg_splice_string(&p->splice, place, json_string_value(value),
 		                 json_string_length(value));
 	return p->splice.out.failed;

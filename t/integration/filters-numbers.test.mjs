@@ -173,10 +173,13 @@ describe('request filters: numbers', () => {
 
   it('masks a card number in a tool_use input, as a string', async () => {
     received = null;
-    const res = await post(masking, '/v1/messages', messagesWithInput('{"card":4111111111111111,"n":[4.111111111111111e15]}'));
+    const res = await post(masking, '/v1/messages', messagesWithInput('{"card":4111111111111111,"n":[4.111111111111111e15],"x":0.7}'));
     assert.equal(res.status, 200);
     const input = JSON.parse(received).messages[0].content[0].input;
-    assert.deepEqual(input, { card: '[REDACTED:credit_card]', n: ['[REDACTED:credit_card]'] });
+    assert.deepEqual(input, { card: '[REDACTED:credit_card]', n: ['[REDACTED:credit_card]'], x: 0.7 });
+    // The masked strings are spliced into the body as sent: a dump of the
+    // parsed body would write 0.7 as 0.69999999999999996.
+    assert.match(received, /"x":0\.7\}/);
   });
 
   it('blocks a card number written with an exponent in tool call arguments', async () => {

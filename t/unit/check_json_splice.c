@@ -141,8 +141,25 @@ START_TEST(tree_splice_of_unchanged_tree_copies_text)
 }
 END_TEST
 
-/* A tree that gained a string, or changed a value's kind, pairs no longer
- * with the text; nor does a text that yajl cannot read. */
+/* A tree that gained a string, or made a string a number, pairs no
+ * longer with the text; nor does a text that yajl cannot read. */
+/* A number that a mask made a string is written as one in its place. */
+START_TEST(tree_splice_writes_masked_number)
+{
+	static const char raw[] = "{\"a\": 4.1e15, \"b\": 0.7}";
+	json_t *tree = json_loads(raw, 0, NULL);
+	struct tg_json_writer out;
+
+	ck_assert_ptr_nonnull(tree);
+	json_object_set_new(tree, "a", json_string("[REDACTED]"));
+	ck_assert_int_eq(tg_splice_tree(raw, strlen(raw), tree, &out), 0);
+	ck_assert_int_eq((int)out.len, (int)strlen("{\"a\": \"[REDACTED]\", \"b\": 0.7}"));
+	ck_assert(memcmp(out.data, "{\"a\": \"[REDACTED]\", \"b\": 0.7}", out.len) == 0);
+	tg_json_writer_free(&out);
+	json_decref(tree);
+}
+END_TEST
+
 START_TEST(tree_splice_refuses_unpaired_tree)
 {
 	static const char raw[] = "{\"a\":\"x\",\"b\":1}";
@@ -154,7 +171,7 @@ START_TEST(tree_splice_refuses_unpaired_tree)
 	ck_assert_int_eq(tg_splice_tree(raw, strlen(raw), tree, &out), TG_SPLICE_UNPAIRED);
 	ck_assert_ptr_null(out.data);
 	json_object_del(tree, "c");
-	json_object_set_new(tree, "b", json_string("1"));
+	json_object_set_new(tree, "a", json_integer(1));
 	ck_assert_int_eq(tg_splice_tree(raw, strlen(raw), tree, &out), TG_SPLICE_UNPAIRED);
 	ck_assert_int_eq(tg_splice_tree("{\"a\":", 5, tree, &out), TG_SPLICE_UNPAIRED);
 	json_decref(tree);
@@ -173,6 +190,7 @@ splice_suite(void)
 	tcase_add_test(tc, tree_splice_keeps_other_bytes);
 	tcase_add_test(tc, tree_splice_of_unchanged_tree_copies_text);
 	tcase_add_test(tc, tree_splice_refuses_unpaired_tree);
+	tcase_add_test(tc, tree_splice_writes_masked_number);
 	suite_add_tcase(s, tc);
 	return s;
 }
