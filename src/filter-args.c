@@ -165,6 +165,7 @@ tg_args_is_number(const char *raw, size_t raw_len, const char *text, size_t len,
 /* The state of tg_args_values(). */
 struct values_read {
 	tg_args_value_fn *fn;
+	tg_text_fn *key_fn;
 	void *arg;
 	int fn_stopped;
 	yajl_handle h;
@@ -194,17 +195,33 @@ on_value_string(void *ctx, const unsigned char *s, size_t len)
 	return on_value(ctx, (const char *)s, len);
 }
 
+static int
+on_value_key(void *ctx, const unsigned char *s, size_t len)
+{
+	struct values_read *v = ctx;
+
+	if (v->key_fn == NULL)
+		return 1;
+	if (v->key_fn(v->arg, (const char *)s, len) != 0) {
+		v->fn_stopped = 1;
+		return 0;
+	}
+	return 1;
+}
+
 /* With yajl_number set, yajl passes a number's text as it is written and
  * converts none. */
 static const yajl_callbacks VALUE_CALLBACKS = {
 	.yajl_string = on_value_string,
 	.yajl_number = on_value,
+	.yajl_map_key = on_value_key,
 };
 
 int
-tg_args_values(const char *text, size_t len, tg_args_value_fn *fn, void *arg)
+tg_args_values(const char *text, size_t len, tg_args_value_fn *fn, tg_text_fn *key_fn,
+               void *arg)
 {
-	struct values_read v = {fn, arg, 0, NULL, 0};
+	struct values_read v = {fn, key_fn, arg, 0, NULL, 0};
 	yajl_handle h = tg_yajl_alloc(&VALUE_CALLBACKS, &v);
 	yajl_status st;
 

@@ -98,17 +98,19 @@ int tg_args_is_number(const char *raw, size_t raw_len, const char *text, size_t 
 
 /*
  * Call fn on each string value of the JSON text of len bytes, decoded, and
- * on the text of each number. Keys are not values, nor are literals
- * (true, false, null). The parse takes its memory from the thread's block
- * (yajl-arena.h), so it may run inside a callback of the parse of the body
- * around the text. The whole text goes to one yajl_parse() call, so a
- * string written without an escape and every number reach fn in place, at
- * their offsets in text. A string with an escape reaches fn from yajl's
- * own buffer. Returns 0 when the text is JSON and fn never returned nonzero,
- * and 1 when fn did, which stops the read. Returns TG_ARGS_NOT_JSON when
- * the text is not JSON, though fn may have seen the values before the
- * fault, and -1 when out of memory.
+ * on the text of each number, and key_fn, unless NULL, on each key,
+ * decoded. Keys are not values, nor are literals (true, false, null).
+ * The parse takes its memory from the thread's block (yajl-arena.h), so
+ * it may run inside a callback of the parse of the body around the text.
+ * The whole text goes to one yajl_parse() call, so a string written
+ * without an escape and every number reach fn in place, at their offsets
+ * in text. A string with an escape reaches fn from yajl's own buffer.
+ * Returns 0 when the text is JSON and neither fn nor key_fn returned
+ * nonzero, and 1 when one did, which stops the read. Returns
+ * TG_ARGS_NOT_JSON when the text is not JSON, though fn may have seen the
+ * values before the fault, and -1 when out of memory.
  */
-int tg_args_values(const char *text, size_t len, tg_args_value_fn *fn, void *arg);
+int tg_args_values(const char *text, size_t len, tg_args_value_fn *fn, tg_text_fn *key_fn,
+                   void *arg);
 
 #endif

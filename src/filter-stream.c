@@ -367,7 +367,8 @@ tg_filter_stream_held(const struct tg_filter_stream *s)
  * number with a mask is written again as a string (quote_masked_numbers()).
  * NOTE: a number whose start went out before its mask (past "hold", or
  * after hold_timeout) keeps the mask in place, and the arguments are then
- * invalid JSON. */
+ * invalid JSON. A key is masked in place too, where a body that is not
+ * streamed blocks instead of rewriting it (run_regex_keys()). */
 static int
 inner_json_kind(enum tg_chunk_kind kind)
 {

@@ -195,7 +195,9 @@ enum rule {
 	R_OPERATION,            /* an apply_patch_call's "operation" */
 	R_LOGS,                 /* a code_interpreter_call's "outputs" */
 	R_LOG,
-	R_VALUES,               /* every string at any depth: tool_use "input" */
+	R_VALUES,               /* every string at any depth: "citations" */
+	R_TOOL_INPUT,           /* every string, number and key at any depth:
+	                           a tool_use block's "input" */
 	R_MESSAGES,
 	R_MESSAGE,
 	R_CALLS,
@@ -271,7 +273,7 @@ struct member {
  */
 static const struct member PART_MEMBERS[] = {
 	MEMBER("text", R_TEXT), MEMBER("refusal", R_TEXT), MEMBER("thinking", R_TEXT),
-	MEMBER("input", R_VALUES), MEMBER("content", R_RESULT), MEMBER("citations", R_VALUES),
+	MEMBER("input", R_TOOL_INPUT), MEMBER("content", R_RESULT), MEMBER("citations", R_VALUES),
 	MEMBER("title", R_TEXT), MEMBER("context", R_TEXT), MEMBER("source", R_SOURCE),
 	MEMBER("name", R_NAME), MEMBER("annotations", R_ANNOTATIONS), END_MEMBERS
 };
@@ -482,12 +484,22 @@ enum string_role {
 	S_REQUEST,              /* a text only in a request */
 };
 
+/* What a rule_def.all reads, besides every string: numbers by their value
+ * (filter-number.h) and keys verbatim (TG_TEXT_KEY). */
+enum {
+	ALL_STRINGS = 1,
+	ALL_NUMBERS = 2,
+	ALL_KEYS = 4,
+};
+
 struct rule_def {
 	int text;                       /* a string is a text */
 	enum rule items;                /* the rule of an array's items, and
 	                                   of every member of a map */
 	const struct member *members;   /* of an object; NULL: none are read */
-	int all;                        /* every string inside, at any depth */
+	int all;                        /* every string inside, at any depth,
+	                                   and with ALL_NUMBERS and ALL_KEYS
+	                                   set, every number and key */
 	enum tg_text_kind kind;         /* how the filters read the string */
 	int schema;                     /* a JSON Schema: schema_key() */
 	int map;                        /* an object whose every member is
@@ -519,7 +531,8 @@ static const struct rule_def RULES[] = {
 	[R_OPERATION] = {0, R_NONE, OPERATION_MEMBERS, 0},
 	[R_LOGS] = {0, R_LOG, NULL, 0},
 	[R_LOG] = {0, R_NONE, LOG_MEMBERS, 0},
-	[R_VALUES] = {1, R_NONE, NULL, 1},
+	[R_VALUES] = {1, R_NONE, NULL, ALL_STRINGS},
+	[R_TOOL_INPUT] = {1, R_NONE, NULL, ALL_STRINGS | ALL_NUMBERS | ALL_KEYS},
 	[R_MESSAGES] = {0, R_MESSAGE, NULL, 0},
 	[R_MESSAGE] = {0, R_NONE, MESSAGE_MEMBERS, 0},
 	[R_CALLS] = {0, R_CALL, NULL, 0},
@@ -628,39 +641,43 @@ data_kind(enum schema_key k)
 
 /* --- texts of a tree ---------------------------------------------------- */
 
-static int walk_values(struct tg_text_list *list, json_t *value, enum tg_text_kind kind);
+static int walk_values(struct tg_text_list *list, json_t *value, enum tg_text_kind kind,
+                       int reads);
 
 /* Collect item, the member key or the item index of parent: a number as
  * a TG_TEXT_NUMBER text, anything else by walk_values(). */
 static int
 walk_value_in(struct tg_text_list *list, json_t *parent, const char *key, size_t index,
-              json_t *item, enum tg_text_kind kind)
+              json_t *item, enum tg_text_kind kind, int reads)
 {
 	if (json_is_number(item))
-		return add_number(list, parent, key, index, item, kind);
-	return walk_values(list, item, kind);
+		return reads & ALL_NUMBERS ? add_number(list, parent, key, index, item, kind) : 0;
+	return walk_values(list, item, kind, reads);
 }
 
-/* Collect every string and number inside value, at any depth, members in
- * the order the tree keeps them, each string of the given kind. A number
- * alone, not in a container, has no place a mask could write to, and is
- * not read. jansson limits the depth it parses to, so the recursion is
- * bounded. */
+/* Collect every string inside value, at any depth, members in the order
+ * the tree keeps them, each string of the given kind, and as reads says
+ * (rule_def.all) each number and each key (TG_TEXT_KEY) before its value.
+ * A number alone, not in a container, has no place a mask could write
+ * to, and is not read. jansson limits the depth it parses to, so the
+ * recursion is bounded. */
 static int
-walk_values(struct tg_text_list *list, json_t *value, enum tg_text_kind kind)
+walk_values(struct tg_text_list *list, json_t *value, enum tg_text_kind kind, int reads)
 {
 	const char *key;
-	size_t i;
+	size_t i, len;
 	json_t *item;
 
 	if (json_is_string(value))
 		return add_text(list, value, kind);
 	json_array_foreach(value, i, item) {
-		if (walk_value_in(list, value, NULL, i, item, kind) != 0)
+		if (walk_value_in(list, value, NULL, i, item, kind, reads) != 0)
 			return -1;
 	}
-	json_object_foreach(value, key, item) {
-		if (walk_value_in(list, value, key, 0, item, kind) != 0)
+	json_object_keylen_foreach(value, key, len, item) {
+		if ((reads & ALL_KEYS) && add_key(list, key, len) != 0)
+			return -1;
+		if (walk_value_in(list, value, key, 0, item, kind, reads) != 0)
 			return -1;
 	}
 	return 0;
@@ -701,7 +718,8 @@ walk_schema_member(struct tg_text_list *list, json_t *schema, const char *key, s
 		return walk_schema(list, value);
 	case SK_VERBATIM:
 	case SK_EXAMPLES:
-		return walk_value_in(list, schema, key, 0, value, data_kind(k));
+		return walk_value_in(list, schema, key, 0, value, data_kind(k),
+		                     ALL_STRINGS | ALL_NUMBERS);
 	case SK_NAMES:
 		return walk_schema_names(list, value);
 	case SK_OTHER:
@@ -786,7 +804,7 @@ walk_tree(struct tg_text_list *list, json_t *value, enum rule r, int request)
 	json_t *item;
 
 	if (def->all)
-		return walk_values(list, value, TG_TEXT_PLAIN);
+		return walk_values(list, value, TG_TEXT_PLAIN, def->all);
 	if (def->schema)
 		return walk_schema(list, value);
 
@@ -866,6 +884,8 @@ struct text_reader {
 	size_t skip;            /* containers open inside one without texts */
 	size_t all;             /* containers open inside an R_VALUES value,
 	                           or inside the data of a schema keyword */
+	int all_reads;          /* what is read there besides strings:
+	                           rule_def.all, or numbers in schema data */
 	size_t schema;          /* containers open inside a JSON Schema */
 	enum schema_key key;    /* of the key just read inside a schema;
 	                           SK_OTHER after any other event */
@@ -922,6 +942,7 @@ open_in_schema(struct text_reader *r, int array)
 	r->key = SK_OTHER;
 	if (k == SK_VERBATIM || k == SK_EXAMPLES) {
 		r->all = 1;
+		r->all_reads = ALL_STRINGS | ALL_NUMBERS;
 		return 1;
 	}
 	if (r->schema == MAX_SCHEMA_DEPTH) {
@@ -958,6 +979,7 @@ open_container(struct text_reader *r, int array)
 	def = &RULES[rule];
 	if (def->all) {
 		r->all = 1;
+		r->all_reads = def->all;
 		return 1;
 	}
 	if (def->schema) {
@@ -1030,8 +1052,10 @@ on_map_key(void *ctx, const unsigned char *key, size_t len)
 	struct text_reader *r = ctx;
 	struct frame *f;
 
-	if (r->skip > 0 || r->all > 0)
+	if (r->skip > 0)
 		return 1;
+	if (r->all > 0)
+		return r->all_reads & ALL_KEYS ? r->fn(r->arg, (const char *)key, len) == 0 : 1;
 	if (r->schema > 0)
 		return on_schema_key(r, key, len);
 	f = &r->frames[r->n_frames - 1];
@@ -1066,6 +1090,16 @@ pass_value(void *arg, const char *text, size_t len, size_t end)
 	return r->fn(r->arg, read, read_len);
 }
 
+/* A key of arguments is a text of its own too, read verbatim
+ * (run_regex_keys()). */
+static int
+pass_key(void *arg, const char *text, size_t len)
+{
+	struct text_reader *r = arg;
+
+	return r->fn(r->arg, text, len);
+}
+
 static int
 read_arguments(struct text_reader *r, const char *s, size_t len)
 {
@@ -1073,7 +1107,7 @@ read_arguments(struct text_reader *r, const char *s, size_t len)
 
 	r->args = s;
 	r->args_len = len;
-	rc = tg_args_values(s, len, pass_value, r);
+	rc = tg_args_values(s, len, pass_value, pass_key, r);
 
 	if (rc == TG_ARGS_NOT_JSON) {
 		if (r->fn(r->arg, s, len) != 0)
@@ -1147,9 +1181,9 @@ on_string(void *ctx, const unsigned char *s, size_t len)
 	return r->fn(r->arg, (const char *)s, len) == 0;
 }
 
-/* Whether a number read now is data the filters read: inside an R_VALUES
- * value (a tool_use block's "input"), or the data of a schema keyword
- * ("default", "examples"). Resets the schema's key, as a string does. */
+/* Whether a number read now is data the filters read: inside a tool_use
+ * block's "input", or the data of a schema keyword ("default",
+ * "examples"). Resets the schema's key, as a string does. */
 static int
 number_is_text(struct text_reader *r)
 {
@@ -1158,7 +1192,7 @@ number_is_text(struct text_reader *r)
 	if (r->skip > 0)
 		return 0;
 	if (r->all > 0)
-		return 1;
+		return (r->all_reads & ALL_NUMBERS) != 0;
 	r->key = SK_OTHER;
 	return r->schema > 0 && (k == SK_VERBATIM || k == SK_EXAMPLES);
 }
@@ -1506,6 +1540,7 @@ struct kept_values {
 	const char *raw;
 	size_t raw_len;
 	struct tg_text_spans spans;
+	struct tg_text_spans keys;              /* the keys, decoded */
 	struct tg_splice_place *places;         /* one per span */
 	unsigned char *placed;                  /* whether its place is known */
 	size_t cap_places;
@@ -1541,20 +1576,29 @@ keep_value(void *arg, const char *text, size_t len, size_t end)
 	return tg_text_spans_add(&k->spans, k->raw, k->raw_len, text, len) != 0;
 }
 
-/* Keep the values of the arguments in value (tg_args_values()), which
- * free_kept_values() releases whatever this returns. */
+static int
+keep_key(void *arg, const char *text, size_t len)
+{
+	struct kept_values *k = arg;
+
+	return tg_text_spans_add(&k->keys, k->raw, k->raw_len, text, len) != 0;
+}
+
+/* Keep the values and keys of the arguments in value (tg_args_values()),
+ * which free_kept_values() releases whatever this returns. */
 static int
 keep_values(struct kept_values *k, json_t *value)
 {
-	*k = (struct kept_values){json_string_value(value), json_string_length(value), {0}, NULL,
-	                          NULL, 0};
-	return tg_args_values(k->raw, k->raw_len, keep_value, k);
+	*k = (struct kept_values){json_string_value(value), json_string_length(value), {0}, {0},
+	                          NULL, NULL, 0};
+	return tg_args_values(k->raw, k->raw_len, keep_value, keep_key, k);
 }
 
 static void
 free_kept_values(struct kept_values *k)
 {
 	tg_text_spans_free(&k->spans);
+	tg_text_spans_free(&k->keys);
 	free(k->places);
 	free(k->placed);
 }
@@ -1608,6 +1652,29 @@ run_regex_value(const struct tg_filter *f, enum tg_side side, const struct kept_
 }
 
 /*
+ * Run f over the keys of JSON arguments, each as a text of its own, read
+ * verbatim: the tool's code reads its arguments by them, so a mask never
+ * rewrites one, and a mask or block filter that matches one blocks.
+ */
+static int
+run_regex_keys(const struct tg_filter *f, enum tg_side side, const struct kept_values *k,
+               struct tg_filter_log *log, struct tg_scan *sc, struct tg_filter_result *res)
+{
+	for (size_t i = 0; i < k->keys.n; i++) {
+		if (tg_scan_run(sc, f, tg_text_span_bytes(&k->keys, i, k->raw), k->keys.items[i].len,
+		                0, 0) != 0 ||
+		    log_matches(f, side, log, sc) != 0)
+			return -1;
+		if (sc->n_matches > 0 && f->action != TG_ACTION_FLAG) {
+			res->blocked = f;
+			res->blocked_rule = sc->matches[0].rule->name;
+			return 0;
+		}
+	}
+	return 0;
+}
+
+/*
  * Run f over the values of JSON arguments, each as a text of its own, so
  * that an anchored rule matches a value whole. The text around them
  * (keys, punctuation, literals) is not read, because it contains nothing
@@ -1620,8 +1687,10 @@ run_regex_values(const struct tg_filter *f, enum tg_side side, json_t *value,
                  struct tg_scan *sc, struct tg_filter_result *res)
 {
 	struct tg_splice m;
-	int rc = 0;
+	int rc = run_regex_keys(f, side, k, log, sc, res);
 
+	if (rc != 0 || res->blocked != NULL)
+		return rc;
 	tg_splice_init(&m, k->raw, k->raw_len);
 	for (size_t i = 0; i < k->spans.n && rc == 0 && res->blocked == NULL; i++)
 		rc = run_regex_value(f, side, k, i, &m, log, sc, res);
@@ -1787,6 +1856,9 @@ classify_arguments(const struct tg_filter *f, enum tg_side side, json_t *value,
 	if (rc == TG_ARGS_NOT_JSON) {
 		rc = classify_not_json(f, side, k.raw, k.raw_len, log, res);
 	} else if (rc == 0) {
+		for (size_t i = 0; i < k.keys.n && rc >= 0 && res->blocked == NULL; i++)
+			rc = classify_text(f, side, tg_text_span_bytes(&k.keys, i, k.raw),
+			                   k.keys.items[i].len, log, res);
 		for (size_t i = 0; i < k.spans.n && rc >= 0 && res->blocked == NULL; i++)
 			rc = classify_text(f, side, tg_text_span_bytes(&k.spans, i, k.raw),
 			                   k.spans.items[i].len, log, res);

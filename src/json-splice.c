@@ -174,7 +174,7 @@ tg_splice_tree(const char *raw, size_t raw_len, json_t *tree, struct tg_json_wri
 
 	tg_splice_init(&p.splice, raw, raw_len);
 	if (collect_values(&values, tree) == 0) {
-		rc = tg_args_values(raw, raw_len, pair_value, &p);
+		rc = tg_args_values(raw, raw_len, pair_value, NULL, &p);
 		if (p.unpaired || rc == TG_ARGS_NOT_JSON || (rc == 0 && p.next != values.n))
 			rc = TG_SPLICE_UNPAIRED;
 		else if (rc != 0 || tg_splice_finish(&p.splice) != 0)

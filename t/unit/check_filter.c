@@ -661,7 +661,7 @@ START_TEST(anthropic_request_texts_collected)
 	char joined[64];
 
 	joined_texts(body, tg_text_collect_request, joined, sizeof(joined));
-	ck_assert_str_eq(joined, "A1A2A3A4A57fA6A7A8");
+	ck_assert_str_eq(joined, "A1A2A3qA4optstagsA57nfA6A7A8");
 	joined_texts(plain, tg_text_collect_request, joined, sizeof(joined));
 	ck_assert_str_eq(joined, "SU");
 	json_decref(plain);
@@ -679,7 +679,7 @@ START_TEST(anthropic_response_texts_collected)
 	char joined[64];
 
 	joined_texts(body, tg_text_collect_response, joined, sizeof(joined));
-	ck_assert_str_eq(joined, "B1B2B3");
+	ck_assert_str_eq(joined, "B1B2cityB3");
 	json_decref(body);
 }
 END_TEST
@@ -885,9 +885,13 @@ START_TEST(anchored_rule_blocks_argument_value)
 	ck_assert_ptr_eq(res.blocked, f);
 	ck_assert_str_eq(res.blocked_rule, "tok");
 
-	/* Keys are not texts. */
+	/* Keys are texts too, each read whole. */
 	tg_filter_log_free(&log);
 	free(filter_args(f, _i, "{\"token\": \"tokens\"}", &res, &log));
+	ck_assert_ptr_eq(res.blocked, f);
+	ck_assert_str_eq(res.blocked_rule, "tok");
+	tg_filter_log_free(&log);
+	free(filter_args(f, _i, "{\"tokens\": \"tokens\"}", &res, &log));
 	ck_assert_ptr_null(res.blocked);
 	tg_filter_log_free(&log);
 	destroy_filter(f);

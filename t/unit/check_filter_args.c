@@ -133,18 +133,21 @@ START_TEST(pieces_cut_anywhere)
 END_TEST
 
 /* The values of a whole text are its strings, decoded, and its numbers as
- * written. Keys and literals are left out. */
+ * written. Keys go to the key function alone, and literals are left out. */
 START_TEST(values_of_whole_text)
 {
 	const char *text = "{\"to\":\"a\\u0040b.com\",\"k\\u0065y\":[12,\"x@y.com\",true,null,-1.5e3]}";
 	const char *bad = "{\"to\":\"a@b.com\"";
 	struct seen seen = {{0}, 0};
 
-	ck_assert_int_eq(tg_args_values(text, strlen(text), collect_value, &seen), 0);
+	ck_assert_int_eq(tg_args_values(text, strlen(text), collect_value, NULL, &seen), 0);
 	ck_assert_str_eq(seen.text, "a@b.com|12|x@y.com|-1.5e3|");
-	ck_assert_int_eq(tg_args_values(text, strlen(text), stop_value, NULL), 1);
-	ck_assert_int_eq(tg_args_values(bad, strlen(bad), stop_value, NULL), 1);
-	ck_assert_int_eq(tg_args_values(bad, strlen(bad), collect_value, &seen), TG_ARGS_NOT_JSON);
+	memset(&seen, 0, sizeof(seen));
+	ck_assert_int_eq(tg_args_values(text, strlen(text), collect_value, collect, &seen), 0);
+	ck_assert_str_eq(seen.text, "to|a@b.com|key|12|x@y.com|-1.5e3|");
+	ck_assert_int_eq(tg_args_values(text, strlen(text), stop_value, NULL, NULL), 1);
+	ck_assert_int_eq(tg_args_values(bad, strlen(bad), stop_value, NULL, NULL), 1);
+	ck_assert_int_eq(tg_args_values(bad, strlen(bad), collect_value, NULL, &seen), TG_ARGS_NOT_JSON);
 }
 END_TEST
 
@@ -155,7 +158,7 @@ START_TEST(values_end_past_their_quotes)
 	const char *text = "{\"to\":\"a\\u0040b.com\",\"q\":[\"x\\\\\\\"y\", \"z\"]}";
 	struct value_ends ends = {{0}, 0};
 
-	ck_assert_int_eq(tg_args_values(text, strlen(text), keep_end, &ends), 0);
+	ck_assert_int_eq(tg_args_values(text, strlen(text), keep_end, NULL, &ends), 0);
 	ck_assert_uint_eq(ends.n, 3);
 	ck_assert_uint_eq(ends.at[0], strlen("{\"to\":\"a\\u0040b.com\""));
 	ck_assert_uint_eq(ends.at[1], strlen("{\"to\":\"a\\u0040b.com\",\"q\":[\"x\\\\\\\"y\""));

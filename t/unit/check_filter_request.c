@@ -184,7 +184,8 @@ static const struct request_case cases[] = {
 	 " \"signature\": \"no\"}, {\"type\": \"tool_use\", \"id\": \"no\", \"name\": \"N1\","
 	 " \"input\": {\"q\": \"V1\", \"o\": {\"list\": [\"V2\", 1, {\"d\": \"V3\"}], \"n\": null}}}]}],"
 	 " \"max_tokens\": 10}",
-	 {"S1", "S2", "U", "TR1", "TR2", "H", "N1", "V1", "V2", "1", "V3"}},
+	 {"S1", "S2", "U", "TR1", "TR2", "H", "N1", "q", "V1", "o", "list", "V2", "1", "d",
+	  "V3", "n"}},
 	{"escaped texts decoded",
 	 "{\"messages\": [{\"content\": \"a\\u0040b.io \\\"q\\\" \\\\ \\/ caf\\u00e9\\n\\t\"},"
 	 " {\"content\": [{\"text\": \"\\u20ac\\u0041\"}]}]}",
@@ -335,7 +336,7 @@ static const struct request_case cases[] = {
 	{"tool_use input nested deep",
 	 "{\"messages\": [{\"content\": [{\"type\": \"tool_use\", \"input\": "
 	 "[[[[[[[[[[[[[[[[[[[[{\"a\": [[[[\"DEEP\"]]]]}]]]]]]]]]]]]]]]]]]]]}]}]}",
-	 {"DEEP"}},
+	 {"a", "DEEP"}},
 };
 
 /* The scan reads each case, the reader finds its texts in order, the

@@ -102,7 +102,8 @@ keep_collected(struct texts *out, json_t *value, int inner_json)
 	const char *text = json_string_value(value);
 	size_t len = json_string_length(value);
 
-	if (inner_json && tg_args_values(text, len, keep_value_text, out) != TG_ARGS_NOT_JSON)
+	if (inner_json && tg_args_values(text, len, keep_value_text, keep_text, out) !=
+	                          TG_ARGS_NOT_JSON)
 		return;
 	keep_text(out, text, len);
 	if (inner_json)
@@ -213,8 +214,8 @@ END_TEST
 struct text_case {
 	const char *name;
 	const char *body;
-	const char *read[10];           /* by the reader, in the text's order */
-	const char *collected[10];      /* by the tree walk, in its order */
+	const char *read[20];           /* by the reader, in the text's order */
+	const char *collected[20];      /* by the tree walk, in its order */
 };
 
 static const struct text_case cases[] = {
@@ -287,8 +288,10 @@ static const struct text_case cases[] = {
 	 " \"opts\": {\"list\": [\"I2\", 3, {\"deep\": \"I3\"}], \"n\": 1.5, \"b\": true,"
 	 " \"z\": null, \"k\\u0065y\": \"I4\"}}}], \"stop_reason\": \"end_turn\","
 	 " \"usage\": {\"input_tokens\": 1}}",
-	 {"H", "T", "C", "I1", "I2", "3", "I3", "1.5", "I4"},
-	 {"H", "T", "C", "I1", "I2", "3", "I3", "1.5", "I4"}},
+	 {"H", "T", "C", "q", "I1", "opts", "list", "I2", "3", "deep", "I3", "n", "1.5", "b",
+	  "z", "key", "I4"},
+	 {"H", "T", "C", "q", "I1", "opts", "list", "I2", "3", "deep", "I3", "n", "1.5", "b",
+	  "z", "key", "I4"}},
 	{"anthropic tool results and input values",
 	 "{\"content\": [{\"type\": \"tool_result\", \"content\": \"R1\"},"
 	 " {\"type\": \"tool_result\", \"content\": [{\"type\": \"text\", \"text\": \"R2\"},"
@@ -296,8 +299,8 @@ static const struct text_case cases[] = {
 	 " {\"type\": \"tool_result\", \"content\": \"nested\"}]},"
 	 " {\"type\": \"tool_use\", \"input\": \"I\"}, {\"input\": [[\"V1\"], {\"k\": {\"k\": \"V2\"}}]},"
 	 " \"bare\", [{\"text\": \"nested\"}]]}",
-	 {"R1", "R2", "nested", "I", "V1", "V2"},
-	 {"R1", "R2", "nested", "I", "V1", "V2"}},
+	 {"R1", "R2", "nested", "I", "V1", "k", "k", "V2"},
+	 {"R1", "R2", "nested", "I", "V1", "k", "k", "V2"}},
 	{"anthropic values that are not texts",
 	 "{\"content\": {\"text\": \"object\"}, \"system\": \"request only\", \"messages\":"
 	 " [{\"content\": \"request only\"}], \"type\": \"message\", \"stop_sequence\": \"s\"}",
@@ -324,7 +327,7 @@ assert_texts(const struct texts *got, const char *const *want, const char *what)
 {
 	size_t n = 0;
 
-	while (n < 10 && want[n] != NULL)
+	while (n < 20 && want[n] != NULL)
 		n++;
 	ck_assert_msg(got->n == n, "%s: %zu texts, expected %zu", what, got->n, n);
 	for (size_t i = 0; i < n; i++)

@@ -35,7 +35,7 @@ static void
 read_places(const char *raw, struct places *p)
 {
 	*p = (struct places){.raw = raw, .raw_len = strlen(raw)};
-	ck_assert_int_eq(tg_args_values(raw, p->raw_len, keep_place, p), 0);
+	ck_assert_int_eq(tg_args_values(raw, p->raw_len, keep_place, NULL, p), 0);
 }
 
 /* Check that place i of p covers exactly the bytes want of its text. */
