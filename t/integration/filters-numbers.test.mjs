@@ -3,7 +3,7 @@
 // 4111111111111111. Numbers are read inside tool call arguments, inside
 // an Anthropic tool_use block's "input" (request and response), and in
 // the "default" of a tool's JSON Schema. A scripted upstream records the
-// request it gets and answers with the body named by the x-shape header.
+// request it gets and responds with the body named by the x-shape header.
 
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -116,7 +116,7 @@ function post(gw, path, body, shape) {
   });
 }
 
-/* POST a streamed request; the upstream answers with STREAMS[shape]. */
+/* POST a streamed request; the upstream responds with STREAMS[shape]. */
 function postStream(gw, path, body, shape) {
   const streamed = JSON.stringify({ ...JSON.parse(body), stream: true });
   return request({
