@@ -27,13 +27,16 @@
 void
 tg_text_list_free(struct tg_text_list *list)
 {
-	for (size_t i = 0; i < list->n; i++) {
-		if (list->kinds[i] == TG_TEXT_KEY || list->kinds[i] == TG_TEXT_NUMBER)
-			json_decref(list->items[i]);
+	/* Most lists own nothing, and every request frees one. */
+	if (list->n_owned > 0) {
+		for (size_t i = 0; i < list->n; i++) {
+			if (list->kinds[i] == TG_TEXT_KEY || list->kinds[i] == TG_TEXT_NUMBER)
+				json_decref(list->items[i]);
+		}
+		free(list->slots);
 	}
 	free(list->items);
 	free(list->kinds);
-	free(list->slots);
 	memset(list, 0, sizeof(*list));
 }
 
@@ -95,6 +98,7 @@ add_key(struct tg_text_list *list, const char *key, size_t len)
 		json_decref(copy);
 		return -1;
 	}
+	list->n_owned++;
 	return 0;
 }
 
@@ -121,6 +125,7 @@ add_number(struct tg_text_list *list, json_t *parent, const char *key, size_t in
 	}
 	list->slots[list->n - 1] = (struct tg_text_slot){parent, key, index,
 	                                                 kind == TG_TEXT_VERBATIM};
+	list->n_owned++;
 	return 0;
 }
 
@@ -1046,16 +1051,23 @@ on_schema_key(struct text_reader *r, const unsigned char *key, size_t len)
 	return 1;
 }
 
+/* A key inside the data that an R_TOOL_INPUT or schema keyword opened:
+ * a text of its own when rule_def.all reads keys there. Returns 0 when fn
+ * stopped the read. Kept out of on_map_key() as on_schema_key() is. */
+static __attribute__((noinline)) int
+on_data_key(struct text_reader *r, const unsigned char *key, size_t len)
+{
+	return r->all_reads & ALL_KEYS ? r->fn(r->arg, (const char *)key, len) == 0 : 1;
+}
+
 static int
 on_map_key(void *ctx, const unsigned char *key, size_t len)
 {
 	struct text_reader *r = ctx;
 	struct frame *f;
 
-	if (r->skip > 0)
-		return 1;
-	if (r->all > 0)
-		return r->all_reads & ALL_KEYS ? r->fn(r->arg, (const char *)key, len) == 0 : 1;
+	if (r->skip > 0 || r->all > 0)
+		return r->skip > 0 ? 1 : on_data_key(r, key, len);
 	if (r->schema > 0)
 		return on_schema_key(r, key, len);
 	f = &r->frames[r->n_frames - 1];

@@ -102,6 +102,7 @@ struct tg_text_list {
 	json_t **items;
 	unsigned char *kinds;           /* per item: its enum tg_text_kind */
 	struct tg_text_slot *slots;     /* per item, once a number came */
+	size_t n_owned;                 /* items the list owns: keys, numbers */
 };
 
 void tg_text_list_free(struct tg_text_list *list);
