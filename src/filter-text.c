@@ -178,7 +178,8 @@ enum rule {
 	R_INPUT_ITEM,           /* a string, or an item of the Responses API:
 	                           a message, a tool call or a tool's output,
 	                           a reasoning item */
-	R_CONTENT,              /* a string, or an array of parts */
+	R_CONTENT,              /* a string, or an array of parts, or one part
+	                           as an object, which some servers take */
 	R_BLOCKS,               /* an array of parts: a response's "content" */
 	R_PART,                 /* {"type": "text", "text": ...}, a refusal part,
 	                           "input_text" and "output_text" parts of the
@@ -511,6 +512,9 @@ struct rule_def {
 	                                   read by the items rule; its
 	                                   members are MAP_MEMBERS */
 	enum string_role role;
+	int data;                       /* an object or array given where a
+	                                   string is expected is read as
+	                                   rule_def.all reads, with these */
 };
 
 static const struct rule_def RULES[] = {
@@ -522,8 +526,8 @@ static const struct rule_def RULES[] = {
 	[R_VARIABLES] = {0, R_TEXT_PART, MAP_MEMBERS, 0, .map = 1},
 	[R_INPUT] = {1, R_INPUT_ITEM, NULL, 0},
 	[R_INPUT_ITEM] = {1, R_NONE, INPUT_ITEM_MEMBERS, 0},
-	[R_CONTENT] = {1, R_PART, NULL, 0},
-	[R_BLOCKS] = {0, R_PART, NULL, 0},
+	[R_CONTENT] = {1, R_PART, PART_MEMBERS, 0},     /* an object: one part */
+	[R_BLOCKS] = {0, R_PART, PART_MEMBERS, 0},
 	[R_PART] = {0, R_NONE, PART_MEMBERS, 0},
 	[R_RESULT] = {1, R_RESULT_PART, RESULT_MEMBERS, 0},
 	[R_RESULT_PART] = {0, R_NONE, RESULT_PART_MEMBERS, 0},
@@ -543,7 +547,8 @@ static const struct rule_def RULES[] = {
 	[R_CALLS] = {0, R_CALL, NULL, 0},
 	[R_CALL] = {0, R_NONE, CALL_MEMBERS, 0},
 	[R_FUNCTION] = {0, R_NONE, FUNCTION_MEMBERS, 0},
-	[R_ARGUMENTS] = {1, R_NONE, NULL, 0, TG_TEXT_ARGUMENTS},
+	[R_ARGUMENTS] = {1, R_NONE, NULL, 0, TG_TEXT_ARGUMENTS,
+	                 .data = ALL_STRINGS | ALL_NUMBERS | ALL_KEYS},
 	[R_CHOICES] = {0, R_CHOICE, NULL, 0},
 	[R_CHOICE] = {0, R_NONE, CHOICE_MEMBERS, 0},
 	[R_REQUEST] = {0, R_NONE, REQUEST_MEMBERS, 0},
@@ -815,6 +820,8 @@ walk_tree(struct tg_text_list *list, json_t *value, enum rule r, int request)
 
 	if (json_is_string(value))
 		return def->text ? add_text(list, value, def->kind) : 0;
+	if (def->data && (json_is_object(value) || json_is_array(value)))
+		return walk_values(list, value, TG_TEXT_PLAIN, def->data);
 
 	if (json_is_array(value) && def->items != R_NONE) {
 		json_array_foreach(value, i, item) {
@@ -982,9 +989,9 @@ open_container(struct text_reader *r, int array)
 		return open_in_schema(r, array);
 	rule = next_rule(r);
 	def = &RULES[rule];
-	if (def->all) {
+	if (def->all || def->data) {
 		r->all = 1;
-		r->all_reads = def->all;
+		r->all_reads = def->all ? def->all : def->data;
 		return 1;
 	}
 	if (def->schema) {

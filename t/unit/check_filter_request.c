@@ -194,13 +194,13 @@ static const struct request_case cases[] = {
 	 "{\"input\": \"I\", \"messages\": [{\"tool_calls\": [{\"function\": {\"arguments\": \"A\"}}],"
 	 " \"content\": \"C\"}], \"system\": \"S\", \"prompt\": \"P\"}",
 	 {"I", "A", "C", "S", "P"}},
-	{"values that are not texts",
-	 "{\"messages\": [{\"content\": {\"text\": \"no\"}, \"refusal\": 1,"
+	{"values that are not texts, and parts as objects",
+	 "{\"messages\": [{\"content\": {\"text\": \"OC\"}, \"refusal\": 1,"
 	 " \"tool_calls\": {\"function\": {\"arguments\": \"no\"}}}, \"no\", [\"no\"], 5,"
-	 " {\"content\": [[{\"text\": \"no\"}], \"no\"]}], \"system\": {\"text\": \"no\"},"
+	 " {\"content\": [[{\"text\": \"no\"}], \"no\"]}], \"system\": {\"text\": \"OS\"},"
 	 " \"prompt\": {\"p\": \"no\"}, \"input\": [[\"no\"]], \"text\": \"no\","
 	 " \"content\": \"no\"}",
-	 {NULL}},
+	 {"OC", "OS"}},
 	{"Responses API input items",
 	 "{\"model\": \"m\", \"instructions\": \"N\", \"input\": [\"S\","
 	 " {\"role\": \"user\", \"content\": \"M1\"},"

@@ -250,14 +250,14 @@ static const struct text_case cases[] = {
 	{"choices given twice",
 	 "{\"choices\": [{\"text\": \"one\"}], \"choices\": [{\"text\": \"two\"}]}",
 	 {"one", "two"}, {"two"}},
-	{"values that are not texts",
+	{"values that are not texts, and objects read as data",
 	 "{\"choices\": [{\"message\": {\"content\": null, \"refusal\": false,"
 	 " \"tool_calls\": {\"function\": {\"arguments\": \"not in an array\"}},"
 	 " \"function_call\": \"str\"}, \"text\": 12}, {\"message\": \"str\"}, 5, null,"
 	 " \"text\", [\"text\"], {\"message\": {\"content\": {\"text\": \"object\"}}},"
 	 " {\"message\": {\"tool_calls\": [{\"function\": {\"arguments\": {\"a\": \"b\"}}},"
 	 " {\"function\": \"f\"}, \"call\"]}}, {\"text\": [\"t\"]}]}",
-	 {NULL}, {NULL}},
+	 {"object", "a", "b"}, {"object", "a", "b"}},
 	{"choices not an array",
 	 "{\"choices\": {\"message\": {\"content\": \"x\"}}}",
 	 {NULL}, {NULL}},
@@ -301,10 +301,10 @@ static const struct text_case cases[] = {
 	 " \"bare\", [{\"text\": \"nested\"}]]}",
 	 {"R1", "R2", "nested", "I", "V1", "k", "k", "V2"},
 	 {"R1", "R2", "nested", "I", "V1", "k", "k", "V2"}},
-	{"anthropic values that are not texts",
+	{"anthropic values that are not texts, and a block as an object",
 	 "{\"content\": {\"text\": \"object\"}, \"system\": \"request only\", \"messages\":"
 	 " [{\"content\": \"request only\"}], \"type\": \"message\", \"stop_sequence\": \"s\"}",
-	 {NULL}, {NULL}},
+	 {"object"}, {"object"}},
 	{"responses api output",
 	 "{\"object\": \"response\", \"id\": \"no\", \"instructions\": \"no\", \"output\": ["
 	 "{\"type\": \"reasoning\", \"summary\": [{\"type\": \"summary_text\", \"text\": \"S\"}],"

@@ -1,0 +1,137 @@
+// Content filters over values of an unexpected shape. OpenAI rejects tool
+// call arguments given as a JSON object and a message content given as
+// an object, but compatible servers may take them, and clients read them
+// as data, so the filters read them too: arguments as an object are read
+// as a tool_use block's input is (strings, numbers and keys), and content
+// as an object as one part. A scripted upstream records the request it
+// gets and responds with the body named by the x-shape header.
+
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import http from 'node:http';
+import { after, afterEach, before, describe, it } from 'node:test';
+
+import { request, startGateway, stopAll } from './lib/harness.mjs';
+
+const FILTERS = {
+  mask: { type: 'regex', apply_to: ['request', 'response'], action: 'mask', presets: ['email'] },
+  deny: { type: 'regex', apply_to: ['request', 'response'], action: 'block', presets: ['email'] },
+};
+
+const MAIL = 'mail jane@example.com';
+const MASKED = 'mail [REDACTED:email]';
+
+const chatAnswer = (message) => JSON.stringify({
+  id: 'c', object: 'chat.completion', created: 1, model: 'm',
+  choices: [{ index: 0, finish_reason: 'stop', message: { role: 'assistant', ...message } }],
+});
+const BODIES = {
+  clean: chatAnswer({ content: 'ok' }),
+  'args-object': chatAnswer({ content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'send', arguments: { to: [MAIL] } } }] }),
+  'content-object': chatAnswer({ content: { type: 'text', text: MAIL } }),
+};
+
+let upstream;
+let received;
+let masking;
+let blocking;
+
+async function startUpstream() {
+  const server = http.createServer((req, res) => {
+    const parts = [];
+    req.on('data', (d) => parts.push(d));
+    req.on('end', () => {
+      received = JSON.parse(Buffer.concat(parts).toString());
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(BODIES[req.headers['x-shape'] ?? 'clean']);
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return server;
+}
+
+function post(gw, messages, shape) {
+  return request({
+    port: gw.port, method: 'POST', path: '/v1/chat/completions', body: JSON.stringify({ model: 'm', messages }),
+    headers: { 'content-type': 'application/json', ...(shape ? { 'x-shape': shape } : {}) },
+  });
+}
+
+const argsObject = [
+  { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'send', arguments: { to: [MAIL], n: 2 } } }] },
+  { role: 'tool', tool_call_id: 'c1', content: 'ok' },
+];
+const contentObject = [{ role: 'user', content: { type: 'text', text: MAIL } }];
+
+before(async () => {
+  upstream = await startUpstream();
+  const url = `http://127.0.0.1:${upstream.address().port}`;
+  const config = (filter) => ({
+    backends: { up: { url } },
+    filters: FILTERS,
+    routes: [{ name: 'chat', match: { path: '/v1/chat/completions' }, backends: ['up'], filters: [filter] }],
+  });
+  masking = await startGateway(config('mask'));
+  blocking = await startGateway(config('deny'));
+});
+afterEach(() => {
+  masking?.checkErrors();
+  blocking?.checkErrors();
+});
+after(async () => {
+  await stopAll();
+  upstream?.close();
+});
+
+describe('request filters: unexpected shapes', () => {
+  for (const [name, messages] of [['arguments as an object', argsObject], ['content as an object', contentObject]]) {
+    it(`blocks an address in ${name}`, async () => {
+      received = null;
+      const res = await post(blocking, messages);
+      assert.equal(res.status, 400);
+      assert.equal(received, null, 'the request went upstream');
+    });
+  }
+
+  it('masks an address in arguments as an object', async () => {
+    received = null;
+    const res = await post(masking, argsObject);
+    assert.equal(res.status, 200);
+    assert.deepEqual(received.messages[0].tool_calls[0].function.arguments, { to: [MASKED], n: 2 });
+  });
+
+  it('masks an address in content as an object', async () => {
+    received = null;
+    const res = await post(masking, contentObject);
+    assert.equal(res.status, 200);
+    assert.deepEqual(received.messages[0].content, { type: 'text', text: MASKED });
+  });
+});
+
+describe('response filters: unexpected shapes', () => {
+  it('blocks an address in arguments as an object', async () => {
+    const res = await post(blocking, [{ role: 'user', content: 'hi' }], 'args-object');
+    assert.equal(res.status, 200);
+    assert.doesNotMatch(res.text, /jane/);
+    assert.equal(JSON.parse(res.text).choices[0].finish_reason, 'content_filter');
+  });
+
+  it('masks an address in arguments as an object', async () => {
+    const res = await post(masking, [{ role: 'user', content: 'hi' }], 'args-object');
+    assert.equal(res.status, 200);
+    assert.deepEqual(JSON.parse(res.text).choices[0].message.tool_calls[0].function.arguments, { to: [MASKED] });
+  });
+
+  it('blocks an address in content as an object', async () => {
+    const res = await post(blocking, [{ role: 'user', content: 'hi' }], 'content-object');
+    assert.equal(res.status, 200);
+    assert.doesNotMatch(res.text, /jane/);
+  });
+
+  it('masks an address in content as an object', async () => {
+    const res = await post(masking, [{ role: 'user', content: 'hi' }], 'content-object');
+    assert.equal(res.status, 200);
+    assert.deepEqual(JSON.parse(res.text).choices[0].message.content, { type: 'text', text: MASKED });
+  });
+});
