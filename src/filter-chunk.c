@@ -316,12 +316,17 @@ open_item(struct tg_chunk *c, enum place place, size_t position)
 	return 0;
 }
 
+static void check_text_shape(struct tg_chunk *c, int array);
+
 static int
 open_container(struct tg_chunk *c, int array)
 {
-	size_t position = value_starts(c);
-	enum place place = place_of(c, array);
+	size_t position;
+	enum place place;
 
+	check_text_shape(c, array);
+	position = value_starts(c);
+	place = place_of(c, array);
 	if (is_index(c))
 		c->bad_index = 1;
 
@@ -480,6 +485,21 @@ text_kind(struct tg_chunk *c)
 	return -1;
 }
 
+/* Note a value that starts now where a text string belongs, unless it is
+ * an array of parts (array set) in a place that takes one. Strings inside
+ * a tool_use input (TG_CHUNK_VALUE) sit among values of any kind. */
+static void
+check_text_shape(struct tg_chunk *c, int array)
+{
+	int kind = text_kind(c);
+
+	if (kind < 0 || kind == TG_CHUNK_VALUE)
+		return;
+	if (array && kind == TG_CHUNK_CONTENT && member_in(c, P_DELTA) == M_CONTENT)
+		return;
+	c->odd_text = 1;
+}
+
 /* Whether a text of the innermost container belongs to the Anthropic
  * block of the event, rather than to the last choice opened: a text of
  * "content_block" or "delta", or inside their values. An error's message
@@ -543,6 +563,7 @@ on_integer(void *ctx, long long value)
 {
 	struct tg_chunk *c = ctx;
 
+	check_text_shape(c, 0);
 	value_starts(c);
 	if (value < 0 || value > TG_CHUNK_MAX_INDEX) {
 		if (is_index(c))
@@ -581,6 +602,7 @@ static int
 on_boolean(void *ctx, int value)
 {
 	(void)value;
+	check_text_shape(ctx, 0);
 	return on_other(ctx);
 }
 
@@ -588,6 +610,7 @@ static int
 on_double(void *ctx, double value)
 {
 	(void)value;
+	check_text_shape(ctx, 0);
 	return on_other(ctx);
 }
 
@@ -663,7 +686,7 @@ tg_chunk_begin(struct tg_chunk *c, const char *data, size_t len, struct tg_reply
 	c->data = data;
 	c->len = len;
 	c->unsure = tg_yj_text_unsure(data, len);
-	c->failed = c->bad_index = c->deep_text = 0;
+	c->failed = c->bad_index = c->deep_text = c->odd_text = 0;
 	c->depth = c->key_end = c->order = 0;
 	tap->callbacks = &CALLBACKS;
 	tap->ctx = c;

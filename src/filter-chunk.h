@@ -108,6 +108,13 @@ struct tg_chunk {
 	int deep_text;          /* texts nested deeper than the frames, which
 	                           the read cannot give, so the stream
 	                           filters fail closed */
+	int odd_text;           /* a number, a boolean, or a container that
+	                           is not an array of parts, where a text
+	                           string belongs (delta.content: 5). A
+	                           client may read it as text (JavaScript's
+	                           += turns 5 into "5"), and the read gives
+	                           only strings, so the stream filters fail
+	                           closed */
 	int bad_index;          /* an "index" (of a choice, a tool call or the
 	                           Anthropic event) is not an integer from 0 to
 	                           TG_CHUNK_MAX_INDEX. Its choice or call then

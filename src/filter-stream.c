@@ -113,6 +113,7 @@ enum unreadable {
 	TEXT_AFTER_FINISH,      /* text for a choice after its finish_reason */
 	MIXED_SHAPES,           /* OpenAI choices and Anthropic content blocks */
 	DEEP_TEXT,              /* texts nested deeper than the read follows */
+	ODD_TEXT,               /* a text that is not a string (odd_text) */
 	MISSING_INDEX,          /* a choice without "index" that clients key
 	                           apart (unkeyed_choices()) */
 	HELD_TOO_MUCH,          /* the held events passed max_held */
@@ -313,6 +314,11 @@ tg_filter_stream_describe_error(const struct tg_filter_stream *s, char *buf, siz
 		snprintf(buf, size, "an event has a choice without an \"index\" beside another "
 		         "choice, which clients key differently, so the filters cannot tell which "
 		         "text it continues");
+		return;
+	case ODD_TEXT:
+		snprintf(buf, size, "an event has a number, a boolean or an object where a text "
+		         "string belongs, which clients may read as text but the filters cannot "
+		         "screen");
 		return;
 	case DEEP_TEXT:
 		snprintf(buf, size, "an event has texts nested deeper than %d containers, "
@@ -2049,6 +2055,10 @@ read_event(struct tg_filter_stream *s, struct tg_stream_event *in, const char *d
 	}
 	if (data != NULL && s->chunk.deep_text) {
 		s->unreadable = DEEP_TEXT;
+		return TG_STREAM_ERROR;
+	}
+	if (data != NULL && s->chunk.odd_text) {
+		s->unreadable = ODD_TEXT;
 		return TG_STREAM_ERROR;
 	}
 	if (data != NULL && unkeyed_choices(s)) {

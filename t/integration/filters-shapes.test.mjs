@@ -3,8 +3,11 @@
 // an object, but compatible servers may take them, and clients read them
 // as data, so the filters read them too: arguments as an object are read
 // as a tool_use block's input is (strings, numbers and keys), and content
-// as an object as one part. A scripted upstream records the request it
-// gets and responds with the body named by the x-shape header.
+// as an object as one part. A stream whose delta has a number, a boolean
+// or an object where a text string belongs ends with an error event,
+// since a client may read it as text (JavaScript's += turns 5 into "5").
+// A scripted upstream records the request it gets and responds with the
+// body named by the x-shape header.
 
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -31,6 +34,19 @@ const BODIES = {
   'content-object': chatAnswer({ content: { type: 'text', text: MAIL } }),
 };
 
+const chunk = (delta, finish = null) => `data: ${JSON.stringify({
+  id: 'c', object: 'chat.completion.chunk', created: 1, model: 'm',
+  choices: [{ index: 0, delta, finish_reason: finish }],
+})}\n\n`;
+const streamOf = (delta) => chunk({ role: 'assistant', content: '' }) + chunk(delta) +
+  chunk({}, 'stop') + 'data: [DONE]\n\n';
+const STREAMS = {
+  'content-number': streamOf({ content: 4111111111111111 }),
+  'content-object': streamOf({ content: { text: MAIL } }),
+  'args-object': streamOf({ tool_calls: [{ index: 0, id: 'c1', type: 'function', function: { name: 'send', arguments: { to: MAIL } } }] }),
+  'content-parts': streamOf({ content: [{ type: 'text', text: MAIL }] }),
+};
+
 let upstream;
 let received;
 let masking;
@@ -42,6 +58,11 @@ async function startUpstream() {
     req.on('data', (d) => parts.push(d));
     req.on('end', () => {
       received = JSON.parse(Buffer.concat(parts).toString());
+      if (received.stream) {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.end(STREAMS[req.headers['x-shape']]);
+        return;
+      }
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(BODIES[req.headers['x-shape'] ?? 'clean']);
     });
@@ -51,9 +72,9 @@ async function startUpstream() {
   return server;
 }
 
-function post(gw, messages, shape) {
+function post(gw, messages, shape, stream = false) {
   return request({
-    port: gw.port, method: 'POST', path: '/v1/chat/completions', body: JSON.stringify({ model: 'm', messages }),
+    port: gw.port, method: 'POST', path: '/v1/chat/completions', body: JSON.stringify({ model: 'm', messages, stream }),
     headers: { 'content-type': 'application/json', ...(shape ? { 'x-shape': shape } : {}) },
   });
 }
@@ -133,5 +154,26 @@ describe('response filters: unexpected shapes', () => {
     const res = await post(masking, [{ role: 'user', content: 'hi' }], 'content-object');
     assert.equal(res.status, 200);
     assert.deepEqual(JSON.parse(res.text).choices[0].message.content, { type: 'text', text: MASKED });
+  });
+});
+
+describe('stream filters: unexpected shapes', () => {
+  for (const shape of ['content-number', 'content-object', 'args-object']) {
+    for (const [name, gw] of [['mask', () => masking], ['block', () => blocking]]) {
+      it(`${name} filter ends a stream with ${shape} in an error event`, async () => {
+        gw().expectErrors(/stream filters failed \(an event has a number, a boolean or an object where a text string belongs/);
+        const res = await post(gw(), [{ role: 'user', content: 'hi' }], shape, true);
+        assert.equal(res.status, 200);
+        assert.doesNotMatch(res.text, /4111111111111111|jane/);
+        assert.match(res.text, /"error":\{"message":"the content filters could not check the response"/);
+      });
+    }
+  }
+
+  it('masks content given as an array of parts', async () => {
+    const res = await post(masking, [{ role: 'user', content: 'hi' }], 'content-parts', true);
+    assert.equal(res.status, 200);
+    assert.doesNotMatch(res.text, /jane/);
+    assert.match(res.text, /\[REDACTED:email\]/);
   });
 });
