@@ -10,11 +10,11 @@
 #include "filter-number.h"
 #include "json-double.h"
 
-/* The least magnitude that parsers show with an exponent. */
+/* The minimum magnitude that parsers show with an exponent. */
 #define EXPONENT_FROM 1e21
 
-/* The longest text parsed on the stack; a longer one (zeros of a
- * fraction, say) is copied to the heap for strtod(). */
+/* The maximum length of a text parsed from the stack. A longer one (the
+ * zeros of a fraction, say) is copied to the heap for strtod(). */
 #define STACK_TEXT 128
 
 /* Write the digits of v, an integer below EXPONENT_FROM in magnitude. */

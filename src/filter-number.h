@@ -5,8 +5,8 @@
  *
  * A client's JSON parser reads 4.111111111111111e15 and 4111111111111111.0
  * as the integer 4111111111111111, and shows or stores that. A rule
- * written for the digits (the credit_card preset) never sees them in the
- * text as written. So the filters read such a number by its value: the
+ * written for the digits (the credit_card preset) never matches them in
+ * the text as written. So the filters read such a number by its value: the
  * decimal digits of the IEEE double that a parser makes of it. An integer written
  * without a fraction or an exponent is read as written, which are its
  * digits already.
@@ -38,7 +38,7 @@ const char *tg_number_read_text(const char *text, size_t len, char out[TG_NUMBER
                                 size_t *read_len);
 
 /*
- * The text the filters read for a JSON number that a tree holds as the
+ * The text the filters read for a JSON number that a tree stores as the
  * double v (jansson's real): its integer digits when v is an integer below
  * 1e21, else its shortest text that reads back as v (v finite). Written
  * into out (TG_JSON_DOUBLE_SIZE bytes) with a NUL; returns the length.

@@ -251,12 +251,13 @@ struct member {
  * changes the text its "signature" covers, so the signature no longer
  * matches if the client sends the block back in a later turn. A block
  * filter has no such cost.
- * A tool_use block's "input" is a JSON object whose string values are
- * read as texts, at any depth, and masked in place (keys and other values
- * are not); that screens what a model puts into a tool call, as the
- * arguments of an OpenAI tool call are screened.
+ * A tool_use block's "input" is a JSON object whose strings and numbers
+ * are read as texts, at any depth, and masked in place (a number becomes
+ * a string), and whose keys are read verbatim, since the tool's code
+ * reads its arguments by them. That screens what a model puts into a
+ * tool call, as the arguments of an OpenAI tool call are screened.
  *
- * A text block's "citations" are read as "input" is, so that a
+ * A text block's "citations" have their strings read, so that a
  * cited_text quoted from a document is screened as the stream's
  * citations_delta is.
  *
@@ -329,8 +330,8 @@ static const struct member CALL_MEMBERS[] = {
 	MEMBER("function", R_FUNCTION), END_MEMBERS
 };
 /* Arguments are JSON text (filter-args.h). In requests and responses each
- * string value and number of them is a text of its own, decoded, as a
- * tool_use block's "input" is (run_regex_arguments()). Arguments that are
+ * string value, number and key of them is a text of its own, decoded, as
+ * in a tool_use block's "input" (run_regex_arguments()). Arguments that are
  * not JSON are one plain text. The text between the values is not read,
  * because that would show each match twice. A number is read as a value,
  * so a card number outside quotes is still found. A stream reads the
@@ -585,8 +586,8 @@ static const struct rule_def RULES[] = {
  * examples to the schema, so a mask there changes only what the model is
  * shown, as it does in a description.
  *
- * The keys of objects inside these values are not read, as the keys of
- * a tool_use block's "input" are not. Every other string is structure:
+ * The keys of objects inside these values are not read: the data is an
+ * example or a choice, not a call. Every other string is structure:
  * a key, a "type", a "$ref". A mask there would break the schema.
  *
  * The keys of "properties" and its like are names, not keywords: a
@@ -666,8 +667,8 @@ walk_value_in(struct tg_text_list *list, json_t *parent, const char *key, size_t
 }
 
 /* Collect every string inside value, at any depth, members in the order
- * the tree keeps them, each string of the given kind, and as reads says
- * (rule_def.all) each number and each key (TG_TEXT_KEY) before its value.
+ * the tree keeps them, each string of the given kind, and, as reads sets
+ * (rule_def.all), each number and each key (TG_TEXT_KEY) before its value.
  * A number alone, not in a container, has no place a mask could write
  * to, and is not read. jansson limits the depth it parses to, so the
  * recursion is bounded. */

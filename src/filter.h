@@ -85,7 +85,7 @@ enum tg_text_kind {
 	                           in the number's place (slots) */
 };
 
-/* Where a TG_TEXT_NUMBER text sits: a member of an object, or an item of
+/* The place of a TG_TEXT_NUMBER text: a member of an object, or an item of
  * an array when key is NULL. verbatim: it is data a mask never rewrites
  * (TG_TEXT_VERBATIM), such as a schema's "default". */
 struct tg_text_slot {
@@ -126,7 +126,8 @@ int tg_text_list_add(struct tg_text_list *list, json_t *value);
  * as keys. Of Anthropic's
  * Messages shape it collects "system" (a string or text blocks) and
  * members of a message's content blocks. These are the text of text and
- * thinking blocks, every string value inside a tool_use block's "input",
+ * thinking blocks, every string, number and key inside a tool_use block's
+ * "input" (and tool call arguments given as an object),
  * a tool_result block's "content" (a string or blocks), and the text of
  * documents and search results. Returns 0, or -1 when out of memory.
  */
