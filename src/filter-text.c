@@ -23,6 +23,7 @@
 #include "json-writer.h"
 #include "reply-digest.h"
 #include "yajl-arena.h"
+#include "yajl-jansson.h"
 
 void
 tg_text_list_free(struct tg_text_list *list)
@@ -1247,10 +1248,43 @@ on_double(void *ctx, double value)
 	return r->fn(r->arg, text, tg_number_real_text(value, text)) == 0;
 }
 
-/* Booleans and null contain no text and need no callback. */
+/* In a read of its own, numbers come as text, and are converted as the
+ * reply digest converts them for its tap, so that an integer beyond 64
+ * bits reads as a real here too rather than failing the parse. */
+static int
+on_number_text(void *ctx, const char *s, size_t len)
+{
+	long long integer;
+	double real;
+
+	switch (tg_yj_number(s, len, &integer, &real)) {
+	case TG_YJ_INTEGER:
+		return on_integer(ctx, integer);
+	case TG_YJ_REAL:
+	case TG_YJ_BIG_INTEGER:
+		return on_double(ctx, real);
+	case TG_YJ_OVERFLOW:
+		break;
+	}
+	return 0;
+}
+
+/* Booleans and null contain no text and need no callback. A tap gets
+ * numbers converted (reply-digest.h). */
 static const yajl_callbacks TEXT_CALLBACKS = {
 	.yajl_integer = on_integer,
 	.yajl_double = on_double,
+	.yajl_string = on_string,
+	.yajl_start_map = on_start_map,
+	.yajl_map_key = on_map_key,
+	.yajl_end_map = on_end,
+	.yajl_start_array = on_start_array,
+	.yajl_end_array = on_end,
+};
+
+/* The same for read_texts(), its own parse. */
+static const yajl_callbacks OWN_TEXT_CALLBACKS = {
+	.yajl_number = on_number_text,
 	.yajl_string = on_string,
 	.yajl_start_map = on_start_map,
 	.yajl_map_key = on_map_key,
@@ -1291,7 +1325,7 @@ read_texts(struct evbuffer *body, enum rule root, tg_text_fn *fn, void *arg)
 	yajl_status st;
 
 	reader_init(&r, fn, arg, root);
-	h = tg_yajl_alloc(&TEXT_CALLBACKS, &r);
+	h = tg_yajl_alloc(&OWN_TEXT_CALLBACKS, &r);
 	if (h == NULL)
 		return -1;
 	st = parse_buffer(h, body);

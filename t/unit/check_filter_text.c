@@ -400,6 +400,23 @@ START_TEST(reader_rejects_invalid_json)
 }
 END_TEST
 
+/* The reader gives a tool input's numbers by their value, an integer
+ * beyond 64 bits too, which yajl's own conversion rejects. */
+START_TEST(reader_reads_numbers_by_value)
+{
+	static const char body[] = "{\"content\": [{\"type\": \"tool_use\", \"input\":"
+	                           " {\"n\": 18446744073709551617, \"m\": 4.111111111111111e15}}]}";
+	static const char *const want[] = {"n", "18446744073709551616", "m", "4111111111111111"};
+	struct texts read = {0};
+
+	ck_assert_int_eq(read_texts(body, strlen(body), 0, &read), 0);
+	ck_assert_uint_eq(read.n, 4);
+	for (size_t i = 0; i < 4; i++)
+		ck_assert_str_eq(read.items[i], want[i]);
+	texts_free(&read);
+}
+END_TEST
+
 /* yajl reads some texts that jansson rejects; the reader still gives
  * their texts, NUL byte included. */
 START_TEST(reader_takes_nul_escape_jansson_rejects)
@@ -1121,6 +1138,7 @@ filter_text_suite(void)
 	tcase_add_loop_test(reader, reader_takes_body_in_segments, 0, n_cases);
 	tcase_add_test(reader, reader_stops_when_asked);
 	tcase_add_test(reader, reader_rejects_invalid_json);
+	tcase_add_test(reader, reader_reads_numbers_by_value);
 	tcase_add_test(reader, reader_takes_nul_escape_jansson_rejects);
 	suite_add_tcase(s, reader);
 
