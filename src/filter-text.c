@@ -514,9 +514,12 @@ struct rule_def {
 	                                   read by the items rule; its
 	                                   members are MAP_MEMBERS */
 	enum string_role role;
-	int data;                       /* an object or array given where a
-	                                   string is expected is read as
-	                                   rule_def.all reads, with these */
+	int data;                       /* an object or array is read as
+	                                   rule_def.all reads, with these: a
+	                                   rule with "all" has them equal, and
+	                                   a string rule may read a container
+	                                   given in its place so. The yajl
+	                                   reader tests this one field. */
 };
 
 static const struct rule_def RULES[] = {
@@ -542,8 +545,9 @@ static const struct rule_def RULES[] = {
 	[R_OPERATION] = {0, R_NONE, OPERATION_MEMBERS, 0},
 	[R_LOGS] = {0, R_LOG, NULL, 0},
 	[R_LOG] = {0, R_NONE, LOG_MEMBERS, 0},
-	[R_VALUES] = {1, R_NONE, NULL, ALL_STRINGS},
-	[R_TOOL_INPUT] = {1, R_NONE, NULL, ALL_STRINGS | ALL_NUMBERS | ALL_KEYS},
+	[R_VALUES] = {1, R_NONE, NULL, ALL_STRINGS, .data = ALL_STRINGS},
+	[R_TOOL_INPUT] = {1, R_NONE, NULL, ALL_STRINGS | ALL_NUMBERS | ALL_KEYS,
+	                  .data = ALL_STRINGS | ALL_NUMBERS | ALL_KEYS},
 	[R_MESSAGES] = {0, R_MESSAGE, NULL, 0},
 	[R_MESSAGE] = {0, R_NONE, MESSAGE_MEMBERS, 0},
 	[R_CALLS] = {0, R_CALL, NULL, 0},
@@ -991,9 +995,9 @@ open_container(struct text_reader *r, int array)
 		return open_in_schema(r, array);
 	rule = next_rule(r);
 	def = &RULES[rule];
-	if (def->all || def->data) {
+	if (def->data) {
 		r->all = 1;
-		r->all_reads = def->all ? def->all : def->data;
+		r->all_reads = def->data;
 		return 1;
 	}
 	if (def->schema) {
