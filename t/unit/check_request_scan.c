@@ -442,6 +442,42 @@ START_TEST(string_check_finds_bad_byte_anywhere)
 }
 END_TEST
 
+/* tg_yj_number() reads every JSON number as strtoll() and strtod() do,
+ * through its short-integer path as through the general one. */
+START_TEST(number_text_read_as_libc_reads_it)
+{
+	static const struct {
+		const char *text;
+		enum tg_yj_number kind;
+		long long integer;
+		double real;
+	} cases[] = {
+		{"0", TG_YJ_INTEGER, 0, 0}, {"-0", TG_YJ_INTEGER, 0, 0},
+		{"7", TG_YJ_INTEGER, 7, 0}, {"-42", TG_YJ_INTEGER, -42, 0},
+		{"999999999999999999", TG_YJ_INTEGER, 999999999999999999LL, 0},
+		{"-999999999999999999", TG_YJ_INTEGER, -999999999999999999LL, 0},
+		{"9223372036854775807", TG_YJ_INTEGER, 9223372036854775807LL, 0},
+		{"-9223372036854775808", TG_YJ_INTEGER, -9223372036854775807LL - 1, 0},
+		{"9223372036854775808", TG_YJ_BIG_INTEGER, 0, 9223372036854775808.0},
+		{"1.5", TG_YJ_REAL, 0, 1.5}, {"-1E2", TG_YJ_REAL, 0, -100.0},
+		{"1e3", TG_YJ_REAL, 0, 1000.0}, {"1e999", TG_YJ_OVERFLOW, 0, 0},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		long long integer = -1;
+		double real = -1;
+		enum tg_yj_number kind = tg_yj_number(cases[i].text, strlen(cases[i].text),
+		                                      &integer, &real);
+
+		ck_assert_msg(kind == cases[i].kind, "%s: kind %d", cases[i].text, (int)kind);
+		if (kind == TG_YJ_INTEGER)
+			ck_assert_msg(integer == cases[i].integer, "%s: %lld", cases[i].text, integer);
+		else if (kind != TG_YJ_OVERFLOW)
+			ck_assert_msg(real == cases[i].real, "%s: %g", cases[i].text, real);
+	}
+}
+END_TEST
+
 static Suite *
 request_scan_suite(void)
 {
@@ -454,6 +490,7 @@ request_scan_suite(void)
 	tcase_add_loop_test(tc, scan_leaves_to_jansson, 0, (int)(sizeof(unsure) / sizeof(unsure[0])));
 	tcase_add_test(tc, scan_reads_parameters);
 	tcase_add_test(tc, numbers_of_text_keep_integers_that_fit);
+	tcase_add_test(tc, number_text_read_as_libc_reads_it);
 	tcase_add_test(tc, string_check_finds_bad_byte_anywhere);
 	tcase_add_test(tc, scan_skips_parameters_unasked);
 	tcase_add_test(tc, scan_leaves_nul_byte_to_jansson);
