@@ -604,6 +604,8 @@ write_filters(struct tg_json_writer *w, const struct tg_filter_log *decisions)
 		tg_json_uint(w, decisions->counts[i]);
 		if (d->error)
 			tg_json_literal(w, ",\"error\":true");
+		if (d->unmaskable)
+			tg_json_literal(w, ",\"unmaskable\":true");
 		tg_json_literal(w, "}");
 	}
 	tg_json_literal(w, "]");

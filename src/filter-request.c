@@ -25,6 +25,7 @@
 #include "log.h"
 #include "relay.h"
 #include "request.h"
+#include "trace.h"
 #include "worker.h"
 
 struct tg_filter_state {
@@ -43,6 +44,7 @@ struct tg_filter_state {
 	int stream_none;                /* no response filter applies to streams */
 	tg_filter_send_fn *send;
 	int response_blocked;
+	int response_checked;           /* tg_filter_response_checked() */
 };
 
 static const struct tg_filter_chain *
@@ -675,6 +677,7 @@ tg_filter_response_body(struct tg_request *req)
 	 * An empty body has no text to screen. */
 	if (chain == NULL || st == NULL || body == NULL || evbuffer_get_length(body) == 0)
 		return 0;
+	st->response_checked = 1;
 	scan = scan_without_tree(req, chain);
 	if (scan == SCAN_CLEAN || scan == SCAN_NONE)
 		return 0;
@@ -718,6 +721,7 @@ tg_filter_response_body(struct tg_request *req)
 		               res.blocked->name, res.blocked_rule ? res.blocked_rule : "error");
 		req->error = TG_E_CONTENT_FILTER;
 		req->cause = TG_CAUSE_GATEWAY;
+		tg_trace_response_blocking(req, json);
 		block_answer(json);
 	} else if (!res.changed) {
 		goto out;
@@ -765,6 +769,7 @@ stream_ready(struct tg_request *req, tg_filter_send_fn *send)
 			st->stream_none = 1;
 		}
 	}
+	st->response_checked |= st->stream != NULL;
 	return st->stream != NULL;
 }
 
@@ -871,6 +876,12 @@ tg_filter_response_reset(struct tg_request *req)
 	st->stream = NULL;
 	st->stream_none = 0;
 	st->response_blocked = 0;
+}
+
+int
+tg_filter_response_checked(const struct tg_request *req)
+{
+	return req->filters != NULL && req->filters->response_checked;
 }
 
 int

@@ -73,6 +73,10 @@ void tg_filter_response_reset(struct tg_request *req);
  * upstream and end the response (the end of the stream was sent). */
 int tg_filter_response_blocked(const struct tg_request *req);
 
+/* 1 once the response filters read a response of req, whole or as a
+ * stream, whatever they decided. */
+int tg_filter_response_checked(const struct tg_request *req);
+
 /* Whether a filter of req's route reads the response side, so that a
  * response the filters cannot read must not reach the client. */
 int tg_filter_response_screened(const struct tg_request *req);

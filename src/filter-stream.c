@@ -152,6 +152,8 @@ struct tg_filter_stream {
 	int done;               /* [DONE] passed, or the stream was blocked */
 	long long n_emitted;    /* events sent: the "sequence_number" of a
 	                           Responses API event the stream adds */
+	int blocked;            /* a block dropped the held events: what is
+	                           emitted since is the gateway's end */
 	int holds;              /* a filter masks or blocks, so text is held */
 	long values;            /* TG_CHUNK_VALUE texts so far, each a window */
 	int indexed;            /* a choice with an "index" came */
@@ -1559,6 +1561,7 @@ emit(struct tg_filter_stream *s, enum tg_event_kind kind, int finish, const char
 	struct tg_stream_event out = {
 		.kind = kind, .raw = evbuffer_new(), .json = json, .finish = finish,
 		.data = json == NULL ? data : NULL, .data_len = data_len,
+		.from_gateway = s->blocked,
 	};
 
 	if (digest != NULL)
@@ -1696,6 +1699,7 @@ drop_held(struct tg_filter_stream *s)
 	for (size_t k = 0; k < s->n_windows; k++)
 		s->windows[k].n_pieces = 0;
 	s->done = 1;
+	s->blocked = 1;
 }
 
 /*

@@ -81,7 +81,8 @@ struct tg_filter_stream *tg_filter_stream_new(const struct tg_filter_chain *chai
  * On TG_STREAM_BLOCK the held events are dropped and the end of the stream
  * is emitted instead: a chunk whose finish_reason is "content_filter",
  * then "data: [DONE]", or for an Anthropic stream an "error" event
- * (tg_error_anthropic_body) without message_stop. The caller must cancel
+ * (tg_error_anthropic_body) without message_stop, each marked from_gateway
+ * (struct tg_stream_event). The caller must cancel
  * the upstream and feed nothing more.
  * On TG_STREAM_ERROR and TG_STREAM_TOO_LARGE nothing more is emitted, the
  * held events included: the caller ends the stream with an error event

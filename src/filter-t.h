@@ -141,10 +141,13 @@ struct tg_filter_decision {
 	enum tg_side side;
 	int error;                      /* the classifier failed; action is
 	                                   what on_error chose */
+	int unmaskable;                 /* a mask filter blocked, because its
+	                                   match lay where no mask may rewrite
+	                                   (tg_filter_log_unmaskable()) */
 };
 
 /* Decisions of one request, in the order they were taken. Repeats of the
- * same (filter, rule, action, side) are counted, not stored again. */
+ * same decision (every member alike) are counted, not stored again. */
 struct tg_filter_log {
 	size_t n, cap;
 	struct tg_filter_decision *items;

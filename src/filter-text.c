@@ -1476,21 +1476,34 @@ mask_text(const struct tg_filter *f, json_t *value, const struct tg_scan *sc)
 	return rc;
 }
 
+/* Record each match of the last scan with f's action, or as blocks of a
+ * mask that had no place to rewrite (tg_filter_log_unmaskable()) when
+ * unmaskable is set. */
+static int
+log_matches(const struct tg_filter *f, enum tg_side side, struct tg_filter_log *log,
+            const struct tg_scan *sc, int unmaskable)
+{
+	for (size_t j = 0; j < sc->n_matches; j++) {
+		const char *rule = sc->matches[j].rule->name;
+		int rc = unmaskable ? tg_filter_log_unmaskable(log, f, rule, side)
+		                    : tg_filter_log_add(log, f, rule, f->action, side, 0);
+
+		if (rc != 0)
+			return -1;
+	}
+	return 0;
+}
+
 int
 tg_filter_decoded_text(const struct tg_filter *f, enum tg_side side, struct tg_filter_log *log,
                        struct tg_scan *sc, const char *text, size_t len,
                        const char **blocked_rule)
 {
-	enum tg_filter_action action = f->action == TG_ACTION_FLAG ? TG_ACTION_FLAG
-	                                                           : TG_ACTION_BLOCK;
-
 	if (tg_scan_run(sc, f, text, len, 0, 0) != 0)
 		return -1;
-	for (size_t j = 0; j < sc->n_matches; j++) {
-		if (tg_filter_log_add(log, f, sc->matches[j].rule->name, action, side, 0) != 0)
-			return -1;
-	}
-	if (sc->n_matches == 0 || action != TG_ACTION_BLOCK)
+	if (log_matches(f, side, log, sc, f->action == TG_ACTION_MASK) != 0)
+		return -1;
+	if (sc->n_matches == 0 || f->action == TG_ACTION_FLAG)
 		return 0;
 	*blocked_rule = sc->matches[0].rule->name;
 	return 1;
@@ -1536,18 +1549,6 @@ run_regex_inner(const struct tg_filter *f, enum tg_side side, json_t *value,
 	return 0;
 }
 
-/* Record each match of the last scan with f's action. */
-static int
-log_matches(const struct tg_filter *f, enum tg_side side, struct tg_filter_log *log,
-            const struct tg_scan *sc)
-{
-	for (size_t j = 0; j < sc->n_matches; j++) {
-		if (tg_filter_log_add(log, f, sc->matches[j].rule->name, f->action, side, 0) != 0)
-			return -1;
-	}
-	return 0;
-}
-
 /* Run f over one text: record its matches, then block, or mask them in
  * place. A mask that matches a verbatim text (TG_TEXT_VERBATIM) blocks,
  * as one that has no place to write to does (run_regex_value()). Returns 0, or
@@ -1556,13 +1557,14 @@ static int
 run_regex_text(const struct tg_filter *f, enum tg_side side, json_t *value, int verbatim,
                struct tg_filter_log *log, struct tg_scan *sc, struct tg_filter_result *res)
 {
+	int unmaskable = f->action == TG_ACTION_MASK && verbatim;
+
 	if (tg_scan_run(sc, f, json_string_value(value), json_string_length(value), 0, 0) != 0)
 		return -1;
-	if (log_matches(f, side, log, sc) != 0)
+	if (log_matches(f, side, log, sc, unmaskable) != 0)
 		return -1;
 
-	if (sc->n_matches > 0 &&
-	    (f->action == TG_ACTION_BLOCK || (f->action == TG_ACTION_MASK && verbatim))) {
+	if (sc->n_matches > 0 && (f->action == TG_ACTION_BLOCK || unmaskable)) {
 		res->blocked = f;
 		res->blocked_rule = sc->matches[0].rule->name;
 		return 0;
@@ -1696,8 +1698,10 @@ run_regex_value(const struct tg_filter *f, enum tg_side side, const struct kept_
 {
 	const struct tg_text_span *span = &k->spans.items[i];
 	const char *text = tg_text_span_bytes(&k->spans, i, k->raw);
+	int unmaskable = f->action == TG_ACTION_MASK && !k->placed[i];
 
-	if (tg_scan_run(sc, f, text, span->len, 0, 0) != 0 || log_matches(f, side, log, sc) != 0)
+	if (tg_scan_run(sc, f, text, span->len, 0, 0) != 0 ||
+	    log_matches(f, side, log, sc, unmaskable) != 0)
 		return -1;
 	if (sc->n_matches == 0 || f->action == TG_ACTION_FLAG)
 		return 0;
@@ -1721,7 +1725,7 @@ run_regex_keys(const struct tg_filter *f, enum tg_side side, const struct kept_v
 	for (size_t i = 0; i < k->keys.n; i++) {
 		if (tg_scan_run(sc, f, tg_text_span_bytes(&k->keys, i, k->raw), k->keys.items[i].len,
 		                0, 0) != 0 ||
-		    log_matches(f, side, log, sc) != 0)
+		    log_matches(f, side, log, sc, f->action == TG_ACTION_MASK) != 0)
 			return -1;
 		if (sc->n_matches > 0 && f->action != TG_ACTION_FLAG) {
 			res->blocked = f;

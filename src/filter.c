@@ -1,6 +1,7 @@
 /*
  * Content filters: names, the decision log, masking, and error bodies.
  */
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -76,17 +77,15 @@ tg_filter_log_free(struct tg_filter_log *log)
 	memset(log, 0, sizeof(*log));
 }
 
-int
-tg_filter_log_add(struct tg_filter_log *log, const struct tg_filter *f, const char *rule,
-                  enum tg_filter_action action, enum tg_side side, int error)
+/* Count d in log, or append it when log has no decision alike. */
+static int
+log_decision(struct tg_filter_log *log, const struct tg_filter_decision *d)
 {
-	struct tg_filter_decision d = {f->name, rule, action, side, error};
-
 	for (size_t i = 0; i < log->n; i++) {
 		const struct tg_filter_decision *x = &log->items[i];
 
-		if (x->filter == d.filter && x->rule == d.rule && x->action == d.action &&
-		    x->side == d.side && x->error == d.error) {
+		if (x->filter == d->filter && x->rule == d->rule && x->action == d->action &&
+		    x->side == d->side && x->error == d->error && x->unmaskable == d->unmaskable) {
 			log->counts[i]++;
 			return 0;
 		}
@@ -106,10 +105,29 @@ tg_filter_log_add(struct tg_filter_log *log, const struct tg_filter *f, const ch
 		log->counts = counts;
 		log->cap = cap;
 	}
-	log->items[log->n] = d;
+	log->items[log->n] = *d;
 	log->counts[log->n] = 1;
 	log->n++;
 	return 0;
+}
+
+int
+tg_filter_log_add(struct tg_filter_log *log, const struct tg_filter *f, const char *rule,
+                  enum tg_filter_action action, enum tg_side side, int error)
+{
+	struct tg_filter_decision d = {f->name, rule, action, side, error, 0};
+
+	return log_decision(log, &d);
+}
+
+int
+tg_filter_log_unmaskable(struct tg_filter_log *log, const struct tg_filter *f,
+                         const char *rule, enum tg_side side)
+{
+	struct tg_filter_decision d = {f->name, rule, TG_ACTION_BLOCK, side, 0, 1};
+
+	assert(f->action == TG_ACTION_MASK);
+	return log_decision(log, &d);
 }
 
 /* --- masking ------------------------------------------------------------ */

@@ -44,6 +44,15 @@ int tg_filter_log_add(struct tg_filter_log *log, const struct tg_filter *f,
                       const char *rule, enum tg_filter_action action,
                       enum tg_side side, int error);
 
+/* Record the block of mask filter f, whose match of rule lay where no mask
+ * may rewrite: a verbatim text (TG_TEXT_VERBATIM), a value of arguments
+ * whose place is unknown, or a string that only shows the match decoded.
+ * The decision is a block, since the request or response was blocked, and
+ * is marked unmaskable, since the filter's action is mask. Returns as
+ * tg_filter_log_add() does. */
+int tg_filter_log_unmaskable(struct tg_filter_log *log, const struct tg_filter *f,
+                             const char *rule, enum tg_side side);
+
 /* --- masking ------------------------------------------------------------ */
 
 /*
@@ -260,7 +269,8 @@ int tg_filter_texts(const struct tg_filter_chain *chain, enum tg_side side,
  * Run regex filter f over len bytes of text decoded from a JSON text
  * inside a string (filter-args.h), and record its decisions in log. A
  * match there has no place in the string for a mask, so a mask filter
- * blocks as a block filter does, and a flag filter flags. Returns 1 when
+ * blocks as a block filter does, a decision marked unmaskable, and a flag
+ * filter flags. Returns 1 when
  * f blocks, with *blocked_rule set to the rule, 0 when it does not, -1
  * when the scan failed.
  */

@@ -546,8 +546,10 @@ emit_event(struct tg_request *req, struct tg_stream_event *ev)
 
 	if (ev->kind == TG_EVENT_DONE)
 		resp->sse_done = 1;
-	if (ev->finish)
+	if (ev->finish) {
 		resp->finish_seen = 1;
+		tg_trace_upstream_finish(req, ev);
+	}
 	if (ev->kind == TG_EVENT_ERROR && req->error == TG_OK) {
 		req->error = TG_E_UPSTREAM_STREAM_ERROR;
 		req->cause = TG_CAUSE_UPSTREAM_FAILED;

@@ -60,6 +60,8 @@ struct tg_stream_event {
 	int usage_stripped;     /* "usage": null was taken out of raw */
 	int tapped;             /* the stream filters read the data in the
 	                           digest's pass (tg_filter_response_tap) */
+	int from_gateway;       /* written by the gateway, not the upstream:
+	                           the end of a stream a filter blocked */
 };
 
 extern const struct tg_upstream_handler tg_relay_handler;

@@ -463,7 +463,7 @@ record_finish_reason(struct tg_trace *t, size_t index, const char *reason)
 {
 	char *copy;
 
-	if (reserve_reason(t, index) != 0)
+	if (t->finish_kept || reserve_reason(t, index) != 0)
 		return;
 	/* A known reason is kept as the table's string: a copy and its
 	 * free() cost about 270 instructions per response. A reply detail
@@ -507,6 +507,15 @@ capture_text(struct tg_trace *t, size_t index, const char *text, size_t len)
 	c->budget -= keep;
 }
 
+/* The index of a choice at position i with "index" value index: its
+ * value when that is an integer of 0 or more, else its position. */
+static size_t
+choice_index(json_t *index, size_t i)
+{
+	return json_is_integer(index) && json_integer_value(index) >= 0
+	       ? (size_t)json_integer_value(index) : i;
+}
+
 /* choices[].finish_reason and the text of message or delta (or "text"
  * for completions). Returns 1 when any choice carried content. */
 static int
@@ -520,8 +529,7 @@ read_choices(struct tg_trace *t, json_t *choices, const char *message_key)
 		json_t *reason = json_object_get(choice, "finish_reason");
 		json_t *message = json_object_get(choice, message_key);
 		json_t *text = json_object_get(message, "content");
-		size_t at = json_is_integer(index) && json_integer_value(index) >= 0
-		            ? (size_t)json_integer_value(index) : i;
+		size_t at = choice_index(index, i);
 
 		if (!json_is_string(text))
 			text = json_object_get(choice, "text");
@@ -692,6 +700,24 @@ read_anthropic_block(struct tg_trace *t, json_t *block)
 }
 
 void
+tg_genai_upstream_finish(struct tg_trace *t, json_t *body, int keep)
+{
+	json_t *choices = json_object_get(body, "choices");
+
+	for (size_t i = 0; i < json_array_size(choices); i++) {
+		json_t *choice = json_array_get(choices, i);
+		json_t *reason = json_object_get(choice, "finish_reason");
+
+		if (json_is_string(reason))
+			record_finish_reason(t, choice_index(json_object_get(choice, "index"), i),
+			                     json_string_value(reason));
+	}
+	record_stop_reason(t, json_object_get(body, "stop_reason"));
+	record_stop_reason(t, json_object_get(json_object_get(body, "delta"), "stop_reason"));
+	t->finish_kept = keep;
+}
+
+void
 tg_genai_anthropic_response(struct tg_trace *t, struct tg_span *span, json_t *body)
 {
 	json_t *content = json_object_get(body, "content");
@@ -785,6 +811,12 @@ read_detail_choices(struct tg_trace *t, const struct tg_reply_detail *x)
 }
 
 void
+tg_genai_upstream_finish_detail(struct tg_trace *t, const struct tg_reply_detail *x)
+{
+	read_detail_choices(t, x);
+}
+
+void
 tg_genai_response_detail(struct tg_trace *t, struct tg_span *span,
                          const struct tg_reply_digest *d, const struct tg_reply_detail *x)
 {
@@ -875,6 +907,7 @@ tg_genai_attempt_reset(struct tg_trace *t)
 		free(t->finish_reasons);
 	t->finish_reasons = NULL;
 	t->n_finish_reasons = 0;
+	t->finish_kept = 0;
 	if (t->output != NULL) {
 		for (size_t i = 0; i < t->output->n_choices; i++)
 			free(t->output->texts[i]);

@@ -129,6 +129,18 @@ void tg_genai_stream_detail(struct tg_trace *t, struct tg_span *span,
                             const struct tg_reply_digest *d, const struct tg_reply_detail *x,
                             uint64_t now_mono, uint64_t start_mono);
 
+/*
+ * Record the finish reasons of body as the upstream sent it, before a
+ * content filter rewrote them (a block makes them "content_filter", or an
+ * Anthropic stop_reason "refusal"): each choice's "finish_reason", or an
+ * Anthropic message's "stop_reason", or that of a message_delta's
+ * "delta". With keep set, the readers of the body as the client got it
+ * record no finish reason for the rest of the attempt. The same from the
+ * usable detail x of a stream event, which keeps nothing.
+ */
+void tg_genai_upstream_finish(struct tg_trace *t, json_t *body, int keep);
+void tg_genai_upstream_finish_detail(struct tg_trace *t, const struct tg_reply_detail *x);
+
 /* The attempt's response is complete: set the finish reasons and the
  * captured output messages. */
 void tg_genai_attempt_done(struct tg_trace *t, struct tg_span *span);

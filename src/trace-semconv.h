@@ -73,6 +73,7 @@
 	X(TOLLGATE_FILTER_STAGE, "tollgate.filter.stage") \
 	X(TOLLGATE_FILTER_DECISION, "tollgate.filter.decision") \
 	X(TOLLGATE_FILTER_RULE, "tollgate.filter.rule") \
+	X(TOLLGATE_FILTER_UNMASKABLE, "tollgate.filter.unmaskable") \
 	X(TOLLGATE_FAILOVER_FROM, "tollgate.failover.from") \
 	X(TOLLGATE_FAILOVER_REASON, "tollgate.failover.reason") \
 	/* Event names */ \

@@ -146,6 +146,7 @@ struct tg_trace {
 	struct tg_span *last_attempt;   /* the latest attempt, running or ended */
 	struct tg_span *cache;          /* the cache lookup in progress */
 	uint64_t filters_start;         /* CLOCK_MONOTONIC; the request filters began */
+	uint64_t filters_end;           /* and ended; 0 until then */
 	int filters_running;
 
 	/* Progress of the current attempt's response. */
@@ -165,6 +166,8 @@ struct tg_trace {
 	char **finish_reasons;          /* one per choice index, NULL when unknown */
 	size_t n_finish_reasons;
 	char *first_finish_reasons[4];  /* the array finish_reasons uses up to 4 choices */
+	int finish_kept;                /* finish_reasons are the upstream's of a body a
+	                                   filter blocked (tg_genai_upstream_finish) */
 	struct tg_content_capture *output;      /* captured output text; NULL if off */
 
 	/* The traceparent value sent upstream by the current attempt. */

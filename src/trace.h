@@ -56,8 +56,21 @@ int tg_trace_drop_tracestate(const struct tg_request *req);
 int tg_trace_reads_reply_detail(const struct tg_request *req);
 
 /* A stream event of the current attempt leaves for the client. Its tree
- * is built only when the request is traced. Call after output filters ran. */
+ * is built only when the request is traced. Call after output filters ran.
+ * An event the gateway wrote itself (ev->from_gateway), such as the end of
+ * a stream a filter blocked, is not the upstream's and is skipped. */
 void tg_trace_stream_event(struct tg_request *req, struct tg_stream_event *ev);
+
+/*
+ * The finish reasons of the current attempt's response as the upstream sent
+ * them, for its span, before the response filters rewrite them: of a stream
+ * event that carries one (ev->finish), which the filters may drop, or of a
+ * non-streamed body that a filter is about to block. They need not be
+ * read twice, so the event is read only on a route with response filters.
+ * A stream event's tree is parsed apart, leaving ev as the filters get it.
+ */
+void tg_trace_upstream_finish(struct tg_request *req, struct tg_stream_event *ev);
+void tg_trace_response_blocking(struct tg_request *req, json_t *body);
 
 /*
  * The current attempt's outcome is recorded in req->attempts[req->n_attempts
@@ -84,10 +97,11 @@ void tg_trace_cache_first_token(struct tg_request *req, uint64_t now_mono);
 
 /*
  * The request filters of a route: start before they run, end when they let
- * the request through. Each filter then gets an INTERNAL span with its
- * decision ("pass", or the action it took), and each decision an event on
- * the server span. Filters that blocked the request get their spans when
- * the request ends, with status ERROR.
+ * the request through. Each filter of the request side only then gets an
+ * INTERNAL span with its decision ("pass", or the action it took), and
+ * each decision an event on the server span. Filters that blocked the
+ * request get their spans when the request ends, with status ERROR, as do
+ * the filters of the response side, whose one span covers both sides.
  */
 void tg_trace_filters_start(struct tg_request *req);
 void tg_trace_filters_end(struct tg_request *req);
