@@ -801,6 +801,15 @@ START_TEST(mask_blocks_on_verbatim_texts)
 		ck_assert_ptr_nonnull(strstr(out, "\"a@b.io\""));
 		free(out);
 	}
+
+	/* The description's match is recorded as a mask, the verbatim ones
+	 * as blocks that a mask could not rewrite. */
+	ck_assert_uint_eq(log.n, 2);
+	ck_assert_int_eq(log.items[0].action, TG_ACTION_MASK);
+	ck_assert_int_eq(log.items[0].unmaskable, 0);
+	ck_assert_int_eq(log.items[1].action, TG_ACTION_BLOCK);
+	ck_assert_int_eq(log.items[1].unmaskable, 1);
+	ck_assert_uint_eq(log.counts[1], sizeof(verbatim) / sizeof(verbatim[0]));
 	tg_filter_log_free(&log);
 	destroy_filter(f);
 }
