@@ -18,7 +18,7 @@ struct tg_gateway_key {
 };
 
 /* The top-level "gateway_keys" object; NULL in struct tg_config when the
- * file defines none, and then the gateway asks callers for no key. */
+ * file defines none, and then no route requires a key. */
 struct tg_gateway_keys {
 	size_t n;
 	struct tg_gateway_key *keys;    /* in file order */

@@ -4,8 +4,8 @@
  *
  * A hit reads one header per request. jansson took about 13,000
  * instructions (callgrind) to build and free a tree for its 50 bytes, a
- * fifth of the hit; the reader here keeps only the members it knows and
- * takes about a tenth of that.
+ * fifth of the hit. The reader here keeps only the members of this
+ * version and takes about 4,300, a third of that.
  *
  * Contract of tg_cache_header_read(): the text is valid exactly when
  * jansson's json_loadb() of it gives an object whose "v" is the integer

@@ -620,19 +620,7 @@ on_double(void *ctx, double value)
 static int
 on_number(void *ctx, const char *s, size_t len)
 {
-	long long integer;
-	double real;
-
-	switch (tg_yj_number(s, len, &integer, &real)) {
-	case TG_YJ_INTEGER:
-		return on_integer(ctx, integer);
-	case TG_YJ_REAL:
-	case TG_YJ_BIG_INTEGER:
-		return on_double(ctx, real);
-	case TG_YJ_OVERFLOW:
-		break;
-	}
-	return 0;
+	return tg_yj_number_as(ctx, s, len, on_integer, on_double);
 }
 
 /* As the digest's tap, which hands numbers on converted. */

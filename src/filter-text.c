@@ -459,7 +459,7 @@ static const struct member ERROR_MEMBERS[] = {
 /* An Anthropic message's "content" is an array of blocks; a string there
  * is no shape of either API, and is left unread as before. A Responses
  * API response has the model's output in "output": items of the shapes
- * an "input" array holds (INPUT_ITEM_MEMBERS), read the same way: a
+ * an "input" array contains (INPUT_ITEM_MEMBERS), read the same way: a
  * message's output_text and refusal parts, a reasoning item's summary
  * and content, a function call's arguments (decoded, as a chat tool
  * call's), a custom tool call's input, and the other tool calls' texts.
@@ -1258,19 +1258,7 @@ on_double(void *ctx, double value)
 static int
 on_number_text(void *ctx, const char *s, size_t len)
 {
-	long long integer;
-	double real;
-
-	switch (tg_yj_number(s, len, &integer, &real)) {
-	case TG_YJ_INTEGER:
-		return on_integer(ctx, integer);
-	case TG_YJ_REAL:
-	case TG_YJ_BIG_INTEGER:
-		return on_double(ctx, real);
-	case TG_YJ_OVERFLOW:
-		break;
-	}
-	return 0;
+	return tg_yj_number_as(ctx, s, len, on_integer, on_double);
 }
 
 /* Booleans and null contain no text and need no callback. A tap gets

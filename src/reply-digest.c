@@ -708,7 +708,7 @@ on_double(void *ctx, double value)
 /* Numbers come as text, so that an integer beyond 64 bits, which is valid
  * JSON, reads as a real (a usage count that is not one) where yajl's own
  * conversion would stop the read. jansson builds no tree of such a text,
- * so the detail, which stands in for one, gives up. */
+ * so the detail, which replaces one, gives up. */
 static int
 on_number(void *ctx, const char *s, size_t len)
 {

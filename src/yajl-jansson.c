@@ -196,3 +196,22 @@ tg_yj_number(const char *s, size_t len, long long *integer, double *real)
 		free(text);
 	return kind;
 }
+
+int
+tg_yj_number_as(void *ctx, const char *s, size_t len, int (*on_integer)(void *, long long),
+                int (*on_double)(void *, double))
+{
+	long long integer;
+	double real;
+
+	switch (tg_yj_number(s, len, &integer, &real)) {
+	case TG_YJ_INTEGER:
+		return on_integer(ctx, integer);
+	case TG_YJ_REAL:
+	case TG_YJ_BIG_INTEGER:
+		return on_double(ctx, real);
+	case TG_YJ_OVERFLOW:
+		break;
+	}
+	return 0;
+}

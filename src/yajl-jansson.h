@@ -66,10 +66,17 @@ enum tg_yj_number {
  * Read the text of a number that yajl passes to a yajl_number callback
  * (len bytes at s, valid JSON): an integer into *integer, anything else
  * into *real. An integer beyond 64 bits is valid JSON, which yajl's own
- * conversion rejects. A reader takes it as a real, and knows that jansson
- * builds no tree of the text without JSON_DECODE_INT_AS_REAL. A real
+ * conversion rejects. A reader takes it as a real. jansson builds no tree
+ * of such a text without JSON_DECODE_INT_AS_REAL. A real
  * beyond a double's range is an error, as in jansson and yajl.
  */
 enum tg_yj_number tg_yj_number(const char *s, size_t len, long long *integer, double *real);
+
+/* Read a number's text with tg_yj_number() and pass it to the yajl_integer
+ * or yajl_double callback of ctx, an integer beyond 64 bits as a real.
+ * Returns what the callback returns, or 0 (stop) for a real beyond a
+ * double's range. For readers with a yajl_number callback. */
+int tg_yj_number_as(void *ctx, const char *s, size_t len, int (*on_integer)(void *, long long),
+                    int (*on_double)(void *, double));
 
 #endif

@@ -314,7 +314,7 @@ describe('routes: method and header matches on reload', () => {
   it('applies and rejects match changes on reload', async () => {
     let sent = 0;
     // The status and the route of a request to /v1/batches; the mock
-    // returns 404 for that path, so only the log tells a route from none.
+    // returns 404 for that path, so only the log shows which route was taken.
     const send = async (method, headers = {}) => {
       const id = `reload-${++sent}`;
       const res = await request({ port: gw.port, method, path: '/v1/batches', headers: { 'x-request-id': id, ...headers } });

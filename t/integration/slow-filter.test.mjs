@@ -1,6 +1,6 @@
 // A filter that keeps the worker busy for longer than a backend timeout must
 // not make that timeout fire: the request was sent after the filter ran,
-// and the backend answered at once.
+// and the backend responded at once.
 
 import assert from 'node:assert/strict';
 import path from 'node:path';
