@@ -4,7 +4,8 @@
  * A cassette is a mapping whose "interactions" sequence holds request and
  * response pairs; the mock replays the first response: its "code", its
  * recorded Content-Type header (a sequence of values) and its "body", whose
- * bytes are what the YAML scalar decodes to.
+ * bytes are what the YAML scalar decodes to. The first request's "body" is
+ * kept too, for the unit tests that read recorded requests.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -63,17 +64,32 @@ is_scalar(const yaml_node_t *node)
 	return node != NULL && node->type == YAML_SCALAR_NODE;
 }
 
+/* Copy the bytes of scalar, or none when it is not one, into a new
+ * NUL-terminated string at *out. Returns -1 when out of memory. */
+static int
+copy_scalar(const yaml_node_t *scalar, char **out, size_t *len)
+{
+	*len = is_scalar(scalar) ? scalar->data.scalar.length : 0;
+	*out = malloc(*len + 1);
+	if (*out == NULL)
+		return -1;
+	if (*len > 0)
+		memcpy(*out, scalar->data.scalar.value, *len);
+	(*out)[*len] = '\0';
+	return 0;
+}
+
 /* Fill f from the cassette document; returns -1 with err set. */
 static int
 extract_response(yaml_document_t *doc, struct fixture *f,
                  char *err, size_t err_size)
 {
 	yaml_node_t *root = yaml_document_get_root_node(doc);
-	yaml_node_t *resp, *body, *code, *type;
+	yaml_node_t *first, *resp, *body, *code, *type;
 	char *end;
 
-	resp = map_get(doc, seq_first(doc, map_get(doc, root, "interactions", 0)),
-	               "response", 0);
+	first = seq_first(doc, map_get(doc, root, "interactions", 0));
+	resp = map_get(doc, first, "response", 0);
 	body = map_get(doc, resp, "body", 0);
 	code = map_get(doc, resp, "code", 0);
 	if (!is_scalar(body) || !is_scalar(code)) {
@@ -93,14 +109,12 @@ extract_response(yaml_document_t *doc, struct fixture *f,
 	                              "Content-Type", 1));
 	f->content_type = strdup(is_scalar(type) ? (char *)type->data.scalar.value
 	                                         : "application/json");
-	f->body_len = body->data.scalar.length;
-	f->body = malloc(f->body_len + 1);
-	if (f->content_type == NULL || f->body == NULL) {
+	if (f->content_type == NULL || copy_scalar(body, &f->body, &f->body_len) != 0 ||
+	    copy_scalar(map_get(doc, map_get(doc, first, "request", 0), "body", 0),
+	                &f->request_body, &f->request_body_len) != 0) {
 		snprintf(err, err_size, "could not be loaded: out of memory");
 		return -1;
 	}
-	memcpy(f->body, body->data.scalar.value, f->body_len);
-	f->body[f->body_len] = '\0';
 	return 0;
 }
 
@@ -135,6 +149,7 @@ load_fixture(const char *path, struct fixture *f, char *err, size_t err_size)
 		snprintf(err, err_size, "fixture file %s %s", path, reason);
 		free(f->content_type);
 		free(f->body);
+		free(f->request_body);
 		memset(f, 0, sizeof(*f));
 	}
 	yaml_document_delete(&doc);
@@ -193,6 +208,7 @@ fixture_cache_free(struct fixture_cache *cache)
 
 		free(cache->fixture.content_type);
 		free(cache->fixture.body);
+		free(cache->fixture.request_body);
 		free(cache);
 		cache = next;
 	}

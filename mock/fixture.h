@@ -6,12 +6,15 @@
 
 #include <stddef.h>
 
-/* The parts of interactions[0].response that the mock replays. */
+/* The parts of interactions[0].response that the mock replays, and the
+ * body of the request recorded with it, which tests read. */
 struct fixture {
 	int code;
 	char *content_type;     /* "application/json" when none was recorded */
 	char *body;
 	size_t body_len;
+	char *request_body;     /* "" when none was recorded */
+	size_t request_body_len;
 };
 
 struct fixture_cache;
