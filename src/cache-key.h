@@ -26,8 +26,6 @@
 #ifndef TOLLGATE_CACHE_KEY_H
 #define TOLLGATE_CACHE_KEY_H
 
-#include <jansson.h>
-
 #include "cache-t.h"
 #include "headers.h"
 
@@ -69,19 +67,33 @@ struct tg_cache_key_scope {
 };
 
 /*
- * Return the canonical text of a request (see above), to be freed with
- * free(), or NULL when out of memory. body must be a JSON object; it is not
- * changed.
+ * Return the canonical text of a request (see above) whose body is the len
+ * bytes at body, to be freed with free(). Returns NULL when the body has no
+ * key (tg_cache_key()) or memory ran out.
  */
-char *tg_cache_canonical(const json_t *body, const struct tg_cache_key_scope *scope);
+char *tg_cache_canonical(const char *body, size_t len, const struct tg_cache_key_scope *scope);
 
 /* tg_cache_key() result: the path, the query or a varying header is not
  * UTF-8. */
 #define TG_CACHE_KEY_NOT_UTF8 (-2)
 
-/* Compute the key of a request: SHA-256 of its canonical text. Returns 0,
- * TG_CACHE_KEY_NOT_UTF8, or -1 when out of memory. */
-int tg_cache_key(const json_t *body, const struct tg_cache_key_scope *scope,
+/* tg_cache_key() result: the body has no key. */
+#define TG_CACHE_KEY_UNKEYED (-3)
+
+/*
+ * Compute the key of a request whose body is the len bytes at body: the
+ * SHA-256 of its canonical text. Returns 0, TG_CACHE_KEY_NOT_UTF8,
+ * TG_CACHE_KEY_UNKEYED, or -1 when out of memory.
+ *
+ * The body is read from its text, but the key is the one a jansson tree
+ * of it (JSON_REJECT_DUPLICATES) gave before, so that instances of both
+ * versions that share a Redis agree on keys. These bodies have no key:
+ * one that jansson rejects (the gateway rejects it before the cache), one
+ * that is not an object, and one with an integer beyond 64 bits. jansson
+ * reads the last only with every integer as a real, which could make two
+ * requests that differ share a key.
+ */
+int tg_cache_key(const char *body, size_t len, const struct tg_cache_key_scope *scope,
                  unsigned char key[TG_CACHE_KEY_LEN]);
 
 /* Write key as 64 lower-case hex digits and a NUL. */

@@ -319,8 +319,16 @@ prepare(struct tg_request *req)
 		return -1;
 	if (tg_cache_tenant(&req->headers, cfg->tenant_header,
 	                    req->key != NULL ? req->key->name : NULL, tenant) != 0 ||
-	    (rc = tg_cache_key(tg_request_json(req), &scope, st->key)) == -1) {
+	    (rc = tg_cache_key((const char *)evbuffer_pullup(req->body, -1), req->body_len,
+	                       &scope, st->key)) == -1) {
 		tg_log_request(req, TG_LOG_WARN, "cache: out of memory computing the key; "
+		               "the request bypasses the cache");
+		return -1;
+	}
+	if (rc == TG_CACHE_KEY_UNKEYED) {
+		/* The dispatch passes no such body here (tg_cache_lookup()). */
+		tg_log_request(req, TG_LOG_WARN, "cache: the request body has no cache key (it is "
+		               "not a JSON object that the gateway reads with 64-bit integers); "
 		               "the request bypasses the cache");
 		return -1;
 	}
@@ -346,9 +354,11 @@ tg_cache_lookup(struct tg_request *req, tg_cache_next_fn *next)
 	assert(req->cache == NULL);
 	/* A body with an integer beyond 64 bits is read with its integers as
 	 * reals (tg_request_json()): two such bodies may differ in digits that
-	 * a double drops, so they would share a key. */
+	 * a double drops, so they would share a key. The key reads the body's
+	 * text, which jansson has read or the scan vouched for, so the tree
+	 * is not built for it. */
 	if (req->route == NULL || req->route->cache == NULL || cfg == NULL ||
-	    req->method_id != HTTP_POST || !json_is_object(tg_request_json(req)) ||
+	    req->method_id != HTTP_POST || !tg_request_body_is_object(req) ||
 	    req->body_ints_as_reals) {
 		next(req);
 		return;

@@ -178,9 +178,9 @@ struct tg_config {
 	struct tg_pricing_config *pricing;
 	struct tg_sessions_config *sessions;
 
-	int routes_read_request_tree;   /* a route has a cache, or a plugin or
-	                                   moderation filter on the request
-	                                   side, which read the body's tree */
+	int routes_read_request_tree;   /* a route has a plugin or moderation
+	                                   filter on the request side, which
+	                                   read the body's tree */
 	int routes_screen_request_texts;        /* a route has a regex filter
 	                                           on the request side */
 };

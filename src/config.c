@@ -961,10 +961,10 @@ static void free_config(struct tg_config *cfg)
 	free(cfg);
 }
 
-/* Return 1 when a route has a cache (its key) or a plugin or moderation
- * filter on the request side: each reads the request body's tree. Regex
- * filters screen the body without one (filter-request.c) and need the
- * tree only for a match. */
+/* Return 1 when a route has a plugin or moderation filter on the request
+ * side: each reads the request body's tree. Regex filters screen the body
+ * without one (filter-request.c) and need the tree only for a match, and
+ * the cache reads the body's text for its key (cache-key.h). */
 static int
 routes_read_request_tree(const struct tg_config *cfg)
 {
@@ -973,8 +973,6 @@ routes_read_request_tree(const struct tg_config *cfg)
 	for (size_t i = 0; i < cfg->n_routes; i++) {
 		const struct tg_route *r = &cfg->routes[i];
 
-		if (r->cache != NULL)
-			return 1;
 		if (r->filters != NULL &&
 		    (tg_filter_types(&r->filters->chain, TG_SIDE_REQUEST) & tree_filters) != 0)
 			return 1;

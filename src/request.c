@@ -378,9 +378,9 @@ parse_body(struct tg_request *req, const struct endpoint *endpoint, char *messag
 	if (!reads_body(req, endpoint))
 		return TG_OK;
 
-	/* A request whose trace records message content, or one a cache or a
-	 * plugin or moderation filter may read, is likely to need the tree, so
-	 * a scan first would be work done twice. */
+	/* A request whose trace records message content, or one a plugin or
+	 * moderation filter may read, is likely to need the tree, so a scan
+	 * first would be work done twice. */
 	data = (const char *)evbuffer_pullup(req->body, -1);
 	if (req->config->routes_read_request_tree || tg_trace_reads_request_tree(req) ||
 	    tg_request_scan(data, req->body_len, scan_reads(req), &req->worker->scan_keys,
@@ -403,6 +403,12 @@ json_t *
 tg_request_json_if_built(const struct tg_request *req)
 {
 	return req->body_json;
+}
+
+int
+tg_request_body_is_object(const struct tg_request *req)
+{
+	return req->body_json_pending || json_is_object(req->body_json);
 }
 
 json_t *

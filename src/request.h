@@ -27,6 +27,11 @@ json_t *tg_request_json(struct tg_request *req);
  * of the body, which must keep a built tree the same as the body. */
 json_t *tg_request_json_if_built(const struct tg_request *req);
 
+/* Whether the body is a JSON object, known without building its tree:
+ * the scan or jansson read it as one. A reader of the body's text may
+ * count on jansson reading that text. */
+int tg_request_body_is_object(const struct tg_request *req);
+
 /* The error shape the client of req reads: Anthropic's on its Messages
  * API, a path of /v1/messages or under it (count_tokens, batches), and
  * OpenAI's on every other path, or before the path is read. */

@@ -11,6 +11,31 @@
 
 #include "yajl-jansson.h"
 
+/* The kinds of escape that tg_yj_text_rejected() tells apart: the high or
+ * the low half of a surrogate pair, and any other. */
+enum escape { ESCAPE_OTHER, ESCAPE_HIGH, ESCAPE_LOW };
+
+/* Return the kind of the escape at p, a backslash before end. */
+static enum escape
+escape_at(const char *p, const char *end)
+{
+	if (end - p < 6 || p[1] != 'u' || (p[2] != 'd' && p[2] != 'D') || p[3] == '\0')
+		return ESCAPE_OTHER;
+	if (strchr("89abAB", p[3]) != NULL)
+		return ESCAPE_HIGH;
+	if (strchr("cdefCDEF", p[3]) != NULL)
+		return ESCAPE_LOW;
+	return ESCAPE_OTHER;
+}
+
+/* Whether data has \f or \v, which yajl reads as whitespace between
+ * tokens and jansson rejects. Inside a string both reject them. */
+static int
+has_other_whitespace(const char *data, size_t len)
+{
+	return memchr(data, '\f', len) != NULL || memchr(data, '\v', len) != NULL;
+}
+
 /* A backslash is an escape inside a string and appears nowhere else, so
  * every "\uD8".."\uDF" found is an escaped surrogate. */
 int
@@ -18,7 +43,7 @@ tg_yj_text_unsure(const char *data, size_t len)
 {
 	const char *end = data + len;
 
-	if (memchr(data, '\f', len) != NULL || memchr(data, '\v', len) != NULL)
+	if (has_other_whitespace(data, len))
 		return 1;
 	for (const char *p = memchr(data, '\\', len); p != NULL && end - p >= 4;
 	     p = memchr(p, '\\', (size_t)(end - p))) {
@@ -26,6 +51,34 @@ tg_yj_text_unsure(const char *data, size_t len)
 		    strchr("89abcdefABCDEF", p[3]) != NULL)
 			return 1;
 		p += 2;
+	}
+	return 0;
+}
+
+/* As above, but a surrogate pair is read alike by both: only one half
+ * without the other differs. yajl reads a lone high half as "?", and
+ * combines it with any escape after it. */
+int
+tg_yj_text_rejected(const char *data, size_t len)
+{
+	const char *end = data + len;
+
+	if (has_other_whitespace(data, len))
+		return 1;
+	for (const char *p = memchr(data, '\\', len); p != NULL && end - p >= 2;
+	     p = memchr(p, '\\', (size_t)(end - p))) {
+		switch (escape_at(p, end)) {
+		case ESCAPE_LOW:
+			return 1;
+		case ESCAPE_HIGH:
+			if (escape_at(p + 6, end) != ESCAPE_LOW)
+				return 1;
+			p += 12;
+			break;
+		case ESCAPE_OTHER:
+			p += 2;
+			break;
+		}
 	}
 	return 0;
 }

@@ -33,6 +33,12 @@ struct tg_yj_keys {
  * callbacks' view: \f or \v, or an escaped surrogate. */
 int tg_yj_text_unsure(const char *data, size_t len);
 
+/* Whether data has what jansson rejects and yajl takes outside the
+ * callbacks' view: \f or \v, or an escaped surrogate that is not half of
+ * a pair. Unlike tg_yj_text_unsure(), a pair passes: yajl decodes it as
+ * jansson does. */
+int tg_yj_text_rejected(const char *data, size_t len);
+
 /* Whether jansson takes the decoded string or key s: UTF-8 without NUL. */
 int tg_yj_string_ok(const unsigned char *s, size_t len);
 

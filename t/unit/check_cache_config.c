@@ -108,6 +108,19 @@ START_TEST(defaults_are_the_memory_store)
 }
 END_TEST
 
+/* The key reads the body's text (cache-key.h), so a caching route leaves
+ * the dispatch to scan bodies instead of building their jansson tree. */
+START_TEST(caching_routes_read_no_tree)
+{
+	char *json = config_with("true", "");
+	struct tg_config *cfg = expect_valid(json);
+
+	ck_assert_int_eq(cfg->routes_read_request_tree, 0);
+	tg_config_unref(cfg);
+	free(json);
+}
+END_TEST
+
 START_TEST(no_store_without_caching_routes)
 {
 	char *json = config_with("", "{\"max_bytes\": \"1MiB\"}");
@@ -325,6 +338,7 @@ cache_config_suite(void)
 	TCase *invalid = tcase_create("invalid");
 
 	tcase_add_test(valid, defaults_are_the_memory_store);
+	tcase_add_test(valid, caching_routes_read_no_tree);
 	tcase_add_test(valid, no_store_without_caching_routes);
 	tcase_add_test(valid, route_overrides_ttl);
 	tcase_add_test(valid, redis_url_parts);
