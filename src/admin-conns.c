@@ -15,6 +15,7 @@
 
 #include "accept-pause.h"
 #include "admin-conns.h"
+#include "admin-pages.h"
 #include "clock.h"
 #include "log.h"
 
@@ -25,6 +26,7 @@ struct admin_conn {
 	TAILQ_ENTRY(admin_conn) link;
 	struct tg_admin_conns *set;
 	struct bufferevent *bev;
+	struct tg_admin_pages *pages;           /* text pages in place of evhttp's */
 	struct evhttp_connection *evcon;        /* NULL until adopted */
 };
 
@@ -48,6 +50,7 @@ static void
 release(struct tg_admin_conns *c, struct admin_conn *conn, struct admin_conn_list *list)
 {
 	TAILQ_REMOVE(list, conn, link);
+	tg_admin_pages_free(conn->pages);
 	bufferevent_decref(conn->bev);
 	free(conn);
 	assert(c->open > 0);
@@ -175,7 +178,11 @@ new_bev_cb(struct event_base *base, void *arg)
 	if (conn == NULL)
 		return NULL;
 	conn->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-	if (conn->bev == NULL) {
+	if (conn->bev != NULL)
+		conn->pages = tg_admin_pages_new(base, conn->bev);
+	if (conn->pages == NULL) {
+		if (conn->bev != NULL)
+			bufferevent_free(conn->bev);
 		free(conn);
 		return NULL;
 	}

@@ -19,6 +19,9 @@
  * bufferevent's callbacks and hooks its close callback, which tells the set
  * when evhttp frees it.
  *
+ * The bufferevent callback also sets up the text error pages of
+ * admin-pages.h on each connection.
+ *
  * Thread: the set belongs to the thread of its event base.
  */
 #ifndef TOLLGATE_ADMIN_CONNS_H

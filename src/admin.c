@@ -17,6 +17,7 @@
 
 #include "accept-pause.h"
 #include "admin-conns.h"
+#include "admin-pages.h"
 #include "admin.h"
 #include "cache-redis.h"
 #include "clock.h"
@@ -27,9 +28,6 @@
 #include "trace-export.h"
 #include "worker.h"
 
-#define ADMIN_MAX_HEAD (16 * 1024)
-#define ADMIN_MAX_BODY 1024
-
 /* The type evhttp gives a request whose method is not one of the nine it
  * parses (PROPFIND, BREW). libevent 2.1.12 defines it privately, as
  * EVHTTP_REQ_UNKNOWN_ in http-internal.h, and responds to such a request
@@ -38,17 +36,8 @@
 
 /* Every method reaches the callbacks, so that a wrong one gets a text
  * response with Allow from admit_method() rather than evhttp's HTML 501.
- * NOTE: evhttp still responds in HTML when it rejects a request before any
- * callback runs: 400 for a malformed request or a head over
- * ADMIN_MAX_HEAD, 413 for a body over ADMIN_MAX_BODY. libevent 2.1 has no
- * hook for those pages (evhttp_set_errorcb came with 2.2). Its headers
- * (2.1.12) give no way to reach a request before its callback either, to
- * set evhttp_request_set_error_cb(), since evhttp_set_newreqcb is missing.
- * A bufferevent filter that rewrote the pages would have to parse evhttp's
- * output, and evhttp cannot use one: it sets the socket on the bufferevent
- * from evhttp_set_bevcb(), and a 2.1 filter does not pass the socket down.
- * Dropping the body limit to check Content-Length in the callbacks instead
- * would let evhttp read a body of any size first. */
+ * The requests that evhttp rejects before any callback runs get the text
+ * pages of admin-pages.h. */
 #define ADMIN_ALLOWED_METHODS (EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | \
                                EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | \
                                EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH | \
@@ -369,8 +358,8 @@ tg_admin_start(struct event_base *base, const struct tg_config *config,
 
 	/* The admin endpoints take no body and short heads; without these
 	 * bounds evhttp buffers whatever a local client sends. */
-	evhttp_set_max_headers_size(http, ADMIN_MAX_HEAD);
-	evhttp_set_max_body_size(http, ADMIN_MAX_BODY);
+	evhttp_set_max_headers_size(http, TG_ADMIN_MAX_HEAD);
+	evhttp_set_max_body_size(http, TG_ADMIN_MAX_BODY);
 	/* evhttp applies this to every read and write, so it also closes a
 	 * connection that waits this long for its next request. */
 	evhttp_set_timeout_tv(http, &idle_timeout);

@@ -13,7 +13,7 @@ import OpenAI from 'openai';
 
 import {
   RawClient, SRCDIR, TOLLGATE_BIN, curl, curlPost, freePort, makeCertificates, makeTempDir, stopAll, mockBackend,
-  openStream, rawPost, request, runTollgate, startGateway, startMock, waitFor,
+  openStream, rawPost, rawRequest, request, runTollgate, startGateway, startMock, waitFor,
   writeTempFile,
 } from './lib/harness.mjs';
 import { assertError } from './lib/checks.mjs';
@@ -91,6 +91,51 @@ describe('admin endpoints', () => {
         assert.equal(res.text, 'the admin listener does not implement this method; use GET or HEAD\n');
       }
     }
+    await gw.stop();
+  });
+  it('rejects malformed requests in text', async () => {
+    const { gw } = await start();
+    const invalid = 'invalid request: the request line or a header is not valid HTTP/1.1, ' +
+      'or the request head exceeds 16384 bytes\n';
+    const cases = [
+      ['a malformed request line', 'GARBAGE\r\n\r\n', 400, invalid],
+      ['a malformed header', 'GET /healthz HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n', 400, invalid],
+      ['a head over 16384 bytes', rawRequest('GET', '/healthz', ['Host: a', `X-Big: ${'a'.repeat(20000)}`]), 400, invalid],
+      ['a body over 1024 bytes', rawRequest('POST', '/healthz', ['Host: a', 'Content-Length: 2048'], 'b'.repeat(2048)), 413,
+        'the request body exceeds 1024 bytes; the admin endpoints take no body\n'],
+    ];
+    for (const [what, bytes, status, text] of cases) {
+      const client = await RawClient.connect(gw.adminPort);
+      // evhttp may close before it has read every byte of the larger requests.
+      client.write(bytes).catch(() => {});
+      const res = await client.readResponse({ timeoutMs: 5000 });
+      client.socket.destroy();
+      assert.equal(res.status, status, `${what}: status`);
+      assert.match(res.header('content-type'), /^text\/plain; charset=utf-8$/, `${what}: Content-Type`);
+      assert.equal(res.header('connection'), 'close', `${what}: Connection`);
+      assert.ok(res.header('date'), `${what}: Date`);
+      assert.equal(res.body.toString(), text, `${what}: body`);
+    }
+
+    // After the first response on a connection, libevent keeps the front
+    // of the output buffer frozen between writes.
+    const kept = await RawClient.connect(gw.adminPort);
+    await kept.write('GET /healthz HTTP/1.1\r\nHost: a\r\n\r\nGARBAGE\r\n\r\n');
+    const first = await kept.readResponse({ timeoutMs: 5000 });
+    const second = await kept.readResponse({ timeoutMs: 5000 });
+    await kept.waitClosed({ timeoutMs: 5000 });
+    assert.equal(first.status, 200, 'pipelined: the first status');
+    assert.equal(second.status, 400, 'pipelined: the second status');
+    assert.equal(second.header('content-type'), 'text/plain; charset=utf-8', 'pipelined: Content-Type');
+    assert.equal(second.body.toString(), invalid, 'pipelined: body');
+    assert.equal(kept.buffer.length, 0, 'pipelined: bytes after the second response');
+
+    const viaCurl = await curl(['-H', `X-Big: ${'a'.repeat(20000)}`, `http://127.0.0.1:${gw.adminPort}/metrics`]);
+    assert.equal(viaCurl.status, 400, 'curl: status');
+    assert.equal(viaCurl.headers['content-type'], 'text/plain; charset=utf-8', 'curl: Content-Type');
+    assert.equal(viaCurl.text, invalid, 'curl: body');
+
+    assert.equal((await admin(gw, '/healthz')).text, 'ok\n', 'a request after the rejected ones');
     await gw.stop();
   });
 });
