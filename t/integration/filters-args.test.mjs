@@ -1,15 +1,13 @@
 // Content filters over the values of tool call arguments. The arguments
 // are a JSON text inside a string, and each string value of it is
 // screened as a text of its own, so a rule anchored with ^ and $ matches
-// a value whole. A scripted upstream records the request it gets and
-// responds with the body named by the x-shape header.
+// a value whole. The upstream of lib/filter-setup.mjs records the request
+// it gets and responds with the body or stream that the request names.
 
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import http from 'node:http';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 
-import { request, startGateway, stopAll } from './lib/harness.mjs';
+import { postShaped, useFilterSetup } from './lib/filter-setup.mjs';
 
 const RULES = [{ name: 'tok', pattern: '^token$' }, { name: 'acct', pattern: '^[0-9]{6}$' }];
 const FILTERS = {
@@ -59,31 +57,10 @@ const STREAMS = {
   'long-escaped': streamOf(LONG_ESCAPED),
 };
 
-let upstream;
-let received;
-let masking;
-let blocking;
-let limited;
-
-async function startUpstream() {
-  const server = http.createServer((req, res) => {
-    const parts = [];
-    req.on('data', (d) => parts.push(d));
-    req.on('end', () => {
-      received = JSON.parse(Buffer.concat(parts).toString());
-      if (received.stream) {
-        res.writeHead(200, { 'content-type': 'text/event-stream' });
-        res.end(STREAMS[req.headers['x-shape']]);
-        return;
-      }
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(BODIES[req.headers['x-shape'] ?? 'clean']);
-    });
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return server;
-}
+const setup = useFilterSetup({
+  filters: FILTERS, bodies: BODIES, streams: STREAMS, match: { path: '/v1/chat/completions' },
+  gateways: { limited: { filter: 'mask', limits: { max_response_body: '64KiB' } } },
+});
 
 /* POST a chat request whose assistant message calls a tool with args. */
 function post(gw, args, shape, stream = false) {
@@ -96,72 +73,47 @@ function post(gw, args, shape, stream = false) {
       { role: 'tool', tool_call_id: 'c1', content: 'sent' },
     ],
   };
-  return request({
-    port: gw.port, method: 'POST', path: '/v1/chat/completions', body: JSON.stringify(body),
-    headers: { 'content-type': 'application/json', ...(shape ? { 'x-shape': shape } : {}) },
-  });
+  return postShaped(gw, '/v1/chat/completions', body, shape, stream);
 }
 
 const argumentsOf = (message) => message.tool_calls[0].function.arguments;
 
-before(async () => {
-  upstream = await startUpstream();
-  const url = `http://127.0.0.1:${upstream.address().port}`;
-  const config = (filter) => ({
-    backends: { up: { url } },
-    filters: FILTERS,
-    routes: [{ name: 'chat', match: { path: '/v1/chat/completions' }, backends: ['up'], filters: [filter] }],
-  });
-  masking = await startGateway(config('mask'));
-  blocking = await startGateway(config('deny'));
-  limited = await startGateway({ ...config('mask'), limits: { max_response_body: '64KiB' } });
-});
-afterEach(() => {
-  masking?.checkErrors();
-  blocking?.checkErrors();
-  limited?.checkErrors();
-});
-after(async () => {
-  await stopAll();
-  upstream?.close();
-});
-
 describe('request filters: values of tool call arguments', () => {
   it('masks a value that an anchored rule matches whole, in place', async () => {
-    received = null;
-    const res = await post(masking, PLAIN);
+    setup.received = null;
+    const res = await post(setup.masking, PLAIN);
     assert.equal(res.status, 200);
-    const args = argumentsOf(received.messages[1]);
+    const args = argumentsOf(JSON.parse(setup.received).messages[1]);
     assert.equal(args, MASKED);
     assert.deepEqual(JSON.parse(args).b, ['x token', 'mail [REDACTED:email]']);
   });
 
   it('blocks a value that an anchored rule matches whole', async () => {
-    received = null;
-    const res = await post(blocking, PLAIN);
+    setup.received = null;
+    const res = await post(setup.blocking, PLAIN);
     assert.equal(res.status, 400);
     assert.equal(JSON.parse(res.text).error.code, 'content_filter');
-    assert.equal(received, null, 'the request went upstream');
+    assert.equal(setup.received, null, 'the request went upstream');
   });
 
   it('masks a value that matches only decoded, writing it again', async () => {
-    received = null;
-    const res = await post(masking, ESCAPED);
+    setup.received = null;
+    const res = await post(setup.masking, ESCAPED);
     assert.equal(res.status, 200);
-    assert.equal(argumentsOf(received.messages[1]), '{"a":"[REDACTED:tok]"}');
+    assert.equal(argumentsOf(JSON.parse(setup.received).messages[1]), '{"a":"[REDACTED:tok]"}');
   });
 
   it('masks an address beside an escape in a value', async () => {
-    received = null;
-    const res = await post(masking, NEWLINE);
+    setup.received = null;
+    const res = await post(setup.masking, NEWLINE);
     assert.equal(res.status, 200);
-    assert.equal(argumentsOf(received.messages[1]), NEWLINE_MASKED);
+    assert.equal(argumentsOf(JSON.parse(setup.received).messages[1]), NEWLINE_MASKED);
   });
 });
 
 describe('response filters: values of tool call arguments', () => {
   it('masks a value that an anchored rule matches whole, in place', async () => {
-    const res = await post(masking, '{}', 'plain');
+    const res = await post(setup.masking, '{}', 'plain');
     assert.equal(res.status, 200);
     const args = argumentsOf(JSON.parse(res.text).choices[0].message);
     assert.equal(args, MASKED);
@@ -169,7 +121,7 @@ describe('response filters: values of tool call arguments', () => {
   });
 
   it('blocks a value that an anchored rule matches whole', async () => {
-    const res = await post(blocking, '{}', 'plain');
+    const res = await post(setup.blocking, '{}', 'plain');
     assert.equal(res.status, 200);
     const choice = JSON.parse(res.text).choices[0];
     assert.equal(choice.finish_reason, 'content_filter');
@@ -177,13 +129,13 @@ describe('response filters: values of tool call arguments', () => {
   });
 
   it('masks a value that matches only decoded, writing it again', async () => {
-    const res = await post(masking, '{}', 'escaped');
+    const res = await post(setup.masking, '{}', 'escaped');
     assert.equal(res.status, 200);
     assert.equal(argumentsOf(JSON.parse(res.text).choices[0].message), '{"a":"[REDACTED:tok]"}');
   });
 
   it('masks an address beside an escape in a value', async () => {
-    const res = await post(masking, '{}', 'newline');
+    const res = await post(setup.masking, '{}', 'newline');
     assert.equal(res.status, 200);
     assert.equal(argumentsOf(JSON.parse(res.text).choices[0].message), NEWLINE_MASKED);
   });
@@ -198,7 +150,7 @@ function streamedArguments(text) {
 
 describe('stream filters: values of tool call arguments', () => {
   it('masks a value that an anchored rule matches whole, in place', async () => {
-    const res = await post(masking, '{}', 'plain', true);
+    const res = await post(setup.masking, '{}', 'plain', true);
     assert.equal(res.status, 200);
     const args = streamedArguments(res.text);
     assert.equal(args, MASKED);
@@ -207,44 +159,44 @@ describe('stream filters: values of tool call arguments', () => {
   });
 
   it('ends the stream before a value that an anchored rule matches whole', async () => {
-    const res = await post(blocking, '{}', 'plain', true);
+    const res = await post(setup.blocking, '{}', 'plain', true);
     assert.equal(res.status, 200);
     assert.doesNotMatch(streamedArguments(res.text), /token"/);
     assert.match(res.text, /content_filter/);
   });
 
   it('masks a number that an anchored rule matches, as a response body', async () => {
-    const whole = await post(masking, '{}', 'number');
+    const whole = await post(setup.masking, '{}', 'number');
     assert.equal(argumentsOf(JSON.parse(whole.text).choices[0].message), NUMBER_MASKED);
-    const res = await post(masking, '{}', 'number', true);
+    const res = await post(setup.masking, '{}', 'number', true);
     assert.equal(res.status, 200);
     assert.equal(streamedArguments(res.text), NUMBER_MASKED);
   });
 
   it('masks a card number outside quotes, as a response body', async () => {
-    const whole = await post(masking, '{}', 'card');
+    const whole = await post(setup.masking, '{}', 'card');
     assert.equal(argumentsOf(JSON.parse(whole.text).choices[0].message), CARD_MASKED);
-    const res = await post(masking, '{}', 'card', true);
+    const res = await post(setup.masking, '{}', 'card', true);
     assert.equal(res.status, 200);
     assert.equal(streamedArguments(res.text), CARD_MASKED);
   });
 
   it('ends a stream on a decoded-only match', async () => {
-    const res = await post(masking, '{}', 'escaped', true);
+    const res = await post(setup.masking, '{}', 'escaped', true);
     assert.equal(res.status, 200);
     assert.match(res.text, /content_filter/);
     assert.doesNotMatch(streamedArguments(res.text), /u0065n/);
   });
 
   it('ends a stream whose held arguments pass limits.max_response_body', async () => {
-    const res = await post(limited, '{}', 'long-escaped', true);
+    const res = await post(setup.limited, '{}', 'long-escaped', true);
     assert.equal(res.status, 200);
     const chunks = res.text.split('\n\n').filter((e) => !e.startsWith('data: {"error"'));
     assert.doesNotMatch(streamedArguments(chunks.join('\n\n')), /\\n|x/, 'held arguments went out');
     assert.match(res.text, /"code":"upstream_failed"/);
     assert.doesNotMatch(res.text, /\[DONE\]/);
-    const line = await limited.accessFor(res.headers['x-request-id']);
+    const line = await setup.limited.accessFor(res.headers['x-request-id']);
     assert.equal(line.reason, 'upstream_too_large');
-    await limited.waitForLog(/streamed response too large to screen/);
+    await setup.limited.waitForLog(/streamed response too large to screen/);
   });
 });

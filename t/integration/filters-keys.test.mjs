@@ -2,15 +2,13 @@
 // Anthropic tool_use block's "input". A key is read as a text of its own,
 // verbatim: the tool's code reads its arguments by their keys, so a mask
 // never rewrites one, and a mask or block filter that matches one blocks.
-// A scripted upstream records the request it gets and responds with the
-// body named by the x-shape header.
+// The upstream of lib/filter-setup.mjs records the request it gets and
+// responds with the body that the request names.
 
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import http from 'node:http';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 
-import { request, startGateway, stopAll } from './lib/harness.mjs';
+import { postShaped, useFilterSetup } from './lib/filter-setup.mjs';
 
 const FILTERS = {
   mask: { type: 'regex', apply_to: ['request', 'response'], action: 'mask', presets: ['email'] },
@@ -38,32 +36,7 @@ const BODIES = {
   'input-key': anthropicAnswer({ nested: KEYED }),
 };
 
-let upstream;
-let received;
-let masking;
-let blocking;
-
-async function startUpstream() {
-  const server = http.createServer((req, res) => {
-    const parts = [];
-    req.on('data', (d) => parts.push(d));
-    req.on('end', () => {
-      received = Buffer.concat(parts).toString();
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(BODIES[req.headers['x-shape'] ?? 'clean']);
-    });
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return server;
-}
-
-function post(gw, path, body, shape) {
-  return request({
-    port: gw.port, method: 'POST', path, body: JSON.stringify(body),
-    headers: { 'content-type': 'application/json', ...(shape ? { 'x-shape': shape } : {}) },
-  });
-}
+const setup = useFilterSetup({ filters: FILTERS, bodies: BODIES });
 
 const messagesWithInput = (input) => ({
   model: 'c', max_tokens: 10,
@@ -80,26 +53,6 @@ const chatWithArgs = (args) => ({
   ],
 });
 
-before(async () => {
-  upstream = await startUpstream();
-  const url = `http://127.0.0.1:${upstream.address().port}`;
-  const config = (filter) => ({
-    backends: { up: { url } },
-    filters: FILTERS,
-    routes: [{ name: 'all', match: { path_prefix: '/v1/' }, backends: ['up'], filters: [filter] }],
-  });
-  masking = await startGateway(config('mask'));
-  blocking = await startGateway(config('deny'));
-});
-afterEach(() => {
-  masking?.checkErrors();
-  blocking?.checkErrors();
-});
-after(async () => {
-  await stopAll();
-  upstream?.close();
-});
-
 describe('request filters: keys', () => {
   const cases = [
     ['a tool_use input', '/v1/messages', messagesWithInput({ list: [KEYED] })],
@@ -107,32 +60,32 @@ describe('request filters: keys', () => {
     ['tool call arguments, escaped', '/v1/chat/completions', chatWithArgs(ESCAPED_KEY_ARGS)],
   ];
   for (const [where, path, body] of cases) {
-    for (const [name, gw] of [['mask', () => masking], ['block', () => blocking]]) {
+    for (const [name, gw] of [['mask', () => setup.masking], ['block', () => setup.blocking]]) {
       it(`${name} filter blocks an address as a key of ${where}`, async () => {
-        received = null;
-        const res = await post(gw(), path, body);
+        setup.received = null;
+        const res = await postShaped(gw(), path, body);
         assert.equal(res.status, 400);
         assert.equal(JSON.parse(res.text).error.code, 'content_filter');
-        assert.equal(received, null, 'the request went upstream');
+        assert.equal(setup.received, null, 'the request went upstream');
       });
     }
   }
 
   it('passes keys that match no rule', async () => {
-    received = null;
-    const res = await post(masking, '/v1/messages', messagesWithInput({ to: 'x' }));
+    setup.received = null;
+    const res = await postShaped(setup.masking, '/v1/messages', messagesWithInput({ to: 'x' }));
     assert.equal(res.status, 200);
-    assert.notEqual(received, null);
+    assert.notEqual(setup.received, null);
   });
 });
 
 describe('response filters: keys', () => {
   for (const shape of ['args-key', 'args-escaped-key', 'input-key']) {
-    for (const [name, gw] of [['mask', () => masking], ['block', () => blocking]]) {
+    for (const [name, gw] of [['mask', () => setup.masking], ['block', () => setup.blocking]]) {
       it(`${name} filter blocks an address as a key (${shape})`, async () => {
         const path = shape === 'input-key' ? '/v1/messages' : '/v1/chat/completions';
         const body = shape === 'input-key' ? messagesWithInput({}) : chatWithArgs('{}');
-        const res = await post(gw(), path, body, shape);
+        const res = await postShaped(gw(), path, body, shape);
         assert.equal(res.status, 200);
         assert.doesNotMatch(res.text, /jane/);
         assert.match(res.text, /content_filter|refusal/);

@@ -2,15 +2,15 @@
 // client's JSON.parse reads it: 4.111111111111111e15 is the card number
 // 4111111111111111. Numbers are read inside tool call arguments, inside
 // an Anthropic tool_use block's "input" (request and response), and in
-// the "default" of a tool's JSON Schema. A scripted upstream records the
-// request it gets and responds with the body named by the x-shape header.
+// the "default" of a tool's JSON Schema. The upstream of
+// lib/filter-setup.mjs records the request it gets and responds with the
+// body or stream that the request names.
 
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import http from 'node:http';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 
-import { request, startGateway, stopAll } from './lib/harness.mjs';
+import { postShaped, useFilterSetup } from './lib/filter-setup.mjs';
+import { startGateway } from './lib/harness.mjs';
 
 const FILTERS = {
   mask: { type: 'regex', apply_to: ['request', 'response'], action: 'mask', presets: ['credit_card'] },
@@ -84,45 +84,12 @@ const streamedArguments = (text) => text.split('\n\n').filter((e) => e.startsWit
   .map((e) => JSON.parse(e.slice(6)).choices[0]?.delta?.tool_calls?.[0]?.function?.arguments ?? '')
   .join('');
 
-let upstream;
-let received;
-let masking;
-let blocking;
-
-async function startUpstream() {
-  const server = http.createServer((req, res) => {
-    const parts = [];
-    req.on('data', (d) => parts.push(d));
-    req.on('end', () => {
-      received = Buffer.concat(parts).toString();
-      if (req.headers['x-stream']) {
-        res.writeHead(200, { 'content-type': 'text/event-stream' });
-        res.end(STREAMS[req.headers['x-stream']]);
-        return;
-      }
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(BODIES[req.headers['x-shape'] ?? 'clean']);
-    });
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return server;
-}
-
-function post(gw, path, body, shape) {
-  return request({
-    port: gw.port, method: 'POST', path, body,
-    headers: { 'content-type': 'application/json', ...(shape ? { 'x-shape': shape } : {}) },
-  });
-}
+const setup = useFilterSetup({ filters: FILTERS, bodies: BODIES, streams: STREAMS });
 
 /* POST a streamed request; the upstream responds with STREAMS[shape]. */
 function postStream(gw, path, body, shape) {
   const streamed = JSON.stringify({ ...JSON.parse(body), stream: true });
-  return request({
-    port: gw.port, method: 'POST', path, body: streamed,
-    headers: { 'content-type': 'application/json', 'x-stream': shape },
-  });
+  return postShaped(gw, path, streamed, shape, true);
 }
 
 /* An Anthropic request whose assistant turn called a tool with input,
@@ -141,103 +108,83 @@ const chatWithDefault = (defaultText) => '{"model":"m","messages":[{"role":"user
   '"tools":[{"type":"function","function":{"name":"pay","parameters":{"type":"object",' +
   `"properties":{"card":{"type":"integer","default":${defaultText}}}}}}]}`;
 
-before(async () => {
-  upstream = await startUpstream();
-  const url = `http://127.0.0.1:${upstream.address().port}`;
-  const config = (filter) => ({
-    backends: { up: { url } },
-    filters: FILTERS,
-    routes: [{ name: 'all', match: { path_prefix: '/v1/' }, backends: ['up'], filters: [filter] }],
-  });
-  masking = await startGateway(config('mask'));
-  blocking = await startGateway(config('deny'));
-});
-afterEach(() => {
-  masking?.checkErrors();
-  blocking?.checkErrors();
-});
-after(async () => {
-  await stopAll();
-  upstream?.close();
-});
-
 describe('request filters: numbers', () => {
   for (const [name, input] of [['digits', '4111111111111111'], ['an exponent', '4.111111111111111e15']]) {
     it(`blocks a card number written as ${name} in a tool_use input`, async () => {
-      received = null;
-      const res = await post(blocking, '/v1/messages', messagesWithInput(`{"card":${input}}`));
+      setup.received = null;
+      const res = await postShaped(setup.blocking, '/v1/messages', messagesWithInput(`{"card":${input}}`));
       assert.equal(res.status, 400);
-      assert.equal(received, null, 'the request went upstream');
+      assert.equal(setup.received, null, 'the request went upstream');
     });
   }
 
   it('masks a card number in a tool_use input, as a string', async () => {
-    received = null;
-    const res = await post(masking, '/v1/messages', messagesWithInput('{"card":4111111111111111,"n":[4.111111111111111e15],"x":0.7}'));
+    setup.received = null;
+    const res = await postShaped(setup.masking, '/v1/messages', messagesWithInput('{"card":4111111111111111,"n":[4.111111111111111e15],"x":0.7}'));
     assert.equal(res.status, 200);
-    const input = JSON.parse(received).messages[0].content[0].input;
+    const input = JSON.parse(setup.received).messages[0].content[0].input;
     assert.deepEqual(input, { card: '[REDACTED:credit_card]', n: ['[REDACTED:credit_card]'], x: 0.7 });
     // The masked strings are spliced into the body as sent: a dump of the
     // parsed body would write 0.7 as 0.69999999999999996.
-    assert.match(received, /"x":0\.7\}/);
+    assert.match(setup.received, /"x":0\.7\}/);
   });
 
   it('blocks a card number written with an exponent in tool call arguments', async () => {
-    received = null;
-    const res = await post(blocking, '/v1/chat/completions', chatWithArgs(EXPONENT_ARGS));
+    setup.received = null;
+    const res = await postShaped(setup.blocking, '/v1/chat/completions', chatWithArgs(EXPONENT_ARGS));
     assert.equal(res.status, 400);
-    assert.equal(received, null, 'the request went upstream');
+    assert.equal(setup.received, null, 'the request went upstream');
   });
 
   it('masks a card number written with an exponent in tool call arguments', async () => {
-    received = null;
-    const res = await post(masking, '/v1/chat/completions', chatWithArgs(EXPONENT_ARGS));
+    setup.received = null;
+    const res = await postShaped(setup.masking, '/v1/chat/completions', chatWithArgs(EXPONENT_ARGS));
     assert.equal(res.status, 200);
-    const args = JSON.parse(received).messages[0].tool_calls[0].function.arguments;
+    const args = JSON.parse(setup.received).messages[0].tool_calls[0].function.arguments;
     assert.equal(args, '{"c":"[REDACTED:credit_card]","n":2}');
   });
 
   it('blocks a card number as a schema default, on a mask filter too', async () => {
-    for (const gw of [blocking, masking]) {
-      received = null;
-      const res = await post(gw, '/v1/chat/completions', chatWithDefault('4.111111111111111e15'));
+    for (const gw of [setup.blocking, setup.masking]) {
+      setup.received = null;
+      const res = await postShaped(gw, '/v1/chat/completions', chatWithDefault('4.111111111111111e15'));
       assert.equal(res.status, 400);
-      assert.equal(received, null, 'the request went upstream');
+      assert.equal(setup.received, null, 'the request went upstream');
     }
   });
 
   it('passes numbers that are no card', async () => {
-    received = null;
-    const res = await post(blocking, '/v1/messages', messagesWithInput('{"n":1.5e3,"m":[2,0.25]}'));
+    setup.received = null;
+    const res = await postShaped(setup.blocking, '/v1/messages', messagesWithInput('{"n":1.5e3,"m":[2,0.25]}'));
     assert.equal(res.status, 200);
-    assert.match(received, /"n":1\.5e3,"m":\[2,0\.25\]/);
+    assert.match(setup.received, /"n":1\.5e3,"m":\[2,0\.25\]/);
   });
 });
 
 describe('response filters: numbers', () => {
   for (const shape of ['input-card', 'input-exponent']) {
     it(`blocks a card number in a tool_use input (${shape})`, async () => {
-      const res = await post(blocking, '/v1/messages', messagesWithInput('{}'), shape);
+      const res = await postShaped(setup.blocking, '/v1/messages', messagesWithInput('{}'), shape);
       assert.equal(res.status, 200);
       assert.doesNotMatch(res.text, /4\.?111111111111111/);
       assert.equal(JSON.parse(res.text).stop_reason, 'refusal');
     });
 
     it(`masks a card number in a tool_use input (${shape})`, async () => {
-      const res = await post(masking, '/v1/messages', messagesWithInput('{}'), shape);
+      const res = await postShaped(setup.masking, '/v1/messages', messagesWithInput('{}'), shape);
       assert.equal(res.status, 200);
       assert.deepEqual(JSON.parse(res.text).content[0].input, { card: '[REDACTED:credit_card]', n: 2 });
     });
   }
 
   it('blocks a card number written with an exponent in tool call arguments', async () => {
-    const res = await post(blocking, '/v1/chat/completions', chatWithArgs('{}'), 'args-exponent');
+    const res = await postShaped(setup.blocking, '/v1/chat/completions', chatWithArgs('{}'), 'args-exponent');
     assert.equal(res.status, 200);
     assert.equal(JSON.parse(res.text).choices[0].finish_reason, 'content_filter');
   });
 
   it('masks a card number written with an exponent in tool call arguments', async () => {
-    const res = await post(masking, '/v1/chat/completions', chatWithArgs('{}'), 'args-exponent');
+    const res = await postShaped(setup.masking, '/v1/chat/completions', chatWithArgs('{}'), 'args-exponent');
     assert.equal(res.status, 200);
     const args = JSON.parse(res.text).choices[0].message.tool_calls[0].function.arguments;
     assert.equal(args, '{"c":"[REDACTED:credit_card]","n":2}');
@@ -246,27 +193,27 @@ describe('response filters: numbers', () => {
 
 describe('stream filters: numbers', () => {
   it('blocks a card number written with an exponent in a tool_use input', async () => {
-    const res = await postStream(blocking, '/v1/messages', messagesWithInput('{}'), 'input-exponent');
+    const res = await postStream(setup.blocking, '/v1/messages', messagesWithInput('{}'), 'input-exponent');
     assert.equal(res.status, 200);
     assert.doesNotMatch(streamedInput(res.text), /4\.111/);
     assert.match(res.text, /content_filter|refusal/);
   });
 
   it('masks a card number written with an exponent in a tool_use input', async () => {
-    const res = await postStream(masking, '/v1/messages', messagesWithInput('{}'), 'input-exponent');
+    const res = await postStream(setup.masking, '/v1/messages', messagesWithInput('{}'), 'input-exponent');
     assert.equal(res.status, 200);
     assert.deepEqual(JSON.parse(streamedInput(res.text)), { card: '[REDACTED:credit_card]', n: 2 });
   });
 
   it('blocks a card number written with an exponent in tool call arguments', async () => {
-    const res = await postStream(blocking, '/v1/chat/completions', chatWithArgs('{}'), 'args-exponent');
+    const res = await postStream(setup.blocking, '/v1/chat/completions', chatWithArgs('{}'), 'args-exponent');
     assert.equal(res.status, 200);
     assert.doesNotMatch(streamedArguments(res.text), /4\.111/);
     assert.match(res.text, /content_filter/);
   });
 
   it('masks a card number written with an exponent in tool call arguments', async () => {
-    const res = await postStream(masking, '/v1/chat/completions', chatWithArgs('{}'), 'args-exponent');
+    const res = await postStream(setup.masking, '/v1/chat/completions', chatWithArgs('{}'), 'args-exponent');
     assert.equal(res.status, 200);
     assert.equal(streamedArguments(res.text), '{"c":"[REDACTED:credit_card]","n":2}');
   });
@@ -275,7 +222,7 @@ describe('stream filters: numbers', () => {
 describe('request filters: numbers against a literal rule', () => {
   let literal;
   before(async () => {
-    const url = `http://127.0.0.1:${upstream.address().port}`;
+    const url = `http://127.0.0.1:${setup.upstream.address().port}`;
     literal = await startGateway({
       backends: { up: { url } },
       filters: { zeros: { type: 'regex', apply_to: ['request'], action: 'block', rules: [{ name: 'zeros', pattern: '100000' }] } },
@@ -284,11 +231,11 @@ describe('request filters: numbers against a literal rule', () => {
   });
 
   it('blocks a value whose digits the text lacks', async () => {
-    received = null;
+    setup.received = null;
     const body = messagesWithInput('{"n":1e5}').replace('"max_tokens":10', '"max_tokens":9');
     assert.doesNotMatch(body, /0/);
-    const res = await post(literal, '/v1/messages', body);
+    const res = await postShaped(literal, '/v1/messages', body);
     assert.equal(res.status, 400);
-    assert.equal(received, null, 'the request went upstream');
+    assert.equal(setup.received, null, 'the request went upstream');
   });
 });

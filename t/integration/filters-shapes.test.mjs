@@ -6,15 +6,13 @@
 // as an object as one part. A stream whose delta has a number, a boolean
 // or an object where a text string belongs ends with an error event,
 // since a client may read it as text (JavaScript's += turns 5 into "5").
-// A scripted upstream records the request it gets and responds with the
-// body named by the x-shape header.
+// The upstream of lib/filter-setup.mjs records the request it gets and
+// responds with the body or stream that the request names.
 
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import http from 'node:http';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 
-import { request, startGateway, stopAll } from './lib/harness.mjs';
+import { postShaped, useFilterSetup } from './lib/filter-setup.mjs';
 
 const FILTERS = {
   mask: { type: 'regex', apply_to: ['request', 'response'], action: 'mask', presets: ['email'] },
@@ -47,36 +45,12 @@ const STREAMS = {
   'content-parts': streamOf({ content: [{ type: 'text', text: MAIL }] }),
 };
 
-let upstream;
-let received;
-let masking;
-let blocking;
-
-async function startUpstream() {
-  const server = http.createServer((req, res) => {
-    const parts = [];
-    req.on('data', (d) => parts.push(d));
-    req.on('end', () => {
-      received = JSON.parse(Buffer.concat(parts).toString());
-      if (received.stream) {
-        res.writeHead(200, { 'content-type': 'text/event-stream' });
-        res.end(STREAMS[req.headers['x-shape']]);
-        return;
-      }
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(BODIES[req.headers['x-shape'] ?? 'clean']);
-    });
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return server;
-}
+const setup = useFilterSetup({
+  filters: FILTERS, bodies: BODIES, streams: STREAMS, match: { path: '/v1/chat/completions' },
+});
 
 function post(gw, messages, shape, stream = false) {
-  return request({
-    port: gw.port, method: 'POST', path: '/v1/chat/completions', body: JSON.stringify({ model: 'm', messages, stream }),
-    headers: { 'content-type': 'application/json', ...(shape ? { 'x-shape': shape } : {}) },
-  });
+  return postShaped(gw, '/v1/chat/completions', { model: 'm', messages, stream }, shape, stream);
 }
 
 const argsObject = [
@@ -85,73 +59,53 @@ const argsObject = [
 ];
 const contentObject = [{ role: 'user', content: { type: 'text', text: MAIL } }];
 
-before(async () => {
-  upstream = await startUpstream();
-  const url = `http://127.0.0.1:${upstream.address().port}`;
-  const config = (filter) => ({
-    backends: { up: { url } },
-    filters: FILTERS,
-    routes: [{ name: 'chat', match: { path: '/v1/chat/completions' }, backends: ['up'], filters: [filter] }],
-  });
-  masking = await startGateway(config('mask'));
-  blocking = await startGateway(config('deny'));
-});
-afterEach(() => {
-  masking?.checkErrors();
-  blocking?.checkErrors();
-});
-after(async () => {
-  await stopAll();
-  upstream?.close();
-});
-
 describe('request filters: unexpected shapes', () => {
   for (const [name, messages] of [['arguments as an object', argsObject], ['content as an object', contentObject]]) {
     it(`blocks an address in ${name}`, async () => {
-      received = null;
-      const res = await post(blocking, messages);
+      setup.received = null;
+      const res = await post(setup.blocking, messages);
       assert.equal(res.status, 400);
-      assert.equal(received, null, 'the request went upstream');
+      assert.equal(setup.received, null, 'the request went upstream');
     });
   }
 
   it('masks an address in arguments as an object', async () => {
-    received = null;
-    const res = await post(masking, argsObject);
+    setup.received = null;
+    const res = await post(setup.masking, argsObject);
     assert.equal(res.status, 200);
-    assert.deepEqual(received.messages[0].tool_calls[0].function.arguments, { to: [MASKED], n: 2 });
+    assert.deepEqual(JSON.parse(setup.received).messages[0].tool_calls[0].function.arguments, { to: [MASKED], n: 2 });
   });
 
   it('masks an address in content as an object', async () => {
-    received = null;
-    const res = await post(masking, contentObject);
+    setup.received = null;
+    const res = await post(setup.masking, contentObject);
     assert.equal(res.status, 200);
-    assert.deepEqual(received.messages[0].content, { type: 'text', text: MASKED });
+    assert.deepEqual(JSON.parse(setup.received).messages[0].content, { type: 'text', text: MASKED });
   });
 });
 
 describe('response filters: unexpected shapes', () => {
   it('blocks an address in arguments as an object', async () => {
-    const res = await post(blocking, [{ role: 'user', content: 'hi' }], 'args-object');
+    const res = await post(setup.blocking, [{ role: 'user', content: 'hi' }], 'args-object');
     assert.equal(res.status, 200);
     assert.doesNotMatch(res.text, /jane/);
     assert.equal(JSON.parse(res.text).choices[0].finish_reason, 'content_filter');
   });
 
   it('masks an address in arguments as an object', async () => {
-    const res = await post(masking, [{ role: 'user', content: 'hi' }], 'args-object');
+    const res = await post(setup.masking, [{ role: 'user', content: 'hi' }], 'args-object');
     assert.equal(res.status, 200);
     assert.deepEqual(JSON.parse(res.text).choices[0].message.tool_calls[0].function.arguments, { to: [MASKED] });
   });
 
   it('blocks an address in content as an object', async () => {
-    const res = await post(blocking, [{ role: 'user', content: 'hi' }], 'content-object');
+    const res = await post(setup.blocking, [{ role: 'user', content: 'hi' }], 'content-object');
     assert.equal(res.status, 200);
     assert.doesNotMatch(res.text, /jane/);
   });
 
   it('masks an address in content as an object', async () => {
-    const res = await post(masking, [{ role: 'user', content: 'hi' }], 'content-object');
+    const res = await post(setup.masking, [{ role: 'user', content: 'hi' }], 'content-object');
     assert.equal(res.status, 200);
     assert.deepEqual(JSON.parse(res.text).choices[0].message.content, { type: 'text', text: MASKED });
   });
@@ -159,7 +113,7 @@ describe('response filters: unexpected shapes', () => {
 
 describe('stream filters: unexpected shapes', () => {
   for (const shape of ['content-number', 'content-object', 'args-object']) {
-    for (const [name, gw] of [['mask', () => masking], ['block', () => blocking]]) {
+    for (const [name, gw] of [['mask', () => setup.masking], ['block', () => setup.blocking]]) {
       it(`${name} filter ends a stream with ${shape} in an error event`, async () => {
         gw().expectErrors(/stream filters failed \(an event has a number, a boolean or an object where a text string belongs/);
         const res = await post(gw(), [{ role: 'user', content: 'hi' }], shape, true);
@@ -171,7 +125,7 @@ describe('stream filters: unexpected shapes', () => {
   }
 
   it('masks content given as an array of parts', async () => {
-    const res = await post(masking, [{ role: 'user', content: 'hi' }], 'content-parts', true);
+    const res = await post(setup.masking, [{ role: 'user', content: 'hi' }], 'content-parts', true);
     assert.equal(res.status, 200);
     assert.doesNotMatch(res.text, /jane/);
     assert.match(res.text, /\[REDACTED:email\]/);
