@@ -259,11 +259,17 @@ tg_trace_attempt_start(struct tg_request *req)
 	if (tc->capture_content && tg_genai_capture_output(t, tc->max_content_length) != 0)
 		t->output = NULL;
 	t->reads_detail = t->output == NULL;
-	if (endpoint != NULL)
+	if (endpoint != NULL) {
 		record_request(req, span, endpoint, a->model, tc);
-	else if (t->route != NULL)
+		return;
+	}
+	if (t->route != NULL)
 		tg_attrs_static_plain(&span->attrs, TG_SC(URL_TEMPLATE), t->route,
 		                      strlen(t->route));
+	/* The model the attempt sent, as count_tokens bodies name one, even
+	 * though no GenAI operation fits the call. */
+	if (a->model != NULL)
+		tg_attrs_string(&span->attrs, TG_SC(GEN_AI_REQUEST_MODEL), a->model);
 }
 
 const char *

@@ -211,6 +211,8 @@ describe('Anthropic messages spans', () => {
     assert.equal(client.attributes['gen_ai.operation.name'], undefined,
       'no GenAI operation counts tokens');
     assert.equal(client.attributes['gen_ai.provider.name'], undefined);
+    assert.equal(server.attributes['gen_ai.request.model'], 'claude-test');
+    assert.equal(client.attributes['gen_ai.request.model'], 'claude-test');
   });
 
   it('records a stream and its first token', async () => {
