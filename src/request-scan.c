@@ -6,8 +6,9 @@
  * start of its keys for the duplicate check. At the top object it notes
  * which member the last key named, so that a value of "model", "stream",
  * "user" or a parameter is kept, in the object of "stream_options"
- * whether "include_usage" is true, and in that of "response_format" its
- * "type". Once the scan is unsure it stops
+ * whether "include_usage" is true, in that of "response_format" its
+ * "type", and in the array of "modalities" the known strings. Once the
+ * scan is unsure it stops
  * yajl, since jansson will read the body anyway.
  */
 #include <errno.h>
@@ -34,17 +35,19 @@ enum member {
 	M_NUMBER,               /* a parameter of enum tg_request_number */
 	M_RESPONSE_FORMAT,
 	M_ENCODING_FORMAT,
+	M_MODALITIES,
 	M_INCLUDE_USAGE,        /* in the object of "stream_options" */
 	M_FORMAT_TYPE,          /* in the object of "response_format" */
 };
 
-/* Three bytes for the flags keep a frame at 16 bytes: the scan zeroes
+/* Four bytes for the flags keep a frame at 16 bytes: the scan zeroes
  * its frames for every body. */
 struct frame {
 	int array;
 	unsigned char options;  /* the object of the top "stream_options" */
 	unsigned char format;   /* the object of the top "response_format" */
 	unsigned char stop;     /* the array of the top "stop" */
+	unsigned char modalities;       /* the array of the top "modalities" */
 	size_t first_key;       /* an object's first key in the keys */
 };
 
@@ -94,6 +97,13 @@ static int
 in_stop(const struct scan *s)
 {
 	return s->depth == 2 && s->frames[1].stop;
+}
+
+/* The value now read is an item of the top "modalities" array. */
+static int
+in_modalities(const struct scan *s)
+{
+	return s->depth == 2 && s->frames[1].modalities;
 }
 
 /* Give up: jansson decides. Returns 0 to stop yajl. */
@@ -160,6 +170,7 @@ open_container(struct scan *s, int array)
 		.options = !array && at_top(s) && s->member == M_STREAM_OPTIONS,
 		.format = !array && at_top(s) && s->member == M_RESPONSE_FORMAT,
 		.stop = array && at_top(s) && s->member == M_STOP,
+		.modalities = array && at_top(s) && s->member == M_MODALITIES,
 	};
 	s->depth++;
 	return 1;
@@ -248,6 +259,8 @@ top_member(const unsigned char *key, size_t len, enum tg_request_number *number)
 	case 10:
 		if (KEY_IS(key, len, "dimensions"))
 			return number_member(number, TG_PARAM_DIMENSIONS);
+		if (KEY_IS(key, len, "modalities"))
+			return M_MODALITIES;
 		return KEY_IS(key, len, "max_tokens") ? number_member(number, TG_PARAM_MAX_TOKENS)
 		                                      : M_OTHER;
 	case 11:
@@ -292,7 +305,8 @@ on_map_key(void *ctx, const unsigned char *key, size_t len)
 		s->member = top_member(key, len, &s->number);
 		if (!s->want_params && (s->member == M_NUMBER || s->member == M_STOP ||
 		                        s->member == M_RESPONSE_FORMAT ||
-		                        s->member == M_ENCODING_FORMAT))
+		                        s->member == M_ENCODING_FORMAT ||
+		                        s->member == M_MODALITIES))
 			s->member = M_OTHER;
 	}
 	return TAP(s, yajl_map_key, key, len);
@@ -334,6 +348,17 @@ string_slot(struct scan *s)
 	}
 }
 
+/* The tg_modality bit of a "modalities" item, or 0 for another string. */
+static unsigned
+modality_of(const char *item, size_t len)
+{
+	if (KEY_IS(item, len, "text"))
+		return TG_MODALITY_TEXT;
+	if (KEY_IS(item, len, "audio"))
+		return TG_MODALITY_AUDIO;
+	return KEY_IS(item, len, "image") ? TG_MODALITY_IMAGE : 0;
+}
+
 static int
 on_string(void *ctx, const unsigned char *str, size_t len)
 {
@@ -343,6 +368,11 @@ on_string(void *ctx, const unsigned char *str, size_t len)
 	if (!tg_yj_string_ok(str, len))
 		return unsure(s);
 	scalar(s);
+	if (in_modalities(s)) {
+		if (params_of(s) == NULL)
+			return 0;
+		s->facts->params->modalities |= modality_of((const char *)str, len);
+	}
 	slot = string_slot(s);
 	if (slot == NULL && s->unsure)
 		return 0;
@@ -626,6 +656,21 @@ stop_of(const json_t *stop, struct tg_request_params *params)
 	}
 }
 
+/* The tg_modality bits of a "modalities" array; other items are skipped. */
+static unsigned
+modalities_of(const json_t *modalities)
+{
+	unsigned bits = 0;
+	size_t i;
+	const json_t *item;
+
+	json_array_foreach(modalities, i, item) {
+		if (json_is_string(item))
+			bits |= modality_of(json_string_value(item), json_string_length(item));
+	}
+	return bits;
+}
+
 /* The "type" of a "response_format" object, copied, or NULL. */
 static char *
 response_format_of(const json_t *format)
@@ -652,6 +697,8 @@ tg_request_params_of(const json_t *body, struct tg_request_params *params)
 			stop_of(value, params);
 		else if (member == M_RESPONSE_FORMAT)
 			params->response_format = response_format_of(value);
+		else if (member == M_MODALITIES)
+			params->modalities = modalities_of(value);
 		else if (member == M_ENCODING_FORMAT && json_is_string(value))
 			params->encoding_format = strdup(json_string_value(value));
 		else if (member == M_NUMBER)

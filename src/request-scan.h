@@ -67,6 +67,15 @@ struct tg_body_number {
 /* Stop sequences kept at most: the first this many strings of "stop". */
 #define TG_MAX_STOP 16
 
+/* The output modalities that chat completions' "modalities" array
+ * requests, as bits of tg_request_params.modalities. OpenAI accepts
+ * "text" and "audio", and compatible servers may accept "image". */
+enum tg_modality {
+	TG_MODALITY_TEXT = 1u << 0,
+	TG_MODALITY_AUDIO = 1u << 1,
+	TG_MODALITY_IMAGE = 1u << 2,
+};
+
 /* The top-level members of a body that tracing records as gen_ai
  * request attributes (trace-genai.h). */
 struct tg_request_params {
@@ -79,6 +88,8 @@ struct tg_request_params {
 	                           "response_format" (malloc), or NULL */
 	char *encoding_format;  /* embeddings' "encoding_format" when a
 	                           string (malloc), else NULL */
+	unsigned modalities;    /* enum tg_modality bits of the strings in a
+	                           "modalities" array; others are skipped */
 };
 
 /* Members found by the scan in a body that jansson reads as an object. */

@@ -78,13 +78,34 @@ output_type_of(const char *format)
 	return NULL;
 }
 
+/* Record type, one of output_type_of()'s literals, unless it is NULL. */
 static void
-set_output_type(struct tg_span *span, const char *format)
+set_output_type(struct tg_span *span, const char *type)
 {
-	const char *type = output_type_of(format);
-
 	if (type != NULL)
 		tg_attrs_static_plain(&span->attrs, TG_SC(GEN_AI_OUTPUT_TYPE), type, strlen(type));
+}
+
+/*
+ * The gen_ai.output.type of an OpenAI request. The conventions (v1.41)
+ * define it as the requested output modality, not its format, so audio
+ * in "modalities" gives speech even beside a text transcript, and image
+ * gives image. Otherwise "response_format" decides, then a "modalities"
+ * of text. NULL when the request names no output type.
+ */
+static const char *
+request_output_type(const struct tg_request_params *params)
+{
+	const char *type;
+
+	if (params->modalities & TG_MODALITY_AUDIO)
+		return "speech";
+	if (params->modalities & TG_MODALITY_IMAGE)
+		return "image";
+	type = output_type_of(params->response_format);
+	if (type == NULL && (params->modalities & TG_MODALITY_TEXT))
+		type = "text";
+	return type;
 }
 
 /* The longest prefix of s, at most max bytes, that does not cut a UTF-8
@@ -313,7 +334,7 @@ tg_genai_request(struct tg_span *span, const struct tg_genai_endpoint *endpoint,
 		tg_attrs_strings(&span->attrs, TG_SC(GEN_AI_REQUEST_STOP_SEQUENCES),
 		                 (const char *const *)params->stop, params->n_stop);
 
-	set_output_type(span, params->response_format);
+	set_output_type(span, request_output_type(params));
 	set_int_param(span, TG_SC(GEN_AI_EMBEDDINGS_DIMENSION_COUNT), &p[TG_PARAM_DIMENSIONS]);
 	if (params->encoding_format != NULL)
 		tg_attrs_strings(&span->attrs, TG_SC(GEN_AI_REQUEST_ENCODING_FORMATS),
@@ -352,7 +373,7 @@ set_anthropic_output_type(struct tg_span *span, json_t *body)
 
 	if (format == NULL)
 		format = json_object_get(body, "output_format");
-	set_output_type(span, json_string_value(json_object_get(format, "type")));
+	set_output_type(span, output_type_of(json_string_value(json_object_get(format, "type"))));
 }
 
 void

@@ -256,6 +256,30 @@ describe('span tree', () => {
       ['END', 'S/T', ...Array.from({ length: 14 }, (_, i) => `s${i}`)]);
   });
 
+  // "modalities" names the output modality, which gen_ai.output.type
+  // records: audio as speech, before the format of "response_format".
+  it('records modalities as output type', async () => {
+    const outputType = async (members, content) => {
+      const body = `{"model":"gpt-4o","messages":[{"role":"user","content":"${content}"}],${members}}`;
+      const res = await request({ port: gw.port, method: 'POST', path: '/v1/chat/completions',
+        headers: { 'content-type': 'application/json' }, body });
+      assert.equal(res.status, 200, res.text);
+      const { spans } = await traceOf(gw, receiver, res.headers['x-request-id'], 2);
+      return byKind(spans, CLIENT)[0].attributes['gen_ai.output.type'];
+    };
+    const cases = [
+      ['"modalities":["text","audio"],"audio":{"voice":"alloy","format":"wav"}', 'speech'],
+      ['"modalities":["text"]', 'text'],
+      ['"modalities":["text"],"response_format":{"type":"json_object"}', 'json'],
+      ['"modalities":["audio"],"response_format":{"type":"text"}', 'speech'],
+    ];
+    // The surrogate pair leaves the body to jansson's tree.
+    for (const content of ['hello', 'hello \\ud83d\\ude00']) {
+      for (const [members, type] of cases)
+        assert.equal(await outputType(members, content), type, `${members} (${content})`);
+    }
+  });
+
   // An integer beyond 64 bits makes jansson read every integer of the
   // body as a real; the parameters that fit are still recorded.
   it('keeps integer parameters beside a huge seed', async () => {

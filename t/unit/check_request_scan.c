@@ -60,6 +60,11 @@ static const char *const agreed[] = {
 	"{\"response_format\":{\"type\":1}}",
 	"{\"response_format\":[{\"type\":\"text\"}]}",
 	"{\"stream_options\":{\"type\":\"text\"},\"response_format\":{\"include_usage\":true}}",
+	/* The known strings of "modalities"; other items and shapes set no bit. */
+	"{\"modalities\":[\"text\",\"audio\"]}",
+	"{\"modalities\":[\"image\",\"video\",7,[\"audio\"],{\"text\":1},null]}",
+	"{\"modalities\":\"audio\",\"o\":{\"modalities\":[\"text\"]}}",
+	"{\"modalities\":[\"\\u0061udio\",\"Text\",\"text \"]}",
 	/* Embeddings' parameters. */
 	"{\"model\":\"e\",\"input\":\"x\",\"dimensions\":256,\"encoding_format\":\"base64\"}",
 	"{\"dimensions\":\"256\",\"encoding_format\":[\"float\"]}",
@@ -180,6 +185,7 @@ check_same_params(const struct tg_request_params *scanned, const struct tg_reque
 		ck_assert_ptr_null(scanned->encoding_format);
 	else
 		ck_assert_pstr_eq(scanned->encoding_format, tree->encoding_format);
+	ck_assert_uint_eq(scanned->modalities, tree->modalities);
 	ck_assert_int_eq(scanned->has_stop, tree->has_stop);
 	ck_assert_uint_eq(scanned->n_stop, tree->n_stop);
 	for (size_t i = 0; i < tree->n_stop; i++)
@@ -317,6 +323,34 @@ END_TEST
 
 /* Unless asked, the scan keeps no parameter, and allocates nothing for
  * them. */
+/* Each known string of "modalities" sets its bit; others set none. */
+START_TEST(scan_reads_modalities)
+{
+	static const struct {
+		const char *body;
+		unsigned modalities;
+	} cases[] = {
+		{"{\"modalities\":[\"text\"]}", TG_MODALITY_TEXT},
+		{"{\"modalities\":[\"text\",\"audio\"]}", TG_MODALITY_TEXT | TG_MODALITY_AUDIO},
+		{"{\"modalities\":[\"image\",\"video\"]}", TG_MODALITY_IMAGE},
+		{"{\"modalities\":[\"\\u0061udio\"]}", TG_MODALITY_AUDIO},
+		{"{\"modalities\":[\"Audio\",[\"audio\"]]}", 0},
+		{"{\"modalities\":\"audio\",\"model\":\"m\"}", 0},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct tg_request_facts facts;
+		unsigned modalities;
+
+		ck_assert_int_eq(scan(cases[i].body, strlen(cases[i].body), &facts), TG_SCAN_READ);
+		modalities = facts.params != NULL ? facts.params->modalities : 0;
+		ck_assert_msg(modalities == cases[i].modalities, "%s: modalities %#x, expected %#x",
+		              cases[i].body, modalities, cases[i].modalities);
+		tg_request_facts_free(&facts);
+	}
+}
+END_TEST
+
 START_TEST(scan_skips_parameters_unasked)
 {
 	static const char body[] = "{\"model\":\"m\",\"max_tokens\":5,\"stop\":[\"x\"],\"n\":2}";
@@ -492,6 +526,7 @@ request_scan_suite(void)
 	tcase_add_test(tc, numbers_of_text_keep_integers_that_fit);
 	tcase_add_test(tc, number_text_read_as_libc_reads_it);
 	tcase_add_test(tc, string_check_finds_bad_byte_anywhere);
+	tcase_add_test(tc, scan_reads_modalities);
 	tcase_add_test(tc, scan_skips_parameters_unasked);
 	tcase_add_test(tc, scan_leaves_nul_byte_to_jansson);
 	tcase_add_test(tc, scan_leaves_deep_and_wide_to_jansson);
