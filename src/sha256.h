@@ -17,7 +17,11 @@
 const EVP_MD *tg_sha256_md(void);
 
 /* Write the SHA-256 of the len bytes at data into out. Returns 0, or -1
- * when OpenSSL failed (out of memory). */
+ * when OpenSSL failed (out of memory). Each call makes a fresh digest
+ * context. A context kept per thread and reset with EVP_DigestInit_ex2()
+ * would save about 450 of the 3,440 instructions of a 44-byte key's
+ * digest (callgrind, OpenSSL 3.0.19, x86-64), too few to be worth passing
+ * a context to every caller. */
 int tg_sha256(const void *data, size_t len, unsigned char out[TG_SHA256_LEN]);
 
 #endif
