@@ -16,6 +16,7 @@
 
 #include "filter-args.h"
 #include "filter-chunk.h"
+#include "filter-responses.h"
 #include "filter-stream.h"
 #include "filter.h"
 
@@ -40,6 +41,16 @@ struct piece {
 	struct held_event *event;
 	size_t at, to;          /* its JSON string in the event's data */
 	size_t start, end;      /* in the window's text */
+	json_t *string;         /* its string in the tree of a Responses API
+	                           event, which is written through the tree;
+	                           NULL for other events */
+};
+
+/* A Responses API event's string that repeats the whole text of a window:
+ * it goes out as the window sent that text (write_tree()). */
+struct repeat {
+	json_t *string;
+	size_t window;          /* in the stream's windows */
 };
 
 /* One text of a choice (enum tg_chunk_kind). */
@@ -74,6 +85,12 @@ struct window {
 	struct masked_span *masked;     /* that may sit in a number
 	                                   (quote_masked_numbers()) */
 	size_t n_masked, cap_masked;
+
+	/* A text of a Responses API stream that later events repeat whole. */
+	int keeps_sent;
+	char *sent;             /* the text as it went out, masks included */
+	size_t sent_len, sent_cap;
+	size_t received;        /* bytes of text that came, before masking */
 };
 
 struct held_event {
@@ -89,6 +106,10 @@ struct held_event {
 	struct tg_reply_digest digest;  /* the relay's, while nothing changed */
 	int changed;            /* some text of it was masked */
 	size_t n_pieces;        /* its pieces, in windows */
+	int tree;               /* a Responses API event, written through its
+	                           tree (json) when changed */
+	struct repeat *repeats; /* of a Responses API event */
+	size_t n_repeats;
 	uint64_t arrived;       /* tg_now_ns() when it came; with a timer only */
 };
 
@@ -107,8 +128,12 @@ enum unreadable {
 	ARGUMENTS_TOO_LONG,     /* a JSON text in a string passed max_held */
 	BIG_INTEGER,            /* a masked event has an integer beyond 64 bits,
 	                           which its rewrite through a tree cannot keep */
-	RESPONSES_EVENTS,       /* a Responses API event, which the filters do
-	                           not read: blocked unread */
+	RESPONSES_UNREAD,       /* a Responses API event with model text that
+	                           the read does not follow: blocked unread */
+	REPEAT_DIFFERS,         /* a Responses API event repeats a text with a
+	                           length other than that of its deltas */
+	RESPONSES_TOO_LONG,     /* the texts of a Responses API stream, which
+	                           its last events repeat, passed max_held */
 };
 
 struct tg_filter_stream {
@@ -137,8 +162,15 @@ struct tg_filter_stream {
 	int openai_texts;       /* an event had "choices" */
 	int anthropic_texts;    /* an event started or continued a content block */
 	int done;               /* [DONE] passed, or the stream was blocked */
-	long long n_emitted;    /* events sent: the "sequence_number" of a
-	                           Responses API event the stream adds */
+	long long n_emitted;    /* events sent */
+	long long next_sequence;        /* the "sequence_number" of a Responses
+	                                   API event the stream adds: one past
+	                                   that of the last event sent, or
+	                                   n_emitted when none had one */
+	int responses;          /* the events are a Responses API stream */
+	struct tg_responses_event responses_read;       /* of the last event */
+	char unread_type[64];   /* the type of a RESPONSES_UNREAD event */
+	size_t kept_bytes;      /* received bytes of windows that keep_sent */
 	int blocked;            /* a block dropped the held events: what is
 	                           emitted since is the gateway's end */
 	int holds;              /* a filter masks or blocks, so text is held */
@@ -180,6 +212,47 @@ enum tg_filter_action tg_window_match_action(const struct tg_filter *f, const st
  * of memory. */
 int tg_window_mask_matches(struct tg_filter_stream *s, const struct tg_filter *f,
                            struct window *w, int whole_text, size_t *last_end);
+
+/* The window of a text; NULL when it has none yet. */
+struct window *tg_window_lookup(struct tg_filter_stream *s, long choice, enum tg_chunk_kind kind,
+                                long tool);
+
+/* The window of a text, made when it has none yet; NULL when out of memory. */
+struct window *tg_window_find(struct tg_filter_stream *s, long choice, enum tg_chunk_kind kind,
+                              long tool);
+
+/* Append a text of ev to w: len bytes of text, whose JSON string is at
+ * [at, to) in ev's data. Returns 0, or -1 when out of memory. */
+int tg_window_add_piece(struct window *w, struct held_event *ev, const char *text, size_t len,
+                        size_t at, size_t to);
+
+/* Send one event made by the stream (the end of a blocked one): raw_len
+ * bytes at raw, whose data digest read. Returns 0, or -1 when out of memory. */
+int tg_stream_emit_end(struct tg_filter_stream *s, enum tg_event_kind kind, const char *raw,
+                       size_t raw_len, const struct tg_reply_digest *digest);
+
+/* Drop every held event: a block ends the stream before them. */
+void tg_stream_drop_held(struct tg_filter_stream *s);
+
+/* --- Responses API events (filter-stream-responses.c) --------------------- */
+
+/* Read the texts of in, a Responses API event, into s->responses_read.
+ * Returns 0, 1 when the event has model text the read does not follow
+ * (s->unread_type names its type), or -1 with s->unreadable set or when
+ * out of memory. */
+int tg_stream_read_responses(struct tg_filter_stream *s, struct tg_stream_event *in);
+
+/* Add the texts read to their windows, as pieces of ev. Returns 0, or -1
+ * with s->unreadable set or when out of memory. */
+int tg_stream_add_responses_texts(struct tg_filter_stream *s, struct held_event *ev);
+
+/* Write the texts of ev, released, into its tree. Returns 0, or -1 when
+ * out of memory. */
+int tg_stream_write_tree(struct tg_filter_stream *s, struct held_event *ev);
+
+/* End a Responses API stream with that API's "error" event: for a block,
+ * or, with unread, for an event the read does not follow. */
+enum tg_stream_verdict tg_stream_end_responses(struct tg_filter_stream *s, int unread);
 
 /* --- JSON texts in a string (filter-stream-args.c) ----------------------- */
 

@@ -96,6 +96,7 @@ static void
 free_event(struct held_event *ev)
 {
 	json_decref(ev->json);
+	free(ev->repeats);
 	free(ev->raw);
 	free(ev);
 }
@@ -119,6 +120,7 @@ tg_filter_stream_free(struct tg_filter_stream *s)
 		free(s->windows[i].let_go);
 		free(s->windows[i].pieces);
 		free(s->windows[i].masked);
+		free(s->windows[i].sent);
 		tg_window_args_free(s->windows[i].args);
 	}
 	free(s->windows);
@@ -126,6 +128,7 @@ tg_filter_stream_free(struct tg_filter_stream *s)
 	free(s->filters);
 	tg_scan_free(&s->scan);
 	tg_chunk_free(&s->chunk);
+	tg_responses_free(&s->responses_read);
 	json_decref(s->meta);
 	free(s);
 }
@@ -176,9 +179,17 @@ tg_filter_stream_describe_error(const struct tg_filter_stream *s, char *buf, siz
 	case ARGUMENTS_TOO_LONG:
 		snprintf(buf, size, "the arguments of a tool call passed %zu bytes", s->max_held);
 		return;
-	case RESPONSES_EVENTS:
-		snprintf(buf, size, "the stream is a Responses API stream, whose events the "
-		         "stream filters do not read");
+	case RESPONSES_UNREAD:
+		snprintf(buf, size, "the Responses API event %s may carry model text, which the "
+		         "stream filters do not read", s->unread_type);
+		return;
+	case REPEAT_DIFFERS:
+		snprintf(buf, size, "a Responses API event repeats a text with a length other "
+		         "than that of its deltas, so the filters cannot tell which text it is");
+		return;
+	case RESPONSES_TOO_LONG:
+		snprintf(buf, size, "the texts of a Responses API stream, which its last events "
+		         "repeat, passed %zu bytes", s->max_held);
 		return;
 	case READABLE:
 		break;
@@ -189,7 +200,7 @@ tg_filter_stream_describe_error(const struct tg_filter_stream *s, char *buf, siz
 int
 tg_filter_stream_blocked_unread(const struct tg_filter_stream *s)
 {
-	return s->unreadable == RESPONSES_EVENTS;
+	return s->unreadable == RESPONSES_UNREAD;
 }
 
 size_t
@@ -215,17 +226,25 @@ inner_json_kind(enum tg_chunk_kind kind)
 	       kind == TG_CHUNK_INPUT_JSON;
 }
 
-static struct window *
-find_window(struct tg_filter_stream *s, long choice, enum tg_chunk_kind kind, long tool)
+struct window *
+tg_window_lookup(struct tg_filter_stream *s, long choice, enum tg_chunk_kind kind, long tool)
 {
-	struct window *w;
-
 	for (size_t i = 0; i < s->n_windows; i++) {
-		w = &s->windows[i];
+		struct window *w = &s->windows[i];
+
 		if (w->choice == choice && w->kind == kind && w->tool == tool)
 			return w;
 	}
+	return NULL;
+}
 
+struct window *
+tg_window_find(struct tg_filter_stream *s, long choice, enum tg_chunk_kind kind, long tool)
+{
+	struct window *w = tg_window_lookup(s, choice, kind, tool);
+
+	if (w != NULL)
+		return w;
 	w = realloc(s->windows, (s->n_windows + 1) * sizeof(*w));
 	if (w == NULL)
 		return NULL;
@@ -279,11 +298,9 @@ window_append(struct window *w, const char *text, size_t len)
 	return 0;
 }
 
-/* Append a text of ev to w: len bytes of text, whose JSON string is at
- * [at, to) in ev's data. */
-static int
-add_piece(struct window *w, struct held_event *ev, const char *text, size_t len, size_t at,
-          size_t to)
+int
+tg_window_add_piece(struct window *w, struct held_event *ev, const char *text, size_t len,
+                    size_t at, size_t to)
 {
 	size_t start = w->len;
 
@@ -298,7 +315,7 @@ add_piece(struct window *w, struct held_event *ev, const char *text, size_t len,
 	}
 	if (window_append(w, text, len) != 0)
 		return -1;
-	w->pieces[w->n_pieces++] = (struct piece){ev, at, to, start, w->len};
+	w->pieces[w->n_pieces++] = (struct piece){ev, at, to, start, w->len, NULL};
 	ev->n_pieces++;
 	return 0;
 }
@@ -620,7 +637,7 @@ add_text(struct tg_filter_stream *s, struct held_event *ev, const struct tg_chun
 	/* A value is complete, so it is a window of its own, scanned whole. */
 	if (t->kind == TG_CHUNK_VALUE)
 		tool = s->values++;
-	w = find_window(s, choice, t->kind, tool);
+	w = tg_window_find(s, choice, t->kind, tool);
 	if (w == NULL)
 		return -1;
 	if (w->finished && t->len > 0) {
@@ -628,7 +645,7 @@ add_text(struct tg_filter_stream *s, struct held_event *ev, const struct tg_chun
 		return -1;
 	}
 	w->dirty = 1;
-	if (add_piece(w, ev, s->chunk.buf + t->text, t->len, t->at, t->end) != 0)
+	if (tg_window_add_piece(w, ev, s->chunk.buf + t->text, t->len, t->at, t->end) != 0)
 		return -1;
 	w->finished |= t->kind == TG_CHUNK_VALUE;
 	return 0;
@@ -895,6 +912,13 @@ emit_json(struct tg_filter_stream *s, enum tg_event_kind kind, int finish, json_
 	return rc;
 }
 
+int
+tg_stream_emit_end(struct tg_filter_stream *s, enum tg_event_kind kind, const char *raw,
+                   size_t raw_len, const struct tg_reply_digest *digest)
+{
+	return emit(s, kind, 0, raw, raw_len, NULL, NULL, 0, digest);
+}
+
 /* The "event" field of an event, as the SSE parser reads it. */
 struct event_name {
 	char *name;             /* NULL: none */
@@ -943,8 +967,13 @@ release_events(struct tg_filter_stream *s)
 {
 	while (s->head != NULL && releasable(s, s->head)) {
 		struct held_event *ev = s->head;
-		json_t *changed = ev->changed ? changed_json(s, ev) : NULL;
-		int rc = ev->changed && changed == NULL ? -1 : 0;
+		json_t *changed = NULL;
+		int rc = ev->tree ? tg_stream_write_tree(s, ev) : 0;
+
+		if (rc == 0 && ev->changed) {
+			changed = ev->tree ? json_incref(ev->json) : changed_json(s, ev);
+			rc = changed == NULL ? -1 : 0;
+		}
 
 		drop_pieces(s, ev);
 
@@ -970,9 +999,8 @@ release_events(struct tg_filter_stream *s)
 	return 0;
 }
 
-/* Drop every held event: a block ends the stream before them. */
-static void
-drop_held(struct tg_filter_stream *s)
+void
+tg_stream_drop_held(struct tg_filter_stream *s)
 {
 	while (s->head != NULL) {
 		struct held_event *next = s->head->next;
@@ -1004,7 +1032,7 @@ end_blocked_anthropic(struct tg_filter_stream *s)
 	size_t len;
 	int rc = -1;
 
-	drop_held(s);
+	tg_stream_drop_held(s);
 	if (out != NULL && evbuffer_add(out, head, sizeof(head) - 1) == 0 &&
 	    tg_error_anthropic_body(out, TG_E_CONTENT_FILTER, "the response was blocked by a "
 	                            "content filter") == 0 &&     /* ends with a newline */
@@ -1012,64 +1040,16 @@ end_blocked_anthropic(struct tg_filter_stream *s)
 		len = evbuffer_get_length(out);
 		event = (const char *)evbuffer_pullup(out, -1);
 		tg_reply_digest(&digest, event + sizeof(head) - 1, len - sizeof(head) - 1);
-		rc = emit(s, TG_EVENT_ERROR, 0, event, len, NULL, NULL, 0, &digest);
+		rc = tg_stream_emit_end(s, TG_EVENT_ERROR, event, len, &digest);
 	}
-	if (out != NULL)
-		evbuffer_free(out);
-	return rc == 0 ? TG_STREAM_BLOCK : TG_STREAM_ERROR;
-}
-
-/*
- * End a Responses API stream before its events, with that API's "error"
- * event ("type", "code", "message", "param", "sequence_number"), which its
- * SDKs raise as a failed response.
- * NOTE: the stream filters do not read that API's events yet (the deltas
- * of output_text, refusal, function call arguments and reasoning summary
- * text, and the .done and response.completed events that repeat them), so
- * a filter that masks or blocks must not let them pass unread. Each such
- * filter records a block that it could not check (error set), so the
- * access log and the metrics show why the stream ended.
- */
-static enum tg_stream_verdict
-end_unread_responses(struct tg_filter_stream *s)
-{
-	static const char head[] = "event: error\ndata: ";
-	json_t *error;
-	char *data = NULL;
-	struct evbuffer *out = evbuffer_new();
-	struct tg_reply_digest digest;
-	int rc = -1;
-
-	s->unreadable = RESPONSES_EVENTS;
-	for (size_t i = 0; i < s->n_filters; i++) {
-		if (s->filters[i]->action != TG_ACTION_FLAG &&
-		    tg_filter_log_add(s->log, s->filters[i], NULL, TG_ACTION_BLOCK,
-		                      TG_SIDE_RESPONSE, 1) != 0)
-			goto out;
-	}
-	drop_held(s);
-	error = json_pack("{s:s, s:s, s:s, s:n, s:I}", "type", "error", "code", "content_filter",
-	                  "message", "the response was blocked: the gateway's content filters "
-	                  "cannot screen Responses API streams; request it without \"stream\"",
-	                  "param", "sequence_number", (json_int_t)s->n_emitted);
-	if (error != NULL)
-		data = json_dumps(error, JSON_COMPACT);
-	json_decref(error);
-	if (data == NULL || out == NULL || evbuffer_add(out, head, sizeof(head) - 1) != 0 ||
-	    evbuffer_add_printf(out, "%s\n\n", data) < 0)
-		goto out;
-	tg_reply_digest(&digest, data, strlen(data));
-	rc = emit(s, TG_EVENT_ERROR, 0, (const char *)evbuffer_pullup(out, -1),
-	          evbuffer_get_length(out), NULL, NULL, 0, &digest);
-out:
-	free(data);
 	if (out != NULL)
 		evbuffer_free(out);
 	return rc == 0 ? TG_STREAM_BLOCK : TG_STREAM_ERROR;
 }
 
 /* Drop every held event and end the stream with a content_filter chunk
- * and [DONE], or for an Anthropic stream with an error event. */
+ * and [DONE], or for an Anthropic or a Responses API stream with an error
+ * event. */
 static enum tg_stream_verdict
 end_blocked(struct tg_filter_stream *s, long choice)
 {
@@ -1080,7 +1060,9 @@ end_blocked(struct tg_filter_stream *s, long choice)
 
 	if (s->anthropic)
 		return end_blocked_anthropic(s);
-	drop_held(s);
+	if (s->responses)
+		return tg_stream_end_responses(s, 0);
+	tg_stream_drop_held(s);
 	chunk = s->meta ? json_deep_copy(s->meta) : json_object();
 	object = json_string_value(json_object_get(chunk, "object"));
 	if (object != NULL && strcmp(object, "text_completion") == 0)
@@ -1286,10 +1268,10 @@ scan_and_release(struct tg_filter_stream *s, int final)
 
 /*
  * Record the shape of the texts of an event with digest d. Returns 1 once
- * the stream has had both shapes. The filters tell OpenAI choices and
- * Anthropic content blocks apart by their index alone, so the texts of
- * both would join. A match split across the events of one shape could
- * then hide behind text of the other shape between them.
+ * the stream has had two shapes. The filters tell OpenAI choices, Anthropic
+ * content blocks and Responses API output items apart by their index
+ * alone, so the texts of two would join. A match split across the events
+ * of one shape could then hide behind text of another shape between them.
  */
 static int
 mixes_shapes(struct tg_filter_stream *s, const struct tg_reply_digest *d)
@@ -1299,7 +1281,48 @@ mixes_shapes(struct tg_filter_stream *s, const struct tg_reply_digest *d)
 	if (d->type == TG_REPLY_TYPE_CONTENT_BLOCK_START ||
 	    d->type == TG_REPLY_TYPE_CONTENT_BLOCK_DELTA || d->type == TG_REPLY_TYPE_MESSAGE_START)
 		s->anthropic_texts = 1;
-	return s->openai_texts && s->anthropic_texts;
+	if (d->type == TG_REPLY_TYPE_RESPONSE_EVENT || d->type == TG_REPLY_TYPE_RESPONSE_END)
+		s->responses = 1;
+	return s->openai_texts + s->anthropic_texts + s->responses > 1;
+}
+
+static enum tg_stream_verdict scan_held(struct tg_filter_stream *s);
+
+/* Whether an event is one of a Responses API stream: its "type" starts with
+ * "response.", or it is an "error" event of such a stream. */
+static int
+is_responses_event(const struct tg_filter_stream *s, const struct tg_reply_digest *d)
+{
+	return s->responses && (d->type == TG_REPLY_TYPE_RESPONSE_EVENT ||
+	                        d->type == TG_REPLY_TYPE_RESPONSE_END ||
+	                        d->type == TG_REPLY_TYPE_ERROR);
+}
+
+/*
+ * Read the texts of in, a Responses API event whose data is data_len bytes
+ * of JSON at data, hold it, and scan. An event with model text the read
+ * does not follow must not pass a filter that masks or blocks, so it ends
+ * the stream. With flag filters alone it passes unread.
+ */
+static enum tg_stream_verdict
+read_responses_event(struct tg_filter_stream *s, struct tg_stream_event *in, const char *data,
+                     size_t data_len)
+{
+	int rc = tg_stream_read_responses(s, in);
+	struct held_event *ev;
+
+	if (rc < 0)
+		return TG_STREAM_ERROR;
+	if (rc > 0 && s->holds)
+		return tg_stream_end_responses(s, 1);
+
+	ev = hold_event(s, in, data, data_len);
+	if (ev == NULL)
+		return TG_STREAM_ERROR;
+	ev->tree = 1;
+	if (rc == 0 && tg_stream_add_responses_texts(s, ev) != 0)
+		return s->unreadable == RESPONSES_TOO_LONG ? TG_STREAM_TOO_LARGE : TG_STREAM_ERROR;
+	return scan_held(s);
 }
 
 /*
@@ -1317,7 +1340,6 @@ read_event(struct tg_filter_stream *s, struct tg_stream_event *in, const char *d
 {
 	struct held_event *ev;
 	enum tg_chunk_result r = TG_CHUNK_READ;
-	enum tg_stream_verdict v;
 
 	/* Memory ran out in the relay's read, which then found no JSON. */
 	if (tapped && s->tapped == TG_CHUNK_FAILED)
@@ -1357,9 +1379,8 @@ read_event(struct tg_filter_stream *s, struct tg_stream_event *in, const char *d
 		return TG_STREAM_ERROR;
 	}
 
-	if (data != NULL && s->holds && (in->digest.type == TG_REPLY_TYPE_RESPONSE_EVENT ||
-	                                 in->digest.type == TG_REPLY_TYPE_RESPONSE_END))
-		return end_unread_responses(s);
+	if (data != NULL && is_responses_event(s, &in->digest))
+		return read_responses_event(s, in, data, data_len);
 
 	/* Once per stream, for the chunk that ends a blocked one. */
 	if (s->meta == NULL && in->digest.choices && tg_stream_event_json(in) != NULL)
@@ -1370,7 +1391,18 @@ read_event(struct tg_filter_stream *s, struct tg_stream_event *in, const char *d
 	ev = hold_event(s, in, data, data_len);
 	if (ev == NULL || (data != NULL && add_texts(s, ev) != 0))
 		return TG_STREAM_ERROR;
-	v = scan_and_release(s, 0);
+	return scan_held(s);
+}
+
+/*
+ * Scan what the last event added, and release what may go. Past the bound
+ * on held events the stream fails.
+ */
+static enum tg_stream_verdict
+scan_held(struct tg_filter_stream *s)
+{
+	enum tg_stream_verdict v = scan_and_release(s, 0);
+
 	if (v != TG_STREAM_OK || s->held_bytes <= s->max_held)
 		return v;
 

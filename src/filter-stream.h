@@ -1,11 +1,12 @@
 /*
  * Filtering a streamed response (server-sent events of chat.completion.chunk
- * or text_completion objects, or of Anthropic's Messages stream) with a
- * sliding window.
+ * or text_completion objects, of Anthropic's Messages stream, or of the
+ * OpenAI Responses API) with a sliding window.
  *
  * Each text of the stream (a choice's content, refusal, text, or the
  * arguments of one tool call; an Anthropic content block's text, thinking
- * or tool input JSON) is a window: the text of events not yet
+ * or tool input JSON; a Responses API output item's text, refusal,
+ * arguments or reasoning summary) is a window: the text of events not yet
  * sent, plus a little already sent text as context for lookbehind. After
  * each event the regex filters scan the window with partial matching, so a
  * match split over several events is found before any of its text leaves.
@@ -110,8 +111,9 @@ enum tg_stream_verdict tg_filter_stream_finish(struct tg_filter_stream *s);
 /* Events held back right now. */
 size_t tg_filter_stream_held(const struct tg_filter_stream *s);
 
-/* Whether the stream was blocked unread: its events are of a shape the
- * filters do not read (a Responses API stream), so they fail closed. */
+/* Whether the stream was blocked unread: an event may carry model text
+ * the filters do not read (a Responses API event type they do not
+ * follow), so they fail closed. */
 int tg_filter_stream_blocked_unread(const struct tg_filter_stream *s);
 
 /* Why the last call returned TG_STREAM_ERROR or TG_STREAM_TOO_LARGE, or

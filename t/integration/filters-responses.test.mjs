@@ -70,14 +70,78 @@ const BODIES = {
 
 /* A Responses API stream: each event named by its type, as OpenAI sends it. */
 const event = (data, n) => `event: ${data.type}\ndata: ${JSON.stringify({ ...data, sequence_number: n })}\n\n`;
-const STREAMS = {
-  'output-text': [
-    { type: 'response.created', response: { id: 'resp_1', object: 'response', status: 'in_progress', output: [] } },
+const created = { type: 'response.created', response: { id: 'resp_1', object: 'response', status: 'in_progress', output: [] } };
+const completed = (...output) => ({ type: 'response.completed', response: JSON.parse(response(output)) });
+const at = { item_id: 'msg_1', output_index: 0, content_index: 0 };
+
+/* The events of a message whose one part streams by deltas, in the order
+ * OpenAI sends them: the part starts empty, and the .done events, the
+ * item's and the response's end repeat it whole. */
+function messageEvents(deltas, { kind = 'output_text', annotations = [] } = {}) {
+  const text = deltas.join('');
+  const part = (t) => (kind === 'refusal' ? { type: 'refusal', refusal: t } : outputText(t, annotations));
+  const done = kind === 'refusal' ? { refusal: text } : { text, logprobs: [] };
+  return [
+    created,
     { type: 'response.output_item.added', output_index: 0, item: message() },
-    { type: 'response.output_text.delta', item_id: 'msg_1', output_index: 0, content_index: 0, delta: 'mail jane@exa' },
-    { type: 'response.output_text.delta', item_id: 'msg_1', output_index: 0, content_index: 0, delta: 'mple.com' },
-    { type: 'response.output_text.done', item_id: 'msg_1', output_index: 0, content_index: 0, text: `mail ${ADDRESS}` },
-    { type: 'response.completed', response: JSON.parse(BODIES['output-text'].body) },
+    { type: 'response.content_part.added', ...at, part: part('') },
+    ...deltas.map((delta) => ({ type: `response.${kind}.delta`, ...at, delta, logprobs: [] })),
+    { type: `response.${kind}.done`, ...at, ...done },
+    { type: 'response.content_part.done', ...at, part: part(text) },
+    { type: 'response.output_item.done', output_index: 0, item: message(part(text)) },
+    completed(message(part(text))),
+  ];
+}
+
+const call = (args) => ({
+  id: 'fc_1', type: 'function_call', call_id: 'call_1', name: 'send', status: 'completed', arguments: args,
+});
+function callEvents(deltas) {
+  const args = deltas.join('');
+  return [
+    created,
+    { type: 'response.output_item.added', output_index: 0, item: call('') },
+    ...deltas.map((delta) => ({ type: 'response.function_call_arguments.delta', item_id: 'fc_1', output_index: 0, delta })),
+    { type: 'response.function_call_arguments.done', item_id: 'fc_1', output_index: 0, arguments: args },
+    { type: 'response.output_item.done', output_index: 0, item: call(args) },
+    completed(call(args)),
+  ];
+}
+
+const reasoning = (summary) => ({ id: 'rs_1', type: 'reasoning', summary });
+function summaryEvents(deltas) {
+  const text = deltas.join('');
+  const where = { item_id: 'rs_1', output_index: 0, summary_index: 0 };
+  const part = (t) => ({ type: 'summary_text', text: t });
+  return [
+    created,
+    { type: 'response.output_item.added', output_index: 0, item: reasoning([]) },
+    { type: 'response.reasoning_summary_part.added', ...where, part: part('') },
+    ...deltas.map((delta) => ({ type: 'response.reasoning_summary_text.delta', ...where, delta })),
+    { type: 'response.reasoning_summary_text.done', ...where, text },
+    { type: 'response.reasoning_summary_part.done', ...where, part: part(text) },
+    { type: 'response.output_item.done', output_index: 0, item: reasoning([part(text)]) },
+    completed(reasoning([part(text)])),
+  ];
+}
+
+const STREAMS = {
+  'output-text': messageEvents(['Hello, ', 'mail jane@exa', 'mple.com', '.']),
+  refusal: messageEvents(['no, jane@', 'example.com'], { kind: 'refusal' }),
+  'function-call': callEvents(['{"to":"jane@exa', 'mple.com","n":1}']),
+  'reasoning-summary': summaryEvents(['mail jane', '@example.com']),
+  // A server that streams no deltas: the item and the response repeat the
+  // text whole, with a cited page's title.
+  'whole-only': [
+    created,
+    { type: 'response.output_item.done', output_index: 0, item: message(outputText(`mail ${ADDRESS}`, [{ type: 'url_citation', title: `by ${ADDRESS}` }])) },
+    completed(message(outputText(`mail ${ADDRESS}`))),
+  ],
+  // The input of a custom tool call streams as text the filters do not read.
+  'custom-tool-input': [
+    created,
+    { type: 'response.output_item.added', output_index: 0, item: { id: 'ct_1', type: 'custom_tool_call', call_id: 'call_1', name: 'run', input: '' } },
+    { type: 'response.custom_tool_call_input.delta', item_id: 'ct_1', output_index: 0, delta: `mail ${ADDRESS}` },
   ],
 };
 
@@ -161,35 +225,126 @@ describe('response filters on a Responses API response', () => {
   }
 });
 
+/* The events of a stream, parsed, by type. */
+function streamEvents(text) {
+  return splitEvents(text).events.map((e) => ({ name: e.match(/^event: (.*)$/m)?.[1], data: JSON.parse(eventData(e)) }));
+}
+const byType = (events, type) => events.filter((e) => e.data.type === type).map((e) => e.data);
+
 describe('response filters on a Responses API stream', () => {
+  it('mask rewrites an address split across deltas, and each repeat', async () => {
+    const { res, access } = await post('mask', 'output-text', { stream: true });
+    assert.equal(res.status, 200);
+    assert.doesNotMatch(res.text, /example\.com/, 'the address reached the client');
+    const events = streamEvents(res.text);
+    assert.deepEqual(events.map((e) => e.data.type), STREAMS['output-text'].map((e) => e.type));
+    assert.deepEqual(events.map((e) => e.name), events.map((e) => e.data.type));
+    assert.deepEqual(events.map((e) => e.data.sequence_number), events.map((_, n) => n));
+
+    const streamed = byType(events, 'response.output_text.delta').map((d) => d.delta).join('');
+    assert.equal(streamed, 'Hello, mail [REDACTED:email].');
+    assert.equal(byType(events, 'response.output_text.done')[0].text, streamed);
+    assert.equal(byType(events, 'response.content_part.done')[0].part.text, streamed);
+    assert.equal(byType(events, 'response.output_item.done')[0].item.content[0].text, streamed);
+    assert.equal(byType(events, 'response.completed')[0].response.output[0].content[0].text, streamed);
+    assert.deepEqual(access.filters.map((f) => [f.filter, f.rule, f.action]), [['mask', 'email', 'mask']]);
+  });
+
+  it('block ends the stream mid-way with the API error event', async () => {
+    const { res, access } = await post('block', 'output-text', { stream: true });
+    assert.equal(res.status, 200);
+    assert.doesNotMatch(res.text, /example\.com/, 'the address reached the client');
+    const events = streamEvents(res.text);
+    assert.deepEqual(events.map((e) => e.data.type), [
+      'response.created', 'response.output_item.added', 'response.content_part.added',
+      'response.output_text.delta', 'error',
+    ]);
+    assert.equal(events[3].data.delta, 'Hello, ');
+    const error = events[4];
+    assert.equal(error.name, 'error');
+    assert.deepEqual(Object.keys(error.data).sort(), ['code', 'message', 'param', 'sequence_number', 'type']);
+    assert.equal(error.data.code, 'content_filter');
+    assert.equal(error.data.param, null);
+    assert.equal(error.data.sequence_number, 4);
+    assert.match(error.data.message, /blocked by a content filter/);
+    assert.equal(access.reason, 'content_filter');
+    assert.deepEqual(access.filters.map((f) => [f.filter, f.rule, f.action]), [['block', 'email', 'block']]);
+  });
+
+  it('mask rewrites a refusal split across deltas', async () => {
+    const { res } = await post('mask', 'refusal', { stream: true });
+    assert.doesNotMatch(res.text, /example\.com/, 'the address reached the client');
+    const events = streamEvents(res.text);
+    const streamed = byType(events, 'response.refusal.delta').map((d) => d.delta).join('');
+    assert.equal(streamed, 'no, [REDACTED:email]');
+    assert.equal(byType(events, 'response.refusal.done')[0].refusal, streamed);
+    assert.equal(byType(events, 'response.completed')[0].response.output[0].content[0].refusal, streamed);
+  });
+
+  it('mask rewrites function call arguments decoded', async () => {
+    const { res, access } = await post('mask', 'function-call', { stream: true });
+    assert.doesNotMatch(res.text, /example\.com/, 'the address reached the client');
+    const events = streamEvents(res.text);
+    const streamed = byType(events, 'response.function_call_arguments.delta').map((d) => d.delta).join('');
+    assert.deepEqual(JSON.parse(streamed), { to: '[REDACTED:email]', n: 1 });
+    assert.equal(byType(events, 'response.function_call_arguments.done')[0].arguments, streamed);
+    assert.equal(byType(events, 'response.output_item.done')[0].item.arguments, streamed);
+    assert.equal(byType(events, 'response.completed')[0].response.output[0].arguments, streamed);
+    assert.deepEqual(access.filters.map((f) => [f.filter, f.rule, f.action]), [['mask', 'email', 'mask']]);
+  });
+
+  it('mask rewrites a reasoning summary', async () => {
+    const { res } = await post('mask', 'reasoning-summary', { stream: true });
+    assert.doesNotMatch(res.text, /example\.com/, 'the address reached the client');
+    const events = streamEvents(res.text);
+    const streamed = byType(events, 'response.reasoning_summary_text.delta').map((d) => d.delta).join('');
+    assert.equal(streamed, 'mail [REDACTED:email]');
+    assert.equal(byType(events, 'response.reasoning_summary_text.done')[0].text, streamed);
+    assert.equal(byType(events, 'response.reasoning_summary_part.done')[0].part.text, streamed);
+    assert.equal(byType(events, 'response.completed')[0].response.output[0].summary[0].text, streamed);
+  });
+
+  it('mask rewrites whole texts that no deltas streamed', async () => {
+    const { res, access } = await post('mask', 'whole-only', { stream: true });
+    assert.doesNotMatch(res.text, /example\.com/, 'the address reached the client');
+    const events = streamEvents(res.text);
+    const item = byType(events, 'response.output_item.done')[0].item;
+    assert.equal(item.content[0].text, 'mail [REDACTED:email]');
+    assert.equal(item.content[0].annotations[0].title, 'by [REDACTED:email]');
+    assert.equal(byType(events, 'response.completed')[0].response.output[0].content[0].text, 'mail [REDACTED:email]');
+    assert.deepEqual(access.filters.map((f) => [f.filter, f.rule, f.action]), [['mask', 'email', 'mask']]);
+  });
+
+  it('flag records the address and relays the stream whole', async () => {
+    const { res, access } = await post('flag', 'output-text', { stream: true });
+    assert.equal(res.status, 200);
+    assert.equal(res.text, STREAMS['output-text'].map(event).join(''));
+    assert.deepEqual(access.filters.map((f) => [f.filter, f.rule, f.action]), [['flag', 'email', 'flag']]);
+    assert.equal(access.reason, null);
+  });
+
+  it('a route without filters relays the stream whole', async () => {
+    const { res, access } = await post('none', 'output-text', { stream: true });
+    assert.equal(res.status, 200);
+    assert.equal(res.text, STREAMS['output-text'].map(event).join(''));
+    assert.deepEqual(access.filters ?? [], []);
+    assert.equal(access.reason, null);
+  });
+
   for (const filter of ['mask', 'block']) {
-    it(`${filter} ends the stream with the API's error event, the events unread`, async () => {
-      const { res, access } = await post(filter, 'output-text', { stream: true });
+    it(`${filter} ends a stream with unread model text`, async () => {
+      const { res, access } = await post(filter, 'custom-tool-input', { stream: true });
       assert.equal(res.status, 200);
       assert.doesNotMatch(res.text, /example\.com/, 'the address reached the client');
-      const events = splitEvents(res.text).events;
-      assert.equal(events.length, 1, res.text);
-      assert.match(events[0], /^event: error\n/);
-      const data = JSON.parse(eventData(events[0]));
-      assert.equal(data.type, 'error');
-      assert.equal(data.code, 'content_filter');
-      assert.equal(data.param, null);
-      assert.equal(data.sequence_number, 0);
-      assert.match(data.message, /cannot screen Responses API streams/);
+      const events = streamEvents(res.text);
+      assert.deepEqual(events.map((e) => e.data.type), ['response.created', 'response.output_item.added', 'error']);
+      assert.equal(events[2].data.code, 'content_filter');
+      assert.equal(events[2].data.sequence_number, 2);
+      assert.match(events[2].data.message, /cannot screen/);
       assert.equal(access.reason, 'content_filter');
       assert.deepEqual(access.filters.map((f) => [f.filter, f.rule, f.action, f.side]),
         [[filter, null, 'block', 'response']]);
-      await gw.waitForLog(/streamed response blocked unread \(the stream is a Responses API stream/);
-    });
-  }
-
-  for (const filter of ['flag', 'none']) {
-    it(`a route with ${filter} filters relays the stream whole`, async () => {
-      const { res, access } = await post(filter, 'output-text', { stream: true });
-      assert.equal(res.status, 200);
-      assert.equal(res.text, STREAMS['output-text'].map(event).join(''));
-      assert.deepEqual(access.filters ?? [], []);
-      assert.equal(access.reason, null);
+      await gw.waitForLog(/streamed response blocked unread \(the Responses API event response\.custom_tool_call_input\.delta/);
     });
   }
 });
