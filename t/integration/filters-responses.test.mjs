@@ -80,12 +80,14 @@ const at = { item_id: 'msg_1', output_index: 0, content_index: 0 };
 function messageEvents(deltas, { kind = 'output_text', annotations = [] } = {}) {
   const text = deltas.join('');
   const part = (t) => (kind === 'refusal' ? { type: 'refusal', refusal: t } : outputText(t, annotations));
-  const done = kind === 'refusal' ? { refusal: text } : { text, logprobs: [] };
+  // Each delta's token repeats its text, as when the request asks for logprobs.
+  const logprobs = (token) => [{ token, logprob: -0.5, bytes: [...Buffer.from(token)], top_logprobs: [] }];
+  const done = kind === 'refusal' ? { refusal: text } : { text, logprobs: logprobs(text) };
   return [
     created,
     { type: 'response.output_item.added', output_index: 0, item: message() },
     { type: 'response.content_part.added', ...at, part: part('') },
-    ...deltas.map((delta) => ({ type: `response.${kind}.delta`, ...at, delta, logprobs: [] })),
+    ...deltas.map((delta) => ({ type: `response.${kind}.delta`, ...at, delta, logprobs: logprobs(delta) })),
     { type: `response.${kind}.done`, ...at, ...done },
     { type: 'response.content_part.done', ...at, part: part(text) },
     { type: 'response.output_item.done', output_index: 0, item: message(part(text)) },
@@ -136,6 +138,13 @@ const STREAMS = {
     created,
     { type: 'response.output_item.done', output_index: 0, item: message(outputText(`mail ${ADDRESS}`, [{ type: 'url_citation', title: `by ${ADDRESS}` }])) },
     completed(message(outputText(`mail ${ADDRESS}`))),
+  ],
+  // A .done event whose text is not that of the deltas.
+  'repeat-differs': [
+    created,
+    { type: 'response.output_text.delta', ...at, delta: 'Hello' },
+    { type: 'response.output_text.done', ...at, text: `Hello, ${ADDRESS}` },
+    completed(message(outputText(`Hello, ${ADDRESS}`))),
   ],
   // The input of a custom tool call streams as text the filters do not read.
   'custom-tool-input': [
@@ -250,6 +259,14 @@ describe('response filters on a Responses API stream', () => {
     assert.deepEqual(access.filters.map((f) => [f.filter, f.rule, f.action]), [['mask', 'email', 'mask']]);
   });
 
+  it('mask empties the logprobs of masked events only', async () => {
+    const { res } = await post('mask', 'output-text', { stream: true });
+    const deltas = byType(streamEvents(res.text), 'response.output_text.delta');
+    assert.deepEqual(deltas.map((d) => d.logprobs.length), [1, 0, 0, 1]);
+    assert.equal(deltas[0].logprobs[0].token, 'Hello, ');
+    assert.deepEqual(byType(streamEvents(res.text), 'response.output_text.done')[0].logprobs, []);
+  });
+
   it('block ends the stream mid-way with the API error event', async () => {
     const { res, access } = await post('block', 'output-text', { stream: true });
     assert.equal(res.status, 200);
@@ -313,6 +330,14 @@ describe('response filters on a Responses API stream', () => {
     assert.equal(item.content[0].annotations[0].title, 'by [REDACTED:email]');
     assert.equal(byType(events, 'response.completed')[0].response.output[0].content[0].text, 'mail [REDACTED:email]');
     assert.deepEqual(access.filters.map((f) => [f.filter, f.rule, f.action]), [['mask', 'email', 'mask']]);
+  });
+
+  it('mask ends a stream whose repeat differs from its deltas', async () => {
+    gw.expectErrors(/stream filters failed \(a Responses API event repeats a text with a length other/);
+    const { res, access } = await post('mask', 'repeat-differs', { stream: true });
+    assert.doesNotMatch(res.text, /example\.com/, 'the address reached the client');
+    assert.doesNotMatch(res.text, /response\.completed/);
+    assert.equal(access.reason, 'internal_error');
   });
 
   it('flag records the address and relays the stream whole', async () => {
