@@ -9,6 +9,8 @@ import { once } from 'node:events';
 import http from 'node:http';
 import { after, afterEach, before, describe, it } from 'node:test';
 
+import OpenAI from 'openai';
+
 import { eventData, request, splitEvents, startGateway, stopAll } from './lib/harness.mjs';
 
 const RULES = { type: 'regex', apply_to: ['response'], presets: ['email'] };
@@ -372,4 +374,42 @@ describe('response filters on a Responses API stream', () => {
       await gw.waitForLog(/streamed response blocked unread \(the Responses API event response\.custom_tool_call_input\.delta/);
     });
   }
+});
+
+describe('openai client on a screened Responses API stream', () => {
+  const client = (filter) => new OpenAI({
+    apiKey: 'test', baseURL: `http://127.0.0.1:${gw.port}/v1`, maxRetries: 0,
+    defaultHeaders: { 'x-filter': filter, 'x-shape': 'output-text', 'x-stream': '1' },
+  });
+
+  it('mask gives the masked text in deltas and the final response', async () => {
+    const stream = client('mask').responses.stream({ model: 'm', input: 'hi' });
+    let streamed = '';
+    for await (const e of stream) {
+      if (e.type === 'response.output_text.delta')
+        streamed += e.delta;
+    }
+    const final = await stream.finalResponse();
+    assert.equal(streamed, 'Hello, mail [REDACTED:email].');
+    assert.equal(final.output_text, streamed);
+    assert.equal(final.status, 'completed');
+  });
+
+  // openai-node yields the API's error event as an event, and its final
+  // response rejects with that event.
+  it('block gives the error event and no final response', async () => {
+    const stream = client('block').responses.stream({ model: 'm', input: 'hi' });
+    const events = [];
+    for await (const e of stream)
+      events.push(e);
+    assert.doesNotMatch(JSON.stringify(events), /example\.com/);
+    const last = events.at(-1);
+    assert.equal(last.type, 'error');
+    assert.equal(last.code, 'content_filter');
+    await assert.rejects(stream.finalResponse(), (err) => {
+      assert.equal(err.code, 'content_filter');
+      assert.match(err.message, /blocked by a content filter/);
+      return true;
+    });
+  });
 });
