@@ -30,6 +30,8 @@ enum tg_error {
 	TG_E_HEADER_TOO_LARGE,
 	TG_E_TRANSFER_CODING,           /* a transfer coding other than chunked */
 	TG_E_CONTENT_CODING,            /* a content coding other than identity */
+	TG_E_UNREADABLE_BODY,           /* a body that is not JSON, on a route
+	                                   whose request filters must read it */
 	TG_E_NOT_IMPLEMENTED,           /* a method the gateway does not serve (CONNECT) */
 	TG_E_VERSION_NOT_SUPPORTED,     /* an HTTP version other than 1.0 and 1.1 */
 	TG_E_CONTENT_FILTER,            /* a content filter rejected it */

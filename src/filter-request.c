@@ -10,6 +10,7 @@
  * tree first, and its jansson tree is built only when a filter matches
  * (or a plugin or moderation filter applies).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -378,6 +379,46 @@ screen_without_tree(struct tg_request *req, const struct tg_filter_chain *chain)
 	return SCAN_MATCH;
 }
 
+/* The first filter of chain that checks requests and would act on a
+ * match (mask or block), or NULL when every such filter only flags. */
+static const struct tg_filter *
+first_acting_filter(const struct tg_filter_chain *chain)
+{
+	for (size_t i = 0; i < chain->n; i++) {
+		const struct tg_filter *f = chain->filters[i];
+
+		if ((f->apply_to & TG_SIDE_REQUEST) && f->action != TG_ACTION_FLAG)
+			return f;
+	}
+	return NULL;
+}
+
+/*
+ * Refuse req, whose body is not JSON (body_opaque in request-t.h), with
+ * 415 when a filter of chain would mask or block what it finds. Such a
+ * filter cannot read the body, and a body passed unread could carry what
+ * the filter is there to stop. A filter that only flags records nothing
+ * and lets the body pass. Returns 1 when refused.
+ */
+static int
+refuse_unreadable(struct tg_request *req, const struct tg_filter_chain *chain)
+{
+	const struct tg_filter *f = first_acting_filter(chain);
+	const char *type = tg_headers_get(&req->headers, "Content-Type");
+	char message[400];
+
+	if (f == NULL)
+		return 0;
+	snprintf(message, sizeof(message), "the request body, of Content-Type \"%.80s\", is "
+	         "not JSON, and the route's filter \"%.80s\" (action %s) reads JSON request "
+	         "bodies only; send the body as application/json, or use a route without "
+	         "that filter", type, f->name, f->action == TG_ACTION_MASK ? "mask" : "block");
+	tg_log_request(req, TG_LOG_INFO, "request rejected: filter %s cannot read a body of "
+	               "Content-Type %.80s", f->name, type);
+	tg_request_fail(req, TG_E_UNREADABLE_BODY, message);
+	return 1;
+}
+
 void
 tg_filter_request(struct tg_request *req, tg_filter_next_fn *next)
 {
@@ -391,6 +432,11 @@ tg_filter_request(struct tg_request *req, tg_filter_next_fn *next)
 
 	if (chain == NULL) {
 		next(req);
+		return;
+	}
+	if (req->body_opaque) {
+		if (!refuse_unreadable(req, chain))
+			next(req);
 		return;
 	}
 	st = state_of(req);

@@ -133,6 +133,9 @@ struct tg_request {
 	int stream;                     /* "stream": true */
 	enum tg_stream_options stream_options;  /* as the client sent them */
 	int body_has_members;           /* the body's object is not {} */
+	int body_opaque;                /* a body under a Content-Type that is
+	                                   not JSON: forwarded unread, so it has
+	                                   no model and no tree */
 	const struct tg_route *route;
 	const struct tg_backend *backend;
 	const struct tg_gateway_key *key;       /* the caller's gateway key, in

@@ -330,12 +330,53 @@ scan_reads(const struct tg_request *req)
 	return reads;
 }
 
-/* 1 when the gateway reads req's body as JSON: any body it has, and the
- * missing body of an endpoint that needs a model. A request without a body
- * is forwarded unchanged. */
+/* 1 when the media type of content_type, a Content-Type value, is JSON:
+ * application/json, or any type with the +json suffix (RFC 6839), such as
+ * application/merge-patch+json. Parameters such as charset are ignored. */
+static int
+names_json(const char *content_type)
+{
+	static const char json[] = "application/json";
+	static const char suffix[] = "+json";
+	const char *type = content_type + strspn(content_type, " \t");
+	size_t len = strcspn(type, ";");
+
+	while (len > 0 && (type[len - 1] == ' ' || type[len - 1] == '\t'))
+		len--;
+	if (len == sizeof(json) - 1 && strncasecmp(type, json, len) == 0)
+		return 1;
+	return len > sizeof(suffix) - 1 &&
+	       strncasecmp(type + len - (sizeof(suffix) - 1), suffix, sizeof(suffix) - 1) == 0;
+}
+
+/*
+ * 1 when req's body is forwarded unread and unchanged: a body whose
+ * Content-Type is not JSON (an audio or file upload in multipart/form-data,
+ * say), on a path that is not one of the JSON endpoints. The endpoints
+ * that must name a model take JSON only, so their bodies are read as JSON
+ * whatever the header says ("curl -d" sends a form type). A body with no
+ * Content-Type is read as JSON, as it was before the header was weighed:
+ * OpenAI and Anthropic clients always send one with JSON.
+ */
+static int
+body_is_opaque(const struct tg_request *req, const struct endpoint *endpoint)
+{
+	const char *type;
+
+	if (req->body_len == 0 || (endpoint != NULL && endpoint->needs_model))
+		return 0;
+	type = tg_headers_get(&req->headers, "Content-Type");
+	return type != NULL && !names_json(type);
+}
+
+/* 1 when the gateway reads req's body as JSON: any body it has that is
+ * not opaque, and the missing body of an endpoint that needs a model. A
+ * request without a body is forwarded unchanged. */
 static int
 reads_body(const struct tg_request *req, const struct endpoint *endpoint)
 {
+	if (req->body_opaque)
+		return 0;
 	return req->body_len > 0 || (endpoint != NULL && endpoint->needs_model);
 }
 
@@ -510,6 +551,10 @@ reject_unrouted(struct tg_request *req, const struct tg_route_query *q)
 	if (req->model != NULL)
 		snprintf(text, sizeof(text), "no route matches %s %s with model \"%.200s\"",
 		         req->method, req->path, req->model);
+	else if (req->body_opaque)
+		snprintf(text, sizeof(text), "no route matches %s %s; its body, of Content-Type "
+		         "\"%.60s\", is not JSON, so it names no model for a route's match.model",
+		         req->method, req->path, tg_headers_get(&req->headers, "Content-Type"));
 	else
 		snprintf(text, sizeof(text), "no route matches %s %s", req->method, req->path);
 	tg_request_fail(req, TG_E_NO_ROUTE, text);
@@ -578,6 +623,9 @@ tg_request_dispatch(struct tg_request *req)
 		return;
 	}
 
+	/* An opaque body goes upstream as its bytes came, so its content
+	 * coding is the upstream's to read. */
+	req->body_opaque = body_is_opaque(req, endpoint);
 	if (reads_body(req, endpoint) && reject_content_coding(req))
 		return;
 
