@@ -318,6 +318,25 @@ tg_cache_entry_from_record(const struct tg_cache_record *r, int64_t created_ms,
 	return text;
 }
 
+/*
+ * 1 when body, a Responses API response, is unfinished: a "status" other
+ * than "completed". A "failed", "incomplete" or "cancelled" response
+ * ended short of its output, and a "queued" or "in_progress" one (a
+ * background response) is still running, to be fetched later by its id. A body is a Responses API response by its
+ * "object", or by its "output" list when a server leaves "object" out.
+ */
+static int
+response_unfinished(const json_t *body)
+{
+	const char *object = json_string_value(json_object_get(body, "object"));
+	const char *status = json_string_value(json_object_get(body, "status"));
+
+	if ((object == NULL || strcmp(object, "response") != 0) &&
+	    !json_is_array(json_object_get(body, "output")))
+		return 0;
+	return status == NULL || strcmp(status, "completed") != 0;
+}
+
 /* Returns the reason a JSON response body must not be stored, or NULL. */
 static const char *
 check_body(const json_t *body)
@@ -330,6 +349,8 @@ check_body(const json_t *body)
 		return "the body is not a JSON object";
 	if (tg_reply_tree_has_error(body))
 		return "the body is an error";
+	if (response_unfinished(body))
+		return "the Responses API response has no \"status\": \"completed\"";
 
 	json_array_foreach(choices, i, choice) {
 		json_t *finish = json_object_get(choice, "finish_reason");

@@ -701,6 +701,71 @@ describe('cache of Anthropic streams', () => {
   });
 });
 
+describe('cache of Responses API responses', () => {
+  const RESPONSES = '/v1/responses';
+  let upstream;
+  let requests = 0;
+  let gw;
+
+  /* The scripted upstream answers 200 with the status that x-status names. */
+  before(async () => {
+    upstream = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        requests++;
+        const status = req.headers['x-status'];
+        const done = status === 'completed';
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({
+          id: `resp_${requests}`, object: 'response', created_at: 1, status, model: 'gpt-4o',
+          output: done ? [{ id: 'msg_1', type: 'message', role: 'assistant', status: 'completed',
+            content: [{ type: 'output_text', text: 'Hello', annotations: [] }] }] : [],
+          error: status === 'failed' ? { code: 'server_error', message: 'The model failed' } : null,
+          incomplete_details: status === 'incomplete' ? { reason: 'max_output_tokens' } : null,
+          usage: done ? { input_tokens: 3, output_tokens: 1, total_tokens: 4 } : null,
+        }));
+      });
+    });
+    upstream.listen(0, '127.0.0.1');
+    await once(upstream, 'listening');
+    gw = await startGateway({
+      backends: { openai: { url: `http://127.0.0.1:${upstream.address().port}` } },
+      routes: [{ name: 'responses', match: { path: RESPONSES }, backends: ['openai'], cache: true }],
+      cache: { store: 'memory' },
+    });
+  });
+
+  afterEach(() => gw?.checkErrors());
+  after(async () => {
+    await stopAll();
+    upstream?.close();
+  });
+
+  it('stores a completed response', async () => {
+    const body = { model: 'gpt-4o', input: `completed ${Date.now()}` };
+    const headers = { 'x-status': 'completed' };
+    const first = await post(gw, body, headers, { pathname: RESPONSES });
+    assert.equal(first.headers['x-tollgate-cache'], 'miss', first.text);
+    const seen = requests;
+    const second = await post(gw, body, headers, { pathname: RESPONSES });
+    assert.equal(second.headers['x-tollgate-cache'], 'hit');
+    assert.equal(requests, seen, 'the hit reached the upstream');
+    assert.equal(second.text, first.text);
+  });
+
+  for (const status of ['failed', 'queued', 'in_progress', 'incomplete', 'cancelled']) {
+    it(`does not store a response whose status is ${status}`, async () => {
+      const body = { model: 'gpt-4o', input: `${status} ${Date.now()}` };
+      for (let i = 0; i < 2; i++) {
+        const res = await post(gw, body, { 'x-status': status }, { pathname: RESPONSES });
+        assert.equal(res.status, 200, res.text);
+        assert.equal(res.json().status, status);
+        assert.equal(res.headers['x-tollgate-cache'], 'miss', `the ${status} response was stored`);
+      }
+    });
+  }
+});
+
 describe('cache with the redis store', () => {
   let redis;
   let mock;

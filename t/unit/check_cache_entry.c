@@ -347,6 +347,8 @@ START_TEST(every_choice_must_finish)
 }
 END_TEST
 
+#define UNFINISHED "the Responses API response has no \"status\": \"completed\""
+
 START_TEST(bodies_checked_before_storing)
 {
 	static const struct {
@@ -362,6 +364,14 @@ START_TEST(bodies_checked_before_storing)
 		{"{\"choices\":[{\"message\":{},\"finish_reason\":null}]}",
 		 "a choice has no finish_reason"},
 		{"{\"choices\":", "the body is not JSON"},
+		{"{\"object\":\"response\",\"status\":\"completed\",\"output\":[]}", NULL},
+		{"{\"object\":\"response\",\"status\":\"failed\",\"output\":[]}", UNFINISHED},
+		{"{\"object\":\"response\",\"status\":\"queued\"}", UNFINISHED},
+		{"{\"object\":\"response\",\"status\":\"in_progress\",\"output\":[]}", UNFINISHED},
+		{"{\"object\":\"response\",\"status\":\"incomplete\",\"output\":[]}", UNFINISHED},
+		{"{\"object\":\"response\",\"output\":[]}", UNFINISHED},
+		{"{\"status\":\"failed\",\"output\":[]}", UNFINISHED},
+		{"{\"status\":\"failed\",\"data\":[]}", NULL},
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
