@@ -1427,16 +1427,18 @@ tg_filter_stream_event(struct tg_filter_stream *s, struct tg_stream_event *in)
 	if (s->done)
 		return TG_STREAM_OK;
 
-	/* [DONE] ends every text: what is held is scanned as final and sent
-	 * before it. */
+	/* [DONE], or Anthropic's message_stop, ends every text: what is held
+	 * is scanned as final and sent before it. Its data goes along, since
+	 * a later feature may want the tree of a message_stop: the cache
+	 * stores a Messages stream only when that event is a JSON object. */
 	if (in->kind == TG_EVENT_DONE) {
 		v = scan_and_release(s, 1);
 		if (v != TG_STREAM_OK)
 			return v;
 		s->done = 1;
 		return emit(s, in->kind, in->finish, (const char *)evbuffer_pullup(in->raw, -1),
-		            evbuffer_get_length(in->raw), in->json, NULL, 0, &in->digest) == 0
-		       ? TG_STREAM_OK : TG_STREAM_ERROR;
+		            evbuffer_get_length(in->raw), in->json, in->data, in->data_len,
+		            &in->digest) == 0 ? TG_STREAM_OK : TG_STREAM_ERROR;
 	}
 
 	if (in->data == NULL && in->json != NULL) {

@@ -644,7 +644,11 @@ describe('cache of Anthropic streams', () => {
     await once(upstream, 'listening');
     gw = await startGateway({
       backends: { anthropic: { url: `http://127.0.0.1:${upstream.address().port}` } },
-      routes: [{ name: 'messages', match: { path: MESSAGES }, backends: ['anthropic'], cache: true }],
+      filters: { pii: { type: 'regex', apply_to: ['response'], presets: ['email'], action: 'mask' } },
+      routes: [
+        { name: 'masked', match: { path: MESSAGES, headers: { 'x-filter': 'mask' } }, backends: ['anthropic'], cache: true, filters: ['pii'] },
+        { name: 'messages', match: { path: MESSAGES }, backends: ['anthropic'], cache: true },
+      ],
       cache: { store: 'memory' },
     });
   });
@@ -676,6 +680,19 @@ describe('cache of Anthropic streams', () => {
       'content_block_delta', 'content_block_stop', 'message_delta', 'message_stop']);
     for (const e of played)
       assert.equal(JSON.parse(e.data).type, e.name);
+  });
+
+  it('stores a stream on a route with a response mask filter that matched nothing', async () => {
+    const body = streamBody('masked');
+    const headers = { 'x-filter': 'mask' };
+    const first = await post(gw, body, headers, { pathname: MESSAGES });
+    assert.equal(first.status, 200, first.text);
+    assert.equal(first.headers['x-tollgate-cache'], 'miss');
+    const seen = requests;
+    const second = await post(gw, body, headers, { pathname: MESSAGES });
+    assert.equal(second.headers['x-tollgate-cache'], 'hit', 'the stream was not stored');
+    assert.equal(requests, seen, 'the hit reached the upstream');
+    assert.deepEqual(namedEvents(second), namedEvents(first).filter((e) => e.name !== 'ping'));
   });
 
   it('answers no non-streaming request from a stored stream', async () => {
