@@ -11,6 +11,7 @@
 #include "auth.h"
 #include "log.h"
 #include "request.h"
+#include "route.h"
 #include "sha256.h"
 
 #define BEARER "Bearer"
@@ -93,10 +94,8 @@ tg_auth_check_route(const struct tg_route *route, const struct tg_gateway_key *k
 	return TG_E_KEY_NOT_ALLOWED;
 }
 
-/* The challenge of a 401 (RFC 6750 section 3), with the error code for a
- * key that was presented but is wrong. */
-static const char *
-challenge(enum tg_error err)
+const char *
+tg_auth_challenge(enum tg_error err)
 {
 	if (err == TG_E_INVALID_API_KEY)
 		return "WWW-Authenticate: Bearer realm=\"tollgate\", error=\"invalid_token\"\r\n";
@@ -112,7 +111,7 @@ static void
 reject(struct tg_request *req, enum tg_error err, const char *message)
 {
 	tg_log_request(req, TG_LOG_DEBUG, "rejected: %s", tg_error_info(err)->reason);
-	tg_request_fail_with(req, err, challenge(err), message);
+	tg_request_fail_with(req, err, tg_auth_challenge(err), message);
 }
 
 int
@@ -152,4 +151,48 @@ tg_auth_request_route(struct tg_request *req)
 		reject(req, err, NULL);
 	}
 	return -1;
+}
+
+enum tg_error
+tg_auth_head_refusal(const struct tg_request *req, int routed, char *message, size_t size)
+{
+	const struct tg_gateway_keys *keys = req->config->gateway_keys;
+	const struct tg_gateway_key *key;
+	struct tg_route_query q = {
+		.path = req->path, .method = req->method_id, .headers = &req->headers,
+	};
+	size_t rejecting = 0;
+
+	assert(keys != NULL);
+	switch (tg_auth_identify(keys, &req->headers, &key)) {
+	case TG_AUTH_UNKNOWN:
+		return TG_E_INVALID_API_KEY;
+	case TG_AUTH_ANONYMOUS:
+		if (!keys->any_open_route)
+			return TG_E_MISSING_API_KEY;
+		break;
+	case TG_AUTH_KEY:
+		break;
+	}
+	if (!routed)
+		return TG_OK;
+
+	/* The body's model picks among these routes: the key is refused only
+	 * when each of them refuses it. */
+	for (size_t i = 0; i < req->config->n_routes; i++) {
+		const struct tg_route *route = &req->config->routes[i];
+
+		if (!tg_route_may_take(route, &q))
+			continue;
+		if (tg_auth_check_route(route, key) == TG_OK)
+			return TG_OK;
+		rejecting++;
+	}
+	if (rejecting == 0)
+		return TG_OK;   /* no route: the dispatch responds 404 or 405 */
+	if (key == NULL)
+		return TG_E_MISSING_API_KEY;
+	snprintf(message, size, "the gateway key \"%s\" may use no route that takes %s %.120s",
+	         key->name, req->method, req->path);
+	return TG_E_KEY_NOT_ALLOWED;
 }

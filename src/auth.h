@@ -10,6 +10,8 @@
 #ifndef TOLLGATE_AUTH_H
 #define TOLLGATE_AUTH_H
 
+#include <stddef.h>
+
 #include "auth-t.h"
 #include "config-t.h"
 #include "errors.h"
@@ -39,6 +41,24 @@ enum tg_error tg_auth_check_route(const struct tg_route *route,
  * one without a credential when no route is open. Returns 0 to go on.
  * Call only when req->config->gateway_keys is set. */
 int tg_auth_request(struct tg_request *req);
+
+/*
+ * For a request whose body is not read yet: the 401 or 403 that it gets
+ * whatever its body holds, or TG_OK when the body may decide otherwise. A
+ * credential that is no key, or none where no route is open, is refused
+ * at once. When routed is 1 (a request that a route serves, unlike GET
+ * /v1/models), so is a caller whom every route that may take the request
+ * refuses, whichever model the body names. A message for the client, when
+ * the error has one beyond its default, goes into message ("" otherwise).
+ * Call only when gateway keys are set.
+ */
+enum tg_error tg_auth_head_refusal(const struct tg_request *req, int routed, char *message,
+                                   size_t size);
+
+/* The header line that a 401 of err carries (RFC 6750 section 3), with the
+ * error code for a key that was presented but is wrong; NULL for another
+ * error. */
+const char *tg_auth_challenge(enum tg_error err);
 
 /* After routing: responds 401 or 403 and returns -1 when req->key may not
  * use req->route, else returns 0. Call only when gateway keys are set. */

@@ -696,17 +696,29 @@ check_last_line(struct tg_client *c, const char *end, const char *what, enum tg_
 	                       "lines, and the empty line after them, with CRLF", what);
 }
 
-/* Send 100 Continue if the client waits for it, and resume the parser,
- * paused at the end of a head read whole and checked. */
-static void
+/*
+ * At the end of a head read whole and checked, where the parser paused:
+ * send 100 Continue if the client waits for it, and resume the parser.
+ * A request that the head alone gets refused (a gateway key missing,
+ * unknown or not allowed) is refused at once instead, as nginx does, so
+ * the client sends no body that would be read for nothing. Returns 0, or
+ * HPE_USER with the error recorded.
+ */
+static llhttp_errno_t
 head_read(struct tg_client *c)
 {
 	const char *expect = tg_headers_get(&c->req->headers, "Expect");
+	enum tg_error err;
 
 	if (expect != NULL && strcasecmp(expect, "100-continue") == 0 &&
-	    c->parser.http_minor >= 1)
+	    c->parser.http_minor >= 1) {
+		err = tg_request_head_refusal(c->req, c->parse_message, sizeof(c->parse_message));
+		if (err != TG_OK)
+			return parse_fail(c, err);
 		tg_client_send_bytes(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+	}
 	llhttp_resume(&c->parser);
+	return HPE_OK;
 }
 
 /* Check the last line before the position where the parser paused: the
@@ -751,7 +763,9 @@ execute_piece(struct tg_client *c, const char *data, size_t len, size_t *consume
 			rc = check_pause(c);
 		if (rc != HPE_PAUSED || c->state != TG_CLIENT_BODY)
 			break;
-		head_read(c);
+		rc = head_read(c);
+		if (rc != HPE_OK)
+			break;
 	}
 	*consumed = (size_t)(at - data);
 	return rc;

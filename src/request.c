@@ -579,6 +579,68 @@ look_up_cache(struct tg_request *req)
 	tg_cache_lookup(req, start_upstream);
 }
 
+/*
+ * The error that req gets before its credential is checked, or TG_OK:
+ * - a request that arrived on a kept-alive connection after the drain
+ *   began gets a 503, so the client retries elsewhere;
+ * - OPTIONS * targets the server as a whole, not a resource that a
+ *   backend serves, and a backend's path prefix would turn it into a
+ *   path. Like Envoy (404) and nginx (400), the gateway responds itself;
+ * - a known endpoint takes one method.
+ * The head decides each, so a client that waits for 100 Continue gets
+ * them as the dispatch would give them (tg_request_head_refusal()).
+ */
+static enum tg_error
+error_before_auth(const struct tg_request *req, const struct endpoint *endpoint)
+{
+	if (req->worker->draining && req->start_ns >= req->worker->drain_started_ns)
+		return TG_E_SHUTTING_DOWN;
+	if (strcmp(req->path, "*") == 0)
+		return TG_E_NO_ROUTE;
+	if (endpoint != NULL && !endpoint_takes(endpoint, req->method_id))
+		return TG_E_METHOD_NOT_ALLOWED;
+	return TG_OK;
+}
+
+/* 1 when endpoint is the model list, which the gateway serves itself. */
+static int
+is_model_list(const struct endpoint *endpoint)
+{
+	return endpoint != NULL && endpoint->method == HTTP_GET &&
+	       strcmp(endpoint->path, "/v1/models") == 0;
+}
+
+/* Respond with err of error_before_auth(). */
+static void
+answer_before_auth(struct tg_request *req, const struct endpoint *endpoint, enum tg_error err)
+{
+	switch (err) {
+	case TG_E_SHUTTING_DOWN:
+		req->client->close_after_response = 1;
+		tg_request_fail(req, err, NULL);
+		break;
+	case TG_E_NO_ROUTE:
+		tg_request_fail(req, err, "OPTIONS * is not forwarded: it asks about the server "
+		                "as a whole, not a path a route serves; send OPTIONS with a path "
+		                "such as /v1/chat/completions");
+		break;
+	default:
+		reject_method(req, endpoint_allow(endpoint));
+		break;
+	}
+}
+
+enum tg_error
+tg_request_head_refusal(const struct tg_request *req, char *message, size_t size)
+{
+	const struct endpoint *endpoint = find_endpoint(req->path);
+
+	message[0] = '\0';
+	if (req->config->gateway_keys == NULL || error_before_auth(req, endpoint) != TG_OK)
+		return TG_OK;
+	return tg_auth_head_refusal(req, !is_model_list(endpoint), message, size);
+}
+
 void
 tg_request_dispatch(struct tg_request *req)
 {
@@ -591,34 +653,16 @@ tg_request_dispatch(struct tg_request *req)
 	tg_metrics_request_read(req);
 	tg_trace_request_start(req);
 
-	/* A request that arrived on a kept-alive connection after the drain
-	 * began gets a 503, so the client retries elsewhere. */
-	if (req->worker->draining && req->start_ns >= req->worker->drain_started_ns) {
-		req->client->close_after_response = 1;
-		tg_request_fail(req, TG_E_SHUTTING_DOWN, NULL);
-		return;
-	}
-
-	/* OPTIONS * targets the server as a whole, not a resource that a
-	 * backend serves, and a backend's path prefix would turn it into a
-	 * path. Like Envoy (404) and nginx (400), the gateway responds itself. */
-	if (strcmp(req->path, "*") == 0) {
-		tg_request_fail(req, TG_E_NO_ROUTE, "OPTIONS * is not forwarded: it asks about "
-		                "the server as a whole, not a path a route serves; send OPTIONS "
-		                "with a path such as /v1/chat/completions");
-		return;
-	}
-
-	if (endpoint != NULL && !endpoint_takes(endpoint, req->method_id)) {
-		reject_method(req, endpoint_allow(endpoint));
+	err = error_before_auth(req, endpoint);
+	if (err != TG_OK) {
+		answer_before_auth(req, endpoint, err);
 		return;
 	}
 
 	if (req->config->gateway_keys != NULL && tg_auth_request(req) != 0)
 		return;
 
-	if (endpoint != NULL && endpoint->method == HTTP_GET &&
-	    strcmp(endpoint->path, "/v1/models") == 0) {
+	if (is_model_list(endpoint)) {
 		answer_models(req);
 		return;
 	}
@@ -708,7 +752,7 @@ void
 tg_request_fail_unread(struct tg_request *req, enum tg_error err, const char *message)
 {
 	assert(req->phase == TG_PHASE_REQUEST);
-	send_error(req, err, NULL, message);
+	send_error(req, err, tg_auth_challenge(err), message);
 }
 
 void

@@ -33,6 +33,11 @@ const struct tg_route *tg_route_match(const struct tg_config *cfg,
 uint64_t tg_route_other_methods(const struct tg_config *cfg,
                                 const struct tg_route_query *q);
 
+/* 1 when route would take q with some model: every condition but
+ * match.model holds. For a request whose body, and so its model, is not
+ * read yet. */
+int tg_route_may_take(const struct tg_route *route, const struct tg_route_query *q);
+
 /* 1 when every match.headers condition of route holds for headers. */
 int tg_route_headers_hold(const struct tg_route *route, const struct tg_headers *headers);
 

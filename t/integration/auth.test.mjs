@@ -8,7 +8,8 @@ import { createHash } from 'node:crypto';
 import { after, afterEach, before, describe, it } from 'node:test';
 
 import {
-  assertNoFatalOutput, mockBackend, request, runTollgate, startGateway, startMock, stopAll, waitFor, writeTempFile,
+  RawClient, assertNoFatalOutput, mockBackend, rawRequest, request, runTollgate, startGateway, startMock, stopAll,
+  waitFor, writeTempFile,
 } from './lib/harness.mjs';
 import { apiRequests, chat } from './lib/failover.mjs';
 import { startOtlpReceiver } from './lib/otlp-receiver.mjs';
@@ -212,6 +213,75 @@ describe('gateway keys without an open route', () => {
     await expectRejected(gw, mock, () => chat(gw, { model: 'no-such-model' }),
       { status: 401, code: 'missing_api_key', model: 'no-such-model' });
     assert.equal((await request({ port: gw.port, path: '/v1/models' })).status, 401);
+  });
+});
+
+describe('gateway keys and Expect: 100-continue', () => {
+  let mock;
+  let gw;
+
+  before(async () => {
+    mock = await startMock();
+    const config = keyedConfig(mock);
+    config.routes.push({ name: 'ci-files', match: { path_prefix: '/v1/files' }, backends: ['plain'], auth: { keys: ['ci'] } });
+    gw = await startGateway(config, ENV);
+  });
+  after(stopAll);
+  afterEach(() => gw.checkErrors());
+
+  /* Send the head of a POST to path that waits for 100 Continue, and
+   * return the first response and the access-log line of it. */
+  async function waitForContinue(path, credential, id) {
+    const body = JSON.stringify({ model: 'claude-x', max_tokens: 10, messages: [] });
+    const client = await RawClient.connect(gw.port);
+    try {
+      await client.write(rawRequest('POST', path, [
+        'Host: 127.0.0.1', 'Content-Type: application/json', `Content-Length: ${body.length}`,
+        'Expect: 100-continue', `X-Request-Id: ${id}`, ...credential,
+      ]));
+      const res = await client.readResponse();
+      if (res.status === 100) {
+        await client.write(body);
+        await client.readResponse();
+      }
+      return { res, access: await gw.accessFor(id) };
+    } finally {
+      client.destroy();
+    }
+  }
+
+  const CASES = [
+    // [case, path, credential header, status, code]
+    ['an unknown key', '/v1/messages', ['x-api-key: wrong-key'], 401, 'invalid_api_key'],
+    ['no key on a route that needs one', '/v1/messages', [], 401, 'missing_api_key'],
+    ['a key that no route of the path allows', '/v1/files', [`Authorization: Bearer ${TEAM_KEY}`], 403, 'key_not_allowed'],
+  ];
+  for (const [name, path, credential, status, code] of CASES) {
+    it(`answers ${status} to ${name} without 100 Continue`, async () => {
+      const before = (await mock.requests()).length;
+      const { res, access } = await waitForContinue(path, credential, `continue-${code}`);
+      assert.equal(res.status, status, 'the body was asked for');
+      const { error } = JSON.parse(res.body.toString());
+      assert.equal(error.code, code);
+      if (status === 401)
+        assert.match(res.header('www-authenticate'), /^Bearer realm="tollgate"/);
+      else
+        assert.match(error.message, /the gateway key "team" may use no route that takes POST \/v1\/files/);
+      assert.equal(res.header('connection'), 'close');
+      assert.equal(access.reason, code);
+      assert.equal(access.termination, 'GR');
+      assert.equal((await mock.requests()).length, before, 'nothing may go upstream');
+    });
+  }
+
+  it('asks for the body when the body may decide', async () => {
+    // A route open to anyone takes some models of this path.
+    const { res } = await waitForContinue('/v1/chat/completions', [], 'continue-open');
+    assert.equal(res.status, 100);
+    const { res: allowed, access } = await waitForContinue('/v1/messages', [`x-api-key: ${TEAM_KEY}`], 'continue-key');
+    assert.equal(allowed.status, 100);
+    assert.equal(access.route, 'messages');
+    assert.equal(access.key, 'team');
   });
 });
 
