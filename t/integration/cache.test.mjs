@@ -682,7 +682,7 @@ describe('cache of Anthropic streams', () => {
       assert.equal(JSON.parse(e.data).type, e.name);
   });
 
-  it('stores a stream on a route with a response mask filter that matched nothing', async () => {
+  it('stores a stream that a response mask filter let through unchanged', async () => {
     const body = streamBody('masked');
     const headers = { 'x-filter': 'mask' };
     const first = await post(gw, body, headers, { pathname: MESSAGES });
@@ -724,7 +724,7 @@ describe('cache of Responses API responses', () => {
   let requests = 0;
   let gw;
 
-  /* The scripted upstream answers 200 with the status that x-status names. */
+  /* The scripted upstream responds 200 with the status that x-status names. */
   before(async () => {
     upstream = http.createServer((req, res) => {
       req.resume();
