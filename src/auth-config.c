@@ -262,11 +262,14 @@ parse_route_auth(struct load_ctx *ctx, const char *path, json_t *value, void *ba
 		return;
 	*FIELD(base, s, struct tg_route_auth *) = auth;
 
-	if (!auth->required && json_object_get(value, "keys") != NULL)
+	/* A "required" of the wrong type was reported and left at zero, so only
+	 * a written false opens the route. */
+	if (!json_is_false(json_object_get(value, "required")))
+		return;
+	if (json_object_get(value, "keys") != NULL)
 		report(ctx, path_key(child, path, "keys"), "has no effect when \"required\" is "
 		       "false, since anyone may use the route; remove one of the two");
-	if (!auth->required)
-		ctx->cfg->gateway_keys->any_open_route = 1;
+	ctx->cfg->gateway_keys->any_open_route = 1;
 }
 
 static void

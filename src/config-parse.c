@@ -137,10 +137,23 @@ const char *quote(const char *s, char *buf, size_t size)
 	return buf;
 }
 
+/* The type of value as a message names it. An empty array or object gets
+ * its own words, since "expected a non-empty array, got an array" would
+ * hide what is wrong. */
+static const char *
+value_kind(const json_t *value)
+{
+	if (json_is_array(value) && json_array_size(value) == 0)
+		return "an empty array";
+	if (json_is_object(value) && json_object_size(value) == 0)
+		return "an empty object";
+	return tg_json_type_name(value);
+}
+
 void report_type(struct load_ctx *ctx, const char *path,
                  const char *expected, const json_t *value)
 {
-	report(ctx, path, "expected %s, got %s", expected, tg_json_type_name(value));
+	report(ctx, path, "expected %s, got %s", expected, value_kind(value));
 }
 
 /* Format a duration with the largest unit that divides it exactly. */

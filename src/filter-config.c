@@ -126,7 +126,7 @@ parse_apply_to(struct load_ctx *ctx, const char *path, json_t *value, void *base
 	json_t *item;
 
 	if (!json_is_array(value) || json_array_size(value) == 0) {
-		report(ctx, path, "expected a non-empty array of \"request\" and \"response\"");
+		report_type(ctx, path, "a non-empty array of \"request\" and \"response\"", value);
 		return;
 	}
 	json_array_foreach(value, i, item) {

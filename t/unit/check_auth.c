@@ -223,9 +223,11 @@ END_TEST
 START_TEST(empty_keys_rejected)
 {
 	expect_errors("{}", one_route,
-	              "T: gateway_keys: expected a non-empty object of named keys, got an object\n");
+	              "T: gateway_keys: expected a non-empty object of named keys, got an empty "
+	              "object\n");
 	expect_errors("[]", one_route,
-	              "T: gateway_keys: expected a non-empty object of named keys, got an array\n");
+	              "T: gateway_keys: expected a non-empty object of named keys, got an empty "
+	              "array\n");
 }
 END_TEST
 
@@ -236,14 +238,16 @@ START_TEST(route_auth_errors)
 		"[{\"name\": \"r\", \"backends\": [\"b\"], \"auth\": {\"keys\": [\"ab\", 3]}},"
 		" {\"name\": \"s\", \"backends\": [\"b\"], \"auth\": {\"required\": false, \"keys\": [\"a\"]}},"
 		" {\"name\": \"t\", \"backends\": [\"b\"], \"auth\": {\"keys\": []}},"
-		" {\"name\": \"u\", \"backends\": [\"b\"], \"auth\": true}]",
+		" {\"name\": \"u\", \"backends\": [\"b\"], \"auth\": true},"
+		" {\"name\": \"v\", \"backends\": [\"b\"], \"auth\": {\"required\": \"no\", \"keys\": [\"a\"]}}]",
 		"T: routes[0].auth.keys[0]: unknown gateway key \"ab\"; it must be a name in gateway_keys\n"
 		"T: routes[0].auth.keys[1]: expected the name of a gateway key, got an integer\n"
 		"T: routes[1].auth.keys: has no effect when \"required\" is false, since anyone "
 		"may use the route; remove one of the two\n"
 		"T: routes[2].auth.keys: expected a non-empty array of gateway_keys names, got an "
-		"array\n"
-		"T: routes[3].auth: expected an object, got a boolean\n");
+		"empty array\n"
+		"T: routes[3].auth: expected an object, got a boolean\n"
+		"T: routes[4].auth.required: expected true or false, got a string\n");
 }
 END_TEST
 

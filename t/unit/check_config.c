@@ -733,7 +733,7 @@ static const struct error_case type_cases[] = {
 	  "\"error\"\n" },
 	{ "\"access_log\": true,",
 	  "T: access_log: expected a path, \"-\" for standard output, or false, got a boolean\n" },
-	{ "\"limits\": [],", "T: limits: expected an object, got an array\n" },
+	{ "\"limits\": [],", "T: limits: expected an object, got an empty array\n" },
 	{ "\"limits\": {\"max_body\": null},",
 	  "T: limits.max_body: expected a size such as \"32MiB\" or a number of bytes, got null\n" },
 };
@@ -791,7 +791,7 @@ START_TEST(resolver_errors)
 
 	expect_errors("{\"resolver\": {\"nameservers\": []}, " BACKEND_AND_ROUTE "}",
 		"T: resolver.nameservers: expected a non-empty array of nameserver "
-		"addresses, got an array\n");
+		"addresses, got an empty array\n");
 
 	expect_errors("{\"resolver\": {\"min_ttl\": \"60s\", \"max_ttl\": \"30s\"}, "
 	              BACKEND_AND_ROUTE "}",
@@ -813,7 +813,7 @@ START_TEST(wrong_types_nested)
 		"T: backends.b.timeouts: expected an object, got a string\n"
 		"T: backends.b.tls.verify: expected true or false, got a string\n"
 		"T: backends.b.pool.max_idle: expected an integer, got a string\n"
-		"T: backends.c: expected an object, got an array\n"
+		"T: backends.c: expected an object, got an empty array\n"
 		"T: routes[0].name: expected a string, got an integer\n"
 		"T: routes[0].match.path: expected a path string, got an integer\n"
 		"T: routes[0].match.model: expected a string, got an array\n"
@@ -821,8 +821,8 @@ START_TEST(wrong_types_nested)
 		"T: routes[1]: expected an object, got a string\n");
 
 	expect_errors("{\"backends\": [], \"routes\": {}}",
-		"T: backends: expected an object of named backends, got an array\n"
-		"T: routes: expected an array of routes, got an object\n");
+		"T: backends: expected an object of named backends, got an empty array\n"
+		"T: routes: expected an array of routes, got an empty object\n");
 }
 END_TEST
 
@@ -1559,7 +1559,7 @@ START_TEST(match_method_errors)
 		"T: routes[3].match.method: must list at least one method; leave out "
 		"\"method\" to take any\n"
 		"T: routes[4].match.method: expected a method name or an array of them, "
-		"got an object\n");
+		"got an empty object\n");
 }
 END_TEST
 
