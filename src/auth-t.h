@@ -35,7 +35,7 @@ struct tg_route_auth {
 
 /* The identity of a caller, as tg_auth_identify() found it in its headers. */
 enum tg_auth_result {
-	TG_AUTH_ANONYMOUS,      /* no credential header */
+	TG_AUTH_ANONYMOUS,      /* no credential header, or only empty ones */
 	TG_AUTH_KEY,            /* a defined key */
 	TG_AUTH_UNKNOWN,        /* a credential that is no defined key */
 };

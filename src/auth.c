@@ -16,9 +16,25 @@
 
 #define BEARER "Bearer"
 
+/* 1 when an Authorization value carries no credential at all: empty, or
+ * the scheme "Bearer" with nothing after it but spaces. Clients send such
+ * a header when their key variable is unset, and that is no key, not a
+ * wrong one. */
+static int
+is_empty_authorization(const char *value)
+{
+	size_t len = sizeof(BEARER) - 1;
+
+	if (strncasecmp(value, BEARER, len) == 0)
+		value += len;
+	while (*value == ' ')
+		value++;
+	return *value == '\0';
+}
+
 /* The key in an Authorization value: what follows the scheme "Bearer"
  * (case-insensitive, RFC 9110 section 11.1) and the spaces after it, or
- * NULL for another scheme or an empty token. */
+ * NULL for another scheme. */
 static const char *
 bearer_token(const char *value)
 {
@@ -29,23 +45,22 @@ bearer_token(const char *value)
 	value += len;
 	while (*value == ' ')
 		value++;
-	return *value != '\0' ? value : NULL;
+	return value;
 }
 
 /* The key the caller presented, or NULL with *presented set to whether a
- * credential header was there at all. */
+ * credential header with a value was there at all. A header without a
+ * credential counts as absent, so the next one is read. */
 static const char *
 presented_key(const struct tg_headers *headers, int *presented)
 {
 	for (size_t i = 0; i < TG_N_CREDENTIAL_HEADERS; i++) {
 		const char *value = tg_headers_get(headers, tg_credential_headers[i]);
 
-		if (value == NULL)
+		if (value == NULL || (i == 0 ? is_empty_authorization(value) : value[0] == '\0'))
 			continue;
 		*presented = 1;
-		if (i == 0)
-			return bearer_token(value);
-		return value[0] != '\0' ? value : NULL;
+		return i == 0 ? bearer_token(value) : value;
 	}
 	*presented = 0;
 	return NULL;
@@ -104,11 +119,10 @@ tg_auth_challenge(enum tg_error err)
 	return NULL;
 }
 
-/* Respond with err. The access log has the reason of every rejection,
- * so the error log names it only at debug level, where a flood of bad
- * keys cannot fill it. */
-static void
-reject(struct tg_request *req, enum tg_error err, const char *message)
+/* The access log has the reason of every rejection, so the error log
+ * names it only at debug level, where a flood of bad keys cannot fill it. */
+void
+tg_auth_reject(struct tg_request *req, enum tg_error err, const char *message)
 {
 	tg_log_request(req, TG_LOG_DEBUG, "rejected: %s", tg_error_info(err)->reason);
 	tg_request_fail_with(req, err, tg_auth_challenge(err), message);
@@ -124,14 +138,14 @@ tg_auth_request(struct tg_request *req)
 	case TG_AUTH_KEY:
 		return 0;
 	case TG_AUTH_UNKNOWN:
-		reject(req, TG_E_INVALID_API_KEY, NULL);
+		tg_auth_reject(req, TG_E_INVALID_API_KEY, NULL);
 		return -1;
 	case TG_AUTH_ANONYMOUS:
 		break;
 	}
 	if (keys->any_open_route)
 		return 0;
-	reject(req, TG_E_MISSING_API_KEY, NULL);
+	tg_auth_reject(req, TG_E_MISSING_API_KEY, NULL);
 	return -1;
 }
 
@@ -146,9 +160,9 @@ tg_auth_request_route(struct tg_request *req)
 	if (err == TG_E_KEY_NOT_ALLOWED) {
 		snprintf(message, sizeof(message), "the gateway key \"%s\" may not use the "
 		         "route \"%s\"", req->key->name, req->route->name);
-		reject(req, err, message);
+		tg_auth_reject(req, err, message);
 	} else {
-		reject(req, err, NULL);
+		tg_auth_reject(req, err, NULL);
 	}
 	return -1;
 }

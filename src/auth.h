@@ -25,7 +25,8 @@ struct tg_request;
  * KEY" present. The digest of the presented key is compared with every
  * key's in constant time, so neither the match nor its position shows in
  * the timing. Sets *key for TG_AUTH_KEY, else NULL. An Authorization of
- * another scheme than Bearer is TG_AUTH_UNKNOWN.
+ * another scheme than Bearer is TG_AUTH_UNKNOWN. A header without a
+ * credential (empty, or "Bearer" alone) counts as absent.
  */
 enum tg_auth_result tg_auth_identify(const struct tg_gateway_keys *keys,
                                      const struct tg_headers *headers,
@@ -59,6 +60,10 @@ enum tg_error tg_auth_head_refusal(const struct tg_request *req, int routed, cha
  * error code for a key that was presented but is wrong; NULL for another
  * error. */
 const char *tg_auth_challenge(enum tg_error err);
+
+/* Respond to req with err, an error of gateway keys, and the challenge
+ * of a 401 (WWW-Authenticate). message NULL: the error's own. */
+void tg_auth_reject(struct tg_request *req, enum tg_error err, const char *message);
 
 /* After routing: responds 401 or 403 and returns -1 when req->key may not
  * use req->route, else returns 0. Call only when gateway keys are set. */
