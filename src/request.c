@@ -469,22 +469,20 @@ tg_request_json(struct tg_request *req)
 	return req->body_json;
 }
 
-/* GET /v1/models: the models that routes name exactly, in config order.
- * HEAD gets the same head, without the body (tg_relay_local_response()).
- * A route whose match.headers do not hold for this request is left out:
- * such conditions tell callers apart (a tenant, an API version), and a
- * caller should see the models it can reach. For the same reason, with
- * gateway keys, so is a route the caller's key may not use. Its method and
- * path are not weighed, since the list is fetched with GET on its own path. */
-static void
-answer_models(struct tg_request *req)
+/* The models that routes name exactly, in config order, as the "data"
+ * of GET /v1/models; NULL when out of memory. A route whose match.headers
+ * do not hold for this request is left out: such conditions tell callers
+ * apart (a tenant, an API version), and a caller should see the models it
+ * can reach. For the same reason, with gateway keys, so is a route the
+ * caller's key may not use, or one that needs a key the caller did not
+ * send. Its method and path are not weighed, since the list is fetched
+ * with GET on its own path. */
+static json_t *
+list_models(const struct tg_request *req)
 {
 	json_t *data = json_array();
-	json_t *list;
-	char *text;
-	struct evbuffer *body;
 
-	for (size_t i = 0; i < req->config->n_routes; i++) {
+	for (size_t i = 0; data != NULL && i < req->config->n_routes; i++) {
 		const struct tg_route *route = &req->config->routes[i];
 		const char *model = route->match_model;
 		int listed = 0;
@@ -503,8 +501,29 @@ answer_models(struct tg_request *req)
 			                                      "object", "model", "created", 0,
 			                                      "owned_by", "tollgate"));
 	}
+	return data;
+}
 
-	list = json_pack("{s:s, s:o}", "object", "list", "data", data);
+/* GET /v1/models. HEAD gets the same head, without the body
+ * (tg_relay_local_response()). A caller without a key to whom no model is
+ * open gets 401 as on any other endpoint, not an empty list: SDKs check a
+ * key by listing the models, and an empty 200 would pass that check. */
+static void
+answer_models(struct tg_request *req)
+{
+	json_t *data = list_models(req);
+	json_t *list;
+	char *text;
+	struct evbuffer *body;
+
+	if (data != NULL && json_array_size(data) == 0 &&
+	    req->config->gateway_keys != NULL && req->key == NULL) {
+		json_decref(data);
+		tg_auth_reject(req, TG_E_MISSING_API_KEY, NULL);
+		return;
+	}
+
+	list = data ? json_pack("{s:s, s:o}", "object", "list", "data", data) : NULL;
 	text = list ? json_dumps(list, JSON_COMPACT) : NULL;
 	json_decref(list);
 	body = evbuffer_new();
@@ -625,6 +644,10 @@ answer_before_auth(struct tg_request *req, const struct endpoint *endpoint, enum
 		                "such as /v1/chat/completions");
 		break;
 	default:
+		/* The 405 comes first, whatever the key, but the access log
+		 * still names the key a caller presented. */
+		if (req->config->gateway_keys != NULL)
+			(void)tg_auth_identify(req->config->gateway_keys, &req->headers, &req->key);
 		reject_method(req, endpoint_allow(endpoint));
 		break;
 	}

@@ -103,12 +103,34 @@ describe('gateway keys', () => {
 
   it('answers 401 to an unknown key', async () => {
     for (const headers of [{ Authorization: 'Bearer wrong-key' }, { 'x-api-key': 'wrong-key' },
-      { 'api-key': `${TEAM_KEY}x` }, { Authorization: `Basic ${TEAM_KEY}` }, { Authorization: 'Bearer ' }]) {
+      { 'api-key': `${TEAM_KEY}x` }, { Authorization: `Basic ${TEAM_KEY}` }]) {
       const res = await expectRejected(gw, mock, () => chat(gw, { model: 'gpt-4o', headers }),
         { status: 401, code: 'invalid_api_key', model: 'gpt-4o' });
       assert.equal(res.headers['www-authenticate'], 'Bearer realm="tollgate", error="invalid_token"');
       assert.ok(!res.text.includes('wrong-key'), 'the key is not echoed');
     }
+  });
+
+  it('takes an empty credential for none', async () => {
+    for (const headers of [{ Authorization: '' }, { Authorization: 'Bearer ' }, { 'x-api-key': '' }, { 'api-key': '' }]) {
+      const res = await expectRejected(gw, mock, () => chat(gw, { model: 'gpt-4o', headers }),
+        { status: 401, code: 'missing_api_key', model: 'gpt-4o' });
+      assert.equal(res.headers['www-authenticate'], 'Bearer realm="tollgate"', JSON.stringify(headers));
+      const open = await chat(gw, { model: 'public-model', headers });
+      assert.equal(open.status, 200, `${JSON.stringify(headers)}: ${open.text}`);
+      assert.equal((await gw.accessFor(open.id)).key, undefined);
+    }
+    const next = await chat(gw, { model: 'gpt-4o', headers: { Authorization: 'Bearer ', 'x-api-key': TEAM_KEY } });
+    assert.equal(next.status, 200, next.text);
+    assert.equal((await gw.accessFor(next.id)).key, 'team');
+  });
+
+  it('logs the key of a 405', async () => {
+    const res = await request({ port: gw.port, path: '/v1/chat/completions', headers: { Authorization: `Bearer ${TEAM_KEY}` } });
+    assert.equal(res.status, 405, res.text);
+    const entry = await gw.accessFor(res.headers['x-request-id']);
+    assert.equal(entry.status, 405);
+    assert.equal(entry.key, 'team');
   });
 
   it('accepts the key in each header', async () => {
@@ -213,6 +235,24 @@ describe('gateway keys without an open route', () => {
     await expectRejected(gw, mock, () => chat(gw, { model: 'no-such-model' }),
       { status: 401, code: 'missing_api_key', model: 'no-such-model' });
     assert.equal((await request({ port: gw.port, path: '/v1/models' })).status, 401);
+  });
+
+  it('answers 401 to a model list without models', async () => {
+    const mock = await startMock();
+    const config = keyedConfig(mock);
+    const open = config.routes.find((r) => r.name === 'public');
+    open.match = { path: '/v1/embeddings' };
+    const gw = await startGateway(config, ENV);
+    for (const headers of [{}, { Authorization: 'Bearer ' }]) {
+      const res = await request({ port: gw.port, path: '/v1/models', headers });
+      assert.equal(res.status, 401, res.text);
+      assert.equal(res.json().error.code, 'missing_api_key');
+      assert.equal(res.headers['www-authenticate'], 'Bearer realm="tollgate"');
+      assert.equal((await gw.accessFor(res.headers['x-request-id'])).reason, 'missing_api_key');
+    }
+    const keyed = await request({ port: gw.port, path: '/v1/models', headers: { Authorization: `Bearer ${TEAM_KEY}` } });
+    assert.equal(keyed.status, 200, keyed.text);
+    assert.deepEqual(keyed.json().data.map((m) => m.id), ['gpt-4o', 'plain-model']);
   });
 });
 
