@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -318,8 +319,12 @@ char *get_string(struct load_ctx *ctx, const char *path,
 	return expand_env(ctx, path, json_string_value(value));
 }
 
-int parse_keyword(struct load_ctx *ctx, const char *path, const json_t *value,
-                  const struct keyword *words, size_t n, int *out)
+/* Look value up among the n words, compared with compare; see
+ * parse_keyword(). */
+static int
+match_keyword(struct load_ctx *ctx, const char *path, const json_t *value,
+              const struct keyword *words, size_t n,
+              int (*compare)(const char *, const char *), int *out)
 {
 	char q[QUOTE_LEN], valid[256] = "";
 
@@ -328,7 +333,7 @@ int parse_keyword(struct load_ctx *ctx, const char *path, const json_t *value,
 		return -1;
 	}
 	for (size_t i = 0; i < n; i++) {
-		if (strcmp(json_string_value(value), words[i].name) == 0) {
+		if (compare(json_string_value(value), words[i].name) == 0) {
 			*out = words[i].value;
 			return 0;
 		}
@@ -341,6 +346,18 @@ int parse_keyword(struct load_ctx *ctx, const char *path, const json_t *value,
 	report(ctx, path, "invalid value %s; use %s",
 	       quote(json_string_value(value), q, sizeof(q)), valid);
 	return -1;
+}
+
+int parse_keyword(struct load_ctx *ctx, const char *path, const json_t *value,
+                  const struct keyword *words, size_t n, int *out)
+{
+	return match_keyword(ctx, path, value, words, n, strcmp, out);
+}
+
+int parse_keyword_any_case(struct load_ctx *ctx, const char *path, const json_t *value,
+                           const struct keyword *words, size_t n, int *out)
+{
+	return match_keyword(ctx, path, value, words, n, strcasecmp, out);
 }
 
 /* --- addresses, names, files -------------------------------------------- */

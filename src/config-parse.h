@@ -223,6 +223,11 @@ struct keyword {
 int parse_keyword(struct load_ctx *ctx, const char *path, const json_t *value,
                   const struct keyword *words, size_t n, int *out);
 
+/* parse_keyword() for words that compare in any case, such as header
+ * names (RFC 9110 section 5.1). */
+int parse_keyword_any_case(struct load_ctx *ctx, const char *path, const json_t *value,
+                           const struct keyword *words, size_t n, int *out);
+
 /* Split "host:port" or "[v6addr]:port"; host and port, when not NULL,
  * receive copies to free. Returns NULL, or why the address is invalid. */
 const char *split_address(const char *addr, char **host, char **port);

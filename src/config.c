@@ -390,8 +390,8 @@ static void parse_key_header(struct load_ctx *ctx, const char *path,
 {
 	int v;
 
-	if (parse_keyword(ctx, path, value, key_header_words, ARRAY_LEN(key_header_words),
-	                  &v) == 0)
+	if (parse_keyword_any_case(ctx, path, value, key_header_words,
+	                           ARRAY_LEN(key_header_words), &v) == 0)
 		*FIELD(base, s, enum tg_key_header) = (enum tg_key_header)v;
 }
 

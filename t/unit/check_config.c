@@ -439,6 +439,9 @@ static const struct {
 	{"authorization", TG_KEY_AUTHORIZATION},
 	{"x-api-key", TG_KEY_X_API_KEY},
 	{"api-key", TG_KEY_API_KEY},
+	{"X-Api-Key", TG_KEY_X_API_KEY},
+	{"Authorization", TG_KEY_AUTHORIZATION},
+	{"API-KEY", TG_KEY_API_KEY},
 };
 
 START_TEST(api_key_header_values)
