@@ -155,6 +155,8 @@ parse_gateway_keys(struct load_ctx *ctx, const char *path, json_t *value, void *
 		if (!is_valid_name(name))
 			report(ctx, path, "invalid key name %s; use 1 to %d letters, digits, "
 			       "\"_\", \"-\" or \".\"", quote(name, q, sizeof(q)), NAME_MAX_LEN);
+		check_unreserved_name(ctx, child, name, "key", "none",
+		                      "requests without a gateway key");
 		if (parse_key(ctx, child, item, k) != 0)
 			continue;
 		check_unique_secret(ctx, child, keys, keys->n - 1);

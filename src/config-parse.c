@@ -462,6 +462,19 @@ bool is_valid_name(const char *s)
 	return true;
 }
 
+bool check_unreserved_name(struct load_ctx *ctx, const char *path, const char *name,
+                           const char *label, const char *placeholder, const char *meaning)
+{
+	char q[QUOTE_LEN];
+
+	if (strcmp(name, placeholder) != 0)
+		return true;
+	report(ctx, path, "reserved name %s: the metrics label %s as %s=%s, and the "
+	       "series of this name would merge with theirs; choose another name",
+	       quote(name, q, sizeof(q)), meaning, label, q);
+	return false;
+}
+
 /* Levenshtein distance, capped at limit + 1 to stay cheap on long names. */
 size_t edit_distance(const char *a, const char *b, size_t limit)
 {

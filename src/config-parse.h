@@ -240,6 +240,13 @@ bool url_has_empty_port(const char *url);
 /* True for 1 to NAME_MAX_LEN letters, digits, '_', '-' or '.'. */
 bool is_valid_name(const char *s);
 
+/* Check that name, at path, is not placeholder, the value that the
+ * metrics give label for meaning (requests that matched no route, say),
+ * since the series of both would merge. Returns true, or false after
+ * reporting. */
+bool check_unreserved_name(struct load_ctx *ctx, const char *path, const char *name,
+                           const char *label, const char *placeholder, const char *meaning);
+
 /* Levenshtein distance between a and b, for "did you mean" suggestions;
  * limit + 1 when it is larger or a string is longer than NAME_MAX_LEN. */
 size_t edit_distance(const char *a, const char *b, size_t limit);

@@ -467,6 +467,8 @@ static void parse_backends(struct load_ctx *ctx, const char *path,
 			report(ctx, path, "invalid backend name %s; use 1 to %d letters, "
 			       "digits, \"_\", \"-\" or \".\"",
 			       quote(name, q, sizeof(q)), NAME_MAX_LEN);
+		check_unreserved_name(ctx, child, name, "backend", "none",
+		                      "requests that reached no backend");
 
 		backend->name = strdup(name);
 		if (backend->name == NULL)
@@ -515,7 +517,7 @@ static void parse_routes(struct load_ctx *ctx, const char *path, json_t *value,
                          void *base, const struct setting *s)
 {
 	struct tg_config *cfg = base;
-	char child[PATH_LEN], q[QUOTE_LEN];
+	char child[PATH_LEN], name_path[PATH_LEN], q[QUOTE_LEN];
 	size_t n = json_array_size(value);
 
 	(void)s;
@@ -547,11 +549,12 @@ static void parse_routes(struct load_ctx *ctx, const char *path, json_t *value,
 		parse_section(ctx, child, r, &cfg->routes[i], &route_section);
 
 		name = cfg->routes[i].name;
+		if (name != NULL)
+			check_unreserved_name(ctx, path_key(name_path, child, "name"), name, "route",
+			                      "none", "requests that matched no route");
 		for (size_t j = 0; j < i && name != NULL; j++) {
 			if (cfg->routes[j].name != NULL &&
 			    strcmp(cfg->routes[j].name, name) == 0) {
-				char name_path[PATH_LEN];
-
 				report(ctx, path_key(name_path, child, "name"),
 				       "duplicate route name %s; %s[%zu] has it too",
 				       quote(name, q, sizeof(q)), path, j);

@@ -327,6 +327,9 @@ parse_member(struct load_ctx *ctx, const char *path, json_t *value,
 				m->weight = (unsigned)json_integer_value(v);
 		} else if (strcmp(key, "model") == 0) {
 			m->model = get_string(ctx, child, v, "a model name", NULL);
+			if (m->model != NULL)
+				check_unreserved_name(ctx, child, m->model, "model", "other",
+				                      "models the config does not list");
 		} else {
 			report(ctx, path, "unknown key %s; valid keys: name, weight, model",
 			       quote(key, q, sizeof(q)));

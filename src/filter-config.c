@@ -141,12 +141,37 @@ parse_apply_to(struct load_ctx *ctx, const char *path, json_t *value, void *base
 
 /* --- rules -------------------------------------------------------------- */
 
+/* Check name, of a rule, label or category at path, against the rule
+ * labels that the metrics give decisions of no rule. Returns true when
+ * name is free. */
+static bool
+check_rule_label(struct load_ctx *ctx, const char *path, const char *name)
+{
+	return check_unreserved_name(ctx, path, name, "rule", "none",
+	                             "filter decisions without a rule") &&
+	       check_unreserved_name(ctx, path, name, "rule", "error",
+	                             "decisions of a classifier that failed");
+}
+
+/* Add rule to f, unless f has a rule of its name already: decisions, logs
+ * and metrics name a rule only by its name. Returns 0, or -1 after
+ * reporting and freeing rule. */
 static int
 add_rule(struct load_ctx *ctx, const char *path, struct tg_filter *f,
          struct tg_filter_rule *rule)
 {
 	struct tg_filter_rule *rules;
+	char q[QUOTE_LEN];
 
+	for (size_t i = 0; i < f->n_rules; i++) {
+		if (strcmp(f->rules[i].name, rule->name) == 0) {
+			report(ctx, path, "duplicate rule name %s in this filter; decisions, "
+			       "logs and metrics name a rule by its name, so rename one",
+			       quote(rule->name, q, sizeof(q)));
+			tg_rule_free(rule);
+			return -1;
+		}
+	}
 	if (f->n_rules == MAX_RULES) {
 		report(ctx, path, "too many rules; a filter may have at most %d", MAX_RULES);
 		tg_rule_free(rule);
@@ -234,7 +259,7 @@ parse_rules(struct load_ctx *ctx, const char *path, json_t *value, void *base,
             const struct setting *s)
 {
 	struct tg_filter *f = base;
-	char child[PATH_LEN], err[256], q[QUOTE_LEN];
+	char child[PATH_LEN], name_path[PATH_LEN], err[256], q[QUOTE_LEN];
 	size_t i;
 	json_t *item;
 
@@ -253,6 +278,11 @@ parse_rules(struct load_ctx *ctx, const char *path, json_t *value, void *base,
 			continue;
 		}
 		parse_section(ctx, child, item, &spec, &rule_section);
+		if (spec.name != NULL && !check_rule_label(ctx, path_key(name_path, child, "name"),
+		                                           spec.name)) {
+			free(spec.name);
+			spec.name = NULL;
+		}
 		if (spec.name != NULL && spec.pattern != NULL) {
 			if (tg_rule_compile(&rule, spec.name, spec.pattern, spec.caseless,
 			                    err, sizeof(err)) == 0)
@@ -294,6 +324,8 @@ parse_scores(struct load_ctx *ctx, const char *path, json_t *value,
 			report(ctx, child, "expected a score from 0 to 1");
 			continue;
 		}
+		if (!check_rule_label(ctx, child, key))
+			continue;
 		t[n].name = strdup(key);
 		t[n].score = json_number_value(score);
 		if (t[n].name == NULL) {
@@ -441,10 +473,34 @@ check_typed_keys(struct load_ctx *ctx, const char *path, json_t *value,
 	}
 }
 
+#define PLACEHOLDER_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"
+
+/* Report each "{word}" in replacement, at path, that is no placeholder
+ * of add_replacement() in filter.c. "{rule}" is the only one, and any
+ * other would reach clients as written, so it is most likely a typo. */
+static void
+check_replacement(struct load_ctx *ctx, const char *path, const char *replacement)
+{
+	char q[QUOTE_LEN];
+
+	for (const char *p = strchr(replacement, '{'); p != NULL; p = strchr(p + 1, '{')) {
+		size_t len = strspn(p + 1, PLACEHOLDER_CHARS);
+
+		if (len == 0 || p[1 + len] != '}' || (len == 4 && strncmp(p + 1, "rule", 4) == 0))
+			continue;
+		report(ctx, path, "unknown placeholder \"%.*s\" in %s; the only placeholder "
+		       "is {rule}, the name of the rule that matched", len > 40 ? 42 : (int)len + 2,
+		       p, quote(replacement, q, sizeof(q)));
+	}
+}
+
 static void
 check_regex(struct load_ctx *ctx, const char *path, json_t *value, struct tg_filter *f)
 {
 	char child[PATH_LEN];
+
+	if (f->replacement != NULL)
+		check_replacement(ctx, path_key(child, path, "replacement"), f->replacement);
 
 	if (f->n_rules == 0 && json_object_get(value, "presets") == NULL &&
 	    json_object_get(value, "rules") == NULL)

@@ -66,12 +66,8 @@ valid_model_name(struct load_ctx *ctx, const char *path, const char *name)
 		       quote(name, q, sizeof(q)), MODEL_NAME_MAX);
 		return 0;
 	}
-	if (strcmp(name, "other") == 0) {
-		report(ctx, path, "\"other\" is the metric label of models the config does "
-		       "not list, so it cannot name a priced model");
-		return 0;
-	}
-	return 1;
+	return check_unreserved_name(ctx, path, name, "model", "other",
+	                             "models the config does not list");
 }
 
 static void

@@ -205,6 +205,11 @@ parse_match_model(struct load_ctx *ctx, const char *path, json_t *value, void *b
 		free(str);
 		return;
 	}
+	if (!check_unreserved_name(ctx, path, str, "model", "other",
+	                           "models the config does not list")) {
+		free(str);
+		return;
+	}
 	*FIELD(base, s, char *) = str;
 }
 

@@ -68,7 +68,7 @@ describe('tier configuration', () => {
 
   it('accepts groups of several members', async () => {
     const { code, stderr } = await checkTiers([
-      { balance: 'round_robin', members: [{ name: 'a', weight: 3 }, { name: 'b', model: 'other' }] },
+      { balance: 'round_robin', members: [{ name: 'a', weight: 3 }, { name: 'b', model: 'gpt-4o-mini' }] },
       'c',
     ]);
     assert.equal(code, 0, stderr);

@@ -184,9 +184,9 @@ before(async () => {
   gw = await startGateway({
     backends: { up: { url: `http://127.0.0.1:${upstream.address().port}` } },
     filters: FILTERS,
-    routes: ['mask', 'block', 'flag', 'none'].map((name) => ({
+    routes: ['mask', 'block', 'flag', 'unfiltered'].map((name) => ({
       name, match: { path: '/v1/responses', headers: { 'x-filter': name } }, backends: ['up'],
-      filters: name === 'none' ? [] : [name],
+      filters: name === 'unfiltered' ? [] : [name],
     })),
   });
 });
@@ -351,7 +351,7 @@ describe('response filters on a Responses API stream', () => {
   });
 
   it('a route without filters relays the stream whole', async () => {
-    const { res, access } = await post('none', 'output-text', { stream: true });
+    const { res, access } = await post('unfiltered', 'output-text', { stream: true });
     assert.equal(res.status, 200);
     assert.equal(res.text, STREAMS['output-text'].map(event).join(''));
     assert.deepEqual(access.filters ?? [], []);

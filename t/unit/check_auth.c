@@ -198,6 +198,7 @@ START_TEST(key_errors_in_one_run)
 		" \"twin-2\": {\"key\": \"${TG_CHECK_AUTH_TWIN}\"},"
 		" \"bad name\": {\"key\": \"x-secret\"},"
 		" \"extra\": {\"key\": \"extra-secret\", \"hash\": 1},"
+		" \"none\": {\"key\": \"none-secret\"},"
 		" \"number\": 5}",
 		one_route,
 		"T: gateway_keys.both: give the secret once: either \"key\" (such as "
@@ -214,6 +215,9 @@ START_TEST(key_errors_in_one_run)
 		"T: gateway_keys: invalid key name \"bad name\"; use 1 to 64 letters, digits, "
 		"\"_\", \"-\" or \".\"\n"
 		"T: gateway_keys.extra: unknown key \"hash\"; valid keys: key, sha256\n"
+		"T: gateway_keys.none: reserved name \"none\": the metrics label requests without "
+		"a gateway key as key=\"none\", and the series of this name would merge with "
+		"theirs; choose another name\n"
 		"T: gateway_keys.number: expected an object with \"key\" or \"sha256\", got an "
 		"integer\n");
 	unsetenv("TG_CHECK_AUTH_TWIN");

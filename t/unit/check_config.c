@@ -460,6 +460,30 @@ START_TEST(api_key_header_values)
 }
 END_TEST
 
+/* The metrics label requests of no route, backend or listed model with a
+ * placeholder, so no configured name may be that placeholder. */
+START_TEST(reserved_names_rejected)
+{
+	expect_errors(
+		"{\"backends\": {\"none\": {\"url\": \"http://h\"}, \"b\": {\"url\": \"http://h\"}},"
+		" \"routes\": [{\"name\": \"none\", \"backends\": [\"b\"]},"
+		"   {\"name\": \"r\", \"match\": {\"model\": \"other\"}, \"backends\": [\"b\"]},"
+		"   {\"name\": \"s\", \"backends\": [{\"name\": \"b\", \"model\": \"other\"}]}]}",
+		"T: backends.none: reserved name \"none\": the metrics label requests that reached "
+		"no backend as backend=\"none\", and the series of this name would merge with theirs; "
+		"choose another name\n"
+		"T: routes[0].name: reserved name \"none\": the metrics label requests that matched "
+		"no route as route=\"none\", and the series of this name would merge with theirs; "
+		"choose another name\n"
+		"T: routes[1].match.model: reserved name \"other\": the metrics label models the "
+		"config does not list as model=\"other\", and the series of this name would merge "
+		"with theirs; choose another name\n"
+		"T: routes[2].backends[0].model: reserved name \"other\": the metrics label models "
+		"the config does not list as model=\"other\", and the series of this name would "
+		"merge with theirs; choose another name\n");
+}
+END_TEST
+
 START_TEST(api_key_header_errors)
 {
 	expect_errors(
@@ -1712,6 +1736,7 @@ static Suite *config_suite(void)
 	tcase_add_test(invalid, bad_env_reference);
 	tcase_add_test(invalid, secrets_never_in_messages);
 	tcase_add_test(invalid, api_key_header_errors);
+	tcase_add_test(invalid, reserved_names_rejected);
 	tcase_add_test(invalid, api_key_control_bytes_rejected);
 	tcase_add_test(valid, api_key_tab_and_utf8_accepted);
 	tcase_add_test(invalid, probe_path_errors);

@@ -188,6 +188,74 @@ START_TEST(every_error_reported_at_once)
 }
 END_TEST
 
+/* Decisions, logs and metrics name a rule only by its name. */
+START_TEST(duplicate_rule_names_rejected)
+{
+	char *errors = load_fails(
+		"{\"a\": {\"type\": \"regex\", \"rules\": ["
+		"   {\"name\": \"x\", \"pattern\": \"x\"}, {\"name\": \"x\", \"pattern\": \"y\"}]},"
+		" \"b\": {\"type\": \"regex\", \"presets\": [\"email\"],"
+		"   \"rules\": [{\"name\": \"email\", \"pattern\": \"@\"}]},"
+		" \"c\": {\"type\": \"regex\", \"presets\": [\"ipv4\", \"ipv4\"]}}",
+		"[\"a\", \"b\", \"c\"]");
+
+	ck_assert_ptr_nonnull(strstr(errors, "filters.a.rules[1]: duplicate rule name \"x\" in "
+	                                     "this filter; decisions, logs and metrics name a "
+	                                     "rule by its name, so rename one\n"));
+	ck_assert_ptr_nonnull(strstr(errors, "filters.b.rules[0]: duplicate rule name \"email\""));
+	ck_assert_ptr_nonnull(strstr(errors, "filters.c.presets[1]: duplicate rule name \"ipv4\""));
+	free(errors);
+}
+END_TEST
+
+/* The metrics label decisions without a rule rule="none", and those of a
+ * failed classifier rule="error". */
+START_TEST(reserved_rule_names_rejected)
+{
+	char *errors = load_fails(
+		"{\"a\": {\"type\": \"regex\", \"rules\": ["
+		"   {\"name\": \"none\", \"pattern\": \"x\"}, {\"name\": \"error\", \"pattern\": \"y\"}]},"
+		" \"m\": {\"type\": \"moderation\", \"backend\": \"moderator\","
+		"   \"thresholds\": {\"none\": 0.5}}}",
+		"[\"a\", \"m\"]");
+
+	ck_assert_ptr_nonnull(strstr(errors, "filters.a.rules[0].name: reserved name \"none\": "
+	                                     "the metrics label filter decisions without a rule "
+	                                     "as rule=\"none\", and the series of this name would "
+	                                     "merge with theirs; choose another name\n"));
+	ck_assert_ptr_nonnull(strstr(errors, "filters.a.rules[1].name: reserved name \"error\": "
+	                                     "the metrics label decisions of a classifier that "
+	                                     "failed as rule=\"error\""));
+	ck_assert_ptr_nonnull(strstr(errors, "filters.m.thresholds.none: reserved name \"none\""));
+	free(errors);
+}
+END_TEST
+
+/* "{rule}" is the only placeholder: any other "{word}" would reach
+ * clients as written. */
+START_TEST(unknown_placeholder_rejected)
+{
+	const struct tg_filter *f;
+	struct tg_config *cfg;
+	char *errors = load_fails(
+		"{\"a\": {\"type\": \"regex\", \"action\": \"mask\", \"presets\": [\"email\"],"
+		"   \"replacement\": \"[{nope}:{rule}:{Rule}]\"}}",
+		"[\"a\"]");
+
+	ck_assert_ptr_nonnull(strstr(errors, "filters.a.replacement: unknown placeholder \"{nope}\" "
+	                                     "in \"[{nope}:{rule}:{Rule}]\"; the only placeholder "
+	                                     "is {rule}, the name of the rule that matched\n"));
+	ck_assert_ptr_nonnull(strstr(errors, "filters.a.replacement: unknown placeholder \"{Rule}\""));
+	free(errors);
+
+	cfg = load_ok("{\"a\": {\"type\": \"regex\", \"action\": \"mask\", \"presets\": [\"email\"],"
+	              "   \"replacement\": \"{{rule}} {} { rule } {a-b}\"}}", "[\"a\"]");
+	f = route_chain(cfg)->filters[0];
+	ck_assert_str_eq(f->replacement, "{{rule}} {} { rule } {a-b}");
+	tg_config_unref(cfg);
+}
+END_TEST
+
 START_TEST(hold_timeout_errors_name_value)
 {
 	char *errors = load_fails(
@@ -330,6 +398,9 @@ filter_config_suite(void)
 	tcase_add_test(valid, moderation_filter_builds);
 	tcase_add_test(invalid, invalid_pattern_names_rule_and_offset);
 	tcase_add_test(invalid, every_error_reported_at_once);
+	tcase_add_test(invalid, duplicate_rule_names_rejected);
+	tcase_add_test(invalid, reserved_rule_names_rejected);
+	tcase_add_test(invalid, unknown_placeholder_rejected);
 	tcase_add_test(invalid, hold_timeout_needs_response_side);
 	tcase_add_test(invalid, regex_filter_needs_rules);
 	tcase_add_test(invalid, hold_timeout_errors_name_value);

@@ -1711,7 +1711,8 @@ static const struct {
 	{"\"pricing\": {\"models\": {\"m\": {\"output\": 1}}}",
 	 "pricing.models.m: missing required key \"input\""},
 	{"\"pricing\": {\"models\": {\"other\": {\"input\": 1, \"output\": 1}}}",
-	 "pricing.models.other: \"other\" is the metric label"},
+	 "pricing.models.other: reserved name \"other\": the metrics label models the config "
+	 "does not list as model=\"other\""},
 	{"\"pricing\": {\"models\": {\"m\": {\"input\": \"1\", \"output\": 1}}}",
 	 "pricing.models.m.input: expected a number"},
 	{"\"sessions\": {\"header\": \"x session\"}",
