@@ -16,9 +16,31 @@
 #include "route-config.h"
 #include "route.h"
 
-/* Read a path or a path prefix: a string that starts with "/", has no "*"
- * and is in the normal form of tg_request_head_check_path(). Returns the
- * string to free, or NULL after reporting. */
+/* Why no request path can contain the byte at p, or NULL when one can.
+ * A request path ends at "?", the gateway rejects a target with "#" with
+ * 400, and llhttp 8.1, as the gateway runs it, rejects a request target
+ * with a byte other than printable ASCII without the space. */
+static const char *
+impossible_path_byte(const char *p)
+{
+	unsigned char c = (unsigned char)*p;
+
+	if (c == '?')
+		return "a request path ends where its query starts, at \"?\", and routes "
+		       "compare the path only; leave out the query";
+	if (c == '#')
+		return "a request carries no fragment after \"#\", and the gateway answers "
+		       "one that does with 400; leave out the fragment";
+	if (c <= ' ' || c >= 0x7f)
+		return "a request path contains only printable ASCII characters other than "
+		       "the space; percent-encode the byte, such as \"%20\" for a space";
+	return NULL;
+}
+
+/* Read a path or a path prefix: a string that starts with "/", has no "*",
+ * only bytes a request path can contain, and is in the normal form of
+ * tg_request_head_check_path(). Returns the string to free, or NULL after
+ * reporting. */
 static char *
 get_route_path(struct load_ctx *ctx, const char *path, json_t *value)
 {
@@ -47,6 +69,17 @@ get_route_path(struct load_ctx *ctx, const char *path, json_t *value)
 		return NULL;
 	}
 
+	for (const char *p = str; *p != '\0'; p++) {
+		const char *why = impossible_path_byte(p);
+
+		if (why != NULL) {
+			report(ctx, path, "invalid path %s, which no request can match: %s",
+			       quote(raw, q, sizeof(q)), why);
+			free(str);
+			return NULL;
+		}
+	}
+
 	/* The gateway rejects a request whose path is not in normal form
 	 * before it routes, so such a route path could never match. */
 	if (tg_request_head_check_path(str, reason, sizeof(reason)) != TG_OK) {
@@ -59,11 +92,20 @@ get_route_path(struct load_ctx *ctx, const char *path, json_t *value)
 	return str;
 }
 
+/* match.path. The gateway responds to GET and HEAD /v1/models itself and
+ * rejects other methods there with 405, so a route on that path gets a
+ * warning: it would never see a request. */
 static void
 parse_match_path(struct load_ctx *ctx, const char *path, json_t *value, void *base,
                  const struct setting *s)
 {
-	*FIELD(base, s, char *) = get_route_path(ctx, path, value);
+	char *str = get_route_path(ctx, path, value);
+
+	if (str != NULL && strcmp(str, "/v1/models") == 0)
+		report_warning(ctx, path, "the gateway answers GET /v1/models itself and "
+		               "other methods on it with 405, so this route never sees a "
+		               "request; remove the route");
+	*FIELD(base, s, char *) = str;
 }
 
 /* match.path_prefix, which comes after match.path in the table, so that

@@ -1384,7 +1384,7 @@ static struct tg_config *routes_config(void)
 		"     \"backends\": [\"b\"]},"
 		"   {\"name\": \"chat\", \"match\": {\"path\": \"/v1/chat/completions\"},"
 		"     \"backends\": [\"b\"]},"
-		"   {\"name\": \"models\", \"match\": {\"path\": \"/v1/models\"},"
+		"   {\"name\": \"files\", \"match\": {\"path\": \"/v1/files\"},"
 		"     \"backends\": [\"b\"]}]}");
 }
 
@@ -1415,7 +1415,7 @@ START_TEST(route_match_null_model)
 	/* Without a model only routes without a model pattern can match,
 	 * so "gpt" (pattern "gpt-*") is skipped for "chat". */
 	ck_assert_str_eq(match_name(cfg, "/v1/chat/completions", NULL), "chat");
-	ck_assert_str_eq(match_name(cfg, "/v1/models", NULL), "models");
+	ck_assert_str_eq(match_name(cfg, "/v1/files", NULL), "files");
 	ck_assert_str_eq(match_name(cfg, "/v1/embeddings", NULL), "(none)");
 	tg_config_unref(cfg);
 }
@@ -1650,6 +1650,56 @@ START_TEST(match_path_prefix_errors)
 }
 END_TEST
 
+/* Bytes that never reach routing in a request path: the query, a
+ * fragment, a space, control bytes and bytes outside ASCII. */
+START_TEST(match_path_impossible_bytes)
+{
+	expect_errors(
+		"{\"backends\": {\"b\": {\"url\": \"http://h\"}},"
+		" \"routes\": ["
+		"   {\"name\": \"a\", \"match\": {\"path\": \"/v1/chat?x=1\"}, \"backends\": [\"b\"]},"
+		"   {\"name\": \"b\", \"match\": {\"path_prefix\": \"/v1#top\"}, \"backends\": [\"b\"]},"
+		"   {\"name\": \"c\", \"match\": {\"path\": \"/v1/my chat\"}, \"backends\": [\"b\"]},"
+		"   {\"name\": \"d\", \"match\": {\"path\": \"/v1/\\t\"}, \"backends\": [\"b\"]},"
+		"   {\"name\": \"e\", \"match\": {\"path_prefix\": \"/v1/caf\u00e9\"}, \"backends\": [\"b\"]}]}",
+		"T: routes[0].match.path: invalid path \"/v1/chat?x=1\", which no request can "
+		"match: a request path ends where its query starts, at \"?\", and routes compare "
+		"the path only; leave out the query\n"
+		"T: routes[1].match.path_prefix: invalid path \"/v1#top\", which no request can "
+		"match: a request carries no fragment after \"#\", and the gateway answers one "
+		"that does with 400; leave out the fragment\n"
+		"T: routes[2].match.path: invalid path \"/v1/my chat\", which no request can "
+		"match: a request path contains only printable ASCII characters other than the "
+		"space; percent-encode the byte, such as \"%20\" for a space\n"
+		"T: routes[3].match.path: invalid path \"/v1/\\x09\", which no request can "
+		"match: a request path contains only printable ASCII characters other than the "
+		"space; percent-encode the byte, such as \"%20\" for a space\n"
+		"T: routes[4].match.path_prefix: invalid path \"/v1/caf\u00e9\", which no request "
+		"can match: a request path contains only printable ASCII characters other than "
+		"the space; percent-encode the byte, such as \"%20\" for a space\n");
+}
+END_TEST
+
+/* GET /v1/models is answered by the gateway, other methods get 405. */
+START_TEST(match_path_models_warned)
+{
+	struct tg_config *cfg;
+	char *out = load_json(
+		"{\"backends\": {\"b\": {\"url\": \"http://h\"}},"
+		" \"routes\": [{\"name\": \"a\", \"match\": {\"path\": \"/v1/models\"}, \"backends\": [\"b\"]},"
+		"   {\"name\": \"b\", \"match\": {\"path_prefix\": \"/v1/models\"}, \"backends\": [\"b\"]},"
+		"   {\"name\": \"c\", \"match\": {\"path\": \"/v1/my%20chat\"}, \"backends\": [\"b\"]}]}",
+		&cfg);
+
+	ck_assert_str_eq(out, "T: routes[0].match.path: warning: the gateway answers GET "
+	                 "/v1/models itself and other methods on it with 405, so this route "
+	                 "never sees a request; remove the route\n");
+	ck_assert_ptr_nonnull(cfg);
+	free(out);
+	tg_config_unref(cfg);
+}
+END_TEST
+
 /* --- documentation ------------------------------------------------------ */
 
 static char *read_whole_file(const char *path)
@@ -1763,6 +1813,8 @@ static Suite *config_suite(void)
 	tcase_add_test(invalid, match_method_errors);
 	tcase_add_test(invalid, match_headers_errors);
 	tcase_add_test(invalid, match_path_prefix_errors);
+	tcase_add_test(invalid, match_path_impossible_bytes);
+	tcase_add_test(invalid, match_path_models_warned);
 	suite_add_tcase(s, route);
 
 	tcase_add_test(docs, man_page_lists_every_setting);
