@@ -15,6 +15,7 @@
 #include <event2/event.h>
 
 #include "accesslog.h"
+#include "cache.h"
 #include "clock.h"
 #include "filter.h"
 #include "filter-request.h"
@@ -654,6 +655,20 @@ write_upstream_model(struct tg_json_writer *w, const struct tg_request *req)
 	tg_json_string_cut(w, sent, FIELD_MAX);
 }
 
+/* Append cache, the x-tollgate-cache value of the response, for a request
+ * that reached the cache of its route. Other lines have no such field, so
+ * a missing field tells that the cache was never asked. */
+static void
+write_cache(struct tg_json_writer *w, const struct tg_request *req)
+{
+	const char *status = tg_cache_status(req);
+
+	if (status == NULL)
+		return;
+	tg_json_literal(w, ",\"cache\":");
+	tg_json_string(w, status);
+}
+
 /*
  * Append req's line, fields in the documented order. Client-chosen values
  * (path, model) are cut to FIELD_MAX bytes, so a client cannot make one
@@ -697,6 +712,7 @@ format_line(struct tg_json_writer *w, const struct tg_request *req)
 		tg_json_int(w, req->upstream_status);
 	else
 		tg_json_literal(w, "null");
+	write_cache(w, req);
 	tg_json_literal(w, ",\"duration\":");
 	tg_json_double_precision(w, duration, TG_JSON_DURATION_DIGITS);
 	write_ttft(w, req);

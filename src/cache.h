@@ -50,8 +50,9 @@ void tg_cache_request_done(struct tg_request *req);
  * (on another connection, maybe to another worker) finds the entry. */
 void tg_cache_response_complete(struct tg_request *req);
 
-/* "hit", "miss" or "bypass" for a request on a caching route, else NULL;
- * for the access log, metrics and traces. */
+/* "hit", "miss", "bypass" or "error", as x-tollgate-cache sends it, for a
+ * request that reached the cache of its route, else NULL; for the access
+ * log, metrics and traces. */
 const char *tg_cache_status(const struct tg_request *req);
 
 /* Release a worker's cache state (its Redis connection). Call it on the

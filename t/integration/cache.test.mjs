@@ -391,6 +391,27 @@ describe('cache with the memory store', () => {
     assert.equal(second.text, first.text);
   });
 
+  it('logs what x-tollgate-cache says', async () => {
+    const body = uniqueBody();
+    const logged = async (res) => (await gw.accessFor(res.headers['x-request-id'])).cache;
+    const miss = await post(gw, body);
+    assert.equal(miss.headers['x-tollgate-cache'], 'miss');
+    assert.equal(await logged(miss), 'miss');
+    await waitFor(async () => {
+      const res = await post(gw, body);
+      return res.headers['x-tollgate-cache'] === 'hit' && await logged(res) === 'hit';
+    }, { message: 'a hit logged as hit' });
+    const bypass = await post(gw, body, { 'cache-control': 'no-store' });
+    assert.equal(await logged(bypass), 'bypass');
+    const notCached = await post(gw, uniqueBody(), { 'cache-control': 'only-if-cached' });
+    assert.equal(notCached.status, 504);
+    assert.equal(await logged(notCached), 'miss');
+
+    const uncached = await post(gw, { model: 'text-embedding-3-small', input: 'x' }, {}, { pathname: '/v1/embeddings' });
+    assert.equal(uncached.status, 200);
+    assert.ok(!('cache' in await gw.accessFor(uncached.headers['x-request-id'])), 'a route without cache logs no cache field');
+  });
+
   it('leaves routes without cache alone', async () => {
     const body = { model: 'text-embedding-3-small', input: `x ${Date.now()}` };
     for (let i = 0; i < 2; i++) {
@@ -898,6 +919,7 @@ describe('cache with the redis store', () => {
         const res = await post(own, i === 0 ? body : uniqueBody(), {}, { timeoutMs: 10000 });
         assert.equal(res.status, 200);
         assert.equal(res.headers['x-tollgate-cache'], 'error');
+        assert.equal((await own.accessFor(res.headers['x-request-id'])).cache, 'error');
       }
       await own.waitForLog(/\[warn\] cache: redis .*: no reply within 250 ms/);
       const counters = await redisCounters(own);
