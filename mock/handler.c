@@ -166,7 +166,8 @@ handle_options(struct mock *m, const struct mock_request *req, int get,
 
 	if (!get) {
 		mock_options_init(&o);
-		if (len > 0 && mock_options_parse(&o, text, len, err, sizeof(err)) < 0)
+		if (len > 0 && mock_options_parse(&o, text, len, "the POST /_mock/options body",
+		                                  err, sizeof(err)) < 0)
 			return bad_request(r, NULL, err);
 		if (len > 0 && (copy = strndup(text, len)) == NULL)
 			return -1;
@@ -280,12 +281,14 @@ prepare_api_request(const struct mock_request *req, const char *path, enum endpo
 	/* Options after '@' first, so the header wins where both set a key. */
 	at = strchr(*model, '@');
 	if (at != NULL) {
-		if (mock_options_parse(o, at + 1, strlen(at + 1), err, sizeof(err)) < 0)
+		if (mock_options_parse(o, at + 1, strlen(at + 1), "the model suffix after \"@\"",
+		                       err, sizeof(err)) < 0)
 			return bad_request(r, "model", err);
 		(*model)[at - *model] = '\0';
 	}
 	if (header != NULL
-	    && mock_options_parse(o, header, strlen(header), err, sizeof(err)) < 0)
+	    && mock_options_parse(o, header, strlen(header), "the x-mock header",
+	                          err, sizeof(err)) < 0)
 		return bad_request(r, NULL, err);
 	return 1;
 }
@@ -428,7 +431,8 @@ handle_models(struct mock *m, const struct mock_request *req, const char *path,
 	int rc;
 
 	if (header != NULL
-	    && mock_options_parse(o, header, strlen(header), err, sizeof(err)) < 0)
+	    && mock_options_parse(o, header, strlen(header), "the x-mock header",
+	                          err, sizeof(err)) < 0)
 		return bad_request(r, NULL, err);
 	if (o->status >= 400)
 		return requested_error(r, o->status);
@@ -473,7 +477,8 @@ mock_handle(struct mock *m, struct mock_request *req, struct mock_plan *plan)
 		char err[512];
 
 		(void)mock_options_parse(&plan->options, m->default_options,
-		                         strlen(m->default_options), err, sizeof(err));
+		                         strlen(m->default_options), "the default options",
+		                         err, sizeof(err));
 	}
 
 	ep = route(path, strlen(path));

@@ -132,9 +132,9 @@ parse_args(int argc, char **argv, struct cli *cli)
 		char err[512];
 
 		mock_options_init(&o);
-		if (mock_options_parse(&o, cli->options, strlen(cli->options),
+		if (mock_options_parse(&o, cli->options, strlen(cli->options), "--options",
 		                       err, sizeof(err)) < 0) {
-			fprintf(stderr, "tollgate-mock: --options: %s\n", err);
+			fprintf(stderr, "tollgate-mock: %s\n", err);
 			return -1;
 		}
 	}

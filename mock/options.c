@@ -61,7 +61,7 @@ parse_count(const char *key, const char *value, long min, long max,
 	if (!isdigit((unsigned char)value[0]) || *end != '\0' || errno != 0
 	    || v < min || v > max) {
 		snprintf(err, err_size,
-		         "invalid value \"%s\" for x-mock option %s: expected an "
+		         "invalid value \"%s\" for option %s: expected an "
 		         "integer from %ld to %ld", value, key, min, max);
 		return -1;
 	}
@@ -96,7 +96,7 @@ parse_duration(const char *key, const char *value, uint64_t *out_ms,
 
 invalid:
 	snprintf(err, err_size,
-	         "invalid value \"%s\" for x-mock option %s: expected a duration "
+	         "invalid value \"%s\" for option %s: expected a duration "
 	         "with a unit, such as 250ms or 2s, of at most 3600s", value, key);
 	return -1;
 }
@@ -110,7 +110,7 @@ parse_flag(const char *key, const char *value, int *out,
 		return 0;
 	}
 	snprintf(err, err_size,
-	         "invalid value \"%s\" for x-mock option %s: expected 0 or 1",
+	         "invalid value \"%s\" for option %s: expected 0 or 1",
 	         value, key);
 	return -1;
 }
@@ -130,7 +130,7 @@ opt_fixture(struct mock_options *o, const char *key, const char *value,
 	}
 	if (!valid) {
 		snprintf(err, err_size,
-		         "invalid value \"%s\" for x-mock option %s: expected a "
+		         "invalid value \"%s\" for option %s: expected a "
 		         "fixture name made of letters, digits, '-', '_' and '.', "
 		         "without the .yaml suffix", value, key);
 		return -1;
@@ -151,7 +151,7 @@ opt_status(struct mock_options *o, const char *key, const char *value,
 	/* These statuses forbid a body, and every mock response has one. */
 	if (v == 204 || v == 304) {
 		snprintf(err, err_size,
-		         "invalid value \"%s\" for x-mock option %s: 204 and 304 "
+		         "invalid value \"%s\" for option %s: 204 and 304 "
 		         "cannot carry a body; use another status from 200 to 599",
 		         value, key);
 		return -1;
@@ -171,7 +171,7 @@ opt_retry_after(struct mock_options *o, const char *key, const char *value,
 		valid = isprint((unsigned char)value[i]);
 	if (!valid) {
 		snprintf(err, err_size,
-		         "invalid value \"%s\" for x-mock option %s: expected 1 to "
+		         "invalid value \"%s\" for option %s: expected 1 to "
 		         "%zu printable characters, such as 2 or a HTTP date",
 		         value, key, sizeof(o->retry_after) - 1);
 		return -1;
@@ -284,7 +284,7 @@ opt_split(struct mock_options *o, const char *key, const char *value,
 invalid:
 	o->n_split = 0;
 	snprintf(err, err_size,
-	         "invalid value \"%s\" for x-mock option %s: expected up to %d "
+	         "invalid value \"%s\" for option %s: expected up to %d "
 	         "strictly increasing byte offsets above 0, separated by commas",
 	         value, key, MOCK_SPLIT_MAX);
 	return -1;
@@ -336,7 +336,7 @@ opt_usage(struct mock_options *o, const char *key, const char *value,
 		return 0;
 	}
 	snprintf(err, err_size,
-	         "invalid value \"%s\" for x-mock option %s: expected on or off",
+	         "invalid value \"%s\" for option %s: expected on or off",
 	         value, key);
 	return -1;
 }
@@ -477,7 +477,7 @@ parse_item(struct mock_options *o, char *item, char *err, size_t err_size)
 
 	if (eq == NULL) {
 		snprintf(err, err_size,
-		         "invalid x-mock item \"%s\": expected key=value", item);
+		         "invalid item \"%s\": expected key=value", item);
 		return -1;
 	}
 	*eq = '\0';
@@ -488,7 +488,7 @@ parse_item(struct mock_options *o, char *item, char *err, size_t err_size)
 			return option_table[i].parse(o, key, value, err, err_size);
 
 	snprintf(err, err_size,
-	         "unknown x-mock option \"%s\"; valid options: fixture, status, "
+	         "unknown option \"%s\"; valid options: fixture, status, "
 	         "retry_after, first_byte_delay, event_delay, events, words, size, "
 	         "close_after, stall_after, stream_error, hangup, split, crlf, cr, "
 	         "nospace, keepalive, usage, tools, unicode, reset_next, content, "
@@ -511,22 +511,25 @@ trim(char *s)
 
 int
 mock_options_parse(struct mock_options *o, const char *text, size_t len,
-                   char *err, size_t err_size)
+                   const char *source, char *err, size_t err_size)
 {
 	char *copy = strndup(text, len);
 	char *cursor = copy, *item;
+	char problem[512];
 	int rc = 0;
 
 	if (copy == NULL) {
-		snprintf(err, err_size, "out of memory while parsing x-mock options");
+		snprintf(err, err_size, "out of memory while parsing the options of %s", source);
 		return -1;
 	}
 
 	while (rc == 0 && (item = strsep(&cursor, ";")) != NULL) {
 		item = trim(item);
 		if (*item != '\0')
-			rc = parse_item(o, item, err, err_size);
+			rc = parse_item(o, item, problem, sizeof(problem));
 	}
+	if (rc != 0)
+		snprintf(err, err_size, "%s: %s", source, problem);
 
 	free(copy);
 	return rc;

@@ -46,10 +46,12 @@ void mock_options_init(struct mock_options *o);
 /*
  * Parse one option list of len bytes into o, overwriting only the keys it
  * names, so a later list wins over an earlier one. Empty items are skipped.
- * Returns 0, or -1 with a message naming the key and what is valid in err.
+ * Returns 0, or -1 with a message in err that begins with source, where the
+ * list came from (such as "the x-mock header"), and names the key and what
+ * is valid.
  */
 int mock_options_parse(struct mock_options *o, const char *text, size_t len,
-                       char *err, size_t err_size);
+                       const char *source, char *err, size_t err_size);
 
 /* Nonzero when an option changes how stream lines are written, so a
  * recorded stream must be re-framed instead of replayed as is. */

@@ -199,7 +199,12 @@ test('errors', async (port) => {
   assert.match(JSON.parse(notUtf8.text).error.message, /piece 1 is not valid UTF-8/);
   const unknown = await request(port, { body: CHAT, headers: { 'x-mock': 'colour=red' } });
   assert.strictEqual(unknown.status, 400);
-  assert.match(JSON.parse(unknown.text).error.message, /colour/);
+  assert.match(JSON.parse(unknown.text).error.message, /^the x-mock header: unknown option "colour"; valid options: /);
+  const suffix = await request(port, { body: { ...CHAT, model: 'gpt-4o@echo=1' } });
+  assert.strictEqual(suffix.status, 400);
+  assert.match(JSON.parse(suffix.text).error.message, /^the model suffix after "@": unknown option "echo"; /);
+  const value = await request(port, { body: { ...CHAT, model: 'gpt-4o@events=x' } });
+  assert.match(JSON.parse(value.text).error.message, /^the model suffix after "@": invalid value "x" for option events/);
   const st = await request(port, { body: CHAT, headers: { 'x-mock': 'status=503;retry_after=7' } });
   assert.strictEqual(st.status, 503);
   assert.strictEqual(st.headers['retry-after'], '7');
