@@ -475,9 +475,9 @@ check_typed_keys(struct load_ctx *ctx, const char *path, json_t *value,
 
 #define PLACEHOLDER_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"
 
-/* Report each "{word}" in replacement, at path, that is no placeholder
- * of add_replacement() in filter.c. "{rule}" is the only one, and any
- * other would reach clients as written, so it is most likely a typo. */
+/* Warn of each "{word}" in replacement, at path, other than "{rule}".
+ * It reaches clients as written, which may be meant, because braces have
+ * no escape. */
 static void
 check_replacement(struct load_ctx *ctx, const char *path, const char *replacement)
 {
@@ -488,9 +488,10 @@ check_replacement(struct load_ctx *ctx, const char *path, const char *replacemen
 
 		if (len == 0 || p[1 + len] != '}' || (len == 4 && strncmp(p + 1, "rule", 4) == 0))
 			continue;
-		report(ctx, path, "unknown placeholder \"%.*s\" in %s; the only placeholder "
-		       "is {rule}, the name of the rule that matched", len > 40 ? 42 : (int)len + 2,
-		       p, quote(replacement, q, sizeof(q)));
+		report_warning(ctx, path, "\"%.*s\" in %s is no placeholder and is sent as "
+		               "written; the only placeholder is {rule}, the name of the rule "
+		               "that matched", len > 40 ? 42 : (int)len + 2, p,
+		               quote(replacement, q, sizeof(q)));
 	}
 }
 

@@ -233,25 +233,34 @@ END_TEST
 
 /* "{rule}" is the only placeholder: any other "{word}" would reach
  * clients as written. */
-START_TEST(unknown_placeholder_rejected)
+START_TEST(unknown_placeholder_warned)
 {
 	const struct tg_filter *f;
-	struct tg_config *cfg;
-	char *errors = load_fails(
+	char *out = NULL;
+	struct tg_config *cfg = load_with(
 		"{\"a\": {\"type\": \"regex\", \"action\": \"mask\", \"presets\": [\"email\"],"
 		"   \"replacement\": \"[{nope}:{rule}:{Rule}]\"}}",
-		"[\"a\"]");
+		"[\"a\"]", &out);
 
-	ck_assert_ptr_nonnull(strstr(errors, "filters.a.replacement: unknown placeholder \"{nope}\" "
-	                                     "in \"[{nope}:{rule}:{Rule}]\"; the only placeholder "
-	                                     "is {rule}, the name of the rule that matched\n"));
-	ck_assert_ptr_nonnull(strstr(errors, "filters.a.replacement: unknown placeholder \"{Rule}\""));
-	free(errors);
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert_ptr_nonnull(strstr(out, "filters.a.replacement: warning: \"{nope}\" in "
+	                                  "\"[{nope}:{rule}:{Rule}]\" is no placeholder and is "
+	                                  "sent as written; the only placeholder is {rule}, the "
+	                                  "name of the rule that matched\n"));
+	ck_assert_ptr_nonnull(strstr(out, "filters.a.replacement: warning: \"{Rule}\""));
+	f = route_chain(cfg)->filters[0];
+	ck_assert_str_eq(f->replacement, "[{nope}:{rule}:{Rule}]");
+	free(out);
+	tg_config_unref(cfg);
 
-	cfg = load_ok("{\"a\": {\"type\": \"regex\", \"action\": \"mask\", \"presets\": [\"email\"],"
-	              "   \"replacement\": \"{{rule}} {} { rule } {a-b}\"}}", "[\"a\"]");
+	out = NULL;
+	cfg = load_with("{\"a\": {\"type\": \"regex\", \"action\": \"mask\", \"presets\": [\"email\"],"
+	                "   \"replacement\": \"{{rule}} {} { rule } {a-b}\"}}", "[\"a\"]", &out);
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert_str_eq(out, "");
 	f = route_chain(cfg)->filters[0];
 	ck_assert_str_eq(f->replacement, "{{rule}} {} { rule } {a-b}");
+	free(out);
 	tg_config_unref(cfg);
 }
 END_TEST
@@ -400,7 +409,7 @@ filter_config_suite(void)
 	tcase_add_test(invalid, every_error_reported_at_once);
 	tcase_add_test(invalid, duplicate_rule_names_rejected);
 	tcase_add_test(invalid, reserved_rule_names_rejected);
-	tcase_add_test(invalid, unknown_placeholder_rejected);
+	tcase_add_test(valid, unknown_placeholder_warned);
 	tcase_add_test(invalid, hold_timeout_needs_response_side);
 	tcase_add_test(invalid, regex_filter_needs_rules);
 	tcase_add_test(invalid, hold_timeout_errors_name_value);
