@@ -3,7 +3,8 @@
  *
  *   "gateway_keys": {
  *     "team-a": {"key": "${TEAM_A_KEY}"},
- *     "ci": {"sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}
+ *     "ci": {"sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+ *            "limits": {"requests_per_minute": 60}}
  *   }
  *   "routes": [{..., "auth": {"keys": ["team-a"]}},
  *              {..., "auth": {"required": false}}]
@@ -21,12 +22,14 @@
 #include "auth-config.h"
 #include "auth-t.h"
 #include "config-parse.h"
+#include "ratelimit-config.h"
 #include "sha256.h"
 
 /* A key object as written, before its secret becomes a digest. */
 struct key_entry {
 	char *key;              /* secret, expanded */
 	char *sha256;           /* hex digest */
+	struct tg_key_limits limits;
 };
 
 static const struct setting key_settings[] = {
@@ -34,6 +37,9 @@ static const struct setting key_settings[] = {
 	  .help = "the secret, best as \"${NAME}\" from the environment; or give sha256" },
 	{ .key = "sha256", .type = T_STRING, .offset = offsetof(struct key_entry, sha256),
 	  .help = "hex SHA-256 of the secret, instead of key" },
+	{ .key = "limits", .type = T_CUSTOM, .parse = tg_parse_key_limits, .doc_type = "object",
+	  .section = &tg_key_limits_section, .offset = offsetof(struct key_entry, limits),
+	  .help = "requests and tokens per minute that the key may use, in this instance" },
 };
 static const struct section key_section = SECTION(key_settings);
 
@@ -117,6 +123,7 @@ parse_key(struct load_ctx *ctx, const char *path, json_t *value, struct tg_gatew
 	parse_section(ctx, path, value, &e, &key_section);
 	if (ctx->n_errors == errors_before)
 		rc = set_digest(ctx, path, &e, k);
+	k->limits = e.limits;
 
 	if (e.key != NULL)
 		explicit_bzero(e.key, strlen(e.key));

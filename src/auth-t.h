@@ -8,13 +8,21 @@
 
 #include <stddef.h>
 
+#include "ratelimit-t.h"
+
 #define TG_KEY_DIGEST_LEN 32    /* SHA-256 */
+
+struct tg_key_limiter;
 
 /* One named key of "gateway_keys". Only the digest of its secret is kept,
  * so the snapshot never contains the secret itself. */
 struct tg_gateway_key {
 	char *name;             /* logs, spans, metric labels; never the secret */
 	unsigned char digest[TG_KEY_DIGEST_LEN];
+	struct tg_key_limits limits;
+	struct tg_key_limiter *limiter; /* shared counts, set by
+	                                   tg_ratelimit_attach(); NULL when
+	                                   the key has no limits */
 };
 
 /* The top-level "gateway_keys" object; NULL in struct tg_config when the

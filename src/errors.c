@@ -10,8 +10,11 @@
 
 /* The Anthropic types follow the status rules of Anthropic's API:
  * authentication_error for 401, permission_error for 403, not_found_error
- * for 404, request_too_large for 413, overloaded_error for 503, api_error for the other failures of the gateway or the upstream, and
- * invalid_request_error for the rest, which the client caused. */
+ * for 404, request_too_large for 413, rate_limit_error for 429,
+ * overloaded_error for 503, api_error for the other failures of the gateway
+ * or the upstream, and invalid_request_error for the rest, which the client
+ * caused. The OpenAI type of a rate limit names the limit, "requests" or
+ * "tokens", as OpenAI's own 429 bodies do. */
 static const struct tg_error_info error_table[TG_E_COUNT] = {
 	[TG_OK] = {200, NULL, NULL, NULL, '-'},
 
@@ -81,6 +84,14 @@ static const struct tg_error_info error_table[TG_E_COUNT] = {
 	[TG_E_KEY_NOT_ALLOWED] = {403, "invalid_request_error", "key_not_allowed",
 		"the gateway key given may not use this route", 'G',
 		"permission_error", "key_not_allowed"},
+	[TG_E_REQUEST_RATE_LIMIT] = {429, "requests", "rate_limit_exceeded",
+		"the gateway key has used its requests_per_minute; retry after the "
+		"seconds in Retry-After", 'G',
+		"rate_limit_error", "rate_limit_requests"},
+	[TG_E_TOKEN_RATE_LIMIT] = {429, "tokens", "rate_limit_exceeded",
+		"the gateway key has used its tokens_per_minute; retry after the "
+		"seconds in Retry-After", 'G',
+		"rate_limit_error", "rate_limit_tokens"},
 
 	[TG_E_SHUTTING_DOWN] = {503, "server_error", "shutting_down",
 		"the gateway is shutting down; retry on another instance", 'G',

@@ -40,6 +40,8 @@ enum tg_error {
 	TG_E_MISSING_API_KEY,           /* gateway keys are defined, none was sent */
 	TG_E_INVALID_API_KEY,           /* a credential that is no gateway key */
 	TG_E_KEY_NOT_ALLOWED,           /* a gateway key the route does not list */
+	TG_E_REQUEST_RATE_LIMIT,        /* the key used its requests_per_minute */
+	TG_E_TOKEN_RATE_LIMIT,          /* the key used its tokens_per_minute */
 
 	/* The gateway cannot take the request. */
 	TG_E_SHUTTING_DOWN,

@@ -35,6 +35,7 @@
 #include "config.h"
 #include "descriptors.h"
 #include "health.h"
+#include "ratelimit.h"
 #include "log.h"
 #include "sd-notify.h"
 #include "metrics.h"
@@ -82,6 +83,7 @@ struct daemon {
 	struct tg_config *config;       /* the latest loaded */
 	struct tg_start_settings started;       /* what only a restart changes */
 	struct tg_health_registry health;   /* backend health across reloads */
+	struct tg_ratelimit_registry limits;    /* key limits across reloads */
 	struct tg_runtime runtime;
 	struct event_base *base;
 	struct tg_admin *admin;
@@ -163,7 +165,7 @@ reload(struct daemon *d)
 		tg_notify("READY=1\nSTATUS=reload failed, running the previous configuration");
 		return;
 	}
-	if (tg_health_attach(&d->health, cfg) != 0) {
+	if (tg_health_attach(&d->health, cfg) != 0 || tg_ratelimit_attach(&d->limits, cfg) != 0) {
 		tg_error("reload of %s failed: out of memory", d->config_path);
 		tg_config_unref(cfg);
 		tg_notify("READY=1\nSTATUS=reload failed, running the previous configuration");
@@ -467,7 +469,8 @@ set_up(struct daemon *d)
 	if (d->config->access_log != NULL &&
 	    tg_accesslog_open(&d->runtime.access_log, d->config->access_log) != 0)
 		return 1;
-	if (open_listen_tls(d) != 0 || tg_health_attach(&d->health, d->config) != 0)
+	if (open_listen_tls(d) != 0 || tg_health_attach(&d->health, d->config) != 0 ||
+	    tg_ratelimit_attach(&d->limits, d->config) != 0)
 		return 1;
 	tg_metrics_config_loaded(d->config);
 	d->runtime.tracer = tg_tracer_new(d->config);
@@ -544,6 +547,7 @@ daemon_free(struct daemon *d)
 	tg_config_unref(d->config);
 	tg_start_settings_free(&d->started);
 	tg_health_registry_free(&d->health);
+	tg_ratelimit_registry_free(&d->limits);
 }
 
 int

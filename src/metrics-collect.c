@@ -30,6 +30,10 @@ const struct tg_family_def tg_families[TG_F_COUNT] = {
 	[TG_F_KEY_REQUESTS] = {"tollgate_key_requests_total", TG_COUNTER, 0, 0,
 		"Requests by the caller's gateway key (none for a caller without one) and the "
 		"status code sent to the client."},
+	[TG_F_KEY_RATE_LIMITED] = {"tollgate_key_rate_limited_total", TG_COUNTER, 0, 0,
+		"Requests rejected with 429 because the caller's gateway key used its "
+		"requests_per_minute (limit=\"requests\") or tokens_per_minute "
+		"(limit=\"tokens\"); only the limits a key sets have a series."},
 	[TG_F_IN_FLIGHT] = {"tollgate_requests_in_flight", TG_GAUGE, 0, 0,
 		"Requests being read, routed or answered."},
 	[TG_F_STREAMS_OPEN] = {"tollgate_streams_open", TG_GAUGE, 0, 0,
@@ -515,6 +519,21 @@ collect_filters(struct collector *c, struct tg_metrics_table *t)
 	add_counter(c, TG_F_FILTER_DROPPED, &t->filters_dropped);
 }
 
+/* The rejections of key k under each limit it sets, written even at 0, so
+ * that a rate over them starts from the first rejection. */
+static void
+collect_key_limits(struct collector *c, struct tg_metrics_table *t, size_t k)
+{
+	const struct tg_key_limits *limits = &t->config->gateway_keys->keys[k].limits;
+
+	if (limits->requests_per_minute != 0)
+		add_zero_or_counter(c, TG_F_KEY_RATE_LIMITED, "limit", "requests",
+		                     &t->keys[k].rate_limited[TG_RATE_LIMIT_REQUESTS]);
+	if (limits->tokens_per_minute != 0)
+		add_zero_or_counter(c, TG_F_KEY_RATE_LIMITED, "limit", "tokens",
+		                     &t->keys[k].rate_limited[TG_RATE_LIMIT_TOKENS]);
+}
+
 /* The requests of each gateway key, and of callers without one. */
 static void
 collect_keys(struct collector *c, struct tg_metrics_table *t)
@@ -526,6 +545,8 @@ collect_keys(struct collector *c, struct tg_metrics_table *t)
 		for (size_t code = 0; code < TG_CODE_SLOTS; code++)
 			add_labelled_counter(c, TG_F_KEY_REQUESTS, "code", tg_code_label(code),
 			                     &t->keys[k].requests[code]);
+		if (k + 1 < t->n_keys)
+			collect_key_limits(c, t, k);
 	}
 }
 

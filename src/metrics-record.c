@@ -441,7 +441,7 @@ record_session(const struct tg_request *req, struct tg_sessions *sessions, uint6
 }
 
 /* Count the request under the caller's gateway key, when the config has
- * keys: the one request counter that has the key as a label. */
+ * keys: the request counters that have the key as a label. */
 static void
 record_key(struct tg_metrics_table *t, const struct tg_request *req, size_t code)
 {
@@ -452,6 +452,10 @@ record_key(struct tg_metrics_table *t, const struct tg_request *req, size_t code
 	k = req->key != NULL ? (size_t)(req->key - t->config->gateway_keys->keys) : t->n_keys - 1;
 	assert(k < t->n_keys);
 	tg_counter_add(&t->keys[k].requests[code], 1);
+	if (req->error == TG_E_REQUEST_RATE_LIMIT)
+		tg_counter_add(&t->keys[k].rate_limited[TG_RATE_LIMIT_REQUESTS], 1);
+	else if (req->error == TG_E_TOKEN_RATE_LIMIT)
+		tg_counter_add(&t->keys[k].rate_limited[TG_RATE_LIMIT_TOKENS], 1);
 }
 
 void

@@ -131,6 +131,13 @@ enum { TG_CODE_SLOTS = 23 };
 size_t tg_code_slot(int status);
 const char *tg_code_label(size_t slot);
 
+/* The limits of a gateway key that reject requests: the "limit" label. */
+enum tg_rate_limit_kind {
+	TG_RATE_LIMIT_REQUESTS,
+	TG_RATE_LIMIT_TOKENS,
+	TG_RATE_LIMITS
+};
+
 enum tg_token_type {
 	TG_TOKENS_INPUT,
 	TG_TOKENS_OUTPUT,
@@ -197,6 +204,7 @@ struct tg_route_values {
 /* The series of one gateway key, or of the callers without one. */
 struct tg_key_values {
 	tg_counter requests[TG_CODE_SLOTS];
+	tg_counter rate_limited[TG_RATE_LIMITS];        /* 429s by limit kind */
 };
 
 struct tg_backend_values {
@@ -365,6 +373,7 @@ enum tg_family {
 	TG_F_STREAMS_OPEN,
 	TG_F_GATEWAY_ERRORS,
 	TG_F_KEY_REQUESTS,
+	TG_F_KEY_RATE_LIMITED,
 	TG_F_REQUEST_DURATION,
 	TG_F_UPSTREAM_DURATION,
 	TG_F_OVERHEAD,

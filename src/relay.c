@@ -17,6 +17,7 @@
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
+#include "ratelimit.h"
 #include "relay.h"
 #include "request.h"
 #include "trace.h"
@@ -98,16 +99,19 @@ add_status_line(struct tg_head *head, int status)
 	tg_head_add(head, "\r\n", 2);
 }
 
-/* Append the line x-tollgate-attempts, when the request has one, and the
- * request id. */
+/* Append the line x-tollgate-attempts, when the request has one, the
+ * request id, and the x-ratelimit-* lines of a key with limits. */
 static void
 add_request_lines(struct tg_head *head, const struct tg_request *req)
 {
-	char attempts[512];
+	char attempts[512], limits[320];
+	size_t len;
 
 	TG_HEAD_LINE(head, "X-Request-Id", req->id);
 	tg_attempt_header(req, attempts, sizeof(attempts));
 	tg_head_add(head, attempts, strlen(attempts));
+	len = tg_ratelimit_header_lines(req, limits, sizeof(limits));
+	tg_head_add(head, limits, len);
 }
 
 /* Append the status line, the kept upstream headers and the gateway's own
@@ -128,6 +132,8 @@ write_head(struct tg_request *req, struct evbuffer *out, long long content_lengt
 	for (size_t i = 0; i < resp->headers.count; i++) {
 		const struct tg_header *hd = &resp->headers.items[i];
 
+		if (tg_ratelimit_replaces(req, hd))
+			continue;
 		tg_head_line(&head, hd->name, hd->name_len, hd->value, hd->value_len);
 	}
 	add_request_lines(&head, req);

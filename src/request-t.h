@@ -17,6 +17,7 @@
 #include "failover-t.h"
 #include "headers.h"
 #include "metrics-t.h"
+#include "ratelimit-t.h"
 #include "relay.h"
 #include "request-scan.h"
 #include "sse.h"
@@ -140,6 +141,7 @@ struct tg_request {
 	const struct tg_backend *backend;
 	const struct tg_gateway_key *key;       /* the caller's gateway key, in
 	                                           config; NULL: none presented */
+	struct tg_ratelimit_request ratelimit;  /* under the key's limits */
 
 	/* Upstream attempts; the last one is the current one. */
 	struct tg_attempt attempts[TG_MAX_ATTEMPTS];

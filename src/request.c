@@ -22,6 +22,7 @@
 #include "filter-request.h"
 #include "log.h"
 #include "metrics.h"
+#include "ratelimit.h"
 #include "relay.h"
 #include "request-scan.h"
 #include "request.h"
@@ -714,6 +715,8 @@ tg_request_dispatch(struct tg_request *req)
 	}
 	if (req->config->gateway_keys != NULL && tg_auth_request_route(req) != 0)
 		return;
+	if (tg_ratelimit_admit(req) != 0)
+		return;
 
 	tg_trace_filters_start(req);
 	tg_filter_request(req, look_up_cache);
@@ -807,6 +810,9 @@ tg_request_done(struct tg_request *req)
 		assign_request_id(req);
 	if (req->cause == TG_CAUSE_NONE && req->error == TG_OK)
 		req->phase = TG_PHASE_DONE;
+	/* Before the access-log line, so that once the line is written, the
+	 * key's next request finds these tokens spent. */
+	tg_ratelimit_charge(req);
 	tg_accesslog_write(req->worker->access_log, req);
 
 	req->worker->active_requests--;

@@ -795,6 +795,11 @@ finish_server_span(struct tg_request *req, struct tg_span *server)
 		                   "content filter");
 		return;
 	}
+	/* A 429 of a key's rate limit is the client's doing, so the status
+	 * stays unset as for any 4xx of a server span, but error.type names
+	 * the limit, for finding the rejected calls. */
+	if (req->error == TG_E_REQUEST_RATE_LIMIT || req->error == TG_E_TOKEN_RATE_LIMIT)
+		set_error_type(server, req->error, req->response.status);
 	if (!request_failed(req))
 		return;
 	set_error_type(server, req->error, req->response.status);

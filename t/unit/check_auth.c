@@ -214,13 +214,68 @@ START_TEST(key_errors_in_one_run)
 		"a secret of its own, so that callers can be told apart\n"
 		"T: gateway_keys: invalid key name \"bad name\"; use 1 to 64 letters, digits, "
 		"\"_\", \"-\" or \".\"\n"
-		"T: gateway_keys.extra: unknown key \"hash\"; valid keys: key, sha256\n"
+		"T: gateway_keys.extra: unknown key \"hash\"; valid keys: key, sha256, limits\n"
 		"T: gateway_keys.none: reserved name \"none\": the metrics label requests without "
 		"a gateway key as key=\"none\", and the series of this name would merge with "
 		"theirs; choose another name\n"
 		"T: gateway_keys.number: expected an object with \"key\" or \"sha256\", got an "
 		"integer\n");
 	unsetenv("TG_CHECK_AUTH_TWIN");
+}
+END_TEST
+
+/* Limits per key: either kind or both, and none without "limits". */
+START_TEST(key_limits_parsed)
+{
+	struct tg_config *cfg = expect_valid(
+		"{\"both\": {\"key\": \"both-secret\", \"limits\": "
+		"{\"requests_per_minute\": 3, \"tokens_per_minute\": 1000000000}},"
+		" \"requests\": {\"key\": \"requests-secret\", \"limits\": {\"requests_per_minute\": 1}},"
+		" \"tokens\": {\"key\": \"tokens-secret\", \"limits\": {\"tokens_per_minute\": 500}},"
+		" \"none\": {\"key\": \"none-secret\"}}", one_route);
+	const struct tg_gateway_key *k = cfg->gateway_keys->keys;
+
+	ck_assert_uint_eq(k[0].limits.requests_per_minute, 3);
+	ck_assert_uint_eq(k[0].limits.tokens_per_minute, 1000000000);
+	ck_assert_uint_eq(k[1].limits.requests_per_minute, 1);
+	ck_assert_uint_eq(k[1].limits.tokens_per_minute, 0);
+	ck_assert_uint_eq(k[2].limits.requests_per_minute, 0);
+	ck_assert_uint_eq(k[2].limits.tokens_per_minute, 500);
+	ck_assert_uint_eq(k[3].limits.requests_per_minute, 0);
+	ck_assert_uint_eq(k[3].limits.tokens_per_minute, 0);
+	ck_assert_ptr_null(k[0].limiter);
+	tg_config_unref(cfg);
+}
+END_TEST
+
+/* Every invalid limit in one run, with the value and the valid range. */
+START_TEST(key_limit_errors_in_one_run)
+{
+	expect_errors(
+		"{\"zero\": {\"key\": \"zero-secret\", \"limits\": {\"requests_per_minute\": 0}},"
+		" \"negative\": {\"key\": \"negative-secret\", \"limits\": {\"tokens_per_minute\": -5}},"
+		" \"huge\": {\"key\": \"huge-secret\", \"limits\": {\"tokens_per_minute\": 1000000001}},"
+		" \"fraction\": {\"key\": \"fraction-secret\", \"limits\": {\"requests_per_minute\": 2.5}},"
+		" \"text\": {\"key\": \"text-secret\", \"limits\": {\"requests_per_minute\": \"3\"}},"
+		" \"empty\": {\"key\": \"empty-secret\", \"limits\": {}},"
+		" \"typo\": {\"key\": \"typo-secret\", \"limits\": {\"requests_per_min\": 3}},"
+		" \"number\": {\"key\": \"number-secret\", \"limits\": 60}}",
+		one_route,
+		"T: gateway_keys.zero.limits.requests_per_minute: 0 is out of range; valid values "
+		"are 1 to 1000000000\n"
+		"T: gateway_keys.negative.limits.tokens_per_minute: -5 is out of range; valid "
+		"values are 1 to 1000000000\n"
+		"T: gateway_keys.huge.limits.tokens_per_minute: 1000000001 is out of range; valid "
+		"values are 1 to 1000000000\n"
+		"T: gateway_keys.fraction.limits.requests_per_minute: expected an integer, got a "
+		"number with a fraction or an exponent\n"
+		"T: gateway_keys.text.limits.requests_per_minute: expected an integer, got a string\n"
+		"T: gateway_keys.empty.limits: sets no limit; give \"requests_per_minute\", "
+		"\"tokens_per_minute\" or both, or remove \"limits\"\n"
+		"T: gateway_keys.typo.limits: unknown key \"requests_per_min\"; valid keys: "
+		"requests_per_minute, tokens_per_minute\n"
+		"T: gateway_keys.number.limits: expected an object with \"requests_per_minute\", "
+		"\"tokens_per_minute\" or both, got an integer\n");
 }
 END_TEST
 
@@ -366,6 +421,8 @@ auth_suite(void)
 	tcase_add_test(config, digest_in_upper_case);
 	tcase_add_test(config, route_auth_resolves_names);
 	tcase_add_test(config, key_errors_in_one_run);
+	tcase_add_test(config, key_limits_parsed);
+	tcase_add_test(config, key_limit_errors_in_one_run);
 	tcase_add_test(config, empty_keys_rejected);
 	tcase_add_test(config, route_auth_errors);
 	tcase_add_test(config, route_auth_needs_keys);
