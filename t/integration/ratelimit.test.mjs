@@ -5,6 +5,8 @@
 // each test takes, so no check depends on how fast the machine is.
 
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import http from 'node:http';
 import { after, afterEach, before, describe, it } from 'node:test';
 
 import {
@@ -38,7 +40,8 @@ const sendMessage = (gw) => chat(gw, {
  * one response, streamed or not. */
 const LONG_ANSWER = { 'x-mock': 'words=150;events=150' };
 
-/* Two workers, so that a count kept per thread would let more through. */
+/* Two workers, so that a count kept per thread would let more through.
+ * mock is a started mock, or any object with the url of an upstream. */
 function limitedConfig(mock, { cachedTokens = 1000, ...extra } = {}) {
   return {
     workers: 2,
@@ -230,6 +233,56 @@ describe('rate limits on reload', () => {
     const open = await send();
     assert.equal(open.status, 200, open.text);
     assert.equal(open.headers['x-ratelimit-limit-requests'], undefined);
+  });
+});
+
+describe('rate limits and the upstream\'s headers', () => {
+  let upstream;
+  after(async () => { await stopAll(); upstream?.close(); });
+
+  /* An upstream that sends OpenAI's x-ratelimit-* headers of its own, as
+   * the OpenAI API does for the gateway's account. */
+  async function startUpstream() {
+    const server = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, {
+          'content-type': 'application/json',
+          'x-ratelimit-limit-requests': '5000',
+          'x-ratelimit-remaining-requests': '4999',
+          'x-ratelimit-reset-requests': '12ms',
+          'x-ratelimit-limit-tokens': '160000',
+          'x-ratelimit-remaining-tokens': '159976',
+          'x-ratelimit-reset-tokens': '9ms',
+        });
+        res.end(JSON.stringify({
+          id: 'chatcmpl-1', object: 'chat.completion', model: 'gpt-4o',
+          choices: [{ index: 0, message: { role: 'assistant', content: 'hi' }, finish_reason: 'stop' }],
+          usage: { prompt_tokens: 3, completion_tokens: 1, total_tokens: 4 },
+        }));
+      });
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    return server;
+  }
+
+  it('replaces them for the kinds the key limits', async () => {
+    upstream = await startUpstream();
+    const gw = await startGateway(limitedConfig({ url: `http://127.0.0.1:${upstream.address().port}` }));
+
+    const limited = await chat(gw, { headers: bearer('capped') });
+    assert.equal(limited.status, 200, limited.text);
+    assert.equal(limited.headers['x-ratelimit-limit-requests'], '3');
+    assert.equal(limited.headers['x-ratelimit-remaining-requests'], '2');
+    assert.match(limited.headers['x-ratelimit-reset-requests'], /^\d+(\.\d+)?s$/);
+    assert.equal(limited.headers['x-ratelimit-limit-tokens'], '160000', 'the key sets no token limit');
+    assert.equal(limited.headers['x-ratelimit-reset-tokens'], '9ms');
+
+    const free = await chat(gw, { headers: bearer('free') });
+    assert.equal(free.status, 200, free.text);
+    assert.equal(free.headers['x-ratelimit-limit-requests'], '5000');
+    assert.equal(free.headers['x-ratelimit-remaining-tokens'], '159976');
   });
 });
 
