@@ -224,7 +224,7 @@ START_TEST(key_errors_in_one_run)
 }
 END_TEST
 
-/* Limits per key: either kind or both, and none without "limits". */
+/* Limits per key: either kind or both, and neither without "limits". */
 START_TEST(key_limits_parsed)
 {
 	struct tg_config *cfg = expect_valid(
@@ -232,7 +232,7 @@ START_TEST(key_limits_parsed)
 		"{\"requests_per_minute\": 3, \"tokens_per_minute\": 1000000000}},"
 		" \"requests\": {\"key\": \"requests-secret\", \"limits\": {\"requests_per_minute\": 1}},"
 		" \"tokens\": {\"key\": \"tokens-secret\", \"limits\": {\"tokens_per_minute\": 500}},"
-		" \"none\": {\"key\": \"none-secret\"}}", one_route);
+		" \"unlimited\": {\"key\": \"unlimited-secret\"}}", one_route);
 	const struct tg_gateway_key *k = cfg->gateway_keys->keys;
 
 	ck_assert_uint_eq(k[0].limits.requests_per_minute, 3);
