@@ -10,7 +10,10 @@
  * carry "usage": null as well; that member is taken out again.
  *
  * Anthropic's shapes are read too: message_start and message_delta events,
- * and the usage of a whole message.
+ * and the usage of a whole message. So are the Responses API's: the usage
+ * of its response.completed (or .incomplete, .failed) event, and of a
+ * whole response, with input_tokens and output_tokens as Anthropic names
+ * them.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -200,24 +203,31 @@ take_openai_usage(struct tg_request *req, struct tg_usage *out, const struct tg_
 }
 
 /* Anthropic counts cache reads and writes apart from input_tokens; input
- * here is all three, as OpenAI's prompt_tokens is. */
+ * here is all three, as OpenAI's prompt_tokens is. The Responses API uses
+ * the same names, with its cached tokens inside input_tokens (no cache
+ * members) and both details as chat completions have them. */
 static int
 take_anthropic_usage(struct tg_request *req, struct tg_usage *out,
                      const struct tg_reply_usage *u)
 {
-	uint64_t read = count(u, TG_USAGE_CACHE_READ_INPUT_TOKENS);
+	uint64_t read = tg_usage_has(u, TG_USAGE_CACHE_READ_INPUT_TOKENS)
+	                ? count(u, TG_USAGE_CACHE_READ_INPUT_TOKENS)
+	                : count(u, TG_USAGE_CACHED_TOKENS);
+	uint64_t added_reads = count(u, TG_USAGE_CACHE_READ_INPUT_TOKENS);
 
 	if (drop_unreadable(req, out, u, TG_USAGE_INPUT_TOKENS, TG_USAGE_OUTPUT_TOKENS))
 		return 0;
 	if (!tg_usage_has(u, TG_USAGE_INPUT_TOKENS) && !tg_usage_has(u, TG_USAGE_OUTPUT_TOKENS))
 		return 0;
 	if (tg_usage_has(u, TG_USAGE_INPUT_TOKENS)) {
-		out->input = count(u, TG_USAGE_INPUT_TOKENS) + read +
+		out->input = count(u, TG_USAGE_INPUT_TOKENS) + added_reads +
 		             count(u, TG_USAGE_CACHE_CREATION_INPUT_TOKENS);
 		out->cached_input = read;
 	}
 	if (tg_usage_has(u, TG_USAGE_OUTPUT_TOKENS))
 		out->output = count(u, TG_USAGE_OUTPUT_TOKENS);    /* cumulative */
+	if (tg_usage_has(u, TG_USAGE_REASONING_TOKENS))
+		out->reasoning = count(u, TG_USAGE_REASONING_TOKENS);
 	out->reported = 1;
 	return 1;
 }
@@ -225,7 +235,7 @@ take_anthropic_usage(struct tg_request *req, struct tg_usage *out,
 static void
 take_event_usage(struct tg_request *req, struct tg_usage *out, const struct tg_reply_digest *d)
 {
-	if (d->type == TG_REPLY_TYPE_MESSAGE_START)
+	if (d->type == TG_REPLY_TYPE_MESSAGE_START || d->type == TG_REPLY_TYPE_RESPONSE_END)
 		take_anthropic_usage(req, out, &d->message_usage);
 	else if (d->type == TG_REPLY_TYPE_MESSAGE_DELTA)
 		take_anthropic_usage(req, out, &d->usage);
@@ -253,7 +263,7 @@ static int
 has_content(const struct tg_reply_digest *d)
 {
 	if (d->type != TG_REPLY_TYPE_NONE)
-		return d->type == TG_REPLY_TYPE_CONTENT_BLOCK_DELTA;
+		return d->type == TG_REPLY_TYPE_CONTENT_BLOCK_DELTA || d->response_delta;
 	return d->output || d->reasoning;
 }
 

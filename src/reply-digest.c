@@ -8,13 +8,15 @@
  * OTHER frame, whose contents are skipped. The places:
  *
  *   {"error": non-null, "type": "...", "choices": [CHOICE...], "usage": USAGE,
- *    "message": {"usage": USAGE}, "delta": {"stop_reason": ...}}
+ *    "message": {"usage": USAGE}, "response": {"usage": USAGE},
+ *    "delta": {"stop_reason": ...}}
  *   CHOICE = {"text": "...", "finish_reason": ..., "delta": {"content",
  *             "refusal", "reasoning", "reasoning_content": "...",
  *             "tool_calls": [...], "function_call": {...}}}
  *   USAGE  = {"prompt_tokens": n, ..., "prompt_tokens_details":
  *             {"cached_tokens": n}, "completion_tokens_details":
- *             {"reasoning_tokens": n}}
+ *             {"reasoning_tokens": n}}, or the Responses API's names:
+ *             "input_tokens_details" and "output_tokens_details"
  *
  * A read with a detail (struct tg_reply_detail) also takes "id" and
  * "model" at the top level and "index" in a CHOICE, and records the
@@ -113,6 +115,7 @@ static const struct key ROOT_KEYS[] = {
 	KEY("id", M_ID, 0), KEY("model", M_MODEL, 0),
 	KEY("error", M_ERROR, 0), KEY("type", M_TYPE, 0), KEY("choices", M_CHOICES, 0),
 	KEY("usage", M_USAGE, 0), KEY("message", M_MESSAGE, 0), KEY("delta", M_DELTA, 0),
+	KEY("response", M_MESSAGE, 0),
 	END_KEYS
 };
 static const struct key CHOICE_KEYS[] = {
@@ -141,6 +144,8 @@ static const struct key USAGE_KEYS[] = {
 	KEY("cache_creation_input_tokens", M_COUNT, TG_USAGE_CACHE_CREATION_INPUT_TOKENS),
 	KEY("prompt_tokens_details", M_PROMPT_DETAILS, 0),
 	KEY("completion_tokens_details", M_COMPLETION_DETAILS, 0),
+	KEY("input_tokens_details", M_PROMPT_DETAILS, 0),
+	KEY("output_tokens_details", M_COMPLETION_DETAILS, 0),
 	END_KEYS
 };
 static const struct key PROMPT_DETAILS_KEYS[] = {
@@ -296,6 +301,8 @@ take_member(struct reader *r, struct frame *f, enum value v, const unsigned char
 		break;
 	case M_TYPE:
 		d->type = v == V_STRING ? type_named(s, len) : TG_REPLY_TYPE_NONE;
+		d->response_delta = d->type == TG_REPLY_TYPE_RESPONSE_EVENT && len > 6 &&
+		                    memcmp(s + len - 6, ".delta", 6) == 0;
 		break;
 	case M_USAGE:
 		start_usage(usage_of(r, f), v);

@@ -86,10 +86,14 @@ struct tg_reply_digest {
 	unsigned reasoning:1;           /* a choice's delta has reasoning text */
 	unsigned finish:1;              /* a choice has a finish_reason other than null */
 	unsigned stop_reason:1;         /* "delta" has a stop_reason other than null */
+	unsigned response_delta:1;      /* a Responses API event "response.*.delta":
+	                                   streamed output */
 	size_t n_choices;
 	enum tg_reply_type type;
 	struct tg_reply_usage usage;            /* the top-level "usage" */
-	struct tg_reply_usage message_usage;    /* "message": {"usage"} (message_start) */
+	struct tg_reply_usage message_usage;    /* "message": {"usage"} (message_start),
+	                                           or "response": {"usage"} (the
+	                                           Responses API's end events) */
 	/* Offsets in the text just past the top-level "usage" key and just
 	 * past its value, when that value is null and no other key at any
 	 * depth is named "usage". Both are 0 otherwise. */

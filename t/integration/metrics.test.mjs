@@ -683,3 +683,74 @@ describe('metrics scraped by Prometheus', () => {
     }
   });
 });
+
+/*
+ * The Responses API streams its output as "response.*.delta" events and
+ * reports usage once, in the response that its last event carries
+ * (response.completed), with its cached and reasoning counts in
+ * input_tokens_details and output_tokens_details.
+ */
+const RESPONSES_DELTAS = 3;
+const RESPONSES_USAGE = {
+  input_tokens: 11, input_tokens_details: { cached_tokens: 4 },
+  output_tokens: 7, output_tokens_details: { reasoning_tokens: 2 }, total_tokens: 18,
+};
+
+function responsesStream() {
+  let seq = 0;
+  const event = (type, fields) => `event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: seq++, ...fields })}\n\n`;
+  const response = (status, usage = null) => ({ id: 'resp_1', object: 'response', status, model: 'scripted', output: [], usage });
+  return [
+    event('response.created', { response: response('in_progress') }),
+    event('response.output_item.added', { output_index: 0, item: { id: 'msg_1', type: 'message', role: 'assistant', content: [] } }),
+    ...Array.from({ length: RESPONSES_DELTAS }, () => event('response.output_text.delta', { item_id: 'msg_1', output_index: 0, content_index: 0, delta: 'word ' })),
+    event('response.output_text.done', { item_id: 'msg_1', output_index: 0, content_index: 0, text: 'word word word ' }),
+    event('response.completed', { response: response('completed', RESPONSES_USAGE) }),
+  ].join('');
+}
+
+describe('metrics of a Responses API stream', () => {
+  let upstream;
+  let gw;
+
+  before(async () => {
+    upstream = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.end(responsesStream());
+      });
+    });
+    upstream.listen(0, '127.0.0.1');
+    await once(upstream, 'listening');
+    gw = await startGateway({
+      backends: { scripted: { url: `http://127.0.0.1:${upstream.address().port}` } },
+      routes: [{ name: 'responses', match: { path: '/v1/responses', model: 'resp' }, backends: ['scripted'] }],
+    });
+  });
+
+  afterEach(() => gw?.checkErrors());
+  after(async () => {
+    await stopAll();
+    upstream?.close();
+  });
+
+  it('counts its tokens and first token', async () => {
+    const res = await request({
+      port: gw.port, method: 'POST', path: '/v1/responses',
+      body: { model: 'resp', input: 'hi', stream: true },
+    });
+    assert.equal(res.status, 200);
+    const entry = await gw.accessFor(res.headers['x-request-id']);
+    assert.notEqual(entry.ttft, null);
+
+    const labels = { route: 'responses', backend: 'scripted', model: 'resp' };
+    const s = await settledSamples(gw);
+    assert.equal(valueOf(s, 'tollgate_tokens_total', { ...labels, type: 'input' }), 11);
+    assert.equal(valueOf(s, 'tollgate_tokens_total', { ...labels, type: 'output' }), 7);
+    assert.equal(valueOf(s, 'tollgate_tokens_total', { ...labels, type: 'cached_input' }), 4);
+    assert.equal(valueOf(s, 'tollgate_tokens_total', { ...labels, type: 'reasoning' }), 2);
+    assert.equal(valueOf(s, 'tollgate_estimated_tokens_total', { ...labels, type: 'output' }), 0);
+    assert.equal(valueOf(s, 'tollgate_time_to_first_token_seconds_count', labels), 1);
+  });
+});
