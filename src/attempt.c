@@ -298,7 +298,33 @@ tg_attempt_end_failed(struct tg_request *req, enum tg_error err)
 	}
 	tg_attempt_end(req, TG_OUTCOME_FAILURE, err, 0,
 	               kind == TG_RETRY_TIMEOUT ? "timeout"
-	               : kind == TG_RETRY_CONNECT ? "connect" : "reset");
+	               : kind == TG_RETRY_CONNECT ? "connect"
+	               : err == TG_E_UPSTREAM_STREAM_ERROR ? "stream_error" : "reset");
+}
+
+/* Copy label into a, cut as snprintf() would cut it. */
+static void
+set_label(struct tg_attempt *a, const char *label)
+{
+	size_t len = strnlen(label, sizeof(a->label) - 1);
+
+	memcpy(a->label, label, len);
+	a->label[len] = '\0';
+}
+
+void
+tg_attempt_committed(struct tg_request *req, int status, const char *label)
+{
+	struct tg_attempt *a;
+
+	if (req->n_attempts == 0)
+		return;
+	a = &req->attempts[req->n_attempts - 1];
+	if (!a->open)
+		return;
+	a->committed_ns = tg_request_now(req);
+	a->status = status;
+	set_label(a, label);
 }
 
 void
@@ -307,8 +333,7 @@ tg_attempt_end(struct tg_request *req, enum tg_outcome outcome, enum tg_error er
 {
 	struct tg_attempt *a;
 	enum tg_health_change change;
-	uint64_t now;
-	size_t label_len;
+	uint64_t now, latency;
 
 	/* The end of every request calls this too, mostly for an attempt that
 	 * already ended: the clock is read only for an open one. */
@@ -322,17 +347,20 @@ tg_attempt_end(struct tg_request *req, enum tg_outcome outcome, enum tg_error er
 	a->end_ns = now;
 	a->outcome = outcome;
 	a->error = err;
-	a->status = status;
-	label_len = strnlen(label, sizeof(a->label) - 1);       /* cut as snprintf() would */
-	memcpy(a->label, label, label_len);
-	a->label[label_len] = '\0';
+	if (status != 0)
+		a->status = status;
+	if (label != NULL)
+		set_label(a, label);
 	tg_trace_attempt_end(req);
 
-	change = tg_health_attempt_end(a->backend, outcome, a->trial, now - a->start_ns, now);
+	/* The latency of a stream is its wait for the first content: the
+	 * balancers compare backends by it, not by the lengths of streams. */
+	latency = (a->committed_ns ? a->committed_ns : now) - a->start_ns;
+	change = tg_health_attempt_end(a->backend, outcome, a->trial, latency, now);
 	if (change == TG_HEALTH_EJECTED) {
 		tg_log_request(req, TG_LOG_WARN, "backend %s ejected for %.3f s after failures (last: %s)",
 		               a->backend->name,
-		               (double)tg_health_ejection_left(a->backend, now) / TG_NS_PER_S, label);
+		               (double)tg_health_ejection_left(a->backend, now) / TG_NS_PER_S, a->label);
 		tg_metrics_backend_cooldown(req, a->backend);
 	}
 	else if (change == TG_HEALTH_RECOVERED)

@@ -19,10 +19,21 @@ void tg_attempt_first(struct tg_request *req);
  * End the current attempt with its outcome: update the backend's health,
  * log ejections and recoveries, and record it in the request. label is
  * what x-tollgate-attempts shows for it ("503", "timeout", "connect").
- * Calling it again for the same attempt does nothing.
+ * For a committed attempt (tg_attempt_committed()), status 0 and label NULL
+ * keep what the commit recorded. Calling it again for the same attempt
+ * does nothing, so the backend's in-flight count drops once.
  */
 void tg_attempt_end(struct tg_request *req, enum tg_outcome outcome,
                     enum tg_error err, int status, const char *label);
+
+/*
+ * The current attempt's stream reached the client, which commits the
+ * request to it: record its status and label for x-tollgate-attempts, and
+ * the moment for the latency its health counts, but leave it open. Nothing retries it from now on, and how the
+ * stream ends decides its outcome: tg_attempt_end() with a failure for a
+ * reset, a stall or an error event, cancelled when the client leaves.
+ */
+void tg_attempt_committed(struct tg_request *req, int status, const char *label);
 
 /*
  * Start another attempt after the current one failed before any byte
@@ -39,9 +50,9 @@ int tg_attempt_status_retryable(const struct tg_request *req, int status);
 unsigned tg_attempt_error_kind(enum tg_error err);
 
 /* End the current attempt after the failure err, labelled by its kind
- * (timeout, connect, reset). A failure of the gateway's own (out of
- * descriptors or memory) ends it as cancelled, so that the backend's health
- * does not count it. */
+ * (timeout, connect, stream_error, reset). A failure of the gateway's own
+ * (out of descriptors or memory) ends it as cancelled, so that the
+ * backend's health does not count it. */
 void tg_attempt_end_failed(struct tg_request *req, enum tg_error err);
 
 /* Write "x-tollgate-attempts: a:503,b:timeout\r\n" into buf when the

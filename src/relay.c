@@ -566,20 +566,20 @@ emit_event(struct tg_request *req, struct tg_stream_event *ev)
 	send_event(req, ev);
 }
 
-/* The first content is here (or holding must end): the attempt succeeded,
- * so the head goes out, then the held events. */
+/* The first content is here (or holding must end): the request is
+ * committed to the attempt, and no other backend may take it now. The head goes
+ * out, then the held events. The attempt stays open until the stream ends
+ * (end_stream_attempt()). */
 static void
 release_held(struct tg_request *req)
 {
 	struct tg_response *resp = &req->response;
-	struct tg_attempt *a = &req->attempts[req->n_attempts - 1];
 	struct tg_stream_event *held = resp->held;
 	size_t n_held = resp->n_held;
 	char label[4];
 
 	status_label(resp->status, label);
-	if (a->open)
-		tg_attempt_end(req, TG_OUTCOME_SUCCESS, TG_OK, resp->status, label);
+	tg_attempt_committed(req, resp->status, label);
 	send_head(req, -1);
 	resp->content_sent = 1;
 
@@ -969,6 +969,23 @@ relay_on_head(void *arg, int status, struct tg_headers *headers)
 	return resp->body == NULL;
 }
 
+/*
+ * End the attempt of a stream whose upstream part is over, before the
+ * client's response ends (which may end the request). err is how the
+ * upstream failed: a reset, a stall, an error event in the stream or a
+ * stream cut short count against the backend. TG_OK is a stream that
+ * ended well, or that the gateway cut (the filters) with nothing to hold
+ * against the backend.
+ */
+static void
+end_stream_attempt(struct tg_request *req, enum tg_error err)
+{
+	if (err == TG_OK)
+		tg_attempt_end(req, TG_OUTCOME_SUCCESS, TG_OK, 0, NULL);
+	else
+		tg_attempt_end_failed(req, err);
+}
+
 /* A content filter ended the stream with its own last events: close the
  * chunked body. When the filters failed instead (tg_filter_response_event
  * set TG_E_INTERNAL), or had to hold back more than the limit
@@ -977,6 +994,7 @@ relay_on_head(void *arg, int status, struct tg_headers *headers)
 static void
 end_blocked_stream(struct tg_request *req)
 {
+	end_stream_attempt(req, TG_OK);
 	if (req->error == TG_E_INTERNAL) {
 		end_stream_with_error(req, TG_E_INTERNAL, FILTERS_FAILED);
 		return;
@@ -1037,6 +1055,7 @@ end_unreadable_stream(struct tg_request *req)
 		tg_request_fail(req, TG_E_UPSTREAM_INVALID, TOO_LARGE_TO_SCREEN);
 		return;
 	}
+	end_stream_attempt(req, TG_OK);        /* the limit is the gateway's */
 	req->error = TG_E_UPSTREAM_INVALID;
 	end_stream_with_error(req, TG_E_UPSTREAM_INVALID, TOO_LARGE_TO_SCREEN);
 }
@@ -1139,6 +1158,7 @@ finish_stream(struct tg_request *req)
 	/* The upstream's own error event already informed the client, and
 	 * the connection stays open as after end_stream_with_error(). */
 	if (req->error == TG_E_UPSTREAM_STREAM_ERROR) {
+		end_stream_attempt(req, TG_E_UPSTREAM_STREAM_ERROR);
 		write_last_chunk(req);
 		tg_client_response_done(req->client);
 		return;
@@ -1150,9 +1170,11 @@ finish_stream(struct tg_request *req)
 		               : "upstream stream ended without a finish reason or [DONE]");
 		req->error = TG_E_UPSTREAM_INCOMPLETE;
 		req->cause = TG_CAUSE_UPSTREAM_FAILED;
+		end_stream_attempt(req, TG_E_UPSTREAM_INCOMPLETE);
 		end_stream_with_error(req, TG_E_UPSTREAM_INCOMPLETE, NULL);
 		return;
 	}
+	end_stream_attempt(req, TG_OK);
 	write_last_chunk(req);
 	tg_cache_response_complete(req);
 	tg_client_response_done(req->client);
@@ -1224,6 +1246,7 @@ relay_on_error(void *arg, enum tg_error err, const char *detail)
 	req->error = err;
 	req->cause = (enum tg_cause)info->who;
 	tg_trace_upstream_done(req);
+	end_stream_attempt(req, err);
 	end_stream_with_error(req, err, NULL);
 }
 

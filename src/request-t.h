@@ -88,6 +88,7 @@ struct tg_attempt {
 	const struct tg_backend *backend;
 	const char *model;              /* model name sent upstream */
 	uint64_t start_ns, end_ns;
+	uint64_t committed_ns;           /* its stream reached the client; 0 before */
 	int status;                     /* upstream HTTP status; 0 when none */
 	enum tg_error error;
 	int outcome;                    /* enum tg_outcome, once ended */

@@ -8,9 +8,10 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 
 import {
-  mockBackend, request, startGateway, startMock, stopAll,
+  mockBackend, openStream, request, startGateway, startMock, stopAll, waitFor,
 } from './lib/harness.mjs';
 import { normalizeVolatile } from './lib/checks.mjs';
+import { parseSamples, scrape, valueOf } from './lib/prometheus.mjs';
 import {
   NEVER_EJECT, RETRY_FREELY, apiRequests, chat, eventDatas, messages,
   startMockWith,
@@ -149,5 +150,77 @@ describe('stream failure after content', () => {
     assert.equal(entry.backend, 'a');
     assert.equal(entry.status, 200);
     assert.match(entry.termination, /^S/, 'termination');
+  });
+});
+
+/*
+ * Start a gateway whose route has the one backend a, ejected after
+ * `failures` failures in a row, behind a mock with the given options.
+ */
+async function startEjecting(options, failures, timeouts = {}) {
+  const a = await startMockWith(options);
+  const gw = await startGateway({
+    backends: { a: mockBackend(a, { timeouts, health: { consecutive_failures: failures } }) },
+    routes: [{ name: 'chat', match: { path: '/v1/chat/completions' }, backends: ['a'], retry: RETRY_FREELY }],
+  });
+  return { a, gw };
+}
+
+/* The value of a metric for backend a (0 when the series is not there). */
+async function metricOfA(gw, metric, labels = {}) {
+  return valueOf(parseSamples((await scrape(gw)).text), metric, { backend: 'a', ...labels });
+}
+
+describe('backend health after a stream fails', () => {
+  afterEach(stopAll);
+
+  for (const [what, options, outcome, timeouts] of [
+    ['a connection closed after content', 'close_after=3', 'reset', {}],
+    ['an error event after content', 'stream_error=3', 'stream_error', {}],
+    ['an upstream silent after content', 'stall_after=3', 'timeout', { idle: '300ms' }],
+  ]) {
+    it(`counts ${what} as a failure and ejects the backend`, async () => {
+      const { gw } = await startEjecting(options, 3, timeouts);
+      for (let i = 0; i < 3; i++) {
+        const res = await chat(gw, { stream: true });
+        assert.equal(res.status, 200);
+        assertEndsWithError(res.text);
+        assert.equal(res.attempts, null, 'the request moved after content had reached the client');
+      }
+
+      assert.equal(await metricOfA(gw, 'tollgate_upstream_attempts_total', { outcome }), 3,
+        `attempts of a with outcome ${outcome}`);
+      assert.equal(await metricOfA(gw, 'tollgate_upstream_attempts_total', { outcome: 'success' }), 0,
+        'attempts of a with outcome success');
+      await gw.waitForLog(/backend a ejected for [0-9.]+ s after failures/);
+      assert.equal(await metricOfA(gw, 'tollgate_backend_up'), 0, 'tollgate_backend_up of a');
+    });
+  }
+
+  it('leaves health alone when the client leaves mid-stream', async () => {
+    const { a, gw } = await startEjecting('', 1);
+    const stream = await openStream({
+      port: gw.port,
+      body: { model: 'gpt-4o', messages, stream: true },
+      headers: { 'x-mock': 'events=40;event_delay=1s', 'x-request-id': 'leaves-mid-stream' },
+    });
+    assert.equal(stream.status, 200);
+    assert.notEqual(await stream.nextData(), null, 'the stream ended before its first event');
+    stream.abort();
+    await waitFor(async () => (await a.stats()).responses_aborted >= 1,
+      { timeoutMs: 10000, message: 'the mock to see its stream aborted by the gateway' });
+    await gw.accessFor('leaves-mid-stream');
+
+    assert.equal(await metricOfA(gw, 'tollgate_upstream_attempts_total', { outcome: 'cancelled' }), 1,
+      'attempts of a with outcome cancelled');
+    assert.equal(await metricOfA(gw, 'tollgate_upstream_attempts_total', { outcome: 'success' }), 0,
+      'attempts of a with outcome success');
+    assert.equal(await metricOfA(gw, 'tollgate_backend_up'), 1, 'tollgate_backend_up of a');
+    assert.ok(!gw.stderr.some((l) => /backend a ejected/.test(l)), 'backend a was ejected');
+
+    // The next stream, which ends well, still goes to a.
+    const res = await chat(gw, { stream: true });
+    assert.equal(res.status, 200);
+    assert.equal(await metricOfA(gw, 'tollgate_upstream_attempts_total', { outcome: 'success' }), 1);
   });
 });
