@@ -236,8 +236,9 @@ budget_take_retry(struct tg_request *req)
 	return 1;
 }
 
-/* Every backend of the route cools down after rate limiting: 503 with a
- * Retry-After of the earliest end, so clients back off as asked. */
+/* Every backend of the route cools down after a 429, 503 or 529 that said
+ * when to come back: 503 with a Retry-After of the earliest end, so
+ * clients back off as asked. */
 static void
 answer_no_backend(struct tg_request *req)
 {
@@ -248,7 +249,8 @@ answer_no_backend(struct tg_request *req)
 	struct evbuffer *body = evbuffer_new();
 
 	snprintf(message, sizeof(message), "every backend of route \"%s\" is cooling "
-	         "down after rate limiting; retry in %llu s", req->route->name, seconds);
+	         "down after rate limiting or overload (429, 503 or 529); retry in %llu s",
+	         req->route->name, seconds);
 	snprintf(retry_after, sizeof(retry_after), "Retry-After: %llu\r\n", seconds);
 	tg_log_request(req, TG_LOG_WARN, "%s", message);
 

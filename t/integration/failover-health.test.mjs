@@ -194,28 +194,32 @@ describe('cooldown after Retry-After', () => {
     assert.deepEqual(gw.stderr.filter((line) => /cooling down/.test(line)), [], 'cooldown log lines');
   });
 
-  it('answers 503 with Retry-After when every backend cools down', async () => {
-    const only = await startMockWith('status=429;retry_after=30');
-    const gw = await startGateway({
-      backends: { only: mockBackend(only) },
-      routes: [{ name: 'chat', match: { path: '/v1/chat/completions' }, backends: ['only'], retry: RETRY_FREELY }],
+  for (const status of [429, 503]) {
+    it(`answers 503 with Retry-After when every backend cools down after ${status}`, async () => {
+      const only = await startMockWith(`status=${status};retry_after=30`);
+      const gw = await startGateway({
+        backends: { only: mockBackend(only) },
+        routes: [{ name: 'chat', match: { path: '/v1/chat/completions' }, backends: ['only'], retry: RETRY_FREELY }],
+      });
+
+      const first = await chat(gw);
+      assert.equal(first.status, status, `the upstream ${status} goes to the client when no backend is left`);
+
+      const second = await chat(gw);
+      assert.equal(second.status, 503, `status (body: ${second.text.slice(0, 300)})`);
+      const retryAfter = second.headers['retry-after'];
+      assert.match(retryAfter ?? '', /^\d+$/, `Retry-After: ${retryAfter}`);
+      assert.ok(Number(retryAfter) >= 1, `Retry-After: ${retryAfter}`);
+      assert.ok(Number(retryAfter) <= 30, `Retry-After: ${retryAfter}`);
+      assert.equal(typeof second.json().error, 'object');
+      assert.match(second.json().error.message,
+        /^every backend of route "chat" is cooling down after rate limiting or overload \(429, 503 or 529\); retry in \d+ s$/);
+      assert.equal((await apiRequests(only)).length, 1, 'requests that reached the cooling backend');
+
+      const entry = await gw.accessFor(second.id);
+      assert.equal(entry.status, 503);
     });
-
-    const first = await chat(gw);
-    assert.equal(first.status, 429, 'the upstream 429 goes to the client when no backend is left');
-
-    const second = await chat(gw);
-    assert.equal(second.status, 503, `status (body: ${second.text.slice(0, 300)})`);
-    const retryAfter = second.headers['retry-after'];
-    assert.match(retryAfter ?? '', /^\d+$/, `Retry-After: ${retryAfter}`);
-    assert.ok(Number(retryAfter) >= 1, `Retry-After: ${retryAfter}`);
-    assert.ok(Number(retryAfter) <= 30, `Retry-After: ${retryAfter}`);
-    assert.equal(typeof second.json().error, 'object');
-    assert.equal((await apiRequests(only)).length, 1, 'requests that reached the cooling backend');
-
-    const entry = await gw.accessFor(second.id);
-    assert.equal(entry.status, 503);
-  });
+  }
 });
 
 /* A route whose only backend is `only`, with `health` merged into it. */
