@@ -1,6 +1,7 @@
 /*
  * Upstream attempts and failover.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -282,7 +283,7 @@ tg_attempt_first(struct tg_request *req)
 	if (send_attempt(req, member, trial, now) == 0)
 		return;
 	if (!tg_attempt_next(req, TG_RETRY_CONNECT, 0))
-		tg_request_fail(req, req->attempts[req->n_attempts - 1].error, NULL);
+		tg_attempt_fail_request(req, req->attempts[req->n_attempts - 1].error);
 }
 
 void
@@ -433,6 +434,26 @@ tg_attempt_next(struct tg_request *req, unsigned retry_on_kind, int status)
 			return 1;
 	}
 	return 0;
+}
+
+void
+tg_attempt_fail_request(struct tg_request *req, enum tg_error err)
+{
+	const struct tg_backend *b;
+	char message[512];
+	int v6;                 /* host is an IPv6 address, which takes brackets */
+
+	/* A failure of the gateway's own blames no backend. */
+	if (req->n_attempts == 0 || !tg_error_is_upstream(err)) {
+		tg_request_fail(req, err, NULL);
+		return;
+	}
+	b = req->attempts[req->n_attempts - 1].backend;
+	v6 = strchr(b->host, ':') != NULL;
+	snprintf(message, sizeof(message), "%s (backend \"%s\" at %s%s%s:%s)",
+	         tg_error_info(err)->message, b->name, v6 ? "[" : "", b->host, v6 ? "]" : "",
+	         b->port);
+	tg_request_fail(req, err, message);
 }
 
 void

@@ -55,6 +55,11 @@ unsigned tg_attempt_error_kind(enum tg_error err);
  * backend's health does not count it. */
 void tg_attempt_end_failed(struct tg_request *req, enum tg_error err);
 
+/* Respond to the request with err, the failure of its last attempt, in a
+ * message that names that attempt's backend and address when the upstream
+ * failed: "could not connect to the upstream (backend "a" at host:443)". */
+void tg_attempt_fail_request(struct tg_request *req, enum tg_error err);
+
 /* Write "x-tollgate-attempts: a:503,b:timeout\r\n" into buf when the
  * request made more than one attempt or its last one failed; else "". */
 void tg_attempt_header(const struct tg_request *req, char *buf, size_t size);

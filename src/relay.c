@@ -1239,7 +1239,7 @@ relay_on_error(void *arg, enum tg_error err, const char *detail)
 		tg_relay_reset(req);
 		if (tg_attempt_next(req, kind, 0))
 			return;
-		tg_request_fail(req, err, NULL);
+		tg_attempt_fail_request(req, err);
 		return;
 	}
 

@@ -88,6 +88,8 @@ describe('opening upstream connections', () => {
 
       const alone = await chat(gw, { model: 'dead' });
       assert.equal(alone.status, 502, alone.text);
+      assert.equal(alone.json().error.message,
+        `could not connect to the upstream (backend "dead" at ${host}:${closedPort})`);
       const hostInLog = host.replace(/[[\]]/g, '');
       await gw.waitForLog(new RegExp(`${hostInLog.replace(/\./g, '\\.')}:${closedPort}: Connection refused`));
 
