@@ -218,6 +218,26 @@ tg_error_anthropic_body(struct evbuffer *out, enum tg_error err, const char *mes
 	return tg_error_shaped_body(out, TG_ERROR_ANTHROPIC, err, message, NULL);
 }
 
+int
+tg_error_responses_event(struct evbuffer *out, enum tg_error err, const char *message,
+                         long long sequence)
+{
+	const struct tg_error_info *info = tg_error_info(err);
+	json_t *event;
+
+	if (message == NULL)
+		message = info->message;
+	event = json_pack("{s:s, s:s, s:s, s:n, s:I}", "type", "error", "code", info->code,
+	                  "message", message, "param", "sequence_number", (json_int_t)sequence);
+	if (evbuffer_add(out, "event: error\ndata: ", 19) != 0) {
+		json_decref(event);
+		return -1;
+	}
+	if (add_body(out, event) != 0)
+		return -1;
+	return evbuffer_add(out, "\n", 1);
+}
+
 /* The reason phrases of the IANA HTTP Status Code Registry (RFC 9110
  * section 16.2.1). Besides the codes of RFC 9110 section 15, it lists 102,
  * 103, 207, 208, 226, 423-425, 428, 429, 431, 451, 506-508, 510 and 511

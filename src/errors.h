@@ -106,6 +106,18 @@ int tg_error_body(struct evbuffer *out, enum tg_error err, const char *message);
 /* tg_error_shaped_body() in Anthropic's shape without extra members. */
 int tg_error_anthropic_body(struct evbuffer *out, enum tg_error err, const char *message);
 
+/*
+ * Append the Responses API's "error" stream event for err to out: the line
+ * "event: error", a data line with {"type": "error", "code", "message",
+ * "param": null, "sequence_number"}, and the blank line that ends the
+ * event. The shape is flat, with no "error" object, as OpenAI sends it.
+ * sequence is the number the event takes: one past the last number that
+ * the client received. message may be NULL for the kind's
+ * default. Returns 0, or -1 when out of memory.
+ */
+int tg_error_responses_event(struct evbuffer *out, enum tg_error err, const char *message,
+                             long long sequence);
+
 /* The registered reason phrase of an HTTP status, or "" for a code that
  * has none: a status line may have an empty reason (RFC 9112 section 4),
  * and a made-up word would read as the registered one. */

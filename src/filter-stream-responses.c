@@ -19,6 +19,7 @@
 #include <event2/buffer.h>
 #include <jansson.h>
 
+#include "errors.h"
 #include "filter-stream-int.h"
 
 int
@@ -262,14 +263,16 @@ log_unread(struct tg_filter_stream *s)
 enum tg_stream_verdict
 tg_stream_end_responses(struct tg_filter_stream *s, int unread)
 {
-	static const char head[] = "event: error\ndata: ";
+	/* The event's data starts after its first line and "data: ", and ends
+	 * before the blank line. */
+	static const size_t head = sizeof("event: error\ndata: ") - 1;
 	const char *message = unread ? "the response was blocked: it has an event that the "
 	                               "gateway's content filters cannot screen"
 	                             : "the response was blocked by a content filter";
 	struct evbuffer *out = evbuffer_new();
 	struct tg_reply_digest digest;
-	json_t *error = NULL;
-	char *data = NULL;
+	const char *event;
+	size_t len;
 	int rc = -1;
 
 	if (unread) {
@@ -278,20 +281,14 @@ tg_stream_end_responses(struct tg_filter_stream *s, int unread)
 			goto out;
 	}
 	tg_stream_drop_held(s);
-	error = json_pack("{s:s, s:s, s:s, s:n, s:I}", "type", "error", "code", "content_filter",
-	                  "message", message, "param", "sequence_number",
-	                  (json_int_t)s->next_sequence);
-	if (error != NULL)
-		data = json_dumps(error, JSON_COMPACT);
-	if (data == NULL || out == NULL || evbuffer_add(out, head, sizeof(head) - 1) != 0 ||
-	    evbuffer_add_printf(out, "%s\n\n", data) < 0)
+	if (out == NULL ||
+	    tg_error_responses_event(out, TG_E_CONTENT_FILTER, message, s->next_sequence) != 0)
 		goto out;
-	tg_reply_digest(&digest, data, strlen(data));
-	rc = tg_stream_emit_end(s, TG_EVENT_ERROR, (const char *)evbuffer_pullup(out, -1),
-	                        evbuffer_get_length(out), &digest);
+	len = evbuffer_get_length(out);
+	event = (const char *)evbuffer_pullup(out, -1);
+	tg_reply_digest(&digest, event + head, len - head - 2);
+	rc = tg_stream_emit_end(s, TG_EVENT_ERROR, event, len, &digest);
 out:
-	json_decref(error);
-	free(data);
 	if (out != NULL)
 		evbuffer_free(out);
 	return rc == 0 ? TG_STREAM_BLOCK : TG_STREAM_ERROR;

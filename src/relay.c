@@ -401,6 +401,8 @@ tg_relay_reset(struct tg_request *req)
 	resp->sse_done = 0;
 	resp->finish_seen = 0;
 	resp->anthropic = 0;
+	resp->responses = 0;
+	resp->next_sequence = 0;
 }
 
 /* --- non-streamed body ---------------------------------------------------------- */
@@ -538,6 +540,8 @@ send_event(struct tg_request *req, struct tg_stream_event *ev)
 	tg_trace_stream_event(req, ev);
 	if (gateway_only)
 		return;         /* the usage chunk only the gateway asked for */
+	if (ev->digest.has_sequence)
+		req->response.next_sequence = ev->digest.sequence + 1;
 	write_piece(req, ev->raw);
 }
 
@@ -732,7 +736,10 @@ on_sse_event(void *arg, const struct tg_sse_event *sse)
 		ev.tapped = tg_filter_response_tapped(req, read);
 	ev.has_data = sse->data_len > 0;
 	ev.data_at = sse->data_at;
-	if (ev.digest.object && !ev.digest.choices && ev.digest.type != TG_REPLY_TYPE_NONE)
+	if (ev.digest.type == TG_REPLY_TYPE_RESPONSE_EVENT ||
+	    ev.digest.type == TG_REPLY_TYPE_RESPONSE_END)
+		resp->responses = 1;
+	else if (ev.digest.object && !ev.digest.choices && ev.digest.type != TG_REPLY_TYPE_NONE)
 		resp->anthropic = 1;
 	if (ev.digest.object) {
 		ev.data = sse->data;
@@ -775,27 +782,34 @@ start_stream(struct tg_request *req)
 	tg_sse_init(&resp->sse, SSE_MAX_EVENT, on_sse_event, NULL, req);
 }
 
-/* Write an error event in the OpenAI error shape, and the last chunk of a
- * chunked body, so that a client cannot take a stream that reached it cut
- * short for a complete answer; no [DONE] comes before it. An Anthropic
- * stream gets that API's "error" event instead, since its clients skip an
- * event without a name. message replaces the error's default text when
+/* Write an error event in the shape of the stream's API, and the last
+ * chunk of a chunked body, so that a client cannot take a stream that
+ * reached it cut short for a complete answer; no [DONE] comes before it.
+ * A chat stream gets a data line in the OpenAI error shape. An Anthropic
+ * stream gets that API's "error" event, since its clients skip an event
+ * without a name. A Responses API stream gets that API's "error" event,
+ * numbered after the last event the client received, which its SDKs
+ * raise as an APIError. message replaces the error's default text when
  * not NULL. */
 static void
 write_stream_error(struct tg_request *req, enum tg_error err, const char *message)
 {
+	const struct tg_response *resp = &req->response;
 	struct evbuffer *event = evbuffer_new();
 
 	if (event != NULL) {
-		/* Both bodies end with a newline, and one more ends the event. */
-		if (req->response.anthropic) {
+		/* A body ends with a newline, and one more ends the event. */
+		if (resp->responses) {
+			tg_error_responses_event(event, err, message, resp->next_sequence);
+		} else if (resp->anthropic) {
 			evbuffer_add(event, "event: error\ndata: ", 19);
 			tg_error_anthropic_body(event, err, message);
+			evbuffer_add(event, "\n", 1);
 		} else {
 			evbuffer_add(event, "data: ", 6);
 			tg_error_body(event, err, message);
+			evbuffer_add(event, "\n", 1);
 		}
-		evbuffer_add(event, "\n", 1);
 		write_piece(req, event);
 		evbuffer_free(event);
 	}

@@ -9,7 +9,7 @@
  *
  *   {"error": non-null, "type": "...", "choices": [CHOICE...], "usage": USAGE,
  *    "message": {"usage": USAGE}, "response": {"usage": USAGE},
- *    "delta": {"stop_reason": ...}}
+ *    "delta": {"stop_reason": ...}, "sequence_number": n}
  *   CHOICE = {"text": "...", "finish_reason": ..., "delta": {"content",
  *             "refusal", "reasoning", "reasoning_content": "...",
  *             "tool_calls": [...], "function_call": {...}}}
@@ -64,7 +64,7 @@ enum member {
 	M_ERROR, M_TYPE, M_CHOICES, M_USAGE, M_MESSAGE, M_DELTA,
 	M_TEXT, M_FINISH_REASON,
 	M_CONTENT, M_REFUSAL, M_REASONING, M_TOOL_CALLS, M_FUNCTION_CALL,
-	M_STOP_REASON,
+	M_STOP_REASON, M_SEQUENCE,
 	M_PROMPT_DETAILS, M_COMPLETION_DETAILS,
 	M_COUNT,                /* a usage count; the frame's count names which */
 	M_ID, M_MODEL, M_INDEX, /* read only for a detail */
@@ -115,7 +115,7 @@ static const struct key ROOT_KEYS[] = {
 	KEY("id", M_ID, 0), KEY("model", M_MODEL, 0),
 	KEY("error", M_ERROR, 0), KEY("type", M_TYPE, 0), KEY("choices", M_CHOICES, 0),
 	KEY("usage", M_USAGE, 0), KEY("message", M_MESSAGE, 0), KEY("delta", M_DELTA, 0),
-	KEY("response", M_MESSAGE, 0),
+	KEY("response", M_MESSAGE, 0), KEY("sequence_number", M_SEQUENCE, 0),
 	END_KEYS
 };
 static const struct key CHOICE_KEYS[] = {
@@ -332,6 +332,11 @@ take_member(struct reader *r, struct frame *f, enum value v, const unsigned char
 	case M_STOP_REASON:
 		if (v != V_NULL)
 			d->stop_reason = 1;
+		break;
+	case M_SEQUENCE:
+		/* A later member wins, as in a tree. */
+		d->has_sequence = v == V_INTEGER && integer >= 0;
+		d->sequence = d->has_sequence ? integer : 0;
 		break;
 	case M_COUNT:
 		u = usage_of(r, f);

@@ -88,8 +88,11 @@ struct tg_reply_digest {
 	unsigned stop_reason:1;         /* "delta" has a stop_reason other than null */
 	unsigned response_delta:1;      /* a Responses API event "response.*.delta":
 	                                   streamed output */
+	unsigned has_sequence:1;        /* a top-level "sequence_number", an
+	                                   integer of 0 or more (Responses API) */
 	size_t n_choices;
 	enum tg_reply_type type;
+	int64_t sequence;               /* that "sequence_number" when has_sequence */
 	struct tg_reply_usage usage;            /* the top-level "usage" */
 	struct tg_reply_usage message_usage;    /* "message": {"usage"} (message_start),
 	                                           or "response": {"usage"} (the

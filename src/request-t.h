@@ -78,6 +78,10 @@ struct tg_response {
 	int finish_seen;                /* a finish reason was seen */
 	int anthropic;                  /* the events are Anthropic's Messages
 	                                   stream, read from their "type" */
+	int responses;                  /* the events are the Responses API's,
+	                                   whose types start with "response." */
+	long long next_sequence;        /* one past the last "sequence_number"
+	                                   the client received (Responses API) */
 	struct evbuffer *stream_error_body; /* an error event before content */
 };
 

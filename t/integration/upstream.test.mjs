@@ -58,6 +58,20 @@ async function startScriptedUpstream(respond) {
   return state;
 }
 
+/* Start a scripted upstream for each [name, script] of scripts into
+ * upstreams, and a gateway with a route on path for each, matched by the
+ * model name. Returns the gateway. */
+async function startScriptedGateway(upstreams, scripts, path, options) {
+  const backends = {};
+  const routes = [];
+  for (const [name, script] of scripts) {
+    upstreams[name] = await startScriptedUpstream(script);
+    backends[name] = { url: `http://127.0.0.1:${upstreams[name].port}` };
+    routes.push({ name, match: { path, model: name }, backends: [name] });
+  }
+  return startGateway({ backends, routes }, options);
+}
+
 /* Stop the gateways and mocks, then the scripted upstreams, an object of
  * startScriptedUpstream() results. */
 async function stopAllWith(upstreams) {
@@ -440,14 +454,7 @@ describe('a stream that ends inside an event', () => {
   let client;
 
   before(async () => {
-    const backends = {};
-    const routes = [];
-    for (const [name, script] of UNFINISHED_STREAMS) {
-      upstreams[name] = await startScriptedUpstream(script);
-      backends[name] = { url: `http://127.0.0.1:${upstreams[name].port}` };
-      routes.push({ name, match: { path: '/v1/chat/completions', model: name }, backends: [name] });
-    }
-    gw = await startGateway({ backends, routes });
+    gw = await startScriptedGateway(upstreams, UNFINISHED_STREAMS, '/v1/chat/completions');
     client = new OpenAI({ baseURL: `${gw.baseURL}/v1`, apiKey: 'unused', maxRetries: 0 });
   });
 
@@ -480,6 +487,80 @@ describe('a stream that ends inside an event', () => {
         return true;
       });
       assert.deepEqual(contents, ['ok']);
+    });
+  }
+});
+
+/* The first events of a Responses API stream, numbered from 0, which
+ * never reaches response.completed. */
+const responsesEvent = (data, n) => `event: ${data.type}\ndata: ${JSON.stringify({ ...data, sequence_number: n })}\n\n`;
+const RESPONSES_START = [
+  { type: 'response.created', response: { id: 'resp_cut', object: 'response', status: 'in_progress', output: [] } },
+  { type: 'response.output_item.added', output_index: 0, item: { id: 'msg_1', type: 'message', role: 'assistant', content: [] } },
+  { type: 'response.content_part.added', item_id: 'msg_1', output_index: 0, content_index: 0, part: { type: 'output_text', text: '', annotations: [] } },
+  { type: 'response.output_text.delta', item_id: 'msg_1', output_index: 0, content_index: 0, delta: 'ok' },
+].map(responsesEvent).join('');
+
+/* Responses API streams that the gateway must end itself: backend name,
+ * script, and the error code the client gets. */
+const CUT_RESPONSES_STREAMS = [
+  // The body ends cleanly with no response.completed.
+  ['responses-unfinished', (socket) => socket.end(
+    `${STREAM_HEAD}Transfer-Encoding: chunked\r\n\r\n${chunk(RESPONSES_START)}0\r\n\r\n`), 'upstream_incomplete'],
+  // The connection closes inside the chunked body.
+  ['responses-reset', (socket) => socket.end(
+    `${STREAM_HEAD}Transfer-Encoding: chunked\r\n\r\n${chunk(RESPONSES_START)}`), 'upstream_failed'],
+];
+
+describe('a Responses API stream that the gateway ends', () => {
+  const upstreams = {};
+  let gw;
+  let client;
+
+  before(async () => {
+    gw = await startScriptedGateway(upstreams, CUT_RESPONSES_STREAMS, '/v1/responses',
+      { expectErrors: [/closed the connection/] });
+    client = new OpenAI({ baseURL: `${gw.baseURL}/v1`, apiKey: 'unused', maxRetries: 0 });
+  });
+
+  afterEach(() => gw?.checkErrors());
+  after(() => stopAllWith(upstreams));
+
+  for (const [name, , code] of CUT_RESPONSES_STREAMS) {
+    it(`ends with the API's error event, numbered next (${name})`, async () => {
+      const res = await curl(curlPost(`${gw.baseURL}/v1/responses`, { model: name, input: 'hello', stream: true }));
+      assert.equal(res.status, 200);
+      const { events, rest } = splitEvents(res.text);
+      assert.equal(rest, '', `the body ends inside an event: ${res.text}`);
+      assert.equal(events.length, 5, `events: ${events.join(' | ')}`);
+      const error = events[4];
+      assert.match(error, /^event: error\n/);
+      const data = JSON.parse(eventData(error));
+      assert.deepEqual(Object.keys(data).sort(), ['code', 'message', 'param', 'sequence_number', 'type']);
+      assert.equal(data.type, 'error');
+      assert.equal(data.code, code);
+      assert.equal(data.param, null);
+      assert.equal(data.sequence_number, 4);
+    });
+
+    // openai-node (6.49) yields the API's error event as an event, and its
+    // final response rejects with that event, as for OpenAI's own: it
+    // raises no APIError for this shape.
+    it(`gives the openai client the error event (${name})`, async () => {
+      const stream = client.responses.stream({ model: name, input: 'hello' });
+      const events = [];
+      for await (const e of stream)
+        events.push(e);
+      assert.deepEqual(events.map((e) => e.type), [
+        'response.created', 'response.output_item.added', 'response.content_part.added',
+        'response.output_text.delta', 'error',
+      ]);
+      assert.equal(events[4].code, code);
+      await assert.rejects(stream.finalResponse(), (err) => {
+        assert.equal(err.code, code);
+        assert.equal(err.sequence_number, 4);
+        return true;
+      });
     });
   }
 });

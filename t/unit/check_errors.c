@@ -141,6 +141,23 @@ START_TEST(body_in_each_shape)
 }
 END_TEST
 
+/* The Responses API's error event has a flat body, a name and a number. */
+START_TEST(responses_event)
+{
+	struct evbuffer *out = evbuffer_new();
+	char *text;
+
+	ck_assert_int_eq(tg_error_responses_event(out, TG_E_UPSTREAM_INCOMPLETE, NULL, 9), 0);
+	text = take(out);
+	ck_assert_str_eq(text, "event: error\ndata: {\"type\":\"error\","
+	                 "\"code\":\"upstream_incomplete\",\"message\":\"the upstream ended "
+	                 "the stream without finishing the response\",\"param\":null,"
+	                 "\"sequence_number\":9}\n\n");
+	free(text);
+	evbuffer_free(out);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -158,6 +175,7 @@ main(void)
 	suite_add_tcase(suite, reasons);
 	tcase_add_test(bodies, anthropic_type_is_documented);
 	tcase_add_test(bodies, body_in_each_shape);
+	tcase_add_test(bodies, responses_event);
 	suite_add_tcase(suite, bodies);
 
 	runner = srunner_create(suite);

@@ -90,6 +90,32 @@ START_TEST(members_out_of_place_are_ignored)
 }
 END_TEST
 
+/* The top-level "sequence_number" of a Responses API event counts, and the
+ * last one wins. A nested, negative or non-integer one does not count. */
+START_TEST(responses_sequence_number)
+{
+	struct tg_reply_digest d = digest_of(
+	        "{\"type\":\"response.output_text.delta\",\"delta\":\"x\",\"sequence_number\":7}");
+
+	ck_assert_int_eq(d.type, TG_REPLY_TYPE_RESPONSE_EVENT);
+	ck_assert(d.has_sequence);
+	ck_assert_int_eq(d.sequence, 7);
+
+	d = digest_of("{\"sequence_number\":3,\"sequence_number\":12}");
+	ck_assert(d.has_sequence);
+	ck_assert_int_eq(d.sequence, 12);
+
+	d = digest_of("{\"sequence_number\":3,\"sequence_number\":\"4\"}");
+	ck_assert(!d.has_sequence);
+
+	d = digest_of("{\"sequence_number\":-1}");
+	ck_assert(!d.has_sequence);
+
+	d = digest_of("{\"response\":{\"sequence_number\":5}}");
+	ck_assert(!d.has_sequence);
+}
+END_TEST
+
 /* The offsets of a top-level "usage": null, kept only while no other key
  * is named usage. */
 START_TEST(null_usage_offsets)
@@ -802,6 +828,7 @@ reply_digest_suite(void)
 	tcase_add_test(shapes, openai_role_and_finish_chunks);
 	tcase_add_test(shapes, outputs_other_than_content);
 	tcase_add_test(shapes, members_out_of_place_are_ignored);
+	tcase_add_test(shapes, responses_sequence_number);
 	tcase_add_test(shapes, openai_usage_counts);
 	tcase_add_test(shapes, counts_that_are_not_positive_integers);
 	tcase_add_test(shapes, counts_readable_only_as_integers);
