@@ -836,12 +836,51 @@ static int starts_with_bom(FILE *f)
 	return n == 3 && head[0] == 0xef && head[1] == 0xbb && head[2] == 0xbf;
 }
 
-/* Report a JSON error jansson found in the file. jansson's own text names
+/*
+ * Find the line and column of the last character of f that is not JSON
+ * whitespace, counted as jansson counts them (columns in characters, from
+ * 1). Returns 0, or -1 when the file has no such character. f is rewound.
+ */
+static int last_token_position(FILE *f, int *line, int *column)
+{
+	int c, at_line = 1, at_column = 0, found = -1;
+
+	rewind(f);
+	while ((c = getc(f)) != EOF) {
+		if (c == '\n') {
+			at_line++;
+			at_column = 0;
+			continue;
+		}
+		if ((c & 0xc0) != 0x80)         /* not inside a UTF-8 sequence */
+			at_column++;
+		if (c != ' ' && c != '\t' && c != '\r') {
+			*line = at_line;
+			*column = at_column;
+			found = 0;
+		}
+	}
+	rewind(f);
+	return found;
+}
+
+/* Report a JSON error jansson found in the file f. jansson's own text names
  * its flags (JSON_ALLOW_NUL) or quotes an invisible token (a byte order
- * mark), so those cases get words of their own. */
-static void report_json_error(struct load_ctx *ctx, const json_error_t *jerr, int bom)
+ * mark), so those cases get words of their own. At the end of the input,
+ * jansson gives the position of the last byte read. That is column 0 of
+ * the line after a final newline, or a point past trailing blank lines, so
+ * the error points at the last character that is not whitespace instead. */
+static void report_json_error(struct load_ctx *ctx, const json_error_t *jerr, int bom, FILE *f)
 {
 	const char *text = jerr->text;
+	int line = jerr->line, column = jerr->column;
+
+	if (json_error_code(jerr) == json_error_premature_end_of_input &&
+	    last_token_position(f, &line, &column) != 0) {
+		report(ctx, "", "the file has no JSON text (it is empty or only whitespace); "
+		       "a JSON object is expected");
+		return;
+	}
 
 	if (bom && jerr->line == 1)
 		text = "the file starts with a UTF-8 byte order mark (bytes EF BB BF), "
@@ -853,7 +892,7 @@ static void report_json_error(struct load_ctx *ctx, const json_error_t *jerr, in
 	else if (json_error_code(jerr) == json_error_null_byte_in_key)
 		text = "an object key has the escape \\u0000 (a NUL character), which no "
 		       "key accepts; remove it";
-	fprintf(ctx->err, "%s:%d:%d: %s\n", ctx->file, jerr->line, jerr->column, text);
+	fprintf(ctx->err, "%s:%d:%d: %s\n", ctx->file, line, column, text);
 	ctx->n_errors++;
 }
 
@@ -874,21 +913,23 @@ static json_t *read_json(struct load_ctx *ctx)
 	errno = 0;
 	root = json_loadf(f, JSON_REJECT_DUPLICATES, &jerr);
 	read_errno = ferror(f) ? errno : 0;
-	fclose(f);
 
 	/* jansson reports a failed read as an early end of input, which would
 	 * send the user looking for a syntax error. A directory opens on Linux
 	 * and fails here with EISDIR. */
 	if (root == NULL && read_errno != 0) {
+		fclose(f);
 		report(ctx, "", "cannot read: %s%s", strerror(read_errno),
 		       read_errno == EISDIR ? "; give -c the path of the JSON config file" : "");
 		return NULL;
 	}
 
 	if (root == NULL) {
-		report_json_error(ctx, &jerr, bom);
+		report_json_error(ctx, &jerr, bom, f);
+		fclose(f);
 		return NULL;
 	}
+	fclose(f);
 
 	if (!json_is_object(root)) {
 		report_type(ctx, "", "a JSON object at the top level", root);

@@ -643,6 +643,29 @@ START_TEST(json_syntax_error_position)
 }
 END_TEST
 
+/* A file cut short is reported at its last character that is not
+ * whitespace, where jansson would give column 0 of the line after it. */
+START_TEST(truncated_file_position)
+{
+	expect_errors("{\"workers\": [1,\n", "T:1:15: ']' expected near end of file\n");
+	expect_errors("{\n  \"workers\": 2,\n\n  \r\n",
+	              "T:2:15: string or '}' expected near end of file\n");
+	expect_errors("{\"log_level\": \"d\u00e9bu",
+	              "T:1:19: premature end of input near '\"d\u00e9bu'\n");
+}
+END_TEST
+
+/* An empty file has no position to point at. */
+START_TEST(empty_file)
+{
+	const char *expected = "T: the file has no JSON text (it is empty or only "
+	                       "whitespace); a JSON object is expected\n";
+
+	expect_errors("", expected);
+	expect_errors(" \n\t\n", expected);
+}
+END_TEST
+
 START_TEST(duplicate_key_position)
 {
 	struct tg_config *cfg;
@@ -1769,6 +1792,8 @@ static Suite *config_suite(void)
 	suite_add_tcase(s, valid);
 
 	tcase_add_test(invalid, json_syntax_error_position);
+	tcase_add_test(invalid, truncated_file_position);
+	tcase_add_test(invalid, empty_file);
 	tcase_add_test(invalid, duplicate_key_position);
 	tcase_add_test(invalid, missing_file);
 	tcase_add_test(invalid, top_level_not_object);
