@@ -4,7 +4,9 @@
  *
  * A key written in the file wins. A key the file leaves out takes its
  * value from the standard variable when one is set, else the default
- * below. The variables are read at every load.
+ * below. The variables are read at every load. A variable whose key the
+ * file sets is neither used nor checked, and gets a warning that it is
+ * ignored, so that a value the gateway does not use cannot fail a load.
  *
  *   OTEL_EXPORTER_OTLP_TRACES_ENDPOINT  otlp.endpoint, used as is
  *   OTEL_EXPORTER_OTLP_ENDPOINT         otlp.endpoint, with /v1/traces added
@@ -359,9 +361,10 @@ parse_headers(struct load_ctx *ctx, const char *path, json_t *value, void *base,
 
 /* --- environment variables ---------------------------------------------- */
 
-/* The maximum number of keys that variables fill: endpoint, headers,
- * timeout, protocol, the three batch keys and service_name. */
-#define MAX_ORIGINS 8
+/* The maximum number of keys that variables stand for: endpoint, headers,
+ * timeout, protocol, the three batch keys, service_name, sample_ratio and
+ * enabled. */
+#define MAX_ORIGINS 10
 
 /* The state of filling the tracing section at path from the environment. */
 struct env_fill {
@@ -372,7 +375,8 @@ struct env_fill {
 };
 
 /* Record that variable name, with value (NULL to keep it out of
- * messages), filled the key at key (such as "otlp.timeout"). */
+ * messages), stands for the key at key (such as "otlp.timeout"), so that
+ * report() names the variable in an error at that key, from here on. */
 static void
 note_origin(struct env_fill *f, const char *key, const char *name, const char *value)
 {
@@ -383,6 +387,8 @@ note_origin(struct env_fill *f, const char *key, const char *name, const char *v
 	path_key(o->path, f->path, key);
 	o->name = name;
 	o->value = value;
+	f->ctx->origins = f->origins;
+	f->ctx->n_origins = f->n_origins;
 }
 
 static const char *
@@ -393,18 +399,41 @@ env(const char *name)
 	return value != NULL && value[0] != '\0' ? value : NULL;
 }
 
-/* The first of two variables that is set, the signal-specific one first. */
+/* The first of two variables that is set, the signal-specific one first,
+ * or the specific one when neither is. */
 static const char *
-env2(const char *specific, const char *general, const char **which)
+first_set(const char *specific, const char *general)
 {
-	const char *value = env(specific);
+	return env(specific) == NULL && env(general) != NULL ? general : specific;
+}
 
-	*which = specific;
-	if (value == NULL) {
-		value = env(general);
-		*which = general;
+/*
+ * Return the value of variable name for the member key of obj, the key at
+ * path under the section (such as "batch.schedule_delay"). Return NULL when
+ * the variable is unset, when obj is NULL (the file has another value where
+ * the object belongs, which the section parser reports), or when the file
+ * sets the key. The file wins, so in that last case the variable gets a
+ * warning that it is ignored. A variable that is used is noted as the
+ * origin of the key, so that errors at the key name it, and its value
+ * unless that may be a secret (the headers).
+ */
+static const char *
+env_for(struct env_fill *f, json_t *obj, const char *key, const char *path,
+        const char *name)
+{
+	const char *value = env(name);
+	char full[PATH_LEN];
+
+	if (value == NULL || obj == NULL)
+		return NULL;
+	if (json_object_get(obj, key) == NULL) {
+		note_origin(f, path, name, strcmp(key, "headers") == 0 ? NULL : value);
+		return value;
 	}
-	return value;
+
+	report_warning(f->ctx, name, "ignored, because the file sets %s, which wins over "
+	               "the variable", path_key(full, f->path, path));
+	return NULL;
 }
 
 /* The object under key in obj, made when absent. NULL when key contains
@@ -434,51 +463,67 @@ fill(json_t *obj, const char *key, json_t *value)
 	return json_object_set_new(obj, key, value) == 0;
 }
 
-/* A variable holding milliseconds or a count: a non-negative integer. */
-static int
-env_uint(struct load_ctx *ctx, const char *name, const char *value, unsigned long long *out)
+/* The setting of section named key, which must be there. */
+static const struct setting *
+setting_named(const struct section *section, const char *key)
 {
+	for (size_t i = 0; i < section->n; i++)
+		if (strcmp(section->settings[i].key, key) == 0)
+			return &section->settings[i];
+	assert(!"no such setting");
+	return NULL;
+}
+
+/*
+ * Read variable name, which stands for the setting s at path under the
+ * section and contains milliseconds (a duration) or a count: an integer of 0
+ * or more. A value that is not one is reported at the key, which names the
+ * variable and the value (env_for()), with the setting's range. The
+ * section parser reports an integer out of that range. Returns 0, or -1
+ * after the report.
+ */
+static int
+env_uint(struct env_fill *f, const char *value, const char *path, const struct setting *s,
+         unsigned long long *out)
+{
+	char full[PATH_LEN];
 	char *end;
-	char q[QUOTE_LEN];
 
 	errno = 0;
 	*out = strtoull(value, &end, 10);
-	if (!isdigit((unsigned char)value[0]) || *end != '\0' || errno == ERANGE) {
-		report(ctx, name, "invalid value %s; expected a non-negative integer",
-		       quote(value, q, sizeof(q)));
-		return -1;
-	}
-	return 0;
+	if (isdigit((unsigned char)value[0]) && *end == '\0' && errno != ERANGE)
+		return 0;
+
+	report(f->ctx, path_key(full, f->path, path), "invalid value; expected %s from %llu "
+	       "to %llu", s->type == T_DURATION ? "a whole number of milliseconds"
+	                                        : "a whole number",
+	       (unsigned long long)s->min, (unsigned long long)s->max);
+	return -1;
 }
 
-/* Fill the duration at key, path under the section (such as
- * "otlp.timeout"), from variable name holding milliseconds. */
+/* Fill the duration or count at key of obj, a member of section, from
+ * variable name unless the file sets it. path is the key under the tracing
+ * section (such as "otlp.timeout"). The section parser reports a number
+ * out of the setting's range, and a count past LLONG_MAX reads as that. */
 static void
-fill_ms(struct env_fill *f, json_t *obj, const char *path, const char *key,
-        const char *name, const char *value)
+fill_number(struct env_fill *f, json_t *obj, const struct section *section,
+            const char *path, const char *key, const char *name)
 {
-	unsigned long long ms;
-	char text[32];
-
-	if (value == NULL || env_uint(f->ctx, name, value, &ms) != 0)
-		return;
-	snprintf(text, sizeof(text), "%llums", ms);
-	if (fill(obj, key, json_string(text)))
-		note_origin(f, path, name, value);
-}
-
-/* Fill the count at key as fill_ms() fills a duration. */
-static void
-fill_count(struct env_fill *f, json_t *obj, const char *path, const char *key,
-           const char *name, const char *value)
-{
+	const struct setting *s = setting_named(section, key);
+	const char *value = env_for(f, obj, key, path, name);
 	unsigned long long n;
+	char text[32];
+	json_t *number;
 
-	if (value == NULL || env_uint(f->ctx, name, value, &n) != 0)
+	if (value == NULL || env_uint(f, value, path, s, &n) != 0)
 		return;
-	if (fill(obj, key, json_integer((json_int_t)(n > MAX_QUEUE_SIZE * 2ull
-	                                             ? MAX_QUEUE_SIZE * 2ull : n))))
-		note_origin(f, path, name, value);
+	if (s->type == T_DURATION) {
+		snprintf(text, sizeof(text), "%llums", n);
+		number = json_string(text);
+	} else {
+		number = json_integer((json_int_t)(n > LLONG_MAX ? LLONG_MAX : n));
+	}
+	fill(obj, key, number);
 }
 
 /* Decode %XX escapes in place; 0, or -1 on a malformed escape. */
@@ -543,18 +588,20 @@ unexpanded_string(const char *s)
  * percent-encoded (the W3C Baggage format, which the OTLP exporter
  * specification names). */
 static void
-fill_headers(struct env_fill *f, json_t *otlp, const char *name, const char *value)
+fill_headers(struct env_fill *f, json_t *otlp, const char *value)
 {
 	struct load_ctx *ctx = f->ctx;
 	json_t *headers;
 	char *copy, *item, *save = NULL;
+	char path[PATH_LEN];
 
-	if (value == NULL || otlp == NULL || json_object_get(otlp, "headers") != NULL)
+	if (value == NULL)
 		return;
+	path_key(path, f->path, "otlp.headers");
 	headers = json_object();
 	copy = strdup(value);
 	if (headers == NULL || copy == NULL) {
-		report_oom(ctx, name);
+		report_oom(ctx, path);
 		json_decref(headers);
 		free(copy);
 		return;
@@ -563,20 +610,19 @@ fill_headers(struct env_fill *f, json_t *otlp, const char *name, const char *val
 		char *eq = strchr(item, '=');
 
 		if (eq == NULL) {
-			report(ctx, name, "an entry has no \"=\"; expected name=value pairs "
+			report(ctx, path, "an entry has no \"=\"; expected name=value pairs "
 			       "separated by commas");
 			continue;
 		}
 		*eq = '\0';
 		if (percent_decode(eq + 1) != 0) {
-			report(ctx, name, "a value has an invalid %%XX escape");
+			report(ctx, path, "a value has an invalid %%XX escape");
 			continue;
 		}
 		json_object_set_new(headers, trimmed(item), unexpanded_string(trimmed(eq + 1)));
 	}
 	free(copy);
-	if (json_object_set_new(otlp, "headers", headers) == 0)
-		note_origin(f, "otlp.headers", name, NULL);     /* values may be secrets */
+	json_object_set_new(otlp, "headers", headers);
 }
 
 /* OTEL_EXPORTER_OTLP_ENDPOINT is a base URL that the traces path is
@@ -587,37 +633,35 @@ fill_endpoint(struct env_fill *f, json_t *otlp)
 {
 	static const char traces[] = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
 	static const char general[] = "OTEL_EXPORTER_OTLP_ENDPOINT";
-	const char *base;
-	const char *url = env(traces);
+	const char *name = first_set(traces, general);
+	const char *base = env_for(f, otlp, "endpoint", "otlp.endpoint", name);
 	char *joined;
 	size_t path_end;
 
-	if (url != NULL) {
-		if (fill(otlp, "endpoint", json_string(url)))
-			note_origin(f, "otlp.endpoint", traces, url);
-		return;
-	}
-	base = env(general);
 	if (base == NULL)
 		return;
+	if (name == traces) {
+		fill(otlp, "endpoint", json_string(base));
+		return;
+	}
 	path_end = strcspn(base, "?");
 	if (asprintf(&joined, "%.*s%sv1/traces%s", (int)path_end, base,
 	             path_end > 0 && base[path_end - 1] == '/' ? "" : "/", base + path_end) < 0)
 		return;
-	if (fill(otlp, "endpoint", json_string(joined)))
-		note_origin(f, "otlp.endpoint", general, base);
+	fill(otlp, "endpoint", json_string(joined));
 	free(joined);
 }
 
-/* Fill otlp.protocol from the variable name unless the file set it. The
- * value is checked here so that the message can tell grpc, which gets a
+/* Fill otlp.protocol from the variable name, whose value the file did not
+ * override (NULL: none). The value is checked here so that the message can tell grpc, which gets a
  * warning and the default, from an invalid value. */
 static void
 fill_protocol(struct env_fill *f, json_t *otlp, const char *name, const char *value)
 {
 	enum tg_otlp_protocol protocol;
+	char path[PATH_LEN];
 
-	if (value == NULL || otlp == NULL || json_object_get(otlp, "protocol") != NULL)
+	if (value == NULL)
 		return;
 	if (strcasecmp(value, "grpc") == 0)
 		report_warning(f->ctx, name, "\"%s\" is not supported, so spans are exported with "
@@ -625,7 +669,7 @@ fill_protocol(struct env_fill *f, json_t *otlp, const char *name, const char *va
 		               "http/protobuf or http/json for tollgate, with the receiver's "
 		               "OTLP/HTTP endpoint (port 4318 by default)", value, name);
 	else if (protocol_of(value, &protocol) != 0)
-		report_protocol(f->ctx, name, value);
+		report_protocol(f->ctx, path_key(path, f->path, "otlp.protocol"), value);
 	else
 		fill(otlp, "protocol", json_string(value));
 }
@@ -633,16 +677,19 @@ fill_protocol(struct env_fill *f, json_t *otlp, const char *name, const char *va
 /* OTEL_TRACES_SAMPLER names a sampler; tollgate's sampling is always
  * parent-based, so only the ratio for new traces follows from it. */
 static void
-fill_sample_ratio(struct load_ctx *ctx, json_t *obj)
+fill_sample_ratio(struct env_fill *f, json_t *obj)
 {
-	const char *sampler = env("OTEL_TRACES_SAMPLER");
+	struct load_ctx *ctx = f->ctx;
+	const char *sampler = env_for(f, obj, "sample_ratio", "sample_ratio",
+	                              "OTEL_TRACES_SAMPLER");
 	const char *arg = env("OTEL_TRACES_SAMPLER_ARG");
-	char q[QUOTE_LEN];
+	char q[QUOTE_LEN], path[PATH_LEN];
 	char *end;
 	double ratio;
 
 	if (sampler == NULL)
 		return;
+	path_key(path, f->path, "sample_ratio");
 	if (strcmp(sampler, "always_on") == 0 || strcmp(sampler, "parentbased_always_on") == 0) {
 		fill(obj, "sample_ratio", json_real(1.0));
 	} else if (strcmp(sampler, "always_off") == 0 ||
@@ -654,15 +701,14 @@ fill_sample_ratio(struct load_ctx *ctx, json_t *obj)
 			return;
 		ratio = strtod(arg, &end);
 		if (*end != '\0' || !(ratio >= 0.0 && ratio <= 1.0)) {
-			report(ctx, "OTEL_TRACES_SAMPLER_ARG", "invalid ratio %s; expected a "
-			       "number from 0 to 1", quote(arg, q, sizeof(q)));
+			report(ctx, "", "OTEL_TRACES_SAMPLER_ARG=%s (%s): invalid ratio; expected a "
+			       "number from 0 to 1", quote(arg, q, sizeof(q)), path);
 			return;
 		}
 		fill(obj, "sample_ratio", json_real(ratio));
 	} else {
-		report(ctx, "OTEL_TRACES_SAMPLER", "unsupported sampler %s; use always_on, "
-		       "always_off, traceidratio or their parentbased_ forms",
-		       quote(sampler, q, sizeof(q)));
+		report(ctx, path, "unsupported sampler; use always_on, always_off, traceidratio "
+		       "or their parentbased_ forms");
 	}
 }
 
@@ -673,28 +719,28 @@ fill_from_environment(struct env_fill *f, json_t *obj)
 {
 	json_t *otlp = child_object(obj, "otlp");
 	json_t *batch = child_object(obj, "batch");
+	const char *disabled = env_for(f, obj, "enabled", "enabled", "OTEL_SDK_DISABLED");
 	const char *name, *value;
-	const char *disabled = env("OTEL_SDK_DISABLED");
 
 	fill_endpoint(f, otlp);
-	value = env2("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS", &name);
-	fill_headers(f, otlp, name, value);
-	value = env2("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT", &name);
-	if (value == NULL)
-		value = env(name = "OTEL_BSP_EXPORT_TIMEOUT");
-	fill_ms(f, otlp, "otlp.timeout", "timeout", name, value);
-	value = env2("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL", &name);
-	fill_protocol(f, otlp, name, value);
-	fill_ms(f, batch, "batch.schedule_delay", "schedule_delay", "OTEL_BSP_SCHEDULE_DELAY",
-	        env("OTEL_BSP_SCHEDULE_DELAY"));
-	fill_count(f, batch, "batch.max_queue_size", "max_queue_size", "OTEL_BSP_MAX_QUEUE_SIZE",
-	           env("OTEL_BSP_MAX_QUEUE_SIZE"));
-	fill_count(f, batch, "batch.max_export_batch_size", "max_export_batch_size",
-	           "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", env("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"));
-	if ((value = env("OTEL_SERVICE_NAME")) != NULL &&
-	    fill(obj, "service_name", json_string(value)))
-		note_origin(f, "service_name", "OTEL_SERVICE_NAME", value);
-	fill_sample_ratio(f->ctx, obj);
+	name = first_set("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS");
+	fill_headers(f, otlp, env_for(f, otlp, "headers", "otlp.headers", name));
+	name = first_set("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT");
+	if (env(name) == NULL)
+		name = "OTEL_BSP_EXPORT_TIMEOUT";
+	fill_number(f, otlp, &otlp_section, "otlp.timeout", "timeout", name);
+	name = first_set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL");
+	fill_protocol(f, otlp, name, env_for(f, otlp, "protocol", "otlp.protocol", name));
+	fill_number(f, batch, &batch_section, "batch.schedule_delay", "schedule_delay",
+	            "OTEL_BSP_SCHEDULE_DELAY");
+	fill_number(f, batch, &batch_section, "batch.max_queue_size", "max_queue_size",
+	            "OTEL_BSP_MAX_QUEUE_SIZE");
+	fill_number(f, batch, &batch_section, "batch.max_export_batch_size",
+	            "max_export_batch_size", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE");
+	value = env_for(f, obj, "service_name", "service_name", "OTEL_SERVICE_NAME");
+	if (value != NULL)
+		fill(obj, "service_name", json_string(value));
+	fill_sample_ratio(f, obj);
 
 	/* Tracing is on by default when spans have somewhere to go. */
 	fill(obj, "enabled", json_boolean(otlp != NULL &&

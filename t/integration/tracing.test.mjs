@@ -1477,11 +1477,12 @@ describe('export protocol settings', () => {
   it('reads OTEL_EXPORTER_OTLP_PROTOCOL when the file sets none', async () => {
     const bad = await check({}, { OTEL_EXPORTER_OTLP_PROTOCOL: 'http/xml' });
     assert.notEqual(bad.code, 0);
-    assert.match(bad.stderr, /: OTEL_EXPORTER_OTLP_PROTOCOL: unsupported protocol "http\/xml"/);
+    assert.match(bad.stderr, /: OTEL_EXPORTER_OTLP_PROTOCOL="http\/xml" \(tracing\.otlp\.protocol\): unsupported protocol "http\/xml"/);
     const good = await check({}, { OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json' });
     assert.equal(good.code, 0, good.stderr);
     const file = await check({ protocol: 'http/json' }, { OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'grpc' });
     assert.equal(file.code, 0, 'the file wins over the variable');
+    assert.match(file.stderr, /: OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: warning: ignored, because the file sets tracing\.otlp\.protocol/);
   });
 
   it('warns of OTEL_EXPORTER_OTLP_PROTOCOL=grpc and starts', async () => {
@@ -1497,4 +1498,26 @@ describe('export protocol settings', () => {
     assert.notEqual(code, 0);
     assert.match(stderr, /: OTEL_BSP_SCHEDULE_DELAY="0" \(tracing\.batch\.schedule_delay\): "0ms" is out of range; valid values are 1ms to 1h/);
   });
+
+  it('names the variable of a non-numeric value', async () => {
+    const { code, stderr } = await check({}, { OTEL_BSP_SCHEDULE_DELAY: 'abc' });
+    assert.notEqual(code, 0);
+    assert.match(stderr, /: OTEL_BSP_SCHEDULE_DELAY="abc" \(tracing\.batch\.schedule_delay\): invalid value; expected a whole number of milliseconds from 1 to 3600000$/m);
+  });
+
+  // The file wins, so a variable whose key it sets is ignored whatever its
+  // value: it can neither fail the load nor change the value.
+  for (const value of ['abc', '0']) {
+    it(`ignores OTEL_BSP_SCHEDULE_DELAY=${value} when the file sets the key`, async () => {
+      const file = writeTempFile('tollgate.json', JSON.stringify({
+        backends: { mock: { url: 'http://127.0.0.1:9' } },
+        routes: openaiRoutes('mock'),
+        tracing: { batch: { schedule_delay: '1s' } },
+      }));
+      const { code, stderr } = await runTollgate(['-t', '-c', file], { env: { OTEL_BSP_SCHEDULE_DELAY: value } });
+      assert.equal(code, 0, stderr);
+      assert.match(stderr, /: OTEL_BSP_SCHEDULE_DELAY: warning: ignored, because the file sets tracing\.batch\.schedule_delay, which wins over the variable$/m);
+      assert.match(stderr, /configuration is valid/);
+    });
+  }
 });

@@ -54,6 +54,20 @@ load_ok(const char *extra, struct tg_config **cfg)
 	return (*cfg)->tracing;
 }
 
+/* Load {BACKEND_AND_ROUTE, extra}, expect it to pass with output that
+ * contains warning, and return the tracing config. */
+static const struct tg_tracing_config *
+load_warned(const char *extra, const char *warning, struct tg_config **cfg)
+{
+	char *errors = load(extra, cfg);
+
+	ck_assert_msg(*cfg != NULL, "load failed: %s", errors);
+	ck_assert_msg(strstr(errors, warning) != NULL, "no \"%s\" in: %s", warning, errors);
+	free(errors);
+	ck_assert_ptr_nonnull((*cfg)->tracing);
+	return (*cfg)->tracing;
+}
+
 /* Expect the load to fail with an error line containing text. */
 static void
 load_fails(const char *extra, const char *text)
@@ -272,14 +286,16 @@ START_TEST(file_wins_over_environment)
 	setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://127.0.0.1:1111/x", 1);
 	setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:2222", 1);
 	setenv("OTEL_SERVICE_NAME", "from-env", 1);
-	tc = load_ok("\"tracing\": {\"service_name\": \"from-file\"}", &cfg);
+	tc = load_warned("\"tracing\": {\"service_name\": \"from-file\"}",
+	                 "OTEL_SERVICE_NAME: warning: ignored, because the file sets "
+	                 "tracing.service_name, which wins over the variable", &cfg);
 	ck_assert_str_eq(tc->service_name, "from-file");
 	/* The signal-specific variable is the whole URL and comes first. */
 	ck_assert_str_eq(tc->endpoint, "http://127.0.0.1:1111/x");
 	tg_config_unref(cfg);
 
-	tc = load_ok("\"tracing\": {\"otlp\": {\"endpoint\": \"http://127.0.0.1:3333/v1/traces\"}}",
-	             &cfg);
+	tc = load_warned("\"tracing\": {\"otlp\": {\"endpoint\": \"http://127.0.0.1:3333/v1/traces\"}}",
+	                 "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: warning: ignored", &cfg);
 	ck_assert_str_eq(tc->endpoint_port, "3333");
 	tg_config_unref(cfg);
 }
@@ -296,7 +312,8 @@ START_TEST(sdk_disabled_turns_default_off)
 	ck_assert_int_eq(tc->enabled, 0);
 	tg_config_unref(cfg);
 
-	tc = load_ok("\"tracing\": {\"enabled\": true}", &cfg);
+	tc = load_warned("\"tracing\": {\"enabled\": true}",
+	                 "OTEL_SDK_DISABLED: warning: ignored", &cfg);
 	ck_assert_int_eq(tc->enabled, 1);
 	tg_config_unref(cfg);
 }
@@ -305,15 +322,51 @@ END_TEST
 START_TEST(invalid_environment_named)
 {
 	setenv("OTEL_BSP_SCHEDULE_DELAY", "5s", 1);
-	load_fails("", "OTEL_BSP_SCHEDULE_DELAY: invalid value \"5s\"; expected a "
-	           "non-negative integer");
+	load_fails("", "OTEL_BSP_SCHEDULE_DELAY=\"5s\" (tracing.batch.schedule_delay): invalid "
+	           "value; expected a whole number of milliseconds from 1 to 3600000\n");
+	unsetenv("OTEL_BSP_SCHEDULE_DELAY");
+	setenv("OTEL_BSP_MAX_QUEUE_SIZE", "99999999999999999999", 1);
+	load_fails("", "OTEL_BSP_MAX_QUEUE_SIZE=\"99999999999999999999\" "
+	           "(tracing.batch.max_queue_size): invalid value; expected a whole number "
+	           "from 1 to 1048576\n");
+}
+END_TEST
+
+/* The file wins, so a variable whose key it sets is not used, nor checked:
+ * any value of it gets the same warning. */
+START_TEST(overridden_variable_ignored)
+{
+	static const char *const values[] = { "abc", "0", "5000" };
+	static const char file[] = "\"tracing\": {\"batch\": {\"schedule_delay\": \"1s\"}, "
+	                           "\"sample_ratio\": 0.5}";
+	struct tg_config *cfg;
+	const struct tg_tracing_config *tc;
+
+	setenv("OTEL_TRACES_SAMPLER", "jaeger_remote", 1);
+	for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+		setenv("OTEL_BSP_SCHEDULE_DELAY", values[i], 1);
+		tc = load_warned(file, "OTEL_BSP_SCHEDULE_DELAY: warning: ignored, because the "
+		                 "file sets tracing.batch.schedule_delay, which wins over the "
+		                 "variable\n", &cfg);
+		ck_assert_uint_eq(tc->schedule_delay, 1000);
+		tg_config_unref(cfg);
+	}
+	tc = load_warned(file, "OTEL_TRACES_SAMPLER: warning: ignored, because the file sets "
+	                 "tracing.sample_ratio", &cfg);
+	ck_assert_double_eq(tc->sample_ratio, 0.5);
+	tg_config_unref(cfg);
 }
 END_TEST
 
 START_TEST(invalid_sampler_named)
 {
 	setenv("OTEL_TRACES_SAMPLER", "jaeger_remote", 1);
-	load_fails("", "OTEL_TRACES_SAMPLER: unsupported sampler \"jaeger_remote\"");
+	load_fails("", "OTEL_TRACES_SAMPLER=\"jaeger_remote\" (tracing.sample_ratio): "
+	           "unsupported sampler; use always_on,");
+	setenv("OTEL_TRACES_SAMPLER", "traceidratio", 1);
+	setenv("OTEL_TRACES_SAMPLER_ARG", "2", 1);
+	load_fails("", "OTEL_TRACES_SAMPLER_ARG=\"2\" (tracing.sample_ratio): invalid ratio; "
+	           "expected a number from 0 to 1\n");
 }
 END_TEST
 
@@ -332,7 +385,8 @@ START_TEST(protocol_from_environment)
 	tc = load_ok("", &cfg);
 	ck_assert_int_eq(tc->protocol, TG_OTLP_HTTP_PROTOBUF);
 	tg_config_unref(cfg);
-	tc = load_ok("\"tracing\": {\"otlp\": {\"protocol\": \"http/json\"}}", &cfg);
+	tc = load_warned("\"tracing\": {\"otlp\": {\"protocol\": \"http/json\"}}",
+	                 "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: warning: ignored", &cfg);
 	ck_assert_int_eq(tc->protocol, TG_OTLP_HTTP_JSON);
 	tg_config_unref(cfg);
 }
@@ -342,10 +396,11 @@ END_TEST
 START_TEST(invalid_protocol_names_variable)
 {
 	setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/xml", 1);
-	load_fails("", "OTEL_EXPORTER_OTLP_PROTOCOL: unsupported protocol \"http/xml\"; "
-	           "use \"http/protobuf\" or \"http/json\"");
+	load_fails("", "OTEL_EXPORTER_OTLP_PROTOCOL=\"http/xml\" (tracing.otlp.protocol): "
+	           "unsupported protocol \"http/xml\"; use \"http/protobuf\" or \"http/json\"");
 	setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc2", 1);
-	load_fails("", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: unsupported protocol \"grpc2\"");
+	load_fails("", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=\"grpc2\" (tracing.otlp.protocol): "
+	           "unsupported protocol \"grpc2\"");
 }
 END_TEST
 
@@ -485,6 +540,7 @@ trace_config_suite(void)
 	tcase_add_test(environment, sdk_disabled_turns_default_off);
 	tcase_add_test(environment, invalid_environment_named);
 	tcase_add_test(environment, invalid_sampler_named);
+	tcase_add_test(environment, overridden_variable_ignored);
 	tcase_add_test(environment, protocol_from_environment);
 	tcase_add_test(environment, invalid_protocol_names_variable);
 	tcase_add_test(environment, grpc_variable_warns_and_falls_back);
