@@ -131,6 +131,8 @@ function summaryEvents(deltas) {
 
 const STREAMS = {
   'output-text': messageEvents(['Hello, ', 'mail jane@exa', 'mple.com', '.']),
+  // A stream that ends after two deltas, without response.completed.
+  unfinished: messageEvents(['Hello, ', 'see you']).slice(0, 5),
   refusal: messageEvents(['no, jane@', 'example.com'], { kind: 'refusal' }),
   'function-call': callEvents(['{"to":"jane@exa', 'mple.com","n":1}']),
   'reasoning-summary': summaryEvents(['mail jane', '@example.com']),
@@ -372,6 +374,25 @@ describe('response filters on a Responses API stream', () => {
       assert.deepEqual(access.filters.map((f) => [f.filter, f.rule, f.action, f.side]),
         [[filter, null, 'block', 'response']]);
       await gw.waitForLog(/streamed response blocked unread \(the Responses API event response\.custom_tool_call_input\.delta/);
+    });
+  }
+});
+
+describe('a Responses API stream that ends unfinished', () => {
+  // The gateway's error event takes the number after the last event the
+  // client received, through the filters or not.
+  for (const filter of ['mask', 'unfiltered']) {
+    it(`ends with the API's error event after the last one (${filter})`, async () => {
+      const { res, access } = await post(filter, 'unfinished', { stream: true });
+      assert.equal(res.status, 200);
+      const events = streamEvents(res.text);
+      assert.deepEqual(events.map((e) => e.data.type), STREAMS.unfinished.map((e) => e.type).concat('error'));
+      assert.deepEqual(events.map((e) => e.data.sequence_number), events.map((_, n) => n));
+      const error = events.at(-1);
+      assert.equal(error.name, 'error');
+      assert.deepEqual(Object.keys(error.data).sort(), ['code', 'message', 'param', 'sequence_number', 'type']);
+      assert.equal(error.data.code, 'upstream_incomplete');
+      assert.equal(access.reason, 'upstream_incomplete');
     });
   }
 });
