@@ -191,9 +191,10 @@ count_outcome(struct tg_request *req)
 }
 
 /*
- * Reply 504 to a miss of a request with Cache-Control: only-if-cached,
- * without calling the backends, as HTTP caching says a cache should (RFC
- * 7234, section 5.2.1.7, kept by RFC 9111). The body has the error shape
+ * Reply 504 to a request with Cache-Control: only-if-cached that missed,
+ * or that the cache does not take, without calling the backends, as HTTP
+ * caching says a cache should (RFC 7234, section 5.2.1.7, kept by RFC
+ * 9111). The body has the error shape
  * of the request's API, like every error of the gateway; req->error stays
  * TG_OK, so that the logs and metrics count no failure.
  */
@@ -201,13 +202,17 @@ static void
 answer_not_cached(struct tg_request *req)
 {
 	struct evbuffer *body = evbuffer_new();
+	char header[48];
 
+	/* The status is a miss after a lookup and a bypass for a request the
+	 * cache does not take, and the header matches the access log. */
+	snprintf(header, sizeof(header), "x-tollgate-cache: %s\r\n", tg_cache_status(req));
 	req->cause = TG_CAUSE_GATEWAY;
 	req->phase = TG_PHASE_LOCAL;
 	if (body != NULL)
 		tg_error_shaped_body(body, tg_request_error_shape(req), TG_E_NOT_CACHED, NULL,
 		                     NULL);
-	tg_relay_local_response(req, 504, "x-tollgate-cache: miss\r\n", body);
+	tg_relay_local_response(req, 504, header, body);
 	if (body != NULL)
 		evbuffer_free(body);
 }
@@ -357,9 +362,7 @@ tg_cache_lookup(struct tg_request *req, tg_cache_next_fn *next)
 	 * a double drops, so they would share a key. The key reads the body's
 	 * text, which jansson has read or the scan vouched for, so the tree
 	 * is not built for it. */
-	if (req->route == NULL || req->route->cache == NULL || cfg == NULL ||
-	    req->method_id != HTTP_POST || !tg_request_body_is_object(req) ||
-	    req->body_ints_as_reals) {
+	if (req->route == NULL || req->route->cache == NULL || cfg == NULL) {
 		next(req);
 		return;
 	}
@@ -370,6 +373,17 @@ tg_cache_lookup(struct tg_request *req, tg_cache_next_fn *next)
 	}
 	req->cache->status = CACHE_BYPASS;
 
+	/* A request the cache does not take (another method, or a body that
+	 * is not a JSON object, such as an upload) still gets a bypass header,
+	 * and only-if-cached still keeps it from the backends. */
+	if (req->method_id != HTTP_POST || !tg_request_body_is_object(req) ||
+	    req->body_ints_as_reals) {
+		if (cache_control_has(req, "only-if-cached"))
+			answer_not_cached(req);
+		else
+			next(req);
+		return;
+	}
 	if (prepare(req) != 0) {
 		next(req);
 		return;

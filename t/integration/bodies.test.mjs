@@ -136,6 +136,22 @@ describe('a body that is not JSON', () => {
     }
   });
 
+  it('bypasses the cache, and only-if-cached keeps it from the backends', async () => {
+    const headers = { 'content-type': FORM_TYPE, 'x-cache': '1' };
+    const passed = await post('bypass', '/v1/audio/transcriptions', form(), headers);
+    assert.equal(passed.res.status, 200, passed.res.text);
+    assert.equal(passed.res.headers['x-tollgate-cache'], 'bypass');
+    assert.equal(passed.access.cache, 'bypass');
+
+    const refused = await post('only-cached', '/v1/audio/transcriptions', form(),
+      { ...headers, 'cache-control': 'only-if-cached' });
+    assert.equal(refused.res.status, 504, refused.res.text);
+    assert.equal(refused.res.json().error.code, 'not_cached');
+    assert.equal(refused.res.headers['x-tollgate-cache'], 'bypass');
+    assert.equal(refused.access.cache, 'bypass');
+    assert.deepEqual(seenBy(up, 'only-cached'), [], 'only-if-cached reached the upstream');
+  });
+
   for (const [filter, action] of [['masker', 'mask'], ['blocker', 'block']]) {
     it(`is refused with 415 by a route whose request filter would ${action}`, async () => {
       const id = `refused-${filter}`;
