@@ -1,7 +1,8 @@
 // Request bodies that are not JSON: an audio or file upload in
 // multipart/form-data, or raw bytes. Such a body goes unread and unchanged
 // to a route matched by path, method and headers, on failover too. A
-// match.model cannot match it, and the cache does not store it. A route
+// match.model cannot match it, metrics count it under the model "other",
+// and the cache bypasses it. A route
 // whose request filters would mask or block refuses it with 415 before
 // any upstream call. A body that claims JSON and is not still gets 400.
 
@@ -11,6 +12,7 @@ import http from 'node:http';
 import { after, afterEach, before, describe, it } from 'node:test';
 
 import { request, startGateway, stopAll } from './lib/harness.mjs';
+import { parseSamples, valueOf } from './lib/prometheus.mjs';
 import { RETRY_FREELY } from './lib/failover.mjs';
 
 const BOUNDARY = 'tollgate-test-boundary';
@@ -107,6 +109,15 @@ describe('a body that is not JSON', () => {
     assert.equal(access.route, 'audio');
     assert.equal(access.status, 200);
     assert.equal(access.model ?? null, null);
+  });
+
+  it('counts under the model "other", as any request without a model', async () => {
+    await post('counted', '/v1/audio/transcriptions', form(), { 'content-type': FORM_TYPE });
+    const metrics = await request({ port: gw.adminPort, path: '/metrics' });
+    const samples = parseSamples(metrics.text);
+    const count = valueOf(samples, 'tollgate_requests_total',
+      { route: 'audio', backend: 'up', model: 'other', code: '200' });
+    assert.ok(count >= 1, `no request counted under model "other": ${count}`);
   });
 
   it('keeps a Content-Encoding, which the upstream reads', async () => {
