@@ -393,21 +393,15 @@ first_acting_filter(const struct tg_filter_chain *chain)
 	return NULL;
 }
 
-/*
- * Refuse req, whose body is not JSON (body_opaque in request-t.h), with
- * 415 when a filter of chain would mask or block what it finds. Such a
- * filter cannot read the body, and a body passed unread could carry what
- * the filter is there to stop. A filter that only flags records nothing
- * and lets the body pass. Returns 1 when refused.
- */
-static int
-refuse_unreadable(struct tg_request *req, const struct tg_filter_chain *chain)
+int
+tg_filter_reject_unreadable(struct tg_request *req)
 {
-	const struct tg_filter *f = first_acting_filter(chain);
+	const struct tg_filter_chain *chain = route_chain(req);
+	const struct tg_filter *f = chain != NULL ? first_acting_filter(chain) : NULL;
 	const char *type = tg_headers_get(&req->headers, "Content-Type");
 	char message[400];
 
-	if (f == NULL)
+	if (!req->body_opaque || f == NULL)
 		return 0;
 	snprintf(message, sizeof(message), "the request body, of Content-Type \"%.80s\", is "
 	         "not JSON, and the route's filter \"%.80s\" (action %s) reads JSON request "
@@ -434,9 +428,9 @@ tg_filter_request(struct tg_request *req, tg_filter_next_fn *next)
 		next(req);
 		return;
 	}
+	/* tg_filter_reject_unreadable() let this unread body through. */
 	if (req->body_opaque) {
-		if (!refuse_unreadable(req, chain))
-			next(req);
+		next(req);
 		return;
 	}
 	st = state_of(req);

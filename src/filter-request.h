@@ -26,6 +26,15 @@ typedef void tg_filter_next_fn(struct tg_request *req);
  */
 void tg_filter_request(struct tg_request *req, tg_filter_next_fn *next);
 
+/*
+ * After routing, before the rate limits: reject req, whose body is not
+ * JSON (body_opaque in request-t.h), with 415 when a filter of its route
+ * would mask or block. Such a filter cannot read the body, and a body
+ * passed unread could carry what the filter is there to stop; a filter
+ * that only flags lets it pass. Returns 1 when rejected, else 0.
+ */
+int tg_filter_reject_unreadable(struct tg_request *req);
+
 /* Filter a whole non-streaming response body (req->response.body) before
  * its head goes out: mask in place, or on a block replace each choice's
  * content with null and finish_reason "content_filter" (an Anthropic

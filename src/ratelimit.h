@@ -7,8 +7,9 @@
  * arithmetic. The counts are per process: instances behind a load balancer
  * each allow the full limit.
  *
- * A request is counted when it is admitted, after routing and the key
- * check, and before the filters, the cache and any upstream call. Its
+ * A request is counted when it is admitted, after routing, the key check
+ * and the 415 of a body that the route's filters cannot read, and before
+ * the filters, the cache and any upstream call. Its
  * tokens, prompt plus completion as the response's usage reports them,
  * are charged when it ends. A cache hit costs a request and no tokens.
  */

@@ -715,6 +715,10 @@ tg_request_dispatch(struct tg_request *req)
 	}
 	if (req->config->gateway_keys != NULL && tg_auth_request_route(req) != 0)
 		return;
+	/* A request refused for its own body spends none of its key's
+	 * budget: the refusal needs only the route and the Content-Type. */
+	if (tg_filter_reject_unreadable(req))
+		return;
 	if (tg_ratelimit_admit(req) != 0)
 		return;
 

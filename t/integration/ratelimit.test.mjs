@@ -23,6 +23,7 @@ const KEYS = {
   streamer: 'tg-streamer-e08c3d',
   anthropic: 'tg-anthropic-7b64f2',
   cached: 'tg-cached-2d9a1e',
+  uploader: 'tg-uploader-64c0b8',
 };
 
 const bearer = (name) => ({ Authorization: `Bearer ${KEYS[name]}` });
@@ -53,8 +54,13 @@ function limitedConfig(mock, { cachedTokens = 1000, ...extra } = {}) {
       streamer: { key: KEYS.streamer, limits: { tokens_per_minute: 100 } },
       anthropic: { key: KEYS.anthropic, limits: { requests_per_minute: 1 } },
       cached: { key: KEYS.cached, limits: { requests_per_minute: 3, tokens_per_minute: cachedTokens } },
+      uploader: { key: KEYS.uploader, limits: { requests_per_minute: 1 } },
+    },
+    filters: {
+      blocker: { type: 'regex', apply_to: ['request'], presets: ['email'], action: 'block' },
     },
     routes: [
+      { name: 'upload', match: { path: '/v1/audio/transcriptions' }, backends: ['mock'], filters: ['blocker'] },
       { name: 'cached', match: { path: '/v1/chat/completions', model: 'cached-model' }, backends: ['mock'], cache: true },
       { name: 'chat', match: { path: '/v1/chat/completions' }, backends: ['mock'] },
       { name: 'messages', match: { path: '/v1/messages' }, backends: ['mock'] },
@@ -118,6 +124,20 @@ describe('rate limits per key', () => {
     assert.equal(res.headers['x-ratelimit-limit-requests'], '3');
     assert.ok(Number(res.headers['retry-after']) <= 20, 'one request comes back within 20 s');
     assert.equal(await rateLimited(gw, 'capped', 'requests'), 1);
+  });
+
+  it('does not count a body refused with 415', async () => {
+    // The route's blocking filter cannot read a body that is not JSON.
+    for (let i = 0; i < 2; i++) {
+      const refused = await request({
+        port: gw.port, method: 'POST', path: '/v1/audio/transcriptions', body: Buffer.from('RIFF....WAVE'),
+        headers: { ...bearer('uploader'), 'content-type': 'audio/wav' },
+      });
+      assert.equal(refused.status, 415, refused.text);
+    }
+    const res = await chat(gw, { headers: bearer('uploader') });
+    assert.equal(res.status, 200, res.text);
+    assert.equal(res.headers['x-ratelimit-remaining-requests'], '0');
   });
 
   it('leaves other keys alone', async () => {
