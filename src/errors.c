@@ -173,7 +173,9 @@ add_body(struct evbuffer *out, json_t *body)
 }
 
 /* The inner "error" object of the body: the members of both shapes, in the
- * order each API writes them, so that the OpenAI body keeps its bytes. */
+ * order each API writes them, so that the OpenAI body keeps its bytes.
+ * OpenAI's errors carry "param", null when no request field is at fault,
+ * and the gateway's errors name no field. */
 static json_t *
 error_object(enum tg_error_shape shape, enum tg_error err, const char *message)
 {
@@ -184,8 +186,8 @@ error_object(enum tg_error_shape shape, enum tg_error err, const char *message)
 	if (shape == TG_ERROR_ANTHROPIC)
 		return json_pack("{s:s, s:s, s:s}", "type", info->anthropic_type,
 		                 "message", message, "code", info->code);
-	return json_pack("{s:s, s:s, s:s}", "message", message, "type", info->type,
-	                 "code", info->code);
+	return json_pack("{s:s, s:s, s:n, s:s}", "message", message, "type", info->type,
+	                 "param", "code", info->code);
 }
 
 int

@@ -120,6 +120,13 @@ exhausted_limit(const struct tg_key_limiter *limiter, uint64_t *wait_us)
 	return TG_OK;
 }
 
+/* The word for n of a unit: one when n is 1, else many. */
+static const char *
+plural(unsigned long long n, const char *one, const char *many)
+{
+	return n == 1 ? one : many;
+}
+
 /* Respond 429 to req, rejected by err for wait_us. Retry-After counts whole
  * seconds (RFC 9110 section 10.2.3), so the wait is rounded up. The access
  * log has the reason of every rejection, so the error log names it only at
@@ -129,14 +136,15 @@ reject(struct tg_request *req, enum tg_error err, uint64_t wait_us)
 {
 	unsigned long long seconds = (wait_us + 999999) / 1000000;
 	int tokens = err == TG_E_TOKEN_RATE_LIMIT;
+	unsigned long long limit = tokens ? req->ratelimit.tokens.limit
+	                                  : req->ratelimit.requests.limit;
 	char retry[48], message[256];
 
 	snprintf(retry, sizeof(retry), "Retry-After: %llu\r\n", seconds);
 	snprintf(message, sizeof(message), "the gateway key \"%s\" reached its limit of %llu "
-	         "%s per minute; retry after %llu seconds", req->key->name,
-	         (unsigned long long)(tokens ? req->ratelimit.tokens.limit
-	                                     : req->ratelimit.requests.limit),
-	         tokens ? "tokens" : "requests", seconds);
+	         "%s per minute; retry after %llu %s", req->key->name, limit,
+	         tokens ? plural(limit, "token", "tokens") : plural(limit, "request", "requests"),
+	         seconds, plural(seconds, "second", "seconds"));
 	tg_log_request(req, TG_LOG_DEBUG, "rejected: %s", tg_error_info(err)->reason);
 	tg_request_fail_with(req, err, retry, message);
 }
@@ -199,14 +207,23 @@ tg_ratelimit_charge(struct tg_request *req)
 const char *
 tg_ratelimit_format_reset(uint64_t ms, char *buf, size_t size)
 {
-	unsigned long long minutes = ms / 60000, seconds = ms / 1000 % 60, frac = ms % 1000;
+	unsigned long long hours = ms / 3600000, minutes = ms / 60000 % 60;
+	unsigned long long seconds = ms / 1000 % 60, frac = ms % 1000;
 	size_t len = 0;
 
+	/* Go's Duration.String(), which OpenAI's values follow, writes zero
+	 * as "0s", not "0ms". */
+	if (ms == 0) {
+		snprintf(buf, size, "0s");
+		return buf;
+	}
 	if (ms < 1000) {
 		snprintf(buf, size, "%llums", (unsigned long long)ms);
 		return buf;
 	}
-	if (minutes > 0)
+	if (hours > 0)
+		len = (size_t)snprintf(buf, size, "%lluh%llum", hours, minutes);
+	else if (minutes > 0)
 		len = (size_t)snprintf(buf, size, "%llum", minutes);
 	if (len < size && frac == 0)
 		snprintf(buf + len, size - len, "%llus", seconds);

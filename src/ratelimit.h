@@ -54,8 +54,8 @@ size_t tg_ratelimit_header_lines(const struct tg_request *req, char *buf, size_t
 int tg_ratelimit_replaces(const struct tg_request *req, const struct tg_header *hd);
 
 /* Write ms into buf as a duration in the style of the x-ratelimit-reset-*
- * values that OpenAI's API sends ("12ms"): "350ms", "20s", "1.5s", "1m0s".
- * Returns buf. */
+ * values that OpenAI's API sends, which is Go's Duration.String(): "0s",
+ * "350ms", "20s", "1.5s", "1m0s", "1h0m59.987s". Returns buf. */
 const char *tg_ratelimit_format_reset(uint64_t ms, char *buf, size_t size);
 
 #endif

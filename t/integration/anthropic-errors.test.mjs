@@ -144,7 +144,7 @@ describe('gateway errors on the Anthropic Messages API', () => {
     assert.equal(openai.headers['x-tollgate-cache'], 'miss');
     assert.equal(openai.text, '{"error":{"message":"no cached response for this request, and '
       + 'Cache-Control: only-if-cached forbids asking the backends",'
-      + '"type":"invalid_request_error","code":"not_cached"}}\n');
+      + '"type":"invalid_request_error","param":null,"code":"not_cached"}}\n');
   });
 
   it('paths under /v1/messages only', async () => {

@@ -80,7 +80,7 @@ async function expectLimited(gw, mock, send, { limit, key }) {
   assert.ok(retryAfter >= 1, `Retry-After ${retryAfter}`);
   assert.ok(retryAfter <= 3600, `Retry-After ${retryAfter}`);
   assert.equal(res.headers[`x-ratelimit-remaining-${limit}`], '0');
-  assert.match(res.headers[`x-ratelimit-reset-${limit}`], /^(\d+m)?\d+(\.\d+)?s$|^\d+ms$/);
+  assert.match(res.headers[`x-ratelimit-reset-${limit}`], /^(\d+h)?(\d+m)?\d+(\.\d+)?s$|^\d+ms$/);
   const entry = await gw.accessFor(res.id);
   assert.equal(entry.status, 429);
   assert.equal(entry.key, key);
@@ -118,7 +118,7 @@ describe('rate limits per key', () => {
     const res = await expectLimited(gw, mock, () => chat(gw, { headers: bearer('capped') }),
       { limit: 'requests', key: 'capped' });
     assert.deepEqual(res.json().error, {
-      message: res.json().error.message, type: 'requests', code: 'rate_limit_exceeded',
+      message: res.json().error.message, type: 'requests', param: null, code: 'rate_limit_exceeded',
     });
     assert.match(res.json().error.message, /"capped" reached its limit of 3 requests per minute/);
     assert.equal(res.headers['x-ratelimit-limit-requests'], '3');
@@ -138,6 +138,10 @@ describe('rate limits per key', () => {
     const res = await chat(gw, { headers: bearer('uploader') });
     assert.equal(res.status, 200, res.text);
     assert.equal(res.headers['x-ratelimit-remaining-requests'], '0');
+
+    const limited = await chat(gw, { headers: bearer('uploader') });
+    assert.equal(limited.status, 429, limited.text);
+    assert.match(limited.json().error.message, /reached its limit of 1 request per minute; retry after \d+ seconds$/);
   });
 
   it('leaves other keys alone', async () => {
@@ -169,6 +173,7 @@ describe('rate limits per key', () => {
     assert.equal(first.status, 200, first.text);
     assert.equal(first.headers['x-ratelimit-limit-tokens'], '100');
     assert.equal(first.headers['x-ratelimit-remaining-tokens'], '100', 'counted before its own tokens');
+    assert.equal(first.headers['x-ratelimit-reset-tokens'], '0s', 'a full bucket, written as OpenAI does');
     assert.equal(first.headers['x-ratelimit-limit-requests'], undefined, 'the key sets no request limit');
     const { usage } = first.json();
     assert.ok(usage.prompt_tokens + usage.completion_tokens > 100, JSON.stringify(usage));

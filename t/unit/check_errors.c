@@ -128,7 +128,7 @@ START_TEST(body_in_each_shape)
 	text = take(out);
 	ck_assert_str_eq(text, "{\"error\":{\"message\":\"the request body exceeds "
 	                 "limits.max_body\",\"type\":\"invalid_request_error\","
-	                 "\"code\":\"request_too_large\"}}\n");
+	                 "\"param\":null,\"code\":\"request_too_large\"}}\n");
 	free(text);
 
 	ck_assert_int_eq(tg_error_shaped_body(out, TG_ERROR_ANTHROPIC, TG_E_NO_BACKEND, "none",
