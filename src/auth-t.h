@@ -46,6 +46,7 @@ enum tg_auth_result {
 	TG_AUTH_ANONYMOUS,      /* no credential header, or only empty ones */
 	TG_AUTH_KEY,            /* a defined key */
 	TG_AUTH_UNKNOWN,        /* a credential that is no defined key */
+	TG_AUTH_CONFLICT,       /* one credential header repeated with two keys */
 };
 
 #endif

@@ -16,6 +16,9 @@
 
 #define BEARER "Bearer"
 
+#define CONFLICT_MESSAGE "the request repeats a credential header (Authorization, " \
+	"x-api-key or api-key) with different keys; send one key"
+
 /* 1 when an Authorization value carries no credential at all: empty, or
  * the scheme "Bearer" with nothing after it but spaces. Clients send such
  * a header when their key variable is unset, and that is no key, not a
@@ -48,16 +51,57 @@ bearer_token(const char *value)
 	return value;
 }
 
+/* 1 when value, of the credential header tg_credential_headers[i], carries
+ * a credential. */
+static int
+has_credential(size_t i, const char *value)
+{
+	return i == 0 ? !is_empty_authorization(value) : value[0] != '\0';
+}
+
+/* The part of value, of credential header i, that names a key: the token
+ * of a Bearer Authorization, else the whole value. */
+static const char *
+credential_text(size_t i, const char *value)
+{
+	const char *token = i == 0 ? bearer_token(value) : NULL;
+
+	return token != NULL ? token : value;
+}
+
+/* Set *first to the first value of credential header i that carries a
+ * credential, or NULL. Returns 1 when a later value carries another one,
+ * because the intended key is then unknown and none may be taken. The
+ * same value twice, as a proxy may add it, is no conflict. */
+static int
+first_credential(const struct tg_headers *headers, size_t i, const char **first)
+{
+	*first = NULL;
+	for (size_t n = 0; n < headers->count; n++) {
+		const struct tg_header *h = &headers->items[n];
+
+		if (!tg_header_is(h, tg_credential_headers[i]) || !has_credential(i, h->value))
+			continue;
+		if (*first == NULL)
+			*first = h->value;
+		else if (strcmp(credential_text(i, *first), credential_text(i, h->value)) != 0)
+			return 1;
+	}
+	return 0;
+}
+
 /* The key the caller presented, or NULL with *presented set to whether a
  * credential header with a value was there at all. A header without a
- * credential counts as absent, so the next one is read. */
+ * credential counts as absent, so the next one is read. *conflict is set
+ * when that header is repeated with different credentials. */
 static const char *
-presented_key(const struct tg_headers *headers, int *presented)
+presented_key(const struct tg_headers *headers, int *presented, int *conflict)
 {
-	for (size_t i = 0; i < TG_N_CREDENTIAL_HEADERS; i++) {
-		const char *value = tg_headers_get(headers, tg_credential_headers[i]);
+	const char *value;
 
-		if (value == NULL || (i == 0 ? is_empty_authorization(value) : value[0] == '\0'))
+	for (size_t i = 0; i < TG_N_CREDENTIAL_HEADERS; i++) {
+		*conflict = first_credential(headers, i, &value);
+		if (value == NULL)
 			continue;
 		*presented = 1;
 		return i == 0 ? bearer_token(value) : value;
@@ -71,12 +115,14 @@ tg_auth_identify(const struct tg_gateway_keys *keys, const struct tg_headers *he
                  const struct tg_gateway_key **key)
 {
 	unsigned char digest[TG_KEY_DIGEST_LEN];
-	int presented;
-	const char *secret = presented_key(headers, &presented);
+	int presented, conflict;
+	const char *secret = presented_key(headers, &presented, &conflict);
 
 	*key = NULL;
 	if (!presented)
 		return TG_AUTH_ANONYMOUS;
+	if (conflict)
+		return TG_AUTH_CONFLICT;
 	if (secret == NULL || tg_sha256(secret, strlen(secret), digest) != 0)
 		return TG_AUTH_UNKNOWN;
 
@@ -140,6 +186,9 @@ tg_auth_request(struct tg_request *req)
 	case TG_AUTH_UNKNOWN:
 		tg_auth_reject(req, TG_E_INVALID_API_KEY, NULL);
 		return -1;
+	case TG_AUTH_CONFLICT:
+		tg_auth_reject(req, TG_E_INVALID_API_KEY, CONFLICT_MESSAGE);
+		return -1;
 	case TG_AUTH_ANONYMOUS:
 		break;
 	}
@@ -180,6 +229,9 @@ tg_auth_head_refusal(const struct tg_request *req, int routed, char *message, si
 	assert(keys != NULL);
 	switch (tg_auth_identify(keys, &req->headers, &key)) {
 	case TG_AUTH_UNKNOWN:
+		return TG_E_INVALID_API_KEY;
+	case TG_AUTH_CONFLICT:
+		snprintf(message, size, "%s", CONFLICT_MESSAGE);
 		return TG_E_INVALID_API_KEY;
 	case TG_AUTH_ANONYMOUS:
 		if (!keys->any_open_route)

@@ -111,6 +111,20 @@ describe('gateway keys', () => {
     }
   });
 
+  it('answers 401 to a header repeated with two keys', async () => {
+    for (const headers of [{ 'x-api-key': [TEAM_KEY, CI_KEY] },
+      { Authorization: [`Bearer ${CI_KEY}`, `Bearer ${TEAM_KEY}`] }, { 'api-key': [TEAM_KEY, 'wrong-key'] }]) {
+      const res = await expectRejected(gw, mock, () => chat(gw, { model: 'gpt-4o', headers }),
+        { status: 401, code: 'invalid_api_key', model: 'gpt-4o' });
+      assert.match(res.json().error.message, /repeats a credential header .* with different keys/);
+      assert.equal((await gw.accessFor(res.id)).key, undefined);
+    }
+    // The same key twice, as a proxy may add it, is one key.
+    const same = await chat(gw, { model: 'gpt-4o', headers: { Authorization: [`Bearer ${TEAM_KEY}`, `bearer ${TEAM_KEY}`] } });
+    assert.equal(same.status, 200, same.text);
+    assert.equal((await gw.accessFor(same.id)).key, 'team');
+  });
+
   it('takes an empty credential for none', async () => {
     for (const headers of [{ Authorization: '' }, { Authorization: 'Bearer ' }, { 'x-api-key': '' }, { 'api-key': '' }]) {
       const res = await expectRejected(gw, mock, () => chat(gw, { model: 'gpt-4o', headers }),
