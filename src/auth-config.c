@@ -64,8 +64,16 @@ parse_hex_digest(const char *hex, unsigned char digest[TG_KEY_DIGEST_LEN])
 	return 0;
 }
 
+/* The SHA-256 of the empty string. */
+static const unsigned char empty_digest[TG_KEY_DIGEST_LEN] = {
+	0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8,
+	0x99, 0x6f, 0xb9, 0x24, 0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c,
+	0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55,
+};
+
 /* Set k's digest from the entry, which must give exactly one of key and
- * sha256. Returns 0, or -1 after reporting. */
+ * sha256, and a secret that a caller can present. Returns 0, or -1 after
+ * reporting. */
 static int
 set_digest(struct load_ctx *ctx, const char *path, const struct key_entry *e,
            struct tg_gateway_key *k)
@@ -83,8 +91,21 @@ set_digest(struct load_ctx *ctx, const char *path, const struct key_entry *e,
 		       quote(e->sha256, q, sizeof(q)));
 		return -1;
 	}
+	if (e->key != NULL && header_ows_strip(e->key) != TG_OWS_KEPT) {
+		report(ctx, path_key(child, path, "key"), "starts or ends with a space or tab, "
+		       "which HTTP strips from a header value, so no caller could present this "
+		       "key; remove the spaces and tabs around it (the value is not shown: it is "
+		       "a secret)");
+		return -1;
+	}
 	if (e->key != NULL && tg_sha256(e->key, strlen(e->key), k->digest) != 0) {
 		report_oom(ctx, path);
+		return -1;
+	}
+	if (e->sha256 != NULL && memcmp(k->digest, empty_digest, sizeof(empty_digest)) == 0) {
+		report(ctx, path_key(child, path, "sha256"), "is the SHA-256 of the empty "
+		       "string, which no caller can present, since an empty credential header "
+		       "counts as none; give the digest of the key");
 		return -1;
 	}
 	return 0;

@@ -575,6 +575,18 @@ static size_t final_line_break_len(const char *value, size_t len)
 	return first_control_byte(value) == len - n ? n : 0;
 }
 
+enum tg_ows_strip header_ows_strip(const char *value)
+{
+	size_t len = strlen(value);
+	size_t lead = strspn(value, " \t");
+
+	if (lead == len)
+		return TG_OWS_EMPTY;
+	if (lead > 0 || value[len - 1] == ' ' || value[len - 1] == '\t')
+		return TG_OWS_EDGES;
+	return TG_OWS_KEPT;
+}
+
 bool check_header_value(struct load_ctx *ctx, const char *path, const char *raw,
                         const char *value)
 {

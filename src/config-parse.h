@@ -272,6 +272,17 @@ bool is_header_name(const char *name);
 bool check_header_value(struct load_ctx *ctx, const char *path, const char *raw,
                         const char *value);
 
+/* The change to a header value when HTTP strips the spaces and tabs
+ * around it (RFC 9110 section 5.5): none, at its edges, or to empty. */
+enum tg_ows_strip {
+	TG_OWS_KEPT,
+	TG_OWS_EDGES,
+	TG_OWS_EMPTY,
+};
+
+/* Return what stripping the spaces and tabs around value would do. */
+enum tg_ows_strip header_ows_strip(const char *value);
+
 /* --- sections ----------------------------------------------------------- */
 
 /* Parse value, found at key path, into base as s declares. */

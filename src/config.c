@@ -408,6 +408,10 @@ static void parse_api_key(struct load_ctx *ctx, const char *path, json_t *value,
 	if (key[0] == '\0')
 		report(ctx, path, "must not be empty; remove the key to pass the client's "
 		       "credential on");
+	else if (header_ows_strip(key) == TG_OWS_EMPTY)
+		report(ctx, path, "contains only spaces or tabs, which HTTP strips from a "
+		       "header value, so the backend would get an empty key; give the key, or "
+		       "remove api_key to pass the client's credential on");
 	else if (check_header_value(ctx, path, raw, key)) {
 		*FIELD(base, s, char *) = key;
 		return;

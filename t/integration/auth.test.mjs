@@ -461,6 +461,25 @@ describe('gateway_keys in the config', () => {
     assert.ok(!stderr.includes('literal-secret'), stderr);
   });
 
+  it('rejects secrets no caller can present', async () => {
+    const config = {
+      ...base,
+      backends: { b: { url: 'http://127.0.0.1:9', api_key: ' \t ' } },
+      gateway_keys: {
+        spacey: { key: ' literal-secret-2 ' },
+        tabbed: { key: 'literal-secret-3\t' },
+        empty: { sha256: sha256('') },
+      },
+    };
+    const { code, stderr } = await check(config);
+    assert.equal(code, 1, stderr);
+    assert.match(stderr, /gateway_keys\.spacey\.key: starts or ends with a space or tab, which HTTP strips/);
+    assert.match(stderr, /gateway_keys\.tabbed\.key: starts or ends with a space or tab/);
+    assert.match(stderr, /gateway_keys\.empty\.sha256: is the SHA-256 of the empty string, which no caller can present/);
+    assert.match(stderr, /backends\.b\.api_key: contains only spaces or tabs, which HTTP strips/);
+    assert.ok(!stderr.includes('literal-secret'), stderr);
+  });
+
   it('rejects auth without gateway_keys', async () => {
     const { code, stderr } = await check({ ...base, routes: [{ name: 'r', backends: ['b'], auth: { required: false } }] });
     assert.equal(code, 1);
