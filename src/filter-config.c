@@ -495,6 +495,13 @@ check_replacement(struct load_ctx *ctx, const char *path, const char *replacemen
 	}
 }
 
+/* 1 when value, a key's value or NULL, is there and is no empty array. */
+static int
+has_entries(const json_t *value)
+{
+	return value != NULL && !(json_is_array(value) && json_array_size(value) == 0);
+}
+
 static void
 check_regex(struct load_ctx *ctx, const char *path, json_t *value, struct tg_filter *f)
 {
@@ -503,9 +510,12 @@ check_regex(struct load_ctx *ctx, const char *path, json_t *value, struct tg_fil
 	if (f->replacement != NULL)
 		check_replacement(ctx, path_key(child, path, "replacement"), f->replacement);
 
-	if (f->n_rules == 0 && json_object_get(value, "presets") == NULL &&
-	    json_object_get(value, "rules") == NULL)
-		report(ctx, path, "a regex filter needs \"presets\", \"rules\" or both");
+	/* An empty list matches nothing, as a missing one does. A list with
+	 * entries that gave no rule had its own error. */
+	if (f->n_rules == 0 && !has_entries(json_object_get(value, "presets")) &&
+	    !has_entries(json_object_get(value, "rules")))
+		report(ctx, path, "a regex filter needs \"presets\", \"rules\" or both, "
+		       "with at least one entry");
 
 	/* Only streamed responses are held, so on a request-only filter the
 	 * key would be accepted and do nothing. */

@@ -319,8 +319,16 @@ END_TEST
 
 START_TEST(regex_filter_needs_rules)
 {
-	assert_error("{\"x\": {\"type\": \"regex\"}}", "[]",
-	             "filters.x: a regex filter needs \"presets\", \"rules\" or both");
+	static const char *const filters[] = {
+		"{\"x\": {\"type\": \"regex\"}}",
+		"{\"x\": {\"type\": \"regex\", \"presets\": [], \"rules\": []}}",
+		"{\"x\": {\"type\": \"regex\", \"presets\": []}}",
+		"{\"x\": {\"type\": \"regex\", \"rules\": []}}",
+	};
+
+	for (size_t i = 0; i < sizeof(filters) / sizeof(filters[0]); i++)
+		assert_error(filters[i], "[]", "filters.x: a regex filter needs \"presets\", "
+		             "\"rules\" or both, with at least one entry");
 }
 END_TEST
 
