@@ -27,11 +27,13 @@ void tg_attempt_end(struct tg_request *req, enum tg_outcome outcome,
                     enum tg_error err, int status, const char *label);
 
 /*
- * The current attempt's stream reached the client, which commits the
- * request to it: record its status and label for x-tollgate-attempts, and
- * the moment for the latency its health counts, but leave it open. Nothing retries it from now on, and how the
- * stream ends decides its outcome: tg_attempt_end() with a failure for a
- * reset, a stall or an error event, cancelled when the client leaves.
+ * The current attempt's response head came and is kept: record its status
+ * and label for x-tollgate-attempts, and the moment for the latency its
+ * health counts, but leave it open until the body ends. How the body ends
+ * decides the outcome: tg_attempt_end() with a failure for a reset, a
+ * stall or an error event, cancelled when the client leaves. A stream
+ * whose content reached the client is never retried after this. A whole
+ * body cut short still fails over, because the client has seen none of it.
  */
 void tg_attempt_committed(struct tg_request *req, int status, const char *label);
 

@@ -973,12 +973,16 @@ relay_on_head(void *arg, int status, struct tg_headers *headers)
 		return resp->pending == NULL;
 	}
 
-	tg_attempt_end(req, outcome_of_status(status), TG_OK, status, label);
 	if (event_stream) {
+		tg_attempt_end(req, outcome_of_status(status), TG_OK, status, label);
 		start_stream(req);
 		release_held(req);
 		return resp->pending == NULL;
 	}
+
+	/* A whole body's attempt ends when the body has come: one cut short
+	 * counts against the backend before the next attempt. */
+	tg_attempt_committed(req, status, label);
 	resp->body = tg_worker_buffer_take(req->worker);
 	return resp->body == NULL;
 }
@@ -1201,6 +1205,11 @@ relay_on_complete(void *arg)
 	struct tg_response *resp = &req->response;
 	size_t len;
 
+	/* A whole body's attempt ends here, before req->upstream is cleared:
+	 * its span then stays open for tg_trace_upstream_done() to record
+	 * the body. */
+	if (!resp->streaming)
+		tg_attempt_end(req, outcome_of_status(resp->status), TG_OK, resp->status, NULL);
 	req->upstream = NULL;
 	tg_metrics_upstream_done(req);
 	if (resp->streaming) {
@@ -1212,6 +1221,7 @@ relay_on_complete(void *arg)
 		tg_client_uncork(c);
 		return;
 	}
+
 	/* The filters run first and may rewrite the body. The features after
 	 * them read the body the client gets: the cache through the tree
 	 * (tg_relay_response_json), the metrics and tracing through the one

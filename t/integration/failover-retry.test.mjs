@@ -5,6 +5,8 @@
 // and a client that leaves during a failover.
 
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import http from 'node:http';
 import { after, afterEach, before, describe, it } from 'node:test';
 
 import {
@@ -454,5 +456,52 @@ describe('connect timeout', () => {
     assert.equal(valueOf(samples, 'tollgate_upstream_attempts_total', { backend: 'ok', outcome: 'success' }), 1);
     assert.equal(valueOf(samples, 'tollgate_failovers_total', { route: 'chat' }), 1);
     await gw.stop();
+  });
+});
+
+/*
+ * A whole body cut short after its head: nothing reached the client, so
+ * the request moves on, and the cut counts against the backend as a reset
+ * (before, its attempt ended as a success at the head).
+ */
+describe('a body cut short', () => {
+  let cutter;
+
+  afterEach(async () => {
+    await stopAll();
+    cutter?.close();
+  });
+
+  it('counts as a reset and ejects the backend', async () => {
+    cutter = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': '400' });
+        res.write('{"id":"chatcmpl-cut","object":"chat.completion","choices":[');
+        setTimeout(() => res.socket.destroy(), 20);
+      });
+    });
+    cutter.listen(0, '127.0.0.1');
+    await once(cutter, 'listening');
+    const ok = await startMock();
+    const gw = await startGateway({
+      backends: {
+        cut: { url: `http://127.0.0.1:${cutter.address().port}`, health: { consecutive_failures: 2 } },
+        ok: mockBackend(ok, { health: NEVER_EJECT }),
+      },
+      routes: [{ name: 'chat', match: { path: '/v1/chat/completions' }, backends: ['cut', 'ok'], retry: RETRY_FREELY }],
+    });
+    gw.expectErrors(/upstream|ejected/);
+
+    for (let i = 0; i < 2; i++) {
+      const res = await chat(gw);
+      assert.equal(res.status, 200);
+      assert.equal(res.attempts, 'cut:reset,ok:200');
+    }
+
+    const samples = parseSamples((await scrape(gw)).text);
+    assert.equal(valueOf(samples, 'tollgate_upstream_attempts_total', { backend: 'cut', outcome: 'reset' }), 2);
+    assert.equal(valueOf(samples, 'tollgate_upstream_attempts_total', { backend: 'cut', outcome: 'success' }), 0);
+    await gw.waitForLog(/backend cut ejected for [0-9.]+ s after failures/);
   });
 });
