@@ -141,6 +141,8 @@ tg_stream_add_responses_texts(struct tg_filter_stream *s, struct held_event *ev)
 static int
 append_sent(struct window *w, const char *text, size_t len)
 {
+	if (len == 0)
+		return 0;       /* w->sent may still be NULL, which memcpy may not take */
 	if (w->sent_len + len > w->sent_cap) {
 		size_t cap = w->sent_cap ? w->sent_cap : 256;
 		char *p;
