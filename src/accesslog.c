@@ -657,7 +657,7 @@ write_upstream_model(struct tg_json_writer *w, const struct tg_request *req)
 
 /* Append cache, the x-tollgate-cache value of the response, for a request
  * that reached the cache of its route. Other lines have no such field, so
- * a missing field tells that the cache was never asked. */
+ * a missing field means that the cache was not consulted. */
 static void
 write_cache(struct tg_json_writer *w, const struct tg_request *req)
 {

@@ -2,11 +2,10 @@
  * Text error pages for the requests that evhttp rejects on its own.
  *
  * evhttp (libevent 2.1.12) responds to a request it rejects with an HTML
- * page, before any callback of the admin listener runs: 400 for a
+ * page, before any callback of the admin listener runs. It sends 400 for a
  * malformed request line or header and for a head over TG_ADMIN_MAX_HEAD,
- * 413 for a body over TG_ADMIN_MAX_BODY. Version 2.1 has no hook for these
- * pages (evhttp_set_errorcb came with 2.2) and no way to reach the request
- * first. It does write each page to the output buffer of the connection's
+ * and 413 for a body over TG_ADMIN_MAX_BODY. The 2.1 API has no hook for
+ * these pages and no way to reach the request first. It does write each page to the output buffer of the connection's
  * bufferevent, and the socket write waits for the next turn of the event
  * loop. The rewriter below watches that buffer. When a response lands in
  * it, an event that runs in the same turn parses the response head with

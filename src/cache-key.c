@@ -133,8 +133,8 @@ real_as_integer(double d, int64_t *out)
  * (callgrind).
  */
 
-/* Members and containers that a reader holds without malloc: those of
- * every body seen in the recorded requests. */
+/* Members and containers that a reader keeps without malloc: enough for
+ * every body in the recorded requests. */
 #define STACK_MEMBERS 32
 #define STACK_CONTAINERS 16
 
@@ -315,9 +315,9 @@ on_end_array(void *ctx)
 	return writing(r);
 }
 
-/* Whether the n members m of an object, whose text ends at end, are in
- * key order already with none left out, so that its text stands. Each
- * member's length and key are set on the way. */
+/* Return whether the n members m of an object, whose text ends at end,
+ * are in key order already with none left out, so that its text is kept
+ * as written. Each member's length and key are set on the way. */
 static int
 members_in_order(struct body_reader *r, struct member *m, size_t n, size_t end)
 {

@@ -192,10 +192,9 @@ count_outcome(struct tg_request *req)
 
 /*
  * Reply 504 to a request with Cache-Control: only-if-cached that missed,
- * or that the cache does not take, without calling the backends, as HTTP
- * caching says a cache should (RFC 7234, section 5.2.1.7, kept by RFC
- * 9111). The body has the error shape
- * of the request's API, like every error of the gateway; req->error stays
+ * or that the cache does not take, without calling the backends, as RFC
+ * 9111 section 5.2.1.7 recommends for a cache. The body has the error shape
+ * of the request's API, like every error of the gateway. req->error stays
  * TG_OK, so that the logs and metrics count no failure.
  */
 static void

@@ -29,9 +29,9 @@ void tg_filter_request(struct tg_request *req, tg_filter_next_fn *next);
 /*
  * After routing, before the rate limits: reject req, whose body is not
  * JSON (body_opaque in request-t.h), with 415 when a filter of its route
- * would mask or block. Such a filter cannot read the body, and a body
- * passed unread could carry what the filter is there to stop; a filter
- * that only flags lets it pass. Returns 1 when rejected, else 0.
+ * would mask or block, because such a filter cannot read the body and it
+ * could carry what the filter is there to stop. A filter that only flags
+ * lets it pass. Returns 1 when rejected, else 0.
  */
 int tg_filter_reject_unreadable(struct tg_request *req);
 

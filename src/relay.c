@@ -784,13 +784,14 @@ start_stream(struct tg_request *req)
 
 /* Write an error event in the shape of the stream's API, and the last
  * chunk of a chunked body, so that a client cannot take a stream that
- * reached it cut short for a complete answer; no [DONE] comes before it.
+ * reached it cut short for a complete response; no [DONE] comes before it.
  * A chat stream gets a data line in the OpenAI error shape. An Anthropic
  * stream gets that API's "error" event, since its clients skip an event
  * without a name. A Responses API stream gets that API's "error" event,
- * numbered after the last event the client received, which its SDKs
- * raise as an APIError. message replaces the error's default text when
- * not NULL. */
+ * numbered after the last event the client received. openai-node yields
+ * that event to the caller (as it does OpenAI's own), and its
+ * finalResponse() rejects. message replaces the error's default text
+ * when not NULL. */
 static void
 write_stream_error(struct tg_request *req, enum tg_error err, const char *message)
 {

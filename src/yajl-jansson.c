@@ -11,7 +11,7 @@
 
 #include "yajl-jansson.h"
 
-/* The kinds of escape that tg_yj_text_rejected() tells apart: the high or
+/* The kinds of escape that tg_yj_text_rejected() distinguishes: the high or
  * the low half of a surrogate pair, and any other. */
 enum escape { ESCAPE_OTHER, ESCAPE_HIGH, ESCAPE_LOW };
 

@@ -82,7 +82,7 @@ const at = { item_id: 'msg_1', output_index: 0, content_index: 0 };
 function messageEvents(deltas, { kind = 'output_text', annotations = [] } = {}) {
   const text = deltas.join('');
   const part = (t) => (kind === 'refusal' ? { type: 'refusal', refusal: t } : outputText(t, annotations));
-  // Each delta's token repeats its text, as when the request asks for logprobs.
+  // Each delta's token repeats its text, as when the request sets logprobs.
   const logprobs = (token) => [{ token, logprob: -0.5, bytes: [...Buffer.from(token)], top_logprobs: [] }];
   const done = kind === 'refusal' ? { refusal: text } : { text, logprobs: logprobs(text) };
   return [

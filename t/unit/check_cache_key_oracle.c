@@ -7,11 +7,11 @@
  * gateway with it), when it was not an object, or when jansson read it
  * only with every integer as a real.
  *
- * The bodies: the recorded requests of t/fixtures/openai-recorded/, each
- * also with its keys reversed, escaped to ASCII and indented; hand-made
- * edge cases; and bodies written at random from pieces chosen to meet in
- * every way that matters (escapes, equal keys spelt two ways, numbers at
- * the limits of int64 and double, nesting).
+ * The bodies are the recorded requests of t/fixtures/openai-recorded/,
+ * each also with its keys reversed, escaped to ASCII and indented. Then
+ * come hand-made edge cases, and random bodies built from pieces that
+ * cover escapes, equal keys spelt two ways, numbers at the limits of
+ * int64 and double, and nesting.
  */
 #include <check.h>
 #include <dirent.h>
@@ -428,7 +428,7 @@ static const char *const keyed_bodies[] = {
 	"{\"model\": \"m\", \"user\": \"u\", \"stream\": true, \"stream_options\": {\"include_usage\": true},"
 	" \"metadata\": {\"user\": 1, \"stream\": 2}, \"k1\": [1], \"n\": {\"model\": \"inner\"}}",
 	"{\"user\": \"only ignored\", \"stream\": false}",
-	/* more members than an insertion sort takes, and than the stack holds */
+	/* more members than the insertion sort and the stack arrays take */
 	"{\"k20\":0,\"k19\":0,\"k18\":0,\"k17\":0,\"k16\":0,\"k15\":0,\"k14\":0,\"k13\":0,\"k12\":0,"
 	"\"k11\":0,\"k10\":0,\"k09\":0,\"k08\":0,\"k07\":0,\"k06\":0,\"k05\":0,\"k04\":0,\"k03\":0,"
 	"\"k02\":0,\"k01\":{\"b\":1,\"a\":[{\"d\":1,\"c\":2}]},\"k00\":0,\"user\":1}",

@@ -1703,7 +1703,7 @@ START_TEST(match_path_impossible_bytes)
 }
 END_TEST
 
-/* GET /v1/models is answered by the gateway, other methods get 405. */
+/* The gateway serves GET /v1/models itself and rejects other methods with 405. */
 START_TEST(match_path_models_warned)
 {
 	struct tg_config *cfg;
