@@ -12,7 +12,7 @@ import {
   waitFor, writeTempFile,
 } from './lib/harness.mjs';
 import { apiRequests, chat } from './lib/failover.mjs';
-import { startOtlpReceiver } from './lib/otlp-receiver.mjs';
+import { quickTracing, requestSpans, startOtlpReceiver } from './lib/otlp-receiver.mjs';
 import { parseSamples, promtoolCheck, scrape, valueOf } from './lib/prometheus.mjs';
 
 const TEAM_KEY = 'tg-team-5b0c61f1e2';
@@ -401,15 +401,14 @@ describe('gateway keys in traces', () => {
 
   it('names the key in the span', async () => {
     const mock = await startMock();
-    const tracing = { otlp: { endpoint: receiver.endpoint }, batch: { schedule_delay: '50ms' } };
+    const tracing = quickTracing(receiver);
     const gw = await startGateway(keyedConfig(mock, { tracing }), ENV);
     const res = await chat(gw, { model: 'gpt-4o', headers: { Authorization: `Bearer ${CI_KEY}` } });
     assert.equal(res.status, 200, res.text);
-    const { trace_id: traceId } = await gw.accessFor(res.id);
-    const server = await waitFor(() => receiver.spansOfTrace(traceId).find((s) => s.kind === 2),
-      { message: 'the server span' });
+    const { spans } = await requestSpans(gw, receiver, res.id, 2);
+    const server = spans.find((s) => s.kind === 2);
     assert.equal(server.attributes['tollgate.key'], 'ci');
-    assert.ok(!JSON.stringify(receiver.spansOfTrace(traceId), (k, v) => (typeof v === 'bigint' ? String(v) : v))
+    assert.ok(!JSON.stringify(spans, (k, v) => (typeof v === 'bigint' ? String(v) : v))
       .includes(CI_KEY), 'the secret is in a span');
   });
 });

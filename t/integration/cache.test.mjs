@@ -17,7 +17,7 @@ import {
   eventData, makeTempDir, mockBackend, request, splitEvents, startGateway, startMock,
   stopAll, waitFor,
 } from './lib/harness.mjs';
-import { startOtlpReceiver } from './lib/otlp-receiver.mjs';
+import { quickTracing, requestSpans, startOtlpReceiver } from './lib/otlp-receiver.mjs';
 import { parseSamples, valueOf } from './lib/prometheus.mjs';
 import { startRedis, stopAllRedis } from './lib/redis.mjs';
 
@@ -517,7 +517,7 @@ describe('first token of a hit', () => {
       backends: { mock: mockBackend(mock) },
       routes: [{ name: 'chat', match: { path: CHAT, model: 'gpt-4o' }, backends: ['mock'], cache: true }],
       cache: { store: 'memory', ttl: '1h' },
-      tracing: { otlp: { endpoint: receiver.endpoint }, batch: { schedule_delay: '50ms' } },
+      tracing: quickTracing(receiver),
     });
   });
 
@@ -543,10 +543,7 @@ describe('first token of a hit', () => {
     await waitFor(async () => (await ttftCount('none')) === 1,
       { message: 'the hit counted in tollgate_time_to_first_token_seconds' });
 
-    const spans = await waitFor(() => {
-      const found = receiver.spansOfTrace(entry.trace_id);
-      return found.length >= 2 ? found : null;
-    }, { message: `the spans of trace ${entry.trace_id}` });
+    const { spans } = await requestSpans(gw, receiver, hit.headers['x-request-id'], 2);
     const server = spans.find((s) => s.kind === 2);
     const lookup = spans.find((s) => s.name === 'cache lookup');
     const events = lookup.events.filter((e) => e.name === 'tollgate.first_token');

@@ -10,10 +10,10 @@ import http from 'node:http';
 import { after, afterEach, before, describe, it } from 'node:test';
 
 import {
-  assertNoFatalOutput, mockBackend, request, runTollgate, startGateway, startMock, stopAll, waitFor, writeTempFile,
+  assertNoFatalOutput, mockBackend, request, runTollgate, startGateway, startMock, stopAll, writeTempFile,
 } from './lib/harness.mjs';
 import { apiRequests, chat } from './lib/failover.mjs';
-import { startOtlpReceiver } from './lib/otlp-receiver.mjs';
+import { quickTracing, requestSpans, startOtlpReceiver } from './lib/otlp-receiver.mjs';
 import { parseSamples, scrape, seriesKey, valueOf } from './lib/prometheus.mjs';
 
 const KEYS = {
@@ -318,15 +318,14 @@ describe('rate limits in traces', () => {
 
   it('records the rejection in the server span', async () => {
     const mock = await startMock();
-    const tracing = { otlp: { endpoint: receiver.endpoint }, batch: { schedule_delay: '50ms' } };
+    const tracing = quickTracing(receiver);
     const gw = await startGateway(limitedConfig(mock, { tracing }));
     assert.equal((await sendMessage(gw)).status, 404);
     const res = await sendMessage(gw);
     assert.equal(res.status, 429, res.text);
 
-    const { trace_id: traceId } = await gw.accessFor(res.id);
-    const server = await waitFor(() => receiver.spansOfTrace(traceId).find((s) => s.kind === 2),
-      { message: 'the server span' });
+    const { traceId, spans } = await requestSpans(gw, receiver, res.id, 1);
+    const server = spans.find((s) => s.kind === 2);
     assert.equal(server.attributes['error.type'], 'rate_limit_requests');
     assert.equal(server.attributes['http.response.status_code'], 429n);
     assert.equal(server.attributes['tollgate.key'], 'anthropic');

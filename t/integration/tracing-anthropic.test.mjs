@@ -14,8 +14,8 @@ import { once } from 'node:events';
 import http from 'node:http';
 import { after, afterEach, before, describe, it } from 'node:test';
 
-import { openStream, request, startGateway, stopAll, waitFor } from './lib/harness.mjs';
-import { startOtlpReceiver } from './lib/otlp-receiver.mjs';
+import { openStream, request, startGateway, stopAll } from './lib/harness.mjs';
+import { quickTracing, requestSpans, startOtlpReceiver } from './lib/otlp-receiver.mjs';
 
 const SERVER = 2;
 const CLIENT = 3;
@@ -52,14 +52,6 @@ function streamEvents(body) {
   ].map(sse).join('');
 }
 
-function tracing(receiver, extra = {}) {
-  return {
-    otlp: { endpoint: receiver.endpoint, shutdown_timeout: '1s' },
-    batch: { schedule_delay: '50ms' },
-    ...extra,
-  };
-}
-
 function config(upstream, tracingSection) {
   return {
     backends: { claude: { url: `http://127.0.0.1:${upstream.address().port}`, api_key: 'k',
@@ -72,15 +64,9 @@ function config(upstream, tracingSection) {
   };
 }
 
-/* The spans of the request whose access log line has requestId. */
+/* The server and client spans of the request requestId. */
 async function spansOf(gw, receiver, requestId) {
-  const entry = await gw.accessFor(requestId);
-  assert.match(entry.trace_id, /^[0-9a-f]{32}$/, 'the access log line has no trace_id');
-  const spans = await waitFor(() => {
-    const found = receiver.spansOfTrace(entry.trace_id);
-    return found.length >= 2 ? found : null;
-  }, { message: `2 spans of trace ${entry.trace_id}` });
-  assert.equal(spans.length, 2);
+  const { spans } = await requestSpans(gw, receiver, requestId, 2);
   return {
     server: spans.find((s) => s.kind === SERVER),
     client: spans.find((s) => s.kind === CLIENT),
@@ -133,8 +119,8 @@ describe('Anthropic messages spans', () => {
     upstream.listen(0, '127.0.0.1');
     await once(upstream, 'listening');
     receiver = await startOtlpReceiver();
-    plain = await startGateway(config(upstream, tracing(receiver)));
-    capturing = await startGateway(config(upstream, tracing(receiver, { capture_content: true })));
+    plain = await startGateway(config(upstream, quickTracing(receiver)));
+    capturing = await startGateway(config(upstream, quickTracing(receiver, { capture_content: true })));
   });
 
   afterEach(() => {

@@ -14,8 +14,8 @@ import { once } from 'node:events';
 import http from 'node:http';
 import { after, afterEach, before, describe, it } from 'node:test';
 
-import { request, startGateway, stopAll, waitFor } from './lib/harness.mjs';
-import { startOtlpReceiver } from './lib/otlp-receiver.mjs';
+import { request, startGateway, stopAll } from './lib/harness.mjs';
+import { quickTracing, requestSpans, startOtlpReceiver } from './lib/otlp-receiver.mjs';
 import { parseSamples, scrape, valueOf } from './lib/prometheus.mjs';
 
 const SERVER = 2;
@@ -79,18 +79,6 @@ async function startUpstream() {
   return server;
 }
 
-/* The spans of the request whose access log line has requestId, once
- * count of them have come. */
-async function spansOf(gw, receiver, requestId, count) {
-  const entry = await gw.accessFor(requestId);
-  const spans = await waitFor(() => {
-    const found = receiver.spansOfTrace(entry.trace_id);
-    return found.length >= count ? found : null;
-  }, { message: `${count} spans of trace ${entry.trace_id}` });
-  assert.equal(spans.length, count, `trace ${entry.trace_id} has ${spans.length} spans`);
-  return { entry, spans };
-}
-
 function filterSpan(spans, name) {
   const span = spans.find((s) => s.name === `filter ${name}`);
   assert.ok(span, `no span for filter ${name}`);
@@ -116,8 +104,7 @@ describe('filter decisions in spans', () => {
           rules: [{ name: 'address', pattern: 'jane@example\\.com' }] },
       },
       routes,
-      tracing: { otlp: { endpoint: receiver.endpoint, shutdown_timeout: '1s' },
-        batch: { schedule_delay: '50ms' } },
+      tracing: quickTracing(receiver),
     });
   });
 
@@ -152,7 +139,7 @@ describe('filter decisions in spans', () => {
       assert.ok(!res.text.includes(EMAIL), `the address reached the client: ${res.text}`);
 
       // Server, attempt and one span per filter.
-      const { entry, spans } = await spansOf(gw, receiver, res.headers['x-request-id'], 4);
+      const { entry, spans } = await requestSpans(gw, receiver, res.headers['x-request-id'], 4);
       assert.equal(entry.reason, 'content_filter');
       const [server] = spans.filter((s) => s.kind === SERVER);
       const [attempt] = spans.filter((s) => s.kind === CLIENT);
@@ -182,7 +169,7 @@ describe('filter decisions in spans', () => {
     assert.equal(res.status, 200);
     assert.equal(res.json().choices[0].message.content, 'the code is [REDACTED:secret]');
 
-    const { spans } = await spansOf(gw, receiver, res.headers['x-request-id'], 4);
+    const { spans } = await requestSpans(gw, receiver, res.headers['x-request-id'], 4);
     const [server] = spans.filter((s) => s.kind === SERVER);
     const [attempt] = spans.filter((s) => s.kind === CLIENT);
     const secrets = filterSpan(spans, 'secrets');
@@ -221,7 +208,7 @@ describe('filter decisions in spans', () => {
 
       // The server span and the request side's filter span: the request
       // went no further, so the filter of the response side has none.
-      const { entry, spans } = await spansOf(gw, receiver, res.headers['x-request-id'], 2);
+      const { entry, spans } = await requestSpans(gw, receiver, res.headers['x-request-id'], 2);
       assert.deepEqual(entry.filters, [{ filter: 'secrets', rule: 'secret', action: 'block',
         side: 'request', count: 1, unmaskable: true }]);
 

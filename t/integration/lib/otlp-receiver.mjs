@@ -28,6 +28,8 @@ import http from 'node:http';
 import https from 'node:https';
 import { createRequire } from 'node:module';
 
+import { waitFor } from './harness.mjs';
+
 const require = createRequire(import.meta.url);
 const root = require('@opentelemetry/otlp-transformer/build/src/generated/root.js');
 const ExportTraceServiceRequest = root.opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest;
@@ -279,6 +281,35 @@ export async function startOtlpReceiver({ answers = [], tls = null } = {}) {
   const receiver = new OtlpReceiver(answers, tls);
   await receiver.listen();
   return receiver;
+}
+
+/* Return tracing settings that export to receiver within 50 ms and retry
+ * within 40 ms, so tests wait little. The otlp, batch and retry members of
+ * extra are merged into those sections, and its other members are added. */
+export function quickTracing(receiver, extra = {}) {
+  const { otlp = {}, batch = {}, retry = {}, ...rest } = extra;
+  return {
+    otlp: { endpoint: receiver.endpoint, shutdown_timeout: '1s', ...otlp },
+    batch: { schedule_delay: '50ms', ...batch },
+    retry: { initial_backoff: '20ms', max_backoff: '40ms', ...retry },
+    ...rest,
+  };
+}
+
+/* Return the access log line of the request requestId, its trace id, and
+ * the spans of that trace once count of them have reached receiver. Throws
+ * when the line has no trace id or the trace has more spans than count. */
+export async function requestSpans(gw, receiver, requestId, count) {
+  const entry = await gw.accessFor(requestId);
+  if (!/^[0-9a-f]{32}$/.test(entry.trace_id ?? ''))
+    throw new Error(`the access log line of ${requestId} has no trace_id: ${JSON.stringify(entry)}`);
+  const spans = await waitFor(() => {
+    const found = receiver.spansOfTrace(entry.trace_id);
+    return found.length >= count ? found : null;
+  }, { message: `${count} spans of trace ${entry.trace_id}` });
+  if (spans.length !== count)
+    throw new Error(`trace ${entry.trace_id} has ${spans.length} spans, not ${count}`);
+  return { entry, traceId: entry.trace_id, spans };
 }
 
 /* The Content-Type and body of a 200 to an export sent with protocol,
