@@ -109,8 +109,33 @@ type_is(const char *type, size_t type_len, const char *name)
 	return type_len == strlen(name) && memcmp(type, name, type_len) == 0;
 }
 
-/* Check one event of an Anthropic stream and note its end and stop
- * reason. Returns the reason the stream cannot be stored, or NULL. */
+static const char UNFINISHED_RESPONSE[] = "the Responses API response has no \"status\": \"completed\"";
+
+/* Check one event of a Responses API stream and note its end: a
+ * response.completed event whose response has "status": "completed". A
+ * failed or incomplete response ended short of its output. Returns the
+ * reason the stream cannot be stored, or NULL. */
+static const char *
+check_responses_event(struct tg_cache_record *r, const char *type, size_t type_len,
+                      const json_t *event)
+{
+	const char *status;
+
+	if (type_is(type, type_len, "response.failed") || type_is(type, type_len, "response.incomplete"))
+		return UNFINISHED_RESPONSE;
+	if (!type_is(type, type_len, "response.completed"))
+		return NULL;
+
+	status = json_string_value(json_object_get(json_object_get(event, "response"), "status"));
+	if (status == NULL || strcmp(status, "completed") != 0)
+		return UNFINISHED_RESPONSE;
+	r->done = 1;
+	r->stopped = 1;
+	return NULL;
+}
+
+/* Check one event of a named stream and note its end and stop reason.
+ * Returns the reason the stream cannot be stored, or NULL. */
 static const char *
 check_named_event(struct tg_cache_record *r, const char *type, size_t type_len,
                   const json_t *event)
@@ -123,6 +148,8 @@ check_named_event(struct tg_cache_record *r, const char *type, size_t type_len,
 		return "an event is not a JSON object";
 	if (tg_reply_tree_has_error(event))
 		return "the stream carries an error";
+	if (r->responses)
+		return check_responses_event(r, type, type_len, event);
 
 	if (type_is(type, type_len, "message_stop")) {
 		r->done = 1;
@@ -136,9 +163,8 @@ check_named_event(struct tg_cache_record *r, const char *type, size_t type_len,
 	return NULL;
 }
 
-/* Record one event of an Anthropic Messages stream as "NAME\nDATA". Its
- * pings are left out: they carry nothing, and a replay has no pause to
- * fill. */
+/* Record one event of a named stream as "NAME\nDATA". Anthropic's pings
+ * are left out: they carry nothing, and a replay has no pause to fill. */
 static void
 record_named_event(struct tg_cache_record *r, const char *type, size_t type_len,
                    const char *data, size_t data_len, const json_t *event)
@@ -184,12 +210,14 @@ tg_cache_record_event(struct tg_cache_record *r, const char *type, size_t type_l
 	if (r->unstorable != NULL)
 		return;
 	if (r->done) {
-		record_reject(r, r->named ? "an event follows message_stop" : "an event follows [DONE]");
+		record_reject(r, r->responses ? "an event follows response.completed" :
+		              r->named ? "an event follows message_stop" : "an event follows [DONE]");
 		return;
 	}
-	if (!r->named && json_array_size(r->events) == 0 &&
-	    type_is(type, type_len, "message_start"))
-		r->named = 1;
+	if (!r->named && json_array_size(r->events) == 0) {
+		r->responses = type_is(type, type_len, "response.created");
+		r->named = r->responses || type_is(type, type_len, "message_start");
+	}
 	if (r->named) {
 		record_named_event(r, type, type_len, data, data_len, chunk);
 		return;
@@ -228,6 +256,8 @@ tg_cache_record_incomplete(const struct tg_cache_record *r)
 
 	if (r->unstorable != NULL)
 		return r->unstorable;
+	if (r->responses && !r->done)
+		return "the stream ended without response.completed";
 	if (r->named && !r->done)
 		return "the stream ended without message_stop";
 	if (r->named)
@@ -350,7 +380,7 @@ check_body(const json_t *body)
 	if (tg_reply_tree_has_error(body))
 		return "the body is an error";
 	if (response_unfinished(body))
-		return "the Responses API response has no \"status\": \"completed\"";
+		return UNFINISHED_RESPONSE;
 
 	json_array_foreach(choices, i, choice) {
 		json_t *finish = json_object_get(choice, "finish_reason");
@@ -534,8 +564,9 @@ render_stored_stream(const struct tg_cache_entry *e, int want_usage, struct evbu
 	return write_done(out);
 }
 
-/* The stored events of an Anthropic stream, each under its name. It ends
- * with its own message_stop, since that API sends no "[DONE]". */
+/* Write the stored events of a named stream, each under its name. The
+ * stream ends with its own message_stop or response.completed, since those
+ * APIs send no "[DONE]". */
 static int
 render_named_stream(const struct tg_cache_entry *e, struct evbuffer *out)
 {

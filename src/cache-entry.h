@@ -58,9 +58,12 @@ struct tg_cache_record {
 	int has_usage;
 	int done;                       /* "[DONE]" or message_stop was the last event */
 	int too_large;                  /* rejected for passing max_bytes */
-	int named;                      /* an Anthropic Messages stream: its first
-	                                   event was message_start */
-	int stopped;                    /* named: message_delta gave a stop_reason */
+	int named;                      /* events are stored with their names: the
+	                                   first event was message_start or
+	                                   response.created */
+	int responses;                  /* named, and a Responses API stream */
+	int stopped;                    /* named: message_delta gave a stop_reason,
+	                                   or response.completed came */
 	const char *unstorable;         /* why it cannot be stored, or NULL */
 	unsigned char choices[TG_CACHE_MAX_CHOICES];  /* enum choice_state by index */
 };
@@ -74,12 +77,13 @@ void tg_cache_record_free(struct tg_cache_record *r);
  * ("" when absent), data its data, and chunk the data parsed as JSON (NULL
  * when it is not JSON), which the relay parsed once for every feature that
  * reads the event. A stream whose first event is message_start is
- * recorded as an Anthropic Messages stream. Recording stops, and the
+ * recorded as an Anthropic Messages stream, and one whose first event is
+ * response.created as a Responses API stream. Recording stops, and the
  * stream will not be stored, at the first event that is not an OpenAI
- * chunk (in an Anthropic stream, not a JSON object). It also stops at an
- * error, a content_filter finish, a refusal stop_reason, an event after
- * the end, or when max_bytes is passed. r->unstorable then names the
- * reason.
+ * chunk (in a named stream, not a JSON object). It also stops at an
+ * error, a content_filter finish, a refusal stop_reason, a Responses API
+ * response that failed or is incomplete, an event after the end, or when
+ * max_bytes is passed. r->unstorable then names the reason.
  */
 void tg_cache_record_event(struct tg_cache_record *r, const char *type, size_t type_len,
                            const char *data, size_t data_len, const json_t *chunk);

@@ -742,23 +742,50 @@ describe('cache of Responses API responses', () => {
   let requests = 0;
   let gw;
 
-  /* The scripted upstream responds 200 with the status that x-status names. */
+  /* A response whose status is status, as the upstream's request number n. */
+  const responseOf = (n, status) => {
+    const done = status === 'completed';
+    return {
+      id: `resp_${n}`, object: 'response', created_at: 1, status, model: 'gpt-4o',
+      output: done ? [{ id: 'msg_1', type: 'message', role: 'assistant', status: 'completed',
+        content: [{ type: 'output_text', text: 'Hello', annotations: [] }] }] : [],
+      error: status === 'failed' ? { code: 'server_error', message: 'The model failed' } : null,
+      incomplete_details: status === 'incomplete' ? { reason: 'max_output_tokens' } : null,
+      usage: done ? { input_tokens: 3, output_tokens: 1, total_tokens: 4 } : null,
+    };
+  };
+
+  /* The events of a stream that ends as status says: with response.completed,
+   * response.failed or response.incomplete, or with none when it is 'cut'. */
+  const responseEvents = (n, status) => {
+    const events = [
+      { type: 'response.created', response: responseOf(n, 'in_progress') },
+      { type: 'response.output_item.added', output_index: 0,
+        item: { id: 'msg_1', type: 'message', role: 'assistant', status: 'in_progress', content: [] } },
+      { type: 'response.output_text.delta', item_id: 'msg_1', output_index: 0, content_index: 0, delta: 'Hello' },
+      { type: 'response.output_text.done', item_id: 'msg_1', output_index: 0, content_index: 0, text: 'Hello' },
+    ];
+    if (status !== 'cut')
+      events.push({ type: `response.${status}`, response: responseOf(n, status) });
+    return events.map((e, i) => `event: ${e.type}\ndata: ${JSON.stringify({ ...e, sequence_number: i })}\n\n`).join('');
+  };
+
+  /* The scripted upstream responds 200 with the status that x-status names,
+   * as a body or, when the request asks for one, as a stream. */
   before(async () => {
     upstream = http.createServer((req, res) => {
-      req.resume();
+      const chunks = [];
+      req.on('data', (c) => chunks.push(c));
       req.on('end', () => {
         requests++;
         const status = req.headers['x-status'];
-        const done = status === 'completed';
+        if (JSON.parse(Buffer.concat(chunks).toString()).stream) {
+          res.writeHead(200, { 'content-type': 'text/event-stream' });
+          res.end(responseEvents(requests, status));
+          return;
+        }
         res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({
-          id: `resp_${requests}`, object: 'response', created_at: 1, status, model: 'gpt-4o',
-          output: done ? [{ id: 'msg_1', type: 'message', role: 'assistant', status: 'completed',
-            content: [{ type: 'output_text', text: 'Hello', annotations: [] }] }] : [],
-          error: status === 'failed' ? { code: 'server_error', message: 'The model failed' } : null,
-          incomplete_details: status === 'incomplete' ? { reason: 'max_output_tokens' } : null,
-          usage: done ? { input_tokens: 3, output_tokens: 1, total_tokens: 4 } : null,
-        }));
+        res.end(JSON.stringify(responseOf(requests, status)));
       });
     });
     upstream.listen(0, '127.0.0.1');
@@ -787,6 +814,45 @@ describe('cache of Responses API responses', () => {
     assert.equal(requests, seen, 'the hit reached the upstream');
     assert.equal(second.text, first.text);
   });
+
+  it('replays a completed stream under its event names', async () => {
+    const body = { model: 'gpt-4o', input: `stream ${Date.now()}`, stream: true };
+    const headers = { 'x-status': 'completed' };
+    const first = await post(gw, body, headers, { pathname: RESPONSES });
+    assert.equal(first.status, 200, first.text);
+    assert.equal(first.headers['x-tollgate-cache'], 'miss');
+    const seen = requests;
+    const second = await post(gw, body, headers, { pathname: RESPONSES });
+    assert.equal(second.headers['x-tollgate-cache'], 'hit', 'the stream was not stored');
+    assert.equal(requests, seen, 'the hit reached the upstream');
+    assert.match(second.headers['content-type'], /^text\/event-stream/);
+    assert.deepEqual(namedEvents(second), namedEvents(first));
+    assert.equal(namedEvents(second).at(-1).name, 'response.completed');
+  });
+
+  it('answers a stream and a body from entries of their own kind', async () => {
+    const input = `kinds ${Date.now()}`;
+    const headers = { 'x-status': 'completed' };
+    await post(gw, { model: 'gpt-4o', input, stream: true }, headers, { pathname: RESPONSES });
+    const plain = await post(gw, { model: 'gpt-4o', input }, headers, { pathname: RESPONSES });
+    assert.equal(plain.headers['x-tollgate-cache'], 'miss', 'a body came from a stored stream');
+    assert.equal(plain.json().object, 'response');
+
+    const streamed = await post(gw, { model: 'gpt-4o', input, stream: true }, headers, { pathname: RESPONSES });
+    assert.equal(streamed.headers['x-tollgate-cache'], 'miss', 'a stream came from a stored body');
+    assert.equal(namedEvents(streamed)[0].name, 'response.created');
+  });
+
+  for (const status of ['failed', 'incomplete', 'cut']) {
+    it(`does not store a stream that ends ${status}`, async () => {
+      const body = { model: 'gpt-4o', input: `stream ${status} ${Date.now()}`, stream: true };
+      for (let i = 0; i < 2; i++) {
+        const res = await post(gw, body, { 'x-status': status }, { pathname: RESPONSES });
+        assert.equal(res.status, 200, res.text);
+        assert.equal(res.headers['x-tollgate-cache'], 'miss', `the ${status} stream was stored`);
+      }
+    });
+  }
 
   for (const status of ['failed', 'queued', 'in_progress', 'incomplete', 'cancelled']) {
     it(`does not store a response whose status is ${status}`, async () => {

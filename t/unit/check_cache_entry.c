@@ -817,44 +817,60 @@ record_named(struct tg_cache_record *r, const struct named_event *events, size_t
 		             strlen(events[i].data));
 }
 
+/* Record the n events of events, store them and decode the entry into e. */
+static void
+store_named(const struct named_event *events, size_t n, struct tg_cache_entry *e)
+{
+	struct tg_cache_record r;
+	const char *reason = NULL;
+	size_t len = 0;
+	char *text;
+
+	record_named(&r, events, n);
+	ck_assert_ptr_null(tg_cache_record_incomplete(&r));
+	text = tg_cache_entry_from_record(&r, 1700000000123, &len, &reason);
+	ck_assert_msg(text != NULL, "stream not storable: %s", reason);
+	ck_assert_int_eq(tg_cache_entry_decode(text, len, e), 0);
+	free(text);
+	tg_cache_record_free(&r);
+}
+
+/* Check that e replays the n events of events under their names, without
+ * the pings and without "[DONE]". */
+static void
+assert_replays_named(const struct tg_cache_entry *e, const struct named_event *events, size_t n)
+{
+	char *replay = render(e, 1, 0);
+	size_t at = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		char expected[512];
+		int len;
+
+		if (strcmp(events[i].name, "ping") == 0)
+			continue;
+		len = snprintf(expected, sizeof(expected), "event: %s\ndata: %s\n\n",
+		               events[i].name, events[i].data);
+		ck_assert_msg(strncmp(replay + at, expected, (size_t)len) == 0,
+		              "event %zu: expected\n%s\ngot\n%s", i, expected, replay + at);
+		at += (size_t)len;
+	}
+	ck_assert_str_eq(replay + at, "");
+	free(replay);
+}
+
 /* A complete Anthropic stream is stored without its ping, replayed under
  * the names of its events and without "[DONE]", and serves no
  * non-streaming request. */
 START_TEST(messages_stream_replays_named)
 {
-	struct tg_cache_record r;
 	struct tg_cache_entry e;
-	const char *reason = NULL;
-	size_t len = 0, at = 0;
-	char *text, *replay;
 
-	record_named(&r, messages_stream, N_MESSAGES_STREAM);
-	ck_assert_ptr_null(tg_cache_record_incomplete(&r));
-	text = tg_cache_entry_from_record(&r, 1700000000123, &len, &reason);
-	ck_assert_msg(text != NULL, "stream not storable: %s", reason);
-	ck_assert_int_eq(tg_cache_entry_decode(text, len, &e), 0);
-	free(text);
-	tg_cache_record_free(&r);
-
+	store_named(messages_stream, N_MESSAGES_STREAM, &e);
 	ck_assert_int_eq(e.is_stream, 1);
 	ck_assert_int_eq(e.named, 1);
 	ck_assert_uint_eq(e.n_parts, N_MESSAGES_STREAM - 1);
-	replay = render(&e, 1, 0);
-	for (size_t i = 0; i < N_MESSAGES_STREAM; i++) {
-		char expected[512];
-		int n;
-
-		if (strcmp(messages_stream[i].name, "ping") == 0)
-			continue;
-		n = snprintf(expected, sizeof(expected), "event: %s\ndata: %s\n\n",
-		             messages_stream[i].name, messages_stream[i].data);
-		ck_assert_msg(strncmp(replay + at, expected, (size_t)n) == 0,
-		              "event %zu: expected\n%s\ngot\n%s", i, expected, replay + at);
-		at += (size_t)n;
-	}
-	ck_assert_str_eq(replay + at, "");
-	free(replay);
-
+	assert_replays_named(&e, messages_stream, N_MESSAGES_STREAM);
 	ck_assert(render_fails(&e, 0, 0));
 	tg_cache_entry_free(&e);
 }
@@ -921,6 +937,96 @@ START_TEST(messages_stream_checked)
 }
 END_TEST
 
+/* --- Responses API streams ------------------------------------------------ */
+
+#define RESPONSE_OBJECT(status) \
+	"{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"" status "\"," \
+	"\"error\":null,\"output\":[]}"
+
+static const struct named_event responses_stream[] = {
+	{ "response.created", "{\"type\":\"response.created\",\"sequence_number\":0,"
+	  "\"response\":" RESPONSE_OBJECT("in_progress") "}" },
+	{ "response.output_item.added", "{\"type\":\"response.output_item.added\","
+	  "\"sequence_number\":1,\"output_index\":0,\"item\":{\"type\":\"message\","
+	  "\"id\":\"msg_1\",\"role\":\"assistant\",\"content\":[]}}" },
+	{ "response.output_text.delta", "{\"type\":\"response.output_text.delta\","
+	  "\"sequence_number\":2,\"item_id\":\"msg_1\",\"output_index\":0,"
+	  "\"content_index\":0,\"delta\":\"Hello\"}" },
+	{ "response.output_text.done", "{\"type\":\"response.output_text.done\","
+	  "\"sequence_number\":3,\"item_id\":\"msg_1\",\"output_index\":0,"
+	  "\"content_index\":0,\"text\":\"Hello\"}" },
+	{ "response.completed", "{\"type\":\"response.completed\",\"sequence_number\":4,"
+	  "\"response\":" RESPONSE_OBJECT("completed") "}" },
+};
+#define N_RESPONSES_STREAM (sizeof(responses_stream) / sizeof(responses_stream[0]))
+
+/* A complete Responses API stream is stored and replayed under the names
+ * of its events, without "[DONE]", and serves no non-streaming request. */
+START_TEST(responses_stream_replays_named)
+{
+	struct tg_cache_entry e;
+
+	store_named(responses_stream, N_RESPONSES_STREAM, &e);
+	ck_assert_int_eq(e.named, 1);
+	ck_assert_uint_eq(e.n_parts, N_RESPONSES_STREAM);
+	assert_replays_named(&e, responses_stream, N_RESPONSES_STREAM);
+	ck_assert(render_fails(&e, 0, 0));
+	tg_cache_entry_free(&e);
+}
+END_TEST
+
+/* Record responses_stream's first n events, then one more. */
+static void
+record_responses_then(struct tg_cache_record *r, size_t n, const char *name, const char *data)
+{
+	record_named(r, responses_stream, n);
+	record_event(r, name, strlen(name), data, strlen(data));
+}
+
+/* Unfinished, failed or erroneous Responses API streams are not stored. */
+START_TEST(responses_stream_checked)
+{
+	static const char unfinished[] = "the Responses API response has no \"status\": \"completed\"";
+	struct tg_cache_record r;
+
+	record_named(&r, responses_stream, N_RESPONSES_STREAM - 1);
+	ck_assert_str_eq(tg_cache_record_incomplete(&r),
+	                 "the stream ended without response.completed");
+	tg_cache_record_free(&r);
+
+	record_responses_then(&r, 3, "response.failed", "{\"type\":\"response.failed\","
+	                      "\"response\":" RESPONSE_OBJECT("failed") "}");
+	ck_assert_str_eq(tg_cache_record_incomplete(&r), unfinished);
+	tg_cache_record_free(&r);
+
+	record_responses_then(&r, 3, "response.incomplete", "{\"type\":\"response.incomplete\","
+	                      "\"response\":" RESPONSE_OBJECT("incomplete") "}");
+	ck_assert_str_eq(tg_cache_record_incomplete(&r), unfinished);
+	tg_cache_record_free(&r);
+
+	/* A response.completed whose response is not completed. */
+	record_responses_then(&r, 3, "response.completed", "{\"type\":\"response.completed\","
+	                      "\"response\":" RESPONSE_OBJECT("in_progress") "}");
+	ck_assert_str_eq(tg_cache_record_incomplete(&r), unfinished);
+	tg_cache_record_free(&r);
+
+	record_responses_then(&r, 2, "error", "{\"type\":\"error\",\"code\":\"server_error\","
+	                      "\"message\":\"The server had an error\",\"sequence_number\":2}");
+	ck_assert_str_eq(tg_cache_record_incomplete(&r), "the stream carries an error");
+	tg_cache_record_free(&r);
+
+	record_responses_then(&r, N_RESPONSES_STREAM, "response.output_text.delta",
+	                      responses_stream[2].data);
+	ck_assert_str_eq(tg_cache_record_incomplete(&r), "an event follows response.completed");
+	tg_cache_record_free(&r);
+
+	/* Without response.created first, the names make it unstorable. */
+	record_named(&r, responses_stream + 1, N_RESPONSES_STREAM - 1);
+	ck_assert_str_eq(tg_cache_record_incomplete(&r), "the stream has named events");
+	tg_cache_record_free(&r);
+}
+END_TEST
+
 /* An "events" envelope whose part lacks the name's line feed is invalid. */
 START_TEST(messages_envelope_checked)
 {
@@ -953,6 +1059,7 @@ cache_entry_suite(void)
 	tcase_add_test(store, record_reads_the_given_parse);
 	tcase_add_test(store, every_choice_must_finish);
 	tcase_add_test(store, bodies_checked_before_storing);
+	tcase_add_test(store, responses_stream_checked);
 	suite_add_tcase(s, store);
 
 	tcase_add_test(envelope, envelope_round_trip);
@@ -965,6 +1072,7 @@ cache_entry_suite(void)
 	tcase_add_test(replay, multiline_data_split_into_lines);
 	tcase_add_test(replay, json_replays_same_body);
 	tcase_add_test(replay, messages_stream_replays_named);
+	tcase_add_test(replay, responses_stream_replays_named);
 	tcase_add_test(replay, messages_stream_checked);
 	tcase_add_test(replay, messages_envelope_checked);
 	suite_add_tcase(s, replay);
