@@ -7,7 +7,9 @@
  *   response.output_text.done   {"output_index", "content_index", "text"}
  *   (refusal: "refusal" in .done; reasoning_text as output_text;
  *    reasoning_summary_text with "summary_index"; function_call_arguments
- *    and mcp_call_arguments without a part, "arguments" in .done)
+ *    and mcp_call_arguments without a part, "arguments" in .done;
+ *    custom_tool_call_input without a part, "input" in .done;
+ *    code_interpreter_call_code without a part, "code" in .done)
  *   response.content_part.added/.done    {"output_index", "content_index", "part"}
  *   response.reasoning_summary_part.added/.done  {..., "summary_index", "part"}
  *   response.output_item.added/.done     {"output_index", "item"}
@@ -59,6 +61,16 @@ static const struct text_event TEXT_EVENTS[] = {
 	{"response.reasoning_text.delta", "delta", TG_CHUNK_REASONING_CONTENT, "content_index",
 	 TG_RESPONSES_APPEND},
 	{"response.reasoning_text.done", "text", TG_CHUNK_REASONING_CONTENT, "content_index",
+	 TG_RESPONSES_WHOLE},
+	/* A custom tool's input and the code a code interpreter runs are free
+	 * text, which the model writes as it writes content. */
+	{"response.custom_tool_call_input.delta", "delta", TG_CHUNK_CONTENT, NULL,
+	 TG_RESPONSES_APPEND},
+	{"response.custom_tool_call_input.done", "input", TG_CHUNK_CONTENT, NULL,
+	 TG_RESPONSES_WHOLE},
+	{"response.code_interpreter_call_code.delta", "delta", TG_CHUNK_CONTENT, NULL,
+	 TG_RESPONSES_APPEND},
+	{"response.code_interpreter_call_code.done", "code", TG_CHUNK_CONTENT, NULL,
 	 TG_RESPONSES_WHOLE},
 	/* An error may echo the prompt, as an error body's message may. */
 	{"error", "message", TG_CHUNK_VALUE, NULL, TG_RESPONSES_WHOLE},
@@ -193,6 +205,8 @@ item_key(json_t *item, json_t *string, long *part)
 	*part = 0;
 	if (json_object_get(item, "arguments") == string)
 		return TG_CHUNK_ARGUMENTS;
+	if (json_object_get(item, "input") == string || json_object_get(item, "code") == string)
+		return TG_CHUNK_CONTENT;
 	json_array_foreach(json_object_get(item, "content"), j, p) {
 		enum tg_chunk_kind kind = content_key(p, j, string, part);
 

@@ -112,6 +112,26 @@ function callEvents(deltas) {
   ];
 }
 
+/* The events of an item, built by item(text), whose free text streams in
+ * `response.${prefix}.delta` events and comes whole in the .done event's
+ * doneMember: a custom tool call's input or a code interpreter's code. */
+function freeTextEvents(prefix, doneMember, item, deltas) {
+  const text = deltas.join('');
+  const where = { item_id: item('').id, output_index: 0 };
+  return [
+    created,
+    { type: 'response.output_item.added', output_index: 0, item: item('') },
+    ...deltas.map((delta) => ({ type: `response.${prefix}.delta`, ...where, delta })),
+    { type: `response.${prefix}.done`, ...where, [doneMember]: text },
+    { type: 'response.output_item.done', output_index: 0, item: item(text) },
+    completed(item(text)),
+  ];
+}
+const customCall = (input) => ({ id: 'ct_1', type: 'custom_tool_call', call_id: 'call_1', name: 'run', input });
+const codeCall = (code) => ({
+  id: 'ci_1', type: 'code_interpreter_call', status: 'completed', container_id: 'cntr_1', code, outputs: [],
+});
+
 const reasoning = (summary) => ({ id: 'rs_1', type: 'reasoning', summary });
 function summaryEvents(deltas) {
   const text = deltas.join('');
@@ -150,11 +170,12 @@ const STREAMS = {
     { type: 'response.output_text.done', ...at, text: `Hello, ${ADDRESS}` },
     completed(message(outputText(`Hello, ${ADDRESS}`))),
   ],
-  // The input of a custom tool call streams as text the filters do not read.
-  'custom-tool-input': [
+  'custom-tool-input': freeTextEvents('custom_tool_call_input', 'input', customCall, ['send("jane@exa', 'mple.com")']),
+  'code-interpreter': freeTextEvents('code_interpreter_call_code', 'code', codeCall, ['to = "jane', '@example.com"']),
+  // An audio transcript streams as text the filters do not read.
+  'audio-transcript': [
     created,
-    { type: 'response.output_item.added', output_index: 0, item: { id: 'ct_1', type: 'custom_tool_call', call_id: 'call_1', name: 'run', input: '' } },
-    { type: 'response.custom_tool_call_input.delta', item_id: 'ct_1', output_index: 0, delta: `mail ${ADDRESS}` },
+    { type: 'response.audio.transcript.delta', delta: `mail ${ADDRESS}` },
   ],
 };
 
@@ -325,6 +346,35 @@ describe('response filters on a Responses API stream', () => {
     assert.equal(byType(events, 'response.completed')[0].response.output[0].summary[0].text, streamed);
   });
 
+  const FREE_TEXTS = {
+    'custom-tool-input': { prefix: 'custom_tool_call_input', member: 'input', masked: 'send("[REDACTED:email]")' },
+    'code-interpreter': { prefix: 'code_interpreter_call_code', member: 'code', masked: 'to = "[REDACTED:email]"' },
+  };
+  for (const [shape, { prefix, member, masked }] of Object.entries(FREE_TEXTS)) {
+    it(`mask rewrites the streamed ${member} of ${shape}`, async () => {
+      const { res, access } = await post('mask', shape, { stream: true });
+      assert.equal(res.status, 200);
+      assert.doesNotMatch(res.text, /example\.com/, 'the address reached the client');
+      const events = streamEvents(res.text);
+      assert.deepEqual(events.map((e) => e.data.type), STREAMS[shape].map((e) => e.type));
+      const streamed = byType(events, `response.${prefix}.delta`).map((d) => d.delta).join('');
+      assert.equal(streamed, masked);
+      assert.equal(byType(events, `response.${prefix}.done`)[0][member], streamed);
+      assert.equal(byType(events, 'response.output_item.done')[0].item[member], streamed);
+      assert.equal(byType(events, 'response.completed')[0].response.output[0][member], streamed);
+      assert.deepEqual(access.filters.map((f) => [f.filter, f.rule, f.action]), [['mask', 'email', 'mask']]);
+    });
+
+    it(`block ends the stream of ${shape}`, async () => {
+      const { res, access } = await post('block', shape, { stream: true });
+      assert.doesNotMatch(res.text, /example\.com/, 'the address reached the client');
+      const events = streamEvents(res.text);
+      assert.equal(events.at(-1).data.type, 'error');
+      assert.equal(events.at(-1).data.code, 'content_filter');
+      assert.deepEqual(access.filters.map((f) => [f.filter, f.rule, f.action]), [['block', 'email', 'block']]);
+    });
+  }
+
   it('mask rewrites whole texts that no deltas streamed', async () => {
     const { res, access } = await post('mask', 'whole-only', { stream: true });
     assert.doesNotMatch(res.text, /example\.com/, 'the address reached the client');
@@ -362,18 +412,18 @@ describe('response filters on a Responses API stream', () => {
 
   for (const filter of ['mask', 'block']) {
     it(`${filter} ends a stream with unread model text`, async () => {
-      const { res, access } = await post(filter, 'custom-tool-input', { stream: true });
+      const { res, access } = await post(filter, 'audio-transcript', { stream: true });
       assert.equal(res.status, 200);
       assert.doesNotMatch(res.text, /example\.com/, 'the address reached the client');
       const events = streamEvents(res.text);
-      assert.deepEqual(events.map((e) => e.data.type), ['response.created', 'response.output_item.added', 'error']);
-      assert.equal(events[2].data.code, 'content_filter');
-      assert.equal(events[2].data.sequence_number, 2);
-      assert.match(events[2].data.message, /cannot screen/);
+      assert.deepEqual(events.map((e) => e.data.type), ['response.created', 'error']);
+      assert.equal(events[1].data.code, 'content_filter');
+      assert.equal(events[1].data.sequence_number, 1);
+      assert.match(events[1].data.message, /cannot screen/);
       assert.equal(access.reason, 'content_filter');
       assert.deepEqual(access.filters.map((f) => [f.filter, f.rule, f.action, f.side]),
         [[filter, null, 'block', 'response']]);
-      await gw.waitForLog(/streamed response blocked unread \(the Responses API event response\.custom_tool_call_input\.delta/);
+      await gw.waitForLog(/streamed response blocked unread \(the Responses API event response\.audio\.transcript\.delta/);
     });
   }
 });

@@ -129,6 +129,42 @@ START_TEST(part_added_keyed)
 }
 END_TEST
 
+/* A custom tool's input and a code interpreter's code are read as
+ * content of their item. */
+START_TEST(free_text_events)
+{
+	static const struct {
+		const char *data;
+		enum tg_responses_role role;
+	} cases[] = {
+		{"{\"type\":\"response.custom_tool_call_input.delta\",\"output_index\":2,"
+		 "\"item_id\":\"ct_1\",\"delta\":\"x\"}", TG_RESPONSES_APPEND},
+		{"{\"type\":\"response.custom_tool_call_input.done\",\"output_index\":2,"
+		 "\"item_id\":\"ct_1\",\"input\":\"x\"}", TG_RESPONSES_WHOLE},
+		{"{\"type\":\"response.code_interpreter_call_code.delta\",\"output_index\":2,"
+		 "\"item_id\":\"ci_1\",\"delta\":\"x\"}", TG_RESPONSES_APPEND},
+		{"{\"type\":\"response.code_interpreter_call_code.done\",\"output_index\":2,"
+		 "\"item_id\":\"ci_1\",\"code\":\"x\"}", TG_RESPONSES_WHOLE},
+	};
+	struct tg_responses_event r = {0};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		json_t *event = load(cases[i].data);
+
+		ck_assert_int_eq(tg_responses_read(&r, event), 0);
+		ck_assert_ptr_null(r.unread);
+		ck_assert_uint_eq(r.n_texts, 1);
+		ck_assert_str_eq(json_string_value(r.texts[0].string), "x");
+		ck_assert_int_eq(r.texts[0].kind, TG_CHUNK_CONTENT);
+		ck_assert_int_eq(r.texts[0].item, 2);
+		ck_assert_int_eq(r.texts[0].part, 0);
+		ck_assert_int_eq(r.texts[0].role, cases[i].role);
+		json_decref(event);
+	}
+	tg_responses_free(&r);
+}
+END_TEST
+
 /* Events with model text the reader does not follow, and events without
  * text. */
 START_TEST(unread_events)
@@ -137,10 +173,7 @@ START_TEST(unread_events)
 		const char *data;
 		int unread;
 	} cases[] = {
-		{"{\"type\":\"response.custom_tool_call_input.delta\",\"output_index\":0,"
-		 "\"delta\":\"x\"}", 1},
-		{"{\"type\":\"response.code_interpreter_call_code.done\",\"output_index\":0,"
-		 "\"code\":\"x\"}", 1},
+		{"{\"type\":\"response.audio.transcript.delta\",\"delta\":\"x\"}", 1},
 		{"{\"type\":\"response.future\",\"output_index\":0,\"thing\":{\"text\":\"x\"}}", 1},
 		{"{\"type\":\"response.output_text.delta\",\"output_index\":0,"
 		 "\"content_index\":0,\"delta\":5}", 1},
@@ -212,6 +245,7 @@ filter_responses_suite(void)
 	tcase_add_test(tc, item_done_keyed);
 	tcase_add_test(tc, response_completed_keyed);
 	tcase_add_test(tc, part_added_keyed);
+	tcase_add_test(tc, free_text_events);
 	tcase_add_test(tc, unread_events);
 	tcase_add_test(tc, index_missing_or_invalid);
 	tcase_add_test(tc, error_message_read);
