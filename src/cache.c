@@ -319,7 +319,10 @@ prepare(struct tg_request *req)
 	};
 	int rc = 0;
 
-	if (cache_control_has(req, "no-store"))
+	/* no-store alone skips the lookup too. With only-if-cached the client
+	 * asks for a stored response or none (RFC 9111 section 5.2.1.7), so the
+	 * lookup goes on, and only-if-cached already stores nothing. */
+	if (cache_control_has(req, "no-store") && !cache_control_has(req, "only-if-cached"))
 		return -1;
 	if (tg_cache_tenant(&req->headers, cfg->tenant_header,
 	                    req->key != NULL ? req->key->name : NULL, tenant) != 0 ||
@@ -350,6 +353,19 @@ prepare(struct tg_request *req)
 	return 0;
 }
 
+/* Pass on a request that the cache does not take: another method, a body
+ * that is not a JSON object (an upload), Cache-Control: no-store, or a key
+ * that cannot be computed. It still gets a bypass header, and
+ * only-if-cached still keeps it from the backends. */
+static void
+bypass(struct tg_request *req, tg_cache_next_fn *next)
+{
+	if (cache_control_has(req, "only-if-cached"))
+		answer_not_cached(req);
+	else
+		next(req);
+}
+
 void
 tg_cache_lookup(struct tg_request *req, tg_cache_next_fn *next)
 {
@@ -372,19 +388,9 @@ tg_cache_lookup(struct tg_request *req, tg_cache_next_fn *next)
 	}
 	req->cache->status = CACHE_BYPASS;
 
-	/* A request the cache does not take (another method, or a body that
-	 * is not a JSON object, such as an upload) still gets a bypass header,
-	 * and only-if-cached still keeps it from the backends. */
 	if (req->method_id != HTTP_POST || !tg_request_body_is_object(req) ||
-	    req->body_ints_as_reals) {
-		if (cache_control_has(req, "only-if-cached"))
-			answer_not_cached(req);
-		else
-			next(req);
-		return;
-	}
-	if (prepare(req) != 0) {
-		next(req);
+	    req->body_ints_as_reals || prepare(req) != 0) {
+		bypass(req, next);
 		return;
 	}
 	if (cache_control_has(req, "no-cache")) {

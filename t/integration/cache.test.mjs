@@ -503,6 +503,27 @@ describe('cache with the memory store', () => {
     const found = await post(gw, body, { 'cache-control': 'only-if-cached' });
     assert.equal(found.headers['x-tollgate-cache'], 'hit');
   });
+
+  it('answers no-store, only-if-cached from the cache or with 504', async () => {
+    const body = uniqueBody();
+    const onlyCached = { 'cache-control': 'no-store, only-if-cached' };
+    const seen = await upstreamRequests(mock);
+    const missing = await post(gw, body, onlyCached);
+    assert.equal(missing.status, 504, missing.text);
+    assert.equal(missing.json().error.code, 'not_cached');
+    assert.equal(missing.headers['x-tollgate-cache'], 'miss');
+    assert.equal((await gw.accessFor(missing.headers['x-request-id'])).cache, 'miss');
+    assert.equal(await upstreamRequests(mock), seen, 'no-store, only-if-cached reached the upstream');
+
+    const [stored] = await assertCached(gw, mock, body);
+    const before = await upstreamRequests(mock);
+    const found = await post(gw, body, onlyCached);
+    assert.equal(found.status, 200, found.text);
+    assert.equal(found.headers['x-tollgate-cache'], 'hit');
+    assert.equal(found.json().id, stored.json().id);
+    assert.equal((await gw.accessFor(found.headers['x-request-id'])).cache, 'hit');
+    assert.equal(await upstreamRequests(mock), before, 'the hit reached the upstream');
+  });
 });
 
 describe('first token of a hit', () => {
