@@ -31,6 +31,7 @@
 #include "config.h"
 #include "config-parse.h"
 #include "headers.h"
+#include "json-double.h"
 #include "json-type.h"
 
 /* --- messages ----------------------------------------------------------- */
@@ -680,12 +681,58 @@ static void parse_bool_value(struct load_ctx *ctx, const char *path,
 	*FIELD(base, s, int) = json_is_true(value);
 }
 
+/* Write the shortest text of the real v that reads back as v, as jansson
+ * writes reals ("1.5", "2.0", "1e20"), into out (TG_JSON_DOUBLE_SIZE
+ * bytes). Returns out. */
+static const char *shortest_real(double v, char *out)
+{
+	for (int precision = 1; precision < 17; precision++) {
+		tg_json_double_text(out, v, precision);
+		if (strtod(out, NULL) == v)
+			return out;
+	}
+	tg_json_double_text(out, v, 17);
+	return out;
+}
+
+/* Whether s is an optional "-" and digits: an integer written in quotes. */
+static bool is_integer_text(const char *s)
+{
+	if (*s == '-')
+		s++;
+	return *s != '\0' && strspn(s, "0123456789") == strlen(s);
+}
+
+/* Report value, of a setting s that takes an integer, as of the wrong
+ * type. A scalar is shown, with the range of s and how to write it. */
+static void report_not_integer(struct load_ctx *ctx, const char *path,
+                               const json_t *value, const struct setting *s)
+{
+	char expected[96], q[QUOTE_LEN], real[TG_JSON_DOUBLE_SIZE];
+
+	snprintf(expected, sizeof(expected), "an integer from %llu to %llu",
+	         (unsigned long long)s->min, (unsigned long long)s->max);
+	if (json_is_real(value))
+		report(ctx, path, "invalid value %s; expected %s, written without a "
+		       "fraction or an exponent",
+		       shortest_real(json_real_value(value), real), expected);
+	else if (json_is_string(value))
+		report(ctx, path, "invalid value %s (a string); expected %s%s",
+		       quote(json_string_value(value), q, sizeof(q)), expected,
+		       is_integer_text(json_string_value(value)) ? ", written without quotes" : "");
+	else if (json_is_boolean(value) || json_is_null(value))
+		report(ctx, path, "invalid value %s; expected %s", json_is_null(value) ? "null" :
+		       json_is_true(value) ? "true" : "false", expected);
+	else
+		report_type(ctx, path, expected, value);
+}
+
 static void parse_integer_value(struct load_ctx *ctx, const char *path,
                                 json_t *value, void *base,
                                 const struct setting *s)
 {
 	if (!json_is_integer(value)) {
-		report_type(ctx, path, "an integer", value);
+		report_not_integer(ctx, path, value, s);
 		return;
 	}
 

@@ -362,6 +362,7 @@ describe('limits in the config', () => {
       gateway_keys: {
         zero: { key: 'zero-secret', limits: { requests_per_minute: 0 } },
         text: { key: 'text-secret', limits: { tokens_per_minute: '1000' } },
+        fraction: { key: 'fraction-secret', limits: { requests_per_minute: 1.5 } },
         empty: { key: 'empty-secret', limits: {} },
         typo: { key: 'typo-secret', limits: { requests_per_second: 5 } },
       },
@@ -370,7 +371,8 @@ describe('limits in the config', () => {
     const lines = stderr.trim().split('\n').map((line) => line.replace(/^[^:]+: /, ''));
     assert.deepEqual(lines, [
       'gateway_keys.zero.limits.requests_per_minute: 0 is out of range; valid values are 1 to 1000000000',
-      'gateway_keys.text.limits.tokens_per_minute: expected an integer, got a string',
+      'gateway_keys.text.limits.tokens_per_minute: invalid value "1000" (a string); expected an integer from 1 to 1000000000, written without quotes',
+      'gateway_keys.fraction.limits.requests_per_minute: invalid value 1.5; expected an integer from 1 to 1000000000, written without a fraction or an exponent',
       'gateway_keys.empty.limits: sets no limit; give "requests_per_minute", "tokens_per_minute" or both, or remove "limits"',
       'gateway_keys.typo.limits: unknown key "requests_per_second"; valid keys: requests_per_minute, tokens_per_minute',
     ]);

@@ -767,11 +767,24 @@ static const struct error_case type_cases[] = {
 	{ "\"listen\": [8080],",
 	  "T: listen[0]: expected \"host:port\" or an object, got an integer\n" },
 	{ "\"admin\": 9090,", "T: admin: expected a string, got an integer\n" },
-	{ "\"workers\": \"2\",", "T: workers: expected an integer, got a string\n" },
+	{ "\"workers\": \"2\",",
+	  "T: workers: invalid value \"2\" (a string); expected an integer from 1 to 256, "
+	  "written without quotes\n" },
+	{ "\"workers\": \"two\",",
+	  "T: workers: invalid value \"two\" (a string); expected an integer from 1 to 256\n" },
 	{ "\"workers\": 2.5,",
-	  "T: workers: expected an integer, got a number with a fraction or an exponent\n" },
+	  "T: workers: invalid value 2.5; expected an integer from 1 to 256, written without "
+	  "a fraction or an exponent\n" },
+	{ "\"workers\": 0.1,",
+	  "T: workers: invalid value 0.1; expected an integer from 1 to 256, written without "
+	  "a fraction or an exponent\n" },
 	{ "\"workers\": 2e0,",
-	  "T: workers: expected an integer, got a number with a fraction or an exponent\n" },
+	  "T: workers: invalid value 2.0; expected an integer from 1 to 256, written without "
+	  "a fraction or an exponent\n" },
+	{ "\"workers\": true,",
+	  "T: workers: invalid value true; expected an integer from 1 to 256\n" },
+	{ "\"workers\": [2],",
+	  "T: workers: expected an integer from 1 to 256, got an array\n" },
 	{ "\"drain_timeout\": 30,",
 	  "T: drain_timeout: expected a string with a unit, such as \"30s\", got an integer\n" },
 	{ "\"drain_timeout\": true,",
@@ -862,7 +875,8 @@ START_TEST(wrong_types_nested)
 		"T: backends.b.api_key: expected a string, got an integer\n"
 		"T: backends.b.timeouts: expected an object, got a string\n"
 		"T: backends.b.tls.verify: expected true or false, got a string\n"
-		"T: backends.b.pool.max_idle: expected an integer, got a string\n"
+		"T: backends.b.pool.max_idle: invalid value \"8\" (a string); expected an integer "
+		"from 0 to 65536, written without quotes\n"
 		"T: backends.c: expected an object, got an empty array\n"
 		"T: routes[0].name: expected a string, got an integer\n"
 		"T: routes[0].match.path: expected a path string, got an integer\n"
