@@ -39,6 +39,7 @@
 #include "cache-config.h"
 #include "config.h"
 #include "config-parse.h"
+#include "config-overflow.h"
 #include "failover-config.h"
 #include "filter-config.h"
 #include "filter.h"
@@ -868,12 +869,63 @@ static int last_token_position(FILE *f, int *line, int *column)
 	return found;
 }
 
+/* Read the whole of the file f from its start into a buffer that the
+ * caller frees, and set *len to its length. Returns NULL when memory ran
+ * out. */
+static char *read_whole(FILE *f, size_t *len)
+{
+	char *text = NULL, *grown;
+	size_t size = 0, n;
+
+	rewind(f);
+	*len = 0;
+	do {
+		if (*len == size) {
+			size = size == 0 ? 4096 : size * 2;
+			grown = realloc(text, size);
+			if (grown == NULL) {
+				free(text);
+				return NULL;
+			}
+			text = grown;
+		}
+		n = fread(text + *len, 1, size - *len, f);
+		*len += n;
+	} while (n > 0);
+	return text;
+}
+
+/* Report jansson's numeric overflow in the file f at its position, with
+ * the key path and the text of the number, which jansson does not give.
+ * Returns -1 when the number is not found, to fall back on jansson's own
+ * text. */
+static int report_overflow(struct load_ctx *ctx, const json_error_t *jerr, FILE *f)
+{
+	struct tg_config_overflow found;
+	size_t len;
+	char *text = read_whole(f, &len);
+	int rc = text != NULL ? tg_config_find_overflow(text, len, &found) : -1;
+
+	free(text);
+	if (rc != 0)
+		return -1;
+	fprintf(ctx->err, "%s:%d:%d: %s%s%s is out of range; %s\n", ctx->file, jerr->line,
+	        jerr->column, found.path, found.path[0] != '\0' ? ": " : "", found.number,
+	        found.integer ? "a 64-bit integer is from -9223372036854775808 to "
+	                        "9223372036854775807, and each setting's own range is in "
+	                        "tollgate.json(5)"
+	                      : "a number must be below about 1.8e308 in magnitude");
+	ctx->n_errors++;
+	return 0;
+}
+
 /* Report a JSON error jansson found in the file f. jansson's own text names
  * its flags (JSON_ALLOW_NUL) or quotes an invisible token (a byte order
  * mark), so those cases get words of their own. At the end of the input,
  * jansson gives the position of the last byte read. That is column 0 of
  * the line after a final newline, or a point past trailing blank lines, so
- * the error points at the last character that is not whitespace instead. */
+ * the error points at the last character that is not whitespace instead.
+ * A number out of range also gets the key path that jansson does not give. */
 static void report_json_error(struct load_ctx *ctx, const json_error_t *jerr, int bom, FILE *f)
 {
 	const char *text = jerr->text;
@@ -885,6 +937,10 @@ static void report_json_error(struct load_ctx *ctx, const json_error_t *jerr, in
 		       "a JSON object is expected");
 		return;
 	}
+
+	if (json_error_code(jerr) == json_error_numeric_overflow &&
+	    report_overflow(ctx, jerr, f) == 0)
+		return;
 
 	if (bom && jerr->line == 1)
 		text = "the file starts with a UTF-8 byte order mark (bytes EF BB BF), "

@@ -655,6 +655,32 @@ START_TEST(truncated_file_position)
 }
 END_TEST
 
+/* A number that jansson cannot read is reported at jansson's position,
+ * with the key path and the number, at any depth and at the end of a
+ * file cut short. */
+START_TEST(number_out_of_range_path)
+{
+	expect_errors("{\"gateway_keys\": {\"a\": {\"key\": \"k\",\n"
+	              "  \"limits\": {\"requests_per_minute\": 99999999999999999999}}}}",
+	              "T:2:56: gateway_keys.a.limits.requests_per_minute: 99999999999999999999 "
+	              "is out of range; a 64-bit integer is from -9223372036854775808 to "
+	              "9223372036854775807, and each setting's own range is in "
+	              "tollgate.json(5)\n");
+	expect_errors("{\"routes\": [{\"name\": \"r\"}, {\"retry\": {\"attempts\": -1e999}}]}",
+	              "T:1:56: routes[1].retry.attempts: -1e999 is out of range; a number must be "
+	              "below about 1.8e308 in magnitude\n");
+	expect_errors("{\"x\": [[1, [2, -99999999999999999999]]]}",
+	              "T:1:36: x[0][1][1]: -99999999999999999999 is out of range; a 64-bit "
+	              "integer is from -9223372036854775808 to 9223372036854775807, and each "
+	              "setting's own range is in tollgate.json(5)\n");
+	expect_errors("{\"workers\": 123456789012345678901234567890123456789012345678901234567890",
+	              "T:1:72: workers: 12345678901234567890123456789012345678901234... is out "
+	              "of range; a 64-bit integer is from -9223372036854775808 to "
+	              "9223372036854775807, and each setting's own range is in "
+	              "tollgate.json(5)\n");
+}
+END_TEST
+
 /* An empty file has no position to point at. */
 START_TEST(empty_file)
 {
@@ -1807,6 +1833,7 @@ static Suite *config_suite(void)
 
 	tcase_add_test(invalid, json_syntax_error_position);
 	tcase_add_test(invalid, truncated_file_position);
+	tcase_add_test(invalid, number_out_of_range_path);
 	tcase_add_test(invalid, empty_file);
 	tcase_add_test(invalid, duplicate_key_position);
 	tcase_add_test(invalid, missing_file);
