@@ -217,7 +217,8 @@ tg_auth_request_route(struct tg_request *req)
 }
 
 enum tg_error
-tg_auth_head_refusal(const struct tg_request *req, int routed, char *message, size_t size)
+tg_auth_head_refusal(const struct tg_request *req, int routed, char *message, size_t size,
+                     const struct tg_gateway_key **usable)
 {
 	const struct tg_gateway_keys *keys = req->config->gateway_keys;
 	const struct tg_gateway_key *key;
@@ -227,6 +228,7 @@ tg_auth_head_refusal(const struct tg_request *req, int routed, char *message, si
 	size_t rejecting = 0;
 
 	assert(keys != NULL);
+	*usable = NULL;
 	switch (tg_auth_identify(keys, &req->headers, &key)) {
 	case TG_AUTH_UNKNOWN:
 		return TG_E_INVALID_API_KEY;
@@ -250,8 +252,10 @@ tg_auth_head_refusal(const struct tg_request *req, int routed, char *message, si
 
 		if (!tg_route_may_take(route, &q))
 			continue;
-		if (tg_auth_check_route(route, key) == TG_OK)
+		if (tg_auth_check_route(route, key) == TG_OK) {
+			*usable = key;
 			return TG_OK;
+		}
 		rejecting++;
 	}
 	if (rejecting == 0)

@@ -51,10 +51,12 @@ int tg_auth_request(struct tg_request *req);
  * /v1/models), so is a caller whom every route that may take the request
  * refuses, whichever model the body names. A message for the client, when
  * the error has one beyond its default, goes into message ("" otherwise).
- * Call only when gateway keys are set.
+ * *usable is set to the caller's key when the result is TG_OK, routed is
+ * 1 and a route that may take the request lets that key use it, else to
+ * NULL. Call only when gateway keys are set.
  */
 enum tg_error tg_auth_head_refusal(const struct tg_request *req, int routed, char *message,
-                                   size_t size);
+                                   size_t size, const struct tg_gateway_key **usable);
 
 /* The header line that a 401 of err carries (RFC 6750 section 3), with the
  * error code for a key that was presented but is wrong; NULL for another

@@ -700,9 +700,9 @@ check_last_line(struct tg_client *c, const char *end, const char *what, enum tg_
  * At the end of a head read whole and checked, where the parser paused:
  * send 100 Continue if the client waits for it, and resume the parser.
  * A request that the head alone gets refused (a gateway key missing,
- * unknown or not allowed) is refused at once instead, as nginx does, so
- * the client sends no body that would be read for nothing. Returns 0, or
- * HPE_USER with the error recorded.
+ * unknown, not allowed or over its rate limit) is refused at once
+ * instead, as nginx does, so the client sends no body that would be read
+ * for nothing. Returns 0, or HPE_USER with the error recorded.
  */
 static llhttp_errno_t
 head_read(struct tg_client *c)

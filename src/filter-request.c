@@ -394,6 +394,14 @@ first_acting_filter(const struct tg_filter_chain *chain)
 }
 
 int
+tg_filter_reads_json_only(const struct tg_route *route)
+{
+	const struct tg_route_filters_config *rf = route->filters;
+
+	return rf != NULL && rf->chain.n > 0 && first_acting_filter(&rf->chain) != NULL;
+}
+
+int
 tg_filter_reject_unreadable(struct tg_request *req)
 {
 	const struct tg_filter_chain *chain = route_chain(req);

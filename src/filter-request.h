@@ -11,6 +11,7 @@
 
 struct tg_reply_tap;
 struct tg_request;
+struct tg_route;
 struct tg_stream_event;
 struct tg_filter_log;
 
@@ -34,6 +35,10 @@ void tg_filter_request(struct tg_request *req, tg_filter_next_fn *next);
  * lets it pass. Returns 1 when rejected, else 0.
  */
 int tg_filter_reject_unreadable(struct tg_request *req);
+
+/* Whether a filter of route would mask or block requests, so that the
+ * route rejects a body that is not JSON (tg_filter_reject_unreadable()). */
+int tg_filter_reads_json_only(const struct tg_route *route);
 
 /* Filter a whole non-streaming response body (req->response.body) before
  * its head goes out: mask in place, or on a block replace each choice's

@@ -26,6 +26,7 @@ struct tg_ratelimit_view {
 struct tg_ratelimit_request {
 	int checked;                    /* its key has limits: send the headers */
 	int admitted;                   /* counted, so its tokens are charged */
+	uint64_t wait_us;               /* rejected: until its limit admits one */
 	struct tg_ratelimit_view requests;
 	struct tg_ratelimit_view tokens;
 };

@@ -127,26 +127,68 @@ plural(unsigned long long n, const char *one, const char *many)
 	return n == 1 ? one : many;
 }
 
-/* Respond 429 to req, rejected by err for wait_us. Retry-After counts whole
- * seconds (RFC 9110 section 10.2.3), so the wait is rounded up. The access
- * log has the reason of every rejection, so the error log names it only at
- * debug level, where a flood of rejected requests cannot fill it. */
+/* Write the client's message of a 429 of err, a limit of req's key, into
+ * message. */
 static void
-reject(struct tg_request *req, enum tg_error err, uint64_t wait_us)
+format_message(const struct tg_request *req, enum tg_error err, char *message, size_t size)
 {
-	unsigned long long seconds = (wait_us + 999999) / 1000000;
+	unsigned long long seconds = (req->ratelimit.wait_us + 999999) / 1000000;
 	int tokens = err == TG_E_TOKEN_RATE_LIMIT;
 	unsigned long long limit = tokens ? req->ratelimit.tokens.limit
 	                                  : req->ratelimit.requests.limit;
-	char retry[48], message[256];
 
-	snprintf(retry, sizeof(retry), "Retry-After: %llu\r\n", seconds);
-	snprintf(message, sizeof(message), "the gateway key \"%s\" reached its limit of %llu "
+	snprintf(message, size, "the gateway key \"%s\" reached its limit of %llu "
 	         "%s per minute; retry after %llu %s", req->key->name, limit,
 	         tokens ? plural(limit, "token", "tokens") : plural(limit, "request", "requests"),
 	         seconds, plural(seconds, "second", "seconds"));
+}
+
+const char *
+tg_ratelimit_retry_after(const struct tg_request *req, char *buf, size_t size)
+{
+	snprintf(buf, size, "Retry-After: %llu\r\n",
+	         (unsigned long long)((req->ratelimit.wait_us + 999999) / 1000000));
+	return buf;
+}
+
+/* Respond 429 to req, rejected by err. The access log has the reason of
+ * every rejection, so the error log names it only at debug level, where a
+ * flood of rejected requests cannot fill it. */
+static void
+reject(struct tg_request *req, enum tg_error err)
+{
+	char retry[48], message[256];
+
+	format_message(req, err, message, sizeof(message));
 	tg_log_request(req, TG_LOG_DEBUG, "rejected: %s", tg_error_info(err)->reason);
-	tg_request_fail_with(req, err, retry, message);
+	tg_request_fail_with(req, err, tg_ratelimit_retry_after(req, retry, sizeof(retry)),
+	                     message);
+}
+
+/* Refill the buckets of limiter and return the error of the limit that
+ * rejects a request now, or TG_OK. When none does and take is 1, one
+ * request is taken. What the request saw goes into seen, which is marked
+ * checked. */
+static enum tg_error
+check_limits(struct tg_key_limiter *limiter, int take, struct tg_ratelimit_request *seen)
+{
+	enum tg_error err;
+	uint64_t now_us;
+
+	seen->wait_us = 0;
+	pthread_mutex_lock(&limiter->lock);
+	now_us = tg_now_ns() / NS_PER_US;
+	tg_bucket_refill(&limiter->requests, now_us);
+	tg_bucket_refill(&limiter->tokens, now_us);
+	err = exhausted_limit(limiter, &seen->wait_us);
+	if (err == TG_OK && take && limiter->requests.limit != 0)
+		tg_bucket_take(&limiter->requests, 1);
+	view_of(&limiter->requests, &seen->requests);
+	view_of(&limiter->tokens, &seen->tokens);
+	pthread_mutex_unlock(&limiter->lock);
+
+	seen->checked = 1;
+	return err;
 }
 
 int
@@ -154,29 +196,39 @@ tg_ratelimit_admit(struct tg_request *req)
 {
 	struct tg_key_limiter *limiter = req->key != NULL ? req->key->limiter : NULL;
 	enum tg_error err;
-	uint64_t now_us, wait_us = 0;
 
 	if (limiter == NULL)
 		return 0;
 
-	pthread_mutex_lock(&limiter->lock);
-	now_us = tg_now_ns() / NS_PER_US;
-	tg_bucket_refill(&limiter->requests, now_us);
-	tg_bucket_refill(&limiter->tokens, now_us);
-	err = exhausted_limit(limiter, &wait_us);
-	if (err == TG_OK && limiter->requests.limit != 0)
-		tg_bucket_take(&limiter->requests, 1);
-	view_of(&limiter->requests, &req->ratelimit.requests);
-	view_of(&limiter->tokens, &req->ratelimit.tokens);
-	pthread_mutex_unlock(&limiter->lock);
-
-	req->ratelimit.checked = 1;
+	err = check_limits(limiter, 1, &req->ratelimit);
 	if (err == TG_OK) {
 		req->ratelimit.admitted = 1;
 		return 0;
 	}
-	reject(req, err, wait_us);
+	reject(req, err);
 	return -1;
+}
+
+enum tg_error
+tg_ratelimit_head_refusal(struct tg_request *req, const struct tg_gateway_key *key,
+                          char *message, size_t size)
+{
+	struct tg_ratelimit_request seen = {0};
+	enum tg_error err;
+
+	if (key->limiter == NULL)
+		return TG_OK;
+
+	/* Only a rejection keeps what was seen: a request that goes on is
+	 * checked again at admission, and its other errors before that carry
+	 * no x-ratelimit-* lines. */
+	err = check_limits(key->limiter, 0, &seen);
+	if (err == TG_OK)
+		return TG_OK;
+	req->key = key;
+	req->ratelimit = seen;
+	format_message(req, err, message, size);
+	return err;
 }
 
 void

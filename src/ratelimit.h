@@ -22,6 +22,7 @@
 #include "config-t.h"
 #include "headers.h"
 
+struct tg_gateway_key;
 struct tg_request;
 
 /* Limiter states by key name, owned by the main thread. It attaches them
@@ -41,6 +42,24 @@ void tg_ratelimit_registry_free(struct tg_ratelimit_registry *reg);
  * limits. Responds 429 with Retry-After and returns -1 when a limit is
  * used up, else returns 0. A request without a limited key passes. */
 int tg_ratelimit_admit(struct tg_request *req);
+
+/*
+ * For a request whose body is not read yet, and whose caller presented
+ * key, a key that a route taking the request lets through: the 429 error
+ * that a used-up limit of key gives whatever the body holds, or TG_OK.
+ * Nothing is counted, because the request is counted at admission
+ * (tg_ratelimit_admit()) when it goes on. On a rejection, req->key and
+ * req->ratelimit are set for the x-ratelimit-* lines and the access log,
+ * and message gets the client's message.
+ */
+enum tg_error tg_ratelimit_head_refusal(struct tg_request *req,
+                                        const struct tg_gateway_key *key,
+                                        char *message, size_t size);
+
+/* Write the Retry-After line of req, rejected by a limit, into buf: the
+ * wait in whole seconds (RFC 9110 section 10.2.3), rounded up, and CRLF.
+ * Returns buf. */
+const char *tg_ratelimit_retry_after(const struct tg_request *req, char *buf, size_t size);
 
 /* At the end of req: charge the tokens its upstream response reported. */
 void tg_ratelimit_charge(struct tg_request *req);

@@ -360,11 +360,11 @@ names_json(const char *content_type)
  * OpenAI and Anthropic clients always send one with JSON.
  */
 static int
-body_is_opaque(const struct tg_request *req, const struct endpoint *endpoint)
+body_is_opaque(const struct tg_request *req, const struct endpoint *endpoint, int has_body)
 {
 	const char *type;
 
-	if (req->body_len == 0 || (endpoint != NULL && endpoint->needs_model))
+	if (!has_body || (endpoint != NULL && endpoint->needs_model))
 		return 0;
 	type = tg_headers_get(&req->headers, "Content-Type");
 	return type != NULL && !names_json(type);
@@ -654,15 +654,47 @@ answer_before_auth(struct tg_request *req, const struct endpoint *endpoint, enum
 	}
 }
 
+/*
+ * Whether the dispatch of req, whose head alone is read, would respond
+ * before the rate limits of key count it, whatever the body holds. That is
+ * the 415 of a content coding on a body it reads as JSON. A body that is
+ * not JSON names no model, so its route is known from the head. Such a
+ * request gets 404 or 405 without a route, 403 from a route that refuses
+ * key, and 415 from a route whose filters read JSON only. The body is
+ * taken to be there, since its client waits for 100 Continue to send it.
+ */
+static int
+responds_before_limits(const struct tg_request *req, const struct endpoint *endpoint,
+               const struct tg_gateway_key *key)
+{
+	struct tg_route_query query = {
+		.path = req->path, .method = req->method_id, .headers = &req->headers,
+	};
+	const struct tg_route *route;
+	size_t len;
+
+	if (!body_is_opaque(req, endpoint, 1))
+		return tg_headers_content_coding(&req->headers, &len) != NULL;
+
+	route = tg_route_match(req->config, &query);
+	return route == NULL || tg_auth_check_route(route, key) != TG_OK ||
+	       tg_filter_reads_json_only(route);
+}
+
 enum tg_error
-tg_request_head_refusal(const struct tg_request *req, char *message, size_t size)
+tg_request_head_refusal(struct tg_request *req, char *message, size_t size)
 {
 	const struct endpoint *endpoint = find_endpoint(req->path);
+	const struct tg_gateway_key *key;
+	enum tg_error err;
 
 	message[0] = '\0';
 	if (req->config->gateway_keys == NULL || error_before_auth(req, endpoint) != TG_OK)
 		return TG_OK;
-	return tg_auth_head_refusal(req, !is_model_list(endpoint), message, size);
+	err = tg_auth_head_refusal(req, !is_model_list(endpoint), message, size, &key);
+	if (err != TG_OK || key == NULL || responds_before_limits(req, endpoint, key))
+		return err;
+	return tg_ratelimit_head_refusal(req, key, message, size);
 }
 
 void
@@ -693,7 +725,7 @@ tg_request_dispatch(struct tg_request *req)
 
 	/* An opaque body goes upstream as its bytes came, so its content
 	 * coding is the upstream's to read. */
-	req->body_opaque = body_is_opaque(req, endpoint);
+	req->body_opaque = body_is_opaque(req, endpoint, req->body_len > 0);
 	if (reads_body(req, endpoint) && reject_content_coding(req))
 		return;
 
@@ -781,8 +813,13 @@ tg_request_fail_with(struct tg_request *req, enum tg_error err, const char *extr
 void
 tg_request_fail_unread(struct tg_request *req, enum tg_error err, const char *message)
 {
+	char retry[48];
+	const char *extra = tg_auth_challenge(err);
+
 	assert(req->phase == TG_PHASE_REQUEST);
-	send_error(req, err, tg_auth_challenge(err), message);
+	if (err == TG_E_REQUEST_RATE_LIMIT || err == TG_E_TOKEN_RATE_LIMIT)
+		extra = tg_ratelimit_retry_after(req, retry, sizeof(retry));
+	send_error(req, err, extra, message);
 }
 
 void

@@ -10,7 +10,8 @@ import http from 'node:http';
 import { after, afterEach, before, describe, it } from 'node:test';
 
 import {
-  assertNoFatalOutput, mockBackend, request, runTollgate, startGateway, startMock, stopAll, writeTempFile,
+  RawClient, assertNoFatalOutput, mockBackend, rawRequest, request, runTollgate, startGateway, startMock, stopAll,
+  writeTempFile,
 } from './lib/harness.mjs';
 import { apiRequests, chat } from './lib/failover.mjs';
 import { quickTracing, requestSpans, startOtlpReceiver } from './lib/otlp-receiver.mjs';
@@ -24,6 +25,8 @@ const KEYS = {
   anthropic: 'tg-anthropic-7b64f2',
   cached: 'tg-cached-2d9a1e',
   uploader: 'tg-uploader-64c0b8',
+  waiter: 'tg-waiter-0f71c5',
+  sender: 'tg-sender-a35e92',
 };
 
 const bearer = (name) => ({ Authorization: `Bearer ${KEYS[name]}` });
@@ -55,6 +58,8 @@ function limitedConfig(mock, { cachedTokens = 1000, ...extra } = {}) {
       anthropic: { key: KEYS.anthropic, limits: { requests_per_minute: 1 } },
       cached: { key: KEYS.cached, limits: { requests_per_minute: 3, tokens_per_minute: cachedTokens } },
       uploader: { key: KEYS.uploader, limits: { requests_per_minute: 1 } },
+      waiter: { key: KEYS.waiter, limits: { requests_per_minute: 2 } },
+      sender: { key: KEYS.sender, limits: { requests_per_minute: 1 } },
     },
     filters: {
       blocker: { type: 'regex', apply_to: ['request'], presets: ['email'], action: 'block' },
@@ -64,6 +69,7 @@ function limitedConfig(mock, { cachedTokens = 1000, ...extra } = {}) {
       { name: 'cached', match: { path: '/v1/chat/completions', model: 'cached-model' }, backends: ['mock'], cache: true },
       { name: 'chat', match: { path: '/v1/chat/completions' }, backends: ['mock'] },
       { name: 'messages', match: { path: '/v1/messages' }, backends: ['mock'] },
+      { name: 'files', match: { path_prefix: '/v1/files' }, backends: ['mock'] },
     ],
     ...extra,
   };
@@ -194,6 +200,98 @@ describe('rate limits per key', () => {
 
     await expectLimited(gw, mock, () => chat(gw, { stream: true, headers: bearer('streamer') }),
       { limit: 'tokens', key: 'streamer' });
+  });
+});
+
+describe('rate limits and Expect: 100-continue', () => {
+  let mock;
+  let gw;
+
+  before(async () => {
+    mock = await startMock();
+    gw = await startGateway(limitedConfig(mock));
+  });
+  after(stopAll);
+  afterEach(() => gw.checkErrors());
+
+  const CHAT_BODY = JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hello' }] });
+
+  /* POST body to path with the key name, waiting for 100 Continue before
+   * the body is sent. Returns the first response, the final one (the first
+   * when no 100 came) and the access-log line. */
+  let sent = 0;
+  async function sendAfterContinue(path, name, { body = CHAT_BODY, type = 'application/json' } = {}) {
+    const id = `continue-${++sent}`;
+    const client = await RawClient.connect(gw.port);
+    try {
+      await client.write(rawRequest('POST', path, [
+        'Host: 127.0.0.1', `Content-Type: ${type}`, `Content-Length: ${Buffer.byteLength(body)}`,
+        'Expect: 100-continue', `X-Request-Id: ${id}`, `Authorization: Bearer ${KEYS[name]}`,
+      ]));
+      const first = await client.readResponse();
+      let final = first;
+      if (first.status === 100) {
+        await client.write(body);
+        final = await client.readResponse();
+      }
+      return { first, final, access: await gw.accessFor(id) };
+    } finally {
+      client.destroy();
+    }
+  }
+
+  it('answers 429 before 100 Continue', async () => {
+    for (const remaining of ['1', '0']) {
+      const { first, final } = await sendAfterContinue('/v1/chat/completions', 'waiter');
+      assert.equal(first.status, 100);
+      assert.equal(final.status, 200, final.body.toString());
+      assert.equal(final.header('x-ratelimit-remaining-requests'), remaining, 'counted once');
+    }
+
+    const before = (await apiRequests(mock)).length;
+    const { first, access } = await sendAfterContinue('/v1/chat/completions', 'waiter');
+    assert.equal(first.status, 429, 'the body was asked for');
+    const retryAfter = Number(first.header('retry-after'));
+    assert.ok(Number.isInteger(retryAfter), `Retry-After ${first.header('retry-after')}`);
+    assert.ok(retryAfter >= 1, `Retry-After ${retryAfter}`);
+    assert.ok(retryAfter <= 30, `Retry-After ${retryAfter}`);
+    assert.equal(first.header('x-ratelimit-limit-requests'), '2');
+    assert.equal(first.header('x-ratelimit-remaining-requests'), '0');
+    assert.match(first.header('x-ratelimit-reset-requests'), /^\d+(\.\d+)?s$/);
+    assert.equal(first.header('connection'), 'close');
+    const { error } = JSON.parse(first.body.toString());
+    assert.equal(error.code, 'rate_limit_exceeded');
+    assert.match(error.message, /"waiter" reached its limit of 2 requests per minute; retry after \d+ seconds?$/);
+    assert.equal(access.status, 429);
+    assert.equal(access.key, 'waiter');
+    assert.equal(access.reason, 'rate_limit_requests');
+    assert.equal(access.termination, 'GR');
+    assert.equal((await apiRequests(mock)).length, before, 'nothing may go upstream');
+    assert.equal(await rateLimited(gw, 'waiter', 'requests'), 1);
+  });
+
+  it('keeps 415 first and uncounted', async () => {
+    const wav = { body: 'RIFF....WAVE', type: 'audio/wav' };
+    const refused = await sendAfterContinue('/v1/audio/transcriptions', 'sender', wav);
+    assert.equal(refused.first.status, 100);
+    assert.equal(refused.final.status, 415, refused.final.body.toString());
+
+    const upload = await sendAfterContinue('/v1/files', 'sender', wav);
+    assert.equal(upload.first.status, 100, 'the 415 spent the budget');
+    assert.equal(upload.final.header('x-ratelimit-remaining-requests'), '0');
+
+    // Used up now: the route whose filter cannot read the body still
+    // rejects it with 415 after the body, and the route without filters
+    // with 429 at once.
+    const again = await sendAfterContinue('/v1/audio/transcriptions', 'sender', wav);
+    assert.equal(again.first.status, 100);
+    assert.equal(again.final.status, 415, again.final.body.toString());
+    const limited = await sendAfterContinue('/v1/files', 'sender', wav);
+    assert.equal(limited.first.status, 429, 'the body was asked for');
+    assert.equal(limited.first.header('x-ratelimit-remaining-requests'), '0');
+    assert.equal(limited.access.route, null, 'rejected before routing');
+    assert.equal(limited.access.termination, 'GR');
+    assert.equal(limited.access.key, 'sender');
   });
 });
 
