@@ -194,7 +194,16 @@ int
 tg_error_shaped_body(struct evbuffer *out, enum tg_error_shape shape, enum tg_error err,
                      const char *message, json_t *extra)
 {
-	json_t *error = error_object(shape, err, message);
+	json_t *error;
+
+	if (shape == TG_ERROR_TEXT) {
+		json_decref(extra);
+		if (message == NULL)
+			message = tg_error_info(err)->message;
+		return evbuffer_add_printf(out, "%s\n", message) < 0 ? -1 : 0;
+	}
+
+	error = error_object(shape, err, message);
 
 	if (error == NULL || (extra != NULL && json_object_update(error, extra) != 0)) {
 		json_decref(error);
@@ -206,6 +215,12 @@ tg_error_shaped_body(struct evbuffer *out, enum tg_error_shape shape, enum tg_er
 	if (shape == TG_ERROR_ANTHROPIC)
 		return add_body(out, json_pack("{s:s, s:o}", "type", "error", "error", error));
 	return add_body(out, json_pack("{s:o}", "error", error));
+}
+
+const char *
+tg_error_content_type(enum tg_error_shape shape)
+{
+	return shape == TG_ERROR_TEXT ? "text/plain; charset=utf-8" : "application/json";
 }
 
 int

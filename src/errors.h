@@ -76,11 +76,13 @@ struct tg_error_info {
 	                         * metrics; NULL for TG_OK */
 };
 
-/* The error shape the client reads: OpenAI's, or that of Anthropic's
- * Messages API. */
+/* The error shape the client reads: OpenAI's, that of Anthropic's
+ * Messages API, or a line of plain text for the admin listener, whose
+ * endpoints all respond in text. */
 enum tg_error_shape {
 	TG_ERROR_OPENAI,
 	TG_ERROR_ANTHROPIC,
+	TG_ERROR_TEXT,
 };
 
 const struct tg_error_info *tg_error_info(enum tg_error err);
@@ -94,11 +96,15 @@ int tg_error_is_upstream(enum tg_error err);
  * "type" is the kind's anthropic_type. Both carry the gateway's "code",
  * which distinguishes a gateway error from the provider's. Anthropic's
  * body has no such member, but its API documents that its error objects
- * may gain members. message may be NULL for the kind's default. The members of
- * extra, a JSON object or NULL, are added to the inner object; the call
- * takes the reference. Returns 0, or -1 when out of memory. */
+ * may gain members. The text shape is the message and a newline. message
+ * may be NULL for the kind's default. The members of extra, a JSON object
+ * or NULL, are added to the inner object (not to text); the call takes
+ * the reference. Returns 0, or -1 when out of memory. */
 int tg_error_shaped_body(struct evbuffer *out, enum tg_error_shape shape, enum tg_error err,
                          const char *message, json_t *extra);
+
+/* The Content-Type of an error body in shape. */
+const char *tg_error_content_type(enum tg_error_shape shape);
 
 /* tg_error_shaped_body() in OpenAI's shape without extra members. */
 int tg_error_body(struct evbuffer *out, enum tg_error err, const char *message);

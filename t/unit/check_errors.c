@@ -141,6 +141,30 @@ START_TEST(body_in_each_shape)
 }
 END_TEST
 
+/* The admin listener's text shape is the message alone, without extra. */
+START_TEST(body_as_text)
+{
+	struct evbuffer *out = evbuffer_new();
+	char *text;
+
+	ck_assert_int_eq(tg_error_shaped_body(out, TG_ERROR_TEXT, TG_E_BODY_TOO_LARGE, NULL,
+	                                      json_pack("{s:i}", "extra", 1)), 0);
+	text = take(out);
+	ck_assert_str_eq(text, "the request body exceeds limits.max_body\n");
+	free(text);
+
+	ck_assert_int_eq(tg_error_shaped_body(out, TG_ERROR_TEXT, TG_E_BAD_REQUEST, "no Host",
+	                                      NULL), 0);
+	text = take(out);
+	ck_assert_str_eq(text, "no Host\n");
+	free(text);
+	evbuffer_free(out);
+
+	ck_assert_str_eq(tg_error_content_type(TG_ERROR_TEXT), "text/plain; charset=utf-8");
+	ck_assert_str_eq(tg_error_content_type(TG_ERROR_OPENAI), "application/json");
+}
+END_TEST
+
 /* The Responses API's error event has a flat body, a name and a number. */
 START_TEST(responses_event)
 {
@@ -175,6 +199,7 @@ main(void)
 	suite_add_tcase(suite, reasons);
 	tcase_add_test(bodies, anthropic_type_is_documented);
 	tcase_add_test(bodies, body_in_each_shape);
+	tcase_add_test(bodies, body_as_text);
 	tcase_add_test(bodies, responses_event);
 	suite_add_tcase(suite, bodies);
 
