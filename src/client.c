@@ -2,7 +2,8 @@
  * Client connections.
  *
  * A connection reads one request at a time. When a request has been read
- * whole, the parser is paused and the request is dispatched; pipelined bytes
+ * whole, the parser is paused and the request is dispatched, to the routes
+ * or to the worker's site (the admin listener's endpoints); pipelined bytes
  * wait in the input buffer. Once the response has been written out, the
  * request ends (access log) and the connection reads the next request,
  * waits for one (keep-alive), or closes.
@@ -108,12 +109,24 @@ apply_due_timer(struct tg_client *c)
 	c->timer_due = TIMER_KEEP;
 }
 
+/* The bounds of c's requests: its site's, or those of the config of the
+ * request being read, else of the newest config. */
 static const struct tg_limits *
 client_limits(const struct tg_client *c)
 {
+	if (c->worker->site != NULL)
+		return &c->worker->site->limits;
 	if (c->req != NULL)
 		return &c->req->config->limits;
 	return &c->worker->config->limits;
+}
+
+/* Return the prefix of a bound's name in messages: "limits.", or the
+ * site's. */
+static const char *
+limits_name(const struct tg_client *c)
+{
+	return c->worker->site != NULL ? c->worker->site->limits_name : "limits.";
 }
 
 /* Record a request error found while parsing; the llhttp callback then
@@ -156,9 +169,9 @@ head_grew(struct tg_client *c, size_t len)
 	if (c->state == TG_CLIENT_BODY)
 		return parse_fail_with(c, TG_E_HEADER_TOO_LARGE, "the request head and the "
 		                       "trailer fields of its chunked body exceed "
-		                       "limits.max_header (%zu bytes)", max_header);
+		                       "%smax_header (%zu bytes)", limits_name(c), max_header);
 	return parse_fail_with(c, TG_E_HEADER_TOO_LARGE, "the request head exceeds "
-	                       "limits.max_header (%zu bytes)", max_header);
+	                       "%smax_header (%zu bytes)", limits_name(c), max_header);
 }
 
 /* The byte back bytes before at, a position in the bytes of the current
@@ -211,7 +224,7 @@ on_message_begin(llhttp_t *p)
 	c->version_len = 0;
 	tg_header_part_clear(&c->field);
 	tg_header_part_clear(&c->value);
-	set_due_timer(c, c->req->config->limits.client_header_timeout);
+	set_due_timer(c, client_limits(c)->client_header_timeout);
 	return 0;
 }
 
@@ -439,7 +452,7 @@ on_headers_complete(llhttp_t *p)
 {
 	struct tg_client *c = p->data;
 	struct tg_request *req = c->req;
-	const struct tg_limits *limits = &req->config->limits;
+	const struct tg_limits *limits = client_limits(c);
 	enum tg_error err;
 
 	req->http_minor = p->http_minor;
@@ -460,8 +473,9 @@ on_headers_complete(llhttp_t *p)
 	/* Refuse an announced body that is too large before it is read. */
 	if ((p->flags & F_CONTENT_LENGTH) && p->content_length > limits->max_body)
 		return parse_fail_with(c, TG_E_BODY_TOO_LARGE, "the request body of %llu bytes "
-		                       "(Content-Length) exceeds limits.max_body (%zu bytes)",
-		                       (unsigned long long)p->content_length, limits->max_body);
+		                       "(Content-Length) exceeds %smax_body (%zu bytes)",
+		                       (unsigned long long)p->content_length, limits_name(c),
+		                       limits->max_body);
 
 	tg_headers_strip_hop_by_hop(&req->headers);
 	c->state = TG_CLIENT_BODY;
@@ -477,14 +491,15 @@ on_body(llhttp_t *p, const char *at, size_t len)
 {
 	struct tg_client *c = p->data;
 	struct tg_request *req = c->req;
+	const struct tg_limits *limits = client_limits(c);
 
-	if (req->body_len + len > req->config->limits.max_body)
+	if (req->body_len + len > limits->max_body)
 		return parse_fail_with(c, TG_E_BODY_TOO_LARGE, "the request body exceeds "
-		                       "limits.max_body (%zu bytes)", req->config->limits.max_body);
+		                       "%smax_body (%zu bytes)", limits_name(c), limits->max_body);
 	if (evbuffer_add(req->body, at, len) != 0)
 		return parse_fail(c, TG_E_INTERNAL);
 	req->body_len += len;
-	set_due_timer(c, req->config->limits.client_body_timeout);
+	set_due_timer(c, limits->client_body_timeout);
 	return 0;
 }
 
@@ -495,13 +510,14 @@ on_chunk_header(llhttp_t *p)
 {
 	struct tg_client *c = p->data;
 	struct tg_request *req = c->req;
-	size_t max_body = req->config->limits.max_body;
+	size_t max_body = client_limits(c)->max_body;
 
 	/* on_body keeps body_len at most max_body, so this cannot wrap. */
 	if (p->content_length > max_body - req->body_len)
 		return parse_fail_with(c, TG_E_BODY_TOO_LARGE, "a chunk of %llu bytes takes "
-		                       "the request body past limits.max_body (%zu bytes)",
-		                       (unsigned long long)p->content_length, max_body);
+		                       "the request body past %smax_body (%zu bytes)",
+		                       (unsigned long long)p->content_length, limits_name(c),
+		                       max_body);
 	return 0;
 }
 
@@ -664,8 +680,8 @@ describe_parser_error(struct tg_client *c, llhttp_errno_t rc)
 	else if (rc == HPE_INVALID_CONTENT_LENGTH && content_length_overflows(c))
 		snprintf(c->parse_message, sizeof(c->parse_message),
 		         "Content-Length is too large: it is over 18446744073709551615, and a "
-		         "request body may have at most limits.max_body (%zu bytes)",
-		         client_limits(c)->max_body);
+		         "request body may have at most %smax_body (%zu bytes)",
+		         limits_name(c), client_limits(c)->max_body);
 	else if (rc == HPE_INVALID_CONTENT_LENGTH)
 		snprintf(c->parse_message, sizeof(c->parse_message),
 		         "Content-Length must be one decimal number of bytes");
@@ -696,13 +712,25 @@ check_last_line(struct tg_client *c, const char *end, const char *what, enum tg_
 	                       "lines, and the empty line after them, with CRLF", what);
 }
 
+/* The error that the head of c's request earns before its body is asked
+ * for, from c's site or the gateway's routes. */
+static enum tg_error
+head_refusal(struct tg_client *c)
+{
+	const struct tg_site *site = c->worker->site;
+
+	if (site != NULL)
+		return site->head_refusal(c->req, c->parse_message, sizeof(c->parse_message));
+	return tg_request_head_refusal(c->req, c->parse_message, sizeof(c->parse_message));
+}
+
 /*
  * At the end of a head read whole and checked, where the parser paused:
  * send 100 Continue if the client waits for it, and resume the parser.
  * A request that the head alone gets refused (a gateway key missing,
- * unknown, not allowed or over its rate limit) is refused at once
- * instead, as nginx does, so the client sends no body that would be read
- * for nothing. Returns 0, or HPE_USER with the error recorded.
+ * unknown, not allowed or over its rate limit, or what a site rejects) is
+ * refused at once instead, as nginx does, so the client sends no body that
+ * would be read for nothing. Returns 0, or HPE_USER with the error recorded.
  */
 static llhttp_errno_t
 head_read(struct tg_client *c)
@@ -712,7 +740,7 @@ head_read(struct tg_client *c)
 
 	if (expect != NULL && strcasecmp(expect, "100-continue") == 0 &&
 	    c->parser.http_minor >= 1) {
-		err = tg_request_head_refusal(c->req, c->parse_message, sizeof(c->parse_message));
+		err = head_refusal(c);
 		if (err != TG_OK)
 			return parse_fail(c, err);
 		tg_client_send_bytes(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
@@ -816,6 +844,16 @@ check_read_start(struct tg_client *c, const char *data, size_t len)
 	return data[0] == '\n' ? request_line_bare_lf(c) : 0;
 }
 
+/* Respond to c's request, read whole: by its site, or by the routes. */
+static void
+dispatch(struct tg_client *c)
+{
+	if (c->worker->site != NULL)
+		c->worker->site->dispatch(c->req);
+	else
+		tg_request_dispatch(c->req);
+}
+
 static void
 client_parse(struct tg_client *c)
 {
@@ -848,7 +886,7 @@ client_parse(struct tg_client *c)
 		if (rc == HPE_OK)
 			continue;
 		if (rc == HPE_PAUSED) {
-			tg_request_dispatch(c->req);
+			dispatch(c);
 			return;
 		}
 		if (c->parse_error == TG_OK) {
@@ -937,7 +975,7 @@ finish_request(struct tg_client *c)
 
 	c->state = TG_CLIENT_IDLE;
 	llhttp_resume(&c->parser);
-	arm_timer(c, c->worker->config->limits.keepalive_timeout);
+	arm_timer(c, client_limits(c)->keepalive_timeout);
 	if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
 		c->state = TG_CLIENT_HEAD;
 		client_parse(c);
@@ -975,7 +1013,7 @@ client_event_cb(struct bufferevent *bev, short events, void *arg)
 
 		if (timeout)
 			tg_log_request(c->req, TG_LOG_WARN, "client accepted no response byte "
-			               "for limits.send_timeout; closing");
+			               "for %ssend_timeout; closing", limits_name(c));
 		else
 			tg_debug("client %s: connection %s during a request", c->addr,
 			         (events & BEV_EVENT_EOF) ? "closed" : "failed");
@@ -1018,7 +1056,7 @@ client_free(struct tg_client *c)
 	struct tg_worker *w = c->worker;
 
 	assert(c->req == NULL);
-	LIST_REMOVE(c, link);
+	TAILQ_REMOVE(&w->clients, c, link);
 	tg_socket_reader_release(&c->reader);
 	if (c->bev != NULL)
 		bufferevent_free(c->bev);
@@ -1090,7 +1128,7 @@ start_reading(struct tg_client *c)
 
 	/* A client that stops reading would otherwise hold this connection
 	 * and a paused upstream one for ever. */
-	send_timeout = tg_timeval_ms(c->worker->config->limits.send_timeout);
+	send_timeout = tg_timeval_ms(client_limits(c)->send_timeout);
 	bufferevent_set_timeouts(c->bev, NULL, &send_timeout);
 	bufferevent_enable(c->bev, EV_WRITE);
 	tg_socket_reader_enable(&c->reader);
@@ -1209,10 +1247,10 @@ tg_client_accept(struct tg_worker *w, evutil_socket_t fd,
 	llhttp_init(&c->parser, HTTP_REQUEST, &request_settings);
 	c->parser.data = c;
 	c->state = TG_CLIENT_IDLE;
-	LIST_INSERT_HEAD(&w->clients, c, link);
+	TAILQ_INSERT_TAIL(&w->clients, c, link);
 	tg_worker_client_opened(w);
 
-	arm_timer(c, w->config->limits.client_header_timeout);
+	arm_timer(c, client_limits(c)->client_header_timeout);
 	if (c->sniff != NULL)
 		event_add(c->sniff, NULL);
 	else

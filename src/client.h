@@ -1,6 +1,8 @@
 /*
  * Client connections: read requests with llhttp, enforce the size and time
  * limits, write responses, keep the connection alive between requests.
+ * The gateway's listeners and the admin listener share this code, and a
+ * worker's site (worker.h) selects the handlers of the requests.
  */
 #ifndef TOLLGATE_CLIENT_H
 #define TOLLGATE_CLIENT_H
@@ -87,7 +89,7 @@ struct tg_client {
 	int close_after_response;
 	int unread_input;               /* an error cut the request short, so
 	                                   the client may still be sending */
-	LIST_ENTRY(tg_client) link;
+	TAILQ_ENTRY(tg_client) link;    /* in its worker's clients */
 };
 
 /* Take over an accepted socket. tls is the listener's context or NULL. */

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include <event2/buffer.h>
+#include <event2/util.h>
 
 #include "attempt.h"
 #include "cache.h"
@@ -99,6 +100,19 @@ add_status_line(struct tg_head *head, int status)
 	tg_head_add(head, "\r\n", 2);
 }
 
+/* Append the Date line of a response of a site (worker.h), the admin
+ * listener, in place of the request lines of the gateway's responses. The
+ * site is an origin server, which RFC 9110 section 6.6.1 requires to send
+ * Date when it has a clock. */
+static void
+add_date_line(struct tg_head *head)
+{
+	char date[64];
+
+	if (evutil_date_rfc1123(date, sizeof(date), NULL) > 0)
+		TG_HEAD_LINE(head, "Date", date);
+}
+
 /* Append the line x-tollgate-attempts, when the request has one, the
  * request id, and the x-ratelimit-* lines of a key with limits. */
 static void
@@ -186,7 +200,10 @@ tg_relay_local_response_typed(struct tg_request *req, int status, const char *co
 	add_status_line(&head, status);
 	TG_HEAD_LINE(&head, "Content-Type", content_type);
 	tg_head_number(&head, "Content-Length", 14, body_len);
-	add_request_lines(&head, req);
+	if (req->worker->site != NULL)
+		add_date_line(&head);
+	else
+		add_request_lines(&head, req);
 	if (extra_headers != NULL)
 		tg_head_add(&head, extra_headers, strlen(extra_headers));
 	tg_head_add(&head, connection, strlen(connection));

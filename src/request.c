@@ -764,6 +764,8 @@ tg_request_error_shape(const struct tg_request *req)
 	static const char messages[] = "/v1/messages";
 	size_t len = sizeof(messages) - 1;
 
+	if (req->worker->site != NULL)
+		return TG_ERROR_TEXT;
 	if (req->path == NULL || strncmp(req->path, messages, len) != 0)
 		return TG_ERROR_OPENAI;
 	if (req->path[len] == '\0' || req->path[len] == '/')
@@ -784,6 +786,7 @@ send_error(struct tg_request *req, enum tg_error err, const char *extra_headers,
            const char *message)
 {
 	const struct tg_error_info *info = tg_error_info(err);
+	enum tg_error_shape shape = tg_request_error_shape(req);
 	struct evbuffer *body = evbuffer_new();
 
 	if (req->id[0] == '\0')
@@ -793,8 +796,9 @@ send_error(struct tg_request *req, enum tg_error err, const char *extra_headers,
 		req->cause = (enum tg_cause)info->who;
 
 	if (body != NULL)
-		tg_error_shaped_body(body, tg_request_error_shape(req), err, message, NULL);
-	tg_relay_local_response(req, info->status, extra_headers, body);
+		tg_error_shaped_body(body, shape, err, message, NULL);
+	tg_relay_local_response_typed(req, info->status, tg_error_content_type(shape),
+	                              extra_headers, body);
 	if (body != NULL)
 		evbuffer_free(body);
 }
@@ -810,16 +814,28 @@ tg_request_fail_with(struct tg_request *req, enum tg_error err, const char *extr
 	send_error(req, err, extra_headers, message);
 }
 
+/* The header lines of err refused before the request was read whole: a
+ * 401's challenge, a 429's Retry-After (written into retry), or the
+ * methods a site takes on its 405 and 501. */
+static const char *
+unread_error_lines(struct tg_request *req, enum tg_error err, char *retry, size_t retry_size)
+{
+	const struct tg_site *site = req->worker->site;
+
+	if (site != NULL && (err == TG_E_METHOD_NOT_ALLOWED || err == TG_E_NOT_IMPLEMENTED))
+		return site->allow_lines;
+	if (err == TG_E_REQUEST_RATE_LIMIT || err == TG_E_TOKEN_RATE_LIMIT)
+		return tg_ratelimit_retry_after(req, retry, retry_size);
+	return tg_auth_challenge(err);
+}
+
 void
 tg_request_fail_unread(struct tg_request *req, enum tg_error err, const char *message)
 {
 	char retry[48];
-	const char *extra = tg_auth_challenge(err);
 
 	assert(req->phase == TG_PHASE_REQUEST);
-	if (err == TG_E_REQUEST_RATE_LIMIT || err == TG_E_TOKEN_RATE_LIMIT)
-		extra = tg_ratelimit_retry_after(req, retry, sizeof(retry));
-	send_error(req, err, extra, message);
+	send_error(req, err, unread_error_lines(req, err, retry, sizeof(retry)), message);
 }
 
 void

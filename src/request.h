@@ -63,10 +63,10 @@ enum tg_error tg_request_head_refusal(struct tg_request *req, char *message, siz
 /* Respond as tg_request_fail() does to a request that the gateway rejects
  * before it was read whole (a malformed or too large head or body, a read
  * timeout, a credential or a used-up rate limit refused before the body was
- * asked for). A 401 carries its WWW-Authenticate challenge, and a 429 its
- * Retry-After. Its phase stays TG_PHASE_REQUEST, so that its termination code
- * (GR, or cR on a timeout) sets it apart from a request rejected after it
- * was read (GL). */
+ * asked for). A 401 carries its WWW-Authenticate challenge, a 429 its
+ * Retry-After, and a 405 or 501 of a site its allow_lines (worker.h). Its
+ * phase stays TG_PHASE_REQUEST, so that its termination code (GR, or cR on
+ * a timeout) sets it apart from a request rejected after it was read (GL). */
 void tg_request_fail_unread(struct tg_request *req, enum tg_error err, const char *message);
 
 /* The client went away or timed out before the response was complete:

@@ -157,6 +157,16 @@ new_base(void)
 	return base;
 }
 
+/* Seed the request ids and the balancers' random numbers of w, whose id
+ * is set. */
+static void
+seed_ids(struct tg_worker *w)
+{
+	if (RAND_bytes((unsigned char *)&w->id_prefix, sizeof(w->id_prefix)) != 1)
+		w->id_prefix = ((uint64_t)getpid() << 32) ^ (uint64_t)w->id;
+	w->rng = w->id_prefix | 1;      /* xorshift64 must not start at 0 */
+}
+
 struct tg_worker *
 tg_worker_new(int id, struct tg_config *cfg, struct tg_runtime *rt)
 {
@@ -167,10 +177,8 @@ tg_worker_new(int id, struct tg_config *cfg, struct tg_runtime *rt)
 	w->id = id;
 	w->runtime = rt;
 	w->config = tg_config_ref(cfg);
-	LIST_INIT(&w->clients);
-	if (RAND_bytes((unsigned char *)&w->id_prefix, sizeof(w->id_prefix)) != 1)
-		w->id_prefix = ((uint64_t)getpid() << 32) ^ (uint64_t)id;
-	w->rng = w->id_prefix | 1;      /* xorshift64 must not start at 0 */
+	TAILQ_INIT(&w->clients);
+	seed_ids(w);
 
 	w->base = new_base();
 	w->mailbox = w->base ? tg_mailbox_new(w->base) : NULL;
@@ -241,15 +249,32 @@ tg_worker_start(struct tg_worker *w)
 	return rc == 0 ? 0 : -1;
 }
 
+/* Close the connections of w, as after a forced stop. */
+static void
+close_clients(struct tg_worker *w)
+{
+	struct tg_client *c;
+
+	while ((c = TAILQ_FIRST(&w->clients)) != NULL)
+		tg_client_close(c, TG_CAUSE_DRAIN);
+}
+
+/* Free the requests and buffers that w keeps for reuse. */
+static void
+free_spares(struct tg_worker *w)
+{
+	for (size_t i = 0; i < w->n_spare_requests; i++)
+		free(w->spare_requests[i]);
+	for (size_t i = 0; i < w->n_spare_buffers; i++)
+		evbuffer_free(w->spare_buffers[i]);
+	tg_yj_keys_free(&w->scan_keys);
+}
+
 /* Free w and its resources once its thread has ended or never started. */
 static void
 free_worker(struct tg_worker *w, uint64_t log_deadline_ns)
 {
-	struct tg_client *c;
-
-	/* Connections left after a forced stop. */
-	while ((c = LIST_FIRST(&w->clients)) != NULL)
-		tg_client_close(c, TG_CAUSE_DRAIN);
+	close_clients(w);
 	tg_accesslog_free(w->access_log, log_deadline_ns);  /* writes the last lines */
 	close_listeners(w);
 	tg_accept_pause_free(w->accept_pause);
@@ -263,11 +288,7 @@ free_worker(struct tg_worker *w, uint64_t log_deadline_ns)
 	tg_mailbox_free(w->mailbox);    /* drops messages that came too late */
 	event_base_free(w->base);
 	tg_config_unref(w->config);
-	for (size_t i = 0; i < w->n_spare_requests; i++)
-		free(w->spare_requests[i]);
-	for (size_t i = 0; i < w->n_spare_buffers; i++)
-		evbuffer_free(w->spare_buffers[i]);
-	tg_yj_keys_free(&w->scan_keys);
+	free_spares(w);
 	tg_span_pool_release(w->span_pool);     /* its spans may outlive it */
 	free(w);
 }
@@ -283,6 +304,45 @@ void
 tg_worker_free(struct tg_worker *w)
 {
 	free_worker(w, tg_now_ns());
+}
+
+struct tg_worker *
+tg_worker_host_new(struct event_base *base, struct tg_config *cfg, struct tg_runtime *rt,
+                   const struct tg_site *site, struct tg_accept_pause *pause)
+{
+	struct tg_worker *host = calloc(1, sizeof(*host));
+
+	assert(site != NULL);
+	if (host == NULL)
+		return NULL;
+	host->id = -1;
+	host->base = base;
+	host->runtime = rt;
+	host->config = tg_config_ref(cfg);
+	host->site = site;
+	host->accept_pause = pause;
+	TAILQ_INIT(&host->clients);
+	seed_ids(host);
+	return host;
+}
+
+void
+tg_worker_host_set_config(struct tg_worker *host, struct tg_config *cfg)
+{
+	/* Requests in flight keep their own reference to the old snapshot. */
+	tg_config_unref(host->config);
+	host->config = tg_config_ref(cfg);
+}
+
+void
+tg_worker_host_free(struct tg_worker *host)
+{
+	if (host == NULL)
+		return;
+	close_clients(host);
+	tg_config_unref(host->config);
+	free_spares(host);
+	free(host);
 }
 
 /* --- messages from the main thread ------------------------------------------ */
@@ -363,8 +423,8 @@ drain(void *arg)
 
 	/* Idle keep-alive connections close now; busy ones after their
 	 * response (relay sends Connection: close while draining). */
-	for (c = LIST_FIRST(&w->clients); c != NULL; c = next) {
-		next = LIST_NEXT(c, link);
+	for (c = TAILQ_FIRST(&w->clients); c != NULL; c = next) {
+		next = TAILQ_NEXT(c, link);
 		tg_client_close_if_idle(c);
 	}
 	maybe_exit(w);
@@ -384,7 +444,7 @@ force_stop(struct tg_worker *w, const char *why)
 	if (w->n_clients > 0)
 		tg_warn("worker %d: %s; closing %zu connection%s", w->id, why,
 		        w->n_clients, w->n_clients == 1 ? "" : "s");
-	while ((c = LIST_FIRST(&w->clients)) != NULL)
+	while ((c = TAILQ_FIRST(&w->clients)) != NULL)
 		tg_client_close(c, TG_CAUSE_DRAIN);
 	event_base_loopexit(w->base, NULL);
 }

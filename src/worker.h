@@ -23,6 +23,7 @@
 #include "accept-pause.h"
 #include "accesslog.h"
 #include "config-t.h"
+#include "errors.h"
 #include "log.h"
 #include "yajl-jansson.h"
 
@@ -55,7 +56,33 @@ struct tg_runtime {
 	                                   max set before they start */
 };
 
-LIST_HEAD(tg_client_list, tg_client);
+TAILQ_HEAD(tg_client_list, tg_client);
+
+/*
+ * A site: the endpoints that the client connections of a host serve in
+ * place of the gateway's routes. The admin listener (admin-conns.c) hosts
+ * its connections on a worker struct of the main thread with a site of
+ * its own. Its requests are then read, limited, kept alive and rejected by
+ * the same code as the gateway's (client.c), and only the handlers differ.
+ */
+typedef enum tg_error tg_head_refusal_fn(const struct tg_request *req, char *message,
+                                         size_t size);
+
+struct tg_site {
+	/* Respond to a request read whole, as tg_request_dispatch() does. */
+	void (*dispatch)(struct tg_request *req);
+	/* The error that the head alone earns a request whose client waits
+	 * for 100 Continue, as tg_request_head_refusal() gives it. */
+	tg_head_refusal_fn *head_refusal;
+	/* Header lines, each ending in CRLF, of a 405 or 501 refused before
+	 * the request was read whole: the methods the site takes (Allow). */
+	const char *allow_lines;
+	/* The bounds of every request, in place of its config's limits. */
+	struct tg_limits limits;
+	/* The prefix of a bound's name ("max_header") in a message, such
+	 * as "limits." on the gateway's listeners. */
+	const char *limits_name;
+};
 
 /* Ended requests a worker keeps for new ones: at about 2 KiB each, up to
  * 128 KiB per worker, enough for the requests of 64 busy connections. */
@@ -79,7 +106,8 @@ struct tg_worker {
 	struct tg_accept_pause *accept_pause;   /* of the listeners, after
 	                                           accept() fails */
 
-	struct tg_client_list clients;
+	const struct tg_site *site;     /* NULL: the gateway's routes */
+	struct tg_client_list clients;  /* oldest first */
 	size_t n_clients;
 	size_t active_requests;
 	int draining;
@@ -132,6 +160,27 @@ void tg_worker_join_and_free(struct tg_worker *w, uint64_t log_deadline_ns);
 
 /* Free a worker whose thread never started, as after a failed start. */
 void tg_worker_free(struct tg_worker *w);
+
+/*
+ * Create a host of client connections on base, the event base of the
+ * calling thread, that serve site: a worker struct without a thread,
+ * listeners, upstream pools, metric shard or access log, whose
+ * connections the caller accepts with tg_client_accept(). Its requests
+ * read cfg, to which it takes a reference. pause, which stays the
+ * caller's, hears of each connection closed (tg_accept_pause_closed()).
+ * Returns NULL when out of memory.
+ */
+struct tg_worker *tg_worker_host_new(struct event_base *base, struct tg_config *cfg,
+                                     struct tg_runtime *rt, const struct tg_site *site,
+                                     struct tg_accept_pause *pause);
+
+/* Let the requests that begin on host from now on read cfg, to which it
+ * takes a reference, after a reload. */
+void tg_worker_host_set_config(struct tg_worker *host, struct tg_config *cfg);
+
+/* Close the connections of host and free it, before its event base is
+ * freed. host may be NULL. */
+void tg_worker_host_free(struct tg_worker *host);
 
 /* Thread-safe: from the main thread. Each queues a message that w's
  * thread handles in the order posted; one posted after w stopped is
