@@ -1,5 +1,5 @@
 /*
- * The connection cap of the admin listener; see admin-conns.h.
+ * The connections of the admin listener; see admin-conns.h.
  */
 #include <assert.h>
 #include <inttypes.h>
@@ -8,93 +8,28 @@
 #include <stdlib.h>
 #include <sys/queue.h>
 
-#include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <event2/http.h>
 #include <event2/listener.h>
 
 #include "accept-pause.h"
 #include "admin-conns.h"
-#include "admin-pages.h"
+#include "client.h"
 #include "clock.h"
+#include "config.h"
 #include "log.h"
-
-/* One connection of the set. It holds a reference on the bufferevent, so
- * that the set can still ask the bufferevent whom it belongs to should
- * evhttp ever free the connection without calling the close callback. */
-struct admin_conn {
-	TAILQ_ENTRY(admin_conn) link;
-	struct tg_admin_conns *set;
-	struct bufferevent *bev;
-	struct tg_admin_pages *pages;           /* text pages in place of evhttp's */
-	struct evhttp_connection *evcon;        /* NULL until adopted */
-};
-
-TAILQ_HEAD(admin_conn_list, admin_conn);
+#include "request-t.h"
+#include "worker.h"
 
 struct tg_admin_conns {
-	struct evconnlistener **listener;       /* NULL once detached */
-	struct tg_accept_pause *pause;          /* NULL once detached */
-	struct event *adopt;                    /* adopts the new connections */
-	struct admin_conn_list fresh;           /* made by evhttp, not yet adopted */
-	struct admin_conn_list adopted;         /* oldest first */
-	size_t open;                            /* fresh and adopted */
+	struct evconnlistener *listener;
+	struct tg_accept_pause *pause;
+	struct event *resume;                   /* accepts again after a close */
+	struct tg_worker *host;                 /* serves the connections */
 	size_t max;
-	int paused;                             /* stopped the listener at max + 1 */
 	uint64_t evicted_unlogged;              /* closed since the last log line */
 	uint64_t logged_ns;                     /* tg_now_ns of that line; 0: none */
-	char owner[64];
+	char owner[96];                         /* "admin listener ADDRESS" */
 };
-
-static void
-release(struct tg_admin_conns *c, struct admin_conn *conn, struct admin_conn_list *list)
-{
-	TAILQ_REMOVE(list, conn, link);
-	tg_admin_pages_free(conn->pages);
-	bufferevent_decref(conn->bev);
-	free(conn);
-	assert(c->open > 0);
-	c->open--;
-}
-
-/* Let the listener accept again once a close brings the set to max. */
-static void
-note_closed(struct tg_admin_conns *c)
-{
-	if (c->listener == NULL)
-		return;
-	if (c->paused && c->open <= c->max && *c->listener != NULL) {
-		evconnlistener_enable(*c->listener);
-		c->paused = 0;
-	}
-	tg_accept_pause_closed(c->pause);
-}
-
-/* evhttp calls this from evhttp_connection_free(), before it frees the
- * bufferevent. */
-static void
-closed_cb(struct evhttp_connection *evcon, void *arg)
-{
-	struct admin_conn *conn = arg;
-	struct tg_admin_conns *c = conn->set;
-
-	(void)evcon;
-	release(c, conn, &c->adopted);
-	note_closed(c);
-}
-
-/* Return 1 if conn's bufferevent still belongs to evcon: evhttp sets every
- * callback of its bufferevent with the connection as argument, and
- * bufferevent_free() clears them. */
-static int
-owned_by(const struct admin_conn *conn, const struct evhttp_connection *evcon)
-{
-	bufferevent_event_cb event_cb;
-	void *arg;
-
-	bufferevent_getcb(conn->bev, NULL, NULL, &event_cb, &arg);
-	return event_cb != NULL && (evcon == NULL || arg == evcon);
-}
 
 /* Log the first eviction, then at most one line per
  * TG_ACCEPT_LOG_INTERVAL_MS with the count since the line before. */
@@ -117,135 +52,134 @@ log_eviction(struct tg_admin_conns *c)
 	c->logged_ns = now_ns;
 }
 
-/* Close the oldest adopted connection. Returns 0, or -1 when there is
- * none. */
+/* Make room for a new connection: close the oldest ones while max are
+ * open. The host keeps its connections oldest first. Returns whether it
+ * closed one. */
 static int
-evict_oldest(struct tg_admin_conns *c)
+make_room(struct tg_admin_conns *c)
 {
-	struct admin_conn *conn = TAILQ_FIRST(&c->adopted);
+	struct tg_client *oldest;
+	int closed = 0;
 
-	if (conn == NULL)
-		return -1;
-	if (!owned_by(conn, conn->evcon)) {
-		/* evhttp freed the connection without the close callback. */
-		release(c, conn, &c->adopted);
-		note_closed(c);
-		return 0;
+	while (c->host->n_clients >= c->max &&
+	       (oldest = TAILQ_FIRST(&c->host->clients)) != NULL) {
+		log_eviction(c);
+		tg_client_close(oldest, TG_CAUSE_GATEWAY);
+		closed = 1;
 	}
-	log_eviction(c);
-	evhttp_connection_free(conn->evcon);    /* calls closed_cb() */
-	return 0;
+	return closed;
 }
 
-/* Hook the close callback of each connection evhttp made since the last
- * run, then close the oldest connections while there are more than max. */
 static void
-adopt_cb(evutil_socket_t fd, short what, void *arg)
+resume_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct tg_admin_conns *c = arg;
-	struct admin_conn *conn;
-	void *evcon;
 
 	(void)fd;
 	(void)what;
-	while ((conn = TAILQ_FIRST(&c->fresh)) != NULL) {
-		if (!owned_by(conn, NULL)) {
-			/* evhttp failed to set the connection up and freed it. */
-			release(c, conn, &c->fresh);
-			note_closed(c);
-			continue;
-		}
-		bufferevent_getcb(conn->bev, NULL, NULL, NULL, &evcon);
-		conn->evcon = evcon;
-		TAILQ_REMOVE(&c->fresh, conn, link);
-		TAILQ_INSERT_TAIL(&c->adopted, conn, link);
-		evhttp_connection_set_closecb(conn->evcon, closed_cb, conn);
-	}
-
-	while (c->open > c->max && evict_oldest(c) == 0)
-		continue;
+	evconnlistener_enable(c->listener);
 }
 
-/* evhttp's bufferevent callback: a socket bufferevent without a socket,
- * which evhttp sets once it returns. On NULL evhttp makes a bufferevent of
- * its own, and that connection escapes the count. */
-static struct bufferevent *
-new_bev_cb(struct event_base *base, void *arg)
+/*
+ * Accept a connection, closing the oldest one at max. libevent 2.1 closes
+ * the socket of a freed bufferevent later in the same turn of the event
+ * loop, while the listener accepts every connection queued in one call.
+ * So after a close the listener stops (which ends that call) and accepts
+ * again from the next turn on: a flood costs one descriptor past max, not
+ * one per connection queued.
+ */
+static void
+accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *addr,
+          int addrlen, void *arg)
 {
 	struct tg_admin_conns *c = arg;
-	struct admin_conn *conn = calloc(1, sizeof(*conn));
 
-	if (conn == NULL)
-		return NULL;
-	conn->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-	if (conn->bev != NULL)
-		conn->pages = tg_admin_pages_new(base, conn->bev);
-	if (conn->pages == NULL) {
-		if (conn->bev != NULL)
-			bufferevent_free(conn->bev);
-		free(conn);
-		return NULL;
+	if (make_room(c)) {
+		evconnlistener_disable(listener);
+		event_active(c->resume, 0, 0);
 	}
-	bufferevent_incref(conn->bev);
-	conn->set = c;
-	TAILQ_INSERT_TAIL(&c->fresh, conn, link);
-	c->open++;
-	event_active(c->adopt, EV_READ, 0);
+	tg_client_accept(c->host, fd, addr, addrlen, NULL);
+}
 
-	/* libevent's listener stops its accept loop once disabled, so a burst
-	 * of connections costs one descriptor past max. */
-	if (c->open > c->max && c->listener != NULL && *c->listener != NULL) {
-		evconnlistener_disable(*c->listener);
-		c->paused = 1;
+static void
+accept_error_cb(struct evconnlistener *listener, void *arg)
+{
+	struct tg_admin_conns *c = arg;
+
+	(void)listener;
+	tg_accept_pause_error(c->pause, EVUTIL_SOCKET_ERROR());
+}
+
+/* Bind the listener of c to l on base. Returns 0, or -1 after logging
+ * why. */
+static int
+open_listener(struct tg_admin_conns *c, struct event_base *base, const struct tg_listen *l)
+{
+	struct evutil_addrinfo *ai = tg_listen_resolve(l, "admin address");
+
+	if (ai == NULL)
+		return -1;
+	c->listener = evconnlistener_new_bind(base, accept_cb, c,
+	                                      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
+	                                      LEV_OPT_REUSEABLE, 128,
+	                                      ai->ai_addr, (int)ai->ai_addrlen);
+	evutil_freeaddrinfo(ai);
+	if (c->listener == NULL) {
+		tg_error("cannot listen on admin address %s: %s", l->address,
+		         evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+		return -1;
 	}
-	return conn->bev;
+	evconnlistener_set_error_cb(c->listener, accept_error_cb);
+	return 0;
 }
 
 struct tg_admin_conns *
-tg_admin_conns_new(struct event_base *base, struct evhttp *http,
-                   struct evconnlistener **listener, struct tg_accept_pause *pause,
-                   size_t max, const char *owner)
+tg_admin_conns_new(struct event_base *base, struct tg_config *cfg, struct tg_runtime *rt,
+                   const struct tg_site *site, size_t max)
 {
 	struct tg_admin_conns *c = calloc(1, sizeof(*c));
 
 	assert(max >= 1);
-	if (c == NULL)
-		return NULL;
-	c->adopt = event_new(base, -1, 0, adopt_cb, c);
-	if (c->adopt == NULL) {
-		free(c);
+	if (c == NULL) {
+		tg_error("cannot start the admin server on %s: out of memory", cfg->admin.address);
 		return NULL;
 	}
-	TAILQ_INIT(&c->fresh);
-	TAILQ_INIT(&c->adopted);
-	c->listener = listener;
-	c->pause = pause;
 	c->max = max;
-	snprintf(c->owner, sizeof(c->owner), "%s", owner);
-	evhttp_set_bevcb(http, new_bev_cb, c);
+	snprintf(c->owner, sizeof(c->owner), "admin listener %s", cfg->admin.address);
+	if (open_listener(c, base, &cfg->admin) != 0) {
+		tg_admin_conns_free(c);
+		return NULL;
+	}
+
+	c->resume = event_new(base, -1, 0, resume_cb, c);
+	c->pause = tg_accept_pause_new(base, &c->listener, 1, c->owner, &rt->accept_errors,
+	                               NULL);
+	if (c->pause != NULL && c->resume != NULL)
+		c->host = tg_worker_host_new(base, cfg, rt, site, c->pause);
+	if (c->host == NULL) {
+		tg_error("cannot start the admin server on %s: out of memory", cfg->admin.address);
+		tg_admin_conns_free(c);
+		return NULL;
+	}
 	return c;
 }
 
 void
-tg_admin_conns_detach(struct tg_admin_conns *c)
+tg_admin_conns_set_config(struct tg_admin_conns *c, struct tg_config *cfg)
 {
-	if (c == NULL)
-		return;
-	c->listener = NULL;
-	c->pause = NULL;
+	tg_worker_host_set_config(c->host, cfg);
 }
 
 void
 tg_admin_conns_free(struct tg_admin_conns *c)
 {
-	struct admin_conn *conn;
-
 	if (c == NULL)
 		return;
-	while ((conn = TAILQ_FIRST(&c->fresh)) != NULL)
-		release(c, conn, &c->fresh);
-	while ((conn = TAILQ_FIRST(&c->adopted)) != NULL)
-		release(c, conn, &c->adopted);
-	event_free(c->adopt);
+	tg_worker_host_free(c->host);   /* its closes reach the pause */
+	tg_accept_pause_free(c->pause);
+	if (c->resume != NULL)
+		event_free(c->resume);
+	if (c->listener != NULL)
+		evconnlistener_free(c->listener);
 	free(c);
 }

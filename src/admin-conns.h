@@ -1,26 +1,16 @@
 /*
- * The connection cap of the admin listener.
+ * The connections of the admin listener: its listening socket, the host
+ * that serves them on the main thread with the gateway's connection code
+ * (client.c, through a site of worker.h), and their cap.
  *
- * libevent 2.1's evhttp has no connection limit. Every connection it
- * accepts stays open until the client closes it or the idle timeout
- * passes. A local client that opens thousands of idle connections then
- * takes every descriptor, and the workers can no longer accept clients or
- * open upstream connections. The set below counts the connections of one
- * evhttp and keeps at most max of them. When a new connection would make max + 1,
- * the oldest one is closed. An idle flood then costs max descriptors, and a
- * scraper's new connection still gets in: it pushes out the flood's oldest
- * connection instead of waiting behind it.
- *
- * evhttp 2.1 tells no one about a new connection, and has no public call
- * that takes an accepted socket. The set learns of each from the
- * bufferevent callback (evhttp_set_bevcb), which runs before evhttp has made
- * the connection. Once evhttp has made it, within the same turn of the
- * event loop, the set finds the connection as the argument of the
- * bufferevent's callbacks and hooks its close callback, which tells the set
- * when evhttp frees it.
- *
- * The bufferevent callback also sets up the text error pages of
- * admin-pages.h on each connection.
+ * Every connection stays open until the client closes it or
+ * admin_idle_timeout passes. A local client that opens thousands of idle
+ * connections would then take every descriptor, and the workers could no
+ * longer accept clients or open upstream connections. So at most max
+ * connections stay open: a new connection that would make max + 1 closes
+ * the oldest one first. An idle flood then costs max descriptors, and a
+ * scraper's new connection still gets in: it pushes out the flood's
+ * oldest connection instead of waiting behind it.
  *
  * Thread: the set belongs to the thread of its event base.
  */
@@ -30,31 +20,27 @@
 #include <stddef.h>
 
 struct event_base;
-struct evconnlistener;
-struct evhttp;
-struct tg_accept_pause;
 struct tg_admin_conns;
+struct tg_config;
+struct tg_runtime;
+struct tg_site;
 
 /*
- * Create the set of http's connections on base, at most max (at least 1)
- * at a time, and install its bufferevent callback on http. While the set is
- * at max + 1, *listener stops accepting, and it accepts again once a
- * connection closes. A close also ends a pause of the listener after an
- * accept error early (tg_accept_pause_closed of pause). owner names the
- * listener at the start of log lines; it is copied. Returns NULL when out
- * of memory.
+ * Bind cfg->admin on base, a host name resolved as for a listen address,
+ * and serve its connections with site, which must outlive the set, at most
+ * max (at least 1) at a time. Accept errors count in rt->accept_errors and
+ * pause the listener as the workers' do (accept-pause.h). Returns NULL
+ * after logging why.
  */
-struct tg_admin_conns *tg_admin_conns_new(struct event_base *base, struct evhttp *http,
-                                          struct evconnlistener **listener,
-                                          struct tg_accept_pause *pause, size_t max,
-                                          const char *owner);
+struct tg_admin_conns *tg_admin_conns_new(struct event_base *base, struct tg_config *cfg,
+                                          struct tg_runtime *rt, const struct tg_site *site,
+                                          size_t max);
 
-/* Stop touching the listener and the pause state, which evhttp_free() and
- * the caller are about to free. Call before evhttp_free(), which closes the
- * remaining connections through the set. c may be NULL. */
-void tg_admin_conns_detach(struct tg_admin_conns *c);
+/* The requests that begin from now on read cfg (tg_worker_host_set_config()). */
+void tg_admin_conns_set_config(struct tg_admin_conns *c, struct tg_config *cfg);
 
-/* Free c, after evhttp_free(). c may be NULL. */
+/* Close the listener and every connection, and free c, before base is
+ * freed. c may be NULL. */
 void tg_admin_conns_free(struct tg_admin_conns *c);
 
 #endif

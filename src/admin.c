@@ -1,159 +1,133 @@
 /*
- * Admin listener on the main thread. It uses libevent's evhttp: the admin
- * side sees little traffic and needs none of the proxy's streaming control.
- * A scrape of /metrics runs here too, summing the workers' shards while
- * they go on recording. admin-conns.c caps the number of connections.
+ * Admin listener on the main thread. Its connections are read, limited,
+ * kept alive and refused by the same code as the gateway's listeners
+ * (client.c): admin-conns.c hosts them on a site whose dispatch comes
+ * here instead of to the routes. So a malformed request gets the same
+ * status and message on both, in text here. A scrape of /metrics runs on
+ * this thread, summing the workers' shards while they go on recording.
  */
-#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <event2/buffer.h>
-#include <event2/event.h>
-#include <event2/http.h>
-#include <event2/listener.h>
 #include <jansson.h>
+#include <llhttp.h>
 
-#include "accept-pause.h"
 #include "admin-conns.h"
-#include "admin-pages.h"
 #include "admin.h"
 #include "cache-redis.h"
-#include "clock.h"
 #include "config.h"
 #include "json-double.h"
 #include "log.h"
 #include "metrics.h"
+#include "relay.h"
+#include "request.h"
 #include "trace-export.h"
 #include "worker.h"
 
-/* The type evhttp gives a request whose method is not one of the nine it
- * parses (PROPFIND, BREW). libevent 2.1.12 defines it privately, as
- * EVHTTP_REQ_UNKNOWN_ in http-internal.h, and responds to such a request
- * with an HTML 501 unless the allowed methods include it. */
-#define ADMIN_UNKNOWN_METHOD (1 << 15)
+/* The admin endpoints take no body and short heads. */
+#define ADMIN_MAX_HEAD (16 * 1024)
+#define ADMIN_MAX_BODY 1024
 
-/* Every method reaches the callbacks, so that a wrong one gets a text
- * response with Allow from admit_method() rather than evhttp's HTML 501.
- * The requests that evhttp rejects before any callback runs get the text
- * pages of admin-pages.h. */
-#define ADMIN_ALLOWED_METHODS (EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | \
-                               EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | \
-                               EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH | \
-                               ADMIN_UNKNOWN_METHOD)
+#define ADMIN_ALLOW "Allow: GET, HEAD\r\n"
+#define TEXT_TYPE "text/plain; charset=utf-8"
+
+struct tg_admin {
+	struct tg_site site;
+	struct tg_admin_conns *conns;
+};
 
 static void
-send_text(struct evhttp_request *r, int status, const char *reason, const char *text)
+send_text(struct tg_request *req, int status, const char *text)
 {
 	struct evbuffer *body = evbuffer_new();
 
-	evhttp_add_header(evhttp_request_get_output_headers(r), "Content-Type",
-	                  "text/plain; charset=utf-8");
 	if (body != NULL)
 		evbuffer_add_printf(body, "%s\n", text);
-	evhttp_send_reply(r, status, reason, body);
+	tg_relay_local_response_typed(req, status, TEXT_TYPE, NULL, body);
 	if (body != NULL)
 		evbuffer_free(body);
 }
 
-static const char *
-method_name(enum evhttp_cmd_type method)
+/* Return 1 when method, an enum llhttp_method, is defined by RFC 9110 or
+ * RFC 5789 (PATCH). Every endpoint rejects such a method with 405, and any
+ * other with 501, which RFC 9110 section 15.6.2 gives to a method the
+ * server does not recognize. */
+static int
+is_standard_method(int method)
 {
 	switch (method) {
-	case EVHTTP_REQ_GET: return "GET";
-	case EVHTTP_REQ_POST: return "POST";
-	case EVHTTP_REQ_HEAD: return "HEAD";
-	case EVHTTP_REQ_PUT: return "PUT";
-	case EVHTTP_REQ_DELETE: return "DELETE";
-	case EVHTTP_REQ_OPTIONS: return "OPTIONS";
-	case EVHTTP_REQ_TRACE: return "TRACE";
-	case EVHTTP_REQ_CONNECT: return "CONNECT";
-	case EVHTTP_REQ_PATCH: return "PATCH";
-	}
-	return "this method";
-}
-
-/* If r's method is one that evhttp does not parse, send 501 with an Allow
- * header and return 1. RFC 9110 section 15.6.2 gives 501 for a method the
- * server does not recognize. Returns 0 for any other method. */
-static int
-reject_unknown_method(struct evhttp_request *r)
-{
-	if ((int)evhttp_request_get_command(r) != ADMIN_UNKNOWN_METHOD)
-		return 0;
-	evhttp_add_header(evhttp_request_get_output_headers(r), "Allow", "GET, HEAD");
-	send_text(r, 501, "Not Implemented",
-	          "the admin listener does not implement this method; use GET or HEAD");
-	return 1;
-}
-
-/* Check that r's method is GET or HEAD, the methods of every admin
- * endpoint, and return 1 if so. Otherwise send 405 with an Allow header,
- * as the main listener does (501 for a method evhttp does not parse), and
- * return 0, after which the caller sends nothing. */
-static int
-admit_method(struct evhttp_request *r)
-{
-	enum evhttp_cmd_type method = evhttp_request_get_command(r);
-	const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(r));
-	char message[256];
-
-	if (method == EVHTTP_REQ_GET || method == EVHTTP_REQ_HEAD)
+	case HTTP_GET: case HTTP_HEAD: case HTTP_POST: case HTTP_PUT: case HTTP_DELETE:
+	case HTTP_CONNECT: case HTTP_OPTIONS: case HTTP_TRACE: case HTTP_PATCH:
 		return 1;
-	if (reject_unknown_method(r))
-		return 0;
-
-	snprintf(message, sizeof(message), "%s is not allowed on %.128s; use GET or HEAD",
-	         method_name(method), path != NULL ? path : "this path");
-	evhttp_add_header(evhttp_request_get_output_headers(r), "Allow", "GET, HEAD");
-	send_text(r, 405, "Method Not Allowed", message);
+	}
 	return 0;
 }
 
-static void
-healthz_cb(struct evhttp_request *r, void *arg)
+/* Return 1 when the admin listener serves path. */
+static int
+is_admin_path(const char *path)
 {
-	(void)arg;
-	if (!admit_method(r))
-		return;
-	send_text(r, 200, "OK", "ok");
+	static const char trace_prefix[] = "/api/traces/";
+
+	return strcmp(path, "/metrics") == 0 || strcmp(path, "/healthz") == 0 ||
+	       strcmp(path, "/readyz") == 0 || strcmp(path, "/api/traces") == 0 ||
+	       strncmp(path, trace_prefix, sizeof(trace_prefix) - 1) == 0;
+}
+
+/*
+ * Return the error that the head of req alone earns, or TG_OK. A method
+ * that is not a standard one gets 501, a path the listener does not serve
+ * 404, and a method other than GET and HEAD, the methods of every
+ * endpoint, 405. message gets the client's message. A client that waits
+ * for 100 Continue gets this error in place of it (tg_site.head_refusal).
+ */
+static enum tg_error
+refusal(const struct tg_request *req, char *message, size_t size)
+{
+	if (!is_standard_method(req->method_id)) {
+		snprintf(message, size, "the admin listener does not implement this method; "
+		         "use GET or HEAD");
+		return TG_E_NOT_IMPLEMENTED;
+	}
+	if (!is_admin_path(req->path)) {
+		snprintf(message, size, "not found; try /metrics, /healthz, /readyz or "
+		         "/api/traces");
+		return TG_E_NO_ROUTE;
+	}
+	if (req->method_id != HTTP_GET && req->method_id != HTTP_HEAD) {
+		snprintf(message, size, "%s is not allowed on %.128s; use GET or HEAD",
+		         req->method, req->path);
+		return TG_E_METHOD_NOT_ALLOWED;
+	}
+	message[0] = '\0';
+	return TG_OK;
 }
 
 static void
-readyz_cb(struct evhttp_request *r, void *arg)
+answer_readyz(struct tg_request *req)
 {
-	struct tg_runtime *rt = arg;
+	struct tg_runtime *rt = req->worker->runtime;
 
-	if (!admit_method(r))
-		return;
 	if (atomic_load(&rt->draining))
-		send_text(r, 503, "Service Unavailable", "draining");
+		send_text(req, 503, "draining");
 	else if (!atomic_load(&rt->ready))
-		send_text(r, 503, "Service Unavailable", "starting");
+		send_text(req, 503, "starting");
 	else
-		send_text(r, 200, "OK", "ready");
+		send_text(req, 200, "ready");
 }
 
-/* Prometheus text format, or OpenMetrics when the Accept header prefers
- * it, as Prometheus itself does. The tracer's, the access log's, the
- * listeners' and the Redis clients' counters follow the gateway's
- * families, before the end that OpenMetrics requires. */
-static void
-metrics_cb(struct evhttp_request *r, void *arg)
+/* Write the families that follow the gateway's in a scrape: the tracer's,
+ * the access log's, the listeners' and the Redis clients'. Returns 0, or
+ * -1 when out of memory. */
+static int
+write_process_metrics(struct tg_runtime *rt, struct evbuffer *body,
+                      enum tg_metrics_format format)
 {
-	struct tg_runtime *rt = arg;
-	const char *accept = evhttp_find_header(evhttp_request_get_input_headers(r), "Accept");
-	enum tg_metrics_format format = tg_metrics_negotiate(accept);
-	struct evbuffer *body;
-	int rc;
+	int rc = 0;
 
-	if (!admit_method(r))
-		return;
-
-	body = evbuffer_new();
-	rc = body == NULL || tg_metrics_scrape(body, format) != 0;
-	if (rc == 0 && rt->tracer != NULL)
+	if (rt->tracer != NULL)
 		rc = tg_tracer_write_metrics(rt->tracer, body, format);
 	if (rc == 0)
 		rc = tg_accesslog_write_metrics(&rt->access_log, body, format);
@@ -170,24 +144,39 @@ metrics_cb(struct evhttp_request *r, void *arg)
 		                              atomic_load(&rt->clients.reached));
 	if (rc == 0)
 		rc = tg_cache_redis_write_metrics(body, format);
+	return rc;
+}
+
+/* Prometheus text format, or OpenMetrics when the Accept header prefers
+ * it, as Prometheus itself does, with the end that OpenMetrics
+ * requires. */
+static void
+answer_metrics(struct tg_request *req)
+{
+	const char *accept = tg_headers_get(&req->headers, "Accept");
+	enum tg_metrics_format format = tg_metrics_negotiate(accept);
+	struct evbuffer *body = evbuffer_new();
+	int rc;
+
+	rc = body == NULL || tg_metrics_scrape(body, format) != 0;
+	if (rc == 0)
+		rc = write_process_metrics(req->worker->runtime, body, format);
 	if (rc == 0)
 		rc = tg_metrics_scrape_end(body, format);
 	if (rc != 0) {
 		tg_error("metrics scrape failed: out of memory");
-		send_text(r, 500, "Internal Server Error", "metrics scrape failed: out of memory");
-		if (body != NULL)
-			evbuffer_free(body);
-		return;
+		send_text(req, 500, "metrics scrape failed: out of memory");
+	} else {
+		tg_relay_local_response_typed(req, 200, tg_metrics_content_type(format), NULL,
+		                              body);
 	}
-	evhttp_add_header(evhttp_request_get_output_headers(r), "Content-Type",
-	                  tg_metrics_content_type(format));
-	evhttp_send_reply(r, 200, "OK", body);
-	evbuffer_free(body);
+	if (body != NULL)
+		evbuffer_free(body);
 }
 
 /* Send value, released here, as compact JSON dumped with flags added. */
 static void
-send_json(struct evhttp_request *r, json_t *value, size_t flags)
+send_json(struct tg_request *req, json_t *value, size_t flags)
 {
 	struct evbuffer *body = evbuffer_new();
 	char *text = value ? json_dumps(value, JSON_COMPACT | flags) : NULL;
@@ -197,124 +186,66 @@ send_json(struct evhttp_request *r, json_t *value, size_t flags)
 		free(text);
 		if (body != NULL)
 			evbuffer_free(body);
-		send_text(r, 500, "Internal Server Error", "out of memory");
+		send_text(req, 500, "out of memory");
 		return;
 	}
-	evhttp_add_header(evhttp_request_get_output_headers(r), "Content-Type",
-	                  "application/json");
 	evbuffer_add_printf(body, "%s\n", text);
 	free(text);
-	evhttp_send_reply(r, 200, "OK", body);
+	tg_relay_local_response_typed(req, 200, "application/json", NULL, body);
 	evbuffer_free(body);
 }
 
 /* GET /api/traces: the recent traces, newest first, with the exporter's
- * counters. */
+ * counters. GET /api/traces/{trace_id}: one recent trace as an OTLP
+ * ExportTraceServiceRequest. */
 static void
-traces_cb(struct evhttp_request *r, void *arg)
+answer_traces(struct tg_request *req)
 {
-	struct tg_runtime *rt = arg;
+	static const char prefix[] = "/api/traces/";
+	struct tg_tracer *tracer = req->worker->runtime->tracer;
+	json_t *trace;
 
-	if (!admit_method(r))
-		return;
 	/* The only reals of the list are durations, written as the access
 	 * log writes its own: jansson's precision gives the text that
 	 * tg_json_double_text() gives for as many digits. */
-	send_json(r, tg_tracer_recent_list(rt->tracer),
-	          JSON_REAL_PRECISION(TG_JSON_DURATION_DIGITS));
-}
-
-/* GET /api/traces/{trace_id}: one recent trace as an OTLP
- * ExportTraceServiceRequest. Returns 0 when the path is another one. */
-static int
-trace_cb(struct evhttp_request *r, struct tg_runtime *rt)
-{
-	static const char prefix[] = "/api/traces/";
-	const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(r));
-	json_t *trace;
-
-	if (path == NULL || strncmp(path, prefix, sizeof(prefix) - 1) != 0)
-		return 0;
-	if (!admit_method(r))
-		return 1;
-	trace = tg_tracer_recent_get(rt->tracer, path + sizeof(prefix) - 1);
+	if (strcmp(req->path, "/api/traces") == 0) {
+		send_json(req, tg_tracer_recent_list(tracer),
+		          JSON_REAL_PRECISION(TG_JSON_DURATION_DIGITS));
+		return;
+	}
+	trace = tg_tracer_recent_get(tracer, req->path + sizeof(prefix) - 1);
 	if (trace == NULL)
-		send_text(r, 404, "Not Found", "no such trace among the recent ones; "
+		send_text(req, 404, "no such trace among the recent ones; "
 		          "GET /api/traces lists them");
 	else
-		send_json(r, trace, 0);
-	return 1;
+		send_json(req, trace, 0);
 }
 
+/* Respond to req, read whole, by its path: the dispatch of the site. */
 static void
-not_found_cb(struct evhttp_request *r, void *arg)
+admin_dispatch(struct tg_request *req)
 {
-	if (trace_cb(r, arg) || reject_unknown_method(r))
+	char message[256];
+	enum tg_error err = refusal(req, message, sizeof(message));
+
+	if (err != TG_OK) {
+		tg_request_fail_with(req, err, err == TG_E_NO_ROUTE ? NULL : ADMIN_ALLOW, message);
 		return;
-	send_text(r, 404, "Not Found", "not found; try /metrics, /healthz, /readyz or /api/traces");
+	}
+	if (strcmp(req->path, "/healthz") == 0)
+		send_text(req, 200, "ok");
+	else if (strcmp(req->path, "/readyz") == 0)
+		answer_readyz(req);
+	else if (strcmp(req->path, "/metrics") == 0)
+		answer_metrics(req);
+	else
+		answer_traces(req);
 }
 
-struct tg_admin {
-	struct evhttp *http;
-	struct evconnlistener *listener;    /* freed by evhttp_free() */
-	struct tg_accept_pause *accept_pause;
-	struct tg_admin_conns *conns;
-};
-
-/* evhttp makes itself the argument of the listener's callbacks, so the
- * accept error callback finds the admin server here. */
-static struct tg_admin *running_admin;
-
-static void
-admin_accept_error_cb(struct evconnlistener *listener, void *arg)
+void
+tg_admin_set_config(struct tg_admin *admin, struct tg_config *config)
 {
-	int err = EVUTIL_SOCKET_ERROR();
-
-	(void)listener;
-	(void)arg;
-	tg_accept_pause_error(running_admin->accept_pause, err);
-}
-
-/* Bind the listener of admin and hand it to a new evhttp, which keeps at
- * most max_connections connections. Returns 0, or -1 after logging why. */
-static int
-open_admin(struct tg_admin *admin, struct event_base *base, const struct tg_listen *l,
-           size_t max_connections, struct tg_runtime *rt)
-{
-	const char *address = l->address;
-	struct evutil_addrinfo *ai = tg_listen_resolve(l, "admin address");
-	char owner[96];
-
-	if (ai == NULL)
-		return -1;
-	admin->listener = evconnlistener_new_bind(base, NULL, NULL,
-	                                          LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
-	                                          LEV_OPT_REUSEABLE, 128,
-	                                          ai->ai_addr, (int)ai->ai_addrlen);
-	evutil_freeaddrinfo(ai);
-	if (admin->listener == NULL) {
-		tg_error("cannot listen on admin address %s: %s", address,
-		         evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-		return -1;
-	}
-
-	snprintf(owner, sizeof(owner), "admin listener %s", address);
-	admin->accept_pause = tg_accept_pause_new(base, &admin->listener, 1, owner,
-	                                          &rt->accept_errors, NULL);
-	admin->http = evhttp_new(base);
-	if (admin->http != NULL && evhttp_bind_listener(admin->http, admin->listener) == NULL) {
-		evhttp_free(admin->http);       /* frees no listener it was not bound to */
-		admin->http = NULL;
-	}
-	if (admin->http != NULL)
-		admin->conns = tg_admin_conns_new(base, admin->http, &admin->listener,
-		                                  admin->accept_pause, max_connections, owner);
-	if (admin->accept_pause == NULL || admin->http == NULL || admin->conns == NULL) {
-		tg_error("cannot start the admin server on %s: out of memory", address);
-		return -1;
-	}
-	evconnlistener_set_error_cb(admin->listener, admin_accept_error_cb);
-	return 0;
+	tg_admin_conns_set_config(admin->conns, config);
 }
 
 void
@@ -322,51 +253,38 @@ tg_admin_free(struct tg_admin *admin)
 {
 	if (admin == NULL)
 		return;
-	tg_admin_conns_detach(admin->conns);
-	tg_accept_pause_free(admin->accept_pause);
-	if (admin->http != NULL)
-		evhttp_free(admin->http);       /* frees the bound listener */
-	else if (admin->listener != NULL)
-		evconnlistener_free(admin->listener);
 	tg_admin_conns_free(admin->conns);
-	if (running_admin == admin)
-		running_admin = NULL;
 	free(admin);
 }
 
 struct tg_admin *
-tg_admin_start(struct event_base *base, const struct tg_config *config,
-               struct tg_runtime *rt)
+tg_admin_start(struct event_base *base, struct tg_config *config, struct tg_runtime *rt)
 {
 	struct tg_admin *admin = calloc(1, sizeof(*admin));
-	struct timeval idle_timeout = tg_timeval_ms(config->admin_idle_timeout);
-	struct evhttp *http;
+	tg_msec_t idle = config->admin_idle_timeout;
 
-	assert(running_admin == NULL);
 	if (admin == NULL) {
 		tg_error("cannot start the admin server on %s: out of memory", config->admin.address);
 		return NULL;
 	}
-	if (open_admin(admin, base, &config->admin, config->admin_max_connections, rt) != 0) {
-		tg_admin_free(admin);
+	admin->site = (struct tg_site){
+		.dispatch = admin_dispatch,
+		.head_refusal = refusal,
+		.allow_lines = ADMIN_ALLOW,
+		/* admin_idle_timeout bounds every wait for the client: for a
+		 * request, for each part of it, and for it to take a response. */
+		.limits = {
+			.max_body = ADMIN_MAX_BODY, .max_header = ADMIN_MAX_HEAD,
+			.client_header_timeout = idle, .client_body_timeout = idle,
+			.keepalive_timeout = idle, .send_timeout = idle,
+		},
+		.limits_name = "the admin listener's ",
+	};
+	admin->conns = tg_admin_conns_new(base, config, rt, &admin->site,
+	                                  config->admin_max_connections);
+	if (admin->conns == NULL) {
+		free(admin);
 		return NULL;
 	}
-	running_admin = admin;
-
-	http = admin->http;
-	evhttp_set_allowed_methods(http, ADMIN_ALLOWED_METHODS);
-
-	/* The admin endpoints take no body and short heads; without these
-	 * bounds evhttp buffers whatever a local client sends. */
-	evhttp_set_max_headers_size(http, TG_ADMIN_MAX_HEAD);
-	evhttp_set_max_body_size(http, TG_ADMIN_MAX_BODY);
-	/* evhttp applies this to every read and write, so it also closes a
-	 * connection that waits this long for its next request. */
-	evhttp_set_timeout_tv(http, &idle_timeout);
-	evhttp_set_cb(http, "/metrics", metrics_cb, rt);
-	evhttp_set_cb(http, "/healthz", healthz_cb, rt);
-	evhttp_set_cb(http, "/readyz", readyz_cb, rt);
-	evhttp_set_cb(http, "/api/traces", traces_cb, rt);
-	evhttp_set_gencb(http, not_found_cb, rt);
 	return admin;
 }

@@ -177,6 +177,7 @@ reload(struct daemon *d)
 	for (int i = 0; i < d->n_workers; i++)
 		tg_worker_post_config(d->workers[i], cfg);
 	tg_tracer_post_config(d->runtime.tracer, cfg);
+	tg_admin_set_config(d->admin, cfg);
 	tg_config_unref(d->config);
 	d->config = cfg;
 	tg_info("configuration reloaded from %s", d->config_path);
