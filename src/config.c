@@ -653,11 +653,14 @@ static const struct setting timeouts_settings[] = {
 	  .min = 1, .max = NO_MAX,
 	  .offset = offsetof(struct tg_backend, timeouts.connect),
 	  .help = "TCP connect plus TLS handshake" },
-	{ .key = "first_byte", .type = T_DURATION, .def = "\"60s\"",
+	/* As long as the OpenAI and Anthropic SDKs wait by default: a reasoning
+	 * model may think for minutes before the head of a whole response, or
+	 * in silence inside a stream. */
+	{ .key = "first_byte", .type = T_DURATION, .def = "\"600s\"",
 	  .min = 1, .max = NO_MAX,
 	  .offset = offsetof(struct tg_backend, timeouts.first_byte),
 	  .help = "from request sent to the first response byte" },
-	{ .key = "idle", .type = T_DURATION, .def = "\"30s\"",
+	{ .key = "idle", .type = T_DURATION, .def = "\"600s\"",
 	  .min = 1, .max = NO_MAX,
 	  .offset = offsetof(struct tg_backend, timeouts.idle),
 	  .help = "maximum silence inside a response body" },

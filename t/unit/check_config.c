@@ -213,8 +213,8 @@ START_TEST(minimal_config_gets_defaults)
 
 	const struct tg_backend *b = &cfg->backends[0];
 	ck_assert_uint_eq(b->timeouts.connect, 5000);
-	ck_assert_uint_eq(b->timeouts.first_byte, 60000);
-	ck_assert_uint_eq(b->timeouts.idle, 30000);
+	ck_assert_uint_eq(b->timeouts.first_byte, 600000);
+	ck_assert_uint_eq(b->timeouts.idle, 600000);
 	ck_assert_uint_eq(b->max_idle, 64);
 	ck_assert_uint_eq(b->idle_keepalive, 60000);
 	ck_assert_int_eq(b->tls_config.verify, 1);
