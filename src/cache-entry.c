@@ -109,6 +109,14 @@ type_is(const char *type, size_t type_len, const char *name)
 	return type_len == strlen(name) && memcmp(type, name, type_len) == 0;
 }
 
+/* Whether stop_reason, an Anthropic message's, says the model refused:
+ * like a content_filter finish, that is no answer to keep. */
+static int
+is_refusal(const json_t *stop_reason)
+{
+	return json_is_string(stop_reason) && strcmp(json_string_value(stop_reason), "refusal") == 0;
+}
+
 static const char UNFINISHED_RESPONSE[] = "the Responses API response has no \"status\": \"completed\"";
 
 /* Check one event of a Responses API stream and note its end: a
@@ -155,8 +163,7 @@ check_named_event(struct tg_cache_record *r, const char *type, size_t type_len,
 		r->done = 1;
 	} else if (type_is(type, type_len, "message_delta")) {
 		stop_reason = json_object_get(json_object_get(event, "delta"), "stop_reason");
-		if (json_is_string(stop_reason) &&
-		    strcmp(json_string_value(stop_reason), "refusal") == 0)
+		if (is_refusal(stop_reason))
 			return "stopped by a refusal";
 		r->stopped |= json_is_string(stop_reason);
 	}
@@ -381,6 +388,8 @@ check_body(const json_t *body)
 		return "the body is an error";
 	if (response_unfinished(body))
 		return UNFINISHED_RESPONSE;
+	if (is_refusal(json_object_get(body, "stop_reason")))
+		return "stopped by a refusal";
 
 	json_array_foreach(choices, i, choice) {
 		json_t *finish = json_object_get(choice, "finish_reason");

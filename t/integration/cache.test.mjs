@@ -669,10 +669,11 @@ describe('cache of Anthropic streams', () => {
         requests++;
         const body = JSON.parse(Buffer.concat(chunks).toString());
         if (!body.stream) {
+          const refused = req.headers['x-ending'] === 'refusal';
           res.writeHead(200, { 'content-type': 'application/json' });
           res.end(JSON.stringify({ id: 'msg_fx', type: 'message', role: 'assistant', model: 'claude-x',
-            content: [{ type: 'text', text: 'Hello' }], stop_reason: 'end_turn', stop_sequence: null,
-            usage: { input_tokens: 3, output_tokens: 2 } }));
+            content: refused ? [] : [{ type: 'text', text: 'Hello' }], stop_reason: refused ? 'refusal' : 'end_turn',
+            stop_sequence: null, usage: { input_tokens: 3, output_tokens: 2 } }));
           return;
         }
         res.writeHead(200, { 'content-type': 'text/event-stream' });
@@ -743,6 +744,16 @@ describe('cache of Anthropic streams', () => {
     assert.equal(plain.headers['x-tollgate-cache'], 'miss');
     assert.equal(requests, seen + 1);
     assert.equal(plain.json().type, 'message');
+  });
+
+  it('does not store a refused message', async () => {
+    const body = { ...streamBody('refused body'), stream: false };
+    for (let i = 0; i < 2; i++) {
+      const res = await post(gw, body, { 'x-ending': 'refusal' }, { pathname: MESSAGES });
+      assert.equal(res.status, 200, res.text);
+      assert.equal(res.json().stop_reason, 'refusal');
+      assert.equal(res.headers['x-tollgate-cache'], 'miss', 'the refusal was stored');
+    }
   });
 
   it('does not store a stream without message_stop, or refused', async () => {

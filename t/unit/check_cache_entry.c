@@ -372,6 +372,9 @@ START_TEST(bodies_checked_before_storing)
 		{"{\"object\":\"response\",\"output\":[]}", UNFINISHED},
 		{"{\"status\":\"failed\",\"output\":[]}", UNFINISHED},
 		{"{\"status\":\"failed\",\"data\":[]}", NULL},
+		{"{\"type\":\"message\",\"content\":[],\"stop_reason\":\"refusal\"}",
+		 "stopped by a refusal"},
+		{"{\"type\":\"message\",\"content\":[],\"stop_reason\":\"end_turn\"}", NULL},
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
