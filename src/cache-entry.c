@@ -109,8 +109,8 @@ type_is(const char *type, size_t type_len, const char *name)
 	return type_len == strlen(name) && memcmp(type, name, type_len) == 0;
 }
 
-/* Whether stop_reason, an Anthropic message's, says the model refused:
- * like a content_filter finish, that is no answer to keep. */
+/* Return whether stop_reason, an Anthropic message's, is "refusal". Like a
+ * content_filter finish, a refusal is not an answer to keep. */
 static int
 is_refusal(const json_t *stop_reason)
 {
