@@ -30,6 +30,9 @@
 #ifndef TG_FIXTURE_DIR
 #define TG_FIXTURE_DIR "t/fixtures/openai-recorded"
 #endif
+#ifndef TG_INSTALLED_FIXTURE_DIR
+#define TG_INSTALLED_FIXTURE_DIR TG_FIXTURE_DIR
+#endif
 
 #define DEFAULT_LISTEN "127.0.0.1:9001"
 #define LISTEN_BACKLOG 1024
@@ -63,7 +66,8 @@ usage(FILE *out)
 	"  --tls-cert FILE     PEM certificate chain; with --tls-key, serve HTTPS\n"
 	"  --tls-key FILE      PEM private key of the certificate\n"
 	"  --fixtures DIR      directory of recorded NAME.yaml exchanges\n"
-	"                      (default " TG_FIXTURE_DIR ")\n"
+	"                      (default " TG_FIXTURE_DIR ",\n"
+	"                      or " TG_INSTALLED_FIXTURE_DIR " without it)\n"
 	"  --options LIST      behaviour options for every API request, such as\n"
 	"                      \"status=500\" or \"first_byte_delay=2s;events=3\";\n"
 	"                      a request's own options apply on top\n"
@@ -343,6 +347,19 @@ check_fixture_dir(const char *dir)
 	return 0;
 }
 
+/* Return the recordings served by default: those of the source tree the
+ * mock was built from, or else the copy that make install put in place,
+ * for a mock run after its source tree is gone. */
+static const char *
+default_fixture_dir(void)
+{
+	struct stat st;
+
+	if (stat(TG_FIXTURE_DIR, &st) == 0 && S_ISDIR(st.st_mode))
+		return TG_FIXTURE_DIR;
+	return TG_INSTALLED_FIXTURE_DIR;
+}
+
 static void
 on_signal(evutil_socket_t sig, short what, void *arg)
 {
@@ -371,7 +388,7 @@ new_precise_base(void)
 int
 main(int argc, char **argv)
 {
-	struct cli cli = { .listen = DEFAULT_LISTEN, .fixtures = TG_FIXTURE_DIR };
+	struct cli cli = { .listen = DEFAULT_LISTEN, .fixtures = default_fixture_dir() };
 	struct mock m = { 0 };
 	struct evconnlistener *listener = NULL;
 	struct event *sigterm = NULL, *sigint = NULL;

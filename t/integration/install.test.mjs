@@ -1,7 +1,8 @@
 // make install and the config: an edited tollgate.json survives a new
 // install and an uninstall; an unedited one goes with the uninstall. The
 // test runs the config's own install rules (install-data-local and
-// uninstall-local) of this build into a scratch DESTDIR.
+// uninstall-local) of this build into a scratch DESTDIR. The mock's
+// recordings go where an installed tollgate-mock looks for them.
 
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -10,7 +11,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
 
-import { SRCDIR, TOLLGATE_BIN, makeTempDir } from './lib/harness.mjs';
+import { MOCK_BIN, SRCDIR, TOLLGATE_BIN, makeTempDir } from './lib/harness.mjs';
 
 const run = promisify(execFile);
 const BUILD_DIR = path.dirname(TOLLGATE_BIN);
@@ -50,5 +51,21 @@ describe('make install and the config file', () => {
     await make('uninstall-local', dest);
     assert.equal(fs.existsSync(config), false);
     assert.equal(fs.existsSync(`${config}.sample`), false);
+  });
+});
+
+describe('make install and the mock', () => {
+  it('installs the recordings where the mock looks without its source tree', async () => {
+    const { stdout: help } = await run(MOCK_BIN, ['--help']);
+    const installed = /or (\S+) without it/.exec(help)?.[1];
+    assert.ok(installed, `the help names no installed recordings:\n${help}`);
+    const dest = makeTempDir();
+
+    await make('install-dist_mockfixturesDATA', dest);
+    const dir = path.join(dest, installed);
+    for (const name of ['LICENSE', 'README.md', 'chat-basic.yaml', 'embeddings-basic.yaml'])
+      assert.ok(fs.existsSync(path.join(dir, name)), `${name} is not installed in ${installed}`);
+    assert.deepEqual(fs.readdirSync(dir).sort(),
+      fs.readdirSync(path.join(SRCDIR, 't', 'fixtures', 'openai-recorded')).sort());
   });
 });
