@@ -193,3 +193,21 @@ tg_log_limit_take(struct tg_log_limit *l, uint64_t interval_ms, uint64_t *skippe
 	*skipped = atomic_exchange_explicit(&l->skipped, 0, memory_order_relaxed);
 	return 1;
 }
+
+int
+tg_log_burst_take(struct tg_log_burst *b, uint64_t max, uint64_t now_ms, uint64_t *skipped)
+{
+	uint64_t second = now_ms / 1000;
+	uint64_t counted = atomic_load_explicit(&b->second, memory_order_relaxed);
+
+	/* The thread that moves the second on starts its count again. */
+	if (counted != second &&
+	    atomic_compare_exchange_strong(&b->second, &counted, second))
+		atomic_store_explicit(&b->used, 0, memory_order_relaxed);
+	if (atomic_fetch_add_explicit(&b->used, 1, memory_order_relaxed) >= max) {
+		atomic_fetch_add_explicit(&b->skipped, 1, memory_order_relaxed);
+		return 0;
+	}
+	*skipped = atomic_exchange_explicit(&b->skipped, 0, memory_order_relaxed);
+	return 1;
+}

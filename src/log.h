@@ -55,6 +55,23 @@ struct tg_log_limit {
  * out. */
 int tg_log_limit_take(struct tg_log_limit *l, uint64_t interval_ms, uint64_t *skipped);
 
+/* At most max lines in each second for a message that clients can cause
+ * one per connection, so that a flood cannot fill the log while a few
+ * still each get their line. Zero-initialise it; threads may share it
+ * (a race lets a line or two more through, never fewer). */
+struct tg_log_burst {
+	_Atomic uint64_t second;        /* tg_now_ms() / 1000 of the count */
+	_Atomic uint64_t used;          /* lines taken in that second */
+	_Atomic uint64_t skipped;       /* lines left out since the last one */
+};
+
+/* Whether a line may go out at now_ms under b, max per second. Returns 1
+ * with *skipped set to the lines left out since the last one (which the
+ * line should mention), or 0 after counting this one as left out. The
+ * clock is a parameter for the tests; callers pass tg_now_ms(). */
+int tg_log_burst_take(struct tg_log_burst *b, uint64_t max, uint64_t now_ms,
+                      uint64_t *skipped);
+
 #define tg_debug(...) \
 	do { if (tg_log_enabled(TG_LOG_DEBUG)) tg_log(TG_LOG_DEBUG, __VA_ARGS__); } while (0)
 #define tg_info(...)  tg_log(TG_LOG_INFO, __VA_ARGS__)

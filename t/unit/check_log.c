@@ -226,6 +226,27 @@ START_TEST(limit_lets_one_line_per_interval)
 }
 END_TEST
 
+START_TEST(burst_lets_max_lines_a_second)
+{
+	struct tg_log_burst burst = {0};
+	uint64_t skipped = 99;
+
+	ck_assert_int_eq(tg_log_burst_take(&burst, 2, 5000, &skipped), 1);
+	ck_assert_uint_eq(skipped, 0);
+	ck_assert_int_eq(tg_log_burst_take(&burst, 2, 5999, &skipped), 1);
+	ck_assert_int_eq(tg_log_burst_take(&burst, 2, 5999, &skipped), 0);
+	ck_assert_int_eq(tg_log_burst_take(&burst, 2, 5999, &skipped), 0);
+
+	/* The next second lets two more through; the first counts the two
+	 * left out. */
+	ck_assert_int_eq(tg_log_burst_take(&burst, 2, 6000, &skipped), 1);
+	ck_assert_uint_eq(skipped, 2);
+	ck_assert_int_eq(tg_log_burst_take(&burst, 2, 6001, &skipped), 1);
+	ck_assert_uint_eq(skipped, 0);
+	ck_assert_int_eq(tg_log_burst_take(&burst, 2, 6002, &skipped), 0);
+}
+END_TEST
+
 static Suite *
 log_suite(void)
 {
@@ -244,6 +265,7 @@ log_suite(void)
 	tcase_add_test(libevent, libevent_messages_reach_log);
 	suite_add_tcase(s, libevent);
 	tcase_add_test(limits, limit_lets_one_line_per_interval);
+	tcase_add_test(limits, burst_lets_max_lines_a_second);
 	suite_add_tcase(s, limits);
 	return s;
 }
