@@ -98,7 +98,7 @@ accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *
 		evconnlistener_disable(listener);
 		event_active(c->resume, 0, 0);
 	}
-	tg_client_accept(c->host, fd, addr, addrlen, NULL);
+	tg_client_accept(c->host, fd, addr, addrlen, NULL, NULL);
 }
 
 static void

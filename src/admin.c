@@ -23,6 +23,7 @@
 #include "metrics.h"
 #include "relay.h"
 #include "request.h"
+#include "tls-handshake.h"
 #include "trace-export.h"
 #include "worker.h"
 
@@ -119,8 +120,8 @@ answer_readyz(struct tg_request *req)
 }
 
 /* Write the families that follow the gateway's in a scrape: the tracer's,
- * the access log's, the listeners' and the Redis clients'. Returns 0, or
- * -1 when out of memory. */
+ * the access log's, the listeners' (accept errors, failed TLS handshakes)
+ * and the Redis clients'. Returns 0, or -1 when out of memory. */
 static int
 write_process_metrics(struct tg_runtime *rt, struct evbuffer *body,
                       enum tg_metrics_format format)
@@ -142,6 +143,9 @@ write_process_metrics(struct tg_runtime *rt, struct evbuffer *body,
 		                              "connection limit, which keeps a descriptor for the "
 		                              "upstream connection of each.",
 		                              atomic_load(&rt->clients.reached));
+	if (rc == 0)
+		rc = tg_tls_handshake_write_metrics(rt->tls_listeners, rt->n_tls_listeners, body,
+		                                    format);
 	if (rc == 0)
 		rc = tg_cache_redis_write_metrics(body, format);
 	return rc;

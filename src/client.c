@@ -52,6 +52,7 @@
 #include "relay.h"
 #include "request.h"
 #include "request-head.h"
+#include "tls-handshake.h"
 #include "worker.h"
 
 #define CLIENT_LINGER_MS 2000
@@ -1004,10 +1005,14 @@ client_event_cb(struct bufferevent *bev, short events, void *arg)
 {
 	struct tg_client *c = arg;
 
-	(void)bev;
 	if (!(events & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)))
 		return;
 
+	if (c->tls && tg_tls_handshake_pending(bev)) {
+		tg_tls_handshake_failed(c->listener, c->addr, bev, events);
+		client_free(c);
+		return;
+	}
 	if (c->req != NULL) {
 		int timeout = (events & BEV_EVENT_TIMEOUT) != 0;
 
@@ -1042,6 +1047,10 @@ client_timer_cb(evutil_socket_t fd, short what, void *arg)
 		client_free(c);
 		return;
 	case TG_CLIENT_IDLE:
+		if (c->tls && tg_tls_handshake_pending(c->bev))
+			tg_tls_handshake_failed(c->listener, c->addr, c->bev, BEV_EVENT_TIMEOUT);
+		client_free(c);
+		return;
 	case TG_CLIENT_CLOSING:
 		client_free(c);
 		return;
@@ -1214,7 +1223,8 @@ client_open(struct tg_client *c, evutil_socket_t fd, SSL_CTX *tls)
 
 void
 tg_client_accept(struct tg_worker *w, evutil_socket_t fd,
-                 const struct sockaddr *addr, int addrlen, void *tls)
+                 const struct sockaddr *addr, int addrlen, SSL_CTX *tls,
+                 struct tg_tls_listener *listener)
 {
 	struct tg_client *c = calloc(1, sizeof(*c));
 	int one = 1;
@@ -1230,6 +1240,7 @@ tg_client_accept(struct tg_worker *w, evutil_socket_t fd,
 
 	c->worker = w;
 	c->tls = tls != NULL;
+	c->listener = listener;
 	format_peer(c, addr);
 	c->timer = evtimer_new(w->base, client_timer_cb, c);
 	c->held = c->timer ? evbuffer_new() : NULL;

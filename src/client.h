@@ -23,6 +23,7 @@ struct tg_request;
 struct bufferevent;
 struct event;
 struct evbuffer;
+struct tg_tls_listener;
 
 enum tg_client_state {
 	TG_CLIENT_IDLE,         /* between requests */
@@ -49,6 +50,7 @@ struct tg_client {
 	llhttp_t parser;
 	enum tg_client_state state;
 	int tls;
+	struct tg_tls_listener *listener;       /* counts failed handshakes */
 	struct event *sniff;            /* waits for the first byte on a TLS
 	                                   listener, while bev is NULL */
 	struct ssl_st *sniff_ssl;       /* the TLS state for bev meanwhile */
@@ -92,9 +94,11 @@ struct tg_client {
 	TAILQ_ENTRY(tg_client) link;    /* in its worker's clients */
 };
 
-/* Take over an accepted socket. tls is the listener's context or NULL. */
+/* Take over an accepted socket of listener. tls is the context its
+ * handshake uses, or NULL for plain HTTP. */
 void tg_client_accept(struct tg_worker *w, evutil_socket_t fd,
-                      const struct sockaddr *addr, int addrlen, void *tls);
+                      const struct sockaddr *addr, int addrlen, SSL_CTX *tls,
+                      struct tg_tls_listener *listener);
 
 /* Send data to the client and leave data empty. With nothing queued, a
  * plain TCP client gets the bytes written to its socket at once. This saves

@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include <openssl/ssl.h>
+
 /* Durations are kept in milliseconds, sizes in bytes. */
 typedef uint64_t tg_msec_t;
 
@@ -40,6 +42,8 @@ struct tg_listen {
 	char *port;
 	char *tls_cert;         /* PEM paths; both NULL for plain HTTP */
 	char *tls_key;
+	SSL_CTX *tls_ctx;       /* made from them at each load (tls-config.h);
+	                           NULL for plain HTTP and the admin listener */
 };
 
 /* The server checks of an https client, shared by backends and the
@@ -80,6 +84,8 @@ struct tg_backend {
 	char *api_key;          /* secret: never logged; NULL keeps the client's */
 	enum tg_key_header api_key_header;  /* where api_key goes */
 	struct tg_tls_client_config tls_config;  /* "tls", for https:// */
+	SSL_CTX *tls_ctx;       /* made from tls_config at each load for
+	                           https://, else NULL (tls-config.h) */
 	struct tg_backend_timeouts timeouts;
 	size_t max_idle;        /* pooled idle connections per worker */
 	tg_msec_t idle_keepalive; /* how long a pooled connection may idle */

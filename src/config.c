@@ -46,6 +46,7 @@
 #include "log.h"
 #include "metrics-config.h"
 #include "route-config.h"
+#include "tls-config.h"
 #include "trace-config.h"
 
 #define MAX_WORKERS 256
@@ -832,6 +833,7 @@ static void check_consistency(struct load_ctx *ctx, struct tg_config *cfg)
 static check_fn *const checks[] = {
 	check_consistency,
 	tg_cache_check_config,
+	tg_tls_load_contexts,
 };
 
 /* Whether the file f starts with a UTF-8 byte order mark; f is rewound. */
@@ -1018,6 +1020,7 @@ static void free_all_features(struct tg_config *cfg)
 static void free_config(struct tg_config *cfg)
 {
 	free_all_features(cfg);
+	tg_tls_free_contexts(cfg);
 
 	for (size_t i = 0; i < cfg->n_listen; i++) {
 		struct tg_listen *l = &cfg->listen[i];

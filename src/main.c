@@ -40,7 +40,7 @@
 #include "sd-notify.h"
 #include "metrics.h"
 #include "start-settings.h"
-#include "tls.h"
+#include "tls-handshake.h"
 #include "trace-export.h"
 #include "worker.h"
 
@@ -306,27 +306,6 @@ signal_cb(evutil_socket_t signo, short what, void *arg)
 	}
 }
 
-static int
-open_listen_tls(struct daemon *d)
-{
-	struct tg_runtime *rt = &d->runtime;
-
-	rt->listen_tls = calloc(d->config->n_listen, sizeof(*rt->listen_tls));
-	if (rt->listen_tls == NULL)
-		return -1;
-	rt->n_listen_tls = d->config->n_listen;
-	for (size_t i = 0; i < d->config->n_listen; i++) {
-		const struct tg_listen *l = &d->config->listen[i];
-
-		if (l->tls_cert == NULL)
-			continue;
-		rt->listen_tls[i] = tg_tls_server_ctx(l);
-		if (rt->listen_tls[i] == NULL)
-			return -1;
-	}
-	return 0;
-}
-
 /*
  * Check every listen address before the workers bind them with
  * SO_REUSEPORT, so that a port that another process serves stops the
@@ -470,7 +449,12 @@ set_up(struct daemon *d)
 	if (d->config->access_log != NULL &&
 	    tg_accesslog_open(&d->runtime.access_log, d->config->access_log) != 0)
 		return 1;
-	if (open_listen_tls(d) != 0 || tg_health_attach(&d->health, d->config) != 0 ||
+	if (tg_tls_listeners_new(d->config, &d->runtime.tls_listeners) != 0) {
+		tg_error("cannot start: out of memory");
+		return 1;
+	}
+	d->runtime.n_tls_listeners = d->config->n_listen;
+	if (tg_health_attach(&d->health, d->config) != 0 ||
 	    tg_ratelimit_attach(&d->limits, d->config) != 0)
 		return 1;
 	tg_metrics_config_loaded(d->config);
@@ -530,11 +514,7 @@ static void
 daemon_free(struct daemon *d)
 {
 	free(d->workers);
-	for (size_t i = 0; i < d->runtime.n_listen_tls; i++) {
-		if (d->runtime.listen_tls[i] != NULL)
-			SSL_CTX_free(d->runtime.listen_tls[i]);
-	}
-	free(d->runtime.listen_tls);
+	tg_tls_listeners_free(d->runtime.tls_listeners, d->runtime.n_tls_listeners);
 	tg_accesslog_close(&d->runtime.access_log);
 	tg_admin_free(d->admin);
 	if (d->drain_poll != NULL)

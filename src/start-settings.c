@@ -44,8 +44,7 @@ tg_start_settings_copy(struct tg_start_settings *s, const struct tg_config *cfg)
 
 	for (size_t i = 0; !failed && i < cfg->n_listen; i++) {
 		s->listen[i].address = copy_string(cfg->listen[i].address, &failed);
-		s->listen[i].tls_cert = copy_string(cfg->listen[i].tls_cert, &failed);
-		s->listen[i].tls_key = copy_string(cfg->listen[i].tls_key, &failed);
+		s->listen[i].tls = cfg->listen[i].tls_cert != NULL;
 		s->n_listen = i + 1;
 	}
 	for (size_t i = 0; !failed && i < cfg->resolver.n_nameservers; i++) {
@@ -70,8 +69,6 @@ tg_start_settings_free(struct tg_start_settings *s)
 {
 	for (size_t i = 0; i < s->n_listen; i++) {
 		free(s->listen[i].address);
-		free(s->listen[i].tls_cert);
-		free(s->listen[i].tls_key);
 	}
 	free(s->listen);
 	for (size_t i = 0; i < s->n_nameservers; i++)
@@ -91,9 +88,7 @@ listen_changed(const struct tg_start_settings *running, const struct tg_config *
 		const struct tg_start_listen *old = &running->listen[i];
 		const struct tg_listen *new = &cfg->listen[i];
 
-		if (!same_string(old->address, new->address) ||
-		    !same_string(old->tls_cert, new->tls_cert) ||
-		    !same_string(old->tls_key, new->tls_key))
+		if (!same_string(old->address, new->address) || old->tls != (new->tls_cert != NULL))
 			return 1;
 	}
 	return 0;

@@ -14,11 +14,11 @@
 
 #include "config-t.h"
 
-/* One listen entry: its socket and its TLS context are made at start. */
+/* One listen entry: its socket is made at start, to serve TLS or not.
+ * Its certificate and key follow reloads (tls-config.h). */
 struct tg_start_listen {
 	char *address;
-	char *tls_cert;                 /* NULL for plain HTTP */
-	char *tls_key;
+	int tls;
 };
 
 struct tg_start_settings {

@@ -9,7 +9,6 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
-#include "log.h"
 #include "tls.h"
 
 const char *
@@ -34,45 +33,44 @@ describe_openssl_error(char *why, size_t size, const char *what)
 	ERR_clear_error();
 }
 
-static void
-log_openssl_error(const char *what, const char *subject)
+/* Write what failed with OpenSSL's reason into why, and free ctx.
+ * Returns NULL, for the caller to return. */
+static SSL_CTX *
+fail_loading(SSL_CTX *ctx, char *why, size_t size, const char *what)
 {
-	char text[PATH_MAX + 64], why[PATH_MAX + 320];
-
-	snprintf(text, sizeof(text), "%s %s failed", what, subject);
-	describe_openssl_error(why, sizeof(why), text);
-	tg_error("%s", why);
+	describe_openssl_error(why, size, what);
+	SSL_CTX_free(ctx);
+	return NULL;
 }
 
 SSL_CTX *
-tg_tls_server_ctx(const struct tg_listen *listen)
+tg_tls_server_ctx(const char *cert, const char *key, enum tg_tls_server_file *failed,
+                  char *why, size_t size)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	char what[PATH_MAX + 160];
 
-	if (ctx == NULL) {
-		log_openssl_error("creating the TLS context for", listen->address);
-		return NULL;
-	}
+	*failed = TG_TLS_CERT;
+	if (ctx == NULL)
+		return fail_loading(NULL, why, size, "cannot create a TLS context");
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 
-	if (SSL_CTX_use_certificate_chain_file(ctx, listen->tls_cert) != 1) {
-		log_openssl_error("loading the certificate", listen->tls_cert);
-		goto fail;
+	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+		snprintf(what, sizeof(what), "cannot load a certificate chain from \"%s\" "
+		         "(expected PEM certificates, the server's first)", cert);
+		return fail_loading(ctx, why, size, what);
 	}
-	if (SSL_CTX_use_PrivateKey_file(ctx, listen->tls_key, SSL_FILETYPE_PEM) != 1) {
-		log_openssl_error("loading the private key", listen->tls_key);
-		goto fail;
-	}
-	if (SSL_CTX_check_private_key(ctx) != 1) {
-		log_openssl_error("matching the private key with the certificate of",
-		                  listen->address);
-		goto fail;
+
+	/* Loading the key also checks it against the certificate: the key
+	 * of another certificate fails here with "key values mismatch". */
+	*failed = TG_TLS_KEY;
+	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_check_private_key(ctx) != 1) {
+		snprintf(what, sizeof(what), "cannot load a private key from \"%s\" that "
+		         "matches the certificate (expected the certificate's PEM key)", key);
+		return fail_loading(ctx, why, size, what);
 	}
 	return ctx;
-
-fail:
-	SSL_CTX_free(ctx);
-	return NULL;
 }
 
 SSL_CTX *

@@ -10,8 +10,19 @@
 
 struct bufferevent;
 
-/* Server context for a TLS listener; logs and returns NULL on failure. */
-SSL_CTX *tg_tls_server_ctx(const struct tg_listen *listen);
+/* The file of a listener's TLS settings that a failure is about. */
+enum tg_tls_server_file {
+	TG_TLS_CERT,
+	TG_TLS_KEY,
+};
+
+/* Create the server context of a TLS listener from the PEM certificate
+ * chain in cert and its private key in key, loaded as every connection
+ * then uses them. On failure, returns NULL, sets *failed to the file at
+ * fault and writes what failed with the path and OpenSSL's reason into
+ * why, for a config error. */
+SSL_CTX *tg_tls_server_ctx(const char *cert, const char *key, enum tg_tls_server_file *failed,
+                           char *why, size_t size);
 
 /* Create a client context that verifies the server's certificate and name
  * (unless tls->verify is 0) against tls->ca_file, or else the system store.

@@ -17,7 +17,6 @@
  */
 #include <assert.h>
 #include <errno.h>
-#include <limits.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,7 +58,8 @@ enum conn_state {
 struct tg_pool {
 	struct tg_pool *next;
 	char *key;              /* backend name, URL and TLS settings */
-	SSL_CTX *tls;           /* for https backends */
+	int tls;                /* https: connections take the TLS context of
+	                           their request's config (tg_backend.tls_ctx) */
 	TAILQ_HEAD(, tg_upstream_conn) idle;
 	size_t n_idle;
 	struct tg_upstream_conn *spares;        /* closed, kept for new ones */
@@ -246,18 +246,8 @@ pool_get(struct tg_worker *w, const struct tg_backend *b)
 		return NULL;
 	}
 	p->key = key;
+	p->tls = b->tls;
 	TAILQ_INIT(&p->idle);
-	if (b->tls) {
-		char why[PATH_MAX + 400];
-
-		p->tls = tg_tls_client_ctx(&b->tls_config, why, sizeof(why));
-		if (p->tls == NULL) {
-			tg_error("backend %s: %s", b->name, why);
-			free(p->key);
-			free(p);
-			return NULL;
-		}
-	}
 	p->next = w->pools;
 	w->pools = p;
 	return p;
@@ -313,8 +303,6 @@ tg_upstream_pools_free(struct tg_worker *w)
 			event_free(c->timer);
 			free(c);
 		}
-		if (p->tls != NULL)
-			SSL_CTX_free(p->tls);
 		free(p->key);
 		free(p);
 		p = next;
@@ -662,13 +650,13 @@ describe_connect_error(struct tg_upstream_conn *c, char *buf, size_t size,
 	if (c->resolve_error != NULL) {
 		*err = TG_E_UPSTREAM_CONNECT;
 		snprintf(buf, size, "resolving %s: %s", c->backend->host, c->resolve_error);
-	} else if (c->pool->tls != NULL && tg_tls_session_error(c->bev, buf, size) != NULL) {
+	} else if (c->pool->tls && tg_tls_session_error(c->bev, buf, size) != NULL) {
 		*err = TG_E_UPSTREAM_TLS;
 	} else if (is_local_shortage(sys_error)) {
 		*err = TG_E_OVERLOADED;
 		snprintf(buf, size, "opening a connection to %s:%s: %s", c->backend->host,
 		         c->backend->port, evutil_socket_error_to_string(sys_error));
-	} else if (c->pool->tls != NULL && c->state == CONN_CONNECTING && sys_error == 0) {
+	} else if (c->pool->tls && c->state == CONN_CONNECTING && sys_error == 0) {
 		*err = TG_E_UPSTREAM_TLS;
 		snprintf(buf, size, "TLS handshake with %s:%s failed",
 		         c->backend->host, c->backend->port);
@@ -774,7 +762,7 @@ conn_event_cb(struct bufferevent *bev, short events, void *arg)
 		/* Requests go out in one write; Nagle's algorithm would only
 		 * delay the next one on a reused connection. */
 		setsockopt(bufferevent_getfd(c->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		if (c->pool->tls == NULL && conn_write_request(c) != 0) {
+		if (!c->pool->tls && conn_write_request(c) != 0) {
 			conn_fail(c, TG_E_OVERLOADED, "no memory to queue the request");
 			return;
 		}
@@ -843,10 +831,13 @@ new_bufferevent(struct tg_upstream_conn *c)
 	struct bufferevent *bev;
 	SSL *ssl;
 
-	if (c->pool->tls == NULL)
+	if (c->backend->tls_ctx == NULL)
 		return bufferevent_socket_new(c->worker->base, -1, options);
 
-	ssl = tg_tls_client_ssl(c->pool->tls, c->backend->host, c->backend->tls_config.verify);
+	/* The context of the request's config: after a reload, new
+	 * connections verify against the CA file as it was then. */
+	ssl = tg_tls_client_ssl(c->backend->tls_ctx, c->backend->host,
+	                        c->backend->tls_config.verify);
 	if (ssl == NULL)
 		return NULL;
 	bev = bufferevent_openssl_socket_new(c->worker->base, -1, ssl,
@@ -1028,7 +1019,7 @@ conn_open(struct tg_upstream_conn *c)
 	c->bev = new_bufferevent(c);
 	if (c->bev == NULL)
 		return -1;
-	tg_socket_reader_init(&c->reader, c->bev, c->pool->tls == NULL);
+	tg_socket_reader_init(&c->reader, c->bev, !c->pool->tls);
 	bufferevent_setcb(c->bev, conn_read_cb, NULL, conn_event_cb, c);
 
 	/* The connect completes, or fails, on the write event. A plain
@@ -1043,7 +1034,7 @@ conn_open(struct tg_upstream_conn *c)
 	 * a reference in the output and libevent's write: about 770
 	 * instructions more under callgrind. */
 	conn_reset_response(c);
-	if (c->pool->tls != NULL && conn_write_request(c) != 0)
+	if (c->pool->tls && conn_write_request(c) != 0)
 		return -1;
 	return 0;
 }

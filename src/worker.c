@@ -25,6 +25,7 @@
 #include "probe.h"
 #include "request.h"
 #include "resolve.h"
+#include "tls-handshake.h"
 #include "trace-context.h"
 #include "trace-span.h"
 #include "upstream.h"
@@ -32,9 +33,14 @@
 
 #define LISTEN_BACKLOG 1024
 
+/* The callback argument of one listener of a worker. tls is the context
+ * of new connections, a reference that the worker's thread replaces on
+ * reload (take_listener_tls()). Open connections keep the context they
+ * started with, because each SSL holds a reference to it. */
 struct tg_listener_ctx {
 	struct tg_worker *worker;
-	SSL_CTX *tls;
+	SSL_CTX *tls;                   /* NULL for plain HTTP */
+	struct tg_tls_listener *listen; /* its address, shared by the workers */
 };
 
 static void
@@ -44,7 +50,7 @@ accept_cb(struct evconnlistener *listener, evutil_socket_t fd,
 	struct tg_listener_ctx *ctx = arg;
 
 	(void)listener;
-	tg_client_accept(ctx->worker, fd, addr, addrlen, ctx->tls);
+	tg_client_accept(ctx->worker, fd, addr, addrlen, ctx->tls, ctx->listen);
 }
 
 static void
@@ -167,6 +173,16 @@ seed_ids(struct tg_worker *w)
 	w->rng = w->id_prefix | 1;      /* xorshift64 must not start at 0 */
 }
 
+/* Free the listeners' callback arguments and their TLS references. */
+static void
+free_listener_ctxs(struct tg_worker *w)
+{
+	for (size_t i = 0; w->listener_ctxs != NULL && i < w->n_listeners; i++)
+		SSL_CTX_free(w->listener_ctxs[i].tls);
+	free(w->listener_ctxs);
+	w->listener_ctxs = NULL;
+}
+
 struct tg_worker *
 tg_worker_new(int id, struct tg_config *cfg, struct tg_runtime *rt)
 {
@@ -203,7 +219,11 @@ tg_worker_new(int id, struct tg_config *cfg, struct tg_runtime *rt)
 	w->n_listeners = cfg->n_listen;
 	for (size_t i = 0; i < cfg->n_listen; i++) {
 		w->listener_ctxs[i].worker = w;
-		w->listener_ctxs[i].tls = rt->listen_tls[i];
+		w->listener_ctxs[i].listen = &rt->tls_listeners[i];
+		if (cfg->listen[i].tls_ctx != NULL) {
+			SSL_CTX_up_ref(cfg->listen[i].tls_ctx);
+			w->listener_ctxs[i].tls = cfg->listen[i].tls_ctx;
+		}
 		w->listeners[i] = open_listener(w, &cfg->listen[i], &w->listener_ctxs[i]);
 		if (w->listeners[i] == NULL)
 			goto fail;
@@ -214,7 +234,7 @@ fail:
 	close_listeners(w);
 	tg_accept_pause_free(w->accept_pause);
 	free(w->listeners);
-	free(w->listener_ctxs);
+	free_listener_ctxs(w);
 	tg_accesslog_free(w->access_log, 0);
 	tg_resolver_free(w->resolver);
 	tg_mailbox_free(w->mailbox);
@@ -279,7 +299,7 @@ free_worker(struct tg_worker *w, uint64_t log_deadline_ns)
 	close_listeners(w);
 	tg_accept_pause_free(w->accept_pause);
 	free(w->listeners);
-	free(w->listener_ctxs);
+	free_listener_ctxs(w);
 	tg_probes_stop(w);
 	tg_cache_worker_free(w->cache);
 	tg_upstream_pools_free(w);
@@ -364,6 +384,39 @@ struct config_message {
 	struct tg_config *config;
 };
 
+/* The TLS context that w->config gives the listen address of l, or NULL
+ * when it names that address no more or serves it without TLS: a listen
+ * address and whether it serves TLS take effect after a restart only. */
+static SSL_CTX *
+listener_tls_in_config(const struct tg_worker *w, const struct tg_listener_ctx *l)
+{
+	for (size_t i = 0; i < w->config->n_listen; i++) {
+		const struct tg_listen *entry = &w->config->listen[i];
+
+		if (strcmp(entry->address, l->listen->address) == 0)
+			return entry->tls_ctx;
+	}
+	return NULL;
+}
+
+/* Give w's TLS listeners the contexts of w->config, made from the
+ * certificate and key files as they were at the reload, for new
+ * connections. */
+static void
+take_listener_tls(struct tg_worker *w)
+{
+	for (size_t i = 0; i < w->n_listeners; i++) {
+		struct tg_listener_ctx *l = &w->listener_ctxs[i];
+		SSL_CTX *fresh = l->tls != NULL ? listener_tls_in_config(w, l) : NULL;
+
+		if (fresh == NULL || fresh == l->tls)
+			continue;
+		SSL_CTX_up_ref(fresh);
+		SSL_CTX_free(l->tls);
+		l->tls = fresh;
+	}
+}
+
 static void
 swap_config(void *arg)
 {
@@ -375,6 +428,7 @@ swap_config(void *arg)
 	w->config = msg->config;
 	free(msg);
 	tg_accesslog_configure(w->access_log, w->config);
+	take_listener_tls(w);
 	tg_resolver_set_bounds(w->resolver, &w->config->resolver);
 	tg_metrics_config_swapped(w->metrics);
 	if (w->id == 0)

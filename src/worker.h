@@ -41,14 +41,16 @@ struct tg_metrics_shard;
 struct tg_tracer;
 struct tg_span_pool;
 struct tg_mailbox;
+struct tg_tls_listener;
 
 /* State shared by all workers, fixed after start-up except where atomic. */
 struct tg_runtime {
 	atomic_int draining;            /* SIGTERM received */
 	atomic_int ready;               /* listeners open, config loaded */
 	struct tg_accesslog_file access_log;    /* fd -1 when it is off */
-	SSL_CTX **listen_tls;           /* per config listen entry; NULL for plain */
-	size_t n_listen_tls;
+	struct tg_tls_listener *tls_listeners;  /* one per listen address the
+	                                           process started with */
+	size_t n_tls_listeners;
 	struct tg_tracer *tracer;       /* span export; see trace-export.h */
 	_Atomic uint64_t accept_errors; /* failed accept() calls, client and
 	                                   admin listeners */

@@ -4,10 +4,11 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { after, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 
 import {
-  assertNoFatalOutput, freePort, makeTempDir, request, startGateway, stopAll, runTollgate, writeTempFile,
+  assertNoFatalOutput, freePort, makeCertificates, makeTempDir, request, startGateway, stopAll,
+  runTollgate, writeTempFile,
 } from './lib/harness.mjs';
 
 /* A config that passes -t; the backend is never contacted. */
@@ -301,6 +302,79 @@ describe('command line', () => {
     const { code, stderr } = await runTollgate(['-c', file]);
     assert.equal(code, 1);
     assert.match(stderr, /unknown backend "primray"/);
+  });
+});
+
+/* tollgate -t loads every certificate, key and CA file with OpenSSL as the
+ * start does, so that a file the start cannot use fails the check (which
+ * the systemd unit runs before a start and a reload), not the next start
+ * or every request to a backend. */
+describe('TLS files under -t', () => {
+  let certs;
+  let other;
+  let garbage;
+  let empty;
+
+  const listenTLS = (cert, key) => validConfig({
+    listen: [{ address: '127.0.0.1:18443', tls: { cert, key } }],
+  });
+
+  before(() => {
+    certs = makeCertificates(makeTempDir());
+    other = makeCertificates(makeTempDir(), 'other test CA');
+    garbage = writeTempFile('garbage.pem', 'not a PEM file\n');
+    empty = writeTempFile('empty.pem', '');
+  });
+
+  after(stopAll);
+
+  /* -t and a start both reject config with one line that names the key,
+   * the file and OpenSSL's reason. */
+  async function assertRejected(config, key, file, reason) {
+    const { file: path, code, stderr } = await check(config);
+    assert.equal(code, 1, stderr);
+    assert.match(stderr, new RegExp(`^${escape(path)}: ${escape(key)}: .*"${escape(file)}".*: ` +
+      `error:[0-9A-F]+:.*${reason}`, 'm'));
+    assert.equal(stderr.trim().split('\n').length, 1, stderr);
+
+    const started = await runTollgate(['-c', path]);
+    assert.equal(started.code, 1, started.stderr);
+    assert.match(started.stderr, new RegExp(`${escape(key)}: .*"${escape(file)}"`));
+  }
+
+  it('accepts a certificate with its key', async () => {
+    const { code, stderr } = await check(listenTLS(certs.cert, certs.key));
+    assert.equal(code, 0, stderr);
+  });
+
+  it('rejects a listener certificate that is not PEM', async () => {
+    await assertRejected(listenTLS(garbage, certs.key), 'listen[0].tls.cert', garbage, 'no start line');
+  });
+
+  it('rejects an empty listener key', async () => {
+    await assertRejected(listenTLS(certs.cert, empty), 'listen[0].tls.key', empty, '');
+  });
+
+  it('rejects a key that does not match the certificate', async () => {
+    await assertRejected(listenTLS(certs.cert, other.key), 'listen[0].tls.key', other.key,
+      'key values mismatch');
+  });
+
+  it('rejects certificate and key swapped', async () => {
+    await assertRejected(listenTLS(certs.key, certs.cert), 'listen[0].tls.cert', certs.key,
+      'no start line');
+  });
+
+  it('rejects a backend CA file without certificates', async () => {
+    await assertRejected(validConfig({
+      backends: { primary: { url: 'https://127.0.0.1:19001', tls: { ca_file: garbage } } },
+    }), 'backends.primary.tls.ca_file', garbage, 'no certificate or crl found');
+  });
+
+  it('rejects a tracing CA file without certificates', async () => {
+    await assertRejected(validConfig({
+      tracing: { otlp: { endpoint: 'https://127.0.0.1:19318/v1/traces', tls: { ca_file: garbage } } },
+    }), 'tracing.otlp.tls.ca_file', garbage, 'no certificate or crl found');
   });
 });
 

@@ -2,9 +2,11 @@
 // test, and a TLS listener on the gateway.
 
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import tls from 'node:tls';
 import { after, afterEach, before, describe, it } from 'node:test';
 
@@ -13,7 +15,7 @@ import {
   makeTempDir, openStream, rawPost, request, splitEvents, startGateway, startMock, waitFor,
 } from './lib/harness.mjs';
 import { assertError, normalizeVolatile } from './lib/checks.mjs';
-import { parseSamples, valueOf } from './lib/prometheus.mjs';
+import { parseSamples, promtoolCheck, scrape, valueOf } from './lib/prometheus.mjs';
 
 const chat = (model) => ({ model, messages: [{ role: 'user', content: 'hello' }] });
 
@@ -226,5 +228,249 @@ describe('TLS listener', () => {
     } finally {
       client.destroy();
     }
+  });
+});
+
+/* The SHA-256 fingerprint of the certificate in a PEM file, as node:tls
+ * reports a peer's. */
+function fingerprintOf(file) {
+  return new crypto.X509Certificate(fs.readFileSync(file)).fingerprint256;
+}
+
+/* Connect to the TLS listener on port without verifying it, and return
+ * the fingerprint of the certificate it presents. */
+async function servedFingerprint(port) {
+  const socket = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', rejectUnauthorized: false });
+  try {
+    await once(socket, 'secureConnect');
+    return socket.getPeerCertificate().fingerprint256;
+  } finally {
+    socket.destroy();
+  }
+}
+
+/* Certificates renewed as certbot renews them: new files at the same
+ * paths, then a reload. */
+describe('TLS files on reload', () => {
+  let first;
+  let second;
+  let third;
+  let upstream;
+  let live;
+  let mock;
+  let gw;
+  let port;
+  let openBeforeReload;
+
+  const copy = (from, to) => fs.copyFileSync(from, path.join(live, to));
+  const chatURL = () => `https://localhost:${port}/v1/chat/completions`;
+  const verified = (ca) => ['--resolve', `localhost:${port}:127.0.0.1`, '--cacert', ca];
+
+  before(async () => {
+    first = makeCertificates(makeTempDir(), 'first test CA');
+    second = makeCertificates(makeTempDir(), 'second test CA');
+    third = makeCertificates(makeTempDir(), 'third test CA');
+    upstream = makeCertificates(makeTempDir(), 'upstream test CA');
+    live = makeTempDir();
+    copy(first.cert, 'server.pem');
+    copy(first.key, 'server.key');
+    copy(first.ca, 'upstream-ca.pem');       // not the upstream's CA yet
+    mock = await startMock({ tls: upstream });
+    port = await freePort();
+    gw = await startGateway({
+      listen: [{ address: `127.0.0.1:${port}`,
+        tls: { cert: path.join(live, 'server.pem'), key: path.join(live, 'server.key') } }],
+      backends: {
+        mock: { url: `https://localhost:${mock.port}`, tls: { ca_file: path.join(live, 'upstream-ca.pem') } },
+      },
+      routes: [chatRoute('gpt-*', 'mock')],
+    });
+  });
+
+  afterEach(() => gw?.checkErrors());
+  after(async () => {
+    openBeforeReload?.destroy();
+    await stopAll();
+  });
+
+  it('serves the certificate of the start', async () => {
+    assert.equal(await servedFingerprint(port), fingerprintOf(first.cert));
+    openBeforeReload = await RawClient.connect(port, { tls: { ca: first.ca, servername: 'localhost' } });
+  });
+
+  it('answers 502 before the CA file renewal', async () => {
+    gw.expectErrors(/certificate|verify|tls|ssl|handshake/i);
+    const res = await curl([...verified(first.ca), ...curlPost(chatURL(), chat('gpt-4o'))]);
+    assertError(res, 502, 'upstream_error', 'upstream_failed');
+  });
+
+  it('reloads files renewed at the same paths', async () => {
+    copy(second.cert, 'server.pem');
+    copy(second.key, 'server.key');
+    copy(upstream.ca, 'upstream-ca.pem');
+    assert.equal(await gw.reload(gw.config), 'reloaded');
+    assert.equal(await servedFingerprint(port), fingerprintOf(second.cert));
+    const res = await curl([...verified(second.ca), ...curlPost(chatURL(), chat('gpt-4o'))]);
+    assert.equal(res.status, 200, `${res.stderr}${res.text}`);
+  });
+
+  it('keeps an open connection on its certificate', async () => {
+    assert.equal(openBeforeReload.socket.getPeerCertificate().fingerprint256, fingerprintOf(first.cert));
+    await openBeforeReload.write(rawPost('/v1/chat/completions', chat('gpt-4o')));
+    const res = await openBeforeReload.readResponse();
+    assert.equal(res.status, 200, res.text);
+  });
+
+  it('keeps the certificate when new files are unusable', async () => {
+    const key = path.join(live, 'server.key');
+    gw.expectErrors(/listen\[0\]\.tls\.key|reload of .* failed/);
+    copy(third.key, 'server.key');
+    const from = gw.stderr.length;
+    assert.equal(await gw.reload(gw.config), 'failed');
+    const line = await gw.waitForLog(/listen\[0\]\.tls\.key: /, { from });
+    assert.ok(line.includes(`"${key}"`), line);
+    assert.match(line, /key values mismatch/);
+    assert.equal(await servedFingerprint(port), fingerprintOf(second.cert));
+    copy(second.key, 'server.key');
+  });
+
+  it('reloads a certificate from new paths', async () => {
+    const config = structuredClone(gw.config);
+    config.listen[0].tls = { cert: third.cert, key: third.key };
+    const from = gw.stderr.length;
+    assert.equal(await gw.reload(config), 'reloaded');
+    assert.equal(await servedFingerprint(port), fingerprintOf(third.cert));
+    assert.deepEqual(gw.stderr.slice(from).filter((l) => l.includes('[warn]')), []);
+  });
+});
+
+/* Each failed handshake on a TLS listener gets an info line with the
+ * client and OpenSSL's reason, and a count by reason. Fewer failures
+ * happen here than the log lets through in a second, so every one has its
+ * line. */
+describe('failed TLS handshakes', () => {
+  let certs;
+  let mock;
+  let gw;
+  let port;
+  let plainPort;
+
+  before(async () => {
+    certs = makeCertificates(makeTempDir());
+    mock = await startMock();
+    port = await freePort();
+    plainPort = await freePort();
+    gw = await startGateway({
+      listen: [{ address: `127.0.0.1:${port}`, tls: { cert: certs.cert, key: certs.key } },
+        `127.0.0.1:${plainPort}`],
+      limits: { client_header_timeout: '1s' },
+      backends: { mock: { url: mock.url } },
+      routes: [chatRoute('gpt-*', 'mock')],
+    });
+  });
+
+  afterEach(() => gw?.checkErrors());
+  after(stopAll);
+
+  const failures = async (reason) => valueOf(parseSamples((await scrape(gw)).text),
+    'tollgate_tls_handshake_errors_total', { listener: `127.0.0.1:${port}`, reason });
+
+  /* Run fail(), which makes one handshake fail, and return the log line
+   * of that failure once the counter of reason has counted it. */
+  async function expectFailure(reason, fail) {
+    const before = await failures(reason);
+    const from = gw.stderr.length;
+    const clientPort = await fail();
+    const line = await gw.waitForLog(new RegExp(`\\[info\\] client 127\\.0\\.0\\.1:${clientPort ?? '\\d+'}: ` +
+      `TLS handshake on 127\\.0\\.0\\.1:${port} failed \\(${reason}\\): `), { from });
+    await waitFor(async () => await failures(reason) === before + 1,
+      { message: `tollgate_tls_handshake_errors_total{reason="${reason}"} to count the failure` });
+    return line;
+  }
+
+  /* Send bytes on a plain socket to the TLS port, and end the connection
+   * when close is set. Resolves to the client's port once the gateway has
+   * closed it. */
+  async function sendRaw(bytes, { close }) {
+    const socket = net.connect({ host: '127.0.0.1', port });
+    await once(socket, 'connect');
+    const clientPort = socket.localPort;
+    socket.on('error', () => {});
+    socket.resume();
+    socket.write(bytes);
+    if (close)
+      socket.end();
+    await once(socket, 'close');
+    return clientPort;
+  }
+
+  it('logs and counts a TLS 1.0 client', async () => {
+    const line = await expectFailure('protocol', async () => {
+      const socket = tls.connect({
+        host: '127.0.0.1', port, minVersion: 'TLSv1', maxVersion: 'TLSv1',
+        ciphers: 'DEFAULT@SECLEVEL=0', rejectUnauthorized: false,
+      });
+      const [err] = await once(socket, 'error');
+      assert.match(err.code, /PROTOCOL_VERSION/);
+      return undefined;
+    });
+    assert.match(line, /unsupported protocol/);
+  });
+
+  it('logs and counts an untrusted certificate', async () => {
+    const line = await expectFailure('certificate', async () => {
+      const res = await curl(['--resolve', `localhost:${port}:127.0.0.1`,
+        ...curlPost(`https://localhost:${port}/v1/chat/completions`, chat('gpt-4o'))]);
+      assert.equal(res.code, 60, res.stderr);
+      return undefined;
+    });
+    assert.match(line, /alert unknown ca/);
+  });
+
+  it('logs and counts a malformed ClientHello', async () => {
+    // A handshake record whose message type and length are nonsense.
+    const hello = Buffer.from([0x16, 0x03, 0x01, 0x00, 0x08, 0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4]);
+    const line = await expectFailure('other', () => sendRaw(hello, { close: false }));
+    assert.match(line, /error:[0-9A-F]+:SSL routines::/);
+  });
+
+  it('logs and counts a client leaving mid-handshake', async () => {
+    const partial = Buffer.from([0x16, 0x03, 0x01, 0x00, 0x50, 0x01]);
+    await expectFailure('closed', () => sendRaw(partial, { close: true }));
+  });
+
+  it('logs and counts a handshake timeout', async () => {
+    const partial = Buffer.from([0x16, 0x03, 0x01, 0x00, 0x50, 0x01]);
+    const line = await expectFailure('timeout', () => sendRaw(partial, { close: false }));
+    assert.match(line, /not done within limits\.client_header_timeout/);
+  });
+
+  it('ignores a connection that sends nothing', async () => {
+    const total = async () => {
+      const samples = parseSamples((await scrape(gw)).text);
+      return ['protocol', 'certificate', 'closed', 'timeout', 'other'].reduce((sum, reason) =>
+        sum + valueOf(samples, 'tollgate_tls_handshake_errors_total', { listener: `127.0.0.1:${port}`, reason }), 0);
+    };
+    const before = await total();
+    const socket = net.connect({ host: '127.0.0.1', port });
+    await once(socket, 'connect');
+    socket.end();
+    await once(socket, 'close');
+    // The gateway closed the empty connection before 'close' fired, so a
+    // count of it would show by now. A good handshake must not count either.
+    const res = await curl(['--resolve', `localhost:${port}:127.0.0.1`, '--cacert', certs.ca,
+      ...curlPost(`https://localhost:${port}/v1/chat/completions`, chat('gpt-4o'))]);
+    assert.equal(res.status, 200, res.stderr);
+    assert.equal(await total(), before);
+  });
+
+  it('lists every reason per TLS listener', async () => {
+    const { text } = await scrape(gw);
+    const samples = parseSamples(text);
+    for (const reason of ['protocol', 'certificate', 'closed', 'timeout', 'other'])
+      assert.ok(samples.has(`tollgate_tls_handshake_errors_total{listener="127.0.0.1:${port}",reason="${reason}"}`), reason);
+    assert.doesNotMatch(text, new RegExp(`tollgate_tls_handshake_errors_total\\{listener="127\\.0\\.0\\.1:${plainPort}"`));
+    const checked = await promtoolCheck(text);
+    assert.equal(checked.code, 0, checked.output);
   });
 });

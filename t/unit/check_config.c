@@ -253,6 +253,8 @@ START_TEST(full_config_values)
 	ck_assert_str_eq(cfg->listen[2].host, "0.0.0.0");
 	ck_assert_str_eq(cfg->listen[2].tls_cert, DATA_DIR "/test-cert.pem");
 	ck_assert_str_eq(cfg->listen[2].tls_key, DATA_DIR "/test-key.pem");
+	ck_assert_ptr_null(cfg->listen[0].tls_ctx);
+	ck_assert_ptr_nonnull(cfg->listen[2].tls_ctx);
 	ck_assert_str_eq(cfg->admin.address, "127.0.0.1:9191");
 	ck_assert_int_eq(cfg->workers, 4);
 	ck_assert_uint_eq(cfg->drain_timeout, 120000);
@@ -278,6 +280,7 @@ START_TEST(full_config_values)
 	ck_assert_str_eq(p->api_key, "sk-primary");
 	ck_assert_str_eq(p->tls_config.ca_file, DATA_DIR "/test-cert.pem");
 	ck_assert_int_eq(p->tls_config.verify, 0);
+	ck_assert_ptr_null(p->tls_ctx);
 	ck_assert_uint_eq(p->timeouts.connect, 2000);
 	ck_assert_uint_eq(p->timeouts.first_byte, 90000);
 	ck_assert_uint_eq(p->timeouts.idle, 15000);
@@ -292,6 +295,7 @@ START_TEST(full_config_values)
 	ck_assert_str_eq(s->host_header, "api.example.test");
 	ck_assert_str_eq(s->base_path, "");
 	ck_assert_int_eq(s->tls_config.verify, 1);
+	ck_assert_ptr_nonnull(s->tls_ctx);
 
 	const struct tg_backend *v6 = tg_config_backend(cfg, "v6");
 	ck_assert_str_eq(v6->host, "::1");
