@@ -494,6 +494,27 @@ tg_filter_request(struct tg_request *req, tg_filter_next_fn *next)
 
 /* --- response side ------------------------------------------------------ */
 
+/* Replace the texts of an upstream error that a block filter matched: its
+ * message, its "param" (null, as OpenAI sends when no parameter is at
+ * fault) and an error given as a string. */
+static void
+withhold_error_message(json_t *body)
+{
+	static const char withheld[] = "the upstream's error message was withheld by a "
+	                               "content filter";
+	json_t *error = json_object_get(body, "error");
+
+	if (json_is_string(error)) {
+		json_object_set_new(body, "error", json_string(withheld));
+		return;
+	}
+	if (!json_is_object(error))
+		return;
+	json_object_set_new(error, "message", json_string(withheld));
+	if (json_is_string(json_object_get(error, "param")))
+		json_object_set_new(error, "param", json_null());
+}
+
 /*
  * Empty every choice and mark it content_filter. An Anthropic message
  * loses every content block and gets the stop_reason "refusal", the value
@@ -502,6 +523,7 @@ tg_filter_request(struct tg_request *req, tg_filter_next_fn *next)
  * loses every output item (and the "output_text" that some servers add
  * as the SDKs do) and becomes "incomplete" with the reason
  * "content_filter", as OpenAI marks a response its own filter stopped.
+ * An "error" beside them, which the filters read too, is withheld.
  */
 static void
 block_answer(json_t *body)
@@ -511,16 +533,7 @@ block_answer(json_t *body)
 	json_t *choice;
 
 	json_array_foreach(choices, i, choice) {
-		json_t *message = json_object_get(choice, "message");
-
-		if (message != NULL) {
-			json_object_set_new(message, "content", json_null());
-			json_object_del(message, "tool_calls");
-			json_object_del(message, "function_call");
-			json_object_del(message, "refusal");
-		}
-		if (json_object_get(choice, "text") != NULL)
-			json_object_set_new(choice, "text", json_string(""));
+		tg_text_clear_choice(choice);
 		json_object_set_new(choice, "finish_reason", json_string("content_filter"));
 	}
 	if (json_is_array(json_object_get(body, "content"))) {
@@ -534,18 +547,7 @@ block_answer(json_t *body)
 		json_object_set_new(body, "incomplete_details",
 		                    json_pack("{s:s}", "reason", "content_filter"));
 	}
-}
-
-/* Replace the message of an upstream error that a block filter matched. */
-static void
-withhold_error_message(json_t *body)
-{
-	json_t *error = json_object_get(body, "error");
-
-	if (json_is_object(error))
-		json_object_set_new(error, "message",
-		                    json_string("the upstream's error message was withheld by a "
-		                                "content filter"));
+	withhold_error_message(body);
 }
 
 /* Write the filtered JSON back as the body the client gets. Returns 0, or

@@ -16,6 +16,7 @@
 #include <yajl/yajl_parse.h>
 
 #include "filter-args.h"
+#include "filter-members.h"
 #include "filter-number.h"
 #include "filter-plugin.h"
 #include "filter.h"
@@ -224,13 +225,25 @@ enum rule {
 	R_RESPONSE_FORMAT,      /* "response_format" of chat completions */
 	R_OUTPUT_FORMAT,        /* a "json_schema" format: its description and
 	                           schema */
-	R_ANNOTATIONS,          /* an output_text part's "annotations" */
+	R_ANNOTATIONS,          /* an output_text part's "annotations", and
+	                           a chat message's */
 	R_ANNOTATION,
+	R_URL_CITATION,         /* a chat annotation's "url_citation" */
+	R_REASONING,            /* "reasoning" and "reasoning_content": a
+	                           string, or every string of an object or
+	                           array given in its place */
+	R_REASONING_DETAILS,    /* OpenRouter's "reasoning_details" */
+	R_REASONING_DETAIL,
+	R_AUDIO,                /* a chat message's "audio": its transcript */
+	R_RESULT_BODY,          /* the "content" of a server tool's result:
+	                           a string (a file's text), an array of
+	                           result parts, or a document */
 	R_TEXT_CONFIG,          /* the Responses API's "text": its "format" */
 	R_TOOL_CHOICE,          /* "tool_choice", and the older
 	                           "function_call": the names it gives */
 	R_ALLOWED_TOOLS,        /* chat completions' "allowed_tools" of a
 	                           tool choice */
+	R_COUNT
 };
 
 struct member {
@@ -275,6 +288,10 @@ struct member {
  * A tool_result's "content" may hold both kinds of block
  * (RESULT_PART_MEMBERS).
  *
+ * The "stdout" and "stderr" of a part are the output of a command that
+ * the model reads: each item of a Responses API shell_call_output's
+ * "output" has them. They are last, as the rarest keys.
+ *
  * NOTE: the "data" of a base64 source (a PDF) and the file a "file" or
  * "url" source names are not read: a regex cannot screen the text they
  * hold.
@@ -283,13 +300,19 @@ static const struct member PART_MEMBERS[] = {
 	MEMBER("text", R_TEXT), MEMBER("refusal", R_TEXT), MEMBER("thinking", R_TEXT),
 	MEMBER("input", R_TOOL_INPUT), MEMBER("content", R_RESULT), MEMBER("citations", R_VALUES),
 	MEMBER("title", R_TEXT), MEMBER("context", R_TEXT), MEMBER("source", R_SOURCE),
-	MEMBER("name", R_NAME), MEMBER("annotations", R_ANNOTATIONS), END_MEMBERS
+	MEMBER("name", R_NAME), MEMBER("annotations", R_ANNOTATIONS), MEMBER("stdout", R_TEXT),
+	MEMBER("stderr", R_TEXT), END_MEMBERS
 };
-/* An annotation of a Responses API output_text part: the "title" of a
- * cited web page is text the client shows beside the response text. Its URL,
- * file names and offsets are not read: a mask there would break a link
- * or a file reference. */
+/* An annotation of a Responses API output_text part, or of a chat
+ * message, whose url_citation holds the same members: the "title" of a
+ * cited web page is text the client shows beside the response text. Its
+ * URL, file names and offsets are not read: a mask there would break a
+ * link or a file reference, and they name what a tool found, which the
+ * model did not write. */
 static const struct member ANNOTATION_MEMBERS[] = {
+	MEMBER("title", R_TEXT), MEMBER("url_citation", R_URL_CITATION), END_MEMBERS
+};
+static const struct member URL_CITATION_MEMBERS[] = {
 	MEMBER("title", R_TEXT), END_MEMBERS
 };
 static const struct member RESULT_PART_MEMBERS[] = {
@@ -305,16 +328,24 @@ static const struct member SOURCE_MEMBERS[] = {
 static const struct member TEXT_PART_MEMBERS[] = {
 	MEMBER("text", R_TEXT), END_MEMBERS
 };
-/* The result of an Anthropic server tool, which an assistant turn sent
- * back contains: a web fetch's document ("content"), and the output of
- * code it ran. */
+/* The result of an Anthropic server tool, in an assistant turn sent
+ * back or in a response: a web fetch's document ("content"), the output
+ * of code it ran, the text of a file its text editor viewed ("content", a
+ * string) and the "lines" of an edit it made. */
 static const struct member RESULT_MEMBERS[] = {
-	MEMBER("content", R_RESULT_PART), MEMBER("stdout", R_TEXT), MEMBER("stderr", R_TEXT),
-	END_MEMBERS
+	MEMBER("content", R_RESULT_BODY), MEMBER("stdout", R_TEXT), MEMBER("stderr", R_TEXT),
+	MEMBER("lines", R_TEXTS), END_MEMBERS
 };
 /* "reasoning_content" (DeepSeek and servers that copy it) and
  * "reasoning" carry a model's reasoning, which clients may show as they
- * show the content.
+ * show the content. A server that gives either as an object or an array
+ * has every string in it read (R_REASONING), since no shape of it is
+ * known. OpenRouter's "reasoning_details" repeat the reasoning as items:
+ * the "text" and "summary" of each are read; their "data" is encrypted.
+ * An audio reply's "transcript" is the text the audio speaks, and an
+ * annotation's title is shown beside the content.
+ * A block removes every member read here from a response's message
+ * (tg_text_clear_choice()).
  * A message's "name" names the speaker to the model, so it may contain a
  * person's name or address. A mask that matches it blocks the request
  * instead of rewriting it. OpenAI's API rejects a name with a space or
@@ -323,9 +354,17 @@ static const struct member RESULT_MEMBERS[] = {
  * speakers one. */
 static const struct member MESSAGE_MEMBERS[] = {
 	MEMBER("content", R_CONTENT), MEMBER("refusal", R_TEXT),
-	MEMBER("reasoning_content", R_TEXT), MEMBER("reasoning", R_TEXT),
+	MEMBER("reasoning_content", R_REASONING), MEMBER("reasoning", R_REASONING),
 	MEMBER("tool_calls", R_CALLS), MEMBER("function_call", R_FUNCTION),
-	MEMBER("name", R_VERBATIM), END_MEMBERS
+	MEMBER("name", R_VERBATIM), MEMBER("audio", R_AUDIO),
+	MEMBER("reasoning_details", R_REASONING_DETAILS), MEMBER("annotations", R_ANNOTATIONS),
+	END_MEMBERS
+};
+static const struct member REASONING_DETAIL_MEMBERS[] = {
+	MEMBER("text", R_TEXT), MEMBER("summary", R_TEXT), END_MEMBERS
+};
+static const struct member AUDIO_MEMBERS[] = {
+	MEMBER("transcript", R_TEXT), END_MEMBERS
 };
 static const struct member CALL_MEMBERS[] = {
 	MEMBER("function", R_FUNCTION), END_MEMBERS
@@ -353,7 +392,10 @@ static const struct member CHOICE_MEMBERS[] = {
  * code_interpreter_call's "code" and the "logs" of its "outputs", and a
  * file_search_call's "queries" and the "text" of its "results". So are
  * an mcp_call's "error", the "action" of a search, shell or computer
- * call, and the "diff" of an apply_patch_call. The "tools" of an
+ * call, and the "diff" of an apply_patch_call. So is the "stdout" and
+ * "stderr" of each part of a shell_call_output's "output"
+ * (PART_MEMBERS), and an image_generation_call's "revised_prompt", the
+ * prompt the model wrote for the image. The "tools" of an
  * mcp_list_tools item are read as the request's own tools are. The
  * "name" of a call is read verbatim (R_NAME).
  */
@@ -362,7 +404,8 @@ static const struct member INPUT_ITEM_MEMBERS[] = {
 	MEMBER("output", R_CONTENT), MEMBER("summary", R_CONTENT), MEMBER("input", R_TEXT),
 	MEMBER("code", R_TEXT), MEMBER("queries", R_TEXTS), MEMBER("results", R_TEXT_PARTS),
 	MEMBER("error", R_TEXT), MEMBER("tools", R_TOOLS), MEMBER("action", R_ACTION),
-	MEMBER("operation", R_OPERATION), MEMBER("outputs", R_LOGS), END_MEMBERS
+	MEMBER("operation", R_OPERATION), MEMBER("outputs", R_LOGS),
+	MEMBER("revised_prompt", R_TEXT), END_MEMBERS
 };
 /* The "action" of a web search, shell or computer call: its query, the
  * text it found or typed, its commands. */
@@ -452,9 +495,12 @@ static const struct member REQUEST_MEMBERS[] = {
 	MEMBER("tool_choice", R_TOOL_CHOICE), MEMBER("function_call", R_TOOL_CHOICE),
 	MEMBER("suffix", R_TEXTS), END_MEMBERS
 };
-/* An error's message may echo the prompt back, in both APIs' shapes. */
+/* An error's message may echo the prompt back, in both APIs' shapes, and
+ * so may an error given as a string (R_ERROR reads one). Its "param"
+ * names a request parameter ("messages[0].content"), which a server may
+ * fill with the value it rejects. */
 static const struct member ERROR_MEMBERS[] = {
-	MEMBER("message", R_TEXT), END_MEMBERS
+	MEMBER("message", R_TEXT), MEMBER("param", R_TEXT), END_MEMBERS
 };
 /* An Anthropic message's "content" is an array of blocks; a string there
  * is no shape of either API, and is left unread as before. A Responses
@@ -559,7 +605,7 @@ static const struct rule_def RULES[] = {
 	[R_CHOICE] = {0, R_NONE, CHOICE_MEMBERS, 0},
 	[R_REQUEST] = {0, R_NONE, REQUEST_MEMBERS, 0},
 	[R_RESPONSE] = {0, R_NONE, RESPONSE_MEMBERS, 0},
-	[R_ERROR] = {0, R_NONE, ERROR_MEMBERS, 0},
+	[R_ERROR] = {1, R_NONE, ERROR_MEMBERS, 0},
 	[R_TOOLS] = {0, R_TOOL, NULL, 0},
 	[R_TOOL] = {0, R_NONE, TOOL_MEMBERS, 0},
 	[R_TOOL_FUNCTION] = {0, R_NONE, TOOL_FUNCTION_MEMBERS, 0},
@@ -569,6 +615,12 @@ static const struct rule_def RULES[] = {
 	[R_OUTPUT_FORMAT] = {0, R_NONE, OUTPUT_FORMAT_MEMBERS, 0},
 	[R_ANNOTATIONS] = {0, R_ANNOTATION, NULL, 0},
 	[R_ANNOTATION] = {0, R_NONE, ANNOTATION_MEMBERS, 0},
+	[R_URL_CITATION] = {0, R_NONE, URL_CITATION_MEMBERS, 0},
+	[R_REASONING] = {1, R_NONE, NULL, 0, .data = ALL_STRINGS},
+	[R_REASONING_DETAILS] = {0, R_REASONING_DETAIL, NULL, 0},
+	[R_REASONING_DETAIL] = {0, R_NONE, REASONING_DETAIL_MEMBERS, 0},
+	[R_AUDIO] = {0, R_NONE, AUDIO_MEMBERS, 0},
+	[R_RESULT_BODY] = {1, R_RESULT_PART, RESULT_PART_MEMBERS, 0},
 	[R_TEXT_CONFIG] = {0, R_NONE, TEXT_CONFIG_MEMBERS, 0},
 	[R_TOOL_CHOICE] = {0, R_NONE, TOOL_CHOICE_MEMBERS, 0},
 	[R_ALLOWED_TOOLS] = {0, R_NONE, ALLOWED_TOOLS_MEMBERS, 0},
@@ -861,6 +913,75 @@ tg_text_collect_response(json_t *body, struct tg_text_list *out)
 	return walk_tree(out, body, R_RESPONSE, 0);
 }
 
+/* The message members that a block removes from a choice: every member
+ * that MESSAGE_MEMBERS reads but "content", which the chat completion
+ * shape requires, and which becomes null. */
+void
+tg_text_clear_choice(json_t *choice)
+{
+	json_t *message = json_object_get(choice, "message");
+
+	if (json_is_object(message)) {
+		for (const struct member *m = MESSAGE_MEMBERS; m->key != NULL; m++)
+			json_object_del(message, m->key);
+		json_object_set_new(message, "content", json_null());
+	}
+	if (json_object_get(choice, "text") != NULL)
+		json_object_set_new(choice, "text", json_string(""));
+}
+
+/* --- the tables as a cursor (filter-members.h) ---------------------------- */
+
+unsigned
+tg_member_block(void)
+{
+	return R_PART;
+}
+
+unsigned
+tg_member_of(unsigned rule, const char *key, size_t len)
+{
+	const struct member *m = rule < R_COUNT ? RULES[rule].members : NULL;
+
+	for (; m != NULL && m->key != NULL; m++) {
+		if (m->len == len && memcmp(key, m->key, len) == 0)
+			return m->rule;
+	}
+	return R_NONE;
+}
+
+unsigned
+tg_member_item(unsigned rule)
+{
+	return rule < R_COUNT ? RULES[rule].items : R_NONE;
+}
+
+/* A name (S_REQUEST) is read in requests only; the stream reads
+ * responses. */
+enum tg_member_string
+tg_member_string(unsigned rule)
+{
+	if (rule >= R_COUNT || !(RULES[rule].text || RULES[rule].role == S_TYPE))
+		return TG_MEMBER_NONE;
+	switch (RULES[rule].role) {
+	case S_TYPE:
+		return TG_MEMBER_TYPE;
+	case S_TYPED:
+		return TG_MEMBER_TYPED;
+	case S_REQUEST:
+		return TG_MEMBER_NONE;
+	default:
+		return TG_MEMBER_TEXT;
+	}
+}
+
+/* A schema is read whole here: it has no place in a response. */
+int
+tg_member_all(unsigned rule)
+{
+	return rule < R_COUNT && (RULES[rule].all || RULES[rule].data || RULES[rule].schema);
+}
+
 /* --- texts of a body read with yajl -------------------------------------- */
 
 /*
@@ -886,7 +1007,7 @@ struct frame {
 
 /* A rule fits the bytes of a frame, which keep the frames small for the
  * reader's room (struct tg_text_tap_room). */
-_Static_assert(R_ALLOWED_TOOLS <= UCHAR_MAX, "enum rule does not fit struct frame");
+_Static_assert(R_COUNT <= UCHAR_MAX, "enum rule does not fit struct frame");
 
 /* The depth of containers in a JSON Schema that the reader follows. A
  * deeper schema leaves the body to the tree (text_reader.unsure). */

@@ -143,10 +143,16 @@ int tg_text_list_add(struct tg_text_list *list, json_t *value);
 int tg_text_collect_request(json_t *body, struct tg_text_list *out);
 
 /* The same for a non-streaming response: each choice's message content,
- * refusal, tool call and function call arguments, and "text" of a
- * completion; or the blocks of an Anthropic message's "content", read as
- * in a request. */
+ * refusal, reasoning, audio transcript, annotation titles, tool call and
+ * function call arguments, and "text" of a completion; or the blocks of
+ * an Anthropic message's "content", read as in a request; or the items of
+ * a Responses API "output"; and an error's message and param. */
 int tg_text_collect_response(json_t *body, struct tg_text_list *out);
+
+/* Remove from choice, a choice of a response a block filter stopped, every
+ * text that tg_text_collect_response() reads there: its message's members
+ * (content becomes null) and a completion's "text" (becomes ""). */
+void tg_text_clear_choice(json_t *choice);
 
 /* What the readers below call for each text: len bytes, decoded from
  * JSON, valid only during the call. Return 0 to read on, or nonzero to

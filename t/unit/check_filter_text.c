@@ -268,17 +268,43 @@ static const struct text_case cases[] = {
 	 "{\"message\": {\"content\": \"top\"}, \"text\": \"top\", \"content\": \"top\","
 	 " \"choices\": [{\"delta\": {\"content\": \"d\"}, \"logprobs\": {\"content\":"
 	 " [{\"token\": \"t\", \"text\": \"l\"}]}, \"message\": {\"message\": {\"content\":"
-	 " \"deep\"}, \"choices\": [{\"text\": \"deep\"}], \"audio\": {\"transcript\": \"a\"}}}],"
+	 " \"deep\"}, \"choices\": [{\"text\": \"deep\"}], \"audio\": {\"data\": \"no\"}}}],"
 	 " \"usage\": {\"text\": \"u\"}}",
 	 {NULL}, {NULL}},
 	{"error messages of both APIs",
 	 "{\"type\": \"error\", \"error\": {\"type\": \"invalid_request_error\","
-	 " \"message\": \"M\", \"param\": \"no\", \"code\": null, \"details\":"
+	 " \"message\": \"M\", \"param\": \"P\", \"code\": null, \"details\":"
 	 " {\"message\": \"no\"}}}",
-	 {"M"}, {"M"}},
-	{"error that is not an object",
+	 {"M", "P"}, {"M", "P"}},
+	{"error given as a string",
 	 "{\"error\": \"plain\", \"message\": \"no\"}",
-	 {NULL}, {NULL}},
+	 {"plain"}, {"plain"}},
+	{"message members a block removes",
+	 "{\"choices\": [{\"message\": {\"content\": \"C\", \"reasoning\": {\"text\": \"R1\","
+	 " \"parts\": [\"R2\"]}, \"reasoning_content\": [\"R3\"], \"audio\": {\"id\": \"no\","
+	 " \"data\": \"no\", \"expires_at\": 1, \"transcript\": \"AU\"}, \"reasoning_details\":"
+	 " [{\"type\": \"reasoning.text\", \"text\": \"D1\", \"signature\": \"no\"},"
+	 " {\"type\": \"reasoning.summary\", \"summary\": \"D2\"}, {\"type\":"
+	 " \"reasoning.encrypted\", \"data\": \"no\"}], \"annotations\": [{\"type\":"
+	 " \"url_citation\", \"url_citation\": {\"url\": \"no\", \"title\": \"AT\","
+	 " \"start_index\": 0}}]}}]}",
+	 {"C", "R1", "R2", "R3", "AU", "D1", "D2", "AT"},
+	 {"C", "R3", "R1", "R2", "AU", "D1", "D2", "AT"}},
+	{"tool outputs",
+	 "{\"output\": [{\"type\": \"shell_call_output\", \"call_id\": \"no\", \"output\":"
+	 " [{\"stdout\": \"O1\", \"stderr\": \"E1\", \"outcome\": {\"type\": \"exit\","
+	 " \"exit_code\": 0}}]}, {\"type\": \"image_generation_call\", \"result\": \"no\","
+	 " \"revised_prompt\": \"RP\"}], \"content\": [{\"type\":"
+	 " \"text_editor_code_execution_tool_result\", \"tool_use_id\": \"no\", \"content\":"
+	 " {\"type\": \"text_editor_code_execution_view_result\", \"file_type\": \"text\","
+	 " \"content\": \"V\", \"num_lines\": 1}}, {\"type\":"
+	 " \"text_editor_code_execution_tool_result\", \"content\": {\"type\":"
+	 " \"text_editor_code_execution_str_replace_result\", \"lines\": [\"L1\", \"L2\"]}},"
+	 " {\"type\": \"bash_code_execution_tool_result\", \"content\": {\"type\":"
+	 " \"bash_code_execution_result\", \"stdout\": \"O2\", \"stderr\": \"E2\","
+	 " \"return_code\": 0, \"content\": []}}]}",
+	 {"O1", "E1", "RP", "V", "L1", "L2", "O2", "E2"},
+	 {"V", "L1", "L2", "O2", "E2", "O1", "E1", "RP"}},
 	{"anthropic message",
 	 "{\"id\": \"msg_1\", \"type\": \"message\", \"role\": \"assistant\", \"content\": ["
 	 "{\"type\": \"thinking\", \"thinking\": \"H\", \"signature\": \"sig\"},"
