@@ -11,6 +11,7 @@
  *             "delta": {"content": "..." or [{"text": "...", "refusal": "..."}],
  *                       "refusal": "...", "reasoning_content": "...",
  *                       "reasoning": "...",
+ *                       "audio": {"transcript": "..."},
  *                       "tool_calls": [{"index": n,
  *                                       "function": {"arguments": "..."}}],
  *                       "function_call": {"arguments": "..."}}}
@@ -25,8 +26,13 @@
  *   MESSAGE_BLOCK = {"text": "...", "thinking": "...", "input": VALUES}
  *
  * where every string inside VALUES, at any depth, is a text of its own.
- * The message of an error event, {"error": {"message": "..."}} in either
- * API's shape, is a text of its own too, as an error body's is.
+ * The other members of a content_block, and of a MESSAGE_BLOCK, are read
+ * by the member tables of a body (filter-members.h), in frames of place
+ * P_RULED, and each string they read is a text of its own too: the result
+ * of a server tool, which content_block_start carries whole.
+ * The message and param of an error event, {"error": {"message": "...",
+ * "param": "..."}} in either API's shape, and {"error": "..."}, are texts
+ * of their own too, as an error body's are.
  * The texts are read whatever the block's or delta's own "type", as the
  * table of filter-text.c reads a part's "text". message_start's blocks
  * are the first blocks of the message, so each is the block whose index
@@ -55,6 +61,7 @@
 #include <yajl/yajl_parse.h>
 
 #include "filter-chunk.h"
+#include "filter-members.h"
 #include "reply-digest.h"
 #include "yajl-arena.h"
 #include "yajl-jansson.h"
@@ -78,6 +85,9 @@ enum place {
 	P_MESSAGE_BLOCK,
 	P_VALUES,               /* a tool_use "input" or a "citation" */
 	P_ERROR,                /* the top-level "error" of an error event */
+	P_AUDIO,                /* delta.audio */
+	P_RULED,                /* inside an Anthropic block, read by the
+	                           member tables (filter-members.h) */
 	P_COUNT
 };
 
@@ -104,6 +114,11 @@ enum member {
 	M_INPUT,
 	M_CITATION,
 	M_ERROR,
+	M_AUDIO,
+	M_TRANSCRIPT,
+	M_PARAM,
+	M_RULED,                /* a member the tables read: the frame's
+	                           member_rule reads its value */
 };
 
 struct key {
@@ -127,8 +142,9 @@ static const struct key CHOICE_KEYS[] = {
 static const struct key DELTA_KEYS[] = {
 	KEY("content", M_CONTENT), KEY("refusal", M_REFUSAL), KEY("tool_calls", M_TOOL_CALLS),
 	KEY("function_call", M_FUNCTION_CALL), KEY("reasoning_content", M_REASONING_CONTENT),
-	KEY("reasoning", M_REASONING), END_KEYS
+	KEY("reasoning", M_REASONING), KEY("audio", M_AUDIO), END_KEYS
 };
+static const struct key AUDIO_KEYS[] = {KEY("transcript", M_TRANSCRIPT), END_KEYS};
 /* A content part's text, whatever its "type", as filter-text.c reads it. */
 static const struct key PART_KEYS[] = {
 	KEY("text", M_TEXT), KEY("refusal", M_REFUSAL), END_KEYS
@@ -145,7 +161,9 @@ static const struct key BLOCK_DELTA_KEYS[] = {
 	KEY("citation", M_CITATION), END_KEYS
 };
 static const struct key MESSAGE_KEYS[] = {KEY("content", M_CONTENT), END_KEYS};
-static const struct key ERROR_KEYS[] = {KEY("message", M_MESSAGE), END_KEYS};
+static const struct key ERROR_KEYS[] = {
+	KEY("message", M_MESSAGE), KEY("param", M_PARAM), END_KEYS
+};
 
 /* The keys read in an object of each place; NULL: none. */
 static const struct key *const PLACE_KEYS[P_COUNT] = {
@@ -153,7 +171,7 @@ static const struct key *const PLACE_KEYS[P_COUNT] = {
 	[P_CALL] = CALL_KEYS, [P_FUNCTION] = FUNCTION_KEYS, [P_FUNCTION_CALL] = FUNCTION_KEYS,
 	[P_PART] = PART_KEYS, [P_BLOCK] = BLOCK_KEYS,
 	[P_BLOCK_DELTA] = BLOCK_DELTA_KEYS, [P_MESSAGE] = MESSAGE_KEYS,
-	[P_MESSAGE_BLOCK] = BLOCK_KEYS, [P_ERROR] = ERROR_KEYS,
+	[P_MESSAGE_BLOCK] = BLOCK_KEYS, [P_ERROR] = ERROR_KEYS, [P_AUDIO] = AUDIO_KEYS,
 };
 
 /* Return items, an array of *cap items of size bytes, grown when it has
@@ -209,17 +227,36 @@ is_index(struct tg_chunk *c)
 	       member_in(c, P_ROOT) == M_INDEX;
 }
 
-/* Whether the value that starts now holds texts at any depth: a tool_use
- * block's "input", or a citation. */
-static int
-is_values(struct tg_chunk *c)
+/* The rule of the member tables that reads the value that starts now,
+ * inside an Anthropic block; 0 elsewhere, or when none reads it. */
+static unsigned
+value_rule(struct tg_chunk *c)
 {
 	struct tg_chunk_frame *f = top(c);
 
 	if (f == NULL)
 		return 0;
+	if (f->array)
+		return f->place == P_RULED ? tg_member_item(f->rule) : 0;
+	return f->member == M_RULED ? f->member_rule : 0;
+}
+
+/* Whether the value that starts now holds texts at any depth: a tool_use
+ * block's "input", a citation, or a value the tables read so
+ * (tg_member_all()). */
+static int
+is_values(struct tg_chunk *c)
+{
+	struct tg_chunk_frame *f = top(c);
+	unsigned rule;
+
+	if (f == NULL)
+		return 0;
 	if (f->place == P_VALUES)
 		return 1;
+	rule = value_rule(c);
+	if (rule != 0)
+		return tg_member_all(rule);
 	if (f->array)
 		return 0;
 	return ((f->place == P_BLOCK || f->place == P_MESSAGE_BLOCK) && f->member == M_INPUT) ||
@@ -238,6 +275,8 @@ place_of(struct tg_chunk *c, int array)
 		return P_OTHER;
 	if (is_values(c))
 		return P_VALUES;
+	if (value_rule(c) != 0)
+		return P_RULED;
 	if (array && !f->array && f->place == P_MESSAGE && f->member == M_CONTENT)
 		return P_MESSAGE_BLOCKS;
 	if (!array && f->array && f->place == P_MESSAGE_BLOCKS)
@@ -266,6 +305,8 @@ place_of(struct tg_chunk *c, int array)
 		return P_PART;
 	if (!f->array && f->place == P_DELTA && f->member == M_FUNCTION_CALL)
 		return P_FUNCTION_CALL;
+	if (!f->array && f->place == P_DELTA && f->member == M_AUDIO)
+		return P_AUDIO;
 	if (!f->array && f->place == P_CHOICE && f->member == M_DELTA)
 		return P_DELTA;
 	if (!f->array && f->place == P_CALL && f->member == M_FUNCTION)
@@ -323,10 +364,14 @@ open_container(struct tg_chunk *c, int array)
 {
 	size_t position;
 	enum place place;
+	unsigned rule;
 
 	check_text_shape(c, array);
 	position = value_starts(c);
 	place = place_of(c, array);
+	rule = place == P_RULED ? value_rule(c) : 0;
+	if (place == P_BLOCK || place == P_MESSAGE_BLOCK)
+		rule = tg_member_block();
 	if (is_index(c))
 		c->bad_index = 1;
 
@@ -343,7 +388,7 @@ open_container(struct tg_chunk *c, int array)
 	}
 	c->frames[c->depth++] = (struct tg_chunk_frame){
 		.place = (unsigned char)place, .array = (unsigned char)array,
-		.first_key = c->keys.n,
+		.rule = (unsigned char)rule, .first_key = c->keys.n,
 	};
 	return 1;
 }
@@ -397,8 +442,16 @@ on_map_key(void *ctx, const unsigned char *s, size_t len)
 	for (; keys != NULL && keys->name != NULL; keys++) {
 		if (keys->len == len && memcmp(s, keys->name, len) == 0) {
 			f->member = keys->member;
-			break;
+			return 1;
 		}
+	}
+
+	/* A block's other members, and those inside them, are read as the
+	 * same block of a body is. */
+	if (f->rule != 0) {
+		f->member_rule = (unsigned char)tg_member_of(f->rule, (const char *)s, len);
+		if (f->member_rule != 0)
+			f->member = M_RULED;
 	}
 	return 1;
 }
@@ -444,14 +497,35 @@ add_text(struct tg_chunk *c, size_t choice, enum tg_chunk_kind kind, const unsig
 	return 0;
 }
 
+/* The kind of a string that the tables read by rule: a text of its own,
+ * complete. A document source's "data" is read unless its object's "type"
+ * came first and is not "text" (base64), since the reader cannot wait for
+ * a type that comes after it. */
+static int
+ruled_kind(const struct tg_chunk_frame *f, unsigned rule)
+{
+	switch (tg_member_string(rule)) {
+	case TG_MEMBER_TEXT:
+		return TG_CHUNK_VALUE;
+	case TG_MEMBER_TYPED:
+		return f->text_type >= 0 ? TG_CHUNK_VALUE : -1;
+	default:
+		return -1;
+	}
+}
+
 /* The kind of text a string in the innermost object is, or -1: none. */
 static int
 text_kind(struct tg_chunk *c)
 {
 	struct tg_chunk_frame *f = top(c);
+	unsigned rule;
 
 	if (is_values(c))
 		return TG_CHUNK_VALUE;
+	rule = value_rule(c);
+	if (rule != 0)
+		return ruled_kind(f, rule);
 	if (f == NULL || f->array)
 		return -1;
 	if (f->place == P_CHOICE && f->member == M_TEXT)
@@ -464,6 +538,8 @@ text_kind(struct tg_chunk *c)
 		return TG_CHUNK_REASONING_CONTENT;
 	if (f->place == P_DELTA && f->member == M_REASONING)
 		return TG_CHUNK_REASONING;
+	if (f->place == P_AUDIO && f->member == M_TRANSCRIPT)
+		return TG_CHUNK_TRANSCRIPT;
 	if (f->place == P_FUNCTION && f->member == M_ARGUMENTS)
 		return TG_CHUNK_ARGUMENTS;
 	if (f->place == P_FUNCTION_CALL && f->member == M_ARGUMENTS)
@@ -480,8 +556,10 @@ text_kind(struct tg_chunk *c)
 		return TG_CHUNK_THINKING;
 	if (f->place == P_BLOCK_DELTA && f->member == M_PARTIAL_JSON)
 		return TG_CHUNK_INPUT_JSON;
-	if (f->place == P_ERROR && f->member == M_MESSAGE)
+	if (f->place == P_ERROR && (f->member == M_MESSAGE || f->member == M_PARAM))
 		return TG_CHUNK_VALUE;
+	if (f->place == P_ROOT && f->member == M_ERROR)
+		return TG_CHUNK_VALUE;          /* an error given as a string */
 	return -1;
 }
 
@@ -502,20 +580,36 @@ check_text_shape(struct tg_chunk *c, int array)
 
 /* Whether a text of the innermost container belongs to the Anthropic
  * block of the event, rather than to the last choice opened: a text of
- * "content_block" or "delta", or inside their values. An error's message
- * takes that place too, since an error event has no choice. */
+ * "content_block" or "delta", or inside their values. An error's texts
+ * take that place too, since an error event has no choice. */
 static int
 in_block(struct tg_chunk *c)
 {
+	const struct tg_chunk_frame *f = top(c);
+
+	if (f != NULL && f->place == P_ROOT)
+		return f->member == M_ERROR;
 	for (size_t i = c->depth < TG_CHUNK_MAX_FRAMES ? c->depth : TG_CHUNK_MAX_FRAMES; i > 0; i--) {
 		enum place p = c->frames[i - 1].place;
 
 		if (p == P_BLOCK || p == P_BLOCK_DELTA || p == P_ERROR)
 			return 1;
-		if (p != P_VALUES)
+		if (p != P_VALUES && p != P_RULED)
 			return 0;
 	}
 	return 0;
+}
+
+/* Note the "type" of the innermost object when the tables read it
+ * (TG_MEMBER_TYPE): whether a document source's "data" is text. */
+static void
+note_type(struct tg_chunk *c, const unsigned char *s, size_t len)
+{
+	struct tg_chunk_frame *f = top(c);
+	unsigned rule = value_rule(c);
+
+	if (rule != 0 && tg_member_string(rule) == TG_MEMBER_TYPE)
+		f->text_type = len == 4 && memcmp(s, "text", 4) == 0 ? 1 : -1;
 }
 
 /* Whether len bytes at s are the string lit. */
@@ -536,6 +630,7 @@ on_string(void *ctx, const unsigned char *s, size_t len)
 		c->unsure = 1;
 	if (is_index(c))
 		c->bad_index = 1;
+	note_type(c, s, len);
 
 	/* Some servers send "" on every chunk: only a reason ends the text. */
 	if (member_in(c, P_CHOICE) == M_FINISH_REASON && len > 0)

@@ -13,7 +13,12 @@
  * (content_block_start), and delta.text, .partial_json and .thinking
  * (content_block_delta), the text and thinking of each block of
  * message.content (message_start), and each string inside a tool_use
- * block's input and a citations_delta's citation. An Anthropic event
+ * block's input and a citations_delta's citation. The other members of
+ * those blocks are read by the member tables of a response body
+ * (filter-members.h), such as a server tool's result. Of a chat chunk it
+ * gives delta.audio.transcript too, and of an error event, in either
+ * shape, error.message, error.param, or an error given as a string. An
+ * Anthropic event
  * reads as one choice, its content block. The choice's index is the
  * event's "index", and a content_block_stop event finishes it. A
  * message_start event reads as one choice per block. Each
@@ -54,6 +59,7 @@ enum tg_chunk_kind {
 	TG_CHUNK_INPUT_JSON,    /* Anthropic delta.partial_json */
 	TG_CHUNK_REASONING_CONTENT,     /* delta.reasoning_content */
 	TG_CHUNK_REASONING,     /* delta.reasoning */
+	TG_CHUNK_TRANSCRIPT,    /* delta.audio.transcript */
 	TG_CHUNK_VALUE,         /* Anthropic: a string inside a tool_use
 	                           block's "input" or a "citation", a text
 	                           of its own, complete */
@@ -86,6 +92,12 @@ struct tg_chunk_frame {
 	unsigned char place;    /* what it is in the chunk's shape */
 	unsigned char member;   /* what the last key of an object named */
 	unsigned char array;
+	unsigned char rule;     /* the rule of the member tables that reads
+	                           it: an Anthropic block's, or P_RULED's */
+	unsigned char member_rule;      /* the rule of the last key's value,
+	                                   when member is M_RULED */
+	signed char text_type;  /* an object's "type" the tables read: 1 when
+	                           "text", -1 another, 0 not read yet */
 	size_t items;           /* an array's values so far */
 	size_t first_key;       /* an object's first key in the chunk's keys */
 };

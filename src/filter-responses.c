@@ -72,8 +72,10 @@ static const struct text_event TEXT_EVENTS[] = {
 	 TG_RESPONSES_APPEND},
 	{"response.code_interpreter_call_code.done", "code", TG_CHUNK_CONTENT, NULL,
 	 TG_RESPONSES_WHOLE},
-	/* An error may echo the prompt, as an error body's message may. */
+	/* An error may echo the prompt, as an error body's message and param
+	 * may. */
 	{"error", "message", TG_CHUNK_VALUE, NULL, TG_RESPONSES_WHOLE},
+	{"error", "param", TG_CHUNK_VALUE, NULL, TG_RESPONSES_WHOLE},
 };
 
 /* An event that carries a part, an item or a response object. */
@@ -343,7 +345,9 @@ read_text_event(struct tg_responses_event *r, json_t *event, const struct text_e
 		read_index(r, event, "output_index", &item);
 	if (e->part_key != NULL)
 		read_index(r, event, e->part_key, &part);
-	if (text == NULL)
+	/* An error's null "param" (or message) is no text; a null delta
+	 * is one a client may join as "null". */
+	if (text == NULL || (e->kind == TG_CHUNK_VALUE && json_is_null(text)))
 		return 0;
 	if (!json_is_string(text)) {
 		r->unread = type;
@@ -384,9 +388,17 @@ tg_responses_read(struct tg_responses_event *r, json_t *event)
 		r->unread = "(no type)";
 		return 0;
 	}
+	/* An event may have more than one text: the entries of its type are
+	 * next to each other. */
 	for (size_t i = 0; i < sizeof(TEXT_EVENTS) / sizeof(TEXT_EVENTS[0]); i++) {
-		if (strcmp(type, TEXT_EVENTS[i].type) == 0)
-			return read_text_event(r, event, &TEXT_EVENTS[i], type);
+		if (strcmp(type, TEXT_EVENTS[i].type) != 0)
+			continue;
+		for (; i < sizeof(TEXT_EVENTS) / sizeof(TEXT_EVENTS[0]) &&
+		       strcmp(type, TEXT_EVENTS[i].type) == 0; i++) {
+			if (read_text_event(r, event, &TEXT_EVENTS[i], type) != 0)
+				return -1;
+		}
+		return 0;
 	}
 	for (size_t i = 0; i < sizeof(HOLDER_EVENTS) / sizeof(HOLDER_EVENTS[0]); i++) {
 		if (strcmp(type, HOLDER_EVENTS[i].type) == 0)

@@ -182,6 +182,91 @@ START_TEST(anthropic_message_start_and_values)
 }
 END_TEST
 
+/* A chat audio reply's transcript is a streamed text of its own; its
+ * audio data is not. */
+START_TEST(audio_transcript_read)
+{
+	const char *data = "{\"choices\":[{\"index\":0,\"delta\":{\"audio\":{\"id\":\"a\","
+	                   "\"data\":\"UklG\",\"transcript\":\"hi\"},\"content\":\"c\"}}]}";
+	struct tg_chunk c = {0};
+
+	ck_assert_int_eq(read_chunk(&c, data), TG_CHUNK_READ);
+	ck_assert_uint_eq(c.n_texts, 2);
+	check_text(&c, data, 0, 0, TG_CHUNK_CONTENT, 0, "c", "\"c\"");
+	check_text(&c, data, 1, 0, TG_CHUNK_TRANSCRIPT, 0, "hi", "\"hi\"");
+	ck_assert_int_eq(c.odd_text, 0);
+	tg_chunk_free(&c);
+}
+END_TEST
+
+/* The blocks of content_block_start and message_start are read by the
+ * member tables of a body: a server tool's output, a fetched document's
+ * title and text, a file the text editor viewed, each a value. A block's
+ * name, ids and base64 data are not texts. */
+START_TEST(anthropic_blocks_read_as_bodies)
+{
+	const char *bash = "{\"type\":\"content_block_start\",\"index\":1,\"content_block\":"
+	                   "{\"type\":\"bash_code_execution_tool_result\",\"tool_use_id\":\"t\","
+	                   "\"content\":{\"type\":\"bash_code_execution_result\",\"stdout\":\"o\","
+	                   "\"stderr\":\"e\",\"return_code\":0,\"content\":[]}}}";
+	const char *fetch = "{\"type\":\"content_block_start\",\"index\":2,\"content_block\":"
+	                    "{\"type\":\"web_fetch_tool_result\",\"content\":{\"type\":"
+	                    "\"web_fetch_result\",\"url\":\"u\",\"content\":{\"type\":\"document\","
+	                    "\"title\":\"t\",\"source\":{\"type\":\"text\",\"data\":\"d\"}}}}}";
+	const char *pdf = "{\"type\":\"content_block_start\",\"index\":0,\"content_block\":"
+	                  "{\"type\":\"server_tool_use\",\"name\":\"n\",\"content\":{\"content\":"
+	                  "{\"source\":{\"type\":\"base64\",\"data\":\"JVBE\"}}}}}";
+	const char *start = "{\"type\":\"message_start\",\"message\":{\"content\":[{\"type\":"
+	                    "\"text\",\"text\":\"a\"},{\"type\":"
+	                    "\"text_editor_code_execution_tool_result\",\"content\":{\"type\":"
+	                    "\"text_editor_code_execution_view_result\",\"content\":\"v\"}}]}}";
+	struct tg_chunk c = {0};
+
+	ck_assert_int_eq(read_chunk(&c, bash), TG_CHUNK_READ);
+	ck_assert_uint_eq(c.n_choices, 1);
+	ck_assert_int_eq(c.choices[0].index, 1);
+	ck_assert_uint_eq(c.n_texts, 2);
+	check_text(&c, bash, 0, 0, TG_CHUNK_VALUE, 0, "o", "\"o\"");
+	check_text(&c, bash, 1, 0, TG_CHUNK_VALUE, 0, "e", "\"e\"");
+
+	ck_assert_int_eq(read_chunk(&c, fetch), TG_CHUNK_READ);
+	ck_assert_uint_eq(c.n_texts, 2);
+	check_text(&c, fetch, 0, 0, TG_CHUNK_VALUE, 0, "t", "\"t\"");
+	check_text(&c, fetch, 1, 0, TG_CHUNK_VALUE, 0, "d", "\"d\"");
+
+	ck_assert_int_eq(read_chunk(&c, pdf), TG_CHUNK_READ);
+	ck_assert_uint_eq(c.n_texts, 0);
+
+	ck_assert_int_eq(read_chunk(&c, start), TG_CHUNK_READ);
+	ck_assert_uint_eq(c.n_choices, 2);
+	ck_assert_uint_eq(c.n_texts, 2);
+	check_text(&c, start, 0, 0, TG_CHUNK_CONTENT, 0, "a", "\"a\"");
+	check_text(&c, start, 1, 1, TG_CHUNK_VALUE, 0, "v", "\"v\"");
+	tg_chunk_free(&c);
+}
+END_TEST
+
+/* An error's param, and an error given as a string, are values of the
+ * event, which has no choice. */
+START_TEST(error_param_and_string)
+{
+	const char *object = "{\"error\":{\"message\":\"m\",\"param\":\"p\",\"code\":null}}";
+	const char *string = "{\"error\":\"s\"}";
+	struct tg_chunk c = {0};
+
+	ck_assert_int_eq(read_chunk(&c, object), TG_CHUNK_READ);
+	ck_assert_uint_eq(c.n_texts, 2);
+	check_text(&c, object, 0, 0, TG_CHUNK_VALUE, 0, "m", "\"m\"");
+	check_text(&c, object, 1, 0, TG_CHUNK_VALUE, 0, "p", "\"p\"");
+
+	ck_assert_int_eq(read_chunk(&c, string), TG_CHUNK_READ);
+	ck_assert_uint_eq(c.n_choices, 1);
+	ck_assert_uint_eq(c.n_texts, 1);
+	check_text(&c, string, 0, 0, TG_CHUNK_VALUE, 0, "s", "\"s\"");
+	tg_chunk_free(&c);
+}
+END_TEST
+
 /* content_block_stop finishes its block; the other events carry no text
  * the filters read, whatever members they have. */
 START_TEST(anthropic_stop_and_other_events)
@@ -400,6 +485,9 @@ filter_chunk_suite(void)
 	tcase_add_test(tc, anthropic_texts);
 	tcase_add_test(tc, anthropic_stop_and_other_events);
 	tcase_add_test(tc, anthropic_message_start_and_values);
+	tcase_add_test(tc, audio_transcript_read);
+	tcase_add_test(tc, anthropic_blocks_read_as_bodies);
+	tcase_add_test(tc, error_param_and_string);
 	tcase_add_test(tc, function_call_read);
 	tcase_add_test(tc, empty_finish_reason);
 	tcase_add_loop_test(tc, index_not_integer, 0, (int)(sizeof(indexes) / sizeof(indexes[0])));

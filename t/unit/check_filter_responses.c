@@ -235,6 +235,22 @@ START_TEST(error_message_read)
 }
 END_TEST
 
+/* A param the server filled in is a text of the event too. */
+START_TEST(error_param_read)
+{
+	json_t *event = load("{\"type\":\"error\",\"code\":\"c\",\"message\":\"m\",\"param\":\"p\"}");
+	struct tg_responses_event r = {0};
+
+	ck_assert_int_eq(tg_responses_read(&r, event), 0);
+	ck_assert_ptr_null(r.unread);
+	ck_assert_uint_eq(r.n_texts, 2);
+	check_text(&r, 0, TG_CHUNK_VALUE, -1, 0, TG_RESPONSES_WHOLE, "m");
+	check_text(&r, 1, TG_CHUNK_VALUE, -1, 0, TG_RESPONSES_WHOLE, "p");
+	json_decref(event);
+	tg_responses_free(&r);
+}
+END_TEST
+
 static Suite *
 filter_responses_suite(void)
 {
@@ -249,6 +265,7 @@ filter_responses_suite(void)
 	tcase_add_test(tc, unread_events);
 	tcase_add_test(tc, index_missing_or_invalid);
 	tcase_add_test(tc, error_message_read);
+	tcase_add_test(tc, error_param_read);
 	suite_add_tcase(s, tc);
 	return s;
 }

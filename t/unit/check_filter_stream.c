@@ -1949,6 +1949,71 @@ START_TEST(anthropic_block_ends_with_error_event)
 }
 END_TEST
 
+/* A chat audio reply's transcript streams as a text of its own: an
+ * address split across two of its deltas is masked, beside content that
+ * a window of its own keeps apart. */
+START_TEST(audio_transcript_masked)
+{
+	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_RESPONSE, email_rules);
+	const struct tg_filter *slot[1];
+	struct tg_filter_chain chain;
+	struct tg_filter_log log = {0};
+	struct evbuffer *out = evbuffer_new();
+	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain, out);
+	char *sent;
+
+	ck_assert_int_eq(feed_data(s, "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"jane@\","
+	                              "\"audio\":{\"id\":\"a\",\"transcript\":\"mail jane@exa\"}}}]}",
+	                           0), TG_STREAM_OK);
+	ck_assert_int_eq(feed_data(s, "{\"choices\":[{\"index\":0,\"delta\":{\"audio\":"
+	                              "{\"transcript\":\"mple.com\"}}}]}", 1), TG_STREAM_OK);
+	ck_assert_int_eq(feed_data(s, "{\"choices\":[{\"index\":0,\"delta\":{},"
+	                              "\"finish_reason\":\"stop\"}]}", 0), TG_STREAM_OK);
+	ck_assert_uint_eq(tg_filter_stream_held(s), 0);
+	sent = take(out);
+	ck_assert_msg(strstr(sent, "example") == NULL, "%s", sent);
+	ck_assert_ptr_nonnull(strstr(sent, "\"transcript\":\"mail [REDACTED:email]\""));
+	ck_assert_ptr_nonnull(strstr(sent, "\"content\":\"jane@\""));
+	ck_assert_uint_eq(log.n, 1);
+	free(sent);
+	evbuffer_free(out);
+	tg_filter_stream_free(s);
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
+/* A server tool's result that content_block_start carries whole is read
+ * as the same block of a body: its stdout blocks the stream. */
+START_TEST(anthropic_tool_result_block_blocks)
+{
+	static const char *const events[] = {
+		"{\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":"
+		"\"bash_code_execution_tool_result\",\"tool_use_id\":\"s\",\"content\":{\"type\":"
+		"\"bash_code_execution_result\",\"stdout\":\"jane@example.com\",\"stderr\":\"\","
+		"\"return_code\":0}}}",
+	};
+	struct tg_filter *f = make_filter("pii", TG_ACTION_BLOCK, TG_SIDE_RESPONSE, email_rules);
+	const struct tg_filter *slot[1];
+	struct tg_filter_chain chain;
+	struct tg_filter_log log = {0};
+	struct evbuffer *out = evbuffer_new();
+	struct tg_filter_stream *s = new_stream(f, &log, slot, &chain, out);
+	char *sent;
+
+	feed_anthropic(s, out, anthropic_start, 2, TG_STREAM_OK);
+	feed_anthropic(s, out, events, 1, TG_STREAM_BLOCK);
+	sent = take(out);
+	ck_assert_ptr_null(strstr(sent, "jane"));
+	ck_assert_ptr_nonnull(strstr(sent, "event: error\n"));
+	free(sent);
+	evbuffer_free(out);
+	tg_filter_stream_free(s);
+	tg_filter_log_free(&log);
+	destroy_filter(f);
+}
+END_TEST
+
 START_TEST(request_only_chain_has_no_stream)
 {
 	struct tg_filter *f = make_filter("pii", TG_ACTION_MASK, TG_SIDE_REQUEST, card_rules);
@@ -2027,6 +2092,8 @@ filter_stream_suite(void)
 	tcase_add_loop_test(tc, anthropic_split_text_masked, 0, 27);
 	tcase_add_test(tc, anthropic_blocks_have_own_windows);
 	tcase_add_test(tc, anthropic_block_ends_with_error_event);
+	tcase_add_test(tc, audio_transcript_masked);
+	tcase_add_test(tc, anthropic_tool_result_block_blocks);
 	suite_add_tcase(s, tc);
 	return s;
 }
