@@ -70,6 +70,13 @@ _Static_assert(VERSION_TAIL <= TG_CLIENT_HISTORY, "the history holds a version's
 #define CLIENT_OUTPUT_HIGH (256 * 1024)  /* stop reading the upstream above */
 #define CLIENT_OUTPUT_LOW (64 * 1024)    /* and resume below */
 
+/* Maximum pipelined bytes a connection reads ahead while a request is
+ * served. Above it, reading stops until the requests read ahead take less
+ * again, so the input of a client that pipelines and never reads stays
+ * within this and one read more, whatever it sends. Hundreds of small
+ * pipelined requests still fit. */
+#define CLIENT_PIPELINE_MAX (64 * 1024)
+
 static void client_parse(struct tg_client *c);
 static void client_free(struct tg_client *c);
 
@@ -845,6 +852,16 @@ check_read_start(struct tg_client *c, const char *data, size_t len)
 	return data[0] == '\n' ? request_line_bare_lf(c) : 0;
 }
 
+/* Read again after client_read_cb() stopped at CLIENT_PIPELINE_MAX. */
+static void
+resume_read_ahead(struct tg_client *c)
+{
+	if (!c->read_ahead_full)
+		return;
+	c->read_ahead_full = 0;
+	tg_socket_reader_enable(&c->reader);
+}
+
 /* Respond to c's request, read whole: by its site, or by the routes. */
 static void
 dispatch(struct tg_client *c)
@@ -900,6 +917,11 @@ client_parse(struct tg_client *c)
 		                          c->parse_message[0] != '\0' ? c->parse_message : NULL);
 		return;
 	}
+
+	/* The input ran out before a request was read whole: the rest of it
+	 * is still to come. */
+	if (c->state != TG_CLIENT_CLOSING)
+		resume_read_ahead(c);
 }
 
 static void
@@ -910,6 +932,17 @@ client_read_cb(struct bufferevent *bev, void *arg)
 	if (c->state == TG_CLIENT_CLOSING) {
 		/* Lingering after an error response: discard what still comes. */
 		evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
+		return;
+	}
+	if (c->state == TG_CLIENT_SERVING) {
+		/* The parser waits for the response, so the bytes are pipelined
+		 * requests: stop reading them past the bound. Until reading
+		 * resumes, the end of the connection shows only when a write to
+		 * it fails, or at limits.send_timeout. */
+		if (evbuffer_get_length(bufferevent_get_input(bev)) > CLIENT_PIPELINE_MAX) {
+			tg_socket_reader_disable(&c->reader);
+			c->read_ahead_full = 1;
+		}
 		return;
 	}
 	if (c->state == TG_CLIENT_IDLE)
@@ -976,6 +1009,12 @@ finish_request(struct tg_client *c)
 
 	c->state = TG_CLIENT_IDLE;
 	llhttp_resume(&c->parser);
+
+	/* Past the bound, each request read ahead must leave the input
+	 * before reading resumes, or each response would let one more read
+	 * in and the input would grow by a read per request. */
+	if (evbuffer_get_length(bufferevent_get_input(c->bev)) <= CLIENT_PIPELINE_MAX)
+		resume_read_ahead(c);
 	arm_timer(c, client_limits(c)->keepalive_timeout);
 	if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
 		c->state = TG_CLIENT_HEAD;

@@ -91,6 +91,8 @@ struct tg_client {
 	int close_after_response;
 	int unread_input;               /* an error cut the request short, so
 	                                   the client may still be sending */
+	int read_ahead_full;            /* reading stopped: the input holds
+	                                   CLIENT_PIPELINE_MAX (client.c) */
 	TAILQ_ENTRY(tg_client) link;    /* in its worker's clients */
 };
 
