@@ -1,6 +1,7 @@
 /*
  * Pausing listeners after accept() fails; see accept-pause.h.
  */
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -32,6 +33,10 @@ struct tg_accept_pause {
 	struct tg_accept_limit *limit;  /* shared with other sets, or NULL */
 	struct burst failures;          /* failed accept() calls */
 	struct burst limit_pauses;      /* pauses at the limit */
+	int holding;                    /* the owner holds a connection
+	                                   accepted at the limit */
+	int (*room_cb)(void *arg);      /* starts that connection */
+	void *room_arg;
 };
 
 int
@@ -95,8 +100,8 @@ pause_set(struct tg_accept_pause *p)
 		set_enabled(p, 1);
 }
 
-/* End the pause, unless the connections of other sets keep the count at
- * the limit. Then pause again, since no close in this set would resume it. */
+/* End the pause. A set that holds a connection accepted at the limit asks
+ * its owner to start it first, and stays paused while there is no room. */
 static void
 resume_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -104,10 +109,14 @@ resume_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (limit_reached(p))
-		pause_set(p);
-	else
-		set_enabled(p, 1);
+	if (p->holding) {
+		if (p->room_cb == NULL || !p->room_cb(p->room_arg)) {
+			pause_set(p);
+			return;
+		}
+		p->holding = 0;
+	}
+	set_enabled(p, 1);
 }
 
 struct tg_accept_pause *
@@ -214,30 +223,51 @@ tg_accept_pause_error(struct tg_accept_pause *p, int err)
 }
 
 void
-tg_accept_pause_opened(struct tg_accept_pause *p)
+tg_accept_pause_set_room_cb(struct tg_accept_pause *p, int (*room_cb)(void *arg), void *arg)
 {
-	uint64_t unlogged = 0;
+	p->room_cb = room_cb;
+	p->room_arg = arg;
+}
+
+int
+tg_accept_pause_claim(struct tg_accept_pause *p)
+{
 	size_t open;
-	char limit[64], earlier[96];
 
 	if (p->limit == NULL)
-		return;
-	open = atomic_fetch_add_explicit(&p->limit->open, 1, memory_order_relaxed) + 1;
-	if (open < p->limit->max)
-		return;
+		return 1;
 
+	/* A compare-and-swap rather than an add, so that sets on other
+	 * threads never take the count past max together. */
+	open = atomic_load_explicit(&p->limit->open, memory_order_relaxed);
+	do {
+		if (open >= p->limit->max)
+			return 0;
+	} while (!atomic_compare_exchange_weak_explicit(&p->limit->open, &open, open + 1,
+	                                                memory_order_relaxed,
+	                                                memory_order_relaxed));
+	return 1;
+}
+
+void
+tg_accept_pause_hold(struct tg_accept_pause *p)
+{
+	uint64_t unlogged = 0;
+	char limit[64], earlier[96];
+
+	assert(p->limit != NULL);
+	p->holding = 1;
 	pause_set(p);
 	atomic_fetch_add_explicit(&p->limit->reached, 1, memory_order_relaxed);
 	if (!note_burst(&p->limit_pauses, tg_now_ns(), &unlogged))
 		return;
 	format_open_files(limit, sizeof(limit));
 	format_unlogged(unlogged, "pause", earlier, sizeof(earlier));
-	/* open may pass max by one per worker: workers that accept at the same
-	 * time each count their connection before either pauses. The spare
-	 * descriptors of each worker cover that one (descriptors.h). */
 	tg_warn("%s: stopped accepting at the connection limit of %zu (%zu open), which "
-	        "keeps a descriptor for the upstream connection of each%s; new connections "
-	        "wait in the listen queue%s", p->owner, p->limit->max, open, limit, earlier);
+	        "keeps a descriptor for the upstream connection of each%s; a new connection "
+	        "waits until one closes or a keep-alive connection of this worker is idle, "
+	        "which is then closed for it%s", p->owner, p->limit->max,
+	        atomic_load_explicit(&p->limit->open, memory_order_relaxed), limit, earlier);
 }
 
 void
@@ -245,6 +275,14 @@ tg_accept_pause_closed(struct tg_accept_pause *p)
 {
 	if (p->limit != NULL)
 		atomic_fetch_sub_explicit(&p->limit->open, 1, memory_order_relaxed);
+
+	/* The held connection may take this place. It starts from the event
+	 * loop, not from within the close of another connection. */
+	if (p->holding) {
+		evtimer_del(p->resume);
+		event_active(p->resume, EV_TIMEOUT, 1);
+		return;
+	}
 
 	/* A pending resume means a pause that no cancel has ended. */
 	if (event_pending(p->resume, EV_TIMEOUT, NULL) && !limit_reached(p)) {
@@ -256,8 +294,10 @@ tg_accept_pause_closed(struct tg_accept_pause *p)
 void
 tg_accept_pause_cancel(struct tg_accept_pause *p)
 {
-	if (p != NULL)
-		evtimer_del(p->resume);
+	if (p == NULL)
+		return;
+	evtimer_del(p->resume);
+	p->holding = 0;
 }
 
 void

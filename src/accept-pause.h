@@ -20,11 +20,13 @@
  * count of the failures left out since the line before.
  *
  * A set may also count its connections against a limit shared with other
- * sets (struct tg_accept_limit): at the limit it stops accepting before
- * accept() can fail, so that each connection accepted keeps a descriptor
- * for its upstream connection. A close in the set resumes it at once; a
- * close in another set is seen by the resume timer, within
- * TG_ACCEPT_PAUSE_MS. These pauses are logged in bursts the same way.
+ * sets (struct tg_accept_limit), so that each connection served keeps a
+ * descriptor for its upstream connection. At the limit the set accepts
+ * one connection more, which shows that a client waits. Its owner either
+ * makes room for it, by closing an idle connection, or holds it unserved
+ * and stops accepting until room frees: at once after a close in the
+ * set, within TG_ACCEPT_PAUSE_MS after a close in another set. These
+ * pauses are logged in bursts the same way.
  *
  * Thread: a pause state belongs to the thread that runs its event base.
  */
@@ -42,8 +44,8 @@ struct tg_accept_pause;
 /*
  * Connection limit shared by sets, such as the client connections of all
  * workers (see tg_descriptors_client_max). Sets on other threads count
- * into it, hence the atomics. A set that finds open below max accepts one
- * connection, so with n sets open can pass max by n - 1.
+ * into it, hence the atomics. open never passes max: each set holds at
+ * most one connection beyond it, unserved and uncounted.
  */
 struct tg_accept_limit {
 	size_t max;                     /* fixed before any set accepts */
@@ -84,14 +86,28 @@ struct tg_accept_pause *tg_accept_pause_new(struct event_base *base,
                                             _Atomic uint64_t *errors,
                                             struct tg_accept_limit *limit);
 
-/* A connection of the set was accepted: count it against the set's limit,
- * and stop accepting when the count reaches the limit's max, with a log
- * line at the start of a burst. Does nothing for a set without a limit. */
-void tg_accept_pause_opened(struct tg_accept_pause *p);
+/* Count a connection just accepted against the set's limit, if the limit
+ * has room for it. Returns 1 when it was counted (or the set has no limit),
+ * and tg_accept_pause_closed() takes it off again; returns 0 at the limit. */
+int tg_accept_pause_claim(struct tg_accept_pause *p);
+
+/*
+ * The owner holds a connection that tg_accept_pause_claim() found no room
+ * for. Stop accepting, with a log line at the start of a burst, and call
+ * the room callback from the event loop after each close in the set and
+ * every TG_ACCEPT_PAUSE_MS. The callback claims a place and starts the
+ * held connection, returning 1, or returns 0 while there is no room. The
+ * set accepts again once it returns 1. Only for a set with a limit.
+ */
+void tg_accept_pause_hold(struct tg_accept_pause *p);
+
+/* Set the room callback of tg_accept_pause_hold(), with arg for it. */
+void tg_accept_pause_set_room_cb(struct tg_accept_pause *p, int (*room_cb)(void *arg),
+                                 void *arg);
 
 /* A connection of the set closed: take it off the count, and let a paused
- * set try to accept again now, since a descriptor has freed. A set whose
- * pause was cancelled stays paused. */
+ * set try to accept again now, or start its held connection, since a
+ * descriptor has freed. A set whose pause was cancelled stays paused. */
 void tg_accept_pause_closed(struct tg_accept_pause *p);
 
 /* Handle a failed accept() of one of the set's listeners, with err its
@@ -107,7 +123,8 @@ void tg_accept_pause_error(struct tg_accept_pause *p, int err);
 int tg_accept_error_pauses(int err);
 
 /* Drop a pending resume, before the caller frees the listeners (drain).
- * The set stays paused for good. p may be NULL. */
+ * The set stays paused for good, and calls the room callback no more:
+ * the owner closes a connection it holds. p may be NULL. */
 void tg_accept_pause_cancel(struct tg_accept_pause *p);
 
 /* Free p, before its event base is freed. p may be NULL. */

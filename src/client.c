@@ -1008,6 +1008,7 @@ finish_request(struct tg_client *c)
 	}
 
 	c->state = TG_CLIENT_IDLE;
+	c->idle_since_ns = tg_now_ns();
 	llhttp_resume(&c->parser);
 
 	/* Past the bound, each request read ahead must leave the input
@@ -1457,6 +1458,29 @@ write_shutdown_end(struct tg_client *c)
 	c->close_after_response = 1;
 	tg_request_fail(req, TG_E_SHUTTING_DOWN, "the gateway shut down before the response "
 	                "started; retry the request");
+	return 1;
+}
+
+int
+tg_client_close_longest_idle(struct tg_worker *w)
+{
+	struct tg_client *c, *longest = NULL;
+
+	TAILQ_FOREACH(c, &w->clients, link) {
+		if (c->state != TG_CLIENT_IDLE || c->idle_since_ns == 0)
+			continue;
+		if (longest == NULL || c->idle_since_ns < longest->idle_since_ns)
+			longest = c;
+	}
+
+	/* A request that has started to arrive would get a reset. Its bytes
+	 * are read on the next turn of the loop, and a later call picks
+	 * another connection. */
+	if (longest == NULL || input_pending(longest))
+		return 0;
+	tg_debug("client %s: closing this idle keep-alive connection for a new one at "
+	         "the connection limit", longest->addr);
+	client_free(longest);
 	return 1;
 }
 

@@ -7,6 +7,7 @@
 #ifndef TOLLGATE_CLIENT_H
 #define TOLLGATE_CLIENT_H
 
+#include <stdint.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
 
@@ -93,6 +94,8 @@ struct tg_client {
 	                                   the client may still be sending */
 	int read_ahead_full;            /* reading stopped: the input holds
 	                                   CLIENT_PIPELINE_MAX (client.c) */
+	uint64_t idle_since_ns;         /* tg_now_ns when the last response
+	                                   was written; 0 before the first */
 	TAILQ_ENTRY(tg_client) link;    /* in its worker's clients */
 };
 
@@ -133,6 +136,12 @@ void tg_client_response_done(struct tg_client *c);
  * request is under way or has started to arrive; it closes after that
  * request's response. */
 int tg_client_close_if_idle(struct tg_client *c);
+
+/* Close the keep-alive connection of w that has waited longest for its
+ * next request, to make room for a new connection at the connection limit,
+ * as nginx does. Only a connection that has had a response and has no byte
+ * of its next request yet is closed. Returns 1 when one was closed. */
+int tg_client_close_longest_idle(struct tg_worker *w);
 
 /* End the connection now, aborting any request with cause (drain deadline). */
 void tg_client_close(struct tg_client *c, int cause);

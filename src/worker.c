@@ -43,14 +43,88 @@ struct tg_listener_ctx {
 	struct tg_tls_listener *listen; /* its address, shared by the workers */
 };
 
+/* Count a new connection of w against the connection limit, closing w's
+ * longest-idle keep-alive connection when that makes room. Returns 1 when
+ * it was counted. */
+static int
+claim_place(struct tg_worker *w)
+{
+	if (tg_accept_pause_claim(w->accept_pause))
+		return 1;
+	return tg_client_close_longest_idle(w) && tg_accept_pause_claim(w->accept_pause);
+}
+
+/* Serve a connection whose place is counted. tg_client_accept() closes fd
+ * when it fails, without tg_worker_client_opened(), so the place is given
+ * back here. */
+static void
+serve_counted(struct tg_worker *w, evutil_socket_t fd, struct sockaddr *addr, int addrlen,
+              struct tg_listener_ctx *ctx)
+{
+	size_t before = w->n_clients;
+
+	tg_client_accept(w, fd, addr, addrlen, ctx->tls, ctx->listen);
+	if (w->n_clients == before)
+		tg_accept_pause_closed(w->accept_pause);
+}
+
 static void
 accept_cb(struct evconnlistener *listener, evutil_socket_t fd,
           struct sockaddr *addr, int addrlen, void *arg)
 {
 	struct tg_listener_ctx *ctx = arg;
+	struct tg_worker *w = ctx->worker;
 
 	(void)listener;
-	tg_client_accept(ctx->worker, fd, addr, addrlen, ctx->tls, ctx->listen);
+	if (claim_place(w)) {
+		serve_counted(w, fd, addr, addrlen, ctx);
+		return;
+	}
+
+	/* The listeners are off while a connection is held, unless the
+	 * resume timer could not be set; then the new one is closed, since
+	 * its descriptor is the spare of the limit. */
+	if (w->held.fd != -1) {
+		evutil_closesocket(fd);
+		return;
+	}
+
+	/* At the limit: keep the connection unserved, and stop accepting
+	 * until start_held() finds room for it. */
+	w->held.fd = fd;
+	w->held.addrlen = addrlen < (int)sizeof(w->held.addr) ? addrlen : (int)sizeof(w->held.addr);
+	memcpy(&w->held.addr, addr, (size_t)w->held.addrlen);
+	w->held.listener = ctx;
+	tg_accept_pause_hold(w->accept_pause);
+}
+
+/* The room callback of w's accept pause: serve the held connection once
+ * it has a place. Returns 1 when it was served. */
+static int
+start_held(void *arg)
+{
+	struct tg_worker *w = arg;
+	evutil_socket_t fd = w->held.fd;
+
+	if (fd == -1)
+		return 1;
+	if (!claim_place(w))
+		return 0;
+	w->held.fd = -1;
+	serve_counted(w, fd, (struct sockaddr *)&w->held.addr, w->held.addrlen, w->held.listener);
+	return 1;
+}
+
+/* Close the connection held at the limit, when the listeners close. A
+ * client that has sent a request on it gets a reset, as do those still in
+ * the listen queue. */
+static void
+close_held(struct tg_worker *w)
+{
+	if (w->held.fd == -1)
+		return;
+	evutil_closesocket(w->held.fd);
+	w->held.fd = -1;
 }
 
 static void
@@ -131,12 +205,13 @@ open_listener(struct tg_worker *w, const struct tg_listen *l,
 	return listener;
 }
 
-/* Free the listeners, and drop a pending resume of a pause, which would
- * enable them. */
+/* Free the listeners and the connection held at the limit, and drop a
+ * pending resume of a pause, which would enable them. */
 static void
 close_listeners(struct tg_worker *w)
 {
 	tg_accept_pause_cancel(w->accept_pause);
+	close_held(w);
 	for (size_t i = 0; i < w->n_listeners; i++) {
 		if (w->listeners[i] == NULL)
 			continue;
@@ -191,6 +266,7 @@ tg_worker_new(int id, struct tg_config *cfg, struct tg_runtime *rt)
 	if (w == NULL)
 		return NULL;
 	w->id = id;
+	w->held.fd = -1;
 	w->runtime = rt;
 	w->config = tg_config_ref(cfg);
 	TAILQ_INIT(&w->clients);
@@ -210,6 +286,8 @@ tg_worker_new(int id, struct tg_config *cfg, struct tg_runtime *rt)
 		snprintf(owner, sizeof(owner), "worker %d", id);
 		w->accept_pause = tg_accept_pause_new(w->base, w->listeners, cfg->n_listen, owner,
 		                                      &rt->accept_errors, &rt->clients);
+		if (w->accept_pause != NULL)
+			tg_accept_pause_set_room_cb(w->accept_pause, start_held, w);
 	}
 	if (w->base == NULL || w->mailbox == NULL || w->resolver == NULL || w->listeners == NULL ||
 	    w->listener_ctxs == NULL || w->metrics == NULL || w->accept_pause == NULL ||
@@ -527,7 +605,6 @@ void
 tg_worker_client_opened(struct tg_worker *w)
 {
 	w->n_clients++;
-	tg_accept_pause_opened(w->accept_pause);
 }
 
 void

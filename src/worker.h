@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/queue.h>
+#include <sys/socket.h>
 
 #include <event2/util.h>
 #include <openssl/ssl.h>
@@ -86,6 +87,17 @@ struct tg_site {
 	const char *limits_name;
 };
 
+/* A connection accepted at the connection limit, not yet served. */
+struct tg_held_connection {
+	evutil_socket_t fd;             /* -1: none */
+	struct sockaddr_storage addr;
+	int addrlen;
+	struct tg_listener_ctx *listener;       /* where it came in; its TLS
+	                                           context is read when it is
+	                                           served, since a reload may
+	                                           replace it meanwhile */
+};
+
 /* Ended requests a worker keeps for new ones: at about 2 KiB each, up to
  * 128 KiB per worker, enough for the requests of 64 busy connections. */
 #define TG_SPARE_REQUESTS_MAX 64
@@ -106,7 +118,10 @@ struct tg_worker {
 	struct tg_listener_ctx *listener_ctxs;  /* callback argument of each */
 	size_t n_listeners;
 	struct tg_accept_pause *accept_pause;   /* of the listeners, after
-	                                           accept() fails */
+	                                           accept() fails or at the
+	                                           connection limit */
+	struct tg_held_connection held; /* accepted at the connection limit,
+	                                   waiting for room (worker.c) */
 
 	const struct tg_site *site;     /* NULL: the gateway's routes */
 	struct tg_client_list clients;  /* oldest first */
@@ -194,7 +209,8 @@ void tg_worker_post_drain(struct tg_worker *w);
 void tg_worker_post_force_stop(struct tg_worker *w, int by_signal);
 
 /* Worker thread only: a client connection of w was set up, or has closed.
- * They keep the count that pauses w's listeners at the connection limit. */
+ * The place it took under the connection limit was counted when it was
+ * accepted (worker.c), and the close gives it back. */
 void tg_worker_client_opened(struct tg_worker *w);
 void tg_worker_client_closed(struct tg_worker *w);
 

@@ -2,7 +2,8 @@
 // `ulimit -n` and gets more connections than it has descriptors left.
 // Covered: the workers stop accepting while a descriptor is left for the
 // upstream connection of each client connection, so every request is
-// proxied and the connections beyond wait until others close. Admin
+// proxied and the connections beyond wait until others close, or until
+// the longest-idle keep-alive connection is closed for them. Admin
 // connections, under an admin_max_connections above the limit, take the
 // rest. Then it logs
 // the failed accepts a few times instead of once per try and names the
@@ -163,6 +164,70 @@ describe('client connections under the open-files limit', () => {
       new RegExp(`\\[warn\\] worker 0: stopped accepting at the connection limit of 11 \\(\\d+ open\\), .*\\(open files limit ${LIMIT}\\)`));
     const pauses = valueOf(parseSamples((await scrape(gw)).text), 'tollgate_accept_limit_pauses_total');
     assert.ok(pauses >= 1, `tollgate_accept_limit_pauses_total is ${pauses}`);
+    await gw.stop();
+  });
+});
+
+describe('client connections at the connection limit', () => {
+  afterEach(stopAll);
+
+  // With one worker the limit is 11 (see LIMIT). Without the eviction the
+  // new client waited for keepalive_timeout to close an idle connection.
+  it('closes the longest-idle keep-alive connection for a new one', async () => {
+    const mock = await startMock();
+    const gw = await startGateway(basicConfig(mock, { limits: { keepalive_timeout: '300s' } }),
+      { nofile: LIMIT });
+    const idle = [];
+    try {
+      for (let i = 0; i < 11; i++) {
+        const client = await RawClient.connect(gw.port);
+        idle.push(client);
+        await whenAccepted(client);
+      }
+      const late = await RawClient.connect(gw.port);
+      idle.push(late);
+      await late.write(rawRequest('GET', '/v1/models', ['Host: 127.0.0.1']));
+      assert.equal((await late.readResponse()).status, 200, 'the connection past the limit');
+
+      assert.ok(await idle[0].waitClosed(), 'the longest-idle connection is still open');
+      assert.deepEqual(idle.slice(1).filter((c) => c.closed).map((c) => idle.indexOf(c)), [],
+        'other connections were closed');
+      await whenAccepted(idle[1]);
+    } finally {
+      for (const client of idle)
+        client.destroy();
+    }
+    await gw.stop();
+  });
+
+  // Two workers accept each on its own socket: at the limit of 7, the
+  // one that had not reached it accepted one more, and 8 requests ran.
+  it('serves no more connections than the limit', async () => {
+    const max = 7;  // (64 - 32 - 2 * 9) / 2
+    const mock = await startMock();
+    const gw = await startGateway(basicConfig(mock, { workers: 2 }), { nofile: LIMIT });
+    const connections = await holdConnections(gw.port, 3 * max);
+    // A connection closes after its response, which gives its place to
+    // one that waits.
+    const answered = connections.map((socket) => answerOf(socket).then(() => socket.destroy()));
+    let firstAnswer = false;
+    Promise.race(answered).then(() => { firstAnswer = true; });
+    for (const socket of connections)
+      socket.write(rawPost('/v1/chat/completions', chat, ['x-mock: first_byte_delay=1s']));
+
+    // Until the first response, the requests in flight are those of the
+    // connections being served.
+    let most = 0;
+    while (!firstAnswer) {
+      const samples = parseSamples((await scrape(gw)).text);
+      most = Math.max(most, valueOf(samples, 'tollgate_requests_in_flight'));
+      await sleep(20);
+    }
+    await Promise.all(answered);
+    assert.equal(most, max, 'the most requests in flight at once');
+    const overshoot = gw.stderr.filter((line) => /connection limit of \d+ \((\d+) open\)/.test(line)
+      && !line.includes(`(${max} open)`));
+    assert.deepEqual(overshoot, []);
     await gw.stop();
   });
 });

@@ -106,10 +106,14 @@ struct fixture {
 	struct tg_accept_pause *pause;
 	_Atomic uint64_t errors;
 	struct tg_accept_limit limit;   /* max 0: no limit */
-	int accepted;
+	int accepted;                   /* counted against the limit */
+	int holding;                    /* 1: one accepted at the limit waits */
+	int held;                       /* times one was held */
 	int port;
 };
 
+/* Accept as the workers do: count the connection, or hold it at the limit.
+ * The sockets are closed at once; only the counts matter here. */
 static void
 count_accept(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *addr,
              int addrlen, void *arg)
@@ -120,8 +124,27 @@ count_accept(struct evconnlistener *listener, evutil_socket_t fd, struct sockadd
 	(void)addr;
 	(void)addrlen;
 	close(fd);
+	ck_assert_int_eq(f->holding, 0);
+	if (tg_accept_pause_claim(f->pause)) {
+		f->accepted++;
+		return;
+	}
+	f->holding = 1;
+	f->held++;
+	tg_accept_pause_hold(f->pause);
+}
+
+/* The room callback: start the held connection if the limit has room. */
+static int
+start_held(void *arg)
+{
+	struct fixture *f = arg;
+
+	if (!tg_accept_pause_claim(f->pause))
+		return 0;
+	f->holding = 0;
 	f->accepted++;
-	tg_accept_pause_opened(f->pause);
+	return 1;
 }
 
 static void
@@ -143,6 +166,7 @@ fixture_init_limited(struct fixture *f, size_t max)
 	f->pause = tg_accept_pause_new(f->base, f->listeners, 2, "test listener", &f->errors,
 	                               max > 0 ? &f->limit : NULL);
 	ck_assert_ptr_nonnull(f->pause);
+	tg_accept_pause_set_room_cb(f->pause, start_held, f);
 }
 
 static void
@@ -245,39 +269,60 @@ START_TEST(cancel_drops_resume)
 }
 END_TEST
 
-/* Two connections at most: the third waits in the listen queue until one
- * closes, and the pause counts once. */
-START_TEST(limit_pauses_until_close)
+/* Two connections at most: the third is held unserved and accepting
+ * stops, so the fourth waits in the listen queue. A close starts the held
+ * one, and the fourth is then held in turn. */
+START_TEST(limit_holds_one_until_close)
 {
 	struct fixture f;
-	int clients[3];
+	int clients[4];
 
 	fixture_init_limited(&f, 2);
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < 4; i++)
 		clients[i] = connect_client(&f);
 	run_ready(&f);
 	ck_assert_int_eq(f.accepted, 2);
+	ck_assert_int_eq(f.held, 1);
 	ck_assert_uint_eq(f.limit.open, 2);
 	ck_assert_uint_eq(f.limit.reached, 1);
 	ck_assert(resume_pending(&f));
 
 	tg_accept_pause_closed(f.pause);
-	ck_assert(!resume_pending(&f));
+	ck_assert_uint_eq(f.limit.open, 1);
 	run_ready(&f);
 	ck_assert_int_eq(f.accepted, 3);
+	ck_assert_int_eq(f.held, 2);
+	ck_assert_uint_eq(f.limit.open, 2);
 	ck_assert_uint_eq(f.limit.reached, 2);
 	ck_assert_uint_eq(f.errors, 0);
 
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < 4; i++)
 		close(clients[i]);
 	fixture_free(&f);
 }
 END_TEST
 
-/* Run tg_accept_pause_opened() on p with stderr sent to a file, and
+/* Sets on other threads claim into one count: it stops at max. */
+START_TEST(claim_stops_at_the_limit)
+{
+	struct fixture f;
+
+	fixture_init_limited(&f, 2);
+	ck_assert_int_eq(tg_accept_pause_claim(f.pause), 1);
+	ck_assert_int_eq(tg_accept_pause_claim(f.pause), 1);
+	ck_assert_int_eq(tg_accept_pause_claim(f.pause), 0);
+	ck_assert_uint_eq(f.limit.open, 2);
+	tg_accept_pause_closed(f.pause);
+	ck_assert_int_eq(tg_accept_pause_claim(f.pause), 1);
+	ck_assert_uint_eq(f.limit.open, 2);
+	fixture_free(&f);
+}
+END_TEST
+
+/* Run tg_accept_pause_hold() on p with stderr sent to a file, and
  * return what it logged (free() it). */
 static char *
-opened_logs(struct tg_accept_pause *p)
+hold_logs(struct tg_accept_pause *p)
 {
 	FILE *out = tmpfile();
 	int saved = dup(STDERR_FILENO);
@@ -287,7 +332,7 @@ opened_logs(struct tg_accept_pause *p)
 	ck_assert_ptr_nonnull(text);
 	fflush(stderr);
 	ck_assert_int_ge(dup2(fileno(out), STDERR_FILENO), 0);
-	tg_accept_pause_opened(p);
+	tg_accept_pause_hold(p);
 	fflush(stderr);
 	ck_assert_int_ge(dup2(saved, STDERR_FILENO), 0);
 	close(saved);
@@ -298,8 +343,6 @@ opened_logs(struct tg_accept_pause *p)
 	return text;
 }
 
-/* Connections of other workers can take the count past the limit; the
- * warning names the limit, not the count. */
 START_TEST(limit_warning_names_the_limit)
 {
 	struct fixture f;
@@ -307,25 +350,27 @@ START_TEST(limit_warning_names_the_limit)
 
 	fixture_init_limited(&f, 2);
 	atomic_store(&f.limit.open, 2);
-	logged = opened_logs(f.pause);
-	ck_assert_msg(strstr(logged, "at the connection limit of 2 (3 open)") != NULL,
+	logged = hold_logs(f.pause);
+	ck_assert_msg(strstr(logged, "at the connection limit of 2 (2 open)") != NULL,
 	              "logged: %s", logged);
 	free(logged);
 	fixture_free(&f);
 }
 END_TEST
 
-/* A connection open in another set keeps this set paused past its resume
- * timer, until the count is below the limit. */
+/* A connection open in another set keeps the held one waiting, and this
+ * set paused, past the resume timer, until the count is below the limit. */
 START_TEST(limit_of_other_sets_keeps_paused)
 {
 	struct fixture f;
-	int client;
+	int clients[2];
 
 	fixture_init_limited(&f, 1);
 	atomic_store(&f.limit.open, 1);
-	tg_accept_pause_error(f.pause, EMFILE);
-	client = connect_client(&f);
+	for (int i = 0; i < 2; i++)
+		clients[i] = connect_client(&f);
+	run_ready(&f);
+	ck_assert_int_eq(f.held, 1);
 
 	event_del(f.pause->resume);
 	resume_cb(-1, EV_TIMEOUT, f.pause);
@@ -338,8 +383,10 @@ START_TEST(limit_of_other_sets_keeps_paused)
 	resume_cb(-1, EV_TIMEOUT, f.pause);
 	run_ready(&f);
 	ck_assert_int_eq(f.accepted, 1);
+	ck_assert_int_eq(f.held, 2);
 
-	close(client);
+	for (int i = 0; i < 2; i++)
+		close(clients[i]);
 	fixture_free(&f);
 }
 END_TEST
@@ -360,7 +407,8 @@ accept_pause_suite(void)
 	tcase_add_test(listener, resource_error_pauses_until_resume);
 	tcase_add_test(listener, connection_error_keeps_accepting);
 	tcase_add_test(listener, cancel_drops_resume);
-	tcase_add_test(listener, limit_pauses_until_close);
+	tcase_add_test(listener, limit_holds_one_until_close);
+	tcase_add_test(listener, claim_stops_at_the_limit);
 	tcase_add_test(listener, limit_of_other_sets_keeps_paused);
 	tcase_add_test(listener, limit_warning_names_the_limit);
 	suite_add_tcase(s, errors);
