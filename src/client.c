@@ -504,6 +504,14 @@ on_body(llhttp_t *p, const char *at, size_t len)
 	if (req->body_len + len > limits->max_body)
 		return parse_fail_with(c, TG_E_BODY_TOO_LARGE, "the request body exceeds "
 		                       "%smax_body (%zu bytes)", limits_name(c), limits->max_body);
+
+	/* NOTE: a body takes about twice its size at peak, from two copies:
+	 * evbuffer_pullup() in request.c copies these pieces into one block,
+	 * and build_request() in attempt.c copies the body into the upstream
+	 * request. Sizing req->body by Content-Length in on_headers_complete()
+	 * (evbuffer_expand) and adding the body to the upstream request by
+	 * reference would avoid both: a 30 MB body then raised the peak RSS
+	 * by 29 MB instead of 59 MB (one worker, tollgate-mock upstream). */
 	if (evbuffer_add(req->body, at, len) != 0)
 		return parse_fail(c, TG_E_INTERNAL);
 	req->body_len += len;
