@@ -13,6 +13,10 @@
 #define CHUNKED "chunked"
 #define CHUNKED_LEN (sizeof(CHUNKED) - 1)
 #define QUOTED_MAX 64           /* bytes of a name quoted in a message */
+
+/* The printable ASCII bytes that RFC 3986 allows in no path or query,
+ * other than "#" (check_target_bytes()). */
+#define TARGET_FORBIDDEN "\"<>\\^`{|}[]"
 #define MAX_PORT 65535
 
 /* The codings of all Transfer-Encoding lines of one request, in order. */
@@ -248,11 +252,52 @@ path_has_special_byte(const char *path)
 	return special != NULL && *special != '?';
 }
 
+/*
+ * Check that each byte of an origin-form target is one that RFC 3986
+ * allows in a path or a query (sections 3.3 and 3.4): an unreserved
+ * character, a sub-delim, ":", "@", "/", "?" or "%". Built strict, llhttp
+ * has rejected every byte outside printable ASCII, and the space, so the
+ * bytes left to reject are TARGET_FORBIDDEN. "#" starts a fragment, which
+ * tg_request_head_origin_form() rejects with a reason of its own. Most
+ * such bytes would reach the upstream as they came, and servers read them
+ * in ways of their own: many take a backslash for "/", so that
+ * "/v1/..\admin" matches the path_prefix "/v1/" here and reaches /admin
+ * there. The rest (a quote, braces, brackets) are rejected alike, as
+ * HAProxy does by default, rather than guessed at. Returns TG_OK, or
+ * TG_E_BAD_REQUEST with the byte and its position in message.
+ */
+static enum tg_error
+check_target_bytes(const char *origin, char *message, size_t size)
+{
+	const char *bad = strpbrk(origin, TARGET_FORBIDDEN);
+	size_t len;
+
+	if (bad == NULL)
+		return TG_OK;
+
+	/* An escaped backslash is rejected too (check_escape()), so the
+	 * advice for it differs. */
+	len = strlen(origin);
+	if (*bad == '\\')
+		snprintf(message, size, "the request target \"%.*s\" has \"\\\" at position "
+		         "%zu, which RFC 3986 allows in no path or query, and which servers "
+		         "that take it for \"/\" would route otherwise; send the path without "
+		         "it", quoted_length(len), origin, (size_t)(bad - origin) + 1);
+	else
+		snprintf(message, size, "the request target \"%.*s\" has \"%c\" at position "
+		         "%zu, which RFC 3986 allows in no path or query; send it "
+		         "percent-encoded, as %%%02X", quoted_length(len), origin, *bad,
+		         (size_t)(bad - origin) + 1, (unsigned)(unsigned char)*bad);
+	return TG_E_BAD_REQUEST;
+}
+
 enum tg_error
 tg_request_head_check_path(const char *path, char *message, size_t size)
 {
-	if (!path_has_special_byte(path))
-		return TG_OK;
+	enum tg_error err = check_target_bytes(path, message, size);
+
+	if (err != TG_OK || !path_has_special_byte(path))
+		return err;
 	return check_path_normal(path, message, size);
 }
 

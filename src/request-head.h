@@ -41,11 +41,13 @@ enum tg_error tg_request_head_origin_form(const char *target, const char *method
                                           char **origin, char *message, size_t size);
 
 /*
- * Check that path, up to a "?" if any, is in the normal form that routes
- * compare. tg_request_head_origin_form() checks each request's path so,
- * and the rules are listed in request-head.c above check_path_normal().
- * Returns TG_OK, or TG_E_BAD_REQUEST with the reason for the client in
- * message.
+ * Check path, an origin-form target with or without a query. Every byte
+ * of it must be one that RFC 3986 allows in a path or a query. The path,
+ * up to a "?" if any, must be in the normal form that routes compare.
+ * tg_request_head_origin_form() checks each request's path so, and
+ * request-head.c lists the rules above check_target_bytes() and
+ * check_path_normal(). Returns TG_OK, or TG_E_BAD_REQUEST with the reason
+ * for the client in message.
  */
 enum tg_error tg_request_head_check_path(const char *path, char *message, size_t size);
 

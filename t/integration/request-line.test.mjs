@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
 
 import {
-  RawClient, basicConfig, rawPost, startGateway, startMock, stopAll,
+  RawClient, basicConfig, rawPost, request, startGateway, startMock, stopAll,
 } from './lib/harness.mjs';
 import { assertError } from './lib/checks.mjs';
 
@@ -146,4 +146,65 @@ describe('request line', () => {
       }
     });
   }
+});
+
+// RFC 3986 allows these bytes in no path or query. An upstream that takes
+// a backslash for "/" would serve /v1/..\admin as /admin, and the others
+// are read differently from server to server, so none is forwarded.
+describe('request target bytes', () => {
+  let mock;
+  let gw;
+
+  before(async () => {
+    mock = await startMock();
+    gw = await startGateway({
+      backends: { mock: { url: mock.url } },
+      routes: [{ name: 'v1', match: { path_prefix: '/v1/' }, backends: ['mock'] }],
+    });
+  });
+
+  afterEach(() => gw?.checkErrors());
+  after(stopAll);
+
+  /* Targets, the byte named, its position and the advice. */
+  const TARGETS = [
+    ['/v1/..\\admin', '\\', 7, 'and which servers that take it for "/" would route otherwise; send the path without it'],
+    ['/v1/models?x=\\', '\\', 14, 'and which servers that take it for "/" would route otherwise; send the path without it'],
+    ['/v1/models?after="x"', '"', 18, '%22'],
+    ['/v1/a<b>', '<', 6, '%3C'],
+    ['/v1/a^b', '^', 6, '%5E'],
+    ['/v1/a`b', '`', 6, '%60'],
+    ['/v1/models?filter={}', '{', 19, '%7B'],
+    ['/v1/a|b', '|', 6, '%7C'],
+    ['/v1/models?include[]=x', '[', 19, '%5B'],
+  ];
+  for (const [target, byte, position, advice] of TARGETS) {
+    it(`answers 400 to ${target}, naming "${byte}" and its position`, async () => {
+      const id = `target-byte-${position}-${byte.charCodeAt(0)}`;
+      const res = await answerAndClose(gw, `GET ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
+        `X-Request-Id: ${id}\r\n\r\n`, id);
+      const error = assertError(res, 400, 'invalid_request_error', 'bad_request');
+      const tail = advice.startsWith('%') ? `; send it percent-encoded, as ${advice}` : `, ${advice}`;
+      assert.equal(error.message, `the request target "${target}" has "${byte}" at position ` +
+        `${position}, which RFC 3986 allows in no path or query${tail}`);
+      const forwarded = (await mock.requests()).filter((r) => r.headers['x-request-id']?.startsWith(id));
+      assert.deepEqual(forwarded, [], 'the request or the one behind it reached the mock');
+      const entry = await gw.accessFor(id);
+      assert.equal(entry.termination, 'GR');
+      assert.equal(entry.reason, 'bad_request_line');
+    });
+  }
+
+  it('forwards such bytes percent-encoded, and the others RFC 3986 allows', async () => {
+    for (const target of ['/v1/a%7Bb%7D', "/v1/a-b_c.d~e!$&'()*+,=:@/f?g=!$&'()*+,;=:@/?%5C%22"]) {
+      const id = `target-allowed-${target.length}`;
+      const res = await request({ port: gw.port, method: 'GET', path: target, headers: { 'x-request-id': id } });
+      assert.notEqual(res.status, 400, res.text);
+      const forwarded = (await mock.requests()).filter((r) => r.headers['x-request-id'] === id);
+      assert.equal(forwarded.length, 1, `${target} did not reach the mock`);
+      const [path, query] = target.split(/\?(.*)/);
+      assert.equal(forwarded[0].path, path);
+      assert.equal(forwarded[0].query, query);
+    }
+  });
 });

@@ -181,8 +181,50 @@ START_TEST(path_parameters_and_controls_rejected)
 }
 END_TEST
 
+/* Servers that take a backslash for "/" would serve "/v1/..\admin" as
+ * /admin, which the path_prefix "/v1/" matched here. */
+START_TEST(bytes_outside_rfc3986_rejected)
+{
+	static const char forbidden[] = "\"<>\\^`{|}[]";
+	char target[64];
+	char reason[64];
+
+	assert_target_rejected("/v1/..\\admin", "GET",
+	                       "has \"\\\" at position 7, which RFC 3986 allows in no path "
+	                       "or query, and which servers that take it for \"/\" would route "
+	                       "otherwise; send the path without it");
+	assert_target_rejected("/v1/a^b", "GET", "has \"^\" at position 6, which RFC 3986 "
+	                       "allows in no path or query; send it percent-encoded, as %5E");
+	for (const char *c = forbidden; *c != '\0'; c++) {
+		snprintf(target, sizeof(target), "/v1/chat%ccompletions", *c);
+		snprintf(reason, sizeof(reason), "has \"%c\" at position 9,", *c);
+		assert_target_rejected(target, "POST", reason);
+		snprintf(target, sizeof(target), "/v1/models?q=%c", *c);
+		snprintf(reason, sizeof(reason), "has \"%c\" at position 14,", *c);
+		assert_target_rejected(target, "GET", reason);
+	}
+	assert_target_rejected("/v1/models?filter={\"a\":1}", "GET", "as %7B");
+	assert_target_rejected("/v1/a|b", "GET", "as %7C");
+}
+END_TEST
+
+/* The route config rejects a path that check_path() rejects, so no route
+ * path can contain such a byte either. */
+START_TEST(route_path_bytes_checked)
+{
+	char message[256];
+
+	ck_assert_int_eq(tg_request_head_check_path("/v1/a^b", message, sizeof(message)),
+	                 TG_E_BAD_REQUEST);
+	ck_assert_msg(strstr(message, "has \"^\" at position 6") != NULL, "%s", message);
+	ck_assert_int_eq(tg_request_head_check_path("/v1/a~b", message, sizeof(message)), TG_OK);
+}
+END_TEST
+
 START_TEST(path_in_normal_form_kept)
 {
+	assert_origin_form("/v1/a-b_c.d~e!$&'()*+,=:@/f?g=!$&'()*+,;=:@/?%41", "GET",
+	                   "/v1/a-b_c.d~e!$&'()*+,=:@/f?g=!$&'()*+,;=:@/?%41");
 	assert_origin_form("/v1/models/ft:gpt-4o:org:1.2", "GET", "/v1/models/ft:gpt-4o:org:1.2");
 	assert_origin_form("/v1/files/.hidden/...", "GET", "/v1/files/.hidden/...");
 	assert_origin_form("/v1/files/a%20b%3Fc%25", "GET", "/v1/files/a%20b%3Fc%25");
@@ -594,6 +636,8 @@ request_head_suite(void)
 	tcase_add_test(target, path_not_in_normal_form_rejected);
 	tcase_add_test(target, path_parameters_and_controls_rejected);
 	tcase_add_test(target, path_in_normal_form_kept);
+	tcase_add_test(target, bytes_outside_rfc3986_rejected);
+	tcase_add_test(target, route_path_bytes_checked);
 	tcase_add_test(target, connect_not_implemented);
 	tcase_add_test(target, absolute_form_reduced_to_path);
 	tcase_add_test(target, absolute_form_rejected);
