@@ -283,6 +283,7 @@ tg_admin_start(struct event_base *base, struct tg_config *config, struct tg_runt
 			.keepalive_timeout = idle, .send_timeout = idle,
 		},
 		.limits_name = "the admin listener's ",
+		.timeout_name = "admin_idle_timeout",
 	};
 	admin->conns = tg_admin_conns_new(base, config, rt, &admin->site,
 	                                  config->admin_max_connections);

@@ -48,6 +48,7 @@
 
 #include "clock.h"
 #include "client.h"
+#include "config.h"
 #include "log.h"
 #include "relay.h"
 #include "request.h"
@@ -446,7 +447,7 @@ on_header_value_complete(llhttp_t *p)
 	/* llhttp has checked every byte of the name and of the value, and
 	 * tg_request_head_name_valid() checks that the name is not empty. */
 	if (!tg_request_head_name_valid(c->field.at, c->field.len))
-		rc = parse_fail(c, TG_E_BAD_HEADER);
+		rc = parse_fail_with(c, TG_E_BAD_HEADER, "%s", TG_REQUEST_HEADER_NAME_EMPTY);
 	else if (tg_headers_add_parts(&c->req->headers, &c->field, &c->value) != 0)
 		rc = parse_fail(c, TG_E_INTERNAL);
 
@@ -663,6 +664,26 @@ content_length_overflows(const struct tg_client *c)
 	return reason != NULL && strcmp(reason, "Content-Length overflow") == 0;
 }
 
+/* Quote the Content-Length value that llhttp rejected: the part it passed
+ * to on_header_value(), then the bytes from where it stopped to the end of
+ * the line or of the bytes read. */
+static void
+describe_content_length(struct tg_client *c)
+{
+	const char *at = llhttp_get_error_pos(&c->parser);
+	char sent[64];
+	char shown[40];
+	size_t n = c->value.len < sizeof(sent) ? c->value.len : sizeof(sent);
+
+	memcpy(sent, c->value.at, n);
+	for (; at < c->read_end && *at != '\r' && *at != '\n' && n < sizeof(sent); at++)
+		sent[n++] = *at;
+	tg_request_head_quote(sent, n, shown, sizeof(shown));
+	snprintf(c->parse_message, sizeof(c->parse_message), "Content-Length is \"%s\", "
+	         "not one decimal number of bytes such as 1024; send the length of the "
+	         "body in bytes, once", shown);
+}
+
 /* Give the client a reason for an error llhttp found, where the default
  * message of TG_E_BAD_REQUEST would leave it guessing. */
 static void
@@ -699,8 +720,7 @@ describe_parser_error(struct tg_client *c, llhttp_errno_t rc)
 		         "request body may have at most %smax_body (%zu bytes)",
 		         limits_name(c), client_limits(c)->max_body);
 	else if (rc == HPE_INVALID_CONTENT_LENGTH)
-		snprintf(c->parse_message, sizeof(c->parse_message),
-		         "Content-Length must be one decimal number of bytes");
+		describe_content_length(c);
 	else
 		describe_framing_error(c, rc);
 }
@@ -880,6 +900,18 @@ dispatch(struct tg_client *c)
 		tg_request_dispatch(c->req);
 }
 
+/* Record an error that llhttp found, with its reason for the client. It
+ * runs before the bytes of the read leave the input and the history, since
+ * some reasons quote the bytes where llhttp stopped. */
+static void
+record_parser_error(struct tg_client *c, llhttp_errno_t rc)
+{
+	tg_debug("client %s: invalid HTTP request: %s (%s)", c->addr,
+	         llhttp_errno_name(rc), llhttp_get_error_reason(&c->parser));
+	c->parse_error = parser_error_kind(c);
+	describe_parser_error(c, rc);
+}
+
 static void
 client_parse(struct tg_client *c)
 {
@@ -898,6 +930,8 @@ client_parse(struct tg_client *c)
 		}
 		rc = execute_piece(c, chunk.iov_base, chunk.iov_len, &consumed);
 		apply_due_timer(c);
+		if (rc != HPE_OK && rc != HPE_PAUSED && c->parse_error == TG_OK)
+			record_parser_error(c, rc);
 		if (c->req != NULL)
 			c->req->bytes_in += consumed;
 
@@ -914,12 +948,6 @@ client_parse(struct tg_client *c)
 		if (rc == HPE_PAUSED) {
 			dispatch(c);
 			return;
-		}
-		if (c->parse_error == TG_OK) {
-			tg_debug("client %s: invalid HTTP request: %s (%s)", c->addr,
-			         llhttp_errno_name(rc), llhttp_get_error_reason(&c->parser));
-			c->parse_error = parser_error_kind(c);
-			describe_parser_error(c, rc);
 		}
 		reject_unreadable_request(c, c->parse_error,
 		                          c->parse_message[0] != '\0' ? c->parse_message : NULL);
@@ -1077,6 +1105,28 @@ client_event_cb(struct bufferevent *bev, short events, void *arg)
 	client_free(c);
 }
 
+/* Name the read timeout that ran out, and its value. */
+static void
+describe_timeout(struct tg_client *c)
+{
+	const struct tg_site *site = c->worker->site;
+	const struct tg_limits *limits = client_limits(c);
+	char shown[32];
+
+	if (site != NULL)
+		snprintf(c->parse_message, sizeof(c->parse_message), "the client did not send "
+		         "the request within %s (%s)", site->timeout_name,
+		         tg_format_duration(limits->client_header_timeout, shown, sizeof(shown)));
+	else if (c->state == TG_CLIENT_HEAD)
+		snprintf(c->parse_message, sizeof(c->parse_message), "the client did not send "
+		         "the whole request head within limits.client_header_timeout (%s)",
+		         tg_format_duration(limits->client_header_timeout, shown, sizeof(shown)));
+	else
+		snprintf(c->parse_message, sizeof(c->parse_message), "the client sent no more "
+		         "of the request body for limits.client_body_timeout (%s)",
+		         tg_format_duration(limits->client_body_timeout, shown, sizeof(shown)));
+}
+
 static void
 client_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -1089,7 +1139,8 @@ client_timer_cb(evutil_socket_t fd, short what, void *arg)
 	case TG_CLIENT_BODY:
 		if (c->req != NULL) {
 			c->req->cause = TG_CAUSE_CLIENT_TIMEOUT;
-			reject_unreadable_request(c, TG_E_REQUEST_TIMEOUT, NULL);
+			describe_timeout(c);
+			reject_unreadable_request(c, TG_E_REQUEST_TIMEOUT, c->parse_message);
 			return;
 		}
 		client_free(c);

@@ -158,20 +158,6 @@ void report_type(struct load_ctx *ctx, const char *path,
 	report(ctx, path, "expected %s, got %s", expected, value_kind(value));
 }
 
-/* Format a duration with the largest unit that divides it exactly. */
-static const char *format_duration(tg_msec_t ms, char *buf, size_t size)
-{
-	if (ms != 0 && ms % (60 * 60 * 1000) == 0)
-		snprintf(buf, size, "%lluh", (unsigned long long)(ms / (60 * 60 * 1000)));
-	else if (ms != 0 && ms % (60 * 1000) == 0)
-		snprintf(buf, size, "%llum", (unsigned long long)(ms / (60 * 1000)));
-	else if (ms != 0 && ms % 1000 == 0)
-		snprintf(buf, size, "%llus", (unsigned long long)(ms / 1000));
-	else
-		snprintf(buf, size, "%llums", (unsigned long long)ms);
-	return buf;
-}
-
 /* Format a size with the largest binary unit that divides it exactly. */
 static const char *format_size(uint64_t bytes, char *buf, size_t size)
 {
@@ -771,8 +757,8 @@ static bool check_bounds(struct load_ctx *ctx, const char *path,
 		return true;
 
 	if (s->type == T_DURATION) {
-		format_duration(s->min, lo, sizeof(lo));
-		format_duration(max, hi, sizeof(hi));
+		tg_format_duration(s->min, lo, sizeof(lo));
+		tg_format_duration(max, hi, sizeof(hi));
 	} else {
 		format_size(s->min, lo, sizeof(lo));
 		format_size(max, hi, sizeof(hi));

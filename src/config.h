@@ -39,6 +39,10 @@ void tg_config_print_settings(FILE *out);
  * but the value does not fit tg_msec_t. */
 int tg_parse_duration(const char *s, tg_msec_t *out);
 
+/* Write ms into buf as the config would give it, with the largest unit
+ * that divides it exactly: "10s", "1500ms", "2h". Returns buf. */
+const char *tg_format_duration(tg_msec_t ms, char *buf, size_t size);
+
 /* Parse "512", "64KiB", "32MiB", "1GiB" (also "B", "KB"/"MB"/"GB" as powers
  * of 1000) into bytes. Returns 0, -1 when s is not of that form, or -2 when
  * it is but the value does not fit size_t. */

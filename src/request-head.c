@@ -1,6 +1,7 @@
 /*
  * Checks of a client request head that llhttp leaves to the server.
  */
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -416,6 +417,30 @@ check_host_value(const char *value)
 	if (judge_common_host_value(value, &valid))
 		return valid ? TG_OK : TG_E_BAD_REQUEST;
 	return check_host_value_as_uri(value);
+}
+
+void
+tg_request_head_quote(const char *bytes, size_t len, char *out, size_t size)
+{
+	size_t n = 0;
+
+	assert(size >= 8);
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)bytes[i];
+		int plain = c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
+
+		/* Room for this byte's text, and for "..." and the NUL after
+		 * it when another byte follows. */
+		if (n + (plain ? 1 : 4) + (i + 1 < len ? 3 : 0) + 1 > size) {
+			memcpy(out + n, "...", 4);
+			return;
+		}
+		if (plain)
+			out[n++] = (char)c;
+		else
+			n += (size_t)snprintf(out + n, size - n, "\\x%02x", c);
+	}
+	out[n] = '\0';
 }
 
 int

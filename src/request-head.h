@@ -15,6 +15,12 @@
 #define TG_REQUEST_TARGET_INVALID "the request target is neither a path such as " \
 	"/v1/chat/completions nor a valid http:// or https:// URL"
 
+/* The reason given for a header line whose name is empty, which llhttp
+ * 8.1 lets through (tg_request_head_name_valid()). */
+#define TG_REQUEST_HEADER_NAME_EMPTY "a header line of the request has an empty " \
+	"name (it starts with \":\"); send each header as NAME: VALUE, with a name such " \
+	"as Content-Type"
+
 /*
  * Reduce the request target to the origin form (path, then "?" and the query
  * if any) that routes match, the access log shows and the upstream request
@@ -50,6 +56,15 @@ enum tg_error tg_request_head_origin_form(const char *target, const char *method
  * for the client in message.
  */
 enum tg_error tg_request_head_check_path(const char *path, char *message, size_t size);
+
+/*
+ * Write len bytes from a client, which may be anything, into out as text
+ * that a message can quote: printable ASCII as it is, other bytes, the
+ * double quote and the backslash as \xHH. What does not fit into size
+ * bytes is cut, and "..." ends the text then. out is NUL-terminated, and
+ * size is at least 8.
+ */
+void tg_request_head_quote(const char *bytes, size_t len, char *out, size_t size);
 
 /*
  * Check a header name that llhttp accepted, for what llhttp 8.1 lets

@@ -1,5 +1,6 @@
 /*
- * Parsing of the duration and size values used in the configuration.
+ * Parsing of the duration and size values used in the configuration, and
+ * the text of a duration in messages.
  *
  * Both take an unsigned decimal integer followed directly by a unit, with no
  * sign, space or fraction, so "1.5s", "+2s" and "2 s" are all invalid. A
@@ -7,6 +8,7 @@
  * with a return value of its own, rather than being silently clamped.
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "config.h"
@@ -123,4 +125,17 @@ int tg_parse_size(const char *s, size_t *out)
 
 	*out = (size_t)bytes;
 	return 0;
+}
+
+const char *tg_format_duration(tg_msec_t ms, char *buf, size_t size)
+{
+	if (ms != 0 && ms % (60 * 60 * 1000) == 0)
+		snprintf(buf, size, "%lluh", (unsigned long long)(ms / (60 * 60 * 1000)));
+	else if (ms != 0 && ms % (60 * 1000) == 0)
+		snprintf(buf, size, "%llum", (unsigned long long)(ms / (60 * 1000)));
+	else if (ms != 0 && ms % 1000 == 0)
+		snprintf(buf, size, "%llus", (unsigned long long)(ms / 1000));
+	else
+		snprintf(buf, size, "%llums", (unsigned long long)ms);
+	return buf;
 }

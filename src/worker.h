@@ -85,6 +85,8 @@ struct tg_site {
 	/* The prefix of a bound's name ("max_header") in a message, such
 	 * as "limits." on the gateway's listeners. */
 	const char *limits_name;
+	/* The setting behind every timeout of limits, named in a 408. */
+	const char *timeout_name;
 };
 
 /* A connection accepted at the connection limit, not yet served. */

@@ -157,16 +157,34 @@ describe('client connections', () => {
     assert.match(error.message, /^Content-Length is too large: .* at most limits\.max_body \(\d+ bytes\)$/);
   }));
 
-  for (const value of ['12a', '']) {
-    it(`rejects Content-Length ${JSON.stringify(value)}`, () => withClient(async (client) => {
-      await client.write(rawRequest('POST', '/v1/chat/completions', [
+  // The value as sent, escaped, in the message: llhttp stops inside it.
+  const LENGTHS = [
+    ['12a', '12a'], ['', ''], ['-1', '-1'], ['1 2', '1 2'], ['0x10', '0x10'],
+    ['1,1', '1,1'], ['4"\\\x80', '4\\x22\\x5c\\x80'],
+    [`12${'a'.repeat(80)}`, `12${'a'.repeat(34)}...`],
+  ];
+  for (const [value, shown] of LENGTHS) {
+    it(`rejects Content-Length ${JSON.stringify(value)} and quotes it`, () => withClient(async (client) => {
+      await client.write(Buffer.from(rawRequest('POST', '/v1/chat/completions', [
         'Host: 127.0.0.1', 'Content-Type: application/json', `Content-Length: ${value}`,
-      ], chatText));
+      ], chatText), 'latin1'));
       const res = await client.readResponse();
       const error = assertError(res, 400, 'invalid_request_error', 'bad_request');
-      assert.match(error.message, /Content-Length must be one decimal number of bytes/);
+      assert.equal(error.message, `Content-Length is "${shown}", not one decimal number of ` +
+        'bytes such as 1024; send the length of the body in bytes, once');
     }));
   }
+
+  it('says that a header name is empty', () => withClient(async (client) => {
+    await client.write(rawRequest('POST', '/v1/chat/completions', [
+      'Host: 127.0.0.1', 'Content-Type: application/json', ': no-name',
+      `Content-Length: ${chatText.length}`,
+    ], chatText));
+    const res = await client.readResponse();
+    const error = assertError(res, 400, 'invalid_request_error', 'bad_request');
+    assert.equal(error.message, 'a header line of the request has an empty name (it starts ' +
+      'with ":"); send each header as NAME: VALUE, with a name such as Content-Type');
+  }));
 
   it('answers 413 to chunk extensions over 16 KiB', () => withClient(async (client) => {
     // The extension bytes are not body data, so max_body alone would not
@@ -354,7 +372,9 @@ describe('client connections', () => {
   it('answers 408 when the head is too slow', () => withClient(async (client) => {
     await client.write('POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: slow-head\r\n');
     const res = await client.readResponse();
-    assertError(res, 408, 'invalid_request_error', 'request_timeout');
+    const error = assertError(res, 408, 'invalid_request_error', 'request_timeout');
+    assert.equal(error.message, 'the client did not send the whole request head within ' +
+      'limits.client_header_timeout (1s)');
     assert.ok(await client.waitClosed(), 'the connection stayed open after the 408');
     const entry = await gw.waitForAccess((e) => e.status === 408 && e.termination === 'cR',
       { message: 'an access-log line with status 408 and termination cR' });
@@ -367,7 +387,9 @@ describe('client connections', () => {
       `Content-Length: ${chatText.length}`, 'X-Request-Id: slow-body',
     ], chatText.slice(0, 10)));
     const res = await client.readResponse();
-    assertError(res, 408, 'invalid_request_error', 'request_timeout');
+    const error = assertError(res, 408, 'invalid_request_error', 'request_timeout');
+    assert.equal(error.message, 'the client sent no more of the request body for ' +
+      'limits.client_body_timeout (1s)');
     const entry = await gw.accessFor('slow-body');
     assert.equal(entry.status, 408);
     assert.equal(entry.termination, 'cR');

@@ -205,6 +205,7 @@ describe('admin endpoints', () => {
     const res = await client.readResponse({ timeoutMs: 1000 });
     assert.equal(res.status, 408);
     assert.equal(res.header('content-type'), 'text/plain; charset=utf-8');
+    assert.match(res.body.toString(), /within admin_idle_timeout \(300ms\)/);
     client.socket.destroy();
     await gw.stop();
   });

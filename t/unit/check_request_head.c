@@ -238,6 +238,26 @@ START_TEST(path_in_normal_form_kept)
 }
 END_TEST
 
+START_TEST(client_bytes_quoted)
+{
+	char out[32];
+
+	tg_request_head_quote("12ab", 4, out, sizeof(out));
+	ck_assert_str_eq(out, "12ab");
+	tg_request_head_quote("a\"b\\c\x80\x00" "d", 8, out, sizeof(out));
+	ck_assert_str_eq(out, "a\\x22b\\x5cc\\x80\\x00d");
+	tg_request_head_quote("", 0, out, sizeof(out));
+	ck_assert_str_eq(out, "");
+	/* Cut where "..." and the NUL still fit. */
+	tg_request_head_quote("0123456789", 10, out, 10);
+	ck_assert_str_eq(out, "012345...");
+	tg_request_head_quote("012345", 6, out, 10);
+	ck_assert_str_eq(out, "012345");
+	tg_request_head_quote("\x01\x02\x03", 3, out, 10);
+	ck_assert_str_eq(out, "\\x01...");
+}
+END_TEST
+
 START_TEST(connect_not_implemented)
 {
 	char message[256];
@@ -639,6 +659,7 @@ request_head_suite(void)
 	tcase_add_test(target, bytes_outside_rfc3986_rejected);
 	tcase_add_test(target, route_path_bytes_checked);
 	tcase_add_test(target, connect_not_implemented);
+	tcase_add_test(target, client_bytes_quoted);
 	tcase_add_test(target, absolute_form_reduced_to_path);
 	tcase_add_test(target, absolute_form_rejected);
 	tcase_add_test(target, credentials_not_quoted);
