@@ -684,6 +684,66 @@ describe_content_length(struct tg_client *c)
 	         "body in bytes, once", shown);
 }
 
+/* Whether llhttp rejected an RTSP method, which it parses, in an HTTP
+ * request line. It gives that the code of an invalid constant, and tells
+ * it apart only by its reason text. */
+static int
+is_rtsp_method(const struct tg_client *c, llhttp_errno_t rc)
+{
+	const char *reason = llhttp_get_error_reason(&c->parser);
+
+	return rc == HPE_INVALID_CONSTANT && c->req != NULL && c->req->method != NULL &&
+	       reason != NULL && strcmp(reason, "Invalid method for HTTP/x.x request") == 0;
+}
+
+static int
+is_token_byte(char byte)
+{
+	return tg_header_name_valid(&byte, 1);
+}
+
+/*
+ * Judge the method that llhttp rejected with rc, HPE_INVALID_METHOD or an
+ * RTSP method (is_rtsp_method()), by tg_request_head_unknown_method(), and
+ * log what was sent as the method. An RTSP method was read whole. For
+ * another, llhttp stops at the first byte that no method in its table has
+ * at that place. The bytes before that one are the start of a method in
+ * the table, at most 11 (UNSUBSCRIBE), and the history keeps them when
+ * they came in an earlier read. The method's other bytes follow in this
+ * read. A method that the end of the read cuts off is judged by its start.
+ */
+static enum tg_error
+judge_unknown_method(struct tg_client *c, llhttp_errno_t rc)
+{
+	struct tg_request *req = c->req;
+	const char *at = llhttp_get_error_pos(&c->parser);
+	size_t earlier = req->bytes_in < TG_CLIENT_HISTORY ? req->bytes_in : TG_CLIENT_HISTORY;
+	size_t before = (size_t)(at - c->read_start) + earlier;
+	char line[TG_REQUEST_METHOD_SHOWN + 16];
+	size_t back = 0, n = 0;
+	enum tg_error err;
+
+	if (rc != HPE_INVALID_METHOD)
+		return tg_request_head_unknown_method(req->method, strlen(req->method),
+		                                      req->method_shown, sizeof(req->method_shown),
+		                                      c->parse_message, sizeof(c->parse_message));
+
+	while (back < before && back < TG_CLIENT_HISTORY &&
+	       is_token_byte(byte_before(c, at, back + 1)))
+		back++;
+	for (; back > 0; back--)
+		line[n++] = byte_before(c, at, back);
+	for (; at < c->read_end && n < sizeof(line); at++)
+		line[n++] = *at;
+
+	err = tg_request_head_unknown_method(line, n, req->method_shown,
+	                                     sizeof(req->method_shown), c->parse_message,
+	                                     sizeof(c->parse_message));
+	if (err == TG_E_NOT_IMPLEMENTED)
+		req->method = req->method_shown;
+	return err;
+}
+
 /* Give the client a reason for an error llhttp found, where the default
  * message of TG_E_BAD_REQUEST would leave it guessing. */
 static void
@@ -910,6 +970,8 @@ record_parser_error(struct tg_client *c, llhttp_errno_t rc)
 	         llhttp_errno_name(rc), llhttp_get_error_reason(&c->parser));
 	c->parse_error = parser_error_kind(c);
 	describe_parser_error(c, rc);
+	if (rc == HPE_INVALID_METHOD || is_rtsp_method(c, rc))
+		c->parse_error = judge_unknown_method(c, rc);
 }
 
 static void

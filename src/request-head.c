@@ -8,12 +8,14 @@
 #include <strings.h>
 
 #include <event2/http.h>
+#include <llhttp.h>
 
 #include "request-head.h"
 
 #define CHUNKED "chunked"
 #define CHUNKED_LEN (sizeof(CHUNKED) - 1)
 #define QUOTED_MAX 64           /* bytes of a name quoted in a message */
+#define LINE_START_SHOWN 16     /* bytes of a request line quoted in a message */
 
 /* The printable ASCII bytes that RFC 3986 allows in no path or query,
  * other than "#" (check_target_bytes()). */
@@ -441,6 +443,71 @@ tg_request_head_quote(const char *bytes, size_t len, char *out, size_t size)
 			n += (size_t)snprintf(out + n, size - n, "\\x%02x", c);
 	}
 	out[n] = '\0';
+}
+
+/*
+ * Check the rest of a request line after its method, rest of len bytes up
+ * to the end of what was read, as llhttp reads it after a method it parses
+ * (GET), so that a line such as "THIS IS NOT HTTP" gets 400 rather than a
+ * 501 for "THIS". A line that the end of rest cuts off is valid so far.
+ * Returns NULL when valid, else llhttp's reason.
+ */
+static const char *
+line_after_method_error(const char *rest, size_t len)
+{
+	const char *lf = memchr(rest, '\n', len);
+	llhttp_settings_t settings;
+	llhttp_t parser;
+	llhttp_errno_t rc;
+
+	llhttp_settings_init(&settings);
+	llhttp_init(&parser, HTTP_REQUEST, &settings);
+	rc = llhttp_execute(&parser, "GET", 3);
+	if (rc == HPE_OK)
+		rc = llhttp_execute(&parser, rest, lf != NULL ? (size_t)(lf - rest) + 1 : len);
+	/* An empty line ends the head that the line starts. */
+	if (rc == HPE_OK && lf != NULL)
+		rc = llhttp_execute(&parser, "\r\n", 2);
+	return rc == HPE_OK ? NULL : llhttp_get_error_reason(&parser);
+}
+
+enum tg_error
+tg_request_head_unknown_method(const char *line, size_t len, char *method,
+                               size_t method_size, char *message, size_t size)
+{
+	char shown[4 * LINE_START_SHOWN + 4];
+	size_t token = 0;
+	const char *error;
+
+	assert(method_size > TG_REQUEST_METHOD_SHOWN);
+	method[0] = '\0';
+	while (token < len && tg_header_name_valid(line + token, 1))
+		token++;
+
+	tg_request_head_quote(line, len < LINE_START_SHOWN ? len : LINE_START_SHOWN, shown,
+	                      sizeof(shown));
+	if (token == 0 || (token < len && line[token] != ' ')) {
+		snprintf(message, size, "the request line does not start with a method such "
+		         "as POST and a space, but with \"%s\"; send METHOD TARGET "
+		         "HTTP/1.1", shown);
+		return TG_E_BAD_REQUEST;
+	}
+	error = line_after_method_error(line + token, len - token);
+	if (error != NULL) {
+		snprintf(message, size, "the request line that starts with \"%s\" is not "
+		         "METHOD TARGET HTTP/1.1 after its method (llhttp: %s)", shown, error);
+		return TG_E_BAD_REQUEST;
+	}
+
+	/* A token contains printable ASCII only, which needs no escape. */
+	if (token > TG_REQUEST_METHOD_SHOWN)
+		token = TG_REQUEST_METHOD_SHOWN;
+	memcpy(method, line, token);
+	method[token] = '\0';
+	snprintf(message, size, "the gateway does not implement the method \"%s\"; it "
+	         "forwards standard methods such as GET and POST, whose names are "
+	         "case-sensitive", method);
+	return TG_E_NOT_IMPLEMENTED;
 }
 
 int

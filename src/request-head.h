@@ -21,6 +21,10 @@
 	"name (it starts with \":\"); send each header as NAME: VALUE, with a name such " \
 	"as Content-Type"
 
+/* Maximum length of the name of a method the gateway does not implement,
+ * as the access log and the 501 show it. */
+#define TG_REQUEST_METHOD_SHOWN 32
+
 /*
  * Reduce the request target to the origin form (path, then "?" and the query
  * if any) that routes match, the access log shows and the upstream request
@@ -56,6 +60,28 @@ enum tg_error tg_request_head_origin_form(const char *target, const char *method
  * for the client in message.
  */
 enum tg_error tg_request_head_check_path(const char *path, char *message, size_t size);
+
+/*
+ * Judge the method of a request line that llhttp refused with
+ * HPE_INVALID_METHOD (a method it does not know, or not a method at all),
+ * or with "Invalid method for HTTP/x.x request" (an RTSP method). line
+ * contains the first len bytes of the request line, as many as the caller
+ * has: they may end inside the method. Returns
+ *   TG_E_NOT_IMPLEMENTED  when line starts with a token (RFC 9110 section
+ *                         5.6.2) that a space or the end of line ends,
+ *                         and llhttp reads the rest of the line as valid
+ *                         after a method it parses: a method the gateway
+ *                         does not implement, which section 9.1 answers
+ *                         with 501. Its first
+ *                         TG_REQUEST_METHOD_SHOWN bytes go to method,
+ *                         NUL-terminated, and are named in message.
+ *   TG_E_BAD_REQUEST      otherwise, with method empty and the start of
+ *                         line quoted in message.
+ * method_size is at least TG_REQUEST_METHOD_SHOWN + 1.
+ */
+enum tg_error tg_request_head_unknown_method(const char *line, size_t len, char *method,
+                                             size_t method_size, char *message,
+                                             size_t size);
 
 /*
  * Write len bytes from a client, which may be anything, into out as text

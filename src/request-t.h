@@ -19,6 +19,7 @@
 #include "metrics-t.h"
 #include "ratelimit-t.h"
 #include "relay.h"
+#include "request-head.h"
 #include "request-scan.h"
 #include "sse.h"
 
@@ -116,8 +117,11 @@ struct tg_request {
 	char time[32];                  /* wall-clock start, for the access log */
 
 	/* As received. */
-	const char *method;             /* static string from llhttp */
+	const char *method;             /* static string from llhttp, or
+	                                   method_shown */
 	int method_id;                  /* enum llhttp_method */
+	char method_shown[TG_REQUEST_METHOD_SHOWN + 1];  /* the start of a method
+	                                   the gateway does not implement */
 	char *url;                      /* request target, with the query */
 	char *path;                     /* target without the query */
 	struct tg_headers headers;      /* hop-by-hop headers already removed */

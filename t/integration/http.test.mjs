@@ -288,6 +288,57 @@ describe('client connections', () => {
     assert.ok(await client.waitClosed(), 'the connection stayed open after the 501');
   }));
 
+  // RFC 9110 section 9.1: 501 for a method the server does not recognize.
+  // llhttp cannot read on after one, so the connection closes.
+  const METHODS = [
+    ['FOO', 'FOO'], ['QUERY', 'QUERY'], ['get', 'get'], ['GETX', 'GETX'], ['SETUP', 'SETUP'],
+    ['Post', 'Post'], [`X${'Y'.repeat(50)}`, `X${'Y'.repeat(31)}`],
+  ];
+  for (const [method, shown] of METHODS) {
+    it(`answers 501 to the method ${method.slice(0, 12)}, and logs it`, () => withClient(async (client) => {
+      const id = `method-${method.slice(0, 12)}`;
+      await client.write(rawRequest(method, '/v1/chat/completions', [
+        'Host: 127.0.0.1', 'Content-Type: application/json', `X-Request-Id: ${id}`,
+        `Content-Length: ${chatText.length}`,
+      ], chatText));
+      const res = await client.readResponse();
+      const error = assertError(res, 501, 'invalid_request_error', 'method_not_implemented');
+      assert.equal(error.message, `the gateway does not implement the method "${shown}"; it ` +
+        'forwards standard methods such as GET and POST, whose names are case-sensitive');
+      assert.ok(await client.waitClosed(), 'the connection stayed open after the 501');
+      const entry = await gw.waitForAccess((e) => e.status === 501 && e.method === shown,
+        { message: `an access-log line with status 501 and method ${shown}` });
+      assert.equal(entry.termination, 'GR');
+      assert.equal(entry.reason, 'method_not_implemented');
+    }));
+  }
+
+  it('answers 400 to a request line that starts with no method', () => withClient(async (client) => {
+    await client.write(Buffer.from('G@T /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n', 'latin1'));
+    const res = await client.readResponse();
+    const error = assertError(res, 400, 'invalid_request_error', 'bad_request');
+    assert.equal(error.message, 'the request line does not start with a method such as POST ' +
+      'and a space, but with "G@T /v1/models H"; send METHOD TARGET HTTP/1.1');
+    assert.ok(await client.waitClosed(), 'the connection stayed open after the 400');
+  }));
+
+  it('answers 400 to a line that is no request after its method', () => withClient(async (client) => {
+    await client.write('THIS IS NOT HTTP\r\nHost: 127.0.0.1\r\n\r\n');
+    const res = await client.readResponse();
+    const error = assertError(res, 400, 'invalid_request_error', 'bad_request');
+    assert.match(error.message, /^the request line that starts with "THIS IS NOT HTTP" is not METHOD TARGET HTTP\/1\.1 after its method \(llhttp: .+\)$/);
+    const entry = await gw.waitForAccess((e) => e.status === 400 && e.reason === 'bad_request_line' && e.method === null,
+      { message: 'an access-log line with status 400 and no method' });
+    assert.equal(entry.termination, 'GR');
+  }));
+
+  it('answers 400 to TLS on the plain port, and quotes its first bytes', () => withClient(async (client) => {
+    await client.write(Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01]));
+    const res = await client.readResponse();
+    const error = assertError(res, 400, 'invalid_request_error', 'bad_request');
+    assert.match(error.message, /but with "\\x16\\x03\\x01\\x02\\x00\\x01"/);
+  }));
+
   /* Transfer-Encoding lines, the status, error code and message expected. */
   const CODINGS = [
     [['gzip, chunked'], 501, 'unsupported_transfer_coding', /transfer coding "gzip" is not supported/],

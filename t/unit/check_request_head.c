@@ -1,7 +1,7 @@
 /*
  * Unit tests for the checks of a client request head: the request target,
- * the Host header, the transfer codings, and the header bytes that llhttp
- * checks in their place.
+ * the method llhttp rejects, the Host header, the transfer codings, and the
+ * header bytes that llhttp checks in their place.
  */
 #include <check.h>
 #include <stdio.h>
@@ -235,6 +235,111 @@ START_TEST(path_in_normal_form_kept)
 	assert_origin_form("/v1/files/a%20%20b", "GET", "/v1/files/a%20%20b");
 	assert_origin_form("/v1/files/a%3Bb%80", "GET", "/v1/files/a%3Bb%80");
 	assert_origin_form("/v1/models?x=;&y=%00%20", "GET", "/v1/models?x=;&y=%00%20");
+}
+END_TEST
+
+static enum tg_error
+judge_method(const char *line, size_t len, char *method, char *message, size_t size)
+{
+	message[0] = '\0';
+	return tg_request_head_unknown_method(line, len, method, TG_REQUEST_METHOD_SHOWN + 1,
+	                                      message, size);
+}
+
+/* RFC 9110 section 9.1: a method the server does not recognize gets 501. */
+START_TEST(unknown_method_not_implemented)
+{
+	static const char *const lines[][2] = {
+		{ "FOO /v1/models HTTP/1.1", "FOO" },
+		{ "get /v1/models HTTP/1.1", "get" },
+		{ "QUERY /v1/models HTTP/1.1", "QUERY" },
+		{ "GETX /", "GETX" },
+		{ "BREW", "BREW" },     /* cut off by the end of the bytes read */
+		{ "SETUP", "SETUP" },
+		{ "X-Y_Z!#$%&'*+.^`|~ /", "X-Y_Z!#$%&'*+.^`|~" },
+	};
+	char method[TG_REQUEST_METHOD_SHOWN + 1];
+	char message[256];
+	char expected[256];
+
+	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
+		ck_assert_int_eq(judge_method(lines[i][0], strlen(lines[i][0]), method, message,
+		                              sizeof(message)), TG_E_NOT_IMPLEMENTED);
+		ck_assert_str_eq(method, lines[i][1]);
+		snprintf(expected, sizeof(expected), "the gateway does not implement the method "
+		         "\"%s\"; it forwards standard methods such as GET and POST, whose "
+		         "names are case-sensitive", lines[i][1]);
+		ck_assert_str_eq(message, expected);
+	}
+}
+END_TEST
+
+START_TEST(long_unknown_method_cut)
+{
+	char line[80];
+	char method[TG_REQUEST_METHOD_SHOWN + 1];
+	char message[256];
+
+	memset(line, 'M', 60);
+	memcpy(line + 60, " / HTTP/1.1", 11);
+	ck_assert_int_eq(judge_method(line, 71, method, message, sizeof(message)),
+	                 TG_E_NOT_IMPLEMENTED);
+	ck_assert_uint_eq(strlen(method), TG_REQUEST_METHOD_SHOWN);
+	ck_assert_int_eq(strspn(method, "M"), TG_REQUEST_METHOD_SHOWN);
+}
+END_TEST
+
+/* Bytes that are no token get 400, and are quoted with their escapes. */
+START_TEST(line_without_method_rejected)
+{
+	char method[TG_REQUEST_METHOD_SHOWN + 1];
+	char message[256];
+
+	ck_assert_int_eq(judge_method("G@T / HTTP/1.1", 14, method, message, sizeof(message)),
+	                 TG_E_BAD_REQUEST);
+	ck_assert_str_eq(method, "");
+	ck_assert_str_eq(message, "the request line does not start with a method such as "
+	                 "POST and a space, but with \"G@T / HTTP/1.1\"; send METHOD "
+	                 "TARGET HTTP/1.1");
+	ck_assert_int_eq(judge_method("\x16\x03\x01\x02\x00\x01", 6, method, message,
+	                              sizeof(message)), TG_E_BAD_REQUEST);
+	ck_assert_msg(strstr(message, "but with \"\\x16\\x03\\x01\\x02\\x00\\x01\";") != NULL,
+	              "%s", message);
+	ck_assert_int_eq(judge_method("GET\t/ HTTP/1.1", 14, method, message, sizeof(message)),
+	                 TG_E_BAD_REQUEST);
+	ck_assert_int_eq(judge_method("", 0, method, message, sizeof(message)),
+	                 TG_E_BAD_REQUEST);
+}
+END_TEST
+
+/* A method is judged only in a line that llhttp would read after a method
+ * it knows: "THIS IS NOT HTTP" is no request with the method THIS. */
+START_TEST(line_invalid_after_method_rejected)
+{
+	static const char *const lines[] = {
+		"THIS IS NOT HTTP\r\n\r\n",
+		"FOO /v1/models HTTP/1.1 x\r\n",
+		"FOO /v1/models XTTP/1.1\r\n",
+		"FOO /v1/\x01 HTTP/1.1\r\n",
+	};
+	static const char request[] = "FOO /v1/models HTTP/1.1\r\nHost: a\r\n\r\n";
+	char method[TG_REQUEST_METHOD_SHOWN + 1];
+	char message[256];
+
+	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
+		ck_assert_int_eq(judge_method(lines[i], strlen(lines[i]), method, message,
+		                              sizeof(message)), TG_E_BAD_REQUEST);
+		ck_assert_str_eq(method, "");
+		ck_assert_msg(strstr(message, " is not METHOD TARGET HTTP/1.1 after its method "
+		                     "(llhttp: ") != NULL, "%s: %s", lines[i], message);
+	}
+	ck_assert_int_eq(judge_method(lines[0], strlen(lines[0]), method, message,
+	                              sizeof(message)), TG_E_BAD_REQUEST);
+	ck_assert_msg(strncmp(message, "the request line that starts with \"THIS IS NOT HTTP\"",
+	                      51) == 0, "%s", message);
+	ck_assert_int_eq(judge_method(request, strlen(request), method, message,
+	                              sizeof(message)), TG_E_NOT_IMPLEMENTED);
+	ck_assert_str_eq(method, "FOO");
 }
 END_TEST
 
@@ -659,6 +764,10 @@ request_head_suite(void)
 	tcase_add_test(target, bytes_outside_rfc3986_rejected);
 	tcase_add_test(target, route_path_bytes_checked);
 	tcase_add_test(target, connect_not_implemented);
+	tcase_add_test(target, unknown_method_not_implemented);
+	tcase_add_test(target, long_unknown_method_cut);
+	tcase_add_test(target, line_without_method_rejected);
+	tcase_add_test(target, line_invalid_after_method_rejected);
 	tcase_add_test(target, client_bytes_quoted);
 	tcase_add_test(target, absolute_form_reduced_to_path);
 	tcase_add_test(target, absolute_form_rejected);
