@@ -824,9 +824,10 @@ head_refusal(struct tg_client *c)
  * At the end of a head read whole and checked, where the parser paused:
  * send 100 Continue if the client waits for it, and resume the parser.
  * A request that the head alone gets refused (a gateway key missing,
- * unknown, not allowed or over its rate limit, or what a site rejects) is
- * refused at once instead, as nginx does, so the client sends no body that
- * would be read for nothing. Returns 0, or HPE_USER with the error recorded.
+ * unknown, not allowed or over its rate limit, a Content-Encoding on a
+ * body the gateway reads, or what a site rejects) is refused at once
+ * instead, as nginx does, so the client sends no body that would be read
+ * for nothing. Returns 0, or HPE_USER with the error recorded.
  */
 static llhttp_errno_t
 head_read(struct tg_client *c)

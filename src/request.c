@@ -381,15 +381,17 @@ reads_body(const struct tg_request *req, const struct endpoint *endpoint)
 	return req->body_len > 0 || (endpoint != NULL && endpoint->needs_model);
 }
 
-/* Reject req with 415 when its body has a content coding other than
- * identity. The gateway would read compressed bytes as JSON, and upstream
- * would get a body rewritten as plain JSON under a header that names a
- * coding. By RFC 9110 section 15.5.16, the response ought to list the
- * accepted codings in Accept-Encoding. Returns 1 when rejected. */
+/* By RFC 9110 section 15.5.16, a 415 for a content coding ought to list
+ * the accepted codings in Accept-Encoding. */
+#define ACCEPT_IDENTITY "Accept-Encoding: identity\r\n"
+
+/* Whether req's body has a content coding other than identity, which the
+ * gateway rejects on a body it reads. It would read compressed bytes as
+ * JSON, and upstream would get a body rewritten as plain JSON under a
+ * header that names a coding. Returns 1 with the reason in message. */
 static int
-reject_content_coding(struct tg_request *req)
+has_rejected_coding(const struct tg_request *req, char *message, size_t size)
 {
-	char message[160];
 	const char *coding;
 	size_t len;
 
@@ -397,10 +399,22 @@ reject_content_coding(struct tg_request *req)
 	if (coding == NULL)
 		return 0;
 
-	snprintf(message, sizeof(message), "the request body has Content-Encoding \"%.*s\"; "
+	snprintf(message, size, "the request body has Content-Encoding \"%.*s\"; "
 	         "the gateway reads request bodies and accepts only identity (uncompressed)",
 	         (int)(len < 40 ? len : 40), coding);
-	tg_request_fail_with(req, TG_E_CONTENT_CODING, "Accept-Encoding: identity\r\n", message);
+	return 1;
+}
+
+/* Reject req with 415 when its body has a content coding
+ * (has_rejected_coding()). Returns 1 when rejected. */
+static int
+reject_content_coding(struct tg_request *req)
+{
+	char message[160];
+
+	if (!has_rejected_coding(req, message, sizeof(message)))
+		return 0;
+	tg_request_fail_with(req, TG_E_CONTENT_CODING, ACCEPT_IDENTITY, message);
 	return 1;
 }
 
@@ -655,13 +669,12 @@ answer_before_auth(struct tg_request *req, const struct endpoint *endpoint, enum
 }
 
 /*
- * Whether the dispatch of req, whose head alone is read, would respond
- * before the rate limits of key count it, whatever the body holds. That is
- * the 415 of a content coding on a body it reads as JSON. A body that is
- * not JSON names no model, so its route is known from the head. Such a
- * request gets 404 or 405 without a route, 403 from a route that refuses
- * key, and 415 from a route whose filters read JSON only. The body is
- * taken to be there, since its client waits for 100 Continue to send it.
+ * Whether the dispatch of req, whose head alone is read and which
+ * tg_request_head_refusal() did not reject for its content coding, would
+ * respond before the rate limits of key count it, whatever the body holds.
+ * A body that is not JSON names no model, so its route is known from the
+ * head. Such a request gets 404 or 405 without a route, 403 from a route
+ * that refuses key, and 415 from a route whose filters read JSON only.
  */
 static int
 responds_before_limits(const struct tg_request *req, const struct endpoint *endpoint,
@@ -671,26 +684,48 @@ responds_before_limits(const struct tg_request *req, const struct endpoint *endp
 		.path = req->path, .method = req->method_id, .headers = &req->headers,
 	};
 	const struct tg_route *route;
-	size_t len;
 
 	if (!body_is_opaque(req, endpoint, 1))
-		return tg_headers_content_coding(&req->headers, &len) != NULL;
+		return 0;
 
 	route = tg_route_match(req->config, &query);
 	return route == NULL || tg_auth_check_route(route, key) != TG_OK ||
 	       tg_filter_reads_json_only(route);
 }
 
+/* Whether the dispatch of req, whose head alone is read, would reject a
+ * content coding on a body it reads as JSON (reject_content_coding()).
+ * Returns 1 with the reason in message. */
+static int
+head_rejects_coding(const struct tg_request *req, const struct endpoint *endpoint,
+                    char *message, size_t size)
+{
+	return !is_model_list(endpoint) && !body_is_opaque(req, endpoint, 1) &&
+	       has_rejected_coding(req, message, size);
+}
+
+/* The refusals follow the order of tg_request_dispatch(): the key, then the
+ * content coding, then the routes the key may use, then its rate limits.
+ * The body is taken to be there, since its client waits for 100 Continue
+ * to send it. */
 enum tg_error
 tg_request_head_refusal(struct tg_request *req, char *message, size_t size)
 {
 	const struct endpoint *endpoint = find_endpoint(req->path);
-	const struct tg_gateway_key *key;
+	const struct tg_gateway_keys *keys = req->config->gateway_keys;
+	const struct tg_gateway_key *key = NULL;
 	enum tg_error err;
 
 	message[0] = '\0';
-	if (req->config->gateway_keys == NULL || error_before_auth(req, endpoint) != TG_OK)
+	if (error_before_auth(req, endpoint) != TG_OK)
 		return TG_OK;
+	if (keys != NULL && (err = tg_auth_head_refusal(req, 0, message, size, &key)) != TG_OK)
+		return err;
+	if (head_rejects_coding(req, endpoint, message, size))
+		return TG_E_CONTENT_CODING;
+	if (keys == NULL)
+		return TG_OK;
+
 	err = tg_auth_head_refusal(req, !is_model_list(endpoint), message, size, &key);
 	if (err != TG_OK || key == NULL || responds_before_limits(req, endpoint, key))
 		return err;
@@ -815,8 +850,8 @@ tg_request_fail_with(struct tg_request *req, enum tg_error err, const char *extr
 }
 
 /* The header lines of err refused before the request was read whole: a
- * 401's challenge, a 429's Retry-After (written into retry), or the
- * methods a site takes on its 405 and 501. */
+ * 401's challenge, a content coding's Accept-Encoding, a 429's Retry-After
+ * (written into retry), or the methods a site takes on its 405 and 501. */
 static const char *
 unread_error_lines(struct tg_request *req, enum tg_error err, char *retry, size_t retry_size)
 {
@@ -826,6 +861,8 @@ unread_error_lines(struct tg_request *req, enum tg_error err, char *retry, size_
 		return site->allow_lines;
 	if (err == TG_E_REQUEST_RATE_LIMIT || err == TG_E_TOKEN_RATE_LIMIT)
 		return tg_ratelimit_retry_after(req, retry, retry_size);
+	if (err == TG_E_CONTENT_CODING)
+		return ACCEPT_IDENTITY;
 	return tg_auth_challenge(err);
 }
 

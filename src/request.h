@@ -50,10 +50,11 @@ void tg_request_fail_with(struct tg_request *req, enum tg_error err,
 /*
  * For a request whose head is read and whose client waits for 100 Continue
  * before it sends the body: the error that the head alone earns, or TG_OK.
- * That is a 401 or 403 of the gateway keys (tg_auth_head_refusal()), or a
- * 429 of a used-up rate limit of the caller's key
- * (tg_ratelimit_head_refusal(), which sets req->key and req->ratelimit),
- * unless the dispatch would respond otherwise first. The caller refuses
+ * That is a 401 or 403 of the gateway keys (tg_auth_head_refusal()), a 415
+ * of a Content-Encoding on a body the gateway reads, or a 429 of a used-up
+ * rate limit of the caller's key (tg_ratelimit_head_refusal(), which sets
+ * req->key and req->ratelimit), unless the dispatch would respond
+ * otherwise first. The caller refuses
  * the request with tg_request_fail_unread() rather than ask for a body that
  * would be read for nothing. message gets the client's message ("" for the
  * error's default).
@@ -63,10 +64,11 @@ enum tg_error tg_request_head_refusal(struct tg_request *req, char *message, siz
 /* Respond as tg_request_fail() does to a request that the gateway rejects
  * before it was read whole (a malformed or too large head or body, a read
  * timeout, a credential or a used-up rate limit refused before the body was
- * asked for). A 401 carries its WWW-Authenticate challenge, a 429 its
- * Retry-After, and a 405 or 501 of a site its allow_lines (worker.h). Its
- * phase stays TG_PHASE_REQUEST, so that its termination code (GR, or cR on
- * a timeout) sets it apart from a request rejected after it was read (GL). */
+ * asked for). A 401 carries its WWW-Authenticate challenge, a 415 of a
+ * content coding its Accept-Encoding, a 429 its Retry-After, and a 405 or
+ * 501 of a site its allow_lines (worker.h). Its phase stays
+ * TG_PHASE_REQUEST, so that its termination code (GR, or cR on a timeout)
+ * sets it apart from a request rejected after it was read (GL). */
 void tg_request_fail_unread(struct tg_request *req, enum tg_error err, const char *message);
 
 /* The client went away or timed out before the response was complete:

@@ -396,6 +396,33 @@ describe('client connections', () => {
     });
   }
 
+  // The head decides the 415, so a client that waits for 100 Continue gets
+  // it instead, and sends no body that would be read for nothing.
+  it('answers 415 to Content-Encoding before 100 Continue', () => withClient(async (client) => {
+    await client.write(rawRequest('POST', '/v1/chat/completions', [
+      'Host: 127.0.0.1', 'Content-Type: application/json', 'Content-Encoding: br',
+      `Content-Length: ${chatText.length}`, 'Expect: 100-continue',
+      'X-Request-Id: content-coding-expect',
+    ]));
+    const res = await client.readResponse();
+    const error = assertError(res, 415, 'invalid_request_error', 'unsupported_content_encoding');
+    assert.match(error.message, /Content-Encoding "br"/);
+    assert.equal(res.header('accept-encoding'), 'identity');
+    assert.ok(await client.waitClosed(), 'the connection stayed open after the 415');
+    const entry = await gw.accessFor('content-coding-expect');
+    assert.equal(entry.termination, 'GR');
+  }));
+
+  // A body the gateway forwards unread keeps its coding, and its 100.
+  it('sends 100 Continue to a coded body it forwards unread', () => withClient(async (client) => {
+    const body = zlib.gzipSync('raw bytes');
+    await client.write(rawRequest('POST', '/v1/files', [
+      'Host: 127.0.0.1', 'Content-Type: application/octet-stream', 'Content-Encoding: gzip',
+      `Content-Length: ${body.length}`, 'Expect: 100-continue',
+    ]));
+    assert.equal((await client.readResponse()).status, 100);
+  }));
+
   it('takes Content-Encoding: identity', async () => {
     const res = await request({
       port: gw.port, method: 'POST', path: '/v1/chat/completions', body: chat,
