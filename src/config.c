@@ -425,9 +425,10 @@ static void parse_api_key(struct load_ctx *ctx, const char *path, json_t *value,
 static const struct section backend_section;
 
 /* Checks of one backend that involve several of its keys. */
-static void check_backend(struct load_ctx *ctx, const char *path, json_t *obj)
+static void check_backend(struct load_ctx *ctx, const char *path, json_t *obj,
+                          const struct tg_backend *b)
 {
-	char child[PATH_LEN];
+	char child[PATH_LEN], q[QUOTE_LEN], qu[QUOTE_LEN];
 
 	/* Without api_key the client's credential passes as it came, so a
 	 * header for the key would mislead the reader of the file. */
@@ -435,6 +436,16 @@ static void check_backend(struct load_ctx *ctx, const char *path, json_t *obj)
 	    json_object_get(obj, "api_key") == NULL)
 		report(ctx, path_key(child, path, "api_key_header"),
 		       "has no effect without \"api_key\"; set api_key or remove this key");
+
+	/* A warning, not an error: the backend works, but the author of tls
+	 * most likely meant the connection to be encrypted, and it is not. */
+	if (json_object_get(obj, "tls") != NULL && b->url != NULL && b->name != NULL &&
+	    !b->tls)
+		report_warning(ctx, path_key(child, path, "tls"), "has no effect: backend %s "
+		               "has the http:// URL %s, so the gateway connects to it without "
+		               "TLS; write https:// for TLS, or remove tls",
+		               quote(b->name, q, sizeof(q)),
+		               quote(json_string_value(json_object_get(obj, "url")), qu, sizeof(qu)));
 }
 
 static void parse_backends(struct load_ctx *ctx, const char *path,
@@ -485,7 +496,7 @@ static void parse_backends(struct load_ctx *ctx, const char *path,
 			continue;
 		}
 		parse_section(ctx, child, b, backend, &backend_section);
-		check_backend(ctx, child, b);
+		check_backend(ctx, child, b, backend);
 	}
 }
 
@@ -592,7 +603,9 @@ static const struct setting listen_settings[] = {
 static const struct section listen_section = SECTION(listen_settings);
 
 static const struct setting limits_settings[] = {
-	{ .key = "max_body", .type = T_SIZE, .def = "\"32MiB\"", .max = NO_MAX,
+	/* 0 would reject every body, not lift the limit: the gateway keeps
+	 * each body in memory, so none is unbounded. */
+	{ .key = "max_body", .type = T_SIZE, .def = "\"32MiB\"", .min = 1, .max = NO_MAX,
 	  .offset = offsetof(struct tg_config, limits.max_body),
 	  .help = "largest request body accepted" },
 	{ .key = "max_header", .type = T_SIZE, .def = "\"64KiB\"",

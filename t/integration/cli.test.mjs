@@ -92,6 +92,42 @@ describe('command line', () => {
     assert.doesNotMatch(prefixed.stderr, /warning/);
   });
 
+  it('warns of tls on an http:// backend, with -t, at start and on reload', async () => {
+    const config = validConfig({
+      listen: [`127.0.0.1:${await freePort()}`],
+      admin: `127.0.0.1:${await freePort()}`,
+      backends: { primary: { url: 'http://127.0.0.1:19001', tls: { verify: false } } },
+    });
+    const warning = /backends\.primary\.tls: warning: has no effect: backend "primary" has the http:\/\/ URL "http:\/\/127\.0\.0\.1:19001", so the gateway connects to it without TLS; write https:\/\/ for TLS, or remove tls$/m;
+    const { code, stderr } = await check(config);
+    assert.equal(code, 0, stderr);
+    assert.match(stderr, warning);
+    assert.match(stderr, /configuration is valid$/m);
+
+    const gw = await startGateway(config);
+    assert.ok(gw.stderr.some((line) => warning.test(line)), gw.stderr.join('\n'));
+    const from = gw.stderr.length;
+    assert.equal(await gw.reload(config), 'reloaded');
+    assert.ok(gw.stderr.slice(from).some((line) => / \[warn\] /.test(line) && warning.test(line)),
+      gw.stderr.join('\n'));
+    await gw.stop();
+
+    const secure = await check(validConfig({
+      backends: { primary: { url: 'https://127.0.0.1:19001', tls: { verify: false } } },
+    }));
+    assert.doesNotMatch(secure.stderr, /warning/);
+  });
+
+  // 0 does not lift the limit: the gateway holds each body in memory.
+  it('rejects limits.max_body 0 and names the minimum', async () => {
+    for (const value of [0, '0', '0KiB']) {
+      const { file, code, stderr } = await check(validConfig({ limits: { max_body: value } }));
+      assert.equal(code, 1, stderr);
+      const shown = typeof value === 'string' ? `"${value}"` : `${value}`;
+      assert.match(stderr, new RegExp(`^${file}: limits\\.max_body: ${shown} is below the minimum of 1B$`, 'm'));
+    }
+  });
+
   it('accepts every documented key with -t', async () => {
     const { code, stderr } = await check(validConfig({
       listen: ['127.0.0.1:18080', { address: '127.0.0.1:18443', tls: { cert: '/dev/null', key: '/dev/null' } }],

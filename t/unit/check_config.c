@@ -271,8 +271,8 @@ START_TEST(full_config_values)
 
 	const struct tg_backend *p = tg_config_backend(cfg, "primary");
 	ck_assert_ptr_eq(p, &cfg->backends[0]);
-	ck_assert_str_eq(p->url, "http://127.0.0.1:9001/openai/");
-	ck_assert_int_eq(p->tls, 0);
+	ck_assert_str_eq(p->url, "https://127.0.0.1:9001/openai/");
+	ck_assert_int_eq(p->tls, 1);
 	ck_assert_str_eq(p->host, "127.0.0.1");
 	ck_assert_str_eq(p->port, "9001");
 	ck_assert_str_eq(p->host_header, "127.0.0.1:9001");
@@ -773,7 +773,7 @@ END_TEST
 START_TEST(unknown_key_backend_levels)
 {
 	expect_errors(
-		"{\"backends\": {\"primary\": {\"url\": \"http://h\", \"timeout\": \"1s\","
+		"{\"backends\": {\"primary\": {\"url\": \"https://h\", \"timeout\": \"1s\","
 		"   \"timeouts\": {\"read\": \"1s\"}, \"tls\": {\"insecure\": true},"
 		"   \"pool\": {\"size\": 1}}},"
 		" \"routes\": [{\"name\": \"r\", \"backends\": [\"primary\"],"
@@ -952,6 +952,11 @@ static const struct error_case value_cases[] = {
 	  "\"32MiB\"\n" },
 	{ "\"limits\": {\"max_body\": -5},",
 	  "T: limits.max_body: -5 is negative; a size is a non-negative number of bytes\n" },
+	/* 0 would reject every body rather than lift the limit. */
+	{ "\"limits\": {\"max_body\": 0},",
+	  "T: limits.max_body: 0 is below the minimum of 1B\n" },
+	{ "\"limits\": {\"max_body\": \"0MiB\"},",
+	  "T: limits.max_body: \"0MiB\" is below the minimum of 1B\n" },
 	{ "\"limits\": {\"max_header\": \"1000B\"},",
 	  "T: limits.max_header: \"1000B\" is below the minimum of 1KiB\n" },
 	{ "\"limits\": {\"max_header\": 12},",
@@ -1767,6 +1772,26 @@ START_TEST(match_path_models_warned)
 }
 END_TEST
 
+/* tls configures the connection to an https:// backend only. */
+START_TEST(tls_on_http_backend_warned)
+{
+	struct tg_config *cfg;
+	char *out = load_json(
+		"{\"backends\": {\"plain\": {\"url\": \"http://h:8000\", \"tls\": {\"verify\": false}},"
+		"   \"secure\": {\"url\": \"https://h\", \"tls\": {\"verify\": false}},"
+		"   \"bare\": {\"url\": \"http://h\"}},"
+		" \"routes\": [{\"name\": \"a\", \"backends\": [\"plain\", \"secure\", \"bare\"]}]}",
+		&cfg);
+
+	ck_assert_str_eq(out, "T: backends.plain.tls: warning: has no effect: backend "
+	                 "\"plain\" has the http:// URL \"http://h:8000\", so the gateway "
+	                 "connects to it without TLS; write https:// for TLS, or remove tls\n");
+	ck_assert_ptr_nonnull(cfg);
+	free(out);
+	tg_config_unref(cfg);
+}
+END_TEST
+
 /* --- documentation ------------------------------------------------------ */
 
 static char *read_whole_file(const char *path)
@@ -1885,6 +1910,7 @@ static Suite *config_suite(void)
 	tcase_add_test(invalid, match_path_prefix_errors);
 	tcase_add_test(invalid, match_path_impossible_bytes);
 	tcase_add_test(invalid, match_path_models_warned);
+	tcase_add_test(invalid, tls_on_http_backend_warned);
 	suite_add_tcase(s, route);
 
 	tcase_add_test(docs, man_page_lists_every_setting);
