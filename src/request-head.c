@@ -19,7 +19,11 @@
 
 /* The printable ASCII bytes that RFC 3986 allows in no path or query,
  * other than "#" (check_target_bytes()). */
-#define TARGET_FORBIDDEN "\"<>\\^`{|}[]"
+#define TARGET_FORBIDDEN "\"<>\\^`{|}"
+/* Square brackets, which RFC 3986 allows only around an IP literal, are
+ * rejected in a path; a query keeps them, since clients send arrays as
+ * "include[]=x" unencoded and nginx forwards them. */
+#define PATH_FORBIDDEN TARGET_FORBIDDEN "[]"
 #define MAX_PORT 65535
 
 /* The codings of all Transfer-Encoding lines of one request, in order. */
@@ -266,16 +270,20 @@ path_has_special_byte(const char *path)
  * in ways of their own: many take a backslash for "/", so that
  * "/v1/..\admin" matches the path_prefix "/v1/" here and reaches /admin
  * there. The rest (a quote, braces, brackets) are rejected alike, as
- * HAProxy does by default, rather than guessed at. Returns TG_OK, or
- * TG_E_BAD_REQUEST with the byte and its position in message.
+ * HAProxy does by default, rather than guessed at, except brackets in a
+ * query (PATH_FORBIDDEN). Returns TG_OK, or TG_E_BAD_REQUEST with the byte
+ * and its position in message.
  */
 static enum tg_error
 check_target_bytes(const char *origin, char *message, size_t size)
 {
-	const char *bad = strpbrk(origin, TARGET_FORBIDDEN);
+	size_t path_len = strcspn(origin, "?");
+	const char *bad = origin + strcspn(origin, PATH_FORBIDDEN);
 	size_t len;
 
-	if (bad == NULL)
+	if ((size_t)(bad - origin) >= path_len)
+		bad = strpbrk(origin + path_len, TARGET_FORBIDDEN);
+	if (bad == NULL || *bad == '\0')
 		return TG_OK;
 
 	/* An escaped backslash is rejected too (check_escape()), so the

@@ -176,7 +176,7 @@ describe('request target bytes', () => {
     ['/v1/a`b', '`', 6, '%60'],
     ['/v1/models?filter={}', '{', 19, '%7B'],
     ['/v1/a|b', '|', 6, '%7C'],
-    ['/v1/models?include[]=x', '[', 19, '%5B'],
+    ['/v1/a[0]', '[', 6, '%5B'],
   ];
   for (const [target, byte, position, advice] of TARGETS) {
     it(`answers 400 to ${target}, naming "${byte}" and its position`, async () => {
@@ -196,7 +196,8 @@ describe('request target bytes', () => {
   }
 
   it('forwards such bytes percent-encoded, and the others RFC 3986 allows', async () => {
-    for (const target of ['/v1/a%7Bb%7D', "/v1/a-b_c.d~e!$&'()*+,=:@/f?g=!$&'()*+,;=:@/?%5C%22"]) {
+    for (const target of ['/v1/a%7Bb%7D', "/v1/a-b_c.d~e!$&'()*+,=:@/f?g=!$&'()*+,;=:@/?%5C%22",
+      '/v1/a?include[]=x&b[c]=1']) {
       const id = `target-allowed-${target.length}`;
       const res = await request({ port: gw.port, method: 'GET', path: target, headers: { 'x-request-id': id } });
       assert.notEqual(res.status, 400, res.text);
