@@ -219,15 +219,50 @@ is_ascii(unsigned char c)
 	return c < 0x80;
 }
 
+/* Whether uc is a nonspacing or an enclosing mark (general category Mn or
+ * Me); spacing marks (Mc) are visible and stay. */
+static int
+is_mark(ucs4_t uc)
+{
+	return (uc_general_category(uc).bitmask & (UC_CATEGORY_MASK_Mn | UC_CATEGORY_MASK_Me)) != 0;
+}
+
 /*
- * Replace each decimal digit of another script (general category Nd, such
- * as Arabic-Indic U+0664 or Devanagari U+096A) in b with its ASCII digit,
- * in place, since NFKC keeps them and readers take them as digits. NFKC
- * has already mapped the compatibility digits (full-width, mathematical).
+ * Whether the mark uc spells part of a word after the code point base: it
+ * belongs to the script of a non-ASCII base (a Thai vowel sign after a Thai
+ * consonant, a Devanagari virama after a Devanagari letter). The other
+ * marks only decorate what they sit on: marks of no script of their own
+ * (Inherited or Common, such as U+0301 COMBINING ACUTE ACCENT and U+20DD
+ * COMBINING ENCLOSING CIRCLE), and marks on ASCII, digits or punctuation.
+ * Readers look through them, so kept they would hide words from the rules.
+ */
+static int
+mark_spells(ucs4_t uc, ucs4_t base)
+{
+	const uc_script_t *script;
+
+	if (base < 0x80)
+		return 0;
+	script = uc_script(uc);
+	if (script == NULL || strcmp(script->name, "Inherited") == 0 ||
+	    strcmp(script->name, "Common") == 0)
+		return 0;
+	return uc_script(base) == script;
+}
+
+/*
+ * Rewrite the normalised bytes b, in place, into the text the rules match.
+ * Each decimal digit of another script (general category Nd, such as
+ * Arabic-Indic U+0664 or Devanagari U+096A) becomes its ASCII digit: NFKC
+ * keeps them, and readers take them as digits. (NFKC has already mapped
+ * the compatibility digits, full-width and mathematical.) Each mark that
+ * spells no word (mark_spells()) is removed. before is the code point
+ * emitted before b, 0 for none.
  */
 static void
-digits_to_ascii(struct bytes *b)
+reduce(struct bytes *b, ucs4_t before)
 {
+	ucs4_t base = before;
 	size_t in = 0, out = 0;
 
 	while (in < b->len) {
@@ -236,14 +271,17 @@ digits_to_ascii(struct bytes *b)
 		int digit;
 
 		if (is_ascii(b->data[in])) {
+			base = b->data[in];
 			b->data[out++] = b->data[in++];
 			continue;
 		}
 		char_len = (size_t)u8_mbtouc(&uc, b->data + in, b->len - in);
 		digit = uc_decimal_value(uc);
 		if (digit >= 0) {
-			b->data[out++] = (uint8_t)('0' + digit);
-		} else {
+			base = (ucs4_t)('0' + digit);
+			b->data[out++] = (uint8_t)base;
+		} else if (!is_mark(uc) || mark_spells(uc, base)) {
+			base = uc;
 			memmove(b->data + out, b->data + in, char_len);
 			out += char_len;
 		}
@@ -252,17 +290,52 @@ digits_to_ascii(struct bytes *b)
 	b->len = out;
 }
 
-/* Emit the pending group g, its digits made ASCII, and empty it. The
- * digits are mapped here rather than in normalise(), so that each output
- * is mapped once and add_segment() compares NFKC's own forms. */
+/* The last code point emitted into n, 0 when there is none. */
+static ucs4_t
+last_emitted(const struct tg_norm *n)
+{
+	size_t lead;
+	ucs4_t uc;
+
+	if (n->len == 0)
+		return 0;
+	lead = n->len - 1;
+	while (lead > 0 && ((unsigned char)n->text[lead] & 0xc0) == 0x80)
+		lead--;
+	u8_mbtouc(&uc, (const uint8_t *)n->text + lead, n->len - lead);
+	return uc;
+}
+
+/* Let the bytes last emitted into n end at original offset orig_end: they
+ * take in the original bytes of removed marks after them, so that a mask
+ * covers those marks too. Every byte of the last group shares its end. */
+static void
+extend_last(struct tg_norm *n, size_t orig_end)
+{
+	uint32_t old;
+
+	if (n->len == 0)
+		return;
+	old = n->end[n->len - 1];
+	for (size_t i = n->len; i-- > 0 && n->end[i] == old;)
+		n->end[i] = (uint32_t)orig_end;
+}
+
+/* Emit the pending group g, reduced, and empty it. Reducing here rather
+ * than in normalise() maps each output once and lets add_segment()
+ * compare NFKC's own forms. A group that reduces to nothing (marks alone)
+ * joins the original span of what was emitted before it. */
 static int
 flush_group(struct tg_norm *n, struct group *g)
 {
 	int rc = 0;
 
 	if (g->in.len > 0) {
-		digits_to_ascii(&g->out);
-		rc = emit(n, g->out.data, g->out.len, g->orig_start, g->orig_end);
+		reduce(&g->out, last_emitted(n));
+		if (g->out.len > 0)
+			rc = emit(n, g->out.data, g->out.len, g->orig_start, g->orig_end);
+		else
+			extend_last(n, g->orig_end);
 	}
 	g->in.len = 0;
 	g->out.len = 0;

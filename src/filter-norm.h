@@ -7,10 +7,13 @@
  * ligatures and compatibility digits become their plain forms), and the
  * decimal digits of every script (Arabic-Indic, Devanagari, ...) become
  * ASCII digits. Format and default-ignorable code points are removed
- * (zero-width space and joiners, soft hyphen, bidi marks, BOM), and caseless
- * rules get full Unicode case folding. Masking has to replace the
+ * (zero-width space and joiners, soft hyphen, bidi marks, BOM), and so are
+ * the nonspacing and enclosing marks that NFKC did not compose, except a
+ * script's own marks after its letters (Thai vowels, Devanagari virama),
+ * which spell words. Caseless rules get full Unicode case folding. Masking has to replace the
  * original text, so every normalised byte records the span of original bytes
- * it came from. ASCII text maps byte for byte and records nothing.
+ * it came from, removed marks included when they follow it. ASCII
+ * text maps byte for byte and records nothing.
  *
  * The text is normalised in small segments (a starter and the combining
  * marks after it) so that the map stays precise; two segments are joined
