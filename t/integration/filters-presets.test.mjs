@@ -44,6 +44,15 @@ const SPELLINGS = {
   'an address with a half-width ideographic full stop': {
     text: 'mail jane@example\uff61com now', rule: 'email', masked: 'mail [REDACTED:email] now',
   },
+  'an address with a combining acute after the @': {
+    text: 'mail jane@\u0301example.com now', rule: 'email', masked: 'mail [REDACTED:email] now',
+  },
+  'a card with overlines on its first digits': {
+    text: 'card 4\u03051\u030511 1111 1111 1111 ok', rule: 'credit_card', masked: CARD_MASKED,
+  },
+  'a card with a low line after each group': {
+    text: 'card 4111\u0332 1111\u0332 1111\u0332 1111\u0332 ok', rule: 'credit_card', masked: CARD_MASKED,
+  },
   'an address with ideographic full stops in CJK prose': {
     text: '\u8bf7\u53d1\u5230 jane@mail\u3002example\u3002co\u3002jp\u3002',
     rule: 'email',
@@ -153,6 +162,17 @@ describe('presets: cards and addresses in other spellings', () => {
 
       assert.equal(res.status, 200);
       assert.equal(streamedContent(res.text), 'Card\n[REDACTED:credit_card]\nok.', `cut at ${cut}`);
+    }
+  });
+
+  it('masks a split stream of a card with combining marks', async () => {
+    const text = 'Card 4\u0332111 1111\u0305 1111 1111\u20dd ok.';
+    for (let cut = 1; cut < text.length; cut++) {
+      const pieces = [text.slice(0, cut), text.slice(cut)].map(encodeURIComponent).join('|');
+      const res = await post(gw, 'mask', chat('hi', { stream: true }), { 'x-mock': `content=${pieces}` });
+
+      assert.equal(res.status, 200);
+      assert.equal(streamedContent(res.text), 'Card [REDACTED:credit_card] ok.', `cut at ${cut}`);
     }
   });
 

@@ -254,9 +254,9 @@ START_TEST(norm_drops_stray_marks)
 }
 END_TEST
 
-/* A script's own marks after its letters spell words (Thai vowel signs
- * and tone marks, Devanagari vowel signs and virama) and stay; the same
- * marks after ASCII are removed. */
+/* A script's own marks after its letters (Thai vowel signs, Devanagari
+ * vowel signs and virama) stay because they spell words. The same marks
+ * after ASCII are removed. */
 START_TEST(norm_keeps_marks_that_spell)
 {
 	struct tg_norm n;
