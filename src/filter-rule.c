@@ -109,10 +109,12 @@ struct preset {
  * labels: "jane@example.com\u3002" ends at "com", not at the next words.
  * NOTE: a domain written with U+3002 alone still takes the CJK words
  * after a final U+3002 (up to 24 letters) for its top-level domain.
+ * The "xn--" form is tried first: a "-" may follow the letters form, which
+ * would otherwise end "xn--p1ai" at "xn".
  */
 #define EMAIL_DOMAIN(dot) \
 	"(?:[\\p{L}\\p{N}](?:[\\p{L}\\p{M}\\p{N}-]{0,61}[\\p{L}\\p{M}\\p{N}])?" dot "){1,8}" \
-	"(?:\\p{L}[\\p{L}\\p{M}]{1,23}|xn--[A-Za-z0-9-]{1,59})"
+	"(?:xn--[A-Za-z0-9-]{1,59}|\\p{L}[\\p{L}\\p{M}]{1,23})"
 
 /*
  * Each pattern is bounded (no unlimited repeats), so that a stream never
@@ -122,11 +124,15 @@ struct preset {
 static const struct preset presets[] = {
 	/* Internationalized addresses too (RFC 6531): letters, marks and
 	 * digits of any script in the local part and the domain, and a
-	 * top-level domain in letters or in its ASCII form ("xn--"). */
+	 * top-level domain in letters or in its ASCII form ("xn--"). The
+	 * address starts at a letter or digit that no letter, mark or digit
+	 * precedes, and ends at the longest domain that no letter, mark or
+	 * digit follows: punctuation around it ("see:-jane@example.com--she")
+	 * cannot continue an address. */
 	{"email",
-	 "(?<![\\p{L}\\p{M}\\p{N}._%+-])[\\p{L}\\p{N}][\\p{L}\\p{M}\\p{N}._%+-]{0,63}@"
+	 "(?<![\\p{L}\\p{M}\\p{N}])[\\p{L}\\p{N}][\\p{L}\\p{M}\\p{N}._%+'-]{0,63}@"
 	 "(?:" EMAIL_DOMAIN("\\.") "|" EMAIL_DOMAIN("\\x{3002}") ")"
-	 "(?![\\p{L}\\p{M}\\p{N}-])",
+	 "(?![\\p{L}\\p{M}\\p{N}])",
 	 NULL, '@'},
 
 	/* International form with a country code, or a national form with

@@ -53,6 +53,15 @@ const SPELLINGS = {
   'a card with a low line after each group': {
     text: 'card 4111\u0332 1111\u0332 1111\u0332 1111\u0332 ok', rule: 'credit_card', masked: CARD_MASKED,
   },
+  'an address before two hyphens': {
+    text: 'Contact jane@example.com--she leads', rule: 'email', masked: 'Contact [REDACTED:email]--she leads',
+  },
+  'an address before a hyphenated word': {
+    text: 'a jane@example.com-based team', rule: 'email', masked: 'a [REDACTED:email]-based team',
+  },
+  'an address after a colon and a hyphen': { text: 'see:-jane@example.com', rule: 'email', masked: 'see:-[REDACTED:email]' },
+  'an address after a dot': { text: '.jane@example.com', rule: 'email', masked: '.[REDACTED:email]' },
+  'an address after a plus': { text: '+jane@example.com', rule: 'email', masked: '+[REDACTED:email]' },
   'an address with ideographic full stops in CJK prose': {
     text: '\u8bf7\u53d1\u5230 jane@mail\u3002example\u3002co\u3002jp\u3002',
     rule: 'email',

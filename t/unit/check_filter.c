@@ -334,6 +334,16 @@ static const struct example preset_examples[] = {
 	{"email", "mail jane@mail.example\u3002com", "jane@mail.example"},
 	{"email", "\u6211\u662fjane\u3002\u4f60\u597d\u3002", ""},
 	{"email", "mail jane@example\u3002 then", ""},
+	/* punctuation around an address, and marks that compose with nothing */
+	{"email", "Contact jane@example.com--she leads", "jane@example.com"},
+	{"email", "a jane@example.com-based team", "jane@example.com"},
+	{"email", "see:-jane@example.com", "jane@example.com"},
+	{"email", ".jane@example.com", "jane@example.com"},
+	{"email", "+jane@example.com", "jane@example.com"},
+	{"email", "to o'brien_1@example.ie", "o'brien_1@example.ie"},
+	{"email", "mail jane@\u0301example.com", "jane@\u0301example.com"},
+	{"email", "mail jane\u20dd@example.com\u0332 ok", "jane\u20dd@example.com\u0332"},
+	{"email", "mail jane@example.com2", ""},
 
 	{"phone", "call +1 415 555 2671 now", "+1 415 555 2671"},
 	{"phone", "call +44 20 7946 0958", "+44 20 7946 0958"},
