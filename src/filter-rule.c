@@ -95,6 +95,21 @@ struct preset {
 	"(?:[0-9]{4}(?:" sep "[0-9]{4}){2}" sep "[0-9]{1,7}" \
 	"|[0-9]{4}" sep "[0-9]{6}" sep "[0-9]{5})"
 
+/* The dashes between groups: hyphen-minus, underscore, U+2010 to U+2015
+ * (hyphens, figure dash, en and em dashes, horizontal bar), minus sign. */
+#define CARD_DASH "[-_\\x{2010}-\\x{2015}\\x{2212}]"
+
+/* Separators that may differ from group to group: one to four spaces or
+ * tabs, or one dash. */
+#define CARD_SPACE_OR_DASH "(?:[ \\t]{1,4}|" CARD_DASH ")"
+
+/* Not right after a group of four digits and such a separator, so that a
+ * card does not start inside a longer run of groups. After a shorter or
+ * longer number ("Step 3 4111 ...") a card may start. Each branch has a
+ * fixed length, as PCRE2 before 10.43 requires in a lookbehind. */
+#define NOT_AFTER_GROUP \
+	"(?<![0-9]{4}(?:[ \\t]|" CARD_DASH ")|[0-9]{4}[ \\t]{2}|[0-9]{4}[ \\t]{3}|[0-9]{4}[ \\t]{4})"
+
 /* Not right after a line of four digits, so that a column of numbers
  * offers only its first four lines as a card. */
 #define NOT_AFTER_DIGIT_LINE \
@@ -146,15 +161,15 @@ static const struct preset presets[] = {
 	 phone_valid, 0},
 
 	/* 13 to 19 digits that pass the Luhn check: bare, or in groups of
-	 * four (or Amex's 4-6-5) split by spaces and hyphens, by dots, by
-	 * slashes or by line breaks. Dots, slashes and line breaks must split
-	 * every group, so that two decimal numbers ("1234.5678 9012.3456") or
-	 * a line that ends in a number above a line of numbers are not taken
-	 * for one card. No form starts inside a longer run of groups split
-	 * the same way. */
+	 * four (or Amex's 4-6-5) split by runs of spaces or tabs and by
+	 * dashes, by dots, by slashes or by line breaks. Dots, slashes and line
+	 * breaks must split every group, so that two decimal numbers
+	 * ("1234.5678 9012.3456") or a line that ends in a number above a line
+	 * of numbers are not taken for one card. No form starts inside a
+	 * longer run of groups split the same way. */
 	{"credit_card",
 	 "(?<![0-9])(?:"
-	 "(?<![0-9][ -])(?:[0-9]{13,19}|" CARD_GROUPS("[ -]") ")"
+	 NOT_AFTER_GROUP "(?:[0-9]{13,19}|" CARD_GROUPS(CARD_SPACE_OR_DASH) ")"
 	 "|(?<![0-9]\\.)" CARD_GROUPS("\\.")
 	 "|(?<![0-9]/)" CARD_GROUPS("/")
 	 "|" NOT_AFTER_DIGIT_LINE CARD_GROUPS("\\R")

@@ -62,6 +62,11 @@ const SPELLINGS = {
   'an address after a colon and a hyphen': { text: 'see:-jane@example.com', rule: 'email', masked: 'see:-[REDACTED:email]' },
   'an address after a dot': { text: '.jane@example.com', rule: 'email', masked: '.[REDACTED:email]' },
   'an address after a plus': { text: '+jane@example.com', rule: 'email', masked: '+[REDACTED:email]' },
+  'a card after a step number': { text: 'Step 3 4111 1111 1111 1111', rule: 'credit_card', masked: 'Step 3 [REDACTED:credit_card]' },
+  'a card split by tabs': { text: 'card 4111\t1111\t1111\t1111 ok', rule: 'credit_card', masked: CARD_MASKED },
+  'a card split by two spaces': { text: 'card 4111  1111  1111  1111 ok', rule: 'credit_card', masked: CARD_MASKED },
+  'a card split by en dashes': { text: 'card 4111\u20131111\u20131111\u20131111 ok', rule: 'credit_card', masked: CARD_MASKED },
+  'a card split by underscores': { text: 'card 4111_1111_1111_1111 ok', rule: 'credit_card', masked: CARD_MASKED },
   'an address with ideographic full stops in CJK prose': {
     text: '\u8bf7\u53d1\u5230 jane@mail\u3002example\u3002co\u3002jp\u3002',
     rule: 'email',
@@ -81,6 +86,7 @@ const LOOK_ALIKES = {
   'a column of years': 'Years:\n2019\n2020\n2021\n2022\n',
   'Luhn-invalid cards': 'Order 4111.1111.1111.1112, \u0664' + '\u0661'.repeat(14) + '\u0662 and 4111/1111/1111/1112.',
   'a sentence ending in an ideographic full stop': 'Mail jane\u3002Then example\u3002com\u3002',
+  'a run of five four-digit groups': 'Serial 1234 4111 1111 1111 1111.',
 };
 
 function chat(content, extra = {}) {
