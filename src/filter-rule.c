@@ -132,6 +132,19 @@ struct preset {
 	"(?:xn--[A-Za-z0-9-]{1,59}|\\p{L}[\\p{L}\\p{M}]{1,23})"
 
 /*
+ * The named sk- keys: OpenAI's project, service account, admin and older
+ * user keys, Anthropic's (sk-ant-api03-, sk-ant-admin01-) and OpenRouter's
+ * (sk-or-v1-). A bare "sk-" takes only letters and digits, as OpenAI's
+ * first keys did, so that names such as "sk-learn-preprocessing" are not
+ * keys. SK_HAS_DIGIT requires a digit among the next 200 key characters:
+ * words joined by hyphens rarely have one, and random keys almost always
+ * do (a random 48-character key of letters and digits lacks one about once
+ * in 4,600).
+ */
+#define SK_NAMED "sk-(?:proj|svcacct|admin|None|ant|or)-"
+#define SK_HAS_DIGIT "(?=[A-Za-z_-]{0,199}[0-9])"
+
+/*
  * Each pattern is bounded (no unlimited repeats), so that a stream never
  * needs to hold back more than the longest match, and starts and ends with
  * lookarounds so that it does not match inside a longer token.
@@ -177,11 +190,18 @@ static const struct preset presets[] = {
 	 tg_luhn_valid, 0},
 
 	/* OpenAI and Anthropic keys, AWS access key ids, GitHub, GitLab, Slack,
-	 * Google API and Stripe tokens, JSON Web Tokens, PEM private keys. */
+	 * Google API and Stripe tokens, JSON Web Tokens, PEM private keys.
+	 * A key ends where its alphabet does, so "-" or "_" may follow one
+	 * whose alphabet lacks them, and may follow "_" or "-" ("my_sk-...").
+	 * Two shapes are distinct enough to be found right after a word, as in
+	 * "keysk-proj-...". One is a named sk- key with 40 or more characters
+	 * after its prefix, an upper-case letter among them. The other is an
+	 * AWS key id, which may touch anything but upper-case letters and digits. */
 	{"api_key",
-	 "(?<![A-Za-z0-9_-])(?:"
-	 "sk-(?:proj-|ant-(?:api03-)?)?[A-Za-z0-9_-]{20,200}"
-	 "|(?:AKIA|ASIA)[A-Z0-9]{16}"
+	 "(?:"
+	 "(?<![A-Za-z0-9])(?:"
+	 SK_NAMED SK_HAS_DIGIT "[A-Za-z0-9_-]{20,200}"
+	 "|sk-(?=[A-Za-z]{0,199}[0-9])[A-Za-z0-9]{20,200}"
 	 "|gh[pousr]_[A-Za-z0-9]{36,251}"
 	 "|github_pat_[A-Za-z0-9_]{22,251}"
 	 "|glpat-[A-Za-z0-9_-]{20}"
@@ -190,7 +210,10 @@ static const struct preset presets[] = {
 	 "|(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,200}"
 	 "|eyJ[A-Za-z0-9_-]{10,2000}\\.eyJ[A-Za-z0-9_-]{10,2000}\\.[A-Za-z0-9_-]{10,2000}"
 	 "|-----BEGIN (?:[A-Z]{1,10} )?PRIVATE KEY-----"
-	 ")(?![A-Za-z0-9_-])",
+	 ")(?![A-Za-z0-9])"
+	 "|" SK_NAMED SK_HAS_DIGIT "(?=[a-z0-9_-]{0,199}[A-Z])[A-Za-z0-9_-]{40,200}(?![A-Za-z0-9])"
+	 "|(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])"
+	 ")",
 	 NULL, 0},
 
 	{"ipv4",

@@ -1,23 +1,27 @@
-// The email and credit_card presets through the real binary, on spellings
-// that a reader takes for an address or a card number. Cards are split by
-// dots, slashes or line breaks, or written in Arabic-Indic and other
-// decimal digits. Addresses have IDNA's ideographic full stops for domain
-// dots. A mask route must replace exactly the original bytes, and a block
-// route must reject. Look-alike text (dates, versions, phone numbers,
-// decimals, a line that ends in a number) must reach the upstream as sent.
+// The email, credit_card and api_key presets through the real binary, on
+// spellings that a reader takes for an address, a card number or a key.
+// Cards are split by dots, slashes, line breaks, tabs or dashes, or written
+// in Arabic-Indic and other decimal digits. Addresses have IDNA's
+// ideographic full stops for domain dots. Values carry combining marks or
+// have punctuation around them. A mask route must replace exactly the
+// original bytes, and a block route must reject. Look-alike text (dates,
+// versions, phone numbers, decimals, a line that ends in a number, names
+// shaped like keys) must reach the upstream as sent.
 
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
 
 import { eventData, request, splitEvents, startGateway, startMock, stopAll } from './lib/harness.mjs';
 
-const RULES = { type: 'regex', apply_to: ['request', 'response'], presets: ['email', 'credit_card'] };
+const RULES = { type: 'regex', apply_to: ['request', 'response'], presets: ['email', 'credit_card', 'api_key'] };
 
 /* Spellings of the test card 4111 1111 1111 1111 and of jane@example.com
  * inside a sentence: the rule that finds each, and the sentence masked. */
 const ARABIC_INDIC_CARD = '\u0664' + '\u0661'.repeat(15);
 const DEVANAGARI_CARD = '\u096a\u0967\u0967\u0967-\u0967\u0967\u0967\u0967-\u0967\u0967\u0967\u0967-\u0967\u0967\u0967\u0967';
 const CARD_MASKED = 'card [REDACTED:credit_card] ok';
+/* The part of an OpenAI project key after "sk-proj-": mixed case and digits. */
+const PROJECT_KEY_BODY = 'Ab3dEfGh1jKlMnOpQr5tUvWxYz0123456789-_abcdEFGH';
 const SPELLINGS = {
   'a card with dots': { text: 'card 4111.1111.1111.1111 ok', rule: 'credit_card', masked: CARD_MASKED },
   'a card with slashes': { text: 'card 4111/1111/1111/1111 ok', rule: 'credit_card', masked: CARD_MASKED },
@@ -67,6 +71,17 @@ const SPELLINGS = {
   'a card split by two spaces': { text: 'card 4111  1111  1111  1111 ok', rule: 'credit_card', masked: CARD_MASKED },
   'a card split by en dashes': { text: 'card 4111\u20131111\u20131111\u20131111 ok', rule: 'credit_card', masked: CARD_MASKED },
   'a card split by underscores': { text: 'card 4111_1111_1111_1111 ok', rule: 'credit_card', masked: CARD_MASKED },
+  'a project key after an underscore': {
+    text: 'my_sk-proj-abcdefghijklmnopqrstuvwx1234 ok', rule: 'api_key', masked: 'my_[REDACTED:api_key] ok',
+  },
+  'a project key after a word': {
+    text: `keysk-proj-${PROJECT_KEY_BODY} ok`, rule: 'api_key', masked: 'key[REDACTED:api_key] ok',
+  },
+  'an AWS key id before a letter': { text: 'AKIAIOSFODNN7EXAMPLEx', rule: 'api_key', masked: '[REDACTED:api_key]x' },
+  'an AWS key id after an underscore': { text: 'aws_AKIAIOSFODNN7EXAMPLE', rule: 'api_key', masked: 'aws_[REDACTED:api_key]' },
+  'a GitHub token before a hyphen': {
+    text: 'ghp_0123456789abcdefghijABCDEFGHIJ012345-old', rule: 'api_key', masked: '[REDACTED:api_key]-old',
+  },
   'an address with ideographic full stops in CJK prose': {
     text: '\u8bf7\u53d1\u5230 jane@mail\u3002example\u3002co\u3002jp\u3002',
     rule: 'email',
@@ -86,6 +101,8 @@ const LOOK_ALIKES = {
   'a column of years': 'Years:\n2019\n2020\n2021\n2022\n',
   'Luhn-invalid cards': 'Order 4111.1111.1111.1112, \u0664' + '\u0661'.repeat(14) + '\u0662 and 4111/1111/1111/1112.',
   'a sentence ending in an ideographic full stop': 'Mail jane\u3002Then example\u3002com\u3002',
+  'a package named like a key': 'pip install sk-learn-preprocessing-pipeline-helpers',
+  'a branch named like a project key': 'git checkout task-proj-1234-fix-login-redirect-page',
   'a run of five four-digit groups': 'Serial 1234 4111 1111 1111 1111.',
 };
 

@@ -419,6 +419,23 @@ static const struct example preset_examples[] = {
 	{"api_key", "a task-management tool", ""},
 	{"api_key", "sk-short", ""},
 	{"api_key", "AKIA123", ""},
+	/* keys next to other characters */
+	{"api_key", "my_sk-proj-abcdefghijklmnopqrstuvwx1234", "sk-proj-abcdefghijklmnopqrstuvwx1234"},
+	{"api_key", "keysk-proj-Ab3dEfGh1jKlMnOpQr5tUvWxYz0123456789-_abcd",
+	 "sk-proj-Ab3dEfGh1jKlMnOpQr5tUvWxYz0123456789-_abcd"},
+	{"api_key", "legacy sk-T3BlbkFJabcdefghij0123456789ABCDEFGHIJKLmnop-v2",
+	 "sk-T3BlbkFJabcdefghij0123456789ABCDEFGHIJKLmnop"},
+	{"api_key", "AKIAIOSFODNN7EXAMPLEx", "AKIAIOSFODNN7EXAMPLE"},
+	{"api_key", "aws_AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE"},
+	{"api_key", "gh ghp_0123456789abcdefghijABCDEFGHIJ012345-old", "ghp_0123456789abcdefghijABCDEFGHIJ012345"},
+	{"api_key", "token_ghp_0123456789abcdefghijABCDEFGHIJ012345", "ghp_0123456789abcdefghijABCDEFGHIJ012345"},
+	{"api_key", "google AIzaSyA1234567890abcdefghijklmnopqrstuv-x", "AIzaSyA1234567890abcdefghijklmnopqrstuv"},
+	{"api_key", "ant sk-ant-api03-Ab3dEfGh1jKlMnOpQr5tUvWx", "sk-ant-api03-Ab3dEfGh1jKlMnOpQr5tUvWx"},
+	/* names that look like keys */
+	{"api_key", "pip install sk-learn-preprocessing-pipeline-helpers", ""},
+	{"api_key", "branch task-proj-1234-fix-login-redirect-page", ""},
+	{"api_key", "region ASIAPACIFICREGIONALOFFICE", ""},
+	{"api_key", "deskAKIAIOSFODNN7EXAMPLE1", ""},
 
 	{"ipv4", "from 192.168.1.20 to 10.0.0.1", "192.168.1.20|10.0.0.1"},
 	{"ipv4", "bad 999.1.1.1 and 1.2.3", ""},
