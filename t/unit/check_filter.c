@@ -356,6 +356,7 @@ static const struct example preset_examples[] = {
 	{"phone", "order 12345 shipped", ""},
 	{"phone", "version 1.2.3", ""},
 	{"phone", "card 4111 1111 1111 1111", ""},
+	{"phone", "Order #123-456-7890", "123-456-7890"},
 
 	{"credit_card", "card 4111111111111111 ok", "4111111111111111"},
 	{"credit_card", "card 4111 1111 1111 1111 ok", "4111 1111 1111 1111"},
@@ -440,6 +441,9 @@ static const struct example preset_examples[] = {
 	{"ipv4", "from 192.168.1.20 to 10.0.0.1", "192.168.1.20|10.0.0.1"},
 	{"ipv4", "bad 999.1.1.1 and 1.2.3", ""},
 	{"ipv4", "version 1.2.3.4.5", ""},
+	/* valid addresses in form, so found; see the manual */
+	{"ipv4", "Version 1.2.3.4 and section 4.1.1.1", "1.2.3.4|4.1.1.1"},
+	{"ipv4", "v1.2.3.4, 1.02.3.4 and 1.2.3.04", ""},
 
 	{"ipv6", "addr 2001:db8::8a2e:370:7334 up", "2001:db8::8a2e:370:7334"},
 	{"ipv6", "loopback ::1 and fe80::1", "::1|fe80::1"},
