@@ -280,7 +280,7 @@ START_TEST(full_config_values)
 	ck_assert_str_eq(p->api_key, "sk-primary");
 	ck_assert_str_eq(p->tls_config.ca_file, DATA_DIR "/test-cert.pem");
 	ck_assert_int_eq(p->tls_config.verify, 0);
-	ck_assert_ptr_null(p->tls_ctx);
+	ck_assert_ptr_nonnull(p->tls_ctx);   /* https, so loaded with the config */
 	ck_assert_uint_eq(p->timeouts.connect, 2000);
 	ck_assert_uint_eq(p->timeouts.first_byte, 90000);
 	ck_assert_uint_eq(p->timeouts.idle, 15000);
