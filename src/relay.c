@@ -1300,12 +1300,23 @@ relay_on_connected(void *arg)
 	req->phase = TG_PHASE_HEAD;
 }
 
+/* A head came but could not be relayed: the access log names its status
+ * all the same, since its null means that no head came. */
+static void
+relay_on_head_refused(void *arg, int status)
+{
+	struct tg_request *req = arg;
+
+	req->upstream_status = status;
+}
+
 const struct tg_upstream_handler tg_relay_handler = {
 	.on_head = relay_on_head,
 	.on_body = relay_on_body,
 	.on_complete = relay_on_complete,
 	.on_error = relay_on_error,
 	.on_connected = relay_on_connected,
+	.on_head_refused = relay_on_head_refused,
 };
 
 void

@@ -108,6 +108,7 @@ struct tg_upstream_conn {
 	uint64_t last_read_ns;  /* of the response, while idle_armed */
 	size_t head_bytes;      /* of the response head so far */
 	char head_error[160];   /* why a parser callback rejected the head, or "" */
+	int refused_status;     /* the status of a whole head refused, or 0 */
 
 	struct tg_headers headers;
 	struct tg_header_part field;   /* header name being assembled */
@@ -377,6 +378,16 @@ conn_fail(struct tg_upstream_conn *c, enum tg_error err, const char *detail)
 	handler->on_error(arg, err, text);
 }
 
+/* Fail c for the head its parser refused. A head refused whole has a
+ * status, which the handler gets first (upstream.h). */
+static void
+fail_refused_head(struct tg_upstream_conn *c)
+{
+	if (c->refused_status != 0 && c->handler->on_head_refused != NULL)
+		c->handler->on_head_refused(c->arg, c->refused_status);
+	conn_fail(c, TG_E_UPSTREAM_INVALID, c->head_error);
+}
+
 static void
 conn_complete(struct tg_upstream_conn *c)
 {
@@ -491,6 +502,7 @@ on_headers_complete(llhttp_t *p)
 		snprintf(c->head_error, sizeof(c->head_error),
 		         "unsupported Transfer-Encoding \"%.32s\": only chunked is decoded",
 		         tg_headers_get(&c->headers, "Transfer-Encoding"));
+		c->refused_status = p->status_code;
 		return HPE_USER;
 	}
 
@@ -502,6 +514,7 @@ on_headers_complete(llhttp_t *p)
 		         "Content-Encoding \"%.*s\" although the gateway asked for "
 		         "identity: it reads replies and cannot decode them",
 		         (int)(coding_len < 32 ? coding_len : 32), coding);
+		c->refused_status = p->status_code;
 		return HPE_USER;
 	}
 
@@ -594,7 +607,7 @@ conn_parse(struct tg_upstream_conn *c)
 			return 1;
 		}
 		if (rc != HPE_OK && c->head_error[0] != '\0') {
-			conn_fail(c, TG_E_UPSTREAM_INVALID, c->head_error);
+			fail_refused_head(c);
 			return 1;
 		}
 		if (rc != HPE_OK) {
@@ -907,6 +920,7 @@ conn_reset_response(struct tg_upstream_conn *c)
 	c->parser.data = c;
 	c->got_bytes = 0;
 	c->head_error[0] = '\0';
+	c->refused_status = 0;
 	c->interim = 0;
 	c->keepalive = 0;
 }

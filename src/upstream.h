@@ -22,7 +22,10 @@ struct evbuffer;
  * on_complete or on_error no other call comes, and the connection is no
  * longer the handler's. A handler must not call tg_upstream_cancel() from
  * on_head or on_body; it returns non-zero from them to stop the exchange
- * instead (no on_error follows then).
+ * instead (no on_error follows then). A head that arrived whole but is
+ * refused (a content or transfer coding the gateway cannot read) goes to
+ * on_head_refused with its status, 200-599, just before the on_error of
+ * TG_E_UPSTREAM_INVALID, so the handler can tell that a head came.
  */
 struct tg_upstream_handler {
 	int (*on_head)(void *arg, int status, struct tg_headers *headers);
@@ -30,6 +33,7 @@ struct tg_upstream_handler {
 	void (*on_complete)(void *arg);
 	void (*on_error)(void *arg, enum tg_error err, const char *detail);
 	void (*on_connected)(void *arg);        /* may be NULL */
+	void (*on_head_refused)(void *arg, int status);     /* may be NULL */
 };
 
 /*

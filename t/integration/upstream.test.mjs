@@ -234,6 +234,7 @@ describe('misbehaving upstreams', () => {
     assert.doesNotMatch(res.text, /chat\.completion/, 'the coded upstream body reached the client');
     const entry = await gw.accessFor(res.headers['x-request-id']);
     assert.equal(entry.termination, 'SH');
+    assert.equal(entry.upstream_status, 200, 'the refused head\'s status is missing');
     await gw.waitForLog(/unsupported Transfer-Encoding "gzip"/);
   });
 
@@ -274,6 +275,11 @@ describe('misbehaving upstreams', () => {
     assert.equal(res.headers['content-encoding'], undefined);
     assert.match(error.message, /could not|invalid/);
     await gw.waitForLog(/Content-Encoding "gzip" although the gateway asked for identity/);
+    // A head came, so the access log names its status: null would say
+    // that none came.
+    const line = await gw.accessFor(res.headers['x-request-id']);
+    assert.equal(line.upstream_status, 200);
+    assert.equal(line.status, 502);
   });
 
   it('relays a stream whose chunks carry "error": null', async () => {
