@@ -60,7 +60,7 @@ const struct tg_family_def tg_families[TG_F_COUNT] = {
 		"divided by the output tokens minus one."},
 	[TG_F_TOKENS] = {"tollgate_tokens_total", TG_COUNTER, 0, 0,
 		"Tokens from the provider's usage: input (cached included), output "
-		"(reasoning included), cached_input and reasoning."},
+		"(reasoning included), cached_input, cache_write_input and reasoning."},
 	[TG_F_ESTIMATED_TOKENS] = {"tollgate_estimated_tokens_total", TG_COUNTER, 0, 0,
 		"Output tokens estimated as one per content event, for streams whose "
 		"provider reported no usage."},
@@ -399,7 +399,7 @@ collect_cell(struct collector *c, struct tg_cell *cell)
 
 	for (size_t k = 0; k < TG_CODE_SLOTS; k++)
 		add_labelled_counter(c, TG_F_REQUESTS, "code", tg_code_label(k), &cell->requests[k]);
-	/* All four token types once one has a count, so that ratios such as
+	/* Every token type once one has a count, so that ratios such as
 	 * cached over input read 0 rather than nothing. */
 	for (size_t k = 0; k < TG_TOKEN_TYPES; k++)
 		any_tokens |= tg_counter_get(&cell->tokens[k]) > 0;

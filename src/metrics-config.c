@@ -3,7 +3,9 @@
  *
  *   "pricing": {"currency": "USD",
  *               "models": {"gpt-4o": {"input": 2.5, "cached_input": 1.25,
- *                                     "output": 10}}}
+ *                                     "output": 10},
+ *                          "claude-x": {"input": 3, "cached_input": 0.3,
+ *                                       "cache_write_input": 3.75, "output": 15}}}
  *   "sessions": {"header": "x-session-id", "user_field": true,
  *                "idle_timeout": "30m", "max_sessions": 65536}
  *
@@ -50,6 +52,10 @@ static const struct setting price_settings[] = {
 	{ .key = "cached_input", .type = T_CUSTOM, .parse = parse_price,
 	  .doc_type = "number", .offset = offsetof(struct tg_model_price, cached_input),
 	  .help = "price per million cached input tokens; default: the input price" },
+	{ .key = "cache_write_input", .type = T_CUSTOM, .parse = parse_price,
+	  .doc_type = "number", .offset = offsetof(struct tg_model_price, cache_write_input),
+	  .help = "price per million input tokens written to the provider's cache "
+	          "(Anthropic's cache_creation_input_tokens); default: the input price" },
 	{ .key = "output", .type = T_CUSTOM, .parse = parse_price, .required = true,
 	  .doc_type = "number", .offset = offsetof(struct tg_model_price, output),
 	  .help = "price per million output tokens, reasoning tokens included" },
@@ -83,6 +89,8 @@ parse_price_entry(struct load_ctx *ctx, const char *path, const char *name, json
 		return;
 	if (json_object_get(value, "cached_input") == NULL)
 		parsed->cached_input = parsed->input;
+	if (json_object_get(value, "cache_write_input") == NULL)
+		parsed->cache_write_input = parsed->input;
 	*price = *parsed;
 	free(parsed);
 	price->model = strdup(name);

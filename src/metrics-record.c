@@ -317,6 +317,21 @@ record_duration(struct tg_metrics_table *t, const struct tg_request *req, size_t
 		                   request_wall_ns(req, now), trace_id);
 }
 
+/* The cost of u's tokens at price, per million. Cache reads and writes
+ * are parts of the input, so neither count may pass what input leaves. */
+static double
+cost_of(const struct tg_usage *u, const struct tg_model_price *price)
+{
+	uint64_t cached = u->cached_input < u->input ? u->cached_input : u->input;
+	uint64_t rest = u->input - cached;
+	uint64_t written = u->cache_write_input < rest ? u->cache_write_input : rest;
+
+	return (double)(rest - written) * price->input +
+	       (double)cached * price->cached_input +
+	       (double)written * price->cache_write_input +
+	       (double)u->output * price->output;
+}
+
 static void
 record_tokens(struct tg_metrics_table *t, struct tg_cell *c, size_t model,
               const struct tg_metrics_request *m)
@@ -334,15 +349,10 @@ record_tokens(struct tg_metrics_table *t, struct tg_cell *c, size_t model,
 	tg_counter_add(&c->tokens[TG_TOKENS_OUTPUT], u->output);
 	tg_counter_add(&c->tokens[TG_TOKENS_CACHED_INPUT], u->cached_input);
 	tg_counter_add(&c->tokens[TG_TOKENS_REASONING], u->reasoning);
+	tg_counter_add(&c->tokens[TG_TOKENS_CACHE_WRITE_INPUT], u->cache_write_input);
 
-	if (price != NULL) {
-		uint64_t cached = u->cached_input < u->input ? u->cached_input : u->input;
-		double cost = (double)(u->input - cached) * price->input +
-		              (double)cached * price->cached_input +
-		              (double)u->output * price->output;
-
-		tg_counter_add_double(&c->cost, cost / 1e6);
-	}
+	if (price != NULL)
+		tg_counter_add_double(&c->cost, cost_of(u, price) / 1e6);
 }
 
 /* Time per output token: the stream's span over the gaps between its

@@ -203,7 +203,8 @@ take_openai_usage(struct tg_request *req, struct tg_usage *out, const struct tg_
 }
 
 /* Anthropic counts cache reads and writes apart from input_tokens; input
- * here is all three, as OpenAI's prompt_tokens is. The Responses API uses
+ * here is all three, as OpenAI's prompt_tokens is, and the writes are
+ * kept apart too, since Anthropic charges them at a price of their own. The Responses API uses
  * the same names, with its cached tokens inside input_tokens (no cache
  * members) and both details as chat completions have them. */
 static int
@@ -223,6 +224,7 @@ take_anthropic_usage(struct tg_request *req, struct tg_usage *out,
 		out->input = count(u, TG_USAGE_INPUT_TOKENS) + added_reads +
 		             count(u, TG_USAGE_CACHE_CREATION_INPUT_TOKENS);
 		out->cached_input = read;
+		out->cache_write_input = count(u, TG_USAGE_CACHE_CREATION_INPUT_TOKENS);
 	}
 	if (tg_usage_has(u, TG_USAGE_OUTPUT_TOKENS))
 		out->output = count(u, TG_USAGE_OUTPUT_TOKENS);    /* cumulative */

@@ -18,6 +18,7 @@ struct tg_usage {
 	uint64_t input;                 /* prompt_tokens, cached ones included */
 	uint64_t output;                /* completion_tokens, reasoning included */
 	uint64_t cached_input;          /* prompt_tokens_details.cached_tokens */
+	uint64_t cache_write_input;     /* Anthropic's cache_creation_input_tokens */
 	uint64_t reasoning;             /* completion_tokens_details.reasoning_tokens */
 	int reported;                   /* a usage object was seen */
 };
@@ -53,6 +54,7 @@ struct tg_model_price {
 	char *model;
 	double input;
 	double cached_input;            /* defaults to input */
+	double cache_write_input;       /* defaults to input */
 	double output;
 };
 

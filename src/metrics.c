@@ -276,6 +276,7 @@ const char *const tg_token_labels[TG_TOKEN_TYPES] = {
 	[TG_TOKENS_OUTPUT] = "output",
 	[TG_TOKENS_CACHED_INPUT] = "cached_input",
 	[TG_TOKENS_REASONING] = "reasoning",
+	[TG_TOKENS_CACHE_WRITE_INPUT] = "cache_write_input",
 };
 
 const char *const tg_cache_labels[TG_CACHE_RESULTS] = {"hit", "miss", "bypass", "error"};

@@ -1447,6 +1447,48 @@ START_TEST(anthropic_usage_read)
 }
 END_TEST
 
+/* Anthropic's cache writes cost cache_write_input, reads cached_input and
+ * the rest of the input the input price. */
+START_TEST(anthropic_cache_writes_priced)
+{
+	struct tg_config *cfg = load(
+		"{\"backends\": {\"a\": {\"url\": \"http://127.0.0.1:1\"}},"
+		" \"routes\": [{\"name\": \"exact\", \"match\": {\"path\": \"/v1/messages\","
+		"   \"model\": \"claude-x\"}, \"backends\": [\"a\"]}],"
+		" \"pricing\": {\"models\": {\"claude-x\": {\"input\": 3, \"cached_input\": 0.3,"
+		"   \"cache_write_input\": 3.75, \"output\": 15}}}}");
+	struct tg_worker *w = new_worker(cfg);
+	struct tg_request *req = new_request(w, cfg, "exact", "claude-x");
+	struct tg_stream_event start = event("{\"type\":\"message_start\",\"message\":{\"usage\":"
+	                                     "{\"input_tokens\":10,\"cache_read_input_tokens\":100,"
+	                                     "\"cache_creation_input_tokens\":1000,"
+	                                     "\"output_tokens\":1}}}");
+	struct tg_stream_event end = event("{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"
+	                                   "\"end_turn\"},\"usage\":{\"output_tokens\":5}}");
+	const char *labels = "{route=\"exact\",backend=\"a\",model=\"claude-x\"";
+	char name[256], *text;
+
+	add_attempt(req, "a", req->start_ns, req->start_ns + MS, 200, TG_OUTCOME_SUCCESS, TG_OK);
+	ck_assert_int_eq(tg_metrics_stream_event(req, &start), 0);
+	ck_assert_int_eq(tg_metrics_stream_event(req, &end), 0);
+	end_request(req, 200);
+
+	text = scrape(TG_METRICS_TEXT);
+	snprintf(name, sizeof(name), "tollgate_tokens_total%s,type=\"input\"}", labels);
+	ck_assert_double_eq(sample(text, name), 1110);
+	snprintf(name, sizeof(name), "tollgate_tokens_total%s,type=\"cache_write_input\"}", labels);
+	ck_assert_double_eq(sample(text, name), 1000);
+	/* 10 * 3 + 100 * 0.3 + 1000 * 3.75 + 5 * 15, per million. */
+	snprintf(name, sizeof(name), "tollgate_cost_total%s}", labels);
+	ck_assert_double_eq_tol(sample(text, name), 3885e-6, 1e-12);
+	free(text);
+	free_event(&start);
+	free_event(&end);
+	free_worker(w);
+	tg_config_unref(cfg);
+}
+END_TEST
+
 /* --- sessions -------------------------------------------------------------------------- */
 
 static double
@@ -1689,10 +1731,12 @@ START_TEST(pricing_config_parsed)
 	ck_assert_str_eq(p->currency, "EUR");
 	ck_assert_uint_eq(p->n_models, 2);
 	for (size_t i = 0; i < p->n_models; i++) {
+		/* gpt-4o-mini gives neither cache price: they are its input price. */
 		if (strcmp(p->models[i].model, "gpt-4o-mini") == 0)
-			ck_assert_double_eq(p->models[i].cached_input, 1);     /* the input price */
+			ck_assert_double_eq(p->models[i].cached_input, 1);
 		else
 			ck_assert_double_eq(p->models[i].cached_input, 1.25);
+		ck_assert_double_eq(p->models[i].cache_write_input, p->models[i].input);
 	}
 	ck_assert_int_eq(cfg->sessions->enabled, 1);
 	ck_assert_str_eq(cfg->sessions->header, "x-session-id");
@@ -1767,6 +1811,7 @@ metrics_suite(void)
 	tcase_add_test(record, unlisted_models_add_no_series);
 	tcase_add_test(record, stream_timing_in_buckets);
 	tcase_add_test(record, tokens_and_cost_from_usage);
+	tcase_add_test(record, anthropic_cache_writes_priced);
 	tcase_add_test(record, usage_read_without_a_tree);
 	tcase_add_test(record, stream_without_usage_estimated);
 	tcase_add_test(record, abandonment_by_phase);
