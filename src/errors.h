@@ -24,6 +24,7 @@ enum tg_error {
 	TG_E_INVALID_JSON,
 	TG_E_MISSING_MODEL,
 	TG_E_NO_ROUTE,
+	TG_E_MODEL_NOT_FOUND,           /* GET /v1/models/ID of a model not listed */
 	TG_E_METHOD_NOT_ALLOWED,
 	TG_E_REQUEST_TIMEOUT,
 	TG_E_BODY_TOO_LARGE,

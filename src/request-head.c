@@ -169,11 +169,11 @@ is_needless_escape(int c)
  */
 static enum tg_error
 check_escape(const char *origin, size_t len, const char *p, const char *segment,
-             char *message, size_t size)
+             int slash_escapable, char *message, size_t size)
 {
 	int c = escaped_byte(p);
 
-	if (is_needless_escape(c)) {
+	if (is_needless_escape(c) && !(c == '/' && slash_escapable)) {
 		snprintf(message, size, "the request path \"%.*s\" percent-encodes "
 		         "\"%.3s\", which servers decode before they route; send that "
 		         "character as it is", quoted_length(len), origin, p);
@@ -211,10 +211,12 @@ check_escape(const char *origin, size_t len, const char *p, const char *segment,
  *   "%20" at the start or end of a segment.
  * Each accepted path is its own normal form, so routes, the endpoint's
  * handling and the upstream all read the same path, sent as it came.
+ * With slash_escapable set, "%2F" is accepted: for a path the gateway
+ * answers itself, which no other server reads.
  * Returns TG_OK, or TG_E_BAD_REQUEST with the reason in message.
  */
 static enum tg_error
-check_path_normal(const char *origin, char *message, size_t size)
+check_path_normal(const char *origin, int slash_escapable, char *message, size_t size)
 {
 	const char *segment = origin;
 	size_t len = strcspn(origin, "?");
@@ -224,7 +226,8 @@ check_path_normal(const char *origin, char *message, size_t size)
 		enum tg_error err;
 
 		if (i < len && *p == '%' &&
-		    (err = check_escape(origin, len, p, segment, message, size)) != TG_OK)
+		    (err = check_escape(origin, len, p, segment, slash_escapable, message,
+		                        size)) != TG_OK)
 			return err;
 		if (i < len && *p == ';') {
 			snprintf(message, size, "the request path \"%.*s\" has a \";\", which "
@@ -309,7 +312,17 @@ tg_request_head_check_path(const char *path, char *message, size_t size)
 
 	if (err != TG_OK || !path_has_special_byte(path))
 		return err;
-	return check_path_normal(path, message, size);
+	return check_path_normal(path, 0, message, size);
+}
+
+int
+tg_request_head_names_model(const char *method, const char *path)
+{
+	static const size_t prefix_len = sizeof(TG_MODEL_PATH) - 1;
+
+	return (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0) &&
+	       strncmp(path, TG_MODEL_PATH, prefix_len) == 0 &&
+	       path[prefix_len] != '\0' && path[prefix_len] != '?';
 }
 
 enum tg_error
@@ -342,7 +355,11 @@ tg_request_head_origin_form(const char *target, const char *method, char **origi
 	if (err != TG_OK || strcmp(*origin, "*") == 0)
 		return err;
 
-	err = tg_request_head_check_path(*origin, message, size);
+	/* openai-node sends the model id "org/model" as "org%2Fmodel". */
+	err = TG_OK;
+	if (path_has_special_byte(*origin))
+		err = check_path_normal(*origin, tg_request_head_names_model(method, *origin),
+		                        message, size);
 	if (err != TG_OK) {
 		free(*origin);
 		*origin = NULL;

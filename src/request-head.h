@@ -61,6 +61,16 @@ enum tg_error tg_request_head_origin_form(const char *target, const char *method
  */
 enum tg_error tg_request_head_check_path(const char *path, char *message, size_t size);
 
+/* The path prefix of one model of the model list, GET /v1/models/ID. */
+#define TG_MODEL_PATH "/v1/models/"
+
+/*
+ * 1 when a request of method (a name, such as "GET") to path is one the
+ * gateway answers from its model list: GET or HEAD of /v1/models/ID. Such
+ * a request is never forwarded.
+ */
+int tg_request_head_names_model(const char *method, const char *path);
+
 /*
  * Judge the method of a request line that llhttp refused with
  * HPE_INVALID_METHOD (a method it does not know, or not a method at all),

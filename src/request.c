@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include <event2/buffer.h>
+#include <event2/http.h>
 #include <llhttp.h>
 #include <sanitizer/asan_interface.h>
 
@@ -24,6 +25,7 @@
 #include "metrics.h"
 #include "ratelimit.h"
 #include "relay.h"
+#include "request-head.h"
 #include "request-scan.h"
 #include "request.h"
 #include "route.h"
@@ -484,75 +486,181 @@ tg_request_json(struct tg_request *req)
 	return req->body_json;
 }
 
-/* The models that routes name exactly, in config order, as the "data"
- * of GET /v1/models; NULL when out of memory. A route whose match.headers
- * do not hold for this request is left out: such conditions tell callers
+/* 1 when route lists its model for req: a model it names exactly, and
+ * match.headers that hold for this request. Such conditions tell callers
  * apart (a tenant, an API version), and a caller should see the models it
- * can reach. For the same reason, with gateway keys, so is a route the
- * caller's key may not use, or one that needs a key the caller did not
+ * can reach. For the same reason, with gateway keys, a route the caller's
+ * key may not use lists none, nor one that needs a key the caller did not
  * send. Its method and path are not weighed, since the list is fetched
  * with GET on its own path. */
-static json_t *
-list_models(const struct tg_request *req)
+static int
+route_lists_model(const struct tg_request *req, const struct tg_route *route)
 {
-	json_t *data = json_array();
+	const char *model = route->match_model;
 
-	for (size_t i = 0; data != NULL && i < req->config->n_routes; i++) {
-		const struct tg_route *route = &req->config->routes[i];
-		const char *model = route->match_model;
-		int listed = 0;
-
-		if (model == NULL || strpbrk(model, "*?[") != NULL ||
-		    !tg_route_headers_hold(route, &req->headers))
-			continue;
-		if (req->config->gateway_keys != NULL &&
-		    tg_auth_check_route(route, req->key) != TG_OK)
-			continue;
-		for (size_t j = 0; j < json_array_size(data) && !listed; j++)
-			listed = strcmp(json_string_value(json_object_get(json_array_get(data, j), "id")),
-			                model) == 0;
-		if (!listed)
-			json_array_append_new(data, json_pack("{s:s, s:s, s:i, s:s}", "id", model,
-			                                      "object", "model", "created", 0,
-			                                      "owned_by", "tollgate"));
-	}
-	return data;
+	if (model == NULL || strpbrk(model, "*?[") != NULL ||
+	    !tg_route_headers_hold(route, &req->headers))
+		return 0;
+	return req->config->gateway_keys == NULL || tg_auth_check_route(route, req->key) == TG_OK;
 }
 
-/* GET /v1/models. HEAD gets the same head, without the body
- * (tg_relay_local_response()). A caller without a key to whom no model is
- * open gets 401 as on any other endpoint, not an empty list: SDKs check a
- * key by listing the models, and an empty 200 would pass that check. */
-static void
-answer_models(struct tg_request *req)
+/* 1 when req reads the model list in the shape of Anthropic's Models API:
+ * Anthropic's SDKs send anthropic-version with every request, OpenAI's
+ * never do. */
+static int
+wants_anthropic_models(const struct tg_request *req)
 {
-	json_t *data = list_models(req);
-	json_t *list;
-	char *text;
-	struct evbuffer *body;
+	return tg_headers_get(&req->headers, "anthropic-version") != NULL;
+}
 
-	if (data != NULL && json_array_size(data) == 0 &&
-	    req->config->gateway_keys != NULL && req->key == NULL) {
-		json_decref(data);
-		tg_auth_reject(req, TG_E_MISSING_API_KEY, NULL);
-		return;
+/* The model object of id, in the shape req reads. The gateway knows no
+ * creation time, so it gives the Unix epoch, and the id as its name. */
+static json_t *
+model_object(const struct tg_request *req, const char *id)
+{
+	if (wants_anthropic_models(req))
+		return json_pack("{s:s, s:s, s:s, s:s}", "type", "model", "id", id,
+		                 "display_name", id, "created_at", "1970-01-01T00:00:00Z");
+	return json_pack("{s:s, s:s, s:i, s:s}", "id", id, "object", "model", "created", 0,
+	                 "owned_by", "tollgate");
+}
+
+/* The ids of the models that routes list for req, once each, in config
+ * order, as a JSON array of strings; NULL when out of memory. */
+static json_t *
+listed_models(const struct tg_request *req)
+{
+	json_t *ids = json_array();
+
+	for (size_t i = 0; ids != NULL && i < req->config->n_routes; i++) {
+		const struct tg_route *route = &req->config->routes[i];
+		int listed = 0;
+
+		if (!route_lists_model(req, route))
+			continue;
+		for (size_t j = 0; j < json_array_size(ids) && !listed; j++)
+			listed = strcmp(json_string_value(json_array_get(ids, j)),
+			                route->match_model) == 0;
+		if (!listed && json_array_append_new(ids, json_string(route->match_model)) != 0) {
+			json_decref(ids);
+			return NULL;
+		}
 	}
+	return ids;
+}
 
-	list = data ? json_pack("{s:s, s:o}", "object", "list", "data", data) : NULL;
-	text = list ? json_dumps(list, JSON_COMPACT) : NULL;
-	json_decref(list);
-	body = evbuffer_new();
-	if (text == NULL || body == NULL || evbuffer_add_printf(body, "%s\n", text) < 0) {
+/* The body of GET /v1/models for the model ids, in the shape req reads;
+ * NULL when out of memory. Anthropic's list comes in pages, and this one
+ * is the only page. */
+static json_t *
+model_list(const struct tg_request *req, const json_t *ids)
+{
+	json_t *data = json_array();
+	json_t *id;
+	size_t i, n = json_array_size(ids);
+
+	json_array_foreach(ids, i, id) {
+		if (data != NULL &&
+		    json_array_append_new(data, model_object(req, json_string_value(id))) != 0) {
+			json_decref(data);
+			data = NULL;
+		}
+	}
+	if (data == NULL)
+		return NULL;
+	if (!wants_anthropic_models(req))
+		return json_pack("{s:s, s:o}", "object", "list", "data", data);
+	return json_pack("{s:o, s:b, s:O?, s:O?}", "data", data, "has_more", 0,
+	                 "first_id", n > 0 ? json_array_get(ids, 0) : NULL,
+	                 "last_id", n > 0 ? json_array_get(ids, n - 1) : NULL);
+}
+
+/* Send body, one of the model list's, with 200; HEAD gets the same head,
+ * without the body (tg_relay_local_response()). */
+static void
+send_models_body(struct tg_request *req, json_t *body)
+{
+	char *text = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
+	struct evbuffer *out = evbuffer_new();
+
+	json_decref(body);
+	if (text == NULL || out == NULL || evbuffer_add_printf(out, "%s\n", text) < 0) {
 		free(text);
-		if (body != NULL)
-			evbuffer_free(body);
+		if (out != NULL)
+			evbuffer_free(out);
 		tg_request_fail(req, TG_E_INTERNAL, NULL);
 		return;
 	}
 	free(text);
 	req->phase = TG_PHASE_LOCAL;
-	tg_relay_local_response(req, 200, NULL, body);
-	evbuffer_free(body);
+	tg_relay_local_response(req, 200, NULL, out);
+	evbuffer_free(out);
+}
+
+/* 1 when req, without a gateway key, is refused with 401 rather than
+ * shown no model, when none is open to it: SDKs check a key by listing the
+ * models, and an empty 200 would pass that check. */
+static int
+refuse_keyless(struct tg_request *req, const json_t *ids)
+{
+	if (ids == NULL || json_array_size(ids) > 0 || req->config->gateway_keys == NULL ||
+	    req->key != NULL)
+		return 0;
+	tg_auth_reject(req, TG_E_MISSING_API_KEY, NULL);
+	return 1;
+}
+
+/* GET /v1/models: the models that routes name exactly, in config order
+ * (route_lists_model()). */
+static void
+answer_models(struct tg_request *req)
+{
+	json_t *ids = listed_models(req);
+
+	if (!refuse_keyless(req, ids))
+		send_models_body(req, ids != NULL ? model_list(req, ids) : NULL);
+	json_decref(ids);
+}
+
+/* 1 when the JSON array of strings ids holds id. */
+static int
+holds_id(const json_t *ids, const char *id)
+{
+	json_t *each;
+	size_t i;
+
+	json_array_foreach(ids, i, each) {
+		if (strcmp(json_string_value(each), id) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * GET /v1/models/ID: the model object of ID when the model list of this
+ * caller holds it, else 404 model_not_found, in the error shape of the
+ * list's API. The id is percent-decoded, since SDKs encode a "/" in it,
+ * and the rest of the path is the id, so "org/model" may come either way.
+ */
+static void
+answer_model(struct tg_request *req)
+{
+	json_t *ids = listed_models(req);
+	size_t len = 0;
+	char *id = evhttp_uridecode(req->path + strlen(TG_MODEL_PATH), 0, &len);
+	char message[512];
+
+	if (ids != NULL && id != NULL && len == strlen(id) && holds_id(ids, id)) {
+		send_models_body(req, model_object(req, id));
+	} else if (ids == NULL || id == NULL) {
+		tg_request_fail(req, TG_E_INTERNAL, NULL);
+	} else if (!refuse_keyless(req, ids)) {
+		snprintf(message, sizeof(message), "no model \"%.300s\" is open to this caller; "
+		         "GET /v1/models lists those that are", id);
+		tg_request_fail(req, TG_E_MODEL_NOT_FOUND, message);
+	}
+	free(id);
+	json_decref(ids);
 }
 
 /* Respond 405 to a request whose method the path does not take, and name
@@ -644,6 +752,13 @@ is_model_list(const struct endpoint *endpoint)
 	       strcmp(endpoint->path, "/v1/models") == 0;
 }
 
+/* 1 when the gateway answers req from its model list, without a route. */
+static int
+answers_itself(const struct tg_request *req, const struct endpoint *endpoint)
+{
+	return is_model_list(endpoint) || tg_request_head_names_model(req->method, req->path);
+}
+
 /* Respond with err of error_before_auth(). */
 static void
 answer_before_auth(struct tg_request *req, const struct endpoint *endpoint, enum tg_error err)
@@ -726,7 +841,7 @@ tg_request_head_refusal(struct tg_request *req, char *message, size_t size)
 	if (keys == NULL)
 		return TG_OK;
 
-	err = tg_auth_head_refusal(req, !is_model_list(endpoint), message, size, &key);
+	err = tg_auth_head_refusal(req, !answers_itself(req, endpoint), message, size, &key);
 	if (err != TG_OK || key == NULL || responds_before_limits(req, endpoint, key))
 		return err;
 	return tg_ratelimit_head_refusal(req, key, message, size);
@@ -755,6 +870,10 @@ tg_request_dispatch(struct tg_request *req)
 
 	if (is_model_list(endpoint)) {
 		answer_models(req);
+		return;
+	}
+	if (tg_request_head_names_model(req->method, req->path)) {
+		answer_model(req);
 		return;
 	}
 
@@ -801,6 +920,9 @@ tg_request_error_shape(const struct tg_request *req)
 
 	if (req->worker->site != NULL)
 		return TG_ERROR_TEXT;
+	if (req->path != NULL && strncmp(req->path, "/v1/models", 10) == 0 &&
+	    (req->path[10] == '\0' || req->path[10] == '/') && wants_anthropic_models(req))
+		return TG_ERROR_ANTHROPIC;
 	if (req->path == NULL || strncmp(req->path, messages, len) != 0)
 		return TG_ERROR_OPENAI;
 	if (req->path[len] == '\0' || req->path[len] == '/')

@@ -213,6 +213,21 @@ describe('gateway keys', () => {
     assert.equal(wrong.status, 401);
   });
 
+  it('retrieves only the models a caller may use', async () => {
+    const retrieve = (id, headers) => request({ port: gw.port, path: `/v1/models/${id}`, headers });
+    const ci = { Authorization: `Bearer ${CI_KEY}` };
+    const team = { Authorization: `Bearer ${TEAM_KEY}` };
+    assert.equal((await retrieve('ci-model', ci)).json().id, 'ci-model');
+    assert.equal((await retrieve('public-model', {})).json().id, 'public-model');
+    for (const [id, headers] of [['ci-model', team], ['gpt-4o', {}]]) {
+      const res = await retrieve(id, headers);
+      assert.equal(res.status, 404, res.text);
+      assert.equal(res.json().error.code, 'model_not_found');
+      assert.equal((await gw.accessFor(res.headers['x-request-id'])).reason, 'model_not_found');
+    }
+    assert.equal((await retrieve('gpt-4o', { Authorization: 'Bearer nope' })).status, 401);
+  });
+
   it('counts requests by key name', async () => {
     const count = async (key, code) => valueOf(parseSamples((await scrape(gw)).text),
       'tollgate_key_requests_total', { key, code });
@@ -267,6 +282,10 @@ describe('gateway keys without an open route', () => {
     const keyed = await request({ port: gw.port, path: '/v1/models', headers: { Authorization: `Bearer ${TEAM_KEY}` } });
     assert.equal(keyed.status, 200, keyed.text);
     assert.deepEqual(keyed.json().data.map((m) => m.id), ['gpt-4o', 'plain-model']);
+    // One model is asked for as the list is: 401, not 404, without a key.
+    const one = await request({ port: gw.port, path: '/v1/models/gpt-4o' });
+    assert.equal(one.status, 401, one.text);
+    assert.equal(one.json().error.code, 'missing_api_key');
   });
 });
 

@@ -4,6 +4,8 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
 
+import OpenAI from 'openai';
+
 import { curl, curlPost, stopAll, mockBackend, startGateway, startMock } from './lib/harness.mjs';
 import { request } from './lib/http.mjs';
 
@@ -116,6 +118,102 @@ describe('routes', () => {
     assert.equal(head.text, '');
     assert.equal(head.headers['content-type'], get.headers['content-type']);
     assert.equal(head.headers['content-length'], String(Buffer.byteLength(get.text)));
+  });
+});
+
+describe('routes: one model of the model list', () => {
+  const FINE_TUNED = 'ft:gpt-4o:org::abc123';
+  let mock;
+  let gw;
+  let client;
+
+  before(async () => {
+    mock = await startMock();
+    gw = await startGateway({
+      backends: { mock: mockBackend(mock) },
+      routes: [
+        { name: 'plain', match: { path: '/v1/chat/completions', model: 'gpt-4o' }, backends: ['mock'] },
+        { name: 'slash', match: { path: '/v1/chat/completions', model: 'org/model' }, backends: ['mock'] },
+        { name: 'tuned', match: { path: '/v1/chat/completions', model: FINE_TUNED }, backends: ['mock'] },
+        { name: 'tenant', match: { path: '/v1/chat/completions', model: 'tenant-model', headers: { 'x-tenant': 'a' } }, backends: ['mock'] },
+        { name: 'glob', match: { path: '/v1/chat/completions', model: 'o*' }, backends: ['mock'] },
+        // Other methods on a model's path still go to a backend (OpenAI
+        // deletes a fine-tuned model with DELETE).
+        { name: 'models', match: { path_prefix: '/v1/models/' }, backends: ['mock'] },
+      ],
+    });
+    client = new OpenAI({ baseURL: `${gw.baseURL}/v1`, apiKey: 'unused', maxRetries: 0 });
+  });
+
+  afterEach(() => gw?.checkErrors());
+  after(stopAll);
+
+  it('answers models.retrieve of openai-node for each listed id', async () => {
+    for (const id of ['gpt-4o', 'org/model', FINE_TUNED]) {
+      const model = await client.models.retrieve(id);
+      assert.deepEqual({ ...model }, { id, object: 'model', created: 0, owned_by: 'tollgate' });
+    }
+    assert.equal((await mock.requests()).length, 0, 'a model was fetched from a backend');
+  });
+
+  it('takes a "/" in an id bare or encoded', async () => {
+    for (const path of ['/v1/models/org/model', '/v1/models/org%2Fmodel', '/v1/models/org%2fmodel']) {
+      const res = await request({ port: gw.port, path });
+      assert.equal(res.status, 200, `${path}: ${res.text}`);
+      assert.equal(res.json().id, 'org/model');
+    }
+  });
+
+  it('answers 404 model_not_found for a model not listed', async () => {
+    await assert.rejects(client.models.retrieve('gpt-5'), (err) => {
+      assert.ok(err instanceof OpenAI.NotFoundError, `${err.constructor.name}: ${err.message}`);
+      assert.equal(err.code, 'model_not_found');
+      assert.equal(err.type, 'invalid_request_error');
+      return true;
+    });
+    // A glob names no model, and a route whose headers do not hold lists none.
+    for (const path of ['/v1/models/o1', '/v1/models/tenant-model', '/v1/models/org%2F']) {
+      const res = await request({ port: gw.port, path });
+      assert.equal(res.status, 404, `${path}: ${res.text}`);
+    }
+    const tenant = await request({ port: gw.port, path: '/v1/models/tenant-model', headers: { 'x-tenant': 'a' } });
+    assert.equal(tenant.status, 200, tenant.text);
+  });
+
+  it('answers HEAD with the head of GET', async () => {
+    const get = await request({ port: gw.port, path: '/v1/models/gpt-4o' });
+    const head = await request({ port: gw.port, method: 'HEAD', path: '/v1/models/gpt-4o' });
+    assert.equal(head.status, 200);
+    assert.equal(head.text, '');
+    assert.equal(head.headers['content-length'], String(Buffer.byteLength(get.text)));
+  });
+
+  it('forwards other methods', async () => {
+    const res = await request({ port: gw.port, method: 'DELETE', path: `/v1/models/${FINE_TUNED}` });
+    assert.equal(res.status, 200, res.text);
+    const seen = (await mock.requests()).at(-1);
+    assert.equal(seen.method, 'DELETE');
+    assert.equal(seen.path, `/v1/models/${FINE_TUNED}`);
+    // An encoded "/" stays refused where the path goes to a backend.
+    const encoded = await request({ port: gw.port, method: 'DELETE', path: '/v1/models/org%2Fmodel' });
+    assert.equal(encoded.status, 400, encoded.text);
+  });
+
+  it('answers in the shape of Anthropic\'s Models API with anthropic-version', async () => {
+    const headers = { 'anthropic-version': '2023-06-01' };
+    const list = await request({ port: gw.port, path: '/v1/models', headers });
+    assert.equal(list.status, 200, list.text);
+    const ids = ['gpt-4o', 'org/model', FINE_TUNED];
+    assert.deepEqual(list.json(), {
+      data: ids.map((id) => ({ type: 'model', id, display_name: id, created_at: '1970-01-01T00:00:00Z' })),
+      has_more: false, first_id: 'gpt-4o', last_id: FINE_TUNED,
+    });
+    const one = await request({ port: gw.port, path: '/v1/models/org%2Fmodel', headers });
+    assert.deepEqual(one.json(), { type: 'model', id: 'org/model', display_name: 'org/model', created_at: '1970-01-01T00:00:00Z' });
+    const missing = await request({ port: gw.port, path: '/v1/models/claude-x', headers });
+    assert.equal(missing.status, 404);
+    assert.equal(missing.json().type, 'error');
+    assert.equal(missing.json().error.type, 'not_found_error');
   });
 });
 
