@@ -24,6 +24,7 @@
 #include "log.h"
 #include "metrics-table.h"
 #include "metrics.h"
+#include "null-usage.h"
 #include "relay.h"
 #include "request.h"
 #include "worker.h"
@@ -276,85 +277,8 @@ is_usage_chunk(const struct tg_reply_digest *d)
 	return d->usage.shape == TG_USAGE_OBJECT && d->choices && d->n_choices == 0;
 }
 
-static const char USAGE_KEY[] = "\"usage\"";
-
-static int
-is_blank(char c)
-{
-	return c == ' ' || c == '\t';
-}
-
-/* The end of a `"usage": null` member starting at p (a double quote), or
- * NULL when p starts something else. */
-static const char *
-match_null_usage(const char *p, const char *end)
-{
-	if ((size_t)(end - p) < sizeof(USAGE_KEY) - 1 ||
-	    memcmp(p, USAGE_KEY, sizeof(USAGE_KEY) - 1) != 0)
-		return NULL;
-	p += sizeof(USAGE_KEY) - 1;
-	while (p < end && is_blank(*p))
-		p++;
-	if (p == end || *p++ != ':')
-		return NULL;
-	while (p < end && is_blank(*p))
-		p++;
-	if (end - p < 4 || memcmp(p, "null", 4) != 0)
-		return NULL;
-	return p + 4;
-}
-
-/* The start of the `"usage": null` member whose colon is at colon, or
- * NULL when there is none. The key is what ends at the last byte before
- * the colon that is not a blank. */
-static const char *
-null_usage_before(const char *data, const char *colon, const char *end)
-{
-	const char *p = colon;
-
-	while (p > data && is_blank(p[-1]))
-		p--;
-	if ((size_t)(p - data) < sizeof(USAGE_KEY) - 1)
-		return NULL;
-	p -= sizeof(USAGE_KEY) - 1;
-	return match_null_usage(p, end) != NULL ? p : NULL;
-}
-
 /*
- * Find the `"usage": null` member in the len bytes of an event at data by
- * searching its text: *from gets its start and *to its end. A double quote
- * inside a JSON string is escaped, so the pattern cannot begin inside a
- * string. The parsed event has the member at its top level, so when the
- * pattern occurs once, that occurrence is the member. Anything else
- * (another "usage": null nested deeper, data split over several lines)
- * is left as the provider sent it: returns 0.
- *
- * Each occurrence has one colon, and a chunk has far fewer colons than
- * double quotes, so the search goes from colon to colon.
- */
-static int
-search_null_usage(const char *data, size_t len, const char **from, const char **to)
-{
-	const char *end = data + len;
-
-	*from = NULL;
-	*to = NULL;
-	for (const char *p = memchr(data, ':', len); p != NULL;
-	     p = memchr(p + 1, ':', (size_t)(end - p - 1))) {
-		const char *start = null_usage_before(data, p, end);
-
-		if (start == NULL)
-			continue;
-		if (*from != NULL)
-			return 0;       /* more than one: not sure which */
-		*from = start;
-		*to = match_null_usage(start, end);
-	}
-	return *from != NULL;
-}
-
-/*
- * search_null_usage() for an event whose digest has the member's offsets.
+ * tg_null_usage_find() for an event whose digest has the member's offsets.
  * With no other key named usage in the text, the member there is the one
  * the search would find, if its bytes match the pattern. Skipping the
  * search saves about 700 instructions per chunk under callgrind. An event
@@ -369,11 +293,11 @@ find_null_usage(const struct tg_stream_event *ev, const char *data, size_t len,
 	size_t key_end = ev->data_at + d->null_usage_key_end;
 
 	if (ev->data_at == 0 || d->null_usage_end == 0)
-		return search_null_usage(data, len, from, to);
-	if (key_end < sizeof(USAGE_KEY) - 1 || ev->data_at + d->null_usage_end > len)
+		return tg_null_usage_find(data, len, from, to);
+	if (key_end < TG_USAGE_KEY_LEN || ev->data_at + d->null_usage_end > len)
 		return 0;
-	*from = data + key_end - (sizeof(USAGE_KEY) - 1);
-	*to = match_null_usage(*from, data + len);
+	*from = data + key_end - TG_USAGE_KEY_LEN;
+	*to = tg_null_usage_end(*from, data + len);
 	return *to == data + ev->data_at + d->null_usage_end;
 }
 
@@ -384,26 +308,14 @@ strip_null_usage(struct tg_stream_event *ev)
 {
 	size_t len = evbuffer_get_length(ev->raw);
 	char *data = (char *)evbuffer_pullup(ev->raw, -1);
-	const char *end = data + len, *from, *to, *p;
+	const char *end = data + len, *from, *to;
 
 	if (data == NULL || ev->digest.usage.shape != TG_USAGE_NULL)
 		return;
 	if (!find_null_usage(ev, data, len, &from, &to))
 		return;
 
-	/* The comma before the member, else the one after it. */
-	p = from;
-	while (p > data && is_blank(p[-1]))
-		p--;
-	if (p > data && p[-1] == ',') {
-		from = p - 1;
-	} else {
-		p = to;
-		while (p < end && is_blank(*p))
-			p++;
-		if (p < end && *p == ',')
-			to = p + 1;
-	}
+	tg_null_usage_widen(data, end, &from, &to);
 
 	/* Move the bytes before the member over it, then drain them from the
 	 * front. raw owns its bytes (they were added with evbuffer_add()), so
