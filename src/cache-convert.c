@@ -385,8 +385,20 @@ merge_shared(json_t *body, const json_t *chunk)
 	return 0;
 }
 
+/* 1 when message's content is the empty string: a stream may send
+ * "content": "" beside its tool calls, where a whole response has null. */
+static int
+has_no_text(const json_t *message)
+{
+	const json_t *content = json_object_get(message, "content");
+
+	return json_is_string(content) && json_string_length(content) == 0;
+}
+
 /* The finished choice of a chat completion: message with role first and
- * without the stream-only "index" of its tool calls. */
+ * without the stream-only "index" of its tool calls, and with a null
+ * content beside them when the stream sent no text, as a whole response
+ * has it. */
 static json_t *
 finish_chat_message(struct choice_acc *acc)
 {
@@ -400,6 +412,9 @@ finish_chat_message(struct choice_acc *acc)
 		json_object_del(call, "index");
 	if (json_array_size(acc->tool_calls) > 0 &&
 	    json_object_set(message, "tool_calls", acc->tool_calls) != 0)
+		goto fail;
+	if (json_array_size(acc->tool_calls) > 0 && has_no_text(message) &&
+	    json_object_set_new(message, "content", json_null()) != 0)
 		goto fail;
 	return message;
 

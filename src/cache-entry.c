@@ -8,6 +8,7 @@
 
 #include "cache-entry.h"
 #include "cache-header.h"
+#include "null-usage.h"
 #include "reply-digest.h"
 
 enum choice_state {
@@ -319,8 +320,8 @@ write_envelope(const struct tg_cache_header *h, const char *const *parts, size_t
 }
 
 char *
-tg_cache_entry_from_record(const struct tg_cache_record *r, int64_t created_ms,
-                           size_t *len, const char **reason)
+tg_cache_entry_from_record(const struct tg_cache_record *r, const struct tg_headers *headers,
+                           int64_t created_ms, size_t *len, const char **reason)
 {
 	size_t n = json_array_size(r->events);
 	const char **parts;
@@ -333,6 +334,7 @@ tg_cache_entry_from_record(const struct tg_cache_record *r, int64_t created_ms,
 		.has_usage = r->has_usage,
 		.usage_event = r->usage_event,
 		.n_parts = n,
+		.headers = headers,
 	};
 	char *text = NULL;
 
@@ -404,11 +406,12 @@ check_body(const json_t *body)
 
 char *
 tg_cache_entry_from_body(const char *body, size_t body_len, const json_t *parsed,
-                         int64_t created_ms, size_t *len, const char **reason)
+                         const struct tg_headers *headers, int64_t created_ms, size_t *len,
+                         const char **reason)
 {
 	struct tg_cache_header h = {
 		.created_ms = created_ms, .kind = TG_CACHE_KIND_JSON,
-		.bytes = &body_len, .n_parts = 1,
+		.bytes = &body_len, .n_parts = 1, .headers = headers,
 	};
 
 	*reason = parsed != NULL ? check_body(parsed) : "the body is not JSON";
@@ -504,6 +507,8 @@ tg_cache_entry_decode(const char *data, size_t len, struct tg_cache_entry *e)
 
 	if (decode_parts(e, &h, line_end + 1, len - head_len - 1) == 0) {
 		e->created_ms = h.created_ms;
+		e->headers = h.kept;
+		tg_headers_init(&h.kept);
 		if (h.kind == TG_CACHE_KIND_STREAM)
 			rc = decode_stream(e, &h);
 		else if (h.kind == TG_CACHE_KIND_EVENTS)
@@ -522,6 +527,7 @@ tg_cache_entry_free(struct tg_cache_entry *e)
 {
 	free(e->parts);
 	free(e->payload);
+	tg_headers_free(&e->headers);
 	memset(e, 0, sizeof(*e));
 	e->usage_event = -1;
 }
@@ -558,16 +564,48 @@ write_done(struct evbuffer *out)
 	return tg_cache_write_event(out, "[DONE]", 6);
 }
 
-/* The stored events, without the usage chunk unless the client asked. */
+/* Write the stored chunk of len bytes at data without its top-level
+ * "usage": null, when it has one. */
+static int
+write_without_null_usage(struct evbuffer *out, const char *data, size_t len)
+{
+	const char *from, *to;
+	char *cut;
+	int rc;
+
+	if (!tg_null_usage_find(data, len, &from, &to))
+		return tg_cache_write_event(out, data, len);
+	tg_null_usage_widen(data, data + len, &from, &to);
+	cut = malloc(len);
+	if (cut == NULL)
+		return -1;
+	memcpy(cut, data, (size_t)(from - data));
+	memcpy(cut + (from - data), to, (size_t)(data + len - to));
+	rc = tg_cache_write_event(out, cut, len - (size_t)(to - from));
+	free(cut);
+	return rc;
+}
+
+/* The stored events, without the usage chunk unless the client asked. A
+ * stream stored from a client that asked for usage has "usage": null in
+ * its other chunks, which a client that did not ask gets without, as from
+ * the relay. */
 static int
 render_stored_stream(const struct tg_cache_entry *e, int want_usage, struct evbuffer *out)
 {
 	if (want_usage && !e->has_usage)
 		return -1;
 	for (size_t i = 0; i < e->n_parts; i++) {
+		const struct tg_cache_part *part = &e->parts[i];
+		int rc;
+
 		if ((long)i == e->usage_event && !want_usage)
 			continue;
-		if (tg_cache_write_event(out, e->parts[i].data, e->parts[i].len) != 0)
+		if (want_usage || !e->has_usage)
+			rc = tg_cache_write_event(out, part->data, part->len);
+		else
+			rc = write_without_null_usage(out, part->data, part->len);
+		if (rc != 0)
 			return -1;
 	}
 	return write_done(out);
@@ -631,6 +669,12 @@ render_converted_body(const struct tg_cache_entry *e, struct evbuffer *out)
 	rc = evbuffer_add(out, text, strlen(text));
 	free(text);
 	return rc;
+}
+
+int
+tg_cache_entry_kind_serves(const struct tg_cache_entry *e, int stream)
+{
+	return stream == e->is_stream;
 }
 
 int

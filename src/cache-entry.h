@@ -13,7 +13,10 @@
  *   {"v":2,"created_ms":T,"kind":"events","bytes":[N1,N2,...]}\n
  *    <name 1>\n<data 1><name 2>\n<data 2>...
  *
- * "bytes" gives the length of each part of the payload. A value read back
+ * "bytes" gives the length of each part of the payload. After it, an
+ * entry may have "headers": {"content-type": "...", ...}, the response
+ * headers a hit replays (tg_cache_header_keeps()); an entry without them
+ * has the bytes older versions wrote, and older versions skip them. A value read back
  * from Redis goes through the checks of the header (cache-header.h), and
  * the lengths must add up to the payload's, before it is trusted. The payload is not
  * JSON inside JSON, because decoding a body written as a JSON string cost
@@ -44,6 +47,8 @@
 
 #include <event2/buffer.h>
 #include <jansson.h>
+
+#include "headers.h"
 
 /* Choices a recorded stream may have; more make it unstorable. OpenAI
  * allows n up to 128. */
@@ -95,14 +100,17 @@ const char *tg_cache_record_incomplete(const struct tg_cache_record *r);
 /*
  * Encode an entry. From a record that tg_cache_record_incomplete() accepts,
  * or from a JSON response body, which is checked here through parsed, its
- * parse (NULL when it is not JSON). Returns the envelope
- * text (free() it) and its length in *len, or NULL with *reason set when
- * the response must not be stored or memory ran out.
+ * parse (NULL when it is not JSON). Of headers, the response's headers
+ * (NULL for none), those that tg_cache_header_keeps() names are stored.
+ * Returns the envelope text (free() it) and its length in *len, or NULL
+ * with *reason set when the response must not be stored or memory ran out.
  */
-char *tg_cache_entry_from_record(const struct tg_cache_record *r, int64_t created_ms,
+char *tg_cache_entry_from_record(const struct tg_cache_record *r,
+                                 const struct tg_headers *headers, int64_t created_ms,
                                  size_t *len, const char **reason);
 char *tg_cache_entry_from_body(const char *body, size_t body_len, const json_t *parsed,
-                               int64_t created_ms, size_t *len, const char **reason);
+                               const struct tg_headers *headers, int64_t created_ms,
+                               size_t *len, const char **reason);
 
 /* One part of an entry's payload, followed by a NUL of its own. */
 struct tg_cache_part {
@@ -122,6 +130,7 @@ struct tg_cache_entry {
 	size_t body_len;
 	int has_usage;
 	long usage_event;
+	struct tg_headers headers;      /* the stored response headers */
 };
 
 /* Decode an envelope. Returns 0, or -1 when data is not a valid entry of
@@ -129,16 +138,24 @@ struct tg_cache_entry {
 int tg_cache_entry_decode(const char *data, size_t len, struct tg_cache_entry *e);
 void tg_cache_entry_free(struct tg_cache_entry *e);
 
-/* Content types of a replayed entry. */
+/* Content types of a replayed entry that stored none, or that is
+ * converted: those OpenAI and Anthropic send. */
 #define TG_CACHE_TYPE_JSON "application/json"
-#define TG_CACHE_TYPE_STREAM "text/event-stream"
+#define TG_CACHE_TYPE_STREAM "text/event-stream; charset=utf-8"
+
+/* 1 when e answers a request for a stream (stream set) or for one JSON
+ * body in the kind it was stored as, so that its stored Content-Type and
+ * Cache-Control describe the response; 0 when it is converted. */
+int tg_cache_entry_kind_serves(const struct tg_cache_entry *e, int stream);
 
 /*
  * Append the response body for a request to out: as server-sent
  * events ending in "data: [DONE]" when stream is set, with the usage chunk
  * only when want_usage is set, or else as one JSON body. A stored stream
  * replays its events unchanged, and an Anthropic one with their names and
- * without "[DONE]". The other kind is converted, for chat and text
+ * without "[DONE]". A stream stored with usage lost, for a client that did
+ * not ask for usage, the "usage": null of each chunk too, as the relay
+ * takes it out for such a client. The other kind is converted, for chat and text
  * completions only, so an Anthropic stream serves only streaming requests. Returns 0, or -1 when this entry cannot answer the
  * request (a conversion it cannot do, or usage the client needs and the
  * entry lacks), which the caller treats as a miss; out is then unchanged.

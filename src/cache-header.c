@@ -3,6 +3,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <yajl/yajl_parse.h>
 
@@ -18,7 +19,59 @@ static const struct {
 	[TG_CACHE_KIND_EVENTS] = {"events", 6},
 };
 
+/* The response headers kept with an entry (tg_cache_header_keeps()). */
+static const struct {
+	const char *name;
+	size_t len;
+} KEPT_HEADERS[] = {
+	{"content-type", 12},
+	{"cache-control", 13},
+	{"x-upstream-request-id", 21},
+	{"request-id", 10},
+	{"openai-processing-ms", 20},
+	{"openai-version", 14},
+	{"openai-organization", 19},
+	{"openai-project", 14},
+	{"anthropic-organization-id", 25},
+};
+
+int
+tg_cache_header_keeps(const char *name, size_t len)
+{
+	for (size_t i = 0; i < sizeof(KEPT_HEADERS) / sizeof(KEPT_HEADERS[0]); i++) {
+		if (KEPT_HEADERS[i].len == len && strncasecmp(KEPT_HEADERS[i].name, name, len) == 0)
+			return 1;
+	}
+	return 0;
+}
+
 /* --- writing --------------------------------------------------------------- */
+
+/* Append ,"headers":{...} with the headers of h->headers that are kept,
+ * or nothing when none is, so that an entry without them has the bytes
+ * of older versions. */
+static void
+write_kept_headers(struct tg_json_writer *w, const struct tg_cache_header *h)
+{
+	int first = 1;
+
+	for (size_t i = 0; h->headers != NULL && i < h->headers->count; i++) {
+		const struct tg_header *hd = &h->headers->items[i];
+
+		if (!tg_cache_header_keeps(hd->name, hd->name_len))
+			continue;
+		if (first)
+			tg_json_literal(w, ",\"headers\":{");
+		else
+			tg_json_literal(w, ",");
+		tg_json_stringn(w, hd->name, hd->name_len);
+		tg_json_literal(w, ":");
+		tg_json_stringn(w, hd->value, hd->value_len);
+		first = 0;
+	}
+	if (!first)
+		tg_json_literal(w, "}");
+}
 
 void
 tg_cache_header_write(struct tg_json_writer *w, const struct tg_cache_header *h)
@@ -41,7 +94,9 @@ tg_cache_header_write(struct tg_json_writer *w, const struct tg_cache_header *h)
 			tg_json_literal(w, ",");
 		tg_json_uint(w, h->bytes[i]);
 	}
-	tg_json_literal(w, "]}");
+	tg_json_literal(w, "]");
+	write_kept_headers(w, h);
+	tg_json_literal(w, "}");
 }
 
 /* --- reading --------------------------------------------------------------- */
@@ -55,6 +110,7 @@ enum member {
 	M_USAGE,
 	M_USAGE_EVENT,
 	M_BYTES,
+	M_HEADERS,
 };
 
 /* One bit per member whose last value had the right type. */
@@ -67,6 +123,9 @@ struct reader {
 	size_t depth;           /* containers open; the header object is 1 */
 	enum member member;     /* the member whose value comes next, at depth 1 */
 	int in_bytes;           /* inside the array of "bytes" (depth 2) */
+	int in_headers;         /* inside the object of "headers" (depth 2) */
+	char header_name[64];   /* the name of the member of "headers" read
+	                           last, when kept; else "" */
 	size_t capacity;        /* of h->bytes */
 	int out_of_memory;
 };
@@ -85,6 +144,7 @@ member_of(const unsigned char *key, size_t len)
 		{"usage", 5, M_USAGE},
 		{"usage_event", 11, M_USAGE_EVENT},
 		{"bytes", 5, M_BYTES},
+		{"headers", 7, M_HEADERS},
 	};
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
@@ -94,11 +154,31 @@ member_of(const unsigned char *key, size_t len)
 	return M_OTHER;
 }
 
+/* A value of a member of "headers" that is not a string: as in jansson's
+ * tree, it replaces an earlier value of that name, so the name is gone. */
+static void
+drop_header_value(struct reader *r)
+{
+	if (r->header_name[0] != '\0')
+		tg_headers_remove(&r->h->kept, r->header_name);
+}
+
+/* The member "headers" gets a value: it replaces the headers of an
+ * earlier "headers", and only an object gives new ones. */
+static void
+start_headers(struct reader *r, int is_object)
+{
+	tg_headers_free(&r->h->kept);
+	r->in_headers = is_object;
+}
+
 /* A value of a member of the header object: the member counts as given
  * when valid is 1, as absent otherwise, whatever an earlier value was. */
 static void
 member_value(struct reader *r, int valid)
 {
+	if (r->member == M_HEADERS)
+		start_headers(r, 0);
 	if (valid)
 		r->has |= HAS(r->member);
 	else
@@ -140,10 +220,13 @@ other_scalar(struct reader *r)
 {
 	if (r->depth == 0)
 		return 0;
-	if (r->depth == 1)
+	if (r->depth == 1) {
 		member_value(r, 0);
-	else if (r->in_bytes && r->depth == 2)
+	} else if (r->in_bytes && r->depth == 2) {
 		spoil_bytes(r);
+	} else if (r->in_headers && r->depth == 2) {
+		drop_header_value(r);
+	}
 	return 1;
 }
 
@@ -199,11 +282,45 @@ on_integer(void *ctx, long long value)
 	return 1;
 }
 
+/* 1 when the len bytes at value may be sent as a header value: no control
+ * character but HTAB (RFC 9110 section 5.5), so that an entry altered in
+ * Redis cannot add a line to a response or break its head. */
+static int
+value_sendable(const char *value, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)value[i];
+
+		if ((c < 0x20 && c != '\t') || c == 0x7f)
+			return 0;
+	}
+	return 1;
+}
+
+/* A string in the object of "headers": the value of the name before it.
+ * Returns 0 (stop) when memory ran out. */
+static int
+header_value(struct reader *r, const unsigned char *s, size_t len)
+{
+	const char *value = (const char *)s;
+
+	drop_header_value(r);
+	if (r->header_name[0] == '\0' || !value_sendable(value, len))
+		return 1;
+	if (tg_headers_add(&r->h->kept, r->header_name, strlen(r->header_name), value, len) != 0) {
+		r->out_of_memory = 1;
+		return 0;
+	}
+	return 1;
+}
+
 static int
 on_string(void *ctx, const unsigned char *s, size_t len)
 {
 	struct reader *r = ctx;
 
+	if (r->in_headers && r->depth == 2)
+		return header_value(r, s, len);
 	if (r->depth != 1)
 		return other_scalar(r);
 	member_value(r, r->member == M_KIND);
@@ -223,8 +340,15 @@ on_map_key(void *ctx, const unsigned char *key, size_t len)
 {
 	struct reader *r = ctx;
 
-	if (r->depth == 1)
+	if (r->depth == 1) {
 		r->member = member_of(key, len);
+	} else if (r->in_headers && r->depth == 2) {
+		r->header_name[0] = '\0';
+		if (tg_cache_header_keeps((const char *)key, len) && len < sizeof(r->header_name)) {
+			memcpy(r->header_name, key, len);
+			r->header_name[len] = '\0';
+		}
+	}
 	return 1;
 }
 
@@ -243,8 +367,12 @@ open_container(struct reader *r, int is_array)
 			r->in_bytes = 1;
 			r->h->n_parts = 0;      /* a later "bytes" replaces an earlier one */
 		}
+		if (r->member == M_HEADERS)
+			start_headers(r, !is_array);
 	} else if (r->in_bytes && r->depth == 2) {
 		spoil_bytes(r);
+	} else if (r->in_headers && r->depth == 2) {
+		drop_header_value(r);
 	}
 	r->depth++;
 	return 1;
@@ -268,8 +396,10 @@ on_end_container(void *ctx)
 	struct reader *r = ctx;
 
 	r->depth--;
-	if (r->depth == 1)
+	if (r->depth == 1) {
 		r->in_bytes = 0;
+		r->in_headers = 0;
+	}
 	return 1;
 }
 
@@ -326,4 +456,5 @@ tg_cache_header_free(struct tg_cache_header *h)
 	free(h->bytes);
 	h->bytes = NULL;
 	h->n_parts = 0;
+	tg_headers_free(&h->kept);
 }

@@ -13,10 +13,16 @@
  * "bytes" an array of non-negative integers and, for a "stream", "usage"
  * a boolean and "usage_event" an integer. A member given twice counts
  * with its last value, as in jansson's tree, and unknown members are
- * skipped, so a later version may add some. yajl takes a few strings
+ * skipped, so a later version may add some. "headers", when it is an
+ * object, gives the response headers to replay, as names and string
+ * values; whatever else it holds, or a name tg_cache_header_keeps() does
+ * not name, or a value with a control character other than HTAB, is
+ * skipped likewise, and it
+ * never makes a header invalid. Instances built before it skip it whole. yajl takes a few strings
  * that jansson refuses (a "\u0000", a lone surrogate escape); in a
  * header they can only name an unknown member or kind, which changes
- * nothing or fails the header.
+ * nothing or fails the header, or be a header value, which is skipped
+ * for its NUL.
  */
 #ifndef TOLLGATE_CACHE_HEADER_H
 #define TOLLGATE_CACHE_HEADER_H
@@ -24,6 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "headers.h"
 #include "json-writer.h"
 
 /* The version of the envelope, the first member of the header. */
@@ -43,7 +50,21 @@ struct tg_cache_header {
 	long long usage_event;          /* stream: the usage-only chunk, or -1 */
 	size_t *bytes;                  /* the length of each part of the payload */
 	size_t n_parts;
+	const struct tg_headers *headers;  /* write: the response's headers, of
+	                                      which those kept are written */
+	struct tg_headers kept;         /* read: the headers of "headers" */
 };
+
+/*
+ * 1 when the response header name (len bytes, any case) is kept with an
+ * entry and replayed on its hits: Content-Type, Cache-Control, and the
+ * provider's ids and facts about the stored response (x-request-id, as
+ * the gateway relays it, Anthropic's request-id, openai-processing-ms,
+ * openai-version, the organization and project). Rate-limit headers are
+ * not kept: they tell the provider's state when the response was made,
+ * not now, and a hit costs no provider quota.
+ */
+int tg_cache_header_keeps(const char *name, size_t len);
 
 /* Append h as one line of compact JSON, without the line feed. w->failed
  * is set when memory ran out. */
@@ -51,8 +72,8 @@ void tg_cache_header_write(struct tg_json_writer *w, const struct tg_cache_heade
 
 /* Read the len bytes at text (the header line without its line feed) into
  * h. Returns 0, or -1 when they are not a valid header of this version
- * (contract above) or memory ran out. On success, free h's lengths with
- * tg_cache_header_free(). */
+ * (contract above) or memory ran out. On success, free h's lengths and
+ * kept headers with tg_cache_header_free(). */
 int tg_cache_header_read(const char *text, size_t len, struct tg_cache_header *h);
 
 void tg_cache_header_free(struct tg_cache_header *h);

@@ -13,6 +13,7 @@
 
 #include "cache.h"
 #include "cache-entry.h"
+#include "cache-header.h"
 #include "cache-key.h"
 #include "cache-memory.h"
 #include "cache-redis.h"
@@ -137,6 +138,75 @@ record_first_token(struct tg_request *req)
 }
 
 /*
+ * Write into lines the header lines of a hit on e, each ending in CRLF:
+ * the cache's own, then the stored response headers, and into *type the
+ * Content-Type. The stored Content-Type and Cache-Control describe the
+ * stored kind of response, so a converted one gets the gateway's type,
+ * and a stream the no-cache that streams are sent with. Returns 0, or -1
+ * when out of memory.
+ */
+static int
+hit_headers(const struct tg_request *req, const struct tg_cache_entry *e,
+            struct evbuffer *lines, const char **type)
+{
+	int as_stored = tg_cache_entry_kind_serves(e, req->stream);
+	int64_t age = (wall_ms() - e->created_ms) / 1000;
+	int cache_control = 0;
+	int rc = 0;
+
+	*type = req->stream ? TG_CACHE_TYPE_STREAM : TG_CACHE_TYPE_JSON;
+	rc |= evbuffer_add_printf(lines, "x-tollgate-cache: hit\r\nAge: %lld\r\n",
+	                          (long long)(age > 0 ? age : 0)) < 0;
+	for (size_t i = 0; i < e->headers.count; i++) {
+		const struct tg_header *hd = &e->headers.items[i];
+
+		if (tg_header_named(hd, "Content-Type", 12)) {
+			if (as_stored)
+				*type = hd->value;
+			continue;
+		}
+		if (tg_header_named(hd, "Cache-Control", 13)) {
+			if (!as_stored)
+				continue;
+			cache_control = 1;
+		}
+		rc |= evbuffer_add_printf(lines, "%s: %s\r\n", hd->name, hd->value) < 0;
+	}
+	if (req->stream && !cache_control)
+		rc |= evbuffer_add(lines, "Cache-Control: no-cache\r\n", 25);
+	rc |= evbuffer_add(lines, "", 1);       /* the NUL that ends the lines */
+	return rc == 0 ? 0 : -1;
+}
+
+/* Send the rendered body of a hit on e, with its headers, as a stream or
+ * as one JSON body. Returns 0, or -1 when out of memory. */
+static int
+send_hit(struct tg_request *req, const struct tg_cache_entry *e, struct evbuffer *body)
+{
+	struct tg_cache_request *st = req->cache;
+	struct evbuffer *lines = evbuffer_new();
+	const char *type;
+	const char *text;
+
+	if (lines == NULL || hit_headers(req, e, lines, &type) != 0) {
+		if (lines != NULL)
+			evbuffer_free(lines);
+		return -1;
+	}
+	text = (const char *)evbuffer_pullup(lines, -1);
+	st->status = CACHE_HIT;
+	st->store = 0;
+	if (req->stream) {
+		record_first_token(req);
+		tg_relay_local_stream(req, type, text, body);
+	} else {
+		tg_relay_local_response_typed(req, 200, type, text, body);
+	}
+	evbuffer_free(lines);
+	return 0;
+}
+
+/*
  * Send req's response from an encoded entry. Returns 0 when the response
  * went out, or -1 when the entry is invalid or cannot serve this request
  * (a miss).
@@ -147,8 +217,6 @@ serve_entry(struct tg_request *req, const char *data, size_t len)
 	struct tg_cache_request *st = req->cache;
 	struct tg_cache_entry entry;
 	struct evbuffer *body;
-	char headers[96];
-	int64_t age;
 	int rc;
 
 	if (tg_cache_entry_decode(data, len, &entry) != 0) {
@@ -157,18 +225,8 @@ serve_entry(struct tg_request *req, const char *data, size_t len)
 	}
 	body = evbuffer_new();
 	rc = body != NULL ? tg_cache_entry_render(&entry, req->stream, st->want_usage, body) : -1;
-	if (rc == 0) {
-		age = (wall_ms() - entry.created_ms) / 1000;
-		snprintf(headers, sizeof(headers), "x-tollgate-cache: hit\r\nAge: %lld\r\n",
-		         (long long)(age > 0 ? age : 0));
-		st->status = CACHE_HIT;
-		st->store = 0;
-		if (req->stream)
-			record_first_token(req);
-		tg_relay_local_response_typed(req, 200, req->stream ? TG_CACHE_TYPE_STREAM
-		                                                    : TG_CACHE_TYPE_JSON,
-		                              headers, body);
-	}
+	if (rc == 0)
+		rc = send_hit(req, &entry, body);
 	if (body != NULL)
 		evbuffer_free(body);
 	tg_cache_entry_free(&entry);
@@ -528,8 +586,8 @@ tg_cache_response_body(struct tg_request *req)
 		return;
 	}
 	st->entry = tg_cache_entry_from_body((const char *)evbuffer_pullup(body, -1), len,
-	                                     tg_relay_response_json(req), wall_ms(),
-	                                     &st->entry_len, &reason);
+	                                     tg_relay_response_json(req), &req->response.headers,
+	                                     wall_ms(), &st->entry_len, &reason);
 	if (st->entry == NULL)
 		tg_log_request(req, TG_LOG_DEBUG, "cache: response not stored: %s", reason);
 }
@@ -553,7 +611,8 @@ entry_to_store(struct tg_request *req, size_t *len)
 		return entry;
 	}
 	if (st->recording) {
-		entry = tg_cache_entry_from_record(&st->record, wall_ms(), len, &reason);
+		entry = tg_cache_entry_from_record(&st->record, &req->response.headers, wall_ms(),
+		                                   len, &reason);
 		if (entry != NULL)
 			return entry;
 		if (st->record.too_large) {

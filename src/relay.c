@@ -181,17 +181,27 @@ tg_relay_local_response(struct tg_request *req, int status,
 	tg_relay_local_response_typed(req, status, "application/json", extra_headers, body);
 }
 
-void
-tg_relay_local_response_typed(struct tg_request *req, int status, const char *content_type,
-                              const char *extra_headers, struct evbuffer *body)
+static void add_chunk_size(struct evbuffer *out, size_t len);
+
+/* Write a complete response of the gateway's own: its body of a known
+ * length, or, when streamed is set, a stream framed as send_head() frames
+ * a relayed one. */
+static void
+local_response(struct tg_request *req, int status, const char *content_type,
+               const char *extra_headers, struct evbuffer *body, int streamed)
 {
 	struct tg_client *c = req->client;
 	size_t body_len = body ? evbuffer_get_length(body) : 0;
-	const char *connection = connection_header(req);
+	const char *connection;
 	struct evbuffer *out;
 	size_t before;
 	struct tg_head head;
 
+	if (streamed && req->http_minor == 0)
+		req->keepalive = 0;    /* HTTP/1.0: the close ends the body */
+	if (streamed)
+		req->response.chunked = req->http_minor >= 1;
+	connection = connection_header(req);
 	tg_client_cork(c);
 	out = tg_client_corked_output(c);
 	before = evbuffer_get_length(out);
@@ -199,7 +209,10 @@ tg_relay_local_response_typed(struct tg_request *req, int status, const char *co
 	tg_head_start(&head, out);
 	add_status_line(&head, status);
 	TG_HEAD_LINE(&head, "Content-Type", content_type);
-	tg_head_number(&head, "Content-Length", 14, body_len);
+	if (streamed && req->response.chunked)
+		TG_HEAD_LINE(&head, "Transfer-Encoding", "chunked");
+	else if (!streamed)
+		tg_head_number(&head, "Content-Length", 14, body_len);
 	if (req->worker->site != NULL)
 		add_date_line(&head);
 	else
@@ -213,14 +226,36 @@ tg_relay_local_response_typed(struct tg_request *req, int status, const char *co
 	/* The response to HEAD is the head alone, Content-Length included (RFC
 	 * 9110 section 9.3.2): a body after it would be read as the start of
 	 * the next response on the connection. */
-	if (body != NULL && req->method_id == HTTP_HEAD)
+	if (body != NULL && req->method_id == HTTP_HEAD) {
 		evbuffer_drain(body, body_len);
-	else if (body != NULL)
+	} else if (body != NULL && streamed && req->response.chunked) {
+		if (body_len > 0) {
+			add_chunk_size(body, body_len);
+			evbuffer_add(body, "\r\n", 2);
+		}
+		evbuffer_add(body, "0\r\n\r\n", 5);
 		evbuffer_add_buffer(out, body);
+	} else if (body != NULL) {
+		evbuffer_add_buffer(out, body);
+	}
 	req->response.head_sent = 1;
 	req->bytes_out += evbuffer_get_length(out) - before;
 	tg_client_response_done(c);
 	tg_client_uncork(c);
+}
+
+void
+tg_relay_local_response_typed(struct tg_request *req, int status, const char *content_type,
+                              const char *extra_headers, struct evbuffer *body)
+{
+	local_response(req, status, content_type, extra_headers, body, 0);
+}
+
+void
+tg_relay_local_stream(struct tg_request *req, const char *content_type,
+                      const char *extra_headers, struct evbuffer *body)
+{
+	local_response(req, 200, content_type, extra_headers, body, 1);
 }
 
 /* Keep the upstream's end-to-end headers for the client. Framing is the

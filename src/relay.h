@@ -72,10 +72,16 @@ void tg_relay_local_response(struct tg_request *req, int status,
                              const char *extra_headers, struct evbuffer *body);
 
 /* The same with another Content-Type, for a body of the gateway's own
- * that is not JSON (a cached stream). */
+ * that is not JSON. */
 void tg_relay_local_response_typed(struct tg_request *req, int status,
                                    const char *content_type,
                                    const char *extra_headers, struct evbuffer *body);
+
+/* Write a complete 200 stream of the gateway's own (a cached one), all of
+ * whose events are in body, framed as a relayed stream is: chunked for
+ * HTTP/1.1, and ended by the close for HTTP/1.0, without Content-Length. */
+void tg_relay_local_stream(struct tg_request *req, const char *content_type,
+                           const char *extra_headers, struct evbuffer *body);
 
 /* The client's output drained below its low mark: resume the upstream. */
 void tg_relay_client_writable(struct tg_request *req);

@@ -333,7 +333,9 @@ describe('cache with the memory store', () => {
     assert.equal(res.headers['x-tollgate-cache'], 'hit');
     const data = streamData(res);
     assert.equal(joinChat(data).usage, null);
-    assert.deepEqual(data, withUsage.filter((d) => d === '[DONE]' || JSON.parse(d).choices.length > 0));
+    // The other chunks lose their "usage": null too, as the relay's do.
+    assert.deepEqual(data, withUsage.filter((d) => d === '[DONE]' || JSON.parse(d).choices.length > 0)
+      .map((d) => d.replace(',"usage":null', '')));
   });
 
   it('serves JSON from a stored stream', async () => {
@@ -765,6 +767,158 @@ describe('cache of Anthropic streams', () => {
         assert.equal(res.headers['x-tollgate-cache'], 'miss', `the ${ending} stream was stored`);
       }
     }
+  });
+});
+
+describe('cache hits as the original response', () => {
+  let upstream;
+  let requests = 0;
+  let gw;
+
+  /* The chunks of a chat stream, with "usage": null in each but the usage
+   * chunk when the request asked for usage, as OpenAI sends them. A
+   * request with tools gets a tool call after an opening "content": "". */
+  const chatChunks = (n, body) => {
+    const withUsage = body.stream_options?.include_usage === true;
+    const chunk = (choices) => ({ id: `chatcmpl-${n}`, object: 'chat.completion.chunk', created: 1,
+      model: 'gpt-4o', choices, ...(withUsage ? { usage: null } : {}) });
+    const deltas = body.tools
+      ? [{ role: 'assistant', content: '', refusal: null },
+        { tool_calls: [{ index: 0, id: 'call_1', type: 'function', function: { name: 'f', arguments: '{}' } }] }]
+      : [{ role: 'assistant', content: '', refusal: null }, { content: 'Hello' }];
+    const chunks = deltas.map((delta) => chunk([{ index: 0, delta, logprobs: null, finish_reason: null }]));
+    chunks.push(chunk([{ index: 0, delta: {}, logprobs: null, finish_reason: body.tools ? 'tool_calls' : 'stop' }]));
+    if (withUsage)
+      chunks.push({ ...chunk([]), usage: { prompt_tokens: 3, completion_tokens: 2, total_tokens: 5 } });
+    return chunks.map((c) => `data: ${JSON.stringify(c)}\n\n`).join('') + 'data: [DONE]\n\n';
+  };
+
+  before(async () => {
+    upstream = http.createServer((req, res) => {
+      const chunks = [];
+      req.on('data', (c) => chunks.push(c));
+      req.on('end', () => {
+        requests++;
+        const body = JSON.parse(Buffer.concat(chunks).toString());
+        const ids = { 'openai-processing-ms': String(300 + requests), 'openai-version': '2020-10-01',
+          'x-request-id': `req_${requests}`, 'x-ratelimit-remaining-requests': String(1000 - requests),
+          'set-cookie': `seen=${requests}` };
+        if (req.url === MESSAGES) {
+          res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache',
+            'request-id': `req_msg_${requests}`, 'anthropic-ratelimit-requests-remaining': '9' });
+          res.end(messagesStream([
+            { type: 'message_delta', delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: 2 } },
+            { type: 'message_stop' },
+          ]));
+        } else if (body.stream) {
+          res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8',
+            'cache-control': 'no-cache, must-revalidate', ...ids });
+          res.end(chatChunks(requests, body));
+        } else {
+          res.writeHead(200, { 'content-type': 'application/json', ...ids });
+          res.end(JSON.stringify({ id: `chatcmpl-${requests}`, object: 'chat.completion', created: 1, model: 'gpt-4o',
+            choices: [{ index: 0, message: { role: 'assistant', content: 'Hello', refusal: null }, logprobs: null, finish_reason: 'stop' }],
+            usage: { prompt_tokens: 3, completion_tokens: 1, total_tokens: 4 } }));
+        }
+      });
+    });
+    upstream.listen(0, '127.0.0.1');
+    await once(upstream, 'listening');
+    const url = `http://127.0.0.1:${upstream.address().port}`;
+    gw = await startGateway({
+      backends: { openai: { url }, anthropic: { url } },
+      routes: [
+        { name: 'chat', match: { path: CHAT }, backends: ['openai'], cache: true },
+        { name: 'messages', match: { path: MESSAGES }, backends: ['anthropic'], cache: true },
+      ],
+      cache: { store: 'memory' },
+    });
+  });
+
+  afterEach(() => gw?.checkErrors());
+  after(async () => {
+    await stopAll();
+    upstream?.close();
+  });
+
+  /* Send body twice: a miss, then a hit that the upstream did not see. */
+  async function missThenHit(body, hitBody = body, pathname = CHAT) {
+    const first = await post(gw, body, {}, { pathname });
+    assert.equal(first.status, 200, first.text);
+    assert.equal(first.headers['x-tollgate-cache'], 'miss');
+    const seen = requests;
+    const second = await post(gw, hitBody, {}, { pathname });
+    assert.equal(second.status, 200, second.text);
+    assert.equal(second.headers['x-tollgate-cache'], 'hit');
+    assert.equal(requests, seen, 'the hit reached the upstream');
+    return [first, second];
+  }
+
+  it('replays the provider\'s ids and content type, not its rate limits', async () => {
+    const [first, second] = await missThenHit(uniqueBody());
+    for (const name of ['content-type', 'x-upstream-request-id', 'openai-processing-ms', 'openai-version'])
+      assert.equal(second.headers[name], first.headers[name], name);
+    assert.equal(second.headers['x-upstream-request-id'], `req_${requests}`);
+    assert.equal(first.headers['x-ratelimit-remaining-requests'], String(1000 - requests));
+    assert.equal(second.headers['x-ratelimit-remaining-requests'], undefined);
+    assert.equal(second.headers['set-cookie'], undefined);
+    assert.notEqual(second.headers['x-request-id'], first.headers['x-request-id'], 'the gateway\'s own id was replayed');
+  });
+
+  it('sends a stream hit framed as the live stream', async () => {
+    const [first, second] = await missThenHit(uniqueBody({ stream: true }));
+    for (const res of [first, second]) {
+      assert.equal(res.headers['content-type'], 'text/event-stream; charset=utf-8');
+      assert.equal(res.headers['cache-control'], 'no-cache, must-revalidate');
+      assert.equal(res.headers['transfer-encoding'], 'chunked');
+      assert.equal(res.headers['content-length'], undefined);
+    }
+    assert.equal(second.headers['x-upstream-request-id'], first.headers['x-upstream-request-id']);
+    assert.equal(second.headers['openai-processing-ms'], first.headers['openai-processing-ms']);
+    assert.equal(second.headers['x-ratelimit-remaining-requests'], undefined);
+    assert.deepEqual(streamData(second), streamData(first));
+  });
+
+  it('sends a stream converted from JSON as a stream', async () => {
+    const body = uniqueBody();
+    const [, second] = await missThenHit(body, { ...body, stream: true });
+    assert.equal(second.headers['content-type'], 'text/event-stream; charset=utf-8');
+    assert.equal(second.headers['cache-control'], 'no-cache');
+    assert.equal(second.headers['transfer-encoding'], 'chunked');
+    assert.equal(joinChat(streamData(second)).content, 'Hello');
+  });
+
+  it('leaves "usage": null out for a client that did not ask for usage', async () => {
+    const body = uniqueBody({ stream: true });
+    const stored = { ...body, stream_options: { include_usage: true } };
+    const [first, second] = await missThenHit(stored, body);
+    assert.ok(streamData(first).slice(0, -2).every((d) => JSON.parse(d).usage === null));
+    const live = await post(gw, uniqueBody({ stream: true }));
+    assert.equal(live.headers['x-tollgate-cache'], 'miss');
+    for (const res of [live, second]) {
+      const data = streamData(res);
+      assert.equal(data.at(-1), '[DONE]');
+      for (const d of data.slice(0, -1))
+        assert.equal('usage' in JSON.parse(d), false, d);
+    }
+  });
+
+  it('answers JSON from a stored tool-call stream with content null', async () => {
+    const body = uniqueBody({ stream: true, stream_options: { include_usage: true },
+      tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'object' } } }] });
+    const [, second] = await missThenHit(body, { ...body, stream: false, stream_options: undefined });
+    const message = second.json().choices[0].message;
+    assert.equal(message.content, null);
+    assert.equal(message.tool_calls[0].function.name, 'f');
+  });
+
+  it('replays Anthropic\'s request-id', async () => {
+    const body = { model: 'claude-x', max_tokens: 100, stream: true, messages: [{ role: 'user', content: `id ${Date.now()}` }] };
+    const [first, second] = await missThenHit(body, body, MESSAGES);
+    assert.match(first.headers['request-id'], /^req_msg_\d+$/);
+    assert.equal(second.headers['request-id'], first.headers['request-id']);
+    assert.equal(second.headers['content-type'], 'text/event-stream; charset=utf-8');
+    assert.equal(second.headers['anthropic-ratelimit-requests-remaining'], undefined);
   });
 });
 

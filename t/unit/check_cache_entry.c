@@ -67,7 +67,8 @@ entry_from_body(const char *body, size_t body_len, int64_t created_ms, size_t *l
                 const char **reason)
 {
 	json_t *parsed = json_loadb(body, body_len, 0, NULL);
-	char *text = tg_cache_entry_from_body(body, body_len, parsed, created_ms, len, reason);
+	char *text = tg_cache_entry_from_body(body, body_len, parsed, NULL, created_ms, len,
+	                                      reason);
 
 	json_decref(parsed);
 	return text;
@@ -93,7 +94,7 @@ stream_entry(const char *const *events, size_t n, struct tg_cache_entry *e)
 	char *text;
 
 	record_all(&r, events, n, 1);
-	text = tg_cache_entry_from_record(&r, 1700000000123, &len, &reason);
+	text = tg_cache_entry_from_record(&r, NULL, 1700000000123, &len, &reason);
 	ck_assert_msg(text != NULL, "stream not storable: %s", reason);
 	ck_assert_uint_eq(len, strlen(text));
 	ck_assert_int_eq(tg_cache_entry_decode(text, len, e), 0);
@@ -211,7 +212,7 @@ START_TEST(stream_without_done_not_stored)
 
 	record_all(&r, chat_stream, N_CHAT_STREAM, 0);
 	ck_assert_str_eq(tg_cache_record_incomplete(&r), "the stream ended without [DONE]");
-	ck_assert_ptr_null(tg_cache_entry_from_record(&r, 0, &len, &reason));
+	ck_assert_ptr_null(tg_cache_entry_from_record(&r, NULL, 0, &len, &reason));
 	ck_assert_ptr_nonnull(reason);
 	tg_cache_record_free(&r);
 }
@@ -466,6 +467,47 @@ START_TEST(invalid_envelopes_rejected)
 }
 END_TEST
 
+/* An entry keeps the response's content type and provider ids, and
+ * leaves out rate-limit headers and anything else. */
+START_TEST(entry_keeps_response_headers)
+{
+	static const char *const given[][2] = {
+		{"Content-Type", "application/json; charset=utf-8"},
+		{"x-ratelimit-remaining-requests", "99"},
+		{"request-id", "req_011"},
+		{"Set-Cookie", "a=b"},
+		{"X-Upstream-Request-Id", "req_abc"},
+		{"openai-processing-ms", "321"},
+		{"anthropic-ratelimit-tokens-remaining", "5"},
+	};
+	const char body[] = "{\"id\":\"x\",\"choices\":[]}";
+	struct tg_headers headers;
+	struct tg_cache_entry e;
+	json_t *parsed = json_loadb(body, sizeof(body) - 1, 0, NULL);
+	const char *reason;
+	size_t len;
+	char *text;
+
+	tg_headers_init(&headers);
+	for (size_t i = 0; i < sizeof(given) / sizeof(given[0]); i++)
+		ck_assert_int_eq(tg_headers_add(&headers, given[i][0], strlen(given[i][0]),
+		                                given[i][1], strlen(given[i][1])), 0);
+	text = tg_cache_entry_from_body(body, sizeof(body) - 1, parsed, &headers, 1, &len, &reason);
+	ck_assert_ptr_nonnull(text);
+	ck_assert_int_eq(tg_cache_entry_decode(text, len, &e), 0);
+	ck_assert_uint_eq(e.headers.count, 4);
+	ck_assert_str_eq(tg_headers_get(&e.headers, "content-type"), "application/json; charset=utf-8");
+	ck_assert_str_eq(tg_headers_get(&e.headers, "request-id"), "req_011");
+	ck_assert_str_eq(tg_headers_get(&e.headers, "x-upstream-request-id"), "req_abc");
+	ck_assert_str_eq(tg_headers_get(&e.headers, "openai-processing-ms"), "321");
+	ck_assert_int_eq(memcmp(e.body, body, sizeof(body) - 1), 0);
+	tg_cache_entry_free(&e);
+	free(text);
+	json_decref(parsed);
+	tg_headers_free(&headers);
+}
+END_TEST
+
 /* --- replay ------------------------------------------------------------------------ */
 
 START_TEST(stream_replays_same_events)
@@ -484,12 +526,21 @@ START_TEST(stream_replays_same_events)
 	free_parsed(&p);
 	free(text);
 
-	/* Without include_usage the usage chunk is left out, nothing else. */
+	/* Without include_usage the usage chunk is left out, and so is the
+	 * "usage": null of the other chunks, as the relay leaves it out for a
+	 * client that did not ask. Nothing else changes. */
 	text = render(&e, 1, 0);
 	parse_events(text, &p);
 	ck_assert_uint_eq(p.n, N_CHAT_STREAM);
-	for (size_t i = 0; i < N_CHAT_STREAM - 1; i++)
-		ck_assert_str_eq(p.data[i], chat_stream[i]);
+	for (size_t i = 0; i < N_CHAT_STREAM - 1; i++) {
+		char *want = strdup(chat_stream[i]);
+		char *member = strstr(want, ",\"usage\":null");
+
+		ck_assert_ptr_nonnull(member);
+		memmove(member, member + 13, strlen(member + 13) + 1);
+		ck_assert_str_eq(p.data[i], want);
+		free(want);
+	}
 	ck_assert_str_eq(p.data[N_CHAT_STREAM - 1], "[DONE]");
 	free_parsed(&p);
 	free(text);
@@ -587,6 +638,36 @@ START_TEST(stream_to_json_chat)
 		"\"content\":\"Hello world\",\"refusal\":null},\"logprobs\":null,\"finish_reason\":\"stop\"}],"
 		"\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5},"
 		"\"system_fingerprint\":\"fp_1\"}");
+	json_decref(body);
+	free(text);
+	tg_cache_entry_free(&e);
+}
+END_TEST
+
+/* A stream that opens with "content": "" and then calls a tool has no
+ * text: its JSON answer has "content": null, as a whole response has. */
+START_TEST(stream_to_json_tool_call_without_text)
+{
+	const char *opening = CHUNK("[{\"index\":0,\"delta\":{\"role\":\"assistant\","
+	                            "\"content\":\"\",\"refusal\":null},\"logprobs\":null,"
+	                            "\"finish_reason\":null}]", "");
+	const char *with_usage = CHUNK("[]", ",\"usage\":{\"prompt_tokens\":1,"
+	                               "\"completion_tokens\":9,\"total_tokens\":10}");
+	const char *events[N_TOOL_STREAM + 2];
+	struct tg_cache_entry e;
+	json_t *body, *message;
+	char *text;
+
+	events[0] = opening;
+	memcpy(events + 1, tool_stream, sizeof(tool_stream));
+	events[N_TOOL_STREAM + 1] = with_usage;
+	stream_entry(events, N_TOOL_STREAM + 2, &e);
+	text = render(&e, 0, 0);
+	body = parse_json(text);
+
+	message = json_object_get(json_array_get(json_object_get(body, "choices"), 0), "message");
+	ck_assert(json_is_null(json_object_get(message, "content")));
+	ck_assert_uint_eq(json_array_size(json_object_get(message, "tool_calls")), 1);
 	json_decref(body);
 	free(text);
 	tg_cache_entry_free(&e);
@@ -831,7 +912,7 @@ store_named(const struct named_event *events, size_t n, struct tg_cache_entry *e
 
 	record_named(&r, events, n);
 	ck_assert_ptr_null(tg_cache_record_incomplete(&r));
-	text = tg_cache_entry_from_record(&r, 1700000000123, &len, &reason);
+	text = tg_cache_entry_from_record(&r, NULL, 1700000000123, &len, &reason);
 	ck_assert_msg(text != NULL, "stream not storable: %s", reason);
 	ck_assert_int_eq(tg_cache_entry_decode(text, len, e), 0);
 	free(text);
@@ -1082,6 +1163,8 @@ cache_entry_suite(void)
 
 	tcase_add_test(convert, stream_to_json_chat);
 	tcase_add_test(convert, stream_to_json_tool_call);
+	tcase_add_test(convert, stream_to_json_tool_call_without_text);
+	tcase_add_test(convert, entry_keeps_response_headers);
 	tcase_add_test(convert, json_to_stream_chat);
 	tcase_add_test(convert, json_to_stream_and_back);
 	tcase_add_test(convert, text_completion_both_ways);

@@ -72,6 +72,19 @@ static const char *const CASES[] = {
 	" { \"bytes\" : [ 3 ] , \"kind\" : \"json\" , \"created_ms\" : -5 , \"v\" : 2 } ",
 	"{\"v\":2,\"created_ms\":0,\"kind\":\"json\",\"bytes\":[]}",
 	"{\"v\":2,\"created_ms\":9223372036854775807,\"kind\":\"json\",\"bytes\":[0]}",
+	/* response headers: kept names with values that can be sent */
+	"{\"v\":2,\"created_ms\":1,\"kind\":\"json\",\"bytes\":[2],\"headers\":"
+	"{\"content-type\":\"application/json\",\"request-id\":\"req_1\"}}",
+	"{\"v\":2,\"created_ms\":1,\"kind\":\"json\",\"bytes\":[2],\"headers\":"
+	"{\"Set-Cookie\":\"a\",\"request-id\":1,\"cache-control\":\"a\\r\\nb\","
+	"\"openai-version\":\"a\\u0001\",\"openai-project\":[\"p\"],\"openai-organization\":\"o\"}}",
+	"{\"v\":2,\"created_ms\":1,\"kind\":\"json\",\"bytes\":[2],\"headers\":"
+	"{\"request-id\":\"a\",\"request-id\":\"b\",\"openai-version\":\"c\",\"openai-version\":null}}",
+	"{\"v\":2,\"created_ms\":1,\"kind\":\"json\",\"bytes\":[2],\"headers\":"
+	"{\"request-id\":\"a\"},\"headers\":{\"openai-version\":\"c\"}}",
+	"{\"v\":2,\"created_ms\":1,\"kind\":\"json\",\"bytes\":[2],\"headers\":"
+	"{\"request-id\":\"a\"},\"headers\":[\"x\"]}",
+	"{\"v\":2,\"created_ms\":1,\"kind\":\"json\",\"headers\":\"x\",\"bytes\":[2]}",
 	/* unknown members, of every type, at any depth */
 	"{\"x\":{\"v\":1,\"bytes\":[\"a\"],\"y\":[[{}]]},\"v\":2,\"created_ms\":1,"
 	"\"kind\":\"json\",\"z\":null,\"w\":1.5,\"u\":true,\"bytes\":[2],\"t\":\"s\"}",
@@ -121,6 +134,44 @@ static const char *const CASES[] = {
 	"{'v':2}",
 };
 
+/* 1 when value has no control character but HTAB. */
+static int
+sendable(const char *value)
+{
+	for (; *value != '\0'; value++) {
+		if (((unsigned char)*value < 0x20 && *value != '\t') || *value == 0x7f)
+			return 0;
+	}
+	return 1;
+}
+
+/* The headers of text's "headers" as jansson reads them are those in
+ * kept: the members with a kept name and a string value that can be sent. */
+static void
+check_kept_headers(const char *text, const struct tg_headers *kept)
+{
+	json_t *header = json_loadb(text, strlen(text), 0, NULL);
+	json_t *headers = json_object_get(header, "headers");
+	const char *name;
+	json_t *value;
+	size_t want = 0;
+
+	json_object_foreach(headers, name, value) {
+		const char *got = tg_headers_find(kept, name, strlen(name));
+
+		if (!tg_cache_header_keeps(name, strlen(name)) || !json_is_string(value) ||
+		    !sendable(json_string_value(value))) {
+			ck_assert_msg(got == NULL, "%s was read from %s", name, text);
+			continue;
+		}
+		ck_assert_msg(got != NULL, "%s was not read from %s", name, text);
+		ck_assert_str_eq(got, json_string_value(value));
+		want++;
+	}
+	ck_assert_uint_eq(kept->count, want);
+	json_decref(header);
+}
+
 START_TEST(reader_agrees_with_jansson)
 {
 	const char *text = CASES[_i];
@@ -141,6 +192,7 @@ START_TEST(reader_agrees_with_jansson)
 		ck_assert_int_eq(got.has_usage, want.has_usage);
 		ck_assert_int_eq(got.usage_event, want.usage_event);
 	}
+	check_kept_headers(text, &got.kept);
 	tg_cache_header_free(&got);
 }
 END_TEST
