@@ -14,7 +14,7 @@ import path from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 
 import {
-  eventData, makeTempDir, mockBackend, request, splitEvents, startGateway, startMock,
+  eventData, makeTempDir, mockBackend, RawClient, request, splitEvents, startGateway, startMock,
   stopAll, waitFor,
 } from './lib/harness.mjs';
 import { quickTracing, requestSpans, startOtlpReceiver } from './lib/otlp-receiver.mjs';
@@ -877,6 +877,26 @@ describe('cache hits as the original response', () => {
     assert.equal(second.headers['openai-processing-ms'], first.headers['openai-processing-ms']);
     assert.equal(second.headers['x-ratelimit-remaining-requests'], undefined);
     assert.deepEqual(streamData(second), streamData(first));
+  });
+
+  it('ends an HTTP/1.0 stream hit with the close, as the live stream', async () => {
+    const text = JSON.stringify(uniqueBody({ stream: true }));
+    const heads = [];
+    for (let i = 0; i < 2; i++) {
+      const client = await RawClient.connect(gw.port);
+      await client.write(`POST ${CHAT} HTTP/1.0\r\nHost: a\r\nContent-Type: application/json\r\n` +
+        `Content-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
+      await waitFor(() => client.closed, { message: 'the close that ends the stream' });
+      const raw = client.buffer.toString();
+      const [head, body] = raw.split('\r\n\r\n', 2);
+      assert.match(body, /data: \[DONE\]\n\n$/);
+      heads.push(head.toLowerCase());
+    }
+    assert.match(heads[1], /x-tollgate-cache: hit/);
+    for (const head of heads) {
+      assert.doesNotMatch(head, /content-length|transfer-encoding/);
+      assert.match(head, /connection: close/);
+    }
   });
 
   it('sends a stream converted from JSON as a stream', async () => {
