@@ -23,6 +23,7 @@
 #include "worker.h"
 
 #define NS_PER_S 1000000000ull
+#define NS_PER_MS 1000000ull
 
 static int
 already_tried(void *arg, const struct tg_backend *backend)
@@ -239,20 +240,25 @@ budget_take_retry(struct tg_request *req)
 
 /* Every backend of the route cools down after a 429, 503 or 529 that said
  * when to come back: 503 with a Retry-After of the earliest end, so
- * clients back off as asked. */
+ * clients back off as asked. retry-after-ms gives the same end to the
+ * millisecond, as OpenAI does: its SDKs read it first, and would retry
+ * up to a second early or late on whole seconds. */
 static void
 answer_no_backend(struct tg_request *req)
 {
 	uint64_t now = tg_now_ns();
 	uint64_t end = tg_health_cooldown_end(req->route, req->model, now);
-	unsigned long long seconds = end ? (end - now + NS_PER_S - 1) / NS_PER_S : 1;
-	char message[256], retry_after[64];
+	uint64_t wait = end ? end - now : NS_PER_S;
+	unsigned long long seconds = (wait + NS_PER_S - 1) / NS_PER_S;
+	unsigned long long ms = (wait + NS_PER_MS - 1) / NS_PER_MS;
+	char message[256], retry_after[96];
 	struct evbuffer *body = evbuffer_new();
 
 	snprintf(message, sizeof(message), "every backend of route \"%s\" is cooling "
 	         "down after rate limiting or overload (429, 503 or 529); retry in %llu s",
 	         req->route->name, seconds);
-	snprintf(retry_after, sizeof(retry_after), "Retry-After: %llu\r\n", seconds);
+	snprintf(retry_after, sizeof(retry_after), "Retry-After: %llu\r\nretry-after-ms: %llu\r\n",
+	         seconds, ms);
 	tg_log_request(req, TG_LOG_WARN, "%s", message);
 
 	req->error = TG_E_NO_BACKEND;

@@ -581,11 +581,26 @@ ratelimit_reset(const struct tg_headers *headers, const char *kind)
 	return ns;
 }
 
+/* The wait of retry-after-ms when it is there and valid, else of
+ * Retry-After. OpenAI sends both, and its SDKs wait as retry-after-ms
+ * says, which is finer than whole seconds; a cooldown shorter than their
+ * wait would send them tollgate's own 503 on their retry. */
+static uint64_t
+requested_wait(const struct tg_headers *headers, time_t now_wall)
+{
+	const char *ms = tg_headers_get(headers, "retry-after-ms");
+	const char *value = tg_headers_get(headers, "Retry-After");
+	uint64_t wait;
+
+	if (ms != NULL && tg_retry_after_ms_parse(ms, RETRY_AFTER_MAX_NS, &wait) == 0)
+		return wait;
+	return value ? parse_retry_after(value, now_wall) : 0;
+}
+
 uint64_t
 tg_health_retry_after(const struct tg_headers *headers, time_t now_wall)
 {
-	const char *value = tg_headers_get(headers, "Retry-After");
-	uint64_t wait = value ? parse_retry_after(value, now_wall) : 0;
+	uint64_t wait = requested_wait(headers, now_wall);
 	uint64_t requests = ratelimit_reset(headers, "requests");
 	uint64_t tokens = ratelimit_reset(headers, "tokens");
 

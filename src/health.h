@@ -117,8 +117,8 @@ double tg_health_cost(const struct tg_backend *b, uint64_t now_ns);
 
 /*
  * Return how long a 429, 503 or 529 requests the client to wait, from
- * Retry-After (seconds or an HTTP-date) or OpenAI's
- * x-ratelimit-reset-requests / -tokens
+ * retry-after-ms (OpenAI's, milliseconds) or else Retry-After (seconds or
+ * an HTTP-date), or OpenAI's x-ratelimit-reset-requests / -tokens
  * ("1s", "6m0s", "20ms") of a limit whose x-ratelimit-remaining is 0. The
  * maximum of them applies, capped at TG_HEALTH_RETRY_AFTER_MAX_NS. Returns
  * nanoseconds, or 0 when no header gives a valid time.

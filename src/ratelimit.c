@@ -146,8 +146,9 @@ format_message(const struct tg_request *req, enum tg_error err, char *message, s
 const char *
 tg_ratelimit_retry_after(const struct tg_request *req, char *buf, size_t size)
 {
-	snprintf(buf, size, "Retry-After: %llu\r\n",
-	         (unsigned long long)((req->ratelimit.wait_us + 999999) / 1000000));
+	snprintf(buf, size, "Retry-After: %llu\r\nretry-after-ms: %llu\r\n",
+	         (unsigned long long)((req->ratelimit.wait_us + 999999) / 1000000),
+	         (unsigned long long)((req->ratelimit.wait_us + 999) / 1000));
 	return buf;
 }
 
@@ -157,7 +158,7 @@ tg_ratelimit_retry_after(const struct tg_request *req, char *buf, size_t size)
 static void
 reject(struct tg_request *req, enum tg_error err)
 {
-	char retry[48], message[256];
+	char retry[TG_RATELIMIT_RETRY_LINES], message[256];
 
 	format_message(req, err, message, sizeof(message));
 	tg_log_request(req, TG_LOG_DEBUG, "rejected: %s", tg_error_info(err)->reason);

@@ -56,9 +56,13 @@ enum tg_error tg_ratelimit_head_refusal(struct tg_request *req,
                                         const struct tg_gateway_key *key,
                                         char *message, size_t size);
 
+/* Room for the lines tg_ratelimit_retry_after() writes. */
+#define TG_RATELIMIT_RETRY_LINES 96
+
 /* Write the Retry-After line of req, rejected by a limit, into buf: the
- * wait in whole seconds (RFC 9110 section 10.2.3), rounded up, and CRLF.
- * Returns buf. */
+ * wait in whole seconds (RFC 9110 section 10.2.3), rounded up, and CRLF;
+ * then the same wait in milliseconds as retry-after-ms, which OpenAI's
+ * SDKs read first. Returns buf. */
 const char *tg_ratelimit_retry_after(const struct tg_request *req, char *buf, size_t size);
 
 /* At the end of req: charge the tokens its upstream response reported. */

@@ -991,7 +991,7 @@ unread_error_lines(struct tg_request *req, enum tg_error err, char *retry, size_
 void
 tg_request_fail_unread(struct tg_request *req, enum tg_error err, const char *message)
 {
-	char retry[48];
+	char retry[TG_RATELIMIT_RETRY_LINES];
 
 	assert(req->phase == TG_PHASE_REQUEST);
 	send_error(req, err, unread_error_lines(req, err, retry, sizeof(retry)), message);

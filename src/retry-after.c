@@ -120,3 +120,29 @@ tg_retry_after_parse(const char *value, time_t now_unix, uint64_t max_seconds,
 		*seconds = (uint64_t)(when - now_unix);
 	return 0;
 }
+
+int
+tg_retry_after_ms_parse(const char *value, uint64_t max_ns, uint64_t *ns)
+{
+	size_t whole, fraction = 0;
+	double ms;
+
+	value = skip_ows(value);
+	whole = strspn(value, "0123456789");
+	if (whole == 0)
+		return -1;
+	if (value[whole] == '.') {
+		fraction = strspn(value + whole + 1, "0123456789");
+		if (fraction == 0)
+			return -1;
+		fraction++;     /* the dot */
+	}
+	if (*skip_ows(value + whole + fraction) != '\0')
+		return -1;
+
+	/* Only digits and a dot are left for strtod, which the C locale reads
+	 * with "." as the decimal point, as tollgate runs in it. */
+	ms = strtod(value, NULL);
+	*ns = ms * 1e6 >= (double)max_ns ? max_ns : (uint64_t)(ms * 1e6);
+	return 0;
+}

@@ -1,6 +1,6 @@
 /*
  * The Retry-After header (RFC 9110, section 10.2.3), read by the upstream
- * cooldown and by the OTLP exporter's retry.
+ * cooldown and by the OTLP exporter's retry, and OpenAI's retry-after-ms.
  */
 #ifndef TOLLGATE_RETRY_AFTER_H
 #define TOLLGATE_RETRY_AFTER_H
@@ -20,5 +20,14 @@
  */
 int tg_retry_after_parse(const char *value, time_t now_unix, uint64_t max_seconds,
                          uint64_t *seconds);
+
+/*
+ * Parse a retry-after-ms value, the wait in milliseconds that OpenAI sends
+ * beside Retry-After and its SDKs read first: digits with an optional
+ * fraction ("20", "1500.5"), spaces and tabs around it ignored. *ns gets
+ * the wait in nanoseconds, at most max_ns. Returns 0, or -1 when the value
+ * is not that form, such as "-1", "1e3", "" or "5ms".
+ */
+int tg_retry_after_ms_parse(const char *value, uint64_t max_ns, uint64_t *ns);
 
 #endif

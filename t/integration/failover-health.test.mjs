@@ -19,7 +19,7 @@ import {
 } from './lib/harness.mjs';
 import {
   NEVER_EJECT, RETRY_FREELY, apiRequests, chat, probeRequests, setMockOptions,
-  startMockWith,
+  startMockWith, startScripted,
 } from './lib/failover.mjs';
 import { parseSamples, scrape, valueOf } from './lib/prometheus.mjs';
 
@@ -220,6 +220,46 @@ describe('cooldown after Retry-After', () => {
       assert.equal(entry.status, 503);
     });
   }
+});
+
+// OpenAI sends retry-after-ms beside Retry-After, and openai-node waits
+// for the time in retry-after-ms. A cooldown from Retry-After alone would end before
+// that wait, or after it, and the SDK's retry would then meet the
+// gateway's own 503.
+describe('cooldown after retry-after-ms', () => {
+  let upstream = null;
+
+  afterEach(async () => {
+    await stopAll();
+    upstream?.close();
+    upstream = null;
+  });
+
+  it('cools down as retry-after-ms says, and tells the client the same', async () => {
+    upstream = await startScripted((req, res) => {
+      res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '1', 'retry-after-ms': '20500' });
+      res.end('{"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}');
+    });
+    const gw = await startGateway({
+      backends: { only: { url: upstream.url, health: NEVER_EJECT } },
+      routes: [{ name: 'chat', match: { path: '/v1/chat/completions' }, backends: ['only'], retry: RETRY_FREELY }],
+    });
+
+    const limited = await chat(gw);
+    assert.equal(limited.status, 429);
+    const line = await gw.waitForLog(/backend only responded 429; cooling down/);
+    assert.match(line, /cooling down model "gpt-4o" for 20\.500 s/);
+
+    // The gateway's own 503 gives the rest of that wait both ways: whole
+    // seconds, rounded up, and milliseconds.
+    const cooling = await chat(gw);
+    assert.equal(cooling.status, 503, `status (body: ${cooling.text.slice(0, 300)})`);
+    const ms = cooling.headers['retry-after-ms'];
+    assert.match(ms ?? '', /^\d+$/, `retry-after-ms: ${ms}`);
+    assert.ok(Number(ms) > 1000, `retry-after-ms: ${ms}`);
+    assert.ok(Number(ms) <= 20500, `retry-after-ms: ${ms}`);
+    assert.equal(cooling.headers['retry-after'], String(Math.ceil(Number(ms) / 1000)));
+  });
 });
 
 /* A route whose only backend is `only`, with `health` merged into it. */

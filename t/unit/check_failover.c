@@ -13,6 +13,7 @@
 #include "health.h"
 
 #define NS_PER_S 1000000000ull
+#define NS_PER_MS 1000000ull
 
 /* A route of one tier over n backends, each with fresh health state. */
 struct fixture {
@@ -114,6 +115,25 @@ START_TEST(retry_after_http_date)
 	gmtime_r(&when, &tm);
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
 	ck_assert_uint_eq(retry_after("Retry-After", date, NULL, NULL), 30 * NS_PER_S);
+}
+END_TEST
+
+/* retry-after-ms wins over Retry-After when it is valid, as OpenAI's SDKs
+ * read them; an invalid one leaves Retry-After to decide. */
+START_TEST(retry_after_ms_first)
+{
+	ck_assert_uint_eq(retry_after("retry-after-ms", "1500", "Retry-After", "2"),
+	                  1500 * NS_PER_MS);
+	ck_assert_uint_eq(retry_after("Retry-After", "1", "retry-after-ms", "30000"),
+	                  30 * NS_PER_S);
+	ck_assert_uint_eq(retry_after("retry-after-ms", " 20.5\t", NULL, NULL), 20500000ull);
+	ck_assert_uint_eq(retry_after("retry-after-ms", "0", "Retry-After", "2"), 0);
+	ck_assert_uint_eq(retry_after("retry-after-ms", "-1", "Retry-After", "2"), 2 * NS_PER_S);
+	ck_assert_uint_eq(retry_after("retry-after-ms", "1e3", "Retry-After", "2"), 2 * NS_PER_S);
+	ck_assert_uint_eq(retry_after("retry-after-ms", "5.", "Retry-After", "2"), 2 * NS_PER_S);
+	ck_assert_uint_eq(retry_after("retry-after-ms", "", "Retry-After", "2"), 2 * NS_PER_S);
+	ck_assert_uint_eq(retry_after("retry-after-ms", "99999999999999999999", NULL, NULL),
+	                  3600 * NS_PER_S);
 }
 END_TEST
 
@@ -731,6 +751,7 @@ failover_suite(void)
 	tcase_add_test(retry, retry_after_seconds);
 	tcase_add_test(retry, retry_after_http_date);
 	tcase_add_test(retry, retry_after_capped);
+	tcase_add_test(retry, retry_after_ms_first);
 	tcase_add_loop_test(retry, retry_after_table, 0,
 	                    sizeof(retry_after_cases) / sizeof(retry_after_cases[0]));
 	tcase_add_test(retry, ratelimit_reset_of_spent_limit);

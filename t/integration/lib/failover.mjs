@@ -2,6 +2,7 @@
 // behaviour, send chat requests that report their attempts and timing, and
 // count what each mock received.
 
+import { once } from 'node:events';
 import http from 'node:http';
 import { performance } from 'node:perf_hooks';
 
@@ -107,4 +108,55 @@ export function eventDatas(text) {
 /* The stderr lines of a gateway that carry this request id. */
 export function logLinesOf(gw, id) {
   return gw.stderr.filter((line) => line.includes(`req=${id} `));
+}
+
+/* Start an upstream on loopback that answers each request with
+ * handler(req, res, body), body being the request's text. Resolves to
+ * { url, close() }; close() also ends the connections left open. */
+export async function startScripted(handler) {
+  const server = http.createServer((req, res) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (piece) => { body += piece; });
+    req.on('end', () => handler(req, res, body));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    close() {
+      server.closeAllConnections();
+      server.close();
+    },
+  };
+}
+
+/* A signal a scripted upstream waits for: `opened` resolves once open()
+ * is called. */
+export function gate() {
+  let open;
+  const opened = new Promise((resolve) => { open = resolve; });
+  return { opened, open };
+}
+
+/* One SSE event of a chat.completion.chunk with this delta and finish
+ * reason. */
+export function chunkEvent(delta, finishReason = null) {
+  const chunk = {
+    id: 'chatcmpl-s', object: 'chat.completion.chunk', created: 0, model: 'gpt-4o',
+    choices: [{ index: 0, delta, finish_reason: finishReason }],
+  };
+  return `data: ${JSON.stringify(chunk)}\n\n`;
+}
+
+/* Resolve as promise does, or reject with a message naming what did not
+ * happen once timeoutMs passed: a deadline for an outcome, as waitFor()
+ * has, so that a gateway that holds something back fails the test rather
+ * than hang it. */
+export function within(promise, what, timeoutMs = 5000) {
+  let timer;
+  const deadline = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not happen within ${timeoutMs} ms`)), timeoutMs);
+  });
+  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
 }
