@@ -37,17 +37,18 @@ already_tried(void *arg, const struct tg_backend *backend)
 	return 0;
 }
 
-/* Write tree, a copy of the request's tree with another model, as the body
- * for a member. That is the client's bytes with the new model's string
+/* Write tree, a copy of the tree of body with another model, as the body
+ * for a member. That is the bytes of body with the new model's string
  * spliced in (json-splice.h), or a dump of the tree when the body had no
  * "model" string to replace. Returns the text (malloc) and its length in
  * *len, or NULL when memory ran out. */
 static char *
-write_renamed(struct tg_request *req, json_t *tree, size_t *len)
+write_renamed(struct evbuffer *body, json_t *tree, size_t *len)
 {
-	const char *raw = (const char *)evbuffer_pullup(req->body, -1);
+	const char *raw = (const char *)evbuffer_pullup(body, -1);
 	struct tg_json_writer out;
-	int rc = raw != NULL ? tg_splice_tree(raw, req->body_len, tree, &out) : TG_SPLICE_UNPAIRED;
+	int rc = raw != NULL ? tg_splice_tree(raw, evbuffer_get_length(body), tree, &out)
+	                     : TG_SPLICE_UNPAIRED;
 	char *text;
 
 	if (rc == 0) {
@@ -61,6 +62,35 @@ write_renamed(struct tg_request *req, json_t *tree, size_t *len)
 	return text;
 }
 
+/* A backend with stream_usage false gets the client's body, without the
+ * usage request the gateway added (tg_metrics_stream_usage()); the others
+ * get req->body. *tree gets a new reference to the tree of that body when
+ * want_tree is set, or NULL (then also when the request's body is not an
+ * object). Returns NULL when memory ran out. */
+static struct evbuffer *
+source_body(struct tg_request *req, const struct tg_backend *backend, int want_tree,
+            json_t **tree)
+{
+	struct evbuffer *body = req->body_without_usage;
+	const char *raw;
+
+	*tree = NULL;
+	if (body == NULL || backend->stream_usage) {
+		*tree = want_tree ? json_incref(tg_request_json(req)) : NULL;
+		return req->body;
+	}
+	if (!want_tree)
+		return body;
+
+	/* The gateway added the usage request to an object that req's tree
+	 * holds, so this body reads as one too, the same way. */
+	raw = (const char *)evbuffer_pullup(body, -1);
+	if (raw != NULL)
+		*tree = json_loadb(raw, evbuffer_get_length(body), JSON_REJECT_DUPLICATES |
+		                   (req->body_ints_as_reals ? JSON_DECODE_INT_AS_REAL : 0), NULL);
+	return *tree != NULL ? body : NULL;
+}
+
 /* The body for member: the client's bytes, or the same bytes with the
  * member's model name when it renames the model. *text gets the body, and
  * *owned the same pointer when the caller must free() it (else NULL).
@@ -69,26 +99,30 @@ static int
 body_for(struct tg_request *req, const struct tg_tier_member *member, const char **text,
          size_t *len, char **owned)
 {
-	json_t *tree = member->model != NULL ? tg_request_json(req) : NULL;
+	json_t *tree;
+	struct evbuffer *body = source_body(req, member->backend, member->model != NULL, &tree);
 	json_t *copy;
 
 	*owned = NULL;
+	if (body == NULL)
+		return -1;      /* out of memory */
 	if (tree == NULL && member->model != NULL && req->body_json_pending)
 		return -1;      /* out of memory: the model cannot be renamed */
 	if (tree == NULL) {
-		*len = req->body_len;
-		*text = req->body_len == 0 ? "" : (const char *)evbuffer_pullup(req->body, -1);
+		*len = evbuffer_get_length(body);
+		*text = *len == 0 ? "" : (const char *)evbuffer_pullup(body, -1);
 		return *text == NULL ? -1 : 0;
 	}
 
 	/* jansson replaces the value of a member in its place among the
 	 * others, so the copy pairs with the body (tg_splice_tree()). */
 	copy = json_copy(tree);
+	json_decref(tree);
 	if (copy == NULL || json_object_set_new(copy, "model", json_string(member->model)) != 0) {
 		json_decref(copy);
 		return -1;
 	}
-	*owned = write_renamed(req, copy, len);
+	*owned = write_renamed(body, copy, len);
 	json_decref(copy);
 	if (*owned == NULL)
 		return -1;

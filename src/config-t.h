@@ -89,6 +89,7 @@ struct tg_backend {
 	struct tg_backend_timeouts timeouts;
 	size_t max_idle;        /* pooled idle connections per worker */
 	tg_msec_t idle_keepalive; /* how long a pooled connection may idle */
+	int stream_usage;       /* the gateway may add stream_options.include_usage */
 
 	struct tg_health_policy *health;
 	struct tg_backend_state *state; /* shared health; set by tg_health_attach */

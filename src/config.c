@@ -723,6 +723,10 @@ static const struct setting backend_settings[] = {
 	{ .key = "health", .type = T_FEATURE, .feature = &tg_health_feature, .def = "{}",
 	  .offset = offsetof(struct tg_backend, health),
 	  .help = "passive ejection after failures, and an optional active probe" },
+	{ .key = "stream_usage", .type = T_BOOL, .def = "true",
+	  .offset = offsetof(struct tg_backend, stream_usage),
+	  .help = "add stream_options.include_usage to streamed chat and completion "
+	          "requests, to count their tokens; false for a backend that rejects it" },
 };
 static const struct section backend_section = SECTION(backend_settings);
 

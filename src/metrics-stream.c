@@ -41,7 +41,26 @@ has_suffix(const char *s, const char *suffix)
 	return len >= n && strcmp(s + len - n, suffix) == 0;
 }
 
-/* Put text in place of req->body. */
+/* 1 when some backend of route takes no stream_options (stream_usage
+ * false); every backend when all is set. */
+static int
+backends_without_usage(const struct tg_route *route, int all)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < route->n_backends; i++)
+		n += !route->backends[i]->stream_usage;
+	return all ? n == route->n_backends : n > 0;
+}
+
+static int
+some_backend_without_usage(const struct tg_route *route)
+{
+	return backends_without_usage(route, 0);
+}
+
+/* Put text in place of req->body. When a backend of the route takes no
+ * stream_options, the client's body is kept for it in body_without_usage. */
 static int
 replace_body(struct tg_request *req, const char *parts[], const size_t lens[], size_t n)
 {
@@ -57,7 +76,10 @@ replace_body(struct tg_request *req, const char *parts[], const size_t lens[], s
 		}
 		total += lens[i];
 	}
-	evbuffer_free(req->body);
+	if (some_backend_without_usage(req->route) && req->body_without_usage == NULL)
+		req->body_without_usage = req->body;
+	else
+		evbuffer_free(req->body);
 	req->body = body;
 	req->body_len = total;
 	return 0;
@@ -138,6 +160,8 @@ tg_metrics_stream_usage(struct tg_request *req)
 		return 0;       /* the client asked: its usage chunk is its own */
 	if (req->stream_options == TG_STREAM_OPTIONS_INVALID)
 		return 0;       /* invalid: the provider rejects it with its own error */
+	if (backends_without_usage(req->route, 1))
+		return 0;       /* none takes it: their usage is what they send */
 
 	rc = req->stream_options == TG_STREAM_OPTIONS_ABSENT ? insert_usage_option(req)
 	                                                     : set_usage_option(req);
@@ -329,6 +353,14 @@ strip_null_usage(struct tg_stream_event *ev)
 	json_object_del(ev->json, "usage");     /* when the tree was built already */
 }
 
+/* Whether the gateway's usage request went to the backend of this
+ * attempt: one with stream_usage false got the client's body. */
+static int
+usage_asked(const struct tg_request *req)
+{
+	return req->metrics.usage_added && req->backend != NULL && req->backend->stream_usage;
+}
+
 int
 tg_metrics_stream_event(struct tg_request *req, struct tg_stream_event *ev)
 {
@@ -339,9 +371,9 @@ tg_metrics_stream_event(struct tg_request *req, struct tg_stream_event *ev)
 		return 0;
 	if (d->object) {
 		take_event_usage(req, &m->usage, d);
-		if (m->usage_added && is_usage_chunk(d))
+		if (usage_asked(req) && is_usage_chunk(d))
 			return 1;
-		if (m->usage_added)
+		if (usage_asked(req))
 			strip_null_usage(ev);
 	}
 

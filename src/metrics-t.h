@@ -45,8 +45,9 @@ struct tg_metrics_request {
 	                                   first content event */
 
 	struct tg_usage usage;
-	int usage_added;                /* the gateway asked for stream usage,
-	                                   so the usage chunk is not relayed */
+	int usage_added;                /* the gateway asked for stream usage in
+	                                   req->body, so the usage chunk of a
+	                                   backend that got it is not relayed */
 };
 
 /* Price of one model, in the pricing table's currency per million tokens. */

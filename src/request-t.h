@@ -129,6 +129,10 @@ struct tg_request {
 	int keepalive;                  /* the client connection may be reused */
 	struct evbuffer *body;
 	size_t body_len;
+	struct evbuffer *body_without_usage; /* the client's body, kept when the
+	                                   gateway asked for stream usage in
+	                                   body and a backend of the route
+	                                   takes no stream_options; else NULL */
 
 	/* Routing decisions derived from the request. */
 	json_t *body_json;              /* the body's tree: read it only

@@ -1041,6 +1041,8 @@ tg_request_done(struct tg_request *req)
 	tg_headers_free(&req->headers);
 	tg_worker_buffer_give(req->worker, req->upstream_request);
 	tg_worker_buffer_give(req->worker, req->body);
+	if (req->body_without_usage != NULL)
+		evbuffer_free(req->body_without_usage);
 	json_decref(req->body_json);
 	tg_request_facts_free(&req->scanned);
 	free(req->url);

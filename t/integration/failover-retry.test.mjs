@@ -505,3 +505,49 @@ describe('a body cut short', () => {
     await gw.waitForLog(/backend cut ejected for [0-9.]+ s after failures/);
   });
 });
+
+/*
+ * backends.NAME.stream_usage false: a backend that rejects
+ * stream_options (as some Azure api-versions do) gets the client's body,
+ * without the usage request the gateway adds to count a stream's tokens,
+ * while the other backends of the route still get it, on a failover too.
+ */
+describe('stream_usage', () => {
+  afterEach(stopAll);
+
+  for (const [what, member] of [['as the client sent it', 'a'], ['with its member\'s model', { name: 'a', model: 'from-a' }]]) {
+    it(`sends a backend without it the body ${what}`, async () => {
+      const a = await startMockWith('status=500');
+      const b = await startMock();
+      const gw = await startGateway({
+        backends: { a: mockBackend(a, { stream_usage: false, health: NEVER_EJECT }), b: mockBackend(b) },
+        routes: [{ name: 'chat', match: { path: '/v1/chat/completions' },
+          backends: [{ members: [member] }, 'b'], retry: RETRY_FREELY }],
+      });
+      const res = await chat(gw, { stream: true });
+      assert.equal(res.status, 200, res.text);
+      assert.equal(res.attempts, 'a:500,b:200');
+      assert.ok(!res.text.includes('"choices":[]'), `the usage chunk reached the client: ${res.text}`);
+
+      const [toA] = await apiRequests(a);
+      const sentToA = JSON.parse(toA.body);
+      assert.equal(sentToA.stream_options, undefined, `a got: ${toA.body}`);
+      assert.equal(sentToA.model, typeof member === 'string' ? 'gpt-4o' : 'from-a');
+      const [toB] = await apiRequests(b);
+      assert.deepEqual(JSON.parse(toB.body).stream_options, { include_usage: true });
+    });
+  }
+
+  it('leaves a stream alone when no backend of the route takes it', async () => {
+    const only = await startMock();
+    const gw = await startGateway({
+      backends: { only: mockBackend(only, { stream_usage: false }) },
+      routes: [{ name: 'chat', match: { path: '/v1/chat/completions' }, backends: ['only'] }],
+    });
+    const body = { model: 'gpt-4o', messages, stream: true };
+    const res = await chat(gw, { body });
+    assert.equal(res.status, 200, res.text);
+    const [sent] = await apiRequests(only);
+    assert.equal(sent.body, JSON.stringify(body));
+  });
+});

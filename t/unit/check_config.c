@@ -779,7 +779,7 @@ START_TEST(unknown_key_backend_levels)
 		" \"routes\": [{\"name\": \"r\", \"backends\": [\"primary\"],"
 		"   \"weight\": 1, \"match\": {\"prefix\": \"/v1\"}}]}",
 		"T: backends.primary: unknown key \"timeout\"; valid keys: url, api_key, "
-		"api_key_header, timeouts, tls, pool, health\n"
+		"api_key_header, timeouts, tls, pool, health, stream_usage\n"
 		"T: backends.primary.timeouts: unknown key \"read\"; valid keys: connect, "
 		"first_byte, idle\n"
 		"T: backends.primary.tls: unknown key \"insecure\"; valid keys: ca_file, verify\n"
@@ -1336,7 +1336,7 @@ START_TEST(many_errors_one_run)
 		"integer with an optional unit B, KiB, MiB, GiB, KB, MB or GB, such "
 		"as \"32MiB\"\n"
 		"M: backends.primary: unknown key \"timeout\"; valid keys: url, "
-		"api_key, api_key_header, timeouts, tls, pool, health\n"
+		"api_key, api_key_header, timeouts, tls, pool, health, stream_usage\n"
 		"M: backends.primary.url: the URL must not contain credentials "
 		"(user:password@); put the key in \"api_key\" instead\n"
 		"M: routes[0].backends[0]: unknown backend \"primray\"; did you mean "

@@ -1236,6 +1236,11 @@ streaming_request(struct tg_worker *w, struct tg_config *cfg, const char *body)
 	req->body_has_members = facts.has_members;
 	tg_request_facts_free(&facts);
 	tg_yj_keys_free(&keys);
+
+	/* The backend of the attempt whose stream comes back; it takes the
+	 * usage request, as backends do by default. */
+	req->backend = tg_config_backend(cfg, "a");
+	ck_assert_ptr_nonnull(req->backend);
 	return req;
 }
 
