@@ -242,25 +242,37 @@ budget_count_request(const struct tg_route *route, uint64_t now_ns)
 	atomic_fetch_add(&w->requests[window_slot(w, second)], 1);
 }
 
+/* 1 when the route's budget has room for one more retry in the window of
+ * the second given; *requests and *retries get the window's counts. */
+static int
+budget_has_room(const struct tg_route *route, uint64_t second, uint64_t *requests,
+                uint64_t *retries)
+{
+	struct tg_retry_window *w = &route->retry->window;
+
+	*requests = 0;
+	*retries = 0;
+	for (unsigned i = 0; i < TG_RETRY_WINDOW_SLOTS; i++) {
+		uint64_t stamp = atomic_load(&w->second[i]);
+
+		if (stamp + TG_RETRY_WINDOW_SLOTS <= second)
+			continue;
+		*requests += atomic_load(&w->requests[i]);
+		*retries += atomic_load(&w->retries[i]);
+	}
+	return (double)*retries < route->retry->budget * (double)*requests +
+	                          route->retry->min_retries;
+}
+
 static int
 budget_take_retry(struct tg_request *req)
 {
 	const struct tg_route *route = req->route;
 	struct tg_retry_window *w = &route->retry->window;
 	uint64_t second = tg_now_ns() / NS_PER_S;
-	uint64_t requests = 0, retries = 0;
-	double allowed;
+	uint64_t requests, retries;
 
-	for (unsigned i = 0; i < TG_RETRY_WINDOW_SLOTS; i++) {
-		uint64_t stamp = atomic_load(&w->second[i]);
-
-		if (stamp + TG_RETRY_WINDOW_SLOTS <= second)
-			continue;
-		requests += atomic_load(&w->requests[i]);
-		retries += atomic_load(&w->retries[i]);
-	}
-	allowed = route->retry->budget * (double)requests + route->retry->min_retries;
-	if ((double)retries >= allowed) {
+	if (!budget_has_room(route, second, &requests, &retries)) {
 		tg_log_request(req, TG_LOG_WARN, "retry budget of route exhausted "
 		               "(%llu retries for %llu requests in %d s); not retrying",
 		               (unsigned long long)retries, (unsigned long long)requests,
@@ -440,6 +452,24 @@ tg_attempt_error_kind(enum tg_error err)
 	default:
 		return 0;
 	}
+}
+
+int
+tg_attempt_stream_may_move(struct tg_request *req)
+{
+	const struct tg_retry_policy *policy = req->route->retry;
+	uint64_t now = tg_now_ns();
+	uint64_t requests, retries;
+
+	if (!policy->hold_stream)
+		return 0;
+	if (!(policy->on & (TG_RETRY_STREAM_ERROR | TG_RETRY_RESET | TG_RETRY_TIMEOUT)))
+		return 0;
+	if (req->n_attempts >= policy->max_attempts || req->n_attempts >= TG_MAX_ATTEMPTS)
+		return 0;
+	if (!tg_balancer_any_left(req->route, req->model, already_tried, req, now))
+		return 0;
+	return budget_has_room(req->route, now / NS_PER_S, &requests, &retries);
 }
 
 int

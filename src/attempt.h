@@ -34,6 +34,10 @@ void tg_attempt_end(struct tg_request *req, enum tg_outcome outcome,
  * stall or an error event, cancelled when the client leaves. A stream
  * whose content reached the client is never retried after this. A whole
  * body cut short still fails over, because the client has seen none of it.
+ * A stream that reached the client before its first content (nothing was
+ * held: tg_attempt_stream_may_move()) calls it again at that content,
+ * which moves the latency mark there, so the balancers compare backends
+ * by their wait for content either way.
  */
 void tg_attempt_committed(struct tg_request *req, int status, const char *label);
 
@@ -44,6 +48,18 @@ void tg_attempt_committed(struct tg_request *req, int status, const char *label)
  * available. Returns 1 when an attempt started, 0 when the failure stands.
  */
 int tg_attempt_next(struct tg_request *req, unsigned retry_on_kind, int status);
+
+/*
+ * 1 when a stream of the current attempt that fails before its first
+ * content (an error event, a reset, an idle timeout) could still move to
+ * another backend, as far as is known when its head arrives: the
+ * route's retry.hold_stream is on, retry.on names such a failure, an
+ * attempt is left under max_attempts, an untried backend is not cooling
+ * down, and the retry budget has room. The relay holds the stream's
+ * content-free start only then; else it has nothing to gain by holding.
+ * It takes nothing: no budget, no trial slot.
+ */
+int tg_attempt_stream_may_move(struct tg_request *req);
 
 /* 1 when the route's policy retries on this upstream HTTP status. */
 int tg_attempt_status_retryable(const struct tg_request *req, int status);

@@ -187,3 +187,23 @@ tg_balancer_pick(const struct tg_route *route, const char *model, tg_tried_fn tr
 	*trial = 0;
 	return NULL;
 }
+
+int
+tg_balancer_any_left(const struct tg_route *route, const char *model, tg_tried_fn tried,
+                     void *arg, uint64_t now_ns)
+{
+	for (size_t t = 0; t < route->n_tiers; t++) {
+		const struct tg_tier *tier = &route->tiers[t];
+
+		for (size_t i = 0; i < tier->n_members; i++) {
+			const struct tg_tier_member *m = &tier->members[i];
+
+			if (tried(arg, m->backend) || tg_health_cooling_down(m->backend, now_ns))
+				continue;
+			if (tg_health_model_cooldown_end(m->backend, tg_member_model(m, model),
+			                                 now_ns) == 0)
+				return 1;
+		}
+	}
+	return 0;
+}

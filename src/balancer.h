@@ -30,6 +30,16 @@ const struct tg_tier_member *tg_balancer_pick(const struct tg_route *route,
                                               uint64_t *rng, uint64_t now_ns,
                                               int *trial);
 
+/*
+ * 1 when tg_balancer_pick() would find a member now, without picking one:
+ * some member this request has not tried is neither cooling down nor
+ * cooling down for its upstream model. Ejected members count, as the
+ * pick's panic mode takes them. It changes nothing (no trial slot, no
+ * round-robin turn), so it may be asked before any failure.
+ */
+int tg_balancer_any_left(const struct tg_route *route, const char *model,
+                         tg_tried_fn tried, void *arg, uint64_t now_ns);
+
 /* The model name m sends upstream for a request for model. */
 static inline const char *
 tg_member_model(const struct tg_tier_member *m, const char *model)

@@ -6,7 +6,8 @@
  *                                                {"name": "b", "model": "m"}]},
  *                "c"]
  *   "retry": {"on": ["connect", "timeout", 429, 500, 502, 503, 504, 529],
- *             "max_attempts": 3, "budget": 0.2, "min_retries": 3}
+ *             "max_attempts": 3, "budget": 0.2, "min_retries": 3,
+ *             "hold_stream": true}
  *   "health": {"consecutive_failures": 5, "error_ratio": 0.5, "window": "10s",
  *              "min_requests": 10, "base_ejection": "5s", "max_ejection": "5m",
  *              "max_cooldown": "60s",
@@ -130,6 +131,10 @@ static const struct setting retry_settings[] = {
 	{ .key = "min_retries", .type = T_COUNT, .def = "3", .max = 1000000,
 	  .offset = offsetof(struct tg_retry_policy, min_retries),
 	  .help = "retries allowed per 10 s whatever the budget, for quiet routes" },
+	{ .key = "hold_stream", .type = T_BOOL, .def = "true",
+	  .offset = offsetof(struct tg_retry_policy, hold_stream),
+	  .help = "hold a stream's events until its first content while a failure could "
+	          "still move it; false sends them at once" },
 };
 static const struct section retry_section = SECTION(retry_settings);
 

@@ -62,6 +62,8 @@ struct tg_retry_policy {
 	unsigned max_attempts;          /* attempts per request, first included */
 	double budget;                  /* retries / requests over the window */
 	unsigned min_retries;           /* per window, so quiet routes can retry */
+	int hold_stream;                /* hold a stream's start while a failure
+	                                   before content could still move it */
 	struct tg_retry_window window;  /* runtime counters of the budget */
 };
 

@@ -305,14 +305,19 @@ is_event_stream(const struct tg_headers *headers)
 /* --- event classification ----------------------------------------------------- */
 
 /* OpenAI chat and completion chunks: content is text, a refusal, a tool
- * call or a finish reason in any choice; "choices": [] is the usage chunk. */
+ * call, reasoning ("reasoning_content" as DeepSeek and vLLM send it,
+ * "reasoning" as OpenRouter does) or a finish reason in any choice;
+ * "choices": [] is the usage chunk. Reasoning is model output the client
+ * shows or waits on, as Anthropic's thinking_delta is: held back, a model
+ * that reasons for seconds would send the client nothing, and its SDK's
+ * timeout would fire and start the generation again. */
 static enum tg_event_kind
 classify_openai(const struct tg_reply_digest *d, int *finish)
 {
 	if (d->n_choices == 0)
 		return TG_EVENT_CONTENT;
 	*finish = d->finish;
-	return d->output || d->finish ? TG_EVENT_CONTENT : TG_EVENT_EMPTY;
+	return d->output || d->reasoning || d->finish ? TG_EVENT_CONTENT : TG_EVENT_EMPTY;
 }
 
 /* Anthropic messages stream: the JSON "type" names the event. So it does
@@ -450,6 +455,7 @@ tg_relay_reset(struct tg_request *req)
 	resp->streaming = 0;
 	resp->chunked = 0;
 	resp->content_sent = 0;
+	resp->awaiting_content = 0;
 	resp->sse_done = 0;
 	resp->finish_seen = 0;
 	resp->anthropic = 0;
@@ -622,8 +628,9 @@ emit_event(struct tg_request *req, struct tg_stream_event *ev)
 	send_event(req, ev);
 }
 
-/* The first content is here (or holding must end): the request is
- * committed to the attempt, and no other backend may take it now. The head goes
+/* The first content is here (or holding must end, or there is nothing to
+ * gain by holding: relay_on_head()): the request is committed to the
+ * attempt, and no other backend may take it now. The head goes
  * out, then the held events. The attempt stays open until the stream ends
  * (end_stream_attempt()). */
 static void
@@ -650,6 +657,18 @@ release_held(struct tg_request *req)
 		free_event(&held[i]);
 	}
 	free(held);
+}
+
+/* The first content of a stream that went out at once: move the latency
+ * mark of the attempt here (tg_attempt_committed()). */
+static void
+mark_first_content(struct tg_request *req)
+{
+	char label[4];
+
+	status_label(req->response.status, label);
+	tg_attempt_committed(req, req->response.status, label);
+	req->response.awaiting_content = 0;
 }
 
 /* Keep ev until the first content; returns -1 when memory ran out, and
@@ -817,10 +836,46 @@ on_sse_event(void *arg, const struct tg_sse_event *sse)
 			return 0;
 		release_held(req);
 	}
+	if (resp->awaiting_content && ev.kind == TG_EVENT_CONTENT)
+		mark_first_content(req);
 	emit_event(req, &ev);
 	keep_event_buffer(resp, &ev);
 	free_event(&ev);
 	return tg_filter_response_blocked(req) ? STREAM_BLOCKED : 0;
+}
+
+/* A comment line came (": keepalive"). Once the stream is the client's,
+ * the comments since the last event go out at once, not with the next
+ * event: upstreams send them while they have nothing else to send, to keep
+ * the idle timers of clients and load balancers between them from
+ * firing. While the start is held they stay in pending, with the event
+ * that follows them. */
+static void
+on_sse_comment(void *arg, const char *text, size_t len)
+{
+	struct tg_request *req = arg;
+	struct tg_response *resp = &req->response;
+	struct evbuffer *piece;
+	size_t n;
+
+	(void)text;
+	(void)len;
+	if (!resp->content_sent)
+		return;
+
+	/* The buffer comes first: bytes the parser counts as taken must
+	 * leave pending, or the next event's would be misplaced. Without
+	 * one, they go out with the next event. */
+	piece = event_buffer(resp);
+	if (piece == NULL)
+		return;
+	n = tg_sse_take_between(&resp->sse);
+	assert(n <= evbuffer_get_length(resp->pending));
+	if (n > 0) {            /* else inside an event: it goes out with it */
+		evbuffer_remove_buffer(resp->pending, piece, n);
+		write_piece(req, piece);
+	}
+	resp->spare_raw = piece;        /* left empty by write_piece() */
 }
 
 static void
@@ -831,7 +886,7 @@ start_stream(struct tg_request *req)
 	resp->streaming = 1;
 	resp->chunked = req->http_minor >= 1;
 	resp->pending = evbuffer_new();
-	tg_sse_init(&resp->sse, SSE_MAX_EVENT, on_sse_event, NULL, req);
+	tg_sse_init(&resp->sse, SSE_MAX_EVENT, on_sse_event, on_sse_comment, req);
 }
 
 /* Write an error event in the shape of the stream's API, and the last
@@ -1019,11 +1074,21 @@ relay_on_head(void *arg, int status, struct tg_headers *headers)
 	 * empty one. */
 	event_stream = is_event_stream(&resp->headers) && req->method_id != HTTP_HEAD;
 
-	/* A successful stream's attempt ends at its first content, so an error
-	 * event before it can still fail over. */
+	/* A successful stream's start is held until its first content, so a
+	 * failure before it can still fail over. When none could (no attempt,
+	 * backend or budget left, or retry.on or retry.hold_stream says so),
+	 * holding would only keep the head, keepalive comments and early
+	 * events from a client whose timeouts run meanwhile: they go out at
+	 * once. */
 	if (status == 200 && event_stream) {
 		start_stream(req);
-		return resp->pending == NULL;
+		if (resp->pending == NULL)
+			return 1;
+		if (!tg_attempt_stream_may_move(req)) {
+			release_held(req);
+			resp->awaiting_content = 1;
+		}
+		return 0;
 	}
 
 	if (event_stream) {
@@ -1251,6 +1316,36 @@ finish_stream(struct tg_request *req)
 	tg_client_response_done(req->client);
 }
 
+/*
+ * The body ended cleanly with whole lines of an event but no blank line
+ * after them, as a stream whose last line is "data: [DONE]\n" does. An SSE
+ * parser drops such an event, and clients such as openai-node drop it
+ * too, but end the stream without an error, since they need no [DONE].
+ * When that event ends the stream ([DONE], message_stop, a finish
+ * reason, response.completed), the blank line is added, to the bytes the
+ * client gets too, and the event is relayed as if it had come, so the
+ * stream ends well. Any other event is dropped (finish_stream()), as is
+ * an event cut inside a line, and the stream ends with an error. Returns
+ * 0 when the stream is to be finished, or non-zero when the event ended
+ * the response another way, as relay_stream_body() returns.
+ */
+static int
+end_last_event(struct tg_request *req)
+{
+	struct tg_sse_event last;
+	struct tg_reply_digest digest;
+	const char *line_end = tg_sse_unended_event(&req->response.sse, &last);
+	int finish;
+
+	if (line_end == NULL)
+		return 0;
+	if (tg_relay_classify(&last, &digest, NULL, &finish) != TG_EVENT_DONE && !finish)
+		return 0;
+	tg_log_request(req, TG_LOG_DEBUG, "upstream stream ended without the blank line "
+	               "after its last event; the event is completed and relayed");
+	return relay_stream_body(req, line_end, 1);
+}
+
 static void
 relay_on_complete(void *arg)
 {
@@ -1268,9 +1363,11 @@ relay_on_complete(void *arg)
 	if (resp->streaming) {
 		struct tg_client *c = req->client;
 
-		tg_trace_upstream_done(req);
 		tg_client_cork(c);
-		finish_stream(req);
+		if (end_last_event(req) == 0) {
+			tg_trace_upstream_done(req);
+			finish_stream(req);
+		}
 		tg_client_uncork(c);
 		return;
 	}

@@ -74,7 +74,12 @@ struct tg_response {
 	struct tg_stream_event *held;   /* before first content; grown on demand */
 	size_t n_held, cap_held;
 	size_t held_bytes;
-	int content_sent;               /* an event with content went out */
+	int content_sent;               /* the head went out with the first
+	                                   content, or at once when nothing
+	                                   was held: the stream is the client's */
+	int awaiting_content;           /* it went out at once, and the
+	                                   attempt's latency mark waits for
+	                                   the first content */
 	int sse_done;                   /* "[DONE]" was seen */
 	int finish_seen;                /* a finish reason was seen */
 	int anthropic;                  /* the events are Anthropic's Messages

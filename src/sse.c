@@ -75,6 +75,7 @@ sse_reset_event(struct tg_sse_parser *p)
 	p->type_len = 0;
 	p->id_len = 0;
 	p->has_id = 0;
+	p->in_event = 0;
 }
 
 /*
@@ -119,6 +120,7 @@ static int
 sse_field(struct tg_sse_parser *p, const char *name, size_t name_len,
           const char *value, size_t value_len, size_t value_at)
 {
+	p->in_event = 1;
 	if (name_len == 4 && memcmp(name, "data", 4) == 0) {
 		p->data_at = p->has_data ? 0 : value_at;
 		if (p->has_data &&
@@ -171,7 +173,7 @@ sse_line(struct tg_sse_parser *p, const char *line, size_t len)
 	 * mark. This line starts at stream offset 0 exactly when no event has
 	 * ended yet and raw_len counts only this line and its line end.
 	 */
-	if (p->events == 0 && p->raw_len == len + 1 &&
+	if (p->events == 0 && p->bytes_taken == 0 && p->raw_len == len + 1 &&
 	    len >= 3 && memcmp(line, sse_bom, 3) == 0) {
 		line += 3;
 		len -= 3;
@@ -301,6 +303,35 @@ tg_sse_feed(struct tg_sse_parser *p, const char *buf, size_t len)
 	}
 
 	return 0;
+}
+
+size_t
+tg_sse_take_between(struct tg_sse_parser *p)
+{
+	size_t n = p->raw_len;
+
+	if (p->in_event || p->line_len > 0)
+		return 0;
+	p->raw_len = 0;
+	p->bytes_taken += n;
+	return n;
+}
+
+const char *
+tg_sse_unended_event(const struct tg_sse_parser *p, struct tg_sse_event *ev)
+{
+	if (!p->has_data || p->line_len > 0)
+		return NULL;
+
+	memset(ev, 0, sizeof(*ev));
+	ev->type = p->type_len ? p->type : "";
+	ev->type_len = p->type_len;
+	ev->data = p->data_len ? p->data : "";
+	ev->data_len = p->data_len;
+	if (p->has_id)
+		ev->id = p->id_len ? p->id : "";
+	ev->id_len = p->id_len;
+	return p->after_cr ? "\r" : "\n";
 }
 
 int

@@ -62,11 +62,13 @@ struct tg_sse_parser {
 	char *id;
 	size_t id_len, id_cap;
 	int has_id;
+	int in_event;           /* a field line came since the last event */
 	int after_cr;           /* last byte seen was CR: a following LF is
 	                           part of the same line end */
 	size_t raw_len;         /* bytes since the previous event ended */
 	uint64_t events;        /* events dispatched so far */
 	uint64_t comments;      /* comment lines seen so far */
+	uint64_t bytes_taken;   /* bytes tg_sse_take_between() took */
 };
 
 #define TG_SSE_ERR_TOO_LARGE (-1)
@@ -87,6 +89,30 @@ void tg_sse_init(struct tg_sse_parser *p, size_t max_event,
  * sum of the raw_len of all events gives the stream offset to resume from.
  */
 int tg_sse_feed(struct tg_sse_parser *p, const char *buf, size_t len);
+
+/*
+ * Count the bytes read since the previous event (or the previous take) as
+ * taken, and return how many, when they hold no field of an event: only
+ * comment lines and blank lines, which the caller may pass on at once
+ * rather than with the next event. The next event's raw_len then starts
+ * after them. Returns 0, taking nothing, while an event or a line is
+ * under way. Meant for the comment callback, which is called once the
+ * comment's line and the first byte of its line end are counted.
+ */
+size_t tg_sse_take_between(struct tg_sse_parser *p);
+
+/*
+ * The line end that dispatches the event under way when the input so far
+ * ends with whole lines of an event that has data, but without the blank
+ * line after them: "\n", or "\r" when the last line ended in a CR whose LF
+ * has not come (an LF would complete that line end instead). ev then gets
+ * the event's type and data as on_event would (raw_len and data_at 0),
+ * valid until the next call on p. NULL when no event with data is under
+ * way, or a line is unfinished. A stream that ends cleanly there (a last
+ * "data: [DONE]" line with no blank line) can then be completed by feeding
+ * that line end.
+ */
+const char *tg_sse_unended_event(const struct tg_sse_parser *p, struct tg_sse_event *ev);
 
 /* Mark the end of the stream. Returns 1 when an unfinished event (a data,
  * event or id field without its blank line) or an unfinished line was

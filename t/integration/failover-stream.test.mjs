@@ -13,8 +13,8 @@ import {
 import { normalizeVolatile } from './lib/checks.mjs';
 import { parseSamples, scrape, valueOf } from './lib/prometheus.mjs';
 import {
-  NEVER_EJECT, RETRY_FREELY, apiRequests, chat, eventDatas, messages,
-  startMockWith,
+  NEVER_EJECT, RETRY_FREELY, apiRequests, chat, chunkEvent, eventDatas, gate, messages,
+  startMockWith, startScripted, within,
 } from './lib/failover.mjs';
 
 /*
@@ -93,16 +93,130 @@ describe('stream failover before content', () => {
     });
   }
 
-  it('answers an HTTP error when no backend is left', async () => {
-    // The only backend sends an error event before any content: with no
-    // backend to move to, the client gets the failure as an HTTP error.
-    const { gw } = await startPair('stream_error=1', '', { withB: false });
+  it('answers an HTTP error when the failure cannot move the request', async () => {
+    // retry.on names resets, so the start is held, but not stream errors:
+    // the error event before any content goes out as an HTTP error.
+    const a = await startMockWith('stream_error=1');
+    const b = await startMock();
+    const gw = await startGateway({
+      backends: { a: mockBackend(a, { health: NEVER_EJECT }), b: mockBackend(b) },
+      routes: [{ name: 'chat', match: { path: '/v1/chat/completions' }, backends: ['a', 'b'],
+        retry: { ...RETRY_FREELY, on: ['reset'] } }],
+    });
     const res = await chat(gw, { stream: true });
     assert.equal(res.attempts, 'a:stream_error');
     assert.ok(res.status >= 500, `status ${res.status}, body: ${res.text.slice(0, 500)}`);
     assert.match(res.headers['content-type'] ?? '', /^application\/json\b/);
     assert.equal(typeof res.json().error, 'object');
   });
+
+  it('relays an early error event with no backend left', async () => {
+    // Nothing was held, since no failure could move the request: the
+    // client gets the stream, and its error event, as the upstream sent it.
+    const { gw } = await startPair('stream_error=1', '', { withB: false });
+    const res = await chat(gw, { stream: true });
+    assert.equal(res.status, 200);
+    assert.match(res.headers['content-type'] ?? '', /^text\/event-stream\b/);
+    const datas = assertEndsWithError(res.text);
+    assert.equal(datas.length, 2, `events: ${datas.join(' | ')}`);
+    const entry = await gw.accessFor(res.id);
+    assert.match(entry.termination, /^S/, 'termination');
+  });
+});
+
+/*
+ * What reaches the client before the upstream sends content. Upstream a is
+ * scripted: it sends the head and what `before` writes, then waits for a
+ * signal before its content, so each test sees what the client got while
+ * the upstream was still reasoning or idle.
+ */
+describe('a stream before its content', () => {
+  let upstream = null;
+  let waiting = null;
+  let opening = [];
+
+  afterEach(async () => {
+    waiting?.open();
+    // A stream whose head came late, after a failed check, is closed too.
+    await Promise.allSettled(opening.map((p) => p.then((stream) => stream.abort())));
+    opening = [];
+    await stopAll();
+    upstream?.close();
+    upstream = null;
+  });
+
+  /* Open a stream through gw, and resolve to it once its head arrives. */
+  function openThrough(gw) {
+    const p = openStream({ port: gw.port, body: { model: 'gpt-4o', messages, stream: true } });
+    opening.push(p);
+    return within(p, 'the response head arriving before the upstream sent content');
+  }
+
+  async function startHeld(before, { retry = RETRY_FREELY, withB = true } = {}) {
+    waiting = gate();
+    const signal = waiting;
+    upstream = await startScripted(async (req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(chunkEvent({ role: 'assistant', content: '' }));
+      before(res);
+      await signal.opened;
+      res.write(chunkEvent({ content: 'Hello' }));
+      res.write(chunkEvent({}, 'stop'));
+      res.end('data: [DONE]\n\n');
+    });
+    const backends = { a: { url: upstream.url, health: NEVER_EJECT } };
+    const tiers = ['a'];
+    if (withB) {
+      backends.b = mockBackend(await startMock());
+      tiers.push('b');
+    }
+    return startGateway({
+      backends,
+      routes: [{ name: 'chat', match: { path: '/v1/chat/completions' }, backends: tiers, retry }],
+    });
+  }
+
+  /* Read the client's stream after the upstream's content, and check that
+   * it ended well. */
+  async function finish(stream) {
+    waiting.open();
+    const datas = (await stream.rest()).map((ev) => ev.data).filter((d) => d !== null);
+    assert.equal(datas.at(-1), '[DONE]');
+  }
+
+  for (const member of ['reasoning_content', 'reasoning']) {
+    it(`relays a delta.${member} before the content, as content`, async () => {
+      // Failover is possible (b is there), yet the reasoning is model
+      // output: it commits the stream and goes out at once.
+      const gw = await startHeld((res) => res.write(chunkEvent({ [member]: 'Let me think' })));
+      const stream = await openThrough(gw);
+      assert.equal(stream.status, 200);
+      const role = await within(stream.nextData(), 'the role chunk arriving');
+      assert.equal(JSON.parse(role.data).choices[0].delta.role, 'assistant');
+      const reasoning = await within(stream.nextData(), `the ${member} chunk arriving`);
+      assert.equal(JSON.parse(reasoning.data).choices[0].delta[member], 'Let me think');
+      await finish(stream);
+    });
+  }
+
+  for (const [what, options] of [
+    ['the route has no other backend', { withB: false }],
+    ['retry.max_attempts is 1', { retry: { ...RETRY_FREELY, max_attempts: 1 } }],
+    ['retry.hold_stream is false', { retry: { ...RETRY_FREELY, hold_stream: false } }],
+    ['retry.on names no stream failure', { retry: { ...RETRY_FREELY, on: ['connect', 429] } }],
+    ['the retry budget is spent', { retry: { budget: 0, min_retries: 0 } }],
+  ]) {
+    it(`sends the head, events and comments at once when ${what}`, async () => {
+      const gw = await startHeld((res) => res.write(': keepalive\n\n'), options);
+      const stream = await openThrough(gw);
+      assert.equal(stream.status, 200);
+      const role = await within(stream.nextData(), 'the role chunk arriving');
+      assert.equal(JSON.parse(role.data).choices[0].delta.role, 'assistant');
+      await within(waitFor(() => stream.body().toString().includes(': keepalive\n'),
+        { message: 'the keepalive comment' }), 'the keepalive comment arriving');
+      await finish(stream);
+    });
+  }
 });
 
 describe('stream failure after content', () => {

@@ -771,7 +771,13 @@ describe('content filters: stream shapes clients read', () => {
         res.end(`${events.map((data) => `data: ${data}\n\n`).join('')}data: [DONE]\n\n`);
       });
     });
-    gw = await startGateway(config({ url: upstreamUrl(upstream) }, FILTERS, ['pii']));
+    // A second backend that a reset could move the request to keeps the
+    // start of each stream held, which the 502 below needs; an error
+    // event does not move it there.
+    const spare = { spare: { url: upstreamUrl(upstream) } };
+    const setup = config({ url: upstreamUrl(upstream) }, FILTERS, ['pii'], { backends: spare });
+    Object.assign(setup.routes[0], { backends: ['mock', 'spare'], retry: { on: ['reset'] } });
+    gw = await startGateway(setup);
   });
   afterEach(() => gw?.checkErrors());
   after(async () => {
@@ -1089,11 +1095,14 @@ describe('content filters: a stream event too large to read', () => {
         res.end(`${huge}data: [DONE]\n\n`);
       });
     });
+    // The spare backend keeps the start of each stream held (a reset could
+    // move the request to it), which the 502 below needs.
     const route = (model, filters) => ({
-      name: model, match: { path: '/v1/chat/completions', model }, backends: ['scripted'], filters,
+      name: model, match: { path: '/v1/chat/completions', model }, backends: ['scripted', 'spare'],
+      filters, retry: { on: ['reset'] },
     });
     gw = await startGateway({
-      backends: { scripted: { url: upstreamUrl(upstream) } },
+      backends: { scripted: { url: upstreamUrl(upstream) }, spare: { url: upstreamUrl(upstream) } },
       filters: FILTERS,
       routes: [route('screened', ['pii']), route('open', [])],
     });

@@ -688,6 +688,77 @@ START_TEST(comment_without_callback)
 }
 END_TEST
 
+/* The comment callback takes the bytes since the last event when no field
+ * came among them, and the next event's raw_len starts after them. */
+static size_t taken_at_comment[MAX_COMMENTS];
+static size_t n_taken;
+
+static void
+take_at_comment(void *arg, const char *text, size_t len)
+{
+	struct capture *c = arg;
+
+	(void)text;
+	(void)len;
+	ck_assert_uint_lt(n_taken, MAX_COMMENTS);
+	taken_at_comment[n_taken++] = tg_sse_take_between(&c->parser);
+}
+
+START_TEST(comments_taken_between_events)
+{
+	static const char in[] = ": a\r\n\ndata: x\n: b\n\n: c\ndata: y\n\n";
+	struct capture c;
+
+	n_taken = 0;
+	capture_init(&c, 0);
+	c.parser.on_comment = take_at_comment;
+	ck_assert_int_eq(tg_sse_feed(&c.parser, in, sizeof(in) - 1), 0);
+	ck_assert_uint_eq(n_taken, 3);
+	ck_assert_uint_eq(taken_at_comment[0], 4);     /* ": a\r", its LF comes after */
+	ck_assert_uint_eq(taken_at_comment[1], 0);     /* ": b" inside event x */
+	ck_assert_uint_eq(taken_at_comment[2], 4);     /* ": c\n" after event x */
+	ck_assert_uint_eq(c.n_events, 2);
+	ck_assert_uint_eq(c.events[0].raw_len, strlen("\n\ndata: x\n: b\n\n"));
+	ck_assert_uint_eq(c.events[1].raw_len, strlen("data: y\n\n"));
+	capture_free(&c);
+}
+END_TEST
+
+/* A stream that stops after the whole lines of an event with data can be
+ * completed by feeding the line end tg_sse_unended_event() names. */
+START_TEST(unended_event_completed)
+{
+	struct capture c;
+	struct tg_sse_event ev;
+
+	capture_init(&c, 0);
+	ck_assert_ptr_null(tg_sse_unended_event(&c.parser, &ev));
+	ck_assert_int_eq(tg_sse_feed(&c.parser, INPUT("data: [DONE]")), 0);
+	ck_assert_ptr_null(tg_sse_unended_event(&c.parser, &ev));      /* the line is unfinished */
+	ck_assert_int_eq(tg_sse_feed(&c.parser, INPUT("\n")), 0);
+	ck_assert_str_eq(tg_sse_unended_event(&c.parser, &ev), "\n");
+	ck_assert_str_eq(ev.data, "[DONE]");
+	ck_assert_uint_eq(ev.type_len, 0);
+	ck_assert_int_eq(tg_sse_feed(&c.parser, INPUT("\n")), 0);
+	ck_assert_uint_eq(c.n_events, 1);
+	ck_assert_str_eq(c.events[0].data, "[DONE]");
+	ck_assert_ptr_null(tg_sse_unended_event(&c.parser, &ev));
+
+	/* After a lone CR an LF would end that line, not the event. */
+	ck_assert_int_eq(tg_sse_feed(&c.parser, INPUT("event: message_stop\rdata: {}\r")), 0);
+	ck_assert_str_eq(tg_sse_unended_event(&c.parser, &ev), "\r");
+	ck_assert_str_eq(ev.type, "message_stop");
+	ck_assert_int_eq(tg_sse_feed(&c.parser, INPUT("\r")), 0);
+	ck_assert_uint_eq(c.n_events, 2);
+	ck_assert_str_eq(c.events[1].type, "message_stop");
+
+	/* An event without data has nothing to dispatch. */
+	ck_assert_int_eq(tg_sse_feed(&c.parser, INPUT("event: ping\n")), 0);
+	ck_assert_ptr_null(tg_sse_unended_event(&c.parser, &ev));
+	capture_free(&c);
+}
+END_TEST
+
 START_TEST(finish_is_idempotent)
 {
 	struct capture c;
@@ -740,6 +811,8 @@ sse_suite(void)
 	tcase_add_test(stream, large_event_in_small_chunks);
 	tcase_add_test(stream, comment_without_callback);
 	tcase_add_test(stream, finish_is_idempotent);
+	tcase_add_test(stream, comments_taken_between_events);
+	tcase_add_test(stream, unended_event_completed);
 	tcase_add_test(stream, reinit_after_free);
 	suite_add_tcase(s, stream);
 	return s;
