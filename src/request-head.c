@@ -356,8 +356,8 @@ tg_request_head_origin_form(const char *target, const char *method, char **origi
 		return err;
 
 	/* openai-node sends the model id "org/model" as "org%2Fmodel". */
-	err = TG_OK;
-	if (path_has_special_byte(*origin))
+	err = check_target_bytes(*origin, message, size);
+	if (err == TG_OK && path_has_special_byte(*origin))
 		err = check_path_normal(*origin, tg_request_head_names_model(method, *origin),
 		                        message, size);
 	if (err != TG_OK) {
