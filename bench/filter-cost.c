@@ -81,7 +81,6 @@ make_filter(const char *name, enum tg_filter_action action, int presets)
 	} else {
 		tg_rule_compile(&f->rules[f->n_rules++], "injection",
 		                "ignore (all )?previous instructions", 1, err, sizeof(err));
-		f->any_caseless = 1;
 	}
 	for (size_t i = 0; i < f->n_rules; i++) {
 		if (f->rules[i].lookbehind > f->lookbehind)
@@ -142,7 +141,7 @@ run_stream(const struct tg_filter_chain *chain, const char *text)
 	start = now_us();
 	for (size_t off = 0; off < len;) {
 		size_t n = len - off < 24 ? len - off : 24;
-		struct tg_stream_event ev = {TG_EVENT_CONTENT, evbuffer_new(), NULL, 0};
+		struct tg_stream_event ev = {.kind = TG_EVENT_CONTENT, .raw = evbuffer_new()};
 		char *data;
 
 		/* Cut on a UTF-8 boundary. */
