@@ -111,7 +111,7 @@ type_is(const char *type, size_t type_len, const char *name)
 }
 
 /* Return whether stop_reason, an Anthropic message's, is "refusal". Like a
- * content_filter finish, a refusal is not an answer to keep. */
+ * content_filter finish, a refusal is not a response to keep. */
 static int
 is_refusal(const json_t *stop_reason)
 {

@@ -304,7 +304,7 @@ static const struct member PART_MEMBERS[] = {
 	MEMBER("stderr", R_TEXT), END_MEMBERS
 };
 /* An annotation of a Responses API output_text part, or of a chat
- * message, whose url_citation holds the same members: the "title" of a
+ * message, whose url_citation has the same members: the "title" of a
  * cited web page is text the client shows beside the response text. Its
  * URL, file names and offsets are not read: a mask there would break a
  * link or a file reference, and they name what a tool found, which the

@@ -212,7 +212,7 @@ check_escape(const char *origin, size_t len, const char *p, const char *segment,
  * Each accepted path is its own normal form, so routes, the endpoint's
  * handling and the upstream all read the same path, sent as it came.
  * With slash_escapable set, "%2F" is accepted: for a path the gateway
- * answers itself, which no other server reads.
+ * serves itself, which no other server reads.
  * Returns TG_OK, or TG_E_BAD_REQUEST with the reason in message.
  */
 static enum tg_error

@@ -66,7 +66,7 @@ enum tg_error tg_request_head_check_path(const char *path, char *message, size_t
 
 /*
  * 1 when a request of method (a name, such as "GET") to path is one the
- * gateway answers from its model list: GET or HEAD of /v1/models/ID. Such
+ * gateway serves from its model list: GET or HEAD of /v1/models/ID. Such
  * a request is never forwarded.
  */
 int tg_request_head_names_model(const char *method, const char *path);
@@ -81,8 +81,8 @@ int tg_request_head_names_model(const char *method, const char *path);
  *                         5.6.2) that a space or the end of line ends,
  *                         and llhttp reads the rest of the line as valid
  *                         after a method it parses: a method the gateway
- *                         does not implement, which section 9.1 answers
- *                         with 501. Its first
+ *                         does not implement, to which section 9.1 gives
+ *                         501. Its first
  *                         TG_REQUEST_METHOD_SHOWN bytes go to method,
  *                         NUL-terminated, and are named in message.
  *   TG_E_BAD_REQUEST      otherwise, with method empty and the start of

@@ -513,8 +513,8 @@ wants_anthropic_models(const struct tg_request *req)
 	return tg_headers_get(&req->headers, "anthropic-version") != NULL;
 }
 
-/* The model object of id, in the shape req reads. The gateway knows no
- * creation time, so it gives the Unix epoch, and the id as its name. */
+/* Return the model object of id, in the shape req reads. The gateway has
+ * no creation time, so it gives the Unix epoch, and the id as its name. */
 static json_t *
 model_object(const struct tg_request *req, const char *id)
 {
@@ -622,7 +622,7 @@ answer_models(struct tg_request *req)
 	json_decref(ids);
 }
 
-/* 1 when the JSON array of strings ids holds id. */
+/* 1 when the JSON array of strings ids contains id. */
 static int
 holds_id(const json_t *ids, const char *id)
 {
@@ -638,7 +638,7 @@ holds_id(const json_t *ids, const char *id)
 
 /*
  * GET /v1/models/ID: the model object of ID when the model list of this
- * caller holds it, else 404 model_not_found, in the error shape of the
+ * caller contains it, else 404 model_not_found, in the error shape of the
  * list's API. The id is percent-decoded, since SDKs encode a "/" in it,
  * and the rest of the path is the id, so "org/model" may come either way.
  */
@@ -752,7 +752,7 @@ is_model_list(const struct endpoint *endpoint)
 	       strcmp(endpoint->path, "/v1/models") == 0;
 }
 
-/* 1 when the gateway answers req from its model list, without a route. */
+/* 1 when the gateway responds to req from its model list, without a route. */
 static int
 answers_itself(const struct tg_request *req, const struct endpoint *endpoint)
 {
