@@ -23,7 +23,7 @@
  * sets (struct tg_accept_limit), so that each connection served keeps a
  * descriptor for its upstream connection. At the limit the set accepts
  * one connection more, which shows that a client waits. Its owner either
- * makes room for it, by closing an idle connection, or holds it unserved
+ * makes room for it, by closing an idle connection, or keeps it unserved
  * and stops accepting until room frees: at once after a close in the
  * set, within TG_ACCEPT_PAUSE_MS after a close in another set. These
  * pauses are logged in bursts the same way.
@@ -44,7 +44,7 @@ struct tg_accept_pause;
 /*
  * Connection limit shared by sets, such as the client connections of all
  * workers (see tg_descriptors_client_max). Sets on other threads count
- * into it, hence the atomics. open never passes max: each set holds at
+ * into it, hence the atomics. open never passes max: each set keeps at
  * most one connection beyond it, unserved and uncounted.
  */
 struct tg_accept_limit {
@@ -92,7 +92,7 @@ struct tg_accept_pause *tg_accept_pause_new(struct event_base *base,
 int tg_accept_pause_claim(struct tg_accept_pause *p);
 
 /*
- * The owner holds a connection that tg_accept_pause_claim() found no room
+ * The owner keeps a connection that tg_accept_pause_claim() found no room
  * for. Stop accepting, with a log line at the start of a burst, and call
  * the room callback from the event loop after each close in the set and
  * every TG_ACCEPT_PAUSE_MS. The callback claims a place and starts the

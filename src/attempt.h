@@ -52,10 +52,10 @@ int tg_attempt_next(struct tg_request *req, unsigned retry_on_kind, int status);
 /*
  * 1 when a stream of the current attempt that fails before its first
  * content (an error event, a reset, an idle timeout) could still move to
- * another backend, as far as is known when its head arrives: the
- * route's retry.hold_stream is on, retry.on names such a failure, an
- * attempt is left under max_attempts, an untried backend is not cooling
- * down, and the retry budget has room. The relay holds the stream's
+ * another backend, as far as is known when its head arrives. That needs
+ * the route's retry.hold_stream on, such a failure named in retry.on, an
+ * attempt left under max_attempts, an untried backend that is not cooling
+ * down, and room in the retry budget. The relay holds the stream's
  * content-free start only then; else it has nothing to gain by holding.
  * It takes nothing: no budget, no trial slot.
  */

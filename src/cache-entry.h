@@ -143,7 +143,7 @@ void tg_cache_entry_free(struct tg_cache_entry *e);
 #define TG_CACHE_TYPE_JSON "application/json"
 #define TG_CACHE_TYPE_STREAM "text/event-stream; charset=utf-8"
 
-/* 1 when e answers a request for a stream (stream set) or for one JSON
+/* 1 when e serves a request for a stream (stream set) or for one JSON
  * body in the kind it was stored as, so that its stored Content-Type and
  * Cache-Control describe the response; 0 when it is converted. */
 int tg_cache_entry_kind_serves(const struct tg_cache_entry *e, int stream);

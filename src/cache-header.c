@@ -282,9 +282,9 @@ on_integer(void *ctx, long long value)
 	return 1;
 }
 
-/* 1 when the len bytes at value may be sent as a header value: no control
- * character but HTAB (RFC 9110 section 5.5), so that an entry altered in
- * Redis cannot add a line to a response or break its head. */
+/* 1 when the len bytes at value may be sent as a header value, with no
+ * control character but HTAB (RFC 9110 section 5.5). An entry altered in
+ * Redis thus cannot add a line to a response or break its head. */
 static int
 value_sendable(const char *value, size_t len)
 {

@@ -15,10 +15,9 @@
  * with its last value, as in jansson's tree, and unknown members are
  * skipped, so a later version may add some. "headers", when it is an
  * object, gives the response headers to replay, as names and string
- * values; whatever else it holds, or a name tg_cache_header_keeps() does
- * not name, or a value with a control character other than HTAB, is
- * skipped likewise, and it
- * never makes a header invalid. Instances built before it skip it whole. yajl takes a few strings
+ * values. Any other member in it, a name that tg_cache_header_keeps() does
+ * not keep, and a value with a control character other than HTAB are
+ * skipped likewise, and "headers" never makes a header invalid. Instances built before it skip it whole. yajl takes a few strings
  * that jansson refuses (a "\u0000", a lone surrogate escape); in a
  * header they can only name an unknown member or kind, which changes
  * nothing or fails the header, or be a header value, which is skipped
@@ -61,8 +60,8 @@ struct tg_cache_header {
  * provider's ids and facts about the stored response (x-request-id, as
  * the gateway relays it, Anthropic's request-id, openai-processing-ms,
  * openai-version, the organization and project). Rate-limit headers are
- * not kept: they tell the provider's state when the response was made,
- * not now, and a hit costs no provider quota.
+ * not kept, because they describe the provider's state when the response
+ * was made, not now, and a hit costs no provider quota.
  */
 int tg_cache_header_keeps(const char *name, size_t len);
 

@@ -684,9 +684,9 @@ describe_content_length(struct tg_client *c)
 	         "body in bytes, once", shown);
 }
 
-/* Whether llhttp rejected an RTSP method, which it parses, in an HTTP
- * request line. It gives that the code of an invalid constant, and tells
- * it apart only by its reason text. */
+/* Return whether llhttp rejected an RTSP method, which it parses, in an
+ * HTTP request line. llhttp reports that with the code of an invalid
+ * constant, which only its reason text sets apart. */
 static int
 is_rtsp_method(const struct tg_client *c, llhttp_errno_t rc)
 {
@@ -823,11 +823,11 @@ head_refusal(struct tg_client *c)
 /*
  * At the end of a head read whole and checked, where the parser paused:
  * send 100 Continue if the client waits for it, and resume the parser.
- * A request that the head alone gets refused (a gateway key missing,
- * unknown, not allowed or over its rate limit, a Content-Encoding on a
- * body the gateway reads, or what a site rejects) is refused at once
- * instead, as nginx does, so the client sends no body that would be read
- * for nothing. Returns 0, or HPE_USER with the error recorded.
+ * A request that the head alone rejects is rejected at once instead, as
+ * nginx does, so the client sends no body that would be read for nothing.
+ * That is a gateway key missing, unknown, not allowed or over its rate
+ * limit, a Content-Encoding on a body the gateway reads, or what a site
+ * rejects. Returns 0, or HPE_USER with the error recorded.
  */
 static llhttp_errno_t
 head_read(struct tg_client *c)

@@ -1,6 +1,6 @@
 /*
- * The member tables of filter-text.c, which say which members of a body
- * are texts, as a cursor for a reader of another shape: the stream
+ * The member tables of filter-text.c, which name the members of a body
+ * that are texts, as a cursor for a reader of another shape: the stream
  * reader (filter-chunk.c) reads the content block of an Anthropic
  * content_block_start event, and the blocks of message_start, by the
  * rules that read the same blocks in a response body, so that a stream
@@ -13,7 +13,7 @@
 
 #include <stddef.h>
 
-/* What a string read by a rule is, in a response. */
+/* The kind of a string read by a rule, in a response. */
 enum tg_member_string {
 	TG_MEMBER_NONE,         /* not a text */
 	TG_MEMBER_TEXT,         /* a text */
@@ -32,7 +32,7 @@ unsigned tg_member_of(unsigned rule, const char *key, size_t len);
 /* The rule of each item of an array read by rule; 0: none is read. */
 unsigned tg_member_item(unsigned rule);
 
-/* What a string read by rule is, in a response. */
+/* Return the kind of a string read by rule, in a response. */
 enum tg_member_string tg_member_string(unsigned rule);
 
 /* Whether rule reads every string inside an object or an array given to

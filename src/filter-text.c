@@ -329,9 +329,9 @@ static const struct member TEXT_PART_MEMBERS[] = {
 	MEMBER("text", R_TEXT), END_MEMBERS
 };
 /* The result of an Anthropic server tool, in an assistant turn sent
- * back or in a response: a web fetch's document ("content"), the output
- * of code it ran, the text of a file its text editor viewed ("content", a
- * string) and the "lines" of an edit it made. */
+ * back or in a response. It is a web fetch's document ("content"), the
+ * output of code the tool ran, the text of a file its text editor viewed
+ * ("content", a string) or the "lines" of an edit it made. */
 static const struct member RESULT_MEMBERS[] = {
 	MEMBER("content", R_RESULT_BODY), MEMBER("stdout", R_TEXT), MEMBER("stderr", R_TEXT),
 	MEMBER("lines", R_TEXTS), END_MEMBERS

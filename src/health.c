@@ -581,10 +581,10 @@ ratelimit_reset(const struct tg_headers *headers, const char *kind)
 	return ns;
 }
 
-/* The wait of retry-after-ms when it is there and valid, else of
- * Retry-After. OpenAI sends both, and its SDKs wait as retry-after-ms
- * says, which is finer than whole seconds; a cooldown shorter than their
- * wait would send them tollgate's own 503 on their retry. */
+/* Return the wait of retry-after-ms when it is present and valid, else
+ * of Retry-After. OpenAI sends both, and its SDKs wait for retry-after-ms,
+ * which is finer than whole seconds. A cooldown shorter than their wait
+ * would give their retry tollgate's own 503. */
 static uint64_t
 requested_wait(const struct tg_headers *headers, time_t now_wall)
 {

@@ -308,9 +308,9 @@ is_event_stream(const struct tg_headers *headers)
  * call, reasoning ("reasoning_content" as DeepSeek and vLLM send it,
  * "reasoning" as OpenRouter does) or a finish reason in any choice;
  * "choices": [] is the usage chunk. Reasoning is model output the client
- * shows or waits on, as Anthropic's thinking_delta is: held back, a model
- * that reasons for seconds would send the client nothing, and its SDK's
- * timeout would fire and start the generation again. */
+ * shows or waits on, as Anthropic's thinking_delta is. If it were held
+ * back, a model that reasons for seconds would send the client nothing,
+ * and its SDK's timeout would fire and start the generation again. */
 static enum tg_event_kind
 classify_openai(const struct tg_reply_digest *d, int *finish)
 {
@@ -1075,11 +1075,11 @@ relay_on_head(void *arg, int status, struct tg_headers *headers)
 	event_stream = is_event_stream(&resp->headers) && req->method_id != HTTP_HEAD;
 
 	/* A successful stream's start is held until its first content, so a
-	 * failure before it can still fail over. When none could (no attempt,
-	 * backend or budget left, or retry.on or retry.hold_stream says so),
-	 * holding would only keep the head, keepalive comments and early
-	 * events from a client whose timeouts run meanwhile: they go out at
-	 * once. */
+	 * failure before it can still fail over. When no failover is possible
+	 * (no attempt, backend or budget left, or retry.on or retry.hold_stream
+	 * rules it out), holding would only keep the head, keepalive comments
+	 * and early events from a client whose timeouts run meanwhile, so they
+	 * go out at once. */
 	if (status == 200 && event_stream) {
 		start_stream(req);
 		if (resp->pending == NULL)

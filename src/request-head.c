@@ -21,7 +21,7 @@
  * other than "#" (check_target_bytes()). */
 #define TARGET_FORBIDDEN "\"<>\\^`{|}"
 /* Square brackets, which RFC 3986 allows only around an IP literal, are
- * rejected in a path; a query keeps them, since clients send arrays as
+ * rejected in a path. A query keeps them, because clients send arrays as
  * "include[]=x" unencoded and nginx forwards them. */
 #define PATH_FORBIDDEN TARGET_FORBIDDEN "[]"
 #define MAX_PORT 65535
@@ -471,10 +471,10 @@ tg_request_head_quote(const char *bytes, size_t len, char *out, size_t size)
 }
 
 /*
- * Check the rest of a request line after its method, rest of len bytes up
- * to the end of what was read, as llhttp reads it after a method it parses
- * (GET), so that a line such as "THIS IS NOT HTTP" gets 400 rather than a
- * 501 for "THIS". A line that the end of rest cuts off is valid so far.
+ * Check rest, the len bytes of a request line after its method up to the
+ * end of what was read, as llhttp reads them after a method it parses
+ * (GET). A line such as "THIS IS NOT HTTP" thus gets 400, not a 501 for
+ * "THIS". A line that the end of rest cuts off is valid so far.
  * Returns NULL when valid, else llhttp's reason.
  */
 static const char *

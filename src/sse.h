@@ -92,9 +92,9 @@ int tg_sse_feed(struct tg_sse_parser *p, const char *buf, size_t len);
 
 /*
  * Count the bytes read since the previous event (or the previous take) as
- * taken, and return how many, when they hold no field of an event: only
- * comment lines and blank lines, which the caller may pass on at once
- * rather than with the next event. The next event's raw_len then starts
+ * taken, and return how many, when they contain no field of an event but
+ * only comment lines and blank lines. The caller may then pass them on at
+ * once rather than with the next event. The next event's raw_len then starts
  * after them. Returns 0, taking nothing, while an event or a line is
  * under way. Meant for the comment callback, which is called once the
  * comment's line and the first byte of its line end are counted.

@@ -92,7 +92,7 @@ describe('command line', () => {
     assert.doesNotMatch(prefixed.stderr, /warning/);
   });
 
-  it('warns of tls on an http:// backend, with -t, at start and on reload', async () => {
+  it('warns of tls on http backends', async () => {
     const config = validConfig({
       listen: [`127.0.0.1:${await freePort()}`],
       admin: `127.0.0.1:${await freePort()}`,
@@ -118,7 +118,7 @@ describe('command line', () => {
     assert.doesNotMatch(secure.stderr, /warning/);
   });
 
-  // 0 does not lift the limit: the gateway holds each body in memory.
+  // 0 does not lift the limit: the gateway keeps each body in memory.
   it('rejects limits.max_body 0 and names the minimum', async () => {
     for (const value of [0, '0', '0KiB']) {
       const { file, code, stderr } = await check(validConfig({ limits: { max_body: value } }));
